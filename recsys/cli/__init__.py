@@ -1,0 +1,13 @@
+"""`recsys` command line: a typer app whose commands are thin calls into pipelines/, flows/ or recsys/.
+
+Commands live in small modules by topic; each registers itself on `app` (or the `data` sub-app).
+"""
+
+from __future__ import annotations
+
+from recsys.cli.common import app, data_app  # noqa: F401
+
+# Importing the modules registers their commands.
+from recsys.cli import data_cmds, model_cmds, pipeline_cmds, tracking_cmds  # noqa: E402,F401
+
+__all__ = ["app"]

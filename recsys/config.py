@@ -1,0 +1,292 @@
+"""Typed configuration for a whole pipeline run, loaded from TOML with `--set a.b=c` overrides.
+
+Every section is a pydantic model with `extra="forbid"`, so a typo is a clear error naming the key
+instead of a silently ignored setting. Model configs live beside their models (LensKit style) and
+are selected by `kind`. `resolved()` is what gets dumped to MLflow params and saved with models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recsys.errors import RecsysError
+from recsys.models.popularity import PopularityConfig
+from recsys.models.two_tower import TwoTowerConfig
+from recsys.models.wals import WALSConfig
+
+AnyModelConfig = Annotated[PopularityConfig | WALSConfig | TwoTowerConfig, Field(discriminator="kind")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ColumnMap(Section):
+    """Source column names; None = auto-detect from common names (user, userId, user_id:token ...)."""
+
+    user: str | None = None
+    item: str | None = None
+    time: str | None = None
+    weight: str | None = None
+    event: str | None = None
+
+
+class SyntheticConfig(Section):
+    """The planted-cluster generator used when `data.source = "synthetic"`."""
+
+    n_users: int = Field(2000, gt=0)
+    n_items: int = Field(1000, gt=0)
+    n_clusters: int = Field(8, gt=0)
+    interactions_per_user: float = Field(30.0, gt=0, description="mean; activity is log-normally skewed")
+    popularity_exponent: float = Field(1.0, ge=0, description="Zipf exponent of item popularity within a cluster")
+    leakage: float = Field(0.0, ge=0, le=1, description="share of interactions drawn outside the user's cluster")
+    noise_rate: float = Field(0.0, ge=0, le=1, description="share of interactions with uniformly random items")
+    days: int = Field(90, gt=0, description="timestamps span this many days")
+    seed: int = 0
+
+
+class DataConfig(Section):
+    source: str = Field("synthetic", description='"synthetic", a file, a directory, a processed data dir or a URL')
+    format: str | None = Field(None, description="force a reader: csv, tsv, parquet, jsonl, movielens, recbole ...")
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+    positive_min_weight: float | None = Field(None, description="keep interactions with weight >= this (e.g. rating >= 4)")
+    positive_events: list[str] | None = Field(None, description="keep only these event types")
+    aggregate: Literal["count", "sum", "max", "last"] = Field("count", description="how repeated (user, item) pairs combine")
+    binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
+    min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
+    min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")
+    max_future_days: float = Field(1.0, ge=0, description="quarantine timestamps more than this far in the future")
+    processed_dir: str = Field("data/processed", description="where ingested datasets are written")
+    raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class SplitConfig(Section):
+    protocol: Literal["temporal", "leave_last_n", "random", "strong_generalization"] = "random"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: share of each user's items; temporal: share of time")
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description="0 = no validation split")
+    n: int = Field(1, ge=1, description="leave_last_n: items per user held out")
+    cutoff: datetime | None = Field(None, description="temporal: explicit cut-off (UTC); default from test_fraction")
+    heldout_users: float = Field(0.2, gt=0, description="strong generalisation: share (<1) or count (>=1) of test users")
+    fold_in_fraction: float = Field(0.8, gt=0, lt=1, description="strong generalisation: share of a held-out history given as fold-in")
+    seed: int = 0
+
+
+class EvaluationConfig(Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 50, 100])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate", "coverage"]
+    )
+    chunk_size: int = Field(2048, gt=0, description="users scored per matmul; bounds memory")
+    threads: int | None = Field(None, gt=0)
+    bootstrap_samples: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    sampled_negatives: int | None = Field(None, description="sampled metrics (biased; Krichene & Rendle 2020). None = full corpus")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k <= 0 for k in ks):
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return sorted(set(ks))
+
+
+class FoldingConfig(Section):
+    enabled: bool = True
+    k: int = Field(20, gt=0)
+    neighbours: int = Field(10, gt=0)
+
+
+class TrackingConfig(Section):
+    enabled: bool = True
+    tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db")
+    experiment: str = "recsys"
+    register_models: bool = True
+    model_name_prefix: str = Field("recsys", description="registered model name = {prefix}-{model name}")
+
+
+class PromotionConfig(Section):
+    auto: bool = True
+    metric: str = "recall@20"
+    p_value: float = Field(0.05, gt=0, lt=1)
+    max_coverage_drop: float = Field(0.1, ge=0, le=1, description="relative coverage@k loss tolerated")
+    registered_model: str = Field("recsys-best", description="the model name holding champion/challenger aliases")
+
+
+class OrchestrationConfig(Section):
+    task_runner: Literal["threads", "dask", "sequential"] = "threads"
+    max_workers: int = Field(2, gt=0, description="models trained at once")
+    threads_per_model: int | None = Field(None, gt=0, description="torch/BLAS threads per model (None = cores // max_workers)")
+    dask_address: str | None = None
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(1.0, ge=0)
+
+
+class RunConfig(Section):
+    name: str = "recsys"
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    models: list[AnyModelConfig] = Field(default_factory=list)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    folding: FoldingConfig = Field(default_factory=FoldingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> RunConfig:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        return self
+
+    def model(self, name: str):
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model named {name!r}; models: {[m.name for m in self.models]}")
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """Stable hash of the resolved config (keys caching together with the data fingerprint)."""
+        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_toml(self) -> str:
+        return dumps_toml(self.resolved())
+
+
+class ConfigError(RecsysError, ValueError):
+    """A config that cannot be used, with a message fit for the terminal."""
+
+
+def _parse_value(raw: str) -> Any:
+    """`--set` values are TOML literals (numbers, booleans, lists, quoted strings); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply `a.b.c=value` to a raw config dict. Inside `models`, address a model by its name:
+    `models.wals.factors=128` (or by position: `models.0.factors=128`)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _select_model(node, part, assignment)
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"--set {assignment!r}: {'.'.join(parts[: i + 1])} is not a section")
+    if isinstance(node, list):
+        raise ConfigError(f"--set {assignment!r}: name a model, e.g. models.<name>.<field>=value")
+    node[parts[-1]] = _parse_value(raw.strip())
+
+
+def _select_model(models: list[dict[str, Any]], key: str, assignment: str) -> dict[str, Any]:
+    for m in models:
+        if m.get("name", m.get("kind")) == key:
+            return m
+    if key.isdigit() and int(key) < len(models):
+        return models[int(key)]
+    names = [m.get("name", m.get("kind")) for m in models]
+    raise ConfigError(f"--set {assignment!r}: no model named {key!r}; models: {names}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a TOML config (or defaults), apply overrides, validate; errors name the file and key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        source = Path(path)
+        if not source.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            data = tomllib.loads(source.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    for assignment in overrides:
+        apply_override(data, assignment)
+    for model in data.get("models", []):
+        if isinstance(model, dict) and "kind" in model:
+            model.setdefault("name", model["kind"])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _describe(exc: ValidationError, path: str | Path | None) -> str:
+    where = f"{path}: " if path else ""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}{loc}: {msg}")
+    return "invalid config\n  " + "\n  ".join(lines)
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for resolved configs (tables, arrays of tables, scalars, lists)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    out: list[str] = []
+
+    def table(prefix: str, body: dict[str, Any], header: str | None) -> None:
+        simple = {k: v for k, v in body.items() if v is not None and not isinstance(v, dict) and not _is_table_list(v)}
+        if header:
+            out.append(f"\n{header}")
+        out.extend(f"{k} = {scalar(v)}" for k, v in simple.items())
+        for k, v in body.items():
+            name = f"{prefix}{k}"
+            if isinstance(v, dict):
+                table(f"{name}.", v, f"[{name}]")
+            elif _is_table_list(v):
+                for entry in v:
+                    table(f"{name}.", entry, f"[[{name}]]")
+
+    table("", data, None)
+    return "\n".join(out).lstrip() + "\n"
+
+
+def _is_table_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested config into dotted keys (MLflow params); model lists keyed by model name."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif _is_table_list(value):
+            for i, entry in enumerate(value):
+                flat.update(flatten(entry, f"{name}.{entry.get('name', i)}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,35 @@
+"""The canonical interaction schema every reader produces and every later step relies on.
+
+One table shape for all sources means readers are the only place that knows about file formats.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+USER = "user_id"
+ITEM = "item_id"
+TIME = "timestamp"
+WEIGHT = "weight"
+EVENT = "event"
+
+# Indexed columns (after the vocab maps ids to dense integer indices).
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+
+TIME_DTYPE = pl.Datetime("us", "UTC")
+
+CANONICAL_SCHEMA: dict[str, pl.DataType] = {
+    USER: pl.String(),
+    ITEM: pl.String(),
+    TIME: TIME_DTYPE,
+    WEIGHT: pl.Float32(),
+}
+OPTIONAL_COLUMNS: dict[str, pl.DataType] = {EVENT: pl.String()}
+
+INDEXED_SCHEMA: dict[str, pl.DataType] = {
+    USER_IDX: pl.Int32(),
+    ITEM_IDX: pl.Int32(),
+    TIME: TIME_DTYPE,
+    WEIGHT: pl.Float32(),
+}

@@ -1,0 +1,11 @@
+"""Model zoo: importing this package registers every built-in model kind."""
+
+from recsys.models.base import ModelConfig, Recommender, build_model, model_kinds
+from recsys.models.popularity import PopularityConfig
+from recsys.models.two_tower import TwoTowerConfig
+from recsys.models.wals import WALSConfig
+
+__all__ = [
+    "ModelConfig", "Recommender", "build_model", "model_kinds",
+    "PopularityConfig", "WALSConfig", "TwoTowerConfig",
+]

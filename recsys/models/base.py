@@ -1,0 +1,257 @@
+"""The one protocol every model follows (after implicit's RecommenderBase).
+
+Data contract: `fit` takes a users x items CSR (float32; the raw signal, e.g. counts or ratings
+after implicit conversion); retrieval is always a dot product between `user_factors` (or
+`fold_in(histories)` for users unseen at training time) and `item_factors`, so one evaluator, one
+pyfunc and one folding diagnostic serve every model. Persistence is JSON + safetensors, never pickle.
+
+Subclasses implement `_fit`, the two factor properties and `fold_in`; the public `fit` does the
+bookkeeping (input checks, seeding, timing, history) so no subclass can forget it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+from safetensors.numpy import load_file, save_file
+
+from recsys.data.split import EvalSet
+
+FitCallback = Callable[[int, dict[str, float]], bool | None]
+"""Called after every epoch/iteration with (step, metrics). Returning True stops training early."""
+
+FORMAT_VERSION = 1
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+class ModelConfig(BaseModel):
+    """Fields every model config has. Each model declares its own subclass beside its code."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str
+    kind: str
+    seed: int = 42
+
+
+def as_user_item_csr(matrix: sp.spmatrix, n_items: int | None = None) -> sp.csr_matrix:
+    """Coerce to the data contract (CSR, float32, sorted, no explicit zeros) or say why not."""
+    if not sp.issparse(matrix):
+        raise TypeError(f"expected a scipy.sparse users x items matrix, got {type(matrix).__name__}")
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    if n_items is not None and csr.shape[1] != n_items:
+        raise ValueError(
+            f"matrix has {csr.shape[1]} columns but the model knows {n_items} items; "
+            "matrices must be users x items over the same item vocab"
+        )
+    return csr
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so the same config and data give the same metrics."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+
+
+class Recommender(ABC):
+    """Base class: `fit(train) -> self`, `recommend(users, k, exclude) -> (items, scores)`."""
+
+    kind: ClassVar[str] = ""
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            _REGISTRY[cls.kind] = cls
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            overrides.setdefault("name", self.kind)
+            overrides.setdefault("kind", self.kind)
+            config = self.Config(**overrides)
+        elif overrides:
+            config = config.model_copy(update=overrides)
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.n_users: int = 0
+        self.n_items: int = 0
+        self.fit_seconds: float = float("nan")
+        self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
+        self.is_fitted = False
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        train: sp.spmatrix,
+        *,
+        validation: EvalSet | None = None,
+        callback: FitCallback | None = None,
+        features: Any = None,
+    ) -> Self:
+        """Fit on a users x items CSR. `validation` enables early stopping where the model has it;
+        `callback(step, metrics)` sees every epoch/iteration (MLflow logging hooks in here);
+        `features` is side information for models that use it (ignored otherwise)."""
+        train = as_user_item_csr(train)
+        if train.nnz == 0:
+            raise ValueError("training matrix has no interactions")
+        self.n_users, self.n_items = train.shape
+        self.history = []
+        seed_everything(self.config.seed)
+        start = time.perf_counter()
+        self._fit(train, validation=validation, callback=self._recording(callback), features=features)
+        self.fit_seconds = time.perf_counter() - start
+        self.is_fitted = True
+        return self
+
+    def _recording(self, callback: FitCallback | None) -> FitCallback:
+        """Wrap the user's callback so every step also lands in `self.history`."""
+
+        def record(step: int, metrics: dict[str, float]) -> bool | None:
+            self.history.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
+            return callback(step, metrics) if callback is not None else None
+
+        return record
+
+    @abstractmethod
+    def _fit(self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any) -> None:
+        """Model-specific training. Must call `callback(step, metrics)` after each epoch/iteration
+        and stop when it returns True."""
+
+    # ----------------------------------------------------------------- vectors
+    @property
+    @abstractmethod
+    def user_factors(self) -> np.ndarray:
+        """(n_users, d) float32 user vectors for users seen in training."""
+
+    @property
+    @abstractmethod
+    def item_factors(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors; scores are user_vector @ item_factors.T."""
+
+    @abstractmethod
+    def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
+        """(n, d) float32 vectors for users given only their interaction rows (n x n_items CSR),
+        without changing the model: how users unseen at training time are served."""
+
+    def user_vectors(self, eval_set: EvalSet, users: np.ndarray) -> np.ndarray:
+        """The vectors the evaluator scores: fold-in histories when the protocol has them."""
+        self._check_fitted()
+        if eval_set.fold_in is not None:
+            return self.fold_in(eval_set.fold_in[users])
+        return self.user_factors[users]
+
+    # ----------------------------------------------------------------- retrieval
+    def recommend(
+        self,
+        user_indices: np.ndarray | list[int],
+        k: int = 10,
+        exclude: sp.spmatrix | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for known users, best first. `exclude` is a users x items
+        CSR (all users, indexed by user index) whose items are never recommended to that user."""
+        from recsys.evaluation.ranking import topk
+
+        self._check_fitted()
+        users = np.asarray(user_indices, dtype=np.int64)
+        mask = None if exclude is None else as_user_item_csr(exclude, self.n_items)[users]
+        return topk(self.user_factors[users], self.item_factors, k, exclude=mask)
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} '{self.config.name}' is not fitted; call fit() or load()")
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write config.json + factors.safetensors (+ model extras) atomically into `path`."""
+        self._check_fitted()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "config": self.config.model_dump(mode="json"),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "fit_seconds": self.fit_seconds,
+            "history": self.history,
+        }
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        tensors = {
+            "user_factors": np.ascontiguousarray(self.user_factors, dtype=np.float32),
+            "item_factors": np.ascontiguousarray(self.item_factors, dtype=np.float32),
+        }
+        save_file(tensors, str(tmp / "factors.safetensors"))
+        self._save_extra(tmp)
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recommender:
+        """Load any saved model; `Recommender.load` dispatches on the saved kind."""
+        import recsys.models  # noqa: F401  (registers every kind)
+
+        source = Path(path)
+        meta = json.loads((source / "config.json").read_text())
+        model_cls = _REGISTRY.get(meta["kind"])
+        if model_cls is None:
+            raise ValueError(f"{source}: unknown model kind {meta['kind']!r}; known: {sorted(_REGISTRY)}")
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise TypeError(f"{source} holds a {meta['kind']} model, not a {cls.kind}")
+        model = model_cls(model_cls.Config(**meta["config"]))
+        model.n_users, model.n_items = meta["n_users"], meta["n_items"]
+        model.fit_seconds = meta.get("fit_seconds", float("nan"))
+        model.history = meta.get("history", [])
+        model._load_factors(load_file(str(source / "factors.safetensors")))
+        model._load_extra(source)
+        model.is_fitted = True
+        return model
+
+    @abstractmethod
+    def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
+        """Restore state from the saved `user_factors` / `item_factors`."""
+
+    def _save_extra(self, directory: Path) -> None:
+        """Hook for state beyond the two factor matrices (e.g. tower weights as safetensors)."""
+
+    def _load_extra(self, directory: Path) -> None:
+        """Counterpart of `_save_extra`."""
+
+
+def model_kinds() -> dict[str, type[Recommender]]:
+    """Every registered model kind (importing recsys.models registers the built-in ones)."""
+    import recsys.models  # noqa: F401
+
+    return dict(_REGISTRY)
+
+
+def build_model(config: ModelConfig) -> Recommender:
+    """Instantiate the model class for `config.kind`."""
+    kinds = model_kinds()
+    if config.kind not in kinds:
+        raise ValueError(f"unknown model kind {config.kind!r}; known: {sorted(kinds)}")
+    return kinds[config.kind](config)

@@ -1,0 +1,19 @@
+"""Fixtures shared by every test module. Heavy services (MLflow store, Prefect harness) are
+session-scoped in their own conftest files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The shared MovieLens 100K (RecBole layout); tests that need it skip when it is absent."""
+    if not (ML100K / "ml-100k.inter").is_file():
+        pytest.skip("shared/data/ml-100k is not beside the repo")
+    return ML100K
