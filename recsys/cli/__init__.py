@@ -8,6 +8,13 @@ from __future__ import annotations
 from recsys.cli.common import app, data_app  # noqa: F401
 
 # Importing the modules registers their commands.
-from recsys.cli import data_cmds, model_cmds, pipeline_cmds, tracking_cmds  # noqa: E402,F401
+from recsys.cli import (  # noqa: E402,F401
+    data_cmds,
+    datasets_cmds,
+    folding_cmds,
+    model_cmds,
+    pipeline_cmds,
+    tracking_cmds,
+)
 
 __all__ = ["app"]
