@@ -1,3 +1,136 @@
-"""Commands registered on the recsys app (see recsys/cli/__init__.py)."""
+"""`recsys train`, `recsys evaluate` and `recsys tune`: models without the orchestrator."""
 
-from recsys.cli.common import app, data_app  # noqa: F401
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recsys.cli.common import ConfigOption, JsonOption, SetOption, app, console, load_run_config, user_errors
+from recsys.errors import ConfigError
+
+ModelsDir = Annotated[Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")]
+OnlyOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these models (by name). Repeatable.")]
+
+
+def _prepare(config: Path | None, set_: list[str] | None):
+    from pipelines.data import prepare_dataset
+    from pipelines.run import load_split
+
+    cfg = load_run_config(config, set_)
+    with console.status("preparing data and split"):
+        dataset = prepare_dataset(cfg)
+        split = load_split(dataset, cfg)
+    console.print(
+        f"data {dataset.processed_dir}: {split.n_users} users x {split.n_items} items, "
+        f"{split.train.nnz} train / {split.test.nnz} test interactions ({split.protocol} split)"
+    )
+    return cfg, split
+
+
+def _selected(cfg, only: list[str] | None):
+    if not cfg.models:
+        raise ConfigError("the config has no [[models]]")
+    return [cfg.model(n) for n in only] if only else list(cfg.models)
+
+
+@app.command()
+@user_errors
+def train(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    models_dir: ModelsDir = Path("data/models"),
+    only: OnlyOption = None,
+) -> None:
+    """Train the config's models on its split and save them (JSON + safetensors) under --models.
+
+    No MLflow, no Prefect: the quick loop for a notebook or a terminal. `recsys run` does it all.
+    """
+    from pipelines.train import train_model
+
+    cfg, split = _prepare(config, set_)
+    for model_cfg in _selected(cfg, only):
+        with console.status(f"training {model_cfg.name}"):
+            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name)
+        console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    models_dir: ModelsDir = Path("data/models"),
+    only: OnlyOption = None,
+    json_out: JsonOption = None,
+    train_first: Annotated[bool, typer.Option("--train", help="Train the models first (train + evaluate in one command).")] = False,
+) -> None:
+    """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
+
+    The split is recomputed from the config (seeded), so it is the one the models were trained on.
+    """
+    from pipelines.evaluate import evaluate_model
+    from pipelines.train import train_model
+    from recsys.evaluation.evaluate import format_table
+    from recsys.models.base import Recommender
+
+    cfg, split = _prepare(config, set_)
+    results, summary = {}, {}
+    for model_cfg in _selected(cfg, only):
+        path = models_dir / model_cfg.name
+        if train_first:
+            with console.status(f"training {model_cfg.name}"):
+                model = train_model(model_cfg, split, save_to=path)
+        elif not (path / "config.json").is_file():
+            raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
+        else:
+            model = Recommender.load(path)
+        if model.n_items != split.n_items:
+            raise ConfigError(f"{path}: model knows {model.n_items} items but the split has {split.n_items}; retrain it")
+        with console.status(f"evaluating {model_cfg.name}"):
+            evaluation = evaluate_model(model, split, cfg)
+        results[model_cfg.name] = evaluation.result
+        summary[model_cfg.name] = {"metrics": evaluation.result.summary, "ci": evaluation.result.ci,
+                                   "folding": evaluation.folding}
+    metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
+    console.print(format_table(results, metrics or [f"recall@{cfg.evaluation.ks[0]}"]))
+    if json_out is not None:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+        os.replace(tmp, json_out)
+
+
+@app.command()
+@user_errors
+def tune(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Name of the model to tune (from [[models]]).")] = "wals",
+    trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Optuna trials.")] = 20,
+    metric: Annotated[str | None, typer.Option("--metric", help="Validation metric to maximise (default: promotion.metric).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the config with the best parameters.")] = Path("tuned.toml"),
+) -> None:
+    """Hyper-parameter search (Optuna TPE, seeded) on the validation split, never on test.
+
+    Writes the full config with the best parameters filled in, ready for `recsys run --config`.
+    """
+    from pipelines.tune import tune_model
+
+    cfg, split = _prepare(config, set_)
+    if split.validation is None:
+        cfg.split.validation_fraction = 0.1
+        console.print("[yellow]no validation split configured: using split.validation_fraction = 0.1[/]")
+        cfg, split = _prepare(config, [*(set_ or []), "split.validation_fraction=0.1"])
+
+    def progress(trial: int, value: float, params: dict) -> None:
+        console.print(f"  trial {trial:3d}: {value:.4f}  {params}")
+
+    result = tune_model(cfg, split, model, trials=trials, metric=metric, progress=progress)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
+                   f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml())
+    os.replace(tmp, out)
+    console.print(f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}")

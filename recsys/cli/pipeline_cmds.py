@@ -1,3 +1,121 @@
-"""Commands registered on the recsys app (see recsys/cli/__init__.py)."""
+"""`recsys run` (the whole pipeline on Prefect) and `recsys schedule` (a cron deployment)."""
 
-from recsys.cli.common import app, data_app  # noqa: F401
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recsys.cli.common import ConfigOption, JsonOption, SetOption, app, console, load_run_config, user_errors
+
+DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
+
+
+def _config_path(config: Path | None) -> Path | None:
+    if config is None and DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    return config
+
+
+@app.command()
+@user_errors
+def run(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_out: JsonOption = None,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow (no registry, no promotion).")] = False,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the same steps in-process without Prefect (models one at a time).")
+    ] = False,
+) -> None:
+    """Run the training pipeline: ingest -> split -> train all models -> evaluate -> MLflow -> promote.
+
+    Runs as a Prefect flow on the ephemeral API by default, or on PREFECT_API_URL when set.
+    Defaults to pipelines/configs/default.toml (synthetic data) when no --config is given.
+    Exit code 0 when every model finished, 1 when any model failed (the others are still logged).
+    """
+    config = _config_path(config)
+    cfg = load_run_config(config, set_)
+    from pipelines.report import comparison_table
+
+    console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
+    summary, failed = _execute(cfg, config, set_ or [], tracking=not no_tracking, prefect=not no_prefect)
+    from pipelines.run import ModelOutcome, PipelineResult
+
+    result = PipelineResult(
+        dataset=summary["dataset"],
+        models=[ModelOutcome(**{k: v for k, v in m.items()}) for m in summary["models"]],
+        champion=summary.get("champion"), promotion=summary.get("promotion", {}),
+        mlflow_parent_run_id=summary.get("mlflow_parent_run_id"), tracking_uri=summary.get("tracking_uri"),
+        wall_seconds=summary.get("wall_seconds", 0.0), step_seconds=summary.get("step_seconds", {}),
+    )
+    console.print(comparison_table(result, cfg))
+    if json_out is not None:
+        result.write_json(json_out)
+    _where_to_look(summary, json_out)
+    if failed:
+        console.print(f"[bold red]{failed}[/]")
+        raise typer.Exit(code=1)
+
+
+def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, prefect: bool) -> tuple[dict, str | None]:
+    if not prefect:
+        from pipelines.run import run_pipeline
+
+        result = run_pipeline(cfg, tracking=tracking, log=lambda msg: console.print(f"  {msg}"))
+        failed = f"{len(result.failed)} model(s) failed" if result.failed else None
+        return result.to_json(), failed
+    from flows.pipeline import PipelineFailed, training_flow_for
+
+    try:
+        return training_flow_for(cfg)(cfg, tracking), None
+    except PipelineFailed as exc:
+        return exc.summary, str(exc)
+
+
+def _where_to_look(summary: dict, json_out: Path | None) -> None:
+    lines = [f"champion: [bold]{summary.get('champion')}[/] ({summary.get('promotion', {}).get('reason', '')})"]
+    uri = summary.get("tracking_uri")
+    if uri:
+        lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
+        lines.append("browse it:    make ui   (or: recsys ui  ->  http://127.0.0.1:5000)")
+        lines.append("compare:      recsys compare --metric recall@20")
+    lines.append(f"data:         {summary['dataset'].get('processed_dir')}")
+    if json_out:
+        lines.append(f"summary:      {json_out}")
+    lines.append(f"wall time:    {summary.get('wall_seconds', 0):.1f} s "
+                 f"(orchestration overhead {100 * summary.get('orchestration_overhead', 0):.0f}%)")
+    console.print("\n".join(lines))
+
+
+@app.command()
+@user_errors
+def schedule(
+    cron: Annotated[str, typer.Option("--cron", help='Cron expression, e.g. "0 3 * * *" (03:00 daily).')] = "0 3 * * *",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the cron schedule.")] = "UTC",
+) -> None:
+    """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
+
+    Each scheduled run ingests only the files added to a landing directory since the last run
+    (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule.
+    Point PREFECT_API_URL at `prefect server start` to see the schedule in the Prefect UI.
+    """
+    config = _config_path(config)
+    load_run_config(config, set_)  # fail now, not at 03:00
+    from flows.deployments import serve_pipeline
+
+    console.print(f"serving deployment [bold]training-pipeline/{name}[/] with cron '{cron}' ({timezone}); Ctrl-C stops")
+    serve_pipeline(name=name, cron=cron, timezone=timezone, config_path=str(config) if config else None,
+                   overrides=set_ or [])
+
+
+def _json_dump(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,187 @@
+"""Prefect flows: ingest, train, evaluate and the whole `training_pipeline`.
+
+Task runner: models train as concurrent tasks on a ThreadPoolTaskRunner with
+`orchestration.max_workers` threads; each model gets `cores // max_workers` torch/BLAS threads
+(pipelines.train.thread_budget), so two models never fight over the same cores. torch and
+implicit release the GIL in their kernels, so threads give real parallelism without copying the
+split into other processes. Ingest is cached by the data fingerprint + data settings (an unchanged
+input skips re-ingest) and retried with backoff, like every I/O task.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipelines.data import DatasetResult, prepare_dataset, source_fingerprint
+from pipelines.report import comparison_markdown
+from pipelines.run import (
+    ModelOutcome,
+    PipelineResult,
+    dataset_summary,
+    failed_outcome,
+    load_split,
+    make_tracker,
+    promote_best,
+    train_and_log,
+)
+from pipelines.train import thread_budget
+from recsys.config import RunConfig, load_config
+
+RESULTS_DIR = Path("data") / ".prefect-results"
+
+
+def _ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Data fingerprint + data settings: the same input and settings reuse the ingest result."""
+    return f"ingest-{parameters['fingerprint']}"
+
+
+def _backoff(retries: int, base: float) -> list[float]:
+    return [base * (2**i) for i in range(retries)]
+
+
+@task(name="ingest", task_run_name="ingest {fingerprint}", cache_key_fn=_ingest_cache_key, persist_result=True)
+def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
+    logger = get_run_logger()
+    result = prepare_dataset(cfg)
+    logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
+                "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
+    return result
+
+
+@task(name="split", task_run_name="split {cfg.split.protocol}")
+def split_task(dataset: DatasetResult, cfg: RunConfig):
+    return load_split(dataset, cfg)
+
+
+@task(name="train-model", task_run_name="train {model_cfg.name}")
+def model_task(model_cfg, split, cfg: RunConfig, tracker, parent_run_id, threads: int) -> ModelOutcome:
+    logger = get_run_logger()
+    return train_and_log(model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info)
+
+
+@task(name="promote", task_run_name="promote by {cfg.promotion.metric}")
+def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome]) -> dict[str, Any]:
+    return promote_best(cfg, tracker, outcomes)
+
+
+def _configure(cfg: RunConfig):
+    retries, delay = cfg.orchestration.retries, cfg.orchestration.retry_delay_seconds
+    ingest = ingest_task.with_options(retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0)
+    return ingest
+
+
+def run_ingest_step(cfg: RunConfig) -> DatasetResult:
+    """Ingest through the cached, retried task; refresh when the cached output has gone missing."""
+    ingest = _configure(cfg)
+    fingerprint = source_fingerprint(cfg.data)
+    dataset = ingest(cfg, fingerprint)
+    if not (Path(dataset.processed_dir) / "manifest.json").is_file():
+        dataset = ingest.with_options(refresh_cache=True)(cfg, fingerprint)
+    return dataset
+
+
+@flow(name="ingest", flow_run_name="ingest {config_path}", log_prints=True)
+def ingest_flow(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Ingest `data.source` into a processed data directory (skipped when nothing changed)."""
+    cfg = load_config(config_path, overrides or [])
+    return run_ingest_step(cfg).to_dict()
+
+
+def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
+    logger = get_run_logger()
+    wall = time.perf_counter()
+    steps: dict[str, float] = {}
+    tracker = make_tracker(cfg, enabled=tracking)  # fails fast when the server is unreachable
+
+    t = time.perf_counter()
+    dataset = run_ingest_step(cfg)
+    steps["ingest"] = time.perf_counter() - t
+    t = time.perf_counter()
+    split = split_task(dataset, cfg)
+    steps["split"] = time.perf_counter() - t
+    parent = tracker.start_parent(cfg, split=split, dataset=dataset)
+
+    t = time.perf_counter()
+    threads = thread_budget(cfg.orchestration)
+    futures = [model_task.submit(m, split, cfg, tracker, parent, threads) for m in cfg.models]
+    wait(futures)
+    outcomes: list[ModelOutcome] = []
+    for model_cfg, future in zip(cfg.models, futures, strict=True):
+        try:
+            outcomes.append(future.result())
+        except Exception as exc:
+            logger.error("model %s failed: %s", model_cfg.name, exc)
+            outcomes.append(failed_outcome(model_cfg, exc))
+    steps["models"] = time.perf_counter() - t
+    compute = {f"fit:{o.name}": o.fit_seconds for o in outcomes} | {f"eval:{o.name}": o.eval_seconds for o in outcomes}
+
+    t = time.perf_counter()
+    decision = promote_task(cfg, tracker, outcomes)
+    steps["promote"] = time.perf_counter() - t
+    result = PipelineResult(
+        dataset=dataset_summary(split, dataset), models=outcomes, champion=decision.get("champion"),
+        promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+    )
+    result.wall_seconds = time.perf_counter() - wall
+    # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.
+    result.step_seconds = {"ingest": steps["ingest"], "split": steps["split"],
+                           "models": _critical_path(compute, cfg.orchestration.max_workers),
+                           "promote": steps["promote"]}
+    tracker.end_parent(parent, result)
+    create_markdown_artifact(
+        key="model-comparison", markdown=comparison_markdown(result, cfg),
+        description=f"{cfg.name}: models compared on {split.protocol} split",
+    )
+    return result
+
+
+def _critical_path(compute: dict[str, float], workers: int) -> float:
+    """Lower bound on the models' compute wall time when `workers` run at once."""
+    per_model: dict[str, float] = {}
+    for key, seconds in compute.items():
+        name = key.split(":", 1)[1]
+        per_model[name] = per_model.get(name, 0.0) + seconds
+    total = sum(per_model.values())
+    return max(max(per_model.values(), default=0.0), total / max(1, workers))
+
+
+@flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)
+def training_pipeline(
+    config_path: str | None = None, overrides: list[str] | None = None, tracking: bool = True,
+) -> dict[str, Any]:
+    """Ingest -> split -> train every model (concurrently) -> evaluate -> log to MLflow -> promote.
+    Returns the `recsys run --json` summary. The flow fails when any model failed."""
+    cfg = load_config(config_path, overrides or [])
+    runner = training_flow_for(cfg)
+    return runner(cfg, tracking)
+
+
+def training_flow_for(cfg: RunConfig):
+    """The inner flow with the task runner this config asks for."""
+    workers = 1 if cfg.orchestration.task_runner == "sequential" else cfg.orchestration.max_workers
+    return _pipeline_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+
+
+@flow(name="train-and-evaluate", flow_run_name="{cfg.name}")
+def _pipeline_flow(cfg: RunConfig, tracking: bool = True) -> dict[str, Any]:
+    result = _training_pipeline(cfg, tracking)
+    summary = result.to_json()
+    if result.failed:
+        names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)
+        raise PipelineFailed(f"{len(result.failed)} of {len(result.models)} models failed: {names}", summary)
+    return summary
+
+
+class PipelineFailed(RuntimeError):
+    """Some models failed; the others finished and were logged. Carries the summary."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary

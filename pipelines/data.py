@@ -1,0 +1,181 @@
+"""Step: turn `data.source` into a processed data directory, and a processed directory into a split.
+
+Sources: "synthetic" (the planted-cluster generator, whose clusters become folding blocks), a
+processed directory (has manifest.json, e.g. the output of `recsys data combine`), or raw files in
+any supported format. A directory of raw files is a landing zone: each run ingests only the files
+it has not seen (append, stable vocab), which is how scheduled runs pick up new logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from recsys.config import DataConfig, RunConfig, SplitConfig
+from recsys.data.dataset import InteractionData
+from recsys.data.split import Split
+from recsys.errors import DataError
+
+LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
+_READABLE = (".csv", ".tsv", ".txt", ".parquet", ".jsonl", ".ndjson", ".json", ".inter", ".dat", ".data", ".gz")
+
+
+@dataclass
+class DatasetResult:
+    """What the data step produced: a processed directory and what was done to get it."""
+
+    processed_dir: str
+    fingerprint: str
+    source_fingerprint: str
+    ingested_files: list[str] = field(default_factory=list)
+    reused: bool = False  # nothing new: the processed dir was already up to date
+    report: dict = field(default_factory=dict)  # the last ingest's summary, if any
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_processed_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def source_files(source: Path) -> list[Path]:
+    """Raw files behind a source, in a stable order (a file, or a landing directory's files)."""
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        files = sorted(
+            p for p in source.rglob("*")
+            if p.is_file() and not p.name.startswith((".", "_")) and p.name.lower().endswith(_READABLE)
+        )
+        if not files:
+            raise DataError(f"{source}: directory holds no readable interaction files ({', '.join(_READABLE)})")
+        return files
+    raise DataError(f"{source}: no such file or directory")
+
+
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """Content hash of a raw file (blake2b, streamed: bounded memory for multi-GB logs)."""
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_fingerprint(cfg: DataConfig) -> str:
+    """Fingerprint of the input *and* the settings that shape the processed data: the cache key of
+    the ingest task. Unchanged files and settings -> same key -> ingest is skipped."""
+    settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir", "source"})
+    if cfg.source == "synthetic":
+        content = "synthetic"
+    else:
+        source = Path(cfg.source)
+        if is_processed_dir(source):
+            content = json.loads((source / "manifest.json").read_text()).get("fingerprint", "")
+        else:
+            content = "|".join(f"{p.name}:{p.stat().st_size}:{file_digest(p)}" for p in source_files(source))
+    blob = json.dumps({"content": content, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def dataset_dir(cfg: DataConfig) -> Path:
+    """Where the processed data for this source + settings lives: stable across scheduled runs so
+    that new files append to the same vocab."""
+    settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir"})
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    stem = "synthetic" if cfg.source == "synthetic" else Path(cfg.source.rstrip("/")).name
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "data"
+    return Path(cfg.processed_dir) / f"{slug}-{tag}"
+
+
+def _read_ledger(processed: Path) -> dict[str, str]:
+    ledger = processed / LEDGER
+    return json.loads(ledger.read_text()) if ledger.is_file() else {}
+
+
+def _write_ledger(processed: Path, entries: dict[str, str]) -> None:
+    tmp = processed / f".{LEDGER}.tmp"
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True))
+    os.replace(tmp, processed / LEDGER)
+
+
+def _manifest_fingerprint(processed: Path) -> str:
+    return str(json.loads((processed / "manifest.json").read_text()).get("fingerprint", ""))
+
+
+def prepare_dataset(cfg: RunConfig) -> DatasetResult:
+    """Make sure the processed directory for `cfg.data` is up to date; ingest only what is new."""
+    from recsys.data.ingest import ingest
+
+    data = cfg.data
+    key = source_fingerprint(data)
+    source = Path(data.source)
+    if data.source != "synthetic" and is_processed_dir(source):
+        return DatasetResult(str(source), _manifest_fingerprint(source), key, reused=True)
+
+    out = dataset_dir(data)
+    if data.source == "synthetic":
+        return _prepare_synthetic(data, out, key)
+
+    ledger = _read_ledger(out) if is_processed_dir(out) else {}
+    files = source_files(source)
+    digests = {str(p.relative_to(source) if source.is_dir() else p.name): file_digest(p) for p in files}
+    changed = [name for name, d in digests.items() if name in ledger and ledger[name] != d]
+    if changed and source.is_file():
+        ledger = {}  # a single file that changed is re-ingested whole (its vocab rebuilt)
+    new = [name for name in digests if name not in ledger]
+    if not new and not changed:
+        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
+    if changed and source.is_dir():
+        raise DataError(
+            f"{source}: files already ingested have changed ({', '.join(changed[:3])}); "
+            "landing-zone files are append-only — add new files instead, or point data.processed_dir elsewhere"
+        )
+    report = None
+    for name in new:
+        path = source / name if source.is_dir() else source
+        append = is_processed_dir(out)
+        report = ingest(path, out, data, format=data.format, append=append)
+        ledger[name] = digests[name]
+        _write_ledger(out, ledger)
+    return DatasetResult(
+        str(out), _manifest_fingerprint(out), key, ingested_files=new,
+        report=report.to_json_dict() if report is not None else {},
+    )
+
+
+def _prepare_synthetic(data: DataConfig, out: Path, key: str) -> DatasetResult:
+    """Generate the planted-cluster data set (deterministic from its seed) and ingest it with its
+    clusters as folding blocks."""
+    from recsys.data.ingest import ingest
+    from recsys.data.synthetic import write_synthetic
+
+    if is_processed_dir(out) and _read_ledger(out).get("synthetic") == key:
+        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
+    raw = Path(data.raw_dir) / out.name
+    paths = write_synthetic(data.synthetic, raw)
+    user_labels = pl.read_parquet(paths["user_clusters"])
+    item_labels = pl.read_parquet(paths["item_clusters"])
+    report = ingest(paths["interactions"], out, data, user_labels=user_labels, item_labels=item_labels)
+    _write_ledger(out, {"synthetic": key})
+    return DatasetResult(str(out), _manifest_fingerprint(out), key, ingested_files=[str(paths["interactions"])],
+                         report=report.to_json_dict())
+
+
+def load_dataset(processed_dir: str | Path) -> InteractionData:
+    from recsys.data.storage import load_processed
+
+    return load_processed(Path(processed_dir))
+
+
+def make_split(data: InteractionData, cfg: SplitConfig) -> Split:
+    from recsys.data.splits import split_data
+
+    return split_data(data, cfg)

@@ -1,0 +1,225 @@
+"""The whole training pipeline as plain, orchestrator-agnostic steps.
+
+`flows/pipeline.py` wires these same functions into Prefect tasks (retries, caching, concurrency,
+artifacts); `run_pipeline` here runs them in-process, which is what tests and notebooks use.
+A model's lifecycle (child run -> fit -> evaluate -> log -> end run) is one step, so a model that
+fails ends its own MLflow run FAILED and the others carry on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
+from pipelines.evaluate import evaluate_model
+from pipelines.train import thread_budget, train_model
+from recsys.config import RunConfig
+from recsys.data.split import Split
+from recsys.models.base import ModelConfig
+
+
+@dataclass
+class ModelOutcome:
+    """One model's result: what `recsys run --json` reports under "models"."""
+
+    name: str
+    kind: str
+    loss: str | None
+    sampler: str | None
+    status: str = "ok"  # "ok" | "failed"
+    metrics: dict[str, float] = field(default_factory=dict)
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    folding: dict[str, Any] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    mlflow_run_id: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.status == "ok":
+            data.pop("error")
+        return data
+
+
+@dataclass
+class PipelineResult:
+    dataset: dict[str, Any]
+    models: list[ModelOutcome]
+    champion: str | None = None
+    promotion: dict[str, Any] = field(default_factory=dict)
+    mlflow_parent_run_id: str | None = None
+    tracking_uri: str | None = None
+    wall_seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[ModelOutcome]:
+        return [m for m in self.models if m.status != "ok"]
+
+    @property
+    def orchestration_overhead(self) -> float:
+        """Share of wall time not spent in step compute (Prefect/MLflow bookkeeping)."""
+        compute = sum(self.step_seconds.values())
+        return max(0.0, self.wall_seconds - compute) / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "models": [m.to_json() for m in self.models],
+            "champion": self.champion,
+            "promotion": self.promotion,
+            "mlflow_parent_run_id": self.mlflow_parent_run_id,
+            "tracking_uri": self.tracking_uri,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
+            "orchestration_overhead": round(self.orchestration_overhead, 4),
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        """Atomic write: a reader never sees half a summary."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_json(), fh, indent=2)
+        os.replace(tmp, target)
+        return target
+
+
+def dataset_summary(split: Split, dataset: DatasetResult) -> dict[str, Any]:
+    return {
+        "users": int(split.n_users),
+        "items": int(split.n_items),
+        "train_interactions": int(split.train.nnz),
+        "test_interactions": int(split.test.nnz),
+        "validation_interactions": int(split.validation.nnz) if split.validation is not None else 0,
+        "fingerprint": dataset.fingerprint,
+        "split": split.protocol,
+        "processed_dir": dataset.processed_dir,
+    }
+
+
+def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
+    split = make_split(load_dataset(dataset.processed_dir), cfg.split)
+    split.meta.setdefault("fingerprint", dataset.fingerprint)
+    return split
+
+
+def train_and_log(
+    model_cfg: ModelConfig,
+    split: Split,
+    cfg: RunConfig,
+    tracker: Any,
+    parent_run_id: str | None,
+    threads: int | None,
+    log: Callable[[str], None] = print,
+) -> ModelOutcome:
+    """Child run -> fit -> evaluate -> log metrics/artifacts/model -> end run. Raises on failure
+    after marking the child run FAILED with the error, so the orchestrator sees the truth."""
+    outcome = ModelOutcome(
+        name=model_cfg.name, kind=model_cfg.kind,
+        loss=getattr(model_cfg, "loss", None), sampler=getattr(model_cfg, "sampler", None),
+    )
+    run = tracker.start_child(parent_run_id, model_cfg)
+    outcome.mlflow_run_id = getattr(run, "run_id", None)
+    try:
+        log(f"training {model_cfg.name} ({model_cfg.kind})")
+        model = train_model(model_cfg, split, threads=threads, callback=run.callback)
+        outcome.fit_seconds = model.fit_seconds
+        evaluation = evaluate_model(model, split, cfg)
+        outcome.eval_seconds = evaluation.seconds
+        outcome.metrics = {k: float(v) for k, v in evaluation.result.summary.items()}
+        outcome.ci = {k: [float(lo), float(hi)] for k, (lo, hi) in evaluation.result.ci.items()}
+        outcome.folding = evaluation.folding
+        tracker.log_model_result(run, model, evaluation.result, split, folding=evaluation.folding)
+        tracker.end(run, "FINISHED")
+        log(f"finished {model_cfg.name}: {cfg.promotion.metric} = {outcome.metrics.get(cfg.promotion.metric, float('nan')):.4f}")
+        return outcome
+    except BaseException as exc:
+        tracker.end(run, "FAILED", error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+        raise
+
+
+def failed_outcome(model_cfg: ModelConfig, error: BaseException, run_id: str | None = None) -> ModelOutcome:
+    return ModelOutcome(
+        name=model_cfg.name, kind=model_cfg.kind, loss=getattr(model_cfg, "loss", None),
+        sampler=getattr(model_cfg, "sampler", None), status="failed", error=str(error), mlflow_run_id=run_id,
+    )
+
+
+def make_tracker(cfg: RunConfig, enabled: bool = True):
+    """The MLflow tracker (checked reachable before any training) or a no-op with the same API."""
+    from recsys.tracking import make_tracker as _make
+
+    return _make(cfg, enabled=enabled and cfg.tracking.enabled)
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    *,
+    tracking: bool = True,
+    map_models: Callable[[Callable[[ModelConfig], ModelOutcome], Iterable[ModelConfig]], list] | None = None,
+    log: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run every step in this process (models one after another unless `map_models` says otherwise)."""
+    wall = time.perf_counter()
+    steps: dict[str, float] = {}
+    tracker = make_tracker(cfg, enabled=tracking)
+
+    t = time.perf_counter()
+    dataset = prepare_dataset(cfg)
+    steps["ingest"] = time.perf_counter() - t
+    t = time.perf_counter()
+    split = load_split(dataset, cfg)
+    steps["split"] = time.perf_counter() - t
+
+    parent = tracker.start_parent(cfg, split=split, dataset=dataset)
+    threads = thread_budget(cfg.orchestration)
+    outcomes: list[ModelOutcome] = []
+
+    def one(model_cfg: ModelConfig) -> ModelOutcome:
+        try:
+            return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log)
+        except Exception as exc:  # one model's failure must not sink the others
+            log(f"model {model_cfg.name} failed: {exc}")
+            return failed_outcome(model_cfg, exc)
+
+    t = time.perf_counter()
+    outcomes = list(map_models(one, cfg.models) if map_models else map(one, cfg.models))
+    steps["models"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    decision = promote_best(cfg, tracker, outcomes)
+    steps["promote"] = time.perf_counter() - t
+    result = PipelineResult(
+        dataset=dataset_summary(split, dataset), models=outcomes,
+        champion=decision.get("champion"), promotion=decision,
+        mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+    )
+    result.wall_seconds = time.perf_counter() - wall
+    result.step_seconds = steps
+    tracker.end_parent(parent, result)
+    return result
+
+
+def promote_best(cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome]) -> dict[str, Any]:
+    """Apply the promotion rule to this run's models (no-op without tracking)."""
+    candidates = {m.name: m.mlflow_run_id for m in outcomes if m.status == "ok" and m.mlflow_run_id}
+    if not candidates or not cfg.promotion.auto or not getattr(tracker, "enabled", False):
+        best = max((m for m in outcomes if m.status == "ok"), key=lambda m: m.metrics.get(cfg.promotion.metric, -1),
+                   default=None)
+        return {"champion": best.name if best else None, "promoted": False,
+                "reason": "tracking disabled: best model of this run by " + cfg.promotion.metric}
+    from pipelines.promote import run_promotion
+
+    decision = run_promotion(cfg, candidates)
+    return decision.to_dict() if hasattr(decision, "to_dict") else dict(asdict(decision))
