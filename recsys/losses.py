@@ -1,0 +1,361 @@
+"""Retrieval losses for two-tower training; each a few lines, each checked against a hand formula in tests.
+
+One signature for all of `LOSSES`, so the training loop can swap them by name:
+
+    loss(user (B, d), pos (B, d), neg (N, d) shared | (B, N, d) per example, log_q (N,) | (B, N) | None,
+         *, temperature=1.0, hit_mask=(B, N) bool | None, margin=0.0, pos_log_q=(B,) | None) -> scalar
+
+The scalar is a mean over the batch. Scores are dot products `s = u . i`; softmax-family and pointwise
+logistic losses use logits `s / temperature`. `hit_mask` True means "this candidate is not a negative
+for this example" (its own positive in-batch, or an accidental hit): softmax losses give it -inf,
+pointwise losses give it zero weight and average over the remaining negatives, so a masked candidate
+contributes exactly nothing (tests check loss == loss without it).
+
+Which losses use `log_q` (the sampler's per-draw log-probability, see `recsys.sampling`):
+- `sampled_softmax`: logQ correction `logit - log q` on negatives and, when `pos_log_q` is given, on the
+  positive (Yi et al. 2019). Pass `log_q=None` to turn the correction off.
+- `nce`: q is part of the estimator, not a correction; it always needs it (pass it even when
+  `logq_correction` is off).
+- everything else ignores `log_q`: they are not estimators of a full softmax.
+Metric-learning losses (`hinge`, `contrastive`, `lifted`, `npair`) work on raw similarities or
+distances, where `margin` has its usual meaning; they ignore `temperature`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from recsys.config import ConfigError
+
+Loss = Callable[..., torch.Tensor]
+
+
+def negative_scores(user: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """`(B, N)` dot products: one matmul for shared `(N, d)` negatives, a batched one for `(B, N, d)`."""
+    if neg.dim() == 2:
+        return user @ neg.T
+    return torch.einsum("bd,bnd->bn", user, neg)
+
+
+def _per_row(x: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """Broadcast an `(N,)` per-candidate tensor to `(B, N)`; pass `(B, N)` and None through."""
+    if x is None or x.dim() == 2:
+        return x
+    return x.unsqueeze(0).expand(batch, -1)
+
+
+def _masked_mean(terms: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-row mean over unmasked negatives `(B,)`; a row with every negative masked contributes 0."""
+    if hit_mask is None:
+        return terms.mean(dim=1) if terms.shape[1] else terms.sum(dim=1)
+    keep = ~hit_mask
+    total = torch.where(keep, terms, torch.zeros_like(terms)).sum(dim=1)
+    return total / keep.sum(dim=1).clamp(min=1)
+
+
+def _softmax_xent(
+    pos_logit: torch.Tensor, neg_logits: torch.Tensor, hit_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean cross-entropy of the positive (column 0) against [positive, negatives]."""
+    if hit_mask is not None:
+        neg_logits = neg_logits.masked_fill(hit_mask, -torch.inf)
+    logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos_logit).mean()
+
+
+def sampled_softmax(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy over [pos, negs] with logQ correction and an optional additive margin.
+
+    Logits `(s - log q)` estimate the full-corpus softmax without the sampler's popularity bias
+    (Bengio & Senecal 2008; Yi et al. 2019, who correct the in-batch positive as well: pass
+    `pos_log_q`). The margin is AM-softmax style (Wang et al. 2018): the positive's similarity is
+    lowered by `margin` before scaling, `(s_pos - margin) / T`, so it must win by at least that much.
+    """
+    batch = user.shape[0]
+    pos_logit = ((user * pos).sum(dim=1) - margin) / temperature
+    neg_logits = negative_scores(user, neg) / temperature
+    if log_q is not None:
+        neg_logits = neg_logits - _per_row(log_q, batch)
+        if pos_log_q is not None:
+            pos_logit = pos_logit - pos_log_q
+    return _softmax_xent(pos_logit, neg_logits, hit_mask)
+
+
+def infonce(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """InfoNCE (van den Oord et al. 2018): softmax cross-entropy over [pos, negs] at a temperature.
+
+    Deliberately uncorrected: `log_q`, `pos_log_q` and `margin` are ignored. With in-batch or popularity
+    negatives it therefore learns popularity-biased scores; `sampled_softmax` with `log_q` is its
+    bias-corrected form (identical when `log_q` is None and margin 0).
+    """
+    return sampled_softmax(user, pos, neg, None, temperature=temperature, hit_mask=hit_mask)
+
+
+def bce(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy: positive labelled 1, each negative 0: `-log s(x_pos) - mean_neg log(1 - s(x_neg))`.
+
+    Negatives are *averaged* per example (over the unmasked ones), so positive and negative evidence
+    weigh equally whatever `num_negatives` is and the loss scale does not change with N. `log_q`,
+    `pos_log_q` and `margin` are ignored (a pointwise loss, not a softmax estimator).
+    """
+    pos_logit = (user * pos).sum(dim=1) / temperature
+    neg_logits = negative_scores(user, neg) / temperature
+    # -log(1 - sigmoid(x)) == softplus(x); -log sigmoid(x) == softplus(-x); both stable.
+    return (F.softplus(-pos_logit) + _masked_mean(F.softplus(neg_logits), hit_mask)).mean()
+
+
+def nce(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+    n_items: int | None = None,
+) -> torch.Tensor:
+    """Noise-contrastive estimation (Gutmann & Hyvarinen 2010) with k = N noise samples per example.
+
+    Classifies data vs noise with logit `x - log(k q)`, where `x = s / T` is the model's unnormalised
+    log-score and `q` the noise (sampler) distribution:
+    `-log s(x_pos - log(k q_pos)) - sum_neg log(1 - s(x_neg - log(k q_neg)))`.
+    Noise terms are *summed* (the estimator's k E_noise[...]); masked negatives contribute 0 and k stays
+    the number drawn. Needs q of the negatives (`log_q`) and of the positive (`pos_log_q`); either one
+    missing falls back to uniform `q = 1 / n_items` (then `n_items` is required). `margin` is ignored.
+    """
+    batch, k = user.shape[0], neg.shape[-2]
+    if (log_q is None or pos_log_q is None) and n_items is None:
+        raise ConfigError(
+            "nce needs log_q and pos_log_q (the noise distribution) or n_items for uniform noise"
+        )
+    uniform = -math.log(n_items) if n_items is not None else 0.0
+    log_k = math.log(max(k, 1))
+    pos_lq = pos_log_q if pos_log_q is not None else torch.full_like(user[:, 0], uniform)
+    neg_lq = (
+        _per_row(log_q, batch)
+        if log_q is not None
+        else torch.full_like(user[:, :1], uniform).expand(batch, k)
+    )
+    pos_logit = (user * pos).sum(dim=1) / temperature - (log_k + pos_lq)
+    neg_logits = negative_scores(user, neg) / temperature - (log_k + neg_lq)
+    noise_terms = F.softplus(neg_logits)
+    if hit_mask is not None:
+        noise_terms = torch.where(hit_mask, torch.zeros_like(noise_terms), noise_terms)
+    return (F.softplus(-pos_logit) + noise_terms.sum(dim=1)).mean()
+
+
+def bpr(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """BPR (Rendle et al. 2009): `-log s((s_pos - s_neg) / T)`, averaged over unmasked negatives."""
+    pos_logit = (user * pos).sum(dim=1) / temperature
+    neg_logits = negative_scores(user, neg) / temperature
+    return _masked_mean(F.softplus(neg_logits - pos_logit.unsqueeze(1)), hit_mask).mean()
+
+
+def hinge(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Triplet / hinge: `max(0, margin - s_pos + s_neg)` on raw similarities, averaged over unmasked negatives."""
+    s_pos = (user * pos).sum(dim=1)
+    s_neg = negative_scores(user, neg)
+    return _masked_mean(F.relu(margin - s_pos.unsqueeze(1) + s_neg), hit_mask).mean()
+
+
+def positives_only(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`-log s(s_pos / T)`, negatives ignored: the control that shows folding.
+
+    With nothing pushing unrelated items apart, the cheapest solution puts all users and items in one
+    region, and items from unrelated groups then show up in each other's recommendations.
+    """
+    return F.softplus(-(user * pos).sum(dim=1) / temperature).mean()
+
+
+def contrastive(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Contrastive pair loss (Chopra, Hadsell & LeCun 2005; form of Hadsell et al. 2006).
+
+    With Euclidean distance d: `1/2 d_pos^2 + mean_neg 1/2 max(0, margin - d_neg)^2`. Negatives further
+    than `margin` cost nothing, so margin must be positive (with L2-normalised towers d is in [0, 2]).
+    """
+    if margin <= 0:
+        raise ConfigError("contrastive loss needs margin > 0 (negatives beyond the margin cost nothing)")
+    d_pos = (user - pos).norm(dim=1)
+    d_neg = _distances(user, neg)
+    neg_terms = 0.5 * F.relu(margin - d_neg) ** 2
+    return (0.5 * d_pos**2 + _masked_mean(neg_terms, hit_mask)).mean()
+
+
+def _distances(user: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """`(B, N)` Euclidean distances, differentiable at 0 distance is not needed (eps under the root)."""
+    grid = neg.unsqueeze(0) if neg.dim() == 2 else neg
+    sq = ((user.unsqueeze(1) - grid) ** 2).sum(dim=-1)
+    return torch.sqrt(sq + 1e-12)
+
+
+def lifted(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Lifted structured loss (Song et al. 2016), per anchor for user-item retrieval.
+
+    Paper, for a positive pair (i, j): `J = log(sum_{(i,k) neg} exp(a - D_ik) + sum_{(j,l) neg} exp(a - D_jl))
+    + D_ij`, loss `1 / (2|P|) sum max(0, J)^2`, with D the Euclidean distance and a the margin. Here the
+    anchor is the user and the pair is (user, positive item); the item side's negatives would be other
+    users, which the (user, item, negatives) contract does not carry, so only the anchor's term is kept:
+    `J_b = log sum_n exp(margin - D(u_b, n)) + D(u_b, p_b)` and the loss is `1/2 mean_b max(0, J_b)^2`.
+    """
+    d_pos = (user - pos).norm(dim=1)
+    neg_terms = margin - _distances(user, neg)
+    if hit_mask is not None:
+        neg_terms = neg_terms.masked_fill(hit_mask, -torch.inf)
+    j = torch.logsumexp(neg_terms, dim=1) + d_pos
+    return 0.5 * (F.relu(j) ** 2).mean()
+
+
+def npair(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-class N-pair loss (Sohn 2016): `log(1 + sum_neg exp(s_neg - s_pos))` on raw inner products.
+
+    Since `log(1 + sum exp(s_n - s_p)) = logsumexp([s_p, s_n...]) - s_p`, this is exactly softmax cross-
+    entropy / InfoNCE at temperature 1; with in-batch negatives (the other examples' positives, diagonal
+    masked) it is Sohn's N-pair-mc batch construction. `temperature`, `log_q` and `margin` are ignored;
+    Sohn's L2 penalty on embeddings is left to weight decay or the towers' normalisation.
+    """
+    return sampled_softmax(user, pos, neg, None, temperature=1.0, hit_mask=hit_mask)
+
+
+def distillation_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float | torch.Tensor = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): `T^2 KL(softmax(teacher/T) || softmax(student/T))`.
+
+    Rows are examples, columns candidates; mean over rows. The T^2 keeps gradient size comparable
+    across temperatures. `mask` True drops a candidate from both distributions (each row needs one left).
+    The teacher is treated as a constant (detached).
+    """
+    student = student_logits / temperature
+    teacher = teacher_logits.detach() / temperature
+    if mask is not None:
+        student = student.masked_fill(mask, -torch.inf)
+        teacher = teacher.masked_fill(mask, -torch.inf)
+    log_p_teacher = F.log_softmax(teacher, dim=-1)
+    log_p_student = F.log_softmax(student, dim=-1)
+    p_teacher = log_p_teacher.exp()
+    # 0 * log 0 terms (masked columns) are 0, not NaN.
+    terms = torch.where(
+        p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), torch.zeros_like(p_teacher)
+    )
+    return terms.sum(dim=-1).mean() * temperature**2
+
+
+LOSSES: dict[str, Loss] = {
+    "bce": bce,
+    "sampled_softmax": sampled_softmax,
+    "nce": nce,
+    "infonce": infonce,
+    "bpr": bpr,
+    "hinge": hinge,
+    "positives_only": positives_only,
+    "contrastive": contrastive,
+    "lifted": lifted,
+    "npair": npair,
+}
+
+
+def get_loss(name: str) -> Loss:
+    """The loss called `name` (the `TwoTowerConfig.loss` values), or a ConfigError listing the choices."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}") from None

@@ -1,0 +1,241 @@
+"""Samplers draw what they claim (frequencies vs exact q), report exact log q, and masks find every hit."""
+
+from __future__ import annotations
+
+import math
+from typing import get_args
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.config import ConfigError
+from recsys.models.two_tower import SamplerName, TwoTowerConfig
+from recsys.sampling import (
+    HardNegativeSampler,
+    InBatchSampler,
+    MixedSampler,
+    Negatives,
+    PopularitySampler,
+    PositiveLookup,
+    UniformSampler,
+    accidental_hit_mask,
+    build_sampler,
+    item_counts_from_csr,
+    negative_mask,
+)
+
+COUNTS = np.array([1, 2, 3, 4, 0, 10])
+# 3 users x 6 items: user 0 likes {0, 3}, user 1 likes {1, 2, 5}, user 2 likes {} (empty row).
+TRAIN = sp.csr_matrix(
+    (np.ones(5, dtype=np.float32), (np.array([0, 0, 1, 1, 1]), np.array([0, 3, 1, 2, 5]))), shape=(3, 6)
+)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def fixed_scores(users: torch.Tensor) -> torch.Tensor:
+    """A model whose score for item j is j for every user (top items are the highest indices)."""
+    return torch.arange(6, dtype=torch.float32).expand(users.shape[0], 6)
+
+
+def all_samplers(shared: bool = True) -> list:
+    return [
+        UniformSampler(6, 7, shared),
+        PopularitySampler(COUNTS, 7, 0.75, shared),
+        InBatchSampler(COUNTS),
+        MixedSampler(COUNTS, 7, shared),
+        HardNegativeSampler(6, 7, 2, TRAIN, fixed_scores),
+    ]
+
+
+USERS, POS = torch.tensor([0, 1, 2]), torch.tensor([3, 5, 0])
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_same_seed_same_negatives(index):
+    a = all_samplers()[index].sample(USERS, POS, gen(7))
+    b = all_samplers()[index].sample(USERS, POS, gen(7))
+    assert torch.equal(a.items, b.items) and torch.equal(a.log_q, b.log_q)
+    assert a.items.dtype == torch.long and a.log_q.shape == a.items.shape and a.pos_log_q.shape == (3,)
+
+
+def test_different_seeds_give_different_draws():
+    sampler = UniformSampler(1000, 50)
+    assert not torch.equal(sampler.sample(USERS, POS, gen(1)).items, sampler.sample(USERS, POS, gen(2)).items)
+
+
+def test_uniform_log_q_and_shapes():
+    shared = UniformSampler(6, 7, shared=True).sample(USERS, POS, gen())
+    per_example = UniformSampler(6, 7, shared=False).sample(USERS, POS, gen())
+    assert shared.items.shape == (7,) and shared.shared
+    assert per_example.items.shape == (3, 7) and not per_example.shared
+    for negs in (shared, per_example):
+        assert negs.items.min() >= 0 and negs.items.max() < 6
+        assert torch.allclose(negs.log_q, torch.full_like(negs.log_q, -math.log(6)))
+        assert torch.allclose(negs.pos_log_q, torch.full((3,), -math.log(6)))
+
+
+def test_popularity_log_q_is_exact_and_frequencies_match():
+    alpha = 0.75
+    q = COUNTS.astype(float) ** alpha / (COUNTS.astype(float) ** alpha).sum()
+    with np.errstate(divide="ignore"):
+        log_q = np.log(q)  # -inf for the zero-count item
+    sampler = PopularitySampler(COUNTS, 40_000, alpha, shared=False)
+    negs = sampler.sample(USERS, POS, gen(3))  # 120,000 draws
+    draws = negs.items.flatten().numpy()
+    np.testing.assert_allclose(negs.log_q.numpy(), log_q[negs.items.numpy()], rtol=1e-6)
+    np.testing.assert_allclose(negs.pos_log_q.numpy(), log_q[POS.numpy()], rtol=1e-6)
+    freq = np.bincount(draws, minlength=6) / draws.size
+    sigma = np.sqrt(q * (1 - q) / draws.size)
+    assert np.all(np.abs(freq - q) <= 5 * sigma + 1e-12), (freq, q)
+    assert freq[4] == 0  # a zero-count item is never drawn
+
+
+def test_popularity_alpha_zero_is_uniform_and_bad_counts_fail():
+    negs = PopularitySampler(COUNTS, 5, alpha=0.0).sample(USERS, POS, gen())
+    assert torch.allclose(negs.log_q, torch.full((5,), -math.log(6)))
+    with pytest.raises(ConfigError):
+        PopularitySampler(np.array([0, 0]), 5)
+    with pytest.raises(ConfigError):
+        PopularitySampler(np.array([1, -1]), 5)
+
+
+def test_in_batch_uses_the_positives_with_stream_frequency():
+    negs = InBatchSampler(COUNTS).sample(USERS, POS, gen())
+    assert torch.equal(negs.items, POS) and negs.in_batch == 3 and negs.shared
+    expected = np.log(COUNTS[POS.numpy()] / COUNTS.sum())
+    np.testing.assert_allclose(negs.log_q.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(negs.pos_log_q.numpy(), expected, rtol=1e-6)
+
+
+def test_mixed_shapes_and_mixture_log_q():
+    batch, num, n = 3, 4, 6
+    p = COUNTS / COUNTS.sum()
+    q_mix = (batch * p + num / n) / (batch + num)
+    shared = MixedSampler(COUNTS, num, shared=True).sample(USERS, POS, gen())
+    per_example = MixedSampler(COUNTS, num, shared=False).sample(USERS, POS, gen())
+    assert shared.items.shape == (batch + num,) and per_example.items.shape == (batch, batch + num)
+    assert shared.in_batch == per_example.in_batch == batch
+    assert torch.equal(shared.items[:batch], POS)
+    assert torch.equal(per_example.items[:, :batch], POS.expand(batch, batch))
+    for negs in (shared, per_example):
+        np.testing.assert_allclose(negs.log_q.numpy(), np.log(q_mix)[negs.items.numpy()], rtol=1e-6)
+    np.testing.assert_allclose(shared.pos_log_q.numpy(), np.log(q_mix)[POS.numpy()], rtol=1e-6)
+
+
+def test_mixed_q_is_the_frequency_of_candidates_when_batches_come_from_the_stream():
+    """The per-draw convention: item j's share of all candidates is q_mix(j) when positives ~ p."""
+    batch, num, n, rounds = 8, 8, 6, 4000
+    p = COUNTS / COUNTS.sum()
+    sampler = MixedSampler(COUNTS, num, shared=True)
+    g = gen(11)
+    positives = torch.multinomial(torch.tensor(p), batch * rounds, replacement=True, generator=g).view(
+        rounds, batch
+    )
+    counts = np.zeros(n)
+    for r in range(rounds):  # test-only loop over batches
+        counts += np.bincount(sampler.sample(positives[r], positives[r], g).items.numpy(), minlength=n)
+    freq = counts / counts.sum()
+    q_reported = sampler.log_prob(torch.arange(n), batch).exp().numpy()
+    np.testing.assert_allclose(freq, q_reported, atol=0.01)
+
+
+def test_accidental_hit_mask_hand_built():
+    users, pos = torch.tensor([0, 1, 2]), torch.tensor([3, 5, 4])
+    shared = torch.tensor([0, 1, 4, 5])
+    expected = torch.tensor(
+        [
+            [True, False, False, False],  # user 0 likes 0 (and 3)
+            [False, True, False, True],  # user 1 likes 1, 2, 5
+            [False, False, True, False],  # user 2 likes nothing, but 4 is its batch positive
+        ]
+    )
+    assert torch.equal(accidental_hit_mask(users, pos, shared, TRAIN), expected)
+    per_example = torch.tensor([[3, 3, 2, 1], [2, 0, 0, 5], [4, 4, 0, 1]])
+    expected_pe = torch.tensor(
+        [[True, True, False, False], [True, False, False, True], [True, True, False, False]]
+    )
+    assert torch.equal(accidental_hit_mask(users, pos, per_example, PositiveLookup(TRAIN)), expected_pe)
+
+
+def test_positive_lookup_matches_dense_on_random_matrix():
+    rng = np.random.default_rng(0)
+    train = sp.random(50, 40, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    train.data[:5] = 0.0  # explicit zeros are not interactions
+    users = torch.as_tensor(rng.integers(0, 50, 30))
+    items = torch.as_tensor(rng.integers(0, 40, (30, 25)))
+    dense = train.toarray() != 0
+    expected = dense[users.numpy()[:, None], items.numpy()]
+    assert torch.equal(PositiveLookup(train).contains(users, items), torch.as_tensor(expected))
+    assert item_counts_from_csr(train).tolist() == dense.sum(axis=0).tolist()
+
+
+def test_negative_mask_masks_in_batch_diagonal_always_and_duplicates_only_as_hits():
+    users, pos = torch.tensor([0, 1, 2]), torch.tensor([3, 5, 3])  # users 0 and 2 share positive 3
+    negs = InBatchSampler(COUNTS).sample(users, pos, gen())
+    diagonal_only = negative_mask(users, pos, negs)
+    assert torch.equal(diagonal_only, torch.eye(3, dtype=torch.bool))
+    with_hits = negative_mask(users, pos, negs, PositiveLookup(TRAIN))
+    expected = torch.eye(3, dtype=torch.bool)
+    expected[0, 2] = expected[2, 0] = True  # same item 3 appears as the other example's candidate
+    expected[1, 0] = False  # item 3 is not a positive of user 1
+    assert torch.equal(with_hits, expected)
+    assert negative_mask(users, pos, UniformSampler(6, 4).sample(users, pos, gen())) is None
+
+
+def test_hard_negatives_come_from_top_k_and_never_from_positives():
+    # fixed_scores ranks items 5 > 4 > 3 > 2 > 1 > 0 for everyone.
+    sampler = HardNegativeSampler(6, 2000, 2, TRAIN, fixed_scores)
+    users, pos = torch.tensor([0, 1, 2]), torch.tensor([3, 5, 1])
+    negs = sampler.sample(users, pos, gen(5))
+    assert negs.items.shape == (3, 2000) and not negs.shared
+    expected_sets = [{4, 5}, {3, 4}, {4, 5}]  # top-2 after removing {0,3}, {1,2,5}, {1 (batch pos)}
+    for row, expected in zip(negs.items.tolist(), expected_sets, strict=True):
+        assert set(row) == expected  # both top-k items drawn, nothing else
+    assert not accidental_hit_mask(users, pos, negs.items, TRAIN).any()
+    assert torch.allclose(negs.log_q, torch.full((3, 2000), -math.log(2)))
+
+
+def test_hard_negatives_shrink_k_when_a_user_has_few_non_positives():
+    train = sp.csr_matrix(np.array([[1, 1, 1, 1, 0, 0]], dtype=np.float32))
+    negs = HardNegativeSampler(6, 500, 4, train, fixed_scores).sample(
+        torch.tensor([0]), torch.tensor([4]), gen()
+    )
+    assert set(negs.items.flatten().tolist()) == {5}  # only item 5 is neither positive nor the batch positive
+    assert torch.allclose(negs.log_q, torch.zeros_like(negs.log_q))  # k_u = 1 -> log q = 0
+    with pytest.raises(ConfigError, match="score_fn"):
+        HardNegativeSampler(6, 5, 2, train).sample(torch.tensor([0]), torch.tensor([4]), gen())
+
+
+@pytest.mark.parametrize("name", get_args(SamplerName))
+def test_build_sampler_covers_every_config_name(name):
+    cfg = TwoTowerConfig(
+        name="tt", sampler=name, num_negatives=4, hard_negative_k=3, mixed_uniform_fraction=0.5
+    )
+    sampler = build_sampler(cfg, COUNTS, TRAIN, score_fn=fixed_scores)
+    negs = sampler.sample(USERS, POS, gen())
+    assert isinstance(negs, Negatives)
+    expected_num = {"uniform": 4, "popularity": 4, "in_batch": 3, "mixed": 3 + 2, "hard": 4}[name]
+    assert negs.num == expected_num
+
+
+def test_lookup_on_movielens_matches_dense(ml100k_dir):
+    table = np.loadtxt(ml100k_dir / "ml-100k.inter", skiprows=1, usecols=(0, 1), dtype=np.int64)
+    users, items = (
+        np.unique(table[:, 0], return_inverse=True)[1],
+        np.unique(table[:, 1], return_inverse=True)[1],
+    )
+    train = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)))
+    assert train.shape == (943, 1682)
+    rng = np.random.default_rng(0)
+    batch_users = torch.as_tensor(rng.integers(0, 943, 256))
+    negs = PopularitySampler(item_counts_from_csr(train), 100, shared=False).sample(
+        batch_users, batch_users, gen()
+    )
+    expected = (train.toarray() != 0)[batch_users.numpy()[:, None], negs.items.numpy()]
+    got = PositiveLookup(train).contains(batch_users, negs.items)
+    assert torch.equal(got, torch.as_tensor(expected)) and got.any()  # popular items are often hits
