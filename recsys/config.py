@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recsys.errors import RecsysError
+from recsys.errors import ConfigError
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
@@ -164,10 +164,6 @@ class RunConfig(Section):
 
     def to_toml(self) -> str:
         return dumps_toml(self.resolved())
-
-
-class ConfigError(RecsysError, ValueError):
-    """A config that cannot be used, with a message fit for the terminal."""
 
 
 def _parse_value(raw: str) -> Any:

@@ -15,3 +15,7 @@ class ModelError(RecsysError):
 
 class TrackingError(RecsysError):
     """The tracking server or store cannot be used."""
+
+
+class ConfigError(RecsysError, ValueError):
+    """A config that cannot be used, with a message fit for the terminal."""

@@ -1,0 +1,151 @@
+"""fetch(): download over HTTP (a local server), checksum, cache reuse, offline zips and folders."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from recsys.data import fetch as fetch_module
+from recsys.data.fetch import fetch
+from recsys.errors import DataError
+
+U_DATA = "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n"
+
+
+@pytest.fixture
+def small_zip(tmp_path) -> Path:
+    """A zip shaped like GroupLens' ml-100k.zip, with three ratings."""
+    path = tmp_path / "build" / "ml-100k.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("ml-100k/u.data", U_DATA)
+        zf.writestr("ml-100k/README", "test archive")
+    return path
+
+
+@pytest.fixture
+def checksum_of(monkeypatch, small_zip):
+    """Point the checksum table at the test archive (as a mirror with its own zip would)."""
+    digest = hashlib.sha256(small_zip.read_bytes()).hexdigest()
+    monkeypatch.setitem(fetch_module.SHA256, "ml-100k.zip", digest)
+    return digest
+
+
+@pytest.fixture
+def server(small_zip):
+    """Serve small_zip's folder on 127.0.0.1 (free port); record request paths."""
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(small_zip.parent), **kwargs)
+
+        def do_GET(self):  # noqa: N802 (http.server API)
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_download_verifies_extracts_and_then_reuses_the_cache(tmp_path, server, checksum_of):
+    base_url, requests = server
+    raw = tmp_path / "raw"
+    ratings = fetch("movielens-100k", raw, base_url=base_url)
+    assert ratings == raw / "ml-100k" / "u.data"
+    assert ratings.read_text() == U_DATA
+    assert hashlib.sha256((raw / "ml-100k.zip").read_bytes()).hexdigest() == checksum_of
+    assert not list(raw.glob("*.part")) and not list(raw.glob(".ml-100k*"))
+    assert requests == ["/ml-100k.zip"]
+
+    assert fetch("movielens-100k", raw, base_url=base_url) == ratings
+    assert requests == ["/ml-100k.zip"]  # served from the cache, no second request
+
+    # the extracted folder gone but the verified archive cached: re-extract without downloading
+    (ratings).unlink()
+    assert fetch("movielens-100k", raw, base_url=base_url).read_text() == U_DATA
+    assert requests == ["/ml-100k.zip"]
+
+
+def test_checksum_mismatch_is_a_clear_error_and_caches_nothing(tmp_path, server, monkeypatch, checksum_of):
+    base_url, _ = server
+    monkeypatch.setitem(fetch_module.SHA256, "ml-100k.zip", "0" * 64)
+    raw = tmp_path / "raw"
+    with pytest.raises(DataError, match="checksum mismatch") as err:
+        fetch("movielens-100k", raw, base_url=base_url)
+    assert "0" * 64 in str(err.value) and checksum_of in str(err.value)
+    assert list(raw.iterdir()) == []
+
+
+def test_unreachable_server_is_a_data_error_suggesting_offline(tmp_path, checksum_of):
+    with pytest.raises(DataError, match="--offline"):
+        fetch("movielens-100k", tmp_path / "raw", base_url="http://127.0.0.1:9/")  # discard port: refused
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_missing_file_on_the_server_is_a_data_error(tmp_path, server, checksum_of):
+    base_url, _ = server
+    with pytest.raises(DataError, match="ml-1m.zip"):
+        fetch("movielens-1m", tmp_path / "raw", base_url=base_url)
+
+
+def test_offline_zip_is_verified_and_extracted(tmp_path, small_zip, checksum_of):
+    ratings = fetch("movielens-100k", tmp_path / "raw", offline=small_zip)
+    assert ratings == tmp_path / "raw" / "ml-100k" / "u.data" and ratings.read_text() == U_DATA
+
+
+def test_offline_zip_with_the_wrong_checksum_is_refused(tmp_path, small_zip):
+    with pytest.raises(DataError, match="checksum mismatch"):  # the real ml-100k checksum
+        fetch("movielens-100k", tmp_path / "raw", offline=small_zip)
+    assert not (tmp_path / "raw" / "ml-100k").exists()
+
+
+def test_offline_folder_is_used_in_place(tmp_path):
+    folder = tmp_path / "downloads" / "ml-100k"
+    folder.mkdir(parents=True)
+    (folder / "u.data").write_text(U_DATA)
+    assert fetch("movielens-100k", tmp_path / "raw", offline=folder) == folder / "u.data"
+    assert fetch("movielens-100k", tmp_path / "raw", offline=folder.parent) == folder / "u.data"
+    with pytest.raises(DataError, match="no ratings.dat"):
+        fetch("movielens-1m", tmp_path / "raw", offline=folder)
+
+
+def test_offline_path_that_does_not_exist(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        fetch("movielens-100k", tmp_path / "raw", offline=tmp_path / "nope.zip")
+
+
+def test_unknown_dataset_names_the_choices(tmp_path):
+    with pytest.raises(DataError, match="movielens-100k"):
+        fetch("movielens-1b", tmp_path)  # type: ignore[arg-type]
+
+
+def test_cli_fetch_prints_the_ratings_path_and_errors_in_one_line(tmp_path, small_zip, checksum_of):
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    raw = tmp_path / "raw"
+    ok = CliRunner().invoke(
+        app, ["data", "fetch", "movielens-100k", "--raw-dir", str(raw), "--offline", str(small_zip)]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.strip() == str(raw / "ml-100k" / "u.data")
+    bad = CliRunner().invoke(
+        app, ["data", "fetch", "movielens-100k", "--offline", str(tmp_path / "missing.zip")]
+    )
+    assert bad.exit_code == 2 and "does not exist" in bad.output and "Traceback" not in bad.output

@@ -1,0 +1,273 @@
+"""Every split protocol: no leakage, reproducible by seed, shares as configured, right items held out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from recsys.config import SplitConfig
+from recsys.data.dataset import InteractionData
+from recsys.data.splits import make_split, split_data
+from recsys.errors import DataError
+
+N_USERS, N_ITEMS = 300, 200
+START = datetime(2024, 1, 1, tzinfo=UTC)
+PROTOCOLS = ["temporal", "leave_last_n", "random", "strong_generalization"]
+
+
+def interactions(seed: int = 7, n_users: int = N_USERS, n_items: int = N_ITEMS) -> pl.DataFrame:
+    """Unique (user, item) pairs with skewed activity (1 to ~60 items per user) and distinct-ish times."""
+    rng = np.random.default_rng(seed)
+    sizes = np.minimum(rng.geometric(1 / 15, size=n_users), n_items)
+    users = np.repeat(np.arange(n_users), sizes)
+    # distinct items per user: rank random keys per user and take the first `size`
+    keys = rng.random((n_users, n_items)).argsort(axis=1)
+    items = np.concatenate([keys[u, :s] for u, s in enumerate(sizes)])
+    seconds = rng.integers(0, 90 * 86400, size=users.size)
+    return pl.DataFrame(
+        {
+            "user_idx": users.astype(np.int32),
+            "item_idx": items.astype(np.int32),
+            "timestamp": pl.Series([START + timedelta(seconds=int(s)) for s in seconds]).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "weight": rng.integers(1, 6, size=users.size).astype(np.float32),
+        }
+    )
+
+
+def lookup_times(df: pl.DataFrame, matrix: sp.csr_matrix) -> np.ndarray:
+    """Timestamps (epoch us) of the interactions stored in `matrix`."""
+    coo = matrix.tocoo()
+    cells = pl.DataFrame({"user_idx": coo.row.astype(np.int32), "item_idx": coo.col.astype(np.int32)})
+    joined = cells.join(df, on=["user_idx", "item_idx"], how="left")
+    assert joined.get_column("timestamp").null_count() == 0
+    return joined.get_column("timestamp").dt.epoch("us").to_numpy()
+
+
+def assert_disjoint(*matrices: sp.csr_matrix) -> None:
+    present = [m for m in matrices if m is not None]
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            assert a.multiply(b).nnz == 0
+
+
+def assert_partition(df: pl.DataFrame, split) -> None:
+    """Every interaction lands in exactly one part, with its weight."""
+    parts = [split.train, split.validation, split.test, split.fold_in, split.validation_fold_in]
+    parts = [p for p in parts if p is not None]
+    assert_disjoint(*parts)
+    total = sum(parts[1:], parts[0]).tocsr()
+    full = sp.csr_matrix(
+        (df["weight"].to_numpy(), (df["user_idx"].to_numpy(), df["item_idx"].to_numpy())),
+        shape=(N_USERS, N_ITEMS),
+    )
+    assert (total != full).nnz == 0
+
+
+def same(a: sp.csr_matrix | None, b: sp.csr_matrix | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and (a != b).nnz == 0
+
+
+@pytest.fixture(scope="module")
+def data() -> pl.DataFrame:
+    return interactions()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("validation_fraction", [0.0, 0.1])
+def test_no_interaction_is_lost_or_leaked(data, protocol, validation_fraction):
+    split = make_split(
+        data, N_USERS, N_ITEMS, SplitConfig(protocol=protocol, validation_fraction=validation_fraction)
+    )
+    for m in (split.train, split.test, split.validation, split.fold_in, split.validation_fold_in):
+        if m is not None:
+            assert m.shape == (N_USERS, N_ITEMS) and m.dtype == np.float32
+    assert split.test.nnz > 0
+    assert (split.validation is not None) == (validation_fraction > 0)
+    if validation_fraction:
+        assert split.validation.nnz > 0
+    assert_partition(data, split)
+    assert split.meta["protocol"] == protocol and split.meta["seed"] == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_same_seed_same_split_in_any_row_order_and_another_seed_differs(data, protocol):
+    cfg = SplitConfig(protocol=protocol, validation_fraction=0.1, seed=3)
+    a = make_split(data, N_USERS, N_ITEMS, cfg)
+    b = make_split(data.sample(fraction=1.0, shuffle=True, seed=11), N_USERS, N_ITEMS, cfg)
+    for name in ("train", "validation", "test", "fold_in", "validation_fold_in"):
+        assert same(getattr(a, name), getattr(b, name)), name
+    if protocol in ("random", "strong_generalization"):  # time-based protocols reseed only ties
+        c = make_split(data, N_USERS, N_ITEMS, cfg.model_copy(update={"seed": 4}))
+        assert not same(a.test, c.test)
+
+
+def test_temporal_puts_every_train_interaction_at_or_before_the_cutoff_and_test_after(data):
+    split = make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="temporal", test_fraction=0.25))
+    cutoff = pl.Series([datetime.fromisoformat(split.meta["cutoff"])]).cast(pl.Datetime("us", "UTC"))
+    cutoff_us = int(cutoff.dt.epoch("us")[0])
+    assert lookup_times(data, split.train).max() <= cutoff_us < lookup_times(data, split.test).min()
+    assert split.test.nnz / data.height == pytest.approx(0.25, abs=0.01)
+
+
+def test_temporal_validation_lies_between_the_two_cutoffs(data):
+    cfg = SplitConfig(protocol="temporal", test_fraction=0.2, validation_fraction=0.1)
+    split = make_split(data, N_USERS, N_ITEMS, cfg)
+    train, val, test = (lookup_times(data, m) for m in (split.train, split.validation, split.test))
+    assert train.max() < val.min() and val.max() < test.min()
+    assert split.validation.nnz / data.height == pytest.approx(0.1, abs=0.01)
+    assert split.meta["validation_cutoff"] < split.meta["cutoff"]
+
+
+def test_temporal_explicit_cutoff_is_honoured(data):
+    cutoff = START + timedelta(days=60)
+    split = make_split(
+        data, N_USERS, N_ITEMS, SplitConfig(protocol="temporal", cutoff=cutoff.replace(tzinfo=None))
+    )
+    expected_test = data.filter(pl.col("timestamp") > cutoff).height
+    assert split.test.nnz == expected_test
+    assert datetime.fromisoformat(split.meta["cutoff"]) == cutoff
+
+
+@pytest.mark.parametrize("protocol", ["temporal", "leave_last_n"])
+def test_time_based_protocols_refuse_data_without_timestamps(data, protocol):
+    no_time = data.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("timestamp"))
+    with pytest.raises(DataError, match=f"{protocol} split needs timestamps; this data has none"):
+        make_split(no_time, N_USERS, N_ITEMS, SplitConfig(protocol=protocol))
+
+
+def test_repeated_pairs_are_refused_because_they_could_leak(data):
+    with pytest.raises(DataError, match="repeated"):
+        make_split(pl.concat([data, data.head(3)]), N_USERS, N_ITEMS, SplitConfig())
+
+
+def test_leave_last_n_holds_out_each_users_latest_items():
+    # user 0: items 0..4 at days 0..4; user 1: two items; user 2: one item (stays in train)
+    rows = [(0, i, i) for i in range(5)] + [(1, 7, 3), (1, 8, 1), (2, 9, 0)]
+    df = pl.DataFrame(
+        {
+            "user_idx": pl.Series([r[0] for r in rows], dtype=pl.Int32),
+            "item_idx": pl.Series([r[1] for r in rows], dtype=pl.Int32),
+            "timestamp": pl.Series([START + timedelta(days=r[2]) for r in rows]).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "weight": pl.Series([1.0] * len(rows), dtype=pl.Float32),
+        }
+    )
+    split = make_split(df, 3, 10, SplitConfig(protocol="leave_last_n", n=2, validation_fraction=0.5))
+    assert sorted(split.test[0].indices) == [3, 4]
+    assert sorted(split.validation[0].indices) == [1, 2]
+    assert sorted(split.train[0].indices) == [0]
+    # user 1 has 2 <= n interactions: all in train; user 2 likewise
+    assert sorted(split.train[1].indices) == [7, 8] and split.test[1].nnz == 0
+    assert sorted(split.train[2].indices) == [9]
+
+
+def test_leave_last_n_on_skewed_data_picks_the_latest(data):
+    split = make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="leave_last_n", n=3))
+    counts = data.group_by("user_idx").len()
+    heavy = counts.filter(pl.col("len") > 3).get_column("user_idx").to_numpy()
+    assert set(split.test_set().users) == set(heavy)
+    assert np.all(np.diff(split.test.indptr)[heavy] == 3)
+    times = data.with_columns(pl.col("timestamp").dt.epoch("us").alias("t"))
+    for user in heavy[:50]:
+        mine = times.filter(pl.col("user_idx") == user)
+        test_items = split.test[user].indices
+        held = mine.filter(pl.col("item_idx").is_in(test_items))["t"]
+        kept = mine.filter(~pl.col("item_idx").is_in(test_items))["t"]
+        assert held.min() >= kept.max()
+
+
+def test_leave_last_n_breaks_timestamp_ties_by_seed_not_by_item_index(data):
+    tied = data.with_columns(pl.lit(START).cast(pl.Datetime("us", "UTC")).alias("timestamp"))
+    tests = [
+        make_split(tied, N_USERS, N_ITEMS, SplitConfig(protocol="leave_last_n", seed=s)).test
+        for s in range(3)
+    ]
+    assert not same(tests[0], tests[1]) and not same(tests[1], tests[2])
+    assert same(
+        tests[0], make_split(tied, N_USERS, N_ITEMS, SplitConfig(protocol="leave_last_n", seed=0)).test
+    )
+
+
+def test_random_holds_out_rounded_share_per_user_and_keeps_one_in_train(data):
+    split = make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="random", test_fraction=0.2))
+    sizes = np.bincount(data["user_idx"].to_numpy(), minlength=N_USERS)
+    expected = np.where(sizes >= 2, np.clip(np.floor(sizes * 0.2 + 0.5), 1, sizes - 1), 0)
+    np.testing.assert_array_equal(np.diff(split.test.indptr), expected)
+    assert np.all(np.diff(split.train.indptr)[sizes > 0] >= 1)
+    assert split.test.nnz / data.height == pytest.approx(0.2, abs=0.03)
+
+
+def test_random_validation_share(data):
+    split = make_split(
+        data, N_USERS, N_ITEMS, SplitConfig(protocol="random", test_fraction=0.2, validation_fraction=0.2)
+    )
+    assert split.validation.nnz / data.height == pytest.approx(0.2, abs=0.05)
+    assert np.all(np.diff(split.train.indptr)[np.bincount(data["user_idx"], minlength=N_USERS) > 0] >= 1)
+
+
+def test_strong_generalization_holds_out_whole_users(data):
+    cfg = SplitConfig(
+        protocol="strong_generalization", heldout_users=0.2, validation_fraction=0.1, fold_in_fraction=0.75
+    )
+    split = make_split(data, N_USERS, N_ITEMS, cfg)
+    test_users = np.flatnonzero(np.diff(split.fold_in.indptr) > 0)
+    val_users = np.flatnonzero(np.diff(split.validation_fold_in.indptr) > 0)
+    n_active = data["user_idx"].n_unique()
+    assert test_users.size == round(0.2 * n_active)
+    assert val_users.size == round(0.1 * n_active)
+    assert not set(test_users) & set(val_users)
+    train_rows = np.diff(split.train.indptr)
+    assert np.all(train_rows[test_users] == 0) and np.all(train_rows[val_users] == 0)
+    # the test set scores exactly the held-out users and folds them in from their own fold-in rows
+    assert np.array_equal(split.test_set().users, test_users)
+    assert split.test_set().fold_in is split.fold_in
+    assert np.array_equal(split.validation_set().users, val_users)
+    # fold-in and truth are disjoint, their union is the user's history, fold-in gets round(0.75 n)
+    sizes = np.bincount(data["user_idx"].to_numpy(), minlength=N_USERS)
+    fold = np.diff(split.fold_in.indptr)[test_users]
+    truth = np.diff(split.test.indptr)[test_users]
+    np.testing.assert_array_equal(fold + truth, sizes[test_users])
+    np.testing.assert_array_equal(
+        fold, np.clip(np.floor(sizes[test_users] * 0.75 + 0.5), 1, sizes[test_users] - 1)
+    )
+    assert np.all(truth >= 1)
+
+
+def test_strong_generalization_with_a_user_count(data):
+    split = make_split(
+        data, N_USERS, N_ITEMS, SplitConfig(protocol="strong_generalization", heldout_users=25)
+    )
+    assert split.test_set().users.size == 25
+    assert split.validation is None and split.validation_fold_in is None
+
+
+def test_strong_generalization_refuses_more_users_than_it_can_hold_out(data):
+    with pytest.raises(DataError, match="strong_generalization"):
+        make_split(
+            data, N_USERS, N_ITEMS, SplitConfig(protocol="strong_generalization", heldout_users=10_000)
+        )
+
+
+def test_split_data_carries_vocab_blocks_and_fingerprint(data):
+    dataset = InteractionData(
+        interactions=data,
+        user_ids=np.array([f"u{i}" for i in range(N_USERS)], dtype=object),
+        item_ids=np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object),
+        user_blocks=np.arange(N_USERS) % 4,
+        item_blocks=np.arange(N_ITEMS) % 4,
+        manifest={"fingerprint": "abc123"},
+    )
+    split = split_data(dataset, SplitConfig(protocol="random", seed=5))
+    assert split.meta["fingerprint"] == "abc123" and split.meta["seed"] == 5
+    assert split.user_ids[7] == "u7" and split.item_ids[3] == "i3"
+    assert split.user_blocks is dataset.user_blocks and split.item_blocks is dataset.item_blocks
+    assert split.n_users == N_USERS and split.n_items == N_ITEMS

@@ -1,0 +1,147 @@
+"""Planted-cluster generator: schema, determinism, planted structure (leakage, noise, popularity)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.config import ConfigError, SyntheticConfig
+from recsys.data.schema import CANONICAL_SCHEMA
+from recsys.data.synthetic import generate, summarize, write_synthetic
+
+SMALL = {"n_users": 600, "n_items": 400, "n_clusters": 4, "interactions_per_user": 20.0}
+
+
+def blocks_of(data) -> pl.DataFrame:
+    return data.interactions.join(data.user_clusters.rename({"block": "user_block"}), on="user_id").join(
+        data.item_clusters.rename({"block": "item_block"}), on="item_id"
+    )
+
+
+def cross_share(data) -> float:
+    b = blocks_of(data)
+    return float((b["user_block"] != b["item_block"]).mean())
+
+
+@pytest.fixture(scope="module")
+def default_data():
+    return generate(SyntheticConfig())
+
+
+def test_default_config_has_the_canonical_schema_and_configured_sizes(default_data):
+    df = default_data.interactions
+    assert dict(df.schema) == CANONICAL_SCHEMA
+    assert (
+        df["user_id"].n_unique() == 2000
+        and df["user_id"].min() == "u00000"
+        and df["user_id"].max() == "u01999"
+    )
+    assert df["item_id"].str.contains(r"^i\d{5}$").all()
+    assert df.select(pl.struct("user_id", "item_id").is_duplicated().any()).item() is False
+    assert df["weight"].min() >= 1.0
+    assert default_data.user_clusters.height == 2000 and default_data.item_clusters.height == 1000
+    assert set(default_data.user_clusters["block"].unique()) == set(range(8))
+    # every cluster gets n/k users and items (balanced assignment)
+    assert default_data.item_clusters["block"].value_counts()["count"].to_list() == [125] * 8
+
+
+def test_activity_is_skewed_around_the_configured_mean_with_a_floor(default_data):
+    per_user = default_data.interactions.group_by("user_id").len()["len"]
+    assert per_user.min() >= 3
+    assert per_user.mean() == pytest.approx(30, rel=0.1)
+    assert per_user.max() > 3 * per_user.median()  # log-normal: heavy users exist
+
+
+def test_timestamps_span_the_configured_days(default_data):
+    ts = default_data.interactions["timestamp"]
+    span_days = (ts.max() - ts.min()).total_seconds() / 86400
+    assert 85 < span_days <= 90
+
+
+def test_same_seed_same_data_and_another_seed_differs():
+    a, b = generate(SyntheticConfig(**SMALL, seed=1)), generate(SyntheticConfig(**SMALL, seed=1))
+    assert a.interactions.equals(b.interactions) and a.user_clusters.equals(b.user_clusters)
+    c = generate(SyntheticConfig(**SMALL, seed=2))
+    assert not a.interactions.equals(c.interactions)
+
+
+def test_without_leakage_or_noise_every_interaction_stays_in_the_users_cluster():
+    assert cross_share(generate(SyntheticConfig(**SMALL, leakage=0.0, noise_rate=0.0))) == 0.0
+
+
+@pytest.mark.parametrize("leakage", [0.1, 0.3])
+def test_leakage_sets_the_cross_cluster_share(leakage):
+    assert cross_share(generate(SyntheticConfig(**SMALL, leakage=leakage))) == pytest.approx(
+        leakage, abs=0.02
+    )
+
+
+def test_noise_is_uniform_so_it_crosses_clusters_k_minus_1_over_k_of_the_time():
+    # 4 clusters: a uniformly random item is outside the user's cluster 3/4 of the time
+    assert cross_share(generate(SyntheticConfig(**SMALL, noise_rate=0.4))) == pytest.approx(
+        0.4 * 0.75, abs=0.03
+    )
+
+
+def test_cross_cluster_leakage_is_popularity_weighted():
+    b = blocks_of(generate(SyntheticConfig(**SMALL, leakage=0.5)))
+    cross = (
+        b.filter(pl.col("user_block") != pl.col("item_block"))["item_id"].value_counts()["count"].to_numpy()
+    )
+    assert cross.max() > 10 * np.median(cross)
+
+
+def test_popularity_is_zipf_skewed_within_clusters_and_flat_without_exponent():
+    def top_share(exponent: float) -> float:
+        counts = (
+            generate(SyntheticConfig(**SMALL, popularity_exponent=exponent))
+            .interactions["item_id"]
+            .value_counts()
+        )
+        counts = np.sort(counts["count"].to_numpy())[::-1]
+        return counts[: len(counts) // 10].sum() / counts.sum()
+
+    skewed, flat = top_share(1.0), top_share(0.0)
+    assert skewed > 0.3  # top 10% of items draw far more than 10% of interactions
+    assert flat < 0.16
+
+
+def test_more_clusters_than_items_is_a_config_error():
+    with pytest.raises(ConfigError, match="n_clusters"):
+        generate(SyntheticConfig(n_users=50, n_items=5, n_clusters=8))
+
+
+def test_write_synthetic_writes_readable_parquet_and_no_temp_files(tmp_path):
+    cfg = SyntheticConfig(**SMALL, seed=3)
+    paths = write_synthetic(cfg, tmp_path / "raw")
+    data = generate(cfg)
+    assert pl.read_parquet(paths["interactions"]).equals(data.interactions)
+    assert pl.read_parquet(paths["user_clusters"]).equals(data.user_clusters)
+    assert pl.read_parquet(paths["item_clusters"]).equals(data.item_clusters)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(p.name for p in paths.values())
+
+
+def test_summary_reports_realised_numbers():
+    data = generate(SyntheticConfig(**SMALL, leakage=0.2))
+    summary = summarize(data)
+    assert summary["interactions"] == data.interactions.height
+    assert summary["users"] == 600 and summary["clusters"] == 4
+    assert summary["cross_cluster_share"] == pytest.approx(cross_share(data))
+
+
+def test_cli_synth_writes_the_files_and_prints_a_summary(tmp_path):
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    out = tmp_path / "synth"
+    args = ["data", "synth", "--out", str(out), "--users", "300", "--items", "120", "--clusters", "3"]
+    result = CliRunner().invoke(app, [*args, "--leakage", "0.1", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "cross_cluster_share" in result.output
+    cfg = SyntheticConfig(n_users=300, n_items=120, n_clusters=3, leakage=0.1, seed=4)
+    assert pl.read_parquet(out / "interactions.parquet").equals(generate(cfg).interactions)
+
+    bad = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--users", "2", "--clusters", "3"])
+    assert bad.exit_code == 2 and "n_clusters" in bad.output
