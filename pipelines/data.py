@@ -139,9 +139,11 @@ def prepare_dataset(cfg: RunConfig) -> DatasetResult:
             "landing-zone files are append-only — add new files instead, or point data.processed_dir elsewhere"
         )
     report = None
+    rebuild = bool(changed) and source.is_file()
     for name in new:
         path = source / name if source.is_dir() else source
-        append = is_processed_dir(out)
+        append = is_processed_dir(out) and not rebuild
+        rebuild = False
         report = ingest(path, out, data, format=data.format, append=append)
         ledger[name] = digests[name]
         _write_ledger(out, ledger)

@@ -1,0 +1,145 @@
+"""Ingest throughput and memory vs a bare polars CSV -> Parquet conversion of the same file.
+
+The reference is the least any ingest must do: `pl.read_csv(...).write_parquet(...)`. `recsys` ingest
+additionally reads every column as text (so bad values can be quarantined), parses and checks each row,
+finds exact duplicates, aggregates (user, item) pairs, builds the vocab and writes the indexed table,
+the batch and the manifest. Each side runs in its own subprocess so its peak RSS (VmHWM) is its own;
+sides alternate so drifting machine load hits both. Targets: time ratio <= 2.0, 10M-row peak RSS <= 4 GB.
+`RECSYS_BENCH_ROWS` shrinks the generated file (default 10,000,000 rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+INTER = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+RESULTS = Path(__file__).parent / "results" / "ingest.md"
+RATIO_TARGET = 2.0
+RSS_TARGET_GB = 4.0
+
+_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+side, source, out, sep = sys.argv[1:5]
+import polars as pl
+if side == "ingest":  # imports (torch via the config models) are not part of the measurement
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+started = time.perf_counter()
+if side == "reference":
+    pl.read_csv(source, separator=sep).write_parquet(Path(out) / "ref.parquet")
+    rows = None
+else:
+    rows = ingest(source, Path(out) / "processed", DataConfig()).rows_in
+seconds = time.perf_counter() - started
+hwm_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"seconds": seconds, "peak_rss_gb": hwm_kb / 1024**2, "rows": rows}))
+"""
+
+
+def _run(side: str, source: Path, sep: str) -> dict:
+    with tempfile.TemporaryDirectory(dir=source.parent) as out:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, side, str(source), out, sep],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{side} run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(source: Path, sep: str, repeats: int) -> dict:
+    """Alternate reference / ingest runs; median times, max peak RSS, median of per-pair ratios."""
+    ref, ing = [], []
+    for _ in range(repeats):
+        ref.append(_run("reference", source, sep))
+        ing.append(_run("ingest", source, sep))
+    ratios = [i["seconds"] / r["seconds"] for r, i in zip(ref, ing, strict=True)]
+    rows = ing[0]["rows"]
+    ingest_s = statistics.median(i["seconds"] for i in ing)
+    return {
+        "rows": rows,
+        "reference_s": statistics.median(r["seconds"] for r in ref),
+        "ingest_s": ingest_s,
+        "rows_per_s": rows / ingest_s,
+        "ratio": statistics.median(ratios),
+        "reference_rss_gb": max(r["peak_rss_gb"] for r in ref),
+        "ingest_rss_gb": max(i["peak_rss_gb"] for i in ing),
+    }
+
+
+def write_synthetic_csv(path: Path, rows: int, seed: int = 0) -> None:
+    """A log shaped like real ones: skewed user activity and item popularity, 1-5 ratings,
+    second timestamps over a year (a few exact duplicates arise naturally and are quarantined)."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(rows // 50, 10), max(rows // 200, 10)
+    users = np.minimum(rng.zipf(1.3, rows), n_users) - 1
+    users = rng.permutation(n_users)[users]
+    items = np.minimum(rng.zipf(1.2, rows), n_items) - 1
+    items = rng.permutation(n_items)[items]
+    frame = pl.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "item_id": items.astype(np.int64),
+            "rating": rng.integers(1, 6, rows).astype(np.int8),
+            "timestamp": rng.integers(1_600_000_000, 1_631_536_000, rows),
+        }
+    )
+    frame.write_csv(path)
+
+
+def main() -> None:
+    lines = [
+        "## ingest",
+        "",
+        "Ratio = recsys ingest time / bare `pl.read_csv -> write_parquet` time on the same file, "
+        "each in its own process (median of alternating runs). Peak RSS = the process's VmHWM.",
+        "",
+    ]
+    lines += [
+        "| input | rows | reference s | ingest s | rows/s | ratio (target <= 2.0) | ingest peak RSS GB | reference peak RSS GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    results = {}
+    if INTER.is_file():
+        results["ml-100k.inter"] = measure(INTER, "\t", repeats=5)
+    else:
+        print(f"skipping ML-100K: {INTER} not found")
+    rows = int(os.environ.get("RECSYS_BENCH_ROWS", "10000000"))
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "events.csv"
+        write_synthetic_csv(source, rows)
+        results[f"synthetic {rows:,}-row CSV"] = measure(source, ",", repeats=1 if rows >= 5_000_000 else 3)
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['rows']:,} | {r['reference_s']:.2f} | {r['ingest_s']:.2f} | {r['rows_per_s']:,.0f} | "
+            f"{r['ratio']:.2f} | {r['ingest_rss_gb']:.2f} | {r['reference_rss_gb']:.2f} |"
+        )
+        print(f"{name}: {json.dumps(r)}")
+    big = results[f"synthetic {rows:,}-row CSV"]
+    lines += [
+        "",
+        f"Ratio target {RATIO_TARGET}: {'met' if big['ratio'] <= RATIO_TARGET else 'NOT met'} on the synthetic file; "
+        f"peak RSS target {RSS_TARGET_GB} GB: {'met' if big['ingest_rss_gb'] <= RSS_TARGET_GB else 'NOT met'} "
+        f"({rows:,} rows). Machine: {os.cpu_count()} cores.",
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

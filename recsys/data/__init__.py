@@ -1,0 +1,1 @@
+"""Interaction data: readers, validation + quarantine, vocab, storage, splits, CSR matrices, synthetic data, fetchers."""

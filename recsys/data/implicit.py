@@ -1,0 +1,111 @@
+"""Implicit-feedback conversion: positive rule -> aggregation of repeated pairs -> k-core.
+
+These removals are deliberate filtering (the config asks for them), not bad data, so they are
+reported step by step (rows, users, items after each) rather than quarantined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from recsys.config import DataConfig
+from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
+from recsys.errors import DataError
+
+ORDER = "first_seen"
+"""Sort key of a row's first appearance (batch, then source row): new vocab entries follow it."""
+
+
+@dataclass(frozen=True)
+class FilterStep:
+    """The table after one step: how many rows (interactions), distinct users and items remain."""
+
+    name: str
+    rows: int
+    users: int
+    items: int
+
+    def to_dict(self) -> dict[str, int | str]:
+        return asdict(self)
+
+
+def _measure(name: str, frame: pl.DataFrame) -> FilterStep:
+    counts = frame.select(pl.len(), pl.col(USER).n_unique(), pl.col(ITEM).n_unique()).row(0)
+    return FilterStep(name, int(counts[0]), int(counts[1]), int(counts[2]))
+
+
+def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl.LazyFrame:
+    """Keep rows that count as positive feedback: weight >= positive_min_weight and, when given, an
+    event in positive_events (a source without an event column cannot satisfy an event rule)."""
+    if cfg.positive_min_weight is not None:
+        frame = frame.filter(pl.col(WEIGHT) >= cfg.positive_min_weight)
+    if cfg.positive_events:
+        if not has_event:
+            raise DataError("data.positive_events is set but the source has no event column (--event-col)")
+        frame = frame.filter(pl.col(EVENT).is_in(cfg.positive_events))
+    return frame
+
+
+def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
+    """One row per (user, item). count = number of rows, sum / max of weights, last = the weight of
+    the latest row (by timestamp, then input order; null timestamps count as earliest). The
+    timestamp kept is always the latest, so temporal splits see when the pair was last active."""
+    weights = {
+        "count": pl.len().cast(pl.Float32),
+        "sum": pl.col(WEIGHT).sum().cast(pl.Float32),
+        "max": pl.col(WEIGHT).max().cast(pl.Float32),
+        "last": pl.col(WEIGHT).sort_by([TIME, ORDER], nulls_last=False).last().cast(pl.Float32),
+    }
+    if how not in weights:
+        raise DataError(f"unknown aggregate {how!r}; choose count, sum, max or last")
+    return frame.group_by(USER, ITEM).agg(
+        pl.col(TIME).max().alias(TIME), weights[how].alias(WEIGHT), pl.col(ORDER).min().alias(ORDER)
+    )
+
+
+def k_core(frame: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
+    """Drop users with < min_user items and items with < min_item users, repeatedly, until nothing
+    changes (removing an item can push a user under the limit and vice versa). The k-core is the
+    unique largest subgraph meeting both limits, so the removal order does not matter.
+    Returns the core and the number of rounds that removed something."""
+    rounds = 0
+    if min_user <= 1 and min_item <= 1:
+        return frame, rounds
+    while True:
+        keep = (pl.len().over(USER) >= min_user) & (pl.len().over(ITEM) >= min_item)
+        kept = frame.filter(keep)
+        if kept.height == frame.height:
+            return frame, rounds
+        frame, rounds = kept, rounds + 1
+
+
+def to_implicit(
+    frame: pl.LazyFrame, cfg: DataConfig, has_event: bool
+) -> tuple[pl.DataFrame, list[FilterStep]]:
+    """Validated canonical rows (+ ORDER) -> one row per surviving (user, item) pair with
+    user_id, item_id, timestamp, weight, ORDER; plus the step report."""
+    steps: list[FilterStep] = []
+    rows = frame.collect()
+    steps.append(_measure("validated", rows))
+    positive = positive_filter(rows.lazy(), cfg, has_event)
+    if cfg.positive_min_weight is not None or cfg.positive_events:
+        rule = []
+        if cfg.positive_min_weight is not None:
+            rule.append(f"weight >= {cfg.positive_min_weight:g}")
+        if cfg.positive_events:
+            rule.append(f"event in {cfg.positive_events}")
+        positive_rows = positive.collect()
+        steps.append(_measure(f"positive ({' and '.join(rule)})", positive_rows))
+        positive = positive_rows.lazy()
+    del rows
+    pairs = aggregate(positive, cfg.aggregate).collect()
+    steps.append(_measure(f"aggregate ({cfg.aggregate})", pairs))
+    if cfg.binarize:
+        pairs = pairs.with_columns(pl.lit(1.0, dtype=pl.Float32).alias(WEIGHT))
+    if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
+        pairs, rounds = k_core(pairs, cfg.min_user_interactions, cfg.min_item_interactions)
+        name = f"k-core (users >= {cfg.min_user_interactions}, items >= {cfg.min_item_interactions}; {rounds} round{'' if rounds == 1 else 's'})"
+        steps.append(_measure(name, pairs))
+    return pairs, steps

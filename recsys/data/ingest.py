@@ -1,0 +1,296 @@
+"""`ingest`: read -> validate (quarantine) -> store batch -> implicit conversion -> vocab -> manifest.
+
+The public entry point of the data layer; the CLI (`recsys ingest`), the pipeline step and
+`data combine` all call `ingest`, and other readers of raw files call `read_canonical`.
+
+Incremental ingest (`append=True`) stores the new validated rows as one more batch and re-derives
+the implicit table from *all* batches, so a (user, item) pair seen in several batches is aggregated
+once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
+repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
+file does not double-count it. The vocab only grows: old indices never move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from recsys.config import ColumnMap, DataConfig
+from recsys.data import storage
+from recsys.data.implicit import ORDER, FilterStep, to_implicit
+from recsys.data.readers import ROW, RawSource, scan_source
+from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.validation import REASON, ValidationResult, validate
+from recsys.data.vocab import Vocab
+from recsys.errors import DataError
+
+MANIFEST_VERSION = 1
+_BATCH_SHIFT = 40  # ORDER = batch << 40 | source_row: first appearance across batches, then rows
+JSON_KEYS = ("rows_in", "rows_accepted", "rows_quarantined", "users", "items", "interactions", "fingerprint")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest call did. rows_* count this call's source (rows_in == accepted + quarantined);
+    users / items / interactions / fingerprint describe the whole processed set afterwards."""
+
+    rows_in: int
+    rows_accepted: int
+    rows_quarantined: int
+    users: int
+    items: int
+    interactions: int
+    fingerprint: str
+    steps: list[FilterStep]
+    out_dir: Path
+    quarantine_path: Path | None
+    seconds: float
+    reasons: dict[str, int] = field(default_factory=dict)
+    batch: int = 1
+    format: str = ""
+    mapping: dict[str, str] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, int | str]:
+        return {key: getattr(self, key) for key in JSON_KEYS}
+
+
+def read_canonical(
+    source: str | Path,
+    format: str | None = None,
+    columns: ColumnMap | None = None,
+    *,
+    max_future_days: float = 1.0,
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Read and validate one source without storing anything.
+
+    Returns (accepted rows in the canonical schema + source_row, quarantined raw rows with reason,
+    rows_in). Raises DataError when the file cannot be read at all."""
+    result = validate(scan_source(source, format, columns), max_future_days)
+    return result.accepted, result.quarantine, result.rows_in
+
+
+def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
+    """The existing manifest when appending to a processed dir; refuse to overwrite foreign dirs."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: output exists and is not a directory")
+    if storage.is_processed_dir(out_dir):
+        return storage.read_manifest(out_dir) if append else None
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise DataError(f"{out_dir}: output directory is not empty and is not a processed data directory")
+    return None
+
+
+def _drop_cross_batch_duplicates(
+    result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
+) -> ValidationResult:
+    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine."""
+    if not previous:
+        return result
+    prev_schemas = [frame.collect_schema().names() for _, frame in previous]
+    keys = [
+        c
+        for c in (USER, ITEM, TIME, WEIGHT, EVENT)
+        if c in result.accepted.columns and all(c in s for s in prev_schemas)
+    ]
+    earlier = pl.concat([frame.select(keys) for _, frame in previous], how="vertical_relaxed")
+    accepted = result.accepted.with_row_index("_i")
+    repeated = (
+        accepted.lazy().join(earlier.unique(), on=keys, how="semi", nulls_equal=True).select("_i").collect()
+    )
+    if repeated.height == 0:
+        return result
+    is_repeat = pl.col("_i").is_in(repeated.get_column("_i").implode())
+    moved = accepted.filter(is_repeat).select(
+        pl.col(ROW), *[pl.col(c).cast(pl.String) for c in raw.columns], pl.lit("duplicate").alias(REASON)
+    )
+    quarantine = pl.concat([result.quarantine, moved], how="vertical_relaxed").sort(ROW)
+    reasons = dict(result.reasons)
+    reasons["duplicate"] = reasons.get("duplicate", 0) + moved.height
+    return ValidationResult(
+        accepted=accepted.filter(~is_repeat).drop("_i"),
+        quarantine=quarantine,
+        rows_in=result.rows_in,
+        reasons=reasons,
+    )
+
+
+def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl.DataFrame) -> pl.LazyFrame:
+    """Every batch's validated rows with ORDER (first-appearance key), as one lazy frame."""
+
+    def ordered(number: int, frame: pl.LazyFrame) -> pl.LazyFrame:
+        order = (pl.lit(number, dtype=pl.Int64) * (1 << _BATCH_SHIFT) + pl.col(ROW).cast(pl.Int64)).alias(
+            ORDER
+        )
+        return frame.with_columns(order).drop(ROW)
+
+    frames = [ordered(n, f) for n, f in previous] + [ordered(batch, accepted.lazy())]
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _carry_over_foreign_files(out_dir: Path, tmp: Path) -> None:
+    """On append, keep top-level files this module does not own (e.g. a pipeline's ledger)."""
+    owned = {
+        storage.INTERACTIONS_DIR,
+        storage.QUARANTINE_DIR,
+        storage.IMPLICIT_FILE,
+        storage.USERS_FILE,
+        storage.ITEMS_FILE,
+        storage.MANIFEST_FILE,
+    }
+    for entry in out_dir.iterdir():
+        if entry.name not in owned and entry.is_file():
+            storage.link_or_copy(entry, tmp / entry.name)
+
+
+def _sources(manifest: dict | None) -> list[dict]:
+    return list(manifest.get("batches", [])) if manifest else []
+
+
+def ingest(
+    source: str | Path,
+    out_dir: str | Path,
+    cfg: DataConfig,
+    *,
+    format: str | None = None,
+    append: bool = False,
+    user_labels: pl.DataFrame | None = None,
+    item_labels: pl.DataFrame | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest `source` (file or directory) into the processed directory `out_dir`.
+
+    format forces a reader (default: cfg.format, then detection). append adds a batch to an existing
+    processed dir (a missing one is created). user_labels / item_labels: optional (id, block) frames
+    stored as the vocab's `block` column (planted clusters, combined sources).
+    """
+    started = time.perf_counter()
+    say = progress or (lambda _stage: None)
+    out_dir = Path(out_dir)
+    previous_manifest = _prepare_out_dir(out_dir, append)
+    previous_batches = storage.list_batches(out_dir) if previous_manifest else []
+    batch = (previous_batches[-1] + 1) if previous_batches else 1
+
+    say("reading and validating")
+    raw = scan_source(source, format or cfg.format, cfg.columns)
+    result = validate(raw, cfg.max_future_days)
+    previous = storage.scan_batches(out_dir, previous_batches)
+    result = _drop_cross_batch_duplicates(result, raw, previous)
+    if (
+        result.rows_in != result.rows_accepted + result.rows_quarantined
+    ):  # pragma: no cover - a bug, not bad data
+        raise AssertionError("rows_in != rows_accepted + rows_quarantined")
+
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with storage.staged_directory(out_dir) as tmp:
+        say("writing batch")
+        if previous_manifest:
+            _carry_over_foreign_files(out_dir, tmp)
+        for number in previous_batches:
+            storage.link_or_copy(storage.batch_file(out_dir, number), storage.batch_file(tmp, number))
+            old_q = storage.quarantine_file(out_dir, number)
+            if old_q.is_file():
+                storage.link_or_copy(old_q, storage.quarantine_file(tmp, number))
+        batch_path = storage.batch_file(tmp, batch)
+        batch_path.parent.mkdir(parents=True)
+        result.accepted.write_parquet(
+            batch_path, compression="lz4"
+        )  # fast; batches are rewritten never, read rarely
+        quarantine_path = storage.quarantine_file(tmp, batch)
+        quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+        result.quarantine.write_parquet(quarantine_path)
+
+        say("implicit conversion and k-core")
+        has_event = EVENT in result.accepted.columns or any(
+            EVENT in f.collect_schema().names() for _, f in previous
+        )
+        pairs, steps = to_implicit(_all_rows(previous, batch, result.accepted), cfg, has_event)
+        if pairs.height == 0:
+            raise DataError(
+                f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
+            )
+
+        say("vocab and indexing")
+        users = (
+            Vocab.load(out_dir / storage.USERS_FILE, id_name=USER, idx_name=USER_IDX)
+            if previous_manifest
+            else Vocab(id_name=USER, idx_name=USER_IDX)
+        )
+        items = (
+            Vocab.load(out_dir / storage.ITEMS_FILE, id_name=ITEM, idx_name=ITEM_IDX)
+            if previous_manifest
+            else Vocab(id_name=ITEM, idx_name=ITEM_IDX)
+        )
+        users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
+        items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
+        indexed = (
+            items.index(users.index(pairs.lazy()))
+            .select(USER_IDX, ITEM_IDX, TIME, WEIGHT)
+            .sort(USER_IDX, ITEM_IDX)
+            .collect()
+        )
+        indexed.write_parquet(tmp / storage.IMPLICIT_FILE, compression="lz4")
+        users.save(tmp / storage.USERS_FILE)
+        items.save(tmp / storage.ITEMS_FILE)
+
+        say("fingerprint and manifest")
+        digest = storage.fingerprint(pairs)
+        batch_entry = {
+            "batch": batch,
+            "source": str(source),
+            "format": raw.format,
+            "columns": raw.mapping,
+            "rows_in": result.rows_in,
+            "rows_accepted": result.rows_accepted,
+            "rows_quarantined": result.rows_quarantined,
+            "reasons": result.reasons,
+            "path": str(batch_path.relative_to(tmp)),
+            "quarantine": str(quarantine_path.relative_to(tmp)),
+            "created_at": now,
+        }
+        batches = _sources(previous_manifest) + [batch_entry]
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "created_at": previous_manifest.get("created_at", now) if previous_manifest else now,
+            "updated_at": now,
+            "rows_in": sum(b["rows_in"] for b in batches),
+            "rows_accepted": sum(b["rows_accepted"] for b in batches),
+            "rows_quarantined": sum(b["rows_quarantined"] for b in batches),
+            "interactions": indexed.height,
+            "users": len(users),
+            "items": len(items),
+            "fingerprint": digest,
+            "fingerprint_method": storage.FINGERPRINT_METHOD,
+            "has_timestamps": bool(indexed.get_column(TIME).is_not_null().any()),
+            "schema": {name: str(dtype) for name, dtype in indexed.schema.items()},
+            "sources": [b["source"] for b in batches],
+            "batches": batches,
+            "steps": [s.to_dict() for s in steps],
+            "config": cfg.model_dump(mode="json", exclude={"synthetic"}),
+            "polars_version": pl.__version__,
+        }
+        storage.write_json(tmp / storage.MANIFEST_FILE, manifest)
+
+    return IngestReport(
+        rows_in=result.rows_in,
+        rows_accepted=result.rows_accepted,
+        rows_quarantined=result.rows_quarantined,
+        users=len(users),
+        items=len(items),
+        interactions=indexed.height,
+        fingerprint=digest,
+        steps=steps,
+        out_dir=out_dir,
+        quarantine_path=storage.quarantine_file(out_dir, batch),
+        seconds=time.perf_counter() - started,
+        reasons=result.reasons,
+        batch=batch,
+        format=raw.format,
+        mapping=raw.mapping,
+    )

@@ -1,0 +1,174 @@
+"""The processed-data directory: layout, atomic writes, fingerprint and `load_processed`.
+
+Layout (one directory per data set)::
+
+    interactions/batch=000001/part-0.parquet   validated canonical rows of ingest batch 1 (+ source_row)
+    interactions/batch=000002/part-0.parquet   ... each `--append` adds a batch; batches are never rewritten
+    quarantine/batch=000001.parquet            rejected raw rows with source_row and reason, per batch
+    implicit.parquet                           user_idx, item_idx, timestamp, weight: the table models use
+    users.parquet / items.parquet              vocab: user_id, user_idx[, block] / item_id, item_idx[, block]
+    manifest.json                              counts, schema, sources, batches, filter steps, fingerprint
+
+Why keep raw batches *and* implicit.parquet: the batches are the lossless record, so an append can
+re-run aggregation and k-core over all batches (a pair seen in two batches is one pair, counted
+twice), while loading stays a plain read of the derived table. Derivation happens at ingest time.
+
+Atomicity: everything is built in a temporary sibling directory and swapped in with os.replace, so a
+failed ingest leaves the previous state (or nothing) behind, never a half-written directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from recsys.data.dataset import InteractionData
+from recsys.data.schema import ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.vocab import Vocab
+from recsys.errors import DataError
+
+INTERACTIONS_DIR = "interactions"
+QUARANTINE_DIR = "quarantine"
+IMPLICIT_FILE = "implicit.parquet"
+USERS_FILE = "users.parquet"
+ITEMS_FILE = "items.parquet"
+MANIFEST_FILE = "manifest.json"
+FINGERPRINT_METHOD = "polars-row-hash-sum-v1"
+_BATCH_RE = re.compile(r"^batch=(\d+)$")
+
+
+def batch_name(batch: int) -> str:
+    return f"batch={batch:06d}"
+
+
+def batch_file(root: Path, batch: int) -> Path:
+    return root / INTERACTIONS_DIR / batch_name(batch) / "part-0.parquet"
+
+
+def quarantine_file(root: Path, batch: int) -> Path:
+    return root / QUARANTINE_DIR / f"{batch_name(batch)}.parquet"
+
+
+def list_batches(root: Path) -> list[int]:
+    """Batch numbers present under interactions/, ascending."""
+    folder = root / INTERACTIONS_DIR
+    if not folder.is_dir():
+        return []
+    found = (_BATCH_RE.match(p.name) for p in folder.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def is_processed_dir(path: Path) -> bool:
+    return (path / MANIFEST_FILE).is_file()
+
+
+def read_manifest(root: Path) -> dict:
+    path = Path(root) / MANIFEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"{root}: not a processed data directory (no {MANIFEST_FILE}); run `recsys ingest` first"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc})") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def fingerprint(pairs: pl.DataFrame | pl.LazyFrame) -> str:
+    """Content hash of the interactions (user_id, item_id, timestamp, weight) that ignores row order:
+    per-row hashes (polars' fixed-seed hash, stable across processes for one polars version) are
+    summed in two 32-bit halves so the sum cannot overflow, then digested with the row count.
+    Raw ids, not indices, are hashed, so the same data gives the same fingerprint whatever order
+    its rows (and therefore its vocab) came in."""
+    row_hash = pl.struct(USER, ITEM, TIME, WEIGHT).hash(seed=0)
+    half = pl.lit(1 << 32, dtype=pl.UInt64)
+    low = (row_hash % half).sum().alias("low")
+    high = (row_hash // half).sum().alias("high")
+    n, lo, hi = pairs.lazy().select(pl.len(), low, high).collect().row(0)
+    digest = hashlib.sha256(f"{FINGERPRINT_METHOD}|{pl.__version__.split('.')[0]}|{n}|{lo}|{hi}".encode())
+    return digest.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `out_dir`; on success it replaces `out_dir`
+    atomically (the old one is moved aside, then removed), on failure it is deleted."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, old / "previous")
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link an existing batch into the staging dir (free), copying where links are refused."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def scan_batches(root: Path, batches: list[int] | None = None) -> list[tuple[int, pl.LazyFrame]]:
+    """(batch, lazy frame of its validated canonical rows) for each stored batch."""
+    return [
+        (b, pl.scan_parquet(batch_file(root, b)))
+        for b in (batches if batches is not None else list_batches(root))
+    ]
+
+
+def load_processed(root: str | Path) -> InteractionData:
+    """Load a processed directory: the implicit table (user_idx, item_idx, timestamp, weight), the
+    vocab arrays (index -> raw id), block labels when known, and the manifest."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    path = root / IMPLICIT_FILE
+    try:
+        interactions = pl.read_parquet(path).select(
+            pl.col(USER_IDX).cast(pl.Int32),
+            pl.col(ITEM_IDX).cast(pl.Int32),
+            pl.col(TIME),
+            pl.col(WEIGHT).cast(pl.Float32),
+        )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: cannot read processed interactions ({exc})") from None
+    users = Vocab.load(root / USERS_FILE, id_name=USER, idx_name=USER_IDX)
+    items = Vocab.load(root / ITEMS_FILE, id_name=ITEM, idx_name=ITEM_IDX)
+    return InteractionData(
+        interactions=interactions,
+        user_ids=users.ids(),
+        item_ids=items.ids(),
+        user_blocks=users.blocks(),
+        item_blocks=items.blocks(),
+        manifest=manifest,
+    )

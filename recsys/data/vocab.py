@@ -1,0 +1,134 @@
+"""Vocab: a stable, append-only map from raw ids to dense integer indices.
+
+Models, embeddings and logged metrics refer to users and items by index. If re-ingesting moved an
+index, yesterday's model would score the wrong items; so an index, once given, never changes and new
+ids are only ever appended. Saved as Parquet with columns (<id>, <idx>[, block]).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys.errors import DataError
+
+BLOCK = "block"
+UNKNOWN_BLOCK = -1
+
+
+class Vocab:
+    """id -> idx for one entity (users or items). `id_name` / `idx_name` are the column names used in
+    frames and on disk (user_id / user_idx, item_id / item_idx)."""
+
+    def __init__(
+        self, table: pl.DataFrame | None = None, *, id_name: str = "id", idx_name: str = "idx"
+    ) -> None:
+        self.id_name, self.idx_name = id_name, idx_name
+        if table is None:
+            table = pl.DataFrame(schema={id_name: pl.String, idx_name: pl.Int32})
+        self.table = table.select(
+            pl.col(id_name).cast(pl.String),
+            pl.col(idx_name).cast(pl.Int32),
+            *([pl.col(BLOCK).cast(pl.Int32)] if BLOCK in table.columns else []),
+        )
+        self._check()
+
+    def _check(self) -> None:
+        idx = self.table.get_column(self.idx_name)
+        if not idx.sort().equals(pl.Series(self.idx_name, np.arange(len(idx), dtype=np.int32))):
+            raise DataError(f"vocab {self.id_name}: indices are not 0..{len(idx) - 1}")
+        if self.table.get_column(self.id_name).n_unique() != len(idx):
+            raise DataError(f"vocab {self.id_name}: repeated ids")
+
+    def __len__(self) -> int:
+        return self.table.height
+
+    @property
+    def has_blocks(self) -> bool:
+        return BLOCK in self.table.columns
+
+    def extend(self, candidates: pl.DataFrame, order: str | None = None) -> Vocab:
+        """A new vocab with every id of `candidates[id_name]` not yet known appended, in order of
+        `order` (first appearance) then id, so the result does not depend on row order within ties.
+        Old ids keep their index. Vectorised: anti-join, sort, arange."""
+        keys = [order, self.id_name] if order else [self.id_name]
+        fresh = (
+            candidates.lazy()
+            .select(pl.col(self.id_name).cast(pl.String), *([pl.col(order)] if order else []))
+            .group_by(self.id_name)
+            .agg(pl.col(order).min() if order else pl.len())
+            .join(self.table.lazy().select(self.id_name), on=self.id_name, how="anti")
+            .sort(keys)
+            .select(self.id_name)
+            .collect()
+        )
+        start = len(self)
+        fresh = fresh.with_columns(
+            pl.int_range(start, start + fresh.height, dtype=pl.Int32).alias(self.idx_name)
+        )
+        if self.has_blocks:
+            fresh = fresh.with_columns(pl.lit(UNKNOWN_BLOCK, dtype=pl.Int32).alias(BLOCK))
+        table = pl.concat([self.table, fresh], how="vertical")
+        return Vocab(table, id_name=self.id_name, idx_name=self.idx_name)
+
+    def with_blocks(self, labels: pl.DataFrame | None) -> Vocab:
+        """Attach block labels from an (id, block) frame: labelled ids take the new label, others keep
+        theirs (or -1 when unknown). The id column may be named like the vocab's or be the first."""
+        if labels is None:
+            return self
+        if BLOCK not in labels.columns or labels.width < 2:
+            raise DataError(
+                f"{self.id_name} labels need an id column and a 'block' column; got {labels.columns}"
+            )
+        id_col = (
+            self.id_name if self.id_name in labels.columns else next(c for c in labels.columns if c != BLOCK)
+        )
+        given = labels.select(
+            pl.col(id_col).cast(pl.String).alias(self.id_name), pl.col(BLOCK).cast(pl.Int32).alias("_new")
+        )
+        given = given.unique(self.id_name, keep="last", maintain_order=True)
+        table = self.table.join(given, on=self.id_name, how="left", maintain_order="left")
+        old = pl.col(BLOCK) if self.has_blocks else pl.lit(UNKNOWN_BLOCK, dtype=pl.Int32)
+        table = table.with_columns(pl.coalesce("_new", old).alias(BLOCK)).drop("_new")
+        return Vocab(table, id_name=self.id_name, idx_name=self.idx_name)
+
+    def index(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        """Replace `id_name` by `idx_name` in `frame` (inner join: ids must be in the vocab)."""
+        return frame.join(
+            self.table.lazy().select(self.id_name, self.idx_name), on=self.id_name, how="inner"
+        ).drop(self.id_name)
+
+    def ids(self) -> np.ndarray:
+        """Raw ids ordered by index: ids()[i] is the id of index i."""
+        return self.table.sort(self.idx_name).get_column(self.id_name).to_numpy()
+
+    def blocks(self) -> np.ndarray | None:
+        """Block label per index (-1 unknown), or None when no labels were ever given."""
+        if not self.has_blocks:
+            return None
+        return (
+            self.table.sort(self.idx_name)
+            .get_column(BLOCK)
+            .fill_null(UNKNOWN_BLOCK)
+            .to_numpy()
+            .astype(np.int64)
+        )
+
+    def save(self, path: str | Path) -> None:
+        self.table.sort(self.idx_name).write_parquet(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, id_name: str = "id", idx_name: str = "idx") -> Vocab:
+        path = Path(path)
+        if not path.is_file():
+            return cls(id_name=id_name, idx_name=idx_name)
+        try:
+            table = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise DataError(f"{path}: unreadable vocab ({exc})") from None
+        missing = {id_name, idx_name} - set(table.columns)
+        if missing:
+            raise DataError(f"{path}: vocab lacks columns {sorted(missing)}")
+        return cls(table, id_name=id_name, idx_name=idx_name)

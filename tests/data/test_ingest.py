@@ -1,0 +1,309 @@
+"""ingest(): implicit conversion, k-core, processed layout, fingerprint, append, atomicity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.config import DataConfig
+from recsys.data import storage
+from recsys.data.implicit import k_core
+from recsys.data.ingest import ingest
+from recsys.data.storage import load_processed
+from recsys.errors import DataError
+
+
+def _csv(path: Path, rows: list[tuple], header: str = "user,item,rating,timestamp") -> Path:
+    body = "\n".join(",".join("" if v is None else str(v) for v in row) for row in rows)
+    path.write_text(f"{header}\n{body}\n")
+    return path
+
+
+def _weights(out: Path) -> dict[tuple[str, str], float]:
+    """(user_id, item_id) -> weight from a processed directory, through its vocab."""
+    data = load_processed(out)
+    frame = data.interactions
+    users = data.user_ids[frame["user_idx"].to_numpy()]
+    items = data.item_ids[frame["item_idx"].to_numpy()]
+    return dict(zip(zip(users.tolist(), items.tolist(), strict=True), frame["weight"].to_list(), strict=True))
+
+
+# ----------------------------------------------------------------------------- implicit conversion
+
+AGG_ROWS = [
+    ("u", "i", 2, 10),
+    ("u", "i", 5, 5),
+    ("u", "i", 3, 20),
+    ("u", "j", 1, None),
+    ("v", "k", 4, None),
+    ("v", "k", 6, None),  # null timestamps: the later row in the file is "last"
+]
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("count", {("u", "i"): 3.0, ("u", "j"): 1.0, ("v", "k"): 2.0}),
+        ("sum", {("u", "i"): 10.0, ("u", "j"): 1.0, ("v", "k"): 10.0}),
+        ("max", {("u", "i"): 5.0, ("u", "j"): 1.0, ("v", "k"): 6.0}),
+        ("last", {("u", "i"): 3.0, ("u", "j"): 1.0, ("v", "k"): 6.0}),
+    ],
+)
+def test_aggregation_modes(tmp_path: Path, how: str, expected: dict) -> None:
+    out = tmp_path / "out"
+    ingest(_csv(tmp_path / "agg.csv", AGG_ROWS), out, DataConfig(aggregate=how))
+    assert _weights(out) == expected
+    data = load_processed(out)
+    ui = data.interactions.filter((pl.col("user_idx") == 0) & (pl.col("item_idx") == 0))
+    assert ui["timestamp"].dt.epoch("s").item() == 20  # the latest timestamp is kept
+
+
+def test_positive_rule_and_binarize(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = DataConfig(positive_min_weight=4, aggregate="sum", binarize=True)
+    report = ingest(_csv(tmp_path / "agg.csv", AGG_ROWS), out, cfg)
+    assert _weights(out) == {("u", "i"): 1.0, ("v", "k"): 1.0}  # only ratings >= 4 survive
+    assert [s.rows for s in report.steps] == [6, 3, 2]
+    assert report.steps[1].name.startswith("positive")
+
+
+def test_positive_events(tmp_path: Path) -> None:
+    rows = [("a", "x", "view"), ("a", "y", "buy"), ("b", "x", "buy"), ("b", "x", "buy")]
+    src = _csv(tmp_path / "events.csv", rows, header="user_id,item_id,event")
+    report = ingest(src, tmp_path / "out", DataConfig(positive_events=["buy"]))
+    assert _weights(tmp_path / "out") == {("a", "y"): 1.0, ("b", "x"): 1.0}
+    assert report.rows_quarantined == 1  # the exact repeat of (b, x, buy)
+    with pytest.raises(DataError, match="no event column"):
+        ingest(
+            _csv(tmp_path / "plain.csv", [("a", "x", 1, 1)]),
+            tmp_path / "o2",
+            DataConfig(positive_events=["buy"]),
+        )
+
+
+def test_k_core_reaches_the_fixed_point_on_a_hand_built_graph() -> None:
+    pairs = pl.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2", "u3", "u3", "u4"],
+            "item_id": ["i1", "i2", "i1", "i2", "i1", "i3", "i4"],
+        }
+    )
+    # Round 1 drops i3 (1 user), u4 and i4; that leaves u3 with one item, dropped in round 2.
+    core, rounds = k_core(pairs, 2, 2)
+    assert rounds == 2
+    assert sorted(core.rows()) == [("u1", "i1"), ("u1", "i2"), ("u2", "i1"), ("u2", "i2")]
+    assert k_core(core, 2, 2) == (core, 0)  # a fixed point
+    alone, _ = k_core(pairs, 3, 1)
+    assert alone.height == 0  # no user has 3 items
+
+
+def test_k_core_steps_are_reported(tmp_path: Path) -> None:
+    rows = [
+        ("u1", "i1", 1, 1),
+        ("u1", "i2", 1, 1),
+        ("u2", "i1", 1, 1),
+        ("u2", "i2", 1, 1),
+        ("u3", "i1", 1, 1),
+        ("u3", "i3", 1, 1),
+        ("u4", "i4", 1, 1),
+    ]
+    report = ingest(
+        _csv(tmp_path / "g.csv", rows),
+        tmp_path / "out",
+        DataConfig(min_user_interactions=2, min_item_interactions=2),
+    )
+    last = report.steps[-1]
+    assert last.name.startswith("k-core") and "2 rounds" in last.name
+    assert (last.rows, last.users, last.items) == (4, 2, 2)
+    assert (report.users, report.items, report.interactions) == (2, 2, 4)
+    assert report.rows_accepted == 7  # k-core is filtering, not quarantine
+
+
+# ----------------------------------------------------------------------------- storage and fingerprint
+
+ROWS = [
+    (f"u{u}", f"i{(u * 7 + k) % 11}", 1 + (u + k) % 5, 1_600_000_000 + 3600 * (u * 10 + k))
+    for u in range(12)
+    for k in range(4)
+]
+
+
+def test_processed_layout_and_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = ingest(_csv(tmp_path / "r.csv", ROWS), out, DataConfig())
+    assert (out / "interactions" / "batch=000001" / "part-0.parquet").is_file()
+    assert report.quarantine_path == out / "quarantine" / "batch=000001.parquet"
+    assert pl.read_parquet(out / "users.parquet").columns == ["user_id", "user_idx"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in (
+        "rows_in",
+        "rows_accepted",
+        "rows_quarantined",
+        "interactions",
+        "users",
+        "items",
+        "fingerprint",
+    ):
+        assert manifest[key] == report.to_json_dict()[key]
+    assert manifest["rows_in"] == manifest["rows_accepted"] + manifest["rows_quarantined"] == len(ROWS)
+    assert manifest["created_at"].endswith("+00:00") and manifest["has_timestamps"] is True
+    assert manifest["batches"][0]["format"] == "csv"
+    assert set(report.to_json_dict()) == {
+        "rows_in",
+        "rows_accepted",
+        "rows_quarantined",
+        "users",
+        "items",
+        "interactions",
+        "fingerprint",
+    }
+    data = load_processed(out)
+    assert (
+        data.fingerprint == report.fingerprint
+        and data.n_users == 12
+        and data.interactions.height == len(ROWS)
+    )
+    assert data.interactions.schema["user_idx"] == pl.Int32
+
+
+def test_fingerprint_ignores_row_order_but_sees_content(tmp_path: Path) -> None:
+    a = ingest(_csv(tmp_path / "a.csv", ROWS), tmp_path / "a", DataConfig())
+    b = ingest(_csv(tmp_path / "b.csv", ROWS[::-1]), tmp_path / "b", DataConfig())
+    assert a.fingerprint == b.fingerprint
+    assert (
+        load_processed(tmp_path / "a").user_ids.tolist() != load_processed(tmp_path / "b").user_ids.tolist()
+    )
+    changed = [*ROWS[:-1], (ROWS[-1][0], ROWS[-1][1], ROWS[-1][2] + 1, ROWS[-1][3])]
+    c = ingest(_csv(tmp_path / "c.csv", changed), tmp_path / "c", DataConfig(aggregate="sum"))
+    d = ingest(_csv(tmp_path / "d.csv", ROWS), tmp_path / "d", DataConfig(aggregate="sum"))
+    assert c.fingerprint != d.fingerprint
+
+
+def test_fingerprint_is_stable_across_processes(tmp_path: Path) -> None:
+    report = ingest(_csv(tmp_path / "a.csv", ROWS), tmp_path / "a", DataConfig())
+    code = (
+        "import polars as pl, sys; from recsys.data.storage import fingerprint, load_processed; "
+        "d = load_processed(sys.argv[1]); f = d.interactions; "
+        "print(fingerprint(f.with_columns(user_id=pl.Series(d.user_ids[f['user_idx'].to_numpy()]), "
+        "item_id=pl.Series(d.item_ids[f['item_idx'].to_numpy()]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a")], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == report.fingerprint
+
+
+def test_missing_time_column_gives_null_timestamps(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ingest(_csv(tmp_path / "p.csv", [("a", "x"), ("b", "y")], header="user_id,item_id"), out, DataConfig())
+    data = load_processed(out)
+    assert data.interactions["timestamp"].null_count() == 2
+    assert data.manifest["has_timestamps"] is False
+
+
+# ----------------------------------------------------------------------------- append and labels
+
+
+def test_append_keeps_vocab_and_aggregates_across_batches(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = [("u1", "i1", 1, 100), ("u2", "i2", 1, 200)]
+    second = [("u3", "i1", 1, 300), ("u1", "i1", 1, 400), ("u0", "i9", 1, 500)]
+    ingest(_csv(tmp_path / "day1.csv", first), out, DataConfig())
+    before = load_processed(out)
+    report = ingest(_csv(tmp_path / "day2.csv", second), out, DataConfig(), append=True)
+    after = load_processed(out)
+
+    assert report.batch == 2 and report.rows_in == 3
+    assert after.user_ids[: before.n_users].tolist() == before.user_ids.tolist()
+    assert after.item_ids[: before.n_items].tolist() == before.item_ids.tolist()
+    assert after.user_ids.tolist() == ["u1", "u2", "u3", "u0"]  # new ids in order of first appearance
+    assert _weights(out)[("u1", "i1")] == 2.0  # one pair, counted in both batches
+    assert sorted(p.name for p in (out / "interactions").iterdir()) == ["batch=000001", "batch=000002"]
+    manifest = after.manifest
+    assert manifest["rows_in"] == 5 and len(manifest["batches"]) == 2 and manifest["interactions"] == 4
+
+    again = ingest(tmp_path / "day2.csv", out, DataConfig(), append=True)
+    assert (again.rows_accepted, again.rows_quarantined) == (0, 3)
+    assert again.reasons == {"duplicate": 3}
+    assert again.fingerprint == report.fingerprint
+
+
+def test_append_preserves_files_it_does_not_own(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ingest(_csv(tmp_path / "a.csv", ROWS[:10]), out, DataConfig())
+    (out / "sources.json").write_text("{}")
+    ingest(_csv(tmp_path / "b.csv", ROWS[10:]), out, DataConfig(), append=True)
+    assert (out / "sources.json").read_text() == "{}"
+
+
+def test_labels_become_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    users = pl.DataFrame({"user_id": ["u1", "u2"], "block": [0, 1]})
+    items = pl.DataFrame({"item_id": ["i1", "i2", "i3"], "block": [1, 0, 1]})
+    ingest(
+        _csv(tmp_path / "a.csv", [("u1", "i1", 1, 1), ("u2", "i2", 1, 1), ("u3", "i3", 1, 1)]),
+        out,
+        DataConfig(),
+        user_labels=users,
+        item_labels=items,
+    )
+    data = load_processed(out)
+    assert dict(zip(data.user_ids.tolist(), data.user_blocks.tolist(), strict=True)) == {
+        "u1": 0,
+        "u2": 1,
+        "u3": -1,
+    }
+    assert dict(zip(data.item_ids.tolist(), data.item_blocks.tolist(), strict=True)) == {
+        "i1": 1,
+        "i2": 0,
+        "i3": 1,
+    }
+    assert pl.read_parquet(out / "items.parquet").columns == ["item_id", "item_idx", "block"]
+    plain = tmp_path / "plain"
+    ingest(tmp_path / "a.csv", plain, DataConfig())
+    assert load_processed(plain).user_blocks is None
+
+
+# ----------------------------------------------------------------------------- atomicity
+
+
+def test_unreadable_source_leaves_nothing_behind(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\x00\x01\x02garbage")
+    out = tmp_path / "proc" / "out"
+    with pytest.raises(DataError, match="binary"):
+        ingest(bad, out, DataConfig())
+    assert not out.exists()
+    assert not (tmp_path / "proc").exists() or list((tmp_path / "proc").iterdir()) == []
+
+
+def test_failed_reingest_keeps_the_previous_state(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    good = ingest(_csv(tmp_path / "a.csv", ROWS), out, DataConfig())
+    with pytest.raises(DataError, match="no interactions left"):
+        ingest(tmp_path / "a.csv", out, DataConfig(min_user_interactions=100))
+    assert load_processed(out).fingerprint == good.fingerprint
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> None:
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match="not a processed data directory"):
+        ingest(_csv(tmp_path / "a.csv", ROWS), foreign, DataConfig())
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_ml100k_counts(ml100k_dir: Path, tmp_path: Path) -> None:
+    report = ingest(ml100k_dir / "ml-100k.inter", tmp_path / "ml", DataConfig())
+    assert (report.rows_in, report.rows_accepted, report.rows_quarantined) == (100_000, 100_000, 0)
+    assert (report.users, report.items, report.interactions) == (943, 1682, 100_000)
+    positives = ingest(ml100k_dir / "ml-100k.inter", tmp_path / "ml4", DataConfig(positive_min_weight=4))
+    assert positives.interactions == 55_375  # ratings >= 4 in ML-100K
+    assert storage.list_batches(tmp_path / "ml4") == [1]

@@ -1,0 +1,205 @@
+"""Readers: every format reads into the same canonical rows, detection is by content, not by name."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.config import ColumnMap
+from recsys.data.ingest import read_canonical
+from recsys.data.readers import detect_format, scan_source
+from recsys.errors import DataError
+
+# Three interactions that every fixture below encodes in its own format.
+USERS = ["196", "186", "22"]
+ITEMS = ["242", "302", "377"]
+RATINGS = [3.0, 3.0, 1.0]
+SECONDS = [881250949, 891717742, 878887116]
+TIMES = [datetime.fromtimestamp(s, UTC) for s in SECONDS]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _rows(path: Path, fmt: str | None = None, columns: ColumnMap | None = None) -> pl.DataFrame:
+    accepted, quarantine, rows_in = read_canonical(path, fmt, columns)
+    assert rows_in == accepted.height + quarantine.height
+    return accepted
+
+
+def _assert_canonical(frame: pl.DataFrame, with_time: bool = True, with_weight: bool = True) -> None:
+    assert frame["user_id"].to_list() == USERS
+    assert frame["item_id"].to_list() == ITEMS
+    assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
+    assert frame.schema["weight"] == pl.Float32
+    assert frame["weight"].to_list() == (RATINGS if with_weight else [1.0, 1.0, 1.0])
+    if with_time:
+        assert frame["timestamp"].to_list() == TIMES
+    else:
+        assert frame["timestamp"].null_count() == 3
+    assert frame["source_row"].to_list() == [1, 2, 3]
+
+
+def _lines(sep: str, header: str | None = None, time_fmt=str) -> str:
+    body = [
+        sep.join([u, i, f"{r:g}", time_fmt(t)])
+        for u, i, r, t in zip(USERS, ITEMS, RATINGS, SECONDS, strict=True)
+    ]
+    return "\n".join(([header] if header else []) + body) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected_format"),
+    [
+        ("u.data", _lines("\t"), "movielens"),
+        ("ratings.dat", _lines("::"), "movielens-dat"),
+        ("ratings.csv", _lines(",", "userId,movieId,rating,timestamp"), "csv"),
+        (
+            "ml.inter",
+            _lines("\t", "user_id:token\titem_id:token\trating:float\ttimestamp:float", lambda t: f"{t}.0"),
+            "recbole",
+        ),
+        ("log.txt", _lines("\t", "user\titem\tscore\tts"), "tsv"),
+        ("fake.csv", _lines("::"), "movielens-dat"),  # a .csv that is really ratings.dat
+        ("headerless.csv", _lines(","), "csv"),
+    ],
+)
+def test_text_formats_read_the_same_rows(tmp_path: Path, name: str, text: str, expected_format: str) -> None:
+    path = _write(tmp_path / name, text)
+    assert detect_format(path) == expected_format
+    _assert_canonical(_rows(path))
+
+
+def test_forced_format_names_are_accepted(tmp_path: Path) -> None:
+    assert _rows(_write(tmp_path / "x.bin", _lines("\t")), "movielens").height == 3
+    assert _rows(_write(tmp_path / "y.bin", _lines("::")), "movielens-dat").height == 3
+    assert (
+        _rows(
+            _write(tmp_path / "z.bin", _lines(",", "userId,movieId,rating,timestamp")), "movielens-csv"
+        ).height
+        == 3
+    )
+
+
+def test_jsonl_with_mixed_value_types(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"userId": int(u), "itemId": i, "rating": r, "ts": t})
+        for u, i, r, t in zip(USERS, ITEMS, RATINGS, SECONDS, strict=True)
+    ]
+    path = _write(tmp_path / "events.ndjson", "\n".join(lines) + "\n")
+    assert detect_format(path) == "jsonl"
+    _assert_canonical(_rows(path))
+
+
+def test_parquet_file_and_partitioned_directory(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {"user_id": [int(u) for u in USERS], "item_id": ITEMS, "rating": RATINGS, "timestamp": SECONDS}
+    )
+    frame.write_parquet(tmp_path / "one.parquet")
+    _assert_canonical(_rows(tmp_path / "one.parquet"))
+    folder = tmp_path / "hive"
+    for part, rows in (("day=1", frame[:2]), ("day=2", frame[2:])):
+        (folder / part).mkdir(parents=True)
+        rows.write_parquet(folder / part / "part-0.parquet")
+    assert detect_format(folder) == "parquet"
+    _assert_canonical(_rows(folder))
+
+
+def test_parquet_native_datetimes_are_converted_to_utc(tmp_path: Path) -> None:
+    local = pl.Series([datetime(2024, 1, 1, 12, 0)]).dt.replace_time_zone("Europe/Paris")
+    pl.DataFrame({"user": ["u"], "item": ["i"], "time": local}).write_parquet(tmp_path / "tz.parquet")
+    rows = _rows(tmp_path / "tz.parquet")
+    assert rows["timestamp"].to_list() == [datetime(2024, 1, 1, 11, 0, tzinfo=UTC)]
+
+
+def test_gzipped_csv(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(_lines(",", "userId,movieId,rating,timestamp"))
+    assert detect_format(path) == "csv"
+    _assert_canonical(_rows(path))
+
+
+def test_odd_column_names_auto_mapped(tmp_path: Path) -> None:
+    text = "visitorid,product_id,dwell,event_time,action\n1,p1,2.5,1700000000,view\n"
+    raw = scan_source(_write(tmp_path / "odd.csv", text))
+    assert raw.mapping == {
+        "user_id": "visitorid",
+        "item_id": "product_id",
+        "timestamp": "event_time",
+        "weight": "dwell",
+        "event": "action",
+    }
+    rows = _rows(tmp_path / "odd.csv")
+    assert rows["event"].to_list() == ["view"]
+    assert rows["weight"].to_list() == [2.5]
+    assert rows["timestamp"].to_list() == [datetime.fromtimestamp(1700000000, UTC)]
+
+
+def test_explicit_column_map_beats_auto_mapping(tmp_path: Path) -> None:
+    path = _write(tmp_path / "two_users.csv", "user,account,item\nu1,a1,i1\n")
+    assert scan_source(path).mapping["user_id"] == "user"
+    assert _rows(path, columns=ColumnMap(user="account"))["user_id"].to_list() == ["a1"]
+    with pytest.raises(DataError, match="no column 'nope'"):
+        scan_source(path, columns=ColumnMap(item="nope"))
+
+
+def test_iso_and_millisecond_timestamps(tmp_path: Path) -> None:
+    text = (
+        "user,item,time\n"
+        "a,1,2021-03-04T05:06:07Z\n"
+        "a,2,2021-03-04T07:06:07+02:00\n"
+        "a,3,2021-03-04 05:06:07\n"
+        "a,4,2021-03-04\n"
+        "a,5,1614834367000\n"  # milliseconds
+        "a,6,1614834367.5\n"  # float seconds
+    )
+    rows = _rows(_write(tmp_path / "iso.csv", text))
+    expected = datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert rows["timestamp"].to_list() == [
+        expected,
+        expected,
+        expected,
+        datetime(2021, 3, 4, tzinfo=UTC),
+        expected,
+        datetime(2021, 3, 4, 5, 6, 7, 500000, tzinfo=UTC),
+    ]
+
+
+def test_no_time_and_no_weight_columns(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "pairs.csv",
+        "user_id,item_id\n" + "\n".join(f"{u},{i}" for u, i in zip(USERS, ITEMS, strict=True)) + "\n",
+    )
+    _assert_canonical(_rows(path), with_time=False, with_weight=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fmt", "needle"),
+    [
+        ("missing.csv", None, None, "no such file"),
+        ("empty.csv", b"", None, "empty file"),
+        ("garbage.csv", bytes(range(256)) * 4, None, "binary"),
+        ("tabbed.csv", b"user\titem\tts\n1\t2\t3\n", "csv", "wrong delimiter"),
+        ("nouser.csv", b"foo,bar\n1,2\n", None, "no user column"),
+        ("header_only.csv", b"user,item\n", None, "no data rows"),
+        ("fake.parquet", b"user,item\n1,2\n", None, "not a Parquet file"),
+    ],
+)
+def test_unreadable_files_raise_one_line_data_error(tmp_path: Path, name, content, fmt, needle) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_canonical(path, fmt)
+    message = str(info.value)
+    assert needle in message
+    assert str(path) in message
+    assert "\n" not in message

@@ -1,0 +1,57 @@
+"""Vocab: indices are dense, deterministic, and never move when new ids arrive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.data.vocab import Vocab
+from recsys.errors import DataError
+
+
+def _candidates(ids: list[str], order: list[int]) -> pl.DataFrame:
+    return pl.DataFrame({"id": ids, "seen": order})
+
+
+def test_new_ids_follow_first_appearance_then_id() -> None:
+    vocab = Vocab().extend(_candidates(["c", "a", "b", "a", "d"], [3, 1, 3, 0, 2]), order="seen")
+    # a first seen at 0, d at 2, then b and c tie at 3 and are ordered by id.
+    assert vocab.ids().tolist() == ["a", "d", "b", "c"]
+    assert len(vocab) == 4
+
+
+def test_extend_keeps_old_indices_and_appends(tmp_path: Path) -> None:
+    first = Vocab(id_name="user_id", idx_name="user_idx").extend(pl.DataFrame({"user_id": ["u2", "u1"]}))
+    first.save(tmp_path / "users.parquet")
+    loaded = Vocab.load(tmp_path / "users.parquet", id_name="user_id", idx_name="user_idx")
+    second = loaded.extend(pl.DataFrame({"user_id": ["u3", "u1", "u0"]}))
+    old = dict(zip(first.table["user_id"].to_list(), first.table["user_idx"].to_list(), strict=True))
+    new = dict(zip(second.table["user_id"].to_list(), second.table["user_idx"].to_list(), strict=True))
+    assert {k: new[k] for k in old} == old
+    assert sorted(new.values()) == list(range(4))
+    assert new["u0"] == 2 and new["u3"] == 3  # no order column: new ids sorted by id
+
+
+def test_index_maps_ids_to_indices() -> None:
+    vocab = Vocab(id_name="item_id", idx_name="item_idx").extend(pl.DataFrame({"item_id": ["x", "y"]}))
+    out = vocab.index(pl.LazyFrame({"item_id": ["y", "x", "y"], "w": [1, 2, 3]})).collect()
+    assert out["item_idx"].to_list() == [1, 0, 1]
+
+
+def test_blocks_default_to_unknown_and_follow_labels() -> None:
+    vocab = Vocab().extend(pl.DataFrame({"id": ["a", "b", "c"]}))
+    assert vocab.blocks() is None
+    labelled = vocab.with_blocks(pl.DataFrame({"id": ["c", "a"], "block": [7, 3]}))
+    assert labelled.blocks().tolist() == [3, -1, 7]
+    grown = labelled.extend(pl.DataFrame({"id": ["z"]}))
+    np.testing.assert_array_equal(grown.blocks(), [3, -1, 7, -1])
+
+
+def test_corrupt_vocab_is_refused() -> None:
+    with pytest.raises(DataError, match="indices"):
+        Vocab(pl.DataFrame({"id": ["a", "b"], "idx": [0, 2]}))
+    with pytest.raises(DataError, match="repeated"):
+        Vocab(pl.DataFrame({"id": ["a", "a"], "idx": [0, 1]}))

@@ -1,0 +1,87 @@
+"""`recsys ingest`: summary output, --json contents, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from recsys.cli import app
+
+runner = CliRunner()
+
+
+def test_ml100k_via_cli(ml100k_dir: Path, tmp_path: Path) -> None:
+    out, summary = tmp_path / "ml", tmp_path / "summary.json"
+    result = runner.invoke(
+        app, ["ingest", str(ml100k_dir / "ml-100k.inter"), "--out", str(out), "--json", str(summary)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(summary.read_text())
+    assert set(data) == {
+        "rows_in",
+        "rows_accepted",
+        "rows_quarantined",
+        "users",
+        "items",
+        "interactions",
+        "fingerprint",
+    }
+    assert (data["rows_in"], data["rows_accepted"], data["rows_quarantined"]) == (100_000, 100_000, 0)
+    assert (data["users"], data["items"]) == (943, 1682)
+    assert data["fingerprint"] in result.output and "943" in result.output
+    assert (out / "manifest.json").is_file()
+
+
+def test_flags_reach_the_config(tmp_path: Path) -> None:
+    src = tmp_path / "log.csv"
+    src.write_text("who,what,stars,when\na,x,5,1\na,y,2,2\nb,x,4,3\nb,x,4,3\nc,z,5,4\n")
+    summary = tmp_path / "s.json"
+    args = [
+        "ingest",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        "--user-col",
+        "who",
+        "--item-col",
+        "what",
+        "--weight-col",
+        "stars",
+        "--time-col",
+        "when",
+        "--min-rating",
+        "4",
+        "--min-item-interactions",
+        "2",
+        "--json",
+        str(summary),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(summary.read_text())
+    # (b, x) repeated exactly -> quarantined; rating >= 4 keeps a-x, b-x, c-z; items with 2 users: x only.
+    assert (data["rows_in"], data["rows_accepted"], data["rows_quarantined"]) == (5, 4, 1)
+    assert (data["users"], data["items"], data["interactions"]) == (2, 1, 2)
+    assert "duplicate" in result.output
+
+
+def test_unreadable_file_is_one_line_exit_2_and_nothing_written(tmp_path: Path) -> None:
+    src = tmp_path / "tabs.tsv"
+    src.write_text("user\titem\n1\t2\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(out), "--format", "csv"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error:") and "wrong delimiter" in result.output
+    assert not out.exists()
+    missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.csv"), "--out", str(out)])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_help_lists_the_options() -> None:
+    result = runner.invoke(app, ["ingest", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--out", "--format", "--user-col", "--min-rating", "--aggregate", "--append", "--json"):
+        assert flag in result.output
