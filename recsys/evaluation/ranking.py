@@ -1,0 +1,244 @@
+"""Chunked full-corpus top-k: one matmul per chunk of users, seen items masked, `torch.topk`.
+
+Every model retrieves by dot product, so ranking is model-agnostic: score a chunk of users against
+all items (memory bounded by chunk_size x n_items floats), set excluded items to -inf, keep the k
+best. Ties are broken towards the lower item index so that the same factors always give the same
+lists (and therefore the same metrics), whatever torch's topk kernel does with equal values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys.data.split import EvalSet
+
+if TYPE_CHECKING:
+    from recsys.models.base import Recommender
+
+PAD_ITEM = -1
+"""Item index used where a user has fewer than k rankable items (its score is -inf)."""
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """Top-k lists for a set of users: row i of `items`/`scores` belongs to `users[i]`.
+
+    items:  (n, k) int64 item indices, best first, padded with -1.
+    scores: (n, k) float32 dot-product scores, -inf where padded.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.items.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def truncate(self, k: int) -> RankedLists:
+        """The top-k prefix: lists at a smaller k need no re-ranking."""
+        return RankedLists(self.users, self.items[:, :k], self.scores[:, :k])
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None means the fastest device present: cuda when available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op threads (None leaves torch.set_num_threads as it is)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _as_float32(vecs: np.ndarray | torch.Tensor, device: torch.device, name: str) -> torch.Tensor:
+    tensor = torch.as_tensor(vecs) if isinstance(vecs, torch.Tensor) else torch.from_numpy(np.asarray(vecs))
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d (rows x dims) matrix, got shape {tuple(tensor.shape)}")
+    return tensor.to(device=device, dtype=torch.float32)
+
+
+def _mask_excluded(scores: torch.Tensor, block: sp.csr_matrix) -> None:
+    """Set every (row, item) stored in `block` to -inf, in place, with one indexed write."""
+    if block.nnz == 0:
+        return
+    rows = np.repeat(np.arange(block.shape[0], dtype=np.int64), np.diff(block.indptr))
+    cols = block.indices.astype(np.int64, copy=False)
+    scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = float("-inf")
+
+
+def _topk_rows(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k per row, best first, equal scores ordered by ascending item index.
+
+    torch.topk picks arbitrarily among values tied at the k-th place and orders ties arbitrarily,
+    so rows with a tie across the cut (rare with real-valued factors) are redone with a stable full
+    sort, and rows with ties inside the top k are put in (score desc, index asc) order with two
+    small stable sorts. Rows without ties, nearly all of them, cost one topk call.
+    """
+    n_items = scores.shape[1]
+    extra = 1 if k < n_items else 0
+    values, indices = torch.topk(scores, k + extra, dim=1, largest=True, sorted=True)
+    # ties[:, j]: columns j and j + 1 hold the same finite score (-inf ties are padding anyway)
+    ties = (values[:, 1:] == values[:, :-1]) & (values[:, 1:] != float("-inf"))
+    if extra:
+        boundary_tie = ties[:, k - 1]
+        values, indices, ties = values[:, :k], indices[:, :k], ties[:, : k - 1]
+        if bool(boundary_tie.any()):  # (values and indices are our own topk output: safe to write into)
+            rows = torch.nonzero(boundary_tie).squeeze(1)
+            tied_values, tied_indices = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+            values[rows], indices[rows] = tied_values[:, :k], tied_indices[:, :k]
+            ties = (values[:, 1:] == values[:, :-1]) & (values[:, 1:] != float("-inf"))
+    inner_tie = ties.any(dim=1)
+    if bool(inner_tie.any()):
+        rows = torch.nonzero(inner_tie).squeeze(1)
+        sub_values, sub_indices = values[rows], indices[rows]
+        by_index = torch.argsort(sub_indices, dim=1)
+        sub_indices, sub_values = sub_indices.gather(1, by_index), sub_values.gather(1, by_index)
+        by_score = torch.sort(sub_values, dim=1, descending=True, stable=True).indices
+        values[rows], indices[rows] = sub_values.gather(1, by_score), sub_indices.gather(1, by_score)
+    return indices, values
+
+
+def topk(
+    user_vecs: np.ndarray | torch.Tensor,
+    item_vecs: np.ndarray | torch.Tensor,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    *,
+    chunk_size: int = 2048,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items by dot product for every row of `user_vecs`.
+
+    Returns (items int64 (n, k'), scores float32 (n, k')) with k' = min(k, n_items), best first,
+    ties to the lower item index. `exclude` row i (a CSR aligned with `user_vecs`, n x n_items)
+    lists items never returned for user i; users with fewer than k' allowed items are padded with
+    item -1 and score -inf. Peak extra memory is about chunk_size x n_items float32.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    dev = resolve_device(device)
+    items_t = _as_float32(item_vecs, dev, "item_vecs")
+    n_users, n_items = int(user_vecs.shape[0]), int(items_t.shape[0])
+    if user_vecs.ndim != 2 or user_vecs.shape[1] != items_t.shape[1]:
+        raise ValueError(
+            f"user vectors {tuple(user_vecs.shape)} and item vectors {tuple(items_t.shape)} differ in dimension"
+        )
+    if exclude is not None:
+        if not sp.issparse(exclude):
+            raise TypeError(f"exclude must be a scipy.sparse CSR matrix, got {type(exclude).__name__}")
+        if exclude.shape != (n_users, n_items):
+            raise ValueError(
+                f"exclude has shape {exclude.shape}; expected (users, items) = {(n_users, n_items)}"
+            )
+        exclude = sp.csr_matrix(exclude)
+    kk = min(k, n_items)
+    out_items = np.empty((n_users, kk), dtype=np.int64)
+    out_scores = np.empty((n_users, kk), dtype=np.float32)
+    if kk == 0:
+        return out_items, out_scores
+    items_t_t = items_t.T.contiguous()
+    with torch_threads(threads), torch.inference_mode():
+        for start in range(0, n_users, chunk_size):
+            stop = min(start + chunk_size, n_users)
+            scores = _as_float32(user_vecs[start:stop], dev, "user_vecs") @ items_t_t
+            if exclude is not None:
+                _mask_excluded(scores, exclude[start:stop])
+            idx, vals = _topk_rows(scores, kk)
+            if bool(torch.isneginf(vals[:, -1]).any()):  # sorted, so padding shows in the last column
+                idx[torch.isneginf(vals)] = PAD_ITEM
+            out_items[start:stop] = idx.cpu().numpy()
+            out_scores[start:stop] = vals.cpu().numpy()
+    return out_items, out_scores
+
+
+def rank_factors(
+    user_vecs: np.ndarray | torch.Tensor,
+    item_vecs: np.ndarray | torch.Tensor,
+    eval_set: EvalSet,
+    k: int,
+    *,
+    chunk_size: int = 2048,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+) -> RankedLists:
+    """Rank the evaluated users of `eval_set` from raw factors (no model object needed).
+
+    `user_vecs` has one row per row of `eval_set.truth` (indexed by user index), i.e. vectors
+    already computed for every user, fold-in users included; `eval_set.exclude` is masked.
+    """
+    if user_vecs.shape[0] != eval_set.truth.shape[0]:
+        raise ValueError(
+            f"user_vecs has {user_vecs.shape[0]} rows but the eval set has {eval_set.truth.shape[0]} users; "
+            "pass one vector per user index"
+        )
+    users = eval_set.users
+    rows = torch.from_numpy(users) if isinstance(user_vecs, torch.Tensor) else users
+    items, scores = topk(
+        user_vecs[rows],
+        item_vecs,
+        k,
+        exclude=_exclude_rows(eval_set, users),
+        chunk_size=chunk_size,
+        device=device,
+        threads=threads,
+    )
+    return RankedLists(users=users, items=items, scores=scores)
+
+
+def rank_eval_set(
+    model: Recommender,
+    eval_set: EvalSet,
+    k: int,
+    *,
+    chunk_size: int = 2048,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+) -> RankedLists:
+    """Rank the evaluated users of `eval_set` with `model`: vectors from `model.user_vectors`
+    (fold-in for strong generalisation), `eval_set.exclude` masked."""
+    if eval_set.truth.shape[1] != model.n_items:
+        raise ValueError(f"eval set has {eval_set.truth.shape[1]} items but the model knows {model.n_items}")
+    users = eval_set.users
+    vecs = model.user_vectors(eval_set, users)
+    items, scores = topk(
+        vecs,
+        model.item_factors,
+        k,
+        exclude=_exclude_rows(eval_set, users),
+        chunk_size=chunk_size,
+        device=device,
+        threads=threads,
+    )
+    return RankedLists(users=users, items=items, scores=scores)
+
+
+def _exclude_rows(eval_set: EvalSet, users: np.ndarray) -> sp.csr_matrix:
+    if eval_set.exclude.shape != eval_set.truth.shape:
+        raise ValueError(
+            f"eval set exclude {eval_set.exclude.shape} and truth {eval_set.truth.shape} differ in shape"
+        )
+    return sp.csr_matrix(eval_set.exclude)[users]

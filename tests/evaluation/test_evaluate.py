@@ -1,0 +1,181 @@
+"""evaluate(): seen-item masking, fold-in, skipped users, intervals, sampled mode, the report table."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from rich.console import Console
+
+from recsys.config import EvaluationConfig
+from recsys.data.split import EvalSet
+from recsys.evaluation.evaluate import EvaluationResult, evaluate, evaluate_factors, format_table
+from recsys.models.base import ModelConfig, Recommender
+
+
+class FixedFactors(Recommender):
+    """Test-only model over fixed arrays; fold-in = sum of the history's item vectors."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        super().__init__(ModelConfig(name="fixed", kind="fixed"))
+        self._users, self._items = users.astype(np.float32), items.astype(np.float32)
+        self.n_users, self.n_items = users.shape[0], items.shape[0]
+        self.is_fitted = True
+
+    def _fit(self, train, *, validation, callback, features) -> None:  # pragma: no cover - never trained
+        raise NotImplementedError
+
+    def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:  # pragma: no cover
+        self._users, self._items = tensors["user_factors"], tensors["item_factors"]
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        return self._users
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return self._items
+
+    def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
+        return np.asarray(sp.csr_matrix(histories) @ self._items, dtype=np.float32)
+
+
+def csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
+    dense = np.zeros((len(rows), n_items), dtype=np.float32)
+    for u, items in enumerate(rows):
+        dense[u, items] = 1.0
+    return sp.csr_matrix(dense)
+
+
+POP4 = np.array([3.0, 2.0, 1.0, 0.0])
+
+
+@pytest.fixture
+def masking_case() -> tuple[FixedFactors, EvalSet]:
+    # one-hot items, so user vectors are the scores themselves
+    users = np.array([[4, 3, 2, 1], [0, 0, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=np.float32)
+    model = FixedFactors(users, np.eye(4, dtype=np.float32))
+    exclude = csr([[0], [], [1], []], 4)  # user 0 saw its best item 0; user 2 has history but no test
+    truth = csr([[0, 2], [3], [], []], 4)  # item 0 is in user 0's truth AND history: never a hit
+    return model, EvalSet(truth=truth, exclude=exclude)
+
+
+def test_seen_items_are_masked_and_never_hits(masking_case: tuple[FixedFactors, EvalSet]) -> None:
+    model, eval_set = masking_case
+    cfg = EvaluationConfig(ks=[1, 2], metrics=["recall", "precision", "ndcg", "mrr"], bootstrap_samples=50)
+    result = evaluate(model, eval_set, cfg, item_popularity=POP4)
+    assert isinstance(result, EvaluationResult)
+    # user 0 ranks [1, 2] (item 0 masked): miss at rank 1, hit (item 2) at rank 2
+    # user 1 ranks [3, 0]: hit at rank 1 (its truth has one item)
+    np.testing.assert_array_equal(result.topk.items, [[1, 2], [3, 0]])
+    assert 0 not in result.topk.items[0]
+    per_user = result.per_user
+    assert per_user["user_idx"].to_list() == [0, 1]
+    np.testing.assert_allclose(per_user["recall@1"].to_numpy(), [0.0, 1.0])
+    np.testing.assert_allclose(per_user["recall@2"].to_numpy(), [1 / 2, 1.0])  # 1 / min(2, |{0, 2}|)
+    np.testing.assert_allclose(per_user["precision@2"].to_numpy(), [1 / 2, 1 / 2])
+    np.testing.assert_allclose(
+        per_user["ndcg@2"].to_numpy(), [(1 / math.log2(3)) / (1 + 1 / math.log2(3)), 1.0]
+    )
+    np.testing.assert_allclose(per_user["mrr@2"].to_numpy(), [1 / 2, 1.0])
+    assert result.summary["recall@1"] == pytest.approx(0.5)
+    assert result.summary["recall@2"] == pytest.approx(0.75)
+    assert result.summary["coverage@2"] == pytest.approx(4 / 4)  # items {1, 2, 3, 0}
+    assert result.summary["arp@1"] == pytest.approx((2.0 + 0.0) / 2)  # items 1 and 3
+    # user 2 has a history but nothing to predict: skipped and counted; user 3 has neither
+    assert result.n_users_evaluated == 2 and result.n_users_skipped == 1
+    assert result.seconds > 0 and result.sampled_negatives is None
+
+
+def test_fold_in_vectors_are_used_for_strong_generalisation() -> None:
+    items = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.1, 0.9], [0.2, 0.8]])
+    trained = np.array([[0.0, 1.0], [0.0, 1.0]])  # the trained vectors point at the wrong cluster
+    model = FixedFactors(trained, items)
+    fold_in = csr([[0], [1]], 6)  # both users' histories are in cluster A
+    truth = csr([[1], [0]], 6)
+    cfg = EvaluationConfig(ks=[1], metrics=["hit_rate"], bootstrap_samples=0)
+    with_fold_in = evaluate(
+        model, EvalSet(truth=truth, exclude=fold_in, fold_in=fold_in), cfg, item_popularity=np.ones(6)
+    )
+    # user 0 folds in to (1, 0): item 0 masked -> item 1 (0.9) is a hit; user 1: (0.9, 0.1) -> item 0 (0.9) is a hit
+    np.testing.assert_array_equal(with_fold_in.topk.items[:, 0], [1, 0])
+    assert with_fold_in.summary["hit_rate@1"] == 1.0
+    without = evaluate(model, EvalSet(truth=truth, exclude=fold_in), cfg, item_popularity=np.ones(6))
+    assert without.summary["hit_rate@1"] == 0.0  # the trained vectors rank item 3 first
+    assert math.isnan(with_fold_in.ci["hit_rate@1"][0])  # bootstrap_samples=0: no interval
+
+
+def _random_case(seed: int = 0) -> tuple[FixedFactors, EvalSet, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    users, items = rng.normal(size=(120, 8)), rng.normal(size=(300, 8))
+    seen = rng.random((120, 300)) < 0.08
+    test = (rng.random((120, 300)) < 0.04) & ~seen
+    test[7] = False  # one user with history and nothing to predict
+    exclude, truth = sp.csr_matrix(seen.astype(np.float32)), sp.csr_matrix(test.astype(np.float32))
+    return (
+        FixedFactors(users, items),
+        EvalSet(truth=truth, exclude=exclude),
+        seen.sum(axis=0).astype(np.float64),
+    )
+
+
+def test_intervals_determinism_and_factor_entry_point_agree() -> None:
+    model, eval_set, popularity = _random_case()
+    cfg = EvaluationConfig(ks=[5, 20], bootstrap_samples=200, chunk_size=16)
+    first = evaluate(model, eval_set, cfg, item_popularity=popularity)
+    second = evaluate(model, eval_set, cfg, item_popularity=popularity)
+    assert first.summary == second.summary and first.ci == second.ci
+    by_factors = evaluate_factors(
+        model.user_factors, model.item_factors, eval_set, cfg, item_popularity=popularity
+    )
+    assert by_factors.summary == first.summary
+    assert by_factors.per_user.equals(first.per_user)
+    per_user_columns = [c for c in first.per_user.columns if c != "user_idx"]
+    assert sorted(first.ci) == sorted(per_user_columns)
+    for name in per_user_columns:
+        lo, hi = first.ci[name]
+        assert lo <= first.summary[name] <= hi, name
+    assert {"coverage@20", "novelty@20", "arp@20"} <= set(first.summary)
+    assert first.n_users_skipped == 1 and first.n_users_evaluated == len(eval_set.users)
+    assert first.topk.k == 20
+
+
+def test_sampled_metrics_warn_and_are_optimistic(caplog: pytest.LogCaptureFixture) -> None:
+    model, eval_set, popularity = _random_case(1)
+    full = evaluate(
+        model, eval_set, EvaluationConfig(ks=[10], metrics=["recall"]), item_popularity=popularity
+    )
+    sampled_cfg = EvaluationConfig(ks=[10], metrics=["recall"], sampled_negatives=50)
+    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="Krichene & Rendle 2020"):
+        sampled = evaluate(model, eval_set, sampled_cfg, item_popularity=popularity)
+    assert any("Krichene & Rendle 2020" in r.message for r in caplog.records)
+    assert sampled.sampled_negatives == 50
+    # the candidates are a subset of the catalogue that holds every test item, so no test item ranks
+    # lower than in the full ranking: per-user sampled recall >= full recall, and strictly more on average
+    full_recall, sampled_recall = (
+        full.per_user["recall@10"].to_numpy(),
+        sampled.per_user["recall@10"].to_numpy(),
+    )
+    assert (sampled_recall >= full_recall - 1e-12).all()
+    assert sampled_recall.mean() > full_recall.mean()
+    # sampled lists only hold test items or unseen negatives, never a masked item
+    items = sampled.topk.items
+    seen = eval_set.exclude[sampled.topk.users].toarray().astype(bool)
+    assert not seen[np.arange(len(items))[:, None], np.where(items >= 0, items, 0)][items >= 0].any()
+
+
+def test_format_table_shows_mean_and_interval(masking_case: tuple[FixedFactors, EvalSet]) -> None:
+    model, eval_set = masking_case
+    cfg = EvaluationConfig(ks=[2], metrics=["recall"], bootstrap_samples=100)
+    result = evaluate(model, eval_set, cfg, item_popularity=POP4)
+    console = Console(record=True, width=200)
+    console.print(format_table({"fixed": result, "again": result}, ["recall@2", "coverage@2", "ndcg@2"]))
+    text = console.export_text()
+    lo, hi = result.ci["recall@2"]
+    assert f"0.7500 [{lo:.4f}, {hi:.4f}]" in text
+    assert "1.0000" in text  # coverage has no interval
+    assert "—" in text  # ndcg was not computed
+    assert text.count("fixed") == 1 and "again" in text

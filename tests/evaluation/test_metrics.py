@@ -1,0 +1,183 @@
+"""Metrics against hand computations, edge cases, and implicit's ranking_metrics_at_k on ML-100K."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from recsys.config import ConfigError
+from recsys.evaluation.metrics import (
+    compute_metrics,
+    hit_matrix,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    recall_raw_at_k,
+)
+from recsys.evaluation.ranking import topk
+
+N_ITEMS = 10
+# Four users, lists of length 5 (best first, -1 = padding):
+TOPK = np.array(
+    [
+        [3, 1, 7, 2, 9],  # truth {1, 2, 5}: hits at ranks 2 and 4
+        [4, -1, -1, -1, -1],  # truth {4}: only one rankable item, a hit at rank 1
+        [0, 1, 2, 3, 4],  # truth {}: skipped and counted
+        [0, 1, 2, 3, 4],  # truth {8}: no hit
+    ],
+    dtype=np.int64,
+)
+TRUTH = sp.csr_matrix((np.ones(5, dtype=np.float32), ([0, 0, 0, 1, 3], [1, 2, 5, 4, 8])), shape=(4, N_ITEMS))
+POPULARITY = np.array([9, 5, 0, 3, 2, 0, 0, 1, 0, 0], dtype=np.float64)  # sum 20
+
+L3, L5 = math.log2(3), math.log2(5)
+# user 0 at k=5: DCG = 1/log2(3) + 1/log2(5) = 1.06161; IDCG over min(5, 3) = 3 ranks = 1 + 1/log2(3) + 1/2 = 2.13093
+U0_NDCG5 = (1 / L3 + 1 / L5) / (1 + 1 / L3 + 0.5)  # 0.49819
+# user 0 at k=2: DCG = 1/log2(3) = 0.63093; IDCG over 2 ranks = 1 + 0.63093
+U0_NDCG2 = (1 / L3) / (1 + 1 / L3)  # 0.38685
+
+
+def test_hit_matrix_ignores_padding_and_other_rows() -> None:
+    hits = hit_matrix(TOPK, TRUTH)
+    np.testing.assert_array_equal(
+        hits.astype(int),
+        [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+    )
+    # item 4 is relevant for user 1 only; user 2 and 3 rank it without a hit
+    assert not hits[2:, 4].any()
+
+
+def test_per_user_functions_at_k5_by_hand() -> None:
+    rows = [0, 1, 3]
+    nan_row = 2
+    # user 0: 2 hits, |test| = 3; user 1: 1 hit, |test| = 1; user 3: 0 hits
+    expected = {
+        recall_at_k: [2 / 3, 1 / 1, 0.0],  # hits / min(5, |test|)
+        recall_raw_at_k: [2 / 3, 1 / 1, 0.0],  # hits / |test|
+        precision_at_k: [2 / 5, 1 / 5, 0.0],  # hits / k, padding counts as a miss
+        ndcg_at_k: [U0_NDCG5, 1.0, 0.0],
+        map_at_k: [(1 / 2 + 2 / 4) / 3, 1.0, 0.0],  # precision@2 + precision@4, over min(5, 3)
+        mrr_at_k: [1 / 2, 1.0, 0.0],
+    }
+    for fn, values in expected.items():
+        got = fn(TOPK, TRUTH, 5)
+        np.testing.assert_allclose(got[rows], values, err_msg=fn.__name__)
+        assert np.isnan(got[nan_row]), fn.__name__
+
+
+def test_two_recall_definitions_differ_when_test_exceeds_k() -> None:
+    # user 0 at k=2: one hit; Liang et al. normalise by min(2, 3) = 2, textbook recall by |test| = 3
+    assert recall_at_k(TOPK, TRUTH, 2)[0] == pytest.approx(1 / 2)
+    assert recall_raw_at_k(TOPK, TRUTH, 2)[0] == pytest.approx(1 / 3)
+
+
+def test_compute_metrics_per_user_summary_and_aggregates() -> None:
+    result = compute_metrics(
+        TOPK, TRUTH, [2, 5], ["recall", "precision", "ndcg", "map", "hit_rate"],
+        item_popularity=POPULARITY, n_items=N_ITEMS, users=np.array([10, 11, 12, 13]),
+    )  # fmt: skip
+    assert result.n_users_evaluated == 3 and result.n_users_skipped == 1
+    frame = result.per_user
+    assert frame["user_idx"].to_list() == [10, 11, 13]
+    assert frame.columns == [
+        "user_idx", "recall@2", "precision@2", "ndcg@2", "map@2", "hit_rate@2",
+        "recall@5", "precision@5", "ndcg@5", "map@5", "hit_rate@5",
+    ]  # fmt: skip
+    # k = 2: user 0 lists [3, 1] -> 1 hit at rank 2; user 1 [4, -1] -> hit at rank 1; user 3 none
+    np.testing.assert_allclose(frame["recall@2"].to_numpy(), [1 / 2, 1.0, 0.0])
+    np.testing.assert_allclose(frame["precision@2"].to_numpy(), [1 / 2, 1 / 2, 0.0])
+    np.testing.assert_allclose(frame["ndcg@2"].to_numpy(), [U0_NDCG2, 1.0, 0.0])
+    np.testing.assert_allclose(frame["map@2"].to_numpy(), [(1 / 2) / 2, 1.0, 0.0])
+    np.testing.assert_allclose(frame["hit_rate@2"].to_numpy(), [1.0, 1.0, 0.0])
+    summary = result.summary
+    assert summary["recall@5"] == pytest.approx((2 / 3 + 1) / 3)
+    assert summary["ndcg@5"] == pytest.approx((U0_NDCG5 + 1) / 3)
+    # coverage over evaluated users: k=2 -> {3, 1, 4, 0} = 4 of 10; k=5 -> {3, 1, 7, 2, 9, 4, 0} = 7 of 10
+    assert summary["coverage@2"] == pytest.approx(0.4)
+    assert summary["coverage@5"] == pytest.approx(0.7)
+    # novelty@2 with share = (pop + 1) / (20 + 10): user 0 items 3, 1 -> shares 4/30, 6/30;
+    # user 1 item 4 -> 3/30; user 3 items 0, 1 -> 10/30, 6/30. Per-user means 2.61441, 3.32193, 1.95345
+    novelty = np.mean(
+        [
+            (-math.log2(4 / 30) - math.log2(6 / 30)) / 2,
+            -math.log2(3 / 30),
+            (-math.log2(10 / 30) - math.log2(6 / 30)) / 2,
+        ]
+    )
+    assert summary["novelty@2"] == pytest.approx(novelty)  # 2.62993
+    # ARP@2: user 0 (3 + 5) / 2 = 4; user 1: 2; user 3 (9 + 5) / 2 = 7 -> 13 / 3
+    assert summary["arp@2"] == pytest.approx(13 / 3)
+
+
+def test_k_larger_than_catalogue_and_unknown_metric() -> None:
+    items = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+    top, _ = topk(np.array([[1.0]], dtype=np.float32), items, 10)  # only 3 columns come back: [2, 1, 0]
+    truth = sp.csr_matrix(np.array([[1.0, 0.0, 0.0]], dtype=np.float32))
+    result = compute_metrics(
+        top, truth, [10], ["recall", "precision", "ndcg"], item_popularity=np.zeros(3), n_items=3
+    )
+    # the hit is at rank 3: recall = 1 / min(10, 1); precision = 1 / 10 (k as asked); ndcg = (1/log2 4) / 1
+    assert result.summary["recall@10"] == pytest.approx(1.0)
+    assert result.summary["precision@10"] == pytest.approx(0.1)
+    assert result.summary["ndcg@10"] == pytest.approx(0.5)
+    assert result.summary["coverage@10"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        compute_metrics(top, truth, [10], ["recal"], item_popularity=np.zeros(3), n_items=3)
+
+
+# ----------------------------------------------------------------------------- implicit cross-check
+def _ml100k_split(ml100k_dir: Path) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    frame = pl.read_csv(ml100k_dir / "ml-100k.inter", separator="\t")
+    frame = frame.rename({c: c.split(":")[0] for c in frame.columns})
+    users = frame["user_id"].cast(pl.Int64).rank("dense").to_numpy() - 1
+    items = frame["item_id"].cast(pl.Int64).rank("dense").to_numpy() - 1
+    shape = (int(users.max()) + 1, int(items.max()) + 1)
+    test_mask = np.random.default_rng(0).random(len(users)) < 0.2
+    ones = np.ones(len(users), dtype=np.float32)
+    train = sp.csr_matrix((ones[~test_mask], (users[~test_mask], items[~test_mask])), shape=shape)
+    test = sp.csr_matrix((ones[test_mask], (users[test_mask], items[test_mask])), shape=shape)
+    return train, test
+
+
+def test_matches_implicit_ranking_metrics_on_ml100k(ml100k_dir: Path) -> None:
+    """implicit 0.7.3 (evaluation.pyx): per user with test items, hits over its top K (liked items
+    filtered); "precision" = sum_u hits_u / sum_u min(K, |test_u|) (pooled, i.e. our recall@K
+    weighted by min(K, |test_u|)); "map" = mean_u AP_u / min(K, |test_u|) (= our map@K);
+    "ndcg" = mean_u DCG_u / IDCG(min(K, |test_u|)) (= our ndcg@K)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.evaluation import ranking_metrics_at_k
+    from threadpoolctl import threadpool_limits
+
+    train, test = _ml100k_split(ml100k_dir)
+    with threadpool_limits(1, "blas"):  # implicit warns (and slows down) with a multi-threaded OpenBLAS
+        als = AlternatingLeastSquares(
+            factors=16, iterations=3, regularization=0.05, random_state=0, num_threads=1
+        )
+        als.fit(train, show_progress=False)
+    k = 10
+    theirs = ranking_metrics_at_k(als, train, test, K=k, show_progress=False)
+
+    top, _ = topk(als.user_factors, als.item_factors, k, exclude=train)
+    ours = compute_metrics(
+        top,
+        test,
+        [k],
+        ["recall", "ndcg", "map"],
+        item_popularity=np.ones(train.shape[1]),
+        n_items=train.shape[1],
+    )
+    assert ours.n_users_evaluated == int((np.diff(test.indptr) > 0).sum()) > 900
+    assert ours.summary[f"map@{k}"] == pytest.approx(theirs["map"], rel=1e-5)
+    assert ours.summary[f"ndcg@{k}"] == pytest.approx(theirs["ndcg"], rel=1e-5)
+    n_rel = np.diff(test.indptr)[np.diff(test.indptr) > 0]
+    weights = np.minimum(k, n_rel)
+    pooled = float(np.sum(ours.per_user[f"recall@{k}"].to_numpy() * weights) / weights.sum())
+    assert pooled == pytest.approx(theirs["precision"], rel=1e-5)
+    assert theirs["precision"] > 0.05  # a real model, so the comparison is not between zeros

@@ -1,0 +1,160 @@
+"""Chunked top-k: order, tie-breaks, masking, padding, chunk invariance, and the eval-set wrappers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.data.split import EvalSet
+from recsys.evaluation.ranking import PAD_ITEM, RankedLists, rank_eval_set, rank_factors, topk
+from recsys.models.base import ModelConfig, Recommender
+
+
+class FixedFactors(Recommender):
+    """Test-only model over fixed arrays; fold-in = sum of the history's item vectors."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        super().__init__(ModelConfig(name="fixed", kind="fixed"))
+        self._users, self._items = users.astype(np.float32), items.astype(np.float32)
+        self.n_users, self.n_items = users.shape[0], items.shape[0]
+        self.is_fitted = True
+
+    def _fit(self, train, *, validation, callback, features) -> None:  # pragma: no cover - never trained
+        raise NotImplementedError
+
+    def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:  # pragma: no cover
+        self._users, self._items = tensors["user_factors"], tensors["item_factors"]
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        return self._users
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return self._items
+
+    def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
+        return np.asarray(sp.csr_matrix(histories) @ self._items, dtype=np.float32)
+
+
+def reference_topk(
+    scores: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: full lexsort by (score desc, item asc), masked items dropped, -1 padding."""
+    scores = scores.astype(np.float32).copy()
+    if exclude is not None:
+        scores[exclude] = -np.inf
+    n, m = scores.shape
+    order = np.lexsort((np.broadcast_to(np.arange(m), (n, m)), -scores), axis=-1)[:, :k]
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    order = np.where(np.isneginf(top_scores), PAD_ITEM, order)
+    return order, top_scores
+
+
+def test_hand_example_order_ties_masking_and_padding() -> None:
+    users = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]], dtype=np.float32)
+    # scores: user0 = [1, 1, 0, .5, 1]; user1 = [0, 0, 1, .5, 0]; user2 = [1, 1, 1, 1, 1]
+    exclude = sp.csr_matrix(np.array([[0, 1, 0, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=np.float32))
+    got_items, got_scores = topk(users, items, 3, exclude)
+    # user0: item 1 masked; ties at 1.0 between items 0 and 4 -> lower index first; then item 3 (0.5)
+    # user1: items 2,3,4 masked; items 0 and 1 tie at 0.0; one slot left -> padding
+    # user2: only item 4 allowed -> two padded slots
+    np.testing.assert_array_equal(got_items, [[0, 4, 3], [0, 1, -1], [4, -1, -1]])
+    np.testing.assert_array_equal(got_scores, [[1, 1, 0.5], [0, 0, -np.inf], [1, -np.inf, -np.inf]])
+    assert got_items.dtype == np.int64 and got_scores.dtype == np.float32
+
+
+def test_boundary_tie_keeps_lowest_indices() -> None:
+    # Six items all scoring 1.0 and k=3: exactly items 0, 1, 2 must be chosen, whatever torch.topk does.
+    items = np.ones((6, 1), dtype=np.float32)
+    got, _ = topk(np.ones((4, 1), dtype=np.float32), items, 3)
+    np.testing.assert_array_equal(got, np.tile([0, 1, 2], (4, 1)))
+
+
+def test_k_larger_than_catalogue_returns_every_item() -> None:
+    items = np.array([[3.0], [1.0], [2.0]], dtype=np.float32)
+    got_items, got_scores = topk(np.array([[1.0], [-1.0]], dtype=np.float32), items, 10)
+    assert got_items.shape == (2, 3)
+    np.testing.assert_array_equal(got_items, [[0, 2, 1], [1, 2, 0]])
+    np.testing.assert_array_equal(got_scores, [[3, 2, 1], [-1, -2, -3]])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096])
+def test_matches_brute_force_with_many_ties_for_any_chunk_size(chunk_size: int) -> None:
+    rng = np.random.default_rng(0)
+    # small integer factors -> many exactly tied scores, including across the k-th place
+    users = rng.integers(-2, 3, size=(40, 3)).astype(np.float32)
+    items = rng.integers(-2, 3, size=(60, 3)).astype(np.float32)
+    mask = rng.random((40, 60)) < 0.3
+    mask[5, :57] = True  # user 5 has only 3 allowed items -> padded at k=10
+    exclude = sp.csr_matrix(mask.astype(np.float32))
+    got_items, got_scores = topk(users, items, 10, exclude, chunk_size=chunk_size)
+    want_items, want_scores = reference_topk(users @ items.T, 10, mask)
+    np.testing.assert_array_equal(got_items, want_items)
+    np.testing.assert_array_equal(got_scores, want_scores)
+    assert not mask[np.arange(40)[:, None], np.where(got_items >= 0, got_items, 0)][got_items >= 0].any()
+    assert (got_items[5, 3:] == PAD_ITEM).all()
+
+
+def test_accepts_torch_tensors_and_restores_thread_count() -> None:
+    before = torch.get_num_threads()
+    users, items = torch.eye(3), torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    got, _ = topk(users, items, 1, threads=1, device="cpu")
+    np.testing.assert_array_equal(got[:, 0], [1, 0, 2])
+    assert torch.get_num_threads() == before
+
+
+def test_empty_user_set_and_bad_arguments() -> None:
+    items = np.ones((4, 2), dtype=np.float32)
+    got_items, got_scores = topk(np.empty((0, 2), dtype=np.float32), items, 3)
+    assert got_items.shape == (0, 3) and got_scores.shape == (0, 3)
+    with pytest.raises(ValueError, match="k must be positive"):
+        topk(np.ones((1, 2), dtype=np.float32), items, 0)
+    with pytest.raises(ValueError, match="dimension"):
+        topk(np.ones((1, 3), dtype=np.float32), items, 2)
+    with pytest.raises(ValueError, match="exclude has shape"):
+        topk(np.ones((1, 2), dtype=np.float32), items, 2, exclude=sp.csr_matrix((2, 4)))
+
+
+def _two_cluster_model() -> tuple[FixedFactors, np.ndarray]:
+    items = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.1, 0.9], [0.2, 0.8]])
+    users = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # user 0's trained vector points to cluster B
+    return FixedFactors(users, items), items
+
+
+def test_rank_eval_set_uses_fold_in_and_skips_users_without_truth() -> None:
+    model, _ = _two_cluster_model()
+    fold_in = sp.csr_matrix(
+        np.array([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]], dtype=np.float32)
+    )
+    truth = sp.csr_matrix(
+        np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0]], dtype=np.float32)
+    )
+    ranked = rank_eval_set(model, EvalSet(truth=truth, exclude=fold_in, fold_in=fold_in), 2)
+    assert isinstance(ranked, RankedLists)
+    np.testing.assert_array_equal(ranked.users, [0, 2])  # user 1 has no truth
+    # user 0 folds in from item 0 -> vector (1, 0): items 1, 2 (item 0 masked); its trained vector would give 3, 4
+    # user 2 folds in from item 3 -> vector (0, 1): items 4, 5 (item 3 masked)
+    np.testing.assert_array_equal(ranked.items, [[1, 2], [4, 5]])
+    assert ranked.truncate(1).items.tolist() == [[1], [4]]
+
+
+def test_rank_factors_matches_rank_eval_set_without_fold_in() -> None:
+    model, items = _two_cluster_model()
+    truth = sp.csr_matrix(
+        np.array([[0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    )
+    exclude = sp.csr_matrix(
+        np.array([[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32)
+    )
+    eval_set = EvalSet(truth=truth, exclude=exclude)
+    by_model = rank_eval_set(model, eval_set, 3)
+    by_factors = rank_factors(model.user_factors, items, eval_set, 3)
+    np.testing.assert_array_equal(by_model.items, by_factors.items)
+    # user 0 = (0, 1): item 3 (1.0), item 4 masked, item 5 (0.8), item 2 (0.2)
+    np.testing.assert_array_equal(by_model.items[0], [3, 5, 2])
+    with pytest.raises(ValueError, match="one vector per user"):
+        rank_factors(model.user_factors[:2], items, eval_set, 3)
