@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -25,8 +26,9 @@ from pipelines.run import (
     ModelOutcome,
     PipelineResult,
     dataset_summary,
+    end_parent,
     failed_outcome,
-    load_split,
+    load_data_and_split,
     make_tracker,
     promote_best,
     train_and_log,
@@ -55,18 +57,18 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     return result
 
 
-@task(name="split", task_run_name="split {cfg.split.protocol}")
+@task(name="split", task_run_name="split {cfg.split.protocol}", cache_policy=NO_CACHE)
 def split_task(dataset: DatasetResult, cfg: RunConfig):
-    return load_split(dataset, cfg)
+    return load_data_and_split(dataset, cfg)
 
 
-@task(name="train-model", task_run_name="train {model_cfg.name}")
-def model_task(model_cfg, split, cfg: RunConfig, tracker, parent_run_id, threads: int) -> ModelOutcome:
+@task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
+def model_task(model_cfg, split, cfg: RunConfig, tracker, parent_run_id, threads: int, data=None) -> ModelOutcome:
     logger = get_run_logger()
-    return train_and_log(model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info)
+    return train_and_log(model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data)
 
 
-@task(name="promote", task_run_name="promote by {cfg.promotion.metric}")
+@task(name="promote", task_run_name="promote by {cfg.promotion.metric}", cache_policy=NO_CACHE)
 def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome]) -> dict[str, Any]:
     return promote_best(cfg, tracker, outcomes)
 
@@ -104,13 +106,13 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     dataset = run_ingest_step(cfg)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    split = split_task(dataset, cfg)
+    data, split = split_task(dataset, cfg)
     steps["split"] = time.perf_counter() - t
-    parent = tracker.start_parent(cfg, split=split, dataset=dataset)
+    parent = tracker.start_parent(data=data, split=split)
 
     t = time.perf_counter()
     threads = thread_budget(cfg.orchestration)
-    futures = [model_task.submit(m, split, cfg, tracker, parent, threads) for m in cfg.models]
+    futures = [model_task.submit(m, split, cfg, tracker, parent, threads, data) for m in cfg.models]
     wait(futures)
     outcomes: list[ModelOutcome] = []
     for model_cfg, future in zip(cfg.models, futures, strict=True):
@@ -120,7 +122,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
             logger.error("model %s failed: %s", model_cfg.name, exc)
             outcomes.append(failed_outcome(model_cfg, exc))
     steps["models"] = time.perf_counter() - t
-    compute = {f"fit:{o.name}": o.fit_seconds for o in outcomes} | {f"eval:{o.name}": o.eval_seconds for o in outcomes}
+    compute = {f"{o.name}": o.fit_seconds + o.eval_seconds + o.log_seconds for o in outcomes}
 
     t = time.perf_counter()
     decision = promote_task(cfg, tracker, outcomes)
@@ -134,7 +136,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     result.step_seconds = {"ingest": steps["ingest"], "split": steps["split"],
                            "models": _critical_path(compute, cfg.orchestration.max_workers),
                            "promote": steps["promote"]}
-    tracker.end_parent(parent, result)
+    end_parent(tracker, parent, result, cfg)
     create_markdown_artifact(
         key="model-comparison", markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",
@@ -144,10 +146,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
 
 def _critical_path(compute: dict[str, float], workers: int) -> float:
     """Lower bound on the models' compute wall time when `workers` run at once."""
-    per_model: dict[str, float] = {}
-    for key, seconds in compute.items():
-        name = key.split(":", 1)[1]
-        per_model[name] = per_model.get(name, 0.0) + seconds
+    per_model = compute
     total = sum(per_model.values())
     return max(max(per_model.values(), default=0.0), total / max(1, workers))
 

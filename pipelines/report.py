@@ -23,11 +23,16 @@ def _fold_key(folding: dict) -> str | None:
     return next((k for k in folding if k.startswith(("folding@", "neighbour_cross"))), None)
 
 
-def _cell(metrics: dict, ci: dict, key: str) -> str:
+def _cell(metrics: dict, ci: dict, key: str, compact: bool = False) -> str:
+    """mean [lo, hi] (markdown) or mean ±half-width (terminal) of the bootstrap interval."""
     if key not in metrics:
         return "-"
     lo_hi = ci.get(key)
-    return f"{metrics[key]:.4f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
+    if not lo_hi:
+        return f"{metrics[key]:.4f}"
+    if compact:
+        return f"{metrics[key]:.4f} ±{(lo_hi[1] - lo_hi[0]) / 2:.3f}"
+    return f"{metrics[key]:.4f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
 
 
 def comparison_table(result: PipelineResult, cfg: RunConfig) -> Table:
@@ -49,7 +54,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig) -> Table:
         table.add_row(
             m.name + champion,
             f"{m.loss}/{m.sampler}" if m.loss else m.kind,
-            *(_cell(m.metrics, m.ci, c) for c in cols),
+            *(_cell(m.metrics, m.ci, c, compact=True) for c in cols),
             f"{m.folding[fold]:.3f}" if fold else "-",
             f"{m.fit_seconds:.1f}",
         )

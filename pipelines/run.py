@@ -22,6 +22,7 @@ from pipelines.data import DatasetResult, load_dataset, make_split, prepare_data
 from pipelines.evaluate import evaluate_model
 from pipelines.train import thread_budget, train_model
 from recsys.config import RunConfig
+from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.models.base import ModelConfig
 
@@ -40,6 +41,7 @@ class ModelOutcome:
     folding: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
     eval_seconds: float = 0.0
+    log_seconds: float = 0.0  # MLflow: metrics, artifacts, pyfunc, registry
     mlflow_run_id: str | None = None
     error: str | None = None
 
@@ -109,9 +111,15 @@ def dataset_summary(split: Split, dataset: DatasetResult) -> dict[str, Any]:
 
 
 def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
-    split = make_split(load_dataset(dataset.processed_dir), cfg.split)
+    return load_data_and_split(dataset, cfg)[1]
+
+
+def load_data_and_split(dataset: DatasetResult, cfg: RunConfig) -> tuple[InteractionData, Split]:
+    """The processed data (the tracker logs it as the run's dataset) and its seeded split."""
+    data = load_dataset(dataset.processed_dir)
+    split = make_split(data, cfg.split)
     split.meta.setdefault("fingerprint", dataset.fingerprint)
-    return split
+    return data, split
 
 
 def train_and_log(
@@ -122,6 +130,7 @@ def train_and_log(
     parent_run_id: str | None,
     threads: int | None,
     log: Callable[[str], None] = print,
+    data: InteractionData | None = None,
 ) -> ModelOutcome:
     """Child run -> fit -> evaluate -> log metrics/artifacts/model -> end run. Raises on failure
     after marking the child run FAILED with the error, so the orchestrator sees the truth."""
@@ -140,8 +149,11 @@ def train_and_log(
         outcome.metrics = {k: float(v) for k, v in evaluation.result.summary.items()}
         outcome.ci = {k: [float(lo), float(hi)] for k, (lo, hi) in evaluation.result.ci.items()}
         outcome.folding = evaluation.folding
-        tracker.log_model_result(run, model, evaluation.result, split, folding=evaluation.folding)
+        numeric_folding = {k: v for k, v in evaluation.folding.items() if isinstance(v, int | float)}
+        started = time.perf_counter()
+        tracker.log_model_result(run, model, evaluation.result, split, data=data, extra_metrics=numeric_folding)
         tracker.end(run, "FINISHED")
+        outcome.log_seconds = time.perf_counter() - started
         log(f"finished {model_cfg.name}: {cfg.promotion.metric} = {outcome.metrics.get(cfg.promotion.metric, float('nan')):.4f}")
         return outcome
     except BaseException as exc:
@@ -158,7 +170,7 @@ def failed_outcome(model_cfg: ModelConfig, error: BaseException, run_id: str | N
 
 def make_tracker(cfg: RunConfig, enabled: bool = True):
     """The MLflow tracker (checked reachable before any training) or a no-op with the same API."""
-    from recsys.tracking import make_tracker as _make
+    from recsys.tracking.runs import make_tracker as _make
 
     return _make(cfg, enabled=enabled and cfg.tracking.enabled)
 
@@ -179,16 +191,16 @@ def run_pipeline(
     dataset = prepare_dataset(cfg)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    split = load_split(dataset, cfg)
+    data, split = load_data_and_split(dataset, cfg)
     steps["split"] = time.perf_counter() - t
 
-    parent = tracker.start_parent(cfg, split=split, dataset=dataset)
+    parent = tracker.start_parent(data=data, split=split)
     threads = thread_budget(cfg.orchestration)
     outcomes: list[ModelOutcome] = []
 
     def one(model_cfg: ModelConfig) -> ModelOutcome:
         try:
-            return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log)
+            return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log, data)
         except Exception as exc:  # one model's failure must not sink the others
             log(f"model {model_cfg.name} failed: {exc}")
             return failed_outcome(model_cfg, exc)
@@ -207,8 +219,24 @@ def run_pipeline(
     )
     result.wall_seconds = time.perf_counter() - wall
     result.step_seconds = steps
-    tracker.end_parent(parent, result)
+    end_parent(tracker, parent, result, cfg)
     return result
+
+
+def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: RunConfig) -> None:
+    """Close the pipeline's parent run: comparison table, summary JSON and the champion as a tag.
+    The parent ends FAILED when any model failed, so the MLflow UI tells the same truth as Prefect."""
+    if parent is None or not getattr(tracker, "enabled", False):
+        return
+    from pipelines.report import comparison_markdown
+
+    tracker.set_tags(parent, {"recsys.champion": result.champion or "", "recsys.failed_models": len(result.failed)})
+    tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds,
+                                 "orchestration_overhead": result.orchestration_overhead})
+    tracker.client.log_text(parent, comparison_markdown(result, cfg), "comparison.md")
+    tracker.client.log_dict(parent, result.to_json(), "summary.json")
+    error = "; ".join(f"{m.name}: {m.error}" for m in result.failed) or None
+    tracker.end(parent, "FAILED" if result.failed else "FINISHED", error=error)
 
 
 def promote_best(cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome]) -> dict[str, Any]:

@@ -17,3 +17,14 @@ def ml100k_dir() -> Path:
     if not (ML100K / "ml-100k.inter").is_file():
         pytest.skip("shared/data/ml-100k is not beside the repo")
     return ML100K
+
+
+@pytest.fixture(scope="session")
+def shared_mlflow_uri(tmp_path_factory) -> str:
+    """One real MLflow SQLite store per session (creating one runs ~10-20 s of migrations)."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).search_experiments()  # run the migrations once, here
+    return uri

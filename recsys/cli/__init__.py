@@ -5,8 +5,6 @@ Commands live in small modules by topic; each registers itself on `app` (or the 
 
 from __future__ import annotations
 
-from recsys.cli.common import app, data_app  # noqa: F401
-
 # Importing the modules registers their commands.
 from recsys.cli import (  # noqa: E402,F401
     data_cmds,
@@ -16,5 +14,6 @@ from recsys.cli import (  # noqa: E402,F401
     pipeline_cmds,
     tracking_cmds,
 )
+from recsys.cli.common import app, data_app  # noqa: F401
 
 __all__ = ["app"]

@@ -14,6 +14,8 @@ from rich.console import Console
 from recsys.errors import RecsysError
 
 console = Console()
+if not console.is_terminal:  # piped or captured: wide enough for the comparison tables
+    console = Console(width=160)
 err_console = Console(stderr=True)
 
 app = typer.Typer(

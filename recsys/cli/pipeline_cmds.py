@@ -68,6 +68,9 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         result = run_pipeline(cfg, tracking=tracking, log=lambda msg: console.print(f"  {msg}"))
         failed = f"{len(result.failed)} model(s) failed" if result.failed else None
         return result.to_json(), failed
+    # The ephemeral API starts a local server; on a loaded 2-core machine it needs more than the
+    # default 20 s. Users can still set their own value (or PREFECT_API_URL for a real server).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.pipeline import PipelineFailed, training_flow_for
 
     try:

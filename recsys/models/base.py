@@ -49,7 +49,7 @@ def as_user_item_csr(matrix: sp.spmatrix, n_items: int | None = None) -> sp.csr_
     """Coerce to the data contract (CSR, float32, sorted, no explicit zeros) or say why not."""
     if not sp.issparse(matrix):
         raise TypeError(f"expected a scipy.sparse users x items matrix, got {type(matrix).__name__}")
-    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)  # never mutate the caller's matrix
     csr.eliminate_zeros()
     csr.sort_indices()
     if n_items is not None and csr.shape[1] != n_items:
@@ -118,9 +118,14 @@ class Recommender(ABC):
         self.history = []
         seed_everything(self.config.seed)
         start = time.perf_counter()
-        self._fit(train, validation=validation, callback=self._recording(callback), features=features)
-        self.fit_seconds = time.perf_counter() - start
+        # Fitted from the first step on, so validation during training can rank with the model.
         self.is_fitted = True
+        try:
+            self._fit(train, validation=validation, callback=self._recording(callback), features=features)
+        except BaseException:
+            self.is_fitted = False
+            raise
+        self.fit_seconds = time.perf_counter() - start
         return self
 
     def _recording(self, callback: FitCallback | None) -> FitCallback:

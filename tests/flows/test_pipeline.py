@@ -1,0 +1,124 @@
+"""The training pipeline as Prefect runs it: completes, logs to MLflow, retries I/O, caches ingest,
+isolates a failing model, and carries its cron schedule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from recsys.config import load_config
+
+TINY = [
+    "data.synthetic.n_users=150", "data.synthetic.n_items=80", "data.synthetic.n_clusters=4",
+    "data.synthetic.interactions_per_user=15", "data.min_user_interactions=2", "data.min_item_interactions=1",
+    "split.validation_fraction=0.1", "evaluation.ks=[10, 20]", "evaluation.bootstrap_samples=50",
+    "promotion.metric=\"recall@20\"",
+    'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=8, iterations=3},'
+    ' {name="tt", kind="two_tower", dim=16, epochs=2, num_negatives=16, batch_size=256}]',
+]
+
+
+def tiny_config(tmp: Path, mlflow_uri: str, *extra: str):
+    return load_config(None, [
+        *TINY, f'data.processed_dir="{tmp / "processed"}"', f'data.raw_dir="{tmp / "raw"}"',
+        f'tracking.tracking_uri="{mlflow_uri}"', f'tracking.experiment="flows-{tmp.name}"', *extra,
+    ])
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path_factory, shared_mlflow_uri):
+    return shared_mlflow_uri
+
+
+@pytest.mark.slow
+def test_pipeline_completes_and_logs_every_model(prefect_harness, tmp_path, mlflow_uri):
+    from flows.pipeline import training_flow_for
+
+    cfg = tiny_config(tmp_path, mlflow_uri)
+    summary = training_flow_for(cfg)(cfg, True)
+
+    assert [m["name"] for m in summary["models"]] == ["pop", "wals", "tt"]
+    assert all(m["status"] == "ok" for m in summary["models"])
+    assert summary["dataset"]["users"] > 0 and summary["dataset"]["split"] == "random"
+    assert summary["champion"] in {"pop", "wals", "tt"}
+    client = mlflow.MlflowClient(mlflow_uri)
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    for m in summary["models"]:
+        child = client.get_run(m["mlflow_run_id"])
+        assert child.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert any(key.startswith("recall") for key in child.data.metrics)
+    json.dumps(summary)  # the --json payload is plain JSON
+
+
+@pytest.mark.slow
+def test_second_run_hits_the_ingest_cache(prefect_harness, tmp_path, mlflow_uri, monkeypatch):
+    import flows.pipeline as fp
+
+    calls = []
+    real = fp.prepare_dataset
+    monkeypatch.setattr(fp, "prepare_dataset", lambda cfg: calls.append(1) or real(cfg))
+    cfg = tiny_config(tmp_path, mlflow_uri, 'models=[{name="pop", kind="popularity"}]')
+    first = fp.training_flow_for(cfg)(cfg, False)
+    second = fp.training_flow_for(cfg)(cfg, False)
+    assert len(calls) == 1, "unchanged data and config must reuse the cached ingest"
+    assert first["dataset"]["fingerprint"] == second["dataset"]["fingerprint"]
+    assert first["models"][0]["metrics"] == second["models"][0]["metrics"]
+
+
+@pytest.mark.slow
+def test_failing_io_task_retries(prefect_harness, tmp_path, mlflow_uri, monkeypatch):
+    import flows.pipeline as fp
+
+    attempts = []
+    real = fp.prepare_dataset
+
+    def flaky(cfg):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("transient: storage not mounted yet")
+        return real(cfg)
+
+    monkeypatch.setattr(fp, "prepare_dataset", flaky)
+    cfg = tiny_config(tmp_path, mlflow_uri, 'models=[{name="pop", kind="popularity"}]',
+                      "orchestration.retries=2", "orchestration.retry_delay_seconds=0")
+    summary = fp.training_flow_for(cfg)(cfg, False)
+    assert len(attempts) == 2
+    assert summary["models"][0]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_failing_model_fails_alone_and_the_flow_says_so(prefect_harness, tmp_path, mlflow_uri):
+    from flows.pipeline import PipelineFailed, training_flow_for
+
+    cfg = tiny_config(
+        tmp_path, mlflow_uri,
+        'models=[{name="pop", kind="popularity"}, {name="boom", kind="two_tower", dim=8, epochs=2, '
+        'lr=1e30, normalize=false, batch_size=64}]',
+    )
+    with pytest.raises(PipelineFailed) as info:
+        training_flow_for(cfg)(cfg, True)
+    summary = info.value.summary
+    by_name = {m["name"]: m for m in summary["models"]}
+    assert by_name["pop"]["status"] == "ok"
+    assert by_name["boom"]["status"] == "failed"
+    assert "epoch" in by_name["boom"]["error"]
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert client.get_run(by_name["pop"]["mlflow_run_id"]).info.status == "FINISHED"
+    failed = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+        filter_string="attributes.status = 'FAILED'",
+    )
+    assert len(failed) == 1
+
+
+def test_deployment_carries_the_cron_schedule():
+    from flows.deployments import pipeline_deployment
+
+    deployment = pipeline_deployment(cron="0 3 * * *", config_path="pipelines/configs/default.toml")
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
+    assert deployment.parameters["config_path"] == "pipelines/configs/default.toml"

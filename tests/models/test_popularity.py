@@ -1,0 +1,71 @@
+"""Popularity: the shared contract plus hand-computed counts, weight sums and tie order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.models.popularity import Popularity, PopularityConfig, popularity_scores
+
+from .contract import RecommenderContract
+
+
+class TestPopularityContract(RecommenderContract):
+    model_config = PopularityConfig(name="pop")
+    min_recall_at_10 = 0.15  # popular items span all clusters: above random (~0.09), far below WALS
+    min_fold_in_overlap = 1.0  # every user's vector is [1]: fold-in must give exactly the same lists
+    seed_sensitive = False
+
+
+def small() -> sp.csr_matrix:
+    """4 users x 5 items; counts per item [2, 3, 1, 0, 2], weight sums [6, 3, 9, 0, 2]; one explicit zero."""
+    dense = np.array(
+        [
+            [5, 1, 0, 0, 0],
+            [1, 1, 0, 0, 1],
+            [0, 1, 9, 0, 0],
+            [0, 0, 0, 0, 1],
+        ],
+        dtype=np.float32,
+    )
+    m = sp.csr_matrix(dense)
+    # an explicitly stored zero is not an interaction
+    return sp.csr_matrix(
+        (np.r_[m.data, 0.0], np.r_[m.indices, 3], np.r_[m.indptr[:-1], m.nnz + 1]), shape=m.shape
+    )
+
+
+def test_popularity_scores_count_users_and_sum_weights_ignoring_explicit_zeros():
+    m = small()
+    assert m.nnz == 9  # the explicit zero is stored
+    np.testing.assert_array_equal(popularity_scores(m, "count"), [2, 3, 1, 0, 2])
+    np.testing.assert_array_equal(popularity_scores(m, "weight"), [6, 3, 9, 0, 2])
+
+
+@pytest.mark.parametrize(
+    ("by", "expected_top"),
+    [
+        ("count", [1, 0, 4, 2, 3]),  # counts 3, 2, 2 (tie: lower index first), 1, 0
+        ("weight", [2, 0, 1, 4, 3]),  # sums 9, 6, 3, 2, 0
+    ],
+)
+def test_recommends_by_popularity_with_ties_to_the_lower_index(by, expected_top):
+    model = Popularity(PopularityConfig(name="p", by=by)).fit(small())
+    np.testing.assert_array_equal(model.item_factors[:, 0], popularity_scores(small(), by))
+    np.testing.assert_array_equal(model.user_factors, np.ones((4, 1), dtype=np.float32))
+    items, scores = model.recommend([0, 3], k=5)
+    np.testing.assert_array_equal(items, [expected_top, expected_top])
+    np.testing.assert_array_equal(scores[0], popularity_scores(small(), by)[expected_top])
+
+
+def test_seen_items_are_masked_and_the_rest_keep_popularity_order():
+    m = small()
+    model = Popularity(name="p").fit(m)
+    items, _ = model.recommend([1], k=3, exclude=m)  # user 1 saw items 0, 1, 4
+    np.testing.assert_array_equal(items, [[2, 3, -1]])
+
+
+def test_fold_in_ignores_the_history_and_gives_the_all_ones_vector():
+    model = Popularity(name="p").fit(small())
+    np.testing.assert_array_equal(model.fold_in(small()[:2]), np.ones((2, 1), dtype=np.float32))
