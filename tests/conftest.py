@@ -22,9 +22,9 @@ def ml100k_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_mlflow_uri(tmp_path_factory) -> str:
     """One real MLflow SQLite store per session (creating one runs ~10-20 s of migrations)."""
-    import mlflow
+    from recsys.tracking.store import check_tracking
 
     root = tmp_path_factory.mktemp("mlflow-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.MlflowClient(uri).search_experiments()  # run the migrations once, here
+    check_tracking(uri)  # runs the migrations once, here
     return uri

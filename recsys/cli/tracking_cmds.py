@@ -1,3 +1,212 @@
-"""Commands registered on the recsys app (see recsys/cli/__init__.py)."""
+"""`recsys promote`, `recsys compare`, `recsys ui`, `recsys serve`: the MLflow side of the CLI.
 
-from recsys.cli.common import app, data_app  # noqa: F401
+MLflow is imported inside the commands so that `recsys --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recsys.cli.common import ConfigOption, SetOption, app, console, err_console, load_run_config, user_errors
+from recsys.errors import TrackingError
+
+DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
+
+
+def _config(config: Path | None, overrides: list[str] | None):
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    return load_run_config(config, overrides)
+
+
+def _client(cfg):
+    from recsys.tracking.store import check_tracking, client, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking)
+    check_tracking(uri)
+    return uri, client(uri)
+
+
+def venv_env(tracking_uri: str | None = None) -> dict[str, str]:
+    """Environment for MLflow subprocesses: this interpreter's bin dir first on PATH (`mlflow
+    models serve` execs `uvicorn` by name), the tracking URI when given."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+@app.command()
+@user_errors
+def promote(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run-id",
+            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run.",
+        ),
+    ] = None,
+) -> None:
+    """Promote the best candidate to champion if it beats the current one (promotion.* in config).
+
+    The challenger must beat the champion on promotion.metric with a paired test p < promotion.p_value
+    over the same users, and not lose more than promotion.max_coverage_drop of coverage.
+    """
+    from pipelines.promote import run_promotion
+    from recsys.tracking.compare import latest_pipeline_model_runs
+
+    cfg = _config(config, set_)
+    candidates = list(run_id or [])
+    if not candidates:
+        _, mlflow_client = _client(cfg)
+        candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment)
+    decision = run_promotion(cfg, candidates)
+    colour = "green" if decision.promoted else "yellow"
+    console.print(
+        f"[bold {colour}]{'promoted' if decision.promoted else 'not promoted'}[/]: {decision.reason}"
+    )
+    console.print(
+        f"{cfg.promotion.registered_model}: champion v{decision.champion_version or '-'}, "
+        f"challenger v{decision.challenger_version or '-'}"
+    )
+
+
+@app.command()
+@user_errors
+def compare(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", "-e", help="MLflow experiment (default: tracking.experiment)."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", "-m", help="Metric to rank by, e.g. recall@20 (default: promotion.metric)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | html")] = "table",
+    runs: Annotated[
+        int, typer.Option("--runs", "-n", min=1, help="How many of the newest model runs to compare.")
+    ] = 20,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a recall@k curve plot (PNG) of the compared models.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion."""
+    from recsys.tracking.compare import compare as compare_runs
+    from recsys.tracking.compare import plot_curves, render, rich_table
+
+    if fmt not in ("table", "markdown", "csv", "html"):
+        raise TrackingError(f"--format {fmt!r}: choose table, markdown, csv or html")
+    cfg = _config(config, set_)
+    metric = metric or cfg.promotion.metric
+    _, mlflow_client = _client(cfg)
+    frame = compare_runs(
+        mlflow_client, experiment or cfg.tracking.experiment, metric, runs, cfg.promotion.registered_model
+    )
+    if frame.height == 0:
+        err_console.print("no finished model runs yet: run `recsys run` first")
+        return
+    if fmt == "table" and output is None:
+        console.print(rich_table(frame, metric))
+    else:
+        text = render(frame, metric, "markdown" if fmt == "table" else fmt)  # type: ignore[arg-type]
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            tmp = output.with_name(f".{output.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(output)
+            console.print(f"wrote {output}")
+    if plot is not None:
+        console.print(f"wrote {plot_curves(frame, plot)}")
+
+
+@app.command()
+@user_errors
+def ui(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    port: Annotated[
+        int, typer.Option("--port", "-p", help="Port for the MLflow UI (bound to 127.0.0.1).")
+    ] = 5000,
+) -> None:
+    """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT."""
+    from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri
+
+    cfg = _config(config, set_)
+    uri = resolve_tracking_uri(cfg.tracking)
+    if not is_sqlite(uri):
+        raise TrackingError(f"tracking URI {uri} is a server already: open it in a browser")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    artifacts = default_artifact_location(uri)
+    if artifacts:
+        command += ["--default-artifact-root", artifacts]
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(command, env=venv_env()))
+
+
+@app.command()
+@user_errors
+def serve(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Registered model (default: promotion.registered_model).")
+    ] = None,
+    alias: Annotated[
+        str, typer.Option("--alias", help="Registry alias to serve, e.g. champion or challenger.")
+    ] = "champion",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (bound to 127.0.0.1).")] = 5001,
+) -> None:
+    """Serve a registered model over REST (mlflow models serve, local environment).
+
+    POST /invocations with {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 10}};
+    each answer row has user_id, item_ids, scores and source (model | fold_in | popularity).
+    """
+    from recsys.tracking.registry import alias_version
+
+    cfg = _config(config, set_)
+    uri, mlflow_client = _client(cfg)
+    name = model or cfg.promotion.registered_model
+    version = alias_version(mlflow_client, name, alias)
+    if version is None:
+        raise TrackingError(
+            f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
+        )
+    command = serve_command(f"models:/{name}@{alias}", port)
+    console.print(
+        f"serving {name}@{alias} (version {version.version}) on http://127.0.0.1:{port}/invocations"
+    )
+    raise typer.Exit(subprocess.call(command, env=venv_env(uri)))
+
+
+def serve_command(model_uri: str, port: int) -> list[str]:
+    """The `mlflow models serve` command line used by `recsys serve` (and its test)."""
+    return [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip

@@ -191,15 +191,12 @@ class WALS(Recommender):
             if callback(step, metrics) or stop:
                 raise _StopTraining
 
-        try:
-            with threadpool_limits(1, "blas"):
-                self._als = self._new_als()
-                try:
-                    self._als.fit(weights, show_progress=False, callback=on_iteration)
-                except _StopTraining:
-                    pass
-        finally:
-            self.is_fitted = False  # an evaluation during training set it; base.fit sets it on success
+        with threadpool_limits(1, "blas"):
+            self._als = self._new_als()
+            try:
+                self._als.fit(weights, show_progress=False, callback=on_iteration)
+            except _StopTraining:
+                pass
 
         if best["factors"] is not None and cfg.early_stopping_patience:
             self._set_factors(*best["factors"])
@@ -248,7 +245,6 @@ class WALS(Recommender):
         from recsys.evaluation.evaluate import evaluate
 
         name, _, k = self.config.validation_metric.partition("@")
-        self.is_fitted = True  # the evaluator refuses unfitted models; base.fit sets it for good afterwards
         result = evaluate(
             self,
             validation,

@@ -1,0 +1,380 @@
+"""One servable top-k model for every model kind: vectors + vocab + seen items, no pickle.
+
+Every model retrieves by dot product, so serving needs only the item vectors, the user vectors, the
+id <-> index vocab and what each user has already seen; the saved model directory is kept beside
+them for `fold_in` of users who arrive with a history. The MLflow wrapper is logged with
+models-from-code (`pyfunc_entry.py` calls `mlflow.models.set_model`), so nothing is pickled and
+the served code is exactly the installed `recsys`.
+
+Request: a table with `user_id` (str), optional `k` (int; the largest k of a request is computed
+once and each row is cut to its own k) and optional `history` (list of item ids); or `params={"k": n}`
+for the whole request (default 10). Over REST: {"dataframe_records": [{"user_id": "u1"}], "params":
+{"k": 5}} (or "dataframe_split" / "inputs" with the same columns).
+Response: one row per request row with `user_id`, `item_ids`, `scores`, `source`:
+
+* "model"      - the user was trained on: its learned vector.
+* "fold_in"    - the user has no learned vector but a history (the `history` column and/or, for a
+                 known user without training rows such as a strong-generalisation held-out user,
+                 its stored history): the model's `fold_in` vector.
+* "popularity" - nothing is known about the user: the most popular items.
+
+Seen items (everything the model or the user was seen with, except test) and the supplied history
+are never recommended. Scores use the shared `recsys.evaluation.ranking.topk`, so for the same
+users and exclusions the served lists equal the evaluator's, item for item, ties included.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
+
+from recsys.evaluation.ranking import PAD_ITEM, topk
+
+if TYPE_CHECKING:
+    from recsys.data.split import Split
+    from recsys.models.base import Recommender
+
+DEFAULT_K = 10
+ENTRY_SCRIPT = Path(__file__).with_name("pyfunc_entry.py")
+ARTIFACT_KEY = "serving"
+SOURCES = ("model", "fold_in", "popularity")
+
+_VECTORS = "vectors.safetensors"
+_USERS = "users.parquet"
+_ITEMS = "items.parquet"
+_SEEN = "seen.npz"
+_MODEL_DIR = "model"
+_META = "serving.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def seen_matrix(split: Split) -> sp.csr_matrix:
+    """Everything the model or the user was seen with at training/evaluation time, test excluded:
+    train + validation + fold-in histories. This is what serving masks."""
+    parts = [split.train, split.validation, split.fold_in, split.validation_fold_in]
+    total = sum(
+        (sp.csr_matrix(m) for m in parts if m is not None), sp.csr_matrix(split.train.shape, dtype=np.float32)
+    )
+    total = sp.csr_matrix(total, dtype=np.float32)
+    total.sum_duplicates()
+    total.eliminate_zeros()
+    return total
+
+
+def write_serving_artifacts(model: Recommender, split: Split, directory: str | Path) -> Path:
+    """Write what `ServingIndex` needs into `directory` (created; must not hold other files)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    train = sp.csr_matrix(split.train)
+    has_vector = (np.diff(train.indptr) > 0).astype(np.uint8)
+    popularity = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+    save_file(
+        {
+            "item_vectors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
+            "user_vectors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
+            "user_has_vector": has_vector,
+            "popularity": popularity,
+        },
+        str(out / _VECTORS),
+    )
+    user_ids = _ids(split.user_ids, split.n_users)
+    item_ids = _ids(split.item_ids, split.n_items)
+    pl.DataFrame({"user_id": user_ids, "user_idx": np.arange(len(user_ids), dtype=np.int32)}).write_parquet(
+        out / _USERS
+    )
+    pl.DataFrame({"item_id": item_ids, "item_idx": np.arange(len(item_ids), dtype=np.int32)}).write_parquet(
+        out / _ITEMS
+    )
+    sp.save_npz(out / _SEEN, seen_matrix(split), compressed=True)
+    model.save(out / _MODEL_DIR)
+    meta = {
+        "model": model.config.name,
+        "kind": model.kind,
+        "fingerprint": str(split.meta.get("fingerprint", "")),
+    }
+    (out / _META).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def _ids(ids: np.ndarray, n: int) -> list[str]:
+    """Raw ids as strings; a split without a vocab (synthetic tests) uses the index itself."""
+    if ids is None or len(ids) == 0:
+        return [str(i) for i in range(n)]
+    if len(ids) != n:
+        raise ValueError(f"vocab has {len(ids)} ids but the matrices have {n} rows/columns")
+    return pl.Series(np.asarray(ids)).cast(pl.String).to_list()
+
+
+def signature():
+    """Explicit input/output schema: user_id, optional k and history -> lists of ids and scores."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("long", "k", required=False),
+            ColSpec(Array("string"), "history", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec(Array("string"), "item_ids"),
+            ColSpec(Array("double"), "scores"),
+            ColSpec("string", "source"),
+        ]
+    )
+    params = ParamSchema([ParamSpec("k", "long", DEFAULT_K)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+RUNTIME_PACKAGES = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "polars",
+    "pyarrow",
+    "scipy",
+    "safetensors",
+    "torch",
+    "implicit",
+)
+
+
+def runtime_requirements() -> list[str]:
+    """Pinned versions of what the served model imports. Given explicitly because MLflow's
+    inference of requirements loads the model in a subprocess (~10 s per logged model). `recsys`
+    itself is not on an index: serve with `--env-manager local` from an environment that has it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def save_pyfunc(model: Recommender, split: Split, path: str | Path, *, staging: str | Path) -> Path:
+    """Save the MLflow pyfunc (models-from-code) for `model` at `path` (must not exist).
+
+    `staging` is a scratch directory for the serving artifacts before MLflow copies them in."""
+
+    serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY)
+    users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
+    example = pd.DataFrame({"user_id": users.head(2).to_list(), "k": [DEFAULT_K] * min(2, len(users))})
+    with warnings.catch_warnings():
+        # MLflow asks for type hints on predict; the explicit signature below does that job.
+        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        _save(path, serving_dir, example, model)
+    return Path(path)
+
+
+def _save(path: str | Path, serving_dir: Path, example: pd.DataFrame, model: Recommender) -> None:
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(ENTRY_SCRIPT),
+        artifacts={ARTIFACT_KEY: str(serving_dir)},
+        signature=signature(),
+        input_example=example,
+        metadata={"recsys_model": model.config.name, "recsys_kind": model.kind},
+        pip_requirements=runtime_requirements(),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving
+
+
+class ServingIndex:
+    """Top-k for raw user ids from the serving artifacts; the pyfunc is a thin shell around it."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        tensors = load_file(str(self.directory / _VECTORS))
+        self.item_vectors = tensors["item_vectors"]
+        self.user_vectors = tensors["user_vectors"]
+        self.user_has_vector = tensors["user_has_vector"].astype(bool)
+        self.popularity = tensors["popularity"]
+        self.users = pl.read_parquet(self.directory / _USERS)
+        self.items = pl.read_parquet(self.directory / _ITEMS)
+        self.item_ids = self.items.sort("item_idx").get_column("item_id").to_numpy()
+        self.seen = sp.load_npz(self.directory / _SEEN).tocsr()
+        self._model: Recommender | None = None
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_vectors.shape[0])
+
+    @property
+    def model(self) -> Recommender:
+        """The saved model, loaded on first fold-in only (known users never need it)."""
+        if self._model is None:
+            from recsys.models.base import Recommender
+
+            self._model = Recommender.load(self.directory / _MODEL_DIR)
+        return self._model
+
+    def user_indices(self, user_ids: list[str]) -> np.ndarray:
+        """Vocab index per requested id, -1 for ids the vocab does not know (order kept)."""
+        request = pl.DataFrame(
+            {"user_id": pl.Series(user_ids, dtype=pl.String), "_row": np.arange(len(user_ids))}
+        )
+        joined = request.join(self.users, on="user_id", how="left").sort("_row")
+        return joined.get_column("user_idx").fill_null(-1).to_numpy().astype(np.int64)
+
+    def history_matrix(self, histories: list[Any] | None, n_rows: int) -> sp.csr_matrix:
+        """Supplied histories (lists of item ids, None allowed) as an n_rows x n_items 0/1 CSR;
+        item ids the vocab does not know are ignored."""
+        if histories is None:
+            return sp.csr_matrix((n_rows, self.n_items), dtype=np.float32)
+        lists = [
+            [] if h is None or (isinstance(h, float) and np.isnan(h)) else [str(x) for x in h]
+            for h in histories
+        ]
+        frame = pl.DataFrame(
+            {"_row": np.arange(n_rows), "item_id": pl.Series(lists, dtype=pl.List(pl.String))}
+        )
+        pairs = frame.explode("item_id").drop_nulls().join(self.items, on="item_id", how="inner")
+        rows = pairs.get_column("_row").to_numpy().astype(np.int64)
+        cols = pairs.get_column("item_idx").to_numpy().astype(np.int64)
+        matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_rows, self.n_items))
+        matrix.data[:] = 1.0  # duplicates summed -> back to 0/1
+        return matrix
+
+    def recommend(
+        self, user_ids: list[str], ks: np.ndarray | int = DEFAULT_K, histories: list[Any] | None = None
+    ):
+        """Top-k per requested user (see the module docstring for sources and exclusions).
+
+        Returns a pandas DataFrame with user_id, item_ids (list[str]), scores (list[float]), source.
+        """
+        n = len(user_ids)
+        ks = np.broadcast_to(np.asarray(ks, dtype=np.int64), (n,))
+        if n and int(ks.min()) <= 0:
+            raise ValueError("k must be a positive integer")
+        k_max = int(ks.max()) if n else DEFAULT_K
+        idx = self.user_indices(user_ids)
+        known = idx >= 0
+        safe_idx = np.where(known, idx, 0)
+        stored = sp.diags(known.astype(np.float32)) @ self.seen[safe_idx]
+        exclude = sp.csr_matrix(stored + self.history_matrix(histories, n))
+        exclude.data[:] = 1.0
+        has_vector = known & self.user_has_vector[safe_idx]
+        has_history = np.diff(exclude.indptr) > 0
+        fold = ~has_vector & has_history
+        source = np.where(has_vector, "model", np.where(fold, "fold_in", "popularity"))
+
+        items = np.full((n, min(k_max, self.n_items)), PAD_ITEM, dtype=np.int64)
+        scores = np.full(items.shape, -np.inf, dtype=np.float32)
+        for name, rows, vectors, item_vectors in self._groups(idx, has_vector, fold, exclude):
+            del name
+            if rows.size:
+                items[rows], scores[rows] = topk(
+                    vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu"
+                )
+        return _response(user_ids, items, scores, ks, self.item_ids, source)
+
+    def _groups(self, idx: np.ndarray, has_vector: np.ndarray, fold: np.ndarray, exclude: sp.csr_matrix):
+        """(source, rows, user vectors, item vectors) for each of the three sources."""
+        model_rows = np.flatnonzero(has_vector)
+        yield "model", model_rows, self.user_vectors[idx[model_rows]], self.item_vectors
+        fold_rows = np.flatnonzero(fold)
+        if fold_rows.size:
+            yield (
+                "fold_in",
+                fold_rows,
+                np.asarray(self.model.fold_in(exclude[fold_rows]), np.float32),
+                self.item_vectors,
+            )
+        pop_rows = np.flatnonzero(~has_vector & ~fold)
+        yield "popularity", pop_rows, np.ones((pop_rows.size, 1), np.float32), self.popularity[:, None]
+
+
+def _response(user_ids, items, scores, ks, item_ids, source) -> pd.DataFrame:
+    """Cut each row to its own k and drop padding (users with fewer rankable items than k)."""
+    keep = (np.arange(items.shape[1])[None, :] < ks[:, None]) & (items != PAD_ITEM)
+    lengths = keep.sum(axis=1)
+    flat_ids = item_ids[items[keep]].tolist()
+    flat_scores = scores[keep].astype(np.float64).tolist()
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    return pd.DataFrame(
+        {
+            "user_id": [str(u) for u in user_ids],
+            "item_ids": [flat_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+            "scores": [flat_scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+            "source": source.tolist(),
+        }
+    )
+
+
+def parse_request(
+    model_input: Any, default_k: int = DEFAULT_K
+) -> tuple[list[str], np.ndarray, list[Any] | None]:
+    """Accept a DataFrame, a dict of columns ({"user_id": [...], "k": 10}) or a list of records.
+
+    Through `mlflow.pyfunc` the request is a DataFrame (MLflow's schema enforcement turns a dict
+    of lists into a single row), so k for the whole request goes in `params={"k": n}` or in a
+    per-row `k` column; `default_k` is the params value."""
+    if isinstance(model_input, pd.DataFrame):
+        frame = model_input
+    elif isinstance(model_input, dict):
+        columns = dict(model_input)
+        user_ids = columns.get("user_id")
+        if isinstance(user_ids, str):
+            user_ids = [user_ids]
+        if user_ids is None:
+            raise ValueError("request needs a 'user_id' column")
+        n = len(user_ids)
+        columns["user_id"] = list(user_ids)
+        if "k" in columns and np.isscalar(columns["k"]):
+            columns["k"] = [columns["k"]] * n
+        frame = pd.DataFrame(columns)
+    elif isinstance(model_input, list):
+        frame = pd.DataFrame.from_records(model_input)
+    else:
+        raise ValueError(
+            f"unsupported request type {type(model_input).__name__}; send user_id (+ k, history)"
+        )
+    if "user_id" not in frame.columns:
+        raise ValueError(f"request needs a 'user_id' column; got {list(frame.columns)}")
+    user_ids = frame["user_id"].astype(str).tolist()
+    if "k" in frame.columns:
+        ks = pd.to_numeric(frame["k"], errors="coerce").fillna(default_k).astype(np.int64).to_numpy()
+    else:
+        ks = np.full(len(user_ids), default_k, dtype=np.int64)
+    histories = frame["history"].tolist() if "history" in frame.columns else None
+    return user_ids, ks, histories
+
+
+def _python_model_base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class TopKRecommender(_python_model_base()):
+    """The MLflow pyfunc: loads a `ServingIndex` from the logged artifacts and answers requests."""
+
+    def load_context(self, context) -> None:
+        self.index = ServingIndex(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        default_k = int((params or {}).get("k") or DEFAULT_K)
+        user_ids, ks, histories = parse_request(model_input, default_k)
+        return self.index.recommend(user_ids, ks, histories)

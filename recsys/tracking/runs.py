@@ -1,0 +1,522 @@
+"""Tracking a pipeline run: one parent MLflow run, one child run per model, everything logged.
+
+All calls go through an explicit `MlflowClient` with explicit run ids, never MLflow's fluent
+active-run stack: models train in concurrent threads, and each thread logs to its own child run.
+`NullTracker` has the same interface and does nothing, so `--no-tracking` needs no `if` anywhere.
+
+Metric names: MLflow refuses '@', so "recall@20" is logged as "recall_at_20" and its bootstrap
+interval as "recall_at_20_ci_low" / "recall_at_20_ci_high" (`store.metric_key` / `metric_name`).
+
+What a model's child run holds (artifact paths):
+    config/run.toml, config/model.json      resolved pipeline config and the model's own config
+    data/manifest.json                      data manifest + split meta (fingerprint, protocol, seed)
+    evaluation/per_user.parquet             user_id, user_idx + one column per per-user metric
+    evaluation/summary.json                 summary and intervals with the original metric names
+    plots/*.png                             recall@k, training curves, popularity bias, item PCA
+    embeddings/embeddings.safetensors       user_factors and item_factors
+    saved_model/                            `model.save` (the recsys format, loadable with Recommender.load)
+    model/                                  the MLflow pyfunc (models-from-code) answering top-k
+    error.txt                               only for a FAILED run: the error text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from recsys.errors import TrackingError
+from recsys.tracking import plots
+from recsys.tracking.store import check_tracking, client, ensure_experiment, metric_key, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from recsys.config import RunConfig, TrackingConfig
+    from recsys.data.dataset import InteractionData
+    from recsys.data.split import Split
+    from recsys.models.base import ModelConfig, Recommender
+
+log = logging.getLogger(__name__)
+
+PARAM_VALUE_LIMIT = 500  # the most conservative server limit (MLflow < 2.x); longer values are cut
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+TAG_VALUE_LIMIT = 5000
+VERSION_PACKAGES = ("recsys", "torch", "implicit", "polars", "mlflow", "numpy", "scipy")
+
+# Tags: the promotion rule reads these to refuse comparing models evaluated on different data.
+TAG_KIND = "recsys.kind"  # "pipeline" | "model"
+TAG_MODEL = "recsys.model_name"
+TAG_MODEL_KIND = "recsys.model_kind"
+TAG_FINGERPRINT = "recsys.data_fingerprint"
+TAG_SPLIT_PROTOCOL = "recsys.split_protocol"
+TAG_SPLIT_DIGEST = "recsys.split_digest"
+TAG_CONFIG_HASH = "recsys.config_hash"
+TAG_GIT_COMMIT = "recsys.git_commit"
+TAG_ERROR = "recsys.error"
+TAG_MODEL_VERSION = "recsys.registered_version"
+PER_USER_ARTIFACT = "evaluation/per_user.parquet"
+SUMMARY_ARTIFACT = "evaluation/summary.json"
+PYFUNC_ARTIFACT = "model"
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """HEAD's commit, or "unknown" outside a git checkout (installed package, no git binary)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSION_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def split_digest(split: Split) -> str:
+    """Identity of an evaluation: same data fingerprint + protocol + seed + fractions -> same digest.
+    Per-user metrics are only comparable between runs with equal digests."""
+    meta = {k: v for k, v in split.meta.items() if k != "rows"}
+    meta["shape"] = list(split.train.shape)
+    meta["rows"] = split.meta.get("rows")
+    text = json.dumps(meta, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def param_dict(flat: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow wants them: strings, None dropped, long values cut with a visible marker."""
+    out = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        out[key] = text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
+    return out
+
+
+def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric, finite values under MLflow-safe keys (NaN/inf and non-numbers are dropped)."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            continue
+        if np.isfinite(value):
+            out[metric_key(str(name))] = float(value)
+    return out
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 8, first_delay: float = 0.1) -> T:
+    """Retry a store call that failed because SQLite was locked by another writer (two pipeline
+    processes on one local store); any other error is raised at once."""
+    delay = first_delay
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            text = str(exc).lower()
+            if attempt == attempts - 1 or not ("locked" in text or "busy" in text):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class ModelRun:
+    """One model's child run. `callback` has the model's fit-callback signature, so
+    `model.fit(train, callback=run.callback)` streams per-epoch metrics to MLflow."""
+
+    run_id: str
+    name: str
+    parent_id: str | None
+    tracker: Tracker | NullTracker = field(repr=False)
+    steps_logged: int = 0
+
+    def callback(self, step: int, metrics: dict[str, float]) -> None:
+        self.steps_logged += 1
+        self.tracker.log_metrics(self.run_id, metrics, step=step)
+        return None  # never asks the model to stop; early stopping is the model's own decision
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """What `log_model_result` produced: where the pyfunc lives and its registry version."""
+
+    run_id: str
+    model_uri: str
+    registered_name: str | None = None
+    version: str | None = None
+
+
+class Tracker:
+    """Logs a pipeline run to MLflow. Thread-safe: every call names its run explicitly."""
+
+    enabled = True
+
+    def __init__(
+        self, cfg: TrackingConfig, run_config: RunConfig | None = None, *, check: bool = True
+    ) -> None:
+        self.cfg = cfg
+        self.run_config = run_config
+        self.uri = resolve_tracking_uri(cfg)
+        if check:
+            check_tracking(self.uri)
+        self.client: MlflowClient = client(self.uri)
+        try:
+            self.experiment_id = with_retries(
+                lambda: ensure_experiment(self.client, cfg.experiment, self.uri)
+            )
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise TrackingError(
+                f"tracking store {self.uri}: cannot use experiment {cfg.experiment!r}: {exc}"
+            ) from None
+        self._parent_tags: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ parent
+    def start_parent(
+        self,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        data: InteractionData | None = None,
+        split: Split | None = None,
+    ) -> str:
+        """Open the pipeline's parent run: provenance tags, the flattened config as params and,
+        when given, the data set as a run input. Returns the run id."""
+        from recsys.config import flatten
+
+        all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: git_commit()}
+        all_tags.update({f"recsys.version.{k}": v for k, v in package_versions().items()})
+        if self.run_config is not None:
+            all_tags[TAG_CONFIG_HASH] = self.run_config.config_hash()
+            all_tags[TAG_SPLIT_PROTOCOL] = self.run_config.split.protocol
+        all_tags.update(self._split_tags(data, split))
+        all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+        name = run_name or (self.run_config.name if self.run_config is not None else "pipeline")
+        run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
+        run_id = run.info.run_id
+        with self._lock:
+            self._parent_tags[run_id] = {k: v for k, v in all_tags.items() if k.startswith("recsys.")}
+        if self.run_config is not None:
+            self.log_params(run_id, flatten(self.run_config.resolved()))
+        if data is not None:
+            self.log_dataset(run_id, data)
+        return run_id
+
+    def log_dataset(self, run_id: str, data: InteractionData, context: str = "train") -> None:
+        """Record the data set as an MLflow dataset input (source, fingerprint digest, schema, counts)."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.types.schema import ColSpec, Schema
+
+        manifest = dict(data.manifest)
+        source_text = str(manifest.get("source", "unknown"))
+        schema = Schema(
+            [ColSpec(_mlflow_type(str(dtype)), name) for name, dtype in data.interactions.schema.items()]
+        )
+        dataset = MetaDataset(
+            source=_dataset_source(source_text),
+            name=str(manifest.get("name", Path(source_text).name or "interactions")),
+            digest=(data.fingerprint or "unknown")[:36],
+            schema=schema,
+        )
+        input_tags = [
+            InputTag("mlflow.data.context", context),
+            InputTag("n_users", str(data.n_users)),
+            InputTag("n_items", str(data.n_items)),
+            InputTag("n_interactions", str(data.interactions.height)),
+        ]
+        entity = DatasetInput(dataset._to_mlflow_entity(), tags=input_tags)
+        with_retries(lambda: self.client.log_inputs(run_id, datasets=[entity]))
+
+    # ------------------------------------------------------------------ children
+    def start_child(
+        self, parent_id: str | None, model_config: ModelConfig, tags: Mapping[str, str] | None = None
+    ) -> ModelRun:
+        """Open a model's run nested under the pipeline run; params = the model's config."""
+        from recsys.config import flatten
+
+        with self._lock:
+            inherited = dict(self._parent_tags.get(parent_id or "", {}))
+        inherited.pop(TAG_KIND, None)
+        all_tags = {
+            **inherited,
+            TAG_KIND: "model",
+            TAG_MODEL: model_config.name,
+            TAG_MODEL_KIND: model_config.kind,
+            **({"mlflow.parentRunId": parent_id} if parent_id else {}),
+            **{str(k): str(v) for k, v in (tags or {}).items()},
+        }
+        run = with_retries(
+            lambda: self.client.create_run(self.experiment_id, run_name=model_config.name, tags=all_tags)
+        )
+        self.log_params(run.info.run_id, flatten(model_config.model_dump(mode="json")))
+        return ModelRun(run.info.run_id, model_config.name, parent_id, self)
+
+    @contextmanager
+    def model_run(self, parent_id: str | None, model_config: ModelConfig) -> Iterator[ModelRun]:
+        """`with tracker.model_run(parent, cfg) as run:` ends FINISHED, or FAILED with the error."""
+        run = self.start_child(parent_id, model_config)
+        try:
+            yield run
+        except BaseException as exc:
+            self.end(run, "FAILED", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.end(run, "FINISHED")
+
+    # ------------------------------------------------------------------ logging
+    def log_params(self, run_id: str, flat: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, v) for k, v in param_dict(flat).items()]
+        for start in range(0, len(params), PARAMS_PER_BATCH):
+            chunk = params[start : start + PARAMS_PER_BATCH]
+            with_retries(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        entries = [Metric(k, v, stamp, int(step or 0)) for k, v in finite_metrics(metrics).items()]
+        for start in range(0, len(entries), METRICS_PER_BATCH):
+            chunk = entries[start : start + METRICS_PER_BATCH]
+            with_retries(lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        entries = [RunTag(str(k), str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()]
+        with_retries(lambda: self.client.log_batch(run_id, tags=entries))
+
+    def log_model_result(
+        self,
+        model_run: ModelRun,
+        model: Recommender,
+        eval_result: Any,
+        split: Split,
+        data: InteractionData | None = None,
+        extra_metrics: Mapping[str, Any] | None = None,
+    ) -> LoggedModel:
+        """Final metrics (every k, with intervals), artifacts, the pyfunc, and a registry version.
+
+        `eval_result` is a `recsys.evaluation.evaluate.EvaluationResult`; `extra_metrics` adds e.g.
+        folding diagnostics (non-numeric values are skipped)."""
+        run_id = model_run.run_id
+        self.set_tags(run_id, self._split_tags(data, split))
+        metrics: dict[str, Any] = dict(eval_result.summary)
+        for name, (low, high) in eval_result.ci.items():
+            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
+        metrics.update(
+            n_users_evaluated=eval_result.n_users_evaluated,
+            n_users_skipped=eval_result.n_users_skipped,
+            eval_seconds=eval_result.seconds,
+            fit_seconds=model.fit_seconds,
+        )
+        metrics.update(dict(extra_metrics or {}))
+        self.log_metrics(run_id, metrics)
+        if model_run.steps_logged == 0 and model.history:
+            for entry in model.history:  # history not streamed through the callback: log it now
+                self.log_metrics(
+                    run_id, {k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"])
+                )
+        with tempfile.TemporaryDirectory(prefix="recsys-run-") as tmp:
+            root = Path(tmp) / "artifacts"
+            self._write_artifacts(root, model, eval_result, split, data)
+            with_retries(lambda: self.client.log_artifacts(run_id, str(root)))
+            from recsys.tracking.pyfunc import save_pyfunc
+
+            pyfunc_dir = Path(tmp) / PYFUNC_ARTIFACT
+            save_pyfunc(model, split, pyfunc_dir, staging=Path(tmp) / "staging")
+            with_retries(lambda: self.client.log_artifacts(run_id, str(pyfunc_dir), PYFUNC_ARTIFACT))
+        model_uri = f"runs:/{run_id}/{PYFUNC_ARTIFACT}"
+        if not self.cfg.register_models:
+            return LoggedModel(run_id, model_uri)
+        from recsys.tracking.registry import register_run_model
+
+        name = f"{self.cfg.model_name_prefix}-{model.config.name}"
+        version = register_run_model(self.client, name, run_id, tags={TAG_MODEL_KIND: model.kind})
+        self.set_tags(run_id, {TAG_MODEL_VERSION: f"{name}/{version.version}"})
+        return LoggedModel(run_id, model_uri, name, str(version.version))
+
+    def end(self, run: ModelRun | str, status: str = "FINISHED", error: str | None = None) -> None:
+        """Close a run; a FAILED run gets the error as a tag and as `error.txt`."""
+        run_id = run.run_id if isinstance(run, ModelRun) else run
+        if error:
+            self.set_tags(run_id, {TAG_ERROR: error})
+            with_retries(lambda: self.client.log_text(run_id, error, "error.txt"))
+        with_retries(lambda: self.client.set_terminated(run_id, status=status))
+
+    # ------------------------------------------------------------------ internals
+    def _split_tags(self, data: InteractionData | None, split: Split | None) -> dict[str, str]:
+        tags = {}
+        fingerprint = (data.fingerprint if data is not None else "") or (
+            split.meta.get("fingerprint", "") if split else ""
+        )
+        if fingerprint:
+            tags[TAG_FINGERPRINT] = str(fingerprint)
+        if split is not None:
+            tags[TAG_SPLIT_PROTOCOL] = split.protocol
+            tags[TAG_SPLIT_DIGEST] = split_digest(split)
+        return tags
+
+    def _write_artifacts(
+        self, root: Path, model: Recommender, eval_result: Any, split: Split, data: InteractionData | None
+    ) -> None:
+        import polars as pl
+        from safetensors.numpy import save_file
+
+        from recsys.data.matrix import item_popularity
+
+        (root / "config").mkdir(parents=True)
+        if self.run_config is not None:
+            (root / "config" / "run.toml").write_text(self.run_config.to_toml())
+        (root / "config" / "model.json").write_text(
+            json.dumps(model.config.model_dump(mode="json"), indent=2)
+        )
+        (root / "data").mkdir()
+        manifest = {"data": dict(data.manifest) if data is not None else {}, "split": split.meta}
+        manifest["split_digest"] = split_digest(split)
+        (root / "data" / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+
+        (root / "evaluation").mkdir()
+        per_user = eval_result.per_user
+        if len(split.user_ids) == split.n_users and "user_idx" in per_user.columns:
+            ids = np.asarray(split.user_ids)[per_user.get_column("user_idx").to_numpy()]
+            per_user = per_user.with_columns(pl.Series("user_id", ids.astype(str)))
+        else:
+            per_user = per_user.with_columns(pl.col("user_idx").cast(pl.String).alias("user_id"))
+        per_user.select("user_id", pl.exclude("user_id")).write_parquet(root / PER_USER_ARTIFACT)
+        summary = {"summary": eval_result.summary, "ci": {k: list(v) for k, v in eval_result.ci.items()}}
+        (root / SUMMARY_ARTIFACT).write_text(json.dumps(summary, indent=2, default=float))
+
+        popularity = item_popularity(split.train)
+        plots.plot_metric_at_k({model.config.name: eval_result.summary}, root / "plots" / "recall_at_k.png")
+        plots.plot_history(model.history, root / "plots" / "training_curves.png")
+        plots.plot_popularity_bias(eval_result.topk.items, popularity, root / "plots" / "popularity_bias.png")
+        if split.item_blocks is not None and len(split.item_blocks) == split.n_items:
+            labels, label_name = np.asarray(split.item_blocks), "item block"
+        else:
+            labels, label_name = plots.popularity_deciles(popularity), "popularity decile"
+        plots.plot_item_embeddings(
+            model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name
+        )
+
+        (root / "embeddings").mkdir()
+        save_file(
+            {
+                "user_factors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
+                "item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
+            },
+            str(root / "embeddings" / "embeddings.safetensors"),
+        )
+        model.save(root / "saved_model")
+
+
+class NullTracker:
+    """`--no-tracking`: the Tracker interface, doing nothing (run ids are empty strings)."""
+
+    enabled = False
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        self.uri = ""
+
+    def start_parent(
+        self, run_name: str | None = None, tags: Mapping[str, str] | None = None, **_: Any
+    ) -> str:
+        return ""
+
+    def log_dataset(self, run_id: str, data: Any, context: str = "train") -> None:
+        return None
+
+    def start_child(self, parent_id: str | None, model_config: ModelConfig, tags: Any = None) -> ModelRun:
+        return ModelRun("", model_config.name, parent_id, self)
+
+    @contextmanager
+    def model_run(self, parent_id: str | None, model_config: ModelConfig) -> Iterator[ModelRun]:
+        yield self.start_child(parent_id, model_config)
+
+    def log_params(self, run_id: str, flat: Mapping[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        return None
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        return None
+
+    def log_model_result(self, model_run: ModelRun, *_: Any, **__: Any) -> LoggedModel:
+        return LoggedModel(model_run.run_id, "")
+
+    def end(self, run: ModelRun | str, status: str = "FINISHED", error: str | None = None) -> None:
+        return None
+
+
+def make_tracker(run_config: RunConfig, *, enabled: bool | None = None) -> Tracker | NullTracker:
+    """The tracker a pipeline should use: a real one (store checked now, before any training)
+    unless tracking is disabled by config or by `--no-tracking` (enabled=False)."""
+    on = run_config.tracking.enabled if enabled is None else enabled
+    return Tracker(run_config.tracking, run_config) if on else NullTracker()
+
+
+def _mlflow_type(polars_dtype: str) -> str:
+    lowered = polars_dtype.lower()
+    if "int" in lowered:
+        return "long"
+    if "float" in lowered:
+        return "double"
+    if "datetime" in lowered:
+        return "datetime"
+    if "bool" in lowered:
+        return "boolean"
+    return "string"
+
+
+def _dataset_source(source: str):
+    """An existing local path or a URL as an MLflow dataset source; anything else (e.g. "synthetic")
+    as a code source, so MLflow does not guess."""
+    import warnings
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if "://" in source or Path(source).exists():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "can be interpreted in multiple ways"
+                return resolve_dataset_source(source)
+        except Exception:
+            pass
+    return CodeDatasetSource({"source": source})

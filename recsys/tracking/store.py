@@ -1,0 +1,151 @@
+"""Where runs go: resolve the tracking URI, fail fast when it is unusable, name metrics safely.
+
+The local default is an SQLite store under `mlflow/` beside the working directory, with artifacts in
+`mlflow/artifacts`, so one command tracks everything on a laptop; `MLFLOW_TRACKING_URI` or
+`tracking.tracking_uri` points at a real server instead. MLflow's HTTP client retries for minutes by
+default, which would let a pipeline train for an hour and then lose every result; `check_tracking`
+probes the store with a short timeout before any training starts and raises `TrackingError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from recsys.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from recsys.config import TrackingConfig
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+PROBE_TIMEOUT_SECONDS = 3.0
+
+# MLflow metric names allow [A-Za-z0-9_\-. :/] only, so "recall@20" is logged as "recall_at_20".
+_AT = "@"
+_AT_KEY = "_at_"
+_KEY_AT = re.compile(r"^(?P<metric>.+?)_at_(?P<k>\d+)(?P<suffix>(_ci_low|_ci_high)?)$")
+
+
+def metric_key(name: str) -> str:
+    """MLflow-safe metric key: "recall@20" -> "recall_at_20"; names without '@' pass unchanged."""
+    return name.replace(_AT, _AT_KEY)
+
+
+def metric_name(key: str) -> str:
+    """Inverse of `metric_key` for keys of the form "<metric>_at_<k>" (CI suffixes kept)."""
+    match = _KEY_AT.match(key)
+    if match is None:
+        return key
+    return f"{match['metric']}{_AT}{match['k']}{match['suffix']}"
+
+
+def resolve_tracking_uri(cfg: TrackingConfig | None = None) -> str:
+    """Config wins over the environment, the environment over the local SQLite default."""
+    if cfg is not None and cfg.tracking_uri:
+        return cfg.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def sqlite_path(uri: str) -> Path:
+    """The database file of an `sqlite:///relative` or `sqlite:////absolute` URI (query stripped)."""
+    path = uri.split(":///", 1)[1] if ":///" in uri else ""
+    return Path(path.split("?", 1)[0])
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifacts of a local SQLite store live in `artifacts/` beside the database file; a server
+    decides its own artifact root (None)."""
+    if is_sqlite(uri):
+        return (sqlite_path(uri).resolve().parent / "artifacts").as_uri()
+    return None
+
+
+def limit_http_retries() -> None:
+    """Make MLflow's HTTP client give up in seconds rather than minutes (respects user settings)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Raise TrackingError (quickly) when the store at `uri` cannot be used; create a local one.
+
+    HTTP servers are probed with GET /health (falling back to the experiments API for servers
+    behind a proxy that hides /health); SQLite stores get their directory created and are opened.
+    """
+    if is_http(uri):
+        _probe_http(uri, timeout)
+        limit_http_retries()
+        return
+    if is_sqlite(uri):
+        db = sqlite_path(uri)
+        if not str(db):
+            raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            client(uri).search_experiments(max_results=1)
+        except TrackingError:
+            raise
+        except Exception as exc:  # sqlalchemy/mlflow errors: the store itself is broken or locked
+            raise TrackingError(f"tracking store {uri}: cannot open ({type(exc).__name__}: {exc})") from None
+        return
+    scheme = urlparse(uri).scheme
+    if scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
+        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
+
+
+def _probe_http(uri: str, timeout: float) -> None:
+    base = uri.rstrip("/")
+    last: Exception | None = None
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        try:
+            with urllib.request.urlopen(base + path, timeout=timeout) as response:  # noqa: S310 - user's URI
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code != 404:
+                return  # reachable (auth errors surface later with MLflow's own message)
+            last = exc
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            last = exc
+            break  # connection refused / timed out: the second path cannot do better
+    reason = getattr(last, "reason", last)
+    raise TrackingError(f"tracking server {uri} is not reachable ({reason}); start it or pass --no-tracking")
+
+
+def client(uri: str) -> MlflowClient:
+    """An MlflowClient bound to `uri` (explicit, so concurrent threads never share fluent state)."""
+    from mlflow import MlflowClient
+
+    if is_http(uri):
+        limit_http_retries()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(mlflow_client: MlflowClient, name: str, uri: str) -> str:
+    """Id of experiment `name`, created with the local artifact location when missing. Safe when
+    two processes race to create it (the loser reads the winner's)."""
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri))
+    except Exception:
+        existing = mlflow_client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id

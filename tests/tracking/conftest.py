@@ -1,0 +1,149 @@
+"""One MLflow SQLite store for the whole tracking test session (creating a store runs MLflow's
+migrations), a planted-cluster data set, and one logged pipeline run that most tests read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.config import EvaluationConfig, RunConfig, SplitConfig, TrackingConfig
+from recsys.data.dataset import InteractionData
+from recsys.data.split import Split
+from recsys.data.splits import split_data
+
+N_USERS, N_ITEMS, N_BLOCKS, PER_USER = 240, 96, 4, 14
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(shared_mlflow_uri: str) -> str:
+    """The session's one migrated SQLite store (tests/conftest.py), shared with the flow tests."""
+    return shared_mlflow_uri
+
+
+def planted_interactions(seed: int = 0) -> InteractionData:
+    """Users and items in N_BLOCKS blocks; every user interacts only inside its block, with a
+    Zipf-like popularity inside the block, so a factor model must find the blocks to do well."""
+    rng = np.random.default_rng(seed)
+    user_blocks = np.arange(N_USERS) % N_BLOCKS
+    item_blocks = np.arange(N_ITEMS) % N_BLOCKS
+    per_block = N_ITEMS // N_BLOCKS
+    weights = 1.0 / np.arange(1, per_block + 1)
+    keys = rng.random((N_USERS, per_block)) ** (1.0 / weights)  # weighted sampling without replacement
+    local = np.argsort(-keys, axis=1)[:, :PER_USER]
+    items = local * N_BLOCKS + user_blocks[:, None]
+    users = np.repeat(np.arange(N_USERS), PER_USER)
+    frame = pl.DataFrame(
+        {
+            "user_idx": users.astype(np.int32),
+            "item_idx": items.ravel().astype(np.int32),
+            "timestamp": pl.Series([None] * users.size, dtype=pl.Datetime("us", "UTC")),
+            "weight": np.ones(users.size, dtype=np.float32),
+        }
+    )
+    return InteractionData(
+        interactions=frame,
+        user_ids=np.array([f"u{i}" for i in range(N_USERS)], dtype=object),
+        item_ids=np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object),
+        user_blocks=user_blocks,
+        item_blocks=item_blocks,
+        manifest={"fingerprint": f"planted-{seed}", "source": "synthetic", "name": "planted"},
+    )
+
+
+@pytest.fixture(scope="session")
+def planted_data() -> InteractionData:
+    return planted_interactions(0)
+
+
+@pytest.fixture(scope="session")
+def planted_split(planted_data: InteractionData) -> Split:
+    return split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=0))
+
+
+def run_config(uri: str, name: str = "tracking-test") -> RunConfig:
+    from recsys.models.popularity import PopularityConfig
+    from recsys.models.wals import WALSConfig
+
+    return RunConfig(
+        name=name,
+        models=[
+            PopularityConfig(name="popularity"),
+            WALSConfig(name="wals", factors=8, iterations=4, threads=1, regularization=0.1, alpha=5.0),
+        ],
+        evaluation=EvaluationConfig(ks=[5, 10, 20], bootstrap_samples=200),
+        tracking=TrackingConfig(tracking_uri=uri, experiment="tests"),
+        split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+    )
+
+
+@dataclass
+class LoggedPipeline:
+    uri: str
+    config: RunConfig
+    parent_id: str
+    runs: dict[str, str]  # model name -> child run id
+    models: dict
+    results: dict
+    versions: dict[str, str]
+
+
+def log_pipeline(
+    uri: str, data: InteractionData, split: Split, name: str = "tracking-test"
+) -> LoggedPipeline:
+    """What the lead's pipeline does, minus Prefect: parent run, one child per model, results."""
+    from recsys.data.matrix import item_popularity
+    from recsys.evaluation.evaluate import evaluate
+    from recsys.models.base import build_model
+    from recsys.tracking.runs import Tracker
+
+    cfg = run_config(uri, name)
+    tracker = Tracker(cfg.tracking, cfg)
+    parent = tracker.start_parent(data=data, split=split)
+    runs, models, results, versions = {}, {}, {}, {}
+    popularity = item_popularity(split.train)
+    for model_cfg in cfg.models:
+        with tracker.model_run(parent, model_cfg) as run:
+            model = build_model(model_cfg).fit(split.train, callback=run.callback)
+            result = evaluate(model, split.test_set(), cfg.evaluation, item_popularity=popularity)
+            logged = tracker.log_model_result(run, model, result, split, data, extra_metrics={"note": "x"})
+        runs[model_cfg.name], models[model_cfg.name], results[model_cfg.name] = run.run_id, model, result
+        versions[model_cfg.name] = logged.version
+    tracker.end(parent)
+    return LoggedPipeline(uri, cfg, parent, runs, models, results, versions)
+
+
+@pytest.fixture(scope="session")
+def logged(tracking_uri: str, planted_data: InteractionData, planted_split: Split) -> LoggedPipeline:
+    return log_pipeline(tracking_uri, planted_data, planted_split)
+
+
+@pytest.fixture()
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def log_one(
+    logged: LoggedPipeline, model_cfg, split: Split, data: InteractionData, register: bool = False
+) -> str:
+    """Train, evaluate and log one more model under a new parent run; returns the child run id."""
+    from recsys.data.matrix import item_popularity
+    from recsys.evaluation.evaluate import evaluate
+    from recsys.models.base import build_model
+    from recsys.tracking.runs import Tracker
+
+    cfg = logged.config.model_copy(deep=True)
+    cfg.tracking.register_models = register
+    tracker = Tracker(cfg.tracking, cfg, check=False)
+    parent = tracker.start_parent(f"extra-{model_cfg.name}", split=split, data=data)
+    with tracker.model_run(parent, model_cfg) as run:
+        model = build_model(model_cfg).fit(split.train, callback=run.callback)
+        result = evaluate(
+            model, split.test_set(), cfg.evaluation, item_popularity=item_popularity(split.train)
+        )
+        tracker.log_model_result(run, model, result, split, data)
+    tracker.end(parent)
+    return run.run_id

@@ -1,0 +1,89 @@
+"""The logged pyfunc, loaded back through MLflow, answers exactly what the evaluator ranks."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.data.matrix import item_popularity
+from recsys.evaluation.ranking import topk
+
+
+@pytest.fixture(scope="module")
+def wals_pyfunc(logged):
+    mlflow.set_tracking_uri(logged.uri)
+    try:
+        return mlflow.pyfunc.load_model(f"runs:/{logged.runs['wals']}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def _ids(split, items: np.ndarray) -> list[list[str]]:
+    return [[str(split.item_ids[i]) for i in row if i >= 0] for row in items]
+
+
+def test_pyfunc_topk_equals_the_evaluator_item_for_item(logged, planted_split, wals_pyfunc):
+    split, model = planted_split, logged.models["wals"]
+    users = split.test_set().users[:60]
+    k = 15
+    items, scores = topk(
+        model.user_factors[users], model.item_factors, k, exclude=split.test_set().exclude[users]
+    )
+    request = pd.DataFrame({"user_id": [str(split.user_ids[u]) for u in users]})
+    answer = wals_pyfunc.predict(request, params={"k": k})
+    assert answer["user_id"].tolist() == request["user_id"].tolist()
+    assert answer["source"].unique().tolist() == ["model"]
+    assert [list(x) for x in answer["item_ids"]] == _ids(split, items)
+    assert np.allclose(np.stack(answer["scores"].to_numpy()), scores, atol=1e-5)
+    # the evaluator's stored top-k agrees too (same users, k = max(ks) = 20)
+    ranked = logged.results["wals"].topk
+    position = np.searchsorted(ranked.users, users)
+    served = wals_pyfunc.predict(request, params={"k": ranked.k})
+    assert [list(x) for x in served["item_ids"]] == _ids(split, ranked.items[position])
+
+
+def test_seen_items_are_never_served(logged, planted_split, wals_pyfunc):
+    split = planted_split
+    users = np.arange(40)
+    answer = wals_pyfunc.predict(pd.DataFrame({"user_id": [f"u{u}" for u in users], "k": [30] * 40}))
+    for u, served in zip(users, answer["item_ids"], strict=True):
+        seen = {f"i{i}" for i in split.train[u].indices}
+        assert len(served) == 30 and not seen & set(served)
+
+
+def test_unknown_user_with_history_is_folded_in(logged, planted_split, wals_pyfunc):
+    split, model = planted_split, logged.models["wals"]
+    history_rows = split.train[[3, 4]]
+    histories = [[f"i{i}" for i in history_rows[r].indices] + ["not-an-item"] for r in range(2)]
+    answer = wals_pyfunc.predict(
+        pd.DataFrame({"user_id": ["new-a", "new-b"], "k": [10, 10], "history": histories})
+    )
+    assert answer["source"].tolist() == ["fold_in", "fold_in"]
+    binary = history_rows.copy()
+    binary.data[:] = 1.0
+    expected, _ = topk(model.fold_in(binary), model.item_factors, 10, exclude=binary)
+    assert [list(x) for x in answer["item_ids"]] == _ids(split, expected)
+    # a user of block b folds in to block b's items (planted structure)
+    blocks = {int(i[1:]) % 4 for i in answer["item_ids"][0][:5]}
+    assert blocks == {3 % 4}
+
+
+def test_unknown_user_without_history_gets_most_popular_items(planted_split, wals_pyfunc):
+    answer = wals_pyfunc.predict(pd.DataFrame({"user_id": ["stranger"]}), params={"k": 5})
+    popularity = item_popularity(planted_split.train)
+    order = np.lexsort((np.arange(popularity.size), -popularity))[:5]  # by count, ties to lower index
+    assert answer["source"].tolist() == ["popularity"]
+    assert list(answer["item_ids"][0]) == [f"i{i}" for i in order]
+    assert list(answer["scores"][0]) == [float(popularity[i]) for i in order]
+
+
+def test_per_row_k_and_mixed_sources_in_one_request(wals_pyfunc):
+    request = pd.DataFrame(
+        {"user_id": ["u1", "stranger", "new"], "k": [3, 2, 4], "history": [[], [], ["i0", "i4"]]}
+    )
+    answer = wals_pyfunc.predict(request)
+    assert [len(x) for x in answer["item_ids"]] == [3, 2, 4]
+    assert answer["source"].tolist() == ["model", "popularity", "fold_in"]
+    assert not {"i0", "i4"} & set(answer["item_ids"][2])

@@ -1,0 +1,112 @@
+"""What a logged pipeline run holds in the real SQLite store: tags, params, dataset, metrics,
+artifacts, registry versions, and FAILED runs with their error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mlflow import MlflowClient
+from recsys.models.wals import WALSConfig
+from recsys.tracking.runs import TAG_ERROR, TAG_FINGERPRINT, TAG_SPLIT_DIGEST, Tracker
+
+
+@pytest.fixture(scope="module")
+def client(logged) -> MlflowClient:
+    return MlflowClient(logged.uri)
+
+
+def test_parent_run_has_provenance_params_and_dataset(logged, client):
+    parent = client.get_run(logged.parent_id)
+    tags, params = parent.data.tags, parent.data.params
+    assert parent.info.status == "FINISHED"
+    assert tags[TAG_FINGERPRINT] == "planted-0"
+    assert tags["recsys.split_protocol"] == "random"
+    assert tags["recsys.git_commit"]
+    assert tags["recsys.version.mlflow"] and tags["recsys.version.polars"]
+    assert tags["recsys.config_hash"] == logged.config.config_hash()
+    assert params["evaluation.ks"] == "[5, 10, 20]"
+    assert params["models.wals.factors"] == "8"
+    (dataset_input,) = parent.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == "planted-0"
+    input_tags = {t.key: t.value for t in dataset_input.tags}
+    assert input_tags["n_users"] == "240" and input_tags["n_interactions"] == str(240 * 14)
+
+
+def test_child_runs_nest_under_the_parent_with_model_params(logged, client):
+    for name, run_id in logged.runs.items():
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == logged.parent_id
+        assert run.data.tags["recsys.model_name"] == name
+        assert run.data.params["name"] == name
+    assert client.get_run(logged.runs["wals"]).data.params["iterations"] == "4"
+
+
+def test_final_metrics_and_intervals_equal_the_evaluation(logged, client):
+    for name, run_id in logged.runs.items():
+        metrics = client.get_run(run_id).data.metrics
+        result = logged.results[name]
+        for metric, value in result.summary.items():
+            assert metrics[metric.replace("@", "_at_")] == pytest.approx(value)
+        low, high = result.ci["recall@20"]
+        assert metrics["recall_at_20_ci_low"] == pytest.approx(low)
+        assert metrics["recall_at_20_ci_high"] == pytest.approx(high)
+        assert low <= metrics["recall_at_20"] <= high
+        assert "note" not in metrics  # non-numeric extras are skipped
+
+
+def test_per_epoch_history_is_logged_with_steps(logged, client):
+    model = logged.models["wals"]
+    history = client.get_metric_history(logged.runs["wals"], "loss")
+    assert [m.step for m in history] == [int(h["step"]) for h in model.history]
+    assert [m.value for m in history] == pytest.approx([h["loss"] for h in model.history])
+
+
+def test_artifacts_hold_config_manifest_per_user_plots_embeddings_and_models(logged, client, tmp_path):
+    run_id = logged.runs["wals"]
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path)))
+    expected = [
+        "config/run.toml", "config/model.json", "data/manifest.json", "evaluation/per_user.parquet",
+        "evaluation/summary.json", "plots/recall_at_k.png", "plots/training_curves.png",
+        "plots/popularity_bias.png", "plots/item_embeddings_pca.png", "embeddings/embeddings.safetensors",
+        "saved_model/config.json", "model/MLmodel",
+    ]  # fmt: skip
+    missing = [p for p in expected if not (local / p).is_file()]
+    assert not missing
+    per_user = pl.read_parquet(local / "evaluation/per_user.parquet")
+    result = logged.results["wals"]
+    assert per_user.height == result.per_user.height
+    assert per_user.get_column("user_id").to_list() == [
+        f"u{i}" for i in result.per_user.get_column("user_idx")
+    ]
+    assert per_user.get_column("recall@20").mean() == pytest.approx(result.summary["recall@20"])
+    manifest = json.loads((local / "data/manifest.json").read_text())
+    assert manifest["split"]["fingerprint"] == "planted-0"
+    assert client.get_run(run_id).data.tags[TAG_SPLIT_DIGEST] == manifest["split_digest"]
+    assert "[[models]]" in (local / "config/run.toml").read_text()
+
+
+def test_every_model_is_registered_as_a_new_version(logged, client):
+    for name, version in logged.versions.items():
+        mv = client.get_model_version(f"recsys-{name}", version)
+        assert mv.run_id == logged.runs[name]
+
+
+def test_a_failed_model_run_ends_failed_with_the_error(logged, client, tmp_path):
+    tracker = Tracker(logged.config.tracking, logged.config, check=False)
+    parent = tracker.start_parent("failing")
+    with pytest.raises(FloatingPointError):
+        with tracker.model_run(parent, WALSConfig(name="broken")) as run:
+            run.callback(0, {"loss": 1.5})
+            raise FloatingPointError("loss became NaN at epoch 3")
+    tracker.end(parent)
+    failed = client.get_run(run.run_id)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[TAG_ERROR] == "FloatingPointError: loss became NaN at epoch 3"
+    path = client.download_artifacts(run.run_id, "error.txt", str(tmp_path))
+    assert "loss became NaN" in Path(path).read_text()
+    assert client.get_run(parent).info.status == "FINISHED"

@@ -1,0 +1,89 @@
+"""Store resolution, fail-fast checks, metric naming and the no-op tracker."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from recsys.config import RunConfig, TrackingConfig
+from recsys.errors import TrackingError
+from recsys.models.popularity import PopularityConfig
+from recsys.tracking.runs import NullTracker, make_tracker, param_dict
+from recsys.tracking.store import (
+    DEFAULT_TRACKING_URI,
+    check_tracking,
+    default_artifact_location,
+    metric_key,
+    metric_name,
+    resolve_tracking_uri,
+)
+
+
+def test_metric_names_map_at_sign_and_back():
+    assert metric_key("recall@20") == "recall_at_20"
+    assert metric_key("recall@20_ci_low") == "recall_at_20_ci_low"
+    assert metric_key("loss") == "loss"
+    for name in ["recall@20", "ndcg@100", "recall_raw@5", "recall@20_ci_high", "loss", "fit_seconds"]:
+        assert metric_name(metric_key(name)) == name
+
+
+def test_uri_precedence_config_then_env_then_default(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(TrackingConfig()) == DEFAULT_TRACKING_URI == "sqlite:///mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert resolve_tracking_uri(TrackingConfig()) == "http://tracking.example:5000"
+    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:///x.db")) == "sqlite:///x.db"
+
+
+def test_local_artifacts_live_beside_the_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        default_artifact_location("sqlite:///mlflow/mlflow.db")
+        == (tmp_path / "mlflow" / "artifacts").as_uri()
+    )
+    assert default_artifact_location("http://host:5000") is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def test_unreachable_server_fails_fast_before_training():
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    cfg = RunConfig(tracking=TrackingConfig(tracking_uri=uri), models=[PopularityConfig(name="pop")])
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="not reachable"):
+        make_tracker(cfg)  # what a pipeline calls before training anything
+    assert time.monotonic() - start < 10
+
+
+def test_unsupported_scheme_is_a_tracking_error():
+    with pytest.raises(TrackingError, match="unsupported scheme"):
+        check_tracking("ftp://example/store")
+
+
+def test_disabled_tracking_is_a_no_op_with_the_same_interface():
+    cfg = RunConfig(tracking=TrackingConfig(enabled=False, tracking_uri="http://127.0.0.1:9"))
+    tracker = make_tracker(cfg)
+    assert isinstance(tracker, NullTracker) and not tracker.enabled
+    assert isinstance(
+        make_tracker(RunConfig(tracking=TrackingConfig(tracking_uri="http://127.0.0.1:9")), enabled=False),
+        NullTracker,
+    )
+    parent = tracker.start_parent("x", {"a": "b"})
+    run = tracker.start_child(parent, PopularityConfig(name="pop"))
+    assert run.callback(0, {"loss": 1.0}) is None
+    with tracker.model_run(parent, PopularityConfig(name="pop")) as inner:
+        inner.callback(1, {"loss": 0.5})
+    tracker.end(run, "FAILED", error="boom")
+    assert tracker.log_model_result(run, None, None, None).model_uri == ""
+
+
+def test_params_are_strings_with_long_values_cut_and_none_dropped():
+    params = param_dict({"a": 1, "b": None, "c": [1, 2], "d": "x" * 2000})
+    assert params["a"] == "1" and params["c"] == "[1, 2]" and "b" not in params
+    assert len(params["d"]) == 500 and params["d"].endswith("...")
