@@ -36,6 +36,13 @@ def _measure(name: str, frame: pl.DataFrame) -> FilterStep:
     return FilterStep(name, int(counts[0]), int(counts[1]), int(counts[2]))
 
 
+def encode_ids(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """user_id / item_id as Categorical: every later step (distinct counts, the (user, item)
+    group-by, k-core windows, vocab joins) then hashes 4-byte codes instead of strings, which is
+    most of the ingest time on large logs. Casting back to String gives the ids unchanged."""
+    return frame.with_columns(pl.col(USER).cast(pl.Categorical), pl.col(ITEM).cast(pl.Categorical))
+
+
 def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl.LazyFrame:
     """Keep rows that count as positive feedback: weight >= positive_min_weight and, when given, an
     event in positive_events (a source without an event column cannot satisfy an event rule)."""
@@ -60,6 +67,22 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     }
     if how not in weights:
         raise DataError(f"unknown aggregate {how!r}; choose count, sum, max or last")
+    if frame.collect_schema().get(USER) == pl.Categorical == frame.collect_schema().get(ITEM):
+        # One u64 key per pair groups far faster than a two-column key.
+        high = pl.col(USER).to_physical().cast(pl.UInt64) * pl.lit(1 << 32, dtype=pl.UInt64)
+        key = high + pl.col(ITEM).to_physical().cast(pl.UInt64)
+        return (
+            frame.with_columns(key.alias("_pair"))
+            .group_by("_pair")
+            .agg(
+                pl.col(USER).first(),
+                pl.col(ITEM).first(),
+                pl.col(TIME).max().alias(TIME),
+                weights[how].alias(WEIGHT),
+                pl.col(ORDER).min().alias(ORDER),
+            )
+            .drop("_pair")
+        )
     return frame.group_by(USER, ITEM).agg(
         pl.col(TIME).max().alias(TIME), weights[how].alias(WEIGHT), pl.col(ORDER).min().alias(ORDER)
     )
@@ -85,9 +108,9 @@ def to_implicit(
     frame: pl.LazyFrame, cfg: DataConfig, has_event: bool
 ) -> tuple[pl.DataFrame, list[FilterStep]]:
     """Validated canonical rows (+ ORDER) -> one row per surviving (user, item) pair with
-    user_id, item_id, timestamp, weight, ORDER; plus the step report."""
+    user_id, item_id (Categorical, see `encode_ids`), timestamp, weight, ORDER; plus the step report."""
     steps: list[FilterStep] = []
-    rows = frame.collect()
+    rows = encode_ids(frame).collect()
     steps.append(_measure("validated", rows))
     positive = positive_filter(rows.lazy(), cfg, has_event)
     if cfg.positive_min_weight is not None or cfg.positive_events:

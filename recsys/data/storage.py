@@ -93,7 +93,10 @@ def fingerprint(pairs: pl.DataFrame | pl.LazyFrame) -> str:
     summed in two 32-bit halves so the sum cannot overflow, then digested with the row count.
     Raw ids, not indices, are hashed, so the same data gives the same fingerprint whatever order
     its rows (and therefore its vocab) came in."""
-    row_hash = pl.struct(USER, ITEM, TIME, WEIGHT).hash(seed=0)
+    # Ids are hashed as strings whatever their in-memory type (Categorical during ingest).
+    row_hash = pl.struct(pl.col(USER).cast(pl.String), pl.col(ITEM).cast(pl.String), TIME, WEIGHT).hash(
+        seed=0
+    )
     half = pl.lit(1 << 32, dtype=pl.UInt64)
     low = (row_hash % half).sum().alias("low")
     high = (row_hash // half).sum().alias("high")

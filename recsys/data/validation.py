@@ -22,6 +22,7 @@ from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.errors import DataError
 
 REASON = "reason"
+_HASH = "__row_hash"
 REASONS = (
     "missing_user",
     "missing_item",
@@ -176,7 +177,12 @@ def _reason_expr(has_time: bool, has_weight: bool, future_limit: datetime) -> pl
 
 
 def validate(raw: RawSource, max_future_days: float, now: datetime | None = None) -> ValidationResult:
-    """Parse and check every row of `raw`; see the module docstring for the rules."""
+    """Parse and check every row of `raw`; see the module docstring for the rules.
+
+    One pass over the source: each column is cast once (non-strict, so a bad value becomes null and
+    the reason rules find it) and a u64 hash of the parsed row is computed alongside, all in the
+    streaming engine. Duplicates are then found on that hash column alone (see `_duplicate_mask`).
+    Raw text is kept only as long as the quarantine needs it."""
     now = now or datetime.now(UTC)
     future_limit = now + timedelta(days=max_future_days)
     schema = raw.frame.collect_schema()
@@ -197,11 +203,20 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
     if has_weight:
         wdtype = schema[WEIGHT]
         weight = pl.col(WEIGHT)
-        weight = (
-            weight.cast(pl.Float64)
-            if wdtype.is_numeric()
-            else weight.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
-        )
+        if wdtype.is_numeric():
+            weight = weight.cast(pl.Float64)
+        else:
+            text = weight.cast(pl.String)
+            if WEIGHT in sample.padded or wdtype != pl.String:
+                text = text.str.strip_chars()
+            # A padded value the sample did not foresee fails the fast cast; retry those stripped.
+            weight = text.cast(pl.Float64, strict=False)
+            if WEIGHT not in sample.padded and wdtype == pl.String:
+                weight = (
+                    pl.when(weight.is_null() & text.is_not_null())
+                    .then(text.str.strip_chars().cast(pl.Float64, strict=False))
+                    .otherwise(weight)
+                )
         parsed.append(weight.cast(pl.Float32).alias("_weight"))
     if has_event:
         parsed.append(pl.col(EVENT).cast(pl.String).str.strip_chars().alias("_event"))
@@ -222,47 +237,61 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
         raw.frame.with_columns(parsed)
         .with_columns(_reason_expr(has_time, has_weight, future_limit).alias(REASON))
         .with_columns(canonical)
+        .with_columns(pl.struct(parsed_names).hash(seed=0).alias(_HASH))
     )
     raw_columns = raw.columns
     try:
-        frame = staged.select(ROW, *raw_columns, REASON, *parsed_names).collect()
+        frame = staged.select(ROW, *raw_columns, REASON, *parsed_names, _HASH).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{raw.path}: cannot read as {raw.format} ({first_error_line(exc)})") from None
     except OSError as exc:
         raise DataError(f"{raw.path}: cannot read ({exc})") from None
     if frame.height == 0:
         raise DataError(f"{raw.path}: no data rows")
-    frame = _mark_duplicates(frame, parsed_names)
 
-    bad = frame.get_column(REASON).is_not_null()
-    quarantine = frame.filter(bad).select(
+    reason = frame.get_column(REASON)
+    valid = reason.is_null().to_numpy()
+    duplicate = _duplicate_mask(frame, valid, parsed_names)
+    if duplicate.any():
+        reason = reason.scatter(np.flatnonzero(duplicate), "duplicate")
+        valid = valid & ~duplicate
+    rows_in = frame.height
+    n_bad = rows_in - int(valid.sum())
+    # Select before filtering, so each side copies only the columns it keeps.
+    raw_view = frame.select(ROW, *raw_columns).with_columns(reason)
+    accepted = frame.select(*[pl.col(f"__{c}").alias(c) for c in canonical_names], pl.col(ROW))
+    del frame
+    if n_bad:
+        keep = pl.Series(valid)
+        bad_rows, accepted = raw_view.filter(~keep), accepted.filter(keep)
+    else:
+        bad_rows = raw_view.clear()
+    del raw_view
+    quarantine = bad_rows.select(
         pl.col(ROW), *[pl.col(c).cast(pl.String) for c in raw_columns], pl.col(REASON)
     )
-    accepted = frame.filter(~bad).select(*[pl.col(f"__{c}").alias(c) for c in canonical_names], pl.col(ROW))
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
-    return ValidationResult(accepted=accepted, quarantine=quarantine, rows_in=frame.height, reasons=reasons)
+    return ValidationResult(accepted=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons)
 
 
-def _mark_duplicates(frame: pl.DataFrame, parsed_names: list[str]) -> pl.DataFrame:
-    """Set reason = "duplicate" on valid rows that exactly repeat an earlier valid row.
+def _duplicate_mask(frame: pl.DataFrame, valid: np.ndarray, parsed_names: list[str]) -> np.ndarray:
+    """True for valid rows that exactly repeat an earlier valid row.
 
-    Exact matching over all rows is a hash-table pass over wide string rows (slow); instead rows are
-    hashed (cheap, u64), equal hashes found by sorting, and only those candidate rows (usually few)
-    are compared exactly, so a hash collision can never quarantine a row that is not a copy."""
-    valid = frame.get_column(REASON).is_null()
-    hashes = frame.select(pl.struct(parsed_names).hash(seed=0)).to_series().to_numpy()
-    hashes = np.where(valid.to_numpy(), hashes, 0)  # invalid rows share one dummy hash, filtered below
-    ordered = np.sort(hashes)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    Exact matching over all rows is a hash-table pass over wide string rows (slow); instead the row
+    hashes (u64, computed during the read) are sorted, and only rows whose hash occurs more than once
+    (usually few) are compared exactly, so a hash collision can never quarantine a row that is not a
+    copy."""
+    hash_column = frame.get_column(_HASH)
+    ordered = np.sort(hash_column.to_numpy()[valid])
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    mask = np.zeros(frame.height, dtype=bool)
     if repeated.size == 0:
-        return frame
-    candidate = pl.Series(np.isin(hashes, repeated)) & valid
-    rows = frame.filter(candidate).select(ROW, pl.struct(parsed_names).is_first_distinct().alias("_first"))
-    copies = rows.filter(~pl.col("_first")).get_column(ROW)
-    if copies.len() == 0:
-        return frame
-    is_copy = pl.col(ROW).is_in(copies.implode())
-    return frame.with_columns(
-        pl.when(is_copy).then(pl.lit("duplicate")).otherwise(pl.col(REASON)).alias(REASON)
-    )
+        return mask
+    in_repeated = hash_column.is_in(pl.Series(repeated, dtype=pl.UInt64).implode()).to_numpy()
+    candidate = np.flatnonzero(valid & in_repeated)
+    first = (
+        frame[candidate].select(pl.struct(parsed_names).is_first_distinct()).to_series().to_numpy()
+    )  # candidate positions are ascending, so "first" means first in the file
+    mask[candidate[~first]] = True
+    return mask

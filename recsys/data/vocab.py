@@ -54,11 +54,14 @@ class Vocab:
         `order` (first appearance) then id, so the result does not depend on row order within ties.
         Old ids keep their index. Vectorised: anti-join, sort, arange."""
         keys = [order, self.id_name] if order else [self.id_name]
+        # Group before casting to String: a Categorical id column then groups on its codes, and only
+        # the distinct ids are turned into strings.
         fresh = (
             candidates.lazy()
-            .select(pl.col(self.id_name).cast(pl.String), *([pl.col(order)] if order else []))
+            .select(pl.col(self.id_name), *([pl.col(order)] if order else []))
             .group_by(self.id_name)
             .agg(pl.col(order).min() if order else pl.len())
+            .with_columns(pl.col(self.id_name).cast(pl.String))
             .join(self.table.lazy().select(self.id_name), on=self.id_name, how="anti")
             .sort(keys)
             .select(self.id_name)
@@ -95,9 +98,16 @@ class Vocab:
         return Vocab(table, id_name=self.id_name, idx_name=self.idx_name)
 
     def index(self, frame: pl.LazyFrame) -> pl.LazyFrame:
-        """Replace `id_name` by `idx_name` in `frame` (inner join: ids must be in the vocab)."""
+        """Replace `id_name` by `idx_name` in `frame` (inner join: ids must be in the vocab).
+        A Categorical id column is joined on its codes against the vocab cast to the same type."""
+        if frame.collect_schema().get(self.id_name) == pl.Categorical:
+            codes = self.table.lazy().select(pl.col(self.id_name).cast(pl.Categorical), self.idx_name)
+            return frame.join(codes, on=self.id_name, how="inner", maintain_order="left").drop(self.id_name)
         return frame.join(
-            self.table.lazy().select(self.id_name, self.idx_name), on=self.id_name, how="inner"
+            self.table.lazy().select(self.id_name, self.idx_name),
+            on=self.id_name,
+            how="inner",
+            maintain_order="left",
         ).drop(self.id_name)
 
     def ids(self) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.data.readers import scan_source
@@ -84,3 +85,34 @@ def test_future_window_is_configurable(tmp_path: Path) -> None:
     assert strict.quarantine.filter(pl.col("reason") == "future_timestamp")["source_row"].to_list() == [9, 10]
     lenient = validate(scan_source(_planted_file(tmp_path)), max_future_days=10.0, now=NOW)
     assert "future_timestamp" not in lenient.reasons
+
+
+def test_hash_collision_never_quarantines_a_distinct_row() -> None:
+    """Duplicates are found on a u64 row hash; rows that merely share a hash must be compared
+    exactly. Plant a fake collision: rows 0, 1 and 3 share a hash, only row 3 copies row 0."""
+    from recsys.data.validation import _HASH, _duplicate_mask
+
+    frame = pl.DataFrame(
+        {
+            "__user_id": ["a", "b", "c", "a"],
+            "__item_id": ["x", "y", "z", "x"],
+            _HASH: pl.Series([7, 7, 9, 7], dtype=pl.UInt64),
+        }
+    )
+    valid = np.array([True, True, True, True])
+    mask = _duplicate_mask(frame, valid, ["__user_id", "__item_id"])
+    assert mask.tolist() == [False, False, False, True]
+    # An invalid row is never the "earlier copy" that makes a valid row a duplicate.
+    mask = _duplicate_mask(frame, np.array([False, True, True, True]), ["__user_id", "__item_id"])
+    assert mask.tolist() == [False, False, False, False]
+
+
+def test_padding_after_the_sample_window_still_parses(tmp_path: Path) -> None:
+    """The sample (first rows) decides whether weights need stripping; a padded weight further down
+    must still parse (fallback), and a blank one is still bad_weight."""
+    body = [f"u{i},i{i},3,1700000000" for i in range(2500)] + ["u9,i9, 4 ,1700000000", "u8,i8,  ,1700000000"]
+    path = tmp_path / "late_padding.csv"
+    path.write_text("user,item,rating,timestamp\n" + "\n".join(body) + "\n")
+    result = validate(scan_source(path), max_future_days=1.0, now=NOW)
+    assert result.accepted.filter(pl.col("source_row") == 2501)["weight"].item() == 4.0
+    assert result.quarantine.select("source_row", "reason").rows() == [(2502, "bad_weight")]

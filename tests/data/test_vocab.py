@@ -55,3 +55,18 @@ def test_corrupt_vocab_is_refused() -> None:
         Vocab(pl.DataFrame({"id": ["a", "b"], "idx": [0, 2]}))
     with pytest.raises(DataError, match="repeated"):
         Vocab(pl.DataFrame({"id": ["a", "a"], "idx": [0, 1]}))
+
+
+def test_index_and_extend_accept_categorical_ids() -> None:
+    """Ingest hands the vocab Categorical ids (grouping on codes is faster); results must equal
+    the String path exactly, row order included."""
+    vocab = Vocab(id_name="item_id", idx_name="item_idx").extend(
+        pl.DataFrame({"item_id": pl.Series(["y", "x", "y"], dtype=pl.Categorical), "seen": [1, 0, 2]}),
+        order="seen",
+    )
+    assert vocab.ids().tolist() == ["x", "y"] and vocab.table.schema["item_id"] == pl.String
+    frame = pl.LazyFrame(
+        {"item_id": pl.Series(["y", "x", "y", "x"], dtype=pl.Categorical), "w": [1, 2, 3, 4]}
+    )
+    out = vocab.index(frame).collect()
+    assert out["item_idx"].to_list() == [1, 0, 1, 0] and out["w"].to_list() == [1, 2, 3, 4]
