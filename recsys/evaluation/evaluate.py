@@ -148,7 +148,9 @@ def _evaluate_vectors(
     )
     metric_columns = [c for c in result.per_user.columns if c != USER_IDX]
     ci: dict[str, tuple[float, float]] = {}
-    if metric_columns:
+    if metric_columns and cfg.bootstrap_samples == 0:  # no resampling asked: no intervals, no matrix copy
+        ci = {name: (float("nan"), float("nan")) for name in metric_columns}
+    elif metric_columns:
         _, lo, hi = bootstrap_ci_columns(
             result.per_user.select(metric_columns).to_numpy(),
             n_samples=cfg.bootstrap_samples,
@@ -259,10 +261,10 @@ def sampled_topk(
             scores = torch.einsum("bcd,bd->bc", items_t[cand.clamp(min=0)], user)
             scores[cand < 0] = float("-inf")
             pos, vals = _topk_rows(scores, kk)
-            chosen = cand.gather(1, pos)
-            chosen[torch.isneginf(vals)] = -1
-            out_items[begin:end] = chosen.cpu().numpy()
-            out_scores[begin:end] = vals.cpu().numpy()
+            chosen = np.take_along_axis(candidates[begin:end], pos, axis=1)
+            chosen[np.isneginf(vals)] = -1
+            out_items[begin:end] = chosen
+            out_scores[begin:end] = vals
             if on_chunk is not None:
                 on_chunk(end - begin)
     return out_items, out_scores

@@ -4,6 +4,8 @@ Every per-user metric takes `(topk_items, truth, k)`: `topk_items` is (n, k') in
 padded with -1; `truth` is a CSR whose row i holds the relevant items of the user in row i of
 `topk_items`. It returns one float64 per row. Hits are found for a block of users at once by
 gathering `row * n_items + item` cells from a bitmap of `truth`, so there is no loop over users.
+`compute_metrics` finds the hits once at the longest list and reads every metric@k, for every k,
+off running sums of that one hit matrix (`per_user_metric_columns`).
 
 Two recall definitions are reported because the literature uses both:
 - `recall@k`     = hits@k / min(k, |test|)  (Liang et al. 2018, "VAE for CF"; reaches 1.0 for a
@@ -71,13 +73,14 @@ def _counts(truth: sp.csr_matrix) -> np.ndarray:
     return n
 
 
-def _cut(hits: np.ndarray, k: int) -> np.ndarray:
+def _check_k(k: int) -> int:
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    return hits[:, :k]
+    return int(k)
 
 
 _DISCOUNTS_CACHE: dict[int, np.ndarray] = {}
+_IDEAL_DCG_CACHE: dict[int, np.ndarray] = {}
 
 
 def _discounts(k: int) -> np.ndarray:
@@ -87,63 +90,78 @@ def _discounts(k: int) -> np.ndarray:
     return _DISCOUNTS_CACHE[k]
 
 
+def _ideal_dcg(k: int) -> np.ndarray:
+    """Ideal DCG of 1..k hits (entry j: j + 1 hits at the top): the ndcg normaliser by min(k, |test|)."""
+    if k not in _IDEAL_DCG_CACHE:
+        _IDEAL_DCG_CACHE[k] = np.cumsum(_discounts(k))
+    return _IDEAL_DCG_CACHE[k]
+
+
 # ----------------------------------------------------------------------------- per-user metrics (from hits)
-def _recall(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    return _cut(hits, k).sum(axis=1) / np.minimum(k, n_rel)
-
-
-def _recall_raw(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    return _cut(hits, k).sum(axis=1) / n_rel
-
-
-def _precision(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    return _cut(hits, k).sum(axis=1) / k
-
-
-def _ndcg(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    cut = _cut(hits, k)
-    disc = _discounts(k)
-    dcg = cut @ disc[: cut.shape[1]]
-    ideal_len = np.minimum(k, np.nan_to_num(n_rel, nan=1.0)).astype(np.int64)
-    idcg = np.cumsum(disc)[ideal_len - 1]
-    return dcg / idcg
-
-
-def _map(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    cut = _cut(hits, k).astype(np.float64)
-    precision_at_rank = np.cumsum(cut, axis=1) / np.arange(1, cut.shape[1] + 1)
-    return (precision_at_rank * cut).sum(axis=1) / np.minimum(k, n_rel)
-
-
-def _mrr(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    cut = _cut(hits, k)
-    any_hit = cut.any(axis=1)
-    first = np.argmax(cut, axis=1)
-    return np.where(any_hit, 1.0 / (first + 1.0), 0.0)
-
-
-def _hit_rate(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    return _cut(hits, k).any(axis=1).astype(np.float64)
-
-
-_FROM_HITS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
-    "recall": _recall,
-    "recall_raw": _recall_raw,
-    "precision": _precision,
-    "ndcg": _ndcg,
-    "map": _map,
-    "mrr": _mrr,
-    "hit_rate": _hit_rate,
-}
-PER_USER_METRICS: tuple[str, ...] = tuple(_FROM_HITS)
+PER_USER_METRICS: tuple[str, ...] = ("recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate")
 AGGREGATE_METRICS: tuple[str, ...] = ("coverage", "novelty", "arp")
 ALL_METRICS: tuple[str, ...] = PER_USER_METRICS + AGGREGATE_METRICS
+_NEED_HIT_COUNTS = frozenset({"recall", "recall_raw", "precision", "hit_rate", "map"})
+
+
+def per_user_metric_columns(
+    hits: np.ndarray, n_rel: np.ndarray, ks: Sequence[int], metrics: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """{"metric@k": per-user float64} for every per-user metric in `metrics` at every k in `ks`.
+
+    One pass over the hit matrix at its full width serves every k: the running hit count, the
+    first-hit rank and the average-precision terms are computed once, and each metric@k is read
+    off their length-k prefix (a column of the running count, a prefix sum, a comparison), so
+    asking for more ks costs (n x k) sums rather than a recomputation per metric and k. Every
+    floating-point sum runs over the same elements in the same order as it would on the k-prefix
+    alone, so the values equal those of computing each metric@k on its own, bit for bit (tested
+    against a per-user reference in tests/evaluation/test_metrics.py).
+    `n_rel` is |test| per row as float (NaN rows give NaN or garbage: callers drop or mask them).
+    """
+    hits = np.asarray(hits, dtype=bool)
+    n_users, width = hits.shape
+    wanted = [name for name in metrics if name in PER_USER_METRICS]
+    ks = [_check_k(k) for k in ks]
+    columns: dict[str, np.ndarray] = {}
+    if not wanted:
+        return columns
+    zeros = np.zeros(n_users, dtype=np.int64)
+    hit_counts = np.cumsum(hits, axis=1) if _NEED_HIT_COUNTS & set(wanted) else None
+    ap_terms = None
+    if "map" in wanted:  # precision at each hit rank (0 elsewhere): AP@k sums a prefix of it
+        ap_terms = hit_counts / np.arange(1, width + 1) * hits
+    first_hit = None
+    if "mrr" in wanted:  # rank index of the first hit; `width` (never < k) where there is none
+        first_hit = np.where(hits.any(axis=1), np.argmax(hits, axis=1), width) if width else zeros
+    for k in ks:
+        cut = min(k, width)
+        hits_at_k = hit_counts[:, cut - 1] if hit_counts is not None and cut else zeros
+        for name in wanted:
+            if name == "recall":
+                values = hits_at_k / np.minimum(k, n_rel)
+            elif name == "recall_raw":
+                values = hits_at_k / n_rel
+            elif name == "precision":
+                values = hits_at_k / k
+            elif name == "hit_rate":
+                values = (hits_at_k > 0).astype(np.float64)
+            elif name == "ndcg":
+                dcg = hits[:, :cut] @ _discounts(k)[:cut]
+                ideal_len = np.minimum(k, np.nan_to_num(n_rel, nan=1.0)).astype(np.int64)
+                values = dcg / _ideal_dcg(k)[ideal_len - 1]
+            elif name == "map":
+                values = ap_terms[:, :cut].sum(axis=1) / np.minimum(k, n_rel)
+            else:  # mrr
+                values = np.where(first_hit < cut, 1.0 / (first_hit + 1.0), 0.0)
+            columns[f"{name}@{k}"] = values
+    return columns
 
 
 def _public(name: str) -> PerUserMetric:
     def metric(topk_items: np.ndarray, truth: sp.csr_matrix, k: int) -> np.ndarray:
         n_rel = _counts(truth)
-        values = _FROM_HITS[name](hit_matrix(topk_items, truth), n_rel, k)
+        hits = hit_matrix(topk_items, truth)
+        values = per_user_metric_columns(hits, n_rel, [k], [name])[f"{name}@{k}"]
         return np.where(np.isnan(n_rel), np.nan, values)
 
     return metric
@@ -228,6 +246,32 @@ def arp_at_k(topk_items: np.ndarray, k: int, item_popularity: np.ndarray) -> flo
     return _per_user_mean(pop[np.where(valid, cut, 0)], valid)
 
 
+def _aggregate_summary(
+    topk_items: np.ndarray, ks: Sequence[int], n_items: int, item_popularity: np.ndarray
+) -> dict[str, float]:
+    """coverage@k, novelty@k and arp@k for every k, with the item look-ups done once at full width.
+
+    Same values as `coverage_at_k` / `novelty_at_k` / `arp_at_k` (each k reads a prefix of the
+    same gathered arrays and sums it in the same order)."""
+    valid_all = topk_items >= 0
+    cells = np.where(valid_all, topk_items, 0)
+    pop = np.asarray(item_popularity, dtype=np.float64)
+    info_all = (-np.log2(popularity_share(pop)))[cells]
+    pop_all = pop[cells]
+    out: dict[str, float] = {}
+    for k in ks:
+        cut, valid = topk_items[:, :k], valid_all[:, :k]
+        if n_items <= 0:
+            out[f"coverage@{k}"] = float("nan")
+        else:
+            out[f"coverage@{k}"] = float(
+                np.count_nonzero(np.bincount(cut[valid], minlength=n_items)) / n_items
+            )
+        out[f"novelty@{k}"] = _per_user_mean(info_all[:, :k], valid)
+        out[f"arp@{k}"] = _per_user_mean(pop_all[:, :k], valid)
+    return out
+
+
 # ----------------------------------------------------------------------------- all at once
 @dataclass(frozen=True)
 class MetricResult:
@@ -282,17 +326,18 @@ def compute_metrics(
     hits = hit_matrix(topk_items, truth)
     n_rel = n_rel_all[keep].astype(np.float64)
 
+    distinct_ks = sorted(set(int(k) for k in ks))
+    per_user_values = per_user_metric_columns(hits, n_rel, distinct_ks, metrics)
+    aggregates = _aggregate_summary(topk_items, distinct_ks, n_items, item_popularity)
     columns: dict[str, np.ndarray] = {USER_IDX: users}
     summary: dict[str, float] = {}
-    for k in sorted(set(int(k) for k in ks)):
-        for name in metrics:
-            if name in _FROM_HITS:
-                values = _FROM_HITS[name](hits, n_rel, k)
-                columns[f"{name}@{k}"] = values
-                summary[f"{name}@{k}"] = float(values.mean()) if values.size else float("nan")
-        summary[f"coverage@{k}"] = coverage_at_k(topk_items, k, n_items)
-        summary[f"novelty@{k}"] = novelty_at_k(topk_items, k, item_popularity)
-        summary[f"arp@{k}"] = arp_at_k(topk_items, k, item_popularity)
+    for k in distinct_ks:  # summary order: each k's per-user metrics (as asked), then its aggregates
+        for name in dict.fromkeys(m for m in metrics if m in PER_USER_METRICS):
+            values = per_user_values[f"{name}@{k}"]
+            columns[f"{name}@{k}"] = values
+            summary[f"{name}@{k}"] = float(values.mean()) if values.size else float("nan")
+        for name in AGGREGATE_METRICS:
+            summary[f"{name}@{k}"] = aggregates[f"{name}@{k}"]
     per_user = pl.DataFrame(columns)  # int64 user_idx and float64 metrics, no casts needed
     return MetricResult(
         per_user=per_user,

@@ -79,44 +79,59 @@ def _as_float32(vecs: np.ndarray | torch.Tensor, device: torch.device, name: str
 
 
 def _mask_excluded(scores: torch.Tensor, block: sp.csr_matrix) -> None:
-    """Set every (row, item) stored in `block` to -inf, in place, with one indexed write."""
+    """Set every (row, item) stored in `block` to -inf, in place, with one indexed write.
+
+    On CPU the write goes through numpy on the tensor's own memory: it is single-threaded, so on a
+    loaded machine it cannot stall waiting for a descheduled intra-op thread the way a parallel
+    torch index_put can (measured: ~1 ms vs 1-50 ms for 80k cells on 2 busy cores)."""
     if block.nnz == 0:
         return
     rows = np.repeat(np.arange(block.shape[0], dtype=np.int64), np.diff(block.indptr))
     cols = block.indices.astype(np.int64, copy=False)
+    if scores.device.type == "cpu":
+        scores.view(-1).numpy()[rows * scores.shape[1] + cols] = -np.inf  # view(-1): contiguous, no copy
+        return
     scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = float("-inf")
 
 
-def _topk_rows(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k per row, best first, equal scores ordered by ascending item index.
+def _finite_ties(values: np.ndarray) -> np.ndarray:
+    """ties[:, j]: columns j and j + 1 hold the same finite score (-inf ties are padding anyway)."""
+    return (values[:, 1:] == values[:, :-1]) & (values[:, 1:] != -np.inf)
+
+
+def _topk_rows(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k per row as numpy (indices int64, values float32), best first, equal scores ordered by
+    ascending item index; padded slots (score -inf) keep torch's index and are marked by callers.
 
     torch.topk picks arbitrarily among values tied at the k-th place and orders ties arbitrarily,
     so rows with a tie across the cut (rare with real-valued factors) are redone with a stable full
-    sort, and rows with ties inside the top k are put in (score desc, index asc) order with two
-    small stable sorts. Rows without ties, nearly all of them, cost one topk call.
+    sort, and rows with ties inside the top k are put in (score desc, index asc) order with one
+    lexsort. Rows without ties, nearly all of them, cost one topk call. Only topk (and the rare full
+    sort) run in torch; the tie bookkeeping on the small (n, k) result is numpy, because each extra
+    parallel torch op is a chance to wait for a descheduled worker thread on a busy machine.
     """
     n_items = scores.shape[1]
     extra = 1 if k < n_items else 0
-    values, indices = torch.topk(scores, k + extra, dim=1, largest=True, sorted=True)
-    # ties[:, j]: columns j and j + 1 hold the same finite score (-inf ties are padding anyway)
-    ties = (values[:, 1:] == values[:, :-1]) & (values[:, 1:] != float("-inf"))
+    top_values, top_indices = torch.topk(scores, k + extra, dim=1, largest=True, sorted=True)
+    values, indices = top_values.cpu().numpy(), top_indices.cpu().numpy()  # our own buffers: writable
+    ties = _finite_ties(values)
     if extra:
         boundary_tie = ties[:, k - 1]
-        values, indices, ties = values[:, :k], indices[:, :k], ties[:, : k - 1]
-        if bool(boundary_tie.any()):  # (values and indices are our own topk output: safe to write into)
-            rows = torch.nonzero(boundary_tie).squeeze(1)
-            tied_values, tied_indices = torch.sort(scores[rows], dim=1, descending=True, stable=True)
-            values[rows], indices[rows] = tied_values[:, :k], tied_indices[:, :k]
-            ties = (values[:, 1:] == values[:, :-1]) & (values[:, 1:] != float("-inf"))
-    inner_tie = ties.any(dim=1)
-    if bool(inner_tie.any()):
-        rows = torch.nonzero(inner_tie).squeeze(1)
+        values, indices = values[:, :k], indices[:, :k]
+        if boundary_tie.any():
+            rows = np.flatnonzero(boundary_tie)
+            row_scores = scores[torch.from_numpy(rows).to(scores.device)]
+            tied_values, tied_indices = torch.sort(row_scores, dim=1, descending=True, stable=True)
+            values[rows], indices[rows] = tied_values[:, :k].cpu().numpy(), tied_indices[:, :k].cpu().numpy()
+        ties = _finite_ties(values)
+    inner_tie = ties.any(axis=1)
+    if inner_tie.any():
+        rows = np.flatnonzero(inner_tie)
         sub_values, sub_indices = values[rows], indices[rows]
-        by_index = torch.argsort(sub_indices, dim=1)
-        sub_indices, sub_values = sub_indices.gather(1, by_index), sub_values.gather(1, by_index)
-        by_score = torch.sort(sub_values, dim=1, descending=True, stable=True).indices
-        values[rows], indices[rows] = sub_values.gather(1, by_score), sub_indices.gather(1, by_score)
-    return indices, values
+        order = np.lexsort((sub_indices, -sub_values), axis=-1)  # score desc, then item index asc
+        values[rows] = np.take_along_axis(sub_values, order, axis=1)
+        indices[rows] = np.take_along_axis(sub_indices, order, axis=1)
+    return np.ascontiguousarray(indices), np.ascontiguousarray(values)
 
 
 def topk(
@@ -168,10 +183,10 @@ def topk(
             if exclude is not None:
                 _mask_excluded(scores, exclude[start:stop])
             idx, vals = _topk_rows(scores, kk)
-            if bool(torch.isneginf(vals[:, -1]).any()):  # sorted, so padding shows in the last column
-                idx[torch.isneginf(vals)] = PAD_ITEM
-            out_items[start:stop] = idx.cpu().numpy()
-            out_scores[start:stop] = vals.cpu().numpy()
+            if np.isneginf(vals[:, -1]).any():  # sorted, so padding shows in the last column
+                idx[np.isneginf(vals)] = PAD_ITEM
+            out_items[start:stop] = idx
+            out_scores[start:stop] = vals
     return out_items, out_scores
 
 

@@ -14,6 +14,7 @@ from recsys.config import ConfigError
 from recsys.evaluation.metrics import (
     compute_metrics,
     hit_matrix,
+    hit_rate_at_k,
     map_at_k,
     mrr_at_k,
     ndcg_at_k,
@@ -181,3 +182,73 @@ def test_matches_implicit_ranking_metrics_on_ml100k(ml100k_dir: Path) -> None:
     pooled = float(np.sum(ours.per_user[f"recall@{k}"].to_numpy() * weights) / weights.sum())
     assert pooled == pytest.approx(theirs["precision"], rel=1e-5)
     assert theirs["precision"] > 0.05  # a real model, so the comparison is not between zeros
+
+
+# ----------------------------------------------------------------------------- one-pass engine vs per-user loop
+def _reference_per_user(items: list[int], relevant: set[int], k: int) -> dict[str, float]:
+    """Textbook definitions, one user at a time, in plain Python (no shared prefix sums)."""
+    top = items[:k]
+    hits = [item >= 0 and item in relevant for item in top]
+    n_hits, n_rel = sum(hits), len(relevant)
+    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(k, n_rel)))
+    hit_ranks = [rank for rank, hit in enumerate(hits) if hit]
+    return {
+        "recall": n_hits / min(k, n_rel),
+        "recall_raw": n_hits / n_rel,
+        "precision": n_hits / k,
+        "ndcg": sum(1 / math.log2(rank + 2) for rank in hit_ranks) / ideal,
+        "map": sum(sum(hits[: rank + 1]) / (rank + 1) for rank in hit_ranks) / min(k, n_rel),
+        "mrr": 1 / (hit_ranks[0] + 1) if hit_ranks else 0.0,
+        "hit_rate": float(bool(hit_ranks)),
+    }
+
+
+def _random_lists_and_truth(seed: int) -> tuple[np.ndarray, sp.csr_matrix]:
+    """60 users x 40 items, lists of 25 distinct items (some padded), truth of 0..30 items per user
+    drawn to overlap the lists, so hits, |test| > k, padding and empty rows all occur."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items, width = 60, 40, 25
+    lists = np.argsort(rng.random((n_users, n_items)), axis=1)[:, :width].astype(np.int64)
+    short = rng.random(n_users) < 0.2
+    lists[short, 15:] = -1  # users with fewer rankable items than the list width
+    sizes = rng.integers(0, 31, size=n_users)
+    sizes[:3] = [0, 30, 1]
+    truth = np.zeros((n_users, n_items), dtype=np.float32)
+    for user, size in enumerate(sizes):
+        truth[user, rng.choice(n_items, size=size, replace=False)] = 1.0
+    return lists, sp.csr_matrix(truth)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_pass_metrics_equal_a_per_user_reference_for_every_metric_and_k(seed: int) -> None:
+    lists, truth = _random_lists_and_truth(seed)
+    ks = [1, 3, 10, 25, 40]  # 40 > list width: the metric still divides by k / min(k, |test|)
+    popularity = np.random.default_rng(seed).integers(0, 50, size=truth.shape[1]).astype(np.float64)
+    metrics = ["recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate", "coverage", "novelty"]
+    result = compute_metrics(
+        lists, truth, ks, metrics + ["arp"], item_popularity=popularity, n_items=truth.shape[1]
+    )
+    evaluated = [u for u in range(truth.shape[0]) if truth[u].nnz > 0]
+    assert result.per_user["user_idx"].to_list() == evaluated
+    assert result.n_users_skipped == truth.shape[0] - len(evaluated) >= 1
+    info = -np.log2((popularity + 1) / (popularity.sum() + popularity.size))
+    for k in ks:
+        expected = [
+            _reference_per_user(lists[u].tolist(), set(truth[u].indices.tolist()), k) for u in evaluated
+        ]
+        for name in metrics[:7]:
+            want = [row[name] for row in expected]
+            got = result.per_user[f"{name}@{k}"].to_numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=f"{name}@{k}")
+            assert result.summary[f"{name}@{k}"] == pytest.approx(np.mean(want), rel=1e-12)
+            # the stand-alone function agrees, with NaN for the users without truth
+            standalone = {
+                "recall": recall_at_k, "recall_raw": recall_raw_at_k, "precision": precision_at_k,
+                "ndcg": ndcg_at_k, "map": map_at_k, "mrr": mrr_at_k, "hit_rate": hit_rate_at_k,
+            }[name](lists, truth, k)  # fmt: skip
+            np.testing.assert_array_equal(standalone[evaluated], got)
+            assert np.isnan(np.delete(standalone, evaluated)).all()
+        shown = [[i for i in lists[u, :k].tolist() if i >= 0] for u in evaluated]
+        assert result.summary[f"coverage@{k}"] == pytest.approx(len(set().union(*shown)) / truth.shape[1])
+        assert result.summary[f"novelty@{k}"] == pytest.approx(np.mean([info[s].mean() for s in shown]))
+        assert result.summary[f"arp@{k}"] == pytest.approx(np.mean([popularity[s].mean() for s in shown]))
