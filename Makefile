@@ -3,10 +3,11 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
+TSTAMP  := $(VENV)/.setup-test-stamp
 CONFIG  ?= pipelines/configs/default.toml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test bench lint ui clean
+.PHONY: setup setup-test run test bench lint ui peers clean
 
 setup: $(STAMP)
 
@@ -17,10 +18,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The test suite also exercises the scale-out backends (Spark ALS, Prefect on Dask): their extras
+# are installed for `make test` but not needed by `make run`.
+setup-test: $(TSTAMP)
+
+$(TSTAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark,dask]'
+	touch $(TSTAMP)
+
 run: setup
 	$(BIN)/recsys run --config $(CONFIG)
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -20,8 +20,11 @@ from recsys.errors import ConfigError
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
+from recsys.models.wals_spark import WALSSparkConfig
 
-AnyModelConfig = Annotated[PopularityConfig | WALSConfig | TwoTowerConfig, Field(discriminator="kind")]
+AnyModelConfig = Annotated[
+    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig, Field(discriminator="kind")
+]
 
 
 class Section(BaseModel):

@@ -4,8 +4,9 @@ from recsys.models.base import ModelConfig, Recommender, build_model, model_kind
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
+from recsys.models.wals_spark import WALSSparkConfig
 
 __all__ = [
     "ModelConfig", "Recommender", "build_model", "model_kinds",
-    "PopularityConfig", "WALSConfig", "TwoTowerConfig",
+    "PopularityConfig", "WALSConfig", "TwoTowerConfig", "WALSSparkConfig",
 ]
