@@ -10,6 +10,7 @@ input skips re-ingest) and retried with backoff, like every I/O task.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines.data import DatasetResult, prepare_dataset, source_fingerprint
+from pipelines.data import DatasetResult, dataset_dir, prepare_dataset, source_fingerprint
 from pipelines.report import comparison_markdown
 from pipelines.run import (
     ModelOutcome,
@@ -35,6 +36,7 @@ from pipelines.run import (
 )
 from pipelines.train import thread_budget
 from recsys.config import RunConfig, load_config
+from recsys.errors import ConfigError
 
 RESULTS_DIR = Path("data") / ".prefect-results"
 
@@ -63,14 +65,25 @@ def split_task(dataset: DatasetResult, cfg: RunConfig):
 
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
-def model_task(model_cfg, split, cfg: RunConfig, tracker, parent_run_id, threads: int, data=None) -> ModelOutcome:
+def model_task(model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None) -> ModelOutcome:
+    """One model's lifecycle. The tracker is rebuilt here (not passed in) so the task also runs in
+    another process or on another machine (Dask), where the flow's objects do not exist."""
     logger = get_run_logger()
+    tracker = task_tracker(cfg, tracking)
     return train_and_log(model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data)
 
 
+def task_tracker(cfg: RunConfig, tracking: bool):
+    """A tracker for a task: the store was already checked by the flow, so no second probe."""
+    from recsys.tracking.runs import NullTracker, Tracker
+
+    return Tracker(cfg.tracking, cfg, check=False) if tracking and cfg.tracking.enabled else NullTracker()
+
+
 @task(name="promote", task_run_name="promote by {cfg.promotion.metric}", cache_policy=NO_CACHE)
-def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome]) -> dict[str, Any]:
-    return promote_best(cfg, tracker, outcomes)
+def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome], split=None) -> dict[str, Any]:
+    """The champion is re-evaluated on this run's split when it was trained on older data."""
+    return promote_best(cfg, tracker, outcomes, split)
 
 
 def _configure(cfg: RunConfig):
@@ -82,7 +95,9 @@ def _configure(cfg: RunConfig):
 def run_ingest_step(cfg: RunConfig) -> DatasetResult:
     """Ingest through the cached, retried task; refresh when the cached output has gone missing."""
     ingest = _configure(cfg)
-    fingerprint = source_fingerprint(cfg.data)
+    # The cached result names a directory, so where it lives is part of the key too.
+    where = hashlib.sha256(str(dataset_dir(cfg.data).resolve()).encode()).hexdigest()[:8]
+    fingerprint = f"{source_fingerprint(cfg.data)}-{where}"
     dataset = ingest(cfg, fingerprint)
     if not (Path(dataset.processed_dir) / "manifest.json").is_file():
         dataset = ingest.with_options(refresh_cache=True)(cfg, fingerprint)
@@ -112,7 +127,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
 
     t = time.perf_counter()
     threads = thread_budget(cfg.orchestration)
-    futures = [model_task.submit(m, split, cfg, tracker, parent, threads, data) for m in cfg.models]
+    futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data) for m in cfg.models]
     wait(futures)
     outcomes: list[ModelOutcome] = []
     for model_cfg, future in zip(cfg.models, futures, strict=True):
@@ -125,7 +140,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     compute = {f"{o.name}": o.fit_seconds + o.eval_seconds + o.log_seconds for o in outcomes}
 
     t = time.perf_counter()
-    decision = promote_task(cfg, tracker, outcomes)
+    decision = promote_task(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
         dataset=dataset_summary(split, dataset), models=outcomes, champion=decision.get("champion"),
@@ -164,8 +179,30 @@ def training_pipeline(
 
 def training_flow_for(cfg: RunConfig):
     """The inner flow with the task runner this config asks for."""
-    workers = 1 if cfg.orchestration.task_runner == "sequential" else cfg.orchestration.max_workers
-    return _pipeline_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    return _pipeline_flow.with_options(task_runner=task_runner_for(cfg))
+
+
+def task_runner_for(cfg: RunConfig):
+    """threads (default): models share the process, each with cores // max_workers threads.
+    dask: each model in a Dask worker process — a LocalCluster of max_workers processes, or the
+    scheduler at orchestration.dask_address (a cluster: models and sweeps on many machines).
+    sequential: one model at a time."""
+    orch = cfg.orchestration
+    if orch.task_runner == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ConfigError(
+                "orchestration.task_runner = 'dask' needs prefect-dask: pip install -e '.[dask]'"
+            ) from None
+        if orch.dask_address:
+            return DaskTaskRunner(address=orch.dask_address)
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": orch.max_workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": None, "host": "127.0.0.1",
+        })
+    workers = 1 if orch.task_runner == "sequential" else orch.max_workers
+    return ThreadPoolTaskRunner(max_workers=workers)
 
 
 @flow(name="train-and-evaluate", flow_run_name="{cfg.name}")

@@ -156,12 +156,28 @@ def train_and_log(
         outcome.log_seconds = time.perf_counter() - started
         log(f"finished {model_cfg.name}: {cfg.promotion.metric} = {outcome.metrics.get(cfg.promotion.metric, float('nan')):.4f}")
         return outcome
-    except BaseException as exc:
+    except Exception as exc:
         tracker.end(run, "FAILED", error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+        raise ModelFailed(f"{type(exc).__name__}: {exc}", outcome.mlflow_run_id) from exc
+    except BaseException:  # interrupted: still close the run, never leave it RUNNING
+        tracker.end(run, "KILLED")
         raise
 
 
+class ModelFailed(RuntimeError):
+    """A model's training or evaluation failed; carries its MLflow run id (picklable, so it
+    crosses process boundaries when tasks run on Dask)."""
+
+    def __init__(self, message: str, run_id: str | None = None) -> None:
+        super().__init__(message, run_id)
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def failed_outcome(model_cfg: ModelConfig, error: BaseException, run_id: str | None = None) -> ModelOutcome:
+    run_id = run_id or getattr(error, "run_id", None)
     return ModelOutcome(
         name=model_cfg.name, kind=model_cfg.kind, loss=getattr(model_cfg, "loss", None),
         sampler=getattr(model_cfg, "sampler", None), status="failed", error=str(error), mlflow_run_id=run_id,
@@ -210,7 +226,7 @@ def run_pipeline(
     steps["models"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    decision = promote_best(cfg, tracker, outcomes)
+    decision = promote_best(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
         dataset=dataset_summary(split, dataset), models=outcomes,
@@ -239,7 +255,9 @@ def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: Ru
     tracker.end(parent, "FAILED" if result.failed else "FINISHED", error=error)
 
 
-def promote_best(cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome]) -> dict[str, Any]:
+def promote_best(
+    cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome], split: Split | None = None
+) -> dict[str, Any]:
     """Apply the promotion rule to this run's models (no-op without tracking)."""
     candidates = {m.name: m.mlflow_run_id for m in outcomes if m.status == "ok" and m.mlflow_run_id}
     if not candidates or not cfg.promotion.auto or not getattr(tracker, "enabled", False):
@@ -249,5 +267,22 @@ def promote_best(cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome]) -> 
                 "reason": "tracking disabled: best model of this run by " + cfg.promotion.metric}
     from pipelines.promote import run_promotion
 
-    decision = run_promotion(cfg, candidates)
-    return decision.to_dict() if hasattr(decision, "to_dict") else dict(asdict(decision))
+    decision = run_promotion(cfg, candidates, split=split).to_dict()
+    decision["champion"] = champion_name(tracker, decision, candidates)
+    return decision
+
+
+def champion_name(tracker: Any, decision: dict[str, Any], candidates: dict[str, str]) -> str | None:
+    """The model holding the champion alias after promotion: this run's challenger when promoted,
+    else the standing champion (possibly from an earlier run, named by its run's model tag)."""
+    run_id = decision.get("challenger_run_id") if decision.get("promoted") else decision.get("champion_run_id")
+    if not run_id:
+        return None
+    by_run = {v: k for k, v in candidates.items()}
+    if run_id in by_run:
+        return by_run[run_id]
+    try:
+        run = tracker.client.get_run(run_id)
+    except Exception:  # the champion's run was deleted: still report something useful
+        return None
+    return run.data.tags.get("recsys.model_name") or run.info.run_name

@@ -71,6 +71,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     # The ephemeral API starts a local server; on a loaded 2-core machine it needs more than the
     # default 20 s. Users can still set their own value (or PREFECT_API_URL for a real server).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import PipelineFailed, training_flow_for
 
     try:

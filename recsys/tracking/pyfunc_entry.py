@@ -3,6 +3,7 @@ so the logged model holds code and safetensors/Parquet artifacts, never a pickle
 the package itself (importing it registers the model with MLflow as a side effect)."""
 
 import mlflow
+
 from recsys.tracking.pyfunc import TopKRecommender
 
 mlflow.models.set_model(TopKRecommender())

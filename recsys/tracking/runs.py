@@ -43,6 +43,7 @@ from recsys.tracking.store import check_tracking, client, ensure_experiment, met
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
     from recsys.config import RunConfig, TrackingConfig
     from recsys.data.dataset import InteractionData
     from recsys.data.split import Split
@@ -271,6 +272,9 @@ class Tracker:
 
         with self._lock:
             inherited = dict(self._parent_tags.get(parent_id or "", {}))
+        if parent_id and not inherited:  # a tracker in another process (Dask task): ask the store
+            parent_tags = with_retries(lambda: self.client.get_run(parent_id)).data.tags
+            inherited = {k: v for k, v in parent_tags.items() if k.startswith("recsys.")}
         inherited.pop(TAG_KIND, None)
         all_tags = {
             **inherited,

@@ -21,6 +21,7 @@ from recsys.errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
     from recsys.config import TrackingConfig
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"

@@ -24,7 +24,8 @@ TINY = [
 def tiny_config(tmp: Path, mlflow_uri: str, *extra: str):
     return load_config(None, [
         *TINY, f'data.processed_dir="{tmp / "processed"}"', f'data.raw_dir="{tmp / "raw"}"',
-        f'tracking.tracking_uri="{mlflow_uri}"', f'tracking.experiment="flows-{tmp.name}"', *extra,
+        f'tracking.tracking_uri="{mlflow_uri}"', f'tracking.experiment="flows-{tmp.name}"',
+        f'tracking.model_name_prefix="{tmp.name}"', f'promotion.registered_model="{tmp.name}-best"', *extra,
     ])
 
 
@@ -113,7 +114,9 @@ def test_failing_model_fails_alone_and_the_flow_says_so(prefect_harness, tmp_pat
         [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
         filter_string="attributes.status = 'FAILED'",
     )
-    assert len(failed) == 1
+    # The failed model's run, and the parent run, which tells the same truth as the flow.
+    assert {r.info.run_id for r in failed} == {by_name["boom"]["mlflow_run_id"], summary["mlflow_parent_run_id"]}
+    assert "epoch" in client.get_run(by_name["boom"]["mlflow_run_id"]).data.tags["recsys.error"]
 
 
 def test_deployment_carries_the_cron_schedule():
@@ -122,3 +125,53 @@ def test_deployment_carries_the_cron_schedule():
     deployment = pipeline_deployment(cron="0 3 * * *", config_path="pipelines/configs/default.toml")
     assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
     assert deployment.parameters["config_path"] == "pipelines/configs/default.toml"
+
+
+@pytest.mark.slow
+def test_recsys_run_json_on_movielens(prefect_harness, tmp_path, shared_mlflow_uri, ml100k_dir, monkeypatch):
+    """`recsys run --config movielens.toml --set data.source=... --json out.json` end to end."""
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    monkeypatch.chdir(tmp_path)  # nothing lands in the repo's data/ or mlflow/
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(app, [
+        "run", "--config", str(repo / "pipelines/configs/movielens.toml"),
+        "--set", f'data.source="{ml100k_dir / "ml-100k.inter"}"',
+        "--set", f'tracking.tracking_uri="{shared_mlflow_uri}"',
+        "--set", 'promotion.registered_model="movielens-test-best"',
+        "--set", 'models=[{name="popularity", kind="popularity"}, {name="wals", kind="wals", factors=32, iterations=4},'
+                 ' {name="tt", kind="two_tower", loss="sampled_softmax", sampler="in_batch", epochs=1, dim=16}]',
+        "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    assert set(summary) >= {"dataset", "models", "champion", "mlflow_parent_run_id", "wall_seconds", "step_seconds"}
+    assert summary["dataset"]["split"] == "strong_generalization"
+    assert set(summary["dataset"]) >= {"users", "items", "train_interactions", "test_interactions", "fingerprint"}
+    assert 900 < summary["dataset"]["users"] <= 943  # ratings >= 4, users with >= 5 of them
+    models = {m["name"]: m for m in summary["models"]}
+    assert set(models) == {"popularity", "wals", "tt"}
+    for m in models.values():
+        assert {"name", "kind", "loss", "sampler", "metrics", "folding", "fit_seconds", "mlflow_run_id"} <= set(m)
+        assert 0.0 <= m["metrics"]["recall@20"] <= 1.0
+    assert models["wals"]["metrics"]["recall@20"] > models["popularity"]["metrics"]["recall@20"]
+    assert "neighbour_cross_cluster@10" in " ".join(models["wals"]["folding"])  # no known blocks: found clusters
+    assert summary["champion"] in models
+
+
+@pytest.mark.slow
+def test_dask_runner_gives_the_same_result_as_threads(prefect_harness, tmp_path, shared_mlflow_uri):
+    """Models trained in Dask worker processes (LocalCluster) score exactly as with threads."""
+    pytest.importorskip("prefect_dask")
+    from flows.pipeline import training_flow_for
+
+    models = 'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=8, iterations=3, threads=1}]'
+    threads = tiny_config(tmp_path, shared_mlflow_uri, models)
+    dask = tiny_config(tmp_path, shared_mlflow_uri, models, 'orchestration.task_runner="dask"')
+    by_threads = training_flow_for(threads)(threads, False)
+    by_dask = training_flow_for(dask)(dask, False)
+    assert [m["metrics"] for m in by_dask["models"]] == [m["metrics"] for m in by_threads["models"]]
+    assert by_dask["dataset"] == by_threads["dataset"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from mlflow import MlflowClient
 from recsys.cli import app
 from recsys.tracking.compare import compare, latest_pipeline_model_runs, render
 from recsys.tracking.registry import CHAMPION

@@ -9,8 +9,8 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from mlflow import MlflowClient
+
 from recsys.config import PromotionConfig, SplitConfig
 from recsys.data.splits import split_data
 from recsys.models.base import ModelConfig, Recommender

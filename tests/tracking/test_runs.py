@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from mlflow import MlflowClient
+
 from recsys.models.wals import WALSConfig
 from recsys.tracking.runs import TAG_ERROR, TAG_FINGERPRINT, TAG_SPLIT_DIGEST, Tracker
 

@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from mlflow import MlflowClient
+
 from recsys.cli.tracking_cmds import serve_command, venv_env
 from recsys.tracking.registry import CHAMPION
 
