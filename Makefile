@@ -41,5 +41,10 @@ lint: setup
 ui: setup
 	$(BIN)/recsys ui
 
+# Side-by-side with RecBole / Cornac / LensKit / implicit: each peer in its own venv under
+# benchmarks/peers/.venv-<peer>/ (never part of `make setup`); regenerates benchmarks/peers/REPORT.md.
+peers: setup
+	benchmarks/peers/run_all.sh
+
 clean:
 	rm -rf $(VENV) build *.egg-info

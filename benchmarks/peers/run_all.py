@@ -1,0 +1,123 @@
+"""Driver for `make peers`: export -> every runner in its own venv -> score -> REPORT.md.
+
+Runs in the project venv. Each (data set, system, model) is one subprocess, so peak RSS is that run's
+own, a crash or timeout in one peer costs only that row (recorded in status.json and the report),
+and a missing peer venv is reported rather than fatal.
+
+    .venv/bin/python benchmarks/peers/run_all.py [--reuse] [--only SYSTEM[,SYSTEM]] [--timeout S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+OUT = REPO / "benchmarks/out/peers"
+
+# system -> (interpreter relative to REPO, runner)
+SYSTEMS: dict[str, tuple[str, str]] = {
+    "recsys": (".venv/bin/python", "run_project.py"),
+    "implicit": (".venv/bin/python", "run_implicit.py"),
+    "recbole": ("benchmarks/peers/.venv-recbole/bin/python", "run_recbole.py"),
+    "cornac": ("benchmarks/peers/.venv-cornac/bin/python", "run_cornac.py"),
+    "lenskit": ("benchmarks/peers/.venv-lenskit/bin/python", "run_lenskit.py"),
+}
+
+ML_MODELS = [
+    ("recsys", "popularity"), ("recsys", "wals"), ("recsys", "two_tower"),
+    ("implicit", "als"),
+    ("recbole", "BPR"), ("recbole", "ENMF"), ("recbole", "MultiVAE"), ("recbole", "LightGCN"),
+    ("cornac", "bpr"), ("cornac", "ease"),
+    ("lenskit", "als"), ("lenskit", "flexmf"),
+]  # fmt: skip
+FAST_MODELS = [
+    ("recsys", "popularity"), ("recsys", "wals"), ("implicit", "als"), ("recbole", "BPR"),
+    ("cornac", "bpr"), ("lenskit", "als"),
+]  # fmt: skip
+"""The 1M-interaction set only runs the systems that finish in minutes on 2 cores."""
+
+PLAN: dict[str, list[tuple[str, str]]] = {
+    "ml100k-random": ML_MODELS,
+    "ml100k-temporal": ML_MODELS,
+    "synthetic-1m": FAST_MODELS,
+}
+
+
+def run(command: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """(exit code, last lines of output, seconds); 124 on timeout, like coreutils' timeout."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        return done.returncode, tail, time.perf_counter() - start
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f}s", time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reuse", action="store_true", help="keep the export and result files that exist")
+    parser.add_argument("--only", default="", help="comma-separated systems to run (default: all)")
+    parser.add_argument("--datasets", default=",".join(PLAN))
+    parser.add_argument("--timeout", type=float, default=float(os.environ.get("PEERS_TIMEOUT", "600")))
+    args = parser.parse_args(argv)
+    only = {s for s in args.only.split(",") if s}
+    datasets = [d for d in args.datasets.split(",") if d]
+    python = str(REPO / ".venv/bin/python")
+    export, results = OUT / "export", OUT / "results"
+    status_path = OUT / "status.json"
+    status: dict[str, dict] = (
+        json.loads(status_path.read_text()) if args.reuse and status_path.is_file() else {}
+    )
+
+    if not (args.reuse and all((export / d / "meta.json").is_file() for d in datasets)):
+        code, tail, _ = run([python, str(HERE / "export.py"), "--datasets", ",".join(datasets)], args.timeout)
+        print(tail)
+        if code:
+            raise SystemExit(f"export failed ({code})")
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    for dataset in datasets:
+        for system, model in PLAN[dataset]:
+            if only and system not in only:
+                continue
+            key = f"{dataset}/{system}-{model.lower()}"
+            target = results / dataset / f"{system}-{model.lower()}.json"
+            if args.reuse and target.is_file():
+                continue
+            interpreter, runner = SYSTEMS[system]
+            if not (REPO / interpreter).is_file():
+                status[key] = {
+                    "rc": None,
+                    "error": f"{interpreter} missing: run `make peers` to build the venv",
+                }
+                print(f"skip {key}: no venv")
+                continue
+            target.unlink(missing_ok=True)
+            code, tail, seconds = run(
+                [str(REPO / interpreter), str(HERE / runner), str(export), str(results), dataset, model],
+                args.timeout,
+                env,
+            )
+            status[key] = {"rc": code, "seconds": round(seconds, 1), "error": "" if code == 0 else tail}
+            print(
+                f"{'ok  ' if code == 0 else 'FAIL'} {key} ({seconds:.0f}s)"
+                + ("" if code == 0 else f"\n{tail}")
+            )
+            status_path.write_text(json.dumps(status, indent=1))
+    status_path.write_text(json.dumps(status, indent=1))
+    for step in ("score.py", "report.py"):
+        code, tail, _ = run([python, str(HERE / step)], args.timeout)
+        print(tail)
+        if code:
+            raise SystemExit(f"{step} failed ({code})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
