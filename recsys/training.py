@@ -1,0 +1,583 @@
+"""The two-tower training loop, nanoGPT style: one loop built from small named helpers.
+
+Hot path: the training interactions are two int64 tensors (the COO rows/cols of the train CSR) on
+the training device; an epoch is one seeded permutation of their positions and a batch is a slice
+of it, so there is no per-sample Dataset/DataLoader. Per step: sample negatives (`recsys.sampling`),
+encode users, positives and negatives (shared negatives are one `(B, d) @ (d, N)` matmul inside the
+loss), mask accidental hits, apply the loss (`recsys.losses`, with logQ correction when configured),
+clip, step.
+
+Written as the one-process case of data-parallel training: batches are sharded by
+`(rank, world_size)` (defaults `(0, 1)`), negatives pass through `gather_negatives` (identity for
+one process; an all-gather across ranks under DDP), and only rank 0 checkpoints. DDP itself is not
+implemented yet.
+
+Checkpoints (end of every epoch, into `config.checkpoint_dir`): model, optimizer, RNG states, best
+weights as safetensors, everything else as JSON. No pickle, so `torch.save` is not used. A run
+finds the latest checkpoint and resumes from it; the same seed then gives exactly the same result
+as an uninterrupted run (on cpu).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from recsys.errors import ModelError
+from recsys.losses import get_loss
+from recsys.sampling import (
+    HardNegativeSampler,
+    Negatives,
+    PositiveLookup,
+    build_sampler,
+    item_counts_from_csr,
+    negative_mask,
+)
+
+if TYPE_CHECKING:
+    from recsys.models.two_tower import TwoTowerConfig, TwoTowerNetwork
+
+Validator = Callable[[], dict[str, float]]
+"""Scores the current network on the validation set: returns {validation_metric: value}."""
+EpochCallback = Callable[[int, dict[str, float]], bool | None]
+
+CHECKPOINT_FORMAT = 1
+RESUME_INSENSITIVE_FIELDS = {
+    "name",
+    "epochs",
+    "checkpoint_dir",
+    "device",
+    "threads",
+    "quiet",
+    "eval_every",
+    "early_stopping_patience",
+}
+"""Config fields that may change between a run and its resume (they do not change the state)."""
+
+
+# ===================================================================== setup helpers
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device='cuda' but torch sees no CUDA device; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Use `threads` intra-op threads for the duration (None leaves torch's setting alone)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def interaction_tensors(train: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """COO (user, item) index tensors of every training interaction, straight from the CSR."""
+    users = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
+    items = train.indices.astype(np.int64)
+    return torch.from_numpy(users).to(device), torch.from_numpy(items).to(device)
+
+
+def build_optimizer(network: torch.nn.Module, cfg: TwoTowerConfig) -> torch.optim.Optimizer:
+    params = [p for p in network.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def learning_rate(cfg: TwoTowerConfig, epoch: int, step: int, total_steps: int) -> float:
+    """The schedule as a pure function of (epoch, global step): nothing to checkpoint but the step."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_step_gamma ** (epoch // cfg.lr_step_epochs)
+    return cfg.lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def shard_batches(
+    n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
+) -> Iterator[torch.Tensor]:
+    """One epoch: a seeded permutation of interaction positions, this rank's share, in slices."""
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    mine = order[rank::world_size] if world_size > 1 else order
+    yield from torch.split(mine, batch_size)
+
+
+def gather_negatives(vectors: torch.Tensor, world_size: int = 1) -> torch.Tensor:
+    """Negatives shared across ranks (an all-gather under DDP); the identity for one process."""
+    if world_size == 1:
+        return vectors
+    raise NotImplementedError("multi-process (DDP) training is not implemented yet")
+
+
+def hard_negative_scorer(network: TwoTowerNetwork) -> Callable[[torch.Tensor], torch.Tensor]:
+    """score_fn for the hard-negative sampler: current retrieval scores of users against all items."""
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            n_items = network.item_tower.ids.num_embeddings
+            items = network.item_vectors(torch.arange(n_items, device=users.device))
+            return network.user_vectors(users) @ items.T
+
+    return score
+
+
+def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    return math.ceil(math.ceil(n / world_size) / batch_size)
+
+
+# ===================================================================== state
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resume needs (JSON-serialisable)."""
+
+    epoch: int = 0  # completed epochs
+    global_step: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    bad_evaluations: int = 0
+    stopped_early: bool = False  # patience ran out: a resume does nothing more
+    finished: bool = False  # reached the configured epochs (a resume with more epochs continues)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    best_epoch: int
+    best_metric: float
+    stopped_early: bool
+    resumed_from_epoch: int
+    earlier_history: list[dict[str, float]]
+
+
+# ===================================================================== one step
+def encode_negatives(
+    network: TwoTowerNetwork, negatives: Negatives, pos_vecs: torch.Tensor, world_size: int
+) -> torch.Tensor:
+    """Negative item vectors, `(N, d)` shared or `(B, N, d)` per example. In-batch columns reuse the
+    positives' vectors instead of running the item tower again."""
+    items, k = negatives.items, negatives.in_batch
+    if negatives.shared:
+        if k and items.shape[0] == k:
+            vecs = pos_vecs
+        elif k:
+            vecs = torch.cat([pos_vecs, network.item_vectors(items[k:], training=True)])
+        else:
+            vecs = network.item_vectors(items, training=True)
+        return gather_negatives(vecs, world_size)
+    batch, num = items.shape
+    if k:
+        rest = network.item_vectors(items[:, k:].reshape(-1), training=True).view(batch, num - k, -1)
+        return torch.cat([pos_vecs.unsqueeze(0).expand(batch, k, -1), rest], dim=1)
+    return network.item_vectors(items.reshape(-1), training=True).view(batch, num, -1)
+
+
+def compute_loss(
+    network: TwoTowerNetwork,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    *,
+    cfg: TwoTowerConfig,
+    sampler: Any,
+    loss_fn: Callable[..., torch.Tensor],
+    positives: PositiveLookup | None,
+    generator: torch.Generator,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """Forward pass of one batch to the scalar loss."""
+    user_vecs = network.user_vectors(users, training=True)
+    pos_vecs = network.item_vectors(items, training=True)
+    temperature = network.temperature()
+    if cfg.loss == "positives_only":
+        return loss_fn(user_vecs, pos_vecs, None, None, temperature=temperature, margin=cfg.margin)
+    negatives = sampler.sample(users, items, generator)
+    neg_vecs = encode_negatives(network, negatives, pos_vecs, world_size)
+    hit_mask = negative_mask(users, items, negatives, positives)
+    use_log_q = cfg.logq_correction or cfg.loss == "nce"  # NCE needs q by definition
+    return loss_fn(
+        user_vecs,
+        pos_vecs,
+        neg_vecs,
+        negatives.log_q if use_log_q else None,
+        temperature=temperature,
+        hit_mask=hit_mask,
+        margin=cfg.margin,
+        pos_log_q=negatives.pos_log_q if use_log_q else None,
+    )
+
+
+def check_finite(loss: float, epoch: int, step: int, lr: float) -> None:
+    if not math.isfinite(loss):
+        raise ModelError(
+            f"loss became {loss} at epoch {epoch}, step {step}: lower lr (now {lr:g}), set grad_clip, "
+            "or use normalize=true / a larger temperature"
+        )
+
+
+def optimizer_step(
+    network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
+    optimizer.step()
+
+
+# ===================================================================== checkpoints
+def run_fingerprint(cfg: TwoTowerConfig, train: sp.csr_matrix) -> str:
+    """Config (minus fields that may change on resume) + data: a checkpoint from another run is refused."""
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUME_INSENSITIVE_FIELDS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(np.asarray(train.shape, dtype=np.int64).tobytes())
+    digest.update(train.indptr.astype(np.int64).tobytes())
+    digest.update(train.indices.astype(np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as safetensors-ready tensors plus a JSON part (no pickle)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entries in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: LoopState,
+    best_weights: dict[str, torch.Tensor] | None,
+    fingerprint: str,
+) -> Path:
+    """Write `epoch-NNNN/` atomically (temp dir + rename), point `latest.json` at it, drop older ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in network.state_dict().items()}
+    if best_weights is not None:
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous().clone() for k, v in best_weights.items()})
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng.generator"] = generator.get_state().clone()
+    tensors["rng.torch"] = torch.get_rng_state().clone()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state().clone()
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "state": state.__dict__,
+        "optimizer": opt_meta,
+        "generator_device": str(generator.device),
+        "has_best": best_weights is not None,
+    }
+    name = f"epoch-{state.epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
+    save_file(tensors, str(tmp / "tensors.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(meta))
+    final = directory / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = directory / ".latest.json.tmp"
+    pointer.write_text(json.dumps({"checkpoint": name}))
+    os.replace(pointer, directory / "latest.json")
+    for old in directory.glob("epoch-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    pointer = directory / "latest.json"
+    if not pointer.is_file():
+        return None
+    path = directory / json.loads(pointer.read_text())["checkpoint"]
+    return path if (path / "state.json").is_file() else None
+
+
+def restore_checkpoint(
+    path: Path,
+    *,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    fingerprint: str,
+) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
+    """Load everything `save_checkpoint` wrote back into live objects; refuse another run's checkpoint."""
+    meta = json.loads((path / "state.json").read_text())
+    if meta.get("fingerprint") != fingerprint:
+        raise ModelError(
+            f"{path}: checkpoint belongs to a different config or training data; "
+            "delete the checkpoint directory or point checkpoint_dir elsewhere"
+        )
+    device = next(network.parameters()).device
+    tensors = load_file(str(path / "tensors.safetensors"))
+    network.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    best = (
+        {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        if meta["has_best"]
+        else None
+    )
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return LoopState(**meta["state"]), best
+
+
+# ===================================================================== progress
+@contextmanager
+def progress_bar(total: int, quiet: bool) -> Iterator[Callable[..., None]]:
+    """A rich bar with loss and examples/s; off when quiet or stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    enabled = not quiet and sys.stderr.isatty()
+    if not enabled:
+        yield lambda **_: None
+        return
+    with Progress(
+        TextColumn("two-tower epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} ex/s"),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("train", total=total, epoch=1, loss=float("nan"), rate=0.0)
+
+        def update(**fields: Any) -> None:
+            progress.update(task, advance=fields.pop("advance", 0), **fields)
+
+        yield update
+
+
+# ===================================================================== the loop
+def run_epoch(
+    network: TwoTowerNetwork,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    *,
+    cfg: TwoTowerConfig,
+    state: LoopState,
+    optimizer: torch.optim.Optimizer,
+    sampler: Any,
+    loss_fn: Callable[..., torch.Tensor],
+    positives: PositiveLookup | None,
+    generator: torch.Generator,
+    total_steps: int,
+    max_steps: int | None,
+    update_bar: Callable[..., None],
+    rank: int,
+    world_size: int,
+) -> dict[str, float]:
+    """One pass over this rank's share of the interactions; returns the epoch's metrics."""
+    network.train()
+    start = time.perf_counter()
+    loss_sum, examples, step_in_epoch = 0.0, 0, 0
+    lr = cfg.lr
+    for batch in shard_batches(users.shape[0], cfg.batch_size, generator, rank, world_size):
+        if max_steps is not None and step_in_epoch >= max_steps:
+            break
+        lr = learning_rate(cfg, state.epoch, state.global_step, total_steps)
+        set_learning_rate(optimizer, lr)
+        b_users, b_items = users[batch], items[batch]
+        loss = compute_loss(
+            network,
+            b_users,
+            b_items,
+            cfg=cfg,
+            sampler=sampler,
+            loss_fn=loss_fn,
+            positives=positives,
+            generator=generator,
+            world_size=world_size,
+        )
+        value = float(loss.item())
+        step_in_epoch += 1
+        check_finite(value, state.epoch + 1, step_in_epoch, lr)
+        optimizer_step(network, optimizer, loss, cfg.grad_clip)
+        state.global_step += 1
+        loss_sum += value * batch.shape[0]
+        examples += batch.shape[0]
+        update_bar(advance=1, loss=value, rate=examples / max(time.perf_counter() - start, 1e-9))
+    seconds = max(time.perf_counter() - start, 1e-9)
+    return {
+        "loss": loss_sum / max(examples, 1),
+        "examples_per_s": examples / seconds,
+        "lr": lr,
+        "temperature": float(network.temperature().detach()),
+    }
+
+
+def evaluation_due(cfg: TwoTowerConfig, epoch: int) -> bool:
+    """Validate every `eval_every` epochs and always after the last one (eval_every=0: never)."""
+    return cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs)
+
+
+def track_best(
+    state: LoopState, value: float, network: torch.nn.Module, best: dict[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor] | None:
+    """Keep a copy of the weights at the best validation score; count evaluations without progress."""
+    if value > state.best_metric:
+        state.best_metric, state.best_epoch, state.bad_evaluations = value, state.epoch, 0
+        return {k: v.detach().clone() for k, v in network.state_dict().items()}
+    state.bad_evaluations += 1
+    return best
+
+
+def train_two_tower(
+    network: TwoTowerNetwork,
+    train: sp.csr_matrix,
+    cfg: TwoTowerConfig,
+    *,
+    validate: Validator | None = None,
+    callback: EpochCallback | None = None,
+    max_epochs_this_run: int | None = None,
+    max_steps: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    """Train `network` in place on the interactions of `train` (users x items CSR).
+
+    Per epoch: shuffled batches -> loss -> step; optional validation (early stopping on
+    `cfg.validation_metric` with `cfg.early_stopping_patience`, best weights restored at the end);
+    a checkpoint (rank 0, when `cfg.checkpoint_dir`); then `callback(epoch, metrics)`, which may
+    return True to stop (as may `max_epochs_this_run`; both leave a resumable checkpoint).
+    `max_steps` cuts every epoch after that many steps (benchmarks and smoke tests on big data; the
+    epoch then counts as done, so do not mix it with checkpoints you mean to resume).
+    """
+    device = resolve_device(cfg.device)
+    with torch_threads(cfg.threads):
+        network.to(device)
+        users, items = interaction_tensors(train, device)
+        score_fn = hard_negative_scorer(network) if cfg.sampler == "hard" else None
+        sampler = build_sampler(cfg, item_counts_from_csr(train), train, score_fn=score_fn)
+        if isinstance(sampler, HardNegativeSampler):
+            sampler.score_fn = score_fn
+        positives = PositiveLookup(train) if cfg.remove_accidental_hits else None
+        if positives is not None:
+            positives.keys = positives.keys.to(device)
+        loss_fn = get_loss(cfg.loss)
+        optimizer = build_optimizer(network, cfg)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(cfg.seed)
+        state, best = LoopState(), None
+        fingerprint = run_fingerprint(cfg, train)
+        checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        resume = latest_checkpoint(checkpoints) if checkpoints is not None else None
+        if resume is not None:
+            state, best = restore_checkpoint(
+                resume, network=network, optimizer=optimizer, generator=generator, fingerprint=fingerprint
+            )
+        resumed_from = state.epoch
+        earlier_history = list(state.history)
+        per_epoch = steps_per_epoch(users.shape[0], cfg.batch_size, world_size)
+        total_steps = per_epoch * cfg.epochs
+        epochs_this_run = 0
+        with progress_bar(per_epoch * max(cfg.epochs - state.epoch, 0), cfg.quiet) as update_bar:
+            while state.epoch < cfg.epochs and not state.stopped_early:
+                update_bar(epoch=state.epoch + 1)
+                metrics = run_epoch(
+                    network,
+                    users,
+                    items,
+                    cfg=cfg,
+                    state=state,
+                    optimizer=optimizer,
+                    sampler=sampler,
+                    loss_fn=loss_fn,
+                    positives=positives,
+                    generator=generator,
+                    total_steps=total_steps,
+                    max_steps=max_steps,
+                    update_bar=update_bar,
+                    rank=rank,
+                    world_size=world_size,
+                )
+                state.epoch += 1
+                epochs_this_run += 1
+                if validate is not None and evaluation_due(cfg, state.epoch):
+                    value = validate()[cfg.validation_metric]
+                    metrics[f"val_{cfg.validation_metric}"] = value
+                    best = track_best(state, value, network, best)
+                    patience = cfg.early_stopping_patience
+                    state.stopped_early = patience > 0 and state.bad_evaluations >= patience
+                state.finished = state.stopped_early or state.epoch >= cfg.epochs
+                state.history.append({"step": float(state.epoch), **metrics})
+                if checkpoints is not None and rank == 0:
+                    save_checkpoint(
+                        checkpoints,
+                        network=network,
+                        optimizer=optimizer,
+                        generator=generator,
+                        state=state,
+                        best_weights=best,
+                        fingerprint=fingerprint,
+                    )
+                stop = callback(state.epoch, metrics) if callback is not None else None
+                if stop or (max_epochs_this_run is not None and epochs_this_run >= max_epochs_this_run):
+                    break
+        if best is not None:
+            network.load_state_dict(best)
+        network.eval()
+    return TrainResult(
+        epochs_run=epochs_this_run,
+        best_epoch=state.best_epoch,
+        best_metric=state.best_metric,
+        stopped_early=state.stopped_early,
+        resumed_from_epoch=resumed_from,
+        earlier_history=earlier_history,
+    )

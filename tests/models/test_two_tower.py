@@ -1,0 +1,264 @@
+"""Two-tower: the shared contract, every loss x sampler, folding without negatives, features, fold-in,
+persistence of the towers, and the ML-100K feature loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.data.features import FeatureColumn, FeatureSet, load_recbole_features
+from recsys.evaluation.ranking import topk
+from recsys.models.base import Recommender
+from recsys.models.two_tower import TwoTower, TwoTowerConfig
+
+from .conftest import Planted
+from .contract import RecommenderContract, planted_recall
+
+FAST = TwoTowerConfig(
+    name="tt", dim=16, num_negatives=32, batch_size=256, epochs=15, lr=0.05, seed=3,
+    threads=1, device="cpu", quiet=True,
+)  # fmt: skip
+K = 10
+
+
+class TestTwoTowerContract(RecommenderContract):
+    model_config = FAST
+    min_recall_at_10 = 0.45  # measured ~0.57 (sampled softmax, uniform negatives); random ~0.09
+    min_fold_in_overlap = 0.6  # centroid of the history vs the trained id embedding: measured ~0.72
+
+
+def fit(planted: Planted, **overrides) -> TwoTower:
+    return TwoTower(FAST.model_copy(update=overrides)).fit(planted.train)
+
+
+def recall_and_leakage(model: TwoTower, planted: Planted) -> tuple[float, float]:
+    """recall@10 on the held-out items and the share of recommended items outside the user's cluster."""
+    users = np.flatnonzero(np.diff(planted.test.indptr) > 0)
+    items, _ = model.recommend(users, k=K, exclude=planted.train)
+    leakage = float(np.mean(planted.item_cluster[items] != planted.user_cluster[users][:, None]))
+    return planted_recall(items, planted.test, users), leakage
+
+
+# ----------------------------------------------------------------------------- losses x samplers
+LOSSES = [
+    "bce",
+    "sampled_softmax",
+    "nce",
+    "infonce",
+    "bpr",
+    "hinge",
+    "positives_only",
+    "contrastive",
+    "lifted",
+    "npair",
+]
+SAMPLERS = ["uniform", "popularity", "in_batch", "mixed", "hard"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_and_sampler_trains_and_lowers_the_loss(planted, loss, sampler):
+    margin = 0.5 if loss in {"contrastive", "hinge", "lifted"} else 0.0
+    model = fit(
+        planted, loss=loss, sampler=sampler, epochs=4, batch_size=512, num_negatives=16, margin=margin
+    )
+    losses = [entry["loss"] for entry in model.history]
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    assert losses[-1] < losses[0], f"{loss}/{sampler} loss did not go down: {losses}"
+    assert np.isfinite(model.item_factors).all()
+
+
+def test_negatives_beat_positives_only_which_folds_clusters_together(planted):
+    """Without negatives nothing pushes unrelated clusters apart: recall drops and recommendations leak
+    into other clusters (folding). In-batch BCE and sampled softmax both fix it."""
+    folded_recall, folded_leak = recall_and_leakage(fit(planted, loss="positives_only"), planted)
+    for loss, sampler in [("sampled_softmax", "uniform"), ("bce", "in_batch")]:
+        recall, leak = recall_and_leakage(fit(planted, loss=loss, sampler=sampler), planted)
+        assert recall > folded_recall + 0.05, f"{loss}: {recall:.3f} vs positives_only {folded_recall:.3f}"
+        assert folded_leak > 1.5 * leak, f"{loss}: leakage {leak:.3f} vs positives_only {folded_leak:.3f}"
+
+
+# ----------------------------------------------------------------------------- architecture options
+def test_mlp_towers_with_learned_temperature_train_well(planted):
+    model = fit(planted, user_layers=[32], item_layers=[32], learn_temperature=True)
+    np.testing.assert_allclose(np.linalg.norm(model.item_factors, axis=1), 1.0, rtol=1e-5)
+    temperatures = [entry["temperature"] for entry in model.history]
+    assert temperatures[-1] != pytest.approx(FAST.temperature) and min(temperatures) >= 0.01
+    assert recall_and_leakage(model, planted)[0] > 0.45  # measured ~0.6
+
+
+def test_projection_head_is_trained_but_retrieval_uses_the_vectors_before_it(planted):
+    model = fit(planted, projection_head=8)
+    assert model.user_factors.shape == (planted.n_users, 16) and model.item_factors.shape == (
+        planted.n_items,
+        16,
+    )
+    users = torch.arange(5)
+    with torch.no_grad():
+        before_head = torch.nn.functional.normalize(model.network.user_tower(users), dim=-1).numpy()
+        trained_on = model.network.user_vectors(users, training=True)
+    np.testing.assert_allclose(model.user_factors[:5], before_head, rtol=1e-5, atol=1e-6)
+    assert trained_on.shape == (5, 8)
+    assert recall_and_leakage(model, planted)[0] > 0.35  # measured ~0.44 (random ~0.09)
+
+
+def test_unnormalised_towers_give_unnormalised_vectors(planted):
+    model = fit(planted, normalize=False, epochs=3)
+    norms = np.linalg.norm(model.item_factors, axis=1)
+    assert not np.allclose(norms, 1.0)
+
+
+def test_fold_in_is_the_weighted_mean_of_history_item_vectors_normalised(planted):
+    model = fit(planted, epochs=2)
+    dense = np.zeros((2, planted.n_items), dtype=np.float32)
+    dense[0, 3], dense[0, 7], dense[1, 5] = 1.0, 3.0, 2.0
+    rows = sp.csr_matrix(dense)
+    got = model.fold_in(rows)
+    v = model.item_factors
+    want0 = (v[3] + 3 * v[7]) / 4
+    np.testing.assert_allclose(got[0], want0 / np.linalg.norm(want0), rtol=1e-5)
+    np.testing.assert_allclose(got[1], v[5] / np.linalg.norm(v[5]), rtol=1e-5)
+    empty = model.fold_in(sp.csr_matrix((1, planted.n_items), dtype=np.float32))
+    assert (empty == 0).all()
+
+
+# ----------------------------------------------------------------------------- features
+def planted_features(planted: Planted, seed: int = 0) -> FeatureSet:
+    """Categorical cluster labels (informative), random multi-hot tags and numeric noise."""
+    rng = np.random.default_rng(seed)
+    n_clusters = int(planted.user_cluster.max()) + 1
+    vocab = ("<unk>", *(f"c{c}" for c in range(n_clusters)))
+    tags = (rng.random((planted.n_items, 6)) < 0.3).astype(np.float32)
+    tags[:, 0] = 0.0
+    return FeatureSet(
+        user={
+            "cluster": FeatureColumn(
+                "cluster", "categorical", planted.user_cluster.astype(np.int64) + 1, vocab
+            ),
+            "age": FeatureColumn("age", "numeric", rng.standard_normal(planted.n_users).astype(np.float32)),
+        },
+        item={
+            "tags": FeatureColumn("tags", "multi_hot", tags, tuple(f"t{i}" for i in range(6))),
+            "cluster": FeatureColumn(
+                "cluster", "categorical", planted.item_cluster.astype(np.int64) + 1, vocab
+            ),
+            "year": FeatureColumn("year", "numeric", rng.standard_normal(planted.n_items).astype(np.float32)),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def featured(planted) -> TwoTower:
+    return TwoTower(FAST.model_copy(update={"use_features": True})).fit(
+        planted.train, features=planted_features(planted)
+    )
+
+
+def test_features_path_trains_with_all_three_encoder_kinds(featured, planted):
+    encoders = featured.network.item_tower.features.encoders
+    assert isinstance(encoders["tags"], torch.nn.Linear) and isinstance(
+        encoders["cluster"], torch.nn.Embedding
+    )
+    assert isinstance(featured.network.user_tower.features.encoders["age"], torch.nn.Linear)
+    assert featured.history[-1]["loss"] < featured.history[0]["loss"]
+    assert recall_and_leakage(featured, planted)[0] > 0.45
+
+
+def test_cold_start_user_with_only_features_gets_their_clusters_items(featured, planted):
+    """An empty history plus the user's cluster feature: the feature-only user tower must point at the
+    right cluster (random would put 1/4 of the list there)."""
+    users = np.arange(planted.n_users)
+    empty = sp.csr_matrix((users.size, planted.n_items), dtype=np.float32)
+    features = {
+        "cluster": planted.user_cluster.astype(np.int64) + 1,
+        "age": np.zeros(users.size, dtype=np.float32),
+    }
+    items, _ = topk(featured.fold_in(empty, user_features=features), featured.item_factors, K)
+    in_cluster = np.mean(planted.item_cluster[items] == planted.user_cluster[:, None])
+    assert in_cluster > 0.8
+
+
+def test_features_are_ignored_unless_use_features(planted):
+    model = TwoTower(FAST.model_copy(update={"epochs": 1})).fit(
+        planted.train, features=planted_features(planted)
+    )
+    assert model.network.user_tower.features is None and model.feature_specs == {}
+
+
+def test_misaligned_features_are_refused(planted):
+    from recsys.errors import DataError
+
+    features = planted_features(planted)
+    short = FeatureSet(user={}, item={"year": FeatureColumn("year", "numeric", np.zeros(3, np.float32))})
+    assert features.item["year"].values.shape[0] == planted.n_items
+    with pytest.raises(DataError, match="3 rows but there are 120 items"):
+        TwoTower(FAST.model_copy(update={"use_features": True})).fit(planted.train, features=short)
+
+
+def test_save_load_keeps_tower_weights_and_features(featured, planted, tmp_path: Path):
+    target = featured.save(tmp_path / "tt")
+    assert json.loads((target / "features.json").read_text())["user"][0]["name"] == "cluster"
+    loaded = Recommender.load(target)
+    assert isinstance(loaded, TwoTower)
+    loaded.refresh_factors()  # recompute from the loaded towers: must reproduce the saved factors
+    np.testing.assert_allclose(loaded.item_factors, featured.item_factors, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loaded.user_factors, featured.user_factors, rtol=1e-6, atol=1e-6)
+    cold = {"cluster": np.array([1, 2]), "age": np.zeros(2, np.float32)}
+    empty = sp.csr_matrix((2, planted.n_items), dtype=np.float32)
+    np.testing.assert_allclose(
+        loaded.fold_in(empty, user_features=cold),
+        featured.fold_in(empty, user_features=cold),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+# ----------------------------------------------------------------------------- ML-100K feature loader
+def test_recbole_features_are_aligned_to_the_vocab_with_unknowns(ml100k_dir):
+    item_ids = np.array(["2", "1", "no-such-item"])
+    user_ids = np.array(["1", "no-such-user", "2"])
+    fs = load_recbole_features(ml100k_dir / "ml-100k.item", ml100k_dir / "ml-100k.user", item_ids, user_ids)
+    genres = fs.item["genres"]
+    vocab = list(genres.vocabulary)
+    assert (
+        len(vocab) == 20 and vocab[0] == "<unk>" and "unknown" in vocab
+    )  # ML-100K: 19 genres (one is "unknown")
+    toy_story = {vocab[j] for j in np.flatnonzero(genres.values[1])}
+    assert toy_story == {"Animation", "Children's", "Comedy"}
+    assert {vocab[j] for j in np.flatnonzero(genres.values[0])} == {"Action", "Adventure", "Thriller"}
+    assert genres.values[2].sum() == 0
+    year = fs.item["release_year"]
+    assert year.values[0] * year.std + year.mean == pytest.approx(1995, abs=1e-3) and year.values[2] == 0
+    age = fs.user["age"]
+    assert age.values[0] * age.std + age.mean == pytest.approx(24, abs=1e-3)  # user 1: 24 M technician
+    assert age.values[2] * age.std + age.mean == pytest.approx(53, abs=1e-3)  # user 2: 53 F other
+    gender, job = fs.user["gender"], fs.user["occupation"]
+    assert [gender.vocabulary[c] for c in gender.values] == ["M", "<unk>", "F"]
+    assert [job.vocabulary[c] for c in job.values] == ["technician", "<unk>", "other"]
+
+
+def test_recbole_features_report_a_missing_file_or_column(tmp_path: Path):
+    from recsys.errors import DataError
+
+    with pytest.raises(DataError, match="not found"):
+        load_recbole_features(tmp_path / "nope.item", None, np.array(["1"]), np.array(["1"]))
+    bad = tmp_path / "bad.user"
+    bad.write_text("user_id:token\tage:token\n1\t20\n")
+    with pytest.raises(DataError, match=r"bad.user: missing column\(s\) \['gender', 'occupation'\]"):
+        load_recbole_features(None, bad, np.array(["1"]), np.array(["1"]))
+
+
+def test_numeric_feature_missing_values_become_the_mean(tmp_path: Path):
+    users = tmp_path / "u.user"
+    users.write_text(
+        "user_id:token\tage:token\tgender:token\toccupation:token\n1\t20\tM\tx\n2\t\tF\t\n3\t40\t\ty\n"
+    )
+    fs = load_recbole_features(None, users, np.array(["1"]), np.array(["1", "2", "3"]))
+    np.testing.assert_allclose(fs.user["age"].values, [-1.0, 0.0, 1.0], atol=1e-6)  # mean 30, std 10
+    assert fs.user["gender"].values.tolist() == [2, 1, 0]  # <unk>, F, M
+    assert fs.user["occupation"].values.tolist() == [1, 0, 2]
