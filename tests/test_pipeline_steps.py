@@ -1,0 +1,117 @@
+"""pipelines/ steps without Prefect: landing-zone ingest across scheduled runs, train/evaluate/tune
+commands on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.data import prepare_dataset
+from pipelines.run import load_data_and_split
+from recsys.cli import app
+from recsys.config import load_config
+
+TINY = [
+    "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.synthetic.n_clusters=3",
+    "data.synthetic.interactions_per_user=12", "data.min_user_interactions=2",
+    "split.validation_fraction=0.15", "evaluation.ks=[5, 20]", "evaluation.bootstrap_samples=50",
+]
+
+
+def _log(path: Path, users: list[str], items: list[str], start: int) -> None:
+    pl.DataFrame({
+        "user_id": users, "item_id": items,
+        "timestamp": [start + i for i in range(len(users))], "rating": [4.0] * len(users),
+    }).write_csv(path)
+
+
+def test_landing_directory_ingests_only_new_files_and_keeps_the_vocab(tmp_path):
+    """A scheduled run picks up the files added since the last run; old indices never move."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    rng = np.random.default_rng(0)
+    users = [f"u{i}" for i in rng.integers(0, 30, 300)]
+    items = [f"i{i}" for i in rng.integers(0, 40, 300)]
+    _log(landing / "day1.csv", users, items, 1_700_000_000)
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+
+    first = prepare_dataset(cfg)
+    data1, _ = load_data_and_split(first, cfg)
+    again = prepare_dataset(cfg)
+    assert again.reused and again.fingerprint == first.fingerprint and again.ingested_files == []
+
+    _log(landing / "day2.csv", ["u0", "new-user"], ["i0", "new-item"], 1_700_100_000)
+    second = prepare_dataset(cfg)
+    data2, _ = load_data_and_split(second, cfg)
+    assert second.ingested_files == ["day2.csv"]
+    assert second.processed_dir == first.processed_dir and second.fingerprint != first.fingerprint
+    assert list(data2.user_ids[: data1.n_users]) == list(data1.user_ids)  # append-only vocab
+    assert list(data2.item_ids[: data1.n_items]) == list(data1.item_ids)
+    assert "new-user" in set(data2.user_ids[data1.n_users:]) and "new-item" in set(data2.item_ids[data1.n_items:])
+
+
+def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
+    from recsys.errors import DataError
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _log(landing / "day1.csv", ["a", "b"], ["x", "y"], 1_700_000_000)
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    prepare_dataset(cfg)
+    _log(landing / "day1.csv", ["a", "c"], ["x", "z"], 1_700_000_000)
+    with pytest.raises(DataError, match="append-only"):
+        prepare_dataset(cfg)
+
+
+def _sets(tmp_path: Path) -> list[str]:
+    out = []
+    for item in [*TINY, f'data.processed_dir="{tmp_path / "processed"}"', f'data.raw_dir="{tmp_path / "raw"}"',
+                 'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=8, iterations=3, threads=1}]']:
+        out += ["--set", item]
+    return out
+
+
+def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
+    runner = CliRunner()
+    models = tmp_path / "models"
+    trained = runner.invoke(app, ["train", *_sets(tmp_path), "--models", str(models)])
+    assert trained.exit_code == 0, trained.output
+    assert (models / "wals" / "config.json").is_file() and (models / "pop" / "factors.safetensors").is_file()
+
+    out = tmp_path / "eval.json"
+    evaluated = runner.invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(models), "--json", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads(out.read_text())
+    assert set(summary) == {"pop", "wals"}
+    lo, hi = summary["wals"]["ci"]["recall@20"]
+    assert lo <= summary["wals"]["metrics"]["recall@20"] <= hi
+    assert summary["wals"]["metrics"]["recall@20"] > summary["pop"]["metrics"]["recall@20"]
+
+
+def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(tmp_path / "none")])
+    assert result.exit_code == 2
+    assert "no saved model" in result.output and "Traceback" not in result.output
+
+
+def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
+    out = tmp_path / "tuned.toml"
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tuned = load_config(out)  # the written file is a valid config
+    wals = tuned.model("wals")
+    header = out.read_text().splitlines()[0]
+    assert header.startswith("# tuned by") and "best validation recall@20" in header
+    assert wals.factors in (32, 64, 128, 256) and 5 <= wals.iterations <= 30  # from the search space
+    assert tomllib.loads(out.read_text())["split"]["validation_fraction"] == pytest.approx(0.15)
+
+
+def test_tune_refuses_a_model_with_nothing_to_tune(tmp_path):
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "pop", "--trials", "1"])
+    assert result.exit_code == 2 and "nothing to tune" in result.output
