@@ -256,8 +256,14 @@ class HardNegativeSampler:
 class PositiveLookup:
     """Membership test "did user u interact with item j in training?" for whole (B, N) grids at once.
 
-    Keys `u * n_items + j` are sorted once; a query is one `torch.searchsorted`, so masking accidental
-    hits costs O(B N log nnz) with no Python loop.
+    Two vectorised paths, same answer:
+    - shared candidates `(N,)` (the common case): walk the batch users' CSR rows and keep the items
+      that are among the candidates, then scatter True into the grid. Work is O(nnz of the distinct
+      batch users + B N) with no search per grid cell; the grid search below cost ~0.7 s per mask at
+      B = 4096, N = 1024 on ML-100K and dominated the training step.
+    - per-example candidates `(B, N)`: keys `u * n_items + j` are sorted once and the grid is one
+      `torch.searchsorted`, O(B N log nnz).
+    Tensors are copied to the query's device once and cached there (`keys` may also be moved by hand).
     """
 
     def __init__(self, train: sp.spmatrix) -> None:
@@ -267,9 +273,23 @@ class PositiveLookup:
         rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(csr.indptr))
         keys = np.unique(rows * self.n_items + csr.indices.astype(np.int64))
         self.keys = torch.as_tensor(keys, dtype=torch.long)
+        self.indptr = torch.as_tensor(csr.indptr.astype(np.int64))
+        self.indices = torch.as_tensor(csr.indices.astype(np.int64))
+        self._csr_on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _csr(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._csr_on:
+            self._csr_on[device] = (self.indptr.to(device), self.indices.to(device))
+        return self._csr_on[device]
 
     def contains(self, user_idx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Bool `(B, N)`: item `items[b, n]` (or `items[n]` when 1-D) is a training positive of `user_idx[b]`."""
+        if items.dim() == 1:
+            return self.contains_shared(user_idx, items)
+        return self.contains_by_search(user_idx, items)
+
+    def contains_by_search(self, user_idx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The sorted-key search for any `(N,)` or `(B, N)` grid: one searchsorted over B x N keys."""
         keys_sorted = self.keys.to(items.device)
         grid = items.unsqueeze(0) if items.dim() == 1 else items
         query = user_idx.to(items.device).long().unsqueeze(1) * self.n_items + grid
@@ -277,6 +297,36 @@ class PositiveLookup:
             return torch.zeros(query.shape, dtype=torch.bool, device=items.device)
         where = torch.searchsorted(keys_sorted, query).clamp(max=keys_sorted.numel() - 1)
         return keys_sorted[where] == query
+
+    def contains_shared(self, user_idx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Bool `(B, N)` for one candidate list `(N,)` shared by the batch, from the users' CSR rows.
+
+        Users and candidates are deduplicated first (a batch of interactions repeats active users;
+        samplers draw with replacement), the small `(distinct users, distinct candidates)` grid is
+        filled from the rows' positives, then expanded back to `(B, N)` by gathering columns and rows.
+        """
+        device = items.device
+        batch = int(user_idx.shape[0])
+        if items.numel() == 0 or batch == 0:
+            return torch.zeros((batch, items.numel()), dtype=torch.bool, device=device)
+        indptr, indices = self._csr(device)
+        users, user_row = torch.unique(user_idx.to(device).long(), return_inverse=True)
+        candidates, candidate_col = torch.unique(items.long(), return_inverse=True)  # sorted
+        starts = indptr[users]
+        lengths = indptr[users + 1] - starts
+        total = int(lengths.sum())
+        owner = torch.repeat_interleave(
+            torch.arange(users.numel(), device=device), lengths, output_size=total
+        )
+        # position of each of the owners' positives in `indices`: row start + rank within the row
+        first_of_owner = torch.cumsum(lengths, 0) - lengths
+        liked = indices[starts[owner] + torch.arange(total, device=device) - first_of_owner[owner]]
+        col = torch.searchsorted(candidates, liked).clamp(max=candidates.numel() - 1)
+        hit = candidates[col] == liked
+        small = torch.zeros((users.numel(), candidates.numel()), dtype=torch.bool, device=device)
+        small[owner[hit], col[hit]] = True
+        # columns first on the small grid, then whole-row copies: ~10x faster than one 2-D gather
+        return small.index_select(1, candidate_col).index_select(0, user_row)
 
 
 def accidental_hit_mask(

@@ -174,6 +174,44 @@ def test_positive_lookup_matches_dense_on_random_matrix():
     assert item_counts_from_csr(train).tolist() == dense.sum(axis=0).tolist()
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_shared_row_walk_equals_key_search_and_dense_truth(seed):
+    """The CSR row walk (shared candidates) against the sorted-key search and a dense lookup, on data with
+    everything that can trip it: repeated batch users, repeated candidates, users with empty rows,
+    duplicate and explicit-zero entries in the CSR, and candidates nobody likes."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 60, 45
+    rows, cols = rng.integers(0, n_users - 5, 400), rng.integers(0, n_items - 3, 400)  # last rows/cols empty
+    values = rng.choice([0.0, 1.0, 2.0], size=400, p=[0.1, 0.6, 0.3]).astype(np.float32)
+    train = sp.csr_matrix((values, (rows, cols)), shape=(n_users, n_items))
+    train.data[rng.random(train.nnz) < 0.05] = 0.0  # explicit zeros after summing duplicates
+    lookup, dense = PositiveLookup(train), train.toarray() != 0
+    users = torch.as_tensor(rng.integers(0, n_users, 200))
+    pos = torch.as_tensor(rng.integers(0, n_items, 200))
+    shared = torch.as_tensor(rng.integers(0, n_items, 70))  # 70 draws from 45 items: duplicates
+    expected = torch.as_tensor(dense[users.numpy()[:, None], shared.numpy()[None, :]])
+    assert torch.equal(lookup.contains_shared(users, shared), expected) and expected.any()
+    assert torch.equal(lookup.contains(users, shared), lookup.contains_by_search(users, shared))
+    with_positive = expected | (shared.unsqueeze(0) == pos.unsqueeze(1))
+    assert torch.equal(accidental_hit_mask(users, pos, shared, lookup), with_positive)
+    per_example = torch.as_tensor(rng.integers(0, n_items, (200, 30)))
+    expected_pe = torch.as_tensor(dense[users.numpy()[:, None], per_example.numpy()])
+    assert torch.equal(lookup.contains(users, per_example), expected_pe)
+    # the shared path on an expanded grid is the per-example path on the same cells
+    assert torch.equal(lookup.contains(users, shared.expand(200, 70)), expected)
+
+
+def test_shared_row_walk_edge_cases():
+    lookup = PositiveLookup(TRAIN)
+    empty_candidates = lookup.contains_shared(torch.tensor([0, 1]), torch.empty(0, dtype=torch.long))
+    assert empty_candidates.shape == (2, 0)
+    assert lookup.contains_shared(torch.empty(0, dtype=torch.long), torch.tensor([0, 1])).shape == (0, 2)
+    only_empty_user = lookup.contains_shared(torch.tensor([2, 2]), torch.tensor([0, 1, 2, 3, 4, 5]))
+    assert not only_empty_user.any() and only_empty_user.shape == (2, 6)
+    nobody = PositiveLookup(sp.csr_matrix((3, 6), dtype=np.float32))
+    assert not nobody.contains_shared(USERS, torch.tensor([0, 5, 5])).any()
+
+
 def test_negative_mask_masks_in_batch_diagonal_always_and_duplicates_only_as_hits():
     users, pos = torch.tensor([0, 1, 2]), torch.tensor([3, 5, 3])  # users 0 and 2 share positive 3
     negs = InBatchSampler(COUNTS).sample(users, pos, gen())
