@@ -7,10 +7,16 @@ encode users, positives and negatives (shared negatives are one `(B, d) @ (d, N)
 loss), mask accidental hits, apply the loss (`recsys.losses`, with logQ correction when configured),
 clip, step.
 
-Written as the one-process case of data-parallel training: batches are sharded by
-`(rank, world_size)` (defaults `(0, 1)`), negatives pass through `gather_negatives` (identity for
-one process; an all-gather across ranks under DDP), and only rank 0 checkpoints. DDP itself is not
-implemented yet.
+Written as the one-process case of data-parallel training (`recsys.distributed`): `batch_size` is
+per rank, so a global batch is `world_size * batch_size` interactions of one seeded permutation that
+every rank draws identically. Each rank encodes its contiguous share of the global batch through the
+DDP-wrapped `TowerForward`; negatives are sampled for the whole global batch on every rank (same
+generator state, so same draws and same `log q`, no communication); the in-batch item vectors are
+all-gathered with autograd (`gather_negatives`); each rank's loss is scaled so DDP's gradient average
+is the gradient of the one-process loss over the global batch. One process is the case
+`(rank, world_size) = (0, 1)`: shares are whole batches, the gather is the identity, no DDP wrapper.
+Rank and world size default to the current process group (none: `(0, 1)`). Only rank 0 checkpoints;
+stop decisions and validation scores are agreed across ranks so no rank is left waiting.
 
 Checkpoints (end of every epoch, into `config.checkpoint_dir`): model, optimizer, RNG states, best
 weights as safetensors, everything else as JSON. No pickle, so `torch.save` is not used. A run
@@ -39,15 +45,16 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
+from recsys import distributed
 from recsys.errors import ModelError
 from recsys.losses import get_loss
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
     PositiveLookup,
+    accidental_hit_mask,
     build_sampler,
     item_counts_from_csr,
-    negative_mask,
 )
 
 if TYPE_CHECKING:
@@ -125,20 +132,38 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def global_batches(
+    n: int, batch_size: int, generator: torch.Generator, world_size: int = 1
+) -> Iterator[torch.Tensor]:
+    """One epoch of global batches (`world_size * batch_size` positions each) from one seeded
+    permutation; every rank draws the same one, so every rank knows every global batch."""
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    yield from torch.split(order, batch_size * world_size)
+
+
 def shard_batches(
     n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
 ) -> Iterator[torch.Tensor]:
-    """One epoch: a seeded permutation of interaction positions, this rank's share, in slices."""
-    order = torch.randperm(n, generator=generator, device=generator.device)
-    mine = order[rank::world_size] if world_size > 1 else order
-    yield from torch.split(mine, batch_size)
+    """One epoch: this rank's contiguous share of each global batch (`rank_share`). The shares of
+    all ranks partition the epoch, and every rank runs the same number of steps (a rank whose share
+    of a short last batch is empty still steps, so collectives stay matched)."""
+    for batch in global_batches(n, batch_size, generator, world_size):
+        yield batch[distributed.rank_share(batch.shape[0], rank, world_size)]
 
 
-def gather_negatives(vectors: torch.Tensor, world_size: int = 1) -> torch.Tensor:
-    """Negatives shared across ranks (an all-gather under DDP); the identity for one process."""
+def gather_negatives(
+    vectors: torch.Tensor, world_size: int = 1, sizes: list[int] | None = None
+) -> torch.Tensor:
+    """The global batch's in-batch item vectors from each rank's share: an all-gather with autograd
+    (gradients return to the owning rank) under DDP; the identity for one process."""
     if world_size == 1:
         return vectors
-    raise NotImplementedError("multi-process (DDP) training is not implemented yet")
+    if not distributed.is_distributed():
+        raise ModelError(
+            f"world_size={world_size} but no torch.distributed process group is initialised; "
+            "launch with torchrun (or `recsys train --nproc N`)"
+        )
+    return distributed.all_gather_with_grad(vectors, sizes)
 
 
 def hard_negative_scorer(network: TwoTowerNetwork) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -154,7 +179,8 @@ def hard_negative_scorer(network: TwoTowerNetwork) -> Callable[[torch.Tensor], t
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
-    return math.ceil(math.ceil(n / world_size) / batch_size)
+    """Global batches per epoch (the same on every rank)."""
+    return math.ceil(n / (batch_size * world_size))
 
 
 # ===================================================================== state
@@ -183,29 +209,107 @@ class TrainResult:
 
 
 # ===================================================================== one step
-def encode_negatives(
-    network: TwoTowerNetwork, negatives: Negatives, pos_vecs: torch.Tensor, world_size: int
+class TowerForward(torch.nn.Module):
+    """Everything a step encodes, as one `forward`, because DDP synchronises gradients only for work
+    done inside the wrapped module's forward: users, positives and extra (sampled) items in one pass.
+
+    Returns `(user_vecs, pos_vecs, extra_vecs, temperature)`; `extra_vecs` is `(0, d)` when no items
+    besides the positives are needed (in-batch sampling, positives-only loss)."""
+
+    def __init__(self, network: TwoTowerNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, extra_items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        user_vecs = self.network.user_vectors(users, training=True)
+        item_vecs = self.network.item_vectors(torch.cat([items, extra_items]), training=True)
+        n = items.shape[0]
+        return user_vecs, item_vecs[:n], item_vecs[n:], self.network.temperature()
+
+
+@dataclass(frozen=True)
+class Share:
+    """This rank's rows of a global batch: `rows` (a slice of it) and every rank's row count."""
+
+    rows: slice
+    sizes: list[int]
+
+    @classmethod
+    def of(cls, total: int, rank: int = 0, world_size: int = 1) -> Share:
+        return cls(
+            distributed.rank_share(total, rank, world_size), distributed.split_sizes(total, world_size)
+        )
+
+    @property
+    def local(self) -> int:
+        return self.rows.stop - self.rows.start
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+
+def local_negatives(negatives: Negatives, share: Share) -> Negatives:
+    """The global batch's negatives as this rank's rows see them: shared candidates unchanged,
+    per-example candidates and every per-row `log q` cut to the rank's rows."""
+    rows = share.rows
+    items = negatives.items if negatives.shared else negatives.items[rows]
+    log_q = negatives.log_q if negatives.shared else negatives.log_q[rows]
+    return Negatives(items, log_q, negatives.pos_log_q[rows], negatives.in_batch)
+
+
+def extra_items(negatives: Negatives) -> torch.Tensor:
+    """Candidates the item tower must encode: all but the leading in-batch columns (flattened)."""
+    k = negatives.in_batch
+    return negatives.items[k:] if negatives.shared else negatives.items[:, k:].reshape(-1)
+
+
+def assemble_negatives(
+    negatives: Negatives, in_batch_vecs: torch.Tensor | None, extra_vecs: torch.Tensor
 ) -> torch.Tensor:
-    """Negative item vectors, `(N, d)` shared or `(B, N, d)` per example. In-batch columns reuse the
-    positives' vectors instead of running the item tower again."""
-    items, k = negatives.items, negatives.in_batch
+    """Negative vectors in candidate order, `(N, d)` shared or `(B, N, d)` per example. In-batch
+    columns reuse the (gathered) positives' vectors instead of running the item tower again."""
+    k = negatives.in_batch
     if negatives.shared:
-        if k and items.shape[0] == k:
-            vecs = pos_vecs
-        elif k:
-            vecs = torch.cat([pos_vecs, network.item_vectors(items[k:], training=True)])
-        else:
-            vecs = network.item_vectors(items, training=True)
-        return gather_negatives(vecs, world_size)
-    batch, num = items.shape
-    if k:
-        rest = network.item_vectors(items[:, k:].reshape(-1), training=True).view(batch, num - k, -1)
-        return torch.cat([pos_vecs.unsqueeze(0).expand(batch, k, -1), rest], dim=1)
-    return network.item_vectors(items.reshape(-1), training=True).view(batch, num, -1)
+        if not k:
+            return extra_vecs
+        assert in_batch_vecs is not None
+        return in_batch_vecs if extra_vecs.shape[0] == 0 else torch.cat([in_batch_vecs, extra_vecs])
+    batch, num = negatives.items.shape
+    rest = extra_vecs.view(batch, num - k, -1)
+    if not k:
+        return rest
+    assert in_batch_vecs is not None
+    return torch.cat([in_batch_vecs.unsqueeze(0).expand(batch, k, -1), rest], dim=1)
+
+
+def hit_mask_for(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    negatives: Negatives,
+    share: Share,
+    positives: PositiveLookup | None,
+) -> torch.Tensor | None:
+    """`hit_mask` for this rank's rows: each row's own in-batch column (at its position in the
+    *global* batch, so not the local diagonal unless this is rank 0) and, when `positives` is given,
+    every accidental hit. Equals `recsys.sampling.negative_mask` for one process."""
+    batch, n = int(items.shape[0]), negatives.num
+    mask = None
+    if negatives.in_batch:
+        own = torch.arange(share.rows.start, share.rows.stop, device=negatives.items.device)
+        mask = torch.zeros((batch, n), dtype=torch.bool, device=negatives.items.device)
+        inside = own < negatives.in_batch
+        mask[torch.arange(batch, device=mask.device)[inside], own[inside]] = True
+    if positives is not None:
+        hits = accidental_hit_mask(users, items, negatives.items, positives).expand(batch, n)
+        mask = hits if mask is None else mask | hits
+    return mask
 
 
 def compute_loss(
-    network: TwoTowerNetwork,
+    step: torch.nn.Module,
     users: torch.Tensor,
     items: torch.Tensor,
     *,
@@ -214,17 +318,23 @@ def compute_loss(
     loss_fn: Callable[..., torch.Tensor],
     positives: PositiveLookup | None,
     generator: torch.Generator,
+    share: Share | None = None,
     world_size: int = 1,
 ) -> torch.Tensor:
-    """Forward pass of one batch to the scalar loss."""
-    user_vecs = network.user_vectors(users, training=True)
-    pos_vecs = network.item_vectors(items, training=True)
-    temperature = network.temperature()
+    """Forward pass of this rank's share of one global batch (`users`, `items`) to its mean loss.
+
+    `step` is a `TowerForward` (DDP-wrapped under a process group). Negatives are drawn for the whole
+    global batch, so every rank draws the same ones (and the generator stays in step across ranks)."""
+    share = share or Share.of(int(users.shape[0]))
+    mine_users, mine_items = users[share.rows], items[share.rows]
     if cfg.loss == "positives_only":
+        user_vecs, pos_vecs, _, temperature = step(mine_users, mine_items, mine_items[:0])
         return loss_fn(user_vecs, pos_vecs, None, None, temperature=temperature, margin=cfg.margin)
-    negatives = sampler.sample(users, items, generator)
-    neg_vecs = encode_negatives(network, negatives, pos_vecs, world_size)
-    hit_mask = negative_mask(users, items, negatives, positives)
+    negatives = local_negatives(sampler.sample(users, items, generator), share)
+    user_vecs, pos_vecs, extra_vecs, temperature = step(mine_users, mine_items, extra_items(negatives))
+    in_batch = gather_negatives(pos_vecs, world_size, share.sizes) if negatives.in_batch else None
+    neg_vecs = assemble_negatives(negatives, in_batch, extra_vecs)
+    hit_mask = hit_mask_for(mine_users, mine_items, negatives, share, positives)
     use_log_q = cfg.logq_correction or cfg.loss == "nce"  # NCE needs q by definition
     return loss_fn(
         user_vecs,
@@ -257,9 +367,14 @@ def optimizer_step(
 
 
 # ===================================================================== checkpoints
-def run_fingerprint(cfg: TwoTowerConfig, train: sp.csr_matrix) -> str:
-    """Config (minus fields that may change on resume) + data: a checkpoint from another run is refused."""
+def run_fingerprint(cfg: TwoTowerConfig, train: sp.csr_matrix, world_size: int = 1) -> str:
+    """Config (minus fields that may change on resume) + data: a checkpoint from another run is refused.
+
+    The batch enters as the *global* batch (`batch_size * world_size`): that, not the split across
+    ranks, decides the trajectory, so a checkpoint resumes under any world size that keeps it (and
+    one-process fingerprints are what they always were)."""
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUME_INSENSITIVE_FIELDS}
+    settings["batch_size"] = cfg.batch_size * world_size
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(np.asarray(train.shape, dtype=np.int64).tobytes())
     digest.update(train.indptr.astype(np.int64).tobytes())
@@ -302,6 +417,8 @@ def save_checkpoint(
     state: LoopState,
     best_weights: dict[str, torch.Tensor] | None,
     fingerprint: str,
+    world_size: int = 1,
+    global_batch: int | None = None,
 ) -> Path:
     """Write `epoch-NNNN/` atomically (temp dir + rename), point `latest.json` at it, drop older ones."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -321,6 +438,8 @@ def save_checkpoint(
         "optimizer": opt_meta,
         "generator_device": str(generator.device),
         "has_best": best_weights is not None,
+        "world_size": world_size,  # informational: a resume may use any world size ...
+        "global_batch": global_batch,  # ... that keeps this
     }
     name = f"epoch-{state.epoch:04d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
@@ -354,9 +473,16 @@ def restore_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     fingerprint: str,
+    global_batch: int | None = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
     """Load everything `save_checkpoint` wrote back into live objects; refuse another run's checkpoint."""
     meta = json.loads((path / "state.json").read_text())
+    saved, ranks = meta.get("global_batch"), meta.get("world_size", 1)
+    if global_batch is not None and saved is not None and saved != global_batch:
+        raise ModelError(
+            f"{path}: checkpoint was trained with a global batch of {saved} ({ranks} rank(s)); this run's is "
+            f"{global_batch}: set batch_size = {saved} / world size to resume it, or use another checkpoint_dir"
+        )
     if meta.get("fingerprint") != fingerprint:
         raise ModelError(
             f"{path}: checkpoint belongs to a different config or training data; "
@@ -422,38 +548,48 @@ def run_epoch(
     update_bar: Callable[..., None],
     rank: int,
     world_size: int,
+    step: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """One pass over this rank's share of the interactions; returns the epoch's metrics."""
+    """One pass over the interactions (this rank's share of every global batch); returns the
+    epoch's metrics for the whole global batch stream, identical on every rank.
+
+    `step` is the (DDP-wrapped) `TowerForward` of `network`; built here for one process."""
+    step = step if step is not None else TowerForward(network)
     network.train()
     start = time.perf_counter()
     loss_sum, examples, step_in_epoch = 0.0, 0, 0
     lr = cfg.lr
-    for batch in shard_batches(users.shape[0], cfg.batch_size, generator, rank, world_size):
+    for batch in global_batches(users.shape[0], cfg.batch_size, generator, world_size):
         if max_steps is not None and step_in_epoch >= max_steps:
             break
         lr = learning_rate(cfg, state.epoch, state.global_step, total_steps)
         set_learning_rate(optimizer, lr)
-        b_users, b_items = users[batch], items[batch]
-        loss = compute_loss(
-            network,
-            b_users,
-            b_items,
+        share = Share.of(int(batch.shape[0]), rank, world_size)
+        local_mean = compute_loss(
+            step,
+            users[batch],
+            items[batch],
             cfg=cfg,
             sampler=sampler,
             loss_fn=loss_fn,
             positives=positives,
             generator=generator,
+            share=share,
             world_size=world_size,
         )
-        value = float(loss.item())
+        value = float(local_mean.item()) if share.local else 0.0
         step_in_epoch += 1
         check_finite(value, state.epoch + 1, step_in_epoch, lr)
+        loss = distributed.global_mean_share(local_mean, share.local, share.total, world_size)
         optimizer_step(network, optimizer, loss, cfg.grad_clip)
         state.global_step += 1
-        loss_sum += value * batch.shape[0]
-        examples += batch.shape[0]
+        loss_sum += value * share.local
+        examples += share.local
         update_bar(advance=1, loss=value, rate=examples / max(time.perf_counter() - start, 1e-9))
     seconds = max(time.perf_counter() - start, 1e-9)
+    if world_size > 1:  # one collective per epoch: the loss of the global batches, not this rank's share
+        loss_sum, global_examples = distributed.all_reduce_sum([loss_sum, examples], users.device)
+        examples = int(global_examples)
     return {
         "loss": loss_sum / max(examples, 1),
         "examples_per_s": examples / seconds,
@@ -487,8 +623,8 @@ def train_two_tower(
     callback: EpochCallback | None = None,
     max_epochs_this_run: int | None = None,
     max_steps: int | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> TrainResult:
     """Train `network` in place on the interactions of `train` (users x items CSR).
 
@@ -498,8 +634,15 @@ def train_two_tower(
     return True to stop (as may `max_epochs_this_run`; both leave a resumable checkpoint).
     `max_steps` cuts every epoch after that many steps (benchmarks and smoke tests on big data; the
     epoch then counts as done, so do not mix it with checkpoints you mean to resume).
+
+    `rank` / `world_size` default to the current `torch.distributed` process group ((0, 1) without
+    one), so `TwoTower.fit` under torchrun trains data-parallel with no other change. Every rank must
+    call this with the same config and data. `cfg.batch_size` is per rank: the global batch is
+    `world_size * batch_size`, and a resume may use any world size (the global batch then changes).
     """
-    device = resolve_device(cfg.device)
+    rank = distributed.rank() if rank is None else rank
+    world_size = distributed.world_size() if world_size is None else world_size
+    device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)
         users, items = interaction_tensors(train, device)
@@ -515,19 +658,26 @@ def train_two_tower(
         generator = torch.Generator(device=device)
         generator.manual_seed(cfg.seed)
         state, best = LoopState(), None
-        fingerprint = run_fingerprint(cfg, train)
+        fingerprint = run_fingerprint(cfg, train, world_size)
         checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         resume = latest_checkpoint(checkpoints) if checkpoints is not None else None
         if resume is not None:
             state, best = restore_checkpoint(
-                resume, network=network, optimizer=optimizer, generator=generator, fingerprint=fingerprint
-            )
+                resume, network=network, optimizer=optimizer, generator=generator,
+                fingerprint=fingerprint, global_batch=cfg.batch_size * world_size,
+            )  # fmt: skip
         resumed_from = state.epoch
+        if world_size > 1:
+            distributed.check_same_everywhere(resumed_from, "the epoch to resume from", device)
+        step = (
+            distributed.wrap_ddp(TowerForward(network), device) if world_size > 1 else TowerForward(network)
+        )
         earlier_history = list(state.history)
         per_epoch = steps_per_epoch(users.shape[0], cfg.batch_size, world_size)
         total_steps = per_epoch * cfg.epochs
         epochs_this_run = 0
-        with progress_bar(per_epoch * max(cfg.epochs - state.epoch, 0), cfg.quiet) as update_bar:
+        bar_total = per_epoch * max(cfg.epochs - state.epoch, 0)
+        with progress_bar(bar_total, cfg.quiet or rank != 0) as update_bar:
             while state.epoch < cfg.epochs and not state.stopped_early:
                 update_bar(epoch=state.epoch + 1)
                 metrics = run_epoch(
@@ -546,11 +696,14 @@ def train_two_tower(
                     update_bar=update_bar,
                     rank=rank,
                     world_size=world_size,
+                    step=step,
                 )
                 state.epoch += 1
                 epochs_this_run += 1
                 if validate is not None and evaluation_due(cfg, state.epoch):
                     value = validate()[cfg.validation_metric]
+                    if world_size > 1:  # every rank must take the same early-stopping decision
+                        value = distributed.broadcast_value(value, device)
                     metrics[f"val_{cfg.validation_metric}"] = value
                     best = track_best(state, value, network, best)
                     patience = cfg.early_stopping_patience
@@ -566,8 +719,12 @@ def train_two_tower(
                         state=state,
                         best_weights=best,
                         fingerprint=fingerprint,
+                        world_size=world_size,
+                        global_batch=cfg.batch_size * world_size,
                     )
                 stop = callback(state.epoch, metrics) if callback is not None else None
+                if world_size > 1:  # a callback on one rank (rank 0's MLflow) may stop all of them
+                    stop = distributed.any_rank(bool(stop), device)
                 if stop or (max_epochs_this_run is not None and epochs_this_run >= max_epochs_this_run):
                     break
         if best is not None:

@@ -207,7 +207,7 @@ def test_batches_cover_every_interaction_once_and_shards_partition_them():
     assert steps_per_epoch(11, 3, world_size=2) == 2
     x = torch.randn(3, 2)
     assert gather_negatives(x, 1) is x
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ModelError, match="no torch.distributed process group"):
         gather_negatives(x, 2)
 
 

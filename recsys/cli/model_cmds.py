@@ -44,18 +44,43 @@ def train(
     set_: SetOption = None,
     models_dir: ModelsDir = Path("data/models"),
     only: OnlyOption = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Train two-tower models on N local processes (torchrun; gloo on CPU, nccl on GPU).")
+    ] = 1,
 ) -> None:
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
 
     No MLflow, no Prefect: the quick loop for a notebook or a terminal. `recsys run` does it all.
+    With --nproc N, two-tower models train with DistributedDataParallel on N processes; batch_size
+    is per process (the global batch is batch_size x N).
     """
     from pipelines.train import train_model
 
     cfg, split = _prepare(config, set_)
     for model_cfg in _selected(cfg, only):
+        if nproc > 1 and model_cfg.kind == "two_tower":
+            _train_distributed(model_cfg, split, models_dir / model_cfg.name, nproc)
+            continue
         with console.status(f"training {model_cfg.name}"):
             model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name)
         console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
+
+
+def _train_distributed(model_cfg, split, out: Path, nproc: int) -> None:
+    """Hand the split and config to `torchrun ... -m recsys.distributed train` and wait."""
+    import subprocess
+    import tempfile
+
+    from recsys.distributed import save_split, torchrun_command
+    from recsys.errors import ModelError
+
+    with tempfile.TemporaryDirectory(prefix="recsys-ddp-") as tmp:
+        save_split(split, Path(tmp) / "split")
+        (Path(tmp) / "model.json").write_text(model_cfg.model_dump_json())
+        args = ["train", "--split", f"{tmp}/split", "--model-config", f"{tmp}/model.json", "--out", str(out)]
+        if subprocess.run(torchrun_command(nproc, args)).returncode != 0:
+            raise ModelError(f"distributed training of {model_cfg.name} failed on {nproc} processes (rank errors above)")
+    console.print(f"trained [bold]{model_cfg.name}[/] on {nproc} processes -> {out}")
 
 
 @app.command()

@@ -82,7 +82,7 @@ class TwoTowerConfig(ModelConfig):
         0.0, ge=0, description="hinge/triplet margin and additive margin for softmax losses"
     )
     hard_negative_k: int = Field(100, gt=0)
-    batch_size: int = Field(1024, gt=0)
+    batch_size: int = Field(1024, gt=0, description="per process; the global batch is batch_size x world size")
     epochs: int = Field(
         10, gt=0, description="10 reaches ~0.40 recall@20 on ML-100K (random 80/20 split); 20 adds ~0.01"
     )

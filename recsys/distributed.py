@@ -1,0 +1,514 @@
+"""Data-parallel two-tower training and evaluation: process groups, rank shares, gathers with autograd.
+
+Why this module exists: a single-machine run must be the one-process case of the distributed one, not
+a separate path. So the training loop (`recsys.training`) always asks this module for its rank, world
+size, its share of each global batch and the gathered in-batch item vectors; with no process group
+those answers are `0`, `1`, "all of it" and "the tensor itself", and nothing here touches
+`torch.distributed`.
+
+How one step is shared (world size W, per-rank batch B, global batch W*B):
+
+- every rank draws the same permutation of the interactions (same seed), so every rank knows the whole
+  global batch; rank r encodes only its contiguous, balanced share of it (`rank_share`);
+- negatives are sampled for the *global* batch from an identically seeded generator on every rank, so
+  shared sampled negatives and every `log q` (which for in-batch and mixed sampling depends on the
+  global batch) are the same everywhere without communication; only the in-batch item *vectors*,
+  computed on the rank that owns the example, are exchanged (`all_gather_with_grad`), and gradients
+  flow back to the owning rank through the gather's backward (an all-reduce);
+- each rank's loss is its local mean scaled by `W * local / global` (`global_mean_share`), so DDP's
+  gradient average equals the gradient of the one-process loss over the global batch.
+
+Backends: gloo on CPU, nccl on CUDA (`backend_for`). `torchrun --standalone --nproc_per_node N -m
+recsys.distributed train ...` runs `main` below on every rank; `recsys train --nproc N` builds that
+command with `torchrun_command`. Distributed evaluation (`evaluate_distributed`) shards users across
+ranks and gathers the per-user metrics and top-k lists, so every rank ends with the one-process result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from recsys.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from recsys.config import EvaluationConfig
+    from recsys.data.split import EvalSet, Split
+    from recsys.evaluation.evaluate import EvaluationResult
+    from recsys.models.base import FitCallback, Recommender
+
+DEFAULT_TIMEOUT = timedelta(minutes=10)
+"""How long a collective may wait for a slow rank before the group gives up (torch's default is 30 min)."""
+
+
+# ===================================================================== rank / world
+def is_distributed() -> bool:
+    """True inside an initialised process group (torchrun or `init_process_group` in a spawned worker)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    """Rank on this machine (which GPU to use); torchrun sets LOCAL_RANK."""
+    return int(os.environ.get("LOCAL_RANK", rank()))
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 writes checkpoints, saved models and MLflow logs; the others only compute."""
+    return rank() == 0
+
+
+def backend_for(device: str | torch.device) -> str:
+    """nccl for CUDA tensors, gloo for CPU (nccl cannot move CPU tensors, gloo is slow on GPUs)."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """The device this rank trains on: `cuda:LOCAL_RANK` under a process group, else `device` as is."""
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", local_rank())
+    return device
+
+
+# ===================================================================== setup / teardown
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free right now (bind to 0); for tests and single-machine launches."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def init_process_group(
+    backend: str | None = None,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> None:
+    """Join the process group. Arguments default to torchrun's environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT); pass them explicitly from `torch.multiprocessing` workers.
+
+    backend None: nccl when CUDA is available, else gloo. Under nccl the rank's GPU is selected first,
+    so `cuda` means `cuda:LOCAL_RANK` for everything that follows."""
+    if is_distributed():
+        return
+    env_rank, env_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    rank = rank if rank is not None else int(env_rank) if env_rank is not None else None
+    world_size = world_size if world_size is not None else int(env_world) if env_world is not None else None
+    if rank is None or world_size is None:
+        raise ConfigError(
+            "distributed training needs RANK and WORLD_SIZE: launch with `torchrun` "
+            "(or `recsys train --nproc N`), or pass rank= and world_size="
+        )
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is outside world size {world_size}")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    host = master_addr or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = master_port or int(os.environ.get("MASTER_PORT", "29500"))
+    dist.init_process_group(
+        backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world_size, timeout=timeout
+    )
+
+
+def destroy_process_group() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(backend: str | None = None, **kwargs: Any) -> Iterator[None]:
+    """`with process_group(): ...` joins the group for the block and always leaves it."""
+    init_process_group(backend, **kwargs)
+    try:
+        yield
+    finally:
+        destroy_process_group()
+
+
+# ===================================================================== shares of a global batch
+def split_sizes(total: int, world: int) -> list[int]:
+    """Balanced contiguous shares of `total` rows: sizes differ by at most one, earlier ranks larger.
+
+    Every rank computes this from numbers it already has, so uneven last batches need no size exchange.
+    """
+    base, extra = divmod(total, world)
+    return [base + (1 if r < extra else 0) for r in range(world)]
+
+
+def rank_share(total: int, rank: int = 0, world: int = 1) -> slice:
+    """Rank `rank`'s contiguous rows of a global batch of `total` (all of it when world == 1).
+
+    Contiguous (not strided) so that concatenating the ranks' shares in rank order is the global batch
+    in its original order: the gathered in-batch vectors line up with the sampler's columns as is."""
+    sizes = split_sizes(total, world)
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def global_mean_share(local_mean: torch.Tensor, local: int, total: int, world: int) -> torch.Tensor:
+    """Scale a rank's mean loss so that DDP's gradient *average* over ranks is the gradient of the mean
+    over the global batch: `W * local / total * local_mean` (exactly `local_mean` for one process).
+
+    A rank whose share is empty (a last batch smaller than the world) still joins every collective;
+    its mean over nothing is NaN, so it contributes a graph-connected zero instead."""
+    if local == 0:
+        return torch.nan_to_num(local_mean, nan=0.0) * 0.0
+    if world == 1 and local == total:
+        return local_mean
+    return local_mean * (world * local / total)
+
+
+# ===================================================================== collectives
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends every rank's gradient for a row back to the rank that owns it.
+
+    Rows may differ in number per rank (`sizes`): the forward pads to the largest share. The backward
+    all-reduces (sums) the full gradient and keeps this rank's rows; gloo has no reduce-scatter, and
+    the gradient of a (W*B, d) block is small next to the towers' own."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, sizes: tuple[int, ...], group: Any) -> torch.Tensor:
+        me = dist.get_rank(group)
+        ctx.sizes, ctx.me, ctx.group = sizes, me, group
+        biggest = max(sizes)
+        padded = tensor.new_zeros((biggest, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded, group=group)
+        return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = sum(ctx.sizes[: ctx.me])
+        return total[start : start + ctx.sizes[ctx.me]], None, None
+
+
+def all_gather_with_grad(
+    tensor: torch.Tensor, sizes: Sequence[int] | None = None, group: Any = None
+) -> torch.Tensor:
+    """Concatenate every rank's `tensor` along dim 0 in rank order, differentiably.
+
+    `sizes[r]` is rank r's row count; pass it when known (the training loop knows every share) to
+    save one collective, else it is exchanged. The identity outside a process group."""
+    if not is_distributed():
+        return tensor
+    if sizes is None:
+        sizes = [int(n) for n in all_gather_object(int(tensor.shape[0]), group)]
+    if int(tensor.shape[0]) != sizes[dist.get_rank(group)]:
+        raise ModelError(
+            f"rank {dist.get_rank(group)} has {tensor.shape[0]} rows but sizes say {list(sizes)}"
+        )
+    return _AllGatherWithGrad.apply(tensor, tuple(int(n) for n in sizes), group)
+
+
+def all_gather_object(obj: Any, group: Any = None) -> list[Any]:
+    """Every rank's `obj`, in rank order (`[obj]` for one process). Pickles over the wire: for small
+    transient results (metrics, top-k lists) between our own processes, never for stored models."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, obj, group=group)
+    return out
+
+
+def all_reduce_sum(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise sum over ranks of a few float64 numbers (epoch loss sums, example counts)."""
+    if not is_distributed():
+        return [float(v) for v in values]
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when it is True on any: stop decisions must agree, or the others hang."""
+    return all_reduce_sum([1.0 if flag else 0.0], device)[0] > 0
+
+
+def broadcast_value(value: float, device: torch.device | str = "cpu", src: int = 0) -> float:
+    """Rank `src`'s float on every rank (validation scores drive early stopping, which must agree)."""
+    if not is_distributed():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=src)
+    return float(tensor.item())
+
+
+def check_same_everywhere(value: int, what: str, device: torch.device | str = "cpu") -> None:
+    """Raise on every rank when ranks disagree about `value` (e.g. the epoch they resumed from)."""
+    seen = all_reduce_sum([value, value * value], device)
+    mean = seen[0] / world_size()
+    if abs(seen[1] / world_size() - mean * mean) > 1e-9:
+        raise ModelError(
+            f"ranks disagree about {what}: put checkpoint_dir on a file system every rank can read"
+        )
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around `module` under a process group; the module itself otherwise.
+
+    Buffers are not re-broadcast every forward (they are constants: feature values, a fixed
+    temperature); gradients live in the communication buckets to save a copy."""
+    if not is_distributed():
+        return module
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    options = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
+    )  # torch >= 2.13 renamed it; syncing once at init is harmless, buffers start identical
+    return DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        gradient_as_bucket_view=True,
+        **no_buffer_sync,
+    )
+
+
+def rank_zero_callback(callback: FitCallback | None) -> FitCallback | None:
+    """Run a fit callback (MLflow logging) on rank 0 only; other ranks see None (never stop)."""
+    if callback is None or is_rank_zero():
+        return callback
+    return None
+
+
+# ===================================================================== distributed evaluation
+def shard_users(users: np.ndarray, rank: int = 0, world: int = 1) -> np.ndarray:
+    """This rank's contiguous, balanced share of the evaluated users (sorted, so gathers keep order)."""
+    return np.asarray(users)[rank_share(len(users), rank, world)]
+
+
+def _rows_only(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """`matrix` with every row outside `rows` emptied (same shape, so user indices keep their meaning)."""
+    keep = np.zeros(matrix.shape[0], dtype=np.float32)
+    keep[rows] = 1.0
+    out = sp.csr_matrix(sp.diags(keep) @ sp.csr_matrix(matrix))
+    out.eliminate_zeros()
+    return out
+
+
+def evaluate_distributed(
+    model: Recommender,
+    eval_set: EvalSet,
+    cfg: EvaluationConfig,
+    *,
+    item_popularity: np.ndarray,
+    device: str | None = None,
+) -> EvaluationResult:
+    """`recsys.evaluation.evaluate` with the users sharded across ranks; every rank gets the full result.
+
+    Each rank ranks only its share of the users (the expensive part: a matmul against every item and
+    a top-k) through `evaluate` on an eval set whose truth keeps only those rows, then the per-user
+    metrics and top-k lists are all-gathered. Per-user metrics and their means are the gathered ones;
+    coverage, novelty and ARP need every list, so the summary is recomputed from the gathered lists
+    with `compute_metrics`; bootstrap intervals run once on the gathered per-user metrics with the
+    same seed as one process. Identical to one process (the test checks it).
+    """
+    import polars as pl
+
+    from recsys.data.schema import USER_IDX
+    from recsys.data.split import EvalSet as _EvalSet
+    from recsys.evaluation.evaluate import EvaluationResult as _Result
+    from recsys.evaluation.evaluate import evaluate
+    from recsys.evaluation.metrics import compute_metrics
+    from recsys.evaluation.ranking import RankedLists
+    from recsys.evaluation.stats import bootstrap_ci_columns
+
+    me, world = rank(), world_size()
+    truth = sp.csr_matrix(eval_set.truth)
+    mine = shard_users(eval_set.users, me, world)
+    shard = _EvalSet(truth=_rows_only(truth, mine), exclude=eval_set.exclude, fold_in=eval_set.fold_in)
+    local = evaluate(
+        model, shard, cfg.model_copy(update={"bootstrap_samples": 0}), item_popularity=item_popularity,
+        device=device,
+    )  # fmt: skip
+    payload = (local.per_user.to_dict(as_series=False), local.topk.users, local.topk.items, local.topk.scores)
+    parts = all_gather_object(payload)
+    per_user = pl.concat([pl.DataFrame(p[0], schema=local.per_user.schema) for p in parts]).sort(USER_IDX)
+    users = np.concatenate([p[1] for p in parts])
+    order = np.argsort(users, kind="stable")
+    items = np.concatenate([p[2] for p in parts])[order]
+    scores = np.concatenate([p[3] for p in parts])[order]
+    users = users[order]
+    merged = compute_metrics(
+        items, truth[users], cfg.ks, cfg.metrics, item_popularity=item_popularity,
+        n_items=truth.shape[1], users=users,
+    )  # fmt: skip
+    metric_columns = [c for c in per_user.columns if c != USER_IDX]
+    summary = {
+        name: (float(per_user[name].to_numpy().mean()) if per_user.height else float("nan"))
+        if name in metric_columns
+        else value
+        for name, value in merged.summary.items()
+    }
+    if metric_columns and cfg.bootstrap_samples > 0:
+        _, lo, hi = bootstrap_ci_columns(
+            per_user.select(metric_columns).to_numpy(),
+            n_samples=cfg.bootstrap_samples,
+            confidence=cfg.confidence,
+            seed=0,
+        )
+        ci = {name: (float(a), float(b)) for name, a, b in zip(metric_columns, lo, hi, strict=True)}
+    else:
+        ci = {name: (float("nan"), float("nan")) for name in metric_columns}
+    seconds = max(all_gather_object(local.seconds))
+    return _Result(
+        summary=summary,
+        ci=ci,
+        per_user=per_user,
+        n_users_evaluated=merged.n_users_evaluated,
+        n_users_skipped=merged.n_users_skipped + eval_set.n_users_without_truth,
+        seconds=float(seconds),
+        topk=RankedLists(users=users, items=items, scores=scores),
+        sampled_negatives=cfg.sampled_negatives,
+    )
+
+
+# ===================================================================== launcher
+def torchrun_command(nproc: int, args: Sequence[str], *, python: str | None = None) -> list[str]:
+    """The command `recsys train --nproc N` runs: torchrun on one machine (--standalone picks a free
+    rendezvous port), N workers, each running `python -m recsys.distributed <args>`.
+
+    torchrun is invoked as `python -m torch.distributed.run` of the current interpreter, so the
+    workers use the same virtual environment whether or not its bin/ is on PATH."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    return [
+        python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={nproc}", "-m", "recsys.distributed", *args,
+    ]  # fmt: skip
+
+
+SPLIT_PARTS = ("train", "test", "validation", "fold_in", "validation_fold_in")
+
+
+def save_split(split: Split, directory: str | Path) -> Path:
+    """Write the split's matrices (`.npz`, no pickle) and protocol so every rank loads the same split
+    without re-running ingest (W processes writing one processed directory would race)."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    present = [name for name in SPLIT_PARTS if getattr(split, name) is not None]
+    for name in present:
+        sp.save_npz(tmp / f"{name}.npz", sp.csr_matrix(getattr(split, name)))
+    (tmp / "split.json").write_text(json.dumps({"protocol": split.protocol, "parts": present}))
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_split(directory: str | Path) -> Split:
+    from recsys.data.split import Split as _Split
+    from recsys.errors import DataError
+
+    source = Path(directory)
+    meta_file = source / "split.json"
+    if not meta_file.is_file():
+        raise DataError(f"{source}: not a saved split (no split.json); write one with save_split")
+    meta = json.loads(meta_file.read_text())
+    parts = {name: sp.csr_matrix(sp.load_npz(source / f"{name}.npz")) for name in meta["parts"]}
+    return _Split(protocol=meta["protocol"], **parts)
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    split: Path
+    model_config: Path
+    out: Path
+    mlflow_run_id: str | None
+
+
+def parse_args(argv: Sequence[str]) -> TrainArgs:
+    parser = argparse.ArgumentParser(prog="python -m recsys.distributed", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one two-tower model data-parallel (run under torchrun)")
+    train.add_argument("--split", type=Path, required=True, help="directory written by save_split")
+    train.add_argument("--model-config", type=Path, required=True, help="the model's config as JSON")
+    train.add_argument("--out", type=Path, required=True, help="where rank 0 saves the trained model")
+    train.add_argument("--mlflow-run-id", default=None, help="stream per-epoch metrics to this run (rank 0)")
+    ns = parser.parse_args(list(argv))
+    return TrainArgs(ns.split, ns.model_config, ns.out, ns.mlflow_run_id)
+
+
+def mlflow_callback(run_id: str) -> FitCallback:
+    """Per-epoch metrics to an existing MLflow run (tracking URI from MLFLOW_TRACKING_URI)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if np.isfinite(value):
+                client.log_metric(run_id, key, float(value), step=step)
+
+    return log
+
+
+def train_main(args: TrainArgs) -> int:
+    """One rank of `recsys train --nproc N`: join the group, fit the model on the saved split (the loop
+    reads rank and world size from the group), rank 0 saves it and logs to MLflow."""
+    from recsys.models.base import build_model
+    from recsys.models.two_tower import TwoTowerConfig
+
+    config = TwoTowerConfig.model_validate_json(args.model_config.read_text())
+    split = load_split(args.split)
+    with process_group(
+        backend_for("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+    ):
+        callback = mlflow_callback(args.mlflow_run_id) if args.mlflow_run_id and is_rank_zero() else None
+        model = build_model(config)
+        model.fit(split.train, validation=split.validation_set(), callback=callback)
+        if is_rank_zero():
+            model.save(args.out)
+            print(
+                f"rank 0 of {world_size()}: trained {config.name} in {model.fit_seconds:.1f} s -> {args.out}"
+            )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point torchrun runs on every rank (`python -m recsys.distributed train ...`)."""
+    from recsys.errors import RecsysError
+
+    try:
+        return train_main(parse_args(sys.argv[1:] if argv is None else argv))
+    except RecsysError as exc:  # one line per failing rank, exit 2, as the CLI does
+        print(f"error (rank {rank()}): {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,275 @@
+"""Data-parallel two-tower training and evaluation: 2 gloo processes on 127.0.0.1 against 1 process.
+
+The claim under test: with per-rank batch B, W ranks train exactly like one process with batch W*B
+(the loss over the gathered global batch is the one-process loss, and DDP's averaged gradient is its
+gradient). So per-epoch losses must agree to float rounding and the final recall@10 must be equal.
+Tolerance: 1e-4 relative on every epoch's loss (observed differences are ~1e-7: summation order of
+the per-rank shares differs from one matmul over the whole batch, and Adam carries it forward).
+
+One `torch.multiprocessing` spawn (a free port from binding to 0) does all the 2-process work for the
+module; the one-process references run in the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.multiprocessing as mp
+
+from recsys import distributed
+from recsys.config import EvaluationConfig
+from recsys.data.split import EvalSet
+from recsys.errors import ModelError
+from recsys.evaluation.evaluate import evaluate
+from recsys.models.base import Recommender
+from recsys.models.two_tower import TwoTower, TwoTowerConfig
+from recsys.training import gather_negatives, shard_batches, steps_per_epoch
+
+WORLD = 2
+PER_RANK_BATCH = 32
+LOSS_RTOL = 1e-4
+CFG = TwoTowerConfig(
+    name="ddp", dim=8, num_negatives=12, batch_size=PER_RANK_BATCH, epochs=4, lr=0.05, seed=3,
+    threads=1, device="cpu", quiet=True, eval_every=0,
+)  # fmt: skip
+CASES: dict[str, dict[str, Any]] = {
+    # in-batch positives gathered across ranks + shared uniform draws, logQ, accidental hits, learned T
+    "mixed_shared": {"sampler": "mixed", "loss": "sampled_softmax", "learn_temperature": True},
+    # per-example negatives: each rank keeps its rows of the global draw; clipped gradients
+    "uniform_per_example_bce": {"sampler": "uniform", "shared_negatives": False, "loss": "bce", "grad_clip": 1.0},
+    # pure in-batch with no accidental-hit removal: only the (global) diagonal is masked
+    "in_batch_diagonal": {"sampler": "in_batch", "loss": "infonce", "remove_accidental_hits": False},
+}  # fmt: skip
+EVAL = EvaluationConfig(ks=[5, 10], metrics=["recall", "ndcg", "hit_rate", "coverage"], bootstrap_samples=50)
+
+
+@dataclass(frozen=True)
+class Planted:
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+
+    def test_set(self) -> EvalSet:
+        return EvalSet(truth=self.test, exclude=self.train)
+
+
+def planted() -> Planted:
+    """81 users x 48 items in 4 clusters, 7 items of their cluster each (2 held out): 405 training
+    interactions, so the last global batch (405 = 6 * 64 + 21) splits unevenly, 11 / 10."""
+    rng = np.random.default_rng(5)
+    n_users, n_items, n_clusters, per_user = 81, 48, 4, 7
+    cluster_items = rng.permutation(n_items).reshape(n_clusters, -1)
+    picks = np.argsort(rng.random((n_users, cluster_items.shape[1])), axis=1)[:, :per_user]
+    items = cluster_items[np.arange(n_users) % n_clusters][np.arange(n_users)[:, None], picks]
+    users = np.repeat(np.arange(n_users), per_user)
+    is_test = np.tile(np.arange(per_user) < 2, n_users)
+
+    def csr(mask: np.ndarray) -> sp.csr_matrix:
+        ones = np.ones(mask.sum(), dtype=np.float32)
+        return sp.csr_matrix((ones, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
+
+    return Planted(csr(~is_test), csr(is_test))
+
+
+def recall_at_10(model: Recommender, data: Planted) -> float:
+    popularity = np.bincount(data.train.indices, minlength=data.train.shape[1]).astype(np.float64)
+    cfg = EvaluationConfig(ks=[10], metrics=["recall"], bootstrap_samples=0)
+    return float(evaluate(model, data.test_set(), cfg, item_popularity=popularity).summary["recall@10"])
+
+
+# ----------------------------------------------------------------------------- the 2-process side
+def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
+    """One rank: train every case, evaluate a saved model sharded, write a checkpoint to resume."""
+    torch.set_num_threads(1)
+    distributed.init_process_group("gloo", rank=rank, world_size=WORLD, master_port=port)
+    try:
+        data = planted()
+        report: dict[str, Any] = {"rank": rank, "world": distributed.world_size(), "cases": {}}
+        for name, overrides in CASES.items():
+            model = TwoTower(CFG.model_copy(update=overrides)).fit(data.train)
+            report["cases"][name] = {
+                "losses": [h["loss"] for h in model.history],
+                "recall@10": recall_at_10(model, data),
+                "item_factors": model.item_factors.tolist(),
+            }
+        model = Recommender.load(eval_model)
+        popularity = np.bincount(data.train.indices, minlength=data.train.shape[1]).astype(np.float64)
+        result = distributed.evaluate_distributed(model, data.test_set(), EVAL, item_popularity=popularity)
+        report["eval"] = {
+            "summary": result.summary,
+            "ci": {k: list(v) for k, v in result.ci.items()},
+            "per_user": result.per_user.to_dict(as_series=False),
+            "topk": result.topk.items.tolist(),
+            "evaluated": result.n_users_evaluated,
+            "skipped": result.n_users_skipped,
+        }
+        resume_cfg = CFG.model_copy(
+            update={**CASES["mixed_shared"], "epochs": 2, "checkpoint_dir": f"{out}/ckpt"}
+        )
+        TwoTower(resume_cfg).fit(data.train)
+        Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    finally:
+        distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Both ranks' reports and the checkpoint directory they wrote."""
+    out = tmp_path_factory.mktemp("ddp")
+    data = planted()
+    eval_model = TwoTower(CFG.model_copy(update={"batch_size": WORLD * PER_RANK_BATCH})).fit(data.train)
+    eval_model.save(out / "eval-model")
+    mp.spawn(
+        _worker, args=(distributed.free_port(), str(out), str(out / "eval-model")), nprocs=WORLD, join=True
+    )
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return reports[0], reports[1], out
+
+
+def one_process(overrides: dict[str, Any], **more: Any) -> TwoTower:
+    """The reference: one process with the doubled (global) batch."""
+    return TwoTower(CFG.model_copy(update={**overrides, "batch_size": WORLD * PER_RANK_BATCH, **more}))
+
+
+# ----------------------------------------------------------------------------- training parity
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_gloo_ranks_train_like_one_process_with_the_doubled_batch(two_ranks, case):
+    rank0, rank1, _ = two_ranks
+    data = planted()
+    reference = one_process(CASES[case]).fit(data.train)
+    expected = [h["loss"] for h in reference.history]
+    got = rank0["cases"][case]["losses"]
+    assert len(got) == CFG.epochs and rank0["world"] == WORLD
+    assert got == pytest.approx(expected, rel=LOSS_RTOL)
+    assert got[-1] < got[0]  # it learned something, so the comparison is not between two flat lines
+    assert rank0["cases"][case]["recall@10"] == recall_at_10(reference, data)
+    assert rank0["cases"][case]["recall@10"] > 0.3  # planted clusters: far above random (10/48 ~ 0.2)
+    np.testing.assert_allclose(
+        np.asarray(rank0["cases"][case]["item_factors"]), reference.item_factors, atol=1e-4
+    )
+    # both ranks hold the same model and report the same (global) losses
+    assert rank1["cases"][case]["losses"] == got
+    assert rank1["cases"][case]["item_factors"] == rank0["cases"][case]["item_factors"]
+
+
+@pytest.mark.slow
+def test_a_two_rank_checkpoint_resumes_in_one_process_with_the_same_global_batch(two_ranks):
+    """Epochs 1-2 on 2 ranks (checkpointed by rank 0), 3-4 in one process: same as 4 epochs in one."""
+    _, _, out = two_ranks
+    data = planted()
+    saved = json.loads((out / "ckpt" / "epoch-0002" / "state.json").read_text())
+    assert saved["world_size"] == WORLD and saved["global_batch"] == WORLD * PER_RANK_BATCH
+    resumed = one_process(CASES["mixed_shared"], checkpoint_dir=str(out / "ckpt")).fit(data.train)
+    straight = one_process(CASES["mixed_shared"]).fit(data.train)
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4]
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in straight.history], rel=LOSS_RTOL
+    )
+    np.testing.assert_allclose(resumed.item_factors, straight.item_factors, atol=1e-4)
+
+
+def test_resuming_with_another_global_batch_says_how_to_fix_it(tmp_path: Path):
+    data = planted()
+    TwoTower(CFG.model_copy(update={"epochs": 1, "checkpoint_dir": str(tmp_path)})).fit(data.train)
+    other = TwoTower(CFG.model_copy(update={"epochs": 2, "batch_size": 48, "checkpoint_dir": str(tmp_path)}))
+    with pytest.raises(
+        ModelError, match=r"global batch of 32 \(1 rank\(s\)\); this run's is 48: set batch_size"
+    ):
+        other.fit(data.train)
+
+
+# ----------------------------------------------------------------------------- distributed evaluation
+@pytest.mark.slow
+def test_sharded_evaluation_equals_one_process_exactly(two_ranks, tmp_path_factory):
+    rank0, rank1, out = two_ranks
+    data = planted()
+    model = Recommender.load(out / "eval-model")
+    popularity = np.bincount(data.train.indices, minlength=data.train.shape[1]).astype(np.float64)
+    single = evaluate(model, data.test_set(), EVAL, item_popularity=popularity)
+    got = rank0["eval"]
+    assert got["summary"] == {k: float(v) for k, v in single.summary.items()}  # exact, not approximate
+    assert got["ci"] == {k: list(v) for k, v in single.ci.items()}
+    assert got["per_user"] == single.per_user.to_dict(as_series=False)
+    assert got["topk"] == single.topk.items.tolist()
+    assert (got["evaluated"], got["skipped"]) == (single.n_users_evaluated, single.n_users_skipped)
+    assert rank1["eval"] == got  # every rank ends with the whole result
+    assert 0 < got["summary"]["coverage@10"] <= 1  # an aggregate that needs every rank's lists
+
+
+# ----------------------------------------------------------------------------- pure helpers (no group)
+def test_shares_are_contiguous_balanced_and_partition_each_global_batch():
+    assert distributed.split_sizes(21, 2) == [11, 10]
+    assert distributed.split_sizes(1, 2) == [1, 0]  # a rank may get nothing; it still steps
+    assert [distributed.rank_share(21, r, 2) for r in range(2)] == [slice(0, 11), slice(11, 21)]
+    assert distributed.rank_share(7) == slice(0, 7)
+    shards = [
+        list(shard_batches(405, PER_RANK_BATCH, torch.Generator().manual_seed(0), r, WORLD)) for r in range(2)
+    ]
+    assert [len(s) for s in shards] == [steps_per_epoch(405, PER_RANK_BATCH, WORLD)] * 2 == [7, 7]
+    assert [b.numel() for b in shards[0]] == [32] * 6 + [11] and [b.numel() for b in shards[1]] == [
+        32
+    ] * 6 + [10]
+    # rank 0's rows then rank 1's rows of each step are the one-process batch of 64, in order
+    single = list(shard_batches(405, WORLD * PER_RANK_BATCH, torch.Generator().manual_seed(0)))
+    for step, whole in enumerate(single):
+        assert torch.equal(torch.cat([shards[0][step], shards[1][step]]), whole)
+
+
+def test_global_mean_share_makes_the_ddp_average_the_global_mean():
+    """W ranks' scaled losses, averaged as DDP averages gradients, equal the mean over all rows."""
+    losses = torch.tensor([0.3, 1.2, 0.7, 2.0, 0.1])  # per-example losses of a global batch of 5
+    sizes = distributed.split_sizes(5, 2)  # [3, 2]
+    means = [losses[:3].mean(), losses[3:].mean()]
+    scaled = [distributed.global_mean_share(m, n, 5, 2) for m, n in zip(means, sizes, strict=True)]
+    assert float(sum(scaled) / 2) == pytest.approx(float(losses.mean()), rel=1e-6)
+    assert distributed.global_mean_share(means[0], 5, 5, 1) is means[0]  # one process: untouched
+    empty = distributed.global_mean_share(torch.tensor([]).mean(), 0, 5, 2)  # mean over nothing = nan
+    assert float(empty) == 0.0
+
+
+def test_outside_a_process_group_everything_is_the_one_process_case():
+    x = torch.randn(3, 2, requires_grad=True)
+    assert distributed.all_gather_with_grad(x) is x and gather_negatives(x, 1) is x
+    assert (distributed.rank(), distributed.world_size(), distributed.is_rank_zero()) == (0, 1, True)
+    assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+    assert distributed.all_reduce_sum([1.5, 2.0]) == [1.5, 2.0] and distributed.any_rank(False) is False
+    assert distributed.wrap_ddp(torch.nn.Linear(2, 2), torch.device("cpu")).__class__ is torch.nn.Linear
+    with pytest.raises(ModelError, match="no torch.distributed process group"):
+        gather_negatives(x, 2)
+    assert distributed.backend_for("cpu") == "gloo" and distributed.backend_for("cuda:0") == "nccl"
+
+
+def test_torchrun_command_runs_this_module_under_the_same_interpreter():
+    cmd = distributed.torchrun_command(4, ["train", "--split", "s"], python="py")
+    assert cmd == [
+        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+        "-m", "recsys.distributed", "train", "--split", "s",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="at least 1"):
+        distributed.torchrun_command(0, [])
+    assert math.isfinite(distributed.free_port()) and distributed.free_port() > 0
+
+
+def test_saved_split_round_trips_and_the_entry_point_parses_its_arguments(tmp_path: Path):
+    from recsys.data.split import Split
+
+    data = planted()
+    split = Split(protocol="random", train=data.train, test=data.test)
+    back = distributed.load_split(distributed.save_split(split, tmp_path / "split"))
+    assert back.protocol == "random" and back.validation is None
+    assert (back.train != data.train).nnz == 0 and (back.test != data.test).nnz == 0
+    args = distributed.parse_args(["train", "--split", "s", "--model-config", "m.json", "--out", "o"])
+    assert (args.split, args.model_config, args.out, args.mlflow_run_id) == (
+        Path("s"),
+        Path("m.json"),
+        Path("o"),
+        None,
+    )
