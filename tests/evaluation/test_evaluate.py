@@ -13,34 +13,12 @@ from rich.console import Console
 from recsys.config import EvaluationConfig
 from recsys.data.split import EvalSet
 from recsys.evaluation.evaluate import EvaluationResult, evaluate, evaluate_factors, format_table
-from recsys.models.base import ModelConfig, Recommender
+from recsys.models.factors import FactorModel
 
 
-class FixedFactors(Recommender):
-    """Test-only model over fixed arrays; fold-in = sum of the history's item vectors."""
-
-    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
-        super().__init__(ModelConfig(name="fixed", kind="fixed"))
-        self._users, self._items = users.astype(np.float32), items.astype(np.float32)
-        self.n_users, self.n_items = users.shape[0], items.shape[0]
-        self.is_fitted = True
-
-    def _fit(self, train, *, validation, callback, features) -> None:  # pragma: no cover - never trained
-        raise NotImplementedError
-
-    def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:  # pragma: no cover
-        self._users, self._items = tensors["user_factors"], tensors["item_factors"]
-
-    @property
-    def user_factors(self) -> np.ndarray:
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        return self._items
-
-    def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
-        return np.asarray(sp.csr_matrix(histories) @ self._items, dtype=np.float32)
+def FixedFactors(users: np.ndarray, items: np.ndarray) -> FactorModel:  # noqa: N802 - reads like the class it was
+    """Fixed vectors behind the model protocol; fold-in = sum of the history's item vectors."""
+    return FactorModel.from_arrays(users, items, name="fixed")
 
 
 def csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:

@@ -21,7 +21,7 @@ from recsys.evaluation.folding import (
     score_folding,
     user_block_sets,
 )
-from recsys.models.base import Recommender
+from recsys.models.factors import FactorModel
 
 # --------------------------------------------------------------------------- a block-disjoint toy set
 # 2 blocks; items 0..5 are block 0, items 6..11 block 1; users 0..3 block 0, users 4..7 block 1.
@@ -52,31 +52,9 @@ MIXED_USERS = np.ones((8, 2), dtype=np.float32)
 MIXED_ITEMS = np.ones((12, 2), dtype=np.float32)
 
 
-class FixedFactors(Recommender):
-    """A 'model' whose factors are given: lets the report be tested without training anything."""
-
-    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
-        super().__init__(name="fixed", kind="fixed")
-        self._users, self._items = users, items
-        self.n_users, self.n_items = users.shape[0], items.shape[0]
-        self.is_fitted = True
-
-    def _fit(self, train, *, validation, callback, features) -> None:  # pragma: no cover - never trained
-        raise NotImplementedError
-
-    @property
-    def user_factors(self) -> np.ndarray:
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        return self._items
-
-    def fold_in(self, histories: sp.spmatrix) -> np.ndarray:  # pragma: no cover - not used here
-        raise NotImplementedError
-
-    def _load_factors(self, tensors) -> None:  # pragma: no cover - not used here
-        raise NotImplementedError
+def FixedFactors(users: np.ndarray, items: np.ndarray) -> FactorModel:  # noqa: N802 - reads like the class it was
+    """Fixed vectors behind the model protocol; fold-in = sum of the history's item vectors."""
+    return FactorModel.from_arrays(users, items, name="fixed")
 
 
 # --------------------------------------------------------------------------- block sets

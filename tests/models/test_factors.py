@@ -1,0 +1,33 @@
+"""FactorModel: precomputed vectors served and persisted through the one protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.models.base import Recommender
+from recsys.models.factors import FactorModel
+
+
+def test_precomputed_vectors_recommend_save_and_load(tmp_path):
+    users = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    items = np.array([[3.0, 0.0], [2.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    model = FactorModel.from_arrays(users, items, name="exported")
+    seen = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 0]], dtype=np.float32))
+    ranked, scores = model.recommend([0, 1], k=2, exclude=seen)
+    assert ranked.tolist() == [[1, 2], [2, 0]]  # user 0's best item (0) is excluded
+    np.testing.assert_allclose(scores, [[2.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(model.fold_in(seen), [[3.0, 0.0], [0.0, 0.0]])
+
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    assert isinstance(loaded, FactorModel) and loaded.config.name == "exported"
+    np.testing.assert_array_equal(loaded.recommend([0, 1], k=2, exclude=seen)[0], ranked)
+
+
+def test_factor_model_refuses_training_and_mismatched_shapes():
+    model = FactorModel.from_arrays(np.ones((2, 3)), np.ones((4, 3)))
+    with pytest.raises(TypeError, match="cannot be trained"):
+        model.fit(sp.csr_matrix(np.ones((2, 4), dtype=np.float32)))
+    with pytest.raises(ValueError, match="matrices"):
+        FactorModel.from_arrays(np.ones((2, 3)), np.ones((4, 2)))
