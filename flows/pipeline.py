@@ -32,10 +32,12 @@ from pipelines.run import (
     load_data_and_split,
     make_tracker,
     promote_best,
+    teachers_workspace,
     train_and_log,
 )
 from pipelines.train import thread_budget
 from recsys.config import RunConfig, load_config
+from recsys.distill import distillation_waves
 from recsys.errors import ConfigError
 
 RESULTS_DIR = Path("data") / ".prefect-results"
@@ -65,12 +67,18 @@ def split_task(dataset: DatasetResult, cfg: RunConfig):
 
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
-def model_task(model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None) -> ModelOutcome:
+def model_task(
+    model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None, teachers_dir=None
+) -> ModelOutcome:
     """One model's lifecycle. The tracker is rebuilt here (not passed in) so the task also runs in
-    another process or on another machine (Dask), where the flow's objects do not exist."""
+    another process or on another machine (Dask), where the flow's objects do not exist.
+    Distillation teachers are handed over as saved models in `teachers_dir` (a local directory:
+    students and teachers of one run must share a file system)."""
     logger = get_run_logger()
     tracker = task_tracker(cfg, tracking)
-    return train_and_log(model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data)
+    return train_and_log(
+        model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data, teachers_dir=teachers_dir
+    )
 
 
 def task_tracker(cfg: RunConfig, tracking: bool):
@@ -127,15 +135,18 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
 
     t = time.perf_counter()
     threads = thread_budget(cfg.orchestration)
-    futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data) for m in cfg.models]
-    wait(futures)
-    outcomes: list[ModelOutcome] = []
-    for model_cfg, future in zip(cfg.models, futures, strict=True):
-        try:
-            outcomes.append(future.result())
-        except Exception as exc:
-            logger.error("model %s failed: %s", model_cfg.name, exc)
-            outcomes.append(failed_outcome(model_cfg, exc))
+    by_name: dict[str, ModelOutcome] = {}
+    with teachers_workspace(cfg) as teachers:
+        for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
+            futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
+            wait(futures)
+            for model_cfg, future in zip(wave, futures, strict=True):
+                try:
+                    by_name[model_cfg.name] = future.result()
+                except Exception as exc:
+                    logger.error("model %s failed: %s", model_cfg.name, exc)
+                    by_name[model_cfg.name] = failed_outcome(model_cfg, exc)
+    outcomes = [by_name[m.name] for m in cfg.models]
     steps["models"] = time.perf_counter() - t
     compute = {f"{o.name}": o.fit_seconds + o.eval_seconds + o.log_seconds for o in outcomes}
 

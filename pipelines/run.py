@@ -13,17 +13,19 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
 from pipelines.evaluate import evaluate_model
-from pipelines.train import thread_budget, train_model
+from pipelines.train import find_teacher, thread_budget, train_model
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
+from recsys.distill import distillation_waves, teacher_names
 from recsys.models.base import ModelConfig
 
 
@@ -131,9 +133,14 @@ def train_and_log(
     threads: int | None,
     log: Callable[[str], None] = print,
     data: InteractionData | None = None,
+    teachers_dir: str | Path | None = None,
 ) -> ModelOutcome:
     """Child run -> fit -> evaluate -> log metrics/artifacts/model -> end run. Raises on failure
-    after marking the child run FAILED with the error, so the orchestrator sees the truth."""
+    after marking the child run FAILED with the error, so the orchestrator sees the truth.
+
+    `teachers_dir`: where this run's distillation teachers are kept (see `teachers_workspace`): a
+    student loads its teacher from there, and a model that some student distills from saves itself
+    there (a file hand-off, so it also works when models train in other processes)."""
     outcome = ModelOutcome(
         name=model_cfg.name, kind=model_cfg.kind,
         loss=getattr(model_cfg, "loss", None), sampler=getattr(model_cfg, "sampler", None),
@@ -142,7 +149,10 @@ def train_and_log(
     outcome.mlflow_run_id = getattr(run, "run_id", None)
     try:
         log(f"training {model_cfg.name} ({model_cfg.kind})")
-        model = train_model(model_cfg, split, threads=threads, callback=run.callback)
+        teacher = find_teacher(model_cfg, teachers_dir)
+        model = train_model(model_cfg, split, threads=threads, callback=run.callback, teacher=teacher)
+        if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
+            model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
         evaluation = evaluate_model(model, split, cfg)
         outcome.eval_seconds = evaluation.seconds
@@ -184,6 +194,18 @@ def failed_outcome(model_cfg: ModelConfig, error: BaseException, run_id: str | N
     )
 
 
+@contextmanager
+def teachers_workspace(cfg: RunConfig) -> Iterator[Path | None]:
+    """A private directory for this run's distillation teachers (None when nothing distills),
+    removed when the run ends: teachers are logged to MLflow like every model; this copy only
+    hands them to their students."""
+    if not teacher_names(list(cfg.models)):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-teachers-") as tmp:
+        yield Path(tmp)
+
+
 def make_tracker(cfg: RunConfig, enabled: bool = True):
     """The MLflow tracker (checked reachable before any training) or a no-op with the same API."""
     from recsys.tracking.runs import make_tracker as _make
@@ -212,17 +234,21 @@ def run_pipeline(
 
     parent = tracker.start_parent(data=data, split=split)
     threads = thread_budget(cfg.orchestration)
-    outcomes: list[ModelOutcome] = []
-
-    def one(model_cfg: ModelConfig) -> ModelOutcome:
-        try:
-            return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log, data)
-        except Exception as exc:  # one model's failure must not sink the others
-            log(f"model {model_cfg.name} failed: {exc}")
-            return failed_outcome(model_cfg, exc)
 
     t = time.perf_counter()
-    outcomes = list(map_models(one, cfg.models) if map_models else map(one, cfg.models))
+    with teachers_workspace(cfg) as teachers:
+
+        def one(model_cfg: ModelConfig) -> ModelOutcome:
+            try:
+                return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log, data, teachers)
+            except Exception as exc:  # one model's failure must not sink the others
+                log(f"model {model_cfg.name} failed: {exc}")
+                return failed_outcome(model_cfg, exc)
+
+        by_name: dict[str, ModelOutcome] = {}
+        for wave in distillation_waves(list(cfg.models)):  # students after their teachers
+            by_name |= {o.name: o for o in (map_models(one, wave) if map_models else map(one, wave))}
+        outcomes = [by_name[m.name] for m in cfg.models]
     steps["models"] = time.perf_counter() - t
 
     t = time.perf_counter()

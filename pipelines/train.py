@@ -8,11 +8,14 @@ oversubscribe the cores. A model's own `threads` setting, when given, wins.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from recsys.config import OrchestrationConfig
 from recsys.data.split import Split
+from recsys.distill import teacher_name
+from recsys.errors import ModelError
 from recsys.models.base import FitCallback, ModelConfig, Recommender, build_model
 
 
@@ -41,12 +44,43 @@ def train_model(
     callback: FitCallback | None = None,
     features: Any = None,
     save_to: str | Path | None = None,
+    teacher: Recommender | None = None,
 ) -> Recommender:
-    """Build, fit (validation split for early stopping, never test) and optionally save a model."""
+    """Build, fit (validation split for early stopping, never test) and optionally save a model.
+
+    `teacher`: the fitted model a two-tower with a `distill` section learns from (its
+    `distill.teacher`); ignored by models that do not distill."""
     if threads is not None:
         model_cfg = with_thread_budget(model_cfg, threads)
     model = build_model(model_cfg)
+    if teacher is not None and getattr(model_cfg, "distill", None) is not None:
+        model.set_teacher(teacher)  # type: ignore[attr-defined]
     model.fit(split.train, validation=split.validation_set(), callback=callback, features=features)
     if save_to is not None:
         model.save(save_to)
     return model
+
+
+def find_teacher(
+    model_cfg: ModelConfig,
+    saved_under: str | Path | None = None,
+    trained: Mapping[str, Recommender] | None = None,
+) -> Recommender | None:
+    """The fitted teacher a distilling model names (None when it does not distill from a run model).
+
+    Looked up among the models `trained` earlier in this process, then as a saved model in
+    `saved_under/<teacher>` (what `recsys train` and the pipeline write), so a student can be
+    (re)trained on its own after its teacher. A missing teacher is a clear error, never a silent
+    fit without distillation."""
+    name = teacher_name(model_cfg)
+    if name is None:
+        return None
+    if trained and name in trained:
+        return trained[name]
+    if saved_under is not None and (Path(saved_under) / name / "config.json").is_file():
+        return Recommender.load(Path(saved_under) / name)
+    where = f" or saved under {saved_under}" if saved_under is not None else ""
+    raise ModelError(
+        f"model {model_cfg.name!r} distills from {name!r}, but no trained {name!r} was found in this run{where}: "
+        f"train {name!r} first (it must succeed), or set distill.checkpoint to a saved teacher"
+    )

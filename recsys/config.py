@@ -152,6 +152,17 @@ class RunConfig(Section):
             raise ValueError(f"model names must be unique; repeated: {duplicates}")
         return self
 
+    @model_validator(mode="after")
+    def _teachers_exist(self) -> RunConfig:
+        """A student's `distill.teacher` must be another model of the run, with no cycles."""
+        from recsys.distill import check_teachers
+
+        try:
+            check_teachers(list(self.models))
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return self
+
     def model(self, name: str):
         for m in self.models:
             if m.name == name:

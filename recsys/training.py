@@ -46,6 +46,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recsys import distributed
+from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError
 from recsys.losses import get_loss
 from recsys.sampling import (
@@ -320,23 +321,39 @@ def compute_loss(
     generator: torch.Generator,
     share: Share | None = None,
     world_size: int = 1,
+    teacher: TeacherTargets | None = None,
 ) -> torch.Tensor:
     """Forward pass of this rank's share of one global batch (`users`, `items`) to its mean loss.
 
     `step` is a `TowerForward` (DDP-wrapped under a process group). Negatives are drawn for the whole
-    global batch, so every rank draws the same ones (and the generator stays in step across ranks)."""
+    global batch, so every rank draws the same ones (and the generator stays in step across ranks).
+    With a `teacher`, its top-m items for this rank's users are encoded in the same forward (DDP sees
+    all tower work) and the distillation term (`recsys.distill`) is added to the retrieval loss."""
     share = share or Share.of(int(users.shape[0]))
     mine_users, mine_items = users[share.rows], items[share.rows]
+    top = top_items_for(teacher, mine_users) if teacher is not None else None
     if cfg.loss == "positives_only":
-        user_vecs, pos_vecs, _, temperature = step(mine_users, mine_items, mine_items[:0])
-        return loss_fn(user_vecs, pos_vecs, None, None, temperature=temperature, margin=cfg.margin)
+        extra = top.reshape(-1) if top is not None else mine_items[:0]
+        user_vecs, pos_vecs, top_flat, temperature = step(mine_users, mine_items, extra)
+        loss = loss_fn(user_vecs, pos_vecs, None, None, temperature=temperature, margin=cfg.margin)
+        if teacher is None:
+            return loss
+        top_vecs = top_flat.view(mine_users.shape[0], teacher.top_m, top_flat.shape[-1])
+        return loss + distillation_loss(
+            teacher, mine_users, mine_items, None, user_vecs=user_vecs, pos_vecs=pos_vecs,
+            neg_vecs=None, top_vecs=top_vecs, temperature=temperature,
+        )  # fmt: skip
     negatives = local_negatives(sampler.sample(users, items, generator), share)
-    user_vecs, pos_vecs, extra_vecs, temperature = step(mine_users, mine_items, extra_items(negatives))
+    sampled = extra_items(negatives)
+    extra = sampled if top is None else torch.cat([sampled, top.reshape(-1)])
+    user_vecs, pos_vecs, extra_vecs, temperature = step(mine_users, mine_items, extra)
+    if top is not None:
+        extra_vecs, top_flat = extra_vecs[: sampled.shape[0]], extra_vecs[sampled.shape[0] :]
     in_batch = gather_negatives(pos_vecs, world_size, share.sizes) if negatives.in_batch else None
     neg_vecs = assemble_negatives(negatives, in_batch, extra_vecs)
     hit_mask = hit_mask_for(mine_users, mine_items, negatives, share, positives)
     use_log_q = cfg.logq_correction or cfg.loss == "nce"  # NCE needs q by definition
-    return loss_fn(
+    loss = loss_fn(
         user_vecs,
         pos_vecs,
         neg_vecs,
@@ -346,6 +363,13 @@ def compute_loss(
         margin=cfg.margin,
         pos_log_q=negatives.pos_log_q if use_log_q else None,
     )
+    if teacher is None:
+        return loss
+    top_vecs = top_flat.view(mine_users.shape[0], teacher.top_m, top_flat.shape[-1])
+    return loss + distillation_loss(
+        teacher, mine_users, mine_items, negatives.items, user_vecs=user_vecs, pos_vecs=pos_vecs,
+        neg_vecs=neg_vecs, top_vecs=top_vecs, temperature=temperature,
+    )  # fmt: skip
 
 
 def check_finite(loss: float, epoch: int, step: int, lr: float) -> None:
@@ -367,8 +391,11 @@ def optimizer_step(
 
 
 # ===================================================================== checkpoints
-def run_fingerprint(cfg: TwoTowerConfig, train: sp.csr_matrix, world_size: int = 1) -> str:
-    """Config (minus fields that may change on resume) + data: a checkpoint from another run is refused.
+def run_fingerprint(
+    cfg: TwoTowerConfig, train: sp.csr_matrix, world_size: int = 1, teacher: TeacherTargets | None = None
+) -> str:
+    """Config (minus fields that may change on resume) + data (+ the distillation teacher, when there
+    is one): a checkpoint from another run is refused.
 
     The batch enters as the *global* batch (`batch_size * world_size`): that, not the split across
     ranks, decides the trajectory, so a checkpoint resumes under any world size that keeps it (and
@@ -379,6 +406,8 @@ def run_fingerprint(cfg: TwoTowerConfig, train: sp.csr_matrix, world_size: int =
     digest.update(np.asarray(train.shape, dtype=np.int64).tobytes())
     digest.update(train.indptr.astype(np.int64).tobytes())
     digest.update(train.indices.astype(np.int64).tobytes())
+    if teacher is not None:
+        digest.update(teacher.fingerprint().encode())
     return digest.hexdigest()[:16]
 
 
@@ -549,6 +578,7 @@ def run_epoch(
     rank: int,
     world_size: int,
     step: torch.nn.Module | None = None,
+    teacher: TeacherTargets | None = None,
 ) -> dict[str, float]:
     """One pass over the interactions (this rank's share of every global batch); returns the
     epoch's metrics for the whole global batch stream, identical on every rank.
@@ -576,6 +606,7 @@ def run_epoch(
             generator=generator,
             share=share,
             world_size=world_size,
+            teacher=teacher,
         )
         value = float(local_mean.item()) if share.local else 0.0
         step_in_epoch += 1
@@ -625,6 +656,7 @@ def train_two_tower(
     max_steps: int | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    teacher: TeacherTargets | None = None,
 ) -> TrainResult:
     """Train `network` in place on the interactions of `train` (users x items CSR).
 
@@ -639,6 +671,9 @@ def train_two_tower(
     one), so `TwoTower.fit` under torchrun trains data-parallel with no other change. Every rank must
     call this with the same config and data. `cfg.batch_size` is per rank: the global batch is
     `world_size * batch_size`, and a resume may use any world size (the global batch then changes).
+
+    `teacher` (from `recsys.distill.teacher_targets`; every rank builds the same one) adds
+    `weight * T^2 KL(teacher || student)` over each example's candidates to the loss.
     """
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
@@ -654,11 +689,12 @@ def train_two_tower(
         if positives is not None:
             positives.keys = positives.keys.to(device)
         loss_fn = get_loss(cfg.loss)
+        teacher = teacher.to(device) if teacher is not None else None
         optimizer = build_optimizer(network, cfg)
         generator = torch.Generator(device=device)
         generator.manual_seed(cfg.seed)
         state, best = LoopState(), None
-        fingerprint = run_fingerprint(cfg, train, world_size)
+        fingerprint = run_fingerprint(cfg, train, world_size, teacher)
         checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         resume = latest_checkpoint(checkpoints) if checkpoints is not None else None
         if resume is not None:
@@ -697,6 +733,7 @@ def train_two_tower(
                     rank=rank,
                     world_size=world_size,
                     step=step,
+                    teacher=teacher,
                 )
                 state.epoch += 1
                 epochs_this_run += 1

@@ -32,9 +32,12 @@ def _prepare(config: Path | None, set_: list[str] | None):
 
 
 def _selected(cfg, only: list[str] | None):
+    """The chosen models, each distillation teacher before its students."""
+    from recsys.distill import order_by_teacher
+
     if not cfg.models:
         raise ConfigError("the config has no [[models]]")
-    return [cfg.model(n) for n in only] if only else list(cfg.models)
+    return order_by_teacher([cfg.model(n) for n in only] if only else list(cfg.models))
 
 
 @app.command()
@@ -54,16 +57,32 @@ def train(
     With --nproc N, two-tower models train with DistributedDataParallel on N processes; batch_size
     is per process (the global batch is batch_size x N).
     """
-    from pipelines.train import train_model
+    from pipelines.train import find_teacher, train_model
 
     cfg, split = _prepare(config, set_)
+    trained = {}
     for model_cfg in _selected(cfg, only):
         if nproc > 1 and model_cfg.kind == "two_tower":
-            _train_distributed(model_cfg, split, models_dir / model_cfg.name, nproc)
+            _train_distributed(_with_saved_teacher(model_cfg, models_dir), split, models_dir / model_cfg.name, nproc)
             continue
+        teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
-            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name)
+            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher)
+        trained[model_cfg.name] = model
         console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
+
+
+def _with_saved_teacher(model_cfg, models_dir: Path):
+    """Under torchrun the ranks load the teacher themselves: point distill.checkpoint at the saved one."""
+    from pipelines.train import find_teacher
+    from recsys.distill import teacher_name
+
+    name = teacher_name(model_cfg)
+    if name is None:
+        return model_cfg
+    find_teacher(model_cfg, models_dir)  # a clear error now rather than on every rank
+    distill = model_cfg.distill.model_copy(update={"checkpoint": str(models_dir / name)})
+    return model_cfg.model_copy(update={"distill": distill})
 
 
 def _train_distributed(model_cfg, split, out: Path, nproc: int) -> None:
@@ -98,17 +117,18 @@ def evaluate(
     The split is recomputed from the config (seeded), so it is the one the models were trained on.
     """
     from pipelines.evaluate import evaluate_model
-    from pipelines.train import train_model
+    from pipelines.train import find_teacher, train_model
     from recsys.evaluation.evaluate import format_table
     from recsys.models.base import Recommender
 
     cfg, split = _prepare(config, set_)
-    results, summary = {}, {}
+    results, summary, trained = {}, {}, {}
     for model_cfg in _selected(cfg, only):
         path = models_dir / model_cfg.name
         if train_first:
+            teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
-                model = train_model(model_cfg, split, save_to=path)
+                model = trained[model_cfg.name] = train_model(model_cfg, split, save_to=path, teacher=teacher)
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
         else:

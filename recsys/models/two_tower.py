@@ -22,18 +22,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
 from recsys.data.features import FeatureColumn, FeatureSet
 from recsys.data.split import EvalSet
-from recsys.errors import DataError
+from recsys.distill import DistillConfig, resolve_teacher, teacher_targets
+from recsys.errors import DataError, ModelError
 from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
 
 LossName = Literal[
@@ -103,6 +104,18 @@ class TwoTowerConfig(ModelConfig):
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (None = torch default)")
     fold_in: Literal["mean", "optimize"] = "mean"
     quiet: bool = Field(False, description="no progress bar (it is also off when stderr is not a terminal)")
+    distill: DistillConfig | None = Field(
+        None, description="knowledge distillation from a teacher model (recsys.distill); None = off"
+    )
+
+    @model_validator(mode="after")
+    def _teacher_is_another_model(self) -> Self:
+        if self.distill is not None and self.distill.teacher == self.name and not self.distill.checkpoint:
+            raise ValueError(
+                f"model {self.name!r}: distill.teacher names the model itself; for self-distillation use "
+                'teacher = "self" with checkpoint = a saved model directory'
+            )
+        return self
 
 
 # ===================================================================== network
@@ -272,6 +285,17 @@ class TwoTower(Recommender):
         self.feature_specs: dict[str, list[dict[str, Any]]] = {}
         self._user_factors: np.ndarray | None = None
         self._item_factors: np.ndarray | None = None
+        self.teacher: Recommender | None = None
+
+    def set_teacher(self, teacher: Recommender | None) -> TwoTower:
+        """The fitted model `config.distill` distills from, for the next `fit` (the base `fit`
+        signature is the same for every model, so the teacher is set beforehand rather than passed).
+        Only its factors are used; it is never saved with the student. Not needed when
+        `distill.checkpoint` names a saved teacher (self-distillation)."""
+        if teacher is not None:
+            teacher._check_fitted()
+        self.teacher = teacher
+        return self
 
     # ----------------------------------------------------------------- training
     def build_network(self, n_users: int, n_items: int, features: FeatureSet | None) -> TwoTowerNetwork:
@@ -296,6 +320,7 @@ class TwoTower(Recommender):
             raise TypeError(
                 f"features must be a recsys.data.features.FeatureSet, got {type(features).__name__}"
             )
+        targets = self._teacher_targets(train)
         self.network = self.build_network(self.n_users, self.n_items, features)
         self._user_factors = self._item_factors = None
         result = train_two_tower(
@@ -304,9 +329,24 @@ class TwoTower(Recommender):
             self.config,
             validate=self._validator(validation, train) if validation is not None else None,
             callback=callback,
+            teacher=targets,
         )
         self.history[:0] = result.earlier_history  # epochs run before a resume, so history is whole
         self.refresh_factors()
+
+    def _teacher_targets(self, train: sp.csr_matrix):
+        """The teacher's factors and top-m for `train` when distilling (None otherwise); a teacher set
+        without a `distill` config is a mistake worth a clear error, not a silent no-op."""
+        distill = self.config.distill
+        if distill is None:
+            if self.teacher is not None:
+                raise ModelError(
+                    f"model {self.config.name!r} was given a teacher but has no distill config; "
+                    "add [models.distill] (teacher, temperature, weight) or do not set a teacher"
+                )
+            return None
+        teacher = resolve_teacher(distill, self.teacher, self.kind)
+        return teacher_targets(teacher, train, distill, self.config.temperature)
 
     def _validator(self, validation: EvalSet, train: sp.csr_matrix):
         """A closure the loop calls to score the current network on the validation set."""

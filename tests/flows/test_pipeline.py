@@ -38,13 +38,15 @@ def mlflow_uri(tmp_path_factory, shared_mlflow_uri):
 def test_pipeline_completes_and_logs_every_model(prefect_harness, tmp_path, mlflow_uri):
     from flows.pipeline import training_flow_for
 
-    cfg = tiny_config(tmp_path, mlflow_uri)
+    # A student distilling from the WALS of the same run: its task starts once the teacher is done.
+    cfg = tiny_config(tmp_path, mlflow_uri, TINY[-1][:-1] + ', {name="tt_kd", kind="two_tower", dim=16, epochs=2, '
+                      'num_negatives=16, batch_size=256, distill={teacher="wals", top_m=10}}]')
     summary = training_flow_for(cfg)(cfg, True)
 
-    assert [m["name"] for m in summary["models"]] == ["pop", "wals", "tt"]
+    assert [m["name"] for m in summary["models"]] == ["pop", "wals", "tt", "tt_kd"]
     assert all(m["status"] == "ok" for m in summary["models"])
     assert summary["dataset"]["users"] > 0 and summary["dataset"]["split"] == "random"
-    assert summary["champion"] in {"pop", "wals", "tt"}
+    assert summary["champion"] in {"pop", "wals", "tt", "tt_kd"}
     client = mlflow.MlflowClient(mlflow_uri)
     parent = client.get_run(summary["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
@@ -53,6 +55,8 @@ def test_pipeline_completes_and_logs_every_model(prefect_harness, tmp_path, mlfl
         assert child.data.tags.get("mlflow.parentRunId") == parent.info.run_id
         assert child.info.status == "FINISHED"
         assert any(key.startswith("recall") for key in child.data.metrics)
+    student = client.get_run(summary["models"][3]["mlflow_run_id"])
+    assert student.data.params["distill.teacher"] == "wals" and student.data.params["distill.top_m"] == "10"
     json.dumps(summary)  # the --json payload is plain JSON
 
 
