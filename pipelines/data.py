@@ -4,6 +4,11 @@ Sources: "synthetic" (the planted-cluster generator, whose clusters become foldi
 processed directory (has manifest.json, e.g. the output of `recsys data combine`), or raw files in
 any supported format. A directory of raw files is a landing zone: each run ingests only the files
 it has not seen (append, stable vocab), which is how scheduled runs pick up new logs.
+
+The source may be an fsspec URL. `file://` is the local path under another name (same digests, same
+processed data). For other protocols (object storage) files are told apart by size + version tag
+from fsspec `info()` (ETag, generation, mtime), so deciding what is new never downloads a byte;
+the files are then read as Parquet through fsspec.
 """
 
 from __future__ import annotations
@@ -19,11 +24,24 @@ import polars as pl
 
 from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
+from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
 from recsys.errors import DataError
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
-_READABLE = (".csv", ".tsv", ".txt", ".parquet", ".jsonl", ".ndjson", ".json", ".inter", ".dat", ".data", ".gz")
+_READABLE = (
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".parquet",
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".inter",
+    ".dat",
+    ".data",
+    ".gz",
+)
 
 
 @dataclass
@@ -51,11 +69,14 @@ def source_files(source: Path) -> list[Path]:
         return [source]
     if source.is_dir():
         files = sorted(
-            p for p in source.rglob("*")
+            p
+            for p in source.rglob("*")
             if p.is_file() and not p.name.startswith((".", "_")) and p.name.lower().endswith(_READABLE)
         )
         if not files:
-            raise DataError(f"{source}: directory holds no readable interaction files ({', '.join(_READABLE)})")
+            raise DataError(
+                f"{source}: directory holds no readable interaction files ({', '.join(_READABLE)})"
+            )
         return files
     raise DataError(f"{source}: no such file or directory")
 
@@ -69,6 +90,22 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def local_source(source: str) -> Path | Location:
+    """`data.source` as a local path (a plain path, or a file:// URL) or a remote fsspec location.
+    An unknown protocol or a missing path is a one-line DataError naming the URL."""
+    url = as_url(source)
+    if url is None:
+        return Path(source)
+    location = resolve(url)
+    return location.local_path if location.is_local else location
+
+
+def remote_versions(location: Location) -> dict[str, tuple[str, str]]:
+    """name -> (version from metadata, URL to ingest it by) for each data file behind `location`."""
+    files = location.files(_READABLE)
+    return {f.name: (f.version, location.url_of(f.path)) for f in files}
+
+
 def source_fingerprint(cfg: DataConfig) -> str:
     """Fingerprint of the input *and* the settings that shape the processed data: the cache key of
     the ingest task. Unchanged files and settings -> same key -> ingest is skipped."""
@@ -76,8 +113,10 @@ def source_fingerprint(cfg: DataConfig) -> str:
     if cfg.source == "synthetic":
         content = "synthetic"
     else:
-        source = Path(cfg.source)
-        if is_processed_dir(source):
+        source = local_source(cfg.source)
+        if isinstance(source, Location):
+            content = "|".join(f"{name}:{version}" for name, (version, _) in remote_versions(source).items())
+        elif is_processed_dir(source):
             content = json.loads((source / "manifest.json").read_text()).get("fingerprint", "")
         else:
             content = "|".join(f"{p.name}:{p.stat().st_size}:{file_digest(p)}" for p in source_files(source))
@@ -116,39 +155,50 @@ def prepare_dataset(cfg: RunConfig) -> DatasetResult:
 
     data = cfg.data
     key = source_fingerprint(data)
-    source = Path(data.source)
-    if data.source != "synthetic" and is_processed_dir(source):
-        return DatasetResult(str(source), _manifest_fingerprint(source), key, reused=True)
-
     out = dataset_dir(data)
     if data.source == "synthetic":
         return _prepare_synthetic(data, out, key)
+    source = local_source(data.source)
+    if isinstance(source, Path) and is_processed_dir(source):
+        return DatasetResult(str(source), _manifest_fingerprint(source), key, reused=True)
 
     ledger = _read_ledger(out) if is_processed_dir(out) else {}
-    files = source_files(source)
-    digests = {str(p.relative_to(source) if source.is_dir() else p.name): file_digest(p) for p in files}
+    targets: dict[str, str | Path]
+    if isinstance(source, Location):
+        source_is_dir = source.is_dir
+        versions = remote_versions(source)
+        digests = {name: version for name, (version, _) in versions.items()}
+        targets = {name: target for name, (_, target) in versions.items()}
+    else:
+        source_is_dir = source.is_dir()
+        files = source_files(source)
+        names = [str(p.relative_to(source) if source_is_dir else p.name) for p in files]
+        digests = {name: file_digest(p) for name, p in zip(names, files, strict=True)}
+        targets = dict(zip(names, files, strict=True))
     changed = [name for name, d in digests.items() if name in ledger and ledger[name] != d]
-    if changed and source.is_file():
+    if changed and not source_is_dir:
         ledger = {}  # a single file that changed is re-ingested whole (its vocab rebuilt)
     new = [name for name in digests if name not in ledger]
     if not new and not changed:
         return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
-    if changed and source.is_dir():
+    if changed and source_is_dir:
         raise DataError(
-            f"{source}: files already ingested have changed ({', '.join(changed[:3])}); "
+            f"{data.source}: files already ingested have changed ({', '.join(changed[:3])}); "
             "landing-zone files are append-only — add new files instead, or point data.processed_dir elsewhere"
         )
     report = None
-    rebuild = bool(changed) and source.is_file()
+    rebuild = bool(changed) and not source_is_dir
     for name in new:
-        path = source / name if source.is_dir() else source
         append = is_processed_dir(out) and not rebuild
         rebuild = False
-        report = ingest(path, out, data, format=data.format, append=append)
+        report = ingest(targets[name], out, data, format=data.format, append=append)
         ledger[name] = digests[name]
         _write_ledger(out, ledger)
     return DatasetResult(
-        str(out), _manifest_fingerprint(out), key, ingested_files=new,
+        str(out),
+        _manifest_fingerprint(out),
+        key,
+        ingested_files=new,
         report=report.to_json_dict() if report is not None else {},
     )
 
@@ -167,8 +217,13 @@ def _prepare_synthetic(data: DataConfig, out: Path, key: str) -> DatasetResult:
     item_labels = pl.read_parquet(paths["item_clusters"])
     report = ingest(paths["interactions"], out, data, user_labels=user_labels, item_labels=item_labels)
     _write_ledger(out, {"synthetic": key})
-    return DatasetResult(str(out), _manifest_fingerprint(out), key, ingested_files=[str(paths["interactions"])],
-                         report=report.to_json_dict())
+    return DatasetResult(
+        str(out),
+        _manifest_fingerprint(out),
+        key,
+        ingested_files=[str(paths["interactions"])],
+        report=report.to_json_dict(),
+    )
 
 
 def load_dataset(processed_dir: str | Path) -> InteractionData:

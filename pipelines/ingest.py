@@ -17,7 +17,7 @@ from recsys.data.ingest import IngestReport, ingest
 def default_out_dir(cfg: RunConfig) -> Path:
     """`<data.processed_dir>/<source name>`: one processed directory per source."""
     stem = Path(cfg.data.source.rstrip("/")).name
-    for suffix in (".gz", ".parquet", ".csv", ".tsv", ".jsonl", ".ndjson", ".inter", ".dat", ".data", ".txt"):
+    for suffix in (".gz", ".parquet", ".pq", ".csv", ".tsv", ".jsonl", ".ndjson", ".inter", ".dat", ".data", ".txt"):
         stem = stem.removesuffix(suffix)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "data"
     return Path(cfg.data.processed_dir) / slug
@@ -30,8 +30,6 @@ def run_ingest(cfg: RunConfig, out_dir: Path | None = None, *, append: bool = Fa
         raise ConfigError(
             "run_ingest reads files; for data.source = 'synthetic' use the data step (pipelines/data.py)"
         )
-    if re.match(r"^[a-z][a-z0-9+.-]*://", source):
-        raise ConfigError(f"data.source {source!r} is a URL; fetch it first with `recsys data fetch`")
     return ingest(
-        Path(source), out_dir or default_out_dir(cfg), cfg.data, format=cfg.data.format, append=append
+        source, out_dir or default_out_dir(cfg), cfg.data, format=cfg.data.format, append=append
     )

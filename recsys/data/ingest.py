@@ -23,7 +23,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.implicit import ORDER, FilterStep, to_implicit
-from recsys.data.readers import ROW, RawSource, scan_source
+from recsys.data.readers import ROW, SOURCE_FILE, RawSource, scan_source
 from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
@@ -125,10 +125,12 @@ def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl
     """Every batch's validated rows with ORDER (first-appearance key), as one lazy frame."""
 
     def ordered(number: int, frame: pl.LazyFrame) -> pl.LazyFrame:
-        order = (pl.lit(number, dtype=pl.Int64) * (1 << _BATCH_SHIFT) + pl.col(ROW).cast(pl.Int64)).alias(
-            ORDER
-        )
-        return frame.with_columns(order).drop(ROW)
+        # Position within the batch (batches keep file order), not the source row: in a directory
+        # source every file numbers its rows from 1, so source rows tie across files.
+        order = (
+            pl.lit(number, dtype=pl.Int64) * (1 << _BATCH_SHIFT) + pl.int_range(pl.len(), dtype=pl.Int64)
+        ).alias(ORDER)
+        return frame.with_columns(order).drop(ROW, SOURCE_FILE, strict=False)
 
     frames = [ordered(n, f) for n, f in previous] + [ordered(batch, accepted.lazy())]
     return pl.concat(frames, how="diagonal_relaxed")

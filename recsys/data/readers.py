@@ -2,27 +2,43 @@
 
 Every text column is read as a string (never inferred), so a single malformed value cannot fail the
 whole read: validation parses the strings and quarantines the rows that do not parse. Each row keeps
-its 1-based source row number, so a quarantine row says exactly which line of the input was bad.
+its 1-based row number *within its file* (ROW) and, for a directory, the file it came from
+(SOURCE_FILE), so a quarantine row says exactly which line of which input was bad.
+
+JSON Lines are read as one string column per line and decoded by polars, so a truncated or garbage
+line becomes one `malformed_json` row (READ_ERROR) instead of failing the whole file.
 
 Formats are detected from the extension *and* the first bytes of the file (MovieLens `u.data` has
 no telling extension; a `.csv` may really be `::`-separated), and can be forced with `format=`.
+A source may also be an fsspec URL (see `recsys.data.remote`): `file://` takes the local path;
+other protocols are read as Parquet through fsspec file objects.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO
+from urllib.parse import unquote
 
+import numpy as np
 import polars as pl
 
 from recsys.config import ColumnMap
+from recsys.data.remote import Location, as_url, resolve
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
 from recsys.errors import DataError
 
 ROW = "source_row"
-"""1-based data row of the source (for a directory: counted across its files in name order)."""
+"""1-based data row (JSON Lines: line number) within the file the row came from."""
+SOURCE_FILE = "source_file"
+"""For a directory source: the row's file, relative to the directory (Categorical)."""
+READ_ERROR = "__read_error"
+"""A reason found while reading (e.g. malformed_json), null for rows the reader could split."""
+MALFORMED_JSON = "malformed_json"
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
 
@@ -38,23 +54,64 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
 _POSITIONAL = (USER, ITEM, WEIGHT, TIME)  # u.data / ratings.dat / headerless numeric files
 _TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".dat", ".data", ".inter", ".jsonl", ".ndjson", ".json"}
+_PARQUET_SUFFIXES = (".parquet", ".pq")
 _SNIFF_BYTES = 64 * 1024
+_LINE = "__line"
+_OK = "__ok"
+_JSON = "__json"
+# A JSON Lines record must be one object on one line. Lines failing this cheap test (truncated
+# records, garbage, arrays, bare numbers) are marked before decoding, so the decoder never sees them.
+_OBJECT_LINE = r"^\s*\{.*\}\s*$"
+# A byte that cannot occur unescaped in JSON text: splitting on it keeps each line whole.
+_NO_SEPARATOR = "\x1f"
 
 
 @dataclass
 class RawSource:
-    """A scanned source: `frame` has ROW plus the canonical column names holding *raw* values
-    (strings for text formats; native dtypes for Parquet). `mapping` says which source column
-    became which canonical column, for messages and the manifest."""
+    """A scanned source: `frame` has ROW, SOURCE_FILE (directories), READ_ERROR (JSON Lines) and the
+    canonical column names holding *raw* values (strings for text formats; native dtypes for
+    Parquet). `mapping` says which source column became which canonical column, for messages and
+    the manifest. `exact`, when set, rebuilds the frame eagerly with a per-line check; validation
+    uses it only if the lazy frame fails to decode (a line the cheap shape test let through)."""
 
-    path: Path
+    path: Path | str
     format: str
     frame: pl.LazyFrame
     mapping: dict[str, str] = field(default_factory=dict)
+    per_file: bool = False
+    exact: Callable[[], pl.LazyFrame] | None = None
 
     @property
     def columns(self) -> list[str]:
-        return [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if c in self.mapping]
+        """The columns a quarantine row keeps besides ROW and the reason: SOURCE_FILE for a
+        directory, then the mapped canonical columns."""
+        canonical = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if c in self.mapping]
+        return [SOURCE_FILE, *canonical] if self.per_file else canonical
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One input file: a local path, or a path inside an fsspec location (opened on demand).
+    `name` is what SOURCE_FILE says: relative to the source directory, or the file's own name."""
+
+    name: str
+    path: Path | None = None
+    location: Location | None = None
+    remote_path: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        assert self.location is not None and self.remote_path is not None
+        return self.location.url_of(self.remote_path)
+
+    def target(self) -> Path | IO[bytes]:
+        """What polars scans: the local path, or an fsspec file object."""
+        if self.path is not None:
+            return self.path
+        assert self.location is not None and self.remote_path is not None
+        return self.location.open(self.remote_path)
 
 
 # --------------------------------------------------------------------------- detection
@@ -132,9 +189,12 @@ def detect_format(path: str | Path) -> str:
     lines = _head_lines(path, head)
     if not lines:
         raise DataError(f"{path}: empty file")
+    if suffix in {".jsonl", ".ndjson"}:
+        # A bad first line is a quarantined row, not a reason to read the file as something else.
+        if not any(line.lstrip().startswith("{") for line in lines[:1000]):
+            raise DataError(f"{path}: JSON Lines extension but no line is a JSON object")
+        return "jsonl"
     sniffed = _sniff_text(path, lines)
-    if suffix in {".jsonl", ".ndjson"} and sniffed != "jsonl":
-        raise DataError(f"{path}: JSON Lines extension but the first line is not a JSON object")
     if suffix == ".inter" and sniffed == "tsv":
         return "recbole"  # RecBole headers without types still read fine as TSV with auto-mapping
     return sniffed
@@ -163,7 +223,7 @@ def _base_name(name: str) -> str:
     return name.split(":", 1)[0].strip().lower()
 
 
-def map_columns(path: Path, header: list[str], columns: ColumnMap | None) -> dict[str, str]:
+def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) -> dict[str, str]:
     """canonical name -> source column. Explicit names win; the rest come from AUTO_NAMES.
     Raises DataError naming the file, the missing role and the columns that were found."""
     columns = columns or ColumnMap()
@@ -205,6 +265,11 @@ def map_columns(path: Path, header: list[str], columns: ColumnMap | None) -> dic
 # --------------------------------------------------------------------------- scanning
 
 
+def first_error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
 def _csv_header(path: Path, separator: str, quote: str | None) -> list[str]:
     try:
         return (
@@ -219,7 +284,7 @@ def _csv_header(path: Path, separator: str, quote: str | None) -> list[str]:
 
 
 def _scan_delimited(
-    path: Path | list[Path],
+    path: Path,
     separator: str,
     has_header: bool,
     quote: str | None,
@@ -238,20 +303,30 @@ def _scan_delimited(
     )
 
 
-def first_error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
-
-
-def _select(frame: pl.LazyFrame, mapping: dict[str, str]) -> pl.LazyFrame:
+def _select(
+    frame: pl.LazyFrame,
+    mapping: dict[str, str],
+    file: DataFile,
+    per_file: bool,
+    extra: tuple[pl.Expr, ...] = (),
+) -> pl.LazyFrame:
+    """ROW, SOURCE_FILE (directories: a Categorical literal, 4 bytes a row), the mapped columns
+    under their canonical names, then `extra`. Called per file, so ROW restarts at 1 in each."""
+    origin = [pl.lit(file.name, dtype=pl.Categorical).alias(SOURCE_FILE)] if per_file else []
     return frame.select(
-        pl.col(ROW).cast(pl.Int64), *(pl.col(src).alias(canon) for canon, src in mapping.items())
+        pl.col(ROW).cast(pl.Int64),
+        *origin,
+        *(pl.col(src).alias(canon) for canon, src in mapping.items()),
+        *extra,
     )
 
 
-def _scan_positional(
-    path: Path | list[Path], separator: str, first_line: str
-) -> tuple[pl.LazyFrame, dict[str, str]]:
+def _concat(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
+    """Files in name order, rows in file order (validation's "first occurrence" relies on it)."""
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+
+def _scan_positional(path: Path, separator: str, first_line: str) -> tuple[pl.LazyFrame, dict[str, str]]:
     """Headerless files (u.data, ratings.dat, numeric CSV): columns are user, item[, rating[, time]]."""
     if separator == "::":
         # polars needs a one-byte separator: split on ':' and keep every other field (the odd
@@ -271,98 +346,255 @@ def _scan_positional(
     return frame, mapping
 
 
-def _scan_text(path: Path, files: list[Path], fmt: str, columns: ColumnMap | None) -> RawSource:
-    lines = _head_lines(path, _read_head(files[0]))
+def _local(file: DataFile) -> Path:
+    if file.path is None:
+        raise DataError(f"{file.label}: text formats are read from local files only")
+    return file.path
+
+
+def _scan_text(
+    label: Path | str, files: list[DataFile], fmt: str, columns: ColumnMap | None, per_file: bool
+) -> RawSource:
+    first_path = _local(files[0])
+    lines = _head_lines(first_path, _read_head(first_path))
     if not lines:
-        raise DataError(f"{path}: empty file")
+        raise DataError(f"{label}: empty file")
     first = lines[0]
-    source: Path | list[Path] = files if len(files) > 1 else files[0]
     if fmt == "movielens-dat":
         if "::" not in first:
-            raise DataError(f"{path}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        frame, mapping = _scan_positional(source, "::", first)
-        return RawSource(path, fmt, _select(frame, mapping), mapping)
-    separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else ","
-    fields = first.split(separator)
-    headerless = fmt == "movielens" or (
-        fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
-    )
-    if headerless:
-        if len(fields) < 2:
-            raise DataError(f"{path}: format {fmt} expects {separator!r}-separated columns, found one column")
-        frame, mapping = _scan_positional(source, separator, first)
-        return RawSource(path, fmt, _select(frame, mapping), mapping)
-    quote = '"'
-    header = _csv_header(files[0], separator, quote)
-    mapping = map_columns(path, header, columns)
-    frame = _scan_delimited(source, separator, True, quote)
-    return RawSource(path, fmt, _select(frame, mapping), mapping)
+            raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
+        scans = [(f, *_scan_positional(_local(f), "::", first)) for f in files]
+    else:
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else ","
+        fields = first.split(separator)
+        headerless = fmt == "movielens" or (
+            fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
+        )
+        if headerless:
+            if len(fields) < 2:
+                raise DataError(
+                    f"{label}: format {fmt} expects {separator!r}-separated columns, found one column"
+                )
+            scans = [(f, *_scan_positional(_local(f), separator, first)) for f in files]
+        else:
+            # Each file's own header is mapped, so files whose columns come in another order (or
+            # under another recognised name) still line up; a file missing a role is named.
+            scans = []
+            for f in files:
+                header = _csv_header(_local(f), separator, '"')
+                mapping = map_columns(_local(f), header, columns)
+                scans.append((f, _scan_delimited(_local(f), separator, True, '"'), mapping))
+    mapping = scans[0][2]
+    frame = _concat([_select(frame, m, f, per_file) for f, frame, m in scans])
+    return RawSource(label, fmt, frame, mapping, per_file)
 
 
-def _scan_jsonl(path: Path, files: list[Path], columns: ColumnMap | None) -> RawSource:
+# --------------------------------------------------------------------------- JSON Lines
+
+
+def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     keys: dict[str, None] = {}
-    for line in _head_lines(path, _read_head(files[0]))[:1000]:
+    for line in _head_lines(first, _read_head(first))[:1000]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            break  # the sniff window may cut the last line; polars reports real corruption
+            continue  # malformed lines are quarantined later; the sniff window may also cut one
         if not isinstance(record, dict):
-            raise DataError(f"{path}: JSON Lines rows must be objects, found {type(record).__name__}")
+            continue
         keys.update(dict.fromkeys(record))
     if not keys:
-        raise DataError(f"{path}: no JSON object on the first line")
-    mapping = map_columns(path, list(keys), columns)
-    schema = dict.fromkeys(keys, pl.String())
-    frame = pl.scan_ndjson(
-        files if len(files) > 1 else files[0], schema=schema, row_index_name=ROW, row_index_offset=1
+        raise DataError(f"{label}: no JSON object in the first lines")
+    return list(keys)
+
+
+def _jsonl_lines(path: Path) -> pl.LazyFrame:
+    """(ROW = line number, line) for the non-blank lines of a file. Blank lines keep their place in
+    the numbering but are no rows (they are not counted in rows_in)."""
+    lines = pl.scan_csv(
+        path,
+        has_header=False,
+        new_columns=[_LINE],
+        separator=_NO_SEPARATOR,
+        quote_char=None,
+        infer_schema=False,
+        row_index_name=ROW,
+        row_index_offset=1,
+        truncate_ragged_lines=True,
     )
-    return RawSource(path, "jsonl", _select(frame, mapping), mapping)
+    return lines.filter(pl.col(_LINE).is_not_null() & (pl.col(_LINE).str.strip_chars() != ""))
 
 
-def _scan_parquet(path: Path, files: list[Path], columns: ColumnMap | None) -> RawSource:
-    try:
-        frame = pl.scan_parquet(
-            files if len(files) > 1 else files[0],
-            hive_partitioning=path.is_dir(),
-            row_index_name=ROW,
-            row_index_offset=1,
+def _decode_lines(
+    lines: pl.LazyFrame,
+    ok: pl.Expr,
+    dtype: pl.Struct,
+    mapping: dict[str, str],
+    file: DataFile,
+    per_file: bool,
+) -> pl.LazyFrame:
+    """Decode the lines where `ok` holds into the mapped fields (as strings); the others get null
+    fields and READ_ERROR = malformed_json."""
+    decoded = (
+        lines.with_columns(ok.alias(_OK))
+        .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
+        .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
+    )
+    error = pl.when(pl.col(_OK)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.lit(MALFORMED_JSON))
+    return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR),))
+
+
+def decodable(lines: pl.Series, dtype: pl.DataType, candidates: np.ndarray) -> np.ndarray:
+    """`candidates` narrowed to the lines that decode as `dtype`, found by bisection: a chunk that
+    decodes is kept whole, one that fails is halved until the failing lines are isolated. A few bad
+    lines among n cost about n * log2(bad lines) decoded lines, all in polars."""
+    index = np.flatnonzero(candidates)
+    subset = lines.gather(index)
+    bad: list[int] = []
+    pending = [(0, subset.len())]
+    while pending:
+        lo, hi = pending.pop()
+        try:
+            subset.slice(lo, hi - lo).str.json_decode(dtype)
+        except pl.exceptions.PolarsError:
+            if hi - lo == 1:
+                bad.append(lo)
+            else:
+                mid = (lo + hi) // 2
+                pending += [(lo, mid), (mid, hi)]
+    result = candidates.copy()
+    result[index[bad]] = False
+    return result
+
+
+def _scan_jsonl(
+    label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
+) -> RawSource:
+    paths = [_local(f) for f in files]
+    mapping = map_columns(label, _jsonl_keys(label, paths[0]), columns)
+    dtype = pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+    shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
+    frame = _concat(
+        [
+            _decode_lines(_jsonl_lines(p), shaped, dtype, mapping, f, per_file)
+            for f, p in zip(files, paths, strict=True)
+        ]
+    )
+
+    def exact() -> pl.LazyFrame:
+        """Per-line check for the rare line that looks like an object but does not decode
+        (`{"a":}`, an object or list where a value should be): bisection, not a Python loop."""
+        frames = []
+        for f, p in zip(files, paths, strict=True):
+            lines = _jsonl_lines(p).collect()
+            text = lines.get_column(_LINE)
+            ok = decodable(text, dtype, text.str.contains(_OBJECT_LINE).to_numpy())
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), dtype, mapping, f, per_file))
+        return _concat(frames)
+
+    return RawSource(label, "jsonl", frame, mapping, per_file, exact)
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def _hive_values(name: str) -> dict[str, str | None]:
+    """`key=value` directories of a file's relative path (hive partitioning), as strings."""
+    parts = PurePosixPath(name).parts[:-1]
+    values: dict[str, str | None] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            value = unquote(value)
+            values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+    return values
+
+
+def _scan_parquet(
+    label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
+) -> RawSource:
+    """One lazy scan per file (so ROW restarts at 1 in each), partition values from the relative
+    path added as string columns. Nothing is read beyond the first file's schema."""
+    scans, header = [], None
+    for f in files:
+        try:
+            frame = pl.scan_parquet(f.target(), row_index_name=ROW, row_index_offset=1)
+            if per_file:
+                hive = _hive_values(f.name)
+                frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
+            if header is None:
+                header = [h for h in frame.collect_schema().names() if h != ROW]
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
+        except OSError as exc:
+            raise DataError(f"{f.label}: cannot read ({exc})") from None
+        scans.append((f, frame))
+    assert header is not None
+    mapping = map_columns(label, header, columns)
+    frame = _concat([_select(frame, mapping, f, per_file) for f, frame in scans])
+    return RawSource(label, "parquet", frame, mapping, per_file)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _scan_remote(location: Location, format: str | None, columns: ColumnMap | None) -> RawSource:
+    """A non-local URL: Parquet files (a file, or a directory that may be hive-partitioned)."""
+    suffixes = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
+    found = location.files(suffixes)
+    files = [DataFile(name=r.name, location=location, remote_path=r.path) for r in found]
+    fmt = format
+    if fmt is None:
+        first = files[0]
+        if first.name.lower().endswith(_PARQUET_SUFFIXES):
+            fmt = "parquet"
+        else:
+            with location.open(found[0].path) as fh:
+                fmt = "parquet" if fh.read(4) == b"PAR1" else "text"
+    if fmt != "parquet":
+        raise DataError(
+            f"{location.url}: {location.protocol}:// sources are read as Parquet only (found {fmt}); "
+            "copy text logs to a local directory or convert them to Parquet"
         )
-        header = frame.collect_schema().names()
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({first_error_line(exc)})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    header = [h for h in header if h != ROW]
-    mapping = map_columns(path, header, columns)
-    return RawSource(path, "parquet", _select(frame, mapping), mapping)
+    parquet = [f for f in files if f.name.lower().endswith(_PARQUET_SUFFIXES)] if location.is_dir else files
+    if not parquet:
+        raise DataError(f"{location.url}: directory holds no Parquet files")
+    return _scan_parquet(location.url, parquet, columns, location.is_dir)
 
 
 def scan_source(source: str | Path, format: str | None = None, columns: ColumnMap | None = None) -> RawSource:
-    """Lazily scan a file or directory into raw canonical columns (see RawSource).
+    """Lazily scan a file, a directory or an fsspec URL into raw canonical columns (see RawSource).
 
     Nothing is parsed here beyond splitting fields: a bad value becomes a quarantined row later,
     while a file that cannot be read at all (missing, binary, wrong delimiter, no user/item
-    column, empty) raises DataError naming the file and the cause.
+    column, empty, unknown URL protocol) raises DataError naming the file and the cause.
     """
+    if format is not None and format not in FORMATS:
+        raise DataError(f"{source}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    url = as_url(source)
+    if url is not None:
+        location = resolve(url)
+        if location.is_local:
+            return scan_source(location.local_path, format, columns)
+        return _scan_remote(location, format, columns)
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
-    if format is not None and format not in FORMATS:
-        raise DataError(f"{path}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    files = _directory_files(path) if path.is_dir() else [path]
-    if not path.is_dir() and path.stat().st_size == 0:
+    per_file = path.is_dir()
+    paths = _directory_files(path) if per_file else [path]
+    if not per_file and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     fmt = format or detect_format(path)
+    is_parquet = [p.suffix.lower() in _PARQUET_SUFFIXES for p in paths]
+    if per_file:  # a mixed directory: the files of the detected kind
+        paths = [p for p, pq in zip(paths, is_parquet, strict=True) if pq == (fmt == "parquet")]
+        if not paths:
+            kind = "Parquet" if fmt == "parquet" else f"{fmt} text"
+            raise DataError(f"{path}: directory holds no {kind} files")
+    files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
     if fmt == "parquet":
-        if path.is_dir():
-            files = [f for f in files if f.suffix.lower() in {".parquet", ".pq"}]
-            if not files:
-                raise DataError(f"{path}: directory holds no Parquet files")
-        return _scan_parquet(path, files, columns)
-    if path.is_dir():
-        files = [f for f in files if f.suffix.lower() not in {".parquet", ".pq"}]
+        return _scan_parquet(path, files, columns, per_file)
     if fmt == "jsonl":
-        return _scan_jsonl(path, files, columns)
-    scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns)
+        return _scan_jsonl(path, files, columns, per_file)
+    scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
     scanned.format = fmt
     return scanned

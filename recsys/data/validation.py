@@ -5,25 +5,29 @@ canonical schema; quarantined rows keep their raw values, their source row numbe
 a person can find and fix them. `rows_in == rows_accepted + rows_quarantined` by construction: the
 two outputs are complementary filters of one frame.
 
-Rules, in order: missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
+Rules, in order: a reason the reader found (malformed_json: a JSON Lines line that is not one
+JSON object), missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
 negative_weight, future_timestamp, duplicate (an exact copy of an earlier accepted row).
+
+For a directory source both outputs carry SOURCE_FILE, and ROW counts rows within that file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
-from recsys.data.readers import ROW, RawSource, first_error_line
+from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.errors import DataError
 
 REASON = "reason"
 _HASH = "__row_hash"
 REASONS = (
+    MALFORMED_JSON,
     "missing_user",
     "missing_item",
     "bad_timestamp",
@@ -49,7 +53,8 @@ _SAMPLE_ROWS = 2000
 
 @dataclass
 class ValidationResult:
-    """accepted: canonical columns + ROW; quarantine: ROW, raw values as strings, reason."""
+    """accepted: canonical columns + ROW (+ SOURCE_FILE for a directory); quarantine: ROW
+    (+ SOURCE_FILE), raw values as strings, reason."""
 
     accepted: pl.DataFrame
     quarantine: pl.DataFrame
@@ -152,9 +157,12 @@ def _sample(raw: RawSource) -> _Sample:
 # --------------------------------------------------------------------------- rules
 
 
-def _reason_expr(has_time: bool, has_weight: bool, future_limit: datetime) -> pl.Expr:
+def _reason_expr(has_time: bool, has_weight: bool, future_limit: datetime, has_read_error: bool) -> pl.Expr:
     user, item = pl.col("_user"), pl.col("_item")
-    rules: list[tuple[pl.Expr, str]] = [
+    rules: list[tuple[pl.Expr, str | pl.Expr]] = []
+    if has_read_error:  # the reader's verdict comes first: such a row has no values to judge
+        rules.append((pl.col(READ_ERROR).is_not_null(), pl.col(READ_ERROR)))
+    rules += [
         (user.is_null() | (user == ""), "missing_user"),
         (item.is_null() | (item == ""), "missing_item"),
     ]
@@ -170,9 +178,13 @@ def _reason_expr(has_time: bool, has_weight: bool, future_limit: datetime) -> pl
         ]
     if has_time:
         rules.append((pl.col("_time") > pl.lit(future_limit, dtype=TIME_DTYPE), "future_timestamp"))
-    expr = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
-    for cond, name in rules[1:]:
-        expr = expr.when(cond).then(pl.lit(name))
+
+    def value(reason: str | pl.Expr) -> pl.Expr:
+        return pl.lit(reason) if isinstance(reason, str) else reason
+
+    expr = pl.when(rules[0][0]).then(value(rules[0][1]))
+    for cond, reason in rules[1:]:
+        expr = expr.when(cond).then(value(reason))
     return expr.otherwise(pl.lit(None, dtype=pl.String))
 
 
@@ -182,7 +194,29 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
     One pass over the source: each column is cast once (non-strict, so a bad value becomes null and
     the reason rules find it) and a u64 hash of the parsed row is computed alongside, all in the
     streaming engine. Duplicates are then found on that hash column alone (see `_duplicate_mask`).
-    Raw text is kept only as long as the quarantine needs it."""
+    Raw text is kept only as long as the quarantine needs it.
+
+    A source whose lazy read fails and that offers an exact (per-line) rebuild, i.e. JSON Lines with
+    a line the cheap shape test let through, is validated once more from that rebuild, so the bad
+    line is quarantined instead of failing the file."""
+    try:
+        return _validate(raw, max_future_days, now)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        if raw.exact is None:
+            raise _read_error(raw, exc) from None
+    try:
+        return _validate(replace(raw, frame=raw.exact(), exact=None), max_future_days, now)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise _read_error(raw, exc) from None
+
+
+def _read_error(raw: RawSource, exc: BaseException) -> DataError:
+    if isinstance(exc, pl.exceptions.PolarsError):
+        return DataError(f"{raw.path}: cannot read as {raw.format} ({first_error_line(exc)})")
+    return DataError(f"{raw.path}: cannot read ({exc})")
+
+
+def _validate(raw: RawSource, max_future_days: float, now: datetime | None) -> ValidationResult:
     now = now or datetime.now(UTC)
     future_limit = now + timedelta(days=max_future_days)
     schema = raw.frame.collect_schema()
@@ -235,17 +269,12 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
 
     staged = (
         raw.frame.with_columns(parsed)
-        .with_columns(_reason_expr(has_time, has_weight, future_limit).alias(REASON))
+        .with_columns(_reason_expr(has_time, has_weight, future_limit, READ_ERROR in schema).alias(REASON))
         .with_columns(canonical)
         .with_columns(pl.struct(parsed_names).hash(seed=0).alias(_HASH))
     )
-    raw_columns = raw.columns
-    try:
-        frame = staged.select(ROW, *raw_columns, REASON, *parsed_names, _HASH).collect(engine="streaming")
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{raw.path}: cannot read as {raw.format} ({first_error_line(exc)})") from None
-    except OSError as exc:
-        raise DataError(f"{raw.path}: cannot read ({exc})") from None
+    raw_columns = raw.columns  # SOURCE_FILE (directories) + mapped canonical columns
+    frame = staged.select(ROW, *raw_columns, REASON, *parsed_names, _HASH).collect(engine="streaming")
     if frame.height == 0:
         raise DataError(f"{raw.path}: no data rows")
 
@@ -259,7 +288,9 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
     n_bad = rows_in - int(valid.sum())
     # Select before filtering, so each side copies only the columns it keeps.
     raw_view = frame.select(ROW, *raw_columns).with_columns(reason)
-    accepted = frame.select(*[pl.col(f"__{c}").alias(c) for c in canonical_names], pl.col(ROW))
+    # SOURCE_FILE rides along with accepted rows so a later cross-batch duplicate still names its file.
+    origin = [pl.col(c) for c in raw_columns if c not in canonical_names]
+    accepted = frame.select(*[pl.col(f"__{c}").alias(c) for c in canonical_names], pl.col(ROW), *origin)
     del frame
     if n_bad:
         keep = pl.Series(valid)

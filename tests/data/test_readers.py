@@ -34,7 +34,9 @@ def _rows(path: Path, fmt: str | None = None, columns: ColumnMap | None = None) 
     return accepted
 
 
-def _assert_canonical(frame: pl.DataFrame, with_time: bool = True, with_weight: bool = True) -> None:
+def _assert_canonical(
+    frame: pl.DataFrame, with_time: bool = True, with_weight: bool = True, rows: tuple[int, ...] = (1, 2, 3)
+) -> None:
     assert frame["user_id"].to_list() == USERS
     assert frame["item_id"].to_list() == ITEMS
     assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
@@ -44,7 +46,7 @@ def _assert_canonical(frame: pl.DataFrame, with_time: bool = True, with_weight: 
         assert frame["timestamp"].to_list() == TIMES
     else:
         assert frame["timestamp"].null_count() == 3
-    assert frame["source_row"].to_list() == [1, 2, 3]
+    assert frame["source_row"].to_list() == list(rows)
 
 
 def _lines(sep: str, header: str | None = None, time_fmt=str) -> str:
@@ -109,7 +111,9 @@ def test_parquet_file_and_partitioned_directory(tmp_path: Path) -> None:
         (folder / part).mkdir(parents=True)
         rows.write_parquet(folder / part / "part-0.parquet")
     assert detect_format(folder) == "parquet"
-    _assert_canonical(_rows(folder))
+    rows = _rows(folder)
+    _assert_canonical(rows, rows=(1, 2, 1))  # numbered within each file
+    assert rows["source_file"].to_list() == ["day=1/part-0.parquet", "day=1/part-0.parquet", "day=2/part-0.parquet"]
 
 
 def test_parquet_native_datetimes_are_converted_to_utc(tmp_path: Path) -> None:

@@ -1,0 +1,124 @@
+"""JSON Lines with malformed lines: each bad line is one quarantined row (malformed_json) with its
+line number, the good lines ingest, and rows_in == rows_accepted + rows_quarantined."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.config import DataConfig
+from recsys.data.ingest import ingest, read_canonical
+from recsys.data.readers import decodable, scan_source
+from recsys.errors import DataError
+
+GOOD = '{{"user_id": "{u}", "item_id": "{i}", "rating": {r}, "timestamp": {t}}}'
+T0 = 1_700_000_000
+
+
+def _good(u: str, i: str, r: float = 4.0, t: int = T0) -> str:
+    return GOOD.format(u=u, i=i, r=r, t=t)
+
+
+# line number -> content; line 2 is blank (skipped but counted in the numbering).
+LINES = {
+    1: _good("u1", "i1"),
+    2: "",
+    3: _good("u2", "i2", 3.0, T0 + 1),
+    4: '{"user_id": "u3", "item_id": "i',  # truncated record
+    5: "not json at all",  # garbage
+    6: "[1, 2, 3]",  # an array, not an object
+    7: _good("u4", "i4", 5.0, T0 + 2),
+    8: "42",  # a bare number
+    9: '{"user_id": "u5", "item_id": "i5", "rating": "many", "timestamp": 1700000003}',  # bad weight
+    10: "   ",  # whitespace only: blank
+    11: _good("u6", "i6", 1.0, T0 + 4),
+}
+BAD = [
+    (4, "malformed_json"),
+    (5, "malformed_json"),
+    (6, "malformed_json"),
+    (8, "malformed_json"),
+    (9, "bad_weight"),
+]
+
+
+def _write(path: Path, lines: dict[int, str]) -> Path:
+    path.write_text("\n".join(lines[n] for n in sorted(lines)) + "\n")
+    return path
+
+
+def test_bad_lines_are_quarantined_with_their_line_numbers(tmp_path: Path) -> None:
+    accepted, quarantine, rows_in = read_canonical(_write(tmp_path / "events.jsonl", LINES))
+    assert rows_in == 9  # 11 lines, two blank
+    assert quarantine.select("source_row", "reason").rows() == BAD
+    assert accepted["source_row"].to_list() == [1, 3, 7, 11]
+    assert accepted["user_id"].to_list() == ["u1", "u2", "u4", "u6"]
+    assert accepted["weight"].to_list() == [4.0, 3.0, 5.0, 1.0]
+    assert accepted["timestamp"].to_list()[2] == datetime.fromtimestamp(T0 + 2, UTC)
+    assert rows_in == accepted.height + quarantine.height
+    assert "source_file" not in quarantine.columns  # a single file keeps the old schema
+
+
+def test_object_shaped_but_undecodable_line_takes_the_exact_path(tmp_path: Path) -> None:
+    """`{"user_id": }` passes the cheap shape test and fails the decoder: the lazy read fails, the
+    exact rebuild isolates the line, and the other rows are the same as without it."""
+    lines = {**LINES, 12: '{"user_id": "u7", "item_id": }', 13: _good("u8", "i8", 2.0, T0 + 5)}
+    accepted, quarantine, rows_in = read_canonical(_write(tmp_path / "events.jsonl", lines))
+    assert quarantine.select("source_row", "reason").rows() == [*BAD, (12, "malformed_json")]
+    assert accepted["source_row"].to_list() == [1, 3, 7, 11, 13]
+    assert rows_in == 11 == accepted.height + quarantine.height
+
+
+def test_first_line_garbage_still_reads_as_jsonl(tmp_path: Path) -> None:
+    path = _write(tmp_path / "events.ndjson", {1: "garbage", 2: _good("u1", "i1"), 3: _good("u2", "i2")})
+    accepted, quarantine, _ = read_canonical(path)
+    assert quarantine.select("source_row", "reason").rows() == [(1, "malformed_json")]
+    assert accepted["user_id"].to_list() == ["u1", "u2"]
+
+
+def test_no_object_at_all_is_a_one_line_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "events.jsonl", {1: "garbage", 2: "[1]"})
+    with pytest.raises(DataError, match="no line is a JSON object") as info:
+        read_canonical(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ingest_counts_and_quarantine_file(tmp_path: Path) -> None:
+    report = ingest(_write(tmp_path / "events.jsonl", LINES), tmp_path / "out", DataConfig())
+    assert (report.rows_in, report.rows_accepted, report.rows_quarantined) == (9, 4, 5)
+    assert report.reasons == {"malformed_json": 4, "bad_weight": 1}
+    stored = pl.read_parquet(report.quarantine_path)
+    assert stored.select("source_row", "reason").rows() == BAD
+    assert report.interactions == 4
+
+
+def test_values_read_the_same_as_a_clean_file(tmp_path: Path) -> None:
+    """A malformed line must not change how the good lines are read (number formatting included)."""
+    clean = {n: v for n, v in LINES.items() if n in (1, 3, 7, 11)}
+    a, _, _ = read_canonical(_write(tmp_path / "clean.jsonl", clean))
+    b, _, _ = read_canonical(_write(tmp_path / "dirty.jsonl", LINES))
+    assert a.drop("source_row").equals(b.drop("source_row"))
+
+
+def test_decodable_isolates_exactly_the_planted_bad_lines() -> None:
+    rng = np.random.default_rng(0)
+    n = 1000
+    lines = [f'{{"a": "{v}"}}' for v in rng.integers(0, 100, n)]
+    planted = [0, 37, 38, 500, 999]
+    for i in planted:
+        lines[i] = '{"a": }'
+    candidates = np.ones(n, dtype=bool)
+    candidates[10] = False  # not a candidate: stays False whatever it holds
+    ok = decodable(pl.Series(lines), pl.Struct({"a": pl.String()}), candidates)
+    assert np.flatnonzero(~ok).tolist() == sorted([*planted, 10])
+
+
+def test_lazy_scan_marks_rows_without_reading(tmp_path: Path) -> None:
+    raw = scan_source(_write(tmp_path / "events.jsonl", LINES))
+    assert raw.format == "jsonl" and raw.exact is not None
+    frame = raw.frame.collect()
+    assert frame.filter(pl.col("__read_error").is_not_null())["source_row"].to_list() == [4, 5, 6, 8]
