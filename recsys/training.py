@@ -331,23 +331,26 @@ def compute_loss(
     all tower work) and the distillation term (`recsys.distill`) is added to the retrieval loss."""
     share = share or Share.of(int(users.shape[0]))
     mine_users, mine_items = users[share.rows], items[share.rows]
-    top = top_items_for(teacher, mine_users) if teacher is not None else None
+    # The teacher's top-m lists overlap heavily across a batch: encode each distinct item once.
+    top_unique = top_slots = None
+    if teacher is not None:
+        top_unique, top_slots = torch.unique(top_items_for(teacher, mine_users), return_inverse=True)
     if cfg.loss == "positives_only":
-        extra = top.reshape(-1) if top is not None else mine_items[:0]
+        extra = top_unique if top_unique is not None else mine_items[:0]
         user_vecs, pos_vecs, top_flat, temperature = step(mine_users, mine_items, extra)
         loss = loss_fn(user_vecs, pos_vecs, None, None, temperature=temperature, margin=cfg.margin)
         if teacher is None:
             return loss
-        top_vecs = top_flat.view(mine_users.shape[0], teacher.top_m, top_flat.shape[-1])
+        top_vecs = top_flat[top_slots]
         return loss + distillation_loss(
             teacher, mine_users, mine_items, None, user_vecs=user_vecs, pos_vecs=pos_vecs,
             neg_vecs=None, top_vecs=top_vecs, temperature=temperature,
         )  # fmt: skip
     negatives = local_negatives(sampler.sample(users, items, generator), share)
     sampled = extra_items(negatives)
-    extra = sampled if top is None else torch.cat([sampled, top.reshape(-1)])
+    extra = sampled if top_unique is None else torch.cat([sampled, top_unique])
     user_vecs, pos_vecs, extra_vecs, temperature = step(mine_users, mine_items, extra)
-    if top is not None:
+    if top_unique is not None:
         extra_vecs, top_flat = extra_vecs[: sampled.shape[0]], extra_vecs[sampled.shape[0] :]
     in_batch = gather_negatives(pos_vecs, world_size, share.sizes) if negatives.in_batch else None
     neg_vecs = assemble_negatives(negatives, in_batch, extra_vecs)
@@ -365,7 +368,7 @@ def compute_loss(
     )
     if teacher is None:
         return loss
-    top_vecs = top_flat.view(mine_users.shape[0], teacher.top_m, top_flat.shape[-1])
+    top_vecs = top_flat[top_slots]  # (B, m, d)
     return loss + distillation_loss(
         teacher, mine_users, mine_items, negatives.items, user_vecs=user_vecs, pos_vecs=pos_vecs,
         neg_vecs=neg_vecs, top_vecs=top_vecs, temperature=temperature,
