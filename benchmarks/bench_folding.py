@@ -85,6 +85,10 @@ def model_configs() -> list[ModelConfig]:
         two_tower("softmax mixed", loss="sampled_softmax", sampler="mixed"),
         two_tower("nce", loss="nce", sampler="uniform"),
         two_tower("infonce", loss="infonce", sampler="uniform"),
+        # Metric-learning losses (issue 11) with their natural samplers; margins as in bench_quality.
+        two_tower("contrastive", loss="contrastive", sampler="uniform", margin=1.0),
+        two_tower("lifted", loss="lifted", sampler="uniform", margin=1.0),
+        two_tower("npair", loss="npair", sampler="in_batch"),
         WALSConfig(name="wals", factors=32, iterations=10, threads=THREADS),
         PopularityConfig(name="popularity"),
     ]
@@ -140,6 +144,10 @@ class Runs:
     def mean(self, key: str) -> float:
         return statistics.fmean(self.values[key])
 
+    def fixed(self, key: str, digits: int = 2) -> str:
+        """The mean with fixed digits, or a dash when the model never recorded `key`."""
+        return f"{self.mean(key):.{digits}f}" if key in self.values else "—"
+
     def cell(self, key: str, digits: int = 3) -> str:
         vals = self.values[key]
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -155,6 +163,8 @@ def measure(cfg: ModelConfig, split: Split, within: EvalSet, popularity: np.ndar
         start = time.perf_counter()
         model.fit(split.train)
         runs.add("fit_s", time.perf_counter() - start)
+        if model.history:  # epochs (two-tower) or iterations (WALS); popularity has none
+            runs.add("s_per_epoch", runs.values["fit_s"][-1] / len(model.history))
         start = time.perf_counter()
         full = evaluate(model, split.test_set(), eval_cfg, item_popularity=popularity)
         eval_s = time.perf_counter() - start
@@ -251,7 +261,8 @@ def write_markdown(results: list[Runs], data_name: str, split: Split, seconds: f
         f"Data: {data_name}; {split.n_users:,} users, {split.n_items:,} items, "
         f"{split.train.nnz:,} train / {split.test.nnz:,} test interactions (random 80/20 split, seed 0). "
         f"Two-tower: dim 32, one shared hidden layer of 64, {EPOCHS} epochs, batch 2048, 128 negatives, lr 0.01; "
-        f"WALS: 32 factors, 10 iterations. {SEEDS} seed(s) per model (popularity is deterministic: 1). "
+        "WALS: 32 factors, 10 iterations (its s/epoch is per ALS iteration). "
+        f"{SEEDS} seed(s) per model (popularity is deterministic: 1). "
         f"Total {seconds:.0f} s on {os.cpu_count()} core(s).",
         "",
         *(
@@ -268,14 +279,16 @@ def write_markdown(results: list[Runs], data_name: str, split: Split, seconds: f
         "(0 = blocks kept apart, 1 = lists ignore the blocks).",
         "",
         f"| model | folding@{K} | ratio to random | score_folding | neighbour_cross_block@{NEIGHBOURS} "
-        f"| recall@{K} | recall@{K} within block | fit s | diagnostic cost / evaluate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| recall@{K} | recall@{K} within block | fit s | s/epoch | diagnostic cost / evaluate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.name} | {r.cell(f'folding@{K}')} | {r.mean(f'folding@{K}') / random_rate:.2f} "
             f"| {r.cell('score_folding')} | {r.cell(f'neighbour_cross_block@{NEIGHBOURS}')} "
-            f"| {r.cell('recall')} | {r.cell('recall_within')} | {r.mean('fit_s'):.1f} | {r.mean('fold_cost'):.2f}x |"
+            f"| {r.cell('recall')} | {r.cell('recall_within')} | {r.mean('fit_s'):.1f} "
+            f"| {r.fixed('s_per_epoch')} "
+            f"| {r.mean('fold_cost'):.2f}x |"
         )
     lines += [
         "",
