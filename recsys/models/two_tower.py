@@ -36,6 +36,7 @@ from recsys.data.split import EvalSet
 from recsys.distill import DistillConfig, resolve_teacher, teacher_targets
 from recsys.errors import DataError, ModelError
 from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.fold_in import least_squares_users
 
 LossName = Literal[
     "bce",
@@ -102,7 +103,15 @@ class TwoTowerConfig(ModelConfig):
     checkpoint_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (None = torch default)")
-    fold_in: Literal["mean", "optimize"] = "mean"
+    fold_in: Literal["mean", "least_squares"] = Field(
+        "mean",
+        description="new users: mean of the history's item vectors, or the implicit-ALS least-squares "
+        "solve against the item vectors (recsys.models.fold_in), which also pushes away untouched items "
+        "(on ML-100K strong generalisation a softmax-trained model scored 0.30 with it vs 0.36 with mean: "
+        "its item vectors are trained for softmax ranking, not squared error)",
+    )
+    fold_in_alpha: float = Field(10.0, ge=0, description="least_squares fold-in: confidence 1 + alpha * weight")
+    fold_in_regularization: float = Field(1.0, gt=0, description="least_squares fold-in: L2 on the user vector")
     quiet: bool = Field(False, description="no progress bar (it is also off when stderr is not a terminal)")
     distill: DistillConfig | None = Field(
         None, description="knowledge distillation from a teacher model (recsys.distill); None = off"
@@ -399,17 +408,20 @@ class TwoTower(Recommender):
     def fold_in(
         self, histories: sp.spmatrix, user_features: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """Interaction-weighted mean of the history's item vectors (L2-normalised when the model
-        is); plus the feature-only user tower when the model has user features and
+        """Interaction-weighted mean of the history's item vectors, or with `fold_in =
+        "least_squares"` the implicit-ALS solve against them (L2-normalised when the model is); plus the feature-only user tower when the model has user features and
         `user_features` (name -> rows for these users, encoded like the FeatureSet) is given.
         Users with empty histories and no features get a zero vector (they rank by nothing)."""
         self._check_fitted()
-        if self.config.fold_in != "mean":
-            raise NotImplementedError(f"fold_in={self.config.fold_in!r} is not implemented; use 'mean'")
         rows = as_user_item_csr(histories, self.n_items)
-        weights = np.asarray(rows.sum(axis=1)).ravel()
-        vectors = np.asarray(rows @ self.item_factors, dtype=np.float32)
-        vectors /= np.maximum(weights, 1e-12)[:, None].astype(np.float32)
+        if self.config.fold_in == "least_squares":
+            vectors = least_squares_users(
+                rows, self.item_factors, self.config.fold_in_alpha, self.config.fold_in_regularization
+            )
+        else:
+            weights = np.asarray(rows.sum(axis=1)).ravel()
+            vectors = np.asarray(rows @ self.item_factors, dtype=np.float32)
+            vectors /= np.maximum(weights, 1e-12)[:, None].astype(np.float32)
         if user_features is not None and self.feature_specs.get("user"):
             vectors += self._feature_user_vectors(user_features, rows.shape[0])
         if self.config.normalize:

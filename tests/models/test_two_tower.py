@@ -127,6 +127,20 @@ def test_fold_in_is_the_weighted_mean_of_history_item_vectors_normalised(planted
     assert (empty == 0).all()
 
 
+def test_least_squares_fold_in_solves_the_implicit_als_normal_equations(planted):
+    model = fit(planted, epochs=2)
+    model.config = model.config.model_copy(
+        update={"fold_in": "least_squares", "fold_in_alpha": 4.0, "fold_in_regularization": 0.3}
+    )
+    dense = np.zeros((1, planted.n_items))
+    dense[0, 3], dense[0, 7] = 1.0, 3.0
+    v = model.item_factors.astype(np.float64)
+    c = 1 + 4.0 * dense[0]  # confidence: 1 on untouched items, 1 + alpha w on the history
+    u = np.linalg.solve(v.T @ (c[:, None] * v) + 0.3 * np.eye(v.shape[1]), v.T @ (c * (dense[0] > 0)))
+    got = model.fold_in(sp.csr_matrix(dense))
+    np.testing.assert_allclose(got[0], u / np.linalg.norm(u), rtol=1e-4, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- features
 def planted_features(planted: Planted, seed: int = 0) -> FeatureSet:
     """Categorical cluster labels (informative), random multi-hot tags and numeric noise."""

@@ -217,3 +217,15 @@ def test_fold_in_works_after_loading_from_disk(planted: Planted, tmp_path):
         loaded.fold_in(planted.test[:10]), model.fold_in(planted.test[:10]), rtol=1e-5, atol=1e-6
     )
     assert loaded.fold_in(planted.test[:0]).shape == (0, FAST.factors)
+
+
+def test_least_squares_fold_in_on_wals_item_factors_is_wals_own_fold_in(planted: Planted):
+    """`recsys.models.fold_in` (used by the two-tower's least_squares fold-in) solves the same
+    problem as implicit's recalculate_user: on WALS's own item factors the two must agree."""
+    from recsys.models.fold_in import least_squares_users
+
+    cfg = WALSConfig(name="w", factors=8, iterations=5, alpha=3.0, regularization=0.5, seed=0)
+    model = WALS(cfg).fit(planted.train)
+    rows = planted.test[:50].tocsr()
+    ours = least_squares_users(rows, model.item_factors, alpha=3.0, regularization=0.5)
+    assert np.allclose(ours, model.fold_in(rows), atol=1e-3)
