@@ -97,6 +97,9 @@ class TwoTowerConfig(ModelConfig):
     )
     lr_step_gamma: float = Field(0.5, gt=0, le=1, description="step schedule: decay factor")
     grad_clip: float | None = Field(None, gt=0)
+    max_steps_per_epoch: int | None = Field(
+        None, gt=0, description="cut every epoch after this many steps (smoke runs and benchmarks on big data)"
+    )
     eval_every: int = Field(1, ge=0)
     early_stopping_patience: int = Field(0, ge=0)
     validation_metric: str = "recall@20"
@@ -339,6 +342,7 @@ class TwoTower(Recommender):
             validate=self._validator(validation, train) if validation is not None else None,
             callback=callback,
             teacher=targets,
+            max_steps=self.config.max_steps_per_epoch,
         )
         self.history[:0] = result.earlier_history  # epochs run before a resume, so history is whole
         self.refresh_factors()
