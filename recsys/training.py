@@ -48,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from recsys import distributed
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError
+from recsys.evaluation.ranking import torch_threads
 from recsys.losses import get_loss
 from recsys.sampling import (
     HardNegativeSampler,
@@ -87,20 +88,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ModelError("device='cuda' but torch sees no CUDA device; use device='auto' or 'cpu'")
     return torch.device(name)
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Use `threads` intra-op threads for the duration (None leaves torch's setting alone)."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def interaction_tensors(train: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

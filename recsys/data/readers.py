@@ -410,17 +410,7 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
 def _jsonl_lines(path: Path) -> pl.LazyFrame:
     """(ROW = line number, line) for the non-blank lines of a file. Blank lines keep their place in
     the numbering but are no rows (they are not counted in rows_in)."""
-    lines = pl.scan_csv(
-        path,
-        has_header=False,
-        new_columns=[_LINE],
-        separator=_NO_SEPARATOR,
-        quote_char=None,
-        infer_schema=False,
-        row_index_name=ROW,
-        row_index_offset=1,
-        truncate_ragged_lines=True,
-    )
+    lines = _scan_delimited(path, _NO_SEPARATOR, has_header=False, quote=None, new_columns=[_LINE])
     return lines.filter(pl.col(_LINE).is_not_null() & (pl.col(_LINE).str.strip_chars() != ""))
 
 
