@@ -4,7 +4,10 @@ Runs in the project venv. Each (data set, system, model) is one subprocess, so p
 own, a crash or timeout in one peer costs only that row (recorded in status.json and the report),
 and a missing peer venv is reported rather than fatal.
 
-    .venv/bin/python benchmarks/peers/run_all.py [--reuse] [--only SYSTEM[,SYSTEM]] [--timeout S]
+    .venv/bin/python benchmarks/peers/run_all.py [--reuse] [--datasets NAME[,NAME]]
+        [--only SYSTEM|SYSTEM-MODEL[,...]] [--timeout S] [--no-report]
+
+`--only recsys` runs every recsys model; `--only recsys-wals,cornac-ease` runs just those two.
 """
 
 from __future__ import annotations
@@ -61,21 +64,36 @@ def run(command: list[str], timeout: float, env: dict[str, str] | None = None) -
         return 124, f"timed out after {timeout:.0f}s", time.perf_counter() - start
 
 
+def record_status(path: Path, key: str, value: dict) -> None:
+    """Merge one run's outcome into status.json (re-read first, so runs of other data sets or systems,
+    earlier or concurrent, keep their entries; written atomically)."""
+    status = json.loads(path.read_text()) if path.is_file() else {}
+    status[key] = value
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", action="store_true", help="keep the export and result files that exist")
-    parser.add_argument("--only", default="", help="comma-separated systems to run (default: all)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated systems or system-model keys to run (default: all)"
+    )
     parser.add_argument("--datasets", default=",".join(PLAN))
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("PEERS_TIMEOUT", "600")))
+    parser.add_argument("--no-report", action="store_true", help="run only; skip score.py and report.py")
     args = parser.parse_args(argv)
-    only = {s for s in args.only.split(",") if s}
+    only = {s.strip().lower() for s in args.only.split(",") if s.strip()}
+    unknown = only - {s for s in SYSTEMS} - {f"{s}-{m.lower()}" for runs in PLAN.values() for s, m in runs}
+    if unknown:
+        parser.error(f"--only: unknown system or system-model {sorted(unknown)}")
     datasets = [d for d in args.datasets.split(",") if d]
     python = str(REPO / ".venv/bin/python")
     export, results = OUT / "export", OUT / "results"
     status_path = OUT / "status.json"
-    status: dict[str, dict] = (
-        json.loads(status_path.read_text()) if args.reuse and status_path.is_file() else {}
-    )
+    if not args.reuse:
+        status_path.unlink(missing_ok=True)
 
     if not (args.reuse and all((export / d / "meta.json").is_file() for d in datasets)):
         code, tail, _ = run([python, str(HERE / "export.py"), "--datasets", ",".join(datasets)], args.timeout)
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     for dataset in datasets:
         for system, model in PLAN[dataset]:
-            if only and system not in only:
+            if only and system not in only and f"{system}-{model.lower()}" not in only:
                 continue
             key = f"{dataset}/{system}-{model.lower()}"
             target = results / dataset / f"{system}-{model.lower()}.json"
@@ -93,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             interpreter, runner = SYSTEMS[system]
             if not (REPO / interpreter).is_file():
-                status[key] = {
+                record_status(status_path, key, {
                     "rc": None,
                     "error": f"{interpreter} missing: run `make peers` to build the venv",
-                }
+                })  # fmt: skip
                 print(f"skip {key}: no venv")
                 continue
             target.unlink(missing_ok=True)
@@ -105,13 +123,15 @@ def main(argv: list[str] | None = None) -> None:
                 args.timeout,
                 env,
             )
-            status[key] = {"rc": code, "seconds": round(seconds, 1), "error": "" if code == 0 else tail}
+            record_status(status_path, key, {
+                "rc": code, "seconds": round(seconds, 1), "timeout": args.timeout, "error": "" if code == 0 else tail,
+            })  # fmt: skip
             print(
                 f"{'ok  ' if code == 0 else 'FAIL'} {key} ({seconds:.0f}s)"
                 + ("" if code == 0 else f"\n{tail}")
             )
-            status_path.write_text(json.dumps(status, indent=1))
-    status_path.write_text(json.dumps(status, indent=1))
+    if args.no_report:
+        return
     for step in ("score.py", "report.py"):
         code, tail, _ = run([python, str(HERE / step)], args.timeout)
         print(tail)

@@ -11,8 +11,6 @@ project's definition) and NDCG@20 (LensKit's rank weight 1 / max(1, log2 rank)),
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import peer_io
 
@@ -34,7 +32,7 @@ def main() -> None:
     from lenskit.metrics import NDCG, Recall, RunAnalysis
     from lenskit.pipeline import topn_pipeline
 
-    torch.set_num_threads(int(os.environ.get("PEERS_THREADS", "2")))
+    torch.set_num_threads(peer_io.TORCH_THREADS)
     times: dict[str, float] = {}
     with peer_io.stopwatch(times, "load"):
         parts, meta = peer_io.read_split(export_dir)

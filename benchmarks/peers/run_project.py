@@ -29,6 +29,7 @@ PARAMS: dict[str, dict] = {
     "two_tower": {
         "kind": "two_tower", "dim": 64, "loss": "sampled_softmax", "sampler": "in_batch", "batch_size": 512,
         "epochs": 10, "eval_every": 1, "early_stopping_patience": 2, "quiet": True, "device": "cpu",
+        "threads": peer_io.TORCH_THREADS,
     },
 }  # fmt: skip
 

@@ -45,7 +45,7 @@ def main() -> None:
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
     from recbole.utils.case_study import full_sort_topk
 
-    torch.set_num_threads(int(os.environ.get("PEERS_THREADS", "2")))
+    torch.set_num_threads(peer_io.TORCH_THREADS)
     times: dict[str, float] = {}
     with peer_io.stopwatch(times, "load"):
         parts, meta = peer_io.read_split(export_dir)
