@@ -12,6 +12,7 @@ import polars as pl
 
 from recsys.config import DataConfig
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
+from recsys.data.vocab import CODE_DTYPE
 from recsys.errors import DataError
 
 ORDER = "first_seen"
@@ -37,10 +38,13 @@ def _measure(name: str, frame: pl.DataFrame) -> FilterStep:
 
 
 def encode_ids(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """user_id / item_id as Categorical: every later step (distinct counts, the (user, item)
-    group-by, k-core windows, vocab joins) then hashes 4-byte codes instead of strings, which is
-    most of the ingest time on large logs. Casting back to String gives the ids unchanged."""
-    return frame.with_columns(pl.col(USER).cast(pl.Categorical), pl.col(ITEM).cast(pl.Categorical))
+    """user_id / item_id as 4-byte codes: every later step (distinct counts, the (user, item)
+    group-by, k-core windows, vocab joins) then hashes codes instead of strings, which is most of
+    the ingest time on large logs. String columns become Categorical; columns that already hold
+    decimal codes (CODE_DTYPE, see `vocab.decimal_codes`) are kept. Casting either back to String
+    gives the ids unchanged."""
+    schema = frame.collect_schema()
+    return frame.with_columns(pl.col(c).cast(pl.Categorical) for c in (USER, ITEM) if schema[c] != CODE_DTYPE)
 
 
 def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl.LazyFrame:
@@ -67,21 +71,29 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     }
     if how not in weights:
         raise DataError(f"unknown aggregate {how!r}; choose count, sum, max or last")
-    if frame.collect_schema().get(USER) == pl.Categorical == frame.collect_schema().get(ITEM):
-        # One u64 key per pair groups far faster than a two-column key.
+    schema = frame.collect_schema()
+    if schema.get(USER) in (pl.Categorical, CODE_DTYPE) and schema.get(ITEM) in (pl.Categorical, CODE_DTYPE):
+        # One u64 key per pair groups far faster than a two-column key. A decimal-code id is read
+        # back from its half of the key (taking `first()` per group is a gather over all rows,
+        # as costly as the grouping itself); a Categorical one still needs `first()`.
         high = pl.col(USER).to_physical().cast(pl.UInt64) * pl.lit(1 << 32, dtype=pl.UInt64)
         key = high + pl.col(ITEM).to_physical().cast(pl.UInt64)
+        half = pl.lit(1 << 32, dtype=pl.UInt64)
+        from_key = {
+            USER: (pl.col("_pair") // half).cast(CODE_DTYPE).alias(USER),
+            ITEM: (pl.col("_pair") % half).cast(CODE_DTYPE).alias(ITEM),
+        }
+        coded = [c for c in (USER, ITEM) if schema[c] == CODE_DTYPE]
         return (
             frame.with_columns(key.alias("_pair"))
             .group_by("_pair")
             .agg(
-                pl.col(USER).first(),
-                pl.col(ITEM).first(),
+                *(pl.col(c).first() for c in (USER, ITEM) if c not in coded),
                 pl.col(TIME).max().alias(TIME),
                 weights[how].alias(WEIGHT),
                 pl.col(ORDER).min().alias(ORDER),
             )
-            .drop("_pair")
+            .select(*(from_key[c] if c in coded else pl.col(c) for c in (USER, ITEM)), TIME, WEIGHT, ORDER)
         )
     return frame.group_by(USER, ITEM).agg(
         pl.col(TIME).max().alias(TIME), weights[how].alias(WEIGHT), pl.col(ORDER).min().alias(ORDER)
@@ -108,12 +120,15 @@ def to_implicit(
     frame: pl.LazyFrame, cfg: DataConfig, has_event: bool
 ) -> tuple[pl.DataFrame, list[FilterStep]]:
     """Validated canonical rows (+ ORDER) -> one row per surviving (user, item) pair with
-    user_id, item_id (Categorical, see `encode_ids`), timestamp, weight, ORDER; plus the step report."""
+    user_id, item_id (4-byte codes, see `encode_ids`), timestamp, weight, ORDER; plus the step report."""
     steps: list[FilterStep] = []
     rows = encode_ids(frame).collect()
-    steps.append(_measure("validated", rows))
+    validated_rows = rows.height
+    has_rule = cfg.positive_min_weight is not None or bool(cfg.positive_events)
+    if has_rule:
+        steps.append(_measure("validated", rows))
     positive = positive_filter(rows.lazy(), cfg, has_event)
-    if cfg.positive_min_weight is not None or cfg.positive_events:
+    if has_rule:
         rule = []
         if cfg.positive_min_weight is not None:
             rule.append(f"weight >= {cfg.positive_min_weight:g}")
@@ -125,6 +140,10 @@ def to_implicit(
     del rows
     pairs = aggregate(positive, cfg.aggregate).collect()
     steps.append(_measure(f"aggregate ({cfg.aggregate})", pairs))
+    if not has_rule:
+        # Aggregation keeps every user and item, so the validated rows have the same distinct
+        # counts as the pairs: no need for two distinct-counts over every validated row.
+        steps.insert(0, FilterStep("validated", validated_rows, steps[0].users, steps[0].items))
     if cfg.binarize:
         pairs = pairs.with_columns(pl.lit(1.0, dtype=pl.Float32).alias(WEIGHT))
     if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:

@@ -97,16 +97,16 @@ def _drop_cross_batch_duplicates(
     keys = [
         c
         for c in (USER, ITEM, TIME, WEIGHT, EVENT)
-        if c in result.accepted.columns and all(c in s for s in prev_schemas)
+        if c in result.rows.columns and all(c in s for s in prev_schemas)
     ]
     earlier = pl.concat([frame.select(keys) for _, frame in previous], how="vertical_relaxed")
-    accepted = result.accepted.with_row_index("_i")
+    accepted = result.accepted.with_row_index("_i")  # text ids, like the earlier batches
     repeated = (
         accepted.lazy().join(earlier.unique(), on=keys, how="semi", nulls_equal=True).select("_i").collect()
     )
     if repeated.height == 0:
         return result
-    is_repeat = pl.col("_i").is_in(repeated.get_column("_i").implode())
+    is_repeat = accepted.select(pl.col("_i").is_in(repeated.get_column("_i").implode())).to_series()
     moved = accepted.filter(is_repeat).select(
         pl.col(ROW), *[pl.col(c).cast(pl.String) for c in raw.columns], pl.lit("duplicate").alias(REASON)
     )
@@ -114,7 +114,7 @@ def _drop_cross_batch_duplicates(
     reasons = dict(result.reasons)
     reasons["duplicate"] = reasons.get("duplicate", 0) + moved.height
     return ValidationResult(
-        accepted=accepted.filter(~is_repeat).drop("_i"),
+        rows=result.rows.filter(~is_repeat),
         quarantine=quarantine,
         rows_in=result.rows_in,
         reasons=reasons,
@@ -199,20 +199,24 @@ def ingest(
             old_q = storage.quarantine_file(out_dir, number)
             if old_q.is_file():
                 storage.link_or_copy(old_q, storage.quarantine_file(tmp, number))
+        # Ids that are all canonical decimals travel (and are stored) as their UInt32 value:
+        # validation checked every row, and it spares building a Categorical here and writing
+        # strings there. `storage.scan_batches` reads them back as the same text.
+        rows = result.rows
         batch_path = storage.batch_file(tmp, batch)
         batch_path.parent.mkdir(parents=True)
-        result.accepted.write_parquet(
-            batch_path, compression="lz4"
-        )  # fast; batches are rewritten never, read rarely
+        storage.write_table(rows, batch_path)
         quarantine_path = storage.quarantine_file(tmp, batch)
         quarantine_path.parent.mkdir(parents=True, exist_ok=True)
         result.quarantine.write_parquet(quarantine_path)
 
         say("implicit conversion and k-core")
-        has_event = EVENT in result.accepted.columns or any(
+        has_event = EVENT in result.rows.columns or any(
             EVENT in f.collect_schema().names() for _, f in previous
         )
-        pairs, steps = to_implicit(_all_rows(previous, batch, result.accepted), cfg, has_event)
+        if previous:  # earlier batches come back with text ids: all rows take the Categorical route
+            rows = result.accepted
+        pairs, steps = to_implicit(_all_rows(previous, batch, rows), cfg, has_event)
         if pairs.height == 0:
             raise DataError(
                 f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
@@ -239,7 +243,7 @@ def ingest(
             .sort(pair_key)
             .collect()
         )
-        indexed.write_parquet(tmp / storage.IMPLICIT_FILE, compression="lz4")
+        storage.write_table(indexed, tmp / storage.IMPLICIT_FILE)
         users.save(tmp / storage.USERS_FILE)
         items.save(tmp / storage.ITEMS_FILE)
 

@@ -2,7 +2,8 @@
 
 Layout (one directory per data set)::
 
-    interactions/batch=000001/part-0.parquet   validated canonical rows of ingest batch 1 (+ source_row)
+    interactions/batch=000001/part-0.parquet   validated canonical rows of ingest batch 1 (+ source_row);
+                                               ids stored as UInt32 where all are canonical decimals
     interactions/batch=000002/part-0.parquet   ... each `--append` adds a batch; batches are never rewritten
     quarantine/batch=000001.parquet            rejected raw rows with source_row and reason, per batch
     implicit.parquet                           user_idx, item_idx, timestamp, weight: the table models use
@@ -87,6 +88,13 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_table(frame: pl.DataFrame, path: Path) -> None:
+    """Write a table this module owns. lz4 without column statistics: both files are always read
+    whole (no predicate ever prunes a row group), so statistics only cost write time, and lz4
+    compresses about as fast as writing uncompressed while keeping the files small."""
+    frame.write_parquet(path, compression="lz4", statistics=False)
+
+
 def fingerprint(pairs: pl.DataFrame | pl.LazyFrame) -> str:
     """Content hash of the interactions (user_id, item_id, timestamp, weight) that ignores row order:
     per-row hashes (polars' fixed-seed hash, stable across processes for one polars version) are
@@ -143,9 +151,12 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def scan_batches(root: Path, batches: list[int] | None = None) -> list[tuple[int, pl.LazyFrame]]:
-    """(batch, lazy frame of its validated canonical rows) for each stored batch."""
+    """(batch, lazy frame of its validated canonical rows) for each stored batch. Ids stored as
+    their UInt32 value (all canonical decimals, see `vocab.decimal_codes`) come back as the text
+    they were, so batches written either way line up."""
+    text_ids = [pl.col(USER).cast(pl.String), pl.col(ITEM).cast(pl.String)]
     return [
-        (b, pl.scan_parquet(batch_file(root, b)))
+        (b, pl.scan_parquet(batch_file(root, b)).with_columns(text_ids))
         for b in (batches if batches is not None else list_batches(root))
     ]
 

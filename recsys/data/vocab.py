@@ -16,6 +16,21 @@ from recsys.errors import DataError
 
 BLOCK = "block"
 UNKNOWN_BLOCK = -1
+CODE_DTYPE = pl.UInt32
+"""Integer ids are carried through ingest as their value (see `decimal_codes`) instead of as text."""
+
+
+def decimal_codes(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(value as UInt32, whether `text` is exactly that value's decimal spelling) for an id column.
+
+    Most logs number their users and items. Where every id is a canonical decimal in [0, 2**32)
+    (no sign, no leading zero, no whitespace) the number identifies the id exactly: its decimal
+    text is the id, so grouping, joining and hashing the 4-byte value gives the same answer as the
+    string, without building a string dictionary (Categorical), the slowest step of ingest on
+    large logs. Ids such as "007" or "+7" are not canonical, so they can never be merged with "7"."""
+    code = text.str.to_integer(strict=False, dtype=CODE_DTYPE)
+    canonical = code.is_not_null() & (~text.str.starts_with("0") | (text == "0")) & ~text.str.starts_with("+")
+    return code, canonical
 
 
 class Vocab:
@@ -54,8 +69,8 @@ class Vocab:
         `order` (first appearance) then id, so the result does not depend on row order within ties.
         Old ids keep their index. Vectorised: anti-join, sort, arange."""
         keys = [order, self.id_name] if order else [self.id_name]
-        # Group before casting to String: a Categorical id column then groups on its codes, and only
-        # the distinct ids are turned into strings.
+        # Group before casting to String: a Categorical (or decimal-code, see `decimal_codes`) id
+        # column then groups on 4-byte codes, and only the distinct ids are turned into strings.
         fresh = (
             candidates.lazy()
             .select(pl.col(self.id_name), *([pl.col(order)] if order else []))
@@ -99,8 +114,15 @@ class Vocab:
 
     def index(self, frame: pl.LazyFrame) -> pl.LazyFrame:
         """Replace `id_name` by `idx_name` in `frame` (inner join: ids must be in the vocab).
-        A Categorical id column is joined on its codes against the vocab cast to the same type."""
-        if frame.collect_schema().get(self.id_name) == pl.Categorical:
+        A Categorical id column is joined on its codes against the vocab cast to the same type; a
+        CODE_DTYPE column (ids that are canonical decimals, see `decimal_codes`) against the vocab
+        ids that are canonical decimals, so "007" in the vocab never matches the id 7."""
+        dtype = frame.collect_schema().get(self.id_name)
+        if dtype == CODE_DTYPE:
+            code, canonical = decimal_codes(pl.col(self.id_name))
+            numbers = self.table.lazy().filter(canonical).select(code.alias(self.id_name), self.idx_name)
+            return frame.join(numbers, on=self.id_name, how="inner", maintain_order="left").drop(self.id_name)
+        if dtype == pl.Categorical:
             codes = self.table.lazy().select(pl.col(self.id_name).cast(pl.Categorical), self.idx_name)
             return frame.join(codes, on=self.id_name, how="inner", maintain_order="left").drop(self.id_name)
         return frame.join(

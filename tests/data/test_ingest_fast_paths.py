@@ -1,0 +1,159 @@
+"""Ingest's fast paths (decimal id codes, integer timestamps) must give exactly the slow paths' results.
+
+The sample (first rows) only proposes a fast path; a later row it cannot represent exactly must send
+validation back to the text route, never merge ids, shift a timestamp or quarantine a good row.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.config import DataConfig
+from recsys.data.ingest import ingest, read_canonical
+from recsys.data.readers import scan_source
+from recsys.data.storage import batch_file, load_processed
+from recsys.data.validation import _integer_to_time, _numeric_to_time, validate
+from recsys.data.vocab import CODE_DTYPE, Vocab, decimal_codes
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+FILLER = 2500  # more rows than validation samples, so the odd rows come after the sample
+
+
+def _csv(path: Path, rows: list[tuple], header: str = "user_id,item_id,rating,timestamp") -> Path:
+    path.write_text(header + "\n" + "".join(",".join(str(v) for v in r) + "\n" for r in rows))
+    return path
+
+
+def _filler(n: int = FILLER) -> list[tuple]:
+    return [(i % 97, i % 89, 1 + i % 5, 1_600_000_000 + i) for i in range(n)]
+
+
+def test_decimal_codes_accept_only_canonical_decimals() -> None:
+    text = pl.Series(
+        "id", ["0", "7", "4294967295", "007", "+7", "-7", " 7", "7 ", "4294967296", "u7", "", "-0"]
+    )
+    code, canonical = decimal_codes(pl.col("id"))
+    out = text.to_frame().select(code.alias("code"), canonical.alias("ok"))
+    assert out["ok"].to_list() == [True, True, True] + [False] * 9
+    assert out["code"].head(3).to_list() == [0, 7, 4294967295]
+
+
+@pytest.mark.parametrize("odd", ["007", "+7", "u7", "4294967296"])
+def test_late_non_decimal_id_keeps_ids_distinct(tmp_path: Path, odd: str) -> None:
+    rows = [*_filler(), (7, 1, 5, 1_700_000_000), (odd, 1, 5, 1_700_000_000)]
+    report = ingest(_csv(tmp_path / "a.csv", rows), tmp_path / "out", DataConfig())
+    data = load_processed(tmp_path / "out")
+    ids = data.user_ids.tolist()
+    assert "7" in ids and odd in ids and len(set(ids)) == len(ids)
+    assert report.rows_quarantined == 0  # "7" and the odd id are different users: no duplicate
+    accepted, _, _ = read_canonical(tmp_path / "a.csv")
+    assert accepted.schema["user_id"] == pl.String
+
+
+def test_late_padded_id_is_stripped_as_on_the_text_route(tmp_path: Path) -> None:
+    """' 7' is the id '7' (ids are stripped), so that row exactly repeats the row before it."""
+    rows = [*_filler(), (7, 1, 5, 1_700_000_000), ('" 7"', 1, 5, 1_700_000_000)]
+    report = ingest(_csv(tmp_path / "a.csv", rows), tmp_path / "out", DataConfig())
+    assert report.reasons == {"duplicate": 1}
+    assert "7" in load_processed(tmp_path / "out").user_ids.tolist()
+
+
+def test_decimal_ids_give_the_same_dataset_as_text_ids(tmp_path: Path) -> None:
+    """The same log with ids spelled as numbers and as 'u<number>' ingests to the same structure."""
+    rows = [*_filler(), *_filler(50)]  # the repeats are exact duplicates
+    numeric = ingest(_csv(tmp_path / "n.csv", rows), tmp_path / "n", DataConfig())
+    text_rows = [(f"u{u}", f"i{i}", r, t) for u, i, r, t in rows]
+    text = ingest(_csv(tmp_path / "t.csv", text_rows), tmp_path / "t", DataConfig())
+    for key in ("rows_in", "rows_accepted", "rows_quarantined", "users", "items", "interactions"):
+        assert getattr(numeric, key) == getattr(text, key), key
+    assert numeric.reasons == text.reasons == {"duplicate": 50}
+    a, b = load_processed(tmp_path / "n"), load_processed(tmp_path / "t")
+    assert [f"u{u}" for u in a.user_ids] == b.user_ids.tolist()
+    assert a.interactions.equals(b.interactions)
+
+
+def test_validation_rows_hold_codes_and_accepted_holds_text(tmp_path: Path) -> None:
+    result = validate(scan_source(_csv(tmp_path / "a.csv", _filler(10))), 1.0, now=NOW)
+    assert result.rows.schema["user_id"] == CODE_DTYPE
+    assert result.accepted.schema["user_id"] == pl.String
+    assert result.accepted["user_id"].to_list() == [str(i % 97) for i in range(10)]
+
+
+def test_append_after_coded_batch_finds_cross_batch_duplicates(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = _filler(100)
+    ingest(_csv(tmp_path / "a.csv", first), out, DataConfig())
+    assert pl.read_parquet(batch_file(out, 1)).schema["user_id"] == CODE_DTYPE  # stored as codes
+    before = load_processed(out)
+    second = [*first[:10], ("u1", 3, 5, 1_700_000_000), (1, 3, 5, 1_700_000_001)]
+    report = ingest(_csv(tmp_path / "b.csv", second), out, DataConfig(), append=True)
+    assert report.reasons == {"duplicate": 10} and report.rows_accepted == 2
+    after = load_processed(out)
+    assert after.user_ids[: before.n_users].tolist() == before.user_ids.tolist()
+    assert after.user_ids[before.n_users :].tolist() == ["u1"]
+
+
+def test_vocab_index_never_matches_non_canonical_text_to_a_code() -> None:
+    vocab = Vocab(pl.DataFrame({"id": ["007", "7"], "idx": [0, 1]}))
+    frame = pl.LazyFrame({"id": pl.Series([7], dtype=CODE_DTYPE)})
+    assert vocab.index(frame).collect()["idx"].to_list() == [1]
+
+
+def test_integer_time_route_matches_float_route() -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.integers(-(10**11), 10**11, 20_000),
+            rng.integers(10**11, 7 * 10**13, 20_000),
+            -rng.integers(10**11, 7 * 10**13, 20_000),
+            [0, 1, -1, 10**11 - 1, 10**11, 7 * 10**13 - 1, 7 * 10**13, 10**14, 10**17, 2**62],
+        ]
+    )
+    text = pl.Series("t", [str(v) for v in values] + ["+5", "05", "1e9", "1.5", "", "x"])
+    out = text.to_frame().select(
+        _integer_to_time(pl.col("t")).alias("fast"),
+        _numeric_to_time(pl.col("t").cast(pl.Float64, strict=False)).alias("slow"),
+    )
+    parsed = out.filter(pl.col("fast").is_not_null())
+    assert parsed["fast"].equals(parsed["slow"])
+    assert parsed.height == 60_000 + 6 + 2  # everything below 7e13 in magnitude, "+5" and "05"
+
+
+@pytest.mark.parametrize("late", ["1600000000.5", "1.6e9", "1600000000000000", "-1.5"])
+def test_late_non_integer_timestamp_is_parsed_not_quarantined(tmp_path: Path, late: str) -> None:
+    rows = [*_filler(), (1000, 1000, 5, f'"{late}"'), (1001, 1001, 5, "yesterday")]
+    result = validate(scan_source(_csv(tmp_path / "a.csv", rows)), 1.0, now=NOW)
+    assert result.reasons == {"bad_timestamp": 1}
+    assert result.quarantine["source_row"].to_list() == [FILLER + 2]
+    got = result.rows.filter(pl.col("source_row") == FILLER + 1)["timestamp"].item()
+    expected = pl.select(_numeric_to_time(pl.lit(late.strip()).cast(pl.Float64))).item()
+    assert got == expected
+
+
+def test_rows_in_is_accepted_plus_quarantined_on_fast_paths(tmp_path: Path) -> None:
+    rows = [*_filler(), ("", 1, 5, 1), (1, "", 5, 1), (1, 2, "x", 1), (1, 2, 5, "x"), (1, 2, -1, 1)]
+    result = validate(scan_source(_csv(tmp_path / "a.csv", rows)), 1.0, now=NOW)
+    assert result.rows_in == result.rows_accepted + result.rows_quarantined == FILLER + 5
+    assert result.quarantine["reason"].to_list() == [
+        "missing_user",
+        "missing_item",
+        "bad_weight",
+        "bad_timestamp",
+        "negative_weight",
+    ]
+    assert result.rows.schema["user_id"] == CODE_DTYPE  # blanks do not push ids off the fast path
+
+
+@pytest.mark.parametrize("late", [" 4", "4 ", "\t4.5"])
+def test_late_padded_weight_is_parsed_not_quarantined(tmp_path: Path, late: str) -> None:
+    rows = [*_filler(), (1000, 1000, f'"{late}"', 1_600_000_000), (1001, 1001, "four", 1_600_000_000)]
+    result = validate(scan_source(_csv(tmp_path / "a.csv", rows)), 1.0, now=NOW)
+    assert result.reasons == {"bad_weight": 1}
+    assert result.quarantine["source_row"].to_list() == [FILLER + 2]
+    got = result.rows.filter(pl.col("source_row") == FILLER + 1)["weight"].item()
+    assert got == float(late.strip())
