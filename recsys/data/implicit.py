@@ -76,6 +76,10 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
         # One u64 key per pair groups far faster than a two-column key. A decimal-code id is read
         # back from its half of the key (taking `first()` per group is a gather over all rows,
         # as costly as the grouping itself); a Categorical one still needs `first()`.
+        # Measured (10M rows, 1.4M pairs, 2 cores): this group-by ~0.5-0.7 s in the default
+        # (streaming) engine, ~1.1 s in-memory; grouping the key alone ~0.3 s, so the aggregations
+        # are cheap. A sort-based variant (user|item|row packed in one u64, np.sort, segment
+        # reductions, a gather of the timestamps) was no faster (~0.6-0.8 s) and was not kept.
         high = pl.col(USER).to_physical().cast(pl.UInt64) * pl.lit(1 << 32, dtype=pl.UInt64)
         key = high + pl.col(ITEM).to_physical().cast(pl.UInt64)
         half = pl.lit(1 << 32, dtype=pl.UInt64)
