@@ -30,6 +30,7 @@ from pipelines.run import (
     end_parent,
     failed_outcome,
     load_data_and_split,
+    longest_first,
     make_tracker,
     promote_best,
     teachers_workspace,
@@ -142,6 +143,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     by_name: dict[str, ModelOutcome] = {}
     with teachers_workspace(cfg) as teachers:
         for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
+            wave = longest_first(wave)
             futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
             wait(futures)
             for model_cfg, future in zip(wave, futures, strict=True):

@@ -194,6 +194,18 @@ def failed_outcome(model_cfg: ModelConfig, error: BaseException, run_id: str | N
     )
 
 
+EXPECTED_COST = {"two_tower": 3, "wals_spark": 2, "wals": 1}
+"""Rough training cost by model kind, for scheduling only (popularity and precomputed factors: 0)."""
+
+
+def longest_first(models: list[ModelConfig]) -> list[ModelConfig]:
+    """Submission order for concurrent training: longest expected job first (LPT scheduling), so a
+    two-tower does not wait behind quick models for a free worker and the wall time stays close to
+    the longest job. Stable, so models of one kind keep their config order; results are reported in
+    config order regardless."""
+    return sorted(models, key=lambda m: -EXPECTED_COST.get(m.kind, 0))
+
+
 @contextmanager
 def teachers_workspace(cfg: RunConfig) -> Iterator[Path | None]:
     """A private directory for this run's distillation teachers (None when nothing distills),
@@ -251,6 +263,7 @@ def run_pipeline(
 
         by_name: dict[str, ModelOutcome] = {}
         for wave in distillation_waves(list(cfg.models)):  # students after their teachers
+            wave = longest_first(wave)
             by_name |= {o.name: o for o in (map_models(one, wave) if map_models else map(one, wave))}
         outcomes = [by_name[m.name] for m in cfg.models]
     steps["models"] = time.perf_counter() - t

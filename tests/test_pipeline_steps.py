@@ -115,3 +115,26 @@ def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
 def test_tune_refuses_a_model_with_nothing_to_tune(tmp_path):
     result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "pop", "--trials", "1"])
     assert result.exit_code == 2 and "nothing to tune" in result.output
+
+
+def test_models_are_submitted_longest_first_and_reported_in_config_order(tmp_path):
+    """LPT scheduling: the two-tower starts first so it never queues behind quick models; the
+    summary keeps the config's order."""
+    from pipelines.run import longest_first, run_pipeline
+
+    models = (
+        'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=4, iterations=2},'
+        ' {name="tt", kind="two_tower", dim=8, epochs=1, batch_size=256, quiet=true}]'
+    )
+    cfg = load_config(None, [*TINY, models, f'data.processed_dir="{tmp_path}"', "tracking.enabled=false"])
+    assert [m.name for m in longest_first(cfg.models)] == ["tt", "wals", "pop"]
+
+    started: list[str] = []
+
+    def record(fn, wave):
+        started.extend(m.name for m in wave)
+        return list(map(fn, wave))
+
+    result = run_pipeline(cfg, tracking=False, map_models=record, log=lambda _: None)
+    assert started == ["tt", "wals", "pop"]
+    assert [m.name for m in result.models] == ["pop", "wals", "tt"]
