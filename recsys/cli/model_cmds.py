@@ -55,7 +55,8 @@ def train(
 
     No MLflow, no Prefect: the quick loop for a notebook or a terminal. `recsys run` does it all.
     With --nproc N, two-tower models train with DistributedDataParallel on N processes; batch_size
-    is per process (the global batch is batch_size x N).
+    is per process (the global batch is batch_size x N). A model with a `distill` teacher trains after
+    it; trained alone (--model), it loads the teacher saved under --models.
     """
     from pipelines.train import find_teacher, train_model
 
