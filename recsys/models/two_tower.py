@@ -419,9 +419,9 @@ class TwoTower(Recommender):
         self._check_fitted()
         rows = as_user_item_csr(histories, self.n_items)
         if self.config.fold_in == "least_squares":
-            vectors = least_squares_users(
-                rows, self.item_factors, self.config.fold_in_alpha, self.config.fold_in_regularization
-            )
+            conf = rows.copy()
+            conf.data = 1.0 + self.config.fold_in_alpha * conf.data
+            vectors = least_squares_users(conf, self.item_factors, self.config.fold_in_regularization)
         else:
             weights = np.asarray(rows.sum(axis=1)).ravel()
             vectors = np.asarray(rows @ self.item_factors, dtype=np.float32)

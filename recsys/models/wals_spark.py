@@ -41,11 +41,11 @@ from pydantic import Field
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError
 from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.fold_in import least_squares_users
 from recsys.models.wals import WALSConfig, confidence
 
 log = logging.getLogger(__name__)
 
-FOLD_IN_CHUNK_BYTES = 64 * 2**20
 """Memory bound for the per-interaction outer products fold-in builds at once."""
 
 
@@ -285,35 +285,11 @@ class WALSSpark(Recommender):
 
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """Exact implicit-ALS user vectors with item factors fixed, as Spark's last user step solves
-        them: x_u = (YᵀY + Yᵀ(C_u - I)Y + regParam * n_u * I)⁻¹ YᵀC_u p_u, same confidence as training.
-        Batched: per chunk of users, the per-interaction outer products are summed per user with one
-        sparse matmul and all systems are solved by one stacked np.linalg.solve."""
+        them (regParam * n_u, same confidence as training): `recsys.models.fold_in`."""
         self._check_fitted()
         rows = as_user_item_csr(histories, self.n_items)
-        rank = self.config.factors
-        out = np.zeros((rows.shape[0], rank), dtype=np.float32)
-        if rows.nnz == 0:
-            return out
         conf = confidence(rows, _wals_scaling(self.config))
-        items = self.item_factors.astype(np.float64)
-        gram = items.T @ items
-        eye = np.eye(rank)
-        for start, stop in _chunks(conf.indptr, rank):
-            block = conf[start:stop]
-            counts = np.diff(block.indptr)
-            owner = np.repeat(np.arange(stop - start), counts)
-            indicator = sp.csr_matrix(
-                (np.ones(block.nnz), (owner, np.arange(block.nnz))), shape=(stop - start, block.nnz)
-            )
-            y = items[block.indices]  # (nnz, rank)
-            c = block.data.astype(np.float64)
-            outer = ((c - 1.0)[:, None, None] * y[:, :, None] * y[:, None, :]).reshape(block.nnz, rank * rank)
-            lhs = gram + (indicator @ outer).reshape(-1, rank, rank)
-            reg = self.config.regularization * counts + (counts == 0)  # empty rows: identity, rhs 0 -> x = 0
-            lhs += reg[:, None, None] * eye
-            rhs = indicator @ (c[:, None] * y)
-            out[start:stop] = np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0]
-        return out
+        return least_squares_users(conf, self.item_factors, self.config.regularization, scale_by_count=True)
 
     # ----------------------------------------------------------------- persistence
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
@@ -327,14 +303,3 @@ class WALSSpark(Recommender):
         self._items = np.ascontiguousarray(items, dtype=np.float32)
 
 
-def _chunks(indptr: np.ndarray, rank: int) -> list[tuple[int, int]]:
-    """Row ranges whose interactions' (rank x rank) float64 outer products fit FOLD_IN_CHUNK_BYTES
-    (a row longer than that gets a range of its own); also caps rows so the stacked systems stay small."""
-    per_chunk = max(1, FOLD_IN_CHUNK_BYTES // (8 * rank * rank))
-    n_rows = len(indptr) - 1
-    bounds = [0]
-    while bounds[-1] < n_rows:
-        start = bounds[-1]
-        stop = int(np.searchsorted(indptr, indptr[start] + per_chunk, side="right")) - 1
-        bounds.append(min(n_rows, max(stop, start + 1), start + per_chunk))
-    return list(zip(bounds[:-1], bounds[1:], strict=True))

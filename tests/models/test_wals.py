@@ -227,5 +227,5 @@ def test_least_squares_fold_in_on_wals_item_factors_is_wals_own_fold_in(planted:
     cfg = WALSConfig(name="w", factors=8, iterations=5, alpha=3.0, regularization=0.5, seed=0)
     model = WALS(cfg).fit(planted.train)
     rows = planted.test[:50].tocsr()
-    ours = least_squares_users(rows, model.item_factors, alpha=3.0, regularization=0.5)
+    ours = least_squares_users(confidence(rows, cfg), model.item_factors, regularization=0.5)
     assert np.allclose(ours, model.fold_in(rows), atol=1e-3)

@@ -23,7 +23,7 @@ from recsys.data.matrix import item_popularity
 from recsys.data.split import EvalSet
 from recsys.errors import DataError
 from recsys.evaluation.evaluate import evaluate
-from recsys.models import wals_spark
+from recsys.models import fold_in
 from recsys.models.base import build_model
 from recsys.models.popularity import PopularityConfig
 from recsys.models.wals import WALSConfig, confidence
@@ -85,10 +85,8 @@ class TestWALSSparkContract(RecommenderContract):
     ):
         rows = planted.train[:40]
         whole = model.fold_in(rows)
-        monkeypatch.setattr(
-            wals_spark, "FOLD_IN_CHUNK_BYTES", 8 * FAST.factors**2 * 7
-        )  # 7 interactions a chunk
-        assert len(wals_spark._chunks(rows.indptr, FAST.factors)) == 40  # rows have 6-12 items: one a chunk
+        monkeypatch.setattr(fold_in, "FOLD_IN_CHUNK_BYTES", 8 * FAST.factors**2 * 7)  # 7 interactions a chunk
+        assert len(fold_in.chunks(rows.indptr, FAST.factors)) == 40  # rows have 6-12 items: one a chunk
         np.testing.assert_allclose(model.fold_in(rows), whole, rtol=1e-5, atol=1e-6)
 
     def test_fold_in_with_implicits_constant_penalty_would_not_match(
