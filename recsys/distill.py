@@ -88,17 +88,13 @@ def teacher_name(model_cfg: ModelConfig) -> str | None:
 
 
 def check_teachers(models: list[ModelConfig]) -> None:
-    """Every named teacher exists in the run, is not the student itself, and there is no cycle."""
+    """Every named teacher exists in the run and there is no cycle (a model naming itself is refused
+    by its own config, `TwoTowerConfig`)."""
     names = {m.name for m in models}
     for m in models:
         wanted = teacher_name(m)
         if wanted is None:
             continue
-        if wanted == m.name:
-            raise ConfigError(
-                f"model {m.name!r}: distill.teacher names the model itself; for self-distillation "
-                'use teacher = "self" with checkpoint = a saved model directory'
-            )
         if wanted not in names:
             raise ConfigError(
                 f"model {m.name!r}: distill.teacher {wanted!r} is not a model of this run; models: {sorted(names)}"

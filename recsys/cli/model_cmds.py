@@ -81,7 +81,8 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
     name = teacher_name(model_cfg)
     if name is None:
         return model_cfg
-    find_teacher(model_cfg, models_dir)  # a clear error now rather than on every rank
+    if not (models_dir / name / "config.json").is_file():
+        find_teacher(model_cfg, models_dir)  # raises the clear error now rather than on every rank
     distill = model_cfg.distill.model_copy(update={"checkpoint": str(models_dir / name)})
     return model_cfg.model_copy(update={"distill": distill})
 
