@@ -109,9 +109,8 @@ class TwoTowerConfig(ModelConfig):
     fold_in: Literal["mean", "least_squares"] = Field(
         "mean",
         description="new users: mean of the history's item vectors, or the implicit-ALS least-squares "
-        "solve against the item vectors (recsys.models.fold_in), which also pushes away untouched items "
-        "(on ML-100K strong generalisation a softmax-trained model scored 0.30 with it vs 0.36 with mean: "
-        "its item vectors are trained for softmax ranking, not squared error)",
+        "solve against the item vectors (recsys.models.fold_in), which also pushes away untouched items; "
+        "for softmax-trained towers it scored below mean on ML-100K (benchmarks/RESULTS.md, quality)",
     )
     fold_in_alpha: float = Field(10.0, ge=0, description="least_squares fold-in: confidence 1 + alpha * weight")
     fold_in_regularization: float = Field(1.0, gt=0, description="least_squares fold-in: L2 on the user vector")
