@@ -17,6 +17,7 @@ Which losses use `log_q` (the sampler's per-draw log-probability, see `recsys.sa
 - `nce`: q is part of the estimator, not a correction; it always needs it (pass it even when
   `logq_correction` is off). It also takes `log_normalizer`, the paper's normalising constant c
   (default `-1 / temperature`, see `nce`).
+- `bce`: importance weights `1/q` on the negatives' average (the uniform mean BCE targets).
 - everything else ignores `log_q`: they are not estimators of a full softmax.
 Metric-learning losses (`hinge`, `contrastive`, `lifted`, `npair`) work on raw similarities or
 distances, where `margin` has its usual meaning; they ignore `temperature`.
@@ -56,6 +57,18 @@ def _masked_mean(terms: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Te
     keep = ~hit_mask
     total = torch.where(keep, terms, torch.zeros_like(terms)).sum(dim=1)
     return total / keep.sum(dim=1).clamp(min=1)
+
+
+def _importance_mean(terms: torch.Tensor, log_q: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-row self-normalised importance-weighted mean `(B,)`: weights `1/q` over the unmasked
+    negatives, normalised to sum to 1, turn a mean over draws from q into an estimate of the mean
+    over uniformly drawn items; a row with every negative masked contributes 0."""
+    log_w = -log_q
+    if hit_mask is not None:
+        log_w = log_w.masked_fill(hit_mask, -torch.inf)
+    any_kept = torch.isfinite(log_w).any(dim=1, keepdim=True)
+    weights = torch.softmax(torch.where(any_kept, log_w, torch.zeros_like(log_w)), dim=1)
+    return torch.where(any_kept, weights * terms, torch.zeros_like(terms)).sum(dim=1)
 
 
 def _softmax_xent(
@@ -130,13 +143,22 @@ def bce(
     """Binary cross-entropy: positive labelled 1, each negative 0: `-log s(x_pos) - mean_neg log(1 - s(x_neg))`.
 
     Negatives are *averaged* per example (over the unmasked ones), so positive and negative evidence
-    weigh equally whatever `num_negatives` is and the loss scale does not change with N. `log_q`,
-    `pos_log_q` and `margin` are ignored (a pointwise loss, not a softmax estimator).
+    weigh equally whatever `num_negatives` is and the loss scale does not change with N.
+    With `log_q` the average is importance-weighted, `w_j ~ 1/q_j` normalised per row: BCE's target is
+    "every item the user did not pick is a negative", a uniform mean, and the weights undo the
+    sampler's bias. Without them popularity-sampled negatives teach the model to push popular items
+    down (on ML-100K that scored barely above popularity itself; benchmarks/RESULTS.md). For a uniform
+    sampler the weights are equal and nothing changes. `pos_log_q` and `margin` are ignored.
     """
     pos_logit = (user * pos).sum(dim=1) / temperature
     neg_logits = negative_scores(user, neg) / temperature
     # -log(1 - sigmoid(x)) == softplus(x); -log sigmoid(x) == softplus(-x); both stable.
-    return (F.softplus(-pos_logit) + _masked_mean(F.softplus(neg_logits), hit_mask)).mean()
+    neg_terms = F.softplus(neg_logits)
+    if log_q is None:
+        negative = _masked_mean(neg_terms, hit_mask)
+    else:
+        negative = _importance_mean(neg_terms, _per_row(log_q, user.shape[0]), hit_mask)
+    return (F.softplus(-pos_logit) + negative).mean()
 
 
 def nce(

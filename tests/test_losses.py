@@ -138,6 +138,33 @@ def test_bce_matches_formula_and_hand_gradient():
     np.testing.assert_allclose(user.grad.numpy(), grad, rtol=1e-10)
 
 
+def test_bce_with_log_q_weights_negatives_by_inverse_q():
+    """log_q given: the negatives' mean becomes sum_j w_j log(1 + e^{x_j}), w_j = (1/q_j) / sum 1/q
+    (q = 0.5, 0.3, 0.2 -> w = 0.1935, 0.3226, 0.4839); the masked negative drops out of the weights."""
+    s_pos, s_neg = scores()
+    temperature = 0.5
+    inv_q = 1.0 / np.exp(LOGQ)
+    mask = np.array([[False, False, True], [False, False, False]])
+    expected = []
+    for b in range(2):
+        keep = ~mask[b]
+        w = inv_q[keep] / inv_q[keep].sum()
+        neg = sum(
+            wj * math.log(1 + math.exp(x / temperature)) for wj, x in zip(w, s_neg[b][keep], strict=True)
+        )
+        expected.append(-math.log(sig(s_pos[b] / temperature)) + neg)
+    loss = bce(t(U), t(P), t(N), t(LOGQ), temperature=temperature, hit_mask=torch.tensor(mask))
+    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-12)
+    # Uniform q: equal weights, the plain mean (the correction changes nothing for a uniform sampler).
+    uniform = t(np.full(3, math.log(1 / 3)))
+    assert bce(t(U), t(P), t(N), uniform, temperature=temperature).item() == pytest.approx(
+        bce(t(U), t(P), t(N), None, temperature=temperature).item(), rel=1e-12
+    )
+    assert loss.item() != pytest.approx(
+        bce(t(U), t(P), t(N), None, temperature=temperature, hit_mask=torch.tensor(mask)).item(), rel=1e-6
+    )
+
+
 def nce_by_hand(s_pos, s_neg, pos_log_q, neg_log_q, temperature: float, c: float) -> float:
     """Gutmann & Hyvarinen's objective written out: log p_m = s / T + c, G = log p_m - log(k q),
     -log s(G_pos) - sum over the k noise samples of log(1 - s(G_neg)), averaged over examples."""
