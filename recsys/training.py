@@ -215,7 +215,7 @@ class TowerForward(torch.nn.Module):
     def forward(
         self, users: torch.Tensor, items: torch.Tensor, extra_items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        user_vecs = self.network.user_vectors(users, training=True)
+        user_vecs = self.network.user_vectors(users, training=True, exclude=items)
         item_vecs = self.network.item_vectors(torch.cat([items, extra_items]), training=True)
         n = items.shape[0]
         return user_vecs, item_vecs[:n], item_vecs[n:], self.network.temperature()
@@ -674,6 +674,7 @@ def train_two_tower(
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)
+        network.set_history(train)
         users, items = interaction_tensors(train, device)
         score_fn = hard_negative_scorer(network) if cfg.sampler == "hard" else None
         sampler = build_sampler(cfg, item_counts_from_csr(train), train, score_fn=score_fn)

@@ -41,8 +41,10 @@ CFG = TwoTowerConfig(
     threads=1, device="cpu", quiet=True, eval_every=0,
 )  # fmt: skip
 CASES: dict[str, dict[str, Any]] = {
-    # in-batch positives gathered across ranks + shared uniform draws, logQ, accidental hits, learned T
-    "mixed_shared": {"sampler": "mixed", "loss": "sampled_softmax", "learn_temperature": True},
+    # in-batch positives gathered across ranks + shared uniform draws, logQ, accidental hits, learned T;
+    # a history user tower (each rank pools its users' rows, target left out)
+    "mixed_shared": {"sampler": "mixed", "loss": "sampled_softmax", "learn_temperature": True,
+                     "user_input": "history"},
     # per-example negatives: each rank keeps its rows of the global draw; clipped gradients
     "uniform_per_example_bce": {"sampler": "uniform", "shared_negatives": False, "loss": "bce", "grad_clip": 1.0},
     # pure in-batch with no accidental-hit removal: only the (global) diagonal is masked

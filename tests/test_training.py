@@ -73,7 +73,8 @@ def validation_of(data: Clusters) -> EvalSet:
     "overrides",
     [
         {},  # adam, constant lr, uniform shared negatives
-        {"optimizer": "adagrad", "lr_schedule": "cosine", "sampler": "mixed", "learn_temperature": True},
+        {"optimizer": "adagrad", "lr_schedule": "cosine", "sampler": "mixed", "learn_temperature": True,
+         "user_input": "history"},
         {"optimizer": "adamw", "lr_schedule": "step", "lr_step_epochs": 1, "sampler": "popularity",
          "shared_negatives": False, "grad_clip": 1.0, "weight_decay": 1e-4},
     ],

@@ -9,12 +9,18 @@ After training, `user_factors` / `item_factors` are the tower outputs for every 
 computed once and cached as float32 numpy, so retrieval, evaluation and serving are the same
 dot-product top-k as for every other model. The training loop itself lives in `recsys.training`.
 
-Fold-in for users unseen at training time: the user tower is an id embedding, so an unseen user
-has no row in it. Instead we take the (interaction-weighted) mean of the user's history item
-vectors, L2-normalised when the model is: with a softmax-type loss on normalised vectors a user's
-vector is pulled towards the centroid of the items it interacted with, so the centroid is the
-standard item-based approximation. When the model has user features and they are given for the
-new users, the feature part of the user tower (id embedding left out) is added to that centroid.
+Users unseen at training time (strong generalisation, new sign-ups) depend on what the user
+tower encodes (`user_input`):
+- "history": the tower pools the user's interactions (weighted mean of a learned item-input
+  embedding, then the MLP), trained with each example's target item left out of its own history.
+  A new user goes through exactly the function training users do; on ML-100K strong generalisation
+  this is what brings the two-tower level with WALS (benchmarks/RESULTS.md, quality).
+- "id" (default): an id embedding has no row for a new user. Instead we take the
+  (interaction-weighted) mean of the user's history item vectors, L2-normalised when the model is:
+  with a softmax-type loss on normalised vectors a user's vector is pulled towards the centroid of
+  the items it interacted with, so the centroid is the standard item-based approximation. When the
+  model has user features and they are given for the new users, the feature part of the user tower
+  (id embedding left out) is added to that centroid.
 """
 
 from __future__ import annotations
@@ -84,7 +90,9 @@ class TwoTowerConfig(ModelConfig):
         0.0, ge=0, description="hinge/triplet margin and additive margin for softmax losses"
     )
     hard_negative_k: int = Field(100, gt=0)
-    batch_size: int = Field(1024, gt=0, description="per process; the global batch is batch_size x world size")
+    batch_size: int = Field(
+        1024, gt=0, description="per process; the global batch is batch_size x world size"
+    )
     epochs: int = Field(
         10, gt=0, description="10 reaches ~0.40 recall@20 on ML-100K (random 80/20 split); 20 adds ~0.01"
     )
@@ -98,7 +106,9 @@ class TwoTowerConfig(ModelConfig):
     lr_step_gamma: float = Field(0.5, gt=0, le=1, description="step schedule: decay factor")
     grad_clip: float | None = Field(None, gt=0)
     max_steps_per_epoch: int | None = Field(
-        None, gt=0, description="cut every epoch after this many steps (smoke runs and benchmarks on big data)"
+        None,
+        gt=0,
+        description="cut every epoch after this many steps (smoke runs and benchmarks on big data)",
     )
     eval_every: int = Field(1, ge=0)
     early_stopping_patience: int = Field(0, ge=0)
@@ -106,14 +116,26 @@ class TwoTowerConfig(ModelConfig):
     checkpoint_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (None = torch default)")
+    user_input: Literal["id", "history"] = Field(
+        "id",
+        description="what the user tower encodes: 'id', a learned embedding per training user (new users "
+        "are folded in from their history's item vectors); 'history', the user's interactions (weighted "
+        "mean of a learned item-input embedding, then the MLP), trained with each example's target item "
+        "left out, so a new user goes through the very function training users do (YouTube-DNN / FISM "
+        "style; what strong generalisation needs)",
+    )
     fold_in: Literal["mean", "least_squares"] = Field(
         "mean",
-        description="new users: mean of the history's item vectors, or the implicit-ALS least-squares "
+        description="new users of an id user tower: mean of the history's item vectors, or the implicit-ALS least-squares "
         "solve against the item vectors (recsys.models.fold_in), which also pushes away untouched items; "
         "for softmax-trained towers it scored below mean on ML-100K (benchmarks/RESULTS.md, quality)",
     )
-    fold_in_alpha: float = Field(10.0, ge=0, description="least_squares fold-in: confidence 1 + alpha * weight")
-    fold_in_regularization: float = Field(1.0, gt=0, description="least_squares fold-in: L2 on the user vector")
+    fold_in_alpha: float = Field(
+        10.0, ge=0, description="least_squares fold-in: confidence 1 + alpha * weight"
+    )
+    fold_in_regularization: float = Field(
+        1.0, gt=0, description="least_squares fold-in: L2 on the user vector"
+    )
     quiet: bool = Field(False, description="no progress bar (it is also off when stderr is not a terminal)")
     distill: DistillConfig | None = Field(
         None, description="knowledge distillation from a teacher model (recsys.distill); None = off"
@@ -180,23 +202,30 @@ class FeatureEncoder(nn.Module):
         return out
 
 
+def mlp(dim: int, layers: list[int]) -> nn.Sequential:
+    """`dim` -> hidden layers (ReLU) -> `dim`; the identity when `layers` is empty."""
+    blocks: list[nn.Module] = []
+    width = dim
+    for hidden in layers:
+        blocks += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    if layers:
+        blocks.append(nn.Linear(width, dim))
+    network = nn.Sequential(*blocks)
+    zero_biases(network)
+    return network
+
+
 class Tower(nn.Module):
     """id embedding (+ feature encoders) -> optional MLP (ReLU) -> `dim` vector."""
 
     def __init__(self, n: int, dim: int, layers: list[int], feature_specs: list[dict[str, Any]]) -> None:
         super().__init__()
+        self.dim = dim
         self.ids = nn.Embedding(n, dim)
         nn.init.normal_(self.ids.weight, std=dim**-0.5)
         self.features = FeatureEncoder(feature_specs, n, dim) if feature_specs else None
-        blocks: list[nn.Module] = []
-        width = dim
-        for hidden in layers:
-            blocks += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        if layers:
-            blocks.append(nn.Linear(width, dim))
-        self.mlp = nn.Sequential(*blocks)
-        zero_biases(self.mlp)
+        self.mlp = mlp(dim, layers)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         x = self.ids(index)
@@ -208,6 +237,83 @@ class Tower(nn.Module):
         """The tower for entities without an id row: features only (id embedding = 0)."""
         assert self.features is not None
         return self.mlp(self.features(None, values))
+
+
+class HistoryTower(nn.Module):
+    """User tower of `user_input = "history"`: the weighted mean of the user's items in a learned
+    item-input table (+ user feature encoders) -> optional MLP -> `dim` vector.
+
+    The training interactions are kept as CSR buffers (not saved: a loaded model has its user
+    vectors, and new users bring their own rows). In training each example leaves its target item
+    out of the pooled history; otherwise the tower would learn to find the target in its own input,
+    which a held-out user's history does not contain."""
+
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, layers: list[int], feature_specs: list[dict[str, Any]]
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.items = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.items.weight, std=dim**-0.5)
+        self.features = FeatureEncoder(feature_specs, n_users, dim) if feature_specs else None
+        self.mlp = mlp(dim, layers)
+        self.register_buffer("indptr", torch.zeros(n_users + 1, dtype=torch.int64), persistent=False)
+        self.register_buffer("indices", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("weights", torch.zeros(0), persistent=False)
+
+    def set_history(self, interactions: sp.csr_matrix) -> None:
+        """The users' interactions (users x items, the rows `forward` pools), on the tower's device."""
+        rows = sp.csr_matrix(interactions)
+        device = self.items.weight.device
+        self.indptr = torch.as_tensor(rows.indptr.astype(np.int64), device=device)
+        self.indices = torch.as_tensor(rows.indices.astype(np.int64), device=device)
+        self.weights = torch.as_tensor(rows.data.astype(np.float32), device=device)
+
+    def forward(self, index: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Users `index` from their stored history, leaving out item `exclude[b]` for row b."""
+        positions, rows, offsets = csr_row_positions(self.indptr, index)
+        items, weights = self.indices[positions], self.weights[positions]
+        if exclude is not None:
+            weights = weights * (items != exclude[rows])
+        x = self.pool(items, weights, rows, offsets, index.shape[0])
+        if self.features is not None:
+            x = x + self.features(index)
+        return self.mlp(x)
+
+    def encode(self, history: sp.csr_matrix, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Users given only their rows (n x items CSR) and optionally their encoded features."""
+        device = self.items.weight.device
+        indptr = torch.as_tensor(history.indptr.astype(np.int64), device=device)
+        items = torch.as_tensor(history.indices.astype(np.int64), device=device)
+        weights = torch.as_tensor(history.data.astype(np.float32), device=device)
+        n = history.shape[0]
+        rows = torch.repeat_interleave(torch.arange(n, device=device), indptr.diff())
+        x = self.pool(items, weights, rows, indptr[:-1], n)
+        return self.mlp(x if features is None else x + features)
+
+    def pool(
+        self, items: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        """Weighted mean of the item-input vectors per row (one embedding_bag); empty rows give 0."""
+        total = F.embedding_bag(items, self.items.weight, offsets, mode="sum", per_sample_weights=weights)
+        mass = torch.zeros(n, device=weights.device, dtype=weights.dtype).index_add_(0, rows, weights)
+        return total / mass.clamp_min(1e-12).unsqueeze(1)
+
+
+def csr_row_positions(
+    indptr: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For CSR rows `index`: the positions of their entries in the CSR arrays, the output row of
+    each entry, and each row's start offset in that concatenation (embedding_bag's `offsets`)."""
+    starts = indptr[index]
+    lengths = indptr[index + 1] - starts
+    offsets = torch.cumsum(lengths, 0) - lengths
+    total = int(lengths.sum())
+    rows = torch.repeat_interleave(
+        torch.arange(index.shape[0], device=index.device), lengths, output_size=total
+    )
+    positions = torch.arange(total, device=index.device) - offsets[rows] + starts[rows]
+    return positions, rows, offsets
 
 
 def zero_biases(module: nn.Module) -> None:
@@ -238,7 +344,14 @@ class TwoTowerNetwork(nn.Module):
         super().__init__()
         specs = feature_specs or {}
         self.normalize = config.normalize
-        self.user_tower = Tower(n_users, config.dim, config.user_layers, specs.get("user", []))
+        self.user_input = config.user_input
+        self.user_tower: Tower | HistoryTower
+        if config.user_input == "history":
+            self.user_tower = HistoryTower(
+                n_users, n_items, config.dim, config.user_layers, specs.get("user", [])
+            )
+        else:
+            self.user_tower = Tower(n_users, config.dim, config.user_layers, specs.get("user", []))
         self.item_tower = Tower(n_items, config.dim, config.item_layers, specs.get("item", []))
         head = config.projection_head
         # One head shared by both towers: the loss then compares g(h_u) with g(h_i) for the same g,
@@ -257,8 +370,18 @@ class TwoTowerNetwork(nn.Module):
             x = head(x)
         return F.normalize(x, dim=-1) if self.normalize else x
 
-    def user_vectors(self, users: torch.Tensor, *, training: bool = False) -> torch.Tensor:
-        """Retrieval vectors, or (training=True) the projection-head vectors the loss sees."""
+    def set_history(self, interactions: sp.csr_matrix) -> None:
+        """Give a history user tower the training interactions it pools (a no-op for id towers)."""
+        if isinstance(self.user_tower, HistoryTower):
+            self.user_tower.set_history(interactions)
+
+    def user_vectors(
+        self, users: torch.Tensor, *, training: bool = False, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Retrieval vectors, or (training=True) the projection-head vectors the loss sees.
+        `exclude[b]`: an item a history tower leaves out of user b's input (the example's target)."""
+        if isinstance(self.user_tower, HistoryTower):
+            return self._finish(self.user_tower(users, exclude), self.head, training)
         return self._finish(self.user_tower(users), self.head, training)
 
     def item_vectors(self, items: torch.Tensor, *, training: bool = False) -> torch.Tensor:
@@ -278,7 +401,7 @@ class TwoTowerNetwork(nn.Module):
             for start in range(0, n, chunk)
         ]
         if not parts:
-            return np.zeros((0, self.user_tower.ids.embedding_dim), dtype=np.float32)
+            return np.zeros((0, self.user_tower.dim), dtype=np.float32)
         return np.ascontiguousarray(torch.cat(parts).numpy(), dtype=np.float32)
 
 
@@ -411,12 +534,19 @@ class TwoTower(Recommender):
     def fold_in(
         self, histories: sp.spmatrix, user_features: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """Interaction-weighted mean of the history's item vectors, or with `fold_in =
-        "least_squares"` the implicit-ALS solve against them (L2-normalised when the model is); plus the feature-only user tower when the model has user features and
-        `user_features` (name -> rows for these users, encoded like the FeatureSet) is given.
-        Users with empty histories and no features get a zero vector (they rank by nothing)."""
+        """Vectors for users unseen in training, from their interaction rows (and features).
+
+        A history user tower encodes them exactly as it encodes training users. An id tower has no
+        row for them: the interaction-weighted mean of the history's item vectors, or with
+        `fold_in = "least_squares"` the implicit-ALS solve against them; plus the feature-only user
+        tower when the model has user features and `user_features` (name -> rows for these users,
+        encoded like the FeatureSet) is given. Vectors are L2-normalised when the model is. Users
+        with empty histories and no features get a zero vector (they rank by nothing), except with a
+        history tower with an MLP: there they get the MLP's learned no-history vector, as in training."""
         self._check_fitted()
         rows = as_user_item_csr(histories, self.n_items)
+        if self.config.user_input == "history":
+            return self._history_fold_in(rows, user_features)
         if self.config.fold_in == "least_squares":
             conf = rows.copy()
             conf.data = 1.0 + self.config.fold_in_alpha * conf.data
@@ -426,14 +556,39 @@ class TwoTower(Recommender):
             vectors = np.asarray(rows @ self.item_factors, dtype=np.float32)
             vectors /= np.maximum(weights, 1e-12)[:, None].astype(np.float32)
         if user_features is not None and self.feature_specs.get("user"):
-            vectors += self._feature_user_vectors(user_features, rows.shape[0])
+            assert self.network is not None and isinstance(self.network.user_tower, Tower)
+            with torch.no_grad():
+                features = self.network.user_tower.from_features(
+                    self._user_feature_values(user_features, rows.shape[0])
+                )
+                features = F.normalize(features, dim=-1) if self.config.normalize else features
+            vectors += features.float().cpu().numpy()
+        return self._normalised(vectors)
+
+    def _history_fold_in(
+        self, rows: sp.csr_matrix, user_features: dict[str, np.ndarray] | None
+    ) -> np.ndarray:
+        if self.network is None or not isinstance(self.network.user_tower, HistoryTower):
+            raise ModelError(
+                f"model {self.config.name!r} has no history tower weights (towers.safetensors) to fold users in with"
+            )
+        tower = self.network.user_tower
+        with torch.no_grad():
+            features = None
+            if user_features is not None and tower.features is not None:
+                features = tower.features(None, self._user_feature_values(user_features, rows.shape[0]))
+            vectors = tower.encode(rows, features).float().cpu().numpy()
+        return self._normalised(vectors)
+
+    def _normalised(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _feature_user_vectors(self, user_features: dict[str, np.ndarray], n: int) -> np.ndarray:
-        assert self.network is not None and self.network.user_tower.features is not None
+    def _user_feature_values(self, user_features: dict[str, np.ndarray], n: int) -> dict[str, torch.Tensor]:
+        """Raw feature rows of `n` new users as the tensors the user FeatureEncoder takes."""
+        assert self.network is not None
         values: dict[str, torch.Tensor] = {}
         for spec in self.feature_specs["user"]:
             raw = np.asarray(user_features[spec["name"]])
@@ -447,10 +602,7 @@ class TwoTower(Recommender):
             elif spec["kind"] == "numeric":
                 tensor = tensor.float().reshape(-1, 1)
             values[spec["name"]] = tensor.to(self.network.log_temperature.device)
-        with torch.no_grad():
-            out = self.network.user_tower.from_features(values)
-            out = F.normalize(out, dim=-1) if self.config.normalize else out
-        return out.float().cpu().numpy()
+        return values
 
     # ----------------------------------------------------------------- persistence
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
