@@ -263,11 +263,7 @@ class HistoryTower(nn.Module):
 
     def set_history(self, interactions: sp.csr_matrix) -> None:
         """The users' interactions (users x items, the rows `forward` pools), on the tower's device."""
-        rows = sp.csr_matrix(interactions)
-        device = self.items.weight.device
-        self.indptr = torch.as_tensor(rows.indptr.astype(np.int64), device=device)
-        self.indices = torch.as_tensor(rows.indices.astype(np.int64), device=device)
-        self.weights = torch.as_tensor(rows.data.astype(np.float32), device=device)
+        self.indptr, self.indices, self.weights = csr_tensors(interactions, self.items.weight.device)
 
     def forward(self, index: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Users `index` from their stored history, leaving out item `exclude[b]` for row b."""
@@ -282,12 +278,9 @@ class HistoryTower(nn.Module):
 
     def encode(self, history: sp.csr_matrix, features: torch.Tensor | None = None) -> torch.Tensor:
         """Users given only their rows (n x items CSR) and optionally their encoded features."""
-        device = self.items.weight.device
-        indptr = torch.as_tensor(history.indptr.astype(np.int64), device=device)
-        items = torch.as_tensor(history.indices.astype(np.int64), device=device)
-        weights = torch.as_tensor(history.data.astype(np.float32), device=device)
+        indptr, items, weights = csr_tensors(history, self.items.weight.device)
         n = history.shape[0]
-        rows = torch.repeat_interleave(torch.arange(n, device=device), indptr.diff())
+        rows = torch.repeat_interleave(torch.arange(n, device=indptr.device), indptr.diff())
         x = self.pool(items, weights, rows, indptr[:-1], n)
         return self.mlp(x if features is None else x + features)
 
@@ -298,6 +291,16 @@ class HistoryTower(nn.Module):
         total = F.embedding_bag(items, self.items.weight, offsets, mode="sum", per_sample_weights=weights)
         mass = torch.zeros(n, device=weights.device, dtype=weights.dtype).index_add_(0, rows, weights)
         return total / mass.clamp_min(1e-12).unsqueeze(1)
+
+
+def csr_tensors(matrix: sp.spmatrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(indptr int64, indices int64, data float32) of a CSR matrix as tensors on `device`."""
+    rows = sp.csr_matrix(matrix)
+    return (
+        torch.as_tensor(rows.indptr.astype(np.int64), device=device),
+        torch.as_tensor(rows.indices.astype(np.int64), device=device),
+        torch.as_tensor(rows.data.astype(np.float32), device=device),
+    )
 
 
 def csr_row_positions(
