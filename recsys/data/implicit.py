@@ -126,22 +126,26 @@ def to_implicit(
     """Validated canonical rows (+ ORDER) -> one row per surviving (user, item) pair with
     user_id, item_id (4-byte codes, see `encode_ids`), timestamp, weight, ORDER; plus the step report."""
     steps: list[FilterStep] = []
-    rows = encode_ids(frame).collect()
-    validated_rows = rows.height
+    rows = encode_ids(frame)
     has_rule = cfg.positive_min_weight is not None or bool(cfg.positive_events)
     if has_rule:
-        steps.append(_measure("validated", rows))
-    positive = positive_filter(rows.lazy(), cfg, has_event)
-    if has_rule:
+        collected = rows.collect()
+        validated_rows = collected.height
+        steps.append(_measure("validated", collected))
         rule = []
         if cfg.positive_min_weight is not None:
             rule.append(f"weight >= {cfg.positive_min_weight:g}")
         if cfg.positive_events:
             rule.append(f"event in {cfg.positive_events}")
-        positive_rows = positive.collect()
+        positive_rows = positive_filter(collected.lazy(), cfg, has_event).collect()
+        del collected
         steps.append(_measure(f"positive ({' and '.join(rule)})", positive_rows))
         positive = positive_rows.lazy()
-    del rows
+    else:
+        # Nothing to measure before the aggregation: it reads the rows lazily, so they are not
+        # first copied into one more frame (10M rows: ~0.3 GB and ~0.1 s).
+        validated_rows = rows.select(pl.len()).collect().item()
+        positive = positive_filter(rows, cfg, has_event)
     pairs = aggregate(positive, cfg.aggregate).collect()
     steps.append(_measure(f"aggregate ({cfg.aggregate})", pairs))
     if not has_rule:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,15 @@ def _drop_cross_batch_duplicates(
     )
 
 
+def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Path) -> None:
+    """Store this call's validated rows (ids as UInt32 codes where all are canonical decimals:
+    `storage.scan_batches` reads them back as the same text) and its quarantine."""
+    batch_path.parent.mkdir(parents=True)
+    storage.write_table(result.rows, batch_path)
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    result.quarantine.write_parquet(quarantine_path)
+
+
 def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl.DataFrame) -> pl.LazyFrame:
     """Every batch's validated rows with ORDER (first-appearance key), as one lazy frame."""
 
@@ -190,7 +200,13 @@ def ingest(
         raise AssertionError("rows_in != rows_accepted + rows_quarantined")
 
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    with storage.staged_directory(out_dir) as tmp:
+    # One background thread (`writer`) does, in order, the work nothing later reads back: writing
+    # the batch and quarantine, then the fingerprint, then the derived files, while this thread
+    # goes on deriving. polars releases the GIL, and each side has stretches one core can serve
+    # (Parquet page encoding, file I/O, numpy) that the other fills: ~0.3 s of ~4.5 s on 10M rows.
+    # Leaving the `with` waits for the writer, so the staged directory is complete (or, on an
+    # error, removed only after the writer stopped) and the first failed write is re-raised.
+    with storage.staged_directory(out_dir) as tmp, ThreadPoolExecutor(1) as writer:
         say("writing batch")
         if previous_manifest:
             _carry_over_foreign_files(out_dir, tmp)
@@ -199,16 +215,12 @@ def ingest(
             old_q = storage.quarantine_file(out_dir, number)
             if old_q.is_file():
                 storage.link_or_copy(old_q, storage.quarantine_file(tmp, number))
-        # Ids that are all canonical decimals travel (and are stored) as their UInt32 value:
-        # validation checked every row, and it spares building a Categorical here and writing
-        # strings there. `storage.scan_batches` reads them back as the same text.
-        rows = result.rows
         batch_path = storage.batch_file(tmp, batch)
-        batch_path.parent.mkdir(parents=True)
-        storage.write_table(rows, batch_path)
         quarantine_path = storage.quarantine_file(tmp, batch)
-        quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-        result.quarantine.write_parquet(quarantine_path)
+        batch_written = writer.submit(_write_batch, result, batch_path, quarantine_path)
+        # Ids that are all canonical decimals travel as their UInt32 value: validation checked
+        # every row, and it spares building a Categorical here and writing strings there.
+        rows = result.rows
 
         say("implicit conversion and k-core")
         has_event = EVENT in result.rows.columns or any(
@@ -221,6 +233,7 @@ def ingest(
             raise DataError(
                 f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
             )
+        fingerprinted = writer.submit(storage.fingerprint, pairs)
 
         say("vocab and indexing")
         users = (
@@ -243,12 +256,17 @@ def ingest(
             .sort(pair_key)
             .collect()
         )
-        storage.write_table(indexed, tmp / storage.IMPLICIT_FILE)
-        users.save(tmp / storage.USERS_FILE)
-        items.save(tmp / storage.ITEMS_FILE)
+        written = [
+            batch_written,
+            writer.submit(storage.write_table, indexed, tmp / storage.IMPLICIT_FILE),
+            writer.submit(users.save, tmp / storage.USERS_FILE),
+            writer.submit(items.save, tmp / storage.ITEMS_FILE),
+        ]
 
         say("fingerprint and manifest")
-        digest = storage.fingerprint(pairs)
+        digest = fingerprinted.result()
+        for future in written:
+            future.result()  # re-raises a failed write inside the staged directory
         batch_entry = {
             "batch": batch,
             "source": str(source),
