@@ -124,6 +124,14 @@ class TwoTowerConfig(ModelConfig):
         "left out, so a new user goes through the very function training users do (YouTube-DNN / FISM "
         "style; what strong generalisation needs)",
     )
+    history_limit: int | None = Field(
+        200,
+        gt=0,
+        description="history user tower: pool at most this many of each training user's items (a fixed "
+        "seeded sample per user; None = all). A user is an example once per interaction and each time "
+        "pools their whole history, so one power user's cost per epoch grows with the square of their "
+        "activity; the mean of a uniform sample estimates the mean of all. Folded-in users pool everything",
+    )
     fold_in: Literal["mean", "least_squares"] = Field(
         "mean",
         description="new users of an id user tower: mean of the history's item vectors, or the implicit-ALS least-squares "
@@ -293,6 +301,22 @@ class HistoryTower(nn.Module):
         return total / mass.clamp_min(1e-12).unsqueeze(1)
 
 
+def sample_rows(matrix: sp.csr_matrix, limit: int, seed: int) -> sp.csr_matrix:
+    """At most `limit` entries per row: rows longer than that keep a seeded uniform sample (in their
+    original order); shorter rows are kept whole. Vectorised: one random key per entry, a lexsort
+    by (row, key), and each entry's rank within its row."""
+    lengths = np.diff(matrix.indptr)
+    if lengths.size == 0 or lengths.max() <= limit:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    order = np.lexsort((np.random.default_rng(seed).random(matrix.nnz), rows))
+    rank = np.empty(matrix.nnz, dtype=np.int64)
+    rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], lengths)
+    keep = rank < limit
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, limit))])
+    return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+
+
 def csr_tensors(matrix: sp.spmatrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(indptr int64, indices int64, data float32) of a CSR matrix as tensors on `device`."""
     rows = sp.csr_matrix(matrix)
@@ -348,6 +372,7 @@ class TwoTowerNetwork(nn.Module):
         specs = feature_specs or {}
         self.normalize = config.normalize
         self.user_input = config.user_input
+        self.history_limit, self.seed = config.history_limit, config.seed
         self.user_tower: Tower | HistoryTower
         if config.user_input == "history":
             self.user_tower = HistoryTower(
@@ -376,7 +401,10 @@ class TwoTowerNetwork(nn.Module):
     def set_history(self, interactions: sp.csr_matrix) -> None:
         """Give a history user tower the training interactions it pools (a no-op for id towers)."""
         if isinstance(self.user_tower, HistoryTower):
-            self.user_tower.set_history(interactions)
+            rows = sp.csr_matrix(interactions)
+            if self.history_limit is not None:
+                rows = sample_rows(rows, self.history_limit, self.seed)
+            self.user_tower.set_history(rows)
 
     def user_vectors(
         self, users: torch.Tensor, *, training: bool = False, exclude: torch.Tensor | None = None

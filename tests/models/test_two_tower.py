@@ -180,6 +180,24 @@ def test_history_tower_folds_in_training_users_to_their_trained_vectors(planted)
     assert np.abs(empty).sum() > 0
 
 
+def test_history_sample_keeps_at_most_limit_items_per_row_seeded(planted):
+    from recsys.models.two_tower import sample_rows
+
+    capped = sample_rows(planted.train, 5, seed=1)
+    lengths = np.diff(planted.train.indptr)
+    np.testing.assert_array_equal(np.diff(capped.indptr), np.minimum(lengths, 5))
+    for user in (0, 7, 33):  # a subset of the user's row, with the original weights
+        kept = dict(zip(capped[user].indices, capped[user].data, strict=True))
+        full = dict(zip(planted.train[user].indices, planted.train[user].data, strict=True))
+        assert kept.items() <= full.items()
+    assert (sample_rows(planted.train, 5, seed=1) != capped).nnz == 0  # same seed, same sample
+    assert (sample_rows(planted.train, 5, seed=2) != capped).nnz > 0
+    assert sample_rows(planted.train, int(lengths.max()), seed=1) is planted.train  # nothing to cap
+    model = fit(planted, user_input="history", history_limit=5, epochs=2)
+    assert int(model.network.user_tower.indptr.diff().max()) == 5
+    assert model.history[-1]["loss"] < model.history[0]["loss"]
+
+
 def test_history_tower_generalises_to_users_unseen_in_training(planted):
     """Strong generalisation on planted clusters: train on 4/5 of the users (every cluster keeps
     users: clusters are user index mod 4), fold the rest in from their training rows and score their
