@@ -250,13 +250,21 @@ def verdict(
     if all_users <= 0:
         teacher_spread, student_spread = spreads
         ratio = teacher_spread.sd / student_spread.sd
-        text += (
-            "Why it does not carry over to test users: (1) they are unseen at training time and folded in as "
-            "the mean of their history's item vectors, so the teacher can only help through the item tower; "
-            "WALS's lead here is largely its exact least-squares fold-in (on the random split, where no "
-            "fold-in is needed, the same two-tower beats WALS in quality.md); (2) the KL acts on training "
-            "users' candidate sets only. "
-        )
+        if getattr(plain.scored.config, "user_input", "id") == "history":
+            text += (
+                "Why it does not carry over to test users: (1) they are unseen at training time and encoded by "
+                "the history tower trained on training users' histories, which already ranks about as well "
+                "as WALS here (quality.md), so the teacher has little to add; (2) the KL acts on training "
+                "users' candidate sets only. "
+            )
+        else:
+            text += (
+                "Why it does not carry over to test users: (1) they are unseen at training time and folded in "
+                "as the mean of their history's item vectors, so the teacher can only help through the item "
+                "tower; WALS's lead here is largely its exact least-squares fold-in (on the random split, "
+                "where no fold-in is needed, the same two-tower beats WALS in quality.md); (2) the KL acts on "
+                "training users' candidate sets only. "
+            )
         text += (
             f"(3) A scale mismatch is *not* the explanation in this run: at the default teacher_scale the "
             f"teacher's logits spread about as much as the student's (sd {teacher_spread.sd:.2f} vs "
