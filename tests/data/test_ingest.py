@@ -291,6 +291,27 @@ def test_failed_reingest_keeps_the_previous_state(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_failed_background_write_fails_the_ingest_and_keeps_the_previous_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch and derived files are written on a background thread: a write that fails there
+    (a full disk, say) must still surface as the ingest's error, with nothing half-written."""
+    out = tmp_path / "out"
+    good = ingest(_csv(tmp_path / "a.csv", ROWS), out, DataConfig())
+    write_table = storage.write_table
+
+    def full_disk(frame: pl.DataFrame, path: Path) -> None:
+        if path.name == storage.IMPLICIT_FILE:
+            raise OSError(28, "No space left on device")
+        write_table(frame, path)
+
+    monkeypatch.setattr(storage, "write_table", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ingest(_csv(tmp_path / "b.csv", [("z", "q", 5, 100)]), out, DataConfig(), append=True)
+    assert load_processed(out).fingerprint == good.fingerprint
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> None:
     foreign = tmp_path / "home"
     foreign.mkdir()
