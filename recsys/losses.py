@@ -147,8 +147,8 @@ def bce(
     With `log_q` the average is importance-weighted, `w_j ~ 1/q_j` normalised per row: BCE's target is
     "every item the user did not pick is a negative", a uniform mean, and the weights undo the
     sampler's bias. Without them popularity-sampled negatives teach the model to push popular items
-    down (on ML-100K that scored barely above popularity itself; benchmarks/RESULTS.md). For a uniform
-    sampler the weights are equal and nothing changes. `pos_log_q` and `margin` are ignored.
+    down, the opposite of what recall rewards. For a uniform sampler the weights are equal and
+    nothing changes. `pos_log_q` and `margin` are ignored.
     """
     pos_logit = (user * pos).sum(dim=1) / temperature
     neg_logits = negative_scores(user, neg) / temperature

@@ -206,7 +206,8 @@ class TowerForward(torch.nn.Module):
     done inside the wrapped module's forward: users, positives and extra (sampled) items in one pass.
 
     Returns `(user_vecs, pos_vecs, extra_vecs, temperature)`; `extra_vecs` is `(0, d)` when no items
-    besides the positives are needed (in-batch sampling, positives-only loss)."""
+    besides the positives are needed (in-batch sampling, positives-only loss). A history user tower
+    leaves each example's positive out of that user's pooled history."""
 
     def __init__(self, network: TwoTowerNetwork) -> None:
         super().__init__()
