@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line
+from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line, number_rows
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, decimal_codes
 from recsys.errors import DataError
@@ -56,6 +56,11 @@ _ISO_FORMATS_NAIVE = (
     "%Y-%m-%d",
 )
 _SAMPLE_ROWS = 2000
+# Integers as polars writes them back ("7", "-3"): a typed read then shows the same text in the
+# quarantine for every value spelled like the sample's ("007" or "+7" would come back as "7").
+_PLAIN_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
+TYPED_READ = "typed read"
+_REPEAT_TABLE_BITS = 20
 
 
 @dataclass
@@ -105,7 +110,7 @@ def _numeric_to_time(seconds_like: pl.Expr) -> pl.Expr:
     return micros.round(0).cast(pl.Int64, strict=False).cast(TIME_DTYPE)
 
 
-def _integer_to_time(text: pl.Expr) -> pl.Expr:
+def _integer_to_time(text: pl.Expr) -> pl.Expr:  # text, or an integer column (the cast is then free)
     """Integer Unix seconds / milliseconds text -> UTC datetime, null for anything else (which the
     caller re-checks with `_numeric_to_time`). Same values as that float route for these inputs,
     for about half the cost: an integer parse and one multiply instead of a float parse, a
@@ -140,8 +145,8 @@ def parse_time(
 ) -> pl.Expr:
     """Raw time column -> Datetime(us, UTC); unparseable values become null (then quarantined).
     padded=False skips whitespace stripping (a sample showed none; it is the costliest step).
-    integers=True parses whole seconds / milliseconds only (`_integer_to_time`): the caller must
-    re-check the values it leaves null with integers=False."""
+    integers=True parses whole seconds / milliseconds only (`_integer_to_time`), from text or an
+    integer column: the caller must re-check the values it leaves null with integers=False."""
     col = pl.col(column)
     if isinstance(dtype, pl.Datetime):
         as_us = col.cast(pl.Datetime("us", dtype.time_zone))
@@ -150,6 +155,8 @@ def parse_time(
         return as_us.dt.convert_time_zone("UTC")
     if isinstance(dtype, pl.Date):
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if dtype.is_integer() and integers:
+        return _integer_to_time(col)
     if dtype.is_numeric():
         return _numeric_to_time(col.cast(pl.Float64))
     text = col.cast(pl.String)
@@ -167,22 +174,27 @@ def parse_time(
 class _Sample:
     """What the first rows say about the time and weight text: whether ISO dates occur (else the
     string-date attempts are skipped) and whether values are whitespace-padded (else stripping is
-    skipped). Both only choose the fast path: a later row the fast path cannot parse is quarantined.
+    skipped). Like the fast paths below, both are checked against every row afterwards: a row that
+    only the general parse reads sends validation round again with the general parse.
 
     `fast` names the columns proposed for an exact fast path that the whole column must then
     confirm (else validation runs again without it): id columns whose values are all canonical
-    decimals (`vocab.decimal_codes`), a time column of integer seconds / milliseconds, and a weight
-    column cast without stripping."""
+    decimals (`vocab.decimal_codes`), a time column of integer seconds / milliseconds, a weight
+    column cast without stripping, and TYPED_READ: reading `integral` columns (time / weight
+    written as plain integers) as Int64 with polars' CSV parser instead of as text, which
+    spares materialising and parsing their strings; a value that parser rejects ("4.5", "5 ",
+    a date) fails the read, and validation starts again from the text."""
 
     text_dates: bool = False
     padded: frozenset[str] = frozenset()
     fast: frozenset[str] = frozenset()
+    integral: frozenset[str] = frozenset()
 
 
 def _sample(raw: RawSource) -> _Sample:
     columns = [c for c in (USER, ITEM, TIME, WEIGHT) if c in raw.mapping]
     sample = raw.frame.select(columns).head(_SAMPLE_ROWS).collect()
-    padded, text_dates, fast = set(), False, set()
+    padded, text_dates, fast, integral = set(), False, set(), set()
     for name in (USER, ITEM):
         series = sample.get_column(name)
         if series.dtype == pl.String or series.dtype.is_integer():
@@ -209,7 +221,11 @@ def _sample(raw: RawSource) -> _Sample:
                 fast.add(name)
         if name == WEIGHT and name not in padded:
             fast.add(name)
-    return _Sample(text_dates=text_dates, padded=frozenset(padded), fast=frozenset(fast))
+        if name in fast and values.len() and bool(values.str.contains(_PLAIN_INTEGER).all()):
+            integral.add(name)
+    if integral and raw.typed is not None:
+        fast.add(TYPED_READ)
+    return _Sample(text_dates, frozenset(padded), frozenset(fast), frozenset(integral))
 
 
 # --------------------------------------------------------------------------- rules
@@ -292,29 +308,37 @@ def _id_exprs(name: str, alias: str, decimal: bool) -> list[pl.Expr]:
 
 
 def _validate(
-    raw: RawSource, max_future_days: float, now: datetime | None, allowed: frozenset[str] | None = None
+    raw: RawSource,
+    max_future_days: float,
+    now: datetime | None,
+    allowed: frozenset[str] | None = None,
+    general: frozenset[str] = frozenset(),
 ) -> ValidationResult:
     """See `validate`. `allowed` limits the fast paths the sample may propose (None: any); a fast
     path that the whole column does not confirm is dropped and the validation redone without it,
-    so results never depend on which path ran."""
+    and a time or weight column where a row needs the general parse (stripping; ISO dates) is
+    named in `general` for the redo, so results never depend on which path ran."""
     now = now or datetime.now(UTC)
     future_limit = now + timedelta(days=max_future_days)
-    schema = raw.frame.collect_schema()
     has_time, has_weight, has_event = TIME in raw.mapping, WEIGHT in raw.mapping, EVENT in raw.mapping
     sample = _sample(raw)
     # The sample proposes fast paths per column; the whole column confirms them below.
-    fast = sample.fast if allowed is None else sample.fast & allowed
+    fast = (sample.fast if allowed is None else sample.fast & allowed) - general
+    padded, text_dates = sample.padded | general, sample.text_dates or TIME in general
+    typed = {c: pl.Int64() for c in (TIME, WEIGHT) if c in fast and c in sample.integral}
+    source = raw.typed(typed) if TYPED_READ in fast and typed and raw.typed else raw.frame
+    schema = source.collect_schema()
     decimal = fast & {USER, ITEM}
-    integer_time = TIME in fast and schema.get(TIME) == pl.String
+    integer_time = TIME in fast and (schema.get(TIME) == pl.String or TIME in typed)
     plain_weight = WEIGHT in fast and schema.get(WEIGHT) == pl.String
 
     parsed = [*_id_exprs(USER, "_user", USER in decimal), *_id_exprs(ITEM, "_item", ITEM in decimal)]
     if has_time:
         present = pl.col(TIME).is_not_null()
         if schema[TIME] == pl.String:
-            blank = pl.col(TIME).str.strip_chars() == "" if TIME in sample.padded else pl.col(TIME) == ""
+            blank = pl.col(TIME).str.strip_chars() == "" if TIME in padded else pl.col(TIME) == ""
             present = present & ~blank
-        time_expr = parse_time(TIME, schema[TIME], sample.text_dates, TIME in sample.padded, integer_time)
+        time_expr = parse_time(TIME, schema[TIME], text_dates, TIME in padded, integer_time)
         parsed += [time_expr.alias("_time"), present.alias("_time_raw_present")]
     if has_weight:
         wdtype = schema[WEIGHT]
@@ -327,6 +351,7 @@ def _validate(
                 text = text.str.strip_chars()
             # Unstripped on the fast path: a padded value the sample did not foresee fails this
             # cast and is re-checked stripped below (a `when` retry here would strip every row).
+            # A typed read (TYPED_READ) gives an Int64 column and takes the branch above.
             weight = text.cast(pl.Float64, strict=False)
         parsed.append(weight.cast(pl.Float32).alias("_weight"))
     if has_event:
@@ -350,15 +375,23 @@ def _validate(
     key_names = [_CODE.format(c) if c in decimal else f"__{c}" for c in canonical_names]
 
     staged = (
-        raw.frame.with_columns(parsed)
+        source.with_columns(parsed)
         .with_columns(_reason_expr(has_time, has_weight, future_limit, READ_ERROR in schema).alias(REASON))
         .with_columns(canonical)
         .with_columns(_row_hash(key_names).alias(_HASH))
     )
     raw_columns = raw.columns  # SOURCE_FILE (directories) + mapped canonical columns
-    frame = staged.select(ROW, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH).collect(
-        engine="streaming"
-    )
+    numbered = [] if raw.positional_rows else [ROW]
+    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH]
+    try:
+        frame = staged.select(outputs).collect(engine="streaming")
+    except pl.exceptions.PolarsError:
+        if source is raw.frame:
+            raise
+        # A value polars' CSV parser does not read as an integer: start again from the text.
+        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
+    if raw.positional_rows:
+        frame = number_rows(frame, raw.per_file)
     if frame.height == 0:
         raise DataError(f"{raw.path}: no data rows")
     if fast_names:
@@ -368,25 +401,30 @@ def _validate(
         )
         if failed:  # an id the sample did not foresee ("007", " 7", "u7"): redo those columns as text
             del frame
-            return _validate(raw, max_future_days, now, fast - failed)
-    # The integer time route and the unstripped weight cast leave null what they cannot read; such
-    # rows get bad_timestamp / bad_weight (earlier rules win regardless of the value). If the slow
-    # route reads any of them (a fraction, an exponent, a large ms value, a padded weight), redo
-    # without that fast path, so the result is the slow route's.
+            return _validate(raw, max_future_days, now, fast - failed, general)
+    # Rows the route taken could not read get bad_timestamp / bad_weight (earlier rules win
+    # regardless of the value). If the general parse reads any of them (a fraction, an exponent, a
+    # large ms value, an ISO date or padding the first rows did not show) or finds a time that is
+    # only whitespace (blank: no timestamp), redo with the general parse for that column, so the
+    # result is the general route's whatever the sample suggested.
     checks = []
-    if integer_time:
-        slow = parse_time(TIME, schema[TIME], sample.text_dates, TIME in sample.padded)
-        checks.append((TIME, "bad_timestamp", slow))
+    if has_time and schema[TIME] == pl.String and (integer_time or TIME not in padded or not text_dates):
+        general_time = parse_time(TIME, pl.String, has_text_dates=True, padded=True)
+        blank = pl.col(TIME).str.strip_chars() == ""
+        checks.append((TIME, "bad_timestamp", general_time.is_not_null() | blank))
+    elif integer_time:  # integers read typed
+        checks.append((TIME, "bad_timestamp", parse_time(TIME, schema[TIME], False).is_not_null()))
     if plain_weight:
-        checks.append((WEIGHT, "bad_weight", pl.col(WEIGHT).str.strip_chars().cast(pl.Float64, strict=False)))
+        stripped = pl.col(WEIGHT).str.strip_chars().cast(pl.Float64, strict=False)
+        checks.append((WEIGHT, "bad_weight", stripped.is_not_null()))
     missed = frozenset(
         name
-        for name, rule, slow in checks
-        if frame.lazy().filter(pl.col(REASON) == rule).select(slow.is_not_null().any()).collect().item()
+        for name, rule, readable in checks
+        if frame.lazy().filter(pl.col(REASON) == rule).select(readable.any()).collect().item()
     )
     if missed:
         del frame
-        return _validate(raw, max_future_days, now, fast - missed)
+        return _validate(raw, max_future_days, now, fast - missed, general | missed)
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
@@ -437,18 +475,22 @@ def _duplicate_mask(frame: pl.DataFrame, valid: np.ndarray, parsed_names: list[s
     Exact matching over all rows is a hash-table pass over wide string rows (slow); instead the row
     hashes (`_row_hash`, computed during the read) are sorted, and only rows whose hash occurs more
     than once (exact copies and chance collisions: few) are compared exactly, so a hash collision
-    can never quarantine a row that is not a copy."""
-    hash_column = frame.get_column(_HASH)
-    hashes = hash_column.to_numpy()
+    can never quarantine a row that is not a copy. The rows holding a repeated hash are found with
+    a 2**20-entry table of the hashes' top bits (1 MB, cache-resident: one gather per row, half
+    the cost of a hash-set lookup), narrowed to the exact hashes on the few rows it lets through."""
+    hashes = frame.get_column(_HASH).to_numpy()
     ordered = np.sort(hashes if valid.all() else hashes[valid])
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     mask = np.zeros(frame.height, dtype=bool)
     if repeated.size == 0:
         return mask
-    in_repeated = hash_column.is_in(pl.Series(repeated, dtype=hash_column.dtype).implode()).to_numpy()
-    candidate = np.flatnonzero(valid & in_repeated)
-    first = (
-        frame[candidate].select(pl.struct(parsed_names).is_first_distinct()).to_series().to_numpy()
-    )  # candidate positions are ascending, so "first" means first in the file
+    shift = 32 - _REPEAT_TABLE_BITS
+    table = np.zeros(1 << _REPEAT_TABLE_BITS, dtype=bool)
+    table[repeated >> shift] = True
+    candidate = np.flatnonzero(table[hashes >> shift] & valid)
+    candidate = candidate[np.isin(hashes[candidate], repeated)]
+    # Candidate positions are ascending, so "first" means first in the file.
+    keys = frame.select(parsed_names)[candidate]
+    first = keys.select(pl.struct(parsed_names).is_first_distinct()).to_series().to_numpy()
     mask[candidate[~first]] = True
     return mask

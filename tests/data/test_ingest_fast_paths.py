@@ -6,6 +6,7 @@ validation back to the text route, never merge ids, shift a timestamp or quarant
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -157,3 +158,73 @@ def test_late_padded_weight_is_parsed_not_quarantined(tmp_path: Path, late: str)
     assert result.quarantine["source_row"].to_list() == [FILLER + 2]
     got = result.rows.filter(pl.col("source_row") == FILLER + 1)["weight"].item()
     assert got == float(late.strip())
+
+
+def _validate_both_ways(path: Path) -> tuple:
+    """validate() as ingest runs it (recording whether the typed read ran) and with the text read only."""
+    raw = scan_source(path)
+    calls: list[dict] = []
+    assert raw.typed is not None
+    typed_scan = raw.typed
+
+    def recording(dtypes: dict) -> pl.LazyFrame:
+        calls.append(dtypes)
+        return typed_scan(dtypes)
+
+    fast = validate(replace(raw, typed=recording), 1.0, now=NOW)
+    text = validate(replace(raw, typed=None), 1.0, now=NOW)
+    return fast, text, calls
+
+
+def _same(a, b) -> None:
+    assert a.rows.equals(b.rows)
+    assert a.quarantine.equals(b.quarantine)
+    assert a.reasons == b.reasons and a.rows_in == b.rows_in
+
+
+def test_typed_read_of_integer_columns_gives_the_text_routes_result(tmp_path: Path) -> None:
+    rows = [*_filler(), ("", 1, 5, 1_600_000_000), (1, 2, -1, 1_600_000_000), (1, 2, 5, 4_000_000_000)]
+    rows += [(3, 4, 5, ""), *_filler(20)]  # no timestamp; exact duplicates
+    fast, text, calls = _validate_both_ways(_csv(tmp_path / "a.csv", rows))
+    assert calls == [{"timestamp": pl.Int64(), "weight": pl.Int64()}]
+    _same(fast, text)
+    assert fast.reasons == {"duplicate": 20, "missing_user": 1, "negative_weight": 1, "future_timestamp": 1}
+    # Quarantined rows show the file's text, here spelled as polars writes integers back.
+    shown = fast.quarantine.filter(pl.col("reason") == "missing_user").row(0, named=True)
+    assert (shown["timestamp"], shown["weight"]) == ("1600000000", "5")
+    assert fast.rows.filter(pl.col("source_row") == FILLER + 4)["timestamp"].item() is None
+
+
+@pytest.mark.parametrize(
+    ("weight", "stamp", "expected_weight", "expected_time"),
+    [
+        ("4.5", "1600000000", 4.5, datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)),
+        ("4", "1600000000.5", 4.0, datetime(2020, 9, 13, 12, 26, 40, 500000, tzinfo=UTC)),
+        ("4", "2021-01-01T00:00:00Z", 4.0, datetime(2021, 1, 1, tzinfo=UTC)),
+        ("4", '"1600000000 "', 4.0, datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)),
+        ("4", '" 1600000000"', 4.0, datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)),
+        ('"4 "', "1600000000", 4.0, datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)),
+    ],
+)
+def test_late_value_beyond_the_samples_pattern_is_read_by_the_general_parse(
+    tmp_path: Path, weight: str, stamp: str, expected_weight: float, expected_time: datetime
+) -> None:
+    """A value the typed read (or the integer / unstripped text route) cannot take, after the
+    sample: validation starts again and parses it like any other row, on either route."""
+    rows = [*_filler(), (1000, 1000, weight, stamp), (1001, 1001, 5, "yesterday")]
+    fast, text, calls = _validate_both_ways(_csv(tmp_path / "a.csv", rows))
+    assert calls  # the typed read was tried first
+    _same(fast, text)
+    assert fast.reasons == {"bad_timestamp": 1}
+    got = fast.rows.filter(pl.col("source_row") == FILLER + 1).row(0, named=True)
+    assert (got["weight"], got["timestamp"]) == (expected_weight, expected_time)
+
+
+@pytest.mark.parametrize("early", ["1600000000", '" 1600000000"'])
+def test_whitespace_only_time_is_a_missing_timestamp_whatever_the_sample(tmp_path: Path, early: str) -> None:
+    """'   ' is no timestamp (like an empty field), whether or not the first rows were padded."""
+    rows = [(1, 1, 5, early), *_filler(), (1000, 1000, 5, '"   "')]
+    fast, text, _ = _validate_both_ways(_csv(tmp_path / "a.csv", rows))
+    _same(fast, text)
+    assert fast.reasons == {}
+    assert fast.rows.filter(pl.col("source_row") == FILLER + 2)["timestamp"].item() is None
