@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.data.dataset import InteractionData
@@ -43,7 +44,7 @@ IMPLICIT_FILE = "implicit.parquet"
 USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
-FINGERPRINT_METHOD = "polars-row-hash-sum-v1"
+FINGERPRINT_METHOD = "polars-id-hash-row-hash-sum-v2"
 _BATCH_RE = re.compile(r"^batch=(\d+)$")
 
 
@@ -95,20 +96,32 @@ def write_table(frame: pl.DataFrame, path: Path) -> None:
     frame.write_parquet(path, compression="lz4", statistics=False)
 
 
-def fingerprint(pairs: pl.DataFrame | pl.LazyFrame) -> str:
-    """Content hash of the interactions (user_id, item_id, timestamp, weight) that ignores row order:
-    per-row hashes (polars' fixed-seed hash, stable across processes for one polars version) are
-    summed in two 32-bit halves so the sum cannot overflow, then digested with the row count.
-    Raw ids, not indices, are hashed, so the same data gives the same fingerprint whatever order
-    its rows (and therefore its vocab) came in."""
-    # Ids are hashed as strings whatever their in-memory type (Categorical during ingest).
-    row_hash = pl.struct(pl.col(USER).cast(pl.String), pl.col(ITEM).cast(pl.String), TIME, WEIGHT).hash(
-        seed=0
+def fingerprint(
+    interactions: pl.DataFrame, user_ids: pl.Series | np.ndarray, item_ids: pl.Series | np.ndarray
+) -> str:
+    """Content hash of the interactions (user id, item id, timestamp, weight) that ignores row
+    order: `interactions` holds user_idx / item_idx, and `user_ids[i]` / `item_ids[i]` is the raw
+    id of index i. Each id's text is hashed once and gathered by index, so the hash describes raw
+    ids, not indices: the same data gives the same fingerprint whatever order its rows (and so
+    its vocab) came in. Per-row hashes (polars' fixed-seed hash, stable across processes for one
+    polars version) are summed in two 32-bit halves so the sum cannot overflow, then digested
+    with the row count. Hashing each distinct id once, not an id string per row, is what keeps
+    this cheap on large logs."""
+    user_hash = pl.Series(user_ids).cast(pl.String).hash(seed=0).to_numpy()
+    item_hash = pl.Series(item_ids).cast(pl.String).hash(seed=0).to_numpy()
+    rows = pl.DataFrame(
+        {
+            "u": user_hash[interactions.get_column(USER_IDX).to_numpy()],
+            "i": item_hash[interactions.get_column(ITEM_IDX).to_numpy()],
+            TIME: interactions.get_column(TIME),
+            WEIGHT: interactions.get_column(WEIGHT),
+        }
     )
+    row_hash = pl.struct("u", "i", TIME, WEIGHT).hash(seed=0)
     half = pl.lit(1 << 32, dtype=pl.UInt64)
     low = (row_hash % half).sum().alias("low")
     high = (row_hash // half).sum().alias("high")
-    n, lo, hi = pairs.lazy().select(pl.len(), low, high).collect().row(0)
+    n, lo, hi = rows.select(pl.len(), low, high).row(0)
     digest = hashlib.sha256(f"{FINGERPRINT_METHOD}|{pl.__version__.split('.')[0]}|{n}|{lo}|{hi}".encode())
     return digest.hexdigest()[:32]
 

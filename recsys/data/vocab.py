@@ -132,9 +132,13 @@ class Vocab:
             maintain_order="left",
         ).drop(self.id_name)
 
+    def id_column(self) -> pl.Series:
+        """Raw ids ordered by index, as a polars Series (no per-id Python objects)."""
+        return self.table.sort(self.idx_name).get_column(self.id_name)
+
     def ids(self) -> np.ndarray:
         """Raw ids ordered by index: ids()[i] is the id of index i."""
-        return self.table.sort(self.idx_name).get_column(self.id_name).to_numpy()
+        return self.id_column().to_numpy()
 
     def blocks(self) -> np.ndarray | None:
         """Block label per index (-1 unknown), or None when no labels were ever given."""

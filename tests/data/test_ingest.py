@@ -188,9 +188,8 @@ def test_fingerprint_is_stable_across_processes(tmp_path: Path) -> None:
     report = ingest(_csv(tmp_path / "a.csv", ROWS), tmp_path / "a", DataConfig())
     code = (
         "import polars as pl, sys; from recsys.data.storage import fingerprint, load_processed; "
-        "d = load_processed(sys.argv[1]); f = d.interactions; "
-        "print(fingerprint(f.with_columns(user_id=pl.Series(d.user_ids[f['user_idx'].to_numpy()]), "
-        "item_id=pl.Series(d.item_ids[f['item_idx'].to_numpy()]))))"
+        "d = load_processed(sys.argv[1]); "
+        "print(fingerprint(d.interactions, d.user_ids, d.item_ids))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "a")], capture_output=True, text=True, check=True
