@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -76,8 +77,9 @@ class RawSource:
     `positional_rows`: the frame has no ROW because a row's number is its position within its
     file (delimited text); whoever collects the frame adds it with `number_rows`. `typed`, when
     set (delimited text), scans again with the canonical columns it is given read as those types
-    by polars' CSV parser, which raises on a value it cannot read: validation uses it for number
-    columns whose first rows are plain integers, and falls back to `frame` if it raises."""
+    by polars' CSV parser, which raises on a value it cannot read; `layout` (see ByteLayout) lets
+    validation prove afterwards that every value was spelled plainly, so the typed read loses
+    nothing the text read would have kept."""
 
     path: Path | str
     format: str
@@ -87,6 +89,7 @@ class RawSource:
     exact: Callable[[], pl.LazyFrame] | None = None
     positional_rows: bool = False
     typed: Callable[[dict[str, pl.DataType]], pl.LazyFrame] | None = None
+    layout: ByteLayout | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -367,6 +370,7 @@ class _TextFile:
     quote: str | None
     names: list[str] | None  # headerless files: the names given to the fields
     mapping: dict[str, str]
+    columns: tuple[str, ...]  # every column of the file: its header, or `names`
 
     def scan(self, dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         by_source = {self.mapping[canon]: dtype for canon, dtype in dtypes.items()}
@@ -390,7 +394,7 @@ def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
             f"{_local(file)}: expected at least user and item columns separated by {separator!r}, found one column"
         )
     mapping = dict(zip(_POSITIONAL, [f"field_{i}" for i in range(n_fields)], strict=False))
-    return _TextFile(file, ":" if separator == "::" else separator, False, None, names, mapping)
+    return _TextFile(file, ":" if separator == "::" else separator, False, None, names, mapping, tuple(names))
 
 
 def _local(file: DataFile) -> Path:
@@ -430,12 +434,50 @@ def _scan_text(
             for f in files:
                 header = _csv_header(_local(f), separator, '"')
                 mapping = map_columns(_local(f), header, columns)
-                texts.append(_TextFile(f, separator, True, '"', None, mapping))
+                texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
 
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
 
-    return RawSource(label, fmt, scan({}), texts[0].mapping, per_file, positional_rows=True, typed=scan)
+    return RawSource(
+        label, fmt, scan({}), texts[0].mapping, per_file, positional_rows=True, typed=scan, layout=_byte_layout(texts)
+    )
+
+
+@dataclass(frozen=True)
+class ByteLayout:
+    """What of delimited files is not field text, so validation can prove that a typed read saw
+    every field spelled exactly as polars writes its value back (`validation._typed_read_is_exact`):
+    `data_bytes` = the files' sizes less their header lines, plus one for each missing final line
+    end; each row adds `columns` bytes of separators and line end to its fields. Only for
+    uncompressed files with LF line ends whose every column is mapped, each file with the same
+    number of columns and the same canonical column `last`."""
+
+    data_bytes: int
+    columns: int
+    last: str
+
+
+def _byte_layout(texts: list[_TextFile]) -> ByteLayout | None:
+    data_bytes, shapes = 0, set()
+    for text in texts:
+        if len(text.mapping) != len(text.columns) or set(text.mapping.values()) != set(text.columns):
+            return None  # an unmapped column's bytes would go uncounted
+        with _local(text.file).open("rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+            end = head.find(b"\n")
+            if head[:2] == b"\x1f\x8b" or end < 0 or head[:end].endswith(b"\r"):
+                return None  # compressed, one long line, or CRLF line ends
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(size - 1)
+            final_lf = fh.read(1) == b"\n"
+        data_bytes += size - (end + 1 if text.has_header else 0) + (0 if final_lf else 1)
+        last = next(canon for canon, source in text.mapping.items() if source == text.columns[-1])
+        shapes.add((len(text.columns), last))
+    if len(shapes) != 1:
+        return None
+    ((columns, last),) = shapes
+    return ByteLayout(data_bytes, columns, last)
 
 
 # --------------------------------------------------------------------------- JSON Lines

@@ -60,8 +60,8 @@ _ISO_FORMATS_NAIVE = (
     "%Y-%m-%d",
 )
 _SAMPLE_ROWS = 2000
-# Integers as polars writes them back ("7", "-3"): a typed read then shows the same text in the
-# quarantine for every value spelled like the sample's ("007" or "+7" would come back as "7").
+# Integers spelled as polars writes them back ("7", "-3"): the sample's time / weight values must
+# be, for a typed read to be worth trying (`_typed_read_is_exact` then checks every row).
 _PLAIN_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
 TYPED_READ = "typed read"
 _REPEAT_TABLE_BITS = 20
@@ -184,10 +184,13 @@ class _Sample:
     `fast` names the columns proposed for an exact fast path that the whole column must then
     confirm (else validation runs again without it): id columns whose values are all canonical
     decimals (`vocab.decimal_codes`), a time column of integer seconds / milliseconds, a weight
-    column cast without stripping, and TYPED_READ: reading `integral` columns (time / weight
-    written as plain integers) as Int64 with polars' CSV parser instead of as text, which
-    spares materialising and parsing their strings; a value that parser rejects ("4.5", "5 ",
-    a date) fails the read, and validation starts again from the text."""
+    column cast without stripping, and TYPED_READ: reading decimal id columns as UInt32 and
+    `integral` columns (time / weight written as plain integers) as Int64 with polars' CSV parser
+    instead of as text, which spares materialising and parsing their strings. A value that
+    parser rejects ("4.5", "u7", a date) fails the read; one it reads but that was not spelled
+    as its plain decimal ("007", "+7", " 7", a quoted number) fails `_typed_read_is_exact`.
+    Either way validation starts again from the text, so the result, quarantined raw text
+    included, is the text route's."""
 
     text_dates: bool = False
     padded: frozenset[str] = frozenset()
@@ -227,7 +230,7 @@ def _sample(raw: RawSource) -> _Sample:
             fast.add(name)
         if name in fast and values.len() and bool(values.str.contains(_PLAIN_INTEGER).all()):
             integral.add(name)
-    if integral and raw.typed is not None:
+    if raw.typed is not None and raw.layout is not None and (integral or fast & {USER, ITEM}):
         fast.add(TYPED_READ)
     return _Sample(text_dates, frozenset(padded), frozenset(fast), frozenset(integral))
 
@@ -235,15 +238,24 @@ def _sample(raw: RawSource) -> _Sample:
 # --------------------------------------------------------------------------- rules
 
 
-def _reason_expr(has_time: bool, has_weight: bool, future_limit: datetime, has_read_error: bool) -> pl.Expr:
-    user, item = pl.col("_user"), pl.col("_item")
+def _reason_expr(
+    has_time: bool,
+    has_weight: bool,
+    future_limit: datetime,
+    has_read_error: bool,
+    numeric_ids: frozenset[str] = frozenset(),
+) -> pl.Expr:
+    """The first rule each row fails (null: none). numeric_ids: id columns read as numbers, which
+    can be null but not empty."""
+
+    def missing(name: str, alias: str) -> pl.Expr:
+        column = pl.col(alias)
+        return column.is_null() if name in numeric_ids else column.is_null() | (column == "")
+
     rules: list[tuple[pl.Expr, str | pl.Expr]] = []
     if has_read_error:  # the reader's verdict comes first: such a row has no values to judge
         rules.append((pl.col(READ_ERROR).is_not_null(), pl.col(READ_ERROR)))
-    rules += [
-        (user.is_null() | (user == ""), "missing_user"),
-        (item.is_null() | (item == ""), "missing_item"),
-    ]
+    rules += [(missing(USER, "_user"), "missing_user"), (missing(ITEM, "_item"), "missing_item")]
     if has_time:
         raw_time_present = pl.col("_time_raw_present")
         rules.append((raw_time_present & pl.col("_time").is_null(), "bad_timestamp"))
@@ -299,10 +311,13 @@ def _read_error(raw: RawSource, exc: BaseException) -> DataError:
     return DataError(f"{raw.path}: cannot read ({exc})")
 
 
-def _id_exprs(name: str, alias: str, decimal: bool) -> list[pl.Expr]:
+def _id_exprs(name: str, alias: str, decimal: bool, typed: bool = False) -> list[pl.Expr]:
     """The parsed id (String, stripped) and, on the decimal fast path, its code and the per-row
     check that the code is exact. The fast path skips stripping: a canonical decimal has no
-    whitespace, and a column where any row fails the check is validated again on the slow path."""
+    whitespace, and a column where any row fails the check is validated again on the slow path.
+    typed: the column was read as UInt32 (TYPED_READ), so it is the code already."""
+    if typed:
+        return [pl.col(name).alias(alias), pl.col(name).alias(_CODE.format(name))]
     if not decimal:
         return [pl.col(name).cast(pl.String).str.strip_chars().alias(alias)]
     text = pl.col(name).cast(pl.String)
@@ -329,14 +344,20 @@ def _validate(
     # The sample proposes fast paths per column; the whole column confirms them below.
     fast = (sample.fast if allowed is None else sample.fast & allowed) - general
     padded, text_dates = sample.padded | general, sample.text_dates or TIME in general
-    typed = {c: pl.Int64() for c in (TIME, WEIGHT) if c in fast and c in sample.integral}
-    source = raw.typed(typed) if TYPED_READ in fast and typed and raw.typed else raw.frame
-    schema = source.collect_schema()
     decimal = fast & {USER, ITEM}
+    typed: dict[str, pl.DataType] = {}
+    if TYPED_READ in fast and raw.typed is not None:
+        typed = {c: pl.UInt32() for c in decimal}
+        typed |= {c: pl.Int64() for c in (TIME, WEIGHT) if c in fast and c in sample.integral}
+    source = raw.typed(typed) if typed and raw.typed is not None else raw.frame
+    schema = source.collect_schema()
     integer_time = TIME in fast and (schema.get(TIME) == pl.String or TIME in typed)
     plain_weight = WEIGHT in fast and schema.get(WEIGHT) == pl.String
 
-    parsed = [*_id_exprs(USER, "_user", USER in decimal), *_id_exprs(ITEM, "_item", ITEM in decimal)]
+    parsed = [
+        *_id_exprs(USER, "_user", USER in decimal, USER in typed),
+        *_id_exprs(ITEM, "_item", ITEM in decimal, ITEM in typed),
+    ]
     if has_time:
         present = pl.col(TIME).is_not_null()
         if schema[TIME] == pl.String:
@@ -375,12 +396,15 @@ def _validate(
     # Duplicates are found on the codes where ids have them: equal codes <=> equal ids, and
     # hashing 4-byte codes is cheaper than hashing strings.
     code_names = [_CODE.format(c) for c in (USER, ITEM) if c in decimal]
-    fast_names = [_FAST.format(c) for c in (USER, ITEM) if c in decimal]
+    fast_names = [_FAST.format(c) for c in (USER, ITEM) if c in decimal and c not in typed]
     key_names = [_CODE.format(c) if c in decimal else f"__{c}" for c in canonical_names]
 
     staged = (
         source.with_columns(parsed)
-        .with_columns(_reason_expr(has_time, has_weight, future_limit, READ_ERROR in schema).alias(REASON))
+        .with_columns(
+            _reason_expr(has_time, has_weight, future_limit, READ_ERROR in schema, frozenset(typed) & {USER, ITEM})
+            .alias(REASON)
+        )
         .with_columns(canonical)
         .with_columns(_row_hash(key_names).alias(_HASH))
     )
@@ -394,10 +418,13 @@ def _validate(
             raise
         # A value polars' CSV parser does not read as an integer: start again from the text.
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
-    if raw.positional_rows:
-        frame = number_rows(frame, raw.per_file)
     if frame.height == 0:
         raise DataError(f"{raw.path}: no data rows")
+    if typed and not _typed_read_is_exact(frame, raw):
+        del frame  # a number spelled otherwise than plainly ("007", "+7", '"7"'): use the text
+        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
+    if raw.positional_rows:
+        frame = number_rows(frame, raw.per_file)
     if fast_names:
         exact = frame.select(pl.col(fast_names).all())
         failed = frozenset(
@@ -500,3 +527,65 @@ def _duplicate_mask(frame: pl.DataFrame, valid: np.ndarray, parsed_names: list[s
     first = keys.select(pl.struct(parsed_names).is_first_distinct()).to_series().to_numpy()
     mask[candidate[~first]] = True
     return mask
+
+
+def _typed_read_is_exact(frame: pl.DataFrame, raw: RawSource) -> bool:
+    """Whether every field of a typed read (TYPED_READ) was spelled exactly as its value's plain
+    text: the decimal digits of a number (a '-' before negatives), a text column's own bytes.
+
+    Proof by counting bytes. A field the CSV parser read as a number has at least as many bytes
+    as the number's plain spelling, and more exactly when it was spelled otherwise ("007",
+    "+7", " 7", quoted). A row whose last column is present had all its separators, so the
+    files hold at least `columns` bytes of separators and line end per row besides the fields
+    (ragged long rows, stray CRs and blank lines only add bytes). Hence plain spellings' bytes
+    + rows * columns <= layout.data_bytes, with equality exactly when every field is plain. A
+    null in the last column may be a short row, so it fails the proof (the text read runs)."""
+    layout = raw.layout
+    if layout is None or frame.get_column(layout.last).null_count():
+        return False
+    columns = [c for c in raw.mapping if c in frame.columns]
+    numbers = [c for c in columns if frame.schema[c].is_integer()]
+    texts = [c for c in columns if frame.schema[c] == pl.String]
+    if len(numbers) + len(texts) != len(columns):
+        return False
+    digits = _decimal_bytes(frame, numbers)
+    if digits is None:
+        return False
+    lengths = frame.select(pl.col(c).str.len_bytes().sum() for c in texts).row(0) if texts else ()
+    return digits + sum(int(n or 0) for n in lengths) + frame.height * layout.columns == layout.data_bytes
+
+
+def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
+    """Total length of the integers in `columns` written in decimal ('-' for negatives, nulls
+    empty): per column, the non-null count plus, for each power of ten up to its largest
+    magnitude, how many values reach it; powers at or below the smallest magnitude count every
+    value without a comparison. None where a magnitude does not fit the column's type."""
+    if not columns:
+        return 0
+    bounds = frame.select(
+        *(pl.col(c).min().alias(f"lo{i}") for i, c in enumerate(columns)),
+        *(pl.col(c).max().alias(f"hi{i}") for i, c in enumerate(columns)),
+        *(pl.col(c).is_not_null().sum().alias(f"n{i}") for i, c in enumerate(columns)),
+    ).row(0, named=True)
+    total, counts = 0, []
+    for i, column in enumerate(columns):
+        low, high, present = bounds[f"lo{i}"], bounds[f"hi{i}"], bounds[f"n{i}"]
+        if not present:
+            continue
+        value = pl.col(column)
+        if low < 0:
+            if low <= -(2**63 - 1):
+                return None
+            counts.append((value < 0).sum())
+            value, low, high = value.abs(), 0, max(-low, high)
+        total += present  # the first digit
+        power = 10
+        while power <= high:
+            if power <= low:
+                total += present
+            else:
+                counts.append((value >= power).sum())
+            power *= 10
+    if counts:
+        total += sum(frame.select(c.alias(f"c{i}") for i, c in enumerate(counts)).row(0))
+    return int(total)

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from recsys.config import DataConfig
+from recsys.data import validation
 from recsys.data.ingest import ingest, read_canonical
 from recsys.data.readers import scan_source
 from recsys.data.storage import batch_file, load_processed
@@ -160,20 +161,27 @@ def test_late_padded_weight_is_parsed_not_quarantined(tmp_path: Path, late: str)
     assert got == float(late.strip())
 
 
-def _validate_both_ways(path: Path) -> tuple:
-    """validate() as ingest runs it (recording whether the typed read ran) and with the text read only."""
+def _validate_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """validate() as ingest runs it and with the text read only, plus what the typed read did:
+    the dtypes it was asked for and whether the byte proof kept its result."""
     raw = scan_source(path)
-    calls: list[dict] = []
     assert raw.typed is not None
-    typed_scan = raw.typed
+    calls: list[dict] = []
+    proofs: list[bool] = []
+    typed_scan, prove = raw.typed, validation._typed_read_is_exact
 
     def recording(dtypes: dict) -> pl.LazyFrame:
         calls.append(dtypes)
         return typed_scan(dtypes)
 
+    def proving(frame: pl.DataFrame, source) -> bool:
+        proofs.append(prove(frame, source))
+        return proofs[-1]
+
+    monkeypatch.setattr(validation, "_typed_read_is_exact", proving)
     fast = validate(replace(raw, typed=recording), 1.0, now=NOW)
     text = validate(replace(raw, typed=None), 1.0, now=NOW)
-    return fast, text, calls
+    return fast, text, calls, proofs
 
 
 def _same(a, b) -> None:
@@ -182,17 +190,84 @@ def _same(a, b) -> None:
     assert a.reasons == b.reasons and a.rows_in == b.rows_in
 
 
-def test_typed_read_of_integer_columns_gives_the_text_routes_result(tmp_path: Path) -> None:
+ALL_TYPED = {"user_id": pl.UInt32(), "item_id": pl.UInt32(), "timestamp": pl.Int64(), "weight": pl.Int64()}
+
+
+def test_typed_read_of_a_plain_integer_log_gives_the_text_routes_result(tmp_path: Path, monkeypatch) -> None:
     rows = [*_filler(), ("", 1, 5, 1_600_000_000), (1, 2, -1, 1_600_000_000), (1, 2, 5, 4_000_000_000)]
-    rows += [(3, 4, 5, ""), *_filler(20)]  # no timestamp; exact duplicates
-    fast, text, calls = _validate_both_ways(_csv(tmp_path / "a.csv", rows))
-    assert calls == [{"timestamp": pl.Int64(), "weight": pl.Int64()}]
+    rows += [(3, "", "", 1_600_000_000), *_filler(20)]  # empty middle fields; exact duplicates
+    fast, text, calls, proofs = _validate_both_ways(_csv(tmp_path / "a.csv", rows), monkeypatch)
+    assert calls == [ALL_TYPED] and proofs == [True]  # the typed result was kept
     _same(fast, text)
-    assert fast.reasons == {"duplicate": 20, "missing_user": 1, "negative_weight": 1, "future_timestamp": 1}
-    # Quarantined rows show the file's text, here spelled as polars writes integers back.
+    assert fast.reasons == {
+        "duplicate": 20,
+        "missing_user": 1,
+        "missing_item": 1,
+        "negative_weight": 1,
+        "future_timestamp": 1,
+    }
     shown = fast.quarantine.filter(pl.col("reason") == "missing_user").row(0, named=True)
-    assert (shown["timestamp"], shown["weight"]) == ("1600000000", "5")
-    assert fast.rows.filter(pl.col("source_row") == FILLER + 4)["timestamp"].item() is None
+    assert (shown["user_id"], shown["timestamp"], shown["weight"]) == (None, "1600000000", "5")
+
+
+@pytest.mark.parametrize(
+    "odd_row",
+    [
+        ("007", 1, 5, 1_600_000_000),
+        (7, "+1", 5, 1_600_000_000),
+        (7, 1, "05", 1_600_000_000),
+        (7, 1, 5, '" 1600000000"'),
+        (7, 1, 5, '"1600000000"'),
+        (7, 1, 5, "-0"),
+        (7, 1, 5, ""),  # the last column empty: maybe a short row, so no proof
+    ],
+)
+def test_a_late_number_spelled_otherwise_sends_validation_back_to_the_text(
+    tmp_path: Path, monkeypatch, odd_row: tuple
+) -> None:
+    """The CSV parser reads "007" as 7; only the byte count shows the spelling differed, and the
+    text route keeps "007" apart from "7" and shows it as written."""
+    rows = [*_filler(), (7, 1, 5, 1_600_000_000), odd_row, ("", 2, 5, 1_600_000_000)]
+    path = _csv(tmp_path / "a.csv", rows)
+    fast, text, calls, proofs = _validate_both_ways(path, monkeypatch)
+    assert calls == [ALL_TYPED] and proofs == [False]
+    _same(fast, text)
+    ingest(path, tmp_path / "out", DataConfig())
+    ids = load_processed(tmp_path / "out").user_ids.tolist()
+    assert "7" in ids and (odd_row[0] == 7 or "007" in ids)
+
+
+def test_typed_read_is_not_tried_where_bytes_cannot_prove_it(tmp_path: Path) -> None:
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"user_id,item_id,rating,timestamp\r\n1,2,5,1600000000\r\n")
+    extra = _csv(tmp_path / "extra.csv", [(1, 2, 5, 1, "x")], header="user_id,item_id,rating,timestamp,note")
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::2::5::1600000000\n")
+    for path in (crlf, extra, dat):
+        assert scan_source(path).layout is None, path
+        assert validate(scan_source(path), 1.0, now=NOW).rows_accepted == 1
+
+
+def test_byte_layout_of_a_directory_counts_each_files_header_and_final_line_end(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.csv").write_text("user_id,item_id\n1,2\n3,4\n")
+    (tmp_path / "d" / "b.csv").write_text("user_id,item_id\n5,6")  # no final LF
+    layout = scan_source(tmp_path / "d").layout
+    assert layout is not None and (layout.columns, layout.data_bytes, layout.last) == (2, 8 + 4, "item_id")
+    (tmp_path / "d" / "c.csv").write_text("item_id,user_id\n7,8\n")  # another column last: no proof
+    assert scan_source(tmp_path / "d").layout is None
+
+
+def test_decimal_bytes_match_the_written_numbers() -> None:
+    rng = np.random.default_rng(1)
+    values = [*rng.integers(-(10**18), 10**18, 500).tolist(), *rng.integers(-50, 50, 500).tolist()]
+    values += [0, 9, 10, 99, 100, -1, -10, 2**63 - 1, None]
+    frame = pl.DataFrame({"a": values, "b": [None] * len(values), "c": [v and abs(v) % 2**32 for v in values]})
+    frame = frame.with_columns(pl.col("c").cast(pl.UInt32))
+    expected = sum(len(str(v)) for v in values if v is not None) + sum(
+        len(str(v)) for v in frame["c"].to_list() if v is not None
+    )
+    assert validation._decimal_bytes(frame, ["a", "b", "c"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -207,12 +282,12 @@ def test_typed_read_of_integer_columns_gives_the_text_routes_result(tmp_path: Pa
     ],
 )
 def test_late_value_beyond_the_samples_pattern_is_read_by_the_general_parse(
-    tmp_path: Path, weight: str, stamp: str, expected_weight: float, expected_time: datetime
+    tmp_path: Path, monkeypatch, weight: str, stamp: str, expected_weight: float, expected_time: datetime
 ) -> None:
     """A value the typed read (or the integer / unstripped text route) cannot take, after the
     sample: validation starts again and parses it like any other row, on either route."""
     rows = [*_filler(), (1000, 1000, weight, stamp), (1001, 1001, 5, "yesterday")]
-    fast, text, calls = _validate_both_ways(_csv(tmp_path / "a.csv", rows))
+    fast, text, calls, _ = _validate_both_ways(_csv(tmp_path / "a.csv", rows), monkeypatch)
     assert calls  # the typed read was tried first
     _same(fast, text)
     assert fast.reasons == {"bad_timestamp": 1}
@@ -221,10 +296,12 @@ def test_late_value_beyond_the_samples_pattern_is_read_by_the_general_parse(
 
 
 @pytest.mark.parametrize("early", ["1600000000", '" 1600000000"'])
-def test_whitespace_only_time_is_a_missing_timestamp_whatever_the_sample(tmp_path: Path, early: str) -> None:
+def test_whitespace_only_time_is_a_missing_timestamp_whatever_the_sample(
+    tmp_path: Path, monkeypatch, early: str
+) -> None:
     """'   ' is no timestamp (like an empty field), whether or not the first rows were padded."""
     rows = [(1, 1, 5, early), *_filler(), (1000, 1000, 5, '"   "')]
-    fast, text, _ = _validate_both_ways(_csv(tmp_path / "a.csv", rows))
+    fast, text, _, _ = _validate_both_ways(_csv(tmp_path / "a.csv", rows), monkeypatch)
     _same(fast, text)
     assert fast.reasons == {}
     assert fast.rows.filter(pl.col("source_row") == FILLER + 2)["timestamp"].item() is None
