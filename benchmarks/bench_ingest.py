@@ -7,23 +7,24 @@ the batch and the manifest. Each side runs in its own subprocess so its peak RSS
 sides alternate so drifting machine load hits both. Targets: time ratio <= 2.0, 10M-row peak RSS <= 4 GB.
 `RECSYS_BENCH_ROWS` shrinks the generated file (default 10,000,000 rows).
 
-Where the time goes (2M rows, 2-core machine; `RECSYS_BENCH_ROWS=2000000` for quick iterations): the
-reference is about 40% CSV parse and 60% zstd Parquet write. Ingest reads once in the streaming
-engine with every column as text (so bad values can be quarantined), which alone costs ~1.3x the
-reference's typed read. It used to spend 4x the reference: parsing and stripping ids, a row hash
-over strings, scattering the duplicate reason, casting ids to Categorical (~10% of the run), a
-(user, item) group-by that gathered `first()` ids (~15%), two distinct-counts over every row, and
-writing the batch with string ids and column statistics (~15%). Now ids that are canonical decimals
-(most logs) travel as their UInt32 value (checked on every row; any other id sends validation back to
-the text route), integer Unix seconds / ms parse as integers, the pair group-by reads ids back from
-its u64 key, and the batch stores the codes (lz4, no statistics). Then (10M rows, profiled per stage):
-the integer-time parse picks its unit with one `when` chain and one multiply instead of two masked
-copies and a `coalesce` (~1.1 s of CPU less), the duplicate check sorts a 32-bit row hash (~0.15 s
-less), the pair group-by reads the validated rows lazily instead of copying them first (~0.1 s), and
-one background thread writes the batch, quarantine, implicit table and vocab and computes the
-fingerprint while the main thread derives (~0.3 s). What remains (wall, 2 idle cores): read + parse +
-reason rules + row hash ~1.8 s, duplicate check ~0.35 s, pair group-by ~0.7 s, vocab + indexing
-~0.35 s; see benchmarks/results/ingest.md for the numbers.
+Where the time goes (10M rows, 2-core machine; `RECSYS_BENCH_ROWS=2000000` for quick iterations): the
+reference is about 45% CSV parse and 55% zstd Parquet write. Ingest once spent 4x the reference:
+parsing and stripping text ids, a row hash over strings, casting ids to Categorical, a (user, item)
+group-by that gathered `first()` ids, and writing the batch with string ids and statistics. Since
+then, in order: decimal ids travel as their UInt32 value and integer Unix times parse as integers
+(both checked on every row), the pair group-by reads ids back from its u64 key, the batch stores the
+codes (lz4, no statistics), the integer-time parse uses one `when` chain, the duplicate check sorts a
+32-bit row hash, and a background thread writes files while the main thread derives. Then: delimited
+files are numbered by position after the read (a row index in the streaming CSV scan cost ~15% of
+the read); a plain-integer log is read typed (ids UInt32, time / weight Int64), which makes the read
+as cheap as the reference's and skips ~0.3 s of string parsing, kept only when a byte count proves
+every field was spelled plainly; the per-row reason is a 1-byte Enum instead of a mostly-null String
+column (160 MB on 10M rows); repeated hashes are found with a 1 MB table; the fingerprint hashes each
+distinct id once; pairs take their first-appearance order from the source row instead of a
+materialised position column. What remains (wall, 2 idle cores, one process): read + parse + rules +
+hash ~1.0 s, duplicate check ~0.2 s, accepted-row filter ~0.15 s, batch write ~0.5 s and pair
+group-by ~0.6 s (they share the cores), vocab + indexing ~0.25 s, remaining writes ~0.2 s; see
+benchmarks/results/ingest.md for the numbers.
 """
 
 from __future__ import annotations
@@ -46,17 +47,18 @@ RATIO_TARGET = 2.0
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
-    "Earlier idle-machine runs of this code: 10M-row ratio 1.94, 1.88, 1.87 (3 pairs each), 1.98, 1.97 (5 pairs); "
-    "run beside the quality benchmark (load average 2-4): 2.13 and 2.23.",
+    "Before the typed read, position numbering, 1-byte reasons, table lookup of repeated hashes, id-hash "
+    "fingerprint and source-row pair order (the previous commit's table, same machine): ML-100K ratio 3.40 "
+    "(0.05 s vs 0.15 s, 658,559 rows/s, 0.34 GB); 10M-row CSV ratio 2.09 (2.11 s vs 4.40 s, 2,270,694 rows/s, "
+    "peak RSS 1.56 GB); other idle-machine runs of that code 1.87-1.98, and 2.36-2.45 in single pairs taken "
+    "while the reference ran fast (1.5-1.6 s).",
     "",
     "Before the one-`when` integer-time parse, the 32-bit duplicate hash, the lazy pair aggregation and the "
-    "background writer (the previous commit's table): ML-100K ratio 4.25 (0.04 s vs 0.17 s, 601,307 rows/s, "
-    "0.34 GB); 10M-row CSV ratio 2.41 (3.58 s vs 8.64 s, 1,157,687 rows/s, peak RSS 1.54 GB).",
+    "background writer: ML-100K ratio 4.25 (0.04 s vs 0.17 s, 601,307 rows/s, 0.34 GB); 10M-row CSV ratio "
+    "2.41 (3.58 s vs 8.64 s, 1,157,687 rows/s, peak RSS 1.54 GB).",
     "",
-    "Before the decimal-code / integer-time fast paths (the commit before, run in the same session as that "
-    "commit's table, one 10M pair): ML-100K ratio 4.33 (0.040 s vs 0.170 s, 587,096 rows/s, 0.35 GB); 10M-row "
-    "CSV ratio 3.10 (3.95 s vs 12.27 s, 814,931 rows/s, peak RSS 2.11 GB). The table that commit wrote "
-    "(ratio 4.02, 15.2 s vs 61.2 s) was taken on a more heavily loaded machine.",
+    "Before the decimal-code / integer-time fast paths: ML-100K ratio 4.33 (0.040 s vs 0.170 s, 587,096 "
+    "rows/s, 0.35 GB); 10M-row CSV ratio 3.10 (3.95 s vs 12.27 s, 814,931 rows/s, peak RSS 2.11 GB).",
     "",
     "Before the single-pass rewrite (same benchmark, same machine): ML-100K ratio 3.77 (102,260 rows/s, "
     "0.35 GB); 10M-row CSV ratio 4.41 (90,394 rows/s, peak RSS 3.99 GB).",
@@ -174,8 +176,9 @@ def main() -> None:
         f"({rows:,} rows). Machine: {os.cpu_count()} cores, load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after (the ratio grows when other jobs compete for the cores: ingest has "
         "single-threaded stretches that the reference does not). "
-        "ML-100K's ratio is fixed per-call cost, not throughput: about 0.1 s of sampling, ~40 small polars "
-        "queries, vocab and manifest files around a 0.03 s read and write.",
+        "ML-100K's ratio is fixed per-call cost, not throughput: about 0.09 s of a 2,000-row sample, ~40 small "
+        "polars queries (1-2 ms each in a fresh process), five Parquet files and the manifest, around a "
+        "0.04 s read and write; at 10M rows the same fixed cost is ~3% of the run.",
     ]
     lines += ["", *BASELINE]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -71,9 +71,10 @@ _NO_SEPARATOR = "\x1f"
 class RawSource:
     """A scanned source: `frame` has ROW (unless `positional_rows`), SOURCE_FILE (directories),
     READ_ERROR (JSON Lines) and the canonical column names holding *raw* values (strings for text
-    formats; native dtypes for Parquet). `mapping` says which source column became which canonical column, for messages and
-    the manifest. `exact`, when set, rebuilds the frame eagerly with a per-line check; validation
-    uses it only if the lazy frame fails to decode (a line the cheap shape test let through).
+    formats; native dtypes for Parquet). `mapping` says which source column became which
+    canonical column, for messages and the manifest. `exact`, when set, rebuilds the frame
+    eagerly with a per-line check; validation uses it only if the lazy frame fails to decode (a
+    line the cheap shape test let through).
     `positional_rows`: the frame has no ROW because a row's number is its position within its
     file (delimited text); whoever collects the frame adds it with `number_rows`. `typed`, when
     set (delimited text), scans again with the canonical columns it is given read as those types
@@ -440,7 +441,14 @@ def _scan_text(
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
 
     return RawSource(
-        label, fmt, scan({}), texts[0].mapping, per_file, positional_rows=True, typed=scan, layout=_byte_layout(texts)
+        label,
+        fmt,
+        scan({}),
+        texts[0].mapping,
+        per_file,
+        positional_rows=True,
+        typed=scan,
+        layout=_byte_layout(texts),
     )
 
 

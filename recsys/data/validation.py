@@ -287,9 +287,10 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
     Raw text is kept only as long as the quarantine needs it.
 
     Cheaper parses that the first rows suggest (decimal ids as UInt32 codes, integer timestamps,
-    unstripped weights; see `_Sample`) are checked against every row afterwards; where a row needs
-    the general parse, the source is validated again without that shortcut, so the result never
-    depends on which route ran (a log whose later rows break the pattern costs a second pass).
+    unstripped weights, and for delimited files a typed read of such columns; see `_Sample`) are
+    checked against every row afterwards; where a row needs the general parse, the source is
+    validated again without that shortcut, so the result never depends on which route ran (a log
+    whose later rows break the pattern costs a second pass).
 
     A source whose lazy read fails and that offers an exact (per-line) rebuild, i.e. JSON Lines with
     a line the cheap shape test let through, is validated once more from that rebuild, so the bad
@@ -402,8 +403,9 @@ def _validate(
     staged = (
         source.with_columns(parsed)
         .with_columns(
-            _reason_expr(has_time, has_weight, future_limit, READ_ERROR in schema, frozenset(typed) & {USER, ITEM})
-            .alias(REASON)
+            _reason_expr(
+                has_time, has_weight, future_limit, READ_ERROR in schema, frozenset(typed) & {USER, ITEM}
+            ).alias(REASON)
         )
         .with_columns(canonical)
         .with_columns(_row_hash(key_names).alias(_HASH))

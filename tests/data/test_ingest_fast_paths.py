@@ -262,7 +262,9 @@ def test_decimal_bytes_match_the_written_numbers() -> None:
     rng = np.random.default_rng(1)
     values = [*rng.integers(-(10**18), 10**18, 500).tolist(), *rng.integers(-50, 50, 500).tolist()]
     values += [0, 9, 10, 99, 100, -1, -10, 2**63 - 1, None]
-    frame = pl.DataFrame({"a": values, "b": [None] * len(values), "c": [v and abs(v) % 2**32 for v in values]})
+    frame = pl.DataFrame(
+        {"a": values, "b": [None] * len(values), "c": [v and abs(v) % 2**32 for v in values]}
+    )
     frame = frame.with_columns(pl.col("c").cast(pl.UInt32))
     expected = sum(len(str(v)) for v in values if v is not None) + sum(
         len(str(v)) for v in frame["c"].to_list() if v is not None
