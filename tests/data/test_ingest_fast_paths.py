@@ -307,3 +307,31 @@ def test_whitespace_only_time_is_a_missing_timestamp_whatever_the_sample(
     _same(fast, text)
     assert fast.reasons == {}
     assert fast.rows.filter(pl.col("source_row") == FILLER + 2)["timestamp"].item() is None
+
+
+def test_typed_read_of_a_directory_and_a_headerless_file_matches_the_text_route(
+    tmp_path: Path, monkeypatch
+) -> None:
+    (tmp_path / "d").mkdir()
+    _csv(tmp_path / "d" / "a.csv", [*_filler(), ("", 1, 5, 1_600_000_000)])
+    _csv(
+        tmp_path / "d" / "b.csv",
+        [*_filler(30), (1, 2, -1, 1_600_000_000)],
+        header="user_id,item_id,rating,ts",
+    )
+    fast, text, calls, proofs = _validate_both_ways(tmp_path / "d", monkeypatch)
+    assert proofs == [True] and calls == [ALL_TYPED]
+    _same(fast, text)
+    # b.csv's first 30 rows repeat a.csv's first 30 exactly; rows are numbered within each file.
+    assert fast.quarantine.select(pl.col("source_file").cast(pl.String), "source_row", "reason").rows() == [
+        ("a.csv", FILLER + 1, "missing_user"),
+        *[("b.csv", row, "duplicate") for row in range(1, 31)],
+        ("b.csv", 31, "negative_weight"),
+    ]
+    headerless = tmp_path / "u.data"
+    headerless.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in _filler(3000)))
+    monkeypatch.undo()
+    fast, text, calls, proofs = _validate_both_ways(headerless, monkeypatch)
+    assert proofs == [True]
+    _same(fast, text)
+    assert fast.rows_accepted == 3000 - fast.reasons.get("duplicate", 0)
