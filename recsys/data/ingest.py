@@ -249,6 +249,10 @@ def ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
+        vocab_saved = [
+            writer.submit(users.save, tmp / storage.USERS_FILE),
+            writer.submit(items.save, tmp / storage.ITEMS_FILE),
+        ]
         # Sorting on one (user_idx, item_idx) key is cheaper than a two-column sort.
         pair_key = pl.col(USER_IDX).cast(pl.Int64) * (1 << 32) + pl.col(ITEM_IDX).cast(pl.Int64)
         indexed = (
@@ -260,9 +264,8 @@ def ingest(
         fingerprinted = writer.submit(storage.fingerprint, indexed, users.id_column(), items.id_column())
         written = [
             batch_written,
+            *vocab_saved,
             writer.submit(storage.write_table, indexed, tmp / storage.IMPLICIT_FILE),
-            writer.submit(users.save, tmp / storage.USERS_FILE),
-            writer.submit(items.save, tmp / storage.ITEMS_FILE),
         ]
 
         say("fingerprint and manifest")
