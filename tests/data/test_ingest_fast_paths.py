@@ -335,3 +335,38 @@ def test_typed_read_of_a_directory_and_a_headerless_file_matches_the_text_route(
     assert proofs == [True]
     _same(fast, text)
     assert fast.rows_accepted == 3000 - fast.reasons.get("duplicate", 0)
+
+
+_ODD_SPELLINGS = {
+    "user_id": ["007", "+7", " 7", '"7"', "", "u7", "4294967296", "-1", "0"],
+    "item_id": ["01", "+1", '"1"', "", "i1", "1.0"],
+    "rating": ["05", "+5", "5.0", "4.5", "", " 5", "-0", "99999999999999999999", "nan"],
+    "timestamp": ["01600000000", "+1600000000", "1.6e9", "", "   ", "2021-01-01", "-0", "1600000000000"],
+}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_typed_read_never_changes_the_result_on_randomly_spoiled_logs(
+    tmp_path: Path, monkeypatch, seed: int
+) -> None:
+    """Differential check: plain-integer logs with a few odd spellings planted after the sample
+    (and, for some seeds, a short row or a CRLF line) validate exactly as the text read does."""
+    rng = np.random.default_rng(seed)
+    rows = [list(r) for r in _filler()]
+    rows += [list(r) for r in _filler(40)]  # duplicates
+    names = list(_ODD_SPELLINGS)
+    for _ in range(int(rng.integers(1, 5))):
+        row = [str(v) for v in rows[int(rng.integers(0, len(rows)))]]
+        column = int(rng.integers(0, 4))
+        row[column] = str(rng.choice(_ODD_SPELLINGS[names[column]]))
+        rows.append(row)
+    rng.shuffle(rows[FILLER:])
+    text = "user_id,item_id,rating,timestamp\n" + "".join(",".join(str(v) for v in r) + "\n" for r in rows)
+    if seed % 3 == 1:
+        text += "5,6,5\n"  # a short row
+    if seed % 3 == 2:
+        text = text.replace("\n", "\r\n", 2500)[:-1]  # CRLF head, LF tail, no final line end
+    path = tmp_path / "a.csv"
+    path.write_text(text)
+    fast, slow, _, _ = _validate_both_ways(path, monkeypatch)
+    _same(fast, slow)
