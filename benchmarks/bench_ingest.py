@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 INTER = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
 RESULTS = Path(__file__).parent / "results" / "ingest.md"
 RATIO_TARGET = 2.0
+APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
@@ -69,13 +70,17 @@ import json, sys, time
 from pathlib import Path
 side, source, out, sep = sys.argv[1:5]
 import polars as pl
-if side == "ingest":  # imports (torch via the config models) are not part of the measurement
+if side != "reference":  # imports (torch via the config models) are not part of the measurement
     from recsys.config import DataConfig
     from recsys.data.ingest import ingest
+if side == "append":  # the first ingest is set-up; only the append of the day-2 log is timed
+    ingest(source, Path(out) / "processed", DataConfig())
 started = time.perf_counter()
 if side == "reference":
     pl.read_csv(source, separator=sep).write_parquet(Path(out) / "ref.parquet")
     rows = None
+elif side == "append":
+    rows = ingest(sys.argv[5], Path(out) / "processed", DataConfig(), append=True).rows_in
 else:
     rows = ingest(source, Path(out) / "processed", DataConfig()).rows_in
 seconds = time.perf_counter() - started
@@ -84,10 +89,11 @@ print(json.dumps({"seconds": seconds, "peak_rss_gb": hwm_kb / 1024**2, "rows": r
 """
 
 
-def _run(side: str, source: Path, sep: str) -> dict:
+def _run(side: str, source: Path, sep: str, appended: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=source.parent) as out:
+        extra = [str(appended)] if appended is not None else []
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD, side, str(source), out, sep],
+            [sys.executable, "-c", _CHILD, side, str(source), out, sep, *extra],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -162,6 +168,9 @@ def main() -> None:
         write_synthetic_csv(source, rows)
         # Five pairs even at 10M rows (about 90 s): one pair's ratio swings by 30% on a shared machine.
         results[f"synthetic {rows:,}-row CSV"] = measure(source, ",", repeats=5)
+        day2 = Path(tmp) / "day2.csv"
+        write_synthetic_csv(day2, APPEND_ROWS, seed=1)
+        append_s = statistics.median(_run("append", source, ",", day2)["seconds"] for _ in range(3))
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['rows']:,} | {r['reference_s']:.2f} | {r['ingest_s']:.2f} | {r['rows_per_s']:,.0f} | "
@@ -179,6 +188,14 @@ def main() -> None:
         "ML-100K's ratio is fixed per-call cost, not throughput: about 0.09 s of a 2,000-row sample, ~40 small "
         "polars queries (1-2 ms each in a fresh process), five Parquet files and the manifest, around a "
         "0.04 s read and write; at 10M rows the same fixed cost is ~3% of the run.",
+    ]
+    lines += [
+        "",
+        f"Appending a {APPEND_ROWS:,}-row day-2 log to the {rows:,}-row processed directory (validation, "
+        "cross-batch duplicates against that day's users, then pairs and vocab re-derived over every "
+        f"batch): {append_s:.2f} s (median of 3; the first ingest above: {big['ingest_s']:.2f} s). Before "
+        "batches stored as codes were compared and grouped as codes, a 100,000-row append to the same "
+        "directory took about 5 s (measured by hand, another day-2 log).",
     ]
     lines += ["", *BASELINE]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.config import ColumnMap, DataConfig
@@ -27,7 +28,7 @@ from recsys.data.implicit import ORDER, FilterStep, to_implicit
 from recsys.data.readers import ROW, SOURCE_FILE, RawSource, scan_source
 from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
-from recsys.data.vocab import Vocab
+from recsys.data.vocab import CODE_DTYPE, Vocab
 from recsys.errors import DataError
 
 MANIFEST_VERSION = 1
@@ -88,27 +89,38 @@ def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
     return None
 
 
+def _aligned_ids(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
+    """The frames with each id column in one type: UInt32 codes where every frame holds codes
+    (grouping and joining 4-byte codes is ingest's fast route), else text for all (a code's text
+    is its id, and "007" stays apart from 7)."""
+    schemas = [frame.collect_schema() for frame in frames]
+    text = [c for c in (USER, ITEM) if any(schema.get(c) != CODE_DTYPE for schema in schemas)]
+    return [frame.with_columns(pl.col(c).cast(pl.String) for c in text) for frame in frames]
+
+
 def _drop_cross_batch_duplicates(
     result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
 ) -> ValidationResult:
-    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine."""
+    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine.
+    Only earlier rows of this batch's users are compared, so a small append to a large history
+    does not hash the whole history."""
     if not previous:
         return result
-    prev_schemas = [frame.collect_schema().names() for _, frame in previous]
+    *earlier_frames, new = _aligned_ids([frame for _, frame in previous] + [result.rows.lazy()])
+    prev_schemas = [frame.collect_schema().names() for frame in earlier_frames]
     keys = [
         c
         for c in (USER, ITEM, TIME, WEIGHT, EVENT)
         if c in result.rows.columns and all(c in s for s in prev_schemas)
     ]
-    earlier = pl.concat([frame.select(keys) for _, frame in previous], how="vertical_relaxed")
-    accepted = result.accepted.with_row_index("_i")  # text ids, like the earlier batches
-    repeated = (
-        accepted.lazy().join(earlier.unique(), on=keys, how="semi", nulls_equal=True).select("_i").collect()
-    )
+    new = new.with_row_index("_i")
+    earlier = pl.concat([frame.select(keys) for frame in earlier_frames], how="vertical_relaxed")
+    earlier = earlier.join(new.select(pl.col(USER).unique()), on=USER, how="semi")
+    repeated = new.join(earlier, on=keys, how="semi", nulls_equal=True).select("_i").collect()
     if repeated.height == 0:
         return result
-    is_repeat = accepted.select(pl.col("_i").is_in(repeated.get_column("_i").implode())).to_series()
-    moved = accepted.filter(is_repeat).select(
+    is_repeat = pl.Series(np.isin(np.arange(result.rows.height), repeated.get_column("_i").to_numpy()))
+    moved = result.accepted.filter(is_repeat).select(
         pl.col(ROW), *[pl.col(c).cast(pl.String) for c in raw.columns], pl.lit("duplicate").alias(REASON)
     )
     quarantine = pl.concat([result.quarantine, moved], how="vertical_relaxed").sort(ROW)
@@ -123,15 +135,15 @@ def _drop_cross_batch_duplicates(
 
 
 def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Path) -> None:
-    """Store this call's validated rows (ids as UInt32 codes where all are canonical decimals:
-    `storage.scan_batches` reads them back as the same text) and its quarantine."""
+    """Store this call's validated rows (ids as UInt32 codes where all are canonical decimals,
+    see `storage.scan_batches`) and its quarantine."""
     batch_path.parent.mkdir(parents=True)
     storage.write_table(result.rows, batch_path)
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     result.quarantine.write_parquet(quarantine_path)
 
 
-def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl.DataFrame) -> pl.LazyFrame:
+def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl.LazyFrame) -> pl.LazyFrame:
     """Every batch's validated rows with ORDER (first-appearance key), as one lazy frame."""
 
     def ordered(number: int, frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -144,7 +156,7 @@ def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl
         order = (pl.lit(number, dtype=pl.Int64) * (1 << _BATCH_SHIFT) + within).alias(ORDER)
         return frame.with_columns(order).drop(ROW, SOURCE_FILE, strict=False)
 
-    frames = [ordered(n, f) for n, f in previous] + [ordered(batch, accepted.lazy())]
+    frames = [ordered(n, f) for n, f in previous] + [ordered(batch, accepted)]
     return pl.concat(frames, how="diagonal_relaxed")
 
 
@@ -228,9 +240,9 @@ def ingest(
         has_event = EVENT in result.rows.columns or any(
             EVENT in f.collect_schema().names() for _, f in previous
         )
-        if previous:  # earlier batches come back with text ids: all rows take the Categorical route
-            rows = result.accepted
-        pairs, steps = to_implicit(_all_rows(previous, batch, rows), cfg, has_event)
+        *earlier, rows = _aligned_ids([frame for _, frame in previous] + [rows.lazy()])
+        aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
+        pairs, steps = to_implicit(_all_rows(aligned, batch, rows), cfg, has_event)
         if pairs.height == 0:
             raise DataError(
                 f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"

@@ -165,12 +165,12 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def scan_batches(root: Path, batches: list[int] | None = None) -> list[tuple[int, pl.LazyFrame]]:
-    """(batch, lazy frame of its validated canonical rows) for each stored batch. Ids stored as
-    their UInt32 value (all canonical decimals, see `vocab.decimal_codes`) come back as the text
-    they were, so batches written either way line up."""
-    text_ids = [pl.col(USER).cast(pl.String), pl.col(ITEM).cast(pl.String)]
+    """(batch, lazy frame of its validated canonical rows) for each stored batch, ids as stored:
+    UInt32 where every id of the batch was a canonical decimal (see `vocab.decimal_codes`; casting
+    to String gives the ids back), else text. `ingest` brings batches stored either way to one
+    type before comparing or grouping them."""
     return [
-        (b, pl.scan_parquet(batch_file(root, b)).with_columns(text_ids))
+        (b, pl.scan_parquet(batch_file(root, b)))
         for b in (batches if batches is not None else list_batches(root))
     ]
 

@@ -370,3 +370,23 @@ def test_typed_read_never_changes_the_result_on_randomly_spoiled_logs(
     path.write_text(text)
     fast, slow, _, _ = _validate_both_ways(path, monkeypatch)
     _same(fast, slow)
+
+
+@pytest.mark.parametrize("second_ids", ["codes", "text"])
+def test_append_gives_what_one_ingest_of_both_files_gives(tmp_path: Path, second_ids: str) -> None:
+    """Ingesting day 1 then appending day 2 equals ingesting day 1 + day 2 as one file, whether
+    both batches hold decimal codes (compared and grouped as codes) or day 2 has text ids."""
+    day1 = [*_filler(3000), *_filler(10)]
+    day2 = [(u, i, r, t + 10**6) for u, i, r, t in _filler(500)] + _filler(20)  # 20 repeat day 1
+    if second_ids == "text":
+        day2 = [*day2, ("u7", 1, 5, 1_700_000_000), ("007", 1, 5, 1_700_000_000)]
+    config = DataConfig(aggregate="sum")
+    ingest(_csv(tmp_path / "d1.csv", day1), tmp_path / "inc", config)
+    appended = ingest(_csv(tmp_path / "d2.csv", day2), tmp_path / "inc", config, append=True)
+    whole = ingest(_csv(tmp_path / "all.csv", day1 + day2), tmp_path / "one", config)
+    assert appended.reasons == {"duplicate": 20}
+    for key in ("users", "items", "interactions", "fingerprint"):
+        assert getattr(appended, key) == getattr(whole, key), key
+    a, b = load_processed(tmp_path / "inc"), load_processed(tmp_path / "one")
+    assert a.user_ids.tolist() == b.user_ids.tolist() and a.item_ids.tolist() == b.item_ids.tolist()
+    assert a.interactions.equals(b.interactions)
