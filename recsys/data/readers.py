@@ -459,15 +459,25 @@ class ByteLayout:
     `data_bytes` = the files' sizes less their header lines, plus one for each missing final line
     end; each row adds `columns` bytes of separators and line end to its fields. Only for
     uncompressed files with LF line ends whose every column is mapped, each file with the same
-    number of columns and the same canonical column `last`."""
+    number of columns and the same canonical column `last`. `files` holds each file's (path,
+    size, mtime_ns) when counted: a file written to since (a log still growing) voids the count."""
 
     data_bytes: int
     columns: int
     last: str
+    files: tuple[tuple[str, int, int], ...] = ()
+
+    def unchanged(self) -> bool:
+        """Whether every file still has the size and modification time it had when counted."""
+        try:
+            stats = [(os.stat(path), size, mtime) for path, size, mtime in self.files]
+        except OSError:
+            return False
+        return all(st.st_size == size and st.st_mtime_ns == mtime for st, size, mtime in stats)
 
 
 def _byte_layout(texts: list[_TextFile]) -> ByteLayout | None:
-    data_bytes, shapes = 0, set()
+    data_bytes, shapes, files = 0, set(), []
     for text in texts:
         if len(text.mapping) != len(text.columns) or set(text.mapping.values()) != set(text.columns):
             return None  # an unmapped column's bytes would go uncounted
@@ -476,16 +486,18 @@ def _byte_layout(texts: list[_TextFile]) -> ByteLayout | None:
             end = head.find(b"\n")
             if head[:2] == b"\x1f\x8b" or end < 0 or head[:end].endswith(b"\r"):
                 return None  # compressed, one long line, or CRLF line ends
-            size = fh.seek(0, os.SEEK_END)
+            stat = os.fstat(fh.fileno())
+            size = stat.st_size
             fh.seek(size - 1)
             final_lf = fh.read(1) == b"\n"
+        files.append((str(_local(text.file)), size, stat.st_mtime_ns))
         data_bytes += size - (end + 1 if text.has_header else 0) + (0 if final_lf else 1)
         last = next(canon for canon, source in text.mapping.items() if source == text.columns[-1])
         shapes.add((len(text.columns), last))
     if len(shapes) != 1:
         return None
     ((columns, last),) = shapes
-    return ByteLayout(data_bytes, columns, last)
+    return ByteLayout(data_bytes, columns, last, tuple(files))
 
 
 # --------------------------------------------------------------------------- JSON Lines

@@ -81,5 +81,7 @@ class Split:
         if self.validation is None:
             return None
         if self.validation_fold_in is not None:
-            return EvalSet(truth=self.validation, exclude=self.validation_fold_in, fold_in=self.validation_fold_in)
+            return EvalSet(
+                truth=self.validation, exclude=self.validation_fold_in, fold_in=self.validation_fold_in
+            )
         return EvalSet(truth=self.validation, exclude=self.train)

@@ -541,9 +541,10 @@ def _typed_read_is_exact(frame: pl.DataFrame, raw: RawSource) -> bool:
     files hold at least `columns` bytes of separators and line end per row besides the fields
     (ragged long rows, stray CRs and blank lines only add bytes). Hence plain spellings' bytes
     + rows * columns <= layout.data_bytes, with equality exactly when every field is plain. A
-    null in the last column may be a short row, so it fails the proof (the text read runs)."""
+    null in the last column may be a short row, and a file written to since it was counted may
+    hold other bytes than those read: both fail the proof (the text read runs)."""
     layout = raw.layout
-    if layout is None or frame.get_column(layout.last).null_count():
+    if layout is None or not layout.unchanged() or frame.get_column(layout.last).null_count():
         return False
     columns = [c for c in raw.mapping if c in frame.columns]
     numbers = [c for c in columns if frame.schema[c].is_integer()]

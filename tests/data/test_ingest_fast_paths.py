@@ -390,3 +390,20 @@ def test_append_gives_what_one_ingest_of_both_files_gives(tmp_path: Path, second
     a, b = load_processed(tmp_path / "inc"), load_processed(tmp_path / "one")
     assert a.user_ids.tolist() == b.user_ids.tolist() and a.item_ids.tolist() == b.item_ids.tolist()
     assert a.interactions.equals(b.interactions)
+
+
+def test_a_file_written_to_after_it_was_scanned_voids_the_byte_proof(tmp_path: Path, monkeypatch) -> None:
+    """Four '007' rows carry 8 bytes more than plain '7' rows; a growing log that gains 8 plain bytes
+    between scan and read must not let the count balance."""
+    path = _csv(tmp_path / "a.csv", [*_filler(), *[("007", 1, 5, 1_600_000_000)] * 4])
+    raw = scan_source(path)
+    with path.open("a") as fh:
+        fh.write("7,1,5,1\n")
+    proofs: list[bool] = []
+    prove = validation._typed_read_is_exact
+    monkeypatch.setattr(
+        validation, "_typed_read_is_exact", lambda f, r: proofs.append(prove(f, r)) or proofs[-1]
+    )
+    result = validate(raw, 1.0, now=NOW)
+    assert proofs == [False]
+    assert result.rows.schema["user_id"] == pl.String and "007" in result.rows["user_id"].to_list()
