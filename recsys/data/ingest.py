@@ -102,28 +102,33 @@ def _drop_cross_batch_duplicates(
     result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
 ) -> ValidationResult:
     """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine.
-    Only earlier rows of this batch's users are compared, so a small append to a large history
-    does not hash the whole history."""
+
+    Rows compare on every canonical column; a batch without an event column has null events, so a
+    `buy` never repeats a row stored without its event type. Only earlier rows of this batch's
+    users are compared, so a small append to a large history does not hash the whole history."""
     if not previous:
         return result
     *earlier_frames, new = _aligned_ids([frame for _, frame in previous] + [result.rows.lazy()])
-    prev_schemas = [frame.collect_schema().names() for frame in earlier_frames]
-    keys = [
-        c
-        for c in (USER, ITEM, TIME, WEIGHT, EVENT)
-        if c in result.rows.columns and all(c in s for s in prev_schemas)
-    ]
-    new = new.with_row_index("_i")
-    earlier = pl.concat([frame.select(keys) for frame in earlier_frames], how="vertical_relaxed")
+    schemas = [frame.collect_schema().names() for frame in [*earlier_frames, new]]
+    keys = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if any(c in names for names in schemas)]
+
+    def comparable(frame: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
+        # EVENT is the one optional canonical column (see schema.OPTIONAL_COLUMNS).
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in keys if c not in names)
+
+    new = comparable(new, schemas[-1]).with_row_index("_i")
+    earlier = pl.concat(
+        [comparable(f, names).select(keys) for f, names in zip(earlier_frames, schemas[:-1], strict=True)],
+        how="vertical_relaxed",
+    )
     earlier = earlier.join(new.select(pl.col(USER).unique()), on=USER, how="semi")
     repeated = new.join(earlier, on=keys, how="semi", nulls_equal=True).select("_i").collect()
     if repeated.height == 0:
         return result
     is_repeat = pl.Series(np.isin(np.arange(result.rows.height), repeated.get_column("_i").to_numpy()))
-    moved = result.accepted.filter(is_repeat).select(
-        pl.col(ROW), *[pl.col(c).cast(pl.String) for c in raw.columns], pl.lit("duplicate").alias(REASON)
-    )
-    quarantine = pl.concat([result.quarantine, moved], how="vertical_relaxed").sort(ROW)
+    moved = _source_text(raw, result.rows.filter(is_repeat)).with_columns(pl.lit("duplicate").alias(REASON))
+    order = [SOURCE_FILE, ROW] if raw.per_file else [ROW]
+    quarantine = pl.concat([result.quarantine, moved], how="vertical_relaxed").sort(order)
     reasons = dict(result.reasons)
     reasons["duplicate"] = reasons.get("duplicate", 0) + moved.height
     return ValidationResult(
@@ -132,6 +137,26 @@ def _drop_cross_batch_duplicates(
         rows_in=result.rows_in,
         reasons=reasons,
     )
+
+
+def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
+    """The source's own values, as text, of `rows` (found by ROW, and SOURCE_FILE for a
+    directory), in the quarantine's columns: what validation shows for any quarantined row.
+    Reads the source again, which only an append that repeats earlier rows pays for."""
+    on = [SOURCE_FILE, ROW] if raw.per_file else [ROW]
+    wanted = rows.lazy().select(on)
+    frame = raw.frame
+    if raw.positional_rows:
+        position = pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
+        frame = frame.with_columns((position.over(SOURCE_FILE) if raw.per_file else position).alias(ROW))
+    text = [pl.col(c).cast(pl.String) for c in raw.columns]
+    try:
+        return frame.join(wanted, on=on, how="semi").select(ROW, *text).collect()
+    except pl.exceptions.PolarsError:
+        if raw.exact is None:  # the source read once, so this is unexpected: keep the parsed values
+            return rows.select(ROW, *text)
+        # JSON Lines whose lazy decode fails: validation read the per-line rebuild, so do the same.
+        return raw.exact().join(wanted, on=on, how="semi").select(ROW, *text).collect()
 
 
 def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Path) -> None:

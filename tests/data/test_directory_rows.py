@@ -57,12 +57,14 @@ def test_reingesting_a_directory_names_each_duplicate_by_file_and_row(tmp_path: 
     again = ingest(logs, out, DataConfig(), append=True)
     assert again.reasons == {"duplicate": 4, "bad_weight": 1, "missing_user": 1}
     stored = pl.read_parquet(again.quarantine_path)
-    duplicates = stored.filter(pl.col("reason") == "duplicate")
-    assert sorted(duplicates.select("source_file", "source_row").rows()) == [
-        ("a.csv", 1),
-        ("a.csv", 3),
-        ("sub/b.csv", 1),
-        ("sub/b.csv", 2),
+    # In file order, then row order, with each file's own text (not the parsed "4.0" or datetime).
+    assert stored.rows() == [
+        (1, "a.csv", "u1", "i1", "1700000000", "4", "duplicate"),
+        (2, "a.csv", "u2", "i2", "1700000001", "four", "bad_weight"),
+        (3, "a.csv", "u3", "i3", "1700000002", "5", "duplicate"),
+        (1, "sub/b.csv", "u4", "i4", "1700000003", "4", "duplicate"),
+        (2, "sub/b.csv", "u5", "i5", "1700000004", "3", "duplicate"),
+        (3, "sub/b.csv", None, "i6", "1700000005", "2", "missing_user"),
     ]
 
 

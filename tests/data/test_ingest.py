@@ -232,6 +232,19 @@ def test_append_keeps_vocab_and_aggregates_across_batches(tmp_path: Path) -> Non
     assert again.fingerprint == report.fingerprint
 
 
+def test_cross_batch_duplicates_compare_the_event_too(tmp_path: Path) -> None:
+    """A batch without an event column holds null events: an earlier `click` with the same user,
+    item, time and weight is not repeated by a `buy`, nor by a row stored without its event."""
+    out, header = tmp_path / "out", "user,item,rating,timestamp,event"
+    ingest(_csv(tmp_path / "d1.csv", [("u1", "i1", 1, 100, "click")], header=header), out, DataConfig())
+    ingest(_csv(tmp_path / "d2.csv", [("u2", "i2", 1, 200)]), out, DataConfig(), append=True)
+    day3 = [("u1", "i1", 1, 100, "buy"), ("u1", "i1", 1, 100, "click"), ("u2", "i2", 1, 200, "click")]
+    report = ingest(_csv(tmp_path / "d3.csv", day3, header=header), out, DataConfig(), append=True)
+    assert report.reasons == {"duplicate": 1}
+    stored = pl.read_parquet(report.quarantine_path)
+    assert stored.select("source_row", "event", "reason").rows() == [(2, "click", "duplicate")]
+
+
 def test_append_preserves_files_it_does_not_own(tmp_path: Path) -> None:
     out = tmp_path / "out"
     ingest(_csv(tmp_path / "a.csv", ROWS[:10]), out, DataConfig())
