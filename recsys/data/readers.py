@@ -1,9 +1,12 @@
 """Readers: turn any supported interaction file into one lazy frame of *raw* canonical columns.
 
 Every text column is read as a string (never inferred), so a single malformed value cannot fail the
-whole read: validation parses the strings and quarantines the rows that do not parse. Each row keeps
-its 1-based row number *within its file* (ROW) and, for a directory, the file it came from
-(SOURCE_FILE), so a quarantine row says exactly which line of which input was bad.
+whole read: validation parses the strings and quarantines the rows that do not parse. (Delimited
+files also offer `RawSource.typed`, a read with chosen number columns typed, which validation keeps
+only when `RawSource.layout` proves it lost nothing.) Each row has its 1-based row number *within
+its file* (ROW: from the scan, or for delimited files counted by position after the read) and, for
+a directory, the file it came from (SOURCE_FILE), so a quarantine row says exactly which line of
+which input was bad.
 
 JSON Lines are read as one string column per line and decoded by polars, so a truncated or garbage
 line becomes one `malformed_json` row (READ_ERROR) instead of failing the whole file.
@@ -309,7 +312,10 @@ def _scan_delimited(
     streaming CSV read ~15% more."""
     dtypes = dtypes or {}
     schema = None
-    if new_columns is not None and dtypes:  # headerless: name and type every field at once
+    # Headerless and typed: name and type every field at once. Unlike `new_columns`, a schema pads
+    # short rows and drops extra fields instead of raising; the byte proof fails on both (a null
+    # last column, uncounted bytes), so the text read decides such files either way.
+    if new_columns is not None and dtypes:
         schema, new_columns = {name: dtypes.get(name, pl.String()) for name in new_columns}, None
     return pl.scan_csv(
         path,
@@ -329,7 +335,9 @@ def _scan_delimited(
 def number_rows(frame: pl.DataFrame, per_file: bool) -> pl.DataFrame:
     """Add ROW to rows read from a source whose row number is the position within its file
     (`RawSource.positional_rows`): 1, 2, ... per file, in the order the files were concatenated.
-    Counting after the read gives the numbers the scan's row index would have given."""
+    Counting after the read gives the numbers the scan's row index would have given, because
+    every read of a source keeps file and row order (polars' streaming engine preserves it, and
+    validation's "first occurrence" relies on it too)."""
     position = pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
     if per_file:
         position = position.over(SOURCE_FILE)
