@@ -312,9 +312,9 @@ def _scan_delimited(
     streaming CSV read ~15% more."""
     dtypes = dtypes or {}
     schema = None
-    # Headerless and typed: name and type every field at once. Unlike `new_columns`, a schema pads
-    # short rows and drops extra fields instead of raising; the byte proof fails on both (a null
-    # last column, uncounted bytes), so the text read decides such files either way.
+    # Headerless and typed: a schema names and types every field at once. Rows with too few or too
+    # many fields read as on the text route (padded with nulls, extra fields dropped), and the
+    # byte proof fails on both (a null last column; bytes no field holds).
     if new_columns is not None and dtypes:
         schema, new_columns = {name: dtypes.get(name, pl.String()) for name in new_columns}, None
     return pl.scan_csv(
