@@ -118,11 +118,8 @@ def fingerprint(
             WEIGHT: interactions.get_column(WEIGHT),
         }
     )
-    row_hash = pl.struct("u", "i", TIME, WEIGHT).hash(seed=0)
-    half = pl.lit(1 << 32, dtype=pl.UInt64)
-    low = (row_hash % half).sum().alias("low")
-    high = (row_hash // half).sum().alias("high")
-    n, lo, hi = rows.select(pl.len(), low, high).row(0)
+    row_hash = rows.select(pl.struct("u", "i", TIME, WEIGHT).hash(seed=0)).to_series().to_numpy()
+    n, lo, hi = len(row_hash), int((row_hash & 0xFFFFFFFF).sum()), int((row_hash >> 32).sum())
     digest = hashlib.sha256(f"{FINGERPRINT_METHOD}|{pl.__version__.split('.')[0]}|{n}|{lo}|{hi}".encode())
     return digest.hexdigest()[:32]
 
