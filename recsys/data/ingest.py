@@ -25,7 +25,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.implicit import ORDER, FilterStep, to_implicit
-from recsys.data.readers import ROW, SOURCE_FILE, RawSource, scan_source
+from recsys.data.readers import ROW, SOURCE_FILE, RawSource, row_numbers, scan_source
 from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import CODE_DTYPE, Vocab
@@ -125,7 +125,9 @@ def _drop_cross_batch_duplicates(
     repeated = new.join(earlier, on=keys, how="semi", nulls_equal=True).select("_i").collect()
     if repeated.height == 0:
         return result
-    is_repeat = pl.Series(np.isin(np.arange(result.rows.height), repeated.get_column("_i").to_numpy()))
+    repeat_mask = np.zeros(result.rows.height, dtype=bool)
+    repeat_mask[repeated.get_column("_i").to_numpy()] = True
+    is_repeat = pl.Series(repeat_mask)
     moved = _source_text(raw, result.rows.filter(is_repeat)).with_columns(pl.lit("duplicate").alias(REASON))
     order = [SOURCE_FILE, ROW] if raw.per_file else [ROW]
     quarantine = pl.concat([result.quarantine, moved], how="vertical_relaxed").sort(order)
@@ -145,10 +147,7 @@ def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
     Reads the source again, which only an append that repeats earlier rows pays for."""
     on = [SOURCE_FILE, ROW] if raw.per_file else [ROW]
     wanted = rows.lazy().select(on)
-    frame = raw.frame
-    if raw.positional_rows:
-        position = pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
-        frame = frame.with_columns((position.over(SOURCE_FILE) if raw.per_file else position).alias(ROW))
+    frame = raw.frame.with_columns(row_numbers(raw.per_file)) if raw.positional_rows else raw.frame
     text = [pl.col(c).cast(pl.String) for c in raw.columns]
     try:
         return frame.join(wanted, on=on, how="semi").select(ROW, *text).collect()

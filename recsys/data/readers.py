@@ -332,16 +332,19 @@ def _scan_delimited(
     )
 
 
-def number_rows(frame: pl.DataFrame, per_file: bool) -> pl.DataFrame:
-    """Add ROW to rows read from a source whose row number is the position within its file
+def row_numbers(per_file: bool) -> pl.Expr:
+    """ROW of rows read from a source whose row number is the position within its file
     (`RawSource.positional_rows`): 1, 2, ... per file, in the order the files were concatenated.
     Counting after the read gives the numbers the scan's row index would have given, because
     every read of a source keeps file and row order (polars' streaming engine preserves it, and
     validation's "first occurrence" relies on it too)."""
     position = pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
-    if per_file:
-        position = position.over(SOURCE_FILE)
-    return frame.select(position.alias(ROW), pl.all())
+    return (position.over(SOURCE_FILE) if per_file else position).alias(ROW)
+
+
+def number_rows(frame: pl.DataFrame, per_file: bool) -> pl.DataFrame:
+    """`frame` with ROW (`row_numbers`) in front."""
+    return frame.select(row_numbers(per_file), pl.all())
 
 
 def _select(

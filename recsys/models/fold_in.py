@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 FOLD_IN_CHUNK_BYTES = 64 * 2**20
+"""Memory bound for the per-interaction outer products one chunk of fold-in builds at once."""
 
 
 def least_squares_users(

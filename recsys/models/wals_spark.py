@@ -46,8 +46,6 @@ from recsys.models.wals import WALSConfig, confidence
 
 log = logging.getLogger(__name__)
 
-"""Memory bound for the per-interaction outer products fold-in builds at once."""
-
 
 class WALSSparkConfig(ModelConfig):
     kind: Literal["wals_spark"] = "wals_spark"
@@ -301,5 +299,3 @@ class WALSSpark(Recommender):
             )
         self._users = np.ascontiguousarray(users, dtype=np.float32)
         self._items = np.ascontiguousarray(items, dtype=np.float32)
-
-
