@@ -48,7 +48,10 @@ def test_columns_share_resamples_and_batches_do_not_change_results(monkeypatch: 
     # the same row draws for both columns: the second column's replicate means are an exact affine map
     np.testing.assert_allclose(boots[:, 1], 2 * boots[:, 0] + 1)
     monkeypatch.setattr("recsys.evaluation.stats._BATCH_ELEMENTS", 300 * 7)  # 7 replicates per batch
-    np.testing.assert_array_equal(bootstrap_means(matrix, n_samples=200, seed=0), boots)
+    # Same draws, same sums; only the matmul's shape changes, and BLAS picks its blocking (so the order
+    # of the 300 additions) by shape and machine: the last bit or two may differ (seen: 4.4e-16 on
+    # values near 2). A batching bug would move a mean by ~1e-2, ten orders of magnitude more.
+    np.testing.assert_allclose(bootstrap_means(matrix, n_samples=200, seed=0), boots, rtol=1e-12, atol=0)
     means, lo, hi = bootstrap_ci_columns(matrix, n_samples=200, seed=0)
     np.testing.assert_allclose(means, matrix.mean(axis=0))
     assert (lo < means).all() and (means < hi).all()
