@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.errors import retry_unless_deterministic
 from pipelines.data import DatasetResult, dataset_dir, prepare_dataset, source_fingerprint
 from pipelines.report import comparison_markdown
 from pipelines.run import (
@@ -97,7 +98,10 @@ def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome], split=No
 
 def _configure(cfg: RunConfig):
     retries, delay = cfg.orchestration.retries, cfg.orchestration.retry_delay_seconds
-    ingest = ingest_task.with_options(retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0)
+    ingest = ingest_task.with_options(
+        retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0,
+        retry_condition_fn=retry_unless_deterministic,  # bad input fails the same way every time
+    )
     return ingest
 
 

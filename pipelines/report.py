@@ -24,41 +24,76 @@ def _fold_key(folding: dict) -> str | None:
 
 
 def _cell(metrics: dict, ci: dict, key: str, compact: bool = False) -> str:
-    """mean [lo, hi] (markdown) or mean ±half-width (terminal) of the bootstrap interval."""
+    """mean [lo, hi] (markdown, --wide) or mean ±half-width (terminal) of the bootstrap interval."""
+    from recsys.tables import interval_cell
+
     if key not in metrics:
         return "-"
-    lo_hi = ci.get(key)
-    if not lo_hi:
-        return f"{metrics[key]:.4f}"
-    if compact:
-        return f"{metrics[key]:.4f} ±{(lo_hi[1] - lo_hi[0]) / 2:.3f}"
-    return f"{metrics[key]:.4f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
+    return interval_cell(metrics[key], *(ci.get(key) or (None, None)), wide=not compact)
 
 
-def comparison_table(result: PipelineResult, cfg: RunConfig) -> Table:
+FOLD_LABELS = {"folding": "folding", "neighbour_cross_cluster": "cross-cluster"}
+FOLD_NOTES = {
+    "folding": "folding@k: share of top-k lists in blocks the user never touched",
+    "neighbour_cross_cluster": "cross-cluster@n: share of an item's n nearest neighbours in another "
+    "k-means cluster (no blocks known: a weaker signal than folding on known blocks)",
+}
+
+
+def fold_header(result: PipelineResult) -> str:
+    """The folding column says which measure it holds: folding@k where the data has blocks, the
+    embedding view on found clusters (cross-cluster nbrs@n) otherwise; never two under one name."""
+    keys = sorted({k for m in result.models if m.status == "ok" and (k := _fold_key(m.folding))})
+    labels = []
+    for key in keys:
+        name, _, at = key.partition("@")
+        labels.append(f"{FOLD_LABELS.get(name, name)}@{at}")
+    return " / ".join(labels) or "folding"
+
+
+def fold_note(result: PipelineResult) -> str | None:
+    """One line saying what the folding column measures (a table caption)."""
+    names = sorted({k.partition("@")[0] for m in result.models if m.status == "ok" and (k := _fold_key(m.folding))})
+    notes = [FOLD_NOTES[n] for n in names if n in FOLD_NOTES]
+    return "; ".join(notes) or None
+
+
+def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
+    """The run's models side by side, fitted to `width` columns: loss / sampler, fit s and the
+    later metrics are left out (in that order) when it must; the model name never is."""
+    from recsys.tables import add_name_column, add_value_column, fit_width
+
     cols = _columns(cfg)
-    table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
-                  f"{result.dataset.get('users')} users x {result.dataset.get('items')} items")
-    table.add_column("model")
-    table.add_column("loss / sampler")
-    for c in cols:
-        table.add_column(c, justify="right")
-    table.add_column("folding", justify="right")
-    table.add_column("fit s", justify="right")
-    for m in result.models:
-        champion = " *" if m.name == result.champion else ""
-        if m.status != "ok":
-            table.add_row(m.name + champion, m.kind, *(["-"] * len(cols)), "-", f"[red]failed: {m.error}[/]")
-            continue
-        fold = _fold_key(m.folding)
-        table.add_row(
-            m.name + champion,
-            f"{m.loss}/{m.sampler}" if m.loss else m.kind,
-            *(_cell(m.metrics, m.ci, c, compact=True) for c in cols),
-            f"{m.folding[fold]:.3f}" if fold else "-",
-            f"{m.fit_seconds:.1f}",
-        )
-    return table
+
+    def build(hidden: set[str]) -> Table:
+        shown = [c for c in cols if c not in hidden]
+        extra = [name for name in ("loss / sampler", "fit s") if name not in hidden]
+        table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
+                      f"{result.dataset.get('users')} users x {result.dataset.get('items')} items",
+                      caption=fold_note(result), caption_justify="left")
+        add_name_column(table, "model", [m.name + " *" for m in result.models])
+        if "loss / sampler" in extra:
+            table.add_column("loss / sampler", min_width=8, overflow="fold")
+        for c in shown:
+            add_value_column(table, c, wide)
+        table.add_column(fold_header(result), justify="right", min_width=len(fold_header(result)))
+        if "fit s" in extra:
+            table.add_column("fit s", justify="right")
+        for m in result.models:
+            name = m.name + (" *" if m.name == result.champion else "")
+            what = [f"{m.loss} / {m.sampler}" if m.loss else m.kind] if "loss / sampler" in extra else []
+            if m.status != "ok":
+                failed = [f"[red]failed: {m.error}[/]"] if "fit s" in extra else []
+                table.add_row(name, *what, *(["-"] * len(shown)), "-", *failed)
+                continue
+            fold = _fold_key(m.folding)
+            table.add_row(
+                name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide) for c in shown),
+                f"{m.folding[fold]:.3f}" if fold else "-", *([f"{m.fit_seconds:.1f}"] if "fit s" in extra else []),
+            )  # fmt: skip
+        return table
+
+    return fit_width(build, ["loss / sampler", "fit s", *reversed(cols[1:])], None if wide else width)
 
 
 def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
@@ -70,7 +105,7 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         f"{result.dataset.get('train_interactions')} train / {result.dataset.get('test_interactions')} test "
         f"interactions, `{result.dataset.get('split')}` split, fingerprint `{result.dataset.get('fingerprint')}`.",
         "",
-        "| model | loss / sampler | " + " | ".join(cols) + " | folding | fit s | MLflow run |",
+        "| model | loss / sampler | " + " | ".join(cols) + f" | {fold_header(result)} | fit s | MLflow run |",
         "|---" * (len(cols) + 5) + "|",
     ]
     for m in result.models:
@@ -88,6 +123,8 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         )
     if result.tracking_uri:
         lines += ["", f"MLflow: `{result.tracking_uri}`, parent run `{result.mlflow_parent_run_id}`."]
+    if fold_note(result):
+        lines += ["", f"Folding column: {fold_note(result)}."]
     if result.promotion:
         lines += ["", f"Promotion: {result.promotion.get('reason', '')}"]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file, save_file
 
 from recsys.data.split import EvalSet
+from recsys.errors import ModelError, RecsysError, first_line
 
 FitCallback = Callable[[int, dict[str, float]], bool | None]
 """Called after every epoch/iteration with (step, metrics). Returning True stops training early."""
@@ -221,18 +222,29 @@ class Recommender(ABC):
         import recsys.models  # noqa: F401  (registers every kind)
 
         source = Path(path)
-        meta = json.loads((source / "config.json").read_text())
-        model_cls = _REGISTRY.get(meta["kind"])
+        try:
+            meta = json.loads((source / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ModelError(f"cannot read the saved model ({source / 'config.json'}: {first_line(exc)}): "
+                             "retrain it (recsys train)") from None
+        model_cls = _REGISTRY.get(meta.get("kind")) if isinstance(meta, dict) else None
         if model_cls is None:
-            raise ValueError(f"{source}: unknown model kind {meta['kind']!r}; known: {sorted(_REGISTRY)}")
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise ModelError(f"{source}: unknown model kind {kind!r}; known: {sorted(_REGISTRY)}")
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise TypeError(f"{source} holds a {meta['kind']} model, not a {cls.kind}")
-        model = model_cls(model_cls.Config(**meta["config"]))
-        model.n_users, model.n_items = meta["n_users"], meta["n_items"]
-        model.fit_seconds = meta.get("fit_seconds", float("nan"))
-        model.history = meta.get("history", [])
-        model._load_factors(load_file(str(source / "factors.safetensors")))
-        model._load_extra(source)
+        try:
+            model = model_cls(model_cls.Config(**meta["config"]))
+            model.n_users, model.n_items = meta["n_users"], meta["n_items"]
+            model.fit_seconds = meta.get("fit_seconds", float("nan"))
+            model.history = meta.get("history", [])
+            model._load_factors(load_file(str(source / "factors.safetensors")))
+            model._load_extra(source)
+        except RecsysError:
+            raise
+        except Exception as exc:  # truncated safetensors, missing keys, shapes that do not fit
+            raise ModelError(f"saved model is damaged ({source}: {type(exc).__name__}: {first_line(exc)}): "
+                             "retrain it (recsys train)") from None
         model.is_fitted = True
         return model
 

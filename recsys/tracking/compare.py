@@ -169,10 +169,15 @@ def render(frame: pl.DataFrame, metric: str, fmt: Format = "markdown") -> str:
 def rich_table(frame: pl.DataFrame, metric: str):
     from rich.table import Table
 
+    from recsys.tables import add_name_column
+
     header, cells = display_rows(frame, metric)
     table = Table(title=f"models by {metric}")
     for name in header:
-        table.add_column(name, justify="right" if name not in ("model", "kind", "run") else "left")
+        if name == "model":  # the one column rich must never shrink: which row is which model
+            add_name_column(table, name, [row[header.index(name)] for row in cells])
+        else:
+            table.add_column(name, justify="right" if name not in ("kind", "run") else "left", overflow="fold")
     for row in cells:
         table.add_row(*row)
     return table

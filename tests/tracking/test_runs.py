@@ -72,8 +72,8 @@ def test_artifacts_hold_config_manifest_per_user_plots_embeddings_and_models(log
     expected = [
         "config/run.toml", "config/model.json", "data/manifest.json", "evaluation/per_user.parquet",
         "evaluation/summary.json", "plots/recall_at_k.png", "plots/training_curves.png",
-        "plots/popularity_bias.png", "plots/item_embeddings_pca.png", "embeddings/embeddings.safetensors",
-        "saved_model/config.json", "model/MLmodel",
+        "plots/popularity_bias.png", "plots/item_embeddings_pca.png",
+        "model/artifacts/serving/model/config.json", "model/MLmodel",
     ]  # fmt: skip
     missing = [p for p in expected if not (local / p).is_file()]
     assert not missing
