@@ -23,13 +23,13 @@ def _fold_key(folding: dict) -> str | None:
     return next((k for k in folding if k.startswith(("folding@", "neighbour_cross"))), None)
 
 
-def _cell(metrics: dict, ci: dict, key: str, compact: bool = False) -> str:
+def _cell(metrics: dict, ci: dict, key: str, compact: bool = False, stacked: bool = False) -> str:
     """mean [lo, hi] (markdown, --wide) or mean ±half-width (terminal) of the bootstrap interval."""
     from recsys.tables import interval_cell
 
     if key not in metrics:
         return "-"
-    return interval_cell(metrics[key], *(ci.get(key) or (None, None)), wide=not compact)
+    return interval_cell(metrics[key], *(ci.get(key) or (None, None)), wide=not compact, stacked=stacked)
 
 
 FOLD_LABELS = {"folding": "folding", "neighbour_cross_cluster": "cross-cluster"}
@@ -61,11 +61,12 @@ def fold_note(result: PipelineResult) -> str | None:
 def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
     """The run's models side by side, fitted to `width` columns: loss / sampler, fit s and the
     later metrics are left out (in that order) when it must; the model name never is."""
-    from recsys.tables import add_name_column, add_value_column, fit_width
+    from recsys.tables import STACKED, add_name_column, add_value_column, fit_width
 
     cols = _columns(cfg)
 
     def build(hidden: set[str]) -> Table:
+        stacked = STACKED in hidden
         shown = [c for c in cols if c not in hidden]
         extra = [name for name in ("loss / sampler", "fit s") if name not in hidden]
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
@@ -73,22 +74,23 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
                       caption=fold_note(result), caption_justify="left")
         add_name_column(table, "model", [m.name + " *" for m in result.models])
         if "loss / sampler" in extra:
-            table.add_column("loss / sampler", min_width=8, overflow="fold")
+            table.add_column("loss / sampler", no_wrap=True)
         for c in shown:
             add_value_column(table, c, wide)
-        table.add_column(fold_header(result), justify="right", min_width=len(fold_header(result)))
+        table.add_column(fold_header(result), justify="right", no_wrap=True)
         if "fit s" in extra:
             table.add_column("fit s", justify="right")
         for m in result.models:
             name = m.name + (" *" if m.name == result.champion else "")
-            what = [f"{m.loss} / {m.sampler}" if m.loss else m.kind] if "loss / sampler" in extra else []
+            joint = "\n" if stacked else " / "
+            what = [f"{m.loss}{joint}{m.sampler}" if m.loss else m.kind] if "loss / sampler" in extra else []
             if m.status != "ok":
                 failed = [f"[red]failed: {m.error}[/]"] if "fit s" in extra else []
                 table.add_row(name, *what, *(["-"] * len(shown)), "-", *failed)
                 continue
             fold = _fold_key(m.folding)
             table.add_row(
-                name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide) for c in shown),
+                name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide, stacked=stacked) for c in shown),
                 f"{m.folding[fold]:.3f}" if fold else "-", *([f"{m.fit_seconds:.1f}"] if "fit s" in extra else []),
             )  # fmt: skip
         return table

@@ -1,7 +1,10 @@
 """Terminal tables that fit 80-120 columns: the model name column never shrinks (no wrap, as wide
-as the longest name), metric columns may wrap a value's interval onto a second line, the full
-`mean [low, high]` intervals are for `--wide` (or the markdown / CSV exports), and when even that
-does not fit, optional columns are left out in a stated order and the caption says which."""
+as the longest name); when a table is too wide its cells are first stacked (the interval under the
+mean), then optional columns are left out in a stated order and the caption says which. The full
+`mean [low, high]` intervals are for `--wide` (or the markdown / CSV exports).
+
+Every column is no-wrap and the layout decisions are made here, by rendering: rich's own
+shrinking of wrappable columns can still crop the right-hand ones (seen with rich 14)."""
 
 from __future__ import annotations
 
@@ -20,20 +23,24 @@ def add_name_column(table: Table, header: str, names: Sequence[str], **style: st
     table.add_column(header, no_wrap=True, min_width=width, **style)
 
 
+STACKED = "+stacked"
+"""First step of `fit_width`: build the table with stacked cells (interval under the mean)."""
+
+
 def add_value_column(table: Table, header: str, wide: bool = False) -> None:
-    """A right-aligned number column (header on one line); narrow terminals wrap the interval
-    under the mean."""
-    table.add_column(header, justify="right", min_width=max(METRIC_MIN_WIDTH, len(header)), no_wrap=wide,
-                     overflow="fold")  # fmt: skip
+    """A right-aligned number column, header on one line."""
+    table.add_column(header, justify="right", min_width=max(METRIC_MIN_WIDTH, len(header)), no_wrap=True)
 
 
-def interval_cell(mean: float, low: float | None = None, high: float | None = None, wide: bool = False) -> str:
-    """`0.4573 ±0.011` (half-width of the interval), or `0.4573 [0.4460, 0.4680]` when wide."""
+def interval_cell(
+    mean: float, low: float | None = None, high: float | None = None, wide: bool = False, stacked: bool = False
+) -> str:
+    """`0.4573 ±0.011` (half-width of the interval), `0.4573 [0.4460, 0.4680]` when wide; stacked
+    puts the interval on a second line."""
     if low is None or high is None:
         return f"{mean:.4f}"
-    if wide:
-        return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
-    return f"{mean:.4f} ±{(high - low) / 2:.3f}"
+    interval = f"[{low:.4f}, {high:.4f}]" if wide else f"±{(high - low) / 2:.3f}"
+    return f"{mean:.4f}{chr(10) if stacked else ' '}{interval}"
 
 
 _EDGES = ("│", "┃", "┓", "┐", "┛", "┘", "┩", "┤", "╇")
@@ -50,18 +57,19 @@ def fits(table: Table, width: int) -> bool:
 
 
 def fit_width(build: Callable[[set[str]], Table], optional: Sequence[str], width: int | None) -> Table:
-    """`build(hidden)` with as few of the `optional` columns (first = first to go) left out as
-    `width` needs; the caption names the ones left out. `width=None`: everything."""
+    """`build(hidden)` with stacked cells (STACKED in `hidden`) and then as few of the `optional`
+    columns (first = first to go) left out as `width` needs; the caption names the ones left out.
+    `width=None`: everything on one line."""
     hidden: set[str] = set()
     table = build(hidden)
     if width is None:
         return table
-    for name in optional:
+    for name in [STACKED, *optional]:
         if fits(table, width):
             break
         hidden.add(name)
         table = build(hidden)
-    if hidden:
+    if hidden - {STACKED}:
         note = f"not shown at {width} columns: {', '.join(n for n in optional if n in hidden)} (widen the terminal)"
         table.caption = f"{table.caption}\n{note}" if table.caption else note
     return table

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -26,6 +27,9 @@ except ImportError:  # pragma: no cover - older typer on click itself
     from click.exceptions import ClickException, UsageError
 
 from recsys.errors import RecsysError
+
+STARTED = time.perf_counter()
+"""When the command started (this module is imported first): `recsys run` reports end-to-end time."""
 
 TABLE_WIDTH = 120
 """Tables are laid out for at most this many columns (terminals are 80-120 wide; a pipe has none)."""

@@ -127,7 +127,6 @@ def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
     """The existing manifest when appending to a processed dir; refuse to overwrite foreign dirs."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: output exists and is not a directory")
-    _writable_place(out_dir)
     if storage.is_processed_dir(out_dir):
         return storage.read_manifest(out_dir) if append else None
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -293,6 +292,7 @@ def ingest(
     Holds the directory's writer lock throughout (see the module docstring).
     """
     say = progress or (lambda _stage: None)
+    _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
     with storage.writer_lock(Path(out_dir), say):
         return _ingest(
             source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,

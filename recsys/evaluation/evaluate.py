@@ -278,9 +278,10 @@ def format_table(
     """One row per model, one column per "metric@k": mean ±half-width of the interval (aggregates:
     the value), or mean [low, high] when `wide`. Fits `width` columns (see recsys.tables): the
     users column, then the later metrics, are left out when it must."""
-    from recsys.tables import add_name_column, add_value_column, fit_width, interval_cell
+    from recsys.tables import STACKED, add_name_column, add_value_column, fit_width, interval_cell
 
     def build(hidden: set[str]) -> Table:
+        stacked = STACKED in hidden
         shown = [m for m in metrics if m not in hidden]
         table = Table(title="evaluation", show_lines=False)
         add_name_column(table, "model", list(results), style="bold")
@@ -295,7 +296,7 @@ def format_table(
                 if value is None:
                     cells.append("—")
                 elif name in result.ci and np.isfinite(result.ci[name][0]):
-                    cells.append(interval_cell(value, *result.ci[name], wide=wide))
+                    cells.append(interval_cell(value, *result.ci[name], wide=wide, stacked=stacked))
                 else:
                     cells.append(interval_cell(value))
             table.add_row(model_name, *cells, *([] if "users" in hidden else [str(result.n_users_evaluated)]))

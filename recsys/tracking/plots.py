@@ -73,6 +73,14 @@ def plot_history(
 ) -> Path | None:
     """Training/validation curves: one panel per metric recorded in `model.history` (None when
     empty), integer `unit` ticks on the x axis and the best validation step marked."""
+    fig = history_figure(history, max_panels, title, unit)
+    return None if fig is None else _save(fig, path)
+
+
+def history_figure(
+    history: Sequence[Mapping[str, float]], max_panels: int = 6, title: str | None = None, unit: str = "epoch"
+):
+    """The figure `plot_history` saves (None without history)."""
     from matplotlib.ticker import MaxNLocator
 
     names = sorted({k for entry in history for k in entry if k != "step"})[:max_panels]
@@ -94,7 +102,7 @@ def plot_history(
         axes[0, 0].legend(fontsize="small")
     axes[-1, 0].set_xlabel(unit)
     axes[0, 0].set_title("training curves" + (f": {title}" if title else ""), fontsize="medium")
-    return _save(fig, path)
+    return fig
 
 
 def plot_popularity_bias(
