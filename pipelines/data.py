@@ -169,6 +169,18 @@ def _read_ledger(processed: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in entries.items()}
 
 
+def ingest_warnings(dataset: DatasetResult) -> list[str]:
+    """One-line warnings of the processed data (e.g. a weight column reduced to 1s), for the run's
+    log: ingest records them in the manifest, where every later reader finds them too."""
+    from recsys.data.storage import read_manifest
+
+    try:
+        warning = (read_manifest(Path(dataset.processed_dir)).get("weights") or {}).get("warning")
+    except (OSError, ValueError, DataError):
+        return []
+    return [warning] if warning else []
+
+
 def _manifest_fingerprint(processed: Path) -> str:
     from recsys.data.storage import read_manifest
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
+from pipelines.data import DatasetResult, ingest_warnings, load_dataset, make_split, prepare_dataset
 from pipelines.evaluate import evaluate_model
 from pipelines.train import find_teacher, thread_budget, train_model
 from recsys.config import RunConfig
@@ -241,6 +241,8 @@ def run_pipeline(
 
     t = time.perf_counter()
     dataset = prepare_dataset(cfg)
+    for warning in ingest_warnings(dataset):
+        log(f"warning: {warning}")
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
     data, split = load_data_and_split(dataset, cfg)

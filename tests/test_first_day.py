@@ -201,3 +201,15 @@ def test_a_read_only_tracking_store_is_a_tracking_error_naming_no_tracking(tmp_p
         tracker.start_parent()
     assert "readonly database" in str(caught.value)
     assert caught.value.render({"tracking.enabled": "--no-tracking"}).endswith("turn tracking off with --no-tracking")
+
+
+def test_the_pipeline_passes_the_weight_warning_on(tmp_path):
+    from pipelines.data import ingest_warnings
+
+    log = tmp_path / "plays.tsv"
+    log.write_text(PLAYS)
+    cfg = load_config(None, [f"data.source={log}", f"data.processed_dir={tmp_path / 'p'}", "data.aggregate=count"])
+    warnings = ingest_warnings(prepare_dataset(cfg))
+    assert len(warnings) == 1 and "weights discarded" in warnings[0]
+    kept = load_config(None, [f"data.source={log}", f"data.processed_dir={tmp_path / 'q'}"])
+    assert ingest_warnings(prepare_dataset(kept)) == []

@@ -203,11 +203,9 @@ class Recommender(ABC):
             "history": self.history,
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-        tensors = {
-            "user_factors": np.ascontiguousarray(self.user_factors, dtype=np.float32),
-            "item_factors": np.ascontiguousarray(self.item_factors, dtype=np.float32),
-        }
-        save_file(tensors, str(tmp / "factors.safetensors"))
+        tensors = self._factor_tensors()
+        if tensors:
+            save_file(tensors, str(tmp / "factors.safetensors"))
         self._save_extra(tmp)
         if target.exists():
             import shutil
@@ -238,7 +236,8 @@ class Recommender(ABC):
             model.n_users, model.n_items = meta["n_users"], meta["n_items"]
             model.fit_seconds = meta.get("fit_seconds", float("nan"))
             model.history = meta.get("history", [])
-            model._load_factors(load_file(str(source / "factors.safetensors")))
+            factors = source / "factors.safetensors"
+            model._load_factors(load_file(str(factors)) if factors.is_file() else {})
             model._load_extra(source)
         except RecsysError:
             raise
@@ -247,6 +246,14 @@ class Recommender(ABC):
                              "retrain it (recsys train)") from None
         model.is_fitted = True
         return model
+
+    def _factor_tensors(self) -> dict[str, np.ndarray]:
+        """What `save` writes to factors.safetensors (nothing: the file is left out). A model whose
+        factors follow from state `_save_extra` keeps (a two-tower's towers) need not store them."""
+        return {
+            "user_factors": np.ascontiguousarray(self.user_factors, dtype=np.float32),
+            "item_factors": np.ascontiguousarray(self.item_factors, dtype=np.float32),
+        }
 
     @abstractmethod
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:

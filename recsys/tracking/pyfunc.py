@@ -201,12 +201,12 @@ class ServingIndex:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self._model: Recommender | None = None
         if (self.directory / _VECTORS).is_file():  # logged before the factors were stored once
             tensors = load_file(str(self.directory / _VECTORS))
         else:
-            factors = load_file(str(self.directory / _MODEL_DIR / "factors.safetensors"))
             tensors = load_file(str(self.directory / _SERVING))
-            tensors["user_vectors"], tensors["item_vectors"] = factors["user_factors"], factors["item_factors"]
+            tensors["user_vectors"], tensors["item_vectors"] = self._factors()
         self.item_vectors = np.ascontiguousarray(tensors["item_vectors"], dtype=np.float32)
         self.user_vectors = np.ascontiguousarray(tensors["user_vectors"], dtype=np.float32)
         self.user_has_vector = tensors["user_has_vector"].astype(bool)
@@ -215,7 +215,15 @@ class ServingIndex:
         self.items = pl.read_parquet(self.directory / _ITEMS)
         self.item_ids = self.items.sort("item_idx").get_column("item_id").to_numpy()
         self.seen = sp.load_npz(self.directory / _SEEN).tocsr()
-        self._model: Recommender | None = None
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) factors of the saved model: read from its factors file, or computed by the
+        model itself when it stores none (a two-tower keeps its towers only)."""
+        stored = self.directory / _MODEL_DIR / "factors.safetensors"
+        if stored.is_file():
+            factors = load_file(str(stored))
+            return factors["user_factors"], factors["item_factors"]
+        return self.model.user_factors, self.model.item_factors
 
     @property
     def n_items(self) -> int:
