@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from recsys.data.split import EvalSet
 from recsys.errors import DataError, ModelError
@@ -43,7 +44,7 @@ class EASEConfig(ModelConfig):
         None,
         gt=0,
         description="L2 weight lambda added to the Gram matrix's diagonal; None = data-aware: "
-        "`l2_scale` x the mean interactions per item (`EASE.resolved_l2`)",
+        "`l2_scale` x the mean interactions per item (`EASE.data_aware_config`)",
     )
     l2_scale: float = Field(
         2.0, gt=0, description="with l2 = None: lambda = l2_scale x mean interactions per item"
@@ -53,6 +54,7 @@ class EASEConfig(ModelConfig):
         description="what a history row holds: 1 per interaction (Steck's setting), log(1 + weight), "
         "or the raw weight",
     )
+    threads: int = Field(0, ge=0, description="BLAS threads for the inverse (0 = the run's thread budget / all cores)")
     max_items: int = Field(
         DEFAULT_MAX_ITEMS,
         gt=0,
@@ -105,26 +107,27 @@ class EASE(Recommender):
         super().__init__(config, **overrides)
         self._users: np.ndarray | None = None  # (n_users, n_items) history rows, float32
         self._items: np.ndarray | None = None  # (n_items, n_items) = B^T, float32
-        self.l2_used: float | None = None
 
-    def resolved_l2(self, train: sp.spmatrix) -> float:
-        """The lambda a fit on `train` uses: the configured one, or the data-aware default."""
+    def data_aware_config(self, train: sp.csr_matrix) -> EASEConfig:
+        """`l2 = None` becomes `l2_scale` x the mean interactions per item (the scale of the Gram
+        matrix's diagonal, which lambda is added to)."""
         if self.config.l2 is not None:
-            return float(self.config.l2)
-        return self.config.l2_scale * mean_item_count(train)
+            return self.config
+        return self.config.model_copy(update={"l2": self.config.l2_scale * mean_item_count(train)})
 
     def _fit(
         self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any
     ) -> None:
         check_catalogue(self.n_items, self.n_users, self.config)
         rows = history_rows(train, self.config.weighting)
-        self.l2_used = self.resolved_l2(train)
-        weights = ease_weights(rows, self.l2_used)
+        l2 = float(self.config.l2 or 0.0)
+        with threadpool_limits(self.config.threads or None, "blas"):
+            weights = ease_weights(rows, l2)
         if not np.isfinite(weights).all():  # pragma: no cover - the regularised Gram matrix is SPD
-            raise ModelError(f"ease: weights are not finite (l2={self.l2_used:g}); raise l2")
+            raise ModelError(f"ease: weights are not finite (l2={l2:g}); raise l2")
         self._items = np.ascontiguousarray(weights.T, dtype=np.float32)
         self._users = np.ascontiguousarray(rows.toarray(), dtype=np.float32)
-        callback(1, {"l2": float(self.l2_used), "nonzero_weights": float(np.count_nonzero(weights))})
+        callback(1, {"l2": l2, "nonzero_weights": float(np.count_nonzero(weights))})
 
     @property
     def user_factors(self) -> np.ndarray:

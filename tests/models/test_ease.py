@@ -52,8 +52,8 @@ def test_data_aware_l2_is_the_scale_times_the_mean_item_count():
     train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0]], dtype=np.float32))
     assert mean_item_count(train) == pytest.approx(2.5)  # items with interactions: counts 3 and 2
     model = EASE(name="e", l2_scale=4.0).fit(train)
-    assert model.l2_used == pytest.approx(10.0)
-    assert EASE(name="e", l2=7.0).fit(train).l2_used == 7.0
+    assert model.config.l2 == pytest.approx(10.0)  # the saved config names the value used
+    assert EASE(name="e", l2=7.0).fit(train).config.l2 == 7.0
 
 
 def test_a_catalogue_above_max_items_is_refused_before_any_allocation_naming_the_alternative():
