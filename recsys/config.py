@@ -154,6 +154,17 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _tuning_has_validation_users(self) -> RunConfig:
+        """Tuning chooses on validation users only: a config that tunes needs a validation split."""
+        tuned = [m.name for m in self.models if m.tuning is not None and m.tuning.enabled]
+        if tuned and self.split.validation_fraction <= 0:
+            raise ValueError(
+                f"models {tuned} have [models.tuning] enabled but split.validation_fraction is 0: tuning "
+                "chooses on validation users only; set split.validation_fraction (e.g. 0.1) or tuning.enabled = false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _teachers_exist(self) -> RunConfig:
         """A student's `distill.teacher` must be another model of the run, with no cycles."""
         from recsys.distill import check_teachers
