@@ -36,7 +36,7 @@ from pipelines.run import (
     teachers_workspace,
     train_and_log,
 )
-from pipelines.train import thread_budget
+from pipelines.train import pin_thread_budget, thread_budget
 from recsys.config import RunConfig, load_config
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError
@@ -121,6 +121,7 @@ def ingest_flow(config_path: str | None = None, overrides: list[str] | None = No
 
 
 def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
+    cfg = pin_thread_budget(cfg)
     logger = get_run_logger()
     wall = time.perf_counter()
     steps: dict[str, float] = {}

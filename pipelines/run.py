@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
 from pipelines.evaluate import evaluate_model
-from pipelines.train import find_teacher, thread_budget, train_model
+from pipelines.train import find_teacher, pin_thread_budget, thread_budget, train_model
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
@@ -233,6 +233,7 @@ def run_pipeline(
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
     """Run every step in this process (models one after another unless `map_models` says otherwise)."""
+    cfg = pin_thread_budget(cfg)
     wall = time.perf_counter()
     steps: dict[str, float] = {}
     t = time.perf_counter()

@@ -8,6 +8,7 @@ lists (and therefore the same metrics), whatever torch's topk kernel does with e
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,18 +58,35 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+_THREADS_LOCK = threading.Lock()
+_THREAD_REQUESTS: list[tuple[object, int]] = []  # active torch_threads blocks, oldest first
+_THREADS_BEFORE: list[int] = []  # torch's setting before the first active block
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (None leaves torch.set_num_threads as it is)."""
+    """Use `threads` torch intra-op threads inside the block (None leaves the setting as it is).
+
+    The setting is process-wide while models train concurrently in threads, so blocks are counted:
+    the setting is restored only when the last open block ends, never under a block still running
+    (a plain save/restore let one model's exit switch another, mid-training, back to all cores, and
+    the same config gave different results from run to run). Concurrent blocks that ask for the
+    same number - the pipeline gives every model the same thread budget - keep it stable."""
     if threads is None:
         yield
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    token = object()
+    with _THREADS_LOCK:
+        if not _THREAD_REQUESTS:
+            _THREADS_BEFORE[:] = [torch.get_num_threads()]
+        _THREAD_REQUESTS.append((token, threads))
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _THREADS_LOCK:
+            _THREAD_REQUESTS[:] = [r for r in _THREAD_REQUESTS if r[0] is not token]
+            torch.set_num_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREADS_BEFORE[0])
 
 
 def _as_float32(vecs: np.ndarray | torch.Tensor, device: torch.device, name: str) -> torch.Tensor:
