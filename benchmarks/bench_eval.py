@@ -128,6 +128,7 @@ def recsys_steps(
         item_popularity=popularity,
         n_items=item_vecs.shape[0],
         users=ranked.users,
+        n_users=eval_set.truth.shape[0],
     )
     return ranked_at - start, time.perf_counter() - ranked_at
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import polars as pl
 
 from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
+from recsys.data.readers import directory_files
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
 from recsys.errors import DataError
@@ -68,11 +68,7 @@ def source_files(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
     if source.is_dir():
-        files = sorted(
-            p
-            for p in source.rglob("*")
-            if p.is_file() and not p.name.startswith((".", "_")) and p.name.lower().endswith(_READABLE)
-        )
+        files = directory_files(source, _READABLE)
         if not files:
             raise DataError(
                 f"{source}: directory holds no readable interaction files ({', '.join(_READABLE)})"
@@ -117,7 +113,7 @@ def source_fingerprint(cfg: DataConfig) -> str:
         if isinstance(source, Location):
             content = "|".join(f"{name}:{version}" for name, (version, _) in remote_versions(source).items())
         elif is_processed_dir(source):
-            content = json.loads((source / "manifest.json").read_text()).get("fingerprint", "")
+            content = _manifest_fingerprint(source)
         else:
             content = "|".join(f"{p.name}:{p.stat().st_size}:{file_digest(p)}" for p in source_files(source))
     blob = json.dumps({"content": content, "settings": settings}, sort_keys=True)
@@ -136,31 +132,52 @@ def dataset_dir(cfg: DataConfig) -> Path:
 
 def _read_ledger(processed: Path) -> dict[str, str]:
     ledger = processed / LEDGER
-    return json.loads(ledger.read_text()) if ledger.is_file() else {}
-
-
-def _write_ledger(processed: Path, entries: dict[str, str]) -> None:
-    tmp = processed / f".{LEDGER}.tmp"
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True))
-    os.replace(tmp, processed / LEDGER)
+    if not ledger.is_file():
+        return {}
+    try:
+        entries = json.loads(ledger.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{ledger}: corrupt record of ingested files ({exc}); restore it or point data.processed_dir elsewhere"
+        ) from None
+    if not isinstance(entries, dict):
+        raise DataError(
+            f"{ledger}: corrupt record of ingested files (not a JSON object); restore it or point data.processed_dir elsewhere"
+        )
+    return {str(k): str(v) for k, v in entries.items()}
 
 
 def _manifest_fingerprint(processed: Path) -> str:
-    return str(json.loads((processed / "manifest.json").read_text()).get("fingerprint", ""))
+    from recsys.data.storage import read_manifest
+
+    return str(read_manifest(processed).get("fingerprint", ""))
 
 
 def prepare_dataset(cfg: RunConfig) -> DatasetResult:
-    """Make sure the processed directory for `cfg.data` is up to date; ingest only what is new."""
-    from recsys.data.ingest import ingest
+    """Make sure the processed directory for `cfg.data` is up to date; ingest only what is new.
+
+    Holds the processed directory's writer lock from reading the ledger to the last ingest, so two
+    runs on one landing zone never ingest the same new file twice; each file's ledger entry is
+    written in the same atomic swap as its batch (`sidecar_files`), so a kill cannot split them."""
+    from recsys.data.storage import ensure_recovered, writer_lock
 
     data = cfg.data
     key = source_fingerprint(data)
     out = dataset_dir(data)
     if data.source == "synthetic":
-        return _prepare_synthetic(data, out, key)
+        with writer_lock(out):
+            return _prepare_synthetic(data, out, key)
     source = local_source(data.source)
+    if isinstance(source, Path):
+        ensure_recovered(source)
     if isinstance(source, Path) and is_processed_dir(source):
         return DatasetResult(str(source), _manifest_fingerprint(source), key, reused=True)
+    with writer_lock(out):
+        return _prepare_files(data, source, out, key)
+
+
+def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: str) -> DatasetResult:
+    from recsys.data.ingest import ingest
 
     ledger = _read_ledger(out) if is_processed_dir(out) else {}
     targets: dict[str, str | Path]
@@ -191,9 +208,10 @@ def prepare_dataset(cfg: RunConfig) -> DatasetResult:
     for name in new:
         append = is_processed_dir(out) and not rebuild
         rebuild = False
-        report = ingest(targets[name], out, data, format=data.format, append=append)
         ledger[name] = digests[name]
-        _write_ledger(out, ledger)
+        report = ingest(
+            targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger}
+        )
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),
@@ -215,8 +233,10 @@ def _prepare_synthetic(data: DataConfig, out: Path, key: str) -> DatasetResult:
     paths = write_synthetic(data.synthetic, raw)
     user_labels = pl.read_parquet(paths["user_clusters"])
     item_labels = pl.read_parquet(paths["item_clusters"])
-    report = ingest(paths["interactions"], out, data, user_labels=user_labels, item_labels=item_labels)
-    _write_ledger(out, {"synthetic": key})
+    report = ingest(
+        paths["interactions"], out, data, user_labels=user_labels, item_labels=item_labels,
+        sidecar_files={LEDGER: {"synthetic": key}},
+    )  # fmt: skip
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),

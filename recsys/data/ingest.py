@@ -8,12 +8,18 @@ the implicit table from *all* batches, so a (user, item) pair seen in several ba
 once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
 repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
 file does not double-count it. The vocab only grows: old indices never move.
+
+The whole call - reading the previous manifest, staging, swapping in - holds the directory's writer
+lock (`storage.writer_lock`), so concurrent appends run one after the other and both land, and
+whatever a killed writer left is finished or undone first. `sidecar_files` are JSON files written in
+the same swap as the batch (the pipeline's record of which raw files are in), so a kill can never
+leave a batch in without its record, or the record without its batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +36,7 @@ from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIG
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import CODE_DTYPE, Vocab
 from recsys.errors import DataError
+from recsys.faults import fault_point
 
 MANIFEST_VERSION = 1
 _BATCH_SHIFT = 40  # ORDER = batch << 40 | source_row: first appearance across batches, then rows
@@ -184,8 +191,10 @@ def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def _carry_over_foreign_files(out_dir: Path, tmp: Path) -> None:
-    """On append, keep top-level files this module does not own (e.g. a pipeline's ledger)."""
+def _carry_over_foreign_files(out_dir: Path, tmp: Path, replaced: set[str]) -> None:
+    """On append, keep top-level files this module does not own (e.g. a pipeline's ledger), except
+    those this call writes anew (`replaced`): they are hard links, so writing one in place would
+    change the live directory's copy before the swap."""
     owned = {
         storage.INTERACTIONS_DIR,
         storage.QUARANTINE_DIR,
@@ -195,7 +204,7 @@ def _carry_over_foreign_files(out_dir: Path, tmp: Path) -> None:
         storage.MANIFEST_FILE,
     }
     for entry in out_dir.iterdir():
-        if entry.name not in owned and entry.is_file():
+        if entry.name not in owned and entry.name not in replaced and entry.is_file():
             storage.link_or_copy(entry, tmp / entry.name)
 
 
@@ -213,16 +222,37 @@ def ingest(
     user_labels: pl.DataFrame | None = None,
     item_labels: pl.DataFrame | None = None,
     progress: Progress | None = None,
+    sidecar_files: Mapping[str, object] | None = None,
 ) -> IngestReport:
     """Ingest `source` (file or directory) into the processed directory `out_dir`.
 
     format forces a reader (default: cfg.format, then detection). append adds a batch to an existing
     processed dir (a missing one is created). user_labels / item_labels: optional (id, block) frames
-    stored as the vocab's `block` column (planted clusters, combined sources).
+    stored as the vocab's `block` column (planted clusters, combined sources). sidecar_files: file
+    name -> JSON-able value, written into the directory in the same atomic swap as the batch.
+    Holds the directory's writer lock throughout (see the module docstring).
     """
-    started = time.perf_counter()
     say = progress or (lambda _stage: None)
-    out_dir = Path(out_dir)
+    with storage.writer_lock(Path(out_dir), say):
+        return _ingest(
+            source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
+            item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}),
+        )  # fmt: skip
+
+
+def _ingest(
+    source: str | Path,
+    out_dir: Path,
+    cfg: DataConfig,
+    *,
+    format: str | None,
+    append: bool,
+    user_labels: pl.DataFrame | None,
+    item_labels: pl.DataFrame | None,
+    say: Progress,
+    sidecar_files: dict[str, object],
+) -> IngestReport:
+    started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     batch = (previous_batches[-1] + 1) if previous_batches else 1
@@ -247,7 +277,7 @@ def ingest(
     with storage.staged_directory(out_dir) as tmp, ThreadPoolExecutor(1) as writer:
         say("writing batch")
         if previous_manifest:
-            _carry_over_foreign_files(out_dir, tmp)
+            _carry_over_foreign_files(out_dir, tmp, set(sidecar_files))
         for number in previous_batches:
             storage.link_or_copy(storage.batch_file(out_dir, number), storage.batch_file(tmp, number))
             old_q = storage.quarantine_file(out_dir, number)
@@ -342,7 +372,10 @@ def ingest(
             "config": cfg.model_dump(mode="json", exclude={"synthetic"}),
             "polars_version": pl.__version__,
         }
+        for name, content in sidecar_files.items():
+            storage.write_json(tmp / name, content)
         storage.write_json(tmp / storage.MANIFEST_FILE, manifest)
+        fault_point("ingest.staged")
 
     return IngestReport(
         rows_in=result.rows_in,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -188,7 +188,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if path.is_dir():
         files = _directory_files(path)
-        return detect_format(files[0])
+        return _one_format(path, files, None)
     head = _read_head(path)
     if not head:
         raise DataError(f"{path}: empty file")
@@ -214,19 +214,75 @@ def detect_format(path: str | Path) -> str:
     return sniffed
 
 
+def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
+    """The data files under directory `path` (recursive, sorted) whose names end in `suffixes`;
+    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers).
+
+    Anything else that is not a regular file - a FIFO, a socket, a device, a broken link - is a
+    DataError naming it: reading a FIFO would block, and skipping it would lose whatever a writer
+    meant to deliver through it without a word."""
+    wanted = tuple(s.lower() for s in suffixes)
+    files: list[Path] = []
+    for p in sorted(path.rglob("*")):
+        if p.name.startswith((".", "_")):
+            continue
+        if p.is_file():
+            if p.name.lower().endswith(wanted):
+                files.append(p)
+        elif not p.is_dir():
+            raise DataError(
+                f"{p}: {_special_kind(p)} in the source directory, not a regular file; "
+                "move it out (or write the data to a regular file) and ingest again"
+            )
+    return files
+
+
+def _special_kind(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a broken symbolic link"
+    if path.is_fifo():
+        return "a FIFO (named pipe)"
+    if path.is_socket():
+        return "a socket"
+    if path.is_block_device() or path.is_char_device():
+        return "a device"
+    return "not a regular file"
+
+
 def _directory_files(path: Path) -> list[Path]:
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and not p.name.startswith((".", "_"))
-        and (
-            p.suffix.lower() in {".parquet", ".pq"} or p.suffix.lower() in _TEXT_SUFFIXES or p.suffix == ".gz"
-        )
-    )
+    files = directory_files(path, (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz"))
     if not files:
         raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")
     return files
+
+
+def _one_format(path: Path, files: list[Path], format: str | None) -> str:
+    """The one format every file of directory `path` is in, or DataError naming the files a
+    single-format read would skip (a.csv beside b.parquet: the Parquet rows would be in neither
+    the data nor the quarantine). With `format` forced, text files follow it (the user's call), but
+    a Parquet file among text ones, or the reverse, is still refused."""
+
+    def kind(p: Path) -> str:
+        if format is None:
+            return detect_format(p)
+        parquet = p.suffix.lower() in _PARQUET_SUFFIXES
+        return "parquet" if parquet else ("text" if format == "parquet" else format)
+
+    kinds = {p: kind(p) for p in files}
+    groups: dict[str, list[str]] = {}
+    for p, kind in kinds.items():
+        groups.setdefault(kind, []).append(p.relative_to(path).as_posix())
+    if len(groups) == 1:
+        return next(iter(groups))
+    listing = "; ".join(
+        f"{kind}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} ({len(names)} file(s))"
+        for kind, names in groups.items()
+    )
+    raise DataError(
+        f"{path}: holds files of {len(groups)} formats ({listing}); one ingest reads one format, so "
+        "the others would be skipped: ingest each format on its own (a file or sub-directory at a "
+        "time, with --append), or convert them to one format"
+    )
 
 
 # --------------------------------------------------------------------------- column mapping
@@ -695,13 +751,7 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     paths = _directory_files(path) if per_file else [path]
     if not per_file and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
-    fmt = format or detect_format(path)
-    is_parquet = [p.suffix.lower() in _PARQUET_SUFFIXES for p in paths]
-    if per_file:  # a mixed directory: the files of the detected kind
-        paths = [p for p, pq in zip(paths, is_parquet, strict=True) if pq == (fmt == "parquet")]
-        if not paths:
-            kind = "Parquet" if fmt == "parquet" else f"{fmt} text"
-            raise DataError(f"{path}: directory holds no {kind} files")
+    fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
     if fmt == "parquet":
         return _scan_parquet(path, files, columns, per_file)

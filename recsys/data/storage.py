@@ -16,6 +16,14 @@ twice), while loading stays a plain read of the derived table. Derivation happen
 
 Atomicity: everything is built in a temporary sibling directory and swapped in with os.replace, so a
 failed ingest leaves the previous state (or nothing) behind, never a half-written directory.
+
+Writers and crashes: every writer of a processed directory holds `writer_lock` (a `filelock` file
+`.<name>.lock` beside it), so two ingests into one directory run one after the other and both
+batches land. A process killed mid-write leaves staging directories behind, or - killed between the
+two renames of the swap - the old directory moved aside and the new one complete but not in place.
+The next writer, holding the lock, finishes or undoes that (`recover`): a swap whose new directory
+is complete is completed, else the old directory is put back; leftover staging is removed. So an
+interrupted append never makes the directory vanish, and its append-only vocab is never rebuilt.
 """
 
 from __future__ import annotations
@@ -27,16 +35,18 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from filelock import FileLock, Timeout
 
 from recsys.data.dataset import InteractionData
 from recsys.data.schema import ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
+from recsys.faults import fault_point
 
 INTERACTIONS_DIR = "interactions"
 QUARANTINE_DIR = "quarantine"
@@ -46,6 +56,9 @@ ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
 FINGERPRINT_METHOD = "polars-id-hash-row-hash-sum-v2"
 _BATCH_RE = re.compile(r"^batch=(\d+)$")
+SWAP_FILE = "swap.json"  # in a `.old` staging dir: which `.tmp` dir the interrupted swap was moving in
+_STAGING_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|old)$")
+MANIFEST_KEYS = ("manifest_version", "batches", "fingerprint", "users", "items", "interactions")
 
 
 def batch_name(batch: int) -> str:
@@ -74,18 +87,29 @@ def is_processed_dir(path: Path) -> bool:
 
 
 def read_manifest(root: Path) -> dict:
+    """The directory's manifest; DataError when it is missing, unparsable or lacks what every
+    manifest holds. A manifest such as `{}` or `[]` is corrupt, not empty: appending to it would
+    silently drop every earlier batch, so it is refused with the way out."""
     path = Path(root) / MANIFEST_FILE
+    hint = "restore it from a backup, or ingest into a new --out directory"
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(
             f"{root}: not a processed data directory (no {MANIFEST_FILE}); run `recsys ingest` first"
         ) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: corrupt manifest ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc}); {hint}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}, not an object); {hint}")
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing or not isinstance(manifest["batches"], list) or not manifest["batches"]:
+        what = f"no {', '.join(missing)}" if missing else "no batches"
+        raise DataError(f"{path}: corrupt manifest ({what}); {hint}")
+    return manifest
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
@@ -127,23 +151,102 @@ def fingerprint(
 @contextlib.contextmanager
 def staged_directory(out_dir: Path) -> Iterator[Path]:
     """Yield an empty temporary directory beside `out_dir`; on success it replaces `out_dir`
-    atomically (the old one is moved aside, then removed), on failure it is deleted."""
+    atomically (the old one is moved aside, then removed), on failure it is deleted.
+
+    Holds `writer_lock(out_dir)` throughout. The swap is two renames; `swap.json` in the aside
+    directory names the incoming one, so `recover` can finish a swap a kill interrupted."""
     out_dir = Path(out_dir)
+    with writer_lock(out_dir):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            (old / SWAP_FILE).write_text(json.dumps({"staged": tmp.name}))
+            os.replace(out_dir, old / "previous")
+        fault_point("storage.between_renames")
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def lock_file(out_dir: Path) -> Path:
+    """The lock beside (not inside) a processed directory: the directory itself is swapped whole."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(out_dir: Path, progress: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the processed directory's writer lock; on first entry, `recover` what a killed writer
+    left behind. Re-entrant within a thread (an ingest inside a step that already holds it); a
+    second process or thread waits, saying so through `progress`."""
+    out_dir = Path(out_dir)
+    if _STAGING_RE.match(out_dir.name):  # a private staging dir (combine ingests into one): its
+        yield  # creator holds the real lock, and a lock file here would outlive the dir
+        return
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
+    lock = FileLock(str(lock_file(out_dir)), is_singleton=True)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, old / "previous")
-    os.replace(tmp, out_dir)
-    if old is not None:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress is not None:
+            progress(f"waiting for another writer of {out_dir} to finish")
+        lock.acquire()
+    try:
+        if lock.lock_counter == 1:
+            recover(out_dir)
+        yield
+    finally:
+        lock.release()
+
+
+def ensure_recovered(root: Path) -> None:
+    """For readers: when a killed writer left `root` mid-swap (or left staging behind), take the
+    writer lock, which recovers it. Costs one directory listing when nothing is to be done."""
+    root = Path(root)
+    if _staging(root, "old") or _staging(root, "tmp"):
+        with writer_lock(root):
+            pass
+
+
+def _staging(out_dir: Path, kind: str) -> list[Path]:
+    """This directory's own staging dirs (`.<name>.<8 mkdtemp chars>.<kind>`), not a sibling's."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.{kind}$")
+    if not out_dir.parent.is_dir():
+        return []
+    return sorted(p for p in out_dir.parent.iterdir() if pattern.match(p.name) and p.is_dir())
+
+
+def recover(out_dir: Path) -> list[str]:
+    """Finish or undo what a killed writer of `out_dir` left; call with `writer_lock` held.
+
+    A swap interrupted between its renames (`out_dir` gone, the old one in `.old/previous`) is
+    completed when the staged directory it was moving in is there, else rolled back. Then every
+    leftover staging directory is removed. Returns what was done, one line each."""
+    out_dir = Path(out_dir)
+    done: list[str] = []
+    for old in _staging(out_dir, "old"):
+        previous = old / "previous"
+        if previous.is_dir() and not out_dir.exists():
+            swap = old / SWAP_FILE
+            staged = out_dir.parent / json.loads(swap.read_text())["staged"] if swap.is_file() else None
+            if staged is not None and (staged / MANIFEST_FILE).is_file():
+                os.replace(staged, out_dir)
+                done.append(f"completed an interrupted swap of {out_dir}")
+            else:
+                os.replace(previous, out_dir)
+                done.append(f"rolled back an interrupted swap of {out_dir}")
         shutil.rmtree(old, ignore_errors=True)
+    for tmp in _staging(out_dir, "tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        done.append(f"removed stale staging directory {tmp.name}")
+    return done
 
 
 def _umask() -> int:
@@ -176,6 +279,7 @@ def load_processed(root: str | Path) -> InteractionData:
     """Load a processed directory: the implicit table (user_idx, item_idx, timestamp, weight), the
     vocab arrays (index -> raw id), block labels when known, and the manifest."""
     root = Path(root)
+    ensure_recovered(root)
     manifest = read_manifest(root)
     path = root / IMPLICIT_FILE
     try:

@@ -51,6 +51,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import TrackingError
+from recsys.faults import fault_point
+from recsys.tracking.locks import registry_lock, set_alias_if_unchanged
 from recsys.tracking.runs import (
     PER_USER_ARTIFACT,
     PYFUNC_ARTIFACT,
@@ -495,7 +497,28 @@ def promote(
     with the champion by the rule, move the `champion` alias when it wins, and log the reason.
 
     `split` / `evaluation`: the challenger's split and the evaluation config, so a champion
-    evaluated on older data can be re-evaluated on it (see `decide`)."""
+    evaluated on older data can be re-evaluated on it (see `decide`).
+
+    Concurrency (recsys.tracking.locks): the read-decide-set runs under the registered model's
+    lock, and the alias moves only if the champion is still the one the rule was applied to; if
+    another promoter moved it meanwhile (another machine, no shared lock), the rule is applied
+    again against the new champion."""
+    with registry_lock(client, cfg.registered_model):
+        return _promote(client, cfg, challenger_run_id, split=split, evaluation=evaluation)
+
+
+MAX_DECISIONS = 5
+"""How often `promote` re-applies the rule when the champion keeps moving under it."""
+
+
+def _promote(
+    client: MlflowClient,
+    cfg: PromotionConfig,
+    challenger_run_id: str,
+    *,
+    split: Split | None = None,
+    evaluation: EvaluationConfig | None = None,
+) -> PromotionDecision:
     name = cfg.registered_model
     champion = alias_version(client, name, CHAMPION)
     if champion is not None and champion.run_id == challenger_run_id:
@@ -507,14 +530,26 @@ def promote(
     model_name = client.get_run(challenger_run_id).data.tags.get(TAG_MODEL, "")
     challenger = register_run_model(client, name, challenger_run_id, tags={TAG_MODEL: model_name})
     with_retries(lambda: client.set_registered_model_alias(name, CHALLENGER, challenger.version))
-    if champion is None:
-        promoted, reason, p, delta = True, "promoted: no champion yet", None, None
+    for _ in range(MAX_DECISIONS):
+        if champion is None:
+            promoted, reason, p, delta = True, "promoted: no champion yet", None, None
+        elif champion.run_id == challenger_run_id:
+            promoted, reason, p, delta = False, "already champion: this run's model holds the champion alias", None, None
+        else:
+            promoted, reason, p, delta = decide(
+                client, cfg, challenger_run_id, champion.run_id, split=split, evaluation=evaluation
+            )
+        fault_point("promote.decided")
+        if not promoted:
+            break
+        done, champion = set_alias_if_unchanged(client, name, CHAMPION, champion, challenger.version)
+        if done:
+            break
     else:
-        promoted, reason, p, delta = decide(
-            client, cfg, challenger_run_id, champion.run_id, split=split, evaluation=evaluation
+        raise TrackingError(
+            f"{name}: the champion alias moved {MAX_DECISIONS} times while this promotion was deciding; "
+            "another promoter is writing it: run `recsys promote` again when it is done"
         )
-    if promoted:
-        with_retries(lambda: client.set_registered_model_alias(name, CHAMPION, challenger.version))
     decision = PromotionDecision(
         promoted, reason, str(champion.version) if champion else None, str(challenger.version),
         p, delta, cfg.metric, challenger_run_id, champion.run_id if champion else None,

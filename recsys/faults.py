@@ -1,0 +1,40 @@
+"""Named kill points, for crash tests and `python -m benchmarks chaos`.
+
+Why: "survives a kill -9" must be checked at the moments that matter - between the two renames of a
+directory swap, after a batch is staged, between a promotion's decision and its alias - and a kill at
+a random time almost never lands in such a window. `fault_point(name)` does nothing unless the
+environment variable `RECSYS_KILL_AT` names that point; then the process sends itself SIGKILL there,
+as the OOM killer or an operator would (no `finally`, no `atexit`, no flush).
+
+`RECSYS_KILL_AT=name` kills the first time the point is reached, `name:N` the N-th time (per
+process). The points are listed in `POINTS` so tests and the benchmark cannot name one that does not
+exist.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "RECSYS_KILL_AT"
+POINTS = (
+    "ingest.staged",  # the new batch and derived files written in the staging dir, not yet swapped in
+    "storage.between_renames",  # old processed dir moved aside, new one not yet in place
+    "train.epoch",  # a model finished an epoch (its per-epoch metrics logged)
+    "tracking.artifacts",  # a model's metrics logged, its artifacts and pyfunc not yet
+    "promote.decided",  # the promotion rule decided, the champion alias not yet moved
+)
+_seen: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process here when RECSYS_KILL_AT names `name` (see the module docstring)."""
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,267 @@
+"""Processed directories under concurrency and kill -9 (issue 20, items 1 and 4-7).
+
+Two writers of one directory serialise on its lock and both batches land; a writer killed between
+the two renames of the swap, or between a batch and the record of ingested files, leaves a state the
+next start finishes (never a vanished directory, a rebuilt vocab or a re-ingested file); a corrupt
+manifest, a directory of mixed formats and a FIFO are one-line errors, never silent loss.
+
+Kills are real SIGKILLs of a subprocess, placed by wrapping the function that runs just before the
+moment in question, so the tests describe the failure without relying on the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.config import DataConfig, load_config
+from recsys.data import storage
+from recsys.data.ingest import ingest
+from recsys.data.storage import load_processed
+from recsys.errors import DataError
+
+
+def _log(path: Path, users: range, items: int = 6, start: int = 0) -> Path:
+    """A small CSV: every user of `users` rates `items` items once, timestamps from `start`."""
+    rows = [
+        f"u{u},i{(u + k) % 40},{1 + (u + k) % 5},{start + u * items + k}" for u in users for k in range(items)
+    ]
+    path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _run_killed(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter (it kills itself with SIGKILL at the planted moment)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+
+
+# ----------------------------------------------------------------------------- item 1
+
+
+def test_concurrent_appends_serialise_and_both_batches_land(tmp_path: Path) -> None:
+    out = tmp_path / "proc"
+    ingest(_log(tmp_path / "base.csv", range(0, 20)), out, DataConfig())
+    sources = [
+        _log(tmp_path / f"new{i}.csv", range(20 + 30 * i, 50 + 30 * i), start=10_000 * (i + 1))
+        for i in range(2)
+    ]
+    barrier, errors = threading.Barrier(2), []
+
+    def append(source: Path) -> None:
+        barrier.wait()
+        try:
+            ingest(source, out, DataConfig(), append=True)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [b["batch"] for b in manifest["batches"]] == [1, 2, 3]
+    assert sorted(Path(b["source"]).name for b in manifest["batches"][1:]) == ["new0.csv", "new1.csv"]
+    assert manifest["rows_in"] == 80 * 6
+    data = load_processed(out)
+    assert data.n_users == 80 == manifest["users"]  # vocab and table agree
+    assert data.interactions["user_idx"].n_unique() == 80
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+# ----------------------------------------------------------------------------- item 4
+
+KILL_BETWEEN_RENAMES = """
+    import os, signal, sys
+    from pathlib import Path
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+
+    source, out = Path(sys.argv[1]), Path(sys.argv[2])
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **k):
+        if Path(dst) == out:  # the second rename: the new directory moving into place
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst, *a, **k)
+
+    os.replace = replace
+    ingest(source, out, DataConfig(), append=True)
+"""
+
+
+def test_kill_between_the_renames_is_completed_at_the_next_start(tmp_path: Path) -> None:
+    out = tmp_path / "proc"
+    ingest(_log(tmp_path / "a.csv", range(0, 30)), out, DataConfig())
+    first_vocab = load_processed(out).user_ids.tolist()
+    killed = _run_killed(
+        KILL_BETWEEN_RENAMES, str(_log(tmp_path / "b.csv", range(30, 50), start=9_000)), str(out)
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not out.exists()  # the moment the issue describes: old aside, new not yet in place
+
+    report = ingest(_log(tmp_path / "c.csv", range(50, 60), start=20_000), out, DataConfig(), append=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(b["source"]).name for b in manifest["batches"]] == ["a.csv", "b.csv", "c.csv"]
+    assert report.batch == 3
+    data = load_processed(out)
+    assert data.user_ids.tolist()[:30] == first_vocab  # the vocab was kept, not rebuilt
+    assert data.n_users == 60
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+def test_recover_rolls_back_a_swap_whose_new_directory_is_incomplete(tmp_path: Path) -> None:
+    out = tmp_path / "proc"
+    ingest(_log(tmp_path / "a.csv", range(0, 10)), out, DataConfig())
+    aside, staged = tmp_path / ".proc.abcd1234.old", tmp_path / ".proc.efgh5678.tmp"
+    aside.mkdir()
+    staged.mkdir()  # killed before its manifest was written: incomplete
+    (aside / storage.SWAP_FILE).write_text(json.dumps({"staged": staged.name}))
+    os.replace(out, aside / "previous")
+    (tmp_path / ".proc.zzzz9999.tmp").mkdir()  # another writer's leftover staging
+    sibling = tmp_path / ".proc.other.abcd1234.tmp"  # a sibling directory's staging: not ours
+    sibling.mkdir()
+    done = storage.recover(out)
+    assert done[0] == f"rolled back an interrupted swap of {out}"
+    assert load_processed(out).n_users == 10
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".proc")) == [
+        ".proc.lock",
+        ".proc.other.abcd1234.tmp",
+    ]
+
+
+KILL_DURING_INGEST = """
+    import sys
+    from pathlib import Path
+    from recsys.config import DataConfig
+    from recsys.data import storage
+    from recsys.data.ingest import ingest
+    import os, signal
+
+    real_write_json = storage.write_json
+
+    def write_json(path, data):
+        real_write_json(path, data)
+        if Path(path).name == "manifest.json":  # everything staged, nothing swapped in yet
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    storage.write_json = write_json
+    ingest(Path(sys.argv[1]), Path(sys.argv[2]), DataConfig(), append=True)
+"""
+
+
+def test_a_kill_during_ingest_leaves_no_staging_after_the_next_start(tmp_path: Path) -> None:
+    out = tmp_path / "proc"
+    ingest(_log(tmp_path / "a.csv", range(0, 10)), out, DataConfig())
+    killed = _run_killed(
+        KILL_DURING_INGEST, str(_log(tmp_path / "b.csv", range(10, 20), start=5000)), str(out)
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the stale staging dir
+    data = load_processed(out)  # a reader finds the directory as it was, and cleans up
+    assert data.n_users == 10
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+# ----------------------------------------------------------------------------- item 5
+
+KILL_AFTER_INGEST = """
+    import os, signal, sys
+    from recsys.config import load_config
+    import recsys.data.ingest as library
+    from pipelines.data import prepare_dataset
+
+    real_ingest = library.ingest
+
+    def ingest(*args, **kwargs):
+        report = real_ingest(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)  # the batch is in; whatever the step does next is not
+
+    library.ingest = ingest
+    prepare_dataset(load_config(None, sys.argv[1:]))
+"""
+
+
+def test_a_kill_after_the_batch_never_ingests_the_file_twice(tmp_path: Path) -> None:
+    from pipelines.data import dataset_dir, prepare_dataset
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _log(landing / "day1.csv", range(0, 20))
+    overrides = [f"data.source={landing}", f"data.processed_dir={tmp_path / 'processed'}"]
+    cfg = load_config(None, overrides)
+    prepare_dataset(cfg)
+    _log(landing / "day2.csv", range(20, 30), start=50_000)
+    killed = _run_killed(KILL_AFTER_INGEST, *overrides)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+    result = prepare_dataset(cfg)  # the rerun
+    assert result.ingested_files == [] and result.reused
+    manifest = json.loads((dataset_dir(cfg.data) / "manifest.json").read_text())
+    assert [Path(b["source"]).name for b in manifest["batches"]] == ["day1.csv", "day2.csv"]
+    assert manifest["rows_in"] == 30 * 6 and manifest["rows_quarantined"] == 0
+    ledger = json.loads((dataset_dir(cfg.data) / "sources.json").read_text())
+    assert sorted(ledger) == ["day1.csv", "day2.csv"]
+
+
+# ----------------------------------------------------------------------------- item 6
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", "{not json", ""])
+def test_append_onto_a_corrupt_manifest_is_refused(tmp_path: Path, content: str) -> None:
+    out = tmp_path / "proc"
+    ingest(_log(tmp_path / "a.csv", range(0, 10)), out, DataConfig())
+    (out / "manifest.json").write_text(content)
+    result = CliRunner().invoke(
+        app, ["ingest", str(_log(tmp_path / "b.csv", range(10, 20))), "--out", str(out), "--append"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "corrupt manifest" in result.output and "--out" in result.output
+    assert "Traceback" not in result.output
+    assert (out / "manifest.json").read_text() == content  # nothing replaced
+    assert storage.list_batches(out) == [1]
+
+
+# ----------------------------------------------------------------------------- item 7
+
+
+def test_a_directory_of_mixed_formats_names_the_files_it_would_skip(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _log(src / "a.csv", range(0, 5))
+    pl.DataFrame({"user_id": ["u9"], "item_id": ["i1"], "rating": [5], "timestamp": [1]}).write_parquet(
+        src / "b.parquet"
+    )
+    with pytest.raises(DataError, match=r"2 formats .*csv: a\.csv.*parquet: b\.parquet") as info:
+        ingest(src, tmp_path / "proc", DataConfig())
+    assert "--append" in str(info.value)
+    assert not (tmp_path / "proc").exists()
+
+
+def test_a_fifo_in_a_source_directory_is_an_error(tmp_path: Path) -> None:
+    from pipelines.data import source_files
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _log(src / "a.csv", range(0, 5))
+    os.mkfifo(src / "b.csv")
+    for read in (lambda: ingest(src, tmp_path / "proc", DataConfig()), lambda: source_files(src)):
+        with pytest.raises(DataError, match=r"b\.csv: a FIFO \(named pipe\)"):
+            read()
