@@ -161,7 +161,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     decision = promote_task(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset), models=outcomes, champion=decision.get("champion"),
+        dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
         promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
     )
     result.wall_seconds = time.perf_counter() - wall

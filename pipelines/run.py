@@ -38,8 +38,10 @@ class ModelOutcome:
     loss: str | None
     sampler: str | None
     status: str = "ok"  # "ok" | "failed"
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # warm test users (a training history)
     ci: dict[str, list[float]] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)  # warm validation users: ranks candidates
+    cold: dict[str, Any] = field(default_factory=dict)  # cold_test_users, cold_test_items, the fallback group
     folding: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -99,15 +101,22 @@ class PipelineResult:
         return target
 
 
-def dataset_summary(split: Split, dataset: DatasetResult) -> dict[str, Any]:
+def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None = None) -> dict[str, Any]:
+    from recsys.evaluation.cold import divide_test
+    from recsys.lineage import lineage
+    from recsys.tracking.runs import split_digest
+
     return {
         "users": int(split.n_users),
         "items": int(split.n_items),
         "train_interactions": int(split.train.nnz),
         "test_interactions": int(split.test.nnz),
         "validation_interactions": int(split.validation.nnz) if split.validation is not None else 0,
+        **divide_test(split).counts(),  # cold_test_users, cold_test_items, cold_item_test_interactions
         "fingerprint": dataset.fingerprint,
         "split": split.protocol,
+        "split_digest": split_digest(split),
+        **({"lineage": lineage(cfg).name} if cfg is not None else {}),
         "processed_dir": dataset.processed_dir,
     }
 
@@ -159,9 +168,12 @@ def train_and_log(
         outcome.metrics = {k: float(v) for k, v in evaluation.result.summary.items()}
         outcome.ci = {k: [float(lo), float(hi)] for k, (lo, hi) in evaluation.result.ci.items()}
         outcome.folding = evaluation.folding
-        numeric_folding = {k: v for k, v in evaluation.folding.items() if isinstance(v, int | float)}
+        outcome.validation = evaluation.validation
+        outcome.cold = evaluation.cold
         started = time.perf_counter()
-        tracker.log_model_result(run, model, evaluation.result, split, data=data, extra_metrics=numeric_folding)
+        tracker.log_model_result(
+            run, model, evaluation.result, split, data=data, extra_metrics=evaluation.extra_metrics()
+        )
         tracker.end(run, "FINISHED")
         outcome.log_seconds = time.perf_counter() - started
         log(f"finished {model_cfg.name}: {cfg.promotion.metric} = {outcome.metrics.get(cfg.promotion.metric, float('nan')):.4f}")
@@ -273,7 +285,7 @@ def run_pipeline(
     decision = promote_best(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset), models=outcomes,
+        dataset=dataset_summary(split, dataset, cfg), models=outcomes,
         champion=decision.get("champion"), promotion=decision,
         mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
     )
@@ -305,10 +317,14 @@ def promote_best(
     """Apply the promotion rule to this run's models (no-op without tracking)."""
     candidates = {m.name: m.mlflow_run_id for m in outcomes if m.status == "ok" and m.mlflow_run_id}
     if not candidates or not cfg.promotion.auto or not getattr(tracker, "enabled", False):
-        best = max((m for m in outcomes if m.status == "ok"), key=lambda m: m.metrics.get(cfg.promotion.metric, -1),
-                   default=None)
-        return {"champion": best.name if best else None, "promoted": False,
-                "reason": "tracking disabled: best model of this run by " + cfg.promotion.metric}
+        ok = [m for m in outcomes if m.status == "ok"]
+        on_validation = bool(ok) and all(cfg.promotion.metric in m.validation for m in ok)
+        basis = "validation" if on_validation else "test"
+        best = max(ok, key=lambda m: (m.validation if on_validation else m.metrics).get(cfg.promotion.metric, -1),
+                   default=None)  # fmt: skip
+        why = "promotion.auto is off" if getattr(tracker, "enabled", False) else "tracking disabled"
+        return {"champion": best.name if best else None, "promoted": False, "decision": "",
+                "reason": f"{why}: best model of this run by {basis} {cfg.promotion.metric}"}
     from pipelines.promote import run_promotion
 
     decision = run_promotion(cfg, candidates, split=split).to_dict()

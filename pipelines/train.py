@@ -72,7 +72,9 @@ def train_model(
     model = build_model(model_cfg)
     if teacher is not None and getattr(model_cfg, "distill", None) is not None:
         model.set_teacher(teacher)  # type: ignore[attr-defined]
-    model.fit(split.train, validation=split.validation_set(), callback=callback, features=features)
+    from recsys.evaluation.cold import warm_validation
+
+    model.fit(split.train, validation=warm_validation(split), callback=callback, features=features)
     if save_to is not None:
         model.save(save_to)
     return model

@@ -60,13 +60,14 @@ def tune_model(
     import optuna
 
     from pipelines.train import train_model
+    from recsys.evaluation.cold import warm_validation
     from recsys.evaluation.evaluate import evaluate
 
     model_cfg = cfg.model(model_name)
     space = space or SPACES.get(model_cfg.kind)
     if space is None:
         raise ConfigError(f"model {model_name!r} ({model_cfg.kind}) has nothing to tune; tunable kinds: {sorted(SPACES)}")
-    validation = split.validation_set()
+    validation = warm_validation(split)
     if validation is None:
         raise ConfigError("tuning needs a validation split: set split.validation_fraction (e.g. 0.1)")
     metric = metric or cfg.promotion.metric

@@ -161,13 +161,15 @@ def topk(
     chunk_size: int = 2048,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items by dot product for every row of `user_vecs`.
 
     Returns (items int64 (n, k'), scores float32 (n, k')) with k' = min(k, n_items), best first,
     ties to the lower item index. `exclude` row i (a CSR aligned with `user_vecs`, n x n_items)
-    lists items never returned for user i; users with fewer than k' allowed items are padded with
-    item -1 and score -inf. Peak extra memory is about chunk_size x n_items float32.
+    lists items never returned for user i; `masked_items` (bool per item) items never returned for
+    anyone; users with fewer than k' allowed items are padded with item -1 and score -inf. Peak
+    extra memory is about chunk_size x n_items float32.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -189,6 +191,11 @@ def topk(
             )
         exclude = sp.csr_matrix(exclude)
     kk = min(k, n_items)
+    masked = None
+    if masked_items is not None and np.any(masked_items):
+        if np.shape(masked_items) != (n_items,):
+            raise ValueError(f"masked_items has shape {np.shape(masked_items)}; expected ({n_items},)")
+        masked = torch.from_numpy(np.flatnonzero(masked_items)).to(dev)
     out_items = np.empty((n_users, kk), dtype=np.int64)
     out_scores = np.empty((n_users, kk), dtype=np.float32)
     if kk == 0:
@@ -200,6 +207,8 @@ def topk(
             scores = _as_float32(user_vecs[start:stop], dev, "user_vecs") @ items_t_t
             if exclude is not None:
                 _mask_excluded(scores, exclude[start:stop])
+            if masked is not None:
+                scores[:, masked] = float("-inf")
             idx, vals = _topk_rows(scores, kk)
             if np.isneginf(vals[:, -1]).any():  # sorted, so padding shows in the last column
                 idx[np.isneginf(vals)] = PAD_ITEM
@@ -238,6 +247,7 @@ def rank_factors(
         chunk_size=chunk_size,
         device=device,
         threads=threads,
+        masked_items=eval_set.masked_items,
     )
     return RankedLists(users=users, items=items, scores=scores)
 
@@ -265,6 +275,7 @@ def rank_eval_set(
         chunk_size=chunk_size,
         device=device,
         threads=threads,
+        masked_items=eval_set.masked_items,
     )
     return RankedLists(users=users, items=items, scores=scores)
 
