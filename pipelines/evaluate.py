@@ -55,7 +55,7 @@ def evaluate_model(model: Recommender, split: Split, cfg: RunConfig) -> ModelEva
     """Full-corpus metrics on the warm test users (with CIs and per-user values), the cold users'
     fallback group, the warm validation users' means (when the split has validation) and the
     folding diagnostic."""
-    from recsys.evaluation.cold import evaluate_cold, divide_test
+    from recsys.evaluation.cold import divide_test, evaluate_cold
     from recsys.evaluation.evaluate import evaluate
 
     start = time.perf_counter()

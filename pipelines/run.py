@@ -127,10 +127,42 @@ def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
 
 def load_data_and_split(dataset: DatasetResult, cfg: RunConfig) -> tuple[InteractionData, Split]:
     """The processed data (the tracker logs it as the run's dataset) and its seeded split."""
+    _, data, split = load_run_inputs(dataset, cfg)
+    return data, split
+
+
+TIME_BASED = ("temporal", "rolling", "leave_last_n")
+
+
+def scheduled_config(cfg: RunConfig, data: InteractionData) -> RunConfig:
+    """The config a scheduled run (`recsys schedule`) uses on `data`: unless `split.scheduled` is
+    "as_configured", a log whose interactions all have timestamps is split by the rolling protocol
+    (the champion never saw the forward window), and a log without them by the configured protocol
+    if that is a stable hashed one (random, strong generalisation), else by `random`."""
+    from recsys.data.schema import TIME
+
+    if cfg.split.scheduled != "rolling" or cfg.split.protocol == "rolling":
+        return cfg
+    times = data.interactions.get_column(TIME)
+    timed = data.interactions.height > 0 and times.null_count() == 0
+    protocol = "rolling" if timed else ("random" if cfg.split.protocol in TIME_BASED else cfg.split.protocol)
+    if protocol == cfg.split.protocol:
+        return cfg
+    out = cfg.model_copy(deep=True)
+    out.split.protocol = protocol
+    return out
+
+
+def load_run_inputs(
+    dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False
+) -> tuple[RunConfig, InteractionData, Split]:
+    """(the config this run uses - the scheduled protocol resolved -, the data, its split)."""
     data = load_dataset(dataset.processed_dir)
+    if scheduled:
+        cfg = scheduled_config(cfg, data)
     split = make_split(data, cfg.split)
     split.meta.setdefault("fingerprint", dataset.fingerprint)
-    return data, split
+    return cfg, data, split
 
 
 def train_and_log(
@@ -243,8 +275,10 @@ def run_pipeline(
     tracking: bool = True,
     map_models: Callable[[Callable[[ModelConfig], ModelOutcome], Iterable[ModelConfig]], list] | None = None,
     log: Callable[[str], None] = print,
+    scheduled: bool = False,
 ) -> PipelineResult:
-    """Run every step in this process (models one after another unless `map_models` says otherwise)."""
+    """Run every step in this process (models one after another unless `map_models` says otherwise).
+    `scheduled`: split as a scheduled run does (`scheduled_config`)."""
     cfg = pin_thread_budget(cfg)
     wall = time.perf_counter()
     steps: dict[str, float] = {}
@@ -256,10 +290,12 @@ def run_pipeline(
     dataset = prepare_dataset(cfg)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    data, split = load_data_and_split(dataset, cfg)
+    cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
     steps["split"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if getattr(tracker, "enabled", False):
+        tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split)
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
     threads = thread_budget(cfg.orchestration)

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from recsys.config import EvaluationConfig
 from recsys.data.split import Split
-from recsys.evaluation.cold import evaluate_cold, separate_cold, divide_test
+from recsys.evaluation.cold import divide_test, evaluate_cold, separate_cold
 from recsys.evaluation.evaluate import evaluate
 from recsys.models.factors import FactorModel
 

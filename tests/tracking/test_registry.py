@@ -12,13 +12,10 @@ import scipy.sparse as sp
 from mlflow import MlflowClient
 
 from recsys.config import PromotionConfig
-from recsys.data.matrix import item_popularity
-from recsys.evaluation.evaluate import evaluate
 from recsys.lineage import TAG_LINEAGE, lineage
-from recsys.models.base import ModelConfig, Recommender, build_model
+from recsys.models.base import ModelConfig, Recommender
 from recsys.models.popularity import PopularityConfig
 from recsys.tracking.registry import CHALLENGER, CHAMPION, TAG_DECISION, TAG_REASON, alias_version, promote
-from recsys.tracking.runs import Tracker
 
 from .conftest import log_one
 
@@ -109,20 +106,11 @@ def test_promotion_rule_end_to_end(logged, client, random_run, planted_data):
 def test_a_challenger_of_another_lineage_is_not_comparable_and_never_registered(logged, client, planted_data, planted_split):
     """Same config name and registered model, another data source: another lineage. It is never
     compared with this line's champion nor registered on the line."""
-    other = logged.config.model_copy(deep=True)
-    other.data.source = "lastfm-like.tsv"
-    tracker = Tracker(other.tracking, other, check=False)
-    parent = tracker.start_parent("other-lineage", split=planted_split, data=planted_data)
-    with tracker.model_run(parent, PopularityConfig(name="popularity")) as run:
-        model = build_model(PopularityConfig(name="popularity")).fit(planted_split.train)
-        result = evaluate(model, planted_split.test_set(), other.evaluation, item_popularity=item_popularity(planted_split.train))
-        tracker.log_model_result(run, model, result, planted_split, planted_data)
-    tracker.end(parent)
-
+    other = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="lastfm-like.tsv")
     cfg = PromotionConfig(registered_model="promo-lineage")
     assert promote(client, cfg, logged.runs["wals"]).promoted
     versions_before = len(client.search_model_versions("name='promo-lineage'"))
-    refused = promote(client, cfg, run.run_id)
+    refused = promote(client, cfg, other)
     assert refused.decision == "not comparable" and not refused.promoted
     assert "the challenger belongs to lineage 'tracking-test|" in refused.reason
     assert "lastfm-like.tsv'" in refused.reason and "set promotion.registered_model" in refused.reason
