@@ -81,7 +81,9 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
 
 
 def _where_to_look(summary: dict, json_out: Path | None) -> None:
-    lines = [f"champion: [bold]{summary.get('champion')}[/] ({summary.get('promotion', {}).get('reason', '')})"]
+    promotion = summary.get("promotion", {})
+    decision = f"{promotion['decision']}: " if promotion.get("decision") else ""
+    lines = [f"champion: [bold]{summary.get('champion')}[/] ({decision}{promotion.get('reason', '')})"]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")

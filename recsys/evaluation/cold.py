@@ -48,6 +48,7 @@ class ColdSplit:
 
     def counts(self) -> dict[str, int]:
         return {
+            "warm_test_users": int(self.warm.users.size),
             "cold_test_users": int(self.cold_users.size),
             "cold_test_items": self.n_cold_items,
             "cold_item_test_interactions": self.cold_item_interactions,

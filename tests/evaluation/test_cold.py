@@ -55,7 +55,7 @@ def test_cold_users_and_items_are_separated_and_counted(split):
     parts = divide_test(split)
     np.testing.assert_array_equal(parts.warm.users, [0, 1])
     np.testing.assert_array_equal(parts.cold_users, [2, 3])
-    assert parts.counts() == {"cold_test_users": 2, "cold_test_items": 1, "cold_item_test_interactions": 2}
+    assert parts.counts() == {"warm_test_users": 2, "cold_test_users": 2, "cold_test_items": 1, "cold_item_test_interactions": 2}
     assert parts.cold_items.tolist() == [False] * 5 + [True]
     assert parts.warm.truth[0].indices.tolist() == [3]  # item 5 left out of the truth
     assert parts.cold.truth[3].indices.tolist() == [1]
