@@ -123,7 +123,12 @@ def compare(
         Path | None, typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion."""
+    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion.
+
+    Rows are grouped by lineage (config name + data source) and split digest, both shown; the delta
+    to the champion is computed only within a group (against the champion measured on that split),
+    never across data sets or splits.
+    """
     from recsys.tracking.compare import compare as compare_runs
     from recsys.tracking.compare import plot_curves, render, rich_table
 

@@ -88,18 +88,22 @@ STABLE = [
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=history)
 def test_appending_never_moves_an_old_pair(cfg, batches):
-    log = GrowingLog()
     seen: dict[tuple[str, str], str] = {}
-    for pairs, idle in batches:
-        log.append(pairs, idle)
-        try:
-            parts = log.split(cfg)
-        except Exception as exc:  # tiny first batches may hold out every user: nothing to compare yet
-            assert "would be held out" in str(exc) or "nothing to train on" in str(exc)
-            continue
+    for parts in splits_as_the_log_grows(batches, cfg):
         moved = {k: (seen[k], parts.get(k)) for k in seen if parts.get(k) != seen[k]}
         assert not moved, f"{cfg.protocol}: old pairs moved {moved}"
         seen.update(parts)
+
+
+def splits_as_the_log_grows(batches, cfg: SplitConfig):
+    """The split after each append (stages too small to split are skipped: nothing to compare yet)."""
+    log = GrowingLog()
+    for pairs, idle in batches:
+        log.append(pairs, idle)
+        try:
+            yield log.split(cfg)
+        except Exception as exc:  # e.g. a first batch that would hold out every user
+            assert "would be held out" in str(exc) or "nothing to train on" in str(exc)
 
 
 @settings(max_examples=30, deadline=None)
@@ -108,16 +112,8 @@ def test_a_rolling_cutoff_that_advances_only_moves_pairs_towards_train(batches):
     """Default rolling cut-off (newest timestamp minus the window): as the log grows the windows
     slide forward, so a test pair may become validation or train, but never the reverse - a model
     trained by an earlier run never sees a later run's validation or test pair."""
-    cfg = SplitConfig(protocol="rolling", window_days=20)
-    log = GrowingLog()
     seen: dict[tuple[str, str], str] = {}
-    for pairs, idle in batches:
-        log.append(pairs, idle)
-        try:
-            parts = log.split(cfg)
-        except Exception as exc:
-            assert "nothing to train on" in str(exc)
-            continue
+    for parts in splits_as_the_log_grows(batches, SplitConfig(protocol="rolling", window_days=20)):
         backwards = {k: (seen[k], parts[k]) for k in seen if AGE[parts[k]] > AGE[seen[k]]}
         assert not backwards, backwards
         seen.update(parts)
