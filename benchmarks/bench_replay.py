@@ -20,7 +20,7 @@ Then, from what MLflow logged:
 * out of sample: every promoted model against the champion it replaced on the NEXT forward window
   (paired test), to see whether a promotion was ever significantly worse.
 
-`python -m benchmarks replay` (RECSYS_ML100K=path/to/ml-100k.inter when the data is elsewhere;
+`python -m benchmarks replay` (RECSYS_SHARED_DIR when the shared data is elsewhere;
 RECSYS_REPLAY_SMOKE=1 for a 2-slice, 2-model smoke run that writes nothing under benchmarks/).
 """
 
@@ -34,9 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-ML100K = Path(os.environ.get("RECSYS_ML100K", REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"))
-RESULTS = Path(__file__).parent / "results" / "replay.md"
+from benchmarks.common import ML100K_INTER as ML100K
+from benchmarks.common import REPO, RESULTS_DIR, commit_description
+
+RESULTS = RESULTS_DIR / "replay.md"
 CONFIG = REPO / "pipelines" / "configs" / "movielens.toml"
 BOOTSTRAP_DAYS, N_SLICES, WINDOW_DAYS = 98.0, 8, 14
 METRIC = "recall@20"
@@ -206,7 +207,7 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
     lines = [
         "## Day two: ML-100K replayed as scheduled runs (bench_replay)",
         "",
-        f"Commit `{commit}`. ML-100K (ratings >= 4 as positives, users with >= 5 of them) lands in a landing "
+        f"Commit {commit}. ML-100K (ratings >= 4 as positives, users with >= 5 of them) lands in a landing "
         f"directory as {len(summaries)} slices: the first {BOOTSTRAP_DAYS:.0f} days, then {N_SLICES} slices of "
         f"~{(215 - BOOTSTRAP_DAYS) / N_SLICES:.1f} days. After each, the Prefect training flow runs as a "
         "`recsys schedule` deployment runs it (`scheduled=True`: the log has timestamps, so the rolling split; "
@@ -280,12 +281,11 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
 
 def main() -> None:
     if not ML100K.is_file():
-        print(f"skipped: {ML100K} not found (set RECSYS_ML100K)")
+        print(f"skipped: {ML100K} not found (set RECSYS_SHARED_DIR)")
         return
     from mlflow import MlflowClient
 
     from recsys.tracking.decision import logged_evaluation
-    from recsys.tracking.runs import git_commit
 
     loads = [os.getloadavg()[0]]
     began = time.perf_counter()
@@ -302,7 +302,7 @@ def main() -> None:
         extra = [(c["new"], c["on"]) for c in checks] + [(c["old"], c["on"]) for c in checks]
         audited = audit(client, summaries, extra)
     loads.append(os.getloadavg()[0])
-    text = report(summaries, checks, audited, time.perf_counter() - began, loads, git_commit(REPO))
+    text = report(summaries, checks, audited, time.perf_counter() - began, loads, commit_description())
     if not smoke():
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(text)
