@@ -42,7 +42,13 @@ from recsys.data.split import EvalSet
 from recsys.distill import DistillConfig, resolve_teacher, teacher_targets
 from recsys.errors import DataError, ModelError
 from recsys.losses import POINTWISE_LOSSES
-from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.base import (
+    FitCallback,
+    ModelConfig,
+    Recommender,
+    as_user_item_csr,
+    seeded_global_torch_rng,
+)
 from recsys.models.defaults import two_tower_batch_size
 from recsys.models.fold_in import least_squares_users
 
@@ -525,7 +531,8 @@ class TwoTower(Recommender):
                 f"features must be a recsys.data.features.FeatureSet, got {type(features).__name__}"
             )
         targets = self._teacher_targets(train)
-        self.network = self.build_network(self.n_users, self.n_items, features)
+        with seeded_global_torch_rng(self.config.seed):  # concurrent fits must not share the generator
+            self.network = self.build_network(self.n_users, self.n_items, features)
         self._user_factors = self._item_factors = None
         result = train_two_tower(
             self.network,
