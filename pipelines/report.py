@@ -19,6 +19,14 @@ def _columns(cfg: RunConfig) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def _plain(values: dict, key: str) -> str:
+    return f"{values[key]:.4f}" if key in values else "-"
+
+
+def _cold(m, key: str) -> str:
+    return _plain(m.cold.get("group", {}).get("metrics", {}), key)
+
+
 def _fold_key(folding: dict) -> str | None:
     return next((k for k in folding if k.startswith(("folding@", "neighbour_cross"))), None)
 
@@ -59,16 +67,19 @@ def fold_note(result: PipelineResult) -> str | None:
 
 
 def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
-    """The run's models side by side, fitted to `width` columns: loss / sampler, fit s and the
-    later metrics are left out (in that order) when it must; the model name never is."""
+    """The run's models side by side, fitted to `width` columns: loss / sampler, fit s, the cold and
+    validation columns and the later metrics are left out (in that order) when it must; the model
+    name never is."""
     from recsys.tables import STACKED, add_name_column, add_value_column, fit_width
 
     cols = _columns(cfg)
 
+    val, cold = f"val {cfg.promotion.metric}", f"cold {cfg.promotion.metric}"
+
     def build(hidden: set[str]) -> Table:
         stacked = STACKED in hidden
         shown = [c for c in cols if c not in hidden]
-        extra = [name for name in ("loss / sampler", "fit s") if name not in hidden]
+        extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
                       f"{result.dataset.get('users')} users x {result.dataset.get('items')} items",
                       caption=fold_note(result), caption_justify="left")
@@ -77,6 +88,9 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             table.add_column("loss / sampler", no_wrap=True)
         for c in shown:
             add_value_column(table, c, wide)
+        for name in (val, cold):
+            if name in extra:
+                add_value_column(table, name)
         table.add_column(fold_header(result), justify="right", no_wrap=True)
         if "fit s" in extra:
             table.add_column("fit s", justify="right")
@@ -84,18 +98,21 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             name = m.name + (" *" if m.name == result.champion else "")
             joint = "\n" if stacked else " / "
             what = [f"{m.loss}{joint}{m.sampler}" if m.loss else m.kind] if "loss / sampler" in extra else []
+            side = [_plain(m.validation, cfg.promotion.metric)] if val in extra else []
+            side += [_cold(m, cfg.promotion.metric)] if cold in extra else []
             if m.status != "ok":
                 failed = [f"[red]failed: {m.error}[/]"] if "fit s" in extra else []
-                table.add_row(name, *what, *(["-"] * len(shown)), "-", *failed)
+                table.add_row(name, *what, *(["-"] * (len(shown) + len(side))), "-", *failed)
                 continue
             fold = _fold_key(m.folding)
             table.add_row(
-                name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide, stacked=stacked) for c in shown),
+                name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide, stacked=stacked) for c in shown), *side,
                 f"{m.folding[fold]:.3f}" if fold else "-", *([f"{m.fit_seconds:.1f}"] if "fit s" in extra else []),
             )  # fmt: skip
         return table
 
-    return fit_width(build, ["loss / sampler", "fit s", *reversed(cols[1:])], None if wide else width)
+    optional = ["loss / sampler", "fit s", cold, val, *reversed(cols[1:])]
+    return fit_width(build, optional, None if wide else width)
 
 
 def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
@@ -106,20 +123,26 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         f"Data: {result.dataset.get('users')} users, {result.dataset.get('items')} items, "
         f"{result.dataset.get('train_interactions')} train / {result.dataset.get('test_interactions')} test "
         f"interactions, `{result.dataset.get('split')}` split, fingerprint `{result.dataset.get('fingerprint')}`.",
+        f"Lineage `{result.dataset.get('lineage', '-')}`, split digest `{result.dataset.get('split_digest', '-')}`. "
+        f"Metrics are over test users with a training history; {result.dataset.get('cold_test_users', 0)} cold test "
+        f"users are scored by the fallback (cold column), {result.dataset.get('cold_test_items', 0)} cold items "
+        "are masked.",
         "",
-        "| model | loss / sampler | " + " | ".join(cols) + f" | {fold_header(result)} | fit s | MLflow run |",
-        "|---" * (len(cols) + 5) + "|",
+        "| model | loss / sampler | " + " | ".join(cols)
+        + f" | val {cfg.promotion.metric} | cold {cfg.promotion.metric} | {fold_header(result)} | fit s | MLflow run |",
+        "|---" * (len(cols) + 7) + "|",
     ]
     for m in result.models:
         fold = _fold_key(m.folding)
         run = f"`{m.mlflow_run_id}`" if m.mlflow_run_id else "-"
         if m.status != "ok":
-            lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | failed: {m.error} | {run} |")
+            lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | - | - | failed: {m.error} | {run} |")
             continue
         lines.append(
             f"| {m.name}{' (champion)' if m.name == result.champion else ''} | "
             f"{f'{m.loss}/{m.sampler}' if m.loss else m.kind} | "
             + " | ".join(_cell(m.metrics, m.ci, c) for c in cols)
+            + f" | {_plain(m.validation, cfg.promotion.metric)} | {_cold(m, cfg.promotion.metric)}"
             + (f" | {m.folding[fold]:.3f}" if fold else " | -")
             + f" | {m.fit_seconds:.1f} | {run} |"
         )
@@ -128,5 +151,6 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
     if fold_note(result):
         lines += ["", f"Folding column: {fold_note(result)}."]
     if result.promotion:
-        lines += ["", f"Promotion: {result.promotion.get('reason', '')}"]
+        decision = result.promotion.get("decision") or ""
+        lines += ["", f"Promotion{f' ({decision})' if decision else ''}: {result.promotion.get('reason', '')}"]
     return "\n".join(lines) + "\n"

@@ -88,10 +88,10 @@ def test_compare_table_keeps_model_names_whole_at_80_columns():
     from recsys.tracking.compare import rich_table
 
     frame = pl.DataFrame({
-        "model": NAMES, "kind": ["two_tower"] * 5, "mean": [0.45] * 5, "ci_low": [0.44] * 5, "ci_high": [0.46] * 5,
+        "lineage": ["default:synthetic"] * 5, "split": ["random/0a1b2c3d"] * 5, "model": NAMES, "kind": ["two_tower"] * 5, "mean": [0.45] * 5, "ci_low": [0.44] * 5, "ci_high": [0.46] * 5,
         "delta_to_champion": [0.01] * 5, "champion": [False] * 5, "run_id": ["0123456789abcdef"] * 5,
         "started": [dt.datetime(2026, 1, 1)] * 5,
     })  # fmt: skip
-    lines = _render(rich_table(frame, "recall@20"), 80)
+    lines = _render(rich_table(frame, "recall@20", width=80), 80)
     _fits(lines, 80)
     _cells_whole(lines, NAMES)
