@@ -29,14 +29,14 @@ from pipelines.run import (
     dataset_summary,
     end_parent,
     failed_outcome,
-    load_data_and_split,
+    load_run_inputs,
     longest_first,
     make_tracker,
     promote_best,
     teachers_workspace,
     train_and_log,
 )
-from pipelines.train import thread_budget
+from pipelines.train import pin_thread_budget, thread_budget
 from recsys.config import RunConfig, load_config
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError
@@ -63,8 +63,9 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
 
 
 @task(name="split", task_run_name="split {cfg.split.protocol}", cache_policy=NO_CACHE)
-def split_task(dataset: DatasetResult, cfg: RunConfig):
-    return load_data_and_split(dataset, cfg)
+def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
+    """(config with the scheduled protocol resolved, data, split); see pipelines.run.scheduled_config."""
+    return load_run_inputs(dataset, cfg, scheduled)
 
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
@@ -120,7 +121,8 @@ def ingest_flow(config_path: str | None = None, overrides: list[str] | None = No
     return run_ingest_step(cfg).to_dict()
 
 
-def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
+def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) -> PipelineResult:
+    cfg = pin_thread_budget(cfg)
     logger = get_run_logger()
     wall = time.perf_counter()
     steps: dict[str, float] = {}
@@ -132,9 +134,11 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     dataset = run_ingest_step(cfg)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    data, split = split_task(dataset, cfg)
+    cfg, data, split = split_task(dataset, cfg, scheduled)
     steps["split"] = time.perf_counter() - t
     t = time.perf_counter()
+    if getattr(tracker, "enabled", False):
+        tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split)
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
 
@@ -162,7 +166,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     decision = promote_task(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset), models=outcomes, champion=decision.get("champion"),
+        dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
         promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
     )
     result.wall_seconds = time.perf_counter() - wall
@@ -188,12 +192,15 @@ def _critical_path(compute: dict[str, float], workers: int) -> float:
 @flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)
 def training_pipeline(
     config_path: str | None = None, overrides: list[str] | None = None, tracking: bool = True,
+    scheduled: bool = False,
 ) -> dict[str, Any]:
     """Ingest -> split -> train every model (concurrently) -> evaluate -> log to MLflow -> promote.
-    Returns the `recsys run --json` summary. The flow fails when any model failed."""
+    Returns the `recsys run --json` summary. The flow fails when any model failed.
+    `scheduled` (set by the `recsys schedule` deployment): a log with timestamps is split by the
+    rolling protocol unless `split.scheduled = "as_configured"` (pipelines.run.scheduled_config)."""
     cfg = load_config(config_path, overrides or [])
     runner = training_flow_for(cfg)
-    return runner(cfg, tracking)
+    return runner(cfg, tracking, scheduled)
 
 
 def training_flow_for(cfg: RunConfig):
@@ -225,8 +232,8 @@ def task_runner_for(cfg: RunConfig):
 
 
 @flow(name="train-and-evaluate", flow_run_name="{cfg.name}")
-def _pipeline_flow(cfg: RunConfig, tracking: bool = True) -> dict[str, Any]:
-    result = _training_pipeline(cfg, tracking)
+def _pipeline_flow(cfg: RunConfig, tracking: bool = True, scheduled: bool = False) -> dict[str, Any]:
+    result = _training_pipeline(cfg, tracking, scheduled)
     summary = result.to_json()
     if result.failed:
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)

@@ -257,8 +257,8 @@ def tune(
             records.append(record)
             if hooks is not None:
                 hooks.finish(record)
-        if value > best["value"]:
-            best.update(value=value, model=model)
+        if value > best["value"]:  # ties keep the earlier trial
+            best.update(value=value, model=model, params=params)
         return value
 
     study = optuna.create_study(
@@ -282,7 +282,7 @@ def tune(
             + (f"; first error: {errors[0]}" if errors else "")
             + "); raise tuning.n_trials / timeout_s or narrow tuning.space"
         )
-    chosen = dict(study.best_trial.params)
+    chosen = dict(best["params"])
     return TuningOutcome(
         model=best["model"], config=best["model"].config, metric=metric, best_value=float(best["value"]),
         best_params=chosen, trials=records, seconds=time.perf_counter() - started,
