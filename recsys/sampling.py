@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.config import ConfigError
+from recsys.errors import ConfigError
 
 if TYPE_CHECKING:  # the model module imports this one; avoid the cycle at runtime
     from recsys.models.two_tower import TwoTowerConfig
