@@ -62,5 +62,7 @@ def test_trials_are_nested_runs_with_plots_and_the_champion_warm_starts_the_next
     queued = champion_parameters(cfg, tracker, wals, lines.append)
     assert queued and queued[0]["factors"] == int(best.data.params["factors"])
     assert queued[0]["regularization"] == float(best.data.params["regularization"])
-    assert lineage(cfg.model_copy(update={"name": "another-config"})) != lineage(cfg)
+    another_lineage = cfg.model_copy(update={"name": "another-config"})  # same registry line, other lineage
+    assert lineage(another_lineage) != lineage(cfg)
+    assert champion_parameters(another_lineage, tracker, wals, lines.append) == []
     assert champion_parameters(cfg, tracker, wals.model_copy(update={"kind": "ease"}), lines.append) == []
