@@ -178,7 +178,7 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
 
 # ============================================================================ warm start
 def lineage(cfg: RunConfig) -> str:
-    """The registry line a run belongs to: config name + normalised data source (recsys.lineage).
+    """The registry line a run belongs to (recsys.lineage: config name + normalised data source).
     Runs of different lineages never share a champion, so a champion of another lineage is no warm
     start."""
     from recsys.lineage import lineage as lineage_of
@@ -204,7 +204,7 @@ def champion_parameters(cfg: RunConfig, tracker: Any, model_cfg: ModelConfig, lo
         tags = run.data.tags
         if tags.get(TAG_MODEL_KIND) != model_cfg.kind:
             return []
-        if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):
+        if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):  # untagged: a run from before lineages
             return []
         with tempfile.TemporaryDirectory(prefix="recsys-champion-") as tmp:
             path = tracker.client.download_artifacts(version.run_id, "config/model.json", tmp)
