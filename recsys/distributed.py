@@ -45,10 +45,10 @@ import torch.distributed as dist
 from recsys.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    from recsys.config import EvaluationConfig
     from recsys.data.split import EvalSet, Split
     from recsys.evaluation.evaluate import EvaluationResult
     from recsys.models.base import FitCallback, Recommender
+    from recsys.sections import EvaluationConfig
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 """How long a collective may wait for a slow rank before the group gives up (torch's default is 30 min)."""

@@ -333,7 +333,7 @@ def in_space(entry: SpaceEntry, value: Any) -> bool:
 
 
 def _validation_eval_config(metric: str):
-    from recsys.config import EvaluationConfig
+    from recsys.sections import EvaluationConfig
 
     name, _, k = metric.partition("@")
     return EvaluationConfig(ks=[int(k) if k.isdigit() else 20], metrics=[name], bootstrap_samples=0)

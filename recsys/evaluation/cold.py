@@ -28,8 +28,8 @@ import scipy.sparse as sp
 from recsys.data.split import EvalSet, Split
 
 if TYPE_CHECKING:
-    from recsys.config import EvaluationConfig
     from recsys.models.base import Recommender
+    from recsys.sections import EvaluationConfig
 
 FALLBACK_FOLD_IN = "fold_in"
 FALLBACK_POPULARITY = "popularity"

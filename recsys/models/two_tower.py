@@ -610,8 +610,8 @@ class TwoTower(Recommender):
 
     def _validator(self, validation: EvalSet, train: sp.csr_matrix):
         """A closure the loop calls to score the current network on the validation set."""
-        from recsys.config import EvaluationConfig
         from recsys.evaluation.evaluate import evaluate
+        from recsys.sections import EvaluationConfig
 
         metric = self.config.validation_metric
         name, _, k = metric.partition("@")
