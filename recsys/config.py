@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from recsys.ann import AnnConfig
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
 from recsys.models.popularity import PopularityConfig
@@ -115,6 +116,12 @@ class PromotionConfig(Section):
     registered_model: str = Field("recsys-best", description="the model name holding champion/challenger aliases")
 
 
+class ServingConfig(Section):
+    """What a logged model's serving artifacts carry beyond the vectors (`recsys serve`, the pyfunc)."""
+
+    ann: AnnConfig = Field(default_factory=AnnConfig, description="ANN index for large catalogues (recsys.ann)")
+
+
 class OrchestrationConfig(Section):
     task_runner: Literal["threads", "dask", "sequential"] = "threads"
     max_workers: int = Field(2, gt=0, description="models trained at once")
@@ -135,6 +142,7 @@ class RunConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> RunConfig:
