@@ -169,6 +169,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
                            "models": _critical_path(compute, cfg.orchestration.max_workers),
                            "promote": steps["promote"]}
     end_parent(tracker, parent, result, cfg)
+    result.note_tracking(tracker)
     create_markdown_artifact(
         key="model-comparison", markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file, save_file
 
 from recsys.data.split import EvalSet
+from recsys.faults import fault_point
 
 FitCallback = Callable[[int, dict[str, float]], bool | None]
 """Called after every epoch/iteration with (step, metrics). Returning True stops training early."""
@@ -96,6 +97,7 @@ class Recommender(ABC):
         self.n_users: int = 0
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
+        self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
 
@@ -116,6 +118,7 @@ class Recommender(ABC):
             raise ValueError("training matrix has no interactions")
         self.n_users, self.n_items = train.shape
         self.history = []
+        self.resumed_from = None
         seed_everything(self.config.seed)
         start = time.perf_counter()
         # Fitted from the first step on, so validation during training can rank with the model.
@@ -133,7 +136,9 @@ class Recommender(ABC):
 
         def record(step: int, metrics: dict[str, float]) -> bool | None:
             self.history.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
-            return callback(step, metrics) if callback is not None else None
+            stop = callback(step, metrics) if callback is not None else None
+            fault_point("train.epoch")
+            return stop
 
         return record
 
@@ -200,6 +205,7 @@ class Recommender(ABC):
             "n_items": self.n_items,
             "fit_seconds": self.fit_seconds,
             "history": self.history,
+            "resumed_from": self.resumed_from,
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         tensors = {
@@ -231,6 +237,7 @@ class Recommender(ABC):
         model.n_users, model.n_items = meta["n_users"], meta["n_items"]
         model.fit_seconds = meta.get("fit_seconds", float("nan"))
         model.history = meta.get("history", [])
+        model.resumed_from = meta.get("resumed_from")
         model._load_factors(load_file(str(source / "factors.safetensors")))
         model._load_extra(source)
         model.is_fitted = True

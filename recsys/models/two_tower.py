@@ -504,6 +504,7 @@ class TwoTower(Recommender):
             max_steps=self.config.max_steps_per_epoch,
         )
         self.history[:0] = result.earlier_history  # epochs run before a resume, so history is whole
+        self.resumed_from = result.resumed_from
         self.refresh_factors()
 
     def _teacher_targets(self, train: sp.csr_matrix):
