@@ -467,7 +467,7 @@ def evaluate_distributed(
     users = users[order]
     merged = compute_metrics(
         items, truth[users], cfg.ks, cfg.metrics, item_popularity=item_popularity,
-        n_items=truth.shape[1], users=users,
+        n_items=truth.shape[1], users=users, n_users=truth.shape[0],
     )  # fmt: skip
     metric_columns = [c for c in per_user.columns if c != USER_IDX]
     summary = {

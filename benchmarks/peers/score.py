@@ -121,7 +121,7 @@ def score_dataset(export_dir: Path, results_dir: Path) -> list[dict]:
         lists, missing = align_lists(record, users, k)
         result = compute_metrics(
             lists, truth, KS, ["recall", "recall_raw", "ndcg"],
-            item_popularity=popularity, n_items=split.n_items, users=users,
+            item_popularity=popularity, n_items=split.n_items, users=users, n_users=split.n_users,
         )  # fmt: skip
         row = {key: record[key] for key in ("system", "model", "dataset", "version", "params", "notes")}
         row |= {

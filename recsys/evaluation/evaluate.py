@@ -144,8 +144,9 @@ def _evaluate_vectors(
             items, scores = _chunked_topk(vectors, item_vecs, k, exclude, cfg, device, advance)
     ranked = RankedLists(users=users, items=items, scores=scores)
     result = compute_metrics(
-        items, truth, cfg.ks, cfg.metrics, item_popularity=item_popularity, n_items=n_items, users=users
-    )
+        items, truth, cfg.ks, cfg.metrics, item_popularity=item_popularity, n_items=n_items, users=users,
+        n_users=eval_set.truth.shape[0],
+    )  # fmt: skip
     metric_columns = [c for c in result.per_user.columns if c != USER_IDX]
     ci: dict[str, tuple[float, float]] = {}
     if metric_columns and cfg.bootstrap_samples == 0:  # no resampling asked: no intervals, no matrix copy

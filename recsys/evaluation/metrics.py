@@ -211,12 +211,14 @@ def coverage_at_k(topk_items: np.ndarray, k: int, n_items: int) -> float:
     return float(np.count_nonzero(np.bincount(cut[cut >= 0], minlength=n_items)) / n_items)
 
 
-def popularity_share(item_popularity: np.ndarray) -> np.ndarray:
-    """Laplace-smoothed share of training interactions per item, (pop + 1) / (sum + n_items).
+def self_information(item_popularity: np.ndarray, n_users: int) -> np.ndarray:
+    """log2(n_users / k_i) per item (Zhou et al. 2010), k_i = the number of users who interacted
+    with item i in training: the bits of surprise in meeting item i in a random user's history.
 
-    Smoothing keeps the novelty of never-seen items finite (-log2 of 0 would be infinite)."""
-    pop = np.asarray(item_popularity, dtype=np.float64)
-    return (pop + 1.0) / (pop.sum() + pop.size)
+    An item no training user has (k_i = 0) counts as if one had (log2 n_users, the largest finite
+    value): it is at least as novel as the rarest seen item, and the mean stays finite."""
+    degree = np.maximum(np.asarray(item_popularity, dtype=np.float64), 1.0)
+    return np.log2(max(int(n_users), 1) / degree)
 
 
 def _per_user_mean(values: np.ndarray, valid: np.ndarray) -> float:
@@ -228,12 +230,17 @@ def _per_user_mean(values: np.ndarray, valid: np.ndarray) -> float:
     return float(np.mean(np.where(valid, values, 0.0).sum(axis=1)[keep] / counts[keep]))
 
 
-def novelty_at_k(topk_items: np.ndarray, k: int, item_popularity: np.ndarray) -> float:
-    """Mean self-information -log2(popularity share) of recommended items (Zhou et al. 2010):
-    higher means the lists reach further into the long tail."""
+def novelty_at_k(topk_items: np.ndarray, k: int, item_popularity: np.ndarray, n_users: int) -> float:
+    """Novelty (Zhou et al. 2010, PNAS, "Solving the apparent diversity-accuracy dilemma"): the mean
+    self-information log2(n_users / k_i) of the recommended items, k_i = item i's training users
+    (`item_popularity`) among `n_users`. Higher means the lists reach further into the long tail;
+    recommending an item every user has gives 0 bits.
+
+    Zhou et al. average over all u * L recommended items; with padded (shorter) lists this is the
+    mean over users of each list's mean, as for ARP, which is the same number when every list is full."""
     cut = np.asarray(topk_items)[:, :k]
     valid = cut >= 0
-    info = -np.log2(popularity_share(item_popularity))
+    info = self_information(item_popularity, n_users)
     return _per_user_mean(info[np.where(valid, cut, 0)], valid)
 
 
@@ -247,7 +254,7 @@ def arp_at_k(topk_items: np.ndarray, k: int, item_popularity: np.ndarray) -> flo
 
 
 def _aggregate_summary(
-    topk_items: np.ndarray, ks: Sequence[int], n_items: int, item_popularity: np.ndarray
+    topk_items: np.ndarray, ks: Sequence[int], n_items: int, item_popularity: np.ndarray, n_users: int
 ) -> dict[str, float]:
     """coverage@k, novelty@k and arp@k for every k, with the item look-ups done once at full width.
 
@@ -256,7 +263,7 @@ def _aggregate_summary(
     valid_all = topk_items >= 0
     cells = np.where(valid_all, topk_items, 0)
     pop = np.asarray(item_popularity, dtype=np.float64)
-    info_all = (-np.log2(popularity_share(pop)))[cells]
+    info_all = self_information(pop, n_users)[cells]
     pop_all = pop[cells]
     out: dict[str, float] = {}
     for k in ks:
@@ -302,12 +309,15 @@ def compute_metrics(
     item_popularity: np.ndarray,
     n_items: int,
     users: np.ndarray | None = None,
+    n_users: int | None = None,
 ) -> MetricResult:
     """Every per-user metric in `metrics` at every k in `ks`, plus coverage, novelty and ARP.
 
     Rows of `truth` without relevant items are dropped and counted in `n_users_skipped`; the
     aggregates are computed over the remaining (evaluated) users' lists. `users` labels the rows
-    in `per_user` (defaults to 0..n-1).
+    in `per_user` (defaults to 0..n-1). `item_popularity` counts each item's training users among
+    `n_users` (novelty's u; default: the rows of `truth`, i.e. every user when truth is the
+    full-vocab matrix; pass it when `truth` holds only the evaluated users' rows).
     """
     check_metric_names(metrics)
     topk_items = np.asarray(topk_items, dtype=np.int64)
@@ -319,6 +329,7 @@ def compute_metrics(
             f"item_popularity must have one entry per item ({n_items}), got {np.shape(item_popularity)}"
         )
     users = np.arange(truth.shape[0], dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+    n_users = truth.shape[0] if n_users is None else int(n_users)
     n_rel_all = np.diff(truth.indptr)
     keep = n_rel_all > 0
     if not keep.all():
@@ -328,7 +339,7 @@ def compute_metrics(
 
     distinct_ks = sorted(set(int(k) for k in ks))
     per_user_values = per_user_metric_columns(hits, n_rel, distinct_ks, metrics)
-    aggregates = _aggregate_summary(topk_items, distinct_ks, n_items, item_popularity)
+    aggregates = _aggregate_summary(topk_items, distinct_ks, n_items, item_popularity, n_users)
     columns: dict[str, np.ndarray] = {USER_IDX: users}
     summary: dict[str, float] = {}
     for k in distinct_ks:  # summary order: each k's per-user metrics (as asked), then its aggregates

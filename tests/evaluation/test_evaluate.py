@@ -63,6 +63,9 @@ def test_seen_items_are_masked_and_never_hits(masking_case: tuple[FixedFactors, 
     assert result.summary["recall@2"] == pytest.approx(0.75)
     assert result.summary["coverage@2"] == pytest.approx(4 / 4)  # items {1, 2, 3, 0}
     assert result.summary["arp@1"] == pytest.approx((2.0 + 0.0) / 2)  # items 1 and 3
+    # novelty@1 over the eval set's 4 users: item 1 (2 training users) log2(4 / 2) = 1; item 3
+    # (none, counted as one) log2(4) = 2
+    assert result.summary["novelty@1"] == pytest.approx(1.5)
     # user 2 has a history but nothing to predict: skipped and counted; user 3 has neither
     assert result.n_users_evaluated == 2 and result.n_users_skipped == 1
     assert result.seconds > 0 and result.sampled_negatives is None

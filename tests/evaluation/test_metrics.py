@@ -12,12 +12,15 @@ import scipy.sparse as sp
 
 from recsys.config import ConfigError
 from recsys.evaluation.metrics import (
+    arp_at_k,
     compute_metrics,
+    coverage_at_k,
     hit_matrix,
     hit_rate_at_k,
     map_at_k,
     mrr_at_k,
     ndcg_at_k,
+    novelty_at_k,
     precision_at_k,
     recall_at_k,
     recall_raw_at_k,
@@ -82,7 +85,7 @@ def test_two_recall_definitions_differ_when_test_exceeds_k() -> None:
 def test_compute_metrics_per_user_summary_and_aggregates() -> None:
     result = compute_metrics(
         TOPK, TRUTH, [2, 5], ["recall", "precision", "ndcg", "map", "hit_rate"],
-        item_popularity=POPULARITY, n_items=N_ITEMS, users=np.array([10, 11, 12, 13]),
+        item_popularity=POPULARITY, n_items=N_ITEMS, users=np.array([10, 11, 12, 13]), n_users=12,
     )  # fmt: skip
     assert result.n_users_evaluated == 3 and result.n_users_skipped == 1
     frame = result.per_user
@@ -103,16 +106,28 @@ def test_compute_metrics_per_user_summary_and_aggregates() -> None:
     # coverage over evaluated users: k=2 -> {3, 1, 4, 0} = 4 of 10; k=5 -> {3, 1, 7, 2, 9, 4, 0} = 7 of 10
     assert summary["coverage@2"] == pytest.approx(0.4)
     assert summary["coverage@5"] == pytest.approx(0.7)
-    # novelty@2 with share = (pop + 1) / (20 + 10): user 0 items 3, 1 -> shares 4/30, 6/30;
-    # user 1 item 4 -> 3/30; user 3 items 0, 1 -> 10/30, 6/30. Per-user means 2.61441, 3.32193, 1.95345
-    novelty = np.mean(
+    # novelty (Zhou et al. 2010) = mean over each list of log2(n_users / k_i), k_i = the item's
+    # training users, here among 12 users. k=2: user 0 items 3, 1 (k_i 3, 5) -> (2 + 1.26303) / 2;
+    # user 1 item 4 (2) -> 2.58496; user 3 items 0, 1 (9, 5) -> (0.41504 + 1.26303) / 2
+    novelty2 = np.mean(
         [
-            (-math.log2(4 / 30) - math.log2(6 / 30)) / 2,
-            -math.log2(3 / 30),
-            (-math.log2(10 / 30) - math.log2(6 / 30)) / 2,
+            (math.log2(12 / 3) + math.log2(12 / 5)) / 2,
+            math.log2(12 / 2),
+            (math.log2(12 / 9) + math.log2(12 / 5)) / 2,
         ]
     )
-    assert summary["novelty@2"] == pytest.approx(novelty)  # 2.62993
+    assert summary["novelty@2"] == pytest.approx(novelty2, rel=1e-12)  # 1.68517
+    # k=5 adds items nobody trained on (k_i = 0: counted as one user, log2 12 bits): user 0 [3, 1, 7, 2, 9]
+    # (k_i 3, 5, 1, 0, 0); user 1 [4]; user 3 [0, 1, 2, 3, 4] (9, 5, 0, 3, 2)
+    novelty5 = np.mean(
+        [
+            (math.log2(12 / 3) + math.log2(12 / 5) + 3 * math.log2(12)) / 5,
+            math.log2(12 / 2),
+            (math.log2(12 / 9) + math.log2(12 / 5) + math.log2(12) + math.log2(12 / 3) + math.log2(12 / 2))
+            / 5,
+        ]
+    )
+    assert summary["novelty@5"] == pytest.approx(novelty5, rel=1e-12)  # 2.45272
     # ARP@2: user 0 (3 + 5) / 2 = 4; user 1: 2; user 3 (9 + 5) / 2 = 7 -> 13 / 3
     assert summary["arp@2"] == pytest.approx(13 / 3)
 
@@ -226,12 +241,12 @@ def test_one_pass_metrics_equal_a_per_user_reference_for_every_metric_and_k(seed
     popularity = np.random.default_rng(seed).integers(0, 50, size=truth.shape[1]).astype(np.float64)
     metrics = ["recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate", "coverage", "novelty"]
     result = compute_metrics(
-        lists, truth, ks, metrics + ["arp"], item_popularity=popularity, n_items=truth.shape[1]
+        lists, truth, ks, metrics + ["arp"], item_popularity=popularity, n_items=truth.shape[1], n_users=50
     )
     evaluated = [u for u in range(truth.shape[0]) if truth[u].nnz > 0]
     assert result.per_user["user_idx"].to_list() == evaluated
     assert result.n_users_skipped == truth.shape[0] - len(evaluated) >= 1
-    info = -np.log2((popularity + 1) / (popularity.sum() + popularity.size))
+    info = np.log2(50 / np.maximum(popularity, 1))
     for k in ks:
         expected = [
             _reference_per_user(lists[u].tolist(), set(truth[u].indices.tolist()), k) for u in evaluated
@@ -252,3 +267,10 @@ def test_one_pass_metrics_equal_a_per_user_reference_for_every_metric_and_k(seed
         assert result.summary[f"coverage@{k}"] == pytest.approx(len(set().union(*shown)) / truth.shape[1])
         assert result.summary[f"novelty@{k}"] == pytest.approx(np.mean([info[s].mean() for s in shown]))
         assert result.summary[f"arp@{k}"] == pytest.approx(np.mean([popularity[s].mean() for s in shown]))
+        # the stand-alone aggregate functions give the same numbers on the evaluated users' lists
+        kept = lists[evaluated]
+        assert coverage_at_k(kept, k, truth.shape[1]) == result.summary[f"coverage@{k}"]
+        assert novelty_at_k(kept, k, popularity, 50) == pytest.approx(
+            result.summary[f"novelty@{k}"], rel=1e-12
+        )
+        assert arp_at_k(kept, k, popularity) == pytest.approx(result.summary[f"arp@{k}"], rel=1e-12)

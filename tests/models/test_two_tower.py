@@ -64,13 +64,25 @@ LOSSES = [
     "contrastive",
     "lifted",
     "npair",
+    "gbce",
+    "sampled_softmax_corrected",
 ]
 SAMPLERS = ["uniform", "popularity", "in_batch", "mixed", "hard"]
 
 
+def in_cluster_share(model: TwoTower, planted: Planted) -> float:
+    """Share of the top-10 lists (training items excluded) inside the user's own planted cluster."""
+    users = np.arange(planted.n_users)
+    items, _ = model.recommend(users, k=K, exclude=planted.train)
+    return float(np.mean(planted.item_cluster[items] == planted.user_cluster[users][:, None]))
+
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("loss", LOSSES)
-def test_every_loss_and_sampler_trains_and_lowers_the_loss(planted, loss, sampler):
+def test_every_loss_and_sampler_learns_the_planted_clusters(planted, loss, sampler):
+    """Four short epochs put each user's own cluster at the top of their lists: at least 35% of the
+    top 10 (measured 0.47 for positives_only, 0.54 for bpr with uniform negatives, up to 0.98; a
+    random ranking gives 0.25 and popularity 0.11), with a finite loss that went down."""
     margin = 0.5 if loss in {"contrastive", "hinge", "lifted"} else 0.0
     model = fit(
         planted, loss=loss, sampler=sampler, epochs=4, batch_size=512, num_negatives=16, margin=margin
@@ -79,6 +91,8 @@ def test_every_loss_and_sampler_trains_and_lowers_the_loss(planted, loss, sample
     assert len(losses) == 4 and np.isfinite(losses).all()
     assert losses[-1] < losses[0], f"{loss}/{sampler} loss did not go down: {losses}"
     assert np.isfinite(model.item_factors).all()
+    share = in_cluster_share(model, planted)
+    assert share >= 0.35, f"{loss}/{sampler}: {share:.3f} of the top 10 in the user's cluster (random 0.25)"
 
 
 def test_negatives_beat_positives_only_which_folds_clusters_together(planted):

@@ -1,0 +1,280 @@
+"""Wiring of the training step: what `recsys.training.compute_loss` hands the loss.
+
+The losses are checked against formulas in tests/test_losses.py; these tests check that the loop
+passes them the right things: the sampler's `log q` (negatives and positive), the in-batch diagonal
+and accidental-hit mask, and nothing else. Each test fails when one piece of wiring is removed
+(e.g. `hit_mask=None`, `pos_log_q=None`, `log_q=None` in `compute_loss`, or `positives=None` in
+`train_two_tower`): the step's loss is recomputed here from the network's vectors with a direct
+numpy formula and hand-built masks, and an unmasked accidental hit is shown to change the gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.distill import TeacherTargets
+from recsys.losses import get_loss
+from recsys.models.two_tower import TwoTowerConfig, TwoTowerNetwork
+from recsys.sampling import Negatives, PositiveLookup, build_sampler, item_counts_from_csr
+from recsys.training import TowerForward, compute_loss, train_two_tower
+
+# 5 users x 8 items; item 0 is liked by four users, item 1 by three: in-batch and popularity
+# candidates hit other users' positives often, and q differs between items.
+LIKES = {0: [0, 1, 2], 1: [0, 3], 2: [0, 1, 4], 3: [0, 5, 6], 4: [1, 7]}
+N_USERS, N_ITEMS = 5, 8
+BATCH_USERS = np.array([0, 1, 2, 3, 4])
+BATCH_ITEMS = np.array([0, 3, 1, 5, 7])
+T = 0.5
+
+
+def train_matrix() -> sp.csr_matrix:
+    rows = [u for u, items in LIKES.items() for _ in items]
+    cols = [i for items in LIKES.values() for i in items]
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(N_USERS, N_ITEMS))
+
+
+def config(**overrides) -> TwoTowerConfig:
+    base = dict(
+        name="tt", dim=4, temperature=T, num_negatives=6, batch_size=5, epochs=1, seed=0, threads=1,
+        device="cpu", quiet=True, sampler_alpha=0.75, mixed_uniform_fraction=0.5,
+    )  # fmt: skip
+    return TwoTowerConfig(**{**base, **overrides})
+
+
+def hand_log_q(cfg: TwoTowerConfig, items: np.ndarray, batch: int) -> np.ndarray:
+    """log q of `items` under `cfg.sampler`, from the item counts by hand (sampling.py's convention)."""
+    counts = np.bincount(np.concatenate(list(LIKES.values())), minlength=N_ITEMS).astype(float)
+    if cfg.sampler == "uniform":
+        q = np.full(N_ITEMS, 1 / N_ITEMS)
+    elif cfg.sampler == "popularity":
+        q = counts**cfg.sampler_alpha / (counts**cfg.sampler_alpha).sum()
+    elif cfg.sampler == "in_batch":
+        q = counts / counts.sum()
+    else:  # mixed: B in-batch columns plus `num` uniform ones
+        num = round(cfg.mixed_uniform_fraction * cfg.num_negatives)
+        q = (batch * counts / counts.sum() + num / N_ITEMS) / (batch + num)
+    return np.log(q[items])
+
+
+def hand_mask(cfg: TwoTowerConfig, candidates: np.ndarray, in_batch: int) -> np.ndarray:
+    """(B, N) True where candidate n is not a negative for row b: its own in-batch column always;
+    with `remove_accidental_hits`, any item the user liked in training or the row's positive."""
+    batch = BATCH_USERS.size
+    grid = np.broadcast_to(candidates, (batch, candidates.shape[-1]))
+    mask = np.zeros(grid.shape, dtype=bool)
+    for b in range(min(batch, in_batch)):
+        mask[b, b] = True
+    if cfg.remove_accidental_hits:
+        for b, user in enumerate(BATCH_USERS):
+            mask[b] |= np.isin(grid[b], LIKES[int(user)]) | (grid[b] == BATCH_ITEMS[b])
+    return mask
+
+
+def hand_loss(cfg: TwoTowerConfig, u: np.ndarray, p: np.ndarray, n: np.ndarray, neg: Negatives) -> float:
+    """The loss of one step written out row by row (float64), from the vectors and hand-built q and mask."""
+    candidates = neg.items.numpy()
+    batch = u.shape[0]
+    grid = np.broadcast_to(candidates, (batch, candidates.shape[-1]))
+    log_q = hand_log_q(cfg, grid, batch)
+    pos_log_q = hand_log_q(cfg, BATCH_ITEMS, batch)
+    mask = hand_mask(cfg, candidates, neg.in_batch)
+    s_pos = (u * p).sum(axis=1)
+    s_neg = np.einsum("bd,bnd->bn", u, n) if n.ndim == 3 else u @ n.T
+    correct = cfg.logq_correction or cfg.loss == "nce"
+    rows = []
+    for b in range(batch):
+        keep = ~mask[b]
+        if cfg.loss == "sampled_softmax":
+            pos = s_pos[b] / T - (pos_log_q[b] if correct else 0.0)
+            negs = s_neg[b, keep] / T - (log_q[b, keep] if correct else 0.0)
+            rows.append(np.logaddexp.reduce(np.r_[pos, negs]) - pos)
+        elif cfg.loss == "bce":
+            terms = np.logaddexp(0, s_neg[b, keep] / T)  # -log(1 - sigmoid)
+            w = np.exp(-log_q[b, keep]) if correct else np.ones(keep.sum())
+            rows.append(np.logaddexp(0, -s_pos[b] / T) + (w / w.sum() * terms).sum())
+        elif cfg.loss == "nce":
+            c, log_k = -1 / T, math.log(grid.shape[1])
+            g_pos = s_pos[b] / T + c - log_k - pos_log_q[b]
+            g_neg = s_neg[b, keep] / T + c - log_k - log_q[b, keep]
+            rows.append(np.logaddexp(0, -g_pos) + np.logaddexp(0, g_neg).sum())
+        else:
+            raise AssertionError(cfg.loss)
+    return float(np.mean(rows))
+
+
+def one_step(cfg: TwoTowerConfig) -> tuple[float, float, Negatives]:
+    """compute_loss on the fixed batch and the same step recomputed by hand from the same draws."""
+    train = train_matrix()
+    torch.manual_seed(0)
+    network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+    sampler = build_sampler(cfg, item_counts_from_csr(train), train)
+    users, items = torch.as_tensor(BATCH_USERS), torch.as_tensor(BATCH_ITEMS)
+    generator = torch.Generator().manual_seed(7)
+    twin = torch.Generator().manual_seed(7)
+    drawn = sampler.sample(users, items, twin)  # what compute_loss will draw from the same state
+    positives = PositiveLookup(train) if cfg.remove_accidental_hits else None
+    loss = compute_loss(
+        TowerForward(network), users, items, cfg=cfg, sampler=sampler, loss_fn=get_loss(cfg.loss),
+        positives=positives, generator=generator,
+    )  # fmt: skip
+    with torch.no_grad():
+        u = network.user_vectors(users, training=True).double().numpy()
+        every = network.item_vectors(torch.arange(N_ITEMS), training=True).double().numpy()
+    want = hand_loss(cfg, u, every[BATCH_ITEMS], every[drawn.items.numpy()], drawn)
+    return float(loss.detach()), want, drawn
+
+
+STEP_CASES = [
+    # (sampler, loss, logq_correction, remove_accidental_hits, shared_negatives)
+    ("in_batch", "sampled_softmax", True, True, True),  # diagonal, hits, q on both sides
+    ("in_batch", "sampled_softmax", True, False, True),  # the diagonal is masked even without hit removal
+    ("in_batch", "sampled_softmax", False, True, True),
+    ("mixed", "sampled_softmax", True, True, True),
+    ("popularity", "sampled_softmax", True, True, False),  # per-example candidates
+    ("popularity", "bce", True, True, True),  # importance weights 1/q
+    ("popularity", "nce", False, True, True),  # NCE takes q even with the correction off
+    ("uniform", "nce", True, False, False),
+]
+
+
+@pytest.mark.parametrize(("sampler", "loss", "logq", "hits", "shared"), STEP_CASES)
+def test_a_training_step_computes_the_loss_with_the_samplers_q_and_the_masks(
+    sampler, loss, logq, hits, shared
+):
+    cfg = config(
+        sampler=sampler, loss=loss, logq_correction=logq, remove_accidental_hits=hits, shared_negatives=shared
+    )
+    got, want, _ = one_step(cfg)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_the_hand_step_is_sensitive_to_each_piece_of_wiring():
+    """The cases above can tell the wirings apart: the fixed batch has accidental hits and items
+    with different q, so dropping the mask, the negatives' or the positive's q changes the loss."""
+    cfg = config(sampler="in_batch", loss="sampled_softmax")
+    _, full, drawn = one_step(cfg)
+    mask = hand_mask(cfg, drawn.items.numpy(), drawn.in_batch)
+    off_diagonal_hits = mask & ~np.eye(*mask.shape, dtype=bool)
+    assert off_diagonal_hits.any()
+    assert np.ptp(hand_log_q(cfg, BATCH_ITEMS, 5)) > 0.5
+    for changed in ({"remove_accidental_hits": False}, {"logq_correction": False}):
+        _, other, _ = one_step(cfg.model_copy(update=changed))
+        assert abs(other - full) > 1e-3, changed
+
+
+# ----------------------------------------------------------------------------- the gradient
+class FixedNegatives:
+    """A sampler that always offers the same shared candidates (uniform q): the test controls
+    which candidate is an accidental hit."""
+
+    def __init__(self, items: list[int]) -> None:
+        self.items = torch.tensor(items)
+
+    def sample(self, user_idx: torch.Tensor, pos_idx: torch.Tensor, generator: torch.Generator) -> Negatives:
+        log_q = torch.full((self.items.numel(),), -math.log(N_ITEMS))
+        return Negatives(self.items, log_q, torch.full(pos_idx.shape, -math.log(N_ITEMS)))
+
+
+NEG_LOSSES = ["bce", "sampled_softmax", "nce", "infonce", "bpr", "hinge", "contrastive", "lifted", "npair"]
+
+
+def item_gradient(loss: str, remove_hits: bool) -> torch.Tensor:
+    """Gradient of one step's loss w.r.t. the item embedding table, for user 0 with positive item 0
+    against candidates [1, 3]: item 1 is one of user 0's training items (an accidental hit)."""
+    cfg = config(loss=loss, margin=2.5, remove_accidental_hits=remove_hits)
+    train = train_matrix()
+    torch.manual_seed(0)
+    network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+    value = compute_loss(
+        TowerForward(network), torch.tensor([0]), torch.tensor([0]), cfg=cfg, sampler=FixedNegatives([1, 3]),
+        loss_fn=get_loss(loss), positives=PositiveLookup(train) if remove_hits else None,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    value.backward()
+    return network.item_tower.ids.weight.grad.clone()
+
+
+@pytest.mark.parametrize("loss", NEG_LOSSES)
+def test_a_masked_accidental_hit_gets_no_gradient_and_an_unmasked_one_does(loss):
+    masked, unmasked = item_gradient(loss, True), item_gradient(loss, False)
+    assert torch.count_nonzero(masked[1]) == 0  # item 1 takes part only as the (masked) hit
+    assert masked[3].abs().sum() > 0 and masked[0].abs().sum() > 0
+    assert unmasked[1].abs().sum() > 1e-4  # the hit would push a liked item away from its user
+
+
+# ----------------------------------------------------------------------------- the loop
+def first_step_loss(**overrides) -> float:
+    """The loss of the first step of `train_two_tower` on the whole tiny data set (one batch)."""
+    cfg = config(sampler="uniform", num_negatives=8, batch_size=13, **overrides)
+    torch.manual_seed(0)
+    network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+    history: list[float] = []
+    train_two_tower(
+        network, train_matrix(), cfg, max_steps=1, callback=lambda _, m: history.append(m["loss"])
+    )
+    return history[0]
+
+
+def test_the_loop_hands_the_pointwise_loss_its_logit_offset():
+    """BCE's logit offset (`loss_options`) reaches the loss the loop calls: same seed, same draws,
+    a different offset gives a different first-step loss."""
+    assert (
+        abs(first_step_loss(loss="bce", logit_offset=-3.0) - first_step_loss(loss="bce", logit_offset=0.0))
+        > 0.1
+    )
+
+
+def test_the_loop_removes_accidental_hits_when_configured():
+    """Same seed, same network and draws: removing hits only drops terms from the softmax's
+    denominator, so the first step's loss is strictly lower (fails when the loop never builds the
+    positive lookup, `positives=None`)."""
+    assert first_step_loss(remove_accidental_hits=True) < first_step_loss(remove_accidental_hits=False) - 1e-3
+
+
+# ----------------------------------------------------------------------------- distillation
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_the_teachers_scores_reach_the_distillation_term_over_the_students_candidates():
+    """compute_loss with a teacher = the same step without one + weight T^2 KL(teacher || student)
+    over [positive, sampled negatives, teacher's top-m], the teacher scoring exactly those items."""
+    rng = np.random.default_rng(3)
+    top = np.array([[4, 6], [5, 2], [6, 7], [1, 2], [0, 3]])
+    targets = TeacherTargets(
+        torch.tensor(rng.normal(size=(N_USERS, 3)), dtype=torch.float32),
+        torch.tensor(rng.normal(size=(N_ITEMS, 3)), dtype=torch.float32),
+        torch.tensor(top), scale=2.0, temperature=1.5, weight=0.7,
+    )  # fmt: skip
+    cfg = config(loss="sampled_softmax")
+    users, items = torch.as_tensor(BATCH_USERS), torch.as_tensor(BATCH_ITEMS)
+    negatives = [1, 3, 7]
+    values = []
+    for teacher in (None, targets):
+        torch.manual_seed(0)
+        network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+        values.append(
+            float(
+                compute_loss(
+                    TowerForward(network), users, items, cfg=cfg, sampler=FixedNegatives(negatives),
+                    loss_fn=get_loss(cfg.loss), positives=PositiveLookup(train_matrix()),
+                    generator=torch.Generator().manual_seed(0), teacher=teacher,
+                ).detach()
+            )
+        )  # fmt: skip
+    with torch.no_grad():
+        u = network.user_vectors(users, training=True).double().numpy()
+        v = network.item_vectors(torch.arange(N_ITEMS), training=True).double().numpy()
+    candidates = np.concatenate([BATCH_ITEMS[:, None], np.broadcast_to(negatives, (5, 3)), top], axis=1)
+    student = np.einsum("bd,bcd->bc", u, v[candidates]) / T
+    u_t, v_t = targets.user_factors.double().numpy(), targets.item_factors.double().numpy()
+    teacher = 2.0 * np.einsum("bd,bcd->bc", u_t[BATCH_USERS], v_t[candidates])
+    p_t, p_s = _softmax(teacher / 1.5), _softmax(student / 1.5)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(axis=1).mean() * 1.5**2
+    assert values[1] - values[0] == pytest.approx(0.7 * kl, rel=1e-4)
