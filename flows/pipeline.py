@@ -53,12 +53,18 @@ def _backoff(retries: int, base: float) -> list[float]:
     return [base * (2**i) for i in range(retries)]
 
 
-@task(name="ingest", task_run_name="ingest {fingerprint}", cache_key_fn=_ingest_cache_key, persist_result=True)
+@task(
+    name="ingest", task_run_name="ingest {fingerprint}", cache_key_fn=_ingest_cache_key, persist_result=True
+)
 def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     logger = get_run_logger()
     result = prepare_dataset(cfg)
-    logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
-                "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
+    logger.info(
+        "data ready in %s (fingerprint %s, %s)",
+        result.processed_dir,
+        result.fingerprint,
+        "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)",
+    )
     return result
 
 
@@ -69,7 +75,14 @@ def split_task(dataset: DatasetResult, cfg: RunConfig):
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
 def model_task(
-    model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None, teachers_dir=None
+    model_cfg,
+    split,
+    cfg: RunConfig,
+    tracking: bool,
+    parent_run_id,
+    threads: int,
+    data=None,
+    teachers_dir=None,
 ) -> ModelOutcome:
     """One model's lifecycle. The tracker is rebuilt here (not passed in) so the task also runs in
     another process or on another machine (Dask), where the flow's objects do not exist.
@@ -78,7 +91,15 @@ def model_task(
     logger = get_run_logger()
     tracker = task_tracker(cfg, tracking)
     return train_and_log(
-        model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data, teachers_dir=teachers_dir
+        model_cfg,
+        split,
+        cfg,
+        tracker,
+        parent_run_id,
+        threads,
+        log=logger.info,
+        data=data,
+        teachers_dir=teachers_dir,
     )
 
 
@@ -144,7 +165,9 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     with teachers_workspace(cfg) as teachers:
         for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
             wave = longest_first(wave)
-            futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
+            futures = [
+                model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave
+            ]
             wait(futures)
             for model_cfg, future in zip(wave, futures, strict=True):
                 try:
@@ -162,18 +185,27 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     decision = promote_task(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset), models=outcomes, champion=decision.get("champion"),
-        promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+        dataset=dataset_summary(split, dataset),
+        models=outcomes,
+        champion=decision.get("champion"),
+        promotion=decision,
+        mlflow_parent_run_id=parent,
+        tracking_uri=getattr(tracker, "uri", None),
     )
     result.wall_seconds = time.perf_counter() - wall
     # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.
-    result.step_seconds = {"tracking": steps["tracking"], "ingest": steps["ingest"], "split": steps["split"],
-                           "models": _critical_path(compute, cfg.orchestration.max_workers),
-                           "promote": steps["promote"]}
+    result.step_seconds = {
+        "tracking": steps["tracking"],
+        "ingest": steps["ingest"],
+        "split": steps["split"],
+        "models": _critical_path(compute, cfg.orchestration.max_workers),
+        "promote": steps["promote"],
+    }
     end_parent(tracker, parent, result, cfg)
     result.note_tracking(tracker)
     create_markdown_artifact(
-        key="model-comparison", markdown=comparison_markdown(result, cfg),
+        key="model-comparison",
+        markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",
     )
     return result
@@ -188,7 +220,9 @@ def _critical_path(compute: dict[str, float], workers: int) -> float:
 
 @flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)
 def training_pipeline(
-    config_path: str | None = None, overrides: list[str] | None = None, tracking: bool = True,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    tracking: bool = True,
 ) -> dict[str, Any]:
     """Ingest -> split -> train every model (concurrently) -> evaluate -> log to MLflow -> promote.
     Returns the `recsys run --json` summary. The flow fails when any model failed."""
@@ -217,10 +251,15 @@ def task_runner_for(cfg: RunConfig):
             ) from None
         if orch.dask_address:
             return DaskTaskRunner(address=orch.dask_address)
-        return DaskTaskRunner(cluster_kwargs={
-            "n_workers": orch.max_workers, "threads_per_worker": 1, "processes": True,
-            "dashboard_address": None, "host": "127.0.0.1",
-        })
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": orch.max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+                "host": "127.0.0.1",
+            }
+        )
     workers = 1 if orch.task_runner == "sequential" else orch.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
 
@@ -233,6 +272,80 @@ def _pipeline_flow(cfg: RunConfig, tracking: bool = True) -> dict[str, Any]:
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)
         raise PipelineFailed(f"{len(result.failed)} of {len(result.models)} models failed: {names}", summary)
     return summary
+
+
+# ===================================================================== runs whose process died
+TAG_PREFIX = "recsys."
+
+
+def flow_run_tags() -> list[str]:
+    """Prefect tags naming this process (`recsys.host:...`, `recsys.pid:...`, ...): run the flow
+    inside `prefect.tags(*flow_run_tags())`, so a later start can tell the run's process died."""
+    from recsys.tracking.liveness import process_tags
+
+    return [f"{key}:{value}" for key, value in process_tags().items()]
+
+
+def close_dead_flow_runs() -> list[str]:
+    """Set Crashed every RUNNING flow run (and its RUNNING task runs) of this host whose process is
+    gone, by the tags of `flow_run_tags`: what Prefect itself does when a worker's infrastructure
+    vanishes, which a flow run started from a terminal has no worker to do. Returns their ids."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    from recsys.tracking.liveness import (
+        TAG_HOST,
+        TAG_PID,
+        TAG_PID_NAMESPACE,
+        TAG_PID_STARTED,
+        is_alive,
+        process_tags,
+    )
+
+    mine = process_tags()
+    running = [StateType.RUNNING]
+    closed = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=running)),
+                tags=FlowRunFilterTags(all_=[f"{TAG_HOST}:{mine[TAG_HOST]}"]),
+            ),
+            limit=200,
+        )
+        for run in runs:
+            tags = dict(tag.split(":", 1) for tag in run.tags if tag.startswith(TAG_PREFIX) and ":" in tag)
+            if tags.get(TAG_PID_NAMESPACE, mine[TAG_PID_NAMESPACE]) != mine[TAG_PID_NAMESPACE]:
+                continue
+            try:
+                pid = int(tags.get(TAG_PID, ""))
+            except ValueError:
+                continue
+            if is_alive(pid, tags.get(TAG_PID_STARTED, "")):
+                continue
+            note = f"process {pid} on {mine[TAG_HOST]} ended without finishing this run (killed or crashed)"
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=running))
+                ),
+            )
+            for task in tasks:
+                client.set_task_run_state(task.id, Crashed(message=note), force=True)
+            client.set_flow_run_state(run.id, Crashed(message=note), force=True)
+            closed.append(str(run.id))
+    return closed
 
 
 class PipelineFailed(RuntimeError):

@@ -105,10 +105,19 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     # default 20 s. Users can still set their own value (or PREFECT_API_URL for a real server).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import PipelineFailed, training_flow_for
+    from prefect import tags
 
+    from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
+
+    try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
+        closed = close_dead_flow_runs()
+        if closed:
+            console.print(f"  marked {len(closed)} flow run(s) of dead processes Crashed")
+    except Exception as exc:  # never a reason not to run
+        console.print(f"  [yellow]could not check for flow runs of dead processes: {exc}[/]")
     try:
-        return training_flow_for(cfg)(cfg, tracking), None
+        with tags(*flow_run_tags()):
+            return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
 

@@ -111,9 +111,17 @@ def keep_text(bundle: Path, record: RunRecord, text: str, artifact_file: str) ->
 
 
 def load_bundle(bundle: Path) -> list[RunRecord]:
-    """The records of a bundle, the parent first."""
+    """The records of a bundle, every run after the run it is nested under (parent, models, trials)."""
     records = [RunRecord.from_json(json.loads(p.read_text())) for p in sorted(bundle.glob(f"*/{RUN_FILE}"))]
-    return sorted(records, key=lambda r: r.key != PARENT_KEY)
+    by_id = {r.run_id: r for r in records}
+
+    def depth(record: RunRecord) -> int:
+        seen = 0
+        while record.parent_id in by_id and seen < len(by_id):
+            record, seen = by_id[record.parent_id], seen + 1
+        return seen
+
+    return sorted(records, key=lambda r: (depth(r), r.key != PARENT_KEY, r.key))
 
 
 def find_bundles(path: Path) -> list[Path]:

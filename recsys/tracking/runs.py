@@ -270,10 +270,13 @@ class Tracker:
                 self._keep(record)
 
     def _bundle(self, record: RunRecord) -> Path:
-        return bundle_dir(
-            self.cfg.offline_dir,
-            record.run_id if record.key == PARENT_KEY else record.parent_id or record.run_id,
-        )
+        """The pipeline run's bundle: a trial's record goes where its model's run goes."""
+        if record.key == PARENT_KEY:
+            return bundle_dir(self.cfg.offline_dir, record.run_id)
+        parent = self._records.get(record.parent_id or "")
+        if parent is not None:
+            return self._bundle(parent)
+        return bundle_dir(self.cfg.offline_dir, record.parent_id or record.run_id)
 
     def _keep(self, record: RunRecord) -> None:
         """Write the record to its bundle (only once the tracker is offline)."""
@@ -399,17 +402,22 @@ class Tracker:
     ) -> str:
         """A tuning trial's run, nested under its model's run (`recsys.kind = trial`, so comparisons
         and promotion, which read model runs, never see it); params = the trial's parameters."""
+        from recsys.tracking.liveness import process_tags
+
         tags = {
             TAG_KIND: "trial",
             TAG_MODEL: model_config.name,
             TAG_MODEL_KIND: model_config.kind,
             "recsys.trial_number": str(number),
             "mlflow.parentRunId": model_run_id,
+            **process_tags(),
         }
         name = f"{model_config.name}-trial-{number}"
-        run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
-        self.log_params(run.info.run_id, dict(params))
-        return run.info.run_id
+        run = self._send(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
+        run_id = run.info.run_id if run is not None else offline_run_id()
+        self._add(RunRecord(name, name, run_id, model_run_id, tags=dict(tags)))
+        self.log_params(run_id, dict(params))
+        return run_id
 
     @contextmanager
     def model_run(self, parent_id: str | None, model_config: ModelConfig) -> Iterator[ModelRun]:
@@ -459,6 +467,14 @@ class Tracker:
             record = self._records.get(run_id)
             if self.failure is not None and record is not None:
                 keep_text(self._bundle(record), record, text, artifact_file)
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """A directory of artifacts; kept in the run's bundle folder when the store is (or goes) down."""
+        self._send(lambda: self.client.log_artifacts(run_id, str(local_dir), artifact_path))
+        with self._lock:
+            record = self._records.get(run_id)
+            if self.failure is not None and record is not None:
+                keep_files(self._bundle(record), record, Path(local_dir), artifact_path)
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
@@ -623,6 +639,9 @@ class NullTracker:
         return None
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        return None
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
         return None
 
     def start_parent(
