@@ -304,14 +304,7 @@ def close_dead_flow_runs() -> list[str]:
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 
-    from recsys.tracking.liveness import (
-        TAG_HOST,
-        TAG_PID,
-        TAG_PID_NAMESPACE,
-        TAG_PID_STARTED,
-        is_alive,
-        process_tags,
-    )
+    from recsys.tracking.liveness import TAG_HOST, dead_pid, process_tags
 
     mine = process_tags()
     running = [StateType.RUNNING]
@@ -326,13 +319,8 @@ def close_dead_flow_runs() -> list[str]:
         )
         for run in runs:
             tags = dict(tag.split(":", 1) for tag in run.tags if tag.startswith(TAG_PREFIX) and ":" in tag)
-            if tags.get(TAG_PID_NAMESPACE, mine[TAG_PID_NAMESPACE]) != mine[TAG_PID_NAMESPACE]:
-                continue
-            try:
-                pid = int(tags.get(TAG_PID, ""))
-            except ValueError:
-                continue
-            if is_alive(pid, tags.get(TAG_PID_STARTED, "")):
+            pid = dead_pid(tags)
+            if pid is None:
                 continue
             note = f"process {pid} on {mine[TAG_HOST]} ended without finishing this run (killed or crashed)"
             tasks = client.read_task_runs(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import psutil
@@ -68,6 +69,21 @@ def is_alive(pid: int, started: str = "") -> bool:
     return not started or _started(pid) == started
 
 
+def dead_pid(tags: Mapping[str, str]) -> int | None:
+    """The pid of the process that `tags` (written by `process_tags`) name when it is gone and ran
+    here (this host, this pid namespace); None when it lives, or cannot be judged from here."""
+    mine = process_tags()
+    if tags.get(TAG_HOST) != mine[TAG_HOST]:
+        return None
+    if tags.get(TAG_PID_NAMESPACE, mine[TAG_PID_NAMESPACE]) != mine[TAG_PID_NAMESPACE]:
+        return None  # another container with this host name: its pids are not ours to look up
+    try:
+        pid = int(tags.get(TAG_PID, ""))
+    except ValueError:
+        return None
+    return None if is_alive(pid, tags.get(TAG_PID_STARTED, "")) else pid
+
+
 def mark_dead_runs(client: MlflowClient, experiment_ids: list[str]) -> list[str]:
     """Close KILLED, with a note, every RUNNING run of `experiment_ids` opened on this host by a
     process that is gone. Returns their ids."""
@@ -75,7 +91,7 @@ def mark_dead_runs(client: MlflowClient, experiment_ids: list[str]) -> list[str]
 
     from recsys.tracking.runs import with_retries
 
-    host, namespace = socket.gethostname(), _pid_namespace()
+    host = socket.gethostname()
     runs = with_retries(
         lambda: client.search_runs(
             experiment_ids,
@@ -86,13 +102,8 @@ def mark_dead_runs(client: MlflowClient, experiment_ids: list[str]) -> list[str]
     closed = []
     for run in runs:
         tags = run.data.tags
-        if tags.get(TAG_PID_NAMESPACE, namespace) != namespace:
-            continue  # another container with this host name: its pids are not ours to look up
-        try:
-            pid = int(tags.get(TAG_PID, ""))
-        except ValueError:
-            continue
-        if is_alive(pid, tags.get(TAG_PID_STARTED, "")):
+        pid = dead_pid(tags)
+        if pid is None:
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
         note = (
