@@ -29,14 +29,14 @@ from pipelines.run import (
     dataset_summary,
     end_parent,
     failed_outcome,
-    load_data_and_split,
+    load_run_inputs,
     longest_first,
     make_tracker,
     promote_best,
     teachers_workspace,
     train_and_log,
 )
-from pipelines.train import thread_budget
+from pipelines.train import pin_thread_budget, thread_budget
 from recsys.config import RunConfig, load_config
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError
@@ -53,36 +53,24 @@ def _backoff(retries: int, base: float) -> list[float]:
     return [base * (2**i) for i in range(retries)]
 
 
-@task(
-    name="ingest", task_run_name="ingest {fingerprint}", cache_key_fn=_ingest_cache_key, persist_result=True
-)
+@task(name="ingest", task_run_name="ingest {fingerprint}", cache_key_fn=_ingest_cache_key, persist_result=True)
 def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     logger = get_run_logger()
     result = prepare_dataset(cfg)
-    logger.info(
-        "data ready in %s (fingerprint %s, %s)",
-        result.processed_dir,
-        result.fingerprint,
-        "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)",
-    )
+    logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
+                "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
     return result
 
 
 @task(name="split", task_run_name="split {cfg.split.protocol}", cache_policy=NO_CACHE)
-def split_task(dataset: DatasetResult, cfg: RunConfig):
-    return load_data_and_split(dataset, cfg)
+def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
+    """(config with the scheduled protocol resolved, data, split); see pipelines.run.scheduled_config."""
+    return load_run_inputs(dataset, cfg, scheduled)
 
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
 def model_task(
-    model_cfg,
-    split,
-    cfg: RunConfig,
-    tracking: bool,
-    parent_run_id,
-    threads: int,
-    data=None,
-    teachers_dir=None,
+    model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None, teachers_dir=None
 ) -> ModelOutcome:
     """One model's lifecycle. The tracker is rebuilt here (not passed in) so the task also runs in
     another process or on another machine (Dask), where the flow's objects do not exist.
@@ -91,15 +79,7 @@ def model_task(
     logger = get_run_logger()
     tracker = task_tracker(cfg, tracking)
     return train_and_log(
-        model_cfg,
-        split,
-        cfg,
-        tracker,
-        parent_run_id,
-        threads,
-        log=logger.info,
-        data=data,
-        teachers_dir=teachers_dir,
+        model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data, teachers_dir=teachers_dir
     )
 
 
@@ -141,7 +121,8 @@ def ingest_flow(config_path: str | None = None, overrides: list[str] | None = No
     return run_ingest_step(cfg).to_dict()
 
 
-def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
+def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) -> PipelineResult:
+    cfg = pin_thread_budget(cfg)
     logger = get_run_logger()
     wall = time.perf_counter()
     steps: dict[str, float] = {}
@@ -153,9 +134,11 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     dataset = run_ingest_step(cfg)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    data, split = split_task(dataset, cfg)
+    cfg, data, split = split_task(dataset, cfg, scheduled)
     steps["split"] = time.perf_counter() - t
     t = time.perf_counter()
+    if getattr(tracker, "enabled", False):
+        tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split)
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
 
@@ -165,9 +148,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     with teachers_workspace(cfg) as teachers:
         for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
             wave = longest_first(wave)
-            futures = [
-                model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave
-            ]
+            futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
             wait(futures)
             for model_cfg, future in zip(wave, futures, strict=True):
                 try:
@@ -185,27 +166,18 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     decision = promote_task(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset),
-        models=outcomes,
-        champion=decision.get("champion"),
-        promotion=decision,
-        mlflow_parent_run_id=parent,
-        tracking_uri=getattr(tracker, "uri", None),
+        dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
+        promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
     )
     result.wall_seconds = time.perf_counter() - wall
     # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.
-    result.step_seconds = {
-        "tracking": steps["tracking"],
-        "ingest": steps["ingest"],
-        "split": steps["split"],
-        "models": _critical_path(compute, cfg.orchestration.max_workers),
-        "promote": steps["promote"],
-    }
+    result.step_seconds = {"tracking": steps["tracking"], "ingest": steps["ingest"], "split": steps["split"],
+                           "models": _critical_path(compute, cfg.orchestration.max_workers),
+                           "promote": steps["promote"]}
     end_parent(tracker, parent, result, cfg)
     result.note_tracking(tracker)
     create_markdown_artifact(
-        key="model-comparison",
-        markdown=comparison_markdown(result, cfg),
+        key="model-comparison", markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",
     )
     return result
@@ -220,15 +192,16 @@ def _critical_path(compute: dict[str, float], workers: int) -> float:
 
 @flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)
 def training_pipeline(
-    config_path: str | None = None,
-    overrides: list[str] | None = None,
-    tracking: bool = True,
+    config_path: str | None = None, overrides: list[str] | None = None, tracking: bool = True,
+    scheduled: bool = False,
 ) -> dict[str, Any]:
     """Ingest -> split -> train every model (concurrently) -> evaluate -> log to MLflow -> promote.
-    Returns the `recsys run --json` summary. The flow fails when any model failed."""
+    Returns the `recsys run --json` summary. The flow fails when any model failed.
+    `scheduled` (set by the `recsys schedule` deployment): a log with timestamps is split by the
+    rolling protocol unless `split.scheduled = "as_configured"` (pipelines.run.scheduled_config)."""
     cfg = load_config(config_path, overrides or [])
     runner = training_flow_for(cfg)
-    return runner(cfg, tracking)
+    return runner(cfg, tracking, scheduled)
 
 
 def training_flow_for(cfg: RunConfig):
@@ -251,22 +224,17 @@ def task_runner_for(cfg: RunConfig):
             ) from None
         if orch.dask_address:
             return DaskTaskRunner(address=orch.dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": orch.max_workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-                "host": "127.0.0.1",
-            }
-        )
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": orch.max_workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": None, "host": "127.0.0.1",
+        })
     workers = 1 if orch.task_runner == "sequential" else orch.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
 @flow(name="train-and-evaluate", flow_run_name="{cfg.name}")
-def _pipeline_flow(cfg: RunConfig, tracking: bool = True) -> dict[str, Any]:
-    result = _training_pipeline(cfg, tracking)
+def _pipeline_flow(cfg: RunConfig, tracking: bool = True, scheduled: bool = False) -> dict[str, Any]:
+    result = _training_pipeline(cfg, tracking, scheduled)
     summary = result.to_json()
     if result.failed:
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)

@@ -72,14 +72,25 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 
+SplitProtocol = Literal["temporal", "rolling", "leave_last_n", "random", "strong_generalization"]
+
+
 class SplitConfig(Section):
-    protocol: Literal["temporal", "leave_last_n", "random", "strong_generalization"] = "random"
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: share of each user's items; temporal: share of time")
-    validation_fraction: float = Field(0.0, ge=0, lt=1, description="0 = no validation split")
+    """How interactions are divided; see recsys/data/splits.py. Random decisions hash the raw ids with
+    the seed, so a pair keeps its part when the log grows (scheduled runs stay comparable)."""
+
+    protocol: SplitProtocol = "random"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: chance a pair is test; temporal: share of interactions after the cut-off")
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description="0 = no validation split (rolling: see validation_window_days)")
     n: int = Field(1, ge=1, description="leave_last_n: items per user held out")
-    cutoff: datetime | None = Field(None, description="temporal: explicit cut-off (UTC); default from test_fraction")
+    cutoff: datetime | None = Field(None, description="temporal / rolling: explicit test cut-off (UTC); default from test_fraction / the newest timestamp")
+    window_days: float = Field(7.0, gt=0, description="rolling: days after the cut-off that are tested")
+    validation_window_days: float | None = Field(None, ge=0, description="rolling: days before the cut-off used for validation (None = window_days, 0 = none)")
     heldout_users: float = Field(0.2, gt=0, description="strong generalisation: share (<1) or count (>=1) of test users")
-    fold_in_fraction: float = Field(0.8, gt=0, lt=1, description="strong generalisation: share of a held-out history given as fold-in")
+    fold_in_fraction: float = Field(0.8, gt=0, lt=1, description="strong generalisation: chance a held-out pair is fold-in rather than truth")
+    scheduled: Literal["rolling", "as_configured"] = Field(
+        "rolling", description="protocol of scheduled runs (recsys schedule): rolling when the data has timestamps, else as configured"
+    )
     seed: int = 0
 
 
@@ -156,6 +167,17 @@ class RunConfig(Section):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_has_validation_users(self) -> RunConfig:
+        """Tuning chooses on validation users only: a config that tunes needs a validation split."""
+        tuned = [m.name for m in self.models if m.tuning is not None and m.tuning.enabled]
+        if tuned and self.split.validation_fraction <= 0:
+            raise ValueError(
+                f"models {tuned} have [models.tuning] enabled but split.validation_fraction is 0: tuning "
+                "chooses on validation users only; set split.validation_fraction (e.g. 0.1) or tuning.enabled = false"
+            )
         return self
 
     @model_validator(mode="after")

@@ -51,7 +51,8 @@ from recsys import distributed
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError
 from recsys.evaluation.ranking import torch_threads
-from recsys.losses import gbce_beta, get_loss, pointwise_offset
+from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
+from recsys.models.defaults import two_tower_batch_size
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
@@ -80,6 +81,7 @@ RESUME_INSENSITIVE_FIELDS = {
     "quiet",
     "eval_every",
     "early_stopping_patience",
+    "early_stopping_min_steps",
 }
 """Config fields that may change between a run and its resume (they do not change the state)."""
 
@@ -183,7 +185,7 @@ def loss_options(cfg: TwoTowerConfig, train: sp.csr_matrix) -> dict[str, Any]:
         options["n_items"] = n_items
     if cfg.loss == "gbce":
         options["calibration"] = cfg.gbce_calibration
-    if cfg.loss in ("bce", "gbce"):
+    if cfg.loss in POINTWISE_LOSSES:
         options["offset"] = resolve_logit_offset(cfg, train)
     return options
 
@@ -721,6 +723,8 @@ def train_two_tower(
     """
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
+    if cfg.batch_size is None:  # TwoTower.fit resolves it first; direct callers get the same rule
+        cfg = cfg.model_copy(update={"batch_size": two_tower_batch_size(int(train.nnz))})
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)
@@ -793,7 +797,12 @@ def train_two_tower(
                     metrics[f"val_{cfg.validation_metric}"] = value
                     best = track_best(state, value, network, best)
                     patience = cfg.early_stopping_patience
-                    state.stopped_early = patience > 0 and state.bad_evaluations >= patience
+                    steps_since_best = (state.epoch - state.best_epoch) * per_epoch
+                    state.stopped_early = (
+                        patience > 0
+                        and state.bad_evaluations >= patience
+                        and steps_since_best >= cfg.early_stopping_min_steps
+                    )
                 state.finished = state.stopped_early or state.epoch >= cfg.epochs
                 state.history.append({"step": float(state.epoch), **metrics})
                 if checkpoints is not None and rank == 0:

@@ -19,8 +19,9 @@ OnlyOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="Onl
 def _prepare(config: Path | None, set_: list[str] | None):
     from pipelines.data import prepare_dataset
     from pipelines.run import load_split
+    from pipelines.train import pin_thread_budget
 
-    cfg = load_run_config(config, set_)
+    cfg = pin_thread_budget(load_run_config(config, set_))
     with console.status("preparing data and split"):
         dataset = prepare_dataset(cfg)
         split = load_split(dataset, cfg)
@@ -72,7 +73,8 @@ def train(
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
-            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher)
+            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher,
+                                threads=cfg.orchestration.threads_per_model)
         trained[model_cfg.name] = model
         if model.resumed_from:
             resumed = model.resumed_from
@@ -136,7 +138,9 @@ def evaluate(
         if train_first:
             teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
-                model = trained[model_cfg.name] = train_model(model_cfg, split, save_to=path, teacher=teacher)
+                model = trained[model_cfg.name] = train_model(
+                    model_cfg, split, save_to=path, teacher=teacher, threads=cfg.orchestration.threads_per_model
+                )
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
         else:

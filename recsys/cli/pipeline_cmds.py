@@ -144,7 +144,9 @@ def _resume_tracking(cfg, path: Path) -> None:
 
 
 def _where_to_look(summary: dict, json_out: Path | None) -> None:
-    lines = [f"champion: [bold]{summary.get('champion')}[/] ({summary.get('promotion', {}).get('reason', '')})"]
+    promotion = summary.get("promotion", {})
+    decision = f"{promotion['decision']}: " if promotion.get("decision") else ""
+    lines = [f"champion: [bold]{summary.get('champion')}[/] ({decision}{promotion.get('reason', '')})"]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
@@ -171,6 +173,9 @@ def schedule(
 
     Each scheduled run ingests only the files added to a landing directory since the last run
     (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule.
+    A log with timestamps is split by the rolling protocol (train / validation window / forward test
+    window of split.window_days after a cut-off that advances with the log) unless
+    split.scheduled = "as_configured"; a log without them by the stable hashed split.
     Point PREFECT_API_URL at `prefect server start` to see the schedule in the Prefect UI.
     """
     config = _config_path(config)

@@ -55,11 +55,23 @@ def promote(
             help="Candidate model run id (repeatable). Default: the models of the latest pipeline run.",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Make the chosen challenger champion even when the rule says kept or not comparable "
+            "(e.g. after changing split.seed); recorded on the run as forced.",
+        ),
+    ] = False,
 ) -> None:
-    """Promote the best candidate to champion if it beats the current one (promotion.* in config).
+    """Promote the run's challenger to champion if it beats the current one (promotion.* in config).
 
-    The challenger must beat the champion on promotion.metric with a paired test p < promotion.p_value
-    over the same users, and not lose more than promotion.max_coverage_drop of coverage.
+    The challenger is the candidate with the best validation promotion.metric. It must beat the
+    champion - re-scored on the challenger's split, the one logged with its run - on the test users
+    with a paired test p < promotion.p_value, and not lose more than promotion.max_coverage_drop of
+    coverage. The same function decides inside `recsys run`, so both give the same decision. The
+    verdict is promoted, kept, or not comparable (another lineage, or test pairs the champion
+    trained on), with the reason.
     """
     from pipelines.promote import run_promotion
     from recsys.tracking.compare import latest_pipeline_model_runs
@@ -69,11 +81,18 @@ def promote(
     if not candidates:
         _, mlflow_client = _client(cfg)
         candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment)
-    decision = run_promotion(cfg, candidates)
-    colour = "green" if decision.promoted else "yellow"
-    console.print(
-        f"[bold {colour}]{'promoted' if decision.promoted else 'not promoted'}[/]: {decision.reason}"
-    )
+    decision = run_promotion(cfg, candidates, force=force)
+    colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
+    console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)
+    if decision.challenger_mean is not None and decision.champion_mean is not None:
+        lo_a, hi_a = decision.challenger_ci or (float("nan"), float("nan"))
+        lo_b, hi_b = decision.champion_ci or (float("nan"), float("nan"))
+        console.print(
+            f"{decision.metric} over {decision.n_users} test users: challenger {decision.challenger_mean:.4f} "
+            f"[{lo_a:.4f}, {hi_a:.4f}], champion {decision.champion_mean:.4f} [{lo_b:.4f}, {hi_b:.4f}], "
+            f"p = {decision.p_value:.3g} (alpha {decision.alpha:.3g}, challenger chosen on {decision.selection})",
+            highlight=False,
+        )
     console.print(
         f"{cfg.promotion.registered_model}: champion v{decision.champion_version or '-'}, "
         f"challenger v{decision.challenger_version or '-'}"
@@ -104,7 +123,12 @@ def compare(
         Path | None, typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion."""
+    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion.
+
+    Rows are grouped by lineage (config name + data source) and split digest, both shown; the delta
+    to the champion is computed only within a group (against the champion measured on that split),
+    never across data sets or splits.
+    """
     from recsys.tracking.compare import compare as compare_runs
     from recsys.tracking.compare import plot_curves, render, rich_table
 

@@ -141,7 +141,9 @@ def _evaluate_vectors(
                 seed=0, chunk_size=cfg.chunk_size, device=device, threads=cfg.threads, on_chunk=advance,
             )  # fmt: skip
         else:
-            items, scores = _chunked_topk(vectors, item_vecs, k, exclude, cfg, device, advance)
+            items, scores = _chunked_topk(
+                vectors, item_vecs, k, exclude, cfg, device, advance, eval_set.masked_items
+            )
     ranked = RankedLists(users=users, items=items, scores=scores)
     result = compute_metrics(
         items, truth, cfg.ks, cfg.metrics, item_popularity=item_popularity, n_items=n_items, users=users,
@@ -179,6 +181,7 @@ def _chunked_topk(
     cfg: EvaluationConfig,
     device: str | None,
     advance: Callable[[int], None],
+    masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """topk in super-chunks so the progress bar moves; each call still chunks by cfg.chunk_size."""
     n = vectors.shape[0]
@@ -195,6 +198,7 @@ def _chunked_topk(
                 chunk_size=cfg.chunk_size,
                 device=device,
                 threads=cfg.threads,
+                masked_items=masked_items,
             )  # fmt: skip
         )
         advance(end - begin)

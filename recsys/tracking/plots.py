@@ -36,20 +36,46 @@ def metric_curve(summary: Mapping[str, float], metric: str = "recall") -> tuple[
     return np.asarray(ks), np.asarray(values)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def curve_styles(n: int) -> list[dict]:
+    """A distinct (colour, marker, line style) per curve: tab10 colours x markers x two line styles,
+    so 20 runs stay tellable apart (colour alone repeats after ten)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    return [
+        {
+            "color": colours[i % len(colours)],
+            "marker": MARKERS[(i // len(colours) + i) % len(MARKERS)],
+            "linestyle": "-" if (i // len(colours)) % 2 == 0 else "--",
+        }
+        for i in range(n)
+    ]
+
+
 def plot_metric_at_k(
     curves: Mapping[str, Mapping[str, float]], path: str | Path, metric: str = "recall"
 ) -> Path:
-    """`metric@k` against k, one line per model (a single model is a one-entry mapping)."""
-    fig = _figure((6, 4))
+    """`metric@k` against k, one line per model (a single model is a one-entry mapping). With more
+    than a few curves the legend goes outside the axes, on the right, so it hides no line."""
+    drawn = [(name, *metric_curve(summary, metric)) for name, summary in curves.items()]
+    drawn = [(name, ks, values) for name, ks, values in drawn if ks.size]
+    outside = len(drawn) > 4
+    fig = _figure((10, 4.8) if outside else (6, 4))
     ax = fig.subplots()
-    for name, summary in curves.items():
-        ks, values = metric_curve(summary, metric)
-        if ks.size:
-            ax.plot(ks, values, marker="o", label=name)
+    for (name, ks, values), style in zip(drawn, curve_styles(len(drawn)), strict=True):
+        ax.plot(ks, values, label=name, markersize=5, linewidth=1.2, **style)
     ax.set_xlabel("k")
     ax.set_ylabel(f"{metric}@k")
     ax.grid(True, alpha=0.3)
-    if curves:
+    if drawn and outside:
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  ncol=1 if len(drawn) <= 22 else 2)  # fmt: skip
+        fig.subplots_adjust(left=0.08, right=0.62, bottom=0.12, top=0.95)
+        return _save(fig, path, adjust=False)
+    if drawn:
         ax.legend(fontsize="small")
     return _save(fig, path)
 
@@ -133,12 +159,13 @@ def plot_item_embeddings(
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, adjust: bool = True) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fig.subplots_adjust(
-        left=0.16, right=0.95, bottom=0.12, top=0.92, hspace=0.35
-    )  # tight_layout costs ~0.3 s
+    if adjust:
+        fig.subplots_adjust(
+            left=0.16, right=0.95, bottom=0.12, top=0.92, hspace=0.35
+        )  # tight_layout costs ~0.3 s
     tmp = target.with_name(f".{target.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(target)

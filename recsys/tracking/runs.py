@@ -7,6 +7,9 @@ active-run stack: models train in concurrent threads, and each thread logs to it
 Metric names: MLflow refuses '@', so "recall@20" is logged as "recall_at_20" and its bootstrap
 interval as "recall_at_20_ci_low" / "recall_at_20_ci_high" (`store.metric_key` / `metric_name`).
 
+The parent run holds the split every model of the run was evaluated on (`split/`: matrices, meta,
+vocab; recsys.tracking.split_artifact) and, like its children, the lineage tags (recsys.lineage).
+
 What a model's child run holds (artifact paths):
     config/run.toml, config/model.json      resolved pipeline config and the model's own config
     data/manifest.json                      data manifest + split meta (fingerprint, protocol, seed)
@@ -318,8 +321,11 @@ class Tracker:
         all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: git_commit()}
         all_tags.update({f"recsys.version.{k}": v for k, v in package_versions().items()})
         if self.run_config is not None:
+            from recsys.lineage import lineage
+
             all_tags[TAG_CONFIG_HASH] = self.run_config.config_hash()
             all_tags[TAG_SPLIT_PROTOCOL] = self.run_config.split.protocol
+            all_tags.update(lineage(self.run_config).tags())  # children inherit it: compared within it
         all_tags.update(self._split_tags(data, split))
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
         all_tags.update(process_tags())
@@ -333,6 +339,10 @@ class Tracker:
             self.log_params(run_id, flatten(self.run_config.resolved()))
         if data is not None:
             self.log_dataset(run_id, data)
+        if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
+            from recsys.tracking.split_artifact import log_split
+
+            log_split(self.client, run_id, split)
         return run_id
 
     def log_dataset(self, run_id: str, data: InteractionData, context: str = "train") -> None:
