@@ -21,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines.data import DatasetResult, dataset_dir, prepare_dataset, source_fingerprint
+from flows.errors import retry_unless_deterministic
+from pipelines.data import DatasetResult, dataset_dir, ingest_warnings, prepare_dataset, source_fingerprint
 from pipelines.report import comparison_markdown
 from pipelines.run import (
     ModelOutcome,
@@ -59,6 +60,8 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     result = prepare_dataset(cfg)
     logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
+    for warning in ingest_warnings(result):
+        logger.warning(warning)
     return result
 
 
@@ -98,7 +101,10 @@ def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome], split=No
 
 def _configure(cfg: RunConfig):
     retries, delay = cfg.orchestration.retries, cfg.orchestration.retry_delay_seconds
-    ingest = ingest_task.with_options(retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0)
+    ingest = ingest_task.with_options(
+        retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0,
+        retry_condition_fn=retry_unless_deterministic,  # bad input fails the same way every time
+    )
     return ingest
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
+from pipelines.data import DatasetResult, ingest_warnings, load_dataset, make_split, prepare_dataset
 from pipelines.evaluate import evaluate_model
 from pipelines.train import find_teacher, model_builder, pin_thread_budget, thread_budget, train_model
 from pipelines.tune import tune_in_run
@@ -320,6 +320,8 @@ def run_pipeline(
 
     t = time.perf_counter()
     dataset = prepare_dataset(cfg)
+    for warning in ingest_warnings(dataset):
+        log(f"warning: {warning}")
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg, data, split = load_run_inputs(dataset, cfg, scheduled)

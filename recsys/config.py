@@ -62,7 +62,9 @@ class DataConfig(Section):
     columns: ColumnMap = Field(default_factory=ColumnMap)
     positive_min_weight: float | None = Field(None, description="keep interactions with weight >= this (e.g. rating >= 4)")
     positive_events: list[str] | None = Field(None, description="keep only these event types")
-    aggregate: Literal["count", "sum", "max", "last"] = Field("count", description="how repeated (user, item) pairs combine")
+    aggregate: Literal["auto", "count", "sum", "max", "last"] = Field(
+        "auto", description="how repeated (user, item) pairs combine; auto = sum when the log has a weight column, else count"
+    )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
     min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")
@@ -195,7 +197,9 @@ class RunConfig(Section):
         for m in self.models:
             if m.name == name:
                 return m
-        raise KeyError(f"no model named {name!r}; models: {[m.name for m in self.models]}")
+        raise ModelNotFound(
+            f"no model named {name!r} in the config's [[models]] ({', '.join(m.name for m in self.models) or 'none'})"
+        )
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -206,6 +210,13 @@ class RunConfig(Section):
 
     def to_toml(self) -> str:
         return dumps_toml(self.resolved())
+
+
+class ModelNotFound(ConfigError, KeyError):
+    """`RunConfig.model(name)` for a name the config does not have (a KeyError for dict-like use)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.render()
 
 
 def _parse_value(raw: str) -> Any:
@@ -256,13 +267,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not source.is_file():
             raise ConfigError(f"{source}: config file not found")
         try:
-            data = tomllib.loads(source.read_text())
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not a UTF-8 text file (byte {exc.start}): is it a TOML config?") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the config ({exc.strerror or exc})") from None
     for assignment in overrides:
         apply_override(data, assignment)
-    for model in data.get("models", []):
-        if isinstance(model, dict) and "kind" in model:
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ConfigError(
+            f"{path or '--set'}: models must be [[models]] tables (name, kind, ...), got {type(models).__name__}"
+        )
+    for model in models:
+        if "kind" in model:
             model.setdefault("name", model["kind"])
     try:
         return RunConfig.model_validate(data)
@@ -271,13 +291,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def _describe(exc: ValidationError, path: str | Path | None) -> str:
-    where = f"{path}: " if path else ""
-    lines = []
+    """Every problem on one line: `invalid config (FILE): key: problem; key: problem`."""
+    problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where}{loc}: {msg}")
-    return "invalid config\n  " + "\n  ".join(lines)
+        problems.append(f"{loc or 'config'}: {msg}")
+    return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

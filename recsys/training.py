@@ -49,7 +49,7 @@ from safetensors.torch import load_file, save_file
 
 from recsys import distributed
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
-from recsys.errors import ModelError
+from recsys.errors import ModelError, first_line
 from recsys.evaluation.ranking import torch_threads
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
 from recsys.models.defaults import two_tower_batch_size
@@ -527,10 +527,8 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     try:
         name = json.loads(pointer.read_text())["checkpoint"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelError(
-            f"{pointer}: unreadable checkpoint pointer ({exc}); delete it to start from epoch 0"
-        ) from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise _damaged(pointer, exc) from None
     path = directory / str(name)
     for needed in ("state.json", "tensors.safetensors"):
         if not (path / needed).is_file():
@@ -539,6 +537,13 @@ def latest_checkpoint(directory: Path) -> Path | None:
                 f"delete {pointer} (or point checkpoint_dir elsewhere) to start from epoch 0"
             )
     return path
+
+
+def _damaged(path: Path, exc: BaseException) -> ModelError:
+    return ModelError(
+        f"checkpoint is damaged ({path}: {type(exc).__name__}: {first_line(exc)}): "
+        "delete the checkpoint directory to start afresh, or point checkpoint_dir elsewhere"
+    )
 
 
 def restore_checkpoint(
@@ -551,8 +556,11 @@ def restore_checkpoint(
     global_batch: int | None = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
     """Load everything `save_checkpoint` wrote back into live objects; refuse another run's checkpoint."""
-    meta = json.loads((path / "state.json").read_text())
-    saved, ranks = meta.get("global_batch"), meta.get("world_size", 1)
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        saved, ranks = meta.get("global_batch"), meta.get("world_size", 1)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise _damaged(path / "state.json", exc) from None
     if global_batch is not None and saved is not None and saved != global_batch:
         raise ModelError(
             f"{path}: checkpoint was trained with a global batch of {saved} ({ranks} rank(s)); this run's is "
@@ -564,16 +572,19 @@ def restore_checkpoint(
             "delete the checkpoint directory or point checkpoint_dir elsewhere"
         )
     device = next(network.parameters()).device
-    tensors = load_file(str(path / "tensors.safetensors"))
-    network.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = (
-        {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-        if meta["has_best"]
-        else None
-    )
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    generator.set_state(tensors["rng.generator"])
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        tensors = load_file(str(path / "tensors.safetensors"))
+        network.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = (
+            {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+            if meta["has_best"]
+            else None
+        )
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except Exception as exc:  # truncated safetensors (SafetensorError), missing keys, wrong shapes
+        raise _damaged(path / "tensors.safetensors", exc) from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return LoopState(**meta["state"]), best

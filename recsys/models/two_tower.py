@@ -683,7 +683,16 @@ class TwoTower(Recommender):
         return values
 
     # ----------------------------------------------------------------- persistence
+    def _factor_tensors(self) -> dict[str, np.ndarray]:
+        """With id towers, the factors are their output: saved once, as the towers (recomputed on
+        load, in eval mode, as `fit` computed them), so a logged model holds no second copy."""
+        # A history tower encodes the training histories, which the saved state does not hold.
+        recomputable = self.network is not None and self.config.user_input == "id"
+        return {} if recomputable else super()._factor_tensors()
+
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
+        if not tensors:  # saved with towers: `_load_extra` recomputes the factors from them
+            return
         self._user_factors = np.ascontiguousarray(tensors["user_factors"], dtype=np.float32)
         self._item_factors = np.ascontiguousarray(tensors["item_factors"], dtype=np.float32)
 
@@ -708,3 +717,5 @@ class TwoTower(Recommender):
         self.network = TwoTowerNetwork(self.config, self.n_users, self.n_items, self.feature_specs)
         self.network.load_state_dict(load_file(str(weights)))
         self.network.eval()
+        if self._user_factors is None:
+            self.refresh_factors()

@@ -161,6 +161,8 @@ def resume_bundle(client: MlflowClient, experiment_id: str, bundle: Path) -> Res
             parent = new_ids.get(record.parent_id or "", record.parent_id)
             run_id, version = _log_record(client, experiment_id, bundle, record, parent)
             new_ids[record.run_id] = report.runs[record.key] = run_id
+            if record.key == PARENT_KEY:
+                _carry_split(client, record.run_id, run_id, bundle, record)
             report.registered += [version] if version else []
     for record in records:  # complete children move under the new parent; open originals close
         new_parent = new_ids.get(record.parent_id or "")
@@ -217,6 +219,27 @@ def _log_record(
         with_retries(lambda: client.set_tag(run_id, "recsys.registered_version", registered))
     with_retries(lambda: client.set_terminated(run_id, status=record.status or "KILLED"))
     return run_id, registered
+
+
+def _carry_split(
+    client: MlflowClient, old_parent: str, new_parent: str, bundle: Path, record: RunRecord
+) -> None:
+    """The split the models were evaluated on (`split/`, what `recsys promote` re-scores a champion
+    on) belongs with the pipeline run: when the store took it before failing, copy it across to the
+    parent that replaces that run (a kept copy in the bundle was uploaded with its files already)."""
+    from recsys.tracking.runs import with_retries
+    from recsys.tracking.split_artifact import SPLIT_ARTIFACT
+
+    if (record_dir(bundle, record) / FILES_DIR / SPLIT_ARTIFACT).is_dir() or old_parent.startswith(
+        OFFLINE_PREFIX
+    ):
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-split-") as tmp:
+        try:
+            path = client.download_artifacts(old_parent, SPLIT_ARTIFACT, tmp)
+        except Exception:  # never logged: promotion will say the split cannot be had
+            return
+        with_retries(lambda: client.log_artifacts(new_parent, path, SPLIT_ARTIFACT))
 
 
 def _first_time(record: RunRecord) -> int | None:

@@ -207,6 +207,14 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
     assert [r.info.run_id for r in originals] == [summary["mlflow_parent_run_id"]]
     assert originals[0].info.status == "KILLED"
     assert originals[0].data.tags["recsys.replaced_by"] == new["parent"].info.run_id
+    # the split the models were evaluated on moved to the new parent, so the rule can run on them
+    assert "split" in {a.path for a in client.list_artifacts(new["parent"].info.run_id)}
+    promoted = runner.invoke(app, ["promote", *sets, "--set", f'tracking.tracking_uri="{store}"'])
+    assert promoted.exit_code == 0, promoted.output
+    from recsys.tracking.registry import CHAMPION, alias_version
+
+    champion = alias_version(client, f"dying-{experiment}", CHAMPION)
+    assert champion is not None and champion.run_id in {new["pop"].info.run_id, new["wals"].info.run_id}
     again = runner.invoke(
         app, ["run", "--resume-tracking", str(bundle), *sets, "--set", f'tracking.tracking_uri="{store}"']
     )
