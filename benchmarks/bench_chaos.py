@@ -359,6 +359,8 @@ def start_server(chaos: Chaos, db: Path, artifacts: Path, port: int) -> subproce
 def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
     """The MLflow server is killed while a run trains; the run must keep everything, exit 2, and a
     resume must log it all once the server is back."""
+    from recsys.tracking.reevaluate import SAVED_MODEL_ARTIFACT
+
     name = probe.name
     db, artifacts = chaos.root / name / "server.db", chaos.root / name / "artifacts"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -391,7 +393,7 @@ def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
         models_kept = [
             m
             for m in data["models"]
-            if m.get("unlogged") and (kept / m["name"] / "files" / "saved_model").is_dir()
+            if m.get("unlogged") and (kept / m["name"] / "files" / SAVED_MODEL_ARTIFACT).is_dir()
         ]
         finished_before = 2 - len(models_kept)
         server = start_server(chaos, db, artifacts, port)

@@ -9,8 +9,8 @@ bundle directory, `<tracking.offline_dir>/<parent run id>/`:
 
     <bundle>/parent/run.json                 the pipeline's parent run (when it was not closed)
     <bundle>/<model>/run.json                a model's run: params, tags, metrics, status, registry
-    <bundle>/<model>/files/...               its artifacts, as they would be in the store
-                                             (saved_model/, model/ the pyfunc, evaluation/, plots/)
+    <bundle>/<model>/files/...               its artifacts, as they would be in the store (model/:
+                                             the pyfunc with the saved model, evaluation/, plots/)
 
 `recsys run --resume-tracking <bundle>` (`resume_bundle`) logs a bundle once the store is back: new
 runs with the recorded content (the parent first, children under it, runs completed on the server

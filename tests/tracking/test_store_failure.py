@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.config import RunConfig, TrackingConfig
 from recsys.errors import TrackingError
+from recsys.tracking.reevaluate import SAVED_MODEL_ARTIFACT
 from recsys.tracking.store import check_tracking
 
 runner = CliRunner()
@@ -175,7 +176,7 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
     assert not summary["promotion"]["promoted"] and summary["promotion"]["reason"].startswith("not decided")
     for name in ("parent", "pop", "wals"):
         assert (bundle / name / "run.json").is_file()
-    assert (bundle / "wals" / "files" / "saved_model" / "config.json").is_file()  # the trained model
+    assert (bundle / "wals" / "files" / SAVED_MODEL_ARTIFACT / "config.json").is_file()  # the trained model
     assert (bundle / "wals" / "files" / "model" / "MLmodel").is_file()  # the pyfunc
 
     # the store is back (here: its database, directly): log what was kept
@@ -200,7 +201,7 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
         assert child.data.metrics["recall_at_20"] == pytest.approx(outcome["metrics"]["recall@20"], abs=1e-12)
         assert child.data.params["name"] == name
         listed = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"saved_model", "model", "evaluation"} <= listed
+        assert {"model", "evaluation"} <= listed
         assert client.get_registered_model(f"dying-{name}").latest_versions
     # only the parent reached the server before it died: it is closed, pointing at its replacement
     originals = [r for r in runs if "recsys.replaced_by" in r.data.tags]
