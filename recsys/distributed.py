@@ -470,7 +470,7 @@ def train_main(args: TrainArgs) -> int:
         model = build_model(config)
         from recsys.evaluation.cold import warm_validation
 
-        model.fit(split.train, validation=warm_validation(split), callback=callback)
+        model.fit(split.train, validation=warm_validation(split), callback=callback, times=split.times)
         if is_rank_zero():
             model.save(args.out)
             print(
