@@ -65,7 +65,7 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     return result
 
 
-@task(name="split", task_run_name="split {cfg.split.protocol}", cache_policy=NO_CACHE)
+@task(name="split", task_run_name="split", cache_policy=NO_CACHE)
 def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
     """(config with the scheduled protocol resolved, data, split); see pipelines.run.scheduled_config."""
     return load_run_inputs(dataset, cfg, scheduled)

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
@@ -22,14 +22,11 @@ from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 from recsys.models.wals_spark import WALSSparkConfig
+from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
     PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig, Field(discriminator="kind")
 ]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ColumnMap(Section):
@@ -94,25 +91,6 @@ class SplitConfig(Section):
         "rolling", description="protocol of scheduled runs (recsys schedule): rolling when the data has timestamps, else as configured"
     )
     seed: int = 0
-
-
-class EvaluationConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 50, 100])
-    metrics: list[str] = Field(
-        default_factory=lambda: ["recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate", "coverage"]
-    )
-    chunk_size: int = Field(2048, gt=0, description="users scored per matmul; bounds memory")
-    threads: int | None = Field(None, gt=0)
-    bootstrap_samples: int = Field(1000, ge=0)
-    confidence: float = Field(0.95, gt=0, lt=1)
-    sampled_negatives: int | None = Field(None, description="sampled metrics (biased; Krichene & Rendle 2020). None = full corpus")
-
-    @field_validator("ks")
-    @classmethod
-    def _positive_ks(cls, ks: list[int]) -> list[int]:
-        if not ks or any(k <= 0 for k in ks):
-            raise ValueError("ks must be a non-empty list of positive integers")
-        return sorted(set(ks))
 
 
 class FoldingConfig(Section):

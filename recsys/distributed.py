@@ -52,10 +52,10 @@ import torch.distributed as dist
 from recsys.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    from recsys.config import EvaluationConfig
     from recsys.data.split import EvalSet, Split
     from recsys.evaluation.evaluate import EvaluationResult
     from recsys.models.base import FitCallback, Recommender
+    from recsys.sections import EvaluationConfig
 
 HOST_ENV = "RECSYS_DDP_HOST"
 DEFAULT_HOST = "127.0.0.1"
@@ -621,7 +621,7 @@ def train_main(args: TrainArgs) -> int:
         model = build_model(config)
         from recsys.evaluation.cold import warm_validation
 
-        model.fit(split.train, validation=warm_validation(split), callback=callback)
+        model.fit(split.train, validation=warm_validation(split), callback=callback, times=split.times)
         if is_rank_zero():
             model.save(args.out)  # config.json records `resumed_from` too
             if model.resumed_from:

@@ -50,6 +50,9 @@ CASES: dict[str, dict[str, Any]] = {
     "uniform_per_example_bce": {"sampler": "uniform", "shared_negatives": False, "loss": "bce", "grad_clip": 1.0},
     # pure in-batch with no accidental-hit removal: only the (global) diagonal is masked
     "in_batch_diagonal": {"sampler": "in_batch", "loss": "infonce", "remove_accidental_hits": False},
+    # a sequence user tower: ranks split the global batch of windows, rows = their windows' targets
+    # (uneven: 81 windows = 64 + 17, shared 9 / 8); no dropout, whose masks each rank would draw alone
+    "sequence": {"user_input": "sequence", "sequence_length": 4, "sequence_dropout": 0.0, "sampler": "mixed"},
 }  # fmt: skip
 EVAL = EvaluationConfig(ks=[5, 10], metrics=["recall", "ndcg", "hit_rate", "coverage"], bootstrap_samples=50)
 
@@ -58,6 +61,7 @@ EVAL = EvaluationConfig(ks=[5, 10], metrics=["recall", "ndcg", "hit_rate", "cove
 class Planted:
     train: sp.csr_matrix
     test: sp.csr_matrix
+    times: sp.csr_matrix  # the order each user picked their items in (random): what a sequence tower reads
 
     def test_set(self) -> EvalSet:
         return EvalSet(truth=self.test, exclude=self.train)
@@ -74,11 +78,12 @@ def planted() -> Planted:
     users = np.repeat(np.arange(n_users), per_user)
     is_test = np.tile(np.arange(per_user) < 2, n_users)
 
-    def csr(mask: np.ndarray) -> sp.csr_matrix:
-        ones = np.ones(mask.sum(), dtype=np.float32)
-        return sp.csr_matrix((ones, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
+    def csr(mask: np.ndarray, values: np.ndarray | None = None) -> sp.csr_matrix:
+        data = np.ones(mask.sum(), dtype=np.float32) if values is None else values[mask]
+        return sp.csr_matrix((data, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
 
-    return Planted(csr(~is_test), csr(is_test))
+    order = np.tile(np.arange(1, per_user + 1, dtype=np.float64), n_users)
+    return Planted(csr(~is_test), csr(is_test), csr(~is_test, order))
 
 
 def recall_at_10(model: Recommender, data: Planted) -> float:
@@ -113,7 +118,7 @@ def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
         report: dict[str, Any] = {"rank": rank, "world": distributed.world_size(), "cases": {}}
         report["listening"] = listening_addresses()  # the store (rank 0) and gloo's pairs are up
         for name, overrides in CASES.items():
-            model = TwoTower(CFG.model_copy(update=overrides)).fit(data.train)
+            model = TwoTower(CFG.model_copy(update=overrides)).fit(data.train, times=data.times)
             report["cases"][name] = {
                 "losses": [h["loss"] for h in model.history],
                 "recall@10": recall_at_10(model, data),
@@ -164,7 +169,7 @@ def one_process(overrides: dict[str, Any], **more: Any) -> TwoTower:
 def test_two_gloo_ranks_train_like_one_process_with_the_doubled_batch(two_ranks, case):
     rank0, rank1, _ = two_ranks
     data = planted()
-    reference = one_process(CASES[case]).fit(data.train)
+    reference = one_process(CASES[case]).fit(data.train, times=data.times)
     expected = [h["loss"] for h in reference.history]
     got = rank0["cases"][case]["losses"]
     assert len(got) == CFG.epochs and rank0["world"] == WORLD

@@ -22,13 +22,13 @@ import scipy.sparse as sp
 import torch
 from rich.table import Table
 
-from recsys.config import EvaluationConfig
 from recsys.data.schema import USER_IDX
 from recsys.data.split import EvalSet
 from recsys.evaluation.metrics import PER_USER_METRICS, check_metric_names, compute_metrics
 from recsys.evaluation.ranking import RankedLists, _topk_rows, resolve_device, topk, torch_threads
 from recsys.evaluation.stats import bootstrap_ci_columns
 from recsys.models.base import Recommender
+from recsys.sections import EvaluationConfig
 
 log = logging.getLogger(__name__)
 

@@ -137,6 +137,7 @@ class Recommender(ABC):
         self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
+        self.train_times: sp.csr_matrix | None = None  # `fit(times=...)`, while `_fit` runs
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -146,13 +147,19 @@ class Recommender(ABC):
         validation: EvalSet | None = None,
         callback: FitCallback | None = None,
         features: Any = None,
+        times: sp.spmatrix | None = None,
     ) -> Self:
         """Fit on a users x items CSR. `validation` enables early stopping where the model has it;
         `callback(step, metrics)` sees every epoch/iteration (MLflow logging hooks in here);
-        `features` is side information for models that use it (ignored otherwise)."""
+        `features` is side information for models that use it (ignored otherwise); `times` the
+        interactions' event times (a users x items matrix of seconds, e.g. `Split.times`) for models
+        that read order (a sequence user tower; ignored otherwise, readable as `self.train_times`
+        during `_fit`)."""
         train = as_user_item_csr(train)
         if train.nnz == 0:
             raise ValueError("training matrix has no interactions")
+        if times is not None and times.shape[0] < train.shape[0]:
+            raise ValueError(f"times has {times.shape[0]} rows but the training matrix {train.shape[0]}")
         self.n_users, self.n_items = train.shape
         self.history = []
         self.resumed_from = None
@@ -161,11 +168,14 @@ class Recommender(ABC):
         start = time.perf_counter()
         # Fitted from the first step on, so validation during training can rank with the model.
         self.is_fitted = True
+        self.train_times = None if times is None else sp.csr_matrix(times)[: train.shape[0]]
         try:
             self._fit(train, validation=validation, callback=self._recording(callback), features=features)
         except BaseException:
             self.is_fitted = False
             raise
+        finally:
+            self.train_times = None
         self.fit_seconds = time.perf_counter() - start
         return self
 
@@ -207,11 +217,17 @@ class Recommender(ABC):
         """(n, d) float32 vectors for users given only their interaction rows (n x n_items CSR),
         without changing the model: how users unseen at training time are served."""
 
+    def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
+        """`fold_in`, for models that read order (a sequence user tower) also given the histories'
+        event times (`times`: rows aligned with `histories`; None = unknown). Others ignore times."""
+        return self.fold_in(histories)
+
     def user_vectors(self, eval_set: EvalSet, users: np.ndarray) -> np.ndarray:
         """The vectors the evaluator scores: fold-in histories when the protocol has them."""
         self._check_fitted()
         if eval_set.fold_in is not None:
-            return self.fold_in(eval_set.fold_in[users])
+            times = None if eval_set.times is None else sp.csr_matrix(eval_set.times)[users]
+            return self.fold_in_ordered(eval_set.fold_in[users], times)
         return self.user_factors[users]
 
     # ----------------------------------------------------------------- retrieval
