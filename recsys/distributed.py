@@ -642,10 +642,10 @@ def log_resume(run_id: str, resumed: dict[str, Any]) -> None:
     """Where a distributed training resumed from, on its MLflow run (as `Tracker` logs it)."""
     from mlflow import MlflowClient
 
-    from recsys.tracking.runs import TAG_RESUMED_CHECKPOINT
+    from recsys.training import RESUMED_CHECKPOINT_TAG
 
     client = MlflowClient()
-    client.set_tag(run_id, TAG_RESUMED_CHECKPOINT, resumed["checkpoint"])
+    client.set_tag(run_id, RESUMED_CHECKPOINT_TAG, resumed["checkpoint"])
     client.log_metric(run_id, "resumed_from_epoch", float(resumed["epoch"]))
     client.log_metric(run_id, "resumed_from_step", float(resumed["step"]))
 

@@ -66,6 +66,8 @@ if TYPE_CHECKING:
     from recsys.models.two_tower import TwoTowerConfig, TwoTowerNetwork
 
 log = logging.getLogger(__name__)
+RESUMED_CHECKPOINT_TAG = "recsys.resumed_from_checkpoint"
+"""The MLflow tag naming the checkpoint a training resumed from (with metrics resumed_from_epoch/_step)."""
 
 Validator = Callable[[], dict[str, float]]
 """Scores the current network on the validation set: returns {validation_metric: value}."""

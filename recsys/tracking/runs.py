@@ -84,7 +84,6 @@ TAG_CONFIG_HASH = "recsys.config_hash"
 TAG_GIT_COMMIT = "recsys.git_commit"
 TAG_ERROR = "recsys.error"
 TAG_MODEL_VERSION = "recsys.registered_version"
-TAG_RESUMED_CHECKPOINT = "recsys.resumed_from_checkpoint"
 PER_USER_ARTIFACT = "evaluation/per_user.parquet"
 SUMMARY_ARTIFACT = "evaluation/summary.json"
 PYFUNC_ARTIFACT = "model"
@@ -527,8 +526,10 @@ class Tracker:
         metrics.update(dict(extra_metrics or {}))
         resumed = getattr(model, "resumed_from", None)
         if resumed:  # training continued a checkpoint: say from where, beside the metrics it produced
+            from recsys.training import RESUMED_CHECKPOINT_TAG
+
             metrics.update(resumed_from_epoch=resumed["epoch"], resumed_from_step=resumed["step"])
-            self.set_tags(run_id, {TAG_RESUMED_CHECKPOINT: resumed["checkpoint"]})
+            self.set_tags(run_id, {RESUMED_CHECKPOINT_TAG: resumed["checkpoint"]})
         self.log_metrics(run_id, metrics)
         if model_run.steps_logged == 0 and model.history:
             for entry in model.history:  # history not streamed through the callback: log it now
