@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -63,6 +64,10 @@ from recsys.sampling import (
 
 if TYPE_CHECKING:
     from recsys.models.two_tower import TwoTowerConfig, TwoTowerNetwork
+
+log = logging.getLogger(__name__)
+RESUMED_CHECKPOINT_TAG = "recsys.resumed_from_checkpoint"
+"""The MLflow tag naming the checkpoint a training resumed from (with metrics resumed_from_epoch/_step)."""
 
 Validator = Callable[[], dict[str, float]]
 """Scores the current network on the validation set: returns {validation_metric: value}."""
@@ -229,6 +234,7 @@ class TrainResult:
     stopped_early: bool
     resumed_from_epoch: int
     earlier_history: list[dict[str, float]]
+    resumed_from: dict[str, Any] | None = None  # {"epoch", "step", "checkpoint"} when this run resumed
 
 
 # ===================================================================== one step
@@ -583,14 +589,25 @@ def save_checkpoint(
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint `latest.json` names, or None when there is no `latest.json` (a fresh start).
+
+    A `latest.json` naming a checkpoint that is missing or incomplete is an error, not a fresh start:
+    silently training from epoch 0 would throw away the epochs the pointer promises."""
     pointer = directory / "latest.json"
     if not pointer.is_file():
         return None
     try:
-        path = directory / json.loads(pointer.read_text())["checkpoint"]
+        name = json.loads(pointer.read_text())["checkpoint"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise _damaged(pointer, exc) from None
-    return path if (path / "state.json").is_file() else None
+    path = directory / str(name)
+    for needed in ("state.json", "tensors.safetensors"):
+        if not (path / needed).is_file():
+            raise ModelError(
+                f"{pointer} names checkpoint {name!r}, but {path / needed} is missing; restore it, or "
+                f"delete {pointer} (or point checkpoint_dir elsewhere) to start from epoch 0"
+            )
+    return path
 
 
 def _damaged(path: Path, exc: BaseException) -> ModelError:
@@ -821,7 +838,11 @@ def train_two_tower(
                 resume, network=network, optimizer=optimizer, generator=generator,
                 fingerprint=fingerprint, global_batch=cfg.batch_size * world_size,
             )  # fmt: skip
+            log.info("resuming from %s: epoch %d, step %d", resume, state.epoch, state.global_step)
         resumed_from = state.epoch
+        resume_info = (
+            {"epoch": state.epoch, "step": state.global_step, "checkpoint": str(resume)} if resume else None
+        )
         if world_size > 1:
             distributed.check_same_everywhere(resumed_from, "the epoch to resume from", device)
         step = (
@@ -897,4 +918,5 @@ def train_two_tower(
         stopped_early=state.stopped_early,
         resumed_from_epoch=resumed_from,
         earlier_history=earlier_history,
+        resumed_from=resume_info,
     )

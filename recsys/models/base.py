@@ -30,6 +30,7 @@ from safetensors.numpy import load_file, save_file
 
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError, RecsysError, first_line
+from recsys.faults import fault_point
 from recsys.tuning import TuningConfig
 
 FitCallback = Callable[[int, dict[str, float]], bool | None]
@@ -133,6 +134,7 @@ class Recommender(ABC):
         self.n_users: int = 0
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
+        self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
         self.train_times: sp.csr_matrix | None = None  # `fit(times=...)`, while `_fit` runs
@@ -160,6 +162,7 @@ class Recommender(ABC):
             raise ValueError(f"times has {times.shape[0]} rows but the training matrix {train.shape[0]}")
         self.n_users, self.n_items = train.shape
         self.history = []
+        self.resumed_from = None
         self.config = self.data_aware_config(train)
         seed_everything(self.config.seed)
         start = time.perf_counter()
@@ -187,7 +190,9 @@ class Recommender(ABC):
 
         def record(step: int, metrics: dict[str, float]) -> bool | None:
             self.history.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
-            return callback(step, metrics) if callback is not None else None
+            stop = callback(step, metrics) if callback is not None else None
+            fault_point("train.epoch")
+            return stop
 
         return record
 
@@ -260,6 +265,7 @@ class Recommender(ABC):
             "n_items": self.n_items,
             "fit_seconds": self.fit_seconds,
             "history": self.history,
+            "resumed_from": self.resumed_from,
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         tensors = self._factor_tensors()
@@ -295,6 +301,7 @@ class Recommender(ABC):
             model.n_users, model.n_items = meta["n_users"], meta["n_items"]
             model.fit_seconds = meta.get("fit_seconds", float("nan"))
             model.history = meta.get("history", [])
+            model.resumed_from = meta.get("resumed_from")
             factors = source / "factors.safetensors"
             model._load_factors(load_file(str(factors)) if factors.is_file() else {})
             model._load_extra(source)

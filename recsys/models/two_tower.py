@@ -592,6 +592,7 @@ class TwoTower(Recommender):
             times=self.train_times,
         )
         self.history[:0] = result.earlier_history  # epochs run before a resume, so history is whole
+        self.resumed_from = result.resumed_from
         self.refresh_factors()
 
     def _teacher_targets(self, train: sp.csr_matrix):
