@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from recsys.ann import AnnConfig
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
+from recsys.models.item_tower import ItemTowerConfig
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
@@ -26,7 +27,8 @@ from recsys.models.wals_spark import WALSSparkConfig
 from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
-    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig, Field(discriminator="kind")
+    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig | ItemTowerConfig,
+    Field(discriminator="kind"),
 ]
 
 

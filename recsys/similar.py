@@ -47,3 +47,29 @@ def similar_items(
     if ann is not None and ann.cosine:
         return ann.topk(vectors[queries], kk, mask)
     return topk(vectors[queries], vectors, kk, exclude=mask, device="cpu")
+
+
+def heldout_cooccurrences(histories: sp.spmatrix, times: sp.spmatrix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Co-occurrence pairs for item-to-item evaluation from users no model trained on: each
+    held-out user's consecutive items in time order (index order without times). Returns (user,
+    query item, next item) arrays, one entry per pair."""
+    from recsys.models.sequence_tower import order_rows
+
+    ordered = order_rows(histories, times)
+    lengths = np.diff(ordered.indptr)
+    owner = np.repeat(np.arange(lengths.size), lengths)
+    follows = np.flatnonzero(np.diff(owner) == 0)  # position p and p + 1 belong to one user
+    return owner[follows], ordered.items[follows], ordered.items[follows + 1]
+
+
+def cooccurrence_hits(
+    item_vectors: np.ndarray, queries: np.ndarray, targets: np.ndarray, k: int, chunk: int = 4096
+) -> np.ndarray:
+    """1.0 where `targets[i]` is among the k items most similar to `queries[i]` (cosine, the query
+    excluded), else 0.0: the per-pair hits whose mean is recall@k of held-out co-occurrences."""
+    unit = unit_rows(np.asarray(item_vectors, np.float32))
+    hits = np.zeros(queries.shape[0], dtype=np.float64)
+    for lo in range(0, queries.shape[0], chunk):
+        found, _ = similar_items(unit, queries[lo : lo + chunk], k, unit=unit)
+        hits[lo : lo + chunk] = (found == targets[lo : lo + chunk, None]).any(axis=1)
+    return hits
