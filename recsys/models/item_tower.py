@@ -157,10 +157,10 @@ class ItemTower(Recommender):
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """L2-normalised interaction-weighted mean of the history's item vectors (0 for no history)."""
         self._check_fitted()
+        from recsys.similar import unit_rows
+
         rows = as_user_item_csr(histories, self.n_items)
-        vectors = np.asarray(rows @ self.item_factors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.ascontiguousarray(np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0), dtype=np.float32)
+        return unit_rows(np.asarray(rows @ self.item_factors, dtype=np.float32))
 
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
         self._users = np.ascontiguousarray(tensors["user_factors"], dtype=np.float32)

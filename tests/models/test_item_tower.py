@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.models.item_tower import ItemTower, ItemTowerConfig, partner_positions
+from recsys.models.item_tower import ItemTowerConfig, partner_positions
 from recsys.similar import cooccurrence_hits, heldout_cooccurrences
 
 from .conftest import Planted
@@ -19,6 +19,19 @@ class TestItemTowerContract(RecommenderContract):
     model_config = FAST
     min_recall_at_10 = 0.45  # item-based: mean of the history's vectors; measured ~0.6
     min_fold_in_overlap = 0.99  # a user is the fold-in of their own training row
+
+    def test_similar_items_of_the_tower_stay_in_the_planted_cluster(self, model, planted: Planted):
+        users, queries, targets = heldout_cooccurrences(planted.test.tocsr() + planted.train.tocsr())
+        assert users.size == queries.size == targets.size > 0
+        hits = cooccurrence_hits(model.item_factors, queries, targets, 20)
+        chance = 20 / (planted.n_items - 1)
+        assert hits.mean() > 3 * chance  # held-out co-occurrences inside a cluster of ~30 items
+        unit = model.item_factors
+        same = planted.item_cluster[:, None] == planted.item_cluster[None, :]
+        cosine = unit @ unit.T
+        np.fill_diagonal(cosine, -np.inf)
+        top = np.argsort(-cosine, axis=1)[:, :5]
+        assert np.take_along_axis(same, top, axis=1).mean() > 0.9
 
 
 def test_partners_are_other_items_of_the_same_user_within_the_window():
@@ -36,21 +49,6 @@ def test_partners_are_other_items_of_the_same_user_within_the_window():
             assert (np.abs(partner[paired] - position[paired]) <= window).all()
     draws = np.stack([partner_positions(indptr, np.random.default_rng(s), None)[5] for s in range(400)])
     assert set(draws.tolist()) == {6, 7, 8, 9, 10, 11}  # uniform over the user's other items
-
-
-def test_similar_items_of_the_tower_stay_in_the_planted_cluster(planted: Planted):
-    model = ItemTower(FAST).fit(planted.train)
-    users, queries, targets = heldout_cooccurrences(planted.test.tocsr() + planted.train.tocsr())
-    assert users.size == queries.size == targets.size > 0
-    hits = cooccurrence_hits(model.item_factors, queries, targets, 20)
-    chance = 20 / (planted.n_items - 1)
-    assert hits.mean() > 3 * chance  # held-out co-occurrences inside a cluster of ~30 items
-    unit = model.item_factors
-    same = planted.item_cluster[:, None] == planted.item_cluster[None, :]
-    cosine = unit @ unit.T
-    np.fill_diagonal(cosine, -np.inf)
-    top = np.argsort(-cosine, axis=1)[:, :5]
-    assert np.take_along_axis(same, top, axis=1).mean() > 0.9
 
 
 def test_heldout_pairs_follow_time_order():
