@@ -7,7 +7,7 @@ TSTAMP  := $(VENV)/.setup-test-stamp
 CONFIG  ?= pipelines/configs/default.toml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup setup-test run test bench lint ui peers clean
+.PHONY: setup setup-test run test bench mutate lint ui peers clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ test: setup-test
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# Mutation testing of the losses, samplers, metrics, splits and the training step's loss assembly
+# (hours on 2 cores, so niced; incremental on reruns); writes benchmarks/results/mutation.md.
+mutate: setup-test
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	nice -n 10 $(BIN)/python -m benchmarks.mutation
 
 lint: setup
 	$(BIN)/ruff check recsys pipelines flows tests benchmarks

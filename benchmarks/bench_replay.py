@@ -190,6 +190,33 @@ def oracle(summary: dict, names: dict[str, str]) -> tuple[str, str, bool | None]
     return best, pick, best == pick
 
 
+WHY = (("coverage@", "coverage guard"), ("not significant", "not significant"), ("not better", "not better"))
+
+
+def power_note(summaries: list[dict]) -> str:
+    """What the kept decisions were made of: how often the challenger looked better, how often that
+    was significant, and how many warm users a window had (the test's power)."""
+    import numpy as np
+
+    compared = [s["promotion"] for s in summaries if s["promotion"].get("champion_mean") is not None]
+    if not compared:
+        return ""
+    ahead = sum(d["challenger_mean"] > d["champion_mean"] for d in compared)
+    significant = [d for d in compared if d.get("p_value") is not None and d["p_value"] < d["alpha"]]
+    guarded = sum("coverage@" in d["reason"] for d in significant)
+    overlap = sum(d["challenger_ci"][0] <= d["champion_ci"][1] for d in compared)
+    users = [d["n_users"] for d in compared]
+    cold = sum(s["dataset"].get("cold_test_users", 0) for s in summaries if s["promotion"].get("champion_mean") is not None)
+    return (
+        f"The challenger's point estimate was above the champion's in {ahead} of {len(compared)} comparisons; the "
+        f"paired test found a significant gain in {len(significant)} ({guarded} of them kept by the coverage guard). "
+        f"A forward window held {int(np.median(users))} warm test users (median; {min(users)}-{max(users)}; "
+        f"{cold} cold test users across these windows were scored apart) and the two 95% intervals overlapped in "
+        f"{overlap} of {len(compared)} comparisons: at this size most gaps are within noise, and the rule keeps "
+        "the champion rather than promote on them."
+    )
+
+
 def fmt_ci(mean: float | None, ci) -> str:
     if mean is None:
         return "-"
@@ -232,27 +259,30 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
         verdict = "" if agreed is None else (" (agrees)" if agreed else " (differs)")
         champion = names.get(d.get("champion_run_id"), "-") if d.get("champion_run_id") else "(none)"
         p_value = f"{d['p_value']:.3g}" if d.get("p_value") is not None else "-"
+        outcome = d.get("decision") or "-"
+        why = next((label for text, label in WHY if text in d.get("reason", "")), "")
+        outcome += f" ({why})" if why and outcome == "kept" else ""
         cells = [
             str(s["slice"]["number"]), day(s["slice"]["end"] - 1),
             f"{s['dataset'].get('warm_test_users', '-')} / {s['dataset'].get('cold_test_users', '-')}", champion,
             names.get(d.get("challenger_run_id"), "-"), fmt_ci(d.get("challenger_mean"), d.get("challenger_ci")),
-            fmt_ci(d.get("champion_mean"), d.get("champion_ci")), p_value, d.get("decision") or "-",
+            fmt_ci(d.get("champion_mean"), d.get("champion_ci")), p_value, outcome,
             f"{best or '-'}{verdict}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     n_eval, n_splits, leaked = audited
     decisions = [s["promotion"].get("decision") for s in summaries[1:]]
+    follow = ", the follow-up checks below" if checks else ""
     lines += [
         "",
         f"**Leaked evaluations: {leaked}.** Audited {n_eval} evaluations (every model on its own split, every "
-        f"champion re-scoring on a later split, the follow-ups below) against {n_splits} logged splits, by "
-        "split digest: no test pair any model was scored on was in its training data.",
+        f"champion re-scoring on a later split{follow}) against {n_splits} logged splits, matched by split digest: "
+        "no test pair any model was scored on was in its training data.",
         "",
         f"Decisions after the first run: {decisions.count('promoted')} promoted, {decisions.count('kept')} kept, "
         f"{decisions.count('not comparable')} not comparable. The rule agreed with the oracle (the best "
-        f"forward-window recall@20 among the champion and the run's candidates) in {agree} of {total} runs; it "
-        "can disagree by design: it picks one challenger on validation users and needs a significant gain to "
-        "replace the champion, so a slightly better model on one window is kept out.",
+        f"forward-window recall@20 among the champion and the run's candidates) in {agree} of {total} runs. "
+        + power_note(summaries),
         "",
     ]
     if checks:
@@ -270,7 +300,8 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
         worse = sum(c["delta"] < 0 and c["p"] < 0.05 for c in checks)
         lines += ["", f"Promoted models significantly worse than the champion they replaced (next window, p < 0.05): {worse}.", ""]
     else:
-        lines += ["No promotion after the first run could be checked on a later window.", ""]
+        lines += ["No model was promoted after the first run, so no promotion could be worse than the champion it "
+                  "replaced; none could be checked on a later window.", ""]  # fmt: skip
     lines += [
         f"Whole replay: {wall / 60:.1f} min on 2 cores (load average {loads[0]:.1f} before, {loads[1]:.1f} after: "
         "a shared machine). Per slice (flow wall time, s): "

@@ -21,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines.data import DatasetResult, dataset_dir, prepare_dataset, source_fingerprint
+from flows.errors import retry_unless_deterministic
+from pipelines.data import DatasetResult, dataset_dir, ingest_warnings, prepare_dataset, source_fingerprint
 from pipelines.report import comparison_markdown
 from pipelines.run import (
     ModelOutcome,
@@ -59,10 +60,12 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     result = prepare_dataset(cfg)
     logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
+    for warning in ingest_warnings(result):
+        logger.warning(warning)
     return result
 
 
-@task(name="split", task_run_name="split {cfg.split.protocol}", cache_policy=NO_CACHE)
+@task(name="split", task_run_name="split", cache_policy=NO_CACHE)
 def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
     """(config with the scheduled protocol resolved, data, split); see pipelines.run.scheduled_config."""
     return load_run_inputs(dataset, cfg, scheduled)
@@ -98,7 +101,10 @@ def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome], split=No
 
 def _configure(cfg: RunConfig):
     retries, delay = cfg.orchestration.retries, cfg.orchestration.retry_delay_seconds
-    ingest = ingest_task.with_options(retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0)
+    ingest = ingest_task.with_options(
+        retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0,
+        retry_condition_fn=retry_unless_deterministic,  # bad input fails the same way every time
+    )
     return ingest
 
 
@@ -175,6 +181,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
                            "models": _critical_path(compute, cfg.orchestration.max_workers),
                            "promote": steps["promote"]}
     end_parent(tracker, parent, result, cfg)
+    result.note_tracking(tracker)
     create_markdown_artifact(
         key="model-comparison", markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",
@@ -239,6 +246,68 @@ def _pipeline_flow(cfg: RunConfig, tracking: bool = True, scheduled: bool = Fals
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)
         raise PipelineFailed(f"{len(result.failed)} of {len(result.models)} models failed: {names}", summary)
     return summary
+
+
+# ===================================================================== runs whose process died
+TAG_PREFIX = "recsys."
+
+
+def flow_run_tags() -> list[str]:
+    """Prefect tags naming this process (`recsys.host:...`, `recsys.pid:...`, ...): run the flow
+    inside `prefect.tags(*flow_run_tags())`, so a later start can tell the run's process died."""
+    from recsys.tracking.liveness import process_tags
+
+    return [f"{key}:{value}" for key, value in process_tags().items()]
+
+
+def close_dead_flow_runs() -> list[str]:
+    """Set Crashed every RUNNING flow run (and its RUNNING task runs) of this host whose process is
+    gone, by the tags of `flow_run_tags`: what Prefect itself does when a worker's infrastructure
+    vanishes, which a flow run started from a terminal has no worker to do. Returns their ids."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    from recsys.tracking.liveness import TAG_HOST, dead_pid, process_tags
+
+    mine = process_tags()
+    running = [StateType.RUNNING]
+    closed = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=running)),
+                tags=FlowRunFilterTags(all_=[f"{TAG_HOST}:{mine[TAG_HOST]}"]),
+            ),
+            limit=200,
+        )
+        for run in runs:
+            tags = dict(tag.split(":", 1) for tag in run.tags if tag.startswith(TAG_PREFIX) and ":" in tag)
+            pid = dead_pid(tags)
+            if pid is None:
+                continue
+            note = f"process {pid} on {mine[TAG_HOST]} ended without finishing this run (killed or crashed)"
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=running))
+                ),
+            )
+            for task in tasks:
+                client.set_task_run_state(task.id, Crashed(message=note), force=True)
+            client.set_flow_run_state(run.id, Crashed(message=note), force=True)
+            closed.append(str(run.id))
+    return closed
 
 
 class PipelineFailed(RuntimeError):

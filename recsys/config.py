@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
@@ -22,14 +22,11 @@ from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 from recsys.models.wals_spark import WALSSparkConfig
+from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
     PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig, Field(discriminator="kind")
 ]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ColumnMap(Section):
@@ -62,7 +59,9 @@ class DataConfig(Section):
     columns: ColumnMap = Field(default_factory=ColumnMap)
     positive_min_weight: float | None = Field(None, description="keep interactions with weight >= this (e.g. rating >= 4)")
     positive_events: list[str] | None = Field(None, description="keep only these event types")
-    aggregate: Literal["count", "sum", "max", "last"] = Field("count", description="how repeated (user, item) pairs combine")
+    aggregate: Literal["auto", "count", "sum", "max", "last"] = Field(
+        "auto", description="how repeated (user, item) pairs combine; auto = sum when the log has a weight column, else count"
+    )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
     min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")
@@ -94,25 +93,6 @@ class SplitConfig(Section):
     seed: int = 0
 
 
-class EvaluationConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 50, 100])
-    metrics: list[str] = Field(
-        default_factory=lambda: ["recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate", "coverage"]
-    )
-    chunk_size: int = Field(2048, gt=0, description="users scored per matmul; bounds memory")
-    threads: int | None = Field(None, gt=0)
-    bootstrap_samples: int = Field(1000, ge=0)
-    confidence: float = Field(0.95, gt=0, lt=1)
-    sampled_negatives: int | None = Field(None, description="sampled metrics (biased; Krichene & Rendle 2020). None = full corpus")
-
-    @field_validator("ks")
-    @classmethod
-    def _positive_ks(cls, ks: list[int]) -> list[int]:
-        if not ks or any(k <= 0 for k in ks):
-            raise ValueError("ks must be a non-empty list of positive integers")
-        return sorted(set(ks))
-
-
 class FoldingConfig(Section):
     enabled: bool = True
     k: int = Field(20, gt=0)
@@ -125,6 +105,11 @@ class TrackingConfig(Section):
     experiment: str = "recsys"
     register_models: bool = True
     model_name_prefix: str = Field("recsys", description="registered model name = {prefix}-{model name}")
+    offline_dir: str = Field(
+        "mlflow/unlogged",
+        description="where a run keeps its models and logs when the tracking store fails mid-run "
+        "(log them later with `recsys run --resume-tracking DIR`)",
+    )
 
 
 class PromotionConfig(Section):
@@ -190,7 +175,9 @@ class RunConfig(Section):
         for m in self.models:
             if m.name == name:
                 return m
-        raise KeyError(f"no model named {name!r}; models: {[m.name for m in self.models]}")
+        raise ModelNotFound(
+            f"no model named {name!r} in the config's [[models]] ({', '.join(m.name for m in self.models) or 'none'})"
+        )
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -201,6 +188,13 @@ class RunConfig(Section):
 
     def to_toml(self) -> str:
         return dumps_toml(self.resolved())
+
+
+class ModelNotFound(ConfigError, KeyError):
+    """`RunConfig.model(name)` for a name the config does not have (a KeyError for dict-like use)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.render()
 
 
 def _parse_value(raw: str) -> Any:
@@ -251,13 +245,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not source.is_file():
             raise ConfigError(f"{source}: config file not found")
         try:
-            data = tomllib.loads(source.read_text())
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not a UTF-8 text file (byte {exc.start}): is it a TOML config?") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the config ({exc.strerror or exc})") from None
     for assignment in overrides:
         apply_override(data, assignment)
-    for model in data.get("models", []):
-        if isinstance(model, dict) and "kind" in model:
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ConfigError(
+            f"{path or '--set'}: models must be [[models]] tables (name, kind, ...), got {type(models).__name__}"
+        )
+    for model in models:
+        if "kind" in model:
             model.setdefault("name", model["kind"])
     try:
         return RunConfig.model_validate(data)
@@ -266,13 +269,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def _describe(exc: ValidationError, path: str | Path | None) -> str:
-    where = f"{path}: " if path else ""
-    lines = []
+    """Every problem on one line: `invalid config (FILE): key: problem; key: problem`."""
+    problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where}{loc}: {msg}")
-    return "invalid config\n  " + "\n  ".join(lines)
+        problems.append(f"{loc or 'config'}: {msg}")
+    return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

@@ -240,7 +240,7 @@ def tune(
         record = TrialRecord(trial.number, params, None, "failed", 0.0)
         try:
             model = build(trial_cfg)
-            model.fit(train, validation=validation, callback=callback, features=features)
+            model.fit(train, validation=validation, callback=callback, features=features, times=validation.times)
             record.epochs = len(model.history)
             if pruned["flag"]:
                 record.state = "pruned"
@@ -333,7 +333,7 @@ def in_space(entry: SpaceEntry, value: Any) -> bool:
 
 
 def _validation_eval_config(metric: str):
-    from recsys.config import EvaluationConfig
+    from recsys.sections import EvaluationConfig
 
     name, _, k = metric.partition("@")
     return EvaluationConfig(ks=[int(k) if k.isdigit() else 20], metrics=[name], bootstrap_samples=0)

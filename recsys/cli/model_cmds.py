@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.common import ConfigOption, JsonOption, SetOption, app, console, load_run_config, user_errors
+from recsys.cli.common import (
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    load_run_config,
+    print_table,
+    user_errors,
+)
 from recsys.errors import ConfigError
 
 ModelsDir = Annotated[Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")]
@@ -21,7 +30,7 @@ def _prepare(config: Path | None, set_: list[str] | None):
     from pipelines.run import load_split
     from pipelines.train import pin_thread_budget
 
-    cfg = pin_thread_budget(load_run_config(config, set_))
+    cfg = pin_thread_budget(load_run_config(config, set_, default=True))
     with console.status("preparing data and split"):
         dataset = prepare_dataset(cfg)
         split = load_split(dataset, cfg)
@@ -49,8 +58,12 @@ def train(
     models_dir: ModelsDir = Path("data/models"),
     only: OnlyOption = None,
     nproc: Annotated[
-        int, typer.Option("--nproc", min=1, help="Train two-tower models on N local processes (torchrun; gloo on CPU, nccl on GPU).")
+        int, typer.Option("--nproc", min=1, help="Train two-tower models on N local processes (DDP; gloo on CPU, nccl on GPU).")
     ] = 1,
+    rdzv_host: Annotated[
+        str | None,
+        typer.Option("--rdzv-host", help="Address the --nproc ranks meet on (default $RECSYS_DDP_HOST or 127.0.0.1: nothing listens beyond this machine)."),
+    ] = None,
 ) -> None:
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
 
@@ -65,18 +78,21 @@ def train(
     trained = {}
     for model_cfg in _selected(cfg, only):
         if nproc > 1 and model_cfg.kind == "two_tower":
-            _train_distributed(_with_saved_teacher(model_cfg, models_dir), split, models_dir / model_cfg.name, nproc)
+            _train_distributed(_with_saved_teacher(model_cfg, models_dir), split, models_dir / model_cfg.name, nproc, rdzv_host)
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
             model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher,
                                 threads=cfg.orchestration.threads_per_model)
         trained[model_cfg.name] = model
+        if model.resumed_from:
+            resumed = model.resumed_from
+            console.print(f"resumed {model_cfg.name} from {resumed['checkpoint']} (epoch {resumed['epoch']}, step {resumed['step']})")
         console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
 
 
 def _with_saved_teacher(model_cfg, models_dir: Path):
-    """Under torchrun the ranks load the teacher themselves: point distill.checkpoint at the saved one."""
+    """Distributed ranks load the teacher themselves: point distill.checkpoint at the saved one."""
     from pipelines.train import find_teacher
     from recsys.distill import teacher_name
 
@@ -89,19 +105,18 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
     return model_cfg.model_copy(update={"distill": distill})
 
 
-def _train_distributed(model_cfg, split, out: Path, nproc: int) -> None:
-    """Hand the split and config to `torchrun ... -m recsys.distributed train` and wait."""
-    import subprocess
+def _train_distributed(model_cfg, split, out: Path, nproc: int, host: str | None = None) -> None:
+    """Hand the split and config to N ranks of `python -m recsys.distributed train` and wait."""
     import tempfile
 
-    from recsys.distributed import save_split, torchrun_command
+    from recsys.distributed import launch, save_split, worker_command
     from recsys.errors import ModelError
 
     with tempfile.TemporaryDirectory(prefix="recsys-ddp-") as tmp:
         save_split(split, Path(tmp) / "split")
         (Path(tmp) / "model.json").write_text(model_cfg.model_dump_json())
         args = ["train", "--split", f"{tmp}/split", "--model-config", f"{tmp}/model.json", "--out", str(out)]
-        if subprocess.run(torchrun_command(nproc, args)).returncode != 0:
+        if launch(nproc, worker_command(args), host=host) != 0:
             raise ModelError(f"distributed training of {model_cfg.name} failed on {nproc} processes (rank errors above)")
     console.print(f"trained [bold]{model_cfg.name}[/] on {nproc} processes -> {out}")
 
@@ -115,6 +130,7 @@ def evaluate(
     only: OnlyOption = None,
     json_out: JsonOption = None,
     train_first: Annotated[bool, typer.Option("--train", help="Train the models first (train + evaluate in one command).")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show full intervals [low, high] (a table wider than 120 columns).")] = False,
 ) -> None:
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
@@ -147,7 +163,8 @@ def evaluate(
         summary[model_cfg.name] = {"metrics": evaluation.result.summary, "ci": evaluation.result.ci,
                                    "folding": evaluation.folding}
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
-    console.print(format_table(results, metrics or [f"recall@{cfg.evaluation.ks[0]}"]))
+    table = format_table(results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width)
+    print_table(table, wide)
     if json_out is not None:
         tmp = json_out.with_name(f".{json_out.name}.tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=float))
@@ -159,7 +176,7 @@ def evaluate(
 def tune(
     config: ConfigOption = None,
     set_: SetOption = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Name of the model to tune (from [[models]]).")] = "wals",
+    model: Annotated[str, typer.Option("--model", "-m", help="Name of the model to tune (a name from the config's models).")] = "wals",
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Optuna trials.")] = 20,
     metric: Annotated[str | None, typer.Option("--metric", help="Validation metric to maximise (default: promotion.metric).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the config with the best parameters.")] = Path("tuned.toml"),

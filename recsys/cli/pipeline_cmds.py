@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import ConfigOption, JsonOption, SetOption, app, console, load_run_config, user_errors
-
-DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
-
-
-def _config_path(config: Path | None) -> Path | None:
-    if config is None and DEFAULT_CONFIG.is_file():
-        return DEFAULT_CONFIG
-    return config
+from recsys.cli.common import (
+    STARTED,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    config_path,
+    console,
+    debug_enabled,
+    err_console,
+    load_run_config,
+    print_table,
+    user_errors,
+)
 
 
 @app.command()
-@user_errors
+@user_errors(flags={"tracking.enabled": "--no-tracking"})
 def run(
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -30,15 +36,29 @@ def run(
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="Run the same steps in-process without Prefect (models one at a time).")
     ] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show full intervals [low, high] in the comparison table.")] = False,
+    resume_tracking: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume-tracking",
+            help="Log the runs a failed tracking store left on disk (the directory a failed run named, "
+            "or tracking.offline_dir for all of them) instead of running the pipeline.",
+        ),
+    ] = None,
 ) -> None:
     """Run the training pipeline: ingest -> split -> train all models -> evaluate -> MLflow -> promote.
 
     Runs as a Prefect flow on the ephemeral API by default, or on PREFECT_API_URL when set.
     Defaults to pipelines/configs/default.toml (synthetic data) when no --config is given.
-    Exit code 0 when every model finished, 1 when any model failed (the others are still logged).
+    Exit code 0 when every model finished, 1 when any model failed (the others are still logged),
+    2 when the tracking store failed mid-run: the summary and --json are still written, and the
+    trained models and their logs are kept in a directory the error names, for --resume-tracking.
     """
-    config = _config_path(config)
+    config = config_path(config)
     cfg = load_run_config(config, set_)
+    if resume_tracking is not None:
+        _resume_tracking(cfg, resume_tracking)
+        return
     from pipelines.report import comparison_table
 
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
@@ -51,11 +71,22 @@ def run(
         champion=summary.get("champion"), promotion=summary.get("promotion", {}),
         mlflow_parent_run_id=summary.get("mlflow_parent_run_id"), tracking_uri=summary.get("tracking_uri"),
         wall_seconds=summary.get("wall_seconds", 0.0), step_seconds=summary.get("step_seconds", {}),
+        tracking_error=summary.get("tracking_error"), unlogged_dir=summary.get("unlogged_dir"),
     )
-    console.print(comparison_table(result, cfg))
+    print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
     if json_out is not None:
         result.write_json(json_out)
     _where_to_look(summary, json_out)
+    if summary.get("tracking_error"):
+        kept = sum(1 for m in summary["models"] if m.get("unlogged"))
+        where = summary.get("unlogged_dir")
+        err_console.print(
+            f"[bold red]error:[/] tracking store {summary.get('tracking_uri')} failed during the run "
+            f"({summary['tracking_error']}); {kept} trained model(s) and the run's logs kept in {where}: "
+            f"log them with `recsys run --resume-tracking {where}`",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(code=2)
     if failed:
         console.print(f"[bold red]{failed}[/]")
         raise typer.Exit(code=1)
@@ -72,12 +103,51 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     # default 20 s. Users can still set their own value (or PREFECT_API_URL for a real server).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import PipelineFailed, training_flow_for
+    from flows.errors import quiet_deterministic_errors
+    from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
+
+    if not debug_enabled():
+        quiet_deterministic_errors()
+
+    from flows.ephemeral import running_servers, stop_ephemeral_server
+
+    already = running_servers()
+    from prefect import tags
 
     try:
-        return training_flow_for(cfg)(cfg, tracking), None
+        try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
+            closed = close_dead_flow_runs()
+            if closed:
+                console.print(f"  marked {len(closed)} flow run(s) of dead processes Crashed")
+        except Exception as exc:  # never a reason not to run
+            console.print(f"  [yellow]could not check for flow runs of dead processes: {exc}[/]")
+        with tags(*flow_run_tags()):
+            return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
+    finally:
+        stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
+
+
+def _resume_tracking(cfg, path: Path) -> None:
+    """`recsys run --resume-tracking DIR`: log every kept bundle under DIR into the store."""
+    from recsys.errors import TrackingError
+    from recsys.tracking.offline import find_bundles, resume_bundle
+    from recsys.tracking.runs import Tracker
+
+    bundles = find_bundles(path)
+    if not bundles:
+        raise TrackingError(f"{path}: no runs kept by a failed tracking store here (expected <dir>/<run>/run.json)")
+    tracker = Tracker(cfg.tracking, cfg)  # checks the store, and closes runs whose process died
+    for bundle in bundles:
+        report = resume_bundle(tracker.client, tracker.experiment_id, bundle)
+        if report.already_logged:
+            console.print(f"{bundle}: already logged ({', '.join(report.runs.values())})")
+            continue
+        runs = ", ".join(f"{key} -> {run_id}" for key, run_id in report.runs.items())
+        console.print(f"logged {bundle} into {tracker.uri}: {runs}")
+        if report.registered:
+            console.print(f"  registered {', '.join(report.registered)}; apply the promotion rule with `recsys promote`")
 
 
 def _where_to_look(summary: dict, json_out: Path | None) -> None:
@@ -92,8 +162,11 @@ def _where_to_look(summary: dict, json_out: Path | None) -> None:
     lines.append(f"data:         {summary['dataset'].get('processed_dir')}")
     if json_out:
         lines.append(f"summary:      {json_out}")
-    lines.append(f"wall time:    {summary.get('wall_seconds', 0):.1f} s "
-                 f"(orchestration overhead {100 * summary.get('orchestration_overhead', 0):.0f}%)")
+    total = time.perf_counter() - STARTED
+    pipeline = summary.get("wall_seconds", 0)
+    lines.append(f"wall time:    {total:.1f} s end to end = pipeline {pipeline:.1f} s (orchestration overhead "
+                 f"{100 * summary.get('orchestration_overhead', 0):.0f}%) + start-up and Prefect's server "
+                 f"{max(0.0, total - pipeline):.1f} s")
     console.print("\n".join(lines))
 
 
@@ -115,7 +188,7 @@ def schedule(
     split.scheduled = "as_configured"; a log without them by the stable hashed split.
     Point PREFECT_API_URL at `prefect server start` to see the schedule in the Prefect UI.
     """
-    config = _config_path(config)
+    config = config_path(config)
     load_run_config(config, set_)  # fail now, not at 03:00
     from flows.deployments import serve_pipeline
 

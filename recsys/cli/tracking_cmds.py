@@ -6,23 +6,28 @@ MLflow is imported inside the commands so that `recsys --help` stays fast.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import ConfigOption, SetOption, app, console, err_console, load_run_config, user_errors
+from recsys.cli.common import (
+    ConfigOption,
+    SetOption,
+    app,
+    config_path,
+    console,
+    err_console,
+    load_run_config,
+    user_errors,
+)
+from recsys.cli.process import run_in_process_group
 from recsys.errors import TrackingError
-
-DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
 
 
 def _config(config: Path | None, overrides: list[str] | None):
-    if config is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
-    return load_run_config(config, overrides)
+    return load_run_config(config_path(config), overrides)
 
 
 def _client(cfg):
@@ -144,7 +149,7 @@ def compare(
         err_console.print("no finished model runs yet: run `recsys run` first")
         return
     if fmt == "table" and output is None:
-        console.print(rich_table(frame, metric))
+        console.print(rich_table(frame, metric, width=console.width))
     else:
         text = render(frame, metric, "markdown" if fmt == "table" else fmt)  # type: ignore[arg-type]
         if output is None:
@@ -164,7 +169,7 @@ def ui(
     config: ConfigOption = None,
     set_: SetOption = None,
     port: Annotated[
-        int, typer.Option("--port", "-p", help="Port for the MLflow UI (bound to 127.0.0.1).")
+        int, typer.Option("--port", "-p", min=1, max=65535, help="Port for the MLflow UI (bound to 127.0.0.1).")
     ] = 5000,
 ) -> None:
     """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT."""
@@ -190,7 +195,7 @@ def ui(
     if artifacts:
         command += ["--default-artifact-root", artifacts]
     console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(command, env=venv_env()))
+    raise typer.Exit(run_in_process_group(command, env=venv_env()))
 
 
 @app.command()
@@ -204,14 +209,22 @@ def serve(
     alias: Annotated[
         str, typer.Option("--alias", help="Registry alias to serve, e.g. champion or challenger.")
     ] = "champion",
-    port: Annotated[int, typer.Option("--port", "-p", help="Port (bound to 127.0.0.1).")] = 5001,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port (bound to 127.0.0.1).")] = 5001,
+    max_results: Annotated[
+        int, typer.Option("--max-results", min=1, help="Most recommendations (rows x k) one request may ask for; 413 beyond.")
+    ] = 100_000,
 ) -> None:
-    """Serve a registered model over REST (mlflow models serve, local environment).
+    """Serve a registered model over REST on 127.0.0.1 (in this process; Ctrl-C or SIGTERM stops it).
 
-    POST /invocations with {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 10}};
-    each answer row has user_id, item_ids, scores and source (model | fold_in | popularity).
+    POST /invocations with {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 10}} (or
+    "dataframe_split", "inputs": {"user_id": [...]}, "instances"); each answer row has user_id,
+    item_ids, scores and source (model | fold_in | popularity). k must be 1..number of items; errors
+    are JSON {"error_code", "message"} with a one-line message (400, 413 over --max-results, 415).
+    The request schema is at /openapi.json, interactive docs at /docs.
     """
     from recsys.tracking.registry import alias_version
+    from recsys.tracking.server import build_app, load_index
+    from recsys.tracking.server import serve as run_server
 
     cfg = _config(config, set_)
     uri, mlflow_client = _client(cfg)
@@ -221,15 +234,29 @@ def serve(
         raise TrackingError(
             f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
         )
-    command = serve_command(f"models:/{name}@{alias}", port)
+    _port_is_free(port)
+    with console.status(f"loading {name}@{alias} (version {version.version})"):
+        index = load_index(f"models:/{name}@{alias}", uri)
+    app = build_app(index, name=f"{name}@{alias}", version=str(version.version), max_results=max_results)
     console.print(
         f"serving {name}@{alias} (version {version.version}) on http://127.0.0.1:{port}/invocations"
     )
-    raise typer.Exit(subprocess.call(command, env=venv_env(uri)))
+    run_server(app, port)
+
+
+def _port_is_free(port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise TrackingError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): choose another --port") from None
 
 
 def serve_command(model_uri: str, port: int) -> list[str]:
-    """The `mlflow models serve` command line used by `recsys serve` (and its test)."""
+    """`mlflow models serve` for a recsys pyfunc (MLflow's own server; `recsys serve` is the
+    documented endpoint, this is how the pyfunc is checked against MLflow's)."""
     return [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),

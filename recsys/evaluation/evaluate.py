@@ -22,13 +22,13 @@ import scipy.sparse as sp
 import torch
 from rich.table import Table
 
-from recsys.config import EvaluationConfig
 from recsys.data.schema import USER_IDX
 from recsys.data.split import EvalSet
 from recsys.evaluation.metrics import PER_USER_METRICS, check_metric_names, compute_metrics
 from recsys.evaluation.ranking import RankedLists, _topk_rows, resolve_device, topk, torch_threads
 from recsys.evaluation.stats import bootstrap_ci_columns
 from recsys.models.base import Recommender
+from recsys.sections import EvaluationConfig
 
 log = logging.getLogger(__name__)
 
@@ -276,26 +276,37 @@ def sampled_topk(
 
 
 # ----------------------------------------------------------------------------- reporting
-def format_table(results: dict[str, EvaluationResult], metrics: list[str]) -> Table:
-    """One row per model, one column per "metric@k": mean [lo, hi] (aggregates: the value)."""
-    table = Table(title="evaluation", show_lines=False)
-    table.add_column("model", style="bold")
-    for name in metrics:
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("users", justify="right")
-    for model_name, result in results.items():
-        cells = []
-        for name in metrics:
-            value = result.summary.get(name)
-            if value is None:
-                cells.append("—")
-            elif name in result.ci and np.isfinite(result.ci[name][0]):
-                lo, hi = result.ci[name]
-                cells.append(f"{value:.4f} [{lo:.4f}, {hi:.4f}]")
-            else:
-                cells.append(f"{value:.4f}")
-        table.add_row(model_name, *cells, str(result.n_users_evaluated))
-    return table
+def format_table(
+    results: dict[str, EvaluationResult], metrics: list[str], wide: bool = False, width: int | None = None
+) -> Table:
+    """One row per model, one column per "metric@k": mean ±half-width of the interval (aggregates:
+    the value), or mean [low, high] when `wide`. Fits `width` columns (see recsys.tables): the
+    users column, then the later metrics, are left out when it must."""
+    from recsys.tables import STACKED, add_name_column, add_value_column, fit_width, interval_cell
+
+    def build(hidden: set[str]) -> Table:
+        stacked = STACKED in hidden
+        shown = [m for m in metrics if m not in hidden]
+        table = Table(title="evaluation", show_lines=False)
+        add_name_column(table, "model", list(results), style="bold")
+        for name in shown:
+            add_value_column(table, name, wide)
+        if "users" not in hidden:
+            table.add_column("users", justify="right")
+        for model_name, result in results.items():
+            cells = []
+            for name in shown:
+                value = result.summary.get(name)
+                if value is None:
+                    cells.append("—")
+                elif name in result.ci and np.isfinite(result.ci[name][0]):
+                    cells.append(interval_cell(value, *result.ci[name], wide=wide, stacked=stacked))
+                else:
+                    cells.append(interval_cell(value))
+            table.add_row(model_name, *cells, *([] if "users" in hidden else [str(result.n_users_evaluated)]))
+        return table
+
+    return fit_width(build, ["users", *reversed(metrics[1:])], None if wide else width)
 
 
 __all__ = [

@@ -268,8 +268,8 @@ class WALS(Recommender):
 
     def _validation_score(self, validation: EvalSet, popularity: np.ndarray) -> float:
         """`validation_metric` on the validation set with the host factors (shared evaluator)."""
-        from recsys.config import EvaluationConfig
         from recsys.evaluation.evaluate import evaluate
+        from recsys.sections import EvaluationConfig
 
         name, _, k = self.config.validation_metric.partition("@")
         result = evaluate(

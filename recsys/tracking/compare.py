@@ -217,16 +217,32 @@ def render(frame: pl.DataFrame, metric: str, fmt: Format = "markdown") -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(frame: pl.DataFrame, metric: str):
+def rich_table(frame: pl.DataFrame, metric: str, width: int | None = None):
+    """The comparison as a terminal table fitted to `width` columns (recsys.tables): the model
+    name stays whole; started, run, kind, CI and delta are left out, in that order, when it must."""
     from rich.table import Table
 
+    from recsys.tables import add_name_column, fit_width
+
     header, cells = display_rows(frame, metric)
-    table = Table(title=f"models by {metric}, grouped by lineage and split (deltas only within a group)")
-    for name in header:
-        table.add_column(name, justify="left" if name in ("lineage", "split", "model", "kind", "run") else "right")
-    for row in cells:
-        table.add_row(*row)
-    return table
+    optional = ["started", "run", "kind", "95% CI", "Δ champion"]
+
+    def build(hidden: set[str]) -> Table:
+        keep = [i for i, name in enumerate(header) if name not in hidden]
+        table = Table(title=f"models by {metric}, grouped by lineage and split (deltas only within a group)")
+        for i in keep:
+            name = header[i]
+            if name == "model":  # the one column rich must never shrink: which row is which model
+                add_name_column(table, name, [row[i] for row in cells])
+            else:
+                left = name in ("lineage", "split", "kind", "run")
+                table.add_column(name, justify="left" if left else "right", overflow="fold",
+                                 no_wrap=name not in ("lineage", "split"))  # fmt: skip
+        for row in cells:
+            table.add_row(*(row[i] for i in keep))
+        return table
+
+    return fit_width(build, optional, width)
 
 
 def plot_curves(frame: pl.DataFrame, path: str | Path) -> Path:

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from recsys.models.base import Recommender
 
 TAG_CHAMPION_REEVALUATED = "recsys.promotion.champion_reevaluated"  # the champion's run id
-SAVED_MODEL_ARTIFACT = "saved_model"  # where Tracker.log_model_result writes `model.save`
+SAVED_MODEL_ARTIFACT = "model/artifacts/serving/model"  # the one `model.save` of a logged model
+LEGACY_SAVED_MODEL_ARTIFACT = "saved_model"  # runs logged before the factors were stored once
 CHAMPION_METRIC_PREFIX = "champion_"
 
 
@@ -130,7 +131,10 @@ def load_run_model(client: MlflowClient, run_id: str, directory: Path) -> Recomm
     try:
         path = client.download_artifacts(run_id, SAVED_MODEL_ARTIFACT, str(directory))
     except Exception as exc:
-        raise TrackingError(f"run {run_id} has no {SAVED_MODEL_ARTIFACT}/ artifact ({exc})") from None
+        try:
+            path = client.download_artifacts(run_id, LEGACY_SAVED_MODEL_ARTIFACT, str(directory))
+        except Exception:
+            raise TrackingError(f"run {run_id} has no {SAVED_MODEL_ARTIFACT}/ artifact ({exc})") from None
     try:
         return Recommender.load(path)
     except Exception as exc:  # unknown kind, missing files, shapes that do not match the config
@@ -253,7 +257,8 @@ def as_deployed_vectors(
         histories = split.train
     if folded.size:
         rows = histories.tocsr()[folded][:, :n_known_items]
-        user_vecs[folded] = model.fold_in(rows)
+        times = None if split.times is None else split.times.tocsr()[folded][:, :n_known_items]
+        user_vecs[folded] = model.fold_in_ordered(rows, times)
     return user_vecs, item_vecs, int(folded.size)
 
 

@@ -118,14 +118,6 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
 
 
 # --------------------------------------------------------------------------------------------------
-# Per-user metrics
-
-
-# --------------------------------------------------------------------------------------------------
-# Re-evaluating the champion on the challenger's split
-
-
-# --------------------------------------------------------------------------------------------------
 # Promotion: read champion -> decide -> set alias
 
 
