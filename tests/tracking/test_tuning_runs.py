@@ -18,9 +18,9 @@ from pipelines.tune import champion_parameters, lineage
 from recsys.config import EvaluationConfig, PromotionConfig, RunConfig, SplitConfig, TrackingConfig
 from recsys.data.splits import split_data
 from recsys.evaluation.ranking import topk
-from recsys.models.base import Recommender
 from recsys.models.ease import EASEConfig
 from recsys.models.wals import WALSConfig
+from recsys.tracking.reevaluate import load_run_model
 from recsys.tracking.runs import TAG_KIND, Tracker
 from recsys.tuning import ParamRange, TuningConfig
 
@@ -90,7 +90,7 @@ def test_ease_serves_and_folds_in_through_the_logged_pyfunc(logged, planted_spli
     exclude = split.test_set().exclude
     users = split.test_set().users[:20]
     with tempfile.TemporaryDirectory() as tmp:
-        model = Recommender.load(MlflowClient(logged.uri).download_artifacts(run_id, "saved_model", tmp))
+        model = load_run_model(MlflowClient(logged.uri), run_id, Path(tmp))
     expected, _ = topk(model.user_factors[users], model.item_factors, 10, exclude=exclude[users])
     answer = served.predict(pd.DataFrame({"user_id": [str(split.user_ids[u]) for u in users]}), params={"k": 10})
     assert answer["source"].unique().tolist() == ["model"]
