@@ -1,9 +1,14 @@
 """Fixtures shared by every test module. Heavy services (MLflow store, Prefect harness) are
-session-scoped in their own conftest files."""
+session-scoped in their own conftest files; the team stack (PostgreSQL, an MLflow server and a
+Prefect server on it) is started here, in the background, as soon as collection shows a selected
+test needs it, so its ~40 s of start-up overlap the tests that run first."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,3 +39,113 @@ def shared_mlflow_uri(tmp_path_factory) -> str:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     check_tracking(uri)  # runs the migrations once, here
     return uri
+
+
+# --------------------------------------------------------------------------------------------------
+# The team stack: PostgreSQL + `mlflow server` on it + `prefect server start` on it (recsys.stack)
+
+# The scheduled-flow test wants exactly two runs scheduled, and soon: the scheduler looks at a new
+# deployment within `recent_deployments_loop_seconds` and schedules min_runs = max_runs = 2.
+PREFECT_TEST_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "2",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2",
+}
+
+
+class SessionStack:
+    """One stack per test session, started in a background thread (PostgreSQL, then the servers'
+    processes); a fixture blocks only when it needs a server that is not ready yet."""
+
+    def __init__(self, mlflow: bool, prefect: bool) -> None:
+        from recsys.stack import Stack, free_port
+
+        self.root = Path(tempfile.mkdtemp(prefix="recsys-test-stack-"))
+        os.chmod(self.root, 0o755)  # PostgreSQL runs as the postgres user when we are root
+        # One server worker: with several, uvicorn's supervisor kills a worker that misses its 5 s
+        # health ping (a loaded 2-core machine) mid-request. Requests still run concurrently in
+        # the worker's thread pool, so concurrent writers still meet in PostgreSQL.
+        self.stack = Stack(
+            self.root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port(),
+            durable=False, mlflow_workers=1, prefect_env=PREFECT_TEST_SERVER_ENV,
+        )  # fmt: skip
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._start, args=(mlflow, prefect), daemon=True)
+        self._thread.start()
+
+    def _start(self, mlflow: bool, prefect: bool) -> None:
+        try:
+            self.stack.start_postgres()
+            if mlflow:
+                self.stack.launch_mlflow()
+            if prefect:
+                self.stack.launch_prefect()
+        except BaseException as exc:  # reported by the fixture that needs the stack
+            self.error = exc
+
+    def url(self, name: str) -> str:
+        self._thread.join()
+        if self.error is not None:
+            pytest.fail(f"the PostgreSQL-backed stack did not start: {self.error}", pytrace=False)
+        with self._lock:
+            if name not in self.stack.servers:  # not foreseen at collection (e.g. a fixture's fixture)
+                (self.stack.launch_mlflow if name == "mlflow" else self.stack.launch_prefect)()
+        from recsys.errors import RecsysError
+
+        try:
+            return self.stack.wait(name).url
+        except RecsysError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    def stop(self) -> None:
+        self._thread.join()
+        try:
+            self.stack.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+_session_stack: SessionStack | None = None
+
+
+def _stack_needs(items) -> tuple[bool, bool]:
+    mlflow = prefect = False
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        mlflow |= "mlflow_server" in names or params.get("tracking_uri") == "postgres"
+        prefect |= "prefect_server" in names
+    return mlflow, prefect
+
+
+def _get_stack(mlflow: bool = False, prefect: bool = False) -> SessionStack:
+    global _session_stack
+    if _session_stack is None:
+        _session_stack = SessionStack(mlflow, prefect)
+    return _session_stack
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    mlflow, prefect = _stack_needs(session.items)
+    if mlflow or prefect:
+        _get_stack(mlflow, prefect)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _session_stack is not None:
+        _session_stack.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> str:
+    """URL of an `mlflow server` on PostgreSQL with the artifact proxy (artifacts under the
+    stack's directory, reached only through the server)."""
+    return _get_stack().url("mlflow")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """API URL (.../api) of a `prefect server start` on PostgreSQL, shared by the session."""
+    return _get_stack().url("prefect") + "/api"

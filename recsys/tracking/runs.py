@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from recsys.errors import TrackingError
-from recsys.tracking import plots
+from recsys.tracking import plots, ui
 from recsys.tracking.store import check_tracking, client, ensure_experiment, metric_key, resolve_tracking_uri
 
 if TYPE_CHECKING:
@@ -203,6 +203,11 @@ class Tracker:
             raise TrackingError(
                 f"tracking store {self.uri}: cannot use experiment {cfg.experiment!r}: {exc}"
             ) from None
+        metric = run_config.promotion.metric if run_config is not None else "recall@20"
+        try:  # how the MLflow UI shows the experiment; never worth failing a run over
+            with_retries(lambda: ui.present_experiment(self.client, self.experiment_id, metric))
+        except Exception as exc:
+            log.warning("could not tag experiment %s for the MLflow UI: %s", cfg.experiment, exc)
         self._parent_tags: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
@@ -216,10 +221,12 @@ class Tracker:
         split: Split | None = None,
     ) -> str:
         """Open the pipeline's parent run: provenance tags, the flattened config as params and,
-        when given, the data set as a run input. Returns the run id."""
+        when given, the data set as a run input. Returns the run id. `tags` may override the
+        run's source (`mlflow.source.*`, e.g. a Prefect deployment), which its model runs inherit."""
         from recsys.config import flatten
 
-        all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: git_commit()}
+        commit = git_commit()
+        all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: commit, **ui.source_tags(commit)}
         all_tags.update({f"recsys.version.{k}": v for k, v in package_versions().items()})
         if self.run_config is not None:
             all_tags[TAG_CONFIG_HASH] = self.run_config.config_hash()
@@ -230,7 +237,7 @@ class Tracker:
         run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
         run_id = run.info.run_id
         with self._lock:
-            self._parent_tags[run_id] = {k: v for k, v in all_tags.items() if k.startswith("recsys.")}
+            self._parent_tags[run_id] = ui.inherited(all_tags)
         if self.run_config is not None:
             self.log_params(run_id, flatten(self.run_config.resolved()))
         if data is not None:
@@ -244,13 +251,12 @@ class Tracker:
         from mlflow.types.schema import ColSpec, Schema
 
         manifest = dict(data.manifest)
-        source_text = str(manifest.get("source", "unknown"))
         schema = Schema(
             [ColSpec(_mlflow_type(str(dtype)), name) for name, dtype in data.interactions.schema.items()]
         )
         dataset = MetaDataset(
-            source=_dataset_source(source_text),
-            name=str(manifest.get("name", Path(source_text).name or "interactions")),
+            source=_dataset_source(ui.dataset_source(manifest)),
+            name=ui.dataset_name(manifest),
             digest=(data.fingerprint or "unknown")[:36],
             schema=schema,
         )
@@ -274,7 +280,7 @@ class Tracker:
             inherited = dict(self._parent_tags.get(parent_id or "", {}))
         if parent_id and not inherited:  # a tracker in another process (Dask task): ask the store
             parent_tags = with_retries(lambda: self.client.get_run(parent_id)).data.tags
-            inherited = {k: v for k, v in parent_tags.items() if k.startswith("recsys.")}
+            inherited = ui.inherited(parent_tags)
         inherited.pop(TAG_KIND, None)
         all_tags = {
             **inherited,
@@ -340,6 +346,8 @@ class Tracker:
         folding diagnostics (non-numeric values are skipped)."""
         run_id = model_run.run_id
         self.set_tags(run_id, self._split_tags(data, split))
+        if data is not None:  # the runs table shows each model's training data, not only the parent's
+            self.log_dataset(run_id, data)
         metrics: dict[str, Any] = dict(eval_result.summary)
         for name, (low, high) in eval_result.ci.items():
             metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
@@ -365,6 +373,7 @@ class Tracker:
             pyfunc_dir = Path(tmp) / PYFUNC_ARTIFACT
             save_pyfunc(model, split, pyfunc_dir, staging=Path(tmp) / "staging")
             with_retries(lambda: self.client.log_artifacts(run_id, str(pyfunc_dir), PYFUNC_ARTIFACT))
+            with_retries(lambda: ui.record_logged_model(self.client, run_id, pyfunc_dir, PYFUNC_ARTIFACT))
         model_uri = f"runs:/{run_id}/{PYFUNC_ARTIFACT}"
         if not self.cfg.register_models:
             return LoggedModel(run_id, model_uri)

@@ -1,0 +1,146 @@
+"""What a person sees in the MLflow UI, looked at in headless Chromium: the runs page `recsys ui`
+links to (or the tracking server's own UI) is a model-training runs table with the run names and
+their recall@20, not the GenAI overview; and the tags behind it, on both stores."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from recsys.tracking import ui
+from recsys.tracking.store import is_http
+
+READY_TIMEOUT_S = 180
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+    "--no-first-run", "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
+]  # fmt: skip
+
+
+def chromium() -> str:
+    """Debian's `chromium` (make test installs it); a missing browser is a failure, not a skip."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    pytest.fail("no headless Chromium on PATH: `make test` installs Debian's chromium", pytrace=False)
+
+
+def page_text(url: str, profile: Path, budget_ms: int = 20000) -> str:
+    """The page's DOM after `budget_ms` of virtual time (the UI's API calls done), as visible text."""
+    command = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
+               "--dump-dom", url]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", done.stdout, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+def _wait_for(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"recsys ui exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} not ready after {READY_TIMEOUT_S} s")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def runs_page(logged, tmp_path_factory):
+    """(url, process or None): for SQLite, `recsys ui` on a free port, the URL it prints; for the
+    server, the runs URL on the server itself (what `recsys run` prints for a server store)."""
+    if is_http(logged.uri):
+        yield ui.experiment_runs_url(logged.uri, logged.config.tracking.experiment)
+        return
+    from recsys.stack import free_port
+
+    port = free_port()
+    recsys = Path(sys.executable).parent / "recsys"
+    command = [str(recsys), "ui", "--port", str(port), "--set", f"tracking.tracking_uri={logged.uri}",
+               "--set", f"tracking.experiment={logged.config.tracking.experiment}"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path_factory.mktemp("ui"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "400"}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        printed = [process.stdout.readline() for _ in range(2)]
+        runs = next((line.split("runs: ", 1)[1].strip() for line in printed if line.startswith("runs: ")), None)
+        assert runs, f"recsys ui printed no runs link: {printed}"
+        _wait_for(f"http://127.0.0.1:{port}/health", process)
+        yield runs
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged):
+    client = MlflowClient(logged.uri)
+    experiment = client.get_experiment_by_name(logged.config.tracking.experiment)
+    assert experiment.tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    view = json.loads(experiment.tags[ui.VIEW_TAG_PREFIX + ui.VIEW_ID])
+    state = json.loads(view["state"])
+    assert view["name"] == "recsys: models by recall@20"
+    assert state["orderByKey"] == "metrics.`recall_at_20`" and state["orderByAsc"] is False
+    assert state["columnOrder"] == ["metrics.`recall_at_20`", "metrics.`ndcg_at_20`", "metrics.`folding_at_20`"]
+    assert state["searchFilter"] == "tags.`recsys.kind` = 'model'"
+    # the filter is one MLflow's search accepts, and finds exactly the model runs
+    found = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
+    assert set(logged.runs.values()) <= {r.info.run_id for r in found}
+    assert logged.parent_id not in {r.info.run_id for r in found}
+
+
+def test_runs_have_a_source_a_named_dataset_and_a_linked_model(logged):
+    client = MlflowClient(logged.uri)
+    parent = client.get_run(logged.parent_id)
+    assert parent.data.tags["mlflow.source.type"] == "LOCAL" and parent.data.tags["mlflow.source.name"]
+    assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["recsys.git_commit"]
+    for name, run_id in logged.runs.items():
+        run = client.get_run(run_id)
+        for key in ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"):
+            assert run.data.tags[key] == parent.data.tags[key]  # a model run has its pipeline's source
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+        assert (dataset.name, dataset.digest) == ("planted", "planted-0")
+        (logged_model,) = json.loads(run.data.tags["mlflow.log-model.history"])
+        assert logged_model["artifact_path"] == "model" and logged_model["run_id"] == run_id
+        assert "python_function" in logged_model["flavors"]
+        version = client.get_model_version(f"recsys-{name}", logged.versions[name])
+        assert version.run_id == run_id  # the Models column pairs it with the registered version
+
+
+@pytest.mark.slow
+def test_runs_page_in_a_browser_shows_model_runs_with_recall(logged, runs_page, tmp_path):
+    client = MlflowClient(logged.uri)
+    experiment = client.get_experiment_by_name(logged.config.tracking.experiment)
+    assert runs_page.endswith(
+        f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=recsys-models"
+    )
+    text = page_text(runs_page, tmp_path / "profile")
+    assert f"Runs - Experiment {experiment.experiment_id} - MLflow" in text  # the page title
+    assert "Token Usage" not in text and "recsys: models by recall@20" in text  # not GenAI; our view
+    for name, run_id in logged.runs.items():
+        recall = client.get_run(run_id).data.metrics["recall_at_20"]
+        assert re.search(rf"\b{name}\b", text), name
+        assert repr(recall) in text, (name, recall)  # the metric column, as MLflow prints a float
+    assert "Sort: recall_at_20" in text and "ndcg_at_20" in text  # (no folding logged by log_pipeline)
+    assert "planted (planted-0)" in text  # the Dataset column
+    # the Models column links the run to the newest registered model made from it (+N others)
+    versions = client.search_model_versions(f"run_id = '{logged.runs['wals']}'")
+    assert versions and any(f"{v.name} v{v.version}" in text for v in versions)
