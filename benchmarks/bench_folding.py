@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from benchmarks.common import ML100K_INTER
 from recsys.config import EvaluationConfig, SplitConfig, SyntheticConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import EvalSet, Split
@@ -39,8 +40,7 @@ from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 
-REPO = Path(__file__).resolve().parents[1]
-INTER = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+INTER = ML100K_INTER
 RESULTS_DIR = Path(__file__).parent / "results"
 RESULTS = RESULTS_DIR / "folding.md"
 BAR_PNG = RESULTS_DIR / "folding_bar.png"

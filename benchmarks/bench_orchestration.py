@@ -18,8 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.common import ML100K_INTER
+
 REPO = Path(__file__).resolve().parents[1]
-ML100K = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+ML100K = ML100K_INTER
 RESULTS = Path(__file__).parent / "results" / "orchestration.md"
 MODELS = (
     'models=[{name="popularity", kind="popularity"}, {name="wals", kind="wals", factors=64, iterations=15},'

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from benchmarks.common import ML100K_INTER
 from pipelines.data import DatasetResult, prepare_dataset
 from pipelines.evaluate import evaluate_model
 from pipelines.run import load_data_and_split
@@ -48,7 +49,7 @@ from recsys.models.base import ModelConfig
 from recsys.models.two_tower import TwoTowerConfig
 
 REPO = Path(__file__).resolve().parents[1]
-INTER = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+INTER = ML100K_INTER
 CONFIG = REPO / "pipelines" / "configs" / "movielens.toml"
 RESULTS = Path(__file__).parent / "results" / "quality.md"
 RAW_OUT = Path(__file__).parent / "out" / "quality"  # git-ignored: machine-readable numbers
@@ -537,16 +538,27 @@ def two_tower_section(run: ProtocolRun, grid: str) -> list[str]:
     ]
 
 
-def outcome(a: Scored, b: Scored) -> str:
-    """'beats' / 'loses to' / 'ties with' from the paired recall@20 tests of a against b."""
+def outcome(a: Scored, b: Scored, b_name: str) -> str:
+    """How `a` compares with `b` (called `b_name`) in the paired recall@20 tests, worded as the tests
+    found it, p-values included: "beats" / "is significantly worse than" only when both tests agree
+    (p < 0.05 and the bootstrap interval excludes 0), "is not significantly different from" only
+    when neither test finds a difference (never "ties" when one of them does), else which one does."""
     tests = compare(a, b)
+    boot, wilcoxon = tests["bootstrap"], tests["wilcoxon"]
+    ps = f"bootstrap p = {pvalue(boot.p_value)}, Wilcoxon p = {pvalue(wilcoxon.p_value)}"
     if clearly_better(tests):
-        return "beats"
+        return f"beats {b_name} ({ps})"
     flipped = {
         k: replace(t, delta_mean=-t.delta_mean, ci_low=-t.ci_high, ci_high=-t.ci_low)
         for k, t in tests.items()
     }
-    return "loses to" if clearly_better(flipped) else "ties with"
+    if clearly_better(flipped):
+        return f"is significantly worse than {b_name} ({ps})"
+    if boot.p_value >= 0.05 and wilcoxon.p_value >= 0.05:
+        return f"is not significantly different from {b_name} ({ps})"
+    direction = "worse" if boot.delta_mean < 0 else "better"
+    found = "the Wilcoxon test" if wilcoxon.p_value < 0.05 else "the bootstrap"
+    return f"is {direction} than {b_name} by {found} but not by both tests ({ps})"
 
 
 def verdict(strong: ProtocolRun, random_run: ProtocolRun | None) -> list[str]:
@@ -562,15 +574,15 @@ def verdict(strong: ProtocolRun, random_run: ProtocolRun | None) -> list[str]:
         r20 = tt.test.summary["recall@20"]
         text += (
             f"The best two-tower model ({c.loss} with {c.sampler} negatives, {c.user_input} user tower, chosen "
-            f"on validation) reaches {r20:.3f} ({r20 / wals:.0%} of WALS) and {outcome(tt, strong.wals)} WALS in "
-            "the paired test. "
+            f"on validation) reaches {r20:.3f} ({r20 / wals:.0%} of WALS) and {outcome(tt, strong.wals, 'WALS')} "
+            "in the paired test. "
         )
         id_tower = next((s for s in strong.grid if s.name == ID_TOWER_CONTRAST), None)
         if id_tower is not None and c.user_input == "history":
             id_r20 = id_tower.test.summary["recall@20"]
             text += (
                 f"The same loss with an id user tower scores {id_r20:.3f} (`{ID_TOWER_CONTRAST}`; the history "
-                f"tower {outcome(tt, id_tower)} it in the paired test): an id embedding has no row for a held-out "
+                f"tower {outcome(tt, id_tower, 'it')} in the paired test): an id embedding has no row for a held-out "
                 "user, who is folded in as the mean of their history's item vectors, an approximation the model "
                 "was never trained for; the history tower is trained on exactly that input (each example's "
                 "target left out of its own history), so a held-out user goes through the trained function. "
@@ -588,7 +600,9 @@ def verdict(strong: ProtocolRun, random_run: ProtocolRun | None) -> list[str]:
                 "The softmax family wins among two-tower losses: it ranks the positive against many negatives "
                 "at once, which is what recall@k measures. "
             )
-        below = [s for s in strong.grid if has_negatives(s) and outcome(s, strong.popularity) != "beats"]
+        below = [
+            s for s in strong.grid if has_negatives(s) and not clearly_better(compare(s, strong.popularity))
+        ]
         if below:
             text += (
                 "Not every loss with negatives beats popularity: "
@@ -618,7 +632,7 @@ def verdict(strong: ProtocolRun, random_run: ProtocolRun | None) -> list[str]:
         if po is not None:
             text += (
                 f"Positives only (no negatives, for contrast) scores {po.test.summary['recall@20']:.3f}; the best "
-                f"model with negatives {outcome(tt, po)} it in the paired test. "
+                f"model with negatives {outcome(tt, po, 'it')} in the paired test. "
             )
     if random_run is not None:
         rows = [random_run.popularity, *(s for s, _ in random_run.wals_searches)]

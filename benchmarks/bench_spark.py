@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import ML100K_INTER
 from recsys.config import DataConfig, EvaluationConfig, SplitConfig
 from recsys.data.ingest import ingest
 from recsys.data.matrix import item_popularity
@@ -35,8 +36,7 @@ from recsys.evaluation.evaluate import evaluate
 from recsys.models.base import Recommender
 from recsys.models.wals import WALS, WALSConfig
 
-REPO = Path(__file__).resolve().parents[1]
-INTER = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+INTER = ML100K_INTER
 RESULTS = Path(__file__).parent / "results" / "spark.md"
 FACTORS, ITERATIONS, ALPHA, LAMBDA, SEED = 32, 10, 10.0, 0.05, 42
 

@@ -20,10 +20,10 @@ import polars as pl
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from benchmarks.common import ML100K_INTER
 from recsys.models.wals import WALS, WALSConfig
 
-REPO = Path(__file__).resolve().parents[1]
-INTER = REPO.parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+INTER = ML100K_INTER
 RESULTS = Path(__file__).parent / "results" / "wals.md"
 REPEATS = 5
 

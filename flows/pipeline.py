@@ -171,7 +171,9 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
                     by_name[model_cfg.name] = failed_outcome(model_cfg, exc)
     outcomes = [by_name[m.name] for m in cfg.models]
     steps["models"] = time.perf_counter() - t
-    compute = {f"{o.name}": o.fit_seconds + o.eval_seconds + o.log_seconds for o in outcomes}
+    compute = {
+        f"{o.name}": o.tuning.get("seconds", o.fit_seconds) + o.eval_seconds + o.log_seconds for o in outcomes
+    }
 
     t = time.perf_counter()
     decision = promote_task(cfg, tracker, outcomes, split)

@@ -21,7 +21,8 @@ from typing import Any
 
 from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
 from pipelines.evaluate import evaluate_model
-from pipelines.train import find_teacher, thread_budget, train_model
+from pipelines.train import find_teacher, model_builder, thread_budget, train_model
+from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
@@ -44,6 +45,7 @@ class ModelOutcome:
     fit_seconds: float = 0.0
     eval_seconds: float = 0.0
     log_seconds: float = 0.0  # MLflow: metrics, artifacts, pyfunc, registry
+    tuning: dict[str, Any] = field(default_factory=dict)  # the search's summary when the model was tuned
     mlflow_run_id: str | None = None
     error: str | None = None
 
@@ -150,7 +152,13 @@ def train_and_log(
     try:
         log(f"training {model_cfg.name} ({model_cfg.kind})")
         teacher = find_teacher(model_cfg, teachers_dir)
-        model = train_model(model_cfg, split, threads=threads, callback=run.callback, teacher=teacher)
+        if model_cfg.tuning is not None and model_cfg.tuning.enabled:
+            tuned = tune_in_run(
+                model_cfg, split, cfg, tracker=tracker, model_run=run, build=model_builder(threads, teacher), log=log
+            )
+            model, outcome.tuning = tuned.model, tuned.summary()
+        else:
+            model = train_model(model_cfg, split, threads=threads, callback=run.callback, teacher=teacher)
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
             model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
@@ -194,7 +202,7 @@ def failed_outcome(model_cfg: ModelConfig, error: BaseException, run_id: str | N
     )
 
 
-EXPECTED_COST = {"two_tower": 3, "wals_spark": 2, "wals": 1}
+EXPECTED_COST = {"two_tower": 3, "wals_spark": 2, "wals": 1, "ease": 1}
 """Rough training cost by model kind, for scheduling only (popularity and precomputed factors: 0)."""
 
 

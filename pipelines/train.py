@@ -8,7 +8,7 @@ oversubscribe the cores. A model's own `threads` setting, when given, wins.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,28 @@ def thread_budget(cfg: OrchestrationConfig) -> int:
 
 def with_thread_budget(model_cfg: ModelConfig, threads: int) -> ModelConfig:
     """Fill the model's thread setting from the budget unless the user set it explicitly."""
-    if getattr(model_cfg, "kind", "") == "wals" and getattr(model_cfg, "threads", 1) == 0:
+    if getattr(model_cfg, "kind", "") in ("wals", "ease") and getattr(model_cfg, "threads", 1) == 0:
         return model_cfg.model_copy(update={"threads": threads})
     if getattr(model_cfg, "kind", "") == "two_tower" and getattr(model_cfg, "threads", 1) is None:
         return model_cfg.model_copy(update={"threads": threads})
     return model_cfg
+
+
+def model_builder(
+    threads: int | None = None, teacher: Recommender | None = None
+) -> Callable[[ModelConfig], Recommender]:
+    """Config -> unfitted model with the thread budget applied and, for a distilling student, its
+    teacher set: what `train_model` fits once and every tuning trial fits again."""
+
+    def build(model_cfg: ModelConfig) -> Recommender:
+        if threads is not None:
+            model_cfg = with_thread_budget(model_cfg, threads)
+        model = build_model(model_cfg)
+        if teacher is not None and getattr(model_cfg, "distill", None) is not None:
+            model.set_teacher(teacher)  # type: ignore[attr-defined]
+        return model
+
+    return build
 
 
 def train_model(
@@ -50,11 +67,7 @@ def train_model(
 
     `teacher`: the fitted model a two-tower with a `distill` section learns from (its
     `distill.teacher`); ignored by models that do not distill."""
-    if threads is not None:
-        model_cfg = with_thread_budget(model_cfg, threads)
-    model = build_model(model_cfg)
-    if teacher is not None and getattr(model_cfg, "distill", None) is not None:
-        model.set_teacher(teacher)  # type: ignore[attr-defined]
+    model = model_builder(threads, teacher)(model_cfg)
     model.fit(split.train, validation=split.validation_set(), callback=callback, features=features)
     if save_to is not None:
         model.save(save_to)

@@ -1,45 +1,36 @@
-"""Step: hyper-parameter search (Optuna, TPE, seeded) on the validation split — never on test.
+"""Step: hyper-parameter search (Optuna TPE, seeded) on the validation split — never on test.
 
-Each trial trains on `train` and scores the validation target; the best parameters are written
-back into a copy of the config, so `recsys run --config best.toml` reproduces the winner.
+Two entry points over the one search in `recsys.tuning.tune`:
+
+* `tune_in_run`: what `recsys run` does for every model with an enabled `[models.tuning]` section.
+  Trials are nested MLflow runs under the model's run (params, per-epoch validation curve, value,
+  state); the model's run gets the chosen parameters (`tuned.<name>` params), a trials table and the
+  optimisation-history and parameter-importance plots under `tuning/`. The best trial's model is the
+  run's model: fitted once with the chosen parameters, then scored once on test by the caller.
+  Warm start: the champion of this config's registry line, when it is the same kind of model and
+  of the same lineage, has its parameters queued as a trial.
+* `tune_model`: `recsys tune`, which writes a config with the best parameters filled in, so
+  `recsys run --config best.toml` reproduces the winner.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from recsys.config import RunConfig
-from recsys.data.matrix import item_popularity
 from recsys.data.split import Split
 from recsys.errors import ConfigError
+from recsys.models.base import ModelConfig, Recommender
+from recsys.tuning import TrialRecord, TuningConfig, TuningOutcome, search_space, tune
 
-SearchSpace = Callable[[Any], dict[str, Any]]
-
-
-def _wals_space(trial: Any) -> dict[str, Any]:
-    return {
-        "factors": trial.suggest_categorical("factors", [32, 64, 128, 256]),
-        # Wide: on strong generalisation the best ML-100K WALS needs regularisation ~17.
-        "regularization": trial.suggest_float("regularization", 1e-2, 1e3, log=True),
-        "alpha": trial.suggest_float("alpha", 0.5, 50.0, log=True),
-        "iterations": trial.suggest_int("iterations", 5, 30),
-    }
-
-
-def _two_tower_space(trial: Any) -> dict[str, Any]:
-    return {
-        "dim": trial.suggest_categorical("dim", [32, 64, 128]),
-        "lr": trial.suggest_float("lr", 1e-3, 5e-2, log=True),
-        "temperature": trial.suggest_float("temperature", 0.02, 0.5, log=True),
-        "num_negatives": trial.suggest_categorical("num_negatives", [32, 128, 512]),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
-    }
-
-
-SPACES: dict[str, SearchSpace] = {"wals": _wals_space, "two_tower": _two_tower_space}
+TAG_TRIAL_STATE = "recsys.trial_state"
+TAG_TRIAL_NUMBER = "recsys.trial_number"
+TAG_WARM_START = "recsys.tuning.warm_start"
 
 
 @dataclass
@@ -52,42 +43,175 @@ class TuneResult:
     config: RunConfig
 
 
-def tune_model(
-    cfg: RunConfig, split: Split, model_name: str, *, trials: int, metric: str | None = None,
-    progress: Callable[[int, float, dict], None] | None = None, space: SearchSpace | None = None,
-) -> TuneResult:
-    """Search the model's space (or `space`); metric defaults to the promotion metric (recall@20)."""
-    import optuna
-
-    from pipelines.train import train_model
-    from recsys.evaluation.evaluate import evaluate
-
-    model_cfg = cfg.model(model_name)
-    space = space or SPACES.get(model_cfg.kind)
-    if space is None:
-        raise ConfigError(f"model {model_name!r} ({model_cfg.kind}) has nothing to tune; tunable kinds: {sorted(SPACES)}")
+def validation_or_refuse(split: Split, model_name: str):
     validation = split.validation_set()
     if validation is None:
-        raise ConfigError("tuning needs a validation split: set split.validation_fraction (e.g. 0.1)")
-    metric = metric or cfg.promotion.metric
-    eval_cfg = cfg.evaluation.model_copy(update={"bootstrap_samples": 0})
-    popularity = item_popularity(split.train)
-    history: list[dict[str, Any]] = []
+        raise ConfigError(
+            f"models.{model_name}.tuning needs a validation split: set split.validation_fraction (e.g. 0.1)"
+        )
+    return validation
 
-    def objective(trial: Any) -> float:
-        params = space(trial)
-        model = train_model(model_cfg.model_copy(update=params), split)
-        # Early stopping inside fit uses the same validation target; test is never touched.
-        value = float(evaluate(model, validation, eval_cfg, item_popularity=popularity).summary[metric])
-        history.append({"trial": trial.number, metric: value, **params})
-        if progress is not None:
-            progress(trial.number, value, params)
-        return value if math.isfinite(value) else 0.0
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
-    study.optimize(objective, n_trials=trials)
-    best = dict(study.best_params)
+def tune_model(
+    cfg: RunConfig, split: Split, model_name: str, *, trials: int, metric: str | None = None,
+    progress: Callable[[int, float, dict], None] | None = None,
+) -> TuneResult:  # fmt: skip
+    """`recsys tune`: search the model's space (its tuning section's, or the kind's default) with
+    `trials` trials; metric defaults to the promotion metric (recall@20)."""
+    model_cfg = cfg.model(model_name)
+    tuning = (model_cfg.tuning or TuningConfig()).model_copy(update={"n_trials": trials, "timeout_s": None})
+    model_cfg = model_cfg.model_copy(update={"tuning": tuning})
+    search_space(model_cfg)  # a model with nothing to tune is refused before any work
+    validation = validation_or_refuse(split, model_name)
+    outcome = tune(
+        model_cfg, split.train, validation, metric=metric or cfg.promotion.metric,
+        hooks=_ProgressHooks(progress) if progress is not None else None,
+    )  # fmt: skip
+    history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
-    tuned.models = [m.model_copy(update=best) if m.name == model_name else m for m in tuned.models]
-    return TuneResult(model_name, metric, float(study.best_value), best, history, RunConfig.model_validate(tuned.resolved()))
+    tuned.models = [
+        m.model_copy(update=outcome.best_params) if m.name == model_name else m for m in tuned.models
+    ]
+    return TuneResult(
+        model_name, outcome.metric, outcome.best_value, outcome.best_params, history,
+        RunConfig.model_validate(tuned.resolved()),
+    )  # fmt: skip
+
+
+class _ProgressHooks:
+    def __init__(self, progress: Callable[[int, float, dict], None]) -> None:
+        self.progress = progress
+
+    def start(self, number: int, params: dict[str, Any]) -> None:
+        return None
+
+    def finish(self, record: TrialRecord) -> None:
+        if record.value is not None:
+            self.progress(record.number, record.value, record.params)
+
+
+# ============================================================================ inside a pipeline run
+def tune_in_run(
+    model_cfg: ModelConfig,
+    split: Split,
+    cfg: RunConfig,
+    *,
+    tracker: Any,
+    model_run: Any,
+    build: Callable[[ModelConfig], Recommender] | None = None,
+    log: Callable[[str], None] = print,
+) -> TuningOutcome:
+    """Search `model_cfg`'s tuning section on `split`'s validation users (the test set is never
+    handed to the search) and log everything to the model's MLflow run."""
+    validation = validation_or_refuse(split, model_cfg.name)
+    tuning = model_cfg.tuning or TuningConfig()
+    queue = champion_parameters(cfg, tracker, model_cfg, log) if tuning.warm_start else []
+    hooks = MlflowTrialHooks(tracker, model_run, model_cfg, log)
+    outcome = tune(
+        model_cfg, split.train, validation, metric=cfg.promotion.metric, queue=queue, hooks=hooks, build=build
+    )
+    log(
+        f"tuned {model_cfg.name}: {len(outcome.trials)} trials in {outcome.seconds:.0f}s"
+        f"{' (timeout)' if outcome.timed_out else ''}, best validation {outcome.metric} "
+        f"{outcome.best_value:.4f} with {outcome.best_params}"
+    )
+    log_tuning(tracker, model_run.run_id, outcome, warm_started=bool(queue))
+    return outcome
+
+
+class MlflowTrialHooks:
+    """Each trial a nested run under the model's run (a no-op with tracking off)."""
+
+    def __init__(self, tracker: Any, model_run: Any, model_cfg: ModelConfig, log: Callable[[str], None]) -> None:
+        self.tracker, self.parent, self.model_cfg, self.log = tracker, model_run, model_cfg, log
+        self.runs: dict[int, str] = {}
+
+    def start(self, number: int, params: dict[str, Any]) -> Callable[[int, dict[str, float]], None] | None:
+        if not getattr(self.tracker, "enabled", False):
+            return None
+        run_id = self.tracker.start_trial(self.parent.run_id, self.model_cfg, number, params)
+        self.runs[number] = run_id
+        return lambda step, metrics: self.tracker.log_metrics(run_id, metrics, step=step)
+
+    def finish(self, record: TrialRecord) -> None:
+        value = "—" if record.value is None else f"{record.value:.4f}"
+        self.log(f"  {self.model_cfg.name} trial {record.number}: {record.state} {value} {record.params}")
+        run_id = self.runs.pop(record.number, None)
+        if run_id is None:
+            return
+        metrics = {"trial_seconds": record.seconds, "epochs": record.epochs}
+        if record.value is not None:
+            metrics["value"] = record.value
+        self.tracker.log_metrics(run_id, metrics)
+        self.tracker.set_tags(run_id, {TAG_TRIAL_STATE: record.state})
+        self.tracker.end(run_id, "FAILED" if record.state == "failed" else "FINISHED", error=record.error)
+
+
+def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm_started: bool) -> None:
+    """Chosen parameters, a trials table and the two plots on the model's run."""
+    if not getattr(tracker, "enabled", False) or not run_id:
+        return
+    from recsys.tuning import plot_study
+
+    tracker.log_params(run_id, {f"tuned.{k}": v for k, v in outcome.best_params.items()})
+    summary = outcome.summary()
+    tracker.log_metrics(run_id, {
+        "tuning_best_value": summary["best_value"], "tuning_trials": summary["trials"],
+        "tuning_pruned": summary["pruned"], "tuning_failed": summary["failed"], "tuning_seconds": summary["seconds"],
+    })  # fmt: skip
+    tracker.set_tags(run_id, {TAG_WARM_START: str(warm_started).lower(), "recsys.tuning.timed_out": str(outcome.timed_out).lower()})
+    with tempfile.TemporaryDirectory(prefix="recsys-tuning-") as tmp:
+        root = Path(tmp) / "tuning"
+        plot_study(outcome.study, root)
+        trials = [
+            {"number": r.number, "state": r.state, "value": r.value, "seconds": r.seconds, "epochs": r.epochs,
+             "params": r.params, **({"error": r.error} if r.error else {})}
+            for r in outcome.trials
+        ]  # fmt: skip
+        (root / "trials.json").write_text(json.dumps({**summary, "queued": outcome.queued, "trials": trials}, indent=2, default=str))
+        tracker.client.log_artifacts(run_id, str(root), "tuning")
+
+
+# ============================================================================ warm start
+def lineage(cfg: RunConfig) -> str:
+    """The registry line a run belongs to: config name + normalised data source (DESIGN.md, day two).
+    Runs of different lineages never share a champion, so a champion of another lineage is no warm
+    start. The normalisation is deliberately small (a trailing slash, `file://`): the split code of
+    the lineage work may widen it, and this one function is where to point at it."""
+    source = cfg.data.source.strip()
+    if source.startswith("file://"):
+        source = source[len("file://") :]
+    return f"{cfg.name}:{source.rstrip('/')}"
+
+
+TAG_LINEAGE = "recsys.lineage"
+
+
+def champion_parameters(cfg: RunConfig, tracker: Any, model_cfg: ModelConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The trained config of this line's champion (`promotion.registered_model@champion`) when it is
+    a model of the same kind and its run is of this run's lineage (a run without a lineage tag, from
+    before lineages were recorded, counts as this line's: the registry line is this config's own).
+    Empty when there is no champion, tracking is off, or the store cannot say."""
+    if not getattr(tracker, "enabled", False):
+        return []
+    from recsys.tracking.registry import CHAMPION, alias_version
+    from recsys.tracking.runs import TAG_MODEL_KIND
+
+    try:
+        version = alias_version(tracker.client, cfg.promotion.registered_model, CHAMPION)
+        if version is None or not version.run_id:
+            return []
+        run = tracker.client.get_run(version.run_id)
+        tags = run.data.tags
+        if tags.get(TAG_MODEL_KIND) != model_cfg.kind:
+            return []
+        if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):
+            return []
+        with tempfile.TemporaryDirectory(prefix="recsys-champion-") as tmp:
+            path = tracker.client.download_artifacts(version.run_id, "config/model.json", tmp)
+            params = json.loads(Path(path).read_text())
+    except Exception as exc:  # the champion's run or artifact is gone: tune without it
+        log(f"  {model_cfg.name}: no warm start from the champion ({type(exc).__name__}: {exc})")
+        return []
+    log(f"  {model_cfg.name}: warm start from the champion (run {version.run_id})")
+    return [params]

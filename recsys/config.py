@@ -17,13 +17,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recsys.errors import ConfigError
+from recsys.models.ease import EASEConfig
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 from recsys.models.wals_spark import WALSSparkConfig
 
 AnyModelConfig = Annotated[
-    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig, Field(discriminator="kind")
+    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig, Field(discriminator="kind")
 ]
 
 

@@ -18,6 +18,9 @@ Which losses use `log_q` (the sampler's per-draw log-probability, see `recsys.sa
   `logq_correction` is off). It also takes `log_normalizer`, the paper's normalising constant c
   (default `-1 / temperature`, see `nce`).
 - `bce`: importance weights `1/q` on the negatives' average (the uniform mean BCE targets).
+- `sampled_softmax_corrected`: the corrected logQ of Khrylchenko et al. 2025 (negatives only; the
+  positive is always in the denominator), see the function.
+- `gbce`: only to estimate the sampling rate when `n_items` is not given.
 - everything else ignores `log_q`: they are not estimators of a full softmax.
 Metric-learning losses (`hinge`, `contrastive`, `lifted`, `npair`) work on raw similarities or
 distances, where `margin` has its usual meaning; they ignore `temperature`.
@@ -139,6 +142,7 @@ def bce(
     hit_mask: torch.Tensor | None = None,
     margin: float = 0.0,
     pos_log_q: torch.Tensor | None = None,
+    offset: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Binary cross-entropy: positive labelled 1, each negative 0: `-log s(x_pos) - mean_neg log(1 - s(x_neg))`.
 
@@ -149,9 +153,12 @@ def bce(
     sampler's bias. Without them popularity-sampled negatives teach the model to push popular items
     down, the opposite of what recall rewards. For a uniform sampler the weights are equal and
     nothing changes. `pos_log_q` and `margin` are ignored.
+
+    `offset` is added to every logit, `x = s / T + offset` (see `pointwise_offset` for why L2-normalised
+    towers need one).
     """
-    pos_logit = (user * pos).sum(dim=1) / temperature
-    neg_logits = negative_scores(user, neg) / temperature
+    pos_logit = (user * pos).sum(dim=1) / temperature + offset
+    neg_logits = negative_scores(user, neg) / temperature + offset
     # -log(1 - sigmoid(x)) == softplus(x); -log sigmoid(x) == softplus(-x); both stable.
     neg_terms = F.softplus(neg_logits)
     if log_q is None:
@@ -159,6 +166,129 @@ def bce(
     else:
         negative = _importance_mean(neg_terms, _per_row(log_q, user.shape[0]), hit_mask)
     return (F.softplus(-pos_logit) + negative).mean()
+
+
+def pointwise_offset(
+    n_items: int,
+    mean_items_per_user: float,
+    temperature: float,
+    positive_weight: float = 1.0,
+    negative_weight: float = 1.0,
+) -> float:
+    """The logit offset `b` of the pointwise losses (`bce`, `gbce`), at most 0:
+
+        b = log(positive_weight * n_items / (negative_weight * mean items per user)) - 1 / T
+
+    Why: a pointwise logistic loss scores each (user, item) pair on an absolute scale. With uniform
+    negatives and a positive term of weight `w+` against negative terms of total weight `w-` per
+    example, the optimum logit of item i is `log(w+ n p(i | u) / w-)`: about
+    `log(w+ n_items / (w- |I_u|))` for a typical positive and far below 0 for the many unrelated
+    items. L2-normalised towers give logits `s / T` in `[-1/T, 1/T]` with no free offset, so the only
+    way to push the unrelated items' logits below 0 is to make their cosines negative: users and
+    items drift into opposite hemispheres, item vectors bunch together, and the mean of a new user's
+    history vectors (the id tower's fold-in) no longer points where a trained user's vector would
+    (on sparse planted clusters BCE fell to a quarter of popularity's recall). With `b` an aligned
+    pair (cosine 1) gets the typical positive's optimum and an orthogonal, unrelated pair gets `b`,
+    far below 0, which unit vectors reach in any dimension. BCE averages its negatives (`w+ = w- = 1`);
+    gBCE weighs the positive by beta and sums k negatives (`w+ = beta`, `w- = k`)."""
+    ratio = positive_weight * max(n_items, 1) / (negative_weight * max(mean_items_per_user, 1.0))
+    return min(0.0, math.log(ratio) - 1.0 / temperature)
+
+
+def gbce_beta(num_negatives: int, n_items: int, calibration: float) -> float:
+    """gBCE's positive weight `beta = alpha (t (1 - 1/alpha) + 1/alpha)`, `alpha = k / (n_items - 1)`."""
+    alpha = min(max(num_negatives / max(n_items - 1, 1), 1e-12), 1.0)
+    return alpha * (calibration * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+    offset: float | torch.Tensor = 0.0,
+    n_items: int | None = None,
+    calibration: float = 0.75,
+) -> torch.Tensor:
+    """Generalised BCE (Petrov & Macdonald 2023, gSASRec): `-beta log s(x_pos) - sum_neg log(1 - s(x_neg))`.
+
+    With k negatives drawn uniformly from the other `n_items - 1` items, the sampling rate is
+    `alpha = k / (n_items - 1)` and `beta = alpha (t (1 - 1/alpha) + 1/alpha)` for the calibration
+    parameter `t` in [0, 1]: t = 0 gives beta = 1 (plain BCE with summed negatives), t = 1 gives
+    beta = alpha, which makes the predicted probabilities calibrated to the full catalogue (the
+    paper's overconfidence fix). Negatives are *summed*, as in the paper; masked ones contribute 0
+    and k stays the number drawn. Without `n_items`, the catalogue size is read off the sampler's
+    per-draw probabilities as `1 / mean(q)` (exact for the uniform sampler, `q = 1 / n_items`). Logits are
+    `s / T + offset` (`pointwise_offset` with `w+ = beta`, `w- = k`); `log_q`'s only use is that
+    estimate; `pos_log_q` and `margin` are ignored.
+    """
+    k = neg.shape[-2]
+    if n_items is None:
+        if log_q is None:
+            raise ConfigError("gbce needs n_items (or the sampler's log_q) to know its sampling rate")
+        n_items = max(2, round(1.0 / float(log_q.detach().exp().mean())))  # uniform q = 1 / n_items
+    beta = gbce_beta(k, n_items, calibration)
+    pos_logit = (user * pos).sum(dim=1) / temperature + offset
+    neg_terms = F.softplus(negative_scores(user, neg) / temperature + offset)
+    if hit_mask is not None:
+        neg_terms = torch.where(hit_mask, torch.zeros_like(neg_terms), neg_terms)
+    return (beta * F.softplus(-pos_logit) + neg_terms.sum(dim=1)).mean()
+
+
+def sampled_softmax_corrected(
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    hit_mask: torch.Tensor | None = None,
+    margin: float = 0.0,
+    pos_log_q: torch.Tensor | None = None,
+    n_items: int | None = None,
+) -> torch.Tensor:
+    """Sampled softmax with the corrected logQ of Khrylchenko et al. 2025 ("Correcting the LogQ Correction").
+
+    The full-softmax gradient is `-(1 - P(p)) grad s_p + sum_{j != p} P(j) grad s_j`. The positive is
+    always in the full softmax's denominator, never Monte-Carlo sampled, so only the sum over the
+    *other* items is estimated from the negatives: `sum_{j != p} P(j) grad s_j = (1 - P(p))
+    E_{P(. | j != p)}[grad s_j]`, with self-normalised importance weights `exp(s_j - log q_j)` over the
+    negatives alone. That is the gradient of
+
+        w * ( -s_p + log sum_neg exp(s_j - log q_j) ),    w = stop_grad(1 - P(p)),
+
+    where `1 - P(p) = Z / (exp(s_p) + Z)`, `Z = mean_neg exp(s_j - log q_j)` the importance estimate of
+    `sum_{j != p} exp(s_j)`: the model's probability of ranking the positive wrong, which weights each
+    example by how uncertain the model still is. The positive gets no `log q` (Yi et al.'s in-batch
+    correction subtracts it there too, which this removes), and it is not in its own denominator.
+    Logits are `s / T`; masked candidates leave both sums and the mean; `log_q=None` means uniform
+    `q = 1 / n_items` (then `n_items` is required); a row with every negative masked contributes 0.
+    `pos_log_q` and `margin` are ignored.
+    """
+    batch = user.shape[0]
+    pos_logit = (user * pos).sum(dim=1) / temperature
+    neg_logits = negative_scores(user, neg) / temperature
+    if log_q is None:
+        if n_items is None:
+            raise ConfigError("sampled_softmax_corrected needs log_q or n_items (uniform q = 1 / n_items)")
+        neg_logits = neg_logits + math.log(n_items)
+    else:
+        neg_logits = neg_logits - _per_row(log_q, batch)
+    kept = torch.ones_like(neg_logits, dtype=torch.bool) if hit_mask is None else ~hit_mask
+    neg_logits = neg_logits.masked_fill(~kept, -torch.inf)
+    n_kept = kept.sum(dim=1)
+    any_kept = n_kept > 0
+    safe = torch.where(any_kept.unsqueeze(1), neg_logits, torch.zeros_like(neg_logits))
+    log_sum = torch.logsumexp(safe, dim=1)
+    log_z = log_sum - torch.log(n_kept.clamp(min=1).to(log_sum.dtype))
+    weight = torch.sigmoid(log_z - pos_logit).detach()  # 1 - P(p) = Z / (exp(s_p) + Z)
+    per_row = weight * (log_sum - pos_logit)
+    return torch.where(any_kept, per_row, torch.zeros_like(per_row)).mean()
 
 
 def nce(
@@ -392,6 +522,8 @@ LOSSES: dict[str, Loss] = {
     "contrastive": contrastive,
     "lifted": lifted,
     "npair": npair,
+    "gbce": gbce,
+    "sampled_softmax_corrected": sampled_softmax_corrected,
 }
 
 

@@ -26,6 +26,7 @@ as an uninterrupted run (on cpu).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -49,7 +50,7 @@ from recsys import distributed
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError
 from recsys.evaluation.ranking import torch_threads
-from recsys.losses import get_loss
+from recsys.losses import gbce_beta, get_loss, pointwise_offset
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
@@ -168,6 +169,34 @@ def hard_negative_scorer(network: TwoTowerNetwork) -> Callable[[torch.Tensor], t
             return network.user_vectors(users) @ items.T
 
     return score
+
+
+def loss_options(cfg: TwoTowerConfig, train: sp.csr_matrix) -> dict[str, Any]:
+    """The data-dependent keyword arguments of the configured loss, bound once per training run:
+    the catalogue size for losses that need it, the pointwise losses' logit offset, gBCE's `t`."""
+    n_items = int(train.shape[1])
+    options: dict[str, Any] = {}
+    if cfg.loss in ("gbce", "sampled_softmax_corrected"):
+        options["n_items"] = n_items
+    if cfg.loss == "gbce":
+        options["calibration"] = cfg.gbce_calibration
+    if cfg.loss in ("bce", "gbce"):
+        options["offset"] = resolve_logit_offset(cfg, train)
+    return options
+
+
+def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
+    """`cfg.logit_offset`, with "auto" computed from the data (`recsys.losses.pointwise_offset`)."""
+    if cfg.logit_offset != "auto":
+        return float(cfg.logit_offset)
+    per_user = np.diff(train.indptr)
+    active = per_user[per_user > 0]
+    mean_items = float(active.mean()) if active.size else 1.0
+    n_items = int(train.shape[1])
+    if cfg.loss == "gbce":  # positive weighted by beta against k summed negatives
+        beta = gbce_beta(cfg.num_negatives, n_items, cfg.gbce_calibration)
+        return pointwise_offset(n_items, mean_items, cfg.temperature, beta, max(cfg.num_negatives, 1))
+    return pointwise_offset(n_items, mean_items, cfg.temperature)
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -684,7 +713,7 @@ def train_two_tower(
         positives = PositiveLookup(train) if cfg.remove_accidental_hits else None
         if positives is not None:
             positives.keys = positives.keys.to(device)
-        loss_fn = get_loss(cfg.loss)
+        loss_fn = functools.partial(get_loss(cfg.loss), **loss_options(cfg, train))
         teacher = teacher.to(device) if teacher is not None else None
         optimizer = build_optimizer(network, cfg)
         generator = torch.Generator(device=device)

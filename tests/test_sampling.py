@@ -277,3 +277,13 @@ def test_lookup_on_movielens_matches_dense(ml100k_dir):
     expected = (train.toarray() != 0)[batch_users.numpy()[:, None], negs.items.numpy()]
     got = PositiveLookup(train).contains(batch_users, negs.items)
     assert torch.equal(got, torch.as_tensor(expected)) and got.any()  # popular items are often hits
+
+
+def test_negatives_move_between_devices_whole():
+    """`Negatives.to` keeps every field (items, both log q, the in-batch count), on the new device."""
+    negatives = MixedSampler(COUNTS, 2).sample(USERS, POS, gen())
+    moved = negatives.to("cpu")
+    assert moved.in_batch == negatives.in_batch == 3 and moved.shared
+    for name in ("items", "log_q", "pos_log_q"):
+        assert torch.equal(getattr(moved, name), getattr(negatives, name)), name
+        assert getattr(moved, name).device.type == "cpu"

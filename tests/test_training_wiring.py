@@ -220,6 +220,15 @@ def first_step_loss(**overrides) -> float:
     return history[0]
 
 
+def test_the_loop_hands_the_pointwise_loss_its_logit_offset():
+    """BCE's logit offset (`loss_options`) reaches the loss the loop calls: same seed, same draws,
+    a different offset gives a different first-step loss."""
+    assert (
+        abs(first_step_loss(loss="bce", logit_offset=-3.0) - first_step_loss(loss="bce", logit_offset=0.0))
+        > 0.1
+    )
+
+
 def test_the_loop_removes_accidental_hits_when_configured():
     """Same seed, same network and draws: removing hits only drops terms from the softmax's
     denominator, so the first step's loss is strictly lower (fails when the loop never builds the

@@ -12,7 +12,7 @@ import polars as pl
 
 from recsys.config import DataConfig
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
-from recsys.data.vocab import CODE_DTYPE
+from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES
 from recsys.errors import DataError
 
 ORDER = "first_seen"
@@ -41,10 +41,12 @@ def encode_ids(frame: pl.LazyFrame) -> pl.LazyFrame:
     """user_id / item_id as 4-byte codes: every later step (distinct counts, the (user, item)
     group-by, k-core windows, vocab joins) then hashes codes instead of strings, which is most of
     the ingest time on large logs. String columns become Categorical; columns that already hold
-    decimal codes (CODE_DTYPE, see `vocab.decimal_codes`) are kept. Casting either back to String
+    decimal codes (CODE_DTYPES, see `vocab.decimal_codes`) are kept. Casting either back to String
     gives the ids unchanged."""
     schema = frame.collect_schema()
-    return frame.with_columns(pl.col(c).cast(pl.Categorical) for c in (USER, ITEM) if schema[c] != CODE_DTYPE)
+    return frame.with_columns(
+        pl.col(c).cast(pl.Categorical) for c in (USER, ITEM) if schema[c] not in CODE_DTYPES
+    )
 
 
 def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl.LazyFrame:
@@ -101,7 +103,7 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
         )
     return frame.group_by(USER, ITEM).agg(
         pl.col(TIME).max().alias(TIME), weights[how].alias(WEIGHT), pl.col(ORDER).min().alias(ORDER)
-    )
+    )  # 64-bit codes (WIDE_CODE_DTYPE) do not pack into one key: a two-column key, still no strings
 
 
 def k_core(frame: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:

@@ -34,7 +34,7 @@ from recsys.data.implicit import ORDER, FilterStep, to_implicit
 from recsys.data.readers import ROW, SOURCE_FILE, RawSource, row_numbers, scan_source
 from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
-from recsys.data.vocab import CODE_DTYPE, Vocab
+from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, Vocab
 from recsys.errors import DataError
 from recsys.faults import fault_point
 
@@ -97,12 +97,18 @@ def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
 
 
 def _aligned_ids(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
-    """The frames with each id column in one type: UInt32 codes where every frame holds codes
-    (grouping and joining 4-byte codes is ingest's fast route), else text for all (a code's text
-    is its id, and "007" stays apart from 7)."""
+    """The frames with each id column in one type: UInt32 codes where every frame holds them
+    (grouping and joining 4-byte codes is ingest's fast route), 64-bit codes where every frame holds
+    codes and some hold wide ones (a value is the same id at either width), else text for all (a
+    code's text is its id, and "007" stays apart from 7)."""
     schemas = [frame.collect_schema() for frame in frames]
-    text = [c for c in (USER, ITEM) if any(schema.get(c) != CODE_DTYPE for schema in schemas)]
-    return [frame.with_columns(pl.col(c).cast(pl.String) for c in text) for frame in frames]
+    casts = []
+    for c in (USER, ITEM):
+        dtypes = [schema.get(c) for schema in schemas]
+        if any(dtype != CODE_DTYPE for dtype in dtypes):
+            coded = all(dtype in CODE_DTYPES for dtype in dtypes)
+            casts.append(pl.col(c).cast(WIDE_CODE_DTYPE if coded else pl.String))
+    return [frame.with_columns(casts) for frame in frames]
 
 
 def _drop_cross_batch_duplicates(
@@ -166,8 +172,8 @@ def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Path) -> None:
-    """Store this call's validated rows (ids as UInt32 codes where all are canonical decimals,
-    see `storage.scan_batches`) and its quarantine."""
+    """Store this call's validated rows (ids as UInt32 or UInt64 codes where all are canonical
+    decimals, see `storage.scan_batches`) and its quarantine."""
     batch_path.parent.mkdir(parents=True)
     storage.write_table(result.rows, batch_path)
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +292,7 @@ def _ingest(
         batch_path = storage.batch_file(tmp, batch)
         quarantine_path = storage.quarantine_file(tmp, batch)
         batch_written = writer.submit(_write_batch, result, batch_path, quarantine_path)
-        # Ids that are all canonical decimals travel as their UInt32 value: validation checked
+        # Ids that are all canonical decimals travel as their integer value: validation checked
         # every row, and it spares building a Categorical here and writing strings there.
         rows = result.rows
 

@@ -266,7 +266,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 def scan_batches(root: Path, batches: list[int] | None = None) -> list[tuple[int, pl.LazyFrame]]:
     """(batch, lazy frame of its validated canonical rows) for each stored batch, ids as stored:
-    UInt32 where every id of the batch was a canonical decimal (see `vocab.decimal_codes`; casting
+    UInt32 (or UInt64) where every id of the batch was a canonical decimal (see `vocab.decimal_codes`; casting
     to String gives the ids back), else text. `ingest` brings batches stored either way to one
     type before comparing or grouping them."""
     return [

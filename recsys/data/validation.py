@@ -22,7 +22,7 @@ import polars as pl
 
 from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line, number_rows
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
-from recsys.data.vocab import CODE_DTYPE, decimal_codes
+from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError
 
 REASON = "reason"
@@ -71,9 +71,10 @@ _REPEAT_TABLE_BITS = 20
 class ValidationResult:
     """rows: the accepted rows, canonical columns + ROW (+ SOURCE_FILE for a directory), except
     that an id column whose every value is a canonical decimal in [0, 2**32) holds that value as
-    CODE_DTYPE (see `vocab.decimal_codes`): ingest groups and stores those codes, and never pays
-    for the text. `accepted` gives the canonical (text id) view. quarantine: ROW (+ SOURCE_FILE),
-    raw values as strings, reason."""
+    CODE_DTYPE (see `vocab.decimal_codes`), and one whose values are canonical decimals of which
+    some reach 2**32 (64-bit ids) holds them as WIDE_CODE_DTYPE: ingest groups and stores those
+    codes, and never pays for the text. `accepted` gives the canonical (text id) view.
+    quarantine: ROW (+ SOURCE_FILE), raw values as strings, reason."""
 
     rows: pl.DataFrame
     quarantine: pl.DataFrame
@@ -84,7 +85,7 @@ class ValidationResult:
     def accepted(self) -> pl.DataFrame:
         """The accepted rows in the canonical schema (ids as text; a code's text is the id)."""
         return self.rows.with_columns(
-            pl.col(c).cast(pl.String) for c in (USER, ITEM) if self.rows.schema[c] == CODE_DTYPE
+            pl.col(c).cast(pl.String) for c in (USER, ITEM) if self.rows.schema[c] in CODE_DTYPES
         )
 
     @property
@@ -184,7 +185,7 @@ class _Sample:
     `fast` names the columns proposed for an exact fast path that the whole column must then
     confirm (else validation runs again without it): id columns whose values are all canonical
     decimals (`vocab.decimal_codes`), a time column of integer seconds / milliseconds, a weight
-    column cast without stripping, and TYPED_READ: reading decimal id columns as UInt32 and
+    column cast without stripping, and TYPED_READ: reading decimal id columns as UInt64 and
     `integral` columns (time / weight written as plain integers) as Int64 with polars' CSV parser
     instead of as text, which spares materialising and parsing their strings. A value that
     parser rejects ("4.5", "u7", a date) fails the read; one it reads but that was not spelled
@@ -207,7 +208,7 @@ def _sample(raw: RawSource) -> _Sample:
         if series.dtype == pl.String or series.dtype.is_integer():
             text = series.cast(pl.String).drop_nulls()
             text = text.filter(text != "")
-            _, canonical = decimal_codes(pl.col(name))
+            _, canonical = decimal_codes(pl.col(name), WIDE_CODE_DTYPE)
             if text.len() and bool(text.to_frame(name).select(canonical.all()).item()):
                 fast.add(name)
     for name in columns:
@@ -286,7 +287,7 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
     streaming engine. Duplicates are then found on that hash column alone (see `_duplicate_mask`).
     Raw text is kept only as long as the quarantine needs it.
 
-    Cheaper parses that the first rows suggest (decimal ids as UInt32 codes, integer timestamps,
+    Cheaper parses that the first rows suggest (decimal ids as integer codes, integer timestamps,
     unstripped weights, and for delimited files a typed read of such columns; see `_Sample`) are
     checked against every row afterwards; where a row needs the general parse, the source is
     validated again without that shortcut, so the result never depends on which route ran (a log
@@ -316,13 +317,14 @@ def _id_exprs(name: str, alias: str, decimal: bool, typed: bool = False) -> list
     """The parsed id (String, stripped) and, on the decimal fast path, its code and the per-row
     check that the code is exact. The fast path skips stripping: a canonical decimal has no
     whitespace, and a column where any row fails the check is validated again on the slow path.
-    typed: the column was read as UInt32 (TYPED_READ), so it is the code already."""
+    typed: the column was read as UInt64 (TYPED_READ), so it is the code already. Codes are 64-bit
+    here; `_narrow_codes` keeps 32 bits where every value fits."""
     if typed:
         return [pl.col(name).alias(alias), pl.col(name).alias(_CODE.format(name))]
     if not decimal:
         return [pl.col(name).cast(pl.String).str.strip_chars().alias(alias)]
     text = pl.col(name).cast(pl.String)
-    code, canonical = decimal_codes(text)
+    code, canonical = decimal_codes(text, WIDE_CODE_DTYPE)
     fast = text.is_null() | (text == "") | canonical
     return [text.alias(alias), code.alias(_CODE.format(name)), fast.alias(_FAST.format(name))]
 
@@ -348,7 +350,7 @@ def _validate(
     decimal = fast & {USER, ITEM}
     typed: dict[str, pl.DataType] = {}
     if TYPED_READ in fast and raw.typed is not None:
-        typed = {c: pl.UInt32() for c in decimal}
+        typed = {c: WIDE_CODE_DTYPE() for c in decimal}
         typed |= {c: pl.Int64() for c in (TIME, WEIGHT) if c in fast and c in sample.integral}
     source = raw.typed(typed) if typed and raw.typed is not None else raw.frame
     schema = source.collect_schema()
@@ -469,8 +471,9 @@ def _validate(
     raw_view = frame.select(ROW, *raw_columns, REASON)
     # SOURCE_FILE rides along with accepted rows so a later cross-batch duplicate still names its file.
     origin = [pl.col(c) for c in raw_columns if c not in canonical_names]
+    narrow = _narrow_codes(frame, [c for c in (USER, ITEM) if c in decimal])
     accepted = frame.select(
-        *[pl.col(_CODE.format(c) if c in decimal else f"__{c}").alias(c) for c in canonical_names],
+        *[narrow.get(c, pl.col(f"__{c}")).alias(c) for c in canonical_names],
         pl.col(ROW),
         *origin,
     )
@@ -491,6 +494,19 @@ def _validate(
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons)
+
+
+def _narrow_codes(frame: pl.DataFrame, columns: list[str]) -> dict[str, pl.Expr]:
+    """The code column of each decimal id column in `columns`: CODE_DTYPE when every value fits
+    32 bits (two such codes pack into one 64-bit pair key, ingest's fastest group-by), else
+    WIDE_CODE_DTYPE. Either way the value is the id."""
+    if not columns:
+        return {}
+    highs = frame.select(pl.col(_CODE.format(c)).max() for c in columns).row(0)
+    return {
+        c: pl.col(_CODE.format(c)).cast(CODE_DTYPE if high is None or high < 1 << 32 else WIDE_CODE_DTYPE)
+        for c, high in zip(columns, highs, strict=True)
+    }
 
 
 def _row_hash(key_names: list[str]) -> pl.Expr:

@@ -18,17 +18,22 @@ BLOCK = "block"
 UNKNOWN_BLOCK = -1
 CODE_DTYPE = pl.UInt32
 """Integer ids are carried through ingest as their value (see `decimal_codes`) instead of as text."""
+WIDE_CODE_DTYPE = pl.UInt64
+"""The same for integer ids of which some do not fit 32 bits (64-bit user ids, hashed ids): the value
+still identifies the id, but two of them no longer pack into one 64-bit pair key."""
+CODE_DTYPES = (CODE_DTYPE, WIDE_CODE_DTYPE)
 
 
-def decimal_codes(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """(value as UInt32, whether `text` is exactly that value's decimal spelling) for an id column.
+def decimal_codes(text: pl.Expr, dtype: pl.DataType = CODE_DTYPE) -> tuple[pl.Expr, pl.Expr]:
+    """(value as `dtype`, whether `text` is exactly that value's decimal spelling) for an id column.
 
     Most logs number their users and items. Where every id is a canonical decimal in [0, 2**32)
     (no sign, no leading zero, no whitespace) the number identifies the id exactly: its decimal
     text is the id, so grouping, joining and hashing the 4-byte value gives the same answer as the
     string, without building a string dictionary (Categorical), the slowest step of ingest on
-    large logs. Ids such as "007" or "+7" are not canonical, so they can never be merged with "7"."""
-    code = text.str.to_integer(strict=False, dtype=CODE_DTYPE)
+    large logs. Ids such as "007" or "+7" are not canonical, so they can never be merged with "7".
+    With `WIDE_CODE_DTYPE` the same holds for canonical decimals in [0, 2**64)."""
+    code = text.str.to_integer(strict=False, dtype=dtype)
     canonical = code.is_not_null() & (~text.str.starts_with("0") | (text == "0")) & ~text.str.starts_with("+")
     return code, canonical
 
@@ -118,8 +123,8 @@ class Vocab:
         CODE_DTYPE column (ids that are canonical decimals, see `decimal_codes`) against the vocab
         ids that are canonical decimals, so "007" in the vocab never matches the id 7."""
         dtype = frame.collect_schema().get(self.id_name)
-        if dtype == CODE_DTYPE:
-            code, canonical = decimal_codes(pl.col(self.id_name))
+        if dtype in CODE_DTYPES:
+            code, canonical = decimal_codes(pl.col(self.id_name), dtype)
             numbers = self.table.lazy().filter(canonical).select(code.alias(self.id_name), self.idx_name)
             return frame.join(numbers, on=self.id_name, how="inner", maintain_order="left").drop(self.id_name)
         if dtype == pl.Categorical:

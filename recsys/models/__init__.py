@@ -1,6 +1,7 @@
 """Model zoo: importing this package registers every built-in model kind."""
 
 from recsys.models.base import ModelConfig, Recommender, build_model, model_kinds
+from recsys.models.ease import EASEConfig
 from recsys.models.factors import FactorModel, FactorModelConfig
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
@@ -9,5 +10,5 @@ from recsys.models.wals_spark import WALSSparkConfig
 
 __all__ = [
     "ModelConfig", "Recommender", "build_model", "model_kinds", "FactorModel", "FactorModelConfig",
-    "PopularityConfig", "WALSConfig", "TwoTowerConfig", "WALSSparkConfig",
+    "PopularityConfig", "WALSConfig", "EASEConfig", "TwoTowerConfig", "WALSSparkConfig",
 ]

@@ -23,10 +23,11 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.numpy import load_file, save_file
 
 from recsys.data.split import EvalSet
+from recsys.tuning import TuningConfig
 
 FitCallback = Callable[[int, dict[str, float]], bool | None]
 """Called after every epoch/iteration with (step, metrics). Returning True stops training early."""
@@ -43,6 +44,17 @@ class ModelConfig(BaseModel):
     name: str
     kind: str
     seed: int = 42
+    tuning: TuningConfig | None = Field(
+        None, description="per-run hyper-parameter search on the validation users (recsys.tuning); None = off"
+    )
+
+    @model_validator(mode="after")
+    def _tuning_space_names_fields(self) -> Self:
+        space = self.tuning.space if self.tuning is not None else None
+        unknown = sorted(set(space or {}) - (set(type(self).model_fields) - {"name", "kind", "tuning"}))
+        if unknown:
+            raise ValueError(f"tuning.space names unknown parameter(s) {unknown} of a {self.kind} model")
+        return self
 
 
 def as_user_item_csr(matrix: sp.spmatrix, n_items: int | None = None) -> sp.csr_matrix:
@@ -116,6 +128,7 @@ class Recommender(ABC):
             raise ValueError("training matrix has no interactions")
         self.n_users, self.n_items = train.shape
         self.history = []
+        self.config = self.data_aware_config(train)
         seed_everything(self.config.seed)
         start = time.perf_counter()
         # Fitted from the first step on, so validation during training can rank with the model.
@@ -127,6 +140,12 @@ class Recommender(ABC):
             raise
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def data_aware_config(self, train: sp.csr_matrix) -> ModelConfig:
+        """The config with every data-aware default ("auto" / None fields) resolved on `train`:
+        what `fit` trains with and saves, so a saved model names the values it used. Models
+        without such defaults return their config unchanged."""
+        return self.config
 
     def _recording(self, callback: FitCallback | None) -> FitCallback:
         """Wrap the user's callback so every step also lands in `self.history`."""

@@ -55,6 +55,8 @@ LossName = Literal[
     "contrastive",
     "lifted",
     "npair",
+    "gbce",
+    "sampled_softmax_corrected",
 ]
 SamplerName = Literal["uniform", "popularity", "in_batch", "mixed", "hard"]
 
@@ -85,6 +87,15 @@ class TwoTowerConfig(ModelConfig):
     num_negatives: int = Field(256, ge=0)
     shared_negatives: bool = Field(True, description="one negative set per batch (one matmul) vs per example")
     logq_correction: bool = True
+    logit_offset: float | Literal["auto"] = Field(
+        "auto",
+        description="pointwise losses (bce, gbce): added to every logit s / T. 'auto' = log(n_items / mean "
+        "items per user) - 1 / T, at most 0 (recsys.losses.pointwise_offset: without it, L2-normalised towers "
+        "can only push uniform negatives down by pointing users and items apart); 0 = off",
+    )
+    gbce_calibration: float = Field(
+        0.75, ge=0, le=1, description="gbce: the calibration t of Petrov & Macdonald 2023 (0 = plain BCE)"
+    )
     remove_accidental_hits: bool = True
     margin: float = Field(
         0.0, ge=0, description="hinge/triplet margin and additive margin for softmax losses"

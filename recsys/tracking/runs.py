@@ -296,6 +296,23 @@ class Tracker:
         self.log_params(run.info.run_id, flatten(model_config.model_dump(mode="json")))
         return ModelRun(run.info.run_id, model_config.name, parent_id, self)
 
+    def start_trial(
+        self, model_run_id: str, model_config: ModelConfig, number: int, params: Mapping[str, Any]
+    ) -> str:
+        """A tuning trial's run, nested under its model's run (`recsys.kind = trial`, so comparisons
+        and promotion, which read model runs, never see it); params = the trial's parameters."""
+        tags = {
+            TAG_KIND: "trial",
+            TAG_MODEL: model_config.name,
+            TAG_MODEL_KIND: model_config.kind,
+            "recsys.trial_number": str(number),
+            "mlflow.parentRunId": model_run_id,
+        }
+        name = f"{model_config.name}-trial-{number}"
+        run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
+        self.log_params(run.info.run_id, dict(params))
+        return run.info.run_id
+
     @contextmanager
     def model_run(self, parent_id: str | None, model_config: ModelConfig) -> Iterator[ModelRun]:
         """`with tracker.model_run(parent, cfg) as run:` ends FINISHED, or FAILED with the error."""
@@ -476,6 +493,9 @@ class NullTracker:
 
     def start_child(self, parent_id: str | None, model_config: ModelConfig, tags: Any = None) -> ModelRun:
         return ModelRun("", model_config.name, parent_id, self)
+
+    def start_trial(self, model_run_id: str, model_config: ModelConfig, number: int, params: Any) -> str:
+        return ""
 
     @contextmanager
     def model_run(self, parent_id: str | None, model_config: ModelConfig) -> Iterator[ModelRun]:

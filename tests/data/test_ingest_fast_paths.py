@@ -190,7 +190,7 @@ def _same(a, b) -> None:
     assert a.reasons == b.reasons and a.rows_in == b.rows_in
 
 
-ALL_TYPED = {"user_id": pl.UInt32(), "item_id": pl.UInt32(), "timestamp": pl.Int64(), "weight": pl.Int64()}
+ALL_TYPED = {"user_id": pl.UInt64(), "item_id": pl.UInt64(), "timestamp": pl.Int64(), "weight": pl.Int64()}
 
 
 def test_typed_read_of_a_plain_integer_log_gives_the_text_routes_result(tmp_path: Path, monkeypatch) -> None:
@@ -407,3 +407,37 @@ def test_a_file_written_to_after_it_was_scanned_voids_the_byte_proof(tmp_path: P
     result = validate(raw, 1.0, now=NOW)
     assert proofs == [False]
     assert result.rows.schema["user_id"] == pl.String and "007" in result.rows["user_id"].to_list()
+
+
+WIDE = 2**40  # ids past 32 bits: 64-bit user ids, hashed ids
+
+
+def test_64_bit_ids_travel_as_wide_codes_and_give_the_text_routes_dataset(tmp_path: Path) -> None:
+    """Ids beyond 2**32 (a late one, after the sample) keep the integer route at 64 bits: same
+    users, items, indices and duplicates as the same log with text ids, and the ids' text intact."""
+    rows = [(WIDE + u, i, r, t) for u, i, r, t in _filler()] + [(2**64 - 1, 3, 5, 1_700_000_000)]
+    rows += [(WIDE + 1, 1, 2, 1_600_000_001)] * 2  # two exact copies of the filler's second row
+    result = validate(scan_source(_csv(tmp_path / "w.csv", rows)), 1.0, now=NOW)
+    assert result.rows.schema["user_id"] == pl.UInt64 and result.rows.schema["item_id"] == CODE_DTYPE
+    numeric = ingest(_csv(tmp_path / "n.csv", rows), tmp_path / "n", DataConfig())
+    text = ingest(
+        _csv(tmp_path / "t.csv", [(f"u{u}", i, r, t) for u, i, r, t in rows]), tmp_path / "t", DataConfig()
+    )
+    assert numeric.reasons == text.reasons == {"duplicate": 2}
+    a, b = load_processed(tmp_path / "n"), load_processed(tmp_path / "t")
+    assert [f"u{u}" for u in a.user_ids] == b.user_ids.tolist()
+    assert str(2**64 - 1) in a.user_ids.tolist()
+    assert a.interactions.equals(b.interactions)
+
+
+def test_an_append_of_wide_ids_to_a_batch_of_narrow_ones_keeps_every_index(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ingest(_csv(tmp_path / "day1.csv", _filler()), out, DataConfig())
+    before = load_processed(out)
+    day2 = [(WIDE + 5, 1, 5, 1_700_000_000), (5, 1, 5, 1_700_000_001), *_filler(3)]  # user 5 again; repeats
+    report = ingest(_csv(tmp_path / "day2.csv", day2), out, DataConfig(), append=True)
+    after = load_processed(out)
+    assert report.reasons == {"duplicate": 3}  # day 2's copies of day-1 rows, across batches
+    assert after.user_ids[: len(before.user_ids)].tolist() == before.user_ids.tolist()
+    assert after.user_ids[len(before.user_ids) :].tolist() == [str(WIDE + 5)]
+    assert pl.read_parquet(batch_file(out, 2)).schema["user_id"] == pl.UInt64

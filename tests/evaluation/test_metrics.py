@@ -12,12 +12,15 @@ import scipy.sparse as sp
 
 from recsys.config import ConfigError
 from recsys.evaluation.metrics import (
+    arp_at_k,
     compute_metrics,
+    coverage_at_k,
     hit_matrix,
     hit_rate_at_k,
     map_at_k,
     mrr_at_k,
     ndcg_at_k,
+    novelty_at_k,
     precision_at_k,
     recall_at_k,
     recall_raw_at_k,
@@ -264,3 +267,10 @@ def test_one_pass_metrics_equal_a_per_user_reference_for_every_metric_and_k(seed
         assert result.summary[f"coverage@{k}"] == pytest.approx(len(set().union(*shown)) / truth.shape[1])
         assert result.summary[f"novelty@{k}"] == pytest.approx(np.mean([info[s].mean() for s in shown]))
         assert result.summary[f"arp@{k}"] == pytest.approx(np.mean([popularity[s].mean() for s in shown]))
+        # the stand-alone aggregate functions give the same numbers on the evaluated users' lists
+        kept = lists[evaluated]
+        assert coverage_at_k(kept, k, truth.shape[1]) == result.summary[f"coverage@{k}"]
+        assert novelty_at_k(kept, k, popularity, 50) == pytest.approx(
+            result.summary[f"novelty@{k}"], rel=1e-12
+        )
+        assert arp_at_k(kept, k, popularity) == pytest.approx(result.summary[f"arp@{k}"], rel=1e-12)

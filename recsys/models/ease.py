@@ -1,0 +1,170 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"): a closed-form item-item model.
+
+EASE learns an item x item weight matrix B with a zero diagonal that reconstructs each user's
+history row from the other items: minimise `|X - X B|^2 + lambda |B|^2` subject to `diag(B) = 0`.
+The solution is one inverse of the regularised Gram matrix, `P = (X^T X + lambda I)^-1`,
+`B = -P / diag(P)` column-wise with the diagonal set to 0. On MovieLens-like data it is a very
+strong baseline (benchmarks/peers/REPORT.md: Cornac's EASE led ML-100K's random split).
+
+How it fits the one dot-product protocol (`recsys.models.base`): a user's score for item j is
+`x_u . B[:, j]`, so
+
+* the user vector is the user's history row `x_u` (n_items wide, after the `weighting` below),
+* the item vectors are the columns of B (`item_factors = B^T`, one row per item),
+* fold-in of a new user is the history row itself: EASE never trained a per-user parameter, so a
+  user unseen at training time is scored exactly like a training user. That makes EASE native to
+  strong generalisation (held-out users need no solve at all).
+
+So the evaluator, the pyfunc, the folding diagnostic and the registry serve it unchanged. The price
+is width: factors are n_items wide. Fitting holds two dense n_items x n_items float64 matrices
+(the Gram matrix and its inverse, 16 * n_items^2 bytes: 1.6 GB at 10,000 items) and the user
+vectors are n_users x n_items float32, so the model refuses catalogues above `max_items`, naming the
+factorised alternative (`kind = "wals"`, memory linear in the catalogue).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+from threadpoolctl import threadpool_limits
+
+from recsys.data.split import EvalSet
+from recsys.errors import DataError, ModelError
+from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+
+DEFAULT_MAX_ITEMS = 10_000
+
+
+class EASEConfig(ModelConfig):
+    kind: Literal["ease"] = "ease"
+    l2: float | None = Field(
+        None,
+        gt=0,
+        description="L2 weight lambda added to the Gram matrix's diagonal; None = data-aware: "
+        "`l2_scale` x the mean interactions per item (`EASE.data_aware_config`)",
+    )
+    l2_scale: float = Field(
+        2.0, gt=0, description="with l2 = None: lambda = l2_scale x mean interactions per item"
+    )
+    weighting: Literal["binary", "log", "raw"] = Field(
+        "binary",
+        description="what a history row holds: 1 per interaction (Steck's setting), log(1 + weight), "
+        "or the raw weight",
+    )
+    threads: int = Field(0, ge=0, description="BLAS threads for the inverse (0 = the run's thread budget / all cores)")
+    max_items: int = Field(
+        DEFAULT_MAX_ITEMS,
+        gt=0,
+        description="refuse catalogues larger than this (fitting needs 16 x n_items^2 bytes)",
+    )
+
+
+def history_rows(matrix: sp.spmatrix, weighting: str, n_items: int | None = None) -> sp.csr_matrix:
+    """The rows EASE reconstructs: interactions as 1 (binary), log(1 + w) or w. Negative weights
+    are refused (an EASE row is an amount of interaction, not a rating offset)."""
+    csr = as_user_item_csr(matrix, n_items)
+    if csr.nnz and csr.data.min() < 0:
+        raise DataError(
+            f"ease needs non-negative interaction weights; {int(np.sum(csr.data < 0))} entries are negative"
+        )
+    if weighting == "binary":
+        csr.data = np.ones_like(csr.data)
+    elif weighting == "log":
+        csr.data = np.log1p(csr.data).astype(np.float32)
+    return csr
+
+
+def ease_weights(rows: sp.csr_matrix, l2: float) -> np.ndarray:
+    """Steck's closed form: `B = I - P diagMat(1 / diag(P))` with `P = (X^T X + l2 I)^-1`, i.e.
+    `B[i, j] = -P[i, j] / P[j, j]` off the diagonal and 0 on it. float64 throughout (the inverse of a
+    near-singular Gram matrix loses digits in float32), returned as float64."""
+    gram = np.asarray((rows.T @ rows).toarray(), dtype=np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = np.linalg.inv(gram)
+    weights = inverse / (-np.diag(inverse))[None, :]
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights
+
+
+def mean_item_count(train: sp.spmatrix) -> float:
+    """Interactions per item over the items that have any (the scale of the Gram diagonal)."""
+    counts = np.bincount(sp.csr_matrix(train).indices, minlength=train.shape[1])
+    nonzero = counts[counts > 0]
+    return float(nonzero.mean()) if nonzero.size else 1.0
+
+
+class EASE(Recommender):
+    """Closed-form item-item autoencoder on the dot-product protocol (see module docstring)."""
+
+    kind = "ease"
+    Config = EASEConfig
+    config: EASEConfig
+
+    def __init__(self, config: EASEConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self._users: np.ndarray | None = None  # (n_users, n_items) history rows, float32
+        self._items: np.ndarray | None = None  # (n_items, n_items) = B^T, float32
+
+    def data_aware_config(self, train: sp.csr_matrix) -> EASEConfig:
+        """`l2 = None` becomes `l2_scale` x the mean interactions per item (the scale of the Gram
+        matrix's diagonal, which lambda is added to)."""
+        if self.config.l2 is not None:
+            return self.config
+        return self.config.model_copy(update={"l2": self.config.l2_scale * mean_item_count(train)})
+
+    def _fit(
+        self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any
+    ) -> None:
+        check_catalogue(self.n_items, self.n_users, self.config)
+        rows = history_rows(train, self.config.weighting)
+        l2 = float(self.config.l2 or 0.0)
+        with threadpool_limits(self.config.threads or None, "blas"):
+            weights = ease_weights(rows, l2)
+        if not np.isfinite(weights).all():  # pragma: no cover - the regularised Gram matrix is SPD
+            raise ModelError(f"ease: weights are not finite (l2={l2:g}); raise l2")
+        self._items = np.ascontiguousarray(weights.T, dtype=np.float32)
+        self._users = np.ascontiguousarray(rows.toarray(), dtype=np.float32)
+        callback(1, {"l2": l2, "nonzero_weights": float(np.count_nonzero(weights))})
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        self._check_fitted()
+        assert self._users is not None
+        return self._users
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        self._check_fitted()
+        assert self._items is not None
+        return self._items
+
+    def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
+        """A new user's vector is their (weighted) history row: the same input training users have."""
+        self._check_fitted()
+        rows = history_rows(histories, self.config.weighting, self.n_items)
+        return np.ascontiguousarray(rows.toarray(), dtype=np.float32)
+
+    def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
+        users, items = tensors["user_factors"], tensors["item_factors"]
+        expected = ((self.n_users, self.n_items), (self.n_items, self.n_items))
+        if (users.shape, items.shape) != expected:
+            raise ValueError(f"ease: saved factors {users.shape}, {items.shape} do not match {expected}")
+        self._users = np.ascontiguousarray(users, dtype=np.float32)
+        self._items = np.ascontiguousarray(items, dtype=np.float32)
+
+
+def check_catalogue(n_items: int, n_users: int, config: EASEConfig) -> None:
+    """Refuse a catalogue whose dense item x item matrices would not fit, before allocating them."""
+    if n_items <= config.max_items:
+        return
+    fit_gb = 16 * n_items**2 / 1e9
+    users_gb = 4 * n_users * n_items / 1e9
+    raise ModelError(
+        f"model {config.name!r}: ease needs dense {n_items:,} x {n_items:,} matrices to fit ({fit_gb:.1f} GB) "
+        f"and {users_gb:.1f} GB of user vectors; the catalogue is above models.{config.name}.max_items = "
+        f"{config.max_items:,}. Raise max_items if the machine has the memory, or use kind = \"wals\" "
+        "(factorised: memory linear in the catalogue)"
+    )

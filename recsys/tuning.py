@@ -1,0 +1,390 @@
+"""Per-run hyper-parameter search: Optuna TPE on the validation users, never on test.
+
+A model's `[models.tuning]` section (`TuningConfig`) turns the search on for every run of that
+config: `n_trials` trials (and at most `timeout_s` seconds), each fitting the model on the training
+matrix with parameters drawn from `space` (or the kind's `DEFAULT_SPACES`) and scoring `metric` on
+the validation `EvalSet`. `tune` takes exactly those two inputs, so it cannot see test users: there is
+no argument to pass them through (tests/test_tuning.py also poisons the test split and checks that
+nothing changes).
+
+* Warm start: the configured parameters (data-aware defaults resolved on the training data) are
+  always trial 0, so a tuned model never scores below the untuned one on validation; a caller may
+  queue more (the pipeline queues the current champion's parameters of the same lineage,
+  `pipelines.tune`). Queued trials count towards `n_trials`.
+* Pruning: models that validate per epoch (the two-tower) report each epoch's validation metric;
+  Optuna's median rule stops a trial that is below the median of earlier trials at the same epoch,
+  after `prune_warmup_epochs` (early epochs sit on a plateau whatever the parameters).
+* The best trial's fitted model is returned as the final model: it *is* the model fitted once with
+  the chosen parameters on the training data (every trial uses the model's seed), so the caller
+  scores it once on test without fitting again.
+* Budget and determinism: with the same seed, data and `n_trials` the chosen parameters are the
+  same on every run. `timeout_s` is a wall-clock guard checked between trials; when it ends a
+  search early the outcome says so (`timed_out`), because fewer trials may choose differently.
+
+This module knows nothing of MLflow or Prefect: `TrialHooks` is how a caller logs trials (the
+pipeline makes them nested MLflow runs).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from recsys.data.split import EvalSet
+    from recsys.models.base import ModelConfig, Recommender
+
+
+class ParamRange(BaseModel):
+    """A numeric search range: `{ low = 0.01, high = 100, log = true }` (add `integer = true` for ints)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ParamRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
+
+
+SpaceEntry = ParamRange | list[Any]
+"""A range, or a list of choices (categorical)."""
+
+
+class TuningConfig(BaseModel):
+    """`[models.tuning]`: per-run search of this model's hyper-parameters on the validation users."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = True
+    n_trials: int = Field(20, ge=1, description="trials per run, queued warm starts included")
+    timeout_s: float | None = Field(
+        None, gt=0, description="stop starting trials after this many seconds (a guard; None = no limit)"
+    )
+    metric: str | None = Field(None, description="validation metric to maximise; None = promotion.metric")
+    space: dict[str, SpaceEntry] | None = Field(
+        None, description="parameter -> range or choices; None = the kind's default space (recsys.tuning)"
+    )
+    prune: bool = Field(True, description="stop trials whose per-epoch validation metric is below the median")
+    prune_warmup_epochs: int = Field(3, ge=0, description="epochs before a trial may be pruned")
+    warm_start: bool = Field(True, description="queue the champion's parameters of the same lineage")
+
+
+DEFAULT_SPACES: dict[str, dict[str, SpaceEntry]] = {
+    "wals": {
+        "factors": [32, 64, 128],
+        # Strong L2 is what iALS needs (Rendle et al. 2022): the range reaches 1000.
+        "regularization": ParamRange(low=0.01, high=1000.0, log=True),
+        "alpha": ParamRange(low=0.3, high=50.0, log=True),
+        "iterations": ParamRange(low=5, high=25, integer=True),
+    },
+    "ease": {"l2": ParamRange(low=0.5, high=20000.0, log=True)},
+    "two_tower": {
+        "lr": ParamRange(low=1e-3, high=5e-2, log=True),
+        "temperature": ParamRange(low=0.03, high=0.5, log=True),
+        "dim": [32, 64, 128],
+        "num_negatives": [64, 128, 256],
+    },
+}
+"""What a `[models.tuning]` section without `space` searches, by model kind."""
+
+UNUSED_BY = {"num_negatives": lambda cfg: getattr(cfg, "sampler", None) == "in_batch"}
+"""Default-space parameters a given config ignores (in-batch sampling draws no extra negatives)."""
+
+
+def search_space(model_cfg: ModelConfig) -> dict[str, SpaceEntry]:
+    """The space a model's tuning searches; a clear error when there is none or a name is unknown."""
+    from recsys.errors import ConfigError
+
+    tuning = model_cfg.tuning
+    space = dict(tuning.space) if tuning is not None and tuning.space is not None else None
+    if space is None:
+        if model_cfg.kind not in DEFAULT_SPACES:
+            raise ConfigError(
+                f"models.{model_cfg.name}.tuning: a {model_cfg.kind} model has nothing to tune by default; "
+                f"give tuning.space or remove the tuning section (default spaces: {sorted(DEFAULT_SPACES)})"
+            )
+        space = {k: v for k, v in DEFAULT_SPACES[model_cfg.kind].items() if not UNUSED_BY.get(k, _never)(model_cfg)}
+    fields = set(type(model_cfg).model_fields) - {"name", "kind", "tuning"}
+    unknown = sorted(set(space) - fields)
+    if unknown:
+        raise ConfigError(
+            f"models.{model_cfg.name}.tuning.space: unknown parameter(s) {unknown}; "
+            f"{model_cfg.kind} parameters: {sorted(fields)}"
+        )
+    return space
+
+
+def _never(_: Any) -> bool:
+    return False
+
+
+# ============================================================================ the search
+@dataclass
+class TrialRecord:
+    number: int
+    params: dict[str, Any]
+    value: float | None
+    state: str  # "complete" | "pruned" | "failed"
+    seconds: float
+    epochs: int = 0
+    error: str | None = None
+
+
+@dataclass
+class TuningOutcome:
+    """What a search chose. `model` is the best trial's fitted model (the final model); `config` its
+    config (the model's config with the chosen parameters and no tuning section)."""
+
+    model: Recommender
+    config: ModelConfig
+    metric: str
+    best_value: float
+    best_params: dict[str, Any]
+    trials: list[TrialRecord]
+    seconds: float
+    timed_out: bool
+    queued: list[dict[str, Any]] = field(default_factory=list)
+    study: Any = None  # the optuna Study, for plots
+
+    def summary(self) -> dict[str, Any]:
+        states = [t.state for t in self.trials]
+        return {
+            "metric": self.metric, "best_value": self.best_value, "best_params": self.best_params,
+            "trials": len(self.trials), "complete": states.count("complete"), "pruned": states.count("pruned"),
+            "failed": states.count("failed"), "seconds": self.seconds, "timed_out": self.timed_out,
+        }  # fmt: skip
+
+
+class TrialHooks(Protocol):
+    """How a caller records trials (pipelines: nested MLflow runs). `start` returns the per-epoch
+    metrics callback of that trial (or None)."""
+
+    def start(self, number: int, params: dict[str, Any]) -> Callable[[int, dict[str, float]], None] | None: ...
+
+    def finish(self, record: TrialRecord) -> None: ...
+
+
+class _TrialFailed(Exception):
+    """A trial's fit or evaluation raised: the study records it FAILED and carries on."""
+
+
+def tune(
+    model_cfg: ModelConfig,
+    train: sp.csr_matrix,
+    validation: EvalSet,
+    *,
+    metric: str = "recall@20",
+    queue: Iterable[Mapping[str, Any]] = (),
+    hooks: TrialHooks | None = None,
+    build: Callable[[ModelConfig], Recommender] | None = None,
+    features: Any = None,
+) -> TuningOutcome:
+    """Search `model_cfg.tuning` (enabled or not: the caller decides to tune) on `validation`.
+
+    `queue`: extra parameter sets to try first, after the configured parameters (values outside the
+    space are dropped). `build` makes a model from a trial config (default `build_model`; the
+    pipeline's also hands a distilling student its teacher)."""
+    import optuna
+
+    from recsys.errors import ModelError
+    from recsys.models.base import build_model
+
+    tuning = model_cfg.tuning or TuningConfig()
+    metric = tuning.metric or metric
+    space = search_space(model_cfg)
+    build = build or build_model
+    started = time.perf_counter()
+    records: list[TrialRecord] = []
+    best: dict[str, Any] = {"value": -math.inf, "model": None}
+    eval_cfg = _validation_eval_config(metric)
+    popularity = _popularity(train)
+
+    def objective(trial: Any) -> float:
+        params = {name: suggest(trial, name, entry) for name, entry in space.items()}
+        trial_cfg = trial_config(model_cfg, params)
+        on_epoch = hooks.start(trial.number, params) if hooks is not None else None
+        pruned = {"flag": False}
+
+        def callback(step: int, metrics: dict[str, float]) -> bool:
+            if on_epoch is not None:
+                on_epoch(step, metrics)
+            value = next((v for k, v in metrics.items() if k.startswith("val_")), None)
+            if value is None or not tuning.prune:
+                return False
+            trial.report(float(value), step)
+            if step > tuning.prune_warmup_epochs and trial.should_prune():
+                pruned["flag"] = True
+                return True
+            return False
+
+        start = time.perf_counter()
+        record = TrialRecord(trial.number, params, None, "failed", 0.0)
+        try:
+            model = build(trial_cfg)
+            model.fit(train, validation=validation, callback=callback, features=features)
+            record.epochs = len(model.history)
+            if pruned["flag"]:
+                record.state = "pruned"
+                raise optuna.TrialPruned()
+            value = _score(model, validation, eval_cfg, popularity, metric)
+            record.value, record.state = value, "complete"
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            raise _TrialFailed(record.error) from exc
+        finally:
+            record.seconds = time.perf_counter() - start
+            records.append(record)
+            if hooks is not None:
+                hooks.finish(record)
+        if value > best["value"]:
+            best.update(value=value, model=model)
+        return value
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tuning.prune_warmup_epochs),
+    )
+    queued = warm_starts(model_cfg, train, space, queue)
+    for params in queued:
+        study.enqueue_trial(params, skip_if_exists=True)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if best["model"] is None:
+        errors = sorted({r.error for r in records if r.error})
+        raise ModelError(
+            f"model {model_cfg.name!r}: no tuning trial finished ({len(records)} tried"
+            + (f"; first error: {errors[0]}" if errors else "")
+            + "); raise tuning.n_trials / timeout_s or narrow tuning.space"
+        )
+    chosen = dict(study.best_trial.params)
+    return TuningOutcome(
+        model=best["model"], config=best["model"].config, metric=metric, best_value=float(best["value"]),
+        best_params=chosen, trials=records, seconds=time.perf_counter() - started,
+        timed_out=len(records) < tuning.n_trials, queued=queued, study=study,
+    )  # fmt: skip
+
+
+def startup_trials(n_trials: int) -> int:
+    """Random trials before TPE models the space: a third of the budget, between 3 and 10."""
+    return max(3, min(10, n_trials // 3))
+
+
+def suggest(trial: Any, name: str, entry: SpaceEntry) -> Any:
+    if isinstance(entry, list):
+        return trial.suggest_categorical(name, entry)
+    if entry.integer:
+        return trial.suggest_int(name, int(entry.low), int(entry.high), log=entry.log)
+    return trial.suggest_float(name, entry.low, entry.high, log=entry.log)
+
+
+def trial_config(model_cfg: ModelConfig, params: Mapping[str, Any]) -> ModelConfig:
+    """The model config of one trial: validated (a bad value is a clear error), no tuning section."""
+    data = {**model_cfg.model_dump(), **params, "tuning": None}
+    return type(model_cfg).model_validate(data)
+
+
+def warm_starts(
+    model_cfg: ModelConfig, train: sp.csr_matrix, space: Mapping[str, SpaceEntry], extra: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Parameter sets to try first: the configured values (data-aware defaults resolved on `train`),
+    then `extra`, each cut to the space's parameters with in-range values (a value outside the
+    space is left for the sampler to draw)."""
+    from recsys.models.base import build_model
+
+    configured = build_model(trial_config(model_cfg, {})).data_aware_config(train).model_dump()
+    queued: list[dict[str, Any]] = []
+    for candidate in [configured, *extra]:
+        params = {k: v for k, v in candidate.items() if k in space and in_space(space[k], v)}
+        if params and params not in queued:
+            queued.append(params)
+    return queued
+
+
+def in_space(entry: SpaceEntry, value: Any) -> bool:
+    if isinstance(entry, list):
+        return value in entry
+    if not entry.contains(value):
+        return False
+    return not entry.integer or float(value).is_integer()
+
+
+def _validation_eval_config(metric: str):
+    from recsys.config import EvaluationConfig
+
+    name, _, k = metric.partition("@")
+    return EvaluationConfig(ks=[int(k) if k.isdigit() else 20], metrics=[name], bootstrap_samples=0)
+
+
+def _popularity(train: sp.csr_matrix):
+    from recsys.data.matrix import item_popularity
+
+    return item_popularity(train)
+
+
+def _score(model: Recommender, validation: EvalSet, eval_cfg: Any, popularity: Any, metric: str) -> float:
+    from recsys.evaluation.evaluate import evaluate
+
+    value = float(evaluate(model, validation, eval_cfg, item_popularity=popularity).summary[metric])
+    return value if math.isfinite(value) else 0.0
+
+
+def plot_study(study: Any, directory: Any) -> list[Any]:
+    """Optimisation history and parameter importance (PED-ANOVA: no extra dependency) as PNGs in
+    `directory`; importance needs two complete trials and is skipped otherwise. Returns the paths."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        if complete:
+            ax = ovm.plot_optimization_history(study)
+            ax.figure.savefig(out / "optimization_history.png", dpi=100, bbox_inches="tight")
+            plt.close(ax.figure)
+            written.append(out / "optimization_history.png")
+        if len(complete) >= 2 and complete[0].params:
+            try:
+                ax = ovm.plot_param_importances(
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+                )
+            except (RuntimeError, ValueError):  # all values equal, or one distinct parameter set
+                return written
+            ax.figure.savefig(out / "param_importances.png", dpi=100, bbox_inches="tight")
+            plt.close(ax.figure)
+            written.append(out / "param_importances.png")
+    return written

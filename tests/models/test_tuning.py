@@ -1,0 +1,140 @@
+"""Per-run tuning (recsys.tuning): searches on validation users only, warm-starts from the
+configured parameters, prunes on the per-epoch validation metric, returns the best trial's model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pipelines.tune import tune_in_run
+from recsys.data.split import Split
+from recsys.errors import ConfigError
+from recsys.models.ease import EASEConfig
+from recsys.models.two_tower import TwoTowerConfig
+from recsys.models.wals import WALSConfig
+from recsys.tracking.runs import ModelRun, NullTracker
+from recsys.tuning import ParamRange, TuningConfig, search_space, tune
+
+from .conftest import Planted
+
+
+def strong_split(planted: Planted) -> Split:
+    """Planted clusters as a strong-generalisation split: users 0-139 train, 140-169 validation,
+    170-199 test (held-out users' train rows are their fold-in, their test rows the target)."""
+    n = planted.n_users
+    train_users, val_users, test_users = np.arange(140), np.arange(140, 170), np.arange(170, n)
+
+    def rows(matrix: sp.csr_matrix, users: np.ndarray) -> sp.csr_matrix:
+        keep = np.zeros(n, dtype=np.float32)
+        keep[users] = 1.0
+        return sp.csr_matrix(sp.diags(keep) @ matrix, dtype=np.float32)
+
+    return Split(
+        protocol="strong_generalization",
+        train=rows(planted.train + planted.test, train_users),
+        validation=rows(planted.test, val_users),
+        validation_fold_in=rows(planted.train, val_users),
+        test=rows(planted.test, test_users),
+        fold_in=rows(planted.train, test_users),
+    )
+
+
+class Untouchable:
+    """Stands in for the test matrices: any use at all fails the test."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"tuning read the test set ({name})")
+
+    def __getitem__(self, key):
+        raise AssertionError("tuning read the test set")
+
+
+WALS_TUNED = WALSConfig(
+    name="wals", factors=8, iterations=4, threads=1, seed=5,
+    tuning=TuningConfig(n_trials=5, space={"regularization": ParamRange(low=0.01, high=100.0, log=True),
+                                           "alpha": ParamRange(low=0.5, high=20.0, log=True)}),
+)  # fmt: skip
+
+
+def trials_of(outcome):
+    return [(r.params, r.value, r.state) for r in outcome.trials]
+
+
+def run_in_pipeline(model_cfg, split):
+    from recsys.config import RunConfig
+
+    cfg = RunConfig(models=[model_cfg])
+    tracker = NullTracker()
+    return tune_in_run(model_cfg, split, cfg, tracker=tracker, model_run=ModelRun("", "m", None, tracker), log=lambda _: None)
+
+
+def test_tuning_never_reads_test_users(planted):
+    """Same choice and same trial values whatever the test users hold, and the search runs with
+    the test matrices replaced by objects that fail on any access."""
+    split = strong_split(planted)
+    first = run_in_pipeline(WALS_TUNED, split)
+    rng = np.random.default_rng(1)
+    poisoned = dataclasses.replace(
+        split,
+        test=sp.random(*split.test.shape, density=0.3, format="csr", dtype=np.float32, random_state=rng),
+        fold_in=sp.csr_matrix(split.fold_in.shape, dtype=np.float32),
+    )
+    second = run_in_pipeline(WALS_TUNED, poisoned)
+    assert trials_of(second) == trials_of(first)
+    assert second.best_params == first.best_params
+    untouchable = run_in_pipeline(WALS_TUNED, dataclasses.replace(split, test=Untouchable(), fold_in=Untouchable()))
+    assert untouchable.best_params == first.best_params
+
+
+def test_the_configured_parameters_are_trial_zero_and_the_best_trial_is_the_final_model(planted):
+    split = strong_split(planted)
+    configured = WALS_TUNED.model_copy(update={"regularization": 3.0, "alpha": 2.0})
+    outcome = tune(configured, split.train, split.validation_set())
+    assert outcome.trials[0].params == {"regularization": 3.0, "alpha": 2.0}
+    assert outcome.queued[0] == {"regularization": 3.0, "alpha": 2.0}
+    best = max((r for r in outcome.trials if r.value is not None), key=lambda r: r.value)
+    assert outcome.best_params == best.params and outcome.best_value == best.value >= outcome.trials[0].value
+    assert outcome.model.config.regularization == pytest.approx(best.params["regularization"])
+    assert outcome.model.config.tuning is None  # the final model's config reproduces it without a search
+    assert len(outcome.trials) == 5 and not outcome.timed_out
+
+
+def test_queued_warm_starts_outside_the_space_are_cut_to_what_fits(planted):
+    split = strong_split(planted)
+    champion = {"regularization": 7.5, "alpha": 500.0, "factors": 8, "name": "other"}
+    outcome = tune(WALS_TUNED, split.train, split.validation_set(), queue=[champion])
+    assert {"regularization": 7.5} in outcome.queued  # alpha out of range: left to the sampler
+    assert any(r.params["regularization"] == 7.5 for r in outcome.trials[:2])
+
+
+def test_ease_tunes_its_l2_from_the_data_aware_default(planted):
+    split = strong_split(planted)
+    outcome = tune(EASEConfig(name="e", tuning=TuningConfig(n_trials=4)), split.train, split.validation_set())
+    first = outcome.trials[0].params["l2"]
+    assert first == pytest.approx(EASEConfig(name="e").l2_scale * np.bincount(split.train.indices).mean(), rel=0.2)
+    assert outcome.best_value > 0.3
+
+
+def test_two_tower_trials_below_the_median_are_pruned(planted):
+    split = strong_split(planted)
+    cfg = TwoTowerConfig(
+        name="tt", dim=8, epochs=4, batch_size=512, num_negatives=16, threads=1, device="cpu", quiet=True,
+        tuning=TuningConfig(n_trials=5, prune_warmup_epochs=1, space={"lr": ParamRange(low=1e-5, high=0.05, log=True)}),
+    )  # fmt: skip
+    outcome = tune(cfg, split.train, split.validation_set())
+    states = [r.state for r in outcome.trials]
+    assert "pruned" in states and "complete" in states
+    pruned = next(r for r in outcome.trials if r.state == "pruned")
+    assert pruned.epochs < cfg.epochs
+
+
+def test_space_names_are_checked_when_the_config_is_loaded():
+    with pytest.raises(ValueError, match="unknown parameter"):
+        WALSConfig(name="w", tuning=TuningConfig(space={"factor": [8, 16]}))
+    with pytest.raises(ConfigError, match="nothing to tune"):
+        from recsys.models.popularity import PopularityConfig
+
+        search_space(PopularityConfig(name="p", tuning=TuningConfig()))
