@@ -82,6 +82,7 @@ class SessionStack:
                 self.stack.launch_mlflow()
             if prefect:
                 self.stack.launch_prefect()
+            self.stack.write_state()  # what `recsys stack status --dir` reads
         except BaseException as exc:  # reported by the fixture that needs the stack
             self.error = exc
 
@@ -92,6 +93,7 @@ class SessionStack:
         with self._lock:
             if name not in self.stack.servers:  # not foreseen at collection (e.g. a fixture's fixture)
                 (self.stack.launch_mlflow if name == "mlflow" else self.stack.launch_prefect)()
+                self.stack.write_state()
         from recsys.errors import RecsysError
 
         try:
@@ -143,6 +145,12 @@ def mlflow_server() -> str:
     """URL of an `mlflow server` on PostgreSQL with the artifact proxy (artifacts under the
     stack's directory, reached only through the server)."""
     return _get_stack().url("mlflow")
+
+
+@pytest.fixture(scope="session")
+def team_stack(mlflow_server: str, prefect_server: str):
+    """The session's `recsys.stack.Stack` with both servers ready (its directory, ports, logs)."""
+    return _get_stack().stack
 
 
 @pytest.fixture(scope="session")

@@ -63,14 +63,15 @@ def _column(metric: str) -> str:
 
 def models_view(metric: str = "recall@20", now_ms: int | None = None) -> str:
     """The saved view's tag value: model runs (not their pipeline parents) sorted by `metric`,
-    flat, with the key metrics as the first columns."""
+    flat, with the key metrics as the first columns, then the model, source and dataset."""
     metrics = [_column(m) for m in key_metrics(metric)]
+    columns = metrics + ["attributes.`Models`", "attributes.`Source`", "attributes.`Dataset`"]
     state = {
         "searchFilter": "tags.`recsys.kind` = 'model'",
         "orderByKey": _column(metric),
         "orderByAsc": False,
-        "selectedColumns": metrics + ["attributes.`Dataset`", "attributes.`Source`", "attributes.`Models`"],
-        "columnOrder": metrics,
+        "selectedColumns": columns,
+        "columnOrder": columns,
     }
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
     name = f"recsys: models by {metric}"

@@ -99,7 +99,8 @@ def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged
     state = json.loads(view["state"])
     assert view["name"] == "recsys: models by recall@20"
     assert state["orderByKey"] == "metrics.`recall_at_20`" and state["orderByAsc"] is False
-    assert state["columnOrder"] == ["metrics.`recall_at_20`", "metrics.`ndcg_at_20`", "metrics.`folding_at_20`"]
+    metrics = ["metrics.`recall_at_20`", "metrics.`ndcg_at_20`", "metrics.`folding_at_20`"]
+    assert state["columnOrder"][:3] == metrics and set(metrics) <= set(state["selectedColumns"])
     assert state["searchFilter"] == "tags.`recsys.kind` = 'model'"
     # the filter is one MLflow's search accepts, and finds exactly the model runs
     found = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
@@ -144,3 +145,24 @@ def test_runs_page_in_a_browser_shows_model_runs_with_recall(logged, runs_page, 
     # the Models column links the run to the newest registered model made from it (+N others)
     versions = client.search_model_versions(f"run_id = '{logged.runs['wals']}'")
     assert versions and any(f"{v.name} v{v.version}" in text for v in versions)
+
+
+def test_dataset_names_come_from_the_source():
+    assert ui.dataset_name({"name": "planted", "source": "x"}) == "planted"
+    assert ui.dataset_name({"config": {"source": "synthetic"}, "sources": ["data/raw/s/i.parquet"]}) == "synthetic"
+    assert ui.dataset_name({"config": {"source": "../shared/ml-100k/ml-100k.inter"}}) == "ml-100k.inter"
+    assert ui.dataset_name({"config": {"source": "s3://bucket/events/"}}) == "events"
+    assert ui.dataset_name({"sources": ["a/x.csv", "a/y.csv"]}) == "x.csv +1 files"
+    assert ui.dataset_name({}) == "interactions"
+    assert ui.dataset_source({"config": {"source": "s3://bucket/events/"}}) == "s3://bucket/events/"
+
+
+def test_source_names_and_links():
+    assert ui.default_source_name(["/venv/bin/recsys", "--quiet", "run", "--config", "x.toml"]) == "recsys run"
+    assert ui.default_source_name(["/venv/lib/python3.11/site-packages/pytest/__main__.py", "-q"]) == "pytest"
+    tags = ui.source_tags("abc123", ("JOB", "prefect deployment training-pipeline:nightly"))
+    assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.git.commit"] == "abc123"
+    assert "mlflow.source.git.commit" not in ui.source_tags("unknown")
+    assert ui.key_metrics("ndcg@10") == ["ndcg@10", "recall@10", "folding@10"]
+    assert ui.key_metrics("recall@20") == ["recall@20", "ndcg@20", "folding@20"]
+    assert ui.runs_page_url("http://h:5000/", None) == "http://h:5000/#/experiments?workflowType=machine_learning"
