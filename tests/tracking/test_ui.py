@@ -11,9 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,22 +44,6 @@ def page_text(url: str, profile: Path, budget_ms: int = 20000) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
 
 
-def _wait_for(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"recsys ui exited with {process.returncode}: {process.stdout.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url} not ready after {READY_TIMEOUT_S} s")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def runs_page(logged, tmp_path_factory):
     """(url, process or None): for SQLite, `recsys ui` on a free port, the URL it prints; for the
@@ -70,25 +51,31 @@ def runs_page(logged, tmp_path_factory):
     if is_http(logged.uri):
         yield ui.experiment_runs_url(logged.uri, logged.config.tracking.experiment)
         return
-    from recsys.stack import free_port
+    from recsys.errors import RecsysError
+    from recsys.stack import Server, free_port
 
-    port = free_port()
+    port, where = free_port(), tmp_path_factory.mktemp("ui")
     recsys = Path(sys.executable).parent / "recsys"
     command = [str(recsys), "ui", "--port", str(port), "--set", f"tracking.tracking_uri={logged.uri}",
                "--set", f"tracking.experiment={logged.config.tracking.experiment}"]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp_path_factory.mktemp("ui"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "400"}, start_new_session=True,
-    )  # fmt: skip
+    log = where / "ui.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=where, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "400"},
+            start_new_session=True,
+        )  # fmt: skip
+    server = Server("recsys ui", process.pid, "", f"http://127.0.0.1:{port}/health", str(log), "recsys")
     try:
-        printed = [process.stdout.readline() for _ in range(2)]
+        try:
+            server.wait_ready(READY_TIMEOUT_S, process)
+        except RecsysError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        printed = log.read_text().splitlines()
         runs = next((line.split("runs: ", 1)[1].strip() for line in printed if line.startswith("runs: ")), None)
         assert runs, f"recsys ui printed no runs link: {printed}"
-        _wait_for(f"http://127.0.0.1:{port}/health", process)
         yield runs
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        server.stop()
 
 
 def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged):
