@@ -11,7 +11,7 @@ STACK_DIR ?= .stack
 STACK_ARGS ?=
 SSTAMP  := $(VENV)/.setup-stack-stamp
 
-.PHONY: setup setup-test system-test-deps run test bench lint ui stack stack-stop peers clean
+.PHONY: setup setup-test system-test-deps run test bench mutate lint ui stack stack-stop peers clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,12 @@ test: setup-test
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# Mutation testing of the losses, samplers, metrics, splits and the training step's loss assembly
+# (hours on 2 cores, so niced; incremental on reruns); writes benchmarks/results/mutation.md.
+mutate: setup-test
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	nice -n 10 $(BIN)/python -m benchmarks.mutation
 
 lint: setup
 	$(BIN)/ruff check recsys pipelines flows tests benchmarks

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from benchmarks.common import stamp
+from benchmarks.common import commit_description, stamp
 
 HERE = Path(__file__).parent
 
@@ -40,8 +40,9 @@ def main(argv: list[str]) -> None:
     names = argv or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
     for name in names:
         print(f"== benchmark {name}", flush=True)
+        commit = commit_description()
         importlib.import_module(f"benchmarks.bench_{name}").main()
-        stamp(name)
+        stamp(name, commit)
     print(f"wrote {assemble()}")
 
 

@@ -30,14 +30,15 @@ def commit_description() -> str:
     return f"`{commit}`" + (" with uncommitted changes" if changed else "")
 
 
-def stamp(name: str) -> None:
-    """Replace the provenance line at the end of `results/<name>.md` with this run's."""
+def stamp(name: str, commit: str) -> None:
+    """Replace the provenance line at the end of `results/<name>.md` with this run's; `commit` is
+    `commit_description()` taken when the run started (the tree may move while it runs)."""
     section = RESULTS_DIR / f"{name}.md"
     if not section.is_file():
         return
     load = os.getloadavg()[0]
     line = (
-        f"{STAMP_PREFIX}{commit_description()}, {os.cpu_count()} cores, load average {load:.1f} at the end; "
+        f"{STAMP_PREFIX}{commit}, {os.cpu_count()} cores, load average {load:.1f} at the end; "
         f"rerun: `python -m benchmarks {name}`._"
     )
     kept = [x for x in section.read_text().rstrip("\n").split("\n") if not x.startswith(STAMP_PREFIX)]

@@ -22,7 +22,7 @@ def pipeline_deployment(
     return training_pipeline.to_deployment(
         name=name,
         schedules=[schedule],
-        parameters={"config_path": config_path, "overrides": overrides or []},
+        parameters={"config_path": config_path, "overrides": overrides or [], "scheduled": True},
         description="Scheduled training: ingest new data, retrain, evaluate, log to MLflow, promote.",
         tags=["recsys", "training"],
     )

@@ -21,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines.data import DatasetResult, dataset_dir, prepare_dataset, source_fingerprint
+from flows.errors import retry_unless_deterministic
+from pipelines.data import DatasetResult, dataset_dir, ingest_warnings, prepare_dataset, source_fingerprint
 from pipelines.report import comparison_markdown
 from pipelines.run import (
     ModelOutcome,
@@ -29,14 +30,14 @@ from pipelines.run import (
     dataset_summary,
     end_parent,
     failed_outcome,
-    load_data_and_split,
+    load_run_inputs,
     longest_first,
     make_tracker,
     promote_best,
     teachers_workspace,
     train_and_log,
 )
-from pipelines.train import thread_budget
+from pipelines.train import pin_thread_budget, thread_budget
 from recsys.config import RunConfig, load_config
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError
@@ -59,12 +60,15 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     result = prepare_dataset(cfg)
     logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
+    for warning in ingest_warnings(result):
+        logger.warning(warning)
     return result
 
 
-@task(name="split", task_run_name="split {cfg.split.protocol}", cache_policy=NO_CACHE)
-def split_task(dataset: DatasetResult, cfg: RunConfig):
-    return load_data_and_split(dataset, cfg)
+@task(name="split", task_run_name="split", cache_policy=NO_CACHE)
+def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
+    """(config with the scheduled protocol resolved, data, split); see pipelines.run.scheduled_config."""
+    return load_run_inputs(dataset, cfg, scheduled)
 
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
@@ -114,7 +118,10 @@ def prefect_run_tags() -> dict[str, str]:
 
 def _configure(cfg: RunConfig):
     retries, delay = cfg.orchestration.retries, cfg.orchestration.retry_delay_seconds
-    ingest = ingest_task.with_options(retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0)
+    ingest = ingest_task.with_options(
+        retries=retries, retry_delay_seconds=_backoff(retries, delay) or 0,
+        retry_condition_fn=retry_unless_deterministic,  # bad input fails the same way every time
+    )
     return ingest
 
 
@@ -137,7 +144,8 @@ def ingest_flow(config_path: str | None = None, overrides: list[str] | None = No
     return run_ingest_step(cfg).to_dict()
 
 
-def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
+def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) -> PipelineResult:
+    cfg = pin_thread_budget(cfg)
     logger = get_run_logger()
     wall = time.perf_counter()
     steps: dict[str, float] = {}
@@ -149,9 +157,11 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     dataset = run_ingest_step(cfg)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    data, split = split_task(dataset, cfg)
+    cfg, data, split = split_task(dataset, cfg, scheduled)
     steps["split"] = time.perf_counter() - t
     t = time.perf_counter()
+    if getattr(tracker, "enabled", False):
+        tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split, tags=prefect_run_tags())
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
 
@@ -179,7 +189,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool) -> PipelineResult:
     decision = promote_task(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset), models=outcomes, champion=decision.get("champion"),
+        dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
         promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
     )
     result.wall_seconds = time.perf_counter() - wall
@@ -205,12 +215,15 @@ def _critical_path(compute: dict[str, float], workers: int) -> float:
 @flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)
 def training_pipeline(
     config_path: str | None = None, overrides: list[str] | None = None, tracking: bool = True,
+    scheduled: bool = False,
 ) -> dict[str, Any]:
     """Ingest -> split -> train every model (concurrently) -> evaluate -> log to MLflow -> promote.
-    Returns the `recsys run --json` summary. The flow fails when any model failed."""
+    Returns the `recsys run --json` summary. The flow fails when any model failed.
+    `scheduled` (set by the `recsys schedule` deployment): a log with timestamps is split by the
+    rolling protocol unless `split.scheduled = "as_configured"` (pipelines.run.scheduled_config)."""
     cfg = load_config(config_path, overrides or [])
     runner = training_flow_for(cfg)
-    return runner(cfg, tracking)
+    return runner(cfg, tracking, scheduled)
 
 
 def training_flow_for(cfg: RunConfig):
@@ -242,8 +255,8 @@ def task_runner_for(cfg: RunConfig):
 
 
 @flow(name="train-and-evaluate", flow_run_name="{cfg.name}")
-def _pipeline_flow(cfg: RunConfig, tracking: bool = True) -> dict[str, Any]:
-    result = _training_pipeline(cfg, tracking)
+def _pipeline_flow(cfg: RunConfig, tracking: bool = True, scheduled: bool = False) -> dict[str, Any]:
+    result = _training_pipeline(cfg, tracking, scheduled)
     summary = result.to_json()
     if result.failed:
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)

@@ -96,6 +96,28 @@ def local_source(source: str) -> Path | Location:
     return location.local_path if location.is_local else location
 
 
+def public_source(cfg: DataConfig) -> str:
+    """`data.source`, with a public data set's name ("movielens-100k", "lastfm-2k", ...) replaced
+    by its ratings file in `data.raw_dir`, fetched (checksum-verified) on first use. Offline, the
+    error says how to put a downloaded copy in the cache."""
+    from recsys.data.fetch import DATASETS, DownloadFailed, fetch
+
+    if cfg.source not in DATASETS:
+        return cfg.source
+    spec = DATASETS[cfg.source]
+    try:
+        return str(fetch(cfg.source, Path(cfg.raw_dir)))  # type: ignore[arg-type]
+    except DownloadFailed as exc:
+        raise DataError(
+            f"public data set {cfg.source!r} is not in {cfg.raw_dir} and cannot be downloaded "
+            f"({exc.url}: {exc.reason}): "
+            f"fetch it once with `recsys data fetch {cfg.source} --offline PATH` (PATH: {spec.archive} "
+            f"or its unzipped folder), or use a local copy with {{option}}",
+            setting="data.source",
+            value=f"PATH/{spec.ratings}",
+        ) from None
+
+
 def remote_versions(location: Location) -> dict[str, tuple[str, str]]:
     """name -> (version from metadata, URL to ingest it by) for each data file behind `location`."""
     files = location.files(_READABLE)
@@ -109,7 +131,7 @@ def source_fingerprint(cfg: DataConfig) -> str:
     if cfg.source == "synthetic":
         content = "synthetic"
     else:
-        source = local_source(cfg.source)
+        source = local_source(public_source(cfg))
         if isinstance(source, Location):
             content = "|".join(f"{name}:{version}" for name, (version, _) in remote_versions(source).items())
         elif is_processed_dir(source):
@@ -147,6 +169,18 @@ def _read_ledger(processed: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in entries.items()}
 
 
+def ingest_warnings(dataset: DatasetResult) -> list[str]:
+    """One-line warnings of the processed data (e.g. a weight column reduced to 1s), for the run's
+    log: ingest records them in the manifest, where every later reader finds them too."""
+    from recsys.data.storage import read_manifest
+
+    try:
+        warning = (read_manifest(Path(dataset.processed_dir)).get("weights") or {}).get("warning")
+    except (OSError, ValueError, DataError):
+        return []
+    return [warning] if warning else []
+
+
 def _manifest_fingerprint(processed: Path) -> str:
     from recsys.data.storage import read_manifest
 
@@ -167,7 +201,7 @@ def prepare_dataset(cfg: RunConfig) -> DatasetResult:
     if data.source == "synthetic":
         with writer_lock(out):
             return _prepare_synthetic(data, out, key)
-    source = local_source(data.source)
+    source = local_source(public_source(data))
     if isinstance(source, Path):
         ensure_recovered(source)
     if isinstance(source, Path) and is_processed_dir(source):

@@ -1,12 +1,15 @@
-"""Step: promote the best model of a pipeline run if it beats the champion by the configured rule.
+"""Step: choose a pipeline run's challenger on validation users and apply the promotion rule.
 
-Picks, among the candidate runs, the one with the highest `promotion.metric` (finished runs only),
-registers it as the challenger of `promotion.registered_model` and applies the rule in
-`recsys.tracking.registry` (significance on per-user metrics, coverage guard, same-split check).
+Selection and confirmation use different data. Candidates are ranked by `validation_<metric>` (the
+warm validation users, logged by the evaluate step); the chosen one is then compared with the
+champion once, on the test users (recsys.tracking.decision). Ranking by test and then testing the
+winner on the same users would favour whichever candidate got lucky on them, and its p-value would
+not mean what it says. A run without a validation part ranks on test and the rule divides its
+significance level by the number of candidates (Bonferroni).
 
-A scheduled run ingests new data, so its split differs from the one the champion was evaluated on;
-given this run's `split`, the champion is re-evaluated on it (with `cfg.evaluation`) before the rule
-is applied, instead of the comparison being refused.
+`recsys run` (after training) and `recsys promote` (any time later) both call `run_promotion` with
+the run's candidates: the same selection, the same split (handed over, or read back from the run),
+the same logged evaluation config - the same decision.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from pipelines.evaluate import VALIDATION_PREFIX
 from recsys.config import RunConfig
 from recsys.errors import TrackingError
+from recsys.tracking.decision import Selection
 from recsys.tracking.registry import PromotionDecision, promote
 from recsys.tracking.store import check_tracking, client, metric_key, resolve_tracking_uri
 
@@ -23,18 +28,20 @@ if TYPE_CHECKING:
     from recsys.data.split import Split
 
 
-def best_candidate(mlflow_client, run_ids: Sequence[str], metric: str) -> str:
-    """The finished run with the highest `metric` (ties: the first given)."""
-    key = metric_key(metric)
-    scored = []
-    for run_id in run_ids:
-        run = mlflow_client.get_run(run_id)
-        value = run.data.metrics.get(key)
-        if run.info.status == "FINISHED" and value is not None:
-            scored.append((value, -len(scored), run_id))
+def best_candidate(mlflow_client, run_ids: Sequence[str], metric: str) -> tuple[str, Selection]:
+    """The finished run with the highest validation `metric` (ties: the first given), or - when some
+    finished candidate has no validation value - the highest test `metric`, with how it was chosen."""
+    runs = [mlflow_client.get_run(run_id) for run_id in run_ids]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    validation_key = metric_key(f"{VALIDATION_PREFIX}{metric}")
+    if finished and all(validation_key in r.data.metrics for r in finished):
+        key, basis = validation_key, "validation"
+    else:
+        key, basis = metric_key(metric), "test"
+    scored = [(r.data.metrics[key], -i, r.info.run_id) for i, r in enumerate(finished) if key in r.data.metrics]
     if not scored:
         raise TrackingError(f"no finished candidate run has metric {metric!r} ({key}); runs: {list(run_ids)}")
-    return max(scored)[2]
+    return max(scored)[2], Selection(basis, len(scored), metric)  # type: ignore[arg-type]
 
 
 def run_promotion(
@@ -42,11 +49,13 @@ def run_promotion(
     candidate_run_ids: Sequence[str] | Mapping[str, str],
     *,
     split: Split | None = None,
+    force: bool = False,
 ) -> PromotionDecision:
-    """Choose the pipeline run's best candidate and apply the promotion rule to it.
+    """Choose the pipeline run's challenger (validation users) and apply the promotion rule to it.
 
-    `split`: the split the candidates were evaluated on. Without it a champion evaluated on other
-    data cannot be re-evaluated, and the comparison is refused."""
+    `split`: the split the candidates were evaluated on (None: read back from their pipeline run).
+    The champion is scored with the evaluation config the challenger's run logged, so this gives
+    the same decision in the pipeline and in a later `recsys promote`."""
     run_ids = (
         list(candidate_run_ids.values())
         if isinstance(candidate_run_ids, Mapping)
@@ -57,5 +66,5 @@ def run_promotion(
     uri = resolve_tracking_uri(cfg.tracking)
     check_tracking(uri)
     mlflow_client = client(uri)
-    challenger = best_candidate(mlflow_client, run_ids, cfg.promotion.metric)
-    return promote(mlflow_client, cfg.promotion, challenger, split=split, evaluation=cfg.evaluation)
+    challenger, selection = best_candidate(mlflow_client, run_ids, cfg.promotion.metric)
+    return promote(mlflow_client, cfg.promotion, challenger, split=split, selection=selection, force=force)

@@ -19,46 +19,100 @@ def _columns(cfg: RunConfig) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def _plain(values: dict, key: str) -> str:
+    return f"{values[key]:.4f}" if key in values else "-"
+
+
+def _cold(m, key: str) -> str:
+    return _plain(m.cold.get("group", {}).get("metrics", {}), key)
+
+
 def _fold_key(folding: dict) -> str | None:
     return next((k for k in folding if k.startswith(("folding@", "neighbour_cross"))), None)
 
 
-def _cell(metrics: dict, ci: dict, key: str, compact: bool = False) -> str:
-    """mean [lo, hi] (markdown) or mean ±half-width (terminal) of the bootstrap interval."""
+def _cell(metrics: dict, ci: dict, key: str, compact: bool = False, stacked: bool = False) -> str:
+    """mean [lo, hi] (markdown, --wide) or mean ±half-width (terminal) of the bootstrap interval."""
+    from recsys.tables import interval_cell
+
     if key not in metrics:
         return "-"
-    lo_hi = ci.get(key)
-    if not lo_hi:
-        return f"{metrics[key]:.4f}"
-    if compact:
-        return f"{metrics[key]:.4f} ±{(lo_hi[1] - lo_hi[0]) / 2:.3f}"
-    return f"{metrics[key]:.4f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
+    return interval_cell(metrics[key], *(ci.get(key) or (None, None)), wide=not compact, stacked=stacked)
 
 
-def comparison_table(result: PipelineResult, cfg: RunConfig) -> Table:
+FOLD_LABELS = {"folding": "folding", "neighbour_cross_cluster": "cross-cluster"}
+FOLD_NOTES = {
+    "folding": "folding@k: share of top-k lists in blocks the user never touched",
+    "neighbour_cross_cluster": "cross-cluster@n: share of an item's n nearest neighbours in another "
+    "k-means cluster (no blocks known: a weaker signal than folding on known blocks)",
+}
+
+
+def fold_header(result: PipelineResult) -> str:
+    """The folding column says which measure it holds: folding@k where the data has blocks, the
+    embedding view on found clusters (cross-cluster nbrs@n) otherwise; never two under one name."""
+    keys = sorted({k for m in result.models if m.status == "ok" and (k := _fold_key(m.folding))})
+    labels = []
+    for key in keys:
+        name, _, at = key.partition("@")
+        labels.append(f"{FOLD_LABELS.get(name, name)}@{at}")
+    return " / ".join(labels) or "folding"
+
+
+def fold_note(result: PipelineResult) -> str | None:
+    """One line saying what the folding column measures (a table caption)."""
+    names = sorted({k.partition("@")[0] for m in result.models if m.status == "ok" and (k := _fold_key(m.folding))})
+    notes = [FOLD_NOTES[n] for n in names if n in FOLD_NOTES]
+    return "; ".join(notes) or None
+
+
+def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
+    """The run's models side by side, fitted to `width` columns: loss / sampler, fit s, the cold and
+    validation columns and the later metrics are left out (in that order) when it must; the model
+    name never is."""
+    from recsys.tables import STACKED, add_name_column, add_value_column, fit_width
+
     cols = _columns(cfg)
-    table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
-                  f"{result.dataset.get('users')} users x {result.dataset.get('items')} items")
-    table.add_column("model")
-    table.add_column("loss / sampler")
-    for c in cols:
-        table.add_column(c, justify="right")
-    table.add_column("folding", justify="right")
-    table.add_column("fit s", justify="right")
-    for m in result.models:
-        champion = " *" if m.name == result.champion else ""
-        if m.status != "ok":
-            table.add_row(m.name + champion, m.kind, *(["-"] * len(cols)), "-", f"[red]failed: {m.error}[/]")
-            continue
-        fold = _fold_key(m.folding)
-        table.add_row(
-            m.name + champion,
-            f"{m.loss}/{m.sampler}" if m.loss else m.kind,
-            *(_cell(m.metrics, m.ci, c, compact=True) for c in cols),
-            f"{m.folding[fold]:.3f}" if fold else "-",
-            f"{m.fit_seconds:.1f}",
-        )
-    return table
+
+    val, cold = f"val {cfg.promotion.metric}", f"cold {cfg.promotion.metric}"
+
+    def build(hidden: set[str]) -> Table:
+        stacked = STACKED in hidden
+        shown = [c for c in cols if c not in hidden]
+        extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
+        table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
+                      f"{result.dataset.get('users')} users x {result.dataset.get('items')} items",
+                      caption=fold_note(result), caption_justify="left")
+        add_name_column(table, "model", [m.name + " *" for m in result.models])
+        if "loss / sampler" in extra:
+            table.add_column("loss / sampler", no_wrap=True)
+        for c in shown:
+            add_value_column(table, c, wide)
+        for name in (val, cold):
+            if name in extra:
+                add_value_column(table, name)
+        table.add_column(fold_header(result), justify="right", no_wrap=True)
+        if "fit s" in extra:
+            table.add_column("fit s", justify="right")
+        for m in result.models:
+            name = m.name + (" *" if m.name == result.champion else "")
+            joint = "\n" if stacked else " / "
+            what = [f"{m.loss}{joint}{m.sampler}" if m.loss else m.kind] if "loss / sampler" in extra else []
+            side = [_plain(m.validation, cfg.promotion.metric)] if val in extra else []
+            side += [_cold(m, cfg.promotion.metric)] if cold in extra else []
+            if m.status != "ok":
+                failed = [f"[red]failed: {m.error}[/]"] if "fit s" in extra else []
+                table.add_row(name, *what, *(["-"] * (len(shown) + len(side))), "-", *failed)
+                continue
+            fold = _fold_key(m.folding)
+            table.add_row(
+                name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide, stacked=stacked) for c in shown), *side,
+                f"{m.folding[fold]:.3f}" if fold else "-", *([f"{m.fit_seconds:.1f}"] if "fit s" in extra else []),
+            )  # fmt: skip
+        return table
+
+    optional = ["loss / sampler", "fit s", cold, val, *reversed(cols[1:])]
+    return fit_width(build, optional, None if wide else width)
 
 
 def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
@@ -69,25 +123,34 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         f"Data: {result.dataset.get('users')} users, {result.dataset.get('items')} items, "
         f"{result.dataset.get('train_interactions')} train / {result.dataset.get('test_interactions')} test "
         f"interactions, `{result.dataset.get('split')}` split, fingerprint `{result.dataset.get('fingerprint')}`.",
+        f"Lineage `{result.dataset.get('lineage', '-')}`, split digest `{result.dataset.get('split_digest', '-')}`. "
+        f"Metrics are over test users with a training history; {result.dataset.get('cold_test_users', 0)} cold test "
+        f"users are scored by the fallback (cold column), {result.dataset.get('cold_test_items', 0)} cold items "
+        "are masked.",
         "",
-        "| model | loss / sampler | " + " | ".join(cols) + " | folding | fit s | MLflow run |",
-        "|---" * (len(cols) + 5) + "|",
+        "| model | loss / sampler | " + " | ".join(cols)
+        + f" | val {cfg.promotion.metric} | cold {cfg.promotion.metric} | {fold_header(result)} | fit s | MLflow run |",
+        "|---" * (len(cols) + 7) + "|",
     ]
     for m in result.models:
         fold = _fold_key(m.folding)
         run = f"`{m.mlflow_run_id}`" if m.mlflow_run_id else "-"
         if m.status != "ok":
-            lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | failed: {m.error} | {run} |")
+            lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | - | - | failed: {m.error} | {run} |")
             continue
         lines.append(
             f"| {m.name}{' (champion)' if m.name == result.champion else ''} | "
             f"{f'{m.loss}/{m.sampler}' if m.loss else m.kind} | "
             + " | ".join(_cell(m.metrics, m.ci, c) for c in cols)
+            + f" | {_plain(m.validation, cfg.promotion.metric)} | {_cold(m, cfg.promotion.metric)}"
             + (f" | {m.folding[fold]:.3f}" if fold else " | -")
             + f" | {m.fit_seconds:.1f} | {run} |"
         )
     if result.tracking_uri:
         lines += ["", f"MLflow: `{result.tracking_uri}`, parent run `{result.mlflow_parent_run_id}`."]
+    if fold_note(result):
+        lines += ["", f"Folding column: {fold_note(result)}."]
     if result.promotion:
-        lines += ["", f"Promotion: {result.promotion.get('reason', '')}"]
+        decision = result.promotion.get("decision") or ""
+        lines += ["", f"Promotion{f' ({decision})' if decision else ''}: {result.promotion.get('reason', '')}"]
     return "\n".join(lines) + "\n"

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.data import DatasetResult, load_dataset, make_split, prepare_dataset
+from pipelines.data import DatasetResult, ingest_warnings, load_dataset, make_split, prepare_dataset
 from pipelines.evaluate import evaluate_model
-from pipelines.train import find_teacher, model_builder, thread_budget, train_model
+from pipelines.train import find_teacher, model_builder, pin_thread_budget, thread_budget, train_model
 from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
@@ -39,8 +39,10 @@ class ModelOutcome:
     loss: str | None
     sampler: str | None
     status: str = "ok"  # "ok" | "failed"
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # warm test users (a training history)
     ci: dict[str, list[float]] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)  # warm validation users: ranks candidates
+    cold: dict[str, Any] = field(default_factory=dict)  # cold_test_users, cold_test_items, the fallback group
     folding: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -101,15 +103,22 @@ class PipelineResult:
         return target
 
 
-def dataset_summary(split: Split, dataset: DatasetResult) -> dict[str, Any]:
+def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None = None) -> dict[str, Any]:
+    from recsys.evaluation.cold import divide_test
+    from recsys.lineage import lineage
+    from recsys.tracking.runs import split_digest
+
     return {
         "users": int(split.n_users),
         "items": int(split.n_items),
         "train_interactions": int(split.train.nnz),
         "test_interactions": int(split.test.nnz),
         "validation_interactions": int(split.validation.nnz) if split.validation is not None else 0,
+        **divide_test(split).counts(),  # cold_test_users, cold_test_items, cold_item_test_interactions
         "fingerprint": dataset.fingerprint,
         "split": split.protocol,
+        "split_digest": split_digest(split),
+        **({"lineage": lineage(cfg).name} if cfg is not None else {}),
         "processed_dir": dataset.processed_dir,
     }
 
@@ -120,10 +129,42 @@ def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
 
 def load_data_and_split(dataset: DatasetResult, cfg: RunConfig) -> tuple[InteractionData, Split]:
     """The processed data (the tracker logs it as the run's dataset) and its seeded split."""
+    _, data, split = load_run_inputs(dataset, cfg)
+    return data, split
+
+
+TIME_BASED = ("temporal", "rolling", "leave_last_n")
+
+
+def scheduled_config(cfg: RunConfig, data: InteractionData) -> RunConfig:
+    """The config a scheduled run (`recsys schedule`) uses on `data`: unless `split.scheduled` is
+    "as_configured", a log whose interactions all have timestamps is split by the rolling protocol
+    (the champion never saw the forward window), and a log without them by the configured protocol
+    if that is a stable hashed one (random, strong generalisation), else by `random`."""
+    from recsys.data.schema import TIME
+
+    if cfg.split.scheduled != "rolling" or cfg.split.protocol == "rolling":
+        return cfg
+    times = data.interactions.get_column(TIME)
+    timed = data.interactions.height > 0 and times.null_count() == 0
+    protocol = "rolling" if timed else ("random" if cfg.split.protocol in TIME_BASED else cfg.split.protocol)
+    if protocol == cfg.split.protocol:
+        return cfg
+    out = cfg.model_copy(deep=True)
+    out.split.protocol = protocol
+    return out
+
+
+def load_run_inputs(
+    dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False
+) -> tuple[RunConfig, InteractionData, Split]:
+    """(the config this run uses - the scheduled protocol resolved -, the data, its split)."""
     data = load_dataset(dataset.processed_dir)
+    if scheduled:
+        cfg = scheduled_config(cfg, data)
     split = make_split(data, cfg.split)
     split.meta.setdefault("fingerprint", dataset.fingerprint)
-    return data, split
+    return cfg, data, split
 
 
 def train_and_log(
@@ -167,9 +208,12 @@ def train_and_log(
         outcome.metrics = {k: float(v) for k, v in evaluation.result.summary.items()}
         outcome.ci = {k: [float(lo), float(hi)] for k, (lo, hi) in evaluation.result.ci.items()}
         outcome.folding = evaluation.folding
-        numeric_folding = {k: v for k, v in evaluation.folding.items() if isinstance(v, int | float)}
+        outcome.validation = evaluation.validation
+        outcome.cold = evaluation.cold
         started = time.perf_counter()
-        tracker.log_model_result(run, model, evaluation.result, split, data=data, extra_metrics=numeric_folding)
+        tracker.log_model_result(
+            run, model, evaluation.result, split, data=data, extra_metrics=evaluation.extra_metrics()
+        )
         tracker.end(run, "FINISHED")
         outcome.log_seconds = time.perf_counter() - started
         log(f"finished {model_cfg.name}: {cfg.promotion.metric} = {outcome.metrics.get(cfg.promotion.metric, float('nan')):.4f}")
@@ -239,8 +283,11 @@ def run_pipeline(
     tracking: bool = True,
     map_models: Callable[[Callable[[ModelConfig], ModelOutcome], Iterable[ModelConfig]], list] | None = None,
     log: Callable[[str], None] = print,
+    scheduled: bool = False,
 ) -> PipelineResult:
-    """Run every step in this process (models one after another unless `map_models` says otherwise)."""
+    """Run every step in this process (models one after another unless `map_models` says otherwise).
+    `scheduled`: split as a scheduled run does (`scheduled_config`)."""
+    cfg = pin_thread_budget(cfg)
     wall = time.perf_counter()
     steps: dict[str, float] = {}
     t = time.perf_counter()
@@ -249,12 +296,16 @@ def run_pipeline(
 
     t = time.perf_counter()
     dataset = prepare_dataset(cfg)
+    for warning in ingest_warnings(dataset):
+        log(f"warning: {warning}")
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
-    data, split = load_data_and_split(dataset, cfg)
+    cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
     steps["split"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if getattr(tracker, "enabled", False):
+        tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split)
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
     threads = thread_budget(cfg.orchestration)
@@ -280,7 +331,7 @@ def run_pipeline(
     decision = promote_best(cfg, tracker, outcomes, split)
     steps["promote"] = time.perf_counter() - t
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset), models=outcomes,
+        dataset=dataset_summary(split, dataset, cfg), models=outcomes,
         champion=decision.get("champion"), promotion=decision,
         mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
     )
@@ -312,10 +363,14 @@ def promote_best(
     """Apply the promotion rule to this run's models (no-op without tracking)."""
     candidates = {m.name: m.mlflow_run_id for m in outcomes if m.status == "ok" and m.mlflow_run_id}
     if not candidates or not cfg.promotion.auto or not getattr(tracker, "enabled", False):
-        best = max((m for m in outcomes if m.status == "ok"), key=lambda m: m.metrics.get(cfg.promotion.metric, -1),
-                   default=None)
-        return {"champion": best.name if best else None, "promoted": False,
-                "reason": "tracking disabled: best model of this run by " + cfg.promotion.metric}
+        ok = [m for m in outcomes if m.status == "ok"]
+        on_validation = bool(ok) and all(cfg.promotion.metric in m.validation for m in ok)
+        basis = "validation" if on_validation else "test"
+        best = max(ok, key=lambda m: (m.validation if on_validation else m.metrics).get(cfg.promotion.metric, -1),
+                   default=None)  # fmt: skip
+        why = "promotion.auto is off" if getattr(tracker, "enabled", False) else "tracking disabled"
+        return {"champion": best.name if best else None, "promoted": False, "decision": "",
+                "reason": f"{why}: best model of this run by {basis} {cfg.promotion.metric}"}
     from pipelines.promote import run_promotion
 
     decision = run_promotion(cfg, candidates, split=split).to_dict()

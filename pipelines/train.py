@@ -3,6 +3,12 @@
 Thread budget: the flow trains `orchestration.max_workers` models at once; each gets
 `cores // max_workers` BLAS/torch threads (or `threads_per_model`), so concurrent models do not
 oversubscribe the cores. A model's own `threads` setting, when given, wins.
+
+The budget changes the last bits of float sums (BLAS and torch split reductions by thread), and
+training amplifies them, so it is part of what makes a result: `pin_thread_budget` writes it into
+the config (`orchestration.threads_per_model`, `evaluation.threads`) before anything runs, every
+path (`recsys run` with or without Prefect, `recsys train` + `evaluate`, promotion's re-scoring)
+uses the pinned values, and the tracker logs them with the rest of the config.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from recsys.config import OrchestrationConfig
+from recsys.config import OrchestrationConfig, RunConfig
 from recsys.data.split import Split
 from recsys.distill import teacher_name
 from recsys.errors import ModelError
@@ -25,6 +31,17 @@ def thread_budget(cfg: OrchestrationConfig) -> int:
         return cfg.threads_per_model
     workers = 1 if cfg.task_runner == "sequential" else cfg.max_workers
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def pin_thread_budget(cfg: RunConfig) -> RunConfig:
+    """A copy of `cfg` with the thread budget written in: `orchestration.threads_per_model` (what
+    each model trains with) and, unless set, `evaluation.threads` (what ranking uses)."""
+    budget = thread_budget(cfg.orchestration)
+    pinned = cfg.model_copy(deep=True)
+    pinned.orchestration.threads_per_model = budget
+    if pinned.evaluation.threads is None:
+        pinned.evaluation.threads = budget
+    return pinned
 
 
 def with_thread_budget(model_cfg: ModelConfig, threads: int) -> ModelConfig:
@@ -67,8 +84,10 @@ def train_model(
 
     `teacher`: the fitted model a two-tower with a `distill` section learns from (its
     `distill.teacher`); ignored by models that do not distill."""
+    from recsys.evaluation.cold import warm_validation
+
     model = model_builder(threads, teacher)(model_cfg)
-    model.fit(split.train, validation=split.validation_set(), callback=callback, features=features)
+    model.fit(split.train, validation=warm_validation(split), callback=callback, features=features)
     if save_to is not None:
         model.save(save_to)
     return model

@@ -25,6 +25,7 @@ from typing import Any
 from recsys.config import RunConfig
 from recsys.data.split import Split
 from recsys.errors import ConfigError
+from recsys.lineage import TAG_LINEAGE
 from recsys.models.base import ModelConfig, Recommender
 from recsys.tuning import TrialRecord, TuningConfig, TuningOutcome, search_space, tune
 
@@ -44,7 +45,10 @@ class TuneResult:
 
 
 def validation_or_refuse(split: Split, model_name: str):
-    validation = split.validation_set()
+    """The warm validation users (a training history, cold items masked): what tuning scores."""
+    from recsys.evaluation.cold import warm_validation
+
+    validation = warm_validation(split)
     if validation is None:
         raise ConfigError(
             f"models.{model_name}.tuning needs a validation split: set split.validation_fraction (e.g. 0.1)"
@@ -174,17 +178,12 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
 
 # ============================================================================ warm start
 def lineage(cfg: RunConfig) -> str:
-    """The registry line a run belongs to: config name + normalised data source (DESIGN.md, day two).
+    """The registry line a run belongs to (recsys.lineage: config name + normalised data source).
     Runs of different lineages never share a champion, so a champion of another lineage is no warm
-    start. The normalisation is deliberately small (a trailing slash, `file://`): the split code of
-    the lineage work may widen it, and this one function is where to point at it."""
-    source = cfg.data.source.strip()
-    if source.startswith("file://"):
-        source = source[len("file://") :]
-    return f"{cfg.name}:{source.rstrip('/')}"
+    start."""
+    from recsys.lineage import lineage as lineage_of
 
-
-TAG_LINEAGE = "recsys.lineage"
+    return lineage_of(cfg).name
 
 
 def champion_parameters(cfg: RunConfig, tracker: Any, model_cfg: ModelConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -205,7 +204,7 @@ def champion_parameters(cfg: RunConfig, tracker: Any, model_cfg: ModelConfig, lo
         tags = run.data.tags
         if tags.get(TAG_MODEL_KIND) != model_cfg.kind:
             return []
-        if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):
+        if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):  # untagged: a run from before lineages
             return []
         with tempfile.TemporaryDirectory(prefix="recsys-champion-") as tmp:
             path = tracker.client.download_artifacts(version.run_id, "config/model.json", tmp)

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
@@ -22,14 +22,11 @@ from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 from recsys.models.wals_spark import WALSSparkConfig
+from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
     PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig, Field(discriminator="kind")
 ]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ColumnMap(Section):
@@ -62,7 +59,9 @@ class DataConfig(Section):
     columns: ColumnMap = Field(default_factory=ColumnMap)
     positive_min_weight: float | None = Field(None, description="keep interactions with weight >= this (e.g. rating >= 4)")
     positive_events: list[str] | None = Field(None, description="keep only these event types")
-    aggregate: Literal["count", "sum", "max", "last"] = Field("count", description="how repeated (user, item) pairs combine")
+    aggregate: Literal["auto", "count", "sum", "max", "last"] = Field(
+        "auto", description="how repeated (user, item) pairs combine; auto = sum when the log has a weight column, else count"
+    )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
     min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")
@@ -72,34 +71,26 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 
+SplitProtocol = Literal["temporal", "rolling", "leave_last_n", "random", "strong_generalization"]
+
+
 class SplitConfig(Section):
-    protocol: Literal["temporal", "leave_last_n", "random", "strong_generalization"] = "random"
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: share of each user's items; temporal: share of time")
-    validation_fraction: float = Field(0.0, ge=0, lt=1, description="0 = no validation split")
+    """How interactions are divided; see recsys/data/splits.py. Random decisions hash the raw ids with
+    the seed, so a pair keeps its part when the log grows (scheduled runs stay comparable)."""
+
+    protocol: SplitProtocol = "random"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: chance a pair is test; temporal: share of interactions after the cut-off")
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description="0 = no validation split (rolling: see validation_window_days)")
     n: int = Field(1, ge=1, description="leave_last_n: items per user held out")
-    cutoff: datetime | None = Field(None, description="temporal: explicit cut-off (UTC); default from test_fraction")
+    cutoff: datetime | None = Field(None, description="temporal / rolling: explicit test cut-off (UTC); default from test_fraction / the newest timestamp")
+    window_days: float = Field(7.0, gt=0, description="rolling: days after the cut-off that are tested")
+    validation_window_days: float | None = Field(None, ge=0, description="rolling: days before the cut-off used for validation (None = window_days, 0 = none)")
     heldout_users: float = Field(0.2, gt=0, description="strong generalisation: share (<1) or count (>=1) of test users")
-    fold_in_fraction: float = Field(0.8, gt=0, lt=1, description="strong generalisation: share of a held-out history given as fold-in")
-    seed: int = 0
-
-
-class EvaluationConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 50, 100])
-    metrics: list[str] = Field(
-        default_factory=lambda: ["recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate", "coverage"]
+    fold_in_fraction: float = Field(0.8, gt=0, lt=1, description="strong generalisation: chance a held-out pair is fold-in rather than truth")
+    scheduled: Literal["rolling", "as_configured"] = Field(
+        "rolling", description="protocol of scheduled runs (recsys schedule): rolling when the data has timestamps, else as configured"
     )
-    chunk_size: int = Field(2048, gt=0, description="users scored per matmul; bounds memory")
-    threads: int | None = Field(None, gt=0)
-    bootstrap_samples: int = Field(1000, ge=0)
-    confidence: float = Field(0.95, gt=0, lt=1)
-    sampled_negatives: int | None = Field(None, description="sampled metrics (biased; Krichene & Rendle 2020). None = full corpus")
-
-    @field_validator("ks")
-    @classmethod
-    def _positive_ks(cls, ks: list[int]) -> list[int]:
-        if not ks or any(k <= 0 for k in ks):
-            raise ValueError("ks must be a non-empty list of positive integers")
-        return sorted(set(ks))
+    seed: int = 0
 
 
 class FoldingConfig(Section):
@@ -154,6 +145,17 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _tuning_has_validation_users(self) -> RunConfig:
+        """Tuning chooses on validation users only: a config that tunes needs a validation split."""
+        tuned = [m.name for m in self.models if m.tuning is not None and m.tuning.enabled]
+        if tuned and self.split.validation_fraction <= 0:
+            raise ValueError(
+                f"models {tuned} have [models.tuning] enabled but split.validation_fraction is 0: tuning "
+                "chooses on validation users only; set split.validation_fraction (e.g. 0.1) or tuning.enabled = false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _teachers_exist(self) -> RunConfig:
         """A student's `distill.teacher` must be another model of the run, with no cycles."""
         from recsys.distill import check_teachers
@@ -168,7 +170,9 @@ class RunConfig(Section):
         for m in self.models:
             if m.name == name:
                 return m
-        raise KeyError(f"no model named {name!r}; models: {[m.name for m in self.models]}")
+        raise ModelNotFound(
+            f"no model named {name!r} in the config's [[models]] ({', '.join(m.name for m in self.models) or 'none'})"
+        )
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -179,6 +183,13 @@ class RunConfig(Section):
 
     def to_toml(self) -> str:
         return dumps_toml(self.resolved())
+
+
+class ModelNotFound(ConfigError, KeyError):
+    """`RunConfig.model(name)` for a name the config does not have (a KeyError for dict-like use)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.render()
 
 
 def _parse_value(raw: str) -> Any:
@@ -229,13 +240,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not source.is_file():
             raise ConfigError(f"{source}: config file not found")
         try:
-            data = tomllib.loads(source.read_text())
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not a UTF-8 text file (byte {exc.start}): is it a TOML config?") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the config ({exc.strerror or exc})") from None
     for assignment in overrides:
         apply_override(data, assignment)
-    for model in data.get("models", []):
-        if isinstance(model, dict) and "kind" in model:
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ConfigError(
+            f"{path or '--set'}: models must be [[models]] tables (name, kind, ...), got {type(models).__name__}"
+        )
+    for model in models:
+        if "kind" in model:
             model.setdefault("name", model["kind"])
     try:
         return RunConfig.model_validate(data)
@@ -244,13 +264,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def _describe(exc: ValidationError, path: str | Path | None) -> str:
-    where = f"{path}: " if path else ""
-    lines = []
+    """Every problem on one line: `invalid config (FILE): key: problem; key: problem`."""
+    problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where}{loc}: {msg}")
-    return "invalid config\n  " + "\n  ".join(lines)
+        problems.append(f"{loc or 'config'}: {msg}")
+    return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

@@ -27,11 +27,9 @@ ranks and gathers the per-user metrics and top-k lists, so every rank ends with 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,10 +45,10 @@ import torch.distributed as dist
 from recsys.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    from recsys.config import EvaluationConfig
     from recsys.data.split import EvalSet, Split
     from recsys.evaluation.evaluate import EvaluationResult
     from recsys.models.base import FitCallback, Recommender
+    from recsys.sections import EvaluationConfig
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 """How long a collective may wait for a slow rank before the group gives up (torch's default is 30 min)."""
@@ -409,38 +407,18 @@ def torchrun_command(nproc: int, args: Sequence[str], *, python: str | None = No
     ]  # fmt: skip
 
 
-SPLIT_PARTS = ("train", "test", "validation", "fold_in", "validation_fold_in")
-
-
 def save_split(split: Split, directory: str | Path) -> Path:
-    """Write the split's matrices (`.npz`, no pickle) and protocol so every rank loads the same split
-    without re-running ingest (W processes writing one processed directory would race)."""
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    present = [name for name in SPLIT_PARTS if getattr(split, name) is not None]
-    for name in present:
-        sp.save_npz(tmp / f"{name}.npz", sp.csr_matrix(getattr(split, name)))
-    (tmp / "split.json").write_text(json.dumps({"protocol": split.protocol, "parts": present}))
-    if target.exists():
-        import shutil
+    """Write the split (`recsys.data.split_io`) so every rank loads the same split without re-running
+    ingest (W processes writing one processed directory would race)."""
+    from recsys.data.split_io import save_split as _save
 
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
+    return _save(split, directory)
 
 
 def load_split(directory: str | Path) -> Split:
-    from recsys.data.split import Split as _Split
-    from recsys.errors import DataError
+    from recsys.data.split_io import load_split as _load
 
-    source = Path(directory)
-    meta_file = source / "split.json"
-    if not meta_file.is_file():
-        raise DataError(f"{source}: not a saved split (no split.json); write one with save_split")
-    meta = json.loads(meta_file.read_text())
-    parts = {name: sp.csr_matrix(sp.load_npz(source / f"{name}.npz")) for name in meta["parts"]}
-    return _Split(protocol=meta["protocol"], **parts)
+    return _load(directory)
 
 
 @dataclass(frozen=True)
@@ -490,7 +468,9 @@ def train_main(args: TrainArgs) -> int:
     ):
         callback = mlflow_callback(args.mlflow_run_id) if args.mlflow_run_id and is_rank_zero() else None
         model = build_model(config)
-        model.fit(split.train, validation=split.validation_set(), callback=callback)
+        from recsys.evaluation.cold import warm_validation
+
+        model.fit(split.train, validation=warm_validation(split), callback=callback)
         if is_rank_zero():
             model.save(args.out)
             print(

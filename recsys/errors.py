@@ -1,8 +1,38 @@
-"""User-facing errors: the CLI prints their message on one line and exits with code 2, no traceback."""
+"""User-facing errors: the CLI prints their message on one line and exits with code 2, no traceback.
+
+An error may name the config setting that fixes it (`setting`, e.g. "data.columns.item", with a
+suggested `value`); its message then says `{option}` where the fix goes, and `render` fills in the
+spelling that exists for the command at hand (a command maps settings to its flags, e.g.
+{"data.columns.item": "--item-col {value}"}): `--item-col artistID` for `recsys ingest`,
+`--set data.columns.item=artistID` for every command that takes `--set`. `str(error)` uses the
+`--set` spelling, which every config-driven command accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class RecsysError(Exception):
-    """Base for errors caused by input or configuration, not by a bug."""
+    """Base for errors caused by input or configuration, not by a bug: deterministic, so an
+    orchestrator must not retry them."""
+
+    def __init__(self, message: str, *, setting: str | None = None, value: str = "NAME") -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+
+    def render(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message on one line, `{option}` spelled as the command's own flag when it has one."""
+        text = str(self.args[0]) if self.args else type(self).__name__
+        if self.setting is not None and "{option}" in text:
+            flag = (flags or {}).get(self.setting)
+            option = flag.replace("{value}", self.value) if flag else f"--set {self.setting}={self.value}"
+            text = text.replace("{option}", option)
+        return " ".join(text.split())
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class DataError(RecsysError):
@@ -19,3 +49,25 @@ class TrackingError(RecsysError):
 
 class ConfigError(RecsysError, ValueError):
     """A config that cannot be used, with a message fit for the terminal."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text (library messages can hold SQL or tracebacks)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    # SQLAlchemy wraps the driver's error: "(sqlite3.OperationalError) attempt to write ..." is
+    # the telling line, after notes such as "(raised as a result of Query-invoked autoflush ...)".
+    driver = [line for line in lines if line.startswith("(") and "Error)" in line.split(" ", 1)[0]]
+    text = (driver or lines or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_deterministic(error: BaseException | None) -> bool:
+    """True for an error that would happen again on a retry: bad input or config (RecsysError),
+    also when wrapped (raised `from` or during the handling of one)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, RecsysError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

@@ -34,9 +34,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from recsys.config import ConfigError
+from recsys.errors import ConfigError
 
 Loss = Callable[..., torch.Tensor]
+
+POINTWISE_LOSSES = ("bce", "gbce")
+"""Losses that score each (user, item) pair on an absolute logit scale: they take `offset`
+(`pointwise_offset`, the two-tower's `logit_offset`)."""
 
 
 def negative_scores(user: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.config import ConfigError
+from recsys.errors import ConfigError
 
 if TYPE_CHECKING:  # the model module imports this one; avoid the cycle at runtime
     from recsys.models.two_tower import TwoTowerConfig
@@ -271,7 +271,9 @@ class PositiveLookup:
         csr.eliminate_zeros()
         n_users, self.n_items = csr.shape
         rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(csr.indptr))
-        keys = np.unique(rows * self.n_items + csr.indices.astype(np.int64))
+        keys = rows * self.n_items + csr.indices.astype(np.int64)
+        if not csr.has_canonical_format:  # sorted, duplicate-free rows give sorted unique keys already
+            keys = np.unique(keys)
         self.keys = torch.as_tensor(keys, dtype=torch.long)
         self.indptr = torch.as_tensor(csr.indptr.astype(np.int64))
         self.indices = torch.as_tensor(csr.indices.astype(np.int64))

@@ -48,9 +48,10 @@ from safetensors.torch import load_file, save_file
 
 from recsys import distributed
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
-from recsys.errors import ModelError
+from recsys.errors import ModelError, first_line
 from recsys.evaluation.ranking import torch_threads
-from recsys.losses import gbce_beta, get_loss, pointwise_offset
+from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
+from recsys.models.defaults import two_tower_batch_size
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
@@ -77,6 +78,7 @@ RESUME_INSENSITIVE_FIELDS = {
     "quiet",
     "eval_every",
     "early_stopping_patience",
+    "early_stopping_min_steps",
 }
 """Config fields that may change between a run and its resume (they do not change the state)."""
 
@@ -180,7 +182,7 @@ def loss_options(cfg: TwoTowerConfig, train: sp.csr_matrix) -> dict[str, Any]:
         options["n_items"] = n_items
     if cfg.loss == "gbce":
         options["calibration"] = cfg.gbce_calibration
-    if cfg.loss in ("bce", "gbce"):
+    if cfg.loss in POINTWISE_LOSSES:
         options["offset"] = resolve_logit_offset(cfg, train)
     return options
 
@@ -515,8 +517,18 @@ def latest_checkpoint(directory: Path) -> Path | None:
     pointer = directory / "latest.json"
     if not pointer.is_file():
         return None
-    path = directory / json.loads(pointer.read_text())["checkpoint"]
+    try:
+        path = directory / json.loads(pointer.read_text())["checkpoint"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise _damaged(pointer, exc) from None
     return path if (path / "state.json").is_file() else None
+
+
+def _damaged(path: Path, exc: BaseException) -> ModelError:
+    return ModelError(
+        f"checkpoint is damaged ({path}: {type(exc).__name__}: {first_line(exc)}): "
+        "delete the checkpoint directory to start afresh, or point checkpoint_dir elsewhere"
+    )
 
 
 def restore_checkpoint(
@@ -529,8 +541,11 @@ def restore_checkpoint(
     global_batch: int | None = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
     """Load everything `save_checkpoint` wrote back into live objects; refuse another run's checkpoint."""
-    meta = json.loads((path / "state.json").read_text())
-    saved, ranks = meta.get("global_batch"), meta.get("world_size", 1)
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        saved, ranks = meta.get("global_batch"), meta.get("world_size", 1)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise _damaged(path / "state.json", exc) from None
     if global_batch is not None and saved is not None and saved != global_batch:
         raise ModelError(
             f"{path}: checkpoint was trained with a global batch of {saved} ({ranks} rank(s)); this run's is "
@@ -542,16 +557,19 @@ def restore_checkpoint(
             "delete the checkpoint directory or point checkpoint_dir elsewhere"
         )
     device = next(network.parameters()).device
-    tensors = load_file(str(path / "tensors.safetensors"))
-    network.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = (
-        {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-        if meta["has_best"]
-        else None
-    )
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    generator.set_state(tensors["rng.generator"])
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        tensors = load_file(str(path / "tensors.safetensors"))
+        network.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = (
+            {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+            if meta["has_best"]
+            else None
+        )
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except Exception as exc:  # truncated safetensors (SafetensorError), missing keys, wrong shapes
+        raise _damaged(path / "tensors.safetensors", exc) from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return LoopState(**meta["state"]), best
@@ -701,6 +719,8 @@ def train_two_tower(
     """
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
+    if cfg.batch_size is None:  # TwoTower.fit resolves it first; direct callers get the same rule
+        cfg = cfg.model_copy(update={"batch_size": two_tower_batch_size(int(train.nnz))})
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)
@@ -769,7 +789,12 @@ def train_two_tower(
                     metrics[f"val_{cfg.validation_metric}"] = value
                     best = track_best(state, value, network, best)
                     patience = cfg.early_stopping_patience
-                    state.stopped_early = patience > 0 and state.bad_evaluations >= patience
+                    steps_since_best = (state.epoch - state.best_epoch) * per_epoch
+                    state.stopped_early = (
+                        patience > 0
+                        and state.bad_evaluations >= patience
+                        and steps_since_best >= cfg.early_stopping_min_steps
+                    )
                 state.finished = state.stopped_early or state.epoch >= cfg.epochs
                 state.history.append({"step": float(state.epoch), **metrics})
                 if checkpoints is not None and rank == 0:

@@ -93,10 +93,10 @@ DEFAULT_SPACES: dict[str, dict[str, SpaceEntry]] = {
         "factors": [32, 64, 128],
         # Strong L2 is what iALS needs (Rendle et al. 2022): the range reaches 1000.
         "regularization": ParamRange(low=0.01, high=1000.0, log=True),
-        "alpha": ParamRange(low=0.3, high=50.0, log=True),
+        "alpha": ParamRange(low=0.1, high=50.0, log=True),
         "iterations": ParamRange(low=5, high=25, integer=True),
     },
-    "ease": {"l2": ParamRange(low=0.5, high=20000.0, log=True)},
+    "ease": {"l2": ParamRange(low=0.5, high=1e5, log=True)},
     "two_tower": {
         "lr": ParamRange(low=1e-3, high=5e-2, log=True),
         "temperature": ParamRange(low=0.03, high=0.5, log=True),
@@ -257,10 +257,13 @@ def tune(
             records.append(record)
             if hooks is not None:
                 hooks.finish(record)
-        if value > best["value"]:
-            best.update(value=value, model=model)
+        if value > best["value"]:  # ties keep the earlier trial
+            best.update(value=value, model=model, params=params)
         return value
 
+    # Optuna's own per-trial INFO lines are silenced for good (not restored: two models tune in
+    # parallel threads and a restore would race); trials are reported through `hooks`.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),
@@ -269,12 +272,7 @@ def tune(
     queued = warm_starts(model_cfg, train, space, queue)
     for params in queued:
         study.enqueue_trial(params, skip_if_exists=True)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
     if best["model"] is None:
         errors = sorted({r.error for r in records if r.error})
         raise ModelError(
@@ -282,7 +280,7 @@ def tune(
             + (f"; first error: {errors[0]}" if errors else "")
             + "); raise tuning.n_trials / timeout_s or narrow tuning.space"
         )
-    chosen = dict(study.best_trial.params)
+    chosen = dict(best["params"])
     return TuningOutcome(
         model=best["model"], config=best["model"].config, metric=metric, best_value=float(best["value"]),
         best_params=chosen, trials=records, seconds=time.perf_counter() - started,
@@ -335,7 +333,7 @@ def in_space(entry: SpaceEntry, value: Any) -> bool:
 
 
 def _validation_eval_config(metric: str):
-    from recsys.config import EvaluationConfig
+    from recsys.sections import EvaluationConfig
 
     name, _, k = metric.partition("@")
     return EvaluationConfig(ks=[int(k) if k.isdigit() else 20], metrics=[name], bootstrap_samples=0)

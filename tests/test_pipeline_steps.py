@@ -138,3 +138,31 @@ def test_models_are_submitted_longest_first_and_reported_in_config_order(tmp_pat
     result = run_pipeline(cfg, tracking=False, map_models=record, log=lambda _: None)
     assert started == ["tt", "wals", "pop"]
     assert [m.name for m in result.models] == ["pop", "wals", "tt"]
+
+
+def test_a_scheduled_run_splits_by_rolling_windows_when_every_interaction_has_a_time():
+    """`recsys schedule` runs: rolling forward windows on a timed log, the stable hashed split on a
+    log without timestamps (a time-based protocol cannot split it), the config as is on request."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import polars as pl
+
+    from pipelines.run import scheduled_config
+    from recsys.config import RunConfig
+    from recsys.data.dataset import InteractionData
+
+    def data(times: list) -> InteractionData:
+        frame = pl.DataFrame({"user_idx": [0, 1], "item_idx": [0, 1], "weight": [1.0, 1.0],
+                              "timestamp": pl.Series(times, dtype=pl.Datetime("us", "UTC"))})  # fmt: skip
+        return InteractionData(frame, np.array(["a", "b"], dtype=object), np.array(["x", "y"], dtype=object))
+
+    timed, untimed = data([datetime(2024, 1, 1, tzinfo=UTC)] * 2), data([None, None])
+    random_cfg = RunConfig()
+    assert scheduled_config(random_cfg, timed).split.protocol == "rolling"
+    assert scheduled_config(random_cfg, untimed).split.protocol == "random"
+    leave_last = RunConfig.model_validate({"split": {"protocol": "leave_last_n"}})
+    assert scheduled_config(leave_last, untimed).split.protocol == "random"
+    strong = RunConfig.model_validate({"split": {"protocol": "strong_generalization", "scheduled": "as_configured"}})
+    assert scheduled_config(strong, timed).split.protocol == "strong_generalization"
+    assert random_cfg.split.protocol == "random"  # the caller's config is not changed

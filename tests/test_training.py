@@ -165,7 +165,7 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights(data)
     def remember(epoch, metrics):
         snapshots[epoch] = {k: v.clone() for k, v in network.state_dict().items()}
 
-    cfg = CFG.model_copy(update={"epochs": 6, "early_stopping_patience": 2})
+    cfg = CFG.model_copy(update={"epochs": 6, "early_stopping_patience": 2, "early_stopping_min_steps": 0})
     result = train_two_tower(
         network, data.train, cfg, validate=lambda: {"recall@20": next(scores)}, callback=remember
     )
@@ -173,6 +173,19 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights(data)
     assert result.best_epoch == 2 and result.best_metric == 0.5 and result.stopped_early
     for name, value in network.state_dict().items():
         torch.testing.assert_close(value, snapshots[2][name], rtol=0, atol=0)
+
+
+def test_early_stopping_also_waits_for_min_steps_since_the_best_epoch(data):
+    """Patience in epochs alone stops small data sets on the random-init plateau (few steps per
+    epoch); the stop also needs `early_stopping_min_steps` optimizer steps since the best epoch."""
+    from recsys.training import steps_per_epoch
+
+    network = TwoTower(CFG).build_network(data.n_users, data.n_items, None)
+    per_epoch = steps_per_epoch(data.train.nnz, CFG.batch_size)
+    scores = iter([0.30, 0.50, 0.40, 0.45, 0.44, 0.43, 0.42, 0.41])  # best at epoch 2
+    cfg = CFG.model_copy(update={"epochs": 8, "early_stopping_patience": 2, "early_stopping_min_steps": 4 * per_epoch})
+    result = train_two_tower(network, data.train, cfg, validate=lambda: {"recall@20": next(scores)})
+    assert result.stopped_early and result.epochs_run == 6  # 2 bad evaluations at epoch 4, 4 epochs of steps at 6
 
 
 def test_validation_metric_is_reported_every_eval_every_epochs_and_at_the_end(data):

@@ -1,25 +1,112 @@
-"""Shared CLI plumbing: the app objects, one-line errors with exit code 2, config loading."""
+"""Shared CLI plumbing: the app objects, one error contract for every command, config loading.
+
+The contract: bad input, a bad config or an unusable file ends a command with one line on stderr,
+`error: <what> (<where>): <hint>`, and exit code 2; a bug (any other exception) with one line and
+exit code 1. No traceback unless `--debug` is given (anywhere on the command line) or RECSYS_DEBUG=1.
+Usage errors (unknown option, bad value) follow the same one-line form.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors its own click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older typer on click itself
+    from click.exceptions import ClickException, UsageError
 
 from recsys.errors import RecsysError
 
+STARTED = time.perf_counter()
+"""When the command started (this module is imported first): `recsys run` reports end-to-end time."""
+
+TABLE_WIDTH = 120
+"""Tables are laid out for at most this many columns (terminals are 80-120 wide; a pipe has none)."""
+
 console = Console()
-if not console.is_terminal:  # piped or captured: wide enough for the comparison tables
-    console = Console(width=160)
-err_console = Console(stderr=True)
+if not console.is_terminal:  # piped or captured: lay out as a 120-column terminal would
+    console = Console(width=TABLE_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
+"""The config every command uses when no --config is given (relative to the working directory)."""
+
+DEBUG_FLAG = "--debug"
+
+
+def print_table(table, wide: bool = False) -> None:
+    """A table on stdout; `wide` lets it be as wide as it needs (full intervals), also when piped."""
+    if wide:
+        Console(width=max(console.width, 400)).print(table)
+    else:
+        console.print(table)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("RECSYS_DEBUG", "") not in ("", "0", "false")
+
+
+def error_line(what: str, where: str | None = None, hint: str | None = None) -> str:
+    """`error: <what> (<where>): <hint>` on one line (newlines in any part become spaces)."""
+    text = what + (f" ({where})" if where else "") + (f": {hint}" if hint else "")
+    return "error: " + " ".join(text.split())
+
+
+def print_error(line: str) -> None:
+    err_console.print(line, markup=False)
+
+
+def quiet_library_tracebacks() -> None:
+    """MLflow's SQL store logs every database error with a traceback before raising it; the
+    command turns the raised error into its one line, so the logged copy is noise."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group: usage errors (unknown option, bad value, missing argument) become
+    one `error:` line with exit code 2 instead of click's multi-line box; `--debug` anywhere on
+    the command line turns tracebacks back on."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        if DEBUG_FLAG in args[: args.index("--") if "--" in args else len(args)]:
+            args.remove(DEBUG_FLAG)
+            os.environ["RECSYS_DEBUG"] = "1"
+        if not debug_enabled():
+            quiet_library_tracebacks()
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except UsageError as exc:
+            if not exc.format_message():  # no arguments at all: the help was shown
+                sys.exit(exc.exit_code)
+            command = exc.ctx.command_path if exc.ctx is not None else "recsys"
+            print_error(error_line(exc.format_message(), command, f"see `{command} --help`"))
+            sys.exit(2)
+        except typer.Abort:
+            print_error("interrupted")
+            sys.exit(130)
+        except ClickException as exc:
+            print_error(error_line(exc.format_message()))
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="recsys",
+    cls=OneLineErrors,
     help="Train, evaluate and compare recommenders: ingest -> WALS / two-tower -> full-corpus recall@k -> MLflow.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -28,37 +115,96 @@ app = typer.Typer(
 data_app = typer.Typer(help="Data sets: generate synthetic data, fetch public sets, combine blocks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option(DEBUG_FLAG, help="Show full tracebacks instead of one-line errors (anywhere on the line).")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ["RECSYS_DEBUG"] = "1"
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def user_errors(fn: F) -> F:
-    """Turn RecsysError (bad input, bad config) into one red line on stderr and exit code 2."""
+def _where(exc: OSError) -> str | None:
+    return str(exc.filename) if exc.filename is not None else None
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RecsysError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            sys.exit(130)
 
-    return wrapper  # type: ignore[return-value]
+def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) -> Any:
+    """Apply the error contract to a command. `flags` maps config settings to this command's own
+    options (e.g. {"data.columns.item": "--item-col {value}"}), so a hint names an option that exists."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except typer.Exit:
+                raise
+            except KeyboardInterrupt:
+                print_error("interrupted")
+                sys.exit(130)
+            except RecsysError as exc:
+                if debug_enabled():
+                    raise
+                print_error(error_line(exc.render(flags)))
+                raise typer.Exit(code=2) from None
+            except OSError as exc:  # a path that cannot be read or written: the user's to fix
+                if debug_enabled():
+                    raise
+                what = exc.strerror or str(exc)
+                print_error(error_line(what, _where(exc), "check the path and its permissions"))
+                raise typer.Exit(code=2) from None
+            except Exception as exc:  # a bug: still one line, the traceback behind --debug
+                if debug_enabled():
+                    raise
+                first = " ".join(str(exc).split())[:300]
+                print_error(error_line(f"unexpected {type(exc).__name__}: {first}", None,
+                                       "this is a bug; rerun with --debug for the traceback"))
+                raise typer.Exit(code=1) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
 
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config (see pipelines/configs/).", dir_okay=False)
+    Path | None,
+    typer.Option("--config", "-c", help=f"TOML config (see pipelines/configs/; default: {DEFAULT_CONFIG}).", dir_okay=False),
 ]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config value: a.b=c (models by name: models.wals.factors=128). Repeatable."),
 ]
+DataConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config whose [data] section to use (default: built-in data settings).", dir_okay=False),
+]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write a machine-readable summary to this file.")]
 
 
-def load_run_config(config: Path | None, overrides: list[str] | None):
-    from recsys.config import load_config
+def config_path(config: Path | None) -> Path | None:
+    """--config, else the default config when it is here (the repository root), else None."""
+    if config is None and DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    return config
 
+
+def load_run_config(config: Path | None, overrides: list[str] | None, *, default: bool = False):
+    """The config of a command. With `default`, a missing --config means DEFAULT_CONFIG (as for
+    `recsys run`), and a clear error when it is not here: built-in defaults have no models."""
+    from recsys.config import load_config
+    from recsys.errors import ConfigError
+
+    if default:
+        resolved = config_path(config)
+        if resolved is None:
+            raise ConfigError(
+                f"no --config given and {DEFAULT_CONFIG} is not here ({Path.cwd()}): "
+                "run from the repository root or pass --config FILE"
+            )
+        config = resolved
     return load_config(config, overrides or [])

@@ -10,12 +10,13 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import (  # noqa: F401
-    ConfigOption,
+    DataConfigOption,
     JsonOption,
     SetOption,
     app,
     console,
     data_app,
+    err_console,
     load_run_config,
     user_errors,
 )
@@ -26,8 +27,17 @@ FORMAT_HELP = (
 )
 
 
+INGEST_FLAGS = {
+    **{f"data.columns.{role}": f"--{role}-col {{value}}" for role in ("user", "item", "time", "weight", "event")},
+    "data.processed_dir": "--out {value}",
+    "data.positive_min_weight": "--min-rating {value}",
+    "data.aggregate": "--aggregate {value}",
+}
+"""Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
+
+
 @app.command("ingest")
-@user_errors
+@user_errors(flags=INGEST_FLAGS)
 def ingest_command(
     source: Annotated[
         Path,
@@ -64,8 +74,11 @@ def ingest_command(
         typer.Option("--min-rating", help="Positive rule: keep rows with weight >= this (e.g. 4)."),
     ] = None,
     aggregate: Annotated[
-        Literal["count", "sum", "max", "last"] | None,
-        typer.Option("--aggregate", help="How repeated (user, item) pairs combine: count, sum, max or last."),
+        Literal["auto", "count", "sum", "max", "last"] | None,
+        typer.Option(
+            "--aggregate",
+            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last.",
+        ),
     ] = None,
     min_user_interactions: Annotated[
         int | None,
@@ -82,7 +95,7 @@ def ingest_command(
         ),
     ] = False,
     json_out: JsonOption = None,
-    config: ConfigOption = None,
+    config: DataConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Ingest interaction logs: validate every row (bad rows go to a quarantine Parquet with a
@@ -121,6 +134,8 @@ def ingest_command(
             progress=lambda s: status.update(f"ingest: {s} ..."),
         )
     _print_report(report)
+    for warning in report.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")

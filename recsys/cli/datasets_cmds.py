@@ -13,8 +13,9 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import app, console, data_app, user_errors  # noqa: F401
+from recsys.data.fetch import DATASETS
 
-PUBLIC_SETS = ("movielens-100k", "movielens-1m", "movielens-20m")
+PUBLIC_SETS = tuple(DATASETS)
 
 
 @data_app.command("synth")
@@ -95,8 +96,10 @@ def fetch_command(
     ] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Mirror to download from.")] = None,
 ) -> None:
-    """Download a MovieLens archive from GroupLens (progress bar, SHA-256 check), unzip it under
-    --raw-dir and print the path of its ratings file, ready for `recsys ingest`.
+    """Download a public archive (MovieLens, HetRec Last.fm) from GroupLens (progress bar, SHA-256
+    check), unzip it under --raw-dir and print the path of its ratings file, ready for `recsys ingest`.
+    Offline: --offline PATH (the zip or its unzipped folder) puts it in the same cache, where
+    `recsys run` finds a set named in data.source (e.g. data.source = "movielens-100k").
 
     Example: recsys ingest "$(recsys data fetch movielens-1m)" --out data/processed/ml-1m --min-rating 4
     """

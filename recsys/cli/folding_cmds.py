@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import (
-    ConfigOption,
+    DataConfigOption,
     JsonOption,
     SetOption,
     console,
@@ -51,7 +51,7 @@ def combine_command(
         ),
     ] = "source",
     json_out: JsonOption = None,
-    config: ConfigOption = None,
+    config: DataConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Merge interaction sets with disjoint users and items into one processed directory that records

@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.common import ConfigOption, JsonOption, SetOption, app, console, load_run_config, user_errors
+from recsys.cli.common import (
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    load_run_config,
+    print_table,
+    user_errors,
+)
 from recsys.errors import ConfigError
 
 ModelsDir = Annotated[Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")]
@@ -19,8 +28,9 @@ OnlyOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="Onl
 def _prepare(config: Path | None, set_: list[str] | None):
     from pipelines.data import prepare_dataset
     from pipelines.run import load_split
+    from pipelines.train import pin_thread_budget
 
-    cfg = load_run_config(config, set_)
+    cfg = pin_thread_budget(load_run_config(config, set_, default=True))
     with console.status("preparing data and split"):
         dataset = prepare_dataset(cfg)
         split = load_split(dataset, cfg)
@@ -68,7 +78,8 @@ def train(
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
-            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher)
+            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher,
+                                threads=cfg.orchestration.threads_per_model)
         trained[model_cfg.name] = model
         console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
 
@@ -113,6 +124,7 @@ def evaluate(
     only: OnlyOption = None,
     json_out: JsonOption = None,
     train_first: Annotated[bool, typer.Option("--train", help="Train the models first (train + evaluate in one command).")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show full intervals [low, high] (a table wider than 120 columns).")] = False,
 ) -> None:
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
@@ -130,7 +142,9 @@ def evaluate(
         if train_first:
             teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
-                model = trained[model_cfg.name] = train_model(model_cfg, split, save_to=path, teacher=teacher)
+                model = trained[model_cfg.name] = train_model(
+                    model_cfg, split, save_to=path, teacher=teacher, threads=cfg.orchestration.threads_per_model
+                )
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
         else:
@@ -143,7 +157,8 @@ def evaluate(
         summary[model_cfg.name] = {"metrics": evaluation.result.summary, "ci": evaluation.result.ci,
                                    "folding": evaluation.folding}
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
-    console.print(format_table(results, metrics or [f"recall@{cfg.evaluation.ks[0]}"]))
+    table = format_table(results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width)
+    print_table(table, wide)
     if json_out is not None:
         tmp = json_out.with_name(f".{json_out.name}.tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=float))
@@ -155,7 +170,7 @@ def evaluate(
 def tune(
     config: ConfigOption = None,
     set_: SetOption = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Name of the model to tune (from [[models]]).")] = "wals",
+    model: Annotated[str, typer.Option("--model", "-m", help="Name of the model to tune (a name from the config's models).")] = "wals",
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Optuna trials.")] = 20,
     metric: Annotated[str | None, typer.Option("--metric", help="Validation metric to maximise (default: promotion.metric).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the config with the best parameters.")] = Path("tuned.toml"),

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import ConfigOption, JsonOption, SetOption, app, console, load_run_config, user_errors
-
-DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
-
-
-def _config_path(config: Path | None) -> Path | None:
-    if config is None and DEFAULT_CONFIG.is_file():
-        return DEFAULT_CONFIG
-    return config
+from recsys.cli.common import (
+    STARTED,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    config_path,
+    console,
+    debug_enabled,
+    load_run_config,
+    print_table,
+    user_errors,
+)
 
 
 @app.command()
-@user_errors
+@user_errors(flags={"tracking.enabled": "--no-tracking"})
 def run(
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -30,6 +35,7 @@ def run(
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="Run the same steps in-process without Prefect (models one at a time).")
     ] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show full intervals [low, high] in the comparison table.")] = False,
 ) -> None:
     """Run the training pipeline: ingest -> split -> train all models -> evaluate -> MLflow -> promote.
 
@@ -37,7 +43,7 @@ def run(
     Defaults to pipelines/configs/default.toml (synthetic data) when no --config is given.
     Exit code 0 when every model finished, 1 when any model failed (the others are still logged).
     """
-    config = _config_path(config)
+    config = config_path(config)
     cfg = load_run_config(config, set_)
     from pipelines.report import comparison_table
 
@@ -52,7 +58,7 @@ def run(
         mlflow_parent_run_id=summary.get("mlflow_parent_run_id"), tracking_uri=summary.get("tracking_uri"),
         wall_seconds=summary.get("wall_seconds", 0.0), step_seconds=summary.get("step_seconds", {}),
     )
-    console.print(comparison_table(result, cfg))
+    print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
     if json_out is not None:
         result.write_json(json_out)
     _where_to_look(summary, json_out, cfg.tracking.experiment)
@@ -72,19 +78,30 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     # default 20 s. Users can still set their own value (or PREFECT_API_URL for a real server).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, training_flow_for
 
+    if not debug_enabled():
+        quiet_deterministic_errors()
+
+    from flows.ephemeral import running_servers, stop_ephemeral_server
+
+    already = running_servers()
     try:
         return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
+    finally:
+        stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
 
 
 def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> None:
     from recsys.tracking.store import is_http
     from recsys.tracking.ui import experiment_runs_url
 
-    lines = [f"champion: [bold]{summary.get('champion')}[/] ({summary.get('promotion', {}).get('reason', '')})"]
+    promotion = summary.get("promotion", {})
+    decision = f"{promotion['decision']}: " if promotion.get("decision") else ""
+    lines = [f"champion: [bold]{summary.get('champion')}[/] ({decision}{promotion.get('reason', '')})"]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
@@ -94,8 +111,11 @@ def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> Non
     lines.append(f"data:         {summary['dataset'].get('processed_dir')}")
     if json_out:
         lines.append(f"summary:      {json_out}")
-    lines.append(f"wall time:    {summary.get('wall_seconds', 0):.1f} s "
-                 f"(orchestration overhead {100 * summary.get('orchestration_overhead', 0):.0f}%)")
+    total = time.perf_counter() - STARTED
+    pipeline = summary.get("wall_seconds", 0)
+    lines.append(f"wall time:    {total:.1f} s end to end = pipeline {pipeline:.1f} s (orchestration overhead "
+                 f"{100 * summary.get('orchestration_overhead', 0):.0f}%) + start-up and Prefect's server "
+                 f"{max(0.0, total - pipeline):.1f} s")
     console.print("\n".join(lines))
 
 
@@ -116,10 +136,13 @@ def schedule(
 
     Each scheduled run ingests only the files added to a landing directory since the last run
     (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule.
+    A log with timestamps is split by the rolling protocol (train / validation window / forward test
+    window of split.window_days after a cut-off that advances with the log) unless
+    split.scheduled = "as_configured"; a log without them by the stable hashed split.
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
     runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
     """
-    config = _config_path(config)
+    config = config_path(config)
     load_run_config(config, set_)  # fail now, not at 03:00
     from flows.deployments import serve_pipeline
 

@@ -26,9 +26,9 @@ DirOption = Annotated[
 @user_errors
 def up(
     directory: DirOption = Path(".stack"),
-    postgres_port: Annotated[int, typer.Option("--postgres-port", help="PostgreSQL port on 127.0.0.1.")] = 5433,
-    mlflow_port: Annotated[int, typer.Option("--mlflow-port", help="MLflow server port on 127.0.0.1.")] = 5000,
-    prefect_port: Annotated[int, typer.Option("--prefect-port", help="Prefect server port on 127.0.0.1.")] = 4200,
+    postgres_port: Annotated[int, typer.Option("--postgres-port", min=1, max=65535, help="PostgreSQL port on 127.0.0.1.")] = 5433,
+    mlflow_port: Annotated[int, typer.Option("--mlflow-port", min=1, max=65535, help="MLflow server port on 127.0.0.1.")] = 5000,
+    prefect_port: Annotated[int, typer.Option("--prefect-port", min=1, max=65535, help="Prefect server port on 127.0.0.1.")] = 4200,
 ) -> None:
     """Start PostgreSQL, the MLflow server (artifacts through its proxy) and the Prefect server, all on
     127.0.0.1, and print how to point `recsys run` / `recsys schedule` at them. Data survives

@@ -6,23 +6,28 @@ MLflow is imported inside the commands so that `recsys --help` stays fast.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import ConfigOption, SetOption, app, console, err_console, load_run_config, user_errors
+from recsys.cli.common import (
+    ConfigOption,
+    SetOption,
+    app,
+    config_path,
+    console,
+    err_console,
+    load_run_config,
+    user_errors,
+)
+from recsys.cli.process import run_in_process_group
 from recsys.errors import TrackingError
-
-DEFAULT_CONFIG = Path("pipelines/configs/default.toml")
 
 
 def _config(config: Path | None, overrides: list[str] | None):
-    if config is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
-    return load_run_config(config, overrides)
+    return load_run_config(config_path(config), overrides)
 
 
 def _client(cfg):
@@ -55,11 +60,23 @@ def promote(
             help="Candidate model run id (repeatable). Default: the models of the latest pipeline run.",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Make the chosen challenger champion even when the rule says kept or not comparable "
+            "(e.g. after changing split.seed); recorded on the run as forced.",
+        ),
+    ] = False,
 ) -> None:
-    """Promote the best candidate to champion if it beats the current one (promotion.* in config).
+    """Promote the run's challenger to champion if it beats the current one (promotion.* in config).
 
-    The challenger must beat the champion on promotion.metric with a paired test p < promotion.p_value
-    over the same users, and not lose more than promotion.max_coverage_drop of coverage.
+    The challenger is the candidate with the best validation promotion.metric. It must beat the
+    champion - re-scored on the challenger's split, the one logged with its run - on the test users
+    with a paired test p < promotion.p_value, and not lose more than promotion.max_coverage_drop of
+    coverage. The same function decides inside `recsys run`, so both give the same decision. The
+    verdict is promoted, kept, or not comparable (another lineage, or test pairs the champion
+    trained on), with the reason.
     """
     from pipelines.promote import run_promotion
     from recsys.tracking.compare import latest_pipeline_model_runs
@@ -69,11 +86,18 @@ def promote(
     if not candidates:
         _, mlflow_client = _client(cfg)
         candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment)
-    decision = run_promotion(cfg, candidates)
-    colour = "green" if decision.promoted else "yellow"
-    console.print(
-        f"[bold {colour}]{'promoted' if decision.promoted else 'not promoted'}[/]: {decision.reason}"
-    )
+    decision = run_promotion(cfg, candidates, force=force)
+    colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
+    console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)
+    if decision.challenger_mean is not None and decision.champion_mean is not None:
+        lo_a, hi_a = decision.challenger_ci or (float("nan"), float("nan"))
+        lo_b, hi_b = decision.champion_ci or (float("nan"), float("nan"))
+        console.print(
+            f"{decision.metric} over {decision.n_users} test users: challenger {decision.challenger_mean:.4f} "
+            f"[{lo_a:.4f}, {hi_a:.4f}], champion {decision.champion_mean:.4f} [{lo_b:.4f}, {hi_b:.4f}], "
+            f"p = {decision.p_value:.3g} (alpha {decision.alpha:.3g}, challenger chosen on {decision.selection})",
+            highlight=False,
+        )
     console.print(
         f"{cfg.promotion.registered_model}: champion v{decision.champion_version or '-'}, "
         f"challenger v{decision.challenger_version or '-'}"
@@ -104,7 +128,12 @@ def compare(
         Path | None, typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion."""
+    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion.
+
+    Rows are grouped by lineage (config name + data source) and split digest, both shown; the delta
+    to the champion is computed only within a group (against the champion measured on that split),
+    never across data sets or splits.
+    """
     from recsys.tracking.compare import compare as compare_runs
     from recsys.tracking.compare import plot_curves, render, rich_table
 
@@ -120,7 +149,7 @@ def compare(
         err_console.print("no finished model runs yet: run `recsys run` first")
         return
     if fmt == "table" and output is None:
-        console.print(rich_table(frame, metric))
+        console.print(rich_table(frame, metric, width=console.width))
     else:
         text = render(frame, metric, "markdown" if fmt == "table" else fmt)  # type: ignore[arg-type]
         if output is None:
@@ -140,7 +169,7 @@ def ui(
     config: ConfigOption = None,
     set_: SetOption = None,
     port: Annotated[
-        int, typer.Option("--port", "-p", help="Port for the MLflow UI (bound to 127.0.0.1).")
+        int, typer.Option("--port", "-p", min=1, max=65535, help="Port for the MLflow UI (bound to 127.0.0.1).")
     ] = 5000,
 ) -> None:
     """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT.
@@ -174,7 +203,7 @@ def ui(
     base = f"http://127.0.0.1:{port}"
     console.print(f"MLflow UI on {base} (Ctrl-C to stop)")
     console.print(f"runs: {experiment_runs_url(uri, cfg.tracking.experiment, base)}", soft_wrap=True)
-    raise typer.Exit(subprocess.call(command, env=venv_env()))
+    raise typer.Exit(run_in_process_group(command, env=venv_env()))
 
 
 @app.command()
@@ -188,14 +217,22 @@ def serve(
     alias: Annotated[
         str, typer.Option("--alias", help="Registry alias to serve, e.g. champion or challenger.")
     ] = "champion",
-    port: Annotated[int, typer.Option("--port", "-p", help="Port (bound to 127.0.0.1).")] = 5001,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port (bound to 127.0.0.1).")] = 5001,
+    max_results: Annotated[
+        int, typer.Option("--max-results", min=1, help="Most recommendations (rows x k) one request may ask for; 413 beyond.")
+    ] = 100_000,
 ) -> None:
-    """Serve a registered model over REST (mlflow models serve, local environment).
+    """Serve a registered model over REST on 127.0.0.1 (in this process; Ctrl-C or SIGTERM stops it).
 
-    POST /invocations with {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 10}};
-    each answer row has user_id, item_ids, scores and source (model | fold_in | popularity).
+    POST /invocations with {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 10}} (or
+    "dataframe_split", "inputs": {"user_id": [...]}, "instances"); each answer row has user_id,
+    item_ids, scores and source (model | fold_in | popularity). k must be 1..number of items; errors
+    are JSON {"error_code", "message"} with a one-line message (400, 413 over --max-results, 415).
+    The request schema is at /openapi.json, interactive docs at /docs.
     """
     from recsys.tracking.registry import alias_version
+    from recsys.tracking.server import build_app, load_index
+    from recsys.tracking.server import serve as run_server
 
     cfg = _config(config, set_)
     uri, mlflow_client = _client(cfg)
@@ -205,15 +242,29 @@ def serve(
         raise TrackingError(
             f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
         )
-    command = serve_command(f"models:/{name}@{alias}", port)
+    _port_is_free(port)
+    with console.status(f"loading {name}@{alias} (version {version.version})"):
+        index = load_index(f"models:/{name}@{alias}", uri)
+    app = build_app(index, name=f"{name}@{alias}", version=str(version.version), max_results=max_results)
     console.print(
         f"serving {name}@{alias} (version {version.version}) on http://127.0.0.1:{port}/invocations"
     )
-    raise typer.Exit(subprocess.call(command, env=venv_env(uri)))
+    run_server(app, port)
+
+
+def _port_is_free(port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise TrackingError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): choose another --port") from None
 
 
 def serve_command(model_uri: str, port: int) -> list[str]:
-    """The `mlflow models serve` command line used by `recsys serve` (and its test)."""
+    """`mlflow models serve` for a recsys pyfunc (MLflow's own server; `recsys serve` is the
+    documented endpoint, this is how the pyfunc is checked against MLflow's)."""
     return [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),

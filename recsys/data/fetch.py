@@ -1,10 +1,11 @@
-"""Public data sets (MovieLens from GroupLens): download once, verify, cache, unzip.
+"""Public data sets (MovieLens, HetRec Last.fm from GroupLens): download once, verify, cache, unzip.
 
 A download goes to `<archive>.part` and is renamed to its final name only after its SHA-256 matches
 the published value, so a cached archive is always a complete, verified one; a mismatch leaves
 nothing behind. Extraction goes to a temp directory that is renamed into place, so an extracted
 folder is complete too. Offline machines pass `offline=` a zip or an extracted folder already on
-disk. Only the standard library talks to the network (urllib), so no extra dependency is needed.
+disk; either lands in the cache (a folder's ratings file is linked or copied in), so a pipeline that
+names the set in `data.source` finds it afterwards without the network. Only the standard library talks to the network (urllib), so no extra dependency is needed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from rich.progress import (
 
 from recsys.errors import DataError
 
-DatasetName = Literal["movielens-100k", "movielens-1m", "movielens-20m"]
+DatasetName = Literal["movielens-100k", "movielens-1m", "movielens-20m", "lastfm-2k"]
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
+HETREC_URL = "https://files.grouplens.org/datasets/hetrec2011"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
 
@@ -42,15 +44,20 @@ TIMEOUT_SECONDS = 60
 @dataclass(frozen=True)
 class PublicDataset:
     archive: str  # file name on the server, e.g. ml-100k.zip
-    folder: str  # top-level folder inside the zip
+    folder: str  # top-level folder inside the zip (the cache folder when the zip has none)
     ratings: str  # the interaction file inside `folder`
     size: int  # bytes, for the progress bar when the server sends no Content-Length
+    base_url: str = ""  # where the archive lives (default BASE_URL)
 
 
 DATASETS: dict[str, PublicDataset] = {
     "movielens-100k": PublicDataset("ml-100k.zip", "ml-100k", "u.data", 4_924_029),
     "movielens-1m": PublicDataset("ml-1m.zip", "ml-1m", "ratings.dat", 5_917_549),
     "movielens-20m": PublicDataset("ml-20m.zip", "ml-20m", "ratings.csv", 198_702_078),
+    # HetRec 2011 Last.fm: play counts (`userID artistID weight`, tab-separated), no timestamps.
+    "lastfm-2k": PublicDataset(
+        "hetrec2011-lastfm-2k.zip", "hetrec2011-lastfm-2k", "user_artists.dat", 2_600_000, HETREC_URL  # size: approximate
+    ),
 }
 
 SHA256: dict[str, str] = {
@@ -59,8 +66,18 @@ SHA256: dict[str, str] = {
     "ml-100k.zip": "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
     "ml-1m.zip": "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
     "ml-20m.zip": "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+    # As used by several independent loaders of the HetRec 2011 archive.
+    "hetrec2011-lastfm-2k.zip": "6738f48195667ff03caaab4d32ca9a3133d8cc026b7c3cdaf6ce1010e913c59c",
 }
 """Expected archive checksums by file name; tests and mirrors may patch or extend this table."""
+
+
+class DownloadFailed(DataError):
+    """The archive could not be downloaded (offline machine, unreachable mirror)."""
+
+    def __init__(self, message: str, url: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.url, self.reason = url, reason
 
 
 def fetch(
@@ -86,7 +103,7 @@ def fetch(
         return extracted
     archive = raw_dir / spec.archive
     if not archive.is_file():
-        url = f"{(base_url or BASE_URL).rstrip('/')}/{spec.archive}"
+        url = f"{(base_url or spec.base_url or BASE_URL).rstrip('/')}/{spec.archive}"
         _download(url, archive, SHA256.get(spec.archive), spec.size, console)
     else:
         _verify(archive, SHA256.get(spec.archive))
@@ -111,7 +128,7 @@ def _from_offline(spec: PublicDataset, source: Path, raw_dir: Path) -> Path:
     if source.is_dir():
         for candidate in (source / spec.ratings, source / spec.folder / spec.ratings):
             if candidate.is_file():
-                return candidate
+                return _into_cache(candidate, raw_dir / spec.folder / spec.ratings)
         raise DataError(f"{source}: no {spec.ratings} in this folder or in {spec.folder}/ below it")
     if source.is_file():
         if not zipfile.is_zipfile(source):
@@ -119,6 +136,27 @@ def _from_offline(spec: PublicDataset, source: Path, raw_dir: Path) -> Path:
         _verify(source, SHA256.get(spec.archive), expected_name=spec.archive)
         return _extract(source, spec, raw_dir)
     raise DataError(f"{source}: offline path does not exist")
+
+
+def _into_cache(found: Path, cached: Path) -> Path:
+    """Put an offline folder's ratings file where `fetch` looks first (a hard link when the file
+    system allows, else a copy; written under a temp name and renamed, so never half there)."""
+    if cached.is_file() and cached.stat().st_size == found.stat().st_size:
+        return cached
+    if cached.resolve() == found.resolve():
+        return found
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staging = cached.with_name(f".{cached.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            os.link(found, staging)
+        except OSError:
+            shutil.copyfile(found, staging)
+        os.replace(staging, cached)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise DataError(f"cannot copy {found} into the cache ({cached}: {exc.strerror or exc})") from None
+    return cached
 
 
 def _verify(path: Path, expected: str | None, expected_name: str | None = None) -> None:
@@ -147,8 +185,8 @@ def _download(url: str, target: Path, expected: str | None, size_hint: int, cons
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"{url}: download failed ({reason}); fetch it elsewhere and pass --offline PATH"
+        raise DownloadFailed(
+            f"{url}: download failed ({reason}); fetch it elsewhere and pass --offline PATH", url, str(reason)
         ) from None
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -56,7 +56,10 @@ def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl
         frame = frame.filter(pl.col(WEIGHT) >= cfg.positive_min_weight)
     if cfg.positive_events:
         if not has_event:
-            raise DataError("data.positive_events is set but the source has no event column (--event-col)")
+            raise DataError(
+                "data.positive_events is set but the source has no event column: name it with {option}",
+                setting="data.columns.event",
+            )
         frame = frame.filter(pl.col(EVENT).is_in(cfg.positive_events))
     return frame
 
@@ -68,11 +71,13 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     weights = {
         "count": pl.len().cast(pl.Float32),
         "sum": pl.col(WEIGHT).sum().cast(pl.Float32),
+        # Rows without a weight column weigh 1.0, so summing keeps a weight column and counts otherwise.
+        "auto": pl.col(WEIGHT).sum().cast(pl.Float32),
         "max": pl.col(WEIGHT).max().cast(pl.Float32),
         "last": pl.col(WEIGHT).sort_by([TIME, ORDER], nulls_last=False).last().cast(pl.Float32),
     }
     if how not in weights:
-        raise DataError(f"unknown aggregate {how!r}; choose count, sum, max or last")
+        raise DataError(f"unknown aggregate {how!r}; choose auto, count, sum, max or last")
     schema = frame.collect_schema()
     if schema.get(USER) in (pl.Categorical, CODE_DTYPE) and schema.get(ITEM) in (pl.Categorical, CODE_DTYPE):
         # One u64 key per pair groups far faster than a two-column key. A decimal-code id is read

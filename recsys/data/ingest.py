@@ -18,6 +18,7 @@ leave a batch in without its record, or the record without its batch.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.implicit import ORDER, FilterStep, to_implicit
-from recsys.data.readers import ROW, SOURCE_FILE, RawSource, row_numbers, scan_source
+from recsys.data.readers import ROW, SOURCE_FILE, RawSource, first_error_line, row_numbers, scan_source
 from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, Vocab
@@ -65,6 +66,7 @@ class IngestReport:
     batch: int = 1
     format: str = ""
     mapping: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one line each, also in the manifest
 
     def to_json_dict(self) -> dict[str, int | str]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -83,6 +85,42 @@ def read_canonical(
     rows_in). Raises DataError when the file cannot be read at all."""
     result = validate(scan_source(source, format, columns), max_future_days)
     return result.accepted, result.quarantine, result.rows_in
+
+
+def _writable_place(out_dir: Path) -> None:
+    """Refuse early, in one line, an output that cannot be created: a file where a folder must
+    go (`--out file.csv/sub`), a read-only or virtual file system (`/proc/x`)."""
+    ancestor = out_dir.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    problem = None
+    if not ancestor.is_dir():
+        problem = f"{ancestor} is a file, not a directory"
+    else:
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryDirectory(prefix=".recsys-probe-", dir=out_dir.parent).cleanup()
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    if problem:
+        raise DataError(
+            f"cannot write the processed data ({out_dir}: {problem}): choose another {{option}}",
+            setting="data.processed_dir",
+            value="DIR",
+        )
+
+
+def _check_readable(paths) -> None:
+    """Every earlier batch must be whole Parquet before an append builds on it (reads only the
+    footers): a damaged one is a one-line error, not a failure half-way through the append."""
+    for path in paths:
+        try:
+            pl.read_parquet_schema(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(
+                f"processed data is damaged ({path}: {first_error_line(exc)}): ingest again into a new --out "
+                "(or without --append) to rebuild it"
+            ) from None
 
 
 def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
@@ -214,6 +252,27 @@ def _carry_over_foreign_files(out_dir: Path, tmp: Path, replaced: set[str]) -> N
             storage.link_or_copy(entry, tmp / entry.name)
 
 
+def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict], rows: pl.DataFrame) -> dict:
+    """What happens to the weight column, for the manifest: which column, the aggregation used
+    (`auto` resolved: sum when the log has a weight column, else count), whether the weights
+    survive, and a one-line warning when a varying weight column is reduced to 1s (count or
+    binarize), so play counts or ratings are never dropped silently."""
+    column = mapping.get(WEIGHT) or next((b["columns"][WEIGHT] for b in batches if WEIGHT in b.get("columns", {})), None)
+    how = cfg.aggregate if cfg.aggregate != "auto" else ("sum" if column else "count")
+    dropped_by = "data.binarize = true" if cfg.binarize else f"data.aggregate = {how}" if how == "count" else None
+    warning = None
+    if column and dropped_by and rows.height:
+        low, high = rows.select(pl.col(WEIGHT).min().alias("low"), pl.col(WEIGHT).max().alias("high")).row(0)
+        if low != high:
+            warning = (
+                f"weights discarded: column {column!r} varies ({low:g} to {high:g}) but {dropped_by} "
+                "makes every pair weigh the same; set data.aggregate = sum (or max / last) and "
+                "data.binarize = false to keep it"
+            )
+    return {"column": column, "aggregate": how, "binarize": cfg.binarize, "kept": bool(column) and not dropped_by,
+            "warning": warning}
+
+
 def _sources(manifest: dict | None) -> list[dict]:
     return list(manifest.get("batches", [])) if manifest else []
 
@@ -239,6 +298,7 @@ def ingest(
     Holds the directory's writer lock throughout (see the module docstring).
     """
     say = progress or (lambda _stage: None)
+    _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
     with storage.writer_lock(Path(out_dir), say):
         return _ingest(
             source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
@@ -261,6 +321,7 @@ def _ingest(
     started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
+    _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
 
     say("reading and validating")
@@ -302,6 +363,8 @@ def _ingest(
         )
         *earlier, rows = _aligned_ids([frame for _, frame in previous] + [rows.lazy()])
         aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
+        weights = weight_policy(cfg, raw.mapping, _sources(previous_manifest), result.rows)
+        cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
         pairs, steps = to_implicit(_all_rows(aligned, batch, rows), cfg, has_event)
         if pairs.height == 0:
             raise DataError(
@@ -375,6 +438,7 @@ def _ingest(
             "sources": [b["source"] for b in batches],
             "batches": batches,
             "steps": [s.to_dict() for s in steps],
+            "weights": weights,
             "config": cfg.model_dump(mode="json", exclude={"synthetic"}),
             "polars_version": pl.__version__,
         }
@@ -399,4 +463,5 @@ def _ingest(
         batch=batch,
         format=raw.format,
         mapping=raw.mapping,
+        warnings=[weights["warning"]] if weights["warning"] else [],
     )

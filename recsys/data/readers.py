@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -310,7 +311,11 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
             elif wanted.lower() in by_base:
                 mapping[canon] = by_base[wanted.lower()]
             else:
-                raise DataError(f"{path}: no column {wanted!r} (--{attr}-col); columns are {header}")
+                raise DataError(
+                    f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
+                    setting=f"data.columns.{attr}",
+                    value=header[0] if header else "NAME",
+                )
             taken.add(mapping[canon])
     for canon in _MAP_FIELDS:
         if canon in mapping:
@@ -321,15 +326,35 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
                 mapping[canon] = source
                 taken.add(source)
                 break
+    _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
             hint = ""
             if len(header) == 1:
-                hint = f" (one column {header[0]!r}: wrong delimiter or format?)"
+                hint = f", one column {header[0]!r}: wrong delimiter or format?"
+            free = [c for c in header if c not in taken]
             raise DataError(
-                f"{path}: no {attr} column found{hint}; columns are {header}; name it with --{attr}-col"
+                f"no {attr} column found ({path}: columns are {header}{hint}): name it with {{option}}",
+                setting=f"data.columns.{attr}",
+                value=free[0] if free else "NAME",
             )
     return mapping
+
+
+_ID_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:ID|Id|_id|_ID|-id)$")
+
+
+def _remaining_id_column(header: list[str], mapping: dict[str, str], taken: set[str]) -> None:
+    """When exactly one of user / item is still unmapped and exactly one unmapped column is named
+    like an id (`<name>ID`, `<name>Id`, `<name>_id`: `artistID`, `trackId`, `song_id`), take it:
+    `userID artistID weight` needs no column map. Never guesses between two candidates."""
+    missing = [canon for canon in (USER, ITEM) if canon not in mapping]
+    if len(missing) != 1:
+        return
+    candidates = [c for c in header if c not in taken and _ID_SUFFIX.match(c.split(":", 1)[0].strip())]
+    if len(candidates) == 1:
+        mapping[missing[0]] = candidates[0]
+        taken.add(candidates[0])
 
 
 # --------------------------------------------------------------------------- scanning

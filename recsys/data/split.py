@@ -22,11 +22,14 @@ class EvalSet:
     exclude: items masked from each user's ranking (what the user was seen to interact with).
     fold_in: for users unseen at training time (strong generalisation) the history from which their
              vectors are computed with `model.fold_in`; None means use `model.user_factors`.
+    masked_items: bool per item, True = never ranked for anyone (items with no training data, whose
+             vectors mean nothing; see recsys.evaluation.cold); None = every item is ranked.
     """
 
     truth: sp.csr_matrix
     exclude: sp.csr_matrix
     fold_in: sp.csr_matrix | None = None
+    masked_items: np.ndarray | None = None
 
     @property
     def users(self) -> np.ndarray:

@@ -1,15 +1,29 @@
 """Seeded, reproducible train / validation / test splits over an indexed interaction table.
 
-Four protocols (see DESIGN.md): a global temporal cut-off, leave-last-n per user, random per user,
-and strong generalisation (held-out users whose histories are split into fold-in and test, as in
-Liang et al. 2018 and Rendle et al.'s iALS revisit).
+Five protocols (see DESIGN.md): a global temporal cut-off, a rolling (forward) window for
+scheduled runs, leave-last-n per user, random per pair, and strong generalisation (held-out users
+whose histories are split into fold-in and test, as in Liang et al. 2018 and Rendle et al.'s iALS
+revisit).
 
-Randomness never depends on row order: every random decision is a 64-bit hash (splitmix64) of the
-(user, item) pair, or of the user, mixed with the seed. The same data in any order with the same seed
-gives the same split, a different seed a different one, and no Python loop touches users or rows.
+Day two: a scheduled run splits a log that has grown since the last run, and the champion it is
+compared with was trained on the last run's training part. So a pair's part must never depend on
+what else is in the log. Every random decision is a stable 64-bit hash (`recsys.data.hashing`) of
+the RAW ids - of the (user id, item id) pair, or of the user id for strong generalisation - mixed
+with the seed, and each pair's part is decided on its own hash alone (no ranking within a user,
+no vocabulary index): appending users, items or whole batches never moves an existing pair between
+train, validation, fold-in and test. The price: a user's share is the configured fraction only on
+average, and a user may have no training pair at all (a cold user: evaluation reports such users as
+their own group, see `recsys.evaluation.cold`). The same data in any row order gives the same split,
+a different seed a different one, and no Python loop touches users or rows.
+
+Time-based protocols are stable in their own way: `rolling` and `temporal` with an explicit cut-off
+place a pair by its timestamp; `leave_last_n` moves a user's latest pairs to train as newer ones
+arrive (test -> train only, which never lets a model see its own test pairs).
 
 Leakage is impossible by construction: the input has one row per (user, item) (checked), and every
-row lands in exactly one part. Every matrix has the full vocab shape so indices agree everywhere.
+row lands in exactly one part (or, for a rolling split with an explicit cut-off in the past, in
+none: rows after its test window are left out). Every matrix has the full vocab shape so indices
+agree everywhere.
 """
 
 from __future__ import annotations
@@ -22,47 +36,68 @@ import scipy.sparse as sp
 
 from recsys.config import ConfigError, SplitConfig
 from recsys.data.dataset import InteractionData
+from recsys.data.hashing import id_hashes, pair_hashes, unit_interval, user_draws
 from recsys.data.matrix import to_csr
 from recsys.data.schema import ITEM_IDX, TIME, USER_IDX, WEIGHT
 from recsys.data.split import Split
 from recsys.errors import DataError
 
-# Which part each row goes to.
-TRAIN, VALIDATION, TEST, FOLD_IN, VALIDATION_FOLD_IN = 0, 1, 2, 3, 4
+# Which part each row goes to (UNUSED: after a rolling split's test window, in no part).
+TRAIN, VALIDATION, TEST, FOLD_IN, VALIDATION_FOLD_IN, UNUSED = 0, 1, 2, 3, 4, 5
 _PART = "_part"
 _KEY = "_key"
+_DAY_US = 86_400 * 1_000_000
 
 # Salts keep the different random decisions of one seed independent of each other.
 _SALT_ROWS = 1
 _SALT_USERS = 2
 _SALT_FOLD = 3
+_SALT_VALIDATION_USERS = 4
+
+ASSIGNMENT_VERSION = 2
+"""How parts are assigned (2: per-pair / per-user hashes of raw ids). In the split meta, hence in the
+split digest: runs split by another assignment are never taken for the same split."""
 
 
-def make_split(interactions: pl.DataFrame, n_users: int, n_items: int, cfg: SplitConfig) -> Split:
+def make_split(
+    interactions: pl.DataFrame,
+    n_users: int,
+    n_items: int,
+    cfg: SplitConfig,
+    *,
+    user_ids: np.ndarray | None = None,
+    item_ids: np.ndarray | None = None,
+) -> Split:
     """Split indexed interactions (user_idx, item_idx, timestamp, weight) by `cfg.protocol`.
 
+    `user_ids` / `item_ids` (index -> raw id, the vocab) are what the random decisions hash; without
+    them an index stands for its own id (its decimal text), which is stable only while the vocab is.
     Returns a Split whose matrices are all n_users x n_items float32 CSR; `meta` records the
-    protocol, seed, fractions and (temporal) cut-offs so a run can be reproduced and audited.
+    protocol, seed, fractions and cut-offs so a run can be reproduced and audited.
     """
     _check_columns(interactions)
     _check_unique_pairs(interactions, n_items)
     builders = {
         "temporal": _temporal,
+        "rolling": _rolling,
         "leave_last_n": _leave_last_n,
-        "random": _random_per_user,
+        "random": _random_per_pair,
         "strong_generalization": _strong_generalization,
     }
     if cfg.protocol not in builders:
         raise ConfigError(
             f"split.protocol: unknown protocol {cfg.protocol!r}; choose one of {sorted(builders)}"
         )
-    parts, meta = builders[cfg.protocol](interactions, n_items, cfg)
+    ids = _IdHashes.of(user_ids, n_users, item_ids, n_items)
+    parts, meta = builders[cfg.protocol](interactions, ids, cfg)
     return _assemble(parts, n_users, n_items, cfg, meta)
 
 
 def split_data(data: InteractionData, cfg: SplitConfig) -> Split:
     """`make_split` on an ingested data set, carrying over the vocab, block labels and fingerprint."""
-    split = make_split(data.interactions, data.n_users, data.n_items, cfg)
+    split = make_split(
+        data.interactions, data.n_users, data.n_items, cfg, user_ids=data.user_ids, item_ids=data.item_ids
+    )
     split.user_ids = data.user_ids
     split.item_ids = data.item_ids
     split.user_blocks = data.user_blocks
@@ -76,7 +111,32 @@ def split_data(data: InteractionData, cfg: SplitConfig) -> Split:
 # protocol-specific meta.
 
 
-def _temporal(df: pl.DataFrame, n_items: int, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
+class _IdHashes:
+    """Stable hashes of the raw ids behind each index (see `recsys.data.hashing`)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        self.users, self.items = users, items
+
+    @classmethod
+    def of(cls, user_ids: np.ndarray | None, n_users: int, item_ids: np.ndarray | None, n_items: int) -> _IdHashes:
+        return cls(_hash_vocab(user_ids, n_users, "user"), _hash_vocab(item_ids, n_items, "item"))
+
+    def pairs(self, df: pl.DataFrame, seed: int, salt: int) -> np.ndarray:
+        """uint64 per row from its (user id, item id), the seed and the salt."""
+        users = self.users[df.get_column(USER_IDX).to_numpy()]
+        items = self.items[df.get_column(ITEM_IDX).to_numpy()]
+        return pair_hashes(users, items, seed, salt)
+
+
+def _hash_vocab(ids: np.ndarray | None, n: int, kind: str) -> np.ndarray:
+    if ids is None or len(ids) == 0:
+        return id_hashes(np.arange(n).astype(str))
+    if len(ids) != n:
+        raise DataError(f"cannot split: the {kind} vocab has {len(ids)} ids but the data has {n} {kind}s")
+    return id_hashes(ids)
+
+
+def _temporal(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
     """Global cut-off: train = timestamp <= cutoff < test. Validation sits between a second, earlier
     cut-off and the test cut-off. Default cut-offs are interaction-time quantiles, so test_fraction
     is (up to ties) the share of interactions after the cut-off."""
@@ -112,15 +172,56 @@ def _temporal(df: pl.DataFrame, n_items: int, cfg: SplitConfig) -> tuple[pl.Data
     return df, meta
 
 
-def _leave_last_n(df: pl.DataFrame, n_items: int, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
+def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
+    """Forward evaluation for scheduled runs: test = the `window_days` after the cut-off,
+    validation = the `validation_window_days` before it, train = everything earlier.
+
+    The cut-off defaults to the newest timestamp minus the window, so it advances with every
+    scheduled run on a growing log; a model trained by an earlier run saw only pairs older than
+    that run's validation window, hence never a pair of a later run's test window. With an explicit
+    `cutoff`, pairs after the test window belong to no part (nothing trains on the future)."""
+    _require_timestamps(df, "rolling")
+    micros = df.get_column(TIME).dt.epoch("us").to_numpy()
+    if micros.size == 0:
+        raise DataError("cannot compute a rolling cut-off: no interactions")
+    window = int(round(cfg.window_days * _DAY_US))
+    validation_days = cfg.window_days if cfg.validation_window_days is None else cfg.validation_window_days
+    validation_window = int(round(validation_days * _DAY_US))
+    newest = int(micros.max())
+    cutoff = _to_micros(cfg.cutoff) if cfg.cutoff is not None else newest - window
+    window_end = cutoff + window
+    validation_cutoff = cutoff - validation_window
+    if int(micros.min()) > validation_cutoff:
+        raise DataError(
+            f"rolling split: nothing to train on - every interaction is newer than {_iso(validation_cutoff)} "
+            f"(test window {cfg.window_days:g} days after {_iso(cutoff)}, validation window "
+            f"{validation_days:g} days before it); shorten split.window_days or wait for more data"
+        )
+    ts = pl.col(TIME).dt.epoch("us")
+    part = pl.when(ts > window_end).then(UNUSED).when(ts > cutoff).then(TEST)
+    if validation_window > 0:
+        part = part.when(ts > validation_cutoff).then(VALIDATION)
+    df = df.with_columns(part.otherwise(TRAIN).cast(pl.Int8).alias(_PART))
+    meta = {
+        "cutoff": _iso(cutoff),
+        "window_days": cfg.window_days,
+        "window_end": _iso(window_end),
+        "train_end": _iso(validation_cutoff),
+    }
+    if validation_window > 0:
+        meta["validation_cutoff"] = _iso(validation_cutoff)
+    return df, meta
+
+
+def _leave_last_n(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
     """Each user's latest n interactions are test; with validation_fraction > 0 the n before them
     are validation. Users with <= n interactions (<= 2n with validation) keep more in train: a user
     is only held out from when at least one interaction stays in train. Timestamp ties are broken by
-    the seeded pair hash, so ties do not favour low item indices."""
+    the seeded hash of the raw (user id, item id), so ties do not favour low item indices."""
     _require_timestamps(df, "leave_last_n")
     n = cfg.n
     with_validation = cfg.validation_fraction > 0
-    df = df.with_columns(_pair_key(df, n_items, cfg.seed, _SALT_ROWS))
+    df = df.with_columns(pl.Series(_KEY, ids.pairs(df, cfg.seed, _SALT_ROWS), dtype=pl.UInt64))
     ordered = df.sort([USER_IDX, TIME, _KEY], descending=[False, True, True])
     position = pl.int_range(pl.len()).over(USER_IDX)  # 0 = latest
     count = pl.len().over(USER_IDX)
@@ -131,72 +232,63 @@ def _leave_last_n(df: pl.DataFrame, n_items: int, cfg: SplitConfig) -> tuple[pl.
     return ordered, {"n": n}
 
 
-def _random_per_user(df: pl.DataFrame, n_items: int, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
-    """Shuffle each user's items (seeded hash order) and hold out round(test_fraction * count) of
-    them -- at least one when the user has two or more, and never all: one item always stays in
-    train. Validation takes round(validation_fraction * count) of the rest (at least one when
-    enabled and two or more remain)."""
-    df = df.with_columns(_pair_key(df, n_items, cfg.seed, _SALT_ROWS))
-    rank = pl.col(_KEY).rank("ordinal").over(USER_IDX)  # 1-based, a seeded shuffle
-    count = pl.len().over(USER_IDX).cast(pl.Int64)
-    n_test = _share_of(count, cfg.test_fraction, count - 1)
-    part = pl.when(rank <= n_test).then(TEST)
-    if cfg.validation_fraction > 0:
-        n_validation = _share_of(count, cfg.validation_fraction, count - 1 - n_test)
-        part = part.when(rank <= n_test + n_validation).then(VALIDATION)
-    df = df.with_columns(part.otherwise(TRAIN).cast(pl.Int8).alias(_PART)).drop(_KEY)
-    return df, {}
+def _random_per_pair(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
+    """Each (user, item) pair is test with probability test_fraction and validation with
+    probability validation_fraction, decided by the seeded hash of its raw ids alone, so the part of
+    a pair never changes when the log grows. A user's test share is test_fraction on average; a
+    user whose pairs all fall outside train is a cold test user (reported on its own)."""
+    _check_fractions(cfg.test_fraction, cfg.validation_fraction, "test_fraction", "random")
+    draw = unit_interval(ids.pairs(df, cfg.seed, _SALT_ROWS))
+    part = np.full(draw.size, TRAIN, dtype=np.int8)
+    part[draw < cfg.test_fraction + cfg.validation_fraction] = VALIDATION
+    part[draw < cfg.test_fraction] = TEST
+    return df.with_columns(pl.Series(_PART, part, dtype=pl.Int8)), {}
 
 
-def _strong_generalization(df: pl.DataFrame, n_items: int, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
-    """Hold out whole users: heldout_users (a share of users if < 1, else a count) become test users,
-    validation_fraction (a share) validation users; their train rows are empty. Only users with two
-    or more interactions are eligible, since a history of one cannot give both fold-in and truth.
-    Each held-out history is split per user (seeded) into fold-in (fold_in_fraction, at least one
-    item) and held-out truth (the rest, at least one item)."""
-    counts = df.group_by(USER_IDX).agg(pl.len().alias("_count"))
-    n_active = counts.height
-    eligible = counts.filter(pl.col("_count") >= 2).get_column(USER_IDX).to_numpy().astype(np.int64)
-    n_test = int(cfg.heldout_users) if cfg.heldout_users >= 1 else int(round(cfg.heldout_users * n_active))
-    n_validation = int(round(cfg.validation_fraction * n_active))
-    n_test = max(n_test, 1)
-    if cfg.validation_fraction > 0:
-        n_validation = max(n_validation, 1)
-    if n_test + n_validation >= eligible.size:
+def _strong_generalization(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
+    """Hold out whole users: a user is a test user with probability heldout_users (a share < 1)
+    and a validation user with probability validation_fraction, by the seeded hash of the raw user
+    id; held-out users have no train rows. Each held-out pair is fold-in with probability
+    fold_in_fraction, else held-out truth, by the seeded hash of its raw ids. Every decision is a
+    pair's or user's own, so appending users or pairs moves nothing; a held-out user whose pairs all
+    land in fold-in has no truth and is not evaluated (counted), one with no fold-in is a cold user.
+
+    heldout_users >= 1 is a count: the users with the smallest hashes. A count is not stable under
+    appended users (a new user can displace an old one); scheduled runs should use a share."""
+    active = df.get_column(USER_IDX).unique().to_numpy().astype(np.int64)
+    draws = user_draws(ids.users[active], cfg.seed, _SALT_USERS)
+    if cfg.heldout_users >= 1:
+        n_test = min(int(cfg.heldout_users), active.size)
+        order = np.argsort(draws, kind="stable")
+        is_test = np.zeros(active.size, dtype=bool)
+        is_test[order[:n_test]] = True
+        other = unit_interval(user_draws(ids.users[active], cfg.seed, _SALT_VALIDATION_USERS))
+        is_validation = ~is_test & (other < cfg.validation_fraction)
+    else:
+        _check_fractions(cfg.heldout_users, cfg.validation_fraction, "heldout_users", "strong_generalization")
+        unit = unit_interval(draws)
+        is_test = unit < cfg.heldout_users
+        is_validation = ~is_test & (unit < cfg.heldout_users + cfg.validation_fraction)
+    if is_test.sum() + is_validation.sum() >= active.size:
         raise DataError(
-            f"strong_generalization: asked for {n_test} test + {n_validation} validation users, but only "
-            f"{eligible.size} of {n_active} users have the 2+ interactions needed and some must stay in train"
+            f"strong_generalization: all {active.size} users would be held out ({int(is_test.sum())} test + "
+            f"{int(is_validation.sum())} validation) and none would stay in train; hold out fewer users"
         )
-    order = np.argsort(
-        _splitmix64(eligible.astype(np.uint64) ^ _seed_word(cfg.seed, _SALT_USERS)), kind="stable"
-    )
-    shuffled = eligible[order]
-    test_users = np.sort(shuffled[:n_test])
-    validation_users = np.sort(shuffled[n_test : n_test + n_validation])
-
-    df = df.with_columns(_pair_key(df, n_items, cfg.seed, _SALT_FOLD))
-    rank = pl.col(_KEY).rank("ordinal").over(USER_IDX)
-    count = pl.len().over(USER_IDX).cast(pl.Int64)
-    n_fold = (count.cast(pl.Float64) * cfg.fold_in_fraction + 0.5).floor().cast(pl.Int64).clip(1, count - 1)
-    in_fold = rank <= n_fold
-    is_test_user = pl.col(USER_IDX).is_in(pl.Series(test_users.astype(np.int32)))
-    is_validation_user = pl.col(USER_IDX).is_in(pl.Series(validation_users.astype(np.int32)))
-    part = (
-        pl.when(is_test_user & in_fold)
-        .then(FOLD_IN)
-        .when(is_test_user)
-        .then(TEST)
-        .when(is_validation_user & in_fold)
-        .then(VALIDATION_FOLD_IN)
-        .when(is_validation_user)
-        .then(VALIDATION)
-        .otherwise(TRAIN)
-    )
-    df = df.with_columns(part.cast(pl.Int8).alias(_PART)).drop(_KEY)
+    role = np.zeros(int(active.max()) + 1 if active.size else 0, dtype=np.int8)  # 0 train, 1 test, 2 validation
+    role[active[is_test]] = 1
+    role[active[is_validation]] = 2
+    user_role = role[df.get_column(USER_IDX).to_numpy()]
+    in_fold = unit_interval(ids.pairs(df, cfg.seed, _SALT_FOLD)) < cfg.fold_in_fraction
+    part = np.full(df.height, TRAIN, dtype=np.int8)
+    part[(user_role == 1) & in_fold] = FOLD_IN
+    part[(user_role == 1) & ~in_fold] = TEST
+    part[(user_role == 2) & in_fold] = VALIDATION_FOLD_IN
+    part[(user_role == 2) & ~in_fold] = VALIDATION
+    df = df.with_columns(pl.Series(_PART, part, dtype=pl.Int8))
     meta = {
-        "n_test_users": int(test_users.size),
-        "n_validation_users": int(validation_users.size),
-        "n_eligible_users": int(eligible.size),
+        "n_test_users": int(is_test.sum()),
+        "n_validation_users": int(is_validation.sum()),
+        "n_active_users": int(active.size),
     }
     return df, meta
 
@@ -210,7 +302,7 @@ def _assemble(parts: pl.DataFrame, n_users: int, n_items: int, cfg: SplitConfig,
         return to_csr(parts.filter(pl.col(_PART) == part), n_users, n_items)
 
     strong = cfg.protocol == "strong_generalization"
-    has_validation = cfg.validation_fraction > 0
+    has_validation = _has_validation(cfg)
     split = Split(
         protocol=cfg.protocol,
         train=matrix(TRAIN),
@@ -225,10 +317,26 @@ def _assemble(parts: pl.DataFrame, n_users: int, n_items: int, cfg: SplitConfig,
         "test_fraction": cfg.test_fraction,
         "validation_fraction": cfg.validation_fraction,
         **({"heldout_users": cfg.heldout_users, "fold_in_fraction": cfg.fold_in_fraction} if strong else {}),
+        "assignment": ASSIGNMENT_VERSION,
         **meta,
         "rows": {name: int(m.nnz) for name, m in _named_matrices(split).items()},
     }
     return split
+
+
+def _has_validation(cfg: SplitConfig) -> bool:
+    """A rolling split validates on the window before the cut-off unless that window is 0 days."""
+    if cfg.protocol == "rolling":
+        return cfg.validation_window_days is None or cfg.validation_window_days > 0
+    return cfg.validation_fraction > 0
+
+
+def _check_fractions(first: float, validation: float, name: str, protocol: str) -> None:
+    if first + validation >= 1:
+        raise ConfigError(
+            f"split: {name} + validation_fraction must be < 1 for a {protocol} split (got {first} + {validation}); "
+            "something must stay in train"
+        )
 
 
 def _named_matrices(split: Split) -> dict[str, sp.csr_matrix]:
@@ -298,24 +406,3 @@ def _to_micros(moment: datetime) -> int:
 
 def _iso(micros: int) -> str:
     return pl.Series([micros]).cast(pl.Datetime("us", "UTC"))[0].isoformat()
-
-
-def _pair_key(df: pl.DataFrame, n_items: int, seed: int, salt: int) -> pl.Series:
-    """A seeded pseudo-random uint64 per (user, item), independent of row order."""
-    pair = df.get_column(USER_IDX).to_numpy().astype(np.uint64) * np.uint64(max(n_items, 1))
-    pair += df.get_column(ITEM_IDX).to_numpy().astype(np.uint64)
-    return pl.Series(_KEY, _splitmix64(pair ^ _seed_word(seed, salt)), dtype=pl.UInt64)
-
-
-def _seed_word(seed: int, salt: int) -> np.uint64:
-    mixed = _splitmix64(np.array([(seed * 0x1000193 + salt) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    return mixed[0]
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """Vectorised splitmix64 finaliser (Steele et al.): a fast, well-mixed 64-bit hash."""
-    with np.errstate(over="ignore"):
-        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))

@@ -22,13 +22,13 @@ import scipy.sparse as sp
 import torch
 from rich.table import Table
 
-from recsys.config import EvaluationConfig
 from recsys.data.schema import USER_IDX
 from recsys.data.split import EvalSet
 from recsys.evaluation.metrics import PER_USER_METRICS, check_metric_names, compute_metrics
 from recsys.evaluation.ranking import RankedLists, _topk_rows, resolve_device, topk, torch_threads
 from recsys.evaluation.stats import bootstrap_ci_columns
 from recsys.models.base import Recommender
+from recsys.sections import EvaluationConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ def _evaluate_vectors(
                 seed=0, chunk_size=cfg.chunk_size, device=device, threads=cfg.threads, on_chunk=advance,
             )  # fmt: skip
         else:
-            items, scores = _chunked_topk(vectors, item_vecs, k, exclude, cfg, device, advance)
+            items, scores = _chunked_topk(
+                vectors, item_vecs, k, exclude, cfg, device, advance, eval_set.masked_items
+            )
     ranked = RankedLists(users=users, items=items, scores=scores)
     result = compute_metrics(
         items, truth, cfg.ks, cfg.metrics, item_popularity=item_popularity, n_items=n_items, users=users,
@@ -179,6 +181,7 @@ def _chunked_topk(
     cfg: EvaluationConfig,
     device: str | None,
     advance: Callable[[int], None],
+    masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """topk in super-chunks so the progress bar moves; each call still chunks by cfg.chunk_size."""
     n = vectors.shape[0]
@@ -195,6 +198,7 @@ def _chunked_topk(
                 chunk_size=cfg.chunk_size,
                 device=device,
                 threads=cfg.threads,
+                masked_items=masked_items,
             )  # fmt: skip
         )
         advance(end - begin)
@@ -272,26 +276,37 @@ def sampled_topk(
 
 
 # ----------------------------------------------------------------------------- reporting
-def format_table(results: dict[str, EvaluationResult], metrics: list[str]) -> Table:
-    """One row per model, one column per "metric@k": mean [lo, hi] (aggregates: the value)."""
-    table = Table(title="evaluation", show_lines=False)
-    table.add_column("model", style="bold")
-    for name in metrics:
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("users", justify="right")
-    for model_name, result in results.items():
-        cells = []
-        for name in metrics:
-            value = result.summary.get(name)
-            if value is None:
-                cells.append("—")
-            elif name in result.ci and np.isfinite(result.ci[name][0]):
-                lo, hi = result.ci[name]
-                cells.append(f"{value:.4f} [{lo:.4f}, {hi:.4f}]")
-            else:
-                cells.append(f"{value:.4f}")
-        table.add_row(model_name, *cells, str(result.n_users_evaluated))
-    return table
+def format_table(
+    results: dict[str, EvaluationResult], metrics: list[str], wide: bool = False, width: int | None = None
+) -> Table:
+    """One row per model, one column per "metric@k": mean ±half-width of the interval (aggregates:
+    the value), or mean [low, high] when `wide`. Fits `width` columns (see recsys.tables): the
+    users column, then the later metrics, are left out when it must."""
+    from recsys.tables import STACKED, add_name_column, add_value_column, fit_width, interval_cell
+
+    def build(hidden: set[str]) -> Table:
+        stacked = STACKED in hidden
+        shown = [m for m in metrics if m not in hidden]
+        table = Table(title="evaluation", show_lines=False)
+        add_name_column(table, "model", list(results), style="bold")
+        for name in shown:
+            add_value_column(table, name, wide)
+        if "users" not in hidden:
+            table.add_column("users", justify="right")
+        for model_name, result in results.items():
+            cells = []
+            for name in shown:
+                value = result.summary.get(name)
+                if value is None:
+                    cells.append("—")
+                elif name in result.ci and np.isfinite(result.ci[name][0]):
+                    cells.append(interval_cell(value, *result.ci[name], wide=wide, stacked=stacked))
+                else:
+                    cells.append(interval_cell(value))
+            table.add_row(model_name, *cells, *([] if "users" in hidden else [str(result.n_users_evaluated)]))
+        return table
+
+    return fit_width(build, ["users", *reversed(metrics[1:])], None if wide else width)
 
 
 __all__ = [

@@ -295,7 +295,7 @@ def check_metric_names(metrics: Sequence[str]) -> None:
     """Unknown names are a config mistake; say which and what exists."""
     unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
-        from recsys.config import ConfigError
+        from recsys.errors import ConfigError
 
         raise ConfigError(f"evaluation.metrics: unknown metric(s) {unknown}; known: {list(ALL_METRICS)}")
 

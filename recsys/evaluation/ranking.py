@@ -8,6 +8,7 @@ lists (and therefore the same metrics), whatever torch's topk kernel does with e
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,18 +58,35 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+_THREADS_LOCK = threading.Lock()
+_THREAD_REQUESTS: list[tuple[object, int]] = []  # active torch_threads blocks, oldest first
+_THREADS_BEFORE: list[int] = []  # torch's setting before the first active block
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (None leaves torch.set_num_threads as it is)."""
+    """Use `threads` torch intra-op threads inside the block (None leaves the setting as it is).
+
+    The setting is process-wide while models train concurrently in threads, so blocks are counted:
+    the setting is restored only when the last open block ends, never under a block still running
+    (a plain save/restore let one model's exit switch another, mid-training, back to all cores, and
+    the same config gave different results from run to run). Concurrent blocks that ask for the
+    same number - the pipeline gives every model the same thread budget - keep it stable."""
     if threads is None:
         yield
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    token = object()
+    with _THREADS_LOCK:
+        if not _THREAD_REQUESTS:
+            _THREADS_BEFORE[:] = [torch.get_num_threads()]
+        _THREAD_REQUESTS.append((token, threads))
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _THREADS_LOCK:
+            _THREAD_REQUESTS[:] = [r for r in _THREAD_REQUESTS if r[0] is not token]
+            torch.set_num_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREADS_BEFORE[0])
 
 
 def _as_float32(vecs: np.ndarray | torch.Tensor, device: torch.device, name: str) -> torch.Tensor:
@@ -143,13 +161,15 @@ def topk(
     chunk_size: int = 2048,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items by dot product for every row of `user_vecs`.
 
     Returns (items int64 (n, k'), scores float32 (n, k')) with k' = min(k, n_items), best first,
     ties to the lower item index. `exclude` row i (a CSR aligned with `user_vecs`, n x n_items)
-    lists items never returned for user i; users with fewer than k' allowed items are padded with
-    item -1 and score -inf. Peak extra memory is about chunk_size x n_items float32.
+    lists items never returned for user i; `masked_items` (bool per item) items never returned for
+    anyone; users with fewer than k' allowed items are padded with item -1 and score -inf. Peak
+    extra memory is about chunk_size x n_items float32.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -171,6 +191,11 @@ def topk(
             )
         exclude = sp.csr_matrix(exclude)
     kk = min(k, n_items)
+    masked = None
+    if masked_items is not None and np.any(masked_items):
+        if np.shape(masked_items) != (n_items,):
+            raise ValueError(f"masked_items has shape {np.shape(masked_items)}; expected ({n_items},)")
+        masked = torch.from_numpy(np.flatnonzero(masked_items)).to(dev)
     out_items = np.empty((n_users, kk), dtype=np.int64)
     out_scores = np.empty((n_users, kk), dtype=np.float32)
     if kk == 0:
@@ -182,6 +207,8 @@ def topk(
             scores = _as_float32(user_vecs[start:stop], dev, "user_vecs") @ items_t_t
             if exclude is not None:
                 _mask_excluded(scores, exclude[start:stop])
+            if masked is not None:
+                scores[:, masked] = float("-inf")
             idx, vals = _topk_rows(scores, kk)
             if np.isneginf(vals[:, -1]).any():  # sorted, so padding shows in the last column
                 idx[np.isneginf(vals)] = PAD_ITEM
@@ -220,6 +247,7 @@ def rank_factors(
         chunk_size=chunk_size,
         device=device,
         threads=threads,
+        masked_items=eval_set.masked_items,
     )
     return RankedLists(users=users, items=items, scores=scores)
 
@@ -247,6 +275,7 @@ def rank_eval_set(
         chunk_size=chunk_size,
         device=device,
         threads=threads,
+        masked_items=eval_set.masked_items,
     )
     return RankedLists(users=users, items=items, scores=scores)
 

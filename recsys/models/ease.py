@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from recsys.data.split import EvalSet
 from recsys.errors import DataError, ModelError
 from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.defaults import EASE_L2_SCALE, ease_l2
 
 DEFAULT_MAX_ITEMS = 10_000
 
@@ -44,10 +45,12 @@ class EASEConfig(ModelConfig):
         None,
         gt=0,
         description="L2 weight lambda added to the Gram matrix's diagonal; None = data-aware: "
-        "`l2_scale` x the mean interactions per item (`EASE.data_aware_config`)",
+        "`l2_scale` x the mean interactions per item, at least 100 (recsys.models.defaults.ease_l2)",
     )
     l2_scale: float = Field(
-        2.0, gt=0, description="with l2 = None: lambda = l2_scale x mean interactions per item"
+        EASE_L2_SCALE,
+        gt=0,
+        description="with l2 = None: lambda = l2_scale x mean interactions per item, at least 100",
     )
     weighting: Literal["binary", "log", "raw"] = Field(
         "binary",
@@ -89,13 +92,6 @@ def ease_weights(rows: sp.csr_matrix, l2: float) -> np.ndarray:
     return weights
 
 
-def mean_item_count(train: sp.spmatrix) -> float:
-    """Interactions per item over the items that have any (the scale of the Gram diagonal)."""
-    counts = np.bincount(sp.csr_matrix(train).indices, minlength=train.shape[1])
-    nonzero = counts[counts > 0]
-    return float(nonzero.mean()) if nonzero.size else 1.0
-
-
 class EASE(Recommender):
     """Closed-form item-item autoencoder on the dot-product protocol (see module docstring)."""
 
@@ -110,10 +106,10 @@ class EASE(Recommender):
 
     def data_aware_config(self, train: sp.csr_matrix) -> EASEConfig:
         """`l2 = None` becomes `l2_scale` x the mean interactions per item (the scale of the Gram
-        matrix's diagonal, which lambda is added to)."""
+        matrix's diagonal, which lambda is added to), at least 100."""
         if self.config.l2 is not None:
             return self.config
-        return self.config.model_copy(update={"l2": self.config.l2_scale * mean_item_count(train)})
+        return self.config.model_copy(update={"l2": ease_l2(train, self.config.l2_scale)})
 
     def _fit(
         self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any

@@ -41,7 +41,15 @@ from recsys.data.features import FeatureColumn, FeatureSet
 from recsys.data.split import EvalSet
 from recsys.distill import DistillConfig, resolve_teacher, teacher_targets
 from recsys.errors import DataError, ModelError
-from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.losses import POINTWISE_LOSSES
+from recsys.models.base import (
+    FitCallback,
+    ModelConfig,
+    Recommender,
+    as_user_item_csr,
+    seeded_global_torch_rng,
+)
+from recsys.models.defaults import two_tower_batch_size
 from recsys.models.fold_in import least_squares_users
 
 LossName = Literal[
@@ -101,8 +109,11 @@ class TwoTowerConfig(ModelConfig):
         0.0, ge=0, description="hinge/triplet margin and additive margin for softmax losses"
     )
     hard_negative_k: int = Field(100, gt=0)
-    batch_size: int = Field(
-        1024, gt=0, description="per process; the global batch is batch_size x world size"
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="per process; the global batch is batch_size x world size. None = data-aware: the largest "
+        "power of two <= interactions / 32, within 128-1024 (recsys.models.defaults)",
     )
     epochs: int = Field(
         10, gt=0, description="10 reaches ~0.40 recall@20 on ML-100K (random 80/20 split); 20 adds ~0.01"
@@ -123,6 +134,12 @@ class TwoTowerConfig(ModelConfig):
     )
     eval_every: int = Field(1, ge=0)
     early_stopping_patience: int = Field(0, ge=0)
+    early_stopping_min_steps: int = Field(
+        200,
+        ge=0,
+        description="stop early only once this many optimizer steps have passed since the best epoch: patience "
+        "counted in epochs alone ends small data sets' training on the random-init plateau (an epoch is few steps)",
+    )
     validation_metric: str = "recall@20"
     checkpoint_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -480,6 +497,17 @@ class TwoTower(Recommender):
         return self
 
     # ----------------------------------------------------------------- training
+    def data_aware_config(self, train: sp.csr_matrix) -> TwoTowerConfig:
+        """A None batch size and an "auto" pointwise logit offset resolved on the training matrix."""
+        from recsys.training import resolve_logit_offset
+
+        update: dict[str, Any] = {}
+        if self.config.batch_size is None:
+            update["batch_size"] = two_tower_batch_size(int(train.nnz))
+        if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:
+            update["logit_offset"] = resolve_logit_offset(self.config, train)
+        return self.config.model_copy(update=update) if update else self.config
+
     def build_network(self, n_users: int, n_items: int, features: FeatureSet | None) -> TwoTowerNetwork:
         """A fresh network for this config; features are used only when config.use_features."""
         use = self.config.use_features and features is not None
@@ -503,7 +531,8 @@ class TwoTower(Recommender):
                 f"features must be a recsys.data.features.FeatureSet, got {type(features).__name__}"
             )
         targets = self._teacher_targets(train)
-        self.network = self.build_network(self.n_users, self.n_items, features)
+        with seeded_global_torch_rng(self.config.seed):  # concurrent fits must not share the generator
+            self.network = self.build_network(self.n_users, self.n_items, features)
         self._user_factors = self._item_factors = None
         result = train_two_tower(
             self.network,
@@ -533,8 +562,8 @@ class TwoTower(Recommender):
 
     def _validator(self, validation: EvalSet, train: sp.csr_matrix):
         """A closure the loop calls to score the current network on the validation set."""
-        from recsys.config import EvaluationConfig
         from recsys.evaluation.evaluate import evaluate
+        from recsys.sections import EvaluationConfig
 
         metric = self.config.validation_metric
         name, _, k = metric.partition("@")
@@ -653,7 +682,16 @@ class TwoTower(Recommender):
         return values
 
     # ----------------------------------------------------------------- persistence
+    def _factor_tensors(self) -> dict[str, np.ndarray]:
+        """With id towers, the factors are their output: saved once, as the towers (recomputed on
+        load, in eval mode, as `fit` computed them), so a logged model holds no second copy."""
+        # A history tower encodes the training histories, which the saved state does not hold.
+        recomputable = self.network is not None and self.config.user_input == "id"
+        return {} if recomputable else super()._factor_tensors()
+
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
+        if not tensors:  # saved with towers: `_load_extra` recomputes the factors from them
+            return
         self._user_factors = np.ascontiguousarray(tensors["user_factors"], dtype=np.float32)
         self._item_factors = np.ascontiguousarray(tensors["item_factors"], dtype=np.float32)
 
@@ -678,3 +716,5 @@ class TwoTower(Recommender):
         self.network = TwoTowerNetwork(self.config, self.n_users, self.n_items, self.feature_specs)
         self.network.load_state_dict(load_file(str(weights)))
         self.network.eval()
+        if self._user_factors is None:
+            self.refresh_factors()

@@ -33,6 +33,7 @@ from recsys.data.matrix import item_popularity
 from recsys.data.split import EvalSet
 from recsys.errors import DataError, ModelError
 from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.defaults import wals_defaults
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,21 @@ log = logging.getLogger(__name__)
 class WALSConfig(ModelConfig):
     kind: Literal["wals"] = "wals"
     factors: int = Field(64, gt=0)
-    regularization: float = Field(
-        0.05, ge=0, description="L2 penalty lambda on every factor (implicit: lambda * I)"
+    regularization: float | None = Field(
+        None,
+        ge=0,
+        description="L2 penalty lambda on every factor (implicit: lambda * I); None = data-aware, "
+        "frequency-scaled (recsys.models.defaults)",
     )
-    alpha: float = Field(10.0, gt=0, description="confidence scale: c = 1 + alpha * f(w)")
-    confidence: Literal["linear", "log"] = "linear"
-    eps: float = Field(1.0, gt=0, description="log scaling: c = 1 + alpha * log(1 + w / eps)")
+    alpha: float | None = Field(
+        None, gt=0, description="confidence scale: c = 1 + alpha * f(w); None = 3 / mean f(w)"
+    )
+    confidence: Literal["linear", "log"] | None = Field(
+        None, description="f(w) = w or log(1 + w / eps); None = log when the weights are heavy-tailed"
+    )
+    eps: float | None = Field(
+        None, gt=0, description="log scaling: c = 1 + alpha * log(1 + w / eps); None = the median weight"
+    )
     binarize: bool = Field(False, description="treat every interaction as weight 1 before scaling")
     iterations: int = Field(15, gt=0)
     solver: Literal["cg", "cholesky"] = "cg"
@@ -76,6 +86,17 @@ class WALSConfig(ModelConfig):
         return value
 
 
+def resolved(config: WALSConfig, train: sp.spmatrix) -> WALSConfig:
+    """`config` with its data-aware defaults (None fields) filled from `train` (recsys.models.defaults)."""
+    fields = ("confidence", "eps", "alpha", "regularization")
+    if all(getattr(config, name) is not None for name in fields):
+        return config
+    found = wals_defaults(
+        train, binarize=config.binarize, confidence=config.confidence, eps=config.eps, alpha=config.alpha
+    )
+    return config.model_copy(update={name: getattr(config, name) if getattr(config, name) is not None else found[name] for name in fields})
+
+
 def confidence(matrix: sp.spmatrix, config: WALSConfig) -> sp.csr_matrix:
     """The confidence matrix implicit is fitted on: c = 1 + alpha * f(w) on observed cells.
 
@@ -92,6 +113,8 @@ def confidence(matrix: sp.spmatrix, config: WALSConfig) -> sp.csr_matrix:
         )
     if config.binarize:
         weights = np.ones_like(weights)
+    if config.alpha is None or config.confidence is None or (config.confidence == "log" and config.eps is None):
+        config = resolved(config, csr)  # a config used before any fit: resolve on this matrix
     scaled = weights if config.confidence == "linear" else np.log1p(weights / config.eps)
     data = (1.0 + config.alpha * scaled).astype(np.float32)
     return sp.csr_matrix((data, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
@@ -120,6 +143,10 @@ class WALS(Recommender):
         self._users: np.ndarray | None = None  # float32 host copies, refreshed after training
         self._items: np.ndarray | None = None
         self.best_step: int | None = None  # iteration whose factors were kept (early stopping)
+
+    def data_aware_config(self, train: sp.csr_matrix) -> WALSConfig:
+        """None confidence / eps / alpha / regularization resolved on the training matrix."""
+        return resolved(self.config, train)
 
     # ----------------------------------------------------------------- backend
     def _use_gpu(self) -> bool:
@@ -241,8 +268,8 @@ class WALS(Recommender):
 
     def _validation_score(self, validation: EvalSet, popularity: np.ndarray) -> float:
         """`validation_metric` on the validation set with the host factors (shared evaluator)."""
-        from recsys.config import EvaluationConfig
         from recsys.evaluation.evaluate import evaluate
+        from recsys.sections import EvaluationConfig
 
         name, _, k = self.config.validation_metric.partition("@")
         result = evaluate(

@@ -2,6 +2,13 @@
 
 Reads only what the tracker logged (child runs tagged `recsys.kind = model`), so it works for runs
 made by any version of the pipeline and against a remote server as well as the local store.
+
+A number is only comparable with another measured on the same users and pairs. Rows are grouped by
+lineage (config name + data source, recsys.lineage) and, within it, by split digest (newest split
+first), and both are shown. The delta to the champion is computed only inside a group: against the
+champion's own run when it was evaluated on that split, or against its re-scoring on that split
+(`champion_<metric>`, logged on the challenger it was compared with); never across data sets or
+splits.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from recsys.errors import TrackingError
+from recsys.lineage import TAG_LINEAGE
+from recsys.tracking.reevaluate import CHAMPION_METRIC_PREFIX, TAG_CHAMPION_REEVALUATED
 from recsys.tracking.registry import CHAMPION, alias_version
 from recsys.tracking.runs import TAG_KIND, TAG_MODEL, TAG_MODEL_KIND, TAG_SPLIT_DIGEST
 from recsys.tracking.store import metric_key
@@ -23,6 +32,8 @@ if TYPE_CHECKING:
 
 Format = Literal["table", "markdown", "csv", "html"]
 COLUMNS = [
+    "lineage",
+    "split",
     "model",
     "kind",
     "mean",
@@ -33,7 +44,6 @@ COLUMNS = [
     "run_id",
     "parent_run_id",
     "started",
-    "split",
 ]
 
 
@@ -57,8 +67,9 @@ def compare(
     max_runs: int = 50,
     registered_model: str | None = "recsys-best",
 ) -> pl.DataFrame:
-    """One row per model run, best `metric` first, with [ci_low, ci_high] and the difference to the
-    current champion of `registered_model` (null when there is none or it is not among the runs)."""
+    """One row per model run with [ci_low, ci_high], grouped by lineage then split digest (newest
+    split first), best `metric` first inside a group; `delta_to_champion` is the difference to the
+    current champion of `registered_model` measured on the same split (null where there is none)."""
     key = metric_key(metric)
     runs = model_runs(client, experiment, max_runs)
     champion_run = None
@@ -70,6 +81,8 @@ def compare(
         m, tags = run.data.metrics, run.data.tags
         rows.append(
             {
+                "lineage": tags.get(TAG_LINEAGE, ""),
+                "split": tags.get(TAG_SPLIT_DIGEST, ""),
                 "model": tags.get(TAG_MODEL, run.info.run_name),
                 "kind": tags.get(TAG_MODEL_KIND, ""),
                 "mean": m.get(key),
@@ -79,41 +92,72 @@ def compare(
                 "run_id": run.info.run_id,
                 "parent_run_id": tags.get("mlflow.parentRunId", ""),
                 "started": run.info.start_time,
-                "split": tags.get(TAG_SPLIT_DIGEST, ""),
                 "curve": {
                     int(k.rsplit("_", 1)[1]): v for k, v in m.items() if re.fullmatch(r"recall_at_\d+", k)
                 },
             }
         )
     schema = {
-        "model": pl.String, "kind": pl.String, "mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-        "champion": pl.Boolean, "run_id": pl.String, "parent_run_id": pl.String, "started": pl.Int64,
-        "split": pl.String,
+        "lineage": pl.String, "split": pl.String, "model": pl.String, "kind": pl.String, "mean": pl.Float64,
+        "ci_low": pl.Float64, "ci_high": pl.Float64, "champion": pl.Boolean, "run_id": pl.String,
+        "parent_run_id": pl.String, "started": pl.Int64,
     }  # fmt: skip
     frame = pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
-    champion_mean = None
-    if champion_run is not None:
-        hit = frame.filter(pl.col("run_id") == champion_run)
-        champion_mean = hit.get_column("mean")[0] if hit.height else _run_metric(client, champion_run, key)
-    frame = frame.with_columns(
-        pl.from_epoch("started", time_unit="ms").dt.replace_time_zone("UTC"),
-        (pl.col("mean") - champion_mean if champion_mean is not None else pl.lit(None, pl.Float64)).alias(
-            "delta_to_champion"
-        ),
+    reference = champion_by_split(client, champion_run, runs, key) if champion_run else {}
+    lineage_of_champion = _run_tag(client, champion_run, TAG_LINEAGE) if champion_run else None
+    baseline = pl.DataFrame(
+        {"split": list(reference), "_champion_mean": list(reference.values())},
+        schema={"split": pl.String, "_champion_mean": pl.Float64},
     )
-    curves = pl.Series(
-        "curve", [sorted(r["curve"].items()) for r in rows], dtype=pl.List(pl.List(pl.Float64))
+    frame = (
+        frame.join(baseline, on="split", how="left")
+        .with_columns(
+            pl.from_epoch("started", time_unit="ms").dt.replace_time_zone("UTC"),
+            pl.when(pl.col("lineage") == (lineage_of_champion or ""))
+            .then(pl.col("mean") - pl.col("_champion_mean"))
+            .otherwise(None)
+            .alias("delta_to_champion"),
+        )
+        .drop("_champion_mean")
     )
+    curves = pl.DataFrame(
+        {"run_id": [r["run_id"] for r in rows], "curve": [sorted(r["curve"].items()) for r in rows]},
+        schema={"run_id": pl.String, "curve": pl.List(pl.List(pl.Float64))},
+    )
+    newest = frame.group_by("lineage", "split").agg(pl.col("started").max().alias("_newest"))
     return (
-        frame.with_columns(curves).sort("mean", descending=True, nulls_last=True).select([*COLUMNS, "curve"])
+        frame.join(curves, on="run_id", how="left")
+        .join(newest, on=["lineage", "split"], how="left")
+        .sort(["lineage", "_newest", "mean"], descending=[False, True, True], nulls_last=True)
+        .select([*COLUMNS, "curve"])
     )
 
 
-def _run_metric(client: MlflowClient, run_id: str, key: str) -> float | None:
+def champion_by_split(client: MlflowClient, champion_run: str, runs: list, key: str) -> dict[str, float]:
+    """split digest -> the champion's `key` measured on that split: its own run's value, and each
+    re-scoring on a challenger's split (`champion_<key>` on runs tagged with the champion's id)."""
+    out: dict[str, float] = {}
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        digest = tags.get(TAG_SPLIT_DIGEST, "")
+        if tags.get(TAG_CHAMPION_REEVALUATED) == champion_run and f"{CHAMPION_METRIC_PREFIX}{key}" in metrics:
+            out.setdefault(digest, metrics[f"{CHAMPION_METRIC_PREFIX}{key}"])
+    own = _run(client, champion_run)
+    if own is not None and key in own.data.metrics:
+        out[own.data.tags.get(TAG_SPLIT_DIGEST, "")] = own.data.metrics[key]
+    return out
+
+
+def _run(client: MlflowClient, run_id: str):
     try:
-        return client.get_run(run_id).data.metrics.get(key)
-    except Exception:
+        return client.get_run(run_id)
+    except Exception:  # the champion's run was deleted
         return None
+
+
+def _run_tag(client: MlflowClient, run_id: str, tag: str) -> str | None:
+    run = _run(client, run_id)
+    return run.data.tags.get(tag) if run is not None else None
 
 
 def _fmt(value: object) -> str:
@@ -125,9 +169,11 @@ def _fmt(value: object) -> str:
 
 
 def display_rows(frame: pl.DataFrame, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Header and string cells shared by every output format."""
-    header = ["model", "kind", metric, "95% CI", "Δ champion", "champion", "run", "started"]
+    """Header and string cells shared by every output format. Lineage and split are shown where a
+    group starts (blank below it), so the eye sees where comparisons stop."""
+    header = ["lineage", "split", "model", "kind", metric, "95% CI", "Δ champion", "champion", "run", "started"]
     cells = []
+    previous: tuple[str, str] | None = None
     for r in frame.iter_rows(named=True):
         ci = (
             f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
@@ -136,8 +182,13 @@ def display_rows(frame: pl.DataFrame, metric: str) -> tuple[list[str], list[list
         )
         delta = f"{r['delta_to_champion']:+.4f}" if r["delta_to_champion"] is not None else ""
         started = r["started"].strftime("%Y-%m-%d %H:%M") if r["started"] is not None else ""
+        group = (r["lineage"], r["split"])
+        lineage, split = ("", "") if group == previous else (r["lineage"] or "?", r["split"] or "?")
+        previous = group
         cells.append(
             [
+                lineage,
+                split,
                 r["model"],
                 r["kind"],
                 _fmt(r["mean"]),
@@ -166,24 +217,42 @@ def render(frame: pl.DataFrame, metric: str, fmt: Format = "markdown") -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(frame: pl.DataFrame, metric: str):
+def rich_table(frame: pl.DataFrame, metric: str, width: int | None = None):
+    """The comparison as a terminal table fitted to `width` columns (recsys.tables): the model
+    name stays whole; started, run, kind, CI and delta are left out, in that order, when it must."""
     from rich.table import Table
 
+    from recsys.tables import add_name_column, fit_width
+
     header, cells = display_rows(frame, metric)
-    table = Table(title=f"models by {metric}")
-    for name in header:
-        table.add_column(name, justify="right" if name not in ("model", "kind", "run") else "left")
-    for row in cells:
-        table.add_row(*row)
-    return table
+    optional = ["started", "run", "kind", "95% CI", "Δ champion"]
+
+    def build(hidden: set[str]) -> Table:
+        keep = [i for i, name in enumerate(header) if name not in hidden]
+        table = Table(title=f"models by {metric}, grouped by lineage and split (deltas only within a group)")
+        for i in keep:
+            name = header[i]
+            if name == "model":  # the one column rich must never shrink: which row is which model
+                add_name_column(table, name, [row[i] for row in cells])
+            else:
+                left = name in ("lineage", "split", "kind", "run")
+                table.add_column(name, justify="left" if left else "right", overflow="fold",
+                                 no_wrap=name not in ("lineage", "split"))  # fmt: skip
+        for row in cells:
+            table.add_row(*(row[i] for i in keep))
+        return table
+
+    return fit_width(build, optional, width)
 
 
 def plot_curves(frame: pl.DataFrame, path: str | Path) -> Path:
-    """recall@k against k for the compared runs (label: model name + short run id)."""
+    """recall@k against k for the compared runs (label: model, short run id, split digest)."""
     from recsys.tracking.plots import plot_metric_at_k
 
     curves = {
-        f"{r['model']} ({r['run_id'][:6]})": {f"recall@{int(k)}": v for k, v in r["curve"]}
+        f"{r['model']} ({r['run_id'][:6]}, split {r['split'][:6] or '?'})": {
+            f"recall@{int(k)}": v for k, v in r["curve"]
+        }
         for r in frame.iter_rows(named=True)
     }
     return plot_metric_at_k(curves, path)

@@ -36,45 +36,103 @@ def metric_curve(summary: Mapping[str, float], metric: str = "recall") -> tuple[
     return np.asarray(ks), np.asarray(values)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def curve_styles(n: int) -> list[dict]:
+    """A distinct (colour, marker, line style) per curve: tab10 colours x markers x two line styles,
+    so 20 runs stay tellable apart (colour alone repeats after ten)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    return [
+        {
+            "color": colours[i % len(colours)],
+            "marker": MARKERS[(i // len(colours) + i) % len(MARKERS)],
+            "linestyle": "-" if (i // len(colours)) % 2 == 0 else "--",
+        }
+        for i in range(n)
+    ]
+
+
 def plot_metric_at_k(
-    curves: Mapping[str, Mapping[str, float]], path: str | Path, metric: str = "recall"
+    curves: Mapping[str, Mapping[str, float]], path: str | Path, metric: str = "recall", title: str | None = None
 ) -> Path:
-    """`metric@k` against k, one line per model (a single model is a one-entry mapping)."""
-    fig = _figure((6, 4))
+    """`metric@k` against k, one line per model (a single model is a one-entry mapping). With more
+    than a few curves the legend goes outside the axes, on the right, so it hides no line."""
+    drawn = [(name, *metric_curve(summary, metric)) for name, summary in curves.items()]
+    drawn = [(name, ks, values) for name, ks, values in drawn if ks.size]
+    outside = len(drawn) > 4
+    fig = _figure((10, 4.8) if outside else (6, 4))
     ax = fig.subplots()
-    for name, summary in curves.items():
-        ks, values = metric_curve(summary, metric)
-        if ks.size:
-            ax.plot(ks, values, marker="o", label=name)
+    ax.set_title(f"{metric}@k" + (f": {title}" if title else ""), fontsize="medium")
+    for (name, ks, values), style in zip(drawn, curve_styles(len(drawn)), strict=True):
+        ax.plot(ks, values, label=name, markersize=5, linewidth=1.2, **style)
     ax.set_xlabel("k")
     ax.set_ylabel(f"{metric}@k")
     ax.grid(True, alpha=0.3)
-    if curves:
+    if drawn and outside:
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  ncol=1 if len(drawn) <= 22 else 2)  # fmt: skip
+        fig.subplots_adjust(left=0.08, right=0.62, bottom=0.12, top=0.95)
+        return _save(fig, path, adjust=False)
+    if drawn:
         ax.legend(fontsize="small")
     return _save(fig, path)
 
 
+def best_step(history: Sequence[Mapping[str, float]]) -> int | None:
+    """The step (epoch or iteration) with the best validation score (`val_*`, higher is better,
+    first of ties: what early stopping keeps), or None without validation."""
+    key = next((k for entry in history for k in entry if k.startswith("val_")), None)
+    scored = [(float(e[key]), -int(e.get("step", i))) for i, e in enumerate(history) if key and key in e]
+    scored = [(v, s) for v, s in scored if np.isfinite(v)]
+    return -max(scored)[1] if scored else None
+
+
 def plot_history(
-    history: Sequence[Mapping[str, float]], path: str | Path, max_panels: int = 6
+    history: Sequence[Mapping[str, float]],
+    path: str | Path,
+    max_panels: int = 6,
+    title: str | None = None,
+    unit: str = "epoch",
 ) -> Path | None:
-    """Training/validation curves: one panel per metric recorded in `model.history` (None when empty)."""
+    """Training/validation curves: one panel per metric recorded in `model.history` (None when
+    empty), integer `unit` ticks on the x axis and the best validation step marked."""
+    fig = history_figure(history, max_panels, title, unit)
+    return None if fig is None else _save(fig, path)
+
+
+def history_figure(
+    history: Sequence[Mapping[str, float]], max_panels: int = 6, title: str | None = None, unit: str = "epoch"
+):
+    """The figure `plot_history` saves (None without history)."""
+    from matplotlib.ticker import MaxNLocator
+
     names = sorted({k for entry in history for k in entry if k != "step"})[:max_panels]
     if not names:
         return None
-    fig = _figure((6, 2.2 * len(names)))
+    fig = _figure((6, 1.0 + 2.0 * len(names)))
     axes = fig.subplots(len(names), 1, squeeze=False, sharex=True)
     steps = np.array([entry.get("step", i) for i, entry in enumerate(history)], dtype=np.float64)
+    best = best_step(history)
     for ax, name in zip(axes[:, 0], names, strict=True):
         values = np.array([entry.get(name, np.nan) for entry in history], dtype=np.float64)
         ax.plot(steps, values, marker=".")
+        if best is not None:
+            ax.axvline(best, color="tab:red", linestyle="--", linewidth=1, label=f"best {unit} {best}")
         ax.set_ylabel(name, fontsize="small")
         ax.grid(True, alpha=0.3)
-    axes[-1, 0].set_xlabel("step")
-    return _save(fig, path)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if best is not None:
+        axes[0, 0].legend(fontsize="small")
+    axes[-1, 0].set_xlabel(unit)
+    axes[0, 0].set_title("training curves" + (f": {title}" if title else ""), fontsize="medium")
+    return fig
 
 
 def plot_popularity_bias(
-    recommended_items: np.ndarray, item_popularity: np.ndarray, path: str | Path
+    recommended_items: np.ndarray, item_popularity: np.ndarray, path: str | Path, title: str | None = None
 ) -> Path:
     """How popular are recommended items compared with the catalogue? Two histograms of
     log10(1 + training count): over every catalogue item, and over every recommendation slot."""
@@ -92,6 +150,7 @@ def plot_popularity_bias(
     ax.set_xlabel("log10(1 + training interactions)")
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
+    ax.set_title("popularity of recommendations" + (f": {title}" if title else ""), fontsize="medium")
     return _save(fig, path)
 
 
@@ -116,7 +175,11 @@ def popularity_deciles(item_popularity: np.ndarray) -> np.ndarray:
 
 
 def plot_item_embeddings(
-    item_vectors: np.ndarray, path: str | Path, labels: np.ndarray | None = None, label_name: str = "block"
+    item_vectors: np.ndarray,
+    path: str | Path,
+    labels: np.ndarray | None = None,
+    label_name: str = "block",
+    title: str | None = None,
 ) -> Path:
     """2-D PCA of item vectors coloured by `labels` (planted block, or popularity decile)."""
     coords = pca_2d(item_vectors)
@@ -129,16 +192,17 @@ def plot_item_embeddings(
         fig.colorbar(scatter, ax=ax, label=label_name)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title("item embeddings (PCA)")
+    ax.set_title("item embeddings (PCA)" + (f": {title}" if title else ""), fontsize="medium")
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, adjust: bool = True) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fig.subplots_adjust(
-        left=0.16, right=0.95, bottom=0.12, top=0.92, hspace=0.35
-    )  # tight_layout costs ~0.3 s
+    if adjust:
+        fig.subplots_adjust(
+            left=0.16, right=0.95, bottom=0.12, top=0.92, hspace=0.35
+        )  # tight_layout costs ~0.3 s
     tmp = target.with_name(f".{target.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(target)

@@ -47,7 +47,8 @@ ENTRY_SCRIPT = Path(__file__).with_name("pyfunc_entry.py")
 ARTIFACT_KEY = "serving"
 SOURCES = ("model", "fold_in", "popularity")
 
-_VECTORS = "vectors.safetensors"
+_VECTORS = "vectors.safetensors"  # layout before the factors were stored once: still read
+_SERVING = "serving.safetensors"  # user_has_vector and popularity (the factors live in model/)
 _USERS = "users.parquet"
 _ITEMS = "items.parquet"
 _SEEN = "seen.npz"
@@ -79,15 +80,9 @@ def write_serving_artifacts(model: Recommender, split: Split, directory: str | P
     train = sp.csr_matrix(split.train)
     has_vector = (np.diff(train.indptr) > 0).astype(np.uint8)
     popularity = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
-    save_file(
-        {
-            "item_vectors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
-            "user_vectors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
-            "user_has_vector": has_vector,
-            "popularity": popularity,
-        },
-        str(out / _VECTORS),
-    )
+    # The factors are stored once, in the saved model (model/factors.safetensors); only what
+    # serving adds to them is written here.
+    save_file({"user_has_vector": has_vector, "popularity": popularity}, str(out / _SERVING))
     user_ids = _ids(split.user_ids, split.n_users)
     item_ids = _ids(split.item_ids, split.n_items)
     pl.DataFrame({"user_id": user_ids, "user_idx": np.arange(len(user_ids), dtype=np.int32)}).write_parquet(
@@ -206,16 +201,29 @@ class ServingIndex:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        tensors = load_file(str(self.directory / _VECTORS))
-        self.item_vectors = tensors["item_vectors"]
-        self.user_vectors = tensors["user_vectors"]
+        self._model: Recommender | None = None
+        if (self.directory / _VECTORS).is_file():  # logged before the factors were stored once
+            tensors = load_file(str(self.directory / _VECTORS))
+        else:
+            tensors = load_file(str(self.directory / _SERVING))
+            tensors["user_vectors"], tensors["item_vectors"] = self._factors()
+        self.item_vectors = np.ascontiguousarray(tensors["item_vectors"], dtype=np.float32)
+        self.user_vectors = np.ascontiguousarray(tensors["user_vectors"], dtype=np.float32)
         self.user_has_vector = tensors["user_has_vector"].astype(bool)
         self.popularity = tensors["popularity"]
         self.users = pl.read_parquet(self.directory / _USERS)
         self.items = pl.read_parquet(self.directory / _ITEMS)
         self.item_ids = self.items.sort("item_idx").get_column("item_id").to_numpy()
         self.seen = sp.load_npz(self.directory / _SEEN).tocsr()
-        self._model: Recommender | None = None
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) factors of the saved model: read from its factors file, or computed by the
+        model itself when it stores none (a two-tower keeps its towers only)."""
+        stored = self.directory / _MODEL_DIR / "factors.safetensors"
+        if stored.is_file():
+            factors = load_file(str(stored))
+            return factors["user_factors"], factors["item_factors"]
+        return self.model.user_factors, self.model.item_factors
 
     @property
     def n_items(self) -> int:
@@ -323,42 +331,89 @@ def _response(user_ids, items, scores, ks, item_ids, source) -> pd.DataFrame:
     )
 
 
-def parse_request(
-    model_input: Any, default_k: int = DEFAULT_K
-) -> tuple[list[str], np.ndarray, list[Any] | None]:
-    """Accept a DataFrame, a dict of columns ({"user_id": [...], "k": 10}) or a list of records.
+class BadRequest(ValueError):
+    """A request that cannot be answered as sent (one line, safe to show to the caller)."""
 
-    Through `mlflow.pyfunc` the request is a DataFrame (MLflow's schema enforcement turns a dict
-    of lists into a single row), so k for the whole request goes in `params={"k": n}` or in a
-    per-row `k` column; `default_k` is the params value."""
+
+def check_k(k: Any, n_items: int, where: str = "k") -> int:
+    """k must be an integer from 1 to the number of items; anything else is a BadRequest
+    (k = 0 never silently becomes the default)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        if isinstance(k, float | np.floating) and float(k).is_integer():
+            k = int(k)
+        else:
+            raise BadRequest(f"{where} must be an integer from 1 to {n_items} (the number of items), got {k!r}")
+    if not 1 <= int(k) <= n_items:
+        raise BadRequest(f"{where} must be from 1 to {n_items} (the number of items), got {int(k)}")
+    return int(k)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def _columns_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    """A dict of columns ({"user_id": [...], "k": 10, "history": [[...], ...]}) as rows; a scalar
+    user_id is one row, a scalar k applies to every row."""
+    columns = dict(columns)
+    user_ids = columns.get("user_id")
+    if user_ids is None:
+        raise BadRequest("request needs a 'user_id' column")
+    if not _is_list(user_ids):
+        user_ids = [user_ids]
+        if "history" in columns and columns["history"] is not None:
+            columns["history"] = [columns["history"]]
+    n = len(user_ids)
+    columns["user_id"] = list(user_ids)
+    if "k" in columns and not _is_list(columns["k"]):
+        columns["k"] = [columns["k"]] * n
+    for name, values in columns.items():
+        if not _is_list(values) or len(values) != n:
+            raise BadRequest(f"column {name!r} must have one value per user_id ({n})")
+    return pd.DataFrame({name: list(values) for name, values in columns.items()})
+
+
+def parse_request(
+    model_input: Any, default_k: int = DEFAULT_K, n_items: int | None = None
+) -> tuple[list[str], np.ndarray, list[Any] | None]:
+    """Accept a DataFrame, a dict of columns ({"user_id": [...], "k": 10}) or a list of records;
+    return (user ids, k per row, histories or None). Raises BadRequest with a one-line reason.
+
+    Through `mlflow.pyfunc` the request is a DataFrame; MLflow turns {"inputs": {"user_id": [a, b]}}
+    into one row whose cell holds the list, which is read back as one row per id. k for the whole
+    request goes in `params={"k": n}` (`default_k`) or in a per-row `k` column. With `n_items`,
+    every k must lie in 1..n_items."""
     if isinstance(model_input, pd.DataFrame):
         frame = model_input
+        if len(frame) == 1 and "user_id" in frame.columns and _is_list(frame["user_id"].iloc[0]):
+            frame = _columns_frame(frame.iloc[0].to_dict())
     elif isinstance(model_input, dict):
-        columns = dict(model_input)
-        user_ids = columns.get("user_id")
-        if isinstance(user_ids, str):
-            user_ids = [user_ids]
-        if user_ids is None:
-            raise ValueError("request needs a 'user_id' column")
-        n = len(user_ids)
-        columns["user_id"] = list(user_ids)
-        if "k" in columns and np.isscalar(columns["k"]):
-            columns["k"] = [columns["k"]] * n
-        frame = pd.DataFrame(columns)
+        frame = _columns_frame(model_input)
     elif isinstance(model_input, list):
+        if not all(isinstance(row, dict) for row in model_input):
+            raise BadRequest("records must be JSON objects such as {\"user_id\": \"u1\"}")
         frame = pd.DataFrame.from_records(model_input)
     else:
-        raise ValueError(
-            f"unsupported request type {type(model_input).__name__}; send user_id (+ k, history)"
-        )
+        raise BadRequest(f"unsupported request type {type(model_input).__name__}; send user_id (+ k, history)")
     if "user_id" not in frame.columns:
-        raise ValueError(f"request needs a 'user_id' column; got {list(frame.columns)}")
-    user_ids = frame["user_id"].astype(str).tolist()
+        raise BadRequest(f"request needs a 'user_id' column; got {[str(c) for c in frame.columns][:10]}")
+    ids = frame["user_id"].tolist()
+    bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
+                or isinstance(u, dict | bool)), None)
+    if bad is not None:
+        raise BadRequest(f"user_id of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
+    user_ids = [str(u) for u in ids]
     if "k" in frame.columns:
-        ks = pd.to_numeric(frame["k"], errors="coerce").fillna(default_k).astype(np.int64).to_numpy()
+        raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in frame["k"].tolist()]
     else:
-        ks = np.full(len(user_ids), default_k, dtype=np.int64)
+        raw = [default_k] * len(user_ids)
+    limit = n_items if n_items is not None else np.iinfo(np.int64).max
+    ks = np.asarray([check_k(k, limit, f"k of row {i}") for i, k in enumerate(raw)], dtype=np.int64)
     histories = frame["history"].tolist() if "history" in frame.columns else None
+    if histories is not None:
+        for i, h in enumerate(histories):
+            if h is not None and not (isinstance(h, float) and np.isnan(h)) and not _is_list(h):
+                raise BadRequest(f"history of row {i} must be a list of item ids")
     return user_ids, ks, histories
 
 
@@ -375,6 +430,17 @@ class TopKRecommender(_python_model_base()):
         self.index = ServingIndex(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        default_k = int((params or {}).get("k") or DEFAULT_K)
-        user_ids, ks, histories = parse_request(model_input, default_k)
-        return self.index.recommend(user_ids, ks, histories)
+        try:
+            return answer(self.index, model_input, params)
+        except BadRequest as exc:
+            from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Parse and answer one request (the pyfunc's predict and `recsys serve` share it)."""
+    k = (params or {}).get("k")
+    default_k = min(DEFAULT_K, index.n_items) if k is None else check_k(k, index.n_items, "params.k")
+    user_ids, ks, histories = parse_request(model_input, default_k, index.n_items)
+    return index.recommend(user_ids, ks, histories)

@@ -7,16 +7,22 @@ active-run stack: models train in concurrent threads, and each thread logs to it
 Metric names: MLflow refuses '@', so "recall@20" is logged as "recall_at_20" and its bootstrap
 interval as "recall_at_20_ci_low" / "recall_at_20_ci_high" (`store.metric_key` / `metric_name`).
 
+The parent run holds the split every model of the run was evaluated on (`split/`: matrices, meta,
+vocab; recsys.tracking.split_artifact) and, like its children, the lineage tags (recsys.lineage).
+
 What a model's child run holds (artifact paths):
     config/run.toml, config/model.json      resolved pipeline config and the model's own config
     data/manifest.json                      data manifest + split meta (fingerprint, protocol, seed)
     evaluation/per_user.parquet             user_id, user_idx + one column per per-user metric
     evaluation/summary.json                 summary and intervals with the original metric names
     plots/*.png                             recall@k, training curves, popularity bias, item PCA
-    embeddings/embeddings.safetensors       user_factors and item_factors
-    saved_model/                            `model.save` (the recsys format, loadable with Recommender.load)
     model/                                  the MLflow pyfunc (models-from-code) answering top-k
+    model/artifacts/serving/model/          `model.save` (the recsys format, loadable with
+                                            Recommender.load): the one copy of the factors
     error.txt                               only for a FAILED run: the error text
+
+The factors are stored once per model: the pyfunc's serving artifacts read them from the saved
+model beside them (runs logged before kept `embeddings/` and `saved_model/` copies as well).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from recsys.errors import TrackingError
+from recsys.errors import TrackingError, first_line
 from recsys.tracking import plots, ui
 from recsys.tracking.store import check_tracking, client, ensure_experiment, metric_key, resolve_tracking_uri
 
@@ -229,12 +235,22 @@ class Tracker:
         all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: commit, **ui.source_tags(commit)}
         all_tags.update({f"recsys.version.{k}": v for k, v in package_versions().items()})
         if self.run_config is not None:
+            from recsys.lineage import lineage
+
             all_tags[TAG_CONFIG_HASH] = self.run_config.config_hash()
             all_tags[TAG_SPLIT_PROTOCOL] = self.run_config.split.protocol
+            all_tags.update(lineage(self.run_config).tags())  # children inherit it: compared within it
         all_tags.update(self._split_tags(data, split))
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
         name = run_name or (self.run_config.name if self.run_config is not None else "pipeline")
-        run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
+        try:
+            run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
+        except Exception as exc:  # e.g. a read-only SQLite store: it opens, but refuses writes
+            raise TrackingError(
+                f"cannot write to the tracking store ({self.uri}: {first_line(exc)}): make it writable, "
+                "point tracking.tracking_uri elsewhere, or turn tracking off with {option}",
+                setting="tracking.enabled", value="false",
+            ) from None
         run_id = run.info.run_id
         with self._lock:
             self._parent_tags[run_id] = ui.inherited(all_tags)
@@ -242,6 +258,10 @@ class Tracker:
             self.log_params(run_id, flatten(self.run_config.resolved()))
         if data is not None:
             self.log_dataset(run_id, data)
+        if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
+            from recsys.tracking.split_artifact import log_split
+
+            log_split(self.client, run_id, split)
         return run_id
 
     def log_dataset(self, run_id: str, data: InteractionData, context: str = "train") -> None:
@@ -383,7 +403,7 @@ class Tracker:
                 )
         with tempfile.TemporaryDirectory(prefix="recsys-run-") as tmp:
             root = Path(tmp) / "artifacts"
-            self._write_artifacts(root, model, eval_result, split, data)
+            self._write_artifacts(root, model, eval_result, split, data, title=self._plot_title(model, run_id))
             with_retries(lambda: self.client.log_artifacts(run_id, str(root)))
             from recsys.tracking.pyfunc import save_pyfunc
 
@@ -422,11 +442,15 @@ class Tracker:
             tags[TAG_SPLIT_DIGEST] = split_digest(split)
         return tags
 
+    def _plot_title(self, model: Recommender, run_id: str) -> str:
+        """"<model> (<kind>), run <first 8 of the run id>": which model and run a plot belongs to."""
+        return f"{model.config.name} ({model.kind}), run {run_id[:8]}"
+
     def _write_artifacts(
-        self, root: Path, model: Recommender, eval_result: Any, split: Split, data: InteractionData | None
+        self, root: Path, model: Recommender, eval_result: Any, split: Split, data: InteractionData | None,
+        title: str | None = None,
     ) -> None:
         import polars as pl
-        from safetensors.numpy import save_file
 
         from recsys.data.matrix import item_popularity
 
@@ -453,26 +477,20 @@ class Tracker:
         (root / SUMMARY_ARTIFACT).write_text(json.dumps(summary, indent=2, default=float))
 
         popularity = item_popularity(split.train)
-        plots.plot_metric_at_k({model.config.name: eval_result.summary}, root / "plots" / "recall_at_k.png")
-        plots.plot_history(model.history, root / "plots" / "training_curves.png")
-        plots.plot_popularity_bias(eval_result.topk.items, popularity, root / "plots" / "popularity_bias.png")
+        plots.plot_metric_at_k({model.config.name: eval_result.summary}, root / "plots" / "recall_at_k.png",
+                               title=title)
+        unit = "iteration" if model.kind.startswith("wals") else "epoch"
+        plots.plot_history(model.history, root / "plots" / "training_curves.png", title=title, unit=unit)
+        plots.plot_popularity_bias(eval_result.topk.items, popularity, root / "plots" / "popularity_bias.png",
+                                   title=title)
         if split.item_blocks is not None and len(split.item_blocks) == split.n_items:
             labels, label_name = np.asarray(split.item_blocks), "item block"
         else:
             labels, label_name = plots.popularity_deciles(popularity), "popularity decile"
         plots.plot_item_embeddings(
-            model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name
+            model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name, title=title
         )
 
-        (root / "embeddings").mkdir()
-        save_file(
-            {
-                "user_factors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
-                "item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
-            },
-            str(root / "embeddings" / "embeddings.safetensors"),
-        )
-        model.save(root / "saved_model")
 
 
 class NullTracker:

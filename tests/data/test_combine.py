@@ -51,7 +51,7 @@ def synthetic_processed(tmp_path: Path) -> tuple[Path, pl.DataFrame, pl.DataFram
 def test_combine_raw_csv_and_processed_dir(small_csv, synthetic_processed, tmp_path):
     synth_dir, _, _ = synthetic_processed
     synth = load_processed(synth_dir)
-    report = combine([small_csv, synth_dir], tmp_path / "out")
+    report = combine([small_csv, synth_dir], tmp_path / "out", DataConfig(aggregate="count"))
     out = load_processed(tmp_path / "out")
 
     assert (

@@ -114,12 +114,16 @@ def test_offline_zip_with_the_wrong_checksum_is_refused(tmp_path, small_zip):
     assert not (tmp_path / "raw" / "ml-100k").exists()
 
 
-def test_offline_folder_is_used_in_place(tmp_path):
+def test_offline_folder_lands_in_the_cache_so_later_fetches_need_no_network(tmp_path):
     folder = tmp_path / "downloads" / "ml-100k"
     folder.mkdir(parents=True)
     (folder / "u.data").write_text(U_DATA)
-    assert fetch("movielens-100k", tmp_path / "raw", offline=folder) == folder / "u.data"
-    assert fetch("movielens-100k", tmp_path / "raw", offline=folder.parent) == folder / "u.data"
+    cached = tmp_path / "raw" / "ml-100k" / "u.data"
+    assert fetch("movielens-100k", tmp_path / "raw", offline=folder) == cached
+    assert cached.read_text() == U_DATA
+    assert fetch("movielens-100k", tmp_path / "raw", offline=folder.parent) == cached
+    # later, without --offline and without a network (an unreachable mirror): the cache answers
+    assert fetch("movielens-100k", tmp_path / "raw", base_url="http://127.0.0.1:9/") == cached
     with pytest.raises(DataError, match="no ratings.dat"):
         fetch("movielens-1m", tmp_path / "raw", offline=folder)
 

@@ -156,7 +156,10 @@ def test_format_table_shows_mean_and_interval(masking_case: tuple[FixedFactors, 
     console.print(format_table({"fixed": result, "again": result}, ["recall@2", "coverage@2", "ndcg@2"]))
     text = console.export_text()
     lo, hi = result.ci["recall@2"]
-    assert f"0.7500 [{lo:.4f}, {hi:.4f}]" in text
+    assert f"0.7500 ±{(hi - lo) / 2:.3f}" in text  # the terminal shows the half-width...
+    wide = Console(record=True, width=200)
+    wide.print(format_table({"fixed": result}, ["recall@2"], wide=True))
+    assert f"0.7500 [{lo:.4f}, {hi:.4f}]" in wide.export_text()  # ...--wide the interval itself
     assert "1.0000" in text  # coverage has no interval
     assert "—" in text  # ndcg was not computed
     assert text.count("fixed") == 1 and "again" in text

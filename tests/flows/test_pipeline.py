@@ -129,6 +129,7 @@ def test_deployment_carries_the_cron_schedule():
     deployment = pipeline_deployment(cron="0 3 * * *", config_path="pipelines/configs/default.toml")
     assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
     assert deployment.parameters["config_path"] == "pipelines/configs/default.toml"
+    assert deployment.parameters["scheduled"] is True  # scheduled runs split by the rolling protocol
 
 
 @pytest.mark.slow

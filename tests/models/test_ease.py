@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from recsys.config import load_config
 from recsys.errors import DataError, ModelError
 from recsys.models.base import build_model
-from recsys.models.ease import EASE, EASEConfig, mean_item_count
+from recsys.models.ease import EASE, EASEConfig
 
 from .contract import RecommenderContract
 
@@ -48,11 +48,11 @@ def test_weighting_transforms_the_rows_and_scores_follow_the_dot_product():
     np.testing.assert_allclose(scores[0], np.sort(full)[::-1][:2], rtol=1e-6)
 
 
-def test_data_aware_l2_is_the_scale_times_the_mean_item_count():
+def test_data_aware_l2_is_the_scale_times_the_mean_item_count_with_a_floor():
     train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0]], dtype=np.float32))
-    assert mean_item_count(train) == pytest.approx(2.5)  # items with interactions: counts 3 and 2
-    model = EASE(name="e", l2_scale=4.0).fit(train)
-    assert model.config.l2 == pytest.approx(10.0)  # the saved config names the value used
+    # items with interactions have counts 3 and 2: mean 2.5
+    assert EASE(name="e", l2_scale=100.0).fit(train).config.l2 == pytest.approx(250.0)  # saved as used
+    assert EASE(name="e", l2_scale=4.0).fit(train).config.l2 == pytest.approx(100.0)  # the floor
     assert EASE(name="e", l2=7.0).fit(train).config.l2 == 7.0
 
 

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from pipelines.tune import tune_in_run
 from recsys.data.split import Split
 from recsys.errors import ConfigError
+from recsys.models.defaults import ease_l2
 from recsys.models.ease import EASEConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
@@ -64,9 +65,9 @@ def trials_of(outcome):
 
 
 def run_in_pipeline(model_cfg, split):
-    from recsys.config import RunConfig
+    from recsys.config import RunConfig, SplitConfig
 
-    cfg = RunConfig(models=[model_cfg])
+    cfg = RunConfig(models=[model_cfg], split=SplitConfig(validation_fraction=0.15))
     tracker = NullTracker()
     return tune_in_run(model_cfg, split, cfg, tracker=tracker, model_run=ModelRun("", "m", None, tracker), log=lambda _: None)
 
@@ -114,7 +115,7 @@ def test_ease_tunes_its_l2_from_the_data_aware_default(planted):
     split = strong_split(planted)
     outcome = tune(EASEConfig(name="e", tuning=TuningConfig(n_trials=4)), split.train, split.validation_set())
     first = outcome.trials[0].params["l2"]
-    assert first == pytest.approx(EASEConfig(name="e").l2_scale * np.bincount(split.train.indices).mean(), rel=0.2)
+    assert first == pytest.approx(ease_l2(split.train))  # trial 0: the data-aware default
     assert outcome.best_value > 0.3
 
 
@@ -138,3 +139,16 @@ def test_space_names_are_checked_when_the_config_is_loaded():
         from recsys.models.popularity import PopularityConfig
 
         search_space(PopularityConfig(name="p", tuning=TuningConfig()))
+
+
+def test_a_config_that_tunes_needs_validation_users_and_set_reaches_the_tuning_section():
+    from pathlib import Path
+
+    from recsys.config import load_config
+
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        load_config(None, ['models=[{name = "w", kind = "wals", tuning = {n_trials = 3}}]'])
+    shipped = Path(__file__).resolve().parents[2] / "pipelines" / "configs" / "movielens.toml"
+    cfg = load_config(shipped, ["models.wals.tuning.n_trials=5", "models.ease.tuning.enabled=false"])
+    assert cfg.model("wals").tuning.n_trials == 5 and not cfg.model("ease").tuning.enabled
+    assert all(m.tuning is not None for m in cfg.models if m.kind != "popularity")  # on by default

@@ -382,3 +382,44 @@ def test_numeric_feature_missing_values_become_the_mean(tmp_path: Path):
     np.testing.assert_allclose(fs.user["age"].values, [-1.0, 0.0, 1.0], atol=1e-6)  # mean 30, std 10
     assert fs.user["gender"].values.tolist() == [2, 1, 0]  # <unk>, F, M
     assert fs.user["occupation"].values.tolist() == [1, 0, 2]
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_models_trained_concurrently_in_threads_equal_models_trained_alone(planted, monkeypatch):
+    """The pipeline trains models as concurrent thread tasks. Weight initialisation draws from
+    torch's global generator, so without a private, seeded copy of it two models interleave their
+    draws and the same config gives different vectors (and metrics) from run to run. A pause inside
+    every embedding initialisation makes the two threads interleave there every time."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import recsys.models.two_tower as two_tower
+
+    configs = [FAST.model_copy(update={"name": f"tt{s}", "seed": s, "epochs": 1, "max_steps_per_epoch": 2})
+               for s in range(2)]  # fmt: skip
+    alone = [TwoTower(c).fit(planted.train).item_factors for c in configs]
+    original = two_tower.scaled_embedding
+
+    def slow_embedding(n: int, dim: int):
+        time.sleep(0.05)  # the other thread runs now
+        return original(n, dim)
+
+    monkeypatch.setattr(two_tower, "scaled_embedding", slow_embedding)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda c: TwoTower(c).fit(planted.train).item_factors, configs))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_torch_threads_blocks_that_overlap_keep_their_setting_until_the_last_ends():
+    """A plain save/restore let one model's exit put another, still training, back on all cores."""
+    from recsys.evaluation.ranking import torch_threads
+
+    before = torch.get_num_threads()
+    first, second = torch_threads(1), torch_threads(1)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first model finishes while the second still trains
+    assert torch.get_num_threads() == 1
+    second.__exit__(None, None, None)
+    assert torch.get_num_threads() == before

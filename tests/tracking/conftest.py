@@ -137,15 +137,19 @@ def repo_root() -> Path:
 
 
 def log_one(
-    logged: LoggedPipeline, model_cfg, split: Split, data: InteractionData, register: bool = False
+    logged: LoggedPipeline, model_cfg, split: Split, data: InteractionData, register: bool = False,
+    source: str | None = None,
 ) -> str:
-    """Train, evaluate and log one more model under a new parent run; returns the child run id."""
+    """Train, evaluate and log one more model under a new parent run; returns the child run id.
+    `source`: another data source, i.e. another lineage (same config name)."""
     from recsys.data.matrix import item_popularity
     from recsys.evaluation.evaluate import evaluate
     from recsys.models.base import build_model
     from recsys.tracking.runs import Tracker
 
     cfg = logged.config.model_copy(deep=True)
+    if source is not None:
+        cfg.data.source = source
     cfg.tracking.register_models = register
     tracker = Tracker(cfg.tracking, cfg, check=False)
     parent = tracker.start_parent(f"extra-{model_cfg.name}", split=split, data=data)

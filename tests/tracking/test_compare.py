@@ -7,8 +7,11 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.tracking.compare import compare, latest_pipeline_model_runs, render
+from recsys.config import SplitConfig
+from recsys.tracking.compare import compare, display_rows, latest_pipeline_model_runs, render
 from recsys.tracking.registry import CHAMPION
+
+from .conftest import log_one
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +25,9 @@ def test_comparison_ranks_models_with_intervals_and_delta_to_champion(logged, ch
     frame = compare(champion_set, "tests", "recall@20", max_runs=50, registered_model="recsys-popularity")
     ours = frame.filter(frame["run_id"].is_in(list(logged.runs.values())))
     assert ours.get_column("model").to_list() == ["wals", "popularity"]  # wals wins on planted blocks
-    means = frame.get_column("mean").drop_nulls().to_list()
-    assert means == sorted(means, reverse=True)
+    for _, group in frame.group_by("lineage", "split"):
+        means = group.get_column("mean").drop_nulls().to_list()
+        assert means == sorted(means, reverse=True)
     wals = ours.row(0, named=True)
     result = logged.results["wals"]
     assert wals["mean"] == pytest.approx(result.summary["recall@20"])
@@ -37,10 +41,10 @@ def test_comparison_ranks_models_with_intervals_and_delta_to_champion(logged, ch
 def test_rendered_formats(logged, champion_set):
     frame = compare(champion_set, "tests", "recall@20", registered_model="recsys-popularity")
     markdown = render(frame, "recall@20", "markdown")
-    assert markdown.splitlines()[0].startswith("| model | kind | recall@20 | 95% CI")
+    assert markdown.splitlines()[0].startswith("| lineage | split | model | kind | recall@20 | 95% CI")
     assert "★" in markdown
     csv = render(frame, "recall@20", "csv")
-    assert csv.splitlines()[0].startswith("model,kind,mean,ci_low,ci_high,delta_to_champion")
+    assert csv.splitlines()[0].startswith("lineage,split,model,kind,mean,ci_low,ci_high,delta_to_champion")
     assert render(frame, "recall@20", "html").startswith("<table>")
 
 
@@ -69,3 +73,31 @@ def test_cli_errors_are_one_line_with_exit_code_2(logged):
         app, ["serve", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "nope"]
     )
     assert bad.exit_code == 2 and "has no version with alias 'champion'" in bad.output
+
+
+def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_data, planted_split):
+    """Another data source (lineage) on the very same split: no delta to this champion. Another
+    split of this lineage: the delta is to the champion re-scored on that split, never to its own
+    number on another split."""
+    from recsys.data.splits import split_data
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.reevaluate import TAG_CHAMPION_REEVALUATED
+
+    other_lineage = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="elsewhere.csv")
+    reseeded = split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=7))
+    other_split = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    unscored = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    champion_set.log_metric(other_split, "champion_recall_at_20", 0.125)  # as decide() logs a re-scoring
+    champion_set.set_tag(other_split, TAG_CHAMPION_REEVALUATED, logged.runs["popularity"])
+    frame = compare(champion_set, "tests", "recall@20", max_runs=200, registered_model="recsys-popularity")
+    rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[other_lineage]["lineage"].endswith("elsewhere.csv") and rows[other_lineage]["delta_to_champion"] is None
+    assert rows[other_split]["split"] != rows[logged.runs["wals"]]["split"]
+    assert rows[other_split]["delta_to_champion"] == pytest.approx(rows[other_split]["mean"] - 0.125)
+    assert rows[unscored]["delta_to_champion"] == pytest.approx(rows[other_split]["mean"] - 0.125)  # same split
+    # groups are contiguous: each (lineage, split) appears in one run of rows
+    keys = list(zip(frame["lineage"], frame["split"], strict=True))
+    starts = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert len(starts) == len(set(keys))
+    header, cells = display_rows(frame, "recall@20")
+    assert header[:2] == ["lineage", "split"]

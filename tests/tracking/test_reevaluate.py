@@ -18,15 +18,13 @@ from recsys.data.splits import split_data
 from recsys.errors import TrackingError
 from recsys.models.popularity import PopularityConfig
 from recsys.models.wals import WALSConfig
-from recsys.tracking.registry import (
-    CHAMPION,
+from recsys.tracking.reevaluate import (
     TAG_CHAMPION_REEVALUATED,
-    alias_version,
     as_deployed_vectors,
     load_per_user,
-    promote,
     reevaluate_champion,
 )
+from recsys.tracking.registry import CHAMPION, alias_version, promote
 
 from .conftest import N_BLOCKS, N_ITEMS, N_USERS, PER_USER, log_one
 
@@ -148,16 +146,9 @@ def test_a_clearly_better_challenger_on_grown_data_is_promoted_after_reevaluatio
     first = promote(client, cfg.promotion, logged.runs["popularity"])  # run 1 on D1
     assert first.promoted and first.reason == "promoted: no champion yet"
 
-    # without the split there is nothing to re-evaluate on: today's refusal
-    refused = run_promotion(cfg, {"wals": run2["wals"]})
-    assert not refused.promoted and refused.reason.startswith(
-        "not compared: challenger and champion were evaluated on different data fingerprints"
-    )
-    assert refused.reason.endswith("re-evaluate the champion on the new data first")
-
     decision = run_promotion(cfg, {"popularity": run2["popularity"], "wals": run2["wals"]}, split=grown_split)
     n_users = grown_split.test_set().users.size
-    assert decision.promoted and decision.challenger_run_id == run2["wals"]
+    assert decision.promoted and decision.decision == "promoted" and decision.challenger_run_id == run2["wals"]
     assert decision.reason.startswith("promoted: challenger is better")
     assert f"; champion re-evaluated on the current split ({n_users} users)" in decision.reason
     assert decision.delta > 0.2 and decision.p_value < 0.05
@@ -170,15 +161,11 @@ def test_a_clearly_better_challenger_on_grown_data_is_promoted_after_reevaluatio
     assert run.data.metrics["champion_n_users_evaluated"] == n_users
     assert run.data.tags[TAG_CHAMPION_REEVALUATED] == logged.runs["popularity"]
 
-    # random-per-user re-ranks a user's items when the user gains some, so old training pairs can
-    # land in today's test set; the share is counted by hand here and must match what was reported
+    # the split hashes raw ids, so no pair the champion trained on is in today's test set
     leaked = grown_split.test[:N_USERS, :N_ITEMS].multiply(planted_split.train).count_nonzero()
-    share = leaked / grown_split.test.nnz
-    assert leaked > 0
-    assert run.data.metrics["champion_test_seen_fraction"] == pytest.approx(share)
-    assert (
-        f"{share:.1%} of the test interactions were in its training data, which favours it" in decision.reason
-    )
+    assert leaked == 0
+    assert run.data.metrics["champion_test_seen_fraction"] == 0
+    assert "training data" not in decision.reason
 
 
 def test_a_worse_challenger_on_grown_data_is_kept_out_after_reevaluation(logged, client, run2, grown_split):
@@ -187,7 +174,7 @@ def test_a_worse_challenger_on_grown_data_is_kept_out_after_reevaluation(logged,
     decision = promote(
         client, cfg, run2["popularity"], split=grown_split, evaluation=logged.config.evaluation
     )
-    assert not decision.promoted and decision.delta < -0.2
+    assert not decision.promoted and decision.decision == "kept" and decision.delta < -0.2
     assert decision.reason.startswith("kept champion: challenger is not better")
     assert "champion re-evaluated on the current split" in decision.reason
     assert alias_version(client, "promo-grown-worse", CHAMPION).run_id == logged.runs["wals"]
@@ -209,8 +196,8 @@ def test_a_vocab_that_is_not_append_only_is_refused(logged, client, planted_data
     cfg = PromotionConfig(registered_model="promo-renamed")
     assert promote(client, cfg, logged.runs["popularity"]).promoted
     refused = promote(client, cfg, challenger, split=split, evaluation=logged.config.evaluation)
-    assert not refused.promoted and refused.p_value is None
-    assert "the champion could not be re-evaluated on it" in refused.reason
+    assert not refused.promoted and refused.p_value is None and refused.decision == "not comparable"
+    assert refused.reason.startswith("not comparable: the champion could not be re-scored on the challenger's split")
     assert (
         f"item vocab is not an append-only extension of the champion's: index 0 is 'i0' for the champion but 'i{N_ITEMS - 1}' now"
         in refused.reason
@@ -223,3 +210,49 @@ def test_a_split_that_is_not_the_challengers_is_refused(logged, client, grown_sp
         reevaluate_champion(
             client, logged.runs["wals"], grown_split, logged.config.evaluation, challenger_digest="0" * 16
         )
+
+
+def test_without_the_split_handed_over_the_same_decision_is_reached_from_the_logged_one(
+    logged, client, run2, grown_split
+):
+    """`recsys promote` runs later, in another process: it reads the split back from the run's
+    pipeline (parent) run and the evaluation config from its logged config, and must decide exactly
+    as the pipeline did with the split in hand."""
+    from pipelines.promote import run_promotion
+
+    decisions = []
+    for name, split in (("promo-same-a", grown_split), ("promo-same-b", None)):
+        cfg = logged.config.model_copy(deep=True)
+        cfg.promotion = PromotionConfig(registered_model=name, metric="recall@20")
+        assert promote(client, cfg.promotion, logged.runs["popularity"]).promoted
+        decisions.append(run_promotion(cfg, {"wals": run2["wals"], "popularity": run2["popularity"]}, split=split))
+    with_split, read_back = (d.to_dict() for d in decisions)
+    for version in ("champion_version", "challenger_version"):
+        with_split.pop(version), read_back.pop(version)
+    assert with_split == read_back
+    assert with_split["decision"] == "promoted" and with_split["n_users"] > 0
+
+
+def test_a_champion_that_trained_on_todays_test_pairs_is_not_comparable(logged, client, planted_data):
+    """Another split seed puts pairs the champion trained on into today's test set: comparing on
+    them would favour the champion, so the verdict is "not comparable" with the count - never kept
+    or promoted on leaked data - and nothing moves."""
+    reseeded = split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=1))
+    challenger = log_one(logged, WALSConfig(name="wals", factors=8, iterations=4, threads=1), reseeded, planted_data)
+    cfg = PromotionConfig(registered_model="promo-leak")
+    assert promote(client, cfg, logged.runs["popularity"]).promoted
+    refused = promote(client, cfg, challenger)
+    leaked = reseeded.test.multiply(split_data(planted_data, SPLIT).train).count_nonzero()
+    assert leaked > 0
+    assert refused.decision == "not comparable" and not refused.promoted and refused.p_value is None
+    assert refused.reason.startswith(
+        f"not comparable: {leaked} of the {reseeded.test.nnz} test interactions"
+    ) and "were in the champion's training data" in refused.reason
+    assert alias_version(client, "promo-leak", CHAMPION).run_id == logged.runs["popularity"]
+    assert client.get_run(challenger).data.tags["recsys.promotion.decision"] == "not comparable"
+
+    forced = promote(client, cfg, challenger, force=True)  # the deliberate way out
+    assert forced.promoted and forced.forced and forced.decision == "promoted"
+    assert forced.reason.startswith("promoted by --force over the rule's verdict: not comparable:")
+    assert alias_version(client, "promo-leak", CHAMPION).run_id == challenger
+    assert client.get_run(challenger).data.tags["recsys.promotion.forced"] == "true"

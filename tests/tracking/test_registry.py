@@ -11,8 +11,8 @@ import pytest
 import scipy.sparse as sp
 from mlflow import MlflowClient
 
-from recsys.config import PromotionConfig, SplitConfig
-from recsys.data.splits import split_data
+from recsys.config import PromotionConfig
+from recsys.lineage import TAG_LINEAGE, lineage
 from recsys.models.base import ModelConfig, Recommender
 from recsys.models.popularity import PopularityConfig
 from recsys.tracking.registry import CHALLENGER, CHAMPION, TAG_DECISION, TAG_REASON, alias_version, promote
@@ -98,22 +98,25 @@ def test_promotion_rule_end_to_end(logged, client, random_run, planted_data):
 
     # the reason is recorded on the challenger's run and on its model version
     tags = client.get_run(pop).data.tags
-    assert tags[TAG_DECISION] == "kept" and tags[TAG_REASON] == worse.reason
+    assert tags[TAG_DECISION] == "kept" and tags[TAG_REASON] == worse.reason and worse.decision == "kept"
     version = client.get_model_version("promo-rule", worse.challenger_version)
     assert version.tags[TAG_REASON] == worse.reason
 
 
-def test_models_evaluated_on_different_splits_are_not_compared(logged, client, planted_data):
-    other_split = split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=1))
-    other = log_one(logged, PopularityConfig(name="popularity"), other_split, planted_data)
-    cfg = PromotionConfig(registered_model="promo-splits")
-    assert promote(client, cfg, logged.runs["popularity"]).promoted
+def test_a_challenger_of_another_lineage_is_not_comparable_and_never_registered(logged, client, planted_data, planted_split):
+    """Same config name and registered model, another data source: another lineage. It is never
+    compared with this line's champion nor registered on the line."""
+    other = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="lastfm-like.tsv")
+    cfg = PromotionConfig(registered_model="promo-lineage")
+    assert promote(client, cfg, logged.runs["wals"]).promoted
+    versions_before = len(client.search_model_versions("name='promo-lineage'"))
     refused = promote(client, cfg, other)
-    assert not refused.promoted and refused.p_value is None
-    assert refused.reason.startswith(
-        "not compared: challenger and champion were evaluated on different splits"
-    )
-    assert alias_version(client, "promo-splits", CHAMPION).run_id == logged.runs["popularity"]
+    assert refused.decision == "not comparable" and not refused.promoted
+    assert "the challenger belongs to lineage 'tracking-test|" in refused.reason
+    assert "lastfm-like.tsv'" in refused.reason and "set promotion.registered_model" in refused.reason
+    assert len(client.search_model_versions("name='promo-lineage'")) == versions_before
+    assert client.get_registered_model("promo-lineage").tags[TAG_LINEAGE] == lineage(logged.config).name
+    assert alias_version(client, "promo-lineage", CHAMPION).run_id == logged.runs["wals"]
 
 
 def test_run_promotion_picks_the_best_candidate(logged, client):
@@ -124,3 +127,29 @@ def test_run_promotion_picks_the_best_candidate(logged, client):
     decision = run_promotion(cfg, {"popularity": logged.runs["popularity"], "wals": logged.runs["wals"]})
     assert decision.promoted and decision.challenger_run_id == logged.runs["wals"]
     assert alias_version(client, "promo-pipeline", CHAMPION).run_id == logged.runs["wals"]
+
+
+def test_the_challenger_is_chosen_on_validation_users_not_on_test(logged, client):
+    """Ranked by test, the candidate that got lucky on the test users would be tested on the same
+    users and its p-value would not hold; the validation metric picks it instead."""
+    from pipelines.promote import best_candidate
+
+    experiment = client.get_experiment_by_name(logged.config.tracking.experiment).experiment_id
+    runs = []
+    for test, validation in ((0.30, 0.20), (0.25, 0.22)):  # best on test != best on validation
+        run = client.create_run(experiment, run_name="candidate")
+        client.log_metric(run.info.run_id, "recall_at_20", test)
+        client.log_metric(run.info.run_id, "validation_recall_at_20", validation)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        runs.append(run.info.run_id)
+    chosen, selection = best_candidate(client, runs, "recall@20")
+    assert chosen == runs[1] and selection.basis == "validation" and selection.n_candidates == 2
+    assert selection.alpha(0.05) == 0.05
+
+    bare = client.create_run(experiment, run_name="no-validation")  # a run without a validation part
+    client.log_metric(bare.info.run_id, "recall_at_20", 0.1)
+    client.set_terminated(bare.info.run_id, "FINISHED")
+    chosen, selection = best_candidate(client, [*runs, bare.info.run_id], "recall@20")
+    assert chosen == runs[0] and selection.basis == "test" and selection.n_candidates == 3
+    assert selection.alpha(0.05) == pytest.approx(0.05 / 3)  # Bonferroni over the candidates
+    assert "alpha divided by 3" in selection.note()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from mlflow import MlflowClient
@@ -72,8 +73,8 @@ def test_artifacts_hold_config_manifest_per_user_plots_embeddings_and_models(log
     expected = [
         "config/run.toml", "config/model.json", "data/manifest.json", "evaluation/per_user.parquet",
         "evaluation/summary.json", "plots/recall_at_k.png", "plots/training_curves.png",
-        "plots/popularity_bias.png", "plots/item_embeddings_pca.png", "embeddings/embeddings.safetensors",
-        "saved_model/config.json", "model/MLmodel",
+        "plots/popularity_bias.png", "plots/item_embeddings_pca.png",
+        "model/artifacts/serving/model/config.json", "model/MLmodel",
     ]  # fmt: skip
     missing = [p for p in expected if not (local / p).is_file()]
     assert not missing
@@ -88,6 +89,21 @@ def test_artifacts_hold_config_manifest_per_user_plots_embeddings_and_models(log
     assert manifest["split"]["fingerprint"] == "planted-0"
     assert client.get_run(run_id).data.tags[TAG_SPLIT_DIGEST] == manifest["split_digest"]
     assert "[[models]]" in (local / "config/run.toml").read_text()
+
+
+def test_factors_are_stored_once_per_model(logged, client, tmp_path):
+    """The pyfunc reads the saved model's factors: no second copy anywhere in the run."""
+    from safetensors.numpy import load_file
+
+    model = logged.models["wals"]
+    local = Path(client.download_artifacts(logged.runs["wals"], "", str(tmp_path)))
+    copies = [
+        (path.relative_to(local), name)
+        for path in local.rglob("*.safetensors")
+        for name, tensor in load_file(str(path)).items()
+        if tensor.shape == model.item_factors.shape and np.allclose(tensor, model.item_factors)
+    ]
+    assert copies == [(Path("model/artifacts/serving/model/factors.safetensors"), "item_factors")]
 
 
 def test_every_model_is_registered_as_a_new_version(logged, client):

@@ -1,0 +1,40 @@
+"""Deterministic errors under Prefect: not retried, and not printed as Prefect tracebacks.
+
+A `RecsysError` (bad input, bad config) fails the same way on every try, so tasks with retries use
+`retry_unless_deterministic` as their `retry_condition_fn`. When such an error ends a run, Prefect
+logs it twice with a traceback (task, then flow) before `recsys` prints its own one-line `error:`;
+`quiet_deterministic_errors` drops those records from the terminal only; the Prefect API (and UI)
+still receives them. Bugs keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from recsys.errors import is_deterministic
+
+
+def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry I/O hiccups, never bad input or config."""
+    error = getattr(state, "data", None)
+    return not (isinstance(error, BaseException) and is_deterministic(error))
+
+
+class _DropDeterministic(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and is_deterministic(error))
+
+
+_FILTER = _DropDeterministic()
+
+
+def quiet_deterministic_errors() -> None:
+    """Attach the filter to Prefect's console handlers (idempotent; call after Prefect set up
+    logging, i.e. after importing prefect)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        if isinstance(handler, PrefectConsoleHandler) and _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)

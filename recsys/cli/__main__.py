@@ -1,0 +1,5 @@
+"""`python -m recsys.cli ...` runs the `recsys` command (what the tests start as a real process)."""
+
+from recsys.cli import app
+
+app(prog_name="recsys")

@@ -1,0 +1,60 @@
+"""A split on disk: its matrices (`.npz`, no pickle), meta and vocab, written atomically.
+
+Used to hand a split to other processes (torchrun ranks) and to log it with a pipeline run, so that
+`recsys promote` later decides from exactly the split the run evaluated on (same digest), and an
+audit can check which pairs every model trained and was tested on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recsys.data.split import Split
+from recsys.errors import DataError
+
+PARTS = ("train", "validation", "test", "fold_in", "validation_fold_in")
+META_FILE = "split.json"
+
+
+def save_split(split: Split, directory: str | Path) -> Path:
+    """Write `split` into `directory` (replaced atomically: a reader never sees half a split)."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    present = [name for name in PARTS if getattr(split, name) is not None]
+    for name in present:
+        sp.save_npz(tmp / f"{name}.npz", sp.csr_matrix(getattr(split, name)))
+    for kind, ids in (("users", split.user_ids), ("items", split.item_ids)):
+        if len(ids):
+            pl.DataFrame({"id": np.asarray(ids).astype(str)}).write_parquet(tmp / f"{kind}.parquet")
+    meta = {"protocol": split.protocol, "parts": present, "meta": split.meta}
+    (tmp / META_FILE).write_text(json.dumps(meta, default=str))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_split(directory: str | Path) -> Split:
+    """Read a split written by `save_split` (ids and meta when it has them)."""
+    source = Path(directory)
+    meta_file = source / META_FILE
+    if not meta_file.is_file():
+        raise DataError(f"{source}: not a saved split (no {META_FILE}); write one with save_split")
+    meta = json.loads(meta_file.read_text())
+    parts = {name: sp.csr_matrix(sp.load_npz(source / f"{name}.npz")) for name in meta["parts"]}
+    split = Split(protocol=meta["protocol"], **parts)
+    split.meta = meta.get("meta", {})
+    for kind, attribute in (("users", "user_ids"), ("items", "item_ids")):
+        path = source / f"{kind}.parquet"
+        if path.is_file():
+            setattr(split, attribute, pl.read_parquet(path).get_column("id").to_numpy().astype(object))
+    return split

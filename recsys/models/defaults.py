@@ -1,0 +1,103 @@
+"""Data-aware defaults: the values a model uses for a setting left at "auto" (None), from the training data.
+
+Runs with tuning off (and every search's trial 0, `recsys.tuning`) start from these. Each rule is
+a formula of a few data statistics, fixed once on development data that is not in the
+generalisation benchmark (other synthetic seeds and shapes, MovieLens 100K with a temporal split;
+benchmarks/RESULTS.md, generalisation section, says which) and never per data set. `fit` writes the
+resolved values into the model's config, so a saved model and its MLflow run name the numbers used.
+
+WALS (`wals_defaults`), iALS with one regularisation constant:
+* confidence: log scaling `1 + alpha log(1 + w / median w)` when the weights are heavy-tailed (99th
+  percentile over 10x the median: play counts, dwell times), linear `1 + alpha w` otherwise (ratings
+  kept as positives, binary data, small counts).
+* alpha: `3 / mean f(w)`, i.e. an observed cell weighs 1 + 3 times an unobserved one on average
+  (the best alpha on the development sets was 1-30 for binary data, flat near 3).
+* regularization: `0.025 x sqrt(L_u x L_i)`, where `L_u = n_items + alpha x mean f-mass of a user
+  row` and `L_i = n_users + alpha x mean f-mass of an item column` are the mean confidence mass of a
+  user's and an item's least-squares problem. This is the frequency-scaled regularisation of
+  Rendle et al. 2022 (iALS++, "Revisiting the Performance of iALS on Item Recommendation Benchmarks":
+  `lambda (|I_u| + alpha0 |I|)` per user, `lambda (|U_i| + alpha0 |U|)` per item) collapsed to the
+  single constant implicit's solver takes: the geometric mean of the two sides' masses. The
+  constant 0.025 is where the development sets' optima fell (0.014-0.043 at factors 64).
+EASE (`ease_l2`): `l2 = l2_scale (10) x mean interactions per item`, at least 100: lambda is added
+  to the Gram matrix's diagonal, whose scale is the item counts; small data sets wanted 100-1000.
+Two-tower (`two_tower_batch_size`): the largest power of two at most `interactions / 32`, between
+  128 and 1024, so an epoch has at least ~32 optimizer steps. With a fixed 1024 a small data set
+  has ~20 steps per epoch, the first epochs sit on the random-init plateau, and early stopping
+  (patience in epochs) ended training there, below popularity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+HEAVY_TAIL_RATIO = 10.0
+"""99th percentile / median of the weights above which WALS scales confidence logarithmically."""
+WALS_MEAN_CONFIDENCE = 3.0
+"""alpha x mean f(w): how much more an observed cell weighs than an unobserved one, on average."""
+WALS_REGULARIZATION_SCALE = 0.025
+EASE_L2_SCALE = 10.0
+EASE_L2_FLOOR = 100.0
+STEPS_PER_EPOCH = 32
+BATCH_RANGE = (128, 1024)
+
+
+def weights_of(train: sp.spmatrix) -> np.ndarray:
+    csr = sp.csr_matrix(train)
+    return np.asarray(csr.data[csr.data > 0], dtype=np.float64)
+
+
+def heavy_tailed(weights: np.ndarray) -> bool:
+    """True when the weights look like counts or durations with a long tail."""
+    if weights.size == 0:
+        return False
+    median = float(np.median(weights))
+    return median > 0 and float(np.quantile(weights, 0.99)) > HEAVY_TAIL_RATIO * median
+
+
+def wals_defaults(
+    train: sp.spmatrix,
+    *,
+    binarize: bool = False,
+    confidence: str | None = None,
+    eps: float | None = None,
+    alpha: float | None = None,
+) -> dict[str, float | str]:
+    """`confidence`, `eps`, `alpha` and `regularization` by the rules in the module docstring;
+    the ones given are kept and the others follow from them."""
+    csr = sp.csr_matrix(train)
+    weights = np.ones_like(weights_of(csr)) if binarize else weights_of(csr)
+    if confidence is None:
+        confidence = "log" if heavy_tailed(weights) else "linear"
+    if eps is None:
+        eps = float(np.median(weights)) if weights.size and confidence == "log" else 1.0
+    scaled = np.log1p(weights / eps) if confidence == "log" else weights
+    mean_f = float(scaled.mean()) if scaled.size else 1.0
+    if alpha is None:
+        alpha = WALS_MEAN_CONFIDENCE / max(mean_f, 1e-12)
+    n_users, n_items = csr.shape
+    active_users = max(int(np.count_nonzero(np.diff(csr.indptr))), 1)
+    active_items = max(int(np.count_nonzero(np.bincount(csr.indices, minlength=n_items))), 1)
+    mass = float(scaled.sum())
+    user_side = n_items + alpha * mass / active_users
+    item_side = active_users + alpha * mass / active_items
+    regularization = WALS_REGULARIZATION_SCALE * math.sqrt(user_side * item_side)
+    return {"confidence": confidence, "eps": eps, "alpha": alpha, "regularization": regularization}
+
+
+def ease_l2(train: sp.spmatrix, scale: float = EASE_L2_SCALE) -> float:
+    """`scale x` mean interactions per item (items with any), at least EASE_L2_FLOOR."""
+    counts = np.bincount(sp.csr_matrix(train).indices, minlength=train.shape[1])
+    nonzero = counts[counts > 0]
+    mean = float(nonzero.mean()) if nonzero.size else 1.0
+    return max(scale * mean, EASE_L2_FLOOR)
+
+
+def two_tower_batch_size(n_interactions: int) -> int:
+    """The largest power of two at most `n_interactions / STEPS_PER_EPOCH`, within BATCH_RANGE."""
+    low, high = BATCH_RANGE
+    target = max(n_interactions // STEPS_PER_EPOCH, 1)
+    return int(min(high, max(low, 2 ** int(math.floor(math.log2(target))))))

@@ -1,0 +1,320 @@
+"""`recsys serve`: the REST top-k endpoint, answered in this process (FastAPI + uvicorn).
+
+It speaks MLflow's scoring protocol (POST /invocations with `dataframe_records`, `dataframe_split`,
+`inputs` or `instances`, plus `params`; GET /ping, /health, /version) and answers exactly what the
+logged pyfunc answers (both call `pyfunc.answer`). It exists instead of `mlflow models serve`
+because a served model faces callers that make mistakes, and MLflow's scoring server answers some
+of them with a Python stack trace and server paths in the body, a 500 for a missing Content-Type or
+deeply nested JSON, no limit on the size of an answer, and worker children that outlive a
+SIGTERM to the parent. Here:
+
+* every error is a JSON body `{"error_code": ..., "message": <one line>}`, never a trace or a path
+  (the traceback of an unexpected error goes to the server log only);
+* k is checked: an integer from 1 to the number of items, else 400;
+* a request may ask for at most `max_results` = rows x k recommendations (default 100,000) and send
+  at most `max_body_bytes` (1 MiB) of JSON nested at most MAX_JSON_DEPTH deep: 413 / 400 beyond;
+* a missing Content-Type is read as JSON; another type is 415;
+* one process, no children: SIGTERM or SIGINT ends the server.
+
+The OpenAPI schema at /openapi.json describes every request form; the tests fuzz the running
+server against it (schemathesis).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotation here
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+
+from recsys.tracking.pyfunc import DEFAULT_K, BadRequest, answer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from recsys.tracking.pyfunc import ServingIndex
+
+log = logging.getLogger(__name__)
+
+MAX_RESULTS = 100_000
+"""Default limit on rows x k of one request (413 beyond): ~4 MB of JSON, well under a second."""
+MAX_BODY_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+INPUT_KEYS = ("dataframe_records", "dataframe_split", "inputs", "instances")
+COLUMNS = ("user_id", "k", "history")
+
+Id = StrictStr | StrictInt
+
+
+def request_models(n_items: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(request, record) pydantic models for a catalogue of `n_items` (k is bounded by it)."""
+    K = Annotated[StrictInt, Field(ge=1, le=n_items, description=f"list length, 1..{n_items}")]
+
+    class Record(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        user_id: Id = Field(description="raw user id (an integer is read as its decimal string)")
+        k: K | None = Field(None, description="this row's k (default: params.k, else 10)")
+        history: list[Id] | None = Field(
+            None, description="item ids the user interacted with: fold-in for users unseen at training"
+        )
+
+    class Columns(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        user_id: Id | list[Id]
+        k: K | list[K] | None = None
+        history: list[list[Id]] | None = Field(None, description="one list of item ids per user_id")
+
+    class SplitFrame(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        columns: list[Literal["user_id", "k", "history"]]
+        data: list[list[Any]]
+        index: list[Any] | None = None
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        k: K | None = None
+
+    class InvocationRequest(BaseModel):
+        """Exactly one of dataframe_records, dataframe_split, inputs, instances; optional params."""
+
+        model_config = ConfigDict(extra="forbid")
+        dataframe_records: list[Record] | None = None
+        dataframe_split: SplitFrame | None = None
+        inputs: Columns | list[Record] | None = None
+        instances: list[Record] | None = None
+        params: Params | None = None
+
+        @model_validator(mode="after")
+        def _one_input(self) -> InvocationRequest:
+            given = [key for key in INPUT_KEYS if getattr(self, key) is not None]
+            if len(given) != 1:
+                raise ValueError(f"send exactly one of {', '.join(INPUT_KEYS)} (got {len(given)})")
+            return self
+
+    return InvocationRequest, Record
+
+
+class Prediction(BaseModel):
+    user_id: str
+    item_ids: list[str]
+    scores: list[float]
+    source: Literal["model", "fold_in", "popularity"]
+
+
+class Predictions(BaseModel):
+    predictions: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    error_code: str
+    message: str
+
+
+class RequestError(Exception):
+    """An HTTP error with a one-line message for the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def code(self) -> str:
+        return {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(self.status, "BAD_REQUEST")
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True when `value` nests deeper than `limit` (iterative: a deep body cannot blow the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            if level > limit:
+                return True
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def _one_line(error: ValidationError) -> str:
+    """The first problems of a validation error, without the input values (they may be huge)."""
+    problems = []
+    for err in error.errors(include_url=False, include_input=False)[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        problems.append(f"{where}: {err['msg']}")
+    return "; ".join(problems)[:500]
+
+
+def parse_body(
+    body: bytes, content_type: str | None, request_model: type[BaseModel], record_model: type[BaseModel]
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Raw body -> (records with user_id / k / history, params.k). Raises RequestError."""
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media not in ("application/json", "text/json", ""):
+        raise RequestError(415, f"send JSON with Content-Type: application/json (got {media[:60]!r})")
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestError(400, "the body is not UTF-8 JSON") from None
+    except RecursionError:
+        raise RequestError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"the body must be a JSON object with one of {', '.join(INPUT_KEYS)}")
+    if _depth(payload, MAX_JSON_DEPTH):
+        raise RequestError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        request = request_model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestError(400, _one_line(exc)) from None
+    params_k = request.params.k if request.params is not None else None
+    if request.dataframe_split is not None:
+        frame = request.dataframe_split
+        if any(len(row) != len(frame.columns) for row in frame.data):
+            raise RequestError(400, f"dataframe_split: every row of data needs {len(frame.columns)} values")
+        rows = [dict(zip(frame.columns, row, strict=True)) for row in frame.data]
+        try:
+            records = [record_model.model_validate(row).model_dump(exclude_none=True) for row in rows]
+        except ValidationError as exc:
+            raise RequestError(400, "dataframe_split: " + _one_line(exc)) from None
+        return records, params_k
+    inputs = request.inputs
+    if inputs is not None and not isinstance(inputs, list):
+        columns = inputs.model_dump(exclude_none=True)
+        try:  # the pyfunc's own reading of a dict of columns (scalar k and user_id broadcast)
+            from recsys.tracking.pyfunc import _columns_frame
+
+            frame = _columns_frame(columns)
+        except BadRequest as exc:
+            raise RequestError(400, f"inputs: {exc}") from None
+        return frame.to_dict("records"), params_k
+    listed = request.dataframe_records or request.instances or inputs or []
+    return [record.model_dump(exclude_none=True) for record in listed], params_k
+
+
+def build_app(
+    index: ServingIndex,
+    *,
+    name: str = "recsys",
+    version: str | None = None,
+    max_results: int = MAX_RESULTS,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The FastAPI app answering top-k requests from `index` (see the module docstring)."""
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    n_items = index.n_items
+    request_model, record_model = request_models(n_items)
+    app = FastAPI(
+        title=f"recsys top-k: {name}", version=str(version or "-"),
+        description=(f"Top-k recommendations from {name}. Limits: k in 1..{n_items}, rows x k <= {max_results:,} "
+                     f"per request (413 beyond), body <= {max_body_bytes:,} bytes."),
+    )  # fmt: skip
+
+    def error(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error_code": code, "message": message})
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return error(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(400, "BAD_REQUEST", "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error while answering a request")  # the trace stays in the server log
+        return error(500, "INTERNAL_ERROR", f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.get("/ping", summary="Liveness")
+    @app.get("/health", summary="Liveness")
+    async def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/version", summary="What is served")
+    async def served() -> dict[str, Any]:
+        return {"model": name, "version": version, "n_items": n_items, "max_results": max_results}
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": text}
+        for status, text in ((400, "bad request: one-line reason"), (413, "rows x k or the body is over the limit"),
+                             (415, "not JSON"))
+    }  # fmt: skip
+
+    @app.post(
+        "/invocations", response_model=Predictions, responses=error_responses,
+        summary="Top-k items for each requested user",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": f"#/components/schemas/{request_model.__name__}"}}}}},
+    )  # fmt: skip
+    async def invocations(request: Request) -> JSONResponse:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            raise RequestError(413, f"the body has {int(length):,} bytes; the limit is {max_body_bytes:,}")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise RequestError(413, f"the body is over the limit of {max_body_bytes:,} bytes")
+        records, params_k = parse_body(body, request.headers.get("content-type"), request_model, record_model)
+        default_k = params_k or min(DEFAULT_K, n_items)
+        asked = sum(int(r.get("k") or default_k) for r in records)
+        if asked > max_results:
+            raise RequestError(
+                413, f"the request asks for {asked:,} recommendations (rows x k); the limit is {max_results:,}: "
+                "send fewer users or a smaller k",
+            )  # fmt: skip
+        try:
+            frame = answer(index, records, {"k": params_k} if params_k else None) if records else None
+        except BadRequest as exc:
+            raise RequestError(400, str(exc)) from None
+        predictions = [] if frame is None else frame.to_dict("records")
+        return JSONResponse({"predictions": predictions})
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)  # fmt: skip
+            body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components[request_model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def load_index(model_uri: str, tracking_uri: str | None = None) -> ServingIndex:
+    """The serving index of a logged recsys pyfunc (`models:/name@alias`, `runs:/id/model`)."""
+    import mlflow.pyfunc
+
+    from recsys.errors import TrackingError, first_line
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+        index = loaded.unwrap_python_model().index
+    except Exception as exc:
+        raise TrackingError(f"cannot load {model_uri} ({type(exc).__name__}: {first_line(exc)})") from None
+    return index
+
+
+def serve(app: FastAPI, port: int, host: str = "127.0.0.1") -> None:
+    """Run the app until SIGTERM or SIGINT (uvicorn handles both and shuts down cleanly)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

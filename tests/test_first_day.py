@@ -1,0 +1,215 @@
+"""A new user's first day (issue 19): shipped configs run or fail with the fetcher's offline hint,
+play counts survive ingest, a `<name>ID` column is found, broken files and configs are one-line
+errors with hints that name options the command has."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.data import prepare_dataset
+from recsys.config import DataConfig, load_config
+from recsys.data import fetch as fetch_module
+from recsys.data.ingest import ingest
+from recsys.errors import ConfigError, DataError, ModelError, TrackingError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "pipelines" / "configs").glob("*.toml"))
+PLAYS = "userID\tartistID\tweight\n2\t51\t13883\n2\t52\t11690\n3\t51\t228\n3\t53\t1\n2\t51\t17\n"
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """No network: every download goes to a refused local port."""
+    monkeypatch.setattr(fetch_module, "BASE_URL", "http://127.0.0.1:9")
+    for name, spec in fetch_module.DATASETS.items():
+        monkeypatch.setitem(fetch_module.DATASETS, name, spec.__class__(**{**spec.__dict__, "base_url": ""}))
+
+
+# --------------------------------------------------------------------------- 1. shipped configs
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_loads_and_its_source_resolves_or_says_how_to_fetch_it(path, tmp_path, offline):
+    cfg = load_config(path, [f"data.raw_dir={tmp_path / 'raw'}", f"data.processed_dir={tmp_path / 'p'}"])
+    assert cfg.models, f"{path.name} has no models"
+    if cfg.data.source == "synthetic":
+        return  # `make run` runs default.toml as shipped; the README test runs its commands
+    assert cfg.data.source in fetch_module.DATASETS, f"{path.name}: data.source must exist as shipped"
+    with pytest.raises(DataError) as caught:
+        prepare_dataset(cfg)
+    message = str(caught.value)
+    assert f"recsys data fetch {cfg.data.source} --offline PATH" in message
+    assert "--set data.source=PATH/" in message and "\n" not in message
+
+
+def test_a_named_source_in_the_cache_is_ingested_without_the_network(tmp_path, offline):
+    folder = tmp_path / "downloads" / "hetrec"
+    folder.mkdir(parents=True)
+    (folder / "user_artists.dat").write_text(PLAYS)
+    fetch_module.fetch("lastfm-2k", tmp_path / "raw", offline=folder)  # `recsys data fetch --offline`
+    cfg = load_config(REPO / "pipelines/configs/plays.toml", [
+        f"data.raw_dir={tmp_path / 'raw'}", f"data.processed_dir={tmp_path / 'p'}",
+        "data.min_user_interactions=1", "data.min_item_interactions=1",
+    ])  # fmt: skip
+    dataset = prepare_dataset(cfg)
+    manifest = json.loads((Path(dataset.processed_dir) / "manifest.json").read_text())
+    assert manifest["weights"] == {"column": "weight", "aggregate": "sum", "binarize": False, "kept": True,
+                                   "warning": None}  # fmt: skip
+    assert manifest["interactions"] == 4 and not manifest["has_timestamps"]
+
+
+# --------------------------------------------------------------------------- 2. weights and columns
+
+
+def test_play_counts_are_kept_and_artist_id_is_the_item_column(tmp_path):
+    log = tmp_path / "user_artists.dat"
+    log.write_text(PLAYS)
+    report = ingest(log, tmp_path / "out", DataConfig())
+    assert report.mapping == {"user_id": "userID", "item_id": "artistID", "weight": "weight"}
+    assert report.warnings == []
+    from recsys.data.storage import load_processed
+
+    data = load_processed(tmp_path / "out")
+    weights = {
+        (data.user_ids[u], data.item_ids[i]): w
+        for u, i, w in data.interactions.select("user_idx", "item_idx", "weight").iter_rows()
+    }
+    assert weights[("2", "51")] == pytest.approx(13883 + 17)  # repeated pair: plays add up
+    assert weights[("3", "53")] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("settings, cause", [({"aggregate": "count"}, "data.aggregate = count"),
+                                             ({"binarize": True}, "data.binarize = true")])
+def test_discarding_varying_weights_warns_in_one_line_and_the_manifest_says_so(tmp_path, settings, cause):
+    log = tmp_path / "plays.tsv"
+    log.write_text(PLAYS)
+    report = ingest(log, tmp_path / "out", DataConfig(**settings))
+    assert len(report.warnings) == 1 and cause in report.warnings[0] and "\n" not in report.warnings[0]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["weights"]["kept"] is False and manifest["weights"]["warning"] == report.warnings[0]
+
+
+def test_constant_weights_counted_need_no_warning(tmp_path):
+    log = tmp_path / "clicks.csv"
+    log.write_text("user_id,item_id\na,x\na,x\nb,y\n")
+    report = ingest(log, tmp_path / "out", DataConfig(aggregate="count"))
+    assert report.warnings == []
+
+
+@pytest.mark.parametrize("header, item", [("userId\ttrackId", "trackId"), ("user_id\tsong_id", "song_id"),
+                                          ("visitorid\tARTISTID", "ARTISTID")])
+def test_the_remaining_id_column_is_found_by_its_suffix(tmp_path, header, item):
+    log = tmp_path / "log.tsv"
+    log.write_text(f"{header}\n1\t2\n")
+    assert ingest(log, tmp_path / "out", DataConfig()).mapping["item_id"] == item
+
+
+def test_two_candidate_id_columns_are_never_guessed(tmp_path):
+    log = tmp_path / "log.tsv"
+    log.write_text("userID\tartistID\ttagID\n1\t2\t3\n")
+    with pytest.raises(DataError) as caught:
+        ingest(log, tmp_path / "out", DataConfig())
+    assert caught.value.render({"data.columns.item": "--item-col {value}"}).endswith("--item-col artistID")
+    assert str(caught.value).endswith("--set data.columns.item=artistID")  # what `recsys run` can do
+
+
+# --------------------------------------------------------------------------- 3 and 5. one-line errors
+
+
+@pytest.mark.parametrize("text, says", [
+    (b"models = 5\n", "models must be [[models]] tables"),
+    (b"\xff\xfe\x00\x01 not toml", "not a UTF-8 text file"),
+    (b"[split]\ntest_fraction = 3\n[data]\nsource = 5\n", "split.test_fraction: Input should be less than 1"),
+])  # fmt: skip
+def test_bad_configs_are_one_line_config_errors(tmp_path, text, says):
+    path = tmp_path / "c.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unknown_model_name_is_a_config_error_and_still_a_key_error():
+    cfg = load_config(None)
+    with pytest.raises(ConfigError, match=r"no model named 'wals'.*\(none\)"):
+        cfg.model("wals")
+    with pytest.raises(KeyError):
+        cfg.model("wals")
+
+
+def _saved_wals(tmp_path: Path) -> Path:
+    import scipy.sparse as sp
+
+    from recsys.models.wals import WALS, WALSConfig
+
+    train = sp.random(30, 20, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    return WALS(WALSConfig(name="wals", factors=4, iterations=2, threads=1)).fit(train).save(tmp_path / "wals")
+
+
+@pytest.mark.parametrize("damage", ["config.json", "factors.safetensors"])
+def test_a_damaged_saved_model_is_a_model_error(tmp_path, damage):
+    from recsys.models.base import Recommender
+
+    path = _saved_wals(tmp_path)
+    (path / damage).write_bytes(b"\x00garbage")
+    with pytest.raises(ModelError, match="retrain it"):
+        Recommender.load(path)
+
+
+def test_damaged_checkpoints_are_model_errors(tmp_path):
+    import torch
+
+    from recsys.training import latest_checkpoint, restore_checkpoint
+
+    (tmp_path / "latest.json").write_text("{not json")
+    with pytest.raises(ModelError, match="checkpoint is damaged"):
+        latest_checkpoint(tmp_path)
+    state = tmp_path / "epoch-0001"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"fingerprint": "f", "has_best": False, "optimizer": {}}))
+    (state / "tensors.safetensors").write_bytes(b"\x00truncated")
+    network = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(network.parameters())
+    with pytest.raises(ModelError, match="checkpoint is damaged"):
+        restore_checkpoint(state, network=network, optimizer=optimizer, generator=torch.Generator(), fingerprint="f")
+
+
+def test_appending_onto_a_damaged_batch_is_a_data_error(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id\na,x\nb,y\n")
+    ingest(log, tmp_path / "out", DataConfig())
+    batch = next((tmp_path / "out").rglob("part-*.parquet"))
+    batch.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="processed data is damaged"):
+        ingest(log, tmp_path / "out", DataConfig(), append=True)
+
+
+def test_a_read_only_tracking_store_is_a_tracking_error_naming_no_tracking(tmp_path, shared_mlflow_uri):
+    from recsys.config import RunConfig, TrackingConfig
+    from recsys.tracking.runs import Tracker
+
+    path = shared_mlflow_uri.removeprefix("sqlite:///")
+    Tracker(TrackingConfig(tracking_uri=shared_mlflow_uri, experiment="read-only"))  # the experiment exists
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    cfg = RunConfig(tracking=TrackingConfig(tracking_uri=read_only, experiment="read-only"))
+    tracker = Tracker(cfg.tracking, cfg, check=False)
+    with pytest.raises(TrackingError) as caught:
+        tracker.start_parent()
+    assert "readonly database" in str(caught.value)
+    assert caught.value.render({"tracking.enabled": "--no-tracking"}).endswith("turn tracking off with --no-tracking")
+
+
+def test_the_pipeline_passes_the_weight_warning_on(tmp_path):
+    from pipelines.data import ingest_warnings
+
+    log = tmp_path / "plays.tsv"
+    log.write_text(PLAYS)
+    cfg = load_config(None, [f"data.source={log}", f"data.processed_dir={tmp_path / 'p'}", "data.aggregate=count"])
+    warnings = ingest_warnings(prepare_dataset(cfg))
+    assert len(warnings) == 1 and "weights discarded" in warnings[0]
+    kept = load_config(None, [f"data.source={log}", f"data.processed_dir={tmp_path / 'q'}"])
+    assert ingest_warnings(prepare_dataset(kept)) == []

@@ -1,0 +1,51 @@
+"""`recsys ui` starts MLflow's server as a child: SIGTERM or SIGINT to recsys takes the child and
+the child's own workers down with it (`recsys.cli.process.run_in_process_group`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# The wrapper runs a child that starts a grandchild (like `mlflow ui` starting its workers), each
+# writing its pid to a file, then everything sleeps.
+CHILD = (
+    "import subprocess, sys, time, pathlib; d = pathlib.Path(sys.argv[1]);"
+    "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
+    "(d / 'grandchild').write_text(str(g.pid)); time.sleep(300)"
+)
+WRAPPER = (
+    "import sys; from recsys.cli.process import run_in_process_group;"
+    "sys.exit(run_in_process_group([sys.executable, '-c', sys.argv[1], sys.argv[2]]))"
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_child_group_dies_with_the_parent(tmp_path, signum):
+    wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, CHILD, str(tmp_path)])
+    marker = tmp_path / "grandchild"
+    deadline = time.monotonic() + 60
+    while not (marker.is_file() and marker.read_text()):
+        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    grandchild = int(marker.read_text())
+    assert _alive(grandchild)
+    os.kill(wrapper.pid, signum)
+    wrapper.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild), "a worker of the child outlived recsys"

@@ -1,0 +1,271 @@
+"""Every `recsys` command shown in README.md's code blocks, walked as a new user would: its options
+exist (`--help`), its happy path on tiny data exits 0, and bad input (a missing file, a garbage
+file, a bad config, a bad --set) exits 2 with one `error:` line and no traceback.
+
+The commands are parsed from README.md, so a command added there without a case here fails, and
+an option the README shows that the command does not have fails too."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from recsys.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def readme_commands() -> list[list[str]]:
+    """`recsys ...` command lines of README.md's code blocks, as argument lists (comments,
+    line continuations and `&&` chains handled)."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            for part in line.split("&&"):
+                try:
+                    tokens = shlex.split(part, comments=True)
+                except ValueError:
+                    continue
+                if tokens[:1] == ["recsys"] and len(tokens) > 1:
+                    commands.append(tokens[1:])
+    return commands
+
+
+def command_name(tokens: list[str]) -> str:
+    return " ".join(tokens[:2]) if tokens[0] == "data" else tokens[0]
+
+
+def options(tokens: list[str]) -> list[str]:
+    return [t.split("=", 1)[0] for t in tokens if t.startswith("--")]
+
+
+def invoke(args: list[str]):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def assert_one_line_error(args: list[str], says: str | None = None) -> None:
+    result = invoke(args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert result.exit_code == 2, (args, result.output)
+    assert len(errors) == 1, (args, result.output)
+    if says:
+        assert says in errors[0], (args, errors[0])
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, shared_mlflow_uri) -> dict[str, Path]:
+    """Tiny inputs: a config (synthetic 120 x 60, popularity + a tiny WALS, the session's MLflow
+    store), a CSV log, a garbage file, a config that does not validate."""
+    root = tmp_path_factory.mktemp("readme")
+    config = root / "tiny.toml"
+    config.write_text(f"""
+name = "readme"
+[data]
+source = "synthetic"
+processed_dir = "{root / 'processed'}"
+raw_dir = "{root / 'raw'}"
+min_user_interactions = 2
+[data.synthetic]
+n_users = 120
+n_items = 60
+n_clusters = 3
+interactions_per_user = 12
+[split]
+validation_fraction = 0.15
+[evaluation]
+ks = [5, 20]
+bootstrap_samples = 50
+[tracking]
+tracking_uri = "{shared_mlflow_uri}"
+experiment = "readme"
+model_name_prefix = "readme"
+[promotion]
+registered_model = "readme-best"
+[[models]]
+name = "popularity"
+kind = "popularity"
+[[models]]
+name = "wals"
+kind = "wals"
+factors = 8
+iterations = 3
+threads = 1
+""")
+    log = root / "ratings.csv"
+    pl.DataFrame({"userId": ["a", "a", "b", "c"], "movieId": ["x", "y", "x", "z"],
+                  "rating": [5.0, 4.0, 4.0, 3.0]}).write_csv(log)  # fmt: skip
+    other = root / "other.csv"
+    pl.DataFrame({"userId": ["d", "e"], "movieId": ["p", "q"], "rating": [5.0, 4.0]}).write_csv(other)
+    garbage = root / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    bad = root / "bad.toml"
+    bad.write_text('[split]\ntest_fraction = 7\n[[models]]\nname = "m"\nkind = "no-such-kind"\n')
+    ml = root / "downloads" / "ml-100k"
+    ml.mkdir(parents=True)
+    (ml / "u.data").write_text("1\t10\t5\t881250949\n2\t10\t4\t881250950\n2\t11\t3\t881250951\n")
+    return {"root": root, "config": config, "log": log, "other": other, "garbage": garbage, "bad": bad,
+            "missing": root / "missing.toml", "ml": ml}  # fmt: skip
+
+
+def _config_cases(w: dict[str, Path], args: list[str]) -> list[tuple[list[str], str | None]]:
+    """The four kinds of bad input for a command that reads a config."""
+    return [
+        ([*args, "--config", w["missing"]], "config file not found"),
+        ([*args, "--config", w["garbage"]], "not a UTF-8 text file"),
+        ([*args, "--config", w["bad"]], "invalid config"),
+        ([*args, "--config", w["config"], "--set", "split.test_fraction"], "expected key=value"),
+        ([*args, "--config", w["config"], "--set", "models.nope.factors=3"], "no model named 'nope'"),
+    ]
+
+
+def _damaged_models(w: dict[str, Path]) -> Path:
+    """A copy of the trained models whose WALS factors file is garbage."""
+    import shutil
+
+    damaged = w["root"] / "damaged-models"
+    if not damaged.exists():
+        shutil.copytree(w["root"] / "models", damaged)
+        (damaged / "wals" / "factors.safetensors").write_bytes(b"\x00 not safetensors")
+    return damaged
+
+
+def _happy_tracked(w: dict[str, Path]) -> None:
+    result = invoke(["run", "--config", w["config"], "--no-prefect", "--json", w["root"] / "run.json"])
+    assert result.exit_code == 0, result.output
+    assert "champion:" in result.output and (w["root"] / "run.json").is_file()
+    assert "end to end" in result.output  # the wall time covers start-up, not only the pipeline
+
+
+# Per command: (happy path or the reason it is covered elsewhere, bad-input cases).
+Case = tuple[Callable[[dict[str, Path]], None] | str, Callable[[dict[str, Path]], list]]
+
+
+def _ok(*args) -> Callable[[dict[str, Path]], None]:
+    def run(w: dict[str, Path]) -> None:
+        result = invoke([a(w) if callable(a) else a for a in args])
+        assert result.exit_code == 0, result.output
+
+    return run
+
+
+CASES: dict[str, Case] = {
+    "run": (_happy_tracked, lambda w: [
+        *_config_cases(w, ["run", "--no-prefect"]),
+        (["run", "--no-prefect", "--config", w["config"], "--set", f"data.source={w['root'] / 'nope.csv'}"],
+         "no such file"),
+        (["run", "--no-prefect", "--config", w["config"], "--no-tracking", "--set", f"data.source={w['garbage']}"],
+         None),
+    ]),
+    "ingest": (_ok("ingest", lambda w: w["log"], "--out", lambda w: w["root"] / "ingested", "--min-rating", "4",
+                   "--json", lambda w: w["root"] / "summary.json"), lambda w: [
+        (["ingest", w["root"] / "nope.csv", "--out", w["root"] / "o1"], "no such file"),
+        (["ingest", w["garbage"], "--out", w["root"] / "o2"], None),
+        (["ingest", w["log"], "--out", w["root"] / "o3", "--config", w["bad"]], "invalid config"),
+        (["ingest", w["log"], "--out", w["root"] / "o4", "--set", "data.aggregate=median"], "invalid config"),
+        (["ingest", w["log"], "--out", w["log"] / "sub"], "is a file, not a directory"),
+    ]),
+    "data synth": (_ok("data", "synth", "--out", lambda w: w["root"] / "synth", "--users", "40", "--items", "30",
+                       "--clusters", "3"), lambda w: [
+        (["data", "synth", "--out", w["root"] / "s2", "--users", "0"], "--users"),
+        (["data", "synth", "--out", w["garbage"] / "s3"], None),
+    ]),
+    "data fetch": (_ok("data", "fetch", "movielens-100k", "--raw-dir", lambda w: w["root"] / "raw-fetch",
+                       "--offline", lambda w: w["ml"]), lambda w: [
+        (["data", "fetch", "movielens-100k", "--offline", w["root"] / "missing.zip"], "does not exist"),
+        (["data", "fetch", "movielens-100k", "--raw-dir", w["root"] / "raw2", "--offline", w["garbage"]], ".zip"),
+        (["data", "fetch", "movielens-1b"], "unknown public data set"),
+    ]),
+    "data combine": (_ok("data", "combine", lambda w: w["log"], lambda w: w["other"], "--out",
+                         lambda w: w["root"] / "blocks"), lambda w: [
+        (["data", "combine", w["log"], w["root"] / "nope.csv", "--out", w["root"] / "c1"], "no such file"),
+        (["data", "combine", w["log"], w["garbage"], "--out", w["root"] / "c2"], None),
+        (["data", "combine", w["log"], w["other"], "--out", w["root"] / "c3", "--config", w["bad"]], "invalid config"),
+    ]),
+    "train": (_ok("train", "--config", lambda w: w["config"], "--models", lambda w: w["root"] / "models"),
+              lambda w: _config_cases(w, ["train"])),
+    "evaluate": (_ok("evaluate", "--config", lambda w: w["config"], "--models", lambda w: w["root"] / "models"),
+                 lambda w: [*_config_cases(w, ["evaluate"]),
+                            (["evaluate", "--config", w["config"], "--models", w["root"] / "no-models"],
+                             "no saved model"),
+                            (["evaluate", "--config", w["config"], "--models", _damaged_models(w)],
+                             "saved model is damaged")]),
+    "tune": (_ok("tune", "--config", lambda w: w["config"], "--model", "wals", "--trials", "1", "--out",
+                 lambda w: w["root"] / "tuned.toml"),
+             lambda w: [*_config_cases(w, ["tune", "--trials", "1"]),
+                        (["tune", "--config", w["config"], "--model", "nope", "--trials", "1"], "no model named")]),
+    "compare": (_ok("compare", "--config", lambda w: w["config"], "--metric", "recall@20", "--format", "markdown"),
+                lambda w: [*_config_cases(w, ["compare"]),
+                           (["compare", "--config", w["config"], "--format", "yaml"], "--format")]),
+    "promote": (_ok("promote", "--config", lambda w: w["config"]), lambda w: _config_cases(w, ["promote"])),
+    "serve": ("tests/tracking/test_server.py runs `recsys serve` and fuzzes it", lambda w: [
+        *_config_cases(w, ["serve"]),
+        (["serve", "--config", w["config"], "--port", "-1"], "--port"),
+        (["serve", "--config", w["config"], "--alias", "nobody"], "no version with alias"),
+    ]),
+    "schedule": ("serves until stopped: tests/flows cover the deployment", lambda w: [
+        *_config_cases(w, ["schedule"]),
+    ]),
+    "ui": ("serves until stopped: tests/test_process_group.py covers its child handling", lambda w: [
+        *_config_cases(w, ["ui"]),
+        (["ui", "--config", w["config"], "--port", "0"], "--port"),
+    ]),
+    "stack": ("starts servers: tests/test_team_stack.py drives it on the session's stack", lambda w: [
+        (["stack", "up", "--dir", w["root"] / "stack", "--mlflow-port", "0"], "--mlflow-port"),
+        (["stack", "up", "--dir", w["garbage"]], "--dir"),
+        (["stack", "down", "--dir", _damaged_stack(w)], "unreadable stack state"),
+    ]),
+}
+
+
+def _damaged_stack(w: dict[str, Path]) -> Path:
+    directory = w["root"] / "damaged-stack"
+    directory.mkdir(exist_ok=True)
+    (directory / "stack.json").write_text("{not json")
+    return directory
+
+
+def test_every_readme_command_has_a_case_and_only_options_it_has():
+    commands = readme_commands()
+    assert len(commands) >= 10
+    for tokens in commands:
+        name = command_name(tokens)
+        assert name in CASES, f"README shows `recsys {' '.join(tokens)}`: add a case for {name!r}"
+        help_text = invoke([*name.split(), "--help"]).output
+        for option in options(tokens):
+            assert option in help_text, f"README uses {option} with `recsys {name}`, which has no such option"
+
+
+ORDER = ["run", "ingest", "data synth", "data fetch", "data combine", "train", "evaluate", "tune", "compare",
+         "promote", "serve", "schedule", "ui", "stack"]  # run first: compare / promote / serve read its runs
+
+
+def test_readme_commands_happy_path_and_bad_input(work):
+    assert sorted(ORDER) == sorted(CASES)
+    for name in ORDER:
+        happy, bad = CASES[name]
+        if callable(happy):
+            happy(work)
+        for args, says in bad(work):
+            assert_one_line_error(args, says)
+
+
+def test_usage_errors_are_one_line_too():
+    assert_one_line_error(["train", "--no-such-option"], "No such option")
+    assert_one_line_error(["ingest"], "Missing argument")
+    help_text = invoke(["tune", "--help"]).output
+    assert "(from [])" not in help_text and "config's models" in help_text

@@ -1,0 +1,97 @@
+"""Terminal tables fit 80-120 columns: every model name whole on its row, every mean whole, the
+folding column named after the measure it holds; `--wide` keeps the full intervals."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+from pipelines.report import comparison_markdown, comparison_table
+from pipelines.run import ModelOutcome, PipelineResult
+from recsys.config import load_config
+from recsys.evaluation.evaluate import format_table
+
+NAMES = ["popularity", "wals", "two_tower_bce", "two_tower_softmax", "two_tower_nce_with_a_long_name"]
+METRICS = ["recall@20", "recall@50", "recall@100", "ndcg@20", "ndcg@50", "ndcg@100"]
+
+
+def _render(table, width: int) -> list[str]:
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text().splitlines()
+
+
+def _evaluation(i: int) -> SimpleNamespace:
+    summary = {m: 0.1531 + i / 100 for m in METRICS}
+    return SimpleNamespace(summary=summary, ci={m: (v - 0.0312, v + 0.0309) for m, v in summary.items()},
+                           n_users_evaluated=943)  # fmt: skip
+
+
+def _result(folding_key: str) -> PipelineResult:
+    models = [
+        ModelOutcome(name=n, kind="two_tower" if "tower" in n else n, loss="sampled_softmax" if "tower" in n else None,
+                     sampler="popularity" if "tower" in n else None,
+                     metrics={"recall@20": 0.4573 + i / 100, "ndcg@20": 0.3491, "recall@50": 0.6756, "coverage@20": 0.99},
+                     ci={"recall@20": [0.4460, 0.4680], "ndcg@20": [0.34, 0.36], "recall@50": [0.66, 0.69]},
+                     folding={folding_key: 0.017})
+        for i, n in enumerate(NAMES)
+    ]  # fmt: skip
+    return PipelineResult(dataset={"split": "random", "users": 2000, "items": 1000}, models=models, champion="wals")
+
+
+def _fits(lines: list[str], width: int) -> None:
+    """Within the width, and no column cropped: every table row ends in the table's right border."""
+    assert max(map(len, lines)) <= width
+    for line in lines:
+        if line.startswith(("│", "┃", "┏", "┡", "└")):
+            assert line.rstrip().endswith(("│", "┃", "┓", "┩", "┘")), line
+
+
+def _cells_whole(lines: list[str], texts: list[str]) -> None:
+    for text in texts:
+        assert any(text in line for line in lines), f"{text!r} is cut or wrapped"
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_evaluate_table_fits_and_keeps_names_and_means_whole(width):
+    lines = _render(format_table({n: _evaluation(i) for i, n in enumerate(NAMES)}, METRICS, width=width), width)
+    _fits(lines, width)
+    _cells_whole(lines, NAMES + [f"{0.1531 + i / 100:.4f}" for i in range(len(NAMES))] + ["±0.031"])
+
+
+def test_evaluate_table_wide_has_the_full_intervals():
+    lines = _render(format_table({"wals": _evaluation(0)}, METRICS, wide=True), 400)
+    _cells_whole(lines, ["0.1531 [0.1219, 0.1840]"])
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_run_table_fits_keeps_names_whole_and_names_the_folding_measure(width):
+    cfg = load_config("pipelines/configs/default.toml")
+    found = _result("neighbour_cross_cluster@10")
+    lines = _render(comparison_table(found, cfg, width=width), width)
+    _fits(lines, width)
+    _cells_whole(lines, [n for n in NAMES if n != "wals"] + ["wals *", "0.4573"])
+    text = "\n".join(lines)
+    assert "cross-cluster" in text and "folding@" not in text  # not called folding when it is not
+    blocks = "\n".join(_render(comparison_table(_result("folding@20"), cfg, width=width), width))
+    assert "folding@20" in blocks and "cross-cluster" not in blocks
+    assert "| cross-cluster@10 |" in comparison_markdown(found, cfg)
+
+
+def test_compare_table_keeps_model_names_whole_at_80_columns():
+    import datetime as dt
+
+    import polars as pl
+
+    from recsys.tracking.compare import rich_table
+
+    frame = pl.DataFrame({
+        "lineage": ["default:synthetic"] * 5, "split": ["random/0a1b2c3d"] * 5, "model": NAMES, "kind": ["two_tower"] * 5, "mean": [0.45] * 5, "ci_low": [0.44] * 5, "ci_high": [0.46] * 5,
+        "delta_to_champion": [0.01] * 5, "champion": [False] * 5, "run_id": ["0123456789abcdef"] * 5,
+        "started": [dt.datetime(2026, 1, 1)] * 5,
+    })  # fmt: skip
+    lines = _render(rich_table(frame, "recall@20", width=80), 80)
+    _fits(lines, 80)
+    _cells_whole(lines, NAMES)

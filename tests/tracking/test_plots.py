@@ -1,0 +1,33 @@
+"""Training-curve plots say which model and run they belong to, mark the best epoch, and tick
+whole epochs."""
+
+from __future__ import annotations
+
+from matplotlib.ticker import MaxNLocator
+
+from recsys.tracking.plots import best_step, history_figure, plot_history
+
+HISTORY = [
+    {"step": 1.0, "loss": 0.9, "val_recall@20": 0.20},
+    {"step": 2.0, "loss": 0.7, "val_recall@20": 0.31},
+    {"step": 3.0, "loss": 0.6, "val_recall@20": 0.29},
+]
+
+
+def test_best_step_is_the_best_validation_score_first_of_ties():
+    assert best_step(HISTORY) == 2
+    assert best_step([*HISTORY, {"step": 4.0, "val_recall@20": 0.31}]) == 2
+    assert best_step([{"step": 1.0, "loss": 0.5}]) is None  # no validation: nothing to mark
+
+
+def test_training_curves_are_titled_marked_and_ticked_by_whole_epochs(tmp_path):
+    fig = history_figure(HISTORY, title="two_tower_nce (two_tower), run 0123abcd")
+    axes = fig.axes
+    assert "two_tower_nce" in axes[0].get_title() and "run 0123abcd" in axes[0].get_title()
+    for ax in axes:
+        marks = [line for line in ax.get_lines() if line.get_label() == "best epoch 2"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 2]
+        assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert axes[-1].get_xlabel() == "epoch"
+    assert plot_history(HISTORY, tmp_path / "curves.png", title="x").is_file()
