@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -20,6 +21,28 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 REPO = Path(__file__).resolve().parents[1]
 ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+
+
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_process_uris():
+    """One session tests two stores: a module that sets MLflow's process-wide tracking or registry
+    URI (`mlflow.set_tracking_uri` / `set_registry_uri`, which also export them as environment
+    variables for subprocesses) must not send later modules' clients and subprocesses to its store."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def test_server_commands_listen_on_localhost_and_proxy_artifacts(tmp_path):
 
 
 def test_mlflow_artifacts_go_through_the_server_proxy(team_stack, tmp_path):
-    client = MlflowClient(team_stack.mlflow_url)
+    client = MlflowClient(team_stack.mlflow_url, registry_uri=team_stack.mlflow_url)
     experiment = client.create_experiment(f"proxy-{tmp_path.name}")
     assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:/")
     run = client.create_run(experiment)

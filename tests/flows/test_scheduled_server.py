@@ -62,8 +62,8 @@ def test_a_deployment_on_a_prefect_server_runs_two_scheduled_runs_and_logs_both(
     command = [str(Path(sys.executable).parent / "recsys"), "schedule", "--cron", YEARLY, "--name", name]
     for override in overrides:
         command += ["--set", override]
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-           "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env.update(PREFECT_API_URL=prefect_server, PREFECT_RUNNER_POLL_FREQUENCY="1", OPENBLAS_NUM_THREADS="1")
     log = tmp_path / "schedule.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
@@ -104,7 +104,7 @@ def test_a_deployment_on_a_prefect_server_runs_two_scheduled_runs_and_logs_both(
         assert run.state.is_completed(), (run.name, run.state, log.read_text()[-3000:])
     assert first.expected_start_time < second.expected_start_time
 
-    mlflow = MlflowClient(mlflow_server)
+    mlflow = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     found = mlflow.get_experiment_by_name(experiment)
     parents = mlflow.search_runs([found.experiment_id], filter_string="tags.`recsys.kind` = 'pipeline'")
     by_flow_run = {p.data.tags.get("recsys.prefect_flow_run_id"): p for p in parents}

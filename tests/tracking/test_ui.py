@@ -79,7 +79,7 @@ def runs_page(logged, tmp_path_factory):
 
 
 def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged):
-    client = MlflowClient(logged.uri)
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
     experiment = client.get_experiment_by_name(logged.config.tracking.experiment)
     assert experiment.tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
     view = json.loads(experiment.tags[ui.VIEW_TAG_PREFIX + ui.VIEW_ID])
@@ -96,7 +96,7 @@ def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged
 
 
 def test_runs_have_a_source_a_named_dataset_and_a_linked_model(logged):
-    client = MlflowClient(logged.uri)
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
     parent = client.get_run(logged.parent_id)
     assert parent.data.tags["mlflow.source.type"] == "LOCAL" and parent.data.tags["mlflow.source.name"]
     assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["recsys.git_commit"]
@@ -115,7 +115,7 @@ def test_runs_have_a_source_a_named_dataset_and_a_linked_model(logged):
 
 @pytest.mark.slow
 def test_runs_page_in_a_browser_shows_model_runs_with_recall(logged, runs_page, tmp_path):
-    client = MlflowClient(logged.uri)
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
     experiment = client.get_experiment_by_name(logged.config.tracking.experiment)
     assert runs_page.endswith(
         f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=recsys-models"
