@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,6 @@ from mlflow import MlflowClient
 from recsys.tracking import ui
 from recsys.tracking.store import is_http
 
-READY_TIMEOUT_S = 180
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
     "--no-first-run", "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
@@ -45,37 +42,35 @@ def page_text(url: str, profile: Path, budget_ms: int = 20000) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs_page(logged, tmp_path_factory):
-    """(url, process or None): for SQLite, `recsys ui` on a free port, the URL it prints; for the
-    server, the runs URL on the server itself (what `recsys run` prints for a server store)."""
-    if is_http(logged.uri):
-        yield ui.experiment_runs_url(logged.uri, logged.config.tracking.experiment)
-        return
-    from recsys.errors import RecsysError
-    from recsys.stack import Server, free_port
+def runs_page(logged, recsys_ui) -> str:
+    """The experiment's runs link: on `recsys ui` (tests/conftest.py starts it on the session's SQLite
+    store) or, for the server store, on the tracking server itself; the same link `recsys ui` and
+    `recsys run` print (test_recsys_ui_prints_the_runs_link)."""
+    base = logged.uri if is_http(logged.uri) else recsys_ui
+    return ui.experiment_runs_url(logged.uri, logged.config.tracking.experiment, base)
 
-    port, where = free_port(), tmp_path_factory.mktemp("ui")
-    recsys = Path(sys.executable).parent / "recsys"
-    command = [str(recsys), "ui", "--port", str(port), "--set", f"tracking.tracking_uri={logged.uri}",
-               "--set", f"tracking.experiment={logged.config.tracking.experiment}"]  # fmt: skip
-    log = where / "ui.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command, cwd=where, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "400"},
-            start_new_session=True,
-        )  # fmt: skip
-    server = Server("recsys ui", process.pid, "", f"http://127.0.0.1:{port}/health", str(log), "recsys")
-    try:
-        try:
-            server.wait_ready(READY_TIMEOUT_S, process)
-        except RecsysError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        printed = log.read_text().splitlines()
-        runs = next((line.split("runs: ", 1)[1].strip() for line in printed if line.startswith("runs: ")), None)
-        assert runs, f"recsys ui printed no runs link: {printed}"
-        yield runs
-    finally:
-        server.stop()
+
+def test_recsys_ui_prints_the_runs_link(logged, monkeypatch):
+    """`recsys ui` prints the runs link before it hands over to the MLflow UI; for a server store
+    it refuses, naming the same link on the server."""
+    from typer.testing import CliRunner
+
+    from recsys.cli import app, tracking_cmds
+
+    served = []
+    monkeypatch.setattr(tracking_cmds, "run_in_process_group", lambda command, env: served.append(command) or 0)
+    experiment = MlflowClient(logged.uri).get_experiment_by_name(logged.config.tracking.experiment)
+    args = ["ui", "--port", "5123", "--set", f"tracking.tracking_uri={logged.uri}",
+            "--set", f"tracking.experiment={logged.config.tracking.experiment}"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    query = "workflowType=machine_learning&viewStateShareKey=recsys-models"
+    if is_http(logged.uri):
+        assert result.exit_code == 2 and not served
+        assert f"open {logged.uri}/#/experiments/{experiment.experiment_id}/runs?{query}" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    assert f"runs: http://127.0.0.1:5123/#/experiments/{experiment.experiment_id}/runs?{query}" in result.output
+    assert served and served[0][2:4] == ["mlflow", "ui"]
 
 
 def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged):
