@@ -198,6 +198,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
                            "models": _critical_path(compute, cfg.orchestration.max_workers),
                            "promote": steps["promote"]}
     end_parent(tracker, parent, result, cfg)
+    result.note_tracking(tracker)
     create_markdown_artifact(
         key="model-comparison", markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",
@@ -262,6 +263,68 @@ def _pipeline_flow(cfg: RunConfig, tracking: bool = True, scheduled: bool = Fals
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)
         raise PipelineFailed(f"{len(result.failed)} of {len(result.models)} models failed: {names}", summary)
     return summary
+
+
+# ===================================================================== runs whose process died
+TAG_PREFIX = "recsys."
+
+
+def flow_run_tags() -> list[str]:
+    """Prefect tags naming this process (`recsys.host:...`, `recsys.pid:...`, ...): run the flow
+    inside `prefect.tags(*flow_run_tags())`, so a later start can tell the run's process died."""
+    from recsys.tracking.liveness import process_tags
+
+    return [f"{key}:{value}" for key, value in process_tags().items()]
+
+
+def close_dead_flow_runs() -> list[str]:
+    """Set Crashed every RUNNING flow run (and its RUNNING task runs) of this host whose process is
+    gone, by the tags of `flow_run_tags`: what Prefect itself does when a worker's infrastructure
+    vanishes, which a flow run started from a terminal has no worker to do. Returns their ids."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    from recsys.tracking.liveness import TAG_HOST, dead_pid, process_tags
+
+    mine = process_tags()
+    running = [StateType.RUNNING]
+    closed = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=running)),
+                tags=FlowRunFilterTags(all_=[f"{TAG_HOST}:{mine[TAG_HOST]}"]),
+            ),
+            limit=200,
+        )
+        for run in runs:
+            tags = dict(tag.split(":", 1) for tag in run.tags if tag.startswith(TAG_PREFIX) and ":" in tag)
+            pid = dead_pid(tags)
+            if pid is None:
+                continue
+            note = f"process {pid} on {mine[TAG_HOST]} ended without finishing this run (killed or crashed)"
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=running))
+                ),
+            )
+            for task in tasks:
+                client.set_task_run_state(task.id, Crashed(message=note), force=True)
+            client.set_flow_run_state(run.id, Crashed(message=note), force=True)
+            closed.append(str(run.id))
+    return closed
 
 
 class PipelineFailed(RuntimeError):

@@ -50,11 +50,16 @@ class ModelOutcome:
     tuning: dict[str, Any] = field(default_factory=dict)  # the search's summary when the model was tuned
     mlflow_run_id: str | None = None
     error: str | None = None
+    unlogged: str | None = None  # the tracking store failed: where this model's run was kept
+    resumed_from: dict[str, Any] | None = None  # training continued a checkpoint: epoch, step, path
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if self.status == "ok":
             data.pop("error")
+        for optional in ("unlogged", "resumed_from"):
+            if data[optional] is None:
+                data.pop(optional)
         return data
 
 
@@ -68,6 +73,8 @@ class PipelineResult:
     tracking_uri: str | None = None
     wall_seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
+    tracking_error: str | None = None  # the store failed mid-run (see recsys.tracking.offline)
+    unlogged_dir: str | None = None  # where the runs it could not take were kept
 
     @property
     def failed(self) -> list[ModelOutcome]:
@@ -90,7 +97,20 @@ class PipelineResult:
             "wall_seconds": round(self.wall_seconds, 3),
             "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
             "orchestration_overhead": round(self.orchestration_overhead, 4),
+            **({"tracking_error": self.tracking_error} if self.tracking_error else {}),
+            **({"unlogged_dir": self.unlogged_dir} if self.unlogged_dir else {}),
         }
+
+    def note_tracking(self, tracker: Any) -> None:
+        """Record a tracking-store failure of this run (the flow's tracker, or any model's)."""
+        kept = [m.unlogged for m in self.models if m.unlogged]
+        error = getattr(tracker, "failure", None) or (
+            f"the tracking store failed while logging {len(kept)} model(s)" if kept else None
+        )
+        if error:
+            self.tracking_error = error
+            where = getattr(tracker, "kept_in", None)
+            self.unlogged_dir = str(where) if where is not None else (kept[0] if kept else None)
 
     def write_json(self, path: str | Path) -> Path:
         """Atomic write: a reader never sees half a summary."""
@@ -203,6 +223,7 @@ def train_and_log(
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
             model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
+        outcome.resumed_from = model.resumed_from
         evaluation = evaluate_model(model, split, cfg)
         outcome.eval_seconds = evaluation.seconds
         outcome.metrics = {k: float(v) for k, v in evaluation.result.summary.items()}
@@ -216,6 +237,9 @@ def train_and_log(
         )
         tracker.end(run, "FINISHED")
         outcome.log_seconds = time.perf_counter() - started
+        if getattr(tracker, "failure", None):  # trained and evaluated; its run waits on disk
+            outcome.unlogged = str(tracker.kept_in)
+            log(f"tracking failed ({tracker.failure}): {model_cfg.name} kept in {tracker.kept_in}")
         log(f"finished {model_cfg.name}: {cfg.promotion.metric} = {outcome.metrics.get(cfg.promotion.metric, float('nan')):.4f}")
         return outcome
     except Exception as exc:
@@ -338,6 +362,7 @@ def run_pipeline(
     result.wall_seconds = time.perf_counter() - wall
     result.step_seconds = steps
     end_parent(tracker, parent, result, cfg)
+    result.note_tracking(tracker)
     return result
 
 
@@ -351,8 +376,8 @@ def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: Ru
     tracker.set_tags(parent, {"recsys.champion": result.champion or "", "recsys.failed_models": len(result.failed)})
     tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds,
                                  "orchestration_overhead": result.orchestration_overhead})
-    tracker.client.log_text(parent, comparison_markdown(result, cfg), "comparison.md")
-    tracker.client.log_dict(parent, result.to_json(), "summary.json")
+    tracker.log_text(parent, comparison_markdown(result, cfg), "comparison.md")
+    tracker.log_dict(parent, result.to_json(), "summary.json")
     error = "; ".join(f"{m.name}: {m.error}" for m in result.failed) or None
     tracker.end(parent, "FAILED" if result.failed else "FINISHED", error=error)
 
@@ -360,7 +385,8 @@ def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: Ru
 def promote_best(
     cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome], split: Split | None = None
 ) -> dict[str, Any]:
-    """Apply the promotion rule to this run's models (no-op without tracking)."""
+    """Apply the promotion rule to this run's models (no-op without tracking). When the tracking
+    store failed during the run nothing is decided: the champion alias is left as it was."""
     candidates = {m.name: m.mlflow_run_id for m in outcomes if m.status == "ok" and m.mlflow_run_id}
     if not candidates or not cfg.promotion.auto or not getattr(tracker, "enabled", False):
         ok = [m for m in outcomes if m.status == "ok"]
@@ -371,11 +397,32 @@ def promote_best(
         why = "promotion.auto is off" if getattr(tracker, "enabled", False) else "tracking disabled"
         return {"champion": best.name if best else None, "promoted": False, "decision": "",
                 "reason": f"{why}: best model of this run by {basis} {cfg.promotion.metric}"}
+    unlogged = [m.unlogged for m in outcomes if m.unlogged]
+    if getattr(tracker, "failure", None) or unlogged:
+        where = unlogged[0] if unlogged else tracker.kept_in
+        return {"champion": None, "promoted": False, "decision": "",
+                "reason": f"not decided: the tracking store failed during the run; log the kept runs with "
+                          f"`recsys run --resume-tracking {where}`, then `recsys promote`"}
     from pipelines.promote import run_promotion
 
-    decision = run_promotion(cfg, candidates, split=split).to_dict()
+    try:
+        decision = run_promotion(cfg, candidates, split=split).to_dict()
+    except Exception as exc:
+        from recsys.errors import RecsysError
+
+        if isinstance(exc, RecsysError) and not _store_failure(exc):
+            raise
+        tracker.mark_failed(exc)  # the store died during promotion: keep the parent run on disk
+        return {"champion": None, "promoted": False, "decision": "",
+                "reason": f"not decided: the tracking store failed during promotion ({tracker.failure})"}
     decision["champion"] = champion_name(tracker, decision, candidates)
     return decision
+
+
+def _store_failure(exc: BaseException) -> bool:
+    """A TrackingError raised because the store did not answer (not a refusal of the rule)."""
+    text = str(exc).lower()
+    return any(s in text for s in ("not reachable", "connection", "timed out", "max retries", "cannot open"))
 
 
 def champion_name(tracker: Any, decision: dict[str, Any], candidates: dict[str, str]) -> str | None:

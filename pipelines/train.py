@@ -87,7 +87,8 @@ def train_model(
     from recsys.evaluation.cold import warm_validation
 
     model = model_builder(threads, teacher)(model_cfg)
-    model.fit(split.train, validation=warm_validation(split), callback=callback, features=features)
+    model.fit(split.train, validation=warm_validation(split), callback=callback, features=features,
+              times=split.times)
     if save_to is not None:
         model.save(save_to)
     return model

@@ -173,7 +173,7 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
             for r in outcome.trials
         ]  # fmt: skip
         (root / "trials.json").write_text(json.dumps({**summary, "queued": outcome.queued, "trials": trials}, indent=2, default=str))
-        tracker.client.log_artifacts(run_id, str(root), "tuning")
+        tracker.log_artifacts(run_id, root, "tuning")
 
 
 # ============================================================================ warm start

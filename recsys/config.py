@@ -105,6 +105,11 @@ class TrackingConfig(Section):
     experiment: str = "recsys"
     register_models: bool = True
     model_name_prefix: str = Field("recsys", description="registered model name = {prefix}-{model name}")
+    offline_dir: str = Field(
+        "mlflow/unlogged",
+        description="where a run keeps its models and logs when the tracking store fails mid-run "
+        "(log them later with `recsys run --resume-tracking DIR`)",
+    )
 
 
 class PromotionConfig(Section):

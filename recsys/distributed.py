@@ -18,10 +18,17 @@ How one step is shared (world size W, per-rank batch B, global batch W*B):
 - each rank's loss is its local mean scaled by `W * local / global` (`global_mean_share`), so DDP's
   gradient average equals the gradient of the one-process loss over the global batch.
 
-Backends: gloo on CPU, nccl on CUDA (`backend_for`). `torchrun --standalone --nproc_per_node N -m
-recsys.distributed train ...` runs `main` below on every rank; `recsys train --nproc N` builds that
-command with `torchrun_command`. Distributed evaluation (`evaluate_distributed`) shards users across
+Backends: gloo on CPU, nccl on CUDA (`backend_for`). `recsys train --nproc N` starts N processes of
+`python -m recsys.distributed train ...` with `launch`; `torchrun ... -m recsys.distributed train ...`
+still works for several machines. Distributed evaluation (`evaluate_distributed`) shards users across
 ranks and gathers the per-user metrics and top-k lists, so every rank ends with the one-process result.
+
+Nothing listens beyond the rendezvous host. torch's TCPStore binds every interface whatever host it
+is given, so the process hosting the store binds the socket itself (to 127.0.0.1 unless
+`RECSYS_DDP_HOST` / `--rdzv-host` names another address) and hands it over (`master_listen_fd`);
+gloo's and nccl's own sockets are pinned to that address's interface (GLOO_SOCKET_IFNAME /
+NCCL_SOCKET_IFNAME, unless set). Ranks exchange only tensors (`all_gather_rows`), never pickled
+objects, so a rank cannot make another one unpickle (run) anything.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ if TYPE_CHECKING:
     from recsys.models.base import FitCallback, Recommender
     from recsys.sections import EvaluationConfig
 
+HOST_ENV = "RECSYS_DDP_HOST"
+DEFAULT_HOST = "127.0.0.1"
+STORE_ENV = "RECSYS_DDP_STORE"  # set by `launch`: the store is hosted by the launcher, ranks only connect
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 """How long a collective may wait for a slow rank before the group gives up (torch's default is 30 min)."""
 
@@ -91,11 +101,58 @@ def rank_device(device: torch.device) -> torch.device:
 
 
 # ===================================================================== setup / teardown
-def free_port(host: str = "127.0.0.1") -> int:
+def rendezvous_host(host: str | None = None) -> str:
+    """The address ranks meet on: `host`, else $RECSYS_DDP_HOST, else 127.0.0.1 (this machine only)."""
+    return host or os.environ.get(HOST_ENV) or DEFAULT_HOST
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
     """A TCP port the OS says is free right now (bind to 0); for tests and single-machine launches."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def listen_on(host: str, port: int = 0) -> socket.socket:
+    """A listening TCP socket bound to `host` only (port 0: any free one), for a TCPStore to serve on."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(128)
+    return sock
+
+
+def host_store(host: str, port: int, world_size: int, timeout: timedelta = DEFAULT_TIMEOUT) -> dist.TCPStore:
+    """A TCPStore served on `host`:`port` only (port 0: a free one, see `.port`). The store owns the
+    socket from here on and closes it when it is garbage-collected: keep it alive while ranks meet."""
+    sock = listen_on(host, port)
+    store = dist.TCPStore(
+        host, sock.getsockname()[1], world_size, True, timeout=timeout, wait_for_workers=False,
+        master_listen_fd=sock.fileno(),
+    )  # fmt: skip
+    sock.detach()
+    return store
+
+
+def pin_interfaces(host: str) -> dict[str, str]:
+    """Environment that keeps gloo's and nccl's sockets on the interface holding `host` (e.g. `lo`
+    for 127.0.0.1); variables the user set are kept. Empty when no local interface has `host`."""
+    import psutil
+
+    try:
+        address = socket.getaddrinfo(host, None)[0][4][0]
+    except OSError:
+        return {}
+    names = [
+        name for name, addrs in psutil.net_if_addrs().items() if any(a.address == address for a in addrs)
+    ]
+    if not names:
+        return {}
+    return {var: os.environ.get(var, names[0]) for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")}
+
+
+_HOSTED: list[Any] = []  # the store rank 0 hosts, alive until the group is left
 
 
 def init_process_group(
@@ -107,11 +164,13 @@ def init_process_group(
     master_port: int | None = None,
     timeout: timedelta = DEFAULT_TIMEOUT,
 ) -> None:
-    """Join the process group. Arguments default to torchrun's environment (RANK, WORLD_SIZE,
-    MASTER_ADDR, MASTER_PORT); pass them explicitly from `torch.multiprocessing` workers.
+    """Join the process group. Arguments default to the environment `launch` and torchrun set
+    (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); pass them explicitly from `torch.multiprocessing`
+    workers.
 
     backend None: nccl when CUDA is available, else gloo. Under nccl the rank's GPU is selected first,
-    so `cuda` means `cuda:LOCAL_RANK` for everything that follows."""
+    so `cuda` means `cuda:LOCAL_RANK` for everything that follows. Outside torchrun (whose agent
+    hosts the store), rank 0 hosts it bound to the rendezvous host only, unless `launch` does."""
     if is_distributed():
         return
     env_rank, env_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
@@ -119,24 +178,34 @@ def init_process_group(
     world_size = world_size if world_size is not None else int(env_world) if env_world is not None else None
     if rank is None or world_size is None:
         raise ConfigError(
-            "distributed training needs RANK and WORLD_SIZE: launch with `torchrun` "
-            "(or `recsys train --nproc N`), or pass rank= and world_size="
+            "distributed training needs RANK and WORLD_SIZE: launch with `recsys train --nproc N` "
+            "(or torchrun), or pass rank= and world_size="
         )
     if not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is outside world size {world_size}")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    host = master_addr or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    host = master_addr or os.environ.get("MASTER_ADDR") or rendezvous_host()
     port = master_port or int(os.environ.get("MASTER_PORT", "29500"))
-    dist.init_process_group(
-        backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world_size, timeout=timeout
-    )
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":  # torchrun's agent hosts it
+        dist.init_process_group(
+            backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world_size, timeout=timeout
+        )
+        return
+    os.environ.update(pin_interfaces(host))
+    if rank == 0 and not os.environ.get(STORE_ENV):
+        store = host_store(host, port, world_size, timeout)
+        _HOSTED[:] = [store]
+    else:
+        store = dist.TCPStore(host, port, world_size, False, timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
 def destroy_process_group() -> None:
     if is_distributed():
         dist.destroy_process_group()
+    _HOSTED.clear()
 
 
 @contextmanager
@@ -219,7 +288,7 @@ def all_gather_with_grad(
     if not is_distributed():
         return tensor
     if sizes is None:
-        sizes = [int(n) for n in all_gather_object(int(tensor.shape[0]), group)]
+        sizes = all_gather_sizes(int(tensor.shape[0]), group)
     if int(tensor.shape[0]) != sizes[dist.get_rank(group)]:
         raise ModelError(
             f"rank {dist.get_rank(group)} has {tensor.shape[0]} rows but sizes say {list(sizes)}"
@@ -227,14 +296,48 @@ def all_gather_with_grad(
     return _AllGatherWithGrad.apply(tensor, tuple(int(n) for n in sizes), group)
 
 
-def all_gather_object(obj: Any, group: Any = None) -> list[Any]:
-    """Every rank's `obj`, in rank order (`[obj]` for one process). Pickles over the wire: for small
-    transient results (metrics, top-k lists) between our own processes, never for stored models."""
+def collective_device(group: Any = None) -> torch.device:
+    """Where collectives move tensors: the rank's GPU under nccl, else the CPU (gloo)."""
+    if is_distributed() and dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_sizes(n: int, group: Any = None) -> list[int]:
+    """Every rank's `n`, in rank order ([n] for one process)."""
     if not is_distributed():
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(out, obj, group=group)
-    return out
+        return [int(n)]
+    device = collective_device(group)
+    mine = torch.tensor([int(n)], dtype=torch.int64, device=device)
+    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, mine, group=group)
+    return [int(p.item()) for p in parts]
+
+
+def all_gather_rows(array: np.ndarray, group: Any = None) -> np.ndarray:
+    """Every rank's rows of `array` (numeric; any number of rows, the same trailing shape and dtype
+    everywhere) concatenated in rank order. Tensors only: nothing is pickled, so no rank ever
+    unpickles what another sent (torch's `all_gather_object` would)."""
+    array = np.ascontiguousarray(array)
+    if not is_distributed():
+        return array
+    device = collective_device(group)
+    sizes = all_gather_sizes(array.shape[0], group)
+    local = torch.from_numpy(array)
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    padded = padded.to(device)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded, group=group)
+    return np.concatenate([part[:n].cpu().numpy() for part, n in zip(parts, sizes, strict=True)])
+
+
+def all_reduce_max(value: float, group: Any = None) -> float:
+    if not is_distributed():
+        return float(value)
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=collective_device(group))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
+    return float(tensor.item())
 
 
 def all_reduce_sum(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
@@ -350,13 +453,15 @@ def evaluate_distributed(
         model, shard, cfg.model_copy(update={"bootstrap_samples": 0}), item_popularity=item_popularity,
         device=device,
     )  # fmt: skip
-    payload = (local.per_user.to_dict(as_series=False), local.topk.users, local.topk.items, local.topk.scores)
-    parts = all_gather_object(payload)
-    per_user = pl.concat([pl.DataFrame(p[0], schema=local.per_user.schema) for p in parts]).sort(USER_IDX)
-    users = np.concatenate([p[1] for p in parts])
+    # Per-user metrics travel as one float64 matrix (user indices are exact in float64 below 2**53).
+    schema = local.per_user.schema
+    rows = local.per_user.select(pl.all().cast(pl.Float64)).to_numpy().reshape(-1, len(schema))
+    gathered = all_gather_rows(rows)
+    per_user = pl.DataFrame(gathered, schema=list(schema), orient="row").cast(dict(schema)).sort(USER_IDX)
+    users = all_gather_rows(np.asarray(local.topk.users, dtype=np.int64))
     order = np.argsort(users, kind="stable")
-    items = np.concatenate([p[2] for p in parts])[order]
-    scores = np.concatenate([p[3] for p in parts])[order]
+    items = all_gather_rows(np.asarray(local.topk.items))[order]
+    scores = all_gather_rows(np.asarray(local.topk.scores))[order]
     users = users[order]
     merged = compute_metrics(
         items, truth[users], cfg.ks, cfg.metrics, item_popularity=item_popularity,
@@ -379,7 +484,7 @@ def evaluate_distributed(
         ci = {name: (float(a), float(b)) for name, a, b in zip(metric_columns, lo, hi, strict=True)}
     else:
         ci = {name: (float("nan"), float("nan")) for name in metric_columns}
-    seconds = max(all_gather_object(local.seconds))
+    seconds = all_reduce_max(local.seconds)
     return _Result(
         summary=summary,
         ci=ci,
@@ -393,18 +498,62 @@ def evaluate_distributed(
 
 
 # ===================================================================== launcher
-def torchrun_command(nproc: int, args: Sequence[str], *, python: str | None = None) -> list[str]:
-    """The command `recsys train --nproc N` runs: torchrun on one machine (--standalone picks a free
-    rendezvous port), N workers, each running `python -m recsys.distributed <args>`.
-
-    torchrun is invoked as `python -m torch.distributed.run` of the current interpreter, so the
+def worker_command(args: Sequence[str], *, python: str | None = None) -> list[str]:
+    """One rank's command: `python -m recsys.distributed <args>` with the current interpreter, so the
     workers use the same virtual environment whether or not its bin/ is on PATH."""
+    return [python or sys.executable, "-m", "recsys.distributed", *args]
+
+
+def launch(
+    nproc: int,
+    command: Sequence[str],
+    *,
+    host: str | None = None,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> int:
+    """`recsys train --nproc N`: run N ranks of `command` (`worker_command(...)`) on this machine.
+
+    This process hosts the rendezvous store on `rendezvous_host(host)` only (127.0.0.1 by default;
+    torchrun's would listen on every interface) and starts the ranks with RANK / WORLD_SIZE /
+    MASTER_ADDR / MASTER_PORT set, as torchrun does. When one rank fails the others are stopped.
+    Returns 0, or the first failing rank's exit code."""
+    import signal
+    import subprocess
+    import time
+
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
-    return [
-        python or sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "recsys.distributed", *args,
-    ]  # fmt: skip
+    host = rendezvous_host(host)
+    store = host_store(host, 0, nproc, timeout)
+    env = {
+        **os.environ, "MASTER_ADDR": host, "MASTER_PORT": str(store.port),
+        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), STORE_ENV: "1", **pin_interfaces(host),
+    }  # fmt: skip
+    procs = [
+        subprocess.Popen(list(command), env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+        for r in range(nproc)
+    ]
+    code = 0
+    try:
+        while True:
+            codes = [p.poll() for p in procs]  # every one, so a failure is seen while others run
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed or all(c is not None for c in codes):
+                code = failed[0] if failed else 0
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        del store  # closes the rendezvous socket
+    return code
 
 
 def save_split(split: Split, directory: str | Path) -> Path:
@@ -432,7 +581,9 @@ class TrainArgs:
 def parse_args(argv: Sequence[str]) -> TrainArgs:
     parser = argparse.ArgumentParser(prog="python -m recsys.distributed", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train one two-tower model data-parallel (run under torchrun)")
+    train = commands.add_parser(
+        "train", help="train one two-tower model data-parallel (one rank; started by `launch` or torchrun)"
+    )
     train.add_argument("--split", type=Path, required=True, help="directory written by save_split")
     train.add_argument("--model-config", type=Path, required=True, help="the model's config as JSON")
     train.add_argument("--out", type=Path, required=True, help="where rank 0 saves the trained model")
@@ -470,17 +621,37 @@ def train_main(args: TrainArgs) -> int:
         model = build_model(config)
         from recsys.evaluation.cold import warm_validation
 
-        model.fit(split.train, validation=warm_validation(split), callback=callback)
+        model.fit(split.train, validation=warm_validation(split), callback=callback, times=split.times)
         if is_rank_zero():
-            model.save(args.out)
+            model.save(args.out)  # config.json records `resumed_from` too
+            if model.resumed_from:
+                resumed = model.resumed_from
+                print(
+                    f"rank 0: resumed {config.name} from {resumed['checkpoint']} "
+                    f"(epoch {resumed['epoch']}, step {resumed['step']})"
+                )
+                if args.mlflow_run_id:
+                    log_resume(args.mlflow_run_id, resumed)
             print(
                 f"rank 0 of {world_size()}: trained {config.name} in {model.fit_seconds:.1f} s -> {args.out}"
             )
     return 0
 
 
+def log_resume(run_id: str, resumed: dict[str, Any]) -> None:
+    """Where a distributed training resumed from, on its MLflow run (as `Tracker` logs it)."""
+    from mlflow import MlflowClient
+
+    from recsys.training import RESUMED_CHECKPOINT_TAG
+
+    client = MlflowClient()
+    client.set_tag(run_id, RESUMED_CHECKPOINT_TAG, resumed["checkpoint"])
+    client.log_metric(run_id, "resumed_from_epoch", float(resumed["epoch"]))
+    client.log_metric(run_id, "resumed_from_step", float(resumed["step"]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point torchrun runs on every rank (`python -m recsys.distributed train ...`)."""
+    """Entry point every rank runs (`python -m recsys.distributed train ...`)."""
     from recsys.errors import RecsysError
 
     try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -63,6 +64,10 @@ from recsys.sampling import (
 
 if TYPE_CHECKING:
     from recsys.models.two_tower import TwoTowerConfig, TwoTowerNetwork
+
+log = logging.getLogger(__name__)
+RESUMED_CHECKPOINT_TAG = "recsys.resumed_from_checkpoint"
+"""The MLflow tag naming the checkpoint a training resumed from (with metrics resumed_from_epoch/_step)."""
 
 Validator = Callable[[], dict[str, float]]
 """Scores the current network on the validation set: returns {validation_metric: value}."""
@@ -229,6 +234,7 @@ class TrainResult:
     stopped_early: bool
     resumed_from_epoch: int
     earlier_history: list[dict[str, float]]
+    resumed_from: dict[str, Any] | None = None  # {"epoch", "step", "checkpoint"} when this run resumed
 
 
 # ===================================================================== one step
@@ -238,16 +244,21 @@ class TowerForward(torch.nn.Module):
 
     Returns `(user_vecs, pos_vecs, extra_vecs, temperature)`; `extra_vecs` is `(0, d)` when no items
     besides the positives are needed (in-batch sampling, positives-only loss). A history user tower
-    leaves each example's positive out of that user's pooled history."""
+    leaves each example's positive out of that user's pooled history; a sequence user tower encodes
+    this rank's windows (`sequence`) and returns one vector per counted target."""
 
     def __init__(self, network: TwoTowerNetwork) -> None:
         super().__init__()
         self.network = network
 
     def forward(
-        self, users: torch.Tensor, items: torch.Tensor, extra_items: torch.Tensor
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        extra_items: torch.Tensor,
+        sequence: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        user_vecs = self.network.user_vectors(users, training=True, exclude=items)
+        user_vecs = self.network.user_vectors(users, training=True, exclude=items, sequence=sequence)
         item_vecs = self.network.item_vectors(torch.cat([items, extra_items]), training=True)
         n = items.shape[0]
         return user_vecs, item_vecs[:n], item_vecs[n:], self.network.temperature()
@@ -273,6 +284,62 @@ class Share:
     @property
     def total(self) -> int:
         return sum(self.sizes)
+
+
+@dataclass(frozen=True)
+class ExampleBatch:
+    """One global batch as the loss sees it: every example's (user, positive item), flattened,
+    this rank's rows of them, and (sequence towers) this rank's windows for the forward pass."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    share: Share
+    sequence: tuple[torch.Tensor, ...] | None = None
+
+
+class InteractionExamples:
+    """Examples = training interactions (id and history user towers): a batch is a slice of them."""
+
+    def __init__(self, train: sp.csr_matrix, device: torch.device) -> None:
+        self.users, self.items = interaction_tensors(train, device)
+        self.n = int(self.users.shape[0])
+
+    def batch(self, index: torch.Tensor, rank: int = 0, world_size: int = 1) -> ExampleBatch:
+        return ExampleBatch(self.users[index], self.items[index], Share.of(int(index.shape[0]), rank, world_size))
+
+
+class WindowExamples:
+    """Examples = the counted targets of sequence windows (`recsys.models.sequence_tower`): the
+    loop shuffles and batches windows; each rank encodes its contiguous share of a global batch's
+    windows, and its rows of the flattened targets are exactly those windows' targets."""
+
+    def __init__(self, train: sp.csr_matrix, times: sp.spmatrix | None, length: int, device: torch.device) -> None:
+        from recsys.models.sequence_tower import SequenceExamples, order_rows
+
+        self.windows = SequenceExamples(order_rows(train, times), length, device)
+        self.n = self.windows.n
+
+    def batch(self, index: torch.Tensor, rank: int = 0, world_size: int = 1) -> ExampleBatch:
+        items, times, counted, targets = self.windows.windows(index)
+        users = self.windows.user[index].unsqueeze(1).expand_as(counted)[counted]
+        per_window = counted.sum(dim=1)
+        shares = [distributed.rank_share(int(index.shape[0]), r, world_size) for r in range(world_size)]
+        sizes = [int(per_window[s].sum()) for s in shares]
+        start = sum(sizes[:rank])
+        mine = shares[rank]
+        share = Share(slice(start, start + sizes[rank]), sizes)
+        return ExampleBatch(users, targets[counted], share, (items[mine], times[mine], counted[mine]))
+
+
+def build_examples(
+    network: TwoTowerNetwork, train: sp.csr_matrix, times: sp.spmatrix | None, cfg: TwoTowerConfig,
+    device: torch.device,
+) -> InteractionExamples | WindowExamples:
+    """The loop's examples for this user tower (and the training sequences a sequence tower encodes)."""
+    network.set_history(train, times)
+    if cfg.user_input == "sequence":
+        return WindowExamples(train, times, cfg.sequence_length, device)
+    return InteractionExamples(train, device)
 
 
 def local_negatives(negatives: Negatives, share: Share) -> Negatives:
@@ -345,13 +412,15 @@ def compute_loss(
     share: Share | None = None,
     world_size: int = 1,
     teacher: TeacherTargets | None = None,
+    sequence: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
     """Forward pass of this rank's share of one global batch (`users`, `items`) to its mean loss.
 
     `step` is a `TowerForward` (DDP-wrapped under a process group). Negatives are drawn for the whole
     global batch, so every rank draws the same ones (and the generator stays in step across ranks).
     With a `teacher`, its top-m items for this rank's users are encoded in the same forward (DDP sees
-    all tower work) and the distillation term (`recsys.distill`) is added to the retrieval loss."""
+    all tower work) and the distillation term (`recsys.distill`) is added to the retrieval loss.
+    `sequence`: this rank's windows when the user tower is a sequence tower (`WindowExamples`)."""
     share = share or Share.of(int(users.shape[0]))
     mine_users, mine_items = users[share.rows], items[share.rows]
     # The teacher's top-m lists overlap heavily across a batch: encode each distinct item once.
@@ -360,7 +429,7 @@ def compute_loss(
         top_unique, top_slots = torch.unique(top_items_for(teacher, mine_users), return_inverse=True)
     if cfg.loss == "positives_only":
         extra = top_unique if top_unique is not None else mine_items[:0]
-        user_vecs, pos_vecs, top_flat, temperature = step(mine_users, mine_items, extra)
+        user_vecs, pos_vecs, top_flat, temperature = step(mine_users, mine_items, extra, sequence)
         loss = loss_fn(user_vecs, pos_vecs, None, None, temperature=temperature, margin=cfg.margin)
         if teacher is None:
             return loss
@@ -372,7 +441,7 @@ def compute_loss(
     negatives = local_negatives(sampler.sample(users, items, generator), share)
     sampled = extra_items(negatives)
     extra = sampled if top_unique is None else torch.cat([sampled, top_unique])
-    user_vecs, pos_vecs, extra_vecs, temperature = step(mine_users, mine_items, extra)
+    user_vecs, pos_vecs, extra_vecs, temperature = step(mine_users, mine_items, extra, sequence)
     if top_unique is not None:
         extra_vecs, top_flat = extra_vecs[: sampled.shape[0]], extra_vecs[sampled.shape[0] :]
     in_batch = gather_negatives(pos_vecs, world_size, share.sizes) if negatives.in_batch else None
@@ -418,7 +487,11 @@ def optimizer_step(
 
 # ===================================================================== checkpoints
 def run_fingerprint(
-    cfg: TwoTowerConfig, train: sp.csr_matrix, world_size: int = 1, teacher: TeacherTargets | None = None
+    cfg: TwoTowerConfig,
+    train: sp.csr_matrix,
+    world_size: int = 1,
+    teacher: TeacherTargets | None = None,
+    examples: InteractionExamples | WindowExamples | None = None,
 ) -> str:
     """Config (minus fields that may change on resume) + data (+ the distillation teacher, when there
     is one): a checkpoint from another run is refused.
@@ -434,6 +507,8 @@ def run_fingerprint(
     digest.update(train.indices.astype(np.int64).tobytes())
     if teacher is not None:
         digest.update(teacher.fingerprint().encode())
+    if isinstance(examples, WindowExamples):  # the order of the sequences is training data too
+        digest.update(examples.windows.items.cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -514,14 +589,25 @@ def save_checkpoint(
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint `latest.json` names, or None when there is no `latest.json` (a fresh start).
+
+    A `latest.json` naming a checkpoint that is missing or incomplete is an error, not a fresh start:
+    silently training from epoch 0 would throw away the epochs the pointer promises."""
     pointer = directory / "latest.json"
     if not pointer.is_file():
         return None
     try:
-        path = directory / json.loads(pointer.read_text())["checkpoint"]
+        name = json.loads(pointer.read_text())["checkpoint"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise _damaged(pointer, exc) from None
-    return path if (path / "state.json").is_file() else None
+    path = directory / str(name)
+    for needed in ("state.json", "tensors.safetensors"):
+        if not (path / needed).is_file():
+            raise ModelError(
+                f"{pointer} names checkpoint {name!r}, but {path / needed} is missing; restore it, or "
+                f"delete {pointer} (or point checkpoint_dir elsewhere) to start from epoch 0"
+            )
+    return path
 
 
 def _damaged(path: Path, exc: BaseException) -> ModelError:
@@ -604,8 +690,7 @@ def progress_bar(total: int, quiet: bool) -> Iterator[Callable[..., None]]:
 # ===================================================================== the loop
 def run_epoch(
     network: TwoTowerNetwork,
-    users: torch.Tensor,
-    items: torch.Tensor,
+    examples: InteractionExamples | WindowExamples,
     *,
     cfg: TwoTowerConfig,
     state: LoopState,
@@ -629,18 +714,20 @@ def run_epoch(
     step = step if step is not None else TowerForward(network)
     network.train()
     start = time.perf_counter()
-    loss_sum, examples, step_in_epoch = 0.0, 0, 0
+    loss_sum, seen, step_in_epoch = 0.0, 0, 0
+    device = next(network.parameters()).device
     lr = cfg.lr
-    for batch in global_batches(users.shape[0], cfg.batch_size, generator, world_size):
+    for index in global_batches(examples.n, cfg.batch_size, generator, world_size):
         if max_steps is not None and step_in_epoch >= max_steps:
             break
         lr = learning_rate(cfg, state.epoch, state.global_step, total_steps)
         set_learning_rate(optimizer, lr)
-        share = Share.of(int(batch.shape[0]), rank, world_size)
+        batch = examples.batch(index, rank, world_size)
+        share = batch.share
         local_mean = compute_loss(
             step,
-            users[batch],
-            items[batch],
+            batch.users,
+            batch.items,
             cfg=cfg,
             sampler=sampler,
             loss_fn=loss_fn,
@@ -649,6 +736,7 @@ def run_epoch(
             share=share,
             world_size=world_size,
             teacher=teacher,
+            sequence=batch.sequence,
         )
         value = float(local_mean.item()) if share.local else 0.0
         step_in_epoch += 1
@@ -657,15 +745,15 @@ def run_epoch(
         optimizer_step(network, optimizer, loss, cfg.grad_clip)
         state.global_step += 1
         loss_sum += value * share.local
-        examples += share.local
-        update_bar(advance=1, loss=value, rate=examples / max(time.perf_counter() - start, 1e-9))
+        seen += share.local
+        update_bar(advance=1, loss=value, rate=seen / max(time.perf_counter() - start, 1e-9))
     seconds = max(time.perf_counter() - start, 1e-9)
     if world_size > 1:  # one collective per epoch: the loss of the global batches, not this rank's share
-        loss_sum, global_examples = distributed.all_reduce_sum([loss_sum, examples], users.device)
-        examples = int(global_examples)
+        loss_sum, global_examples = distributed.all_reduce_sum([loss_sum, seen], device)
+        seen = int(global_examples)
     return {
-        "loss": loss_sum / max(examples, 1),
-        "examples_per_s": examples / seconds,
+        "loss": loss_sum / max(seen, 1),
+        "examples_per_s": seen / seconds,
         "lr": lr,
         "temperature": float(network.temperature().detach()),
     }
@@ -699,6 +787,7 @@ def train_two_tower(
     rank: int | None = None,
     world_size: int | None = None,
     teacher: TeacherTargets | None = None,
+    times: sp.spmatrix | None = None,
 ) -> TrainResult:
     """Train `network` in place on the interactions of `train` (users x items CSR).
 
@@ -716,6 +805,9 @@ def train_two_tower(
 
     `teacher` (from `recsys.distill.teacher_targets`; every rank builds the same one) adds
     `weight * T^2 KL(teacher || student)` over each example's candidates to the loss.
+
+    `times` (users x items event times) orders the sequences of a sequence user tower, whose
+    examples are the counted targets of windows (`WindowExamples`) and whose batches are windows.
     """
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
@@ -724,8 +816,7 @@ def train_two_tower(
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)
-        network.set_history(train)
-        users, items = interaction_tensors(train, device)
+        examples = build_examples(network, train, times, cfg, device)
         score_fn = hard_negative_scorer(network) if cfg.sampler == "hard" else None
         sampler = build_sampler(cfg, item_counts_from_csr(train), train, score_fn=score_fn)
         if isinstance(sampler, HardNegativeSampler):
@@ -739,7 +830,7 @@ def train_two_tower(
         generator = torch.Generator(device=device)
         generator.manual_seed(cfg.seed)
         state, best = LoopState(), None
-        fingerprint = run_fingerprint(cfg, train, world_size, teacher)
+        fingerprint = run_fingerprint(cfg, train, world_size, teacher, examples)
         checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         resume = latest_checkpoint(checkpoints) if checkpoints is not None else None
         if resume is not None:
@@ -747,14 +838,18 @@ def train_two_tower(
                 resume, network=network, optimizer=optimizer, generator=generator,
                 fingerprint=fingerprint, global_batch=cfg.batch_size * world_size,
             )  # fmt: skip
+            log.info("resuming from %s: epoch %d, step %d", resume, state.epoch, state.global_step)
         resumed_from = state.epoch
+        resume_info = (
+            {"epoch": state.epoch, "step": state.global_step, "checkpoint": str(resume)} if resume else None
+        )
         if world_size > 1:
             distributed.check_same_everywhere(resumed_from, "the epoch to resume from", device)
         step = (
             distributed.wrap_ddp(TowerForward(network), device) if world_size > 1 else TowerForward(network)
         )
         earlier_history = list(state.history)
-        per_epoch = steps_per_epoch(users.shape[0], cfg.batch_size, world_size)
+        per_epoch = steps_per_epoch(examples.n, cfg.batch_size, world_size)
         total_steps = per_epoch * cfg.epochs
         epochs_this_run = 0
         bar_total = per_epoch * max(cfg.epochs - state.epoch, 0)
@@ -763,8 +858,7 @@ def train_two_tower(
                 update_bar(epoch=state.epoch + 1)
                 metrics = run_epoch(
                     network,
-                    users,
-                    items,
+                    examples,
                     cfg=cfg,
                     state=state,
                     optimizer=optimizer,
@@ -824,4 +918,5 @@ def train_two_tower(
         stopped_early=state.stopped_early,
         resumed_from_epoch=resumed_from,
         earlier_history=earlier_history,
+        resumed_from=resume_info,
     )

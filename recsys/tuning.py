@@ -240,7 +240,7 @@ def tune(
         record = TrialRecord(trial.number, params, None, "failed", 0.0)
         try:
             model = build(trial_cfg)
-            model.fit(train, validation=validation, callback=callback, features=features)
+            model.fit(train, validation=validation, callback=callback, features=features, times=validation.times)
             record.epochs = len(model.history)
             if pruned["flag"]:
                 record.state = "pruned"

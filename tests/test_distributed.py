@@ -7,7 +7,8 @@ Tolerance: 1e-4 relative on every epoch's loss (observed differences are ~1e-7: 
 the per-rank shares differs from one matmul over the whole batch, and Adam carries it forward).
 
 One `torch.multiprocessing` spawn (a free port from binding to 0) does all the 2-process work for the
-module; the one-process references run in the test process.
+module; the one-process references run in the test process. The ranks run with torch's pickling
+collective disabled and report the sockets they listen on: only 127.0.0.1 (issue 20, item 9).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ CASES: dict[str, dict[str, Any]] = {
     "uniform_per_example_bce": {"sampler": "uniform", "shared_negatives": False, "loss": "bce", "grad_clip": 1.0},
     # pure in-batch with no accidental-hit removal: only the (global) diagonal is masked
     "in_batch_diagonal": {"sampler": "in_batch", "loss": "infonce", "remove_accidental_hits": False},
+    # a sequence user tower: ranks split the global batch of windows, rows = their windows' targets
+    # (uneven: 81 windows = 64 + 17, shared 9 / 8); no dropout, whose masks each rank would draw alone
+    "sequence": {"user_input": "sequence", "sequence_length": 4, "sequence_dropout": 0.0, "sampler": "mixed"},
 }  # fmt: skip
 EVAL = EvaluationConfig(ks=[5, 10], metrics=["recall", "ndcg", "hit_rate", "coverage"], bootstrap_samples=50)
 
@@ -57,6 +61,7 @@ EVAL = EvaluationConfig(ks=[5, 10], metrics=["recall", "ndcg", "hit_rate", "cove
 class Planted:
     train: sp.csr_matrix
     test: sp.csr_matrix
+    times: sp.csr_matrix  # the order each user picked their items in (random): what a sequence tower reads
 
     def test_set(self) -> EvalSet:
         return EvalSet(truth=self.test, exclude=self.train)
@@ -73,11 +78,12 @@ def planted() -> Planted:
     users = np.repeat(np.arange(n_users), per_user)
     is_test = np.tile(np.arange(per_user) < 2, n_users)
 
-    def csr(mask: np.ndarray) -> sp.csr_matrix:
-        ones = np.ones(mask.sum(), dtype=np.float32)
-        return sp.csr_matrix((ones, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
+    def csr(mask: np.ndarray, values: np.ndarray | None = None) -> sp.csr_matrix:
+        data = np.ones(mask.sum(), dtype=np.float32) if values is None else values[mask]
+        return sp.csr_matrix((data, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
 
-    return Planted(csr(~is_test), csr(is_test))
+    order = np.tile(np.arange(1, per_user + 1, dtype=np.float64), n_users)
+    return Planted(csr(~is_test), csr(is_test), csr(~is_test, order))
 
 
 def recall_at_10(model: Recommender, data: Planted) -> float:
@@ -87,15 +93,32 @@ def recall_at_10(model: Recommender, data: Planted) -> float:
 
 
 # ----------------------------------------------------------------------------- the 2-process side
+def _no_pickles(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("a rank called all_gather_object: it unpickles what other processes send")
+
+
+def listening_addresses() -> list[str]:
+    """The IP addresses this process accepts TCP connections on."""
+    import psutil
+
+    return sorted(
+        {c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    )
+
+
 def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
     """One rank: train every case, evaluate a saved model sharded, write a checkpoint to resume."""
+    import torch.distributed as dist
+
     torch.set_num_threads(1)
+    dist.all_gather_object = _no_pickles  # type: ignore[assignment]
     distributed.init_process_group("gloo", rank=rank, world_size=WORLD, master_port=port)
     try:
         data = planted()
         report: dict[str, Any] = {"rank": rank, "world": distributed.world_size(), "cases": {}}
+        report["listening"] = listening_addresses()  # the store (rank 0) and gloo's pairs are up
         for name, overrides in CASES.items():
-            model = TwoTower(CFG.model_copy(update=overrides)).fit(data.train)
+            model = TwoTower(CFG.model_copy(update=overrides)).fit(data.train, times=data.times)
             report["cases"][name] = {
                 "losses": [h["loss"] for h in model.history],
                 "recall@10": recall_at_10(model, data),
@@ -146,7 +169,7 @@ def one_process(overrides: dict[str, Any], **more: Any) -> TwoTower:
 def test_two_gloo_ranks_train_like_one_process_with_the_doubled_batch(two_ranks, case):
     rank0, rank1, _ = two_ranks
     data = planted()
-    reference = one_process(CASES[case]).fit(data.train)
+    reference = one_process(CASES[case]).fit(data.train, times=data.times)
     expected = [h["loss"] for h in reference.history]
     got = rank0["cases"][case]["losses"]
     assert len(got) == CFG.epochs and rank0["world"] == WORLD
@@ -186,6 +209,70 @@ def test_resuming_with_another_global_batch_says_how_to_fix_it(tmp_path: Path):
         ModelError, match=r"global batch of 32 \(1 rank\(s\)\); this run's is 48: set batch_size"
     ):
         other.fit(data.train)
+
+
+def test_a_missing_checkpoint_named_by_latest_json_is_an_error(tmp_path: Path):
+    data = planted()
+    TwoTower(CFG.model_copy(update={"epochs": 1, "checkpoint_dir": str(tmp_path)})).fit(data.train)
+    import shutil
+
+    shutil.rmtree(tmp_path / "epoch-0001")
+    again = TwoTower(CFG.model_copy(update={"epochs": 2, "checkpoint_dir": str(tmp_path)}))
+    with pytest.raises(ModelError, match=r"latest.json names checkpoint 'epoch-0001', but .* is missing"):
+        again.fit(data.train)
+
+
+def test_a_resume_is_recorded_with_its_epoch_step_and_checkpoint(tmp_path: Path):
+    data = planted()
+    first = TwoTower(CFG.model_copy(update={"epochs": 1, "checkpoint_dir": str(tmp_path / "ckpt")}))
+    assert first.fit(data.train).resumed_from is None
+    resumed = TwoTower(CFG.model_copy(update={"epochs": 2, "checkpoint_dir": str(tmp_path / "ckpt")}))
+    resumed.fit(data.train)
+    steps = steps_per_epoch(data.train.nnz, PER_RANK_BATCH, 1)
+    expected = {"epoch": 1, "step": steps, "checkpoint": str(tmp_path / "ckpt" / "epoch-0001")}
+    assert resumed.resumed_from == expected
+    assert Recommender.load(resumed.save(tmp_path / "model")).resumed_from == expected  # config.json
+
+
+# ----------------------------------------------------------------------------- nothing listens beyond
+@pytest.mark.slow
+def test_ranks_listen_on_the_loopback_only(two_ranks):
+    rank0, rank1, _ = two_ranks
+    assert "127.0.0.1" in rank0["listening"]  # the rendezvous store rank 0 hosts
+    for report in (rank0, rank1):
+        assert set(report["listening"]) <= {"127.0.0.1"}, report["listening"]
+
+
+LAUNCHED_RANK = """
+import json, os, sys, time
+import psutil
+from recsys import distributed
+
+def listening_addresses():
+    return sorted({c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN})
+
+distributed.init_process_group("gloo")
+rank = distributed.rank()
+sizes = distributed.all_gather_sizes(rank + 5)
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as fh:
+    json.dump({"sizes": sizes, "listening": listening_addresses(), "env": os.environ["MASTER_ADDR"]}, fh)
+if rank == 1:
+    sys.exit(3)  # a failing rank: the launcher must stop the others and report it
+time.sleep(900)  # longer than the test may run: only the launcher stopping it ends this rank
+open(os.path.join(sys.argv[1], "rank0-finished"), "w").close()
+"""
+
+
+@pytest.mark.slow
+def test_launch_meets_on_127_0_0_1_and_stops_the_others_when_a_rank_fails(tmp_path: Path):
+    import sys
+
+    code = distributed.launch(WORLD, [sys.executable, "-c", LAUNCHED_RANK, str(tmp_path)])
+    assert code == 3 and not (tmp_path / "rank0-finished").exists()  # rank 0 was stopped, not awaited
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    for report in reports:
+        assert report["sizes"] == [5, 6] and report["env"] == "127.0.0.1"
+        assert set(report["listening"]) <= {"127.0.0.1"}, report["listening"]
 
 
 # ----------------------------------------------------------------------------- distributed evaluation
@@ -241,7 +328,11 @@ def test_outside_a_process_group_everything_is_the_one_process_case():
     x = torch.randn(3, 2, requires_grad=True)
     assert distributed.all_gather_with_grad(x) is x and gather_negatives(x, 1) is x
     assert (distributed.rank(), distributed.world_size(), distributed.is_rank_zero()) == (0, 1, True)
-    assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+    assert distributed.all_gather_sizes(3) == [3]
+    rows = np.arange(6.0).reshape(3, 2)
+    assert distributed.all_gather_rows(rows) is not None and np.array_equal(
+        distributed.all_gather_rows(rows), rows
+    )
     assert distributed.all_reduce_sum([1.5, 2.0]) == [1.5, 2.0] and distributed.any_rank(False) is False
     assert distributed.wrap_ddp(torch.nn.Linear(2, 2), torch.device("cpu")).__class__ is torch.nn.Linear
     with pytest.raises(ModelError, match="no torch.distributed process group"):
@@ -249,14 +340,12 @@ def test_outside_a_process_group_everything_is_the_one_process_case():
     assert distributed.backend_for("cpu") == "gloo" and distributed.backend_for("cuda:0") == "nccl"
 
 
-def test_torchrun_command_runs_this_module_under_the_same_interpreter():
-    cmd = distributed.torchrun_command(4, ["train", "--split", "s"], python="py")
-    assert cmd == [
-        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
-        "-m", "recsys.distributed", "train", "--split", "s",
+def test_a_rank_runs_this_module_under_the_same_interpreter():
+    assert distributed.worker_command(["train", "--split", "s"], python="py") == [
+        "py", "-m", "recsys.distributed", "train", "--split", "s",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="at least 1"):
-        distributed.torchrun_command(0, [])
+        distributed.launch(0, ["true"])
     assert math.isfinite(distributed.free_port()) and distributed.free_port() > 0
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recsys.errors import ConfigError
-from recsys.losses import LOSSES, gbce, nce, sampled_softmax_corrected
+from recsys.losses import LOSSES, distillation_kl, gbce, nce, sampled_softmax_corrected
 
 RNG = np.random.default_rng(4)
 U, P, N = (torch.tensor(RNG.normal(size=s)) for s in ((3, 4), (3, 4), (5, 4)))
@@ -45,3 +45,21 @@ def test_misuse_errors_name_the_loss_and_what_it_needs():
         nce(U, P, N, None)
     with pytest.raises(ConfigError, match=r"^contrastive loss needs margin > 0"):
         LOSSES["contrastive"](U, P, N, LOG_Q)
+
+
+def test_distillation_kl_without_temperature_is_at_one():
+    student, teacher = torch.tensor(RNG.normal(size=(3, 5))), torch.tensor(RNG.normal(size=(3, 5)))
+    assert distillation_kl(student, teacher).item() == pytest.approx(
+        distillation_kl(student, teacher, 1.0).item()
+    )
+
+
+def test_corrected_softmax_row_with_one_negative_left_follows_the_formula():
+    """A row whose every negative but one is masked: Z is that one negative's exp(s - log q) over a
+    count of 1, and the row still contributes (only a row with none left contributes 0)."""
+    mask = torch.ones((3, 5), dtype=torch.bool)
+    mask[0, 2] = False  # row 0 keeps negative 2 only; rows 1 and 2 keep nothing
+    got = sampled_softmax_corrected(U, P, N, LOG_Q, hit_mask=mask)
+    s_p, s_j = float(U[0] @ P[0]), float(U[0] @ N[2]) - float(LOG_Q[2])
+    weight = 1 / (1 + np.exp(s_p - s_j))  # sigmoid(log Z - s_p), log Z = s_j - log 1
+    assert got.item() == pytest.approx(weight * (s_j - s_p) / 3, rel=1e-10)

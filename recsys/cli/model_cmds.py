@@ -58,8 +58,12 @@ def train(
     models_dir: ModelsDir = Path("data/models"),
     only: OnlyOption = None,
     nproc: Annotated[
-        int, typer.Option("--nproc", min=1, help="Train two-tower models on N local processes (torchrun; gloo on CPU, nccl on GPU).")
+        int, typer.Option("--nproc", min=1, help="Train two-tower models on N local processes (DDP; gloo on CPU, nccl on GPU).")
     ] = 1,
+    rdzv_host: Annotated[
+        str | None,
+        typer.Option("--rdzv-host", help="Address the --nproc ranks meet on (default $RECSYS_DDP_HOST or 127.0.0.1: nothing listens beyond this machine)."),
+    ] = None,
 ) -> None:
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
 
@@ -74,18 +78,21 @@ def train(
     trained = {}
     for model_cfg in _selected(cfg, only):
         if nproc > 1 and model_cfg.kind == "two_tower":
-            _train_distributed(_with_saved_teacher(model_cfg, models_dir), split, models_dir / model_cfg.name, nproc)
+            _train_distributed(_with_saved_teacher(model_cfg, models_dir), split, models_dir / model_cfg.name, nproc, rdzv_host)
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
             model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher,
                                 threads=cfg.orchestration.threads_per_model)
         trained[model_cfg.name] = model
+        if model.resumed_from:
+            resumed = model.resumed_from
+            console.print(f"resumed {model_cfg.name} from {resumed['checkpoint']} (epoch {resumed['epoch']}, step {resumed['step']})")
         console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
 
 
 def _with_saved_teacher(model_cfg, models_dir: Path):
-    """Under torchrun the ranks load the teacher themselves: point distill.checkpoint at the saved one."""
+    """Distributed ranks load the teacher themselves: point distill.checkpoint at the saved one."""
     from pipelines.train import find_teacher
     from recsys.distill import teacher_name
 
@@ -98,19 +105,18 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
     return model_cfg.model_copy(update={"distill": distill})
 
 
-def _train_distributed(model_cfg, split, out: Path, nproc: int) -> None:
-    """Hand the split and config to `torchrun ... -m recsys.distributed train` and wait."""
-    import subprocess
+def _train_distributed(model_cfg, split, out: Path, nproc: int, host: str | None = None) -> None:
+    """Hand the split and config to N ranks of `python -m recsys.distributed train` and wait."""
     import tempfile
 
-    from recsys.distributed import save_split, torchrun_command
+    from recsys.distributed import launch, save_split, worker_command
     from recsys.errors import ModelError
 
     with tempfile.TemporaryDirectory(prefix="recsys-ddp-") as tmp:
         save_split(split, Path(tmp) / "split")
         (Path(tmp) / "model.json").write_text(model_cfg.model_dump_json())
         args = ["train", "--split", f"{tmp}/split", "--model-config", f"{tmp}/model.json", "--out", str(out)]
-        if subprocess.run(torchrun_command(nproc, args)).returncode != 0:
+        if launch(nproc, worker_command(args), host=host) != 0:
             raise ModelError(f"distributed training of {model_cfg.name} failed on {nproc} processes (rank errors above)")
     console.print(f"trained [bold]{model_cfg.name}[/] on {nproc} processes -> {out}")
 

@@ -19,6 +19,7 @@ from recsys.cli.common import (
     config_path,
     console,
     debug_enabled,
+    err_console,
     load_run_config,
     print_table,
     user_errors,
@@ -36,15 +37,28 @@ def run(
         bool, typer.Option("--no-prefect", help="Run the same steps in-process without Prefect (models one at a time).")
     ] = False,
     wide: Annotated[bool, typer.Option("--wide", help="Show full intervals [low, high] in the comparison table.")] = False,
+    resume_tracking: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume-tracking",
+            help="Log the runs a failed tracking store left on disk (the directory a failed run named, "
+            "or tracking.offline_dir for all of them) instead of running the pipeline.",
+        ),
+    ] = None,
 ) -> None:
     """Run the training pipeline: ingest -> split -> train all models -> evaluate -> MLflow -> promote.
 
     Runs as a Prefect flow on the ephemeral API by default, or on PREFECT_API_URL when set.
     Defaults to pipelines/configs/default.toml (synthetic data) when no --config is given.
-    Exit code 0 when every model finished, 1 when any model failed (the others are still logged).
+    Exit code 0 when every model finished, 1 when any model failed (the others are still logged),
+    2 when the tracking store failed mid-run: the summary and --json are still written, and the
+    trained models and their logs are kept in a directory the error names, for --resume-tracking.
     """
     config = config_path(config)
     cfg = load_run_config(config, set_)
+    if resume_tracking is not None:
+        _resume_tracking(cfg, resume_tracking)
+        return
     from pipelines.report import comparison_table
 
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
@@ -57,11 +71,22 @@ def run(
         champion=summary.get("champion"), promotion=summary.get("promotion", {}),
         mlflow_parent_run_id=summary.get("mlflow_parent_run_id"), tracking_uri=summary.get("tracking_uri"),
         wall_seconds=summary.get("wall_seconds", 0.0), step_seconds=summary.get("step_seconds", {}),
+        tracking_error=summary.get("tracking_error"), unlogged_dir=summary.get("unlogged_dir"),
     )
     print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
     if json_out is not None:
         result.write_json(json_out)
     _where_to_look(summary, json_out, cfg.tracking.experiment)
+    if summary.get("tracking_error"):
+        kept = sum(1 for m in summary["models"] if m.get("unlogged"))
+        where = summary.get("unlogged_dir")
+        err_console.print(
+            f"[bold red]error:[/] tracking store {summary.get('tracking_uri')} failed during the run "
+            f"({summary['tracking_error']}); {kept} trained model(s) and the run's logs kept in {where}: "
+            f"log them with `recsys run --resume-tracking {where}`",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(code=2)
     if failed:
         console.print(f"[bold red]{failed}[/]")
         raise typer.Exit(code=1)
@@ -79,7 +104,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.errors import quiet_deterministic_errors
-    from flows.pipeline import PipelineFailed, training_flow_for
+    from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
 
     if not debug_enabled():
         quiet_deterministic_errors()
@@ -87,12 +112,42 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     from flows.ephemeral import running_servers, stop_ephemeral_server
 
     already = running_servers()
+    from prefect import tags
+
     try:
-        return training_flow_for(cfg)(cfg, tracking), None
+        try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
+            closed = close_dead_flow_runs()
+            if closed:
+                console.print(f"  marked {len(closed)} flow run(s) of dead processes Crashed")
+        except Exception as exc:  # never a reason not to run
+            console.print(f"  [yellow]could not check for flow runs of dead processes: {exc}[/]")
+        with tags(*flow_run_tags()):
+            return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     finally:
         stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
+
+
+def _resume_tracking(cfg, path: Path) -> None:
+    """`recsys run --resume-tracking DIR`: log every kept bundle under DIR into the store."""
+    from recsys.errors import TrackingError
+    from recsys.tracking.offline import find_bundles, resume_bundle
+    from recsys.tracking.runs import Tracker
+
+    bundles = find_bundles(path)
+    if not bundles:
+        raise TrackingError(f"{path}: no runs kept by a failed tracking store here (expected <dir>/<run>/run.json)")
+    tracker = Tracker(cfg.tracking, cfg)  # checks the store, and closes runs whose process died
+    for bundle in bundles:
+        report = resume_bundle(tracker.client, tracker.experiment_id, bundle)
+        if report.already_logged:
+            console.print(f"{bundle}: already logged ({', '.join(report.runs.values())})")
+            continue
+        runs = ", ".join(f"{key} -> {run_id}" for key, run_id in report.runs.items())
+        console.print(f"logged {bundle} into {tracker.uri}: {runs}")
+        if report.registered:
+            console.print(f"  registered {', '.join(report.registered)}; apply the promotion rule with `recsys promote`")
 
 
 def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> None:

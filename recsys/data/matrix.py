@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.data.schema import ITEM_IDX, USER_IDX, WEIGHT
+from recsys.data.schema import ITEM_IDX, TIME, USER_IDX, WEIGHT
 from recsys.errors import DataError
 
 
@@ -42,6 +42,29 @@ def to_csr(interactions: pl.DataFrame, n_users: int, n_items: int, weight: str =
     matrix = sp.csr_matrix((values, (rows, cols)), shape=(n_users, n_items), dtype=np.float32)
     matrix.sum_duplicates()  # also sorts indices
     matrix.eliminate_zeros()
+    return matrix
+
+
+def event_times(interactions: pl.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix | None:
+    """users x items float64 CSR of each pair's event time in seconds since the earliest one, plus 1
+    (so no stored time is 0: 0 means unknown, and a pair without a timestamp stores nothing). What a
+    sequence user tower orders histories by; None when the table has no timestamps at all."""
+    if TIME not in interactions.columns or interactions.height == 0:
+        return None
+    micros = interactions.get_column(TIME).dt.epoch("us")
+    if micros.null_count() == interactions.height:
+        return None
+    seconds = ((micros - micros.min()).cast(pl.Float64) / 1e6 + 1.0).alias("_seconds")
+    frame = interactions.select(USER_IDX, ITEM_IDX, seconds).drop_nulls("_seconds")
+    matrix = sp.csr_matrix(
+        (
+            frame.get_column("_seconds").to_numpy(),
+            (frame.get_column(USER_IDX).to_numpy().astype(np.int64), frame.get_column(ITEM_IDX).to_numpy().astype(np.int64)),
+        ),
+        shape=(n_users, n_items),
+        dtype=np.float64,
+    )
+    matrix.sort_indices()
     return matrix
 
 

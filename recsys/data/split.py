@@ -24,12 +24,15 @@ class EvalSet:
              vectors are computed with `model.fold_in`; None means use `model.user_factors`.
     masked_items: bool per item, True = never ranked for anyone (items with no training data, whose
              vectors mean nothing; see recsys.evaluation.cold); None = every item is ranked.
+    times:   event times of the users' interactions (users x items, `Split.times`), so models that
+             read order (a sequence user tower) can order the fold-in histories; None = unknown.
     """
 
     truth: sp.csr_matrix
     exclude: sp.csr_matrix
     fold_in: sp.csr_matrix | None = None
     masked_items: np.ndarray | None = None
+    times: sp.csr_matrix | None = None
 
     @property
     def users(self) -> np.ndarray:
@@ -63,6 +66,7 @@ class Split:
     user_blocks: np.ndarray | None = None  # int block label per user (folding ground truth), -1 unknown
     item_blocks: np.ndarray | None = None
     meta: dict = field(default_factory=dict)  # seed, cut-off, fractions, fingerprint ...
+    times: sp.csr_matrix | None = None  # event time (s since the log's first, + 1) of every pair; None = no timestamps
 
     @property
     def n_users(self) -> int:
@@ -75,9 +79,9 @@ class Split:
     def test_set(self) -> EvalSet:
         """Test target: mask everything the model or user has seen (train, validation, fold-in)."""
         if self.fold_in is not None:
-            return EvalSet(truth=self.test, exclude=self.fold_in, fold_in=self.fold_in)
+            return EvalSet(truth=self.test, exclude=self.fold_in, fold_in=self.fold_in, times=self.times)
         exclude = self.train if self.validation is None else (self.train + self.validation).tocsr()
-        return EvalSet(truth=self.test, exclude=exclude)
+        return EvalSet(truth=self.test, exclude=exclude, times=self.times)
 
     def validation_set(self) -> EvalSet | None:
         """Validation target for early stopping and tuning; never touches test."""
@@ -85,6 +89,7 @@ class Split:
             return None
         if self.validation_fold_in is not None:
             return EvalSet(
-                truth=self.validation, exclude=self.validation_fold_in, fold_in=self.validation_fold_in
+                truth=self.validation, exclude=self.validation_fold_in, fold_in=self.validation_fold_in,
+                times=self.times,
             )
-        return EvalSet(truth=self.validation, exclude=self.train)
+        return EvalSet(truth=self.validation, exclude=self.train, times=self.times)

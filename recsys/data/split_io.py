@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from recsys.data.split import Split
 from recsys.errors import DataError
 
-PARTS = ("train", "validation", "test", "fold_in", "validation_fold_in")
+PARTS = ("train", "validation", "test", "fold_in", "validation_fold_in", "times")
 META_FILE = "split.json"
 
 

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from recsys.config import ConfigError, SplitConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.hashing import id_hashes, pair_hashes, unit_interval, user_draws
-from recsys.data.matrix import to_csr
+from recsys.data.matrix import event_times, to_csr
 from recsys.data.schema import ITEM_IDX, TIME, USER_IDX, WEIGHT
 from recsys.data.split import Split
 from recsys.errors import DataError
@@ -103,6 +103,7 @@ def split_data(data: InteractionData, cfg: SplitConfig) -> Split:
     split.user_blocks = data.user_blocks
     split.item_blocks = data.item_blocks
     split.meta["fingerprint"] = data.fingerprint
+    split.times = event_times(data.interactions, data.n_users, data.n_items)
     return split
 
 

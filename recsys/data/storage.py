@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -55,6 +56,7 @@ USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
 FINGERPRINT_METHOD = "polars-id-hash-row-hash-sum-v2"
+log = logging.getLogger(__name__)
 _BATCH_RE = re.compile(r"^batch=(\d+)$")
 SWAP_FILE = "swap.json"  # in a `.old` staging dir: which `.tmp` dir the interrupted swap was moving in
 _STAGING_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|old)$")
@@ -200,7 +202,8 @@ def writer_lock(out_dir: Path, progress: Callable[[str], None] | None = None) ->
         lock.acquire()
     try:
         if lock.lock_counter == 1:
-            recover(out_dir)
+            for line in recover(out_dir):
+                log.warning("%s (left by a writer that was killed)", line)
         yield
     finally:
         lock.release()

@@ -70,14 +70,14 @@ def separate_cold(eval_set: EvalSet, train: sp.csr_matrix) -> ColdSplit:
     masked = cold_items if cold_items.any() else None
     warm = EvalSet(
         truth=_rows(kept_truth, warm_users), exclude=eval_set.exclude, fold_in=eval_set.fold_in,
-        masked_items=masked,
+        masked_items=masked, times=eval_set.times,
     )  # fmt: skip
     # A cold user's history is whatever the evaluator masks for it (train is empty: validation rows,
     # earlier windows); for fold-in protocols a cold user has no fold-in history at all.
     cold_history = eval_set.exclude if eval_set.fold_in is None else eval_set.fold_in
     cold = EvalSet(
         truth=_rows(kept_truth, cold_users), exclude=eval_set.exclude,
-        fold_in=_rows(sp.csr_matrix(cold_history), cold_users), masked_items=masked,
+        fold_in=_rows(sp.csr_matrix(cold_history), cold_users), masked_items=masked, times=eval_set.times,
     )  # fmt: skip
     dropped = int(truth.nnz - kept_truth.nnz)
     n_cold_items = int(np.count_nonzero(cold_items & tested_items))
@@ -150,7 +150,8 @@ def evaluate_cold(
     frames = []
     if with_history.size:
         user_vecs = np.zeros((cold.truth.shape[0], model.item_factors.shape[1]), dtype=np.float32)
-        user_vecs[with_history] = model.fold_in(history[with_history])
+        times = None if cold.times is None else sp.csr_matrix(cold.times)[with_history]
+        user_vecs[with_history] = model.fold_in_ordered(history[with_history], times)
         target = EvalSet(_rows(cold.truth, _mask(with_history, cold.truth.shape[0])), cold.exclude,
                          masked_items=cold.masked_items)  # fmt: skip
         frames.append(evaluate_factors(user_vecs, model.item_factors, target, quiet,

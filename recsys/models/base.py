@@ -30,6 +30,7 @@ from safetensors.numpy import load_file, save_file
 
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError, RecsysError, first_line
+from recsys.faults import fault_point
 from recsys.tuning import TuningConfig
 
 FitCallback = Callable[[int, dict[str, float]], bool | None]
@@ -133,8 +134,10 @@ class Recommender(ABC):
         self.n_users: int = 0
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
+        self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
+        self.train_times: sp.csr_matrix | None = None  # `fit(times=...)`, while `_fit` runs
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -144,25 +147,35 @@ class Recommender(ABC):
         validation: EvalSet | None = None,
         callback: FitCallback | None = None,
         features: Any = None,
+        times: sp.spmatrix | None = None,
     ) -> Self:
         """Fit on a users x items CSR. `validation` enables early stopping where the model has it;
         `callback(step, metrics)` sees every epoch/iteration (MLflow logging hooks in here);
-        `features` is side information for models that use it (ignored otherwise)."""
+        `features` is side information for models that use it (ignored otherwise); `times` the
+        interactions' event times (a users x items matrix of seconds, e.g. `Split.times`) for models
+        that read order (a sequence user tower; ignored otherwise, readable as `self.train_times`
+        during `_fit`)."""
         train = as_user_item_csr(train)
         if train.nnz == 0:
             raise ValueError("training matrix has no interactions")
+        if times is not None and times.shape[0] < train.shape[0]:
+            raise ValueError(f"times has {times.shape[0]} rows but the training matrix {train.shape[0]}")
         self.n_users, self.n_items = train.shape
         self.history = []
+        self.resumed_from = None
         self.config = self.data_aware_config(train)
         seed_everything(self.config.seed)
         start = time.perf_counter()
         # Fitted from the first step on, so validation during training can rank with the model.
         self.is_fitted = True
+        self.train_times = None if times is None else sp.csr_matrix(times)[: train.shape[0]]
         try:
             self._fit(train, validation=validation, callback=self._recording(callback), features=features)
         except BaseException:
             self.is_fitted = False
             raise
+        finally:
+            self.train_times = None
         self.fit_seconds = time.perf_counter() - start
         return self
 
@@ -177,7 +190,9 @@ class Recommender(ABC):
 
         def record(step: int, metrics: dict[str, float]) -> bool | None:
             self.history.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
-            return callback(step, metrics) if callback is not None else None
+            stop = callback(step, metrics) if callback is not None else None
+            fault_point("train.epoch")
+            return stop
 
         return record
 
@@ -202,11 +217,17 @@ class Recommender(ABC):
         """(n, d) float32 vectors for users given only their interaction rows (n x n_items CSR),
         without changing the model: how users unseen at training time are served."""
 
+    def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
+        """`fold_in`, for models that read order (a sequence user tower) also given the histories'
+        event times (`times`: rows aligned with `histories`; None = unknown). Others ignore times."""
+        return self.fold_in(histories)
+
     def user_vectors(self, eval_set: EvalSet, users: np.ndarray) -> np.ndarray:
         """The vectors the evaluator scores: fold-in histories when the protocol has them."""
         self._check_fitted()
         if eval_set.fold_in is not None:
-            return self.fold_in(eval_set.fold_in[users])
+            times = None if eval_set.times is None else sp.csr_matrix(eval_set.times)[users]
+            return self.fold_in_ordered(eval_set.fold_in[users], times)
         return self.user_factors[users]
 
     # ----------------------------------------------------------------- retrieval
@@ -244,6 +265,7 @@ class Recommender(ABC):
             "n_items": self.n_items,
             "fit_seconds": self.fit_seconds,
             "history": self.history,
+            "resumed_from": self.resumed_from,
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         tensors = self._factor_tensors()
@@ -279,6 +301,7 @@ class Recommender(ABC):
             model.n_users, model.n_items = meta["n_users"], meta["n_items"]
             model.fit_seconds = meta.get("fit_seconds", float("nan"))
             model.history = meta.get("history", [])
+            model.resumed_from = meta.get("resumed_from")
             factors = source / "factors.safetensors"
             model._load_factors(load_file(str(factors)) if factors.is_file() else {})
             model._load_extra(source)

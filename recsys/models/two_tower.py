@@ -51,6 +51,7 @@ from recsys.models.base import (
 )
 from recsys.models.defaults import two_tower_batch_size
 from recsys.models.fold_in import least_squares_users
+from recsys.models.sequence_tower import SequenceTower, order_rows, sequence_batch_size, windows_per_user
 
 LossName = Literal[
     "bce",
@@ -144,13 +145,28 @@ class TwoTowerConfig(ModelConfig):
     checkpoint_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch intra-op threads (None = torch default)")
-    user_input: Literal["id", "history"] = Field(
+    user_input: Literal["id", "history", "sequence"] = Field(
         "id",
         description="what the user tower encodes: 'id', a learned embedding per training user (new users "
         "are folded in from their history's item vectors); 'history', the user's interactions (weighted "
         "mean of a learned item-input embedding, then the MLP), trained with each example's target item "
         "left out, so a new user goes through the very function training users do (YouTube-DNN / FISM "
-        "style; what strong generalisation needs)",
+        "style; what strong generalisation needs); 'sequence', causal self-attention over the user's last "
+        "sequence_length interactions in time order (SASRec style, recsys.models.sequence_tower), trained on "
+        "every prefix; batch_size then counts windows of sequence_length targets",
+    )
+    sequence_length: int = Field(
+        50, ge=2, description="sequence user tower: the last N interactions it attends over (and the window length)"
+    )
+    sequence_blocks: int = Field(2, ge=1, description="sequence user tower: self-attention blocks")
+    sequence_heads: int = Field(1, ge=1, description="sequence user tower: attention heads (must divide dim)")
+    sequence_dropout: float = Field(0.2, ge=0, lt=1, description="sequence user tower: dropout on inputs, attention and MLPs")
+    sequence_time_buckets: int = Field(
+        0, ge=0, description="sequence user tower: embed the time since the previous interaction in this many log2 "
+        "buckets (0 = off; histories sent to the pyfunc carry no times and use the 'unknown' bucket)",
+    )
+    sequence_tied_items: bool = Field(
+        True, description="sequence user tower: its item inputs are the item tower's id embeddings (SASRec's tying)"
     )
     history_limit: int | None = Field(
         500,
@@ -177,6 +193,12 @@ class TwoTowerConfig(ModelConfig):
     distill: DistillConfig | None = Field(
         None, description="knowledge distillation from a teacher model (recsys.distill); None = off"
     )
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> Self:
+        if self.user_input == "sequence" and self.dim % self.sequence_heads:
+            raise ValueError(f"sequence_heads = {self.sequence_heads} must divide dim = {self.dim}")
+        return self
 
     @model_validator(mode="after")
     def _teacher_is_another_model(self) -> Self:
@@ -407,14 +429,23 @@ class TwoTowerNetwork(nn.Module):
         self.normalize = config.normalize
         self.user_input = config.user_input
         self.history_limit, self.seed = config.history_limit, config.seed
-        self.user_tower: Tower | HistoryTower
+        self.user_tower: Tower | HistoryTower | SequenceTower
+        self.item_tower = Tower(n_items, config.dim, config.item_layers, specs.get("item", []))
         if config.user_input == "history":
             self.user_tower = HistoryTower(
                 n_users, n_items, config.dim, config.user_layers, specs.get("user", [])
             )
+        elif config.user_input == "sequence":
+            user_specs = specs.get("user", [])
+            self.user_tower = SequenceTower(
+                n_users, config.dim, mlp(config.dim, config.user_layers),
+                FeatureEncoder(user_specs, n_users, config.dim) if user_specs else None,
+                self.item_tower.ids if config.sequence_tied_items else scaled_embedding(n_items, config.dim),
+                length=config.sequence_length, blocks=config.sequence_blocks, heads=config.sequence_heads,
+                dropout=config.sequence_dropout, time_buckets=config.sequence_time_buckets,
+            )  # fmt: skip
         else:
             self.user_tower = Tower(n_users, config.dim, config.user_layers, specs.get("user", []))
-        self.item_tower = Tower(n_items, config.dim, config.item_layers, specs.get("item", []))
         head = config.projection_head
         # One head shared by both towers: the loss then compares g(h_u) with g(h_i) for the same g,
         # which keeps the pre-head vectors h_u, h_i in one space (separate heads let them drift apart
@@ -432,8 +463,11 @@ class TwoTowerNetwork(nn.Module):
             x = head(x)
         return F.normalize(x, dim=-1) if self.normalize else x
 
-    def set_history(self, interactions: sp.csr_matrix) -> None:
-        """Give a history user tower the training interactions it pools (a no-op for id towers)."""
+    def set_history(self, interactions: sp.csr_matrix, times: sp.spmatrix | None = None) -> None:
+        """Give a history user tower the training interactions it pools, a sequence tower the same
+        in time order (`times`: users x items event times); a no-op for id towers."""
+        if isinstance(self.user_tower, SequenceTower):
+            self.user_tower.set_sequences(order_rows(interactions, times))
         if isinstance(self.user_tower, HistoryTower):
             rows = sp.csr_matrix(interactions)
             if self.history_limit is not None:
@@ -441,10 +475,20 @@ class TwoTowerNetwork(nn.Module):
             self.user_tower.set_history(rows)
 
     def user_vectors(
-        self, users: torch.Tensor, *, training: bool = False, exclude: torch.Tensor | None = None
+        self,
+        users: torch.Tensor,
+        *,
+        training: bool = False,
+        exclude: torch.Tensor | None = None,
+        sequence: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         """Retrieval vectors, or (training=True) the projection-head vectors the loss sees.
-        `exclude[b]`: an item a history tower leaves out of user b's input (the example's target)."""
+        `exclude[b]`: an item a history tower leaves out of user b's input (the example's target).
+        `sequence`: a sequence tower's training windows (`SequenceExamples.windows` of this rank);
+        the output then has one row per counted target, `users` the user of each."""
+        if sequence is not None:
+            assert isinstance(self.user_tower, SequenceTower)
+            return self._finish(self.user_tower.forward_windows(users, sequence), self.head, training)
         if isinstance(self.user_tower, HistoryTower):
             return self._finish(self.user_tower(users, exclude), self.head, training)
         return self._finish(self.user_tower(users), self.head, training)
@@ -502,7 +546,10 @@ class TwoTower(Recommender):
         from recsys.training import resolve_logit_offset
 
         update: dict[str, Any] = {}
-        if self.config.batch_size is None:
+        if self.config.batch_size is None and self.config.user_input == "sequence":
+            windows = windows_per_user(np.diff(train.indptr), self.config.sequence_length)
+            update["batch_size"] = sequence_batch_size(int(windows.sum()))
+        elif self.config.batch_size is None:
             update["batch_size"] = two_tower_batch_size(int(train.nnz))
         if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:
             update["logit_offset"] = resolve_logit_offset(self.config, train)
@@ -542,8 +589,10 @@ class TwoTower(Recommender):
             callback=callback,
             teacher=targets,
             max_steps=self.config.max_steps_per_epoch,
+            times=self.train_times,
         )
         self.history[:0] = result.earlier_history  # epochs run before a resume, so history is whole
+        self.resumed_from = result.resumed_from
         self.refresh_factors()
 
     def _teacher_targets(self, train: sp.csr_matrix):
@@ -608,8 +657,14 @@ class TwoTower(Recommender):
         """The (possibly learned) softmax temperature; scores for ranking do not need it."""
         return float(self.network.temperature()) if self.network is not None else self.config.temperature
 
+    def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
+        return self.fold_in(histories, times=times)
+
     def fold_in(
-        self, histories: sp.spmatrix, user_features: dict[str, np.ndarray] | None = None
+        self,
+        histories: sp.spmatrix,
+        user_features: dict[str, np.ndarray] | None = None,
+        times: sp.spmatrix | None = None,
     ) -> np.ndarray:
         """Vectors for users unseen in training, from their interaction rows (and features).
 
@@ -619,11 +674,13 @@ class TwoTower(Recommender):
         tower when the model has user features and `user_features` (name -> rows for these users,
         encoded like the FeatureSet) is given. Vectors are L2-normalised when the model is. Users
         with empty histories and no features get a zero vector (they rank by nothing), except with a
-        history tower with an MLP: there they get the MLP's learned no-history vector, as in training."""
+        history tower with an MLP: there they get the MLP's learned no-history vector, as in training.
+        A sequence tower encodes the last `sequence_length` items in the order of `times` (event
+        times aligned with `histories`; without them, item index order)."""
         self._check_fitted()
         rows = as_user_item_csr(histories, self.n_items)
-        if self.config.user_input == "history":
-            return self._history_fold_in(rows, user_features)
+        if self.config.user_input in ("history", "sequence"):
+            return self._history_fold_in(rows, user_features, times)
         if self.config.fold_in == "least_squares":
             conf = rows.copy()
             conf.data = 1.0 + self.config.fold_in_alpha * conf.data
@@ -643,18 +700,22 @@ class TwoTower(Recommender):
         return self._normalised(vectors)
 
     def _history_fold_in(
-        self, rows: sp.csr_matrix, user_features: dict[str, np.ndarray] | None
+        self, rows: sp.csr_matrix, user_features: dict[str, np.ndarray] | None, times: sp.spmatrix | None
     ) -> np.ndarray:
-        if self.network is None or not isinstance(self.network.user_tower, HistoryTower):
+        tower = self.network.user_tower if self.network is not None else None
+        if not isinstance(tower, HistoryTower | SequenceTower):
             raise ModelError(
-                f"model {self.config.name!r} has no history tower weights (towers.safetensors) to fold users in with"
+                f"model {self.config.name!r} has no {self.config.user_input} tower weights (towers.safetensors) "
+                "to fold users in with"
             )
-        tower = self.network.user_tower
         with torch.no_grad():
             features = None
             if user_features is not None and tower.features is not None:
                 features = tower.features(None, self._user_feature_values(user_features, rows.shape[0]))
-            vectors = tower.encode(rows, features).float().cpu().numpy()
+            if isinstance(tower, SequenceTower):
+                vectors = tower.encode(order_rows(rows, times), features).float().cpu().numpy()
+            else:
+                vectors = tower.encode(rows, features).float().cpu().numpy()
         return self._normalised(vectors)
 
     def _normalised(self, vectors: np.ndarray) -> np.ndarray:

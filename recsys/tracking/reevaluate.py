@@ -257,7 +257,8 @@ def as_deployed_vectors(
         histories = split.train
     if folded.size:
         rows = histories.tocsr()[folded][:, :n_known_items]
-        user_vecs[folded] = model.fold_in(rows)
+        times = None if split.times is None else split.times.tocsr()[folded][:, :n_known_items]
+        user_vecs[folded] = model.fold_in_ordered(rows, times)
     return user_vecs, item_vecs, int(folded.size)
 
 

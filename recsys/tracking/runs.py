@@ -44,7 +44,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from recsys.errors import TrackingError, first_line
+from recsys.faults import fault_point
 from recsys.tracking import plots, ui
+from recsys.tracking.offline import (
+    PARENT_KEY,
+    RunRecord,
+    bundle_dir,
+    keep_files,
+    keep_text,
+    offline_run_id,
+    save_record,
+)
 from recsys.tracking.store import check_tracking, client, ensure_experiment, metric_key, resolve_tracking_uri
 
 if TYPE_CHECKING:
@@ -186,7 +196,14 @@ class LoggedModel:
 
 
 class Tracker:
-    """Logs a pipeline run to MLflow. Thread-safe: every call names its run explicitly."""
+    """Logs a pipeline run to MLflow. Thread-safe: every call names its run explicitly.
+
+    Store failures (recsys.tracking.offline): every run this tracker opens is also recorded in
+    memory. The first store call that fails (after the SQLite-lock retries) sets `failure`; from
+    then on no call reaches the store, and every run not complete on it is written, with its
+    artifacts and saved model, to the bundle `kept_in`, which `recsys run --resume-tracking` logs
+    later. So a dying server costs the run its tracking, never its models.
+    """
 
     enabled = True
 
@@ -215,7 +232,84 @@ class Tracker:
         except Exception as exc:
             log.warning("could not tag experiment %s for the MLflow UI: %s", cfg.experiment, exc)
         self._parent_tags: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._records: dict[str, RunRecord] = {}
+        self.failure: str | None = None
+        self.kept_in: Path | None = None
+        if check:  # the process that checks the store is the one starting a pipeline run
+            self.closed_dead_runs = self._close_dead_runs()
+
+    def _close_dead_runs(self) -> list[str]:
+        """Close KILLED the runs of this experiment whose process died (recsys.tracking.liveness)."""
+        from recsys.tracking.liveness import mark_dead_runs
+
+        try:
+            closed = mark_dead_runs(self.client, [self.experiment_id])
+        except Exception as exc:  # never a reason not to start: say so and go on
+            log.warning("could not check for runs left RUNNING by dead processes: %s", exc)
+            return []
+        if closed:
+            log.warning("closed %d run(s) left RUNNING by a process that died: %s", len(closed), closed)
+        return closed
+
+    # ------------------------------------------------------------------ store calls and records
+    def _send(self, fn: Callable[[], T]) -> T | None:
+        """`fn()` against the store, or None (and offline from now on) when it fails."""
+        if self.failure is not None:
+            return None
+        try:
+            return with_retries(fn)
+        except Exception as exc:
+            self.mark_failed(exc)
+            return None
+
+    def mark_failed(self, exc: BaseException | str) -> None:
+        """Go offline: record why, and keep every run not complete on the store on disk."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+            self.failure = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+            log.warning(
+                "tracking store %s failed (%s): keeping runs under %s",
+                self.uri,
+                self.failure,
+                self.cfg.offline_dir,
+            )
+            for record in self._records.values():
+                self._keep(record)
+
+    def _bundle(self, record: RunRecord) -> Path:
+        """The pipeline run's bundle: a trial's record goes where its model's run goes."""
+        if record.key == PARENT_KEY:
+            return bundle_dir(self.cfg.offline_dir, record.run_id)
+        parent = self._records.get(record.parent_id or "")
+        if parent is not None:
+            return self._bundle(parent)
+        return bundle_dir(self.cfg.offline_dir, record.parent_id or record.run_id)
+
+    def _keep(self, record: RunRecord) -> None:
+        """Write the record to its bundle (only once the tracker is offline)."""
+        if self.failure is None:
+            return
+        bundle = self._bundle(record)
+        save_record(bundle, record)
+        if record.key == PARENT_KEY or self.kept_in is None:
+            self.kept_in = bundle
+
+    def _add(self, record: RunRecord) -> RunRecord:
+        with self._lock:
+            self._records[record.run_id] = record
+            self._keep(record)
+        return record
+
+    def _changed(self, run_id: str, change: Callable[[RunRecord], None]) -> RunRecord | None:
+        with self._lock:
+            record = self._records.get(run_id)
+            if record is not None:
+                change(record)
+                self._keep(record)
+            return record
 
     # ------------------------------------------------------------------ parent
     def start_parent(
@@ -230,6 +324,7 @@ class Tracker:
         when given, the data set as a run input. Returns the run id. `tags` may override the
         run's source (`mlflow.source.*`, e.g. a Prefect deployment), which its model runs inherit."""
         from recsys.config import flatten
+        from recsys.tracking.liveness import process_tags
 
         commit = git_commit()
         all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: commit, **ui.source_tags(commit)}
@@ -242,6 +337,7 @@ class Tracker:
             all_tags.update(lineage(self.run_config).tags())  # children inherit it: compared within it
         all_tags.update(self._split_tags(data, split))
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+        all_tags.update(process_tags())
         name = run_name or (self.run_config.name if self.run_config is not None else "pipeline")
         try:
             run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
@@ -252,6 +348,7 @@ class Tracker:
                 setting="tracking.enabled", value="false",
             ) from None
         run_id = run.info.run_id
+        self._add(RunRecord(PARENT_KEY, name, run_id, tags=dict(all_tags)))
         with self._lock:
             self._parent_tags[run_id] = ui.inherited(all_tags)
         if self.run_config is not None:
@@ -261,7 +358,7 @@ class Tracker:
         if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
             from recsys.tracking.split_artifact import log_split
 
-            log_split(self.client, run_id, split)
+            self._send(lambda: log_split(self.client, run_id, split))
         return run_id
 
     def log_dataset(self, run_id: str, data: InteractionData, context: str = "train") -> None:
@@ -280,14 +377,18 @@ class Tracker:
             digest=(data.fingerprint or "unknown")[:36],
             schema=schema,
         )
-        input_tags = [
-            InputTag("mlflow.data.context", context),
-            InputTag("n_users", str(data.n_users)),
-            InputTag("n_items", str(data.n_items)),
-            InputTag("n_interactions", str(data.interactions.height)),
-        ]
-        entity = DatasetInput(dataset._to_mlflow_entity(), tags=input_tags)
-        with_retries(lambda: self.client.log_inputs(run_id, datasets=[entity]))
+        input_tags = {
+            "mlflow.data.context": context,
+            "n_users": str(data.n_users),
+            "n_items": str(data.n_items),
+            "n_interactions": str(data.interactions.height),
+        }
+        entity = dataset._to_mlflow_entity()
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        kept = {"dataset": {f: getattr(entity, f) for f in fields}, "tags": input_tags}
+        self._changed(run_id, lambda r: r.datasets.append(kept))
+        entry = DatasetInput(entity, tags=[InputTag(k, v) for k, v in input_tags.items()])
+        self._send(lambda: self.client.log_inputs(run_id, datasets=[entry]))
 
     # ------------------------------------------------------------------ children
     def start_child(
@@ -295,11 +396,13 @@ class Tracker:
     ) -> ModelRun:
         """Open a model's run nested under the pipeline run; params = the model's config."""
         from recsys.config import flatten
+        from recsys.tracking.liveness import process_tags
 
         with self._lock:
             inherited = dict(self._parent_tags.get(parent_id or "", {}))
         if parent_id and not inherited:  # a tracker in another process (Dask task): ask the store
-            parent_tags = with_retries(lambda: self.client.get_run(parent_id)).data.tags
+            parent = self._send(lambda: self.client.get_run(parent_id))
+            parent_tags = parent.data.tags if parent is not None else {}
             inherited = ui.inherited(parent_tags)
         inherited.pop(TAG_KIND, None)
         all_tags = {
@@ -309,29 +412,37 @@ class Tracker:
             TAG_MODEL_KIND: model_config.kind,
             **({"mlflow.parentRunId": parent_id} if parent_id else {}),
             **{str(k): str(v) for k, v in (tags or {}).items()},
+            **process_tags(),
         }
-        run = with_retries(
+        run = self._send(
             lambda: self.client.create_run(self.experiment_id, run_name=model_config.name, tags=all_tags)
         )
-        self.log_params(run.info.run_id, flatten(model_config.model_dump(mode="json")))
-        return ModelRun(run.info.run_id, model_config.name, parent_id, self)
+        run_id = run.info.run_id if run is not None else offline_run_id()
+        self._add(RunRecord(model_config.name, model_config.name, run_id, parent_id, tags=dict(all_tags)))
+        self.log_params(run_id, flatten(model_config.model_dump(mode="json")))
+        return ModelRun(run_id, model_config.name, parent_id, self)
 
     def start_trial(
         self, model_run_id: str, model_config: ModelConfig, number: int, params: Mapping[str, Any]
     ) -> str:
         """A tuning trial's run, nested under its model's run (`recsys.kind = trial`, so comparisons
         and promotion, which read model runs, never see it); params = the trial's parameters."""
+        from recsys.tracking.liveness import process_tags
+
         tags = {
             TAG_KIND: "trial",
             TAG_MODEL: model_config.name,
             TAG_MODEL_KIND: model_config.kind,
             "recsys.trial_number": str(number),
             "mlflow.parentRunId": model_run_id,
+            **process_tags(),
         }
         name = f"{model_config.name}-trial-{number}"
-        run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
-        self.log_params(run.info.run_id, dict(params))
-        return run.info.run_id
+        run = self._send(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
+        run_id = run.info.run_id if run is not None else offline_run_id()
+        self._add(RunRecord(name, name, run_id, model_run_id, tags=dict(tags)))
+        self.log_params(run_id, dict(params))
+        return run_id
 
     @contextmanager
     def model_run(self, parent_id: str | None, model_config: ModelConfig) -> Iterator[ModelRun]:
@@ -348,25 +459,50 @@ class Tracker:
     def log_params(self, run_id: str, flat: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, v) for k, v in param_dict(flat).items()]
+        values = param_dict(flat)
+        self._changed(run_id, lambda r: r.params.update(values))
+        params = [Param(k, v) for k, v in values.items()]
         for start in range(0, len(params), PARAMS_PER_BATCH):
             chunk = params[start : start + PARAMS_PER_BATCH]
-            with_retries(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
+            self._send(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
         entries = [Metric(k, v, stamp, int(step or 0)) for k, v in finite_metrics(metrics).items()]
+        self._changed(
+            run_id, lambda r: r.metrics.extend((m.key, m.value, m.step, m.timestamp) for m in entries)
+        )
         for start in range(0, len(entries), METRICS_PER_BATCH):
             chunk = entries[start : start + METRICS_PER_BATCH]
-            with_retries(lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+            self._send(lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         entries = [RunTag(str(k), str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()]
-        with_retries(lambda: self.client.log_batch(run_id, tags=entries))
+        self._changed(run_id, lambda r: r.tags.update({e.key: e.value for e in entries}))
+        self._send(lambda: self.client.log_batch(run_id, tags=entries))
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """A text artifact; kept in the run's bundle folder when the store is (or goes) down."""
+        self._send(lambda: self.client.log_text(run_id, text, artifact_file))
+        with self._lock:
+            record = self._records.get(run_id)
+            if self.failure is not None and record is not None:
+                keep_text(self._bundle(record), record, text, artifact_file)
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """A directory of artifacts; kept in the run's bundle folder when the store is (or goes) down."""
+        self._send(lambda: self.client.log_artifacts(run_id, str(local_dir), artifact_path))
+        with self._lock:
+            record = self._records.get(run_id)
+            if self.failure is not None and record is not None:
+                keep_files(self._bundle(record), record, Path(local_dir), artifact_path)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
     def log_model_result(
         self,
@@ -380,7 +516,8 @@ class Tracker:
         """Final metrics (every k, with intervals), artifacts, the pyfunc, and a registry version.
 
         `eval_result` is a `recsys.evaluation.evaluate.EvaluationResult`; `extra_metrics` adds e.g.
-        folding diagnostics (non-numeric values are skipped)."""
+        folding diagnostics (non-numeric values are skipped). When the store fails, the artifacts
+        (the saved model among them) are kept in the bundle instead."""
         run_id = model_run.run_id
         self.set_tags(run_id, self._split_tags(data, split))
         if data is not None:  # the runs table shows each model's training data, not only the parent's
@@ -395,29 +532,46 @@ class Tracker:
             fit_seconds=model.fit_seconds,
         )
         metrics.update(dict(extra_metrics or {}))
+        resumed = getattr(model, "resumed_from", None)
+        if resumed:  # training continued a checkpoint: say from where, beside the metrics it produced
+            from recsys.training import RESUMED_CHECKPOINT_TAG
+
+            metrics.update(resumed_from_epoch=resumed["epoch"], resumed_from_step=resumed["step"])
+            self.set_tags(run_id, {RESUMED_CHECKPOINT_TAG: resumed["checkpoint"]})
         self.log_metrics(run_id, metrics)
         if model_run.steps_logged == 0 and model.history:
             for entry in model.history:  # history not streamed through the callback: log it now
                 self.log_metrics(
                     run_id, {k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"])
                 )
+        fault_point("tracking.artifacts")
         with tempfile.TemporaryDirectory(prefix="recsys-run-") as tmp:
             root = Path(tmp) / "artifacts"
             self._write_artifacts(root, model, eval_result, split, data, title=self._plot_title(model, run_id))
-            with_retries(lambda: self.client.log_artifacts(run_id, str(root)))
             from recsys.tracking.pyfunc import save_pyfunc
 
             pyfunc_dir = Path(tmp) / PYFUNC_ARTIFACT
             save_pyfunc(model, split, pyfunc_dir, staging=Path(tmp) / "staging")
-            with_retries(lambda: self.client.log_artifacts(run_id, str(pyfunc_dir), PYFUNC_ARTIFACT))
-            with_retries(lambda: ui.record_logged_model(self.client, run_id, pyfunc_dir, PYFUNC_ARTIFACT))
+            self._send(lambda: self.client.log_artifacts(run_id, str(root)))
+            self._send(lambda: self.client.log_artifacts(run_id, str(pyfunc_dir), PYFUNC_ARTIFACT))
+            self._send(lambda: ui.record_logged_model(self.client, run_id, pyfunc_dir, PYFUNC_ARTIFACT))
+            with self._lock:
+                record = self._records.get(run_id)
+                if self.failure is not None and record is not None:
+                    keep_files(self._bundle(record), record, root)
+                    keep_files(self._bundle(record), record, pyfunc_dir, PYFUNC_ARTIFACT)
         model_uri = f"runs:/{run_id}/{PYFUNC_ARTIFACT}"
         if not self.cfg.register_models:
             return LoggedModel(run_id, model_uri)
         from recsys.tracking.registry import register_run_model
 
         name = f"{self.cfg.model_name_prefix}-{model.config.name}"
-        version = register_run_model(self.client, name, run_id, tags={TAG_MODEL_KIND: model.kind})
+        wanted = {"name": name, "tags": {TAG_MODEL_KIND: model.kind}}
+        self._changed(run_id, lambda r: setattr(r, "register", wanted))
+        version = self._send(lambda: register_run_model(self.client, name, run_id, tags=wanted["tags"]))
+        if version is None:
+            return LoggedModel(run_id, model_uri, name, None)
+        self._changed(run_id, lambda r: setattr(r, "register", None))
         self.set_tags(run_id, {TAG_MODEL_VERSION: f"{name}/{version.version}"})
         return LoggedModel(run_id, model_uri, name, str(version.version))
 
@@ -426,8 +580,11 @@ class Tracker:
         run_id = run.run_id if isinstance(run, ModelRun) else run
         if error:
             self.set_tags(run_id, {TAG_ERROR: error})
-            with_retries(lambda: self.client.log_text(run_id, error, "error.txt"))
-        with_retries(lambda: self.client.set_terminated(run_id, status=status))
+            self.log_text(run_id, error, "error.txt")
+        self._changed(run_id, lambda r: setattr(r, "status", status))
+        self._send(lambda: self.client.set_terminated(run_id, status=status))
+        if self.failure is None:
+            self._changed(run_id, lambda r: setattr(r, "complete", True))
 
     # ------------------------------------------------------------------ internals
     def _split_tags(self, data: InteractionData | None, split: Split | None) -> dict[str, str]:
@@ -497,9 +654,23 @@ class NullTracker:
     """`--no-tracking`: the Tracker interface, doing nothing (run ids are empty strings)."""
 
     enabled = False
+    failure: str | None = None
+    kept_in: Path | None = None
 
     def __init__(self, *_: Any, **__: Any) -> None:
         self.uri = ""
+
+    def mark_failed(self, exc: BaseException | str) -> None:
+        return None
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        return None
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        return None
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        return None
 
     def start_parent(
         self, run_name: str | None = None, tags: Mapping[str, str] | None = None, **_: Any

@@ -61,6 +61,14 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def is_in_memory(uri: str) -> bool:
+    """`sqlite://`, `sqlite:///:memory:` and `...?mode=memory`: a store that dies with the process."""
+    if not is_sqlite(uri):
+        return False
+    path = uri.split("://", 1)[1] if "://" in uri else ""
+    return path in ("", "/") or ":memory:" in path or "mode=memory" in path
+
+
 def sqlite_path(uri: str) -> Path:
     """The database file of an `sqlite:///relative` or `sqlite:////absolute` URI (query stripped)."""
     path = uri.split(":///", 1)[1] if ":///" in uri else ""
@@ -93,6 +101,11 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         limit_http_retries()
         return
     if is_sqlite(uri):
+        if is_in_memory(uri):
+            raise TrackingError(
+                f"tracking URI {uri!r} is an in-memory SQLite store: every run, metric and model would "
+                "vanish when the process exits; use sqlite:///path/to/mlflow.db or --no-tracking"
+            )
         db = sqlite_path(uri)
         if not str(db):
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")

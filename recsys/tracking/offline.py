@@ -1,0 +1,266 @@
+"""When the tracking store fails mid-run: keep everything on disk, log it later.
+
+Why: a pipeline trains for an hour; if the MLflow server dies at minute 59, the trained models, their
+metrics and artifacts must not die with it. The `Tracker` keeps a small record of every run it opens
+(params, tags, metrics with their steps, status, which registry version to create); the first store
+call that fails switches it to offline: it stops calling the store and writes the records of every
+run not yet complete on the server, with their artifacts (the saved model among them), into a
+bundle directory, `<tracking.offline_dir>/<parent run id>/`:
+
+    <bundle>/parent/run.json                 the pipeline's parent run (when it was not closed)
+    <bundle>/<model>/run.json                a model's run: params, tags, metrics, status, registry
+    <bundle>/<model>/files/...               its artifacts, as they would be in the store (model/:
+                                             the pyfunc with the saved model, evaluation/, plots/)
+
+`recsys run --resume-tracking <bundle>` (`resume_bundle`) logs a bundle once the store is back: new
+runs with the recorded content (the parent first, children under it, runs completed on the server
+before the failure re-parented to it), registry versions, and the original runs, left RUNNING by
+the failure, are closed KILLED with a note naming their replacements. A bundle is marked
+`logged.json` when done, so resuming twice logs nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+RUN_FILE = "run.json"
+FILES_DIR = "files"
+LOGGED_FILE = "logged.json"
+PARENT_KEY = "parent"
+OFFLINE_PREFIX = "offline-"
+TAG_REPLACED_BY = "recsys.replaced_by"
+TAG_RESUMED_FROM = "recsys.resumed_from"
+
+
+def offline_run_id() -> str:
+    """An id for a run the store could not create (it is created on resume)."""
+    return f"{OFFLINE_PREFIX}{uuid.uuid4().hex}"
+
+
+@dataclass
+class RunRecord:
+    """Everything logged to one run, kept so the run can be logged again in full."""
+
+    key: str  # "parent" or the model's name: its folder in the bundle
+    name: str
+    run_id: str  # the store's id, or an offline id when the store never created it
+    parent_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)  # key, value, step, ms
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None  # the terminal status once ended
+    register: dict[str, Any] | None = None  # {"name": registered model, "tags": {...}} to create
+    complete: bool = False  # ended on the store with everything in it: nothing to resume
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        data = dict(data)
+        data["metrics"] = [tuple(m) for m in data.get("metrics", [])]
+        return cls(**data)
+
+
+def bundle_dir(root: str | Path, parent_id: str | None) -> Path:
+    return Path(root) / (parent_id or "no-parent")
+
+
+def record_dir(bundle: Path, record: RunRecord) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", record.key).strip("-.") or "run"
+    return bundle / slug
+
+
+def save_record(bundle: Path, record: RunRecord) -> Path:
+    """Write (or rewrite) a record's run.json atomically; returns its folder."""
+    folder = record_dir(bundle, record)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{RUN_FILE}.", dir=folder)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record.to_json(), fh, indent=2, default=str)
+    os.replace(tmp, folder / RUN_FILE)
+    return folder
+
+
+def keep_files(bundle: Path, record: RunRecord, source: Path, artifact_path: str | None = None) -> Path:
+    """Copy a local artifact tree into the record's files/ (under `artifact_path`)."""
+    target = record_dir(bundle, record) / FILES_DIR
+    if artifact_path:
+        target = target / artifact_path
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
+
+
+def keep_text(bundle: Path, record: RunRecord, text: str, artifact_file: str) -> None:
+    target = record_dir(bundle, record) / FILES_DIR / artifact_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+def load_bundle(bundle: Path) -> list[RunRecord]:
+    """The records of a bundle, every run after the run it is nested under (parent, models, trials)."""
+    records = [RunRecord.from_json(json.loads(p.read_text())) for p in sorted(bundle.glob(f"*/{RUN_FILE}"))]
+    by_id = {r.run_id: r for r in records}
+
+    def depth(record: RunRecord) -> int:
+        seen = 0
+        while record.parent_id in by_id and seen < len(by_id):
+            record, seen = by_id[record.parent_id], seen + 1
+        return seen
+
+    return sorted(records, key=lambda r: (depth(r), r.key != PARENT_KEY, r.key))
+
+
+def find_bundles(path: Path) -> list[Path]:
+    """`path` itself when it is a bundle, else the bundles directly under it (not yet logged)."""
+    if any(path.glob(f"*/{RUN_FILE}")):
+        return [path]
+    return (
+        sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob(f"*/{RUN_FILE}")))
+        if path.is_dir()
+        else []
+    )
+
+
+@dataclass
+class ResumeReport:
+    bundle: Path
+    runs: dict[str, str]  # record key -> new run id
+    registered: list[str]  # "name/version"
+    already_logged: bool = False
+
+
+def resume_bundle(client: MlflowClient, experiment_id: str, bundle: Path) -> ResumeReport:
+    """Log a kept bundle into the store (see the module docstring). Idempotent per bundle."""
+    from mlflow.entities import RunTag
+
+    from recsys.tracking.runs import with_retries
+
+    done_file = bundle / LOGGED_FILE
+    if done_file.is_file():
+        logged = json.loads(done_file.read_text())
+        return ResumeReport(bundle, logged.get("runs", {}), logged.get("registered", []), already_logged=True)
+    records = load_bundle(bundle)
+    new_ids: dict[str, str] = {}  # old run id -> new run id
+    report = ResumeReport(bundle, {}, [])
+    for record in records:
+        if not record.complete:
+            parent = new_ids.get(record.parent_id or "", record.parent_id)
+            run_id, version = _log_record(client, experiment_id, bundle, record, parent)
+            new_ids[record.run_id] = report.runs[record.key] = run_id
+            if record.key == PARENT_KEY:
+                _carry_split(client, record.run_id, run_id, bundle, record)
+            report.registered += [version] if version else []
+    for record in records:  # complete children move under the new parent; open originals close
+        new_parent = new_ids.get(record.parent_id or "")
+        if record.complete and new_parent:
+            tag = [RunTag("mlflow.parentRunId", new_parent)]
+            with_retries(lambda r=record, tag=tag: client.log_batch(r.run_id, tags=tag))
+        elif not record.complete and not record.run_id.startswith(OFFLINE_PREFIX):
+            _close_replaced(client, record.run_id, new_ids[record.run_id])
+    done = {"runs": report.runs, "registered": report.registered, "at": time.time()}
+    done_file.write_text(json.dumps(done))
+    return report
+
+
+def _log_record(
+    client: MlflowClient, experiment_id: str, bundle: Path, record: RunRecord, parent: str | None
+) -> tuple[str, str | None]:
+    """Create a run holding everything `record` kept; returns (run id, "name/version" or None)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+
+    from recsys.tracking.liveness import process_tags
+    from recsys.tracking.registry import register_run_model
+    from recsys.tracking.runs import with_retries
+
+    tags = {**record.tags, **process_tags(), TAG_RESUMED_FROM: record.run_id}
+    tags.pop("mlflow.parentRunId", None)
+    if parent and not parent.startswith(OFFLINE_PREFIX):
+        tags["mlflow.parentRunId"] = parent
+    run = with_retries(
+        lambda: client.create_run(
+            experiment_id, run_name=record.name, tags=tags, start_time=_first_time(record)
+        )
+    )
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in record.params.items()]
+    metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, step, ts in record.metrics]
+    for start in range(0, len(params), 100):
+        with_retries(lambda chunk=params[start : start + 100]: client.log_batch(run_id, params=chunk))
+    for start in range(0, len(metrics), 1000):
+        with_retries(lambda chunk=metrics[start : start + 1000]: client.log_batch(run_id, metrics=chunk))
+    if record.datasets:
+        inputs = [
+            DatasetInput(Dataset(**d["dataset"]), tags=[InputTag(k, v) for k, v in d["tags"].items()])
+            for d in record.datasets
+        ]
+        with_retries(lambda: client.log_inputs(run_id, datasets=inputs))
+    files = record_dir(bundle, record) / FILES_DIR
+    if files.is_dir():
+        with_retries(lambda: client.log_artifacts(run_id, str(files)))
+    registered = None
+    if record.register:
+        name = record.register["name"]
+        version = register_run_model(client, name, run_id, tags=record.register.get("tags"))
+        registered = f"{name}/{version.version}"
+        with_retries(lambda: client.set_tag(run_id, "recsys.registered_version", registered))
+    with_retries(lambda: client.set_terminated(run_id, status=record.status or "KILLED"))
+    return run_id, registered
+
+
+def _carry_split(
+    client: MlflowClient, old_parent: str, new_parent: str, bundle: Path, record: RunRecord
+) -> None:
+    """The split the models were evaluated on (`split/`, what `recsys promote` re-scores a champion
+    on) belongs with the pipeline run: when the store took it before failing, copy it across to the
+    parent that replaces that run (a kept copy in the bundle was uploaded with its files already)."""
+    from recsys.tracking.runs import with_retries
+    from recsys.tracking.split_artifact import SPLIT_ARTIFACT
+
+    if (record_dir(bundle, record) / FILES_DIR / SPLIT_ARTIFACT).is_dir() or old_parent.startswith(
+        OFFLINE_PREFIX
+    ):
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-split-") as tmp:
+        try:
+            path = client.download_artifacts(old_parent, SPLIT_ARTIFACT, tmp)
+        except Exception:  # never logged: promotion will say the split cannot be had
+            return
+        with_retries(lambda: client.log_artifacts(new_parent, path, SPLIT_ARTIFACT))
+
+
+def _first_time(record: RunRecord) -> int | None:
+    return min((int(ts) for _, _, _, ts in record.metrics), default=None)
+
+
+def _close_replaced(client: MlflowClient, run_id: str, replacement: str) -> None:
+    """Close the run the failure left open, pointing at the run that now holds its content."""
+    from mlflow.entities import RunStatus, RunTag
+
+    from recsys.tracking.runs import with_retries
+
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # the store lost it (or never committed it): nothing to close
+        return
+    note = f"tracking failed during this run; its content was logged again as run {replacement}"
+    with_retries(
+        lambda: client.log_batch(
+            run_id, tags=[RunTag(TAG_REPLACED_BY, replacement), RunTag("mlflow.note.content", note)]
+        )
+    )
+    if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+        with_retries(lambda: client.set_terminated(run_id, status="KILLED"))

@@ -1,0 +1,200 @@
+"""Sequence user tower (`user_input = "sequence"`): the model contract, causal masking, the training
+windows, order from times, fold-in of unseen users, exact resume, and the pipeline wiring of times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.data.matrix import event_times
+from recsys.models.base import Recommender
+from recsys.models.sequence_tower import (
+    PAD,
+    SequenceExamples,
+    SequenceTower,
+    attention_mask,
+    order_rows,
+    windows_per_user,
+)
+from recsys.models.two_tower import TwoTower, TwoTowerConfig, mlp, scaled_embedding
+
+from .conftest import Planted
+from .contract import RecommenderContract, planted_recall
+
+SEQ = TwoTowerConfig(
+    name="seq", user_input="sequence", dim=16, num_negatives=32, batch_size=16, epochs=10, lr=0.02, seed=3,
+    threads=1, device="cpu", quiet=True, sequence_length=8, sequence_blocks=1, sequence_dropout=0.1,
+)  # fmt: skip
+
+
+def random_times(train: sp.csr_matrix, seed: int = 0) -> sp.csr_matrix:
+    """Event times in a random order per user: planted clusters have no order of their own, and item
+    index order would be a false signal (the next item always has a larger index)."""
+    times = sp.csr_matrix(train, dtype=np.float64, copy=True)
+    times.data = 1.0 + np.random.default_rng(seed).permutation(times.nnz).astype(np.float64)
+    return times
+
+
+class TestSequenceTowerContract(RecommenderContract):
+    model_config = SEQ
+    min_recall_at_10 = 0.45  # measured ~0.70 with random times
+    min_fold_in_overlap = None  # fold-in without times is index order; with times it is exact (below)
+
+    def fit_model(self, model, train, **fit_kwargs):
+        return model.fit(train, times=random_times(train), **fit_kwargs)
+
+
+@pytest.fixture(scope="module")
+def fitted(planted: Planted) -> tuple[TwoTower, sp.csr_matrix]:
+    times = random_times(planted.train)
+    return TwoTower(SEQ).fit(planted.train, times=times), times
+
+
+# ----------------------------------------------------------------------------- causal masking
+def tower(length: int = 6, blocks: int = 2, heads: int = 2) -> SequenceTower:
+    torch.manual_seed(0)
+    net = SequenceTower(
+        3, 8, mlp(8, []), None, scaled_embedding(20, 8), length=length, blocks=blocks, heads=heads,
+        dropout=0.0, time_buckets=4,
+    )  # fmt: skip
+    return net.eval()
+
+
+def test_a_future_item_cannot_change_a_prefix_output_but_an_earlier_one_does():
+    net = tower()
+    window = torch.tensor([[PAD, 3, 7, 1, 9, 4], [2, 5, 8, 11, 0, 6]])
+    times = torch.tensor([[0.0, 10, 500, 9000, 9100, 99999], [1.0, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        base = net.encode_windows(window, times)
+        for j in range(1, 6):  # change the item (and its time) at position j
+            changed, later = window.clone(), times.clone()
+            changed[:, j] = 15
+            later[:, j] += 77777.0
+            out = net.encode_windows(changed, later)
+            torch.testing.assert_close(out[:, :j], base[:, :j], rtol=0, atol=0)  # the prefix before j
+            assert (out[:, j:] - base[:, j:]).abs().amax() > 1e-4  # j and every position after it see it
+
+
+def test_the_mask_is_causal_over_real_items_and_every_row_attends_itself():
+    valid = torch.tensor([[False, False, True, True]])
+    mask = attention_mask(valid)[0, 0]
+    expected = torch.tensor(
+        [[True, False, False, False], [False, True, False, False], [False, False, True, False], [False, False, True, True]]
+    )
+    assert torch.equal(mask, expected)
+
+
+# ----------------------------------------------------------------------------- windows and order
+def test_windows_count_every_target_once_with_half_a_window_of_context_at_least():
+    lengths = np.array([0, 1, 2, 5, 9, 12])
+    indptr = np.r_[0, np.cumsum(lengths)]
+    rows = sp.csr_matrix((np.ones(indptr[-1]), np.arange(indptr[-1]) % 50, indptr), shape=(6, 50))
+    sequences = order_rows(rows)
+    examples = SequenceExamples(sequences, length=4, device=torch.device("cpu"))
+    assert list(windows_per_user(lengths, 4)) == [0, 0, 1, 1, 3, 5]  # n <= N + 1: one; then +1 per stride 2
+    items, _, counted, targets = examples.windows(torch.arange(examples.n))
+    users = examples.user.unsqueeze(1).expand_as(counted)[counted].numpy()
+    assert examples.n_targets == 24 and np.bincount(users, minlength=6).tolist() == [0, 0, 1, 4, 8, 11]
+    # every target s[t], t >= 1, of every user is counted exactly once ...
+    got = sorted(zip(users.tolist(), targets[counted].tolist(), strict=True))
+    want = sorted((u, int(i)) for u in range(6) for i in sequences.items[indptr[u] + 1 : indptr[u + 1]])
+    assert got == want
+    # ... right after its input (the previous item), with >= N - S = 2 items of context (or all before it)
+    inputs = items[counted].tolist()
+    position_of = {int(i): p for p, i in enumerate(sequences.items.tolist())}
+    assert all(position_of[t] == position_of[i] + 1 for i, t in zip(inputs, targets[counted].tolist(), strict=True))
+    first_real = (items != PAD).float().argmax(dim=1, keepdim=True)
+    context = (torch.arange(4).expand_as(counted) - first_real + 1)[counted].numpy()
+    before = np.array([position_of[t] for t in targets[counted].tolist()]) - indptr[users]
+    assert (context >= np.minimum(2, before)).all() and (context <= before).all()
+
+
+def test_rows_are_ordered_by_time_then_item_and_unknown_times_come_first():
+    rows = sp.csr_matrix(np.array([[1, 1, 1, 1], [1, 0, 1, 0]], dtype=np.float32))
+    times = sp.csr_matrix(np.array([[30.0, 10.0, 0.0, 10.0], [5.0, 0, 2.0, 0]]))
+    ordered = order_rows(rows, times)
+    assert ordered.items.tolist() == [2, 1, 3, 0, 2, 0]
+    assert ordered.times.tolist() == [0.0, 10.0, 10.0, 30.0, 2.0, 5.0]
+
+
+def test_event_times_are_seconds_after_the_first_event_plus_one_and_nulls_store_nothing():
+    stamps = pl.from_epoch(pl.Series([100, 160, 101, None]), time_unit="s").dt.replace_time_zone("UTC")
+    frame = pl.DataFrame({"user_idx": [0, 0, 1, 1], "item_idx": [2, 0, 1, 2], "timestamp": stamps})
+    times = event_times(frame, 2, 3)
+    assert times.toarray().tolist() == [[61.0, 0.0, 1.0], [0.0, 2.0, 0.0]]
+
+
+# ----------------------------------------------------------------------------- model behaviour
+def test_order_changes_the_user_vectors_and_fold_in_with_the_same_times_is_the_trained_function(fitted, planted):
+    model, times = fitted
+    rows = planted.train[:20]
+    np.testing.assert_allclose(model.fold_in(rows, times=times[:20]), model.user_factors[:20], atol=1e-6)
+    reversed_times = times[:20].copy()
+    reversed_times.data = -reversed_times.data + reversed_times.data.max() + 1.0
+    assert np.abs(model.fold_in(rows, times=reversed_times) - model.user_factors[:20]).max() > 1e-3
+
+
+def test_training_without_times_learns_item_index_order_which_planted_data_does_not_have(planted):
+    """Why order must come from times: index order is a false sequential signal on planted data."""
+    users = np.flatnonzero(np.diff(planted.test.indptr) > 0)
+    cfg = SEQ.model_copy(update={"epochs": 6})
+    with_times = TwoTower(cfg).fit(planted.train, times=random_times(planted.train))
+    without = TwoTower(cfg).fit(planted.train)
+    recall = [planted_recall(m.recommend(users, k=10, exclude=planted.train)[0], planted.test, users)
+              for m in (with_times, without)]  # fmt: skip
+    assert recall[0] > recall[1] + 0.15, recall
+
+
+def test_killed_and_resumed_equals_an_uninterrupted_run_exactly(planted, tmp_path: Path):
+    cfg = SEQ.model_copy(update={"epochs": 3, "sampler": "mixed", "sequence_time_buckets": 3})
+    times = random_times(planted.train)
+    whole = TwoTower(cfg).fit(planted.train, times=times)
+    ckpt = str(tmp_path / "ckpt")
+    killed = TwoTower(cfg.model_copy(update={"checkpoint_dir": ckpt}))
+    killed.fit(planted.train, times=times, callback=lambda step, m: step >= 1)
+    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text()) == {"checkpoint": "epoch-0001"}
+    resumed = TwoTower(cfg.model_copy(update={"checkpoint_dir": ckpt})).fit(planted.train, times=times)
+    np.testing.assert_array_equal(resumed.user_factors, whole.user_factors)
+    np.testing.assert_array_equal(resumed.item_factors, whole.item_factors)
+    # another order is another training run: its checkpoint is refused
+    from recsys.errors import ModelError
+
+    with pytest.raises(ModelError, match="different config or training data"):
+        TwoTower(cfg.model_copy(update={"checkpoint_dir": ckpt, "epochs": 4})).fit(
+            planted.train, times=random_times(planted.train, seed=1)
+        )
+
+
+def test_saved_model_folds_in_new_users_like_the_trained_one(fitted, planted, tmp_path: Path):
+    model, times = fitted
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    rows = planted.train[40:50]
+    np.testing.assert_allclose(
+        loaded.fold_in_ordered(rows, times[40:50]), model.fold_in(rows, times=times[40:50]), atol=1e-6
+    )
+    assert np.abs(loaded.fold_in(sp.csr_matrix(rows.shape, dtype=np.float32))).max() == 0.0  # no history: 0
+
+
+def test_heads_must_divide_the_dimension():
+    with pytest.raises(ValueError, match="sequence_heads"):
+        TwoTowerConfig.model_validate({**SEQ.model_dump(), "sequence_heads": 3})
+
+
+def test_the_pipeline_trains_on_the_split_times_and_a_saved_split_keeps_them(fitted, planted, tmp_path: Path):
+    from pipelines.train import train_model
+    from recsys.data.split import Split
+    from recsys.data.split_io import load_split, save_split
+
+    model, times = fitted
+    split = Split(protocol="random", train=planted.train, test=planted.test, times=times)
+    trained = train_model(SEQ, split)
+    np.testing.assert_array_equal(trained.user_factors, model.user_factors)
+    loaded = load_split(save_split(split, tmp_path / "split"))
+    assert loaded.times is not None and (loaded.times != times).nnz == 0
+    assert loaded.test_set().times is loaded.times  # evaluation orders fold-in histories by them

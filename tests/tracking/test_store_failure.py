@@ -1,0 +1,225 @@
+"""The tracking store fails mid-run, or was never a store (issue 20, items 3 and 8).
+
+* A run killed with SIGKILL leaves its MLflow runs RUNNING; the next start closes them KILLED, with
+  a note, by the host + pid they were tagged with. Runs of live processes are left alone.
+* The MLflow server dies after the parent run opened: every model still trains, the summary table
+  and --json are written, the runs and trained models are kept on disk, the command exits 2 with
+  one line, and `recsys run --resume-tracking` logs it all once a store is back.
+* In-memory SQLite is refused before any work.
+
+The server is MLflow's own tracking server app (Flask handlers over an SQLite store) served from a
+thread, so the test can stop it at an exact point; its store is a copy of the session's migrated
+one, so no migration runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.config import RunConfig, TrackingConfig
+from recsys.errors import TrackingError
+from recsys.tracking.reevaluate import SAVED_MODEL_ARTIFACT
+from recsys.tracking.store import check_tracking
+
+runner = CliRunner()
+
+# ----------------------------------------------------------------------------- item 3: kill -9
+
+OPEN_RUNS_THEN_DIE = """
+    import os, signal, sys
+    from recsys.config import RunConfig, TrackingConfig
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.runs import Tracker
+
+    cfg = RunConfig(name="doomed", tracking=TrackingConfig(tracking_uri=sys.argv[1], experiment=sys.argv[2]))
+    tracker = Tracker(cfg.tracking, cfg)
+    parent = tracker.start_parent()
+    child = tracker.start_child(parent, PopularityConfig(name="pop"))
+    child.callback(1, {"loss": 0.5})
+    print(parent, child.run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_runs_of_a_killed_process_are_closed_killed_at_the_next_start(tracking_uri):
+    from recsys.tracking.runs import Tracker
+
+    experiment = f"dead-{uuid.uuid4().hex[:8]}"
+    cfg = RunConfig(tracking=TrackingConfig(tracking_uri=tracking_uri, experiment=experiment))
+    alive = Tracker(cfg.tracking, cfg)
+    mine = alive.start_parent("still-running")  # this process lives: its run must stay open
+    killed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(OPEN_RUNS_THEN_DIE), tracking_uri, experiment],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    orphans = killed.stdout.split()
+    client = MlflowClient(tracking_uri)
+    assert {client.get_run(r).info.status for r in orphans} == {"RUNNING"}
+
+    again = Tracker(cfg.tracking, cfg)
+    assert sorted(again.closed_dead_runs) == sorted(orphans)
+    for run_id in orphans:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert "ended without closing this run" in run.data.tags["recsys.killed"]
+        assert run.data.tags["mlflow.note.content"] == run.data.tags["recsys.killed"]
+    assert client.get_run(mine).info.status == "RUNNING"
+    alive.end(mine)
+
+
+# ----------------------------------------------------------------------------- item 8: in memory
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"])
+def test_in_memory_sqlite_is_refused(uri, monkeypatch):
+    with pytest.raises(TrackingError, match="in-memory SQLite"):
+        check_tracking(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = runner.invoke(app, ["run", "--no-prefect", "--set", "data.synthetic.n_users=10"])
+    assert result.exit_code == 2 and "in-memory SQLite" in result.output
+
+
+# ----------------------------------------------------------------------------- item 8: server dies
+
+
+class ThreadServer:
+    """MLflow's tracking server app on 127.0.0.1 in a thread; `kill()` closes its port for good."""
+
+    def __init__(self, db: Path, artifacts: Path) -> None:
+        from mlflow.server import app as server_app
+        from mlflow.server import handlers
+        from werkzeug.serving import make_server
+
+        self.sqlite_uri = f"sqlite:///{db}"
+        handlers._tracking_store = handlers._model_registry_store = None
+        handlers._get_tracking_store(self.sqlite_uri, artifacts.as_uri())
+        handlers._get_model_registry_store(self.sqlite_uri)
+        self._server = make_server("127.0.0.1", 0, server_app, threaded=True)
+        self.uri = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def kill(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture()
+def server(shared_mlflow_uri, tmp_path):
+    """A server of its own, killed mid-run (so not parametrised over the stores: it copies the
+    session's migrated SQLite store)."""
+    import mlflow
+
+    db = tmp_path / "server.db"
+    with sqlite3.connect(shared_mlflow_uri.split("sqlite:///", 1)[1]) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)  # a migrated store without migrating again
+    previous = mlflow.get_tracking_uri()
+    srv = ThreadServer(db, tmp_path / "artifacts")
+    yield srv
+    srv.kill()
+    mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
+
+
+def _config(tmp_path: Path, uri: str, experiment: str) -> list[str]:
+    return [
+        "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.synthetic.n_clusters=3",
+        "data.synthetic.interactions_per_user=12", "data.min_user_interactions=2", "evaluation.ks=[5, 20]",
+        "evaluation.bootstrap_samples=20", f'data.processed_dir="{tmp_path / "processed"}"',
+        f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{uri}"', f'tracking.experiment="{experiment}"',
+        f'tracking.offline_dir="{tmp_path / "unlogged"}"', 'tracking.model_name_prefix="dying"',
+        f'promotion.registered_model="dying-{experiment}"',
+        'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=8, iterations=3, threads=1}]',
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_path, monkeypatch):
+    from pipelines import run as pipeline
+
+    experiment = f"dying-{uuid.uuid4().hex[:8]}"
+    overrides = _config(tmp_path, server.uri, experiment)
+
+    def execute(cfg, config, sets, *, tracking, prefect):
+        def kill_then_train(one, wave):  # the parent run is open; the server dies before any model
+            server.kill()
+            return [one(m) for m in wave]
+
+        result = pipeline.run_pipeline(cfg, tracking=tracking, map_models=kill_then_train, log=lambda _: None)
+        return result.to_json(), None
+
+    monkeypatch.setattr("recsys.cli.pipeline_cmds._execute", execute)
+    summary_file = tmp_path / "summary.json"
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    result = runner.invoke(app, ["run", "--no-prefect", "--json", str(summary_file), *sets])
+
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--resume-tracking" in errors[0] and "Traceback" not in result.output
+    assert "wals" in result.output and "pop" in result.output  # the comparison table was printed
+    summary = json.loads(summary_file.read_text())
+    bundle = Path(summary["unlogged_dir"])
+    assert str(bundle) in errors[0]
+    assert [m["status"] for m in summary["models"]] == ["ok", "ok"]
+    assert {m["unlogged"] for m in summary["models"]} == {str(bundle)}
+    assert not summary["promotion"]["promoted"] and summary["promotion"]["reason"].startswith("not decided")
+    for name in ("parent", "pop", "wals"):
+        assert (bundle / name / "run.json").is_file()
+    assert (bundle / "wals" / "files" / SAVED_MODEL_ARTIFACT / "config.json").is_file()  # the trained model
+    assert (bundle / "wals" / "files" / "model" / "MLmodel").is_file()  # the pyfunc
+
+    # the store is back (here: its database, directly): log what was kept
+    store = server.sqlite_uri
+    resumed = runner.invoke(app, ["run", "--resume-tracking", str(tmp_path / "unlogged"), *sets,
+                                  "--set", f'tracking.tracking_uri="{store}"'])  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    client = MlflowClient(store, registry_uri=store)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}  # nothing left RUNNING
+    new = {
+        r.data.tags.get("recsys.model_name", "parent"): r
+        for r in runs
+        if "recsys.resumed_from" in r.data.tags
+    }
+    assert sorted(new) == ["parent", "pop", "wals"] and {r.info.status for r in new.values()} == {"FINISHED"}
+    for name in ("pop", "wals"):
+        child = new[name]
+        assert child.data.tags["mlflow.parentRunId"] == new["parent"].info.run_id
+        outcome = next(m for m in summary["models"] if m["name"] == name)
+        assert child.data.metrics["recall_at_20"] == pytest.approx(outcome["metrics"]["recall@20"], abs=1e-12)
+        assert child.data.params["name"] == name
+        listed = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"model", "evaluation"} <= listed
+        assert client.get_registered_model(f"dying-{name}").latest_versions
+    # only the parent reached the server before it died: it is closed, pointing at its replacement
+    originals = [r for r in runs if "recsys.replaced_by" in r.data.tags]
+    assert [r.info.run_id for r in originals] == [summary["mlflow_parent_run_id"]]
+    assert originals[0].info.status == "KILLED"
+    assert originals[0].data.tags["recsys.replaced_by"] == new["parent"].info.run_id
+    # the split the models were evaluated on moved to the new parent, so the rule can run on them
+    assert "split" in {a.path for a in client.list_artifacts(new["parent"].info.run_id)}
+    promoted = runner.invoke(app, ["promote", *sets, "--set", f'tracking.tracking_uri="{store}"'])
+    assert promoted.exit_code == 0, promoted.output
+    from recsys.tracking.registry import CHAMPION, alias_version
+
+    champion = alias_version(client, f"dying-{experiment}", CHAMPION)
+    assert champion is not None and champion.run_id in {new["pop"].info.run_id, new["wals"].info.run_id}
+    again = runner.invoke(
+        app, ["run", "--resume-tracking", str(bundle), *sets, "--set", f'tracking.tracking_uri="{store}"']
+    )
+    assert again.exit_code == 0 and "already logged" in again.output
+    assert len(client.search_runs([exp.experiment_id])) == len(runs)
