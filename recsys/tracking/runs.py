@@ -504,6 +504,24 @@ class Tracker:
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
+    def _log_ann(self, run_id: str, staging: Path) -> None:
+        """The ANN index's parameters (params `ann.*`) and its recall against exact search on a
+        sample of users (metrics `ann_recall@k`, stored as ann_recall_at_k), when the serving artifacts got one."""
+        from recsys.ann import META_FILE
+        from recsys.tracking.pyfunc import ARTIFACT_KEY
+
+        meta_file = staging / ARTIFACT_KEY / META_FILE
+        if not meta_file.is_file():
+            return
+        meta = json.loads(meta_file.read_text())
+        params = {f"ann.{k}": v for k, v in meta["params"].items()}
+        params.update({"ann.library": meta.get("library"), "ann.index": meta.get("index"),
+                       "ann.augmented": meta.get("augmented"), "ann.recall_users": meta.get("recall_users")})  # fmt: skip
+        self.log_params(run_id, params)
+        metrics = {f"ann_{k}": v for k, v in meta.items() if k.startswith("recall@")}
+        metrics["ann_build_seconds"] = meta.get("build_seconds")
+        self.log_metrics(run_id, metrics)
+
     def log_model_result(
         self,
         model_run: ModelRun,
@@ -551,7 +569,9 @@ class Tracker:
             from recsys.tracking.pyfunc import save_pyfunc
 
             pyfunc_dir = Path(tmp) / PYFUNC_ARTIFACT
-            save_pyfunc(model, split, pyfunc_dir, staging=Path(tmp) / "staging")
+            ann = self.run_config.serving.ann if self.run_config is not None else None
+            save_pyfunc(model, split, pyfunc_dir, staging=Path(tmp) / "staging", ann=ann)
+            self._log_ann(run_id, Path(tmp) / "staging")
             self._send(lambda: self.client.log_artifacts(run_id, str(root)))
             self._send(lambda: self.client.log_artifacts(run_id, str(pyfunc_dir), PYFUNC_ARTIFACT))
             self._send(lambda: ui.record_logged_model(self.client, run_id, pyfunc_dir, PYFUNC_ARTIFACT))
