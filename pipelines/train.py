@@ -48,7 +48,7 @@ def with_thread_budget(model_cfg: ModelConfig, threads: int) -> ModelConfig:
     """Fill the model's thread setting from the budget unless the user set it explicitly."""
     if getattr(model_cfg, "kind", "") in ("wals", "ease") and getattr(model_cfg, "threads", 1) == 0:
         return model_cfg.model_copy(update={"threads": threads})
-    if getattr(model_cfg, "kind", "") == "two_tower" and getattr(model_cfg, "threads", 1) is None:
+    if getattr(model_cfg, "kind", "") in ("two_tower", "item_tower") and getattr(model_cfg, "threads", 1) is None:
         return model_cfg.model_copy(update={"threads": threads})
     return model_cfg
 

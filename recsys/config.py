@@ -16,8 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from recsys.ann import AnnConfig
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
+from recsys.models.item_tower import ItemTowerConfig
 from recsys.models.popularity import PopularityConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
@@ -25,7 +27,8 @@ from recsys.models.wals_spark import WALSSparkConfig
 from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
-    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig, Field(discriminator="kind")
+    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig | ItemTowerConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -120,6 +123,12 @@ class PromotionConfig(Section):
     registered_model: str = Field("recsys-best", description="the model name holding champion/challenger aliases")
 
 
+class ServingConfig(Section):
+    """What a logged model's serving artifacts carry beyond the vectors (`recsys serve`, the pyfunc)."""
+
+    ann: AnnConfig = Field(default_factory=AnnConfig, description="ANN index for large catalogues (recsys.ann)")
+
+
 class OrchestrationConfig(Section):
     task_runner: Literal["threads", "dask", "sequential"] = "threads"
     max_workers: int = Field(2, gt=0, description="models trained at once")
@@ -140,6 +149,7 @@ class RunConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> RunConfig:

@@ -172,13 +172,19 @@ def ui(
         int, typer.Option("--port", "-p", min=1, max=65535, help="Port for the MLflow UI (bound to 127.0.0.1).")
     ] = 5000,
 ) -> None:
-    """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT."""
+    """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT.
+
+    Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
+    recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
     from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri
+    from recsys.tracking.ui import experiment_runs_url
 
     cfg = _config(config, set_)
     uri = resolve_tracking_uri(cfg.tracking)
     if not is_sqlite(uri):
-        raise TrackingError(f"tracking URI {uri} is a server already: open it in a browser")
+        raise TrackingError(
+            f"tracking URI {uri} is a server already: open {experiment_runs_url(uri, cfg.tracking.experiment)}"
+        )
     command = [
         sys.executable,
         "-m",
@@ -194,7 +200,9 @@ def ui(
     artifacts = default_artifact_location(uri)
     if artifacts:
         command += ["--default-artifact-root", artifacts]
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"MLflow UI on {base} (Ctrl-C to stop)")
+    console.print(f"runs: {experiment_runs_url(uri, cfg.tracking.experiment, base)}", soft_wrap=True)
     raise typer.Exit(run_in_process_group(command, env=venv_env()))
 
 
@@ -220,6 +228,9 @@ def serve(
     "dataframe_split", "inputs": {"user_id": [...]}, "instances"); each answer row has user_id,
     item_ids, scores and source (model | fold_in | popularity). k must be 1..number of items; errors
     are JSON {"error_code", "message"} with a one-line message (400, 413 over --max-results, 415).
+    POST /similar with {"item_id": "i1", "k": 10} (or a list of ids) answers the k items most
+    similar to each (cosine of the model's item vectors, never the item itself). A model logged
+    with an ANN index (catalogues of serving.ann.min_items items or more) is searched through it.
     The request schema is at /openapi.json, interactive docs at /docs.
     """
     from recsys.tracking.registry import alias_version

@@ -299,7 +299,9 @@ class SequenceTower(nn.Module):
 
 
 def sequence_batch_size(n_windows: int) -> int:
-    """Data-aware windows per batch: the largest power of two <= windows / 16, within 16..128 (about
-    1-4k counted targets per step, the range the interaction batches of `two_tower_batch_size` cover)."""
-    target = max(16, min(128, n_windows // 16))
+    """Data-aware windows per batch: the largest power of two <= windows / 64, within 16..128. On
+    ML-100K next-item (about 3,000 windows of 50) that is 32 windows (~800 counted targets) per step:
+    on the validation users it reached recall@10 0.221 where 128 windows per step (4x fewer steps,
+    lr 1e-3) stopped early at 0.130; a small data set needs the steps."""
+    target = max(16, min(128, n_windows // 64))
     return 1 << (target.bit_length() - 1)

@@ -20,7 +20,17 @@ Response: one row per request row with `user_id`, `item_ids`, `scores`, `source`
 
 Seen items (everything the model or the user was seen with, except test) and the supplied history
 are never recommended. Scores use the shared `recsys.evaluation.ranking.topk`, so for the same
-users and exclusions the served lists equal the evaluator's, item for item, ties included.
+users and exclusions the served lists equal the evaluator's, item for item, ties included. A
+supplied history's list order is its time order (a sequence user tower reads it).
+
+Large catalogues: when the model was logged with an ANN index (`recsys.ann`, built when the
+catalogue has at least `serving.ann.min_items` items), model and fold-in users are answered by it,
+over-fetching past their seen items so lists stay full; popularity and the evaluator stay exact.
+
+Similar items: rows with `item_id` (and optional `k`) instead of `user_id` get, per item, `item_id`,
+`item_ids`, `scores` (cosine of the model's item vectors, `recsys.similar`; never the item itself)
+and source "similar". Over REST: {"dataframe_records": [{"item_id": "i1", "k": 5}]}, or `recsys
+serve`'s /similar.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from safetensors.numpy import load_file, save_file
 from recsys.evaluation.ranking import PAD_ITEM, topk
 
 if TYPE_CHECKING:
+    from recsys.ann import AnnConfig, AnnIndex
     from recsys.data.split import Split
     from recsys.models.base import Recommender
 
@@ -73,8 +84,12 @@ def seen_matrix(split: Split) -> sp.csr_matrix:
     return total
 
 
-def write_serving_artifacts(model: Recommender, split: Split, directory: str | Path) -> Path:
-    """Write what `ServingIndex` needs into `directory` (created; must not hold other files)."""
+def write_serving_artifacts(
+    model: Recommender, split: Split, directory: str | Path, ann: AnnConfig | None = None
+) -> Path:
+    """Write what `ServingIndex` needs into `directory` (created; must not hold other files); with
+    `ann` and a catalogue of at least `ann.min_items`, also the ANN index (`recsys.ann`) with its
+    recall against exact search measured on a sample of the users with a learned vector."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     train = sp.csr_matrix(split.train)
@@ -93,6 +108,13 @@ def write_serving_artifacts(model: Recommender, split: Split, directory: str | P
     )
     sp.save_npz(out / _SEEN, seen_matrix(split), compressed=True)
     model.save(out / _MODEL_DIR)
+    if ann is not None:
+        from recsys.ann import build_for_serving
+
+        learned = np.flatnonzero(has_vector[: model.user_factors.shape[0]])
+        index = build_for_serving(model.item_factors, model.user_factors[learned], ann)
+        if index is not None:
+            index.save(out)
     meta = {
         "model": model.config.name,
         "kind": model.kind,
@@ -118,14 +140,16 @@ def signature():
 
     inputs = Schema(
         [
-            ColSpec("string", "user_id"),
+            ColSpec("string", "user_id", required=False),
             ColSpec("long", "k", required=False),
             ColSpec(Array("string"), "history", required=False),
+            ColSpec("string", "item_id", required=False),
         ]
     )
     outputs = Schema(
         [
-            ColSpec("string", "user_id"),
+            ColSpec("string", "user_id", required=False),
+            ColSpec("string", "item_id", required=False),
             ColSpec(Array("string"), "item_ids"),
             ColSpec(Array("double"), "scores"),
             ColSpec("string", "source"),
@@ -145,6 +169,7 @@ RUNTIME_PACKAGES = (
     "safetensors",
     "torch",
     "implicit",
+    "faiss-cpu",
 )
 
 
@@ -163,12 +188,15 @@ def runtime_requirements() -> list[str]:
     return pins
 
 
-def save_pyfunc(model: Recommender, split: Split, path: str | Path, *, staging: str | Path) -> Path:
+def save_pyfunc(
+    model: Recommender, split: Split, path: str | Path, *, staging: str | Path, ann: AnnConfig | None = None
+) -> Path:
     """Save the MLflow pyfunc (models-from-code) for `model` at `path` (must not exist).
 
-    `staging` is a scratch directory for the serving artifacts before MLflow copies them in."""
+    `staging` is a scratch directory for the serving artifacts before MLflow copies them in; `ann`
+    adds an ANN index for large catalogues (`write_serving_artifacts`)."""
 
-    serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY)
+    serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY, ann)
     users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
     example = pd.DataFrame({"user_id": users.head(2).to_list(), "k": [DEFAULT_K] * min(2, len(users))})
     with warnings.catch_warnings():
@@ -215,6 +243,11 @@ class ServingIndex:
         self.items = pl.read_parquet(self.directory / _ITEMS)
         self.item_ids = self.items.sort("item_idx").get_column("item_id").to_numpy()
         self.seen = sp.load_npz(self.directory / _SEEN).tocsr()
+        from recsys.ann import AnnIndex
+
+        self.ann: AnnIndex | None = AnnIndex.load(self.directory, self.item_vectors)
+        self.use_ann = self.ann is not None  # False: exact search, as for small catalogues
+        self._similar: Any = None
 
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
         """(user, item) factors of the saved model: read from its factors file, or computed by the
@@ -246,9 +279,10 @@ class ServingIndex:
         joined = request.join(self.users, on="user_id", how="left").sort("_row")
         return joined.get_column("user_idx").fill_null(-1).to_numpy().astype(np.int64)
 
-    def history_matrix(self, histories: list[Any] | None, n_rows: int) -> sp.csr_matrix:
+    def history_matrix(self, histories: list[Any] | None, n_rows: int, positions: bool = False) -> sp.csr_matrix:
         """Supplied histories (lists of item ids, None allowed) as an n_rows x n_items 0/1 CSR;
-        item ids the vocab does not know are ignored."""
+        item ids the vocab does not know are ignored. `positions`: each item's position in its list
+        (1-based; a repeated item keeps its last) instead of 1: the list order as times."""
         if histories is None:
             return sp.csr_matrix((n_rows, self.n_items), dtype=np.float32)
         lists = [
@@ -258,11 +292,17 @@ class ServingIndex:
         frame = pl.DataFrame(
             {"_row": np.arange(n_rows), "item_id": pl.Series(lists, dtype=pl.List(pl.String))}
         )
-        pairs = frame.explode("item_id").drop_nulls().join(self.items, on="item_id", how="inner")
+        exploded = frame.explode("item_id").with_columns(pl.int_range(1, pl.len() + 1).over("_row").alias("_pos"))
+        pairs = exploded.drop_nulls("item_id").join(self.items, on="item_id", how="inner")
+        if positions:
+            pairs = pairs.group_by("_row", "item_idx").agg(pl.col("_pos").max())
         rows = pairs.get_column("_row").to_numpy().astype(np.int64)
         cols = pairs.get_column("item_idx").to_numpy().astype(np.int64)
-        matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_rows, self.n_items))
-        matrix.data[:] = 1.0  # duplicates summed -> back to 0/1
+        values = pairs.get_column("_pos").to_numpy().astype(np.float64) if positions else np.ones(len(rows))
+        matrix = sp.csr_matrix((values, (rows, cols)), shape=(n_rows, self.n_items))
+        if not positions:
+            matrix = sp.csr_matrix(matrix, dtype=np.float32)
+            matrix.data[:] = 1.0  # duplicates summed -> back to 0/1
         return matrix
 
     def recommend(
@@ -290,24 +330,56 @@ class ServingIndex:
 
         items = np.full((n, min(k_max, self.n_items)), PAD_ITEM, dtype=np.int64)
         scores = np.full(items.shape, -np.inf, dtype=np.float32)
-        for name, rows, vectors, item_vectors in self._groups(idx, has_vector, fold, exclude):
-            del name
-            if rows.size:
-                items[rows], scores[rows] = topk(
-                    vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu"
-                )
+        for name, rows, vectors, item_vectors in self._groups(idx, has_vector, fold, exclude, histories):
+            if not rows.size:
+                continue
+            if name != "popularity" and self.ann is not None and self.use_ann:
+                items[rows], scores[rows] = self.ann.topk(vectors, k_max, exclude[rows])
+            else:
+                items[rows], scores[rows] = topk(vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu")
         return _response(user_ids, items, scores, ks, self.item_ids, source)
 
-    def _groups(self, idx: np.ndarray, has_vector: np.ndarray, fold: np.ndarray, exclude: sp.csr_matrix):
+    def item_indices(self, item_ids: list[str]) -> np.ndarray:
+        """Catalogue index per requested item id, -1 for ids the catalogue does not know."""
+        request = pl.DataFrame(
+            {"item_id": pl.Series(item_ids, dtype=pl.String), "_row": np.arange(len(item_ids))}
+        )
+        joined = request.join(self.items, on="item_id", how="left").sort("_row")
+        return joined.get_column("item_idx").fill_null(-1).to_numpy().astype(np.int64)
+
+    def similar(self, item_ids: list[str], ks: np.ndarray | int = DEFAULT_K) -> pd.DataFrame:
+        """Top-k items by cosine of the model's item vectors for each requested item, never the item
+        itself (`recsys.similar`). An id the catalogue does not know is a BadRequest."""
+        from recsys.similar import similar_items, unit_rows
+
+        n = len(item_ids)
+        ks = np.broadcast_to(np.asarray(ks, dtype=np.int64), (n,))
+        idx = self.item_indices(item_ids)
+        unknown = np.flatnonzero(idx < 0)
+        if unknown.size:
+            raise BadRequest(f"item_id {item_ids[unknown[0]]!r} (row {unknown[0]}) is not in the model's catalogue"[:200])
+        if self._similar is None:
+            self._similar = unit_rows(self.item_vectors)
+        k_max = int(ks.max()) if n else DEFAULT_K
+        ann = self.ann if self.use_ann else None
+        items, scores = similar_items(self.item_vectors, idx, k_max, ann=ann, unit=self._similar)
+        frame = _response(item_ids, items, scores, ks, self.item_ids, np.full(n, "similar"))
+        return frame.rename(columns={"user_id": "item_id"})
+
+    def _groups(self, idx: np.ndarray, has_vector: np.ndarray, fold: np.ndarray, exclude: sp.csr_matrix,
+                histories: list[Any] | None):  # fmt: skip
         """(source, rows, user vectors, item vectors) for each of the three sources."""
         model_rows = np.flatnonzero(has_vector)
         yield "model", model_rows, self.user_vectors[idx[model_rows]], self.item_vectors
         fold_rows = np.flatnonzero(fold)
         if fold_rows.size:
+            # The order of a supplied history is its time order (stored rows come first): what a
+            # sequence user tower reads; other models ignore it.
+            order = self.history_matrix(histories, len(idx), positions=True)[fold_rows]
             yield (
                 "fold_in",
                 fold_rows,
-                np.asarray(self.model.fold_in(exclude[fold_rows]), np.float32),
+                np.asarray(self.model.fold_in_ordered(exclude[fold_rows], order), np.float32),
                 self.item_vectors,
             )
         pop_rows = np.flatnonzero(~has_vector & ~fold)
@@ -352,25 +424,79 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, list | tuple | np.ndarray)
 
 
-def _columns_frame(columns: dict[str, Any]) -> pd.DataFrame:
+def _columns_frame(columns: dict[str, Any], key: str = "user_id") -> pd.DataFrame:
     """A dict of columns ({"user_id": [...], "k": 10, "history": [[...], ...]}) as rows; a scalar
-    user_id is one row, a scalar k applies to every row."""
+    user_id (or `key`) is one row, a scalar k applies to every row."""
     columns = dict(columns)
-    user_ids = columns.get("user_id")
+    user_ids = columns.get(key)
     if user_ids is None:
-        raise BadRequest("request needs a 'user_id' column")
+        raise BadRequest(f"request needs a {key!r} column")
     if not _is_list(user_ids):
         user_ids = [user_ids]
         if "history" in columns and columns["history"] is not None:
             columns["history"] = [columns["history"]]
     n = len(user_ids)
-    columns["user_id"] = list(user_ids)
+    columns[key] = list(user_ids)
     if "k" in columns and not _is_list(columns["k"]):
         columns["k"] = [columns["k"]] * n
     for name, values in columns.items():
         if not _is_list(values) or len(values) != n:
-            raise BadRequest(f"column {name!r} must have one value per user_id ({n})")
+            raise BadRequest(f"column {name!r} must have one value per {key} ({n})")
     return pd.DataFrame({name: list(values) for name, values in columns.items()})
+
+
+def asks_similar(model_input: Any) -> bool:
+    """True for the similar-items form of a request: rows with `item_id` and no `user_id`."""
+    if isinstance(model_input, pd.DataFrame):
+        return "item_id" in model_input.columns and "user_id" not in model_input.columns
+    if isinstance(model_input, dict):
+        return "item_id" in model_input and "user_id" not in model_input
+    if isinstance(model_input, list) and model_input:
+        return all(isinstance(r, dict) and "item_id" in r and "user_id" not in r for r in model_input)
+    return False
+
+
+def _request_frame(model_input: Any, key: str) -> pd.DataFrame:
+    """A DataFrame, a dict of columns or a list of records as rows with a `key` column."""
+    if isinstance(model_input, pd.DataFrame):
+        frame = model_input
+        if len(frame) == 1 and key in frame.columns and _is_list(frame[key].iloc[0]):
+            frame = _columns_frame(frame.iloc[0].to_dict(), key)
+    elif isinstance(model_input, dict):
+        frame = _columns_frame(model_input, key)
+    elif isinstance(model_input, list):
+        if not all(isinstance(row, dict) for row in model_input):
+            raise BadRequest(f"records must be JSON objects such as {{\"{key}\": \"x1\"}}")
+        frame = pd.DataFrame.from_records(model_input)
+    else:
+        raise BadRequest(f"unsupported request type {type(model_input).__name__}; send user_id (+ k, history) or item_id (+ k)")
+    if key not in frame.columns:
+        raise BadRequest(f"request needs a {key!r} column; got {[str(c) for c in frame.columns][:10]}")
+    return frame
+
+
+def _ids_and_ks(frame: pd.DataFrame, key: str, default_k: int, limit: int) -> tuple[list[str], np.ndarray]:
+    ids = frame[key].tolist()
+    bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
+                or isinstance(u, dict | bool)), None)
+    if bad is not None:
+        raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
+    if "k" in frame.columns:
+        raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in frame["k"].tolist()]
+    else:
+        raw = [default_k] * len(ids)
+    ks = np.asarray([check_k(k, limit, f"k of row {i}") for i, k in enumerate(raw)], dtype=np.int64)
+    return [str(u) for u in ids], ks
+
+
+def parse_similar(model_input: Any, default_k: int, n_items: int) -> tuple[list[str], np.ndarray]:
+    """(item ids, k per row) of a similar-items request; k is at most n_items - 1 (the item itself
+    is never among its neighbours)."""
+    frame = _request_frame(model_input, "item_id")
+    extra = sorted(set(map(str, frame.columns)) - {"item_id", "k"})
+    if extra:
+        raise BadRequest(f"a similar-items request has columns item_id and k only; got {extra[:5]}")
+    return _ids_and_ks(frame, "item_id", default_k, max(1, n_items - 1))
 
 
 def parse_request(
@@ -383,32 +509,9 @@ def parse_request(
     into one row whose cell holds the list, which is read back as one row per id. k for the whole
     request goes in `params={"k": n}` (`default_k`) or in a per-row `k` column. With `n_items`,
     every k must lie in 1..n_items."""
-    if isinstance(model_input, pd.DataFrame):
-        frame = model_input
-        if len(frame) == 1 and "user_id" in frame.columns and _is_list(frame["user_id"].iloc[0]):
-            frame = _columns_frame(frame.iloc[0].to_dict())
-    elif isinstance(model_input, dict):
-        frame = _columns_frame(model_input)
-    elif isinstance(model_input, list):
-        if not all(isinstance(row, dict) for row in model_input):
-            raise BadRequest("records must be JSON objects such as {\"user_id\": \"u1\"}")
-        frame = pd.DataFrame.from_records(model_input)
-    else:
-        raise BadRequest(f"unsupported request type {type(model_input).__name__}; send user_id (+ k, history)")
-    if "user_id" not in frame.columns:
-        raise BadRequest(f"request needs a 'user_id' column; got {[str(c) for c in frame.columns][:10]}")
-    ids = frame["user_id"].tolist()
-    bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
-                or isinstance(u, dict | bool)), None)
-    if bad is not None:
-        raise BadRequest(f"user_id of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
-    user_ids = [str(u) for u in ids]
-    if "k" in frame.columns:
-        raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in frame["k"].tolist()]
-    else:
-        raw = [default_k] * len(user_ids)
+    frame = _request_frame(model_input, "user_id")
     limit = n_items if n_items is not None else np.iinfo(np.int64).max
-    ks = np.asarray([check_k(k, limit, f"k of row {i}") for i, k in enumerate(raw)], dtype=np.int64)
+    user_ids, ks = _ids_and_ks(frame, "user_id", default_k, limit)
     histories = frame["history"].tolist() if "history" in frame.columns else None
     if histories is not None:
         for i, h in enumerate(histories):
@@ -439,8 +542,14 @@ class TopKRecommender(_python_model_base()):
 
 
 def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Parse and answer one request (the pyfunc's predict and `recsys serve` share it)."""
+    """Parse and answer one request (the pyfunc's predict and `recsys serve` share it). Rows with
+    `item_id` instead of `user_id` ask for similar items (`ServingIndex.similar`)."""
     k = (params or {}).get("k")
+    if asks_similar(model_input):
+        limit = max(1, index.n_items - 1)
+        default_k = min(DEFAULT_K, limit) if k is None else check_k(k, limit, "params.k")
+        item_ids, ks = parse_similar(model_input, default_k, index.n_items)
+        return index.similar(item_ids, ks)
     default_k = min(DEFAULT_K, index.n_items) if k is None else check_k(k, index.n_items, "params.k")
     user_ids, ks, histories = parse_request(model_input, default_k, index.n_items)
     return index.recommend(user_ids, ks, histories)

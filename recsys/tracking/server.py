@@ -96,6 +96,31 @@ def request_models(n_items: int) -> tuple[type[BaseModel], type[BaseModel]]:
     return InvocationRequest, Record
 
 
+def similar_request_model(n_items: int) -> type[BaseModel]:
+    """The body of POST /similar: one item id or a list of them, and k (1..n_items - 1)."""
+    limit = max(1, n_items - 1)
+    K = Annotated[StrictInt, Field(ge=1, le=limit, description=f"neighbours per item, 1..{limit}")]
+
+    class SimilarRequest(BaseModel):
+        """Items most similar to each given item (cosine of the model's item vectors), never itself."""
+
+        model_config = ConfigDict(extra="forbid")
+        item_id: Id | list[Id] = Field(description="raw item id(s) (an integer is read as its decimal string)")
+        k: K | None = Field(None, description="neighbours per item (default 10)")
+
+    return SimilarRequest
+
+
+class Neighbours(BaseModel):
+    item_id: str
+    item_ids: list[str]
+    scores: list[float]
+
+
+class SimilarItems(BaseModel):
+    similar: list[Neighbours]
+
+
 class Prediction(BaseModel):
     user_id: str
     item_ids: list[str]
@@ -149,6 +174,18 @@ def parse_body(
     body: bytes, content_type: str | None, request_model: type[BaseModel], record_model: type[BaseModel]
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Raw body -> (records with user_id / k / history, params.k). Raises RequestError."""
+    payload = parse_json(body, content_type)
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"the body must be a JSON object with one of {', '.join(INPUT_KEYS)}")
+    try:
+        request = request_model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestError(400, _one_line(exc)) from None
+    return _records(request, record_model)
+
+
+def parse_json(body: bytes, content_type: str | None) -> Any:
+    """A JSON body (Content-Type JSON or none, UTF-8, nested at most MAX_JSON_DEPTH). Raises RequestError."""
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media not in ("application/json", "text/json", ""):
         raise RequestError(415, f"send JSON with Content-Type: application/json (got {media[:60]!r})")
@@ -160,14 +197,26 @@ def parse_body(
         raise RequestError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise RequestError(400, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(payload, dict):
-        raise RequestError(400, f"the body must be a JSON object with one of {', '.join(INPUT_KEYS)}")
     if _depth(payload, MAX_JSON_DEPTH):
         raise RequestError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        request = request_model.model_validate(payload)
-    except ValidationError as exc:
-        raise RequestError(400, _one_line(exc)) from None
+    return payload
+
+
+async def read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The request body, refused with 413 past `max_body_bytes` (declared or streamed)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_body_bytes:
+        raise RequestError(413, f"the body has {int(length):,} bytes; the limit is {max_body_bytes:,}")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise RequestError(413, f"the body is over the limit of {max_body_bytes:,} bytes")
+    return body
+
+
+def _records(request: BaseModel, record_model: type[BaseModel]) -> tuple[list[dict[str, Any]], int | None]:
+    """The validated request as records with user_id / k / history, and params.k."""
     params_k = request.params.k if request.params is not None else None
     if request.dataframe_split is not None:
         frame = request.dataframe_split
@@ -210,6 +259,7 @@ def build_app(
 
     n_items = index.n_items
     request_model, record_model = request_models(n_items)
+    similar_model = similar_request_model(n_items)
     app = FastAPI(
         title=f"recsys top-k: {name}", version=str(version or "-"),
         description=(f"Top-k recommendations from {name}. Limits: k in 1..{n_items}, rows x k <= {max_results:,} "
@@ -258,14 +308,7 @@ def build_app(
             "$ref": f"#/components/schemas/{request_model.__name__}"}}}}},
     )  # fmt: skip
     async def invocations(request: Request) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            raise RequestError(413, f"the body has {int(length):,} bytes; the limit is {max_body_bytes:,}")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                raise RequestError(413, f"the body is over the limit of {max_body_bytes:,} bytes")
+        body = await read_body(request, max_body_bytes)
         records, params_k = parse_body(body, request.headers.get("content-type"), request_model, record_model)
         default_k = params_k or min(DEFAULT_K, n_items)
         asked = sum(int(r.get("k") or default_k) for r in records)
@@ -281,6 +324,31 @@ def build_app(
         predictions = [] if frame is None else frame.to_dict("records")
         return JSONResponse({"predictions": predictions})
 
+    @app.post(
+        "/similar", response_model=SimilarItems, responses=error_responses,
+        summary="Items most similar to each given item (cosine of the item vectors; never the item itself)",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": f"#/components/schemas/{similar_model.__name__}"}}}}},
+    )  # fmt: skip
+    async def similar(request: Request) -> JSONResponse:
+        body = await read_body(request, max_body_bytes)
+        payload = parse_json(body, request.headers.get("content-type"))
+        try:
+            asked = similar_model.model_validate(payload)
+        except ValidationError as exc:
+            raise RequestError(400, _one_line(exc)) from None
+        items = asked.item_id if isinstance(asked.item_id, list) else [asked.item_id]
+        k = asked.k or min(DEFAULT_K, max(1, n_items - 1))
+        if len(items) * k > max_results:
+            raise RequestError(413, f"the request asks for {len(items) * k:,} items (ids x k); the limit is {max_results:,}")
+        if not items:
+            return JSONResponse({"similar": []})
+        try:
+            frame = index.similar([str(i) for i in items], k)
+        except BadRequest as exc:
+            raise RequestError(400, str(exc)) from None
+        return JSONResponse({"similar": frame.drop(columns=["source"]).to_dict("records")})
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
@@ -289,6 +357,9 @@ def build_app(
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components[request_model.__name__] = body
+            similar_body = similar_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(similar_body.pop("$defs", {}))
+            components[similar_model.__name__] = similar_body
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -28,7 +28,7 @@ from .conftest import Planted
 from .contract import RecommenderContract, planted_recall
 
 SEQ = TwoTowerConfig(
-    name="seq", user_input="sequence", dim=16, num_negatives=32, batch_size=16, epochs=10, lr=0.02, seed=3,
+    name="seq", user_input="sequence", dim=16, num_negatives=32, batch_size=16, epochs=8, lr=0.02, seed=3,
     threads=1, device="cpu", quiet=True, sequence_length=8, sequence_blocks=1, sequence_dropout=0.1,
 )  # fmt: skip
 
@@ -41,6 +41,13 @@ def random_times(train: sp.csr_matrix, seed: int = 0) -> sp.csr_matrix:
     return times
 
 
+@pytest.fixture(scope="module")
+def fitted_seq(planted: Planted) -> tuple[TwoTower, sp.csr_matrix]:
+    """One fit, shared by the contract and the tests below: (model, the times it trained with)."""
+    times = random_times(planted.train)
+    return TwoTower(SEQ).fit(planted.train, times=times), times
+
+
 class TestSequenceTowerContract(RecommenderContract):
     model_config = SEQ
     min_recall_at_10 = 0.45  # measured ~0.70 with random times
@@ -49,11 +56,9 @@ class TestSequenceTowerContract(RecommenderContract):
     def fit_model(self, model, train, **fit_kwargs):
         return model.fit(train, times=random_times(train), **fit_kwargs)
 
-
-@pytest.fixture(scope="module")
-def fitted(planted: Planted) -> tuple[TwoTower, sp.csr_matrix]:
-    times = random_times(planted.train)
-    return TwoTower(SEQ).fit(planted.train, times=times), times
+    @pytest.fixture(scope="class")
+    def fitted(self, fitted_seq):
+        return fitted_seq[0], fitted_seq[0]  # fit returns self (checked by the contract on the others)
 
 
 # ----------------------------------------------------------------------------- causal masking
@@ -131,8 +136,8 @@ def test_event_times_are_seconds_after_the_first_event_plus_one_and_nulls_store_
 
 
 # ----------------------------------------------------------------------------- model behaviour
-def test_order_changes_the_user_vectors_and_fold_in_with_the_same_times_is_the_trained_function(fitted, planted):
-    model, times = fitted
+def test_order_changes_the_user_vectors_and_fold_in_with_the_same_times_is_the_trained_function(fitted_seq, planted):
+    model, times = fitted_seq
     rows = planted.train[:20]
     np.testing.assert_allclose(model.fold_in(rows, times=times[:20]), model.user_factors[:20], atol=1e-6)
     reversed_times = times[:20].copy()
@@ -140,12 +145,11 @@ def test_order_changes_the_user_vectors_and_fold_in_with_the_same_times_is_the_t
     assert np.abs(model.fold_in(rows, times=reversed_times) - model.user_factors[:20]).max() > 1e-3
 
 
-def test_training_without_times_learns_item_index_order_which_planted_data_does_not_have(planted):
+def test_training_without_times_learns_item_index_order_which_planted_data_does_not_have(fitted_seq, planted):
     """Why order must come from times: index order is a false sequential signal on planted data."""
     users = np.flatnonzero(np.diff(planted.test.indptr) > 0)
-    cfg = SEQ.model_copy(update={"epochs": 6})
-    with_times = TwoTower(cfg).fit(planted.train, times=random_times(planted.train))
-    without = TwoTower(cfg).fit(planted.train)
+    with_times, _ = fitted_seq
+    without = TwoTower(SEQ).fit(planted.train)
     recall = [planted_recall(m.recommend(users, k=10, exclude=planted.train)[0], planted.test, users)
               for m in (with_times, without)]  # fmt: skip
     assert recall[0] > recall[1] + 0.15, recall
@@ -171,8 +175,8 @@ def test_killed_and_resumed_equals_an_uninterrupted_run_exactly(planted, tmp_pat
         )
 
 
-def test_saved_model_folds_in_new_users_like_the_trained_one(fitted, planted, tmp_path: Path):
-    model, times = fitted
+def test_saved_model_folds_in_new_users_like_the_trained_one(fitted_seq, planted, tmp_path: Path):
+    model, times = fitted_seq
     loaded = Recommender.load(model.save(tmp_path / "m"))
     rows = planted.train[40:50]
     np.testing.assert_allclose(
@@ -186,12 +190,12 @@ def test_heads_must_divide_the_dimension():
         TwoTowerConfig.model_validate({**SEQ.model_dump(), "sequence_heads": 3})
 
 
-def test_the_pipeline_trains_on_the_split_times_and_a_saved_split_keeps_them(fitted, planted, tmp_path: Path):
+def test_the_pipeline_trains_on_the_split_times_and_a_saved_split_keeps_them(fitted_seq, planted, tmp_path: Path):
     from pipelines.train import train_model
     from recsys.data.split import Split
     from recsys.data.split_io import load_split, save_split
 
-    model, times = fitted
+    model, times = fitted_seq
     split = Split(protocol="random", train=planted.train, test=planted.test, times=times)
     trained = train_model(SEQ, split)
     np.testing.assert_array_equal(trained.user_factors, model.user_factors)

@@ -148,7 +148,9 @@ def test_a_config_that_tunes_needs_validation_users_and_set_reaches_the_tuning_s
 
     with pytest.raises(ConfigError, match="validation_fraction"):
         load_config(None, ['models=[{name = "w", kind = "wals", tuning = {n_trials = 3}}]'])
-    shipped = Path(__file__).resolve().parents[2] / "pipelines" / "configs" / "movielens.toml"
-    cfg = load_config(shipped, ["models.wals.tuning.n_trials=5", "models.ease.tuning.enabled=false"])
+    configs = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
+    cfg = load_config(configs / "movielens.toml", ["models.wals.tuning.n_trials=5", "models.ease.tuning.enabled=false"])
     assert cfg.model("wals").tuning.n_trials == 5 and not cfg.model("ease").tuning.enabled
-    assert all(m.tuning is not None for m in cfg.models if m.kind != "popularity")  # on by default
+    for shipped in ("movielens.toml", "plays.toml"):  # on by default in both
+        models = load_config(configs / shipped).models
+        assert all(m.tuning is not None and m.tuning.enabled for m in models if m.kind != "popularity"), shipped

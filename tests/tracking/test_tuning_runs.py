@@ -5,17 +5,26 @@ next run's search starts from the champion's parameters."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 
 from pipelines.run import promote_best, train_and_log
 from pipelines.tune import champion_parameters, lineage
 from recsys.config import EvaluationConfig, PromotionConfig, RunConfig, SplitConfig, TrackingConfig
 from recsys.data.splits import split_data
+from recsys.evaluation.ranking import topk
+from recsys.models.ease import EASEConfig
 from recsys.models.wals import WALSConfig
+from recsys.tracking.reevaluate import load_run_model
 from recsys.tracking.runs import TAG_KIND, Tracker
 from recsys.tuning import ParamRange, TuningConfig
+
+from .conftest import log_one
 
 
 def test_trials_are_nested_runs_with_plots_and_the_champion_warm_starts_the_next_search(
@@ -66,3 +75,29 @@ def test_trials_are_nested_runs_with_plots_and_the_champion_warm_starts_the_next
     assert lineage(another_lineage) != lineage(cfg)
     assert champion_parameters(another_lineage, tracker, wals, lines.append) == []
     assert champion_parameters(cfg, tracker, wals.model_copy(update={"kind": "ease"}), lines.append) == []
+
+
+def test_ease_serves_and_folds_in_through_the_logged_pyfunc(logged, planted_split, planted_data):
+    """EASE logs through the same tracker and pyfunc as every model: a known user is answered from
+    its history row, a new user with a history is folded in (the history is the vector)."""
+    run_id = log_one(logged, EASEConfig(name="ease"), planted_split, planted_data)
+    mlflow.set_tracking_uri(logged.uri)
+    try:
+        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    split = planted_split
+    exclude = split.test_set().exclude
+    users = split.test_set().users[:20]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_run_model(MlflowClient(logged.uri), run_id, Path(tmp))
+    expected, _ = topk(model.user_factors[users], model.item_factors, 10, exclude=exclude[users])
+    answer = served.predict(pd.DataFrame({"user_id": [str(split.user_ids[u]) for u in users]}), params={"k": 10})
+    assert answer["source"].unique().tolist() == ["model"]
+    assert [list(x) for x in answer["item_ids"]] == [[str(split.item_ids[i]) for i in row] for row in expected]
+    history = split.train[[5]]
+    new = served.predict(pd.DataFrame({"user_id": ["new"], "k": [10], "history": [[f"i{i}" for i in history.indices]]}))
+    assert new["source"].tolist() == ["fold_in"]
+    folded, _ = topk(model.fold_in(history), model.item_factors, 10, exclude=history)
+    assert list(new["item_ids"][0]) == [str(split.item_ids[i]) for i in folded[0]]
+    assert np.array_equal(model.fold_in(history)[0] > 0, history.toarray()[0] > 0)
