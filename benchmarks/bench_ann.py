@@ -15,10 +15,10 @@ Bounds: each (library, catalogue) runs in its own worker process with an address
 900 s); a worker over either is reported as such, never left running. Latency is measured on
 RECSYS_BENCH_ANN_LATENCY_QUERIES (default 2,000) of the queries, recall on all of them.
 
-Then the chosen library serves end to end: the 1M catalogue as a logged-model's serving artifacts
-(index built by `recsys.ann`), `recsys serve`'s FastAPI app under uvicorn on 127.0.0.1, single-user
-requests over HTTP with seen-item filtering (every user has seen 50 items); latency measured at the
-client, exact (brute force through the same server) beside it.
+Then the chosen library serves end to end: the largest catalogue of the run (1M by default) as a
+logged model's serving artifacts (index built by `recsys.ann`), `recsys serve`'s FastAPI app under
+uvicorn on 127.0.0.1, single-user requests over HTTP with seen-item filtering (every user has seen
+50 items); latency measured at the client, exact (brute force through the same server) beside it.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def serve_end_to_end(items: np.ndarray, queries: np.ndarray, work: Path) -> dict
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    out: dict[str, Any] = {"artifacts_s": artifacts_s, "ann": report}
+    out: dict[str, Any] = {"artifacts_s": artifacts_s, "index": report}  # "ann" / "exact": the latencies
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for mode in ("ann", "exact"):
@@ -348,15 +348,14 @@ def main() -> None:
                 serve = serve_end_to_end(items, queries, folder)
                 serve.update(size=size, load=load, commit=commit_description(), seconds=time.perf_counter() - started)
                 print(json.dumps(serve), flush=True)
-                (RAW / "serve.json").write_text(json.dumps(serve))
+                (RAW / f"serve-{size}.json").write_text(json.dumps(serve))
             del items, queries
     write_report()
 
 
 def write_report() -> None:
     libraries = sorted((json.loads(p.read_text()) for p in RAW.glob("libraries-*.json")), key=lambda r: r["size"])
-    serve_file = RAW / "serve.json"
-    serve = json.loads(serve_file.read_text()) if serve_file.is_file() else None
+    serves = sorted((json.loads(p.read_text()) for p in RAW.glob("serve-*.json")), key=lambda r: r["size"])
     lines = ["## ANN retrieval: usearch vs faiss-cpu vs hnswlib, and recsys serve (issue 22)", "",
              __doc__.split("\n\n", 1)[1].strip(), ""]  # fmt: skip
     for record in libraries:
@@ -379,8 +378,8 @@ def write_report() -> None:
                 lines.append(f"| {result['library']} | {record['size']:,} | {row['ef']} | {row['recall@100']:.4f} | "
                              f"{row['p50_ms']:.3f} ms | {row['p99_ms']:.3f} ms | {result['build_s']:.0f} s |")  # fmt: skip
     lines.append("")
-    if serve is not None:
-        ann, load = serve["ann"], serve["load"]
+    for serve in serves:
+        ann, load = serve["index"], serve["load"]
         lines += [
             f"### End to end through `recsys serve` ({serve['size']:,} items, {SEEN_PER_USER} seen items filtered per user, k = 10)",
             "",
