@@ -245,7 +245,9 @@ def hand_training(cfg: TwoTowerConfig, initial: dict[str, torch.Tensor]) -> dict
     liked = torch.as_tensor(train.toarray() > 0)
     users = torch.as_tensor(np.repeat(np.arange(N_USERS), np.diff(train.indptr)))
     items = torch.as_tensor(train.indices.astype(np.int64))
-    weights = {k: initial[k].clone().requires_grad_() for k in ("user_tower.ids.weight", "item_tower.ids.weight")}
+    weights = {
+        k: initial[k].clone().requires_grad_() for k in ("user_tower.ids.weight", "item_tower.ids.weight")
+    }
     user_w, item_w = weights["user_tower.ids.weight"], weights["item_tower.ids.weight"]
     optimizer = torch.optim.Adam([user_w, item_w], lr=cfg.lr, fused=True)
     counts = np.bincount(items.numpy(), minlength=N_ITEMS).astype(np.float64)
@@ -258,7 +260,9 @@ def hand_training(cfg: TwoTowerConfig, initial: dict[str, torch.Tensor]) -> dict
             u, p = users[batch], items[batch]
             b, k = u.numel(), cfg.num_negatives
             if cfg.sampler == "popularity":  # per-example candidates
-                grid = torch.multinomial(torch.as_tensor(popular), b * k, replacement=True, generator=generator)
+                grid = torch.multinomial(
+                    torch.as_tensor(popular), b * k, replacement=True, generator=generator
+                )
                 grid = grid.view(b, k)
             else:  # one uniform candidate set shared by the batch
                 grid = torch.randint(0, N_ITEMS, (k,), generator=generator).expand(b, k)
