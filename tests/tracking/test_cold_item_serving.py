@@ -85,3 +85,47 @@ def test_no_source_serves_a_cold_item_over_rest(served, cold_split):
     assert [row["source"] for row in rows] == ["model", "fold_in", "popularity"]
     for row in rows:
         assert row["item_ids"] and not cold_ids & set(row["item_ids"])
+
+
+def test_the_champion_is_rescored_without_the_items_it_never_trained_on(logged, cold_split, planted_split, planted_data):
+    """A champion trained on `cold_split` is re-scored on the planted split, where the COLD items
+    have training data: it is scored as it serves, i.e. never ranking the COLD items. Their vectors
+    are set large (arbitrary, as an id tower's untrained embeddings are), so ranking them would put
+    them first for everyone and change every user's recall."""
+    from mlflow import MlflowClient
+
+    from recsys.data.matrix import item_popularity
+    from recsys.evaluation.evaluate import evaluate, evaluate_factors
+    from recsys.tracking.reevaluate import reevaluate_champion
+    from recsys.tracking.runs import Tracker
+
+    cfg = logged.config.model_copy(deep=True)
+    cfg.tracking.register_models = False
+    model_cfg = WALSConfig(name="wals_cold", factors=8, iterations=4, threads=1, regularization=0.1, alpha=5.0)
+    model = build_model(model_cfg).fit(cold_split.train)
+    items = model.item_factors.copy()
+    items[COLD] = 10.0 * np.abs(model.user_factors).mean(axis=0)
+    model._set_factors(model.user_factors, items)
+    tracker = Tracker(cfg.tracking, cfg, check=False)
+    parent = tracker.start_parent("cold-champion", split=cold_split, data=planted_data)
+    with tracker.model_run(parent, model_cfg) as run:
+        result = evaluate(model, divide_test(cold_split).warm, cfg.evaluation,
+                          item_popularity=item_popularity(cold_split.train))  # fmt: skip
+        tracker.log_model_result(run, model, result, cold_split, planted_data)
+    tracker.end(parent)
+
+    again = reevaluate_champion(MlflowClient(logged.uri), run.run_id, planted_split, cfg.evaluation)
+    warm = divide_test(planted_split).warm
+    assert warm.masked_items is None  # today every item has training data
+    masked = np.isin(np.arange(planted_split.n_items), COLD)
+    quiet = cfg.evaluation.model_copy(update={"bootstrap_samples": 0})
+    served = evaluate_factors(model.user_factors, items, replace(warm, masked_items=masked), quiet,
+                              item_popularity=item_popularity(planted_split.train))  # fmt: skip
+    ranked = evaluate_factors(model.user_factors, items, warm, quiet, item_popularity=item_popularity(planted_split.train))
+    assert served.summary["recall@20"] != pytest.approx(ranked.summary["recall@20"], abs=1e-3)  # the premise
+    assert again.summary["recall@20"] == pytest.approx(served.summary["recall@20"], abs=1e-6)
+    np.testing.assert_allclose(
+        again.per_user.sort("user_idx")["recall@20"].to_numpy(),
+        served.per_user.sort("user_idx")["recall@20"].to_numpy(),
+        atol=1e-6,
+    )
