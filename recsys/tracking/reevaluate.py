@@ -111,8 +111,8 @@ class ChampionReevaluation:
             share = self.n_test_seen / max(self.n_test, 1)
             return (
                 f"{self.n_test_seen} of the {self.n_test} test interactions ({share:.1%}) were in the champion's "
-                "training data (the split changed - another seed or protocol - or repeated pairs were re-timed into "
-                "the test window)"
+                "training data (the split changed - another seed or protocol - or a leave_last_n split moved a "
+                "repeated pair into test)"
             )
         return None
 
@@ -190,9 +190,10 @@ def check_vocab_prefix(
 def seen_test_interactions(client: MlflowClient, run_id: str, split: Split, directory: Path) -> int | None:
     """How many of `split`'s test interactions the champion saw at training time (its serving
     artifact's seen matrix: train + validation + fold-in of its own split), or None when unknown.
-    Stable splits never move an old pair into test, but a changed split seed or protocol, or a
-    repeated (user, item) re-timed into a later window by aggregation, can; the champion has
-    memorised such a pair, and the promotion rule refuses to compare on it."""
+    Stable splits never move an old pair into test (rolling and temporal place a repeated pair by
+    when it was first seen), but a changed split seed or protocol, or leave_last_n on a log that
+    repeats a pair, can; the champion has memorised such a pair, and the promotion rule refuses to
+    compare on it."""
     from recsys.tracking.pyfunc import _SEEN, ARTIFACT_KEY
 
     try:
