@@ -15,6 +15,7 @@ user (`runuser`), which then owns the data directory. Server processes start in 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -43,6 +44,12 @@ FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 class StackError(RecsysError):
     """A part of the local stack cannot be started, reached or stopped; the message says which."""
+
+
+class StackUnavailable(StackError):
+    """This machine lacks a program or driver the stack needs (PostgreSQL's server programs, the
+    psycopg driver, a `postgres` user to run it as root): nothing to do with the stack's own code,
+    so the test suite skips what needs the stack, saying why, rather than failing."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,10 +83,20 @@ def postgres_bin() -> Path:
     for directory in candidates:
         if (directory / "pg_ctl").is_file() and (directory / "initdb").is_file():
             return directory
-    raise StackError(
+    raise StackUnavailable(
         "PostgreSQL server programs (initdb, pg_ctl) not found: install them "
         "(Debian/Ubuntu: apt-get install postgresql) or set RECSYS_PG_BIN to their directory"
     )
+
+
+def check_available() -> None:
+    """Raise StackUnavailable when this machine cannot run the stack at all: PostgreSQL's server
+    programs or MLflow's PostgreSQL driver (psycopg, the `postgres` extra) are missing."""
+    postgres_bin()
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
+        raise StackUnavailable(
+            "the PostgreSQL driver for MLflow (psycopg) is not installed: pip install -e '.[postgres]'"
+        )
 
 
 def _is_root() -> bool:
@@ -91,7 +108,7 @@ def _as_db_user(command: list[str]) -> list[str]:
     if not _is_root():
         return command
     if shutil.which("runuser") is None:
-        raise StackError("running as root needs `runuser` to start PostgreSQL as the postgres user")
+        raise StackUnavailable("running as root needs `runuser` to start PostgreSQL as the postgres user")
     return ["runuser", "-u", DB_USER, "--", *command]
 
 
@@ -101,7 +118,7 @@ def _chown_to_db_user(path: Path) -> None:
     try:
         shutil.chown(path, user=DB_USER, group=None)
     except LookupError:
-        raise StackError(
+        raise StackUnavailable(
             "PostgreSQL refuses to run as root and there is no `postgres` system user to run it as; "
             "create one (useradd --system postgres) or run as an ordinary user"
         ) from None
@@ -309,11 +326,24 @@ def _python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def mlflow_server_command(backend_uri: str, artifacts: Path, port: int, workers: int | None) -> list[str]:
-    """`mlflow server` on `backend_uri` with its artifact proxy writing to `artifacts`: clients
-    upload and download through the server (mlflow-artifacts:/...), never touching the path."""
+# MLflow 3.x servers start a job runner by default (a huey consumer per GenAI job type: ~8 more
+# processes and ~1 GB of memory) for trace scoring and prompt optimisation, which training runs never
+# use. Off unless the environment says otherwise (`MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true`).
+MLFLOW_NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def mlflow_server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for an `mlflow server` / `mlflow ui` process: the job runner off unless `env` sets it."""
+    return {**MLFLOW_NO_JOB_RUNNER, **env}
+
+
+def mlflow_server_command(artifacts: Path, port: int, workers: int | None) -> list[str]:
+    """`mlflow server` with its artifact proxy writing to `artifacts`: clients upload and download
+    through the server (mlflow-artifacts:/...), never touching the path. The backend store's URI
+    holds the database password, so it goes in the environment (MLFLOW_BACKEND_STORE_URI, see
+    Stack.launch_mlflow), not on the command line that `ps` shows every user of the machine."""
     command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+        sys.executable, "-m", "mlflow", "server",
         "--artifacts-destination", str(artifacts), "--host", HOST, "--port", str(port),
     ]  # fmt: skip
     if workers:
@@ -393,6 +423,7 @@ class Stack:
 
     # -------------------------------------------------------------- start
     def start_postgres(self) -> None:
+        check_available()
         self.postgres.init()
         self.postgres.start()
         for database in ("mlflow", "prefect"):
@@ -401,10 +432,9 @@ class Stack:
     def launch_mlflow(self) -> Server:
         self._check_port(self.mlflow_port, "MLflow")
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        command = mlflow_server_command(
-            self.postgres.url("mlflow"), self.artifacts, self.mlflow_port, self.mlflow_workers
-        )
-        return self._launch("mlflow", command, _python_env(), self.mlflow_url, f"{self.mlflow_url}/health")
+        command = mlflow_server_command(self.artifacts, self.mlflow_port, self.mlflow_workers)
+        env = mlflow_server_env(_python_env({"MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow")}))
+        return self._launch("mlflow", command, env, self.mlflow_url, f"{self.mlflow_url}/health")
 
     def launch_prefect(self) -> Server:
         self._check_port(self.prefect_port, "Prefect")

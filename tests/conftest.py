@@ -80,6 +80,7 @@ PREFECT_TEST_SERVER_ENV = {
 }
 
 
+STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
 SCENARIO_TIMEOUT_S = 600
 
@@ -137,8 +138,11 @@ class SessionStack:
 
     def url(self, name: str, fail: bool = True) -> str:
         from recsys.errors import RecsysError
+        from recsys.stack import StackUnavailable
 
         self._thread.join()
+        if isinstance(self.error, StackUnavailable) and fail:  # the machine lacks it: say so, once per test
+            pytest.skip(f"{STACK_SKIP}: {self.error}")
         try:
             if self.error is not None:
                 raise RecsysError(f"the PostgreSQL-backed stack did not start: {self.error}")
@@ -284,9 +288,42 @@ def scheduled_runs() -> tuple[dict, str]:
 
 
 @pytest.fixture(scope="session")
-def recsys_ui(shared_mlflow_uri: str) -> str:
-    """Base URL of `recsys ui` serving the session's SQLite store."""
+def recsys_ui_process(shared_mlflow_uri: str) -> BackgroundUI:
+    """`recsys ui` serving the session's SQLite store (its process, log and URL), once it answers."""
     global _session_ui
     if _session_ui is None:
         _session_ui = BackgroundUI(shared_mlflow_uri)
-    return _session_ui.url()
+    _session_ui.url()
+    return _session_ui
+
+
+@pytest.fixture(scope="session")
+def recsys_ui(recsys_ui_process: BackgroundUI) -> str:
+    """Base URL of `recsys ui` serving the session's SQLite store."""
+    return recsys_ui_process.base
+
+
+def _store_of(nodeid: str) -> str | None:
+    """`sqlite` / `postgres` when the test's parameters include that tracking store."""
+    if not nodeid.endswith("]"):
+        return None
+    params = nodeid[nodeid.rindex("[") + 1 : -1].split("-")
+    return next((store for store in ("sqlite", "postgres") if store in params), None)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """How many tests ran on each tracking store: the PostgreSQL-backed server must not be skipped
+    unnoticed (a machine without PostgreSQL skips its tests, with the reason, rather than failing)."""
+    outcomes: dict[str, dict[str, str]] = {"sqlite": {}, "postgres": {}}
+    for outcome in ("passed", "skipped", "xfailed", "xpassed", "failed", "error"):  # worst last: it wins
+        for report in terminalreporter.stats.get(outcome, []):
+            store = _store_of(getattr(report, "nodeid", ""))
+            if store is not None:
+                outcomes[store][report.nodeid] = outcome
+    if not any(outcomes.values()):
+        return
+    terminalreporter.write_sep("-", "tracking tests per store")
+    for store, by_test in outcomes.items():
+        counts = {o: list(by_test.values()).count(o) for o in dict.fromkeys(by_test.values())}
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "none selected"
+        terminalreporter.write_line(f"{store:9} {summary}")

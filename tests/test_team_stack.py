@@ -4,16 +4,16 @@ session's stack (tests/conftest.py) is the one under test, so nothing here start
 
 from __future__ import annotations
 
-import psycopg
+import psutil
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.stack import HOST, mlflow_server_command
+from recsys.stack import HOST, mlflow_server_command, mlflow_server_env
 
 
 def test_server_commands_listen_on_localhost_and_proxy_artifacts(tmp_path):
-    command = mlflow_server_command("postgresql://u:p@127.0.0.1:5/mlflow", tmp_path / "a", 5000, None)
+    command = mlflow_server_command(tmp_path / "a", 5000, None)
     assert command[command.index("--host") + 1] == HOST == "127.0.0.1"
     assert command[command.index("--artifacts-destination") + 1] == str(tmp_path / "a")
     assert "--no-serve-artifacts" not in command and "--default-artifact-root" not in command
@@ -35,6 +35,8 @@ def test_mlflow_artifacts_go_through_the_server_proxy(team_stack, tmp_path):
 
 
 def test_both_servers_keep_their_state_in_postgresql(team_stack, tmp_path):
+    import psycopg  # the `postgres` extra; the stack is skipped (team_stack) without it
+
     name = f"pg-{tmp_path.name}"
     MlflowClient(team_stack.mlflow_url).create_experiment(name)
     with psycopg.connect(team_stack.postgres.url("mlflow")) as conn:
@@ -62,3 +64,34 @@ def test_stack_cli_finds_the_running_stack_by_its_directory(team_stack):
 def test_stack_status_without_a_stack_says_how_to_start_one(tmp_path):
     result = CliRunner().invoke(app, ["stack", "status", "--dir", str(tmp_path / "none")])
     assert result.exit_code == 1 and "make stack" in result.output
+
+
+def process_tree(pid: int) -> list[str]:
+    """Command lines of `pid` and all its descendants."""
+    root = psutil.Process(pid)
+    commands = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            commands.append(" ".join(process.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return commands
+
+
+def test_mlflow_servers_run_without_the_genai_job_runner(team_stack, recsys_ui_process):
+    """MLflow 3's job runner (huey consumers for GenAI jobs: ~8 processes, ~1 GB) is off in the
+    stack's server and under `recsys ui`; a user who wants it sets the variable."""
+    for pid in (team_stack.servers["mlflow"].pid, recsys_ui_process.process.pid):
+        commands = process_tree(pid)
+        assert any("uvicorn" in command for command in commands), commands  # it serves
+        assert not [c for c in commands if "huey" in c or "jobs._job_runner" in c], commands
+    wanted = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
+    assert mlflow_server_env(wanted) == wanted  # the environment's own setting wins
+
+
+def test_the_database_password_is_on_no_command_line(team_stack):
+    """`ps` shows every user each process's command line: the servers get the PostgreSQL URL, and
+    its password, through their environment."""
+    password = team_stack.postgres.password()
+    for process in psutil.process_iter(["cmdline"]):
+        assert password not in " ".join(process.info["cmdline"] or []), process.info["cmdline"][:3]

@@ -192,7 +192,8 @@ def schedule(
     Each scheduled run ingests only the files added to a landing directory since the last run
     (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule.
     A log with timestamps is split by the rolling protocol (train / validation window / forward test
-    window of split.window_days after a cut-off that advances with the log) unless
+    window of split.window_days after a cut-off that advances with the log; a pair is placed by when
+    it was first seen, so the log repeating it later never moves it into a test window) unless
     split.scheduled = "as_configured"; a log without them by the stable hashed split.
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
     runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.

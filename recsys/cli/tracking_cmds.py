@@ -176,6 +176,7 @@ def ui(
 
     Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
     recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
+    from recsys.stack import mlflow_server_env
     from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri
     from recsys.tracking.ui import experiment_runs_url
 
@@ -203,7 +204,7 @@ def ui(
     base = f"http://127.0.0.1:{port}"
     console.print(f"MLflow UI on {base} (Ctrl-C to stop)")
     console.print(f"runs: {experiment_runs_url(uri, cfg.tracking.experiment, base)}", soft_wrap=True)
-    raise typer.Exit(run_in_process_group(command, env=venv_env()))
+    raise typer.Exit(run_in_process_group(command, env=mlflow_server_env(venv_env())))
 
 
 @app.command()
