@@ -337,11 +337,13 @@ def mlflow_server_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**MLFLOW_NO_JOB_RUNNER, **env}
 
 
-def mlflow_server_command(backend_uri: str, artifacts: Path, port: int, workers: int | None) -> list[str]:
-    """`mlflow server` on `backend_uri` with its artifact proxy writing to `artifacts`: clients
-    upload and download through the server (mlflow-artifacts:/...), never touching the path."""
+def mlflow_server_command(artifacts: Path, port: int, workers: int | None) -> list[str]:
+    """`mlflow server` with its artifact proxy writing to `artifacts`: clients upload and download
+    through the server (mlflow-artifacts:/...), never touching the path. The backend store's URI
+    holds the database password, so it goes in the environment (MLFLOW_BACKEND_STORE_URI, see
+    Stack.launch_mlflow), not on the command line that `ps` shows every user of the machine."""
     command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+        sys.executable, "-m", "mlflow", "server",
         "--artifacts-destination", str(artifacts), "--host", HOST, "--port", str(port),
     ]  # fmt: skip
     if workers:
@@ -430,10 +432,8 @@ class Stack:
     def launch_mlflow(self) -> Server:
         self._check_port(self.mlflow_port, "MLflow")
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        command = mlflow_server_command(
-            self.postgres.url("mlflow"), self.artifacts, self.mlflow_port, self.mlflow_workers
-        )
-        env = mlflow_server_env(_python_env())
+        command = mlflow_server_command(self.artifacts, self.mlflow_port, self.mlflow_workers)
+        env = mlflow_server_env(_python_env({"MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow")}))
         return self._launch("mlflow", command, env, self.mlflow_url, f"{self.mlflow_url}/health")
 
     def launch_prefect(self) -> Server:

@@ -13,7 +13,7 @@ from recsys.stack import HOST, mlflow_server_command, mlflow_server_env
 
 
 def test_server_commands_listen_on_localhost_and_proxy_artifacts(tmp_path):
-    command = mlflow_server_command("postgresql://u:p@127.0.0.1:5/mlflow", tmp_path / "a", 5000, None)
+    command = mlflow_server_command(tmp_path / "a", 5000, None)
     assert command[command.index("--host") + 1] == HOST == "127.0.0.1"
     assert command[command.index("--artifacts-destination") + 1] == str(tmp_path / "a")
     assert "--no-serve-artifacts" not in command and "--default-artifact-root" not in command
@@ -87,3 +87,11 @@ def test_mlflow_servers_run_without_the_genai_job_runner(team_stack, recsys_ui_p
         assert not [c for c in commands if "huey" in c or "jobs._job_runner" in c], commands
     wanted = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
     assert mlflow_server_env(wanted) == wanted  # the environment's own setting wins
+
+
+def test_the_database_password_is_on_no_command_line(team_stack):
+    """`ps` shows every user each process's command line: the servers get the PostgreSQL URL, and
+    its password, through their environment."""
+    password = team_stack.postgres.password()
+    for process in psutil.process_iter(["cmdline"]):
+        assert password not in " ".join(process.info["cmdline"] or []), process.info["cmdline"][:3]
