@@ -247,7 +247,14 @@ def serve_end_to_end(items: np.ndarray, queries: np.ndarray, work: Path) -> dict
         shape=(n_users, items.shape[0]),
     )
     train.data[:] = 1.0
-    model = FactorModel.from_arrays(users, items, name="synthetic")
+    # One more training row, never queried, holding every item: every item of a trained catalogue has
+    # training data (serving skips items without any, as the evaluator does: recsys.evaluation.cold),
+    # while each queried user keeps its 50 seen items to filter.
+    n_items = items.shape[0]
+    everything = sp.csr_matrix((np.ones(n_items, np.float32), (np.zeros(n_items, np.int64), np.arange(n_items))),
+                               shape=(1, n_items))  # fmt: skip
+    train = sp.csr_matrix(sp.vstack([train, everything]))
+    model = FactorModel.from_arrays(np.vstack([users, users[:1]]), items, name="synthetic")
     split = Split(protocol="random", train=train, test=sp.csr_matrix(train.shape, dtype=np.float32))
     started = time.perf_counter()
     directory = write_serving_artifacts(model, split, work / "serving", ann=AnnConfig(min_items=1))
