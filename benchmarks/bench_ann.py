@@ -332,7 +332,7 @@ def main() -> None:
             needs_serve = "serve" in PARTS and size == max(SIZES)
             if "libraries" not in PARTS and not needs_serve:
                 continue
-            started, load = time.perf_counter(), os.getloadavg()
+            started, load, commit = time.perf_counter(), os.getloadavg(), commit_description()
             folder = Path(tmp) / str(size)
             folder.mkdir()
             items, queries = synthetic(size, seed=size), synthetic(N_QUERIES, seed=size + 1)
@@ -348,12 +348,12 @@ def main() -> None:
                     results.append(run_worker(library, folder))
                     print(json.dumps(results[-1]), flush=True)
                 record = {"size": size, "exact_s": exact_s, "results": results, "load": load,
-                          "commit": commit_description(), "seconds": time.perf_counter() - started}  # fmt: skip
+                          "commit": commit, "seconds": time.perf_counter() - started}  # fmt: skip
                 (RAW / f"libraries-{size}.json").write_text(json.dumps(record))
             if needs_serve:
                 started, load = time.perf_counter(), os.getloadavg()
                 serve = serve_end_to_end(items, queries, folder)
-                serve.update(size=size, load=load, commit=commit_description(), seconds=time.perf_counter() - started)
+                serve.update(size=size, load=load, commit=commit, seconds=time.perf_counter() - started)
                 print(json.dumps(serve), flush=True)
                 (RAW / f"serve-{size}.json").write_text(json.dumps(serve))
             del items, queries
