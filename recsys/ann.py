@@ -2,8 +2,9 @@
 every item per request (faiss HNSW; exact search stays the evaluation path and the fallback).
 
 Why faiss-cpu: measured against usearch and hnswlib on the same HNSW shape (benchmarks/results/ann.md)
-it reaches the same recall with the fastest build and the highest batch throughput, ships wheels for
-every platform (hnswlib needs a compiler), and saves its index in its own binary format (no pickle).
+it reaches the same recall at the same ef with the highest batch throughput (hnswlib builds faster
+on 2 cores, usearch is slowest to build), ships wheels for every platform (hnswlib needs a
+compiler), and saves its index in its own binary format (no pickle).
 
 Inner product is not a metric, and graph indexes navigate best when all vectors have one norm. Unit
 item vectors (normalised towers) are indexed as they are. Otherwise each item x is scaled by 1/M (M
@@ -13,9 +14,10 @@ which ranks items exactly as q.x does.
 
 Seen items: a row is searched for k + (its seen items) candidates, the seen ones are dropped and the
 k best kept, so a list stays full whenever the index returns that many; rows that still come up
-short (or whose over-fetch would exceed `max_overfetch`) are answered exactly. Returned scores are
-the exact dot products of the candidates, re-sorted with ties to the lower item index, so whenever
-the ANN finds the exact top-k its list is the exact answer item for item.
+short (or whose over-fetch would exceed `max_overfetch`) are answered exactly. Items masked for
+every row (never trained on) are dropped from the candidates without being over-fetched. Returned
+scores are the exact dot products of the candidates, re-sorted with ties to the lower item index, so
+whenever the ANN finds the exact top-k its list is the exact answer item for item.
 """
 
 from __future__ import annotations
