@@ -6,15 +6,16 @@ full-corpus ranking (training items masked): recall@10, recall@20 and ndcg@10 wi
 intervals over users; the sequence tower is compared with the best order-agnostic model on
 per-user recall@10 by paired tests (bootstrap of the difference and Wilcoxon signed-rank).
 
-Selection never sees the test items. Step 1 splits off, for each user, the n interactions before
-the test ones as validation: WALS and EASE are tuned there (Optuna, `tune_model`, 16 and 8 trials),
-the history and sequence towers stop early on it (patience 3, validation recall@10, at most 40
-epochs) and keep the epoch count that was best (each n's line below names the budget it ran with:
-`RECSYS_BENCH_SEQ_EPOCHS`, `_PATIENCE`, `_TRIALS` shrink it on a busy machine). The sequence tower's shipped defaults (lr 5e-3, 32 windows per step,
-2 blocks, N = 50, dropout 0.2) were chosen the same way during development, on n = 1 validation
-users only. Step 2 retrains every model with its chosen settings on everything before the test
-items (so the validation interactions are training data, as they would be in production) and
-scores the test items once. Training time per epoch is the step-2 fit time over its epochs.
+Selection never sees the test items. Step 1 splits off, for each user, the n interactions before the
+test ones as validation: WALS and EASE are tuned there (Optuna, `tune_model`, 16 and 8 trials), the
+history and sequence towers stop early on it (patience 3, validation recall@10, at most 40 epochs)
+and keep the epoch count that was best (each n's line below names the budget it ran with:
+`RECSYS_BENCH_SEQ_EPOCHS`, `_PATIENCE`, `_TRIALS` shrink it on a busy machine). The sequence tower's
+shipped defaults (lr 5e-3, 32 windows per step, 2 blocks, N = 50, dropout 0.2) were chosen the same
+way during development, on n = 1 validation users only. Step 2 retrains every model with its chosen
+settings on everything before the test items (so the validation interactions are training data, as
+they would be in production) and scores the test items once. Training time per epoch is the step-2
+fit time over its epochs.
 
 Target: sequence tower recall@10 >= 1.2x the best order-agnostic model, significant in the
 paired test.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -215,11 +217,25 @@ def run_part(n: int) -> Path:
     return part
 
 
+def verdict(n: str, part: str) -> str:
+    """One n's outcome, read back from the sentence `section` wrote into its part."""
+    found = re.search(r"\(([a-z_]+)\): recall@10 ratio \*\*([0-9.]+)x\*\*.*?(not significant|significant)\. Target (met|not met)", part)
+    if found is None:
+        return f"n = {n}: no comparison found"
+    best, ratio, significant, met = found.groups()
+    return f"n = {n}: {ratio}x {best}, {significant}, target {met}"
+
+
 def write_report() -> None:
     parts = sorted(PARTS.glob("n*.md"), key=lambda p: int(p.stem[1:]))
     lines = ["## Next-item retrieval on ML-100K: sequence tower vs order-agnostic models (issue 22)", "",
              __doc__.split("\n\n", 1)[1].strip(), ""]  # fmt: skip
-    lines += [part.read_text() for part in parts]
+    texts = [part.read_text() for part in parts]
+    lines += texts
+    verdicts = [verdict(part.stem[1:], text) for part, text in zip(parts, texts, strict=True)]
+    lines += ["Verdict (target: recall@10 >= 1.2x the best order-agnostic model, significant): " + "; ".join(verdicts) + ".", "",
+              "Rerun: `python -m benchmarks sequence` (both n, full budget), or one n per process with "
+              "`RECSYS_BENCH_SEQ_NS=5 python -m benchmarks.bench_sequence`.", ""]  # fmt: skip
     RESULTS.write_text("\n".join(lines))
     print(f"wrote {RESULTS}")
 

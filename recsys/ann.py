@@ -133,10 +133,15 @@ class AnnIndex:
         return self.index.search(q, count)[1].astype(np.int64)
 
     def topk(
-        self, user_vectors: np.ndarray, k: int, exclude: sp.spmatrix | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items by dot product, seen items (`exclude` row i for row i) never returned; the
-        shape and conventions of `recsys.evaluation.ranking.topk` (padding -1 / -inf)."""
+        self, user_vectors: np.ndarray, k: int, exclude: sp.spmatrix | None = None,
+        masked_items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Top-k items by dot product, seen items (`exclude` row i for row i) never returned, nor the
+        `masked_items` (bool per item, e.g. items the model never trained on) for any row; the shape
+        and conventions of `recsys.evaluation.ranking.topk` (padding -1 / -inf). Only a row's own
+        seen items are over-fetched: masked items are few among the candidates (counting all of
+        them per row would push every row past `max_overfetch`), and a row they leave short is
+        answered exactly."""
         vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
         n, kk = vectors.shape[0], min(int(k), self.n_items)
         mask = sp.csr_matrix((n, self.n_items), dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
@@ -149,12 +154,15 @@ class AnnIndex:
         rows = np.flatnonzero(searchable)
         if rows.size:
             found = self.candidates(vectors[rows], int(need[rows].max()))
+            if masked_items is not None:
+                found = np.where((found >= 0) & masked_items[np.maximum(found, 0)], PAD_ITEM, found)
             picked, picked_scores, full = self._best_unseen(vectors[rows], found, mask[rows], kk)
             items[rows[full]], scores[rows[full]] = picked[full], picked_scores[full]
             searchable[rows[~full]] = False
         exact = np.flatnonzero(~searchable)
         if exact.size:
-            items[exact], scores[exact] = topk(vectors[exact], self.item_vectors, kk, exclude=mask[exact], device="cpu")
+            items[exact], scores[exact] = topk(vectors[exact], self.item_vectors, kk, exclude=mask[exact], device="cpu",
+                                               masked_items=masked_items)  # fmt: skip
         return items, scores
 
     def _best_unseen(

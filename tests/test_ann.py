@@ -136,3 +136,23 @@ def test_readme_config_blocks_for_the_sequence_tower_the_item_tower_and_ann_serv
     cfg = load_config(path)
     assert [(m.kind, getattr(m, "user_input", None)) for m in cfg.models] == [("two_tower", "sequence"), ("item_tower", None)]
     assert cfg.serving.ann.min_items == 100_000 and cfg.serving.ann.expansion_search == 256
+
+
+def test_masked_items_are_never_returned_and_do_not_push_rows_onto_the_exact_fallback(data, monkeypatch):
+    """Items the model never trained on (a quarter of the catalogue here, more than `max_overfetch`)
+    are filtered from the candidates for every row; counting them as each row's seen items would send
+    every row to exact search."""
+    import recsys.ann
+
+    items, users, seen = data
+    masked = np.zeros(N_ITEMS, dtype=bool)
+    masked[np.random.default_rng(5).choice(N_ITEMS, N_ITEMS // 4, replace=False)] = True
+    index = AnnIndex.build(items, EXACT.model_copy(update={"max_overfetch": 100}))
+    exact_rows = []
+    monkeypatch.setattr(recsys.ann, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
+    got, scores = index.topk(users, 20, seen, masked)
+    monkeypatch.undo()
+    assert sum(exact_rows) == 0 and not masked[got].any()
+    want, want_scores = topk(users, items, 20, exclude=seen, masked_items=masked)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)

@@ -340,8 +340,7 @@ class ServingIndex:
             if not rows.size:
                 continue
             if name != "popularity" and self.ann is not None and self.use_ann:
-                skipped = _with_columns(exclude[rows], self.untrained_items)  # counted as seen: over-fetched
-                items[rows], scores[rows] = self.ann.topk(vectors, k_max, skipped)
+                items[rows], scores[rows] = self.ann.topk(vectors, k_max, exclude[rows], self.untrained_items)
             else:
                 items[rows], scores[rows] = topk(
                     vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu", masked_items=self.untrained_items
@@ -393,21 +392,6 @@ class ServingIndex:
             )
         pop_rows = np.flatnonzero(~has_vector & ~fold)
         yield "popularity", pop_rows, np.ones((pop_rows.size, 1), np.float32), self.popularity[:, None]
-
-
-def _with_columns(matrix: sp.csr_matrix, columns: np.ndarray | None) -> sp.csr_matrix:
-    """`matrix` (0/1) with the `columns` (bool per column) set in every row."""
-    if columns is None or matrix.shape[0] == 0:
-        return matrix
-    picked = np.flatnonzero(columns)
-    n = matrix.shape[0]
-    every = sp.csr_matrix(
-        (np.ones(n * picked.size, np.float32), (np.repeat(np.arange(n), picked.size), np.tile(picked, n))),
-        shape=matrix.shape,
-    )
-    out = sp.csr_matrix(matrix + every, dtype=np.float32)
-    out.data[:] = 1.0
-    return out
 
 
 def _response(user_ids, items, scores, ks, item_ids, source) -> pd.DataFrame:
