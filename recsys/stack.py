@@ -36,6 +36,7 @@ from recsys.errors import RecsysError
 HOST = "127.0.0.1"
 DB_USER = "postgres"
 STATE_FILE = "stack.json"
+OWNER_FILE = "owner.json"
 READY_TIMEOUT_S = 300.0  # a cold MLflow server import on a loaded 2-core machine takes ~60 s
 STOP_TIMEOUT_S = 20.0
 # Test stacks trade durability for speed: nothing in them must survive a power cut.
@@ -523,3 +524,51 @@ class Stack:
         server, process = launch(name, command, env, self.root / f"{name}.log", url, health, marker)
         self.servers[name], self._processes[name] = server, process
         return server
+
+
+# --------------------------------------------------------------------------------------------------
+# Stacks whose owner was killed
+
+
+def claim(root: Path, pid: int | None = None) -> None:
+    """Record the process that owns the throw-away stack in `root` (pid and start time, so a reused
+    pid is not mistaken for it): a test session killed with -9 cannot stop its servers, and the next
+    session's `reap_orphans` does it instead."""
+    import psutil
+
+    process = psutil.Process(pid)
+    path = Path(root) / OWNER_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"pid": process.pid, "started": process.create_time()}))
+    os.replace(tmp, path)
+
+
+def owner_alive(root: Path) -> bool | None:
+    """Whether the process that claimed `root` still runs; None when nobody claimed it."""
+    import psutil
+
+    try:
+        owner = json.loads((Path(root) / OWNER_FILE).read_text())
+        return psutil.Process(int(owner["pid"])).create_time() == float(owner["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # it runs, but is not ours to look at
+        return True
+
+
+def reap_orphans(parent: Path, prefix: str) -> list[Path]:
+    """Stop the servers and PostgreSQL of every claimed stack under `parent/prefix*` whose owner is
+    gone, and delete its directory; stacks in use, or never claimed, are left alone."""
+    reaped = []
+    for root in sorted(Path(parent).glob(f"{prefix}*")):
+        if not root.is_dir() or owner_alive(root) is not False:
+            continue
+        try:
+            (Stack.from_state(root) or Stack(root)).stop()
+        except StackError:
+            continue  # cannot stop it safely (unreadable state): leave it for a person
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped

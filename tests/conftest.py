@@ -80,6 +80,7 @@ PREFECT_TEST_SERVER_ENV = {
 }
 
 
+STACK_PREFIX, UI_PREFIX = "recsys-test-stack-", "recsys-test-ui-"
 STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
 SCENARIO_TIMEOUT_S = 600
@@ -92,10 +93,11 @@ class SessionStack:
     in the background as soon as both servers answer, and that test runs last."""
 
     def __init__(self, mlflow: bool, prefect: bool, scheduled: bool = False) -> None:
-        from recsys.stack import Stack, free_port
+        from recsys.stack import Stack, claim, free_port
 
-        self.root = Path(tempfile.mkdtemp(prefix="recsys-test-stack-"))
+        self.root = Path(tempfile.mkdtemp(prefix=STACK_PREFIX))
         os.chmod(self.root, 0o755)  # PostgreSQL runs as the postgres user when we are root
+        claim(self.root)  # a session killed with -9 leaves it to the next one to stop (reap_orphans)
         # One server worker: with several, uvicorn's supervisor kills a worker that misses its 5 s
         # health ping (a loaded 2-core machine) mid-request. Requests still run concurrently in
         # the worker's thread pool, so concurrent writers still meet in PostgreSQL.
@@ -116,11 +118,10 @@ class SessionStack:
     def _start(self, mlflow: bool, prefect: bool) -> None:
         try:
             self.stack.start_postgres()
-            if mlflow:
-                self.stack.launch_mlflow()
-            if prefect:
-                self.stack.launch_prefect()
-            self.stack.write_state()  # what `recsys stack status --dir` reads
+            for name, wanted in (("mlflow", mlflow), ("prefect", prefect)):
+                if wanted:
+                    (self.stack.launch_mlflow if name == "mlflow" else self.stack.launch_prefect)()
+                    self.stack.write_state()  # its pid, for `recsys stack status --dir` and reap_orphans
         except BaseException as exc:  # reported by the fixture that needs the stack
             self.error = exc
 
@@ -192,9 +193,10 @@ class BackgroundUI:
     browser test (late in the session) finds it up."""
 
     def __init__(self, uri: str) -> None:
-        from recsys.stack import Server, free_port
+        from recsys.stack import Server, Stack, claim, free_port
 
-        port, self.root = free_port(), Path(tempfile.mkdtemp(prefix="recsys-test-ui-"))
+        port, self.root = free_port(), Path(tempfile.mkdtemp(prefix=UI_PREFIX))
+        claim(self.root)
         command = [str(Path(sys.executable).parent / "recsys"), "ui", "--port", str(port),
                    "--set", f"tracking.tracking_uri={uri}"]  # fmt: skip
         log = self.root / "ui.log"
@@ -205,6 +207,9 @@ class BackgroundUI:
             )  # fmt: skip
         self.base = f"http://127.0.0.1:{port}"
         self.server = Server("recsys ui", self.process.pid, self.base, f"{self.base}/health", str(log), "recsys")
+        record = Stack(self.root, mlflow_port=port)  # its state file: what reap_orphans stops
+        record.servers["recsys ui"] = self.server
+        record.write_state()
 
     def url(self) -> str:
         from recsys.errors import RecsysError
@@ -251,6 +256,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    from recsys.stack import reap_orphans
+
+    for prefix in (STACK_PREFIX, UI_PREFIX):  # left running by a session killed with -9
+        reap_orphans(Path(tempfile.gettempdir()), prefix)
     _needs.update(_session_needs(session.items))
     if _needs["mlflow"] or _needs["prefect"]:
         _get_stack()

@@ -4,12 +4,15 @@ session's stack (tests/conftest.py) is the one under test, so nothing here start
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import psutil
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.stack import HOST, mlflow_server_command, mlflow_server_env
+from recsys.stack import HOST, Server, Stack, claim, mlflow_server_command, mlflow_server_env, reap_orphans
 
 
 def test_server_commands_listen_on_localhost_and_proxy_artifacts(tmp_path):
@@ -95,3 +98,30 @@ def test_the_database_password_is_on_no_command_line(team_stack):
     password = team_stack.postgres.password()
     for process in psutil.process_iter(["cmdline"]):
         assert password not in " ".join(process.info["cmdline"] or []), process.info["cmdline"][:3]
+
+
+def test_a_stack_whose_owner_was_killed_is_stopped_and_removed(tmp_path):
+    """A test session killed with -9 leaves its servers running; the next session stops the servers
+    of every claimed stack whose owner is gone and deletes its directory, and leaves the rest."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+    server = subprocess.Popen([*sleeper, "mlflow"], start_new_session=True)  # "mlflow": its marker
+    owner = subprocess.Popen(sleeper)
+    orphan, in_use, unclaimed = (tmp_path / f"stack-{n}" for n in ("orphan", "in-use", "unclaimed"))
+    for root in (orphan, in_use, unclaimed):
+        root.mkdir()
+    stack = Stack(orphan)
+    stack.servers["mlflow"] = Server("mlflow", server.pid, "http://127.0.0.1:1", "http://127.0.0.1:1/health",
+                                     str(orphan / "mlflow.log"), "mlflow")  # fmt: skip
+    stack.write_state()
+    claim(orphan, owner.pid)
+    claim(in_use)  # this process: alive
+    owner.kill()
+    owner.wait()
+    try:
+        assert reap_orphans(tmp_path, "stack-") == [orphan]
+        assert server.poll() is not None  # stopped
+        assert not orphan.exists() and in_use.is_dir() and unclaimed.is_dir()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -150,13 +150,19 @@ def _resume_tracking(cfg, path: Path) -> None:
             console.print(f"  registered {', '.join(report.registered)}; apply the promotion rule with `recsys promote`")
 
 
+def champion_line(summary: dict) -> str:
+    """`champion: NAME (DECISION: REASON)`; most reasons start with their decision already."""
+    promotion = summary.get("promotion", {})
+    reason, decision = promotion.get("reason", ""), promotion.get("decision") or ""
+    said = f"{decision}: " if decision and not reason.startswith(decision) else ""
+    return f"champion: [bold]{summary.get('champion')}[/] ({said}{reason})"
+
+
 def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> None:
     from recsys.tracking.store import is_http
     from recsys.tracking.ui import experiment_runs_url
 
-    promotion = summary.get("promotion", {})
-    decision = f"{promotion['decision']}: " if promotion.get("decision") else ""
-    lines = [f"champion: [bold]{summary.get('champion')}[/] ({decision}{promotion.get('reason', '')})"]
+    lines = [champion_line(summary)]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")

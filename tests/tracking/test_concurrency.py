@@ -1,5 +1,6 @@
 """Two pipeline processes logging to one store at the same time: the local SQLite file (locks and
-retries) and the PostgreSQL-backed server (concurrent transactions behind two server workers)."""
+retries) and the PostgreSQL-backed server (concurrent requests in its worker's thread pool, so
+concurrent transactions in PostgreSQL)."""
 
 from __future__ import annotations
 
