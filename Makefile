@@ -7,7 +7,11 @@ TSTAMP  := $(VENV)/.setup-test-stamp
 CONFIG  ?= pipelines/configs/default.toml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup setup-test run test bench mutate lint ui peers clean
+STACK_DIR ?= .stack
+STACK_ARGS ?=
+SSTAMP  := $(VENV)/.setup-stack-stamp
+
+.PHONY: setup setup-test system-test-deps run test bench mutate lint ui stack stack-stop peers clean
 
 setup: $(STAMP)
 
@@ -18,13 +22,41 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The test suite also exercises the scale-out backends (Spark ALS, Prefect on Dask): their extras
-# are installed for `make test` but not needed by `make run`.
-setup-test: $(TSTAMP)
+# The test suite also exercises the scale-out backends (Spark ALS, Prefect on Dask) and the team
+# stack (MLflow and Prefect servers on PostgreSQL, the MLflow UI in headless Chromium): their extras
+# and system packages are installed for `make test` but not needed by `make run`.
+setup-test: $(TSTAMP) system-test-deps
 
 $(TSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark,dask]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark,dask,postgres]'
 	touch $(TSTAMP)
+
+# PostgreSQL's server programs and Chromium from the system's packages (apt-get), only when missing.
+# A machine that cannot install them (no apt-get, no root or sudo, no network) still runs the suite:
+# the tests that need them skip, saying why, and the summary counts the PostgreSQL-backed ones.
+system-test-deps:
+	@$(call need_packages,$(PG_PACKAGE) $(CHROMIUM_PACKAGE),warn)
+
+PG_PACKAGE       = $(if $(wildcard /usr/lib/postgresql/*/bin/initdb)$(shell command -v pg_ctl),,postgresql)
+CHROMIUM_PACKAGE = $(if $(shell command -v chromium || command -v chromium-browser),,chromium)
+# $(call need_packages,PACKAGES[,warn]): apt-get install the missing PACKAGES; when that is not
+# possible, stop with exit code 2, or with `warn` say which tests will skip and go on.
+define need_packages
+missing="$(strip $(1))"; \
+if [ -n "$$missing" ]; then \
+  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+  echo "installing system packages: $$missing"; \
+  if ! command -v apt-get >/dev/null; then why="no apt-get here"; \
+  elif [ -n "$$sudo" ] && ! command -v sudo >/dev/null; then why="not root and no sudo"; \
+  elif ! { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; }; then \
+    why="apt-get failed"; fi; \
+  if [ -n "$$why" ]; then \
+    if [ "$(2)" = warn ]; then \
+      echo "warning: could not install $$missing ($$why): the tests that need them will be skipped"; \
+    else echo "error: install $$missing with your system's package manager ($$why)"; exit 2; fi; \
+  fi; \
+fi
+endef
 
 run: setup
 	$(BIN)/recsys run --config $(CONFIG)
@@ -46,6 +78,19 @@ lint: setup
 
 ui: setup
 	$(BIN)/recsys ui
+
+# The team stack on this machine: PostgreSQL + MLflow server + Prefect server (README "Running it as
+# a team"); data, logs and state in $(STACK_DIR)/.
+stack: $(SSTAMP)
+	@$(call need_packages,$(PG_PACKAGE))
+	$(BIN)/recsys stack up --dir $(STACK_DIR) $(STACK_ARGS)
+
+stack-stop:
+	$(BIN)/recsys stack down --dir $(STACK_DIR)
+
+$(SSTAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	touch $(SSTAMP)
 
 # Side-by-side with RecBole / Cornac / LensKit / implicit: each peer in its own venv under
 # benchmarks/peers/.venv-<peer>/ (never part of `make setup`); regenerates benchmarks/peers/REPORT.md.

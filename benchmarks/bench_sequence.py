@@ -6,14 +6,16 @@ full-corpus ranking (training items masked): recall@10, recall@20 and ndcg@10 wi
 intervals over users; the sequence tower is compared with the best order-agnostic model on
 per-user recall@10 by paired tests (bootstrap of the difference and Wilcoxon signed-rank).
 
-Selection never sees the test items. Step 1 splits off, for each user, the n interactions before
-the test ones as validation: WALS and EASE are tuned there (Optuna, `tune_model`, 16 and 8 trials),
-the history and sequence towers stop early on it (patience 3, validation recall@10) and keep the
-epoch count that was best. The sequence tower's shipped defaults (lr 5e-3, 32 windows per step,
-2 blocks, N = 50, dropout 0.2) were chosen the same way during development, on n = 1 validation
-users only. Step 2 retrains every model with its chosen settings on everything before the test
-items (so the validation interactions are training data, as they would be in production) and
-scores the test items once. Training time per epoch is the step-2 fit time over its epochs.
+Selection never sees the test items. Step 1 splits off, for each user, the n interactions before the
+test ones as validation: WALS and EASE are tuned there (Optuna, `tune_model`, 16 and 8 trials), the
+history and sequence towers stop early on it (patience 3, validation recall@10, at most 40 epochs)
+and keep the epoch count that was best (each n's line below names the budget it ran with:
+`RECSYS_BENCH_SEQ_EPOCHS`, `_PATIENCE`, `_TRIALS` shrink it on a busy machine). The sequence tower's
+shipped defaults (lr 5e-3, 32 windows per step, 2 blocks, N = 50, dropout 0.2) were chosen the same
+way during development, on n = 1 validation users only. Step 2 retrains every model with its chosen
+settings on everything before the test items (so the validation interactions are training data, as
+they would be in production) and scores the test items once. Training time per epoch is the step-2
+fit time over its epochs.
 
 Target: sequence tower recall@10 >= 1.2x the best order-agnostic model, significant in the
 paired test.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,17 +50,23 @@ from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 
 RESULTS = RESULTS_DIR / "sequence.md"
+PARTS = Path(__file__).parent / "out" / "sequence"
+"""One finished section per n (`n<n>.md`), so each n can run in its own process and a crash in one
+loses nothing of the other; `sequence.md` is assembled from the parts present."""
 NS = [int(n) for n in os.environ.get("RECSYS_BENCH_SEQ_NS", "1,5").split(",")]
+EPOCHS = int(os.environ.get("RECSYS_BENCH_SEQ_EPOCHS", "40"))
+PATIENCE = int(os.environ.get("RECSYS_BENCH_SEQ_PATIENCE", "3"))
+TRIALS = dict(zip(("wals", "ease"), (int(t) for t in os.environ.get("RECSYS_BENCH_SEQ_TRIALS", "16,8").split(",")), strict=True))
 METRICS = ("recall@10", "recall@20", "ndcg@10")
 SELECT = "recall@10"
-TOWER = {"threads": 1, "device": "cpu", "quiet": True, "eval_every": 1, "early_stopping_patience": 3,
+TOWER = {"threads": 1, "device": "cpu", "quiet": True, "eval_every": 1, "early_stopping_patience": PATIENCE,
          "early_stopping_min_steps": 0, "validation_metric": SELECT}  # fmt: skip
 
 
 def models() -> list[ModelConfig]:
     return [
-        TwoTowerConfig(name="sequence_tower", user_input="sequence", epochs=40, **TOWER),
-        TwoTowerConfig(name="history_tower", user_input="history", epochs=40, **TOWER),
+        TwoTowerConfig(name="sequence_tower", user_input="sequence", epochs=EPOCHS, **TOWER),
+        TwoTowerConfig(name="history_tower", user_input="history", epochs=EPOCHS, **TOWER),
         WALSConfig(name="wals", factors=64, iterations=15),
         EASEConfig(name="ease"),
     ]
@@ -108,7 +117,7 @@ def choose(model_cfg: ModelConfig, cfg: RunConfig, split: Split) -> tuple[ModelC
         chosen = model_cfg.model_copy(update={"epochs": int(best["step"]), "early_stopping_patience": 0,
                                               "eval_every": 0})  # fmt: skip
         return chosen, float(best[key])
-    trials = 16 if model_cfg.kind == "wals" else 8
+    trials = TRIALS[model_cfg.kind]
     tuned = tune_model(cfg.model_copy(update={"models": [model_cfg]}), split, model_cfg.name, trials=trials, metric=SELECT)
     log(f"  {model_cfg.name}: tuned validation {SELECT} {tuned.best_value:.4f} {tuned.best_params}")
     return tuned.config.model(model_cfg.name), float(tuned.best_value)
@@ -185,23 +194,59 @@ def settings(cfg: ModelConfig) -> str:
     return ", ".join(f"{k}={dumped[k]:g}" if isinstance(dumped[k], float) else f"{k}={dumped[k]}" for k in keys if k in dumped)
 
 
+def run_part(n: int) -> Path:
+    """One n end to end; its section (with the commit, budget, time and load it ran under) is
+    written to out/sequence/n<n>.md."""
+    from benchmarks.common import commit_description
+
+    commit, started, load = commit_description(), time.perf_counter(), os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="recsys-seq-") as tmp:
+        rows = run_n(n, Path(tmp))
+    lines = section(n, rows)
+    end_load = os.getloadavg()
+    lines += [f"n = {n}: towers at most {EPOCHS} epochs, patience {PATIENCE}; WALS {TRIALS['wals']} and EASE "
+              f"{TRIALS['ease']} Optuna trials. {(time.perf_counter() - started) / 60:.0f} min; load average "
+              f"{load[0]:.1f} at the start, {end_load[0]:.1f} at the end, on 2 cores shared with other work (times "
+              f"are inflated and noisy; the models ran one after another). Torch models on 1 thread. "
+              f"_Ran on commit {commit}._", ""]  # fmt: skip
+    PARTS.mkdir(parents=True, exist_ok=True)
+    part = PARTS / f"n{n}.md"
+    tmp_part = part.with_suffix(".md.tmp")
+    tmp_part.write_text("\n".join(lines))
+    os.replace(tmp_part, part)
+    return part
+
+
+def verdict(n: str, part: str) -> str:
+    """One n's outcome, read back from the sentence `section` wrote into its part."""
+    found = re.search(r"\(([a-z_]+)\): recall@10 ratio \*\*([0-9.]+)x\*\*.*?(not significant|significant)\. Target (met|not met)", part)
+    if found is None:
+        return f"n = {n}: no comparison found"
+    best, ratio, significant, met = found.groups()
+    return f"n = {n}: {ratio}x {best}, {significant}, target {met}"
+
+
+def write_report() -> None:
+    parts = sorted(PARTS.glob("n*.md"), key=lambda p: int(p.stem[1:]))
+    lines = ["## Next-item retrieval on ML-100K: sequence tower vs order-agnostic models (issue 22)", "",
+             __doc__.split("\n\n", 1)[1].strip(), ""]  # fmt: skip
+    texts = [part.read_text() for part in parts]
+    lines += texts
+    verdicts = [verdict(part.stem[1:], text) for part, text in zip(parts, texts, strict=True)]
+    lines += ["Verdict (target: recall@10 >= 1.2x the best order-agnostic model, significant): " + "; ".join(verdicts) + ".", "",
+              "Rerun: `python -m benchmarks sequence` (both n, full budget), or one n per process with "
+              "`RECSYS_BENCH_SEQ_NS=5 python -m benchmarks.bench_sequence`.", ""]  # fmt: skip
+    RESULTS.write_text("\n".join(lines))
+    print(f"wrote {RESULTS}")
+
+
 def main() -> None:
     import torch
 
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # torch's one-time optimizer import, untimed
-    started, load = time.perf_counter(), os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="recsys-seq-") as tmp:
-        results = {n: run_n(n, Path(tmp)) for n in NS}
-    lines = ["## Next-item retrieval on ML-100K: sequence tower vs order-agnostic models (issue 22)", "",
-             __doc__.split("\n\n", 1)[1].strip(), ""]  # fmt: skip
-    for n, rows in results.items():
-        lines += section(n, rows)
-    end_load = os.getloadavg()
-    lines += [f"Whole benchmark {(time.perf_counter() - started) / 60:.0f} min; load average {load[0]:.1f} at the start, "
-              f"{end_load[0]:.1f} at the end, on 2 cores shared with other work (times are inflated and noisy; the "
-              f"models ran one after another under the same load). Torch models on 1 thread.", ""]  # fmt: skip
-    RESULTS.write_text("\n".join(lines))
-    print(f"wrote {RESULTS}")
+    for n in NS:
+        print(f"wrote {run_part(n)}", flush=True)
+    write_report()
 
 
 if __name__ == "__main__":

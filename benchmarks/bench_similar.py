@@ -46,6 +46,14 @@ MODELS = [
 ]
 
 
+def verdict(name: str, delta: float, p_value: float) -> str:
+    """The Siamese tower against one model, significant only when both paired tests say so."""
+    if p_value >= 0.05:
+        return f"the item tower is not significantly different from {name} (p = {p_value:.2g}, the larger of the two tests)"
+    better = "better" if delta < 0 else "worse"
+    return f"the item tower is significantly {better} than {name} (difference {-delta:+.4f}, p <= {p_value:.2g})"
+
+
 def main() -> None:
     started, load = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="recsys-similar-") as tmp:
@@ -75,6 +83,7 @@ def main() -> None:
              f"{split.n_items} items (chance recall@{K} ~ {K / (split.n_items - 1):.3f}).", "",
              f"| item vectors | recall@{K} (per user) [95% CI] | recall@{K} (per pair) | vs item tower: difference, p (bootstrap / Wilcoxon) | fit |",
              "|---|---|---|---|---|"]  # fmt: skip
+    verdicts = []
     for name, mean, low, high, pair_mean, seconds in rows:
         if name == "item_tower":
             versus = "reference"
@@ -83,7 +92,9 @@ def main() -> None:
             boot = paired_test(values, reference, method="bootstrap", n_samples=2000, seed=0)
             wil = paired_test(values, reference, method="wilcoxon", n_samples=2000, seed=0)
             versus = f"{boot.delta_mean:+.4f} [{boot.ci_low:+.4f}, {boot.ci_high:+.4f}], p = {boot.p_value:.2g} / {wil.p_value:.2g}"
+            verdicts.append(verdict(name, boot.delta_mean, max(boot.p_value, wil.p_value)))
         lines.append(f"| {name} | {mean:.4f} [{low:.4f}, {high:.4f}] | {pair_mean:.4f} | {versus} | {seconds:.0f} s |")
+    lines += ["", "Verdict: " + "; ".join(verdicts) + "."]
     lines += ["", f"{(time.perf_counter() - started) / 60:.0f} min; load average {load[0]:.1f} at the start on 2 shared "
               "cores (fit times inflated).", ""]  # fmt: skip
     RESULTS.write_text("\n".join(lines))

@@ -99,6 +99,23 @@ def promote_task(cfg: RunConfig, tracker, outcomes: list[ModelOutcome], split=No
     return promote_best(cfg, tracker, outcomes, split)
 
 
+def prefect_run_tags() -> dict[str, str]:
+    """Tags linking the MLflow pipeline run to its Prefect flow run; a deployment's run (a
+    schedule) shows the deployment as its source in the MLflow UI."""
+    from prefect.runtime import deployment, flow_run
+
+    tags: dict[str, str] = {}
+    try:
+        if root := flow_run.root_flow_run_id:
+            tags["recsys.prefect_flow_run_id"] = str(root)
+        if deployment.id:
+            tags["mlflow.source.type"] = "JOB"
+            tags["mlflow.source.name"] = f"prefect deployment {training_pipeline.name}:{deployment.name}"
+    except Exception as exc:  # a lookup the API could not answer costs a tag, not the run
+        get_run_logger().warning("could not read the Prefect run context for MLflow tags: %s", exc)
+    return tags
+
+
 def _configure(cfg: RunConfig):
     retries, delay = cfg.orchestration.retries, cfg.orchestration.retry_delay_seconds
     ingest = ingest_task.with_options(
@@ -145,7 +162,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs
-    parent = tracker.start_parent(data=data, split=split)
+    parent = tracker.start_parent(data=data, split=split, tags=prefect_run_tags())
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
 
     t = time.perf_counter()

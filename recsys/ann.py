@@ -2,8 +2,9 @@
 every item per request (faiss HNSW; exact search stays the evaluation path and the fallback).
 
 Why faiss-cpu: measured against usearch and hnswlib on the same HNSW shape (benchmarks/results/ann.md)
-it reaches the same recall with the fastest build and the highest batch throughput, ships wheels for
-every platform (hnswlib needs a compiler), and saves its index in its own binary format (no pickle).
+it reaches the same recall at the same ef with the highest batch throughput (hnswlib builds faster
+on 2 cores, usearch is slowest to build), ships wheels for every platform (hnswlib needs a
+compiler), and saves its index in its own binary format (no pickle).
 
 Inner product is not a metric, and graph indexes navigate best when all vectors have one norm. Unit
 item vectors (normalised towers) are indexed as they are. Otherwise each item x is scaled by 1/M (M
@@ -13,9 +14,10 @@ which ranks items exactly as q.x does.
 
 Seen items: a row is searched for k + (its seen items) candidates, the seen ones are dropped and the
 k best kept, so a list stays full whenever the index returns that many; rows that still come up
-short (or whose over-fetch would exceed `max_overfetch`) are answered exactly. Returned scores are
-the exact dot products of the candidates, re-sorted with ties to the lower item index, so whenever
-the ANN finds the exact top-k its list is the exact answer item for item.
+short (or whose over-fetch would exceed `max_overfetch`) are answered exactly. Items masked for
+every row (never trained on) are dropped from the candidates without being over-fetched. Returned
+scores are the exact dot products of the candidates, re-sorted with ties to the lower item index, so
+whenever the ANN finds the exact top-k its list is the exact answer item for item.
 """
 
 from __future__ import annotations
@@ -133,10 +135,15 @@ class AnnIndex:
         return self.index.search(q, count)[1].astype(np.int64)
 
     def topk(
-        self, user_vectors: np.ndarray, k: int, exclude: sp.spmatrix | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items by dot product, seen items (`exclude` row i for row i) never returned; the
-        shape and conventions of `recsys.evaluation.ranking.topk` (padding -1 / -inf)."""
+        self, user_vectors: np.ndarray, k: int, exclude: sp.spmatrix | None = None,
+        masked_items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Top-k items by dot product, seen items (`exclude` row i for row i) never returned, nor the
+        `masked_items` (bool per item, e.g. items the model never trained on) for any row; the shape
+        and conventions of `recsys.evaluation.ranking.topk` (padding -1 / -inf). Only a row's own
+        seen items are over-fetched: masked items are few among the candidates (counting all of
+        them per row would push every row past `max_overfetch`), and a row they leave short is
+        answered exactly."""
         vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
         n, kk = vectors.shape[0], min(int(k), self.n_items)
         mask = sp.csr_matrix((n, self.n_items), dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
@@ -149,12 +156,15 @@ class AnnIndex:
         rows = np.flatnonzero(searchable)
         if rows.size:
             found = self.candidates(vectors[rows], int(need[rows].max()))
+            if masked_items is not None:
+                found = np.where((found >= 0) & masked_items[np.maximum(found, 0)], PAD_ITEM, found)
             picked, picked_scores, full = self._best_unseen(vectors[rows], found, mask[rows], kk)
             items[rows[full]], scores[rows[full]] = picked[full], picked_scores[full]
             searchable[rows[~full]] = False
         exact = np.flatnonzero(~searchable)
         if exact.size:
-            items[exact], scores[exact] = topk(vectors[exact], self.item_vectors, kk, exclude=mask[exact], device="cpu")
+            items[exact], scores[exact] = topk(vectors[exact], self.item_vectors, kk, exclude=mask[exact], device="cpu",
+                                               masked_items=masked_items)  # fmt: skip
         return items, scores
 
     def _best_unseen(

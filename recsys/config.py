@@ -82,9 +82,9 @@ class SplitConfig(Section):
     the seed, so a pair keeps its part when the log grows (scheduled runs stay comparable)."""
 
     protocol: SplitProtocol = "random"
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: chance a pair is test; temporal: share of interactions after the cut-off")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="random: chance a pair is test; temporal: share of pairs first seen after the cut-off")
     validation_fraction: float = Field(0.0, ge=0, lt=1, description="0 = no validation split (rolling: see validation_window_days)")
-    n: int = Field(1, ge=1, description="leave_last_n: items per user held out")
+    n: int = Field(1, ge=1, description="leave_last_n: latest items per user held out (by last interaction; not stable as the log grows, so not for scheduled runs)")
     cutoff: datetime | None = Field(None, description="temporal / rolling: explicit test cut-off (UTC); default from test_fraction / the newest timestamp")
     window_days: float = Field(7.0, gt=0, description="rolling: days after the cut-off that are tested")
     validation_window_days: float | None = Field(None, ge=0, description="rolling: days before the cut-off used for validation (None = window_days, 0 = none)")

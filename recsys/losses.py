@@ -81,11 +81,16 @@ def _importance_mean(terms: torch.Tensor, log_q: torch.Tensor, hit_mask: torch.T
 def _softmax_xent(
     pos_logit: torch.Tensor, neg_logits: torch.Tensor, hit_mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """Mean cross-entropy of the positive (column 0) against [positive, negatives]."""
+    """Mean cross-entropy of the positive (column 0) against [positive, negatives].
+
+    `neg_logits` must be a fresh tensor of the caller's (it is masked in place: one `(B, N)` pass
+    and allocation fewer). `F.cross_entropy` is `logsumexp - positive` with a fused backward
+    (softmax minus one-hot), where logsumexp's backward takes three `(B, N)` passes."""
     if hit_mask is not None:
-        neg_logits = neg_logits.masked_fill(hit_mask, -torch.inf)
+        neg_logits = neg_logits.masked_fill_(hit_mask, -torch.inf)
     logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)
-    return (torch.logsumexp(logits, dim=1) - pos_logit).mean()
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
 
 
 def sampled_softmax(
@@ -106,13 +111,21 @@ def sampled_softmax(
     `pos_log_q`). The margin is AM-softmax style (Wang et al. 2018): the positive's similarity is
     lowered by `margin` before scaling, `(s_pos - margin) / T`, so it must win by at least that much.
     """
-    batch = user.shape[0]
-    pos_logit = ((user * pos).sum(dim=1) - margin) / temperature
-    neg_logits = negative_scores(user, neg) / temperature
-    if log_q is not None:
-        neg_logits = neg_logits - _per_row(log_q, batch)
-        if pos_log_q is not None:
-            pos_logit = pos_logit - pos_log_q
+    # The temperature scales the (B, d) user vectors, not the (B, N) scores: one small pass instead
+    # of a large one forward and another backward; shared negatives' log q enters as the bias of
+    # the same matmul (addmm). Equal to scaling and subtracting afterwards up to float rounding.
+    scaled = user / temperature
+    pos_logit = (scaled * pos).sum(dim=1)
+    if margin:
+        pos_logit = pos_logit - margin / temperature
+    if log_q is not None and log_q.dim() == 1 and neg.dim() == 2:
+        neg_logits = torch.addmm(-log_q, scaled, neg.T)
+    else:
+        neg_logits = negative_scores(scaled, neg)
+        if log_q is not None:
+            neg_logits = neg_logits - _per_row(log_q, user.shape[0])
+    if log_q is not None and pos_log_q is not None:
+        pos_logit = pos_logit - pos_log_q
     return _softmax_xent(pos_logit, neg_logits, hit_mask)
 
 

@@ -1,9 +1,18 @@
 """Fixtures shared by every test module. Heavy services (MLflow store, Prefect harness) are
-session-scoped in their own conftest files."""
+session-scoped in their own conftest files; the team stack (PostgreSQL, an MLflow server and a
+Prefect server on it) is started here, in the background, as soon as collection shows a selected
+test needs it, so its ~40 s of start-up overlap the tests that run first."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +24,28 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 REPO = Path(__file__).resolve().parents[1]
 ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+
+
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_process_uris():
+    """One session tests two stores: a module that sets MLflow's process-wide tracking or registry
+    URI (`mlflow.set_tracking_uri` / `set_registry_uri`, which also export them as environment
+    variables for subprocesses) must not send later modules' clients and subprocesses to its store."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +61,278 @@ def shared_mlflow_uri(tmp_path_factory) -> str:
     """One real MLflow SQLite store per session (creating one runs ~10-20 s of migrations)."""
     from recsys.tracking.store import check_tracking
 
+    global _session_ui
     root = tmp_path_factory.mktemp("mlflow-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     check_tracking(uri)  # runs the migrations once, here
+    if _needs.get("ui") and _session_ui is None:  # start `recsys ui` on it now; the browser test comes late
+        _session_ui = BackgroundUI(uri)
     return uri
+
+
+# --------------------------------------------------------------------------------------------------
+# The team stack: PostgreSQL + `mlflow server` on it + `prefect server start` on it (recsys.stack)
+
+# No dashboard for tests; the scheduler looks at a new deployment within 2 s (default 5).
+PREFECT_TEST_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2",
+}
+
+
+STACK_PREFIX, UI_PREFIX = "recsys-test-stack-", "recsys-test-ui-"
+STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
+SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
+SCENARIO_TIMEOUT_S = 600
+
+
+class SessionStack:
+    """One stack per test session, started in a background thread (PostgreSQL, then the servers'
+    processes); a fixture blocks only when it needs a server that is not ready yet. When the
+    scheduled-deployment test is selected, its scenario (tests/flows/scheduled_scenario.py) starts
+    in the background as soon as both servers answer, and that test runs last."""
+
+    def __init__(self, mlflow: bool, prefect: bool, scheduled: bool = False) -> None:
+        from recsys.stack import Stack, claim, free_port
+
+        self.root = Path(tempfile.mkdtemp(prefix=STACK_PREFIX))
+        os.chmod(self.root, 0o755)  # PostgreSQL runs as the postgres user when we are root
+        claim(self.root)  # a session killed with -9 leaves it to the next one to stop (reap_orphans)
+        # One server worker: with several, uvicorn's supervisor kills a worker that misses its 5 s
+        # health ping (a loaded 2-core machine) mid-request. Requests still run concurrently in
+        # the worker's thread pool, so concurrent writers still meet in PostgreSQL.
+        self.stack = Stack(
+            self.root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port(),
+            durable=False, mlflow_workers=1, prefect_env=PREFECT_TEST_SERVER_ENV,
+        )  # fmt: skip
+        self.error: BaseException | None = None
+        self.scenario: subprocess.Popen | None = None
+        self.scenario_dir = self.root / "scheduled"
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._start, args=(mlflow, prefect), daemon=True)
+        self._thread.start()
+        self._scenario_thread = threading.Thread(target=self._start_scenario, daemon=True)
+        if scheduled:
+            self._scenario_thread.start()
+
+    def _start(self, mlflow: bool, prefect: bool) -> None:
+        try:
+            self.stack.start_postgres()
+            for name, wanted in (("mlflow", mlflow), ("prefect", prefect)):
+                if wanted:
+                    (self.stack.launch_mlflow if name == "mlflow" else self.stack.launch_prefect)()
+                    self.stack.write_state()  # its pid, for `recsys stack status --dir` and reap_orphans
+        except BaseException as exc:  # reported by the fixture that needs the stack
+            self.error = exc
+
+    def _start_scenario(self) -> None:
+        try:
+            mlflow, prefect = self.url("mlflow", fail=False), self.url("prefect", fail=False)
+        except Exception:
+            return  # the fixtures report why the servers did not start
+        self.scenario_dir.mkdir()
+        with open(self.scenario_dir / "scenario.log", "w") as out:
+            self.scenario = subprocess.Popen(
+                [sys.executable, str(SCENARIO), prefect + "/api", mlflow, str(self.scenario_dir)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def url(self, name: str, fail: bool = True) -> str:
+        from recsys.errors import RecsysError
+        from recsys.stack import StackUnavailable
+
+        self._thread.join()
+        if isinstance(self.error, StackUnavailable) and fail:  # the machine lacks it: say so, once per test
+            pytest.skip(f"{STACK_SKIP}: {self.error}")
+        try:
+            if self.error is not None:
+                raise RecsysError(f"the PostgreSQL-backed stack did not start: {self.error}")
+            with self._lock:
+                if name not in self.stack.servers:  # not foreseen at collection (a fixture's fixture)
+                    (self.stack.launch_mlflow if name == "mlflow" else self.stack.launch_prefect)()
+                    self.stack.write_state()
+            return self.stack.wait(name).url
+        except RecsysError as exc:
+            if not fail:
+                raise
+            pytest.fail(str(exc), pytrace=False)
+
+    def scheduled(self) -> tuple[dict, str]:
+        """The scenario's result.json and the served deployment's log, once the scenario ended."""
+        if not self._scenario_thread.is_alive() and self.scenario is None:
+            self._start_scenario()  # not foreseen at collection: run it now
+        self._scenario_thread.join()
+        if self.scenario is None:
+            self.url("mlflow"), self.url("prefect")  # fails with the reason the servers did not start
+        try:
+            self.scenario.wait(timeout=SCENARIO_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.scenario.pid, signal.SIGKILL)
+            self.scenario.wait()
+        result_file, log = self.scenario_dir / "result.json", self.scenario_dir / "schedule.log"
+        if result_file.is_file():
+            result = json.loads(result_file.read_text())
+        else:
+            scenario_log = (self.scenario_dir / "scenario.log").read_text()[-3000:]
+            result = {"error": f"the scenario ended ({self.scenario.returncode}) without a result:\n{scenario_log}"}
+        return result, log.read_text() if log.is_file() else ""
+
+    def stop(self) -> None:
+        self._thread.join()
+        if self.scenario is not None and self.scenario.poll() is None:
+            os.killpg(self.scenario.pid, signal.SIGKILL)
+            self.scenario.wait()
+        try:
+            self.stack.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class BackgroundUI:
+    """`recsys ui` on the session's SQLite store, started as soon as the store exists, so the
+    browser test (late in the session) finds it up."""
+
+    def __init__(self, uri: str) -> None:
+        from recsys.stack import Server, Stack, claim, free_port
+
+        port, self.root = free_port(), Path(tempfile.mkdtemp(prefix=UI_PREFIX))
+        claim(self.root)
+        command = [str(Path(sys.executable).parent / "recsys"), "ui", "--port", str(port),
+                   "--set", f"tracking.tracking_uri={uri}"]  # fmt: skip
+        log = self.root / "ui.log"
+        with open(log, "w") as out:
+            self.process = subprocess.Popen(
+                command, cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "COLUMNS": "400"},
+            )  # fmt: skip
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = Server("recsys ui", self.process.pid, self.base, f"{self.base}/health", str(log), "recsys")
+        record = Stack(self.root, mlflow_port=port)  # its state file: what reap_orphans stops
+        record.servers["recsys ui"] = self.server
+        record.write_state()
+
+    def url(self) -> str:
+        from recsys.errors import RecsysError
+
+        try:
+            self.server.wait_ready(process=self.process)
+        except RecsysError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return self.base
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_session_stack: SessionStack | None = None
+_session_ui: BackgroundUI | None = None
+_needs: dict[str, bool] = {}
+
+
+def _session_needs(items) -> dict[str, bool]:
+    needs = dict.fromkeys(("mlflow", "prefect", "scheduled", "ui"), False)
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        needs["mlflow"] |= bool({"mlflow_server", "scheduled_runs"} & names) or params.get("tracking_uri") == "postgres"
+        needs["prefect"] |= bool({"prefect_server", "scheduled_runs"} & names)
+        needs["scheduled"] |= "scheduled_runs" in names
+        needs["ui"] |= "recsys_ui" in names
+    return needs
+
+
+def _get_stack() -> SessionStack:
+    global _session_stack
+    if _session_stack is None:
+        _session_stack = SessionStack(_needs.get("mlflow", False), _needs.get("prefect", False),
+                                      _needs.get("scheduled", False))  # fmt: skip
+    return _session_stack
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """The scheduled-deployment check goes last: its scenario runs in the background meanwhile."""
+    items.sort(key=lambda item: "scheduled_runs" in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from recsys.stack import reap_orphans
+
+    for prefix in (STACK_PREFIX, UI_PREFIX):  # left running by a session killed with -9
+        reap_orphans(Path(tempfile.gettempdir()), prefix)
+    _needs.update(_session_needs(session.items))
+    if _needs["mlflow"] or _needs["prefect"]:
+        _get_stack()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for part in (_session_ui, _session_stack):
+        if part is not None:
+            part.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> str:
+    """URL of an `mlflow server` on PostgreSQL with the artifact proxy (artifacts under the
+    stack's directory, reached only through the server)."""
+    return _get_stack().url("mlflow")
+
+
+@pytest.fixture(scope="session")
+def team_stack(mlflow_server: str, prefect_server: str):
+    """The session's `recsys.stack.Stack` with both servers ready (its directory, ports, logs)."""
+    return _get_stack().stack
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """API URL (.../api) of a `prefect server start` on PostgreSQL, shared by the session."""
+    return _get_stack().url("prefect") + "/api"
+
+
+@pytest.fixture(scope="session")
+def scheduled_runs() -> tuple[dict, str]:
+    """(result, log) of tests/flows/scheduled_scenario.py run against the session's servers."""
+    return _get_stack().scheduled()
+
+
+@pytest.fixture(scope="session")
+def recsys_ui_process(shared_mlflow_uri: str) -> BackgroundUI:
+    """`recsys ui` serving the session's SQLite store (its process, log and URL), once it answers."""
+    global _session_ui
+    if _session_ui is None:
+        _session_ui = BackgroundUI(shared_mlflow_uri)
+    _session_ui.url()
+    return _session_ui
+
+
+@pytest.fixture(scope="session")
+def recsys_ui(recsys_ui_process: BackgroundUI) -> str:
+    """Base URL of `recsys ui` serving the session's SQLite store."""
+    return recsys_ui_process.base
+
+
+def _store_of(nodeid: str) -> str | None:
+    """`sqlite` / `postgres` when the test's parameters include that tracking store."""
+    if not nodeid.endswith("]"):
+        return None
+    params = nodeid[nodeid.rindex("[") + 1 : -1].split("-")
+    return next((store for store in ("sqlite", "postgres") if store in params), None)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """How many tests ran on each tracking store: the PostgreSQL-backed server must not be skipped
+    unnoticed (a machine without PostgreSQL skips its tests, with the reason, rather than failing)."""
+    outcomes: dict[str, dict[str, str]] = {"sqlite": {}, "postgres": {}}
+    for outcome in ("passed", "skipped", "xfailed", "xpassed", "failed", "error"):  # worst last: it wins
+        for report in terminalreporter.stats.get(outcome, []):
+            store = _store_of(getattr(report, "nodeid", ""))
+            if store is not None:
+                outcomes[store][report.nodeid] = outcome
+    if not any(outcomes.values()):
+        return
+    terminalreporter.write_sep("-", "tracking tests per store")
+    for store, by_test in outcomes.items():
+        counts = {o: list(by_test.values()).count(o) for o in dict.fromkeys(by_test.values())}
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "none selected"
+        terminalreporter.write_line(f"{store:9} {summary}")

@@ -50,7 +50,9 @@ def test_augmented_vectors_are_unit_and_rank_like_the_inner_product(data):
     np.testing.assert_allclose(query @ augmented.T, users @ items.T / scale, rtol=1e-4, atol=1e-5)
 
 
-def test_filtered_lists_stay_full_and_a_row_past_the_overfetch_limit_is_answered_exactly(data):
+def test_filtered_lists_stay_full_and_a_row_past_the_overfetch_limit_is_answered_exactly(data, monkeypatch):
+    import recsys.ann
+
     items, users, seen = data
     rng = np.random.default_rng(3)
     heavy = sp.lil_matrix(seen.shape, dtype=np.float32)
@@ -58,7 +60,11 @@ def test_filtered_lists_stay_full_and_a_row_past_the_overfetch_limit_is_answered
         heavy[row, rng.choice(N_ITEMS, count, replace=False)] = 1.0
     heavy = sp.csr_matrix(heavy)
     index = AnnIndex.build(items, EXACT.model_copy(update={"max_overfetch": 200}))
+    exact_rows = []  # a spy on the exact fallback: only rows past the over-fetch limit may reach it
+    monkeypatch.setattr(recsys.ann, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
     got, scores = index.topk(users, 50, heavy)
+    assert sum(exact_rows) == int((np.diff(heavy.indptr) > 200).sum())  # the over-fetch kept the rest full
+    monkeypatch.undo()
     assert (got >= 0).all() and np.isfinite(scores).all()  # every list has its 50 items
     assert not np.take_along_axis(heavy.toarray() > 0, got, axis=1).any()  # none of them seen
     np.testing.assert_array_equal(got, topk(users, items, 50, exclude=heavy)[0])
@@ -112,3 +118,41 @@ def test_similar_items_are_the_cosine_top_k_and_never_the_query_item(data, use_a
     np.testing.assert_allclose(scores, np.take_along_axis(cosine, want, axis=1), atol=1e-5)
     top_of_4, _ = similar_items(items, np.array([4, 5]), 1, ann=ann)
     assert top_of_4.ravel().tolist() == [5, 4]
+
+
+def test_readme_config_blocks_for_the_sequence_tower_the_item_tower_and_ann_serving_load(tmp_path: Path):
+    """From config: the README's TOML for the sequence tower and `[serving.ann]`, plus an item tower,
+    load into the configs the pipeline trains and logs (README stays true to the code)."""
+    import re
+
+    from recsys.config import load_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    sequence = next(b for b in blocks if 'user_input = "sequence"' in b)
+    ann = next(b for b in blocks if "[serving.ann]" in b)
+    path = tmp_path / "run.toml"
+    path.write_text(sequence + '\n[[models]]\nname = "items"\nkind = "item_tower"\n\n' + ann)
+    cfg = load_config(path)
+    assert [(m.kind, getattr(m, "user_input", None)) for m in cfg.models] == [("two_tower", "sequence"), ("item_tower", None)]
+    assert cfg.serving.ann.min_items == 100_000 and cfg.serving.ann.expansion_search == 256
+
+
+def test_masked_items_are_never_returned_and_do_not_push_rows_onto_the_exact_fallback(data, monkeypatch):
+    """Items the model never trained on (a quarter of the catalogue here, more than `max_overfetch`)
+    are filtered from the candidates for every row; counting them as each row's seen items would send
+    every row to exact search."""
+    import recsys.ann
+
+    items, users, seen = data
+    masked = np.zeros(N_ITEMS, dtype=bool)
+    masked[np.random.default_rng(5).choice(N_ITEMS, N_ITEMS // 4, replace=False)] = True
+    index = AnnIndex.build(items, EXACT.model_copy(update={"max_overfetch": 100}))
+    exact_rows = []
+    monkeypatch.setattr(recsys.ann, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
+    got, scores = index.topk(users, 20, seen, masked)
+    monkeypatch.undo()
+    assert sum(exact_rows) == 0 and not masked[got].any()
+    want, want_scores = topk(users, items, 20, exclude=seen, masked_items=masked)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)

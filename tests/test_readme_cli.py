@@ -224,7 +224,19 @@ CASES: dict[str, Case] = {
         *_config_cases(w, ["ui"]),
         (["ui", "--config", w["config"], "--port", "0"], "--port"),
     ]),
+    "stack": ("starts servers: tests/test_team_stack.py drives it on the session's stack", lambda w: [
+        (["stack", "up", "--dir", w["root"] / "stack", "--mlflow-port", "0"], "--mlflow-port"),
+        (["stack", "up", "--dir", w["garbage"]], "--dir"),
+        (["stack", "down", "--dir", _damaged_stack(w)], "unreadable stack state"),
+    ]),
 }
+
+
+def _damaged_stack(w: dict[str, Path]) -> Path:
+    directory = w["root"] / "damaged-stack"
+    directory.mkdir(exist_ok=True)
+    (directory / "stack.json").write_text("{not json")
+    return directory
 
 
 def test_every_readme_command_has_a_case_and_only_options_it_has():
@@ -239,7 +251,7 @@ def test_every_readme_command_has_a_case_and_only_options_it_has():
 
 
 ORDER = ["run", "ingest", "data synth", "data fetch", "data combine", "train", "evaluate", "tune", "compare",
-         "promote", "serve", "schedule", "ui"]  # run first: compare / promote / serve read its runs
+         "promote", "serve", "schedule", "ui", "stack"]  # run first: compare / promote / serve read its runs
 
 
 def test_readme_commands_happy_path_and_bad_input(work):

@@ -287,3 +287,19 @@ def test_negatives_move_between_devices_whole():
     for name in ("items", "log_q", "pos_log_q"):
         assert torch.equal(getattr(moved, name), getattr(negatives, name)), name
         assert getattr(moved, name).device.type == "cpu"
+
+
+def test_candidate_columns_table_and_search_agree():
+    """Both ways of finding a liked item's candidate column (the item table for ordinary catalogues,
+    the search when the catalogue dwarfs the batch) give the same columns and hits."""
+    from recsys.sampling import candidate_columns
+
+    gen = torch.Generator().manual_seed(0)
+    candidates = torch.unique(torch.randint(0, 500, (60,), generator=gen))
+    liked = torch.randint(0, 500, (300,), generator=gen)
+    table_col, table_hit = candidate_columns(liked, candidates, 500)  # 500 <= 8 x 300: the table
+    search_col, search_hit = candidate_columns(liked, candidates, 10**6)  # the search
+    assert torch.equal(table_hit, search_hit)
+    assert torch.equal(table_col[table_hit], search_col[search_hit])
+    assert torch.equal(candidates[table_col[table_hit]], liked[table_hit])
+    assert torch.equal(table_hit, torch.isin(liked, candidates))

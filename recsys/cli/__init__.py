@@ -12,6 +12,7 @@ from recsys.cli import (  # noqa: E402,F401
     folding_cmds,
     model_cmds,
     pipeline_cmds,
+    stack_cmds,
     tracking_cmds,
 )
 from recsys.cli.common import app, data_app  # noqa: F401

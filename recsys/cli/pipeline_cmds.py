@@ -76,7 +76,7 @@ def run(
     print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
     if json_out is not None:
         result.write_json(json_out)
-    _where_to_look(summary, json_out)
+    _where_to_look(summary, json_out, cfg.tracking.experiment)
     if summary.get("tracking_error"):
         kept = sum(1 for m in summary["models"] if m.get("unlogged"))
         where = summary.get("unlogged_dir")
@@ -150,14 +150,24 @@ def _resume_tracking(cfg, path: Path) -> None:
             console.print(f"  registered {', '.join(report.registered)}; apply the promotion rule with `recsys promote`")
 
 
-def _where_to_look(summary: dict, json_out: Path | None) -> None:
+def champion_line(summary: dict) -> str:
+    """`champion: NAME (DECISION: REASON)`; most reasons start with their decision already."""
     promotion = summary.get("promotion", {})
-    decision = f"{promotion['decision']}: " if promotion.get("decision") else ""
-    lines = [f"champion: [bold]{summary.get('champion')}[/] ({decision}{promotion.get('reason', '')})"]
+    reason, decision = promotion.get("reason", ""), promotion.get("decision") or ""
+    said = f"{decision}: " if decision and not reason.startswith(decision) else ""
+    return f"champion: [bold]{summary.get('champion')}[/] ({said}{reason})"
+
+
+def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> None:
+    from recsys.tracking.store import is_http
+    from recsys.tracking.ui import experiment_runs_url
+
+    lines = [champion_line(summary)]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
-        lines.append("browse it:    make ui   (or: recsys ui  ->  http://127.0.0.1:5000)")
+        runs = experiment_runs_url(uri, experiment)
+        lines.append(f"browse it:    {runs}" if is_http(uri) else f"browse it:    make ui   (or: recsys ui  ->  {runs})")
         lines.append("compare:      recsys compare --metric recall@20")
     lines.append(f"data:         {summary['dataset'].get('processed_dir')}")
     if json_out:
@@ -178,23 +188,30 @@ def schedule(
     set_: SetOption = None,
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the cron schedule.")] = "UTC",
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", min=1, help="Run every INTERVAL seconds instead of on --cron (21600 = every 6 h)."),
+    ] = None,
 ) -> None:
     """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
 
     Each scheduled run ingests only the files added to a landing directory since the last run
     (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule.
     A log with timestamps is split by the rolling protocol (train / validation window / forward test
-    window of split.window_days after a cut-off that advances with the log) unless
+    window of split.window_days after a cut-off that advances with the log; a pair is placed by when
+    it was first seen, so the log repeating it later never moves it into a test window) unless
     split.scheduled = "as_configured"; a log without them by the stable hashed split.
-    Point PREFECT_API_URL at `prefect server start` to see the schedule in the Prefect UI.
+    Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
+    runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
     """
     config = config_path(config)
     load_run_config(config, set_)  # fail now, not at 03:00
     from flows.deployments import serve_pipeline
 
-    console.print(f"serving deployment [bold]training-pipeline/{name}[/] with cron '{cron}' ({timezone}); Ctrl-C stops")
-    serve_pipeline(name=name, cron=cron, timezone=timezone, config_path=str(config) if config else None,
-                   overrides=set_ or [])
+    when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
+    console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
+    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval,
+                   config_path=str(config) if config else None, overrides=set_ or [])
 
 
 def _json_dump(path: Path, data: dict) -> None:

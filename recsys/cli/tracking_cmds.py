@@ -172,13 +172,20 @@ def ui(
         int, typer.Option("--port", "-p", min=1, max=65535, help="Port for the MLflow UI (bound to 127.0.0.1).")
     ] = 5000,
 ) -> None:
-    """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT."""
+    """Open the MLflow UI on the configured store (local SQLite by default) at http://127.0.0.1:PORT.
+
+    Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
+    recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
+    from recsys.stack import mlflow_server_env
     from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri
+    from recsys.tracking.ui import experiment_runs_url
 
     cfg = _config(config, set_)
     uri = resolve_tracking_uri(cfg.tracking)
     if not is_sqlite(uri):
-        raise TrackingError(f"tracking URI {uri} is a server already: open it in a browser")
+        raise TrackingError(
+            f"tracking URI {uri} is a server already: open {experiment_runs_url(uri, cfg.tracking.experiment)}"
+        )
     command = [
         sys.executable,
         "-m",
@@ -194,8 +201,10 @@ def ui(
     artifacts = default_artifact_location(uri)
     if artifacts:
         command += ["--default-artifact-root", artifacts]
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    raise typer.Exit(run_in_process_group(command, env=venv_env()))
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"MLflow UI on {base} (Ctrl-C to stop)")
+    console.print(f"runs: {experiment_runs_url(uri, cfg.tracking.experiment, base)}", soft_wrap=True)
+    raise typer.Exit(run_in_process_group(command, env=mlflow_server_env(venv_env())))
 
 
 @app.command()

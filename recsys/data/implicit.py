@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from recsys.config import DataConfig
-from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
+from recsys.data.first_seen import aggregation as first_seen_aggregation
+from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, TIME, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES
 from recsys.errors import DataError
 
-ORDER = "first_seen"
+ORDER = "_order"
 """Sort key of a row's first appearance (batch, then source row): new vocab entries follow it."""
 
 
@@ -67,7 +68,10 @@ def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl
 def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     """One row per (user, item). count = number of rows, sum / max of weights, last = the weight of
     the latest row (by timestamp, then input order; null timestamps count as earliest). The
-    timestamp kept is always the latest, so temporal splits see when the pair was last active."""
+    timestamp kept is always the latest (when the pair was last active: what leave-last-n and a
+    sequence model order by); FIRST_SEEN is when it was first seen (`recsys.data.first_seen`: the
+    earliest time in its first batch), what temporal and rolling splits place it by, so a repeat
+    never moves an old pair into a later test window."""
     weights = {
         "count": pl.len().cast(pl.Float32),
         "sum": pl.col(WEIGHT).sum().cast(pl.Float32),
@@ -78,6 +82,7 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     }
     if how not in weights:
         raise DataError(f"unknown aggregate {how!r}; choose auto, count, sum, max or last")
+    first_seen = first_seen_aggregation(frame, ORDER)
     schema = frame.collect_schema()
     if schema.get(USER) in (pl.Categorical, CODE_DTYPE) and schema.get(ITEM) in (pl.Categorical, CODE_DTYPE):
         # One u64 key per pair groups far faster than a two-column key. A decimal-code id is read
@@ -103,11 +108,21 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
                 pl.col(TIME).max().alias(TIME),
                 weights[how].alias(WEIGHT),
                 pl.col(ORDER).min().alias(ORDER),
+                first_seen,
             )
-            .select(*(from_key[c] if c in coded else pl.col(c) for c in (USER, ITEM)), TIME, WEIGHT, ORDER)
+            .select(
+                *(from_key[c] if c in coded else pl.col(c) for c in (USER, ITEM)),
+                TIME,
+                WEIGHT,
+                ORDER,
+                FIRST_SEEN,
+            )
         )
     return frame.group_by(USER, ITEM).agg(
-        pl.col(TIME).max().alias(TIME), weights[how].alias(WEIGHT), pl.col(ORDER).min().alias(ORDER)
+        pl.col(TIME).max().alias(TIME),
+        weights[how].alias(WEIGHT),
+        pl.col(ORDER).min().alias(ORDER),
+        first_seen,
     )  # 64-bit codes (WIDE_CODE_DTYPE) do not pack into one key: a two-column key, still no strings
 
 
@@ -131,7 +146,8 @@ def to_implicit(
     frame: pl.LazyFrame, cfg: DataConfig, has_event: bool
 ) -> tuple[pl.DataFrame, list[FilterStep]]:
     """Validated canonical rows (+ ORDER) -> one row per surviving (user, item) pair with
-    user_id, item_id (4-byte codes, see `encode_ids`), timestamp, weight, ORDER; plus the step report."""
+    user_id, item_id (4-byte codes, see `encode_ids`), timestamp, weight, ORDER, FIRST_SEEN; plus
+    the step report."""
     steps: list[FilterStep] = []
     rows = encode_ids(frame)
     has_rule = cfg.positive_min_weight is not None or bool(cfg.positive_events)

@@ -31,16 +31,16 @@ import polars as pl
 
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
+from recsys.data.batches import aligned_ids, all_rows
 from recsys.data.implicit import ORDER, FilterStep, to_implicit
 from recsys.data.readers import ROW, SOURCE_FILE, RawSource, first_error_line, row_numbers, scan_source
-from recsys.data.schema import EVENT, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
-from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, Vocab
+from recsys.data.vocab import Vocab
 from recsys.errors import DataError
 from recsys.faults import fault_point
 
 MANIFEST_VERSION = 1
-_BATCH_SHIFT = 40  # ORDER = batch << 40 | source_row: first appearance across batches, then rows
 JSON_KEYS = ("rows_in", "rows_accepted", "rows_quarantined", "users", "items", "interactions", "fingerprint")
 
 Progress = Callable[[str], None]
@@ -134,21 +134,6 @@ def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
     return None
 
 
-def _aligned_ids(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
-    """The frames with each id column in one type: UInt32 codes where every frame holds them
-    (grouping and joining 4-byte codes is ingest's fast route), 64-bit codes where every frame holds
-    codes and some hold wide ones (a value is the same id at either width), else text for all (a
-    code's text is its id, and "007" stays apart from 7)."""
-    schemas = [frame.collect_schema() for frame in frames]
-    casts = []
-    for c in (USER, ITEM):
-        dtypes = [schema.get(c) for schema in schemas]
-        if any(dtype != CODE_DTYPE for dtype in dtypes):
-            coded = all(dtype in CODE_DTYPES for dtype in dtypes)
-            casts.append(pl.col(c).cast(WIDE_CODE_DTYPE if coded else pl.String))
-    return [frame.with_columns(casts) for frame in frames]
-
-
 def _drop_cross_batch_duplicates(
     result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
 ) -> ValidationResult:
@@ -159,7 +144,7 @@ def _drop_cross_batch_duplicates(
     users are compared, so a small append to a large history does not hash the whole history."""
     if not previous:
         return result
-    *earlier_frames, new = _aligned_ids([frame for _, frame in previous] + [result.rows.lazy()])
+    *earlier_frames, new = aligned_ids([frame for _, frame in previous] + [result.rows.lazy()])
     schemas = [frame.collect_schema().names() for frame in [*earlier_frames, new]]
     keys = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if any(c in names for names in schemas)]
 
@@ -216,23 +201,6 @@ def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Pa
     storage.write_table(result.rows, batch_path)
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     result.quarantine.write_parquet(quarantine_path)
-
-
-def _all_rows(previous: list[tuple[int, pl.LazyFrame]], batch: int, accepted: pl.LazyFrame) -> pl.LazyFrame:
-    """Every batch's validated rows with ORDER (first-appearance key), as one lazy frame."""
-
-    def ordered(number: int, frame: pl.LazyFrame) -> pl.LazyFrame:
-        # A batch keeps file order, so the source row orders a single file's rows (and costs
-        # nothing: a position column, materialised for 10M rows, slows the pair group-by by ~15%).
-        # A directory batch numbers each file's rows from 1, so its rows tie across files: there
-        # the position within the batch is the order.
-        single_file = SOURCE_FILE not in frame.collect_schema()
-        within = pl.col(ROW).cast(pl.Int64) if single_file else pl.int_range(pl.len(), dtype=pl.Int64)
-        order = (pl.lit(number, dtype=pl.Int64) * (1 << _BATCH_SHIFT) + within).alias(ORDER)
-        return frame.with_columns(order).drop(ROW, SOURCE_FILE, strict=False)
-
-    frames = [ordered(n, f) for n, f in previous] + [ordered(batch, accepted)]
-    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def _carry_over_foreign_files(out_dir: Path, tmp: Path, replaced: set[str]) -> None:
@@ -361,11 +329,11 @@ def _ingest(
         has_event = EVENT in result.rows.columns or any(
             EVENT in f.collect_schema().names() for _, f in previous
         )
-        *earlier, rows = _aligned_ids([frame for _, frame in previous] + [rows.lazy()])
+        *earlier, rows = aligned_ids([frame for _, frame in previous] + [rows.lazy()])
         aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
         weights = weight_policy(cfg, raw.mapping, _sources(previous_manifest), result.rows)
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
-        pairs, steps = to_implicit(_all_rows(aligned, batch, rows), cfg, has_event)
+        pairs, steps = to_implicit(all_rows([*aligned, (batch, rows)]), cfg, has_event)
         if pairs.height == 0:
             raise DataError(
                 f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
@@ -392,7 +360,7 @@ def _ingest(
         pair_key = pl.col(USER_IDX).cast(pl.Int64) * (1 << 32) + pl.col(ITEM_IDX).cast(pl.Int64)
         indexed = (
             items.index(users.index(pairs.lazy()))
-            .select(USER_IDX, ITEM_IDX, TIME, WEIGHT)
+            .select(USER_IDX, ITEM_IDX, TIME, WEIGHT, FIRST_SEEN)
             .sort(pair_key)
             .collect()
         )

@@ -12,6 +12,9 @@ ITEM = "item_id"
 TIME = "timestamp"
 WEIGHT = "weight"
 EVENT = "event"
+FIRST_SEEN = "first_seen"
+"""Implicit table only: when a (user, item) pair was first seen (its repeats keep it; `TIME` is the
+latest). Time-based splits place pairs by it, see `recsys.data.first_seen`."""
 
 # Indexed columns (after the vocab maps ids to dense integer indices).
 USER_IDX = "user_idx"

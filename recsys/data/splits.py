@@ -17,8 +17,13 @@ their own group, see `recsys.evaluation.cold`). The same data in any row order g
 a different seed a different one, and no Python loop touches users or rows.
 
 Time-based protocols are stable in their own way: `rolling` and `temporal` with an explicit cut-off
-place a pair by its timestamp; `leave_last_n` moves a user's latest pairs to train as newer ones
-arrive (test -> train only, which never lets a model see its own test pairs).
+place a pair by when it was first seen (`first_seen`, see `recsys.data.first_seen`), which no
+append changes - not even one that repeats the pair later (play counts, clicks) - so an old pair
+never moves. `leave_last_n` is NOT append-stable and is not what scheduled runs use: it holds out
+each user's most recent interactions (by the pair's latest timestamp, what next-item protocols
+evaluate), so newer pairs push old test pairs into train, and a repeat of an old training pair
+makes it the user's latest again and moves it into test - a model trained before the repeat then
+saw a test pair (the promotion rule refuses such a comparison as "not comparable").
 
 Leakage is impossible by construction: the input has one row per (user, item) (checked), and every
 row lands in exactly one part (or, for a rolling split with an explicit cut-off in the past, in
@@ -36,6 +41,7 @@ import scipy.sparse as sp
 
 from recsys.config import ConfigError, SplitConfig
 from recsys.data.dataset import InteractionData
+from recsys.data.first_seen import pair_time
 from recsys.data.hashing import id_hashes, pair_hashes, unit_interval, user_draws
 from recsys.data.matrix import event_times, to_csr
 from recsys.data.schema import ITEM_IDX, TIME, USER_IDX, WEIGHT
@@ -138,11 +144,12 @@ def _hash_vocab(ids: np.ndarray | None, n: int, kind: str) -> np.ndarray:
 
 
 def _temporal(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
-    """Global cut-off: train = timestamp <= cutoff < test. Validation sits between a second, earlier
-    cut-off and the test cut-off. Default cut-offs are interaction-time quantiles, so test_fraction
-    is (up to ties) the share of interactions after the cut-off."""
-    _require_timestamps(df, "temporal")
-    micros = df.get_column(TIME).dt.epoch("us").to_numpy()
+    """Global cut-off: train = first seen <= cutoff < test. Validation sits between a second,
+    earlier cut-off and the test cut-off. Default cut-offs are quantiles of the pairs' first-seen
+    times, so test_fraction is (up to ties) the share of pairs first seen after the cut-off."""
+    placed = pair_time(df.columns)
+    _require_timestamps(df, "temporal", placed)
+    micros = df.get_column(placed).dt.epoch("us").to_numpy()
     if cfg.cutoff is not None:
         cutoff = _to_micros(cfg.cutoff)
     else:
@@ -162,33 +169,37 @@ def _temporal(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.Da
             validation_cutoff = _lower_quantile(before, 1.0 - cfg.validation_fraction)
         else:
             validation_cutoff = cutoff
-    ts = pl.col(TIME).dt.epoch("us")
+    ts = pl.col(placed).dt.epoch("us")
     part = pl.when(ts > cutoff).then(TEST)
     if validation_cutoff is not None:
         part = part.when(ts > validation_cutoff).then(VALIDATION)
     df = df.with_columns(part.otherwise(TRAIN).cast(pl.Int8).alias(_PART))
-    meta = {"cutoff": _iso(cutoff)}
+    meta = {"cutoff": _iso(cutoff), "placed_by": placed}
     if validation_cutoff is not None:
         meta["validation_cutoff"] = _iso(validation_cutoff)
     return df, meta
 
 
 def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:
-    """Forward evaluation for scheduled runs: test = the `window_days` after the cut-off,
-    validation = the `validation_window_days` before it, train = everything earlier.
+    """Forward evaluation for scheduled runs: test = the pairs first seen in the `window_days` after
+    the cut-off, validation = those first seen in the `validation_window_days` before it, train =
+    everything first seen earlier.
 
-    The cut-off defaults to the newest timestamp minus the window, so it advances with every
-    scheduled run on a growing log; a model trained by an earlier run saw only pairs older than
-    that run's validation window, hence never a pair of a later run's test window. With an explicit
-    `cutoff`, pairs after the test window belong to no part (nothing trains on the future)."""
-    _require_timestamps(df, "rolling")
-    micros = df.get_column(TIME).dt.epoch("us").to_numpy()
+    The cut-off defaults to the newest timestamp (the log's latest event) minus the window, so it
+    advances with every scheduled run on a growing log; a model trained by an earlier run saw only
+    pairs first seen before that run's test window, hence never a pair of a later run's test
+    window - also when the log repeats old pairs later (a repeat keeps the pair's first-seen time,
+    see `recsys.data.first_seen`). With an explicit `cutoff`, pairs first seen after the test
+    window belong to no part (nothing trains on the future)."""
+    placed = pair_time(df.columns)
+    _require_timestamps(df, "rolling", placed)
+    micros = df.get_column(placed).dt.epoch("us").to_numpy()
     if micros.size == 0:
         raise DataError("cannot compute a rolling cut-off: no interactions")
     window = int(round(cfg.window_days * _DAY_US))
     validation_days = cfg.window_days if cfg.validation_window_days is None else cfg.validation_window_days
     validation_window = int(round(validation_days * _DAY_US))
-    newest = int(micros.max())
+    newest = int(df.get_column(TIME).dt.epoch("us").max())
     cutoff = _to_micros(cfg.cutoff) if cfg.cutoff is not None else newest - window
     window_end = cutoff + window
     validation_cutoff = cutoff - validation_window
@@ -198,7 +209,7 @@ def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.Dat
             f"(test window {cfg.window_days:g} days after {_iso(cutoff)}, validation window "
             f"{validation_days:g} days before it); shorten split.window_days or wait for more data"
         )
-    ts = pl.col(TIME).dt.epoch("us")
+    ts = pl.col(placed).dt.epoch("us")
     part = pl.when(ts > window_end).then(UNUSED).when(ts > cutoff).then(TEST)
     if validation_window > 0:
         part = part.when(ts > validation_cutoff).then(VALIDATION)
@@ -208,6 +219,7 @@ def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.Dat
         "window_days": cfg.window_days,
         "window_end": _iso(window_end),
         "train_end": _iso(validation_cutoff),
+        "placed_by": placed,
     }
     if validation_window > 0:
         meta["validation_cutoff"] = _iso(validation_cutoff)
@@ -218,7 +230,12 @@ def _leave_last_n(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[p
     """Each user's latest n interactions are test; with validation_fraction > 0 the n before them
     are validation. Users with <= n interactions (<= 2n with validation) keep more in train: a user
     is only held out from when at least one interaction stays in train. Timestamp ties are broken by
-    the seeded hash of the raw (user id, item id), so ties do not favour low item indices."""
+    the seeded hash of the raw (user id, item id), so ties do not favour low item indices.
+
+    "Latest" is by the pair's latest timestamp, not its first-seen time: next-item evaluation asks
+    what the user turned to most recently, and a pair re-consumed today is that (the whole pair is
+    held out, all its repeats with it). Not append-stable (see the module docstring): scheduled
+    runs use `rolling`."""
     _require_timestamps(df, "leave_last_n")
     n = cfg.n
     with_validation = cfg.validation_fraction > 0
@@ -369,8 +386,8 @@ def _check_unique_pairs(df: pl.DataFrame, n_items: int) -> None:
         )
 
 
-def _require_timestamps(df: pl.DataFrame, protocol: str) -> None:
-    missing = df.get_column(TIME).null_count()
+def _require_timestamps(df: pl.DataFrame, protocol: str, column: str = TIME) -> None:
+    missing = df.get_column(column).null_count()
     if df.height and missing == df.height:
         raise DataError(
             f"{protocol} split needs timestamps; this data has none (all {df.height} rows have a null timestamp). "

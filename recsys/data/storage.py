@@ -44,7 +44,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from recsys.data.dataset import InteractionData
-from recsys.data.schema import ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.schema import FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
 from recsys.faults import fault_point
@@ -133,7 +133,12 @@ def fingerprint(
     its vocab) came in. Per-row hashes (polars' fixed-seed hash, stable across processes for one
     polars version) are summed in two 32-bit halves so the sum cannot overflow, then digested
     with the row count. Hashing each distinct id once, not an id string per row, is what keeps
-    this cheap on large logs."""
+    this cheap on large logs.
+
+    A pair whose first-seen time (FIRST_SEEN) differs from its latest timestamp adds the hash of
+    (user, item, first-seen): two logs that differ only in when a repeated pair was first seen split
+    differently, so they must not share a fingerprint, while a log without repeats keeps the
+    fingerprint it had before first-seen times were stored."""
     user_hash = pl.Series(user_ids).cast(pl.String).hash(seed=0).to_numpy()
     item_hash = pl.Series(item_ids).cast(pl.String).hash(seed=0).to_numpy()
     rows = pl.DataFrame(
@@ -145,7 +150,11 @@ def fingerprint(
         }
     )
     row_hash = rows.select(pl.struct("u", "i", TIME, WEIGHT).hash(seed=0)).to_series().to_numpy()
-    n, lo, hi = len(row_hash), int((row_hash & 0xFFFFFFFF).sum()), int((row_hash >> 32).sum())
+    if FIRST_SEEN in interactions.columns:
+        first = rows.select("u", "i", interactions.get_column(FIRST_SEEN).alias(FIRST_SEEN))
+        first = first.filter(pl.col(FIRST_SEEN).ne_missing(interactions.get_column(TIME)))
+        row_hash = np.concatenate([row_hash, first.select(pl.struct(pl.all()).hash(seed=1)).to_series().to_numpy()])
+    n, lo, hi = interactions.height, int((row_hash & 0xFFFFFFFF).sum()), int((row_hash >> 32).sum())
     digest = hashlib.sha256(f"{FINGERPRINT_METHOD}|{pl.__version__.split('.')[0]}|{n}|{lo}|{hi}".encode())
     return digest.hexdigest()[:32]
 
@@ -279,18 +288,24 @@ def scan_batches(root: Path, batches: list[int] | None = None) -> list[tuple[int
 
 
 def load_processed(root: str | Path) -> InteractionData:
-    """Load a processed directory: the implicit table (user_idx, item_idx, timestamp, weight), the
-    vocab arrays (index -> raw id), block labels when known, and the manifest."""
+    """Load a processed directory: the implicit table (user_idx, item_idx, timestamp, weight,
+    first_seen), the vocab arrays (index -> raw id), block labels when known, and the manifest.
+
+    A directory written before first-seen times were stored has no first_seen column until its next
+    append re-derives the table from the batches; until then time-based splits place its pairs by
+    their latest timestamp, as the runs that wrote it did (`recsys.data.first_seen.pair_time`)."""
     root = Path(root)
     ensure_recovered(root)
     manifest = read_manifest(root)
     path = root / IMPLICIT_FILE
     try:
+        first_seen = [FIRST_SEEN] if FIRST_SEEN in pl.read_parquet_schema(path) else []
         interactions = pl.read_parquet(path).select(
             pl.col(USER_IDX).cast(pl.Int32),
             pl.col(ITEM_IDX).cast(pl.Int32),
             pl.col(TIME),
             pl.col(WEIGHT).cast(pl.Float32),
+            *first_seen,
         )
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{path}: cannot read processed interactions ({exc})") from None

@@ -345,3 +345,23 @@ def build_model(config: ModelConfig) -> Recommender:
     if config.kind not in kinds:
         raise ValueError(f"unknown model kind {config.kind!r}; known: {sorted(kinds)}")
     return kinds[config.kind](config)
+
+
+class HostVectors(Recommender):
+    """A model whose user and item vectors are two host arrays, `_users` and `_items`, filled by
+    `_fit` or `load`: the two protocol properties every such model would otherwise repeat."""
+
+    _users: np.ndarray | None = None
+    _items: np.ndarray | None = None
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        self._check_fitted()
+        assert self._users is not None
+        return self._users
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        self._check_fitted()
+        assert self._items is not None
+        return self._items

@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys.data.split import EvalSet
 from recsys.errors import DataError, ModelError
-from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.defaults import EASE_L2_SCALE, ease_l2
 
 DEFAULT_MAX_ITEMS = 10_000
@@ -92,7 +92,7 @@ def ease_weights(rows: sp.csr_matrix, l2: float) -> np.ndarray:
     return weights
 
 
-class EASE(Recommender):
+class EASE(HostVectors):
     """Closed-form item-item autoencoder on the dot-product protocol (see module docstring)."""
 
     kind = "ease"
@@ -124,18 +124,6 @@ class EASE(Recommender):
         self._items = np.ascontiguousarray(weights.T, dtype=np.float32)
         self._users = np.ascontiguousarray(rows.toarray(), dtype=np.float32)
         callback(1, {"l2": l2, "nonzero_weights": float(np.count_nonzero(weights))})
-
-    @property
-    def user_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._users is not None
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._items is not None
-        return self._items
 
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """A new user's vector is their (weighted) history row: the same input training users have."""

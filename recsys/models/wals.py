@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from recsys.data.matrix import item_popularity
 from recsys.data.split import EvalSet
 from recsys.errors import DataError, ModelError
-from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.defaults import wals_defaults
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _to_numpy(factors: Any) -> np.ndarray:
     return np.array(array, dtype=np.float32, order="C", copy=True)  # a copy: implicit updates in place
 
 
-class WALS(Recommender):
+class WALS(HostVectors):
     """Weighted ALS for implicit feedback: the baseline every neural model is compared with."""
 
     kind = "wals"
@@ -281,18 +281,6 @@ class WALS(Recommender):
         return float(result.summary[self.config.validation_metric])
 
     # ----------------------------------------------------------------- vectors
-    @property
-    def user_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._users is not None
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._items is not None
-        return self._items
-
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """Exact least-squares user vectors for the given rows with item factors fixed (implicit's
         recalculate_user, Cholesky on CPU), using the same confidence scaling as training."""

@@ -40,7 +40,7 @@ from pydantic import Field
 
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError
-from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
+from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.fold_in import least_squares_users
 from recsys.models.wals import WALSConfig, confidence
 
@@ -179,7 +179,7 @@ def _factor_frame_to_array(frame: Any, n_rows: int, rank: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- model
-class WALSSpark(Recommender):
+class WALSSpark(HostVectors):
     """Weighted ALS trained by Spark MLlib; served like every other model (numpy factors)."""
 
     kind = "wals_spark"
@@ -269,18 +269,6 @@ class WALSSpark(Recommender):
         return als
 
     # ----------------------------------------------------------------- vectors
-    @property
-    def user_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._users is not None
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._items is not None
-        return self._items
-
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """Exact implicit-ALS user vectors with item factors fixed, as Spark's last user step solves
         them (regParam * n_u, same confidence as training): `recsys.models.fold_in`."""

@@ -10,7 +10,7 @@ A verdict is one of three:
 * "not comparable" - the comparison would not be honest, with the reason: the two models belong to
   different lineages (config name + data source, recsys.lineage), the challenger's split cannot be
   had, the champion cannot be re-scored on it, or some of today's test pairs were in the champion's
-  training data (a changed split seed or protocol, repeats re-timed by aggregation). Nothing moves;
+  training data (a changed split seed or protocol, leave_last_n on repeats). Nothing moves;
   `recsys promote --force` is the deliberate way out.
 * "kept" - comparable, and the challenger is not better by the rule.
 * "promoted" - its mean `promotion.metric` over the warm test users both were scored on is higher

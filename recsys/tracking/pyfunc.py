@@ -19,7 +19,9 @@ Response: one row per request row with `user_id`, `item_ids`, `scores`, `source`
 * "popularity" - nothing is known about the user: the most popular items.
 
 Seen items (everything the model or the user was seen with, except test) and the supplied history
-are never recommended. Scores use the shared `recsys.evaluation.ranking.topk`, so for the same
+are never recommended, nor are items the model never trained on (no training interaction: their
+vectors are zero or untrained, so they would only be ranked by accident); the evaluator masks the
+same items (`recsys.evaluation.cold`), for every source. Scores use the shared `recsys.evaluation.ranking.topk`, so for the same
 users and exclusions the served lists equal the evaluator's, item for item, ties included. A
 supplied history's list order is its time order (a sequence user tower reads it).
 
@@ -239,6 +241,10 @@ class ServingIndex:
         self.user_vectors = np.ascontiguousarray(tensors["user_vectors"], dtype=np.float32)
         self.user_has_vector = tensors["user_has_vector"].astype(bool)
         self.popularity = tensors["popularity"]
+        # popularity is each item's training count, so 0 = an item the model never trained on: what
+        # the evaluator masks out of every ranking (recsys.evaluation.cold); artifacts of any age have it.
+        untrained = self.popularity <= 0
+        self.untrained_items: np.ndarray | None = untrained if untrained.any() else None
         self.users = pl.read_parquet(self.directory / _USERS)
         self.items = pl.read_parquet(self.directory / _ITEMS)
         self.item_ids = self.items.sort("item_idx").get_column("item_id").to_numpy()
@@ -334,9 +340,11 @@ class ServingIndex:
             if not rows.size:
                 continue
             if name != "popularity" and self.ann is not None and self.use_ann:
-                items[rows], scores[rows] = self.ann.topk(vectors, k_max, exclude[rows])
+                items[rows], scores[rows] = self.ann.topk(vectors, k_max, exclude[rows], self.untrained_items)
             else:
-                items[rows], scores[rows] = topk(vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu")
+                items[rows], scores[rows] = topk(
+                    vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu", masked_items=self.untrained_items
+                )
         return _response(user_ids, items, scores, ks, self.item_ids, source)
 
     def item_indices(self, item_ids: list[str]) -> np.ndarray:

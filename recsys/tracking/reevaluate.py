@@ -6,8 +6,10 @@ and a same-split rule alone would never promote again. The vocab is append-only 
 indices never move, new ones are appended), so the champion's saved model (`saved_model/` of its
 run) can be scored on the challenger's split "as deployed":
 
-* items the champion never saw get zero vectors, so they score 0 - exactly what the deployed model
-  does for an item it has no vector for (it can only recommend them after the old ones run out);
+* items the champion never trained on - appended since, or without a training row in its own split -
+  are masked from its rankings (`deployed_eval_set`), exactly what its serving index does
+  (`recsys.tracking.pyfunc`: it never returns an item it has no trained vector for); appended items
+  get zero vectors, which the mask makes moot;
 * users it learned (a training row in its own split: `user_has_vector` of its serving artifacts)
   keep their learned vectors; other users - appended since, or cold in its split - are folded in
   from their current training history restricted to the items it knows (`model.fold_in`), as its
@@ -26,7 +28,7 @@ challenger's run as `champion_<metric>` (e.g. `champion_recall_at_20`), visible 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from recsys.config import EvaluationConfig
-    from recsys.data.split import Split
+    from recsys.data.split import EvalSet, Split
     from recsys.models.base import Recommender
 
 TAG_CHAMPION_REEVALUATED = "recsys.promotion.champion_reevaluated"  # the champion's run id
@@ -111,8 +113,8 @@ class ChampionReevaluation:
             share = self.n_test_seen / max(self.n_test, 1)
             return (
                 f"{self.n_test_seen} of the {self.n_test} test interactions ({share:.1%}) were in the champion's "
-                "training data (the split changed - another seed or protocol - or repeated pairs were re-timed into "
-                "the test window)"
+                "training data (the split changed - another seed or protocol - or a leave_last_n split moved a "
+                "repeated pair into test)"
             )
         return None
 
@@ -190,9 +192,10 @@ def check_vocab_prefix(
 def seen_test_interactions(client: MlflowClient, run_id: str, split: Split, directory: Path) -> int | None:
     """How many of `split`'s test interactions the champion saw at training time (its serving
     artifact's seen matrix: train + validation + fold-in of its own split), or None when unknown.
-    Stable splits never move an old pair into test, but a changed split seed or protocol, or a
-    repeated (user, item) re-timed into a later window by aggregation, can; the champion has
-    memorised such a pair, and the promotion rule refuses to compare on it."""
+    Stable splits never move an old pair into test (rolling and temporal place a repeated pair by
+    when it was first seen), but a changed split seed or protocol, or leave_last_n on a log that
+    repeats a pair, can; the champion has memorised such a pair, and the promotion rule refuses to
+    compare on it."""
     from recsys.tracking.pyfunc import _SEEN, ARTIFACT_KEY
 
     try:
@@ -207,17 +210,35 @@ def seen_test_interactions(client: MlflowClient, run_id: str, split: Split, dire
     return int(test.multiply(seen[:rows, :cols]).count_nonzero())
 
 
-def champion_user_has_vector(client: MlflowClient, run_id: str, directory: Path) -> np.ndarray | None:
-    """Which users had a training row when the champion was trained (its serving artifacts), or None."""
+def champion_serving_tensors(client: MlflowClient, run_id: str, directory: Path) -> dict[str, np.ndarray] | None:
+    """The champion's serving tensors (`user_has_vector`: users with a training row in its split;
+    `popularity`: each item's training count), from either artifact layout, or None."""
     from safetensors.numpy import load_file
 
-    from recsys.tracking.pyfunc import _VECTORS, ARTIFACT_KEY
+    from recsys.tracking.pyfunc import _SERVING, _VECTORS, ARTIFACT_KEY
 
-    try:
-        path = client.download_artifacts(run_id, f"{PYFUNC_ARTIFACT}/artifacts/{ARTIFACT_KEY}/{_VECTORS}", str(directory))
-        return load_file(path)["user_has_vector"].astype(bool)
-    except Exception:
-        return None
+    for name in (_SERVING, _VECTORS):
+        try:
+            path = client.download_artifacts(run_id, f"{PYFUNC_ARTIFACT}/artifacts/{ARTIFACT_KEY}/{name}", str(directory))
+            return load_file(path)
+        except Exception:
+            continue
+    return None
+
+
+def deployed_eval_set(eval_set: EvalSet, n_known_items: int, popularity: np.ndarray | None) -> EvalSet:
+    """`eval_set` with the items the champion never trained on masked as well: those appended after
+    it (index >= `n_known_items`) and those without a training row in its own split (`popularity`
+    0), which its serving index never returns (`recsys.tracking.pyfunc.ServingIndex`)."""
+    n_items = eval_set.truth.shape[1]
+    untrained = np.ones(n_items, dtype=bool)
+    untrained[:n_known_items] = False
+    if popularity is not None:
+        n = min(popularity.size, n_known_items)
+        untrained[:n] = popularity[:n] <= 0
+    if eval_set.masked_items is not None:
+        untrained |= eval_set.masked_items
+    return replace(eval_set, masked_items=untrained if untrained.any() else None)
 
 
 def as_deployed_vectors(
@@ -226,7 +247,7 @@ def as_deployed_vectors(
     """(user vectors for every user of `split`, item vectors for every item, users folded in).
 
     The model is scored as it would serve on today's vocab: items appended after it was trained
-    get zero vectors (score 0); learned users (`has_vector`, default: every user it knows) keep
+    get zero vectors (and are masked: `deployed_eval_set`); learned users (`has_vector`, default: every user it knows) keep
     their vectors; other users (appended after it, or without a training row in its split; for
     fold-in protocols every evaluated user) are folded in from their history restricted to the
     items the model knows. Only the evaluated users' rows are filled (the evaluator reads no other)."""
@@ -290,9 +311,11 @@ def reevaluate_champion(
         model = load_run_model(client, champion_run_id, Path(tmp))
         check_vocab_prefix(client, champion_run_id, model, split, Path(tmp))
         n_test_seen = seen_test_interactions(client, champion_run_id, split, Path(tmp))
-        has_vector = champion_user_has_vector(client, champion_run_id, Path(tmp))
+        tensors = champion_serving_tensors(client, champion_run_id, Path(tmp)) or {}
+    has_vector = tensors["user_has_vector"].astype(bool) if "user_has_vector" in tensors else None
     eval_set = divide_test(split).warm
     user_vecs, item_vecs, n_folded = as_deployed_vectors(model, split, eval_set, has_vector)
+    eval_set = deployed_eval_set(eval_set, model.n_items, tensors.get("popularity"))
     try:
         result = evaluate_factors(
             user_vecs,

@@ -45,7 +45,7 @@ import numpy as np
 
 from recsys.errors import TrackingError, first_line
 from recsys.faults import fault_point
-from recsys.tracking import plots
+from recsys.tracking import plots, ui
 from recsys.tracking.offline import (
     PARENT_KEY,
     RunRecord,
@@ -226,6 +226,11 @@ class Tracker:
             raise TrackingError(
                 f"tracking store {self.uri}: cannot use experiment {cfg.experiment!r}: {exc}"
             ) from None
+        metric = run_config.promotion.metric if run_config is not None else "recall@20"
+        try:  # how the MLflow UI shows the experiment; never worth failing a run over
+            with_retries(lambda: ui.present_experiment(self.client, self.experiment_id, metric))
+        except Exception as exc:
+            log.warning("could not tag experiment %s for the MLflow UI: %s", cfg.experiment, exc)
         self._parent_tags: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._records: dict[str, RunRecord] = {}
@@ -316,11 +321,13 @@ class Tracker:
         split: Split | None = None,
     ) -> str:
         """Open the pipeline's parent run: provenance tags, the flattened config as params and,
-        when given, the data set as a run input. Returns the run id."""
+        when given, the data set as a run input. Returns the run id. `tags` may override the
+        run's source (`mlflow.source.*`, e.g. a Prefect deployment), which its model runs inherit."""
         from recsys.config import flatten
         from recsys.tracking.liveness import process_tags
 
-        all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: git_commit()}
+        commit = git_commit()
+        all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: commit, **ui.source_tags(commit)}
         all_tags.update({f"recsys.version.{k}": v for k, v in package_versions().items()})
         if self.run_config is not None:
             from recsys.lineage import lineage
@@ -343,7 +350,7 @@ class Tracker:
         run_id = run.info.run_id
         self._add(RunRecord(PARENT_KEY, name, run_id, tags=dict(all_tags)))
         with self._lock:
-            self._parent_tags[run_id] = {k: v for k, v in all_tags.items() if k.startswith("recsys.")}
+            self._parent_tags[run_id] = ui.inherited(all_tags)
         if self.run_config is not None:
             self.log_params(run_id, flatten(self.run_config.resolved()))
         if data is not None:
@@ -361,13 +368,12 @@ class Tracker:
         from mlflow.types.schema import ColSpec, Schema
 
         manifest = dict(data.manifest)
-        source_text = str(manifest.get("source", "unknown"))
         schema = Schema(
             [ColSpec(_mlflow_type(str(dtype)), name) for name, dtype in data.interactions.schema.items()]
         )
         dataset = MetaDataset(
-            source=_dataset_source(source_text),
-            name=str(manifest.get("name", Path(source_text).name or "interactions")),
+            source=_dataset_source(ui.dataset_source(manifest)),
+            name=ui.dataset_name(manifest),
             digest=(data.fingerprint or "unknown")[:36],
             schema=schema,
         )
@@ -397,7 +403,7 @@ class Tracker:
         if parent_id and not inherited:  # a tracker in another process (Dask task): ask the store
             parent = self._send(lambda: self.client.get_run(parent_id))
             parent_tags = parent.data.tags if parent is not None else {}
-            inherited = {k: v for k, v in parent_tags.items() if k.startswith("recsys.")}
+            inherited = ui.inherited(parent_tags)
         inherited.pop(TAG_KIND, None)
         all_tags = {
             **inherited,
@@ -532,6 +538,8 @@ class Tracker:
         (the saved model among them) are kept in the bundle instead."""
         run_id = model_run.run_id
         self.set_tags(run_id, self._split_tags(data, split))
+        if data is not None:  # the runs table shows each model's training data, not only the parent's
+            self.log_dataset(run_id, data)
         metrics: dict[str, Any] = dict(eval_result.summary)
         for name, (low, high) in eval_result.ci.items():
             metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
@@ -566,6 +574,7 @@ class Tracker:
             self._log_ann(run_id, Path(tmp) / "staging")
             self._send(lambda: self.client.log_artifacts(run_id, str(root)))
             self._send(lambda: self.client.log_artifacts(run_id, str(pyfunc_dir), PYFUNC_ARTIFACT))
+            self._send(lambda: ui.record_logged_model(self.client, run_id, pyfunc_dir, PYFUNC_ARTIFACT))
             with self._lock:
                 record = self._records.get(run_id)
                 if self.failure is not None and record is not None:

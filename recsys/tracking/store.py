@@ -147,6 +147,9 @@ def client(uri: str) -> MlflowClient:
 
     if is_http(uri):
         limit_http_retries()
+        # MLflow prints "View run ... at <url>" for every run it ends on a server; recsys prints
+        # one link to the runs page instead (recsys.tracking.ui.runs_page_url).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

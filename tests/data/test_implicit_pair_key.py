@@ -1,4 +1,5 @@
-"""The one-u64-key pair aggregation gives exactly what a plain (user, item) group-by gives."""
+"""The one-u64-key pair aggregation gives exactly what a plain (user, item) group-by gives, and
+each pair's first-seen time by its definition (both the packed-key and the sort fallback)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import polars as pl
 import pytest
 
 from recsys.data.implicit import ORDER, aggregate
-from recsys.data.schema import ITEM, TIME, TIME_DTYPE, USER, WEIGHT
+from recsys.data.schema import FIRST_SEEN, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE
 
 
-def _rows(n: int, seed: int, *, null_times: float = 0.0, shuffle_order: bool = False) -> pl.DataFrame:
+def _rows(
+    n: int, seed: int, *, null_times: float = 0.0, shuffle_order: bool = False, wide_times: bool = False
+) -> pl.DataFrame:
+    """Rows of three ingest batches (ORDER = batch << 40 | row). wide_times: times spread over
+    +-2**61 us, too wide to pack with the batch into one Int64 (the sort fallback)."""
     rng = np.random.default_rng(seed)
     times = rng.integers(1_600_000_000, 1_600_000_050, n).astype(np.int64) * 1_000_000
-    order = np.arange(n, dtype=np.int64) + (1 << 40)
+    if wide_times:
+        times = rng.integers(-(2**61), 2**61, n).astype(np.int64)
+    order = np.arange(n, dtype=np.int64) + (np.sort(rng.integers(1, 4, n)) << 40)
     if shuffle_order:
         order = rng.permutation(order)
     frame = pl.DataFrame(
@@ -34,17 +41,35 @@ def _rows(n: int, seed: int, *, null_times: float = 0.0, shuffle_order: bool = F
 
 
 def _expected(rows: pl.DataFrame, how: str) -> pl.DataFrame:
+    """A plain (user, item) group-by; first_seen by its definition: the earliest time among the
+    pair's rows of the first batch that has a timestamped row of it."""
     weight = {"count": pl.len(), "max": pl.col(WEIGHT).max(), "sum": pl.col(WEIGHT).sum()}[how]
+    timed = rows.filter(pl.col(TIME).is_not_null()).with_columns((pl.col(ORDER) // (1 << 40)).alias("batch"))
+    first_batch = timed.group_by(USER, ITEM).agg(pl.col("batch").min())
+    first_seen = (
+        timed.join(first_batch, on=[USER, ITEM, "batch"])
+        .group_by(USER, ITEM)
+        .agg(pl.col(TIME).min().alias(FIRST_SEEN))
+    )
     return (
         rows.group_by(USER, ITEM)
         .agg(pl.col(TIME).max(), weight.cast(pl.Float32).alias(WEIGHT), pl.col(ORDER).min())
+        .join(first_seen, on=[USER, ITEM], how="left")
         .sort(USER, ITEM)
     )
 
 
 @pytest.mark.parametrize("how", ["count", "max", "sum"])
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"null_times": 0.3}, {"null_times": 0.9}, {"null_times": 1.0}, {"shuffle_order": True}]
+    "kwargs",
+    [
+        {},
+        {"null_times": 0.3},
+        {"null_times": 0.9},
+        {"null_times": 1.0},
+        {"shuffle_order": True},
+        {"wide_times": True},
+    ],
 )
 def test_pair_key_aggregation_matches_two_column_group_by(how: str, kwargs: dict) -> None:
     rows = _rows(2000, seed=len(kwargs) + (how == "max"), **kwargs)

@@ -2,7 +2,8 @@
 
 Run 1 (Prefect flow, tracking on, scheduled: rolling split) trains on the first batch; the same
 config and data give identical metrics without Prefect and tracking, and through `recsys train` +
-`recsys evaluate`. A second batch lands (more days, and users seen only in the newest days); run 2
+`recsys evaluate`. A second batch lands (more days, users seen only in the newest days, and repeats of old pairs
+inside the new test window); run 2
 re-scores run 1's champion on its rolling forward window - never on a pair the champion trained on -
 and decides; `recsys promote` on the same registry reaches the very same decision.
 """
@@ -120,7 +121,13 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     assert run1["promotion"]["decision"] == "promoted" and run1["promotion"]["selection"] == "validation"
     champion_1 = alias_version(client, registry, CHAMPION)
 
-    day_cut(log, 45, 61).write_csv(tmp / "landing" / "batch-2.csv")  # the next day's files land
+    # the next day's files land, and they repeat 120 pairs of run 1's training days inside run 2's
+    # test window (plays, clicks): a repeat keeps its pair's first-seen time, so it stays a training
+    # pair and run 2 is comparable with run 1's champion (placed by the latest time it would leak)
+    repeats = day_cut(log, 0, 31).sample(120, seed=1).with_columns(
+        (pl.col("timestamp") - int(START.timestamp())) % (5 * 86400) + int(START.timestamp()) + 55 * 86400
+    )
+    pl.concat([day_cut(log, 45, 61), repeats]).write_csv(tmp / "landing" / "batch-2.csv")
     cfg = load_config(None, sets)
     run2 = training_flow_for(cfg)(cfg, True, True)
     decision = run2["promotion"]

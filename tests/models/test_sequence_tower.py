@@ -202,3 +202,34 @@ def test_the_pipeline_trains_on_the_split_times_and_a_saved_split_keeps_them(fit
     loaded = load_split(save_split(split, tmp_path / "split"))
     assert loaded.times is not None and (loaded.times != times).nnz == 0
     assert loaded.test_set().times is loaded.times  # evaluation orders fold-in histories by them
+
+
+# ----------------------------------------------------------------------------- serving
+def test_served_history_order_is_the_time_order_through_the_pyfunc_and_recsys_serve(fitted_seq, planted, tmp_path):
+    """A new user's history list is read in its order: in time order it is the trained user's vector
+    (same top-k, same scores), reversed it is another user; the same through `recsys serve`'s app."""
+    from fastapi.testclient import TestClient
+
+    from recsys.data.split import Split
+    from recsys.evaluation.ranking import topk
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+    from recsys.tracking.server import build_app
+
+    model, times = fitted_seq
+    split = Split(protocol="random", train=planted.train, test=planted.test, times=times)
+    index = ServingIndex(write_serving_artifacts(model, split, tmp_path / "serving"))
+    user = 40
+    row = times[user]
+    in_order = [str(i) for i in row.indices[np.argsort(row.data, kind="stable")]]
+    served = answer(index, {"user_id": ["new-a", "new-b"], "history": [in_order, in_order[::-1]], "k": 10})
+    assert served["source"].tolist() == ["fold_in", "fold_in"]
+    want_items, want_scores = topk(model.user_factors[user : user + 1], model.item_factors, 10,
+                                   exclude=planted.train[user])  # fmt: skip
+    assert served["item_ids"][0] == [str(i) for i in want_items[0]]
+    np.testing.assert_allclose(served["scores"][0], want_scores[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(served["scores"][1], served["scores"][0], atol=1e-4)  # order matters
+    api = TestClient(build_app(index, name="seq"))
+    response = api.post("/invocations", json={"dataframe_records": [{"user_id": "new-b", "history": in_order[::-1]}],
+                                              "params": {"k": 10}})  # fmt: skip
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["predictions"][0]["scores"], served["scores"][1], rtol=1e-5, atol=1e-6)

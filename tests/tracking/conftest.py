@@ -1,5 +1,10 @@
-"""One MLflow SQLite store for the whole tracking test session (creating a store runs MLflow's
-migrations), a planted-cluster data set, and one logged pipeline run that most tests read."""
+"""The tracking stores every tracking test runs against, a planted-cluster data set, and one logged
+pipeline run per store that most tests read.
+
+`tracking_uri` is parametrised: `sqlite` is the session's one migrated SQLite store (what a laptop
+uses), `postgres` an `mlflow server` on PostgreSQL with the artifact proxy (what a team runs;
+tests/conftest.py starts it in the background). Every test that takes `tracking_uri` or `logged`
+runs once per store, with [sqlite] / [postgres] in its id."""
 
 from __future__ import annotations
 
@@ -18,10 +23,15 @@ from recsys.data.splits import split_data
 N_USERS, N_ITEMS, N_BLOCKS, PER_USER = 240, 96, 4, 14
 
 
-@pytest.fixture(scope="session")
-def tracking_uri(shared_mlflow_uri: str) -> str:
-    """The session's one migrated SQLite store (tests/conftest.py), shared with the flow tests."""
-    return shared_mlflow_uri
+STORES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session", params=STORES)
+def tracking_uri(request: pytest.FixtureRequest) -> str:
+    """The SQLite store shared with the flow tests, or the PostgreSQL-backed REST server."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("shared_mlflow_uri")
+    return request.getfixturevalue("mlflow_server")
 
 
 def planted_interactions(seed: int = 0) -> InteractionData:

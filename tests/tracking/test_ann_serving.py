@@ -53,10 +53,16 @@ def test_index_parameters_and_measured_recall_are_logged(ann_run, logged):
     assert not any(key.startswith("ann") for key in (*plain.data.params, *plain.data.metrics))
 
 
-def test_served_lists_through_the_index_equal_exact_search_with_seen_items_filtered(served, planted_split):
+def test_served_lists_through_the_index_equal_exact_search_with_seen_items_filtered(
+    served, planted_split, monkeypatch
+):
     assert served.ann is not None and served.use_ann
     users = [f"u{i}" for i in range(0, 240, 3)] + ["nobody"]
+    searched = []  # a spy on the real index: the lists below must come from it, not from exact search
+    real_topk = served.ann.topk
+    monkeypatch.setattr(served.ann, "topk", lambda vectors, *a, **kw: searched.append(len(vectors)) or real_topk(vectors, *a, **kw))
     with_ann = answer(served, {"user_id": users, "k": 20})
+    assert sum(searched) == len(users) - 1  # every known user through the index; "nobody" gets popularity
     served.use_ann = False
     try:
         exact = answer(served, {"user_id": users, "k": 20})

@@ -17,7 +17,8 @@ from recsys.tracking.runs import TAG_ERROR, TAG_FINGERPRINT, TAG_SPLIT_DIGEST, T
 
 @pytest.fixture(scope="module")
 def client(logged) -> MlflowClient:
-    return MlflowClient(logged.uri)
+    # explicit registry: a test that loads a model may have set the process-wide registry URI
+    return MlflowClient(logged.uri, registry_uri=logged.uri)
 
 
 def test_parent_run_has_provenance_params_and_dataset(logged, client):

@@ -119,11 +119,13 @@ class ThreadServer:
 
 
 @pytest.fixture()
-def server(tracking_uri, tmp_path):
+def server(shared_mlflow_uri, tmp_path):
+    """A server of its own, killed mid-run (so not parametrised over the stores: it copies the
+    session's migrated SQLite store)."""
     import mlflow
 
     db = tmp_path / "server.db"
-    with sqlite3.connect(tracking_uri.split("sqlite:///", 1)[1]) as src, sqlite3.connect(db) as dst:
+    with sqlite3.connect(shared_mlflow_uri.split("sqlite:///", 1)[1]) as src, sqlite3.connect(db) as dst:
         src.backup(dst)  # a migrated store without migrating again
     previous = mlflow.get_tracking_uri()
     srv = ThreadServer(db, tmp_path / "artifacts")

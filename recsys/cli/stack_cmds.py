@@ -1,0 +1,94 @@
+"""`recsys stack up | down | status`: the team's tracking and orchestration stack on this machine
+(PostgreSQL, an MLflow server and a Prefect server on it), for trying the pipeline as it runs in
+production; `make stack` / `make stack-stop` call these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recsys.cli.common import app, console, user_errors
+
+stack_app = typer.Typer(
+    help="A local PostgreSQL + MLflow server + Prefect server, as a team runs them (make stack).",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+DirOption = Annotated[
+    Path, typer.Option("--dir", help="Where the stack keeps its data, logs and state (git-ignored).", file_okay=False)
+]
+
+
+@stack_app.command("up")
+@user_errors
+def up(
+    directory: DirOption = Path(".stack"),
+    postgres_port: Annotated[int, typer.Option("--postgres-port", min=1, max=65535, help="PostgreSQL port on 127.0.0.1.")] = 5433,
+    mlflow_port: Annotated[int, typer.Option("--mlflow-port", min=1, max=65535, help="MLflow server port on 127.0.0.1.")] = 5000,
+    prefect_port: Annotated[int, typer.Option("--prefect-port", min=1, max=65535, help="Prefect server port on 127.0.0.1.")] = 4200,
+) -> None:
+    """Start PostgreSQL, the MLflow server (artifacts through its proxy) and the Prefect server, all on
+    127.0.0.1, and print how to point `recsys run` / `recsys schedule` at them. Data survives
+    `recsys stack down`; delete the directory to start afresh."""
+    from recsys.stack import Stack
+
+    running = Stack.from_state(directory)
+    if running is not None and all(server.alive() for server in running.servers.values()):
+        console.print(f"the stack in {directory} is running already")
+        _print_usage(running.mlflow_url, running.prefect_api_url, directory)
+        return
+    stack = Stack(directory, postgres_port=postgres_port, mlflow_port=mlflow_port, prefect_port=prefect_port)
+    stack.start(log=lambda line: console.print(f"  {line}", highlight=False))
+    _print_usage(stack.mlflow_url, stack.prefect_api_url, directory)
+
+
+@stack_app.command("down")
+@user_errors
+def down(directory: DirOption = Path(".stack")) -> None:
+    """Stop the Prefect server, the MLflow server and PostgreSQL started by `recsys stack up`."""
+    from recsys.stack import Stack
+
+    stack = Stack.from_state(directory)
+    if stack is None:
+        stack = Stack(directory)  # no servers recorded; PostgreSQL may still run from its data dir
+    stack.stop()
+    console.print(f"stopped the stack in {directory} (data kept; delete the directory to drop it)")
+
+
+@stack_app.command("status")
+@user_errors
+def status(directory: DirOption = Path(".stack")) -> None:
+    """Which parts of the stack are up, and where."""
+    from recsys.stack import Stack
+
+    stack = Stack.from_state(directory)
+    if stack is None:
+        console.print(f"no stack recorded in {directory}: start one with `make stack`")
+        raise typer.Exit(code=1)
+    up_ = {"postgres": stack.postgres.running()}
+    up_.update({name: server.healthy() for name, server in stack.servers.items()})
+    for name, ok in up_.items():
+        console.print(f"  {name:9} {'up' if ok else 'DOWN'}")
+    raise typer.Exit(code=0 if all(up_.values()) else 1)
+
+
+def _print_usage(mlflow_url: str, prefect_api_url: str, directory: Path) -> None:
+    env = directory / "env"
+    env.write_text(f"export MLFLOW_TRACKING_URI={mlflow_url}\nexport PREFECT_API_URL={prefect_api_url}\n")
+    prefect_ui = prefect_api_url.removesuffix("/api")
+    console.print(
+        f"""
+MLflow:   {mlflow_url}   (runs, models, registry; artifacts stored under {directory}/mlflow-artifacts)
+Prefect:  {prefect_ui}   (deployments, schedules, flow runs)
+Point recsys at them (or: source {env}):
+  export MLFLOW_TRACKING_URI={mlflow_url}
+  export PREFECT_API_URL={prefect_api_url}
+  recsys run --config pipelines/configs/default.toml
+  recsys schedule --cron "0 3 * * *" --config pipelines/configs/default.toml
+Stop it:  make stack-stop   (or: recsys stack down)""",
+        highlight=False,
+        soft_wrap=True,
+    )

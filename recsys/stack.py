@@ -1,0 +1,574 @@
+"""The tracking and orchestration stack a team runs, on one machine: PostgreSQL, an MLflow tracking
+server backed by it (artifacts served through the server's proxy, so clients never need the artifact
+path) and a Prefect server backed by it.
+
+`recsys stack up` (`make stack`) starts it for a person and `recsys stack down` stops it; the test
+suite starts the same stack once per session, so the tracking tests and the scheduled-flow test run
+against what teams run rather than only against SQLite. This module only starts, probes and stops
+processes: it imports neither MLflow nor Prefect.
+
+PostgreSQL refuses to run as root. Run as root, `initdb` and `pg_ctl` run as the `postgres` system
+user (`runuser`), which then owns the data directory. Server processes start in their own session
+(process group) so that stopping one stops its workers too, and their pids are written to
+`stack.json` in the stack directory so a later `recsys stack down` finds them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from recsys.errors import RecsysError
+
+HOST = "127.0.0.1"
+DB_USER = "postgres"
+STATE_FILE = "stack.json"
+OWNER_FILE = "owner.json"
+READY_TIMEOUT_S = 300.0  # a cold MLflow server import on a loaded 2-core machine takes ~60 s
+STOP_TIMEOUT_S = 20.0
+# Test stacks trade durability for speed: nothing in them must survive a power cut.
+FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+class StackError(RecsysError):
+    """A part of the local stack cannot be started, reached or stopped; the message says which."""
+
+
+class StackUnavailable(StackError):
+    """This machine lacks a program or driver the stack needs (PostgreSQL's server programs, the
+    psycopg driver, a `postgres` user to run it as root): nothing to do with the stack's own code,
+    so the test suite skips what needs the stack, saying why, rather than failing."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
+def postgres_bin() -> Path:
+    """Directory holding `initdb` and `pg_ctl`: $RECSYS_PG_BIN, Debian's /usr/lib/postgresql/N/bin
+    (newest N first), or wherever `pg_ctl` is on PATH."""
+    candidates = [Path(p) for p in [os.environ.get("RECSYS_PG_BIN", "")] if p]
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += versions
+    if found := shutil.which("pg_ctl"):
+        candidates.append(Path(found).parent)
+    for directory in candidates:
+        if (directory / "pg_ctl").is_file() and (directory / "initdb").is_file():
+            return directory
+    raise StackUnavailable(
+        "PostgreSQL server programs (initdb, pg_ctl) not found: install them "
+        "(Debian/Ubuntu: apt-get install postgresql) or set RECSYS_PG_BIN to their directory"
+    )
+
+
+def check_available() -> None:
+    """Raise StackUnavailable when this machine cannot run the stack at all: PostgreSQL's server
+    programs or MLflow's PostgreSQL driver (psycopg, the `postgres` extra) are missing."""
+    postgres_bin()
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
+        raise StackUnavailable(
+            "the PostgreSQL driver for MLflow (psycopg) is not installed: pip install -e '.[postgres]'"
+        )
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _as_db_user(command: list[str]) -> list[str]:
+    """PostgreSQL's programs as the `postgres` system user when we are root (it refuses root)."""
+    if not _is_root():
+        return command
+    if shutil.which("runuser") is None:
+        raise StackUnavailable("running as root needs `runuser` to start PostgreSQL as the postgres user")
+    return ["runuser", "-u", DB_USER, "--", *command]
+
+
+def _chown_to_db_user(path: Path) -> None:
+    if not _is_root():
+        return
+    try:
+        shutil.chown(path, user=DB_USER, group=None)
+    except LookupError:
+        raise StackUnavailable(
+            "PostgreSQL refuses to run as root and there is no `postgres` system user to run it as; "
+            "create one (useradd --system postgres) or run as an ordinary user"
+        ) from None
+
+
+def _run(command: list[str], what: str, env: Mapping[str, str] | None = None, timeout: float = 180) -> str:
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=dict(env) if env else None
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"{what}: {exc}") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise StackError(f"{what} failed: {detail[-1] if detail else f'exit code {done.returncode}'}")
+    return done.stdout
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+@dataclass
+class Postgres:
+    """One PostgreSQL cluster in `root` (data/, password, postgres.log), listening on 127.0.0.1 only.
+
+    Password authentication (scram-sha-256) with a generated password kept in `root/password`
+    (mode 0600): a shared machine's other users cannot reach the databases."""
+
+    root: Path
+    port: int
+    durable: bool = True
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "postgres.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "password"
+
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        """SQLAlchemy URL; `postgresql` uses psycopg, `postgresql+asyncpg` is what Prefect needs."""
+        return f"{driver}://{DB_USER}:{self.password()}@{HOST}:{self.port}/{database}"
+
+    def init(self) -> None:
+        """Create the cluster unless `root/data` already holds one (a restarted stack keeps its data)."""
+        if (self.data / "PG_VERSION").is_file():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self.password_file.write_text(secrets.token_hex(16) + "\n")
+        os.chmod(self.password_file, 0o600)
+        for path in (self.root, self.password_file):
+            _chown_to_db_user(path)
+        if _is_root() and subprocess.run(_as_db_user(["test", "-w", str(self.root)])).returncode != 0:
+            raise StackError(
+                f"{self.root}: the postgres system user cannot write here (a parent directory is "
+                "closed to it); choose a stack directory under /tmp or /var/tmp with --dir"
+            )
+        command = [
+            str(postgres_bin() / "initdb"), "-D", str(self.data), "-U", DB_USER,
+            f"--pwfile={self.password_file}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+        ]  # fmt: skip
+        if not self.durable:
+            command.append("--no-sync")
+        _run(_as_db_user(command), f"initdb in {self.data}")
+
+    def running(self) -> bool:
+        if not (self.data / "PG_VERSION").is_file():
+            return False
+        command = _as_db_user([str(postgres_bin() / "pg_ctl"), "status", "-D", str(self.data)])
+        return subprocess.run(command, capture_output=True).returncode == 0
+
+    def start(self) -> None:
+        """Start the server (pg_ctl waits until it accepts connections). TCP on 127.0.0.1 only."""
+        if self.running():
+            return
+        if port_in_use(self.port):
+            raise StackError(f"port {self.port} on {HOST} is in use; choose another PostgreSQL port")
+        options = [f"-h {HOST}", f"-p {self.port}", "-c unix_socket_directories=''"]
+        if not self.durable:
+            options += [f"-c {setting}" for setting in FAST_SETTINGS]
+        command = [
+            str(postgres_bin() / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log),
+            "-w", "-t", "120", "-o", " ".join(options),
+        ]  # fmt: skip
+        try:
+            _run(_as_db_user(command), f"starting PostgreSQL on port {self.port}", timeout=150)
+        except StackError as exc:
+            raise StackError(f"{exc}\n{tail(self.log)}") from None
+
+    def create_database(self, name: str) -> None:
+        """Create database `name` unless it exists."""
+        env = {**os.environ, "PGPASSWORD": self.password()}
+        psql = [str(postgres_bin() / "psql"), "-h", HOST, "-p", str(self.port), "-U", DB_USER, "-tA"]
+        exists = _run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"], "psql", env)
+        if exists.strip() != "1":
+            _run([*psql, "-c", f'CREATE DATABASE "{name}"'], f"creating database {name}", env)
+
+    def stop(self) -> None:
+        """Fast shutdown (open transactions roll back, nothing committed is lost)."""
+        if not self.running():
+            return
+        command = [str(postgres_bin() / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w"]
+        _run(_as_db_user(command), "stopping PostgreSQL", timeout=90)
+
+
+# --------------------------------------------------------------------------------------------------
+# Server processes
+
+
+@dataclass
+class Server:
+    """A server process started by this module: its own process group, its log, its health URL."""
+
+    name: str
+    pid: int
+    url: str
+    health: str
+    log: str
+    marker: str  # a word its command line must contain, so a reused pid is never signalled
+
+    def alive(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            try:
+                os.kill(self.pid, 0)
+            except OSError:
+                return False
+            return True  # no /proc (macOS): trust the pid
+        return self.marker in cmdline
+
+    def healthy(self, timeout: float = 5.0) -> bool:
+        try:
+            with urllib.request.urlopen(self.health, timeout=timeout) as response:  # noqa: S310 - our URL
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
+        """Block until the health URL answers 200; a process that exits first is an error with its log."""
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            exited = process.poll() is not None if process is not None else not self.alive()
+            if exited:
+                raise StackError(f"{self.name} exited before it was ready; its log ({self.log}) ends:\n{tail(Path(self.log))}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name} not ready after {timeout:.0f} s; its log ({self.log}) ends:\n{tail(Path(self.log))}")
+            time.sleep(0.5)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM to the process group, SIGKILL after `timeout` s."""
+        if not self.alive():
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                        return
+                except ChildProcessError:  # not our child (a later `stack down`): poll instead
+                    if not self.alive():
+                        return
+                time.sleep(0.2)
+
+
+def launch(
+    name: str, command: list[str], env: Mapping[str, str], log: Path, url: str, health: str, marker: str
+) -> tuple[Server, subprocess.Popen]:
+    """Start `command` detached (own session), output to `log`; returns at once."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(env), start_new_session=True,
+        )  # fmt: skip
+    return Server(name, process.pid, url, health, str(log), marker), process
+
+
+def _python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This interpreter's bin directory first on PATH (MLflow execs `uvicorn` by name)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+# MLflow 3.x servers start a job runner by default (a huey consumer per GenAI job type: ~8 more
+# processes and ~1 GB of memory) for trace scoring and prompt optimisation, which training runs never
+# use. Off unless the environment says otherwise (`MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true`).
+MLFLOW_NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def mlflow_server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for an `mlflow server` / `mlflow ui` process: the job runner off unless `env` sets it."""
+    return {**MLFLOW_NO_JOB_RUNNER, **env}
+
+
+def mlflow_server_command(artifacts: Path, port: int, workers: int | None) -> list[str]:
+    """`mlflow server` with its artifact proxy writing to `artifacts`: clients upload and download
+    through the server (mlflow-artifacts:/...), never touching the path. The backend store's URI
+    holds the database password, so it goes in the environment (MLFLOW_BACKEND_STORE_URI, see
+    Stack.launch_mlflow), not on the command line that `ps` shows every user of the machine."""
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--artifacts-destination", str(artifacts), "--host", HOST, "--port", str(port),
+    ]  # fmt: skip
+    if workers:
+        command += ["--workers", str(workers)]
+    if workers != 1:  # several workers: uvicorn kills one that misses a 5 s ping, e.g. on a busy machine
+        command += ["--uvicorn-opts", "--timeout-worker-healthcheck 30"]
+    return command
+
+
+def prefect_server_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole stack
+
+
+@dataclass
+class StackInfo:
+    """What `stack.json` records: where each part listens, and the server pids to stop."""
+
+    root: str
+    postgres_port: int
+    mlflow_url: str
+    prefect_url: str
+    servers: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+
+class Stack:
+    """PostgreSQL + MLflow server + Prefect server under one directory.
+
+    `start()` does everything and waits; `launch_*` / `wait_*` let a caller (the test session)
+    start the servers in the background and wait only when it needs one."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        postgres_port: int = 5433,
+        mlflow_port: int = 5000,
+        prefect_port: int = 4200,
+        durable: bool = True,
+        mlflow_workers: int | None = None,
+        prefect_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.postgres = Postgres(self.root / "postgres", postgres_port, durable=durable)
+        self.mlflow_port, self.prefect_port = mlflow_port, prefect_port
+        self.mlflow_workers = mlflow_workers
+        self.prefect_env = dict(prefect_env or {})
+        self.artifacts = self.root / "mlflow-artifacts"
+        self.servers: dict[str, Server] = {}
+        self._processes: dict[str, subprocess.Popen] = {}
+
+    # -------------------------------------------------------------- urls
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{HOST}:{self.prefect_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    def info(self) -> StackInfo:
+        return StackInfo(
+            str(self.root), self.postgres.port, self.mlflow_url, self.prefect_url,
+            {name: asdict(server) for name, server in self.servers.items()},
+        )  # fmt: skip
+
+    # -------------------------------------------------------------- start
+    def start_postgres(self) -> None:
+        check_available()
+        self.postgres.init()
+        self.postgres.start()
+        for database in ("mlflow", "prefect"):
+            self.postgres.create_database(database)
+
+    def launch_mlflow(self) -> Server:
+        self._check_port(self.mlflow_port, "MLflow")
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        command = mlflow_server_command(self.artifacts, self.mlflow_port, self.mlflow_workers)
+        env = mlflow_server_env(_python_env({"MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow")}))
+        return self._launch("mlflow", command, env, self.mlflow_url, f"{self.mlflow_url}/health")
+
+    def launch_prefect(self) -> Server:
+        self._check_port(self.prefect_port, "Prefect")
+        env = _python_env(
+            {
+                "PREFECT_API_DATABASE_CONNECTION_URL": self.postgres.url("prefect", "postgresql+asyncpg"),
+                "PREFECT_HOME": str(self.root / "prefect-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                **self.prefect_env,
+            }
+        )
+        env.pop("PREFECT_API_URL", None)  # the server is the API; a client setting would confuse it
+        return self._launch(
+            "prefect", prefect_server_command(self.prefect_port), env, self.prefect_url,
+            f"{self.prefect_api_url}/health",
+        )  # fmt: skip
+
+    def wait(self, name: str, timeout: float = READY_TIMEOUT_S) -> Server:
+        server = self.servers[name]
+        server.wait_ready(timeout, self._processes.get(name))
+        return server
+
+    def start(self, *, mlflow: bool = True, prefect: bool = True, log: Callable[[str], None] = print) -> StackInfo:
+        """Start every part and wait until each answers; stops what it started when one fails."""
+        wanted = [name for name, on in (("mlflow", mlflow), ("prefect", prefect)) if on]
+        try:
+            log(f"PostgreSQL: starting on {HOST}:{self.postgres.port} (data in {self.postgres.data})")
+            self.start_postgres()
+            for name in wanted:
+                log(f"{name}: starting (log {self.root / (name + '.log')})")
+                (self.launch_mlflow if name == "mlflow" else self.launch_prefect)()
+            self.write_state()
+            for name in wanted:  # both servers start at once; wait for each in turn
+                self.wait(name)
+                log(f"{name}: ready at {self.servers[name].url}")
+        except BaseException:
+            self.stop()
+            raise
+        return self.info()
+
+    # -------------------------------------------------------------- stop
+    def stop(self) -> None:
+        """Stop the servers, then PostgreSQL; forget the state file."""
+        for server in list(self.servers.values()):
+            server.stop()
+        self.servers.clear()
+        self._processes.clear()
+        try:
+            self.postgres.stop()
+        finally:
+            (self.root / STATE_FILE).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- state
+    def write_state(self) -> None:
+        path = self.root / STATE_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self.info()), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_state(cls, root: Path) -> Stack | None:
+        """The stack recorded in `root/stack.json` (ports and pids of a running `stack up`), if any."""
+        path = Path(root) / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+            stack = cls(
+                Path(root),
+                postgres_port=int(state["postgres_port"]),
+                mlflow_port=int(state["mlflow_url"].rsplit(":", 1)[1]),
+                prefect_port=int(state["prefect_url"].rsplit(":", 1)[1]),
+            )
+            stack.servers = {name: Server(**fields) for name, fields in state.get("servers", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StackError(f"{path}: unreadable stack state ({exc}); stop the processes by hand") from None
+        return stack
+
+    # -------------------------------------------------------------- internals
+    def _check_port(self, port: int, what: str) -> None:
+        if port_in_use(port):
+            raise StackError(f"port {port} on {HOST} is in use; choose another {what} port")
+
+    def _launch(self, name: str, command: list[str], env: dict[str, str], url: str, health: str) -> Server:
+        marker = "mlflow" if name == "mlflow" else "prefect"
+        server, process = launch(name, command, env, self.root / f"{name}.log", url, health, marker)
+        self.servers[name], self._processes[name] = server, process
+        return server
+
+
+# --------------------------------------------------------------------------------------------------
+# Stacks whose owner was killed
+
+
+def claim(root: Path, pid: int | None = None) -> None:
+    """Record the process that owns the throw-away stack in `root` (pid and start time, so a reused
+    pid is not mistaken for it): a test session killed with -9 cannot stop its servers, and the next
+    session's `reap_orphans` does it instead."""
+    import psutil
+
+    process = psutil.Process(pid)
+    path = Path(root) / OWNER_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"pid": process.pid, "started": process.create_time()}))
+    os.replace(tmp, path)
+
+
+def owner_alive(root: Path) -> bool | None:
+    """Whether the process that claimed `root` still runs; None when nobody claimed it."""
+    import psutil
+
+    try:
+        owner = json.loads((Path(root) / OWNER_FILE).read_text())
+        return psutil.Process(int(owner["pid"])).create_time() == float(owner["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # it runs, but is not ours to look at
+        return True
+
+
+def reap_orphans(parent: Path, prefix: str) -> list[Path]:
+    """Stop the servers and PostgreSQL of every claimed stack under `parent/prefix*` whose owner is
+    gone, and delete its directory; stacks in use, or never claimed, are left alone."""
+    reaped = []
+    for root in sorted(Path(parent).glob(f"{prefix}*")):
+        if not root.is_dir() or owner_alive(root) is not False:
+            continue
+        try:
+            (Stack.from_state(root) or Stack(root)).stop()
+        except StackError:
+            continue  # cannot stop it safely (unreadable state): leave it for a person
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped

@@ -1,0 +1,46 @@
+"""The training flow as a team schedules it: `recsys schedule` serves the deployment against a
+Prefect server on PostgreSQL (not the ephemeral test harness), two runs are scheduled on the server,
+the runner executes them, and each logs a finished pipeline run to the PostgreSQL-backed MLflow
+server. tests/flows/scheduled_scenario.py drives it; the session starts it in the background as soon
+as both servers answer (tests/conftest.py), and runs this check last."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from mlflow import MlflowClient
+
+
+@pytest.mark.slow
+def test_a_deployment_on_a_prefect_server_runs_two_scheduled_runs_and_logs_both(scheduled_runs, mlflow_server):
+    result, log = scheduled_runs
+    assert "error" not in result, f"{result['error']}\n{log[-3000:]}"
+    assert result["schedules"] == ["0 3 1 1 *"]  # the deployment carries its cron schedule
+    first, second = result["runs"]
+    assert (first["state"], second["state"]) == ("COMPLETED", "COMPLETED"), log[-3000:]
+    assert datetime.fromisoformat(first["expected_start"]) < datetime.fromisoformat(second["expected_start"])
+    # the server's own scheduler put the deployment's next (yearly) runs on the calendar
+    assert result["upcoming"] and set(result["upcoming"]) == {"SCHEDULED"}
+
+    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(result["experiment"])
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`recsys.kind` = 'pipeline'")
+    by_flow_run = {p.data.tags.get("recsys.prefect_flow_run_id"): p for p in parents}
+    for run in (first, second):
+        parent = by_flow_run[run["id"]]  # each flow run left its own MLflow pipeline run
+        assert parent.info.status == "FINISHED"
+        assert parent.data.tags["mlflow.source.type"] == "JOB"
+        assert parent.data.tags["mlflow.source.name"] == f"prefect deployment training-pipeline:{result['name']}"
+        children = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        )
+        assert sorted(c.info.run_name for c in children) == ["pop", "wals"]
+        assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_recsys_schedule_interval_makes_an_interval_schedule():
+    from flows.deployments import pipeline_deployment
+
+    deployment = pipeline_deployment(interval=21600, config_path="pipelines/configs/default.toml")
+    assert [s.schedule.interval for s in deployment.schedules] == [timedelta(hours=6)]

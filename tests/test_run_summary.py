@@ -1,0 +1,13 @@
+"""The lines `recsys run` ends with: the champion line says the promotion decision once."""
+
+from __future__ import annotations
+
+from recsys.cli.pipeline_cmds import champion_line
+
+
+def test_the_champion_line_names_the_decision_once():
+    first = {"champion": "wals", "promotion": {"decision": "promoted", "reason": "promoted: no champion yet"}}
+    assert champion_line(first) == "champion: [bold]wals[/] (promoted: no champion yet)"
+    kept = {"champion": "ease", "promotion": {"decision": "kept", "reason": "challenger not better (p = 0.41)"}}
+    assert champion_line(kept) == "champion: [bold]ease[/] (kept: challenger not better (p = 0.41))"
+    assert champion_line({"champion": None}) == "champion: [bold]None[/] ()"

@@ -1,0 +1,127 @@
+"""The team stack itself (recsys.stack, `recsys stack`): both servers keep their state in PostgreSQL,
+MLflow's artifacts go through its proxy, and the CLI finds a running stack by its directory. The
+session's stack (tests/conftest.py) is the one under test, so nothing here starts another."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psutil
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.stack import HOST, Server, Stack, claim, mlflow_server_command, mlflow_server_env, reap_orphans
+
+
+def test_server_commands_listen_on_localhost_and_proxy_artifacts(tmp_path):
+    command = mlflow_server_command(tmp_path / "a", 5000, None)
+    assert command[command.index("--host") + 1] == HOST == "127.0.0.1"
+    assert command[command.index("--artifacts-destination") + 1] == str(tmp_path / "a")
+    assert "--no-serve-artifacts" not in command and "--default-artifact-root" not in command
+
+
+def test_mlflow_artifacts_go_through_the_server_proxy(team_stack, tmp_path):
+    client = MlflowClient(team_stack.mlflow_url, registry_uri=team_stack.mlflow_url)
+    experiment = client.create_experiment(f"proxy-{tmp_path.name}")
+    assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:/")
+    run = client.create_run(experiment)
+    client.log_text(run.info.run_id, f"hello from {tmp_path.name}", "notes/hello.txt")
+    client.set_terminated(run.info.run_id)
+    # the client only ever saw an mlflow-artifacts: URI; the file sits under the server's destination
+    assert client.get_run(run.info.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
+    stored = [p for p in team_stack.artifacts.rglob("hello.txt") if run.info.run_id in str(p)]
+    assert len(stored) == 1 and stored[0].read_text() == f"hello from {tmp_path.name}"
+    back = client.download_artifacts(run.info.run_id, "notes/hello.txt", str(tmp_path))
+    assert open(back).read() == f"hello from {tmp_path.name}"
+
+
+def test_both_servers_keep_their_state_in_postgresql(team_stack, tmp_path):
+    import psycopg  # the `postgres` extra; the stack is skipped (team_stack) without it
+
+    name = f"pg-{tmp_path.name}"
+    MlflowClient(team_stack.mlflow_url).create_experiment(name)
+    with psycopg.connect(team_stack.postgres.url("mlflow")) as conn:
+        assert conn.execute("SELECT count(*) FROM experiments WHERE name = %s", (name,)).fetchone()[0] == 1
+    with psycopg.connect(team_stack.postgres.url("prefect")) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert {"flow", "flow_run", "deployment"} <= tables
+
+
+def test_stack_cli_finds_the_running_stack_by_its_directory(team_stack):
+    status = CliRunner().invoke(app, ["stack", "status", "--dir", str(team_stack.root)])
+    assert status.exit_code == 0, status.output
+    assert [line.split() for line in status.output.strip().splitlines()] == [
+        ["postgres", "up"], ["mlflow", "up"], ["prefect", "up"],
+    ]  # fmt: skip
+    again = CliRunner().invoke(app, ["stack", "up", "--dir", str(team_stack.root)])
+    assert again.exit_code == 0 and "running already" in again.output
+    assert f"export MLFLOW_TRACKING_URI={team_stack.mlflow_url}" in again.output
+    assert (team_stack.root / "env").read_text().splitlines() == [
+        f"export MLFLOW_TRACKING_URI={team_stack.mlflow_url}",
+        f"export PREFECT_API_URL={team_stack.prefect_api_url}",
+    ]
+
+
+def test_stack_status_without_a_stack_says_how_to_start_one(tmp_path):
+    result = CliRunner().invoke(app, ["stack", "status", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "make stack" in result.output
+
+
+def process_tree(pid: int) -> list[str]:
+    """Command lines of `pid` and all its descendants."""
+    root = psutil.Process(pid)
+    commands = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            commands.append(" ".join(process.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return commands
+
+
+def test_mlflow_servers_run_without_the_genai_job_runner(team_stack, recsys_ui_process):
+    """MLflow 3's job runner (huey consumers for GenAI jobs: ~8 processes, ~1 GB) is off in the
+    stack's server and under `recsys ui`; a user who wants it sets the variable."""
+    for pid in (team_stack.servers["mlflow"].pid, recsys_ui_process.process.pid):
+        commands = process_tree(pid)
+        assert any("uvicorn" in command for command in commands), commands  # it serves
+        assert not [c for c in commands if "huey" in c or "jobs._job_runner" in c], commands
+    wanted = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
+    assert mlflow_server_env(wanted) == wanted  # the environment's own setting wins
+
+
+def test_the_database_password_is_on_no_command_line(team_stack):
+    """`ps` shows every user each process's command line: the servers get the PostgreSQL URL, and
+    its password, through their environment."""
+    password = team_stack.postgres.password()
+    for process in psutil.process_iter(["cmdline"]):
+        assert password not in " ".join(process.info["cmdline"] or []), process.info["cmdline"][:3]
+
+
+def test_a_stack_whose_owner_was_killed_is_stopped_and_removed(tmp_path):
+    """A test session killed with -9 leaves its servers running; the next session stops the servers
+    of every claimed stack whose owner is gone and deletes its directory, and leaves the rest."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+    server = subprocess.Popen([*sleeper, "mlflow"], start_new_session=True)  # "mlflow": its marker
+    owner = subprocess.Popen(sleeper)
+    orphan, in_use, unclaimed = (tmp_path / f"stack-{n}" for n in ("orphan", "in-use", "unclaimed"))
+    for root in (orphan, in_use, unclaimed):
+        root.mkdir()
+    stack = Stack(orphan)
+    stack.servers["mlflow"] = Server("mlflow", server.pid, "http://127.0.0.1:1", "http://127.0.0.1:1/health",
+                                     str(orphan / "mlflow.log"), "mlflow")  # fmt: skip
+    stack.write_state()
+    claim(orphan, owner.pid)
+    claim(in_use)  # this process: alive
+    owner.kill()
+    owner.wait()
+    try:
+        assert reap_orphans(tmp_path, "stack-") == [orphan]
+        assert server.poll() is not None  # stopped
+        assert not orphan.exists() and in_use.is_dir() and unclaimed.is_dir()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
