@@ -360,6 +360,22 @@ def main() -> None:
     write_report()
 
 
+def target_verdict(libraries: list[dict[str, Any]], size: int = 1_000_000) -> str:
+    """The issue's target, per library at `size` items: one ef with recall@100 >= 0.99 of exact and
+    single-query p99 <= 5 ms."""
+    record = next((r for r in libraries if r["size"] == size), None)
+    if record is None:
+        return f"Target at {size:,} items: not measured in this run."
+    said = []
+    for result in record["results"]:
+        if "error" in result:
+            said.append(f"{result['library']} {result['error']}")
+            continue
+        ok = [row for row in result["efs"] if row["recall@100"] >= 0.99 and row["p99_ms"] <= 5.0]
+        said.append(f"{result['library']} met at ef {ok[0]['ef']}" if ok else f"{result['library']} not met")
+    return f"Target at {size:,} items (recall@100 >= 0.99 and p99 <= 5 ms at one ef): " + "; ".join(said) + "."
+
+
 def write_report() -> None:
     libraries = sorted((json.loads(p.read_text()) for p in RAW.glob("libraries-*.json")), key=lambda r: r["size"])
     serves = sorted((json.loads(p.read_text()) for p in RAW.glob("serve-*.json")), key=lambda r: r["size"])
@@ -384,7 +400,7 @@ def write_report() -> None:
             else:
                 lines.append(f"| {result['library']} | {record['size']:,} | {row['ef']} | {row['recall@100']:.4f} | "
                              f"{row['p50_ms']:.3f} ms | {row['p99_ms']:.3f} ms | {result['build_s']:.0f} s |")  # fmt: skip
-    lines.append("")
+    lines += ["", target_verdict(libraries), ""]
     for serve in serves:
         ann, load = serve["index"], serve["load"]
         lines += [
