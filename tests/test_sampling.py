@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from typing import get_args
 
 import numpy as np
@@ -22,6 +24,7 @@ from recsys.sampling import (
     UniformSampler,
     accidental_hit_mask,
     build_sampler,
+    candidate_columns,
     item_counts_from_csr,
     negative_mask,
 )
@@ -292,8 +295,6 @@ def test_negatives_move_between_devices_whole():
 def test_candidate_columns_table_and_search_agree():
     """Both ways of finding a liked item's candidate column (the item table for ordinary catalogues,
     the search when the catalogue dwarfs the batch) give the same columns and hits."""
-    from recsys.sampling import candidate_columns
-
     gen = torch.Generator().manual_seed(0)
     candidates = torch.unique(torch.randint(0, 500, (60,), generator=gen))
     liked = torch.randint(0, 500, (300,), generator=gen)
@@ -303,3 +304,203 @@ def test_candidate_columns_table_and_search_agree():
     assert torch.equal(table_col[table_hit], search_col[search_hit])
     assert torch.equal(candidates[table_col[table_hit]], liked[table_hit])
     assert torch.equal(table_hit, torch.isin(liked, candidates))
+
+
+def test_sampler_defaults_users_rely_on():
+    """Shared candidates (one matmul) and word2vec's alpha = 0.75 are the documented defaults."""
+    assert UniformSampler(6, 4).sample(USERS, POS, gen()).items.shape == (4,)
+    negs = PopularitySampler(COUNTS, 4).sample(USERS, POS, gen())
+    assert negs.items.shape == negs.log_q.shape == (4,)
+    q = COUNTS.astype(float) ** 0.75 / (COUNTS.astype(float) ** 0.75).sum()
+    np.testing.assert_allclose(negs.pos_log_q.numpy(), np.log(q[POS.numpy()]), rtol=1e-6)
+
+
+def test_samplers_take_the_smallest_valid_catalogue():
+    """One item, or one interaction in total, is enough: every draw is that item, with log q = 0."""
+    one = torch.tensor([0])
+    for sampler in (UniformSampler(1, 3), PopularitySampler(np.array([1]), 3)):
+        negs = sampler.sample(one, one, gen())
+        assert negs.items.tolist() == [0, 0, 0] and torch.equal(negs.log_q, torch.zeros(3))
+    in_batch = InBatchSampler(np.array([0, 1]))
+    assert in_batch.log_prob(torch.tensor([1])).item() == 0.0
+    assert in_batch.log_prob(torch.tensor([0])).item() == -math.inf
+    mixed = MixedSampler(np.array([0, 1]), 1)  # q_mix(1) = (1 * 1 + 1 / 2) / 2
+    assert mixed.log_prob(torch.tensor([1]), 1).item() == pytest.approx(math.log(0.75))
+
+
+@pytest.mark.parametrize(
+    ("make", "counts", "message"),
+    [
+        (
+            lambda c: PopularitySampler(c, 3),
+            np.ones((2, 2)),
+            "popularity sampler needs a 1-D array of non-negative item counts",
+        ),
+        (
+            lambda c: PopularitySampler(c, 3),
+            np.array([]),
+            "popularity sampler needs a 1-D array of non-negative item counts",
+        ),
+        (lambda c: PopularitySampler(c, 3), np.zeros(3), "popularity sampler: every item has zero count"),
+        (
+            InBatchSampler,
+            np.ones((2, 2)),
+            "in-batch sampler needs a 1-D array of item counts with a positive total",
+        ),
+        (
+            InBatchSampler,
+            np.zeros(3),
+            "in-batch sampler needs a 1-D array of item counts with a positive total",
+        ),
+        (
+            lambda c: MixedSampler(c, 3),
+            np.ones((2, 2)),
+            "mixed sampler needs a 1-D array of item counts with a positive total",
+        ),
+        (
+            lambda c: MixedSampler(c, 3),
+            np.zeros(3),
+            "mixed sampler needs a 1-D array of item counts with a positive total",
+        ),
+    ],
+)
+def test_bad_item_counts_fail_with_the_message_users_see(make, counts, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        make(counts)
+
+
+def test_bad_catalogue_and_missing_scorer_fail_with_the_message_users_see():
+    with pytest.raises(ConfigError, match="^uniform sampler needs at least one item, got n_items=0$"):
+        UniformSampler(0, 3)
+    message = "hard-negative sampler has no score_fn; set sampler.score_fn to the model's scorer"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        HardNegativeSampler(6, 5, 2, TRAIN).sample(USERS, POS, gen())
+
+
+def test_zero_count_items_give_no_divide_warning():
+    """An item nobody interacted with has log q = -inf by design; that is no reason to warn the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PopularitySampler(COUNTS, 3)
+        InBatchSampler(COUNTS)
+
+
+def test_popularity_with_nothing_to_draw_returns_empty_long_items():
+    none_shared = PopularitySampler(COUNTS, 0).sample(USERS, POS, gen())
+    assert (
+        none_shared.items.shape == none_shared.log_q.shape == (0,) and none_shared.items.dtype == torch.long
+    )
+    assert none_shared.pos_log_q.shape == (3,)
+    empty = torch.empty(0, dtype=torch.long)
+    no_batch = PopularitySampler(COUNTS, 4, shared=False).sample(empty, empty, gen())
+    assert no_batch.items.shape == (0, 4) and no_batch.items.dtype == torch.long
+
+
+META = torch.device("meta")  # stands in for an accelerator: a device other than the CPU generator's
+
+
+def meta_scores(users: torch.Tensor) -> torch.Tensor:
+    return fixed_scores(users).to(META)
+
+
+@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("shared", [True, False])
+def test_draws_come_back_on_the_positives_device(index, shared):
+    """Draws happen on the generator's device (here the CPU) and are returned on `pos_idx`'s device, the
+    model's: a sampler that left one tensor behind breaks training on a GPU. Tensors on torch's `meta`
+    device carry shapes and devices but no data, so this runs on a CPU-only machine."""
+    sampler = all_samplers(shared)[index]
+    if isinstance(sampler, HardNegativeSampler):
+        sampler.score_fn = meta_scores  # the model scores on its own device; user ids stay on the CPU
+        negs = sampler.sample(USERS, POS.to(META), gen())
+    else:
+        negs = sampler.sample(USERS.to(META), POS.to(META), gen())
+    for name in ("items", "log_q", "pos_log_q"):
+        assert getattr(negs, name).device == META, name
+    empty = PopularitySampler(COUNTS, 0, shared=shared).sample(USERS.to(META), POS.to(META), gen())
+    assert empty.items.device == META
+
+
+def test_masks_and_lookups_stay_on_the_candidates_device():
+    lookup, nobody = PositiveLookup(TRAIN), PositiveLookup(sp.csr_matrix((3, 6), dtype=np.float32))
+    per_example = torch.tensor([[3, 3, 2, 1], [2, 0, 0, 5], [4, 4, 0, 1]], device=META)
+    for found in (
+        lookup.contains(USERS, per_example),  # user ids may stay on the CPU
+        nobody.contains(USERS, per_example),
+        lookup.contains_shared(USERS, torch.empty(0, dtype=torch.long, device=META)),
+        negative_mask(
+            USERS.to(META), POS.to(META), InBatchSampler(COUNTS).sample(USERS, POS.to(META), gen())
+        ),
+    ):
+        assert found.device == META and found.dtype == torch.bool
+    col, hit = candidate_columns(torch.tensor([0, 5], device=META), torch.tensor([1, 5], device=META), 6)
+    assert col.device == hit.device == META
+    moved = Negatives(POS, POS.float(), POS.float(), in_batch=3).to(META)
+    assert moved.items.device == moved.log_q.device == moved.pos_log_q.device == META and moved.in_batch == 3
+
+
+def test_negative_mask_without_in_batch_columns_is_the_accidental_hits():
+    lookup = PositiveLookup(TRAIN)
+    for shared in (True, False):
+        negs = UniformSampler(6, 5, shared).sample(USERS, POS, gen(2))
+        expected = accidental_hit_mask(USERS, POS, negs.items, lookup).expand(3, 5)
+        assert torch.equal(negative_mask(USERS, POS, negs, lookup), expected)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_build_sampler_passes_shared_negatives_on(shared):
+    for name, num in (("uniform", 4), ("popularity", 4), ("mixed", 3 + 2)):
+        cfg = TwoTowerConfig(name="tt", sampler=name, num_negatives=4, shared_negatives=shared)
+        items = build_sampler(cfg, COUNTS, TRAIN).sample(USERS, POS, gen()).items
+        assert items.shape == ((num,) if shared else (3, num)), name
+
+
+@pytest.mark.parametrize(("fraction", "n_uniform"), [(0.0, 0), (0.1, 1), (0.5, 2), (1.0, 4)])
+def test_build_sampler_mixed_draws_at_least_one_uniform_item_when_asked_for_any(fraction, n_uniform):
+    cfg = TwoTowerConfig(name="tt", sampler="mixed", num_negatives=4, mixed_uniform_fraction=fraction)
+    assert build_sampler(cfg, COUNTS, TRAIN).sample(USERS, POS, gen()).num == 3 + n_uniform
+
+
+def test_build_sampler_names_a_sampler_it_does_not_know():
+    cfg = TwoTowerConfig(name="tt").model_copy(update={"sampler": "zipf"})  # past validation
+    with pytest.raises(ConfigError, match="^unknown sampler 'zipf'$"):
+        build_sampler(cfg, COUNTS, TRAIN)
+
+
+def test_lookup_on_unsorted_csr_with_duplicates_matches_dense():
+    """A CSR built by hand may have unsorted rows and repeated entries; the sorted keys must not care."""
+    train = sp.csr_matrix(
+        (np.ones(6, dtype=np.float32), np.array([3, 0, 3, 5, 1, 4]), np.array([0, 3, 5, 6])), shape=(3, 6)
+    )
+    assert not train.has_canonical_format
+    dense = train.toarray() != 0  # user 0 likes {0, 3}, user 1 {1, 5}, user 2 {4}
+    grid = torch.tensor([[0, 1, 3, 5], [5, 4, 1, 0], [4, 3, 2, 1]])
+    expected = torch.as_tensor(dense[np.arange(3)[:, None], grid.numpy()])
+    lookup = PositiveLookup(train)
+    assert torch.equal(lookup.contains(USERS, grid), expected)
+    assert torch.equal(lookup.contains_shared(USERS, grid[0]), torch.as_tensor(dense[:, [0, 1, 3, 5]]))
+
+
+def test_lookup_edge_sizes():
+    """One candidate, one known interaction, no interactions, no candidates in a large catalogue."""
+    lookup = PositiveLookup(TRAIN)
+    assert lookup.contains_shared(torch.tensor([0, 1]), torch.tensor([3])).tolist() == [[True], [False]]
+    single = PositiveLookup(sp.csr_matrix(([1.0], ([0], [3])), shape=(2, 6)))
+    assert single.contains(torch.tensor([0, 1]), torch.tensor([[3, 1], [3, 3]])).tolist() == [
+        [True, False],
+        [False, False],
+    ]
+    nobody = PositiveLookup(sp.csr_matrix((3, 6), dtype=np.float32)).contains(
+        USERS, torch.tensor([[0, 5]] * 3)
+    )
+    assert nobody.shape == (3, 2) and nobody.dtype == torch.bool and not nobody.any()
+    wide = PositiveLookup(sp.csr_matrix(([1.0], ([0], [7])), shape=(2, 100)))  # far more items than likes
+    empty = wide.contains_shared(torch.tensor([0, 1]), torch.empty(0, dtype=torch.long))
+    assert empty.shape == (2, 0) and empty.dtype == torch.bool
+    assert item_counts_from_csr(TRAIN).dtype == np.int64
+
+
+def test_candidate_columns_search_past_the_last_candidate():
+    """Liked items above the largest candidate, and equal to it, on the search path."""
+    col, hit = candidate_columns(torch.tensor([0, 3, 4]), torch.tensor([1, 3]), 10**6)
+    assert hit.tolist() == [False, True, False] and col[hit].tolist() == [1]
