@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.config import ConfigError
+from recsys.evaluation import metrics as metrics_module
 from recsys.evaluation.metrics import (
     arp_at_k,
     compute_metrics,
@@ -288,3 +290,66 @@ def test_one_pass_metrics_equal_a_per_user_reference_for_every_metric_and_k(seed
             result.summary[f"novelty@{k}"], rel=1e-12
         )
         assert arp_at_k(kept, k, popularity) == pytest.approx(result.summary[f"arp@{k}"], rel=1e-12)
+
+
+def test_hit_matrix_in_many_bitmap_blocks_matches_a_dense_lookup(monkeypatch) -> None:
+    """The bitmap covers a block of users at a time (2 here, for 7 users): every block's truth cells
+    are set, read and cleared again, so no block sees another's items."""
+    monkeypatch.setattr(metrics_module, "_BITMAP_CELLS", 12)  # 12 // 5 items = 2 users per block
+    rng = np.random.default_rng(3)
+    truth = sp.csr_matrix(rng.random((7, 5)) < 0.4)
+    lists = rng.integers(-1, 5, size=(7, 4))
+    expected = (truth.toarray()[np.arange(7)[:, None], np.maximum(lists, 0)]) & (lists >= 0)
+    np.testing.assert_array_equal(hit_matrix(lists, truth), expected)
+    assert expected.any() and not expected.all()
+
+
+def test_metric_inputs_that_do_not_fit_are_refused_with_their_shapes() -> None:
+    truth = sp.csr_matrix(np.eye(3, 4))
+    rows = re.escape("top-k lists (2, 3) and truth (3, 4) must have one row per user")
+    with pytest.raises(ValueError, match=f"^{rows}$"):
+        hit_matrix(np.zeros((2, 3), dtype=np.int64), truth)
+    pop = np.ones(4)
+    with pytest.raises(ValueError, match="^top-k lists have 2 rows but truth has 3$"):
+        compute_metrics(np.zeros((2, 3)), truth, [2], ["recall"], item_popularity=pop, n_items=4)
+    popularity = re.escape("item_popularity must have one entry per item (4), got (3,)")
+    with pytest.raises(ValueError, match=f"^{popularity}$"):
+        compute_metrics(np.zeros((3, 3)), truth, [2], ["recall"], item_popularity=np.ones(3), n_items=4)
+    with pytest.raises(ValueError, match="^k must be positive, got 0$"):
+        compute_metrics(np.zeros((3, 3)), truth, [0], ["recall"], item_popularity=pop, n_items=4)
+
+
+def test_compute_metrics_on_a_one_item_catalogue_and_with_nobody_to_evaluate() -> None:
+    lists = np.array([[0, -1]])
+    one = {"item_popularity": np.array([1]), "n_items": 1}
+    result = compute_metrics(lists, sp.csr_matrix(np.ones((1, 1))), [2], ["recall"], **one)
+    assert result.summary["recall@2"] == 1.0 and result.summary["coverage@2"] == 1.0
+    np.testing.assert_array_equal(hit_matrix(lists, sp.csr_matrix(np.ones((1, 1)))), [[True, False]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nan because nobody is evaluated, not a mean of nothing that warns
+        nobody = compute_metrics(lists, sp.csr_matrix((1, 1)), [2], ["recall"], **one)
+    assert nobody.n_users_evaluated == 0 and math.isnan(nobody.summary["recall@2"])
+    assert math.isnan(nobody.summary["novelty@2"]) and math.isnan(nobody.summary["arp@2"])
+
+
+def test_novelty_counts_the_rows_of_truth_as_users_by_default() -> None:
+    """Three users (rows), six items (columns): the default user count is 3, not 6."""
+    truth = sp.csr_matrix(np.eye(3, 6))
+    lists = np.array([[0, 1], [1, 2], [2, 3]])
+    pop = np.array([1, 1, 2, 3, 0, 0])
+    result = compute_metrics(lists, truth, [2], ["recall"], item_popularity=pop, n_items=6)
+    assert result.summary["novelty@2"] == pytest.approx(novelty_at_k(lists, 2, pop, 3))
+
+
+def test_degenerate_catalogues_and_user_counts() -> None:
+    """No items at all (lists of padding only), a single user (an item everyone has is 0 bits), and
+    user labels given as int32 still come back as the int64 user_idx column."""
+    np.testing.assert_array_equal(hit_matrix(np.full((2, 1), -1), sp.csr_matrix((2, 0))), [[False], [False]])
+    assert novelty_at_k(np.array([[0]]), 1, np.array([1]), 1) == 0.0
+    assert mrr_at_k(np.zeros((1, 0), dtype=np.int64), sp.csr_matrix(np.ones((1, 3))), 1).tolist() == [0.0]
+    truth = sp.csr_matrix(np.eye(2))
+    result = compute_metrics(
+        np.array([[0], [1]]), truth, [1], ["recall"], item_popularity=np.ones(2), n_items=2,
+        users=np.array([7, 9], dtype=np.int32),
+    )  # fmt: skip
+    assert result.per_user["user_idx"].dtype == pl.Int64 and result.per_user["user_idx"].to_list() == [7, 9]
