@@ -231,6 +231,8 @@ def test_bpr_hinge_positives_only_match_formulas():
     s_pos, s_neg = scores()
     expected_bpr = np.mean([np.mean([-math.log(sig(s_pos[b] - x)) for x in s_neg[b]]) for b in range(2)])
     assert bpr(t(U), t(P), t(N)).item() == pytest.approx(expected_bpr, rel=1e-12)
+    at_half = np.mean([np.mean([-math.log(sig((s_pos[b] - x) / 0.5)) for x in s_neg[b]]) for b in range(2)])
+    assert bpr(t(U), t(P), t(N), temperature=0.5).item() == pytest.approx(at_half, rel=1e-12)
     margin = 1.5
     expected_hinge = np.mean([np.mean([max(0.0, margin - s_pos[b] + x) for x in s_neg[b]]) for b in range(2)])
     # hand check of one row: 1.5 - 0.8 + [0, 1, -1] -> [0.7, 1.7, 0] mean 0.8; row 2: [0, 0, 0] mean 0

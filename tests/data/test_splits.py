@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,8 @@ import scipy.sparse as sp
 
 from recsys.config import SplitConfig
 from recsys.data.dataset import InteractionData
+from recsys.data.matrix import event_times
+from recsys.data.schema import FIRST_SEEN
 from recsys.data.splits import make_split, split_data
 from recsys.errors import ConfigError, DataError
 
@@ -332,3 +335,150 @@ def raw_parts(split, users: np.ndarray, items: np.ndarray) -> dict[tuple[str, st
             coo = matrix.tocoo()
             out.update({(str(users[u]), str(items[i])): name for u, i in zip(coo.row, coo.col, strict=True)})
     return out
+
+
+def tiny_log(days: list[float], first_seen: list[datetime | None] | None = None) -> pl.DataFrame:
+    """One (user i, item i) pair per entry, at START + days[i]."""
+    n = len(days)
+    frame = pl.DataFrame(
+        {
+            "user_idx": np.arange(n, dtype=np.int32),
+            "item_idx": np.arange(n, dtype=np.int32),
+            "timestamp": pl.Series([START + timedelta(days=d) for d in days], dtype=pl.Datetime("us", "UTC")),
+            "weight": np.ones(n, dtype=np.float32),
+        }
+    )
+    if first_seen is not None:
+        frame = frame.with_columns(pl.Series(FIRST_SEEN, first_seen, dtype=pl.Datetime("us", "UTC")))
+    return frame
+
+
+def parts_by_row(split, n: int) -> list[str]:
+    """The part of row i (pair (i, i)), or "none"."""
+    named = {"train": split.train, "validation": split.validation, "test": split.test}
+    return [next((k for k, m in named.items() if m is not None and m[i, i] != 0), "none") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "cutoff",
+    [
+        START + timedelta(days=20),
+        (START + timedelta(days=20)).astimezone(timezone(timedelta(hours=2))),  # the same instant
+        (START + timedelta(days=20)).replace(tzinfo=None),  # naive: taken as UTC
+    ],
+)
+def test_rolling_boundaries_belong_to_the_earlier_part_and_meta_records_the_windows(cutoff):
+    """Windows are half-open on the left: a pair first seen exactly at a cut-off belongs to the part
+    before it, and the oldest pair may sit exactly on the train end."""
+    log = tiny_log([0, 10, 20, 25, 40])  # train end = day 0, cut-off = day 20, window end = day 30
+    cfg = SplitConfig(protocol="rolling", cutoff=cutoff, window_days=10, validation_window_days=20)
+    split = make_split(log, 5, 5, cfg)
+    assert parts_by_row(split, 5) == ["train", "validation", "validation", "test", "none"]
+    day = lambda d: (START + timedelta(days=d)).isoformat()  # noqa: E731
+    windows = {
+        k: split.meta[k] for k in ("cutoff", "window_days", "window_end", "train_end", "validation_cutoff")
+    }
+    assert windows == {
+        "cutoff": day(20),
+        "window_days": 10,
+        "window_end": day(30),
+        "train_end": day(0),
+        "validation_cutoff": day(0),
+    }
+    assert split.meta["placed_by"] == "timestamp"
+
+
+def test_rolling_validation_window_of_any_length_and_of_none():
+    cutoff = START + timedelta(days=20)
+    one_us = SplitConfig(
+        protocol="rolling", cutoff=cutoff, window_days=10, validation_window_days=1 / 86_400_000_000
+    )
+    split = make_split(tiny_log([0, 20]), 2, 2, one_us)
+    assert parts_by_row(split, 2) == ["train", "validation"]
+    assert split.meta["validation_cutoff"] == (cutoff - timedelta(microseconds=1)).isoformat()
+    none = SplitConfig(protocol="rolling", cutoff=cutoff, window_days=10, validation_window_days=0)
+    split = make_split(tiny_log([0, 20]), 2, 2, none)
+    assert parts_by_row(split, 2) == ["train", "train"] and "validation_cutoff" not in split.meta
+
+
+def test_rolling_on_one_interaction_and_on_none():
+    cfg = SplitConfig(protocol="rolling", cutoff=START + timedelta(days=20), window_days=10)
+    assert parts_by_row(make_split(tiny_log([0]), 1, 1, cfg), 1) == ["train"]
+    with pytest.raises(DataError, match="^cannot compute a rolling cut-off: no interactions$"):
+        make_split(tiny_log([0]).head(0), 1, 1, cfg)
+
+
+def test_rolling_checks_the_first_seen_times_it_places_pairs_by():
+    log = tiny_log([0, 10, 20], first_seen=[START, None, START + timedelta(days=20)])
+    with pytest.raises(DataError, match="^rolling split needs timestamps; 1 of 3 rows have none"):
+        make_split(
+            log, 3, 3, SplitConfig(protocol="rolling", cutoff=START + timedelta(days=15), window_days=10)
+        )
+
+
+def test_random_split_names_the_fractions_it_refuses(data):
+    message = (
+        "split: test_fraction + validation_fraction must be < 1 for a random split (got 0.6 + 0.4); "
+        "something must stay in train"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        make_split(
+            data, N_USERS, N_ITEMS, SplitConfig(protocol="random", test_fraction=0.6, validation_fraction=0.4)
+        )
+
+
+def test_strong_generalization_with_one_held_out_user_is_a_count(data):
+    split = make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="strong_generalization", heldout_users=1))
+    assert split.meta["n_test_users"] == 1
+    assert np.flatnonzero(np.diff((split.fold_in + split.test).indptr) > 0).size == 1
+
+
+def test_split_data_hashes_the_raw_ids_and_keeps_event_times(data):
+    """split_data splits by the data set's raw ids (what keeps a pair's part across re-indexing), not
+    by vocab indices, and carries each pair's event time for sequence models."""
+    users = np.array([f"u{i}" for i in range(N_USERS)], dtype=object)
+    items = np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object)
+    dataset = InteractionData(
+        interactions=data, user_ids=users, item_ids=items, manifest={"fingerprint": "abc123"}
+    )
+    cfg = SplitConfig(protocol="random", seed=5)
+    split = split_data(dataset, cfg)
+    by_raw = make_split(data, N_USERS, N_ITEMS, cfg, user_ids=users, item_ids=items)
+    by_user_index = make_split(data, N_USERS, N_ITEMS, cfg, item_ids=items)
+    by_item_index = make_split(data, N_USERS, N_ITEMS, cfg, user_ids=users)
+    assert same(split.test, by_raw.test)
+    assert not same(split.test, by_user_index.test) and not same(split.test, by_item_index.test)
+    expected = event_times(data, N_USERS, N_ITEMS)
+    assert split.times is not None and same(split.times, expected)
+
+
+def test_leave_last_n_keeps_a_user_with_exactly_2n_items_out_of_validation():
+    """With validation, a user is held out for validation only with more than 2n interactions: one with
+    exactly 2n gives n to test and keeps n in train."""
+    log = tiny_log([0, 1]).with_columns(pl.lit(0, pl.Int32).alias("user_idx"))  # one user, two items
+    split = make_split(log, 1, 2, SplitConfig(protocol="leave_last_n", n=1, validation_fraction=0.1))
+    assert (split.train.nnz, split.validation.nnz, split.test.nnz) == (1, 0, 1)
+    assert split.test[0, 1] != 0 and split.meta["n"] == 1
+
+
+def test_strong_generalization_user_count_with_validation_users_and_its_meta(data):
+    cfg = SplitConfig(protocol="strong_generalization", heldout_users=25, validation_fraction=0.2)
+    split = make_split(data, N_USERS, N_ITEMS, cfg)
+    held = lambda *ms: set(np.flatnonzero(sum(np.diff(m.indptr) for m in ms) > 0))  # noqa: E731
+    test_users, val_users = held(split.fold_in, split.test), held(split.validation_fold_in, split.validation)
+    assert len(test_users) == 25 and not test_users & val_users
+    assert len(val_users) / (N_USERS - 25) == pytest.approx(0.2, abs=0.06)
+    assert split.meta["n_active_users"] == N_USERS and split.meta["n_validation_users"] == len(val_users)
+
+
+def test_strong_generalization_refusals_name_what_to_change(data):
+    message = (
+        "split: heldout_users + validation_fraction must be < 1 for a strong_generalization split "
+        "(got 0.6 + 0.4); something must stay in train"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        cfg = SplitConfig(protocol="strong_generalization", heldout_users=0.6, validation_fraction=0.4)
+        make_split(data, N_USERS, N_ITEMS, cfg)
+    with pytest.raises(DataError, match="would be held out"):  # 299 test users + the last one to validation
+        cfg = SplitConfig(protocol="strong_generalization", heldout_users=299, validation_fraction=0.999)
+        make_split(data, N_USERS, N_ITEMS, cfg)

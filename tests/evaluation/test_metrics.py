@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,19 @@ def test_k_larger_than_catalogue_and_unknown_metric() -> None:
     assert result.summary["coverage@10"] == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="unknown metric"):
         compute_metrics(top, truth, [10], ["recal"], item_popularity=np.zeros(3), n_items=3)
+
+
+
+def test_beyond_accuracy_metrics_on_a_one_item_catalogue_and_an_empty_one() -> None:
+    """One item, recommended once in a list padded with -1: coverage is the whole catalogue, novelty
+    and ARP are that item's values (the padding is read nowhere); no catalogue has no coverage."""
+    lists = np.array([[0, -1], [-1, -1]])
+    assert coverage_at_k(lists, 2, 1) == 1.0
+    assert novelty_at_k(lists, 2, np.array([3]), 4) == pytest.approx(math.log2(4 / 3))
+    assert arp_at_k(lists, 2, np.array([3])) == 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nan by definition, not by a 0 / 0 that warns the user
+        assert math.isnan(coverage_at_k(np.empty((2, 0), dtype=np.int64), 2, 0))
 
 
 # ----------------------------------------------------------------------------- implicit cross-check
