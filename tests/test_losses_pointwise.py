@@ -139,3 +139,69 @@ def test_pointwise_losses_keep_planted_clusters_apart_with_the_offset_and_fold_w
     assert recall > popular + 0.1 and leakage < 0.05, f"{loss}: recall {recall:.3f}, leakage {leakage:.2f}"
     control_recall, control_leakage, _ = fold_in_recall(loss, 0.0)
     assert control_leakage > 0.1 and control_recall < recall, f"{control_recall:.3f}, {control_leakage:.2f}"
+
+
+def test_pointwise_weights_at_their_floors():
+    """The floors of the weights: one item, fewer than one item per user, alpha capped at 1 when the
+    sampler draws more negatives than there are other items, and the default calibration 0.75."""
+    assert pointwise_offset(1, 1.0, 10.0) == pytest.approx(-0.1)  # log(1 / 1) - 1 / 10
+    assert pointwise_offset(100, 1.5, 0.1) == pytest.approx(math.log(100 / 1.5) - 10)
+    assert pointwise_offset(100, 0.5, 0.1) == pytest.approx(math.log(100) - 10)  # mean floored at 1
+    assert gbce_beta(1, 2, 0.5) == pytest.approx(1.0)  # alpha = 1 / 1
+    assert gbce_beta(3, 2, 0.5) == pytest.approx(1.0)  # alpha = min(3 / 1, 1)
+    user = pos = torch.eye(2, dtype=torch.float64)
+    neg = torch.ones(3, 2, dtype=torch.float64)
+    assert gbce(user, pos, neg, n_items=10).item() == pytest.approx(
+        gbce(user, pos, neg, n_items=10, calibration=0.75).item(), rel=1e-12
+    )
+    assert gbce(user, pos, neg, n_items=10).item() != pytest.approx(
+        gbce(user, pos, neg, n_items=10, calibration=1.75).item(), rel=1e-6
+    )
+
+
+def test_bce_averages_only_the_unmasked_negatives_and_takes_no_negatives():
+    user = torch.tensor([[1.0, 0.0], [0.5, -1.0]], dtype=torch.float64)
+    pos = torch.tensor([[0.8, 0.2], [0.0, -1.0]], dtype=torch.float64)
+    neg = torch.tensor([[0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]], dtype=torch.float64)
+    mask = torch.tensor([[False, True, True], [False, False, True]])  # row 0 keeps one negative
+    s_pos, s_neg = (user * pos).sum(1).numpy(), (user @ neg.T).numpy()
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    row_0 = softplus(-s_pos[0]) + softplus(s_neg[0, 0])
+    row_1 = softplus(-s_pos[1]) + (softplus(s_neg[1, 0]) + softplus(s_neg[1, 1])) / 2
+    expected = (row_0 + row_1) / 2
+    assert bce(user, pos, neg, hit_mask=mask).item() == pytest.approx(expected, rel=1e-12)
+    no_negatives = bce(user, pos, neg[:0])
+    assert no_negatives.item() == pytest.approx(np.mean([softplus(-s) for s in s_pos]), rel=1e-12)
+
+
+def test_bce_importance_weights_skip_a_row_with_every_negative_masked():
+    user = pos = torch.eye(2, dtype=torch.float64)
+    neg = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    log_q = torch.log(torch.tensor([0.2, 0.8], dtype=torch.float64))
+    mask = torch.tensor([[True, True], [False, False]])  # row 0: nothing left to average
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    w = np.array([1 / 0.2, 1 / 0.8]) / (1 / 0.2 + 1 / 0.8)
+    expected = (softplus(-1.0) + softplus(-1.0) + w[0] * softplus(0.0) + w[1] * softplus(1.0)) / 2
+    assert bce(user, pos, neg, log_q, hit_mask=mask).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_gbce_reads_a_two_item_catalogue_off_the_samplers_q():
+    user = pos = torch.eye(2, dtype=torch.float64)
+    neg = torch.ones(1, 2, dtype=torch.float64)  # k = 1 of the other 1 item: alpha = 1
+    log_q = torch.full((1,), math.log(0.5), dtype=torch.float64)  # uniform over 2 items
+    expected = gbce(user, pos, neg, n_items=2).item()
+    assert gbce(user, pos, neg, log_q).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_distance_losses_near_and_at_zero_distance():
+    """A negative at distance 0.5, and one exactly on the user (distance 0: finite loss and gradient)."""
+    from recsys.losses import contrastive
+
+    user = torch.tensor([[0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([[0.3, 0.4]], dtype=torch.float64)  # d_pos = 0.5
+    neg = torch.tensor([[0.0, 0.5], [0.0, 0.0]], dtype=torch.float64)  # d = 0.5 and 0
+    loss = contrastive(user, pos, neg, margin=1.0)
+    expected = 0.5 * 0.25 + (0.5 * 0.5**2 + 0.5 * 1.0**2) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)  # the 1e-12 under the root moves d = 0 to 1e-6
+    loss.backward()
+    assert torch.isfinite(user.grad).all()

@@ -340,3 +340,24 @@ def test_the_teachers_scores_reach_the_distillation_term_over_the_students_candi
     p_t, p_s = _softmax(teacher / 1.5), _softmax(student / 1.5)
     kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(axis=1).mean() * 1.5**2
     assert values[1] - values[0] == pytest.approx(0.7 * kl, rel=1e-4)
+
+
+def test_auto_logit_offset_reads_the_active_users_and_the_loss_weights():
+    """"auto" offsets use the mean items per user over users with any item (an empty row is no user),
+    and gBCE's weights (beta against k summed negatives) only for gbce."""
+    from recsys.losses import gbce_beta, pointwise_offset
+    from recsys.training import resolve_logit_offset
+
+    rows = [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]]
+    train = sp.csr_matrix(np.array(rows, dtype=np.float32))
+    mean_items = (1 + 4) / 2  # users 0 and 2; user 1 has no item
+    bce = TwoTowerConfig(name="tt", loss="bce", logit_offset="auto", temperature=0.1, num_negatives=4)
+    assert resolve_logit_offset(bce, train) == pytest.approx(pointwise_offset(6, mean_items, 0.1))
+    for k in (1, 4):
+        gbce = bce.model_copy(update={"loss": "gbce", "num_negatives": k})
+        beta = gbce_beta(k, 6, gbce.gbce_calibration)
+        expected = pointwise_offset(6, mean_items, 0.1, beta, k)
+        assert resolve_logit_offset(gbce, train) == pytest.approx(expected)
+    empty = sp.csr_matrix((3, 6), dtype=np.float32)  # nobody active: one item per user is assumed
+    assert resolve_logit_offset(bce, empty) == pytest.approx(pointwise_offset(6, 1.0, 0.1))
+    assert resolve_logit_offset(bce.model_copy(update={"logit_offset": -2.5}), train) == -2.5

@@ -482,3 +482,84 @@ def test_strong_generalization_refusals_name_what_to_change(data):
     with pytest.raises(DataError, match="would be held out"):  # 299 test users + the last one to validation
         cfg = SplitConfig(protocol="strong_generalization", heldout_users=299, validation_fraction=0.999)
         make_split(data, N_USERS, N_ITEMS, cfg)
+
+
+def test_split_meta_records_what_reproduces_it(data):
+    random = make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="random", validation_fraction=0.1))
+    assert random.protocol == "random" and random.validation_fold_in is None and random.fold_in is None
+    recorded = {k: random.meta[k] for k in ("protocol", "test_fraction", "validation_fraction", "assignment")}
+    assert recorded == {"protocol": "random", "test_fraction": 0.2, "validation_fraction": 0.1, "assignment": 2}
+    assert "heldout_users" not in random.meta and set(random.meta["rows"]) == {"train", "validation", "test"}
+    cfg = SplitConfig(protocol="strong_generalization", heldout_users=0.2, validation_fraction=0.1)
+    strong = make_split(data, N_USERS, N_ITEMS, cfg)
+    assert strong.meta["heldout_users"] == 0.2
+    assert strong.meta["fold_in_fraction"] == cfg.fold_in_fraction
+    assert set(strong.meta["rows"]) == {"train", "validation", "test", "fold_in", "validation_fold_in"}
+    assert make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="temporal")).meta["placed_by"] == "timestamp"
+
+
+def test_temporal_default_cutoffs_are_lower_quantiles_of_the_times():
+    """Ten pairs on days 0..9: the cut-off is the time with a share 1 - test_fraction at or before it."""
+    log = tiny_log(list(range(10)))
+    for test_fraction, n_test in ((0.3, 3), (0.9, 9), (0.05, 0)):
+        split = make_split(log, 10, 10, SplitConfig(protocol="temporal", test_fraction=test_fraction))
+        assert parts_by_row(split, 10).count("test") == n_test, test_fraction
+    cfg = SplitConfig(protocol="temporal", test_fraction=0.3, validation_fraction=0.2)
+    assert parts_by_row(make_split(log, 10, 10, cfg), 10) == ["train"] * 5 + ["validation"] * 2 + ["test"] * 3
+    assert parts_by_row(make_split(tiny_log([0]), 1, 1, SplitConfig(protocol="temporal")), 1) == ["train"]
+    with pytest.raises(DataError, match="^cannot compute a temporal cut-off: no interactions$"):
+        make_split(log.head(0), 10, 10, SplitConfig(protocol="temporal"))
+
+
+def test_split_refusals_users_see(data):
+    nulls = tiny_log([0, 1, 2]).with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("timestamp"))
+    none = (
+        'temporal split needs timestamps; this data has none (all 3 rows have a null timestamp). '
+        'Use split.protocol = "random" or "strong_generalization".'
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(none)}$"):
+        make_split(nulls, 3, 3, SplitConfig(protocol="temporal"))
+    some = tiny_log([0, 1, 2]).with_columns(
+        pl.when(pl.col("user_idx") == 1).then(None).otherwise(pl.col("timestamp")).alias("timestamp")
+    )
+    partial = (
+        "temporal split needs timestamps; 1 of 3 rows have none. "
+        "Quarantine or drop them at ingest, or use a random split."
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(partial)}$"):
+        make_split(some, 3, 3, SplitConfig(protocol="temporal"))
+    unknown = (
+        "split.protocol: unknown protocol 'zipf'; choose one of "
+        "['leave_last_n', 'random', 'rolling', 'strong_generalization', 'temporal']"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(unknown)}$"):
+        make_split(data, N_USERS, N_ITEMS, SplitConfig().model_copy(update={"protocol": "zipf"}))
+    for kind, n in (("user", N_USERS), ("item", N_ITEMS)):
+        ids = {f"{kind}_ids": np.array(["a"])}
+        message = f"cannot split: the {kind} vocab has 1 ids but the data has {n} {kind}s"
+        with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+            make_split(data, N_USERS, N_ITEMS, SplitConfig(protocol="random"), **ids)
+
+
+def test_without_a_vocab_an_index_stands_for_its_decimal_text(data):
+    cfg = SplitConfig(protocol="random", validation_fraction=0.1)
+    users, items = np.arange(N_USERS).astype(str), np.arange(N_ITEMS).astype(str)
+    by_text = make_split(data, N_USERS, N_ITEMS, cfg, user_ids=users, item_ids=items)
+    assert same(make_split(data, N_USERS, N_ITEMS, cfg).test, by_text.test)
+
+
+def test_temporal_validation_before_an_explicit_cutoff_and_its_refusals():
+    """With an explicit cut-off, validation is the last validation_fraction of what precedes it."""
+    log = tiny_log(list(range(10)))
+    cfg = SplitConfig(protocol="temporal", cutoff=START + timedelta(days=6), validation_fraction=0.5)
+    assert parts_by_row(make_split(log, 10, 10, cfg), 10) == ["train"] * 4 + ["validation"] * 3 + ["test"] * 3
+    assert "validation_cutoff" not in make_split(log, 10, 10, SplitConfig(protocol="temporal")).meta
+    early = SplitConfig(protocol="temporal", cutoff=START - timedelta(days=1), validation_fraction=0.5)
+    meta = make_split(log, 10, 10, early).meta  # nothing precedes the cut-off: an empty validation window
+    assert meta["validation_cutoff"] == meta["cutoff"]
+    message = "split: test_fraction + validation_fraction must be < 1 for a temporal split (got 0.6 + 0.4)"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        make_split(log, 10, 10, SplitConfig(protocol="temporal", test_fraction=0.6, validation_fraction=0.4))
+    first_seen = tiny_log([0, 10, 20], first_seen=[START, None, START + timedelta(days=20)])
+    with pytest.raises(DataError, match="^temporal split needs timestamps; 1 of 3 rows have none"):
+        make_split(first_seen, 3, 3, SplitConfig(protocol="temporal"))
