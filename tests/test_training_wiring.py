@@ -361,3 +361,36 @@ def test_auto_logit_offset_reads_the_active_users_and_the_loss_weights():
     empty = sp.csr_matrix((3, 6), dtype=np.float32)  # nobody active: one item per user is assumed
     assert resolve_logit_offset(bce, empty) == pytest.approx(pointwise_offset(6, 1.0, 0.1))
     assert resolve_logit_offset(bce.model_copy(update={"logit_offset": -2.5}), train) == -2.5
+
+
+def test_loss_options_bind_what_each_loss_needs_from_the_data():
+    from recsys.training import loss_options, resolve_logit_offset
+
+    train = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]], dtype=np.float32))
+    base = TwoTowerConfig(name="tt", logit_offset="auto", temperature=0.1, gbce_calibration=0.5)
+    gbce = base.model_copy(update={"loss": "gbce"})
+    assert loss_options(gbce, train) == {
+        "n_items": 6, "calibration": 0.5, "offset": resolve_logit_offset(gbce, train),
+    }  # fmt: skip
+    sampled_softmax_corrected = base.model_copy(update={"loss": "sampled_softmax_corrected"})
+    assert loss_options(sampled_softmax_corrected, train) == {"n_items": 6}
+    bce = base.model_copy(update={"loss": "bce"})
+    assert loss_options(bce, train) == {"offset": resolve_logit_offset(bce, train)}
+    assert loss_options(base.model_copy(update={"loss": "sampled_softmax"}), train) == {}
+
+
+def test_a_ranks_negatives_and_in_batch_mask_are_its_rows_of_the_global_batch():
+    """Rank 1 of 2 on a global batch of 4 owns rows 2 and 3: per-example candidates and log q are cut
+    to them, and its in-batch columns are the global positions 2 and 3, not the local diagonal."""
+    from recsys.sampling import InBatchSampler, Negatives
+    from recsys.training import Share, hit_mask_for, local_negatives
+
+    share = Share.of(4, rank=1, world_size=2)
+    items = torch.arange(12).view(4, 3)
+    per_example = local_negatives(Negatives(items, items.float(), torch.arange(4.0)), share)
+    assert torch.equal(per_example.items, items[2:]) and torch.equal(per_example.log_q, items[2:].float())
+    assert torch.equal(per_example.pos_log_q, torch.tensor([2.0, 3.0]))
+    users, positives = torch.arange(4), torch.tensor([5, 6, 7, 8])
+    in_batch = InBatchSampler(np.ones(10)).sample(users, positives, torch.Generator())
+    mask = hit_mask_for(users[2:], positives[2:], in_batch, share, None)
+    assert mask.tolist() == [[False, False, True, False], [False, False, False, True]]
