@@ -394,3 +394,24 @@ def test_a_ranks_negatives_and_in_batch_mask_are_its_rows_of_the_global_batch():
     in_batch = InBatchSampler(np.ones(10)).sample(users, positives, torch.Generator())
     mask = hit_mask_for(users[2:], positives[2:], in_batch, share, None)
     assert mask.tolist() == [[False, False, True, False], [False, False, False, True]]
+
+
+def test_negative_vectors_come_in_candidate_order():
+    """In-batch columns take the positives' vectors, the drawn ones follow: shared `(N, d)` (also with
+    nothing drawn) and per example `(B, N, d)`, where every row sees the same in-batch vectors."""
+    from recsys.sampling import Negatives
+    from recsys.training import assemble_negatives
+
+    pos_vecs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # the batch's 2 positives
+    drawn = torch.tensor([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0], [8.0, 8.0]])
+    shared = Negatives(torch.tensor([10, 11, 3, 4]), torch.zeros(4), torch.zeros(2), in_batch=2)
+    assert torch.equal(assemble_negatives(shared, pos_vecs, drawn[:2]), torch.cat([pos_vecs, drawn[:2]]))
+    only_in_batch = Negatives(torch.tensor([10, 11]), torch.zeros(2), torch.zeros(2), in_batch=2)
+    assert torch.equal(assemble_negatives(only_in_batch, pos_vecs, drawn[:0]), pos_vecs)
+    one_drawn = Negatives(torch.tensor([10, 11, 3]), torch.zeros(3), torch.zeros(2), in_batch=2)
+    assert torch.equal(assemble_negatives(one_drawn, pos_vecs, drawn[:1]), torch.cat([pos_vecs, drawn[:1]]))
+    rows = torch.tensor([[10, 11, 3, 4], [10, 11, 5, 6]])
+    per_example = Negatives(rows, torch.zeros(2, 4), torch.zeros(2), in_batch=2)
+    got = assemble_negatives(per_example, pos_vecs, drawn)
+    expected = torch.stack([torch.cat([pos_vecs, drawn[:2]]), torch.cat([pos_vecs, drawn[2:]])])
+    assert got.shape == (2, 4, 2) and torch.equal(got, expected)
