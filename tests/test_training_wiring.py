@@ -304,19 +304,22 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def test_the_teachers_scores_reach_the_distillation_term_over_the_students_candidates():
-    """compute_loss with a teacher = the same step without one + weight T^2 KL(teacher || student)
-    over [positive, sampled negatives, teacher's top-m], the teacher scoring exactly those items."""
-    rng = np.random.default_rng(3)
+def _teacher(seed: int) -> tuple[np.ndarray, TeacherTargets]:
+    """A teacher with random factors and fixed top-2 lists for the batch's 5 users."""
+    rng = np.random.default_rng(seed)
     top = np.array([[4, 6], [5, 2], [6, 7], [1, 2], [0, 3]])
     targets = TeacherTargets(
         torch.tensor(rng.normal(size=(N_USERS, 3)), dtype=torch.float32),
         torch.tensor(rng.normal(size=(N_ITEMS, 3)), dtype=torch.float32),
         torch.tensor(top), scale=2.0, temperature=1.5, weight=0.7,
     )  # fmt: skip
-    cfg = config(loss="sampled_softmax")
+    return top, targets
+
+
+def _losses_without_and_with(cfg, targets, sampler, positives) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """compute_loss on the fixed batch without and with the teacher (same initial network), and the
+    network's user and item vectors."""
     users, items = torch.as_tensor(BATCH_USERS), torch.as_tensor(BATCH_ITEMS)
-    negatives = [1, 3, 7]
     values = []
     for teacher in (None, targets):
         torch.manual_seed(0)
@@ -324,8 +327,8 @@ def test_the_teachers_scores_reach_the_distillation_term_over_the_students_candi
         values.append(
             float(
                 compute_loss(
-                    TowerForward(network), users, items, cfg=cfg, sampler=FixedNegatives(negatives),
-                    loss_fn=get_loss(cfg.loss), positives=PositiveLookup(train_matrix()),
+                    TowerForward(network), users, items, cfg=cfg, sampler=sampler,
+                    loss_fn=get_loss(cfg.loss), positives=positives,
                     generator=torch.Generator().manual_seed(0), teacher=teacher,
                 ).detach()
             )
@@ -333,13 +336,29 @@ def test_the_teachers_scores_reach_the_distillation_term_over_the_students_candi
     with torch.no_grad():
         u = network.user_vectors(users, training=True).double().numpy()
         v = network.item_vectors(torch.arange(N_ITEMS), training=True).double().numpy()
-    candidates = np.concatenate([BATCH_ITEMS[:, None], np.broadcast_to(negatives, (5, 3)), top], axis=1)
+    return values, u, v
+
+
+def _distillation_kl(targets: TeacherTargets, u: np.ndarray, v: np.ndarray, candidates: np.ndarray) -> float:
+    """T^2 KL(teacher || student) over each row's candidates, at the teacher's temperature 1.5."""
     student = np.einsum("bd,bcd->bc", u, v[candidates]) / T
     u_t, v_t = targets.user_factors.double().numpy(), targets.item_factors.double().numpy()
     teacher = 2.0 * np.einsum("bd,bcd->bc", u_t[BATCH_USERS], v_t[candidates])
     p_t, p_s = _softmax(teacher / 1.5), _softmax(student / 1.5)
-    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(axis=1).mean() * 1.5**2
-    assert values[1] - values[0] == pytest.approx(0.7 * kl, rel=1e-4)
+    return float((p_t * (np.log(p_t) - np.log(p_s))).sum(axis=1).mean() * 1.5**2)
+
+
+def test_the_teachers_scores_reach_the_distillation_term_over_the_students_candidates():
+    """compute_loss with a teacher = the same step without one + weight T^2 KL(teacher || student)
+    over [positive, sampled negatives, teacher's top-m], the teacher scoring exactly those items."""
+    top, targets = _teacher(3)
+    cfg = config(loss="sampled_softmax")
+    negatives = [1, 3, 7]
+    lookup = PositiveLookup(train_matrix())
+    values, u, v = _losses_without_and_with(cfg, targets, FixedNegatives(negatives), lookup)
+    candidates = np.concatenate([BATCH_ITEMS[:, None], np.broadcast_to(negatives, (5, 3)), top], axis=1)
+    assert values[1] - values[0] == pytest.approx(0.7 * _distillation_kl(targets, u, v, candidates), rel=1e-4)
+
 
 
 def test_auto_logit_offset_reads_the_active_users_and_the_loss_weights():
@@ -394,3 +413,35 @@ def test_a_ranks_negatives_and_in_batch_mask_are_its_rows_of_the_global_batch():
     in_batch = InBatchSampler(np.ones(10)).sample(users, positives, torch.Generator())
     mask = hit_mask_for(users[2:], positives[2:], in_batch, share, None)
     assert mask.tolist() == [[False, False, True, False], [False, False, False, True]]
+
+
+def test_negative_vectors_come_in_candidate_order():
+    """In-batch columns take the positives' vectors, the drawn ones follow: shared `(N, d)` (also with
+    nothing drawn) and per example `(B, N, d)`, where every row sees the same in-batch vectors."""
+    from recsys.sampling import Negatives
+    from recsys.training import assemble_negatives
+
+    pos_vecs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # the batch's 2 positives
+    drawn = torch.tensor([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0], [8.0, 8.0]])
+    shared = Negatives(torch.tensor([10, 11, 3, 4]), torch.zeros(4), torch.zeros(2), in_batch=2)
+    assert torch.equal(assemble_negatives(shared, pos_vecs, drawn[:2]), torch.cat([pos_vecs, drawn[:2]]))
+    only_in_batch = Negatives(torch.tensor([10, 11]), torch.zeros(2), torch.zeros(2), in_batch=2)
+    assert torch.equal(assemble_negatives(only_in_batch, pos_vecs, drawn[:0]), pos_vecs)
+    one_drawn = Negatives(torch.tensor([10, 11, 3]), torch.zeros(3), torch.zeros(2), in_batch=2)
+    assert torch.equal(assemble_negatives(one_drawn, pos_vecs, drawn[:1]), torch.cat([pos_vecs, drawn[:1]]))
+    rows = torch.tensor([[10, 11, 3, 4], [10, 11, 5, 6]])
+    per_example = Negatives(rows, torch.zeros(2, 4), torch.zeros(2), in_batch=2)
+    got = assemble_negatives(per_example, pos_vecs, drawn)
+    expected = torch.stack([torch.cat([pos_vecs, drawn[:2]]), torch.cat([pos_vecs, drawn[2:]])])
+    assert got.shape == (2, 4, 2) and torch.equal(got, expected)
+
+
+def test_positives_only_step_with_and_without_a_teacher():
+    """positives_only: `mean softplus(-s_pos / T)` and nothing drawn; with a teacher, plus weight T^2
+    KL(teacher || student) over [positive, teacher's top-m]."""
+    top, targets = _teacher(4)
+    values, u, v = _losses_without_and_with(config(loss="positives_only"), targets, None, None)
+    s_pos = (u * v[BATCH_ITEMS]).sum(axis=1)
+    assert values[0] == pytest.approx(np.mean(np.logaddexp(0, -s_pos / T)), rel=1e-5)
+    candidates = np.concatenate([BATCH_ITEMS[:, None], top], axis=1)
+    assert values[1] - values[0] == pytest.approx(0.7 * _distillation_kl(targets, u, v, candidates), rel=1e-4)
