@@ -26,8 +26,8 @@ from torch.nn import functional as F
 from recsys.data.split import EvalSet
 from recsys.models.base import (
     FitCallback,
+    HostVectors,
     ModelConfig,
-    Recommender,
     as_user_item_csr,
     seeded_global_torch_rng,
 )
@@ -85,7 +85,7 @@ def partner_positions(indptr: np.ndarray, rng: np.random.Generator, window: int 
     return np.where(length > 1, start + partner, -1)
 
 
-class ItemTower(Recommender):
+class ItemTower(HostVectors):
     """Siamese item tower on the one model protocol (see the module docstring)."""
 
     kind = "item_tower"
@@ -141,18 +141,6 @@ class ItemTower(Recommender):
             with torch.no_grad():
                 self._items = network(torch.arange(self.n_items)).numpy().astype(np.float32)
         self._users = self.fold_in(train)
-
-    @property
-    def user_factors(self) -> np.ndarray:
-        if self._users is None:
-            raise RuntimeError("item tower has no factors yet; call fit() or load()")
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        if self._items is None:
-            raise RuntimeError("item tower has no factors yet; call fit() or load()")
-        return self._items
 
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """L2-normalised interaction-weighted mean of the history's item vectors (0 for no history)."""

@@ -295,6 +295,11 @@ def build_app(
     async def served() -> dict[str, Any]:
         return {"model": name, "version": version, "n_items": n_items, "max_results": max_results}
 
+    def json_body_schema(model: type) -> dict[str, Any]:
+        """The OpenAPI request body of an endpoint that reads raw JSON (own parsing, own errors)."""
+        schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
     error_responses: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorBody, "description": text}
         for status, text in ((400, "bad request: one-line reason"), (413, "rows x k or the body is over the limit"),
@@ -304,8 +309,7 @@ def build_app(
     @app.post(
         "/invocations", response_model=Predictions, responses=error_responses,
         summary="Top-k items for each requested user",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "$ref": f"#/components/schemas/{request_model.__name__}"}}}}},
+        openapi_extra=json_body_schema(request_model),
     )  # fmt: skip
     async def invocations(request: Request) -> JSONResponse:
         body = await read_body(request, max_body_bytes)
@@ -327,8 +331,7 @@ def build_app(
     @app.post(
         "/similar", response_model=SimilarItems, responses=error_responses,
         summary="Items most similar to each given item (cosine of the item vectors; never the item itself)",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "$ref": f"#/components/schemas/{similar_model.__name__}"}}}}},
+        openapi_extra=json_body_schema(similar_model),
     )  # fmt: skip
     async def similar(request: Request) -> JSONResponse:
         body = await read_body(request, max_body_bytes)
