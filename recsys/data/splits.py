@@ -400,12 +400,6 @@ def _require_timestamps(df: pl.DataFrame, protocol: str, column: str = TIME) -> 
         )
 
 
-def _share_of(count: pl.Expr, fraction: float, upper: pl.Expr) -> pl.Expr:
-    """round(fraction * count), at least 1, at most `upper` (which may be 0: then none)."""
-    wanted = (count.cast(pl.Float64) * fraction + 0.5).floor().cast(pl.Int64)
-    return pl.max_horizontal(pl.lit(1, pl.Int64), wanted).clip(upper_bound=upper).clip(lower_bound=0)
-
-
 def _lower_quantile(values: np.ndarray, q: float) -> int:
     """The value with a share q of the data at or below it (the 'lower' quantile: an actual value)."""
     if values.size == 0:
