@@ -197,7 +197,9 @@ class AnnIndex:
         if user_vectors.shape[0] == 0:
             return out
         k_max = min(max(ks), self.n_items)
-        truth, _ = topk(user_vectors, self.item_vectors, k_max, device="cpu")
+        # Scores of at most ~256 MB at a time: the default chunk of 2,048 users is 8 GB at 1M items.
+        chunk = max(1, 2**26 // max(self.n_items, 1))
+        truth, _ = topk(user_vectors, self.item_matrix, k_max, device="cpu", chunk_size=chunk)
         found = self.candidates(user_vectors, k_max)
         for k in ks:
             kk = min(k, k_max)
