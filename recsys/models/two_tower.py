@@ -49,7 +49,7 @@ from recsys.models.base import (
     as_user_item_csr,
     seeded_global_torch_rng,
 )
-from recsys.models.defaults import two_tower_batch_size
+from recsys.models.defaults import two_tower_batch_size, two_tower_sampler
 from recsys.models.fold_in import least_squares_users
 from recsys.models.sequence_tower import SequenceTower, order_rows, sequence_batch_size, windows_per_user
 
@@ -67,7 +67,7 @@ LossName = Literal[
     "gbce",
     "sampled_softmax_corrected",
 ]
-SamplerName = Literal["uniform", "popularity", "in_batch", "mixed", "hard"]
+SamplerName = Literal["uniform", "popularity", "in_batch", "mixed", "hard", "all"]
 
 MIN_LEARNED_TEMPERATURE = 0.01
 """Learned temperatures are clamped here (CLIP's logit-scale cap) so the logits cannot explode."""
@@ -90,7 +90,13 @@ class TwoTowerConfig(ModelConfig):
     temperature: float = Field(0.1, gt=0)
     learn_temperature: bool = False
     loss: LossName = "sampled_softmax"
-    sampler: SamplerName = "uniform"
+    sampler: SamplerName | Literal["auto"] = Field(
+        "auto",
+        description="negatives: uniform, popularity (count^alpha), in_batch, mixed (in-batch + uniform), hard "
+        "(mined from the current model) or all (every item of the catalogue, the full softmax; ignores "
+        "num_negatives). 'auto' = all for a sequence user tower on a catalogue of at most 10,000 items, "
+        "else uniform (recsys.models.defaults.two_tower_sampler)",
+    )
     sampler_alpha: float = Field(0.75, ge=0, description="popularity^alpha sampling exponent")
     mixed_uniform_fraction: float = Field(0.5, ge=0, le=1)
     num_negatives: int = Field(256, ge=0)
@@ -551,6 +557,8 @@ class TwoTower(Recommender):
             update["batch_size"] = sequence_batch_size(int(windows.sum()))
         elif self.config.batch_size is None:
             update["batch_size"] = two_tower_batch_size(int(train.nnz))
+        if self.config.sampler == "auto":
+            update["sampler"] = two_tower_sampler(self.config.user_input, int(train.shape[1]))
         if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:
             update["logit_offset"] = resolve_logit_offset(self.config, train)
         return self.config.model_copy(update=update) if update else self.config

@@ -185,6 +185,17 @@ def test_saved_model_folds_in_new_users_like_the_trained_one(fitted_seq, planted
     assert np.abs(loaded.fold_in(sp.csr_matrix(rows.shape, dtype=np.float32))).max() == 0.0  # no history: 0
 
 
+def test_the_default_sampler_is_the_full_catalogue_for_a_sequence_tower_on_a_small_catalogue(fitted_seq):
+    """`sampler = "auto"` resolves at fit (and is saved so): `all` for a sequence tower up to
+    FULL_CATALOGUE_MAX_ITEMS items, `uniform` above it and for the other user towers."""
+    from recsys.models.defaults import FULL_CATALOGUE_MAX_ITEMS, two_tower_sampler
+
+    assert SEQ.sampler == "auto" and fitted_seq[0].config.sampler == "all"
+    assert two_tower_sampler("sequence", FULL_CATALOGUE_MAX_ITEMS) == "all"
+    assert two_tower_sampler("sequence", FULL_CATALOGUE_MAX_ITEMS + 1) == "uniform"
+    assert two_tower_sampler("history", 10) == two_tower_sampler("id", 10) == "uniform"
+
+
 def test_heads_must_divide_the_dimension():
     with pytest.raises(ValueError, match="sequence_heads"):
         TwoTowerConfig.model_validate({**SEQ.model_dump(), "sequence_heads": 3})
