@@ -52,7 +52,7 @@ from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, first_line
 from recsys.evaluation.ranking import torch_threads
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
-from recsys.models.defaults import two_tower_batch_size, two_tower_sampler
+from recsys.models.defaults import resolved_temperature, two_tower_batch_size, two_tower_sampler
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
@@ -197,14 +197,15 @@ def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
     """`cfg.logit_offset`, with "auto" computed from the data (`recsys.losses.pointwise_offset`)."""
     if cfg.logit_offset != "auto":
         return float(cfg.logit_offset)
+    temperature = resolved_temperature(cfg.temperature, cfg.user_input)
     per_user = np.diff(train.indptr)
     active = per_user[per_user > 0]
     mean_items = float(active.mean()) if active.size else 1.0
     n_items = int(train.shape[1])
     if cfg.loss == "gbce":  # positive weighted by beta against k summed negatives
         beta = gbce_beta(cfg.num_negatives, n_items, cfg.gbce_calibration)
-        return pointwise_offset(n_items, mean_items, cfg.temperature, beta, max(cfg.num_negatives, 1))
-    return pointwise_offset(n_items, mean_items, cfg.temperature)
+        return pointwise_offset(n_items, mean_items, temperature, beta, max(cfg.num_negatives, 1))
+    return pointwise_offset(n_items, mean_items, temperature)
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -820,6 +821,8 @@ def train_two_tower(
         cfg = cfg.model_copy(update={"batch_size": two_tower_batch_size(int(train.nnz))})
     if cfg.sampler == "auto":
         cfg = cfg.model_copy(update={"sampler": two_tower_sampler(cfg.user_input, int(train.shape[1]))})
+    if cfg.temperature == "auto":
+        cfg = cfg.model_copy(update={"temperature": resolved_temperature("auto", cfg.user_input)})
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)
