@@ -22,7 +22,7 @@ import polars as pl
 
 from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line, number_rows
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
-from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, decimal_codes
+from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError
 
 REASON = "reason"
@@ -578,7 +578,11 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
     """Total length of the integers in `columns` written in decimal ('-' for negatives, nulls
     empty): per column, the non-null count plus, for each power of ten up to its largest
     magnitude, how many values reach it; powers at or below the smallest magnitude count every
-    value without a comparison. None where a magnitude does not fit the column's type."""
+    value without a comparison. None where a magnitude does not fit the column's type.
+
+    Each other power is one comparison pass over the column; on a 64-bit column whose values
+    mostly fit 32 bits (ids with a few hashed or 64-bit ones) the powers below 2**32 compare a
+    clipped 32-bit copy (half the bytes), and those above only the few values past 32 bits."""
     if not columns:
         return 0
     bounds = frame.select(
@@ -598,13 +602,21 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
             counts.append((value < 0).sum())
             value, low, high = value.abs(), 0, max(-low, high)
         total += present  # the first digit
-        power = 10
-        while power <= high:
-            if power <= low:
-                total += present
-            else:
-                counts.append((value >= power).sum())
-            power *= 10
+        powers = [10**k for k in range(1, 21) if low < 10**k <= high]
+        total += present * sum(1 for k in range(1, 21) if 10**k <= low)
+        if high > MAX_CODE and powers and powers[0] <= MAX_CODE:
+            # A value past 32 bits reaches every power below 2**32: it is null in `narrow` and
+            # counted once per such power instead.
+            narrow = value.cast(pl.UInt32, strict=False).alias("narrow")
+            parts = frame.select(narrow, value.filter(value > MAX_CODE).implode().alias("wide"))
+            wide = parts.select(pl.col("wide").first().explode())
+            small, large = [p for p in powers if p <= MAX_CODE], [p for p in powers if p > MAX_CODE]
+            total += sum(parts.select((pl.col("narrow") >= p).sum().alias(str(p)) for p in small).row(0))
+            total += wide.height * len(small)
+            if large:
+                total += sum(wide.select((pl.col("wide") >= p).sum().alias(str(p)) for p in large).row(0))
+            continue
+        counts += [(value >= p).sum() for p in powers]
     if counts:
         total += sum(frame.select(c.alias(f"c{i}") for i, c in enumerate(counts)).row(0))
     return int(total)
