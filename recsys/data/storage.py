@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from recsys.data.dataset import InteractionData
@@ -116,11 +117,35 @@ def write_json(path: Path, data: object) -> None:
 
 
 def write_table(frame: pl.DataFrame, path: Path) -> None:
-    """Write a table this module owns. lz4 without column statistics: both files are always read
-    whole (no predicate ever prunes a row group), so statistics only cost write time. lz4 is the
-    cheapest codec polars offers: on a 10M-row batch it keeps the file ~28% smaller than
-    uncompressed (174 vs 241 MB) for ~0.3 s more CPU; zstd was smaller still but slower."""
-    frame.write_parquet(path, compression="lz4", statistics=False)
+    """Write a table this module owns (a batch, the implicit table), encoded for the cheapest
+    write that keeps it small, since every ingest writes ~10 bytes per row of each.
+
+    Uncompressed pages with per-column encodings, through pyarrow (polars' writer offers no choice
+    of encoding, and dictionary-encodes high-cardinality id columns, its costliest step):
+    integer and time columns delta-encoded (row numbers and sorted indices shrink to a few bits,
+    timestamps to their range), float weights dictionary-encoded (ratings take a handful of
+    values; a column with too many falls back to plain), raw id codes plain; text columns (ids
+    that are not decimal codes, source file names) dictionary-encoded and lz4-compressed, as
+    text compresses well. No statistics: both
+    tables are always read whole. Measured on a 10M-row batch (2 cores): 0.42 s of CPU and 142 MB
+    against 0.68 s and 174 MB for polars' lz4 write; pyarrow releases the GIL, so the write runs
+    beside ingest's main thread."""
+    table = frame.to_arrow()
+    delta = [
+        name
+        for name, dtype in frame.schema.items()
+        if (dtype.is_temporal() or dtype.is_integer()) and name not in (USER, ITEM)
+    ]
+    texts = [name for name, dtype in frame.schema.items() if not (dtype.is_numeric() or dtype.is_temporal())]
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    pq.write_table(
+        table,
+        path,
+        compression={name: "lz4" if name in texts else "none" for name in frame.columns},
+        use_dictionary=floats + texts,
+        column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        write_statistics=False,
+    )
 
 
 def fingerprint(
