@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys.data.parquet_out import write_table
 from recsys.errors import DataError
 
 BLOCK = "block"
@@ -204,7 +205,7 @@ class Vocab:
         )
 
     def save(self, path: str | Path) -> None:
-        self.table.sort(self.idx_name).write_parquet(path)
+        write_table(self.table.sort(self.idx_name), Path(path), raw_ids=(), unique=(self.id_name,))
 
     @classmethod
     def load(cls, path: str | Path, *, id_name: str = "id", idx_name: str = "idx") -> Vocab:
