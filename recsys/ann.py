@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.evaluation.ranking import PAD_ITEM, topk
+from recsys.evaluation.ranking import PAD_ITEM, item_major, topk
 
 INDEX_FILE = "ann.faiss"
 META_FILE = "ann.json"
@@ -89,6 +90,12 @@ class AnnIndex:
     @property
     def n_items(self) -> int:
         return int(self.item_vectors.shape[0])
+
+    @cached_property
+    def item_matrix(self) -> Any:
+        """The item vectors prepared for exact top-k (`item_major`), made on the first row that
+        falls back to exact search: no copy of the catalogue per request."""
+        return item_major(self.item_vectors)
 
     @property
     def cosine(self) -> bool:
@@ -163,7 +170,7 @@ class AnnIndex:
             searchable[rows[~full]] = False
         exact = np.flatnonzero(~searchable)
         if exact.size:
-            items[exact], scores[exact] = topk(vectors[exact], self.item_vectors, kk, exclude=mask[exact], device="cpu",
+            items[exact], scores[exact] = topk(vectors[exact], self.item_matrix, kk, exclude=mask[exact], device="cpu",
                                                masked_items=masked_items)  # fmt: skip
         return items, scores
 

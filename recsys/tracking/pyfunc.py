@@ -48,7 +48,7 @@ import polars as pl
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from recsys.evaluation.ranking import PAD_ITEM, topk
+from recsys.evaluation.ranking import PAD_ITEM, item_major, topk
 
 if TYPE_CHECKING:
     from recsys.ann import AnnConfig, AnnIndex
@@ -248,6 +248,9 @@ class ServingIndex:
         self.users = pl.read_parquet(self.directory / _USERS)
         self.items = pl.read_parquet(self.directory / _ITEMS)
         self.item_ids = self.items.sort("item_idx").get_column("item_id").to_numpy()
+        self._user_vocab = _vocab(self.users, "user_id", "user_idx")
+        self._item_vocab = _vocab(self.items, "item_id", "item_idx")
+        self._item_matrix: Any = None
         self.seen = sp.load_npz(self.directory / _SEEN).tocsr()
         from recsys.ann import AnnIndex
 
@@ -269,6 +272,16 @@ class ServingIndex:
         return int(self.item_vectors.shape[0])
 
     @property
+    def item_matrix(self) -> Any:
+        """The item vectors prepared once for exact top-k (`item_major`: no copy of the catalogue
+        per request), shared with the ANN index's exact fallback; made on the first exact request."""
+        if self.ann is not None:
+            return self.ann.item_matrix
+        if self._item_matrix is None:
+            self._item_matrix = item_major(self.item_vectors)
+        return self._item_matrix
+
+    @property
     def model(self) -> Recommender:
         """The saved model, loaded on first fold-in only (known users never need it)."""
         if self._model is None:
@@ -279,11 +292,7 @@ class ServingIndex:
 
     def user_indices(self, user_ids: list[str]) -> np.ndarray:
         """Vocab index per requested id, -1 for ids the vocab does not know (order kept)."""
-        request = pl.DataFrame(
-            {"user_id": pl.Series(user_ids, dtype=pl.String), "_row": np.arange(len(user_ids))}
-        )
-        joined = request.join(self.users, on="user_id", how="left").sort("_row")
-        return joined.get_column("user_idx").fill_null(-1).to_numpy().astype(np.int64)
+        return _positions(self._user_vocab, user_ids)
 
     def history_matrix(self, histories: list[Any] | None, n_rows: int, positions: bool = False) -> sp.csr_matrix:
         """Supplied histories (lists of item ids, None allowed) as an n_rows x n_items 0/1 CSR;
@@ -299,7 +308,9 @@ class ServingIndex:
             {"_row": np.arange(n_rows), "item_id": pl.Series(lists, dtype=pl.List(pl.String))}
         )
         exploded = frame.explode("item_id").with_columns(pl.int_range(1, pl.len() + 1).over("_row").alias("_pos"))
-        pairs = exploded.drop_nulls("item_id").join(self.items, on="item_id", how="inner")
+        exploded = exploded.drop_nulls("item_id")
+        found = _positions(self._item_vocab, exploded.get_column("item_id").to_list())
+        pairs = exploded.filter(pl.Series(found >= 0)).with_columns(item_idx=pl.Series(found[found >= 0]))
         if positions:
             pairs = pairs.group_by("_row", "item_idx").agg(pl.col("_pos").max())
         rows = pairs.get_column("_row").to_numpy().astype(np.int64)
@@ -313,11 +324,18 @@ class ServingIndex:
 
     def recommend(
         self, user_ids: list[str], ks: np.ndarray | int = DEFAULT_K, histories: list[Any] | None = None
-    ):
+    ) -> pd.DataFrame:
         """Top-k per requested user (see the module docstring for sources and exclusions).
 
         Returns a pandas DataFrame with user_id, item_ids (list[str]), scores (list[float]), source.
         """
+        return pd.DataFrame(self.recommend_columns(user_ids, ks, histories))
+
+    def recommend_columns(
+        self, user_ids: list[str], ks: np.ndarray | int = DEFAULT_K, histories: list[Any] | None = None
+    ) -> dict[str, list[Any]]:
+        """`recommend` as plain columns (lists): what `recsys serve` writes as JSON, without building
+        a DataFrame per request."""
         n = len(user_ids)
         ks = np.broadcast_to(np.asarray(ks, dtype=np.int64), (n,))
         if n and int(ks.min()) <= 0:
@@ -326,8 +344,13 @@ class ServingIndex:
         idx = self.user_indices(user_ids)
         known = idx >= 0
         safe_idx = np.where(known, idx, 0)
-        stored = sp.diags(known.astype(np.float32)) @ self.seen[safe_idx]
-        exclude = sp.csr_matrix(stored + self.history_matrix(histories, n))
+        exclude = self.seen[safe_idx]  # a new matrix: its data may be overwritten
+        if not known.all():
+            exclude = sp.diags(known.astype(np.float32)) @ exclude
+        if histories is not None:
+            exclude = exclude + self.history_matrix(histories, n)
+        exclude = sp.csr_matrix(exclude)
+        exclude.eliminate_zeros()
         exclude.data[:] = 1.0
         has_vector = known & self.user_has_vector[safe_idx]
         has_history = np.diff(exclude.indptr) > 0
@@ -345,15 +368,11 @@ class ServingIndex:
                 items[rows], scores[rows] = topk(
                     vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu", masked_items=self.untrained_items
                 )
-        return _response(user_ids, items, scores, ks, self.item_ids, source)
+        return _response_columns(user_ids, items, scores, ks, self.item_ids, source)
 
     def item_indices(self, item_ids: list[str]) -> np.ndarray:
         """Catalogue index per requested item id, -1 for ids the catalogue does not know."""
-        request = pl.DataFrame(
-            {"item_id": pl.Series(item_ids, dtype=pl.String), "_row": np.arange(len(item_ids))}
-        )
-        joined = request.join(self.items, on="item_id", how="left").sort("_row")
-        return joined.get_column("item_idx").fill_null(-1).to_numpy().astype(np.int64)
+        return _positions(self._item_vocab, item_ids)
 
     def similar(self, item_ids: list[str], ks: np.ndarray | int = DEFAULT_K) -> pd.DataFrame:
         """Top-k items by cosine of the model's item vectors for each requested item, never the item
@@ -371,14 +390,14 @@ class ServingIndex:
         k_max = int(ks.max()) if n else DEFAULT_K
         ann = self.ann if self.use_ann else None
         items, scores = similar_items(self.item_vectors, idx, k_max, ann=ann, unit=self._similar)
-        frame = _response(item_ids, items, scores, ks, self.item_ids, np.full(n, "similar"))
-        return frame.rename(columns={"user_id": "item_id"})
+        columns = _response_columns(item_ids, items, scores, ks, self.item_ids, np.full(n, "similar"))
+        return pd.DataFrame({"item_id" if name == "user_id" else name: values for name, values in columns.items()})
 
     def _groups(self, idx: np.ndarray, has_vector: np.ndarray, fold: np.ndarray, exclude: sp.csr_matrix,
                 histories: list[Any] | None):  # fmt: skip
         """(source, rows, user vectors, item vectors) for each of the three sources."""
         model_rows = np.flatnonzero(has_vector)
-        yield "model", model_rows, self.user_vectors[idx[model_rows]], self.item_vectors
+        yield "model", model_rows, self.user_vectors[idx[model_rows]], self.item_matrix
         fold_rows = np.flatnonzero(fold)
         if fold_rows.size:
             # The order of a supplied history is its time order (stored rows come first): what a
@@ -388,27 +407,49 @@ class ServingIndex:
                 "fold_in",
                 fold_rows,
                 np.asarray(self.model.fold_in_ordered(exclude[fold_rows], order), np.float32),
-                self.item_vectors,
+                self.item_matrix,
             )
         pop_rows = np.flatnonzero(~has_vector & ~fold)
         yield "popularity", pop_rows, np.ones((pop_rows.size, 1), np.float32), self.popularity[:, None]
 
 
-def _response(user_ids, items, scores, ks, item_ids, source) -> pd.DataFrame:
+def _vocab(table: pl.DataFrame, id_column: str, index_column: str) -> pd.Index:
+    """The ids of a vocab table in index order, as a hashed pandas Index (built once at load)."""
+    vocab = pd.Index(table.sort(index_column).get_column(id_column).to_pandas())
+    if len(vocab):
+        vocab.get_loc(vocab[0])  # builds the hash table now, not on the first request
+    return vocab
+
+
+def _positions(vocab: pd.Index, ids: list[str]) -> np.ndarray:
+    """Position of each id in `vocab`, -1 for ids it does not hold. Hash lookups: a request costs
+    microseconds per id whatever the vocab's size (the join against the vocab table it replaces
+    scanned the table on every request). A few ids are looked up one by one (~5 us each), many at
+    once (get_indexer has ~0.5 ms of fixed cost)."""
+    if len(ids) > 64:
+        return vocab.get_indexer(pd.Index(ids, dtype=vocab.dtype)).astype(np.int64)
+    out = np.full(len(ids), -1, dtype=np.int64)
+    for i, key in enumerate(ids):
+        try:
+            out[i] = vocab.get_loc(key)
+        except KeyError:
+            continue
+    return out
+
+
+def _response_columns(user_ids, items, scores, ks, item_ids, source) -> dict[str, list[Any]]:
     """Cut each row to its own k and drop padding (users with fewer rankable items than k)."""
     keep = (np.arange(items.shape[1])[None, :] < ks[:, None]) & (items != PAD_ITEM)
     lengths = keep.sum(axis=1)
     flat_ids = item_ids[items[keep]].tolist()
     flat_scores = scores[keep].astype(np.float64).tolist()
     bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-    return pd.DataFrame(
-        {
-            "user_id": [str(u) for u in user_ids],
-            "item_ids": [flat_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
-            "scores": [flat_scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
-            "source": source.tolist(),
-        }
-    )
+    return {
+        "user_id": [str(u) for u in user_ids],
+        "item_ids": [flat_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+        "scores": [flat_scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+        "source": source.tolist(),
+    }
 
 
 class BadRequest(ValueError):
@@ -435,6 +476,11 @@ def _is_list(value: Any) -> bool:
 def _columns_frame(columns: dict[str, Any], key: str = "user_id") -> pd.DataFrame:
     """A dict of columns ({"user_id": [...], "k": 10, "history": [[...], ...]}) as rows; a scalar
     user_id (or `key`) is one row, a scalar k applies to every row."""
+    return pd.DataFrame(_broadcast_columns(columns, key))
+
+
+def _broadcast_columns(columns: dict[str, Any], key: str) -> dict[str, list[Any]]:
+    """`_columns_frame`'s columns as lists of one value per row."""
     columns = dict(columns)
     user_ids = columns.get(key)
     if user_ids is None:
@@ -450,7 +496,7 @@ def _columns_frame(columns: dict[str, Any], key: str = "user_id") -> pd.DataFram
     for name, values in columns.items():
         if not _is_list(values) or len(values) != n:
             raise BadRequest(f"column {name!r} must have one value per {key} ({n})")
-    return pd.DataFrame({name: list(values) for name, values in columns.items()})
+    return {name: list(values) for name, values in columns.items()}
 
 
 def asks_similar(model_input: Any) -> bool:
@@ -464,33 +510,38 @@ def asks_similar(model_input: Any) -> bool:
     return False
 
 
-def _request_frame(model_input: Any, key: str) -> pd.DataFrame:
-    """A DataFrame, a dict of columns or a list of records as rows with a `key` column."""
+def _request_columns(model_input: Any, key: str) -> dict[Any, list[Any]]:
+    """A DataFrame, a dict of columns or a list of records as columns (one list per column, one
+    value per row, None where a record lacks the column) with a `key` column. Plain lists, not a
+    DataFrame: building one per request cost more than the top-k of a small catalogue."""
     if isinstance(model_input, pd.DataFrame):
         frame = model_input
         if len(frame) == 1 and key in frame.columns and _is_list(frame[key].iloc[0]):
-            frame = _columns_frame(frame.iloc[0].to_dict(), key)
+            columns = _broadcast_columns(frame.iloc[0].to_dict(), key)
+        else:
+            columns = {name: frame[name].tolist() for name in frame.columns}
     elif isinstance(model_input, dict):
-        frame = _columns_frame(model_input, key)
+        columns = _broadcast_columns(model_input, key)
     elif isinstance(model_input, list):
         if not all(isinstance(row, dict) for row in model_input):
             raise BadRequest(f"records must be JSON objects such as {{\"{key}\": \"x1\"}}")
-        frame = pd.DataFrame.from_records(model_input)
+        names = dict.fromkeys(name for row in model_input for name in row)
+        columns = {name: [row.get(name) for row in model_input] for name in names}
     else:
         raise BadRequest(f"unsupported request type {type(model_input).__name__}; send user_id (+ k, history) or item_id (+ k)")
-    if key not in frame.columns:
-        raise BadRequest(f"request needs a {key!r} column; got {[str(c) for c in frame.columns][:10]}")
-    return frame
+    if key not in columns:
+        raise BadRequest(f"request needs a {key!r} column; got {[str(c) for c in columns][:10]}")
+    return columns
 
 
-def _ids_and_ks(frame: pd.DataFrame, key: str, default_k: int, limit: int) -> tuple[list[str], np.ndarray]:
-    ids = frame[key].tolist()
+def _ids_and_ks(columns: dict[Any, list[Any]], key: str, default_k: int, limit: int) -> tuple[list[str], np.ndarray]:
+    ids = columns[key]
     bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
                 or isinstance(u, dict | bool)), None)
     if bad is not None:
         raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
-    if "k" in frame.columns:
-        raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in frame["k"].tolist()]
+    if "k" in columns:
+        raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in columns["k"]]
     else:
         raw = [default_k] * len(ids)
     ks = np.asarray([check_k(k, limit, f"k of row {i}") for i, k in enumerate(raw)], dtype=np.int64)
@@ -500,11 +551,11 @@ def _ids_and_ks(frame: pd.DataFrame, key: str, default_k: int, limit: int) -> tu
 def parse_similar(model_input: Any, default_k: int, n_items: int) -> tuple[list[str], np.ndarray]:
     """(item ids, k per row) of a similar-items request; k is at most n_items - 1 (the item itself
     is never among its neighbours)."""
-    frame = _request_frame(model_input, "item_id")
-    extra = sorted(set(map(str, frame.columns)) - {"item_id", "k"})
+    columns = _request_columns(model_input, "item_id")
+    extra = sorted(set(map(str, columns)) - {"item_id", "k"})
     if extra:
         raise BadRequest(f"a similar-items request has columns item_id and k only; got {extra[:5]}")
-    return _ids_and_ks(frame, "item_id", default_k, max(1, n_items - 1))
+    return _ids_and_ks(columns, "item_id", default_k, max(1, n_items - 1))
 
 
 def parse_request(
@@ -517,10 +568,10 @@ def parse_request(
     into one row whose cell holds the list, which is read back as one row per id. k for the whole
     request goes in `params={"k": n}` (`default_k`) or in a per-row `k` column. With `n_items`,
     every k must lie in 1..n_items."""
-    frame = _request_frame(model_input, "user_id")
+    columns = _request_columns(model_input, "user_id")
     limit = n_items if n_items is not None else np.iinfo(np.int64).max
-    user_ids, ks = _ids_and_ks(frame, "user_id", default_k, limit)
-    histories = frame["history"].tolist() if "history" in frame.columns else None
+    user_ids, ks = _ids_and_ks(columns, "user_id", default_k, limit)
+    histories = columns.get("history")
     if histories is not None:
         for i, h in enumerate(histories):
             if h is not None and not (isinstance(h, float) and np.isnan(h)) and not _is_list(h):
@@ -552,6 +603,19 @@ class TopKRecommender(_python_model_base()):
 def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
     """Parse and answer one request (the pyfunc's predict and `recsys serve` share it). Rows with
     `item_id` instead of `user_id` ask for similar items (`ServingIndex.similar`)."""
+    answered = _answer(index, model_input, params)
+    return answered if isinstance(answered, pd.DataFrame) else pd.DataFrame(answered)
+
+
+def answer_records(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`answer` as one dict per row (`recsys serve`'s JSON), without a DataFrame for top-k rows."""
+    answered = _answer(index, model_input, params)
+    if isinstance(answered, pd.DataFrame):
+        return answered.to_dict("records")
+    return [dict(zip(answered, row, strict=True)) for row in zip(*answered.values(), strict=True)]
+
+
+def _answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None) -> pd.DataFrame | dict[str, list[Any]]:
     k = (params or {}).get("k")
     if asks_similar(model_input):
         limit = max(1, index.n_items - 1)
@@ -560,4 +624,4 @@ def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None 
         return index.similar(item_ids, ks)
     default_k = min(DEFAULT_K, index.n_items) if k is None else check_k(k, index.n_items, "params.k")
     user_ids, ks, histories = parse_request(model_input, default_k, index.n_items)
-    return index.recommend(user_ids, ks, histories)
+    return index.recommend_columns(user_ids, ks, histories)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotation here
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
-from recsys.tracking.pyfunc import DEFAULT_K, BadRequest, answer
+from recsys.tracking.pyfunc import DEFAULT_K, BadRequest, answer_records
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -322,10 +322,9 @@ def build_app(
                 "send fewer users or a smaller k",
             )  # fmt: skip
         try:
-            frame = answer(index, records, {"k": params_k} if params_k else None) if records else None
+            predictions = answer_records(index, records, {"k": params_k} if params_k else None) if records else []
         except BadRequest as exc:
             raise RequestError(400, str(exc)) from None
-        predictions = [] if frame is None else frame.to_dict("records")
         return JSONResponse({"predictions": predictions})
 
     @app.post(

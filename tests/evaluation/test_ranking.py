@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.data.split import EvalSet
-from recsys.evaluation.ranking import PAD_ITEM, RankedLists, rank_eval_set, rank_factors, topk
+from recsys.evaluation.ranking import PAD_ITEM, RankedLists, item_major, rank_eval_set, rank_factors, topk
 from recsys.models.factors import FactorModel
 
 
@@ -136,3 +136,18 @@ def test_rank_factors_matches_rank_eval_set_without_fold_in() -> None:
     np.testing.assert_array_equal(by_model.items[0], [3, 5, 2])
     with pytest.raises(ValueError, match="one vector per user"):
         rank_factors(model.user_factors[:2], items, eval_set, 3)
+
+
+def test_item_major_matrix_gives_bit_identical_lists_without_a_per_call_copy() -> None:
+    """Serving passes `item_major` items so that `topk` does not copy the catalogue per request;
+    the lists and scores must be exactly those of the plain matrix (same product, same layout)."""
+    rng = np.random.default_rng(3)
+    users, items = rng.standard_normal((7, 16), dtype=np.float32), rng.standard_normal((500, 16), dtype=np.float32)
+    exclude = sp.random(7, 500, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    prepared = item_major(items)
+    assert prepared.shape == (500, 16) and prepared.T.is_contiguous()  # topk's .T.contiguous() is then free
+    assert prepared.T.contiguous().data_ptr() == prepared.data_ptr()
+    plain_items, plain_scores = topk(users, items, 20, exclude=exclude, device="cpu")
+    got_items, got_scores = topk(users, prepared, 20, exclude=exclude, device="cpu")
+    np.testing.assert_array_equal(got_items, plain_items)
+    np.testing.assert_array_equal(got_scores, plain_scores)

@@ -87,3 +87,37 @@ def test_per_row_k_and_mixed_sources_in_one_request(wals_pyfunc):
     assert [len(x) for x in answer["item_ids"]] == [3, 2, 4]
     assert answer["source"].tolist() == ["model", "popularity", "fold_in"]
     assert not {"i0", "i4"} & set(answer["item_ids"][2])
+
+
+def test_known_user_with_a_history_has_both_its_seen_items_and_the_history_masked(logged, planted_split, wals_pyfunc):
+    """A known user who also sends a history: its stored seen items and the sent items are both
+    excluded, in a request whose other row is unknown (every branch of the exclusion wiring)."""
+    from recsys.tracking.pyfunc import seen_matrix
+
+    split, model = planted_split, logged.models["wals"]
+    u, uid = 5, str(planted_split.user_ids[5])
+    plain = wals_pyfunc.predict(pd.DataFrame({"user_id": [uid]}), params={"k": 10})
+    sent = list(plain["item_ids"][0][:3])  # its three best unseen items, now sent as its history
+    answer = wals_pyfunc.predict(pd.DataFrame({"user_id": ["stranger", uid], "k": [10, 10], "history": [[], sent]}))
+    assert answer["source"].tolist() == ["popularity", "model"]
+    exclude = seen_matrix(split)[[u]].tolil()
+    for item in sent:
+        exclude[0, int(np.flatnonzero(split.item_ids.astype(str) == item)[0])] = 1.0
+    expected, _ = topk(model.user_factors[[u]], model.item_factors, 10, exclude=exclude.tocsr())
+    assert list(answer["item_ids"][1]) == _ids(split, expected)[0]
+    assert not set(sent) & set(answer["item_ids"][1])
+
+
+def test_records_answer_equals_the_dataframe_answer(planted_split, wals_pyfunc):
+    """`recsys serve` answers through `answer_records` (plain lists, no DataFrame per request): row
+    for row what the pyfunc's DataFrame answer holds, records with missing columns included, and the
+    vocab lookup gives the same indices one by one (few ids) and at once (many)."""
+    from recsys.tracking.pyfunc import answer, answer_records
+
+    index = wals_pyfunc.unwrap_python_model().index
+    records = [{"user_id": "u1", "k": 3}, {"user_id": "stranger"}, {"user_id": "new", "history": ["i0", "i4"]}]
+    assert answer_records(index, records) == answer(index, pd.DataFrame.from_records(records)).to_dict("records")
+    ids = [str(u) for u in planted_split.user_ids[:80]] + ["nobody"]
+    many = index.user_indices(ids)
+    assert many.tolist() == [int(index.user_indices([i])[0]) for i in ids]
+    assert many[:80].tolist() == list(range(80)) and many[-1] == -1
