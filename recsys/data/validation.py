@@ -14,6 +14,7 @@ For a directory source both outputs carry SOURCE_FILE, and ROW counts rows withi
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -65,6 +66,8 @@ _SAMPLE_ROWS = 2000
 _PLAIN_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
 TYPED_READ = "typed read"
 _REPEAT_TABLE_BITS = 20
+_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="recsys-validate")
+"""Runs the typed-read proof beside the rest of a validation (see `_validate`)."""
 
 
 @dataclass
@@ -424,9 +427,10 @@ def _validate(
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
     if frame.height == 0:
         raise DataError(f"{raw.path}: no data rows")
-    if typed and not _typed_read_is_exact(frame, raw):
-        del frame  # a number spelled otherwise than plainly ("007", "+7", '"7"'): use the text
-        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
+    # The typed read's proof (`_typed_read_is_exact`) runs beside the rest of the checks (polars
+    # releases the GIL; the duplicate check's numpy stretch leaves a core free) and is awaited
+    # before the result is returned: a failed proof redoes the validation from the text.
+    proof = _BACKGROUND.submit(_typed_read_is_exact, frame, raw) if typed else None
     if raw.positional_rows:
         frame = number_rows(frame, raw.per_file)
     if fast_names:
@@ -493,6 +497,10 @@ def _validate(
     )
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
+    if proof is not None and not proof.result():
+        # A number spelled otherwise than plainly ("007", "+7", '"7"'): use the text.
+        del accepted, quarantine
+        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons)
 
 
