@@ -28,9 +28,17 @@ as cheap as the reference's and skips ~0.3 s of string parsing, kept only when a
 every field was spelled plainly; the per-row reason is a 1-byte Enum instead of a mostly-null String
 column (160 MB on 10M rows); repeated hashes are found with a 1 MB table; the fingerprint hashes each
 distinct id once; pairs take their first-appearance order from the source row instead of a
-materialised position column. What remains (wall, 2 idle cores, one process): read + parse + rules +
-hash ~1.0 s, duplicate check ~0.2 s, accepted-row filter ~0.15 s, batch write ~0.5 s and pair
-group-by ~0.6 s (they share the cores), vocab + indexing ~0.25 s, remaining writes ~0.2 s; see
+materialised position column. Then, for the real shapes: the vocab keeps the codes of the ids it adds
+(no text round trip to index the pairs, no self-check of a table it built, a one-key sort by first
+appearance), 64-bit ids of which most fit 32 bits get stand-in 4-byte codes so their pairs group on
+one u64 key, the typed-read proof compares 32-bit copies, and the batch, the implicit table and the
+vocab are written through pyarrow with per-column encodings (no compression of numbers; polars'
+writer dictionary-encoded the id columns, its costliest step), on two writer threads. What remains
+(wall, 2 idle cores, one process, 10M numbered rows): read + parse + rules + hash ~1.0 s, duplicate
+check ~0.2 s, accepted-row filter ~0.15 s, batch write ~0.4 s and pair group-by ~0.4 s (they share
+the cores), vocab + indexing ~0.2 s, fingerprint and remaining writes ~0.2 s. Raw Zipf ids are
+costlier for what they are, not for their width: 2.5M pairs and 1.2M distinct ids against 1.4M and
+250k, so the group-by, vocab, join and fingerprint all touch more entries. See
 benchmarks/results/ingest.md for the numbers.
 """
 
@@ -57,6 +65,10 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
+    "Before the vocab codes, stand-in codes for 64-bit ids and pyarrow writes (the previous table, commit "
+    "fa20c8d691, load 2.5-3.2): main 10M-row file 1.94; 10M-row shapes 2.00-2.08 with numbered ids and "
+    "2.63-2.77 with Zipf ids; 3M-row shapes 2.04-2.13 numbered, 2.81-3.34 Zipf.",
+    "",
     "Earlier runs, before ids past 32 bits got 64-bit codes (the main file's ids all fit 32 bits, so its "
     "route did not change; idle machine, 5 pairs each): 10M-row ratio 1.55, 1.72, 1.71, 1.77, 2.02; "
     "ML-100K 3.18, 2.85, 3.48, 2.92, 3.20 (its 0.04-0.05 s reference moves the ratio more than ingest does). "

@@ -52,7 +52,7 @@ from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, first_line
 from recsys.evaluation.ranking import torch_threads
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
-from recsys.models.defaults import two_tower_batch_size
+from recsys.models.defaults import resolved_temperature, two_tower_batch_size, two_tower_sampler
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
@@ -60,6 +60,7 @@ from recsys.sampling import (
     accidental_hit_mask,
     build_sampler,
     item_counts_from_csr,
+    own_positive_mask,
 )
 
 if TYPE_CHECKING:
@@ -196,14 +197,15 @@ def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
     """`cfg.logit_offset`, with "auto" computed from the data (`recsys.losses.pointwise_offset`)."""
     if cfg.logit_offset != "auto":
         return float(cfg.logit_offset)
+    temperature = resolved_temperature(cfg.temperature, cfg.user_input)
     per_user = np.diff(train.indptr)
     active = per_user[per_user > 0]
     mean_items = float(active.mean()) if active.size else 1.0
     n_items = int(train.shape[1])
     if cfg.loss == "gbce":  # positive weighted by beta against k summed negatives
         beta = gbce_beta(cfg.num_negatives, n_items, cfg.gbce_calibration)
-        return pointwise_offset(n_items, mean_items, cfg.temperature, beta, max(cfg.num_negatives, 1))
-    return pointwise_offset(n_items, mean_items, cfg.temperature)
+        return pointwise_offset(n_items, mean_items, temperature, beta, max(cfg.num_negatives, 1))
+    return pointwise_offset(n_items, mean_items, temperature)
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -348,7 +350,7 @@ def local_negatives(negatives: Negatives, share: Share) -> Negatives:
     rows = share.rows
     items = negatives.items if negatives.shared else negatives.items[rows]
     log_q = negatives.log_q if negatives.shared else negatives.log_q[rows]
-    return Negatives(items, log_q, negatives.pos_log_q[rows], negatives.in_batch)
+    return Negatives(items, log_q, negatives.pos_log_q[rows], negatives.in_batch, negatives.has_positives)
 
 
 def extra_items(negatives: Negatives) -> torch.Tensor:
@@ -385,14 +387,18 @@ def hit_mask_for(
 ) -> torch.Tensor | None:
     """`hit_mask` for this rank's rows: each row's own in-batch column (at its position in the
     *global* batch, so not the local diagonal unless this is rank 0) and, when `positives` is given,
-    every accidental hit. Equals `recsys.sampling.negative_mask` for one process."""
+    every accidental hit; the column of each row's own positive when the candidates contain it
+    (the full catalogue). Equals `recsys.sampling.negative_mask` for one process."""
     batch, n = int(items.shape[0]), negatives.num
-    mask = None
+    # the full catalogue holds each row's positive; accidental-hit removal masks it anyway
+    own = negatives.has_positives and positives is None
+    mask = own_positive_mask(items, negatives.items) if own else None
     if negatives.in_batch:
         own = torch.arange(share.rows.start, share.rows.stop, device=negatives.items.device)
-        mask = torch.zeros((batch, n), dtype=torch.bool, device=negatives.items.device)
+        diagonal = torch.zeros((batch, n), dtype=torch.bool, device=negatives.items.device)
         inside = own < negatives.in_batch
-        mask[torch.arange(batch, device=mask.device)[inside], own[inside]] = True
+        diagonal[torch.arange(batch, device=diagonal.device)[inside], own[inside]] = True
+        mask = diagonal if mask is None else mask | diagonal
     if positives is not None:
         hits = accidental_hit_mask(users, items, negatives.items, positives).expand(batch, n)
         mask = hits if mask is None else mask | hits
@@ -813,6 +819,10 @@ def train_two_tower(
     world_size = distributed.world_size() if world_size is None else world_size
     if cfg.batch_size is None:  # TwoTower.fit resolves it first; direct callers get the same rule
         cfg = cfg.model_copy(update={"batch_size": two_tower_batch_size(int(train.nnz))})
+    if cfg.sampler == "auto":
+        cfg = cfg.model_copy(update={"sampler": two_tower_sampler(cfg.user_input, int(train.shape[1]))})
+    if cfg.temperature == "auto":
+        cfg = cfg.model_copy(update={"temperature": resolved_temperature("auto", cfg.user_input)})
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)

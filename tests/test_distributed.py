@@ -53,6 +53,10 @@ CASES: dict[str, dict[str, Any]] = {
     # a sequence user tower: ranks split the global batch of windows, rows = their windows' targets
     # (uneven: 81 windows = 64 + 17, shared 9 / 8); no dropout, whose masks each rank would draw alone
     "sequence": {"user_input": "sequence", "sequence_length": 4, "sequence_dropout": 0.0, "sampler": "mixed"},
+    # the sequence tower's default full softmax: the whole catalogue on every rank, each row's own
+    # positive masked by the rank's rows even without accidental-hit removal
+    "sequence_all": {"user_input": "sequence", "sequence_length": 4, "sequence_dropout": 0.0, "sampler": "all",
+                     "remove_accidental_hits": False},
 }  # fmt: skip
 EVAL = EvaluationConfig(ks=[5, 10], metrics=["recall", "ndcg", "hit_rate", "coverage"], bootstrap_samples=50)
 

@@ -15,6 +15,7 @@ import torch
 from recsys.config import ConfigError
 from recsys.models.two_tower import SamplerName, TwoTowerConfig
 from recsys.sampling import (
+    AllItemsSampler,
     HardNegativeSampler,
     InBatchSampler,
     MixedSampler,
@@ -228,6 +229,25 @@ def test_negative_mask_masks_in_batch_diagonal_always_and_duplicates_only_as_hit
     assert negative_mask(users, pos, UniformSampler(6, 4).sample(users, pos, gen())) is None
 
 
+def test_all_items_are_every_rows_candidates_once_with_uniform_q_and_the_positive_column_masked():
+    """The full catalogue, shared, q = 1/n on both sides (a constant logQ shift); the candidates hold
+    each positive, whose column `negative_mask` masks even without accidental-hit removal."""
+    negs = AllItemsSampler(6).sample(USERS, POS, gen())
+    assert negs.shared and negs.has_positives and negs.in_batch == 0
+    assert torch.equal(negs.items, torch.arange(6))
+    assert torch.allclose(negs.log_q, torch.full((6,), -math.log(6)))
+    assert torch.allclose(negs.pos_log_q, torch.full((3,), -math.log(6)))
+    own = torch.zeros(3, 6, dtype=torch.bool)
+    own[torch.arange(3), POS] = True
+    assert torch.equal(negative_mask(USERS, POS, negs), own)
+    with_hits = negative_mask(USERS, POS, negs, PositiveLookup(TRAIN))
+    assert torch.equal(with_hits, own | torch.as_tensor(TRAIN.toarray() != 0)[USERS])
+    moved = negs.to("cpu")
+    assert moved.has_positives
+    with pytest.raises(ConfigError, match="^all-items sampler needs at least one item, got n_items=0$"):
+        AllItemsSampler(0)
+
+
 def test_hard_negatives_come_from_top_k_and_never_from_positives():
     # fixed_scores ranks items 5 > 4 > 3 > 2 > 1 > 0 for everyone.
     sampler = HardNegativeSampler(6, 2000, 2, TRAIN, fixed_scores)
@@ -260,7 +280,7 @@ def test_build_sampler_covers_every_config_name(name):
     sampler = build_sampler(cfg, COUNTS, TRAIN, score_fn=fixed_scores)
     negs = sampler.sample(USERS, POS, gen())
     assert isinstance(negs, Negatives)
-    expected_num = {"uniform": 4, "popularity": 4, "in_batch": 3, "mixed": 3 + 2, "hard": 4}[name]
+    expected_num = {"uniform": 4, "popularity": 4, "in_batch": 3, "mixed": 3 + 2, "hard": 4, "all": 6}[name]
     assert negs.num == expected_num
 
 

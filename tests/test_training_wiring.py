@@ -50,7 +50,7 @@ def config(**overrides) -> TwoTowerConfig:
 def hand_log_q(cfg: TwoTowerConfig, items: np.ndarray, batch: int) -> np.ndarray:
     """log q of `items` under `cfg.sampler`, from the item counts by hand (sampling.py's convention)."""
     counts = np.bincount(np.concatenate(list(LIKES.values())), minlength=N_ITEMS).astype(float)
-    if cfg.sampler == "uniform":
+    if cfg.sampler in ("uniform", "all"):  # all: every item once per row, so q = 1/n too
         q = np.full(N_ITEMS, 1 / N_ITEMS)
     elif cfg.sampler == "popularity":
         q = counts**cfg.sampler_alpha / (counts**cfg.sampler_alpha).sum()
@@ -63,11 +63,14 @@ def hand_log_q(cfg: TwoTowerConfig, items: np.ndarray, batch: int) -> np.ndarray
 
 
 def hand_mask(cfg: TwoTowerConfig, candidates: np.ndarray, in_batch: int) -> np.ndarray:
-    """(B, N) True where candidate n is not a negative for row b: its own in-batch column always;
-    with `remove_accidental_hits`, any item the user liked in training or the row's positive."""
+    """(B, N) True where candidate n is not a negative for row b: its own in-batch column always, as
+    is the row's positive among the full catalogue (`all`); with `remove_accidental_hits`, any item
+    the user liked in training or the row's positive."""
     batch = BATCH_USERS.size
     grid = np.broadcast_to(candidates, (batch, candidates.shape[-1]))
     mask = np.zeros(grid.shape, dtype=bool)
+    if cfg.sampler == "all":
+        mask |= grid == BATCH_ITEMS[:, None]
     for b in range(min(batch, in_batch)):
         mask[b, b] = True
     if cfg.remove_accidental_hits:
@@ -140,6 +143,8 @@ STEP_CASES = [
     ("popularity", "bce", True, True, True),  # importance weights 1/q
     ("popularity", "nce", False, True, True),  # NCE takes q even with the correction off
     ("uniform", "nce", True, False, False),
+    ("all", "sampled_softmax", True, True, True),  # the full catalogue: q = 1/n, hits masked
+    ("all", "sampled_softmax", False, False, True),  # the positive's own column is masked even so
 ]
 
 
@@ -152,6 +157,31 @@ def test_a_training_step_computes_the_loss_with_the_samplers_q_and_the_masks(
     )
     got, want, _ = one_step(cfg)
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_the_all_items_sampler_is_the_full_catalogue_cross_entropy_with_the_positive_counted_once():
+    """sampler = "all": the step's loss is `logsumexp_j(s_j / T) - s_pos / T` over every item, as
+    `F.cross_entropy` of the user's scores against the whole catalogue computes it. Fails if the
+    sampler draws a sample instead (other candidates), if the positive's own column is left unmasked
+    (it would count twice in the denominator) or if the logQ correction were not constant."""
+    for logq in (True, False):
+        cfg = config(sampler="all", loss="sampled_softmax", logq_correction=logq, remove_accidental_hits=False,
+                     num_negatives=3)  # fmt: skip
+        train = train_matrix()
+        torch.manual_seed(0)
+        network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+        sampler = build_sampler(cfg, item_counts_from_csr(train), train)
+        users, items = torch.as_tensor(BATCH_USERS), torch.as_tensor(BATCH_ITEMS)
+        loss = compute_loss(
+            TowerForward(network), users, items, cfg=cfg, sampler=sampler, loss_fn=get_loss(cfg.loss),
+            positives=None, generator=torch.Generator().manual_seed(7),
+        )  # fmt: skip
+        with torch.no_grad():
+            scores = network.user_vectors(users, training=True) @ network.item_vectors(
+                torch.arange(N_ITEMS), training=True
+            ).T
+        want = F.cross_entropy(scores.double() / T, items)
+        assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_the_hand_step_is_sensitive_to_each_piece_of_wiring():

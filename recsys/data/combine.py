@@ -11,7 +11,8 @@ Pipeline: each source becomes a one-row-per-(user, item) table (raw files throug
 given `DataConfig`, so the same positive rule, aggregation and k-core apply to each; processed
 directories as they are) -> ids optionally prefixed "b<i>:" -> disjointness checked -> one ingest
 of the union with aggregation `sum` and no further filtering (each pair already appears once, so the
-weights pass through unchanged, and k-core on disjoint parts equals k-core per part).
+weights pass through unchanged, and k-core on disjoint parts equals k-core per part; a repeated
+pair also brings a weight-0 row at its first-seen time, so that time survives the union).
 
 Blocks: by default the source index 0..n-1 (`blocks="source"`), the seam the diagnostic is about.
 With `blocks="nested"` a source that already carries block labels (a combined or synthetic set)
@@ -35,7 +36,7 @@ from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.dataset import InteractionData
 from recsys.data.ingest import ingest
-from recsys.data.schema import ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.schema import FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.vocab import BLOCK, UNKNOWN_BLOCK
 from recsys.errors import DataError
 
@@ -89,11 +90,15 @@ def source_prefix(index: int) -> str:
 
 
 def _as_pairs(data: InteractionData) -> pl.DataFrame:
-    """Canonical one-row-per-pair table with raw ids (index -> id is one gather per column)."""
+    """Canonical rows with raw ids (index -> id is one gather per column): one per pair, plus, for
+    a pair first seen before its latest timestamp (a repeat, see `recsys.data.first_seen`), a
+    weight-0 row at its first-seen time. The union's ingest (aggregate `sum`) then gives the pair
+    the same weight, latest time and first-seen time it had in its source, so time-based splits
+    of the combined data place it where its source's splits do."""
     users = pl.Series(USER, data.user_ids.astype(str), dtype=pl.String)
     items = pl.Series(ITEM, data.item_ids.astype(str), dtype=pl.String)
     frame = data.interactions
-    return pl.DataFrame(
+    pairs = pl.DataFrame(
         {
             USER: users.gather(frame.get_column(USER_IDX)),
             ITEM: items.gather(frame.get_column(ITEM_IDX)),
@@ -101,6 +106,13 @@ def _as_pairs(data: InteractionData) -> pl.DataFrame:
             WEIGHT: frame.get_column(WEIGHT),
         }
     )
+    if FIRST_SEEN not in frame.columns:
+        return pairs
+    earlier = frame.get_column(FIRST_SEEN).ne_missing(frame.get_column(TIME))
+    first_rows = pairs.filter(earlier).with_columns(
+        frame.get_column(FIRST_SEEN).filter(earlier).alias(TIME), pl.lit(0.0, dtype=pl.Float32).alias(WEIGHT)
+    )
+    return pl.concat([pairs, first_rows], how="vertical")
 
 
 def _labels(

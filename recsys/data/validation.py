@@ -14,6 +14,7 @@ For a directory source both outputs carry SOURCE_FILE, and ROW counts rows withi
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +23,7 @@ import polars as pl
 
 from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line, number_rows
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
-from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, decimal_codes
+from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError
 
 REASON = "reason"
@@ -65,6 +66,8 @@ _SAMPLE_ROWS = 2000
 _PLAIN_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
 TYPED_READ = "typed read"
 _REPEAT_TABLE_BITS = 20
+_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="recsys-validate")
+"""Runs the typed-read proof beside the rest of a validation (see `_validate`)."""
 
 
 @dataclass
@@ -424,9 +427,10 @@ def _validate(
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
     if frame.height == 0:
         raise DataError(f"{raw.path}: no data rows")
-    if typed and not _typed_read_is_exact(frame, raw):
-        del frame  # a number spelled otherwise than plainly ("007", "+7", '"7"'): use the text
-        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
+    # The typed read's proof (`_typed_read_is_exact`) runs beside the rest of the checks (polars
+    # releases the GIL; the duplicate check's numpy stretch leaves a core free) and is awaited
+    # before the result is returned: a failed proof redoes the validation from the text.
+    proof = _BACKGROUND.submit(_typed_read_is_exact, frame, raw) if typed else None
     if raw.positional_rows:
         frame = number_rows(frame, raw.per_file)
     if fast_names:
@@ -493,6 +497,10 @@ def _validate(
     )
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
+    if proof is not None and not proof.result():
+        # A number spelled otherwise than plainly ("007", "+7", '"7"'): use the text.
+        del accepted, quarantine
+        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons)
 
 
@@ -578,7 +586,11 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
     """Total length of the integers in `columns` written in decimal ('-' for negatives, nulls
     empty): per column, the non-null count plus, for each power of ten up to its largest
     magnitude, how many values reach it; powers at or below the smallest magnitude count every
-    value without a comparison. None where a magnitude does not fit the column's type."""
+    value without a comparison. None where a magnitude does not fit the column's type.
+
+    Each other power is one comparison pass over the column; on a 64-bit column whose values
+    mostly fit 32 bits (ids with a few hashed or 64-bit ones) the powers below 2**32 compare a
+    clipped 32-bit copy (half the bytes), and those above only the few values past 32 bits."""
     if not columns:
         return 0
     bounds = frame.select(
@@ -598,13 +610,21 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
             counts.append((value < 0).sum())
             value, low, high = value.abs(), 0, max(-low, high)
         total += present  # the first digit
-        power = 10
-        while power <= high:
-            if power <= low:
-                total += present
-            else:
-                counts.append((value >= power).sum())
-            power *= 10
+        powers = [10**k for k in range(1, 21) if low < 10**k <= high]
+        total += present * sum(1 for k in range(1, 21) if 10**k <= low)
+        if high > MAX_CODE and powers and powers[0] <= MAX_CODE:
+            # A value past 32 bits reaches every power below 2**32: it is null in `narrow` and
+            # counted once per such power instead.
+            narrow = value.cast(pl.UInt32, strict=False).alias("narrow")
+            parts = frame.select(narrow, value.filter(value > MAX_CODE).implode().alias("wide"))
+            wide = parts.select(pl.col("wide").first().explode())
+            small, large = [p for p in powers if p <= MAX_CODE], [p for p in powers if p > MAX_CODE]
+            total += sum(parts.select((pl.col("narrow") >= p).sum().alias(str(p)) for p in small).row(0))
+            total += wide.height * len(small)
+            if large:
+                total += sum(wide.select((pl.col("wide") >= p).sum().alias(str(p)) for p in large).row(0))
+            continue
+        counts += [(value >= p).sum() for p in powers]
     if counts:
         total += sum(frame.select(c.alias(f"c{i}") for i, c in enumerate(counts)).row(0))
     return int(total)

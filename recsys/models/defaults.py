@@ -25,6 +25,12 @@ Two-tower (`two_tower_batch_size`): the largest power of two at most `interactio
   128 and 1024, so an epoch has at least ~32 optimizer steps. With a fixed 1024 a small data set
   has ~20 steps per epoch, the first epochs sit on the random-init plateau, and early stopping
   (patience in epochs) ended training there, below popularity.
+Two-tower sampler (`two_tower_sampler`): a sequence user tower scores the whole catalogue per target
+  (`all`, the full softmax) while the catalogue has at most FULL_CATALOGUE_MAX_ITEMS items, else
+  draws `uniform` negatives like the other user towers. Chosen on ML-100K next-item validation users
+  (benchmarks/results/sequence.md): the full softmax beat 256 uniform negatives at every epoch.
+Two-tower temperature (`two_tower_temperature`): 0.05 for a sequence user tower (its full softmax on
+  unit vectors wanted the sharper scale on both next-item validation sets), 0.1 for the others.
 """
 
 from __future__ import annotations
@@ -101,3 +107,24 @@ def two_tower_batch_size(n_interactions: int) -> int:
     low, high = BATCH_RANGE
     target = max(n_interactions // STEPS_PER_EPOCH, 1)
     return int(min(high, max(low, 2 ** int(math.floor(math.log2(target))))))
+
+
+FULL_CATALOGUE_MAX_ITEMS = 10_000
+"""Largest catalogue a sequence tower scores in full per target by default: a step's logits are
+targets x items (~800 x 10k floats at the data-aware batch, tens of MB with their gradient)."""
+
+
+def two_tower_sampler(user_input: str, n_items: int) -> str:
+    """`sampler = "auto"`: the full catalogue (`all`) for a sequence user tower on a catalogue of
+    at most FULL_CATALOGUE_MAX_ITEMS items, `uniform` otherwise."""
+    return "all" if user_input == "sequence" and n_items <= FULL_CATALOGUE_MAX_ITEMS else "uniform"
+
+
+def two_tower_temperature(user_input: str) -> float:
+    """`temperature = "auto"`: 0.05 for a sequence user tower, 0.1 for the id and history towers."""
+    return 0.05 if user_input == "sequence" else 0.1
+
+
+def resolved_temperature(temperature: float | str, user_input: str) -> float:
+    """A configured temperature, with "auto" resolved (`two_tower_temperature`)."""
+    return two_tower_temperature(user_input) if temperature == "auto" else float(temperature)

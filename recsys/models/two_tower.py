@@ -33,7 +33,7 @@ from typing import Any, Literal, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, model_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -49,7 +49,7 @@ from recsys.models.base import (
     as_user_item_csr,
     seeded_global_torch_rng,
 )
-from recsys.models.defaults import two_tower_batch_size
+from recsys.models.defaults import resolved_temperature, two_tower_batch_size, two_tower_sampler
 from recsys.models.fold_in import least_squares_users
 from recsys.models.sequence_tower import SequenceTower, order_rows, sequence_batch_size, windows_per_user
 
@@ -67,7 +67,7 @@ LossName = Literal[
     "gbce",
     "sampled_softmax_corrected",
 ]
-SamplerName = Literal["uniform", "popularity", "in_batch", "mixed", "hard"]
+SamplerName = Literal["uniform", "popularity", "in_batch", "mixed", "hard", "all"]
 
 MIN_LEARNED_TEMPERATURE = 0.01
 """Learned temperatures are clamped here (CLIP's logit-scale cap) so the logits cannot explode."""
@@ -87,10 +87,19 @@ class TwoTowerConfig(ModelConfig):
         False, description="feed side features (categorical, multi-hot, numeric) to the towers"
     )
     normalize: bool = True
-    temperature: float = Field(0.1, gt=0)
+    temperature: PositiveFloat | Literal["auto"] = Field(
+        "auto", description="softmax temperature of the unit-vector scores; 'auto' = 0.05 for a sequence user tower, "
+        "else 0.1 (recsys.models.defaults.two_tower_temperature)",
+    )
     learn_temperature: bool = False
     loss: LossName = "sampled_softmax"
-    sampler: SamplerName = "uniform"
+    sampler: SamplerName | Literal["auto"] = Field(
+        "auto",
+        description="negatives: uniform, popularity (count^alpha), in_batch, mixed (in-batch + uniform), hard "
+        "(mined from the current model) or all (every item of the catalogue, the full softmax; ignores "
+        "num_negatives). 'auto' = all for a sequence user tower on a catalogue of at most 10,000 items, "
+        "else uniform (recsys.models.defaults.two_tower_sampler)",
+    )
     sampler_alpha: float = Field(0.75, ge=0, description="popularity^alpha sampling exponent")
     mixed_uniform_fraction: float = Field(0.5, ge=0, le=1)
     num_negatives: int = Field(256, ge=0)
@@ -451,7 +460,7 @@ class TwoTowerNetwork(nn.Module):
         # which keeps the pre-head vectors h_u, h_i in one space (separate heads let them drift apart
         # and retrieval from before the head becomes random).
         self.head = projection_head(config.dim, head) if head else None
-        log_t = torch.tensor(math.log(config.temperature))
+        log_t = torch.tensor(math.log(resolved_temperature(config.temperature, config.user_input)))
         self.learn_temperature = config.learn_temperature
         if config.learn_temperature:
             self.log_temperature = nn.Parameter(log_t)
@@ -551,8 +560,12 @@ class TwoTower(Recommender):
             update["batch_size"] = sequence_batch_size(int(windows.sum()))
         elif self.config.batch_size is None:
             update["batch_size"] = two_tower_batch_size(int(train.nnz))
-        if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:
-            update["logit_offset"] = resolve_logit_offset(self.config, train)
+        if self.config.sampler == "auto":
+            update["sampler"] = two_tower_sampler(self.config.user_input, int(train.shape[1]))
+        if self.config.temperature == "auto":
+            update["temperature"] = resolved_temperature("auto", self.config.user_input)
+        if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:  # needs the temperature
+            update["logit_offset"] = resolve_logit_offset(self.config.model_copy(update=update), train)
         return self.config.model_copy(update=update) if update else self.config
 
     def build_network(self, n_users: int, n_items: int, features: FeatureSet | None) -> TwoTowerNetwork:
@@ -655,7 +668,9 @@ class TwoTower(Recommender):
     @property
     def temperature(self) -> float:
         """The (possibly learned) softmax temperature; scores for ranking do not need it."""
-        return float(self.network.temperature()) if self.network is not None else self.config.temperature
+        if self.network is not None:
+            return float(self.network.temperature())
+        return resolved_temperature(self.config.temperature, self.config.user_input)
 
     def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
         return self.fold_in(histories, times=times)

@@ -164,3 +164,22 @@ def test_ml100k_plus_prefixed_copy(ml100k_dir, tmp_path):
     np.testing.assert_array_equal(np.bincount(out.user_blocks), [943, 943])
     np.testing.assert_array_equal(np.bincount(out.item_blocks), [1682, 1682])
     assert out.user_ids[0].startswith("b0:") and out.fingerprint
+
+
+def test_a_repeated_pair_keeps_its_first_seen_time_through_the_union(small_csv, synthetic_processed, tmp_path):
+    """(u1, i1) is seen at t0 and again 100 s later: the source stores first_seen t0 and timestamp
+    t0 + 100, and the union must keep both (time-based splits place pairs by first_seen), with the
+    weight unchanged. Without the first-seen rows the union's first_seen is the latest time."""
+    combine([small_csv, synthetic_processed[0]], tmp_path / "out")
+    source = load_processed(tmp_path / "out")
+    rows = source.interactions.with_columns(
+        pl.Series("user", source.user_ids[source.interactions["user_idx"].to_numpy()]),
+        pl.Series("item", source.item_ids[source.interactions["item_idx"].to_numpy()]),
+    )
+    pair = rows.filter((pl.col("user") == "b0:u1") & (pl.col("item") == "b0:i1")).row(0, named=True)
+    assert pair["timestamp"].timestamp() == 1_700_000_100
+    assert pair["first_seen"].timestamp() == 1_700_000_000
+    assert pair["weight"] == pytest.approx(9.0)  # auto -> sum of the two ratings, 5 + 4
+    others = rows.filter(pl.col("user").str.starts_with("b1:"))
+    assert others.select((pl.col("first_seen") == pl.col("timestamp")).all()).item()
+    assert rows.height == source.interactions.height == 5 + others.height

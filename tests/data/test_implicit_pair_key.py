@@ -95,3 +95,25 @@ def test_largest_ids_keep_their_halves_of_the_key() -> None:
         (pl.col(USER) + (2**32 - 64)).cast(CODE_DTYPE), (pl.col(ITEM) + (2**32 - 8000)).cast(CODE_DTYPE)
     )
     assert aggregate(rows.lazy(), "count").collect().sort(USER, ITEM).equals(_expected(rows, "count"))
+
+
+@pytest.mark.parametrize("narrow_at_top", [False, True])
+def test_64_bit_ids_group_like_a_two_column_group_by(narrow_at_top: bool) -> None:
+    """Ids past 32 bits get stand-in 4-byte codes just below 2**32 for the one-key group-by, and
+    their own values back afterwards. A narrow id already in that range (narrow_at_top) leaves no
+    free codes: the two-column group-by must run instead, never a merge of two users."""
+    rows = _rows(3000, seed=7)
+    users = rows.get_column(USER).cast(pl.UInt64)
+    wide = pl.Series([2**40 + 5, 2**63 + 1, 2**64 - 1], dtype=pl.UInt64)
+    top = (1 << 32) - 1  # the code the last of 3 stand-ins would take
+    users = pl.Series(
+        USER, np.where(users.to_numpy() % 5 == 0, wide.to_numpy()[users.to_numpy() % 3], users.to_numpy())
+    )
+    if narrow_at_top:
+        users = pl.Series(USER, np.where(users.to_numpy() == 7, top, users.to_numpy()), dtype=pl.UInt64)
+    rows = rows.with_columns(users.cast(pl.UInt64))
+    got = aggregate(rows.lazy(), "sum").collect()
+    expected = _expected(rows, "sum")
+    assert got.schema == expected.schema
+    assert got.sort(USER, ITEM).equals(expected)
+    assert set(got.get_column(USER).to_list()) >= set(wide.to_list())

@@ -185,6 +185,23 @@ def test_saved_model_folds_in_new_users_like_the_trained_one(fitted_seq, planted
     assert np.abs(loaded.fold_in(sp.csr_matrix(rows.shape, dtype=np.float32))).max() == 0.0  # no history: 0
 
 
+def test_the_defaults_validation_chose_full_catalogue_and_temperature_resolve_at_fit(fitted_seq):
+    """`sampler = "auto"` resolves at fit (and is saved so): `all` for a sequence tower up to
+    FULL_CATALOGUE_MAX_ITEMS items, `uniform` above it and for the other user towers;
+    `temperature = "auto"`: 0.05 for a sequence tower (its network trains with it), 0.1 otherwise."""
+    from recsys.models.defaults import FULL_CATALOGUE_MAX_ITEMS, two_tower_sampler
+
+    model = fitted_seq[0]
+    assert SEQ.sampler == SEQ.temperature == "auto"
+    assert model.config.sampler == "all" and model.config.temperature == 0.05
+    assert model.temperature == pytest.approx(0.05)  # the network's, not only the config's
+    assert TwoTower(TwoTowerConfig(name="id")).temperature == TwoTower(TwoTowerConfig(name="h", user_input="history")).temperature == 0.1
+    assert TwoTower(TwoTowerConfig(name="s", user_input="sequence")).temperature == 0.05
+    assert two_tower_sampler("sequence", FULL_CATALOGUE_MAX_ITEMS) == "all"
+    assert two_tower_sampler("sequence", FULL_CATALOGUE_MAX_ITEMS + 1) == "uniform"
+    assert two_tower_sampler("history", 10) == two_tower_sampler("id", 10) == "uniform"
+
+
 def test_heads_must_divide_the_dimension():
     with pytest.raises(ValueError, match="sequence_heads"):
         TwoTowerConfig.model_validate({**SEQ.model_dump(), "sequence_heads": 3})
