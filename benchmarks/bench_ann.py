@@ -498,8 +498,10 @@ def write_report() -> None:
              __doc__.split("\n\n", 1)[1].strip(), ""]  # fmt: skip
     for record in libraries:
         lines += table(record["size"], record["results"])[:-1]
+        earlier = (" Kept from an earlier run of this benchmark (M = 16 only, builds not niced, latency measured in the "
+                   "build worker; the libraries and their parameters are the same)." if record.get("earlier_run") else "")
         lines += ["", f"Exact top-100 (torch, 2 threads): {record['exact_s']:.0f} s. 2 cores shared with other work "
-                  f"(absolute times are inflated and noisy, p99 most of all). Ran on: {provenance(record)}.", ""]  # fmt: skip
+                  f"(absolute times are inflated and noisy, p99 most of all). Ran on: {provenance(record)}.{earlier}", ""]  # fmt: skip
     lines += [f"### Smallest ef reaching recall@100 >= {TARGET_RECALL} of exact (target at 1M: p99 <= {TARGET_P99_MS:g} ms)",
               "", "| library | M | items | ef | recall@100 | p50 | p99 | build |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for record in libraries:

@@ -52,8 +52,9 @@ class AnnConfig(BaseModel):
     connectivity: int = Field(16, ge=4, description="HNSW links per node (M)")
     expansion_add: int = Field(128, ge=8, description="HNSW ef_construction: candidates kept while building")
     expansion_search: int = Field(
-        256, ge=8, description="HNSW ef_search: candidates kept per query (recall vs latency; raised to the "
-        "fetch size when a request needs more)",
+        512, ge=8, description="HNSW ef_search: candidates kept per query (recall vs latency; raised to the "
+        "fetch size when a request needs more). 512: the smallest ef with recall@100 >= 0.995 of exact at "
+        "1M items, M = 16 (benchmarks/results/ann.md)",
     )  # fmt: skip
     max_overfetch: int = Field(
         2048, ge=0, description="a row that must skip more seen items than this is answered exactly"
@@ -196,7 +197,9 @@ class AnnIndex:
         if user_vectors.shape[0] == 0:
             return out
         k_max = min(max(ks), self.n_items)
-        truth, _ = topk(user_vectors, self.item_vectors, k_max, device="cpu")
+        # Scores of at most ~256 MB at a time: the default chunk of 2,048 users is 8 GB at 1M items.
+        chunk = max(1, 2**26 // max(self.n_items, 1))
+        truth, _ = topk(user_vectors, self.item_matrix, k_max, device="cpu", chunk_size=chunk)
         found = self.candidates(user_vectors, k_max)
         for k in ks:
             kk = min(k, k_max)

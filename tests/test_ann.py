@@ -135,7 +135,7 @@ def test_readme_config_blocks_for_the_sequence_tower_the_item_tower_and_ann_serv
     path.write_text(sequence + '\n[[models]]\nname = "items"\nkind = "item_tower"\n\n' + ann)
     cfg = load_config(path)
     assert [(m.kind, getattr(m, "user_input", None)) for m in cfg.models] == [("two_tower", "sequence"), ("item_tower", None)]
-    assert cfg.serving.ann.min_items == 100_000 and cfg.serving.ann.expansion_search == 256
+    assert cfg.serving.ann.min_items == 100_000 and cfg.serving.ann.expansion_search == 512
 
 
 def test_masked_items_are_never_returned_and_do_not_push_rows_onto_the_exact_fallback(data, monkeypatch):
