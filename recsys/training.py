@@ -203,8 +203,10 @@ def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
     mean_items = float(active.mean()) if active.size else 1.0
     n_items = int(train.shape[1])
     if cfg.loss == "gbce":  # positive weighted by beta against k summed negatives
-        beta = gbce_beta(cfg.num_negatives, n_items, cfg.gbce_calibration)
-        return pointwise_offset(n_items, mean_items, temperature, beta, max(cfg.num_negatives, 1))
+        sampler = two_tower_sampler(cfg.user_input, n_items) if cfg.sampler == "auto" else cfg.sampler
+        k = n_items if sampler == "all" else cfg.num_negatives  # `all`: every item is a candidate
+        beta = gbce_beta(k, n_items, cfg.gbce_calibration)
+        return pointwise_offset(n_items, mean_items, temperature, beta, max(k, 1))
     return pointwise_offset(n_items, mean_items, temperature)
 
 

@@ -407,6 +407,12 @@ def test_auto_logit_offset_reads_the_active_users_and_the_loss_weights():
         beta = gbce_beta(k, 6, gbce.gbce_calibration)
         expected = pointwise_offset(6, mean_items, 0.1, beta, k)
         assert resolve_logit_offset(gbce, train) == pytest.approx(expected)
+    # The full catalogue as candidates (`sampler = "all"`, and "auto" for a sequence tower on a
+    # small catalogue): the loss sums all 6 items' terms, so the offset counts 6, not num_negatives.
+    every = pointwise_offset(6, mean_items, 0.1, gbce_beta(6, 6, bce.gbce_calibration), 6)
+    for update in ({"sampler": "all"}, {"sampler": "auto", "user_input": "sequence"}):
+        gbce = bce.model_copy(update={"loss": "gbce", **update})
+        assert resolve_logit_offset(gbce, train) == pytest.approx(every)
     empty = sp.csr_matrix((3, 6), dtype=np.float32)  # nobody active: one item per user is assumed
     assert resolve_logit_offset(bce, empty) == pytest.approx(pointwise_offset(6, 1.0, 0.1))
     assert resolve_logit_offset(bce.model_copy(update={"logit_offset": -2.5}), train) == -2.5
