@@ -66,8 +66,8 @@ _SAMPLE_ROWS = 2000
 _PLAIN_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
 TYPED_READ = "typed read"
 _REPEAT_TABLE_BITS = 20
-_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="recsys-validate")
-"""Runs the typed-read proof beside the rest of a validation (see `_validate`)."""
+_BACKGROUND = ThreadPoolExecutor(2, thread_name_prefix="recsys-validate")
+"""Runs the typed-read proof and the duplicate check beside the rest of a validation (`_validate`)."""
 
 
 @dataclass
@@ -467,10 +467,8 @@ def _validate(
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
-    duplicate = _duplicate_mask(frame, valid, key_names)
-    valid = valid & ~duplicate
-    rows_in = frame.height
-    n_bad = rows_in - int(valid.sum())
+    # The duplicate check (a numpy sort: one core) runs beside the selections below (polars).
+    duplicates = _BACKGROUND.submit(_duplicate_mask, frame, valid, key_names)
     # Select before filtering, so each side copies only the columns it keeps.
     raw_view = frame.select(ROW, *raw_columns, REASON)
     # SOURCE_FILE rides along with accepted rows so a later cross-batch duplicate still names its file.
@@ -481,6 +479,9 @@ def _validate(
         pl.col(ROW),
         *origin,
     )
+    valid = valid & ~duplicates.result()
+    rows_in = frame.height
+    n_bad = rows_in - int(valid.sum())
     del frame
     if n_bad:
         keep = pl.Series(valid)
