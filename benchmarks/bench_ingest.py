@@ -34,11 +34,13 @@ appearance), 64-bit ids of which most fit 32 bits get stand-in 4-byte codes so t
 one u64 key, the typed-read proof compares 32-bit copies, and the batch, the implicit table and the
 vocab are written through pyarrow with per-column encodings (no compression of numbers; polars'
 writer dictionary-encoded the id columns, its costliest step), on two writer threads. What remains
-(wall, 2 idle cores, one process, 10M numbered rows): read + parse + rules + hash ~1.0 s, duplicate
-check ~0.2 s, accepted-row filter ~0.15 s, batch write ~0.4 s and pair group-by ~0.4 s (they share
-the cores), vocab + indexing ~0.2 s, fingerprint and remaining writes ~0.2 s. Raw Zipf ids are
-costlier for what they are, not for their width: 2.5M pairs and 1.2M distinct ids against 1.4M and
-250k, so the group-by, vocab, join and fingerprint all touch more entries. See
+(wall, 2 idle cores, one process, 10M numbered rows, ~1.9 s in all against ~1.0 s for the reference):
+validation ~1.0 s (the typed read alone ~0.45 s; rules, row hash, duplicate check, byte proof and
+the accepted-row filter the rest, the last three partly side by side), the pair group-by ~0.65 s
+beside the batch write, vocab + indexing ~0.15 s, fingerprint and the remaining writes ~0.2 s.
+Raw Zipf ids are costlier for what they are, not for their width: 2.5M pairs and 1.2M distinct
+ids against 1.4M and 250k, so the group-by (~0.9 s), vocab + indexing (~0.45 s) and fingerprint
+all touch more entries (~2.7 s in all against ~1.15 s). See
 benchmarks/results/ingest.md for the numbers.
 """
 
