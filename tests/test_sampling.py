@@ -524,3 +524,37 @@ def test_candidate_columns_search_past_the_last_candidate():
     """Liked items above the largest candidate, and equal to it, on the search path."""
     col, hit = candidate_columns(torch.tensor([0, 3, 4]), torch.tensor([1, 3]), 10**6)
     assert hit.tolist() == [False, True, False] and col[hit].tolist() == [1]
+
+
+def test_all_items_sampler_takes_a_one_item_catalogue():
+    """One item is still a catalogue: its only candidate is the positive (masked), log q = log 1."""
+    negs = AllItemsSampler(1).sample(torch.tensor([0]), torch.tensor([0]), gen())
+    assert negs.items.tolist() == [0] and negs.log_q.tolist() == [0.0] and negs.pos_log_q.tolist() == [0.0]
+    assert negative_mask(torch.tensor([0]), torch.tensor([0]), negs).tolist() == [[True]]
+
+
+def test_own_positive_mask_is_b_by_n_for_shared_and_per_example_candidates():
+    from recsys.sampling import own_positive_mask
+
+    pos = torch.tensor([2, 0])
+    shared = own_positive_mask(pos, torch.tensor([0, 1, 2]))
+    per_example = own_positive_mask(pos, torch.tensor([[2, 2, 1], [1, 0, 0]]))
+    assert shared.tolist() == [[False, False, True], [True, False, False]]
+    assert per_example.tolist() == [[True, True, False], [False, True, True]]
+
+
+def test_in_batch_columns_and_the_full_catalogue_both_mask_each_rows_positive():
+    """In-batch positives in front of the full catalogue (in_batch = 2, has_positives): each row's
+    positive is masked in its in-batch column AND where the catalogue holds it again, so it never
+    counts twice; with accidental-hit removal, the user's other training items too."""
+    users, pos = torch.tensor([0, 1]), torch.tensor([3, 1])
+    items = torch.tensor([3, 1, 0, 1, 2, 3, 4, 5])
+    negs = Negatives(items, torch.zeros(8), torch.zeros(2), in_batch=2, has_positives=True)
+    expected = torch.tensor([[1, 0, 0, 0, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    assert torch.equal(negative_mask(users, pos, negs), expected)
+    from recsys.training import Share, hit_mask_for
+
+    assert torch.equal(hit_mask_for(users, pos, negs, Share.of(2), None), expected)
+    liked = torch.as_tensor(TRAIN.toarray() != 0)[users][:, items]
+    assert torch.equal(negative_mask(users, pos, negs, PositiveLookup(TRAIN)), expected | liked)
+    assert torch.equal(hit_mask_for(users, pos, negs, Share.of(2), PositiveLookup(TRAIN)), expected | liked)

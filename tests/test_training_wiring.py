@@ -413,6 +413,9 @@ def test_auto_logit_offset_reads_the_active_users_and_the_loss_weights():
     for update in ({"sampler": "all"}, {"sampler": "auto", "user_input": "sequence"}):
         gbce = bce.model_copy(update={"loss": "gbce", **update})
         assert resolve_logit_offset(gbce, train) == pytest.approx(every)
+    # temperature "auto" resolves per user tower: 0.05 for a sequence tower, 0.1 otherwise
+    auto = bce.model_copy(update={"temperature": "auto", "user_input": "sequence"})
+    assert resolve_logit_offset(auto, train) == pytest.approx(pointwise_offset(6, mean_items, 0.05))
     empty = sp.csr_matrix((3, 6), dtype=np.float32)  # nobody active: one item per user is assumed
     assert resolve_logit_offset(bce, empty) == pytest.approx(pointwise_offset(6, 1.0, 0.1))
     assert resolve_logit_offset(bce.model_copy(update={"logit_offset": -2.5}), train) == -2.5
