@@ -52,7 +52,7 @@ from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, first_line
 from recsys.evaluation.ranking import torch_threads
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
-from recsys.models.defaults import resolved_temperature, two_tower_batch_size, two_tower_sampler
+from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
 from recsys.sampling import (
     HardNegativeSampler,
     Negatives,
@@ -203,7 +203,7 @@ def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
     mean_items = float(active.mean()) if active.size else 1.0
     n_items = int(train.shape[1])
     if cfg.loss == "gbce":  # positive weighted by beta against k summed negatives
-        sampler = two_tower_sampler(cfg.user_input, n_items) if cfg.sampler == "auto" else cfg.sampler
+        sampler = resolved_sampler(cfg.sampler, cfg.user_input, n_items)
         k = n_items if sampler == "all" else cfg.num_negatives  # `all`: every item is a candidate
         beta = gbce_beta(k, n_items, cfg.gbce_calibration)
         return pointwise_offset(n_items, mean_items, temperature, beta, max(k, 1))
@@ -393,8 +393,8 @@ def hit_mask_for(
     (the full catalogue). Equals `recsys.sampling.negative_mask` for one process."""
     batch, n = int(items.shape[0]), negatives.num
     # the full catalogue holds each row's positive; accidental-hit removal masks it anyway
-    own = negatives.has_positives and positives is None
-    mask = own_positive_mask(items, negatives.items) if own else None
+    own_column = negatives.has_positives and positives is None
+    mask = own_positive_mask(items, negatives.items) if own_column else None
     if negatives.in_batch:
         own = torch.arange(share.rows.start, share.rows.stop, device=negatives.items.device)
         diagonal = torch.zeros((batch, n), dtype=torch.bool, device=negatives.items.device)
@@ -819,12 +819,14 @@ def train_two_tower(
     """
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
-    if cfg.batch_size is None:  # TwoTower.fit resolves it first; direct callers get the same rule
-        cfg = cfg.model_copy(update={"batch_size": two_tower_batch_size(int(train.nnz))})
-    if cfg.sampler == "auto":
-        cfg = cfg.model_copy(update={"sampler": two_tower_sampler(cfg.user_input, int(train.shape[1]))})
-    if cfg.temperature == "auto":
-        cfg = cfg.model_copy(update={"temperature": resolved_temperature("auto", cfg.user_input)})
+    # TwoTower.fit resolves the data-aware settings first; direct callers get the same rules.
+    cfg = cfg.model_copy(
+        update={
+            "batch_size": two_tower_batch_size(int(train.nnz)) if cfg.batch_size is None else cfg.batch_size,
+            "sampler": resolved_sampler(cfg.sampler, cfg.user_input, int(train.shape[1])),
+            "temperature": resolved_temperature(cfg.temperature, cfg.user_input),
+        }
+    )
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)

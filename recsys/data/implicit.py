@@ -138,13 +138,13 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     }
     if how not in weights:
         raise DataError(f"unknown aggregate {how!r}; choose auto, count, sum, max or last")
-    first_seen = first_seen_aggregation(frame, ORDER)
     narrowed = _narrow_wide_ids(frame)
-    if narrowed is not None:
+    if narrowed is not None:  # the rows are collected: the first-seen bounds read them, not the source again
         rows, surrogates = narrowed
+        first_seen = first_seen_aggregation(rows.lazy(), ORDER)
         pairs = _aggregate_rows(rows.lazy(), weights[how], first_seen).collect()
         return pairs.with_columns(code.decode(pairs.get_column(c)) for c, code in surrogates.items()).lazy()
-    return _aggregate_rows(frame, weights[how], first_seen)
+    return _aggregate_rows(frame, weights[how], first_seen_aggregation(frame, ORDER))
 
 
 def _aggregate_rows(frame: pl.LazyFrame, weight: pl.Expr, first_seen: pl.Expr) -> pl.LazyFrame:

@@ -28,9 +28,9 @@ def write_table(
     that are not decimal codes, source file names) dictionary-encoded and lz4-compressed, as
     text compresses well (`unique` columns, e.g. a vocabulary's ids, skip the dictionary, which
     could not shrink them). `raw_ids`: id columns whose integer codes are arbitrary (plain). No
-    statistics: the tables are always read whole. Measured on a 10M-row batch (2 cores): 0.42 s of CPU and 142 MB
-    against 0.68 s and 174 MB for polars' lz4 write; pyarrow releases the GIL, so the write runs
-    beside ingest's main thread."""
+    statistics: the tables are always read whole. Measured once on a 10M-row batch (2 cores):
+    0.42 s of CPU and 142 MB against 0.68 s and 174 MB for polars' lz4 write; pyarrow releases
+    the GIL, so the write runs beside ingest's main thread."""
     table = frame.to_arrow()
     delta = [
         name

@@ -616,14 +616,13 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
         if high > MAX_CODE and powers and powers[0] <= MAX_CODE:
             # A value past 32 bits reaches every power below 2**32: it is null in `narrow` and
             # counted once per such power instead.
-            narrow = value.cast(pl.UInt32, strict=False).alias("narrow")
-            parts = frame.select(narrow, value.filter(value > MAX_CODE).implode().alias("wide"))
-            wide = parts.select(pl.col("wide").first().explode())
+            narrow = frame.select(value.cast(pl.UInt32, strict=False).alias("v"))
+            wide = frame.select(value.filter(value > MAX_CODE).alias("v"))
             small, large = [p for p in powers if p <= MAX_CODE], [p for p in powers if p > MAX_CODE]
-            total += sum(parts.select((pl.col("narrow") >= p).sum().alias(str(p)) for p in small).row(0))
+            total += sum(narrow.select((pl.col("v") >= p).sum().alias(str(p)) for p in small).row(0))
             total += wide.height * len(small)
             if large:
-                total += sum(wide.select((pl.col("wide") >= p).sum().alias(str(p)) for p in large).row(0))
+                total += sum(wide.select((pl.col("v") >= p).sum().alias(str(p)) for p in large).row(0))
             continue
         counts += [(value >= p).sum() for p in powers]
     if counts:

@@ -120,6 +120,11 @@ def two_tower_sampler(user_input: str, n_items: int) -> str:
     return "all" if user_input == "sequence" and n_items <= FULL_CATALOGUE_MAX_ITEMS else "uniform"
 
 
+def resolved_sampler(sampler: str, user_input: str, n_items: int) -> str:
+    """A configured sampler, with "auto" resolved (`two_tower_sampler`)."""
+    return two_tower_sampler(user_input, n_items) if sampler == "auto" else sampler
+
+
 def two_tower_temperature(user_input: str) -> float:
     """`temperature = "auto"`: 0.05 for a sequence user tower, 0.1 for the id and history towers."""
     return 0.05 if user_input == "sequence" else 0.1

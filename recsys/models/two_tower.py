@@ -49,7 +49,7 @@ from recsys.models.base import (
     as_user_item_csr,
     seeded_global_torch_rng,
 )
-from recsys.models.defaults import resolved_temperature, two_tower_batch_size, two_tower_sampler
+from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
 from recsys.models.fold_in import least_squares_users
 from recsys.models.sequence_tower import SequenceTower, order_rows, sequence_batch_size, windows_per_user
 
@@ -560,10 +560,8 @@ class TwoTower(Recommender):
             update["batch_size"] = sequence_batch_size(int(windows.sum()))
         elif self.config.batch_size is None:
             update["batch_size"] = two_tower_batch_size(int(train.nnz))
-        if self.config.sampler == "auto":
-            update["sampler"] = two_tower_sampler(self.config.user_input, int(train.shape[1]))
-        if self.config.temperature == "auto":
-            update["temperature"] = resolved_temperature("auto", self.config.user_input)
+        update["sampler"] = resolved_sampler(self.config.sampler, self.config.user_input, int(train.shape[1]))
+        update["temperature"] = resolved_temperature(self.config.temperature, self.config.user_input)
         if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:  # needs the temperature
             update["logit_offset"] = resolve_logit_offset(self.config.model_copy(update=update), train)
         return self.config.model_copy(update=update) if update else self.config
