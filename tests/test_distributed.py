@@ -264,7 +264,10 @@ sizes = distributed.all_gather_sizes(rank + 5)
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as fh:
     json.dump({"sizes": sizes, "listening": listening_addresses(), "env": os.environ["MASTER_ADDR"]}, fh)
 if rank == 1:
-    sys.exit(3)  # a failing rank: the launcher must stop the others and report it
+    # A failing rank, as recsys code fails: `distributed.process_group` leaves the group on the way
+    # out (exiting with a live gloo group can abort in its destructor: exit -6 instead of 3).
+    distributed.destroy_process_group()
+    sys.exit(3)  # the launcher must stop the others and report this code
 time.sleep(900)  # longer than the test may run: only the launcher stopping it ends this rank
 open(os.path.join(sys.argv[1], "rank0-finished"), "w").close()
 """
