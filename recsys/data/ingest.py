@@ -190,8 +190,45 @@ def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
     except pl.exceptions.PolarsError:
         if raw.exact is None:  # the source read once, so this is unexpected: keep the parsed values
             return rows.select(ROW, *text)
-        # JSON Lines whose lazy decode fails: validation read the per-line rebuild, so do the same.
-        return raw.exact().join(wanted, on=on, how="semi").select(ROW, *text).collect()
+        # JSON Lines whose lazy decode fails (or a tab-separated file whose quoted read fails):
+        # validation read the rebuild, so do the same.
+        rebuilt = raw.exact().with_columns(row_numbers(raw.per_file)) if raw.positional_rows else raw.exact()
+        return rebuilt.join(wanted, on=on, how="semi").select(ROW, *text).collect()
+
+
+_REASON_FIX: dict[str, tuple[str, str]] = {
+    "missing_user": (USER, "user"),
+    "missing_item": (ITEM, "item"),
+    "bad_timestamp": (TIME, "time"),
+    "future_timestamp": (TIME, "time"),
+    "bad_weight": (WEIGHT, "weight"),
+    "non_finite_weight": (WEIGHT, "weight"),
+    "negative_weight": (WEIGHT, "weight"),
+}
+
+
+def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResult) -> DataError:
+    """The error for a first ingest whose every row was quarantined: say why, with the first
+    such row's value, and which column setting to look at. Without it the user would read "no
+    interactions left after filtering" and look in the wrong place (nothing is written, so the
+    quarantine file that says why is not there to open). A timestamp column in a format the
+    reader does not parse (US dates `09/13/2005`, `Mon Aug 01 13:41:57 -0700 2016`) is the usual
+    cause."""
+    counts = ", ".join(f"{reason}: {n}" for reason, n in result.reasons.items())
+    top = next(iter(result.reasons))
+    canon, attr = _REASON_FIX.get(top, (USER, "user"))
+    first = result.quarantine.filter(pl.col(REASON) == top).row(0, named=True)
+    where = f"row {first[ROW]}" + (f" of {first[SOURCE_FILE]}" if SOURCE_FILE in first else "")
+    column = raw.mapping.get(canon, canon)
+    value = f"{column!r} is {first.get(canon)!r}"
+    fix = "check that column"
+    if top == "bad_timestamp":
+        fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
+    return DataError(
+        f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}, or name another "
+        f"{attr} column with {{option}}",
+        setting=f"data.columns.{attr}",
+    )
 
 
 def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Path) -> None:
@@ -336,6 +373,8 @@ def _ingest(
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
         pairs, steps = to_implicit(all_rows([*aligned, (batch, rows)]), cfg, has_event)
         if pairs.height == 0:
+            if result.rows_accepted == 0 and not previous:
+                raise _nothing_accepted(source, raw, result)
             raise DataError(
                 f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
             )

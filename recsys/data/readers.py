@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import unquote
@@ -44,16 +44,52 @@ SOURCE_FILE = "source_file"
 READ_ERROR = "__read_error"
 """A reason found while reading (e.g. malformed_json), null for rows the reader could split."""
 MALFORMED_JSON = "malformed_json"
+NOT_UTF8_HINT = (
+    "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
+    "for a Latin-1 file such as Book-Crossing's"
+)
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
 
 # Header names recognised without a column map, in order of preference (compared lower-cased,
-# after stripping a RecBole `:type` suffix).
+# after stripping a RecBole `:type` suffix, with '-' and ' ' read as '_': Book-Crossing's
+# `User-ID` is `user_id`). Besides the generic names, those of well-known public logs: Amazon
+# reviews 2014/2018 (reviewerID, asin, overall, unixReviewTime) and 2023 (user_id, parent_asin -
+# preferred over the variant's asin -, rating, timestamp), Yelp (business_id, stars), Amazon
+# customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
+# Book-Rating), Retailrocket (visitorid, itemid).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
-    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid"),
-    ITEM: ("item_id", "item", "itemid", "movieid", "movie_id", "product_id", "track_id", "artist_id", "iid"),
-    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time"),
-    WEIGHT: ("rating", "weight", "count", "plays", "play_count", "score", "value", "dwell"),
+    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
+    ITEM: (
+        "item_id",
+        "item",
+        "itemid",
+        "movieid",
+        "movie_id",
+        "product_id",
+        "track_id",
+        "artist_id",
+        "iid",
+        "parent_asin",
+        "asin",
+        "business_id",
+        "isbn",
+    ),
+    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time", "unixreviewtime", "review_date"),
+    WEIGHT: (
+        "rating",
+        "weight",
+        "count",
+        "plays",
+        "play_count",
+        "score",
+        "value",
+        "dwell",
+        "overall",
+        "stars",
+        "star_rating",
+        "book_rating",
+    ),
     EVENT: ("event", "event_type", "action", "type"),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
@@ -153,8 +189,11 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
     text_bytes = head if cut < 0 or len(head) < _SNIFF_BYTES else head[:cut]
     try:
         text = text_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text or Parquet file (undecodable bytes)") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not a UTF-8 text or Parquet file (byte {exc.object[exc.start]:#x} at offset "
+            f"{exc.start}): {NOT_UTF8_HINT}"
+        ) from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
@@ -290,8 +329,8 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
 
 
 def _base_name(name: str) -> str:
-    """RecBole headers are `name:type`; compare the name only."""
-    return name.split(":", 1)[0].strip().lower()
+    """RecBole headers are `name:type`; compare the name only, lower-cased, '-' and ' ' as '_'."""
+    return re.sub(r"[- ]", "_", name.split(":", 1)[0].strip().lower())
 
 
 def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) -> dict[str, str]:
@@ -308,8 +347,8 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
         if wanted is not None:
             if wanted in header:
                 mapping[canon] = wanted
-            elif wanted.lower() in by_base:
-                mapping[canon] = by_base[wanted.lower()]
+            elif _base_name(wanted) in by_base:
+                mapping[canon] = by_base[_base_name(wanted)]
             else:
                 raise DataError(
                     f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
@@ -329,16 +368,36 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
+            if _looks_like_data(header):
+                raise DataError(
+                    f"{path}: the first line looks like data, not a header (columns would be named "
+                    f"{header[:6]}): files without a header line are read only when every field of "
+                    "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
+                    "add a header line naming the columns (e.g. user_id,item_id,rating,timestamp) "
+                    "and ingest again"
+                )
             hint = ""
             if len(header) == 1:
                 hint = f", one column {header[0]!r}: wrong delimiter or format?"
-            free = [c for c in header if c not in taken]
+            # Suggest an id-like column first (`book_id` rather than `title`).
+            free = sorted((c for c in header if c not in taken), key=lambda c: not _ID_SUFFIX.match(c))
             raise DataError(
                 f"no {attr} column found ({path}: columns are {header}{hint}): name it with {{option}}",
                 setting=f"data.columns.{attr}",
                 value=free[0] if free else "NAME",
             )
     return mapping
+
+
+_DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _looks_like_data(header: list[str]) -> bool:
+    """Whether a "header" is really a data row of a headerless file (Last.fm 1K / 360K, Amazon's
+    ratings-only CSV): no column name is a number, empty, or a date."""
+    return len(header) > 1 and any(
+        _is_number(name) or not name.strip() or _DATE_LIKE.match(name.strip()) for name in header
+    )
 
 
 _ID_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:ID|Id|_id|_ID|-id)$")
@@ -490,6 +549,18 @@ def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
     return _TextFile(file, ":" if separator == "::" else separator, False, None, names, mapping, tuple(names))
 
 
+_CSV_SEPARATORS = (",", ";", "|")
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _csv_separator(first_line: str) -> str:
+    """The field separator of a CSV file, from its first line outside quoted fields: ',' when it
+    occurs, else ';' (Book-Crossing's `"User-ID";"ISBN";"Book-Rating"`, spreadsheets in locales
+    with a decimal comma), else '|'; ',' for a one-column line (map_columns names the problem)."""
+    bare = _QUOTED.sub("", first_line)
+    return next((sep for sep in _CSV_SEPARATORS if sep in bare), ",")
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -509,7 +580,7 @@ def _scan_text(
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
         texts = [_positional(f, "::", first) for f in files]
     else:
-        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else ","
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(first)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
             fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
@@ -529,15 +600,22 @@ def _scan_text(
                 mapping = map_columns(_local(f), header, columns)
                 texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
 
-    def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
-        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
+    def scan(dtypes: dict[str, pl.DataType], files: list[_TextFile] = texts) -> pl.LazyFrame:
+        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in files])
 
+    # Tab-separated logs rarely quote, but their text fields may start with a quote (Last.fm's
+    # `"Weird Al" Yankovic`), which polars' quoted read refuses for the whole file. Validation
+    # then reads the file again with quotes as plain text (only when the quoted read failed).
+    tab_quoted = all(t.separator == "\t" and t.quote is not None for t in texts)
+    unquoted = [replace(t, quote=None) for t in texts]
+    exact = (lambda: scan({}, unquoted)) if tab_quoted else None
     return RawSource(
         label,
         fmt,
         scan({}),
         texts[0].mapping,
         per_file,
+        exact=exact,
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
