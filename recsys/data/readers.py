@@ -248,6 +248,11 @@ def detect_format(path: str | Path) -> str:
         if not any(line.lstrip().startswith("{") for line in lines[:1000]):
             raise DataError(f"{path}: JSON Lines extension but no line is a JSON object")
         return "jsonl"
+    if suffix == ".json" and lines[0].lstrip().startswith("["):
+        raise DataError(
+            f"{path}: a JSON array, not JSON Lines (one object a line); convert it first, e.g. "
+            "`jq -c '.[]' FILE > NEW.jsonl`"
+        )
     sniffed = _sniff_text(path, lines)
     if suffix == ".inter" and sniffed == "tsv":
         return "recbole"  # RecBole headers without types still read fine as TSV with auto-mapping
@@ -684,7 +689,11 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
             continue
         keys.update(dict.fromkeys(record))
     if not keys:
-        raise DataError(f"{label}: no JSON object in the first lines")
+        raise DataError(
+            f"{label}: no JSON object in the first lines (Python dict literals with single quotes, "
+            "as in some Steam and Amazon 2014 dumps, are not JSON: convert each line with "
+            "json.dumps(ast.literal_eval(line)) first)"
+        )
     return list(keys)
 
 

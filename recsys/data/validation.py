@@ -144,8 +144,9 @@ def _integer_to_time(text: pl.Expr) -> pl.Expr:  # text, or an integer column (t
 
 
 def _iso_to_time(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 with or without zone (naive = UTC); 'Z' is read as +00:00."""
-    zoned_text = text.str.replace(r"[Zz]$", "+00:00")
+    """ISO-8601 with or without zone (naive = UTC); 'Z' and a ' UTC' suffix (SQL / BigQuery exports,
+    the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00."""
+    zoned_text = text.str.replace(r"(?:[Zz]| ?UTC)$", "+00:00")
     attempts = [
         zoned_text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
         for fmt in _ISO_FORMATS_ZONED

@@ -258,6 +258,29 @@ def retailrocket(tmp: Path) -> Layout:
     return Layout(path, mapping, rows, weighted=False)
 
 
+def rees46(tmp: Path) -> Layout:
+    """Kaggle's e-commerce behaviour logs (2019-Oct.csv): times written `... UTC`, empty brands."""
+    rows = _draws(
+        19, 300, [str(512_000_000 + n) for n in range(40)], [str(1_000_000 + n) for n in range(60)], [1.0]
+    )
+    body = "".join(
+        f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC,{('view', 'cart', 'purchase')[n % 3]},{i},"
+        f"2053013555631882655,electronics.smartphone,{'apple' if n % 2 else ''},489.07,{u},"
+        "72d76fde-8bb3-4e00-8c23-a032dfed738c\n"
+        for n, (u, i, _, t) in enumerate(rows)
+    )
+    path = tmp / "2019-Oct.csv"
+    header = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+    path.write_text(header + body)
+    mapping = {
+        "user_id": "user_id",
+        "item_id": "product_id",
+        "timestamp": "event_time",
+        "event": "event_type",
+    }
+    return Layout(path, mapping, rows, weighted=False)
+
+
 def yelp(tmp: Path) -> Layout:
     users = [f"q_QQ5kBBwlCcbL1s4NVK3{n:02d}-_" for n in range(30)]
     rows = _draws(12, 300, users, [f"b{n}-_x" for n in range(50)], STARS)
@@ -417,6 +440,7 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
         book_crossing,
         goodreads,
         retailrocket,
+        rees46,
         yelp,
         steam,
         netflix_flat,
@@ -562,3 +586,30 @@ def test_appending_a_tab_file_read_unquoted_quarantines_its_repeats_with_their_t
     quarantine = pl.read_parquet(out / "quarantine" / "batch=000002.parquet")
     assert quarantine.height == len(layout.rows) and set(quarantine["reason"]) == {"duplicate"}
     assert sorted(quarantine["item_id"]) == sorted(i for _, i, _, _ in layout.rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        (
+            "reviews.json",
+            json.dumps([{"user_id": "u1", "item_id": "i1"}], indent=2),
+            "a JSON array, not JSON Lines",
+        ),
+        (
+            "steam.json",
+            "\n".join(str({"user_id": f"u{n}", "item_id": "10"}) for n in range(3)),
+            "ast.literal_eval",
+        ),
+    ],
+    ids=["json-array", "python-literals"],
+)
+def test_json_that_is_not_json_lines_says_how_to_convert_it(
+    name: str, text: str, says: str, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and says in line
