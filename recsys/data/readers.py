@@ -566,6 +566,34 @@ def _csv_separator(first_line: str) -> str:
     return next((sep for sep in _CSV_SEPARATORS if sep in bare), ",")
 
 
+def _positional_files(
+    label: Path | str, files: list[DataFile], separator: str, first: str
+) -> list[_TextFile]:
+    """Headerless files, each laid out by its own first line; files of one source must have the
+    same number of fields, or a directory such as an unzipped MovieLens 1M (ratings.dat beside
+    users.dat and movies.dat, all `::`-separated) would fail deep in the read, or worse, mix
+    user or movie records into the ratings."""
+    texts = [_positional(files[0], separator, first)]
+    for f in files[1:]:
+        lines = _head_lines(_local(f), _read_head(_local(f)))
+        texts.append(_positional(f, separator, lines[0] if lines else first))
+    shapes: dict[int, list[str]] = {}
+    for t in texts:
+        shapes.setdefault(len(t.columns), []).append(t.file.name)
+    if len(shapes) > 1:
+        n_fields = {n if separator != "::" else (n + 1) // 2: names for n, names in shapes.items()}
+        listing = "; ".join(
+            f"{n} fields: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for n, names in n_fields.items()
+        )
+        raise DataError(
+            f"{label}: its headerless files have different numbers of fields ({listing}), so they are "
+            "not all interaction logs; ingest the interaction file on its own (e.g. ratings.dat), "
+            "or move the others out"
+        )
+    return texts
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -583,7 +611,7 @@ def _scan_text(
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        texts = [_positional(f, "::", first) for f in files]
+        texts = _positional_files(label, files, "::", first)
     else:
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(first)
         fields = first.split(separator)
@@ -595,7 +623,7 @@ def _scan_text(
                 raise DataError(
                     f"{label}: format {fmt} expects {separator!r}-separated columns, found one column"
                 )
-            texts = [_positional(f, separator, first) for f in files]
+            texts = _positional_files(label, files, separator, first)
         else:
             # Each file's own header is mapped, so files whose columns come in another order (or
             # under another recognised name) still line up; a file missing a role is named.

@@ -613,3 +613,24 @@ def test_json_that_is_not_json_lines_says_how_to_convert_it(
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ") and says in line
+
+
+def test_an_unzipped_movielens_1m_folder_names_the_files_that_are_not_ratings(tmp_path: Path) -> None:
+    """ratings.dat beside users.dat and movies.dat (all `::`): a one-line error listing them by
+    field count, not a failed read (nor user records read as ratings)."""
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    (folder / "movies.dat").write_text("1::Toy Story (1995)::Animation|Children's|Comedy\n")
+    (folder / "README").write_text("SUMMARY\n")
+    result = _ingest(folder, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert (
+        "different numbers of fields (3 fields: movies.dat; 4 fields: ratings.dat; 5 fields: users.dat)"
+        in line
+    )
+    (folder / "users.dat").unlink()
+    (folder / "movies.dat").unlink()
+    assert _ingest(folder, tmp_path / "out").exit_code == 0
