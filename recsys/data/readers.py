@@ -181,15 +181,32 @@ def _read_head(path: Path) -> bytes:
     return head
 
 
+_NOT_READ = {
+    b"PK\x03\x04": "a zip archive, or an .xlsx workbook: unzip it and name the interaction file "
+    "(e.g. ml-100k/u.data; `recsys data fetch NAME --offline FILE.zip` takes a named set's zip), or "
+    "export the sheet as CSV",
+    b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
+    b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
+    b"\xff\xfe": "UTF-16 text, as Excel's 'Unicode Text' writes: convert it with `iconv -f utf-16 -t utf-8`",
+    b"\xfe\xff": "UTF-16 text: convert it with `iconv -f utf-16 -t utf-8`",
+}
+"""Leading bytes of files users point ingest at that it does not read, and what to do instead."""
+
+
 def _head_lines(path: Path, head: bytes) -> list[str]:
+    # Known kinds are named only for heads that are not UTF-8 text (a CSV may start with "BZh").
+    kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
     if b"\x00" in head:
-        raise DataError(f"{path}: not a text or Parquet file (binary content)")
+        raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     # Cut at the last newline so a multi-byte character split by the sniff window does not look corrupt.
     cut = head.rfind(b"\n")
     text_bytes = head if cut < 0 or len(head) < _SNIFF_BYTES else head[:cut]
     try:
         text = text_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        if kind is not None:
+            raise DataError(f"{path}: not a text or Parquet file ({kind})") from None
         raise DataError(
             f"{path}: not a UTF-8 text or Parquet file (byte {exc.object[exc.start]:#x} at offset "
             f"{exc.start}): {NOT_UTF8_HINT}"

@@ -14,9 +14,13 @@ must fail with one `error:` line that says what to do.
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
 import json
+import lzma
 import random
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -634,3 +638,29 @@ def test_an_unzipped_movielens_1m_folder_names_the_files_that_are_not_ratings(tm
     (folder / "users.dat").unlink()
     (folder / "movies.dat").unlink()
     assert _ingest(folder, tmp_path / "out").exit_code == 0
+
+
+def _zipped(text: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ml-100k/u.data", text)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "pack", "says"),
+    [
+        ("ml-100k.zip", _zipped, "a zip archive"),
+        ("u.data.bz2", bz2.compress, "bzip2-compressed: decompress it"),
+        ("u.data.xz", lzma.compress, "xz-compressed: decompress it"),
+        ("ratings.txt", lambda text: text.decode().encode("utf-16"), "iconv -f utf-16 -t utf-8"),
+    ],
+    ids=["zip", "bzip2", "xz", "utf-16"],
+)
+def test_files_ingest_does_not_read_say_what_they_are(name: str, pack, says: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_bytes(pack(b"196\t242\t3\t881250949\n186\t302\t3\t891717742\n"))
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and says in line
