@@ -575,12 +575,19 @@ _CSV_SEPARATORS = (",", ";", "|")
 _QUOTED = re.compile(r'"[^"]*"')
 
 
-def _csv_separator(first_line: str) -> str:
+def _csv_separator(lines: list[str]) -> str:
     """The field separator of a CSV file, from its first line outside quoted fields: ',' when it
     occurs, else ';' (Book-Crossing's `"User-ID";"ISBN";"Book-Rating"`, spreadsheets in locales
-    with a decimal comma), else '|'; ',' for a one-column line (map_columns names the problem)."""
-    bare = _QUOTED.sub("", first_line)
-    return next((sep for sep in _CSV_SEPARATORS if sep in bare), ",")
+    with a decimal comma), else '|', else one space between every two fields when the first lines
+    all split into that many (FilmTrust's and Epinions' `1 1 2.0`; a value holding a space, such as
+    `2019-10-01 00:00:00`, would split, so then it is not the separator); ',' for a one-column line
+    (map_columns names the problem)."""
+    bare = _QUOTED.sub("", lines[0])
+    found = next((sep for sep in _CSV_SEPARATORS if sep in bare), None)
+    if found is None:
+        widths = {len(line.strip().split(" ")) if all(line.strip().split(" ")) else 0 for line in lines[:20]}
+        found = " " if len(widths) == 1 and min(widths) > 1 else None
+    return found or ","
 
 
 def _positional_files(
@@ -630,7 +637,7 @@ def _scan_text(
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
         texts = _positional_files(label, files, "::", first)
     else:
-        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(first)
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
             fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)

@@ -101,6 +101,14 @@ def ml1m(tmp: Path) -> Layout:
     return _headerless(tmp, "ratings.dat", "::", 2)
 
 
+def filmtrust(tmp: Path) -> Layout:
+    """LibRec's FilmTrust / Epinions ratings.txt: `user item rating`, one space, no header."""
+    rows = [(u, i, w, None) for u, i, w, _ in _draws(20, 300, USERS, ITEMS, [0.5, 1.0, 2.5, 4.0])]
+    path = tmp / "ratings.txt"
+    path.write_text("".join(f"{u} {i} {w}\n" for u, i, w, _ in rows))
+    return Layout(path, {k: v for k, v in POSITIONAL.items() if k != "timestamp"}, rows)
+
+
 def ml_latest(tmp: Path) -> Layout:
     rows = _draws(3, 300, USERS, ITEMS, [0.5, 1.0, 2.5, 3.5, 4.0, 5.0])
     path = tmp / "ratings.csv"
@@ -435,6 +443,7 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
     for f in (
         ml100k,
         ml1m,
+        filmtrust,
         ml_latest,
         amazon_2018_json,
         amazon_2023_jsonl,
