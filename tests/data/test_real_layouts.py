@@ -673,3 +673,19 @@ def test_files_ingest_does_not_read_say_what_they_are(name: str, pack, says: str
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ") and says in line
+
+
+def test_run_outside_the_repository_without_a_config_is_an_error_not_zero_models(
+    tmp_path, monkeypatch
+) -> None:
+    """A user in their data folder runs `recsys run --set data.source=events.csv`: without
+    pipelines/configs/default.toml here, built-in defaults have no models, which used to train
+    nothing and exit 0 with an empty table."""
+    layout = retailrocket(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["run", "--no-tracking", "--no-prefect", "--set", f"data.source={layout.path}"]
+    )
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "no --config given" in line and "--config FILE" in line
