@@ -371,13 +371,20 @@ def _ingest(
         aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
         weights = weight_policy(cfg, raw.mapping, _sources(previous_manifest), result.rows)
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
+        if weights["column"] is None and (cfg.positive_min_weight or 0) > 1:
+            # Every row of a log without weights weighs 1: the rule would drop them all.
+            raise DataError(
+                f"{source}: a positive rule weight >= {cfg.positive_min_weight:g} is set but the log has "
+                f"no weight column (columns found: {sorted(raw.mapping.values())}), so every row weighs "
+                "1 and none would pass: name the rating / count column with {option}, or drop the rule",
+                setting="data.columns.weight",
+            )
         pairs, steps = to_implicit(all_rows([*aligned, (batch, rows)]), cfg, has_event)
         if pairs.height == 0:
             if result.rows_accepted == 0 and not previous:
                 raise _nothing_accepted(source, raw, result)
-            raise DataError(
-                f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
-            )
+            emptied = next((step.name for step in steps if step.rows == 0), steps[-1].name)
+            raise DataError(f"{source}: no interactions left after filtering ({emptied}); relax the data config")
 
         say("vocab and indexing")
         users = (

@@ -689,3 +689,19 @@ def test_run_outside_the_repository_without_a_config_is_an_error_not_zero_models
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "no --config given" in line and "--config FILE" in line
+
+
+def test_a_rating_rule_on_a_log_without_ratings_names_the_weight_column_option(tmp_path: Path) -> None:
+    """Retailrocket has events, no rating: `--min-rating 4` would drop every row (each weighs 1)."""
+    layout = retailrocket(tmp_path)
+    result = _ingest(layout.path, tmp_path / "out", "--min-rating", "4")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "no weight column" in line and "--weight-col NAME" in line
+
+
+def test_no_interactions_left_names_the_step_that_removed_them(tmp_path: Path) -> None:
+    layout = ml100k(tmp_path)
+    result = _ingest(layout.path, tmp_path / "out", "--min-rating", "6")
+    assert result.exit_code == 2, result.output
+    assert "no interactions left after filtering (positive (weight >= 6))" in result.output
