@@ -199,9 +199,13 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
     if b"\x00" in head:
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
-    # Cut at the last newline so a multi-byte character split by the sniff window does not look corrupt.
+    # Cut at the last newline so a multi-byte character split by the sniff window does not look
+    # corrupt; a first line longer than the window loses the bytes of a character split at its end.
     cut = head.rfind(b"\n")
     text_bytes = head if cut < 0 or len(head) < _SNIFF_BYTES else head[:cut]
+    if cut < 0 and len(head) >= _SNIFF_BYTES:
+        lead = max((i for i in range(len(head) - 4, len(head)) if head[i] & 0xC0 != 0x80), default=None)
+        text_bytes = head[:lead] if lead is not None and head[lead] >= 0xC0 else head
     try:
         text = text_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -730,13 +734,32 @@ def _byte_layout(texts: list[_TextFile]) -> ByteLayout | None:
 # --------------------------------------------------------------------------- JSON Lines
 
 
+def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
+    """The first `limit` lines of a (possibly gzip'd) file, or as many as fill the sniff window,
+    but always whole: a JSON Lines record can be longer than the window (a long review text)."""
+    lines: list[bytes] = []
+    used = 0
+    try:
+        with path.open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as fh:
+            for line in fh:
+                lines.append(line)
+                used += len(line)
+                if len(lines) >= limit or used >= _SNIFF_BYTES:
+                    break
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file ({exc.__class__.__name__}: {exc})") from None
+    return lines
+
+
 def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     keys: dict[str, None] = {}
-    for line in _head_lines(first, _read_head(first))[:1000]:
+    for line in _whole_lines(first):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # malformed lines are quarantined later; the sniff window may also cut one
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # malformed lines are quarantined later
         if not isinstance(record, dict):
             continue
         keys.update(dict.fromkeys(record))

@@ -705,3 +705,36 @@ def test_no_interactions_left_names_the_step_that_removed_them(tmp_path: Path) -
     result = _ingest(layout.path, tmp_path / "out", "--min-rating", "6")
     assert result.exit_code == 2, result.output
     assert "no interactions left after filtering (positive (weight >= 6))" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "gzipped"), [("x", False), ("é", False), ("x", True)], ids=["ascii", "utf8", "gzip"]
+)
+def test_a_first_json_record_longer_than_the_sniff_window_is_read(
+    text: str, gzipped: bool, tmp_path: Path
+) -> None:
+    """Amazon and Goodreads reviews can run past 64 KiB; the first one used to make the file look
+    like it held no JSON object (or, cut inside a character, like it was not UTF-8: the "." puts
+    the window's end inside an "é")."""
+    records = [
+        {
+            "reviewerID": f"A{n}",
+            "asin": f"000{n % 5}",
+            "overall": 5.0,
+            "reviewText": "." + text * (70_000 if n == 0 else 3),
+        }
+        for n in range(20)
+    ]
+    body = ("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n").encode()
+    path = tmp_path / ("Books_5.json.gz" if gzipped else "Books_5.json")
+    path.write_bytes(gzip.compress(body) if gzipped else body)
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["rows_in"], manifest["rows_accepted"], manifest["users"], manifest["items"]) == (
+        20,
+        20,
+        20,
+        5,
+    )
