@@ -177,6 +177,30 @@ def _drop_cross_batch_duplicates(
     )
 
 
+MISSING_MARKERS = ("NA", "N/A", "NULL", "null", "None", "none", "nan", "NaN", "\\N")
+"""Ids that are what exporters write for a missing value (R's NA, SQL's NULL, MySQL's \\N, pandas'
+nan), not ids."""
+
+
+def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning for each id column whose ids include a missing-value marker: those rows are read
+    as one user (or item) named "NA", which no check would catch (Diginetica's userId is mostly
+    NA). Looks at the vocabularies (one row per id), not at the rows; text ids only."""
+    warnings = []
+    for canon, role, vocab, flag in ((USER, "user", users, "--user-col"), (ITEM, "item", items, "--item-col")):
+        ids = vocab.id_column()
+        if ids.dtype != pl.String:
+            continue
+        for marker in ids.filter(ids.is_in(MISSING_MARKERS)).to_list():
+            rows = pairs.filter(pl.col(canon) == marker).height
+            warnings.append(
+                f"{role} id {marker!r} ({mapping.get(canon, canon)!r}, {rows} interactions) looks like a "
+                f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
+                f"them, or name another {role} column ({flag} / data.columns.{role})"
+            )
+    return warnings
+
+
 def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
     """The source's own values, as text, of `rows` (found by ROW, and SOURCE_FILE for a
     directory), in the quarantine's columns: what validation shows for any quarantined row.
@@ -399,6 +423,7 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
+        warnings = [w for w in (weights["warning"],) if w] + missing_markers(pairs, users, items, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),
@@ -453,6 +478,7 @@ def _ingest(
             "batches": batches,
             "steps": [s.to_dict() for s in steps],
             "weights": weights,
+            "warnings": warnings,
             "config": cfg.model_dump(mode="json", exclude={"synthetic"}),
             "polars_version": pl.__version__,
         }
@@ -477,5 +503,5 @@ def _ingest(
         batch=batch,
         format=raw.format,
         mapping=raw.mapping,
-        warnings=[weights["warning"]] if weights["warning"] else [],
+        warnings=warnings,
     )

@@ -738,3 +738,24 @@ def test_a_first_json_record_longer_than_the_sniff_window_is_read(
         20,
         5,
     )
+
+
+def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
+    """Diginetica's train-item-views.csv (`;`): userId is NA for anonymous sessions. Read as text,
+    every such row would belong to one user "NA"; ingest says so (CLI line and manifest)."""
+    path = tmp_path / "train-item-views.csv"
+    rows = [(s, "NA" if s % 3 else str(s), 81766 + s % 7) for s in range(1, 61)]
+    path.write_text(
+        "sessionId;userId;itemId;timeframe;eventdate\n"
+        + "".join(f"{s};{u};{i};526309;2016-05-09\n" for s, u, i in rows)
+    )
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    n_na = sum(1 for _, u, _ in rows if u == "NA")
+    n_na_pairs = len({i for _, u, i in rows if u == "NA"})
+    assert f"user id 'NA' ('userId', {n_na_pairs} interactions) looks like a missing-value marker" in warning
+    assert "--user-col" in warning and n_na == 40
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["warnings"] == [warning.removeprefix("warning: ")]
