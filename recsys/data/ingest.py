@@ -188,7 +188,7 @@ def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Ma
     NA). Looks at the vocabularies (one row per id), not at the rows; text ids only."""
     warnings = []
     for canon, role, vocab, flag in ((USER, "user", users, "--user-col"), (ITEM, "item", items, "--item-col")):
-        ids = vocab.id_column()
+        ids = vocab.table.get_column(vocab.id_name)  # any order: no sort
         if ids.dtype != pl.String:
             continue
         for marker in ids.filter(ids.is_in(MISSING_MARKERS)).to_list():
