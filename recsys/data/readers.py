@@ -594,6 +594,21 @@ def _csv_separator(lines: list[str]) -> str:
     return found or ","
 
 
+def _unmapped_files(label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list) -> DataError:
+    """The error for files of a source whose columns could not be mapped: the file's own error
+    when none could (a column option fixes them all), else a list of the files that are not
+    interaction logs like the others (an unzipped ml-latest-small holds movies.csv and links.csv
+    beside ratings.csv), where a column option would be the wrong fix."""
+    if not mapped:
+        return unmapped[0][1]
+    names = ", ".join(f.name for f, _ in unmapped[:5]) + (" ..." if len(unmapped) > 5 else "")
+    return DataError(
+        f"{label}: {names} lack(s) the user or item column that {mapped[0].file.name} has, so not every "
+        f"file is an interaction log; ingest the interaction file on its own (e.g. "
+        f"{mapped[0].file.name}), or move the others out"
+    )
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -654,12 +669,18 @@ def _scan_text(
             texts = _positional_files(label, files, separator, first)
         else:
             # Each file's own header is mapped, so files whose columns come in another order (or
-            # under another recognised name) still line up; a file missing a role is named.
-            texts = []
+            # under another recognised name) still line up; files missing a role are named.
+            texts, unmapped = [], []
             for f in files:
                 header = _csv_header(_local(f), separator, '"')
-                mapping = map_columns(_local(f), header, columns)
+                try:
+                    mapping = map_columns(_local(f), header, columns)
+                except DataError as exc:
+                    unmapped.append((f, exc))
+                    continue
                 texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
+            if unmapped:
+                raise _unmapped_files(label, unmapped, texts)
 
     def scan(dtypes: dict[str, pl.DataType], files: list[_TextFile] = texts) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in files])

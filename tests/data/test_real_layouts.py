@@ -759,3 +759,18 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     assert "--user-col" in warning and n_na == 40
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["warnings"] == [warning.removeprefix("warning: ")]
+
+
+def test_an_unzipped_ml_latest_small_folder_names_the_files_that_are_not_interaction_logs(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    ml_latest(folder)
+    (folder / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n")
+    (folder / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0114709,862\n")
+    result = _ingest(folder, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "links.csv, movies.csv lack(s) the user or item column that ratings.csv has" in line
+    assert "--user-col" not in line  # a column option would not fix a folder of other tables
