@@ -42,7 +42,9 @@ def ingest_command(
     source: Annotated[
         Path,
         typer.Argument(
-            help="Interaction file or directory (CSV/TSV, Parquet, JSONL, MovieLens, RecBole; .gz ok)."
+            help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
+            "line unless every field of the first line is a number), Parquet, JSON Lines, MovieLens, "
+            "RecBole; UTF-8 text, .gz ok."
         ),
     ],
     out: Annotated[
