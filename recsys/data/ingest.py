@@ -33,7 +33,15 @@ from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
 from recsys.data.implicit import ORDER, FilterStep, to_implicit
-from recsys.data.readers import ROW, SOURCE_FILE, RawSource, first_error_line, row_numbers, scan_source
+from recsys.data.readers import (
+    MALFORMED_JSON,
+    ROW,
+    SOURCE_FILE,
+    RawSource,
+    first_error_line,
+    row_numbers,
+    scan_source,
+)
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
@@ -248,6 +256,12 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     fix = "check that column"
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
+    if top == MALFORMED_JSON:
+        value = "not one JSON object with plain values"
+        fix = (
+            f"each line must be one JSON object whose keys read ({', '.join(raw.mapping.values())}) hold "
+            "strings or numbers, not objects or lists (flatten them first, e.g. with jq)"
+        )
     return DataError(
         f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}, or name another "
         f"{attr} column with {{option}}",

@@ -774,3 +774,20 @@ def test_an_unzipped_ml_latest_small_folder_names_the_files_that_are_not_interac
     (line,) = result.output.strip().splitlines()
     assert "links.csv, movies.csv lack(s) the user or item column that ratings.csv has" in line
     assert "--user-col" not in line  # a column option would not fix a folder of other tables
+
+
+def test_nested_json_values_in_every_line_say_to_flatten_them(tmp_path: Path) -> None:
+    """A MongoDB-style export: the time is {"$date": ...} in every line, so every line is
+    quarantined as malformed_json; the error says why instead of showing an id as None."""
+    path = tmp_path / "export.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"user_id": n, "item_id": 5, "timestamp": {"$date": "2020-01-01"}}) + "\n"
+            for n in range(4)
+        )
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "(malformed_json: 4; row 1: not one JSON object with plain values)" in line
+    assert "user_id, item_id, timestamp" in line and "not objects or lists" in line
