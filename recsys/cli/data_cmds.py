@@ -32,6 +32,7 @@ INGEST_FLAGS = {
     "data.processed_dir": "--out {value}",
     "data.positive_min_weight": "--min-rating {value}",
     "data.aggregate": "--aggregate {value}",
+    "data.format": "--format {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 

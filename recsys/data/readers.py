@@ -359,9 +359,12 @@ def _base_name(name: str) -> str:
     return re.sub(r"[- ]", "_", name.split(":", 1)[0].strip().lower())
 
 
-def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) -> dict[str, str]:
+def map_columns(
+    path: Path | str, header: list[str], columns: ColumnMap | None, delimited: bool = False
+) -> dict[str, str]:
     """canonical name -> source column. Explicit names win; the rest come from AUTO_NAMES.
-    Raises DataError naming the file, the missing role and the columns that were found."""
+    Raises DataError naming the file, the missing role and the columns that were found
+    (`delimited`: the header of a delimited text file, where one column means a wrong split)."""
     columns = columns or ColumnMap()
     by_base: dict[str, str] = {}
     for name in header:
@@ -402,13 +405,19 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
                     "add a header line naming the columns (e.g. user_id,item_id,rating,timestamp) "
                     "and ingest again"
                 )
-            hint = ""
-            if len(header) == 1:
-                hint = f", one column {header[0]!r}: wrong delimiter or format?"
+            if delimited and len(header) == 1:  # a column option cannot help: the line did not split
+                raise DataError(
+                    f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
+                    "the separator is none of , ; | tab or one space, or the file is not a flat log "
+                    "(Netflix prize `MovieID:` blocks are not read); force a reader with "
+                    f"{{option}} ({', '.join(FORMATS)})",
+                    setting="data.format",
+                    value="FORMAT",
+                )
             # Suggest an id-like column first (`book_id` rather than `title`).
             free = sorted((c for c in header if c not in taken), key=lambda c: not _ID_SUFFIX.match(c))
             raise DataError(
-                f"no {attr} column found ({path}: columns are {header}{hint}): name it with {{option}}",
+                f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
                 setting=f"data.columns.{attr}",
                 value=free[0] if free else "NAME",
             )
@@ -674,7 +683,7 @@ def _scan_text(
             for f in files:
                 header = _csv_header(_local(f), separator, '"')
                 try:
-                    mapping = map_columns(_local(f), header, columns)
+                    mapping = map_columns(_local(f), header, columns, delimited=True)
                 except DataError as exc:
                     unmapped.append((f, exc))
                     continue

@@ -565,6 +565,7 @@ def test_netflix_prize_blocks_are_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ") and "one column '1:'" in line
+    assert "Netflix prize" in line and "--format FORMAT" in line and "--user-col" not in line
 
 
 def test_two_id_like_candidates_hint_the_id_column_not_the_first_free_one(tmp_path: Path) -> None:
