@@ -907,7 +907,8 @@ def _scan_parquet(
                 hive = _hive_values(f.name)
                 frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
             if header is None:
-                header = [h for h in frame.collect_schema().names() if h != ROW]
+                schema = frame.collect_schema()
+                header = [h for h in schema.names() if h != ROW]
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
@@ -916,7 +917,26 @@ def _scan_parquet(
     assert header is not None
     mapping = map_columns(label, header, columns)
     frame = _concat([_select(frame, mapping, f, per_file) for f, frame in scans])
+    floats = [canon for canon in (USER, ITEM) if canon in mapping and schema[mapping[canon]].is_float()]
+    if floats:
+        frame = frame.with_columns(_float_id(canon) for canon in floats)
     return RawSource(label, "parquet", frame, mapping, per_file)
+
+
+def _float_id(name: str) -> pl.Expr:
+    """A float id column as the ids it spells: pandas stores an integer id column that holds a
+    missing value as float64 (1.0, 2.0, NaN), which read as text would give ids "1.0" (unlike the
+    "1" of the same log as CSV) and a user "NaN". Whole values become integer text, NaN missing."""
+    value = pl.col(name)
+    whole = value.cast(pl.Int64, strict=False).cast(pl.String)
+    return (
+        pl.when(value.is_nan())
+        .then(pl.lit(None, dtype=pl.String))
+        .when(value == value.floor())
+        .then(whole)
+        .otherwise(value.cast(pl.String))
+        .alias(name)
+    )
 
 
 # --------------------------------------------------------------------------- entry points

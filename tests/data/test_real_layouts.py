@@ -792,3 +792,22 @@ def test_nested_json_values_in_every_line_say_to_flatten_them(tmp_path: Path) ->
     (line,) = result.output.strip().splitlines()
     assert "(malformed_json: 4; row 1: not one JSON object with plain values)" in line
     assert "user_id, item_id, timestamp" in line and "not objects or lists" in line
+
+
+def test_pandas_float_ids_in_parquet_are_the_integers_they_spell_and_nan_is_missing(tmp_path: Path) -> None:
+    """pandas stores an integer id column holding a missing value as float64 (1.0, NaN): the ids
+    are those of the same log as CSV (an append of the CSV repeats every row), NaN is missing."""
+    users = [1.0, 2.0, float("nan"), 10.0, 2.0]
+    items = [7, 8, 9, 7, 7]
+    path = tmp_path / "ratings.parquet"
+    pl.DataFrame({"userId": users, "movieId": items, "rating": [4.0, 3.0, 5.0, 1.0, 2.0]}).write_parquet(path)
+    out = tmp_path / "out"
+    assert _ingest(path, out).exit_code == 0
+    quarantine = pl.read_parquet(out / "quarantine")
+    assert quarantine.select("source_row", "reason").rows() == [(3, "missing_user")]
+    assert sorted(pl.read_parquet(out / "users.parquet")["user_id"].cast(pl.String)) == ["1", "10", "2"]
+    csv = tmp_path / "ratings.csv"
+    csv.write_text("userId,movieId,rating\n1,7,4.0\n2,8,3.0\n10,7,1.0\n2,7,2.0\n")
+    assert _ingest(csv, out, "--append").exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["batches"][-1]["reasons"] == {"duplicate": 4} and manifest["users"] == 3
