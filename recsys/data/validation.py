@@ -14,9 +14,12 @@ For a directory source both outputs carry SOURCE_FILE, and ROW counts rows withi
 
 from __future__ import annotations
 
+import gzip
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -326,9 +329,31 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
 def _read_error(raw: RawSource, exc: BaseException) -> DataError:
     if isinstance(exc, pl.exceptions.PolarsError):
         message = first_error_line(exc)
+        if "is not properly escaped" in str(exc):
+            return _bad_quote_error(raw, str(exc))
         hint = f": {NOT_UTF8_HINT}" if "utf-8" in message.lower() else ""
         return DataError(f"{raw.path}: cannot read as {raw.format} ({message}){hint}")
     return DataError(f"{raw.path}: cannot read ({exc})")
+
+
+def _bad_quote_error(raw: RawSource, text: str) -> DataError:
+    """polars refuses a whole CSV for one field that opens a quote it does not close properly
+    (`"Weird Al" Yankovic`, `"unterminated`), naming neither line nor fix: find the line (error
+    path only: a plain scan of the file) and say what a quoted field must look like."""
+    found = re.search(r"could not parse `(.*?)` as dtype", text, re.DOTALL)
+    field = found.group(1).split("\n", 1)[0] if found else ""
+    where = ""
+    path = Path(str(raw.path))
+    if field and path.is_file():
+        with path.open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rt", encoding="utf-8", errors="replace") as fh:
+            line = next((n for n, line in enumerate(fh, start=1) if field in line), None)
+        where = f" at line {line}" if line else ""
+    return DataError(
+        f"{raw.path}: a quoted field is not closed properly{where} ({field[:80]!r}): a field that starts "
+        'with " must end with one, with every quote inside doubled (""); fix that line'
+    )
 
 
 def _id_exprs(name: str, alias: str, decimal: bool, typed: bool = False) -> list[pl.Expr]:

@@ -811,3 +811,18 @@ def test_pandas_float_ids_in_parquet_are_the_integers_they_spell_and_nan_is_miss
     assert _ingest(csv, out, "--append").exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["batches"][-1]["reasons"] == {"duplicate": 4} and manifest["users"] == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [('u7,"Weird Al" Yankovic,5', '"Weird Al" Yankovic'), ('u7,"unterminated,5', '"unterminated,5')],
+    ids=["quote-then-text", "unterminated"],
+)
+def test_a_badly_quoted_csv_field_is_named_with_its_line(line: str, field: str, tmp_path: Path) -> None:
+    """polars refuses the whole CSV for it; the error names the line and the rule."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("user,item,rating\nu1,a,5\nu2,b,4\n" + line + "\nu3,c,3\n")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (error,) = result.output.strip().splitlines()
+    assert f"a quoted field is not closed properly at line 4 ({field!r})" in error
