@@ -322,6 +322,11 @@ def _directory_files(path: Path) -> list[Path]:
     return files
 
 
+def _some(names: list[str], n: int = 3) -> str:
+    """The first `n` names, comma-separated, with ' ...' when there are more."""
+    return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
+
+
 def _one_format(path: Path, files: list[Path], format: str | None) -> str:
     """The one format every file of directory `path` is in, or DataError naming the files a
     single-format read would skip (a.csv beside b.parquet: the Parquet rows would be in neither
@@ -340,10 +345,7 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
         groups.setdefault(kind, []).append(p.relative_to(path).as_posix())
     if len(groups) == 1:
         return next(iter(groups))
-    listing = "; ".join(
-        f"{kind}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} ({len(names)} file(s))"
-        for kind, names in groups.items()
-    )
+    listing = "; ".join(f"{kind}: {_some(names)} ({len(names)} file(s))" for kind, names in groups.items())
     raise DataError(
         f"{path}: holds files of {len(groups)} formats ({listing}); one ingest reads one format, so "
         "the others would be skipped: ingest each format on its own (a file or sub-directory at a "
@@ -397,7 +399,7 @@ def map_columns(
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
-            if _looks_like_data(header):
+            if delimited and _looks_like_data(header):
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read only when every field of "
@@ -603,14 +605,16 @@ def _csv_separator(lines: list[str]) -> str:
     return found or ","
 
 
-def _unmapped_files(label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list) -> DataError:
+def _unmapped_files(
+    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[_TextFile]
+) -> DataError:
     """The error for files of a source whose columns could not be mapped: the file's own error
     when none could (a column option fixes them all), else a list of the files that are not
     interaction logs like the others (an unzipped ml-latest-small holds movies.csv and links.csv
     beside ratings.csv), where a column option would be the wrong fix."""
     if not mapped:
         return unmapped[0][1]
-    names = ", ".join(f.name for f, _ in unmapped[:5]) + (" ..." if len(unmapped) > 5 else "")
+    names = _some([f.name for f, _ in unmapped], 5)
     return DataError(
         f"{label}: {names} lack(s) the user or item column that {mapped[0].file.name} has, so not every "
         f"file is an interaction log; ingest the interaction file on its own (e.g. "
@@ -634,10 +638,7 @@ def _positional_files(
         shapes.setdefault(len(t.columns), []).append(t.file.name)
     if len(shapes) > 1:
         n_fields = {n if separator != "::" else (n + 1) // 2: names for n, names in shapes.items()}
-        listing = "; ".join(
-            f"{n} fields: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-            for n, names in n_fields.items()
-        )
+        listing = "; ".join(f"{n} fields: {_some(names)}" for n, names in n_fields.items())
         raise DataError(
             f"{label}: its headerless files have different numbers of fields ({listing}), so they are "
             "not all interaction logs; ingest the interaction file on its own (e.g. ratings.dat), "
@@ -764,15 +765,20 @@ def _byte_layout(texts: list[_TextFile]) -> ByteLayout | None:
 # --------------------------------------------------------------------------- JSON Lines
 
 
+def open_decompressed(path: Path) -> IO[bytes]:
+    """`path` opened for reading bytes, decompressed when it is gzip'd (as polars reads it)."""
+    with path.open("rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
+
+
 def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
     """The first `limit` lines of a (possibly gzip'd) file, or as many as fill the sniff window,
     but always whole: a JSON Lines record can be longer than the window (a long review text)."""
     lines: list[bytes] = []
     used = 0
     try:
-        with path.open("rb") as fh:
-            gzipped = fh.read(2) == b"\x1f\x8b"
-        with (gzip.open if gzipped else open)(path, "rb") as fh:
+        with open_decompressed(path) as fh:
             for line in fh:
                 lines.append(line)
                 used += len(line)

@@ -14,7 +14,6 @@ For a directory source both outputs carry SOURCE_FILE, and ROW counts rows withi
 
 from __future__ import annotations
 
-import gzip
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from recsys.data.readers import (
     RawSource,
     first_error_line,
     number_rows,
+    open_decompressed,
 )
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
@@ -345,10 +345,9 @@ def _bad_quote_error(raw: RawSource, text: str) -> DataError:
     where = ""
     path = Path(str(raw.path))
     if field and path.is_file():
-        with path.open("rb") as fh:
-            gzipped = fh.read(2) == b"\x1f\x8b"
-        with (gzip.open if gzipped else open)(path, "rt", encoding="utf-8", errors="replace") as fh:
-            line = next((n for n, line in enumerate(fh, start=1) if field in line), None)
+        needle = field.encode()
+        with open_decompressed(path) as fh:
+            line = next((n for n, line in enumerate(fh, start=1) if needle in line), None)
         where = f" at line {line}" if line else ""
     return DataError(
         f"{raw.path}: a quoted field is not closed properly{where} ({field[:80]!r}): a field that starts "
