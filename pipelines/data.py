@@ -175,9 +175,12 @@ def ingest_warnings(dataset: DatasetResult) -> list[str]:
     from recsys.data.storage import read_manifest
 
     try:
-        warning = (read_manifest(Path(dataset.processed_dir)).get("weights") or {}).get("warning")
+        manifest = read_manifest(Path(dataset.processed_dir))
     except (OSError, ValueError, DataError):
         return []
+    if "warnings" in manifest:
+        return list(manifest["warnings"])
+    warning = (manifest.get("weights") or {}).get("warning")  # written before "warnings" existed
     return [warning] if warning else []
 
 

@@ -32,6 +32,7 @@ INGEST_FLAGS = {
     "data.processed_dir": "--out {value}",
     "data.positive_min_weight": "--min-rating {value}",
     "data.aggregate": "--aggregate {value}",
+    "data.format": "--format {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
@@ -42,7 +43,9 @@ def ingest_command(
     source: Annotated[
         Path,
         typer.Argument(
-            help="Interaction file or directory (CSV/TSV, Parquet, JSONL, MovieLens, RecBole; .gz ok)."
+            help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
+            "line unless every field of the first line is a number), Parquet, JSON Lines, MovieLens, "
+            "RecBole; UTF-8 text, .gz ok."
         ),
     ],
     out: Annotated[

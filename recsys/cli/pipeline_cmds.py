@@ -55,7 +55,8 @@ def run(
     trained models and their logs are kept in a directory the error names, for --resume-tracking.
     """
     config = config_path(config)
-    cfg = load_run_config(config, set_)
+    # Outside the repository root, built-in defaults would train no model and exit 0: say so.
+    cfg = load_run_config(config, set_, default=resume_tracking is None)
     if resume_tracking is not None:
         _resume_tracking(cfg, resume_tracking)
         return

@@ -33,7 +33,15 @@ from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
 from recsys.data.implicit import ORDER, FilterStep, to_implicit
-from recsys.data.readers import ROW, SOURCE_FILE, RawSource, first_error_line, row_numbers, scan_source
+from recsys.data.readers import (
+    MALFORMED_JSON,
+    ROW,
+    SOURCE_FILE,
+    RawSource,
+    first_error_line,
+    row_numbers,
+    scan_source,
+)
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
@@ -177,6 +185,30 @@ def _drop_cross_batch_duplicates(
     )
 
 
+MISSING_MARKERS = ("NA", "N/A", "NULL", "null", "None", "none", "nan", "NaN", "\\N")
+"""Ids that are what exporters write for a missing value (R's NA, SQL's NULL, MySQL's \\N, pandas'
+nan), not ids."""
+
+
+def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning for each id column whose ids include a missing-value marker: those rows are read
+    as one user (or item) named "NA", which no check would catch (Diginetica's userId is mostly
+    NA). Looks at the vocabularies (one row per id), not at the rows; text ids only."""
+    warnings = []
+    for canon, role, vocab, flag in ((USER, "user", users, "--user-col"), (ITEM, "item", items, "--item-col")):
+        ids = vocab.table.get_column(vocab.id_name)  # any order: no sort
+        if ids.dtype != pl.String:
+            continue
+        for marker in ids.filter(ids.is_in(MISSING_MARKERS)).to_list():
+            rows = pairs.filter(pl.col(canon) == marker).height
+            warnings.append(
+                f"{role} id {marker!r} ({mapping.get(canon, canon)!r}, {rows} interactions) looks like a "
+                f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
+                f"them, or name another {role} column ({flag} / data.columns.{role})"
+            )
+    return warnings
+
+
 def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
     """The source's own values, as text, of `rows` (found by ROW, and SOURCE_FILE for a
     directory), in the quarantine's columns: what validation shows for any quarantined row.
@@ -190,8 +222,51 @@ def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
     except pl.exceptions.PolarsError:
         if raw.exact is None:  # the source read once, so this is unexpected: keep the parsed values
             return rows.select(ROW, *text)
-        # JSON Lines whose lazy decode fails: validation read the per-line rebuild, so do the same.
-        return raw.exact().join(wanted, on=on, how="semi").select(ROW, *text).collect()
+        # JSON Lines whose lazy decode fails (or a tab-separated file whose quoted read fails):
+        # validation read the rebuild, so do the same.
+        rebuilt = raw.exact().with_columns(row_numbers(raw.per_file)) if raw.positional_rows else raw.exact()
+        return rebuilt.join(wanted, on=on, how="semi").select(ROW, *text).collect()
+
+
+_REASON_FIX: dict[str, tuple[str, str]] = {
+    "missing_user": (USER, "user"),
+    "missing_item": (ITEM, "item"),
+    "bad_timestamp": (TIME, "time"),
+    "future_timestamp": (TIME, "time"),
+    "bad_weight": (WEIGHT, "weight"),
+    "non_finite_weight": (WEIGHT, "weight"),
+    "negative_weight": (WEIGHT, "weight"),
+}
+
+
+def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResult) -> DataError:
+    """The error for a first ingest whose every row was quarantined: say why, with the first
+    such row's value, and which column setting to look at. Without it the user would read "no
+    interactions left after filtering" and look in the wrong place (nothing is written, so the
+    quarantine file that says why is not there to open). A timestamp column in a format the
+    reader does not parse (US dates `09/13/2005`, `Mon Aug 01 13:41:57 -0700 2016`) is the usual
+    cause."""
+    counts = ", ".join(f"{reason}: {n}" for reason, n in result.reasons.items())
+    top = next(iter(result.reasons))
+    canon, attr = _REASON_FIX.get(top, (USER, "user"))
+    first = result.quarantine.filter(pl.col(REASON) == top).row(0, named=True)
+    where = f"row {first[ROW]}" + (f" of {first[SOURCE_FILE]}" if SOURCE_FILE in first else "")
+    column = raw.mapping.get(canon, canon)
+    value = f"{column!r} is {first.get(canon)!r}"
+    fix = "check that column"
+    if top == "bad_timestamp":
+        fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
+    if top == MALFORMED_JSON:
+        value = "not one JSON object with plain values"
+        fix = (
+            f"each line must be one JSON object whose keys read ({', '.join(raw.mapping.values())}) hold "
+            "strings or numbers, not objects or lists (flatten them first, e.g. with jq)"
+        )
+    return DataError(
+        f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}, or name another "
+        f"{attr} column with {{option}}",
+        setting=f"data.columns.{attr}",
+    )
 
 
 def _write_batch(result: ValidationResult, batch_path: Path, quarantine_path: Path) -> None:
@@ -334,11 +409,20 @@ def _ingest(
         aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
         weights = weight_policy(cfg, raw.mapping, _sources(previous_manifest), result.rows)
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
+        if weights["column"] is None and (cfg.positive_min_weight or 0) > 1:
+            # Every row of a log without weights weighs 1: the rule would drop them all.
+            raise DataError(
+                f"{source}: a positive rule weight >= {cfg.positive_min_weight:g} is set but the log has "
+                f"no weight column (columns found: {sorted(raw.mapping.values())}), so every row weighs "
+                "1 and none would pass: name the rating / count column with {option}, or drop the rule",
+                setting="data.columns.weight",
+            )
         pairs, steps = to_implicit(all_rows([*aligned, (batch, rows)]), cfg, has_event)
         if pairs.height == 0:
-            raise DataError(
-                f"{source}: no interactions left after filtering ({steps[-1].name}); relax the data config"
-            )
+            if result.rows_accepted == 0 and not previous:
+                raise _nothing_accepted(source, raw, result)
+            emptied = next((step.name for step in steps if step.rows == 0), steps[-1].name)
+            raise DataError(f"{source}: no interactions left after filtering ({emptied}); relax the data config")
 
         say("vocab and indexing")
         users = (
@@ -353,6 +437,7 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
+        warnings = [w for w in (weights["warning"],) if w] + missing_markers(pairs, users, items, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),
@@ -407,6 +492,7 @@ def _ingest(
             "batches": batches,
             "steps": [s.to_dict() for s in steps],
             "weights": weights,
+            "warnings": warnings,
             "config": cfg.model_dump(mode="json", exclude={"synthetic"}),
             "polars_version": pl.__version__,
         }
@@ -431,5 +517,5 @@ def _ingest(
         batch=batch,
         format=raw.format,
         mapping=raw.mapping,
-        warnings=[weights["warning"]] if weights["warning"] else [],
+        warnings=warnings,
     )

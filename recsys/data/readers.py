@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import unquote
@@ -44,16 +44,52 @@ SOURCE_FILE = "source_file"
 READ_ERROR = "__read_error"
 """A reason found while reading (e.g. malformed_json), null for rows the reader could split."""
 MALFORMED_JSON = "malformed_json"
+NOT_UTF8_HINT = (
+    "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
+    "for a Latin-1 file such as Book-Crossing's"
+)
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
 
 # Header names recognised without a column map, in order of preference (compared lower-cased,
-# after stripping a RecBole `:type` suffix).
+# after stripping a RecBole `:type` suffix, with '-' and ' ' read as '_': Book-Crossing's
+# `User-ID` is `user_id`). Besides the generic names, those of well-known public logs: Amazon
+# reviews 2014/2018 (reviewerID, asin, overall, unixReviewTime) and 2023 (user_id, parent_asin -
+# preferred over the variant's asin -, rating, timestamp), Yelp (business_id, stars), Amazon
+# customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
+# Book-Rating), Retailrocket (visitorid, itemid).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
-    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid"),
-    ITEM: ("item_id", "item", "itemid", "movieid", "movie_id", "product_id", "track_id", "artist_id", "iid"),
-    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time"),
-    WEIGHT: ("rating", "weight", "count", "plays", "play_count", "score", "value", "dwell"),
+    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
+    ITEM: (
+        "item_id",
+        "item",
+        "itemid",
+        "movieid",
+        "movie_id",
+        "product_id",
+        "track_id",
+        "artist_id",
+        "iid",
+        "parent_asin",
+        "asin",
+        "business_id",
+        "isbn",
+    ),
+    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time", "unixreviewtime", "review_date"),
+    WEIGHT: (
+        "rating",
+        "weight",
+        "count",
+        "plays",
+        "play_count",
+        "score",
+        "value",
+        "dwell",
+        "overall",
+        "stars",
+        "star_rating",
+        "book_rating",
+    ),
     EVENT: ("event", "event_type", "action", "type"),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
@@ -145,16 +181,40 @@ def _read_head(path: Path) -> bytes:
     return head
 
 
+_NOT_READ = {
+    b"PK\x03\x04": "a zip archive, or an .xlsx workbook: unzip it and name the interaction file "
+    "(e.g. ml-100k/u.data; `recsys data fetch NAME --offline FILE.zip` takes a named set's zip), or "
+    "export the sheet as CSV",
+    b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
+    b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
+    b"\xff\xfe": "UTF-16 text, as Excel's 'Unicode Text' writes: convert it with `iconv -f utf-16 -t utf-8`",
+    b"\xfe\xff": "UTF-16 text: convert it with `iconv -f utf-16 -t utf-8`",
+}
+"""Leading bytes of files users point ingest at that it does not read, and what to do instead."""
+
+
 def _head_lines(path: Path, head: bytes) -> list[str]:
+    # Known kinds are named only for heads that are not UTF-8 text (a CSV may start with "BZh").
+    kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
     if b"\x00" in head:
-        raise DataError(f"{path}: not a text or Parquet file (binary content)")
-    # Cut at the last newline so a multi-byte character split by the sniff window does not look corrupt.
+        raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
+    # Cut at the last newline so a multi-byte character split by the sniff window does not look
+    # corrupt; a first line longer than the window loses the bytes of a character split at its end.
     cut = head.rfind(b"\n")
     text_bytes = head if cut < 0 or len(head) < _SNIFF_BYTES else head[:cut]
+    if cut < 0 and len(head) >= _SNIFF_BYTES:
+        lead = max((i for i in range(len(head) - 4, len(head)) if head[i] & 0xC0 != 0x80), default=None)
+        text_bytes = head[:lead] if lead is not None and head[lead] >= 0xC0 else head
     try:
         text = text_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text or Parquet file (undecodable bytes)") from None
+    except UnicodeDecodeError as exc:
+        if kind is not None:
+            raise DataError(f"{path}: not a text or Parquet file ({kind})") from None
+        raise DataError(
+            f"{path}: not a UTF-8 text or Parquet file (byte {exc.object[exc.start]:#x} at offset "
+            f"{exc.start}): {NOT_UTF8_HINT}"
+        ) from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
@@ -209,6 +269,11 @@ def detect_format(path: str | Path) -> str:
         if not any(line.lstrip().startswith("{") for line in lines[:1000]):
             raise DataError(f"{path}: JSON Lines extension but no line is a JSON object")
         return "jsonl"
+    if suffix == ".json" and lines[0].lstrip().startswith("["):
+        raise DataError(
+            f"{path}: a JSON array, not JSON Lines (one object a line); convert it first, e.g. "
+            "`jq -c '.[]' FILE > NEW.jsonl`"
+        )
     sniffed = _sniff_text(path, lines)
     if suffix == ".inter" and sniffed == "tsv":
         return "recbole"  # RecBole headers without types still read fine as TSV with auto-mapping
@@ -290,13 +355,16 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
 
 
 def _base_name(name: str) -> str:
-    """RecBole headers are `name:type`; compare the name only."""
-    return name.split(":", 1)[0].strip().lower()
+    """RecBole headers are `name:type`; compare the name only, lower-cased, '-' and ' ' as '_'."""
+    return re.sub(r"[- ]", "_", name.split(":", 1)[0].strip().lower())
 
 
-def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) -> dict[str, str]:
+def map_columns(
+    path: Path | str, header: list[str], columns: ColumnMap | None, delimited: bool = False
+) -> dict[str, str]:
     """canonical name -> source column. Explicit names win; the rest come from AUTO_NAMES.
-    Raises DataError naming the file, the missing role and the columns that were found."""
+    Raises DataError naming the file, the missing role and the columns that were found
+    (`delimited`: the header of a delimited text file, where one column means a wrong split)."""
     columns = columns or ColumnMap()
     by_base: dict[str, str] = {}
     for name in header:
@@ -308,8 +376,8 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
         if wanted is not None:
             if wanted in header:
                 mapping[canon] = wanted
-            elif wanted.lower() in by_base:
-                mapping[canon] = by_base[wanted.lower()]
+            elif _base_name(wanted) in by_base:
+                mapping[canon] = by_base[_base_name(wanted)]
             else:
                 raise DataError(
                     f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
@@ -329,16 +397,42 @@ def map_columns(path: Path | str, header: list[str], columns: ColumnMap | None) 
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
-            hint = ""
-            if len(header) == 1:
-                hint = f", one column {header[0]!r}: wrong delimiter or format?"
-            free = [c for c in header if c not in taken]
+            if _looks_like_data(header):
+                raise DataError(
+                    f"{path}: the first line looks like data, not a header (columns would be named "
+                    f"{header[:6]}): files without a header line are read only when every field of "
+                    "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
+                    "add a header line naming the columns (e.g. user_id,item_id,rating,timestamp) "
+                    "and ingest again"
+                )
+            if delimited and len(header) == 1:  # a column option cannot help: the line did not split
+                raise DataError(
+                    f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
+                    "the separator is none of , ; | tab or one space, or the file is not a flat log "
+                    "(Netflix prize `MovieID:` blocks are not read); force a reader with "
+                    f"{{option}} ({', '.join(FORMATS)})",
+                    setting="data.format",
+                    value="FORMAT",
+                )
+            # Suggest an id-like column first (`book_id` rather than `title`).
+            free = sorted((c for c in header if c not in taken), key=lambda c: not _ID_SUFFIX.match(c))
             raise DataError(
-                f"no {attr} column found ({path}: columns are {header}{hint}): name it with {{option}}",
+                f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
                 setting=f"data.columns.{attr}",
                 value=free[0] if free else "NAME",
             )
     return mapping
+
+
+_DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _looks_like_data(header: list[str]) -> bool:
+    """Whether a "header" is really a data row of a headerless file (Last.fm 1K / 360K, Amazon's
+    ratings-only CSV): no column name is a number, empty, or a date."""
+    return len(header) > 1 and any(
+        _is_number(name) or not name.strip() or _DATE_LIKE.match(name.strip()) for name in header
+    )
 
 
 _ID_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:ID|Id|_id|_ID|-id)$")
@@ -490,6 +584,68 @@ def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
     return _TextFile(file, ":" if separator == "::" else separator, False, None, names, mapping, tuple(names))
 
 
+_CSV_SEPARATORS = (",", ";", "|")
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _csv_separator(lines: list[str]) -> str:
+    """The field separator of a CSV file, from its first line outside quoted fields: ',' when it
+    occurs, else ';' (Book-Crossing's `"User-ID";"ISBN";"Book-Rating"`, spreadsheets in locales
+    with a decimal comma), else '|', else one space between every two fields when the first lines
+    all split into that many (FilmTrust's and Epinions' `1 1 2.0`; a value holding a space, such as
+    `2019-10-01 00:00:00`, would split, so then it is not the separator); ',' for a one-column line
+    (map_columns names the problem)."""
+    bare = _QUOTED.sub("", lines[0])
+    found = next((sep for sep in _CSV_SEPARATORS if sep in bare), None)
+    if found is None:
+        widths = {len(line.strip().split(" ")) if all(line.strip().split(" ")) else 0 for line in lines[:20]}
+        found = " " if len(widths) == 1 and min(widths) > 1 else None
+    return found or ","
+
+
+def _unmapped_files(label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list) -> DataError:
+    """The error for files of a source whose columns could not be mapped: the file's own error
+    when none could (a column option fixes them all), else a list of the files that are not
+    interaction logs like the others (an unzipped ml-latest-small holds movies.csv and links.csv
+    beside ratings.csv), where a column option would be the wrong fix."""
+    if not mapped:
+        return unmapped[0][1]
+    names = ", ".join(f.name for f, _ in unmapped[:5]) + (" ..." if len(unmapped) > 5 else "")
+    return DataError(
+        f"{label}: {names} lack(s) the user or item column that {mapped[0].file.name} has, so not every "
+        f"file is an interaction log; ingest the interaction file on its own (e.g. "
+        f"{mapped[0].file.name}), or move the others out"
+    )
+
+
+def _positional_files(
+    label: Path | str, files: list[DataFile], separator: str, first: str
+) -> list[_TextFile]:
+    """Headerless files, each laid out by its own first line; files of one source must have the
+    same number of fields, or a directory such as an unzipped MovieLens 1M (ratings.dat beside
+    users.dat and movies.dat, all `::`-separated) would fail deep in the read, or worse, mix
+    user or movie records into the ratings."""
+    texts = [_positional(files[0], separator, first)]
+    for f in files[1:]:
+        lines = _head_lines(_local(f), _read_head(_local(f)))
+        texts.append(_positional(f, separator, lines[0] if lines else first))
+    shapes: dict[int, list[str]] = {}
+    for t in texts:
+        shapes.setdefault(len(t.columns), []).append(t.file.name)
+    if len(shapes) > 1:
+        n_fields = {n if separator != "::" else (n + 1) // 2: names for n, names in shapes.items()}
+        listing = "; ".join(
+            f"{n} fields: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for n, names in n_fields.items()
+        )
+        raise DataError(
+            f"{label}: its headerless files have different numbers of fields ({listing}), so they are "
+            "not all interaction logs; ingest the interaction file on its own (e.g. ratings.dat), "
+            "or move the others out"
+        )
+    return texts
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -507,9 +663,9 @@ def _scan_text(
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        texts = [_positional(f, "::", first) for f in files]
+        texts = _positional_files(label, files, "::", first)
     else:
-        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else ","
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
             fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
@@ -519,25 +675,38 @@ def _scan_text(
                 raise DataError(
                     f"{label}: format {fmt} expects {separator!r}-separated columns, found one column"
                 )
-            texts = [_positional(f, separator, first) for f in files]
+            texts = _positional_files(label, files, separator, first)
         else:
             # Each file's own header is mapped, so files whose columns come in another order (or
-            # under another recognised name) still line up; a file missing a role is named.
-            texts = []
+            # under another recognised name) still line up; files missing a role are named.
+            texts, unmapped = [], []
             for f in files:
                 header = _csv_header(_local(f), separator, '"')
-                mapping = map_columns(_local(f), header, columns)
+                try:
+                    mapping = map_columns(_local(f), header, columns, delimited=True)
+                except DataError as exc:
+                    unmapped.append((f, exc))
+                    continue
                 texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
+            if unmapped:
+                raise _unmapped_files(label, unmapped, texts)
 
-    def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
-        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
+    def scan(dtypes: dict[str, pl.DataType], files: list[_TextFile] = texts) -> pl.LazyFrame:
+        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in files])
 
+    # Tab-separated logs rarely quote, but their text fields may start with a quote (Last.fm's
+    # `"Weird Al" Yankovic`), which polars' quoted read refuses for the whole file. Validation
+    # then reads the file again with quotes as plain text (only when the quoted read failed).
+    tab_quoted = all(t.separator == "\t" and t.quote is not None for t in texts)
+    unquoted = [replace(t, quote=None) for t in texts]
+    exact = (lambda: scan({}, unquoted)) if tab_quoted else None
     return RawSource(
         label,
         fmt,
         scan({}),
         texts[0].mapping,
         per_file,
+        exact=exact,
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
@@ -595,18 +764,41 @@ def _byte_layout(texts: list[_TextFile]) -> ByteLayout | None:
 # --------------------------------------------------------------------------- JSON Lines
 
 
+def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
+    """The first `limit` lines of a (possibly gzip'd) file, or as many as fill the sniff window,
+    but always whole: a JSON Lines record can be longer than the window (a long review text)."""
+    lines: list[bytes] = []
+    used = 0
+    try:
+        with path.open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as fh:
+            for line in fh:
+                lines.append(line)
+                used += len(line)
+                if len(lines) >= limit or used >= _SNIFF_BYTES:
+                    break
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file ({exc.__class__.__name__}: {exc})") from None
+    return lines
+
+
 def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     keys: dict[str, None] = {}
-    for line in _head_lines(first, _read_head(first))[:1000]:
+    for line in _whole_lines(first):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # malformed lines are quarantined later; the sniff window may also cut one
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # malformed lines are quarantined later
         if not isinstance(record, dict):
             continue
         keys.update(dict.fromkeys(record))
     if not keys:
-        raise DataError(f"{label}: no JSON object in the first lines")
+        raise DataError(
+            f"{label}: no JSON object in the first lines (Python dict literals with single quotes, "
+            "as in some Steam and Amazon 2014 dumps, are not JSON: convert each line with "
+            "json.dumps(ast.literal_eval(line)) first)"
+        )
     return list(keys)
 
 
@@ -715,7 +907,8 @@ def _scan_parquet(
                 hive = _hive_values(f.name)
                 frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
             if header is None:
-                header = [h for h in frame.collect_schema().names() if h != ROW]
+                schema = frame.collect_schema()
+                header = [h for h in schema.names() if h != ROW]
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
@@ -724,7 +917,26 @@ def _scan_parquet(
     assert header is not None
     mapping = map_columns(label, header, columns)
     frame = _concat([_select(frame, mapping, f, per_file) for f, frame in scans])
+    floats = [canon for canon in (USER, ITEM) if canon in mapping and schema[mapping[canon]].is_float()]
+    if floats:
+        frame = frame.with_columns(_float_id(canon) for canon in floats)
     return RawSource(label, "parquet", frame, mapping, per_file)
+
+
+def _float_id(name: str) -> pl.Expr:
+    """A float id column as the ids it spells: pandas stores an integer id column that holds a
+    missing value as float64 (1.0, 2.0, NaN), which read as text would give ids "1.0" (unlike the
+    "1" of the same log as CSV) and a user "NaN". Whole values become integer text, NaN missing."""
+    value = pl.col(name)
+    whole = value.cast(pl.Int64, strict=False).cast(pl.String)
+    return (
+        pl.when(value.is_nan())
+        .then(pl.lit(None, dtype=pl.String))
+        .when(value == value.floor())
+        .then(whole)
+        .otherwise(value.cast(pl.String))
+        .alias(name)
+    )
 
 
 # --------------------------------------------------------------------------- entry points

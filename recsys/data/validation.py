@@ -14,14 +14,26 @@ For a directory source both outputs carry SOURCE_FILE, and ROW counts rows withi
 
 from __future__ import annotations
 
+import gzip
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from recsys.data.readers import MALFORMED_JSON, READ_ERROR, ROW, RawSource, first_error_line, number_rows
+from recsys.data.readers import (
+    MALFORMED_JSON,
+    NOT_UTF8_HINT,
+    READ_ERROR,
+    ROW,
+    SOURCE_FILE,
+    RawSource,
+    first_error_line,
+    number_rows,
+)
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError
@@ -135,8 +147,9 @@ def _integer_to_time(text: pl.Expr) -> pl.Expr:  # text, or an integer column (t
 
 
 def _iso_to_time(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 with or without zone (naive = UTC); 'Z' is read as +00:00."""
-    zoned_text = text.str.replace(r"[Zz]$", "+00:00")
+    """ISO-8601 with or without zone (naive = UTC); 'Z' and a ' UTC' suffix (SQL / BigQuery exports,
+    the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00."""
+    zoned_text = text.str.replace(r"(?:[Zz]| ?UTC)$", "+00:00")
     attempts = [
         zoned_text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
         for fmt in _ISO_FORMATS_ZONED
@@ -298,22 +311,49 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
 
     A source whose lazy read fails and that offers an exact (per-line) rebuild, i.e. JSON Lines with
     a line the cheap shape test let through, is validated once more from that rebuild, so the bad
-    line is quarantined instead of failing the file."""
+    line is quarantined instead of failing the file (a tab-separated file whose quoted read fails
+    offers an unquoted read the same way)."""
     try:
         return _validate(raw, max_future_days, now)
     except (pl.exceptions.PolarsError, OSError) as exc:
         if raw.exact is None:
             raise _read_error(raw, exc) from None
     try:
-        return _validate(replace(raw, frame=raw.exact(), exact=None), max_future_days, now)
+        # The rebuild is read as text: no typed read of the source that failed.
+        rebuilt = replace(raw, frame=raw.exact(), exact=None, typed=None, layout=None)
+        return _validate(rebuilt, max_future_days, now)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise _read_error(raw, exc) from None
 
 
 def _read_error(raw: RawSource, exc: BaseException) -> DataError:
     if isinstance(exc, pl.exceptions.PolarsError):
-        return DataError(f"{raw.path}: cannot read as {raw.format} ({first_error_line(exc)})")
+        message = first_error_line(exc)
+        if "is not properly escaped" in str(exc):
+            return _bad_quote_error(raw, str(exc))
+        hint = f": {NOT_UTF8_HINT}" if "utf-8" in message.lower() else ""
+        return DataError(f"{raw.path}: cannot read as {raw.format} ({message}){hint}")
     return DataError(f"{raw.path}: cannot read ({exc})")
+
+
+def _bad_quote_error(raw: RawSource, text: str) -> DataError:
+    """polars refuses a whole CSV for one field that opens a quote it does not close properly
+    (`"Weird Al" Yankovic`, `"unterminated`), naming neither line nor fix: find the line (error
+    path only: a plain scan of the file) and say what a quoted field must look like."""
+    found = re.search(r"could not parse `(.*?)` as dtype", text, re.DOTALL)
+    field = found.group(1).split("\n", 1)[0] if found else ""
+    where = ""
+    path = Path(str(raw.path))
+    if field and path.is_file():
+        with path.open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rt", encoding="utf-8", errors="replace") as fh:
+            line = next((n for n, line in enumerate(fh, start=1) if field in line), None)
+        where = f" at line {line}" if line else ""
+    return DataError(
+        f"{raw.path}: a quoted field is not closed properly{where} ({field[:80]!r}): a field that starts "
+        'with " must end with one, with every quote inside doubled (""); fix that line'
+    )
 
 
 def _id_exprs(name: str, alias: str, decimal: bool, typed: bool = False) -> list[pl.Expr]:
@@ -496,6 +536,8 @@ def _validate(
         *[pl.col(c).cast(pl.String) for c in raw_columns],
         pl.col(REASON).fill_null("duplicate").cast(pl.String),
     )
+    if raw.positional_rows and n_bad:
+        quarantine, rows_in = _without_empty_lines(quarantine, raw, rows_in)
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
     if proof is not None and not proof.result():
@@ -503,6 +545,20 @@ def _validate(
         del accepted, quarantine
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons)
+
+
+def _without_empty_lines(quarantine: pl.DataFrame, raw: RawSource, rows_in: int) -> tuple[pl.DataFrame, int]:
+    """The quarantine and rows_in without the empty lines of a delimited file: polars reads a blank
+    line (a trailing one, or the extra CRLF at the end of an exported file) or one of bare
+    separators as a row whose every field is null. Like a blank JSON Lines line it holds no
+    value, so it is no row (it keeps its place in the row numbering); a row with any value left,
+    even whitespace, is still quarantined. Runs on the quarantined rows only."""
+    values = [c for c in raw.columns if c != SOURCE_FILE]
+    empty = (pl.col(REASON) == "missing_user") & pl.all_horizontal(pl.col(c).is_null() for c in values)
+    n_empty = int(quarantine.select(empty.sum()).item())
+    if not n_empty:
+        return quarantine, rows_in
+    return quarantine.filter(~empty), rows_in - n_empty
 
 
 def _narrow_codes(frame: pl.DataFrame, columns: list[str]) -> dict[str, pl.Expr]:
