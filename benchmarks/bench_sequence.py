@@ -200,6 +200,8 @@ def settings(cfg: ModelConfig) -> str:
                           "sequence_dropout", "dim"),
             "wals": ("factors", "regularization", "alpha", "iterations"), "ease": ("l2",)}.get(cfg.kind, ())  # fmt: skip
     dumped = cfg.model_dump()
+    if dumped.get("user_input") != "sequence":  # only a sequence tower uses them
+        keys = tuple(k for k in keys if not k.startswith("sequence_"))
     return ", ".join(f"{k}={dumped[k]:g}" if isinstance(dumped[k], float) else f"{k}={dumped[k]}" for k in keys if k in dumped)
 
 

@@ -484,3 +484,66 @@ def test_positives_only_step_with_and_without_a_teacher():
     assert values[0] == pytest.approx(np.mean(np.logaddexp(0, -s_pos / T)), rel=1e-5)
     candidates = np.concatenate([BATCH_ITEMS[:, None], top], axis=1)
     assert values[1] - values[0] == pytest.approx(0.7 * _distillation_kl(targets, u, v, candidates), rel=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "positives_only"])
+def test_a_sequence_towers_step_encodes_its_windows_not_the_stored_histories(loss):
+    """A sequence tower's rows are the targets of its windows: the step must encode those windows
+    (each target sees only the items before it), not the user's whole stored sequence, which holds
+    the target and everything after it. Full catalogue (`all`), so the loss is a plain cross entropy."""
+    from recsys.training import build_examples
+
+    train = train_matrix()
+    cfg = config(user_input="sequence", sequence_length=3, sequence_dropout=0.0, sampler="all", loss=loss,
+                 remove_accidental_hits=False)  # fmt: skip
+    torch.manual_seed(0)
+    network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+    examples = build_examples(network, train, None, cfg, torch.device("cpu"))
+    batch = examples.batch(torch.arange(examples.n))
+    sampler = build_sampler(cfg, item_counts_from_csr(train), train)
+    value = compute_loss(
+        TowerForward(network), batch.users, batch.items, cfg=cfg, sampler=sampler, loss_fn=get_loss(loss),
+        positives=None, generator=torch.Generator().manual_seed(0), share=batch.share, sequence=batch.sequence,
+    )  # fmt: skip
+    with torch.no_grad():
+        u = network.user_vectors(batch.users, training=True, sequence=batch.sequence)
+        logits = u @ network.item_vectors(torch.arange(N_ITEMS), training=True).T / T
+        whole = network.user_vectors(batch.users, training=True)  # the stored sequences instead
+    rows = torch.arange(batch.items.shape[0])
+    if loss == "sampled_softmax":
+        want = F.cross_entropy(logits, batch.items)
+    else:
+        want = F.softplus(-logits[rows, batch.items]).mean()
+    assert float(value.detach()) == pytest.approx(float(want), rel=1e-5)
+    assert not torch.allclose(u, whole, atol=1e-3)  # the two encodings differ, so the check above can fail
+
+
+def test_hard_negatives_are_mined_for_the_batch_users():
+    """The hard sampler ranks the catalogue for the batch's users (it needs them, unlike the other
+    samplers): the step's loss is the sampled softmax over each row's mined negatives, none of which
+    is a training positive of that row's user or the row's positive (log q = -log k is a constant
+    per row, so it cancels)."""
+    from recsys.training import hard_negative_scorer
+
+    train = train_matrix()
+    cfg = config(sampler="hard", num_negatives=3, hard_negative_k=3, loss="sampled_softmax",
+                 remove_accidental_hits=False)  # fmt: skip
+    torch.manual_seed(0)
+    network = TwoTowerNetwork(cfg, N_USERS, N_ITEMS)
+    sampler = build_sampler(cfg, item_counts_from_csr(train), train, score_fn=hard_negative_scorer(network))
+    users, items = torch.as_tensor(BATCH_USERS), torch.as_tensor(BATCH_ITEMS)
+    drawn = sampler.sample(users, items, torch.Generator().manual_seed(7))
+    value = compute_loss(
+        TowerForward(network), users, items, cfg=cfg, sampler=sampler, loss_fn=get_loss(cfg.loss),
+        positives=None, generator=torch.Generator().manual_seed(7),
+    )  # fmt: skip
+    mined = drawn.items.numpy()
+    for b, user in enumerate(BATCH_USERS):
+        assert not np.isin(mined[b], LIKES[int(user)] + [int(BATCH_ITEMS[b])]).any()
+    with torch.no_grad():
+        u = network.user_vectors(users, training=True)
+        v = network.item_vectors(torch.arange(N_ITEMS), training=True)
+    pos = (u * v[items]).sum(dim=1, keepdim=True)
+    neg = torch.einsum("bd,bnd->bn", u, v[drawn.items])
+    want = F.cross_entropy(torch.cat([pos, neg], dim=1) / T, torch.zeros(5, dtype=torch.long))
+    assert float(value.detach()) == pytest.approx(float(want), rel=1e-5)

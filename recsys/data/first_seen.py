@@ -16,7 +16,8 @@ which are the lossless record, so the value is a pure function of the batches in
 
 Cost: one more min per pair in ingest's group-by, over a single 64-bit key that packs (batch, time)
 as `batch * span + (time - earliest)`, where `span` is the log's time range in microseconds; one
-extra scan of the timestamp column finds that range. A log whose time range times its batch count
+extra scan of the timestamp column finds that range. A single batch (every first ingest) needs no
+packing: its minimum time is the answer. A log whose time range times its batch count
 does not fit 63 bits (centuries of microseconds, or tens of thousands of batches over decades)
 falls back to a per-pair sort by (batch, time), which is correct and slower.
 """
@@ -60,6 +61,8 @@ def aggregation(frame: pl.LazyFrame, order: str) -> pl.Expr:
     )
     if lo is None:  # no timestamps at all: nothing to place by
         return pl.lit(None, dtype=TIME_DTYPE).alias(FIRST_SEEN)
+    if first == last:  # one batch (a first ingest): the earliest time, without packing every row's key
+        return pl.col(TIME).min().alias(FIRST_SEEN)
     span = int(hi) - int(lo) + 1
     if (int(last) - int(first) + 1) * span > _KEY_LIMIT:
         nulls_last = pl.col(TIME).is_null()  # a batch holding the pair without a time does not count
