@@ -922,6 +922,15 @@ def _scan_parquet(
         scans.append((f, frame))
     assert header is not None
     mapping = map_columns(label, header, columns)
+    nested = {canon: src for canon, src in mapping.items() if schema[src].is_nested()}
+    if nested:
+        listing = ", ".join(f"{src!r} ({schema[src]})" for src in nested.values())
+        raise DataError(
+            f"{label}: column(s) {listing} hold lists or structs, not one value a row; ingest reads one "
+            "(user, item) interaction a row: explode a list of items first (polars / pandas "
+            "`explode`), or name a plain column with {option}",
+            setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
+        )
     frame = _concat([_select(frame, mapping, f, per_file) for f, frame in scans])
     floats = [canon for canon in (USER, ITEM) if canon in mapping and schema[mapping[canon]].is_float()]
     if floats:

@@ -826,3 +826,15 @@ def test_a_badly_quoted_csv_field_is_named_with_its_line(line: str, field: str, 
     assert result.exit_code == 2, result.output
     (error,) = result.output.strip().splitlines()
     assert f"a quoted field is not closed properly at line 4 ({field!r})" in error
+
+
+@pytest.mark.parametrize("items", [[[1, 2, 3], [4]], [{"a": 1}, {"a": 2}]], ids=["list", "struct"])
+def test_a_parquet_id_column_of_lists_or_structs_says_to_explode_it(items: list, tmp_path: Path) -> None:
+    """One row per user with its items (a 'history' column) is not one interaction a row: refused
+    with the fix, instead of a cast error (lists) or ids such as '{1}' (structs)."""
+    path = tmp_path / "histories.parquet"
+    pl.DataFrame({"user_id": ["u1", "u2"], "item_id": items}).write_parquet(path)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "'item_id'" in line and "hold lists or structs" in line and "--item-col NAME" in line
