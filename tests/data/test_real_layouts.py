@@ -838,3 +838,21 @@ def test_a_parquet_id_column_of_lists_or_structs_says_to_explode_it(items: list,
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "'item_id'" in line and "hold lists or structs" in line and "--item-col NAME" in line
+
+
+def test_the_summary_shows_which_column_became_which_role(tmp_path: Path) -> None:
+    """Automatic picks are visible without opening manifest.json: Instacart's order_products has
+    no user column, and its only other `<name>_id` column becomes the user (an order = a basket)."""
+    path = tmp_path / "order_products__prior.csv"
+    path.write_text(
+        "order_id,product_id,add_to_cart_order,reordered\n2,33120,1,1\n2,28985,2,1\n3,33120,1,0\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (
+        "columns:        user=order_id, item=product_id, no weight column (each row counts 1)"
+        in result.output
+    )
+    layout = ml100k(tmp_path)
+    result = _ingest(layout.path, tmp_path / "out2")
+    assert "columns:        user=column 1, item=column 2, time=column 4, weight=column 3" in result.output
