@@ -270,14 +270,18 @@ def detect_format(path: str | Path) -> str:
             raise DataError(f"{path}: JSON Lines extension but no line is a JSON object")
         return "jsonl"
     if suffix == ".json" and lines[0].lstrip().startswith("["):
-        raise DataError(
-            f"{path}: a JSON array, not JSON Lines (one object a line); convert it first, e.g. "
-            "`jq -c '.[]' FILE > NEW.jsonl`"
-        )
+        raise _json_array_error(path)
     sniffed = _sniff_text(path, lines)
     if suffix == ".inter" and sniffed == "tsv":
         return "recbole"  # RecBole headers without types still read fine as TSV with auto-mapping
     return sniffed
+
+
+def _json_array_error(path: Path | str) -> DataError:
+    return DataError(
+        f"{path}: a JSON array, not JSON Lines (one object a line); convert it first, e.g. "
+        "`jq -c '.[]' FILE > NEW.jsonl`"
+    )
 
 
 def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
@@ -791,7 +795,10 @@ def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
 
 def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     keys: dict[str, None] = {}
-    for line in _whole_lines(first):
+    lines = _whole_lines(first)
+    if lines and lines[0].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        raise _json_array_error(label)
+    for line in lines:
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):

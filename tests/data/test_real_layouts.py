@@ -856,3 +856,13 @@ def test_the_summary_shows_which_column_became_which_role(tmp_path: Path) -> Non
     layout = ml100k(tmp_path)
     result = _ingest(layout.path, tmp_path / "out2")
     assert "columns:        user=column 1, item=column 2, time=column 4, weight=column 3" in result.output
+
+
+def test_a_json_array_read_as_json_lines_on_request_is_still_named(tmp_path: Path) -> None:
+    path = tmp_path / "reviews.json"
+    path.write_text(
+        "\ufeff" + json.dumps([{"user_id": "u1", "item_id": "i1"}, {"user_id": "u2", "item_id": "i2"}])
+    )
+    result = _ingest(path, tmp_path / "out", "--format", "jsonl")
+    assert result.exit_code == 2, result.output
+    assert "a JSON array, not JSON Lines" in result.output
