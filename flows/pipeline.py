@@ -22,7 +22,14 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.errors import retry_unless_deterministic
-from pipelines.data import DatasetResult, dataset_dir, ingest_warnings, prepare_dataset, source_fingerprint
+from pipelines.data import (
+    DatasetResult,
+    dataset_dir,
+    ingest_columns,
+    ingest_warnings,
+    prepare_dataset,
+    source_fingerprint,
+)
 from pipelines.report import comparison_markdown
 from pipelines.run import (
     ModelOutcome,
@@ -60,6 +67,8 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     result = prepare_dataset(cfg)
     logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
+    if (columns := ingest_columns(result)) is not None:
+        logger.info("columns: %s", columns)
     for warning in ingest_warnings(result):
         logger.warning(warning)
     return result

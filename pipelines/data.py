@@ -184,6 +184,21 @@ def ingest_warnings(dataset: DatasetResult) -> list[str]:
     return [warning] if warning else []
 
 
+def ingest_columns(dataset: DatasetResult) -> str | None:
+    """The last ingest's column mapping in one line (`recsys.data.readers.describe_columns`), for
+    the run's log, so a run on a user's file shows which columns it took; None when the manifest
+    has no batch (synthetic data) or cannot be read."""
+    from recsys.data.readers import describe_columns
+    from recsys.data.storage import read_manifest
+
+    try:
+        batches = read_manifest(Path(dataset.processed_dir)).get("batches") or []
+    except (OSError, ValueError, DataError):
+        return None
+    columns = batches[-1].get("columns") if batches else None
+    return describe_columns(columns) if columns else None
+
+
 def _manifest_fingerprint(processed: Path) -> str:
     from recsys.data.storage import read_manifest
 

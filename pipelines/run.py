@@ -19,7 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.data import DatasetResult, ingest_warnings, load_dataset, make_split, prepare_dataset
+from pipelines.data import (
+    DatasetResult,
+    ingest_columns,
+    ingest_warnings,
+    load_dataset,
+    make_split,
+    prepare_dataset,
+)
 from pipelines.evaluate import evaluate_model
 from pipelines.train import find_teacher, model_builder, pin_thread_budget, thread_budget, train_model
 from pipelines.tune import tune_in_run
@@ -320,6 +327,8 @@ def run_pipeline(
 
     t = time.perf_counter()
     dataset = prepare_dataset(cfg)
+    if (columns := ingest_columns(dataset)) is not None:
+        log(f"columns: {columns}")
     for warning in ingest_warnings(dataset):
         log(f"warning: {warning}")
     steps["ingest"] = time.perf_counter() - t

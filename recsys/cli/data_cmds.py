@@ -144,22 +144,6 @@ def ingest_command(
         json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
 
 
-def _columns_line(mapping: dict[str, str]) -> str:
-    """Which source column became which role, so an automatic pick (the only `<name>_id` column
-    as the user, `parent_asin` over `asin`) is seen, not only in manifest.json. Headerless files
-    name their columns by position."""
-    roles = {"user_id": "user", "item_id": "item", "timestamp": "time", "weight": "weight", "event": "event"}
-
-    def spelled(source: str) -> str:
-        position = source.removeprefix("field_")
-        return f"column {int(position) + 1}" if position.isdigit() and source != position else source
-
-    found = [f"{role}={spelled(mapping[canon])}" for canon, role in roles.items() if canon in mapping]
-    if "weight" not in mapping:
-        found.append("no weight column (each row counts 1)")
-    return ", ".join(found)
-
-
 def _print_report(report) -> None:
     rows = Table(
         title=f"ingest of batch {report.batch} ({report.format})", show_header=False, title_justify="left"
@@ -184,7 +168,9 @@ def _print_report(report) -> None:
         f"[bold]{report.users:,}[/] users, [bold]{report.items:,}[/] items, "
         f"[bold]{report.interactions:,}[/] interactions"
     )
-    console.print(f"columns:        {_columns_line(report.mapping)}", markup=False, highlight=False)
+    from recsys.data.readers import describe_columns
+
+    console.print(f"columns:        {describe_columns(report.mapping)}", markup=False, highlight=False)
     console.print(f"fingerprint:    [cyan]{report.fingerprint}[/]")
     console.print(f"processed data: {report.out_dir}")
     if report.rows_quarantined:

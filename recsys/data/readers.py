@@ -441,6 +441,21 @@ def _looks_like_data(header: list[str]) -> bool:
     )
 
 
+def describe_columns(mapping: dict[str, str]) -> str:
+    """Which source column became which role, one line (`user=visitorid, item=itemid, ...`), so
+    an automatic pick (the only `<name>_id` column as the user, `parent_asin` over `asin`) is
+    seen, not only in manifest.json. Headerless files name their columns by position."""
+
+    def spelled(source: str) -> str:
+        position = source.removeprefix("field_")
+        return f"column {int(position) + 1}" if position.isdigit() and source != position else source
+
+    found = [f"{role}={spelled(mapping[canon])}" for canon, role in _MAP_FIELDS.items() if canon in mapping]
+    if WEIGHT not in mapping:
+        found.append("no weight column (each row counts 1)")
+    return ", ".join(found)
+
+
 _ID_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:ID|Id|_id|_ID|-id)$")
 
 

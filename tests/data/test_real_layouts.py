@@ -866,3 +866,28 @@ def test_a_json_array_read_as_json_lines_on_request_is_still_named(tmp_path: Pat
     result = _ingest(path, tmp_path / "out", "--format", "jsonl")
     assert result.exit_code == 2, result.output
     assert "a JSON array, not JSON Lines" in result.output
+
+
+def test_a_run_on_a_users_file_logs_the_columns_it_took(tmp_path: Path) -> None:
+    """`recsys run --set data.source=events.csv` shows the automatic mapping in its log too."""
+    from pipelines.run import run_pipeline
+    from recsys.config import load_config
+
+    layout = retailrocket(tmp_path)
+    cfg = load_config(
+        None,
+        [
+            f"data.source={layout.path}",
+            f"data.processed_dir={tmp_path / 'p'}",
+            "data.min_user_interactions=1",
+            'models=[{name="pop", kind="popularity"}]',
+            "tracking.enabled=false",
+            "evaluation.bootstrap_samples=20",
+        ],
+    )
+    lines: list[str] = []
+    run_pipeline(cfg, tracking=False, log=lines.append)
+    assert (
+        "columns: user=visitorid, item=itemid, time=timestamp, event=event, no weight column (each row counts 1)"
+        in lines
+    )
