@@ -43,6 +43,7 @@ from recsys.data.readers import (
     scan_source,
 )
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.suspicions import suspicions
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
@@ -183,30 +184,6 @@ def _drop_cross_batch_duplicates(
         rows_in=result.rows_in,
         reasons=reasons,
     )
-
-
-MISSING_MARKERS = ("NA", "N/A", "NULL", "null", "None", "none", "nan", "NaN", "\\N")
-"""Ids that are what exporters write for a missing value (R's NA, SQL's NULL, MySQL's \\N, pandas'
-nan), not ids."""
-
-
-def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
-    """A warning for each id column whose ids include a missing-value marker: those rows are read
-    as one user (or item) named "NA", which no check would catch (Diginetica's userId is mostly
-    NA). Looks at the vocabularies (one row per id), not at the rows; text ids only."""
-    warnings = []
-    for canon, role, vocab, flag in ((USER, "user", users, "--user-col"), (ITEM, "item", items, "--item-col")):
-        ids = vocab.table.get_column(vocab.id_name)  # any order: no sort
-        if ids.dtype != pl.String:
-            continue
-        for marker in ids.filter(ids.is_in(MISSING_MARKERS)).to_list():
-            rows = pairs.filter(pl.col(canon) == marker).height
-            warnings.append(
-                f"{role} id {marker!r} ({mapping.get(canon, canon)!r}, {rows} interactions) looks like a "
-                f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
-                f"them, or name another {role} column ({flag} / data.columns.{role})"
-            )
-    return warnings
 
 
 def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
@@ -437,7 +414,7 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        warnings = [w for w in (weights["warning"],) if w] + missing_markers(pairs, users, items, raw.mapping)
+        warnings = [w for w in (weights["warning"],) if w] + suspicions(pairs, users, items, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

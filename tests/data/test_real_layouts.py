@@ -762,6 +762,34 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     assert manifest["warnings"] == [warning.removeprefix("warning: ")]
 
 
+@pytest.mark.parametrize(
+    ("times", "warned"),
+    [
+        (lambda r: 20150701 + r % 28, True),  # yyyymmdd integers: read as seconds, August 1970
+        (lambda r: r % 400, True),  # day numbers: the first minutes of 1970
+        (lambda r: 1_436_000_000 + r * 3600, False),  # Unix seconds in 2015
+    ],
+)
+def test_integer_times_that_all_land_in_1970_are_flagged(tmp_path: Path, times, warned: bool) -> None:
+    """Integer times are read as Unix seconds: a log whose every time lands in 1970 holds some
+    other integer (yyyymmdd dates, day numbers), so every date would be wrong; ingest says so
+    (CLI line and manifest), and keeps the rows, ordered as the integers are."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,item_id,rating,date\n" + "".join(f"{r % 7},{r % 11},4,{times(r)}\n" for r in range(60)))
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    found = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows_accepted"] == 60
+    if not warned:
+        assert found == [] and manifest["warnings"] == []
+        return
+    (warning,) = found
+    assert "every timestamp ('date') is in 1970" in warning and "yyyymmdd" in warning
+    assert manifest["warnings"] == [warning.removeprefix("warning: ")]
+
+
 def test_an_unzipped_ml_latest_small_folder_names_the_files_that_are_not_interaction_logs(
     tmp_path: Path,
 ) -> None:

@@ -1,0 +1,68 @@
+"""Ingest warnings: values that read without an error but are probably not what the log means.
+
+Validation quarantines what cannot be read; these are rows that read fine and would silently
+train the wrong thing, so ingest prints a `warning:` line for each (and stores it in the
+manifest's "warnings") instead of refusing the log, which may be right after all. Each check reads
+the pairs or the vocabularies, never the rows, so it costs nothing next to the ingest itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import polars as pl
+
+from recsys.data.schema import ITEM, TIME, USER
+from recsys.data.vocab import CODE_DTYPES, Vocab
+
+MISSING_MARKERS = ("NA", "N/A", "NULL", "null", "None", "none", "nan", "NaN", "\\N")
+"""Ids that are what exporters write for a missing value (R's NA, SQL's NULL, MySQL's \\N, pandas'
+nan), not ids."""
+
+EPOCH_YEAR_END = datetime(1971, 1, 1, tzinfo=UTC)
+"""Integer times are read as Unix seconds (milliseconds from 1e11): a log whose every time is
+before this was not written in 1970; its times are some other integer (yyyymmdd dates such as
+20150701 read as seconds land in August 1970, day or sequence numbers in its first hours)."""
+
+
+def suspicions(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """Every warning for a processed table: `pairs` (one row per pair, raw ids), its vocabularies,
+    and the source column of each canonical one."""
+    return missing_markers(pairs, users, items, mapping) + epoch_times(pairs, mapping)
+
+
+def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning for each id column whose ids include a missing-value marker: those rows are read
+    as one user (or item) named "NA", which no check would catch (Diginetica's userId is mostly
+    NA). Looks at the vocabularies (one row per id), not at the rows; ids that travelled as
+    integer codes (`vocab.decimal_codes`) are all decimals, so they are not looked at."""
+    warnings = []
+    for canon, role, vocab, flag in ((USER, "user", users, "--user-col"), (ITEM, "item", items, "--item-col")):
+        if pairs.schema.get(canon) in CODE_DTYPES:
+            continue
+        ids = vocab.table.get_column(vocab.id_name)  # any order: no sort
+        for marker in ids.filter(ids.is_in(MISSING_MARKERS)).to_list():
+            rows = pairs.filter(pl.col(canon) == marker).height
+            warnings.append(
+                f"{role} id {marker!r} ({mapping.get(canon, canon)!r}, {rows} interactions) looks like a "
+                f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
+                f"them, or name another {role} column ({flag} / data.columns.{role})"
+            )
+    return warnings
+
+
+def epoch_times(pairs: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
+    """A warning when every timestamp falls in 1970 (`EPOCH_YEAR_END`): the dates are wrong,
+    though temporal splits still order by them."""
+    if TIME not in pairs.columns:
+        return []
+    latest = pairs.get_column(TIME).max()
+    if latest is None or latest >= EPOCH_YEAR_END:
+        return []
+    return [
+        f"every timestamp ({mapping.get(TIME, TIME)!r}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
+        "integer times are read as Unix seconds (milliseconds from 1e11), so yyyymmdd dates (20150701) "
+        "or day numbers end up there; splits still order by them, but every date is wrong: convert the "
+        "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"
+    ]
