@@ -319,7 +319,20 @@ def _special_kind(path: Path) -> str:
     return "not a regular file"
 
 
+_UNREAD_ARCHIVES = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".tar", ".tgz")
+"""Compressed or archived files a directory read does not open (only .gz is read directly): in a
+source directory they are almost always data, so they are named rather than skipped."""
+
+
 def _directory_files(path: Path) -> list[Path]:
+    unread = directory_files(path, _UNREAD_ARCHIVES)
+    if unread:
+        names = [p.relative_to(path).as_posix() for p in unread]
+        raise DataError(
+            f"{path}: holds {len(names)} compressed or archived file(s) ingest does not open "
+            f"({_some(names)}), which would be skipped: decompress them (only .gz is read directly) "
+            "or move them out, and ingest again"
+        )
     files = directory_files(path, (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz"))
     if not files:
         raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")

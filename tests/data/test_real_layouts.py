@@ -676,6 +676,25 @@ def test_files_ingest_does_not_read_say_what_they_are(name: str, pack, says: str
     assert line.startswith("error: ") and says in line
 
 
+def test_a_directory_with_compressed_files_it_cannot_open_names_them_instead_of_skipping_them(
+    tmp_path: Path,
+) -> None:
+    """Monthly exports, some bzip2-compressed: reading only the plain ones would lose the others'
+    rows without a word; `.gz` files are read, the rest are named."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    rows = b"user_id,item_id,rating,timestamp\n1,2,4,881250949\n3,4,5,881250950\n"
+    (folder / "2019-10.csv").write_bytes(rows)
+    (folder / "2019-11.csv.gz").write_bytes(gzip.compress(rows))
+    assert _ingest(folder, tmp_path / "out").exit_code == 0
+    (folder / "2019-12.csv.bz2").write_bytes(bz2.compress(rows))
+    result = _ingest(folder, tmp_path / "out2")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and "2019-12.csv.bz2" in line and "decompress" in line
+    assert not (tmp_path / "out2").exists()
+
+
 def test_run_outside_the_repository_without_a_config_is_an_error_not_zero_models(
     tmp_path, monkeypatch
 ) -> None:
