@@ -44,6 +44,10 @@ SOURCE_FILE = "source_file"
 READ_ERROR = "__read_error"
 """A reason found while reading (e.g. malformed_json), null for rows the reader could split."""
 MALFORMED_JSON = "malformed_json"
+EXTRA_FIELDS = "extra_fields"
+"""A delimited row with more fields than its header (an unquoted separator inside a value): its
+values cannot be trusted to sit in their columns, and the extra text would be lost."""
+_EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
     "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
     "for a Latin-1 file such as Book-Crossing's"
@@ -514,16 +518,30 @@ def _scan_delimited(
     new_columns: list[str] | None = None,
     numbered: bool = False,
     dtypes: dict[str, pl.DataType] | None = None,
+    header: tuple[str, ...] = (),
 ) -> pl.LazyFrame:
     """Every field as text, except the columns `dtypes` names (by source or given name), which
     polars' CSV parser reads as those types, raising on a value it cannot read. numbered=True adds
     ROW in the scan; delimited files leave it out (see `number_rows`) because a row index costs the
-    streaming CSV read ~15% more."""
+    streaming CSV read ~15% more.
+
+    A row with more fields than the header fails the read (polars raises), so it is never cut
+    short without a word; rows with fewer fields are padded with nulls. `header` (the file's
+    columns) asks for the rebuild that validation then reads instead (`RawSource.exact`): all
+    text, such rows kept whole enough to be quarantined, the first field past the header in
+    `_EXTRA` (for `::` files, past the empty field between the two colons)."""
     dtypes = dtypes or {}
     schema = None
-    # Headerless and typed: a schema names and types every field at once. Rows with too few or too
-    # many fields read as on the text route (padded with nulls, extra fields dropped), and the
-    # byte proof fails on both (a null last column; bytes no field holds).
+    if header:
+        gap = ("_gap_extra",) if any(name.startswith("_gap_") for name in header) else ()
+        schema = dict.fromkeys((*header, *gap, _EXTRA), pl.String())
+        return pl.scan_csv(
+            path, separator=separator, has_header=False, skip_rows=1 if has_header else 0, schema=schema,
+            quote_char=quote, truncate_ragged_lines=True, missing_columns="insert",
+        ).drop(gap)  # fmt: skip
+    # Headerless and typed: a schema names and types every field at once. Rows with too few
+    # fields read as on the text route (padded with nulls), and the byte proof fails on them (a
+    # null last column).
     if new_columns is not None and dtypes:
         schema, new_columns = {name: dtypes.get(name, pl.String()) for name in new_columns}, None
     return pl.scan_csv(
@@ -536,9 +554,16 @@ def _scan_delimited(
         quote_char=quote,
         row_index_name=ROW if numbered else None,
         row_index_offset=1,
-        truncate_ragged_lines=True,
+        truncate_ragged_lines=False,
         new_columns=new_columns,
     )
+
+
+def _extra_fields() -> pl.Expr:
+    """READ_ERROR of a rebuilt delimited row: EXTRA_FIELDS where a field past the header holds
+    text (a trailing separator, or one followed by spaces only, loses nothing)."""
+    found = pl.col(_EXTRA).str.strip_chars() != ""
+    return pl.when(found).then(pl.lit(EXTRA_FIELDS)).otherwise(pl.lit(None, dtype=pl.String)).alias(READ_ERROR)
 
 
 def row_numbers(per_file: bool) -> pl.Expr:
@@ -593,11 +618,13 @@ class _TextFile:
     mapping: dict[str, str]
     columns: tuple[str, ...]  # every column of the file: its header, or `names`
 
-    def scan(self, dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
+    def scan(self, dtypes: dict[str, pl.DataType], rebuild: bool = False) -> pl.LazyFrame:
+        """The file's read (`rebuild`: the all-text rebuild that finds rows with extra fields)."""
         by_source = {self.mapping[canon]: dtype for canon, dtype in dtypes.items()}
         return _scan_delimited(
-            _local(self.file), self.separator, self.has_header, self.quote, self.names, dtypes=by_source
-        )
+            _local(self.file), self.separator, self.has_header, self.quote, self.names, dtypes=by_source,
+            header=self.columns if rebuild else (),
+        )  # fmt: skip
 
 
 def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
@@ -724,22 +751,27 @@ def _scan_text(
             if unmapped:
                 raise _unmapped_files(label, unmapped, texts)
 
-    def scan(dtypes: dict[str, pl.DataType], files: list[_TextFile] = texts) -> pl.LazyFrame:
-        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in files])
+    def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
+        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
 
-    # Tab-separated logs rarely quote, but their text fields may start with a quote (Last.fm's
-    # `"Weird Al" Yankovic`), which polars' quoted read refuses for the whole file. Validation
-    # then reads the file again with quotes as plain text (only when the quoted read failed).
+    def rebuild(files: list[_TextFile]) -> pl.LazyFrame:
+        flagged = (_extra_fields(),)
+        return _concat([_select(t.scan({}, True), t.mapping, t.file, per_file, flagged, False) for t in files])
+
+    # When the read fails, validation reads the rebuild instead (and only then): rows with more
+    # fields than the header are quarantined as EXTRA_FIELDS, not cut short. Tab-separated logs
+    # rarely quote, but their text fields may start with a quote (Last.fm's `"Weird Al"
+    # Yankovic`), which polars' quoted read refuses for the whole file: their rebuild reads
+    # quotes as plain text.
     tab_quoted = all(t.separator == "\t" and t.quote is not None for t in texts)
-    unquoted = [replace(t, quote=None) for t in texts]
-    exact = (lambda: scan({}, unquoted)) if tab_quoted else None
+    unquoted = [replace(t, quote=None) for t in texts] if tab_quoted else texts
     return RawSource(
         label,
         fmt,
         scan({}),
         texts[0].mapping,
         per_file,
-        exact=exact,
+        exact=lambda: rebuild(unquoted),
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),

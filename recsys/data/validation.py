@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.readers import (
+    EXTRA_FIELDS,
     MALFORMED_JSON,
     NOT_UTF8_HINT,
     READ_ERROR,
@@ -44,6 +45,7 @@ _CODE = "__{}_code"  # decimal code of an id column on the fast path (see `vocab
 _FAST = "__{}_fast"  # per row: that code is exact (or the id is missing, quarantined anyway)
 REASONS = (
     MALFORMED_JSON,
+    EXTRA_FIELDS,
     "missing_user",
     "missing_item",
     "bad_timestamp",
