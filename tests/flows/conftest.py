@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -11,3 +16,32 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_console():
+    """`with prefect_console() as console:` captures what Prefect prints (`_prefect_console`)."""
+    return _prefect_console
+
+
+@contextlib.contextmanager
+def _prefect_console() -> Iterator[io.StringIO]:
+    """What Prefect prints to the terminal (its console handlers on the root logger) while inside,
+    captured: flow and task logs, and any traceback Prefect would show. The handler prints through
+    its own rich Console, made with the stream it started with, so that Console's file is swapped
+    (swapping the handler's stream alone captures nothing)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    console = io.StringIO()
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    assert handlers, "Prefect's console handler is where its logs go"
+    previous = [(h.console.file, h.setStream(console)) for h in handlers]
+    for handler in handlers:
+        handler.console.file = console
+    try:
+        yield console
+    finally:
+        for handler, (file, stream) in zip(handlers, previous, strict=True):
+            handler.console.file = file
+            if stream is not None:
+                handler.setStream(stream)

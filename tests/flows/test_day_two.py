@@ -66,7 +66,7 @@ def overrides(tmp: Path, uri: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_runs(prefect_harness, tmp_path_factory, shared_mlflow_uri):
+def first_runs(prefect_harness, prefect_console, tmp_path_factory, shared_mlflow_uri):
     """Batch 1 (days 0-45) in the landing directory; run 1 on Prefect (tracking, scheduled), the same
     in-process without tracking, and `recsys evaluate --train` (rolling set explicitly)."""
     from typer.testing import CliRunner
@@ -81,7 +81,8 @@ def first_runs(prefect_harness, tmp_path_factory, shared_mlflow_uri):
     day_cut(log, 0, 45).write_csv(tmp / "landing" / "batch-1.csv")
     sets = overrides(tmp, shared_mlflow_uri)
     cfg = load_config(None, sets)
-    run1 = training_flow_for(cfg)(cfg, True, True)
+    with prefect_console() as console:
+        run1 = training_flow_for(cfg)(cfg, True, True)
     quiet = run_pipeline(cfg, tracking=False, scheduled=True, log=lambda _: None).to_json()
     out = tmp / "evaluate.json"
     args = ["evaluate", "--train", "--models", str(tmp / "models"), "--json", str(out)]
@@ -89,12 +90,18 @@ def first_runs(prefect_harness, tmp_path_factory, shared_mlflow_uri):
         args += ["--set", assignment]
     cli = CliRunner().invoke(app, args)
     assert cli.exit_code == 0, cli.output
-    return tmp, sets, log, run1, quiet, json.loads(out.read_text())
+    return tmp, sets, log, run1, quiet, json.loads(out.read_text()), console.getvalue()
+
+
+@pytest.mark.slow
+def test_the_flow_logs_which_columns_its_ingest_took(first_runs):
+    printed = first_runs[-1]
+    assert "columns: user=user, item=item, time=timestamp, weight=rating" in printed, printed[-2000:]
 
 
 @pytest.mark.slow
 def test_same_config_data_and_threads_give_identical_metrics_on_every_path(first_runs, shared_mlflow_uri):
-    _, _, _, run1, quiet, cli = first_runs
+    _, _, _, run1, quiet, cli, _ = first_runs
     assert run1["dataset"]["split"] == "rolling"  # scheduled + timestamps: the rolling protocol
     prefect = {m["name"]: m["metrics"] for m in run1["models"]}
     in_process = {m["name"]: m["metrics"] for m in quiet["models"]}
@@ -115,7 +122,7 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     from recsys.tracking.registry import CHAMPION, TAG_DECISION, TAG_REASON, alias_version
     from recsys.tracking.split_artifact import load_run_split
 
-    tmp, sets, log, run1, _, _ = first_runs
+    tmp, sets, log, run1, _, _, _ = first_runs
     client = mlflow.MlflowClient(shared_mlflow_uri)
     registry = f"{tmp.name}-best"
     assert run1["promotion"]["decision"] == "promoted" and run1["promotion"]["selection"] == "validation"

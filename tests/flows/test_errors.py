@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import io
-import logging
-
 import pytest
 from typer.testing import CliRunner
 
@@ -14,10 +11,8 @@ from recsys.cli import app
 
 @pytest.mark.slow
 def test_a_data_error_under_prefect_is_one_line_not_retried_and_without_tracebacks(
-    prefect_harness, tmp_path, monkeypatch
+    prefect_harness, prefect_console, tmp_path, monkeypatch
 ):
-    from prefect.logging.handlers import PrefectConsoleHandler
-
     import flows.pipeline
 
     log = tmp_path / "plays.tsv"
@@ -30,23 +25,17 @@ def test_a_data_error_under_prefect_is_one_line_not_retried_and_without_tracebac
         return real(cfg)
 
     monkeypatch.setattr(flows.pipeline, "prepare_dataset", counting)
-    console = io.StringIO()
-    handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
-    assert handlers, "Prefect's console handler is where its tracebacks would go"
-    previous = [h.setStream(console) for h in handlers]
-    try:
+    with prefect_console() as console:
         result = CliRunner().invoke(app, [
             "run", "--no-tracking", "--set", f"data.source={log}", "--set", f"data.processed_dir={tmp_path / 'p'}",
             "--set", "orchestration.retries=2", "--set", "orchestration.retry_delay_seconds=0",
         ])  # fmt: skip
-    finally:
-        for handler, stream in zip(handlers, previous, strict=True):
-            handler.setStream(stream)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2, result.output
     assert len(errors) == 1 and "--set data.columns.user=listener" in errors[0], result.output
     assert "--user-col" not in errors[0]  # `run` has no such option
     assert len(calls) == 1  # a deterministic error is not retried
     printed = console.getvalue()
+    assert "Beginning flow run" in printed  # the capture sees Prefect's terminal output
     assert "Traceback" not in printed and "Traceback" not in result.output, printed
     assert "Retry" not in printed
