@@ -195,16 +195,20 @@ def config_path(config: Path | None) -> Path | None:
 
 def load_run_config(config: Path | None, overrides: list[str] | None, *, default: bool = False):
     """The config of a command. With `default`, a missing --config means DEFAULT_CONFIG (as for
-    `recsys run`), and a clear error when it is not here: built-in defaults have no models."""
+    `recsys run`); where it is not here, the built-in defaults with the overrides, and a clear
+    error when those name no model (built-in defaults have none: such a run would train nothing)."""
     from recsys.config import load_config
     from recsys.errors import ConfigError
 
     if default:
         resolved = config_path(config)
         if resolved is None:
-            raise ConfigError(
-                f"no --config given and {DEFAULT_CONFIG} is not here ({Path.cwd()}): "
-                "run from the repository root or pass --config FILE"
-            )
+            cfg = load_config(None, overrides or [])
+            if not cfg.models:
+                raise ConfigError(
+                    f"no --config given and {DEFAULT_CONFIG} is not here ({Path.cwd()}), and the built-in "
+                    "defaults name no model: run from the repository root or pass --config FILE"
+                )
+            return cfg
         config = resolved
     return load_config(config, overrides or [])

@@ -709,6 +709,13 @@ def test_run_outside_the_repository_without_a_config_is_an_error_not_zero_models
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "no --config given" in line and "--config FILE" in line
+    # Models named on the command line make a whole config: that run trains them (scripts do this).
+    named = runner.invoke(app, [
+        "run", "--no-tracking", "--no-prefect", "--set", f"data.source={layout.path}",
+        "--set", 'models=[{name="pop", kind="popularity"}]', "--set", "folding.enabled=false",
+    ])  # fmt: skip
+    assert named.exit_code == 0, named.output
+    assert "champion: pop" in named.output
 
 
 def test_a_rating_rule_on_a_log_without_ratings_names_the_weight_column_option(tmp_path: Path) -> None:
