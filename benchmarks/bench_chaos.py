@@ -245,6 +245,21 @@ def probe_concurrent_promotions(chaos: Chaos, probe: Probe, trials: int = 4) -> 
             probe.notes.append(f"trial {trial}: champion {champion}")
 
 
+def staged_seconds(chaos: Chaos, out: Path, new: Path) -> float:
+    """How long an append of `new` to (a copy of) `out` runs once its staging directory exists:
+    the window a random kill must land in (a fixed window missed it on a fast machine)."""
+    copy = out.with_name(f"{out.name}-calibration")
+    shutil.copytree(out, copy)
+    proc = chaos.start("ingest", str(new), "--out", str(copy), "--append")
+    while proc.poll() is None and not staging_left(copy):
+        time.sleep(0.002)
+    started = time.perf_counter()
+    proc.wait()
+    window = time.perf_counter() - started
+    shutil.rmtree(copy)
+    return window
+
+
 def probe_kill_ingest(chaos: Chaos, probe: Probe, kill_at: str | None, trials: int) -> None:
     from recsys.data.storage import load_processed
 
@@ -259,11 +274,12 @@ def probe_kill_ingest(chaos: Chaos, probe: Probe, kill_at: str | None, trials: i
         if kill_at:
             code, _ = chaos.run("ingest", str(new), "--out", str(out), "--append", kill_at=kill_at)
             killed = code == -signal.SIGKILL
-        else:  # a random moment of the append, once it has started writing (its staging dir exists)
+        else:  # a random moment of the append while it writes (its staging dir exists)
+            window = staged_seconds(chaos, out, new)
             proc = chaos.start("ingest", str(new), "--out", str(out), "--append")
             while proc.poll() is None and not staging_left(out):
-                time.sleep(0.02)
-            time.sleep(chaos.rng.uniform(0.0, 1.5))
+                time.sleep(0.002)
+            time.sleep(chaos.rng.uniform(0.0, 0.9 * window))
             proc.send_signal(signal.SIGKILL)
             killed = proc.wait() == -signal.SIGKILL
         code, text = chaos.run("ingest", str(new), "--out", str(out), "--append")  # the rerun
@@ -425,7 +441,7 @@ PROBES: list[tuple[str, str, Callable[[Chaos, Probe], None]]] = [
     ("concurrent-promotions", "2 `recsys promote` at once, WALS vs the far worse popularity (x4)", probe_concurrent_promotions),
     ("kill-ingest-staged", "kill -9 during an append (all staged, before the swap), rerun", lambda c, p: probe_kill_ingest(c, p, "ingest.staged", 2)),
     ("kill-between-renames", "kill -9 between the two renames of the swap, rerun", lambda c, p: probe_kill_ingest(c, p, "storage.between_renames", 2)),
-    ("kill-ingest-random", "kill -9 at a random moment (0-1.5 s after it starts writing) of an append, rerun", lambda c, p: probe_kill_ingest(c, p, None, 3)),
+    ("kill-ingest-random", "kill -9 at a random moment of an append while it writes (within the time an unkilled append of the same data writes), rerun", lambda c, p: probe_kill_ingest(c, p, None, 3)),
     ("kill-data-step", "`recsys run` on a landing zone killed after a batch is staged, rerun", lambda c, p: probe_kill_run(c, p, "ingest.staged", landing=True)),
     ("kill-training", "`recsys run` killed after a training epoch, rerun", lambda c, p: probe_kill_run(c, p, "train.epoch")),
     ("kill-logging", "`recsys run` killed between a model's metrics and its artifacts, rerun", lambda c, p: probe_kill_run(c, p, "tracking.artifacts")),
