@@ -754,9 +754,9 @@ def _scan_text(
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
 
-    def rebuild(files: list[_TextFile]) -> pl.LazyFrame:
+    def rebuild() -> pl.LazyFrame:
         flagged = (_extra_fields(),)
-        return _concat([_select(t.scan({}, True), t.mapping, t.file, per_file, flagged, False) for t in files])
+        return _concat([_select(t.scan({}, True), t.mapping, t.file, per_file, flagged, False) for t in rebuilt])
 
     # When the read fails, validation reads the rebuild instead (and only then): rows with more
     # fields than the header are quarantined as EXTRA_FIELDS, not cut short. Tab-separated logs
@@ -764,14 +764,14 @@ def _scan_text(
     # Yankovic`), which polars' quoted read refuses for the whole file: their rebuild reads
     # quotes as plain text.
     tab_quoted = all(t.separator == "\t" and t.quote is not None for t in texts)
-    unquoted = [replace(t, quote=None) for t in texts] if tab_quoted else texts
+    rebuilt = [replace(t, quote=None) for t in texts] if tab_quoted else texts
     return RawSource(
         label,
         fmt,
         scan({}),
         texts[0].mapping,
         per_file,
-        exact=lambda: rebuild(unquoted),
+        exact=rebuild,
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),

@@ -26,10 +26,13 @@ before this was not written in 1970; its times are some other integer (yyyymmdd 
 20150701 read as seconds land in August 1970, day or sequence numbers in its first hours)."""
 
 
-def suspicions(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
-    """Every warning for a processed table: `pairs` (one row per pair, raw ids), its vocabularies,
-    and the source column of each canonical one."""
-    return missing_markers(pairs, users, items, mapping) + epoch_times(pairs, mapping)
+def suspicions(
+    pairs: pl.DataFrame, users: Vocab, items: Vocab, rows: pl.DataFrame, mapping: Mapping[str, str]
+) -> list[str]:
+    """Every warning of an ingest: `pairs` (the whole processed table, one row per pair, raw ids)
+    and its vocabularies, `rows` (this call's accepted rows: an appended batch is judged on its
+    own), and the source column of each canonical one."""
+    return missing_markers(pairs, users, items, mapping) + epoch_times(rows, mapping)
 
 
 def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
@@ -52,12 +55,12 @@ def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Ma
     return warnings
 
 
-def epoch_times(pairs: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
-    """A warning when every timestamp falls in 1970 (`EPOCH_YEAR_END`): the dates are wrong,
-    though temporal splits still order by them."""
-    if TIME not in pairs.columns:
+def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
+    """A warning when every timestamp of `rows` falls in 1970 (`EPOCH_YEAR_END`): the dates are
+    wrong, though temporal splits still order by them."""
+    if TIME not in rows.columns:
         return []
-    latest = pairs.get_column(TIME).max()
+    latest = rows.get_column(TIME).max()
     if latest is None or latest >= EPOCH_YEAR_END:
         return []
     return [

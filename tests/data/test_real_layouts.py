@@ -816,6 +816,22 @@ def test_integer_times_that_all_land_in_1970_are_flagged(tmp_path: Path, times, 
     assert manifest["warnings"] == [warning.removeprefix("warning: ")]
 
 
+def test_an_appended_batch_whose_times_all_land_in_1970_is_flagged(tmp_path: Path) -> None:
+    """Day two: a clean log, then a batch exported with yyyymmdd dates. The whole table's latest
+    time is 2015, but the appended batch is judged on its own rows."""
+    header = "user_id,item_id,rating,date\n"
+    first, second = tmp_path / "day1.csv", tmp_path / "day2.csv"
+    first.write_text(header + "".join(f"{r % 7},{r % 11},4,{1_436_000_000 + r * 3600}\n" for r in range(40)))
+    second.write_text(header + "".join(f"{r % 5 + 7},{r % 13},4,{20150801 + r % 28}\n" for r in range(40)))
+    out = tmp_path / "out"
+    assert _ingest(first, out).exit_code == 0
+    result = _ingest(second, out, "--append")
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "is in 1970" in warning
+    assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 80
+
+
 def test_an_unzipped_ml_latest_small_folder_names_the_files_that_are_not_interaction_logs(
     tmp_path: Path,
 ) -> None:
