@@ -58,7 +58,7 @@ def validation_or_refuse(split: Split, model_name: str):
 
 def tune_model(
     cfg: RunConfig, split: Split, model_name: str, *, trials: int, metric: str | None = None,
-    progress: Callable[[int, float, dict], None] | None = None,
+    progress: Callable[[TrialRecord], None] | None = None,
 ) -> TuneResult:  # fmt: skip
     """`recsys tune`: search the model's space (its tuning section's, or the kind's default) with
     `trials` trials; metric defaults to the promotion metric (recall@20)."""
@@ -83,15 +83,16 @@ def tune_model(
 
 
 class _ProgressHooks:
-    def __init__(self, progress: Callable[[int, float, dict], None]) -> None:
+    """Every finished trial, complete, pruned or failed, to `progress`."""
+
+    def __init__(self, progress: Callable[[TrialRecord], None]) -> None:
         self.progress = progress
 
     def start(self, number: int, params: dict[str, Any]) -> None:
         return None
 
     def finish(self, record: TrialRecord) -> None:
-        if record.value is not None:
-            self.progress(record.number, record.value, record.params)
+        self.progress(record)
 
 
 # ============================================================================ inside a pipeline run
@@ -123,10 +124,20 @@ def tune_in_run(
     return outcome
 
 
+def trial_line(record: TrialRecord) -> str:
+    """One trial on one line: number, state, value, parameters and, for a failed trial, its error
+    (Optuna's own report of it, a traceback, is silenced in `recsys.tuning`)."""
+    value = "—" if record.value is None else f"{record.value:.4f}"
+    error = f" ({record.error.strip().splitlines()[0]})" if record.error else ""
+    return f"trial {record.number}: {record.state} {value} {record.params}{error}"
+
+
 class MlflowTrialHooks:
     """Each trial a nested run under the model's run (a no-op with tracking off)."""
 
-    def __init__(self, tracker: Any, model_run: Any, model_cfg: ModelConfig, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, tracker: Any, model_run: Any, model_cfg: ModelConfig, log: Callable[[str], None]
+    ) -> None:
         self.tracker, self.parent, self.model_cfg, self.log = tracker, model_run, model_cfg, log
         self.runs: dict[int, str] = {}
 
@@ -138,8 +149,7 @@ class MlflowTrialHooks:
         return lambda step, metrics: self.tracker.log_metrics(run_id, metrics, step=step)
 
     def finish(self, record: TrialRecord) -> None:
-        value = "—" if record.value is None else f"{record.value:.4f}"
-        self.log(f"  {self.model_cfg.name} trial {record.number}: {record.state} {value} {record.params}")
+        self.log(f"  {self.model_cfg.name} {trial_line(record)}")
         run_id = self.runs.pop(record.number, None)
         if run_id is None:
             return
@@ -163,7 +173,13 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
         "tuning_best_value": summary["best_value"], "tuning_trials": summary["trials"],
         "tuning_pruned": summary["pruned"], "tuning_failed": summary["failed"], "tuning_seconds": summary["seconds"],
     })  # fmt: skip
-    tracker.set_tags(run_id, {TAG_WARM_START: str(warm_started).lower(), "recsys.tuning.timed_out": str(outcome.timed_out).lower()})
+    tracker.set_tags(
+        run_id,
+        {
+            TAG_WARM_START: str(warm_started).lower(),
+            "recsys.tuning.timed_out": str(outcome.timed_out).lower(),
+        },
+    )
     with tempfile.TemporaryDirectory(prefix="recsys-tuning-") as tmp:
         root = Path(tmp) / "tuning"
         plot_study(outcome.study, root)
@@ -172,7 +188,9 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
              "params": r.params, **({"error": r.error} if r.error else {})}
             for r in outcome.trials
         ]  # fmt: skip
-        (root / "trials.json").write_text(json.dumps({**summary, "queued": outcome.queued, "trials": trials}, indent=2, default=str))
+        (root / "trials.json").write_text(
+            json.dumps({**summary, "queued": outcome.queued, "trials": trials}, indent=2, default=str)
+        )
         tracker.log_artifacts(run_id, root, "tuning")
 
 
@@ -186,7 +204,9 @@ def lineage(cfg: RunConfig) -> str:
     return lineage_of(cfg).name
 
 
-def champion_parameters(cfg: RunConfig, tracker: Any, model_cfg: ModelConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def champion_parameters(
+    cfg: RunConfig, tracker: Any, model_cfg: ModelConfig, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """The trained config of this line's champion (`promotion.registered_model@champion`) when it is
     a model of the same kind and its run is of this run's lineage (a run without a lineage tag, from
     before lineages were recorded, counts as this line's: the registry line is this config's own).

@@ -43,6 +43,12 @@ class ModelError(RecsysError):
     """Training failed for a reason the user can act on (e.g. NaN loss at epoch E, step S)."""
 
 
+class SetupError(ModelError):
+    """The model cannot run on this data or this machine whatever its parameters (a catalogue above
+    its memory bound, a missing package): a search stops at the first trial instead of repeating
+    the same refusal for every parameter setting."""
+
+
 class TrackingError(RecsysError):
     """The tracking server or store cannot be used."""
 

@@ -205,7 +205,7 @@ def tune(
     pipeline's also hands a distilling student its teacher)."""
     import optuna
 
-    from recsys.errors import ModelError
+    from recsys.errors import DataError, ModelError, SetupError
     from recsys.models.base import build_model
 
     tuning = model_cfg.tuning or TuningConfig()
@@ -249,6 +249,9 @@ def tune(
             record.value, record.state = value, "complete"
         except optuna.TrialPruned:
             raise
+        except (DataError, SetupError) as exc:  # the same for every parameter setting: stop the search
+            record.error = f"{type(exc).__name__}: {exc}"
+            raise
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
             raise _TrialFailed(record.error) from exc
@@ -261,9 +264,10 @@ def tune(
             best.update(value=value, model=model, params=params)
         return value
 
-    # Optuna's own per-trial INFO lines are silenced for good (not restored: two models tune in
-    # parallel threads and a restore would race); trials are reported through `hooks`.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's own lines are silenced for good (not restored: two models tune in parallel threads and
+    # a restore would race): trials, failed ones with their error, are reported through `hooks`,
+    # and Optuna logs a failed trial as a WARNING with its whole traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),

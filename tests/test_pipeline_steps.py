@@ -104,6 +104,7 @@ def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
     out = tmp_path / "tuned.toml"
     result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert [f"trial {n}: complete" in result.output for n in range(3)] == [True] * 3  # every trial reported
     tuned = load_config(out)  # the written file is a valid config
     wals = tuned.model("wals")
     header = out.read_text().splitlines()[0]

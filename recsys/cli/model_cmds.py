@@ -21,8 +21,12 @@ from recsys.cli.common import (
 )
 from recsys.errors import ConfigError
 
-ModelsDir = Annotated[Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")]
-OnlyOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these models (by name). Repeatable.")]
+ModelsDir = Annotated[
+    Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")
+]
+OnlyOption = Annotated[
+    list[str] | None, typer.Option("--model", "-m", help="Only these models (by name). Repeatable.")
+]
 
 
 def _prepare(config: Path | None, set_: list[str] | None):
@@ -58,11 +62,19 @@ def train(
     models_dir: ModelsDir = Path("data/models"),
     only: OnlyOption = None,
     nproc: Annotated[
-        int, typer.Option("--nproc", min=1, help="Train two-tower models on N local processes (DDP; gloo on CPU, nccl on GPU).")
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train two-tower models on N local processes (DDP; gloo on CPU, nccl on GPU).",
+        ),
     ] = 1,
     rdzv_host: Annotated[
         str | None,
-        typer.Option("--rdzv-host", help="Address the --nproc ranks meet on (default $RECSYS_DDP_HOST or 127.0.0.1: nothing listens beyond this machine)."),
+        typer.Option(
+            "--rdzv-host",
+            help="Address the --nproc ranks meet on (default $RECSYS_DDP_HOST or 127.0.0.1: nothing listens beyond this machine).",
+        ),
     ] = None,
 ) -> None:
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
@@ -78,17 +90,32 @@ def train(
     trained = {}
     for model_cfg in _selected(cfg, only):
         if nproc > 1 and model_cfg.kind == "two_tower":
-            _train_distributed(_with_saved_teacher(model_cfg, models_dir), split, models_dir / model_cfg.name, nproc, rdzv_host)
+            _train_distributed(
+                _with_saved_teacher(model_cfg, models_dir),
+                split,
+                models_dir / model_cfg.name,
+                nproc,
+                rdzv_host,
+            )
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
-            model = train_model(model_cfg, split, save_to=models_dir / model_cfg.name, teacher=teacher,
-                                threads=cfg.orchestration.threads_per_model)
+            model = train_model(
+                model_cfg,
+                split,
+                save_to=models_dir / model_cfg.name,
+                teacher=teacher,
+                threads=cfg.orchestration.threads_per_model,
+            )
         trained[model_cfg.name] = model
         if model.resumed_from:
             resumed = model.resumed_from
-            console.print(f"resumed {model_cfg.name} from {resumed['checkpoint']} (epoch {resumed['epoch']}, step {resumed['step']})")
-        console.print(f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}")
+            console.print(
+                f"resumed {model_cfg.name} from {resumed['checkpoint']} (epoch {resumed['epoch']}, step {resumed['step']})"
+            )
+        console.print(
+            f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}"
+        )
 
 
 def _with_saved_teacher(model_cfg, models_dir: Path):
@@ -117,7 +144,9 @@ def _train_distributed(model_cfg, split, out: Path, nproc: int, host: str | None
         (Path(tmp) / "model.json").write_text(model_cfg.model_dump_json())
         args = ["train", "--split", f"{tmp}/split", "--model-config", f"{tmp}/model.json", "--out", str(out)]
         if launch(nproc, worker_command(args), host=host) != 0:
-            raise ModelError(f"distributed training of {model_cfg.name} failed on {nproc} processes (rank errors above)")
+            raise ModelError(
+                f"distributed training of {model_cfg.name} failed on {nproc} processes (rank errors above)"
+            )
     console.print(f"trained [bold]{model_cfg.name}[/] on {nproc} processes -> {out}")
 
 
@@ -129,8 +158,12 @@ def evaluate(
     models_dir: ModelsDir = Path("data/models"),
     only: OnlyOption = None,
     json_out: JsonOption = None,
-    train_first: Annotated[bool, typer.Option("--train", help="Train the models first (train + evaluate in one command).")] = False,
-    wide: Annotated[bool, typer.Option("--wide", help="Show full intervals [low, high] (a table wider than 120 columns).")] = False,
+    train_first: Annotated[
+        bool, typer.Option("--train", help="Train the models first (train + evaluate in one command).")
+    ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Show full intervals [low, high] (a table wider than 120 columns).")
+    ] = False,
 ) -> None:
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
@@ -149,21 +182,32 @@ def evaluate(
             teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
                 model = trained[model_cfg.name] = train_model(
-                    model_cfg, split, save_to=path, teacher=teacher, threads=cfg.orchestration.threads_per_model
+                    model_cfg,
+                    split,
+                    save_to=path,
+                    teacher=teacher,
+                    threads=cfg.orchestration.threads_per_model,
                 )
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
         else:
             model = Recommender.load(path)
         if model.n_items != split.n_items:
-            raise ConfigError(f"{path}: model knows {model.n_items} items but the split has {split.n_items}; retrain it")
+            raise ConfigError(
+                f"{path}: model knows {model.n_items} items but the split has {split.n_items}; retrain it"
+            )
         with console.status(f"evaluating {model_cfg.name}"):
             evaluation = evaluate_model(model, split, cfg)
         results[model_cfg.name] = evaluation.result
-        summary[model_cfg.name] = {"metrics": evaluation.result.summary, "ci": evaluation.result.ci,
-                                   "folding": evaluation.folding}
+        summary[model_cfg.name] = {
+            "metrics": evaluation.result.summary,
+            "ci": evaluation.result.ci,
+            "folding": evaluation.folding,
+        }
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
-    table = format_table(results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width)
+    table = format_table(
+        results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width
+    )
     print_table(table, wide)
     if json_out is not None:
         tmp = json_out.with_name(f".{json_out.name}.tmp")
@@ -176,16 +220,24 @@ def evaluate(
 def tune(
     config: ConfigOption = None,
     set_: SetOption = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Name of the model to tune (a name from the config's models).")] = "wals",
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Name of the model to tune (a name from the config's models)."),
+    ] = "wals",
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Optuna trials.")] = 20,
-    metric: Annotated[str | None, typer.Option("--metric", help="Validation metric to maximise (default: promotion.metric).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the config with the best parameters.")] = Path("tuned.toml"),
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Validation metric to maximise (default: promotion.metric)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the config with the best parameters.")
+    ] = Path("tuned.toml"),
 ) -> None:
     """Hyper-parameter search (Optuna TPE, seeded) on the validation split, never on test.
 
     Writes the full config with the best parameters filled in, ready for `recsys run --config`.
     """
-    from pipelines.tune import tune_model
+    from pipelines.tune import trial_line, tune_model
 
     cfg, split = _prepare(config, set_)
     if split.validation is None:
@@ -193,12 +245,20 @@ def tune(
         console.print("[yellow]no validation split configured: using split.validation_fraction = 0.1[/]")
         cfg, split = _prepare(config, [*(set_ or []), "split.validation_fraction=0.1"])
 
-    def progress(trial: int, value: float, params: dict) -> None:
-        console.print(f"  trial {trial:3d}: {value:.4f}  {params}")
-
-    result = tune_model(cfg, split, model, trials=trials, metric=metric, progress=progress)
+    result = tune_model(
+        cfg,
+        split,
+        model,
+        trials=trials,
+        metric=metric,
+        progress=lambda record: console.print(f"  {trial_line(record)}", markup=False, highlight=False),
+    )
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
-                   f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml())
+    tmp.write_text(
+        f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
+        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml()
+    )
     os.replace(tmp, out)
-    console.print(f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}")
+    console.print(
+        f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}"
+    )

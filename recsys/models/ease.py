@@ -18,8 +18,11 @@ How it fits the one dot-product protocol (`recsys.models.base`): a user's score 
 So the evaluator, the pyfunc, the folding diagnostic and the registry serve it unchanged. The price
 is width: factors are n_items wide. Fitting holds two dense n_items x n_items float64 matrices
 (the Gram matrix and its inverse, 16 * n_items^2 bytes: 1.6 GB at 10,000 items) and the user
-vectors are n_users x n_items float32, so the model refuses catalogues above `max_items`, naming the
-factorised alternative (`kind = "wals"`, memory linear in the catalogue).
+vectors are n_users x n_items float32 (4 GB for 100,000 users of 10,000 items), so the model refuses,
+before allocating anything, catalogues above `max_items` and data whose fit plus user vectors need
+more than `max_memory_gb`, naming the factorised alternative (`kind = "wals"`, memory linear in the
+catalogue). A refusal is a `SetupError`: tuning stops at once instead of repeating it every trial,
+and the rest of a run goes on (a process killed for memory would lose every model of the run).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from recsys.data.split import EvalSet
-from recsys.errors import DataError, ModelError
+from recsys.errors import DataError, ModelError, SetupError
 from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.defaults import EASE_L2_SCALE, ease_l2
 
 DEFAULT_MAX_ITEMS = 10_000
+DEFAULT_MAX_MEMORY_GB = 8.0
 
 
 class EASEConfig(ModelConfig):
@@ -62,6 +66,12 @@ class EASEConfig(ModelConfig):
         DEFAULT_MAX_ITEMS,
         gt=0,
         description="refuse catalogues larger than this (fitting needs 16 x n_items^2 bytes)",
+    )
+    max_memory_gb: float = Field(
+        DEFAULT_MAX_MEMORY_GB,
+        gt=0,
+        description="refuse data whose fit (16 x n_items^2 bytes) plus user vectors (4 x n_users x n_items "
+        "bytes) need more than this many GB",
     )
 
 
@@ -141,14 +151,18 @@ class EASE(HostVectors):
 
 
 def check_catalogue(n_items: int, n_users: int, config: EASEConfig) -> None:
-    """Refuse a catalogue whose dense item x item matrices would not fit, before allocating them."""
-    if n_items <= config.max_items:
-        return
+    """Refuse data whose dense item x item matrices, or those plus the dense user vectors, would not
+    fit the configured bounds, before allocating them."""
     fit_gb = 16 * n_items**2 / 1e9
     users_gb = 4 * n_users * n_items / 1e9
-    raise ModelError(
+    if n_items > config.max_items:
+        bound = f"the catalogue is above models.{config.name}.max_items = {config.max_items:,}"
+    elif fit_gb + users_gb > config.max_memory_gb:
+        bound = f"together above models.{config.name}.max_memory_gb = {config.max_memory_gb:g}"
+    else:
+        return
+    raise SetupError(
         f"model {config.name!r}: ease needs dense {n_items:,} x {n_items:,} matrices to fit ({fit_gb:.1f} GB) "
-        f"and {users_gb:.1f} GB of user vectors; the catalogue is above models.{config.name}.max_items = "
-        f"{config.max_items:,}. Raise max_items if the machine has the memory, or use kind = \"wals\" "
-        "(factorised: memory linear in the catalogue)"
+        f"and {users_gb:.1f} GB of user vectors ({n_users:,} users); {bound}: raise it if the machine has the "
+        'memory, or use kind = "wals" (factorised: memory linear in the catalogue)'
     )

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys.data.split import EvalSet
-from recsys.errors import ModelError
+from recsys.errors import ModelError, SetupError
 from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.fold_in import least_squares_users
 from recsys.models.wals import WALSConfig, confidence
@@ -112,7 +112,7 @@ def spark_session(cfg: WALSSparkConfig) -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise ModelError(
+        raise SetupError(
             "wals_spark needs pyspark (pip install 'recsys[spark]') and a Java 17+ runtime on PATH or JAVA_HOME"
         ) from exc
     settings = _session_settings(cfg)
@@ -128,7 +128,7 @@ def spark_session(cfg: WALSSparkConfig) -> Any:
         try:
             session = builder.getOrCreate()
         except Exception as exc:  # py4j/JVM start failures surface as many types
-            raise ModelError(f"wals_spark: could not start Spark with master {cfg.master!r}: {exc}") from exc
+            raise SetupError(f"wals_spark: could not start Spark with master {cfg.master!r}: {exc}") from exc
         session.sparkContext.setLogLevel("WARN")
         _SESSION, _SESSION_KEY = session, key
         return session

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.config import load_config
-from recsys.errors import DataError, ModelError
+from recsys.errors import DataError, SetupError
 from recsys.models.base import build_model
 from recsys.models.ease import EASE, EASEConfig
 
@@ -58,9 +58,19 @@ def test_data_aware_l2_is_the_scale_times_the_mean_item_count_with_a_floor():
 
 def test_a_catalogue_above_max_items_is_refused_before_any_allocation_naming_the_alternative():
     train = sp.random(5, 50, density=0.3, format="csr", dtype=np.float32, random_state=0)
-    with pytest.raises(ModelError, match=r'max_items = 40.*kind = "wals"') as info:
+    with pytest.raises(SetupError, match=r'max_items = 40.*kind = "wals"') as info:
         EASE(name="big", max_items=40).fit(train)
     assert "models.big.max_items" in str(info.value)
+
+
+def test_dense_user_vectors_above_the_memory_bound_are_refused_before_fitting():
+    """A catalogue under max_items with many users still needs n_users x n_items floats of user
+    vectors: 2,000 x 50 (0.40 MB) plus the 0.04 MB fit is above a 0.3 MB bound, 20 users are not.
+    A process killed for memory would take every model of the run with it; a refusal takes one."""
+    big = sp.random(2000, 50, density=0.1, format="csr", dtype=np.float32, random_state=0)
+    with pytest.raises(SetupError, match=r"2,000 users.*models\.e\.max_memory_gb = 0\.0003"):
+        EASE(name="e", max_memory_gb=0.0003).fit(big)
+    EASE(name="e", max_memory_gb=0.0003).fit(big[:20])
 
 
 def test_negative_weights_are_refused():

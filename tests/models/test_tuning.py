@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 from pipelines.tune import tune_in_run
 from recsys.data.split import Split
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, SetupError
+from recsys.models.base import build_model
 from recsys.models.defaults import ease_l2
 from recsys.models.ease import EASEConfig
 from recsys.models.two_tower import TwoTowerConfig
@@ -69,7 +70,9 @@ def run_in_pipeline(model_cfg, split):
 
     cfg = RunConfig(models=[model_cfg], split=SplitConfig(validation_fraction=0.15))
     tracker = NullTracker()
-    return tune_in_run(model_cfg, split, cfg, tracker=tracker, model_run=ModelRun("", "m", None, tracker), log=lambda _: None)
+    return tune_in_run(
+        model_cfg, split, cfg, tracker=tracker, model_run=ModelRun("", "m", None, tracker), log=lambda _: None
+    )
 
 
 def test_tuning_never_reads_test_users(planted):
@@ -86,7 +89,9 @@ def test_tuning_never_reads_test_users(planted):
     second = run_in_pipeline(WALS_TUNED, poisoned)
     assert trials_of(second) == trials_of(first)
     assert second.best_params == first.best_params
-    untouchable = run_in_pipeline(WALS_TUNED, dataclasses.replace(split, test=Untouchable(), fold_in=Untouchable()))
+    untouchable = run_in_pipeline(
+        WALS_TUNED, dataclasses.replace(split, test=Untouchable(), fold_in=Untouchable())
+    )
     assert untouchable.best_params == first.best_params
 
 
@@ -132,6 +137,45 @@ def test_two_tower_trials_below_the_median_are_pruned(planted):
     assert pruned.epochs < cfg.epochs
 
 
+def test_a_refusal_that_no_parameter_changes_stops_the_search_at_the_first_trial(planted):
+    """EASE above its catalogue bound refuses whatever l2 is: one trial, then the refusal itself
+    (not "no tuning trial finished" after n_trials identical failures)."""
+    split = strong_split(planted)
+    cfg = EASEConfig(name="e", max_items=10, tuning=TuningConfig(n_trials=5))
+    logged: list[str] = []
+    from recsys.config import RunConfig, SplitConfig
+
+    run = RunConfig(models=[cfg], split=SplitConfig(validation_fraction=0.15))
+    tracker = NullTracker()
+    with pytest.raises(SetupError, match="max_items = 10"):
+        tune_in_run(
+            cfg, split, run, tracker=tracker, model_run=ModelRun("", "e", None, tracker), log=logged.append
+        )
+    trial_lines = [line for line in logged if " trial " in line]
+    assert len(trial_lines) == 1 and "failed" in trial_lines[0] and "max_items = 10" in trial_lines[0]
+
+
+def test_a_failed_trial_is_one_line_with_its_error_and_optuna_prints_no_traceback(planted, capsys, caplog):
+    """Optuna logs a failed trial as a WARNING with its whole traceback; the search reports it
+    through the hooks instead (state and error), and carries on with the next trial."""
+    split = strong_split(planted)
+    calls = {"n": 0}
+
+    def build(trial_cfg):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom in trial zero")
+        return build_model(trial_cfg)
+
+    outcome = tune(WALS_TUNED.model_copy(update={"tuning": TuningConfig(n_trials=3)}), split.train,
+                   split.validation_set(), build=build)  # fmt: skip
+    assert [r.state for r in outcome.trials] == ["failed", "complete", "complete"]
+    assert outcome.trials[0].error == "RuntimeError: boom in trial zero"
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err + caplog.text
+    assert "boom" not in printed.out + printed.err + caplog.text
+
+
 def test_space_names_are_checked_when_the_config_is_loaded():
     with pytest.raises(ValueError, match="unknown parameter"):
         WALSConfig(name="w", tuning=TuningConfig(space={"factor": [8, 16]}))
@@ -149,8 +193,12 @@ def test_a_config_that_tunes_needs_validation_users_and_set_reaches_the_tuning_s
     with pytest.raises(ConfigError, match="validation_fraction"):
         load_config(None, ['models=[{name = "w", kind = "wals", tuning = {n_trials = 3}}]'])
     configs = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
-    cfg = load_config(configs / "movielens.toml", ["models.wals.tuning.n_trials=5", "models.ease.tuning.enabled=false"])
+    cfg = load_config(
+        configs / "movielens.toml", ["models.wals.tuning.n_trials=5", "models.ease.tuning.enabled=false"]
+    )
     assert cfg.model("wals").tuning.n_trials == 5 and not cfg.model("ease").tuning.enabled
     for shipped in ("movielens.toml", "plays.toml"):  # on by default in both
         models = load_config(configs / shipped).models
-        assert all(m.tuning is not None and m.tuning.enabled for m in models if m.kind != "popularity"), shipped
+        assert all(m.tuning is not None and m.tuning.enabled for m in models if m.kind != "popularity"), (
+            shipped
+        )
