@@ -103,6 +103,16 @@ def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_da
     assert header[:2] == ["lineage", "split"]
 
 
+def test_cli_compare_refuses_a_metric_no_run_logged(logged):
+    """--metric recall@7 (no such k) or a typo printed a table of blanks with exit 0."""
+    sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    result = CliRunner().invoke(app, ["compare", *sets, "--metric", "recall@7"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "metric 'recall@7' (recall_at_7) is not logged on any of the" in text
+    assert "choose --metric NAME@K" in text and "recall" in text and "20" in text
+
+
 def _promote_cli(logged, *args: str):
     sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
     return CliRunner().invoke(app, ["promote", *sets, *args])
