@@ -170,6 +170,8 @@ CASES: dict[str, Case] = {
          "no such file"),
         (["run", "--no-prefect", "--config", w["config"], "--no-tracking", "--set", f"data.source={w['garbage']}"],
          None),
+        # A config naming no model trained nothing and exited 0 with an empty table.
+        (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "models=[]"], "names no model"),
     ]),
     "ingest": (_ok("ingest", lambda w: w["log"], "--out", lambda w: w["root"] / "ingested", "--min-rating", "4",
                    "--json", lambda w: w["root"] / "summary.json"), lambda w: [
@@ -197,7 +199,8 @@ CASES: dict[str, Case] = {
         (["data", "combine", w["log"], w["other"], "--out", w["root"] / "c3", "--config", w["bad"]], "invalid config"),
     ]),
     "train": (_ok("train", "--config", lambda w: w["config"], "--models", lambda w: w["root"] / "models"),
-              lambda w: _config_cases(w, ["train"])),
+              lambda w: [*_config_cases(w, ["train"]),
+                         (["train", "--config", w["config"], "--set", "models=[]"], "names no model")]),
     "evaluate": (_ok("evaluate", "--config", lambda w: w["config"], "--models", lambda w: w["root"] / "models"),
                  lambda w: [*_config_cases(w, ["evaluate"]),
                             (["evaluate", "--config", w["config"], "--models", w["root"] / "no-models"],

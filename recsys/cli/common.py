@@ -196,7 +196,8 @@ def config_path(config: Path | None) -> Path | None:
 def load_run_config(config: Path | None, overrides: list[str] | None, *, default: bool = False):
     """The config of a command. With `default`, a missing --config means DEFAULT_CONFIG (as for
     `recsys run`); where it is not here, the built-in defaults with the overrides, and a clear
-    error when those name no model (built-in defaults have none: such a run would train nothing)."""
+    error when those name no model (built-in defaults have none: such a run would train nothing).
+    A config file that names no model is refused the same way (with `default`: the commands that train)."""
     from recsys.config import load_config
     from recsys.errors import ConfigError
 
@@ -211,4 +212,10 @@ def load_run_config(config: Path | None, overrides: list[str] | None, *, default
                 )
             return cfg
         config = resolved
-    return load_config(config, overrides or [])
+    cfg = load_config(config, overrides or [])
+    if default and not cfg.models:  # a config file without [[models]]: the run would train nothing and exit 0
+        raise ConfigError(
+            f"{config} names no model (no [[models]] table): add one (name, kind), or name them with "
+            """--set 'models=[{name="wals", kind="wals"}]'"""
+        )
+    return cfg

@@ -206,7 +206,7 @@ def schedule(
     runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
     """
     config = config_path(config)
-    load_run_config(config, set_)  # fail now, not at 03:00
+    load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     from flows.deployments import serve_pipeline
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"

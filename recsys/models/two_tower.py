@@ -210,6 +210,23 @@ class TwoTowerConfig(ModelConfig):
         return self
 
     @model_validator(mode="after")
+    def _negatives_for_the_loss(self) -> Self:
+        """A sampler that draws `num_negatives` items draws none at 0: every loss but positives_only
+        then has nothing to contrast (a softmax over the positive alone is constant), so the towers
+        stay at their random start while the run reports a model. ("auto" on a sequence tower may be
+        `all`, which ignores num_negatives, so it is left to the data.)"""
+        draws = self.sampler in ("uniform", "popularity", "hard") or (
+            self.sampler == "auto" and self.user_input != "sequence"
+        )
+        if draws and self.num_negatives == 0 and self.loss != "positives_only":
+            raise ValueError(
+                f"model {self.name!r}: loss {self.loss!r} with sampler {self.sampler!r} and num_negatives = 0 "
+                "has no negative to learn from; set num_negatives > 0, sampler = in_batch, mixed or all, "
+                "or loss = positives_only"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _teacher_is_another_model(self) -> Self:
         if self.distill is not None and self.distill.teacher == self.name and not self.distill.checkpoint:
             raise ValueError(

@@ -423,3 +423,18 @@ def test_torch_threads_blocks_that_overlap_keep_their_setting_until_the_last_end
     assert torch.get_num_threads() == 1
     second.__exit__(None, None, None)
     assert torch.get_num_threads() == before
+
+
+def test_a_loss_with_no_negative_to_learn_from_is_refused_before_training() -> None:
+    """num_negatives = 0 with a sampler that draws num_negatives items left a softmax over the
+    positive alone (a constant loss): the towers stayed random and the run reported the model
+    (recall below popularity, exit 0). Samplers that ignore num_negatives, and positives_only, stay valid."""
+    from pydantic import ValidationError
+
+    for sampler in ("uniform", "popularity", "hard", "auto"):
+        with pytest.raises(ValidationError, match="has no negative to learn from"):
+            TwoTowerConfig(name="tt", loss="sampled_softmax", sampler=sampler, num_negatives=0)
+    for sampler in ("in_batch", "mixed", "all"):
+        TwoTowerConfig(name="tt", loss="sampled_softmax", sampler=sampler, num_negatives=0)
+    TwoTowerConfig(name="tt", loss="positives_only", sampler="uniform", num_negatives=0)
+    TwoTowerConfig(name="tt", loss="sampled_softmax", sampler="auto", user_input="sequence", num_negatives=0)

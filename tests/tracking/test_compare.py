@@ -101,3 +101,40 @@ def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_da
     assert len(starts) == len(set(keys))
     header, cells = display_rows(frame, "recall@20")
     assert header[:2] == ["lineage", "split"]
+
+
+def _promote_cli(logged, *args: str):
+    sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    return CliRunner().invoke(app, ["promote", *sets, *args])
+
+
+def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged):
+    """A run id that does not exist, or a pipeline (parent) run id, is the user's to fix: one line
+    naming it and what to pass instead, exit 2 (it was an 'unexpected MlflowException ... this is a
+    bug', exit 1, for the first and 'no finished candidate has metric' for the second)."""
+    missing = _promote_cli(logged, "--run-id", "deadbeef")
+    assert missing.exit_code == 2, missing.output
+    assert "no run with id 'deadbeef'" in missing.output and "--run-id" in missing.output
+    assert "bug" not in missing.output
+    parent = MlflowClient(logged.uri).get_run(logged.runs["wals"]).data.tags["mlflow.parentRunId"]
+    pipeline = _promote_cli(logged, "--run-id", parent)
+    assert pipeline.exit_code == 2, pipeline.output
+    assert f"run {parent} is a pipeline run, not a model run" in pipeline.output
+
+
+def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged):
+    """After `promoted` the champion alias is the challenger's version; the last line said the
+    champion was still the version it had beaten."""
+    line = "--set", "promotion.registered_model=promo-cli-aliases"
+    first = _promote_cli(logged, *line, "--run-id", logged.runs["popularity"])
+    assert first.exit_code == 0, first.output
+    second = _promote_cli(logged, *line, "--run-id", logged.runs["wals"])
+    assert second.exit_code == 0, second.output
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
+    champion = client.get_model_version_by_alias("promo-cli-aliases", CHAMPION)
+    beaten = client.get_model_version_by_alias("promo-cli-aliases", "challenger")
+    assert champion.run_id == logged.runs["wals"] and beaten.version == champion.version
+    old = next(v for v in client.search_model_versions("name='promo-cli-aliases'") if v.run_id == logged.runs["popularity"])
+    text = " ".join(second.output.split())
+    assert "promoted: promoted: challenger is better" in text, second.output
+    assert f"promo-cli-aliases: champion v{champion.version} (was v{old.version}), challenger v{champion.version}" in text
