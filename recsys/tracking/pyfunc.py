@@ -38,6 +38,8 @@ serve`'s /similar.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +213,11 @@ def save_pyfunc(
 def _save(path: str | Path, serving_dir: Path, example: pd.DataFrame, model: Recommender) -> None:
     import mlflow.pyfunc
 
+    # Checking the input example loads the model back: MLflow then draws an artifact-download
+    # progress bar and logs an INFO line per model, which land between a run's log lines (a
+    # user's own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR setting wins).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=str(ENTRY_SCRIPT),
