@@ -543,10 +543,13 @@ def _request_columns(model_input: Any, key: str) -> dict[Any, list[Any]]:
 
 def _ids_and_ks(columns: dict[Any, list[Any]], key: str, default_k: int, limit: int) -> tuple[list[str], np.ndarray]:
     ids = columns[key]
-    bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
-                or isinstance(u, dict | bool)), None)
+    bad = next((i for i, u in enumerate(ids) if u is None or _is_list(u) or isinstance(u, dict | bool)
+                or (isinstance(u, float | np.floating) and not float(u).is_integer())), None)  # NaN too
     if bad is not None:
         raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
+    # an integer id that travelled as a float (a JSON 1.0, a pandas column with a gap) is that
+    # integer: str(1.0) is "1.0", an id no vocab holds, and the user got popularity silently
+    ids = [int(u) if isinstance(u, float | np.floating) else u for u in ids]
     if "k" in columns:
         raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in columns["k"]]
     else:
