@@ -22,6 +22,7 @@ from recsys.config import RunConfig
 from recsys.errors import TrackingError
 from recsys.tracking.decision import Selection
 from recsys.tracking.registry import PromotionDecision, promote
+from recsys.tracking.runs import TAG_KIND
 from recsys.tracking.store import check_tracking, client, metric_key, resolve_tracking_uri
 
 if TYPE_CHECKING:
@@ -31,7 +32,14 @@ if TYPE_CHECKING:
 def best_candidate(mlflow_client, run_ids: Sequence[str], metric: str) -> tuple[str, Selection]:
     """The finished run with the highest validation `metric` (ties: the first given), or - when some
     finished candidate has no validation value - the highest test `metric`, with how it was chosen."""
-    runs = [mlflow_client.get_run(run_id) for run_id in run_ids]
+    runs = [_candidate_run(mlflow_client, run_id) for run_id in run_ids]
+    for run in runs:
+        if run.data.tags.get(TAG_KIND) == "pipeline":
+            raise TrackingError(
+                f"run {run.info.run_id} is a pipeline run, not a model run: pass its model runs to --run-id "
+                "(`recsys compare --format csv`, column run_id), or leave --run-id out to promote the "
+                "latest pipeline run's models"
+            )
     finished = [r for r in runs if r.info.status == "FINISHED"]
     validation_key = metric_key(f"{VALIDATION_PREFIX}{metric}")
     if finished and all(validation_key in r.data.metrics for r in finished):
@@ -42,6 +50,23 @@ def best_candidate(mlflow_client, run_ids: Sequence[str], metric: str) -> tuple[
     if not scored:
         raise TrackingError(f"no finished candidate run has metric {metric!r} ({key}); runs: {list(run_ids)}")
     return max(scored)[2], Selection(basis, len(scored), metric)  # type: ignore[arg-type]
+
+
+def _candidate_run(mlflow_client, run_id: str):
+    """The run `run_id`, or a TrackingError naming it (a mistyped `--run-id` is the user's to fix,
+    not a bug)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_run(run_id)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code) and "not found" not in str(exc).lower():
+            raise
+        raise TrackingError(
+            f"no run with id {run_id!r} in {mlflow_client.tracking_uri}: pass a model run id from "
+            "`recsys compare --format csv` (column run_id) to --run-id, or leave --run-id out to "
+            "promote the latest pipeline run's models"
+        ) from None
 
 
 def run_promotion(

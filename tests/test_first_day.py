@@ -93,6 +93,17 @@ def test_discarding_varying_weights_warns_in_one_line_and_the_manifest_says_so(t
     assert manifest["weights"]["kept"] is False and manifest["weights"]["warning"] == report.warnings[0]
 
 
+def test_ratings_thresholded_into_positives_then_binarised_need_no_warning(tmp_path):
+    """movielens.toml's ratings >= 4 -> 1 is the conversion the config asks for: warning about
+    'discarded weights' there (with advice to stop binarising) would be noise on every run."""
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,item_id,rating\na,x,5\na,y,4\nb,y,2\nb,x,5\n")
+    report = ingest(log, tmp_path / "out", DataConfig(positive_min_weight=4.0, binarize=True))
+    assert report.warnings == [] and report.interactions == 3
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["weights"]["kept"] is False and manifest["weights"]["binarize"] is True
+
+
 def test_constant_weights_counted_need_no_warning(tmp_path):
     log = tmp_path / "clicks.csv"
     log.write_text("user_id,item_id\na,x\na,x\nb,y\n")

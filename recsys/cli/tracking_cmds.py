@@ -98,10 +98,18 @@ def promote(
             f"p = {decision.p_value:.3g} (alpha {decision.alpha:.3g}, challenger chosen on {decision.selection})",
             highlight=False,
         )
-    console.print(
-        f"{cfg.promotion.registered_model}: champion v{decision.champion_version or '-'}, "
-        f"challenger v{decision.challenger_version or '-'}"
-    )
+    console.print(aliases_line(cfg.promotion.registered_model, decision))
+
+
+def aliases_line(registered_model: str, decision) -> str:
+    """Where the aliases point after the decision: a promoted challenger is the champion now
+    (`decision.champion_version` is the one it was compared with)."""
+    if decision.promoted:
+        was = f" (was v{decision.champion_version})" if decision.champion_version else ""
+        champion = f"v{decision.challenger_version}{was}"
+    else:
+        champion = f"v{decision.champion_version or '-'}"
+    return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or '-'}"
 
 
 @app.command()

@@ -276,12 +276,15 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
     """What happens to the weight column, for the manifest: which column, the aggregation used
     (`auto` resolved: sum when the log has a weight column, else count), whether the weights
     survive, and a one-line warning when a varying weight column is reduced to 1s (count or
-    binarize), so play counts or ratings are never dropped silently."""
+    binarize), so play counts or ratings are never dropped silently. A config with a positive rule
+    (`positive_min_weight`: ratings >= 4 are positives) reads the column as ratings on purpose:
+    thresholding then binarising is the explicit-to-implicit conversion it asked for, not a loss,
+    so it gets no warning (the manifest still records the policy)."""
     column = mapping.get(WEIGHT) or next((b["columns"][WEIGHT] for b in batches if WEIGHT in b.get("columns", {})), None)
     how = cfg.aggregate if cfg.aggregate != "auto" else ("sum" if column else "count")
     dropped_by = "data.binarize = true" if cfg.binarize else f"data.aggregate = {how}" if how == "count" else None
     warning = None
-    if column and dropped_by and rows.height:
+    if column and dropped_by and rows.height and cfg.positive_min_weight is None:
         low, high = rows.select(pl.col(WEIGHT).min().alias("low"), pl.col(WEIGHT).max().alias("high")).row(0)
         if low != high:
             warning = (

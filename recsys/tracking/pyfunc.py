@@ -38,6 +38,8 @@ serve`'s /similar.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +213,11 @@ def save_pyfunc(
 def _save(path: str | Path, serving_dir: Path, example: pd.DataFrame, model: Recommender) -> None:
     import mlflow.pyfunc
 
+    # Checking the input example loads the model back: MLflow then draws an artifact-download
+    # progress bar and logs an INFO line per model, which land between a run's log lines (a
+    # user's own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR setting wins).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=str(ENTRY_SCRIPT),
@@ -536,10 +543,13 @@ def _request_columns(model_input: Any, key: str) -> dict[Any, list[Any]]:
 
 def _ids_and_ks(columns: dict[Any, list[Any]], key: str, default_k: int, limit: int) -> tuple[list[str], np.ndarray]:
     ids = columns[key]
-    bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
-                or isinstance(u, dict | bool)), None)
+    bad = next((i for i, u in enumerate(ids) if u is None or _is_list(u) or isinstance(u, dict | bool)
+                or (isinstance(u, float | np.floating) and not float(u).is_integer())), None)  # NaN too
     if bad is not None:
         raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
+    # an integer id that travelled as a float (a JSON 1.0, a pandas column with a gap) is that
+    # integer: str(1.0) is "1.0", an id no vocab holds, and the user got popularity silently
+    ids = [int(u) if isinstance(u, float | np.floating) else u for u in ids]
     if "k" in columns:
         raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in columns["k"]]
     else:

@@ -107,6 +107,14 @@ def register_run_model(
     return with_retries(lambda: client.create_model_version(name, source, run_id=run_id, tags=tags or {}))
 
 
+def run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """The newest version of `name` already registered from `run_id`, or None: promoting a run a
+    second time (`recsys promote` after `recsys run`) decides again on the same version instead of
+    adding a duplicate one."""
+    found = with_retries(lambda: client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
+    return max(found, key=lambda v: int(v.version), default=None)
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version carrying `alias`, or None when the alias (or the model) does not exist."""
     from mlflow.exceptions import MlflowException
@@ -183,7 +191,7 @@ def _promote(
         decision = _decision(verdict, champion, None, False, context)
         _record(client, name, decision)
         return decision
-    challenger = register_run_model(
+    challenger = run_version(client, name, challenger_run_id) or register_run_model(
         client, name, challenger_run_id, tags={TAG_MODEL: run_tags.get(TAG_MODEL, ""), **_lineage_tag(lineage)}
     )
     if lineage and (line_lineage is None or force):

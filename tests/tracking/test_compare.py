@@ -101,3 +101,81 @@ def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_da
     assert len(starts) == len(set(keys))
     header, cells = display_rows(frame, "recall@20")
     assert header[:2] == ["lineage", "split"]
+
+
+def test_cli_compare_refuses_a_metric_no_run_logged(logged):
+    """--metric recall@7 (no such k) or a typo printed a table of blanks with exit 0."""
+    sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    result = CliRunner().invoke(app, ["compare", *sets, "--metric", "recall@7"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "metric 'recall@7' (recall_at_7) is not logged on any of the" in text
+    assert "choose --metric NAME@K" in text and "recall" in text and "20" in text
+
+
+def _promote_cli(logged, *args: str):
+    sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    return CliRunner().invoke(app, ["promote", *sets, *args])
+
+
+def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged):
+    """A run id that does not exist, or a pipeline (parent) run id, is the user's to fix: one line
+    naming it and what to pass instead, exit 2 (it was an 'unexpected MlflowException ... this is a
+    bug', exit 1, for the first and 'no finished candidate has metric' for the second)."""
+    missing = _promote_cli(logged, "--run-id", "deadbeef")
+    assert missing.exit_code == 2, missing.output
+    assert "no run with id 'deadbeef'" in missing.output and "--run-id" in missing.output
+    assert "bug" not in missing.output
+    parent = MlflowClient(logged.uri).get_run(logged.runs["wals"]).data.tags["mlflow.parentRunId"]
+    pipeline = _promote_cli(logged, "--run-id", parent)
+    assert pipeline.exit_code == 2, pipeline.output
+    assert f"run {parent} is a pipeline run, not a model run" in pipeline.output
+
+
+def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged):
+    """After `promoted` the champion alias is the challenger's version; the last line said the
+    champion was still the version it had beaten."""
+    line = "--set", "promotion.registered_model=promo-cli-aliases"
+    first = _promote_cli(logged, *line, "--run-id", logged.runs["popularity"])
+    assert first.exit_code == 0, first.output
+    second = _promote_cli(logged, *line, "--run-id", logged.runs["wals"])
+    assert second.exit_code == 0, second.output
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
+    champion = client.get_model_version_by_alias("promo-cli-aliases", CHAMPION)
+    beaten = client.get_model_version_by_alias("promo-cli-aliases", "challenger")
+    assert champion.run_id == logged.runs["wals"] and beaten.version == champion.version
+    old = next(v for v in client.search_model_versions("name='promo-cli-aliases'") if v.run_id == logged.runs["popularity"])
+    text = " ".join(second.output.split())
+    assert "promoted: promoted: challenger is better" in text, second.output
+    assert f"promo-cli-aliases: champion v{champion.version} (was v{old.version}), challenger v{champion.version}" in text
+
+
+def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_uri, tmp_path, monkeypatch):
+    """`recsys run --config FILE --set tracking.tracking_uri=...` printed `recsys compare --metric
+    recall@20`: run as printed it read the default config's experiment in ./mlflow ('no experiment
+    named ...') and named recall@20 whatever promotion.metric was. It carries the run's --config and
+    tracking / promotion --set now."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "mine.toml"
+    config.write_text(
+        'name = "printed"\n[tracking]\nexperiment = "printed-compare"\nmodel_name_prefix = "printed"\n'
+        '[promotion]\nregistered_model = "printed-best"\nmetric = "ndcg@10"\n'
+        '[data]\nsource = "synthetic"\nmin_user_interactions = 2\n'
+        '[data.synthetic]\nn_users = 60\nn_items = 40\ninteractions_per_user = 8.0\n'
+        '[evaluation]\nks = [10]\nbootstrap_samples = 20\n[[models]]\nname = "pop"\nkind = "popularity"\n'
+    )
+    run = CliRunner().invoke(
+        app, ["run", "--no-prefect", "--config", str(config), "--set", f"tracking.tracking_uri={shared_mlflow_uri}"],
+        env={"COLUMNS": "1000"},
+    )
+    assert run.exit_code == 0, run.output
+    printed = next(line for line in run.output.splitlines() if line.startswith("compare:"))
+    argv = shlex.split(printed.removeprefix("compare:"))
+    assert argv[:1] == ["recsys"] and argv[-2:] == ["--metric", "ndcg@10"]
+    compared = CliRunner().invoke(app, [*argv[1:], "--format", "csv"])
+    assert compared.exit_code == 0, compared.output
+    rows = compared.output.strip().splitlines()
+    assert rows[0].startswith("lineage,") and len(rows) == 2 and rows[1].startswith("printed|synthetic")
+    assert ",pop,popularity," in rows[1]

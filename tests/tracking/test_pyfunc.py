@@ -121,3 +121,37 @@ def test_records_answer_equals_the_dataframe_answer(planted_split, wals_pyfunc):
     many = index.user_indices(ids)
     assert many.tolist() == [int(index.user_indices([i])[0]) for i in ids]
     assert many[:80].tolist() == list(range(80)) and many[-1] == -1
+
+
+def test_saving_the_pyfunc_draws_no_progress_bar_and_logs_no_info_line(planted_split, tmp_path, capfd, monkeypatch):
+    """MLflow checks the input example by loading the model back, with an artifact-download bar
+    and an INFO line per model: in a run's output they land between the trial lines."""
+    import logging
+
+    from recsys.models.popularity import Popularity
+    from recsys.tracking.pyfunc import save_pyfunc
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    monkeypatch.setattr(logging.getLogger("mlflow.pyfunc"), "level", logging.NOTSET)
+    model = Popularity(name="popularity")
+    model.fit(planted_split.train)
+    capfd.readouterr()
+    save_pyfunc(model, planted_split, tmp_path / "model", staging=tmp_path / "staging")
+    printed = capfd.readouterr()
+    assert (tmp_path / "model" / "MLmodel").is_file()
+    assert "Downloading artifacts" not in printed.err + printed.out
+    assert "Validating input example" not in printed.err + printed.out
+
+
+def test_an_integer_id_sent_as_a_float_is_that_integer():
+    """A JSON 1.0 (or a pandas id column with a gap, which turns float) named user "1.0", an id no
+    vocab holds: `mlflow models serve` answered popularity where `recsys serve` (pydantic) read
+    user 1. A float with a fraction is refused as an id, as `recsys serve` refuses it."""
+    from recsys.tracking.pyfunc import BadRequest, parse_request
+
+    assert parse_request([{"user_id": 1.0}, {"user_id": "u2"}])[0] == ["1", "u2"]
+    assert parse_request(pd.DataFrame({"user_id": [7.0, 12.0]}))[0] == ["7", "12"]
+    assert parse_request({"user_id": np.array([3.0], dtype=np.float32)})[0] == ["3"]
+    for bad in (1.5, float("nan"), float("inf")):
+        with pytest.raises(BadRequest, match="user_id of row 0 must be a string or an integer"):
+            parse_request([{"user_id": bad}])

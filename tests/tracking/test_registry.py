@@ -103,6 +103,20 @@ def test_promotion_rule_end_to_end(logged, client, random_run, planted_data):
     assert version.tags[TAG_REASON] == worse.reason
 
 
+def test_promoting_a_run_again_decides_on_its_existing_version(logged, client):
+    """`recsys promote` after `recsys run` (or twice) re-applies the rule to the version the run
+    already has on the line; it registered a new version of the same run every time."""
+    cfg = PromotionConfig(registered_model="promo-again")
+    pop = logged.runs["popularity"]
+    assert promote(client, cfg, logged.runs["wals"]).promoted
+    first = promote(client, cfg, pop)
+    again = promote(client, cfg, pop)
+    assert not again.promoted and again.challenger_version == first.challenger_version
+    versions = client.search_model_versions("name='promo-again'")
+    assert sorted(v.run_id for v in versions) == sorted([logged.runs["wals"], pop])
+    assert str(alias_version(client, "promo-again", CHALLENGER).version) == first.challenger_version
+
+
 def test_a_challenger_of_another_lineage_is_not_comparable_and_never_registered(logged, client, planted_data, planted_split):
     """Same config name and registered model, another data source: another lineage. It is never
     compared with this line's champion nor registered on the line."""
