@@ -155,3 +155,15 @@ def test_an_integer_id_sent_as_a_float_is_that_integer():
     for bad in (1.5, float("nan"), float("inf")):
         with pytest.raises(BadRequest, match="user_id of row 0 must be a string or an integer"):
             parse_request([{"user_id": bad}])
+
+
+def test_importing_the_pyfunc_prints_no_mlflow_type_hints_warning():
+    """MLflow's 'Add type hints to the `predict` method' warning (two lines, MLflow's path) came out
+    of every `recsys run`, `recsys serve` and `mlflow models serve`: the class is defined at import."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "default", "-c", "import recsys.tracking.pyfunc"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "type hints" not in done.stderr, done.stderr
