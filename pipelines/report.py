@@ -91,9 +91,11 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
         for name in (val, cold):
             if name in extra:
                 add_value_column(table, name)
-        table.add_column(fold_header(result), justify="right", no_wrap=True)
+        table.add_column(fold_header(result), justify="right", no_wrap=True, min_width=len(fold_header(result)))
         if "fit s" in extra:
-            table.add_column("fit s", justify="right")
+            # wraps (a failed model's error lives here) but never below its header: squeezed to one
+            # letter it showed "…" for every time instead of being left out and named
+            table.add_column("fit s", justify="right", min_width=len("fit s"))
         for m in result.models:
             name = m.name + (" *" if m.name == result.champion else "")
             joint = "\n" if stacked else " / "

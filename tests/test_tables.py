@@ -3,6 +3,7 @@ folding column named after the measure it holds; `--wide` keeps the full interva
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -95,3 +96,62 @@ def test_compare_table_keeps_model_names_whole_at_80_columns():
     lines = _render(rich_table(frame, "recall@20", width=80), 80)
     _fits(lines, 80)
     _cells_whole(lines, NAMES)
+
+
+@pytest.mark.parametrize("width", range(100, 141, 4))
+def test_run_table_never_squeezes_a_column_to_an_ellipsis(width):
+    """Short model names leave the run table a few columns too wide at ~120: rich squeezed the
+    wrappable fit s column to one letter ("…" in every row). It is whole, or left out and named."""
+    cfg = load_config("pipelines/configs/movielens.toml")
+    found = _result("neighbour_cross_cluster@10")
+    names = ["popularity", "wals", "tt"]
+    found.models = [replace(m, name=n, loss=None, sampler=None) for m, n in zip(found.models[:3], names, strict=True)]
+    lines = _render(comparison_table(found, cfg, width=width), width)
+    _fits(lines, width)
+    text = "\n".join(lines)
+    assert "…" not in text
+    assert "fit s" in text  # the column's header, or the caption naming it as left out
+
+
+def _two_groups():
+    import datetime as dt
+
+    import polars as pl
+
+    long = "movielens|/srv/shared/data/movielens/ml-100k/ml-100k.inter"
+    return pl.DataFrame({
+        "lineage": [long, long, "default|synthetic"], "split": ["54177b0b9e770dad"] * 2 + ["0a1b2c3d4e5f6a7b"],
+        "model": ["wals", "popularity", "two_tower_nce"], "kind": ["wals", "popularity", "two_tower"],
+        "mean": [0.37, 0.18, 0.52], "ci_low": [0.33, 0.15, 0.50], "ci_high": [0.40, 0.20, 0.54],
+        "delta_to_champion": [0.0, -0.19, None], "champion": [True, False, False],
+        "run_id": ["5027169e00", "e3cf82b200", "1ba7dec900"], "started": [dt.datetime(2026, 1, 1)] * 3,
+    }), long  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_compare_table_titles_each_group_with_its_whole_lineage(width):
+    """The lineage (config name | data source path) was a column rich squeezed to one letter a line
+    at 120 columns; each (lineage, split) group is now its own table under a title naming both."""
+    from recsys.tracking.compare import rich_table
+
+    frame, long = _two_groups()
+    lines = _render(rich_table(frame, "recall@20", width=width), width)
+    _fits(lines, width)
+    text = "\n".join(lines)
+    assert "…" not in text
+    assert long.replace(" ", "") in "".join(line.strip() for line in lines[:4]).replace(" ", "")
+    second = next(i for i, line in enumerate(lines) if "default|synthetic" in line)
+    assert any("wals" in line for line in lines[:second]) and any("popularity" in line for line in lines[:second])
+    assert all("two_tower_nce" not in line for line in lines[:second])
+    assert any("two_tower_nce" in line for line in lines[second:])
+
+
+def test_compare_markdown_escapes_the_pipe_in_a_lineage():
+    """A lineage is 'name|source': unescaped, its '|' split the markdown row into one cell too many."""
+    from recsys.tracking.compare import render
+
+    frame, _ = _two_groups()
+    rows = render(frame, "recall@20", "markdown").splitlines()
+    cells = [len(row.replace("\\|", "").split("|")) for row in rows]
+    assert len(set(cells)) == 1, rows
+    assert "movielens\\|/srv/shared" in rows[2]

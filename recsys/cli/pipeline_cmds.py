@@ -6,11 +6,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from recsys.cli.common import (
+    DEFAULT_CONFIG,
     STARTED,
     ConfigOption,
     JsonOption,
@@ -24,6 +25,9 @@ from recsys.cli.common import (
     print_table,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from recsys.config import RunConfig
 
 
 @app.command()
@@ -77,7 +81,7 @@ def run(
     print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
     if json_out is not None:
         result.write_json(json_out)
-    _where_to_look(summary, json_out, cfg.tracking.experiment)
+    _where_to_look(summary, json_out, cfg, store_args(config, set_))
     if summary.get("tracking_error"):
         kept = sum(1 for m in summary["models"] if m.get("unlogged"))
         where = summary.get("unlogged_dir")
@@ -159,7 +163,25 @@ def champion_line(summary: dict) -> str:
     return f"champion: [bold]{summary.get('champion')}[/] ({said}{reason})"
 
 
-def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> None:
+STORE_SETTINGS = ("tracking", "promotion")
+"""The config sections `recsys compare` / `promote` / `ui` read to find a run's store and line."""
+
+
+def store_args(config: Path | None, set_: list[str] | None) -> str:
+    """The options that point `recsys compare` / `ui` at the store, experiment and registry line
+    this run used: its --config (unless the default) and its --set of tracking.* / promotion.*.
+    Printed bare, the suggestions read the default config's experiment in ./mlflow, which holds
+    nothing of a run with another config or tracking URI."""
+    import shlex
+
+    args = [] if config is None or config == DEFAULT_CONFIG else ["--config", str(config)]
+    for item in set_ or []:
+        if item.split("=", 1)[0].strip().split(".", 1)[0] in STORE_SETTINGS:
+            args += ["--set", item]
+    return "".join(f" {shlex.quote(a)}" for a in args)
+
+
+def _where_to_look(summary: dict, json_out: Path | None, cfg: RunConfig, args: str = "") -> None:
     from recsys.tracking.store import is_http
     from recsys.tracking.ui import experiment_runs_url
 
@@ -167,9 +189,14 @@ def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> Non
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
-        runs = experiment_runs_url(uri, experiment)
-        lines.append(f"browse it:    {runs}" if is_http(uri) else f"browse it:    make ui   (or: recsys ui  ->  {runs})")
-        lines.append("compare:      recsys compare --metric recall@20")
+        runs = experiment_runs_url(uri, cfg.tracking.experiment)
+        if is_http(uri):
+            lines.append(f"browse it:    {runs}")
+        elif args:  # `make ui` opens the default store only
+            lines.append(f"browse it:    recsys ui{args}  ->  {runs}")
+        else:
+            lines.append(f"browse it:    make ui   (or: recsys ui  ->  {runs})")
+        lines.append(f"compare:      recsys compare{args} --metric {cfg.promotion.metric}")
     lines.append(f"data:         {summary['dataset'].get('processed_dir')}")
     if json_out:
         lines.append(f"summary:      {json_out}")
@@ -178,7 +205,7 @@ def _where_to_look(summary: dict, json_out: Path | None, experiment: str) -> Non
     lines.append(f"wall time:    {total:.1f} s end to end = pipeline {pipeline:.1f} s (orchestration overhead "
                  f"{100 * summary.get('orchestration_overhead', 0):.0f}%) + start-up and Prefect's server "
                  f"{max(0.0, total - pipeline):.1f} s")
-    console.print("\n".join(lines))
+    console.print("\n".join(lines), soft_wrap=True)  # commands stay one line: copy, paste, run
 
 
 @app.command()

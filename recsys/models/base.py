@@ -171,6 +171,7 @@ class Recommender(ABC):
         self.train_times = None if times is None else sp.csr_matrix(times)[: train.shape[0]]
         try:
             self._fit(train, validation=validation, callback=self._recording(callback), features=features)
+            self._check_vectors(train)
         except BaseException:
             self.is_fitted = False
             raise
@@ -178,6 +179,31 @@ class Recommender(ABC):
             self.train_times = None
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def _check_vectors(self, train: sp.csr_matrix) -> None:
+        """Refuse a model whose training diverged. Its loss may stay finite while its vectors are
+        useless: a two-tower with a huge lr grows embeddings whose squared norm overflows float32, so
+        L2 normalisation turns them into 0, every score ties, and the model 'recommended' (and was
+        tuned, chosen and promoted) with arbitrary lists. Only rows with training data count for
+        "all zero" (the others keep their random start). min / max / any are reductions without a
+        full temporary, so EASE's dense user rows cost one pass and no memory."""
+        trained = {"user": np.diff(train.indptr) > 0,
+                   "item": np.bincount(train.indices, minlength=train.shape[1]) > 0}  # fmt: skip
+        for side, vectors in (("item", self.item_factors), ("user", self.user_factors)):
+            vectors = np.asarray(vectors)
+            if vectors.size == 0:
+                continue
+            if not (np.isfinite(vectors.max()) and np.isfinite(vectors.min())):
+                problem = f"its {side} vectors hold NaN or infinite values"
+            elif len(vectors) == len(trained[side]) and not (vectors.any(axis=1) & trained[side]).any():
+                problem = f"every trained {side} vector is zero"
+            else:
+                continue
+            epochs = f" after {len(self.history)} epoch(s)" if self.history else ""
+            raise ModelError(
+                f"model {self.config.name!r}: training diverged{epochs}: {problem}, so every score ties; "
+                "lower the learning rate (lr) or raise the regularisation"
+            )
 
     def data_aware_config(self, train: sp.csr_matrix) -> ModelConfig:
         """The config with every data-aware default ("auto" / None fields) resolved on `train`:

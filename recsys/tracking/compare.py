@@ -25,7 +25,7 @@ from recsys.lineage import TAG_LINEAGE
 from recsys.tracking.reevaluate import CHAMPION_METRIC_PREFIX, TAG_CHAMPION_REEVALUATED
 from recsys.tracking.registry import CHAMPION, alias_version
 from recsys.tracking.runs import TAG_KIND, TAG_MODEL, TAG_MODEL_KIND, TAG_SPLIT_DIGEST
-from recsys.tracking.store import metric_key
+from recsys.tracking.store import metric_key, metric_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -72,6 +72,8 @@ def compare(
     current champion of `registered_model` measured on the same split (null where there is none)."""
     key = metric_key(metric)
     runs = model_runs(client, experiment, max_runs)
+    if runs and not any(key in run.data.metrics for run in runs):
+        raise TrackingError(_unlogged(metric, key, runs))
     champion_run = None
     if registered_model:
         version = alias_version(client, registered_model, CHAMPION)
@@ -131,6 +133,21 @@ def compare(
         .sort(["lineage", "_newest", "mean"], descending=[False, True, True], nulls_last=True)
         .select([*COLUMNS, "curve"])
     )
+
+
+def _unlogged(metric: str, key: str, runs: list) -> str:
+    """Why a --metric no compared run logged gives no table (it printed one with every value
+    blank), with the test metrics they did log (validation_ / champion_ variants left out)."""
+    pairs = [
+        metric_name(k).partition("@")
+        for run in runs
+        for k in run.data.metrics
+        if re.fullmatch(r"[a-z_]+_at_\d+", k) and not k.startswith(("validation_", "val_", "champion_", "ann_"))
+    ]
+    names = ", ".join(sorted({name for name, _, _ in pairs}))
+    ks = ", ".join(str(k) for k in sorted({int(k) for _, _, k in pairs}))
+    choice = f"NAME@K with NAME one of {names} and K one of {ks}" if pairs else "a metric the runs logged"
+    return f"metric {metric!r} ({key}) is not logged on any of the {len(runs)} compared runs: choose --metric {choice}"
 
 
 def champion_by_split(client: MlflowClient, champion_run: str, runs: list, key: str) -> dict[str, float]:
@@ -213,36 +230,69 @@ def render(frame: pl.DataFrame, metric: str, fmt: Format = "markdown") -> str:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
         return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody>\n</table>\n"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 
-def rich_table(frame: pl.DataFrame, metric: str, width: int | None = None):
-    """The comparison as a terminal table fitted to `width` columns (recsys.tables): the model
-    name stays whole; started, run, kind, CI and delta are left out, in that order, when it must."""
+def rich_table(frame: pl.DataFrame, metric: str, width: int | None = None) -> GroupedTables:
+    """The comparison for the terminal: one table per (lineage, split) group, titled with both, so
+    a long data-source path wraps in the title instead of squeezing a column to a letter a line,
+    and no row of one group sits in another's table. Fitted to `width` columns (recsys.tables):
+    the model name stays whole; started, run, kind, CI and delta are left out, in that order, in
+    every group's table alike, when it must."""
     from rich.table import Table
 
     from recsys.tables import add_name_column, fit_width
 
     header, cells = display_rows(frame, metric)
+    groups: list[tuple[str, str, list[list[str]]]] = []
+    for row in cells:
+        if row[0] or row[1] or not groups:  # display_rows names lineage and split where a group starts
+            groups.append((row[0], row[1], []))
+        groups[-1][2].append(row[2:])
+    header = header[2:]
+    names = [row[0] for _, _, rows in groups for row in rows]
     optional = ["started", "run", "kind", "95% CI", "Δ champion"]
 
-    def build(hidden: set[str]) -> Table:
+    def build(hidden: set[str]) -> GroupedTables:
         keep = [i for i, name in enumerate(header) if name not in hidden]
-        table = Table(title=f"models by {metric}, grouped by lineage and split (deltas only within a group)")
-        for i in keep:
-            name = header[i]
-            if name == "model":  # the one column rich must never shrink: which row is which model
-                add_name_column(table, name, [row[i] for row in cells])
-            else:
-                left = name in ("lineage", "split", "kind", "run")
-                table.add_column(name, justify="left" if left else "right", overflow="fold",
-                                 no_wrap=name not in ("lineage", "split"))  # fmt: skip
-        for row in cells:
-            table.add_row(*(row[i] for i in keep))
-        return table
+        tables = []
+        for lineage, split, rows in groups:
+            table = Table(title=f"lineage {lineage}, split {split}", title_justify="left")
+            for i in keep:
+                name = header[i]
+                if name == "model":  # the one column rich must never shrink: which row is which model
+                    add_name_column(table, name, names)
+                else:
+                    left = name in ("kind", "run")
+                    table.add_column(name, justify="left" if left else "right", no_wrap=True, min_width=len(name))
+            for row in rows:
+                table.add_row(*(row[i] for i in keep))
+            tables.append(table)
+        return GroupedTables(f"models by {metric}, grouped by lineage and split (deltas only within a group)", tables)
 
     return fit_width(build, optional, width)
+
+
+class GroupedTables:
+    """A heading and one rich table per comparison group, printed one under the other; `caption`
+    (what `recsys.tables.fit_width` writes its note to) is the last table's."""
+
+    def __init__(self, heading: str, tables: list) -> None:
+        self.heading, self.tables = heading, tables
+
+    @property
+    def caption(self) -> str | None:
+        return self.tables[-1].caption if self.tables else None
+
+    @caption.setter
+    def caption(self, value: str | None) -> None:
+        if self.tables:
+            self.tables[-1].caption = value
+
+    def __rich_console__(self, console, options):
+        yield self.heading
+        yield from self.tables
 
 
 def plot_curves(frame: pl.DataFrame, path: str | Path) -> Path:

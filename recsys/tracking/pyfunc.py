@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,10 @@ def save_pyfunc(
     serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY, ann)
     users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
     example = pd.DataFrame({"user_id": users.head(2).to_list(), "k": [DEFAULT_K] * min(2, len(users))})
-    _save(path, serving_dir, example, model)
+    with warnings.catch_warnings():
+        # MLflow asks for type hints on predict; the explicit signature below does that job.
+        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        _save(path, serving_dir, example, model)
     return Path(path)
 
 
@@ -539,10 +543,13 @@ def _request_columns(model_input: Any, key: str) -> dict[Any, list[Any]]:
 
 def _ids_and_ks(columns: dict[Any, list[Any]], key: str, default_k: int, limit: int) -> tuple[list[str], np.ndarray]:
     ids = columns[key]
-    bad = next((i for i, u in enumerate(ids) if u is None or (isinstance(u, float) and np.isnan(u)) or _is_list(u)
-                or isinstance(u, dict | bool)), None)
+    bad = next((i for i, u in enumerate(ids) if u is None or _is_list(u) or isinstance(u, dict | bool)
+                or (isinstance(u, float | np.floating) and not float(u).is_integer())), None)  # NaN too
     if bad is not None:
         raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
+    # an integer id that travelled as a float (a JSON 1.0, a pandas column with a gap) is that
+    # integer: str(1.0) is "1.0", an id no vocab holds, and the user got popularity silently
+    ids = [int(u) if isinstance(u, float | np.floating) else u for u in ids]
     if "k" in columns:
         raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in columns["k"]]
     else:
@@ -591,9 +598,11 @@ def _python_model_base():
 class TopKRecommender(_python_model_base()):
     """The MLflow pyfunc: loads a `ServingIndex` from the logged artifacts and answers requests."""
 
-    # The request is checked against the explicit `signature()` and by `parse_request`, not by type
-    # hints on predict. Without this MLflow warns "Add type hints ..." when the class is defined,
-    # inside its own `catch_warnings` that no filter of ours can reach: a line in every run's output.
+    # MLflow warns, when a PythonModel subclass is defined, that `predict` has no type hints (the
+    # explicit `signature()` does that job), under its own "once" filter that no caller's filter
+    # overrides: defined at import, the class printed two lines with MLflow's path into every
+    # `recsys run`, `recsys serve` and `mlflow models serve`. This is MLflow's own opt-out (read
+    # in PythonModel.__init_subclass__); without type hints its wrapper of predict is a pass-through.
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:

@@ -202,3 +202,20 @@ def test_a_config_that_tunes_needs_validation_users_and_set_reaches_the_tuning_s
         assert all(m.tuning is not None and m.tuning.enabled for m in models if m.kind != "popularity"), (
             shipped
         )
+
+
+def test_a_diverging_trial_fails_and_is_never_chosen(planted):
+    """A trial whose lr blows the towers up to zero vectors (every score ties) used to complete with
+    a validation score of arbitrary lists and could be chosen: it now fails with the reason, and the
+    search goes on and chooses among the trials that trained."""
+    split = strong_split(planted)
+    cfg = TwoTowerConfig(
+        name="tt", dim=8, epochs=2, batch_size=128, num_negatives=16, threads=1, device="cpu", quiet=True,
+        lr=0.05, eval_every=0,  # no per-epoch validation: nothing restores an earlier epoch
+        tuning=TuningConfig(n_trials=4, prune=False, space={"lr": [0.05, 1e28]}),
+    )  # fmt: skip
+    outcome = tune(cfg, split.train, split.validation_set())
+    by_lr = {lr: [r for r in outcome.trials if r.params["lr"] == lr] for lr in (0.05, 1e28)}
+    assert by_lr[1e28] and all(r.state == "failed" and "training diverged" in r.error for r in by_lr[1e28])
+    assert by_lr[0.05] and all(r.state == "complete" for r in by_lr[0.05])
+    assert outcome.best_params["lr"] == 0.05

@@ -438,3 +438,16 @@ def test_a_loss_with_no_negative_to_learn_from_is_refused_before_training() -> N
         TwoTowerConfig(name="tt", loss="sampled_softmax", sampler=sampler, num_negatives=0)
     TwoTowerConfig(name="tt", loss="positives_only", sampler="uniform", num_negatives=0)
     TwoTowerConfig(name="tt", loss="sampled_softmax", sampler="auto", user_input="sequence", num_negatives=0)
+
+
+def test_a_diverged_model_is_refused_not_reported(planted: Planted) -> None:
+    """A huge lr grows the embeddings until their squared norm overflows float32: the loss stays
+    finite (no NaN stop) but L2 normalisation turns every vector into 0, every score ties, and the
+    run used to evaluate, tune on and promote that model. `fit` refuses it, naming the fix."""
+    from recsys.errors import ModelError
+
+    model = TwoTower(FAST.model_copy(update={"lr": 1e28, "epochs": 2}))
+    with pytest.raises(ModelError, match=r"training diverged after 2 epoch\(s\): every trained (user|item) vector is zero.*\(lr\)"):
+        model.fit(planted.train)
+    assert not model.is_fitted
+    assert np.abs(fit(planted, epochs=2).item_factors).max() > 0  # the default lr trains as before

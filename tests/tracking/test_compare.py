@@ -103,6 +103,16 @@ def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_da
     assert header[:2] == ["lineage", "split"]
 
 
+def test_cli_compare_refuses_a_metric_no_run_logged(logged):
+    """--metric recall@7 (no such k) or a typo printed a table of blanks with exit 0."""
+    sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    result = CliRunner().invoke(app, ["compare", *sets, "--metric", "recall@7"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "metric 'recall@7' (recall_at_7) is not logged on any of the" in text
+    assert "choose --metric NAME@K" in text and "recall" in text and "20" in text
+
+
 def _promote_cli(logged, *args: str):
     sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
     return CliRunner().invoke(app, ["promote", *sets, *args])
@@ -138,3 +148,34 @@ def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged):
     text = " ".join(second.output.split())
     assert "promoted: promoted: challenger is better" in text, second.output
     assert f"promo-cli-aliases: champion v{champion.version} (was v{old.version}), challenger v{champion.version}" in text
+
+
+def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_uri, tmp_path, monkeypatch):
+    """`recsys run --config FILE --set tracking.tracking_uri=...` printed `recsys compare --metric
+    recall@20`: run as printed it read the default config's experiment in ./mlflow ('no experiment
+    named ...') and named recall@20 whatever promotion.metric was. It carries the run's --config and
+    tracking / promotion --set now."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "mine.toml"
+    config.write_text(
+        'name = "printed"\n[tracking]\nexperiment = "printed-compare"\nmodel_name_prefix = "printed"\n'
+        '[promotion]\nregistered_model = "printed-best"\nmetric = "ndcg@10"\n'
+        '[data]\nsource = "synthetic"\nmin_user_interactions = 2\n'
+        '[data.synthetic]\nn_users = 60\nn_items = 40\ninteractions_per_user = 8.0\n'
+        '[evaluation]\nks = [10]\nbootstrap_samples = 20\n[[models]]\nname = "pop"\nkind = "popularity"\n'
+    )
+    run = CliRunner().invoke(
+        app, ["run", "--no-prefect", "--config", str(config), "--set", f"tracking.tracking_uri={shared_mlflow_uri}"],
+        env={"COLUMNS": "1000"},
+    )
+    assert run.exit_code == 0, run.output
+    printed = next(line for line in run.output.splitlines() if line.startswith("compare:"))
+    argv = shlex.split(printed.removeprefix("compare:"))
+    assert argv[:1] == ["recsys"] and argv[-2:] == ["--metric", "ndcg@10"]
+    compared = CliRunner().invoke(app, [*argv[1:], "--format", "csv"])
+    assert compared.exit_code == 0, compared.output
+    rows = compared.output.strip().splitlines()
+    assert rows[0].startswith("lineage,") and len(rows) == 2 and rows[1].startswith("printed|synthetic")
+    assert ",pop,popularity," in rows[1]
