@@ -40,6 +40,7 @@ from pipelines.run import (
     load_run_inputs,
     longest_first,
     make_tracker,
+    parent_closed_on_error,
     promote_best,
     teachers_workspace,
     train_and_log,
@@ -173,40 +174,40 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
         tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split, tags=prefect_run_tags())
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
+    with parent_closed_on_error(tracker, parent):
+        t = time.perf_counter()
+        threads = thread_budget(cfg.orchestration)
+        by_name: dict[str, ModelOutcome] = {}
+        with teachers_workspace(cfg) as teachers:
+            for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
+                wave = longest_first(wave)
+                futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
+                wait(futures)
+                for model_cfg, future in zip(wave, futures, strict=True):
+                    try:
+                        by_name[model_cfg.name] = future.result()
+                    except Exception as exc:
+                        logger.error("model %s failed: %s", model_cfg.name, exc)
+                        by_name[model_cfg.name] = failed_outcome(model_cfg, exc)
+        outcomes = [by_name[m.name] for m in cfg.models]
+        steps["models"] = time.perf_counter() - t
+        compute = {
+            f"{o.name}": o.tuning.get("seconds", o.fit_seconds) + o.eval_seconds + o.log_seconds for o in outcomes
+        }
 
-    t = time.perf_counter()
-    threads = thread_budget(cfg.orchestration)
-    by_name: dict[str, ModelOutcome] = {}
-    with teachers_workspace(cfg) as teachers:
-        for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
-            wave = longest_first(wave)
-            futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
-            wait(futures)
-            for model_cfg, future in zip(wave, futures, strict=True):
-                try:
-                    by_name[model_cfg.name] = future.result()
-                except Exception as exc:
-                    logger.error("model %s failed: %s", model_cfg.name, exc)
-                    by_name[model_cfg.name] = failed_outcome(model_cfg, exc)
-    outcomes = [by_name[m.name] for m in cfg.models]
-    steps["models"] = time.perf_counter() - t
-    compute = {
-        f"{o.name}": o.tuning.get("seconds", o.fit_seconds) + o.eval_seconds + o.log_seconds for o in outcomes
-    }
-
-    t = time.perf_counter()
-    decision = promote_task(cfg, tracker, outcomes, split)
-    steps["promote"] = time.perf_counter() - t
-    result = PipelineResult(
-        dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
-        promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
-    )
-    result.wall_seconds = time.perf_counter() - wall
-    # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.
-    result.step_seconds = {"tracking": steps["tracking"], "ingest": steps["ingest"], "split": steps["split"],
-                           "models": _critical_path(compute, cfg.orchestration.max_workers),
-                           "promote": steps["promote"]}
-    end_parent(tracker, parent, result, cfg)
+        t = time.perf_counter()
+        decision = promote_task(cfg, tracker, outcomes, split)
+        steps["promote"] = time.perf_counter() - t
+        result = PipelineResult(
+            dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
+            promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+        )
+        result.wall_seconds = time.perf_counter() - wall
+        # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.
+        result.step_seconds = {"tracking": steps["tracking"], "ingest": steps["ingest"], "split": steps["split"],
+                               "models": _critical_path(compute, cfg.orchestration.max_workers),
+                               "promote": steps["promote"]}
+        end_parent(tracker, parent, result, cfg)
     result.note_tracking(tracker)
     create_markdown_artifact(
         key="model-comparison", markdown=comparison_markdown(result, cfg),

@@ -342,37 +342,56 @@ def run_pipeline(
     parent = tracker.start_parent(data=data, split=split)
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
     threads = thread_budget(cfg.orchestration)
+    with parent_closed_on_error(tracker, parent):
+        t = time.perf_counter()
+        with teachers_workspace(cfg) as teachers:
 
-    t = time.perf_counter()
-    with teachers_workspace(cfg) as teachers:
+            def one(model_cfg: ModelConfig) -> ModelOutcome:
+                try:
+                    return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log, data, teachers)
+                except Exception as exc:  # one model's failure must not sink the others
+                    log(f"model {model_cfg.name} failed: {exc}")
+                    return failed_outcome(model_cfg, exc)
 
-        def one(model_cfg: ModelConfig) -> ModelOutcome:
-            try:
-                return train_and_log(model_cfg, split, cfg, tracker, parent, threads, log, data, teachers)
-            except Exception as exc:  # one model's failure must not sink the others
-                log(f"model {model_cfg.name} failed: {exc}")
-                return failed_outcome(model_cfg, exc)
+            by_name: dict[str, ModelOutcome] = {}
+            for wave in distillation_waves(list(cfg.models)):  # students after their teachers
+                wave = longest_first(wave)
+                by_name |= {o.name: o for o in (map_models(one, wave) if map_models else map(one, wave))}
+            outcomes = [by_name[m.name] for m in cfg.models]
+        steps["models"] = time.perf_counter() - t
 
-        by_name: dict[str, ModelOutcome] = {}
-        for wave in distillation_waves(list(cfg.models)):  # students after their teachers
-            wave = longest_first(wave)
-            by_name |= {o.name: o for o in (map_models(one, wave) if map_models else map(one, wave))}
-        outcomes = [by_name[m.name] for m in cfg.models]
-    steps["models"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    decision = promote_best(cfg, tracker, outcomes, split)
-    steps["promote"] = time.perf_counter() - t
-    result = PipelineResult(
-        dataset=dataset_summary(split, dataset, cfg), models=outcomes,
-        champion=decision.get("champion"), promotion=decision,
-        mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
-    )
-    result.wall_seconds = time.perf_counter() - wall
-    result.step_seconds = steps
-    end_parent(tracker, parent, result, cfg)
+        t = time.perf_counter()
+        decision = promote_best(cfg, tracker, outcomes, split)
+        steps["promote"] = time.perf_counter() - t
+        result = PipelineResult(
+            dataset=dataset_summary(split, dataset, cfg), models=outcomes,
+            champion=decision.get("champion"), promotion=decision,
+            mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+        )
+        result.wall_seconds = time.perf_counter() - wall
+        result.step_seconds = steps
+        end_parent(tracker, parent, result, cfg)
     result.note_tracking(tracker)
     return result
+
+
+@contextmanager
+def parent_closed_on_error(tracker: Any, parent: str | None) -> Iterator[None]:
+    """Between a parent run's start and `end_parent`: an error closes it FAILED (with the error), an
+    interrupt (Ctrl-C) KILLED, as each model run already is. It was
+    left RUNNING until the next run's dead-process sweep, so the MLflow UI showed an interrupted
+    run as running, beside its KILLED model runs."""
+    try:
+        yield
+    except BaseException as exc:
+        if parent:
+            status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip() if status == "FAILED" else None
+            try:
+                tracker.end(parent, status, error=error)
+            except Exception:  # noqa: S110 - a store that fails here must not hide the error itself
+                pass
+        raise
 
 
 def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: RunConfig) -> None:

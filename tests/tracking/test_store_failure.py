@@ -223,3 +223,26 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
     )
     assert again.exit_code == 0 and "already logged" in again.output
     assert len(client.search_runs([exp.experiment_id])) == len(runs)
+
+
+def test_an_interrupted_run_closes_its_parent_run_killed_at_once(shared_mlflow_uri, tmp_path):
+    """Ctrl-C in the middle of the models: the model run was closed KILLED but the parent run stayed
+    RUNNING until the next run's dead-process sweep (the MLflow UI showed it running)."""
+    from pipelines.run import run_pipeline
+    from recsys.config import load_config
+
+    experiment = f"interrupted-{uuid.uuid4().hex[:8]}"
+    cfg = load_config(None, _config(tmp_path, shared_mlflow_uri, experiment))
+
+    def interrupt(line: str) -> None:
+        if line.startswith("training pop"):  # the second model: wals (longest first) has finished
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, tracking=True, log=interrupt)
+    client = MlflowClient(shared_mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    status = {run.data.tags.get("recsys.kind", "?"): run.info.status for run in runs if "recsys.model_name" not in run.data.tags}
+    models = {run.data.tags["recsys.model_name"]: run.info.status for run in runs if "recsys.model_name" in run.data.tags}
+    assert models.get("wals") == "FINISHED" and "RUNNING" not in models.values()
+    assert list(status.values()) == ["KILLED"], status
