@@ -30,11 +30,13 @@ def _config(config: Path | None, overrides: list[str] | None):
     return load_run_config(config_path(config), overrides)
 
 
-def _client(cfg):
+def _client(cfg, *, create: bool = False):
+    """The configured store's URI and a client; a local store that does not exist is an error
+    (these commands read runs) unless `create`."""
     from recsys.tracking.store import check_tracking, client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.tracking)
-    check_tracking(uri)
+    check_tracking(uri, create=create)
     return uri, client(uri)
 
 
@@ -83,8 +85,8 @@ def promote(
 
     cfg = _config(config, set_)
     candidates = list(run_id or [])
+    _, mlflow_client = _client(cfg)
     if not candidates:
-        _, mlflow_client = _client(cfg)
         candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment)
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")

@@ -179,3 +179,17 @@ def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_ur
     rows = compared.output.strip().splitlines()
     assert rows[0].startswith("lineage,") and len(rows) == 2 and rows[1].startswith("printed|synthetic")
     assert ",pop,popularity," in rows[1]
+
+
+@pytest.mark.parametrize("command", [["compare"], ["promote", "--run-id", "abc"], ["serve"]])
+def test_reading_commands_name_a_missing_store_instead_of_creating_one(command, tmp_path, monkeypatch):
+    """Run from the wrong directory (or with a mistyped tracking URI), compare / promote / serve
+    created an empty store there (seconds of migrations, a stray mlflow/ folder) and then said
+    'no experiment named ...'; they name the file they looked for and how to point at the right one."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, "--set", "tracking.tracking_uri=sqlite:///elsewhere/mlflow.db"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"no MLflow store at {tmp_path / 'elsewhere' / 'mlflow.db'}" in text
+    assert "--set tracking.tracking_uri=" in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == []
