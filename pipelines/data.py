@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -275,14 +275,23 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
 
 def _prepare_synthetic(data: DataConfig, out: Path, key: str) -> DatasetResult:
     """Generate the planted-cluster data set (deterministic from its seed) and ingest it with its
-    clusters as folding blocks."""
+    clusters as folding blocks.
+
+    The generator's play counts are random draws that carry no taste. A config that counts pairs or
+    binarises (default.toml) gets the log without them: every pair weighs 1 either way (the pairs
+    are unique), so nothing changes but the 'weights discarded' warning, which is there to protect
+    real play counts and would otherwise greet every `make run`."""
     from recsys.data.ingest import ingest
-    from recsys.data.synthetic import write_synthetic
+    from recsys.data.schema import WEIGHT
+    from recsys.data.synthetic import generate, write_data
 
     if is_processed_dir(out) and _read_ledger(out).get("synthetic") == key:
         return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
     raw = Path(data.raw_dir) / out.name
-    paths = write_synthetic(data.synthetic, raw)
+    generated = generate(data.synthetic)
+    if data.aggregate == "count" or data.binarize:
+        generated = replace(generated, interactions=generated.interactions.drop(WEIGHT))
+    paths = write_data(generated, raw)
     user_labels = pl.read_parquet(paths["user_clusters"])
     item_labels = pl.read_parquet(paths["item_clusters"])
     report = ingest(

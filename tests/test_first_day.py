@@ -224,3 +224,22 @@ def test_the_pipeline_passes_the_weight_warning_on(tmp_path):
     assert len(warnings) == 1 and "weights discarded" in warnings[0]
     kept = load_config(None, [f"data.source={log}", f"data.processed_dir={tmp_path / 'q'}"])
     assert ingest_warnings(prepare_dataset(kept)) == []
+
+
+def test_make_runs_synthetic_data_ingests_without_a_weight_warning_and_the_same_pairs(tmp_path):
+    """default.toml counts pairs; the generator's play counts are taste-free draws, so the pipeline
+    leaves them out instead of warning that they were discarded: the processed data (fingerprint:
+    pairs, times, weights) is what ingesting them with count gives."""
+    from pipelines.data import ingest_warnings
+    from recsys.data.synthetic import write_synthetic
+
+    root = Path(__file__).resolve().parents[1]
+    small = ["data.synthetic.n_users=200", "data.synthetic.n_items=100"]
+    cfg = load_config(root / "pipelines/configs/default.toml",
+                      [*small, f"data.processed_dir={tmp_path / 'p'}", f"data.raw_dir={tmp_path / 'raw'}"])  # fmt: skip
+    dataset = prepare_dataset(cfg)
+    assert ingest_warnings(dataset) == []
+    with_plays = write_synthetic(cfg.data.synthetic, tmp_path / "plays")
+    report = ingest(with_plays["interactions"], tmp_path / "direct", cfg.data)
+    assert "weights discarded" in report.warnings[0]  # the plays are there, and vary
+    assert dataset.fingerprint == report.fingerprint

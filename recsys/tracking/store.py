@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from filelock import FileLock
+
 from recsys.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -111,7 +113,8 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
-            client(uri).search_experiments(max_results=1)
+            with store_open_lock(db):
+                client(uri).search_experiments(max_results=1)
         except TrackingError:
             raise
         except Exception as exc:  # sqlalchemy/mlflow errors: the store itself is broken or locked
@@ -120,6 +123,16 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
     scheme = urlparse(uri).scheme
     if scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
+
+
+def store_open_lock(db: Path) -> FileLock:
+    """The lock held while a process opens the SQLite store `db`: opening a new (or older) store
+    creates (or migrates) its tables, and two `recsys run` starting together on a fresh store both
+    ran the migrations; the loser failed with 'duplicate column name: step'. Beside the store, in
+    the `.locks/` directory the registry locks use (recsys.tracking.locks)."""
+    locks = db.resolve().parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{db.name}.open.lock"))
 
 
 def _probe_http(uri: str, timeout: float) -> None:
