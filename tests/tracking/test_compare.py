@@ -113,6 +113,28 @@ def test_cli_compare_refuses_a_metric_no_run_logged(logged):
     assert "choose --metric NAME@K" in text and "recall" in text and "20" in text
 
 
+def test_no_delta_to_a_champion_re_scoring_judged_not_comparable(logged, champion_set, planted_data):
+    """After a split change most of the new test pairs were in the champion's training data: the
+    promotion said 'not comparable', yet compare showed a delta to that leaky re-scoring (ML-100K,
+    split.seed 0 -> 1: -0.037 while 95.8% of the test pairs had trained the champion)."""
+    from recsys.data.splits import split_data
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.decision import NOT_COMPARABLE
+    from recsys.tracking.reevaluate import TAG_CHAMPION_REEVALUATED
+    from recsys.tracking.registry import TAG_DECISION
+
+    reseeded = split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=11))
+    leaky = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    beside = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    champion_set.log_metric(leaky, "champion_recall_at_20", 0.9)  # as decide() logs the re-scoring
+    champion_set.set_tag(leaky, TAG_CHAMPION_REEVALUATED, logged.runs["popularity"])
+    champion_set.set_tag(leaky, TAG_DECISION, NOT_COMPARABLE)
+    frame = compare(champion_set, "tests", "recall@20", max_runs=200, registered_model="recsys-popularity")
+    rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[leaky]["delta_to_champion"] is None and rows[beside]["delta_to_champion"] is None
+    assert rows[leaky]["mean"] is not None
+
+
 def _promote_cli(logged, *args: str):
     sets = ["--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
     return CliRunner().invoke(app, ["promote", *sets, *args])
