@@ -284,6 +284,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         apply_override(data, assignment)
     models = data.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        from_set = any(a.split("=", 1)[0].strip() == "models" for a in overrides)
+        if isinstance(models, str) and from_set:  # a --set value TOML cannot read stays text (JSON's "k": v)
+            raise ConfigError(
+                f"--set models: not a TOML list of tables: {models[:80]!r}; write inline tables with key = value, "
+                "e.g. --set 'models=[{name=\"pop\", kind=\"popularity\"}, {name=\"wals\", kind=\"wals\"}]'"
+            )
         raise ConfigError(
             f"{path or '--set'}: models must be [[models]] tables (name, kind, ...), got {type(models).__name__}"
         )

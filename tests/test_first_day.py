@@ -265,3 +265,15 @@ def test_a_promotion_metric_the_run_does_not_compute_is_refused_before_training(
     with pytest.raises(ConfigError):
         load_config(REPO / "pipelines/configs/default.toml", [f"promotion.metric={metric}"])
     assert load_config(REPO / "pipelines/configs/default.toml", ["promotion.metric=ndcg@50"]).promotion.metric == "ndcg@50"
+
+
+def test_a_models_set_written_as_json_names_the_toml_form():
+    """--set 'models=[{"name": "pop", ...}]' (JSON) stays text, and the error said only 'got str',
+    naming the config file the value did not come from."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "pipelines/configs/movielens.toml", ['models=[{"name":"pop","kind":"popularity"}]'])
+    message = str(caught.value)
+    assert message.startswith("--set models: not a TOML list of tables: '[{" + '"name":"pop"')
+    assert """--set 'models=[{name="pop", kind="popularity"}""" in message and "movielens.toml" not in message
+    cfg = load_config(REPO / "pipelines/configs/movielens.toml", ['models=[{name="pop", kind="popularity"}]'])
+    assert [m.name for m in cfg.models] == ["pop"]
