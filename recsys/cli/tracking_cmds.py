@@ -114,6 +114,25 @@ def aliases_line(registered_model: str, decision) -> str:
     return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or '-'}"
 
 
+def _no_alias(mlflow_client, name: str, alias: str) -> str:
+    """Why `recsys serve` has nothing to load, with what the store does hold: a mistyped --alias
+    or --model was told to run `recsys promote`, which would not help."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = sorted(mlflow_client.get_registered_model(name).aliases)
+    except MlflowException:
+        lines = sorted(m.name for m in mlflow_client.search_registered_models(max_results=50))
+        shown = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
+        return (
+            f"no registered model {name!r} in {mlflow_client.tracking_uri}: pass --model one of "
+            f"{shown}" if lines else f"no registered model {name!r} in {mlflow_client.tracking_uri}: run `recsys run` first"
+        )
+    if aliases:
+        return f"registered model {name!r} has no version with alias {alias!r}: pass --alias one of {', '.join(aliases)}"
+    return f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
+
+
 @app.command()
 @user_errors
 def compare(
@@ -253,9 +272,7 @@ def serve(
     name = model or cfg.promotion.registered_model
     version = alias_version(mlflow_client, name, alias)
     if version is None:
-        raise TrackingError(
-            f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
-        )
+        raise TrackingError(_no_alias(mlflow_client, name, alias))
     _port_is_free(port)
     with console.status(f"loading {name}@{alias} (version {version.version})"):
         index = load_index(f"models:/{name}@{alias}", uri)

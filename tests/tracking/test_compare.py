@@ -72,7 +72,19 @@ def test_cli_errors_are_one_line_with_exit_code_2(logged):
     bad = CliRunner().invoke(
         app, ["serve", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "nope"]
     )
-    assert bad.exit_code == 2 and "has no version with alias 'champion'" in bad.output
+    assert bad.exit_code == 2 and "no registered model 'nope' in" in bad.output
+    assert "pass --model one of" in bad.output and "recsys-wals" in bad.output
+
+
+def test_cli_serve_names_the_aliases_a_model_has(logged, champion_set):
+    """A mistyped --alias (or --model) was told to run `recsys promote`, which would not help."""
+    result = CliRunner().invoke(
+        app, ["serve", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "recsys-popularity", "--alias", "champoin"]
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "registered model 'recsys-popularity' has no version with alias 'champoin': pass --alias one of" in text
+    assert "champion" in text.split("pass --alias one of", 1)[1] and "recsys promote" not in text
 
 
 def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_data, planted_split):
