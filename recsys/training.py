@@ -47,7 +47,7 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
-from recsys import distributed
+from recsys import distributed, interrupt
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, first_line
 from recsys.evaluation.ranking import torch_threads
@@ -728,6 +728,7 @@ def run_epoch(
     for index in global_batches(examples.n, cfg.batch_size, generator, world_size):
         if max_steps is not None and step_in_epoch >= max_steps:
             break
+        interrupt.check()  # Ctrl-C reaches a worker thread here (recsys.interrupt)
         lr = learning_rate(cfg, state.epoch, state.global_step, total_steps)
         set_learning_rate(optimizer, lr)
         batch = examples.batch(index, rank, world_size)

@@ -119,6 +119,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     already = running_servers()
     from prefect import tags
 
+    previous = _stop_worker_threads_on_ctrl_c()
     try:
         try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
             closed = close_dead_flow_runs()
@@ -131,7 +132,32 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     finally:
+        _restore_ctrl_c(previous)
         stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
+
+
+def _stop_worker_threads_on_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in the main thread only; models train in Prefect's worker
+    threads, and the flow's exit waits for them. The handler also sets `recsys.interrupt`, which
+    every training loop checks, so they stop within a step (their runs closed KILLED)."""
+    import signal
+
+    from recsys import interrupt
+
+    def handler(signum, frame):
+        interrupt.request()
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_ctrl_c(previous) -> None:
+    import signal
+
+    from recsys import interrupt
+
+    signal.signal(signal.SIGINT, previous)
+    interrupt.clear()
 
 
 def _resume_tracking(cfg, path: Path) -> None:

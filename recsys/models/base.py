@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.numpy import load_file, save_file
 
+from recsys import interrupt
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError, RecsysError, first_line
 from recsys.faults import fault_point
@@ -218,6 +219,7 @@ class Recommender(ABC):
             self.history.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
             stop = callback(step, metrics) if callback is not None else None
             fault_point("train.epoch")
+            interrupt.check()  # Ctrl-C also stops a model training in a worker thread
             return stop
 
         return record

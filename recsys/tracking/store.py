@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from filelock import FileLock
+
 from recsys.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -90,11 +92,13 @@ def limit_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: bool = True) -> None:
     """Raise TrackingError (quickly) when the store at `uri` cannot be used; create a local one.
 
     HTTP servers are probed with GET /health (falling back to the experiments API for servers
     behind a proxy that hides /health); SQLite stores get their directory created and are opened.
+    `create=False` (commands that read runs: compare, promote, serve): a SQLite file that does not
+    exist is an error naming where it was looked for, not a new empty store made in passing.
     """
     if is_http(uri):
         _probe_http(uri, timeout)
@@ -109,9 +113,16 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         db = sqlite_path(uri)
         if not str(db):
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")
+        if not create and not db.is_file():
+            raise TrackingError(
+                f"no MLflow store at {db.resolve()} ({uri}): nothing was tracked there; run `recsys run` "
+                "first, or point --set tracking.tracking_uri=sqlite:///PATH/mlflow.db (or MLFLOW_TRACKING_URI) "
+                "at the store your runs used (relative paths are read from the working directory)"
+            )
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
-            client(uri).search_experiments(max_results=1)
+            with store_open_lock(db):
+                client(uri).search_experiments(max_results=1)
         except TrackingError:
             raise
         except Exception as exc:  # sqlalchemy/mlflow errors: the store itself is broken or locked
@@ -120,6 +131,16 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
     scheme = urlparse(uri).scheme
     if scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
+
+
+def store_open_lock(db: Path) -> FileLock:
+    """The lock held while a process opens the SQLite store `db`: opening a new (or older) store
+    creates (or migrates) its tables, and two `recsys run` starting together on a fresh store both
+    ran the migrations; the loser failed with 'duplicate column name: step'. Beside the store, in
+    the `.locks/` directory the registry locks use (recsys.tracking.locks)."""
+    locks = db.resolve().parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{db.name}.open.lock"))
 
 
 def _probe_http(uri: str, timeout: float) -> None:
