@@ -23,7 +23,7 @@ from recsys.cli.common import (
     user_errors,
 )
 from recsys.cli.process import run_in_process_group
-from recsys.errors import TrackingError
+from recsys.errors import ConfigError, TrackingError
 
 
 def _config(config: Path | None, overrides: list[str] | None):
@@ -184,6 +184,9 @@ def compare(
         if output is None:
             sys.stdout.write(text)
         else:
+            if output.is_dir():  # the temp file beside it was named in the error, not --output
+                raise ConfigError(f"--output {output} is a directory: give a file path, e.g. {output / 'compare.md'}")
+            output.parent.mkdir(parents=True, exist_ok=True)  # as --plot does
             tmp = output.with_name(f".{output.name}.tmp")
             tmp.write_text(text)
             tmp.replace(output)

@@ -63,6 +63,18 @@ def test_cli_compare_writes_table_and_plot(logged, champion_set, tmp_path):
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_compare_output_into_a_new_folder_or_onto_a_folder(logged, champion_set, tmp_path):
+    """-o into a folder that does not exist yet is written (as --plot is); -o naming a folder is an
+    error naming --output, not 'Is a directory (.../.NAME.tmp)'."""
+    args = ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    written = CliRunner().invoke(app, [*args, "-f", "csv", "-o", str(tmp_path / "new" / "cmp.csv")])
+    assert written.exit_code == 0, written.output
+    assert (tmp_path / "new" / "cmp.csv").read_text().startswith("lineage,split,model")
+    onto = CliRunner().invoke(app, [*args, "-o", str(tmp_path)])
+    assert onto.exit_code == 2, onto.output
+    assert f"--output {tmp_path} is a directory" in " ".join(onto.output.split()) and ".tmp" not in onto.output
+
+
 def test_cli_errors_are_one_line_with_exit_code_2(logged):
     result = CliRunner().invoke(
         app, ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--experiment", "no-such-experiment"]
