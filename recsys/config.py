@@ -171,6 +171,24 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _promotion_metric_is_evaluated(self) -> RunConfig:
+        """The challenger is chosen and tested on per-user `promotion.metric` values, so it must be a
+        per-user metric the evaluation computes at one of its ks: `recall@7` with ks = [10, 20]
+        trained every model, showed a column of nan and then stopped at the promotion."""
+        from recsys.evaluation.metrics import PER_USER_METRICS
+
+        name, at, k = self.promotion.metric.partition("@")
+        computed = [m for m in self.evaluation.metrics if m in PER_USER_METRICS]
+        if not at or not k.isdigit() or name not in computed or int(k) not in self.evaluation.ks:
+            raise ValueError(
+                f"promotion.metric {self.promotion.metric!r} is not computed by this run: it must be NAME@K with "
+                f"NAME one of evaluation.metrics' per-user metrics ({', '.join(computed) or 'none'}) and K one of "
+                f"evaluation.ks ({', '.join(map(str, self.evaluation.ks))}); e.g. --set promotion.metric="
+                f"{(computed or ['recall'])[0]}@{20 if 20 in self.evaluation.ks else self.evaluation.ks[-1]}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _teachers_exist(self) -> RunConfig:
         """A student's `distill.teacher` must be another model of the run, with no cycles."""
         from recsys.distill import check_teachers
@@ -266,6 +284,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         apply_override(data, assignment)
     models = data.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        from_set = any(a.split("=", 1)[0].strip() == "models" for a in overrides)
+        if isinstance(models, str) and from_set:  # a --set value TOML cannot read stays text (JSON's "k": v)
+            raise ConfigError(
+                f"--set models: not a TOML list of tables: {models[:80]!r}; write inline tables with key = value, "
+                "e.g. --set 'models=[{name=\"pop\", kind=\"popularity\"}, {name=\"wals\", kind=\"wals\"}]'"
+            )
         raise ConfigError(
             f"{path or '--set'}: models must be [[models]] tables (name, kind, ...), got {type(models).__name__}"
         )

@@ -243,3 +243,37 @@ def test_make_runs_synthetic_data_ingests_without_a_weight_warning_and_the_same_
     report = ingest(with_plays["interactions"], tmp_path / "direct", cfg.data)
     assert "weights discarded" in report.warnings[0]  # the plays are there, and vary
     assert dataset.fingerprint == report.fingerprint
+
+
+@pytest.mark.parametrize("metric", ["recall@7", "coverage@20", "recall"])
+def test_a_promotion_metric_the_run_does_not_compute_is_refused_before_training(metric, tmp_path):
+    """promotion.metric = recall@7 with evaluation.ks = [10, 20, 50, 100] trained every model,
+    showed a column of nan and stopped at the promotion ('no finished candidate has metric');
+    coverage@k is not per user, so no paired test can use it. One line before any training."""
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    args = ["run", "--no-prefect", "--no-tracking", "--config", str(REPO / "pipelines/configs/default.toml"),
+            "--set", f"promotion.metric={metric}", "--set", f"data.processed_dir={tmp_path / 'p'}"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"promotion.metric '{metric}' is not computed by this run" in text
+    assert "K one of evaluation.ks (10, 20, 50, 100)" in text and "--set promotion.metric=recall@20" in text
+    assert "training" not in result.output and not (tmp_path / "p").exists()
+    with pytest.raises(ConfigError):
+        load_config(REPO / "pipelines/configs/default.toml", [f"promotion.metric={metric}"])
+    assert load_config(REPO / "pipelines/configs/default.toml", ["promotion.metric=ndcg@50"]).promotion.metric == "ndcg@50"
+
+
+def test_a_models_set_written_as_json_names_the_toml_form():
+    """--set 'models=[{"name": "pop", ...}]' (JSON) stays text, and the error said only 'got str',
+    naming the config file the value did not come from."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "pipelines/configs/movielens.toml", ['models=[{"name":"pop","kind":"popularity"}]'])
+    message = str(caught.value)
+    assert message.startswith("--set models: not a TOML list of tables: '[{" + '"name":"pop"')
+    assert """--set 'models=[{name="pop", kind="popularity"}""" in message and "movielens.toml" not in message
+    cfg = load_config(REPO / "pipelines/configs/movielens.toml", ['models=[{name="pop", kind="popularity"}]'])
+    assert [m.name for m in cfg.models] == ["pop"]

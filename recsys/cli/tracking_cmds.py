@@ -23,18 +23,20 @@ from recsys.cli.common import (
     user_errors,
 )
 from recsys.cli.process import run_in_process_group
-from recsys.errors import TrackingError
+from recsys.errors import ConfigError, TrackingError
 
 
 def _config(config: Path | None, overrides: list[str] | None):
     return load_run_config(config_path(config), overrides)
 
 
-def _client(cfg):
+def _client(cfg, *, create: bool = False):
+    """The configured store's URI and a client; a local store that does not exist is an error
+    (these commands read runs) unless `create`."""
     from recsys.tracking.store import check_tracking, client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.tracking)
-    check_tracking(uri)
+    check_tracking(uri, create=create)
     return uri, client(uri)
 
 
@@ -83,8 +85,8 @@ def promote(
 
     cfg = _config(config, set_)
     candidates = list(run_id or [])
+    _, mlflow_client = _client(cfg)
     if not candidates:
-        _, mlflow_client = _client(cfg)
         candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment)
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
@@ -110,6 +112,25 @@ def aliases_line(registered_model: str, decision) -> str:
     else:
         champion = f"v{decision.champion_version or '-'}"
     return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or '-'}"
+
+
+def _no_alias(mlflow_client, name: str, alias: str) -> str:
+    """Why `recsys serve` has nothing to load, with what the store does hold: a mistyped --alias
+    or --model was told to run `recsys promote`, which would not help."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = sorted(mlflow_client.get_registered_model(name).aliases)
+    except MlflowException:
+        lines = sorted(m.name for m in mlflow_client.search_registered_models(max_results=50))
+        shown = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
+        return (
+            f"no registered model {name!r} in {mlflow_client.tracking_uri}: pass --model one of "
+            f"{shown}" if lines else f"no registered model {name!r} in {mlflow_client.tracking_uri}: run `recsys run` first"
+        )
+    if aliases:
+        return f"registered model {name!r} has no version with alias {alias!r}: pass --alias one of {', '.join(aliases)}"
+    return f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
 
 
 @app.command()
@@ -163,6 +184,9 @@ def compare(
         if output is None:
             sys.stdout.write(text)
         else:
+            if output.is_dir():  # the temp file beside it was named in the error, not --output
+                raise ConfigError(f"--output {output} is a directory: give a file path, e.g. {output / 'compare.md'}")
+            output.parent.mkdir(parents=True, exist_ok=True)  # as --plot does
             tmp = output.with_name(f".{output.name}.tmp")
             tmp.write_text(text)
             tmp.replace(output)
@@ -251,9 +275,7 @@ def serve(
     name = model or cfg.promotion.registered_model
     version = alias_version(mlflow_client, name, alias)
     if version is None:
-        raise TrackingError(
-            f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
-        )
+        raise TrackingError(_no_alias(mlflow_client, name, alias))
     _port_is_free(port)
     with console.status(f"loading {name}@{alias} (version {version.version})"):
         index = load_index(f"models:/{name}@{alias}", uri)

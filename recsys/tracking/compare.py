@@ -22,8 +22,9 @@ import polars as pl
 
 from recsys.errors import TrackingError
 from recsys.lineage import TAG_LINEAGE
+from recsys.tracking.decision import NOT_COMPARABLE
 from recsys.tracking.reevaluate import CHAMPION_METRIC_PREFIX, TAG_CHAMPION_REEVALUATED
-from recsys.tracking.registry import CHAMPION, alias_version
+from recsys.tracking.registry import CHAMPION, TAG_DECISION, alias_version
 from recsys.tracking.runs import TAG_KIND, TAG_MODEL, TAG_MODEL_KIND, TAG_SPLIT_DIGEST
 from recsys.tracking.store import metric_key, metric_name
 
@@ -152,11 +153,16 @@ def _unlogged(metric: str, key: str, runs: list) -> str:
 
 def champion_by_split(client: MlflowClient, champion_run: str, runs: list, key: str) -> dict[str, float]:
     """split digest -> the champion's `key` measured on that split: its own run's value, and each
-    re-scoring on a challenger's split (`champion_<key>` on runs tagged with the champion's id)."""
+    re-scoring on a challenger's split (`champion_<key>` on runs tagged with the champion's id).
+    A re-scoring the promotion judged `not comparable` (test pairs the champion trained on, after a
+    split change) is no reference: its number is inflated by that leak, and a delta to it said
+    what the decision had refused to say."""
     out: dict[str, float] = {}
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         digest = tags.get(TAG_SPLIT_DIGEST, "")
+        if tags.get(TAG_DECISION) == NOT_COMPARABLE:
+            continue
         if tags.get(TAG_CHAMPION_REEVALUATED) == champion_run and f"{CHAMPION_METRIC_PREFIX}{key}" in metrics:
             out.setdefault(digest, metrics[f"{CHAMPION_METRIC_PREFIX}{key}"])
     own = _run(client, champion_run)

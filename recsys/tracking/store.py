@@ -92,11 +92,13 @@ def limit_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: bool = True) -> None:
     """Raise TrackingError (quickly) when the store at `uri` cannot be used; create a local one.
 
     HTTP servers are probed with GET /health (falling back to the experiments API for servers
     behind a proxy that hides /health); SQLite stores get their directory created and are opened.
+    `create=False` (commands that read runs: compare, promote, serve): a SQLite file that does not
+    exist is an error naming where it was looked for, not a new empty store made in passing.
     """
     if is_http(uri):
         _probe_http(uri, timeout)
@@ -111,6 +113,12 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         db = sqlite_path(uri)
         if not str(db):
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")
+        if not create and not db.is_file():
+            raise TrackingError(
+                f"no MLflow store at {db.resolve()} ({uri}): nothing was tracked there; run `recsys run` "
+                "first, or point --set tracking.tracking_uri=sqlite:///PATH/mlflow.db (or MLFLOW_TRACKING_URI) "
+                "at the store your runs used (relative paths are read from the working directory)"
+            )
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
             with store_open_lock(db):

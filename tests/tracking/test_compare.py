@@ -63,6 +63,18 @@ def test_cli_compare_writes_table_and_plot(logged, champion_set, tmp_path):
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_compare_output_into_a_new_folder_or_onto_a_folder(logged, champion_set, tmp_path):
+    """-o into a folder that does not exist yet is written (as --plot is); -o naming a folder is an
+    error naming --output, not 'Is a directory (.../.NAME.tmp)'."""
+    args = ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
+    written = CliRunner().invoke(app, [*args, "-f", "csv", "-o", str(tmp_path / "new" / "cmp.csv")])
+    assert written.exit_code == 0, written.output
+    assert (tmp_path / "new" / "cmp.csv").read_text().startswith("lineage,split,model")
+    onto = CliRunner().invoke(app, [*args, "-o", str(tmp_path)])
+    assert onto.exit_code == 2, onto.output
+    assert f"--output {tmp_path} is a directory" in " ".join(onto.output.split()) and ".tmp" not in onto.output
+
+
 def test_cli_errors_are_one_line_with_exit_code_2(logged):
     result = CliRunner().invoke(
         app, ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--experiment", "no-such-experiment"]
@@ -72,7 +84,19 @@ def test_cli_errors_are_one_line_with_exit_code_2(logged):
     bad = CliRunner().invoke(
         app, ["serve", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "nope"]
     )
-    assert bad.exit_code == 2 and "has no version with alias 'champion'" in bad.output
+    assert bad.exit_code == 2 and "no registered model 'nope' in" in bad.output
+    assert "pass --model one of" in bad.output and "recsys-wals" in bad.output
+
+
+def test_cli_serve_names_the_aliases_a_model_has(logged, champion_set):
+    """A mistyped --alias (or --model) was told to run `recsys promote`, which would not help."""
+    result = CliRunner().invoke(
+        app, ["serve", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "recsys-popularity", "--alias", "champoin"]
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "registered model 'recsys-popularity' has no version with alias 'champoin': pass --alias one of" in text
+    assert "champion" in text.split("pass --alias one of", 1)[1] and "recsys promote" not in text
 
 
 def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_data, planted_split):
@@ -111,6 +135,28 @@ def test_cli_compare_refuses_a_metric_no_run_logged(logged):
     text = " ".join(result.output.split())
     assert "metric 'recall@7' (recall_at_7) is not logged on any of the" in text
     assert "choose --metric NAME@K" in text and "recall" in text and "20" in text
+
+
+def test_no_delta_to_a_champion_re_scoring_judged_not_comparable(logged, champion_set, planted_data):
+    """After a split change most of the new test pairs were in the champion's training data: the
+    promotion said 'not comparable', yet compare showed a delta to that leaky re-scoring (ML-100K,
+    split.seed 0 -> 1: -0.037 while 95.8% of the test pairs had trained the champion)."""
+    from recsys.data.splits import split_data
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.decision import NOT_COMPARABLE
+    from recsys.tracking.reevaluate import TAG_CHAMPION_REEVALUATED
+    from recsys.tracking.registry import TAG_DECISION
+
+    reseeded = split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=11))
+    leaky = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    beside = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    champion_set.log_metric(leaky, "champion_recall_at_20", 0.9)  # as decide() logs the re-scoring
+    champion_set.set_tag(leaky, TAG_CHAMPION_REEVALUATED, logged.runs["popularity"])
+    champion_set.set_tag(leaky, TAG_DECISION, NOT_COMPARABLE)
+    frame = compare(champion_set, "tests", "recall@20", max_runs=200, registered_model="recsys-popularity")
+    rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[leaky]["delta_to_champion"] is None and rows[beside]["delta_to_champion"] is None
+    assert rows[leaky]["mean"] is not None
 
 
 def _promote_cli(logged, *args: str):
@@ -179,3 +225,17 @@ def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_ur
     rows = compared.output.strip().splitlines()
     assert rows[0].startswith("lineage,") and len(rows) == 2 and rows[1].startswith("printed|synthetic")
     assert ",pop,popularity," in rows[1]
+
+
+@pytest.mark.parametrize("command", [["compare"], ["promote", "--run-id", "abc"], ["serve"]])
+def test_reading_commands_name_a_missing_store_instead_of_creating_one(command, tmp_path, monkeypatch):
+    """Run from the wrong directory (or with a mistyped tracking URI), compare / promote / serve
+    created an empty store there (seconds of migrations, a stray mlflow/ folder) and then said
+    'no experiment named ...'; they name the file they looked for and how to point at the right one."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, "--set", "tracking.tracking_uri=sqlite:///elsewhere/mlflow.db"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"no MLflow store at {tmp_path / 'elsewhere' / 'mlflow.db'}" in text
+    assert "--set tracking.tracking_uri=" in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == []
