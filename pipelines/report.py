@@ -27,6 +27,13 @@ def _cold(m, key: str) -> str:
     return _plain(m.cold.get("group", {}).get("metrics", {}), key)
 
 
+def _fold_cell(folding: dict, key: str | None) -> str:
+    """The folding value, or "-" where the measure does not apply (nan: e.g. popularity's
+    one-dimensional vectors have no embedding view)."""
+    value = folding.get(key) if key else None
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
 def _fold_key(folding: dict) -> str | None:
     return next((k for k in folding if k.startswith(("folding@", "neighbour_cross"))), None)
 
@@ -109,7 +116,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             fold = _fold_key(m.folding)
             table.add_row(
                 name, *what, *(_cell(m.metrics, m.ci, c, compact=not wide, stacked=stacked) for c in shown), *side,
-                f"{m.folding[fold]:.3f}" if fold else "-", *([f"{m.fit_seconds:.1f}"] if "fit s" in extra else []),
+                _fold_cell(m.folding, fold), *([f"{m.fit_seconds:.1f}"] if "fit s" in extra else []),
             )  # fmt: skip
         return table
 
@@ -145,7 +152,7 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
             f"{f'{m.loss}/{m.sampler}' if m.loss else m.kind} | "
             + " | ".join(_cell(m.metrics, m.ci, c) for c in cols)
             + f" | {_plain(m.validation, cfg.promotion.metric)} | {_cold(m, cfg.promotion.metric)}"
-            + (f" | {m.folding[fold]:.3f}" if fold else " | -")
+            + f" | {_fold_cell(m.folding, fold)}"
             + f" | {m.fit_seconds:.1f} | {run} |"
         )
     if result.tracking_uri:

@@ -3,6 +3,7 @@ folding column named after the measure it holds; `--wide` keeps the full interva
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -79,6 +80,19 @@ def test_run_table_fits_keeps_names_whole_and_names_the_folding_measure(width):
     blocks = "\n".join(_render(comparison_table(_result("folding@20"), cfg, width=width), width))
     assert "folding@20" in blocks and "cross-cluster" not in blocks
     assert "| cross-cluster@10 |" in comparison_markdown(found, cfg)
+
+
+def test_a_folding_measure_that_does_not_apply_is_a_dash_not_nan():
+    """Popularity's one-dimensional vectors have no embedding view: folding reports nan, the table
+    says "-" (it printed "nan" in the terminal and markdown)."""
+    cfg = load_config("pipelines/configs/default.toml")
+    found = _result("neighbour_cross_cluster@10")
+    found.models[0] = replace(found.models[0], folding={"neighbour_cross_cluster@10": float("nan")})
+    lines = _render(comparison_table(found, cfg, width=160), 160)
+    cells = [cell.strip() for cell in next(line for line in lines if NAMES[0] in line).split("│")]
+    assert cells[-3] == "-" and not any(re.search(r"\bnan\b", line) for line in lines)  # last: fit s
+    markdown = comparison_markdown(found, cfg)
+    assert not re.search(r"\bnan\b", markdown) and "0.017" in markdown
 
 
 def test_compare_table_keeps_model_names_whole_at_80_columns():

@@ -269,6 +269,15 @@ def score_folding(
 
 
 # --------------------------------------------------------------------------- embedding view
+def _one_direction(item_vecs: np.ndarray | torch.Tensor) -> bool:
+    """One-dimensional item vectors (popularity's): under cosine every item points one way, so an
+    item's "nearest neighbours" are an arbitrary tie (the lowest indices) and their blocks say
+    nothing about the embedding. The view is then not applicable (nan, shown as "-"), rather than
+    a number that reads like a measurement, and the all-tied neighbour search (20k x 27k scores on
+    an ML-20M-sized catalogue: seconds) is not run."""
+    return item_vecs.ndim == 2 and int(item_vecs.shape[1]) < 2
+
+
 def neighbour_cross_block(
     item_vecs: np.ndarray | torch.Tensor,
     item_blocks: np.ndarray,
@@ -292,6 +301,8 @@ def neighbour_cross_block(
     about 0.5 / sqrt(max_centres).
     """
     item_blocks = np.asarray(item_blocks, dtype=np.int64)
+    if _one_direction(item_vecs):
+        return float("nan")
     take = item_blocks >= 0
     if items is not None:
         take &= np.asarray(items, dtype=bool)
@@ -454,6 +465,10 @@ def folding_report_factors(
         raise ValueError(f"user_vecs has {user_vecs.shape[0]} rows for {users.size} evaluated users")
     trained = popularity > 0
     item_blocks = _known(item_blocks)
+    if item_blocks is None and _one_direction(item_vecs):  # nothing to cluster: no embedding view
+        return FoldingReport(
+            k=k, neighbours=neighbours, blocks="found", neighbour_cross=float("nan"), n_clusters=n_clusters
+        )
     if item_blocks is None:
         chosen = np.flatnonzero(trained)
         picked = (

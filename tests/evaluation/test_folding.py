@@ -250,6 +250,22 @@ def test_report_popularity_reference_on_toy_split():
     assert report.to_dict()["popularity@3"] == pytest.approx(0.5)
 
 
+def test_one_dimensional_item_vectors_have_no_embedding_view():
+    """Popularity's (n_items, 1) vectors all point one way under cosine: an item's neighbours are an
+    arbitrary tie, so the view is not applicable (nan, the run table's "-"), with known blocks or
+    found ones, where it used to print a number (0.000 on ML-100K) after an all-tied search."""
+    _, blocks = planted_items(3, 20, spread=0.3, seed=5)
+    n_items = blocks.size
+    counts = np.arange(n_items, 0, -1, dtype=np.float32)[:, None]
+    assert math.isnan(neighbour_cross_block(counts, blocks, 10))
+    history = sp.csr_matrix((np.ones(n_items, np.float32), (np.arange(n_items) % 6, np.arange(n_items))), shape=(6, n_items))
+    eval_set = EvalSet(truth=history, exclude=history)
+    report = folding_report_factors(np.ones((6, 1), np.float32), counts, eval_set, None, n_clusters=3)
+    assert report.blocks == "found" and math.isnan(report.neighbour_cross)
+    two_dims = np.hstack([counts, counts[::-1]])  # two directions: the view applies again
+    assert not math.isnan(neighbour_cross_block(two_dims, blocks, 10))
+
+
 def test_report_falls_back_to_found_clusters_without_blocks():
     vecs, blocks = planted_items(3, 20, spread=0.3, seed=5)
     n_items = vecs.shape[0]
