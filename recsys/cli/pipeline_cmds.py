@@ -24,6 +24,7 @@ from recsys.cli.common import (
     load_run_config,
     print_table,
     user_errors,
+    writable_output,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def run(
     config = config_path(config)
     # Outside the repository root, built-in defaults would train no model and exit 0: say so.
     cfg = load_run_config(config, set_, default=resume_tracking is None)
+    writable_output(json_out, "--json")
     if resume_tracking is not None:
         _resume_tracking(cfg, resume_tracking)
         return
