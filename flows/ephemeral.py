@@ -1,10 +1,15 @@
 """Prefect's ephemeral API server (started on demand when PREFECT_API_URL is unset) is stopped at
 interpreter exit; `recsys run` stops it right after the flow instead, so the wall time it prints
-includes the server's start and stop, and nothing runs after the summary."""
+includes the server's start and stop, and nothing runs after the summary. A run killed outright
+(kill -9, the OOM killer) cannot stop it: the next run does (`stop_orphaned_servers`)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +50,55 @@ def _drain_workers(timeout: float = 5.0) -> None:
             worker.drain_all(timeout=timeout)
         except Exception as exc:
             log.debug("could not drain %s: %s", worker.__name__, exc)
+
+
+_SERVER_APP = b"prefect.server.api.server:create_app"
+
+
+def stop_orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
+    """SIGTERM the temporary Prefect servers that killed runs of this installation left behind;
+    returns their pids. The server is a child process (uvicorn) that its run stops on the way out,
+    so a run killed with SIGKILL left it serving forever, reparented to init (~230 MB and a share
+    of a core each). One is recognised from /proc, all of: parent pid 1, this user, this Python
+    executable (the same installation: never another venv's), Prefect's server app on its command
+    line and PREFECT__SERVER_EPHEMERAL=1 (what Prefect sets for its temporary server) in its
+    environment. "This Python" is its directory (a venv's bin/: `python` and `python3` both). Where this installation's Python is pid 1 itself (a container running `recsys
+    run` as its command), its children have parent 1 while it lives: nothing is touched there.
+    No /proc (not Linux): nothing."""
+    python_dir = os.path.dirname(os.path.abspath(sys.executable))
+    if not proc.is_dir() or _python_dir(_cmdline(proc / "1")) == python_dir:
+        return []
+    stopped = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid() or _parent_pid(entry) != 1:
+                continue
+            command = _cmdline(entry)
+            if _python_dir(command) != python_dir or _SERVER_APP not in command:
+                continue
+            if b"PREFECT__SERVER_EPHEMERAL=1" not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            os.kill(int(entry.name), signal.SIGTERM)
+            stopped.append(int(entry.name))
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return stopped
+
+
+def _cmdline(entry: Path) -> list[bytes]:
+    try:
+        return (entry / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _python_dir(command: list[bytes]) -> str | None:
+    """The directory of a command line's program (None for an empty one)."""
+    return os.path.dirname(os.path.abspath(os.fsdecode(command[0]))) if command and command[0] else None
+
+
+def _parent_pid(entry: Path) -> int:
+    """Field 4 of /proc/PID/stat; the command name before it may hold spaces and parentheses."""
+    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -272,3 +272,22 @@ def test_usage_errors_are_one_line_too():
     assert_one_line_error(["ingest"], "Missing argument")
     help_text = invoke(["tune", "--help"]).output
     assert "(from [])" not in help_text and "config's models" in help_text
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(work):
+    """--json / --out under a file (or read-only): refused at once, one line naming the option. The
+    run, search or evaluation used to do all its work (train, log, promote; every trial) and only
+    then fail to write, exit 2, the summary or tuned config lost."""
+    blocked = work["log"] / "out.json"  # a path under a regular file: no user can create it
+    for args, option in [
+        (["run", "--no-prefect", "--no-tracking", "--config", work["config"], "--json", blocked], "--json"),
+        (["tune", "--config", work["config"], "--trials", "1", "--out", blocked], "--out"),
+        (["evaluate", "--config", work["config"], "--train", "--models", work["root"] / "m-blocked",
+          "--json", blocked], "--json"),
+        (["ingest", work["log"], "--out", work["root"] / "i-blocked", "--json", blocked], "--json"),
+    ]:  # fmt: skip
+        result = invoke(args)
+        assert result.exit_code == 2, result.output
+        (line,) = [line for line in result.output.splitlines() if line.strip()]
+        assert line.startswith(f"error: cannot write {option} {blocked}"), line
+    assert not (work["root"] / "m-blocked").exists() and not (work["root"] / "i-blocked").exists()

@@ -190,6 +190,28 @@ DataConfigOption = Annotated[
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write a machine-readable summary to this file.")]
 
 
+def writable_output(path: Path | None, option: str) -> None:
+    """Refuse an output file that cannot be written before the work, not after it: a run that
+    trained, logged and promoted, or a 30-trial search, then ended with exit 2 because --json or
+    --out pointed into a read-only or missing place, and the summary or tuned config was lost.
+    Creates the parent directory (as the write would) and a probe file there, removed at once."""
+    if path is None:
+        return
+    import tempfile
+
+    from recsys.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / 'summary.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another path") from None
+
+
 def config_path(config: Path | None) -> Path | None:
     """--config, else the default config when it is here (the repository root), else None."""
     if config is None and DEFAULT_CONFIG.is_file():

@@ -19,6 +19,7 @@ from recsys.cli.common import (  # noqa: F401
     err_console,
     load_run_config,
     user_errors,
+    writable_output,
 )
 
 FORMAT_HELP = (
@@ -110,6 +111,7 @@ def ingest_command(
     from recsys.data.ingest import ingest
 
     data = load_run_config(config, overrides).data
+    writable_output(json_out, "--json")
     column_flags = {
         "user": user_col,
         "item": item_col,

@@ -18,6 +18,7 @@ from recsys.cli.common import (
     load_run_config,
     print_table,
     user_errors,
+    writable_output,
 )
 from recsys.errors import ConfigError
 
@@ -174,6 +175,7 @@ def evaluate(
     from recsys.evaluation.evaluate import format_table
     from recsys.models.base import Recommender
 
+    writable_output(json_out, "--json")
     cfg, split = _prepare(config, set_)
     results, summary, trained = {}, {}, {}
     for model_cfg in _selected(cfg, only):
@@ -239,6 +241,7 @@ def tune(
     """
     from pipelines.tune import trial_line, tune_model
 
+    writable_output(out, "--out")
     cfg, split = _prepare(config, set_)
     if split.validation is None:
         cfg.split.validation_fraction = 0.1

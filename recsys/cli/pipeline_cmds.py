@@ -24,6 +24,7 @@ from recsys.cli.common import (
     load_run_config,
     print_table,
     user_errors,
+    writable_output,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def run(
     config = config_path(config)
     # Outside the repository root, built-in defaults would train no model and exit 0: say so.
     cfg = load_run_config(config, set_, default=resume_tracking is None)
+    writable_output(json_out, "--json")
     if resume_tracking is not None:
         _resume_tracking(cfg, resume_tracking)
         return
@@ -114,13 +116,19 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import running_servers, stop_ephemeral_server
+    from flows.ephemeral import running_servers, stop_ephemeral_server, stop_orphaned_servers
 
     already = running_servers()
     from prefect import tags
 
     previous = _stop_worker_threads_on_ctrl_c()
     try:
+        try:  # the temporary Prefect servers of killed runs: still serving, reparented to init
+            if orphans := stop_orphaned_servers():
+                console.print(f"  stopped {len(orphans)} temporary Prefect server(s) left by killed runs "
+                              f"(pids {', '.join(map(str, orphans))})")
+        except Exception as exc:  # never a reason not to run
+            console.print(f"  [yellow]could not check for Prefect servers of killed runs: {exc}[/]")
         try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
             closed = close_dead_flow_runs()
             if closed:

@@ -141,7 +141,10 @@ def decide(
     coverage = coverage_metric(metric)
     note = ""
     if a_digest and a_digest == b_digest:  # both scored on this very split: the logged values pair up
-        champion_per_user = load_per_user(client, champion_run_id)
+        try:
+            champion_per_user = load_per_user(client, champion_run_id)
+        except TrackingError as exc:  # its artifacts are gone: a verdict (--force gets past it), not a stop
+            return not_comparable(f"the champion's per-user metrics on this split cannot be read: {exc}")
         cov_b = champion_run.data.metrics.get(metric_key(coverage))
     else:
         a_fp, b_fp = a_tags.get(TAG_FINGERPRINT, "?"), b_tags.get(TAG_FINGERPRINT, "?")

@@ -256,3 +256,29 @@ def test_a_champion_that_trained_on_todays_test_pairs_is_not_comparable(logged, 
     assert forced.reason.startswith("promoted by --force over the rule's verdict: not comparable:")
     assert alias_version(client, "promo-leak", CHAMPION).run_id == challenger
     assert client.get_run(challenger).data.tags["recsys.promotion.forced"] == "true"
+
+
+def test_a_champion_whose_artifacts_are_gone_is_not_comparable_and_force_gets_past_it(
+    logged, client, planted_data, planted_split
+):
+    """The champion's run lost its artifacts (a cleaned artifact store): `recsys promote` stopped with
+    'run ... has no evaluation/per_user.parquet artifact', and --force stopped the same way, so no
+    challenger could ever replace it. It is a `not comparable` verdict now, and --force works."""
+    import shutil
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from recsys.tracking.store import is_http
+
+    if is_http(logged.uri):
+        pytest.skip("the server's artifact store cannot be emptied from here; the SQLite store shows it")
+    champion = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data)
+    cfg = PromotionConfig(registered_model="promo-gone")
+    assert promote(client, cfg, champion).promoted
+    shutil.rmtree(Path(urlparse(client.get_run(champion).info.artifact_uri).path) / "evaluation")
+    refused = promote(client, cfg, logged.runs["wals"])
+    assert refused.decision == "not comparable" and not refused.promoted
+    assert "the champion's per-user metrics on this split cannot be read" in refused.reason
+    assert alias_version(client, "promo-gone", CHAMPION).run_id == champion
+    forced = promote(client, cfg, logged.runs["wals"], force=True)
+    assert forced.promoted and alias_version(client, "promo-gone", CHAMPION).run_id == logged.runs["wals"]
