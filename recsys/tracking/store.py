@@ -166,6 +166,9 @@ def client(uri: str) -> MlflowClient:
     """An MlflowClient bound to `uri` (explicit, so concurrent threads never share fluent state)."""
     from mlflow import MlflowClient
 
+    # Reading a run's artifacts back (per-user metrics, the split, a champion's model for promotion)
+    # draws an MLflow download bar per file between recsys's own lines; a user's setting wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if is_http(uri):
         limit_http_retries()
         # MLflow prints "View run ... at <url>" for every run it ends on a server; recsys prints
