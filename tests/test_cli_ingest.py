@@ -80,6 +80,19 @@ def test_unreadable_file_is_one_line_exit_2_and_nothing_written(tmp_path: Path) 
     assert missing.exit_code == 2 and "no such file" in missing.output
 
 
+def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> None:
+    """Rich markup read '[data]' and '[low, high]' as style tags and dropped them, and the
+    docstrings' own line breaks left an 80-column help ragged (a full line, then a word or two)."""
+    run = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "80"}).output
+    assert "[low, high]" in " ".join(run.split())
+    ingest = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "80"}).output
+    assert "[data]" in " ".join(ingest.split())
+    text = "\n".join(line.strip() for line in run.split("╭")[0].splitlines())  # above the options box
+    prose = [p for p in text.split("\n\n") if p.strip() and not p.strip().startswith("Usage")]
+    lines = [p.strip().splitlines() for p in prose]
+    assert len(lines) >= 2 and all(len(line) > 40 for p in lines for line in p[:-1]), lines  # filled, not ragged
+
+
 def test_help_lists_the_options() -> None:
     result = runner.invoke(app, ["ingest", "--help"])
     assert result.exit_code == 0

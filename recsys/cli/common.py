@@ -111,6 +111,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown, not rich markup: rich read "[data]" and "[low, high]" in option help as style tags
+    # and dropped them, and kept the docstrings' line breaks, so an 80-column terminal showed every
+    # paragraph ragged (a full line, then a word or two). Markdown reflows paragraphs to the width.
+    rich_markup_mode="markdown",
 )
 data_app = typer.Typer(help="Data sets: generate synthetic data, fetch public sets, combine blocks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
