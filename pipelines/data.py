@@ -74,7 +74,21 @@ def source_files(source: Path) -> list[Path]:
                 f"{source}: directory holds no readable interaction files ({', '.join(_READABLE)})"
             )
         return files
-    raise DataError(f"{source}: no such file or directory")
+    raise DataError(f"{source}: no such file or directory{_public_hint(source)}", setting="data.source", value="PATH")
+
+
+def _public_hint(source: Path) -> str:
+    """What to say about a data.source that is no path: a bare word may be a misspelt public set
+    (`movielens-100` for `movielens-100k`), which would otherwise read as a missing file."""
+    import difflib
+
+    from recsys.data.fetch import DATASETS
+
+    if len(source.parts) > 1 or source.suffix:
+        return "; give {option}"
+    close = difflib.get_close_matches(str(source), list(DATASETS), n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f" and no public data set: {guess}the public sets are {', '.join(DATASETS)}; or give {{option}}"
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:

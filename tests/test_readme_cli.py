@@ -170,6 +170,9 @@ CASES: dict[str, Case] = {
          "no such file"),
         (["run", "--no-prefect", "--config", w["config"], "--no-tracking", "--set", f"data.source={w['garbage']}"],
          None),
+        # A misspelt public set read as a missing file, without the names that exist.
+        (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "data.source=movielens-100"],
+         "did you mean 'movielens-100k'?"),
         # A config naming no model trained nothing and exited 0 with an empty table.
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "models=[]"], "names no model"),
     ]),
