@@ -275,6 +275,8 @@ def test_a_coverage_guard_without_coverage_metrics_is_refused():
         load_config(default, ['evaluation.metrics=["recall", "ndcg"]'])
     off = load_config(default, ['evaluation.metrics=["recall", "ndcg"]', "promotion.max_coverage_drop=1"])
     assert off.promotion.max_coverage_drop == 1
+    untracked = load_config(default, ['evaluation.metrics=["recall", "ndcg"]', "tracking.enabled=false"])
+    assert untracked.promotion.max_coverage_drop < 1  # nothing is promoted without tracking
 
 
 def test_a_models_set_written_as_json_names_the_toml_form():
