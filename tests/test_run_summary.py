@@ -10,4 +10,9 @@ def test_the_champion_line_names_the_decision_once():
     assert champion_line(first) == "champion: [bold]wals[/] (promoted: no champion yet)"
     kept = {"champion": "ease", "promotion": {"decision": "kept", "reason": "challenger not better (p = 0.41)"}}
     assert champion_line(kept) == "champion: [bold]ease[/] (kept: challenger not better (p = 0.41))"
-    assert champion_line({"champion": None}) == "champion: [bold]None[/] ()"
+    assert champion_line({"champion": None}) == "champion: [bold]unchanged[/] ()"
+    # without a promotion (tracking or promotion.auto off) the run's best model is no champion
+    off = {"champion": "wals", "promotion": {"decision": "", "reason": "tracking disabled: best model of this run"}}
+    assert champion_line(off) == "best model: [bold]wals[/] (tracking disabled: best model of this run)"
+    failed = {"champion": None, "promotion": {"decision": "", "reason": "not decided: the tracking store failed"}}
+    assert champion_line(failed) == "champion: [bold]unchanged[/] (not decided: the tracking store failed)"
