@@ -129,6 +129,14 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
             raise TrackingError(f"tracking store {uri}: cannot open ({type(exc).__name__}: {exc})") from None
         return
     scheme = urlparse(uri).scheme
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true")
+    if scheme in ("", "file") and not allowed:  # MLflow 3 raises on its file store unless opted in
+        folder = uri.removeprefix("file://").removeprefix("file:") or "."
+        raise TrackingError(
+            f"tracking URI {uri!r} is a folder: MLflow's file store, which this MLflow refuses (maintenance "
+            f"mode); use a SQLite store: --set tracking.tracking_uri=sqlite:///{Path(folder).resolve() / 'mlflow.db'} "
+            "(migrate runs already there with `mlflow migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true)"
+        )
     if scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
 
