@@ -422,7 +422,11 @@ def promote_best(
         basis = "validation" if on_validation else "test"
         best = max(ok, key=lambda m: (m.validation if on_validation else m.metrics).get(cfg.promotion.metric, -1),
                    default=None)  # fmt: skip
-        why = "promotion.auto is off" if getattr(tracker, "enabled", False) else "tracking disabled"
+        if not ok:  # every model failed: say so, not "promotion.auto is off"
+            return {"champion": None, "promoted": False, "decision": "",
+                    "reason": "not decided: no model of this run finished"}
+        why = ("tracking disabled" if not getattr(tracker, "enabled", False)
+               else "promotion.auto is off" if not cfg.promotion.auto else "no model run was logged")  # fmt: skip
         return {"champion": best.name if best else None, "promoted": False, "decision": "",
                 "reason": f"{why}: best model of this run by {basis} {cfg.promotion.metric}"}
     unlogged = [m.unlogged for m in outcomes if m.unlogged]

@@ -186,6 +186,12 @@ class RunConfig(Section):
                 f"evaluation.ks ({', '.join(map(str, self.evaluation.ks))}); e.g. --set promotion.metric="
                 f"{(computed or ['recall'])[0]}@{20 if 20 in self.evaluation.ks else self.evaluation.ks[-1]}"
             )
+        guarded = self.tracking.enabled and self.promotion.max_coverage_drop < 1  # no tracking: no promotion
+        if guarded and "coverage" not in self.evaluation.metrics:
+            raise ValueError(  # the rule's coverage guard would be skipped without a word
+                f"promotion.max_coverage_drop = {self.promotion.max_coverage_drop} needs coverage@{k}, but "
+                "evaluation.metrics has no 'coverage': add it, or --set promotion.max_coverage_drop=1 to drop the guard"
+            )
         return self
 
     @model_validator(mode="after")

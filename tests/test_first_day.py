@@ -267,6 +267,18 @@ def test_a_promotion_metric_the_run_does_not_compute_is_refused_before_training(
     assert load_config(REPO / "pipelines/configs/default.toml", ["promotion.metric=ndcg@50"]).promotion.metric == "ndcg@50"
 
 
+def test_a_coverage_guard_without_coverage_metrics_is_refused():
+    """evaluation.metrics without 'coverage' left the rule's max_coverage_drop guard skipped without
+    a word (the champion's and challenger's coverage@k were missing)."""
+    default = REPO / "pipelines/configs/default.toml"
+    with pytest.raises(ConfigError, match="needs coverage@20, but evaluation.metrics has no 'coverage'"):
+        load_config(default, ['evaluation.metrics=["recall", "ndcg"]'])
+    off = load_config(default, ['evaluation.metrics=["recall", "ndcg"]', "promotion.max_coverage_drop=1"])
+    assert off.promotion.max_coverage_drop == 1
+    untracked = load_config(default, ['evaluation.metrics=["recall", "ndcg"]', "tracking.enabled=false"])
+    assert untracked.promotion.max_coverage_drop < 1  # nothing is promoted without tracking
+
+
 def test_a_models_set_written_as_json_names_the_toml_form():
     """--set 'models=[{"name": "pop", ...}]' (JSON) stays text, and the error said only 'got str',
     naming the config file the value did not come from."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -125,3 +126,22 @@ def test_a_stack_whose_owner_was_killed_is_stopped_and_removed(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_database_tracking_uri_is_opened_before_training_and_named_without_its_password(team_stack):
+    """tracking.tracking_uri = postgresql://... of a database that is down reached the user as
+    'unexpected OperationalError ... this is a bug' (exit 1) after MLflow's ~100 s of retries;
+    postgresql+psycopg:// was refused as an unsupported scheme. The running one opens."""
+    from urllib.parse import urlparse
+
+    from recsys.errors import TrackingError
+    from recsys.tracking.store import check_tracking
+
+    url = team_stack.postgres.url("mlflow")
+    check_tracking(url)
+    check_tracking(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    parsed = urlparse(url)
+    down = parsed._replace(netloc=parsed.netloc.replace(f":{parsed.port}", ":1")).geturl()
+    with pytest.raises(TrackingError, match="cannot open") as caught:
+        check_tracking(down)
+    assert parsed.password not in str(caught.value) and ":***@" in str(caught.value)

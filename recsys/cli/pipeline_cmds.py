@@ -203,7 +203,10 @@ def champion_line(summary: dict) -> str:
     promotion = summary.get("promotion", {})
     reason, decision = promotion.get("reason", ""), promotion.get("decision") or ""
     said = f"{decision}: " if decision and not reason.startswith(decision) else ""
-    return f"champion: [bold]{summary.get('champion')}[/] ({said}{reason})"
+    name = summary.get("champion")
+    if not decision and name:  # no promotion ran (tracking or promotion.auto off): nothing is champion
+        return f"best model: [bold]{name}[/] ({reason})"
+    return f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
 
 
 STORE_SETTINGS = ("tracking", "promotion")

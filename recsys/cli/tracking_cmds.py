@@ -77,8 +77,9 @@ def promote(
     champion - re-scored on the challenger's split, the one logged with its run - on the test users
     with a paired test p < promotion.p_value, and not lose more than promotion.max_coverage_drop of
     coverage. The same function decides inside `recsys run`, so both give the same decision. The
-    verdict is promoted, kept, or not comparable (another lineage, or test pairs the champion
-    trained on), with the reason.
+    verdict is promoted, kept, or not comparable (another lineage, test pairs the champion
+    trained on, sampled metrics against full-corpus ones, a champion whose metrics cannot be read),
+    with the reason; the last line says where the champion and challenger aliases point now.
     """
     from pipelines.promote import run_promotion
     from recsys.tracking.compare import latest_pipeline_model_runs
@@ -159,9 +160,10 @@ def compare(
 ) -> None:
     """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion.
 
-    Rows are grouped by lineage (config name + data source) and split digest, both shown; the delta
-    to the champion is computed only within a group (against the champion measured on that split),
-    never across data sets or splits.
+    Rows are grouped by lineage (config name + data source), split digest and evaluation protocol
+    (full corpus, or sampled metrics), all shown; the delta to the champion is computed only within a
+    group (against the champion measured on that split that way), never across data sets, splits
+    or protocols. Run it with the --config and --set that `recsys run` used (it prints the line).
     """
     from recsys.tracking.compare import compare as compare_runs
     from recsys.tracking.compare import plot_curves, render, rich_table

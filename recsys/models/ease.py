@@ -93,11 +93,24 @@ def history_rows(matrix: sp.spmatrix, weighting: str, n_items: int | None = None
 def ease_weights(rows: sp.csr_matrix, l2: float) -> np.ndarray:
     """Steck's closed form: `B = I - P diagMat(1 / diag(P))` with `P = (X^T X + l2 I)^-1`, i.e.
     `B[i, j] = -P[i, j] / P[j, j]` off the diagonal and 0 on it. float64 throughout (the inverse of a
-    near-singular Gram matrix loses digits in float32), returned as float64."""
+    near-singular Gram matrix loses digits in float32), returned as float64.
+
+    The regularised Gram matrix is symmetric positive definite, so P comes from its Cholesky factor
+    (`G = U^T U`, `P = U^-1 U^-T`: a factorisation, a triangular inverse and one matrix product, all
+    in place but the product) rather than a general inverse: about half the time of
+    `np.linalg.inv` at 4,000 items on 2 cores, which is most of a tuning trial at 10,000 items."""
+    from scipy.linalg import lapack
+
     gram = np.asarray((rows.T @ rows).toarray(), dtype=np.float64)
     gram[np.diag_indices_from(gram)] += l2
-    inverse = np.linalg.inv(gram)
-    weights = inverse / (-np.diag(inverse))[None, :]
+    upper, info = lapack.dpotrf(gram, lower=False, clean=True, overwrite_a=True)
+    if info == 0:
+        upper, info = lapack.dtrtri(upper, lower=False, overwrite_c=True)
+    if info != 0:  # pragma: no cover - G + l2 I with l2 > 0 is positive definite unless digits are lost
+        raise ModelError(f"ease: the regularised Gram matrix is not positive definite (l2={l2:g}); raise l2")
+    weights = upper @ upper.T  # P, turned into B in place: two n x n matrices at the peak
+    del upper
+    weights /= -np.diag(weights).copy()[None, :]
     weights[np.diag_indices_from(weights)] = 0.0
     return weights
 

@@ -25,7 +25,14 @@ from recsys.lineage import TAG_LINEAGE
 from recsys.tracking.decision import NOT_COMPARABLE
 from recsys.tracking.reevaluate import CHAMPION_METRIC_PREFIX, TAG_CHAMPION_REEVALUATED
 from recsys.tracking.registry import CHAMPION, TAG_DECISION, alias_version
-from recsys.tracking.runs import TAG_KIND, TAG_MODEL, TAG_MODEL_KIND, TAG_SPLIT_DIGEST
+from recsys.tracking.runs import (
+    FULL_CORPUS,
+    TAG_KIND,
+    TAG_MODEL,
+    TAG_MODEL_KIND,
+    TAG_SPLIT_DIGEST,
+    evaluation_protocol,
+)
 from recsys.tracking.store import metric_key, metric_name
 
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ COLUMNS = [
     "run_id",
     "parent_run_id",
     "started",
+    "evaluation",
 ]
 
 
@@ -86,6 +94,7 @@ def compare(
             {
                 "lineage": tags.get(TAG_LINEAGE, ""),
                 "split": tags.get(TAG_SPLIT_DIGEST, ""),
+                "evaluation": evaluation_protocol(tags),
                 "model": tags.get(TAG_MODEL, run.info.run_name),
                 "kind": tags.get(TAG_MODEL_KIND, ""),
                 "mean": m.get(key),
@@ -103,17 +112,18 @@ def compare(
     schema = {
         "lineage": pl.String, "split": pl.String, "model": pl.String, "kind": pl.String, "mean": pl.Float64,
         "ci_low": pl.Float64, "ci_high": pl.Float64, "champion": pl.Boolean, "run_id": pl.String,
-        "parent_run_id": pl.String, "started": pl.Int64,
+        "parent_run_id": pl.String, "started": pl.Int64, "evaluation": pl.String,
     }  # fmt: skip
     frame = pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
     reference = champion_by_split(client, champion_run, runs, key) if champion_run else {}
     lineage_of_champion = _run_tag(client, champion_run, TAG_LINEAGE) if champion_run else None
     baseline = pl.DataFrame(
-        {"split": list(reference), "_champion_mean": list(reference.values())},
-        schema={"split": pl.String, "_champion_mean": pl.Float64},
-    )
+        {"split": [s for s, _ in reference], "evaluation": [e for _, e in reference],
+         "_champion_mean": list(reference.values())},
+        schema={"split": pl.String, "evaluation": pl.String, "_champion_mean": pl.Float64},
+    )  # fmt: skip
     frame = (
-        frame.join(baseline, on="split", how="left")
+        frame.join(baseline, on=["split", "evaluation"], how="left")
         .with_columns(
             pl.from_epoch("started", time_unit="ms").dt.replace_time_zone("UTC"),
             pl.when(pl.col("lineage") == (lineage_of_champion or ""))
@@ -127,11 +137,12 @@ def compare(
         {"run_id": [r["run_id"] for r in rows], "curve": [sorted(r["curve"].items()) for r in rows]},
         schema={"run_id": pl.String, "curve": pl.List(pl.List(pl.Float64))},
     )
-    newest = frame.group_by("lineage", "split").agg(pl.col("started").max().alias("_newest"))
+    group = ["lineage", "split", "evaluation"]
+    newest = frame.group_by(group).agg(pl.col("started").max().alias("_newest"))
     return (
         frame.join(curves, on="run_id", how="left")
-        .join(newest, on=["lineage", "split"], how="left")
-        .sort(["lineage", "_newest", "mean"], descending=[False, True, True], nulls_last=True)
+        .join(newest, on=group, how="left")
+        .sort([*group[:1], "_newest", *group[1:], "mean"], descending=[False, True, False, False, True], nulls_last=True)
         .select([*COLUMNS, "curve"])
     )
 
@@ -151,9 +162,13 @@ def _unlogged(metric: str, key: str, runs: list) -> str:
     return f"metric {metric!r} ({key}) is not logged on any of the {len(runs)} compared runs: choose --metric {choice}"
 
 
-def champion_by_split(client: MlflowClient, champion_run: str, runs: list, key: str) -> dict[str, float]:
-    """split digest -> the champion's `key` measured on that split: its own run's value, and each
-    re-scoring on a challenger's split (`champion_<key>` on runs tagged with the champion's id).
+def champion_by_split(
+    client: MlflowClient, champion_run: str, runs: list, key: str
+) -> dict[tuple[str, str], float]:
+    """(split digest, evaluation protocol) -> the champion's `key` measured on that split that way:
+    its own run's value, and each re-scoring on a challenger's split (`champion_<key>` on runs
+    tagged with the champion's id; scored with the challenger's evaluation config, so with its
+    protocol). A full-corpus number is never the reference of a sampled one, nor the reverse.
     A re-scoring the promotion judged `not comparable` (test pairs the champion trained on, after a
     split change) is no reference: its number is inflated by that leak, and a delta to it said
     what the decision had refused to say."""
@@ -164,10 +179,10 @@ def champion_by_split(client: MlflowClient, champion_run: str, runs: list, key: 
         if tags.get(TAG_DECISION) == NOT_COMPARABLE:
             continue
         if tags.get(TAG_CHAMPION_REEVALUATED) == champion_run and f"{CHAMPION_METRIC_PREFIX}{key}" in metrics:
-            out.setdefault(digest, metrics[f"{CHAMPION_METRIC_PREFIX}{key}"])
+            out.setdefault((digest, evaluation_protocol(tags)), metrics[f"{CHAMPION_METRIC_PREFIX}{key}"])
     own = _run(client, champion_run)
     if own is not None and key in own.data.metrics:
-        out[own.data.tags.get(TAG_SPLIT_DIGEST, "")] = own.data.metrics[key]
+        out[own.data.tags.get(TAG_SPLIT_DIGEST, ""), evaluation_protocol(own.data.tags)] = own.data.metrics[key]
     return out
 
 
@@ -196,7 +211,7 @@ def display_rows(frame: pl.DataFrame, metric: str) -> tuple[list[str], list[list
     group starts (blank below it), so the eye sees where comparisons stop."""
     header = ["lineage", "split", "model", "kind", metric, "95% CI", "Δ champion", "champion", "run", "started"]
     cells = []
-    previous: tuple[str, str] | None = None
+    previous: tuple[str, str, str] | None = None
     for r in frame.iter_rows(named=True):
         ci = (
             f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
@@ -205,8 +220,12 @@ def display_rows(frame: pl.DataFrame, metric: str) -> tuple[list[str], list[list
         )
         delta = f"{r['delta_to_champion']:+.4f}" if r["delta_to_champion"] is not None else ""
         started = r["started"].strftime("%Y-%m-%d %H:%M") if r["started"] is not None else ""
-        group = (r["lineage"], r["split"])
-        lineage, split = ("", "") if group == previous else (r["lineage"] or "?", r["split"] or "?")
+        evaluation = r.get("evaluation") or FULL_CORPUS
+        group = (r["lineage"], r["split"], evaluation)
+        shown = r["split"] or "?"
+        if evaluation != FULL_CORPUS:  # never read as full-corpus numbers
+            shown = f"{shown}, {evaluation} metrics"
+        lineage, split = ("", "") if group == previous else (r["lineage"] or "?", shown)
         previous = group
         cells.append(
             [

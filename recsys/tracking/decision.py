@@ -40,7 +40,7 @@ from recsys.tracking.reevaluate import (
     paired_values,
     reevaluate_champion,
 )
-from recsys.tracking.runs import TAG_FINGERPRINT, TAG_SPLIT_DIGEST
+from recsys.tracking.runs import TAG_FINGERPRINT, TAG_SPLIT_DIGEST, evaluation_protocol
 from recsys.tracking.store import metric_key
 
 if TYPE_CHECKING:
@@ -140,6 +140,13 @@ def decide(
     metric = cfg.metric
     coverage = coverage_metric(metric)
     note = ""
+    a_protocol, b_protocol = evaluation_protocol(a_tags), evaluation_protocol(b_tags)
+    if a_digest and a_digest == b_digest and a_protocol != b_protocol:
+        return not_comparable(
+            f"the challenger's {metric} is {a_protocol}, the champion's {b_protocol}: sampled metrics rank "
+            "each test item among a few random negatives and are not comparable with full-corpus ones "
+            "(Krichene & Rendle 2020); score both the same way (evaluation.sampled_negatives)"
+        )
     if a_digest and a_digest == b_digest:  # both scored on this very split: the logged values pair up
         try:
             champion_per_user = load_per_user(client, champion_run_id)

@@ -392,6 +392,11 @@ class ServingIndex:
         unknown = np.flatnonzero(idx < 0)
         if unknown.size:
             raise BadRequest(f"item_id {item_ids[unknown[0]]!r} (row {unknown[0]}) is not in the model's catalogue"[:200])
+        if self.item_vectors.shape[1] < 2:  # popularity: one number per item, every cosine is 1
+            raise BadRequest(
+                f"this model's item vectors have {self.item_vectors.shape[1]} dimension, so every item is "
+                "equally similar to every other: serve a factor model (wals, ease, two_tower) for similar items"
+            )
         if self._similar is None:
             self._similar = unit_rows(self.item_vectors)
         k_max = int(ks.max()) if n else DEFAULT_K

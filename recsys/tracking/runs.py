@@ -84,6 +84,17 @@ TAG_CONFIG_HASH = "recsys.config_hash"
 TAG_GIT_COMMIT = "recsys.git_commit"
 TAG_ERROR = "recsys.error"
 TAG_MODEL_VERSION = "recsys.registered_version"
+TAG_SAMPLED_NEGATIVES = "recsys.evaluation.sampled_negatives"  # only on runs scored with sampled metrics
+FULL_CORPUS = "full corpus"
+
+
+def evaluation_protocol(tags: Mapping[str, str]) -> str:
+    """How a model run's metrics were computed: "full corpus", or "sampled (N negatives)" for a run
+    evaluated with `evaluation.sampled_negatives`. Numbers of two protocols never compare: sampled
+    metrics rank each test item among N random negatives and come out far higher (Krichene & Rendle
+    2020), so compare and promotion keep them apart."""
+    n = tags.get(TAG_SAMPLED_NEGATIVES)
+    return f"sampled ({n} negatives)" if n else FULL_CORPUS
 PER_USER_ARTIFACT = "evaluation/per_user.parquet"
 SUMMARY_ARTIFACT = "evaluation/summary.json"
 PYFUNC_ARTIFACT = "model"
@@ -538,6 +549,9 @@ class Tracker:
         (the saved model among them) are kept in the bundle instead."""
         run_id = model_run.run_id
         self.set_tags(run_id, self._split_tags(data, split))
+        sampled = getattr(eval_result, "sampled_negatives", None)
+        if sampled is not None:
+            self.set_tags(run_id, {TAG_SAMPLED_NEGATIVES: str(sampled)})
         if data is not None:  # the runs table shows each model's training data, not only the parent's
             self.log_dataset(run_id, data)
         metrics: dict[str, Any] = dict(eval_result.summary)

@@ -129,8 +129,61 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
             raise TrackingError(f"tracking store {uri}: cannot open ({type(exc).__name__}: {exc})") from None
         return
     scheme = urlparse(uri).scheme
-    if scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true")
+    if scheme in ("", "file") and not allowed:  # MLflow 3 raises on its file store unless opted in
+        folder = uri.removeprefix("file://").removeprefix("file:") or "."
+        raise TrackingError(
+            f"tracking URI {uri!r} is a folder: MLflow's file store, which this MLflow refuses (maintenance "
+            f"mode); use a SQLite store: --set tracking.tracking_uri=sqlite:///{Path(folder).resolve() / 'mlflow.db'} "
+            "(migrate runs already there with `mlflow migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true)"
+        )
+    base = scheme.split("+", 1)[0]  # postgresql+psycopg://, mysql+pymysql://: SQLAlchemy's driver forms
+    if base not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
+    if base in ("postgresql", "mysql", "mssql"):
+        _open_database(uri)
+
+
+DRIVER_HINTS = {
+    "postgresql": "pip install 'recsys[postgres]' (psycopg)",
+    "mysql": "pip install pymysql and use mysql+pymysql://",
+    "mssql": "pip install pyodbc",
+}
+
+
+def redact(uri: str) -> str:
+    """`uri` with its password replaced by ***, fit for an error line."""
+    parsed = urlparse(uri)
+    if not parsed.password:
+        return uri
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
+
+
+def _open_database(uri: str) -> None:
+    """Open a database-backed store once, so an unreachable database or a missing driver is a
+    TrackingError naming the store (without its password) before any training; it reached the
+    user as 'unexpected OperationalError / ModuleNotFoundError ... this is a bug'."""
+    import sqlalchemy
+
+    from recsys.errors import first_line
+
+    base = urlparse(uri).scheme.split("+", 1)[0]
+    try:  # SQLAlchemy directly: MLflow's own engine retries a refused connection for ~100 s
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise TrackingError(
+            f"tracking store {redact(uri)}: its database driver {exc.name!r} is not installed: {DRIVER_HINTS[base]}"
+        ) from None
+    except Exception as exc:  # sqlalchemy / driver errors: unreachable, refused, bad credentials
+        raise TrackingError(
+            f"tracking store {redact(uri)}: cannot open ({type(exc).__name__}: {first_line(exc)}); "
+            "check that the database is running and the URI (tracking.tracking_uri or MLFLOW_TRACKING_URI)"
+        ) from None
 
 
 def store_open_lock(db: Path) -> FileLock:

@@ -715,7 +715,7 @@ def test_run_outside_the_repository_without_a_config_is_an_error_not_zero_models
         "--set", 'models=[{name="pop", kind="popularity"}]', "--set", "folding.enabled=false",
     ])  # fmt: skip
     assert named.exit_code == 0, named.output
-    assert "champion: pop" in named.output
+    assert "best model: pop" in named.output  # no tracking: no promotion, no champion
 
 
 def test_a_rating_rule_on_a_log_without_ratings_names_the_weight_column_option(tmp_path: Path) -> None:

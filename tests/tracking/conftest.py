@@ -138,10 +138,11 @@ def repo_root() -> Path:
 
 def log_one(
     logged: LoggedPipeline, model_cfg, split: Split, data: InteractionData, register: bool = False,
-    source: str | None = None,
+    source: str | None = None, evaluation: EvaluationConfig | None = None,
 ) -> str:
     """Train, evaluate and log one more model under a new parent run; returns the child run id.
-    `source`: another data source, i.e. another lineage (same config name)."""
+    `source`: another data source, i.e. another lineage (same config name); `evaluation`: another
+    evaluation config (e.g. sampled metrics)."""
     from recsys.data.matrix import item_popularity
     from recsys.evaluation.evaluate import evaluate
     from recsys.models.base import build_model
@@ -151,6 +152,8 @@ def log_one(
     if source is not None:
         cfg.data.source = source
     cfg.tracking.register_models = register
+    if evaluation is not None:
+        cfg.evaluation = evaluation
     tracker = Tracker(cfg.tracking, cfg, check=False)
     parent = tracker.start_parent(f"extra-{model_cfg.name}", split=split, data=data)
     with tracker.model_run(parent, model_cfg) as run:

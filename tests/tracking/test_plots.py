@@ -31,3 +31,29 @@ def test_training_curves_are_titled_marked_and_ticked_by_whole_epochs(tmp_path):
         assert all(float(t).is_integer() for t in ax.get_xticks())
     assert axes[-1].get_xlabel() == "epoch"
     assert plot_history(HISTORY, tmp_path / "curves.png", title="x").is_file()
+
+
+def test_pca_of_wide_vectors_takes_two_components_without_a_full_svd(monkeypatch):
+    """EASE's item vectors are n_items wide: a full SVD of 8,904 x 8,904 held a run in this plot for
+    over ten minutes. Wide vectors get the same two components (up to sign) from ARPACK."""
+    import numpy as np
+
+    from recsys.tracking import plots
+
+    rng = np.random.default_rng(0)
+    planted = rng.standard_normal((400, 2)) @ rng.standard_normal((2, 300)) * 5
+    wide = (planted + rng.standard_normal((400, 300))).astype(np.float32)
+    centred = wide.astype(np.float64) - wide.astype(np.float64).mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    exact = u[:, :2] * s[:2]
+    full_svd = np.linalg.svd
+
+    def no_full_svd(x, *args, **kwargs):
+        assert min(np.shape(x)) <= plots.EXACT_PCA_MAX_DIM, "full SVD of wide vectors"
+        return full_svd(x, *args, **kwargs)
+
+    monkeypatch.setattr(np.linalg, "svd", no_full_svd)
+    coords = plots.pca_2d(wide)
+    np.testing.assert_allclose(np.abs(coords), np.abs(exact), atol=1e-6 * np.abs(exact).max())
+    narrow = plots.pca_2d(wide[:, :8])  # narrow vectors: the exact SVD, as before
+    assert narrow.shape == (400, 2)

@@ -167,3 +167,17 @@ def test_importing_the_pyfunc_prints_no_mlflow_type_hints_warning():
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "type hints" not in done.stderr, done.stderr
+
+
+def test_similar_items_of_a_popularity_model_are_refused_not_made_up(logged):
+    """Popularity's item vectors are one number each: every cosine is 1, and /similar answered k
+    arbitrary items, each with score 1.0. It says why instead (400 through either server)."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(logged.uri)
+    try:
+        popularity = mlflow.pyfunc.load_model(f"runs:/{logged.runs['popularity']}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    with pytest.raises(MlflowException, match="item vectors have 1 dimension, so every item is equally similar"):
+        popularity.predict(pd.DataFrame({"item_id": ["i1"], "k": [3]}))

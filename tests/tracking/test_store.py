@@ -66,6 +66,18 @@ def test_unsupported_scheme_is_a_tracking_error():
         check_tracking("ftp://example/store")
 
 
+@pytest.mark.parametrize("uri", ["mlruns", "file:./mlruns"])
+def test_a_folder_tracking_uri_is_refused_with_the_sqlite_uri_to_use(uri, tmp_path, monkeypatch):
+    """A folder (MLflow's file store) reached MLflow, which raised; recsys run and compare said
+    'unexpected MlflowException ... this is a bug', exit 1, after any training was done."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(TrackingError, match="is a folder: MLflow's file store") as caught:
+        check_tracking(uri)
+    assert f"--set tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}" in str(caught.value)
+    assert not (tmp_path / "mlruns").exists()
+
+
 def test_disabled_tracking_is_a_no_op_with_the_same_interface():
     cfg = RunConfig(tracking=TrackingConfig(enabled=False, tracking_uri="http://127.0.0.1:9"))
     tracker = make_tracker(cfg)
