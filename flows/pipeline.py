@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from pipelines.run import (
     train_and_log,
 )
 from pipelines.train import pin_thread_budget, thread_budget
+from recsys import interrupt
 from recsys.config import RunConfig, load_config
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError
@@ -174,7 +177,8 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
         tracker.run_config = cfg  # the resolved protocol is what the run logs
     parent = tracker.start_parent(data=data, split=split, tags=prefect_run_tags())
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
-    with parent_closed_on_error(tracker, parent):
+    interrupt.clear()  # a new flow: an earlier interrupt in this process is over
+    with parent_closed_on_error(tracker, parent), _workers_stop_with_the_flow():
         t = time.perf_counter()
         threads = thread_budget(cfg.orchestration)
         by_name: dict[str, ModelOutcome] = {}
@@ -214,6 +218,19 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
         description=f"{cfg.name}: models compared on {split.protocol} split",
     )
     return result
+
+
+@contextmanager
+def _workers_stop_with_the_flow() -> Iterator[None]:
+    """An interrupt of the flow (Ctrl-C, or Prefect's TerminationSignal on SIGTERM: its handler
+    replaces the command's during the flow) also stops the models training in the task runner's
+    threads (`recsys.interrupt`); leaving the flow waits for those threads."""
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            interrupt.request()
+        raise
 
 
 def _critical_path(compute: dict[str, float], workers: int) -> float:

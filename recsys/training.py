@@ -49,7 +49,7 @@ from safetensors.torch import load_file, save_file
 
 from recsys import distributed, interrupt
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
-from recsys.errors import ModelError, first_line
+from recsys.errors import ModelError, SetupError, first_line
 from recsys.evaluation.ranking import torch_threads
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
 from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
@@ -95,7 +95,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device='cuda' but torch sees no CUDA device; use device='auto' or 'cpu'")
+        # SetupError: no parameter of a search changes the machine, so tuning stops at the first trial
+        raise SetupError("device='cuda' but torch sees no CUDA device; use device='auto' or 'cpu'")
     return torch.device(name)
 
 

@@ -148,9 +148,12 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
                 return command(*args, **kwargs)
             except typer.Exit:
                 raise
-            except KeyboardInterrupt:
-                print_error("interrupted")
-                sys.exit(130)
+            except KeyboardInterrupt as exc:
+                from recsys.interrupt import Terminated
+
+                terminated = isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated)
+                print_error("terminated (SIGTERM)" if terminated else "interrupted")
+                sys.exit(143 if terminated else 130)
             except RecsysError as exc:
                 if debug_enabled():
                     raise

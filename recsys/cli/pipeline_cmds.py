@@ -58,6 +58,7 @@ def run(
     Exit code 0 when every model finished, 1 when any model failed (the others are still logged),
     2 when the tracking store failed mid-run: the summary and --json are still written, and the
     trained models and their logs are kept in a directory the error names, for --resume-tracking.
+    Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED).
     """
     config = config_path(config)
     # Outside the repository root, built-in defaults would train no model and exit 0: say so.
@@ -121,7 +122,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     already = running_servers()
     from prefect import tags
 
-    previous = _stop_worker_threads_on_ctrl_c()
+    previous = _stop_worker_threads_on_signals()
     try:
         try:  # the temporary Prefect servers of killed runs: still serving, reparented to init
             if orphans := stop_orphaned_servers():
@@ -140,32 +141,40 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     finally:
-        _restore_ctrl_c(previous)
+        _restore_signals(previous)
         stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
 
 
-def _stop_worker_threads_on_ctrl_c():
+def _stop_worker_threads_on_signals():
     """Ctrl-C raises KeyboardInterrupt in the main thread only; models train in Prefect's worker
-    threads, and the flow's exit waits for them. The handler also sets `recsys.interrupt`, which
-    every training loop checks, so they stop within a step (their runs closed KILLED)."""
+    threads, and the flow's exit waits for them. These handlers also set `recsys.interrupt`, which
+    every training loop checks, so they stop within a step (their runs closed KILLED). SIGTERM (a
+    scheduler's stop, `timeout`) unwinds the same way instead of killing the process where it
+    stands, which left Prefect's temporary server running; during the flow Prefect's own handler
+    raises first and, after its teardown, re-sends the signal here."""
     import signal
 
     from recsys import interrupt
 
-    def handler(signum, frame):
+    def on_interrupt(signum, frame):
         interrupt.request()
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGINT, handler)
+    def on_terminate(signum, frame):
+        interrupt.request()
+        raise interrupt.Terminated
+
+    return signal.signal(signal.SIGINT, on_interrupt), signal.signal(signal.SIGTERM, on_terminate)
 
 
-def _restore_ctrl_c(previous) -> None:
+def _restore_signals(previous) -> None:
     import signal
 
     from recsys import interrupt
 
-    signal.signal(signal.SIGINT, previous)
-    interrupt.clear()
+    signal.signal(signal.SIGINT, previous[0])
+    signal.signal(signal.SIGTERM, previous[1])
+    interrupt.clear()  # the request is served: the flow's threads are done; later commands in this process run
 
 
 def _resume_tracking(cfg, path: Path) -> None:

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys.data.matrix import item_popularity
 from recsys.data.split import EvalSet
-from recsys.errors import DataError, ModelError
+from recsys.errors import DataError, ModelError, SetupError
 from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.defaults import wals_defaults
 
@@ -152,7 +152,7 @@ class WALS(HostVectors):
     def _use_gpu(self) -> bool:
         available = bool(implicit.gpu.HAS_CUDA and implicit.gpu.HAS_RMM)
         if self.config.device == "cuda" and not available:
-            raise ModelError(
+            raise SetupError(  # the same for every tuning trial: a search stops at the first
                 "wals: device='cuda' but implicit has no CUDA backend here; use device='auto' or 'cpu'"
             )
         return self.config.device != "cpu" and available

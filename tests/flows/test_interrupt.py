@@ -1,8 +1,11 @@
-"""Interrupted runs under Prefect (the default path of `recsys run`).
+"""Interrupted runs under Prefect (the default path of `recsys run`), as real processes.
 
 * Ctrl-C: the models training in worker threads stop too. Python raises KeyboardInterrupt in the
   main thread only, and the flow's exit waited for its worker threads, so a two-tower trained to its
   last epoch after Ctrl-C and was logged FINISHED.
+* SIGTERM (a scheduler's stop, `timeout`): Prefect's handler ended the flow only after the
+  two-tower's last epoch, then re-sent SIGTERM to the default handler, which killed the process
+  before it stopped its temporary Prefect server (left running). Now the same clean stop as Ctrl-C.
 * kill -9: the temporary Prefect server the killed run started kept serving, reparented to init;
   the next run stops it and says so.
 """
@@ -21,111 +24,135 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from recsys import interrupt
-from recsys.cli import app
+EPOCHS = 400  # ~30 s of training on 2 cores: every run here is stopped long before
 
-EPOCHS = 400  # ~30 s of training on 2 cores: the run is interrupted long before
-
-
-def _interrupt_once_training(client: MlflowClient, experiment: str, done: threading.Event) -> None:
-    """Send this process SIGINT once the two-tower's run has logged an epoch."""
-    while not done.wait(0.2):
-        found = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([found.experiment_id], "tags.`recsys.model_name` = 'tt'") if found else []
-        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
-            os.kill(os.getpid(), signal.SIGINT)
-            return
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)"),
+]
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_models_training_in_worker_threads(prefect_harness, shared_mlflow_uri, tmp_path):
-    experiment = f"ctrl-c-{uuid.uuid4().hex[:8]}"
-    client = MlflowClient(shared_mlflow_uri)
-    done = threading.Event()
-    watcher = threading.Thread(target=_interrupt_once_training, args=(client, experiment, done), daemon=True)
-    sets = [
-        "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.synthetic.n_clusters=3",
-        "data.synthetic.interactions_per_user=12", "data.min_user_interactions=2", "evaluation.ks=[5, 20]",
-        "evaluation.bootstrap_samples=20", "folding.enabled=false", f'data.processed_dir="{tmp_path / "p"}"',
-        f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{shared_mlflow_uri}"',
-        f'tracking.experiment="{experiment}"', 'tracking.model_name_prefix="ctrl-c"',
-        f'promotion.registered_model="ctrl-c-{experiment}"',
-        f'models=[{{name="pop", kind="popularity"}}, {{name="tt", kind="two_tower", dim=8, epochs={EPOCHS}, '
-        'batch_size=256, num_negatives=8, quiet=true}]',
-    ]  # fmt: skip
-    watcher.start()
-    try:
-        result = CliRunner().invoke(app, ["run", *[a for s in sets for a in ("--set", s)]])
-    finally:
-        done.set()
-        watcher.join()
-    assert result.exit_code == 130, result.output
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    (tt,) = [r for r in runs if r.data.tags.get("recsys.model_name") == "tt"]
-    (parent,) = [r for r in runs if "recsys.model_name" not in r.data.tags]
-    assert tt.info.status == "KILLED" and parent.info.status == "KILLED"
-    assert len(client.get_metric_history(tt.info.run_id, "loss")) < EPOCHS  # stopped, not trained to the end
-    assert not interrupt.requested()  # the command cleared its request: the next command in this process runs
+class Run:
+    """`recsys run` in its own process (its own temporary Prefect server and Prefect home), with the
+    two-tower `tt` of EPOCHS epochs logging to the session's MLflow store under `experiment`."""
+
+    def __init__(self, tmp_path: Path, uri: str, experiment: str, api_url: str | None = None) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        sets = [
+            "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.min_user_interactions=2",
+            "folding.enabled=false", "evaluation.bootstrap_samples=20", f'data.processed_dir="{tmp_path / "p"}"',
+            f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{uri}"', f'tracking.experiment="{experiment}"',
+            'tracking.model_name_prefix="interrupted"', f'promotion.registered_model="interrupted-{experiment}"',
+            f'models=[{{name="tt", kind="two_tower", dim=8, epochs={EPOCHS}, batch_size=256, num_negatives=8, '
+            'quiet=true}]',
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env["PREFECT_HOME"] = str(tmp_path / "prefect")  # its own server database
+        if api_url:  # the session's Prefect server instead of a temporary one (no server start)
+            env["PREFECT_API_URL"] = api_url
+        self.client, self.experiment = MlflowClient(uri), experiment
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recsys.cli", "run", *[a for s in sets for a in ("--set", s)]],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        self.lines.extend(raw.decode(errors="replace") for raw in self.process.stdout)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def tt_run(self):
+        found = self.client.get_experiment_by_name(self.experiment)
+        runs = self.client.search_runs([found.experiment_id], "tags.`recsys.model_name` = 'tt'") if found else []
+        return runs[0] if runs else None
+
+    def epochs(self) -> int:
+        tt = self.tt_run()
+        return len(self.client.get_metric_history(tt.info.run_id, "loss")) if tt else 0
+
+    def signal_once_training(self, signum: int) -> int:
+        """Send `signum` once the two-tower has logged an epoch; the exit code."""
+        deadline = time.monotonic() + 300
+        while self.process.poll() is None and time.monotonic() < deadline and not self.epochs():
+            time.sleep(0.2)
+        self.process.send_signal(signum)
+        try:
+            code = self.process.wait(120)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        self.reader.join(10)
+        return code
+
+    def server_port(self) -> str:
+        return re.findall(r"temporary server on http://127\.0\.0\.1:(\d+)", self.output)[0]
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (init here need not reap the processes it inherits)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _server_pid(port: str) -> int:
-    """The pid of the uvicorn serving Prefect's app on `port`."""
+def _server_pid(port: str) -> int | None:
+    """The pid of a live uvicorn serving Prefect's app on `port` (init here need not reap zombies)."""
     for entry in Path("/proc").iterdir():
         try:
             command = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"prefect.server.api.server:create_app" in command and port.encode() in command:
+        if b"prefect.server.api.server:create_app" in command and port.encode() in command and state != "Z":
             return int(entry.name)
-    raise AssertionError(f"no Prefect server on port {port}")
+    return None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)")
-def test_the_next_run_stops_the_prefect_server_a_killed_run_left(prefect_harness, tmp_path):
-    sets = ["data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.min_user_interactions=2",
-            "folding.enabled=false", f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"']
-    args = [a for s in sets for a in ("--set", s)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # its own server database
-    killed = subprocess.Popen(  # a run with its own temporary server, killed while it trains
-        [sys.executable, "-m", "recsys.cli", "run", "--no-tracking", *args, "--set",
-         'models=[{name="tt", kind="two_tower", dim=8, epochs=2000, batch_size=256, num_negatives=8, quiet=true}]'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    port = None
-    for raw in killed.stdout:
-        line = raw.decode(errors="replace")
-        port = port or next(iter(re.findall(r"temporary server on http://127\.0\.0\.1:(\d+)", line)), None)
-        if "training tt" in line:
-            break
-    killed.kill()
-    killed.wait()
-    assert port, "the run started a temporary Prefect server"
-    orphan = _server_pid(port)
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _assert_stopped_cleanly(run: Run, code: int, expected: int, line: str) -> None:
+    assert code == expected, run.output
+    assert line in run.output
+    tt = run.tt_run()
+    assert tt.info.status == "KILLED", run.output  # it trained to the end (FINISHED) before
+    assert run.epochs() < EPOCHS
+    found = run.client.get_experiment_by_name(run.experiment)
+    (parent,) = [r for r in run.client.search_runs([found.experiment_id]) if "recsys.model_name" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+
+
+def test_after_kill_9_the_next_run_stops_the_left_server_and_sigterm_stops_cleanly(shared_mlflow_uri, tmp_path):
+    killed = Run(tmp_path / "a", shared_mlflow_uri, f"killed-{uuid.uuid4().hex[:8]}")
+    killed.signal_once_training(signal.SIGKILL)
+    orphan = _server_pid(killed.server_port())
+    assert orphan is not None, killed.output
     try:
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[1] != "1":
+        while _parent(orphan) != 1:
             assert time.monotonic() < deadline, "the killed run's server was never reparented"
             time.sleep(0.1)
-        result = CliRunner().invoke(app, ["run", "--no-tracking", *args, "--set", 'models=[{name="pop", kind="popularity"}]'])
-        assert result.exit_code == 0, result.output
-        stopped = re.search(r"stopped \d+ temporary Prefect server\(s\) left by killed runs \(pids ([\d, ]+)\)", result.output)
-        assert stopped and str(orphan) in stopped.group(1).split(", "), result.output
+        after = Run(tmp_path / "b", shared_mlflow_uri, f"sigterm-{uuid.uuid4().hex[:8]}")
+        code = after.signal_once_training(signal.SIGTERM)
+        stopped = re.search(r"stopped \d+ temporary Prefect server\(s\) left by killed runs \(pids ([\d, ]+)\)", after.output)
+        assert stopped and str(orphan) in stopped.group(1).split(", "), after.output
         deadline = time.monotonic() + 15
-        while _alive(orphan) and time.monotonic() < deadline:
+        while _server_pid(killed.server_port()) == orphan and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(orphan)
+        assert _server_pid(killed.server_port()) != orphan
+        left = _server_pid(after.server_port())
+        if left is not None:
+            os.kill(left, signal.SIGKILL)  # the test's own leftover, by its pid
+        assert left is None, f"the SIGTERMed run left its Prefect server (pid {left}) running"
+        _assert_stopped_cleanly(after, code, 143, "terminated (SIGTERM)")
     finally:
-        if _alive(orphan):  # the test's own leftover, by its pid
+        if _server_pid(killed.server_port()) == orphan:  # the test's own leftover, by its pid
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_the_models_training_in_worker_threads(prefect_harness, shared_mlflow_uri, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    run = Run(tmp_path, shared_mlflow_uri, f"ctrl-c-{uuid.uuid4().hex[:8]}", api_url=PREFECT_API_URL.value())
+    _assert_stopped_cleanly(run, run.signal_once_training(signal.SIGINT), 130, "interrupted")

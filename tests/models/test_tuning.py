@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from pipelines.tune import tune_in_run
 from recsys.data.split import Split
@@ -219,3 +220,23 @@ def test_a_diverging_trial_fails_and_is_never_chosen(planted):
     assert by_lr[1e28] and all(r.state == "failed" and "training diverged" in r.error for r in by_lr[1e28])
     assert by_lr[0.05] and all(r.state == "complete" for r in by_lr[0.05])
     assert outcome.best_params["lr"] == 0.05
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without CUDA")
+def test_a_missing_cuda_device_stops_the_search_at_the_first_trial(planted):
+    """device = 'cuda' on a machine without one fails every parameter setting alike: it was a plain
+    ModelError, so a tuned run tried (and printed) every trial before 'no tuning trial finished ...
+    raise tuning.n_trials', a hint that cannot help."""
+    split = strong_split(planted)
+    cfg = TwoTowerConfig(
+        name="tt", dim=8, epochs=1, batch_size=512, num_negatives=8, threads=1, device="cuda", quiet=True,
+        tuning=TuningConfig(n_trials=4, space={"lr": ParamRange(low=1e-3, high=0.1, log=True)}),
+    )  # fmt: skip
+    from recsys.config import RunConfig, SplitConfig
+
+    logged: list[str] = []
+    run = RunConfig(models=[cfg], split=SplitConfig(validation_fraction=0.15))
+    tracker = NullTracker()
+    with pytest.raises(SetupError, match="no CUDA device"):
+        tune_in_run(cfg, split, run, tracker=tracker, model_run=ModelRun("", "tt", None, tracker), log=logged.append)
+    assert len([line for line in logged if " trial " in line]) == 1
