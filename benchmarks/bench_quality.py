@@ -375,12 +375,18 @@ def prepare(protocol: str, work: Path) -> tuple[RunConfig, DatasetResult, Split]
     return cfg, dataset, split
 
 
+def trial_text(record: Any) -> str:
+    """One finished trial (complete, pruned or failed) for the log."""
+    value = f"val {SELECT_METRIC}={record.value:.4f}" if record.value is not None else record.state
+    return f"trial {record.number}: {value} {params_text(record.params)}"
+
+
 def tuned_wals(cfg: RunConfig, split: Split, trials: int, label: str) -> tuple[Scored, dict[str, Any]]:
     """Optuna on validation (tune_model), then the winner trained once and scored on test."""
     started = time.perf_counter()
     tuned = tune_model(
         cfg, split, "wals", trials=trials, metric=SELECT_METRIC,
-        progress=lambda n, v, p: log(f"  wals {label} trial {n}: val {SELECT_METRIC}={v:.4f} {params_text(p)}"),
+        progress=lambda r: log(f"  wals {label} {trial_text(r)}"),
     )  # fmt: skip
     log(f"  wals {label} tuning: {time.perf_counter() - started:.0f}s, best val {tuned.best_value:.4f}")
     scored = fit_and_score(tuned.config.model("wals"), split, cfg)
@@ -398,7 +404,7 @@ def tuned_two_tower(
     search_cfg = cfg.model_copy(update={"models": [base]})
     tuned = tune_model(
         search_cfg, split, name, trials=trials, metric=SELECT_METRIC,
-        progress=lambda n, v, p: log(f"  two-tower trial {n}: val {SELECT_METRIC}={v:.4f} {params_text(p)}"),
+        progress=lambda r: log(f"  two-tower {trial_text(r)}"),
     )  # fmt: skip
     if tuned.best_value <= start.validation:
         log(f"  two-tower tuning found nothing better than the grid's {start.validation:.4f} on validation")
