@@ -149,7 +149,7 @@ def compare(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | html")] = "table",
     runs: Annotated[
-        int, typer.Option("--runs", "-n", min=1, help="How many of the newest model runs to compare.")
+        int, typer.Option("--runs", "-n", min=1, max=50_000, help="How many of the newest model runs to compare (MLflow returns at most 50,000).")
     ] = 20,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write a recall@k curve plot (PNG) of the compared models.")

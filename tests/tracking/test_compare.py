@@ -75,6 +75,14 @@ def test_cli_compare_output_into_a_new_folder_or_onto_a_folder(logged, champion_
     assert f"--output {tmp_path} is a directory" in " ".join(onto.output.split()) and ".tmp" not in onto.output
 
 
+def test_cli_compare_runs_above_mlflows_search_limit_is_a_usage_error(logged):
+    """--runs 100000 reached MLflow's search (at most 50,000 results): 'unexpected MlflowException
+    ... this is a bug', exit 1."""
+    result = CliRunner().invoke(app, ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--runs", "100000"])
+    assert result.exit_code == 2, result.output
+    assert "less than or equal to 50000" in result.output and "bug" not in result.output
+
+
 def test_cli_errors_are_one_line_with_exit_code_2(logged):
     result = CliRunner().invoke(
         app, ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--experiment", "no-such-experiment"]
