@@ -106,9 +106,11 @@ class FoldingConfig(Section):
 class TrackingConfig(Section):
     enabled: bool = True
     tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db")
-    experiment: str = "recsys"
+    experiment: str = Field("recsys", min_length=1)
     register_models: bool = True
-    model_name_prefix: str = Field("recsys", description="registered model name = {prefix}-{model name}")
+    model_name_prefix: str = Field(
+        "recsys", min_length=1, description="registered model name = {prefix}-{model name}"
+    )
     offline_dir: str = Field(
         "mlflow/unlogged",
         description="where a run keeps its models and logs when the tracking store fails mid-run "
@@ -121,7 +123,9 @@ class PromotionConfig(Section):
     metric: str = "recall@20"
     p_value: float = Field(0.05, gt=0, lt=1)
     max_coverage_drop: float = Field(0.1, ge=0, le=1, description="relative coverage@k loss tolerated")
-    registered_model: str = Field("recsys-best", description="the model name holding champion/challenger aliases")
+    registered_model: str = Field(
+        "recsys-best", min_length=1, description="the model name holding champion/challenger aliases"
+    )
 
 
 class ServingConfig(Section):
