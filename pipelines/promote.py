@@ -60,7 +60,8 @@ def _candidate_run(mlflow_client, run_id: str):
     try:
         return mlflow_client.get_run(run_id)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code) and "not found" not in str(exc).lower():
+        known = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # unknown id; '' or malformed
+        if not any(code in str(exc.error_code) for code in known) and "not found" not in str(exc).lower():
             raise
         raise TrackingError(
             f"no run with id {run_id!r} in {mlflow_client.tracking_uri}: pass a model run id from "

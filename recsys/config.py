@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import typing
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from recsys.ann import AnnConfig
 from recsys.errors import ConfigError
@@ -105,9 +106,11 @@ class FoldingConfig(Section):
 class TrackingConfig(Section):
     enabled: bool = True
     tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db")
-    experiment: str = "recsys"
+    experiment: str = Field("recsys", min_length=1)
     register_models: bool = True
-    model_name_prefix: str = Field("recsys", description="registered model name = {prefix}-{model name}")
+    model_name_prefix: str = Field(
+        "recsys", min_length=1, description="registered model name = {prefix}-{model name}"
+    )
     offline_dir: str = Field(
         "mlflow/unlogged",
         description="where a run keeps its models and logs when the tracking store fails mid-run "
@@ -120,7 +123,9 @@ class PromotionConfig(Section):
     metric: str = "recall@20"
     p_value: float = Field(0.05, gt=0, lt=1)
     max_coverage_drop: float = Field(0.1, ge=0, le=1, description="relative coverage@k loss tolerated")
-    registered_model: str = Field("recsys-best", description="the model name holding champion/challenger aliases")
+    registered_model: str = Field(
+        "recsys-best", min_length=1, description="the model name holding champion/challenger aliases"
+    )
 
 
 class ServingConfig(Section):
@@ -309,13 +314,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def _describe(exc: ValidationError, path: str | Path | None) -> str:
-    """Every problem on one line: `invalid config (FILE): key: problem; key: problem`."""
+    """Every problem on one line: `invalid config (FILE): key: problem; key: problem`; an unknown
+    key names the closest key of its section (`factor` -> did you mean 'factors'?)."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
         problems.append(f"{loc or 'config'}: {msg}")
     return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
+
+
+def _unknown_key(loc: tuple) -> str:
+    """"unknown key", with the section's closest key when one is close: a typo such as
+    `--set models.wals.factor=3` otherwise leaves the user to read the docs for the spelling."""
+    import difflib
+
+    from recsys.models.base import model_kinds
+
+    section: Any = RunConfig
+    parts = list(loc[:-1])
+    while parts:  # models.<index>.<kind>.key: the kind's own config; a.b.key: the section's
+        part = parts.pop(0)
+        if section is RunConfig and part == "models" and len(parts) >= 2:
+            kind = model_kinds().get(str(parts[1]))
+            section, parts = (kind.Config if kind else None), parts[2:]
+        else:
+            field = section.model_fields.get(str(part)) if section is not None else None
+            options = (typing.get_args(field.annotation) or (field.annotation,)) if field else ()
+            section = next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if section is None:
+            return "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.7)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

@@ -78,6 +78,11 @@ def test_unreadable_file_is_one_line_exit_2_and_nothing_written(tmp_path: Path) 
     assert not out.exists()
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.csv"), "--out", str(out)])
     assert missing.exit_code == 2 and "no such file" in missing.output
+    # A missing source leaves nothing behind: it created --out's parent folders and a lock file there.
+    fresh = tmp_path / "fresh" / "out"
+    missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.csv"), "--out", str(fresh)])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    assert not fresh.parent.exists()
 
 
 def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> None:

@@ -289,3 +289,11 @@ def test_a_models_set_written_as_json_names_the_toml_form():
     assert """--set 'models=[{name="pop", kind="popularity"}""" in message and "movielens.toml" not in message
     cfg = load_config(REPO / "pipelines/configs/movielens.toml", ['models=[{name="pop", kind="popularity"}]'])
     assert [m.name for m in cfg.models] == ["pop"]
+
+
+@pytest.mark.parametrize("setting", ["promotion.registered_model", "tracking.experiment", "tracking.model_name_prefix"])
+def test_an_empty_registry_or_experiment_name_is_a_config_error(setting):
+    """promotion.registered_model = "" reached MLflow: 'unexpected MlflowException: Missing value for
+    required parameter name ... this is a bug' from recsys promote, exit 1."""
+    with pytest.raises(ConfigError, match=f"{setting}: String should have at least 1 character"):
+        load_config(REPO / "pipelines/configs/default.toml", [f'{setting}=""'])

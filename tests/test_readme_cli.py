@@ -173,6 +173,11 @@ CASES: dict[str, Case] = {
         # A misspelt public set read as a missing file, without the names that exist.
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "data.source=movielens-100"],
          "did you mean 'movielens-100k'?"),
+        # A misspelt key named the key alone; the section's closest key is the fix.
+        (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "models.wals.factor=3"],
+         "models.1.wals.factor: unknown key (did you mean 'factors'?)"),
+        (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "split.protocl=random"],
+         "split.protocl: unknown key (did you mean 'protocol'?)"),
         # A config naming no model trained nothing and exited 0 with an empty table.
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "models=[]"], "names no model"),
     ]),

@@ -42,6 +42,7 @@ from recsys.data.readers import (
     row_numbers,
     scan_source,
 )
+from recsys.data.remote import as_url
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.suspicions import suspicions
 from recsys.data.validation import REASON, ValidationResult, validate
@@ -321,6 +322,8 @@ def ingest(
     Holds the directory's writer lock throughout (see the module docstring).
     """
     say = progress or (lambda _stage: None)
+    if as_url(source) is None and not Path(source).exists():  # before the lock: nothing left behind
+        raise DataError(f"{source}: no such file or directory")
     _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
     with storage.writer_lock(Path(out_dir), say):
         return _ingest(

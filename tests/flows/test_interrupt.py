@@ -125,7 +125,14 @@ def _assert_stopped_cleanly(run: Run, code: int, expected: int, line: str) -> No
 
 def test_after_kill_9_the_next_run_stops_the_left_server_and_sigterm_stops_cleanly(shared_mlflow_uri, tmp_path):
     killed = Run(tmp_path / "a", shared_mlflow_uri, f"killed-{uuid.uuid4().hex[:8]}")
-    killed.signal_once_training(signal.SIGKILL)
+    deadline = time.monotonic() + 300  # killed once its temporary server is up: all it takes to leave one
+    while killed.process.poll() is None and time.monotonic() < deadline and not (
+        "temporary server on" in killed.output and _server_pid(killed.server_port())
+    ):
+        time.sleep(0.1)
+    killed.process.kill()
+    killed.process.wait()
+    killed.reader.join(10)
     orphan = _server_pid(killed.server_port())
     assert orphan is not None, killed.output
     try:

@@ -212,10 +212,11 @@ def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged
     """A run id that does not exist, or a pipeline (parent) run id, is the user's to fix: one line
     naming it and what to pass instead, exit 2 (it was an 'unexpected MlflowException ... this is a
     bug', exit 1, for the first and 'no finished candidate has metric' for the second)."""
-    missing = _promote_cli(logged, "--run-id", "deadbeef")
-    assert missing.exit_code == 2, missing.output
-    assert "no run with id 'deadbeef'" in missing.output and "--run-id" in missing.output
-    assert "bug" not in missing.output
+    for typo in ("deadbeef", ""):
+        missing = _promote_cli(logged, "--run-id", typo)
+        assert missing.exit_code == 2, missing.output
+        assert f"no run with id {typo!r}" in missing.output and "--run-id" in missing.output
+        assert "bug" not in missing.output
     parent = MlflowClient(logged.uri).get_run(logged.runs["wals"]).data.tags["mlflow.parentRunId"]
     pipeline = _promote_cli(logged, "--run-id", parent)
     assert pipeline.exit_code == 2, pipeline.output
