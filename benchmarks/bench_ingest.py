@@ -68,6 +68,11 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
+    "The previous table (commit 01c8b321a1, before today's small ingest changes: the weight warning's "
+    "positive-rule condition, a missing source refused before the lock; load 1.5): main 10M-row file 1.89; "
+    "10M-row shapes 1.95-1.97 with numbered ids and 2.27-2.57 with Zipf ids (a run minutes earlier: "
+    "2.34-2.38); 3M-row shapes 2.04-2.16 numbered, 2.47-2.67 Zipf.",
+    "",
     "Before the vocab codes, stand-in codes for 64-bit ids and pyarrow writes (the previous table, commit "
     "fa20c8d691, load 2.5-3.2): main 10M-row file 1.94; 10M-row shapes 2.00-2.08 with numbered ids and "
     "2.63-2.77 with Zipf ids; 3M-row shapes 2.04-2.13 numbered, 2.81-3.34 Zipf.",
