@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +49,7 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
 from recsys.evaluation.ranking import PAD_ITEM, item_major, topk
+from recsys.tracking.store import no_artifact_progress_bars
 
 if TYPE_CHECKING:
     from recsys.ann import AnnConfig, AnnIndex
@@ -203,20 +202,16 @@ def save_pyfunc(
     serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY, ann)
     users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
     example = pd.DataFrame({"user_id": users.head(2).to_list(), "k": [DEFAULT_K] * min(2, len(users))})
-    with warnings.catch_warnings():
-        # MLflow asks for type hints on predict; the explicit signature below does that job.
-        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-        _save(path, serving_dir, example, model)
+    _save(path, serving_dir, example, model)  # no type-hint warning: see TopKRecommender
     return Path(path)
 
 
 def _save(path: str | Path, serving_dir: Path, example: pd.DataFrame, model: Recommender) -> None:
     import mlflow.pyfunc
 
-    # Checking the input example loads the model back: MLflow then draws an artifact-download
-    # progress bar and logs an INFO line per model, which land between a run's log lines (a
-    # user's own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR setting wins).
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Checking the input example loads the model back: a download bar and an INFO line per model,
+    # between a run's log lines.
+    no_artifact_progress_bars()
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     mlflow.pyfunc.save_model(
         path=str(path),

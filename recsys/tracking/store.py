@@ -215,13 +215,18 @@ def _probe_http(uri: str, timeout: float) -> None:
     raise TrackingError(f"tracking server {uri} is not reachable ({reason}); start it or pass --no-tracking")
 
 
+def no_artifact_progress_bars() -> None:
+    """No MLflow artifact-download bars between recsys's own lines (a user's setting wins): MLflow
+    draws one per file when a run's artifacts are read back (per-user metrics, the split, a
+    champion's model for promotion) and when a pyfunc's input example is checked at logging."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def client(uri: str) -> MlflowClient:
     """An MlflowClient bound to `uri` (explicit, so concurrent threads never share fluent state)."""
     from mlflow import MlflowClient
 
-    # Reading a run's artifacts back (per-user metrics, the split, a champion's model for promotion)
-    # draws an MLflow download bar per file between recsys's own lines; a user's setting wins.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    no_artifact_progress_bars()
     if is_http(uri):
         limit_http_retries()
         # MLflow prints "View run ... at <url>" for every run it ends on a server; recsys prints
