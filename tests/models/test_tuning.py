@@ -240,3 +240,19 @@ def test_a_missing_cuda_device_stops_the_search_at_the_first_trial(planted):
     with pytest.raises(SetupError, match="no CUDA device"):
         tune_in_run(cfg, split, run, tracker=tracker, model_run=ModelRun("", "tt", None, tracker), log=logged.append)
     assert len([line for line in logged if " trial " in line]) == 1
+
+
+def test_recsys_tune_reports_failed_and_pruned_trials_too():
+    """`recsys tune` printed only completed trials: with Optuna's own failure lines silenced, a
+    failed trial would vanish from its output."""
+    from pipelines.tune import _ProgressHooks, trial_line
+    from recsys.tuning import TrialRecord
+
+    seen: list[str] = []
+    hooks = _ProgressHooks(lambda record: seen.append(trial_line(record)))
+    hooks.finish(TrialRecord(0, {"lr": 0.1}, 0.25, "complete", 1.0))
+    hooks.finish(TrialRecord(1, {"lr": 9.0}, None, "failed", 1.0, error="ModelError: training diverged"))
+    hooks.finish(TrialRecord(2, {"lr": 1e-5}, None, "pruned", 1.0))
+    assert seen[0].startswith("trial 0: complete 0.2500")
+    assert "trial 1: failed" in seen[1] and "(ModelError: training diverged)" in seen[1]
+    assert seen[2].startswith("trial 2: pruned")
