@@ -518,8 +518,8 @@ def _broadcast_columns(columns: dict[str, Any], key: str) -> dict[str, list[Any]
             # MLflow's `instances` form turns records into columns and drops the records that lack a
             # key, so which rows carried it is lost: refuse rather than guess.
             raise BadRequest(
-                f"column {name!r} has {len(values)} values for {n} {key}s: give {name} in every row or "
-                f"in none (with MLflow's \"instances\" form; \"dataframe_records\" allows gaps)"
+                f"column {name!r} must have one value per {key} ({n}), got {len(values)} (MLflow's "
+                f"\"instances\" form: give {name} in every record or in none)"
             )
     return {name: list(values) for name, values in columns.items()}
 
