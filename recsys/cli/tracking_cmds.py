@@ -105,13 +105,11 @@ def promote(
 
 
 def aliases_line(registered_model: str, decision) -> str:
-    """Where the aliases point after the decision: a promoted challenger is the champion now
-    (`decision.champion_version` is the one it was compared with)."""
-    if decision.promoted:
-        was = f" (was v{decision.champion_version})" if decision.champion_version else ""
-        champion = f"v{decision.challenger_version}{was}"
-    else:
-        champion = f"v{decision.champion_version or '-'}"
+    """Where the aliases point after the decision (`decision.champion_version`), and for a promotion
+    the champion it replaced (`decision.compared_version`)."""
+    champion = f"v{decision.champion_version or '-'}"
+    if decision.promoted and decision.compared_version and decision.compared_version != decision.champion_version:
+        champion += f" (was v{decision.compared_version})"
     return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or '-'}"
 
 
