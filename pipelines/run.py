@@ -458,9 +458,9 @@ def _store_failure(exc: BaseException) -> bool:
 
 
 def champion_name(tracker: Any, decision: dict[str, Any], candidates: dict[str, str]) -> str | None:
-    """The model holding the champion alias after promotion: this run's challenger when promoted,
-    else the standing champion (possibly from an earlier run, named by its run's model tag)."""
-    run_id = decision.get("challenger_run_id") if decision.get("promoted") else decision.get("champion_run_id")
+    """The model holding the champion alias after promotion (`champion_run_id`): this run's challenger
+    when promoted, else the standing champion (possibly from an earlier run, named by its run's model tag)."""
+    run_id = decision.get("champion_run_id")
     if not run_id:
         return None
     by_run = {v: k for k, v in candidates.items()}

@@ -126,6 +126,9 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     client = mlflow.MlflowClient(shared_mlflow_uri)
     registry = f"{tmp.name}-best"
     assert run1["promotion"]["decision"] == "promoted" and run1["promotion"]["selection"] == "validation"
+    # `recsys run --json`: the champion after the run, and none compared with on a new line
+    assert run1["promotion"]["champion_version"] == run1["promotion"]["challenger_version"] is not None
+    assert run1["promotion"]["compared_version"] is None
     champion_1 = alias_version(client, registry, CHAMPION)
 
     # the next day's files land, and they repeat 120 pairs of run 1's training days inside run 2's
@@ -140,7 +143,7 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     decision = run2["promotion"]
     assert decision["decision"] in ("promoted", "kept"), decision["reason"]
     assert "champion re-evaluated on the current split" in decision["reason"]
-    assert decision["n_users"] > 0 and decision["champion_run_id"] == champion_1.run_id
+    assert decision["n_users"] > 0 and decision["compared_run_id"] == champion_1.run_id
 
     # cold users (joined on day 54) are counted, kept out of the model metrics, scored by fallback
     assert run2["dataset"]["cold_test_users"] >= 10
