@@ -355,7 +355,12 @@ def close_dead_flow_runs() -> list[str]:
 
 
 class PipelineFailed(RuntimeError):
-    """Some models failed; the others finished and were logged. Carries the summary."""
+    """Some models failed; the others finished and were logged. Carries the summary.
+
+    Each failed model was logged as one line (`model X failed: ...`), so Prefect's traceback of
+    this exception is kept off the terminal (`reported`, read by `flows.errors`)."""
+
+    reported = True
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
