@@ -106,11 +106,13 @@ def plot_history(
 def history_figure(
     history: Sequence[Mapping[str, float]], max_panels: int = 6, title: str | None = None, unit: str = "epoch"
 ):
-    """The figure `plot_history` saves (None without history)."""
+    """The figure `plot_history` saves (None without a curve: fewer than two steps). A closed-form
+    model (EASE) records one entry, its fit summary: drawn, it was a page of lone dots against
+    "epochs" 0.95-1.05 in the MLflow UI; those values stay in the run's metrics."""
     from matplotlib.ticker import MaxNLocator
 
     names = sorted({k for entry in history for k in entry if k != "step"})[:max_panels]
-    if not names:
+    if not names or len(history) < 2:
         return None
     fig = _figure((6, 1.0 + 2.0 * len(names)))
     axes = fig.subplots(len(names), 1, squeeze=False, sharex=True)

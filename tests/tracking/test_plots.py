@@ -33,6 +33,12 @@ def test_training_curves_are_titled_marked_and_ticked_by_whole_epochs(tmp_path):
     assert plot_history(HISTORY, tmp_path / "curves.png", title="x").is_file()
 
 
+def test_a_one_step_history_draws_no_training_curves(tmp_path):
+    """EASE's history is one fit summary: one dot per panel against epochs 0.95-1.05 is no curve."""
+    assert plot_history([{"step": 1.0, "l2": 422.2, "nonzero_weights": 1e6}], tmp_path / "c.png") is None
+    assert not (tmp_path / "c.png").exists()
+
+
 def test_pca_of_wide_vectors_takes_two_components_without_a_full_svd(monkeypatch):
     """EASE's item vectors are n_items wide: a full SVD of 8,904 x 8,904 held a run in this plot for
     over ten minutes. Wide vectors get the same two components (up to sign) from ARPACK."""
