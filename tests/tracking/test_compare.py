@@ -316,3 +316,22 @@ def test_reading_commands_name_a_missing_store_instead_of_creating_one(command, 
     assert f"no MLflow store at {tmp_path / 'elsewhere' / 'mlflow.db'}" in text
     assert "--set tracking.tracking_uri=" in text and "Traceback" not in text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_folding_ranks_the_smallest_first(shared_mlflow_uri):
+    """folding@k is the share of lists in blocks the user never touched: lower is better, and
+    `recsys compare -m folding@20` put the most folded model (popularity) on top as the best."""
+    import uuid
+
+    from recsys.tracking.compare import rich_table
+
+    client = MlflowClient(shared_mlflow_uri)
+    experiment = f"folding-order-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(experiment)
+    for name, folding in (("popular", 0.83), ("factor", 0.02), ("tower", 0.001)):
+        run = client.create_run(experiment_id, tags={"recsys.kind": "model", "recsys.model_name": name})
+        client.log_metric(run.info.run_id, "folding_at_20", folding)
+        client.set_terminated(run.info.run_id)
+    frame = compare(client, experiment, "folding@20", registered_model=None)
+    assert frame.get_column("model").to_list() == ["tower", "factor", "popular"]
+    assert "folding@20 (lower is better)" in rich_table(frame, "folding@20").heading
