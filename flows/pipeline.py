@@ -28,6 +28,7 @@ from pipelines.data import (
     DatasetResult,
     dataset_dir,
     ingest_columns,
+    ingest_filters,
     ingest_warnings,
     prepare_dataset,
     source_fingerprint,
@@ -73,6 +74,8 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
     if (columns := ingest_columns(result)) is not None:
         logger.info("columns: %s", columns)
+    if (kept := ingest_filters(result)) is not None:
+        logger.info("%s", kept)
     for warning in ingest_warnings(result):
         logger.warning(warning)
     return result

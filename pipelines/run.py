@@ -22,6 +22,7 @@ from typing import Any
 from pipelines.data import (
     DatasetResult,
     ingest_columns,
+    ingest_filters,
     ingest_warnings,
     load_dataset,
     make_split,
@@ -329,6 +330,8 @@ def run_pipeline(
     dataset = prepare_dataset(cfg)
     if (columns := ingest_columns(dataset)) is not None:
         log(f"columns: {columns}")
+    if (kept := ingest_filters(dataset)) is not None:
+        log(kept)
     for warning in ingest_warnings(dataset):
         log(f"warning: {warning}")
     steps["ingest"] = time.perf_counter() - t

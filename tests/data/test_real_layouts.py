@@ -972,3 +972,5 @@ def test_a_run_on_a_users_file_logs_the_columns_it_took(tmp_path: Path) -> None:
         "columns: user=visitorid, item=itemid, time=timestamp, event=event, no weight column (each row counts 1)"
         in lines
     )
+    kept = [line for line in lines if line.startswith("kept: ")]
+    assert kept and kept[0].endswith("items (steps: aggregate (count))"), lines

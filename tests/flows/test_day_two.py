@@ -97,6 +97,7 @@ def first_runs(prefect_harness, prefect_console, tmp_path_factory, shared_mlflow
 def test_the_flow_logs_which_columns_its_ingest_took(first_runs):
     printed = first_runs[-1]
     assert "columns: user=user, item=item, time=timestamp, weight=rating" in printed, printed[-2000:]
+    assert "kept: " in printed and "(steps: aggregate" in printed, printed[-2000:]
 
 
 @pytest.mark.slow
