@@ -137,15 +137,26 @@ def _ids(ids: np.ndarray, n: int) -> list[str]:
 
 
 def signature():
-    """Explicit input/output schema: user_id, optional k and history -> lists of ids and scores."""
+    """Explicit input/output schema: user_id (or item_id), optional k and history -> lists of ids
+    and scores; `params.k` for the whole request.
+
+    `k` and `history` are declared `Any`: MLflow enforces the schema before `predict` runs (in
+    `mlflow models serve` too), and its typed conversions got them wrong. A `long` k column failed
+    with a pandas cast error when only some rows carried k (NaN), truncated 2.5 to 2 without a word
+    and turned 1e30 into -2**63; a `double` one refuses an integer k (MLflow casts int64 to
+    float64 only up to 6-byte integers), the input example's included. An `Array(string)` history
+    refused integer item ids (MovieLens) and rows without a history. `parse_request` checks both
+    (k an integer from 1 to the number of items, history a list of ids), so every request is
+    either answered or refused with one line (400). user_id stays `string`: MLflow turns an integer
+    id into its text, which is what the vocab holds."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema(
         [
             ColSpec("string", "user_id", required=False),
-            ColSpec("long", "k", required=False),
-            ColSpec(Array("string"), "history", required=False),
+            ColSpec(AnyType(), "k", required=False),
+            ColSpec(AnyType(), "history", required=False),
             ColSpec("string", "item_id", required=False),
         ]
     )
@@ -303,7 +314,7 @@ class ServingIndex:
         if histories is None:
             return sp.csr_matrix((n_rows, self.n_items), dtype=np.float32)
         lists = [
-            [] if h is None or (isinstance(h, float) and np.isnan(h)) else [str(x) for x in h]
+            [] if h is None or (isinstance(h, float) and np.isnan(h)) else [_id_text(x) for x in h]
             for h in histories
         ]
         frame = pl.DataFrame(
@@ -501,8 +512,15 @@ def _broadcast_columns(columns: dict[str, Any], key: str) -> dict[str, list[Any]
     if "k" in columns and not _is_list(columns["k"]):
         columns["k"] = [columns["k"]] * n
     for name, values in columns.items():
-        if not _is_list(values) or len(values) != n:
+        if not _is_list(values):
             raise BadRequest(f"column {name!r} must have one value per {key} ({n})")
+        if len(values) != n:
+            # MLflow's `instances` form turns records into columns and drops the records that lack a
+            # key, so which rows carried it is lost: refuse rather than guess.
+            raise BadRequest(
+                f"column {name!r} must have one value per {key} ({n}), got {len(values)} (MLflow's "
+                f"\"instances\" form: give {name} in every record or in none)"
+            )
     return {name: list(values) for name, values in columns.items()}
 
 
@@ -547,15 +565,21 @@ def _ids_and_ks(columns: dict[Any, list[Any]], key: str, default_k: int, limit: 
                 or (isinstance(u, float | np.floating) and not float(u).is_integer())), None)  # NaN too
     if bad is not None:
         raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
-    # an integer id that travelled as a float (a JSON 1.0, a pandas column with a gap) is that
-    # integer: str(1.0) is "1.0", an id no vocab holds, and the user got popularity silently
-    ids = [int(u) if isinstance(u, float | np.floating) else u for u in ids]
     if "k" in columns:
         raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in columns["k"]]
     else:
         raw = [default_k] * len(ids)
     ks = np.asarray([check_k(k, limit, f"k of row {i}") for i, k in enumerate(raw)], dtype=np.int64)
-    return [str(u) for u in ids], ks
+    return [_id_text(u) for u in ids], ks
+
+
+def _id_text(value: Any) -> str:
+    """An id as the vocab spells it. An integer id that travelled as a float (a JSON 1.0, a pandas
+    column with a gap) is that integer: str(1.0) is "1.0", an id no vocab holds, and the user got
+    popularity (or the history item was ignored) without a word."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def parse_similar(model_input: Any, default_k: int, n_items: int) -> tuple[list[str], np.ndarray]:
