@@ -160,10 +160,10 @@ def follow_ups(client, summaries: list[dict], evaluation) -> list[dict]:
     out = []
     for i, summary in enumerate(summaries[:-1]):
         decision = summary["promotion"]
-        if decision.get("decision") != "promoted" or not decision.get("champion_run_id"):
+        if decision.get("decision") != "promoted" or not decision.get("compared_run_id"):
             continue
         later = summaries[i + 1]["promotion"].get("challenger_run_id")
-        new, old = decision["challenger_run_id"], decision["champion_run_id"]
+        new, old = decision["challenger_run_id"], decision["compared_run_id"]
         new_scores, old_scores = rescore(client, new, later, evaluation), rescore(client, old, later, evaluation)
         ours, theirs = paired_values(old_scores.per_user, new_scores.per_user, METRIC)
         test = paired_test(ours, theirs, seed=0)
@@ -179,11 +179,11 @@ def model_names(summaries: list[dict]) -> dict[str, str]:
 def oracle(summary: dict, names: dict[str, str]) -> tuple[str, str, bool | None]:
     """(best model on the forward window, the rule's pick, agreement) for a run with a champion."""
     decision = summary["promotion"]
-    if not decision.get("champion_run_id") or decision.get("champion_mean") is None:
+    if not decision.get("compared_run_id") or decision.get("champion_mean") is None:
         return "", "", None
     scores = {names.get(m["mlflow_run_id"], m["name"]): m["metrics"].get(METRIC, float("-inf"))
               for m in summary["models"] if m["status"] == "ok"}  # fmt: skip
-    champion = names.get(decision["champion_run_id"], "champion")
+    champion = names.get(decision["compared_run_id"], "champion")
     scores[champion] = decision["champion_mean"]
     best = max(scores, key=scores.get)
     pick = names[decision["challenger_run_id"]] if decision["decision"] == "promoted" else champion
@@ -257,7 +257,7 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
             total += 1
             agree += bool(agreed)
         verdict = "" if agreed is None else (" (agrees)" if agreed else " (differs)")
-        champion = names.get(d.get("champion_run_id"), "-") if d.get("champion_run_id") else "(none)"
+        champion = names.get(d.get("compared_run_id"), "-") if d.get("compared_run_id") else "(none)"
         p_value = f"{d['p_value']:.3g}" if d.get("p_value") is not None else "-"
         outcome = d.get("decision") or "-"
         why = next((label for text, label in WHY if text in d.get("reason", "")), "")

@@ -4,7 +4,8 @@ A `RecsysError` (bad input, bad config) fails the same way on every try, so task
 `retry_unless_deterministic` as their `retry_condition_fn`. When such an error ends a run, Prefect
 logs it twice with a traceback (task, then flow) before `recsys` prints its own one-line `error:`;
 `quiet_deterministic_errors` drops those records from the terminal only; the Prefect API (and UI)
-still receives them. Bugs keep their tracebacks.
+still receives them. So does a run whose failed models were each reported in one line. Bugs keep
+their tracebacks.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:
 
 
 class _DropDeterministic(logging.Filter):
+    """Drops records of deterministic errors, and of errors already reported line by line (an
+    exception class with `reported = True`: `PipelineFailed`, whose models each logged their own
+    one-line failure, so its flow-level traceback only points at the `raise`)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (error is not None and is_deterministic(error))
+        return not (error is not None and (is_deterministic(error) or getattr(error, "reported", False)))
 
 
 _FILTER = _DropDeterministic()

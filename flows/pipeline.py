@@ -28,6 +28,7 @@ from pipelines.data import (
     DatasetResult,
     dataset_dir,
     ingest_columns,
+    ingest_filters,
     ingest_warnings,
     prepare_dataset,
     source_fingerprint,
@@ -73,6 +74,8 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
     if (columns := ingest_columns(result)) is not None:
         logger.info("columns: %s", columns)
+    if (kept := ingest_filters(result)) is not None:
+        logger.info("%s", kept)
     for warning in ingest_warnings(result):
         logger.warning(warning)
     return result
@@ -355,7 +358,12 @@ def close_dead_flow_runs() -> list[str]:
 
 
 class PipelineFailed(RuntimeError):
-    """Some models failed; the others finished and were logged. Carries the summary."""
+    """Some models failed; the others finished and were logged. Carries the summary.
+
+    Each failed model was logged as one line (`model X failed: ...`), so Prefect's traceback of
+    this exception is kept off the terminal (`reported`, read by `flows.errors`)."""
+
+    reported = True
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)

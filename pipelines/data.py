@@ -213,6 +213,27 @@ def ingest_columns(dataset: DatasetResult) -> str | None:
     return describe_columns(columns) if columns else None
 
 
+def ingest_filters(dataset: DatasetResult) -> str | None:
+    """What the data config kept, in one line, for the run's log: interactions of validated rows,
+    users and items before and after the filter steps (positive rule, aggregation, k-core). On a
+    sparse public log (most users with one review) the k-core can keep a tenth of the users; the
+    run says so instead of leaving it in the manifest. None without steps (synthetic data)."""
+    from recsys.data.storage import read_manifest
+
+    try:
+        steps = read_manifest(Path(dataset.processed_dir)).get("steps") or []
+    except (OSError, ValueError, DataError):
+        return None
+    if len(steps) < 2:
+        return None
+    first, last = steps[0], steps[-1]
+    return (
+        f"kept: {last['rows']:,} interactions of {first['rows']:,} rows, {last['users']:,} of "
+        f"{first['users']:,} users, {last['items']:,} of {first['items']:,} items "
+        f"(steps: {', '.join(step['name'] for step in steps[1:])})"
+    )
+
+
 def _manifest_fingerprint(processed: Path) -> str:
     from recsys.data.storage import read_manifest
 

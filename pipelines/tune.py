@@ -49,6 +49,15 @@ def validation_or_refuse(split: Split, model_name: str):
     from recsys.evaluation.cold import warm_validation
 
     validation = warm_validation(split)
+    if validation is None and split.validation is not None:
+        # The fraction is set, but this data left no validation user with a training history to
+        # score (a handful of users, each placed by a hash): pointing at the fraction would mislead.
+        held = int((split.validation.getnnz(axis=1) > 0).sum())
+        raise ConfigError(
+            f"models.{model_name}.tuning has no validation user to choose on: of {split.train.shape[0]:,} "
+            f"users the split held out {held:,} for validation, none with a training history to score "
+            f"(too few users to tune on); set models.{model_name}.tuning.enabled = false, or use more data"
+        )
     if validation is None:
         raise ConfigError(
             f"models.{model_name}.tuning needs a validation split: set split.validation_fraction (e.g. 0.1)"

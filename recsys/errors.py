@@ -13,6 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
+class RecsysWarning(UserWarning):
+    """A warning for the user about their settings or data. The library only `warnings.warn`s it
+    (catchable: `pytest.warns`, `-W error`, `warnings.catch_warnings`) and never logs it as well, so
+    it is printed once; the CLI prints it as one `warning: <message>` line
+    (`recsys.cli.common.one_line_warnings`) instead of Python's `file:line: Category: ...` form."""
+
+
 class RecsysError(Exception):
     """Base for errors caused by input or configuration, not by a bug: deterministic, so an
     orchestrator must not retry them."""

@@ -297,3 +297,18 @@ def test_an_empty_registry_or_experiment_name_is_a_config_error(setting):
     required parameter name ... this is a bug' from recsys promote, exit 1."""
     with pytest.raises(ConfigError, match=f"{setting}: String should have at least 1 character"):
         load_config(REPO / "pipelines/configs/default.toml", [f'{setting}=""'])
+
+
+def test_pairs_weighing_0_are_a_reported_step_and_a_warning_not_a_silent_loss_in_the_matrix(tmp_path):
+    """Book-Crossing's rating 0 (implicit): with the weights kept, those pairs used to pass the
+    k-core and then vanish from every user x item matrix (it stores no zeros), unreported."""
+    log = tmp_path / "ratings.csv"
+    log.write_text('"User-ID";"ISBN";"Book-Rating"\n"1";"034545104X";"0"\n"1";"0155061224";"5"\n'
+                   '"2";"034545104X";"0"\n"2";"0155061224";"0"\n"3";"0155061224";"8"\n')  # fmt: skip
+    report = ingest(log, tmp_path / "kept", DataConfig(aggregate="sum"))
+    assert [(s.name, s.rows, s.users) for s in report.steps][-1] == (
+        "weight > 0 (weights kept: a weight of 0 is no interaction)", 2, 2)  # fmt: skip
+    assert report.users == 2 and report.interactions == 2
+    assert any("3 of 5 pairs (60%) weigh 0 in column 'Book-Rating'" in w for w in report.warnings)
+    counted = ingest(log, tmp_path / "counted", DataConfig(aggregate="sum", binarize=True))
+    assert counted.interactions == 5 and not any("weigh 0" in w for w in counted.warnings)

@@ -223,6 +223,10 @@ CASES: dict[str, Case] = {
                 lambda w: [*_config_cases(w, ["compare"]),
                            (["compare", "--config", w["config"], "--format", "yaml"], "--format")]),
     "promote": (_ok("promote", "--config", lambda w: w["config"]), lambda w: _config_cases(w, ["promote"])),
+    "registry": (_ok("registry", "--config", lambda w: w["config"], "--format", "markdown"),
+                 lambda w: [*_config_cases(w, ["registry"]),
+                            (["registry", "--config", w["config"], "--format", "yaml"], "--format"),
+                            (["registry", "--config", w["config"], "--model", "nope"], "no registered model")]),
     "serve": ("tests/tracking/test_server.py runs `recsys serve` and fuzzes it", lambda w: [
         *_config_cases(w, ["serve"]),
         (["serve", "--config", w["config"], "--port", "-1"], "--port"),
@@ -262,7 +266,7 @@ def test_every_readme_command_has_a_case_and_only_options_it_has():
 
 
 ORDER = ["run", "ingest", "data synth", "data fetch", "data combine", "train", "evaluate", "tune", "compare",
-         "promote", "serve", "schedule", "ui", "stack"]  # run first: compare / promote / serve read its runs
+         "promote", "registry", "serve", "schedule", "ui", "stack"]  # run first: compare / promote / serve read its runs
 
 
 def test_readme_commands_happy_path_and_bad_input(work):

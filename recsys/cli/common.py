@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -73,6 +74,27 @@ def quiet_library_tracebacks() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
+def one_line_warnings() -> None:
+    """Print the library's `RecsysWarning`s as one `warning: <message>` line on stderr, as the CLI's
+    own warnings are, instead of Python's `path:line: Category: message` plus the source line;
+    other warnings keep Python's form. Python's filters still decide whether a warning shows (once
+    per message and place by default)."""
+    from recsys.errors import RecsysWarning
+
+    original = warnings.showwarning
+    if getattr(original, "_recsys_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, RecsysWarning):
+            err_console.print(f"warning: {message}", style="yellow", markup=False)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show._recsys_one_line = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 class OneLineErrors(TyperGroup):
     """The root command group: usage errors (unknown option, bad value, missing argument) become
     one `error:` line with exit code 2 instead of click's multi-line box; `--debug` anywhere on
@@ -85,6 +107,7 @@ class OneLineErrors(TyperGroup):
             os.environ["RECSYS_DEBUG"] = "1"
         if not debug_enabled():
             quiet_library_tracebacks()
+        one_line_warnings()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:

@@ -14,7 +14,6 @@ from recsys.cli.common import (
     DEFAULT_CONFIG,
     STARTED,
     ConfigOption,
-    JsonOption,
     SetOption,
     app,
     config_path,
@@ -36,7 +35,15 @@ if TYPE_CHECKING:
 def run(
     config: ConfigOption = None,
     set_: SetOption = None,
-    json_out: JsonOption = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write a machine-readable summary to this file. Its promotion block: champion, "
+            "champion_version and champion_run_id hold the champion alias after the run; compared_version "
+            "and compared_run_id are the champion the challenger was compared with (null on a first promotion).",
+        ),
+    ] = None,
     no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow (no registry, no promotion).")] = False,
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="Run the same steps in-process without Prefect (models one at a time).")

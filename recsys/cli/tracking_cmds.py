@@ -1,10 +1,11 @@
-"""`recsys promote`, `recsys compare`, `recsys ui`, `recsys serve`: the MLflow side of the CLI.
+"""`recsys promote`, `recsys compare`, `recsys registry`, `recsys ui`, `recsys serve`: the MLflow side of the CLI.
 
 MLflow is imported inside the commands so that `recsys --help` stays fast.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import typer
 
 from recsys.cli.common import (
     ConfigOption,
+    JsonOption,
     SetOption,
     app,
     config_path,
@@ -21,6 +23,7 @@ from recsys.cli.common import (
     err_console,
     load_run_config,
     user_errors,
+    writable_output,
 )
 from recsys.cli.process import run_in_process_group
 from recsys.errors import ConfigError, TrackingError
@@ -105,13 +108,11 @@ def promote(
 
 
 def aliases_line(registered_model: str, decision) -> str:
-    """Where the aliases point after the decision: a promoted challenger is the champion now
-    (`decision.champion_version` is the one it was compared with)."""
-    if decision.promoted:
-        was = f" (was v{decision.champion_version})" if decision.champion_version else ""
-        champion = f"v{decision.challenger_version}{was}"
-    else:
-        champion = f"v{decision.champion_version or '-'}"
+    """Where the aliases point after the decision (`decision.champion_version`), and for a promotion
+    the champion it replaced (`decision.compared_version`)."""
+    champion = f"v{decision.champion_version or '-'}"
+    if decision.promoted and decision.compared_version and decision.compared_version != decision.champion_version:
+        champion += f" (was v{decision.compared_version})"
     return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or '-'}"
 
 
@@ -195,6 +196,58 @@ def compare(
             console.print(f"wrote {output}")
     if plot is not None:
         console.print(f"wrote {plot_curves(frame, plot)}")
+
+
+@app.command()
+@user_errors
+def registry(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this registered model, e.g. default-best (default: all).")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", "-m", help="Metric shown per version, e.g. recall@20 (default: promotion.metric)."),
+    ] = None,
+    versions: Annotated[
+        int,
+        typer.Option(
+            "--versions", "-n", min=1, max=10_000,
+            help="Newest versions shown per registered model; versions holding an alias are always shown.",
+        ),
+    ] = 10,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown")] = "table",
+    json_out: JsonOption = None,
+) -> None:
+    """List the model registry: every registered model and its versions, with aliases (champion,
+    challenger), model, metric, promotion decision, run id and data fingerprint.
+
+    Each trained model is a version of PREFIX-NAME (tracking.model_name_prefix, e.g. default-wals);
+    promotion.registered_model (e.g. default-best) is the serving line whose champion alias `recsys
+    serve` loads. The champion's row is bold; --json has every version's full run id and data
+    fingerprint. Run it with the --config and --set that `recsys run` used to read the same store.
+    """
+    from recsys.tracking.listing import list_registry, render_markdown, rich_table, to_json
+
+    if fmt not in ("table", "markdown"):
+        raise TrackingError(f"--format {fmt!r}: choose table or markdown")
+    writable_output(json_out, "--json")
+    cfg = _config(config, set_)
+    metric = metric or cfg.promotion.metric
+    uri, mlflow_client = _client(cfg)
+    models = list_registry(mlflow_client, metric, model, versions)
+    if json_out is not None:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(to_json(models, metric, uri), indent=2) + "\n")
+        os.replace(tmp, json_out)
+    if not models:
+        err_console.print(f"no registered models in {uri} yet: `recsys run` registers every model it trains")
+        return
+    if fmt == "markdown":
+        sys.stdout.write(render_markdown(models, metric))
+    else:
+        console.print(rich_table(models, metric, width=console.width))
 
 
 @app.command()

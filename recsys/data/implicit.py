@@ -192,6 +192,9 @@ def _aggregate_rows(frame: pl.LazyFrame, weight: pl.Expr, first_seen: pl.Expr) -
     )  # 64-bit codes (WIDE_CODE_DTYPE) do not pack into one key: a two-column key, still no strings
 
 
+ZERO_WEIGHT_STEP = "weight > 0 (weights kept: a weight of 0 is no interaction)"
+
+
 def k_core(frame: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
     """Drop users with < min_user items and items with < min_item users, repeatedly, until nothing
     changes (removing an item can push a user under the limit and vice versa). The k-core is the
@@ -243,6 +246,14 @@ def to_implicit(
         steps.insert(0, FilterStep("validated", validated_rows, steps[0].users, steps[0].items))
     if cfg.binarize:
         pairs = pairs.with_columns(pl.lit(1.0, dtype=pl.Float32).alias(WEIGHT))
+    else:
+        # A kept weight of 0 (Book-Crossing's and Goodreads' "no rating") is no interaction to any
+        # model: the user x item matrix stores no zeros. Dropping those pairs here, as a reported
+        # step before the k-core, keeps the k-core, the counts and the matrices telling one story.
+        signal = pairs.filter(pl.col(WEIGHT) > 0)
+        if signal.height < pairs.height:
+            steps.append(_measure(ZERO_WEIGHT_STEP, signal))
+            pairs = signal
     if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
         pairs, rounds = k_core(pairs, cfg.min_user_interactions, cfg.min_item_interactions)
         name = f"k-core (users >= {cfg.min_user_interactions}, items >= {cfg.min_item_interactions}; {rounds} round{'' if rounds == 1 else 's'})"

@@ -32,7 +32,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
-from recsys.data.implicit import ORDER, FilterStep, to_implicit
+from recsys.data.implicit import ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
 from recsys.data.readers import (
     MALFORMED_JSON,
     ROW,
@@ -297,6 +297,24 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
             "warning": warning}
 
 
+def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | None:
+    """A warning when pairs weighing 0 were dropped (`ZERO_WEIGHT_STEP`): in logs such as
+    Book-Crossing (`Book-Rating` 0 = an implicit interaction) or Goodreads (`rating` 0 = shelved,
+    not rated) they can be most of the data, which a config that keeps the weights would lose
+    without a word; the hint names the two settings that keep or drop them on purpose."""
+    names = [step.name for step in steps]
+    if ZERO_WEIGHT_STEP not in names:
+        return None
+    at = names.index(ZERO_WEIGHT_STEP)
+    before, after = steps[at - 1].rows, steps[at].rows
+    dropped = before - after
+    return (
+        f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in column {column!r} and were "
+        "dropped: with the weights kept, a weight of 0 is no interaction; set data.binarize = true to "
+        "count each as one interaction, or data.positive_min_weight to read the column as ratings"
+    )
+
+
 def _sources(manifest: dict | None) -> list[dict]:
     return list(manifest.get("batches", [])) if manifest else []
 
@@ -420,7 +438,7 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        warnings = [w for w in (weights["warning"],) if w] + suspicions(pairs, users, items, result.rows, raw.mapping)
+        warnings = [w for w in (weights["warning"], zero_weight_warning(steps, weights["column"])) if w] + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

@@ -437,8 +437,12 @@ def map_columns(
                     setting="data.format",
                     value="FORMAT",
                 )
-            # Suggest an id-like column first (`book_id` rather than `title`).
-            free = sorted((c for c in header if c not in taken), key=lambda c: not _ID_SUFFIX.match(c))
+            # Suggest a column named for the role first (`user_uuid` for the user, not the item's
+            # `app_id`), then an id-like one (`book_id` rather than `title`).
+            free = sorted(
+                (c for c in header if c not in taken),
+                key=lambda c: (attr not in _base_name(c), not _ID_SUFFIX.match(c)),
+            )
             raise DataError(
                 f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
                 setting=f"data.columns.{attr}",

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from recsys.data.schema import USER_IDX
 from recsys.data.split import EvalSet
+from recsys.errors import RecsysWarning
 from recsys.evaluation.metrics import PER_USER_METRICS, check_metric_names, compute_metrics
 from recsys.evaluation.ranking import RankedLists, _topk_rows, resolve_device, topk, torch_threads
 from recsys.evaluation.stats import bootstrap_ci_columns
@@ -31,6 +32,11 @@ from recsys.models.base import Recommender
 from recsys.sections import EvaluationConfig
 
 log = logging.getLogger(__name__)
+
+
+class SampledMetricsWarning(RecsysWarning):
+    """`evaluation.sampled_negatives` is set: the metrics are sampled, not full-corpus."""
+
 
 SAMPLED_WARNING = (
     "sampled metrics (test items ranked among {n} random negatives) are biased estimates of the "
@@ -134,8 +140,7 @@ def _evaluate_vectors(
     with _progress_bar(progress, len(users), "ranking") as advance:
         if cfg.sampled_negatives is not None:
             message = SAMPLED_WARNING.format(n=cfg.sampled_negatives)
-            warnings.warn(message, UserWarning, stacklevel=3)
-            log.warning(message)
+            warnings.warn(message, SampledMetricsWarning, stacklevel=3)  # not logged too: printed once
             items, scores = sampled_topk(
                 vectors, item_vecs, truth, exclude, k, cfg.sampled_negatives,
                 seed=0, chunk_size=cfg.chunk_size, device=device, threads=cfg.threads, on_chunk=advance,

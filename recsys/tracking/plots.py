@@ -106,11 +106,13 @@ def plot_history(
 def history_figure(
     history: Sequence[Mapping[str, float]], max_panels: int = 6, title: str | None = None, unit: str = "epoch"
 ):
-    """The figure `plot_history` saves (None without history)."""
+    """The figure `plot_history` saves (None without a curve: fewer than two steps). A closed-form
+    model (EASE) records one entry, its fit summary: drawn, it was a page of lone dots against
+    "epochs" 0.95-1.05 in the MLflow UI; those values stay in the run's metrics."""
     from matplotlib.ticker import MaxNLocator
 
     names = sorted({k for entry in history for k in entry if k != "step"})[:max_panels]
-    if not names:
+    if not names or len(history) < 2:
         return None
     fig = _figure((6, 1.0 + 2.0 * len(names)))
     axes = fig.subplots(len(names), 1, squeeze=False, sharex=True)
@@ -199,18 +201,44 @@ def plot_item_embeddings(
     title: str | None = None,
 ) -> Path:
     """2-D PCA of item vectors coloured by `labels` (planted block, or popularity decile)."""
+    return _save(item_embeddings_figure(item_vectors, labels, label_name, title), path)
+
+
+MAX_DISCRETE_LABELS = 20
+"""Up to this many distinct labels get one colour each (tab10 / tab20); more get a continuous map."""
+
+
+def item_embeddings_figure(
+    item_vectors: np.ndarray, labels: np.ndarray | None = None, label_name: str = "block", title: str | None = None
+):
+    """The figure `plot_item_embeddings` saves. Few labels get one colour each and a colour bar with
+    one band per label, its tick in the band's middle: tab10 stretched over 8 blocks showed ten
+    bands (two in colours no item had) with the ticks on band edges, so a block's colour could
+    not be read off the bar."""
+    from matplotlib import colormaps
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
     coords = pca_2d(item_vectors)
     fig = _figure((5.5, 5))
     ax = fig.subplots()
-    scatter = ax.scatter(
-        coords[:, 0], coords[:, 1], c=labels, s=6, cmap="tab10" if labels is not None else None
-    )
-    if labels is not None:
-        fig.colorbar(scatter, ax=ax, label=label_name)
+    if labels is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6)
+    else:
+        values, codes = np.unique(np.asarray(labels), return_inverse=True)
+        if len(values) <= MAX_DISCRETE_LABELS:
+            base = colormaps["tab10" if len(values) <= 10 else "tab20"]
+            cmap = ListedColormap([base(i) for i in range(len(values))])
+            norm = BoundaryNorm(np.arange(len(values) + 1) - 0.5, len(values))
+            scatter = ax.scatter(coords[:, 0], coords[:, 1], c=codes, s=6, cmap=cmap, norm=norm)
+            bar = fig.colorbar(scatter, ax=ax, label=label_name, ticks=np.arange(len(values)))
+            bar.ax.set_yticklabels([str(v) for v in values])
+        else:
+            scatter = ax.scatter(coords[:, 0], coords[:, 1], c=labels, s=6, cmap="viridis")
+            fig.colorbar(scatter, ax=ax, label=label_name)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title("item embeddings (PCA)" + (f": {title}" if title else ""), fontsize="medium")
-    return _save(fig, path)
+    return fig
 
 
 def _save(fig, path: str | Path, adjust: bool = True) -> Path:

@@ -137,15 +137,26 @@ def _ids(ids: np.ndarray, n: int) -> list[str]:
 
 
 def signature():
-    """Explicit input/output schema: user_id, optional k and history -> lists of ids and scores."""
+    """Explicit input/output schema: user_id (or item_id), optional k and history -> lists of ids
+    and scores; `params.k` for the whole request.
+
+    `k` and `history` are declared `Any`: MLflow enforces the schema before `predict` runs (in
+    `mlflow models serve` too), and its typed conversions got them wrong. A `long` k column failed
+    with a pandas cast error when only some rows carried k (NaN), truncated 2.5 to 2 without a word
+    and turned 1e30 into -2**63; a `double` one refuses an integer k (MLflow casts int64 to
+    float64 only up to 6-byte integers), the input example's included. An `Array(string)` history
+    refused integer item ids (MovieLens) and rows without a history. `parse_request` checks both
+    (k an integer from 1 to the number of items, history a list of ids), so every request is
+    either answered or refused with one line (400). user_id stays `string`: MLflow turns an integer
+    id into its text, which is what the vocab holds."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema(
         [
             ColSpec("string", "user_id", required=False),
-            ColSpec("long", "k", required=False),
-            ColSpec(Array("string"), "history", required=False),
+            ColSpec(AnyType(), "k", required=False),
+            ColSpec(AnyType(), "history", required=False),
             ColSpec("string", "item_id", required=False),
         ]
     )
@@ -200,10 +211,24 @@ def save_pyfunc(
     adds an ANN index for large catalogues (`write_serving_artifacts`)."""
 
     serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY, ann)
-    users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
-    example = pd.DataFrame({"user_id": users.head(2).to_list(), "k": [DEFAULT_K] * min(2, len(users))})
-    _save(path, serving_dir, example, model)  # no type-hint warning: see TopKRecommender
+    _save(path, serving_dir, input_example(serving_dir), model)  # no type-hint warning: see TopKRecommender
     return Path(path)
+
+
+NEW_USER_EXAMPLE = "new-user"
+
+
+def input_example(serving_dir: Path) -> pd.DataFrame:
+    """The example the MLflow UI shows beside the signature (and `serving_input_example.json`): a
+    known user with a k, and a user the model never saw with a history (folded in). The signature
+    declares k and history `Any` (see `signature`), so the example is where the UI shows their form."""
+    users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
+    items = pl.read_parquet(serving_dir / _ITEMS).get_column("item_id")
+    k = min(DEFAULT_K, len(items))
+    rows = [{"user_id": u, "k": k, "history": None} for u in users.head(1).to_list()]
+    if not (users == NEW_USER_EXAMPLE).any():
+        rows.append({"user_id": NEW_USER_EXAMPLE, "k": k, "history": items.head(2).to_list()})
+    return pd.DataFrame(rows)
 
 
 def _save(path: str | Path, serving_dir: Path, example: pd.DataFrame, model: Recommender) -> None:
@@ -303,7 +328,7 @@ class ServingIndex:
         if histories is None:
             return sp.csr_matrix((n_rows, self.n_items), dtype=np.float32)
         lists = [
-            [] if h is None or (isinstance(h, float) and np.isnan(h)) else [str(x) for x in h]
+            [] if h is None or (isinstance(h, float) and np.isnan(h)) else [_id_text(x) for x in h]
             for h in histories
         ]
         frame = pl.DataFrame(
@@ -501,8 +526,15 @@ def _broadcast_columns(columns: dict[str, Any], key: str) -> dict[str, list[Any]
     if "k" in columns and not _is_list(columns["k"]):
         columns["k"] = [columns["k"]] * n
     for name, values in columns.items():
-        if not _is_list(values) or len(values) != n:
+        if not _is_list(values):
             raise BadRequest(f"column {name!r} must have one value per {key} ({n})")
+        if len(values) != n:
+            # MLflow's `instances` form turns records into columns and drops the records that lack a
+            # key, so which rows carried it is lost: refuse rather than guess.
+            raise BadRequest(
+                f"column {name!r} must have one value per {key} ({n}), got {len(values)} (MLflow's "
+                f"\"instances\" form: give {name} in every record or in none)"
+            )
     return {name: list(values) for name, values in columns.items()}
 
 
@@ -547,15 +579,21 @@ def _ids_and_ks(columns: dict[Any, list[Any]], key: str, default_k: int, limit: 
                 or (isinstance(u, float | np.floating) and not float(u).is_integer())), None)  # NaN too
     if bad is not None:
         raise BadRequest(f"{key} of row {bad} must be a string or an integer, got {ids[bad]!r}"[:200])
-    # an integer id that travelled as a float (a JSON 1.0, a pandas column with a gap) is that
-    # integer: str(1.0) is "1.0", an id no vocab holds, and the user got popularity silently
-    ids = [int(u) if isinstance(u, float | np.floating) else u for u in ids]
     if "k" in columns:
         raw = [default_k if k is None or (isinstance(k, float) and np.isnan(k)) else k for k in columns["k"]]
     else:
         raw = [default_k] * len(ids)
     ks = np.asarray([check_k(k, limit, f"k of row {i}") for i, k in enumerate(raw)], dtype=np.int64)
-    return [str(u) for u in ids], ks
+    return [_id_text(u) for u in ids], ks
+
+
+def _id_text(value: Any) -> str:
+    """An id as the vocab spells it. An integer id that travelled as a float (a JSON 1.0, a pandas
+    column with a gap) is that integer: str(1.0) is "1.0", an id no vocab holds, and the user got
+    popularity (or the history item was ignored) without a word."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def parse_similar(model_input: Any, default_k: int, n_items: int) -> tuple[list[str], np.ndarray]:

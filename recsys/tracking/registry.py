@@ -56,7 +56,12 @@ ALREADY_CHAMPION = "already champion: this run's model holds the champion alias"
 class PromotionDecision:
     """The outcome of applying the promotion rule; `reason` is one human-readable sentence and
     `decision` one of "promoted", "kept", "not comparable". Means / intervals are the metric over the
-    paired warm test users (see recsys.tracking.decision.Verdict)."""
+    paired warm test users (see recsys.tracking.decision.Verdict).
+
+    Two champions: `champion_version` / `champion_run_id` hold the `champion` alias *after* the
+    decision (the challenger when promoted); `compared_version` / `compared_run_id` are the champion
+    the challenger was compared with (None on a line without one: the first promotion), whose
+    numbers `champion_mean` / `champion_ci` are. `challenger_version` holds the `challenger` alias."""
 
     promoted: bool
     reason: str
@@ -67,6 +72,8 @@ class PromotionDecision:
     metric: str = ""
     challenger_run_id: str | None = None
     champion_run_id: str | None = None
+    compared_version: str | None = None
+    compared_run_id: str | None = None
     decision: str = ""
     lineage: str | None = None
     selection: str = "given"  # validation | test | given: how the challenger was chosen
@@ -181,14 +188,14 @@ def _promote(
     champion = alias_version(client, name, CHAMPION)
     if champion is not None and champion.run_id == challenger_run_id:
         return PromotionDecision(
-            False, ALREADY_CHAMPION, str(champion.version),
-            str(champion.version), champion_run_id=champion.run_id, decision=KEPT, **context,
+            False, ALREADY_CHAMPION, str(champion.version), str(champion.version), champion_run_id=champion.run_id,
+            compared_version=str(champion.version), compared_run_id=champion.run_id, decision=KEPT, **context,
         )  # fmt: skip
     line_lineage = line_lineage_of(client, name)
     mismatch = lineage_mismatch(lineage, line_lineage, f"registry line {name!r}") if line_lineage else None
     if mismatch and not force:  # never register a model of another lineage on this line
         verdict = Verdict(NOT_COMPARABLE, f"not comparable: {mismatch}")
-        decision = _decision(verdict, champion, None, False, context)
+        decision = _decision(verdict, champion, None, False, context, None)
         _record(client, name, decision)
         return decision
     challenger = run_version(client, name, challenger_run_id) or register_run_model(
@@ -217,19 +224,28 @@ def _promote(
             f"{name}: the champion alias moved {MAX_DECISIONS} times while this promotion was deciding; "
             "another promoter is writing it: run `recsys promote` again when it is done"
         )
-    decision = _decision(verdict, champion, str(challenger.version), promoted and not verdict.promoted, context)
+    decision = _decision(
+        verdict, champion, str(challenger.version), promoted and not verdict.promoted, context, challenger.run_id
+    )
     _record(client, name, decision)
     return decision
 
 
 def _decision(
-    verdict: Verdict, champion: ModelVersion | None, challenger_version: str | None, forced: bool, context: dict
+    verdict: Verdict, champion: ModelVersion | None, challenger_version: str | None, forced: bool, context: dict,
+    challenger_run_id: str | None,
 ) -> PromotionDecision:
+    """`champion`: the version the challenger was compared with; the champion after the decision is
+    the challenger when promoted, else that one."""
     reason = f"promoted by --force over the rule's verdict: {verdict.reason}" if forced else verdict.reason
     numbers = {k: v for k, v in verdict.to_dict().items() if k not in ("outcome", "reason", "p_value", "delta")}
+    promoted = verdict.promoted or forced
+    compared_version = str(champion.version) if champion else None
+    compared_run_id = champion.run_id if champion else None
     return PromotionDecision(
-        verdict.promoted or forced, reason, str(champion.version) if champion else None, challenger_version,
-        verdict.p_value, verdict.delta, champion_run_id=champion.run_id if champion else None,
+        promoted, reason, challenger_version if promoted else compared_version, challenger_version,
+        verdict.p_value, verdict.delta, champion_run_id=challenger_run_id if promoted else compared_run_id,
+        compared_version=compared_version, compared_run_id=compared_run_id,
         decision=PROMOTED if forced else verdict.outcome, forced=forced, **context, **numbers,
     )  # fmt: skip
 

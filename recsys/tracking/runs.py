@@ -515,6 +515,20 @@ class Tracker:
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
+    def _resolved_params(self, run_id: str, model: Recommender) -> dict[str, Any]:
+        """`resolved.<key>` for every setting the fit resolved from the data (None / "auto" ->
+        the value used: EASE's l2, a two-tower's batch size and temperature, WALS's confidence).
+        The run's params are logged before the fit, so the MLflow UI showed `temperature = auto`
+        and no `l2` at all, while config/model.json held the values the model trained with;
+        MLflow params cannot be changed once logged, hence the prefix."""
+        with self._lock:
+            record = self._records.get(run_id)
+            logged = dict(record.params) if record is not None else {}
+        from recsys.config import flatten
+
+        resolved = param_dict(flatten(model.config.model_dump(mode="json")))
+        return {f"resolved.{k}": v for k, v in resolved.items() if logged.get(k) != v}
+
     def _log_ann(self, run_id: str, staging: Path) -> None:
         """The ANN index's parameters (params `ann.*`) and its recall against exact search on a
         sample of users (metrics `ann_recall@k`, stored as ann_recall_at_k), when the serving artifacts got one."""
@@ -571,6 +585,7 @@ class Tracker:
             metrics.update(resumed_from_epoch=resumed["epoch"], resumed_from_step=resumed["step"])
             self.set_tags(run_id, {RESUMED_CHECKPOINT_TAG: resumed["checkpoint"]})
         self.log_metrics(run_id, metrics)
+        self.log_params(run_id, self._resolved_params(run_id, model))
         if model_run.steps_logged == 0 and model.history:
             for entry in model.history:  # history not streamed through the callback: log it now
                 self.log_metrics(

@@ -177,6 +177,13 @@ def parse_body(
     payload = parse_json(body, content_type)
     if not isinstance(payload, dict):
         raise RequestError(400, f"the body must be a JSON object with one of {', '.join(INPUT_KEYS)}")
+    if payload and not set(payload) & {*INPUT_KEYS, "params"}:
+        # a bare record ({"user_id": "u1"}) was told "user_id: Extra inputs are not permitted"
+        got = ", ".join(sorted(map(str, payload)))[:100]
+        raise RequestError(
+            400, f"the body has no {', '.join(INPUT_KEYS)} (got {got}): wrap the rows, e.g. "
+            '{"dataframe_records": [{"user_id": "u1"}]}',
+        )
     try:
         request = request_model.model_validate(payload)
     except ValidationError as exc:

@@ -578,6 +578,17 @@ def test_two_id_like_candidates_hint_the_id_column_not_the_first_free_one(tmp_pa
     assert "--item-col book_id" in result.output
 
 
+def test_the_user_column_hint_names_the_column_named_for_users_not_the_item_id(tmp_path: Path) -> None:
+    """A Steam-like log `user_uuid,app_id,hours`: the hint used to say `--user-col app_id`."""
+    path = tmp_path / "steam.csv"
+    path.write_text("user_uuid,app_id,hours\n0f8e2c1a-6b1d-4c2e-9a3f-1b2c3d4e5f60,10,4.5\n")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "--user-col user_uuid" in result.output
+    mapped = _ingest(path, tmp_path / "out", "--user-col", "user_uuid")
+    assert mapped.exit_code == 0 and "item=app_id" in mapped.output, mapped.output
+
+
 def test_blank_lines_inside_a_csv_are_no_rows_and_keep_the_numbering(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("user,item,rating\nu1,a,5\n\nu2,b,4\n,c,3\n\n")
@@ -961,3 +972,5 @@ def test_a_run_on_a_users_file_logs_the_columns_it_took(tmp_path: Path) -> None:
         "columns: user=visitorid, item=itemid, time=timestamp, event=event, no weight column (each row counts 1)"
         in lines
     )
+    kept = [line for line in lines if line.startswith("kept: ")]
+    assert kept and kept[0].endswith("items (steps: aggregate (count))"), lines

@@ -12,7 +12,13 @@ from rich.console import Console
 
 from recsys.config import EvaluationConfig
 from recsys.data.split import EvalSet
-from recsys.evaluation.evaluate import EvaluationResult, evaluate, evaluate_factors, format_table
+from recsys.evaluation.evaluate import (
+    EvaluationResult,
+    SampledMetricsWarning,
+    evaluate,
+    evaluate_factors,
+    format_table,
+)
 from recsys.models.factors import FactorModel
 
 
@@ -130,9 +136,8 @@ def test_sampled_metrics_warn_and_are_optimistic(caplog: pytest.LogCaptureFixtur
         model, eval_set, EvaluationConfig(ks=[10], metrics=["recall"]), item_popularity=popularity
     )
     sampled_cfg = EvaluationConfig(ks=[10], metrics=["recall"], sampled_negatives=50)
-    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="Krichene & Rendle 2020"):
+    with caplog.at_level(logging.WARNING), pytest.warns(SampledMetricsWarning, match="Krichene & Rendle 2020"):
         sampled = evaluate(model, eval_set, sampled_cfg, item_popularity=popularity)
-    assert any("Krichene & Rendle 2020" in r.message for r in caplog.records)
     assert sampled.sampled_negatives == 50
     # the candidates are a subset of the catalogue that holds every test item, so no test item ranks
     # lower than in the full ranking: per-user sampled recall >= full recall, and strictly more on average
@@ -163,3 +168,22 @@ def test_format_table_shows_mean_and_interval(masking_case: tuple[FixedFactors, 
     assert "1.0000" in text  # coverage has no interval
     assert "—" in text  # ndcg was not computed
     assert text.count("fixed") == 1 and "again" in text
+
+
+def test_the_sampled_metrics_warning_is_printed_once_as_one_line(capsys, caplog) -> None:
+    """It was both warned and logged, so every evaluation printed it twice (Python's
+    `path:line: UserWarning: ...` form plus the log line). Now one `warning:` line from the CLI's
+    warning hook, and no log record."""
+    import warnings
+
+    from recsys.cli.common import one_line_warnings
+
+    model, eval_set, popularity = _random_case(1)
+    cfg = EvaluationConfig(ks=[10], metrics=["recall"], sampled_negatives=50)
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
+        warnings.simplefilter("default")
+        one_line_warnings()
+        evaluate(model, eval_set, cfg, item_popularity=popularity)
+    err = capsys.readouterr().err
+    assert err.count("Krichene & Rendle 2020") == 1 and err.startswith("warning: sampled metrics"), err
+    assert not [r for r in caplog.records if "Krichene" in r.getMessage()]

@@ -97,6 +97,7 @@ def first_runs(prefect_harness, prefect_console, tmp_path_factory, shared_mlflow
 def test_the_flow_logs_which_columns_its_ingest_took(first_runs):
     printed = first_runs[-1]
     assert "columns: user=user, item=item, time=timestamp, weight=rating" in printed, printed[-2000:]
+    assert "kept: " in printed and "(steps: aggregate" in printed, printed[-2000:]
 
 
 @pytest.mark.slow
@@ -108,9 +109,14 @@ def test_same_config_data_and_threads_give_identical_metrics_on_every_path(first
     by_cli = {name: {k: float(v) for k, v in entry["metrics"].items()} for name, entry in cli.items()}
     assert prefect == in_process == by_cli  # exactly: two two-towers trained concurrently in threads
     client = mlflow.MlflowClient(shared_mlflow_uri)
-    params = client.get_run(run1["mlflow_parent_run_id"]).data.params
+    parent = client.get_run(run1["mlflow_parent_run_id"]).data
+    params = parent.params
     assert params["orchestration.threads_per_model"] == "1" and params["evaluation.threads"] == "1"
     assert params["split.protocol"] == "rolling"
+    # the MLflow UI's run page shows the comparison as the run's description
+    description = parent.tags["mlflow.note.content"]
+    assert description.startswith("# ") and "| model |" in description
+    assert all(f"| {m['name']}" in description for m in run1["models"])
 
 
 @pytest.mark.slow
@@ -126,6 +132,9 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     client = mlflow.MlflowClient(shared_mlflow_uri)
     registry = f"{tmp.name}-best"
     assert run1["promotion"]["decision"] == "promoted" and run1["promotion"]["selection"] == "validation"
+    # `recsys run --json`: the champion after the run, and none compared with on a new line
+    assert run1["promotion"]["champion_version"] == run1["promotion"]["challenger_version"] is not None
+    assert run1["promotion"]["compared_version"] is None
     champion_1 = alias_version(client, registry, CHAMPION)
 
     # the next day's files land, and they repeat 120 pairs of run 1's training days inside run 2's
@@ -140,7 +149,7 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     decision = run2["promotion"]
     assert decision["decision"] in ("promoted", "kept"), decision["reason"]
     assert "champion re-evaluated on the current split" in decision["reason"]
-    assert decision["n_users"] > 0 and decision["champion_run_id"] == champion_1.run_id
+    assert decision["n_users"] > 0 and decision["compared_run_id"] == champion_1.run_id
 
     # cold users (joined on day 54) are counted, kept out of the model metrics, scored by fallback
     assert run2["dataset"]["cold_test_users"] >= 10

@@ -39,3 +39,22 @@ def test_a_data_error_under_prefect_is_one_line_not_retried_and_without_tracebac
     assert "Beginning flow run" in printed  # the capture sees Prefect's terminal output
     assert "Traceback" not in printed and "Traceback" not in result.output, printed
     assert "Retry" not in printed
+
+
+def test_a_run_with_failed_models_keeps_prefects_flow_traceback_off_the_terminal_but_bugs_keep_theirs():
+    """Each failed model is logged in one line; the flow's PipelineFailed traceback only pointed at
+    its `raise` (seen on an Amazon-shaped log whose catalogue EASE refuses)."""
+    import logging
+    import sys
+
+    from flows.errors import _FILTER
+    from flows.pipeline import PipelineFailed
+
+    def record(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+
+    assert not _FILTER.filter(record(PipelineFailed("1 of 6 models failed: ease (...)", {})))
+    assert _FILTER.filter(record(RuntimeError("a bug")))

@@ -186,6 +186,23 @@ def test_space_names_are_checked_when_the_config_is_loaded():
         search_space(PopularityConfig(name="p", tuning=TuningConfig()))
 
 
+def test_a_split_whose_validation_part_came_out_empty_says_so_not_to_set_the_fraction():
+    """A 12-user log under movielens.toml: validation_fraction = 0.1 is set, but the hash held out
+    no validation user; the message used to say "set split.validation_fraction (e.g. 0.1)"."""
+    from pipelines.tune import validation_or_refuse
+
+    train = sp.csr_matrix(np.ones((12, 5), dtype=np.float32))
+    empty = sp.csr_matrix((12, 5), dtype=np.float32)
+    split = Split("strong_generalization", train, empty, validation=empty, validation_fold_in=empty)
+    with pytest.raises(ConfigError) as caught:
+        validation_or_refuse(split, "wals")
+    message = str(caught.value)
+    assert "of 12 users the split held out 0 for validation" in message
+    assert "models.wals.tuning.enabled = false" in message and "e.g. 0.1" not in message
+    with pytest.raises(ConfigError, match=r"set split.validation_fraction \(e.g. 0.1\)"):
+        validation_or_refuse(dataclasses.replace(split, validation=None), "wals")
+
+
 def test_a_config_that_tunes_needs_validation_users_and_set_reaches_the_tuning_section():
     from pathlib import Path
 

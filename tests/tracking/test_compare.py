@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
@@ -223,7 +225,7 @@ def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged
     assert f"run {parent} is a pipeline run, not a model run" in pipeline.output
 
 
-def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, monkeypatch):
+def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, monkeypatch, tmp_path):
     """After `promoted` the champion alias is the challenger's version; the last line said the
     champion was still the version it had beaten. Reading the runs' per-user metrics back draws no
     MLflow download bars between the lines."""
@@ -242,6 +244,33 @@ def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, mo
     assert "promoted: promoted: challenger is better" in text, second.output
     assert "Downloading artifacts" not in first.output + second.output
     assert f"promo-cli-aliases: champion v{champion.version} (was v{old.version}), challenger v{champion.version}" in text
+
+    # `recsys registry` lists the line as the promotions left it (the same store, no new runs)
+    listing = tmp_path / "registry.json"
+    listed = CliRunner().invoke(app, ["registry", "--set", f"tracking.tracking_uri={logged.uri}", "--model",
+                                      "promo-cli-aliases", "--json", str(listing), "-f", "markdown"])  # fmt: skip
+    assert listed.exit_code == 0, listed.output
+    (line,) = json.loads(listing.read_text())["registered_models"]
+    version = str(champion.version)
+    assert line["aliases"] == {"champion": version, "challenger": version}
+    rows = {row["version"]: row for row in line["versions"]}
+    wals_run = client.get_run(logged.runs["wals"])
+    assert rows[version] == {
+        "version": version, "aliases": ["challenger", "champion"], "model": "wals", "kind": "wals",
+        "metric": wals_run.data.metrics["recall_at_20"], "decision": "promoted", "run_id": logged.runs["wals"],
+        "fingerprint": wals_run.data.tags["recsys.data_fingerprint"], "created": rows[version]["created"],
+    }  # fmt: skip
+    assert rows[str(old.version)]["aliases"] == [] and rows[str(old.version)]["model"] == "popularity"
+    assert f"| promo-cli-aliases | {version} | challenger, champion | wals | wals |" in listed.output
+
+
+def test_cli_registry_refuses_an_unknown_model_and_a_missing_store_in_one_line(logged, tmp_path):
+    unknown = CliRunner().invoke(app, ["registry", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "nope"])
+    assert unknown.exit_code == 2 and len(unknown.output.strip().splitlines()) == 1, unknown.output
+    assert unknown.output.startswith("error: no registered model 'nope'") and "--model one of" in unknown.output
+    missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
+    absent = CliRunner().invoke(app, ["registry", "--set", f"tracking.tracking_uri={missing}"])
+    assert absent.exit_code == 2 and absent.output.startswith("error: no MLflow store"), absent.output
 
 
 def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_uri, tmp_path, monkeypatch):
@@ -287,3 +316,22 @@ def test_reading_commands_name_a_missing_store_instead_of_creating_one(command, 
     assert f"no MLflow store at {tmp_path / 'elsewhere' / 'mlflow.db'}" in text
     assert "--set tracking.tracking_uri=" in text and "Traceback" not in text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_folding_ranks_the_smallest_first(shared_mlflow_uri):
+    """folding@k is the share of lists in blocks the user never touched: lower is better, and
+    `recsys compare -m folding@20` put the most folded model (popularity) on top as the best."""
+    import uuid
+
+    from recsys.tracking.compare import rich_table
+
+    client = MlflowClient(shared_mlflow_uri)
+    experiment = f"folding-order-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(experiment)
+    for name, folding in (("popular", 0.83), ("factor", 0.02), ("tower", 0.001)):
+        run = client.create_run(experiment_id, tags={"recsys.kind": "model", "recsys.model_name": name})
+        client.log_metric(run.info.run_id, "folding_at_20", folding)
+        client.set_terminated(run.info.run_id)
+    frame = compare(client, experiment, "folding@20", registered_model=None)
+    assert frame.get_column("model").to_list() == ["tower", "factor", "popular"]
+    assert "folding@20 (lower is better)" in rich_table(frame, "folding@20").heading

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from matplotlib.ticker import MaxNLocator
 
-from recsys.tracking.plots import best_step, history_figure, plot_history
+from recsys.tracking.plots import best_step, history_figure, item_embeddings_figure, plot_history
 
 HISTORY = [
     {"step": 1.0, "loss": 0.9, "val_recall@20": 0.20},
@@ -31,6 +31,27 @@ def test_training_curves_are_titled_marked_and_ticked_by_whole_epochs(tmp_path):
         assert all(float(t).is_integer() for t in ax.get_xticks())
     assert axes[-1].get_xlabel() == "epoch"
     assert plot_history(HISTORY, tmp_path / "curves.png", title="x").is_file()
+
+
+def test_a_one_step_history_draws_no_training_curves(tmp_path):
+    """EASE's history is one fit summary: one dot per panel against epochs 0.95-1.05 is no curve."""
+    assert plot_history([{"step": 1.0, "l2": 422.2, "nonzero_weights": 1e6}], tmp_path / "c.png") is None
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_the_embedding_colour_bar_has_one_band_per_block_in_the_points_colours():
+    """tab10 stretched over 8 blocks: ten bands, two in colours no item had, ticks on band edges."""
+    import numpy as np
+
+    blocks = np.arange(80) % 8
+    fig = item_embeddings_figure(np.random.default_rng(0).normal(size=(80, 4)), blocks, "item block")
+    scatter, bar_axis = fig.axes[0].collections[0], fig.axes[1]
+    assert [t.get_text() for t in bar_axis.get_yticklabels()] == [str(b) for b in range(8)]
+    colours = scatter.to_rgba(scatter.get_array())
+    bands = [tuple(scatter.cmap(scatter.norm(tick))) for tick in bar_axis.get_yticks()]
+    assert len(set(bands)) == 8 and scatter.cmap.N == 8  # one colour per block, no unused ones
+    for block in range(8):
+        assert tuple(colours[np.flatnonzero(blocks == block)[0]]) == bands[block]
 
 
 def test_pca_of_wide_vectors_takes_two_components_without_a_full_svd(monkeypatch):

@@ -84,4 +84,4 @@ def test_a_champion_moved_by_another_machine_is_compared_before_the_alias_moves(
     assert moved
     assert alias_version(client, name, CHAMPION).run_id == wals
     assert not decision.promoted and decision.reason.startswith("kept champion")
-    assert decision.champion_run_id == wals
+    assert decision.compared_run_id == decision.champion_run_id == wals

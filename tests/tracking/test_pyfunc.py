@@ -181,3 +181,28 @@ def test_similar_items_of_a_popularity_model_are_refused_not_made_up(logged):
         mlflow.set_tracking_uri(None)
     with pytest.raises(MlflowException, match="item vectors have 1 dimension, so every item is equally similar"):
         popularity.predict(pd.DataFrame({"item_id": ["i1"], "k": [3]}))
+
+
+def test_integer_history_item_ids_are_the_ids_they_spell(logged, planted_split, tmp_path):
+    """MovieLens item ids are integers: a history sent as [3, 7] (or 7.0, a JSON float) folds in
+    exactly as ["3", "7"] does, where str(7.0) = "7.0" was an id no vocab holds, ignored silently."""
+    import dataclasses
+
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+
+    numeric = dataclasses.replace(planted_split, item_ids=np.arange(planted_split.n_items).astype(str).astype(object))
+    index = ServingIndex(write_serving_artifacts(logged.models["wals"], numeric, tmp_path / "serving"))
+    as_text = answer(index, [{"user_id": "new", "history": ["3", "7"]}])
+    as_numbers = answer(index, [{"user_id": "new", "history": [3, 7.0]}])
+    assert as_numbers["source"].tolist() == ["fold_in"]
+    assert list(as_numbers["item_ids"][0]) == list(as_text["item_ids"][0])
+    assert not {"3", "7"} & set(as_numbers["item_ids"][0])
+
+
+def test_the_input_example_shows_k_and_a_history_and_answers_both_ways(wals_pyfunc):
+    """The signature declares k and history `Any`, so the example beside it in the MLflow UI is where
+    their form shows: a known user with k, and a new user with a history (folded in)."""
+    example = wals_pyfunc.input_example
+    assert list(example.columns) == ["user_id", "k", "history"] and example["k"].tolist() == [10, 10]
+    answer = wals_pyfunc.predict(example)
+    assert answer["source"].tolist() == ["model", "fold_in"]

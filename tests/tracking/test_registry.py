@@ -70,11 +70,15 @@ def test_promotion_rule_end_to_end(logged, client, random_run, planted_data):
 
     first = promote(client, cfg, random_run)
     assert first.promoted and first.reason == "promoted: no champion yet"
+    # the champion after the decision is the challenger; there was none to compare with
+    assert first.champion_version == first.challenger_version and first.champion_run_id == random_run
+    assert first.compared_version is None and first.compared_run_id is None
     assert alias_version(client, "promo-rule", CHAMPION).run_id == random_run
 
     # popularity beats random on recall but covers far fewer items: the coverage guard keeps random
     coverage_blocked = promote(client, cfg, pop)
     assert not coverage_blocked.promoted and "coverage@20 fell" in coverage_blocked.reason
+    assert coverage_blocked.champion_version == coverage_blocked.compared_version == first.challenger_version
     assert coverage_blocked.delta > 0 and coverage_blocked.p_value < 0.05
     assert alias_version(client, "promo-rule", CHAMPION).run_id == random_run
     assert alias_version(client, "promo-rule", CHALLENGER).run_id == pop
@@ -83,7 +87,8 @@ def test_promotion_rule_end_to_end(logged, client, random_run, planted_data):
     wals_recall = logged.results["wals"].summary["recall@20"]
     assert better.promoted and better.reason.startswith("promoted: challenger is better")
     assert better.delta > 0.3 and better.p_value < 0.05
-    assert better.champion_version == first.challenger_version
+    assert better.compared_version == first.challenger_version  # compared with the standing champion
+    assert better.champion_version == better.challenger_version and better.champion_run_id == wals  # champion now
     champion = alias_version(client, "promo-rule", CHAMPION)
     assert champion.run_id == wals and str(champion.version) == better.challenger_version
     assert client.get_run(wals).data.metrics["recall_at_20"] == pytest.approx(wals_recall)

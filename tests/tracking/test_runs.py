@@ -46,6 +46,11 @@ def test_child_runs_nest_under_the_parent_with_model_params(logged, client):
         assert run.data.tags["recsys.model_name"] == name
         assert run.data.params["name"] == name
     assert client.get_run(logged.runs["wals"]).data.params["iterations"] == "4"
+    # settings the fit resolved from the data are params too, as `resolved.<key>`: the UI showed
+    # only the pre-fit values (no confidence at all, `temperature = auto`), unlike config/model.json
+    wals = client.get_run(logged.runs["wals"]).data.params
+    assert "confidence" not in wals and wals["resolved.confidence"] == str(logged.models["wals"].config.confidence)
+    assert "resolved.iterations" not in wals and "resolved.name" not in wals  # configured values: logged once
 
 
 def test_final_metrics_and_intervals_equal_the_evaluation(logged, client):

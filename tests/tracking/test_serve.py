@@ -37,6 +37,14 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def _refused(url: str, body: dict) -> str:
+    """The message of a request the server must refuse with 400."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _post(url, body)
+    assert refused.value.code == 400
+    return json.loads(refused.value.read())["message"]
+
+
 @pytest.mark.slow
 def test_served_champion_answers_top_k(logged, planted_split):
     client = MlflowClient(logged.uri, registry_uri=logged.uri)
@@ -79,6 +87,7 @@ def test_served_champion_answers_top_k(logged, planted_split):
         assert [a["source"] for a in answer] == ["model", "fold_in", "popularity"]
         assert all(len(a["item_ids"]) == len(a["scores"]) == 5 for a in answer)
         assert not {"i3", "i7", "i11"} & set(answer[1]["item_ids"])
+        _requests_mlflow_schema_enforcement_used_to_break(f"http://127.0.0.1:{port}/invocations")
     finally:
         server.terminate()
         try:
@@ -86,3 +95,22 @@ def test_served_champion_answers_top_k(logged, planted_split):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _requests_mlflow_schema_enforcement_used_to_break(url: str) -> None:
+    """MLflow enforces the signature before the pyfunc runs. With k declared `long` and history
+    `Array(string)`: k in some rows only was a pandas cast error, 2.5 was cut to 2 without a word,
+    1e30 became -2**63, and integer item ids (MovieLens) or a row without a history were refused.
+    Each is answered now, or refused with the pyfunc's own one-line reason."""
+    rows = [{"user_id": "u1", "k": 3}, {"user_id": "u2"}, {"user_id": "new", "history": [3, 7]}]
+    answer = _post(url, {"dataframe_records": rows})["predictions"]
+    assert [len(a["item_ids"]) for a in answer] == [3, 10, 10]
+    assert [a["source"] for a in answer] == ["model", "model", "popularity"]  # ids 3, 7: not in this vocab
+    split = {"columns": ["user_id", "k"], "data": [["u1", 2], ["u2", None]]}
+    assert [len(a["item_ids"]) for a in _post(url, {"dataframe_split": split})["predictions"]] == [2, 10]
+    columns = {"user_id": ["u1", "new"], "history": [[], ["i3", 11]]}
+    assert [a["source"] for a in _post(url, {"inputs": columns})["predictions"]] == ["model", "fold_in"]
+    assert "k of row 0 must be an integer from 1 to" in _refused(url, {"dataframe_records": [{"user_id": "u1", "k": 2.5}]})
+    assert "k of row 0 must be from 1 to 96" in _refused(url, {"dataframe_records": [{"user_id": "u1", "k": 1e30}]})
+    assert "k of row 0 must be an integer" in _refused(url, {"dataframe_records": [{"user_id": "u1", "k": "5"}]})
+    assert "history of row 0 must be a list" in _refused(url, {"dataframe_records": [{"user_id": "x", "history": "i3"}]})
