@@ -65,7 +65,8 @@ def run(
     Exit code 0 when every model finished, 1 when any model failed (the others are still logged),
     2 when the tracking store failed mid-run: the summary and --json are still written, and the
     trained models and their logs are kept in a directory the error names, for --resume-tracking.
-    Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED).
+    Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
+    while a model finishes one long computation, a second Ctrl-C exits at once.
     """
     config = config_path(config)
     # Outside the repository root, built-in defaults would train no model and exit 0: say so.

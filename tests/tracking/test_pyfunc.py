@@ -197,3 +197,12 @@ def test_integer_history_item_ids_are_the_ids_they_spell(logged, planted_split, 
     assert as_numbers["source"].tolist() == ["fold_in"]
     assert list(as_numbers["item_ids"][0]) == list(as_text["item_ids"][0])
     assert not {"3", "7"} & set(as_numbers["item_ids"][0])
+
+
+def test_the_input_example_shows_k_and_a_history_and_answers_both_ways(wals_pyfunc):
+    """The signature declares k and history `Any`, so the example beside it in the MLflow UI is where
+    their form shows: a known user with k, and a new user with a history (folded in)."""
+    example = wals_pyfunc.input_example
+    assert list(example.columns) == ["user_id", "k", "history"] and example["k"].tolist() == [10, 10]
+    answer = wals_pyfunc.predict(example)
+    assert answer["source"].tolist() == ["model", "fold_in"]
