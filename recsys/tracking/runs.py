@@ -693,9 +693,10 @@ class Tracker:
             labels, label_name = np.asarray(split.item_blocks), "item block"
         else:
             labels, label_name = plots.popularity_deciles(popularity), "popularity decile"
-        plots.plot_item_embeddings(
-            model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name, title=title
-        )
+        if np.asarray(model.item_factors).shape[1] >= 2:  # popularity's one number per item is no embedding
+            plots.plot_item_embeddings(
+                model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name, title=title
+            )
 
 
 
