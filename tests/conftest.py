@@ -357,7 +357,10 @@ def _start_background_services(items: list) -> None:
     if _needs["store"] and _session_store is None:
         _session_store = BackgroundStore()
     if _needs["harness"] and _session_prefect is None:
-        _session_prefect = BackgroundPrefect()
+        try:
+            _session_prefect = BackgroundPrefect()
+        except Exception:  # it reuses Prefect internals; where they moved, the harness starts its own
+            _session_prefect = None
     modules = {id(m): m for m in (getattr(item, "module", None) for item in items) if m is not None}
     for module in modules.values():
         start = getattr(module, "start_in_background", None)
