@@ -346,17 +346,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _needs.update(_session_needs(session.items))
     if _needs["mlflow"] or _needs["prefect"]:
         _get_stack()
-    _start_background_services()
+    _start_background_services(session.items)
 
 
-def _start_background_services() -> None:
+def _start_background_services(items: list) -> None:
     """The session's SQLite store and Prefect harness server start now, in processes of their own,
-    when a selected test needs them (tests/data and tests/evaluation run meanwhile)."""
+    when a selected test needs them (tests/data and tests/evaluation run meanwhile); so does what a
+    selected test module starts in `start_in_background()` (e.g. the JVM of its Spark session)."""
     global _session_store, _session_prefect
     if _needs["store"] and _session_store is None:
         _session_store = BackgroundStore()
     if _needs["harness"] and _session_prefect is None:
-        _session_prefect = BackgroundPrefect()
+        try:
+            _session_prefect = BackgroundPrefect()
+        except Exception:  # it reuses Prefect internals; where they moved, the harness starts its own
+            _session_prefect = None
+    modules = {id(m): m for m in (getattr(item, "module", None) for item in items) if m is not None}
+    for module in modules.values():
+        start = getattr(module, "start_in_background", None)
+        if callable(start):
+            start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
