@@ -214,7 +214,14 @@ def champion_line(summary: dict) -> str:
     name = summary.get("champion")
     if not decision and name:  # no promotion ran (tracking or promotion.auto off): nothing is champion
         return f"best model: [bold]{name}[/] ({reason})"
-    return f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
+    line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
+    return line + (f"\n{NOT_COMPARABLE_HINT}" if decision == "not comparable" else "")
+
+
+NOT_COMPARABLE_HINT = (
+    "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
+)
+"""What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
 
 
 STORE_SETTINGS = ("tracking", "promotion")

@@ -95,6 +95,10 @@ def promote(
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
     console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)
+    if decision.decision == "not comparable":
+        from recsys.cli.pipeline_cmds import NOT_COMPARABLE_HINT
+
+        console.print(NOT_COMPARABLE_HINT, highlight=False)
     if decision.challenger_mean is not None and decision.champion_mean is not None:
         lo_a, hi_a = decision.challenger_ci or (float("nan"), float("nan"))
         lo_b, hi_b = decision.champion_ci or (float("nan"), float("nan"))
