@@ -358,7 +358,10 @@ def _start_background_services(items: list) -> None:
     if _needs["store"] and _session_store is None:
         _session_store = BackgroundStore()
     if _needs["harness"] and _session_prefect is None:
-        _session_prefect = BackgroundPrefect()
+        try:
+            _session_prefect = BackgroundPrefect()
+        except Exception:  # it reuses Prefect internals; where they moved, the harness starts its own
+            _session_prefect = None
     by_module: dict[int, tuple[object, list]] = {}
     for item in items:
         module = getattr(item, "module", None)

@@ -14,6 +14,8 @@ def test_the_champion_line_names_the_decision_once():
     # without a promotion (tracking or promotion.auto off) the run's best model is no champion
     off = {"champion": "wals", "promotion": {"decision": "", "reason": "tracking disabled: best model of this run"}}
     assert champion_line(off) == "best model: [bold]wals[/] (tracking disabled: best model of this run)"
+    foreign = {"champion": "ease", "promotion": {"decision": "not comparable", "reason": "not comparable: the champion has no lineage tag"}}
+    assert champion_line(foreign).splitlines()[1].endswith("`recsys promote --force` makes the challenger champion deliberately")
     failed = {"champion": None, "promotion": {"decision": "", "reason": "not decided: the tracking store failed"}}
     assert champion_line(failed) == "champion: [bold]unchanged[/] (not decided: the tracking store failed)"
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -214,7 +214,14 @@ def champion_line(summary: dict) -> str:
     name = summary.get("champion")
     if not decision and name:  # no promotion ran (tracking or promotion.auto off): nothing is champion
         return f"best model: [bold]{name}[/] ({reason})"
-    return f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
+    line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
+    return line + (f"\n{NOT_COMPARABLE_HINT}" if decision == "not comparable" else "")
+
+
+NOT_COMPARABLE_HINT = (
+    "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
+)
+"""What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
 
 
 STORE_SETTINGS = ("tracking", "promotion")
@@ -274,6 +281,14 @@ def schedule(
         float | None,
         typer.Option("--interval", min=1, help="Run every INTERVAL seconds instead of on --cron (21600 = every 6 h)."),
     ] = None,
+    overlap: Annotated[
+        Literal["skip", "queue", "allow"],
+        typer.Option(
+            "--overlap",
+            help="A run that falls due while the previous one still runs: skip (cancelled; the next run "
+            "ingests its files), queue (starts when the previous ends) or allow (side by side).",
+        ),
+    ] = "skip",
 ) -> None:
     """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
 
@@ -292,7 +307,7 @@ def schedule(
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
-    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval,
+    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])
 
 

@@ -122,6 +122,11 @@ def test_every_model_is_registered_as_a_new_version(logged, client):
     for name, version in logged.versions.items():
         mv = client.get_model_version(f"recsys-{name}", version)
         assert mv.run_id == logged.runs[name]
+        # the run's page in the MLflow UI says how it scored and how to serve this version
+        description = client.get_run(mv.run_id).data.tags["mlflow.note.content"]
+        recall = logged.results[name].summary["recall@20"]
+        assert f"recall@20 = {recall:.4f} [" in description
+        assert f"`recsys serve --model recsys-{name} --version {version}`" in description
 
 
 def test_a_failed_model_run_ends_failed_with_the_error(logged, client, tmp_path):
