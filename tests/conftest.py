@@ -278,6 +278,7 @@ class BackgroundPrefect:
         with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: database}):
             self.server.server_process = self.server._run_uvicorn_command()
         self.server.running = True  # what its start() sets: the harness's start() then launches nothing
+        self.migrated: Path | None = None
 
     def port(self, timeout: float) -> int | None:
         """Its port once it answers; None (and it is stopped) if it died or never answered: the
@@ -291,12 +292,28 @@ class BackgroundPrefect:
                     break
                 try:
                     if client.get(f"{self.server.api_url}/health").status_code == 200:
+                        self._keep_migrated_copy()
                         return self.server.port
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
         self.stop()
         return None
+
+    def _keep_migrated_copy(self) -> None:
+        """A copy of its database as it answers: migrated (the server migrates before it answers),
+        with no runs yet; see `migrated_prefect_database`."""
+        import sqlite3
+
+        if self.migrated is None:
+            copy = self.root / "migrated.db"
+            src, dst = sqlite3.connect(self.root / "prefect-test.db"), sqlite3.connect(copy)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+            self.migrated = copy
 
     def stop(self) -> None:
         if self.server.server_process is not None:  # not adopted (or not stopped) by the harness
@@ -384,6 +401,14 @@ def early_prefect_port() -> int | None:
     """The port of the Prefect server started at collection once it answers (None: not started, or
     it failed; the harness starts its own then)."""
     return _session_prefect.port(timeout=120) if _session_prefect is not None else None
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_database(early_prefect_port: int | None) -> Path | None:
+    """A Prefect server database (SQLite) already migrated and without runs: copied into a Prefect
+    home, `recsys run`'s temporary server starts there as on any run after a user's first, without
+    ~4 s of CPU in migrations. None where the harness's server was not started at collection."""
+    return _session_prefect.migrated if early_prefect_port is not None and _session_prefect else None
 
 
 @pytest.fixture(scope="session")
