@@ -94,6 +94,30 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     assert summary["wals"]["metrics"]["recall@20"] > summary["pop"]["metrics"]["recall@20"]
 
 
+def test_train_tunes_a_model_with_a_tuning_section_as_run_does(tmp_path):
+    """`recsys train` + `evaluate` give the metrics `recsys run --no-tracking` gives for the same
+    config: a model with [models.tuning] is tuned there too (it once saved the untuned fit). The
+    configured l2 is far too small, so trial 0 loses and the search's pick differs from the plain fit."""
+    from pipelines.run import run_pipeline
+    from recsys.cli.common import load_run_config
+
+    ease = 'models=[{name="ease", kind="ease", l2=0.01, tuning={n_trials=3, space={l2=[0.01, 30.0]}}}]'
+    sets = [*_sets(tmp_path)[:-2], "--set", ease]
+    models, out = tmp_path / "models", tmp_path / "eval.json"
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", *sets, "--models", str(models)])
+    assert trained.exit_code == 0, trained.output
+    assert "tuned ease: 3 trials" in trained.output, trained.output
+    assert json.loads((models / "ease" / "config.json").read_text())["config"]["l2"] == pytest.approx(30.0)
+    evaluated = runner.invoke(app, ["evaluate", *sets, "--models", str(models), "--json", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output
+
+    cfg = load_run_config(None, [item for item in sets if item != "--set"], default=True)  # as the CLI reads it
+    [run] = run_pipeline(cfg, tracking=False, log=lambda _: None).models
+    for name, value in json.loads(out.read_text())["ease"]["metrics"].items():
+        assert value == pytest.approx(run.metrics[name], abs=1e-6), name
+
+
 def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(tmp_path / "none")])
     assert result.exit_code == 2

@@ -46,6 +46,11 @@ def _prepare(config: Path | None, set_: list[str] | None):
     return cfg, split
 
 
+def _plain(line: str) -> None:
+    """A progress line (a tuning trial) printed as it is: parameter dicts are no rich markup."""
+    console.print(line, markup=False, highlight=False)
+
+
 def _selected(cfg, only: list[str] | None):
     """The chosen models, each distillation teacher before its students."""
     from recsys.distill import order_by_teacher
@@ -81,15 +86,25 @@ def train(
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
 
     No MLflow, no Prefect: the quick loop for a notebook or a terminal. `recsys run` does it all.
+    A model with an enabled [models.tuning] section is tuned on the validation users first and the
+    best trial is saved, as `recsys run --no-tracking` does (same config, data and threads: same
+    model and metrics).
     With --nproc N, two-tower models train with DistributedDataParallel on N processes; batch_size
     is per process (the global batch is batch_size x N). A model with a `distill` teacher trains after
     it; trained alone (--model), it loads the teacher saved under --models.
     """
-    from pipelines.train import find_teacher, train_model
+    from pipelines.train import find_teacher, fit_model
 
     cfg, split = _prepare(config, set_)
+    selected = _selected(cfg, only)
+    for model_cfg in selected if nproc > 1 else []:
+        if model_cfg.kind == "two_tower" and model_cfg.tuning is not None and model_cfg.tuning.enabled:
+            raise ConfigError(
+                f"models.{model_cfg.name}.tuning: --nproc trains one distributed fit, not a search; "
+                f"--set models.{model_cfg.name}.tuning.enabled=false (e.g. after recsys tune)"
+            )
     trained = {}
-    for model_cfg in _selected(cfg, only):
+    for model_cfg in selected:
         if nproc > 1 and model_cfg.kind == "two_tower":
             _train_distributed(
                 _with_saved_teacher(model_cfg, models_dir),
@@ -101,12 +116,14 @@ def train(
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
-            model = train_model(
+            model = fit_model(
                 model_cfg,
                 split,
+                cfg,
                 save_to=models_dir / model_cfg.name,
                 teacher=teacher,
                 threads=cfg.orchestration.threads_per_model,
+                log=_plain,
             )
         trained[model_cfg.name] = model
         if model.resumed_from:
@@ -171,7 +188,7 @@ def evaluate(
     The split is recomputed from the config (seeded), so it is the one the models were trained on.
     """
     from pipelines.evaluate import evaluate_model
-    from pipelines.train import find_teacher, train_model
+    from pipelines.train import find_teacher, fit_model
     from recsys.evaluation.evaluate import format_table
     from recsys.models.base import Recommender
 
@@ -183,12 +200,14 @@ def evaluate(
         if train_first:
             teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
-                model = trained[model_cfg.name] = train_model(
+                model = trained[model_cfg.name] = fit_model(
                     model_cfg,
                     split,
+                    cfg,
                     save_to=path,
                     teacher=teacher,
                     threads=cfg.orchestration.threads_per_model,
+                    log=_plain,
                 )
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
@@ -254,7 +273,7 @@ def tune(
         model,
         trials=trials,
         metric=metric,
-        progress=lambda record: console.print(f"  {trial_line(record)}", markup=False, highlight=False),
+        progress=lambda record: _plain(f"  {trial_line(record)}"),
     )
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(
