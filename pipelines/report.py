@@ -82,8 +82,13 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
     cols = _columns(cfg)
 
     val, cold = f"val {cfg.promotion.metric}", f"cold {cfg.promotion.metric}"
+    # The cold group is the few test users without a training history: often a handful (1 of 2,000
+    # on the default config, the same popularity answer for every model), so it is the first column
+    # to go, before the loss / sampler that tells the two-towers apart, and absent without cold users.
+    no_cold = set() if result.dataset.get("cold_test_users") else {cold}
 
     def build(hidden: set[str]) -> Table:
+        hidden = hidden | no_cold
         stacked = STACKED in hidden
         shown = [c for c in cols if c not in hidden]
         extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
@@ -120,7 +125,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             )  # fmt: skip
         return table
 
-    optional = ["loss / sampler", "fit s", cold, val, *reversed(cols[1:])]
+    optional = [*([] if no_cold else [cold]), "loss / sampler", "fit s", val, *reversed(cols[1:])]
     return fit_width(build, optional, None if wide else width)
 
 

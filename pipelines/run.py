@@ -404,13 +404,33 @@ def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: Ru
         return
     from pipelines.report import comparison_markdown
 
-    tracker.set_tags(parent, {"recsys.champion": result.champion or "", "recsys.failed_models": len(result.failed)})
+    comparison = comparison_markdown(result, cfg)
+    tracker.set_tags(parent, {"recsys.champion": result.champion or "", "recsys.failed_models": len(result.failed),
+                              DESCRIPTION_TAG: run_description(comparison)})  # fmt: skip
     tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds,
                                  "orchestration_overhead": result.orchestration_overhead})
-    tracker.log_text(parent, comparison_markdown(result, cfg), "comparison.md")
+    tracker.log_text(parent, comparison, "comparison.md")
     tracker.log_dict(parent, result.to_json(), "summary.json")
     error = "; ".join(f"{m.name}: {m.error}" for m in result.failed) or None
     tracker.end(parent, "FAILED" if result.failed else "FINISHED", error=error)
+
+
+DESCRIPTION_TAG = "mlflow.note.content"
+"""MLflow's run description: the MLflow UI shows it (markdown) at the top of the run's page."""
+
+
+def run_description(comparison: str, limit: int | None = None) -> str:
+    """The pipeline run's description: the comparison table, so the run's page in the MLflow UI says
+    how its models did and which is champion without opening an artifact. A table over the tag
+    limit is cut before the table, and says where the whole of it is."""
+    from recsys.tracking.runs import TAG_VALUE_LIMIT
+
+    limit = TAG_VALUE_LIMIT if limit is None else limit
+    if len(comparison) <= limit:
+        return comparison
+    head = comparison.split("\n| model |", 1)[0].rstrip()
+    note = "\n\nThe comparison table is too long for the description: open the artifact `comparison.md`."
+    return head[: limit - len(note)] + note
 
 
 def promote_best(

@@ -53,6 +53,8 @@ def fits(table: Table, width: int) -> bool:
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     rows = [line.rstrip() for line in console.export_text().splitlines()]
+    if any("┃┃" in line or "┳┓" in line for line in rows):  # a column squeezed to nothing, still "bordered"
+        return False
     return all(line.endswith(_EDGES) for line in rows if line.startswith(("│", "┃", "┏", "┡", "└", "┗")))
 
 

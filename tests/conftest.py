@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -57,14 +58,16 @@ def ml100k_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_mlflow_uri(tmp_path_factory) -> str:
-    """One real MLflow SQLite store per session (creating one runs ~10-20 s of migrations)."""
+def shared_mlflow_uri() -> str:
+    """One real MLflow SQLite store per session (creating one runs ~10-20 s of migrations, started
+    in the background at collection: see BackgroundStore)."""
     from recsys.tracking.store import check_tracking
 
-    global _session_ui
-    root = tmp_path_factory.mktemp("mlflow-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    check_tracking(uri)  # runs the migrations once, here
+    global _session_ui, _session_store
+    if _session_store is None:  # not foreseen at collection (a fixture's fixture): migrate it now
+        _session_store = BackgroundStore()
+    uri = _session_store.ready()
+    check_tracking(uri)  # migrated by then: this opens it (and raises what went wrong, if anything did)
     if _needs.get("ui") and _session_ui is None:  # start `recsys ui` on it now; the browser test comes late
         _session_ui = BackgroundUI(uri)
     return uri
@@ -81,6 +84,7 @@ PREFECT_TEST_SERVER_ENV = {
 
 
 STACK_PREFIX, UI_PREFIX = "recsys-test-stack-", "recsys-test-ui-"
+STORE_PREFIX, HARNESS_PREFIX = "recsys-test-store-", "recsys-test-prefect-"
 STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
 SCENARIO_TIMEOUT_S = 600
@@ -225,16 +229,112 @@ class BackgroundUI:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class BackgroundStore:
+    """The session's MLflow SQLite store, migrated by a process of its own started at collection:
+    its ~10-20 s of migrations overlap the tests that run before the first one that needs it."""
+
+    CODE = "import sys; from recsys.tracking.store import check_tracking; check_tracking(sys.argv[1])"
+
+    def __init__(self) -> None:
+        from recsys.stack import claim
+
+        self.root = Path(tempfile.mkdtemp(prefix=STORE_PREFIX))
+        claim(self.root)  # a session killed with -9 leaves it to the next one to delete (reap_orphans)
+        self.uri = f"sqlite:///{self.root / 'mlflow.db'}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.CODE, self.uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def ready(self) -> str:
+        """The store's URI once the migrating process ended (a failure there is raised again by the
+        fixture's own check_tracking, in the test process, with its message)."""
+        self.process.wait(timeout=600)
+        return self.uri
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class BackgroundPrefect:
+    """The Prefect test harness's server, started at collection: the same `SubprocessASGIServer`
+    process Prefect's `prefect_test_harness` starts (on a fresh SQLite database of its own), so its
+    ~10-20 s start overlaps the tests that run first. The harness fixture (tests/flows/conftest.py)
+    adopts it once it answers, and stops it as before."""
+
+    def __init__(self) -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
+        from prefect.testing.utilities import _find_available_port
+
+        from recsys.stack import claim
+
+        self.root = Path(tempfile.mkdtemp(prefix=HARNESS_PREFIX))
+        claim(self.root)  # the next session deletes it if this one is killed (`recsys run` stops the server)
+        self.server = SubprocessASGIServer(port=_find_available_port())
+        database = f"sqlite+aiosqlite:///{self.root / 'prefect-test.db'}"
+        with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: database}):
+            self.server.server_process = self.server._run_uvicorn_command()
+        self.server.running = True  # what its start() sets: the harness's start() then launches nothing
+        self.migrated: Path | None = None
+
+    def port(self, timeout: float) -> int | None:
+        """Its port once it answers; None (and it is stopped) if it died or never answered: the
+        harness then starts a server as it always did."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        with httpx.Client() as client:
+            while time.monotonic() < deadline and self.server.server_process is not None:
+                if self.server.server_process.poll() is not None:
+                    break
+                try:
+                    if client.get(f"{self.server.api_url}/health").status_code == 200:
+                        self._keep_migrated_copy()
+                        return self.server.port
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        return None
+
+    def _keep_migrated_copy(self) -> None:
+        """A copy of its database as it answers: migrated (the server migrates before it answers),
+        with no runs yet; see `migrated_prefect_database`."""
+        import sqlite3
+
+        if self.migrated is None:
+            copy = self.root / "migrated.db"
+            src, dst = sqlite3.connect(self.root / "prefect-test.db"), sqlite3.connect(copy)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+            self.migrated = copy
+
+    def stop(self) -> None:
+        if self.server.server_process is not None:  # not adopted (or not stopped) by the harness
+            self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 _session_stack: SessionStack | None = None
 _session_ui: BackgroundUI | None = None
+_session_store: BackgroundStore | None = None
+_session_prefect: BackgroundPrefect | None = None
 _needs: dict[str, bool] = {}
 
 
 def _session_needs(items) -> dict[str, bool]:
-    needs = dict.fromkeys(("mlflow", "prefect", "scheduled", "ui"), False)
+    needs = dict.fromkeys(("mlflow", "prefect", "scheduled", "ui", "store", "harness"), False)
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
+        needs["store"] |= "shared_mlflow_uri" in names or params.get("tracking_uri") == "sqlite"
+        needs["harness"] |= "prefect_harness" in names
         needs["mlflow"] |= bool({"mlflow_server", "scheduled_runs"} & names) or params.get("tracking_uri") == "postgres"
         needs["prefect"] |= bool({"prefect_server", "scheduled_runs"} & names)
         needs["scheduled"] |= "scheduled_runs" in names
@@ -258,17 +358,57 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_collection_finish(session: pytest.Session) -> None:
     from recsys.stack import reap_orphans
 
-    for prefix in (STACK_PREFIX, UI_PREFIX):  # left running by a session killed with -9
+    for prefix in (STACK_PREFIX, UI_PREFIX, STORE_PREFIX, HARNESS_PREFIX):  # left by a session killed with -9
         reap_orphans(Path(tempfile.gettempdir()), prefix)
     _needs.update(_session_needs(session.items))
     if _needs["mlflow"] or _needs["prefect"]:
         _get_stack()
+    _start_background_services(session.items)
+
+
+def _start_background_services(items: list) -> None:
+    """The session's SQLite store and Prefect harness server start now, in processes of their own,
+    when a selected test needs them (tests/data and tests/evaluation run meanwhile); so does what a
+    selected test module starts in `start_in_background(items)` (its selected tests; e.g. the JVM of
+    its Spark session)."""
+    global _session_store, _session_prefect
+    if _needs["store"] and _session_store is None:
+        _session_store = BackgroundStore()
+    if _needs["harness"] and _session_prefect is None:
+        try:
+            _session_prefect = BackgroundPrefect()
+        except Exception:  # it reuses Prefect internals; where they moved, the harness starts its own
+            _session_prefect = None
+    by_module: dict[int, tuple[object, list]] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None:
+            by_module.setdefault(id(module), (module, []))[1].append(item)
+    for module, selected in by_module.values():
+        start = getattr(module, "start_in_background", None)
+        if callable(start):
+            start(selected)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    for part in (_session_ui, _session_stack):
+    for part in (_session_ui, _session_stack, _session_prefect, _session_store):
         if part is not None:
             part.stop()
+
+
+@pytest.fixture(scope="session")
+def early_prefect_port() -> int | None:
+    """The port of the Prefect server started at collection once it answers (None: not started, or
+    it failed; the harness starts its own then)."""
+    return _session_prefect.port(timeout=120) if _session_prefect is not None else None
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_database(early_prefect_port: int | None) -> Path | None:
+    """A Prefect server database (SQLite) already migrated and without runs: copied into a Prefect
+    home, `recsys run`'s temporary server starts there as on any run after a user's first, without
+    ~4 s of CPU in migrations. None where the harness's server was not started at collection."""
+    return _session_prefect.migrated if early_prefect_port is not None and _session_prefect else None
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,16 @@ collective disabled and report the sockets they listen on: only 127.0.0.1 (issue
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,18 +163,61 @@ def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
         distributed.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """Both ranks' reports and the checkpoint directory they wrote."""
-    out = tmp_path_factory.mktemp("ddp")
+def run_ranks(out: Path) -> None:
+    """All the 2-process work: the model the ranks evaluate, then one spawn of WORLD ranks."""
     data = planted()
     eval_model = TwoTower(CFG.model_copy(update={"batch_size": WORLD * PER_RANK_BATCH})).fit(data.train)
     eval_model.save(out / "eval-model")
     mp.spawn(
         _worker, args=(distributed.free_port(), str(out), str(out / "eval-model")), nprocs=WORLD, join=True
     )
+
+
+RUN_RANKS = "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); " \
+    "import test_distributed; test_distributed.run_ranks(Path(sys.argv[2]))"  # fmt: skip
+_background: tuple[subprocess.Popen, Path] | None = None
+
+
+def start_in_background(items: list[pytest.Item]) -> None:
+    """Called at collection with this module's selected tests (tests/conftest.py): when one of them
+    needs `two_ranks`, `run_ranks` starts in a process of its own at nice +5, so its ~15 s of work
+    mostly fill idle CPU while the tests before this module run, yielding the cores to them (+5, not
+    more: under other load a lower priority starves it, and this module then waits longer)."""
+    global _background
+    if not any("two_ranks" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    out = Path(tempfile.mkdtemp(prefix="recsys-test-ddp-"))
+    with open(out / "ranks.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUN_RANKS, str(Path(__file__).parent), str(out)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.nice(5),
+        )  # fmt: skip
+    _background = (process, out)
+    atexit.register(_stop_background)
+
+
+def _stop_background() -> None:
+    """At exit: the ranks' directory goes, and so do the ranks of a session stopped before them."""
+    if _background is not None:
+        process, out = _background
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the spawned ranks too
+            process.wait()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Iterator[tuple[dict[str, Any], dict[str, Any], Path]]:
+    """Both ranks' reports and the checkpoint directory they wrote (by the process started at
+    collection, or here when none was)."""
+    if _background is None:
+        out = tmp_path_factory.mktemp("ddp")
+        run_ranks(out)
+    else:
+        process, out = _background
+        assert process.wait(timeout=600) == 0, (out / "ranks.log").read_text()[-4000:]
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
-    return reports[0], reports[1], out
+    yield reports[0], reports[1], out
 
 
 def one_process(overrides: dict[str, Any], **more: Any) -> TwoTower:

@@ -14,6 +14,8 @@ def test_the_champion_line_names_the_decision_once():
     # without a promotion (tracking or promotion.auto off) the run's best model is no champion
     off = {"champion": "wals", "promotion": {"decision": "", "reason": "tracking disabled: best model of this run"}}
     assert champion_line(off) == "best model: [bold]wals[/] (tracking disabled: best model of this run)"
+    foreign = {"champion": "ease", "promotion": {"decision": "not comparable", "reason": "not comparable: the champion has no lineage tag"}}
+    assert champion_line(foreign).splitlines()[1].endswith("`recsys promote --force` makes the challenger champion deliberately")
     failed = {"champion": None, "promotion": {"decision": "", "reason": "not decided: the tracking store failed"}}
     assert champion_line(failed) == "champion: [bold]unchanged[/] (not decided: the tracking store failed)"
 
@@ -30,3 +32,13 @@ def test_a_run_whose_every_model_failed_says_so_not_that_promotion_is_off(shared
     decision = promote_best(cfg, Tracker(cfg.tracking, cfg), [failed])
     assert decision["reason"] == "not decided: no model of this run finished" and decision["champion"] is None
     assert champion_line({"champion": None, "promotion": decision}).startswith("champion: [bold]unchanged[/] (not decided")
+
+
+def test_a_comparison_over_the_tag_limit_becomes_a_description_that_points_at_the_artifact():
+    from pipelines.run import run_description
+
+    table = "# x: model comparison\n\nData: ...\n\n| model | recall@20 |\n|---|---|\n" + "| m | 0.1 |\n" * 50
+    assert run_description(table, limit=10_000) == table
+    short = run_description(table, limit=200)
+    assert len(short) <= 200 and short.startswith("# x: model comparison") and "| m |" not in short
+    assert "comparison.md" in short

@@ -46,6 +46,7 @@ def _result(folding_key: str) -> PipelineResult:
 def _fits(lines: list[str], width: int) -> None:
     """Within the width, and no column cropped: every table row ends in the table's right border."""
     assert max(map(len, lines)) <= width
+    assert not any("┃┃" in line for line in lines), "a column squeezed to nothing"
     for line in lines:
         if line.startswith(("│", "┃", "┏", "┡", "└")):
             assert line.rstrip().endswith(("│", "┃", "┓", "┩", "┘")), line
@@ -169,3 +170,15 @@ def test_compare_markdown_escapes_the_pipe_in_a_lineage():
     cells = [len(row.replace("\\|", "").split("|")) for row in rows]
     assert len(set(cells)) == 1, rows
     assert "movielens\\|/srv/shared" in rows[2]
+
+
+def test_the_cold_column_goes_first_and_is_absent_without_cold_users():
+    """On the default config 1 of 2,000 test users is cold (the same popularity answer for every
+    model): its column pushed loss / sampler and fit s out of a 120-column table."""
+    cfg = load_config("pipelines/configs/default.toml")
+    found = _result("folding@20")
+    assert "cold recall@20" not in "\n".join(_render(comparison_table(found, cfg, width=220), 220))
+    found.dataset["cold_test_users"] = 3
+    assert "cold recall@20" in "\n".join(_render(comparison_table(found, cfg, width=220), 220))
+    narrow = " ".join("\n".join(_render(comparison_table(found, cfg, width=100), 100)).split())
+    assert "not shown at 100 columns: cold recall@20," in narrow

@@ -1,5 +1,5 @@
 """`python -m recsys.cli ...` runs the `recsys` command (what the tests start as a real process)."""
 
-from recsys.cli import app
+from recsys.cli.entry import main
 
-app(prog_name="recsys")
+main()

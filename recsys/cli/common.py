@@ -76,20 +76,23 @@ def quiet_library_tracebacks() -> None:
 
 def one_line_warnings() -> None:
     """Print the library's `RecsysWarning`s as one `warning: <message>` line on stderr, as the CLI's
-    own warnings are, instead of Python's `path:line: Category: message` plus the source line;
-    other warnings keep Python's form. Python's filters still decide whether a warning shows (once
-    per message and place by default)."""
+    own warnings are, instead of Python's `path:line: Category: message` plus the source line, and
+    each message once per command: Python's once-per-place registry is reset whenever a library
+    touches the warning filters, and a run evaluates every model twice (validation, test), so the
+    sampled-metrics warning came out six times for three models. Other warnings keep Python's form."""
     from recsys.errors import RecsysWarning
 
     original = warnings.showwarning
     if getattr(original, "_recsys_one_line", False):
         return
+    shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if issubclass(category, RecsysWarning):
-            err_console.print(f"warning: {message}", style="yellow", markup=False)
-        else:
+        if not issubclass(category, RecsysWarning):
             original(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            err_console.print(f"warning: {message}", style="yellow", markup=False)
 
     show._recsys_one_line = True  # type: ignore[attr-defined]
     warnings.showwarning = show

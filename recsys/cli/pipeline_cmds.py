@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -65,7 +65,8 @@ def run(
     Exit code 0 when every model finished, 1 when any model failed (the others are still logged),
     2 when the tracking store failed mid-run: the summary and --json are still written, and the
     trained models and their logs are kept in a directory the error names, for --resume-tracking.
-    Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED).
+    Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
+    while a model finishes one long computation, a second Ctrl-C exits at once.
     """
     config = config_path(config)
     # Outside the repository root, built-in defaults would train no model and exit 0: say so.
@@ -213,7 +214,14 @@ def champion_line(summary: dict) -> str:
     name = summary.get("champion")
     if not decision and name:  # no promotion ran (tracking or promotion.auto off): nothing is champion
         return f"best model: [bold]{name}[/] ({reason})"
-    return f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
+    line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
+    return line + (f"\n{NOT_COMPARABLE_HINT}" if decision == "not comparable" else "")
+
+
+NOT_COMPARABLE_HINT = (
+    "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
+)
+"""What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
 
 
 STORE_SETTINGS = ("tracking", "promotion")
@@ -273,6 +281,14 @@ def schedule(
         float | None,
         typer.Option("--interval", min=1, help="Run every INTERVAL seconds instead of on --cron (21600 = every 6 h)."),
     ] = None,
+    overlap: Annotated[
+        Literal["skip", "queue", "allow"],
+        typer.Option(
+            "--overlap",
+            help="A run that falls due while the previous one still runs: skip (cancelled; the next run "
+            "ingests its files), queue (starts when the previous ends) or allow (side by side).",
+        ),
+    ] = "skip",
 ) -> None:
     """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
 
@@ -291,7 +307,7 @@ def schedule(
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
-    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval,
+    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])
 
 

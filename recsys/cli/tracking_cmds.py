@@ -95,6 +95,10 @@ def promote(
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
     console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)
+    if decision.decision == "not comparable":
+        from recsys.cli.pipeline_cmds import NOT_COMPARABLE_HINT
+
+        console.print(NOT_COMPARABLE_HINT, highlight=False)
     if decision.challenger_mean is not None and decision.champion_mean is not None:
         lo_a, hi_a = decision.challenger_ci or (float("nan"), float("nan"))
         lo_b, hi_b = decision.champion_ci or (float("nan"), float("nan"))
@@ -132,6 +136,10 @@ def _no_alias(mlflow_client, name: str, alias: str) -> str:
         )
     if aliases:
         return f"registered model {name!r} has no version with alias {alias!r}: pass --alias one of {', '.join(aliases)}"
+    if mlflow_client.search_model_versions(f"name = '{name}'", max_results=1):
+        # a per-model line (default-wals): promotion never sets aliases there
+        return (f"registered model {name!r} has no aliases (only promotion.registered_model gets champion / "
+                f"challenger): pass --version N (`recsys registry --model {name}` lists them)")
     return f"registered model {name!r} has no version with alias {alias!r}; run `recsys promote` first"
 
 
@@ -305,6 +313,14 @@ def serve(
     alias: Annotated[
         str, typer.Option("--alias", help="Registry alias to serve, e.g. champion or challenger.")
     ] = "champion",
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version", min=1,
+            help="Serve this version instead of an alias (e.g. of a per-model line such as default-wals, "
+            "which has no aliases; `recsys registry` lists them).",
+        ),
+    ] = None,
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port (bound to 127.0.0.1).")] = 5001,
     max_results: Annotated[
         int, typer.Option("--max-results", min=1, help="Most recommendations (rows x k) one request may ask for; 413 beyond.")
@@ -328,17 +344,38 @@ def serve(
     cfg = _config(config, set_)
     uri, mlflow_client = _client(cfg)
     name = model or cfg.promotion.registered_model
-    version = alias_version(mlflow_client, name, alias)
-    if version is None:
-        raise TrackingError(_no_alias(mlflow_client, name, alias))
+    if version is not None:
+        found = _numbered_version(mlflow_client, name, version)
+        label, model_uri = f"{name} version {found.version}", f"models:/{name}/{found.version}"
+    else:
+        found = alias_version(mlflow_client, name, alias)
+        if found is None:
+            raise TrackingError(_no_alias(mlflow_client, name, alias))
+        label, model_uri = f"{name}@{alias} (version {found.version})", f"models:/{name}@{alias}"
     _port_is_free(port)
-    with console.status(f"loading {name}@{alias} (version {version.version})"):
-        index = load_index(f"models:/{name}@{alias}", uri)
-    app = build_app(index, name=f"{name}@{alias}", version=str(version.version), max_results=max_results)
-    console.print(
-        f"serving {name}@{alias} (version {version.version}) on http://127.0.0.1:{port}/invocations"
-    )
+    with console.status(f"loading {label}"):
+        index = load_index(model_uri, uri)
+    shown = f"{name}/{found.version}" if version is not None else f"{name}@{alias}"
+    app = build_app(index, name=shown, version=str(found.version), max_results=max_results)
+    console.print(f"serving {label} on http://127.0.0.1:{port}/invocations")
     run_server(app, port)
+
+
+def _numbered_version(mlflow_client, name: str, version: int):
+    """Version `version` of `name`, or a TrackingError naming the versions there are."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException:
+        pass
+    quoted = name.replace("'", "\\'")
+    numbers = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name = '{quoted}'"))
+    if not numbers:  # no such model (or an empty one): say what the store holds
+        raise TrackingError(_no_alias(mlflow_client, name, "champion"))
+    held = f"versions {numbers[0]} to {numbers[-1]}" if len(numbers) > 1 else f"version {numbers[0]}"
+    raise TrackingError(f"registered model {name!r} has no version {version}: it has {held} "
+                        f"(`recsys registry --model {name}`)")  # fmt: skip
 
 
 def _port_is_free(port: int) -> None:

@@ -56,6 +56,14 @@ COLUMNS = [
 ]
 
 
+LOWER_IS_BETTER = ("folding", "neighbour_cross_block", "score_folding")
+"""Metrics (name before `@k`) where a smaller value is the better model: the folding diagnostics."""
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.split("@", 1)[0] in LOWER_IS_BETTER
+
+
 def model_runs(client: MlflowClient, experiment: str, max_runs: int = 50) -> list:
     """The newest finished model (child) runs of `experiment`."""
     found = client.get_experiment_by_name(experiment)
@@ -77,7 +85,8 @@ def compare(
     registered_model: str | None = "recsys-best",
 ) -> pl.DataFrame:
     """One row per model run with [ci_low, ci_high], grouped by lineage then split digest (newest
-    split first), best `metric` first inside a group; `delta_to_champion` is the difference to the
+    split first), best `metric` first inside a group (smallest first for `lower_is_better` ones:
+    folding); `delta_to_champion` is the difference to the
     current champion of `registered_model` measured on the same split (null where there is none)."""
     key = metric_key(metric)
     runs = model_runs(client, experiment, max_runs)
@@ -142,7 +151,8 @@ def compare(
     return (
         frame.join(curves, on="run_id", how="left")
         .join(newest, on=group, how="left")
-        .sort([*group[:1], "_newest", *group[1:], "mean"], descending=[False, True, False, False, True], nulls_last=True)
+        .sort([*group[:1], "_newest", *group[1:], "mean"],
+              descending=[False, True, False, False, not lower_is_better(metric)], nulls_last=True)
         .select([*COLUMNS, "curve"])
     )
 
@@ -294,7 +304,8 @@ def rich_table(frame: pl.DataFrame, metric: str, width: int | None = None) -> Gr
             for row in rows:
                 table.add_row(*(row[i] for i in keep))
             tables.append(table)
-        return GroupedTables(f"models by {metric}, grouped by lineage and split (deltas only within a group)", tables)
+        order = f"{metric} (lower is better)" if lower_is_better(metric) else metric
+        return GroupedTables(f"models by {order}, grouped by lineage and split (deltas only within a group)", tables)
 
     return fit_width(build, optional, width)
 

@@ -123,7 +123,7 @@ def to_json(models: list[RegisteredModelRow], metric: str, tracking_uri: str) ->
 
 
 HEADER = ("registered model", "version", "aliases", "model", "kind", "{metric}", "decision", "run", "data", "created")
-OPTIONAL = ("kind", "created", "decision", "data")
+OPTIONAL = ("kind", "created", "data", "run", "decision", "model")
 """Columns left out, first first, when the terminal is too narrow."""
 
 
@@ -172,12 +172,14 @@ def rich_table(models: list[RegisteredModelRow], metric: str, width: int | None 
         table = Table(title="model registry", title_style="bold")
         keep = [i for i, h in enumerate(header) if h not in hidden]
         for i in keep:
+            # every column as wide as its widest cell: rich cut cells to "challeng…" and
+            # "recall@…" instead of leaving a column out (fit_width then drops the optional ones)
+            width = max([len(header[i]), *(len(row[i]) for row in cells)])
             if i == 0:
                 add_name_column(table, header[0], [row[0] for row in cells])
-            elif header[i] in (metric, "version"):
-                table.add_column(header[i], justify="right", no_wrap=True)
             else:
-                table.add_column(header[i], no_wrap=True)
+                justify = "right" if header[i] in (metric, "version") else "left"
+                table.add_column(header[i], justify=justify, no_wrap=True, min_width=width)
         for r, row in enumerate(cells):
             table.add_row(*(row[i] for i in keep), style="bold" if r in champion_rows else None)
         return table

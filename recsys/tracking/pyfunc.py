@@ -190,13 +190,16 @@ RUNTIME_PACKAGES = (
 def runtime_requirements() -> list[str]:
     """Pinned versions of what the served model imports. Given explicitly because MLflow's
     inference of requirements loads the model in a subprocess (~10 s per logged model). `recsys`
-    itself is not on an index: serve with `--env-manager local` from an environment that has it."""
+    itself is not on an index: serve with `--env-manager local` from an environment that has it.
+    A local version label is dropped (`torch==2.13.0+cpu` -> `torch==2.13.0`), as MLflow's own
+    inference does: no public index serves `+cpu`, so `--env-manager virtualenv` could not install
+    the environment at all."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
     for name in RUNTIME_PACKAGES:
         try:
-            pins.append(f"{name}=={version(name)}")
+            pins.append(f"{name}=={version(name).split('+', 1)[0]}")
         except PackageNotFoundError:
             pins.append(name)
     return pins
@@ -211,10 +214,24 @@ def save_pyfunc(
     adds an ANN index for large catalogues (`write_serving_artifacts`)."""
 
     serving_dir = write_serving_artifacts(model, split, Path(staging) / ARTIFACT_KEY, ann)
-    users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
-    example = pd.DataFrame({"user_id": users.head(2).to_list(), "k": [DEFAULT_K] * min(2, len(users))})
-    _save(path, serving_dir, example, model)  # no type-hint warning: see TopKRecommender
+    _save(path, serving_dir, input_example(serving_dir), model)  # no type-hint warning: see TopKRecommender
     return Path(path)
+
+
+NEW_USER_EXAMPLE = "new-user"
+
+
+def input_example(serving_dir: Path) -> pd.DataFrame:
+    """The example the MLflow UI shows beside the signature (and `serving_input_example.json`): a
+    known user with a k, and a user the model never saw with a history (folded in). The signature
+    declares k and history `Any` (see `signature`), so the example is where the UI shows their form."""
+    users = pl.read_parquet(serving_dir / _USERS).get_column("user_id")
+    items = pl.read_parquet(serving_dir / _ITEMS).get_column("item_id")
+    k = min(DEFAULT_K, len(items))
+    rows = [{"user_id": u, "k": k, "history": None} for u in users.head(1).to_list()]
+    if not (users == NEW_USER_EXAMPLE).any():
+        rows.append({"user_id": NEW_USER_EXAMPLE, "k": k, "history": items.head(2).to_list()})
+    return pd.DataFrame(rows)
 
 
 def _save(path: str | Path, serving_dir: Path, example: pd.DataFrame, model: Recommender) -> None:

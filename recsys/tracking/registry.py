@@ -203,6 +203,7 @@ def _promote(
     )
     if lineage and (line_lineage is None or force):
         with_retries(lambda: client.set_registered_model_tag(name, TAG_LINEAGE, lineage))
+    describe_line(client, name, cfg, lineage)
     with_retries(lambda: client.set_registered_model_alias(name, CHALLENGER, challenger.version))
     for _ in range(MAX_DECISIONS):
         if champion is not None and champion.run_id == challenger_run_id:
@@ -264,8 +265,24 @@ def _lineage_tag(lineage: str | None) -> dict[str, str]:
     return {TAG_LINEAGE: lineage} if lineage else {}
 
 
+def describe_line(client: MlflowClient, name: str, cfg: PromotionConfig, lineage: str | None) -> None:
+    """Say what a serving line is in its description (the MLflow UI's model page), unless someone
+    wrote one already."""
+    if with_retries(lambda: client.get_registered_model(name)).description:
+        return
+    text = (
+        f"Serving line of `recsys run`{f' (lineage `{lineage}`)' if lineage else ''}: every run registers its "
+        f"challenger here. The `{CHAMPION}` alias is what `recsys serve` and `models:/{name}@{CHAMPION}` load; "
+        f"it moves only when a challenger beats it on {cfg.metric} over the same test users (paired test "
+        f"p < {cfg.p_value}, coverage falling by at most {cfg.max_coverage_drop:.0%}). Each version's "
+        "description is its decision."
+    )
+    with_retries(lambda: client.update_registered_model(name, description=text))
+
+
 def _record(client: MlflowClient, name: str, decision: PromotionDecision) -> None:
-    """Write the decision where people look: the challenger's run and the model version."""
+    """Write the decision where people look: the challenger's run and the model version (its tags,
+    and its description, which the MLflow UI's versions table shows whole where it cuts tags)."""
     tags = {TAG_DECISION: decision.decision, TAG_REASON: decision.reason}
     if decision.forced:
         tags[TAG_FORCED] = "true"
@@ -278,3 +295,8 @@ def _record(client: MlflowClient, name: str, decision: PromotionDecision) -> Non
                     name, decision.challenger_version, key, value
                 )
             )
+    if decision.challenger_version:
+        said = "" if decision.reason.startswith(decision.decision) else f"{decision.decision}: "
+        with_retries(
+            lambda: client.update_model_version(name, decision.challenger_version, description=said + decision.reason)
+        )

@@ -137,6 +137,23 @@ def split_digest(split: Split) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+DESCRIPTION = "mlflow.note.content"
+"""MLflow's run description (markdown), shown at the top of the run's page in the UI."""
+
+
+def model_description(model: Recommender, eval_result: Any, metric: str, name: str, version: str) -> str:
+    """A model run's description: its headline metric with the interval and users, and how to
+    serve this very version (the UI showed "No description" above 180 metrics)."""
+    value, (low, high) = eval_result.summary.get(metric), eval_result.ci.get(metric, (None, None))
+    score = f"{metric} = {value:.4f}" if value is not None else f"{metric}: not computed"
+    if value is not None and low is not None and high is not None:
+        score += f" [{low:.4f}, {high:.4f}]"
+    return (
+        f"**{model.config.name}** ({model.kind}): {score} over {eval_result.n_users_evaluated} test users. "
+        f"Registered as `{name}` version {version}: `recsys serve --model {name} --version {version}`."
+    )
+
+
 def param_dict(flat: Mapping[str, Any]) -> dict[str, str]:
     """Params as MLflow wants them: strings, None dropped, long values cut with a visible marker."""
     out = {}
@@ -621,8 +638,13 @@ class Tracker:
         if version is None:
             return LoggedModel(run_id, model_uri, name, None)
         self._changed(run_id, lambda r: setattr(r, "register", None))
-        self.set_tags(run_id, {TAG_MODEL_VERSION: f"{name}/{version.version}"})
+        self.set_tags(run_id, {TAG_MODEL_VERSION: f"{name}/{version.version}",
+                               DESCRIPTION: model_description(model, eval_result, self._headline(), name,
+                                                              str(version.version))})  # fmt: skip
         return LoggedModel(run_id, model_uri, name, str(version.version))
+
+    def _headline(self) -> str:
+        return self.run_config.promotion.metric if self.run_config is not None else "recall@20"
 
     def end(self, run: ModelRun | str, status: str = "FINISHED", error: str | None = None) -> None:
         """Close a run; a FAILED run gets the error as a tag and as `error.txt`."""
@@ -693,9 +715,10 @@ class Tracker:
             labels, label_name = np.asarray(split.item_blocks), "item block"
         else:
             labels, label_name = plots.popularity_deciles(popularity), "popularity decile"
-        plots.plot_item_embeddings(
-            model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name, title=title
-        )
+        if np.asarray(model.item_factors).shape[1] >= 2:  # popularity's one number per item is no embedding
+            plots.plot_item_embeddings(
+                model.item_factors, root / "plots" / "item_embeddings_pca.png", labels, label_name, title=title
+            )
 
 
 

@@ -1,4 +1,5 @@
-"""One Prefect test harness (~20 s to start) for every flow test."""
+"""One Prefect test harness (~20 s to start, from collection on: see `early_prefect_port` in
+tests/conftest.py) for every flow test."""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(early_prefect_port: int | None):
+    """Prefect's own `prefect_test_harness`, on the server started at collection: the harness asks
+    for a free port and gets that server's, whose instance is already running, so it starts none."""
+    from unittest import mock
 
-    with prefect_test_harness(server_startup_timeout=120):
+    from prefect.testing import utilities
+
+    harness = utilities.prefect_test_harness(server_startup_timeout=120)
+    port = contextlib.nullcontext() if early_prefect_port is None else mock.patch.object(
+        utilities, "_find_available_port", lambda: early_prefect_port
+    )  # fmt: skip
+    with port:
+        harness.__enter__()
+    try:
         yield
+    finally:
+        harness.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

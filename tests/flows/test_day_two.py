@@ -109,9 +109,14 @@ def test_same_config_data_and_threads_give_identical_metrics_on_every_path(first
     by_cli = {name: {k: float(v) for k, v in entry["metrics"].items()} for name, entry in cli.items()}
     assert prefect == in_process == by_cli  # exactly: two two-towers trained concurrently in threads
     client = mlflow.MlflowClient(shared_mlflow_uri)
-    params = client.get_run(run1["mlflow_parent_run_id"]).data.params
+    parent = client.get_run(run1["mlflow_parent_run_id"]).data
+    params = parent.params
     assert params["orchestration.threads_per_model"] == "1" and params["evaluation.threads"] == "1"
     assert params["split.protocol"] == "rolling"
+    # the MLflow UI's run page shows the comparison as the run's description
+    description = parent.tags["mlflow.note.content"]
+    assert description.startswith("# ") and "| model |" in description
+    assert all(f"| {m['name']}" in description for m in run1["models"])
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +38,13 @@ class Run:
     """`recsys run` in its own process (its own temporary Prefect server and Prefect home), with the
     two-tower `tt` of EPOCHS epochs logging to the session's MLflow store under `experiment`."""
 
-    def __init__(self, tmp_path: Path, uri: str, experiment: str, api_url: str | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, uri: str, experiment: str, api_url: str | None = None, database: Path | None = None
+    ) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
+        if database is not None:  # a Prefect home whose server database is migrated already
+            (tmp_path / "prefect").mkdir()
+            shutil.copyfile(database, tmp_path / "prefect" / "prefect.db")
         sets = [
             "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.min_user_interactions=2",
             "folding.enabled=false", "evaluation.bootstrap_samples=20", f'data.processed_dir="{tmp_path / "p"}"',
@@ -123,16 +129,17 @@ def _assert_stopped_cleanly(run: Run, code: int, expected: int, line: str) -> No
     assert parent.info.status == "KILLED"
 
 
-def test_after_kill_9_the_next_run_stops_the_left_server_and_sigterm_stops_cleanly(shared_mlflow_uri, tmp_path):
-    killed = Run(tmp_path / "a", shared_mlflow_uri, f"killed-{uuid.uuid4().hex[:8]}")
+def test_after_kill_9_the_next_run_stops_the_left_server_and_sigterm_stops_cleanly(
+    shared_mlflow_uri, migrated_prefect_database, tmp_path
+):
+    killed = Run(tmp_path / "a", shared_mlflow_uri, f"killed-{uuid.uuid4().hex[:8]}", database=migrated_prefect_database)
     deadline = time.monotonic() + 300  # killed once its temporary server is up: all it takes to leave one
     while killed.process.poll() is None and time.monotonic() < deadline and not (
         "temporary server on" in killed.output and _server_pid(killed.server_port())
     ):
         time.sleep(0.1)
     killed.process.kill()
-    killed.process.wait()
-    killed.reader.join(10)
+    killed.process.wait()  # no reader.join: the orphaned server holds the pipe open, so no EOF comes
     orphan = _server_pid(killed.server_port())
     assert orphan is not None, killed.output
     try:
@@ -140,7 +147,7 @@ def test_after_kill_9_the_next_run_stops_the_left_server_and_sigterm_stops_clean
         while _parent(orphan) != 1:
             assert time.monotonic() < deadline, "the killed run's server was never reparented"
             time.sleep(0.1)
-        after = Run(tmp_path / "b", shared_mlflow_uri, f"sigterm-{uuid.uuid4().hex[:8]}")
+        after = Run(tmp_path / "b", shared_mlflow_uri, f"sigterm-{uuid.uuid4().hex[:8]}", database=migrated_prefect_database)
         code = after.signal_once_training(signal.SIGTERM)
         stopped = re.search(r"stopped \d+ temporary Prefect server\(s\) left by killed runs \(pids ([\d, ]+)\)", after.output)
         assert stopped and str(orphan) in stopped.group(1).split(", "), after.output

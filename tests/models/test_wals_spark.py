@@ -11,8 +11,10 @@ serves the whole module (local[2], 2 blocks each way, few iterations) and is sto
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -27,7 +29,13 @@ from recsys.models import fold_in
 from recsys.models.base import build_model
 from recsys.models.popularity import PopularityConfig
 from recsys.models.wals import WALSConfig, confidence
-from recsys.models.wals_spark import WALSSpark, WALSSparkConfig, spark_ratings, stop_spark_session
+from recsys.models.wals_spark import (
+    WALSSpark,
+    WALSSparkConfig,
+    spark_ratings,
+    spark_session,
+    stop_spark_session,
+)
 
 from .conftest import Planted
 from .contract import RecommenderContract, planted_recall
@@ -58,6 +66,21 @@ FAST = WALSSparkConfig(
     num_item_blocks=1,
     spark_conf={"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"},
 )
+
+
+def start_in_background(items: list[pytest.Item]) -> None:
+    """Called at collection with this module's selected tests (tests/conftest.py): `FAST`'s
+    session (its JVM, ~10-15 s to start) starts in a thread while the tests before this module run;
+    the first fit waits for it on `spark_session`'s lock. A failure to start is left to that fit,
+    which starts the session again and reports it."""
+    if shutil.which("java") is None or importlib.util.find_spec("pyspark") is None:
+        return
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            spark_session(FAST)
+
+    threading.Thread(target=start, name="spark-session-start", daemon=True).start()
 
 
 @pytest.fixture(scope="module", autouse=True)

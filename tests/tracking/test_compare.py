@@ -114,6 +114,25 @@ def test_cli_serve_names_the_aliases_a_model_has(logged, champion_set):
     assert "champion" in text.split("pass --alias one of", 1)[1] and "recsys promote" not in text
 
 
+def test_cli_serve_serves_a_numbered_version_of_a_line_without_aliases(logged, monkeypatch):
+    """Per-model lines (recsys-wals) never get aliases, so `recsys serve --model recsys-wals` had
+    nothing to load; --version N serves that version (the app is taken before it would listen)."""
+    from fastapi.testclient import TestClient
+
+    import recsys.tracking.server as server
+
+    served = {}
+    monkeypatch.setattr(server, "serve", lambda app, port: served.update(app=app, port=port))
+    sets = ["serve", "--set", f"tracking.tracking_uri={logged.uri}", "--model", "recsys-wals"]
+    result = CliRunner().invoke(app, [*sets, "--version", logged.versions["wals"], "--port", "5999"])
+    assert result.exit_code == 0, result.output
+    assert f"serving recsys-wals version {logged.versions['wals']}" in " ".join(result.output.split())
+    answer = TestClient(served["app"]).post("/invocations", json={"dataframe_records": [{"user_id": "u1"}]})
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["source"] == "model"
+    missing = CliRunner().invoke(app, [*sets, "--version", "999"])
+    assert missing.exit_code == 2 and "registered model 'recsys-wals' has no version 999: it has" in missing.output
+
+
 def test_deltas_stay_inside_a_lineage_and_split(logged, champion_set, planted_data, planted_split):
     """Another data source (lineage) on the very same split: no delta to this champion. Another
     split of this lineage: the delta is to the champion re-scored on that split, never to its own
@@ -316,3 +335,22 @@ def test_reading_commands_name_a_missing_store_instead_of_creating_one(command, 
     assert f"no MLflow store at {tmp_path / 'elsewhere' / 'mlflow.db'}" in text
     assert "--set tracking.tracking_uri=" in text and "Traceback" not in text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_folding_ranks_the_smallest_first(shared_mlflow_uri):
+    """folding@k is the share of lists in blocks the user never touched: lower is better, and
+    `recsys compare -m folding@20` put the most folded model (popularity) on top as the best."""
+    import uuid
+
+    from recsys.tracking.compare import rich_table
+
+    client = MlflowClient(shared_mlflow_uri)
+    experiment = f"folding-order-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(experiment)
+    for name, folding in (("popular", 0.83), ("factor", 0.02), ("tower", 0.001)):
+        run = client.create_run(experiment_id, tags={"recsys.kind": "model", "recsys.model_name": name})
+        client.log_metric(run.info.run_id, "folding_at_20", folding)
+        client.set_terminated(run.info.run_id)
+    frame = compare(client, experiment, "folding@20", registered_model=None)
+    assert frame.get_column("model").to_list() == ["tower", "factor", "popular"]
+    assert "folding@20 (lower is better)" in rich_table(frame, "folding@20").heading

@@ -1,5 +1,5 @@
-"""Two pipeline processes logging to one store at the same time: the local SQLite file (locks and
-retries) and the PostgreSQL-backed server (concurrent requests in its worker's thread pool, so
+"""Two pipeline processes logging to one store at the same time: a new local SQLite file (created
+by both at once, then locks and retries) and the PostgreSQL-backed server (concurrent requests in its worker's thread pool, so
 concurrent transactions in PostgreSQL)."""
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ WORKER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_processes_log_to_one_store(tracking_uri):
+def test_two_processes_log_to_one_store(tracking_uri, tmp_path):
+    """On SQLite the store is a new file, so the two processes also open (create) it at once: both
+    created its tables and the loser stopped with 'cannot open (... duplicate column name: step)'.
+    Opening holds a lock now (recsys.tracking.store.store_open_lock)."""
+    if tracking_uri.startswith("sqlite:"):
+        tracking_uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, tracking_uri, f"proc{i}"],

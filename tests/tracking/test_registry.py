@@ -79,6 +79,10 @@ def test_promotion_rule_end_to_end(logged, client, random_run, planted_data):
     coverage_blocked = promote(client, cfg, pop)
     assert not coverage_blocked.promoted and "coverage@20 fell" in coverage_blocked.reason
     assert coverage_blocked.champion_version == coverage_blocked.compared_version == first.challenger_version
+    # the MLflow UI's versions table shows each version's decision whole as its description
+    blocked_version = client.get_model_version("promo-rule", coverage_blocked.challenger_version)
+    assert blocked_version.description.startswith("kept champion") and "coverage@20 fell" in blocked_version.description
+    assert "`champion` alias is what `recsys serve`" in client.get_registered_model("promo-rule").description
     assert coverage_blocked.delta > 0 and coverage_blocked.p_value < 0.05
     assert alias_version(client, "promo-rule", CHAMPION).run_id == random_run
     assert alias_version(client, "promo-rule", CHALLENGER).run_id == pop

@@ -97,6 +97,12 @@ def test_artifacts_hold_config_manifest_per_user_plots_embeddings_and_models(log
     assert "[[models]]" in (local / "config/run.toml").read_text()
 
 
+def test_popularity_gets_no_embedding_plot(logged, client):
+    """Its item 'vectors' are one count each: the PCA plot was a line of dots at PC 2 = 0."""
+    plots = {f.path for f in client.list_artifacts(logged.runs["popularity"], "plots")}
+    assert "plots/recall_at_k.png" in plots and "plots/item_embeddings_pca.png" not in plots
+
+
 def test_factors_are_stored_once_per_model(logged, client, tmp_path):
     """The pyfunc reads the saved model's factors: no second copy anywhere in the run."""
     from safetensors.numpy import load_file
@@ -116,6 +122,11 @@ def test_every_model_is_registered_as_a_new_version(logged, client):
     for name, version in logged.versions.items():
         mv = client.get_model_version(f"recsys-{name}", version)
         assert mv.run_id == logged.runs[name]
+        # the run's page in the MLflow UI says how it scored and how to serve this version
+        description = client.get_run(mv.run_id).data.tags["mlflow.note.content"]
+        recall = logged.results[name].summary["recall@20"]
+        assert f"recall@20 = {recall:.4f} [" in description
+        assert f"`recsys serve --model recsys-{name} --version {version}`" in description
 
 
 def test_a_failed_model_run_ends_failed_with_the_error(logged, client, tmp_path):

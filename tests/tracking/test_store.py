@@ -101,15 +101,5 @@ def test_params_are_strings_with_long_values_cut_and_none_dropped():
     assert len(params["d"]) == 500 and params["d"].endswith("...")
 
 
-@pytest.mark.slow
-def test_two_processes_opening_one_fresh_store_at_once_both_succeed(tmp_path):
-    """Two `recsys run` started together on a new SQLite store both created its tables; the loser
-    stopped with 'cannot open (... duplicate column name: step)'. Opening holds a lock now."""
-    import subprocess
-    import sys
-
-    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-    code = "import sys; from recsys.tracking.store import check_tracking; check_tracking(sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=600), p.stderr.read()[-1500:]) for p in procs]
-    assert [rc for rc, _ in results] == [0, 0], results
+# Two processes opening one new SQLite store at once (the store-open lock): the [sqlite] case of
+# tests/tracking/test_concurrency.py, whose two logging processes start on a new store.

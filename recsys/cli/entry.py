@@ -1,0 +1,63 @@
+"""The `recsys` console script: the typer app, plus "Ctrl-C again exits now" while threads finish.
+
+Why: after Ctrl-C (or SIGTERM) a command unwinds at once, and every model loop stops at its next
+check (`recsys.interrupt`). A model thread inside one long C call - an EASE inverse on a large
+catalogue, an SVD - cannot check anything until that call returns, and the interpreter waits for
+it at exit: the terminal sat silent for half a minute or more after "interrupted", and a second
+Ctrl-C did not help (the command had restored Python's own handler, which only raises in the
+waiting main thread). A second press means "now": once the command has returned, a second Ctrl-C
+(or SIGTERM) ends the process at once with the same exit code. Nothing is lost by not waiting:
+the interrupted runs are already closed KILLED, and the thread's work was to be discarded.
+
+The handler is installed here, in a real process after the command, never inside the app: tests
+run commands in-process (typer's runner), where a handler that outlived the command would end the
+test process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+INTERRUPTED_CODES = (130, 143)  # Ctrl-C, SIGTERM (see `recsys.cli.common.user_errors`)
+
+
+def _busy_threads() -> list[threading.Thread]:
+    """Threads the interpreter will wait for at exit (non-daemon, alive, not this one)."""
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not me and t.is_alive() and not t.daemon]
+
+
+def _exit_now_on_signal(code: int) -> None:
+    def exit_now(signum, frame):  # noqa: ARG001 - the signal-handler signature
+        sys.stderr.write("exiting now\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, exit_now)
+    signal.signal(signal.SIGTERM, exit_now)
+
+
+def main() -> None:
+    """Run the `recsys` app; after an interrupted command, make the next Ctrl-C exit at once."""
+    from recsys.cli import app
+
+    code: int | str | None = 0
+    try:
+        app(prog_name="recsys")
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        if code in INTERRUPTED_CODES:
+            busy = _busy_threads()
+            _exit_now_on_signal(int(code))
+            if busy:
+                sys.stderr.write(
+                    f"waiting for {len(busy)} worker thread(s) to reach a point where they can stop "
+                    "(a model inside one long computation stops when it returns); press Ctrl-C again "
+                    "to exit now\n"
+                )
+                sys.stderr.flush()
