@@ -8,7 +8,8 @@ no argument to pass them through (tests/test_tuning.py also poisons the test spl
 nothing changes).
 
 * Warm start: the configured parameters (data-aware defaults resolved on the training data) are
-  always trial 0, so a tuned model never scores below the untuned one on validation; a caller may
+  trial 0, so a tuned model never scores below the untuned one on validation, unless one of them
+  lies outside the search space (it is then drawn like the others, `warm_starts`); a caller may
   queue more (the pipeline queues the current champion's parameters of the same lineage,
   `pipelines.tune`). Queued trials count towards `n_trials`.
 * Pruning: models that validate per epoch (the two-tower) report each epoch's validation metric;
