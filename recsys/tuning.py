@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -87,6 +87,26 @@ class TuningConfig(BaseModel):
     prune: bool = Field(True, description="stop trials whose per-epoch validation metric is below the median")
     prune_warmup_epochs: int = Field(3, ge=0, description="epochs before a trial may be pruned")
     warm_start: bool = Field(True, description="queue the champion's parameters of the same lineage")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        return None if value is None else check_tuning_metric(value, "metric")
+
+
+def check_tuning_metric(metric: str, where: str = "tuning metric") -> str:
+    """`metric` as a search scores it, NAME@K, or a ConfigError (a ValueError) naming `where`: checked before the first trial, since a bad name once failed every trial (each a full
+    fit) and ended with advice to raise n_trials."""
+    from recsys.errors import ConfigError
+    from recsys.evaluation.metrics import ALL_METRICS
+
+    name, at, k = metric.partition("@")
+    if name not in ALL_METRICS or not at or not k.isdigit() or int(k) < 1:
+        raise ConfigError(
+            f"{where} {metric!r} is not NAME@K with NAME one of {', '.join(ALL_METRICS)} and K a positive "
+            "integer, e.g. recall@20"
+        )
+    return metric
 
 
 DEFAULT_SPACES: dict[str, dict[str, SpaceEntry]] = {
@@ -340,8 +360,9 @@ def in_space(entry: SpaceEntry, value: Any) -> bool:
 def _validation_eval_config(metric: str):
     from recsys.sections import EvaluationConfig
 
+    check_tuning_metric(metric)
     name, _, k = metric.partition("@")
-    return EvaluationConfig(ks=[int(k) if k.isdigit() else 20], metrics=[name], bootstrap_samples=0)
+    return EvaluationConfig(ks=[int(k)], metrics=[name], bootstrap_samples=0)
 
 
 def _popularity(train: sp.csr_matrix):

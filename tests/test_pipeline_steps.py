@@ -137,6 +137,18 @@ def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
     assert tomllib.loads(out.read_text())["split"]["validation_fraction"] == pytest.approx(0.15)
 
 
+@pytest.mark.parametrize("metric", ["recall", "foo@20", "recall@0"])
+def test_tune_refuses_a_bad_metric_before_any_trial(tmp_path, metric):
+    """A bad --metric once failed every trial (each a full fit) and advised raising n_trials."""
+    from recsys.tuning import TuningConfig
+
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--trials", "2", "--metric", metric])
+    assert result.exit_code == 2 and "--metric" in result.output and "NAME@K" in result.output, result.output
+    assert "trial 0" not in result.output and "n_trials" not in result.output
+    with pytest.raises(ValueError, match="NAME@K"):  # in a config: [models.tuning] metric
+        TuningConfig(metric=metric)
+
+
 def test_tune_refuses_a_model_with_nothing_to_tune(tmp_path):
     result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "pop", "--trials", "1"])
     assert result.exit_code == 2 and "nothing to tune" in result.output

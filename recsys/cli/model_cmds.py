@@ -261,6 +261,10 @@ def tune(
     from pipelines.tune import trial_line, tune_model
 
     writable_output(out, "--out")
+    if metric is not None:
+        from recsys.tuning import check_tuning_metric
+
+        check_tuning_metric(metric, "--metric")
     cfg, split = _prepare(config, set_)
     if split.validation is None:
         cfg.split.validation_fraction = 0.1
