@@ -11,10 +11,10 @@ bookkeeping (input checks, seeding, timing, history) so no subclass can forget i
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -279,12 +279,39 @@ class Recommender(ABC):
             raise RuntimeError(f"{type(self).__name__} '{self.config.name}' is not fitted; call fit() or load()")
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write config.json + factors.safetensors (+ model extras) atomically into `path`."""
+    def save(self, path: str | os.PathLike, *, lock: bool = True) -> Path:
+        """Write config.json + factors.safetensors (+ model extras) atomically into `path`.
+
+        One writer at a time: with `lock`, a `filelock` file beside it (`.<name>.lock`) serialises
+        saves, since two `recsys train --models DIR` of one model once collided in the swap (an
+        OSError, 'Directory not empty', and a staging copy left behind on every collision). A
+        staging copy a killed save left (`.<name>.saving-*`) is removed by the next save. `lock=False`
+        for a directory private to the caller (the pyfunc's artifact tree, which is logged whole)."""
+        import shutil
+        import uuid
+        from contextlib import nullcontext
+
+        from filelock import FileLock
+
         self._check_fitted()
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = f".{target.name}.saving-"
+        with FileLock(str(target.parent / f".{target.name}.lock")) if lock else nullcontext():
+            for left in target.parent.glob(f"{glob.escape(staging)}*"):  # a killed save's copy
+                shutil.rmtree(left, ignore_errors=True)
+            tmp = target.parent / f"{staging}{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()  # not mkdtemp: its mode 0700 made every saved model private to its writer
+            try:
+                self._write(tmp)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _write(self, directory: Path) -> None:
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -295,17 +322,11 @@ class Recommender(ABC):
             "history": self.history,
             "resumed_from": self.resumed_from,
         }
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        (directory / "config.json").write_text(json.dumps(meta, indent=2))
         tensors = self._factor_tensors()
         if tensors:
-            save_file(tensors, str(tmp / "factors.safetensors"))
-        self._save_extra(tmp)
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        return target
+            save_file(tensors, str(directory / "factors.safetensors"))
+        self._save_extra(directory)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recommender:

@@ -110,7 +110,7 @@ def write_serving_artifacts(
         out / _ITEMS
     )
     sp.save_npz(out / _SEEN, seen_matrix(split), compressed=True)
-    model.save(out / _MODEL_DIR)
+    model.save(out / _MODEL_DIR, lock=False)  # a private tree, logged whole: no lock file in it
     if ann is not None:
         from recsys.ann import build_for_serving
 
