@@ -93,6 +93,10 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     assert lo <= summary["wals"]["metrics"]["recall@20"] <= hi
     assert summary["wals"]["metrics"]["recall@20"] > summary["pop"]["metrics"]["recall@20"]
 
+    # another split.seed puts some of the models' training pairs in the test set: refused, not scored
+    other = runner.invoke(app, ["evaluate", *_sets(tmp_path), "--set", "split.seed=7", "--models", str(models)])
+    assert other.exit_code == 2 and "trained on another split" in other.output and "--train" in other.output
+
 
 def test_train_tunes_a_model_with_a_tuning_section_as_run_does(tmp_path):
     """`recsys train` + `evaluate` give the metrics `recsys run --no-tracking` gives for the same

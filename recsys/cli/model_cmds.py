@@ -51,6 +51,36 @@ def _plain(line: str) -> None:
     console.print(line, markup=False, highlight=False)
 
 
+def _trained_on(split) -> dict[str, str | None]:
+    from recsys.tracking.runs import split_digest
+
+    return {"split_digest": split_digest(split), "fingerprint": split.meta.get("fingerprint")}
+
+
+def _save(model, split, path: Path) -> None:
+    """Save with the split it was trained on, which `recsys evaluate` checks."""
+    model.trained_on = _trained_on(split)
+    model.save(path)
+
+
+def _check_trained_on(model, split, path: Path) -> None:
+    """A model evaluated on another split than it was trained on (another --set split.seed, other
+    data) is scored on interactions it may have trained on: inflated metrics, silently. Refused.
+    Models saved without the record (by older releases) are not checked."""
+    saved = model.trained_on or {}
+    if not saved.get("split_digest"):
+        return
+    now = _trained_on(split)
+    if saved["split_digest"] == now["split_digest"]:
+        return
+    what = "other data" if saved.get("fingerprint") != now["fingerprint"] else "another split (protocol, fractions or split.seed)"
+    raise ConfigError(
+        f"{path}: trained on {what} than this config gives (split {saved['split_digest']}, now {now['split_digest']}), "
+        "so its test users may hold training interactions: evaluate with the --config and --set it was trained "
+        "with, or retrain it here (recsys evaluate --train)"
+    )
+
+
 def _selected(cfg, only: list[str] | None):
     """The chosen models, each distillation teacher before its students."""
     from recsys.distill import order_by_teacher
@@ -117,14 +147,9 @@ def train(
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
             model = fit_model(
-                model_cfg,
-                split,
-                cfg,
-                save_to=models_dir / model_cfg.name,
-                teacher=teacher,
-                threads=cfg.orchestration.threads_per_model,
-                log=_plain,
+                model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
             )
+            _save(model, split, models_dir / model_cfg.name)
         trained[model_cfg.name] = model
         if model.resumed_from:
             resumed = model.resumed_from
@@ -185,7 +210,9 @@ def evaluate(
 ) -> None:
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
-    The split is recomputed from the config (seeded), so it is the one the models were trained on.
+    The split is recomputed from the config (seeded), so pass the --config and --set the models
+    were trained with: a model saved by `recsys train` records its split, and another one (other
+    data, split settings or seed: test users whose interactions it trained on) is refused.
     """
     from pipelines.evaluate import evaluate_model
     from pipelines.train import find_teacher, fit_model
@@ -201,18 +228,14 @@ def evaluate(
             teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
                 model = trained[model_cfg.name] = fit_model(
-                    model_cfg,
-                    split,
-                    cfg,
-                    save_to=path,
-                    teacher=teacher,
-                    threads=cfg.orchestration.threads_per_model,
-                    log=_plain,
+                    model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
                 )
+                _save(model, split, path)
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
         else:
             model = Recommender.load(path)
+            _check_trained_on(model, split, path)
         if model.n_items != split.n_items:
             raise ConfigError(
                 f"{path}: model knows {model.n_items} items but the split has {split.n_items}; retrain it"

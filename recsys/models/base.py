@@ -136,6 +136,9 @@ class Recommender(ABC):
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
         self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
+        # what it was fitted on (`recsys train`: the split's digest and data fingerprint), saved with it
+        # so `recsys evaluate` can refuse a test set that overlaps its training data
+        self.trained_on: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
         self.train_times: sp.csr_matrix | None = None  # `fit(times=...)`, while `_fit` runs
@@ -321,6 +324,7 @@ class Recommender(ABC):
             "fit_seconds": self.fit_seconds,
             "history": self.history,
             "resumed_from": self.resumed_from,
+            "trained_on": self.trained_on,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
         tensors = self._factor_tensors()
@@ -351,6 +355,7 @@ class Recommender(ABC):
             model.fit_seconds = meta.get("fit_seconds", float("nan"))
             model.history = meta.get("history", [])
             model.resumed_from = meta.get("resumed_from")
+            model.trained_on = meta.get("trained_on")
             factors = source / "factors.safetensors"
             model._load_factors(load_file(str(factors)) if factors.is_file() else {})
             model._load_extra(source)
