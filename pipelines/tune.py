@@ -82,13 +82,21 @@ def tune_model(
     )  # fmt: skip
     history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
-    tuned.models = [
-        m.model_copy(update=outcome.best_params) if m.name == model_name else m for m in tuned.models
-    ]
+    tuned.models = [_pinned(m, outcome.best_params) if m.name == model_name else m for m in tuned.models]
     return TuneResult(
         model_name, outcome.metric, outcome.best_value, outcome.best_params, history,
         RunConfig.model_validate(tuned.resolved()),
     )  # fmt: skip
+
+
+def _pinned(model_cfg: ModelConfig, params: dict[str, Any]) -> ModelConfig:
+    """The model with the chosen parameters and its per-run search (if any) switched off, so that
+    `recsys run --config tuned.toml` trains exactly the winner instead of searching again (a run
+    with more trials than `recsys tune --trials` could pick other parameters)."""
+    update: dict[str, Any] = dict(params)
+    if model_cfg.tuning is not None:
+        update["tuning"] = model_cfg.tuning.model_copy(update={"enabled": False})
+    return model_cfg.model_copy(update=update)
 
 
 class _ProgressHooks:

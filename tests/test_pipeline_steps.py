@@ -130,14 +130,17 @@ def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
 
 def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
     out = tmp_path / "tuned.toml"
-    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out)])
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out),
+                                      "--set", "models.wals.tuning.n_trials=8"])
     assert result.exit_code == 0, result.output
+    assert f"recsys run --config {out}" in result.output
     assert [f"trial {n}: complete" in result.output for n in range(3)] == [True] * 3  # every trial reported
     tuned = load_config(out)  # the written file is a valid config
     wals = tuned.model("wals")
     header = out.read_text().splitlines()[0]
     assert header.startswith("# tuned by") and "best validation recall@20" in header
     assert wals.factors in (32, 64, 128, 256) and 5 <= wals.iterations <= 30  # from the search space
+    assert wals.tuning.enabled is False  # a run of the written config trains the winner, no new search
     assert tomllib.loads(out.read_text())["split"]["validation_fraction"] == pytest.approx(0.15)
 
 

@@ -279,7 +279,8 @@ def tune(
 ) -> None:
     """Hyper-parameter search (Optuna TPE, seeded) on the validation split, never on test.
 
-    Writes the full config with the best parameters filled in, ready for `recsys run --config`.
+    Writes the full config with the best parameters filled in and that model's own per-run search
+    ([models.tuning]) switched off, so `recsys train --config` / `recsys run --config` train the winner.
     """
     from pipelines.tune import trial_line, tune_model
 
@@ -310,4 +311,6 @@ def tune(
     os.replace(tmp, out)
     console.print(
         f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}"
+        f" (the winner pinned: its search switched off)\nnext: recsys train --config {out}, or recsys run --config {out}",
+        soft_wrap=True,  # paths stay whole, ready to copy
     )
