@@ -209,6 +209,11 @@ class Recommender(ABC):
                 "lower the learning rate (lr) or raise the regularisation"
             )
 
+    def check_data(self, n_users: int, n_items: int) -> None:
+        """Raise `recsys.errors.ModelSkipped` where this model cannot run on a users x items
+        matrix of this shape whatever its parameters, so a run skips it before any work (EASE's
+        memory bounds). Every shape by default."""
+
     def data_aware_config(self, train: sp.csr_matrix) -> ModelConfig:
         """The config with every data-aware default ("auto" / None fields) resolved on `train`:
         what `fit` trains with and saves, so a saved model names the values it used. Models
