@@ -18,6 +18,7 @@ from recsys.cli.common import (  # noqa: F401
     data_app,
     err_console,
     load_run_config,
+    next_step,
     user_errors,
     writable_output,
 )
@@ -147,6 +148,7 @@ def ingest_command(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
+    next_step("recsys run --set", f"data.source={report.out_dir}")
 
 
 def _print_report(report) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from recsys.cli.common import app, console, data_app, user_errors  # noqa: F401
+from recsys.cli.common import app, console, data_app, next_step, user_errors  # noqa: F401
 from recsys.data.fetch import DATASETS
 
 PUBLIC_SETS = tuple(DATASETS)
@@ -80,7 +80,7 @@ def synth_command(
     for key, path in paths.items():
         table.add_row(key, str(path))
     console.print(table)
-    console.print(f"next: recsys ingest {out} --out data/processed/{out.name}", soft_wrap=True, highlight=False)
+    next_step("recsys ingest", out, "--out", f"data/processed/{out.name}")
 
 
 @data_app.command("fetch")
