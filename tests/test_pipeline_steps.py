@@ -126,6 +126,18 @@ def test_train_tunes_a_model_with_a_tuning_section_as_run_does(tmp_path):
         assert value == pytest.approx(run.metrics[name], abs=1e-6), name
 
 
+def test_train_refuses_an_unwritable_models_dir_and_unknown_names_before_any_work(tmp_path):
+    """Both once surfaced after the data was prepared, the first only after a model had trained."""
+    (tmp_path / "a-file").write_text("")
+    runner = CliRunner()
+    for args, says in [(["--models", str(tmp_path / "a-file")], "is a file"), (["--model", "nope"], "no model named")]:
+        result = runner.invoke(app, ["train", *_sets(tmp_path), *args])
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert not (tmp_path / "processed").exists()  # nothing ingested, nothing trained
+    tuned = runner.invoke(app, ["tune", *_sets(tmp_path), "--model", "nope"])
+    assert tuned.exit_code == 2 and not (tmp_path / "processed").exists()
+
+
 def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(tmp_path / "none")])
     assert result.exit_code == 2

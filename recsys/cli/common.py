@@ -258,6 +258,22 @@ def writable_output(path: Path | None, option: str) -> None:
         raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another path") from None
 
 
+def writable_dir(path: Path, option: str) -> None:
+    """`writable_output` for an output directory (`recsys train --models`): a two-tower trained for
+    minutes was lost when its directory could not be written at the end."""
+    import tempfile
+
+    from recsys.errors import ConfigError
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a directory: choose another directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=".recsys-probe-", dir=path).cleanup()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another directory") from None
+
+
 def config_path(config: Path | None) -> Path | None:
     """--config, else the default config when it is here (the repository root), else None."""
     if config is None and DEFAULT_CONFIG.is_file():

@@ -20,6 +20,7 @@ from recsys.cli.common import (
     next_step,
     print_table,
     user_errors,
+    writable_dir,
     writable_output,
 )
 from recsys.errors import ConfigError
@@ -127,6 +128,8 @@ def train(
     """
     from pipelines.train import find_teacher, fit_model
 
+    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
     selected = _selected(cfg, only)
     for model_cfg in selected if nproc > 1 else []:
@@ -224,6 +227,9 @@ def evaluate(
     from recsys.models.base import Recommender
 
     writable_output(json_out, "--json")
+    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    if train_first:
+        writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
     results, summary, trained = {}, {}, {}
     for model_cfg in _selected(cfg, only):
@@ -289,6 +295,7 @@ def tune(
     from pipelines.tune import trial_line, tune_model
 
     writable_output(out, "--out")
+    load_run_config(config, set_, default=True).model(model)  # an unknown name: before any work
     if metric is not None:
         from recsys.tuning import check_tuning_metric
 
