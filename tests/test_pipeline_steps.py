@@ -4,6 +4,7 @@ commands on tiny synthetic data."""
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     assert (models / "wals" / "config.json").is_file() and (models / "pop" / "factors.safetensors").is_file()
 
     out = tmp_path / "eval.json"
-    evaluated = runner.invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(models), "--json", str(out)])
+    [next_line] = [line for line in trained.output.splitlines() if line.startswith("next: ")]
+    command = shlex.split(next_line.removeprefix("next: "))  # what train says to run next, as printed
+    assert command[:2] == ["recsys", "evaluate"]
+    evaluated = runner.invoke(app, [*command[1:], "--json", str(out)])
     assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads(out.read_text())
     assert set(summary) == {"pop", "wals"}

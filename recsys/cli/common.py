@@ -54,6 +54,23 @@ def print_table(table, wide: bool = False) -> None:
         console.print(table)
 
 
+def next_step(command: str, *args: object) -> None:
+    """The command to run next, one line, shell-quoted and never wrapped, so it can be copied: a
+    first-day user finishing `train`, `ingest`, `data combine` should not have to guess."""
+    import shlex
+
+    line = " ".join([command, *(shlex.quote(str(a)) for a in args)])
+    console.print(f"next: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def config_args(config: Path | None, overrides: list[str] | None) -> list[str]:
+    """--config / --set as given, to repeat them in a next step."""
+    args: list[str] = ["--config", str(config)] if config is not None else []
+    for item in overrides or []:
+        args += ["--set", item]
+    return args
+
+
 def debug_enabled() -> bool:
     return os.environ.get("RECSYS_DEBUG", "") not in ("", "0", "false")
 

@@ -14,8 +14,10 @@ from recsys.cli.common import (
     JsonOption,
     SetOption,
     app,
+    config_args,
     console,
     load_run_config,
+    next_step,
     print_table,
     user_errors,
     writable_output,
@@ -159,6 +161,8 @@ def train(
         console.print(
             f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}"
         )
+    picked = [arg for name in only or [] for arg in ("--model", name)]
+    next_step("recsys evaluate", *config_args(config, set_), "--models", models_dir, *picked)
 
 
 def _with_saved_teacher(model_cfg, models_dir: Path):
