@@ -29,6 +29,7 @@ from pipelines.data import (
     prepare_dataset,
 )
 from pipelines.evaluate import evaluate_model
+from pipelines.heartbeat import with_heartbeat
 from pipelines.train import find_teacher, model_builder, pin_thread_budget, thread_budget, train_model
 from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
@@ -242,7 +243,8 @@ def train_and_log(
             )
             model, outcome.tuning = tuned.model, tuned.summary()
         else:
-            model = train_model(model_cfg, split, threads=threads, callback=run.callback, teacher=teacher)
+            callback = with_heartbeat(model_cfg.name, log, run.callback)  # a line a minute on long fits
+            model = train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher)
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
             model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.heartbeat import with_heartbeat
 from recsys.config import RunConfig
 from recsys.data.split import Split
 from recsys.errors import ConfigError
@@ -159,11 +160,12 @@ class MlflowTrialHooks:
         self.runs: dict[int, str] = {}
 
     def start(self, number: int, params: dict[str, Any]) -> Callable[[int, dict[str, float]], None] | None:
+        name = f"{self.model_cfg.name} trial {number}"
         if not getattr(self.tracker, "enabled", False):
-            return None
+            return with_heartbeat(name, self.log)
         run_id = self.tracker.start_trial(self.parent.run_id, self.model_cfg, number, params)
         self.runs[number] = run_id
-        return lambda step, metrics: self.tracker.log_metrics(run_id, metrics, step=step)
+        return with_heartbeat(name, self.log, lambda step, metrics: self.tracker.log_metrics(run_id, metrics, step=step))
 
     def finish(self, record: TrialRecord) -> None:
         self.log(f"  {self.model_cfg.name} {trial_line(record)}")
