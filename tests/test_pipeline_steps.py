@@ -226,3 +226,27 @@ def test_a_scheduled_run_splits_by_rolling_windows_when_every_interaction_has_a_
     strong = RunConfig.model_validate({"split": {"protocol": "strong_generalization", "scheduled": "as_configured"}})
     assert scheduled_config(strong, timed).split.protocol == "strong_generalization"
     assert random_cfg.split.protocol == "random"  # the caller's config is not changed
+
+
+def test_two_writers_of_one_output_file_both_finish_and_leave_one_whole_file(tmp_path, monkeypatch):
+    """A second `recsys tune --out` / `--json` writing the same file while the first renames: they
+    shared `.<name>.tmp`, so the first's rename found it gone (exit 2 after all the work)."""
+    import os
+
+    from recsys.cli.common import write_text_atomic
+
+    out = tmp_path / "tuned.toml"
+    real_replace, calls = os.replace, []
+
+    def replace_after_the_other_writer(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:  # the other command writes the same output in between
+            write_text_atomic(out, "second = 2\n")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_the_other_writer)
+    write_text_atomic(out, "first = 1\n")
+    assert out.read_text() == "first = 1\n" and [p.name for p in tmp_path.iterdir()] == ["tuned.toml"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

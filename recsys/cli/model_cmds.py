@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,7 @@ from recsys.cli.common import (
     user_errors,
     writable_dir,
     writable_output,
+    write_text_atomic,
 )
 from recsys.errors import ConfigError
 
@@ -264,9 +264,7 @@ def evaluate(
     )
     print_table(table, wide)
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
-        os.replace(tmp, json_out)
+        write_text_atomic(json_out, json.dumps(summary, indent=2, default=float))
 
 
 @app.command()
@@ -314,12 +312,11 @@ def tune(
         metric=metric,
         progress=lambda record: _plain(f"  {trial_line(record)}"),
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(
+    write_text_atomic(
+        out,
         f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
-        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml()
+        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml(),
     )
-    os.replace(tmp, out)
     console.print(
         f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}"
         f" (the winner pinned: its search switched off)\nnext: recsys train --config {out}, or recsys run --config {out}",
