@@ -93,6 +93,8 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads(out.read_text())
     assert set(summary) == {"pop", "wals"}
+    assert "folding@20" in evaluated.output and "folding@20" in summary["wals"]["folding"]  # planted blocks
+    assert "folding@20" not in summary["wals"]["metrics"]
     lo, hi = summary["wals"]["ci"]["recall@20"]
     assert lo <= summary["wals"]["metrics"]["recall@20"] <= hi
     assert summary["wals"]["metrics"]["recall@20"] > summary["pop"]["metrics"]["recall@20"]

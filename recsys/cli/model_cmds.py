@@ -84,6 +84,23 @@ def _check_trained_on(model, split, path: Path) -> None:
     )
 
 
+def _with_folding(results: dict, summary: dict) -> tuple[dict, str | None]:
+    """The results with folding@k (measured where the data has blocks: planted clusters, combined
+    sets) as a table column, and its name: the table showed recall and ndcg alone, so the folding
+    diagnostic of `data synth` / `data combine` data was only in --json."""
+    import dataclasses
+
+    keys = sorted({k for s in summary.values() for k in s["folding"] if k.startswith("folding@")})
+    if not keys:
+        return results, None
+    key = keys[0]
+    shown = {
+        name: dataclasses.replace(result, summary={**result.summary, key: summary[name]["folding"].get(key)})
+        for name, result in results.items()
+    }
+    return shown, key
+
+
 def _selected(cfg, only: list[str] | None):
     """The chosen models, each distillation teacher before its students."""
     from recsys.distill import order_by_teacher
@@ -259,10 +276,15 @@ def evaluate(
             "folding": evaluation.folding,
         }
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
-    table = format_table(
-        results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width
-    )
-    print_table(table, wide)
+    metrics = metrics or [f"recall@{cfg.evaluation.ks[0]}"]
+    results, folding = _with_folding(results, summary)
+    if folding:  # second, so a narrow terminal drops other columns first
+        metrics.insert(1, folding)
+    print_table(format_table(results, metrics, wide=wide, width=console.width), wide)
+    if folding:
+        from pipelines.report import FOLD_NOTES
+
+        console.print(FOLD_NOTES["folding"], highlight=False)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(summary, indent=2, default=float))
 
