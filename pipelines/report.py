@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from pipelines.run import PipelineResult
 
 HEADLINE = ("recall@20", "ndcg@20", "recall@50", "coverage@20")
+_STATUS_STYLE = {"failed": "red", "skipped": "yellow"}
 
 
 def _columns(cfg: RunConfig) -> list[str]:
@@ -115,7 +116,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             side = [_plain(m.validation, cfg.promotion.metric)] if val in extra else []
             side += [_cold(m, cfg.promotion.metric)] if cold in extra else []
             if m.status != "ok":
-                failed = [f"[red]failed: {m.error}[/]"] if "fit s" in extra else []
+                failed = [f"[{_STATUS_STYLE[m.status]}]{m.status}: {m.error}[/]"] if "fit s" in extra else []
                 table.add_row(name, *what, *(["-"] * (len(shown) + len(side))), "-", *failed)
                 continue
             fold = _fold_key(m.folding)
@@ -150,7 +151,7 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         fold = _fold_key(m.folding)
         run = f"`{m.mlflow_run_id}`" if m.mlflow_run_id else "-"
         if m.status != "ok":
-            lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | - | - | failed: {m.error} | {run} |")
+            lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | - | - | {m.status}: {m.error} | {run} |")
             continue
         lines.append(
             f"| {m.name}{' (champion)' if m.name == result.champion else ''} | "

@@ -29,12 +29,14 @@ from pipelines.data import (
     prepare_dataset,
 )
 from pipelines.evaluate import evaluate_model
+from pipelines.heartbeat import with_heartbeat
 from pipelines.train import find_teacher, model_builder, pin_thread_budget, thread_budget, train_model
 from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
+from recsys.errors import ModelSkipped
 from recsys.models.base import ModelConfig
 
 
@@ -46,7 +48,7 @@ class ModelOutcome:
     kind: str
     loss: str | None
     sampler: str | None
-    status: str = "ok"  # "ok" | "failed"
+    status: str = "ok"  # "ok" | "failed" | "skipped" (does not apply to this data: `ModelSkipped`)
     metrics: dict[str, float] = field(default_factory=dict)  # warm test users (a training history)
     ci: dict[str, list[float]] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)  # warm validation users: ranks candidates
@@ -86,7 +88,15 @@ class PipelineResult:
 
     @property
     def failed(self) -> list[ModelOutcome]:
-        return [m for m in self.models if m.status != "ok"]
+        """Models that failed; a run where every model was skipped counts them all as failed (it
+        trained nothing)."""
+        if self.models and all(m.status == "skipped" for m in self.models):
+            return list(self.models)
+        return [m for m in self.models if m.status == "failed"]
+
+    @property
+    def skipped(self) -> list[ModelOutcome]:
+        return [m for m in self.models if m.status == "skipped"]
 
     @property
     def orchestration_overhead(self) -> float:
@@ -216,6 +226,12 @@ def train_and_log(
         name=model_cfg.name, kind=model_cfg.kind,
         loss=getattr(model_cfg, "loss", None), sampler=getattr(model_cfg, "sampler", None),
     )
+    try:  # before any work or MLflow run: a model that does not apply to this data is skipped
+        model_builder(threads)(model_cfg).check_data(*split.train.shape)
+    except ModelSkipped as exc:
+        log(f"skipped {model_cfg.name}: {exc}")
+        outcome.status, outcome.error = "skipped", str(exc)
+        return outcome
     run = tracker.start_child(parent_run_id, model_cfg)
     outcome.mlflow_run_id = getattr(run, "run_id", None)
     try:
@@ -227,7 +243,8 @@ def train_and_log(
             )
             model, outcome.tuning = tuned.model, tuned.summary()
         else:
-            model = train_model(model_cfg, split, threads=threads, callback=run.callback, teacher=teacher)
+            callback = with_heartbeat(model_cfg.name, log, run.callback)  # a line a minute on long fits
+            model = train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher)
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
             model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
@@ -406,6 +423,7 @@ def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: Ru
 
     comparison = comparison_markdown(result, cfg)
     tracker.set_tags(parent, {"recsys.champion": result.champion or "", "recsys.failed_models": len(result.failed),
+                              "recsys.skipped_models": ", ".join(m.name for m in result.skipped),
                               DESCRIPTION_TAG: run_description(comparison)})  # fmt: skip
     tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds,
                                  "orchestration_overhead": result.orchestration_overhead})

@@ -94,6 +94,36 @@ def train_model(
     return model
 
 
+def fit_model(
+    model_cfg: ModelConfig,
+    split: Split,
+    cfg: RunConfig,
+    *,
+    threads: int | None = None,
+    save_to: str | Path | None = None,
+    teacher: Recommender | None = None,
+    log: Callable[[str], None] = print,
+) -> Recommender:
+    """The model `recsys run --no-tracking` trains for `model_cfg`: with an enabled `[models.tuning]`
+    section, the best trial of the search on the validation users (fitted on train only), else one
+    fit. `recsys train` and `evaluate --train` fit through here so that the same config gives the
+    same model on every path (they once skipped the search and saved the untuned model). Without a
+    tracking store there is no champion to warm-start from, as with `recsys run --no-tracking`."""
+    if model_cfg.tuning is None or not model_cfg.tuning.enabled:
+        return train_model(model_cfg, split, threads=threads, save_to=save_to, teacher=teacher)
+    from pipelines.tune import tune_in_run
+    from recsys.tracking.runs import NullTracker
+
+    tracker = NullTracker()
+    model = tune_in_run(
+        model_cfg, split, cfg, tracker=tracker, model_run=tracker.start_child(None, model_cfg),
+        build=model_builder(threads, teacher), log=log,
+    ).model  # fmt: skip
+    if save_to is not None:
+        model.save(save_to)
+    return model
+
+
 def find_teacher(
     model_cfg: ModelConfig,
     saved_under: str | Path | None = None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.heartbeat import with_heartbeat
 from recsys.config import RunConfig
 from recsys.data.split import Split
 from recsys.errors import ConfigError
@@ -82,13 +83,21 @@ def tune_model(
     )  # fmt: skip
     history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
-    tuned.models = [
-        m.model_copy(update=outcome.best_params) if m.name == model_name else m for m in tuned.models
-    ]
+    tuned.models = [_pinned(m, outcome.best_params) if m.name == model_name else m for m in tuned.models]
     return TuneResult(
         model_name, outcome.metric, outcome.best_value, outcome.best_params, history,
         RunConfig.model_validate(tuned.resolved()),
     )  # fmt: skip
+
+
+def _pinned(model_cfg: ModelConfig, params: dict[str, Any]) -> ModelConfig:
+    """The model with the chosen parameters and its per-run search (if any) switched off, so that
+    `recsys run --config tuned.toml` trains exactly the winner instead of searching again (a run
+    with more trials than `recsys tune --trials` could pick other parameters)."""
+    update: dict[str, Any] = dict(params)
+    if model_cfg.tuning is not None:
+        update["tuning"] = model_cfg.tuning.model_copy(update={"enabled": False})
+    return model_cfg.model_copy(update=update)
 
 
 class _ProgressHooks:
@@ -151,11 +160,12 @@ class MlflowTrialHooks:
         self.runs: dict[int, str] = {}
 
     def start(self, number: int, params: dict[str, Any]) -> Callable[[int, dict[str, float]], None] | None:
+        name = f"{self.model_cfg.name} trial {number}"
         if not getattr(self.tracker, "enabled", False):
-            return None
+            return with_heartbeat(name, self.log)
         run_id = self.tracker.start_trial(self.parent.run_id, self.model_cfg, number, params)
         self.runs[number] = run_id
-        return lambda step, metrics: self.tracker.log_metrics(run_id, metrics, step=step)
+        return with_heartbeat(name, self.log, lambda step, metrics: self.tracker.log_metrics(run_id, metrics, step=step))
 
     def finish(self, record: TrialRecord) -> None:
         self.log(f"  {self.model_cfg.name} {trial_line(record)}")

@@ -56,6 +56,14 @@ class SetupError(ModelError):
     the same refusal for every parameter setting."""
 
 
+class ModelSkipped(SetupError):
+    """The model does not apply to data of this shape, whatever its parameters: EASE's dense
+    item x item matrices above its bounds on a large catalogue. A run skips the model with a
+    warning and goes on, exiting 0 (the shipped configs list EASE, and most real catalogues are
+    above its bounds: the run did what it could, not fail); a command that trains only this model
+    (`recsys train`) still refuses it."""
+
+
 class TrackingError(RecsysError):
     """The tracking server or store cannot be used."""
 

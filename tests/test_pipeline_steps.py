@@ -4,6 +4,7 @@ commands on tiny synthetic data."""
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -85,13 +86,58 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     assert (models / "wals" / "config.json").is_file() and (models / "pop" / "factors.safetensors").is_file()
 
     out = tmp_path / "eval.json"
-    evaluated = runner.invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(models), "--json", str(out)])
+    [next_line] = [line for line in trained.output.splitlines() if line.startswith("next: ")]
+    command = shlex.split(next_line.removeprefix("next: "))  # what train says to run next, as printed
+    assert command[:2] == ["recsys", "evaluate"]
+    evaluated = runner.invoke(app, [*command[1:], "--json", str(out)])
     assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads(out.read_text())
     assert set(summary) == {"pop", "wals"}
+    assert "folding@20" in evaluated.output and "folding@20" in summary["wals"]["folding"]  # planted blocks
+    assert "folding@20" not in summary["wals"]["metrics"]
     lo, hi = summary["wals"]["ci"]["recall@20"]
     assert lo <= summary["wals"]["metrics"]["recall@20"] <= hi
     assert summary["wals"]["metrics"]["recall@20"] > summary["pop"]["metrics"]["recall@20"]
+
+    # another split.seed puts some of the models' training pairs in the test set: refused, not scored
+    other = runner.invoke(app, ["evaluate", *_sets(tmp_path), "--set", "split.seed=7", "--models", str(models)])
+    assert other.exit_code == 2 and "trained on another split" in other.output and "--train" in other.output
+
+
+def test_train_tunes_a_model_with_a_tuning_section_as_run_does(tmp_path):
+    """`recsys train` + `evaluate` give the metrics `recsys run --no-tracking` gives for the same
+    config: a model with [models.tuning] is tuned there too (it once saved the untuned fit). The
+    configured l2 is far too small, so trial 0 loses and the search's pick differs from the plain fit."""
+    from pipelines.run import run_pipeline
+    from recsys.cli.common import load_run_config
+
+    ease = 'models=[{name="ease", kind="ease", l2=0.01, tuning={n_trials=3, space={l2=[0.01, 30.0]}}}]'
+    sets = [*_sets(tmp_path)[:-2], "--set", ease]
+    models, out = tmp_path / "models", tmp_path / "eval.json"
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", *sets, "--models", str(models)])
+    assert trained.exit_code == 0, trained.output
+    assert "tuned ease: 3 trials" in trained.output, trained.output
+    assert json.loads((models / "ease" / "config.json").read_text())["config"]["l2"] == pytest.approx(30.0)
+    evaluated = runner.invoke(app, ["evaluate", *sets, "--models", str(models), "--json", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output
+
+    cfg = load_run_config(None, [item for item in sets if item != "--set"], default=True)  # as the CLI reads it
+    [run] = run_pipeline(cfg, tracking=False, log=lambda _: None).models
+    for name, value in json.loads(out.read_text())["ease"]["metrics"].items():
+        assert value == pytest.approx(run.metrics[name], abs=1e-6), name
+
+
+def test_train_refuses_an_unwritable_models_dir_and_unknown_names_before_any_work(tmp_path):
+    """Both once surfaced after the data was prepared, the first only after a model had trained."""
+    (tmp_path / "a-file").write_text("")
+    runner = CliRunner()
+    for args, says in [(["--models", str(tmp_path / "a-file")], "is a file"), (["--model", "nope"], "no model named")]:
+        result = runner.invoke(app, ["train", *_sets(tmp_path), *args])
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert not (tmp_path / "processed").exists()  # nothing ingested, nothing trained
+    tuned = runner.invoke(app, ["tune", *_sets(tmp_path), "--model", "nope"])
+    assert tuned.exit_code == 2 and not (tmp_path / "processed").exists()
 
 
 def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
@@ -102,15 +148,30 @@ def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
 
 def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
     out = tmp_path / "tuned.toml"
-    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out)])
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out),
+                                      "--set", "models.wals.tuning.n_trials=8"])
     assert result.exit_code == 0, result.output
+    assert f"recsys run --config {out}" in result.output
     assert [f"trial {n}: complete" in result.output for n in range(3)] == [True] * 3  # every trial reported
     tuned = load_config(out)  # the written file is a valid config
     wals = tuned.model("wals")
     header = out.read_text().splitlines()[0]
     assert header.startswith("# tuned by") and "best validation recall@20" in header
     assert wals.factors in (32, 64, 128, 256) and 5 <= wals.iterations <= 30  # from the search space
+    assert wals.tuning.enabled is False  # a run of the written config trains the winner, no new search
     assert tomllib.loads(out.read_text())["split"]["validation_fraction"] == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("metric", ["recall", "foo@20", "recall@0"])
+def test_tune_refuses_a_bad_metric_before_any_trial(tmp_path, metric):
+    """A bad --metric once failed every trial (each a full fit) and advised raising n_trials."""
+    from recsys.tuning import TuningConfig
+
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--trials", "2", "--metric", metric])
+    assert result.exit_code == 2 and "--metric" in result.output and "NAME@K" in result.output, result.output
+    assert "trial 0" not in result.output and "n_trials" not in result.output
+    with pytest.raises(ValueError, match="NAME@K"):  # in a config: [models.tuning] metric
+        TuningConfig(metric=metric)
 
 
 def test_tune_refuses_a_model_with_nothing_to_tune(tmp_path):
@@ -167,3 +228,27 @@ def test_a_scheduled_run_splits_by_rolling_windows_when_every_interaction_has_a_
     strong = RunConfig.model_validate({"split": {"protocol": "strong_generalization", "scheduled": "as_configured"}})
     assert scheduled_config(strong, timed).split.protocol == "strong_generalization"
     assert random_cfg.split.protocol == "random"  # the caller's config is not changed
+
+
+def test_two_writers_of_one_output_file_both_finish_and_leave_one_whole_file(tmp_path, monkeypatch):
+    """A second `recsys tune --out` / `--json` writing the same file while the first renames: they
+    shared `.<name>.tmp`, so the first's rename found it gone (exit 2 after all the work)."""
+    import os
+
+    from recsys.cli.common import write_text_atomic
+
+    out = tmp_path / "tuned.toml"
+    real_replace, calls = os.replace, []
+
+    def replace_after_the_other_writer(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:  # the other command writes the same output in between
+            write_text_atomic(out, "second = 2\n")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_the_other_writer)
+    write_text_atomic(out, "first = 1\n")
+    assert out.read_text() == "first = 1\n" and [p.name for p in tmp_path.iterdir()] == ["tuned.toml"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -18,8 +18,10 @@ from recsys.cli.common import (  # noqa: F401
     data_app,
     err_console,
     load_run_config,
+    next_step,
     user_errors,
     writable_output,
+    write_text_atomic,
 )
 
 FORMAT_HELP = (
@@ -109,6 +111,7 @@ def ingest_command(
     Example: recsys ingest ml-100k.inter --out data/processed/ml-100k --min-rating 4 --json summary.json
     """
     from recsys.data.ingest import ingest
+    from recsys.data.synthetic import planted_blocks
 
     data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
@@ -139,11 +142,13 @@ def ingest_command(
             progress=lambda s: status.update(f"ingest: {s} ..."),
         )
     _print_report(report)
+    if not append and planted_blocks(source) is not None:
+        console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
+    next_step("recsys run --set", f"data.source={report.out_dir}")
 
 
 def _print_report(report) -> None:

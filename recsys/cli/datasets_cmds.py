@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from recsys.cli.common import app, console, data_app, user_errors  # noqa: F401
+from recsys.cli.common import app, console, data_app, next_step, user_errors  # noqa: F401
 from recsys.data.fetch import DATASETS
 
 PUBLIC_SETS = tuple(DATASETS)
@@ -52,7 +52,8 @@ def synth_command(
     their own cluster's items, so folding (unrelated clusters collapsing together) can be measured.
 
     Writes interactions.parquet (canonical schema), user_clusters.parquet and item_clusters.parquet
-    (id, block) and synthetic.json. Ingest with: recsys ingest OUT/interactions.parquet --out ...
+    (id, block) and synthetic.json. Ingest with: recsys ingest OUT --out ... (the clusters become the
+    folding blocks).
 
     Example: recsys data synth --out data/raw/synth --users 5000 --clusters 10 --leakage 0.05
     """
@@ -79,6 +80,7 @@ def synth_command(
     for key, path in paths.items():
         table.add_row(key, str(path))
     console.print(table)
+    next_step("recsys ingest", out, "--out", f"data/processed/{out.name}")
 
 
 @data_app.command("fetch")

@@ -16,7 +16,9 @@ from recsys.cli.common import (
     console,
     data_app,
     load_run_config,
+    next_step,
     user_errors,
+    write_text_atomic,
 )
 
 
@@ -90,6 +92,6 @@ def combine_command(
         )
     table.add_row("total", "", "", "", f"{report.users:,}", f"{report.items:,}", f"{report.interactions:,}")
     console.print(table)
+    next_step("recsys run --set", f"data.source={out}")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +13,15 @@ from recsys.cli.common import (
     JsonOption,
     SetOption,
     app,
+    config_args,
     console,
     load_run_config,
+    next_step,
     print_table,
     user_errors,
+    writable_dir,
     writable_output,
+    write_text_atomic,
 )
 from recsys.errors import ConfigError
 
@@ -44,6 +47,58 @@ def _prepare(config: Path | None, set_: list[str] | None):
         f"{split.train.nnz} train / {split.test.nnz} test interactions ({split.protocol} split)"
     )
     return cfg, split
+
+
+def _plain(line: str) -> None:
+    """A progress line (a tuning trial) printed as it is: parameter dicts are no rich markup."""
+    console.print(line, markup=False, highlight=False)
+
+
+def _trained_on(split) -> dict[str, str | None]:
+    from recsys.tracking.runs import split_digest
+
+    return {"split_digest": split_digest(split), "fingerprint": split.meta.get("fingerprint")}
+
+
+def _save(model, split, path: Path) -> None:
+    """Save with the split it was trained on, which `recsys evaluate` checks."""
+    model.trained_on = _trained_on(split)
+    model.save(path)
+
+
+def _check_trained_on(model, split, path: Path) -> None:
+    """A model evaluated on another split than it was trained on (another --set split.seed, other
+    data) is scored on interactions it may have trained on: inflated metrics, silently. Refused.
+    Models saved without the record (by older releases) are not checked."""
+    saved = model.trained_on or {}
+    if not saved.get("split_digest"):
+        return
+    now = _trained_on(split)
+    if saved["split_digest"] == now["split_digest"]:
+        return
+    what = "other data" if saved.get("fingerprint") != now["fingerprint"] else "another split (protocol, fractions or split.seed)"
+    raise ConfigError(
+        f"{path}: trained on {what} than this config gives (split {saved['split_digest']}, now {now['split_digest']}), "
+        "so its test users may hold training interactions: evaluate with the --config and --set it was trained "
+        "with, or retrain it here (recsys evaluate --train)"
+    )
+
+
+def _with_folding(results: dict, summary: dict) -> tuple[dict, str | None]:
+    """The results with folding@k (measured where the data has blocks: planted clusters, combined
+    sets) as a table column, and its name: the table showed recall and ndcg alone, so the folding
+    diagnostic of `data synth` / `data combine` data was only in --json."""
+    import dataclasses
+
+    keys = sorted({k for s in summary.values() for k in s["folding"] if k.startswith("folding@")})
+    if not keys:
+        return results, None
+    key = keys[0]
+    shown = {
+        name: dataclasses.replace(result, summary={**result.summary, key: summary[name]["folding"].get(key)})
+        for name, result in results.items()
+    }
+    return shown, key
 
 
 def _selected(cfg, only: list[str] | None):
@@ -81,15 +136,27 @@ def train(
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
 
     No MLflow, no Prefect: the quick loop for a notebook or a terminal. `recsys run` does it all.
+    A model with an enabled [models.tuning] section is tuned on the validation users first and the
+    best trial is saved, as `recsys run --no-tracking` does (same config, data and threads: same
+    model and metrics).
     With --nproc N, two-tower models train with DistributedDataParallel on N processes; batch_size
     is per process (the global batch is batch_size x N). A model with a `distill` teacher trains after
     it; trained alone (--model), it loads the teacher saved under --models.
     """
-    from pipelines.train import find_teacher, train_model
+    from pipelines.train import find_teacher, fit_model
 
+    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
+    selected = _selected(cfg, only)
+    for model_cfg in selected if nproc > 1 else []:
+        if model_cfg.kind == "two_tower" and model_cfg.tuning is not None and model_cfg.tuning.enabled:
+            raise ConfigError(
+                f"models.{model_cfg.name}.tuning: --nproc trains one distributed fit, not a search; "
+                f"--set models.{model_cfg.name}.tuning.enabled=false (e.g. after recsys tune)"
+            )
     trained = {}
-    for model_cfg in _selected(cfg, only):
+    for model_cfg in selected:
         if nproc > 1 and model_cfg.kind == "two_tower":
             _train_distributed(
                 _with_saved_teacher(model_cfg, models_dir),
@@ -101,13 +168,10 @@ def train(
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
         with console.status(f"training {model_cfg.name}"):
-            model = train_model(
-                model_cfg,
-                split,
-                save_to=models_dir / model_cfg.name,
-                teacher=teacher,
-                threads=cfg.orchestration.threads_per_model,
+            model = fit_model(
+                model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
             )
+            _save(model, split, models_dir / model_cfg.name)
         trained[model_cfg.name] = model
         if model.resumed_from:
             resumed = model.resumed_from
@@ -117,6 +181,8 @@ def train(
         console.print(
             f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}"
         )
+    picked = [arg for name in only or [] for arg in ("--model", name)]
+    next_step("recsys evaluate", *config_args(config, set_), "--models", models_dir, *picked)
 
 
 def _with_saved_teacher(model_cfg, models_dir: Path):
@@ -168,14 +234,19 @@ def evaluate(
 ) -> None:
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
-    The split is recomputed from the config (seeded), so it is the one the models were trained on.
+    The split is recomputed from the config (seeded), so pass the --config and --set the models
+    were trained with: a model saved by `recsys train` records its split, and another one (other
+    data, split settings or seed: test users whose interactions it trained on) is refused.
     """
     from pipelines.evaluate import evaluate_model
-    from pipelines.train import find_teacher, train_model
+    from pipelines.train import find_teacher, fit_model
     from recsys.evaluation.evaluate import format_table
     from recsys.models.base import Recommender
 
     writable_output(json_out, "--json")
+    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    if train_first:
+        writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
     results, summary, trained = {}, {}, {}
     for model_cfg in _selected(cfg, only):
@@ -183,17 +254,15 @@ def evaluate(
         if train_first:
             teacher = find_teacher(model_cfg, models_dir, trained)
             with console.status(f"training {model_cfg.name}"):
-                model = trained[model_cfg.name] = train_model(
-                    model_cfg,
-                    split,
-                    save_to=path,
-                    teacher=teacher,
-                    threads=cfg.orchestration.threads_per_model,
+                model = trained[model_cfg.name] = fit_model(
+                    model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
                 )
+                _save(model, split, path)
         elif not (path / "config.json").is_file():
             raise ConfigError(f"{path}: no saved model; run `recsys train` first or pass --train")
         else:
             model = Recommender.load(path)
+            _check_trained_on(model, split, path)
         if model.n_items != split.n_items:
             raise ConfigError(
                 f"{path}: model knows {model.n_items} items but the split has {split.n_items}; retrain it"
@@ -207,14 +276,17 @@ def evaluate(
             "folding": evaluation.folding,
         }
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
-    table = format_table(
-        results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width
-    )
-    print_table(table, wide)
+    metrics = metrics or [f"recall@{cfg.evaluation.ks[0]}"]
+    results, folding = _with_folding(results, summary)
+    if folding:  # second, so a narrow terminal drops other columns first
+        metrics.insert(1, folding)
+    print_table(format_table(results, metrics, wide=wide, width=console.width), wide)
+    if folding:
+        from pipelines.report import FOLD_NOTES
+
+        console.print(FOLD_NOTES["folding"], highlight=False)
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
-        os.replace(tmp, json_out)
+        write_text_atomic(json_out, json.dumps(summary, indent=2, default=float))
 
 
 @app.command()
@@ -237,11 +309,17 @@ def tune(
 ) -> None:
     """Hyper-parameter search (Optuna TPE, seeded) on the validation split, never on test.
 
-    Writes the full config with the best parameters filled in, ready for `recsys run --config`.
+    Writes the full config with the best parameters filled in and that model's own per-run search
+    ([models.tuning]) switched off, so `recsys train --config` / `recsys run --config` train the winner.
     """
     from pipelines.tune import trial_line, tune_model
 
     writable_output(out, "--out")
+    load_run_config(config, set_, default=True).model(model)  # an unknown name: before any work
+    if metric is not None:
+        from recsys.tuning import check_tuning_metric
+
+        check_tuning_metric(metric, "--metric")
     cfg, split = _prepare(config, set_)
     if split.validation is None:
         cfg.split.validation_fraction = 0.1
@@ -254,14 +332,15 @@ def tune(
         model,
         trials=trials,
         metric=metric,
-        progress=lambda record: console.print(f"  {trial_line(record)}", markup=False, highlight=False),
+        progress=lambda record: _plain(f"  {trial_line(record)}"),
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(
+    write_text_atomic(
+        out,
         f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
-        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml()
+        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml(),
     )
-    os.replace(tmp, out)
     console.print(
         f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}"
+        f" (the winner pinned: its search switched off)\nnext: recsys train --config {out}, or recsys run --config {out}",
+        soft_wrap=True,  # paths stay whole, ready to copy
     )

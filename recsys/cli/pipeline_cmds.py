@@ -24,6 +24,7 @@ from recsys.cli.common import (
     print_table,
     user_errors,
     writable_output,
+    write_text_atomic,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def run(
 
     Runs as a Prefect flow on the ephemeral API by default, or on PREFECT_API_URL when set.
     Defaults to pipelines/configs/default.toml (synthetic data) when no --config is given.
-    Exit code 0 when every model finished, 1 when any model failed (the others are still logged),
+    Exit code 0 when every model finished or was skipped (EASE above its catalogue bound: it does
+    not apply to the data), 1 when any model failed or all were skipped (the others are still logged),
     2 when the tracking store failed mid-run: the summary and --json are still written, and the
     trained models and their logs are kept in a directory the error names, for --resume-tracking.
     Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
@@ -312,6 +314,4 @@ def schedule(
 
 
 def _json_dump(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2))

@@ -66,7 +66,7 @@ def status(directory: DirOption = Path(".stack")) -> None:
 
     stack = Stack.from_state(directory)
     if stack is None:
-        console.print(f"no stack recorded in {directory}: start one with `make stack`")
+        console.print(f"no stack recorded in {directory}: start one with `recsys stack up --dir {directory}` (or make stack)")
         raise typer.Exit(code=1)
     up_ = {"postgres": stack.postgres.running()}
     up_.update({name: server.healthy() for name, server in stack.servers.items()})

@@ -342,6 +342,12 @@ def ingest(
     say = progress or (lambda _stage: None)
     if as_url(source) is None and not Path(source).exists():  # before the lock: nothing left behind
         raise DataError(f"{source}: no such file or directory")
+    if as_url(source) is None and user_labels is None and item_labels is None and not append:
+        from recsys.data.synthetic import planted_blocks
+
+        planted = planted_blocks(source)  # `recsys data synth` output: its clusters are the blocks
+        if planted is not None:
+            source, user_labels, item_labels = planted
     _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
     with storage.writer_lock(Path(out_dir), say):
         return _ingest(

@@ -180,6 +180,21 @@ def write_data(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+def planted_blocks(source: str | Path) -> tuple[Path, pl.DataFrame, pl.DataFrame] | None:
+    """(interactions file, user clusters, item clusters) when `source` is what `write_data` wrote:
+    its folder or its interactions.parquet; None for anything else. Ingesting the generator's output
+    once dropped the planted clusters (and its folder, holding synthetic.json, was refused as two
+    formats), so `recsys data synth` -> `recsys ingest` could not measure folding on known blocks."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    files = {name: folder / f"{name}.parquet" for name in ("interactions", "user_clusters", "item_clusters")}
+    if path.is_file() and path != files["interactions"]:
+        return None
+    if not (folder / "synthetic.json").is_file() or not all(f.is_file() for f in files.values()):
+        return None
+    return files["interactions"], pl.read_parquet(files["user_clusters"]), pl.read_parquet(files["item_clusters"])
+
+
 def summarize(data: SyntheticData) -> dict[str, float]:
     """Realised statistics (what the CLI prints): sizes, activity and the measured cross-cluster share."""
     df = data.interactions

@@ -11,10 +11,10 @@ bookkeeping (input checks, seeding, timing, history) so no subclass can forget i
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -136,6 +136,9 @@ class Recommender(ABC):
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
         self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
+        # what it was fitted on (`recsys train`: the split's digest and data fingerprint), saved with it
+        # so `recsys evaluate` can refuse a test set that overlaps its training data
+        self.trained_on: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
         self.train_times: sp.csr_matrix | None = None  # `fit(times=...)`, while `_fit` runs
@@ -205,6 +208,11 @@ class Recommender(ABC):
                 f"model {self.config.name!r}: training diverged{epochs}: {problem}, so every score ties; "
                 "lower the learning rate (lr) or raise the regularisation"
             )
+
+    def check_data(self, n_users: int, n_items: int) -> None:
+        """Raise `recsys.errors.ModelSkipped` where this model cannot run on a users x items
+        matrix of this shape whatever its parameters, so a run skips it before any work (EASE's
+        memory bounds). Every shape by default."""
 
     def data_aware_config(self, train: sp.csr_matrix) -> ModelConfig:
         """The config with every data-aware default ("auto" / None fields) resolved on `train`:
@@ -279,12 +287,39 @@ class Recommender(ABC):
             raise RuntimeError(f"{type(self).__name__} '{self.config.name}' is not fitted; call fit() or load()")
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write config.json + factors.safetensors (+ model extras) atomically into `path`."""
+    def save(self, path: str | os.PathLike, *, lock: bool = True) -> Path:
+        """Write config.json + factors.safetensors (+ model extras) atomically into `path`.
+
+        One writer at a time: with `lock`, a `filelock` file beside it (`.<name>.lock`) serialises
+        saves, since two `recsys train --models DIR` of one model once collided in the swap (an
+        OSError, 'Directory not empty', and a staging copy left behind on every collision). A
+        staging copy a killed save left (`.<name>.saving-*`) is removed by the next save. `lock=False`
+        for a directory private to the caller (the pyfunc's artifact tree, which is logged whole)."""
+        import shutil
+        import uuid
+        from contextlib import nullcontext
+
+        from filelock import FileLock
+
         self._check_fitted()
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = f".{target.name}.saving-"
+        with FileLock(str(target.parent / f".{target.name}.lock")) if lock else nullcontext():
+            for left in target.parent.glob(f"{glob.escape(staging)}*"):  # a killed save's copy
+                shutil.rmtree(left, ignore_errors=True)
+            tmp = target.parent / f"{staging}{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()  # not mkdtemp: its mode 0700 made every saved model private to its writer
+            try:
+                self._write(tmp)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _write(self, directory: Path) -> None:
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -294,18 +329,13 @@ class Recommender(ABC):
             "fit_seconds": self.fit_seconds,
             "history": self.history,
             "resumed_from": self.resumed_from,
+            "trained_on": self.trained_on,
         }
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        (directory / "config.json").write_text(json.dumps(meta, indent=2))
         tensors = self._factor_tensors()
         if tensors:
-            save_file(tensors, str(tmp / "factors.safetensors"))
-        self._save_extra(tmp)
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        return target
+            save_file(tensors, str(directory / "factors.safetensors"))
+        self._save_extra(directory)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recommender:
@@ -330,6 +360,7 @@ class Recommender(ABC):
             model.fit_seconds = meta.get("fit_seconds", float("nan"))
             model.history = meta.get("history", [])
             model.resumed_from = meta.get("resumed_from")
+            model.trained_on = meta.get("trained_on")
             factors = source / "factors.safetensors"
             model._load_factors(load_file(str(factors)) if factors.is_file() else {})
             model._load_extra(source)

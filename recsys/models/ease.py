@@ -21,8 +21,9 @@ is width: factors are n_items wide. Fitting holds two dense n_items x n_items fl
 vectors are n_users x n_items float32 (4 GB for 100,000 users of 10,000 items), so the model refuses,
 before allocating anything, catalogues above `max_items` and data whose fit plus user vectors need
 more than `max_memory_gb`, naming the factorised alternative (`kind = "wals"`, memory linear in the
-catalogue). A refusal is a `SetupError`: tuning stops at once instead of repeating it every trial,
-and the rest of a run goes on (a process killed for memory would lose every model of the run).
+catalogue). A refusal is a `ModelSkipped` (a `SetupError`): tuning stops at once instead of
+repeating it every trial, and a run skips the model with a warning and goes on, exit 0 (a process
+killed for memory would lose every model of the run; most real catalogues are above the bound).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from recsys.data.split import EvalSet
-from recsys.errors import DataError, ModelError, SetupError
+from recsys.errors import DataError, ModelError, ModelSkipped
 from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
 from recsys.models.defaults import EASE_L2_SCALE, ease_l2
 
@@ -127,6 +128,9 @@ class EASE(HostVectors):
         self._users: np.ndarray | None = None  # (n_users, n_items) history rows, float32
         self._items: np.ndarray | None = None  # (n_items, n_items) = B^T, float32
 
+    def check_data(self, n_users: int, n_items: int) -> None:
+        check_catalogue(n_items, n_users, self.config)
+
     def data_aware_config(self, train: sp.csr_matrix) -> EASEConfig:
         """`l2 = None` becomes `l2_scale` x the mean interactions per item (the scale of the Gram
         matrix's diagonal, which lambda is added to), at least 100."""
@@ -174,7 +178,7 @@ def check_catalogue(n_items: int, n_users: int, config: EASEConfig) -> None:
         bound = f"together above models.{config.name}.max_memory_gb = {config.max_memory_gb:g}"
     else:
         return
-    raise SetupError(
+    raise ModelSkipped(
         f"model {config.name!r}: ease needs dense {n_items:,} x {n_items:,} matrices to fit ({fit_gb:.1f} GB) "
         f"and {users_gb:.1f} GB of user vectors ({n_users:,} users); {bound}: raise it if the machine has the "
         'memory, or use kind = "wals" (factorised: memory linear in the catalogue)'

@@ -110,7 +110,7 @@ def write_serving_artifacts(
         out / _ITEMS
     )
     sp.save_npz(out / _SEEN, seen_matrix(split), compressed=True)
-    model.save(out / _MODEL_DIR)
+    model.save(out / _MODEL_DIR, lock=False)  # a private tree, logged whole: no lock file in it
     if ann is not None:
         from recsys.ann import build_for_serving
 
@@ -190,13 +190,16 @@ RUNTIME_PACKAGES = (
 def runtime_requirements() -> list[str]:
     """Pinned versions of what the served model imports. Given explicitly because MLflow's
     inference of requirements loads the model in a subprocess (~10 s per logged model). `recsys`
-    itself is not on an index: serve with `--env-manager local` from an environment that has it."""
+    itself is not on an index: serve with `--env-manager local` from an environment that has it.
+    A local version label is dropped (`torch==2.13.0+cpu` -> `torch==2.13.0`), as MLflow's own
+    inference does: no public index serves `+cpu`, so `--env-manager virtualenv` could not install
+    the environment at all."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
     for name in RUNTIME_PACKAGES:
         try:
-            pins.append(f"{name}=={version(name)}")
+            pins.append(f"{name}=={version(name).split('+', 1)[0]}")
         except PackageNotFoundError:
             pins.append(name)
     return pins

@@ -143,5 +143,19 @@ def test_cli_synth_writes_the_files_and_prints_a_summary(tmp_path):
     cfg = SyntheticConfig(n_users=300, n_items=120, n_clusters=3, leakage=0.1, seed=4)
     assert pl.read_parquet(out / "interactions.parquet").equals(generate(cfg).interactions)
 
+    assert f"next: recsys ingest {out} --out" in result.output
+
+    # what synth wrote ingests with its clusters as the folding blocks, as the folder or its file
+    from recsys.data.storage import load_processed
+
+    clusters = dict(pl.read_parquet(out / "item_clusters.parquet").iter_rows())
+    for source in (out, out / "interactions.parquet"):
+        processed = tmp_path / f"processed-{source.name}"
+        ingested = CliRunner().invoke(app, ["ingest", str(source), "--out", str(processed)])
+        assert ingested.exit_code == 0 and "planted clusters" in ingested.output, ingested.output
+        data = load_processed(processed)
+        assert data.item_blocks is not None
+        assert [clusters[i] for i in data.item_ids] == list(data.item_blocks)
+
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--users", "2", "--clusters", "3"])
     assert bad.exit_code == 2 and "n_clusters" in bad.output

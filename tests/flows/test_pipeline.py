@@ -123,6 +123,29 @@ def test_failing_model_fails_alone_and_the_flow_says_so(prefect_harness, tmp_pat
     assert "epoch" in client.get_run(by_name["boom"]["mlflow_run_id"]).data.tags["recsys.error"]
 
 
+def test_a_model_that_does_not_apply_to_the_data_is_skipped_and_the_run_succeeds(prefect_harness, tmp_path, mlflow_uri):
+    """EASE above its catalogue bound (every real catalogue of more than 10,000 items, with the
+    shipped configs) made the whole run exit 1. Now it is skipped before any work: no MLflow run of
+    its own, the parent FINISHED and naming it; a run where every model is skipped trained nothing
+    and fails."""
+    from flows.pipeline import training_flow_for
+    from pipelines.run import run_pipeline
+
+    cfg = tiny_config(tmp_path, mlflow_uri, 'models=[{name="pop", kind="popularity"}, {name="e", kind="ease", max_items=10}]')
+    summary = training_flow_for(cfg)(cfg, True)  # no PipelineFailed
+    by_name = {m["name"]: m for m in summary["models"]}
+    assert by_name["pop"]["status"] == "ok" and summary["champion"] == "pop"
+    assert by_name["e"]["status"] == "skipped" and "max_items = 10" in by_name["e"]["error"]
+    assert by_name["e"]["mlflow_run_id"] is None
+    client = mlflow.MlflowClient(mlflow_uri)
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["recsys.skipped_models"] == "e"
+    assert "skipped: model 'e'" in parent.data.tags["mlflow.note.content"]
+
+    only = tiny_config(tmp_path / "only", mlflow_uri, 'models=[{name="e", kind="ease", max_items=10}]')
+    result = run_pipeline(only, tracking=False, log=lambda _: None)
+    assert [m.name for m in result.failed] == ["e"] and result.models[0].status == "skipped"
+
 def test_deployment_carries_the_cron_schedule():
     from flows.deployments import pipeline_deployment
 

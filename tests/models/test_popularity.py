@@ -69,3 +69,33 @@ def test_seen_items_are_masked_and_the_rest_keep_popularity_order():
 def test_fold_in_ignores_the_history_and_gives_the_all_ones_vector():
     model = Popularity(name="p").fit(small())
     np.testing.assert_array_equal(model.fold_in(small()[:2]), np.ones((2, 1), dtype=np.float32))
+
+
+def test_save_waits_for_another_writer_removes_a_killed_saves_copy_and_keeps_the_umask(tmp_path):
+    """Two saves of one model directory (two `recsys train --models DIR`) once collided in the swap
+    ('Directory not empty') and left their staging copies behind; mkdtemp's 0700 made every saved
+    model unreadable to the rest of a team sharing the directory."""
+    import os
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from recsys.models.base import Recommender
+
+    model = Popularity(PopularityConfig(name="pop")).fit(small())
+    target = tmp_path / "pop"
+    killed = tmp_path / ".pop.saving-deadbeef"  # what a save killed mid-write leaves
+    killed.mkdir()
+    (killed / "config.json").write_text("{")
+    with FileLock(str(tmp_path / ".pop.lock")):  # another writer is saving
+        saving = threading.Thread(target=model.save, args=(target,))
+        saving.start()
+        time.sleep(0.5)
+        assert not target.exists()  # it waits its turn
+    saving.join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pop.lock", "pop"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert Recommender.load(target).n_items == 5

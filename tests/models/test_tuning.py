@@ -273,3 +273,19 @@ def test_recsys_tune_reports_failed_and_pruned_trials_too():
     assert seen[0].startswith("trial 0: complete 0.2500")
     assert "trial 1: failed" in seen[1] and "(ModelError: training diverged)" in seen[1]
     assert seen[2].startswith("trial 2: pruned")
+
+
+def test_the_timeout_guard_stops_a_running_trial_and_keeps_the_first_one_as_it_stands(planted):
+    """One two-tower trial on a 70k-item log ran 19 minutes against a 240 s guard that was only
+    checked between trials. Now a running trial stops at its next epoch; the first trial is kept
+    (the search needs a model), a later one is pruned."""
+    split = strong_split(planted)
+    cfg = TwoTowerConfig(
+        name="tt", dim=8, epochs=400, batch_size=512, num_negatives=16, threads=1, device="cpu", quiet=True,
+        tuning=TuningConfig(n_trials=3, timeout_s=0.5, prune=False),
+    )  # fmt: skip
+    outcome = tune(cfg, split.train, split.validation_set())
+    first = outcome.trials[0]
+    assert first.state == "complete" and 0 < first.epochs < cfg.epochs and outcome.model is not None
+    assert "timeout_s = 0.5 s guard" in first.error and outcome.timed_out
+    assert len(outcome.trials) == 1  # no trial starts after the guard

@@ -206,3 +206,17 @@ def test_the_input_example_shows_k_and_a_history_and_answers_both_ways(wals_pyfu
     assert list(example.columns) == ["user_id", "k", "history"] and example["k"].tolist() == [10, 10]
     answer = wals_pyfunc.predict(example)
     assert answer["source"].tolist() == ["model", "fold_in"]
+
+
+def test_requirements_pin_installable_versions_without_a_local_label(monkeypatch):
+    """`torch==2.13.0+cpu` is on no public index: `mlflow models serve --env-manager virtualenv`
+    could not build the model's environment. Pinned as MLflow's own inference pins it."""
+    import importlib.metadata
+
+    from recsys.tracking.pyfunc import RUNTIME_PACKAGES, runtime_requirements
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.13.0+cpu" if name == "torch" else real(name))
+    pins = runtime_requirements()
+    assert "torch==2.13.0" in pins and len(pins) == len(RUNTIME_PACKAGES)
+    assert not [pin for pin in pins if "+" in pin]
