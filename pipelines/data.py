@@ -54,6 +54,7 @@ class DatasetResult:
     ingested_files: list[str] = field(default_factory=list)
     reused: bool = False  # nothing new: the processed dir was already up to date
     report: dict = field(default_factory=dict)  # the last ingest's summary, if any
+    warnings: list[str] = field(default_factory=list)  # about this use of the data (see processed_as)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,6 +184,37 @@ def _read_ledger(processed: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in entries.items()}
 
 
+# The [data] settings that shape a processed directory: a processed data.source is used as it is.
+SHAPING = ("positive_min_weight", "positive_events", "aggregate", "binarize", "min_user_interactions",
+           "min_item_interactions")  # fmt: skip
+
+
+def processed_as(processed: Path, data: DataConfig) -> list[str]:
+    """A warning when `processed` (a data.source that is already processed) was ingested with other
+    positive-rule / aggregation / k-core settings than this config's: those are not applied again,
+    so the run silently trained on other data than the same config on the raw log (ML-100K ingested
+    with `recsys ingest --min-rating 4`, run with movielens.toml: 942 users instead of its k-core's 938)."""
+    from recsys.data.storage import read_manifest
+
+    try:
+        used = read_manifest(processed).get("config") or {}
+    except (OSError, ValueError, DataError):
+        return []
+    wanted = data.model_dump(mode="json")
+    differ = [
+        f"{key} {used[key]!r} (config: {wanted[key]!r})"
+        for key in SHAPING
+        if key in used and used[key] != wanted[key] and not (key == "aggregate" and wanted[key] == "auto")
+    ]
+    if not differ:
+        return []
+    return [
+        f"{processed} was ingested with {', '.join(differ)}; a processed data.source is used as it is, "
+        f"so re-ingest it with this config (recsys ingest SOURCE --out {processed} --config FILE) or set "
+        "data.source to the raw log"
+    ]
+
+
 def ingest_warnings(dataset: DatasetResult) -> list[str]:
     """One-line warnings of the processed data (e.g. a weight column reduced to 1s), for the run's
     log: ingest records them in the manifest, where every later reader finds them too."""
@@ -192,10 +224,11 @@ def ingest_warnings(dataset: DatasetResult) -> list[str]:
         manifest = read_manifest(Path(dataset.processed_dir))
     except (OSError, ValueError, DataError):
         return []
+    own = list(getattr(dataset, "warnings", []))  # a result cached before the field existed has none
     if "warnings" in manifest:
-        return list(manifest["warnings"])
+        return list(manifest["warnings"]) + own
     warning = (manifest.get("weights") or {}).get("warning")  # written before "warnings" existed
-    return [warning] if warning else []
+    return ([warning] if warning else []) + own
 
 
 def ingest_columns(dataset: DatasetResult) -> str | None:
@@ -258,7 +291,9 @@ def prepare_dataset(cfg: RunConfig) -> DatasetResult:
     if isinstance(source, Path):
         ensure_recovered(source)
     if isinstance(source, Path) and is_processed_dir(source):
-        return DatasetResult(str(source), _manifest_fingerprint(source), key, reused=True)
+        return DatasetResult(
+            str(source), _manifest_fingerprint(source), key, reused=True, warnings=processed_as(source, data)
+        )
     with writer_lock(out):
         return _prepare_files(data, source, out, key)
 

@@ -140,6 +140,21 @@ def test_train_refuses_an_unwritable_models_dir_and_unknown_names_before_any_wor
     assert tuned.exit_code == 2 and not (tmp_path / "processed").exists()
 
 
+def test_a_processed_source_ingested_with_other_data_settings_is_used_with_a_warning(tmp_path):
+    """A processed data.source is used as it is: the config's k-core / aggregation are not applied
+    again, so the same config on the raw log and on an ingested copy trained on different data."""
+    runner = CliRunner()
+    raw, processed = tmp_path / "log.csv", tmp_path / "mine"
+    _log(raw, [f"u{i % 7}" for i in range(60)], [f"i{i % 11}" for i in range(60)], 1_700_000_000)
+    assert runner.invoke(app, ["ingest", str(raw), "--out", str(processed)]).exit_code == 0  # built-in settings
+    sets = [*_sets(tmp_path)[:-2], "--set", 'models=[{name="pop", kind="popularity"}]', "--set",
+            f'data.source="{processed}"', "--set", "data.min_user_interactions=3"]  # fmt: skip
+    trained = runner.invoke(app, ["train", *sets, "--models", str(tmp_path / "models")])
+    assert trained.exit_code == 0, trained.output
+    [warning] = [line for line in trained.output.splitlines() if line.startswith("warning:")]
+    assert "min_user_interactions 1 (config: 3)" in warning and "recsys ingest" in warning
+
+
 def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(tmp_path / "none")])
     assert result.exit_code == 2

@@ -63,6 +63,19 @@ def next_step(command: str, *args: object) -> None:
     console.print(f"next: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
+def run_on(out: Path | str, config: Path | None) -> None:
+    """The next step after writing a processed directory: `recsys run` on it with the config whose
+    [data] made it (a processed data.source is used as it is; another config's settings only warn)."""
+    if config is not None:
+        next_step("recsys run", "--config", config, "--set", f"data.source={out}")
+        return
+    import shlex
+
+    line = f"recsys run --config FILE --set {shlex.quote(f'data.source={out}')}"
+    console.print(f"next: {line}   (FILE: a config with these [data] settings)", markup=False, highlight=False,
+                  soft_wrap=True)  # fmt: skip
+
+
 def config_args(config: Path | None, overrides: list[str] | None) -> list[str]:
     """--config / --set as given, to repeat them in a next step."""
     args: list[str] = ["--config", str(config)] if config is not None else []

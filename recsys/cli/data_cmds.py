@@ -18,7 +18,7 @@ from recsys.cli.common import (  # noqa: F401
     data_app,
     err_console,
     load_run_config,
-    next_step,
+    run_on,
     user_errors,
     writable_output,
     write_text_atomic,
@@ -148,7 +148,7 @@ def ingest_command(
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
-    next_step("recsys run --set", f"data.source={report.out_dir}")
+    run_on(report.out_dir, config)
 
 
 def _print_report(report) -> None:

@@ -16,7 +16,7 @@ from recsys.cli.common import (
     console,
     data_app,
     load_run_config,
-    next_step,
+    run_on,
     user_errors,
     write_text_atomic,
 )
@@ -92,6 +92,6 @@ def combine_command(
         )
     table.add_row("total", "", "", "", f"{report.users:,}", f"{report.items:,}", f"{report.interactions:,}")
     console.print(table)
-    next_step("recsys run --set", f"data.source={out}")
+    run_on(out, config)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")

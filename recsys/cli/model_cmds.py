@@ -15,6 +15,7 @@ from recsys.cli.common import (
     app,
     config_args,
     console,
+    err_console,
     load_run_config,
     next_step,
     print_table,
@@ -34,7 +35,7 @@ OnlyOption = Annotated[
 
 
 def _prepare(config: Path | None, set_: list[str] | None):
-    from pipelines.data import prepare_dataset
+    from pipelines.data import ingest_warnings, prepare_dataset
     from pipelines.run import load_split
     from pipelines.train import pin_thread_budget
 
@@ -42,6 +43,8 @@ def _prepare(config: Path | None, set_: list[str] | None):
     with console.status("preparing data and split"):
         dataset = prepare_dataset(cfg)
         split = load_split(dataset, cfg)
+    for warning in ingest_warnings(dataset):  # as recsys run prints them
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     console.print(
         f"data {dataset.processed_dir}: {split.n_users} users x {split.n_items} items, "
         f"{split.train.nnz} train / {split.test.nnz} test interactions ({split.protocol} split)"
