@@ -180,9 +180,8 @@ _background: tuple[subprocess.Popen, Path] | None = None
 
 def start_in_background(items: list[pytest.Item]) -> None:
     """Called at collection with this module's selected tests (tests/conftest.py): when one of them
-    needs `two_ranks`, `run_ranks` starts in a process of its own at nice +5, so its ~15 s of work
-    mostly fill idle CPU while the tests before this module run, yielding the cores to them (+5, not
-    more: under other load a lower priority starves it, and this module then waits longer)."""
+    needs `two_ranks`, `run_ranks` starts in a process of its own at nice +10, so its ~15 s of work
+    fill the CPU the tests before this module leave idle instead of slowing them."""
     global _background
     if not any("two_ranks" in getattr(item, "fixturenames", ()) for item in items):
         return
@@ -190,7 +189,7 @@ def start_in_background(items: list[pytest.Item]) -> None:
     with open(out / "ranks.log", "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", RUN_RANKS, str(Path(__file__).parent), str(out)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.nice(5),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.nice(10),
         )  # fmt: skip
     _background = (process, out)
     atexit.register(_stop_background)

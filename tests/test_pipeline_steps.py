@@ -93,6 +93,8 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads(out.read_text())
     assert set(summary) == {"pop", "wals"}
+    assert "folding@20" in evaluated.output and "folding@20" in summary["wals"]["folding"]  # planted blocks
+    assert "folding@20" not in summary["wals"]["metrics"]
     lo, hi = summary["wals"]["ci"]["recall@20"]
     assert lo <= summary["wals"]["metrics"]["recall@20"] <= hi
     assert summary["wals"]["metrics"]["recall@20"] > summary["pop"]["metrics"]["recall@20"]
@@ -124,6 +126,18 @@ def test_train_tunes_a_model_with_a_tuning_section_as_run_does(tmp_path):
     [run] = run_pipeline(cfg, tracking=False, log=lambda _: None).models
     for name, value in json.loads(out.read_text())["ease"]["metrics"].items():
         assert value == pytest.approx(run.metrics[name], abs=1e-6), name
+
+
+def test_train_refuses_an_unwritable_models_dir_and_unknown_names_before_any_work(tmp_path):
+    """Both once surfaced after the data was prepared, the first only after a model had trained."""
+    (tmp_path / "a-file").write_text("")
+    runner = CliRunner()
+    for args, says in [(["--models", str(tmp_path / "a-file")], "is a file"), (["--model", "nope"], "no model named")]:
+        result = runner.invoke(app, ["train", *_sets(tmp_path), *args])
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert not (tmp_path / "processed").exists()  # nothing ingested, nothing trained
+    tuned = runner.invoke(app, ["tune", *_sets(tmp_path), "--model", "nope"])
+    assert tuned.exit_code == 2 and not (tmp_path / "processed").exists()
 
 
 def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
@@ -214,3 +228,27 @@ def test_a_scheduled_run_splits_by_rolling_windows_when_every_interaction_has_a_
     strong = RunConfig.model_validate({"split": {"protocol": "strong_generalization", "scheduled": "as_configured"}})
     assert scheduled_config(strong, timed).split.protocol == "strong_generalization"
     assert random_cfg.split.protocol == "random"  # the caller's config is not changed
+
+
+def test_two_writers_of_one_output_file_both_finish_and_leave_one_whole_file(tmp_path, monkeypatch):
+    """A second `recsys tune --out` / `--json` writing the same file while the first renames: they
+    shared `.<name>.tmp`, so the first's rename found it gone (exit 2 after all the work)."""
+    import os
+
+    from recsys.cli.common import write_text_atomic
+
+    out = tmp_path / "tuned.toml"
+    real_replace, calls = os.replace, []
+
+    def replace_after_the_other_writer(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:  # the other command writes the same output in between
+            write_text_atomic(out, "second = 2\n")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_the_other_writer)
+    write_text_atomic(out, "first = 1\n")
+    assert out.read_text() == "first = 1\n" and [p.name for p in tmp_path.iterdir()] == ["tuned.toml"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -258,6 +258,49 @@ def writable_output(path: Path | None, option: str) -> None:
         raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another path") from None
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `path` through a temp file of this writer's own beside it, then rename: readers never
+    see half a file, and two commands writing one output (two `recsys tune --out tuned.toml`) no
+    longer share `.<name>.tmp`, where the second rename found the temp file gone (an error after
+    all the work) or published the other's half-written text."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    """The process umask (mkstemp creates 0600; an output file should get the mode open() gives)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def writable_dir(path: Path, option: str) -> None:
+    """`writable_output` for an output directory (`recsys train --models`): a two-tower trained for
+    minutes was lost when its directory could not be written at the end."""
+    import tempfile
+
+    from recsys.errors import ConfigError
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a directory: choose another directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=".recsys-probe-", dir=path).cleanup()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another directory") from None
+
+
 def config_path(config: Path | None) -> Path | None:
     """--config, else the default config when it is here (the repository root), else None."""
     if config is None and DEFAULT_CONFIG.is_file():

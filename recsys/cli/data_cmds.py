@@ -21,6 +21,7 @@ from recsys.cli.common import (  # noqa: F401
     next_step,
     user_errors,
     writable_output,
+    write_text_atomic,
 )
 
 FORMAT_HELP = (
@@ -146,8 +147,7 @@ def ingest_command(
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
     next_step("recsys run --set", f"data.source={report.out_dir}")
 
 

@@ -18,6 +18,7 @@ from recsys.cli.common import (
     load_run_config,
     next_step,
     user_errors,
+    write_text_atomic,
 )
 
 
@@ -93,5 +94,4 @@ def combine_command(
     console.print(table)
     next_step("recsys run --set", f"data.source={out}")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json_dict(), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +19,9 @@ from recsys.cli.common import (
     next_step,
     print_table,
     user_errors,
+    writable_dir,
     writable_output,
+    write_text_atomic,
 )
 from recsys.errors import ConfigError
 
@@ -83,6 +84,23 @@ def _check_trained_on(model, split, path: Path) -> None:
     )
 
 
+def _with_folding(results: dict, summary: dict) -> tuple[dict, str | None]:
+    """The results with folding@k (measured where the data has blocks: planted clusters, combined
+    sets) as a table column, and its name: the table showed recall and ndcg alone, so the folding
+    diagnostic of `data synth` / `data combine` data was only in --json."""
+    import dataclasses
+
+    keys = sorted({k for s in summary.values() for k in s["folding"] if k.startswith("folding@")})
+    if not keys:
+        return results, None
+    key = keys[0]
+    shown = {
+        name: dataclasses.replace(result, summary={**result.summary, key: summary[name]["folding"].get(key)})
+        for name, result in results.items()
+    }
+    return shown, key
+
+
 def _selected(cfg, only: list[str] | None):
     """The chosen models, each distillation teacher before its students."""
     from recsys.distill import order_by_teacher
@@ -127,6 +145,8 @@ def train(
     """
     from pipelines.train import find_teacher, fit_model
 
+    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
     selected = _selected(cfg, only)
     for model_cfg in selected if nproc > 1 else []:
@@ -224,6 +244,9 @@ def evaluate(
     from recsys.models.base import Recommender
 
     writable_output(json_out, "--json")
+    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    if train_first:
+        writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
     results, summary, trained = {}, {}, {}
     for model_cfg in _selected(cfg, only):
@@ -253,14 +276,17 @@ def evaluate(
             "folding": evaluation.folding,
         }
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.evaluation.ks if k in (20, 50, 100)]
-    table = format_table(
-        results, metrics or [f"recall@{cfg.evaluation.ks[0]}"], wide=wide, width=console.width
-    )
-    print_table(table, wide)
+    metrics = metrics or [f"recall@{cfg.evaluation.ks[0]}"]
+    results, folding = _with_folding(results, summary)
+    if folding:  # second, so a narrow terminal drops other columns first
+        metrics.insert(1, folding)
+    print_table(format_table(results, metrics, wide=wide, width=console.width), wide)
+    if folding:
+        from pipelines.report import FOLD_NOTES
+
+        console.print(FOLD_NOTES["folding"], highlight=False)
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
-        os.replace(tmp, json_out)
+        write_text_atomic(json_out, json.dumps(summary, indent=2, default=float))
 
 
 @app.command()
@@ -289,6 +315,7 @@ def tune(
     from pipelines.tune import trial_line, tune_model
 
     writable_output(out, "--out")
+    load_run_config(config, set_, default=True).model(model)  # an unknown name: before any work
     if metric is not None:
         from recsys.tuning import check_tuning_metric
 
@@ -307,12 +334,11 @@ def tune(
         metric=metric,
         progress=lambda record: _plain(f"  {trial_line(record)}"),
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(
+    write_text_atomic(
+        out,
         f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
-        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml()
+        f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml(),
     )
-    os.replace(tmp, out)
     console.print(
         f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}"
         f" (the winner pinned: its search switched off)\nnext: recsys train --config {out}, or recsys run --config {out}",

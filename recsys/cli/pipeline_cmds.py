@@ -24,6 +24,7 @@ from recsys.cli.common import (
     print_table,
     user_errors,
     writable_output,
+    write_text_atomic,
 )
 
 if TYPE_CHECKING:
@@ -313,6 +314,4 @@ def schedule(
 
 
 def _json_dump(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2))

@@ -24,6 +24,7 @@ from recsys.cli.common import (
     load_run_config,
     user_errors,
     writable_output,
+    write_text_atomic,
 )
 from recsys.cli.process import run_in_process_group
 from recsys.errors import ConfigError, TrackingError
@@ -198,9 +199,7 @@ def compare(
             if output.is_dir():  # the temp file beside it was named in the error, not --output
                 raise ConfigError(f"--output {output} is a directory: give a file path, e.g. {output / 'compare.md'}")
             output.parent.mkdir(parents=True, exist_ok=True)  # as --plot does
-            tmp = output.with_name(f".{output.name}.tmp")
-            tmp.write_text(text)
-            tmp.replace(output)
+            write_text_atomic(output, text)
             console.print(f"wrote {output}")
     if plot is not None:
         console.print(f"wrote {plot_curves(frame, plot)}")
@@ -246,9 +245,7 @@ def registry(
     uri, mlflow_client = _client(cfg)
     models = list_registry(mlflow_client, metric, model, versions)
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(to_json(models, metric, uri), indent=2) + "\n")
-        os.replace(tmp, json_out)
+        write_text_atomic(json_out, json.dumps(to_json(models, metric, uri), indent=2) + "\n")
     if not models:
         err_console.print(f"no registered models in {uri} yet: `recsys run` registers every model it trains")
         return
@@ -272,7 +269,7 @@ def ui(
     Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
     recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
     from recsys.stack import mlflow_server_env
-    from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri
+    from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri, sqlite_path
     from recsys.tracking.ui import experiment_runs_url
 
     cfg = _config(config, set_)
@@ -281,6 +278,13 @@ def ui(
         raise TrackingError(
             f"tracking URI {uri} is a server already: open {experiment_runs_url(uri, cfg.tracking.experiment)}"
         )
+    _port_is_free(port)  # else MLflow's server failed after the link was printed, and exited 0
+    if not sqlite_path(uri).is_file():
+        err_console.print(
+            f"note: no store at {sqlite_path(uri)} yet (recsys run creates it there): the UI starts empty; "
+            "run recsys ui where recsys run ran, or set MLFLOW_TRACKING_URI",
+            style="yellow", markup=False, soft_wrap=True,
+        )  # fmt: skip
     command = [
         sys.executable,
         "-m",
