@@ -303,3 +303,17 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(work):
         (line,) = [line for line in result.output.splitlines() if line.strip()]
         assert line.startswith(f"error: cannot write {option} {blocked}"), line
     assert not (work["root"] / "m-blocked").exists() and not (work["root"] / "i-blocked").exists()
+
+
+def test_ui_on_a_port_in_use_is_a_one_line_error_before_any_server_starts(tmp_path):
+    """MLflow's server failed after `recsys ui` had printed its link, and the command exited 0."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(
+            ["ui", "--port", str(port), "--set", f"tracking.tracking_uri=sqlite:///{tmp_path / 'm.db'}"],
+            "cannot listen on 127.0.0.1",
+        )

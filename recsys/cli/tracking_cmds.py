@@ -269,7 +269,7 @@ def ui(
     Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
     recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
     from recsys.stack import mlflow_server_env
-    from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri
+    from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri, sqlite_path
     from recsys.tracking.ui import experiment_runs_url
 
     cfg = _config(config, set_)
@@ -278,6 +278,13 @@ def ui(
         raise TrackingError(
             f"tracking URI {uri} is a server already: open {experiment_runs_url(uri, cfg.tracking.experiment)}"
         )
+    _port_is_free(port)  # else MLflow's server failed after the link was printed, and exited 0
+    if not sqlite_path(uri).is_file():
+        err_console.print(
+            f"note: no store at {sqlite_path(uri)} yet (recsys run creates it there): the UI starts empty; "
+            "run recsys ui where recsys run ran, or set MLFLOW_TRACKING_URI",
+            style="yellow", markup=False, soft_wrap=True,
+        )  # fmt: skip
     command = [
         sys.executable,
         "-m",
