@@ -5,6 +5,7 @@ test needs it, so its ~40 s of start-up overlap the tests that run first."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -375,9 +377,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _start_background_services(items: list) -> None:
     """The session's SQLite store and Prefect harness server start now, in processes of their own,
-    when a selected test needs them (tests/data and tests/evaluation run meanwhile); so does what a
-    selected test module starts in `start_in_background(items)` (its selected tests; e.g. the JVM of
-    its Spark session)."""
+    when a selected test needs them (tests/data and tests/evaluation run meanwhile); what a selected
+    test module starts in `start_in_background(items)` (its selected tests; e.g. the JVM of its Spark
+    session) starts with the first test (pytest_runtest_setup)."""
     global _session_store, _session_prefect
     if _needs["store"] and _session_store is None:
         _session_store = BackgroundStore()
@@ -394,7 +396,18 @@ def _start_background_services(items: list) -> None:
     for module, selected in by_module.values():
         start = getattr(module, "start_in_background", None)
         if callable(start):
-            start(selected)
+            _module_starts.append(functools.partial(start, selected))
+
+
+_module_starts: list[Callable[[], None]] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The modules' `start_in_background` run as the first test starts, i.e. under pytest's output
+    capture: what they launch inherits it (Spark's JVM logs to stderr for its whole life), so its
+    lines land in the tests' captured output instead of between the progress dots."""
+    while _module_starts:
+        _module_starts.pop(0)()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -179,9 +179,10 @@ _background: tuple[subprocess.Popen, Path] | None = None
 
 
 def start_in_background(items: list[pytest.Item]) -> None:
-    """Called at collection with this module's selected tests (tests/conftest.py): when one of them
-    needs `two_ranks`, `run_ranks` starts in a process of its own at nice +10, so its ~15 s of work
-    fill the CPU the tests before this module leave idle instead of slowing them."""
+    """Called as the session's first test starts, with this module's selected tests
+    (tests/conftest.py): when one of them needs `two_ranks`, `run_ranks` starts in a process of its
+    own at nice +10, so its ~15 s of work fill the CPU the tests before this module leave idle
+    instead of slowing them."""
     global _background
     if not any("two_ranks" in getattr(item, "fixturenames", ()) for item in items):
         return

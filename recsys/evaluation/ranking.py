@@ -244,9 +244,15 @@ def topk(
         return out_items, out_scores
     items_t_t = items_t.T.contiguous()  # no copy for an `item_major` matrix
     with torch_threads(threads), torch.inference_mode():
+        # One score buffer for every chunk: a fresh chunk x n_items tensor per chunk (565 MB at 2,048 x
+        # 69k items) is fresh memory the kernel must fault in and zero each time, and the previous
+        # chunk's scores were still alive while it was allocated (two at the peak). Measured on 1
+        # thread, 20k users x 69k items: 1-dim vectors (popularity) 7.7 s -> 4.5 s, 64-dim 9.9 s -> 8.0 s.
+        buffer = torch.empty((min(chunk_size, n_users), n_items), dtype=torch.float32, device=dev)
         for start in range(0, n_users, chunk_size):
             stop = min(start + chunk_size, n_users)
-            scores = _as_float32(user_vecs[start:stop], dev, "user_vecs") @ items_t_t
+            users = _as_float32(user_vecs[start:stop], dev, "user_vecs")
+            scores = torch.mm(users, items_t_t, out=buffer[: stop - start])
             if exclude is not None:
                 _mask_excluded(scores, exclude[start:stop])
             if masked is not None:

@@ -69,11 +69,11 @@ FAST = WALSSparkConfig(
 
 
 def start_in_background(items: list[pytest.Item]) -> None:
-    """Called at collection with this module's selected tests (tests/conftest.py): `FAST`'s
-    session (its JVM, ~10-15 s to start) starts in a thread while the tests before this module run;
-    the first fit waits for it on `spark_session`'s lock (not niced: a niced JVM slowed every fit of
-    this module on a busy machine). A failure to start is left to that fit,
-    which starts the session again and reports it."""
+    """Called as the session's first test starts, with this module's selected tests
+    (tests/conftest.py): `FAST`'s session (its JVM, ~10-15 s to start) starts in a thread while the
+    tests before this module run; the first fit waits for it on `spark_session`'s lock (not niced:
+    a niced JVM slowed every fit of this module on a busy machine). A failure to start is left to
+    that fit, which starts the session again and reports it."""
     if shutil.which("java") is None or importlib.util.find_spec("pyspark") is None:
         return
 
