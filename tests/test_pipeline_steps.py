@@ -84,6 +84,9 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     trained = runner.invoke(app, ["train", *_sets(tmp_path), "--models", str(models)])
     assert trained.exit_code == 0, trained.output
     assert (models / "wals" / "config.json").is_file() and (models / "pop" / "factors.safetensors").is_file()
+    assert "replaced" not in trained.output
+    again = runner.invoke(app, ["train", *_sets(tmp_path), "--models", str(models), "--model", "pop"])
+    assert again.exit_code == 0 and "(replaced the model saved there)" in " ".join(again.output.split())
 
     out = tmp_path / "eval.json"
     [next_line] = [line for line in trained.output.splitlines() if line.startswith("next: ")]

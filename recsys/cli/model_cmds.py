@@ -63,10 +63,13 @@ def _trained_on(split) -> dict[str, str | None]:
     return {"split_digest": split_digest(split), "fingerprint": split.meta.get("fingerprint")}
 
 
-def _save(model, split, path: Path) -> None:
-    """Save with the split it was trained on, which `recsys evaluate` checks."""
+def _save(model, split, path: Path) -> str:
+    """Save with the split it was trained on, which `recsys evaluate` checks; returns a note when it
+    replaced a model saved there (a second train said nothing of the one it overwrote)."""
+    replaced = (path / "config.json").is_file()
     model.trained_on = _trained_on(split)
     model.save(path)
+    return " (replaced the model saved there)" if replaced else ""
 
 
 def _check_trained_on(model, split, path: Path) -> None:
@@ -174,7 +177,7 @@ def train(
             model = fit_model(
                 model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
             )
-            _save(model, split, models_dir / model_cfg.name)
+            replaced = _save(model, split, models_dir / model_cfg.name)
         trained[model_cfg.name] = model
         if model.resumed_from:
             resumed = model.resumed_from
@@ -182,7 +185,7 @@ def train(
                 f"resumed {model_cfg.name} from {resumed['checkpoint']} (epoch {resumed['epoch']}, step {resumed['step']})"
             )
         console.print(
-            f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}"
+            f"trained [bold]{model_cfg.name}[/] in {model.fit_seconds:.1f} s -> {models_dir / model_cfg.name}{replaced}"
         )
     picked = [arg for name in only or [] for arg in ("--model", name)]
     next_step("recsys evaluate", *config_args(config, set_), "--models", models_dir, *picked)
