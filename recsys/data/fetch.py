@@ -94,20 +94,29 @@ def fetch(
     `offline` (a zip, checksum-verified, or an extracted folder, used in place); a download from
     `base_url` (default GroupLens). Every failure is a DataError naming the file or URL and the cause.
     """
+    from filelock import FileLock
+
     spec = _spec(name)
     raw_dir = Path(raw_dir)
-    if offline is not None:
-        return _from_offline(spec, Path(offline), raw_dir)
-    extracted = raw_dir / spec.folder / spec.ratings
-    if extracted.is_file():
-        return extracted
-    archive = raw_dir / spec.archive
-    if not archive.is_file():
-        url = f"{(base_url or spec.base_url or BASE_URL).rstrip('/')}/{spec.archive}"
-        _download(url, archive, SHA256.get(spec.archive), spec.size, console)
-    else:
-        _verify(archive, SHA256.get(spec.archive))
-    return _extract(archive, spec, raw_dir)
+    if offline is not None and not Path(offline).exists():
+        raise DataError(f"{offline}: offline path does not exist")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    # One fetcher of a set at a time: two (`recsys data fetch` beside a `recsys run` naming the set)
+    # both downloaded into the one `.part` file, and the second extraction removed the folder the
+    # first had just put in place (`rmtree` of a complete copy another reader may be using).
+    with FileLock(str(raw_dir / f".fetch.{spec.folder}.lock")):
+        if offline is not None:
+            return _from_offline(spec, Path(offline), raw_dir)
+        extracted = raw_dir / spec.folder / spec.ratings
+        if extracted.is_file():
+            return extracted
+        archive = raw_dir / spec.archive
+        if not archive.is_file():
+            url = f"{(base_url or spec.base_url or BASE_URL).rstrip('/')}/{spec.archive}"
+            _download(url, archive, SHA256.get(spec.archive), spec.size, console)
+        else:
+            _verify(archive, SHA256.get(spec.archive))
+        return _extract(archive, spec, raw_dir)
 
 
 def sha256_of(path: Path) -> str:

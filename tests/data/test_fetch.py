@@ -81,6 +81,30 @@ def test_download_verifies_extracts_and_then_reuses_the_cache(tmp_path, server, 
     assert requests == ["/ml-100k.zip"]
 
 
+def test_two_fetches_of_one_set_download_it_once(tmp_path, server, checksum_of, monkeypatch):
+    """Both fetchers once downloaded into the one .part file and extracted over each other."""
+    import time
+
+    base_url, requests = server
+    real_download = fetch_module._download
+
+    def slow_download(*args, **kwargs):
+        time.sleep(0.5)  # the second fetcher arrives while the first downloads
+        return real_download(*args, **kwargs)
+
+    monkeypatch.setattr(fetch_module, "_download", slow_download)
+    raw, found = tmp_path / "raw", []
+    fetchers = [threading.Thread(target=lambda: found.append(fetch("movielens-100k", raw, base_url=base_url)))
+                for _ in range(2)]  # fmt: skip
+    for thread in fetchers:
+        thread.start()
+        time.sleep(0.1)
+    for thread in fetchers:
+        thread.join()
+    assert requests == ["/ml-100k.zip"] and found == [raw / "ml-100k" / "u.data"] * 2
+    assert found[0].read_text() == U_DATA
+
+
 def test_checksum_mismatch_is_a_clear_error_and_caches_nothing(tmp_path, server, monkeypatch, checksum_of):
     base_url, _ = server
     monkeypatch.setitem(fetch_module.SHA256, "ml-100k.zip", "0" * 64)
@@ -88,13 +112,13 @@ def test_checksum_mismatch_is_a_clear_error_and_caches_nothing(tmp_path, server,
     with pytest.raises(DataError, match="checksum mismatch") as err:
         fetch("movielens-100k", raw, base_url=base_url)
     assert "0" * 64 in str(err.value) and checksum_of in str(err.value)
-    assert list(raw.iterdir()) == []
+    assert [p.name for p in raw.iterdir()] == [".fetch.ml-100k.lock"]  # the fetchers' lock, no data
 
 
 def test_unreachable_server_is_a_data_error_suggesting_offline(tmp_path, checksum_of):
     with pytest.raises(DataError, match="--offline"):
         fetch("movielens-100k", tmp_path / "raw", base_url="http://127.0.0.1:9/")  # discard port: refused
-    assert list((tmp_path / "raw").iterdir()) == []
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == [".fetch.ml-100k.lock"]  # the lock, no data
 
 
 def test_missing_file_on_the_server_is_a_data_error(tmp_path, server, checksum_of):
