@@ -158,6 +158,20 @@ def test_a_processed_source_ingested_with_other_data_settings_is_used_with_a_war
     assert "min_user_interactions 1 (config: 3)" in warning and "recsys ingest" in warning
 
 
+def test_train_and_evaluate_skip_a_model_that_does_not_apply_as_run_does(tmp_path):
+    """EASE above its catalogue bound: a run skips it and trains the rest; train stopped at it."""
+    runner, models = CliRunner(), tmp_path / "models"
+    sets = [*_sets(tmp_path)[:-2], "--set",
+            'models=[{name="ease", kind="ease", max_items=10}, {name="pop", kind="popularity"}]']  # fmt: skip
+    for command in (["train"], ["evaluate"]):
+        result = runner.invoke(app, [*command, *sets, "--models", str(models)])
+        assert result.exit_code == 0, result.output
+        assert "warning: skipped ease" in result.output and not (models / "ease").exists()
+    assert (models / "pop" / "config.json").is_file()
+    alone = runner.invoke(app, ["train", *sets, "--models", str(models), "--model", "ease"])
+    assert alone.exit_code == 2 and "max_items" in alone.output  # named on its own: refused
+
+
 def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", *_sets(tmp_path), "--models", str(tmp_path / "none")])
     assert result.exit_code == 2

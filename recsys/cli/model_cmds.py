@@ -107,6 +107,29 @@ def _with_folding(results: dict, summary: dict) -> tuple[dict, str | None]:
     return shown, key
 
 
+def _applicable(models: list, split, cfg, only: list[str] | None) -> list:
+    """The models that apply to this data, as `recsys run` decides it: a model whose `check_data`
+    refuses it (EASE above its catalogue bound) is skipped with a warning when the whole config is
+    trained, so the other models still train (train stopped at it, exit 2, where a run goes on);
+    named with --model, it is refused."""
+    from pipelines.train import model_builder
+    from recsys.errors import ModelSkipped
+
+    if only:
+        return models
+    kept = []
+    for model_cfg in models:
+        try:
+            model_builder(cfg.orchestration.threads_per_model)(model_cfg).check_data(*split.train.shape)
+        except ModelSkipped as exc:
+            err_console.print(f"warning: skipped {model_cfg.name}: {exc}", style="yellow", markup=False, soft_wrap=True)
+            continue
+        kept.append(model_cfg)
+    if not kept:
+        raise ConfigError("no model of the config applies to this data (every one skipped above)")
+    return kept
+
+
 def _selected(cfg, only: list[str] | None):
     """The chosen models, each distillation teacher before its students."""
     from recsys.distill import order_by_teacher
@@ -154,7 +177,7 @@ def train(
     _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
     writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
-    selected = _selected(cfg, only)
+    selected = _applicable(_selected(cfg, only), split, cfg, only)
     for model_cfg in selected if nproc > 1 else []:
         if model_cfg.kind == "two_tower" and model_cfg.tuning is not None and model_cfg.tuning.enabled:
             raise ConfigError(
@@ -255,7 +278,7 @@ def evaluate(
         writable_dir(models_dir, "--models")
     cfg, split = _prepare(config, set_)
     results, summary, trained = {}, {}, {}
-    for model_cfg in _selected(cfg, only):
+    for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
         path = models_dir / model_cfg.name
         if train_first:
             teacher = find_teacher(model_cfg, models_dir, trained)
