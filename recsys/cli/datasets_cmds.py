@@ -19,7 +19,7 @@ PUBLIC_SETS = tuple(DATASETS)
 
 
 @data_app.command("synth")
-@user_errors
+@user_errors(flags={"data.synthetic.n_clusters": "--clusters {value}"})
 def synth_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for interactions.parquet and the cluster files.")

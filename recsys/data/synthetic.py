@@ -64,9 +64,10 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
     """
     if cfg.n_clusters > min(cfg.n_users, cfg.n_items):
         raise ConfigError(
-            f"data.synthetic.n_clusters = {cfg.n_clusters} needs at least that many users and items "
-            f"(have {cfg.n_users} users, {cfg.n_items} items)"
-        )
+            f"{cfg.n_clusters} planted clusters need at least that many users and items (have {cfg.n_users} "
+            f"users, {cfg.n_items} items): use {{option}} (or fewer clusters, or more users and items)",
+            setting="data.synthetic.n_clusters", value=str(min(cfg.n_users, cfg.n_items)),
+        )  # fmt: skip
     rng = np.random.default_rng(cfg.seed)
     k = cfg.n_clusters
     user_block = rng.permutation(np.arange(cfg.n_users) % k)
