@@ -52,3 +52,18 @@ def test_a_second_ctrl_c_exits_now_instead_of_waiting_for_a_stuck_model_thread()
     assert code == 130, output + rest
     assert time.monotonic() - started < 30
     assert "exiting now" in rest and "Traceback" not in rest and "Exception ignored" not in rest, rest
+
+
+def test_an_idle_thread_pool_worker_is_not_reported_as_work_to_wait_for():
+    """After SIGTERM every run said it was waiting for a worker thread: ingest's idle validation
+    pool, which ends at once at exit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys.cli.entry import _busy_threads
+
+    with ThreadPoolExecutor(1, thread_name_prefix="idle-pool") as pool:
+        pool.submit(lambda: None).result()
+        deadline = time.monotonic() + 5  # the worker may still be leaving the task it just finished
+        while [t for t in _busy_threads() if t.name.startswith("idle-pool")]:
+            assert time.monotonic() < deadline, "an idle pool worker counts as busy"
+            time.sleep(0.01)

@@ -25,9 +25,18 @@ INTERRUPTED_CODES = (130, 143)  # Ctrl-C, SIGTERM (see `recsys.cli.common.user_e
 
 
 def _busy_threads() -> list[threading.Thread]:
-    """Threads the interpreter will wait for at exit (non-daemon, alive, not this one)."""
+    """Threads the interpreter will wait for at exit (non-daemon, alive, not this one) that are
+    doing something: an idle thread-pool worker (ingest's validation pool, Prefect's task runner
+    between tasks) sits in `_worker`, waiting on its queue, and ends at once at exit."""
+    frames = sys._current_frames()
     me = threading.current_thread()
-    return [t for t in threading.enumerate() if t is not me and t.is_alive() and not t.daemon]
+    pool = os.path.join("concurrent", "futures", "thread.py")
+
+    def idle(thread: threading.Thread) -> bool:
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        return frame is not None and frame.f_code.co_name == "_worker" and frame.f_code.co_filename.endswith(pool)
+
+    return [t for t in threading.enumerate() if t is not me and t.is_alive() and not t.daemon and not idle(t)]
 
 
 def _exit_now_on_signal(code: int) -> None:
