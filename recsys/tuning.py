@@ -258,6 +258,9 @@ def tune(
             if tuning.timeout_s is not None and time.perf_counter() - started > tuning.timeout_s:
                 guard["hit"] = pruned["by_guard"] = True
                 pruned["flag"] = best["model"] is not None  # the first finished trial is kept as it stands
+                # No trial after this one: Optuna's own timeout counts from a later start (study set-up
+                # and warm starts come first), so under load it could still start one more.
+                trial.study.stop()
                 return True
             value = next((v for k, v in metrics.items() if k.startswith("val_")), None)
             if value is None or not tuning.prune:

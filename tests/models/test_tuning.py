@@ -4,6 +4,7 @@ configured parameters, prunes on the per-epoch validation metric, returns the be
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -275,17 +276,23 @@ def test_recsys_tune_reports_failed_and_pruned_trials_too():
     assert seen[2].startswith("trial 2: pruned")
 
 
-def test_the_timeout_guard_stops_a_running_trial_and_keeps_the_first_one_as_it_stands(planted):
+def test_the_timeout_guard_stops_a_running_trial_and_keeps_the_first_one_as_it_stands(planted, monkeypatch):
     """One two-tower trial on a 70k-item log ran 19 minutes against a 240 s guard that was only
     checked between trials. Now a running trial stops at its next epoch; the first trial is kept
-    (the search needs a model), a later one is pruned."""
+    (the search needs a model), a later one is pruned. A slow set-up before the first trial (a
+    loaded machine) used up most of the guard: Optuna's own clock, started after it, then began a
+    second trial; the guard stops the study itself."""
+    import recsys.tuning as tuning_module
+
+    real = tuning_module._popularity
+    monkeypatch.setattr(tuning_module, "_popularity", lambda train: time.sleep(1.45) or real(train))
     split = strong_split(planted)
     cfg = TwoTowerConfig(
         name="tt", dim=8, epochs=400, batch_size=512, num_negatives=16, threads=1, device="cpu", quiet=True,
-        tuning=TuningConfig(n_trials=3, timeout_s=0.5, prune=False),
+        tuning=TuningConfig(n_trials=3, timeout_s=1.5, prune=False),
     )  # fmt: skip
     outcome = tune(cfg, split.train, split.validation_set())
     first = outcome.trials[0]
     assert first.state == "complete" and 0 < first.epochs < cfg.epochs and outcome.model is not None
-    assert "timeout_s = 0.5 s guard" in first.error and outcome.timed_out
+    assert "timeout_s = 1.5 s guard" in first.error and outcome.timed_out
     assert len(outcome.trials) == 1  # no trial starts after the guard
