@@ -250,10 +250,11 @@ def to_implicit(
         # A kept weight of 0 (Book-Crossing's and Goodreads' "no rating") is no interaction to any
         # model: the user x item matrix stores no zeros. Dropping those pairs here, as a reported
         # step before the k-core, keeps the k-core, the counts and the matrices telling one story.
-        signal = pairs.filter(pl.col(WEIGHT) > 0)
-        if signal.height < pairs.height:
-            steps.append(_measure(ZERO_WEIGHT_STEP, signal))
-            pairs = signal
+        # Counted first: the filter copies every pair (2.5M on a 10M-row log), which the usual log,
+        # without zero weights, would pay for nothing.
+        if pairs.select((pl.col(WEIGHT) > 0).sum()).item() < pairs.height:
+            pairs = pairs.filter(pl.col(WEIGHT) > 0)
+            steps.append(_measure(ZERO_WEIGHT_STEP, pairs))
     if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
         pairs, rounds = k_core(pairs, cfg.min_user_interactions, cfg.min_item_interactions)
         name = f"k-core (users >= {cfg.min_user_interactions}, items >= {cfg.min_item_interactions}; {rounds} round{'' if rounds == 1 else 's'})"
