@@ -278,24 +278,19 @@ def write_text_atomic(path: Path, text: str) -> Path:
     all the work) or published the other's half-written text."""
     import tempfile
 
+    from recsys.data.storage import current_umask
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _umask() -> int:
-    """The process umask (mkstemp creates 0600; an output file should get the mode open() gives)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def writable_dir(path: Path, option: str) -> None:

@@ -162,7 +162,7 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
     out_dir = Path(out_dir)
     with writer_lock(out_dir):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
         try:
             yield tmp
         except BaseException:
@@ -254,7 +254,9 @@ def recover(out_dir: Path) -> list[str]:
     return done
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (mkstemp / mkdtemp create 0600 / 0700; an output should get the mode a
+    plain open() or mkdir gives)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
