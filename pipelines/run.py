@@ -9,7 +9,6 @@ fails ends its own MLflow run FAILED and the others carry on.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import traceback
@@ -30,13 +29,20 @@ from pipelines.data import (
 )
 from pipelines.evaluate import evaluate_model
 from pipelines.heartbeat import with_heartbeat
-from pipelines.train import find_teacher, model_builder, pin_thread_budget, thread_budget, train_model
+from pipelines.train import (
+    find_teacher,
+    model_builder,
+    pin_thread_budget,
+    skip_reason,
+    thread_budget,
+    train_model,
+)
 from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
-from recsys.errors import ModelSkipped
+from recsys.files import write_text_atomic
 from recsys.models.base import ModelConfig
 
 
@@ -132,13 +138,7 @@ class PipelineResult:
 
     def write_json(self, path: str | Path) -> Path:
         """Atomic write: a reader never sees half a summary."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_json(), fh, indent=2)
-        os.replace(tmp, target)
-        return target
+        return write_text_atomic(path, json.dumps(self.to_json(), indent=2))
 
 
 def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None = None) -> dict[str, Any]:
@@ -226,11 +226,9 @@ def train_and_log(
         name=model_cfg.name, kind=model_cfg.kind,
         loss=getattr(model_cfg, "loss", None), sampler=getattr(model_cfg, "sampler", None),
     )
-    try:  # before any work or MLflow run: a model that does not apply to this data is skipped
-        model_builder(threads)(model_cfg).check_data(*split.train.shape)
-    except ModelSkipped as exc:
-        log(f"skipped {model_cfg.name}: {exc}")
-        outcome.status, outcome.error = "skipped", str(exc)
+    if (reason := skip_reason(model_cfg, split, threads)) is not None:  # before any work or MLflow run
+        log(f"skipped {model_cfg.name}: {reason}")
+        outcome.status, outcome.error = "skipped", reason
         return outcome
     run = tracker.start_child(parent_run_id, model_cfg)
     outcome.mlflow_run_id = getattr(run, "run_id", None)

@@ -70,6 +70,19 @@ def model_builder(
     return build
 
 
+def skip_reason(model_cfg: ModelConfig, split: Split, threads: int | None = None) -> str | None:
+    """Why `model_cfg` does not apply to `split`'s training matrix (`Recommender.check_data`: EASE
+    above its catalogue bound), or None. `recsys run`, `train` and `evaluate` skip such a model
+    before any work, with this reason, and train the config's others."""
+    from recsys.errors import ModelSkipped
+
+    try:
+        model_builder(threads)(model_cfg).check_data(*split.train.shape)
+    except ModelSkipped as exc:
+        return str(exc)
+    return None
+
+
 def train_model(
     model_cfg: ModelConfig,
     split: Split,

@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - older typer on click itself
     from click.exceptions import ClickException, UsageError
 
 from recsys.errors import RecsysError
+from recsys.files import write_text_atomic  # noqa: F401 - the commands' atomic writes
 
 STARTED = time.perf_counter()
 """When the command started (this module is imported first): `recsys run` reports end-to-end time."""
@@ -269,28 +270,6 @@ def writable_output(path: Path | None, option: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another path") from None
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `path` through a temp file of this writer's own beside it, then rename: readers never
-    see half a file, and two commands writing one output (two `recsys tune --out tuned.toml`) no
-    longer share `.<name>.tmp`, where the second rename found the temp file gone (an error after
-    all the work) or published the other's half-written text."""
-    import tempfile
-
-    from recsys.data.storage import current_umask
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def writable_dir(path: Path, option: str) -> None:

@@ -112,17 +112,14 @@ def _applicable(models: list, split, cfg, only: list[str] | None) -> list:
     refuses it (EASE above its catalogue bound) is skipped with a warning when the whole config is
     trained, so the other models still train (train stopped at it, exit 2, where a run goes on);
     named with --model, it is refused."""
-    from pipelines.train import model_builder
-    from recsys.errors import ModelSkipped
+    from pipelines.train import skip_reason
 
     if only:
         return models
     kept = []
     for model_cfg in models:
-        try:
-            model_builder(cfg.orchestration.threads_per_model)(model_cfg).check_data(*split.train.shape)
-        except ModelSkipped as exc:
-            err_console.print(f"warning: skipped {model_cfg.name}: {exc}", style="yellow", markup=False, soft_wrap=True)
+        if (reason := skip_reason(model_cfg, split, cfg.orchestration.threads_per_model)) is not None:
+            err_console.print(f"warning: skipped {model_cfg.name}: {reason}", style="yellow", markup=False, soft_wrap=True)
             continue
         kept.append(model_cfg)
     if not kept:

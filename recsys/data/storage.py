@@ -49,6 +49,7 @@ from recsys.data.schema import FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX,
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
 from recsys.faults import fault_point
+from recsys.files import current_umask
 
 INTERACTIONS_DIR = "interactions"
 QUARANTINE_DIR = "quarantine"
@@ -252,14 +253,6 @@ def recover(out_dir: Path) -> list[str]:
         shutil.rmtree(tmp, ignore_errors=True)
         done.append(f"removed stale staging directory {tmp.name}")
     return done
-
-
-def current_umask() -> int:
-    """The process umask (mkstemp / mkdtemp create 0600 / 0700; an output should get the mode a
-    plain open() or mkdir gives)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -164,6 +164,7 @@ class Recommender(ABC):
             raise ValueError("training matrix has no interactions")
         if times is not None and times.shape[0] < train.shape[0]:
             raise ValueError(f"times has {times.shape[0]} rows but the training matrix {train.shape[0]}")
+        self.check_data(*train.shape)  # before any allocation: EASE's memory bounds
         self.n_users, self.n_items = train.shape
         self.history = []
         self.resumed_from = None
@@ -211,8 +212,9 @@ class Recommender(ABC):
 
     def check_data(self, n_users: int, n_items: int) -> None:
         """Raise `recsys.errors.ModelSkipped` where this model cannot run on a users x items
-        matrix of this shape whatever its parameters, so a run skips it before any work (EASE's
-        memory bounds). Every shape by default."""
+        matrix of this shape whatever its parameters (EASE's memory bounds). `fit` calls it first,
+        and a run calls it before any work (`pipelines.train.skip_reason`) to skip the model.
+        Every shape by default."""
 
     def data_aware_config(self, train: sp.csr_matrix) -> ModelConfig:
         """The config with every data-aware default ("auto" / None fields) resolved on `train`:

@@ -141,7 +141,6 @@ class EASE(HostVectors):
     def _fit(
         self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any
     ) -> None:
-        check_catalogue(self.n_items, self.n_users, self.config)
         rows = history_rows(train, self.config.weighting)
         l2 = float(self.config.l2 or 0.0)
         with threadpool_limits(self.config.threads or None, "blas"):

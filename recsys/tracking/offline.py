@@ -22,7 +22,6 @@ the failure, are closed KILLED with a note naming their replacements. A bundle i
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -31,6 +30,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from recsys.files import write_text_atomic
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -87,11 +88,7 @@ def record_dir(bundle: Path, record: RunRecord) -> Path:
 def save_record(bundle: Path, record: RunRecord) -> Path:
     """Write (or rewrite) a record's run.json atomically; returns its folder."""
     folder = record_dir(bundle, record)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{RUN_FILE}.", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record.to_json(), fh, indent=2, default=str)
-    os.replace(tmp, folder / RUN_FILE)
+    write_text_atomic(folder / RUN_FILE, json.dumps(record.to_json(), indent=2, default=str))
     return folder
 
 
