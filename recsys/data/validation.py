@@ -539,6 +539,8 @@ def _validate(
     )
     if raw.positional_rows and n_bad:
         quarantine, rows_in = _without_empty_lines(quarantine, raw, rows_in)
+        if rows_in == 0:  # a header followed by blank lines only (an export's trailing CRLFs)
+            raise DataError(f"{raw.path}: no data rows")
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
     if proof is not None and not proof.result():

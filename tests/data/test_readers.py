@@ -194,6 +194,7 @@ def test_no_time_and_no_weight_columns(tmp_path: Path) -> None:
         ("tabbed.csv", b"user\titem\tts\n1\t2\t3\n", "csv", "wrong delimiter"),
         ("nouser.csv", b"foo,bar\n1,2\n", None, "no user column"),
         ("header_only.csv", b"user,item\n", None, "no data rows"),
+        ("header_blank_lines.csv", b"user,item\r\n\r\n\r\n", None, "no data rows"),
         ("fake.parquet", b"user,item\n1,2\n", None, "not a Parquet file"),
     ],
 )
