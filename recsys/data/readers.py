@@ -669,7 +669,7 @@ def _csv_separator(lines: list[str]) -> str:
 
 
 def _unmapped_files(
-    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[_TextFile]
+    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[DataFile]
 ) -> DataError:
     """The error for files of a source whose columns could not be mapped: the file's own error
     when none could (a column option fixes them all), else a list of the files that are not
@@ -679,10 +679,25 @@ def _unmapped_files(
         return unmapped[0][1]
     names = _some([f.name for f, _ in unmapped], 5)
     return DataError(
-        f"{label}: {names} lack(s) the user or item column that {mapped[0].file.name} has, so not every "
+        f"{label}: {names} lack(s) the user or item column that {mapped[0].name} has, so not every "
         f"file is an interaction log; ingest the interaction file on its own (e.g. "
-        f"{mapped[0].file.name}), or move the others out"
+        f"{mapped[0].name}), or move the others out"
     )
+
+
+def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> None:
+    """DataError naming the files of a source whose columns fill other roles than the first
+    file's (b.csv without the rating column a.csv has): one read gives every row the same
+    columns, and guessing a missing weight or time would change what the rows mean."""
+    first_name, first = mapped[0]
+    others = [name for name, mapping in mapped[1:] if mapping.keys() != first.keys()]
+    if others:
+        roles = ", ".join(_MAP_FIELDS[c] for c in first)
+        raise DataError(
+            f"{label}: {_some(others, 5)} map(s) other columns than {first_name} ({roles}), so the "
+            "files are not one log; ingest each kind on its own (a file at a time, with --append), "
+            "or add the missing column to those files"
+        )
 
 
 def _positional_files(
@@ -753,7 +768,8 @@ def _scan_text(
                     continue
                 texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
             if unmapped:
-                raise _unmapped_files(label, unmapped, texts)
+                raise _unmapped_files(label, unmapped, [t.file for t in texts])
+            _same_roles(label, [(t.file.name, t.mapping) for t in texts])
 
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
@@ -932,13 +948,27 @@ def _scan_jsonl(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     paths = [_local(f) for f in files]
-    mapping = map_columns(label, _jsonl_keys(label, paths[0]), columns)
-    dtype = pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+    # Each file's keys are mapped, as each delimited file's header is: files of one directory
+    # written under other key names (`userId` beside `user_id`) line up, instead of reading as
+    # rows without a user whose quarantined values are all null.
+    mappings, unmapped = [], []
+    for f, p in zip(files, paths, strict=True):
+        try:
+            mappings.append((f, map_columns(p, _jsonl_keys(p, p), columns)))
+        except DataError as exc:
+            unmapped.append((f, exc))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
+    _same_roles(label, [(f.name, m) for f, m in mappings])
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
+
+    def struct(mapping: dict[str, str]) -> pl.Struct:
+        return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, dtype, mapping, f, per_file)
-            for f, p in zip(files, paths, strict=True)
+            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file)
+            for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
 
@@ -946,14 +976,14 @@ def _scan_jsonl(
         """Per-line check for the rare line that looks like an object but does not decode
         (`{"a":}`, an object or list where a value should be): bisection, not a Python loop."""
         frames = []
-        for f, p in zip(files, paths, strict=True):
+        for (f, m), p in zip(mappings, paths, strict=True):
             lines = _jsonl_lines(p).collect()
             text = lines.get_column(_LINE)
-            ok = decodable(text, dtype, text.str.contains(_OBJECT_LINE).to_numpy())
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), dtype, mapping, f, per_file))
+            ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file))
         return _concat(frames)
 
-    return RawSource(label, "jsonl", frame, mapping, per_file, exact)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact)
 
 
 # --------------------------------------------------------------------------- Parquet
