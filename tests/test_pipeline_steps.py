@@ -284,3 +284,19 @@ def test_two_writers_of_one_output_file_both_finish_and_leave_one_whole_file(tmp
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_run_and_evaluate_warn_when_the_top_models_tie_on_few_test_users(tmp_path):
+    """Two models the test set cannot tell apart (two popularity models: the same lists) on 98 test
+    users: `recsys run` and `recsys evaluate` each say so in one `warning:` line naming the option
+    that adds test users, where before only the table's intervals did."""
+    runner = CliRunner()
+    two = 'models=[{name="pop", kind="popularity"}, {name="pop2", kind="popularity"}]'
+    sets = [two if item.startswith("models=") else item for item in _sets(tmp_path)]
+    ran = runner.invoke(app, ["run", "--no-prefect", "--no-tracking", *sets, "--set", "folding.enabled=false"])
+    evaluated = runner.invoke(app, ["evaluate", "--train", *sets, "--models", str(tmp_path / "models")])
+    for result in (ran, evaluated):
+        assert result.exit_code == 0, result.output
+        [line] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+        assert line.startswith("warning: the top models are not significantly different on 98 test users: pop's")
+        assert "ties with pop2" in line and line.endswith("(more data, or a larger split.test_fraction)")

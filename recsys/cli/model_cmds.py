@@ -311,8 +311,23 @@ def evaluate(
         from pipelines.report import FOLD_NOTES
 
         console.print(FOLD_NOTES["folding"], highlight=False)
+    if warning := _small_test_warning(results, cfg, split):
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(summary, indent=2, default=float))
+
+
+def _small_test_warning(results: dict, cfg, split) -> str | None:
+    """As `recsys run` warns: the best model's lead within its own interval (pipelines.report)."""
+    from pipelines.report import small_test_warning
+
+    metric = cfg.promotion.metric
+    scores = {name: (r.summary[metric], r.ci.get(metric)) for name, r in results.items() if metric in r.summary}
+    return small_test_warning(
+        scores, metric=metric, n_users=max((r.n_users_evaluated for r in results.values()), default=0),
+        confidence=cfg.evaluation.confidence, protocol=split.protocol,
+        popularity={name for name in results if cfg.model(name).kind == "popularity"},
+    )
 
 
 @app.command()
