@@ -57,17 +57,13 @@ def _plain(line: str) -> None:
     console.print(line, markup=False, highlight=False)
 
 
-def _trained_on(split) -> dict[str, str | None]:
-    from recsys.tracking.runs import split_digest
-
-    return {"split_digest": split_digest(split), "fingerprint": split.meta.get("fingerprint")}
-
-
 def _save(model, split, path: Path) -> str:
     """Save with the split it was trained on, which `recsys evaluate` checks; returns a note when it
     replaced a model saved there (a second train said nothing of the one it overwrote)."""
+    from recsys.data.split import split_record
+
     replaced = (path / "config.json").is_file()
-    model.trained_on = _trained_on(split)
+    model.trained_on = split_record(split)
     model.save(path)
     return " (replaced the model saved there)" if replaced else ""
 
@@ -76,10 +72,12 @@ def _check_trained_on(model, split, path: Path) -> None:
     """A model evaluated on another split than it was trained on (another --set split.seed, other
     data) is scored on interactions it may have trained on: inflated metrics, silently. Refused.
     Models saved without the record (by older releases) are not checked."""
+    from recsys.data.split import split_record
+
     saved = model.trained_on or {}
     if not saved.get("split_digest"):
         return
-    now = _trained_on(split)
+    now = split_record(split)
     if saved["split_digest"] == now["split_digest"]:
         return
     what = "other data" if saved.get("fingerprint") != now["fingerprint"] else "another split (protocol, fractions or split.seed)"
@@ -261,8 +259,9 @@ def evaluate(
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
     The split is recomputed from the config (seeded), so pass the --config and --set the models
-    were trained with: a model saved by `recsys train` records its split, and another one (other
-    data, split settings or seed: test users whose interactions it trained on) is refused.
+    were trained with: a model saved by `recsys train` (with --nproc too) records its split, and
+    another one (other data, split settings or seed: test users whose interactions it trained on)
+    is refused.
     """
     from pipelines.evaluate import evaluate_model
     from pipelines.train import find_teacher, fit_model
