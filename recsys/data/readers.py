@@ -252,7 +252,7 @@ def detect_format(path: str | Path) -> str:
     headers, all-numeric rows, a leading `{`)."""
     path = Path(path)
     if path.is_dir():
-        files = _directory_files(path)
+        files = data_files(path)
         return _one_format(path, files, None)
     head = _read_head(path)
     if not head:
@@ -323,12 +323,16 @@ def _special_kind(path: Path) -> str:
     return "not a regular file"
 
 
+DATA_SUFFIXES = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
+"""File names a directory source reads (compared lower-cased); landing zones list the same."""
 _UNREAD_ARCHIVES = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".tar", ".tgz")
 """Compressed or archived files a directory read does not open (only .gz is read directly): in a
 source directory they are almost always data, so they are named rather than skipped."""
 
 
-def _directory_files(path: Path) -> list[Path]:
+def data_files(path: Path) -> list[Path]:
+    """The data files of source directory `path` (`DATA_SUFFIXES`); DataError naming compressed or
+    archived files it would skip, or when it holds none."""
     unread = directory_files(path, _UNREAD_ARCHIVES)
     if unread:
         names = [p.relative_to(path).as_posix() for p in unread]
@@ -337,7 +341,7 @@ def _directory_files(path: Path) -> list[Path]:
             f"({_some(names)}), which would be skipped: decompress them (only .gz is read directly) "
             "or move them out, and ingest again"
         )
-    files = directory_files(path, (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz"))
+    files = directory_files(path, DATA_SUFFIXES)
     if not files:
         raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")
     return files
@@ -1060,8 +1064,7 @@ def _float_id(name: str) -> pl.Expr:
 
 def _scan_remote(location: Location, format: str | None, columns: ColumnMap | None) -> RawSource:
     """A non-local URL: Parquet files (a file, or a directory that may be hive-partitioned)."""
-    suffixes = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
-    found = location.files(suffixes)
+    found = location.files(DATA_SUFFIXES)
     files = [DataFile(name=r.name, location=location, remote_path=r.path) for r in found]
     fmt = format
     if fmt is None:
@@ -1101,7 +1104,7 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     per_file = path.is_dir()
-    paths = _directory_files(path) if per_file else [path]
+    paths = data_files(path) if per_file else [path]
     if not per_file and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
