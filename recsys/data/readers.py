@@ -290,7 +290,9 @@ def _json_array_error(path: Path | str) -> DataError:
 
 def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     """The data files under directory `path` (recursive, sorted) whose names end in `suffixes`;
-    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers).
+    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers), and
+    so is everything below them: Spark's `_temporary/` and `.spark-staging/` hold the part files of
+    an unfinished write, Delta Lake's `_delta_log/` its JSON commit log.
 
     Anything else that is not a regular file - a FIFO, a socket, a device, a broken link - is a
     DataError naming it: reading a FIFO would block, and skipping it would lose whatever a writer
@@ -298,7 +300,7 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     wanted = tuple(s.lower() for s in suffixes)
     files: list[Path] = []
     for p in sorted(path.rglob("*")):
-        if p.name.startswith((".", "_")):
+        if any(part.startswith((".", "_")) for part in p.relative_to(path).parts):
             continue
         if p.is_file():
             if p.name.lower().endswith(wanted):
