@@ -252,7 +252,7 @@ def detect_format(path: str | Path) -> str:
     headers, all-numeric rows, a leading `{`)."""
     path = Path(path)
     if path.is_dir():
-        files = _directory_files(path)
+        files = data_files(path)
         return _one_format(path, files, None)
     head = _read_head(path)
     if not head:
@@ -323,12 +323,16 @@ def _special_kind(path: Path) -> str:
     return "not a regular file"
 
 
+DATA_SUFFIXES = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
+"""File names a directory source reads (compared lower-cased); landing zones list the same."""
 _UNREAD_ARCHIVES = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".tar", ".tgz")
 """Compressed or archived files a directory read does not open (only .gz is read directly): in a
 source directory they are almost always data, so they are named rather than skipped."""
 
 
-def _directory_files(path: Path) -> list[Path]:
+def data_files(path: Path) -> list[Path]:
+    """The data files of source directory `path` (`DATA_SUFFIXES`); DataError naming compressed or
+    archived files it would skip, or when it holds none."""
     unread = directory_files(path, _UNREAD_ARCHIVES)
     if unread:
         names = [p.relative_to(path).as_posix() for p in unread]
@@ -337,7 +341,7 @@ def _directory_files(path: Path) -> list[Path]:
             f"({_some(names)}), which would be skipped: decompress them (only .gz is read directly) "
             "or move them out, and ingest again"
         )
-    files = directory_files(path, (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz"))
+    files = directory_files(path, DATA_SUFFIXES)
     if not files:
         raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")
     return files
@@ -669,7 +673,7 @@ def _csv_separator(lines: list[str]) -> str:
 
 
 def _unmapped_files(
-    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[_TextFile]
+    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[DataFile]
 ) -> DataError:
     """The error for files of a source whose columns could not be mapped: the file's own error
     when none could (a column option fixes them all), else a list of the files that are not
@@ -679,10 +683,25 @@ def _unmapped_files(
         return unmapped[0][1]
     names = _some([f.name for f, _ in unmapped], 5)
     return DataError(
-        f"{label}: {names} lack(s) the user or item column that {mapped[0].file.name} has, so not every "
+        f"{label}: {names} lack(s) the user or item column that {mapped[0].name} has, so not every "
         f"file is an interaction log; ingest the interaction file on its own (e.g. "
-        f"{mapped[0].file.name}), or move the others out"
+        f"{mapped[0].name}), or move the others out"
     )
+
+
+def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> None:
+    """DataError naming the files of a source whose columns fill other roles than the first
+    file's (b.csv without the rating column a.csv has): one read gives every row the same
+    columns, and guessing a missing weight or time would change what the rows mean."""
+    first_name, first = mapped[0]
+    others = [name for name, mapping in mapped[1:] if mapping.keys() != first.keys()]
+    if others:
+        roles = ", ".join(_MAP_FIELDS[c] for c in first)
+        raise DataError(
+            f"{label}: {_some(others, 5)} map(s) other columns than {first_name} ({roles}), so the "
+            "files are not one log; ingest each kind on its own (a file at a time, with --append), "
+            "or add the missing column to those files"
+        )
 
 
 def _positional_files(
@@ -753,7 +772,8 @@ def _scan_text(
                     continue
                 texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
             if unmapped:
-                raise _unmapped_files(label, unmapped, texts)
+                raise _unmapped_files(label, unmapped, [t.file for t in texts])
+            _same_roles(label, [(t.file.name, t.mapping) for t in texts])
 
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
@@ -932,13 +952,27 @@ def _scan_jsonl(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     paths = [_local(f) for f in files]
-    mapping = map_columns(label, _jsonl_keys(label, paths[0]), columns)
-    dtype = pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+    # Each file's keys are mapped, as each delimited file's header is: files of one directory
+    # written under other key names (`userId` beside `user_id`) line up, instead of reading as
+    # rows without a user whose quarantined values are all null.
+    mappings, unmapped = [], []
+    for f, p in zip(files, paths, strict=True):
+        try:
+            mappings.append((f, map_columns(p, _jsonl_keys(p, p), columns)))
+        except DataError as exc:
+            unmapped.append((f, exc))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
+    _same_roles(label, [(f.name, m) for f, m in mappings])
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
+
+    def struct(mapping: dict[str, str]) -> pl.Struct:
+        return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, dtype, mapping, f, per_file)
-            for f, p in zip(files, paths, strict=True)
+            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file)
+            for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
 
@@ -946,14 +980,14 @@ def _scan_jsonl(
         """Per-line check for the rare line that looks like an object but does not decode
         (`{"a":}`, an object or list where a value should be): bisection, not a Python loop."""
         frames = []
-        for f, p in zip(files, paths, strict=True):
+        for (f, m), p in zip(mappings, paths, strict=True):
             lines = _jsonl_lines(p).collect()
             text = lines.get_column(_LINE)
-            ok = decodable(text, dtype, text.str.contains(_OBJECT_LINE).to_numpy())
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), dtype, mapping, f, per_file))
+            ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file))
         return _concat(frames)
 
-    return RawSource(label, "jsonl", frame, mapping, per_file, exact)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact)
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -1030,8 +1064,7 @@ def _float_id(name: str) -> pl.Expr:
 
 def _scan_remote(location: Location, format: str | None, columns: ColumnMap | None) -> RawSource:
     """A non-local URL: Parquet files (a file, or a directory that may be hive-partitioned)."""
-    suffixes = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
-    found = location.files(suffixes)
+    found = location.files(DATA_SUFFIXES)
     files = [DataFile(name=r.name, location=location, remote_path=r.path) for r in found]
     fmt = format
     if fmt is None:
@@ -1071,7 +1104,7 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     per_file = path.is_dir()
-    paths = _directory_files(path) if per_file else [path]
+    paths = data_files(path) if per_file else [path]
     if not per_file and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
