@@ -912,6 +912,11 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
         if not isinstance(record, dict):
             continue
         keys.update(dict.fromkeys(record))
+    if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
+        raise DataError(
+            f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "
+            "object a line); convert it first, e.g. `jq -c . FILE > NEW.jsonl`"
+        )
     if not keys:
         raise DataError(
             f"{label}: no JSON object in the first lines (Python dict literals with single quotes, "
