@@ -71,16 +71,18 @@ def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
 
 
 def test_landing_directory_reads_what_ingest_reads(tmp_path):
-    """A `.pq` file is ingested (not skipped run after run) and a bzip2 file is named, as
-    `recsys ingest DIR` does, instead of lying unread in the landing zone."""
-    from recsys.errors import DataError
+    """A `.pq` file is ingested (not skipped run after run), and a bzip2 file (an error) or an
+    extensionless one (a warning) is named, as `recsys ingest DIR` does, instead of lying unread."""
+    from recsys.errors import DataError, RecsysWarning
 
     landing = tmp_path / "landing"
     landing.mkdir()
     _log(landing / "day1.csv", ["a", "b"], ["x", "y"], 1_700_000_000)
     pl.DataFrame({"user_id": ["c"], "item_id": ["z"], "rating": [3.0]}).write_parquet(landing / "day2.pq")
+    (landing / "000000_0").write_text("user_id,item_id\nd,w\n")  # Hive's extensionless data file
     cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
-    assert prepare_dataset(cfg).ingested_files == ["day1.csv", "day2.pq"]
+    with pytest.warns(RecsysWarning, match=r"1 file\(s\) not read \(000000_0\)"):
+        assert prepare_dataset(cfg).ingested_files == ["day1.csv", "day2.pq"]
     (landing / "day3.csv.bz2").write_bytes(b"BZh91AY&SY")
     with pytest.raises(DataError, match=r"day3\.csv\.bz2\), which would be skipped"):
         prepare_dataset(cfg)

@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -35,7 +36,7 @@ import polars as pl
 from recsys.config import ColumnMap
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysWarning
 
 ROW = "source_row"
 """1-based data row (JSON Lines: line number) within the file the row came from."""
@@ -290,7 +291,9 @@ def _json_array_error(path: Path | str) -> DataError:
 
 def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     """The data files under directory `path` (recursive, sorted) whose names end in `suffixes`;
-    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers).
+    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers), and
+    so is everything below them: Spark's `_temporary/` and `.spark-staging/` hold the part files of
+    an unfinished write, Delta Lake's `_delta_log/` its JSON commit log.
 
     Anything else that is not a regular file - a FIFO, a socket, a device, a broken link - is a
     DataError naming it: reading a FIFO would block, and skipping it would lose whatever a writer
@@ -298,7 +301,7 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     wanted = tuple(s.lower() for s in suffixes)
     files: list[Path] = []
     for p in sorted(path.rglob("*")):
-        if p.name.startswith((".", "_")):
+        if any(part.startswith((".", "_")) for part in p.relative_to(path).parts):
             continue
         if p.is_file():
             if p.name.lower().endswith(wanted):
@@ -332,8 +335,10 @@ source directory they are almost always data, so they are named rather than skip
 
 def data_files(path: Path) -> list[Path]:
     """The data files of source directory `path` (`DATA_SUFFIXES`); DataError naming compressed or
-    archived files it would skip, or when it holds none."""
-    unread = directory_files(path, _UNREAD_ARCHIVES)
+    archived files it would skip, or when it holds none. Other files are not read (see
+    `warn_unread`)."""
+    every = directory_files(path, ("",))
+    unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
     if unread:
         names = [p.relative_to(path).as_posix() for p in unread]
         raise DataError(
@@ -341,10 +346,27 @@ def data_files(path: Path) -> list[Path]:
             f"({_some(names)}), which would be skipped: decompress them (only .gz is read directly) "
             "or move them out, and ingest again"
         )
-    files = directory_files(path, DATA_SUFFIXES)
+    files = [p for p in every if p.name.lower().endswith(DATA_SUFFIXES)]
     if not files:
         raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")
     return files
+
+
+def warn_unread(path: Path, files: list[Path]) -> None:
+    """A warning naming the files of source directory `path` besides `files` (its data files) that
+    are not read: a README beside the logs is fine, but Hive and Hadoop write data files without
+    an extension (`000000_0`, `part-00000`), whose rows would otherwise be left out without a word.
+    Called once the files were read, so a source refused for another reason says only that."""
+    read = set(files)
+    skipped = [p.relative_to(path).as_posix() for p in directory_files(path, ("",)) if p not in read]
+    if skipped:
+        warnings.warn(
+            RecsysWarning(
+                f"{path}: {len(skipped)} file(s) not read ({_some(skipped)}): only names ending in "
+                f"{' '.join(DATA_SUFFIXES)} are; give a file that holds interactions its format's extension"
+            ),
+            stacklevel=3,
+        )
 
 
 def _some(names: list[str], n: int = 3) -> str:
@@ -890,6 +912,11 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
         if not isinstance(record, dict):
             continue
         keys.update(dict.fromkeys(record))
+    if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
+        raise DataError(
+            f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "
+            "object a line); convert it first, e.g. `jq -c . FILE > NEW.jsonl`"
+        )
     if not keys:
         raise DataError(
             f"{label}: no JSON object in the first lines (Python dict literals with single quotes, "
@@ -1110,9 +1137,12 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
     if fmt == "parquet":
-        return _scan_parquet(path, files, columns, per_file)
-    if fmt == "jsonl":
-        return _scan_jsonl(path, files, columns, per_file)
-    scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
-    scanned.format = fmt
+        scanned = _scan_parquet(path, files, columns, per_file)
+    elif fmt == "jsonl":
+        scanned = _scan_jsonl(path, files, columns, per_file)
+    else:
+        scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
+        scanned.format = fmt
+    if per_file:
+        warn_unread(path, paths)
     return scanned

@@ -10,7 +10,7 @@ import pytest
 
 from recsys.config import DataConfig
 from recsys.data.ingest import ingest, read_canonical
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysWarning
 
 HEADER = "user_id,item_id,rating,timestamp"
 
@@ -137,3 +137,12 @@ def test_directory_files_with_other_roles_are_named(tmp_path: Path) -> None:
         DataError, match=r"b\.csv map\(s\) other columns than a\.csv \(user, item, time, weight\)"
     ):
         read_canonical(root)
+
+
+def test_files_a_directory_read_skips_are_named_in_a_warning(tmp_path: Path) -> None:
+    # Hive writes its data files without an extension: their rows must not go unread unannounced.
+    root = tmp_path / "logs"
+    _csv(root / "a.csv", ["u1,i1,4,1700000000"])
+    _csv(root / "000000_0", ["u2,i2,4,1700000000"])
+    with pytest.warns(RecsysWarning, match=r"1 file\(s\) not read \(000000_0\)"):
+        assert read_canonical(root)[2] == 1
