@@ -78,7 +78,7 @@ def run(
     if resume_tracking is not None:
         _resume_tracking(cfg, resume_tracking)
         return
-    from pipelines.report import comparison_table
+    from pipelines.report import comparison_table, run_warning
 
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
     summary, failed = _execute(cfg, config, set_ or [], tracking=not no_tracking, prefect=not no_prefect)
@@ -93,6 +93,8 @@ def run(
         tracking_error=summary.get("tracking_error"), unlogged_dir=summary.get("unlogged_dir"),
     )
     print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
+    if warning := run_warning(result, cfg):
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         result.write_json(json_out)
     _where_to_look(summary, json_out, cfg, store_args(config, set_))
