@@ -22,6 +22,7 @@ from recsys.cli.common import (
     err_console,
     load_run_config,
     print_table,
+    sigterm_to_the_server,
     user_errors,
     writable_output,
     write_text_atomic,
@@ -311,6 +312,7 @@ def schedule(
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
+    sigterm_to_the_server()  # Prefect's runner pauses the deployment and stops its runs gracefully
     serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])
 

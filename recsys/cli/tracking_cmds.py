@@ -22,6 +22,7 @@ from recsys.cli.common import (
     console,
     err_console,
     load_run_config,
+    sigterm_to_the_server,
     user_errors,
     writable_output,
     write_text_atomic,
@@ -362,6 +363,7 @@ def serve(
     shown = f"{name}/{found.version}" if version is not None else f"{name}@{alias}"
     app = build_app(index, name=shown, version=str(found.version), max_results=max_results)
     console.print(f"serving {label} on http://127.0.0.1:{port}/invocations")
+    sigterm_to_the_server()  # uvicorn shuts down gracefully, then re-raises it: the process ends by it
     run_server(app, port)
 
 
