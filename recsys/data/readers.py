@@ -618,13 +618,14 @@ def _select(
     per_file: bool,
     extra: tuple[pl.Expr, ...] = (),
     numbered: bool = True,
+    row_index: str = ROW,
 ) -> pl.LazyFrame:
     """ROW (where the scan numbers rows), SOURCE_FILE (directories: a Categorical literal, 4 bytes
     a row), the mapped columns under their canonical names, then `extra`. Called per file, so ROW
     restarts at 1 in each."""
     origin = [pl.lit(file.name, dtype=pl.Categorical).alias(SOURCE_FILE)] if per_file else []
     return frame.select(
-        *([pl.col(ROW).cast(pl.Int64)] if numbered else []),
+        *([pl.col(row_index).cast(pl.Int64).alias(ROW)] if numbered else []),
         *origin,
         *(pl.col(src).alias(canon) for canon, src in mapping.items()),
         *extra,
@@ -811,13 +812,18 @@ def _scan_text(
     # quotes as plain text.
     tab_quoted = all(t.separator == "\t" and t.quote is not None for t in texts)
     rebuilt = [replace(t, quote=None) for t in texts] if tab_quoted else texts
+    # polars checks a row's field count only when every column is read, and the empty `_gap_`
+    # columns of a `::` file never are: `1::10::5::978300760::x` would lose its fifth field
+    # without a word. Such files are read through the rebuild from the start; its one column past
+    # the last finds the rows (about the cost of the plain read on a 3M-row ratings.dat).
+    colons = fmt == "movielens-dat"
     return RawSource(
         label,
         fmt,
-        scan({}),
+        rebuild() if colons else scan({}),
         texts[0].mapping,
         per_file,
-        exact=rebuild,
+        exact=None if colons else rebuild,
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
@@ -1032,6 +1038,12 @@ def _hive_values(name: str) -> dict[str, str | None]:
     return values
 
 
+_PARQUET_ROW = "__source_row"
+"""The row index of a Parquet scan, renamed to ROW once the file's columns are selected: a table
+may hold a `source_row` column of its own (a processed directory's batches, lineage columns),
+which polars refuses to add a row index beside."""
+
+
 def _scan_parquet(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
@@ -1040,13 +1052,13 @@ def _scan_parquet(
     scans, header = [], None
     for f in files:
         try:
-            frame = pl.scan_parquet(f.target(), row_index_name=ROW, row_index_offset=1)
+            frame = pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
             if per_file:
                 hive = _hive_values(f.name)
                 frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
             if header is None:
                 schema = frame.collect_schema()
-                header = [h for h in schema.names() if h != ROW]
+                header = [h for h in schema.names() if h != _PARQUET_ROW]
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
@@ -1063,7 +1075,7 @@ def _scan_parquet(
             "`explode`), or name a plain column with {option}",
             setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
         )
-    frame = _concat([_select(frame, mapping, f, per_file) for f, frame in scans])
+    frame = _concat([_select(frame, mapping, f, per_file, row_index=_PARQUET_ROW) for f, frame in scans])
     floats = [canon for canon in (USER, ITEM) if canon in mapping and schema[mapping[canon]].is_float()]
     if floats:
         frame = frame.with_columns(_float_id(canon) for canon in floats)

@@ -212,3 +212,13 @@ def test_unreadable_files_raise_one_line_data_error(tmp_path: Path, name, conten
     assert needle in message
     assert str(path) in message
     assert "\n" not in message
+
+
+def test_parquet_with_its_own_source_row_column_is_read(tmp_path: Path) -> None:
+    """A table holding `source_row` (a processed directory's batches, lineage columns) was refused
+    as "not a readable Parquet file"; rows are numbered by the reader all the same."""
+    path = tmp_path / "events.parquet"
+    pl.DataFrame({"user_id": ["u1", None], "item_id": ["a", "b"], "source_row": [100, 200]}).write_parquet(path)
+    accepted, quarantine, rows_in = read_canonical(path)
+    assert rows_in == 2 and accepted.select("user_id", "source_row").rows() == [("u1", 1)]
+    assert quarantine.select("source_row", "reason").rows() == [(2, "missing_user")]
