@@ -64,7 +64,7 @@ def promote(
         list[str] | None,
         typer.Option(
             "--run-id",
-            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run.",
+            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run that has ended (one still running promotes its own).",
         ),
     ] = None,
     force: Annotated[
