@@ -264,6 +264,12 @@ def detect_format(path: str | Path) -> str:
     if not head:
         raise DataError(f"{path}: empty file")
     if head[:4] == b"PAR1":
+        with path.open("rb") as fh:
+            if fh.read(2) == b"\x1f\x8b":  # the head was decompressed
+                raise DataError(
+                    f"{path}: gzip-compressed Parquet, which is not read: decompress it first "
+                    "(`gunzip FILE`; Parquet compresses its own pages)"
+                )
         return "parquet"
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
