@@ -204,6 +204,11 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
     if b"\x00" in head:
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
+    if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
+        raise DataError(
+            f"{path}: lines end in a carriage return only (classic Mac OS; Excel's 'CSV (Macintosh)'), "
+            "which is not read: convert them first, e.g. `tr '\\r' '\\n' < FILE > NEW`"
+        )
     # Cut at the last newline so a multi-byte character split by the sniff window does not look
     # corrupt; a first line longer than the window loses the bytes of a character split at its end.
     cut = head.rfind(b"\n")
@@ -259,6 +264,12 @@ def detect_format(path: str | Path) -> str:
     if not head:
         raise DataError(f"{path}: empty file")
     if head[:4] == b"PAR1":
+        with path.open("rb") as fh:
+            if fh.read(2) == b"\x1f\x8b":  # the head was decompressed
+                raise DataError(
+                    f"{path}: gzip-compressed Parquet, which is not read: decompress it first "
+                    "(`gunzip FILE`; Parquet compresses its own pages)"
+                )
         return "parquet"
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
