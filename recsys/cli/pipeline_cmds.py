@@ -130,19 +130,14 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import running_servers, stop_ephemeral_server, stop_orphaned_servers
+    from flows.ephemeral import running_servers, stop_ephemeral_server
 
     already = running_servers()
     from prefect import tags
 
     previous = _stop_worker_threads_on_signals()
     try:
-        try:  # the temporary Prefect servers of killed runs: still serving, reparented to init
-            if orphans := stop_orphaned_servers():
-                console.print(f"  stopped {len(orphans)} temporary Prefect server(s) left by killed runs "
-                              f"(pids {', '.join(map(str, orphans))})")
-        except Exception as exc:  # never a reason not to run
-            console.print(f"  [yellow]could not check for Prefect servers of killed runs: {exc}[/]")
+        _stop_servers_of_killed_runs()
         try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
             closed = close_dead_flow_runs()
             if closed:
@@ -156,6 +151,19 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     finally:
         _restore_signals(previous)
         stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
+
+
+def _stop_servers_of_killed_runs() -> None:
+    """Stop the temporary Prefect servers that killed `recsys run`s and `recsys schedule`s left:
+    still serving, reparented to init (~230 MB each)."""
+    from flows.ephemeral import stop_orphaned_servers
+
+    try:
+        if orphans := stop_orphaned_servers():
+            console.print(f"  stopped {len(orphans)} temporary Prefect server(s) left by killed runs "
+                          f"(pids {', '.join(map(str, orphans))})")
+    except Exception as exc:  # never a reason not to run
+        console.print(f"  [yellow]could not check for Prefect servers of killed runs: {exc}[/]")
 
 
 def _stop_worker_threads_on_signals():
@@ -312,6 +320,7 @@ def schedule(
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
+    _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
     sigterm_to_the_server()  # Prefect's runner pauses the deployment and stops its runs gracefully
     serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])

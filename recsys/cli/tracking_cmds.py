@@ -27,7 +27,7 @@ from recsys.cli.common import (
     writable_output,
     write_text_atomic,
 )
-from recsys.cli.process import run_in_process_group
+from recsys.cli.process import run_in_process_group, stop_orphaned_groups
 from recsys.errors import ConfigError, TrackingError
 
 
@@ -279,6 +279,9 @@ def ui(
         raise TrackingError(
             f"tracking URI {uri} is a server already: open {experiment_runs_url(uri, cfg.tracking.experiment)}"
         )
+    if orphans := stop_orphaned_groups():  # what a `recsys ui` killed with SIGKILL left serving
+        console.print(f"stopped {len(orphans)} MLflow UI server(s) left by a killed recsys ui "
+                      f"(pids {', '.join(map(str, orphans))})")
     _port_is_free(port)  # else MLflow's server failed after the link was printed, and exited 0
     if not sqlite_path(uri).is_file():
         err_console.print(
