@@ -1059,23 +1059,24 @@ def _scan_parquet(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     """One lazy scan per file (so ROW restarts at 1 in each), partition values from the relative
-    path added as string columns. Nothing is read beyond the first file's schema."""
-    scans, header = [], None
+    path added as string columns. Only the files' schemas (footers) are read here: the first
+    file's names the columns, and each file's own says which of its id columns are floats, since
+    pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
+    column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
+    scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
     for f in files:
         try:
             frame = pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
             if per_file:
                 hive = _hive_values(f.name)
                 frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
-            if header is None:
-                schema = frame.collect_schema()
-                header = [h for h in schema.names() if h != _PARQUET_ROW]
+            scans.append((f, frame, frame.collect_schema()))
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
-        scans.append((f, frame))
-    assert header is not None
+    first, schema = scans[0][0], scans[0][2]
+    header = [h for h in schema.names() if h != _PARQUET_ROW]
     mapping = map_columns(label, header, columns)
     nested = {canon: src for canon, src in mapping.items() if schema[src].is_nested()}
     if nested:
@@ -1086,11 +1087,18 @@ def _scan_parquet(
             "`explode`), or name a plain column with {option}",
             setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
         )
-    frame = _concat([_select(frame, mapping, f, per_file, row_index=_PARQUET_ROW) for f, frame in scans])
-    floats = [canon for canon in (USER, ITEM) if canon in mapping and schema[mapping[canon]].is_float()]
-    if floats:
-        frame = frame.with_columns(_float_id(canon) for canon in floats)
-    return RawSource(label, "parquet", frame, mapping, per_file)
+    selected = []
+    for f, frame, own in scans:
+        lacking = [src for src in mapping.values() if src not in own]
+        if lacking:
+            raise DataError(
+                f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
+                "must share their columns: ingest it on its own (with --append), or move it out"
+            )
+        floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        one = _select(frame, mapping, f, per_file, row_index=_PARQUET_ROW)
+        selected.append(one.with_columns(_float_id(canon) for canon in floats) if floats else one)
+    return RawSource(label, "parquet", _concat(selected), mapping, per_file)
 
 
 def _float_id(name: str) -> pl.Expr:

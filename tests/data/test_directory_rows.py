@@ -146,3 +146,24 @@ def test_files_a_directory_read_skips_are_named_in_a_warning(tmp_path: Path) -> 
     _csv(root / "000000_0", ["u2,i2,4,1700000000"])
     with pytest.warns(RecsysWarning, match=r"1 file\(s\) not read \(000000_0\)"):
         assert read_canonical(root)[2] == 1
+
+
+def test_float_ids_of_a_later_parquet_file_spell_the_same_integers(tmp_path: Path) -> None:
+    """pandas writes a partition holding a missing id as float64 beside int64 partitions: user 3
+    must be "3" in both, not "3.0" in the second (the first file's dtype used to decide)."""
+    root = tmp_path / "events"
+    for day, users, items in (("day=1", [3, 4], ["a", "b"]), ("day=2", [3.0, None], ["c", "d"])):
+        (root / day).mkdir(parents=True)
+        pl.DataFrame({"user_id": users, "item_id": items}).write_parquet(root / day / "part-0.parquet")
+    accepted, quarantine, rows_in = read_canonical(root)
+    assert accepted["user_id"].to_list() == ["3", "4", "3"] and rows_in == 4
+    assert quarantine.select("source_file", "reason").rows() == [("day=2/part-0.parquet", "missing_user")]
+
+
+def test_a_parquet_file_without_the_mapped_column_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "events"
+    root.mkdir()
+    pl.DataFrame({"user_id": ["u1"], "item_id": ["a"]}).write_parquet(root / "1.parquet")
+    pl.DataFrame({"userId": ["u2"], "movieId": ["b"]}).write_parquet(root / "2.parquet")
+    with pytest.raises(DataError, match=r"2\.parquet: no column 'user_id', which 1\.parquet has"):
+        read_canonical(root)
