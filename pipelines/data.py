@@ -23,25 +23,12 @@ import polars as pl
 
 from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
-from recsys.data.readers import directory_files
+from recsys.data.readers import DATA_SUFFIXES, data_files, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
 from recsys.errors import DataError
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
-_READABLE = (
-    ".csv",
-    ".tsv",
-    ".txt",
-    ".parquet",
-    ".jsonl",
-    ".ndjson",
-    ".json",
-    ".inter",
-    ".dat",
-    ".data",
-    ".gz",
-)
 
 
 @dataclass
@@ -69,11 +56,10 @@ def source_files(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
     if source.is_dir():
-        files = directory_files(source, _READABLE)
-        if not files:
-            raise DataError(
-                f"{source}: directory holds no readable interaction files ({', '.join(_READABLE)})"
-            )
+        # The reader's own listing: the same suffixes (`.pq` too), and compressed files it does
+        # not open (`.bz2`, `.zst`) named rather than skipped run after run.
+        files = data_files(source)
+        warn_unread(source, files)
         return files
     raise DataError(f"{source}: no such file or directory{_public_hint(source)}", setting="data.source", value="PATH")
 
@@ -135,7 +121,7 @@ def public_source(cfg: DataConfig) -> str:
 
 def remote_versions(location: Location) -> dict[str, tuple[str, str]]:
     """name -> (version from metadata, URL to ingest it by) for each data file behind `location`."""
-    files = location.files(_READABLE)
+    files = location.files(DATA_SUFFIXES)
     return {f.name: (f.version, location.url_of(f.path)) for f in files}
 
 

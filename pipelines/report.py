@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -165,7 +166,75 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         lines += ["", f"MLflow: `{result.tracking_uri}`, parent run `{result.mlflow_parent_run_id}`."]
     if fold_note(result):
         lines += ["", f"Folding column: {fold_note(result)}."]
+    if warning := run_warning(result, cfg):
+        lines += ["", f"Warning: {warning}."]
     if result.promotion:
         decision = result.promotion.get("decision") or ""
         lines += ["", f"Promotion{f' ({decision})' if decision else ''}: {result.promotion.get('reason', '')}"]
     return "\n".join(lines) + "\n"
+
+
+SMALL_TEST_TAG = "recsys.small_test_warning"
+"""Set on the pipeline's parent run when the best model's lead is within its own interval."""
+
+MORE_TEST_USERS = {
+    "random": "a larger split.test_fraction",
+    "temporal": "a larger split.test_fraction",
+    "rolling": "a longer split.window_days",
+    "strong_generalization": "a larger split.heldout_users",
+}
+"""The split option that puts more users in the test set, by protocol (leave_last_n already tests
+every user with enough history: only more data helps there)."""
+
+
+def small_test_warning(
+    scores: Mapping[str, tuple[float, tuple[float, float] | list[float] | None]],
+    *,
+    metric: str,
+    n_users: int,
+    confidence: float,
+    protocol: str,
+    popularity: set[str] | frozenset[str] = frozenset(),
+) -> str | None:
+    """One line when the comparison cannot pick a winner on this test set, else None.
+
+    `scores`: each model's mean `metric` over the test users and its bootstrap interval, as the
+    evaluation already computed them (no second resampling). The rule: the best model's lead over
+    the runner-up is smaller than its own interval's half-width, i.e. the runner-up's mean lies
+    inside the best model's interval. On 75 test users of a head-heavy log every model tied with
+    popularity and only the intervals said so; this names it and what would help."""
+    ranked = sorted(
+        ((mean, name, ci) for name, (mean, ci) in scores.items() if mean == mean and ci and ci[0] == ci[0]),
+        key=lambda row: -row[0],
+    )
+    if len(ranked) < 2:
+        return None
+    best, name, (low, high) = ranked[0]
+    half = (high - low) / 2
+    within = [(other, best - mean) for mean, other, _ in ranked[1:] if best - mean < half]
+    if not within:
+        return None
+    runner, gap = within[0]
+    lead = f"leads {runner} by only {gap:.4f}" if gap > 0 else f"ties with {runner}"
+    base = next(((o, g) for o, g in within[1:] if o in popularity), None)
+    if base is not None:
+        lead += f" and {base[0]} by {base[1]:.4f}"
+    option = MORE_TEST_USERS.get(protocol)
+    helps = f"more data, or {option}" if option else "more data"
+    return (
+        f"the top models are not significantly different on {n_users} test users: {name}'s {metric} "
+        f"{best:.4f} ±{half:.4f} ({confidence:.0%} bootstrap interval) {lead}, less than that half-width; "
+        f"more test users would narrow the intervals ({helps})"
+    )
+
+
+def run_warning(result: PipelineResult, cfg: RunConfig) -> str | None:
+    """`small_test_warning` for a pipeline run's models (test metrics, as the comparison table)."""
+    metric = cfg.promotion.metric
+    scores = {m.name: (m.metrics[metric], m.ci.get(metric)) for m in result.models
+              if m.status == "ok" and metric in m.metrics}  # fmt: skip
+    return small_test_warning(
+        scores, metric=metric, n_users=int(result.dataset.get("warm_test_users", 0)),
+        confidence=cfg.evaluation.confidence, protocol=str(result.dataset.get("split")),
+        popularity={m.name for m in result.models if m.kind == "popularity"},
+    )  # fmt: skip

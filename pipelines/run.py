@@ -417,12 +417,14 @@ def end_parent(tracker: Any, parent: str | None, result: PipelineResult, cfg: Ru
     The parent ends FAILED when any model failed, so the MLflow UI tells the same truth as Prefect."""
     if parent is None or not getattr(tracker, "enabled", False):
         return
-    from pipelines.report import comparison_markdown
+    from pipelines.report import SMALL_TEST_TAG, comparison_markdown, run_warning
 
     comparison = comparison_markdown(result, cfg)
+    warning = run_warning(result, cfg)
     tracker.set_tags(parent, {"recsys.champion": result.champion or "", "recsys.failed_models": len(result.failed),
                               "recsys.skipped_models": ", ".join(m.name for m in result.skipped),
-                              DESCRIPTION_TAG: run_description(comparison)})  # fmt: skip
+                              DESCRIPTION_TAG: run_description(comparison),
+                              **({SMALL_TEST_TAG: warning} if warning else {})})  # fmt: skip
     tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds,
                                  "orchestration_overhead": result.orchestration_overhead})
     tracker.log_text(parent, comparison, "comparison.md")

@@ -623,6 +623,9 @@ def train_main(args: TrainArgs) -> int:
 
         model.fit(split.train, validation=warm_validation(split), callback=callback, times=split.times)
         if is_rank_zero():
+            from recsys.data.split import split_record
+
+            model.trained_on = split_record(split)  # as `recsys train` saves it: evaluate checks it
             model.save(args.out)  # config.json records `resumed_from` too
             if model.resumed_from:
                 resumed = model.resumed_from

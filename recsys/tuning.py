@@ -226,12 +226,14 @@ def tune(
     hooks: TrialHooks | None = None,
     build: Callable[[ModelConfig], Recommender] | None = None,
     features: Any = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> TuningOutcome:
     """Search `model_cfg.tuning` (enabled or not: the caller decides to tune) on `validation`.
 
     `queue`: extra parameter sets to try first, after the configured parameters (values outside the
     space are dropped). `build` makes a model from a trial config (default `build_model`; the
-    pipeline's also hands a distilling student its teacher)."""
+    pipeline's also hands a distilling student its teacher). `clock`: seconds, what the
+    `timeout_s` guard reads (a test drives it epoch by epoch instead of sleeping)."""
     import optuna
 
     from recsys.errors import DataError, ModelError, SetupError
@@ -244,7 +246,7 @@ def tune(
     if tuning.space is None:
         space = covering(space, configured)
     build = build or build_model
-    started = time.perf_counter()
+    started = clock()
     records: list[TrialRecord] = []
     best: dict[str, Any] = {"value": -math.inf, "model": None}
     guard = {"hit": False}  # the timeout stopped a running trial
@@ -260,7 +262,7 @@ def tune(
         def callback(step: int, metrics: dict[str, float]) -> bool:
             if on_epoch is not None:
                 on_epoch(step, metrics)
-            if tuning.timeout_s is not None and time.perf_counter() - started > tuning.timeout_s:
+            if tuning.timeout_s is not None and clock() - started > tuning.timeout_s:
                 guard["hit"] = pruned["by_guard"] = True
                 pruned["flag"] = best["model"] is not None  # the first finished trial is kept as it stands
                 # No trial after this one: Optuna's own timeout counts from a later start (study set-up
@@ -329,7 +331,7 @@ def tune(
     chosen = dict(best["params"])
     return TuningOutcome(
         model=best["model"], config=best["model"].config, metric=metric, best_value=float(best["value"]),
-        best_params=chosen, trials=records, seconds=time.perf_counter() - started,
+        best_params=chosen, trials=records, seconds=clock() - started,
         timed_out=len(records) < tuning.n_trials or guard["hit"], queued=queued, study=study,
     )  # fmt: skip
 

@@ -35,8 +35,8 @@ import torch.multiprocessing as mp
 
 from recsys import distributed
 from recsys.config import EvaluationConfig
-from recsys.data.split import EvalSet
-from recsys.errors import ModelError
+from recsys.data.split import EvalSet, Split
+from recsys.errors import ConfigError, ModelError
 from recsys.evaluation.evaluate import evaluate
 from recsys.models.base import Recommender
 from recsys.models.two_tower import TwoTower, TwoTowerConfig
@@ -105,6 +105,15 @@ def planted() -> Planted:
     return Planted(csr(~is_test), csr(is_test), csr(~is_test, order))
 
 
+def ddp_split(seed: int = 0) -> Split:
+    """The planted data as a split with the meta a real one carries (its digest reads them)."""
+    data = planted()
+    split = Split(protocol="random", train=data.train, test=data.test)
+    split.meta = {"protocol": "random", "seed": seed, "test_fraction": 0.2, "fingerprint": "planted-ddp",
+                  "rows": {"train": int(data.train.nnz), "test": int(data.test.nnz)}}  # fmt: skip
+    return split
+
+
 def recall_at_10(model: Recommender, data: Planted) -> float:
     popularity = np.bincount(data.train.indices, minlength=data.train.shape[1]).astype(np.float64)
     cfg = EvaluationConfig(ks=[10], metrics=["recall"], bootstrap_samples=0)
@@ -158,6 +167,8 @@ def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
             update={**CASES["mixed_shared"], "epochs": 2, "checkpoint_dir": f"{out}/ckpt"}
         )
         TwoTower(resume_cfg).fit(data.train)
+        # last: `recsys train --nproc`'s entry point, which leaves the group when it is done
+        distributed.train_main(distributed.TrainArgs(Path(out, "split"), Path(out, "model.json"), Path(out, "trained"), None))
         Path(out, f"rank{rank}.json").write_text(json.dumps(report))
     finally:
         distributed.destroy_process_group()
@@ -168,6 +179,8 @@ def run_ranks(out: Path) -> None:
     data = planted()
     eval_model = TwoTower(CFG.model_copy(update={"batch_size": WORLD * PER_RANK_BATCH})).fit(data.train)
     eval_model.save(out / "eval-model")
+    distributed.save_split(ddp_split(), out / "split")  # what `recsys train --nproc` hands its ranks
+    (out / "model.json").write_text(CFG.model_copy(update={"epochs": 1}).model_dump_json())
     mp.spawn(
         _worker, args=(distributed.free_port(), str(out), str(out / "eval-model")), nprocs=WORLD, join=True
     )
@@ -298,6 +311,21 @@ def test_a_resume_is_recorded_with_its_epoch_step_and_checkpoint(tmp_path: Path)
 
 # ----------------------------------------------------------------------------- nothing listens beyond
 @pytest.mark.slow
+def test_a_data_parallel_model_records_the_split_it_trained_on(two_ranks):
+    """The ranks of `recsys train --nproc` saved no split record (`recsys train` does), so `recsys
+    evaluate` scored a DDP model on any split, test users it trained on included. Rank 0 records
+    the split it trained on (read back from disk) as `recsys train` would, and evaluate checks it."""
+    from recsys.cli.model_cmds import _check_trained_on
+    from recsys.data.split import split_record
+
+    path = two_ranks[2] / "trained"
+    model = Recommender.load(path)
+    assert model.trained_on == split_record(ddp_split()) and model.trained_on["fingerprint"] == "planted-ddp"
+    _check_trained_on(model, ddp_split(), path)  # the split it trained on: accepted
+    with pytest.raises(ConfigError, match="trained on another split"):
+        _check_trained_on(model, ddp_split(seed=7), path)
+
+
 def test_ranks_listen_on_the_loopback_only(two_ranks):
     rank0, rank1, _ = two_ranks
     assert "127.0.0.1" in rank0["listening"]  # the rendezvous store rank 0 hosts

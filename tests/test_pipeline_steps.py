@@ -70,6 +70,24 @@ def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
         prepare_dataset(cfg)
 
 
+def test_landing_directory_reads_what_ingest_reads(tmp_path):
+    """A `.pq` file is ingested (not skipped run after run), and a bzip2 file (an error) or an
+    extensionless one (a warning) is named, as `recsys ingest DIR` does, instead of lying unread."""
+    from recsys.errors import DataError, RecsysWarning
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _log(landing / "day1.csv", ["a", "b"], ["x", "y"], 1_700_000_000)
+    pl.DataFrame({"user_id": ["c"], "item_id": ["z"], "rating": [3.0]}).write_parquet(landing / "day2.pq")
+    (landing / "000000_0").write_text("user_id,item_id\nd,w\n")  # Hive's extensionless data file
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    with pytest.warns(RecsysWarning, match=r"1 file\(s\) not read \(000000_0\)"):
+        assert prepare_dataset(cfg).ingested_files == ["day1.csv", "day2.pq"]
+    (landing / "day3.csv.bz2").write_bytes(b"BZh91AY&SY")
+    with pytest.raises(DataError, match=r"day3\.csv\.bz2\), which would be skipped"):
+        prepare_dataset(cfg)
+
+
 def _sets(tmp_path: Path) -> list[str]:
     out = []
     for item in [*TINY, f'data.processed_dir="{tmp_path / "processed"}"', f'data.raw_dir="{tmp_path / "raw"}"',
@@ -285,3 +303,19 @@ def test_two_writers_of_one_output_file_both_finish_and_leave_one_whole_file(tmp
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_run_and_evaluate_warn_when_the_top_models_tie_on_few_test_users(tmp_path):
+    """Two models the test set cannot tell apart (two popularity models: the same lists) on 98 test
+    users: `recsys run` and `recsys evaluate` each say so in one `warning:` line naming the option
+    that adds test users, where before only the table's intervals did."""
+    runner = CliRunner()
+    two = 'models=[{name="pop", kind="popularity"}, {name="pop2", kind="popularity"}]'
+    sets = [two if item.startswith("models=") else item for item in _sets(tmp_path)]
+    ran = runner.invoke(app, ["run", "--no-prefect", "--no-tracking", *sets, "--set", "folding.enabled=false"])
+    evaluated = runner.invoke(app, ["evaluate", "--train", *sets, "--models", str(tmp_path / "models")])
+    for result in (ran, evaluated):
+        assert result.exit_code == 0, result.output
+        [line] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+        assert line.startswith("warning: the top models are not significantly different on 98 test users: pop's")
+        assert "ties with pop2" in line and line.endswith("(more data, or a larger split.test_fraction)")

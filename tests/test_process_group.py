@@ -49,3 +49,27 @@ def test_the_child_group_dies_with_the_parent(tmp_path, signum):
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(grandchild), "a worker of the child outlived recsys"
+
+
+def test_the_next_start_stops_the_group_a_killed_parent_left(tmp_path):
+    """kill -9 of `recsys ui` skips every `finally`: its MLflow server served on, reparented to
+    init, holding the port for ever. The next `recsys ui` stops such groups (stop_orphaned_groups)."""
+    from recsys.cli.process import stop_orphaned_groups
+
+    wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, CHILD, str(tmp_path)])
+    marker = tmp_path / "grandchild"
+    deadline = time.monotonic() + 60
+    while not (marker.is_file() and marker.read_text()):
+        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    grandchild = int(marker.read_text())
+    assert stop_orphaned_groups({wrapper.pid}) == []  # its parent lives: not an orphan
+    wrapper.kill()
+    wrapper.wait()
+    try:
+        assert _alive(grandchild)  # what kill -9 leaves
+        assert len(stop_orphaned_groups({wrapper.pid})) == 1
+        assert not _alive(grandchild), "the orphaned group is still running"
+    finally:
+        if _alive(grandchild):  # the test's own leftovers: the child's group, by its id
+            os.killpg(os.getpgid(grandchild), signal.SIGKILL)

@@ -42,3 +42,49 @@ def test_a_comparison_over_the_tag_limit_becomes_a_description_that_points_at_th
     short = run_description(table, limit=200)
     assert len(short) <= 200 and short.startswith("# x: model comparison") and "| m |" not in short
     assert "comparison.md" in short
+
+
+def test_the_small_test_warning_says_when_the_best_lead_is_inside_its_own_interval():
+    """75 test users of a head-heavy log: every model tied with popularity and only the intervals
+    said so. The rule: the runner-up's mean lies inside the best model's interval."""
+    from pipelines.report import small_test_warning
+
+    tied = {"pop": (0.27, (0.22, 0.32)), "wals": (0.30, (0.25, 0.35)), "tt": (0.28, [0.23, 0.33])}
+    common = dict(metric="recall@20", n_users=75, confidence=0.95, popularity={"pop"})
+    warning = small_test_warning(tied, protocol="random", **common)
+    assert warning == (
+        "the top models are not significantly different on 75 test users: wals's recall@20 0.3000 ±0.0500 "
+        "(95% bootstrap interval) leads tt by only 0.0200 and pop by 0.0300, less than that half-width; "
+        "more test users would narrow the intervals (more data, or a larger split.test_fraction)"
+    )
+    assert "(more data)" in small_test_warning(tied, protocol="leave_last_n", **common)
+    assert "split.heldout_users" in small_test_warning(tied, protocol="strong_generalization", **common)
+    clear = {"pop": (0.27, (0.26, 0.28)), "wals": (0.30, (0.29, 0.31))}  # lead 0.03 > half-width 0.01
+    assert small_test_warning(clear, protocol="random", **common) is None
+    no_intervals = {"pop": (0.27, (float("nan"), float("nan"))), "wals": (0.30, None)}  # bootstrap_samples = 0
+    assert small_test_warning(no_intervals, protocol="random", **common) is None
+    assert small_test_warning({"wals": (0.30, (0.2, 0.4))}, protocol="random", **common) is None
+
+
+def test_the_parent_run_is_tagged_when_its_top_models_tie(shared_mlflow_uri):
+    """The MLflow side of the warning: a tag on the pipeline's parent run (and a line in its
+    description), none when the best model leads clearly."""
+    from pipelines.report import SMALL_TEST_TAG
+    from pipelines.run import DESCRIPTION_TAG, ModelOutcome, PipelineResult, end_parent
+    from recsys.config import load_config
+    from recsys.tracking.runs import Tracker
+
+    cfg = load_config(None, [f"tracking.tracking_uri={shared_mlflow_uri}", "tracking.experiment=small-test"])
+    tracker = Tracker(cfg.tracking, cfg)
+    tags = {}
+    for name, lead in (("tie", 0.01), ("clear", 0.2)):
+        models = [ModelOutcome(name="pop", kind="popularity", loss=None, sampler=None,
+                               metrics={"recall@20": 0.3}, ci={"recall@20": [0.25, 0.35]}),
+                  ModelOutcome(name="wals", kind="wals", loss=None, sampler=None,
+                               metrics={"recall@20": 0.3 + lead}, ci={"recall@20": [0.26 + lead, 0.34 + lead]})]  # fmt: skip
+        parent = tracker.start_parent(name)
+        end_parent(tracker, parent, PipelineResult(dataset={"warm_test_users": 75, "split": "random"}, models=models), cfg)
+        tags[name] = tracker.client.get_run(parent).data.tags
+    assert tags["tie"][SMALL_TEST_TAG].startswith("the top models are not significantly different on 75 test users")
+    assert "Warning: the top models are not significantly different" in tags["tie"][DESCRIPTION_TAG]
+    assert SMALL_TEST_TAG not in tags["clear"] and "Warning" not in tags["clear"][DESCRIPTION_TAG]

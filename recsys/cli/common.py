@@ -194,6 +194,57 @@ def _where(exc: OSError) -> str | None:
     return str(exc.filename) if exc.filename is not None else None
 
 
+def _unwind_on_sigterm() -> Any:
+    """Turn SIGTERM into `recsys.interrupt.Terminated` for the command's duration, so every command
+    unwinds as on Ctrl-C: its `finally` blocks remove temp files and staging directories, its lock
+    files are released, and it ends with one line and exit code 143. Without it only `recsys run`
+    (on Prefect) caught SIGTERM; `ingest`, `train`, `tune`, `promote`, ... died where they stood,
+    silently, leaving a staging copy for the next start to clean. Installed only in the main thread
+    and only over the default handler (an embedding program's own handler is left alone); returns
+    what to restore, or None."""
+    import signal
+
+    if not _in_main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def on_terminate(signum, frame):  # noqa: ARG001 - the signal-handler signature
+        from recsys import interrupt
+
+        interrupt.request()  # worker threads stop at their next check, as on Ctrl-C
+        raise interrupt.Terminated
+
+    return signal.signal(signal.SIGTERM, on_terminate)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+        from recsys import interrupt
+
+        interrupt.clear()  # served (the process exits 143) or never asked; later in-process commands run
+
+
+def sigterm_to_the_server() -> None:
+    """Give SIGTERM back to a long-running server's own graceful stop (`recsys serve`: uvicorn;
+    `recsys schedule`: Prefect's runner), which installs its handler only over the default one:
+    SIGTERM is how a service is stopped, and such a stop ends the process as its server decides
+    (uvicorn swallowed the command's exception and exited 0). `user_errors` restores its own on the way out."""
+    import signal
+
+    if _in_main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) -> Any:
     """Apply the error contract to a command. `flags` maps config settings to this command's own
     options (e.g. {"data.columns.item": "--item-col {value}"}), so a hint names an option that exists."""
@@ -201,6 +252,7 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
     def decorate(command: F) -> F:
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            previous = _unwind_on_sigterm()
             try:
                 return command(*args, **kwargs)
             except typer.Exit:
@@ -229,6 +281,8 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
                 print_error(error_line(f"unexpected {type(exc).__name__}: {first}", None,
                                        "this is a bug; rerun with --debug for the traceback"))
                 raise typer.Exit(code=1) from None
+            finally:
+                _restore_sigterm(previous)
 
         return wrapper  # type: ignore[return-value]
 

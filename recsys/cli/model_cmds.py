@@ -57,17 +57,13 @@ def _plain(line: str) -> None:
     console.print(line, markup=False, highlight=False)
 
 
-def _trained_on(split) -> dict[str, str | None]:
-    from recsys.tracking.runs import split_digest
-
-    return {"split_digest": split_digest(split), "fingerprint": split.meta.get("fingerprint")}
-
-
 def _save(model, split, path: Path) -> str:
     """Save with the split it was trained on, which `recsys evaluate` checks; returns a note when it
     replaced a model saved there (a second train said nothing of the one it overwrote)."""
+    from recsys.data.split import split_record
+
     replaced = (path / "config.json").is_file()
-    model.trained_on = _trained_on(split)
+    model.trained_on = split_record(split)
     model.save(path)
     return " (replaced the model saved there)" if replaced else ""
 
@@ -76,10 +72,12 @@ def _check_trained_on(model, split, path: Path) -> None:
     """A model evaluated on another split than it was trained on (another --set split.seed, other
     data) is scored on interactions it may have trained on: inflated metrics, silently. Refused.
     Models saved without the record (by older releases) are not checked."""
+    from recsys.data.split import split_record
+
     saved = model.trained_on or {}
     if not saved.get("split_digest"):
         return
-    now = _trained_on(split)
+    now = split_record(split)
     if saved["split_digest"] == now["split_digest"]:
         return
     what = "other data" if saved.get("fingerprint") != now["fingerprint"] else "another split (protocol, fractions or split.seed)"
@@ -261,8 +259,9 @@ def evaluate(
     """Evaluate saved models on the test split: full-corpus metrics with bootstrap CIs.
 
     The split is recomputed from the config (seeded), so pass the --config and --set the models
-    were trained with: a model saved by `recsys train` records its split, and another one (other
-    data, split settings or seed: test users whose interactions it trained on) is refused.
+    were trained with: a model saved by `recsys train` (with --nproc too) records its split, and
+    another one (other data, split settings or seed: test users whose interactions it trained on)
+    is refused.
     """
     from pipelines.evaluate import evaluate_model
     from pipelines.train import find_teacher, fit_model
@@ -311,8 +310,23 @@ def evaluate(
         from pipelines.report import FOLD_NOTES
 
         console.print(FOLD_NOTES["folding"], highlight=False)
+    if warning := _small_test_warning(results, cfg, split):
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(summary, indent=2, default=float))
+
+
+def _small_test_warning(results: dict, cfg, split) -> str | None:
+    """As `recsys run` warns: the best model's lead within its own interval (pipelines.report)."""
+    from pipelines.report import small_test_warning
+
+    metric = cfg.promotion.metric
+    scores = {name: (r.summary[metric], r.ci.get(metric)) for name, r in results.items() if metric in r.summary}
+    return small_test_warning(
+        scores, metric=metric, n_users=max((r.n_users_evaluated for r in results.values()), default=0),
+        confidence=cfg.evaluation.confidence, protocol=split.protocol,
+        popularity={name for name in results if cfg.model(name).kind == "popularity"},
+    )
 
 
 @app.command()

@@ -22,6 +22,7 @@ from recsys.cli.common import (
     err_console,
     load_run_config,
     print_table,
+    sigterm_to_the_server,
     user_errors,
     writable_output,
     write_text_atomic,
@@ -77,7 +78,7 @@ def run(
     if resume_tracking is not None:
         _resume_tracking(cfg, resume_tracking)
         return
-    from pipelines.report import comparison_table
+    from pipelines.report import comparison_table, run_warning
 
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
     summary, failed = _execute(cfg, config, set_ or [], tracking=not no_tracking, prefect=not no_prefect)
@@ -92,6 +93,8 @@ def run(
         tracking_error=summary.get("tracking_error"), unlogged_dir=summary.get("unlogged_dir"),
     )
     print_table(comparison_table(result, cfg, wide=wide, width=console.width), wide)
+    if warning := run_warning(result, cfg):
+        err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         result.write_json(json_out)
     _where_to_look(summary, json_out, cfg, store_args(config, set_))
@@ -127,19 +130,14 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import running_servers, stop_ephemeral_server, stop_orphaned_servers
+    from flows.ephemeral import running_servers, stop_ephemeral_server
 
     already = running_servers()
     from prefect import tags
 
     previous = _stop_worker_threads_on_signals()
     try:
-        try:  # the temporary Prefect servers of killed runs: still serving, reparented to init
-            if orphans := stop_orphaned_servers():
-                console.print(f"  stopped {len(orphans)} temporary Prefect server(s) left by killed runs "
-                              f"(pids {', '.join(map(str, orphans))})")
-        except Exception as exc:  # never a reason not to run
-            console.print(f"  [yellow]could not check for Prefect servers of killed runs: {exc}[/]")
+        _stop_servers_of_killed_runs()
         try:  # flow runs a killed `recsys run` left RUNNING: Crashed, as Prefect marks lost infrastructure
             closed = close_dead_flow_runs()
             if closed:
@@ -153,6 +151,19 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     finally:
         _restore_signals(previous)
         stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it
+
+
+def _stop_servers_of_killed_runs() -> None:
+    """Stop the temporary Prefect servers that killed `recsys run`s and `recsys schedule`s left:
+    still serving, reparented to init (~230 MB each)."""
+    from flows.ephemeral import stop_orphaned_servers
+
+    try:
+        if orphans := stop_orphaned_servers():
+            console.print(f"  stopped {len(orphans)} temporary Prefect server(s) left by killed runs "
+                          f"(pids {', '.join(map(str, orphans))})")
+    except Exception as exc:  # never a reason not to run
+        console.print(f"  [yellow]could not check for Prefect servers of killed runs: {exc}[/]")
 
 
 def _stop_worker_threads_on_signals():
@@ -309,6 +320,8 @@ def schedule(
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
+    _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
+    sigterm_to_the_server()  # Prefect's runner pauses the deployment and stops its runs gracefully
     serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])
 

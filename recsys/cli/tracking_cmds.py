@@ -22,11 +22,12 @@ from recsys.cli.common import (
     console,
     err_console,
     load_run_config,
+    sigterm_to_the_server,
     user_errors,
     writable_output,
     write_text_atomic,
 )
-from recsys.cli.process import run_in_process_group
+from recsys.cli.process import run_in_process_group, stop_orphaned_groups
 from recsys.errors import ConfigError, TrackingError
 
 
@@ -63,7 +64,7 @@ def promote(
         list[str] | None,
         typer.Option(
             "--run-id",
-            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run.",
+            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run that has ended (one still running promotes its own).",
         ),
     ] = None,
     force: Annotated[
@@ -278,6 +279,9 @@ def ui(
         raise TrackingError(
             f"tracking URI {uri} is a server already: open {experiment_runs_url(uri, cfg.tracking.experiment)}"
         )
+    if orphans := stop_orphaned_groups():  # what a `recsys ui` killed with SIGKILL left serving
+        console.print(f"stopped {len(orphans)} MLflow UI server(s) left by a killed recsys ui "
+                      f"(pids {', '.join(map(str, orphans))})")
     _port_is_free(port)  # else MLflow's server failed after the link was printed, and exited 0
     if not sqlite_path(uri).is_file():
         err_console.print(
@@ -362,6 +366,7 @@ def serve(
     shown = f"{name}/{found.version}" if version is not None else f"{name}@{alias}"
     app = build_app(index, name=shown, version=str(found.version), max_results=max_results)
     console.print(f"serving {label} on http://127.0.0.1:{port}/invocations")
+    sigterm_to_the_server()  # uvicorn shuts down gracefully, then re-raises it: the process ends by it
     run_server(app, port)
 
 

@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -35,7 +36,7 @@ import polars as pl
 from recsys.config import ColumnMap
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysWarning
 
 ROW = "source_row"
 """1-based data row (JSON Lines: line number) within the file the row came from."""
@@ -203,6 +204,11 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
     if b"\x00" in head:
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
+    if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
+        raise DataError(
+            f"{path}: lines end in a carriage return only (classic Mac OS; Excel's 'CSV (Macintosh)'), "
+            "which is not read: convert them first, e.g. `tr '\\r' '\\n' < FILE > NEW`"
+        )
     # Cut at the last newline so a multi-byte character split by the sniff window does not look
     # corrupt; a first line longer than the window loses the bytes of a character split at its end.
     cut = head.rfind(b"\n")
@@ -252,12 +258,18 @@ def detect_format(path: str | Path) -> str:
     headers, all-numeric rows, a leading `{`)."""
     path = Path(path)
     if path.is_dir():
-        files = _directory_files(path)
+        files = data_files(path)
         return _one_format(path, files, None)
     head = _read_head(path)
     if not head:
         raise DataError(f"{path}: empty file")
     if head[:4] == b"PAR1":
+        with path.open("rb") as fh:
+            if fh.read(2) == b"\x1f\x8b":  # the head was decompressed
+                raise DataError(
+                    f"{path}: gzip-compressed Parquet, which is not read: decompress it first "
+                    "(`gunzip FILE`; Parquet compresses its own pages)"
+                )
         return "parquet"
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
@@ -290,7 +302,9 @@ def _json_array_error(path: Path | str) -> DataError:
 
 def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     """The data files under directory `path` (recursive, sorted) whose names end in `suffixes`;
-    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers).
+    hidden (`.x`) and `_x` entries are skipped on purpose (staging files, `_SUCCESS` markers), and
+    so is everything below them: Spark's `_temporary/` and `.spark-staging/` hold the part files of
+    an unfinished write, Delta Lake's `_delta_log/` its JSON commit log.
 
     Anything else that is not a regular file - a FIFO, a socket, a device, a broken link - is a
     DataError naming it: reading a FIFO would block, and skipping it would lose whatever a writer
@@ -298,7 +312,7 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     wanted = tuple(s.lower() for s in suffixes)
     files: list[Path] = []
     for p in sorted(path.rglob("*")):
-        if p.name.startswith((".", "_")):
+        if any(part.startswith((".", "_")) for part in p.relative_to(path).parts):
             continue
         if p.is_file():
             if p.name.lower().endswith(wanted):
@@ -323,13 +337,19 @@ def _special_kind(path: Path) -> str:
     return "not a regular file"
 
 
+DATA_SUFFIXES = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
+"""File names a directory source reads (compared lower-cased); landing zones list the same."""
 _UNREAD_ARCHIVES = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".tar", ".tgz")
 """Compressed or archived files a directory read does not open (only .gz is read directly): in a
 source directory they are almost always data, so they are named rather than skipped."""
 
 
-def _directory_files(path: Path) -> list[Path]:
-    unread = directory_files(path, _UNREAD_ARCHIVES)
+def data_files(path: Path) -> list[Path]:
+    """The data files of source directory `path` (`DATA_SUFFIXES`); DataError naming compressed or
+    archived files it would skip, or when it holds none. Other files are not read (see
+    `warn_unread`)."""
+    every = directory_files(path, ("",))
+    unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
     if unread:
         names = [p.relative_to(path).as_posix() for p in unread]
         raise DataError(
@@ -337,10 +357,27 @@ def _directory_files(path: Path) -> list[Path]:
             f"({_some(names)}), which would be skipped: decompress them (only .gz is read directly) "
             "or move them out, and ingest again"
         )
-    files = directory_files(path, (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz"))
+    files = [p for p in every if p.name.lower().endswith(DATA_SUFFIXES)]
     if not files:
         raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")
     return files
+
+
+def warn_unread(path: Path, files: list[Path]) -> None:
+    """A warning naming the files of source directory `path` besides `files` (its data files) that
+    are not read: a README beside the logs is fine, but Hive and Hadoop write data files without
+    an extension (`000000_0`, `part-00000`), whose rows would otherwise be left out without a word.
+    Called once the files were read, so a source refused for another reason says only that."""
+    read = set(files)
+    skipped = [p.relative_to(path).as_posix() for p in directory_files(path, ("",)) if p not in read]
+    if skipped:
+        warnings.warn(
+            RecsysWarning(
+                f"{path}: {len(skipped)} file(s) not read ({_some(skipped)}): only names ending in "
+                f"{' '.join(DATA_SUFFIXES)} are; give a file that holds interactions its format's extension"
+            ),
+            stacklevel=3,
+        )
 
 
 def _some(names: list[str], n: int = 3) -> str:
@@ -592,13 +629,14 @@ def _select(
     per_file: bool,
     extra: tuple[pl.Expr, ...] = (),
     numbered: bool = True,
+    row_index: str = ROW,
 ) -> pl.LazyFrame:
     """ROW (where the scan numbers rows), SOURCE_FILE (directories: a Categorical literal, 4 bytes
     a row), the mapped columns under their canonical names, then `extra`. Called per file, so ROW
     restarts at 1 in each."""
     origin = [pl.lit(file.name, dtype=pl.Categorical).alias(SOURCE_FILE)] if per_file else []
     return frame.select(
-        *([pl.col(ROW).cast(pl.Int64)] if numbered else []),
+        *([pl.col(row_index).cast(pl.Int64).alias(ROW)] if numbered else []),
         *origin,
         *(pl.col(src).alias(canon) for canon, src in mapping.items()),
         *extra,
@@ -669,7 +707,7 @@ def _csv_separator(lines: list[str]) -> str:
 
 
 def _unmapped_files(
-    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[_TextFile]
+    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[DataFile]
 ) -> DataError:
     """The error for files of a source whose columns could not be mapped: the file's own error
     when none could (a column option fixes them all), else a list of the files that are not
@@ -679,10 +717,25 @@ def _unmapped_files(
         return unmapped[0][1]
     names = _some([f.name for f, _ in unmapped], 5)
     return DataError(
-        f"{label}: {names} lack(s) the user or item column that {mapped[0].file.name} has, so not every "
+        f"{label}: {names} lack(s) the user or item column that {mapped[0].name} has, so not every "
         f"file is an interaction log; ingest the interaction file on its own (e.g. "
-        f"{mapped[0].file.name}), or move the others out"
+        f"{mapped[0].name}), or move the others out"
     )
+
+
+def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> None:
+    """DataError naming the files of a source whose columns fill other roles than the first
+    file's (b.csv without the rating column a.csv has): one read gives every row the same
+    columns, and guessing a missing weight or time would change what the rows mean."""
+    first_name, first = mapped[0]
+    others = [name for name, mapping in mapped[1:] if mapping.keys() != first.keys()]
+    if others:
+        roles = ", ".join(_MAP_FIELDS[c] for c in first)
+        raise DataError(
+            f"{label}: {_some(others, 5)} map(s) other columns than {first_name} ({roles}), so the "
+            "files are not one log; ingest each kind on its own (a file at a time, with --append), "
+            "or add the missing column to those files"
+        )
 
 
 def _positional_files(
@@ -753,7 +806,8 @@ def _scan_text(
                     continue
                 texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
             if unmapped:
-                raise _unmapped_files(label, unmapped, texts)
+                raise _unmapped_files(label, unmapped, [t.file for t in texts])
+            _same_roles(label, [(t.file.name, t.mapping) for t in texts])
 
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
@@ -769,13 +823,18 @@ def _scan_text(
     # quotes as plain text.
     tab_quoted = all(t.separator == "\t" and t.quote is not None for t in texts)
     rebuilt = [replace(t, quote=None) for t in texts] if tab_quoted else texts
+    # polars checks a row's field count only when every column is read, and the empty `_gap_`
+    # columns of a `::` file never are: `1::10::5::978300760::x` would lose its fifth field
+    # without a word. Such files are read through the rebuild from the start; its one column past
+    # the last finds the rows (about the cost of the plain read on a 3M-row ratings.dat).
+    colons = fmt == "movielens-dat"
     return RawSource(
         label,
         fmt,
-        scan({}),
+        rebuild() if colons else scan({}),
         texts[0].mapping,
         per_file,
-        exact=rebuild,
+        exact=None if colons else rebuild,
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
@@ -870,6 +929,11 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
         if not isinstance(record, dict):
             continue
         keys.update(dict.fromkeys(record))
+    if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
+        raise DataError(
+            f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "
+            "object a line); convert it first, e.g. `jq -c . FILE > NEW.jsonl`"
+        )
     if not keys:
         raise DataError(
             f"{label}: no JSON object in the first lines (Python dict literals with single quotes, "
@@ -932,13 +996,27 @@ def _scan_jsonl(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     paths = [_local(f) for f in files]
-    mapping = map_columns(label, _jsonl_keys(label, paths[0]), columns)
-    dtype = pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+    # Each file's keys are mapped, as each delimited file's header is: files of one directory
+    # written under other key names (`userId` beside `user_id`) line up, instead of reading as
+    # rows without a user whose quarantined values are all null.
+    mappings, unmapped = [], []
+    for f, p in zip(files, paths, strict=True):
+        try:
+            mappings.append((f, map_columns(p, _jsonl_keys(p, p), columns)))
+        except DataError as exc:
+            unmapped.append((f, exc))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
+    _same_roles(label, [(f.name, m) for f, m in mappings])
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
+
+    def struct(mapping: dict[str, str]) -> pl.Struct:
+        return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
+
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, dtype, mapping, f, per_file)
-            for f, p in zip(files, paths, strict=True)
+            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file)
+            for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
 
@@ -946,14 +1024,14 @@ def _scan_jsonl(
         """Per-line check for the rare line that looks like an object but does not decode
         (`{"a":}`, an object or list where a value should be): bisection, not a Python loop."""
         frames = []
-        for f, p in zip(files, paths, strict=True):
+        for (f, m), p in zip(mappings, paths, strict=True):
             lines = _jsonl_lines(p).collect()
             text = lines.get_column(_LINE)
-            ok = decodable(text, dtype, text.str.contains(_OBJECT_LINE).to_numpy())
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), dtype, mapping, f, per_file))
+            ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file))
         return _concat(frames)
 
-    return RawSource(label, "jsonl", frame, mapping, per_file, exact)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact)
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -971,27 +1049,34 @@ def _hive_values(name: str) -> dict[str, str | None]:
     return values
 
 
+_PARQUET_ROW = "__source_row"
+"""The row index of a Parquet scan, renamed to ROW once the file's columns are selected: a table
+may hold a `source_row` column of its own (a processed directory's batches, lineage columns),
+which polars refuses to add a row index beside."""
+
+
 def _scan_parquet(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     """One lazy scan per file (so ROW restarts at 1 in each), partition values from the relative
-    path added as string columns. Nothing is read beyond the first file's schema."""
-    scans, header = [], None
+    path added as string columns. Only the files' schemas (footers) are read here: the first
+    file's names the columns, and each file's own says which of its id columns are floats, since
+    pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
+    column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
+    scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
     for f in files:
         try:
-            frame = pl.scan_parquet(f.target(), row_index_name=ROW, row_index_offset=1)
+            frame = pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
             if per_file:
                 hive = _hive_values(f.name)
                 frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
-            if header is None:
-                schema = frame.collect_schema()
-                header = [h for h in schema.names() if h != ROW]
+            scans.append((f, frame, frame.collect_schema()))
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
-        scans.append((f, frame))
-    assert header is not None
+    first, schema = scans[0][0], scans[0][2]
+    header = [h for h in schema.names() if h != _PARQUET_ROW]
     mapping = map_columns(label, header, columns)
     nested = {canon: src for canon, src in mapping.items() if schema[src].is_nested()}
     if nested:
@@ -1002,11 +1087,18 @@ def _scan_parquet(
             "`explode`), or name a plain column with {option}",
             setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
         )
-    frame = _concat([_select(frame, mapping, f, per_file) for f, frame in scans])
-    floats = [canon for canon in (USER, ITEM) if canon in mapping and schema[mapping[canon]].is_float()]
-    if floats:
-        frame = frame.with_columns(_float_id(canon) for canon in floats)
-    return RawSource(label, "parquet", frame, mapping, per_file)
+    selected = []
+    for f, frame, own in scans:
+        lacking = [src for src in mapping.values() if src not in own]
+        if lacking:
+            raise DataError(
+                f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
+                "must share their columns: ingest it on its own (with --append), or move it out"
+            )
+        floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        one = _select(frame, mapping, f, per_file, row_index=_PARQUET_ROW)
+        selected.append(one.with_columns(_float_id(canon) for canon in floats) if floats else one)
+    return RawSource(label, "parquet", _concat(selected), mapping, per_file)
 
 
 def _float_id(name: str) -> pl.Expr:
@@ -1030,8 +1122,7 @@ def _float_id(name: str) -> pl.Expr:
 
 def _scan_remote(location: Location, format: str | None, columns: ColumnMap | None) -> RawSource:
     """A non-local URL: Parquet files (a file, or a directory that may be hive-partitioned)."""
-    suffixes = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
-    found = location.files(suffixes)
+    found = location.files(DATA_SUFFIXES)
     files = [DataFile(name=r.name, location=location, remote_path=r.path) for r in found]
     fmt = format
     if fmt is None:
@@ -1071,15 +1162,18 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     per_file = path.is_dir()
-    paths = _directory_files(path) if per_file else [path]
+    paths = data_files(path) if per_file else [path]
     if not per_file and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
     if fmt == "parquet":
-        return _scan_parquet(path, files, columns, per_file)
-    if fmt == "jsonl":
-        return _scan_jsonl(path, files, columns, per_file)
-    scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
-    scanned.format = fmt
+        scanned = _scan_parquet(path, files, columns, per_file)
+    elif fmt == "jsonl":
+        scanned = _scan_jsonl(path, files, columns, per_file)
+    else:
+        scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
+        scanned.format = fmt
+    if per_file:
+        warn_unread(path, paths)
     return scanned

@@ -97,7 +97,8 @@ class Location:
 
     def files(self, suffixes: tuple[str, ...]) -> list[RemoteFile]:
         """The data files under this location (or the file itself), in name order. Hidden and
-        `_`-prefixed names (`_SUCCESS`, `_metadata`) are skipped like in a local directory."""
+        `_`-prefixed names (`_SUCCESS`, `_metadata`) and everything below such a directory
+        (`_temporary/`, `_delta_log/`) are skipped like in a local directory."""
         if not self.is_dir:
             info = self.fs.info(self.path)
             return [_remote_file(self.path, PurePosixPath(self.path).name, info)]
@@ -110,7 +111,8 @@ class Location:
         for path, info in sorted(found.items()):
             relative = PurePosixPath(path).relative_to(root)
             name = relative.name
-            if name.startswith((".", "_")) or not name.lower().endswith(suffixes):
+            hidden = any(part.startswith((".", "_")) for part in relative.parts)
+            if hidden or not name.lower().endswith(suffixes):
                 continue
             files.append(_remote_file(path, relative.as_posix(), info))
         if not files:

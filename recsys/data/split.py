@@ -8,6 +8,8 @@ the evaluator never needs to know which protocol produced it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,3 +95,20 @@ class Split:
                 times=self.times,
             )
         return EvalSet(truth=self.validation, exclude=self.train, times=self.times)
+
+
+def split_digest(split: Split) -> str:
+    """Identity of an evaluation: same data fingerprint + protocol + seed + fractions -> same digest.
+    Per-user metrics are only comparable between runs with equal digests."""
+    meta = {k: v for k, v in split.meta.items() if k != "rows"}
+    meta["shape"] = list(split.train.shape)
+    meta["rows"] = split.meta.get("rows")
+    text = json.dumps(meta, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_record(split: Split) -> dict[str, str | None]:
+    """What a saved model records of the split it trained on (`Recommender.trained_on`), so that
+    `recsys evaluate` can refuse another split: every path that saves a trained model (`recsys
+    train`, the ranks of `recsys train --nproc`) records it with this one function."""
+    return {"split_digest": split_digest(split), "fingerprint": split.meta.get("fingerprint")}

@@ -66,7 +66,9 @@ _MS_ABOVE, _US_ABOVE, _NS_ABOVE = 1e11, 1e14, 1e17
 # float64 too (value * 15625 or value * 125 stays below 2**53), so `_integer_to_time` gives the
 # same instants as `_numeric_to_time` bit for bit.
 _EXACT_MS_BELOW = 70_000_000_000_000
-_ISO_FORMATS_ZONED = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
+# `%#z` reads `+02:00`, `+0200` and the hours-only `+02` that PostgreSQL writes for timestamptz
+# (`2020-01-02 03:04:05+00`, every `psql \copy` export); `%z` refuses the last.
+_ISO_FORMATS_ZONED = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ISO_FORMATS_NAIVE = (
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M:%S%.f",
@@ -539,6 +541,8 @@ def _validate(
     )
     if raw.positional_rows and n_bad:
         quarantine, rows_in = _without_empty_lines(quarantine, raw, rows_in)
+        if rows_in == 0:  # a header followed by blank lines only (an export's trailing CRLFs)
+            raise DataError(f"{raw.path}: no data rows")
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
     if proof is not None and not proof.result():

@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from safetensors.numpy import load_file, save_file
 
 from recsys import interrupt
 from recsys.data.split import EvalSet
-from recsys.errors import ModelError, RecsysError, first_line
+from recsys.errors import ModelError, RecsysError, RecsysWarning, first_line
 from recsys.faults import fault_point
 from recsys.tuning import TuningConfig
 
@@ -116,6 +117,10 @@ class Recommender(ABC):
 
     kind: ClassVar[str] = ""
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    zero_vectors_diverged: ClassVar[bool] = True
+    """Whether a trained user or item with an all-zero vector means training went wrong for it
+    (`_check_vectors` warns): true of learned vectors. EASE's are not learned: an item that
+    co-occurs with no other item has a zero column of B by construction."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -186,29 +191,47 @@ class Recommender(ABC):
         return self
 
     def _check_vectors(self, train: sp.csr_matrix) -> None:
-        """Refuse a model whose training diverged. Its loss may stay finite while its vectors are
-        useless: a two-tower with a huge lr grows embeddings whose squared norm overflows float32, so
-        L2 normalisation turns them into 0, every score ties, and the model 'recommended' (and was
-        tuned, chosen and promoted) with arbitrary lists. Only rows with training data count for
-        "all zero" (the others keep their random start). min / max / any are reductions without a
-        full temporary, so EASE's dense user rows cost one pass and no memory."""
+        """Refuse a model whose training diverged, and warn when it did for some users or items.
+        Its loss may stay finite while its vectors are useless: a two-tower with a huge lr grows
+        embeddings whose squared norm overflows float32, so L2 normalisation turns them into 0,
+        every score ties, and the model 'recommended' (and was tuned, chosen and promoted) with
+        arbitrary lists. Any NaN or infinite vector is refused (how many, named): one such user or
+        item is enough to make scores meaningless. Every trained vector zero is refused; some of
+        them zero (the overflow hit only the users or items with the largest norms) is a
+        `RecsysWarning` naming how many, since the rest of the model may still serve. Only rows with
+        training data count for "zero" (the others keep their random start). min / max / any are
+        reductions without a full temporary, so EASE's dense user rows cost one pass and no memory;
+        the count of non-finite rows is only taken on the failing path."""
         trained = {"user": np.diff(train.indptr) > 0,
                    "item": np.bincount(train.indices, minlength=train.shape[1]) > 0}  # fmt: skip
+        epochs = f" after {len(self.history)} epoch(s)" if self.history else ""
+        fix = "lower the learning rate (lr) or raise the regularisation"
+        partly: list[str] = []  # warned once both sides passed: a refused model gets no warning first
         for side, vectors in (("item", self.item_factors), ("user", self.user_factors)):
             vectors = np.asarray(vectors)
             if vectors.size == 0:
                 continue
             if not (np.isfinite(vectors.max()) and np.isfinite(vectors.min())):
-                problem = f"its {side} vectors hold NaN or infinite values"
-            elif len(vectors) == len(trained[side]) and not (vectors.any(axis=1) & trained[side]).any():
-                problem = f"every trained {side} vector is zero"
+                bad = _count_rows(vectors, lambda block: ~np.isfinite(block).all(axis=1))
+                problem = f"{bad} of {len(vectors)} {side} vectors hold NaN or infinite values, so their scores mean nothing"
+            elif len(vectors) == len(trained[side]):
+                zero = trained[side] & ~vectors.any(axis=1)
+                n_zero, n_trained = int(zero.sum()), int(trained[side].sum())
+                if n_zero == 0 or n_trained == 0:
+                    continue
+                if n_zero < n_trained:
+                    partly += [f"{n_zero} of {n_trained} trained {side} vectors are zero"] if self.zero_vectors_diverged else []
+                    continue
+                problem = f"every trained {side} vector is zero, so every score ties"
             else:
                 continue
-            epochs = f" after {len(self.history)} epoch(s)" if self.history else ""
-            raise ModelError(
-                f"model {self.config.name!r}: training diverged{epochs}: {problem}, so every score ties; "
-                "lower the learning rate (lr) or raise the regularisation"
-            )
+            raise ModelError(f"model {self.config.name!r}: training diverged{epochs}: {problem}; {fix}")
+        if partly:
+            warnings.warn(
+                f"model {self.config.name!r}: {' and '.join(partly)}{epochs} (training diverged for them: "
+                f"every score of theirs ties, their lists are arbitrary); {fix}",
+                RecsysWarning, stacklevel=3,
+            )  # fmt: skip
 
     def check_data(self, n_users: int, n_items: int) -> None:
         """Raise `recsys.errors.ModelSkipped` where this model cannot run on a users x items
@@ -426,3 +449,9 @@ class HostVectors(Recommender):
         self._check_fitted()
         assert self._items is not None
         return self._items
+
+
+def _count_rows(matrix: np.ndarray, test: Callable[[np.ndarray], np.ndarray], chunk: int = 65_536) -> int:
+    """How many rows `test` (block -> one bool per row) holds for, a block of rows at a time, so a
+    dense (users x items) matrix never gets a full-size temporary."""
+    return sum(int(test(matrix[start : start + chunk]).sum()) for start in range(0, len(matrix), chunk))

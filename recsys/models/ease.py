@@ -122,6 +122,7 @@ class EASE(HostVectors):
     kind = "ease"
     Config = EASEConfig
     config: EASEConfig
+    zero_vectors_diverged = False  # closed form: an item co-occurring with no other has a zero column
 
     def __init__(self, config: EASEConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

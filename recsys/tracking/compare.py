@@ -345,17 +345,27 @@ def plot_curves(frame: pl.DataFrame, path: str | Path) -> Path:
 
 
 def latest_pipeline_model_runs(client: MlflowClient, experiment: str) -> list[str]:
-    """Finished model runs of the newest pipeline (parent) run: the default promotion candidates."""
+    """Finished model runs of the newest pipeline (parent) run that is no longer running: the
+    default promotion candidates. A pipeline still running is skipped: `recsys promote` beside a
+    `recsys run` took that run's few models finished so far (or failed: 'no finished model runs'),
+    and the run promotes its own candidates when it ends."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
+    pipelines = f"tags.`{TAG_KIND}` = 'pipeline'"
     parents = client.search_runs(
         [found.experiment_id],
-        filter_string=f"tags.`{TAG_KIND}` = 'pipeline'",
+        filter_string=f"{pipelines} and attributes.status != 'RUNNING'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not parents:
+        running = client.search_runs([found.experiment_id], filter_string=pipelines, max_results=1)
+        if running:
+            raise TrackingError(
+                f"pipeline run {running[0].info.run_id} of experiment {experiment!r} is still running: it "
+                "promotes its own models when it ends; to promote models now, pass their runs to --run-id"
+            )
         raise TrackingError(f"experiment {experiment!r} has no pipeline runs; run `recsys run` first")
     parent = parents[0].info.run_id
     children = client.search_runs(

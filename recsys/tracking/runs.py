@@ -27,7 +27,6 @@ model beside them (runs logged before kept `embeddings/` and `saved_model/` copi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from recsys.data.split import split_digest  # noqa: F401 - the digest tags and checks use, re-exported
 from recsys.errors import TrackingError, first_line
 from recsys.faults import fault_point
 from recsys.tracking import plots, ui
@@ -125,16 +125,6 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "absent"
     return versions
-
-
-def split_digest(split: Split) -> str:
-    """Identity of an evaluation: same data fingerprint + protocol + seed + fractions -> same digest.
-    Per-user metrics are only comparable between runs with equal digests."""
-    meta = {k: v for k, v in split.meta.items() if k != "rows"}
-    meta["shape"] = list(split.train.shape)
-    meta["rows"] = split.meta.get("rows")
-    text = json.dumps(meta, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 DESCRIPTION = "mlflow.note.content"

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from recsys.config import DataConfig
 from recsys.data.ingest import ingest, read_canonical
+from recsys.errors import DataError, RecsysWarning
 
 HEADER = "user_id,item_id,rating,timestamp"
 
@@ -107,3 +109,61 @@ def test_partition_key_can_be_a_mapped_column(tmp_path: Path) -> None:
         )
     accepted, _, _ = read_canonical(root)
     assert accepted.select("item_id", "event").rows() == [("i-click", "click"), ("i-view", "view")]
+
+
+def test_jsonl_directory_maps_each_files_keys(tmp_path: Path) -> None:
+    # A second export under MovieLens-style keys: its rows line up instead of being quarantined
+    # as missing_user with every value null.
+    root = tmp_path / "events"
+    root.mkdir()
+    (root / "1.jsonl").write_text('{"user_id": "u1", "item_id": "i1", "rating": 2}\n')
+    (root / "2.jsonl").write_text(
+        '{"userId": "u2", "movieId": "i2", "score": 3}\n{"userId": "u3", "movieId": "i3", "score": 4}\n'
+    )
+    accepted, quarantine, rows_in = read_canonical(root)
+    assert rows_in == 3 and quarantine.height == 0
+    assert accepted.select("user_id", "item_id", "weight").rows() == [
+        ("u1", "i1", 2.0),
+        ("u2", "i2", 3.0),
+        ("u3", "i3", 4.0),
+    ]
+
+
+def test_directory_files_with_other_roles_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "logs"
+    _csv(root / "a.csv", ["u1,i1,4,1700000000"])
+    (root / "b.csv").write_text("user_id,item_id\nu2,i2\n")  # no rating, no timestamp
+    with pytest.raises(
+        DataError, match=r"b\.csv map\(s\) other columns than a\.csv \(user, item, time, weight\)"
+    ):
+        read_canonical(root)
+
+
+def test_files_a_directory_read_skips_are_named_in_a_warning(tmp_path: Path) -> None:
+    # Hive writes its data files without an extension: their rows must not go unread unannounced.
+    root = tmp_path / "logs"
+    _csv(root / "a.csv", ["u1,i1,4,1700000000"])
+    _csv(root / "000000_0", ["u2,i2,4,1700000000"])
+    with pytest.warns(RecsysWarning, match=r"1 file\(s\) not read \(000000_0\)"):
+        assert read_canonical(root)[2] == 1
+
+
+def test_float_ids_of_a_later_parquet_file_spell_the_same_integers(tmp_path: Path) -> None:
+    """pandas writes a partition holding a missing id as float64 beside int64 partitions: user 3
+    must be "3" in both, not "3.0" in the second (the first file's dtype used to decide)."""
+    root = tmp_path / "events"
+    for day, users, items in (("day=1", [3, 4], ["a", "b"]), ("day=2", [3.0, None], ["c", "d"])):
+        (root / day).mkdir(parents=True)
+        pl.DataFrame({"user_id": users, "item_id": items}).write_parquet(root / day / "part-0.parquet")
+    accepted, quarantine, rows_in = read_canonical(root)
+    assert accepted["user_id"].to_list() == ["3", "4", "3"] and rows_in == 4
+    assert quarantine.select("source_file", "reason").rows() == [("day=2/part-0.parquet", "missing_user")]
+
+
+def test_a_parquet_file_without_the_mapped_column_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "events"
+    root.mkdir()
+    pl.DataFrame({"user_id": ["u1"], "item_id": ["a"]}).write_parquet(root / "1.parquet")
+    pl.DataFrame({"userId": ["u2"], "movieId": ["b"]}).write_parquet(root / "2.parquet")
+    with pytest.raises(DataError, match=r"2\.parquet: no column 'user_id', which 1\.parquet has"):
+        read_canonical(root)

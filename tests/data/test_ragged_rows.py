@@ -56,3 +56,13 @@ def test_a_tab_file_read_unquoted_also_quarantines_rows_with_extra_fields(tmp_pa
     assert _by_row(quarantine) == {2: "extra_fields"}
     assert sorted(accepted["item_id"].to_list()) == ['"Weird Al" Yankovic', "Björk"]
     assert rows_in == 3
+
+
+def test_a_ratings_dat_row_with_an_extra_field_is_quarantined(tmp_path: Path) -> None:
+    """`::` files split on ':' with empty gap columns that are never read, so polars' own field
+    count check never ran: the fifth field was dropped and the row accepted."""
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::1193::5::978300760\n1::661::3::978302109::x\n2::3408::4::978300275\n")
+    accepted, quarantine, rows_in = read_canonical(path)
+    assert _by_row(quarantine) == {2: "extra_fields"}
+    assert (rows_in, accepted["item_id"].to_list()) == (3, ["1193", "3408"])

@@ -164,6 +164,8 @@ def test_iso_and_millisecond_timestamps(tmp_path: Path) -> None:
         "a,4,2021-03-04\n"
         "a,5,1614834367000\n"  # milliseconds
         "a,6,1614834367.5\n"  # float seconds
+        "a,7,2021-03-04 07:06:07+02\n"  # PostgreSQL timestamptz: hours-only offset
+        "a,8,2021-03-04T00:06:07-0500\n"
     )
     rows = _rows(_write(tmp_path / "iso.csv", text))
     expected = datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -174,6 +176,8 @@ def test_iso_and_millisecond_timestamps(tmp_path: Path) -> None:
         datetime(2021, 3, 4, tzinfo=UTC),
         expected,
         datetime(2021, 3, 4, 5, 6, 7, 500000, tzinfo=UTC),
+        expected,
+        expected,
     ]
 
 
@@ -194,6 +198,9 @@ def test_no_time_and_no_weight_columns(tmp_path: Path) -> None:
         ("tabbed.csv", b"user\titem\tts\n1\t2\t3\n", "csv", "wrong delimiter"),
         ("nouser.csv", b"foo,bar\n1,2\n", None, "no user column"),
         ("header_only.csv", b"user,item\n", None, "no data rows"),
+        ("header_blank_lines.csv", b"user,item\r\n\r\n\r\n", None, "no data rows"),
+        ("mac.csv", b"user,item\r1,2\r3,4\r", None, "carriage return only"),
+        ("x.parquet.gz", gzip.compress(b"PAR1" + bytes(64)), None, "gzip-compressed Parquet"),
         ("fake.parquet", b"user,item\n1,2\n", None, "not a Parquet file"),
     ],
 )
@@ -207,3 +214,13 @@ def test_unreadable_files_raise_one_line_data_error(tmp_path: Path, name, conten
     assert needle in message
     assert str(path) in message
     assert "\n" not in message
+
+
+def test_parquet_with_its_own_source_row_column_is_read(tmp_path: Path) -> None:
+    """A table holding `source_row` (a processed directory's batches, lineage columns) was refused
+    as "not a readable Parquet file"; rows are numbered by the reader all the same."""
+    path = tmp_path / "events.parquet"
+    pl.DataFrame({"user_id": ["u1", None], "item_id": ["a", "b"], "source_row": [100, 200]}).write_parquet(path)
+    accepted, quarantine, rows_in = read_canonical(path)
+    assert rows_in == 2 and accepted.select("user_id", "source_row").rows() == [("u1", 1)]
+    assert quarantine.select("source_row", "reason").rows() == [(2, "missing_user")]

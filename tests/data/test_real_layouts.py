@@ -626,8 +626,13 @@ def test_appending_a_tab_file_read_unquoted_quarantines_its_repeats_with_their_t
             "\n".join(str({"user_id": f"u{n}", "item_id": "10"}) for n in range(3)),
             "ast.literal_eval",
         ),
+        (
+            "export.json",
+            "\n".join(json.dumps({"user_id": f"u{n}", "item_id": "10"}, indent=2) for n in range(3)),
+            "(pretty-printed), not JSON Lines (one object a line); convert it first, e.g. `jq -c . FILE",
+        ),
     ],
-    ids=["json-array", "python-literals"],
+    ids=["json-array", "python-literals", "pretty-printed"],
 )
 def test_json_that_is_not_json_lines_says_how_to_convert_it(
     name: str, text: str, says: str, tmp_path: Path

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.data import load_dataset, prepare_dataset, source_fingerprint
 from recsys.config import load_config
-from recsys.data.ingest import ingest
+from recsys.data.ingest import ingest, read_canonical
 from recsys.data.readers import scan_source
 from recsys.data.remote import as_url
 from recsys.errors import DataError
@@ -152,3 +152,27 @@ def test_remote_text_is_refused_clearly(memory_root) -> None:
         fh.write(b"user_id,item_id\nu,i\n")
     with pytest.raises(DataError, match="read as Parquet only"):
         scan_source(f"memory://{root}")
+
+
+def test_staging_directories_are_not_read_locally_or_remotely(memory_root, tmp_path) -> None:
+    # Spark's `_temporary/` holds the part files of an unfinished write, Delta Lake's `_delta_log/`
+    # JSON commits: rows from either would be duplicates or not interactions at all.
+    fs, root = memory_root
+    done, partial = (
+        pl.DataFrame({"user_id": ["u1"], "item_id": ["i1"]}),
+        pl.DataFrame({"user_id": ["u9"], "item_id": ["i9"]}),
+    )
+    local = tmp_path / "table"
+    for name, frame in [
+        ("part-0.parquet", done),
+        ("_temporary/0/part-0.parquet", partial),
+        (".spark-staging/p.parquet", partial),
+    ]:
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(local / name)
+        _put(fs, f"{root}/{name}", frame)
+    (local / "_delta_log").mkdir()
+    (local / "_delta_log" / "00000000000000000000.json").write_text('{"commitInfo": {}}\n')
+    for source in (local, f"memory://{root}"):
+        accepted, _, rows_in = read_canonical(source)
+        assert rows_in == 1 and accepted["user_id"].to_list() == ["u1"], source

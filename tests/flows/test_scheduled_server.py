@@ -44,3 +44,20 @@ def test_recsys_schedule_interval_makes_an_interval_schedule():
 
     deployment = pipeline_deployment(interval=21600, config_path="pipelines/configs/default.toml")
     assert [s.schedule.interval for s in deployment.schedules] == [timedelta(hours=6)]
+
+
+def test_recsys_schedule_stops_the_prefect_server_a_killed_schedule_left(monkeypatch):
+    """kill -9 of `recsys schedule` left its temporary Prefect server serving (reparented to init);
+    a `recsys run` stopped such servers at its start, the next `recsys schedule` did not. The stop
+    itself is tested on a real orphan in tests/flows/test_interrupt.py; this is its wiring."""
+    from typer.testing import CliRunner
+
+    import flows.deployments
+    import flows.ephemeral
+    from recsys.cli import app
+
+    monkeypatch.setattr(flows.ephemeral, "stop_orphaned_servers", lambda: [4242])
+    monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: None)
+    result = CliRunner().invoke(app, ["schedule", "--interval", "60"])
+    assert result.exit_code == 0, result.output
+    assert "stopped 1 temporary Prefect server(s) left by killed runs (pids 4242)" in result.output

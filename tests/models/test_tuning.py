@@ -322,3 +322,29 @@ def test_the_timeout_guard_stops_a_running_trial_and_keeps_the_first_one_as_it_s
     assert first.state == "complete" and 0 < first.epochs < cfg.epochs and outcome.model is not None
     assert "timeout_s = 1.5 s guard" in first.error and outcome.timed_out
     assert len(outcome.trials) == 1  # no trial starts after the guard
+
+
+def test_the_timeout_guard_prunes_a_later_trial_and_keeps_the_best_finished_one(planted):
+    """The guard's other branch: a trial stopped after one has finished is pruned (its model is
+    not the search's), the finished one is returned, and no trial starts after it. Driven by the
+    clock the guard reads, advanced from the per-epoch hook: no sleeping, no timing."""
+    now = [0.0]
+
+    class Hooks:
+        def start(self, number, params):
+            def on_epoch(step, metrics):
+                if number == 1 and step == 2:  # trial 1's second epoch: the guard's time is up
+                    now[0] = 1e6
+
+            return on_epoch
+
+        def finish(self, record):
+            pass
+
+    split = strong_split(planted)
+    cfg = WALS_TUNED.model_copy(update={"tuning": WALS_TUNED.tuning.model_copy(update={"timeout_s": 1e5, "prune": False})})
+    outcome = tune(cfg, split.train, split.validation_set(), hooks=Hooks(), clock=lambda: now[0])
+    first, second = outcome.trials
+    assert first.state == "complete" and first.error is None and first.epochs == cfg.iterations
+    assert second.state == "pruned" and second.epochs == 2 and "timeout_s = 100000 s guard" in second.error
+    assert outcome.timed_out and outcome.best_value == first.value and outcome.best_params == first.params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from mlflow import MlflowClient
@@ -53,6 +54,25 @@ def test_rendered_formats(logged, champion_set):
 def test_latest_pipeline_candidates(logged, champion_set):
     runs = latest_pipeline_model_runs(champion_set, "tests")
     assert runs and all(champion_set.get_run(r).info.status == "FINISHED" for r in runs)
+
+
+def test_latest_pipeline_candidates_skip_a_pipeline_still_running(logged):
+    """`recsys promote` beside a `recsys run`: the running pipeline's models finished so far are not
+    the candidates; the newest pipeline that ended is."""
+    from recsys.tracking.runs import TAG_KIND
+
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
+    experiment = client.create_experiment(f"promote-beside-run-{uuid.uuid4().hex[:8]}")
+    children = {}
+    for start, name in ((1_000, "ended"), (2_000, "running")):
+        parent = client.create_run(experiment, start_time=start, tags={TAG_KIND: "pipeline"}).info.run_id
+        child = client.create_run(experiment, start_time=start + 1, tags={"mlflow.parentRunId": parent})
+        client.set_terminated(child.info.run_id)
+        children[name] = child.info.run_id
+        if name == "ended":
+            client.set_terminated(parent)
+    name = client.get_experiment(experiment).name
+    assert latest_pipeline_model_runs(client, name) == [children["ended"]]
 
 
 def test_cli_compare_writes_table_and_plot(logged, champion_set, tmp_path):

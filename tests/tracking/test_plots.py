@@ -3,6 +3,9 @@ whole epochs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from matplotlib.ticker import MaxNLocator
 
 from recsys.tracking.plots import best_step, history_figure, item_embeddings_figure, plot_history
@@ -78,3 +81,23 @@ def test_pca_of_wide_vectors_takes_two_components_without_a_full_svd(monkeypatch
     np.testing.assert_allclose(np.abs(coords), np.abs(exact), atol=1e-6 * np.abs(exact).max())
     narrow = plots.pca_2d(wide[:, :8])  # narrow vectors: the exact SVD, as before
     assert narrow.shape == (400, 2)
+
+
+def test_a_plot_that_fails_to_save_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    """The temp file was one fixed name per target (shared by two writers of one plot) and stayed
+    behind when saving failed (Ctrl-C, a full disk)."""
+    from matplotlib.figure import Figure
+
+    target = tmp_path / "curves.png"
+    assert plot_history(HISTORY, target) == target
+    before = target.read_bytes()
+
+    def interrupted(self, path, **kwargs):
+        Path(path).write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plot_history(HISTORY, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]

@@ -114,3 +114,20 @@ def _requests_mlflow_schema_enforcement_used_to_break(url: str) -> None:
     assert "k of row 0 must be from 1 to 96" in _refused(url, {"dataframe_records": [{"user_id": "u1", "k": 1e30}]})
     assert "k of row 0 must be an integer" in _refused(url, {"dataframe_records": [{"user_id": "u1", "k": "5"}]})
     assert "history of row 0 must be a list" in _refused(url, {"dataframe_records": [{"user_id": "x", "history": "i3"}]})
+    _what_mlflow_decides_before_the_pyfunc(url)
+
+
+def _what_mlflow_decides_before_the_pyfunc(url: str) -> None:
+    """README's serving section, as MLflow's server behaves: `instances` records with different
+    keys never reach the pyfunc (MLflow's own 400); the forms README names instead answer them, and
+    a column the signature does not name is dropped (a misspelt k: the default). If MLflow starts
+    passing these through, this fails and README (and maybe the pyfunc) must change."""
+    rows = [{"user_id": "u1", "k": 3}, {"user_id": "u2"}]
+    assert "All arrays must be of the same length" in _refused(url, {"instances": rows})
+    ragged = [{"user_id": "u1", "history": []}, {"user_id": "new", "history": ["i3"]}]
+    assert "Invalid input" in _refused(url, {"instances": ragged})
+    assert [a["source"] for a in _post(url, {"dataframe_records": ragged})["predictions"]] == ["model", "fold_in"]
+    for body in ({"dataframe_records": rows}, {"inputs": rows},
+                 {"instances": [rows[0], {"user_id": "u2", "k": None}]}):  # fmt: skip
+        assert [len(a["item_ids"]) for a in _post(url, body)["predictions"]] == [3, 10]
+    assert len(_post(url, {"dataframe_records": [{"user_id": "u1", "kk": 3}]})["predictions"][0]["item_ids"]) == 10
