@@ -35,7 +35,7 @@ import polars as pl
 
 from recsys.config import ColumnMap
 from recsys.data.remote import Location, as_url, resolve
-from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
+from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT, as_utc
 from recsys.errors import DataError, RecsysWarning
 
 ROW = "source_row"
@@ -1095,9 +1095,12 @@ def _scan_parquet(
                 f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
                 "must share their columns: ingest it on its own (with --append), or move it out"
             )
-        floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        fixes = [_float_id(canon) for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        time_type = own[mapping[TIME]] if TIME in mapping else None
+        if isinstance(time_type, pl.Datetime):  # pandas writes tz-aware and naive partitions alike
+            fixes.append(as_utc(pl.col(TIME), time_type).alias(TIME))
         one = _select(frame, mapping, f, per_file, row_index=_PARQUET_ROW)
-        selected.append(one.with_columns(_float_id(canon) for canon in floats) if floats else one)
+        selected.append(one.with_columns(fixes) if fixes else one)
     return RawSource(label, "parquet", _concat(selected), mapping, per_file)
 
 

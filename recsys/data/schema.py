@@ -22,6 +22,15 @@ ITEM_IDX = "item_idx"
 
 TIME_DTYPE = pl.Datetime("us", "UTC")
 
+
+def as_utc(column: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    """A Datetime column of any unit and zone as TIME_DTYPE: naive values are UTC, zoned ones are
+    converted."""
+    as_us = column.cast(pl.Datetime("us", dtype.time_zone))
+    if dtype.time_zone is None:
+        return as_us.dt.replace_time_zone("UTC")
+    return as_us.dt.convert_time_zone("UTC")
+
 CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     USER: pl.String(),
     ITEM: pl.String(),

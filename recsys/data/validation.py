@@ -35,7 +35,7 @@ from recsys.data.readers import (
     number_rows,
     open_decompressed,
 )
-from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
+from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT, as_utc
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError
 
@@ -174,10 +174,7 @@ def parse_time(
     integer column: the caller must re-check the values it leaves null with integers=False."""
     col = pl.col(column)
     if isinstance(dtype, pl.Datetime):
-        as_us = col.cast(pl.Datetime("us", dtype.time_zone))
-        if dtype.time_zone is None:
-            return as_us.dt.replace_time_zone("UTC")
-        return as_us.dt.convert_time_zone("UTC")
+        return as_utc(col, dtype)
     if isinstance(dtype, pl.Date):
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     if dtype.is_integer() and integers:

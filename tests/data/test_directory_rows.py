@@ -3,6 +3,7 @@ within that file, for every format; accepted rows carry the file too."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -167,3 +168,27 @@ def test_a_parquet_file_without_the_mapped_column_is_named(tmp_path: Path) -> No
     pl.DataFrame({"userId": ["u2"], "movieId": ["b"]}).write_parquet(root / "2.parquet")
     with pytest.raises(DataError, match=r"2\.parquet: no column 'user_id', which 1\.parquet has"):
         read_canonical(root)
+
+
+def test_parquet_files_with_naive_and_zoned_timestamps_read_together(tmp_path: Path) -> None:
+    """pandas writes tz-aware and naive partitions alike; polars cannot concatenate the two
+    ("failed to determine supertype"), so each file's times are made UTC first (naive = UTC)."""
+    root = tmp_path / "events"
+    root.mkdir()
+    noon = datetime(2020, 1, 2, 12)
+    for name, zone, item in (
+        ("1.parquet", "UTC", "a"),
+        ("2.parquet", None, "b"),
+        ("3.parquet", "Europe/Berlin", "c"),
+    ):
+        frame = pl.DataFrame({"user_id": ["u"], "item_id": [item], "timestamp": [noon]})
+        if zone is not None:
+            frame = frame.with_columns(pl.col("timestamp").dt.replace_time_zone(zone))
+        frame.write_parquet(root / name)
+    accepted, _, _ = read_canonical(root)
+    utc = noon.replace(tzinfo=UTC)
+    assert accepted.select("item_id", "timestamp").rows() == [
+        ("a", utc),
+        ("b", utc),
+        ("c", utc - timedelta(hours=1)),
+    ]
