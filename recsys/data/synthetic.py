@@ -164,9 +164,19 @@ def write_synthetic(cfg: SyntheticConfig, out_dir: str | Path) -> dict[str, Path
 def write_data(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
     """Write interactions.parquet, user_clusters.parquet, item_clusters.parquet and synthetic.json
     (the config) into out_dir. Each file is written to a temp name and renamed, so a crash never
-    leaves a half-written file under a final name."""
+    leaves a half-written file under a final name. synthetic.json, which marks the folder as the
+    generator's (`planted_blocks`), is removed first and written last: a rewrite killed between
+    files left the new interactions beside the old clusters, read as their planted blocks. Two
+    writers of one folder take turns (a lock file beside it), so their files never mix."""
+    from filelock import FileLock
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        return _write_files(data, out)
+
+
+def _write_files(data: SyntheticData, out: Path) -> dict[str, Path]:
     paths = {
         "interactions": out / "interactions.parquet",
         "user_clusters": out / "user_clusters.parquet",
@@ -174,6 +184,7 @@ def write_data(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
         "config": out / "synthetic.json",
     }
     config_json = json.dumps(data.config.model_dump(mode="json"), indent=2)
+    paths["config"].unlink(missing_ok=True)
     _atomic_write(paths["interactions"], data.interactions.write_parquet)
     _atomic_write(paths["user_clusters"], data.user_clusters.write_parquet)
     _atomic_write(paths["item_clusters"], data.item_clusters.write_parquet)

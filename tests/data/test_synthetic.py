@@ -159,3 +159,27 @@ def test_cli_synth_writes_the_files_and_prints_a_summary(tmp_path):
 
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--users", "2", "--clusters", "3"])
     assert bad.exit_code == 2 and "use --clusters 2" in bad.output  # an option synth has, not a config key
+
+
+def test_a_rewrite_killed_between_files_is_not_read_as_planted_blocks(tmp_path, monkeypatch):
+    """A second `recsys data synth --out` into one folder, killed after its interactions and before
+    its clusters: the folder held the new interactions, the old clusters and the old synthetic.json,
+    and ingest read the old clusters as the planted blocks of the new data. The marker is removed
+    first and written last now, so such a folder is not the generator's."""
+    import recsys.data.synthetic as synthetic
+
+    out = tmp_path / "synth"
+    small = SyntheticConfig(n_users=40, n_items=20, n_clusters=2, interactions_per_user=5.0)
+    synthetic.write_data(generate(small), out)
+    assert synthetic.planted_blocks(out) is not None
+    real = synthetic._atomic_write
+
+    def killed_after_the_interactions(path, writer):
+        if path.name == "user_clusters.parquet":
+            raise KeyboardInterrupt  # where the kill landed
+        real(path, writer)
+
+    monkeypatch.setattr(synthetic, "_atomic_write", killed_after_the_interactions)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.write_data(generate(small.model_copy(update={"n_users": 60, "seed": 1})), out)
+    assert synthetic.planted_blocks(out) is None
