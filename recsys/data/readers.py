@@ -943,6 +943,24 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     return list(keys)
 
 
+def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[str]:
+    """`keys` (those of the first lines) plus the keys a column option names that occur later in
+    the file: JSON Lines records need not all carry the same keys (a `rating` only on rate
+    events), and refusing `--weight-col rating` as "no column" would be wrong. Costs a pass over
+    the file only when a named key is not among the first lines' keys."""
+    named = [getattr(columns, attr) for attr in _MAP_FIELDS.values()] if columns else []
+    missing = [name for name in named if name is not None and name not in keys]
+    if not missing:
+        return keys
+    found = (
+        _jsonl_lines(path)
+        .select(pl.col(_LINE).str.contains(f'"{re.escape(name)}"\\s*:').any().alias(name) for name in missing)
+        .collect()
+        .row(0, named=True)
+    )
+    return keys + [name for name in missing if found[name]]
+
+
 def _jsonl_lines(path: Path) -> pl.LazyFrame:
     """(ROW = line number, line) for the non-blank lines of a file. Blank lines keep their place in
     the numbering but are no rows (they are not counted in rows_in)."""
@@ -1002,7 +1020,7 @@ def _scan_jsonl(
     mappings, unmapped = [], []
     for f, p in zip(files, paths, strict=True):
         try:
-            mappings.append((f, map_columns(p, _jsonl_keys(p, p), columns)))
+            mappings.append((f, map_columns(p, _named_keys(p, _jsonl_keys(p, p), columns), columns)))
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:

@@ -220,7 +220,24 @@ def test_parquet_with_its_own_source_row_column_is_read(tmp_path: Path) -> None:
     """A table holding `source_row` (a processed directory's batches, lineage columns) was refused
     as "not a readable Parquet file"; rows are numbered by the reader all the same."""
     path = tmp_path / "events.parquet"
-    pl.DataFrame({"user_id": ["u1", None], "item_id": ["a", "b"], "source_row": [100, 200]}).write_parquet(path)
+    pl.DataFrame({"user_id": ["u1", None], "item_id": ["a", "b"], "source_row": [100, 200]}).write_parquet(
+        path
+    )
     accepted, quarantine, rows_in = read_canonical(path)
     assert rows_in == 2 and accepted.select("user_id", "source_row").rows() == [("u1", 1)]
     assert quarantine.select("source_row", "reason").rows() == [(2, "missing_user")]
+
+
+def test_a_named_json_key_first_seen_after_the_sniffed_lines_is_read(tmp_path: Path) -> None:
+    """`rating` only on the rate events, which start after the lines the keys are sniffed from:
+    `--weight-col rating` was refused as "no column 'rating'"."""
+    views = [json.dumps({"user_id": f"u{n}", "item_id": "i0"}) for n in range(1000)]
+    path = _write(
+        tmp_path / "events.jsonl",
+        "\n".join([*views, '{"user_id": "u1", "item_id": "i1", "rating": 5}']) + "\n",
+    )
+    accepted, quarantine, rows_in = read_canonical(path, columns=ColumnMap(weight="rating"))
+    assert accepted.select("user_id", "item_id", "weight").rows() == [("u1", "i1", 5.0)]
+    assert rows_in == 1001 and set(quarantine["reason"]) == {"bad_weight"}
+    with pytest.raises(DataError, match="no column 'ratng'"):
+        scan_source(path, columns=ColumnMap(weight="ratng"))

@@ -20,7 +20,7 @@ from recsys.models.ease import EASEConfig
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
 from recsys.tracking.runs import ModelRun, NullTracker
-from recsys.tuning import ParamRange, TuningConfig, search_space, tune
+from recsys.tuning import DEFAULT_SPACES, ParamRange, TuningConfig, covering, search_space, tune
 
 from .conftest import Planted
 
@@ -116,6 +116,32 @@ def test_queued_warm_starts_outside_the_space_are_cut_to_what_fits(planted):
     outcome = tune(WALS_TUNED, split.train, split.validation_set(), queue=[champion])
     assert {"regularization": 7.5} in outcome.queued  # alpha out of range: left to the sampler
     assert any(r.params["regularization"] == 7.5 for r in outcome.trials[:2])
+
+
+def test_a_default_space_is_widened_to_contain_the_configured_setting():
+    space = {"alpha": ParamRange(low=0.1, high=50.0, log=True), "factors": [32, 64], "iterations": ParamRange(low=5, high=25, integer=True)}
+    widened = covering(space, {"alpha": 600.0, "factors": 256, "iterations": 15, "name": "w"})
+    assert widened["alpha"] == ParamRange(low=0.1, high=600.0, log=True)
+    assert widened["factors"] == [32, 64, 256] and widened["iterations"] == space["iterations"]
+    assert covering(space, {"alpha": 0.01})["alpha"].low == 0.01
+
+
+def test_a_data_aware_wals_alpha_above_the_default_space_is_still_trial_zero():
+    """On a large sparse catalogue the data-aware alpha (0.1 x 3000 items / 5 a row = 60) is above
+    the default space's 50: the space stretches to it, so trial 0 is the untuned model. A space the
+    config gives is kept as given (the value is then drawn)."""
+    from tests.models.test_defaults import sparse_clusters
+
+    train, held = sparse_clusters()
+    validation = sp.csr_matrix((np.ones(held.size, dtype=np.float32), (np.arange(held.size), held)), shape=train.shape)
+    val = Split(protocol="random", train=train, validation=validation, test=validation).validation_set()
+    wals = WALSConfig(name="wals", factors=16, iterations=4, threads=1, seed=0, tuning=TuningConfig(n_trials=1))
+    outcome = tune(wals, train, val)
+    assert outcome.trials[0].params["alpha"] == pytest.approx(60.0)
+    assert DEFAULT_SPACES["wals"]["alpha"].high < 60.0  # the shipped range itself is unchanged
+    given = {"alpha": ParamRange(low=0.5, high=50.0, log=True)}
+    fixed = tune(wals.model_copy(update={"tuning": TuningConfig(n_trials=1, space=given)}), train, val)
+    assert fixed.trials[0].params["alpha"] <= 50.0
 
 
 def test_ease_tunes_its_l2_from_the_data_aware_default(planted):
