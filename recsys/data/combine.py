@@ -188,8 +188,11 @@ def combine(
     _clean_target(out_dir, paths)
     cfg = cfg or DataConfig()
 
-    with tempfile.TemporaryDirectory(
-        prefix=".combine.", dir=out_dir.parent if out_dir.parent.exists() else None
+    # The work directory (each raw source ingested, the union) is one of out_dir's staging
+    # directories, made under its writer lock: a combine killed with SIGKILL left `.combine.*`
+    # behind for ever (copies of every source), now the next writer of out_dir removes it.
+    with storage.writer_lock(out_dir), tempfile.TemporaryDirectory(
+        prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent
     ) as work:
         work_dir = Path(work)
         tables, user_labels, item_labels, summaries, quarantines = [], [], [], [], []

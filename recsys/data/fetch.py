@@ -10,6 +10,7 @@ names the set in `data.source` finds it afterwards without the network. Only the
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import secrets
@@ -105,6 +106,7 @@ def fetch(
     # both downloaded into the one `.part` file, and the second extraction removed the folder the
     # first had just put in place (`rmtree` of a complete copy another reader may be using).
     with FileLock(str(raw_dir / f".fetch.{spec.folder}.lock")):
+        _remove_stale_staging(spec, raw_dir)
         if offline is not None:
             return _from_offline(spec, Path(offline), raw_dir)
         extracted = raw_dir / spec.folder / spec.ratings
@@ -117,6 +119,15 @@ def fetch(
         else:
             _verify(archive, SHA256.get(spec.archive))
         return _extract(archive, spec, raw_dir)
+
+
+def _remove_stale_staging(spec: PublicDataset, raw_dir: Path) -> None:
+    """What a fetcher of this set killed with SIGKILL left: its extraction staging folders (a whole
+    unzipped archive each, 1 GB for MovieLens 20M, kept for ever) and its partial download. Called
+    with the set's lock held, so no live fetcher's files are among them."""
+    for left in raw_dir.glob(f".{glob.escape(spec.folder)}.*.tmp"):
+        shutil.rmtree(left, ignore_errors=True)
+    (raw_dir / f"{spec.archive}.part").unlink(missing_ok=True)
 
 
 def sha256_of(path: Path) -> str:

@@ -280,6 +280,11 @@ def detect_format(path: str | Path) -> str:
     lines = _head_lines(path, head)
     if not lines:
         raise DataError(f"{path}: empty file")
+    if lines[0].lstrip().lower().startswith(("<!doctype html", "<html", "<?xml")):
+        raise DataError(
+            f"{path}: an HTML or XML document, not an interaction log (a download that got an error or "
+            "login page, e.g. S3's AccessDenied?): open it to see what it says, and fetch the file again"
+        )
     if suffix in {".jsonl", ".ndjson"}:
         # A bad first line is a quarantined row, not a reason to read the file as something else.
         if not any(line.lstrip().startswith("{") for line in lines[:1000]):

@@ -32,7 +32,33 @@ def suspicions(
     """Every warning of an ingest: `pairs` (the whole processed table, one row per pair, raw ids)
     and its vocabularies, `rows` (this call's accepted rows: an appended batch is judged on its
     own), and the source column of each canonical one."""
-    return missing_markers(pairs, users, items, mapping) + epoch_times(rows, mapping)
+    return (
+        missing_markers(pairs, users, items, mapping)
+        + repeated_header(pairs, users, items, mapping)
+        + epoch_times(rows, mapping)
+    )
+
+
+def repeated_header(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning when the header's own names are a (user, item) pair: a delimited file that repeats
+    its header line (parts joined with `cat`, each with its header) reads it as an interaction of
+    user "user_id" with item "item_id" when no weight or time column would fail to parse. Looks
+    the names up in the vocabularies; the pairs only when both are there."""
+    user, item = mapping.get(USER), mapping.get(ITEM)
+    if user is None or item is None or any(pairs.schema.get(c) in CODE_DTYPES for c in (USER, ITEM)):
+        return []  # decimal ids (integer codes) cannot spell a header
+    if (
+        not (users.table.get_column(users.id_name) == user).any()
+        or not (items.table.get_column(items.id_name) == item).any()
+    ):
+        return []
+    if not pairs.filter((pl.col(USER) == user) & (pl.col(ITEM) == item)).height:
+        return []
+    return [
+        f"the header's names ({user!r}, {item!r}) are an interaction: the file repeats its header line "
+        "(files joined with cat?), read as a user and an item; remove those lines, e.g. "
+        "`awk 'NR == 1 {h = $0} NR == 1 || $0 != h' FILE > NEW`, and ingest again"
+    ]
 
 
 def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:

@@ -335,13 +335,18 @@ class Recommender(ABC):
                 shutil.rmtree(left, ignore_errors=True)
             tmp = target.parent / f"{staging}{uuid.uuid4().hex[:8]}"
             tmp.mkdir()  # not mkdtemp: its mode 0700 made every saved model private to its writer
+            aside = target.parent / f"{staging}old-{uuid.uuid4().hex[:8]}"
             try:
                 self._write(tmp)
+                # The old model is moved aside whole, and deleted once the new one is in place: it was
+                # deleted in place first, so a kill during that left a half-deleted model directory
+                # (any file gone, others there) where `load` reads it.
                 if target.exists():
-                    shutil.rmtree(target)
+                    os.replace(target, aside)
                 os.replace(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(aside, ignore_errors=True)
         return target
 
     def _write(self, directory: Path) -> None:

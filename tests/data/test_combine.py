@@ -183,3 +183,33 @@ def test_a_repeated_pair_keeps_its_first_seen_time_through_the_union(small_csv, 
     others = rows.filter(pl.col("user").str.starts_with("b1:"))
     assert others.select((pl.col("first_seen") == pl.col("timestamp")).all()).item()
     assert rows.height == source.interactions.height == 5 + others.height
+
+
+KILLED_COMBINE = """
+import os, signal, sys
+from pathlib import Path
+import recsys.data.combine as combine
+
+real = combine.ingest
+def ingest(*args, **kwargs):
+    report = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # a source is ingested into the work directory
+
+combine.ingest = ingest
+combine.combine([Path(sys.argv[1]), Path(sys.argv[1])], Path(sys.argv[2]))
+"""
+
+
+def test_the_work_directory_of_a_killed_combine_is_removed_by_the_next_one(small_csv, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out" / "combined"
+    out.parent.mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_COMBINE, str(small_csv), str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")]  # what the kill left
+    combine([small_csv, small_csv], out)
+    assert sorted(p.name for p in out.parent.iterdir()) == [".combined.lock", "combined"]

@@ -132,6 +132,19 @@ def test_offline_zip_is_verified_and_extracted(tmp_path, small_zip, checksum_of)
     assert ratings == tmp_path / "raw" / "ml-100k" / "u.data" and ratings.read_text() == U_DATA
 
 
+def test_a_killed_fetchers_staging_is_removed_by_the_next_fetch(tmp_path, small_zip, checksum_of):
+    """kill -9 during the unzip left `.ml-100k.<pid>.<hex>.tmp` (the whole archive unzipped) and
+    during the download `ml-100k.zip.part`, for ever: nothing removed them."""
+    raw = tmp_path / "raw"
+    staging = raw / ".ml-100k.4242.abcd1234.tmp"
+    (staging / "ml-100k").mkdir(parents=True)
+    (staging / "ml-100k" / "u.data").write_text(U_DATA)
+    (raw / "ml-100k.zip.part").write_bytes(b"half")
+    (raw / ".ml-1m.4242.abcd1234.tmp").mkdir()  # another set's: not this fetch's to judge
+    fetch("movielens-100k", raw, offline=small_zip)
+    assert sorted(p.name for p in raw.iterdir()) == [".fetch.ml-100k.lock", ".ml-1m.4242.abcd1234.tmp", "ml-100k"]
+
+
 def test_offline_zip_with_the_wrong_checksum_is_refused(tmp_path, small_zip):
     with pytest.raises(DataError, match="checksum mismatch"):  # the real ml-100k checksum
         fetch("movielens-100k", tmp_path / "raw", offline=small_zip)

@@ -979,3 +979,16 @@ def test_a_run_on_a_users_file_logs_the_columns_it_took(tmp_path: Path) -> None:
     )
     kept = [line for line in lines if line.startswith("kept: ")]
     assert kept and kept[0].endswith("items (steps: aggregate (count))"), lines
+
+
+def test_a_repeated_header_line_read_as_an_interaction_is_flagged(tmp_path: Path) -> None:
+    """Two click exports joined with `cat`: the second header is a valid row of a log without
+    weight or time columns (user "user_id", item "item_id"), so ingest says so."""
+    path = tmp_path / "clicks.csv"
+    path.write_text("user_id,item_id\nu1,i1\nu2,i2\nuser_id,item_id\nu3,i3\n")
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "the header's names ('user_id', 'item_id') are an interaction" in warning and "awk" in warning
+    assert json.loads((out / "manifest.json").read_text())["warnings"] == [warning.removeprefix("warning: ")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -99,3 +101,29 @@ def test_save_waits_for_another_writer_removes_a_killed_saves_copy_and_keeps_the
     os.umask(umask)
     assert (target.stat().st_mode & 0o777) == 0o777 & ~umask
     assert Recommender.load(target).n_items == 5
+
+
+def test_a_save_killed_while_replacing_the_old_model_leaves_no_half_deleted_directory(tmp_path, monkeypatch):
+    """The old model directory was deleted in place before the new one moved in: a kill during the
+    delete left some of its files gone and others there, where `recsys evaluate` loads it. The old
+    one is moved aside whole now, and deleted once the new one is in place."""
+    import shutil
+
+    from recsys.models.base import Recommender
+
+    target = tmp_path / "pop"
+    Popularity(PopularityConfig(name="pop")).fit(small()).save(target)
+    real_rmtree = shutil.rmtree
+
+    def killed_while_deleting(path, *args, **kwargs):
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+        if files:
+            files[-1].unlink()  # part of it gone, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_while_deleting)
+    newer = Popularity(PopularityConfig(name="pop")).fit(small()[:, :4])
+    with pytest.raises(KeyboardInterrupt):
+        newer.save(target)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert Recommender.load(target).n_items == 4  # the whole new model, never a partial old one
