@@ -321,5 +321,5 @@ def test_run_and_evaluate_warn_when_the_top_models_tie_on_few_test_users(tmp_pat
     for result in (ran, evaluated):
         assert result.exit_code == 0, result.output
         [line] = [line for line in result.output.splitlines() if line.startswith("warning:")]
-        assert line.startswith("warning: the top models are not significantly different on 98 test users: pop's")
+        assert line.startswith("warning: the best model is not significantly better than popularity on 98 test users: pop's")
         assert "ties with pop2" in line and line.endswith("(more data, or a larger split.test_fraction)")
