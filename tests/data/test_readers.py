@@ -242,3 +242,12 @@ def test_a_named_json_key_first_seen_after_the_sniffed_lines_is_read(tmp_path: P
     assert rows_in == 1001 and set(quarantine["reason"]) == {"bad_weight"}
     with pytest.raises(DataError, match="no column 'ratng'"):
         scan_source(path, columns=ColumnMap(weight="ratng"))
+
+
+def test_a_boolean_parquet_weight_reads_as_one_or_zero(tmp_path: Path) -> None:
+    """`--weight-col liked` on a Parquet boolean: every row was quarantined as bad_weight ("true")."""
+    path = tmp_path / "likes.parquet"
+    pl.DataFrame({"user_id": ["u1", "u2", "u3"], "item_id": ["a", "b", "c"], "liked": [True, False, None]}).write_parquet(path)
+    accepted, quarantine, _ = read_canonical(path, columns=ColumnMap(weight="liked"))
+    assert accepted.select("user_id", "weight").rows() == [("u1", 1.0), ("u2", 0.0)]
+    assert quarantine.select("user_id", "reason").rows() == [("u3", "bad_weight")]
