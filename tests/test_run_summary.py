@@ -53,7 +53,7 @@ def test_the_small_test_warning_says_when_the_best_lead_is_inside_its_own_interv
     common = dict(metric="recall@20", n_users=75, confidence=0.95, popularity={"pop"})
     warning = small_test_warning(tied, protocol="random", **common)
     assert warning == (
-        "the top models are not significantly different on 75 test users: wals's recall@20 0.3000 ±0.0500 "
+        "the best model is not significantly better than popularity on 75 test users: wals's recall@20 0.3000 ±0.0500 "
         "(95% bootstrap interval) leads tt by only 0.0200 and pop by 0.0300, less than that half-width; "
         "more test users would narrow the intervals (more data, or a larger split.test_fraction)"
     )
@@ -64,6 +64,9 @@ def test_the_small_test_warning_says_when_the_best_lead_is_inside_its_own_interv
     no_intervals = {"pop": (0.27, (float("nan"), float("nan"))), "wals": (0.30, None)}  # bootstrap_samples = 0
     assert small_test_warning(no_intervals, protocol="random", **common) is None
     assert small_test_warning({"wals": (0.30, (0.2, 0.4))}, protocol="random", **common) is None
+    # Two good models close together, popularity far below: an ordinary result, no warning
+    close = {"pop": (0.15, (0.13, 0.17)), "wals": (0.38, (0.345, 0.415)), "ease": (0.366, (0.33, 0.40))}
+    assert small_test_warning(close, protocol="random", **common) is None
 
 
 def test_the_parent_run_is_tagged_when_its_top_models_tie(shared_mlflow_uri):
@@ -85,6 +88,6 @@ def test_the_parent_run_is_tagged_when_its_top_models_tie(shared_mlflow_uri):
         parent = tracker.start_parent(name)
         end_parent(tracker, parent, PipelineResult(dataset={"warm_test_users": 75, "split": "random"}, models=models), cfg)
         tags[name] = tracker.client.get_run(parent).data.tags
-    assert tags["tie"][SMALL_TEST_TAG].startswith("the top models are not significantly different on 75 test users")
-    assert "Warning: the top models are not significantly different" in tags["tie"][DESCRIPTION_TAG]
+    assert tags["tie"][SMALL_TEST_TAG].startswith("the best model is not significantly better than popularity on 75 test users")
+    assert "Warning: the best model is not significantly better than popularity" in tags["tie"][DESCRIPTION_TAG]
     assert SMALL_TEST_TAG not in tags["clear"] and "Warning" not in tags["clear"][DESCRIPTION_TAG]
