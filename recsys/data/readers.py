@@ -190,6 +190,8 @@ _NOT_READ = {
     b"PK\x03\x04": "a zip archive, or an .xlsx workbook: unzip it and name the interaction file "
     "(e.g. ml-100k/u.data; `recsys data fetch NAME --offline FILE.zip` takes a named set's zip), or "
     "export the sheet as CSV",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (.xls, as Jester's ratings ship): export "
+    "the sheet as CSV",
     b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
     b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
     b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
