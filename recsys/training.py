@@ -581,6 +581,8 @@ def save_checkpoint(
         "global_batch": global_batch,  # ... that keeps this
     }
     name = f"epoch-{state.epoch:04d}"
+    for left in directory.glob(".epoch-*"):  # a save killed mid-write left its temp dir (one writer: rank 0)
+        shutil.rmtree(left, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
     save_file(tensors, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(meta))

@@ -368,6 +368,37 @@ def test_launch_meets_on_127_0_0_1_and_stops_the_others_when_a_rank_fails(tmp_pa
         assert set(report["listening"]) <= {"127.0.0.1"}, report["listening"]
 
 
+KILLED_LAUNCHER = """
+import sys
+from recsys import distributed
+rank = "import os, sys, time; open(os.path.join(sys.argv[1], os.environ['RANK']), 'w').write(str(os.getpid())); time.sleep(300)"
+distributed.launch(2, [sys.executable, "-c", rank, sys.argv[1]])
+"""
+
+
+def test_the_ranks_of_a_launcher_killed_with_sigkill_stop_with_it(tmp_path: Path):
+    """kill -9 of `recsys train --nproc 2`: its ranks went on alone (training to the end, or waiting
+    10 minutes for the dead rendezvous store)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    launcher = subprocess.Popen([sys.executable, "-c", KILLED_LAUNCHER, str(tmp_path)])
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / r).is_file() and (tmp_path / r).read_text() for r in "01"):
+        assert launcher.poll() is None and time.monotonic() < deadline, "the ranks never started"
+        time.sleep(0.1)
+    ranks = [psutil.Process(int((tmp_path / r).read_text())) for r in "01"]
+    launcher.kill()
+    launcher.wait()
+    gone, alive = psutil.wait_procs(ranks, timeout=15)
+    for rank in alive:  # the test's own leftovers, by pid
+        rank.kill()
+    assert not alive, "a rank outlived its launcher"
+
+
 # ----------------------------------------------------------------------------- distributed evaluation
 @pytest.mark.slow
 def test_sharded_evaluation_equals_one_process_exactly(two_ranks, tmp_path_factory):
@@ -457,3 +488,19 @@ def test_saved_split_round_trips_and_the_entry_point_parses_its_arguments(tmp_pa
         Path("o"),
         None,
     )
+
+
+def test_the_handoff_of_a_killed_launcher_is_removed_by_the_next(tmp_path: Path, monkeypatch):
+    """`recsys train --nproc` hands the split to its ranks in $TMPDIR/recsys-ddp-<pid>-*; a launcher
+    killed with SIGKILL left it there for ever."""
+    import os
+    import tempfile
+
+    from recsys.cli.model_cmds import _remove_handoffs_of_dead_launchers
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead, live = tmp_path / "recsys-ddp-999999999-abcd", tmp_path / f"recsys-ddp-{os.getpid()}-efgh"
+    for handoff in (dead, live):
+        (handoff / "split").mkdir(parents=True)
+    _remove_handoffs_of_dead_launchers()
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]

@@ -80,9 +80,13 @@ def test_landing_directory_reads_what_ingest_reads(tmp_path):
     _log(landing / "day1.csv", ["a", "b"], ["x", "y"], 1_700_000_000)
     pl.DataFrame({"user_id": ["c"], "item_id": ["z"], "rating": [3.0]}).write_parquet(landing / "day2.pq")
     (landing / "000000_0").write_text("user_id,item_id\nd,w\n")  # Hive's extensionless data file
+    (landing / "day3.csv").touch()  # being written: taken up once it holds something
     cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
     with pytest.warns(RecsysWarning, match=r"1 file\(s\) not read \(000000_0\)"):
         assert prepare_dataset(cfg).ingested_files == ["day1.csv", "day2.pq"]
+    (landing / "000000_0").unlink()
+    _log(landing / "day3.csv", ["e"], ["v"], 1_700_000_000)
+    assert prepare_dataset(cfg).ingested_files == ["day3.csv"]
     (landing / "day3.csv.bz2").write_bytes(b"BZh91AY&SY")
     with pytest.raises(DataError, match=r"day3\.csv\.bz2\), which would be skipped"):
         prepare_dataset(cfg)

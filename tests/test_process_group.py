@@ -33,8 +33,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_the_child_group_dies_with_the_parent(tmp_path, signum):
+def _started(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """The wrapper, once its child has started the grandchild; and the grandchild's pid."""
     wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, CHILD, str(tmp_path)])
     marker = tmp_path / "grandchild"
     deadline = time.monotonic() + 60
@@ -42,6 +42,12 @@ def test_the_child_group_dies_with_the_parent(tmp_path, signum):
         assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
         time.sleep(0.1)
     grandchild = int(marker.read_text())
+    return wrapper, grandchild
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_child_group_dies_with_the_parent(tmp_path, signum):
+    wrapper, grandchild = _started(tmp_path)
     assert _alive(grandchild)
     os.kill(wrapper.pid, signum)
     wrapper.wait(timeout=30)
@@ -56,13 +62,7 @@ def test_the_next_start_stops_the_group_a_killed_parent_left(tmp_path):
     init, holding the port for ever. The next `recsys ui` stops such groups (stop_orphaned_groups)."""
     from recsys.cli.process import stop_orphaned_groups
 
-    wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, CHILD, str(tmp_path)])
-    marker = tmp_path / "grandchild"
-    deadline = time.monotonic() + 60
-    while not (marker.is_file() and marker.read_text()):
-        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
-        time.sleep(0.1)
-    grandchild = int(marker.read_text())
+    wrapper, grandchild = _started(tmp_path)
     assert stop_orphaned_groups({wrapper.pid}) == []  # its parent lives: not an orphan
     wrapper.kill()
     wrapper.wait()

@@ -104,6 +104,9 @@ def test_killed_after_two_epochs_and_resumed_equals_an_uninterrupted_run_exactly
 
 
 def test_checkpoints_are_safetensors_and_json_only_and_the_old_ones_are_dropped(data, tmp_path: Path):
+    killed = tmp_path / ".epoch-0002.k1lled_9"  # what a save killed mid-write left (never removed before)
+    killed.mkdir()
+    (killed / "tensors.safetensors").write_bytes(b"half")
     TwoTower(CFG.model_copy(update={"checkpoint_dir": str(tmp_path)})).fit(data.train)
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["epoch-0004/state.json", "epoch-0004/tensors.safetensors", "latest.json"]

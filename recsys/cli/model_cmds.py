@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -223,6 +224,22 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
     return model_cfg.model_copy(update={"distill": distill})
 
 
+def _remove_handoffs_of_dead_launchers() -> None:
+    """The split and config a `recsys train --nproc` killed with SIGKILL handed to its ranks
+    (`$TMPDIR/recsys-ddp-<pid>-*`, the whole training split) stayed for ever: removed once that pid
+    no longer runs."""
+    import re
+    import shutil
+    import tempfile
+
+    import psutil
+
+    for left in Path(tempfile.gettempdir()).glob("recsys-ddp-*-*"):
+        found = re.fullmatch(r"recsys-ddp-(\d+)-.+", left.name)
+        if found and left.is_dir() and not psutil.pid_exists(int(found.group(1))):
+            shutil.rmtree(left, ignore_errors=True)
+
+
 def _train_distributed(model_cfg, split, out: Path, nproc: int, host: str | None = None) -> None:
     """Hand the split and config to N ranks of `python -m recsys.distributed train` and wait."""
     import tempfile
@@ -230,7 +247,8 @@ def _train_distributed(model_cfg, split, out: Path, nproc: int, host: str | None
     from recsys.distributed import launch, save_split, worker_command
     from recsys.errors import ModelError
 
-    with tempfile.TemporaryDirectory(prefix="recsys-ddp-") as tmp:
+    _remove_handoffs_of_dead_launchers()
+    with tempfile.TemporaryDirectory(prefix=f"recsys-ddp-{os.getpid()}-") as tmp:
         save_split(split, Path(tmp) / "split")
         (Path(tmp) / "model.json").write_text(model_cfg.model_dump_json())
         args = ["train", "--split", f"{tmp}/split", "--model-config", f"{tmp}/model.json", "--out", str(out)]

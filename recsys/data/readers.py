@@ -190,6 +190,8 @@ _NOT_READ = {
     b"PK\x03\x04": "a zip archive, or an .xlsx workbook: unzip it and name the interaction file "
     "(e.g. ml-100k/u.data; `recsys data fetch NAME --offline FILE.zip` takes a named set's zip), or "
     "export the sheet as CSV",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (.xls, as Jester's ratings ship): export "
+    "the sheet as CSV",
     b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
     b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
     b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
@@ -352,8 +354,9 @@ source directory they are almost always data, so they are named rather than skip
 def data_files(path: Path) -> list[Path]:
     """The data files of source directory `path` (`DATA_SUFFIXES`); DataError naming compressed or
     archived files it would skip, or when it holds none. Other files are not read (see
-    `warn_unread`)."""
-    every = directory_files(path, ("",))
+    `warn_unread`), nor are empty (0-byte) ones: they hold no row, and Spark writes one for each
+    empty partition (a landing zone then takes such a file up once something was written to it)."""
+    every = [p for p in directory_files(path, ("",)) if p.stat().st_size]
     unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
     if unread:
         names = [p.relative_to(path).as_posix() for p in unread]
@@ -364,7 +367,11 @@ def data_files(path: Path) -> list[Path]:
         )
     files = [p for p in every if p.name.lower().endswith(DATA_SUFFIXES)]
     if not files:
-        raise DataError(f"{path}: directory holds no supported data files (.parquet, .csv, .tsv, .jsonl ...)")
+        empty = any(p.name.lower().endswith(DATA_SUFFIXES) for p in directory_files(path, ("",)))
+        raise DataError(
+            f"{path}: directory holds no {'data file that is not empty' if empty else 'supported data files'} "
+            "(.parquet, .csv, .tsv, .jsonl ...)"
+        )
     return files
 
 
@@ -374,14 +381,15 @@ def warn_unread(path: Path, files: list[Path]) -> None:
     an extension (`000000_0`, `part-00000`), whose rows would otherwise be left out without a word.
     Called once the files were read, so a source refused for another reason says only that."""
     read = set(files)
-    skipped = [p.relative_to(path).as_posix() for p in directory_files(path, ("",)) if p not in read]
+    others = (p for p in directory_files(path, ("",)) if p not in read and p.stat().st_size)
+    skipped = [p.relative_to(path).as_posix() for p in others]
     if skipped:
         warnings.warn(
             RecsysWarning(
                 f"{path}: {len(skipped)} file(s) not read ({_some(skipped)}): only names ending in "
                 f"{' '.join(DATA_SUFFIXES)} are; give a file that holds interactions its format's extension"
             ),
-            stacklevel=3,
+            stacklevel=2,  # one place (the caller of this), so Python shows it once per run
         )
 
 

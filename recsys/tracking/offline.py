@@ -16,7 +16,8 @@ bundle directory, `<tracking.offline_dir>/<parent run id>/`:
 runs with the recorded content (the parent first, children under it, runs completed on the server
 before the failure re-parented to it), registry versions, and the original runs, left RUNNING by
 the failure, are closed KILLED with a note naming their replacements. A bundle is marked
-`logged.json` when done, so resuming twice logs nothing twice.
+`logged.json` when done, so resuming twice logs nothing twice; a resume killed part-way goes on from
+`resuming.json` (the records it has logged) on the rerun, and two resumes of a bundle take turns.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 RUN_FILE = "run.json"
 FILES_DIR = "files"
 LOGGED_FILE = "logged.json"
+PROGRESS_FILE = "resuming.json"  # old run id -> new run id of each record a resume has logged so far
+LOCK_FILE = ".resume.lock"
 PARENT_KEY = "parent"
 OFFLINE_PREFIX = "offline-"
 TAG_REPLACED_BY = "recsys.replaced_by"
@@ -141,7 +144,19 @@ class ResumeReport:
 
 
 def resume_bundle(client: MlflowClient, experiment_id: str, bundle: Path) -> ResumeReport:
-    """Log a kept bundle into the store (see the module docstring). Idempotent per bundle."""
+    """Log a kept bundle into the store (see the module docstring). Idempotent per bundle, also
+    when a resume is killed part-way or two run at once: one resume of a bundle at a time (a lock
+    file in it), and every record logged is noted in `resuming.json` at once, so a rerun goes on
+    from the next record (a killed resume logged the records it had done again: every model twice,
+    a second registry version each). A run the kill left half-logged is RUNNING under a dead
+    process: the `Tracker` of the rerun closes it KILLED."""
+    from filelock import FileLock
+
+    with FileLock(str(bundle / LOCK_FILE)):
+        return _resume_locked(client, experiment_id, bundle)
+
+
+def _resume_locked(client: MlflowClient, experiment_id: str, bundle: Path) -> ResumeReport:
     from mlflow.entities import RunTag
 
     from recsys.tracking.runs import with_retries
@@ -151,15 +166,24 @@ def resume_bundle(client: MlflowClient, experiment_id: str, bundle: Path) -> Res
         logged = json.loads(done_file.read_text())
         return ResumeReport(bundle, logged.get("runs", {}), logged.get("registered", []), already_logged=True)
     records = load_bundle(bundle)
+    progress_file = bundle / PROGRESS_FILE
+    progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {"runs": {}, "registered": {}}
     new_ids: dict[str, str] = {}  # old run id -> new run id
     report = ResumeReport(bundle, {}, [])
     for record in records:
         if not record.complete:
-            parent = new_ids.get(record.parent_id or "", record.parent_id)
-            run_id, version = _log_record(client, experiment_id, bundle, record, parent)
+            if record.run_id in progress["runs"]:  # logged by a resume that was killed later
+                run_id, version = progress["runs"][record.run_id], progress["registered"].get(record.run_id)
+            else:
+                parent = new_ids.get(record.parent_id or "", record.parent_id)
+                run_id, version = _log_record(client, experiment_id, bundle, record, parent)
+                if record.key == PARENT_KEY:
+                    _carry_split(client, record.run_id, run_id, bundle, record)
+                progress["runs"][record.run_id] = run_id
+                if version:
+                    progress["registered"][record.run_id] = version
+                write_text_atomic(progress_file, json.dumps(progress))
             new_ids[record.run_id] = report.runs[record.key] = run_id
-            if record.key == PARENT_KEY:
-                _carry_split(client, record.run_id, run_id, bundle, record)
             report.registered += [version] if version else []
     for record in records:  # complete children move under the new parent; open originals close
         new_parent = new_ids.get(record.parent_id or "")
@@ -169,7 +193,8 @@ def resume_bundle(client: MlflowClient, experiment_id: str, bundle: Path) -> Res
         elif not record.complete and not record.run_id.startswith(OFFLINE_PREFIX):
             _close_replaced(client, record.run_id, new_ids[record.run_id])
     done = {"runs": report.runs, "registered": report.registered, "at": time.time()}
-    done_file.write_text(json.dumps(done))
+    write_text_atomic(done_file, json.dumps(done))
+    progress_file.unlink(missing_ok=True)
     return report
 
 

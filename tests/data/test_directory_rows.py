@@ -192,3 +192,13 @@ def test_parquet_files_with_naive_and_zoned_timestamps_read_together(tmp_path: P
         ("b", utc),
         ("c", utc - timedelta(hours=1)),
     ]
+
+
+def test_empty_files_of_a_directory_hold_no_rows(tmp_path: Path) -> None:
+    """Spark writes a 0-byte part file for each empty partition: the directory is read, not refused."""
+    root = tmp_path / "events"
+    root.mkdir()
+    (root / "part-0.json").write_text('{"user_id": "u1", "item_id": "i1"}\n')
+    (root / "part-1.json").touch()
+    accepted, _, rows_in = read_canonical(root)
+    assert rows_in == 1 and accepted["source_file"].cast(pl.String).to_list() == ["part-0.json"]

@@ -1,0 +1,78 @@
+"""`recsys run --resume-tracking` killed part-way, then rerun: every kept run is logged once.
+
+A bundle was marked logged only at its end, so a resume killed after some records logged them all
+again on the rerun: each model twice, a second registry version each. The bundle here is built
+with the offline module's own writers (what a Tracker keeps when the store fails); the kill is a
+real SIGKILL of a resuming process, placed before its third record.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from recsys.tracking.offline import (
+    PARENT_KEY,
+    TAG_RESUMED_FROM,
+    RunRecord,
+    keep_text,
+    offline_run_id,
+    resume_bundle,
+    save_record,
+)
+
+KILLED_RESUME = """
+import os, signal, sys
+from pathlib import Path
+from mlflow import MlflowClient
+import recsys.tracking.offline as offline
+
+real, calls = offline._log_record, []
+
+def log_record(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:  # the parent and one model are logged
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+offline._log_record = log_record
+client = MlflowClient(sys.argv[1], registry_uri=sys.argv[1])
+offline.resume_bundle(client, sys.argv[2], Path(sys.argv[3]))
+"""
+
+
+def test_a_resume_killed_part_way_logs_each_kept_run_once_on_the_rerun(shared_mlflow_uri, tmp_path: Path):
+    client = MlflowClient(shared_mlflow_uri, registry_uri=shared_mlflow_uri)
+    experiment = client.create_experiment(f"resume-killed-{uuid.uuid4().hex[:8]}")
+    registered = f"resume-killed-{uuid.uuid4().hex[:8]}"
+    bundle = tmp_path / "bundle"
+    parent = RunRecord(PARENT_KEY, "pipeline", offline_run_id(), status="FINISHED")
+    records = [parent] + [
+        RunRecord(name, name, offline_run_id(), parent_id=parent.run_id, params={"factors": "8"},
+                  metrics=[("recall_at_20", 0.5, 0, 1_000)], status="FINISHED", register={"name": registered})
+        for name in ("pop", "wals")
+    ]  # fmt: skip
+    for record in records:
+        save_record(bundle, record)
+        if record.register:
+            keep_text(bundle, record, "flavors: {}\n", "model/MLmodel")
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RESUME, shared_mlflow_uri, experiment, str(bundle)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    report = resume_bundle(client, experiment, bundle)  # the rerun
+
+    runs = client.search_runs([experiment])
+    logged = Counter(run.data.tags.get(TAG_RESUMED_FROM) for run in runs)
+    assert logged == Counter({record.run_id: 1 for record in records}), logged
+    versions = client.search_model_versions(f"name = '{registered}'")
+    assert len(versions) == 2 and len(report.registered) == 2
+    assert set(report.runs) == {PARENT_KEY, "pop", "wals"}
+    assert resume_bundle(client, experiment, bundle).already_logged
