@@ -67,7 +67,7 @@ SHORT_HISTORY = 10  # fold-in interactions: "users with short histories" (issue 
 REACH = 0.95  # epochs to reach this share of the final validation recall
 BOOTSTRAP = 1000
 # Best WALS found by bench_quality's wide search (results/quality.md), used when its raw JSON is absent.
-RECORDED_WALS = {"factors": 32, "regularization": 16.97, "alpha": 3.161, "iterations": 6}
+RECORDED_WALS = {"factors": 32, "regularization": 3.614, "alpha": 0.8773, "iterations": 17}
 STUDENT_LOSS, STUDENT_SAMPLER = "sampled_softmax", "mixed"  # best configuration in results/quality.md
 
 
