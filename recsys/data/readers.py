@@ -19,6 +19,7 @@ other protocols are read as Parquet through fsspec file objects.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import os
@@ -452,10 +453,12 @@ def map_columns(
             elif _base_name(wanted) in by_base:
                 mapping[canon] = by_base[_base_name(wanted)]
             else:
+                # Suggest the spelling meant (`ratng` -> `rating`), not just the first column.
+                close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6)
                 raise DataError(
                     f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
                     setting=f"data.columns.{attr}",
-                    value=header[0] if header else "NAME",
+                    value=close[0] if close else "NAME",
                 )
             taken.add(mapping[canon])
     for canon in _MAP_FIELDS:

@@ -153,6 +153,9 @@ def test_explicit_column_map_beats_auto_mapping(tmp_path: Path) -> None:
     assert _rows(path, columns=ColumnMap(user="account"))["user_id"].to_list() == ["a1"]
     with pytest.raises(DataError, match="no column 'nope'"):
         scan_source(path, columns=ColumnMap(item="nope"))
+    with pytest.raises(DataError, match="no column 'acount'") as info:
+        scan_source(path, columns=ColumnMap(user="acount"))
+    assert info.value.render().endswith("--set data.columns.user=account")  # the spelling meant, not "user"
 
 
 def test_iso_and_millisecond_timestamps(tmp_path: Path) -> None:
