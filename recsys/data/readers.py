@@ -19,6 +19,7 @@ other protocols are read as Parquet through fsspec file objects.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import os
@@ -190,6 +191,8 @@ _NOT_READ = {
     b"PK\x03\x04": "a zip archive, or an .xlsx workbook: unzip it and name the interaction file "
     "(e.g. ml-100k/u.data; `recsys data fetch NAME --offline FILE.zip` takes a named set's zip), or "
     "export the sheet as CSV",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (.xls, as Jester's ratings ship): export "
+    "the sheet as CSV",
     b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
     b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
     b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
@@ -450,10 +453,12 @@ def map_columns(
             elif _base_name(wanted) in by_base:
                 mapping[canon] = by_base[_base_name(wanted)]
             else:
+                # Suggest the spelling meant (`ratng` -> `rating`), not just the first column.
+                close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6)
                 raise DataError(
                     f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
                     setting=f"data.columns.{attr}",
-                    value=header[0] if header else "NAME",
+                    value=close[0] if close else "NAME",
                 )
             taken.add(mapping[canon])
     for canon in _MAP_FIELDS:

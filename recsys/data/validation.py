@@ -414,7 +414,7 @@ def _validate(
     if has_weight:
         wdtype = schema[WEIGHT]
         weight = pl.col(WEIGHT)
-        if wdtype.is_numeric():
+        if wdtype.is_numeric() or wdtype == pl.Boolean:  # a Parquet `liked` flag: 1 or 0
             weight = weight.cast(pl.Float64)
         else:
             text = weight.cast(pl.String)

@@ -153,6 +153,9 @@ def test_explicit_column_map_beats_auto_mapping(tmp_path: Path) -> None:
     assert _rows(path, columns=ColumnMap(user="account"))["user_id"].to_list() == ["a1"]
     with pytest.raises(DataError, match="no column 'nope'"):
         scan_source(path, columns=ColumnMap(item="nope"))
+    with pytest.raises(DataError, match="no column 'acount'") as info:
+        scan_source(path, columns=ColumnMap(user="acount"))
+    assert info.value.render().endswith("--set data.columns.user=account")  # the spelling meant, not "user"
 
 
 def test_iso_and_millisecond_timestamps(tmp_path: Path) -> None:
@@ -201,6 +204,7 @@ def test_no_time_and_no_weight_columns(tmp_path: Path) -> None:
         ("header_blank_lines.csv", b"user,item\r\n\r\n\r\n", None, "no data rows"),
         ("mac.csv", b"user,item\r1,2\r3,4\r", None, "carriage return only"),
         ("x.parquet.gz", gzip.compress(b"PAR1" + bytes(64)), None, "gzip-compressed Parquet"),
+        ("jester-data-1.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), None, "export the sheet as CSV"),
         ("ratings.csv", b"<!DOCTYPE html>\n<html><title>404</title></html>\n", None, "an HTML or XML document"),
         ("fake.parquet", b"user,item\n1,2\n", None, "not a Parquet file"),
     ],
@@ -242,3 +246,12 @@ def test_a_named_json_key_first_seen_after_the_sniffed_lines_is_read(tmp_path: P
     assert rows_in == 1001 and set(quarantine["reason"]) == {"bad_weight"}
     with pytest.raises(DataError, match="no column 'ratng'"):
         scan_source(path, columns=ColumnMap(weight="ratng"))
+
+
+def test_a_boolean_parquet_weight_reads_as_one_or_zero(tmp_path: Path) -> None:
+    """`--weight-col liked` on a Parquet boolean: every row was quarantined as bad_weight ("true")."""
+    path = tmp_path / "likes.parquet"
+    pl.DataFrame({"user_id": ["u1", "u2", "u3"], "item_id": ["a", "b", "c"], "liked": [True, False, None]}).write_parquet(path)
+    accepted, quarantine, _ = read_canonical(path, columns=ColumnMap(weight="liked"))
+    assert accepted.select("user_id", "weight").rows() == [("u1", 1.0), ("u2", 0.0)]
+    assert quarantine.select("user_id", "reason").rows() == [("u3", "bad_weight")]
