@@ -283,6 +283,11 @@ def detect_format(path: str | Path) -> str:
     lines = _head_lines(path, head)
     if not lines:
         raise DataError(f"{path}: empty file")
+    if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")):
+        raise DataError(
+            f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
+            "e.g. `grep -v '^#' FILE > NEW` (SNAP's edge lists are then headerless user, item columns)"
+        )
     if lines[0].lstrip().lower().startswith(("<!doctype html", "<html", "<?xml")):
         raise DataError(
             f"{path}: an HTML or XML document, not an interaction log (a download that got an error or "
