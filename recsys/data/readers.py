@@ -283,6 +283,11 @@ def detect_format(path: str | Path) -> str:
     lines = _head_lines(path, head)
     if not lines:
         raise DataError(f"{path}: empty file")
+    if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")):
+        raise DataError(
+            f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
+            "e.g. `grep -v '^#' FILE > NEW` (SNAP's edge lists are then headerless user, item columns)"
+        )
     if lines[0].lstrip().lower().startswith(("<!doctype html", "<html", "<?xml")):
         raise DataError(
             f"{path}: an HTML or XML document, not an interaction log (a download that got an error or "
@@ -316,12 +321,11 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
 
     Anything else that is not a regular file - a FIFO, a socket, a device, a broken link - is a
     DataError naming it: reading a FIFO would block, and skipping it would lose whatever a writer
-    meant to deliver through it without a word."""
+    meant to deliver through it without a word. A symbolic link to a directory is followed (once:
+    a link back up is not walked again), as its files are the user's data like any other."""
     wanted = tuple(s.lower() for s in suffixes)
     files: list[Path] = []
-    for p in sorted(path.rglob("*")):
-        if any(part.startswith((".", "_")) for part in p.relative_to(path).parts):
-            continue
+    for p in _entries(path):
         if p.is_file():
             if p.name.lower().endswith(wanted):
                 files.append(p)
@@ -331,6 +335,24 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
                 "move it out (or write the data to a regular file) and ingest again"
             )
     return files
+
+
+def _entries(path: Path) -> list[Path]:
+    """Everything below directory `path`, sorted, without hidden (`.x`) or `_x` entries or anything
+    below them; symbolic links to directories followed once each (`Path.rglob` skips them, and
+    the files of a linked day's export would go unread without a word)."""
+    entries: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()  # a link cycle, or the same directory linked twice
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        base = Path(root)
+        entries += [base / name for name in (*dirs, *names) if not name.startswith((".", "_"))]
+    return sorted(entries)
 
 
 def _special_kind(path: Path) -> str:
