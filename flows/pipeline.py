@@ -58,8 +58,15 @@ RESULTS_DIR = Path("data") / ".prefect-results"
 
 
 def _ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Data fingerprint + data settings: the same input and settings reuse the ingest result."""
-    return f"ingest-{parameters['fingerprint']}"
+    """Data fingerprint + data settings: the same input and settings reuse the ingest result; and
+    the result's own shape (its field names), since Prefect keeps the result pickled (in
+    ~/.prefect/storage, shared by every checkout): after an upgrade that added a field to
+    DatasetResult, a run whose key matched a result pickled by the older release failed with
+    "'DatasetResult' object has no attribute 'warnings'" on every retry."""
+    import dataclasses
+
+    shape = hashlib.sha256(",".join(f.name for f in dataclasses.fields(DatasetResult)).encode()).hexdigest()[:8]
+    return f"ingest-{parameters['fingerprint']}-{shape}"
 
 
 def _backoff(retries: int, base: float) -> list[float]:

@@ -566,12 +566,14 @@ def _die_with(launcher: int):
     None (nothing done) where prctl does not exist."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it (no imports
+    sigterm = int(signal.SIGTERM)  # between fork and exec, where another thread may hold the import lock)
 
     def set_parent_death_signal() -> None:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, sigterm)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != launcher:  # it died before the line above: nobody will signal
             os._exit(143)
 

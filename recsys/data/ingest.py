@@ -315,6 +315,32 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
     )
 
 
+def weight_drift(mapping: dict[str, str], batches: list[dict]) -> str | None:
+    """A warning when an appended batch has a weight column and the earlier ones have none, or the
+    reverse: an export that lost (or gained) its rating column mixes 1-per-row counts with ratings
+    or plays in one table without a word (a positive rule would drop the 1s), which the manifest
+    alone does not show."""
+    earlier = [b["columns"].get(WEIGHT) for b in batches if "columns" in b]
+    named = [c for c in earlier if c is not None]
+    if not earlier or named and len(named) < len(earlier):
+        return None  # a first batch, or the mix is older than this batch
+    now = mapping.get(WEIGHT)
+    if bool(named) == (now is not None):
+        return None
+    if now is None:
+        before = named[-1]
+        return (
+            f"this batch has no weight column, unlike the earlier ones ({before!r}): its rows weigh 1 each "
+            f"beside their {before} values; name the column with --weight-col (data.columns.weight) if it is "
+            "there under another name, or ingest the log afresh without --append"
+        )
+    return (
+        f"this batch has a weight column ({now!r}), unlike the earlier ones: their rows weigh 1 each beside "
+        "its values; ingest the logs afresh without --append, or leave the column out by aggregating "
+        "with data.aggregate = count"
+    )
+
+
 def _sources(manifest: dict | None) -> list[dict]:
     return list(manifest.get("batches", [])) if manifest else []
 
@@ -444,7 +470,8 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        warnings = [w for w in (weights["warning"], zero_weight_warning(steps, weights["column"])) if w] + suspicions(pairs, users, items, result.rows, raw.mapping)
+        found = (weights["warning"], zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest)))
+        warnings = [w for w in found if w] + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

@@ -19,6 +19,8 @@ other protocols are read as Parquet through fsspec file objects.
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import gzip
 import json
 import os
@@ -282,6 +284,11 @@ def detect_format(path: str | Path) -> str:
     lines = _head_lines(path, head)
     if not lines:
         raise DataError(f"{path}: empty file")
+    if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")):
+        raise DataError(
+            f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
+            "e.g. `grep -v '^#' FILE > NEW` (SNAP's edge lists are then headerless user, item columns)"
+        )
     if lines[0].lstrip().lower().startswith(("<!doctype html", "<html", "<?xml")):
         raise DataError(
             f"{path}: an HTML or XML document, not an interaction log (a download that got an error or "
@@ -315,12 +322,11 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
 
     Anything else that is not a regular file - a FIFO, a socket, a device, a broken link - is a
     DataError naming it: reading a FIFO would block, and skipping it would lose whatever a writer
-    meant to deliver through it without a word."""
+    meant to deliver through it without a word. A symbolic link to a directory is followed (once:
+    a link back up is not walked again), as its files are the user's data like any other."""
     wanted = tuple(s.lower() for s in suffixes)
     files: list[Path] = []
-    for p in sorted(path.rglob("*")):
-        if any(part.startswith((".", "_")) for part in p.relative_to(path).parts):
-            continue
+    for p in _entries(path):
         if p.is_file():
             if p.name.lower().endswith(wanted):
                 files.append(p)
@@ -330,6 +336,24 @@ def directory_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
                 "move it out (or write the data to a regular file) and ingest again"
             )
     return files
+
+
+def _entries(path: Path) -> list[Path]:
+    """Everything below directory `path`, sorted, without hidden (`.x`) or `_x` entries or anything
+    below them; symbolic links to directories followed once each (`Path.rglob` skips them, and
+    the files of a linked day's export would go unread without a word)."""
+    entries: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()  # a link cycle, or the same directory linked twice
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        base = Path(root)
+        entries += [base / name for name in (*dirs, *names) if not name.startswith((".", "_"))]
+    return sorted(entries)
 
 
 def _special_kind(path: Path) -> str:
@@ -452,10 +476,12 @@ def map_columns(
             elif _base_name(wanted) in by_base:
                 mapping[canon] = by_base[_base_name(wanted)]
             else:
+                # Suggest the spelling meant (`ratng` -> `rating`), not just the first column.
+                close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6)
                 raise DataError(
                     f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
                     setting=f"data.columns.{attr}",
-                    value=header[0] if header else "NAME",
+                    value=close[0] if close else "NAME",
                 )
             taken.add(mapping[canon])
     for canon in _MAP_FIELDS:
@@ -910,6 +936,28 @@ def open_decompressed(path: Path) -> IO[bytes]:
     with path.open("rb") as fh:
         gzipped = fh.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
+
+
+def first_non_utf8(source: Path | str) -> str | None:
+    """Where the first byte that is not UTF-8 stands in `source` (a file, or a directory's data
+    files in read order): `b.csv line 8002 (byte 0xe9)`, or None. For the error of a read that
+    failed on one past the sniffed head, so the user can find it in a large file; one pass over
+    the files, on that error path only."""
+    path = Path(source)
+    if not path.exists():
+        return None
+    for file in data_files(path) if path.is_dir() else [path]:
+        decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
+        with open_decompressed(file) as fh:
+            while block := fh.read(1 << 20):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:  # exc.object: the block after the bytes held over
+                    line += exc.object.count(b"\n", 0, exc.start)
+                    name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+                    return f"{name} line {line} (byte {exc.object[exc.start]:#x})"
+                line += block.count(b"\n")
+    return None
 
 
 def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:

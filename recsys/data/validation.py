@@ -32,6 +32,7 @@ from recsys.data.readers import (
     SOURCE_FILE,
     RawSource,
     first_error_line,
+    first_non_utf8,
     number_rows,
     open_decompressed,
 )
@@ -332,7 +333,11 @@ def _read_error(raw: RawSource, exc: BaseException) -> DataError:
         message = first_error_line(exc)
         if "is not properly escaped" in str(exc):
             return _bad_quote_error(raw, str(exc))
-        hint = f": {NOT_UTF8_HINT}" if "utf-8" in message.lower() else ""
+        hint = ""
+        if "utf-8" in message.lower():
+            where = first_non_utf8(raw.path) if isinstance(raw.path, Path) else None
+            message += f" at {where}" if where else ""
+            hint = f": {NOT_UTF8_HINT}"
         return DataError(f"{raw.path}: cannot read as {raw.format} ({message}){hint}")
     return DataError(f"{raw.path}: cannot read ({exc})")
 

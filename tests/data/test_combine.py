@@ -185,31 +185,24 @@ def test_a_repeated_pair_keeps_its_first_seen_time_through_the_union(small_csv, 
     assert rows.height == source.interactions.height == 5 + others.height
 
 
-KILLED_COMBINE = """
-import os, signal, sys
-from pathlib import Path
-import recsys.data.combine as combine
-
-real = combine.ingest
-def ingest(*args, **kwargs):
-    report = real(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)  # a source is ingested into the work directory
-
-combine.ingest = ingest
-combine.combine([Path(sys.argv[1]), Path(sys.argv[1])], Path(sys.argv[2]))
-"""
-
-
-def test_the_work_directory_of_a_killed_combine_is_removed_by_the_next_one(small_csv, tmp_path):
-    import subprocess
-    import sys
+def test_the_work_directory_is_a_staging_directory_of_out_that_the_next_writer_removes(
+    small_csv, tmp_path, monkeypatch
+):
+    """The work directory (each raw source ingested) was a `.combine.*` TemporaryDirectory: a combine
+    killed with SIGKILL left it, with copies of its sources, for ever. It is one of --out's own
+    staging directories now, which the next writer of --out removes (`storage.recover`)."""
+    import recsys.data.combine as combine_module
+    from recsys.data import storage
 
     out = tmp_path / "out" / "combined"
-    out.parent.mkdir()
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_COMBINE, str(small_csv), str(out)], capture_output=True, text=True, timeout=120
-    )
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert [p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")]  # what the kill left
+    staged, real = [], combine_module.ingest
+
+    def ingest(source, target, *args, **kwargs):
+        if Path(target).name.startswith("source-"):  # a raw source, ingested into the work directory
+            staged.append(Path(target).parent in storage._staging(out, "tmp"))  # what a kill here leaves
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(combine_module, "ingest", ingest)
     combine([small_csv, small_csv], out)
+    assert staged == [True, True]
     assert sorted(p.name for p in out.parent.iterdir()) == [".combined.lock", "combined"]

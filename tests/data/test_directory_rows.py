@@ -202,3 +202,15 @@ def test_empty_files_of_a_directory_hold_no_rows(tmp_path: Path) -> None:
     (root / "part-1.json").touch()
     accepted, _, rows_in = read_canonical(root)
     assert rows_in == 1 and accepted["source_file"].cast(pl.String).to_list() == ["part-0.json"]
+
+
+def test_a_linked_directory_is_read_once(tmp_path: Path) -> None:
+    """A day's export linked into the source directory was skipped without a word (`rglob` does
+    not follow links); a link back to the source itself is not walked again."""
+    real, root = tmp_path / "exports" / "day2", tmp_path / "logs"
+    _csv(real / "a.csv", ["u2,i2,4,1700000001"])
+    _csv(root / "b.csv", ["u1,i1,4,1700000000"])
+    (root / "day2").symlink_to(real, target_is_directory=True)
+    (root / "again").symlink_to(root, target_is_directory=True)
+    accepted, _, rows_in = read_canonical(root)
+    assert rows_in == 2 and accepted["source_file"].cast(pl.String).to_list() == ["b.csv", "day2/a.csv"]

@@ -232,6 +232,17 @@ def test_append_keeps_vocab_and_aggregates_across_batches(tmp_path: Path) -> Non
     assert again.fingerprint == report.fingerprint
 
 
+def test_an_appended_batch_that_lost_its_weight_column_is_flagged(tmp_path: Path) -> None:
+    """Day two's export lost its rating column: its rows weigh 1 beside ratings of 5, which ingest
+    says (and the batch after it, which has its column again, says the reverse is now old news)."""
+    out = tmp_path / "out"
+    assert ingest(_csv(tmp_path / "d1.csv", [("u1", "i1", 5, 1_700_000_100)]), out, DataConfig()).warnings == []
+    day2 = _csv(tmp_path / "d2.csv", [("u2", "i2", 1_700_000_200)], header="user,item,timestamp")
+    (warning,) = ingest(day2, out, DataConfig(), append=True).warnings
+    assert warning.startswith("this batch has no weight column, unlike the earlier ones ('rating')")
+    assert ingest(_csv(tmp_path / "d3.csv", [("u3", "i3", 4, 1_700_000_300)]), out, DataConfig(), append=True).warnings == []
+
+
 def test_cross_batch_duplicates_compare_the_event_too(tmp_path: Path) -> None:
     """A batch without an event column holds null events: an earlier `click` with the same user,
     item, time and weight is not repeated by a `buy`, nor by a row stored without its event."""

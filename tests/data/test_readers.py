@@ -153,6 +153,9 @@ def test_explicit_column_map_beats_auto_mapping(tmp_path: Path) -> None:
     assert _rows(path, columns=ColumnMap(user="account"))["user_id"].to_list() == ["a1"]
     with pytest.raises(DataError, match="no column 'nope'"):
         scan_source(path, columns=ColumnMap(item="nope"))
+    with pytest.raises(DataError, match="no column 'acount'") as info:
+        scan_source(path, columns=ColumnMap(user="acount"))
+    assert info.value.render().endswith("--set data.columns.user=account")  # the spelling meant, not "user"
 
 
 def test_iso_and_millisecond_timestamps(tmp_path: Path) -> None:
@@ -203,6 +206,7 @@ def test_no_time_and_no_weight_columns(tmp_path: Path) -> None:
         ("x.parquet.gz", gzip.compress(b"PAR1" + bytes(64)), None, "gzip-compressed Parquet"),
         ("jester-data-1.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), None, "export the sheet as CSV"),
         ("ratings.csv", b"<!DOCTYPE html>\n<html><title>404</title></html>\n", None, "an HTML or XML document"),
+        ("soc-Epinions1.txt", b"# Directed graph\n# FromNodeId\tToNodeId\n0\t4\n", None, "grep -v '^#' FILE"),
         ("fake.parquet", b"user,item\n1,2\n", None, "not a Parquet file"),
     ],
 )

@@ -537,13 +537,17 @@ def test_a_latin1_file_is_refused_with_the_conversion_to_make(tmp_path: Path) ->
 
 
 def test_a_latin1_byte_past_the_sniffed_head_names_the_conversion_too(tmp_path: Path) -> None:
-    path = tmp_path / "ratings.csv"
+    """...and where it is: the file of a directory, the line of a large file."""
+    path = tmp_path / "logs" / "ratings.csv"
+    path.parent.mkdir()
     body = "".join(f"u{n},i{n % 50},{n % 5}\n" for n in range(8000))
     path.write_bytes(("user,item,rating\n" + body + "u1,caf\xe9,3\n").encode("latin-1"))
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
-    assert "utf-8" in line.lower() and "iconv -f latin1 -t utf-8" in line
+    (tmp_path / "logs" / "a.csv").write_text("user,item,rating\nu1,i1,4\n")
+    for source, where in ((path, "ratings.csv line 8002 (byte 0xe9)"), (path.parent, "ratings.csv line 8002")):
+        result = _ingest(source, tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "utf-8" in line.lower() and "iconv -f latin1 -t utf-8" in line and f"at {where}" in line
 
 
 def test_a_time_column_in_an_unread_format_says_so_instead_of_no_interactions_left(tmp_path: Path) -> None:

@@ -203,3 +203,21 @@ def test_dask_runner_gives_the_same_result_as_threads(prefect_harness, tmp_path,
     by_dask = training_flow_for(dask)(dask, False)
     assert [m["metrics"] for m in by_dask["models"]] == [m["metrics"] for m in by_threads["models"]]
     assert by_dask["dataset"] == by_threads["dataset"]
+
+
+def test_the_ingest_cache_key_changes_with_the_shape_of_its_result(monkeypatch):
+    """Prefect keeps the ingest result pickled (~/.prefect/storage, shared by every checkout), keyed
+    by the data fingerprint only: after an upgrade that added a field to DatasetResult, a run whose
+    key matched a result the older release pickled failed on every retry ('DatasetResult' object
+    has no attribute 'warnings')."""
+    import dataclasses
+
+    import flows.pipeline as pipeline
+
+    now = pipeline._ingest_cache_key(None, {"fingerprint": "abc-123"})
+    older = dataclasses.make_dataclass(
+        "DatasetResult", [(f.name, f.type) for f in dataclasses.fields(pipeline.DatasetResult) if f.name != "warnings"]
+    )
+    monkeypatch.setattr(pipeline, "DatasetResult", older)
+    assert pipeline._ingest_cache_key(None, {"fingerprint": "abc-123"}) != now
+    assert now.startswith("ingest-abc-123-")
