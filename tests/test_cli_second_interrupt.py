@@ -67,3 +67,23 @@ def test_an_idle_thread_pool_worker_is_not_reported_as_work_to_wait_for():
         while [t for t in _busy_threads() if t.name.startswith("idle-pool")]:
             assert time.monotonic() < deadline, "an idle pool worker counts as busy"
             time.sleep(0.01)
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line_not_a_traceback():
+    """Ctrl-C within the first moments after Enter (while `recsys.cli` imports torch and polars)
+    printed a KeyboardInterrupt traceback from inside an import."""
+    script = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def interrupting(name, *a, **k):\n"
+        "    if name == 'recsys.cli':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = interrupting\n"
+        "sys.argv = ['recsys', '--help']\n"
+        "from recsys.cli.entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "interrupted" and "Traceback" not in done.stderr, done.stderr
