@@ -177,7 +177,8 @@ class MlflowTrialHooks:
             metrics["value"] = record.value
         self.tracker.log_metrics(run_id, metrics)
         self.tracker.set_tags(run_id, {TAG_TRIAL_STATE: record.state})
-        self.tracker.end(run_id, "FAILED" if record.state == "failed" else "FINISHED", error=record.error)
+        status = {"failed": "FAILED", "interrupted": "KILLED"}.get(record.state, "FINISHED")
+        self.tracker.end(run_id, status, error=record.error)
 
 
 def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm_started: bool) -> None:

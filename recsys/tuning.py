@@ -172,7 +172,7 @@ class TrialRecord:
     number: int
     params: dict[str, Any]
     value: float | None
-    state: str  # "complete" | "pruned" | "failed"
+    state: str  # "complete" | "pruned" | "failed" | "interrupted"
     seconds: float
     epochs: int = 0
     error: str | None = None
@@ -292,6 +292,9 @@ def tune(
             value = _score(model, validation, eval_cfg, popularity, metric)
             record.value, record.state = value, "complete"
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM stops the search: the trial is reported as such, not failed
+            record.state = "interrupted"
             raise
         except (DataError, SetupError) as exc:  # the same for every parameter setting: stop the search
             record.error = f"{type(exc).__name__}: {exc}"

@@ -144,6 +144,27 @@ def test_a_data_aware_wals_alpha_above_the_default_space_is_still_trial_zero():
     assert fixed.trials[0].params["alpha"] <= 50.0
 
 
+def test_an_interrupted_trial_is_reported_as_interrupted_and_the_interrupt_goes_on(planted):
+    """Ctrl-C in a trial printed it as "failed" (and closed its MLflow run FAILED)."""
+    split = strong_split(planted)
+    finished = []
+
+    class Hooks:
+        def start(self, number, params):
+            def on_epoch(step, metrics):
+                if number == 1:
+                    raise KeyboardInterrupt
+
+            return on_epoch
+
+        def finish(self, record):
+            finished.append((record.number, record.state))
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(WALS_TUNED, split.train, split.validation_set(), hooks=Hooks())
+    assert finished == [(0, "complete"), (1, "interrupted")]
+
+
 def test_ease_tunes_its_l2_from_the_data_aware_default(planted):
     split = strong_split(planted)
     outcome = tune(EASEConfig(name="e", tuning=TuningConfig(n_trials=4)), split.train, split.validation_set())
