@@ -101,8 +101,8 @@ def wals_defaults(
     active_items = max(int(np.count_nonzero(np.bincount(csr.indices, minlength=n_items))), 1)
     mass = float(scaled.sum())
     if alpha is None:
-        row_mass = max(mass / active_users, 1e-12)
-        alpha = max(WALS_MEAN_CONFIDENCE / max(mean_f, 1e-12), WALS_MIN_OBSERVED_SHARE * n_items / row_mass)
+        floor = WALS_MIN_OBSERVED_SHARE * n_items / (mass / active_users) if mass > 0 else 0.0
+        alpha = max(WALS_MEAN_CONFIDENCE / max(mean_f, 1e-12), floor)
     user_side = n_items + alpha * mass / active_users
     item_side = active_users + alpha * mass / active_items
     regularization = WALS_REGULARIZATION_SCALE * math.sqrt(user_side * item_side)

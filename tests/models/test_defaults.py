@@ -63,6 +63,10 @@ def test_a_sparse_catalogue_gets_the_observed_share_floor_on_alpha():
     assert found["regularization"] == pytest.approx(0.025 * math.sqrt((1000 + 50 * 2) * (10 + 50 * 1)), rel=1e-12)
 
 
+def test_an_empty_matrix_gets_a_finite_alpha():
+    assert wals_defaults(sp.csr_matrix((3, 50), dtype=np.float32))["alpha"] == pytest.approx(3.0)
+
+
 def test_on_a_sparse_catalogue_the_default_wals_finds_the_clusters_popularity_cannot():
     """Without the floor (alpha = 3) the unobserved cells drown the 5 observed ones of every row
     and WALS ranks like nothing (hit rate 0.003 here); with it, the planted clusters come out
