@@ -123,10 +123,13 @@ def fetch(
 
 def _remove_stale_staging(spec: PublicDataset, raw_dir: Path) -> None:
     """What a fetcher of this set killed with SIGKILL left: its extraction staging folders (a whole
-    unzipped archive each, 1 GB for MovieLens 20M, kept for ever) and its partial download. Called
-    with the set's lock held, so no live fetcher's files are among them."""
+    unzipped archive each, 1 GB for MovieLens 20M, kept for ever), its partial download, and the
+    temp copy of an offline folder's ratings file (`_into_cache`). Called with the set's lock held,
+    so no live fetcher's files are among them."""
     for left in raw_dir.glob(f".{glob.escape(spec.folder)}.*.tmp"):
         shutil.rmtree(left, ignore_errors=True)
+    for left in (raw_dir / spec.folder).glob(f".{glob.escape(spec.ratings)}.*.tmp"):
+        left.unlink(missing_ok=True)
     (raw_dir / f"{spec.archive}.part").unlink(missing_ok=True)
 
 

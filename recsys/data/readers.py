@@ -380,7 +380,8 @@ def data_files(path: Path) -> list[Path]:
     archived files it would skip, or when it holds none. Other files are not read (see
     `warn_unread`), nor are empty (0-byte) ones: they hold no row, and Spark writes one for each
     empty partition (a landing zone then takes such a file up once something was written to it)."""
-    every = [p for p in directory_files(path, ("",)) if p.stat().st_size]
+    listed = directory_files(path, ("",))
+    every = [p for p in listed if p.stat().st_size]
     unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
     if unread:
         names = [p.relative_to(path).as_posix() for p in unread]
@@ -391,7 +392,7 @@ def data_files(path: Path) -> list[Path]:
         )
     files = [p for p in every if p.name.lower().endswith(DATA_SUFFIXES)]
     if not files:
-        empty = any(p.name.lower().endswith(DATA_SUFFIXES) for p in directory_files(path, ("",)))
+        empty = any(p.name.lower().endswith(DATA_SUFFIXES) for p in listed)
         raise DataError(
             f"{path}: directory holds no {'data file that is not empty' if empty else 'supported data files'} "
             "(.parquet, .csv, .tsv, .jsonl ...)"

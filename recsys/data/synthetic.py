@@ -25,6 +25,7 @@ import polars as pl
 
 from recsys.config import ConfigError, SyntheticConfig
 from recsys.data.schema import CANONICAL_SCHEMA, ITEM, TIME, USER, WEIGHT
+from recsys.data.storage import lock_file
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 """Fixed start of the synthetic time span, so timestamps depend only on the config."""
@@ -172,7 +173,7 @@ def write_data(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out.parent / f".{out.name}.lock")):
+    with FileLock(str(lock_file(out))):
         return _write_files(data, out)
 
 

@@ -202,6 +202,9 @@ def test_empty_files_of_a_directory_hold_no_rows(tmp_path: Path) -> None:
     (root / "part-1.json").touch()
     accepted, _, rows_in = read_canonical(root)
     assert rows_in == 1 and accepted["source_file"].cast(pl.String).to_list() == ["part-0.json"]
+    (root / "part-0.json").write_bytes(b"")  # every data file empty: said so, not 'no supported files'
+    with pytest.raises(DataError, match="holds no data file that is not empty"):
+        read_canonical(root)
 
 
 def test_a_linked_directory_is_read_once(tmp_path: Path) -> None:

@@ -143,6 +143,11 @@ def test_a_killed_fetchers_staging_is_removed_by_the_next_fetch(tmp_path, small_
     (raw / ".ml-1m.4242.abcd1234.tmp").mkdir()  # another set's: not this fetch's to judge
     fetch("movielens-100k", raw, offline=small_zip)
     assert sorted(p.name for p in raw.iterdir()) == [".fetch.ml-100k.lock", ".ml-1m.4242.abcd1234.tmp", "ml-100k"]
+    # killed while an offline folder's ratings file was linked or copied into the cache
+    copied = raw / "ml-100k" / ".u.data.4242.abcd1234.tmp"
+    copied.write_text(U_DATA)
+    fetch("movielens-100k", raw)  # the cache answers, and the temp copy is gone
+    assert not copied.exists()
 
 
 def test_offline_zip_with_the_wrong_checksum_is_refused(tmp_path, small_zip):
