@@ -209,13 +209,17 @@ def _unwind_on_sigterm() -> Any:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return None
 
-    def on_terminate(signum, frame):  # noqa: ARG001 - the signal-handler signature
-        from recsys import interrupt
-
-        interrupt.request()  # worker threads stop at their next check, as on Ctrl-C
-        raise interrupt.Terminated
-
     return signal.signal(signal.SIGTERM, on_terminate)
+
+
+def on_terminate(signum, frame):  # type: ignore[no-untyped-def]  # noqa: ARG001 - the handler signature
+    """The SIGTERM handler of every command (`recsys run` installs it too, with its SIGINT one):
+    worker threads stop at their next `recsys.interrupt` check, as on Ctrl-C, and the main thread
+    unwinds with `Terminated` (exit 143)."""
+    from recsys import interrupt
+
+    interrupt.request()
+    raise interrupt.Terminated
 
 
 def _restore_sigterm(previous: Any) -> None:

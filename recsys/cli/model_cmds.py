@@ -35,12 +35,14 @@ OnlyOption = Annotated[
 ]
 
 
-def _prepare(config: Path | None, set_: list[str] | None):
+def _prepare(loaded):
+    """The config (`load_run_config`, loaded once by the command: its checks ran on it before any
+    work) with its thread budget pinned, and its split, data prepared as `recsys run` prepares it."""
     from pipelines.data import ingest_warnings, prepare_dataset
     from pipelines.run import load_split
     from pipelines.train import pin_thread_budget
 
-    cfg = pin_thread_budget(load_run_config(config, set_, default=True))
+    cfg = pin_thread_budget(loaded)
     with console.status("preparing data and split"):
         dataset = prepare_dataset(cfg)
         split = load_split(dataset, cfg)
@@ -170,9 +172,10 @@ def train(
     """
     from pipelines.train import find_teacher, fit_model
 
-    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    loaded = load_run_config(config, set_, default=True)
+    _selected(loaded, only)  # unknown names: before any work
     writable_dir(models_dir, "--models")
-    cfg, split = _prepare(config, set_)
+    cfg, split = _prepare(loaded)
     selected = _applicable(_selected(cfg, only), split, cfg, only)
     for model_cfg in selected if nproc > 1 else []:
         if model_cfg.kind == "two_tower" and model_cfg.tuning is not None and model_cfg.tuning.enabled:
@@ -287,10 +290,11 @@ def evaluate(
     from recsys.models.base import Recommender
 
     writable_output(json_out, "--json")
-    _selected(load_run_config(config, set_, default=True), only)  # unknown names: before any work
+    loaded = load_run_config(config, set_, default=True)
+    _selected(loaded, only)  # unknown names: before any work
     if train_first:
         writable_dir(models_dir, "--models")
-    cfg, split = _prepare(config, set_)
+    cfg, split = _prepare(loaded)
     results, summary, trained = {}, {}, {}
     for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
         path = models_dir / model_cfg.name
@@ -373,16 +377,17 @@ def tune(
     from pipelines.tune import trial_line, tune_model
 
     writable_output(out, "--out")
-    load_run_config(config, set_, default=True).model(model)  # an unknown name: before any work
+    loaded = load_run_config(config, set_, default=True)
+    loaded.model(model)  # an unknown name: before any work
     if metric is not None:
         from recsys.tuning import check_tuning_metric
 
         check_tuning_metric(metric, "--metric")
-    cfg, split = _prepare(config, set_)
+    cfg, split = _prepare(loaded)
     if split.validation is None:
         cfg.split.validation_fraction = 0.1
         console.print("[yellow]no validation split configured: using split.validation_fraction = 0.1[/]")
-        cfg, split = _prepare(config, [*(set_ or []), "split.validation_fraction=0.1"])
+        cfg, split = _prepare(load_run_config(config, [*(set_ or []), "split.validation_fraction=0.1"], default=True))
 
     result = tune_model(
         cfg,

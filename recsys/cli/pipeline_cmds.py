@@ -21,6 +21,7 @@ from recsys.cli.common import (
     debug_enabled,
     err_console,
     load_run_config,
+    on_terminate,
     print_table,
     sigterm_to_the_server,
     user_errors,
@@ -180,10 +181,6 @@ def _stop_worker_threads_on_signals():
     def on_interrupt(signum, frame):
         interrupt.request()
         raise KeyboardInterrupt
-
-    def on_terminate(signum, frame):
-        interrupt.request()
-        raise interrupt.Terminated
 
     return signal.signal(signal.SIGINT, on_interrupt), signal.signal(signal.SIGTERM, on_terminate)
 

@@ -199,7 +199,6 @@ def compare(
         else:
             if output.is_dir():  # the temp file beside it was named in the error, not --output
                 raise ConfigError(f"--output {output} is a directory: give a file path, e.g. {output / 'compare.md'}")
-            output.parent.mkdir(parents=True, exist_ok=True)  # as --plot does
             write_text_atomic(output, text)
             console.print(f"wrote {output}")
     if plot is not None:

@@ -7,15 +7,13 @@ well as from live objects, and the tracker stays free of plotting details.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from recsys.files import current_umask
+from recsys.files import atomic_path
 
 _AT_K = re.compile(r"^(?P<metric>[a-z_]+)@(?P<k>\d+)$")
 
@@ -247,21 +245,12 @@ def item_embeddings_figure(
 
 def _save(fig, path: str | Path, adjust: bool = True) -> Path:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if adjust:
         fig.subplots_adjust(
             left=0.16, right=0.95, bottom=0.12, top=0.92, hspace=0.35
         )  # tight_layout costs ~0.3 s
     # A temp file of this writer's own (two `recsys compare --plot` of one path shared one name, so
     # one published the other's half-written file, or found it gone), removed if the save fails.
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix or '.png'}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(target, suffix=f".tmp{target.suffix or '.png'}") as tmp:
         fig.savefig(tmp, dpi=110)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plot should look like any file
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target
