@@ -34,25 +34,28 @@ def suspicions(
     own), and the source column of each canonical one."""
     return (
         missing_markers(pairs, users, items, mapping)
-        + repeated_header(pairs, users, items, mapping)
+        + repeated_header(pairs, users, items, rows, mapping)
         + epoch_times(rows, mapping)
     )
 
 
-def repeated_header(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+def repeated_header(
+    pairs: pl.DataFrame, users: Vocab, items: Vocab, rows: pl.DataFrame, mapping: Mapping[str, str]
+) -> list[str]:
     """A warning when the header's own names are a (user, item) pair: a delimited file that repeats
     its header line (parts joined with `cat`, each with its header) reads it as an interaction of
     user "user_id" with item "item_id" when no weight or time column would fail to parse. Looks
-    the names up in the vocabularies; the pairs only when both are there."""
+    the names up in the vocabularies; this batch's `rows` only when both are there (the whole
+    table would blame every later, clean batch appended after the one that held the line)."""
     user, item = mapping.get(USER), mapping.get(ITEM)
-    if user is None or item is None or any(pairs.schema.get(c) in CODE_DTYPES for c in (USER, ITEM)):
+    if user is None or item is None or any(f.schema.get(c) in CODE_DTYPES for f in (pairs, rows) for c in (USER, ITEM)):
         return []  # decimal ids (integer codes) cannot spell a header
     if (
         not (users.table.get_column(users.id_name) == user).any()
         or not (items.table.get_column(items.id_name) == item).any()
     ):
         return []
-    if not pairs.filter((pl.col(USER) == user) & (pl.col(ITEM) == item)).height:
+    if not rows.filter((pl.col(USER) == user) & (pl.col(ITEM) == item)).height:
         return []
     return [
         f"the header's names ({user!r}, {item!r}) are an interaction: the file repeats its header line "

@@ -996,3 +996,7 @@ def test_a_repeated_header_line_read_as_an_interaction_is_flagged(tmp_path: Path
     (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert "the header's names ('user_id', 'item_id') are an interaction" in warning and "awk" in warning
     assert json.loads((out / "manifest.json").read_text())["warnings"] == [warning.removeprefix("warning: ")]
+    clean = tmp_path / "more.csv"  # a clean batch appended later is not blamed for that line
+    clean.write_text("user_id,item_id\nu4,i4\n")
+    appended = _ingest(clean, out, "--append")
+    assert appended.exit_code == 0 and "warning:" not in appended.output, appended.output
