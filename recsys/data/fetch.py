@@ -18,6 +18,8 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,8 +97,6 @@ def fetch(
     `offline` (a zip, checksum-verified, or an extracted folder, used in place); a download from
     `base_url` (default GroupLens). Every failure is a DataError naming the file or URL and the cause.
     """
-    from filelock import FileLock
-
     spec = _spec(name)
     raw_dir = Path(raw_dir)
     if offline is not None and not Path(offline).exists():
@@ -105,7 +105,7 @@ def fetch(
     # One fetcher of a set at a time: two (`recsys data fetch` beside a `recsys run` naming the set)
     # both downloaded into the one `.part` file, and the second extraction removed the folder the
     # first had just put in place (`rmtree` of a complete copy another reader may be using).
-    with FileLock(str(raw_dir / f".fetch.{spec.folder}.lock")):
+    with _set_lock(raw_dir / f".fetch.{spec.folder}.lock", name, console):
         _remove_stale_staging(spec, raw_dir)
         if offline is not None:
             return _from_offline(spec, Path(offline), raw_dir)
@@ -119,6 +119,24 @@ def fetch(
         else:
             _verify(archive, SHA256.get(spec.archive))
         return _extract(archive, spec, raw_dir)
+
+
+@contextmanager
+def _set_lock(path: Path, name: str, console: Console | None) -> Iterator[None]:
+    """Hold one set's fetch lock, saying so when another fetcher has it: its download can take
+    minutes (MovieLens 20M), which a `recsys run` naming the set would otherwise wait out silently."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        (console or Console(stderr=True)).print(f"waiting for another fetch of {name} to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _remove_stale_staging(spec: PublicDataset, raw_dir: Path) -> None:

@@ -315,11 +315,14 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
     )
 
 
-def weight_drift(mapping: dict[str, str], batches: list[dict]) -> str | None:
+def weight_drift(mapping: dict[str, str], batches: list[dict], aggregate: str) -> str | None:
     """A warning when an appended batch has a weight column and the earlier ones have none, or the
     reverse: an export that lost (or gained) its rating column mixes 1-per-row counts with ratings
     or plays in one table without a word (a positive rule would drop the 1s), which the manifest
-    alone does not show."""
+    alone does not show. None under `aggregate` count (the resolved one), where every row weighs 1
+    whatever its columns: nothing mixes, and the warning's own hint is that setting."""
+    if aggregate == "count":
+        return None
     earlier = [b["columns"].get(WEIGHT) for b in batches if "columns" in b]
     named = [c for c in earlier if c is not None]
     if not earlier or named and len(named) < len(earlier):
@@ -470,7 +473,7 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        found = (weights["warning"], zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest)))
+        found = (weights["warning"], zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
         warnings = [w for w in found if w] + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),

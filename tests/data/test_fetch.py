@@ -105,6 +105,31 @@ def test_two_fetches_of_one_set_download_it_once(tmp_path, server, checksum_of, 
     assert found[0].read_text() == U_DATA
 
 
+def test_a_fetch_waiting_for_another_says_so(tmp_path, small_zip, checksum_of):
+    """The lock's wait (another fetcher's download: minutes for MovieLens 20M) was silent."""
+    import io
+
+    from filelock import FileLock
+    from rich.console import Console
+
+    raw, said = tmp_path / "raw", io.StringIO()
+    raw.mkdir()
+    held = FileLock(str(raw / ".fetch.ml-100k.lock"))
+    held.acquire()
+    waiter = threading.Thread(
+        target=lambda: fetch("movielens-100k", raw, offline=small_zip, console=Console(file=said))
+    )
+    waiter.start()
+    for _ in range(500):  # until the waiter has said it (at most 5 s)
+        if said.getvalue():
+            break
+        threading.Event().wait(0.01)
+    held.release()
+    waiter.join()
+    assert said.getvalue() == "waiting for another fetch of movielens-100k to finish\n"
+    assert (raw / "ml-100k" / "u.data").read_text() == U_DATA
+
+
 def test_checksum_mismatch_is_a_clear_error_and_caches_nothing(tmp_path, server, monkeypatch, checksum_of):
     base_url, _ = server
     monkeypatch.setitem(fetch_module.SHA256, "ml-100k.zip", "0" * 64)

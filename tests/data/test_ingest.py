@@ -243,6 +243,18 @@ def test_an_appended_batch_that_lost_its_weight_column_is_flagged(tmp_path: Path
     assert ingest(_csv(tmp_path / "d3.csv", [("u3", "i3", 4, 1_700_000_300)]), out, DataConfig(), append=True).warnings == []
 
 
+def test_a_gained_weight_column_is_not_flagged_under_the_count_its_warning_suggests(tmp_path: Path) -> None:
+    """The reverse drift (day two gained a rating column) suggests data.aggregate = count, under
+    which every row weighs 1 whatever the column: the warning then came back all the same."""
+    day1 = _csv(tmp_path / "d1.csv", [("u1", "i1", 1_700_000_100)], header="user,item,timestamp")
+    day2 = _csv(tmp_path / "d2.csv", [("u2", "i2", 5, 1_700_000_200)])
+    for out in (tmp_path / "summed", tmp_path / "counted"):
+        ingest(day1, out, DataConfig())
+    (warning,) = ingest(day2, tmp_path / "summed", DataConfig(), append=True).warnings
+    assert warning.startswith("this batch has a weight column ('rating'), unlike the earlier ones")
+    assert ingest(day2, tmp_path / "counted", DataConfig(aggregate="count"), append=True).warnings == []
+
+
 def test_cross_batch_duplicates_compare_the_event_too(tmp_path: Path) -> None:
     """A batch without an event column holds null events: an earlier `click` with the same user,
     item, time and weight is not repeated by a `buy`, nor by a row stored without its event."""
