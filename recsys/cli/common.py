@@ -115,6 +115,9 @@ def one_line_warnings() -> None:
 
     original = warnings.showwarning
     if getattr(original, "_recsys_one_line", False):
+        # Installed by an earlier command of this process (CliRunner, a notebook): this is a new
+        # command, so its warnings show again.
+        original._recsys_shown.clear()  # type: ignore[attr-defined]
         return
     shown: set[str] = set()
 
@@ -126,6 +129,7 @@ def one_line_warnings() -> None:
             err_console.print(f"warning: {message}", style="yellow", markup=False)
 
     show._recsys_one_line = True  # type: ignore[attr-defined]
+    show._recsys_shown = shown  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 

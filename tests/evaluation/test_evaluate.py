@@ -188,3 +188,21 @@ def test_the_sampled_metrics_warning_is_printed_once_as_one_line(capsys, caplog)
     err = capsys.readouterr().err
     assert err.count("Krichene & Rendle 2020") == 1 and err.startswith("warning: sampled metrics"), err
     assert not [r for r in caplog.records if "Krichene" in r.getMessage()]
+
+
+def test_a_second_command_in_one_process_prints_the_warning_again(capsys) -> None:
+    """Once per command, not once per process: the hook is installed by the first command only,
+    and its set of shown messages outlived it, so a second command in the same process (CliRunner,
+    a notebook) printed nothing for a warning the first had printed."""
+    import warnings
+
+    from recsys.cli.common import one_line_warnings
+    from recsys.errors import RecsysWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        for _command in range(2):
+            one_line_warnings()  # what every command's start does (OneLineErrors.main)
+            warnings.warn("planted warning", RecsysWarning, stacklevel=1)
+            warnings.warn("planted warning", RecsysWarning, stacklevel=1)
+    assert capsys.readouterr().err.count("warning: planted warning") == 2

@@ -53,13 +53,15 @@ def runs_page(logged, recsys_ui) -> str:
 
 def test_recsys_ui_prints_the_runs_link(logged, monkeypatch):
     """`recsys ui` prints the runs link before it hands over to the MLflow UI; for a server store
-    it refuses, naming the same link on the server."""
+    it refuses, naming the same link on the server. First it stops the MLflow UI servers a killed
+    `recsys ui` left (the stop itself: tests/test_process_group.py; this is its wiring)."""
     from typer.testing import CliRunner
 
     from recsys.cli import app, tracking_cmds
 
     served = []
     monkeypatch.setattr(tracking_cmds, "run_in_process_group", lambda command, env: served.append(command) or 0)
+    monkeypatch.setattr(tracking_cmds, "stop_orphaned_groups", lambda: [4242])
     experiment = MlflowClient(logged.uri).get_experiment_by_name(logged.config.tracking.experiment)
     args = ["ui", "--port", "5123", "--set", f"tracking.tracking_uri={logged.uri}",
             "--set", f"tracking.experiment={logged.config.tracking.experiment}"]  # fmt: skip
@@ -72,6 +74,7 @@ def test_recsys_ui_prints_the_runs_link(logged, monkeypatch):
     assert result.exit_code == 0, result.output
     assert f"runs: http://127.0.0.1:5123/#/experiments/{experiment.experiment_id}/runs?{query}" in result.output
     assert served and served[0][2:4] == ["mlflow", "ui"]
+    assert "stopped 1 MLflow UI server(s) left by a killed recsys ui (pids 4242)" in result.output
 
 
 def test_the_experiment_is_tagged_for_model_training_with_the_recsys_view(logged):
