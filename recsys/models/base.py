@@ -326,11 +326,13 @@ class Recommender(ABC):
 
         from filelock import FileLock
 
+        from recsys.data.storage import lock_file
+
         self._check_fitted()
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = f".{target.name}.saving-"
-        with FileLock(str(target.parent / f".{target.name}.lock")) if lock else nullcontext():
+        with FileLock(str(lock_file(target))) if lock else nullcontext():
             for left in target.parent.glob(f"{glob.escape(staging)}*"):  # a killed save's copy
                 shutil.rmtree(left, ignore_errors=True)
             tmp = target.parent / f"{staging}{uuid.uuid4().hex[:8]}"
