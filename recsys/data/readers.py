@@ -803,6 +803,33 @@ def _positional_files(
     return texts
 
 
+def _colon_header_files(label: Path | str, files: list[DataFile], columns: ColumnMap | None) -> list[_TextFile]:
+    """`::` files whose first line names the columns (`user_id::item_id::rating::timestamp`, as
+    exports of ML-1M-shaped logs often add): each file's header is mapped like a CSV header. The
+    file is split on ':' as for headerless ones, so a name may not hold a ':' itself."""
+    texts, unmapped = [], []
+    for f in files:
+        lines = _head_lines(_local(f), _read_head(_local(f)))
+        header = [name.strip() for name in lines[0].split("::")] if lines else []
+        if not header or _looks_like_data(header) or any(":" in name for name in header):
+            raise DataError(
+                f"{_local(f)}: a `::`-separated file whose first line is neither a header of plain "
+                f"names nor a data row ({(lines or [''])[0][:60]!r}); files of one source must all have "
+                "a header line, or none"
+            )
+        try:
+            mapping = map_columns(_local(f), header, columns, delimited=True)
+        except DataError as exc:
+            unmapped.append((f, exc))
+            continue
+        names = [header[i // 2] if i % 2 == 0 else f"_gap_{i // 2}" for i in range(2 * len(header) - 1)]
+        texts.append(_TextFile(f, ":", True, None, names, mapping, tuple(names)))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [t.file for t in texts])
+    _same_roles(label, [(t.file.name, t.mapping) for t in texts])
+    return texts
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -820,7 +847,10 @@ def _scan_text(
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        texts = _positional_files(label, files, "::", first)
+        if _looks_like_data(first.split("::")):
+            texts = _positional_files(label, files, "::", first)
+        else:
+            texts = _colon_header_files(label, files, columns)
     else:
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
         fields = first.split(separator)

@@ -256,3 +256,14 @@ def test_a_boolean_parquet_weight_reads_as_one_or_zero(tmp_path: Path) -> None:
     accepted, quarantine, _ = read_canonical(path, columns=ColumnMap(weight="liked"))
     assert accepted.select("user_id", "weight").rows() == [("u1", 1.0), ("u2", 0.0)]
     assert quarantine.select("user_id", "reason").rows() == [("u3", "bad_weight")]
+
+
+def test_a_colon_separated_file_with_a_header_line_reads_the_header(tmp_path: Path) -> None:
+    """`user_id::item_id::rating::timestamp` above ML-1M-style rows: the header was read as a data
+    row (quarantined as bad_timestamp) and the rows numbered from 2."""
+    path = _write(tmp_path / "ratings.dat", _lines("::", "user_id::item_id::rating::timestamp"))
+    assert detect_format(path) == "movielens-dat"
+    _assert_canonical(_rows(path))
+    extra = _write(tmp_path / "extra.dat", "UserID::MovieID::Rating::Timestamp\n1::2::5::978300760::x\n")
+    accepted, quarantine, _ = read_canonical(extra)
+    assert accepted.height == 0 and quarantine.select("source_row", "reason").rows() == [(1, "extra_fields")]
