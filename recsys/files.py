@@ -4,16 +4,22 @@ Why one module: readers (a scheduler reading `--json`, `recsys evaluate` reading
 never see half a file, and two processes writing one output must not share a temp name (the second
 rename found `.<name>.tmp` gone after all its work, or published the other's half-written text), so
 each writer gets a temp file of its own from `mkstemp`, given the mode a plain `open()` would give.
-A leaf module (no third-party imports): the CLI imports it at start-up.
+A leaf module (third-party imports only inside functions): the CLI imports it at start-up.
+`announced_lock` is here too: a lock that says, when a command has to wait on it, what it waits for.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 
 def current_umask() -> int:
@@ -48,3 +54,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextmanager
+def announced_lock(
+    path: str | os.PathLike, what: str, say: Callable[[str], None] | None = None, *, singleton: bool = False
+) -> Iterator[FileLock]:
+    """Hold the `filelock` at `path`, first saying `waiting for <what> to finish` when another
+    process (or thread) holds it: a command that waits on a lock for minutes (a download, a stack
+    starting, a long ingest) must say why it stalls. `say` defaults to a line on stderr; `singleton`
+    makes the lock re-entrant across this process's callers of one path (see `storage.writer_lock`).
+    Yields the lock (its `lock_counter` tells a re-entrant caller whether it is the outermost)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path), is_singleton=singleton)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        (say or _to_stderr)(f"waiting for {what} to finish")
+        lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -35,6 +35,7 @@ from rich.progress import (
 )
 
 from recsys.errors import DataError
+from recsys.files import announced_lock
 
 DatasetName = Literal["movielens-100k", "movielens-1m", "movielens-20m", "lastfm-2k"]
 
@@ -125,18 +126,9 @@ def fetch(
 def _set_lock(path: Path, name: str, console: Console | None) -> Iterator[None]:
     """Hold one set's fetch lock, saying so when another fetcher has it: its download can take
     minutes (MovieLens 20M), which a `recsys run` naming the set would otherwise wait out silently."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        (console or Console(stderr=True)).print(f"waiting for another fetch of {name} to finish")
-        lock.acquire()
-    try:
+    say = (console or Console(stderr=True)).print
+    with announced_lock(path, f"another fetch of {name}", say):
         yield
-    finally:
-        lock.release()
 
 
 def _remove_stale_staging(spec: PublicDataset, raw_dir: Path) -> None:

@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from filelock import FileLock, Timeout
 
 from recsys.data.dataset import InteractionData
 from recsys.data.parquet_out import write_table as write_table  # re-exported: ingest writes through it
@@ -49,7 +48,7 @@ from recsys.data.schema import FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX,
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
 from recsys.faults import fault_point
-from recsys.files import current_umask
+from recsys.files import announced_lock, current_umask
 
 INTERACTIONS_DIR = "interactions"
 QUARANTINE_DIR = "quarantine"
@@ -196,20 +195,12 @@ def writer_lock(out_dir: Path, progress: Callable[[str], None] | None = None) ->
         yield  # creator holds the real lock, and a lock file here would outlive the dir
         return
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file(out_dir)), is_singleton=True)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if progress is not None:
-            progress(f"waiting for another writer of {out_dir} to finish")
-        lock.acquire()
-    try:
+    say = progress or (lambda _line: None)
+    with announced_lock(lock_file(out_dir), f"another writer of {out_dir}", say, singleton=True) as lock:
         if lock.lock_counter == 1:
             for line in recover(out_dir):
                 log.warning("%s (left by a writer that was killed)", line)
         yield
-    finally:
-        lock.release()
 
 
 def ensure_recovered(root: Path) -> None:

@@ -28,11 +28,12 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsys.files import write_text_atomic
+from recsys.files import announced_lock, write_text_atomic
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -143,16 +144,17 @@ class ResumeReport:
     already_logged: bool = False
 
 
-def resume_bundle(client: MlflowClient, experiment_id: str, bundle: Path) -> ResumeReport:
+def resume_bundle(
+    client: MlflowClient, experiment_id: str, bundle: Path, say: Callable[[str], None] | None = None
+) -> ResumeReport:
     """Log a kept bundle into the store (see the module docstring). Idempotent per bundle, also
     when a resume is killed part-way or two run at once: one resume of a bundle at a time (a lock
     file in it), and every record logged is noted in `resuming.json` at once, so a rerun goes on
     from the next record (a killed resume logged the records it had done again: every model twice,
     a second registry version each). A run the kill left half-logged is RUNNING under a dead
-    process: the `Tracker` of the rerun closes it KILLED."""
-    from filelock import FileLock
-
-    with FileLock(str(bundle / LOCK_FILE)):
+    process: the `Tracker` of the rerun closes it KILLED. A resume that finds another one at work
+    says so (`say`, default stderr) before it waits: logging a bundle's models can take minutes."""
+    with announced_lock(bundle / LOCK_FILE, f"another resume of {bundle}", say):
         return _resume_locked(client, experiment_id, bundle)
 
 

@@ -76,3 +76,31 @@ def test_a_resume_killed_part_way_logs_each_kept_run_once_on_the_rerun(shared_ml
     assert len(versions) == 2 and len(report.registered) == 2
     assert set(report.runs) == {PARENT_KEY, "pop", "wals"}
     assert resume_bundle(client, experiment, bundle).already_logged
+
+
+def test_a_resume_that_waits_for_another_says_so(tmp_path: Path, capfd):
+    """Two resumes of one bundle take turns on its lock; the one that waits says why it stalls (on
+    stderr, where `recsys run --resume-tracking` leaves it). The bundle is logged already, so the
+    waiter needs no store once it has the lock."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from recsys.tracking.offline import LOCK_FILE, LOGGED_FILE
+
+    bundle = tmp_path / "bundle"
+    save_record(bundle, RunRecord(PARENT_KEY, "pipeline", offline_run_id(), status="FINISHED"))
+    (bundle / LOGGED_FILE).write_text('{"runs": {"parent": "abc"}, "registered": []}')
+    said, reports = "", []
+    with FileLock(str(bundle / LOCK_FILE)):  # another resume at work
+        waiter = threading.Thread(target=lambda: reports.append(resume_bundle(None, "0", bundle)))
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while "waiting for" not in said and time.monotonic() < deadline:
+            time.sleep(0.05)
+            said += capfd.readouterr().err
+        assert reports == []  # still waiting
+    waiter.join(30)
+    assert f"waiting for another resume of {bundle} to finish" in said
+    assert reports[0].already_logged and reports[0].runs == {"parent": "abc"}
