@@ -27,11 +27,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recsys.errors import RecsysError
+from recsys.files import announced_lock
 
 HOST = "127.0.0.1"
 DB_USER = "postgres"
@@ -524,6 +526,22 @@ class Stack:
         server, process = launch(name, command, env, self.root / f"{name}.log", url, health, marker)
         self.servers[name], self._processes[name] = server, process
         return server
+
+
+LOCK_FILE = "stack.lock"
+
+
+@contextmanager
+def stack_lock(root: Path, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the stack directory's lock (`stack.lock` in it) while starting or stopping its stack:
+    two `recsys stack up` on one directory would each find no running stack and start a second
+    PostgreSQL, MLflow and Prefect on it, the second's `stack.json` clobbering the first's pids (so
+    `stack down` could no longer stop them). The one that waits says so, and then finds the first's
+    stack running."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with announced_lock(root / LOCK_FILE, f"another `recsys stack up` or `down` of {root}", say):
+        yield
 
 
 # --------------------------------------------------------------------------------------------------

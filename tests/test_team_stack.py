@@ -13,7 +13,17 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.stack import HOST, Server, Stack, claim, mlflow_server_command, mlflow_server_env, reap_orphans
+from recsys.stack import (
+    HOST,
+    LOCK_FILE,
+    Server,
+    Stack,
+    claim,
+    free_port,
+    mlflow_server_command,
+    mlflow_server_env,
+    reap_orphans,
+)
 
 
 def test_server_commands_listen_on_localhost_and_proxy_artifacts(tmp_path):
@@ -145,3 +155,37 @@ def test_a_database_tracking_uri_is_opened_before_training_and_named_without_its
     with pytest.raises(TrackingError, match="cannot open") as caught:
         check_tracking(down)
     assert parsed.password not in str(caught.value) and ":***@" in str(caught.value)
+
+
+def test_a_second_stack_up_waits_for_the_first_and_finds_its_stack(tmp_path):
+    """Two `recsys stack up` on one directory: the second waits on the directory's lock, saying so,
+    then finds the first's stack running instead of starting another (and clobbering stack.json).
+    No PostgreSQL needed: the first `up` is this test holding the lock, and its "servers" are one
+    live process whose command line carries both servers' markers."""
+    from filelock import FileLock
+
+    root = tmp_path / "stack"
+    root.mkdir()
+    ports = [free_port() for _ in range(3)]
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mlflow", "prefect"])
+    try:
+        with FileLock(str(root / LOCK_FILE)):  # the first `stack up`, starting its servers
+            flags = [f"--{name}-port={port}" for name, port in zip(("postgres", "mlflow", "prefect"), ports, strict=True)]
+            second = subprocess.Popen(
+                [sys.executable, "-m", "recsys.cli", "stack", "up", "--dir", str(root), *flags],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            waiting = second.stderr.readline()  # an error line (and exit) if it did not wait
+            first = Stack(root, postgres_port=ports[0], mlflow_port=ports[1], prefect_port=ports[2])
+            first.servers = {
+                name: Server(name, server.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", "log", name)
+                for name in ("mlflow", "prefect")
+            }
+            first.write_state()
+        out, err = second.communicate(timeout=60)
+    finally:
+        server.kill()
+        server.wait()
+    assert "waiting for another `recsys stack up` or `down` of" in waiting, waiting + err
+    assert second.returncode == 0 and "running already" in out, out + err
+    assert Stack.from_state(root).servers["mlflow"].pid == server.pid  # the first's state, not clobbered

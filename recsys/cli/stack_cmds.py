@@ -4,12 +4,13 @@ production; `make stack` / `make stack-stop` call these."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import app, console, user_errors
+from recsys.cli.common import app, console, err_console, user_errors
 
 stack_app = typer.Typer(
     help="A local PostgreSQL + MLflow server + Prefect server, as a team runs them (make stack).",
@@ -33,28 +34,30 @@ def up(
     """Start PostgreSQL, the MLflow server (artifacts through its proxy) and the Prefect server, all on
     127.0.0.1, and print how to point `recsys run` / `recsys schedule` at them. Data survives
     `recsys stack down`; delete the directory to start afresh."""
-    from recsys.stack import Stack
+    from recsys.stack import Stack, stack_lock
 
-    running = Stack.from_state(directory)
-    if running is not None and all(server.alive() for server in running.servers.values()):
-        console.print(f"the stack in {directory} is running already")
-        _print_usage(running.mlflow_url, running.prefect_api_url, directory)
-        return
-    stack = Stack(directory, postgres_port=postgres_port, mlflow_port=mlflow_port, prefect_port=prefect_port)
-    stack.start(log=lambda line: console.print(f"  {line}", highlight=False))
-    _print_usage(stack.mlflow_url, stack.prefect_api_url, directory)
+    with stack_lock(directory, _say):  # a second `up` waits, then finds this one's stack running
+        running = Stack.from_state(directory)
+        if running is not None and all(server.alive() for server in running.servers.values()):
+            console.print(f"the stack in {directory} is running already")
+            _print_usage(running.mlflow_url, running.prefect_api_url, directory)
+            return
+        stack = Stack(directory, postgres_port=postgres_port, mlflow_port=mlflow_port, prefect_port=prefect_port)
+        stack.start(log=lambda line: console.print(f"  {line}", highlight=False))
+        _print_usage(stack.mlflow_url, stack.prefect_api_url, directory)
 
 
 @stack_app.command("down")
 @user_errors
 def down(directory: DirOption = Path(".stack")) -> None:
     """Stop the Prefect server, the MLflow server and PostgreSQL started by `recsys stack up`."""
-    from recsys.stack import Stack
+    from recsys.stack import Stack, stack_lock
 
-    stack = Stack.from_state(directory)
-    if stack is None:
-        stack = Stack(directory)  # no servers recorded; PostgreSQL may still run from its data dir
-    stack.stop()
+    with stack_lock(directory, _say) if directory.is_dir() else nullcontext():  # no lock file in a typo'd dir
+        stack = Stack.from_state(directory)
+        if stack is None:
+            stack = Stack(directory)  # no servers recorded; PostgreSQL may still run from its data dir
+        stack.stop()
     console.print(f"stopped the stack in {directory} (data kept; delete the directory to drop it)")
 
 
@@ -73,6 +76,10 @@ def status(directory: DirOption = Path(".stack")) -> None:
     for name, ok in up_.items():
         console.print(f"  {name:9} {'up' if ok else 'DOWN'}")
     raise typer.Exit(code=0 if all(up_.values()) else 1)
+
+
+def _say(line: str) -> None:
+    err_console.print(line, markup=False, highlight=False)
 
 
 def _print_usage(mlflow_url: str, prefect_api_url: str, directory: Path) -> None:
