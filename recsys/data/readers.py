@@ -284,7 +284,7 @@ def detect_format(path: str | Path) -> str:
     lines = _head_lines(path, head)
     if not lines:
         raise DataError(f"{path}: empty file")
-    if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")):
+    if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")) and not _hash_header(lines):
         raise DataError(
             f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
             "e.g. `grep -v '^#' FILE > NEW` (SNAP's edge lists are then headerless user, item columns)"
@@ -301,10 +301,40 @@ def detect_format(path: str | Path) -> str:
         return "jsonl"
     if suffix == ".json" and lines[0].lstrip().startswith("["):
         raise _json_array_error(path)
-    sniffed = _sniff_text(path, lines)
+    sniffed = _sniff_text(path, _unhashed(lines))
     if suffix == ".inter" and sniffed == "tsv":
         return "recbole"  # RecBole headers without types still read fine as TSV with auto-mapping
     return sniffed
+
+
+def _hash_header(lines: list[str]) -> bool:
+    """Whether the first line is a header written behind a `#` (`#user,item,rating`, as some
+    exporters mark it): it splits into at least two plain names (no number, date or empty name,
+    see `_looks_like_data`) and every following line of the head is no comment and splits into
+    as many fields. A comment block (SNAP's `# Directed graph ...` lines) fails this and is
+    refused as before; reading it as a header would name columns after prose."""
+    if len(lines) < 2 or not lines[0].startswith("#"):
+        return False
+    first, rows = lines[0].lstrip("#").strip(), lines[1:21]
+    if any(row.startswith("#") for row in rows):
+        return False
+    separator = "::" if "::" in first else "\t" if "\t" in first else _csv_separator([first, *rows])
+
+    def width(line: str) -> int:
+        return len(_QUOTED.sub('""', line.strip()).split(separator))
+
+    names = [name.strip().strip('"') for name in first.split(separator)]
+    return len(names) > 1 and not _looks_like_data(names) and all(width(row) == len(names) for row in rows)
+
+
+def _unhashed(lines: list[str]) -> list[str]:
+    """`lines` with a `#` header (`_hash_header`) spelled as a plain header line."""
+    return [lines[0].lstrip("#").strip(), *lines[1:]] if _hash_header(lines) else lines
+
+
+def _header_lines(path: Path) -> list[str]:
+    """The first lines of a delimited file, a `#` header read as its plain header."""
+    return _unhashed(_head_lines(path, _read_head(path)))
 
 
 def _json_array_error(path: Path | str) -> DataError:
@@ -803,6 +833,33 @@ def _positional_files(
     return texts
 
 
+def _colon_header_files(label: Path | str, files: list[DataFile], columns: ColumnMap | None) -> list[_TextFile]:
+    """`::` files whose first line names the columns (`user_id::item_id::rating::timestamp`, as
+    exports of ML-1M-shaped logs often add): each file's header is mapped like a CSV header. The
+    file is split on ':' as for headerless ones, so a name may not hold a ':' itself."""
+    texts, unmapped = [], []
+    for f in files:
+        lines = _header_lines(_local(f))
+        header = [name.strip() for name in lines[0].split("::")] if lines else []
+        if not header or _looks_like_data(header) or any(":" in name for name in header):
+            raise DataError(
+                f"{_local(f)}: a `::`-separated file whose first line is neither a header of plain "
+                f"names nor a data row ({(lines or [''])[0][:60]!r}); files of one source must all have "
+                "a header line, or none"
+            )
+        try:
+            mapping = map_columns(_local(f), header, columns, delimited=True)
+        except DataError as exc:
+            unmapped.append((f, exc))
+            continue
+        names = [header[i // 2] if i % 2 == 0 else f"_gap_{i // 2}" for i in range(2 * len(header) - 1)]
+        texts.append(_TextFile(f, ":", True, None, names, mapping, tuple(names)))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [t.file for t in texts])
+    _same_roles(label, [(t.file.name, t.mapping) for t in texts])
+    return texts
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -813,14 +870,17 @@ def _scan_text(
     label: Path | str, files: list[DataFile], fmt: str, columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     first_path = _local(files[0])
-    lines = _head_lines(first_path, _read_head(first_path))
+    lines = _header_lines(first_path)
     if not lines:
         raise DataError(f"{label}: empty file")
     first = lines[0]
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        texts = _positional_files(label, files, "::", first)
+        if _looks_like_data(first.split("::")):
+            texts = _positional_files(label, files, "::", first)
+        else:
+            texts = _colon_header_files(label, files, columns)
     else:
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
         fields = first.split(separator)
@@ -839,12 +899,16 @@ def _scan_text(
             texts, unmapped = [], []
             for f in files:
                 header = _csv_header(_local(f), separator, '"')
+                # A `#user,item` header: its first name is read without the '#'.
+                names = None
+                if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
+                    names = header = [header[0].lstrip("#").strip(), *header[1:]]
                 try:
                     mapping = map_columns(_local(f), header, columns, delimited=True)
                 except DataError as exc:
                     unmapped.append((f, exc))
                     continue
-                texts.append(_TextFile(f, separator, True, '"', None, mapping, tuple(header)))
+                texts.append(_TextFile(f, separator, True, '"', names, mapping, tuple(header)))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
             _same_roles(label, [(t.file.name, t.mapping) for t in texts])

@@ -256,3 +256,38 @@ def test_a_boolean_parquet_weight_reads_as_one_or_zero(tmp_path: Path) -> None:
     accepted, quarantine, _ = read_canonical(path, columns=ColumnMap(weight="liked"))
     assert accepted.select("user_id", "weight").rows() == [("u1", 1.0), ("u2", 0.0)]
     assert quarantine.select("user_id", "reason").rows() == [("u3", "bad_weight")]
+
+
+def test_a_colon_separated_file_with_a_header_line_reads_the_header(tmp_path: Path) -> None:
+    """`user_id::item_id::rating::timestamp` above ML-1M-style rows: the header was read as a data
+    row (quarantined as bad_timestamp) and the rows numbered from 2."""
+    path = _write(tmp_path / "ratings.dat", _lines("::", "user_id::item_id::rating::timestamp"))
+    assert detect_format(path) == "movielens-dat"
+    _assert_canonical(_rows(path))
+    extra = _write(tmp_path / "extra.dat", "UserID::MovieID::Rating::Timestamp\n1::2::5::978300760::x\n")
+    accepted, quarantine, _ = read_canonical(extra)
+    assert accepted.height == 0 and quarantine.select("source_row", "reason").rows() == [(1, "extra_fields")]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("ratings.csv", _lines(",", "#userId,movieId,rating,timestamp")),
+        ("log.tsv", _lines("\t", "# user\titem\tscore\tts")),
+        ("ratings.dat", _lines("::", "#user_id::item_id::rating::timestamp")),
+    ],
+)
+def test_a_header_line_behind_a_hash_is_read_as_the_header(tmp_path: Path, name: str, text: str) -> None:
+    """`#user,item,...` (as some exporters mark the header) was refused as a comment line."""
+    _assert_canonical(_rows(_write(tmp_path / name, text)))
+    forced = _write(tmp_path / f"forced-{name}", text)
+    _assert_canonical(_rows(forced, detect_format(forced)))
+
+
+def test_comment_lines_that_are_no_header_are_still_refused(tmp_path: Path) -> None:
+    """SNAP's `# Directed graph ...` block: prose, not column names, and rows of another width."""
+    path = _write(tmp_path / "edges.txt", "# Directed graph: x.txt\n# Nodes: 3 Edges: 2\n0\t1\n1\t2\n")
+    with pytest.raises(DataError, match="starts with comment lines"):
+        detect_format(path)
+    with pytest.raises(DataError, match="starts with comment lines"):
+        detect_format(_write(tmp_path / "one.csv", "# exported by tool x\nu1,i1,5\n"))
