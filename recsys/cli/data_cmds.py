@@ -111,7 +111,6 @@ def ingest_command(
     Example: recsys ingest ml-100k.inter --out data/processed/ml-100k --min-rating 4 --json summary.json
     """
     from recsys.data.ingest import ingest
-    from recsys.data.synthetic import planted_blocks
 
     data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
@@ -142,7 +141,7 @@ def ingest_command(
             progress=lambda s: status.update(f"ingest: {s} ..."),
         )
     _print_report(report)
-    if not append and planted_blocks(source) is not None:
+    if report.planted:
         console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", style="yellow", markup=False)

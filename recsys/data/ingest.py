@@ -18,6 +18,7 @@ leave a batch in without its record, or the record without its batch.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -77,6 +78,7 @@ class IngestReport:
     format: str = ""
     mapping: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one line each, also in the manifest
+    planted: bool = False  # the vocab's blocks are a `recsys data synth` folder's planted clusters
 
     def to_json_dict(self) -> dict[str, int | str]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -368,21 +370,27 @@ def ingest(
     name -> JSON-able value, written into the directory in the same atomic swap as the batch.
     Holds the directory's writer lock throughout (see the module docstring).
     """
-    say = progress or (lambda _stage: None)
-    if as_url(source) is None and not Path(source).exists():  # before the lock: nothing left behind
-        raise DataError(f"{source}: no such file or directory")
-    if as_url(source) is None and user_labels is None and item_labels is None and not append:
-        from recsys.data.synthetic import planted_blocks
+    from recsys.data.synthetic import planted_blocks, reading
 
-        planted = planted_blocks(source)  # `recsys data synth` output: its clusters are the blocks
-        if planted is not None:
-            source, user_labels, item_labels = planted
-    _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
-    with storage.writer_lock(Path(out_dir), say):
-        return _ingest(
-            source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
-            item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}),
-        )  # fmt: skip
+    say = progress or (lambda _stage: None)
+    local = as_url(source) is None
+    if local and not Path(source).exists():  # before the lock: nothing left behind
+        raise DataError(f"{source}: no such file or directory")
+    # A `recsys data synth` folder is read under its writer's lock, so a rewrite never mixes in.
+    with reading(source, say) if local else contextlib.nullcontext():
+        planted = None
+        if local and user_labels is None and item_labels is None and not append:
+            planted = planted_blocks(source)  # `recsys data synth` output: its clusters are the blocks
+            if planted is not None:
+                source, user_labels, item_labels = planted
+        _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
+        with storage.writer_lock(Path(out_dir), say):
+            report = _ingest(
+                source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
+                item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}),
+            )  # fmt: skip
+    report.planted = planted is not None
+    return report
 
 
 def _ingest(

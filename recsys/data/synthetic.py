@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ import polars as pl
 from recsys.config import ConfigError, SyntheticConfig
 from recsys.data.schema import CANONICAL_SCHEMA, ITEM, TIME, USER, WEIGHT
 from recsys.data.storage import lock_file
+from recsys.files import announced_lock
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 """Fixed start of the synthetic time span, so timestamps depend only on the config."""
@@ -168,12 +170,11 @@ def write_data(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
     leaves a half-written file under a final name. synthetic.json, which marks the folder as the
     generator's (`planted_blocks`), is removed first and written last: a rewrite killed between
     files left the new interactions beside the old clusters, read as their planted blocks. Two
-    writers of one folder take turns (a lock file beside it), so their files never mix."""
-    from filelock import FileLock
-
+    writers of one folder take turns (a lock file beside it), so their files never mix; a reader
+    (`ingest`) takes the same lock (`reading`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_file(out))):
+    with announced_lock(lock_file(out), f"another writer of {out}"):
         return _write_files(data, out)
 
 
@@ -191,6 +192,24 @@ def _write_files(data: SyntheticData, out: Path) -> dict[str, Path]:
     _atomic_write(paths["item_clusters"], data.item_clusters.write_parquet)
     _atomic_write(paths["config"], lambda p: Path(p).write_text(config_json))
     return paths
+
+
+@contextmanager
+def reading(source: str | Path, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold a generator folder's lock (the one `write_data` holds) while `source` - the folder or a
+    file in it - is read: a reader that ran beside a rewrite took the new interactions with the old
+    clusters, or, finding synthetic.json removed mid-rewrite, read the folder's three Parquet files
+    as one log. Any other source is read without a lock; so is a folder this process cannot write
+    a lock into (a read-only copy has no writer)."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    lock = lock_file(folder)
+    ours = lock.is_file() or (folder / "synthetic.json").is_file()
+    if not ours or not os.access(lock if lock.exists() else folder.parent, os.W_OK):
+        yield
+        return
+    with announced_lock(lock, f"`recsys data synth` writing {folder}", say):
+        yield
 
 
 def planted_blocks(source: str | Path) -> tuple[Path, pl.DataFrame, pl.DataFrame] | None:

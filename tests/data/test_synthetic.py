@@ -183,3 +183,49 @@ def test_a_rewrite_killed_between_files_is_not_read_as_planted_blocks(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         synthetic.write_data(generate(small.model_copy(update={"n_users": 60, "seed": 1})), out)
     assert synthetic.planted_blocks(out) is None
+
+
+def test_an_ingest_during_a_rewrite_waits_and_reads_one_generation(tmp_path):
+    """`recsys data synth` rewriting a folder while `recsys ingest` reads it: the reader takes the
+    writer's lock, so it reads the new generation whole - never the new interactions beside the
+    old clusters, nor (synthetic.json removed mid-rewrite) the folder's three files as one log.
+    The writer here is this test, stopped half-way through a rewrite with the lock held."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+    from recsys.data.storage import load_processed, lock_file
+    from recsys.data.synthetic import _atomic_write, _write_files, write_data
+
+    tiny = {"n_users": 60, "n_items": 40, "n_clusters": 2, "interactions_per_user": 8.0}
+    old, new = generate(SyntheticConfig(**tiny, seed=1)), generate(SyntheticConfig(**tiny, seed=2))
+    folder = tmp_path / "synth"
+    write_data(old, folder)
+    said, reports, errors = [], [], []
+
+    def read() -> None:
+        try:
+            reports.append(ingest(folder, tmp_path / "read", DataConfig(), progress=said.append))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    with FileLock(str(lock_file(folder))):  # the rewrite, as _write_files begins it
+        (folder / "synthetic.json").unlink()
+        _atomic_write(folder / "interactions.parquet", new.interactions.write_parquet)
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _write_files(new, folder)  # the rest of the rewrite
+    reader.join(60)
+    assert errors == [] and said[0] == f"waiting for `recsys data synth` writing {folder} to finish"
+    assert reports[0].planted
+    alone = ingest(folder, tmp_path / "alone", DataConfig())  # the new generation, read on its own
+    assert reports[0].fingerprint == alone.fingerprint
+    read_blocks, alone_blocks = load_processed(tmp_path / "read"), load_processed(tmp_path / "alone")
+    assert np.array_equal(read_blocks.user_blocks, alone_blocks.user_blocks)
+    assert np.array_equal(read_blocks.item_blocks, alone_blocks.item_blocks)
