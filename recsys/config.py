@@ -70,6 +70,11 @@ class DataConfig(Section):
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
     min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")
     max_future_days: float = Field(1.0, ge=0, description="quarantine timestamps more than this far in the future")
+    decimal: Literal["auto", "comma", "point"] = Field(
+        "auto",
+        description="a comma in a weight / time value: comma = decimal point (4,5), point = thousands separator "
+        "(1,234); auto = comma in ';'-separated files, else not read",
+    )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)

@@ -90,12 +90,13 @@ def read_canonical(
     columns: ColumnMap | None = None,
     *,
     max_future_days: float = 1.0,
+    decimal: str = "auto",
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Read and validate one source without storing anything.
 
     Returns (accepted rows in the canonical schema + source_row, quarantined raw rows with reason,
     rows_in). Raises DataError when the file cannot be read at all."""
-    result = validate(scan_source(source, format, columns), max_future_days)
+    result = validate(scan_source(source, format, columns), max_future_days, decimal=decimal)
     return result.accepted, result.quarantine, result.rows_in
 
 
@@ -413,7 +414,8 @@ def _ingest(
 
     say("reading and validating")
     raw = scan_source(source, format or cfg.format, cfg.columns)
-    result = validate(raw, cfg.max_future_days)
+    result = validate(raw, cfg.max_future_days, decimal=cfg.decimal)
+    notes = result.notes
     previous = storage.scan_batches(out_dir, previous_batches)
     result = _drop_cross_batch_duplicates(result, raw, previous)
     if (
@@ -482,7 +484,7 @@ def _ingest(
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
-        warnings = [w for w in found if w] + suspicions(pairs, users, items, result.rows, raw.mapping)
+        warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

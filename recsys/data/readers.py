@@ -13,6 +13,14 @@ line becomes one `malformed_json` row (READ_ERROR) instead of failing the whole 
 
 Formats are detected from the extension *and* the first bytes of the file (MovieLens `u.data` has
 no telling extension; a `.csv` may really be `::`-separated), and can be forced with `format=`.
+Numbers are not parsed here either, but a delimited source records its separator
+(`RawSource.separator`): a `;` file is the CSV export of a decimal-comma locale, so validation
+reads `4,5` in its weight or time column as 4.5. The rule for the ambiguous `1,234` (1.234, or
+1234 with a thousands separator?) is validation's (`validation.DECIMAL_MODES`): a comma followed
+by digits is the decimal point in a `;` file, but a column whose every comma value looks like a
+thousands group stops ingest with an error that names the row and the `data.decimal` setting
+that decides; nothing is guessed for other separators (such values are quarantined as bad).
+
 A source may also be an fsspec URL (see `recsys.data.remote`): `file://` takes the local path;
 other protocols are read as Parquet through fsspec file objects.
 """
@@ -127,7 +135,11 @@ class RawSource:
     set (delimited text), scans again with the canonical columns it is given read as those types
     by polars' CSV parser, which raises on a value it cannot read; `layout` (see ByteLayout) lets
     validation prove afterwards that every value was spelled plainly, so the typed read loses
-    nothing the text read would have kept."""
+    nothing the text read would have kept.
+    `separator`: the field separator of delimited text (one for all files; else None), which
+    says how a comma inside a number was meant (`;` files come from decimal-comma locales).
+    `decimal`: how validation reads a comma in weight / time text, set by `validate` from it
+    (see `validation.DECIMAL_MODES`)."""
 
     path: Path | str
     format: str
@@ -138,6 +150,8 @@ class RawSource:
     positional_rows: bool = False
     typed: Callable[[dict[str, pl.DataType]], pl.LazyFrame] | None = None
     layout: ByteLayout | None = None
+    separator: str | None = None
+    decimal: str = "plain"
 
     @property
     def columns(self) -> list[str]:
@@ -932,6 +946,7 @@ def _scan_text(
     # without a word. Such files are read through the rebuild from the start; its one column past
     # the last finds the rows (about the cost of the plain read on a 3M-row ratings.dat).
     colons = fmt == "movielens-dat"
+    separators = {t.separator for t in texts}
     return RawSource(
         label,
         fmt,
@@ -942,6 +957,7 @@ def _scan_text(
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
+        separator=separators.pop() if len(separators) == 1 else None,
     )
 
 

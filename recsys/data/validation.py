@@ -83,6 +83,17 @@ _ISO_FORMATS_NAIVE = (
 _GO_TIME = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) ([+-]\d{4}) [A-Za-z0-9+-]+(?: m=[+-]\d+(?:\.\d+)?)?$"
 _GO_FORMAT = "%Y-%m-%d %H:%M:%S%.f%#z"
 _SAMPLE_ROWS = 2000
+DECIMAL_MODES = ("auto", "comma", "point")
+"""`data.decimal`: how a comma in a weight or time value is read. `comma`: as the decimal point
+(`4,5` is 4.5), as spreadsheets in decimal-comma locales write numbers; `point`: as a thousands
+separator (`1,234` and `1,234.5` are 1234 and 1234.5); `auto`: `comma` in `;`-separated files
+(the CSV those locales' spreadsheets export), else neither (a comma in a number is a bad value).
+In `auto`, a `;` column whose comma values all look like thousands groups (`1,234`, `12,500`: one
+comma, three digits after it) is ambiguous, and ingest stops and asks rather than guess."""
+# Internal readings (`RawSource.decimal`): "plain" reads no comma; the others as above.
+_DECIMAL_COMMA = r"^([+-]?\d+),(\d+)$"
+_THOUSANDS = r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$"
+_GROUP_LIKE = r"^[+-]?\d{1,3},\d{3}$"
 # Integers spelled as polars writes them back ("7", "-3"): the sample's time / weight values must
 # be, for a typed read to be worth trying (`_typed_read_is_exact` then checks every row).
 _PLAIN_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
@@ -105,6 +116,7 @@ class ValidationResult:
     quarantine: pl.DataFrame
     rows_in: int
     reasons: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # one line each, for ingest's warnings
 
     @property
     def accepted(self) -> pl.DataFrame:
@@ -123,6 +135,21 @@ class ValidationResult:
 
 
 # --------------------------------------------------------------------------- parsers
+
+
+def _number(text: pl.Expr, decimal: str = "plain") -> pl.Expr:
+    """Number text -> Float64, null where unreadable. A comma is read (`decimal`: comma or point,
+    see DECIMAL_MODES) only in the values the plain cast did not read: null elsewhere, so the
+    other rows cost a null check, not a regex."""
+    value = text.cast(pl.Float64, strict=False)
+    if decimal == "plain":
+        return value
+    rest = pl.when(value.is_null()).then(text)
+    if decimal in ("comma", "auto-comma"):
+        fixed = rest.str.replace(_DECIMAL_COMMA, "${1}.${2}")
+    else:
+        fixed = pl.when(rest.str.contains(_THOUSANDS)).then(rest.str.replace_all(",", "", literal=True))
+    return pl.coalesce(value, fixed.cast(pl.Float64, strict=False))
 
 
 def _numeric_to_time(seconds_like: pl.Expr) -> pl.Expr:
@@ -180,7 +207,12 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
 
 
 def parse_time(
-    column: str, dtype: pl.DataType, has_text_dates: bool, padded: bool = True, integers: bool = False
+    column: str,
+    dtype: pl.DataType,
+    has_text_dates: bool,
+    padded: bool = True,
+    integers: bool = False,
+    decimal: str = "plain",
 ) -> pl.Expr:
     """Raw time column -> Datetime(us, UTC); unparseable values become null (then quarantined).
     padded=False skips whitespace stripping (a sample showed none; it is the costliest step).
@@ -200,7 +232,7 @@ def parse_time(
         text = text.str.strip_chars()
     if integers and not has_text_dates:
         return _integer_to_time(text)
-    numeric = _numeric_to_time(text.cast(pl.Float64, strict=False))
+    numeric = _numeric_to_time(_number(text, decimal))
     if not has_text_dates:
         return numeric
     return pl.coalesce(numeric, _iso_to_time(text))
@@ -310,7 +342,9 @@ def _reason_expr(
     return expr.otherwise(pl.lit(None, dtype=_REASON_DTYPE))
 
 
-def validate(raw: RawSource, max_future_days: float, now: datetime | None = None) -> ValidationResult:
+def validate(
+    raw: RawSource, max_future_days: float, now: datetime | None = None, decimal: str = "auto"
+) -> ValidationResult:
     """Parse and check every row of `raw`; see the module docstring for the rules.
 
     One pass over the source: each column is cast once (non-strict, so a bad value becomes null and
@@ -327,7 +361,17 @@ def validate(raw: RawSource, max_future_days: float, now: datetime | None = None
     A source whose lazy read fails and that offers an exact (per-line) rebuild, i.e. JSON Lines with
     a line the cheap shape test let through, is validated once more from that rebuild, so the bad
     line is quarantined instead of failing the file (a tab-separated file whose quoted read fails
-    offers an unquoted read the same way)."""
+    offers an unquoted read the same way).
+
+    `decimal` (DECIMAL_MODES) says how a comma in a weight or time value is read; values read
+    through a comma are counted in a note (ValidationResult.notes)."""
+    if decimal not in DECIMAL_MODES:
+        raise DataError(f"unknown decimal mode {decimal!r}; choose one of {', '.join(DECIMAL_MODES)}")
+    if decimal == "auto":
+        reading = "auto-comma" if raw.separator == ";" else "plain"
+    else:
+        reading = decimal
+    raw = replace(raw, decimal=reading)
     try:
         return _validate(raw, max_future_days, now)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -427,7 +471,7 @@ def _validate(
         if schema[TIME] == pl.String:
             blank = pl.col(TIME).str.strip_chars() == "" if TIME in padded else pl.col(TIME) == ""
             present = present & ~blank
-        time_expr = parse_time(TIME, schema[TIME], text_dates, TIME in padded, integer_time)
+        time_expr = parse_time(TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal)
         parsed += [time_expr.alias("_time"), present.alias("_time_raw_present")]
     if has_weight:
         wdtype = schema[WEIGHT]
@@ -441,7 +485,7 @@ def _validate(
             # Unstripped on the fast path: a padded value the sample did not foresee fails this
             # cast and is re-checked stripped below (a `when` retry here would strip every row).
             # A typed read (TYPED_READ) gives an Int64 column and takes the branch above.
-            weight = text.cast(pl.Float64, strict=False)
+            weight = _number(text, raw.decimal)
         parsed.append(weight.cast(pl.Float32).alias("_weight"))
     if has_event:
         parsed.append(pl.col(EVENT).cast(pl.String).str.strip_chars().alias("_event"))
@@ -506,13 +550,13 @@ def _validate(
     # result is the general route's whatever the sample suggested.
     checks = []
     if has_time and schema[TIME] == pl.String and (integer_time or TIME not in padded or not text_dates):
-        general_time = parse_time(TIME, pl.String, has_text_dates=True, padded=True)
+        general_time = parse_time(TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal)
         blank = pl.col(TIME).str.strip_chars() == ""
         checks.append((TIME, "bad_timestamp", general_time.is_not_null() | blank))
     elif integer_time:  # integers read typed
         checks.append((TIME, "bad_timestamp", parse_time(TIME, schema[TIME], False).is_not_null()))
     if plain_weight:
-        stripped = pl.col(WEIGHT).str.strip_chars().cast(pl.Float64, strict=False)
+        stripped = _number(pl.col(WEIGHT).str.strip_chars(), raw.decimal)
         checks.append((WEIGHT, "bad_weight", stripped.is_not_null()))
     missed = frozenset(
         name
@@ -522,6 +566,7 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed)
+    notes = _comma_notes(frame, raw)
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
@@ -564,7 +609,69 @@ def _validate(
         # A number spelled otherwise than plainly ("007", "+7", '"7"'): use the text.
         del accepted, quarantine
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general)
-    return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons)
+    notes += _comma_hints(quarantine, raw)
+    return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons, notes=notes)
+
+
+def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
+    """A note per weight / time column with values read through a comma (see DECIMAL_MODES),
+    naming the first; DataError when `auto` guessed a decimal comma for a column whose comma
+    values all look like thousands groups (`1,234`), where either reading may be the meant one.
+    Only for sources read with commas (`;` files, or a decimal mode set): others pay nothing."""
+    if raw.decimal == "plain":
+        return []
+    notes = []
+    for name, role in ((WEIGHT, "weight"), (TIME, "time")):
+        if name not in raw.mapping or frame.schema.get(name) != pl.String:
+            continue
+        text = pl.col(name).str.strip_chars()
+        read = frame.filter(text.str.contains(",", literal=True) & pl.col(f"__{name}").is_not_null())
+        if read.height == 0:
+            continue
+        first = read.row(0, named=True)
+        where = f"{first[SOURCE_FILE]} in {raw.path}" if raw.per_file else str(raw.path)
+        value, column, parsed = first[name].strip(), raw.mapping[name], first[f"__{name}"]
+        parsed = f"{parsed:g}" if name == WEIGHT else str(parsed)
+        if raw.decimal == "auto-comma" and read.select(text.str.contains(_GROUP_LIKE).all()).item():
+            raise DataError(
+                f"{where}: row {first[ROW]}, column {column!r} ({role}): {value!r} may be "
+                f"{value.replace(',', '.')} (a decimal comma, as ';'-separated exports write) or "
+                f"{value.replace(',', '')} (a thousands separator), and every comma value of the column "
+                "is spelled like that; say which with {option} (or data.decimal=point for thousands)",
+                setting="data.decimal",
+                value="comma",
+            )
+        how = "a thousands separator" if raw.decimal == "point" else "a decimal comma"
+        other = "comma (decimal comma)" if raw.decimal == "point" else "point (thousands separator)"
+        notes.append(
+            f"{where}: {read.height} {role} value(s) of column {column!r} read with {how} (row "
+            f"{first[ROW]}: {value!r} as {parsed}); --set data.decimal={other} reads them otherwise"
+        )
+    return notes
+
+
+def _comma_hints(quarantine: pl.DataFrame, raw: RawSource) -> list[str]:
+    """Where no comma was read (`plain`: a file not `;`-separated, mode auto), a note per
+    weight / time column whose quarantined values are numbers with a comma (`"1,234"`, `"4,5"`),
+    naming the setting that reads them. Looks at the quarantined rows only."""
+    if raw.decimal != "plain":
+        return []
+    hints = []
+    for name, rule in ((WEIGHT, "bad_weight"), (TIME, "bad_timestamp")):
+        if name not in quarantine.columns:
+            continue
+        text = pl.col(name).str.strip_chars()
+        comma = text.str.contains(_DECIMAL_COMMA) | text.str.contains(_THOUSANDS)
+        found = quarantine.filter((pl.col(REASON) == rule) & comma)
+        if found.height:
+            first = found.row(0, named=True)
+            where = f"{first[SOURCE_FILE]} in {raw.path}" if raw.per_file else str(raw.path)
+            hints.append(
+                f"{where}: {found.height} value(s) of column {raw.mapping[name]!r} quarantined as {rule} "
+                f"hold a comma (row {first[ROW]}: {first[name].strip()!r}): --set data.decimal=comma reads "
+                "it as the decimal point, data.decimal=point as a thousands separator"
+            )
+    return hints
 
 
 def _without_empty_lines(quarantine: pl.DataFrame, raw: RawSource, rows_in: int) -> tuple[pl.DataFrame, int]:

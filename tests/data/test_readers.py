@@ -13,6 +13,7 @@ import pytest
 from recsys.config import ColumnMap
 from recsys.data.ingest import read_canonical
 from recsys.data.readers import detect_format, scan_source
+from recsys.data.validation import validate
 from recsys.errors import DataError
 
 # Three interactions that every fixture below encodes in its own format.
@@ -313,3 +314,35 @@ def test_go_zoned_times_are_read(tmp_path: Path) -> None:
         datetime(2020, 1, 1, tzinfo=UTC),
     ]
     assert quarantine.select("user_id", "reason").rows() == [("u5", "bad_timestamp")]
+
+
+def test_a_semicolon_file_with_decimal_commas_reads_them_as_decimals(tmp_path: Path) -> None:
+    """`4,5` ratings of a European `;` export were all quarantined as bad_weight."""
+    path = _write(tmp_path / "ratings.csv", "user;item;rating;timestamp\nu1;i1;4,5;978300760,5\nu2;i2;3,0;978300761\nu3;i3;5;978300762\n")
+    result = validate(scan_source(path), 1.0)
+    assert result.accepted["weight"].to_list() == [4.5, 3.0, 5.0]
+    assert result.accepted["timestamp"][0] == datetime(2000, 12, 31, 22, 12, 40, 500000, tzinfo=UTC)
+    weight_note, time_note = result.notes
+    assert "2 weight value(s) of column 'rating' read with a decimal comma (row 1: '4,5' as 4.5)" in weight_note
+    assert "1 time value(s) of column 'timestamp'" in time_note
+    # A comma is a thousands separator when asked; `4,5` is then no number and is quarantined.
+    point = validate(scan_source(path), 1.0, decimal="point")
+    assert point.quarantine.select("source_row", "reason").rows() == [(1, "bad_timestamp"), (2, "bad_weight")]
+
+
+def test_comma_values_that_may_be_thousands_stop_with_the_setting_to_choose(tmp_path: Path) -> None:
+    """`1,234` / `12,500` in a `;` file: 1.234 or 1234? Neither is guessed."""
+    path = _write(tmp_path / "plays.csv", "user;item;plays\nu1;i1;1,234\nu2;i2;12,500\nu3;i3;7\n")
+    with pytest.raises(DataError, match=r"row 1, column 'plays' \(weight\): '1,234' may be 1.234 .* or 1234 .*--set data.decimal=comma"):
+        validate(scan_source(path), 1.0)
+    assert validate(scan_source(path), 1.0, decimal="point").accepted["weight"].to_list() == [1234, 12500, 7]
+    assert validate(scan_source(path), 1.0, decimal="comma").accepted["weight"].to_list() == pytest.approx([1.234, 12.5, 7], rel=1e-6)
+
+
+def test_a_comma_number_in_a_comma_separated_file_names_the_setting(tmp_path: Path) -> None:
+    """A quoted `"1,234"` in an ordinary CSV is not guessed at: quarantined, with a note naming data.decimal."""
+    path = _write(tmp_path / "plays.csv", 'user,item,plays\nu1,i1,"1,234"\nu2,i2,7\n')
+    result = validate(scan_source(path), 1.0)
+    assert result.quarantine.select("source_row", "reason").rows() == [(1, "bad_weight")]
+    (note,) = result.notes
+    assert "quarantined as bad_weight hold a comma (row 1: '1,234'): --set data.decimal=comma" in note

@@ -1000,3 +1000,25 @@ def test_a_repeated_header_line_read_as_an_interaction_is_flagged(tmp_path: Path
     clean.write_text("user_id,item_id\nu4,i4\n")
     appended = _ingest(clean, out, "--append")
     assert appended.exit_code == 0 and "warning:" not in appended.output, appended.output
+
+
+def test_decimal_commas_are_reported_and_ambiguous_ones_stop_ingest(tmp_path: Path) -> None:
+    """A `;` export's `4,5` ratings ingest as 4.5 with a `warning:` line (also in the manifest);
+    `1,234`-only values stop with one `error:` line naming row, column and data.decimal, which
+    then reads them as asked."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("user;item;rating\nu1;i1;4,5\nu2;i2;3,0\n")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "read with a decimal comma (row 1: '4,5' as 4.5)" in result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert any("decimal comma" in warning for warning in manifest["warnings"])
+    plays = tmp_path / "plays.csv"
+    plays.write_text("user;item;plays\nu1;i1;1,234\nu2;i2;2,000\n")
+    result = _ingest(plays, tmp_path / "out2")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and "row 1, column 'plays'" in line and "--set data.decimal=comma" in line
+    assert _ingest(plays, tmp_path / "out2", "--set", "data.decimal=point").exit_code == 0
+    written = pl.read_parquet(tmp_path / "out2" / "interactions" / "batch=000001" / "part-0.parquet")
+    assert sorted(written["weight"].to_list()) == [1234.0, 2000.0]
