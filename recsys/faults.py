@@ -23,6 +23,7 @@ POINTS = (
     "train.epoch",  # a model finished an epoch (its per-epoch metrics logged)
     "tracking.artifacts",  # a model's metrics logged, its artifacts and pyfunc not yet
     "promote.decided",  # the promotion rule decided, the champion alias not yet moved
+    "resume.logged",  # a kept run logged in full by `--resume-tracking`, resuming.json not yet updated
 )
 _seen: dict[str, int] = {}
 
