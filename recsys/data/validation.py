@@ -77,6 +77,11 @@ _ISO_FORMATS_NAIVE = (
     "%Y-%m-%d %H:%M",
     "%Y-%m-%d",
 )
+# Go's time.String() (`2006-01-02 15:04:05.999999999 -0700 MST`, with ` m=+0.0001` when the time
+# carries a monotonic reading), as Go services log times: the zone's name is dropped (the offset
+# says it all; names such as CST are ambiguous) and the offset joined to the time.
+_GO_TIME = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) ([+-]\d{4}) [A-Za-z0-9+-]+(?: m=[+-]\d+(?:\.\d+)?)?$"
+_GO_FORMAT = "%Y-%m-%d %H:%M:%S%.f%#z"
 _SAMPLE_ROWS = 2000
 # Integers spelled as polars writes them back ("7", "-3"): the sample's time / weight values must
 # be, for a typed read to be worth trying (`_typed_read_is_exact` then checks every row).
@@ -163,7 +168,15 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
         text.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC")
         for fmt in _ISO_FORMATS_NAIVE
     ]
-    return pl.coalesce(attempts)
+    iso = pl.coalesce(attempts)
+    # Go's layout is tried on the values no ISO format read, and only on those: the others are
+    # null in `rest`, which a parse passes over, so ordinary ISO columns keep their speed (one
+    # more attempt on every row cost 30-70% of the time parse).
+    rest = pl.when(iso.is_null()).then(text)
+    go = rest.str.replace(_GO_TIME, "${1}${2}").str.to_datetime(
+        _GO_FORMAT, strict=False, time_unit="us", time_zone="UTC"
+    )
+    return pl.coalesce(iso, go)
 
 
 def parse_time(

@@ -291,3 +291,25 @@ def test_comment_lines_that_are_no_header_are_still_refused(tmp_path: Path) -> N
         detect_format(path)
     with pytest.raises(DataError, match="starts with comment lines"):
         detect_format(_write(tmp_path / "one.csv", "# exported by tool x\nu1,i1,5\n"))
+
+
+def test_go_zoned_times_are_read(tmp_path: Path) -> None:
+    """Go's time.String() layout (`... -0700 MST`, with a monotonic `m=+...` reading at times) was
+    quarantined as bad_timestamp; ISO rows beside them read as before."""
+    path = _write(
+        tmp_path / "events.csv",
+        "user,item,time\n"
+        "u1,i1,2006-01-02 15:04:05.999999999 -0700 MST\n"
+        "u2,i2,2020-01-01 00:00:00 +0000 UTC\n"
+        "u3,i3,2021-05-06 07:08:09.5 +0530 IST m=+0.000123\n"
+        "u4,i4,2020-01-01T00:00:00Z\n"
+        "u5,i5,2020-01-01 00:00:00 -0700 MST extra\n",
+    )
+    accepted, quarantine, _ = read_canonical(path)
+    assert accepted["timestamp"].to_list() == [
+        datetime(2006, 1, 2, 22, 4, 5, 999999, tzinfo=UTC),
+        datetime(2020, 1, 1, tzinfo=UTC),
+        datetime(2021, 5, 6, 1, 38, 9, 500000, tzinfo=UTC),
+        datetime(2020, 1, 1, tzinfo=UTC),
+    ]
+    assert quarantine.select("user_id", "reason").rows() == [("u5", "bad_timestamp")]
