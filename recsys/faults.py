@@ -8,7 +8,8 @@ as the OOM killer or an operator would (no `finally`, no `atexit`, no flush).
 
 `RECSYS_KILL_AT=name` kills the first time the point is reached, `name:N` the N-th time (per
 process). The points are listed in `POINTS` so tests and the benchmark cannot name one that does not
-exist.
+exist. `RECSYS_STOP_AT` (same syntax) sends SIGSTOP instead: the process freezes there until a test,
+having done what another process would do in that window, resumes it with SIGCONT.
 """
 
 from __future__ import annotations
@@ -17,24 +18,26 @@ import os
 import signal
 
 ENV = "RECSYS_KILL_AT"
+STOP_ENV = "RECSYS_STOP_AT"
 POINTS = (
     "ingest.staged",  # the new batch and derived files written in the staging dir, not yet swapped in
     "storage.between_renames",  # old processed dir moved aside, new one not yet in place
     "train.epoch",  # a model finished an epoch (its per-epoch metrics logged)
     "tracking.artifacts",  # a model's metrics logged, its artifacts and pyfunc not yet
     "promote.decided",  # the promotion rule decided, the champion alias not yet moved
+    "resume.logged",  # a kept run logged in full by `--resume-tracking`, resuming.json not yet updated
+    "ingest.done",  # `recsys ingest` wrote its directory and released its lock, summary not yet printed
 )
-_seen: dict[str, int] = {}
+_seen: dict[tuple[str, str], int] = {}
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process here when RECSYS_KILL_AT names `name` (see the module docstring)."""
-    wanted = os.environ.get(ENV)
-    if not wanted:
-        return
-    point, _, nth = wanted.partition(":")
-    if point != name:
-        return
-    _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL (RECSYS_KILL_AT) or SIGSTOP (RECSYS_STOP_AT) this process here when the variable
+    names `name` (see the module docstring)."""
+    for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP)):
+        point, _, nth = os.environ.get(env, "").partition(":")
+        if point != name:
+            continue
+        _seen[env, name] = _seen.get((env, name), 0) + 1
+        if _seen[env, name] == int(nth or 1):
+            os.kill(os.getpid(), sig)

@@ -110,7 +110,8 @@ def ingest_command(
 
     Example: recsys ingest ml-100k.inter --out data/processed/ml-100k --min-rating 4 --json summary.json
     """
-    from recsys.data.ingest import ingest
+    from recsys.data.ingest import ingest, replaced_since
+    from recsys.faults import fault_point
 
     data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
@@ -140,10 +141,12 @@ def ingest_command(
             append=append,
             progress=lambda s: status.update(f"ingest: {s} ..."),
         )
+    fault_point("ingest.done")  # the lock is released: another writer may replace the directory now
     _print_report(report)
     if report.planted:
         console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
-    for warning in report.warnings:
+    replaced = replaced_since(report)  # checked after the summary, as late as it can be
+    for warning in report.warnings + ([replaced] if replaced else []):
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class IngestReport:
     mapping: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one line each, also in the manifest
     planted: bool = False  # the vocab's blocks are a `recsys data synth` folder's planted clusters
+    ingest_id: str = ""  # this call's batch's "ingest_id" in the manifest (`replaced_since`)
 
     def to_json_dict(self) -> dict[str, int | str]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -423,7 +425,7 @@ def _ingest(
     ):  # pragma: no cover - a bug, not bad data
         raise AssertionError("rows_in != rows_accepted + rows_quarantined")
 
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+    now, ingest_id = datetime.now(UTC).isoformat(timespec="seconds"), uuid.uuid4().hex
     # Two background threads (`writer`) write what nothing later reads back: the batch and
     # quarantine on one (pyarrow, single-threaded, ~0.4-0.8 s on 10M rows), the vocab and the
     # implicit table on the other, while this thread goes on deriving and then fingerprints.
@@ -519,6 +521,7 @@ def _ingest(
             "path": str(batch_path.relative_to(tmp)),
             "quarantine": str(quarantine_path.relative_to(tmp)),
             "created_at": now,
+            "ingest_id": ingest_id,
         }
         batches = _sources(previous_manifest) + [batch_entry]
         manifest = {
@@ -565,4 +568,24 @@ def _ingest(
         format=raw.format,
         mapping=raw.mapping,
         warnings=warnings,
+        ingest_id=ingest_id,
+    )
+
+
+def replaced_since(report: IngestReport) -> str | None:
+    """None while `report.out_dir` still holds the batch that ingest call wrote (later appends keep
+    it); else one line saying another writer replaced the directory since. The writer lock keeps two
+    ingests from mixing, but a non-append ingest that ran right after this one swapped in its own
+    data, and this call's summary, quarantine path and next step would name a directory that no
+    longer holds what the summary describes."""
+    try:
+        batches = storage.read_manifest(report.out_dir)["batches"]
+    except DataError:  # gone, or another writer between its renames
+        batches = []
+    if any(entry.get("ingest_id") == report.ingest_id for entry in batches):
+        return None
+    now = f" (it now holds {', '.join(str(b.get('source')) for b in batches)})" if batches else ""
+    return (
+        f"another writer replaced {report.out_dir} after this ingest{now}: the summary above describes "
+        "what this command wrote, which is no longer there; ingest again, or give each writer its own --out"
     )

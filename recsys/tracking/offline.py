@@ -18,6 +18,8 @@ before the failure re-parented to it), registry versions, and the original runs,
 the failure, are closed KILLED with a note naming their replacements. A bundle is marked
 `logged.json` when done, so resuming twice logs nothing twice; a resume killed part-way goes on from
 `resuming.json` (the records it has logged) on the rerun, and two resumes of a bundle take turns.
+A record logged in full but not yet noted there (the kill came in between) is found in the store by
+its tags (`recsys.resumed_from`, `recsys.resume_logged`) and reused, not logged twice.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys.faults import fault_point
 from recsys.files import announced_lock, write_text_atomic
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ PARENT_KEY = "parent"
 OFFLINE_PREFIX = "offline-"
 TAG_REPLACED_BY = "recsys.replaced_by"
 TAG_RESUMED_FROM = "recsys.resumed_from"
+TAG_RESUME_LOGGED = "recsys.resume_logged"  # set once everything of a record is in its new run
 
 
 def offline_run_id() -> str:
@@ -176,11 +180,13 @@ def _resume_locked(client: MlflowClient, experiment_id: str, bundle: Path) -> Re
         if not record.complete:
             if record.run_id in progress["runs"]:  # logged by a resume that was killed later
                 run_id, version = progress["runs"][record.run_id], progress["registered"].get(record.run_id)
-            else:
+            else:  # not noted, but maybe logged: a kill can come between the two (`_logged_before`)
                 parent = new_ids.get(record.parent_id or "", record.parent_id)
-                run_id, version = _log_record(client, experiment_id, bundle, record, parent)
+                logged = _logged_before(client, experiment_id, record)
+                run_id, version = logged or _log_record(client, experiment_id, bundle, record, parent)
                 if record.key == PARENT_KEY:
                     _carry_split(client, record.run_id, run_id, bundle, record)
+                fault_point("resume.logged")
                 progress["runs"][record.run_id] = run_id
                 if version:
                     progress["registered"][record.run_id] = version
@@ -204,11 +210,11 @@ def _log_record(
     client: MlflowClient, experiment_id: str, bundle: Path, record: RunRecord, parent: str | None
 ) -> tuple[str, str | None]:
     """Create a run holding everything `record` kept; returns (run id, "name/version" or None)."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
     from recsys.tracking.liveness import process_tags
     from recsys.tracking.registry import register_run_model
-    from recsys.tracking.runs import with_retries
+    from recsys.tracking.runs import TAG_MODEL_VERSION, with_retries
 
     tags = {**record.tags, **process_tags(), TAG_RESUMED_FROM: record.run_id}
     tags.pop("mlflow.parentRunId", None)
@@ -240,9 +246,35 @@ def _log_record(
         name = record.register["name"]
         version = register_run_model(client, name, run_id, tags=record.register.get("tags"))
         registered = f"{name}/{version.version}"
-        with_retries(lambda: client.set_tag(run_id, "recsys.registered_version", registered))
+    done = [RunTag(TAG_RESUME_LOGGED, "true")] + ([RunTag(TAG_MODEL_VERSION, registered)] if registered else [])
+    with_retries(lambda: client.log_batch(run_id, tags=done))
     with_retries(lambda: client.set_terminated(run_id, status=record.status or "KILLED"))
     return run_id, registered
+
+
+def _logged_before(client: MlflowClient, experiment_id: str, record: RunRecord) -> tuple[str, str | None] | None:
+    """(run id, "name/version" or None) of the run an earlier resume logged `record` into in full,
+    found by its tags in the store: a resume killed after logging a run but before noting it in
+    resuming.json would otherwise log the run (and register its model) a second time. A run that
+    kill left half-logged has no TAG_RESUME_LOGGED and is not reused (the rerun's `Tracker` closes
+    it KILLED). The run is closed with the record's status here, in case the kill came between
+    its last tag and its end."""
+    from recsys.tracking.runs import TAG_MODEL_VERSION, with_retries
+
+    found = with_retries(
+        lambda: client.search_runs(
+            [experiment_id],
+            f"tags.`{TAG_RESUMED_FROM}` = '{record.run_id}' and tags.`{TAG_RESUME_LOGGED}` = 'true'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+    )
+    if not found:
+        return None
+    run, status = found[0], record.status or "KILLED"
+    if run.info.status != status:
+        with_retries(lambda: client.set_terminated(run.info.run_id, status=status))
+    return run.info.run_id, run.data.tags.get(TAG_MODEL_VERSION)
 
 
 def _carry_split(

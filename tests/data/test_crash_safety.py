@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -265,3 +267,40 @@ def test_a_fifo_in_a_source_directory_is_an_error(tmp_path: Path) -> None:
     for read in (lambda: ingest(src, tmp_path / "proc", DataConfig()), lambda: source_files(src)):
         with pytest.raises(DataError, match=r"b\.csv: a FIFO \(named pipe\)"):
             read()
+
+
+def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path) -> None:
+    """Two non-append `recsys ingest` into one --out: the writer lock makes them take turns, so the
+    second replaces the first's data right after it. The first's summary is built from what it
+    wrote (its own counts, not the other's), and since the directory no longer holds that, it says
+    so plainly. The first is frozen (RECSYS_STOP_AT) between releasing its lock and printing; the
+    second ingest runs in that window."""
+    import psutil
+
+    from recsys.faults import STOP_ENV
+
+    out = tmp_path / "proc"
+    mine, theirs = _log(tmp_path / "mine.csv", range(0, 20)), _log(tmp_path / "theirs.csv", range(100, 130))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "ingest", str(mine), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, STOP_ENV: "ingest.done", "COLUMNS": "200", "OPENBLAS_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        process = psutil.Process(first.pid)
+        while process.status() != psutil.STATUS_STOPPED:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        other = ingest(theirs, out, DataConfig())  # the other writer, in the window
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    said, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert "20 users" in said and f"{other.users} users" not in said  # its own data, not the other's
+    assert f"warning: another writer replaced {out} after this ingest (it now holds {theirs})" in err
+    assert "no longer there" in err
+    from recsys.data.ingest import replaced_since
+
+    assert replaced_since(other) is None  # the directory holds the other's batch ...
+    ingest(_log(tmp_path / "later.csv", range(200, 210), start=50_000), out, DataConfig(), append=True)
+    assert replaced_since(other) is None  # ... and still does after an append: that replaces nothing

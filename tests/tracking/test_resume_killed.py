@@ -8,6 +8,7 @@ real SIGKILL of a resuming process, placed before its third record.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from recsys.faults import ENV
 from recsys.tracking.offline import (
     PARENT_KEY,
     TAG_RESUMED_FROM,
@@ -45,12 +47,18 @@ client = MlflowClient(sys.argv[1], registry_uri=sys.argv[1])
 offline.resume_bundle(client, sys.argv[2], Path(sys.argv[3]))
 """
 
+RESUME = """
+import sys
+from pathlib import Path
+from mlflow import MlflowClient
+from recsys.tracking.offline import resume_bundle
 
-def test_a_resume_killed_part_way_logs_each_kept_run_once_on_the_rerun(shared_mlflow_uri, tmp_path: Path):
-    client = MlflowClient(shared_mlflow_uri, registry_uri=shared_mlflow_uri)
-    experiment = client.create_experiment(f"resume-killed-{uuid.uuid4().hex[:8]}")
-    registered = f"resume-killed-{uuid.uuid4().hex[:8]}"
-    bundle = tmp_path / "bundle"
+resume_bundle(MlflowClient(sys.argv[1], registry_uri=sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
+"""
+
+
+def _kept_bundle(bundle: Path, registered: str) -> list[RunRecord]:
+    """What a Tracker keeps when the store fails: the pipeline run and two models to register."""
     parent = RunRecord(PARENT_KEY, "pipeline", offline_run_id(), status="FINISHED")
     records = [parent] + [
         RunRecord(name, name, offline_run_id(), parent_id=parent.run_id, params={"factors": "8"},
@@ -61,21 +69,47 @@ def test_a_resume_killed_part_way_logs_each_kept_run_once_on_the_rerun(shared_ml
         save_record(bundle, record)
         if record.register:
             keep_text(bundle, record, "flavors: {}\n", "model/MLmodel")
+    return records
 
+
+def _kill_and_rerun(uri: str, bundle: Path, script: str, env: dict[str, str] | None = None):
+    """A resume of a fresh bundle killed in `script`, then the rerun: (client, experiment, records,
+    registered model name, the rerun's report)."""
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.create_experiment(f"resume-killed-{uuid.uuid4().hex[:8]}")
+    registered = f"resume-killed-{uuid.uuid4().hex[:8]}"
+    records = _kept_bundle(bundle, registered)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_RESUME, shared_mlflow_uri, experiment, str(bundle)],
-        capture_output=True, text=True, timeout=180,
+        [sys.executable, "-c", script, uri, experiment, str(bundle)],
+        capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-2000:]
     report = resume_bundle(client, experiment, bundle)  # the rerun
+    assert resume_bundle(client, experiment, bundle).already_logged
+    return client, experiment, records, registered, report
 
+
+def _assert_each_run_logged_once(client, experiment, records, registered, report) -> None:
     runs = client.search_runs([experiment])
     logged = Counter(run.data.tags.get(TAG_RESUMED_FROM) for run in runs)
     assert logged == Counter({record.run_id: 1 for record in records}), logged
     versions = client.search_model_versions(f"name = '{registered}'")
     assert len(versions) == 2 and len(report.registered) == 2
     assert set(report.runs) == {PARENT_KEY, "pop", "wals"}
-    assert resume_bundle(client, experiment, bundle).already_logged
+
+
+def test_a_resume_killed_part_way_logs_each_kept_run_once_on_the_rerun(shared_mlflow_uri, tmp_path: Path):
+    _assert_each_run_logged_once(*_kill_and_rerun(shared_mlflow_uri, tmp_path / "bundle", KILLED_RESUME))
+
+
+def test_a_resume_killed_after_logging_a_run_but_before_noting_it_reuses_that_run(
+    shared_mlflow_uri, tmp_path: Path
+):
+    """The kill lands between a model's run logged in full (registered too) and resuming.json: the
+    rerun finds the run in the store by its tags and reuses it, instead of logging (and registering)
+    the model a second time. The fault point's 2nd visit is the first model, after the parent."""
+    killed = {ENV: "resume.logged:2"}
+    _assert_each_run_logged_once(*_kill_and_rerun(shared_mlflow_uri, tmp_path / "bundle", RESUME, killed))
 
 
 def test_a_resume_that_waits_for_another_says_so(tmp_path: Path, capfd):
