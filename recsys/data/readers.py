@@ -30,6 +30,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import gzip
+import io
 import json
 import os
 import re
@@ -139,7 +140,8 @@ class RawSource:
     `separator`: the field separator of delimited text (one for all files; else None), which
     says how a comma inside a number was meant (`;` files come from decimal-comma locales).
     `decimal`: how validation reads a comma in weight / time text, set by `validate` from it
-    (see `validation.DECIMAL_MODES`)."""
+    (see `validation.DECIMAL_MODES`). `notes`: one line each for ingest's warnings (JSON Lines
+    keys for a role that were seen only past the lines the columns were chosen from)."""
 
     path: Path | str
     format: str
@@ -152,6 +154,7 @@ class RawSource:
     layout: ByteLayout | None = None
     separator: str | None = None
     decimal: str = "plain"
+    notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
 
     @property
     def columns(self) -> list[str]:
@@ -1103,6 +1106,72 @@ def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[
     return keys + [name for name in missing if found[name]]
 
 
+_KEY_SAMPLE_BYTES = 2 << 20
+_KEY_WINDOW = 64 * 1024
+
+
+def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, budget: int) -> list[str]:
+    """A note for each role (time, weight, event) left unmapped whose key (an AUTO_NAMES one)
+    occurs past the first lines, the ones the columns were chosen from (`_whole_lines`): a
+    `rating` only on the rate events further down would otherwise be passed over without a word.
+    The key is not taken (rows without it would all be quarantined as bad_weight, which the user
+    did not ask for); the note names the option that takes it.
+
+    The file past those lines is sampled, not read whole: `budget` bytes in windows spread evenly
+    through it (all of it when it is smaller), searched with one regex for the role's names and
+    confirmed on the line with `json.loads`, so a key seen only in a stretch no window touches
+    is still missed. Costs ~20 ms on a large file; a full pass would cost a quarter of the
+    validation."""
+    named = columns or ColumnMap()
+    roles = [c for c in (TIME, WEIGHT, EVENT) if c not in mapping and getattr(named, _MAP_FIELDS[c]) is None]
+    if not roles:
+        return []
+    by_name = {name: canon for canon in roles for name in AUTO_NAMES[canon]}
+    spelled = b"|".join(re.escape(name.encode()).replace(b"_", b"[_ -]") for name in by_name)
+    pattern = re.compile(b'"(?:' + spelled.lower() + rb')"\s*:')  # on lower-cased text: 2.5x faster
+    found: dict[str, tuple[str, int]] = {}
+    for offset, chunk in _windows(path, sum(map(len, _whole_lines(path))), budget):
+        for match in pattern.finditer(chunk.lower()):
+            start = chunk.rfind(b"\n", 0, match.start()) + 1
+            end = chunk.find(b"\n", match.end())
+            try:
+                record = json.loads(chunk[start : end if end >= 0 else len(chunk)])
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            for key in record if isinstance(record, dict) else ():
+                canon = by_name.get(_base_name(key))
+                if canon is not None and canon not in found:
+                    found[canon] = (key, offset + start)
+    return [
+        f"{path}: key {key!r} occurs only past the first lines, from which the columns were chosen "
+        f"(first seen near byte {at}), so it is not read as the {_MAP_FIELDS[canon]}; to read it, pass "
+        f"--{_MAP_FIELDS[canon]}-col {key} (data.columns.{_MAP_FIELDS[canon]})"
+        for canon, (key, at) in found.items()
+    ]
+
+
+def _windows(path: Path, head: int, budget: int) -> Iterable[tuple[int, bytes]]:
+    """(offset, whole lines) of the file past its first `head` bytes: all of it when it is at most
+    `budget` bytes, else `budget` bytes in _KEY_WINDOW windows spread evenly (a gzip'd file: its
+    first `budget` bytes past the head, as seeking in it means decompressing up to there)."""
+    with open_decompressed(path) as fh:
+        gzipped = not isinstance(fh, io.BufferedReader)
+        size = None if gzipped else os.fstat(fh.fileno()).st_size
+        rest = budget if size is None else size - head
+        if rest <= budget:
+            fh.seek(head)
+            yield head, fh.read(budget)
+            return
+        n = budget // _KEY_WINDOW
+        for k in range(n):
+            offset = head + k * (rest - _KEY_WINDOW) // max(n - 1, 1)
+            fh.seek(offset)
+            chunk = fh.read(_KEY_WINDOW)
+            first, last = chunk.find(b"\n") + 1, chunk.rfind(b"\n")
+            if 0 < first <= last:
+                yield offset + first, chunk[first:last]
+
+
 def _jsonl_lines(path: Path) -> pl.LazyFrame:
     """(ROW = line number, line) for the non-blank lines of a file. Blank lines keep their place in
     the numbering but are no rows (they are not counted in rows_in)."""
@@ -1168,6 +1237,8 @@ def _scan_jsonl(
     if unmapped:
         raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
     _same_roles(label, [(f.name, m) for f, m in mappings])
+    budget = max(_KEY_WINDOW, _KEY_SAMPLE_BYTES // len(files))
+    notes = [note for (f, m), p in zip(mappings, paths, strict=True) for note in _late_keys(p, m, columns, budget)]
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
 
     def struct(mapping: dict[str, str]) -> pl.Struct:
@@ -1191,7 +1262,7 @@ def _scan_jsonl(
             frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file))
         return _concat(frames)
 
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes)
 
 
 # --------------------------------------------------------------------------- Parquet

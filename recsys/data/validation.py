@@ -566,7 +566,7 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed)
-    notes = _comma_notes(frame, raw)
+    notes = [*raw.notes, *_comma_notes(frame, raw)]
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()

@@ -346,3 +346,23 @@ def test_a_comma_number_in_a_comma_separated_file_names_the_setting(tmp_path: Pa
     assert result.quarantine.select("source_row", "reason").rows() == [(1, "bad_weight")]
     (note,) = result.notes
     assert "quarantined as bad_weight hold a comma (row 1: '1,234'): --set data.decimal=comma" in note
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_a_json_key_first_seen_past_the_sniffed_lines_is_named_in_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: bool
+) -> None:
+    """No column option: a `Rating` key only on the rate events after the first 1000 lines was
+    passed over without a word (every row weighs 1). It is still not taken, but named, with the
+    option that reads it; in a file larger than the sample, windows spread through it find it."""
+    views = [json.dumps({"user_id": f"u{n}", "item_id": "i0", "ts": 1_600_000_000 + n}) for n in range(2000)]
+    rates = [json.dumps({"user_id": f"u{n}", "item_id": "i1", "Rating": 4, "ts": 1_600_000_000}) for n in range(2000)]
+    path = _write(tmp_path / "events.jsonl", "\n".join([*views, *rates, *(v.replace("i0", "i2") for v in views)]) + "\n")
+    if windows:  # four 1 KB windows, at 0, 1/3, 2/3 and the end of what follows the first lines
+        monkeypatch.setattr("recsys.data.readers._KEY_WINDOW", 1024)
+        monkeypatch.setattr("recsys.data.readers._KEY_SAMPLE_BYTES", 4096)
+    result = validate(scan_source(path), 1.0)
+    assert result.rows_accepted == 6000 and set(result.accepted["weight"]) == {1.0}
+    (note,) = result.notes
+    assert "key 'Rating' occurs only past the first lines" in note
+    assert "--weight-col Rating (data.columns.weight)" in note
