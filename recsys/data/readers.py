@@ -669,8 +669,9 @@ def _scan_delimited(
         ).drop(gap)  # fmt: skip
     # Headerless and typed: a schema names and types every field at once. Rows with too few
     # fields read as on the text route (padded with nulls), and the byte proof fails on them (a
-    # null last column).
-    if new_columns is not None and dtypes:
+    # null last column). A header renamed by `new_columns` (`#user,...`) takes the overrides
+    # under its new names instead: a schema would be checked against the header's own.
+    if new_columns is not None and dtypes and not has_header:
         schema, new_columns = {name: dtypes.get(name, pl.String()) for name in new_columns}, None
     return pl.scan_csv(
         path,
