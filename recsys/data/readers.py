@@ -669,8 +669,9 @@ def _scan_delimited(
         ).drop(gap)  # fmt: skip
     # Headerless and typed: a schema names and types every field at once. Rows with too few
     # fields read as on the text route (padded with nulls), and the byte proof fails on them (a
-    # null last column).
-    if new_columns is not None and dtypes:
+    # null last column). A header renamed by `new_columns` (`#user,...`) takes the overrides
+    # under its new names instead: a schema would be checked against the header's own.
+    if new_columns is not None and dtypes and not has_header:
         schema, new_columns = {name: dtypes.get(name, pl.String()) for name in new_columns}, None
     return pl.scan_csv(
         path,
@@ -1319,6 +1320,12 @@ def _scan_parquet(
             setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
         )
     selected = []
+    time_types = [own[mapping[TIME]] for _, _, own in scans] if TIME in mapping else []
+    # Partitions whose time is a date / datetime beside ones where it is a number or text: a
+    # concatenation would cast the datetimes to their integer microseconds (read back by
+    # magnitude, so a time before 1973 went wrong) and a date to its day count (read as
+    # seconds: 1970). Each such column is then read as text, as each file alone would be.
+    mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
     for f, frame, own in scans:
         lacking = [src for src in mapping.values() if src not in own]
         if lacking:
@@ -1328,11 +1335,23 @@ def _scan_parquet(
             )
         fixes = [_float_id(canon) for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         time_type = own[mapping[TIME]] if TIME in mapping else None
-        if isinstance(time_type, pl.Datetime):  # pandas writes tz-aware and naive partitions alike
+        if mixed_time:
+            fixes.append(_time_text(pl.col(TIME), time_type).alias(TIME))
+        elif isinstance(time_type, pl.Datetime):  # pandas writes tz-aware and naive partitions alike
             fixes.append(as_utc(pl.col(TIME), time_type).alias(TIME))
         one = _select(frame, mapping, f, per_file, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
     return RawSource(label, "parquet", _concat(selected), mapping, per_file)
+
+
+def _time_text(column: pl.Expr, dtype: pl.DataType | None) -> pl.Expr:
+    """A time column as the text validation parses: a date or datetime (UTC once `as_utc` ran)
+    as ISO-8601, anything else as its own text."""
+    if isinstance(dtype, pl.Datetime):
+        return as_utc(column, dtype).dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+    if isinstance(dtype, pl.Date):
+        return column.dt.strftime("%Y-%m-%d")
+    return column.cast(pl.String)
 
 
 def _float_id(name: str) -> pl.Expr:

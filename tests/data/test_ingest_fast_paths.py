@@ -337,6 +337,16 @@ def test_typed_read_of_a_directory_and_a_headerless_file_matches_the_text_route(
     assert fast.rows_accepted == 3000 - fast.reasons.get("duplicate", 0)
 
 
+def test_typed_read_of_a_file_whose_header_stands_behind_a_hash(tmp_path: Path, monkeypatch) -> None:
+    """`#user_id,...`: the typed read was refused (its schema against the header's `#user_id`),
+    so such files always took the slower text route."""
+    path = _csv(tmp_path / "a.csv", [*_filler(), ("", 1, 5, 1_600_000_000)], header="#user_id,item_id,rating,timestamp")
+    fast, text, calls, proofs = _validate_both_ways(path, monkeypatch)
+    assert calls == [ALL_TYPED] and proofs == [True]
+    _same(fast, text)
+    assert fast.reasons["missing_user"] == 1
+
+
 _ODD_SPELLINGS = {
     "user_id": ["007", "+7", " 7", '"7"', "", "u7", "4294967296", "-1", "0"],
     "item_id": ["01", "+1", '"1"', "", "i1", "1.0"],

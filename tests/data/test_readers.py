@@ -366,3 +366,21 @@ def test_a_json_key_first_seen_past_the_sniffed_lines_is_named_in_a_note(
     (note,) = result.notes
     assert "key 'Rating' occurs only past the first lines" in note
     assert "--weight-col Rating (data.columns.weight)" in note
+
+
+def test_parquet_partitions_with_datetime_and_integer_times_read_each_as_alone(tmp_path: Path) -> None:
+    """Date / datetime partitions beside integer ones were concatenated as integers: a date became
+    its day count read as seconds (1970), a datetime before 1973 its microseconds read as ms."""
+    (tmp_path / "log").mkdir()
+    frames = {
+        "a.parquet": pl.Series([datetime(2020, 1, 1)]).dt.date(),
+        "b.parquet": [datetime(1971, 1, 1, 0, 0, 0, 123456)],
+        "c.parquet": [SECONDS[0]],
+    }
+    for n, (name, times) in enumerate(frames.items()):
+        pl.DataFrame({"user_id": [f"u{n}"], "item_id": ["i"], "timestamp": times}).write_parquet(tmp_path / "log" / name)
+    assert _rows(tmp_path / "log")["timestamp"].to_list() == [
+        datetime(2020, 1, 1, tzinfo=UTC),
+        datetime(1971, 1, 1, 0, 0, 0, 123456, tzinfo=UTC),
+        TIMES[0],
+    ]
