@@ -25,7 +25,7 @@ import polars as pl
 
 from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
-from recsys.data.readers import DATA_SUFFIXES, data_files, warn_unread
+from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
 from recsys.errors import DataError
@@ -60,9 +60,9 @@ def source_files(source: Path) -> list[Path]:
     if source.is_dir():
         # The reader's own listing: the same suffixes (`.pq` too), and compressed files it does
         # not open (`.bz2`, `.zst`) named rather than skipped run after run.
-        files = data_files(source)
-        warn_unread(source, files)
-        return files
+        listing = list_source(source)
+        warn_unread(source, listing)
+        return listing.files
     raise DataError(f"{source}: no such file or directory{_public_hint(source)}", setting="data.source", value="PATH")
 
 
