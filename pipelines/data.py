@@ -63,7 +63,11 @@ def source_files(source: Path) -> list[Path]:
         listing = list_source(source)
         warn_unread(source, listing)
         return listing.files
-    raise DataError(f"{source}: no such file or directory{_public_hint(source)}", setting="data.source", value="PATH")
+    raise _missing(source)
+
+
+def _missing(source: Path) -> DataError:
+    return DataError(f"{source}: no such file or directory{_public_hint(source)}", setting="data.source", value="PATH")
 
 
 def _public_hint(source: Path) -> str:
@@ -375,6 +379,8 @@ def run_data_dir(data: DataConfig) -> Path:
     already, else the directory `prepare_dataset` keeps up to date (`dataset_dir`)."""
     if data.source != "synthetic":
         source = local_source(public_source(data))
+        if isinstance(source, Path) and not source.exists():
+            raise _missing(source)  # before the lock, whose file would go beside the output
         if isinstance(source, Path) and is_processed_dir(source):
             return source
     return dataset_dir(data)

@@ -70,6 +70,20 @@ def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
         prepare_dataset(cfg)
 
 
+def test_a_run_on_a_missing_source_writes_nothing(tmp_path):
+    """The run's data step takes its directory's lock before preparing it; a source that is not
+    there is refused first, so a typo leaves no processed folder or lock file behind."""
+    from pipelines.run import run_pipeline
+    from recsys.errors import DataError
+
+    processed = tmp_path / "processed"
+    cfg = load_config(None, [f'data.source="{tmp_path / "nope.csv"}"', f'data.processed_dir="{processed}"',
+                             'models=[{name="pop", kind="popularity"}]'])  # fmt: skip
+    with pytest.raises(DataError, match="nope.csv: no such file or directory"):
+        run_pipeline(cfg, tracking=False, log=lambda _: None)
+    assert not processed.exists()
+
+
 def test_landing_directory_reads_what_ingest_reads(tmp_path):
     """A `.pq` file is ingested (not skipped run after run), and a bzip2 file (an error) or an
     extensionless one (a warning) is named, as `recsys ingest DIR` does, instead of lying unread."""
