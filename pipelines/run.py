@@ -33,13 +33,11 @@ from pipelines.evaluate import evaluate_model
 from pipelines.heartbeat import with_heartbeat
 from pipelines.train import (
     find_teacher,
-    model_builder,
+    fit_or_tune,
     pin_thread_budget,
     skip_reason,
     thread_budget,
-    train_model,
 )
-from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
@@ -250,14 +248,12 @@ def train_and_log(
     try:
         log(f"training {model_cfg.name} ({model_cfg.kind})")
         teacher = find_teacher(model_cfg, teachers_dir)
-        if model_cfg.tuning is not None and model_cfg.tuning.enabled:
-            tuned = tune_in_run(
-                model_cfg, split, cfg, tracker=tracker, model_run=run, build=model_builder(threads, teacher), log=log
-            )
-            model, outcome.tuning = tuned.model, tuned.summary()
-        else:
-            callback = with_heartbeat(model_cfg.name, log, run.callback)  # a line a minute on long fits
-            model = train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher)
+        model, tuned = fit_or_tune(
+            model_cfg, split, cfg, tracker=tracker, model_run=run, threads=threads, teacher=teacher, log=log,
+            callback=with_heartbeat(model_cfg.name, log, run.callback),  # per-epoch metrics; a line a minute
+        )  # fmt: skip
+        if tuned is not None:
+            outcome.tuning = tuned.summary()
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
             model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
