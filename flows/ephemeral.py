@@ -5,11 +5,14 @@ includes the server's start and stop, and nothing runs after the summary. A run 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+
+from recsys.procfs import PROC, ProcessEntry, find_own, process
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def _drain_workers(timeout: float = 5.0) -> None:
 _SERVER_APP = b"prefect.server.api.server:create_app"
 
 
-def stop_orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
+def stop_orphaned_servers(proc: Path = PROC) -> list[int]:
     """SIGTERM the temporary Prefect servers that killed runs of this installation left behind;
     returns their pids. The server is a child process (uvicorn) that its run stops on the way out,
     so a run killed with SIGKILL left it serving forever, reparented to init (~230 MB and a share
@@ -66,39 +69,25 @@ def stop_orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
     run` as its command), its children have parent 1 while it lives: nothing is touched there.
     No /proc (not Linux): nothing."""
     python_dir = os.path.dirname(os.path.abspath(sys.executable))
-    if not proc.is_dir() or _python_dir(_cmdline(proc / "1")) == python_dir:
+    if not proc.is_dir() or _python_dir(process(1, proc).command()) == python_dir:
         return []
+
+    def orphaned(entry: ProcessEntry) -> bool:
+        if entry.parent() != 1:
+            return False
+        command = entry.command()
+        if _python_dir(command) != python_dir or _SERVER_APP not in command:
+            return False
+        return entry.env("PREFECT__SERVER_EPHEMERAL") == "1"
+
     stopped = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != os.getuid() or _parent_pid(entry) != 1:
-                continue
-            command = _cmdline(entry)
-            if _python_dir(command) != python_dir or _SERVER_APP not in command:
-                continue
-            if b"PREFECT__SERVER_EPHEMERAL=1" not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            os.kill(int(entry.name), signal.SIGTERM)
-            stopped.append(int(entry.name))
-        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
-            continue
+    for pid in find_own(orphaned, proc):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
     return stopped
-
-
-def _cmdline(entry: Path) -> list[bytes]:
-    try:
-        return (entry / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []
 
 
 def _python_dir(command: list[bytes]) -> str | None:
     """The directory of a command line's program (None for an empty one)."""
     return os.path.dirname(os.path.abspath(os.fsdecode(command[0]))) if command and command[0] else None
-
-
-def _parent_pid(entry: Path) -> int:
-    """Field 4 of /proc/PID/stat; the command name before it may hold spaces and parentheses."""
-    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])

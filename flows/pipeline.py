@@ -30,7 +30,9 @@ from pipelines.data import (
     ingest_columns,
     ingest_filters,
     ingest_warnings,
+    one_generation,
     prepare_dataset,
+    run_data_dir,
     source_fingerprint,
 )
 from pipelines.report import comparison_markdown
@@ -51,8 +53,9 @@ from pipelines.run import (
 from pipelines.train import pin_thread_budget, thread_budget
 from recsys import interrupt
 from recsys.config import RunConfig, load_config
+from recsys.data.storage import read_manifest
 from recsys.distill import distillation_waves
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 
 RESULTS_DIR = Path("data") / ".prefect-results"
 
@@ -76,14 +79,16 @@ def _backoff(retries: int, base: float) -> list[float]:
 @task(name="ingest", task_run_name="ingest {fingerprint}", cache_key_fn=_ingest_cache_key, persist_result=True)
 def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
     logger = get_run_logger()
-    result = prepare_dataset(cfg)
+    with one_generation(run_data_dir(cfg.data)):  # the lines below describe what was prepared
+        result = prepare_dataset(cfg)
+        manifest = read_manifest(Path(result.processed_dir))
     logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
-    if (columns := ingest_columns(result)) is not None:
+    if (columns := ingest_columns(result, manifest)) is not None:
         logger.info("columns: %s", columns)
-    if (kept := ingest_filters(result)) is not None:
+    if (kept := ingest_filters(result, manifest)) is not None:
         logger.info("%s", kept)
-    for warning in ingest_warnings(result):
+    for warning in ingest_warnings(result, manifest):
         logger.warning(warning)
     return result
 
@@ -155,9 +160,17 @@ def run_ingest_step(cfg: RunConfig) -> DatasetResult:
     where = hashlib.sha256(str(dataset_dir(cfg.data).resolve()).encode()).hexdigest()[:8]
     fingerprint = f"{source_fingerprint(cfg.data)}-{where}"
     dataset = ingest(cfg, fingerprint)
-    if not (Path(dataset.processed_dir) / "manifest.json").is_file():
+    if _current_fingerprint(dataset) != dataset.fingerprint:  # gone, or rewritten by another writer
         dataset = ingest.with_options(refresh_cache=True)(cfg, fingerprint)
     return dataset
+
+
+def _current_fingerprint(dataset: DatasetResult) -> str | None:
+    """The fingerprint the (possibly cached) result's directory holds now; None when it is gone."""
+    try:
+        return str(read_manifest(Path(dataset.processed_dir)).get("fingerprint", ""))
+    except (OSError, ValueError, DataError):
+        return None
 
 
 @flow(name="ingest", flow_run_name="ingest {config_path}", log_prints=True)

@@ -13,9 +13,11 @@ the files are then read as Parquet through fsspec.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import polars as pl
 
 from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
-from recsys.data.readers import DATA_SUFFIXES, data_files, warn_unread
+from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
 from recsys.errors import DataError
@@ -58,9 +60,9 @@ def source_files(source: Path) -> list[Path]:
     if source.is_dir():
         # The reader's own listing: the same suffixes (`.pq` too), and compressed files it does
         # not open (`.bz2`, `.zst`) named rather than skipped run after run.
-        files = data_files(source)
-        warn_unread(source, files)
-        return files
+        listing = list_source(source)
+        warn_unread(source, listing)
+        return listing.files
     raise DataError(f"{source}: no such file or directory{_public_hint(source)}", setting="data.source", value="PATH")
 
 
@@ -201,14 +203,24 @@ def processed_as(processed: Path, data: DataConfig) -> list[str]:
     ]
 
 
-def ingest_warnings(dataset: DatasetResult) -> list[str]:
-    """One-line warnings of the processed data (e.g. a weight column reduced to 1s), for the run's
-    log: ingest records them in the manifest, where every later reader finds them too."""
+def _manifest_of(dataset: DatasetResult, manifest: dict | None) -> dict | None:
+    """`manifest` (the one a run loaded its data with: `InteractionData.manifest`), else the
+    directory's current one; None when it cannot be read."""
     from recsys.data.storage import read_manifest
 
+    if manifest is not None:
+        return manifest
     try:
-        manifest = read_manifest(Path(dataset.processed_dir))
+        return read_manifest(Path(dataset.processed_dir))
     except (OSError, ValueError, DataError):
+        return None
+
+
+def ingest_warnings(dataset: DatasetResult, manifest: dict | None = None) -> list[str]:
+    """One-line warnings of the processed data (e.g. a weight column reduced to 1s), for the run's
+    log: ingest records them in the manifest, where every later reader finds them too. Pass the
+    `manifest` the data was loaded with, so the lines describe the data the run trains on."""
+    if (manifest := _manifest_of(dataset, manifest)) is None:
         return []
     own = list(getattr(dataset, "warnings", []))  # a result cached before the field existed has none
     if "warnings" in manifest:
@@ -217,32 +229,27 @@ def ingest_warnings(dataset: DatasetResult) -> list[str]:
     return ([warning] if warning else []) + own
 
 
-def ingest_columns(dataset: DatasetResult) -> str | None:
+def ingest_columns(dataset: DatasetResult, manifest: dict | None = None) -> str | None:
     """The last ingest's column mapping in one line (`recsys.data.readers.describe_columns`), for
     the run's log, so a run on a user's file shows which columns it took; None when the manifest
     has no batch (synthetic data) or cannot be read."""
     from recsys.data.readers import describe_columns
-    from recsys.data.storage import read_manifest
 
-    try:
-        batches = read_manifest(Path(dataset.processed_dir)).get("batches") or []
-    except (OSError, ValueError, DataError):
+    if (manifest := _manifest_of(dataset, manifest)) is None:
         return None
+    batches = manifest.get("batches") or []
     columns = batches[-1].get("columns") if batches else None
     return describe_columns(columns) if columns else None
 
 
-def ingest_filters(dataset: DatasetResult) -> str | None:
+def ingest_filters(dataset: DatasetResult, manifest: dict | None = None) -> str | None:
     """What the data config kept, in one line, for the run's log: interactions of validated rows,
     users and items before and after the filter steps (positive rule, aggregation, k-core). On a
     sparse public log (most users with one review) the k-core can keep a tenth of the users; the
     run says so instead of leaving it in the manifest. None without steps (synthetic data)."""
-    from recsys.data.storage import read_manifest
-
-    try:
-        steps = read_manifest(Path(dataset.processed_dir)).get("steps") or []
-    except (OSError, ValueError, DataError):
+    if (manifest := _manifest_of(dataset, manifest)) is None:
         return None
+    steps = manifest.get("steps") or []
     if len(steps) < 2:
         return None
     first, last = steps[0], steps[-1]
@@ -363,10 +370,50 @@ def _prepare_synthetic(data: DataConfig, out: Path, key: str) -> DatasetResult:
     )
 
 
-def load_dataset(processed_dir: str | Path) -> InteractionData:
+def run_data_dir(data: DataConfig) -> Path:
+    """The processed directory a run on `data` reads: the source itself when it is processed
+    already, else the directory `prepare_dataset` keeps up to date (`dataset_dir`)."""
+    if data.source != "synthetic":
+        source = local_source(public_source(data))
+        if isinstance(source, Path) and is_processed_dir(source):
+            return source
+    return dataset_dir(data)
+
+
+@contextlib.contextmanager
+def one_generation(directory: str | Path) -> Iterator[None]:
+    """Hold the writer lock of a processed directory (re-entrant: `prepare_dataset` takes it again
+    inside), so everything read meanwhile - manifest, data - is one generation of it: another
+    writer (a non-append `recsys ingest --out` into it) waits instead of swapping the directory
+    between a run's ingest and its load. A directory whose lock cannot be created (a read-only
+    location) is read without it; `load_dataset`'s fingerprint check still guards the load."""
+    from recsys.data.storage import writer_lock
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(writer_lock(Path(directory)))
+        except OSError:
+            pass
+        yield
+
+
+def load_dataset(processed_dir: str | Path, fingerprint: str | None = None) -> InteractionData:
+    """Load a processed directory under its lock (one generation: no swap mid-load). With the
+    `fingerprint` the run prepared (`DatasetResult.fingerprint`), data another writer put there
+    since is refused with one line rather than trained on under the prepared data's name."""
     from recsys.data.storage import load_processed
 
-    return load_processed(Path(processed_dir))
+    with one_generation(processed_dir):
+        data = load_processed(Path(processed_dir))
+    found = str(data.manifest.get("fingerprint", ""))
+    if fingerprint and found != fingerprint:
+        raise DataError(
+            f"{processed_dir}: replaced by another writer after this run prepared it (fingerprint "
+            f"{fingerprint}, now {found}); run again, or give concurrent runs their own {{option}}",
+            setting="data.processed_dir",
+            value="DIR",
+        )
+    return data
 
 
 def make_split(data: InteractionData, cfg: SplitConfig) -> Split:

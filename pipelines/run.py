@@ -25,23 +25,24 @@ from pipelines.data import (
     ingest_warnings,
     load_dataset,
     make_split,
+    one_generation,
     prepare_dataset,
+    run_data_dir,
 )
 from pipelines.evaluate import evaluate_model
 from pipelines.heartbeat import with_heartbeat
 from pipelines.train import (
     find_teacher,
-    model_builder,
+    fit_or_tune,
     pin_thread_budget,
     skip_reason,
     thread_budget,
-    train_model,
 )
-from pipelines.tune import tune_in_run
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
+from recsys.faults import fault_point
 from recsys.files import write_text_atomic
 from recsys.models.base import ModelConfig
 
@@ -161,6 +162,17 @@ def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None 
     }
 
 
+def log_dataset(dataset: DatasetResult, data: InteractionData, log: Callable[[str], None]) -> None:
+    """The run's lines about its data (columns taken, what the filters kept, warnings), from the
+    manifest the data was loaded with: they describe what the run trains on."""
+    if (columns := ingest_columns(dataset, data.manifest)) is not None:
+        log(f"columns: {columns}")
+    if (kept := ingest_filters(dataset, data.manifest)) is not None:
+        log(kept)
+    for warning in ingest_warnings(dataset, data.manifest):
+        log(f"warning: {warning}")
+
+
 def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
     return load_data_and_split(dataset, cfg)[1]
 
@@ -196,8 +208,9 @@ def scheduled_config(cfg: RunConfig, data: InteractionData) -> RunConfig:
 def load_run_inputs(
     dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False
 ) -> tuple[RunConfig, InteractionData, Split]:
-    """(the config this run uses - the scheduled protocol resolved -, the data, its split)."""
-    data = load_dataset(dataset.processed_dir)
+    """(the config this run uses - the scheduled protocol resolved -, the data, its split). The data
+    is the generation `dataset` prepared, or a one-line DataError (`load_dataset`)."""
+    data = load_dataset(dataset.processed_dir, dataset.fingerprint)
     if scheduled:
         cfg = scheduled_config(cfg, data)
     split = make_split(data, cfg.split)
@@ -235,14 +248,12 @@ def train_and_log(
     try:
         log(f"training {model_cfg.name} ({model_cfg.kind})")
         teacher = find_teacher(model_cfg, teachers_dir)
-        if model_cfg.tuning is not None and model_cfg.tuning.enabled:
-            tuned = tune_in_run(
-                model_cfg, split, cfg, tracker=tracker, model_run=run, build=model_builder(threads, teacher), log=log
-            )
-            model, outcome.tuning = tuned.model, tuned.summary()
-        else:
-            callback = with_heartbeat(model_cfg.name, log, run.callback)  # a line a minute on long fits
-            model = train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher)
+        model, tuned = fit_or_tune(
+            model_cfg, split, cfg, tracker=tracker, model_run=run, threads=threads, teacher=teacher, log=log,
+            callback=with_heartbeat(model_cfg.name, log, run.callback),  # per-epoch metrics; a line a minute
+        )  # fmt: skip
+        if tuned is not None:
+            outcome.tuning = tuned.summary()
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
             model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
@@ -341,18 +352,15 @@ def run_pipeline(
     tracker = make_tracker(cfg, enabled=tracking)
     tracking_seconds = time.perf_counter() - t  # MLflow work is step compute, like models' logging
 
-    t = time.perf_counter()
-    dataset = prepare_dataset(cfg)
-    if (columns := ingest_columns(dataset)) is not None:
-        log(f"columns: {columns}")
-    if (kept := ingest_filters(dataset)) is not None:
-        log(kept)
-    for warning in ingest_warnings(dataset):
-        log(f"warning: {warning}")
-    steps["ingest"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
-    steps["split"] = time.perf_counter() - t
+    with one_generation(run_data_dir(cfg.data)):  # no other writer swaps it between ingest and load
+        t = time.perf_counter()
+        dataset = prepare_dataset(cfg)
+        steps["ingest"] = time.perf_counter() - t
+        fault_point("run.prepared")
+        t = time.perf_counter()
+        cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
+        steps["split"] = time.perf_counter() - t
+    log_dataset(dataset, data, log)
 
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):

@@ -107,6 +107,33 @@ def train_model(
     return model
 
 
+def fit_or_tune(
+    model_cfg: ModelConfig,
+    split: Split,
+    cfg: RunConfig,
+    *,
+    tracker: Any,
+    model_run: Any,
+    threads: int | None = None,
+    teacher: Recommender | None = None,
+    callback: FitCallback | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Recommender, Any]:
+    """(the model, the search's `TuningOutcome` or None): with an enabled `[models.tuning]` section
+    the best trial of the search on the validation users (fitted on train only, each trial logged
+    under `model_run`), else one fit reporting each epoch to `callback`. The one branch `recsys run`
+    (`train_and_log`) and `recsys train` / `evaluate --train` (`fit_model`) take, so the same config
+    gives the same model on every path."""
+    if model_cfg.tuning is None or not model_cfg.tuning.enabled:
+        return train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher), None
+    from pipelines.tune import tune_in_run
+
+    tuned = tune_in_run(
+        model_cfg, split, cfg, tracker=tracker, model_run=model_run, build=model_builder(threads, teacher), log=log
+    )
+    return tuned.model, tuned
+
+
 def fit_model(
     model_cfg: ModelConfig,
     split: Split,
@@ -117,21 +144,17 @@ def fit_model(
     teacher: Recommender | None = None,
     log: Callable[[str], None] = print,
 ) -> Recommender:
-    """The model `recsys run --no-tracking` trains for `model_cfg`: with an enabled `[models.tuning]`
-    section, the best trial of the search on the validation users (fitted on train only), else one
-    fit. `recsys train` and `evaluate --train` fit through here so that the same config gives the
-    same model on every path (they once skipped the search and saved the untuned model). Without a
-    tracking store there is no champion to warm-start from, as with `recsys run --no-tracking`."""
-    if model_cfg.tuning is None or not model_cfg.tuning.enabled:
-        return train_model(model_cfg, split, threads=threads, save_to=save_to, teacher=teacher)
-    from pipelines.tune import tune_in_run
+    """The model `recsys run --no-tracking` trains for `model_cfg` (`fit_or_tune`), optionally
+    saved. `recsys train` and `evaluate --train` fit through here (they once skipped the search and
+    saved the untuned model). Without a tracking store there is no champion to warm-start from, as
+    with `recsys run --no-tracking`."""
     from recsys.tracking.runs import NullTracker
 
     tracker = NullTracker()
-    model = tune_in_run(
-        model_cfg, split, cfg, tracker=tracker, model_run=tracker.start_child(None, model_cfg),
-        build=model_builder(threads, teacher), log=log,
-    ).model  # fmt: skip
+    model, _ = fit_or_tune(
+        model_cfg, split, cfg, tracker=tracker, model_run=tracker.start_child(None, model_cfg), threads=threads,
+        teacher=teacher, log=log,
+    )  # fmt: skip
     if save_to is not None:
         model.save(save_to)
     return model

@@ -27,6 +27,7 @@ POINTS = (
     "promote.decided",  # the promotion rule decided, the champion alias not yet moved
     "resume.logged",  # a kept run logged in full by `--resume-tracking`, resuming.json not yet updated
     "ingest.done",  # `recsys ingest` wrote its directory and released its lock, summary not yet printed
+    "run.prepared",  # a run's data step brought its processed directory up to date, not yet loaded it
 )
 _seen: dict[tuple[str, str], int] = {}
 

@@ -18,14 +18,41 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 
+from recsys.procfs import PROC, ProcessEntry, find_own
+
 GRACE_SECONDS = 10.0
 PARENT_ENV = "RECSYS_PARENT_PID"
 """Set in the child's environment: the pid of the command that started it (see stop_orphaned_groups)."""
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Signal a process group; False when it is gone (or not ours)."""
+    try:
         os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_groups(pgids: Sequence[int], leader: subprocess.Popen | None = None) -> list[int]:
+    """The one stop sequence: SIGTERM each group, wait up to GRACE_SECONDS for all of them to be
+    gone (a server lets go of its port), then SIGKILL what is left (workers that ignore SIGTERM).
+    `leader`: the leader of a group that is this process's child, reaped while waiting (a zombie
+    still counts as a member). Returns the groups that were there to signal."""
+    signalled = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGTERM)]
+    deadline = time.monotonic() + GRACE_SECONDS
+    while signalled and time.monotonic() < deadline:
+        if leader is not None:
+            leader.poll()
+        if not any(_group_alive(pgid) for pgid in signalled):
+            break
+        time.sleep(0.1)
+    for pgid in signalled:
+        _signal_group(pgid, signal.SIGKILL)  # stragglers, if any
+    if leader is not None:
+        with suppress(subprocess.TimeoutExpired):
+            leader.wait(timeout=GRACE_SECONDS)
+    return signalled
 
 
 def run_in_process_group(command: Sequence[str], env: Mapping[str, str] | None = None) -> int:
@@ -44,48 +71,22 @@ def run_in_process_group(command: Sequence[str], env: Mapping[str, str] | None =
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            child.wait(timeout=GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(pgid, signal.SIGKILL)  # stragglers of the group (workers), if any
-        with suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=GRACE_SECONDS)
+        stop_groups([pgid], leader=child)
 
 
-def stop_orphaned_groups(parents: set[int] | None = None, proc: Path = Path("/proc")) -> list[int]:
-    """SIGTERM the process groups `run_in_process_group` started for commands that are gone (killed
-    with SIGKILL: no `finally`); returns their leaders' pids. A leader is recognised from /proc: this
-    user, a session leader, and `RECSYS_PARENT_PID` in its environment naming a pid that no longer
-    runs. `parents` limits it to children of those pids. No /proc (not Linux): nothing."""
+def stop_orphaned_groups(parents: set[int] | None = None, proc: Path = PROC) -> list[int]:
+    """Stop (`stop_groups`) the process groups `run_in_process_group` started for commands that are
+    gone (killed with SIGKILL: no `finally`); returns their leaders' pids. A leader is recognised
+    from /proc: this user, a session leader, and `RECSYS_PARENT_PID` in its environment naming a
+    pid that no longer runs. `parents` limits it to children of those pids. No /proc: nothing."""
     import psutil
 
-    stopped = []
-    for entry in proc.iterdir() if proc.is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            pid = int(entry.name)
-            if entry.stat().st_uid != os.getuid() or os.getsid(pid) != pid:
-                continue
-            marker = f"{PARENT_ENV}=".encode()
-            found = [v for v in (entry / "environ").read_bytes().split(b"\0") if v.startswith(marker)]
-            if not found:
-                continue
-            parent = int(found[0][len(marker):])
-            if (parents is not None and parent not in parents) or psutil.pid_exists(parent):
-                continue
-            os.killpg(pid, signal.SIGTERM)
-            stopped.append(pid)
-        except (OSError, ValueError):  # gone meanwhile, or not ours to read
-            continue
-    deadline = time.monotonic() + GRACE_SECONDS
-    while stopped and any(_group_alive(pid) for pid in stopped) and time.monotonic() < deadline:
-        time.sleep(0.1)  # until they have let go of their port
-    for pid in stopped:
-        _signal_group(pid, signal.SIGKILL)  # stragglers, if any
-    return stopped
+    def orphaned(entry: ProcessEntry) -> bool:
+        if not entry.is_session_leader() or (parent := entry.env(PARENT_ENV)) is None:
+            return False
+        return (parents is None or int(parent) in parents) and not psutil.pid_exists(int(parent))
+
+    return stop_groups(find_own(orphaned, proc))
 
 
 def _group_alive(pgid: int) -> bool:

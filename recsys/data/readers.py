@@ -422,11 +422,21 @@ _UNREAD_ARCHIVES = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".tar
 source directory they are almost always data, so they are named rather than skipped."""
 
 
-def data_files(path: Path) -> list[Path]:
-    """The data files of source directory `path` (`DATA_SUFFIXES`); DataError naming compressed or
-    archived files it would skip, or when it holds none. Other files are not read (see
-    `warn_unread`), nor are empty (0-byte) ones: they hold no row, and Spark writes one for each
-    empty partition (a landing zone then takes such a file up once something was written to it)."""
+@dataclass(frozen=True)
+class SourceListing:
+    """One listing of a source directory, for both uses: the data files to read, and the other
+    files (not empty) that are not read, for `warn_unread`."""
+
+    files: list[Path]
+    unread: list[Path]
+
+
+def list_source(path: Path) -> SourceListing:
+    """The data files of source directory `path` (`DATA_SUFFIXES`) and the files it does not read;
+    DataError naming compressed or archived files it would skip, or when it holds no data file.
+    Other files are not read (see `warn_unread`), nor are empty (0-byte) ones: they hold no row,
+    and Spark writes one for each empty partition (a landing zone then takes such a file up once
+    something was written to it)."""
     listed = directory_files(path, ("",))
     every = [p for p in listed if p.stat().st_size]
     unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
@@ -444,17 +454,21 @@ def data_files(path: Path) -> list[Path]:
             f"{path}: directory holds no {'data file that is not empty' if empty else 'supported data files'} "
             "(.parquet, .csv, .tsv, .jsonl ...)"
         )
-    return files
-
-
-def warn_unread(path: Path, files: list[Path]) -> None:
-    """A warning naming the files of source directory `path` besides `files` (its data files) that
-    are not read: a README beside the logs is fine, but Hive and Hadoop write data files without
-    an extension (`000000_0`, `part-00000`), whose rows would otherwise be left out without a word.
-    Called once the files were read, so a source refused for another reason says only that."""
     read = set(files)
-    others = (p for p in directory_files(path, ("",)) if p not in read and p.stat().st_size)
-    skipped = [p.relative_to(path).as_posix() for p in others]
+    return SourceListing(files, [p for p in every if p not in read])
+
+
+def data_files(path: Path) -> list[Path]:
+    """The data files of source directory `path` (`list_source`)."""
+    return list_source(path).files
+
+
+def warn_unread(path: Path, listing: SourceListing) -> None:
+    """A warning naming the files of source directory `path` that `listing` does not read: a README
+    beside the logs is fine, but Hive and Hadoop write data files without an extension
+    (`000000_0`, `part-00000`), whose rows would otherwise be left out without a word. Called once
+    the files were read, so a source refused for another reason says only that."""
+    skipped = [p.relative_to(path).as_posix() for p in listing.unread]
     if skipped:
         warnings.warn(
             RecsysWarning(
@@ -1417,7 +1431,8 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     per_file = path.is_dir()
-    paths = data_files(path) if per_file else [path]
+    listing = list_source(path) if per_file else SourceListing([path], [])
+    paths = listing.files
     if not per_file and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
@@ -1430,5 +1445,5 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
         scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
         scanned.format = fmt
     if per_file:
-        warn_unread(path, paths)
+        warn_unread(path, listing)
     return scanned

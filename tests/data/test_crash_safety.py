@@ -304,3 +304,51 @@ def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path
     assert replaced_since(other) is None  # the directory holds the other's batch ...
     ingest(_log(tmp_path / "later.csv", range(200, 210), start=50_000), out, DataConfig(), append=True)
     assert replaced_since(other) is None  # ... and still does after an append: that replaces nothing
+
+
+def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(tmp_path: Path) -> None:
+    """`recsys run`'s data step reads one generation of its processed directory: from bringing it
+    up to date to loading it, the run holds its writer lock, so a non-append ingest into the same
+    directory waits and the run neither describes nor trains on the other writer's data. The run is
+    frozen (RECSYS_STOP_AT) right after its ingest; the other writer is started in that window."""
+    import psutil
+
+    from pipelines.data import dataset_dir
+    from recsys.faults import STOP_ENV
+
+    mine, theirs = _log(tmp_path / "mine.csv", range(0, 20)), _log(tmp_path / "theirs.csv", range(100, 130))
+    sets = [f'data.source="{mine}"', f'data.processed_dir="{tmp_path / "processed"}"', "data.min_user_interactions=1",
+            "data.min_item_interactions=1", 'models=[{name="pop", kind="popularity"}]']  # fmt: skip
+    script = """
+        import json, sys
+        from pipelines.run import run_pipeline
+        from recsys.config import load_config
+        result = run_pipeline(load_config(None, sys.argv[1:]), tracking=False, log=lambda line: print(line, file=sys.stderr))
+        print(json.dumps(result.dataset))
+    """
+    run = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, STOP_ENV: "run.prepared", "OPENBLAS_NUM_THREADS": "1"},
+    )  # fmt: skip
+    other: dict = {}
+    try:
+        process = psutil.Process(run.pid)
+        while process.status() != psutil.STATUS_STOPPED:
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        out = dataset_dir(load_config(None, sets).data)
+        waits = threading.Event()
+        writer = threading.Thread(target=lambda: other.update(
+            report=ingest(theirs, out, DataConfig(), progress=lambda line: waits.set() if "waiting" in line else None)
+        ))  # fmt: skip
+        writer.start()
+        while not waits.is_set() and writer.is_alive():  # the run holds the lock: the other writer waits
+            time.sleep(0.02)
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    said, err = run.communicate(timeout=120)
+    writer.join(timeout=60)
+    assert run.returncode == 0, err
+    dataset = json.loads(said.strip().splitlines()[-1])
+    assert dataset["users"] == 20 and dataset["processed_dir"] == str(out)  # its own data, not the other's 30 users
+    assert other["report"].users == 30 and load_processed(out).n_users == 30  # the other ingest landed after it

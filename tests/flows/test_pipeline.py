@@ -221,3 +221,23 @@ def test_the_ingest_cache_key_changes_with_the_shape_of_its_result(monkeypatch):
     monkeypatch.setattr(pipeline, "DatasetResult", older)
     assert pipeline._ingest_cache_key(None, {"fingerprint": "abc-123"}) != now
     assert now.startswith("ingest-abc-123-")
+
+
+def test_a_cached_ingest_whose_directory_another_writer_replaced_is_redone(prefect_harness, tmp_path):
+    """The ingest result is cached by source and settings; a non-append `recsys ingest --out` into
+    its directory since then leaves the cached fingerprint naming data no longer there. The flow
+    redoes the ingest (as when the directory is gone) instead of handing the split step a result
+    that `load_dataset` refuses on every run."""
+    from flows.pipeline import ingest_flow
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+    from recsys.data.storage import read_manifest
+
+    sets = [*TINY, f'data.processed_dir="{tmp_path / "processed"}"', f'data.raw_dir="{tmp_path / "raw"}"']
+    first = ingest_flow(None, sets)
+    other = tmp_path / "other.csv"
+    other.write_text("user_id,item_id,rating\n" + "\n".join(f"u{u},i{u % 7},4" for u in range(30)) + "\n")
+    ingest(other, first["processed_dir"], DataConfig())  # another writer replaces the directory
+    second = ingest_flow(None, sets)
+    assert second["fingerprint"] == read_manifest(Path(second["processed_dir"])).get("fingerprint")
+    assert not second["reused"] and second["fingerprint"] == first["fingerprint"]  # the synthetic data again

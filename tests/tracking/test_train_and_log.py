@@ -1,0 +1,43 @@
+"""`recsys run`'s model step (`pipelines.run.train_and_log`) in the session's real SQLite store:
+each epoch's metrics reach the model's run while it trains, not only in the summary afterwards."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+import pipelines.run as run_step
+from recsys.config import EvaluationConfig, RunConfig, SplitConfig, TrackingConfig
+from recsys.models.wals import WALSConfig
+from recsys.tracking.runs import Tracker
+
+
+def test_each_epoch_reaches_the_model_run_while_it_trains(shared_mlflow_uri, planted_data, planted_split, monkeypatch):
+    """The per-epoch callback is what shows a long fit's curve in the MLflow UI as it goes (and what
+    a killed run leaves behind). Without it the tracker logs the history only with the results, after
+    evaluation, so the store is read at the moment evaluation starts: three iterations, three
+    entries, the same ones the finished run holds (nothing logged twice)."""
+    wals = WALSConfig(name="wals", factors=4, iterations=3, threads=1, regularization=0.1, alpha=5.0)
+    cfg = RunConfig(
+        name="streaming-test", models=[wals], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+        evaluation=EvaluationConfig(ks=[20], bootstrap_samples=20),
+        tracking=TrackingConfig(tracking_uri=shared_mlflow_uri, experiment="streaming", register_models=False),
+    )  # fmt: skip
+    tracker = Tracker(cfg.tracking, cfg)
+    parent = tracker.start_parent(data=planted_data, split=planted_split)
+    client = MlflowClient(shared_mlflow_uri)
+    experiment = client.get_run(parent).info.experiment_id
+    at_evaluation: list = []
+    evaluate = run_step.evaluate_model
+
+    def evaluate_once_the_store_was_read(model, split, run_cfg):
+        [child] = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+        at_evaluation.extend(client.get_metric_history(child.info.run_id, "loss"))
+        return evaluate(model, split, run_cfg)
+
+    monkeypatch.setattr(run_step, "evaluate_model", evaluate_once_the_store_was_read)
+    outcome = run_step.train_and_log(wals, planted_split, cfg, tracker, parent, threads=1, log=lambda _: None)
+    tracker.end(parent)
+    assert outcome.status == "ok"
+    assert len(at_evaluation) == 3 and len({m.step for m in at_evaluation}) == 3
+    final = client.get_metric_history(outcome.mlflow_run_id, "loss")
+    assert sorted((m.step, m.value) for m in final) == sorted((m.step, m.value) for m in at_evaluation)  # as stored
