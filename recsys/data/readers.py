@@ -1147,6 +1147,8 @@ def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, b
     found: dict[str, tuple[str, int]] = {}
     for offset, chunk in _windows(path, sum(map(len, _whole_lines(path))), budget):
         for match in pattern.finditer(chunk.lower()):
+            if len(found) == len(roles):
+                break  # each role's key found: the other matches could only repeat them
             start = chunk.rfind(b"\n", 0, match.start()) + 1
             end = chunk.find(b"\n", match.end())
             try:

@@ -19,11 +19,12 @@ WALS (`wals_defaults`), iALS with one regularisation constant:
   among 20-70k items) the first term let the unobserved cells drown the observed ones, and every
   user got the same near-zero scores: validation recall@20 at or below popularity. Chosen on
   development sets outside the generalisation benchmark (planted-cluster synthetic seeds 21-24 of
-  2-37k items, a sparse 12-per-user sample of MovieLens 20M, MovieLens 1M, MovieLens 100K with a
-  temporal split, the HetRec Last.fm log), untuned, validation users only: a share of 0.05-0.2 took
-  the sparse synthetic sets from 0.001-0.02 to 0.32-0.65 and Last.fm from 0.175 to 0.33-0.35, left
-  the dense ones within +-1% (+4-6% on MovieLens 1M), and cost 2% on the MovieLens 20M sample,
-  where nothing beats popularity; 0.1 is the middle.
+  2-37k items; generated replicas shaped like MovieLens 20M (a sparse 12-per-user sample of it),
+  MovieLens 1M and the HetRec Last.fm log, since the real files were not on the development
+  machine; MovieLens 100K with a temporal split), untuned, validation users only: a share of
+  0.05-0.2 took the sparse synthetic sets from 0.001-0.02 to 0.32-0.65 and the Last.fm replica from
+  0.175 to 0.33-0.35, left the dense ones within +-1% (+4-6% on the MovieLens 1M replica), and cost
+  2% on the MovieLens 20M replica's sample, where nothing beats popularity; 0.1 is the middle.
 * regularization: `0.025 x sqrt(L_u x L_i)`, where `L_u = n_items + alpha x mean f-mass of a user
   row` and `L_i = n_users + alpha x mean f-mass of an item column` are the mean confidence mass of a
   user's and an item's least-squares problem. This is the frequency-scaled regularisation of
