@@ -491,20 +491,22 @@ def _ingest(
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),
         ]
-        unsorted = items.index(users.index(pairs.lazy())).select(USER_IDX, ITEM_IDX, TIME, WEIGHT, FIRST_SEEN).collect()
-        # The fingerprint ignores row order, so it hashes the rows on a writer thread (the batch
-        # write is done by now) while this thread sorts them.
-        say("fingerprint and manifest")
-        fingerprinted = writer.submit(storage.fingerprint, unsorted, users.id_column(), items.id_column())
         # Sorting on one (user_idx, item_idx) key is cheaper than a two-column sort.
         pair_key = pl.col(USER_IDX).cast(pl.Int64) * (1 << 32) + pl.col(ITEM_IDX).cast(pl.Int64)
-        indexed = unsorted.sort(pair_key)
+        indexed = (
+            items.index(users.index(pairs.lazy()))
+            .select(USER_IDX, ITEM_IDX, TIME, WEIGHT, FIRST_SEEN)
+            .sort(pair_key)
+            .collect()
+        )
         written = [
             batch_written,
             *vocab_saved,
             writer.submit(storage.write_table, indexed, tmp / storage.IMPLICIT_FILE),
         ]
-        digest = fingerprinted.result()
+
+        say("fingerprint and manifest")
+        digest = storage.fingerprint(indexed, users.id_column(), items.id_column())
         for future in written:
             future.result()  # re-raises a failed write inside the staged directory
         batch_entry = {
