@@ -75,6 +75,22 @@ def fold_note(result: PipelineResult) -> str | None:
     return "; ".join(notes) or None
 
 
+def status_notes(result: PipelineResult) -> str | None:
+    """One caption line per model that did not finish: why it was skipped or failed.
+
+    The reason is a sentence (EASE's memory bound on a 17,632-artist Last.fm catalogue is ~300
+    characters); in a table cell it wrapped one word per line into ~30 rows and pushed the models
+    that did finish apart, so the cell says only `skipped` / `failed` and the reason goes here."""
+    from rich.markup import escape
+
+    lines = []
+    for m in result.models:
+        if m.status != "ok":  # escaped: a reason may quote a list, `[...]`, that rich reads as markup
+            reason = (m.error or "").removeprefix(f"model '{m.name}': ")
+            lines.append(escape(f"{m.name} {m.status}: {reason}"))
+    return "\n".join(lines) or None
+
+
 def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
     """The run's models side by side, fitted to `width` columns: loss / sampler, fit s, the cold and
     validation columns and the later metrics are left out (in that order) when it must; the model
@@ -96,7 +112,8 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
         extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
                       f"{result.dataset.get('users')} users x {result.dataset.get('items')} items",
-                      caption=fold_note(result), caption_justify="left")
+                      caption="\n".join(filter(None, (fold_note(result), status_notes(result)))) or None,
+                      caption_justify="left")
         add_name_column(table, "model", [m.name + " *" for m in result.models])
         if "loss / sampler" in extra:
             table.add_column("loss / sampler", no_wrap=True)
@@ -107,8 +124,8 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
                 add_value_column(table, name)
         table.add_column(fold_header(result), justify="right", no_wrap=True, min_width=len(fold_header(result)))
         if "fit s" in extra:
-            # wraps (a failed model's error lives here) but never below its header: squeezed to one
-            # letter it showed "…" for every time instead of being left out and named
+            # never below its header: squeezed to one letter it showed "…" for every time instead of
+            # being left out and named
             table.add_column("fit s", justify="right", min_width=len("fit s"))
         for m in result.models:
             name = m.name + (" *" if m.name == result.champion else "")
@@ -117,8 +134,10 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             side = [_plain(m.validation, cfg.promotion.metric)] if val in extra else []
             side += [_cold(m, cfg.promotion.metric)] if cold in extra else []
             if m.status != "ok":
-                failed = [f"[{_STATUS_STYLE[m.status]}]{m.status}: {m.error}[/]"] if "fit s" in extra else []
-                table.add_row(name, *what, *(["-"] * (len(shown) + len(side))), "-", *failed)
+                # the status in the last column shown (fit s, else folding); the reason: the caption
+                status = f"[{_STATUS_STYLE[m.status]}]{m.status}[/]"
+                last = ["-", status] if "fit s" in extra else [status]
+                table.add_row(name, *what, *(["-"] * (len(shown) + len(side))), *last)
                 continue
             fold = _fold_key(m.folding)
             table.add_row(

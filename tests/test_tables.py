@@ -182,3 +182,24 @@ def test_the_cold_column_goes_first_and_is_absent_without_cold_users():
     assert "cold recall@20" in "\n".join(_render(comparison_table(found, cfg, width=220), 220))
     narrow = " ".join("\n".join(_render(comparison_table(found, cfg, width=100), 100)).split())
     assert "not shown at 100 columns: cold recall@20," in narrow
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_skipped_models_reason_is_one_caption_line_not_a_column_of_words(width):
+    """EASE skipped on a Last.fm-sized catalogue (17,632 artists): its ~300-character reason sat in
+    the fit s cell and wrapped one word per line into ~30 table rows. The cell says `skipped`; the
+    reason is under the table, whole, and the other models' rows stay together."""
+    cfg = load_config("pipelines/configs/plays.toml")
+    found = _result("neighbour_cross_cluster@10")
+    reason = ("model 'ease': ease needs dense 17,632 x 17,632 matrices to fit (5.0 GB) and 0.1 GB of user vectors "
+              "(1,892 users); the catalogue is above models.ease.max_items = 10,000: raise it if the machine has "
+              "the memory, or use kind = \"wals\" (factorised: memory linear in the catalogue) [see models]")
+    found.models.insert(1, ModelOutcome(name="ease", kind="ease", loss=None, sampler=None, status="skipped", error=reason))
+    lines = _render(comparison_table(found, cfg, width=width), width)
+    _fits(lines, width)
+    body = [line for line in lines if line.startswith("│")]
+    assert len(body) <= 2 * len(found.models)  # at most two lines a model (mean, then its interval)
+    row = next(line for line in body if "ease" in line)
+    assert "skipped" in row and "17,632" not in row
+    flat = " ".join(" ".join(lines).split())
+    assert "ease skipped: ease needs dense 17,632 x 17,632" in flat and "[see models]" in flat
