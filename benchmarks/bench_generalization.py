@@ -508,17 +508,28 @@ def main() -> None:
         print(f"skipping the MovieLens sets: {ML100K_INTER} not found")
         sets = [d for d in sets if d.synthetic]
     started = time.perf_counter()
-    runs = []
+
+    def partial(runs: list[dict[str, Any]], seconds: float) -> None:  # results survive an interruption
+        write(runs, seconds)
+        write_raw(runs)
+
+    runs = run_all(sets, extras, partial)
+    plot(runs)
+    write(runs, time.perf_counter() - started)
+    print(f"wrote {RESULTS} in {(time.perf_counter() - started) / 60:.0f} min")
+
+
+def run_all(sets: list[DataSet], extras: bool, after_each) -> list[dict[str, Any]]:
+    """Every set in one throw-away MLflow store; `after_each(runs, seconds so far)` after each set."""
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="recsys-bench-generalization-") as tmp:
         work = Path(tmp)
         store = f"sqlite:///{work / 'mlflow.db'}"
         for data_set in sets:
             runs.append(run_data_set(data_set, work / data_set.name, store, extras))
-            write(runs, time.perf_counter() - started)  # partial results survive an interruption
-            write_raw(runs)
-    plot(runs)
-    write(runs, time.perf_counter() - started)
-    print(f"wrote {RESULTS} in {(time.perf_counter() - started) / 60:.0f} min")
+            after_each(runs, time.perf_counter() - started)
+    return runs
 
 
 if __name__ == "__main__":

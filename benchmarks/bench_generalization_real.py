@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import benchmarks.bench_generalization as gen
 from benchmarks.common import RESULTS_DIR
@@ -86,13 +84,7 @@ def main() -> None:
     if not sets:
         return
     started = time.perf_counter()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-generalization-real-") as tmp:
-        work = Path(tmp)
-        store = f"sqlite:///{work / 'mlflow.db'}"
-        for data_set in sets:
-            runs.append(gen.run_data_set(data_set, work / data_set.name, store, extras=False))
-            write(runs, time.perf_counter() - started)  # partial results survive an interruption
+    gen.run_all(sets, extras=False, after_each=write)  # each set's results written as it ends
     print(f"wrote {RESULTS} in {(time.perf_counter() - started) / 60:.0f} min")
 
 
