@@ -147,17 +147,21 @@ def signature():
     float64 only up to 6-byte integers), the input example's included. An `Array(string)` history
     refused integer item ids (MovieLens) and rows without a history. `parse_request` checks both
     (k an integer from 1 to the number of items, history a list of ids), so every request is
-    either answered or refused with one line (400). user_id stays `string`: MLflow turns an integer
-    id into its text, which is what the vocab holds."""
+    either answered or refused with one line (400). `user_id` and `item_id` are `Any` for the same
+    reason: as `string`, MLflow's REST parser turned a JSON integer into its text, but the loaded
+    pyfunc refused a pandas integer column before `predict` ran (`mlflow.pyfunc.load_model(...)
+    .predict(pd.DataFrame({"user_id": [2]}))` on Last.fm or MovieLens ids: "Can not safely convert
+    int64 to <U0"); `parse_request` reads an integer (or integral float) id as the text the vocab
+    holds and refuses any other type with one line."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema(
         [
-            ColSpec("string", "user_id", required=False),
+            ColSpec(AnyType(), "user_id", required=False),
             ColSpec(AnyType(), "k", required=False),
             ColSpec(AnyType(), "history", required=False),
-            ColSpec("string", "item_id", required=False),
+            ColSpec(AnyType(), "item_id", required=False),
         ]
     )
     outputs = Schema(

@@ -220,3 +220,15 @@ def test_requirements_pin_installable_versions_without_a_local_label(monkeypatch
     pins = runtime_requirements()
     assert "torch==2.13.0" in pins and len(pins) == len(RUNTIME_PACKAGES)
     assert not [pin for pin in pins if "+" in pin]
+
+
+def test_an_integer_id_column_reaches_the_loaded_pyfunc(wals_pyfunc):
+    """Last.fm and MovieLens ids are integers, so a pandas frame of them is int64: with `user_id`
+    and `item_id` declared `string`, MLflow refused it before `predict` ran ("Can not safely
+    convert int64 to <U0"). Now it is read as the text the vocab holds, as over REST."""
+    as_int = wals_pyfunc.predict(pd.DataFrame({"user_id": [5, 7]}), params={"k": 3})
+    as_text = wals_pyfunc.predict(pd.DataFrame({"user_id": ["5", "7"]}), params={"k": 3})
+    assert as_int["user_id"].tolist() == ["5", "7"] and as_int["source"].tolist() == ["popularity"] * 2
+    assert [list(r) for r in as_int["item_ids"]] == [list(r) for r in as_text["item_ids"]]
+    with pytest.raises(Exception, match=r"item_id '42' \(row 0\) is not in the model's catalogue"):
+        wals_pyfunc.predict(pd.DataFrame({"item_id": [42]}))
