@@ -149,6 +149,8 @@ def _happy_tracked(w: dict[str, Path]) -> None:
     assert result.exit_code == 0, result.output
     assert "champion:" in result.output and (w["root"] / "run.json").is_file()
     assert "end to end" in result.output  # the wall time covers start-up, not only the pipeline
+    wall = next(line for line in result.output.splitlines() if line.startswith("wall time:"))
+    assert "Prefect" not in wall  # --no-prefect starts no Prefect server: the line named one
 
 
 # Per command: (happy path or the reason it is covered elsewhere, bad-input cases).

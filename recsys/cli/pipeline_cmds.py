@@ -98,7 +98,7 @@ def run(
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         result.write_json(json_out)
-    _where_to_look(summary, json_out, cfg, store_args(config, set_))
+    _where_to_look(summary, json_out, cfg, store_args(config, set_), prefect=not no_prefect)
     if summary.get("tracking_error"):
         kept = sum(1 for m in summary["models"] if m.get("unlogged"))
         where = summary.get("unlogged_dir")
@@ -252,7 +252,9 @@ def store_args(config: Path | None, set_: list[str] | None) -> str:
     return "".join(f" {shlex.quote(a)}" for a in args)
 
 
-def _where_to_look(summary: dict, json_out: Path | None, cfg: RunConfig, args: str = "") -> None:
+def _where_to_look(
+    summary: dict, json_out: Path | None, cfg: RunConfig, args: str = "", *, prefect: bool = True
+) -> None:
     from recsys.tracking.store import is_http
     from recsys.tracking.ui import experiment_runs_url
 
@@ -273,8 +275,10 @@ def _where_to_look(summary: dict, json_out: Path | None, cfg: RunConfig, args: s
         lines.append(f"summary:      {json_out}")
     total = time.perf_counter() - STARTED
     pipeline = summary.get("wall_seconds", 0)
+    # --no-prefect starts no Prefect server: naming one there sent users looking for it
+    start = "start-up and Prefect's server" if prefect else "start-up"
     lines.append(f"wall time:    {total:.1f} s end to end = pipeline {pipeline:.1f} s (orchestration overhead "
-                 f"{100 * summary.get('orchestration_overhead', 0):.0f}%) + start-up and Prefect's server "
+                 f"{100 * summary.get('orchestration_overhead', 0):.0f}%) + {start} "
                  f"{max(0.0, total - pipeline):.1f} s")
     console.print("\n".join(lines), soft_wrap=True)  # commands stay one line: copy, paste, run
 
