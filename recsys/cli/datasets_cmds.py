@@ -93,15 +93,17 @@ def fetch_command(
     offline: Annotated[
         Path | None,
         typer.Option(
-            "--offline", help="Use a zip (checksum-verified) or an extracted folder already on disk."
+            "--offline",
+            help="Use a zip (checksum-verified), an extracted folder or the set's interaction file "
+            "(e.g. user_artists.dat) already on disk.",
         ),
     ] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Mirror to download from.")] = None,
 ) -> None:
     """Download a public archive (MovieLens, HetRec Last.fm) from GroupLens (progress bar, SHA-256
     check), unzip it under --raw-dir and print the path of its ratings file, ready for `recsys ingest`.
-    Offline: --offline PATH (the zip or its unzipped folder) puts it in the same cache, where
-    `recsys run` finds a set named in data.source (e.g. data.source = "movielens-100k").
+    Offline: --offline PATH (the zip, its unzipped folder or its interaction file) puts it in the
+    same cache, where `recsys run` finds a set named in data.source (e.g. data.source = "movielens-100k").
 
     Example: recsys ingest "$(recsys data fetch movielens-1m)" --out data/processed/ml-1m --min-rating 4
     """

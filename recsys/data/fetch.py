@@ -164,8 +164,16 @@ def _from_offline(spec: PublicDataset, source: Path, raw_dir: Path) -> Path:
                 return _into_cache(candidate, raw_dir / spec.folder / spec.ratings)
         raise DataError(f"{source}: no {spec.ratings} in this folder or in {spec.folder}/ below it")
     if source.is_file():
+        if source.name == spec.ratings and not zipfile.is_zipfile(source):
+            # the set's interaction file alone (HetRec's user_artists.dat copied out of its zip):
+            # it is what the folder form caches, so it is taken the same way
+            return _into_cache(source, raw_dir / spec.folder / spec.ratings)
         if not zipfile.is_zipfile(source):
-            raise DataError(f"{source}: --offline expects a .zip archive or an extracted folder")
+            raise DataError(
+                f"{source}: --offline expects {spec.archive}, its extracted folder or its {spec.ratings}; "
+                f"another interaction file needs no fetch: recsys ingest {source} (or recsys run --set "
+                f"data.source={source})"
+            )
         _verify(source, SHA256.get(spec.archive), expected_name=spec.archive)
         return _extract(source, spec, raw_dir)
     raise DataError(f"{source}: offline path does not exist")

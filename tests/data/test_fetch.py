@@ -220,3 +220,20 @@ def test_cli_fetch_prints_the_ratings_path_and_errors_in_one_line(tmp_path, smal
         app, ["data", "fetch", "movielens-100k", "--offline", str(tmp_path / "missing.zip")]
     )
     assert bad.exit_code == 2 and "does not exist" in bad.output and "Traceback" not in bad.output
+
+
+def test_offline_takes_the_sets_interaction_file_alone_and_names_the_way_for_another_file(tmp_path):
+    """A user holding only HetRec's user_artists.dat (copied out of the zip) got "--offline expects
+    a .zip archive or an extracted folder". The set's own interaction file is cached as the folder
+    form caches it; any other file is refused with the commands that read it without a fetch."""
+    plays = tmp_path / "downloads" / "user_artists.dat"
+    plays.parent.mkdir()
+    plays.write_text("userID\tartistID\tweight\n2\t51\t13883\n2\t52\t11690\n")
+    cached = fetch("lastfm-2k", tmp_path / "raw", offline=plays)
+    assert cached.name == "user_artists.dat" and cached.read_text() == plays.read_text()
+    assert fetch("lastfm-2k", tmp_path / "raw", base_url="http://127.0.0.1:9/") == cached  # the cache answers
+    other = tmp_path / "downloads" / "my-plays.tsv"
+    other.write_text(plays.read_text())
+    with pytest.raises(DataError, match=f"recsys ingest {other} .or recsys run --set data.source={other}.") as caught:
+        fetch("lastfm-2k", tmp_path / "raw", offline=other)
+    assert "\n" not in str(caught.value)
