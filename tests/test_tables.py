@@ -203,3 +203,15 @@ def test_a_skipped_models_reason_is_one_caption_line_not_a_column_of_words(width
     assert "skipped" in row and "17,632" not in row
     flat = " ".join(" ".join(lines).split())
     assert "ease skipped: ease needs dense 17,632 x 17,632" in flat and "[see models]" in flat
+
+
+@pytest.mark.parametrize("width", range(100, 141, 4))
+def test_evaluate_table_never_squeezes_the_users_column_to_blank(width):
+    """`recsys evaluate` on a Last.fm-shaped run (four models, recall/ndcg at 20/50/100) at 120
+    columns drew the users column as an empty two-space strip, header and counts gone: rich shrank
+    the wrappable column to its padding. It is whole, or left out and named in the caption."""
+    names = ["popularity", "ease", "wals", "two_tower_softmax"]
+    lines = _render(format_table({n: _evaluation(i) for i, n in enumerate(names)}, METRICS, width=width), width)
+    _fits(lines, width)
+    header = next(line for line in lines if line.startswith("┃"))
+    assert "┃  ┃" not in header and "users" in "\n".join(lines)

@@ -297,7 +297,9 @@ def format_table(
         for name in shown:
             add_value_column(table, name, wide)
         if "users" not in hidden:
-            table.add_column("users", justify="right")
+            # never narrower than its header: wrappable, rich shrank it to its padding (a blank
+            # strip at ~120 columns) instead of it being left out and named
+            table.add_column("users", justify="right", min_width=len("users"))
         for model_name, result in results.items():
             cells = []
             for name in shown:
