@@ -103,3 +103,21 @@ def test_help_lists_the_options() -> None:
     assert result.exit_code == 0
     for flag in ("--out", "--format", "--user-col", "--min-rating", "--aggregate", "--append", "--json"):
         assert flag in result.output
+
+
+def test_replacing_earlier_batches_without_append_says_so(tmp_path: Path) -> None:
+    """Day two: `recsys ingest today.tsv --out DIR` without --append replaced every earlier batch
+    without a word. It still replaces (the help says so), and now names what it replaced; running
+    the same ingest again replaces silently, as asked."""
+    header = "userID\tartistID\tweight\n"
+    first, second = tmp_path / "day1.tsv", tmp_path / "day2.tsv"
+    first.write_text(header + "".join(f"{u}\t{a}\t{u * 10 + a}\n" for u in range(1, 5) for a in range(50, 54)))
+    second.write_text(header + "".join(f"{u}\t{a}\t7\n" for u in range(5, 8) for a in range(50, 53)))
+    out = str(tmp_path / "proc")
+    for args in ([str(first)], [str(first)], [str(second), "--append"]):
+        result = runner.invoke(app, ["ingest", *args, "--out", out])
+        assert result.exit_code == 0 and "warning:" not in result.output, result.output
+    result = runner.invoke(app, ["ingest", str(second), "--out", out])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "held 2 batch(es) (25 rows in: day1.tsv, day2.tsv)" in said and "add --append" in said

@@ -132,6 +132,7 @@ def ingest_command(
     }
     data = data.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
+    earlier = None if append else _earlier_batches(out, source)
     with console.status("ingesting ...") as status:
         report = ingest(
             source,
@@ -146,11 +147,36 @@ def ingest_command(
     if report.planted:
         console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
     replaced = replaced_since(report)  # checked after the summary, as late as it can be
-    for warning in report.warnings + ([replaced] if replaced else []):
+    for warning in report.warnings + [w for w in (earlier, replaced) if w]:
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
     run_on(report.out_dir, config)
+
+
+def _earlier_batches(out: Path, source: Path) -> str | None:
+    """A `warning:` line when ingest without --append is about to replace a processed directory
+    that holds more than this source's one batch (day two: `recsys ingest today.csv --out DIR`
+    without --append put today's rows in place of every earlier batch without a word); None when
+    --out is new, unreadable (ingest reports that) or held only an earlier ingest of this source."""
+    from recsys.data.storage import is_processed_dir, read_manifest
+    from recsys.errors import DataError
+
+    if not is_processed_dir(out):
+        return None
+    try:
+        batches = read_manifest(out)["batches"]
+    except DataError:
+        return None
+    names = [Path(str(b.get("source", "?"))).name for b in batches]  # as given: relative or not
+    if names == [Path(source).name]:
+        return None  # the same command run again: replacing is what it asks for
+    rows = sum(int(b.get("rows_in", 0)) for b in batches)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"{out} held {len(batches)} batch(es) ({rows:,} rows in: {shown}); without --append they were "
+        f"replaced by {Path(source).name} alone: add --append to add a batch and keep the earlier ones"
+    )
 
 
 def _print_report(report) -> None:
