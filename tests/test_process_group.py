@@ -73,3 +73,39 @@ def test_the_next_start_stops_the_group_a_killed_parent_left(tmp_path):
     finally:
         if _alive(grandchild):  # the test's own leftovers: the child's group, by its id
             os.killpg(os.getpgid(grandchild), signal.SIGKILL)
+
+
+# A child that ignores SIGINT, as every process started from a background job does (the shell
+# starts it with SIGINT ignored, and the child inherits that).
+DEAF_CHILD = (
+    "import signal, subprocess, sys, time, pathlib; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    "d = pathlib.Path(sys.argv[1]);"
+    "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
+    "(d / 'grandchild').write_text(str(g.pid)); time.sleep(300)"
+)
+
+
+def test_a_child_that_ignores_the_forwarded_signal_is_stopped_after_the_grace(tmp_path):
+    """Without the escalation the wrapper waits for ever on a child deaf to the forwarded Ctrl-C."""
+    wrapper_code = (
+        "import sys; from recsys.cli.process import run_in_process_group;"
+        "sys.exit(run_in_process_group([sys.executable, '-c', sys.argv[1], sys.argv[2]], grace=1.0))"
+    )
+    wrapper = subprocess.Popen([sys.executable, "-c", wrapper_code, DEAF_CHILD, str(tmp_path)])
+    marker = tmp_path / "grandchild"
+    deadline = time.monotonic() + 60
+    while not (marker.is_file() and marker.read_text()):
+        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    grandchild = int(marker.read_text())
+    os.kill(wrapper.pid, signal.SIGINT)
+    try:
+        assert wrapper.wait(timeout=20) == 128 + signal.SIGTERM  # stopped by the escalation's SIGTERM
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            os.killpg(os.getpgid(grandchild), signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)

@@ -34,13 +34,15 @@ def _signal_group(pgid: int, signum: int) -> bool:
     return True
 
 
-def stop_groups(pgids: Sequence[int], leader: subprocess.Popen | None = None) -> list[int]:
-    """The one stop sequence: SIGTERM each group, wait up to GRACE_SECONDS for all of them to be
+def stop_groups(
+    pgids: Sequence[int], leader: subprocess.Popen | None = None, grace: float = GRACE_SECONDS
+) -> list[int]:
+    """The one stop sequence: SIGTERM each group, wait up to `grace` seconds for all of them to be
     gone (a server lets go of its port), then SIGKILL what is left (workers that ignore SIGTERM).
     `leader`: the leader of a group that is this process's child, reaped while waiting (a zombie
     still counts as a member). Returns the groups that were there to signal."""
     signalled = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGTERM)]
-    deadline = time.monotonic() + GRACE_SECONDS
+    deadline = time.monotonic() + grace
     while signalled and time.monotonic() < deadline:
         if leader is not None:
             leader.poll()
@@ -51,27 +53,45 @@ def stop_groups(pgids: Sequence[int], leader: subprocess.Popen | None = None) ->
         _signal_group(pgid, signal.SIGKILL)  # stragglers, if any
     if leader is not None:
         with suppress(subprocess.TimeoutExpired):
-            leader.wait(timeout=GRACE_SECONDS)
+            leader.wait(timeout=grace)
     return signalled
 
 
-def run_in_process_group(command: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def run_in_process_group(
+    command: Sequence[str], env: Mapping[str, str] | None = None, grace: float = GRACE_SECONDS
+) -> int:
     """Run `command` in a new process group, forward SIGTERM / SIGINT to it, wait, return its exit
-    code; the whole group is gone when this returns or raises."""
+    code; the whole group is gone when this returns or raises.
+
+    A child that has not exited `grace` seconds after a forwarded signal is stopped (`stop_groups`):
+    a process started from a background job inherits SIGINT ignored, so a forwarded Ctrl-C alone
+    could leave this command waiting for ever."""
     marked = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
     child = subprocess.Popen(list(command), env=marked, start_new_session=True)
     pgid = child.pid  # a new session: its leader's pid is the group id
+    forwarded_at: list[float] = []
 
     def forward(signum: int, _frame) -> None:
         _signal_group(pgid, signum)
+        forwarded_at.append(time.monotonic())
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return child.wait()
+        while True:
+            with suppress(subprocess.TimeoutExpired):
+                return _exit_code(child.wait(timeout=0.2))  # a timeout, so a forwarded signal is looked at
+            if forwarded_at and time.monotonic() - forwarded_at[0] > grace:
+                stop_groups([pgid], leader=child, grace=grace)
+                return _exit_code(child.wait())
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        stop_groups([pgid], leader=child)
+        stop_groups([pgid], leader=child, grace=grace)
+
+
+def _exit_code(returncode: int) -> int:
+    """A child killed by signal N (Popen's -N) exits as a shell reports it, 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def stop_orphaned_groups(parents: set[int] | None = None, proc: Path = PROC) -> list[int]:
