@@ -284,6 +284,11 @@ def tune(
             model = build(trial_cfg)
             model.fit(train, validation=validation, callback=callback, features=features, times=validation.times)
             record.epochs = len(model.history)
+            if pruned["by_guard"] and type(model).single_solve:
+                # the guard spoke after EASE's one solve had finished: nothing was stopped, and
+                # pruning threw a complete trial away (on Last.fm, ~20 s of solve) while saying
+                # "stopped after 1 epoch(s)"; it is scored, and no trial starts after it
+                pruned["flag"] = pruned["by_guard"] = False
             if pruned["by_guard"]:
                 record.error = f"stopped after {record.epochs} epoch(s) by the tuning.timeout_s = {tuning.timeout_s:g} s guard"
             if pruned["flag"]:

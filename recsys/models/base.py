@@ -121,6 +121,9 @@ class Recommender(ABC):
     """Whether a trained user or item with an all-zero vector means training went wrong for it
     (`_check_vectors` warns): true of learned vectors. EASE's are not learned: an item that
     co-occurs with no other item has a zero column of B by construction."""
+    single_solve: ClassVar[bool] = False
+    """Whether `fit` is one computation that calls its callback once, after it has finished (EASE,
+    popularity): asking it to stop there stops nothing, so the tuning guard keeps such a trial."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

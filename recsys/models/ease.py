@@ -123,6 +123,7 @@ class EASE(HostVectors):
     Config = EASEConfig
     config: EASEConfig
     zero_vectors_diverged = False  # closed form: an item co-occurring with no other has a zero column
+    single_solve = True  # one solve; its callback comes after it
 
     def __init__(self, config: EASEConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

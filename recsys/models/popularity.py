@@ -43,6 +43,7 @@ class Popularity(Recommender):
     """
 
     kind = "popularity"
+    single_solve = True  # counts, then one callback
     Config = PopularityConfig
     config: PopularityConfig
 

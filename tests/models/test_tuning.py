@@ -369,3 +369,29 @@ def test_the_timeout_guard_prunes_a_later_trial_and_keeps_the_best_finished_one(
     assert first.state == "complete" and first.error is None and first.epochs == cfg.iterations
     assert second.state == "pruned" and second.epochs == 2 and "timeout_s = 100000 s guard" in second.error
     assert outcome.timed_out and outcome.best_value == first.value and outcome.best_params == first.params
+
+
+def test_the_timeout_guard_keeps_an_ease_trial_whose_one_solve_had_finished(planted):
+    """EASE calls its callback once, after the solve: when the guard's time ran out during a solve
+    (tuning ease on Last.fm, ~20 s a trial against 240 s), the finished trial was pruned with
+    "stopped after 1 epoch(s)", though nothing was stopped. It is scored and kept; no trial
+    starts after it. Driven by the clock the guard reads: no sleeping, no timing."""
+    now = [0.0]
+
+    class Hooks:
+        def start(self, number, params):
+            def on_epoch(step, metrics):
+                if number == 1:  # trial 1's solve ends after the guard's time
+                    now[0] = 1e6
+
+            return on_epoch
+
+        def finish(self, record):
+            pass
+
+    split = strong_split(planted)
+    cfg = EASEConfig(name="ease", tuning=TuningConfig(n_trials=4, timeout_s=1e5))
+    outcome = tune(cfg, split.train, split.validation_set(), hooks=Hooks(), clock=lambda: now[0])
+    first, second = outcome.trials
+    assert first.state == second.state == "complete" and second.error is None and second.value is not None
+    assert outcome.timed_out and outcome.best_value == max(first.value, second.value)
