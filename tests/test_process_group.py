@@ -33,9 +33,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _started(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+def _started(tmp_path: Path, wrapper_code: str = WRAPPER, child: str = CHILD) -> tuple[subprocess.Popen, int]:
     """The wrapper, once its child has started the grandchild; and the grandchild's pid."""
-    wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, CHILD, str(tmp_path)])
+    wrapper = subprocess.Popen([sys.executable, "-c", wrapper_code, child, str(tmp_path)])
     marker = tmp_path / "grandchild"
     deadline = time.monotonic() + 60
     while not (marker.is_file() and marker.read_text()):
@@ -91,13 +91,7 @@ def test_a_child_that_ignores_the_forwarded_signal_is_stopped_after_the_grace(tm
         "import sys; from recsys.cli.process import run_in_process_group;"
         "sys.exit(run_in_process_group([sys.executable, '-c', sys.argv[1], sys.argv[2]], grace=1.0))"
     )
-    wrapper = subprocess.Popen([sys.executable, "-c", wrapper_code, DEAF_CHILD, str(tmp_path)])
-    marker = tmp_path / "grandchild"
-    deadline = time.monotonic() + 60
-    while not (marker.is_file() and marker.read_text()):
-        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
-        time.sleep(0.1)
-    grandchild = int(marker.read_text())
+    wrapper, grandchild = _started(tmp_path, wrapper_code, DEAF_CHILD)
     os.kill(wrapper.pid, signal.SIGINT)
     try:
         assert wrapper.wait(timeout=20) == 128 + signal.SIGTERM  # stopped by the escalation's SIGTERM
