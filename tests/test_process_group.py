@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 # The wrapper runs a child that starts a grandchild (like `mlflow ui` starting its workers), each
-# writing its pid to a file, then everything sleeps.
+# writing its pid to a file, then everything sleeps. The child takes Ctrl-C as Python does by
+# default even where the test runs as a background job (which starts everything with SIGINT
+# ignored): the deaf case is a test of its own below.
 CHILD = (
-    "import subprocess, sys, time, pathlib; d = pathlib.Path(sys.argv[1]);"
+    "import signal, subprocess, sys, time, pathlib; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    "d = pathlib.Path(sys.argv[1]);"
     "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
     "(d / 'grandchild').write_text(str(g.pid)); time.sleep(300)"
 )
