@@ -1146,6 +1146,8 @@ def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, b
     pattern = re.compile(b'"(?:' + spelled.lower() + rb')"\s*:')  # on lower-cased text: 2.5x faster
     found: dict[str, tuple[str, int]] = {}
     for offset, chunk in _windows(path, sum(map(len, _whole_lines(path))), budget):
+        if len(found) == len(roles):
+            break  # each role's key found: later windows could only repeat them
         for match in pattern.finditer(chunk.lower()):
             if len(found) == len(roles):
                 break  # each role's key found: the other matches could only repeat them
