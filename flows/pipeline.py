@@ -27,9 +27,7 @@ from flows.errors import retry_unless_deterministic
 from pipelines.data import (
     DatasetResult,
     dataset_dir,
-    ingest_columns,
-    ingest_filters,
-    ingest_warnings,
+    log_dataset,
     one_generation,
     prepare_dataset,
     run_data_dir,
@@ -84,12 +82,7 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
         manifest = read_manifest(Path(result.processed_dir))
     logger.info("data ready in %s (fingerprint %s, %s)", result.processed_dir, result.fingerprint,
                 "reused" if result.reused else f"ingested {len(result.ingested_files)} file(s)")
-    if (columns := ingest_columns(result, manifest)) is not None:
-        logger.info("columns: %s", columns)
-    if (kept := ingest_filters(result, manifest)) is not None:
-        logger.info("%s", kept)
-    for warning in ingest_warnings(result, manifest):
-        logger.warning(warning)
+    log_dataset(result, manifest, lambda line: logger.info("%s", line), logger.warning)
     return result
 
 

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -231,6 +231,20 @@ def ingest_warnings(dataset: DatasetResult, manifest: dict | None = None) -> lis
         return list(manifest["warnings"]) + own
     warning = (manifest.get("weights") or {}).get("warning")  # written before "warnings" existed
     return ([warning] if warning else []) + own
+
+
+def log_dataset(
+    dataset: DatasetResult, manifest: dict | None, info: Callable[[str], None], warn: Callable[[str], None]
+) -> None:
+    """A run's lines about its data (columns taken, what the filters kept, warnings), from
+    `manifest`, the one the data was loaded with, so they describe what the run trains on. `recsys
+    run` and the Prefect flow both print them through here."""
+    if (columns := ingest_columns(dataset, manifest)) is not None:
+        info(f"columns: {columns}")
+    if (kept := ingest_filters(dataset, manifest)) is not None:
+        info(kept)
+    for warning in ingest_warnings(dataset, manifest):
+        warn(warning)
 
 
 def ingest_columns(dataset: DatasetResult, manifest: dict | None = None) -> str | None:

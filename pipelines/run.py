@@ -20,10 +20,8 @@ from typing import Any
 
 from pipelines.data import (
     DatasetResult,
-    ingest_columns,
-    ingest_filters,
-    ingest_warnings,
     load_dataset,
+    log_dataset,
     make_split,
     one_generation,
     prepare_dataset,
@@ -160,17 +158,6 @@ def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None 
         **({"lineage": lineage(cfg).name} if cfg is not None else {}),
         "processed_dir": dataset.processed_dir,
     }
-
-
-def log_dataset(dataset: DatasetResult, data: InteractionData, log: Callable[[str], None]) -> None:
-    """The run's lines about its data (columns taken, what the filters kept, warnings), from the
-    manifest the data was loaded with: they describe what the run trains on."""
-    if (columns := ingest_columns(dataset, data.manifest)) is not None:
-        log(f"columns: {columns}")
-    if (kept := ingest_filters(dataset, data.manifest)) is not None:
-        log(kept)
-    for warning in ingest_warnings(dataset, data.manifest):
-        log(f"warning: {warning}")
 
 
 def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
@@ -360,7 +347,7 @@ def run_pipeline(
         t = time.perf_counter()
         cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
         steps["split"] = time.perf_counter() - t
-    log_dataset(dataset, data, log)
+    log_dataset(dataset, data.manifest, log, lambda warning: log(f"warning: {warning}"))
 
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
