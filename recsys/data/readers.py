@@ -519,11 +519,12 @@ def _base_name(name: str) -> str:
 
 
 def map_columns(
-    path: Path | str, header: list[str], columns: ColumnMap | None, delimited: bool = False
+    path: Path | str, header: list[str], columns: ColumnMap | None, separator: str | None = None
 ) -> dict[str, str]:
     """canonical name -> source column. Explicit names win; the rest come from AUTO_NAMES.
     Raises DataError naming the file, the missing role and the columns that were found
-    (`delimited`: the header of a delimited text file, where one column means a wrong split)."""
+    (`separator`: the header is a delimited text file's first line, split on it, where one column
+    means a wrong split and a data row means a missing header)."""
     columns = columns or ColumnMap()
     by_base: dict[str, str] = {}
     for name in header:
@@ -558,15 +559,16 @@ def map_columns(
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
-            if delimited and _looks_like_data(header):
+            if separator is not None and _looks_like_data(header):
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read only when every field of "
                     "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    "add a header line naming the columns (e.g. user_id,item_id,rating,timestamp) "
-                    "and ingest again"
+                    "add a header line naming the columns, separated as the rows are, and ingest "
+                    f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
+                    "the columns to what each holds)"
                 )
-            if delimited and len(header) == 1:  # a column option cannot help: the line did not split
+            if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
                     "the separator is none of , ; | tab or one space, or the file is not a flat log "
@@ -598,6 +600,25 @@ def _looks_like_data(header: list[str]) -> bool:
     return len(header) > 1 and any(
         _is_number(name) or not name.strip() or _DATE_LIKE.match(name.strip()) for name in header
     )
+
+
+def _header_example(row: list[str], separator: str) -> str:
+    """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
+    one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
+    splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
+    Dates and Unix times are named `timestamp`, the first two other fields `user_id` and
+    `item_id`, a later number `rating`, the rest by position: a guess the message asks to check
+    (Amazon's ratings-only CSV starts with the item)."""
+    names: list[str] = []
+    ids = iter(("user_id", "item_id"))
+    for position, value in enumerate(v.strip() for v in row):
+        unix = value.isdigit() and not value.startswith("0") and len(value) in (9, 10, 12, 13)
+        if _DATE_LIKE.match(value) or unix:
+            name = "timestamp"
+        else:
+            name = next(ids, "rating" if _is_number(value) else f"column_{position + 1}")
+        names.append(name if name not in names else f"column_{position + 1}")
+    return ("\\t" if separator == "\t" else separator).join(names)
 
 
 def describe_columns(mapping: dict[str, str]) -> str:
@@ -880,7 +901,7 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
                 "a header line, or none"
             )
         try:
-            mapping = map_columns(_local(f), header, columns, delimited=True)
+            mapping = map_columns(_local(f), header, columns, separator="::")
         except DataError as exc:
             unmapped.append((f, exc))
             continue
@@ -936,7 +957,7 @@ def _scan_text(
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
                 try:
-                    mapping = map_columns(_local(f), header, columns, delimited=True)
+                    mapping = map_columns(_local(f), header, columns, separator=separator)
                 except DataError as exc:
                     unmapped.append((f, exc))
                     continue

@@ -527,6 +527,42 @@ def test_headerless_string_id_files_say_to_add_a_header(name: str, tmp_path: Pat
     assert "add a header line" in line and not (tmp_path / "out").exists()
 
 
+HEADERLESS_SEPARATED = {
+    # A slice of Book-Crossing without its header line (`;`, quoted, CRLF), and Last.fm 1K (tabs,
+    # an empty artist mbid): the header line the error suggests must split as the rows do; the
+    # suggestion used to be `user_id,item_id,rating,timestamp` whatever the separator, which on
+    # these files reads as one column.
+    "BX-Book-Ratings.csv": ('"43842";"0739432540";"0"\r\n"43842";"034545104X";"7"\r\n"55178";"0312929277";"9"\r\n', 3),
+    "lastfm-1k.tsv": (
+        "user_000001\t2009-05-03T15:48:25Z\tba2f4f3b-0293-4bc8-bb94-2f73b5207343\tUnderworld\t\tBoy, Boy, Boy\n"
+        "user_000001\t2009-05-02T14:30:56Z\t\tRocket Empire\t\tSimmer Down Jammie\n"
+        "user_000002\t2009-05-01T09:17:36Z\tc74ee320-1daa-43e6-89ee-f71070ee9e8f\tImpossible Beings\t\tDois Pólos\n",
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HEADERLESS_SEPARATED))
+def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Path) -> None:
+    """Doing what the error says (its `sed -i '1i ...'` line, applied here in Python) makes the
+    file ingest, every row read into the roles the example names."""
+    text, accepted = HEADERLESS_SEPARATED[name]
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "sed -i '1i " in line, line
+    header = line.split("sed -i '1i ", 1)[1].split("'", 1)[0].replace("\\t", "\t")
+    path.write_bytes(header.encode() + b"\n" + text.encode())
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["rows_in"] == 3 and manifest["rows_accepted"] == accepted, manifest
+    columns = manifest["batches"][0]["columns"]
+    assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
+
+
 def test_a_latin1_file_is_refused_with_the_conversion_to_make(tmp_path: Path) -> None:
     path = tmp_path / "BX-Book-Ratings.csv"
     path.write_bytes('"User-ID";"ISBN";"Book-Rating"\r\n"276725";"Café9X";"0"\r\n'.encode("latin-1"))
