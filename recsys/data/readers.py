@@ -621,14 +621,27 @@ def _header_example(row: list[str], separator: str) -> str:
     return ("\\t" if separator == "\t" else separator).join(names)
 
 
+def column_name(source: str) -> str:
+    """How a message names a source column: `'rating'`, its header name quoted, or `column 3` for
+    a headerless file's column (read under the internal name `field_2`, which the user never
+    wrote)."""
+    position = source.removeprefix("field_")
+    return f"column {int(position) + 1}" if position.isdigit() and source != position else repr(source)
+
+
+def column_label(source: str) -> str:
+    """`column 'rating'` or `column 3`: `column_name` after the word column."""
+    name = column_name(source)
+    return name if name.startswith("column ") else f"column {name}"
+
+
 def describe_columns(mapping: dict[str, str]) -> str:
     """Which source column became which role, one line (`user=visitorid, item=itemid, ...`), so
     an automatic pick (the only `<name>_id` column as the user, `parent_asin` over `asin`) is
     seen, not only in manifest.json. Headerless files name their columns by position."""
 
     def spelled(source: str) -> str:
-        position = source.removeprefix("field_")
-        return f"column {int(position) + 1}" if position.isdigit() and source != position else source
+        return source if column_name(source) == repr(source) else column_name(source)
 
     found = [f"{role}={spelled(mapping[canon])}" for canon, role in _MAP_FIELDS.items() if canon in mapping]
     if WEIGHT not in mapping:

@@ -872,6 +872,22 @@ def test_integer_times_that_all_land_in_1970_are_flagged(tmp_path: Path, times, 
     assert manifest["warnings"] == [warning.removeprefix("warning: ")]
 
 
+def test_warnings_name_a_headerless_files_columns_by_position(tmp_path: Path) -> None:
+    """MovieTweetings' `ratings.dat` (`user::imdb id::0-10 rating::time`, no header) has ratings
+    of 0; a headerless u.data-shaped export may carry yyyymmdd dates. The warnings named the
+    columns by the reader's internal names ('field_2'), which appear nowhere in the file or in the
+    `columns:` line (`weight=column 3`)."""
+    zero = tmp_path / "ratings.dat"
+    zero.write_text("".join(f"{r % 9 + 1}::{r:07d}::{r % 11}::{1_381_620_027 + r}\n" for r in range(60)))
+    dates = tmp_path / "u.data"
+    dates.write_text("".join(f"{r % 7}\t{r % 11}\t4\t{20150701 + r % 28}\n" for r in range(60)))
+    for path, wanted in ((zero, "weigh 0 in column 3 and"), (dates, "every timestamp (column 4) is in 1970")):
+        result = _ingest(path, tmp_path / f"out-{path.name}")
+        assert result.exit_code == 0, result.output
+        (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+        assert wanted in warning and "field_" not in warning, warning
+
+
 def test_an_appended_batch_whose_times_all_land_in_1970_is_flagged(tmp_path: Path) -> None:
     """Day two: a clean log, then a batch exported with yyyymmdd dates. The whole table's latest
     time is 2015, but the appended batch is judged on its own rows."""
