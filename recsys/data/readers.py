@@ -940,6 +940,7 @@ def _scan_text(
     if not lines:
         raise DataError(f"{label}: empty file")
     first = lines[0]
+    notes: list[str] = []  # for ingest's warnings
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
@@ -975,6 +976,7 @@ def _scan_text(
                     unmapped.append((f, exc))
                     continue
                 texts.append(_TextFile(f, separator, True, '"', names, mapping, tuple(header)))
+                notes.extend(_repeated_names(_local(f), header, mapping))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
             _same_roles(label, [(t.file.name, t.mapping) for t in texts])
@@ -1010,7 +1012,25 @@ def _scan_text(
         typed=scan,
         layout=_byte_layout(texts),
         separator=separators.pop() if len(separators) == 1 else None,
+        notes=notes,
     )
+
+
+def _repeated_names(path: Path, header: list[str], mapping: dict[str, str]) -> list[str]:
+    """A note for each column read for a role whose name the header line has more than once
+    (a Last.fm 1K export headed `user timestamp artist_id artist artist_id song`): polars reads
+    the first and renames the others `<name>_duplicated_<n>`, a name in no file, so the choice
+    would go unseen and the others could not be named with a column option."""
+    notes = []
+    for canon, source in mapping.items():
+        positions = [i + 1 for i, name in enumerate(header) if name == source or name.startswith(f"{source}_duplicated_")]
+        if len(positions) > 1:
+            notes.append(
+                f"{path}: the header names {len(positions)} columns {source!r} (columns "
+                f"{', '.join(map(str, positions))}); column {positions[0]} is read as the {_MAP_FIELDS[canon]}: "
+                "to read another, rename it in the header line and name it with the column option"
+            )
+    return notes
 
 
 @dataclass(frozen=True)

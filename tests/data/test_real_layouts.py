@@ -888,6 +888,22 @@ def test_warnings_name_a_headerless_files_columns_by_position(tmp_path: Path) ->
         assert wanted in warning and "field_" not in warning, warning
 
 
+def test_a_role_column_named_twice_in_the_header_is_flagged(tmp_path: Path) -> None:
+    """A Last.fm 1K sample published with the header `user timestamp artist_id artist artist_id
+    song` (artist and track mbids both called artist_id): the first is read as the item, which
+    ingest now says, naming both positions, instead of choosing without a word."""
+    path = tmp_path / "lastfm-1k.tsv"
+    rows = "".join(f"user_{r % 3:06d}\t2009-05-0{r % 9 + 1}T15:48:25Z\ta{r % 5}\tArtist {r % 5}\tt{r}\tSong {r}\n" for r in range(30))
+    path.write_text("user\ttimestamp\tartist_id\tartist\tartist_id\tsong\n" + rows)
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "2 columns 'artist_id' (columns 3, 5); column 3 is read as the item" in warning, warning
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["items"] == 5 and warning.removeprefix("warning: ") in manifest["warnings"]
+
+
 def test_an_appended_batch_whose_times_all_land_in_1970_is_flagged(tmp_path: Path) -> None:
     """Day two: a clean log, then a batch exported with yyyymmdd dates. The whole table's latest
     time is 2015, but the appended batch is judged on its own rows."""
