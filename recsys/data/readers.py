@@ -606,18 +606,19 @@ def _header_example(row: list[str], separator: str) -> str:
     """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
     one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
     splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
-    Dates and Unix times are named `timestamp`, the first two other fields `user_id` and
-    `item_id`, a later number `rating`, the rest by position: a guess the message asks to check
-    (Amazon's ratings-only CSV starts with the item)."""
+    One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
+    first two others `user_id` and `item_id`, a later number `rating`, the rest by position. A
+    guess the message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's
+    9-digit item ids look like Unix times, which is why a date wins)."""
+    values = [v.strip() for v in row]
+    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
+    unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
+    time = dates[0] if dates else unix[-1] if unix else None
     names: list[str] = []
     ids = iter(("user_id", "item_id"))
-    for position, value in enumerate(v.strip() for v in row):
-        unix = value.isdigit() and not value.startswith("0") and len(value) in (9, 10, 12, 13)
-        if _DATE_LIKE.match(value) or unix:
-            name = "timestamp"
-        else:
-            name = next(ids, "rating" if _is_number(value) else f"column_{position + 1}")
-        names.append(name if name not in names else f"column_{position + 1}")
+    for position, value in enumerate(values):
+        name = "timestamp" if position == time else next(ids, "rating" if _is_number(value) else "")
+        names.append(name if name and name not in names else f"column_{position + 1}")
     return ("\\t" if separator == "\t" else separator).join(names)
 
 
