@@ -951,6 +951,7 @@ def _scan_text(
             texts = _colon_header_files(label, files, columns)
     else:
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
+        _same_separator(label, lines, separator)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
             fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
@@ -1015,6 +1016,23 @@ def _scan_text(
         separator=separators.pop() if len(separators) == 1 else None,
         notes=notes,
     )
+
+
+def _same_separator(label: Path | str, lines: list[str], separator: str) -> None:
+    """DataError when the header line is split by `separator` but none of the rows below it is,
+    while they all hold another one (a `user_id,item_id,rating` line added by hand on top of
+    Book-Crossing's `"43842";"0739432540";"0"` rows): every row would be one field, and the error
+    would be a missing item column, pointing away from the line to fix."""
+    rows = [_QUOTED.sub("", row) for row in lines[1:21]]
+    if not rows or separator not in _QUOTED.sub("", lines[0]) or any(separator in row for row in rows):
+        return
+    other = next((sep for sep in ("\t", ";", "|", ",") if sep != separator and all(sep in row for row in rows)), None)
+    if other is not None:
+        raise DataError(
+            f"{label}: the header line is split by {separator!r} but the rows by {other!r} "
+            f"({lines[0][:60]!r} over {lines[1][:60]!r}): write the header line with {other!r} "
+            "between the names, as the rows are"
+        )
 
 
 def _repeated_names(path: Path, header: list[str], mapping: dict[str, str]) -> list[str]:

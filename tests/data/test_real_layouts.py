@@ -563,6 +563,27 @@ def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Pat
     assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
 
 
+@pytest.mark.parametrize(
+    ("name", "rows", "other"),
+    [
+        ("BX-Book-Ratings.csv", '"43842";"0739432540";"0"\r\n"55178";"0312929277";"9"\r\n', "';'"),
+        ("clicks.csv", "1\t2014-04-07T10:51:09.277Z\t214536502\t0\n2\t2014-04-07T13:56:37.614Z\t214662742\t0\n", "'\\t'"),
+    ],
+)
+def test_a_header_split_otherwise_than_its_rows_names_the_rows_separator(
+    name: str, rows: str, other: str, tmp_path: Path
+) -> None:
+    """A header added by hand with commas on top of `;` or tab rows made every row one field and
+    ingest stop with 'no row passed validation (missing_item ...)', naming the item column."""
+    path = tmp_path / name
+    path.write_text("user_id,item_id,rating\n" + rows)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert f"header line is split by ',' but the rows by {other}" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_latin1_file_is_refused_with_the_conversion_to_make(tmp_path: Path) -> None:
     path = tmp_path / "BX-Book-Ratings.csv"
     path.write_bytes('"User-ID";"ISBN";"Book-Rating"\r\n"276725";"Café9X";"0"\r\n'.encode("latin-1"))
