@@ -91,3 +91,27 @@ def test_the_parent_run_is_tagged_when_its_top_models_tie(shared_mlflow_uri):
     assert tags["tie"][SMALL_TEST_TAG].startswith("the best model is not significantly better than popularity on 75 test users")
     assert "Warning: the best model is not significantly better than popularity" in tags["tie"][DESCRIPTION_TAG]
     assert SMALL_TEST_TAG not in tags["clear"] and "Warning" not in tags["clear"][DESCRIPTION_TAG]
+
+
+def test_a_run_whose_every_model_scores_the_ceiling_says_the_metric_cannot_choose():
+    """Amazon Fashion's 5-core log under the MovieLens config keeps 12 items: popularity and WALS
+    both scored recall@20 = 1.0000 ±0.000, a tie the interval rule cannot see, and the run chose a
+    champion without a word. A log where the models differ gets no such line."""
+    from pipelines.report import run_warning
+    from pipelines.run import ModelOutcome, PipelineResult
+    from recsys.config import load_config
+
+    cfg = load_config(None, [])
+
+    def result(wals: float) -> PipelineResult:
+        models = [ModelOutcome(name="pop", kind="popularity", loss=None, sampler=None,
+                               metrics={"recall@20": 1.0}, ci={"recall@20": [1.0, 1.0]}),
+                  ModelOutcome(name="wals", kind="wals", loss=None, sampler=None,
+                               metrics={"recall@20": wals}, ci={"recall@20": [wals, wals]})]  # fmt: skip
+        dataset = {"items": 12, "warm_test_users": 55, "split": "strong_generalization"}
+        return PipelineResult(dataset=dataset, models=models)
+
+    warning = run_warning(result(1.0), cfg)
+    assert warning is not None and warning.startswith("every model scores recall@20 = 1, its ceiling, on the 55")
+    assert "with 12 items" in warning and "smaller k" in warning
+    assert run_warning(result(0.9), cfg) is None
