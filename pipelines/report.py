@@ -237,8 +237,8 @@ def small_test_warning(
     if 0 < n_users < MIN_TEST_USERS and len(scores) >= 2:
         return (
             f"only {n_users} test user(s): too few for the {confidence:.0%} bootstrap intervals or the choice "
-            f"between the models to mean anything (a bootstrap over {n_users} user(s) has no spread to show); "
-            f"more test users would ({helps})"
+            f"between the models to mean much (over one user an interval has no width at all); add test users "
+            f"({helps})"
         )
     ranked = sorted(
         ((mean, name, ci) for name, (mean, ci) in scores.items() if mean == mean and ci and ci[0] == ci[0]),
