@@ -484,6 +484,10 @@ def promote_best(
         return {"champion": None, "promoted": False, "decision": "",
                 "reason": f"not decided: the tracking store failed during promotion ({tracker.failure})"}
     decision["champion"] = champion_name(tracker, decision, candidates)
+    # this run's own best model, named apart from the champion: after `kept` / `not comparable` the
+    # champion is an earlier run's model and the summary must not read as if this run had one
+    decision["challenger"] = {v: k for k, v in candidates.items()}.get(decision.get("challenger_run_id") or "")
+    decision["registered_model"] = cfg.promotion.registered_model
     return decision
 
 

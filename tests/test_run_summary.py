@@ -16,6 +16,23 @@ def test_the_champion_line_names_the_decision_once():
     assert champion_line(off) == "best model: [bold]wals[/] (tracking disabled: best model of this run)"
     foreign = {"champion": "ease", "promotion": {"decision": "not comparable", "reason": "not comparable: the champion has no lineage tag"}}
     assert champion_line(foreign).splitlines()[1].endswith("`recsys promote --force` makes the challenger champion deliberately")
+
+
+def test_a_run_that_promoted_nothing_names_its_best_model_apart_from_the_champion():
+    """A run of another lineage (same config, second data set) ended `champion: ease (not comparable:
+    ...)`, as if ease were this run's champion: ease was the registry line's, and nothing moved."""
+    foreign = {"champion": "ease", "promotion": {
+        "decision": "not comparable", "reason": "not comparable: the challenger belongs to lineage 'a', the champion to 'b'",
+        "challenger": "wals", "selection": "validation", "metric": "recall@20", "registered_model": "movielens-best"}}
+    first = champion_line(foreign).splitlines()[0]
+    assert first == ("not promoted: this run's best model by validation recall@20, [bold]wals[/] (not comparable: "
+                     "the challenger belongs to lineage 'a', the champion to 'b'); movielens-best champion unchanged: [bold]ease[/]")
+    assert not first.startswith("champion:")
+    kept = {"champion": "ease", "promotion": {"decision": "kept", "reason": "challenger not better (p = 0.41)",
+                                              "challenger": "ease", "selection": "validation", "metric": "recall@20",
+                                              "registered_model": "movielens-best"}}
+    assert champion_line(kept) == ("not promoted: this run's best model by validation recall@20, [bold]ease[/] "
+                                   "(kept: challenger not better (p = 0.41)); movielens-best champion unchanged: [bold]ease[/]")
     failed = {"champion": None, "promotion": {"decision": "", "reason": "not decided: the tracking store failed"}}
     assert champion_line(failed) == "champion: [bold]unchanged[/] (not decided: the tracking store failed)"
 

@@ -217,13 +217,26 @@ def _resume_tracking(cfg, path: Path) -> None:
 
 
 def champion_line(summary: dict) -> str:
-    """`champion: NAME (DECISION: REASON)`; most reasons start with their decision already."""
+    """`champion: NAME (DECISION: REASON)` after a promotion; after `kept` / `not comparable`
+    `not promoted: this run's best model by validation METRIC, NAME (...); LINE champion unchanged:
+    NAME`, because the champion is then an earlier run's model (of another lineage, for `not
+    comparable`) and must not read as this run's. Most reasons start with their decision already."""
     promotion = summary.get("promotion", {})
     reason, decision = promotion.get("reason", ""), promotion.get("decision") or ""
     said = f"{decision}: " if decision and not reason.startswith(decision) else ""
     name = summary.get("champion")
     if not decision and name:  # no promotion ran (tracking or promotion.auto off): nothing is champion
         return f"best model: [bold]{name}[/] ({reason})"
+    challenger = promotion.get("challenger")
+    if decision in ("kept", "not comparable") and challenger:
+        # nothing moved: name this run's best model as the challenger and the line's champion apart
+        basis = " ".join(x for x in (promotion.get("selection", ""), promotion.get("metric", "")) if x)
+        basis = f" by {basis}" if promotion.get("selection") in ("validation", "test") else ""
+        line_name = promotion.get("registered_model") or "the registry line"
+        served = f"[bold]{name}[/]" if name else "none"
+        line = (f"not promoted: this run's best model{basis}, [bold]{challenger}[/] ({said}{reason}); "
+                f"{line_name} champion unchanged: {served}")
+        return line + (f"\n{NOT_COMPARABLE_HINT}" if decision == "not comparable" else "")
     line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
     return line + (f"\n{NOT_COMPARABLE_HINT}" if decision == "not comparable" else "")
 
