@@ -304,6 +304,32 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
             "warning": warning}
 
 
+RATING_SCALE_MAX = 5.0
+"""The top of the 1-5 star scale a `positive_min_weight` up to this value is read against."""
+
+
+def rating_scale_warning(cfg: DataConfig, column: str | None, rows: pl.DataFrame) -> str | None:
+    """A warning when a positive rule written for 1-5 stars (`positive_min_weight` <= 5, e.g.
+    movielens.toml's 4) meets a weight column on a 10-point scale (Book-Crossing's 0-10,
+    MovieTweetings' 0-10, 1-10 scales: top value above 5 and at most 10): `>= 4` then keeps most
+    dislikes as positives without a word. Conservative on purpose: no rule, or a column topping at 5
+    (ML-100K, ml-latest-small's half stars) or above 10 (play counts, 0-100 scores: nothing says
+    what the rule meant there) gets none. The hint scales the threshold to the same share of the
+    observed top value (4 of 5 -> 8 of 10)."""
+    threshold = cfg.positive_min_weight
+    if column is None or threshold is None or threshold > RATING_SCALE_MAX or not rows.height:
+        return None
+    high = rows.select(pl.col(WEIGHT).max()).item()
+    if high is None or not RATING_SCALE_MAX < float(high) <= 10.0:
+        return None
+    scaled = threshold * float(high) / RATING_SCALE_MAX
+    return (
+        f"data.positive_min_weight = {threshold:g} reads {column_label(column)} as 1-5 stars, but its values "
+        f"reach {float(high):g}: on that scale >= {threshold:g} keeps low ratings as positives; set "
+        f"--set data.positive_min_weight={scaled:g} (the same share of the scale) if it is a rating out of {float(high):g}"
+    )
+
+
 def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | None:
     """A warning when pairs weighing 0 were dropped (`ZERO_WEIGHT_STEP`): in logs such as
     Book-Crossing (`Book-Rating` 0 = an implicit interaction) or Goodreads (`rating` 0 = shelved,
@@ -487,7 +513,8 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        found = (weights["warning"], zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
+        found = (weights["warning"], rating_scale_warning(cfg, weights["column"], result.rows),
+                 zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
