@@ -337,3 +337,29 @@ def test_a_positive_rule_on_its_own_scale_or_on_counts_gets_no_scale_warning(tmp
     log.write_text("user_id,item_id,rating\n" + rows)
     report = ingest(log, tmp_path / "out", DataConfig(positive_min_weight=rule, binarize=True))
     assert not [w for w in report.warnings if "positive_min_weight" in w]
+
+
+def test_auto_summing_repeated_ratings_warns_with_the_count_and_the_setting(tmp_path):
+    """With no config, aggregate = auto summed five 2-star ratings of one Amazon Beauty pair into
+    weight 10, without a word. The rule stays (processed data keeps its meaning; play counts sum
+    rightly), but a rating-named column summed says so in one line and in the manifest."""
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,parent_asin,rating,timestamp\n" + "".join(
+        f"a,x,2,{1600000000 + i}\n" for i in range(5)) + "a,y,5,1600000009\nb,x,4,1600000010\n")  # fmt: skip
+    report = ingest(log, tmp_path / "out", DataConfig())
+    summed = [w for w in report.warnings if "summed" in w]
+    assert len(summed) == 1 and summed[0].startswith("4 repeated (user, item) rows were summed")
+    assert "data.aggregate = last" in summed[0] and "\n" not in summed[0]
+    assert summed[0] in json.loads((tmp_path / "out" / "manifest.json").read_text())["warnings"]
+    from recsys.data.storage import load_processed
+
+    data = load_processed(tmp_path / "out")  # the sum itself is unchanged: processed data keeps its meaning
+    assert sorted(data.interactions["weight"].to_list()) == pytest.approx([4.0, 5.0, 10.0])
+    last = ingest(log, tmp_path / "last", DataConfig(aggregate="last"))
+    assert not [w for w in last.warnings if "summed" in w]
+
+
+def test_summed_play_counts_get_no_ratings_warning(tmp_path):
+    log = tmp_path / "user_artists.dat"
+    log.write_text(PLAYS)  # the pair (2, 51) repeats: plays add up, rightly
+    assert ingest(log, tmp_path / "out", DataConfig()).warnings == []

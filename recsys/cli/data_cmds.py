@@ -83,7 +83,7 @@ def ingest_command(
         Literal["auto", "count", "sum", "max", "last"] | None,
         typer.Option(
             "--aggregate",
-            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last.",
+            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
         ),
     ] = None,
     min_user_interactions: Annotated[

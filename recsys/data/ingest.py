@@ -330,6 +330,36 @@ def rating_scale_warning(cfg: DataConfig, column: str | None, rows: pl.DataFrame
     )
 
 
+RATING_NAMES = ("rating", "stars", "overall")
+"""Weight column names (parts of them: `Book-Rating`, `star_rating`) that say the values are ratings."""
+
+
+def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep]) -> str | None:
+    """A warning when `aggregate = auto` summed repeated (user, item) pairs of a column named as
+    a rating (`rating`, `stars`, `overall`, ...): five 2-star ratings of one Amazon Beauty pair
+    became weight 10. Mature tools never add ratings up (Cornac keeps one and warns, RecBole's
+    `rm_dup_inter` keeps the first or last), but `auto` still sums: processed directories and
+    fingerprints built under it must keep their meaning, and a name is a hint, not proof (play
+    counts sum rightly). So it says so, with the count, and names the setting that keeps one."""
+    column = weights.get("column")
+    if asked != "auto" or weights.get("aggregate") != "sum" or not column:
+        return None
+    if not any(part in column.lower() for part in RATING_NAMES):
+        return None
+    names = [step.name for step in steps]
+    at = next((i for i, name in enumerate(names) if name.startswith("aggregate")), None)
+    if not at:
+        return None
+    merged = steps[at - 1].rows - steps[at].rows
+    if merged <= 0:
+        return None
+    return (
+        f"{merged:,} repeated (user, item) rows were summed into their pairs' {column_label(column)} "
+        "(data.aggregate = auto sums a weight column): for ratings, set data.aggregate = last "
+        "(the latest rating) or max"
+    )
+
+
 def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | None:
     """A warning when pairs weighing 0 were dropped (`ZERO_WEIGHT_STEP`): in logs such as
     Book-Crossing (`Book-Rating` 0 = an implicit interaction) or Goodreads (`rating` 0 = shelved,
@@ -484,6 +514,7 @@ def _ingest(
         *earlier, rows = aligned_ids([frame for _, frame in previous] + [rows.lazy()])
         aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
         weights = weight_policy(cfg, raw.mapping, _sources(previous_manifest), result.rows)
+        asked = cfg.aggregate
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
         if weights["column"] is None and (cfg.positive_min_weight or 0) > 1:
             # Every row of a log without weights weighs 1: the rule would drop them all.
@@ -514,7 +545,7 @@ def _ingest(
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], rating_scale_warning(cfg, weights["column"], result.rows),
-                 zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
+                 summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
