@@ -306,6 +306,39 @@ def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path
     assert replaced_since(other) is None  # ... and still does after an append: that replaces nothing
 
 
+def test_the_replaced_batches_warning_names_what_the_directory_held_when_the_ingest_got_its_lock(
+    tmp_path: Path,
+) -> None:
+    """`recsys ingest` without --append read the manifest for its "held N batch(es)" warning before
+    it took the directory's writer lock, so an append that ran while it waited was replaced too but
+    left out of the warning. The test holds the lock; the ingest starts, reads, and waits (saying
+    so on stderr, where a non-terminal run showed nothing); the append lands in that window."""
+    out = tmp_path / "proc"
+    first, appended, today = (_log(tmp_path / f"{name}.csv", range(i * 20, i * 20 + 10), start=i * 10_000)
+                              for i, name in enumerate(("first", "appended", "today")))  # fmt: skip
+    ingest(first, out, DataConfig())
+    lines: list[str] = []
+    with storage.writer_lock(out):  # another writer at work
+        replacing = subprocess.Popen(
+            [sys.executable, "-m", "recsys.cli", "ingest", str(today), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "300", "OPENBLAS_NUM_THREADS": "1"},
+        )  # fmt: skip
+        reader = threading.Thread(target=lambda: lines.extend(replacing.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("waiting for another writer" in line for line in lines):
+            assert replacing.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        ingest(appended, out, DataConfig(), append=True)  # lands while the replacing ingest waits
+    said = replacing.stdout.read()
+    assert replacing.wait(60) == 0, lines
+    reader.join(10)
+    warning = " ".join(" ".join(lines).split())
+    assert "held 2 batch(es) (120 rows in: first.csv, appended.csv)" in warning, warning
+    assert "replaced by today.csv alone" in warning and "10 users" in said
+
+
 def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(tmp_path: Path) -> None:
     """`recsys run`'s data step reads one generation of its processed directory: from bringing it
     up to date to loading it, the run holds its writer lock, so a non-append ingest into the same
