@@ -84,34 +84,39 @@ class _Surrogates:
 
     @classmethod
     def of(cls, values: np.ndarray) -> tuple[_Surrogates, np.ndarray] | None:
-        """(surrogates, 4-byte codes of `values`), or None where no block of codes is free."""
-        is_wide = values > MAX_CODE
-        wide, position = np.unique(values[is_wide], return_inverse=True)
+        """(surrogates, 4-byte codes of `values`), or None where no block of codes is free.
+
+        Three passes over the rows (a compare, its positions, the cast): every other step reads
+        only the ids of [2**31, 2**64), which a long-tailed log has few of (10M rows: ~0.1 s)."""
+        upper_at = np.flatnonzero(values >= (MAX_CODE + 1) // 2)
+        upper = values[upper_at]
+        is_wide = upper > MAX_CODE
+        wide, position = np.unique(upper[is_wide], return_inverse=True)
         if wide.size > MAX_CODE // 2:
             return None
-        base = _free_block(values, is_wide, wide.size)
+        base = _free_block(upper[~is_wide], wide.size)
         if base is None:
             return None
-        codes = values.astype(np.uint32)
-        codes[is_wide] = (base + position).astype(np.uint32)
+        codes = values.astype(np.uint32)  # a wide value wraps here and takes its stand-in below
+        codes[upper_at[is_wide]] = (base + position).astype(np.uint32)
         return cls(base, wide), codes
 
     def decode(self, codes: pl.Series) -> pl.Series:
         ids = codes.to_numpy().astype(np.uint64)
-        stand_in = (ids >= self.base) & (ids < self.base + self.wide.size)
+        stand_in = np.flatnonzero(ids >= self.base)
+        stand_in = stand_in[ids[stand_in] < self.base + self.wide.size]
         ids[stand_in] = self.wide[ids[stand_in] - self.base]
         return pl.Series(codes.name, ids, dtype=WIDE_CODE_DTYPE)
 
 
-def _free_block(values: np.ndarray, is_wide: np.ndarray, size: int) -> int | None:
-    """The first code of `size` consecutive 4-byte codes that no narrow value of `values` holds:
-    the block just below 2**32 when free, else the highest gap between the distinct narrow values
-    of [2**31, 2**32) that holds it; None where none does."""
-    top = MAX_CODE + 1
-    if not np.any((values >= top - size) & ~is_wide):
+def _free_block(taken: np.ndarray, size: int) -> int | None:
+    """The first code of `size` consecutive 4-byte codes that none of `taken` (the narrow ids of
+    [2**31, 2**32)) holds: the block just below 2**32 when free, else the highest gap between
+    the distinct taken codes that holds it; None where none does."""
+    top, half = MAX_CODE + 1, (MAX_CODE + 1) // 2
+    if not np.any(taken >= top - size):
         return top - size
-    half = top // 2
-    taken = np.unique(values[(values >= half) & ~is_wide])
+    taken = np.unique(taken)
     bounds = np.concatenate([np.array([half - 1], dtype=np.int64), taken.astype(np.int64), np.array([top], dtype=np.int64)])
     room = np.diff(bounds) - 1  # free codes between two consecutive taken ones
     fits = np.flatnonzero(room >= size)

@@ -138,6 +138,6 @@ def test_a_narrow_id_at_the_top_moves_the_stand_ins_to_the_highest_free_gap(wide
 def test_no_free_gap_for_the_stand_ins_keeps_the_two_column_route() -> None:
     """Where no gap in [2**31, 2**32) holds the wide ids, `_free_block` says so (None): the
     caller then groups on two columns instead of merging ids."""
-    values = np.array([3 << 30], dtype=np.uint64)
-    assert _free_block(values, np.zeros(1, dtype=bool), (1 << 31) - 1) is None
-    assert _free_block(values, np.zeros(1, dtype=bool), 1 << 30) == (1 << 31)
+    taken = np.array([3 << 30], dtype=np.uint64)
+    assert _free_block(taken, (1 << 31) - 1) is None
+    assert _free_block(taken, 1 << 30) == (1 << 31)
