@@ -339,11 +339,16 @@ def evaluate(
 
 
 def _small_test_warning(results: dict, cfg, split) -> str | None:
-    """As `recsys run` warns: the best model's lead within its own interval (pipelines.report)."""
-    from pipelines.report import small_test_warning
+    """As `recsys run` warns: every model at the metric's ceiling, or the best model's lead within
+    its own interval (pipelines.report)."""
+    from pipelines.report import saturated_warning, small_test_warning
 
     metric = cfg.promotion.metric
     scores = {name: (r.summary[metric], r.ci.get(metric)) for name, r in results.items() if metric in r.summary}
+    n_users = max((r.n_users_evaluated for r in results.values()), default=0)
+    means = {name: mean for name, (mean, _) in scores.items()}
+    if saturated := saturated_warning(means, metric=metric, n_items=split.n_items, n_users=n_users):
+        return saturated
     return small_test_warning(
         scores, metric=metric, n_users=max((r.n_users_evaluated for r in results.values()), default=0),
         confidence=cfg.evaluation.confidence, protocol=split.protocol,

@@ -40,6 +40,8 @@ from recsys.data.readers import (
     ROW,
     SOURCE_FILE,
     RawSource,
+    column_label,
+    column_name,
     first_error_line,
     row_numbers,
     scan_source,
@@ -235,7 +237,7 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     first = result.quarantine.filter(pl.col(REASON) == top).row(0, named=True)
     where = f"row {first[ROW]}" + (f" of {first[SOURCE_FILE]}" if SOURCE_FILE in first else "")
     column = raw.mapping.get(canon, canon)
-    value = f"{column!r} is {first.get(canon)!r}"
+    value = f"{column_name(column)} is {first.get(canon)!r}"
     fix = "check that column"
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
@@ -294,7 +296,7 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
         low, high = rows.select(pl.col(WEIGHT).min().alias("low"), pl.col(WEIGHT).max().alias("high")).row(0)
         if low != high:
             warning = (
-                f"weights discarded: column {column!r} varies ({low:g} to {high:g}) but {dropped_by} "
+                f"weights discarded: {column_label(column)} varies ({low:g} to {high:g}) but {dropped_by} "
                 "makes every pair weigh the same; set data.aggregate = sum (or max / last) and "
                 "data.binarize = false to keep it"
             )
@@ -314,7 +316,7 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
     before, after = steps[at - 1].rows, steps[at].rows
     dropped = before - after
     return (
-        f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in column {column!r} and were "
+        f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in {column_label(column)} and were "
         "dropped: with the weights kept, a weight of 0 is no interaction; set data.binarize = true to "
         "count each as one interaction, or data.positive_min_weight to read the column as ratings"
     )

@@ -519,11 +519,12 @@ def _base_name(name: str) -> str:
 
 
 def map_columns(
-    path: Path | str, header: list[str], columns: ColumnMap | None, delimited: bool = False
+    path: Path | str, header: list[str], columns: ColumnMap | None, separator: str | None = None
 ) -> dict[str, str]:
     """canonical name -> source column. Explicit names win; the rest come from AUTO_NAMES.
     Raises DataError naming the file, the missing role and the columns that were found
-    (`delimited`: the header of a delimited text file, where one column means a wrong split)."""
+    (`separator`: the header is a delimited text file's first line, split on it, where one column
+    means a wrong split and a data row means a missing header)."""
     columns = columns or ColumnMap()
     by_base: dict[str, str] = {}
     for name in header:
@@ -558,15 +559,16 @@ def map_columns(
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
-            if delimited and _looks_like_data(header):
+            if separator is not None and _looks_like_data(header):
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read only when every field of "
                     "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    "add a header line naming the columns (e.g. user_id,item_id,rating,timestamp) "
-                    "and ingest again"
+                    "add a header line naming the columns, separated as the rows are, and ingest "
+                    f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
+                    "the columns to what each holds)"
                 )
-            if delimited and len(header) == 1:  # a column option cannot help: the line did not split
+            if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
                     "the separator is none of , ; | tab or one space, or the file is not a flat log "
@@ -600,14 +602,47 @@ def _looks_like_data(header: list[str]) -> bool:
     )
 
 
+def _header_example(row: list[str], separator: str) -> str:
+    """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
+    one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
+    splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
+    One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
+    first two others `user_id` and `item_id`, a later number `rating`, the rest by position. A
+    guess the message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's
+    9-digit item ids look like Unix times, which is why a date wins)."""
+    values = [v.strip() for v in row]
+    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
+    unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
+    time = dates[0] if dates else unix[-1] if unix else None
+    names: list[str] = []
+    ids = iter(("user_id", "item_id"))
+    for position, value in enumerate(values):
+        name = "timestamp" if position == time else next(ids, "rating" if _is_number(value) else "")
+        names.append(name if name and name not in names else f"column_{position + 1}")
+    return ("\\t" if separator == "\t" else separator).join(names)
+
+
+def column_name(source: str) -> str:
+    """How a message names a source column: `'rating'`, its header name quoted, or `column 3` for
+    a headerless file's column (read under the internal name `field_2`, which the user never
+    wrote)."""
+    position = source.removeprefix("field_")
+    return f"column {int(position) + 1}" if position.isdigit() and source != position else repr(source)
+
+
+def column_label(source: str) -> str:
+    """`column 'rating'` or `column 3`: `column_name` after the word column."""
+    name = column_name(source)
+    return name if name.startswith("column ") else f"column {name}"
+
+
 def describe_columns(mapping: dict[str, str]) -> str:
     """Which source column became which role, one line (`user=visitorid, item=itemid, ...`), so
     an automatic pick (the only `<name>_id` column as the user, `parent_asin` over `asin`) is
     seen, not only in manifest.json. Headerless files name their columns by position."""
 
     def spelled(source: str) -> str:
-        position = source.removeprefix("field_")
-        return f"column {int(position) + 1}" if position.isdigit() and source != position else source
+        return source if column_name(source) == repr(source) else column_name(source)
 
     found = [f"{role}={spelled(mapping[canon])}" for canon, role in _MAP_FIELDS.items() if canon in mapping]
     if WEIGHT not in mapping:
@@ -880,7 +915,7 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
                 "a header line, or none"
             )
         try:
-            mapping = map_columns(_local(f), header, columns, delimited=True)
+            mapping = map_columns(_local(f), header, columns, separator="::")
         except DataError as exc:
             unmapped.append((f, exc))
             continue
@@ -906,6 +941,7 @@ def _scan_text(
     if not lines:
         raise DataError(f"{label}: empty file")
     first = lines[0]
+    notes: list[str] = []  # for ingest's warnings
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
@@ -915,6 +951,7 @@ def _scan_text(
             texts = _colon_header_files(label, files, columns)
     else:
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
+        _same_separator(label, lines, separator)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
             fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
@@ -936,11 +973,12 @@ def _scan_text(
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
                 try:
-                    mapping = map_columns(_local(f), header, columns, delimited=True)
+                    mapping = map_columns(_local(f), header, columns, separator=separator)
                 except DataError as exc:
                     unmapped.append((f, exc))
                     continue
                 texts.append(_TextFile(f, separator, True, '"', names, mapping, tuple(header)))
+                notes.extend(_repeated_names(_local(f), header, mapping))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
             _same_roles(label, [(t.file.name, t.mapping) for t in texts])
@@ -976,7 +1014,42 @@ def _scan_text(
         typed=scan,
         layout=_byte_layout(texts),
         separator=separators.pop() if len(separators) == 1 else None,
+        notes=notes,
     )
+
+
+def _same_separator(label: Path | str, lines: list[str], separator: str) -> None:
+    """DataError when the header line is split by `separator` but none of the rows below it is,
+    while they all hold another one (a `user_id,item_id,rating` line added by hand on top of
+    Book-Crossing's `"43842";"0739432540";"0"` rows): every row would be one field, and the error
+    would be a missing item column, pointing away from the line to fix."""
+    rows = [_QUOTED.sub("", row) for row in lines[1:21]]
+    if not rows or separator not in _QUOTED.sub("", lines[0]) or any(separator in row for row in rows):
+        return
+    other = next((sep for sep in ("\t", ";", "|", ",") if sep != separator and all(sep in row for row in rows)), None)
+    if other is not None:
+        raise DataError(
+            f"{label}: the header line is split by {separator!r} but the rows by {other!r} "
+            f"({lines[0][:60]!r} over {lines[1][:60]!r}): write the header line with {other!r} "
+            "between the names, as the rows are"
+        )
+
+
+def _repeated_names(path: Path, header: list[str], mapping: dict[str, str]) -> list[str]:
+    """A note for each column read for a role whose name the header line has more than once
+    (a Last.fm 1K export headed `user timestamp artist_id artist artist_id song`): polars reads
+    the first and renames the others `<name>_duplicated_<n>`, a name in no file, so the choice
+    would go unseen and the others could not be named with a column option."""
+    notes = []
+    for canon, source in mapping.items():
+        positions = [i + 1 for i, name in enumerate(header) if name == source or name.startswith(f"{source}_duplicated_")]
+        if len(positions) > 1:
+            notes.append(
+                f"{path}: the header names {len(positions)} columns {source!r} (columns "
+                f"{', '.join(map(str, positions))}); column {positions[0]} is read as the {_MAP_FIELDS[canon]}: "
+                "to read another, rename it in the header line and name it with the column option"
+            )
+    return notes
 
 
 @dataclass(frozen=True)
