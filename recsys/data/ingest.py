@@ -63,7 +63,10 @@ Progress = Callable[[str], None]
 @dataclass
 class IngestReport:
     """What one ingest call did. rows_* count this call's source (rows_in == accepted + quarantined);
-    users / items / interactions / fingerprint describe the whole processed set afterwards."""
+    users / items / interactions / fingerprint describe the whole processed set afterwards.
+    `replaced_batches`: the manifest's batches that a non-append ingest replaced, read under the
+    writer lock, so they are what the directory held when this call swapped its data in (read
+    before the lock, an append that ran while this call waited was replaced but not named)."""
 
     rows_in: int
     rows_accepted: int
@@ -83,6 +86,7 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)  # one line each, also in the manifest
     planted: bool = False  # the vocab's blocks are a `recsys data synth` folder's planted clusters
     ingest_id: str = ""  # this call's batch's "ingest_id" in the manifest (`replaced_since`)
+    replaced_batches: list[dict] = field(default_factory=list)  # a non-append ingest's predecessors
 
     def to_json_dict(self) -> dict[str, int | str]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -149,6 +153,17 @@ def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir}: output directory is not empty and is not a processed data directory")
     return None
+
+
+def _held_batches(out_dir: Path) -> list[dict]:
+    """The batches of the processed directory at `out_dir` ([] when there is none, or its manifest
+    cannot be read: the ingest replaces it either way, and says what is wrong where it must)."""
+    if not storage.is_processed_dir(out_dir):
+        return []
+    try:
+        return list(storage.read_manifest(out_dir).get("batches", []))
+    except DataError:
+        return []
 
 
 def _drop_cross_batch_duplicates(
@@ -468,6 +483,7 @@ def _ingest(
 ) -> IngestReport:
     started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
+    replaced = [] if append else _held_batches(out_dir)
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
@@ -629,6 +645,7 @@ def _ingest(
         mapping=raw.mapping,
         warnings=warnings,
         ingest_id=ingest_id,
+        replaced_batches=replaced,
     )
 
 

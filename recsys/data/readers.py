@@ -59,6 +59,10 @@ MALFORMED_JSON = "malformed_json"
 EXTRA_FIELDS = "extra_fields"
 """A delimited row with more fields than its header (an unquoted separator inside a value): its
 values cannot be trusted to sit in their columns, and the extra text would be lost."""
+ID_OUT_OF_RANGE = "id_out_of_range"
+"""A float id (Parquet) that spells no 64-bit integer: infinite, or a whole number at or beyond
++-2^63. Not missing (it has a value, kept in the quarantine as its float text), and not to be
+wrapped or clamped into another id."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
     "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
@@ -1417,6 +1421,11 @@ def _scan_parquet(
     # magnitude, so a time before 1973 went wrong) and a date to its day count (read as
     # seconds: 1970). Each such column is then read as text, as each file alone would be.
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
+    any_float = any(
+        canon in mapping and mapping[canon] in own and own[mapping[canon]].is_float()
+        for _, _, own in scans
+        for canon in (USER, ITEM)
+    )
     for f, frame, own in scans:
         lacking = [src for src in mapping.values() if src not in own]
         if lacking:
@@ -1424,13 +1433,15 @@ def _scan_parquet(
                 f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
                 "must share their columns: ingest it on its own (with --append), or move it out"
             )
-        fixes = [_float_id(canon) for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        fixes = [_float_id(canon) for canon in floats]
         time_type = own[mapping[TIME]] if TIME in mapping else None
         if mixed_time:
             fixes.append(_time_text(pl.col(TIME), time_type).alias(TIME))
         elif isinstance(time_type, pl.Datetime):  # pandas writes tz-aware and naive partitions alike
             fixes.append(as_utc(pl.col(TIME), time_type).alias(TIME))
-        one = _select(frame, mapping, f, per_file, row_index=_PARQUET_ROW)
+        verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
+        one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
     return RawSource(label, "parquet", _concat(selected), mapping, per_file)
 
@@ -1445,17 +1456,29 @@ def _time_text(column: pl.Expr, dtype: pl.DataType | None) -> pl.Expr:
     return column.cast(pl.String)
 
 
+def _float_id_range(names: list[str]) -> pl.Expr:
+    """READ_ERROR for a Parquet file's rows: ID_OUT_OF_RANGE where one of its float id columns
+    `names` (the file's own names) holds a whole number no Int64 holds (infinite, or beyond +-2^63), else null. Read on the
+    raw column (before `_float_id`, which makes such a value null): such an id was quarantined as
+    `missing_user`, its value erased from the quarantine file."""
+    out = [pl.col(n).is_not_nan() & (pl.col(n) == pl.col(n).floor()) & pl.col(n).cast(pl.Int64, strict=False).is_null()
+           for n in names]  # fmt: skip
+    flagged = pl.any_horizontal(out) if out else pl.lit(False)
+    return pl.when(flagged).then(pl.lit(ID_OUT_OF_RANGE)).otherwise(pl.lit(None, dtype=pl.String)).alias(READ_ERROR)
+
+
 def _float_id(name: str) -> pl.Expr:
     """A float id column as the ids it spells: pandas stores an integer id column that holds a
     missing value as float64 (1.0, 2.0, NaN), which read as text would give ids "1.0" (unlike the
-    "1" of the same log as CSV) and a user "NaN". Whole values become integer text, NaN missing."""
+    "1" of the same log as CSV) and a user "NaN". Whole values become integer text, NaN missing; a
+    whole value no Int64 holds keeps its float text (quarantined: `_float_id_range`)."""
     value = pl.col(name)
-    whole = value.cast(pl.Int64, strict=False).cast(pl.String)
+    whole = value.cast(pl.Int64, strict=False)
     return (
         pl.when(value.is_nan())
         .then(pl.lit(None, dtype=pl.String))
-        .when(value == value.floor())
-        .then(whole)
+        .when((value == value.floor()) & whole.is_not_null())
+        .then(whole.cast(pl.String))
         .otherwise(value.cast(pl.String))
         .alias(name)
     )

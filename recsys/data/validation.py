@@ -6,7 +6,7 @@ a person can find and fix them. `rows_in == rows_accepted + rows_quarantined` by
 two outputs are complementary filters of one frame.
 
 Rules, in order: a reason the reader found (malformed_json: a JSON Lines line that is not one
-JSON object), missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
+JSON object; id_out_of_range: a Parquet float id beyond the 64-bit integers), missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
 negative_weight, future_timestamp, duplicate (an exact copy of an earlier accepted row).
 
 For a directory source both outputs carry SOURCE_FILE, and ROW counts rows within that file.
@@ -25,6 +25,7 @@ import polars as pl
 
 from recsys.data.readers import (
     EXTRA_FIELDS,
+    ID_OUT_OF_RANGE,
     MALFORMED_JSON,
     NOT_UTF8_HINT,
     READ_ERROR,
@@ -48,6 +49,7 @@ _FAST = "__{}_fast"  # per row: that code is exact (or the id is missing, quaran
 REASONS = (
     MALFORMED_JSON,
     EXTRA_FIELDS,
+    ID_OUT_OF_RANGE,
     "missing_user",
     "missing_item",
     "bad_timestamp",

@@ -217,3 +217,26 @@ def test_a_linked_directory_is_read_once(tmp_path: Path) -> None:
     (root / "again").symlink_to(root, target_is_directory=True)
     accepted, _, rows_in = read_canonical(root)
     assert rows_in == 2 and accepted["source_file"].cast(pl.String).to_list() == ["b.csv", "day2/a.csv"]
+
+
+def test_float_ids_beyond_the_64_bit_range_are_quarantined_with_their_value_not_as_missing(tmp_path: Path) -> None:
+    """A float id at or above 2^63 (or below -2^63, or infinite) spells no 64-bit integer: it was
+    quarantined as `missing_user` with the id erased (null) from the quarantine file, so nobody
+    could tell which ids those were. It is its own reason now, with the value kept; ids that fit
+    (-2^63 itself, 2^62) still read as the integers they spell. In a directory, a file without
+    float ids concatenates with one that has them (the reader's verdict column is in both)."""
+    root = tmp_path / "events"
+    users = [1.0, 2.0**63, 2.0**64, 1e20, float("inf"), -(2.0**63), -1e19, 2.0**62, float("nan")]
+    for day, frame in (
+        ("day=1", pl.DataFrame({"userId": [5, 6], "item_id": ["a", "b"]})),
+        ("day=2", pl.DataFrame({"userId": users, "item_id": ["c"] * len(users)})),
+    ):
+        (root / day).mkdir(parents=True)
+        frame.write_parquet(root / day / "part-0.parquet")
+    accepted, quarantine, rows_in = read_canonical(root)
+    assert rows_in == 11 and accepted.height + quarantine.height == rows_in
+    assert accepted["user_id"].to_list() == ["5", "6", "1", str(-(2**63)), str(2**62)]
+    bad = quarantine.filter(pl.col("reason") == "id_out_of_range")
+    assert bad["source_row"].to_list() == [2, 3, 4, 5, 7]
+    assert [float(v) for v in bad["user_id"]] == [2.0**63, 2.0**64, 1e20, float("inf"), -1e19]
+    assert quarantine.filter(pl.col("reason") == "missing_user")["source_row"].to_list() == [9]
