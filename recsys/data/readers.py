@@ -1426,6 +1426,7 @@ def _scan_parquet(
         for _, _, own in scans
         for canon in (USER, ITEM)
     )
+    notes: list[str] = []
     for f, frame, own in scans:
         lacking = [src for src in mapping.values() if src not in own]
         if lacking:
@@ -1435,6 +1436,7 @@ def _scan_parquet(
             )
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
+        notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
         time_type = own[mapping[TIME]] if TIME in mapping else None
         if mixed_time:
             fixes.append(_time_text(pl.col(TIME), time_type).alias(TIME))
@@ -1443,7 +1445,37 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(selected), mapping, per_file)
+    return RawSource(label, "parquet", _concat(selected), mapping, per_file, notes=notes)
+
+
+FLOAT_EXACT_IDS = 2**53
+"""Beyond +-2^53 a float64 holds only every second integer (then every fourth, ...)."""
+
+
+def _rounded_float_ids(f: DataFile, frame: pl.LazyFrame, names: list[str]) -> list[str]:
+    """A note for each float id column (`names`, the file's own) holding whole ids at or beyond
+    +-2^53 that a 64-bit integer still holds: they are read as the whole number the float is, but
+    a float64 cannot tell such neighbours apart, so a writer that put int64 ids through float64
+    (pandas, for a column with a missing value) may already have merged distinct ids into one.
+    Reads the file's float id columns only (Parquet is columnar); most files have none."""
+    if not names:
+        return []
+    wide = [
+        pl.col(n).filter(pl.col(n).is_finite() & (pl.col(n).abs() >= FLOAT_EXACT_IDS)
+                         & pl.col(n).cast(pl.Int64, strict=False).is_not_null()).n_unique().alias(n)
+        for n in names
+    ]  # fmt: skip
+    try:
+        counts = frame.select(wide).collect().row(0, named=True)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
+    return [
+        f"{f.label}: column {name!r} holds {count} float id(s) at or beyond 2^53 ({FLOAT_EXACT_IDS}), where a float "
+        "cannot hold every integer: distinct ids may already have been merged by the writer's rounding "
+        "(pandas puts an integer column with a missing value through float64); write ids as integers or strings"
+        for name, count in counts.items()
+        if count
+    ]
 
 
 def _time_text(column: pl.Expr, dtype: pl.DataType | None) -> pl.Expr:
