@@ -173,7 +173,8 @@ class SessionStack:
         """The scenario's result.json and the served deployment's log, once the scenario ended."""
         if not self._scenario_thread.is_alive() and self.scenario is None:
             self._start_scenario()  # not foreseen at collection: run it now
-        self._scenario_thread.join()
+        if self._scenario_thread.ident is not None:  # started at collection
+            self._scenario_thread.join()
         if self.scenario is None:
             self.url("mlflow"), self.url("prefect")  # fails with the reason the servers did not start
         try:
