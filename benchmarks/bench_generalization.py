@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import tempfile
 import time
@@ -39,7 +40,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from benchmarks.common import ML100K_INTER, RESULTS_DIR
+from benchmarks.common import (
+    ML100K_INTER,
+    RESULTS_DIR,
+    SetSections,
+    commit_description,
+    merge_set_sections,
+    read_set_sections,
+)
 from pipelines.run import load_data_and_split, run_pipeline
 from recsys.config import RunConfig, load_config
 from recsys.data.split import EvalSet, Split
@@ -106,6 +114,7 @@ DATA_SETS = [
         synthetic(103, 2000, 3000, 60, 25.0, 0.9, 0.10, 0.0), synthetic=True,
     ),
 ]
+SET_NAMES = [d.name for d in DATA_SETS]
 
 EXTRA_MODELS = [
     {"name": "x_softmax_in_batch_logq", "kind": "two_tower", "loss": "sampled_softmax", "sampler": "in_batch"},
@@ -356,7 +365,7 @@ def section(run: dict[str, Any]) -> list[str]:
     lines = [
         f"### {ds.name}",
         "",
-        f"{ds.description}. {shape_line(run)}.",
+        f"{ds.description}. {shape_line(run)}. Ran on {run['commit']}.",
         "",
         f"Default run: **{timing['wall_seconds']:.0f} s wall**, {timing['cpu_seconds']:.0f} s CPU (load average "
         f"{timing['load_before']:.1f} before, {timing['load_after']:.1f} after). Bare-implicit grid: "
@@ -420,27 +429,55 @@ def summary_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot(runs: list[dict[str, Any]]) -> None:
+def merged_with_earlier(earlier: SetSections, runs: list[dict[str, Any]], order: list[str]) -> SetSections:
+    """This run's summary rows and subsections merged into the file as it was before the run
+    (`read_set_sections` when the run started, so that writing after each set adds no notes twice)."""
+    rows = summary_table(runs)[2:]
+    now = SetSections(
+        rows={run["data_set"].name: row for run, row in zip(runs, rows, strict=True)},
+        sections={run["data_set"].name: "\n".join(section(run)).rstrip() for run in runs},
+    )
+    commit = runs[0]["commit"] if runs else commit_description()
+    return merge_set_sections(earlier, now, order, commit)
+
+
+def ratios_from_section(text: str) -> tuple[dict[str, float], float]:
+    """(model -> recall / reference, popularity / reference) read back from a `section` table.
+
+    Why from the text: a partial rerun keeps other sets only as the committed markdown, and the
+    plot must show every set; the value column has four digits where the ratio column has two.
+    """
+    values: dict[str, float] = {}
+    for line in text.split("\n"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 3 or not re.match(r"^\d", cells[1]):
+            continue
+        if "(reference)" in cells[0]:
+            reference = float(cells[1].split()[0])
+            popularity = values.pop("popularity", float("nan"))
+            return {name: v / reference for name, v in values.items()}, popularity / reference
+        values[cells[0]] = float(cells[1].split()[0])
+    raise ValueError("no reference row in the section")
+
+
+def plot(sections: dict[str, str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({s.name for run in runs for s in run["models"] if s.kind != "popularity"})
+    points = {name: ratios_from_section(text) for name, text in sections.items()}
+    names = sorted({model for ratios, _ in points.values() for model in ratios})
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
-        values = []
-        for run in runs:
-            ref = run["bare"]["reference"].value
-            found = next((s for s in run["models"] if s.name == name), None)
-            values.append(found.value / ref if found else np.nan)
-        ax.bar(np.arange(len(runs)) + i * width - 0.4 + width / 2, values, width, label=name)
-    pops = [next(s for s in run["models"] if s.kind == "popularity").value / run["bare"]["reference"].value for run in runs]
-    ax.scatter(np.arange(len(runs)), pops, marker="_", s=600, color="black", label="popularity", zorder=3)
+        values = [ratios.get(name, np.nan) for ratios, _ in points.values()]
+        ax.bar(np.arange(len(points)) + i * width - 0.4 + width / 2, values, width, label=name)
+    pops = [popularity for _, popularity in points.values()]
+    ax.scatter(np.arange(len(points)), pops, marker="_", s=600, color="black", label="popularity", zorder=3)
     ax.axhline(1.0, color="grey", lw=1)
     ax.axhline(1.05, color="green", lw=1, ls="--", label="target 1.05x")
-    ax.set_xticks(np.arange(len(runs)), [run["data_set"].name for run in runs], rotation=15)
+    ax.set_xticks(np.arange(len(points)), list(points), rotation=15)
     ax.set_ylabel(f"{METRIC} / bare implicit (chosen on validation)")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
@@ -449,7 +486,9 @@ def plot(runs: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def write(runs: list[dict[str, Any]], total: float) -> None:
+def write(runs: list[dict[str, Any]], total: float, earlier: SetSections) -> None:
+    merged = merged_with_earlier(earlier, runs, SET_NAMES)
+    table = [*summary_table([])[:2], *merged.rows.values()]
     lines = [
         "## Generalisation: default runs on data nobody tuned for (issue 21)",
         "",
@@ -470,13 +509,13 @@ def write(runs: list[dict[str, Any]], total: float) -> None:
         "Targets: best model of a default run >= 1.05x the reference (significant where the data allow); WALS >= 0.97x; "
         "every two-tower with negatives >= 1.2x popularity.",
         "",
-        *summary_table(runs),
+        *table,
         "",
         "![recall@20 relative to the bare-implicit reference](generalization.png)",
         "",
     ]
-    for run in runs:
-        lines += [*section(run), ""]
+    for block in [*merged.hand_written, *merged.sections.values()]:
+        lines += [block, ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
@@ -508,26 +547,28 @@ def main() -> None:
         print(f"skipping the MovieLens sets: {ML100K_INTER} not found")
         sets = [d for d in sets if d.synthetic]
     started = time.perf_counter()
+    earlier = read_set_sections(RESULTS, SET_NAMES)  # the sets this run does not redo are kept
 
     def partial(runs: list[dict[str, Any]], seconds: float) -> None:  # results survive an interruption
-        write(runs, seconds)
+        write(runs, seconds, earlier)
         write_raw(runs)
 
     runs = run_all(sets, extras, partial)
-    plot(runs)
-    write(runs, time.perf_counter() - started)
+    plot(merged_with_earlier(earlier, runs, SET_NAMES).sections)
+    write(runs, time.perf_counter() - started, earlier)
     print(f"wrote {RESULTS} in {(time.perf_counter() - started) / 60:.0f} min")
 
 
 def run_all(sets: list[DataSet], extras: bool, after_each) -> list[dict[str, Any]]:
     """Every set in one throw-away MLflow store; `after_each(runs, seconds so far)` after each set."""
     started = time.perf_counter()
+    commit = commit_description()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="recsys-bench-generalization-") as tmp:
         work = Path(tmp)
         store = f"sqlite:///{work / 'mlflow.db'}"
         for data_set in sets:
-            runs.append(run_data_set(data_set, work / data_set.name, store, extras))
+            runs.append({**run_data_set(data_set, work / data_set.name, store, extras), "commit": commit})
             after_each(runs, time.perf_counter() - started)
     return runs
 

@@ -15,7 +15,7 @@ protocol (`bench_generalization.run_data_set`: the shipped movielens.toml as a u
 
 Neither file ships with the repository: point `RECSYS_BENCH_LASTFM` at `user_artists.dat` (`recsys
 data fetch lastfm-2k` downloads and checks GroupLens' archive) and `RECSYS_BENCH_ML_LATEST_SMALL` at
-`ratings.csv`; a set whose variable is unset is skipped (and with neither, the last results stay).
+`ratings.csv`; a set whose variable is unset is skipped and keeps its last results in the section.
 Defaults, configs and tuning budgets were fixed before either log was first run (see the section's
 text).
 """
@@ -27,9 +27,10 @@ import os
 import time
 
 import benchmarks.bench_generalization as gen
-from benchmarks.common import RESULTS_DIR
+from benchmarks.common import RESULTS_DIR, SetSections, read_set_sections
 
 RESULTS = RESULTS_DIR / "generalization_real.md"
+SET_NAMES = ["lastfm-2k", "ml-latest-small"]
 
 
 def data_sets() -> list[gen.DataSet]:
@@ -51,7 +52,8 @@ def data_sets() -> list[gen.DataSet]:
     return sets
 
 
-def write(runs: list[dict], total: float) -> None:
+def write(runs: list[dict], total: float, earlier: SetSections) -> None:
+    merged = gen.merged_with_earlier(earlier, runs, SET_NAMES)
     lines = [
         "## Generalisation on real logs outside the repository (issue 21)",
         "",
@@ -68,11 +70,12 @@ def write(runs: list[dict], total: float) -> None:
         "Targets: best model of a default run >= 1.05x the reference (significant where the data allow); WALS >= 0.97x; "
         "every two-tower with negatives >= 1.2x popularity.",
         "",
-        *gen.summary_table(runs),
+        *gen.summary_table([])[:2],
+        *merged.rows.values(),
         "",
     ]
-    for run in runs:
-        lines += [*gen.section(run), ""]
+    for block in [*merged.hand_written, *merged.sections.values()]:
+        lines += [block, ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
@@ -84,7 +87,8 @@ def main() -> None:
     if not sets:
         return
     started = time.perf_counter()
-    gen.run_all(sets, extras=False, after_each=write)  # each set's results written as it ends
+    earlier = read_set_sections(RESULTS, SET_NAMES)  # a set whose file is not given keeps its last results
+    gen.run_all(sets, extras=False, after_each=lambda runs, seconds: write(runs, seconds, earlier))
     print(f"wrote {RESULTS} in {(time.perf_counter() - started) / 60:.0f} min")
 
 

@@ -7,7 +7,10 @@ to the code that produced it, and how to rerun it (`python -m benchmarks <name>`
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,3 +50,63 @@ def stamp(name: str, commit: str) -> None:
     tmp = section.with_suffix(".md.tmp")
     tmp.write_text("\n".join([*kept, "", line]) + "\n")
     os.replace(tmp, section)
+
+
+@dataclass
+class SetSections:
+    """A per-data-set results file cut into what a partial rerun must keep: the summary row and the
+    `### <set>` subsection of each data set, and the hand-written `### ...` blocks (verdicts)."""
+
+    rows: dict[str, str] = field(default_factory=dict)
+    sections: dict[str, str] = field(default_factory=dict)
+    hand_written: list[str] = field(default_factory=list)
+
+
+def read_set_sections(path: Path, names: Sequence[str]) -> SetSections:
+    """Cut an earlier results file (see `SetSections`); `names` are the benchmark's data set names.
+
+    A summary row is a table line whose first cell is a set's name; a subsection runs from its
+    `### ` heading to the next one; the provenance line of `stamp` is dropped (the run rewrites it).
+    """
+    found = SetSections()
+    if not path.is_file():
+        return found
+    text = "\n".join(x for x in path.read_text().split("\n") if not x.startswith(STAMP_PREFIX))
+    for line in text.split("\n"):
+        first = line.split("|")[1].strip() if line.startswith("|") and line.count("|") > 2 else ""
+        if first in names:
+            found.rows[first] = line
+    for block in re.split(r"(?m)^(?=### )", text)[1:]:
+        title = block.split("\n", 1)[0].removeprefix("### ").strip()
+        if title in names:
+            found.sections[title] = block.rstrip()
+        else:
+            found.hand_written.append(block.rstrip())
+    return found
+
+
+def merge_set_sections(earlier: SetSections, now: SetSections, order: Sequence[str], commit: str) -> SetSections:
+    """This run's sets, plus the earlier file's sets that this run did not redo, in `order`.
+
+    Why: a run of some sets (`RECSYS_BENCH_SETS`, or a data file not given) used to rewrite the file
+    with its sets alone, so earlier results and the hand-written verdict were merged back by hand.
+    Each subsection names the commit it ran on; a kept verdict says which sets were rerun after it
+    was written, since its numbers may no longer match them.
+    """
+    rows = {**earlier.rows, **now.rows}
+    sections = {**earlier.sections, **now.sections}
+    merged = SetSections(
+        rows={n: rows[n] for n in order if n in rows},
+        sections={n: sections[n] for n in order if n in sections},
+    )
+    rerun = [n for n in order if n in now.sections]
+    for block in earlier.hand_written:
+        heading, _, body = block.partition("\n")
+        body = body.lstrip("\n")
+        if rerun:  # earlier notes stay: each names the sets one later run redid
+            body = f"{STALE_PREFIX}{', '.join(rerun)} rerun on {commit}: check its numbers against the tables._\n\n{body}"
+        merged.hand_written.append(f"{heading}\n\n{body}".rstrip())
+    return merged
+
+
+STALE_PREFIX = "_Written by hand before "

@@ -10,6 +10,7 @@ input skips re-ingest) and retried with backoff, like every I/O task.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ from recsys.config import RunConfig, load_config
 from recsys.data.storage import read_manifest
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError, DataError
+from recsys.faults import fault_point
 
 RESULTS_DIR = Path("data") / ".prefect-results"
 
@@ -102,9 +104,34 @@ def model_task(
     students and teachers of one run must share a file system)."""
     logger = get_run_logger()
     tracker = task_tracker(cfg, tracking)
-    return train_and_log(
-        model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data, teachers_dir=teachers_dir
-    )
+    try:
+        return train_and_log(
+            model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data, teachers_dir=teachers_dir
+        )
+    except interrupt.Interrupted:
+        if _in_dask_worker():  # a KeyboardInterrupt ends a Dask worker process (which the nanny restarts)
+            raise WorkerInterrupted(f"{model_cfg.name}: interrupted (the flow was stopped)") from None
+        raise
+
+
+class WorkerInterrupted(RuntimeError):
+    """A model stopped in a Dask worker by the flow's interrupt (`_interrupt_dask_workers`): an
+    ordinary task failure there, where the KeyboardInterrupt it is in a thread took the worker
+    process down with exit status 1, and the nanny started a new one for the closing cluster."""
+
+
+def _in_dask_worker() -> bool:
+    import sys
+
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def task_tracker(cfg: RunConfig, tracking: bool):
@@ -182,12 +209,20 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
     tracker = make_tracker(cfg, enabled=tracking)  # fails fast when the server is unreachable
     tracking_seconds = time.perf_counter() - t  # MLflow work is step compute, like models' logging
 
-    t = time.perf_counter()
-    dataset = run_ingest_step(cfg)
-    steps["ingest"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cfg, data, split = split_task(dataset, cfg, scheduled)
-    steps["split"] = time.perf_counter() - t
+    # One generation of the processed directory, as `pipelines.run.prepare_run_inputs` reads it:
+    # its writer lock is held from the (possibly cached) ingest through the split's load, so a
+    # non-append `recsys ingest --out` into it waits instead of replacing it in between (which
+    # failed the split with "replaced by another writer"). The tasks run in this thread (called,
+    # not submitted) and the lock is re-entrant there; caching is untouched: a cached ingest
+    # whose directory no longer holds its fingerprint is redone under the lock.
+    with one_generation(run_data_dir(cfg.data)):
+        t = time.perf_counter()
+        dataset = run_ingest_step(cfg)
+        steps["ingest"] = time.perf_counter() - t
+        fault_point("run.prepared")
+        t = time.perf_counter()
+        cfg, data, split = split_task(dataset, cfg, scheduled)
+        steps["split"] = time.perf_counter() - t
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs
@@ -240,13 +275,39 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
 def _workers_stop_with_the_flow() -> Iterator[None]:
     """An interrupt of the flow (Ctrl-C, or Prefect's TerminationSignal on SIGTERM: its handler
     replaces the command's during the flow) also stops the models training in the task runner's
-    threads (`recsys.interrupt`); leaving the flow waits for those threads."""
+    threads (`recsys.interrupt`); leaving the flow waits for those threads. Under the Dask runner
+    the models train in worker processes, which no signal to this one reaches: the request is
+    made in them too (`_interrupt_dask_workers`)."""
     try:
         yield
     except BaseException as exc:
         if not isinstance(exc, Exception):
             interrupt.request()
+            _interrupt_dask_workers()
         raise
+
+
+DASK_STOP_SECONDS = 10.0
+"""How long an interrupted flow waits for its Dask workers' models to stop and close their runs."""
+
+
+def _interrupt_dask_workers(grace: float = DASK_STOP_SECONDS) -> None:
+    """Make the interrupt request in the worker processes of this flow's own LocalCluster
+    (`_local_dask_runner`), then wait up to `grace` seconds for their tasks to end: each model
+    stops at its next check and closes its MLflow run KILLED, as in a thread. Before, the cluster's
+    close killed the workers mid-epoch (after the nanny's 4 s) and left their runs RUNNING until the
+    next start. A shared cluster (orchestration.dask_address) is left alone: its workers run other
+    flows' tasks, which a process-wide request would stop too."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None)
+    if runner is None or not hasattr(runner, "interrupt_workers"):  # threads, or a shared cluster
+        return
+    try:
+        runner.interrupt_workers(grace)
+    except Exception as exc:  # the cluster is going down anyway: its close kills the workers
+        get_run_logger().warning("could not ask the Dask workers to stop: %s", exc)
 
 
 def _critical_path(compute: dict[str, float], workers: int) -> float:
@@ -290,12 +351,56 @@ def task_runner_for(cfg: RunConfig):
             ) from None
         if orch.dask_address:
             return DaskTaskRunner(address=orch.dask_address)
-        return DaskTaskRunner(cluster_kwargs={
+        return _local_dask_runner()(cluster_kwargs={
             "n_workers": orch.max_workers, "threads_per_worker": 1, "processes": True,
             "dashboard_address": None, "host": "127.0.0.1",
         })
     workers = 1 if orch.task_runner == "sequential" else orch.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
+
+
+@functools.cache
+def _local_dask_runner():
+    """`DaskTaskRunner` whose LocalCluster workers report to this process's Prefect API. Without
+    PREFECT_API_URL (`recsys run`: a temporary server), each worker process started a temporary
+    server of its own (~20 s, a uvicorn child), and an interrupted run left it serving, orphaned,
+    when the cluster's close killed its worker. The URL is known once the flow runs: the cluster is
+    made on the first task's submit (the `client` property), so it is added there."""
+    from prefect_dask import DaskTaskRunner
+
+    class LocalDaskTaskRunner(DaskTaskRunner):
+        @property
+        def client(self):
+            if not self._client and not self.address and (url := _prefect_api_url()):
+                env = {**self.cluster_kwargs.get("env", {}), "PREFECT_API_URL": url}
+                self.cluster_kwargs = {**self.cluster_kwargs, "env": env}
+            return DaskTaskRunner.client.fget(self)  # type: ignore[attr-defined]
+
+        def interrupt_workers(self, grace: float) -> None:
+            """`recsys.interrupt.request()` in every worker of this runner's own cluster, then
+            wait up to `grace` seconds for the tasks they are processing to end."""
+            client = self._client
+            if client is None or self.address:
+                return
+            client.run(interrupt.request)
+            deadline = time.monotonic() + grace
+            while any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    return LocalDaskTaskRunner
+
+
+def _prefect_api_url() -> str | None:
+    """The Prefect API this process talks to: PREFECT_API_URL, else its temporary server's."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.ephemeral import running_servers
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return str(url)
+    servers = running_servers()
+    return str(servers[0].api_url) if servers else None  # type: ignore[attr-defined]
 
 
 @flow(name="train-and-evaluate", flow_run_name="{cfg.name}")

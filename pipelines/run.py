@@ -205,6 +205,37 @@ def load_run_inputs(
     return cfg, data, split
 
 
+@dataclass
+class RunInputs:
+    """What `prepare_run_inputs` read: the prepared processed directory, the config the run uses
+    (the scheduled protocol resolved), the data and its split."""
+
+    dataset: DatasetResult
+    cfg: RunConfig
+    data: InteractionData
+    split: Split
+
+
+def prepare_run_inputs(
+    cfg: RunConfig, scheduled: bool = False, steps: dict[str, float] | None = None
+) -> RunInputs:
+    """Bring the run's processed directory up to date and load it with its split, as ONE generation:
+    its writer lock is held from the ingest to the load, so a non-append `recsys ingest --out` into
+    it waits instead of swapping the directory in between (`one_generation`). `recsys run`
+    (`run_pipeline`) and `recsys train` / `evaluate` read their data through here, so they read
+    the same data the same way. `steps`: filled with the seconds of "ingest" and "split"."""
+    timings = steps if steps is not None else {}
+    with one_generation(run_data_dir(cfg.data)):
+        t = time.perf_counter()
+        dataset = prepare_dataset(cfg)
+        timings["ingest"] = time.perf_counter() - t
+        fault_point("run.prepared")
+        t = time.perf_counter()
+        cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
+        timings["split"] = time.perf_counter() - t
+    return RunInputs(dataset, cfg, data, split)
+
+
 def train_and_log(
     model_cfg: ModelConfig,
     split: Split,
@@ -339,14 +370,8 @@ def run_pipeline(
     tracker = make_tracker(cfg, enabled=tracking)
     tracking_seconds = time.perf_counter() - t  # MLflow work is step compute, like models' logging
 
-    with one_generation(run_data_dir(cfg.data)):  # no other writer swaps it between ingest and load
-        t = time.perf_counter()
-        dataset = prepare_dataset(cfg)
-        steps["ingest"] = time.perf_counter() - t
-        fault_point("run.prepared")
-        t = time.perf_counter()
-        cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
-        steps["split"] = time.perf_counter() - t
+    inputs = prepare_run_inputs(cfg, scheduled, steps)
+    dataset, cfg, data, split = inputs.dataset, inputs.cfg, inputs.data, inputs.split
     log_dataset(dataset, data.manifest, log, lambda warning: log(f"warning: {warning}"))
 
     t = time.perf_counter()
@@ -484,6 +509,10 @@ def promote_best(
         return {"champion": None, "promoted": False, "decision": "",
                 "reason": f"not decided: the tracking store failed during promotion ({tracker.failure})"}
     decision["champion"] = champion_name(tracker, decision, candidates)
+    # this run's own best model, named apart from the champion: after `kept` / `not comparable` the
+    # champion is an earlier run's model and the summary must not read as if this run had one
+    decision["challenger"] = {v: k for k, v in candidates.items()}.get(decision.get("challenger_run_id") or "")
+    decision["registered_model"] = cfg.promotion.registered_model
     return decision
 
 

@@ -26,6 +26,7 @@ POINTS = (
     "tracking.artifacts",  # a model's metrics logged, its artifacts and pyfunc not yet
     "promote.decided",  # the promotion rule decided, the champion alias not yet moved
     "resume.logged",  # a kept run logged in full by `--resume-tracking`, resuming.json not yet updated
+    "resume.registered",  # `--resume-tracking` registered a kept run's model, the run's completion tag not yet set
     "ingest.done",  # `recsys ingest` wrote its directory and released its lock, summary not yet printed
     "run.prepared",  # a run's data step brought its processed directory up to date, not yet loaded it
 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,3 +70,18 @@ def normalised_source(data: DataConfig) -> str:
 
 def lineage(cfg: RunConfig) -> Lineage:
     return Lineage(cfg.name, normalised_source(cfg.data))
+
+
+def own_line(registered_model: str, lineage_name: str) -> str:
+    """The registry line to give `lineage_name` when `registered_model` serves another lineage:
+    `<registered_model>-<data set>-<6 hex of the lineage>` (e.g. `recsys-best-ml-1m-3fa2b1`). The
+    same lineage always gets the same name, so every later run of it that sets it lands on the one
+    line; the digest keeps two sources with one file name (or two config names on one source)
+    apart. Suggested, never used on its own: a serving URI is something a team chooses, and a
+    mistyped data path must not quietly start a line of its own."""
+    source = lineage_name.partition("|")[2].rstrip("/")
+    stem = re.split(r"[/\\]", source)[-1]
+    stem = stem.split(".", 1)[0] if not stem.startswith(".") else stem
+    slug = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:40].strip("-")
+    digest = hashlib.sha256(lineage_name.encode()).hexdigest()[:6]
+    return f"{registered_model}-{slug}-{digest}" if slug else f"{registered_model}-{digest}"

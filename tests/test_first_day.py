@@ -312,3 +312,54 @@ def test_pairs_weighing_0_are_a_reported_step_and_a_warning_not_a_silent_loss_in
     assert any("3 of 5 pairs (60%) weigh 0 in column 'Book-Rating'" in w for w in report.warnings)
     counted = ingest(log, tmp_path / "counted", DataConfig(aggregate="sum", binarize=True))
     assert counted.interactions == 5 and not any("weigh 0" in w for w in counted.warnings)
+
+
+def test_a_1_to_5_positive_rule_on_a_10_point_scale_warns_once_naming_the_setting(tmp_path):
+    """movielens.toml's positive_min_weight = 4 on Book-Crossing / MovieTweetings (0-10) kept most
+    dislikes (4, 5, 6 of 10) as positives without a word."""
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,item_id,rating\na,x,9\na,y,4\nb,y,6\nb,x,10\nc,z,1\n")
+    report = ingest(log, tmp_path / "out", DataConfig(positive_min_weight=4.0, binarize=True))
+    scale = [w for w in report.warnings if "positive_min_weight" in w]
+    assert len(scale) == 1 and "\n" not in scale[0]
+    assert "--set data.positive_min_weight=8" in scale[0] and "reach 10" in scale[0]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert scale[0] in manifest["warnings"]
+
+
+@pytest.mark.parametrize("rows, rule", [
+    ("a,x,5\na,y,4.5\nb,y,0.5\nb,x,3.5\n", 4.0),  # ml-latest-small's half stars: the scale the rule means
+    ("a,x,13883\na,y,2\nb,y,1\nb,x,228\n", 2.0),  # play counts with a "played twice" rule: no rating scale
+    ("a,x,9\na,y,4\nb,y,6\nb,x,10\n", 8.0),       # a rule already written for 10 points
+])
+def test_a_positive_rule_on_its_own_scale_or_on_counts_gets_no_scale_warning(tmp_path, rows, rule):
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,item_id,rating\n" + rows)
+    report = ingest(log, tmp_path / "out", DataConfig(positive_min_weight=rule, binarize=True))
+    assert not [w for w in report.warnings if "positive_min_weight" in w]
+
+
+def test_auto_summing_repeated_ratings_warns_with_the_count_and_the_setting(tmp_path):
+    """With no config, aggregate = auto summed five 2-star ratings of one Amazon Beauty pair into
+    weight 10, without a word. The rule stays (processed data keeps its meaning; play counts sum
+    rightly), but a rating-named column summed says so in one line and in the manifest."""
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,parent_asin,rating,timestamp\n" + "".join(
+        f"a,x,2,{1600000000 + i}\n" for i in range(5)) + "a,y,5,1600000009\nb,x,4,1600000010\n")  # fmt: skip
+    report = ingest(log, tmp_path / "out", DataConfig())
+    summed = [w for w in report.warnings if "summed" in w]
+    assert len(summed) == 1 and summed[0].startswith("4 repeated (user, item) rows were summed")
+    assert "data.aggregate = last" in summed[0] and "\n" not in summed[0]
+    assert summed[0] in json.loads((tmp_path / "out" / "manifest.json").read_text())["warnings"]
+    from recsys.data.storage import load_processed
+
+    data = load_processed(tmp_path / "out")  # the sum itself is unchanged: processed data keeps its meaning
+    assert sorted(data.interactions["weight"].to_list()) == pytest.approx([4.0, 5.0, 10.0])
+    last = ingest(log, tmp_path / "last", DataConfig(aggregate="last"))
+    assert not [w for w in last.warnings if "summed" in w]
+
+
+def test_summed_play_counts_get_no_ratings_warning(tmp_path):
+    log = tmp_path / "user_artists.dat"
+    log.write_text(PLAYS)  # the pair (2, 51) repeats: plays add up, rightly
+    assert ingest(log, tmp_path / "out", DataConfig()).warnings == []

@@ -16,6 +16,23 @@ def test_the_champion_line_names_the_decision_once():
     assert champion_line(off) == "best model: [bold]wals[/] (tracking disabled: best model of this run)"
     foreign = {"champion": "ease", "promotion": {"decision": "not comparable", "reason": "not comparable: the champion has no lineage tag"}}
     assert champion_line(foreign).splitlines()[1].endswith("`recsys promote --force` makes the challenger champion deliberately")
+
+
+def test_a_run_that_promoted_nothing_names_its_best_model_apart_from_the_champion():
+    """A run of another lineage (same config, second data set) ended `champion: ease (not comparable:
+    ...)`, as if ease were this run's champion: ease was the registry line's, and nothing moved."""
+    foreign = {"champion": "ease", "promotion": {
+        "decision": "not comparable", "reason": "not comparable: the challenger belongs to lineage 'a', the champion to 'b'",
+        "challenger": "wals", "selection": "validation", "metric": "recall@20", "registered_model": "movielens-best"}}
+    first = champion_line(foreign).splitlines()[0]
+    assert first == ("not promoted: this run's best model by validation recall@20, [bold]wals[/] (not comparable: "
+                     "the challenger belongs to lineage 'a', the champion to 'b'); movielens-best champion unchanged: [bold]ease[/]")
+    assert not first.startswith("champion:")
+    kept = {"champion": "ease", "promotion": {"decision": "kept", "reason": "challenger not better (p = 0.41)",
+                                              "challenger": "ease", "selection": "validation", "metric": "recall@20",
+                                              "registered_model": "movielens-best"}}
+    assert champion_line(kept) == ("not promoted: this run's best model by validation recall@20, [bold]ease[/] "
+                                   "(kept: challenger not better (p = 0.41)); movielens-best champion unchanged: [bold]ease[/]")
     failed = {"champion": None, "promotion": {"decision": "", "reason": "not decided: the tracking store failed"}}
     assert champion_line(failed) == "champion: [bold]unchanged[/] (not decided: the tracking store failed)"
 
@@ -91,3 +108,42 @@ def test_the_parent_run_is_tagged_when_its_top_models_tie(shared_mlflow_uri):
     assert tags["tie"][SMALL_TEST_TAG].startswith("the best model is not significantly better than popularity on 75 test users")
     assert "Warning: the best model is not significantly better than popularity" in tags["tie"][DESCRIPTION_TAG]
     assert SMALL_TEST_TAG not in tags["clear"] and "Warning" not in tags["clear"][DESCRIPTION_TAG]
+
+
+def test_a_run_whose_every_model_scores_the_ceiling_says_the_metric_cannot_choose():
+    """Amazon Fashion's 5-core log under the MovieLens config keeps 12 items: popularity and WALS
+    both scored recall@20 = 1.0000 ±0.000, a tie the interval rule cannot see, and the run chose a
+    champion without a word. A log where the models differ gets no such line."""
+    from pipelines.report import run_warning
+    from pipelines.run import ModelOutcome, PipelineResult
+    from recsys.config import load_config
+
+    cfg = load_config(None, [])
+
+    def result(wals: float) -> PipelineResult:
+        models = [ModelOutcome(name="pop", kind="popularity", loss=None, sampler=None,
+                               metrics={"recall@20": 1.0}, ci={"recall@20": [1.0, 1.0]}),
+                  ModelOutcome(name="wals", kind="wals", loss=None, sampler=None,
+                               metrics={"recall@20": wals}, ci={"recall@20": [wals, wals]})]  # fmt: skip
+        dataset = {"items": 12, "warm_test_users": 55, "split": "strong_generalization"}
+        return PipelineResult(dataset=dataset, models=models)
+
+    warning = run_warning(result(1.0), cfg)
+    assert warning is not None and warning.startswith("every model scores recall@20 = 1, its ceiling, on the 55")
+    assert "with 12 items" in warning and "smaller k" in warning
+    assert run_warning(result(0.9), cfg) is None
+
+
+def test_a_test_set_of_a_few_users_is_always_warned_about():
+    """Amazon Beauty's ratings (a 30,000-row prefix) under the MovieLens config test one user:
+    WALS 1.0000 ±0.000 against popularity 0.0000 ±0.000, intervals of no width that the lead rule
+    read as a clear win, without a word. Ten users or more: the lead rule alone, as before."""
+    from pipelines.report import MIN_TEST_USERS, small_test_warning
+
+    clear = {"pop": (0.0, (0.0, 0.0)), "wals": (1.0, (1.0, 1.0))}
+    common = dict(metric="recall@20", confidence=0.95, popularity={"pop"}, protocol="strong_generalization")
+    warning = small_test_warning(clear, n_users=1, **common)
+    assert warning is not None and warning.startswith("only 1 test user(s): too few for the 95% bootstrap intervals")
+    assert "split.heldout_users" in warning
+    assert small_test_warning(clear, n_users=MIN_TEST_USERS, **common) is None
+    assert small_test_warning({"wals": (1.0, (1.0, 1.0))}, n_users=1, **common) is None  # nothing to choose between

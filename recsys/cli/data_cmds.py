@@ -83,7 +83,7 @@ def ingest_command(
         Literal["auto", "count", "sum", "max", "last"] | None,
         typer.Option(
             "--aggregate",
-            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last.",
+            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
         ),
     ] = None,
     min_user_interactions: Annotated[
@@ -132,21 +132,20 @@ def ingest_command(
     }
     data = data.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
-    earlier = None if append else _earlier_batches(out, source)
     with console.status("ingesting ...") as status:
-        report = ingest(
-            source,
-            out,
-            data,
-            format=format,
-            append=append,
-            progress=lambda s: status.update(f"ingest: {s} ..."),
-        )
+
+        def progress(stage: str) -> None:
+            status.update(f"ingest: {stage} ...")
+            if stage.startswith("waiting for") and not err_console.is_terminal:  # no status line shows
+                err_console.print(stage, markup=False, highlight=False)
+
+        report = ingest(source, out, data, format=format, append=append, progress=progress)
     fault_point("ingest.done")  # the lock is released: another writer may replace the directory now
     _print_report(report)
     if report.planted:
         console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
     replaced = replaced_since(report)  # checked after the summary, as late as it can be
+    earlier = None if append else _earlier_batches(report, source)
     for warning in report.warnings + [w for w in (earlier, replaced) if w]:
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
@@ -154,20 +153,16 @@ def ingest_command(
     run_on(report.out_dir, config)
 
 
-def _earlier_batches(out: Path, source: Path) -> str | None:
-    """A `warning:` line when ingest without --append is about to replace a processed directory
-    that holds more than this source's one batch (day two: `recsys ingest today.csv --out DIR`
-    without --append put today's rows in place of every earlier batch without a word); None when
-    --out is new, unreadable (ingest reports that) or held only an earlier ingest of this source."""
-    from recsys.data.storage import is_processed_dir, read_manifest
-    from recsys.errors import DataError
-
-    if not is_processed_dir(out):
+def _earlier_batches(report, source: Path) -> str | None:
+    """A `warning:` line when ingest without --append replaced a processed directory that held more
+    than this source's one batch (day two: `recsys ingest today.csv --out DIR` without --append put
+    today's rows in place of every earlier batch without a word); None when --out was new,
+    unreadable or held only an earlier ingest of this source. The batches are the ones ingest read
+    under the directory's writer lock (`IngestReport.replaced_batches`)."""
+    batches = report.replaced_batches
+    if not batches:
         return None
-    try:
-        batches = read_manifest(out)["batches"]
-    except DataError:
-        return None
+    out = report.out_dir
     names = [Path(str(b.get("source", "?"))).name for b in batches]  # as given: relative or not
     if names == [Path(source).name]:
         return None  # the same command run again: replacing is what it asks for

@@ -38,14 +38,14 @@ OnlyOption = Annotated[
 def _prepare(loaded):
     """The config (`load_run_config`, loaded once by the command: its checks ran on it before any
     work) with its thread budget pinned, and its split, data prepared as `recsys run` prepares it."""
-    from pipelines.data import ingest_warnings, one_generation, prepare_dataset, run_data_dir
-    from pipelines.run import load_run_inputs
+    from pipelines.data import ingest_warnings
+    from pipelines.run import prepare_run_inputs
     from pipelines.train import pin_thread_budget
 
     cfg = pin_thread_budget(loaded)
-    with console.status("preparing data and split"), one_generation(run_data_dir(cfg.data)):
-        dataset = prepare_dataset(cfg)
-        _, data, split = load_run_inputs(dataset, cfg)
+    with console.status("preparing data and split"):
+        inputs = prepare_run_inputs(cfg)
+    dataset, data, split = inputs.dataset, inputs.data, inputs.split
     for warning in ingest_warnings(dataset, data.manifest):  # as recsys run prints them
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     console.print(
@@ -339,11 +339,16 @@ def evaluate(
 
 
 def _small_test_warning(results: dict, cfg, split) -> str | None:
-    """As `recsys run` warns: the best model's lead within its own interval (pipelines.report)."""
-    from pipelines.report import small_test_warning
+    """As `recsys run` warns: every model at the metric's ceiling, or the best model's lead within
+    its own interval (pipelines.report)."""
+    from pipelines.report import saturated_warning, small_test_warning
 
     metric = cfg.promotion.metric
     scores = {name: (r.summary[metric], r.ci.get(metric)) for name, r in results.items() if metric in r.summary}
+    n_users = max((r.n_users_evaluated for r in results.values()), default=0)
+    means = {name: mean for name, (mean, _) in scores.items()}
+    if saturated := saturated_warning(means, metric=metric, n_items=split.n_items, n_users=n_users):
+        return saturated
     return small_test_warning(
         scores, metric=metric, n_users=max((r.n_users_evaluated for r in results.values()), default=0),
         confidence=cfg.evaluation.confidence, protocol=split.protocol,

@@ -216,22 +216,51 @@ def _resume_tracking(cfg, path: Path) -> None:
             console.print(f"  registered {', '.join(report.registered)}; apply the promotion rule with `recsys promote`")
 
 
-def champion_line(summary: dict) -> str:
-    """`champion: NAME (DECISION: REASON)`; most reasons start with their decision already."""
+def champion_line(summary: dict, args: str = "") -> str:
+    """`champion: NAME (DECISION: REASON)` after a promotion; after `kept` / `not comparable`
+    `not promoted: this run's best model by validation METRIC, NAME (...); LINE champion unchanged:
+    NAME`, because the champion is then an earlier run's model (of another lineage, for `not
+    comparable`) and must not read as this run's. Most reasons start with their decision already."""
     promotion = summary.get("promotion", {})
     reason, decision = promotion.get("reason", ""), promotion.get("decision") or ""
     said = f"{decision}: " if decision and not reason.startswith(decision) else ""
     name = summary.get("champion")
     if not decision and name:  # no promotion ran (tracking or promotion.auto off): nothing is champion
         return f"best model: [bold]{name}[/] ({reason})"
+    challenger = promotion.get("challenger")
+    if decision in ("kept", "not comparable") and challenger:
+        # nothing moved: name this run's best model as the challenger and the line's champion apart
+        basis = " ".join(x for x in (promotion.get("selection", ""), promotion.get("metric", "")) if x)
+        basis = f" by {basis}" if promotion.get("selection") in ("validation", "test") else ""
+        line_name = promotion.get("registered_model") or "the registry line"
+        served = f"[bold]{name}[/]" if name else "none"
+        line = (f"not promoted: this run's best model{basis}, [bold]{challenger}[/] ({said}{reason}); "
+                f"{line_name} champion unchanged: {served}")
+        return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
     line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
-    return line + (f"\n{NOT_COMPARABLE_HINT}" if decision == "not comparable" else "")
+    return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
 
 
 NOT_COMPARABLE_HINT = (
     "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
 )
 """What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
+
+
+def not_comparable_hint(promotion: dict, args: str = "") -> str:
+    """The line under a `not comparable` decision. When the registry line serves another lineage
+    (the same config on another data set), `--force` would hand that line's serving alias to a
+    model of other data: the way out is this lineage's own line, which `recsys promote` can start
+    from this very run, no retraining. `args`: the run's store options (`store_args`)."""
+    line = promotion.get("own_line")
+    if not line:
+        return NOT_COMPARABLE_HINT
+    run = promotion.get("challenger_run_id")
+    runs = f" --run-id {run}" if run else ""
+    return (
+        f"nothing moved: `recsys promote{args}{runs} --set promotion.registered_model={line}` makes this data set's "
+        "challenger champion of a line of its own; give its later runs the same --set"
+    )
 
 
 STORE_SETTINGS = ("tracking", "promotion")
@@ -258,7 +287,7 @@ def _where_to_look(
     from recsys.tracking.store import is_http
     from recsys.tracking.ui import experiment_runs_url
 
-    lines = [champion_line(summary)]
+    lines = [champion_line(summary, args)]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")

@@ -98,9 +98,9 @@ def promote(
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
     console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)
     if decision.decision == "not comparable":
-        from recsys.cli.pipeline_cmds import NOT_COMPARABLE_HINT
+        from recsys.cli.pipeline_cmds import not_comparable_hint, store_args
 
-        console.print(NOT_COMPARABLE_HINT, highlight=False)
+        console.print(not_comparable_hint(decision.to_dict(), store_args(config, set_)), highlight=False)
     if decision.challenger_mean is not None and decision.champion_mean is not None:
         lo_a, hi_a = decision.challenger_ci or (float("nan"), float("nan"))
         lo_b, hi_b = decision.champion_ci or (float("nan"), float("nan"))

@@ -40,6 +40,8 @@ from recsys.data.readers import (
     ROW,
     SOURCE_FILE,
     RawSource,
+    column_label,
+    column_name,
     first_error_line,
     row_numbers,
     scan_source,
@@ -61,7 +63,10 @@ Progress = Callable[[str], None]
 @dataclass
 class IngestReport:
     """What one ingest call did. rows_* count this call's source (rows_in == accepted + quarantined);
-    users / items / interactions / fingerprint describe the whole processed set afterwards."""
+    users / items / interactions / fingerprint describe the whole processed set afterwards.
+    `replaced_batches`: the manifest's batches that a non-append ingest replaced, read under the
+    writer lock, so they are what the directory held when this call swapped its data in (read
+    before the lock, an append that ran while this call waited was replaced but not named)."""
 
     rows_in: int
     rows_accepted: int
@@ -81,6 +86,7 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)  # one line each, also in the manifest
     planted: bool = False  # the vocab's blocks are a `recsys data synth` folder's planted clusters
     ingest_id: str = ""  # this call's batch's "ingest_id" in the manifest (`replaced_since`)
+    replaced_batches: list[dict] = field(default_factory=list)  # a non-append ingest's predecessors
 
     def to_json_dict(self) -> dict[str, int | str]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -147,6 +153,17 @@ def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir}: output directory is not empty and is not a processed data directory")
     return None
+
+
+def _held_batches(out_dir: Path) -> list[dict]:
+    """The batches of the processed directory at `out_dir` ([] when there is none, or its manifest
+    cannot be read: the ingest replaces it either way, and says what is wrong where it must)."""
+    if not storage.is_processed_dir(out_dir):
+        return []
+    try:
+        return list(storage.read_manifest(out_dir).get("batches", []))
+    except DataError:
+        return []
 
 
 def _drop_cross_batch_duplicates(
@@ -235,7 +252,7 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     first = result.quarantine.filter(pl.col(REASON) == top).row(0, named=True)
     where = f"row {first[ROW]}" + (f" of {first[SOURCE_FILE]}" if SOURCE_FILE in first else "")
     column = raw.mapping.get(canon, canon)
-    value = f"{column!r} is {first.get(canon)!r}"
+    value = f"{column_name(column)} is {first.get(canon)!r}"
     fix = "check that column"
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
@@ -294,12 +311,68 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
         low, high = rows.select(pl.col(WEIGHT).min().alias("low"), pl.col(WEIGHT).max().alias("high")).row(0)
         if low != high:
             warning = (
-                f"weights discarded: column {column!r} varies ({low:g} to {high:g}) but {dropped_by} "
+                f"weights discarded: {column_label(column)} varies ({low:g} to {high:g}) but {dropped_by} "
                 "makes every pair weigh the same; set data.aggregate = sum (or max / last) and "
                 "data.binarize = false to keep it"
             )
     return {"column": column, "aggregate": how, "binarize": cfg.binarize, "kept": bool(column) and not dropped_by,
             "warning": warning}
+
+
+RATING_SCALE_MAX = 5.0
+"""The top of the 1-5 star scale a `positive_min_weight` up to this value is read against."""
+
+
+def rating_scale_warning(cfg: DataConfig, column: str | None, rows: pl.DataFrame) -> str | None:
+    """A warning when a positive rule written for 1-5 stars (`positive_min_weight` <= 5, e.g.
+    movielens.toml's 4) meets a weight column on a 10-point scale (Book-Crossing's 0-10,
+    MovieTweetings' 0-10, 1-10 scales: top value above 5 and at most 10): `>= 4` then keeps most
+    dislikes as positives without a word. Conservative on purpose: no rule, or a column topping at 5
+    (ML-100K, ml-latest-small's half stars) or above 10 (play counts, 0-100 scores: nothing says
+    what the rule meant there) gets none. The hint scales the threshold to the same share of the
+    observed top value (4 of 5 -> 8 of 10)."""
+    threshold = cfg.positive_min_weight
+    if column is None or threshold is None or threshold > RATING_SCALE_MAX or not rows.height:
+        return None
+    high = rows.select(pl.col(WEIGHT).max()).item()
+    if high is None or not RATING_SCALE_MAX < float(high) <= 10.0:
+        return None
+    scaled = threshold * float(high) / RATING_SCALE_MAX
+    return (
+        f"data.positive_min_weight = {threshold:g} reads {column_label(column)} as 1-5 stars, but its values "
+        f"reach {float(high):g}: on that scale >= {threshold:g} keeps low ratings as positives; set "
+        f"--set data.positive_min_weight={scaled:g} (the same share of the scale) if it is a rating out of {float(high):g}"
+    )
+
+
+RATING_NAMES = ("rating", "stars", "overall")
+"""Weight column names (parts of them: `Book-Rating`, `star_rating`) that say the values are ratings."""
+
+
+def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep]) -> str | None:
+    """A warning when `aggregate = auto` summed repeated (user, item) pairs of a column named as
+    a rating (`rating`, `stars`, `overall`, ...): five 2-star ratings of one Amazon Beauty pair
+    became weight 10. Mature tools never add ratings up (Cornac keeps one and warns, RecBole's
+    `rm_dup_inter` keeps the first or last), but `auto` still sums: processed directories and
+    fingerprints built under it must keep their meaning, and a name is a hint, not proof (play
+    counts sum rightly). So it says so, with the count, and names the setting that keeps one."""
+    column = weights.get("column")
+    if asked != "auto" or weights.get("aggregate") != "sum" or not column:
+        return None
+    if not any(part in column.lower() for part in RATING_NAMES):
+        return None
+    names = [step.name for step in steps]
+    at = next((i for i, name in enumerate(names) if name.startswith("aggregate")), None)
+    if not at:
+        return None
+    merged = steps[at - 1].rows - steps[at].rows
+    if merged <= 0:
+        return None
+    return (
+        f"{merged:,} repeated (user, item) rows were summed into their pairs' {column_label(column)} "
+        "(data.aggregate = auto sums a weight column): for ratings, set data.aggregate = last "
+        "(the latest rating) or max"
+    )
 
 
 def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | None:
@@ -314,7 +387,7 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
     before, after = steps[at - 1].rows, steps[at].rows
     dropped = before - after
     return (
-        f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in column {column!r} and were "
+        f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in {column_label(column)} and were "
         "dropped: with the weights kept, a weight of 0 is no interaction; set data.binarize = true to "
         "count each as one interaction, or data.positive_min_weight to read the column as ratings"
     )
@@ -410,6 +483,7 @@ def _ingest(
 ) -> IngestReport:
     started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
+    replaced = [] if append else _held_batches(out_dir)
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
@@ -456,6 +530,7 @@ def _ingest(
         *earlier, rows = aligned_ids([frame for _, frame in previous] + [rows.lazy()])
         aligned = [(number, frame) for (number, _), frame in zip(previous, earlier, strict=True)]
         weights = weight_policy(cfg, raw.mapping, _sources(previous_manifest), result.rows)
+        asked = cfg.aggregate
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
         if weights["column"] is None and (cfg.positive_min_weight or 0) > 1:
             # Every row of a log without weights weighs 1: the rule would drop them all.
@@ -485,7 +560,8 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        found = (weights["warning"], zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
+        found = (weights["warning"], rating_scale_warning(cfg, weights["column"], result.rows),
+                 summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
@@ -569,6 +645,7 @@ def _ingest(
         mapping=raw.mapping,
         warnings=warnings,
         ingest_id=ingest_id,
+        replaced_batches=replaced,
     )
 
 

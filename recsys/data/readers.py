@@ -59,6 +59,10 @@ MALFORMED_JSON = "malformed_json"
 EXTRA_FIELDS = "extra_fields"
 """A delimited row with more fields than its header (an unquoted separator inside a value): its
 values cannot be trusted to sit in their columns, and the extra text would be lost."""
+ID_OUT_OF_RANGE = "id_out_of_range"
+"""A float id (Parquet) that spells no 64-bit integer: infinite, or a whole number at or beyond
++-2^63. Not missing (it has a value, kept in the quarantine as its float text), and not to be
+wrapped or clamped into another id."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
     "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
@@ -519,11 +523,12 @@ def _base_name(name: str) -> str:
 
 
 def map_columns(
-    path: Path | str, header: list[str], columns: ColumnMap | None, delimited: bool = False
+    path: Path | str, header: list[str], columns: ColumnMap | None, separator: str | None = None
 ) -> dict[str, str]:
     """canonical name -> source column. Explicit names win; the rest come from AUTO_NAMES.
     Raises DataError naming the file, the missing role and the columns that were found
-    (`delimited`: the header of a delimited text file, where one column means a wrong split)."""
+    (`separator`: the header is a delimited text file's first line, split on it, where one column
+    means a wrong split and a data row means a missing header)."""
     columns = columns or ColumnMap()
     by_base: dict[str, str] = {}
     for name in header:
@@ -558,15 +563,16 @@ def map_columns(
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
-            if delimited and _looks_like_data(header):
+            if separator is not None and _looks_like_data(header):
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read only when every field of "
                     "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    "add a header line naming the columns (e.g. user_id,item_id,rating,timestamp) "
-                    "and ingest again"
+                    "add a header line naming the columns, separated as the rows are, and ingest "
+                    f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
+                    "the columns to what each holds)"
                 )
-            if delimited and len(header) == 1:  # a column option cannot help: the line did not split
+            if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
                     "the separator is none of , ; | tab or one space, or the file is not a flat log "
@@ -600,14 +606,47 @@ def _looks_like_data(header: list[str]) -> bool:
     )
 
 
+def _header_example(row: list[str], separator: str) -> str:
+    """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
+    one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
+    splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
+    One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
+    first two others `user_id` and `item_id`, a later number `rating`, the rest by position. A
+    guess the message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's
+    9-digit item ids look like Unix times, which is why a date wins)."""
+    values = [v.strip() for v in row]
+    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
+    unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
+    time = dates[0] if dates else unix[-1] if unix else None
+    names: list[str] = []
+    ids = iter(("user_id", "item_id"))
+    for position, value in enumerate(values):
+        name = "timestamp" if position == time else next(ids, "rating" if _is_number(value) else "")
+        names.append(name if name and name not in names else f"column_{position + 1}")
+    return ("\\t" if separator == "\t" else separator).join(names)
+
+
+def column_name(source: str) -> str:
+    """How a message names a source column: `'rating'`, its header name quoted, or `column 3` for
+    a headerless file's column (read under the internal name `field_2`, which the user never
+    wrote)."""
+    position = source.removeprefix("field_")
+    return f"column {int(position) + 1}" if position.isdigit() and source != position else repr(source)
+
+
+def column_label(source: str) -> str:
+    """`column 'rating'` or `column 3`: `column_name` after the word column."""
+    name = column_name(source)
+    return name if name.startswith("column ") else f"column {name}"
+
+
 def describe_columns(mapping: dict[str, str]) -> str:
     """Which source column became which role, one line (`user=visitorid, item=itemid, ...`), so
     an automatic pick (the only `<name>_id` column as the user, `parent_asin` over `asin`) is
     seen, not only in manifest.json. Headerless files name their columns by position."""
 
     def spelled(source: str) -> str:
-        position = source.removeprefix("field_")
-        return f"column {int(position) + 1}" if position.isdigit() and source != position else source
+        return source if column_name(source) == repr(source) else column_name(source)
 
     found = [f"{role}={spelled(mapping[canon])}" for canon, role in _MAP_FIELDS.items() if canon in mapping]
     if WEIGHT not in mapping:
@@ -880,7 +919,7 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
                 "a header line, or none"
             )
         try:
-            mapping = map_columns(_local(f), header, columns, delimited=True)
+            mapping = map_columns(_local(f), header, columns, separator="::")
         except DataError as exc:
             unmapped.append((f, exc))
             continue
@@ -906,6 +945,7 @@ def _scan_text(
     if not lines:
         raise DataError(f"{label}: empty file")
     first = lines[0]
+    notes: list[str] = []  # for ingest's warnings
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
@@ -915,6 +955,7 @@ def _scan_text(
             texts = _colon_header_files(label, files, columns)
     else:
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
+        _same_separator(label, lines, separator)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
             fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
@@ -936,11 +977,12 @@ def _scan_text(
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
                 try:
-                    mapping = map_columns(_local(f), header, columns, delimited=True)
+                    mapping = map_columns(_local(f), header, columns, separator=separator)
                 except DataError as exc:
                     unmapped.append((f, exc))
                     continue
                 texts.append(_TextFile(f, separator, True, '"', names, mapping, tuple(header)))
+                notes.extend(_repeated_names(_local(f), header, mapping))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
             _same_roles(label, [(t.file.name, t.mapping) for t in texts])
@@ -976,7 +1018,42 @@ def _scan_text(
         typed=scan,
         layout=_byte_layout(texts),
         separator=separators.pop() if len(separators) == 1 else None,
+        notes=notes,
     )
+
+
+def _same_separator(label: Path | str, lines: list[str], separator: str) -> None:
+    """DataError when the header line is split by `separator` but none of the rows below it is,
+    while they all hold another one (a `user_id,item_id,rating` line added by hand on top of
+    Book-Crossing's `"43842";"0739432540";"0"` rows): every row would be one field, and the error
+    would be a missing item column, pointing away from the line to fix."""
+    rows = [_QUOTED.sub("", row) for row in lines[1:21]]
+    if not rows or separator not in _QUOTED.sub("", lines[0]) or any(separator in row for row in rows):
+        return
+    other = next((sep for sep in ("\t", ";", "|", ",") if sep != separator and all(sep in row for row in rows)), None)
+    if other is not None:
+        raise DataError(
+            f"{label}: the header line is split by {separator!r} but the rows by {other!r} "
+            f"({lines[0][:60]!r} over {lines[1][:60]!r}): write the header line with {other!r} "
+            "between the names, as the rows are"
+        )
+
+
+def _repeated_names(path: Path, header: list[str], mapping: dict[str, str]) -> list[str]:
+    """A note for each column read for a role whose name the header line has more than once
+    (a Last.fm 1K export headed `user timestamp artist_id artist artist_id song`): polars reads
+    the first and renames the others `<name>_duplicated_<n>`, a name in no file, so the choice
+    would go unseen and the others could not be named with a column option."""
+    notes = []
+    for canon, source in mapping.items():
+        positions = [i + 1 for i, name in enumerate(header) if name == source or name.startswith(f"{source}_duplicated_")]
+        if len(positions) > 1:
+            notes.append(
+                f"{path}: the header names {len(positions)} columns {source!r} (columns "
+                f"{', '.join(map(str, positions))}); column {positions[0]} is read as the {_MAP_FIELDS[canon]}: "
+                "to read another, rename it in the header line and name it with the column option"
+            )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -1344,6 +1421,12 @@ def _scan_parquet(
     # magnitude, so a time before 1973 went wrong) and a date to its day count (read as
     # seconds: 1970). Each such column is then read as text, as each file alone would be.
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
+    any_float = any(
+        canon in mapping and mapping[canon] in own and own[mapping[canon]].is_float()
+        for _, _, own in scans
+        for canon in (USER, ITEM)
+    )
+    notes: list[str] = []
     for f, frame, own in scans:
         lacking = [src for src in mapping.values() if src not in own]
         if lacking:
@@ -1351,15 +1434,48 @@ def _scan_parquet(
                 f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
                 "must share their columns: ingest it on its own (with --append), or move it out"
             )
-        fixes = [_float_id(canon) for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
+        fixes = [_float_id(canon) for canon in floats]
+        notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
         time_type = own[mapping[TIME]] if TIME in mapping else None
         if mixed_time:
             fixes.append(_time_text(pl.col(TIME), time_type).alias(TIME))
         elif isinstance(time_type, pl.Datetime):  # pandas writes tz-aware and naive partitions alike
             fixes.append(as_utc(pl.col(TIME), time_type).alias(TIME))
-        one = _select(frame, mapping, f, per_file, row_index=_PARQUET_ROW)
+        verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
+        one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(selected), mapping, per_file)
+    return RawSource(label, "parquet", _concat(selected), mapping, per_file, notes=notes)
+
+
+FLOAT_EXACT_IDS = 2**53
+"""Beyond +-2^53 a float64 holds only every second integer (then every fourth, ...)."""
+
+
+def _rounded_float_ids(f: DataFile, frame: pl.LazyFrame, names: list[str]) -> list[str]:
+    """A note for each float id column (`names`, the file's own) holding whole ids at or beyond
+    +-2^53 that a 64-bit integer still holds: they are read as the whole number the float is, but
+    a float64 cannot tell such neighbours apart, so a writer that put int64 ids through float64
+    (pandas, for a column with a missing value) may already have merged distinct ids into one.
+    Reads the file's float id columns only (Parquet is columnar); most files have none."""
+    if not names:
+        return []
+    wide = [
+        pl.col(n).filter(pl.col(n).is_finite() & (pl.col(n).abs() >= FLOAT_EXACT_IDS)
+                         & pl.col(n).cast(pl.Int64, strict=False).is_not_null()).n_unique().alias(n)
+        for n in names
+    ]  # fmt: skip
+    try:
+        counts = frame.select(wide).collect().row(0, named=True)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
+    return [
+        f"{f.label}: column {name!r} holds {count} float id(s) at or beyond 2^53 ({FLOAT_EXACT_IDS}), where a float "
+        "cannot hold every integer: distinct ids may already have been merged by the writer's rounding "
+        "(pandas puts an integer column with a missing value through float64); write ids as integers or strings"
+        for name, count in counts.items()
+        if count
+    ]
 
 
 def _time_text(column: pl.Expr, dtype: pl.DataType | None) -> pl.Expr:
@@ -1372,17 +1488,29 @@ def _time_text(column: pl.Expr, dtype: pl.DataType | None) -> pl.Expr:
     return column.cast(pl.String)
 
 
+def _float_id_range(names: list[str]) -> pl.Expr:
+    """READ_ERROR for a Parquet file's rows: ID_OUT_OF_RANGE where one of its float id columns
+    `names` (the file's own names) holds a whole number no Int64 holds (infinite, or beyond +-2^63), else null. Read on the
+    raw column (before `_float_id`, which makes such a value null): such an id was quarantined as
+    `missing_user`, its value erased from the quarantine file."""
+    out = [pl.col(n).is_not_nan() & (pl.col(n) == pl.col(n).floor()) & pl.col(n).cast(pl.Int64, strict=False).is_null()
+           for n in names]  # fmt: skip
+    flagged = pl.any_horizontal(out) if out else pl.lit(False)
+    return pl.when(flagged).then(pl.lit(ID_OUT_OF_RANGE)).otherwise(pl.lit(None, dtype=pl.String)).alias(READ_ERROR)
+
+
 def _float_id(name: str) -> pl.Expr:
     """A float id column as the ids it spells: pandas stores an integer id column that holds a
     missing value as float64 (1.0, 2.0, NaN), which read as text would give ids "1.0" (unlike the
-    "1" of the same log as CSV) and a user "NaN". Whole values become integer text, NaN missing."""
+    "1" of the same log as CSV) and a user "NaN". Whole values become integer text, NaN missing; a
+    whole value no Int64 holds keeps its float text (quarantined: `_float_id_range`)."""
     value = pl.col(name)
-    whole = value.cast(pl.Int64, strict=False).cast(pl.String)
+    whole = value.cast(pl.Int64, strict=False)
     return (
         pl.when(value.is_nan())
         .then(pl.lit(None, dtype=pl.String))
-        .when(value == value.floor())
-        .then(whole)
+        .when((value == value.floor()) & whole.is_not_null())
+        .then(whole.cast(pl.String))
         .otherwise(value.cast(pl.String))
         .alias(name)
     )

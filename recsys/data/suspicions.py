@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from recsys.data.readers import column_name
 from recsys.data.schema import ITEM, TIME, USER
 from recsys.data.vocab import CODE_DTYPES, Vocab
 
@@ -77,7 +78,7 @@ def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Ma
         for marker in ids.filter(ids.is_in(MISSING_MARKERS)).to_list():
             rows = pairs.filter(pl.col(canon) == marker).height
             warnings.append(
-                f"{role} id {marker!r} ({mapping.get(canon, canon)!r}, {rows} interactions) looks like a "
+                f"{role} id {marker!r} ({column_name(mapping.get(canon, canon))}, {rows} interactions) looks like a "
                 f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
                 f"them, or name another {role} column ({flag} / data.columns.{role})"
             )
@@ -93,7 +94,7 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
     if latest is None or latest >= EPOCH_YEAR_END:
         return []
     return [
-        f"every timestamp ({mapping.get(TIME, TIME)!r}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
+        f"every timestamp ({column_name(mapping.get(TIME, TIME))}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
         "integer times are read as Unix seconds (milliseconds from 1e11), so yyyymmdd dates (20150701) "
         "or day numbers end up there; splits still order by them, but every date is wrong: convert the "
         "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"

@@ -6,7 +6,7 @@ a person can find and fix them. `rows_in == rows_accepted + rows_quarantined` by
 two outputs are complementary filters of one frame.
 
 Rules, in order: a reason the reader found (malformed_json: a JSON Lines line that is not one
-JSON object), missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
+JSON object; id_out_of_range: a Parquet float id beyond the 64-bit integers), missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
 negative_weight, future_timestamp, duplicate (an exact copy of an earlier accepted row).
 
 For a directory source both outputs carry SOURCE_FILE, and ROW counts rows within that file.
@@ -25,12 +25,14 @@ import polars as pl
 
 from recsys.data.readers import (
     EXTRA_FIELDS,
+    ID_OUT_OF_RANGE,
     MALFORMED_JSON,
     NOT_UTF8_HINT,
     READ_ERROR,
     ROW,
     SOURCE_FILE,
     RawSource,
+    column_label,
     first_error_line,
     first_non_utf8,
     number_rows,
@@ -47,6 +49,7 @@ _FAST = "__{}_fast"  # per row: that code is exact (or the id is missing, quaran
 REASONS = (
     MALFORMED_JSON,
     EXTRA_FIELDS,
+    ID_OUT_OF_RANGE,
     "missing_user",
     "missing_item",
     "bad_timestamp",
@@ -634,7 +637,7 @@ def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
         parsed = f"{parsed:g}" if name == WEIGHT else str(parsed)
         if raw.decimal == "auto-comma" and read.select(text.str.contains(_GROUP_LIKE).all()).item():
             raise DataError(
-                f"{where}: row {first[ROW]}, column {column!r} ({role}): {value!r} may be "
+                f"{where}: row {first[ROW]}, {column_label(column)} ({role}): {value!r} may be "
                 f"{value.replace(',', '.')} (a decimal comma, as ';'-separated exports write) or "
                 f"{value.replace(',', '')} (a thousands separator), and every comma value of the column "
                 "is spelled like that; say which with {option} (or data.decimal=point for thousands)",
@@ -644,7 +647,7 @@ def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
         how = "a thousands separator" if raw.decimal == "point" else "a decimal comma"
         other = "comma (decimal comma)" if raw.decimal == "point" else "point (thousands separator)"
         notes.append(
-            f"{where}: {read.height} {role} value(s) of column {column!r} read with {how} (row "
+            f"{where}: {read.height} {role} value(s) of {column_label(column)} read with {how} (row "
             f"{first[ROW]}: {value!r} as {parsed}); --set data.decimal={other} reads them otherwise"
         )
     return notes
@@ -667,7 +670,7 @@ def _comma_hints(quarantine: pl.DataFrame, raw: RawSource) -> list[str]:
             first = found.row(0, named=True)
             where = f"{first[SOURCE_FILE]} in {raw.path}" if raw.per_file else str(raw.path)
             hints.append(
-                f"{where}: {found.height} value(s) of column {raw.mapping[name]!r} quarantined as {rule} "
+                f"{where}: {found.height} value(s) of {column_label(raw.mapping[name])} quarantined as {rule} "
                 f"hold a comma (row {first[ROW]}: {first[name].strip()!r}): --set data.decimal=comma reads "
                 "it as the decimal point, data.decimal=point as a thousands separator"
             )

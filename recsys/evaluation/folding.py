@@ -262,8 +262,8 @@ def score_folding(
             if rows.size == 0:
                 continue
             users = _unit_rows(user_vecs[start:stop], dev)[torch.from_numpy(rows).to(dev)]
-            cross = ~torch.from_numpy(home[rows]).to(dev)[:, blocks_t]
-            total += float(((users @ items_t).clamp_(min=0.0) * cross).sum(dtype=torch.float64))
+            same = torch.from_numpy(home[rows]).to(dev)[:, blocks_t]  # zeroed in place: no second chunk x items
+            total += float((users @ items_t).clamp_(min=0.0).masked_fill_(same, 0.0).sum(dtype=torch.float64))
             m += int(rows.size)
     return total / (m * known.size) if m else float("nan")
 

@@ -100,17 +100,21 @@ def not_comparable(reason: str) -> Verdict:
     return Verdict(NOT_COMPARABLE, f"not comparable: {reason}")
 
 
-def lineage_mismatch(challenger_lineage: str | None, other_lineage: str | None, other: str) -> str | None:
-    """Why a challenger of `challenger_lineage` cannot be compared with `other` (None when it can)."""
+def lineage_mismatch(
+    challenger_lineage: str | None, other_lineage: str | None, other: str, own_line: str | None = None
+) -> str | None:
+    """Why a challenger of `challenger_lineage` cannot be compared with `other` (None when it can).
+    `own_line`: the registry line to suggest for the challenger's lineage (`recsys.lineage.own_line`)."""
     if challenger_lineage and challenger_lineage == other_lineage:
         return None
     if not other_lineage:
         return f"{other} has no lineage tag (logged before lineages were recorded)"
     if not challenger_lineage:
         return "the challenger's run has no lineage tag (logged before lineages were recorded)"
+    fix = f"`--set promotion.registered_model={own_line}`" if own_line else "set promotion.registered_model"
     return (
         f"the challenger belongs to lineage {challenger_lineage!r}, {other} to {other_lineage!r}; "
-        "each lineage (config name + data source) needs its own registry line: set promotion.registered_model"
+        f"each lineage (config name + data source) needs its own registry line: {fix}"
     )
 
 

@@ -19,7 +19,9 @@ the failure, are closed KILLED with a note naming their replacements. A bundle i
 `logged.json` when done, so resuming twice logs nothing twice; a resume killed part-way goes on from
 `resuming.json` (the records it has logged) on the rerun, and two resumes of a bundle take turns.
 A record logged in full but not yet noted there (the kill came in between) is found in the store by
-its tags (`recsys.resumed_from`, `recsys.resume_logged`) and reused, not logged twice.
+its tags (`recsys.resumed_from`, `recsys.resume_logged`) and reused, not logged twice; so is one
+killed after its model version was registered but before that completion tag (the version names
+its run), which the rerun finishes instead of registering the model again.
 """
 
 from __future__ import annotations
@@ -246,6 +248,7 @@ def _log_record(
         name = record.register["name"]
         version = register_run_model(client, name, run_id, tags=record.register.get("tags"))
         registered = f"{name}/{version.version}"
+        fault_point("resume.registered")
     done = [RunTag(TAG_RESUME_LOGGED, "true")] + ([RunTag(TAG_MODEL_VERSION, registered)] if registered else [])
     with_retries(lambda: client.log_batch(run_id, tags=done))
     with_retries(lambda: client.set_terminated(run_id, status=record.status or "KILLED"))
@@ -257,24 +260,56 @@ def _logged_before(client: MlflowClient, experiment_id: str, record: RunRecord) 
     found by its tags in the store: a resume killed after logging a run but before noting it in
     resuming.json would otherwise log the run (and register its model) a second time. A run that
     kill left half-logged has no TAG_RESUME_LOGGED and is not reused (the rerun's `Tracker` closes
-    it KILLED). The run is closed with the record's status here, in case the kill came between
-    its last tag and its end."""
+    it KILLED), unless its model version is registered already: registering is the last thing
+    `_log_record` does before that tag, so such a run holds everything, and logging the record
+    again registered a second version of the same model (`_finish_registered`). The run is closed
+    with the record's status here, in case the kill came between its last tag and its end."""
     from recsys.tracking.runs import TAG_MODEL_VERSION, with_retries
 
     found = with_retries(
         lambda: client.search_runs(
             [experiment_id],
-            f"tags.`{TAG_RESUMED_FROM}` = '{record.run_id}' and tags.`{TAG_RESUME_LOGGED}` = 'true'",
+            f"tags.`{TAG_RESUMED_FROM}` = '{record.run_id}'",
             order_by=["attributes.start_time ASC"],
-            max_results=1,
         )
     )
-    if not found:
+    whole = [run for run in found if run.data.tags.get(TAG_RESUME_LOGGED) == "true"]
+    if whole:
+        run, status = whole[0], record.status or "KILLED"
+        if run.info.status != status:
+            with_retries(lambda: client.set_terminated(run.info.run_id, status=status))
+        return run.info.run_id, run.data.tags.get(TAG_MODEL_VERSION)
+    return _finish_registered(client, record, found)
+
+
+def _finish_registered(client: MlflowClient, record: RunRecord, runs: list[Any]) -> tuple[str, str] | None:
+    """The first of `runs` (half-logged runs of `record`) whose model version `record` asks for is
+    registered already: give it the tags `_log_record` ends with, take back the KILLED note the
+    rerun's `Tracker` gave it when it closed the dead resume's run, and close it with the record's
+    status. None when none has a version (the record is logged again; nothing was registered)."""
+    from mlflow.entities import RunTag
+
+    from recsys.tracking.liveness import NOTE_TAG, TAG_KILLED_NOTE
+    from recsys.tracking.registry import run_version
+    from recsys.tracking.runs import TAG_MODEL_VERSION, with_retries
+
+    if not record.register:
         return None
-    run, status = found[0], record.status or "KILLED"
-    if run.info.status != status:
-        with_retries(lambda: client.set_terminated(run.info.run_id, status=status))
-    return run.info.run_id, run.data.tags.get(TAG_MODEL_VERSION)
+    name = record.register["name"]
+    with_version = ((run, run_version(client, name, run.info.run_id)) for run in runs)
+    run, version = next(((r, v) for r, v in with_version if v is not None), (None, None))
+    if run is None or version is None:
+        return None
+    run_id, registered = run.info.run_id, f"{name}/{version.version}"
+    killed_note = run.data.tags.get(TAG_KILLED_NOTE)
+    if killed_note is not None:
+        with_retries(lambda: client.delete_tag(run_id, TAG_KILLED_NOTE))
+        if run.data.tags.get(NOTE_TAG) == killed_note:
+            with_retries(lambda: client.delete_tag(run_id, NOTE_TAG))
+    done = [RunTag(TAG_MODEL_VERSION, registered), RunTag(TAG_RESUME_LOGGED, "true")]
+    with_retries(lambda: client.log_batch(run_id, tags=done))
+    with_retries(lambda: client.set_terminated(run_id, status=record.status or "KILLED"))
+    return run_id, registered
 
 
 def _carry_split(

@@ -19,12 +19,12 @@ written as tags on the challenger's run and on its model version.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from recsys.errors import TrackingError
 from recsys.faults import fault_point
-from recsys.lineage import TAG_LINEAGE
+from recsys.lineage import TAG_LINEAGE, own_line
 from recsys.tracking.decision import (
     KEPT,
     NOT_COMPARABLE,
@@ -61,7 +61,9 @@ class PromotionDecision:
     Two champions: `champion_version` / `champion_run_id` hold the `champion` alias *after* the
     decision (the challenger when promoted); `compared_version` / `compared_run_id` are the champion
     the challenger was compared with (None on a line without one: the first promotion), whose
-    numbers `champion_mean` / `champion_ci` are. `challenger_version` holds the `challenger` alias."""
+    numbers `champion_mean` / `champion_ci` are. `challenger_version` holds the `challenger` alias.
+    `own_line`: set when the line serves another lineage (the same config on another data set):
+    the registered model to promote this lineage on instead (`recsys.lineage.own_line`)."""
 
     promoted: bool
     reason: str
@@ -85,6 +87,7 @@ class PromotionDecision:
     challenger_ci: tuple[float, float] | None = None
     champion_ci: tuple[float, float] | None = None
     forced: bool = False
+    own_line: str | None = None  # "not comparable" as another lineage's line: the line to give this one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,10 +195,11 @@ def _promote(
             compared_version=str(champion.version), compared_run_id=champion.run_id, decision=KEPT, **context,
         )  # fmt: skip
     line_lineage = line_lineage_of(client, name)
-    mismatch = lineage_mismatch(lineage, line_lineage, f"registry line {name!r}") if line_lineage else None
+    suggested = own_line(name, lineage) if lineage and line_lineage and lineage != line_lineage else None
+    mismatch = lineage_mismatch(lineage, line_lineage, f"registry line {name!r}", suggested) if line_lineage else None
     if mismatch and not force:  # never register a model of another lineage on this line
         verdict = Verdict(NOT_COMPARABLE, f"not comparable: {mismatch}")
-        decision = _decision(verdict, champion, None, False, context, None)
+        decision = replace(_decision(verdict, champion, None, False, context, None), own_line=suggested)
         _record(client, name, decision)
         return decision
     challenger = run_version(client, name, challenger_run_id) or register_run_model(

@@ -306,11 +306,47 @@ def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path
     assert replaced_since(other) is None  # ... and still does after an append: that replaces nothing
 
 
-def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(tmp_path: Path) -> None:
+def test_the_replaced_batches_warning_names_what_the_directory_held_when_the_ingest_got_its_lock(
+    tmp_path: Path,
+) -> None:
+    """`recsys ingest` without --append read the manifest for its "held N batch(es)" warning before
+    it took the directory's writer lock, so an append that ran while it waited was replaced too but
+    left out of the warning. The test holds the lock; the ingest starts, reads, and waits (saying
+    so on stderr, where a non-terminal run showed nothing); the append lands in that window."""
+    out = tmp_path / "proc"
+    first, appended, today = (_log(tmp_path / f"{name}.csv", range(i * 20, i * 20 + 10), start=i * 10_000)
+                              for i, name in enumerate(("first", "appended", "today")))  # fmt: skip
+    ingest(first, out, DataConfig())
+    lines: list[str] = []
+    with storage.writer_lock(out):  # another writer at work
+        replacing = subprocess.Popen(
+            [sys.executable, "-m", "recsys.cli", "ingest", str(today), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "300", "OPENBLAS_NUM_THREADS": "1"},
+        )  # fmt: skip
+        reader = threading.Thread(target=lambda: lines.extend(replacing.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("waiting for another writer" in line for line in lines):
+            assert replacing.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        ingest(appended, out, DataConfig(), append=True)  # lands while the replacing ingest waits
+    said = replacing.stdout.read()
+    assert replacing.wait(60) == 0, lines
+    reader.join(10)
+    warning = " ".join(" ".join(lines).split())
+    assert "held 2 batch(es) (120 rows in: first.csv, appended.csv)" in warning, warning
+    assert "replaced by today.csv alone" in warning and "10 users" in said
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(command: str, tmp_path: Path) -> None:
     """`recsys run`'s data step reads one generation of its processed directory: from bringing it
     up to date to loading it, the run holds its writer lock, so a non-append ingest into the same
     directory waits and the run neither describes nor trains on the other writer's data. The run is
-    frozen (RECSYS_STOP_AT) right after its ingest; the other writer is started in that window."""
+    frozen (RECSYS_STOP_AT) right after its ingest; the other writer is started in that window.
+    `recsys train` (and `evaluate`) read their data through the same step (`prepare_run_inputs`),
+    where they had a copy of its three lines without the stop point."""
     import psutil
 
     from pipelines.data import dataset_dir
@@ -326,9 +362,13 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(tmp_pat
         result = run_pipeline(load_config(None, sys.argv[1:]), tracking=False, log=lambda line: print(line, file=sys.stderr))
         print(json.dumps(result.dataset))
     """
+    argv = [sys.executable, "-c", textwrap.dedent(script), *sets]
+    if command == "train":
+        argv = [sys.executable, "-m", "recsys.cli", "train", "--models", str(tmp_path / "models"),
+                *(f"--set={item}" for item in sets)]  # fmt: skip
     run = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script), *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, STOP_ENV: "run.prepared", "OPENBLAS_NUM_THREADS": "1"},
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, STOP_ENV: "run.prepared", "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "300"},
     )  # fmt: skip
     other: dict = {}
     try:
@@ -336,7 +376,12 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(tmp_pat
         while process.status() != psutil.STATUS_STOPPED:
             assert run.poll() is None, run.communicate()
             time.sleep(0.05)
-        out = dataset_dir(load_config(None, sets).data)
+        if command == "train":  # the CLI's config: pipelines/configs/default.toml under the --set
+            from recsys.cli.common import load_run_config
+
+            out = dataset_dir(load_run_config(None, sets, default=True).data)
+        else:
+            out = dataset_dir(load_config(None, sets).data)
         waits = threading.Event()
         writer = threading.Thread(target=lambda: other.update(
             report=ingest(theirs, out, DataConfig(), progress=lambda line: waits.set() if "waiting" in line else None)
@@ -349,6 +394,10 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(tmp_pat
     said, err = run.communicate(timeout=120)
     writer.join(timeout=60)
     assert run.returncode == 0, err
-    dataset = json.loads(said.strip().splitlines()[-1])
-    assert dataset["users"] == 20 and dataset["processed_dir"] == str(out)  # its own data, not the other's 30 users
+    assert waits.is_set()  # the other writer waited for the run's lock
+    if command == "train":  # "data DIR: 20 users x ... items, ..." before training
+        assert f"data {out}: 20 users x" in " ".join(said.split()), said
+    else:
+        dataset = json.loads(said.strip().splitlines()[-1])
+        assert dataset["users"] == 20 and dataset["processed_dir"] == str(out)  # its own data, not the other's 30
     assert other["report"].users == 30 and load_processed(out).n_users == 30  # the other ingest landed after it

@@ -217,3 +217,48 @@ def test_a_linked_directory_is_read_once(tmp_path: Path) -> None:
     (root / "again").symlink_to(root, target_is_directory=True)
     accepted, _, rows_in = read_canonical(root)
     assert rows_in == 2 and accepted["source_file"].cast(pl.String).to_list() == ["b.csv", "day2/a.csv"]
+
+
+def test_float_ids_beyond_the_64_bit_range_are_quarantined_with_their_value_not_as_missing(tmp_path: Path) -> None:
+    """A float id at or above 2^63 (or below -2^63, or infinite) spells no 64-bit integer: it was
+    quarantined as `missing_user` with the id erased (null) from the quarantine file, so nobody
+    could tell which ids those were. It is its own reason now, with the value kept; ids that fit
+    (-2^63 itself, 2^62) still read as the integers they spell. In a directory, a file without
+    float ids concatenates with one that has them (the reader's verdict column is in both)."""
+    root = tmp_path / "events"
+    users = [1.0, 2.0**63, 2.0**64, 1e20, float("inf"), -(2.0**63), -1e19, 2.0**62, float("nan")]
+    for day, frame in (
+        ("day=1", pl.DataFrame({"userId": [5, 6], "item_id": ["a", "b"]})),
+        ("day=2", pl.DataFrame({"userId": users, "item_id": ["c"] * len(users)})),
+    ):
+        (root / day).mkdir(parents=True)
+        frame.write_parquet(root / day / "part-0.parquet")
+    accepted, quarantine, rows_in = read_canonical(root)
+    assert rows_in == 11 and accepted.height + quarantine.height == rows_in
+    assert accepted["user_id"].to_list() == ["5", "6", "1", str(-(2**63)), str(2**62)]
+    bad = quarantine.filter(pl.col("reason") == "id_out_of_range")
+    assert bad["source_row"].to_list() == [2, 3, 4, 5, 7]
+    assert [float(v) for v in bad["user_id"]] == [2.0**63, 2.0**64, 1e20, float("inf"), -1e19]
+    assert quarantine.filter(pl.col("reason") == "missing_user")["source_row"].to_list() == [9]
+
+
+def test_float_ids_beyond_2_53_are_read_with_a_warning_naming_the_file_and_column(tmp_path: Path) -> None:
+    """A float64 holds every integer only up to 2^53: int64 ids a writer put through float64 (pandas,
+    for a column with a missing value) may have been rounded onto each other before the file was
+    written. They are read as the whole numbers the floats hold, as before, with one warning
+    (printed and in the manifest) naming the file, the column and how many such ids it holds;
+    float ids below 2^53 warn of nothing."""
+    root = tmp_path / "events"
+    big = [2.0**53, 2.0**53, 2.0**60, -(2.0**55), 2.0**63, float("nan")]  # 3 distinct in range; 2^63 is out
+    for day, users in (("day=1", [1.0, 2.0, 2.0**53 - 1]), ("day=2", big)):
+        (root / day).mkdir(parents=True)
+        pl.DataFrame({"userId": users, "item_id": ["a"] * len(users)}).write_parquet(root / day / "part-0.parquet")
+    report = ingest(root, tmp_path / "out", DataConfig(min_user_interactions=1, min_item_interactions=1))
+    said = [w for w in report.warnings if "2^53" in w]
+    assert len(said) == 1, report.warnings
+    assert "day=2/part-0.parquet: column 'userId' holds 3 float id(s) at or beyond 2^53" in said[0]
+    assert "write ids as integers or strings" in said[0]
+    from recsys.data.storage import read_manifest
+
+    assert said[0] in read_manifest(tmp_path / "out")["warnings"]
+    assert str(2**60) in read_canonical(root)[0]["user_id"].to_list()  # still read as the number it holds

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.data.implicit import ORDER, aggregate
+from recsys.data.implicit import ORDER, _free_block, _Surrogates, aggregate
 from recsys.data.schema import FIRST_SEEN, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE
 
@@ -100,8 +100,8 @@ def test_largest_ids_keep_their_halves_of_the_key() -> None:
 @pytest.mark.parametrize("narrow_at_top", [False, True])
 def test_64_bit_ids_group_like_a_two_column_group_by(narrow_at_top: bool) -> None:
     """Ids past 32 bits get stand-in 4-byte codes just below 2**32 for the one-key group-by, and
-    their own values back afterwards. A narrow id already in that range (narrow_at_top) leaves no
-    free codes: the two-column group-by must run instead, never a merge of two users."""
+    their own values back afterwards. A narrow id already in that range (narrow_at_top) moves the
+    stand-ins to a free gap below it, never a merge of two users."""
     rows = _rows(3000, seed=7)
     users = rows.get_column(USER).cast(pl.UInt64)
     wide = pl.Series([2**40 + 5, 2**63 + 1, 2**64 - 1], dtype=pl.UInt64)
@@ -117,3 +117,27 @@ def test_64_bit_ids_group_like_a_two_column_group_by(narrow_at_top: bool) -> Non
     assert got.schema == expected.schema
     assert got.sort(USER, ITEM).equals(expected)
     assert set(got.get_column(USER).to_list()) >= set(wide.to_list())
+
+
+@pytest.mark.parametrize(("wide", "base"), [([2**40, 2**63], (1 << 32) - 5), ([2**40, 2**63, 2**64 - 1], 1 << 31)])
+def test_a_narrow_id_at_the_top_moves_the_stand_ins_to_the_highest_free_gap(wide: list[int], base: int) -> None:
+    """A long-tailed log (raw Zipf ids: 1 narrow id in 10M rows lands in the block just below
+    2**32) keeps the one-key group-by: the wide ids take the highest gap between the narrow ids of
+    [2**31, 2**32) that holds them all (2 fit between top-6 and top-3; 3 only below top-6), each id
+    keeps a distinct code, and decoding gives the ids back."""
+    top = 1 << 32
+    values = np.array([5, top - 1, top - 3, top - 6, *wide, wide[0]], dtype=np.uint64)
+    found = _Surrogates.of(values)
+    assert found is not None
+    surrogates, codes = found
+    assert surrogates.base == base
+    assert len(set(codes.tolist())) == len(set(values.tolist()))
+    assert surrogates.decode(pl.Series(codes, dtype=CODE_DTYPE)).to_list() == values.tolist()
+
+
+def test_no_free_gap_for_the_stand_ins_keeps_the_two_column_route() -> None:
+    """Where no gap in [2**31, 2**32) holds the wide ids, `_free_block` says so (None): the
+    caller then groups on two columns instead of merging ids."""
+    taken = np.array([3 << 30], dtype=np.uint64)
+    assert _free_block(taken, (1 << 31) - 1) is None
+    assert _free_block(taken, 1 << 30) == (1 << 31)

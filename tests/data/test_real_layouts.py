@@ -527,6 +527,63 @@ def test_headerless_string_id_files_say_to_add_a_header(name: str, tmp_path: Pat
     assert "add a header line" in line and not (tmp_path / "out").exists()
 
 
+HEADERLESS_SEPARATED = {
+    # A slice of Book-Crossing without its header line (`;`, quoted, CRLF), and Last.fm 1K (tabs,
+    # an empty artist mbid): the header line the error suggests must split as the rows do; the
+    # suggestion used to be `user_id,item_id,rating,timestamp` whatever the separator, which on
+    # these files reads as one column.
+    "BX-Book-Ratings.csv": ('"43842";"0739432540";"0"\r\n"43842";"034545104X";"7"\r\n"55178";"0312929277";"9"\r\n', 3),
+    "lastfm-1k.tsv": (
+        "user_000001\t2009-05-03T15:48:25Z\tba2f4f3b-0293-4bc8-bb94-2f73b5207343\tUnderworld\t\tBoy, Boy, Boy\n"
+        "user_000001\t2009-05-02T14:30:56Z\t\tRocket Empire\t\tSimmer Down Jammie\n"
+        "user_000002\t2009-05-01T09:17:36Z\tc74ee320-1daa-43e6-89ee-f71070ee9e8f\tImpossible Beings\t\tDois Pólos\n",
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HEADERLESS_SEPARATED))
+def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Path) -> None:
+    """Doing what the error says (its `sed -i '1i ...'` line, applied here in Python) makes the
+    file ingest, every row read into the roles the example names."""
+    text, accepted = HEADERLESS_SEPARATED[name]
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "sed -i '1i " in line, line
+    header = line.split("sed -i '1i ", 1)[1].split("'", 1)[0].replace("\\t", "\t")
+    path.write_bytes(header.encode() + b"\n" + text.encode())
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["rows_in"] == 3 and manifest["rows_accepted"] == accepted, manifest
+    columns = manifest["batches"][0]["columns"]
+    assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "other"),
+    [
+        ("BX-Book-Ratings.csv", '"43842";"0739432540";"0"\r\n"55178";"0312929277";"9"\r\n', "';'"),
+        ("clicks.csv", "1\t2014-04-07T10:51:09.277Z\t214536502\t0\n2\t2014-04-07T13:56:37.614Z\t214662742\t0\n", "'\\t'"),
+    ],
+)
+def test_a_header_split_otherwise_than_its_rows_names_the_rows_separator(
+    name: str, rows: str, other: str, tmp_path: Path
+) -> None:
+    """A header added by hand with commas on top of `;` or tab rows made every row one field and
+    ingest stop with 'no row passed validation (missing_item ...)', naming the item column."""
+    path = tmp_path / name
+    path.write_text("user_id,item_id,rating\n" + rows)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert f"header line is split by ',' but the rows by {other}" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_latin1_file_is_refused_with_the_conversion_to_make(tmp_path: Path) -> None:
     path = tmp_path / "BX-Book-Ratings.csv"
     path.write_bytes('"User-ID";"ISBN";"Book-Rating"\r\n"276725";"Café9X";"0"\r\n'.encode("latin-1"))
@@ -834,6 +891,38 @@ def test_integer_times_that_all_land_in_1970_are_flagged(tmp_path: Path, times, 
     (warning,) = found
     assert "every timestamp ('date') is in 1970" in warning and "yyyymmdd" in warning
     assert manifest["warnings"] == [warning.removeprefix("warning: ")]
+
+
+def test_warnings_name_a_headerless_files_columns_by_position(tmp_path: Path) -> None:
+    """MovieTweetings' `ratings.dat` (`user::imdb id::0-10 rating::time`, no header) has ratings
+    of 0; a headerless u.data-shaped export may carry yyyymmdd dates. The warnings named the
+    columns by the reader's internal names ('field_2'), which appear nowhere in the file or in the
+    `columns:` line (`weight=column 3`)."""
+    zero = tmp_path / "ratings.dat"
+    zero.write_text("".join(f"{r % 9 + 1}::{r:07d}::{r % 11}::{1_381_620_027 + r}\n" for r in range(60)))
+    dates = tmp_path / "u.data"
+    dates.write_text("".join(f"{r % 7}\t{r % 11}\t4\t{20150701 + r % 28}\n" for r in range(60)))
+    for path, wanted in ((zero, "weigh 0 in column 3 and"), (dates, "every timestamp (column 4) is in 1970")):
+        result = _ingest(path, tmp_path / f"out-{path.name}")
+        assert result.exit_code == 0, result.output
+        (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+        assert wanted in warning and "field_" not in warning, warning
+
+
+def test_a_role_column_named_twice_in_the_header_is_flagged(tmp_path: Path) -> None:
+    """A Last.fm 1K sample published with the header `user timestamp artist_id artist artist_id
+    song` (artist and track mbids both called artist_id): the first is read as the item, which
+    ingest now says, naming both positions, instead of choosing without a word."""
+    path = tmp_path / "lastfm-1k.tsv"
+    rows = "".join(f"user_{r % 3:06d}\t2009-05-0{r % 9 + 1}T15:48:25Z\ta{r % 5}\tArtist {r % 5}\tt{r}\tSong {r}\n" for r in range(30))
+    path.write_text("user\ttimestamp\tartist_id\tartist\tartist_id\tsong\n" + rows)
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "2 columns 'artist_id' (columns 3, 5); column 3 is read as the item" in warning, warning
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["items"] == 5 and warning.removeprefix("warning: ") in manifest["warnings"]
 
 
 def test_an_appended_batch_whose_times_all_land_in_1970_is_flagged(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -39,7 +40,8 @@ class Run:
     two-tower `tt` of EPOCHS epochs logging to the session's MLflow store under `experiment`."""
 
     def __init__(
-        self, tmp_path: Path, uri: str, experiment: str, api_url: str | None = None, database: Path | None = None
+        self, tmp_path: Path, uri: str, experiment: str, api_url: str | None = None, database: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
         if database is not None:  # a Prefect home whose server database is migrated already
@@ -51,7 +53,7 @@ class Run:
             f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{uri}"', f'tracking.experiment="{experiment}"',
             'tracking.model_name_prefix="interrupted"', f'promotion.registered_model="interrupted-{experiment}"',
             f'models=[{{name="tt", kind="two_tower", dim=8, epochs={EPOCHS}, batch_size=256, num_negatives=8, '
-            'quiet=true}]',
+            'quiet=true}]', *extra,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
         env["PREFECT_HOME"] = str(tmp_path / "prefect")  # its own server database
@@ -84,10 +86,14 @@ class Run:
         return len(self.client.get_metric_history(tt.info.run_id, "loss")) if tt else 0
 
     def signal_once_training(self, signum: int) -> int:
-        """Send `signum` once the two-tower has logged an epoch; the exit code."""
+        """Send `signum` once the two-tower has logged an epoch; the exit code. `descendants`: the
+        run's processes at that moment (its servers, Dask's workers)."""
+        import psutil
+
         deadline = time.monotonic() + 300
         while self.process.poll() is None and time.monotonic() < deadline and not self.epochs():
             time.sleep(0.2)
+        self.descendants = psutil.Process(self.process.pid).children(recursive=True)
         self.process.send_signal(signum)
         try:
             code = self.process.wait(120)
@@ -170,3 +176,36 @@ def test_ctrl_c_stops_the_models_training_in_worker_threads(prefect_harness, sha
 
     run = Run(tmp_path, shared_mlflow_uri, f"ctrl-c-{uuid.uuid4().hex[:8]}", api_url=PREFECT_API_URL.value())
     _assert_stopped_cleanly(run, run.signal_once_training(signal.SIGINT), 130, "interrupted")
+
+
+def test_ctrl_c_stops_the_models_training_in_dask_workers_and_leaves_no_process(
+    shared_mlflow_uri, migrated_prefect_database, tmp_path
+):
+    """orchestration.task_runner = "dask": the models train in a LocalCluster's worker processes,
+    which Ctrl-C sent to the command (`kill -INT`, a supervisor) never reached: the cluster's close
+    killed the worker mid-epoch, its MLflow run stayed RUNNING, and the temporary Prefect server
+    the worker had started for itself (no PREFECT_API_URL) was left serving, orphaned. Now the
+    workers use the run's own server, the interrupt is made in them, and the model stops at its
+    next step and closes its run KILLED; every process of the run is gone with it. Real processes:
+    `recsys run` with its temporary server and a one-worker LocalCluster (~1 min on 2 cores)."""
+    pytest.importorskip("prefect_dask")
+    import psutil
+
+    dask = ('orchestration.task_runner="dask"', "orchestration.max_workers=1")
+    run = Run(tmp_path, shared_mlflow_uri, f"dask-ctrl-c-{uuid.uuid4().hex[:8]}", database=migrated_prefect_database,
+              extra=dask)  # fmt: skip
+    code = run.signal_once_training(signal.SIGINT)
+    try:
+        _assert_stopped_cleanly(run, code, 130, "interrupted")
+        assert run.output.count("Starting temporary server") == 1, run.output  # the workers started none
+        assert "Restarting worker" not in run.output, run.output  # the stop ended no worker process
+        deadline = time.monotonic() + 15
+        while (left := [p for p in run.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert not left, [" ".join(p.cmdline())[:120] for p in left]
+    finally:
+        for process in run.descendants:  # the test's own leftovers, by pid
+            with contextlib.suppress(psutil.Error):
+                process.kill()

@@ -241,3 +241,71 @@ def test_a_cached_ingest_whose_directory_another_writer_replaced_is_redone(prefe
     second = ingest_flow(None, sets)
     assert second["fingerprint"] == read_manifest(Path(second["processed_dir"])).get("fingerprint")
     assert not second["reused"] and second["fingerprint"] == first["fingerprint"]  # the synthetic data again
+
+
+def _log(path: Path, users: range, items: int = 6) -> Path:
+    rows = [f"u{u},i{(u + k) % 40},{1 + (u + k) % 5},{u * items + k}" for u in users for k in range(items)]
+    path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_the_flow_trains_on_the_data_it_prepared_while_another_ingest_waits(prefect_harness, tmp_path):
+    """The flow's ingest task and split task each took the processed directory's writer lock on
+    their own, so a non-append `recsys ingest --out` into it could land between them and the split
+    refused the run ("replaced by another writer"). Now the flow holds the lock from its (cached)
+    ingest through the split, as `pipelines.run.prepare_run_inputs` does for `recsys run
+    --no-prefect` / train: the other writer waits. The flow is frozen (RECSYS_STOP_AT) right after
+    its ingest step, in its own process on the session's Prefect server; the other writer starts
+    in that window."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import threading
+    import time
+
+    import psutil
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.data import dataset_dir
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+    from recsys.data.storage import load_processed
+    from recsys.faults import STOP_ENV
+
+    mine, theirs = _log(tmp_path / "mine.csv", range(0, 20)), _log(tmp_path / "theirs.csv", range(100, 130))
+    sets = [f'data.source="{mine}"', f'data.processed_dir="{tmp_path / "processed"}"', "data.min_user_interactions=1",
+            "data.min_item_interactions=1", 'models=[{name="pop", kind="popularity"}]']  # fmt: skip
+    script = """
+        import json, sys
+        from flows.pipeline import training_flow_for
+        from recsys.config import load_config
+        cfg = load_config(None, sys.argv[1:])
+        print(json.dumps(training_flow_for(cfg)(cfg, False)["dataset"]))
+    """
+    env = {**os.environ, STOP_ENV: "run.prepared", "OPENBLAS_NUM_THREADS": "1", "PREFECT_API_URL": PREFECT_API_URL.value()}
+    run = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *sets],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    out, other, waits = dataset_dir(load_config(None, sets).data), {}, threading.Event()
+    writer = threading.Thread(target=lambda: other.update(
+        report=ingest(theirs, out, DataConfig(), progress=lambda line: waits.set() if "waiting" in line else None)
+    ))  # fmt: skip
+    try:
+        process = psutil.Process(run.pid)
+        while process.status() != psutil.STATUS_STOPPED:
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        writer.start()
+        while not waits.is_set() and writer.is_alive():  # the flow holds the lock: the other writer waits
+            time.sleep(0.02)
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    said, err = run.communicate(timeout=120)
+    writer.join(timeout=60)
+    assert run.returncode == 0, err[-3000:]
+    assert waits.is_set()  # the other writer waited for the flow's lock
+    dataset = json.loads(said.strip().splitlines()[-1])
+    assert dataset["users"] == 20 and dataset["processed_dir"] == str(out)  # its own data, not the other's 30
+    assert other["report"].users == 30 and load_processed(out).n_users == 30  # the other ingest landed after it

@@ -136,10 +136,44 @@ def test_a_challenger_of_another_lineage_is_not_comparable_and_never_registered(
     refused = promote(client, cfg, other)
     assert refused.decision == "not comparable" and not refused.promoted
     assert "the challenger belongs to lineage 'tracking-test|" in refused.reason
-    assert "lastfm-like.tsv'" in refused.reason and "set promotion.registered_model" in refused.reason
+    assert "lastfm-like.tsv'" in refused.reason
     assert len(client.search_model_versions("name='promo-lineage'")) == versions_before
     assert client.get_registered_model("promo-lineage").tags[TAG_LINEAGE] == lineage(logged.config).name
     assert alias_version(client, "promo-lineage", CHAMPION).run_id == logged.runs["wals"]
+
+
+def test_another_lineage_is_told_the_exact_line_of_its_own_and_gets_a_champion_there(
+    logged, client, planted_data, planted_split
+):
+    """The same config on a second data set got no champion, and was told only to "set
+    promotion.registered_model" (to what?) and, under it, that `--force` would promote it: that
+    hands the first data set's serving alias to a model of other data. The decision now names the
+    exact line (`own_line`: the same name for every run of that lineage, another for another
+    source) and the command that starts it from this run; on it, the run becomes champion."""
+    from recsys.cli.pipeline_cmds import champion_line
+    from recsys.lineage import own_line
+
+    cfg = PromotionConfig(registered_model="promo-own-line")
+    assert promote(client, cfg, logged.runs["wals"]).promoted
+    first = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="data/ml-1m.inter")
+    refused = promote(client, cfg, first)
+    line = refused.own_line
+    other_lineage = client.get_run(first).data.tags[TAG_LINEAGE]
+    assert refused.decision == "not comparable" and line == own_line("promo-own-line", other_lineage)
+    assert line.startswith("promo-own-line-ml-1m-") and line != own_line("promo-own-line", lineage(logged.config).name)
+    assert f"`--set promotion.registered_model={line}`" in refused.reason
+    hint = champion_line({"champion": None, "promotion": refused.to_dict()}, " --config my.toml").splitlines()[1]
+    assert f"`recsys promote --config my.toml --run-id {first} --set promotion.registered_model={line}`" in hint
+    assert "--force" not in hint
+
+    on_its_line = promote(client, PromotionConfig(registered_model=line), first)
+    assert on_its_line.promoted and on_its_line.reason == "promoted: no champion yet"
+    assert alias_version(client, line, CHAMPION).run_id == first
+    assert client.get_registered_model(line).tags[TAG_LINEAGE] == other_lineage
+    # a later run of that data set is told the same line; the first data set's line never moved
+    later = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="data/ml-1m.inter")
+    assert promote(client, cfg, later).own_line == line
+    assert alias_version(client, "promo-own-line", CHAMPION).run_id == logged.runs["wals"]
 
 
 def test_run_promotion_picks_the_best_candidate(logged, client):

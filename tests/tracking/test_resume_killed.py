@@ -138,3 +138,36 @@ def test_a_resume_that_waits_for_another_says_so(tmp_path: Path, capfd):
     waiter.join(30)
     assert f"waiting for another resume of {bundle} to finish" in said
     assert reports[0].already_logged and reports[0].runs == {"parent": "abc"}
+
+
+def test_a_resume_killed_after_registering_a_run_but_before_its_completion_tag_registers_it_once(
+    shared_mlflow_uri, tmp_path: Path
+):
+    """The kill lands after a model's version is registered from its new run, before that run's
+    completion tag: the rerun registered the model a second time from another new run (the first,
+    closed KILLED, kept version 1). Registering is the last thing logged into a run, so a half-logged
+    run that already has its version holds everything: the rerun finishes that run and reuses its
+    version. The rerun's `Tracker` first closes the dead process's run KILLED, as the CLI does."""
+    from recsys.tracking.liveness import TAG_KILLED_NOTE, mark_dead_runs
+    from recsys.tracking.offline import TAG_RESUME_LOGGED
+
+    bundle = tmp_path / "bundle"
+    client = MlflowClient(shared_mlflow_uri, registry_uri=shared_mlflow_uri)
+    experiment = client.create_experiment(f"resume-registered-{uuid.uuid4().hex[:8]}")
+    registered = f"resume-registered-{uuid.uuid4().hex[:8]}"
+    records = _kept_bundle(bundle, registered)
+    killed = subprocess.run(
+        [sys.executable, "-c", RESUME, shared_mlflow_uri, experiment, str(bundle)],
+        capture_output=True, text=True, timeout=180, env={**os.environ, ENV: "resume.registered"},
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert len(client.search_model_versions(f"name = '{registered}'")) == 1  # the kill came after it
+    assert mark_dead_runs(client, [experiment])  # the rerun's Tracker: the half-logged run is closed
+    report = resume_bundle(client, experiment, bundle)
+    assert resume_bundle(client, experiment, bundle).already_logged
+    _assert_each_run_logged_once(client, experiment, records, registered, report)
+    for version in client.search_model_versions(f"name = '{registered}'"):  # each on a finished, whole run
+        run = client.get_run(version.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags[TAG_RESUME_LOGGED] == "true"
+        assert TAG_KILLED_NOTE not in run.data.tags
+        assert f"{registered}/{version.version}" in report.registered
