@@ -173,7 +173,8 @@ class SessionStack:
         """The scenario's result.json and the served deployment's log, once the scenario ended."""
         if not self._scenario_thread.is_alive() and self.scenario is None:
             self._start_scenario()  # not foreseen at collection: run it now
-        self._scenario_thread.join()
+        if self._scenario_thread.ident is not None:  # started at collection
+            self._scenario_thread.join()
         if self.scenario is None:
             self.url("mlflow"), self.url("prefect")  # fails with the reason the servers did not start
         try:
@@ -359,9 +360,114 @@ def _get_stack() -> SessionStack:
     return _session_stack
 
 
+# --------------------------------------------------------------------------------------------------
+# Two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml's addopts): each session service
+# is started by one worker only. The tests that need the PostgreSQL stack (or the DDP ranks started at
+# collection) form one group, run by gw1; those that need the SQLite store, the Prefect harness, the
+# UI or Spark's JVM form another, run by gw0; every other test goes to whichever worker is free
+# (`PinnedGroups`). A worker starts at collection only what its own group needs. The workers tell
+# the scheduler the groups through a file (GROUPS_KEY): xdist's own `xdist_group` marks become a
+# node id suffix that pytest 9's node ids no longer take.
+
+PINNED = {"gw0": "services-0", "gw1": "services-1"}
+# A worker's first tests need no service: they run while its services start (~20-60 s).
+WARM_UP_TESTS = 100
+GROUPS_KEY = "recsys_test_groups"  # workerinput key: the file the workers write {nodeid: group} to
+STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks"}
+LOCAL_FIXTURES = {"shared_mlflow_uri", "prefect_harness", "recsys_ui", "recsys_ui_process",
+                  "early_prefect_port", "migrated_prefect_database"}  # fmt: skip
+
+
+def _service_group(item) -> str | None:
+    """The pinned group of a test that needs a session service (None: any worker can run it)."""
+    names = set(getattr(item, "fixturenames", ()))
+    store = getattr(getattr(item, "callspec", None), "params", {}).get("tracking_uri")
+    if names & STACK_FIXTURES or store == "postgres":
+        return PINNED["gw1"]
+    module = getattr(item, "module", None)
+    if names & LOCAL_FIXTURES or store == "sqlite" or callable(getattr(module, "start_in_background", None)):
+        return PINNED["gw0"]
+    return None
+
+
+def _owned_groups(config: pytest.Config) -> set[str] | None:
+    """The groups this xdist worker runs (a worker's own, and those of workers not started); None
+    when the session is not distributed."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None or not config.getvalue("loadgroup"):
+        return None
+    count = int(worker.get("workercount", 1))
+    return {group for name, group in PINNED.items() if name == worker["workerid"] or int(name[2:]) >= count}
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """The scheduled-deployment check goes last: its scenario runs in the background meanwhile."""
     items.sort(key=lambda item: "scheduled_runs" in getattr(item, "fixturenames", ()))
+    _write_groups(config, items)
+
+
+def _write_groups(config: pytest.Config, items: list) -> None:
+    """In an xdist worker: {nodeid: pinned group} of the collected tests, for the scheduler (every
+    worker writes the same; each to a temp file it renames)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None or GROUPS_KEY not in worker:
+        return
+    path = Path(worker[GROUPS_KEY])
+    groups = {item.nodeid: group for item in items if (group := _service_group(item))}
+    temp = path.with_name(f"{path.name}.{worker['workerid']}.tmp")
+    temp.write_text(json.dumps(groups))
+    os.replace(temp, path)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hooks: unknown where xdist is not installed
+def pytest_configure_node(node) -> None:
+    """Where the worker writes its tests' groups (one file per session, in the session's temp)."""
+    if node.config.getvalue("dist") == "loadgroup":
+        folder = Path(node.config._tmp_path_factory.getbasetemp())
+        node.workerinput[GROUPS_KEY] = str(folder / "xdist-groups.json")
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown where xdist is not installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") == "loadgroup":
+        return _pinned_groups_scheduler(config, log)
+    return None
+
+
+def _pinned_groups_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PinnedGroups(LoadScopeScheduling):
+        """loadscope with the workers' groups as scopes (every other test a scope of its own); a
+        group of PINNED goes to its worker while that worker runs, right after WARM_UP_TESTS."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # every worker wrote it before it sent its collection
+                folder = Path(config._tmp_path_factory.getbasetemp())
+                self.groups = json.loads((folder / "xdist-groups.json").read_text())
+            return self.groups.get(nodeid, nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            live = {n.gateway.id for n in self.nodes}
+            mine = PINNED.get(node.gateway.id)
+            others = {group for name, group in PINNED.items() if name in live and name != node.gateway.id}
+            if mine in self.workqueue:
+                if not self.assigned_work.get(node):  # its first work: tests that need no service
+                    for scope in [s for s in self.workqueue if s not in PINNED.values()][:WARM_UP_TESTS]:
+                        self._send(node, scope)
+                self._send(node, mine)
+            else:
+                self._send(node, next((s for s in self.workqueue if s not in others), next(iter(self.workqueue))))
+
+        def _send(self, node, scope: str) -> None:
+            work_unit = self.workqueue.pop(scope)
+            self.assigned_work.setdefault(node, {})[scope] = work_unit
+            collection = self.registered_collections[node]
+            node.send_runtest_some([collection.index(nodeid) for nodeid, done in work_unit.items() if not done])
+
+    return PinnedGroups(config, log)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -369,10 +475,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     for prefix in (STACK_PREFIX, UI_PREFIX, STORE_PREFIX, HARNESS_PREFIX):  # left by a session killed with -9
         reap_orphans(Path(tempfile.gettempdir()), prefix)
-    _needs.update(_session_needs(session.items))
+    owned = _owned_groups(session.config)  # an xdist worker starts only its own groups' services
+    items = session.items if owned is None else [item for item in session.items if _service_group(item) in owned]
+    _needs.update(_session_needs(items))
     if _needs["mlflow"] or _needs["prefect"]:
         _get_stack()
-    _start_background_services(session.items)
+    _start_background_services(items)
 
 
 def _start_background_services(items: list) -> None:

@@ -204,7 +204,7 @@ def test_no_time_and_no_weight_columns(tmp_path: Path) -> None:
         ("header_only.csv", b"user,item\n", None, "no data rows"),
         ("header_blank_lines.csv", b"user,item\r\n\r\n\r\n", None, "no data rows"),
         ("mac.csv", b"user,item\r1,2\r3,4\r", None, "carriage return only"),
-        ("x.parquet.gz", gzip.compress(b"PAR1" + bytes(64)), None, "gzip-compressed Parquet"),
+        ("x.parquet.gz", gzip.compress(b"PAR1" + bytes(64), mtime=0), None, "gzip-compressed Parquet"),
         ("jester-data-1.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), None, "export the sheet as CSV"),
         ("ratings.csv", b"<!DOCTYPE html>\n<html><title>404</title></html>\n", None, "an HTML or XML document"),
         ("soc-Epinions1.txt", b"# Directed graph\n# FromNodeId\tToNodeId\n0\t4\n", None, "grep -v '^#' FILE"),
