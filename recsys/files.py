@@ -81,3 +81,31 @@ def announced_lock(
 
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def process_temp_dir(prefix: str) -> Path:
+    """A new `$TMPDIR/<prefix>-<pid>-XXXX` directory that this process needs while it runs, made
+    after removing those of `prefix` whose process no longer runs (`remove_dead_process_dirs`).
+
+    Why: such a directory (a served model's artifacts, read lazily; the split handed to DDP ranks)
+    cannot be a `with` block's, and a process killed with -9 leaves it for ever; on a machine that
+    restarts `recsys serve` on a schedule, each start left a copy of the model in $TMPDIR."""
+    remove_dead_process_dirs(prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-"))
+
+
+def remove_dead_process_dirs(prefix: str) -> list[Path]:
+    """Delete `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (a reused pid keeps
+    its directory until that process ends too: a late removal, never one under a live owner)."""
+    import re
+    import shutil
+
+    import psutil
+
+    removed = []
+    for left in Path(tempfile.gettempdir()).glob(f"{prefix}-*-*"):
+        found = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
+        if found and left.is_dir() and not psutil.pid_exists(int(found.group(1))):
+            shutil.rmtree(left, ignore_errors=True)
+            removed.append(left)
+    return removed

@@ -496,11 +496,12 @@ def test_the_handoff_of_a_killed_launcher_is_removed_by_the_next(tmp_path: Path,
     import os
     import tempfile
 
-    from recsys.cli.model_cmds import _remove_handoffs_of_dead_launchers
+    from recsys.cli.model_cmds import DDP_HANDOFF
+    from recsys.files import remove_dead_process_dirs
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead, live = tmp_path / "recsys-ddp-999999999-abcd", tmp_path / f"recsys-ddp-{os.getpid()}-efgh"
     for handoff in (dead, live):
         (handoff / "split").mkdir(parents=True)
-    _remove_handoffs_of_dead_launchers()
+    remove_dead_process_dirs(DDP_HANDOFF)  # what the next launcher's process_temp_dir does first
     assert [p.name for p in tmp_path.iterdir()] == [live.name]

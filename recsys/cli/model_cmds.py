@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +25,7 @@ from recsys.cli.common import (
     write_text_atomic,
 )
 from recsys.errors import ConfigError
+from recsys.files import process_temp_dir
 
 ModelsDir = Annotated[
     Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")
@@ -227,38 +227,28 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
     return model_cfg.model_copy(update={"distill": distill})
 
 
-def _remove_handoffs_of_dead_launchers() -> None:
-    """The split and config a `recsys train --nproc` killed with SIGKILL handed to its ranks
-    (`$TMPDIR/recsys-ddp-<pid>-*`, the whole training split) stayed for ever: removed once that pid
-    no longer runs."""
-    import re
-    import shutil
-    import tempfile
-
-    import psutil
-
-    for left in Path(tempfile.gettempdir()).glob("recsys-ddp-*-*"):
-        found = re.fullmatch(r"recsys-ddp-(\d+)-.+", left.name)
-        if found and left.is_dir() and not psutil.pid_exists(int(found.group(1))):
-            shutil.rmtree(left, ignore_errors=True)
+DDP_HANDOFF = "recsys-ddp"
+"""`$TMPDIR/recsys-ddp-<pid>-*`: the split and config a `recsys train --nproc` hands to its ranks."""
 
 
 def _train_distributed(model_cfg, split, out: Path, nproc: int, host: str | None = None) -> None:
     """Hand the split and config to N ranks of `python -m recsys.distributed train` and wait."""
-    import tempfile
+    import shutil
 
     from recsys.distributed import launch, save_split, worker_command
     from recsys.errors import ModelError
 
-    _remove_handoffs_of_dead_launchers()
-    with tempfile.TemporaryDirectory(prefix=f"recsys-ddp-{os.getpid()}-") as tmp:
-        save_split(split, Path(tmp) / "split")
-        (Path(tmp) / "model.json").write_text(model_cfg.model_dump_json())
+    tmp = process_temp_dir(DDP_HANDOFF)  # a launcher killed with -9 leaves it to the next one
+    try:
+        save_split(split, tmp / "split")
+        (tmp / "model.json").write_text(model_cfg.model_dump_json())
         args = ["train", "--split", f"{tmp}/split", "--model-config", f"{tmp}/model.json", "--out", str(out)]
         if launch(nproc, worker_command(args), host=host) != 0:
             raise ModelError(
                 f"distributed training of {model_cfg.name} failed on {nproc} processes (rank errors above)"
             )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     console.print(f"trained [bold]{model_cfg.name}[/] on {nproc} processes -> {out}")
 
 

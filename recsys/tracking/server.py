@@ -377,20 +377,36 @@ def build_app(
 
 
 def load_index(model_uri: str, tracking_uri: str | None = None) -> ServingIndex:
-    """The serving index of a logged recsys pyfunc (`models:/name@alias`, `runs:/id/model`)."""
+    """The serving index of a logged recsys pyfunc (`models:/name@alias`, `runs:/id/model`).
+
+    The artifacts are downloaded to `$TMPDIR/recsys-serve-<pid>-*`, kept while the index lives (the
+    saved model is read on the first fold-in) and removed with it or at exit; one a killed server
+    left is removed by the next start. MLflow's own default (no `dst_path`) is a temporary directory
+    it never removes: a copy of the model per `recsys serve` start."""
+    import shutil
+    import weakref
+
     import mlflow.pyfunc
 
     from recsys.errors import TrackingError, first_line
+    from recsys.files import process_temp_dir
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+    directory = process_temp_dir(SERVE_DOWNLOADS)
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
+        loaded = mlflow.pyfunc.load_model(model_uri, dst_path=str(directory))
         index = loaded.unwrap_python_model().index
     except Exception as exc:
+        shutil.rmtree(directory, ignore_errors=True)
         raise TrackingError(f"cannot load {model_uri} ({type(exc).__name__}: {first_line(exc)})") from None
+    weakref.finalize(index, shutil.rmtree, directory, True)
     return index
+
+
+SERVE_DOWNLOADS = "recsys-serve"
+"""`$TMPDIR/recsys-serve-<pid>-*`: a served model's downloaded artifacts (`load_index`)."""
 
 
 def serve(app: FastAPI, port: int, host: str = "127.0.0.1") -> None:

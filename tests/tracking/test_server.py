@@ -187,6 +187,32 @@ def test_fuzzed_requests_never_break_the_server(served, mode):
     check()
 
 
+def test_the_served_models_download_lives_with_the_server_and_a_killed_servers_is_removed(logged, tmp_path):
+    """MLflow downloads a model to a temporary directory it never removes: each `recsys serve`
+    start left a copy of the model in $TMPDIR. The download is kept while the process serves (the
+    saved model is read on the first fold-in) and removed when it exits; a server killed with -9
+    leaves it to the next start."""
+    from recsys.tracking.server import SERVE_DOWNLOADS
+
+    killed = tmp_path / f"{SERVE_DOWNLOADS}-999999999-abcd"
+    (killed / "model").mkdir(parents=True)
+    serving = (
+        "import os, sys, tempfile\n"
+        "from recsys.tracking.server import load_index\n"
+        "index = load_index(sys.argv[1], sys.argv[2])\n"
+        "assert index.model is not None\n"  # read lazily from the download
+        "print(*os.listdir(tempfile.gettempdir()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", serving, f"runs:/{logged.runs['wals']}/model", logged.uri],
+        capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (while_serving,) = done.stdout.split()  # the killed server's download is gone, its own is there
+    assert while_serving.startswith(f"{SERVE_DOWNLOADS}-") and while_serving != killed.name
+    assert list(tmp_path.iterdir()) == []  # removed at exit
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_server_and_leaves_nothing_running(served):
     server, base = served
