@@ -12,10 +12,10 @@ from recsys.evaluation.ranking import topk
 
 
 @pytest.fixture(scope="module")
-def wals_pyfunc(logged):
+def wals_pyfunc(logged, tmp_path_factory):
     mlflow.set_tracking_uri(logged.uri)
-    try:
-        return mlflow.pyfunc.load_model(f"runs:/{logged.runs['wals']}/model")
+    try:  # dst_path: MLflow's default download directory is never removed
+        return mlflow.pyfunc.load_model(f"runs:/{logged.runs['wals']}/model", dst_path=str(tmp_path_factory.mktemp("pyfunc")))
     finally:
         mlflow.set_tracking_uri(None)
 
@@ -169,14 +169,14 @@ def test_importing_the_pyfunc_prints_no_mlflow_type_hints_warning():
     assert "type hints" not in done.stderr, done.stderr
 
 
-def test_similar_items_of_a_popularity_model_are_refused_not_made_up(logged):
+def test_similar_items_of_a_popularity_model_are_refused_not_made_up(logged, tmp_path):
     """Popularity's item vectors are one number each: every cosine is 1, and /similar answered k
     arbitrary items, each with score 1.0. It says why instead (400 through either server)."""
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(logged.uri)
     try:
-        popularity = mlflow.pyfunc.load_model(f"runs:/{logged.runs['popularity']}/model")
+        popularity = mlflow.pyfunc.load_model(f"runs:/{logged.runs['popularity']}/model", dst_path=str(tmp_path))
     finally:
         mlflow.set_tracking_uri(None)
     with pytest.raises(MlflowException, match="item vectors have 1 dimension, so every item is equally similar"):

@@ -77,13 +77,13 @@ def test_trials_are_nested_runs_with_plots_and_the_champion_warm_starts_the_next
     assert champion_parameters(cfg, tracker, wals.model_copy(update={"kind": "ease"}), lines.append) == []
 
 
-def test_ease_serves_and_folds_in_through_the_logged_pyfunc(logged, planted_split, planted_data):
+def test_ease_serves_and_folds_in_through_the_logged_pyfunc(logged, planted_split, planted_data, tmp_path):
     """EASE logs through the same tracker and pyfunc as every model: a known user is answered from
     its history row, a new user with a history is folded in (the history is the vector)."""
     run_id = log_one(logged, EASEConfig(name="ease"), planted_split, planted_data)
     mlflow.set_tracking_uri(logged.uri)
     try:
-        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=str(tmp_path))
     finally:
         mlflow.set_tracking_uri(None)
     split = planted_split
