@@ -45,6 +45,7 @@ from pipelines.run import (
     longest_first,
     make_tracker,
     parent_closed_on_error,
+    prepare_run_inputs,
     promote_best,
     teachers_workspace,
     train_and_log,
@@ -55,7 +56,6 @@ from recsys.config import RunConfig, load_config
 from recsys.data.storage import read_manifest
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError, DataError
-from recsys.faults import fault_point
 
 RESULTS_DIR = Path("data") / ".prefect-results"
 
@@ -209,20 +209,13 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
     tracker = make_tracker(cfg, enabled=tracking)  # fails fast when the server is unreachable
     tracking_seconds = time.perf_counter() - t  # MLflow work is step compute, like models' logging
 
-    # One generation of the processed directory, as `pipelines.run.prepare_run_inputs` reads it:
-    # its writer lock is held from the (possibly cached) ingest through the split's load, so a
-    # non-append `recsys ingest --out` into it waits instead of replacing it in between (which
-    # failed the split with "replaced by another writer"). The tasks run in this thread (called,
-    # not submitted) and the lock is re-entrant there; caching is untouched: a cached ingest
-    # whose directory no longer holds its fingerprint is redone under the lock.
-    with one_generation(run_data_dir(cfg.data)):
-        t = time.perf_counter()
-        dataset = run_ingest_step(cfg)
-        steps["ingest"] = time.perf_counter() - t
-        fault_point("run.prepared")
-        t = time.perf_counter()
-        cfg, data, split = split_task(dataset, cfg, scheduled)
-        steps["split"] = time.perf_counter() - t
+    # One generation of the processed directory (`pipelines.run.prepare_run_inputs`): its writer
+    # lock is held from the (possibly cached) ingest task through the split task, so a non-append
+    # `recsys ingest --out` into it waits instead of replacing it in between. The tasks are called
+    # in this thread, not submitted; a cached ingest whose directory no longer holds its
+    # fingerprint is redone under the lock.
+    inputs = prepare_run_inputs(cfg, scheduled, steps, prepare=run_ingest_step, load=split_task)
+    dataset, cfg, data, split = inputs.dataset, inputs.cfg, inputs.data, inputs.split
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs

@@ -217,21 +217,27 @@ class RunInputs:
 
 
 def prepare_run_inputs(
-    cfg: RunConfig, scheduled: bool = False, steps: dict[str, float] | None = None
+    cfg: RunConfig,
+    scheduled: bool = False,
+    steps: dict[str, float] | None = None,
+    prepare: Callable[[RunConfig], DatasetResult] = prepare_dataset,
+    load: Callable[[DatasetResult, RunConfig, bool], tuple[RunConfig, InteractionData, Split]] = load_run_inputs,
 ) -> RunInputs:
     """Bring the run's processed directory up to date and load it with its split, as ONE generation:
     its writer lock is held from the ingest to the load, so a non-append `recsys ingest --out` into
     it waits instead of swapping the directory in between (`one_generation`). `recsys run`
-    (`run_pipeline`) and `recsys train` / `evaluate` read their data through here, so they read
-    the same data the same way. `steps`: filled with the seconds of "ingest" and "split"."""
+    (`run_pipeline`), `recsys train` / `evaluate` and the Prefect flow (which passes its cached
+    ingest and split tasks as `prepare` / `load`, called in its thread, where the lock is
+    re-entrant) read their data through here, so they read the same data the same way. `steps`:
+    filled with the seconds of "ingest" and "split"."""
     timings = steps if steps is not None else {}
     with one_generation(run_data_dir(cfg.data)):
         t = time.perf_counter()
-        dataset = prepare_dataset(cfg)
+        dataset = prepare(cfg)
         timings["ingest"] = time.perf_counter() - t
         fault_point("run.prepared")
         t = time.perf_counter()
-        cfg, data, split = load_run_inputs(dataset, cfg, scheduled)
+        cfg, data, split = load(dataset, cfg, scheduled)
         timings["split"] = time.perf_counter() - t
     return RunInputs(dataset, cfg, data, split)
 

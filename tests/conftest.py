@@ -450,6 +450,8 @@ def _pinned_groups_scheduler(config: pytest.Config, log):
             return self.groups.get(nodeid, nodeid)
 
         def _assign_work_unit(self, node) -> None:
+            if not self.workqueue:  # a small selection: the other worker's warm-up took it all
+                return
             live = {n.gateway.id for n in self.nodes}
             mine = PINNED.get(node.gateway.id)
             others = {group for name, group in PINNED.items() if name in live and name != node.gateway.id}
