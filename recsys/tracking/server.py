@@ -401,8 +401,13 @@ def load_index(model_uri: str, tracking_uri: str | None = None) -> ServingIndex:
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)
         raise TrackingError(f"cannot load {model_uri} ({type(exc).__name__}: {first_line(exc)})") from None
-    weakref.finalize(index, shutil.rmtree, directory, True)
+    _DOWNLOADS.append(weakref.finalize(index, shutil.rmtree, directory, True))
     return index
+
+
+_DOWNLOADS: list[Any] = []
+"""The removals of served models' downloads (`weakref.finalize`): run when the index goes, at a
+normal exit, and by `serve` on SIGTERM, whose default action ends the process without exit hooks."""
 
 
 SERVE_DOWNLOADS = "recsys-serve"
@@ -410,7 +415,22 @@ SERVE_DOWNLOADS = "recsys-serve"
 
 
 def serve(app: FastAPI, port: int, host: str = "127.0.0.1") -> None:
-    """Run the app until SIGTERM or SIGINT (uvicorn handles both and shuts down cleanly)."""
+    """Run the app until SIGTERM or SIGINT (uvicorn handles both and shuts down cleanly).
+
+    uvicorn re-raises the signal after its shutdown with the handler it found; for SIGTERM that
+    one first removes the served model's download (`_DOWNLOADS`), then acts as before."""
+    import signal
+
     import uvicorn
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def remove_downloads_then_stop(signum: int, frame: Any) -> None:
+        for remove in _DOWNLOADS:
+            remove()
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, remove_downloads_then_stop)
 
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

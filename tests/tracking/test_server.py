@@ -221,8 +221,15 @@ def test_sigterm_stops_the_server_and_leaves_nothing_running(served):
     with urllib.request.urlopen(request, timeout=30) as response:
         assert len(json.loads(response.read())["predictions"]) == 2
     children = _children(server.pid)
+    import tempfile
+
+    from recsys.tracking.server import SERVE_DOWNLOADS
+
+    download = list(Path(tempfile.gettempdir()).glob(f"{SERVE_DOWNLOADS}-{server.pid}-*"))
+    assert len(download) == 1  # the served model, read lazily
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+    assert not download[0].exists()  # SIGTERM's default action runs no exit hook: serve removes it first
     for pid in children:
         assert not _alive(pid), f"child {pid} outlived recsys serve"
     with pytest.raises((urllib.error.URLError, OSError)):
