@@ -72,9 +72,10 @@ def _kept_bundle(bundle: Path, registered: str) -> list[RunRecord]:
     return records
 
 
-def _kill_and_rerun(uri: str, bundle: Path, script: str, env: dict[str, str] | None = None):
+def _kill_and_rerun(uri: str, bundle: Path, script: str, env: dict[str, str] | None = None, between=None):
     """A resume of a fresh bundle killed in `script`, then the rerun: (client, experiment, records,
-    registered model name, the rerun's report)."""
+    registered model name, the rerun's report). `between(client, experiment, registered)` runs
+    after the kill, before the rerun."""
     client = MlflowClient(uri, registry_uri=uri)
     experiment = client.create_experiment(f"resume-killed-{uuid.uuid4().hex[:8]}")
     registered = f"resume-killed-{uuid.uuid4().hex[:8]}"
@@ -84,6 +85,8 @@ def _kill_and_rerun(uri: str, bundle: Path, script: str, env: dict[str, str] | N
         capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-2000:]
+    if between is not None:
+        between(client, experiment, registered)
     report = resume_bundle(client, experiment, bundle)  # the rerun
     assert resume_bundle(client, experiment, bundle).already_logged
     return client, experiment, records, registered, report
@@ -151,20 +154,13 @@ def test_a_resume_killed_after_registering_a_run_but_before_its_completion_tag_r
     from recsys.tracking.liveness import TAG_KILLED_NOTE, mark_dead_runs
     from recsys.tracking.offline import TAG_RESUME_LOGGED
 
-    bundle = tmp_path / "bundle"
-    client = MlflowClient(shared_mlflow_uri, registry_uri=shared_mlflow_uri)
-    experiment = client.create_experiment(f"resume-registered-{uuid.uuid4().hex[:8]}")
-    registered = f"resume-registered-{uuid.uuid4().hex[:8]}"
-    records = _kept_bundle(bundle, registered)
-    killed = subprocess.run(
-        [sys.executable, "-c", RESUME, shared_mlflow_uri, experiment, str(bundle)],
-        capture_output=True, text=True, timeout=180, env={**os.environ, ENV: "resume.registered"},
-    )  # fmt: skip
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert len(client.search_model_versions(f"name = '{registered}'")) == 1  # the kill came after it
-    assert mark_dead_runs(client, [experiment])  # the rerun's Tracker: the half-logged run is closed
-    report = resume_bundle(client, experiment, bundle)
-    assert resume_bundle(client, experiment, bundle).already_logged
+    def kill_came_after_registering(client, experiment: str, registered: str) -> None:
+        assert len(client.search_model_versions(f"name = '{registered}'")) == 1
+        assert mark_dead_runs(client, [experiment])  # the rerun's Tracker: the half-logged run is closed
+
+    client, experiment, records, registered, report = _kill_and_rerun(
+        shared_mlflow_uri, tmp_path / "bundle", RESUME, {ENV: "resume.registered"}, between=kill_came_after_registering
+    )
     _assert_each_run_logged_once(client, experiment, records, registered, report)
     for version in client.search_model_versions(f"name = '{registered}'"):  # each on a finished, whole run
         run = client.get_run(version.run_id)
