@@ -55,7 +55,7 @@ def test_config_and_cli_import_no_model_backend() -> None:
             assert "did you mean 'factors'" in str(error), error
         else:
             raise AssertionError("a typo was accepted")
-        print(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}))
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r})))
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
