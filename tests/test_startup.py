@@ -82,3 +82,32 @@ def test_ingest_and_a_bad_config_import_no_model_backend(tmp_path: Path) -> None
         assert len(errors) == 1 and errors[0].startswith(f"error: invalid config ({typo})"), refused.stderr[-2000:]
         assert "models.0.wals.factor: unknown key (did you mean 'factors'?)" in errors[0]
         assert heavy_imports(refused.stderr) == [], command
+
+
+def test_every_built_in_kind_registers_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """Importing `recsys.models` no longer imports the model modules, so `model_kinds()` and
+    `Recommender.load` must import them all: a saved factors model loads where nothing imported
+    `recsys.models.factors` first, and every kind a config can name maps to its model's config."""
+    import numpy as np
+
+    from recsys.config import MODEL_CONFIGS
+    from recsys.models.factors import FactorModel
+
+    FactorModel.from_arrays(np.eye(3, 2), np.eye(4, 2)).save(tmp_path / "model")
+    script = textwrap.dedent(
+        f"""
+        from recsys.models import model_kinds
+        from recsys.models.base import Recommender
+
+        model = Recommender.load({str(tmp_path / "model")!r})
+        print(model.kind, model.item_factors.shape, sorted(model_kinds()))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split(maxsplit=3)[:3] == ["factors", "(4,", "2)"]
+    assert result.stdout.split(maxsplit=3)[3].strip() == str(sorted({*MODEL_CONFIGS, "factors"}))
+
+    from recsys.models import model_kinds
+
+    assert {kind: model_kinds()[kind].Config for kind in MODEL_CONFIGS} == MODEL_CONFIGS

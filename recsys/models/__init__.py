@@ -32,10 +32,14 @@ __all__ = [*_EXPORTS, "load_builtin_kinds"]
 
 def load_builtin_kinds() -> None:
     """Import every built-in model module: defining a `Recommender` subclass registers its kind."""
-    from recsys.models import ease, item_tower, popularity, two_tower, wals, wals_spark  # noqa: F401
+    from recsys.models import ease, factors, item_tower, popularity, two_tower, wals, wals_spark  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'recsys.models' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

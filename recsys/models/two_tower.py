@@ -7,7 +7,9 @@ head's output, retrieval uses the tower output before it, which generalises bett
 
 After training, `user_factors` / `item_factors` are the tower outputs for every user and item,
 computed once and cached as float32 numpy, so retrieval, evaluation and serving are the same
-dot-product top-k as for every other model. The training loop itself lives in `recsys.training`.
+dot-product top-k as for every other model. The training loop itself lives in `recsys.training`, the
+config (`TwoTowerConfig`, imported here) in `two_tower_config.py`, which reading a config loads
+without torch.
 
 Users unseen at training time (strong generalisation, new sign-ups) depend on what the user
 tower encodes (`user_input`):
