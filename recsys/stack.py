@@ -469,7 +469,7 @@ class Stack:
             for name in wanted:
                 log(f"{name}: starting (log {self.root / (name + '.log')})")
                 (self.launch_mlflow if name == "mlflow" else self.launch_prefect)()
-            self.write_state()
+                self.write_state()  # at once: a `stack up` killed now leaves its servers recorded
             for name in wanted:  # both servers start at once; wait for each in turn
                 self.wait(name)
                 log(f"{name}: ready at {self.servers[name].url}")

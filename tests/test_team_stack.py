@@ -189,3 +189,39 @@ def test_a_second_stack_up_waits_for_the_first_and_finds_its_stack(tmp_path):
     assert "waiting for another `recsys stack up` or `down` of" in waiting, waiting + err
     assert second.returncode == 0 and "running already" in out, out + err
     assert Stack.from_state(root).servers["mlflow"].pid == server.pid  # the first's state, not clobbered
+
+
+def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_path):
+    """One server of a running stack killed (kill -9 of MLflow's, the OOM killer): `recsys stack up`
+    failed on the survivor's port ("port 4200 on 127.0.0.1 is in use; choose another Prefect port"),
+    and its failed start removed stack.json, so the survivor ran on with nothing recording it and
+    `recsys stack down` said "stopped" without stopping it. Now `up` stops what still runs, then
+    starts afresh. The fresh start here fails at once (its PostgreSQL port is taken; as root under
+    pytest's private tmp, the postgres user cannot write there either): the survivor must be gone."""
+    import socket
+
+    root = tmp_path / "stack"
+    root.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass", "mlflow"])
+    dead.wait()
+    survivor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "prefect"], start_new_session=True)
+    stack = Stack(root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
+    stack.servers = {
+        name: Server(name, process.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", str(root / f"{name}.log"), name)
+        for name, process in (("mlflow", dead), ("prefect", survivor))
+    }
+    stack.write_state()
+    try:
+        with socket.socket() as busy:
+            busy.bind((HOST, 0))
+            busy.listen()
+            ports = [f"--postgres-port={busy.getsockname()[1]}", f"--mlflow-port={free_port()}", f"--prefect-port={free_port()}"]
+            result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root), *ports])
+        said = " ".join(result.output.split())
+        assert "mlflow of the stack in" in said and "is not running: restarting the stack" in said, result.output
+        assert survivor.poll() is not None, result.output  # stopped, not left running unrecorded
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    finally:
+        if survivor.poll() is None:
+            survivor.kill()
+            survivor.wait()

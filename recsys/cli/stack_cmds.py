@@ -38,10 +38,17 @@ def up(
 
     with stack_lock(directory, _say):  # a second `up` waits, then finds this one's stack running
         running = Stack.from_state(directory)
-        if running is not None and all(server.alive() for server in running.servers.values()):
-            console.print(f"the stack in {directory} is running already")
-            _print_usage(running.mlflow_url, running.prefect_api_url, directory)
-            return
+        if running is not None:
+            down = [name for name, server in running.servers.items() if not server.alive()]
+            if not down:
+                console.print(f"the stack in {directory} is running already")
+                _print_usage(running.mlflow_url, running.prefect_api_url, directory)
+                return
+            # Part of it died (a server killed, the OOM killer): stop what still runs before starting
+            # afresh, or the survivor holds its port, the start fails on it and, the state file gone
+            # with the failed start, nothing records the survivor for `recsys stack down` to stop.
+            console.print(f"  {', '.join(down)} of the stack in {directory} is not running: restarting the stack")
+            running.stop()
         stack = Stack(directory, postgres_port=postgres_port, mlflow_port=mlflow_port, prefect_port=prefect_port)
         stack.start(log=lambda line: console.print(f"  {line}", highlight=False))
         _print_usage(stack.mlflow_url, stack.prefect_api_url, directory)
