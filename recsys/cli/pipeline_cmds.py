@@ -114,6 +114,14 @@ def run(
         raise typer.Exit(code=1)
 
 
+def ephemeral_prefect_defaults() -> None:
+    """Settings for Prefect's ephemeral API, which `recsys run` and `recsys schedule` start as a
+    local server unless PREFECT_API_URL is set: on a loaded 2-core machine it needs more than the
+    default 20 s to start, and its telemetry, offline, logs an ERROR line. A user's own values win."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, prefect: bool) -> tuple[dict, str | None]:
     if not prefect:
         from pipelines.run import run_pipeline
@@ -121,10 +129,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         result = run_pipeline(cfg, tracking=tracking, log=lambda msg: console.print(f"  {msg}"))
         failed = f"{len(result.failed)} model(s) failed" if result.failed else None
         return result.to_json(), failed
-    # The ephemeral API starts a local server; on a loaded 2-core machine it needs more than the
-    # default 20 s. Users can still set their own value (or PREFECT_API_URL for a real server).
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    ephemeral_prefect_defaults()
     from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
 
@@ -346,6 +351,7 @@ def schedule(
     """
     config = config_path(config)
     load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
+    ephemeral_prefect_defaults()  # before Prefect's import reads its settings
     from flows.deployments import serve_pipeline
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"

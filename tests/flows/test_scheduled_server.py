@@ -61,3 +61,26 @@ def test_recsys_schedule_stops_the_prefect_server_a_killed_schedule_left(monkeyp
     result = CliRunner().invoke(app, ["schedule", "--interval", "60"])
     assert result.exit_code == 0, result.output
     assert "stopped 1 temporary Prefect server(s) left by killed runs (pids 4242)" in result.output
+
+
+def test_recsys_schedule_gives_the_ephemeral_prefect_server_the_settings_recsys_run_gives_it(monkeypatch):
+    """`recsys schedule` without PREFECT_API_URL serves on Prefect's ephemeral server, as `recsys
+    run` does, but without run's settings for it: its telemetry logged "ERROR | prefect.server.
+    services.telemetry - Failed to send telemetry" on an offline machine, and its start had
+    Prefect's 20 s limit instead of 180 s on a loaded one. The environment Prefect sees when the
+    deployment is served, with the user's own values kept."""
+    import os
+
+    from typer.testing import CliRunner
+
+    import flows.deployments
+    from recsys.cli import app
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "77")  # the user's
+    seen = {}
+    monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: seen.update(os.environ))
+    result = CliRunner().invoke(app, ["schedule", "--interval", "60"])
+    assert result.exit_code == 0, result.output
+    assert seen["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert seen["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "77"
