@@ -64,7 +64,8 @@ def promote(
         list[str] | None,
         typer.Option(
             "--run-id",
-            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run that has ended (one still running promotes its own).",
+            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run of this config's "
+            "lineage (config name + data source) that has ended (one still running promotes its own).",
         ),
     ] = None,
     force: Annotated[
@@ -87,13 +88,14 @@ def promote(
     with the reason; the last line says where the champion and challenger aliases point now.
     """
     from pipelines.promote import run_promotion
+    from recsys.lineage import lineage
     from recsys.tracking.compare import latest_pipeline_model_runs
 
     cfg = _config(config, set_)
     candidates = list(run_id or [])
     _, mlflow_client = _client(cfg)
     if not candidates:
-        candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment)
+        candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment, lineage(cfg))
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
     console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)

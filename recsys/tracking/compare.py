@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from recsys.errors import TrackingError
-from recsys.lineage import TAG_LINEAGE
+from recsys.lineage import TAG_LINEAGE, TAG_LINEAGE_ID, Lineage
 from recsys.tracking.decision import NOT_COMPARABLE
 from recsys.tracking.reevaluate import CHAMPION_METRIC_PREFIX, TAG_CHAMPION_REEVALUATED
 from recsys.tracking.registry import CHAMPION, TAG_DECISION, alias_version
@@ -344,21 +344,37 @@ def plot_curves(frame: pl.DataFrame, path: str | Path) -> Path:
     return plot_metric_at_k(curves, path)
 
 
-def latest_pipeline_model_runs(client: MlflowClient, experiment: str) -> list[str]:
+def latest_pipeline_model_runs(client: MlflowClient, experiment: str, lineage: Lineage | None = None) -> list[str]:
     """Finished model runs of the newest pipeline (parent) run that is no longer running: the
     default promotion candidates. A pipeline still running is skipped: `recsys promote` beside a
     `recsys run` took that run's few models finished so far (or failed: 'no finished model runs'),
-    and the run promotes its own candidates when it ends."""
+    and the run promotes its own candidates when it ends.
+
+    `lineage` (the config's): only a pipeline run of that lineage, or one from before lineages were
+    tagged. One experiment holds every data set a config ran on (the experiment is named by the
+    config), so the newest pipeline run can be another data set's, and `recsys promote --force`
+    with the config of one data set handed that data set's line to the other's model."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
     pipelines = f"tags.`{TAG_KIND}` = 'pipeline'"
-    parents = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"{pipelines} and attributes.status != 'RUNNING'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    ended = f"{pipelines} and attributes.status != 'RUNNING'"
+
+    def newest(filter_string: str) -> list:
+        return client.search_runs(
+            [found.experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"], max_results=1
+        )
+
+    parents = newest(ended if lineage is None else f"{ended} and tags.`{TAG_LINEAGE_ID}` = '{lineage.id}'")
+    if not parents and lineage is not None and (other := newest(ended)):
+        theirs = other[0].data.tags.get(TAG_LINEAGE)
+        if theirs is not None:
+            raise TrackingError(
+                f"experiment {experiment!r} has no pipeline run of this config's lineage {lineage.name!r} "
+                f"(its newest is of {theirs!r}): give the --config / --set data.source=... that run used, "
+                "or pass its model runs to --run-id"
+            )
+        parents = other  # from before lineages were tagged: as before
     if not parents:
         running = client.search_runs([found.experiment_id], filter_string=pipelines, max_results=1)
         if running:

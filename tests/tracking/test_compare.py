@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -374,3 +375,37 @@ def test_folding_ranks_the_smallest_first(shared_mlflow_uri):
     frame = compare(client, experiment, "folding@20", registered_model=None)
     assert frame.get_column("model").to_list() == ["tower", "factor", "popular"]
     assert "folding@20 (lower is better)" in rich_table(frame, "folding@20").heading
+
+
+def test_latest_pipeline_candidates_are_of_the_configs_lineage(logged):
+    """One experiment holds every data set a config ran on. `recsys promote --force` with the
+    synthetic config, after a run of the same config on ML-100K, took the ML-100K run (the newest)
+    and handed the synthetic serving line's champion alias to its model. The candidates are now the
+    newest ended pipeline run of the config's lineage; another lineage's is an error naming it, and
+    a run from before lineages were tagged is still found."""
+    from recsys.errors import TrackingError
+    from recsys.lineage import Lineage
+    from recsys.tracking.runs import TAG_KIND
+
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
+    experiment = client.create_experiment(f"two-data-sets-{uuid.uuid4().hex[:8]}")
+    synthetic, movielens = Lineage("default", "synthetic:0a1b2c3d"), Lineage("default", "/data/ml-100k.inter")
+    children = {}
+    for start, lineage in ((1_000, synthetic), (2_000, movielens)):
+        parent = client.create_run(experiment, start_time=start, tags={TAG_KIND: "pipeline", **lineage.tags()})
+        child = client.create_run(experiment, start_time=start + 1, tags={"mlflow.parentRunId": parent.info.run_id})
+        client.set_terminated(child.info.run_id)
+        client.set_terminated(parent.info.run_id)
+        children[lineage] = child.info.run_id
+    name = client.get_experiment(experiment).name
+    assert latest_pipeline_model_runs(client, name, synthetic) == [children[synthetic]]
+    assert latest_pipeline_model_runs(client, name, movielens) == [children[movielens]]
+    with pytest.raises(TrackingError, match=re.escape("no pipeline run of this config's lineage 'default|lastfm-2k'")):
+        latest_pipeline_model_runs(client, name, Lineage("default", "lastfm-2k"))
+
+    untagged = client.create_experiment(f"before-lineages-{uuid.uuid4().hex[:8]}")
+    parent = client.create_run(untagged, tags={TAG_KIND: "pipeline"})
+    child = client.create_run(untagged, tags={"mlflow.parentRunId": parent.info.run_id})
+    client.set_terminated(child.info.run_id)
+    client.set_terminated(parent.info.run_id)
+    assert latest_pipeline_model_runs(client, client.get_experiment(untagged).name, synthetic) == [child.info.run_id]
