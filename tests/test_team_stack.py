@@ -225,3 +225,26 @@ def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_p
         if survivor.poll() is None:
             survivor.kill()
             survivor.wait()
+
+
+def test_stack_up_in_another_directory_says_how_to_stop_that_one(tmp_path):
+    """`recsys stack up --dir DIR` ended with "Stop it: make stack-stop (or: recsys stack down)",
+    both of which stop the stack in .stack, not DIR's. (A running stack is found by its state, so no
+    PostgreSQL is needed: its "servers" are one live process carrying both markers.)"""
+    root = tmp_path / "team"
+    root.mkdir()
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mlflow", "prefect"])
+    try:
+        stack = Stack(root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
+        stack.servers = {
+            name: Server(name, server.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", "log", name)
+            for name in ("mlflow", "prefect")
+        }
+        stack.write_state()
+        result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root)])
+    finally:
+        server.kill()
+        server.wait()
+    assert result.exit_code == 0 and "running already" in result.output, result.output
+    said = " ".join(result.output.split())
+    assert f"Stop it: recsys stack down --dir {root}" in said and "make stack-stop" not in said, result.output

@@ -19,7 +19,7 @@ stack_app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 
 DirOption = Annotated[
-    Path, typer.Option("--dir", help="Where the stack keeps its data, logs and state (git-ignored).", file_okay=False)
+    Path, typer.Option("--dir", help="Where the stack keeps its data, logs and state (.stack is git-ignored).", file_okay=False)
 ]
 
 
@@ -93,6 +93,8 @@ def _print_usage(mlflow_url: str, prefect_api_url: str, directory: Path) -> None
     env = directory / "env"
     env.write_text(f"export MLFLOW_TRACKING_URI={mlflow_url}\nexport PREFECT_API_URL={prefect_api_url}\n")
     prefect_ui = prefect_api_url.removesuffix("/api")
+    # make stack-stop and a bare `recsys stack down` stop the stack in .stack only
+    stop = "make stack-stop   (or: recsys stack down)" if directory == Path(".stack") else f"recsys stack down --dir {directory}"
     console.print(
         f"""
 MLflow:   {mlflow_url}   (runs, models, registry; artifacts stored under {directory}/mlflow-artifacts)
@@ -102,7 +104,7 @@ Point recsys at them (or: source {env}):
   export PREFECT_API_URL={prefect_api_url}
   recsys run --config pipelines/configs/default.toml
   recsys schedule --cron "0 3 * * *" --config pipelines/configs/default.toml
-Stop it:  make stack-stop   (or: recsys stack down)""",
+Stop it:  {stop}""",
         highlight=False,
         soft_wrap=True,
     )
