@@ -107,7 +107,7 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
     exist is an error naming where it was looked for, not a new empty store made in passing.
     """
     if is_http(uri):
-        _probe_http(uri, timeout)
+        _probe_http(uri, timeout, reading=not create)
         limit_http_retries()
         return
     if is_sqlite(uri):
@@ -202,7 +202,9 @@ def store_open_lock(db: Path) -> FileLock:
     return FileLock(str(locks / f"{db.name}.open.lock"))
 
 
-def _probe_http(uri: str, timeout: float) -> None:
+def _probe_http(uri: str, timeout: float, *, reading: bool = False) -> None:
+    """Raise TrackingError when the server at `uri` does not answer. `reading`: for a command that
+    reads the store (serve, registry, compare, promote), where turning tracking off is no way out."""
     base = uri.rstrip("/")
     last: Exception | None = None
     for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
@@ -218,7 +220,10 @@ def _probe_http(uri: str, timeout: float) -> None:
             last = exc
             break  # connection refused / timed out: the second path cannot do better
     reason = getattr(last, "reason", last)
-    raise TrackingError(f"tracking server {uri} is not reachable ({reason}); start it or pass --no-tracking")
+    message = f"tracking server {uri} is not reachable ({reason}): start it, or point MLFLOW_TRACKING_URI at one that runs"
+    if reading:
+        raise TrackingError(message)
+    raise TrackingError(f"{message}, or turn tracking off with {{option}}", setting="tracking.enabled", value="false")
 
 
 def no_artifact_progress_bars() -> None:

@@ -79,6 +79,29 @@ def test_unreachable_server_fails_fast_before_training():
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [(["run", "--no-prefect"], "or turn tracking off with --no-tracking"),
+     (["serve"], "point MLFLOW_TRACKING_URI at one that runs"),
+     (["registry"], "point MLFLOW_TRACKING_URI at one that runs")],
+)
+def test_an_unreachable_server_hints_at_an_option_the_command_has(command, hint, monkeypatch):
+    """`recsys serve` (registry, compare, promote) against a tracking server that is down said
+    "start it or pass --no-tracking", an option these commands do not have (and tracking off is no
+    way out for a command that reads the store); `recsys run` keeps its --no-tracking hint."""
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    result = CliRunner().invoke(app, command)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    said = " ".join(result.output.split())
+    assert "not reachable" in said and hint in said, result.output
+    assert ("--no-tracking" in said) == (command[0] == "run"), result.output
+
+
 def test_unsupported_scheme_is_a_tracking_error():
     with pytest.raises(TrackingError, match="unsupported scheme"):
         check_tracking("ftp://example/store")
