@@ -91,3 +91,35 @@ def stop_orphaned_servers(proc: Path = PROC) -> list[int]:
 def _python_dir(command: list[bytes]) -> str | None:
     """The directory of a command line's program (None for an empty one)."""
     return os.path.dirname(os.path.abspath(os.fsdecode(command[0]))) if command and command[0] else None
+
+
+def check_api(way_out: str = "", timeout: float = 5.0) -> None:
+    """Raise RecsysError (one line, exit 2) when PREFECT_API_URL names a server that does not
+    answer: Prefect's client reached the user as "unexpected ConnectError ... this is a bug" (from
+    `recsys schedule`) or "unexpected RuntimeError: Failed to reach API" (from `recsys run`, after
+    its set-up), e.g. after `recsys stack down` with .stack/env still sourced. Unset (the
+    temporary local server): nothing to check. Any HTTP answer counts as reachable (an auth error
+    is Prefect's to report). `way_out`: the command's own option around it, e.g. "--no-prefect"."""
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    from recsys.errors import RecsysError
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    try:
+        with urllib.request.urlopen(f"{str(url).rstrip('/')}/health", timeout=timeout):  # noqa: S310 - user's URL
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        alternative = f", or pass {way_out}" if way_out else ""
+        raise RecsysError(
+            f"Prefect API {url} (PREFECT_API_URL) is not reachable ({reason}): start its server "
+            f"(`prefect server start`, or `make stack`), or unset PREFECT_API_URL to run on a temporary "
+            f"local one{alternative}"
+        ) from None

@@ -136,11 +136,12 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import running_servers, stop_ephemeral_server
+    from flows.ephemeral import check_api, running_servers, stop_ephemeral_server
 
     already = running_servers()
     from prefect import tags
 
+    check_api("--no-prefect")  # a server that is down: one line now, not Prefect's error after the set-up
     previous = _stop_worker_threads_on_signals()
     try:
         _stop_servers_of_killed_runs()
@@ -353,6 +354,9 @@ def schedule(
     load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     ephemeral_prefect_defaults()  # before Prefect's import reads its settings
     from flows.deployments import serve_pipeline
+    from flows.ephemeral import check_api
+
+    check_api()
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")

@@ -6,6 +6,7 @@ as both servers answer (tests/conftest.py), and runs this check last."""
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timedelta
 
 import pytest
@@ -84,3 +85,46 @@ def test_recsys_schedule_gives_the_ephemeral_prefect_server_the_settings_recsys_
     assert result.exit_code == 0, result.output
     assert seen["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert seen["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "77"
+
+
+@pytest.mark.parametrize("command", ["schedule", "run"])
+def test_a_prefect_api_that_is_down_is_one_error_line(command, tmp_path, monkeypatch):
+    """PREFECT_API_URL naming a server that is down (`recsys stack down` with .stack/env still
+    sourced): `recsys schedule` ended with "unexpected ConnectError: All connection attempts
+    failed: this is a bug" (exit 1), `recsys run` after its set-up with "unexpected RuntimeError:
+    Failed to reach API". Now one line saying which API and what to do, exit 2, before any work."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    import flows.deployments
+    from recsys.cli import app
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(f"""
+name = "down"
+[data]
+source = "synthetic"
+processed_dir = "{tmp_path / 'processed'}"
+raw_dir = "{tmp_path / 'raw'}"
+[data.synthetic]
+n_users = 60
+n_items = 30
+n_clusters = 2
+interactions_per_user = 8
+[[models]]
+name = "popularity"
+kind = "popularity"
+""")
+    monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/api"  # closed when the block ends
+    args = [command, "--config", str(config), *(["--no-tracking"] if command == "run" else [])]
+    with temporary_settings(updates={PREFECT_API_URL: down}):
+        result = CliRunner().invoke(app, args)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    said = " ".join(result.output.split())
+    assert f"Prefect API {down} (PREFECT_API_URL) is not reachable" in said, result.output
+    assert ("or pass --no-prefect" in said) == (command == "run"), result.output
+    assert not (tmp_path / "processed").exists()  # before any work
