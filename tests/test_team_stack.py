@@ -248,3 +248,43 @@ def test_stack_up_in_another_directory_says_how_to_stop_that_one(tmp_path):
     assert result.exit_code == 0 and "running already" in result.output, result.output
     said = " ".join(result.output.split())
     assert f"Stop it: recsys stack down --dir {root}" in said and "make stack-stop" not in said, result.output
+
+
+def test_stack_up_with_postgresql_down_restarts_the_stack(tmp_path):
+    """PostgreSQL of a running stack killed (kill -9, the OOM killer): both servers ran on,
+    answering 500, and `recsys stack up` said "the stack in .stack is running already". Now it
+    stops the servers and starts afresh. (A data directory that is not running stands for the dead
+    cluster; the fresh start fails at once on a taken PostgreSQL port.)"""
+    import socket
+
+    from recsys.stack import StackUnavailable, postgres_bin
+
+    try:
+        postgres_bin()
+    except StackUnavailable as exc:
+        pytest.skip(str(exc))
+    root = tmp_path / "stack"
+    (root / "postgres" / "data").mkdir(parents=True)
+    (root / "postgres" / "data" / "PG_VERSION").write_text("15\n")
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mlflow", "prefect"],
+                              start_new_session=True)  # fmt: skip
+    try:
+        with socket.socket() as busy:
+            busy.bind((HOST, 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            stack = Stack(root, postgres_port=port, mlflow_port=free_port(), prefect_port=free_port())
+            stack.servers = {
+                name: Server(name, server.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", "log", name)
+                for name in ("mlflow", "prefect")
+            }
+            stack.write_state()
+            result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root), f"--postgres-port={port}"])
+        said = " ".join(result.output.split())
+        assert "postgres of the stack in" in said and "is not running: restarting the stack" in said, result.output
+        assert server.poll() is not None, result.output  # the servers were stopped first
+        assert result.exit_code == 2 and "running already" not in said, result.output
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

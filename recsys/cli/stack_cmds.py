@@ -40,11 +40,13 @@ def up(
         running = Stack.from_state(directory)
         if running is not None:
             down = [name for name, server in running.servers.items() if not server.alive()]
+            if (running.postgres.data / "PG_VERSION").is_file() and not running.postgres.running():
+                down.insert(0, "postgres")  # the servers run on, answering 500 to every request
             if not down:
                 console.print(f"the stack in {directory} is running already")
                 _print_usage(running.mlflow_url, running.prefect_api_url, directory)
                 return
-            # Part of it died (a server killed, the OOM killer): stop what still runs before starting
+            # Part of it died (a server or PostgreSQL killed, the OOM killer): stop what still runs before starting
             # afresh, or the survivor holds its port, the start fails on it and, the state file gone
             # with the failed start, nothing records the survivor for `recsys stack down` to stop.
             console.print(f"  {', '.join(down)} of the stack in {directory} is not running: restarting the stack")
