@@ -123,3 +123,27 @@ def check_api(way_out: str = "", timeout: float = 5.0) -> None:
             f"(`prefect server start`, or `make stack`), or unset PREFECT_API_URL to run on a temporary "
             f"local one{alternative}"
         ) from None
+
+
+def isolate_ephemeral_server() -> None:
+    """Start Prefect's temporary server in a session of its own, out of the terminal's signals.
+
+    Ctrl-C signals the terminal's whole foreground process group, and Prefect starts the server
+    (`SubprocessASGIServer`, uvicorn) in ours: it shut down at once, while `recsys run` was still
+    stopping its models and closing their runs through it, so the run spent minutes on connection
+    retries ("Error logging to API"), left its flow run Running and ended with "unexpected
+    ConnectError ... this is a bug" (exit 1) instead of `interrupted` (130). In its own session the
+    server stays up until `stop_ephemeral_server` stops it after the flow; a `recsys run` killed
+    outright leaves it to the next one (`stop_orphaned_servers`), as before."""
+    import functools
+    import subprocess
+    import types
+
+    from prefect.server.api import server as prefect_server
+
+    if getattr(prefect_server.subprocess, "recsys_isolated", False):
+        return
+    module = types.SimpleNamespace(**{name: getattr(subprocess, name) for name in dir(subprocess) if not name.startswith("__")})
+    module.Popen = functools.partial(subprocess.Popen, start_new_session=True)
+    module.recsys_isolated = True
+    prefect_server.subprocess = module  # only the server module's own uses of subprocess

@@ -117,9 +117,13 @@ def run(
 def ephemeral_prefect_defaults() -> None:
     """Settings for Prefect's ephemeral API, which `recsys run` and `recsys schedule` start as a
     local server unless PREFECT_API_URL is set: on a loaded 2-core machine it needs more than the
-    default 20 s to start, and its telemetry, offline, logs an ERROR line. A user's own values win."""
+    default 20 s to start, and its telemetry, offline, logs an ERROR line. A user's own values win.
+    The server starts in a session of its own (`isolate_ephemeral_server`)."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.ephemeral import isolate_ephemeral_server
+
+    isolate_ephemeral_server()  # Ctrl-C's SIGINT to the terminal's process group must not stop it mid-run
 
 
 def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, prefect: bool) -> tuple[dict, str | None]:
