@@ -29,10 +29,18 @@ def write_table(
     that are not decimal codes, source file names) dictionary-encoded and lz4-compressed, as
     text compresses well (`unique` columns, e.g. a vocabulary's ids, skip the dictionary, which
     could not shrink them). `raw_ids`: id columns whose integer codes are arbitrary (plain). No
-    statistics: the tables are always read whole. Measured once on a 10M-row batch (2 cores):
-    0.42 s of CPU and 142 MB against 0.68 s and 174 MB for polars' lz4 write; pyarrow releases
-    the GIL, so the write runs beside ingest's main thread."""
+    statistics: the tables are always read whole. Columns without nulls are required fields (no
+    definition levels). Measured once on a 10M-row batch (2 cores): 0.42 s of CPU and 142 MB
+    against 0.68 s and 174 MB for polars' lz4 write; pyarrow releases the GIL, so the write runs
+    beside ingest's main thread."""
     table = _to_arrow(frame)
+    # A column without nulls is written as required: no definition levels to encode (10M-row
+    # batch: ~0.1 of ~0.45 s of CPU); polars reads it back as the same column.
+    schema = pa.schema(
+        [field.with_nullable(frame.get_column(field.name).null_count() > 0) for field in table.schema],
+        metadata=table.schema.metadata,
+    )
+    table = pa.Table.from_arrays(table.columns, schema=schema)
     delta = [
         name
         for name, dtype in frame.schema.items()
