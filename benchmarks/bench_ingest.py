@@ -97,7 +97,7 @@ BASELINE = [
     "4.83 s and 5.29 -> 4.77 s in two runs of 7 and 5 rounds (per round 0.86-1.04x; the reference 2.2 s), "
     "kernel time 1.5 -> 1.3 s; on numbered ids 3.91 -> 3.63 s (0.85-0.96x). Wall times at that load moved "
     "0.55-1.56x per round and say nothing either way. Two more runs of 7 rounds on the Zipf int log at load "
-    "3.2-4.4 (the reference 1.1-1.35 s): CPU 4.76 -> 4.41 and 4.77 -> 4.30 s (per round 0.90-0.95x), wall "
+    "3.2-4.4 (the reference 1.1-1.35 s): CPU 4.76 -> 4.41 and 4.77 -> 4.30 s (per round 0.84-0.95x), wall "
     "per round median 0.93x (0.85-1.39) and 0.84x (0.68-1.33), median ratio to the reference 2.47 -> 2.39 "
     "and 2.45 -> 2.13: better, and still above the 2.0 target on that shape.",
     "",
