@@ -348,7 +348,8 @@ def _session_needs(items) -> dict[str, bool]:
         needs["mlflow"] |= bool({"mlflow_server", "scheduled_runs"} & names) or params.get("tracking_uri") == "postgres"
         needs["prefect"] |= bool({"prefect_server", "scheduled_runs"} & names)
         needs["scheduled"] |= "scheduled_runs" in names
-        needs["ui"] |= "recsys_ui" in names
+        # tracking_ui (tests/tracking/conftest.py) asks for the UI on the SQLite store only
+        needs["ui"] |= "recsys_ui_process" in names or ("tracking_ui" in names and params.get("tracking_uri") == "sqlite")
     return needs
 
 
@@ -376,18 +377,41 @@ GROUPS_KEY = "recsys_test_groups"  # workerinput key: the file the workers write
 STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks"}
 LOCAL_FIXTURES = {"shared_mlflow_uri", "prefect_harness", "recsys_ui", "recsys_ui_process",
                   "early_prefect_port", "migrated_prefect_database"}  # fmt: skip
+# (tracking_uri's sqlite / postgres parameters are in the local / stack group too)
+
+
+def _service_groups(item) -> set[str]:
+    """The pinned groups whose services the test needs: none (any worker can run it) or one; two is
+    refused at collection (`_refuse_tests_needing_both_groups`)."""
+    names = set(getattr(item, "fixturenames", ()))
+    store = getattr(getattr(item, "callspec", None), "params", {}).get("tracking_uri")
+    groups = set()
+    if names & STACK_FIXTURES or store == "postgres":
+        groups.add(PINNED["gw1"])
+    if names & LOCAL_FIXTURES or store == "sqlite":
+        groups.add(PINNED["gw0"])
+    return groups
 
 
 def _service_group(item) -> str | None:
     """The pinned group of a test that needs a session service (None: any worker can run it)."""
-    names = set(getattr(item, "fixturenames", ()))
-    store = getattr(getattr(item, "callspec", None), "params", {}).get("tracking_uri")
-    if names & STACK_FIXTURES or store == "postgres":
-        return PINNED["gw1"]
-    module = getattr(item, "module", None)
-    if names & LOCAL_FIXTURES or store == "sqlite" or callable(getattr(module, "start_in_background", None)):
+    groups = _service_groups(item)
+    if not groups and callable(getattr(getattr(item, "module", None), "start_in_background", None)):
         return PINNED["gw0"]
-    return None
+    return PINNED["gw1"] if PINNED["gw1"] in groups else next(iter(groups), None)
+
+
+def _refuse_tests_needing_both_groups(items: list) -> None:
+    """A test that needs the services of both groups makes the worker that runs it start the other
+    group's too (a second SQLite store and `recsys ui`, ~40 s, on the stack's worker, where one
+    test needed the stack's MLflow server and `recsys ui` at once): split it, one test per group."""
+    both = [item.nodeid for item in items if len(_service_groups(item)) > 1]
+    if both:
+        raise pytest.UsageError(
+            f"{len(both)} test(s) need both the PostgreSQL stack's services and the SQLite store's, which "
+            "two different xdist workers start (tests/conftest.py, STACK_FIXTURES / LOCAL_FIXTURES): "
+            f"split each into one test per store: {', '.join(both[:10])}"
+        )
 
 
 def _owned_groups(config: pytest.Config) -> set[str] | None:
@@ -403,6 +427,7 @@ def _owned_groups(config: pytest.Config) -> set[str] | None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """The scheduled-deployment check goes last: its scenario runs in the background meanwhile."""
     items.sort(key=lambda item: "scheduled_runs" in getattr(item, "fixturenames", ()))
+    _refuse_tests_needing_both_groups(items)
     _write_groups(config, items)
 
 
@@ -473,6 +498,8 @@ def _pinned_groups_scheduler(config: pytest.Config, log):
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:  # nothing will run: start nothing
+        return
     from recsys.stack import reap_orphans
 
     for prefix in (STACK_PREFIX, UI_PREFIX, STORE_PREFIX, HARNESS_PREFIX):  # left by a session killed with -9
