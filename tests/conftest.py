@@ -363,18 +363,23 @@ def _get_stack() -> SessionStack:
 
 # --------------------------------------------------------------------------------------------------
 # Two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml's addopts): each session service
-# is started by one worker only. The tests that need the PostgreSQL stack (or the DDP ranks started at
-# collection) form one group, run by gw1; those that need the SQLite store, the Prefect harness, the
-# UI or Spark's JVM form another, run by gw0; every other test goes to whichever worker is free
-# (`PinnedGroups`). A worker starts at collection only what its own group needs. The workers tell
-# the scheduler the groups through a file (GROUPS_KEY): xdist's own `xdist_group` marks become a
-# node id suffix that pytest 9's node ids no longer take.
+# is started by one worker only. The tests that need the PostgreSQL stack, the DDP ranks or Spark's JVM
+# (the last two start in the background as the session starts) form one group, run by gw1; those that
+# need the SQLite store, the Prefect harness or the UI on that store form another, run by gw0; every
+# other test goes to whichever worker is free (`PinnedGroups`). A worker starts at collection only
+# what its own group needs, and a module's `start_in_background` runs on the worker its pinned tests
+# go to (a test pinned by none of the fixtures below is not the module's to start anything for).
+# Spark is with the stack because gw0's group is the longer one (the flows, the SQLite half of
+# tests/tracking): with Spark there, gw0 ended last, ~2 minutes after gw1, on a loaded machine. The
+# workers tell the scheduler the groups through a file (GROUPS_KEY): xdist's own `xdist_group` marks
+# become a node id suffix that pytest 9's node ids no longer take.
 
 PINNED = {"gw0": "services-0", "gw1": "services-1"}
 # A worker's first tests need no service: they run while its services start (~20-60 s).
 WARM_UP_TESTS = 100
 GROUPS_KEY = "recsys_test_groups"  # workerinput key: the file the workers write {nodeid: group} to
-STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks"}
+# one_spark_session: tests/models/test_wals_spark.py's autouse fixture, i.e. every test there
+STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks", "one_spark_session"}
 LOCAL_FIXTURES = {"shared_mlflow_uri", "prefect_harness", "recsys_ui", "recsys_ui_process",
                   "early_prefect_port", "migrated_prefect_database"}  # fmt: skip
 # (tracking_uri's sqlite / postgres parameters are in the local / stack group too)
@@ -396,8 +401,6 @@ def _service_groups(item) -> set[str]:
 def _service_group(item) -> str | None:
     """The pinned group of a test that needs a session service (None: any worker can run it)."""
     groups = _service_groups(item)
-    if not groups and callable(getattr(getattr(item, "module", None), "start_in_background", None)):
-        return PINNED["gw0"]
     return PINNED["gw1"] if PINNED["gw1"] in groups else next(iter(groups), None)
 
 
