@@ -3,6 +3,7 @@ is refused at collection, naming it, rather than silently making one worker star
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,12 +37,14 @@ def test_a_page(page):
 
 def collect(tmp_path: Path, suite: str) -> subprocess.CompletedProcess:
     """`pytest --collect-only` of `suite` under the suite's own conftest (nothing is started: the
-    services start at the end of collection, and only for a run)."""
+    services start at the end of collection, and only for a run); the modules it imports from
+    tests/ are found there."""
     (tmp_path / "conftest.py").write_text(CONFTEST.read_text())
     (tmp_path / "test_suite.py").write_text(suite)
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider",
                "-p", "no:randomly", "--rootdir", str(tmp_path), str(tmp_path)]  # fmt: skip
-    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CONFTEST.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_a_test_needing_the_stack_and_the_sqlite_stores_ui_is_refused_by_name(tmp_path):
