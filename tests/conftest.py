@@ -26,7 +26,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 REPO = Path(__file__).resolve().parents[1]
-ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+# The shared data folder beside the repo (never copied into it); RECSYS_SHARED_DIR points elsewhere,
+# as for the benchmarks (a clone in another folder still runs the ML-100K tests).
+ML100K = Path(os.environ.get("RECSYS_SHARED_DIR", REPO.parent / "shared")) / "data" / "ml-100k"
 
 
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -55,7 +57,7 @@ def _mlflow_process_uris():
 def ml100k_dir() -> Path:
     """The shared MovieLens 100K (RecBole layout); tests that need it skip when it is absent."""
     if not (ML100K / "ml-100k.inter").is_file():
-        pytest.skip("shared/data/ml-100k is not beside the repo")
+        pytest.skip("shared/data/ml-100k is not beside the repo (or set RECSYS_SHARED_DIR)")
     return ML100K
 
 
