@@ -19,6 +19,8 @@ leave a batch in without its record, or the record without its batch.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import tempfile
 import time
 import uuid
@@ -48,7 +50,7 @@ from recsys.data.readers import (
 )
 from recsys.data.remote import as_url
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
-from recsys.data.suspicions import suspicions
+from recsys.data.suspicions import session_column, suspicions
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
@@ -308,9 +310,9 @@ def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
     if not rows_in or missing < MISSING_USER_SHARE * rows_in:
         return None
     user = raw.mapping.get(USER)
-    sessions = [c for c in raw.header if c not in raw.mapping.values() and "session" in c.lower()]
+    sessions = session_column(raw.header, raw.mapping)
     fix = (
-        f"if it is a session log, read each session as a user with --user-col {sessions[0]} (data.columns.user)"
+        f"if it is a session log, read each session as a user with --user-col {sessions} (data.columns.user)"
         if sessions
         else "name another user column with --user-col (data.columns.user) if the log has one"
     )
@@ -344,6 +346,11 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
         f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "
         "not counted; name a time column with seconds with --time-col (data.columns.time) if the log has one"
     )
+
+
+def _toml_key(name: str) -> str:
+    """`view`, or `"add to cart"` where a TOML bare key cannot spell the name."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _rows(n: int) -> str:
@@ -408,7 +415,7 @@ def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, ev
         if not any(event in present for event in events):
             top = [str(event) for event in present if event is not None][:3]
             value = (
-                "{" + ",".join(f"{event}=1" for event in top) + "}"
+                "{" + ",".join(f"{_toml_key(event)}=1" for event in top) + "}"
                 if setting == "event_weights"
                 else "[" + ",".join(f'"{event}"' for event in top) + "]"
             )
@@ -682,7 +689,7 @@ def _ingest(
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
                  coarse_duplicates_warning(raw, result), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
-        warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping)
+        warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

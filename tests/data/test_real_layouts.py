@@ -914,6 +914,7 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     n_na_pairs = len({i for _, u, i in rows if u == "NA"})
     assert f"user id 'NA' ('userId', {n_na_pairs} interactions) looks like a missing-value marker" in warning
     assert "--user-col" in warning and n_na == 40
+    assert warning.endswith("a session log reads each session as a user: --user-col sessionId"), warning
     manifest = json.loads((out / "manifest.json").read_text())
     assert warning.removeprefix("warning: ") in manifest["warnings"]
 
