@@ -498,6 +498,30 @@ def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep]) -
     )
 
 
+K_CORE_KEPT_SHARE = 0.1
+"""Share of pairs below which a k-core's cut is named in a warning."""
+
+
+def k_core_warning(steps: list[FilterStep]) -> str | None:
+    """A warning when the k-core keeps under a tenth of the pairs: a session log read per session
+    (Diginetica's sessions hold ~4 items) under plays.toml's `min_user_interactions = 5` kept 123
+    of ~8,000 pairs and 22 of 2,986 sessions, and the run went on to report recall on 22 users
+    with only the step counts saying why."""
+    names = [step.name for step in steps]
+    at = next((i for i, name in enumerate(names) if name.startswith("k-core")), None)
+    if not at:
+        return None
+    before, after = steps[at - 1], steps[at]
+    if not before.rows or after.rows >= K_CORE_KEPT_SHARE * before.rows:
+        return None
+    return (
+        f"{after.name.split(';')[0]}) kept {after.rows:,} of {before.rows:,} pairs ({after.rows / before.rows:.0%}) "
+        f"and {after.users:,} of {before.users:,} users: most users (sessions?) or items have fewer interactions "
+        "than that; lower the thresholds (--min-user-interactions / data.min_user_interactions, "
+        "--min-item-interactions / data.min_item_interactions) if that is what the log holds"
+    )
+
+
 def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | None:
     """A warning when pairs weighing 0 were dropped (`ZERO_WEIGHT_STEP`): in logs such as
     Book-Crossing (`Book-Rating` 0 = an implicit interaction) or Goodreads (`rating` 0 = shelved,
@@ -687,7 +711,7 @@ def _ingest(
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
-                 coarse_duplicates_warning(raw, result), rating_scale_warning(cfg, weights["column"], result.rows),
+                 coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         vocab_saved = [

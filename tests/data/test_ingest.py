@@ -149,6 +149,21 @@ def test_an_event_rule_naming_some_absent_events_says_which(tmp_path: Path) -> N
     assert _weights(tmp_path / "out") == {("v1", "i1"): 1.0}
 
 
+def test_a_k_core_that_keeps_almost_nothing_says_so(tmp_path: Path) -> None:
+    """Sessions as users: 60 two-item sessions and one long one. plays.toml's k-core (users >= 5)
+    kept the long one alone, and the run reported recall on what was left without a word."""
+    rows = [(f"s{n}", f"i{n % 9}", 1, n) for n in range(60)] + [(f"s{n}", f"i{(n + 1) % 9}", 1, n) for n in range(60)]
+    rows += [("long", f"i{k}", 1, 100 + k) for k in range(9)]
+    cfg = DataConfig(min_user_interactions=5, min_item_interactions=1)
+    report = ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "out", cfg)
+    assert (report.interactions, report.users) == (9, 1)
+    [warning] = [w for w in report.warnings if w.startswith("k-core")]
+    assert warning.startswith("k-core (users >= 5, items >= 1) kept 9 of 129 pairs (7%) and 1 of 61 users"), warning
+    assert "--min-user-interactions / data.min_user_interactions" in warning
+    kept = ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "out", cfg.model_copy(update={"min_user_interactions": 2}))
+    assert kept.interactions == 129 and not [w for w in kept.warnings if w.startswith("k-core")]
+
+
 def test_k_core_reaches_the_fixed_point_on_a_hand_built_graph() -> None:
     pairs = pl.DataFrame(
         {
