@@ -617,10 +617,11 @@ def _header_example(row: list[str], separator: str) -> str:
     One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
     first lower-case word `event` (Taobao's `pv`, an event log's `view`) when two other fields are
     integers (the ids of such logs); the first two others `user_id` and `item_id`; a later number
-    on a rating scale (0 to 10) `rating`, the rest by position: a category id (Taobao's
-    `2520377`) named `rating` would be summed as weights by a user who keeps the guess. A guess the
-    message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's 9-digit
-    item ids look like Unix times, which is why a date wins)."""
+    `rating` unless the row has an event (an event log's other numbers are no weights: Taobao's
+    category id `2520377` named `rating` would be summed as weights by a user who keeps the
+    guess), the rest by position. A guess the message asks to check (Amazon's ratings-only CSV
+    starts with the item; Yoochoose's 9-digit item ids look like Unix times, which is why a date
+    wins, and its category is named `rating`)."""
     values = [v.strip() for v in row]
     dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
     unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
@@ -634,7 +635,7 @@ def _header_example(row: list[str], separator: str) -> str:
         if position in (time, event):
             name = "timestamp" if position == time else "event"
         else:
-            name = next(ids, "rating" if _is_number(value) and 0 <= float(value) <= 10 else "")
+            name = next(ids, "rating" if _is_number(value) and event is None else "")
         names.append(name if name and name not in names else f"column_{position + 1}")
     return ("\\t" if separator == "\t" else separator).join(names)
 
