@@ -695,7 +695,13 @@ def _ingest(
             if result.rows_accepted == 0 and not previous:
                 raise _nothing_accepted(source, raw, result)
             emptied = next((step.name for step in steps if step.rows == 0), steps[-1].name)
-            raise DataError(f"{source}: no interactions left after filtering ({emptied}); relax the data config")
+            relax = (
+                "lower data.min_user_interactions / data.min_item_interactions (its users or items have fewer "
+                "interactions than that: a session log's sessions hold a few items)"
+                if emptied.startswith("k-core")
+                else "relax the data config"
+            )
+            raise DataError(f"{source}: no interactions left after filtering ({emptied}); {relax}")
 
         say("vocab and indexing")
         users = (

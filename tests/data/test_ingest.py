@@ -162,6 +162,8 @@ def test_a_k_core_that_keeps_almost_nothing_says_so(tmp_path: Path) -> None:
     assert "--min-user-interactions / data.min_user_interactions" in warning
     kept = ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "out", cfg.model_copy(update={"min_user_interactions": 2}))
     assert kept.interactions == 129 and not [w for w in kept.warnings if w.startswith("k-core")]
+    with pytest.raises(DataError, match=r"\(k-core \(users >= 10.*\); lower data.min_user_interactions / data.min_item"):
+        ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "o2", cfg.model_copy(update={"min_user_interactions": 10}))
 
 
 def test_k_core_reaches_the_fixed_point_on_a_hand_built_graph() -> None:
