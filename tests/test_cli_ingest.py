@@ -186,9 +186,13 @@ def test_repeats_that_no_time_tells_apart_are_named_as_such(tmp_path: Path) -> N
     dated.write_text("sessionId;itemId;eventdate\n1;10;2016-05-09\n1;10;2016-05-09\n1;11;2016-05-09\n")
     bare = tmp_path / "clicks.csv"
     bare.write_text("user_id,item_id\na,x\na,x\na,y\n")
+    hourly = tmp_path / "tianchi.csv"  # Tianchi's mobile log: a date and an hour
+    hourly.write_text("user_id,item_id,behavior_type,time\n1,2,1,2014-12-06 02\n1,2,1,2014-12-06 02\n1,3,1,2014-12-06 02\n")
     timed = tmp_path / "events.csv"
     timed.write_text("user_id,item_id,timestamp\na,x,1433221332117\na,x,1433221332117\na,y,1433221332118\n")
-    for src, why in ((dated, "column 'eventdate' holds dates only"), (bare, "the log has no time column"), (timed, None)):
+    cases = ((dated, "column 'eventdate' holds dates only"), (bare, "the log has no time column"),
+             (hourly, "column 'time' holds whole hours only"), (timed, None))  # fmt: skip
+    for src, why in cases:
         result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / src.stem)])
         assert result.exit_code == 0, result.output
         said = " ".join(result.output.split())

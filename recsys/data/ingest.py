@@ -324,8 +324,8 @@ def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
 
 def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str | None:
     """A warning when rows were quarantined as duplicates in a log whose rows cannot be told apart
-    by time: no time column (a bare `user,item` click log), or times that are dates only
-    (Diginetica's `eventdate`). A duplicate is a row equal to an earlier one in every column read
+    by time: no time column (a bare `user,item` click log), or times that are dates or whole hours
+    only (Diginetica's `eventdate`, Tianchi's `2014-12-06 02`). A duplicate is a row equal to an earlier one in every column read
     (user, item, time, weight, event); with no time to the second, a second view of an item the
     same day is such a row, so repeated events are quarantined rather than counted, which the
     summary's `duplicate` count alone does not say. Says which: the fix, if any, is a finer time
@@ -338,9 +338,10 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
         why = "the log has no time column"
     else:
         times = result.rows.get_column(TIME)
-        if times.is_null().all() or not (times.dt.truncate("1d") == times).all():
+        if times.is_null().all() or not (times.dt.truncate("1h") == times).all():
             return None
-        why = f"{column_label(time)} holds dates only"
+        unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
+        why = f"{column_label(time)} holds {unit} only"
     return (
         f"duplicates quarantined: {_rows(duplicates)} equal to an earlier row in every column read; "
         f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "

@@ -85,6 +85,9 @@ _ISO_FORMATS_NAIVE = (
 # says it all; names such as CST are ambiguous) and the offset joined to the time.
 _GO_TIME = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) ([+-]\d{4}) [A-Za-z0-9+-]+(?: m=[+-]\d+(?:\.\d+)?)?$"
 _GO_FORMAT = "%Y-%m-%d %H:%M:%S%.f%#z"
+# A date and an hour alone, as Tianchi's mobile-commerce log (`2014-12-06 02`) writes its times;
+# chrono reads no hour without minutes, so `:00` is added before parsing.
+_HOUR_TIME = r"^(\d{4}-\d{2}-\d{2})[ T](\d{2})$"
 _SAMPLE_ROWS = 2000
 DECIMAL_MODES = ("auto", "comma", "point")
 """`data.decimal`: how a comma in a weight or time value is read. `comma`: as the decimal point
@@ -188,7 +191,8 @@ def _integer_to_time(text: pl.Expr) -> pl.Expr:  # text, or an integer column (t
 
 def _iso_to_time(text: pl.Expr) -> pl.Expr:
     """ISO-8601 with or without zone (naive = UTC); 'Z' and a ' UTC' suffix (SQL / BigQuery exports,
-    the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00."""
+    the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00; a date and an hour
+    alone (Tianchi's `2014-12-06 02`) as that hour, UTC."""
     zoned_text = text.str.replace(r"(?:[Zz]| ?UTC)$", "+00:00")
     attempts = [
         zoned_text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
@@ -206,7 +210,12 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
     go = rest.str.replace(_GO_TIME, "${1}${2}").str.to_datetime(
         _GO_FORMAT, strict=False, time_unit="us", time_zone="UTC"
     )
-    return pl.coalesce(iso, go)
+    hour = (
+        rest.str.replace(_HOUR_TIME, "${1}T${2}:00")
+        .str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us")
+        .dt.replace_time_zone("UTC")
+    )
+    return pl.coalesce(iso, go, hour)
 
 
 def parse_time(

@@ -284,6 +284,20 @@ def taobao(tmp: Path) -> Layout:
     return Layout(path, mapping, rows, weighted=False)
 
 
+def tianchi_mobile(tmp: Path) -> Layout:
+    """Tianchi's mobile-commerce log (tianchi_mobile_recommend_train_user.csv): behavior_type 1-4,
+    a mostly empty geohash and times written as a date and an hour (`2014-12-06 02`)."""
+    rows = [(u, i, w, float(int(t) // 3600 * 3600)) for u, i, w, t in _draws(31, 300, USERS, ITEMS, [1.0])]
+    body = "".join(
+        f"{u},{i},{1 + n % 4},{'' if n % 5 else '96ucm6'},{4245 + n % 3},{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H}\n"
+        for n, (u, i, _, t) in enumerate(rows)
+    )
+    path = tmp / "tianchi_mobile_recommend_train_user.csv"
+    path.write_text("user_id,item_id,behavior_type,user_geohash,item_category,time\n" + body)
+    mapping = {"user_id": "user_id", "item_id": "item_id", "timestamp": "time", "event": "behavior_type"}
+    return Layout(path, mapping, rows, weighted=False)
+
+
 def diginetica(tmp: Path) -> Layout:
     """CIKM Cup 2016 train-item-views.csv: `;`, an empty userId on anonymous sessions, `timeframe`
     (ms since the session began) and the day as `eventdate`; sessions read as users."""
@@ -482,6 +496,7 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
         goodreads,
         retailrocket,
         taobao,
+        tianchi_mobile,
         diginetica,
         rees46,
         yelp,
