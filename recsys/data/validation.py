@@ -86,7 +86,7 @@ _ISO_FORMATS_NAIVE = (
 _GO_TIME = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) ([+-]\d{4}) [A-Za-z0-9+-]+(?: m=[+-]\d+(?:\.\d+)?)?$"
 _GO_FORMAT = "%Y-%m-%d %H:%M:%S%.f%#z"
 # A date and an hour alone, as Tianchi's mobile-commerce log (`2014-12-06 02`) writes its times;
-# chrono reads no hour without minutes, so `:00` is added before parsing.
+# chrono reads no hour without minutes, so it is spelled in Go's layout at UTC (`:00:00+0000`) and read by its parse.
 _HOUR_TIME = r"^(\d{4}-\d{2}-\d{2})[ T](\d{2})$"
 _SAMPLE_ROWS = 2000
 DECIMAL_MODES = ("auto", "comma", "point")
@@ -207,15 +207,14 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
     # null in `rest`, which a parse passes over, so ordinary ISO columns keep their speed (one
     # more attempt on every row cost 30-70% of the time parse).
     rest = pl.when(iso.is_null()).then(text)
-    go = rest.str.replace(_GO_TIME, "${1}${2}").str.to_datetime(
-        _GO_FORMAT, strict=False, time_unit="us", time_zone="UTC"
+    # A date and an hour alone is spelled as Go's layout at UTC, so one parse reads both (a
+    # parse of its own re-derived `rest` and cost ~50% more on an ISO column).
+    go = (
+        rest.str.replace(_GO_TIME, "${1}${2}")
+        .str.replace(_HOUR_TIME, "${1} ${2}:00:00+0000")
+        .str.to_datetime(_GO_FORMAT, strict=False, time_unit="us", time_zone="UTC")
     )
-    hour = (
-        rest.str.replace(_HOUR_TIME, "${1}T${2}:00")
-        .str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us")
-        .dt.replace_time_zone("UTC")
-    )
-    return pl.coalesce(iso, go, hour)
+    return pl.coalesce(iso, go)
 
 
 def parse_time(
