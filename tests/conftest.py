@@ -472,6 +472,12 @@ def _pinned_groups_scheduler(config: pytest.Config, log):
     return PinnedGroups(config, log)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from checkout_guard import register  # tests/ is on sys.path: this conftest's folder
+
+    register(config)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     from recsys.stack import reap_orphans
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from filelock import FileLock
 
@@ -72,9 +72,15 @@ def is_in_memory(uri: str) -> bool:
 
 
 def sqlite_path(uri: str) -> Path:
-    """The database file of an `sqlite:///relative` or `sqlite:////absolute` URI (query stripped)."""
+    """The database file of an `sqlite:///relative` or `sqlite:////absolute` URI (query stripped),
+    also in SQLite's URI-filename form `sqlite:///file:/abs/mlflow.db?mode=ro&uri=true`: read as a
+    plain path, `file:/abs` would be a folder named `file:` in the working directory, where the
+    registry locks and the artifact folder would then go."""
     path = uri.split(":///", 1)[1] if ":///" in uri else ""
-    return Path(path.split("?", 1)[0])
+    path = path.split("?", 1)[0]
+    if path.startswith("file:"):
+        path = unquote(urlparse(path).path)
+    return Path(path)
 
 
 def default_artifact_location(uri: str) -> str | None:

@@ -240,7 +240,7 @@ STUDENT_TOML = 'kind="two_tower", dim=8, epochs=2, num_negatives=8, batch_size=1
 def test_pipeline_trains_teachers_first_and_a_failed_teacher_fails_only_its_student(tmp_path: Path):
     from pipelines.run import run_pipeline
 
-    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', _models(
+    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"', _models(
         f'{{name="kd", {STUDENT_TOML}, distill={{teacher="wals", top_m=5}}}}',
         '{name="wals", kind="wals", factors=8, iterations=3}',
         f'{{name="orphan", {STUDENT_TOML}, distill={{teacher="boom"}}}}',
@@ -257,7 +257,7 @@ def test_pipeline_trains_teachers_first_and_a_failed_teacher_fails_only_its_stud
 
 def test_cli_trains_a_student_after_its_teacher_and_alone_once_the_teacher_is_saved(tmp_path: Path):
     config = tmp_path / "run.toml"
-    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', _models(
+    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"', _models(
         f'{{name="kd", {STUDENT_TOML}, distill={{teacher="wals", top_m=5}}}}',
         '{name="wals", kind="wals", factors=8, iterations=3}',
     )])  # fmt: skip

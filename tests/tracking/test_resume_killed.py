@@ -77,7 +77,9 @@ def _kill_and_rerun(uri: str, bundle: Path, script: str, env: dict[str, str] | N
     registered model name, the rerun's report). `between(client, experiment, registered)` runs
     after the kill, before the rerun."""
     client = MlflowClient(uri, registry_uri=uri)
-    experiment = client.create_experiment(f"resume-killed-{uuid.uuid4().hex[:8]}")
+    experiment = client.create_experiment(  # artifacts beside the bundle, not in ./mlruns of the checkout
+        f"resume-killed-{uuid.uuid4().hex[:8]}", artifact_location=(bundle.parent / "artifacts").as_uri()
+    )
     registered = f"resume-killed-{uuid.uuid4().hex[:8]}"
     records = _kept_bundle(bundle, registered)
     killed = subprocess.run(

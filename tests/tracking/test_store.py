@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from recsys.tracking.store import (
     metric_key,
     metric_name,
     resolve_tracking_uri,
+    sqlite_path,
 )
 
 
@@ -44,6 +46,22 @@ def test_local_artifacts_live_beside_the_database(tmp_path, monkeypatch):
         == (tmp_path / "mlflow" / "artifacts").as_uri()
     )
     assert default_artifact_location("http://host:5000") is None
+
+
+def test_an_sqlite_uri_filename_names_the_database_it_opens(tmp_path, monkeypatch):
+    """`sqlite:///file:/abs/mlflow.db?mode=ro&uri=true` (SQLite's URI filename: a read-only store)
+    is the database at /abs/mlflow.db: its artifacts and registry locks go beside it, not under a
+    folder named `file:` in the working directory."""
+    from recsys.tracking.locks import lock_path
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    db = tmp_path / "store dir" / "mlflow.db"
+    for uri in (f"sqlite:///file:{db}?mode=ro&uri=true", f"sqlite:///{db.parent.as_uri()}/mlflow.db?uri=true"):
+        assert sqlite_path(uri) == db
+        assert default_artifact_location(uri) == (db.parent / "artifacts").as_uri()
+        assert lock_path(uri, "m").parent == db.parent / ".locks"
+    assert sqlite_path("sqlite:///mlflow/mlflow.db") == Path("mlflow/mlflow.db")
 
 
 def _closed_port() -> int:
