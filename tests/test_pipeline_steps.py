@@ -278,7 +278,8 @@ def test_models_are_submitted_longest_first_and_reported_in_config_order(tmp_pat
         'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=4, iterations=2},'
         ' {name="tt", kind="two_tower", dim=8, epochs=1, batch_size=256, quiet=true}]'
     )
-    cfg = load_config(None, [*TINY, models, f'data.processed_dir="{tmp_path}"', "tracking.enabled=false"])
+    sets = [*TINY, models, f'data.processed_dir="{tmp_path}"', f'data.raw_dir="{tmp_path / "raw"}"', "tracking.enabled=false"]
+    cfg = load_config(None, sets)
     assert [m.name for m in longest_first(cfg.models)] == ["tt", "wals", "pop"]
 
     started: list[str] = []
