@@ -697,8 +697,8 @@ def _ingest(
                 raise _nothing_accepted(source, raw, result)
             emptied = next((step.name for step in steps if step.rows == 0), steps[-1].name)
             relax = (
-                "lower data.min_user_interactions / data.min_item_interactions (its users or items have fewer "
-                "interactions than that: a session log's sessions hold a few items)"
+                "lower data.min_user_interactions / data.min_item_interactions (too few of its users or items "
+                "have that many interactions: a sample, or a session log's short sessions?)"
                 if emptied.startswith("k-core")
                 else "relax the data config"
             )
