@@ -34,7 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.evaluation.ranking import PAD_ITEM, item_major, topk
+# recsys.evaluation.ranking (torch) is imported where an index is used: `recsys.config` imports
+# `AnnConfig` from here, and reading a config must not load torch (tests/test_startup.py).
 
 INDEX_FILE = "ann.faiss"
 META_FILE = "ann.json"
@@ -98,6 +99,8 @@ class AnnIndex:
     def item_matrix(self) -> Any:
         """The item vectors prepared for exact top-k (`item_major`), made on the first row that
         falls back to exact search: no copy of the catalogue per request."""
+        from recsys.evaluation.ranking import item_major
+
         return item_major(self.item_vectors)
 
     @property
@@ -154,6 +157,8 @@ class AnnIndex:
         seen items are over-fetched: masked items are few among the candidates (counting all of
         them per row would push every row past `max_overfetch`), and a row they leave short is
         answered exactly."""
+        from recsys.evaluation.ranking import PAD_ITEM, topk
+
         vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
         n, kk = vectors.shape[0], min(int(k), self.n_items)
         mask = sp.csr_matrix((n, self.n_items), dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
@@ -182,6 +187,8 @@ class AnnIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """From each row's candidates: drop -1 and seen items, score exactly, keep the k best (ties
         to the lower index). Returns (items, scores, whether the row had k candidates left)."""
+        from recsys.evaluation.ranking import PAD_ITEM
+
         valid = (found >= 0) & ~contains(seen, found)
         safe = np.where(valid, found, 0)
         exact = np.einsum("nd,ncd->nc", vectors, self.item_vectors[safe])
@@ -195,6 +202,8 @@ class AnnIndex:
 
     def measure_recall(self, user_vectors: np.ndarray, ks: tuple[int, ...] = (10, 100)) -> dict[str, float]:
         """recall@k of the index against exact search (no exclusions), mean over `user_vectors`."""
+        from recsys.evaluation.ranking import topk
+
         out: dict[str, float] = {}
         if user_vectors.shape[0] == 0:
             return out

@@ -3,6 +3,11 @@
 Every section is a pydantic model with `extra="forbid"`, so a typo is a clear error naming the key
 instead of a silently ignored setting. Model configs live beside their models (LensKit style) and
 are selected by `kind`. `resolved()` is what gets dumped to MLflow params and saved with models.
+
+Reading a config loads no model backend: torch and implicit cost a second or more at every start of
+`recsys`, and `ingest`, `data ...` or a bad config's error need neither. So the configs come from
+torch-free modules (`recsys/models/*_config.py` where the model's own module is heavy), and
+tests/test_startup.py fails if torch, implicit or mlflow comes back.
 """
 
 from __future__ import annotations
@@ -20,17 +25,21 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from recsys.ann import AnnConfig
 from recsys.errors import ConfigError
 from recsys.models.ease import EASEConfig
-from recsys.models.item_tower import ItemTowerConfig
+from recsys.models.item_tower_config import ItemTowerConfig
 from recsys.models.popularity import PopularityConfig
-from recsys.models.two_tower import TwoTowerConfig
-from recsys.models.wals import WALSConfig
-from recsys.models.wals_spark import WALSSparkConfig
+from recsys.models.two_tower_config import TwoTowerConfig
+from recsys.models.wals_config import WALSConfig
+from recsys.models.wals_spark_config import WALSSparkConfig
 from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
     PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig | ItemTowerConfig,
     Field(discriminator="kind"),
 ]
+MODEL_CONFIGS: dict[str, type[BaseModel]] = {
+    c.model_fields["kind"].default: c for c in typing.get_args(typing.get_args(AnyModelConfig)[0])
+}
+"""kind -> config class of every model a config can name (without importing any model's module)."""
 
 
 class ColumnMap(Section):
@@ -340,15 +349,12 @@ def _unknown_key(loc: tuple) -> str:
     `--set models.wals.factor=3` otherwise leaves the user to read the docs for the spelling."""
     import difflib
 
-    from recsys.models.base import model_kinds
-
     section: Any = RunConfig
     parts = list(loc[:-1])
     while parts:  # models.<index>.<kind>.key: the kind's own config; a.b.key: the section's
         part = parts.pop(0)
         if section is RunConfig and part == "models" and len(parts) >= 2:
-            kind = model_kinds().get(str(parts[1]))
-            section, parts = (kind.Config if kind else None), parts[2:]
+            section, parts = MODEL_CONFIGS.get(str(parts[1])), parts[2:]
         else:
             field = section.model_fields.get(str(part)) if section is not None else None
             options = (typing.get_args(field.annotation) or (field.annotation,)) if field else ()

@@ -39,12 +39,13 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.errors import ConfigError, ModelError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported by the functions that compute: `DistillConfig` and the teacher
+    import torch  # checks are part of reading a config, which must not load torch (tests/test_startup.py)
+
     from recsys.models.base import ModelConfig, Recommender
 
 SELF = "self"
@@ -218,6 +219,8 @@ def teacher_targets(
     device: torch.device | str = "cpu",
 ) -> TeacherTargets:
     """Teacher factors and its top-m unseen items per training user, computed once per fit."""
+    import torch
+
     from recsys.evaluation.ranking import topk
 
     n_users, n_items = train.shape
@@ -255,6 +258,8 @@ def candidate_scores(
 ) -> torch.Tensor:
     """Dot products `(B, 1 + N + m)` of each user with its positive, negatives (`(N, d)` shared,
     `(B, N, d)` per example, or None) and top-m items `(B, m, d)`, in that column order."""
+    import torch
+
     columns = [(user_vecs * pos_vecs).sum(dim=-1, keepdim=True)]
     if neg_vecs is not None:
         if neg_vecs.dim() == 2:
@@ -287,6 +292,8 @@ def distillation_loss(
     `users`, `items`: the batch rows; `neg_items`: the negatives' item indices (`(N,)` or `(B, N)`,
     None for none) matching `neg_vecs`; `*_vecs`: the student's training vectors; `temperature`: the
     student's own softmax temperature (its logits are scores / temperature, as in the retrieval loss)."""
+    import torch
+
     from recsys.losses import distillation_kl  # not at import: losses -> config -> models -> here
 
     student = candidate_scores(user_vecs, pos_vecs, neg_vecs, top_vecs) / temperature

@@ -51,7 +51,7 @@ def test_augmented_vectors_are_unit_and_rank_like_the_inner_product(data):
 
 
 def test_filtered_lists_stay_full_and_a_row_past_the_overfetch_limit_is_answered_exactly(data, monkeypatch):
-    import recsys.ann
+    import recsys.evaluation.ranking  # AnnIndex imports its exact path when it needs it (start-up)
 
     items, users, seen = data
     rng = np.random.default_rng(3)
@@ -61,7 +61,7 @@ def test_filtered_lists_stay_full_and_a_row_past_the_overfetch_limit_is_answered
     heavy = sp.csr_matrix(heavy)
     index = AnnIndex.build(items, EXACT.model_copy(update={"max_overfetch": 200}))
     exact_rows = []  # a spy on the exact fallback: only rows past the over-fetch limit may reach it
-    monkeypatch.setattr(recsys.ann, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
+    monkeypatch.setattr(recsys.evaluation.ranking, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
     got, scores = index.topk(users, 50, heavy)
     assert sum(exact_rows) == int((np.diff(heavy.indptr) > 200).sum())  # the over-fetch kept the rest full
     monkeypatch.undo()
@@ -142,14 +142,14 @@ def test_masked_items_are_never_returned_and_do_not_push_rows_onto_the_exact_fal
     """Items the model never trained on (a quarter of the catalogue here, more than `max_overfetch`)
     are filtered from the candidates for every row; counting them as each row's seen items would send
     every row to exact search."""
-    import recsys.ann
+    import recsys.evaluation.ranking  # AnnIndex imports its exact path when it needs it (start-up)
 
     items, users, seen = data
     masked = np.zeros(N_ITEMS, dtype=bool)
     masked[np.random.default_rng(5).choice(N_ITEMS, N_ITEMS // 4, replace=False)] = True
     index = AnnIndex.build(items, EXACT.model_copy(update={"max_overfetch": 100}))
     exact_rows = []
-    monkeypatch.setattr(recsys.ann, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
+    monkeypatch.setattr(recsys.evaluation.ranking, "topk", lambda v, *a, **kw: exact_rows.append(len(v)) or topk(v, *a, **kw))
     got, scores = index.topk(users, 20, seen, masked)
     monkeypatch.undo()
     assert sum(exact_rows) == 0 and not masked[got].any()

@@ -40,7 +40,7 @@ HOW_TO_BEAT_COLUMN = {
     "tuned 6 iterations of pipelines/configs/movielens.toml instead of the 15 used here would roughly halve it",
     "recommend_seconds": "our factor models already take the top-k of all users in batched matrix products, as "
     "RecBole does; re-measure on an idle machine before optimising further",
-    "peak_rss_mb": "`import recsys.models` loads torch (the two-tower module) even for WALS and popularity, "
+    "peak_rss_mb": "`build_model` imports every model module, the two-tower's torch included, even for WALS and popularity, "
     "about 180 MB of it (measured: numpy+scipy 48 MB, +torch 231 MB, +recsys.models 272 MB); importing the two-tower lazily would bring WALS near implicit's",
 }
 

@@ -52,7 +52,7 @@ def _exit_now_on_signal(code: int) -> None:
 def main() -> None:
     """Run the `recsys` app; after an interrupted command, make the next Ctrl-C exit at once."""
     try:
-        from recsys.cli import app  # a second or so of imports (torch, polars) before any handler
+        from recsys.cli import app  # typer and rich; a command's own imports (polars, torch) come later
     except KeyboardInterrupt:  # Ctrl-C right after Enter printed a traceback from deep in an import
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None

@@ -344,11 +344,11 @@ def serve(
     with an ANN index (catalogues of serving.ann.min_items items or more) is searched through it.
     The request schema is at /openapi.json, interactive docs at /docs.
     """
+    cfg = _config(config, set_)  # before the server's imports (torch, mlflow): a bad config fails at once
     from recsys.tracking.registry import alias_version
     from recsys.tracking.server import build_app, load_index
     from recsys.tracking.server import serve as run_server
 
-    cfg = _config(config, set_)
     uri, mlflow_client = _client(cfg)
     name = model or cfg.promotion.registered_model
     if version is not None:

@@ -1,15 +1,45 @@
-"""Model zoo: importing this package registers every built-in model kind."""
+"""Model zoo: one model per module, its typed config beside it.
 
-from recsys.models.base import ModelConfig, Recommender, build_model, model_kinds
-from recsys.models.ease import EASEConfig
-from recsys.models.factors import FactorModel, FactorModelConfig
-from recsys.models.item_tower import ItemTowerConfig
-from recsys.models.popularity import PopularityConfig
-from recsys.models.two_tower import TwoTowerConfig
-from recsys.models.wals import WALSConfig
-from recsys.models.wals_spark import WALSSparkConfig
+Importing this package is cheap: its names load on first access (PEP 562), so reading a config
+(`recsys.config`, which needs every model's config) does not load torch or implicit. A model whose
+module loads a heavy backend keeps its config in a torch-free `<model>_config.py` (two_tower,
+item_tower, wals, wals_spark); its model module imports it back, so either import path works.
+`load_builtin_kinds()` imports every model module, which registers its kind (`model_kinds()`,
+`Recommender.load` call it).
+"""
 
-__all__ = [
-    "ModelConfig", "Recommender", "build_model", "model_kinds", "FactorModel", "FactorModelConfig",
-    "PopularityConfig", "WALSConfig", "EASEConfig", "TwoTowerConfig", "WALSSparkConfig", "ItemTowerConfig",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ModelConfig": "recsys.models.base",
+    "Recommender": "recsys.models.base",
+    "build_model": "recsys.models.base",
+    "model_kinds": "recsys.models.base",
+    "FactorModel": "recsys.models.factors",
+    "FactorModelConfig": "recsys.models.factors",
+    "PopularityConfig": "recsys.models.popularity",
+    "WALSConfig": "recsys.models.wals_config",
+    "EASEConfig": "recsys.models.ease",
+    "TwoTowerConfig": "recsys.models.two_tower_config",
+    "WALSSparkConfig": "recsys.models.wals_spark_config",
+    "ItemTowerConfig": "recsys.models.item_tower_config",
+}
+__all__ = [*_EXPORTS, "load_builtin_kinds"]
+
+
+def load_builtin_kinds() -> None:
+    """Import every built-in model module: defining a `Recommender` subclass registers its kind."""
+    from recsys.models import ease, factors, item_tower, popularity, two_tower, wals, wals_spark  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'recsys.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

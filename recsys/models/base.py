@@ -375,8 +375,9 @@ class Recommender(ABC):
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recommender:
         """Load any saved model; `Recommender.load` dispatches on the saved kind."""
-        import recsys.models  # noqa: F401  (registers every kind)
+        from recsys.models import load_builtin_kinds
 
+        load_builtin_kinds()
         source = Path(path)
         try:
             meta = json.loads((source / "config.json").read_text())
@@ -427,9 +428,10 @@ class Recommender(ABC):
 
 
 def model_kinds() -> dict[str, type[Recommender]]:
-    """Every registered model kind (importing recsys.models registers the built-in ones)."""
-    import recsys.models  # noqa: F401
+    """Every registered model kind (the built-in ones are imported, which registers them)."""
+    from recsys.models import load_builtin_kinds
 
+    load_builtin_kinds()
     return dict(_REGISTRY)
 
 

@@ -15,41 +15,21 @@ retrieval and the model can be evaluated and served like any other.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
 from torch.nn import functional as F
 
 from recsys.data.split import EvalSet
 from recsys.models.base import (
     FitCallback,
     HostVectors,
-    ModelConfig,
     as_user_item_csr,
     seeded_global_torch_rng,
 )
-
-
-class ItemTowerConfig(ModelConfig):
-    kind: Literal["item_tower"] = "item_tower"
-    dim: int = Field(64, gt=0)
-    layers: list[int] = Field(default_factory=list, description="hidden sizes of the tower's MLP ([] = embedding only)")
-    temperature: float = Field(0.1, gt=0)
-    num_negatives: int = Field(256, gt=0, description="shared negatives per batch")
-    sampler: Literal["uniform", "popularity"] = "uniform"
-    sampler_alpha: float = Field(0.75, ge=0, description="popularity^alpha sampling exponent")
-    window: int | None = Field(
-        None, gt=0, description="partners within this many positions in the user's time order (needs times); "
-        "None = any other item of the user",
-    )  # fmt: skip
-    batch_size: int = Field(1024, gt=0, description="pairs per step")
-    epochs: int = Field(10, gt=0)
-    lr: float = Field(5e-3, gt=0)
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads (None = torch default)")
-    quiet: bool = True
+from recsys.models.item_tower_config import ItemTowerConfig
 
 
 class ItemTowerNetwork(torch.nn.Module):

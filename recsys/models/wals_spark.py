@@ -32,56 +32,19 @@ import atexit
 import logging
 import threading
 import time
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field
 
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError, SetupError
-from recsys.models.base import FitCallback, HostVectors, ModelConfig, as_user_item_csr
+from recsys.models.base import FitCallback, HostVectors, as_user_item_csr
 from recsys.models.fold_in import least_squares_users
 from recsys.models.wals import WALSConfig, confidence
+from recsys.models.wals_spark_config import WALSSparkConfig
 
 log = logging.getLogger(__name__)
-
-
-class WALSSparkConfig(ModelConfig):
-    kind: Literal["wals_spark"] = "wals_spark"
-    factors: int = Field(64, gt=0, description="Spark ALS rank")
-    regularization: float = Field(
-        0.05,
-        ge=0,
-        description="Spark regParam; Spark multiplies it by each row's rating count (ALS-WR), so it is NOT "
-        "comparable with wals.regularization",
-    )
-    alpha: float = Field(10.0, gt=0, description="confidence scale: c = 1 + alpha * f(w), as in wals")
-    confidence: Literal["linear", "log"] = "linear"
-    eps: float = Field(1.0, gt=0, description="log scaling: c = 1 + alpha * log(1 + w / eps)")
-    binarize: bool = Field(False, description="treat every interaction as weight 1 before scaling")
-    iterations: int = Field(15, gt=0, description="Spark maxIter")
-    master: str = Field(
-        "local[2]", description='Spark master URL: "local[N]", "spark://host:7077", "yarn", ...'
-    )
-    spark_conf: dict[str, str] = Field(
-        default_factory=dict, description="extra Spark settings, e.g. executor memory"
-    )
-    driver_memory: str | None = Field(
-        None, description='spark.driver.memory, e.g. "4g" (only applies at JVM start)'
-    )
-    checkpoint_interval: int = Field(
-        10, ge=-1, description="Spark checkpointInterval; needs checkpoint_dir (-1 = never)"
-    )
-    checkpoint_dir: str | None = Field(
-        None, description="Spark checkpoint directory (shared storage on a cluster)"
-    )
-    num_user_blocks: int | None = Field(
-        None, gt=0, description="Spark numUserBlocks (None = Spark's default, 10)"
-    )
-    num_item_blocks: int | None = Field(
-        None, gt=0, description="Spark numItemBlocks (None = Spark's default, 10)"
-    )
 
 
 # ----------------------------------------------------------------------------- Spark session

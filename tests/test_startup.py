@@ -1,0 +1,113 @@
+"""Start-up cost of `recsys`: reading a config, `--help`, `recsys ingest` and a bad config's error
+never import torch, implicit or mlflow (together more than a second of CPU at every start; before,
+`recsys.config` imported every model's module, and torch with them, to get the model configs).
+
+Checked in fresh interpreters: this test process imported torch long ago."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+HEAVY = ("torch", "implicit", "mlflow")
+CONFIGS = Path(__file__).parents[1] / "pipelines" / "configs"
+
+
+def heavy_imports(importtime: str) -> list[str]:
+    """The HEAVY modules in `python -X importtime`'s report (stderr), first of each package."""
+    found: dict[str, str] = {}
+    for line in importtime.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            module = line.rsplit("|", 1)[1].strip()
+            found.setdefault(module.split(".")[0], module)
+    return sorted(found[h] for h in HEAVY if h in found)
+
+
+def recsys_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "recsys.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_config_and_cli_import_no_model_backend() -> None:
+    """Every shipped config loads, a typo is named with its closest key (which looks up the model's
+    config class), and the whole command tree is built, all without torch, implicit or mlflow."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+
+        import recsys.cli
+        from recsys.config import load_config
+        from recsys.errors import ConfigError
+
+        recsys.cli.app  # builds the app: imports every command module
+        configs = sorted(Path({str(CONFIGS)!r}).glob("*.toml"))
+        assert configs
+        for path in configs:
+            load_config(path)
+        try:
+            load_config(configs[0], ["models=[{{name='w', kind='wals', factor=3}}]"])
+        except ConfigError as error:
+            assert "did you mean 'factors'" in str(error), error
+        else:
+            raise AssertionError("a typo was accepted")
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r})))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_ingest_and_a_bad_config_import_no_model_backend(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,rating,timestamp\na,x,5,1\na,y,2,2\nb,x,4,3\nc,z,5,4\n")
+    out = tmp_path / "processed"
+    ingested = recsys_command("ingest", str(log), "--out", str(out), cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stderr[-2000:]
+    assert (out / "manifest.json").is_file()
+    assert heavy_imports(ingested.stderr) == []
+
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[[models]]\nname = "w"\nkind = "wals"\nfactor = 3\n')
+    # serve's own imports (the server, mlflow, torch) come after the config is read
+    for command in ("train", "serve"):
+        refused = recsys_command(command, "--config", str(typo), cwd=tmp_path)
+        errors = [line for line in refused.stderr.splitlines() if not line.startswith("import time:")]
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert len(errors) == 1 and errors[0].startswith(f"error: invalid config ({typo})"), refused.stderr[-2000:]
+        assert "models.0.wals.factor: unknown key (did you mean 'factors'?)" in errors[0]
+        assert heavy_imports(refused.stderr) == [], command
+
+
+def test_every_built_in_kind_registers_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """Importing `recsys.models` no longer imports the model modules, so `model_kinds()` and
+    `Recommender.load` must import them all: a saved factors model loads where nothing imported
+    `recsys.models.factors` first, and every kind a config can name maps to its model's config."""
+    import numpy as np
+
+    from recsys.config import MODEL_CONFIGS
+    from recsys.models.factors import FactorModel
+
+    FactorModel.from_arrays(np.eye(3, 2), np.eye(4, 2)).save(tmp_path / "model")
+    script = textwrap.dedent(
+        f"""
+        from recsys.models import model_kinds
+        from recsys.models.base import Recommender
+
+        model = Recommender.load({str(tmp_path / "model")!r})
+        print(model.kind, model.item_factors.shape, sorted(model_kinds()))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split(maxsplit=3)[:3] == ["factors", "(4,", "2)"]
+    assert result.stdout.split(maxsplit=3)[3].strip() == str(sorted({*MODEL_CONFIGS, "factors"}))
+
+    from recsys.models import model_kinds
+
+    assert {kind: model_kinds()[kind].Config for kind in MODEL_CONFIGS} == MODEL_CONFIGS
