@@ -85,6 +85,9 @@ _ISO_FORMATS_NAIVE = (
 # says it all; names such as CST are ambiguous) and the offset joined to the time.
 _GO_TIME = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) ([+-]\d{4}) [A-Za-z0-9+-]+(?: m=[+-]\d+(?:\.\d+)?)?$"
 _GO_FORMAT = "%Y-%m-%d %H:%M:%S%.f%#z"
+# A date and an hour alone, as Tianchi's mobile-commerce log (`2014-12-06 02`) writes its times;
+# chrono reads no hour without minutes, so it is spelled in Go's layout at UTC (`:00:00+0000`) and read by its parse.
+_HOUR_TIME = r"^(\d{4}-\d{2}-\d{2})[ T](\d{2})$"
 _SAMPLE_ROWS = 2000
 DECIMAL_MODES = ("auto", "comma", "point")
 """`data.decimal`: how a comma in a weight or time value is read. `comma`: as the decimal point
@@ -188,7 +191,8 @@ def _integer_to_time(text: pl.Expr) -> pl.Expr:  # text, or an integer column (t
 
 def _iso_to_time(text: pl.Expr) -> pl.Expr:
     """ISO-8601 with or without zone (naive = UTC); 'Z' and a ' UTC' suffix (SQL / BigQuery exports,
-    the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00."""
+    the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00; a date and an hour
+    alone (Tianchi's `2014-12-06 02`) as that hour, UTC."""
     zoned_text = text.str.replace(r"(?:[Zz]| ?UTC)$", "+00:00")
     attempts = [
         zoned_text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
@@ -203,8 +207,12 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
     # null in `rest`, which a parse passes over, so ordinary ISO columns keep their speed (one
     # more attempt on every row cost 30-70% of the time parse).
     rest = pl.when(iso.is_null()).then(text)
-    go = rest.str.replace(_GO_TIME, "${1}${2}").str.to_datetime(
-        _GO_FORMAT, strict=False, time_unit="us", time_zone="UTC"
+    # A date and an hour alone is spelled as Go's layout at UTC, so one parse reads both (a
+    # parse of its own re-derived `rest` and cost ~50% more on an ISO column).
+    go = (
+        rest.str.replace(_GO_TIME, "${1}${2}")
+        .str.replace(_HOUR_TIME, "${1} ${2}:00:00+0000")
+        .str.to_datetime(_GO_FORMAT, strict=False, time_unit="us", time_zone="UTC")
     )
     return pl.coalesce(iso, go)
 
