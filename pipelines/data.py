@@ -135,7 +135,8 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     """Settings added after processed directories were named by the hash of the [data] settings,
     left out of that hash while unset, so a config that does not use them keeps its directory
     (and its ingest cache key) across the upgrade."""
-    return {"event_weights"} if cfg.event_weights is None else set()
+    unset = {"event_weights"} if cfg.event_weights is None else set()
+    return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 
 def source_fingerprint(cfg: DataConfig) -> str:
@@ -184,7 +185,7 @@ def _read_ledger(processed: Path) -> dict[str, str]:
 
 
 # The [data] settings that shape a processed directory: a processed data.source is used as it is.
-SHAPING = ("positive_min_weight", "positive_events", "event_weights", "aggregate", "binarize",
+SHAPING = ("positive_min_weight", "positive_events", "event_weights", "exact_duplicates", "aggregate", "binarize",
            "min_user_interactions", "min_item_interactions")  # fmt: skip
 
 

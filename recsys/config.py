@@ -81,6 +81,13 @@ class DataConfig(Section):
     aggregate: Literal["auto", "count", "sum", "max", "last"] = Field(
         "auto", description="how repeated (user, item) pairs combine; auto = sum when the log has a weight column, else count"
     )
+    exact_duplicates: Literal["quarantine", "keep"] = Field(
+        "quarantine",
+        description="a row equal to an earlier one in every column read (user, item, time, weight, event): "
+        "quarantine = a copied row, quarantined as duplicate; keep = a repeated event, passed on to the "
+        "aggregation (count counts it, sum adds it), for click / view logs with no time or dates only; "
+        "with keep an --append of rows already ingested counts them again",
+    )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
     min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")

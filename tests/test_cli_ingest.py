@@ -181,7 +181,8 @@ def test_anonymous_sessions_name_the_session_column(tmp_path: Path) -> None:
 def test_repeats_that_no_time_tells_apart_are_named_as_such(tmp_path: Path) -> None:
     """A second view of an item the same day (Diginetica's `eventdate`) or a click log without
     times equals an earlier row in every column read: quarantined as a duplicate, not counted,
-    which the summary's 'duplicate' count alone did not say."""
+    which the summary's 'duplicate' count alone did not say. The warning names
+    --exact-duplicates keep, under which such rows are accepted and counted."""
     dated = tmp_path / "views.csv"
     dated.write_text("sessionId;itemId;eventdate\n1;10;2016-05-09\n1;10;2016-05-09\n1;11;2016-05-09\n")
     bare = tmp_path / "clicks.csv"
@@ -201,3 +202,12 @@ def test_repeats_that_no_time_tells_apart_are_named_as_such(tmp_path: Path) -> N
             assert "warning" not in said, said
         else:
             assert f"warning: duplicates quarantined: 1 row equal to an earlier row in every column read; {why}" in said
+            assert "count each such row as a repeated event with --exact-duplicates keep (data.exact_duplicates)" in said
+    kept = runner.invoke(app, ["ingest", str(bare), "--out", str(tmp_path / "kept"), "--exact-duplicates", "keep",
+                               "--aggregate", "count", "--json", str(tmp_path / "kept.json")])  # fmt: skip
+    assert kept.exit_code == 0, kept.output
+    assert "warning" not in kept.output and "duplicate" not in kept.output
+    summary = json.loads((tmp_path / "kept.json").read_text())
+    assert (summary["rows_accepted"], summary["rows_quarantined"], summary["interactions"]) == (3, 0, 2)
+    config = json.loads((tmp_path / "kept" / "manifest.json").read_text())["config"]
+    assert config["exact_duplicates"] == "keep"

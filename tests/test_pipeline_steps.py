@@ -215,6 +215,29 @@ def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_
     assert "event_weights None (config: {'view': 1.0, 'transaction': 5.0})" in warning
 
 
+def test_exact_duplicates_keep_names_its_own_directory_and_leaves_the_default_alone(tmp_path):
+    """data.exact_duplicates = keep changes what a processed directory holds (repeats counted):
+    its own directory, cache key and processed_as flag. The default quarantine keeps the names
+    and keys a config had before the setting existed (pinned as in the event_weights test)."""
+    from pipelines.data import dataset_dir, processed_as, source_fingerprint
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+
+    plain = DataConfig(source="data/raw/events.csv", positive_events=["transaction"])
+    assert dataset_dir(plain).name == "events.csv-957fd286"
+    assert dataset_dir(plain.model_copy(update={"exact_duplicates": "quarantine"})) == dataset_dir(plain)
+    assert source_fingerprint(DataConfig()) == "806c30e9960f04c171de"
+    kept = plain.model_copy(update={"exact_duplicates": "keep"})
+    assert dataset_dir(kept) != dataset_dir(plain)
+    assert source_fingerprint(DataConfig(exact_duplicates="keep")) != source_fingerprint(DataConfig())
+    raw = tmp_path / "clicks.csv"
+    raw.write_text("user_id,item_id\na,x\na,x\nb,x\n")
+    ingest(raw, tmp_path / "plain", DataConfig())
+    assert processed_as(tmp_path / "plain", DataConfig()) == []
+    [warning] = processed_as(tmp_path / "plain", DataConfig(exact_duplicates="keep"))
+    assert "exact_duplicates 'quarantine' (config: 'keep')" in warning
+
+
 def test_train_and_evaluate_skip_a_model_that_does_not_apply_as_run_does(tmp_path):
     """EASE above its catalogue bound: a run skips it and trains the rest; train stopped at it."""
     runner, models = CliRunner(), tmp_path / "models"

@@ -37,6 +37,7 @@ INGEST_FLAGS = {
     "data.processed_dir": "--out {value}",
     "data.positive_min_weight": "--min-rating {value}",
     "data.aggregate": "--aggregate {value}",
+    "data.exact_duplicates": "--exact-duplicates {value}",
     "data.format": "--format {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
@@ -101,6 +102,15 @@ def ingest_command(
             help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
         ),
     ] = None,
+    exact_duplicates: Annotated[
+        Literal["quarantine", "keep"] | None,
+        typer.Option(
+            "--exact-duplicates",
+            help="A row equal to an earlier one in every column read: quarantine (default: a copied row) or "
+            "keep (a repeated event, counted by count and added by sum: for click / view logs without times "
+            "or with dates only; --append then counts rows already ingested again) (data.exact_duplicates).",
+        ),
+    ] = None,
     min_user_interactions: Annotated[
         int | None,
         typer.Option("--min-user-interactions", min=1, help="k-core: users need at least N items."),
@@ -142,6 +152,7 @@ def ingest_command(
         "columns": columns,
         "positive_min_weight": min_rating,
         "aggregate": aggregate,
+        "exact_duplicates": exact_duplicates,
         "min_user_interactions": min_user_interactions,
         "min_item_interactions": min_item_interactions,
     }

@@ -7,7 +7,9 @@ Incremental ingest (`append=True`) stores the new validated rows as one more bat
 the implicit table from *all* batches, so a (user, item) pair seen in several batches is aggregated
 once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
 repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
-file does not double-count it. The vocab only grows: old indices never move.
+file does not double-count it; under data.exact_duplicates = "keep" (repeated events of a log
+without fine times) they are counted, as they would be in one ingest of all batches. The vocab
+only grows: old indices never move.
 
 The whole call - reading the previous manifest, staging, swapping in - holds the directory's writer
 lock (`storage.writer_lock`), so concurrent appends run one after the other and both land, and
@@ -168,16 +170,12 @@ def _held_batches(out_dir: Path) -> list[dict]:
         return []
 
 
-def _drop_cross_batch_duplicates(
-    result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
-) -> ValidationResult:
-    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine.
+def _cross_batch_repeats(result: ValidationResult, previous: list[tuple[int, pl.LazyFrame]]) -> np.ndarray:
+    """True for each accepted row of `result` that exactly repeats a row of an earlier batch.
 
     Rows compare on every canonical column; a batch without an event column has null events, so a
     `buy` never repeats a row stored without its event type. Only earlier rows of this batch's
     users are compared, so a small append to a large history does not hash the whole history."""
-    if not previous:
-        return result
     *earlier_frames, new = aligned_ids([frame for _, frame in previous] + [result.rows.lazy()])
     schemas = [frame.collect_schema().names() for frame in [*earlier_frames, new]]
     keys = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if any(c in names for names in schemas)]
@@ -193,10 +191,21 @@ def _drop_cross_batch_duplicates(
     )
     earlier = earlier.join(new.select(pl.col(USER).unique()), on=USER, how="semi")
     repeated = new.join(earlier, on=keys, how="semi", nulls_equal=True).select("_i").collect()
-    if repeated.height == 0:
-        return result
     repeat_mask = np.zeros(result.rows.height, dtype=bool)
     repeat_mask[repeated.get_column("_i").to_numpy()] = True
+    return repeat_mask
+
+
+def _drop_cross_batch_duplicates(
+    result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
+) -> ValidationResult:
+    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine
+    (`_cross_batch_repeats`), so an append of rows already ingested does not count them twice."""
+    if not previous:
+        return result
+    repeat_mask = _cross_batch_repeats(result, previous)
+    if not repeat_mask.any():
+        return result
     is_repeat = pl.Series(repeat_mask)
     moved = _source_text(raw, result.rows.filter(is_repeat)).with_columns(pl.lit("duplicate").alias(REASON))
     order = [SOURCE_FILE, ROW] if raw.per_file else [ROW]
@@ -209,6 +218,20 @@ def _drop_cross_batch_duplicates(
         rows_in=result.rows_in,
         reasons=reasons,
     )
+
+
+def _all_repeated_note(result: ValidationResult, previous: list[tuple[int, pl.LazyFrame]]) -> list[str]:
+    """Under data.exact_duplicates = "keep" an appended row equal to an earlier batch's row is a
+    repeated event and is counted, as it would be in one ingest of both files; so an append of a
+    file already ingested counts it twice. Nothing tells the two apart row by row, but a batch
+    whose every row repeats earlier rows is most likely such a re-run: say so (one line)."""
+    if not previous or result.rows.height == 0 or not _cross_batch_repeats(result, previous).all():
+        return []
+    return [
+        f"every accepted row of this batch ({_rows(result.rows.height)}) equals a row of an earlier batch, and "
+        "with data.exact_duplicates = keep they are counted again as repeated events: if this file was "
+        "ingested before, ingest the batches afresh without it"
+    ]
 
 
 def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
@@ -329,7 +352,7 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
     (user, item, time, weight, event); with no time to the second, a second view of an item the
     same day is such a row, so repeated events are quarantined rather than counted, which the
     summary's `duplicate` count alone does not say. Says which: the fix, if any, is a finer time
-    column (`--time-col`)."""
+    column (`--time-col`), or counting such rows as events (`--exact-duplicates keep`)."""
     duplicates = result.reasons.get("duplicate", 0)
     if not duplicates:
         return None
@@ -345,7 +368,8 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
     return (
         f"duplicates quarantined: {_rows(duplicates)} equal to an earlier row in every column read; "
         f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "
-        "not counted; name a time column with seconds with --time-col (data.columns.time) if the log has one"
+        "not counted; name a time column with seconds with --time-col (data.columns.time) if the log has one, "
+        "or count each such row as a repeated event with --exact-duplicates keep (data.exact_duplicates)"
     )
 
 
@@ -638,10 +662,14 @@ def _ingest(
 
     say("reading and validating")
     raw = scan_source(source, format or cfg.format, cfg.columns)
-    result = validate(raw, cfg.max_future_days, decimal=cfg.decimal)
+    keep = cfg.exact_duplicates == "keep"
+    result = validate(raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep)
     notes = result.notes
     previous = storage.scan_batches(out_dir, previous_batches)
-    result = _drop_cross_batch_duplicates(result, raw, previous)
+    if keep:
+        notes = notes + _all_repeated_note(result, previous)
+    else:
+        result = _drop_cross_batch_duplicates(result, raw, previous)
     if (
         result.rows_in != result.rows_accepted + result.rows_quarantined
     ):  # pragma: no cover - a bug, not bad data

@@ -348,6 +348,63 @@ def test_cross_batch_duplicates_compare_the_event_too(tmp_path: Path) -> None:
     assert stored.select("source_row", "event", "reason").rows() == [(2, "click", "duplicate")]
 
 
+# A click log without times: three clicks of (a, x), one of (a, y), two of (b, x).
+CLICKS = [("a", "x"), ("a", "x"), ("a", "y"), ("b", "x"), ("a", "x"), ("b", "x")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected", "quarantined"),
+    [
+        ("quarantine", {("a", "x"): 1.0, ("a", "y"): 1.0, ("b", "x"): 1.0}, {"duplicate": 3}),
+        ("keep", {("a", "x"): 3.0, ("a", "y"): 1.0, ("b", "x"): 2.0}, {}),
+    ],
+)
+def test_exact_duplicates_keep_counts_repeated_events(tmp_path: Path, setting: str, expected: dict, quarantined: dict) -> None:
+    """A row equal to an earlier one in every column read: quarantined by default (a copied row),
+    counted as a repeated event under data.exact_duplicates = keep."""
+    out = tmp_path / "out"
+    cfg = DataConfig(aggregate="count", exact_duplicates=setting)
+    report = ingest(_csv(tmp_path / "clicks.csv", CLICKS, header="user,item"), out, cfg)
+    assert _weights(out) == expected
+    assert report.reasons == quarantined and report.rows_accepted == 6 - sum(quarantined.values())
+
+
+def test_exact_duplicates_keep_sums_repeated_weights_of_a_dated_log(tmp_path: Path) -> None:
+    """Dates only (Diginetica's eventdate): two equal rows of quantity 2 are two events; sum adds
+    both under keep (2 + 2 + 3), the first only by default (2 + 3)."""
+    rows = [("a", "x", 2, "2016-05-09"), ("a", "x", 2, "2016-05-09"), ("a", "x", 3, "2016-05-10")]
+    src = _csv(tmp_path / "views.csv", rows, header="user,item,qty,date")
+    cfg = DataConfig(aggregate="sum", columns={"weight": "qty", "time": "date"})
+    ingest(src, tmp_path / "default", cfg)
+    ingest(src, tmp_path / "kept", cfg.model_copy(update={"exact_duplicates": "keep"}))
+    assert _weights(tmp_path / "default") == {("a", "x"): 5.0}
+    assert _weights(tmp_path / "kept") == {("a", "x"): 7.0}
+
+
+@pytest.mark.parametrize("setting", ["quarantine", "keep"])
+def test_exact_duplicates_across_appended_batches_count_as_in_one_ingest(tmp_path: Path, setting: str) -> None:
+    """A repeat split across two --append batches (the cross-batch duplicate check) ends where it
+    would in one ingest of both files: counted under keep, quarantined otherwise."""
+    cfg = DataConfig(aggregate="count", exact_duplicates=setting)
+    day1 = _csv(tmp_path / "day1.csv", CLICKS[:3], header="user,item")
+    day2 = _csv(tmp_path / "day2.csv", CLICKS[3:], header="user,item")
+    both = _csv(tmp_path / "both.csv", CLICKS, header="user,item")
+    ingest(both, tmp_path / "once", cfg)
+    ingest(day1, tmp_path / "appended", cfg)
+    report = ingest(day2, tmp_path / "appended", cfg, append=True)
+    assert _weights(tmp_path / "appended") == _weights(tmp_path / "once")
+    assert report.fingerprint == storage.read_manifest(tmp_path / "once")["fingerprint"]
+    if setting == "quarantine":  # one repeat within day 2, one of day 1's row
+        [warning] = report.warnings
+        assert warning.startswith("duplicates quarantined: 2 rows") and "--exact-duplicates keep" in warning
+    else:
+        assert report.warnings == []  # day 2 holds new rows too: no re-run suspected
+        assert _weights(tmp_path / "once")[("a", "x")] == 3.0
+        rerun = ingest(day2, tmp_path / "appended", cfg, append=True)  # the same file again: counted again
+        assert _weights(tmp_path / "appended")[("b", "x")] == 4.0
+        assert any("equals a row of an earlier batch" in w for w in rerun.warnings), rerun.warnings
+
+
 def test_append_preserves_files_it_does_not_own(tmp_path: Path) -> None:
     out = tmp_path / "out"
     ingest(_csv(tmp_path / "a.csv", ROWS[:10]), out, DataConfig())
