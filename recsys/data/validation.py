@@ -591,7 +591,7 @@ def _validate(
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
-    # The duplicate check (a numpy sort: one core) runs beside the selections below (polars).
+    # The duplicate check (a polars sort, then numpy on the few repeats) runs beside the selections below.
     duplicates = None if keep_duplicates else _BACKGROUND.submit(_duplicate_mask, frame, valid, key_names)
     # Select before filtering, so each side copies only the columns it keeps.
     raw_view = frame.select(ROW, *raw_columns, REASON)
