@@ -26,7 +26,7 @@ files are numbered by position after the read (a row index in the streaming CSV 
 the read); a plain-integer log is read typed (ids UInt32, time / weight Int64), which makes the read
 as cheap as the reference's and skips ~0.3 s of string parsing, kept only when a byte count proves
 every field was spelled plainly; the per-row reason is a 1-byte Enum instead of a mostly-null String
-column (160 MB on 10M rows); repeated hashes are found with a 1 MB table; the fingerprint hashes each
+column (160 MB on 10M rows); repeated hashes are found with a 1 MB table (since replaced, below); the fingerprint hashes each
 distinct id once; pairs take their first-appearance order from the source row instead of a
 materialised position column. Then, for the real shapes: the vocab keeps the codes of the ids it adds
 (no text round trip to index the pairs, no self-check of a table it built, a one-key sort by first
@@ -44,7 +44,21 @@ ids against 1.4M and 250k, so the group-by (~0.9 s), vocab + indexing (~0.45 s) 
 all touch more entries (~2.7 s in all against ~1.15 s). Until the stand-in codes moved to a free
 gap, the 10M-row Zipf logs (one narrow item id, 4294944151, lies in the block just below 2**32)
 grouped on two columns: ~1.3 CPU-s against ~0.85 s for the one-key group-by (measured alone, one
-process, 2 busy cores). See benchmarks/results/ingest.md for the numbers.
+process, 2 busy cores). Then, from a profile of where ingest's CPU goes beside the reference's
+(10M Zipf rows: ~5.2 CPU-s against ~2.2; about 30% of ingest's was kernel time, mostly first
+touches of fresh memory): the batch reaches pyarrow without a copy (`DataFrame.to_arrow` copied
+every column, ~280 MB, because the row number is one chunk beside the streaming read's ~100;
+columns are now converted in groups of equal chunk count), columns without nulls are written as
+required Parquet fields (no definition levels: the batch write ~0.45 -> ~0.35 CPU-s), the
+duplicate check sorts the row hashes with polars on both cores and finds the rows holding a
+repeated one with `is_in` (numpy sorted them on one core after copying them into one array), and
+the row hash XORs seeded per-column hashes instead of hashing a struct (which row-encodes every
+row). Together ~0.35-0.5 CPU-s less on the Zipf logs and ~0.3 on numbered ones (A/B, alternating,
+loaded machine). Tried and not kept: left joins or unordered joins for the indexing (same CPU), a
+sort-based vocab + index (numpy reduceat over sorted codes: more CPU than the hash joins),
+restoring stand-in codes with a polars expression instead of numpy (no measurable change), other
+encodings of the batch's id columns (delta, lz4, zstd: more CPU for fewer bytes). See
+benchmarks/results/ingest.md for the numbers.
 """
 
 from __future__ import annotations
@@ -70,18 +84,39 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
-    "This run is on a fresh machine of the same kind, whose bare reference is faster (1.02-1.48 s at 10M "
-    "rows against 1.27-1.57 s in the previous table): the ratios moved up with it, not with the code. Sam"
-    "e-machine A/B on the main 10M-row file (5 alternating runs each, load 0.5-1.2): the previous session"
-    "'s last commit 334c0b7d 2.19 s, this commit 2.21 s, the reference 1.03 s. On Zipf ids the stand-in c"
-    "odes for 64-bit ids now find a free gap (one narrow item id sat in their block and sent the 10M Zipf"
-    " logs to the two-column group-by): -0.3 CPU-s of ~5.5 measured on a loaded machine, not visible in t"
-    "hese wall-time ratios.",
+    "This table (load average 2.0 before, 2.4 after; one other job on the 2 cores) is the quietest run of"
+    " this code: at 10M rows every numbered-id shape meets the target (1.74-1.93) and the Zipf-id shapes "
+    "miss it by 1-7% (2.02-2.14, pairs 2.00-2.15); the main file's median is 1.90, but its pairs spread 1"
+    ".25-4.87 (the other job hit some), so read it as about 1.9-2.0. Two earlier runs of the same changes"
+    " on a busier machine (commit 59008c4ab7 and the one after it, load 3.2-6.9 and 6.4-14.2, references "
+    "2.2-5.7 s at 10M rows) gave main file 1.58 and 2.35, 10M-row shapes 1.47-1.97 and 1.69-1.96 numbered"
+    ", 1.61-2.15 and 2.17-2.49 Zipf: too noisy to read either way. The firmer measure of the changes is t"
+    "he CPU A/B below.",
     "",
-    "The previous table (commit 7443b9f2ad, load 1.5-2.1): main 10M-row file 1.93; 10M-row shapes 1.89-2."
+    "Same-machine A/B of this table's ingest changes (the batch handed to pyarrow without a copy, required "
+    "fields, the duplicate check's polars sort, the XOR row hash) against main 4a0591e, each side in its own "
+    "process, alternating with the reference, 10M rows, load 7-12: on Zipf ids with int ratings CPU 5.19 -> "
+    "4.83 s and 5.29 -> 4.77 s in two runs of 7 and 5 rounds (per round 0.86-1.04x; the reference 2.2 s), "
+    "kernel time 1.5 -> 1.3 s; on numbered ids 3.91 -> 3.63 s (0.85-0.96x). Wall times at that load moved "
+    "0.55-1.56x per round and say nothing either way. Two more runs of 7 rounds on the Zipf int log at load "
+    "3.2-4.4 (the reference 1.1-1.35 s): CPU 4.76 -> 4.41 and 4.77 -> 4.30 s (per round 0.84-0.95x), wall "
+    "per round median 0.93x (0.85-1.39) and 0.84x (0.68-1.33), median ratio to the reference 2.47 -> 2.39 "
+    "and 2.45 -> 2.13: better, and still above the 2.0 target on that shape.",
+    "",
+    "The previous table (commit 16d3c96de1, load 0.8 before and 1.8 after): main 10M-row file 2.15; 10M-row "
+    "shapes 1.96-2.18 with numbered ids and 2.01-2.50 with Zipf ids; 3M-row shapes 1.99-2.38 numbered, "
+    "2.54-2.77 Zipf. It ran on a fresh machine whose bare reference was faster (1.02-1.48 s at 10M rows "
+    "against 1.27-1.57 s in the table before it): the ratios moved up with it, not with the code. Same-"
+    "machine A/B then on the main 10M-row file (5 alternating runs each, load 0.5-1.2): commit 334c0b7d "
+    "2.19 s, 16d3c96de1 2.21 s, the reference 1.03 s. On Zipf ids the stand-in codes for 64-bit ids had "
+    "just moved to a free gap (one narrow item id sat in their block and sent the 10M Zipf logs to the "
+    "two-column group-by): -0.3 CPU-s of ~5.5 measured on a loaded machine, not visible in the wall-time "
+    "ratios.",
+    "",
+    "The table before that (commit 7443b9f2ad, load 1.5-2.1): main 10M-row file 1.93; 10M-row shapes 1.89-2."
     "03 with numbered ids and 2.18-2.46 with Zipf ids; 3M-row shapes 1.83-2.11 numbered, 2.65-2.82 Zipf.",
     "",
-    "The table before that (commit a24d8f9de2, before this session's reader additions: decimal commas, Go ti"
+    "Before that (commit a24d8f9de2, before this session's reader additions: decimal commas, Go ti"
     "mes, `#` headers, the ingest id; load 1.6): main 10M-row file 1.94; 10M-row shapes 1.84-2.04 with nu"
     "mbered ids and 2.28-2.63 with Zipf ids; 3M-row shapes 1.92-2.08 numbered, 2.47-2.80 Zipf. The machin"
     "e ran about 25% faster then in absolute terms (references 1.03-1.24 s at 10M rows against 1.27-1.57 "

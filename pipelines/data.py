@@ -131,10 +131,18 @@ def remote_versions(location: Location) -> dict[str, tuple[str, str]]:
     return {f.name: (f.version, location.url_of(f.path)) for f in files}
 
 
+def _unset_later(cfg: DataConfig) -> set[str]:
+    """Settings added after processed directories were named by the hash of the [data] settings,
+    left out of that hash while unset, so a config that does not use them keeps its directory
+    (and its ingest cache key) across the upgrade."""
+    unset = {"event_weights"} if cfg.event_weights is None else set()
+    return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
+
+
 def source_fingerprint(cfg: DataConfig) -> str:
     """Fingerprint of the input *and* the settings that shape the processed data: the cache key of
     the ingest task. Unchanged files and settings -> same key -> ingest is skipped."""
-    settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir", "source"})
+    settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir", "source", *_unset_later(cfg)})
     if cfg.source == "synthetic":
         content = "synthetic"
     else:
@@ -152,7 +160,7 @@ def source_fingerprint(cfg: DataConfig) -> str:
 def dataset_dir(cfg: DataConfig) -> Path:
     """Where the processed data for this source + settings lives: stable across scheduled runs so
     that new files append to the same vocab."""
-    settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir"})
+    settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir", *_unset_later(cfg)})
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     stem = "synthetic" if cfg.source == "synthetic" else Path(cfg.source.rstrip("/")).name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "data"
@@ -177,8 +185,8 @@ def _read_ledger(processed: Path) -> dict[str, str]:
 
 
 # The [data] settings that shape a processed directory: a processed data.source is used as it is.
-SHAPING = ("positive_min_weight", "positive_events", "aggregate", "binarize", "min_user_interactions",
-           "min_item_interactions")  # fmt: skip
+SHAPING = ("positive_min_weight", "positive_events", "event_weights", "exact_duplicates", "aggregate", "binarize",
+           "min_user_interactions", "min_item_interactions")  # fmt: skip
 
 
 def processed_as(processed: Path, data: DataConfig) -> list[str]:

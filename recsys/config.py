@@ -72,8 +72,21 @@ class DataConfig(Section):
     columns: ColumnMap = Field(default_factory=ColumnMap)
     positive_min_weight: float | None = Field(None, description="keep interactions with weight >= this (e.g. rating >= 4)")
     positive_events: list[str] | None = Field(None, description="keep only these event types")
+    event_weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
+        None,
+        description="weight of each event type, e.g. {view = 1, addtocart = 3, transaction = 5}: a row weighs its "
+        "event's weight (times the weight column, if any); rows of unlisted events are dropped (reported); "
+        "aggregate auto then sums",
+    )
     aggregate: Literal["auto", "count", "sum", "max", "last"] = Field(
         "auto", description="how repeated (user, item) pairs combine; auto = sum when the log has a weight column, else count"
+    )
+    exact_duplicates: Literal["quarantine", "keep"] = Field(
+        "quarantine",
+        description="a row equal to an earlier one in every column read (user, item, time, weight, event): "
+        "quarantine = a copied row, quarantined as duplicate; keep = a repeated event, passed on to the "
+        "aggregation (count counts it, sum adds it), for click / view logs with no time or dates only; "
+        "with keep an --append of rows already ingested counts them again",
     )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")

@@ -350,7 +350,8 @@ def _session_needs(items) -> dict[str, bool]:
         needs["mlflow"] |= bool({"mlflow_server", "scheduled_runs"} & names) or params.get("tracking_uri") == "postgres"
         needs["prefect"] |= bool({"prefect_server", "scheduled_runs"} & names)
         needs["scheduled"] |= "scheduled_runs" in names
-        needs["ui"] |= "recsys_ui" in names
+        # tracking_ui (tests/tracking/conftest.py) asks for the UI on the SQLite store only
+        needs["ui"] |= "recsys_ui_process" in names or ("tracking_ui" in names and params.get("tracking_uri") == "sqlite")
     return needs
 
 
@@ -364,32 +365,58 @@ def _get_stack() -> SessionStack:
 
 # --------------------------------------------------------------------------------------------------
 # Two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml's addopts): each session service
-# is started by one worker only. The tests that need the PostgreSQL stack (or the DDP ranks started at
-# collection) form one group, run by gw1; those that need the SQLite store, the Prefect harness, the
-# UI or Spark's JVM form another, run by gw0; every other test goes to whichever worker is free
-# (`PinnedGroups`). A worker starts at collection only what its own group needs. The workers tell
-# the scheduler the groups through a file (GROUPS_KEY): xdist's own `xdist_group` marks become a
-# node id suffix that pytest 9's node ids no longer take.
+# is started by one worker only. The tests that need the PostgreSQL stack, the DDP ranks or Spark's JVM
+# (the last two start in the background as the session starts) form one group, run by gw1; those that
+# need the SQLite store, the Prefect harness or the UI on that store form another, run by gw0; every
+# other test goes to whichever worker is free (`PinnedGroups`). A worker starts at collection only
+# what its own group needs, and a module's `start_in_background` runs on the worker its pinned tests
+# go to (a test pinned by none of the fixtures below is not the module's to start anything for).
+# Spark is with the stack because gw0's group is the longer one (the flows, the SQLite half of
+# tests/tracking): with Spark there, gw0 ended last, ~2 minutes after gw1, on a loaded machine. The
+# workers tell the scheduler the groups through a file (GROUPS_KEY): xdist's own `xdist_group` marks
+# become a node id suffix that pytest 9's node ids no longer take.
 
 PINNED = {"gw0": "services-0", "gw1": "services-1"}
 # A worker's first tests need no service: they run while its services start (~20-60 s).
 WARM_UP_TESTS = 100
 GROUPS_KEY = "recsys_test_groups"  # workerinput key: the file the workers write {nodeid: group} to
-STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks"}
+# one_spark_session: tests/models/test_wals_spark.py's autouse fixture, i.e. every test there
+STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks", "one_spark_session"}
 LOCAL_FIXTURES = {"shared_mlflow_uri", "prefect_harness", "recsys_ui", "recsys_ui_process",
                   "early_prefect_port", "migrated_prefect_database"}  # fmt: skip
+# (tracking_uri's sqlite / postgres parameters are in the local / stack group too)
+
+
+def _service_groups(item) -> set[str]:
+    """The pinned groups whose services the test needs: none (any worker can run it) or one; two is
+    refused at collection (`_refuse_tests_needing_both_groups`)."""
+    names = set(getattr(item, "fixturenames", ()))
+    store = getattr(getattr(item, "callspec", None), "params", {}).get("tracking_uri")
+    groups = set()
+    if names & STACK_FIXTURES or store == "postgres":
+        groups.add(PINNED["gw1"])
+    if names & LOCAL_FIXTURES or store == "sqlite":
+        groups.add(PINNED["gw0"])
+    return groups
 
 
 def _service_group(item) -> str | None:
     """The pinned group of a test that needs a session service (None: any worker can run it)."""
-    names = set(getattr(item, "fixturenames", ()))
-    store = getattr(getattr(item, "callspec", None), "params", {}).get("tracking_uri")
-    if names & STACK_FIXTURES or store == "postgres":
-        return PINNED["gw1"]
-    module = getattr(item, "module", None)
-    if names & LOCAL_FIXTURES or store == "sqlite" or callable(getattr(module, "start_in_background", None)):
-        return PINNED["gw0"]
-    return None
+    groups = _service_groups(item)
+    return PINNED["gw1"] if PINNED["gw1"] in groups else next(iter(groups), None)
+
+
+def _refuse_tests_needing_both_groups(items: list) -> None:
+    """A test that needs the services of both groups makes the worker that runs it start the other
+    group's too (a second SQLite store and `recsys ui`, ~40 s, on the stack's worker, where one
+    test needed the stack's MLflow server and `recsys ui` at once): split it, one test per group."""
+    both = [item.nodeid for item in items if len(_service_groups(item)) > 1]
+    if both:
+        raise pytest.UsageError(
+            f"{len(both)} test(s) need both the PostgreSQL stack's services and the SQLite store's, which "
+            "two different xdist workers start (tests/conftest.py, STACK_FIXTURES / LOCAL_FIXTURES): "
+            f"split each into one test per store: {', '.join(both[:10])}"
+        )
 
 
 def _owned_groups(config: pytest.Config) -> set[str] | None:
@@ -405,6 +432,7 @@ def _owned_groups(config: pytest.Config) -> set[str] | None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """The scheduled-deployment check goes last: its scenario runs in the background meanwhile."""
     items.sort(key=lambda item: "scheduled_runs" in getattr(item, "fixturenames", ()))
+    _refuse_tests_needing_both_groups(items)
     _write_groups(config, items)
 
 
@@ -481,6 +509,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:  # nothing will run: start nothing
+        return
     from recsys.stack import reap_orphans
 
     for prefix in (STACK_PREFIX, UI_PREFIX, STORE_PREFIX, HARNESS_PREFIX):  # left by a session killed with -9

@@ -63,3 +63,36 @@ def test_the_plot_reads_ratios_to_the_reference_from_the_value_column(tmp_path: 
     assert list(ratios) == ["wals"]  # the oracle row after the reference is not a model of the run
     assert abs(ratios["wals"] - 1.5) < 1e-12 and abs(popularity - 0.5) < 1e-12  # 0.3 / 0.2 in floats
 
+
+
+def test_citeulike_preparation_keeps_whole_libraries_of_the_first_users_up_to_the_cap(tmp_path: Path) -> None:
+    import polars as pl
+
+    from benchmarks.bench_generalization_real import citeulike_pairs
+
+    users = tmp_path / "users.dat"
+    users.write_text("3 1 4 1\n5 9\n2 6 5 3\n")  # user 0 lists article 1 twice: one pair
+    out = citeulike_pairs(users, tmp_path / "prep", cap=5)
+    rows = pl.read_csv(out).rows()
+    assert rows == [(0, 3), (0, 1), (0, 4), (1, 5), (1, 9)]  # user 2's 4 pairs would pass the cap: dropped whole
+    assert citeulike_pairs(users, tmp_path / "again", cap=5).read_bytes() == out.read_bytes()
+
+
+def test_each_known_real_log_runs_its_config_and_a_missing_file_stops_the_run(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    import benchmarks.bench_generalization_real as real
+
+    for log in real.KNOWN_LOGS:
+        monkeypatch.delenv(log.variable, raising=False)
+    assert real.given_logs() == []  # nothing named: every set keeps its last results
+    ratings = tmp_path / "ratings.dat"
+    ratings.write_text("1::10::8::1365029107\n")
+    monkeypatch.setenv("RECSYS_BENCH_MOVIETWEETINGS", str(ratings))
+    (log,) = real.given_logs()
+    data_set = real.data_set(log, tmp_path)
+    assert data_set.config.name == "movielens.toml" and data_set.config.is_file()
+    assert "data.positive_min_weight=8" in data_set.overrides
+    monkeypatch.setenv("RECSYS_BENCH_CITEULIKE", str(tmp_path / "missing.dat"))
+    with pytest.raises(SystemExit, match="RECSYS_BENCH_CITEULIKE"):
+        real.given_logs()

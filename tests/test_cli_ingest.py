@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -121,3 +122,92 @@ def test_replacing_earlier_batches_without_append_says_so(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "held 2 batch(es) (25 rows in: day1.tsv, day2.tsv)" in said and "add --append" in said
+
+
+def test_event_weight_flags_weigh_the_events_of_a_headerless_looking_event_log(tmp_path: Path) -> None:
+    """Taobao UserBehavior (user, item, category, behavior, seconds) with the header its users add:
+    `behavior_type` is read as the event and --event-weight gives each behavior its weight."""
+    src = tmp_path / "UserBehavior.csv"
+    src.write_text(
+        "user_id,item_id,category_id,behavior_type,timestamp\n"
+        "1,2268318,2520377,pv,1511544070\n1,2268318,2520377,cart,1511544080\n1,2268318,2520377,buy,1511544090\n"
+        "1,2333346,2520771,pv,1511561733\n100,2333346,2520771,fav,1511550516\n"
+    )
+    out, summary = tmp_path / "out", tmp_path / "s.json"
+    weights = ["--event-weight", "pv=1", "--event-weight", "cart=3", "--event-weight", "buy=5"]
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(out), *weights, "--json", str(summary)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "event=behavior_type" in said and "aggregate (sum)" in said
+    assert "warning: data.event_weights gives no weight to 'fav' (1 row), so those rows are dropped" in said
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["weights"]["event_weights"] == {"pv": 1.0, "cart": 3.0, "buy": 5.0}
+    assert json.loads(summary.read_text())["interactions"] == 2
+    assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 9.0]
+
+
+def test_a_misspelt_event_weight_is_one_line_exit_2(tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    src.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221332117,257597,view,355908,\n")
+    for bad in ("view", "view=none", "view=0", "=3"):
+        result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / "out"), "--event-weight", bad])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith(f"error: --event-weight {bad!r}: expected EVENT=WEIGHT"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_anonymous_sessions_name_the_session_column(tmp_path: Path) -> None:
+    """Diginetica's train-item-views: `;`, an empty userId on most rows. They were quarantined as
+    missing_user with a count in the summary and nothing saying that sessions can be the users."""
+    src = tmp_path / "train-item-views.csv"
+    src.write_text(
+        "sessionId;userId;itemId;timeframe;eventdate\n"
+        "1;;81766;526309;2016-05-09\n1;;31331;1031018;2016-05-09\n2;;32118;243569;2016-05-09\n"
+        "3;5;9654;0;2016-05-10\n3;5;33043;103001;2016-05-10\n"
+    )
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "time=eventdate" in said
+    assert (
+        "warning: 3 of 5 rows (60%) have no user id in column 'userId' and were quarantined (missing_user): "
+        "if it is a session log, read each session as a user with --user-col sessionId"
+    ) in said
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / "out"), "--user-col", "sessionId"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+
+
+def test_repeats_that_no_time_tells_apart_are_named_as_such(tmp_path: Path) -> None:
+    """A second view of an item the same day (Diginetica's `eventdate`) or a click log without
+    times equals an earlier row in every column read: quarantined as a duplicate, not counted,
+    which the summary's 'duplicate' count alone did not say. The warning names
+    --exact-duplicates keep, under which such rows are accepted and counted."""
+    dated = tmp_path / "views.csv"
+    dated.write_text("sessionId;itemId;eventdate\n1;10;2016-05-09\n1;10;2016-05-09\n1;11;2016-05-09\n")
+    bare = tmp_path / "clicks.csv"
+    bare.write_text("user_id,item_id\na,x\na,x\na,y\n")
+    hourly = tmp_path / "tianchi.csv"  # Tianchi's mobile log: a date and an hour
+    hourly.write_text("user_id,item_id,behavior_type,time\n1,2,1,2014-12-06 02\n1,2,1,2014-12-06 02\n1,3,1,2014-12-06 02\n")
+    timed = tmp_path / "events.csv"
+    timed.write_text("user_id,item_id,timestamp\na,x,1433221332117\na,x,1433221332117\na,y,1433221332118\n")
+    cases = ((dated, "column 'eventdate' holds dates only"), (bare, "the log has no time column"),
+             (hourly, "column 'time' holds whole hours only"), (timed, None))  # fmt: skip
+    for src, why in cases:
+        result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / src.stem)])
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert "duplicate" in said
+        if why is None:  # to the millisecond: a copied row
+            assert "warning" not in said, said
+        else:
+            assert f"warning: duplicates quarantined: 1 row equal to an earlier row in every column read; {why}" in said
+            assert "count each such row as a repeated event with --exact-duplicates keep (data.exact_duplicates)" in said
+    kept = runner.invoke(app, ["ingest", str(bare), "--out", str(tmp_path / "kept"), "--exact-duplicates", "keep",
+                               "--aggregate", "count", "--json", str(tmp_path / "kept.json")])  # fmt: skip
+    assert kept.exit_code == 0, kept.output
+    assert "warning" not in kept.output and "duplicate" not in kept.output
+    summary = json.loads((tmp_path / "kept.json").read_text())
+    assert (summary["rows_accepted"], summary["rows_quarantined"], summary["interactions"]) == (3, 0, 2)
+    config = json.loads((tmp_path / "kept" / "manifest.json").read_text())["config"]
+    assert config["exact_duplicates"] == "keep"

@@ -108,7 +108,10 @@ def test_constant_weights_counted_need_no_warning(tmp_path):
     log = tmp_path / "clicks.csv"
     log.write_text("user_id,item_id\na,x\na,x\nb,y\n")
     report = ingest(log, tmp_path / "out", DataConfig(aggregate="count"))
-    assert report.warnings == []
+    # No weight is discarded; the one warning is that the repeated (a, x) row, with no time to
+    # tell it from a copy, was quarantined as a duplicate rather than counted.
+    [warning] = report.warnings
+    assert warning.startswith("duplicates quarantined: 1 row") and "no time column" in warning, warning
 
 
 @pytest.mark.parametrize("header, item", [("userId\ttrackId", "trackId"), ("user_id\tsong_id", "song_id"),

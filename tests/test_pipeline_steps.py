@@ -194,6 +194,50 @@ def test_a_processed_source_ingested_with_other_data_settings_is_used_with_a_war
     assert "min_user_interactions 1 (config: 3)" in warning and "recsys ingest" in warning
 
 
+def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_alone(tmp_path):
+    """data.event_weights changes what a processed directory holds: it names its own directory and
+    a processed source ingested without it is flagged. A config that does not set it keeps the
+    directory (and ingest cache key) it had before the setting existed, so a scheduled run's
+    landing zone is not ingested afresh into a new directory after an upgrade."""
+    from pipelines.data import dataset_dir, processed_as, source_fingerprint
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+
+    plain = DataConfig(source="data/raw/events.csv", positive_events=["transaction"])
+    assert dataset_dir(plain).name == "events.csv-957fd286"  # the name before event_weights existed
+    assert source_fingerprint(DataConfig()) == "806c30e9960f04c171de"
+    weighted = plain.model_copy(update={"event_weights": {"view": 1.0, "transaction": 5.0}})
+    assert dataset_dir(weighted) != dataset_dir(plain)
+    raw = tmp_path / "events.csv"
+    raw.write_text("timestamp,visitorid,event,itemid\n1433221332117,1,view,10\n1433221332118,1,transaction,10\n")
+    ingest(raw, tmp_path / "plain", DataConfig())
+    [warning] = processed_as(tmp_path / "plain", weighted.model_copy(update={"positive_events": None}))
+    assert "event_weights None (config: {'view': 1.0, 'transaction': 5.0})" in warning
+
+
+def test_exact_duplicates_keep_names_its_own_directory_and_leaves_the_default_alone(tmp_path):
+    """data.exact_duplicates = keep changes what a processed directory holds (repeats counted):
+    its own directory, cache key and processed_as flag. The default quarantine keeps the names
+    and keys a config had before the setting existed (pinned as in the event_weights test)."""
+    from pipelines.data import dataset_dir, processed_as, source_fingerprint
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+
+    plain = DataConfig(source="data/raw/events.csv", positive_events=["transaction"])
+    assert dataset_dir(plain).name == "events.csv-957fd286"
+    assert dataset_dir(plain.model_copy(update={"exact_duplicates": "quarantine"})) == dataset_dir(plain)
+    assert source_fingerprint(DataConfig()) == "806c30e9960f04c171de"
+    kept = plain.model_copy(update={"exact_duplicates": "keep"})
+    assert dataset_dir(kept) != dataset_dir(plain)
+    assert source_fingerprint(DataConfig(exact_duplicates="keep")) != source_fingerprint(DataConfig())
+    raw = tmp_path / "clicks.csv"
+    raw.write_text("user_id,item_id\na,x\na,x\nb,x\n")
+    ingest(raw, tmp_path / "plain", DataConfig())
+    assert processed_as(tmp_path / "plain", DataConfig()) == []
+    [warning] = processed_as(tmp_path / "plain", DataConfig(exact_duplicates="keep"))
+    assert "exact_duplicates 'quarantine' (config: 'keep')" in warning
+
+
 def test_train_and_evaluate_skip_a_model_that_does_not_apply_as_run_does(tmp_path):
     """EASE above its catalogue bound: a run skips it and trains the rest; train stopped at it."""
     runner, models = CliRunner(), tmp_path / "models"
@@ -257,7 +301,8 @@ def test_models_are_submitted_longest_first_and_reported_in_config_order(tmp_pat
         'models=[{name="pop", kind="popularity"}, {name="wals", kind="wals", factors=4, iterations=2},'
         ' {name="tt", kind="two_tower", dim=8, epochs=1, batch_size=256, quiet=true}]'
     )
-    cfg = load_config(None, [*TINY, models, f'data.processed_dir="{tmp_path}"', "tracking.enabled=false"])
+    sets = [*TINY, models, f'data.processed_dir="{tmp_path}"', f'data.raw_dir="{tmp_path / "raw"}"', "tracking.enabled=false"]
+    cfg = load_config(None, sets)
     assert [m.name for m in longest_first(cfg.models)] == ["tt", "wals", "pop"]
 
     started: list[str] = []

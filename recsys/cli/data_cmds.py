@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +24,7 @@ from recsys.cli.common import (  # noqa: F401
     writable_output,
     write_text_atomic,
 )
+from recsys.errors import ConfigError
 
 FORMAT_HELP = (
     "Force a reader: csv, tsv, parquet, jsonl, movielens (u.data), movielens-dat (ratings.dat), "
@@ -35,6 +37,7 @@ INGEST_FLAGS = {
     "data.processed_dir": "--out {value}",
     "data.positive_min_weight": "--min-rating {value}",
     "data.aggregate": "--aggregate {value}",
+    "data.exact_duplicates": "--exact-duplicates {value}",
     "data.format": "--format {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
@@ -73,7 +76,20 @@ def ingest_command(
         typer.Option("--weight-col", help="Rating / count / dwell column (optional; missing = 1.0)."),
     ] = None,
     event_col: Annotated[
-        str | None, typer.Option("--event-col", help="Event-type column (optional).")
+        str | None,
+        typer.Option(
+            "--event-col",
+            help="Event-type column (optional; default: auto, e.g. event, event_type, behavior).",
+        ),
+    ] = None,
+    event_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event-weight",
+            help="EVENT=WEIGHT: a row of that event weighs WEIGHT (e.g. --event-weight view=1 --event-weight "
+            "transaction=5); rows of events given no weight are dropped (reported) and repeated pairs sum "
+            "(data.event_weights). Repeatable.",
+        ),
     ] = None,
     min_rating: Annotated[
         float | None,
@@ -84,6 +100,15 @@ def ingest_command(
         typer.Option(
             "--aggregate",
             help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
+        ),
+    ] = None,
+    exact_duplicates: Annotated[
+        Literal["quarantine", "keep"] | None,
+        typer.Option(
+            "--exact-duplicates",
+            help="A row equal to an earlier one in every column read: quarantine (default: a copied row) or "
+            "keep (a repeated event, counted by count and added by sum: for click / view logs without times "
+            "or with dates only; --append then counts rows already ingested again) (data.exact_duplicates).",
         ),
     ] = None,
     min_user_interactions: Annotated[
@@ -127,9 +152,12 @@ def ingest_command(
         "columns": columns,
         "positive_min_weight": min_rating,
         "aggregate": aggregate,
+        "exact_duplicates": exact_duplicates,
         "min_user_interactions": min_user_interactions,
         "min_item_interactions": min_item_interactions,
     }
+    if event_weight:
+        updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}
     data = data.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
     with console.status("ingesting ...") as status:
@@ -151,6 +179,24 @@ def ingest_command(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
     run_on(report.out_dir, config)
+
+
+def _event_weights(pairs: list[str]) -> dict[str, float]:
+    """`--event-weight view=1 --event-weight transaction=5` -> {"view": 1.0, "transaction": 5.0}."""
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        event, _, raw = pair.rpartition("=")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = float("nan")
+        if not event.strip() or not math.isfinite(weight) or weight <= 0:
+            raise ConfigError(
+                f"--event-weight {pair!r}: expected EVENT=WEIGHT with a positive number, e.g. --event-weight "
+                "transaction=5 (leave an event out to drop its rows)"
+            )
+        weights[event.strip()] = weight
+    return weights
 
 
 def _earlier_batches(report, source: Path) -> str | None:

@@ -253,6 +253,7 @@ def combine(
                 "columns": ColumnMap(user=USER, item=ITEM, time=TIME, weight=WEIGHT),
                 "positive_min_weight": None,
                 "positive_events": None,
+                "event_weights": None,
                 "aggregate": "sum",
                 "binarize": False,
                 "min_user_interactions": 1,

@@ -53,17 +53,32 @@ def encode_ids(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 def positive_filter(frame: pl.LazyFrame, cfg: DataConfig, has_event: bool) -> pl.LazyFrame:
     """Keep rows that count as positive feedback: weight >= positive_min_weight and, when given, an
-    event in positive_events (a source without an event column cannot satisfy an event rule)."""
+    event in positive_events and in event_weights (a source without an event column cannot satisfy
+    an event rule); then weigh each row by its event's weight (`weigh_events`)."""
     if cfg.positive_min_weight is not None:
         frame = frame.filter(pl.col(WEIGHT) >= cfg.positive_min_weight)
-    if cfg.positive_events:
+    for setting, events in (("positive_events", cfg.positive_events), ("event_weights", cfg.event_weights)):
+        if not events:
+            continue
         if not has_event:
             raise DataError(
-                "data.positive_events is set but the source has no event column: name it with {option}",
+                f"data.{setting} is set but the source has no event column: name it with {{option}}",
                 setting="data.columns.event",
             )
-        frame = frame.filter(pl.col(EVENT).is_in(cfg.positive_events))
-    return frame
+        frame = frame.filter(pl.col(EVENT).is_in(list(events)))
+    return weigh_events(frame, cfg)
+
+
+def weigh_events(frame: pl.LazyFrame, cfg: DataConfig) -> pl.LazyFrame:
+    """Each row's weight times its event's `data.event_weights` entry (a log without a weight column
+    weighs 1 a row, so the row then weighs its event's weight): a purchase can count for more than a
+    view, as in Hu et al.'s confidence or any retail log's view < cart < buy. Rows of other events
+    were dropped by `positive_filter`; `auto` then sums them per pair (see `recsys.data.ingest.weight_policy`)."""
+    if not cfg.event_weights:
+        return frame
+    events, values = zip(*cfg.event_weights.items(), strict=True)
+    factor = pl.col(EVENT).cast(pl.String).replace_strict(list(events), list(values), return_dtype=pl.Float32)
+    return frame.with_columns((pl.col(WEIGHT) * factor).cast(pl.Float32).alias(WEIGHT))
 
 
 @dataclass(frozen=True)
@@ -244,7 +259,7 @@ def to_implicit(
     the step report."""
     steps: list[FilterStep] = []
     rows = encode_ids(frame)
-    has_rule = cfg.positive_min_weight is not None or bool(cfg.positive_events)
+    has_rule = cfg.positive_min_weight is not None or bool(cfg.positive_events) or bool(cfg.event_weights)
     if has_rule:
         collected = rows.collect()
         validated_rows = collected.height
@@ -254,6 +269,8 @@ def to_implicit(
             rule.append(f"weight >= {cfg.positive_min_weight:g}")
         if cfg.positive_events:
             rule.append(f"event in {cfg.positive_events}")
+        if cfg.event_weights:
+            rule.append("event weighted " + ", ".join(f"{event}={w:g}" for event, w in cfg.event_weights.items()))
         positive_rows = positive_filter(collected.lazy(), cfg, has_event).collect()
         del collected
         steps.append(_measure(f"positive ({' and '.join(rule)})", positive_rows))

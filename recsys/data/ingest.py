@@ -7,7 +7,9 @@ Incremental ingest (`append=True`) stores the new validated rows as one more bat
 the implicit table from *all* batches, so a (user, item) pair seen in several batches is aggregated
 once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
 repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
-file does not double-count it. The vocab only grows: old indices never move.
+file does not double-count it; under data.exact_duplicates = "keep" (repeated events of a log
+without fine times) they are counted, as they would be in one ingest of all batches. The vocab
+only grows: old indices never move.
 
 The whole call - reading the previous manifest, staging, swapping in - holds the directory's writer
 lock (`storage.writer_lock`), so concurrent appends run one after the other and both land, and
@@ -19,6 +21,8 @@ leave a batch in without its record, or the record without its batch.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import tempfile
 import time
 import uuid
@@ -48,7 +52,7 @@ from recsys.data.readers import (
 )
 from recsys.data.remote import as_url
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
-from recsys.data.suspicions import suspicions
+from recsys.data.suspicions import session_column, suspicions
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
@@ -166,16 +170,12 @@ def _held_batches(out_dir: Path) -> list[dict]:
         return []
 
 
-def _drop_cross_batch_duplicates(
-    result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
-) -> ValidationResult:
-    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine.
+def _cross_batch_repeats(result: ValidationResult, previous: list[tuple[int, pl.LazyFrame]]) -> np.ndarray:
+    """True for each accepted row of `result` that exactly repeats a row of an earlier batch.
 
     Rows compare on every canonical column; a batch without an event column has null events, so a
     `buy` never repeats a row stored without its event type. Only earlier rows of this batch's
     users are compared, so a small append to a large history does not hash the whole history."""
-    if not previous:
-        return result
     *earlier_frames, new = aligned_ids([frame for _, frame in previous] + [result.rows.lazy()])
     schemas = [frame.collect_schema().names() for frame in [*earlier_frames, new]]
     keys = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if any(c in names for names in schemas)]
@@ -191,10 +191,21 @@ def _drop_cross_batch_duplicates(
     )
     earlier = earlier.join(new.select(pl.col(USER).unique()), on=USER, how="semi")
     repeated = new.join(earlier, on=keys, how="semi", nulls_equal=True).select("_i").collect()
-    if repeated.height == 0:
-        return result
     repeat_mask = np.zeros(result.rows.height, dtype=bool)
     repeat_mask[repeated.get_column("_i").to_numpy()] = True
+    return repeat_mask
+
+
+def _drop_cross_batch_duplicates(
+    result: ValidationResult, raw: RawSource, previous: list[tuple[int, pl.LazyFrame]]
+) -> ValidationResult:
+    """Move accepted rows that exactly repeat a row of an earlier batch into the quarantine
+    (`_cross_batch_repeats`), so an append of rows already ingested does not count them twice."""
+    if not previous:
+        return result
+    repeat_mask = _cross_batch_repeats(result, previous)
+    if not repeat_mask.any():
+        return result
     is_repeat = pl.Series(repeat_mask)
     moved = _source_text(raw, result.rows.filter(is_repeat)).with_columns(pl.lit("duplicate").alias(REASON))
     order = [SOURCE_FILE, ROW] if raw.per_file else [ROW]
@@ -207,6 +218,20 @@ def _drop_cross_batch_duplicates(
         rows_in=result.rows_in,
         reasons=reasons,
     )
+
+
+def _all_repeated_note(result: ValidationResult, previous: list[tuple[int, pl.LazyFrame]]) -> list[str]:
+    """Under data.exact_duplicates = "keep" an appended row equal to an earlier batch's row is a
+    repeated event and is counted, as it would be in one ingest of both files; so an append of a
+    file already ingested counts it twice. Nothing tells the two apart row by row, but a batch
+    whose every row repeats earlier rows is most likely such a re-run: say so (one line)."""
+    if not previous or result.rows.height == 0 or not _cross_batch_repeats(result, previous).all():
+        return []
+    return [
+        f"every accepted row of this batch ({_rows(result.rows.height)}) equals a row of an earlier batch, and "
+        "with data.exact_duplicates = keep they are counted again as repeated events: if this file was "
+        "ingested before, ingest the batches afresh without it"
+    ]
 
 
 def _source_text(raw: RawSource, rows: pl.DataFrame) -> pl.DataFrame:
@@ -295,6 +320,73 @@ def _carry_over_foreign_files(out_dir: Path, tmp: Path, replaced: set[str]) -> N
             storage.link_or_copy(entry, tmp / entry.name)
 
 
+MISSING_USER_SHARE = 0.2
+"""Share of rows quarantined as missing_user from which ingest says which column may be meant."""
+
+
+def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
+    """A warning when many rows have no user id: Diginetica's train-item-views leaves `userId`
+    empty for anonymous sessions (most rows), and they were quarantined with nothing but a count
+    in the summary. A session log is read per session by naming its session column as the user
+    (the usual protocol for these logs), which the warning names when the header has one."""
+    missing = reasons.get("missing_user", 0)
+    if not rows_in or missing < MISSING_USER_SHARE * rows_in:
+        return None
+    user = raw.mapping.get(USER)
+    sessions = session_column(raw.header, raw.mapping)
+    fix = (
+        f"if it is a session log, read each session as a user with --user-col {sessions} (data.columns.user)"
+        if sessions
+        else "name another user column with --user-col (data.columns.user) if the log has one"
+    )
+    return (
+        f"{missing:,} of {rows_in:,} rows ({missing / rows_in:.0%}) have no user id in "
+        f"{column_label(user) if user else 'the user column'} and were quarantined (missing_user): {fix}"
+    )
+
+
+def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str | None:
+    """A warning when rows were quarantined as duplicates in a log whose rows cannot be told apart
+    by time: no time column (a bare `user,item` click log), or times that are dates or whole hours
+    only (Diginetica's `eventdate`, Tianchi's `2014-12-06 02`). A duplicate is a row equal to an earlier one in every column read
+    (user, item, time, weight, event); with no time to the second, a second view of an item the
+    same day is such a row, so repeated events are quarantined rather than counted, which the
+    summary's `duplicate` count alone does not say. Says which: the fix, if any, is a finer time
+    column (`--time-col`), or counting such rows as events (`--exact-duplicates keep`)."""
+    duplicates = result.reasons.get("duplicate", 0)
+    if not duplicates:
+        return None
+    time = raw.mapping.get(TIME)
+    if time is None:
+        why = "the log has no time column"
+    else:
+        times = result.rows.get_column(TIME)
+        if times.is_null().all() or not (times.dt.truncate("1h") == times).all():
+            return None
+        unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
+        why = f"{column_label(time)} holds {unit} only"
+    return (
+        f"duplicates quarantined: {_rows(duplicates)} equal to an earlier row in every column read; "
+        f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "
+        "not counted; name a time column with seconds with --time-col (data.columns.time) if the log has one, "
+        "or count each such row as a repeated event with --exact-duplicates keep (data.exact_duplicates)"
+    )
+
+
+def _toml_key(name: str) -> str:
+    """`view`, or `"add to cart"` where a TOML bare key cannot spell the name."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def _event_column(mapping: dict[str, str], batches: list[dict]) -> str | None:
+    """The source column read as the event: this batch's, else an earlier batch's (for messages)."""
+    return mapping.get(EVENT) or next((b["columns"][EVENT] for b in batches if EVENT in b.get("columns", {})), None)
+
+
 def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict], rows: pl.DataFrame) -> dict:
     """What happens to the weight column, for the manifest: which column, the aggregation used
     (`auto` resolved: sum when the log has a weight column, else count), whether the weights
@@ -304,10 +396,16 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
     thresholding then binarising is the explicit-to-implicit conversion it asked for, not a loss,
     so it gets no warning (the manifest still records the policy)."""
     column = mapping.get(WEIGHT) or next((b["columns"][WEIGHT] for b in batches if WEIGHT in b.get("columns", {})), None)
-    how = cfg.aggregate if cfg.aggregate != "auto" else ("sum" if column else "count")
+    weighted = bool(cfg.event_weights)  # data.event_weights: each row weighs its event's weight
+    how = cfg.aggregate if cfg.aggregate != "auto" else ("sum" if column or weighted else "count")
     dropped_by = "data.binarize = true" if cfg.binarize else f"data.aggregate = {how}" if how == "count" else None
     warning = None
-    if column and dropped_by and rows.height and cfg.positive_min_weight is None:
+    if weighted and dropped_by and len(set(cfg.event_weights.values())) > 1:
+        warning = (
+            f"event weights discarded: data.event_weights gives events different weights but {dropped_by} "
+            "makes every pair weigh the same; set data.aggregate = sum (or max / last) and data.binarize = false to keep them"
+        )
+    elif column and dropped_by and rows.height and cfg.positive_min_weight is None:
         low, high = rows.select(pl.col(WEIGHT).min().alias("low"), pl.col(WEIGHT).max().alias("high")).row(0)
         if low != high:
             warning = (
@@ -315,8 +413,58 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
                 "makes every pair weigh the same; set data.aggregate = sum (or max / last) and "
                 "data.binarize = false to keep it"
             )
-    return {"column": column, "aggregate": how, "binarize": cfg.binarize, "kept": bool(column) and not dropped_by,
-            "warning": warning}
+    policy = {"column": column, "aggregate": how, "binarize": cfg.binarize,
+              "kept": bool(column or weighted) and not dropped_by, "warning": warning}  # fmt: skip
+    if weighted:
+        policy["event_weights"] = dict(cfg.event_weights)
+    return policy
+
+
+def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, event_column: str | None) -> str | None:
+    """Check the event names of `data.positive_events` / `data.event_weights` against the events the
+    log holds: a rule naming none of them (`purchase` where the log says `transaction`, Taobao's
+    `buy`) would empty the table, and one naming some but not others would drop those rows with no
+    word but a step count. None of them found is an error listing the log's events (with rows);
+    some missing, or events of the log that `event_weights` gives no weight (so their rows are
+    dropped), is a warning naming them."""
+    named = {setting: list(events) for setting, events in (("positive_events", cfg.positive_events),
+             ("event_weights", cfg.event_weights)) if events}  # fmt: skip
+    if not named or event_column is None:
+        return None  # no rule, or no event column: `positive_filter` refuses the latter
+    counts = rows.group_by(EVENT).len().sort("len", descending=True).collect()
+    present = dict(zip(counts.get_column(EVENT).to_list(), counts.get_column("len").to_list(), strict=True))
+    listing = ", ".join(f"{event!r} ({_rows(n)})" for event, n in list(present.items())[:12] if event is not None)
+    listing += ", ..." if len(present) > 12 else ""
+    where = f"{source}: {column_label(event_column)}"
+    for setting, events in named.items():
+        if not any(event in present for event in events):
+            top = [str(event) for event in present if event is not None][:3]
+            value = (
+                "{" + ",".join(f"{_toml_key(event)}=1" for event in top) + "}"
+                if setting == "event_weights"
+                else "[" + ",".join(f'"{event}"' for event in top) + "]"
+            )
+            raise DataError(
+                f"{where} holds none of the events data.{setting} names ({', '.join(map(repr, events))}); "
+                f"its events are {listing}: name those in {{option}}",
+                setting=f"data.{setting}",
+                value=f"'{value}'",
+            )
+    problems = []
+    for setting, events in named.items():
+        missing = [event for event in events if event not in present]
+        if missing:
+            problems.append(f"data.{setting} names {', '.join(map(repr, missing))}, which {where} never holds")
+    if cfg.event_weights:
+        unweighted = [(e, n) for e, n in present.items() if e is not None and e not in cfg.event_weights]
+        if cfg.positive_events:
+            unweighted = [(e, n) for e, n in unweighted if e in cfg.positive_events]
+        if unweighted:
+            shown = ", ".join(f"{event!r} ({_rows(n)})" for event, n in unweighted[:12])
+            problems.append(f"data.event_weights gives no weight to {shown}, so those rows are dropped")
+    if not problems:
+        return None
+    return "; ".join(problems) + f" (its events: {listing})"
 
 
 RATING_SCALE_MAX = 5.0
@@ -372,6 +520,30 @@ def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep]) -
         f"{merged:,} repeated (user, item) rows were summed into their pairs' {column_label(column)} "
         "(data.aggregate = auto sums a weight column): for ratings, set data.aggregate = last "
         "(the latest rating) or max"
+    )
+
+
+K_CORE_KEPT_SHARE = 0.1
+"""Share of pairs below which a k-core's cut is named in a warning."""
+
+
+def k_core_warning(steps: list[FilterStep]) -> str | None:
+    """A warning when the k-core keeps under a tenth of the pairs: a session log read per session
+    (Diginetica's sessions hold ~4 items) under plays.toml's `min_user_interactions = 5` kept 123
+    of ~8,000 pairs and 22 of 2,986 sessions, and the run went on to report recall on 22 users
+    with only the step counts saying why."""
+    names = [step.name for step in steps]
+    at = next((i for i, name in enumerate(names) if name.startswith("k-core")), None)
+    if not at:
+        return None
+    before, after = steps[at - 1], steps[at]
+    if not before.rows or after.rows >= K_CORE_KEPT_SHARE * before.rows:
+        return None
+    return (
+        f"{after.name.split(';')[0]}) kept {after.rows:,} of {before.rows:,} pairs ({after.rows / before.rows:.0%}) "
+        f"and {after.users:,} of {before.users:,} users: most users (sessions?) or items have fewer interactions "
+        "than that; lower the thresholds (--min-user-interactions / data.min_user_interactions, "
+        "--min-item-interactions / data.min_item_interactions) if that is what the log holds"
     )
 
 
@@ -490,10 +662,14 @@ def _ingest(
 
     say("reading and validating")
     raw = scan_source(source, format or cfg.format, cfg.columns)
-    result = validate(raw, cfg.max_future_days, decimal=cfg.decimal)
+    keep = cfg.exact_duplicates == "keep"
+    result = validate(raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep)
     notes = result.notes
     previous = storage.scan_batches(out_dir, previous_batches)
-    result = _drop_cross_batch_duplicates(result, raw, previous)
+    if keep:
+        notes = notes + _all_repeated_note(result, previous)
+    else:
+        result = _drop_cross_batch_duplicates(result, raw, previous)
     if (
         result.rows_in != result.rows_accepted + result.rows_quarantined
     ):  # pragma: no cover - a bug, not bad data
@@ -540,12 +716,21 @@ def _ingest(
                 "1 and none would pass: name the rating / count column with {option}, or drop the rule",
                 setting="data.columns.weight",
             )
+        event_note = event_rule_check(
+            cfg, source, all_rows([*aligned, (batch, rows)]), _event_column(raw.mapping, _sources(previous_manifest))
+        )
         pairs, steps = to_implicit(all_rows([*aligned, (batch, rows)]), cfg, has_event)
         if pairs.height == 0:
             if result.rows_accepted == 0 and not previous:
                 raise _nothing_accepted(source, raw, result)
             emptied = next((step.name for step in steps if step.rows == 0), steps[-1].name)
-            raise DataError(f"{source}: no interactions left after filtering ({emptied}); relax the data config")
+            relax = (
+                "lower data.min_user_interactions / data.min_item_interactions (too few of its users or items "
+                "have that many interactions: a sample, or a session log's short sessions?)"
+                if emptied.startswith("k-core")
+                else "relax the data config"
+            )
+            raise DataError(f"{source}: no interactions left after filtering ({emptied}); {relax}")
 
         say("vocab and indexing")
         users = (
@@ -560,9 +745,10 @@ def _ingest(
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
-        found = (weights["warning"], rating_scale_warning(cfg, weights["column"], result.rows),
+        found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
+                 coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
-        warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping)
+        warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

@@ -77,7 +77,8 @@ FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movi
 # reviews 2014/2018 (reviewerID, asin, overall, unixReviewTime) and 2023 (user_id, parent_asin -
 # preferred over the variant's asin -, rating, timestamp), Yelp (business_id, stars), Amazon
 # customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
-# Book-Rating), Retailrocket (visitorid, itemid).
+# Book-Rating), Retailrocket (visitorid, itemid), Taobao / Tianchi (behavior_type: pv, cart, fav,
+# buy), Diginetica (eventdate).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
     USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
     ITEM: (
@@ -95,7 +96,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "business_id",
         "isbn",
     ),
-    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time", "unixreviewtime", "review_date"),
+    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time", "eventdate", "unixreviewtime", "review_date"),
     WEIGHT: (
         "rating",
         "weight",
@@ -110,7 +111,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "star_rating",
         "book_rating",
     ),
-    EVENT: ("event", "event_type", "action", "type"),
+    EVENT: ("event", "event_type", "action", "type", "behavior", "behavior_type", "behaviour", "behaviour_type"),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
 _POSITIONAL = (USER, ITEM, WEIGHT, TIME)  # u.data / ratings.dat / headerless numeric files
@@ -145,7 +146,9 @@ class RawSource:
     says how a comma inside a number was meant (`;` files come from decimal-comma locales).
     `decimal`: how validation reads a comma in weight / time text, set by `validate` from it
     (see `validation.DECIMAL_MODES`). `notes`: one line each for ingest's warnings (JSON Lines
-    keys for a role that were seen only past the lines the columns were chosen from)."""
+    keys for a role that were seen only past the lines the columns were chosen from). `header`:
+    every column name of a delimited file with a header line (its first file's), mapped or not,
+    so a warning can name a column the user may mean (Diginetica's `sessionId`)."""
 
     path: Path | str
     format: str
@@ -159,6 +162,7 @@ class RawSource:
     separator: str | None = None
     decimal: str = "plain"
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
+    header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
 
     @property
     def columns(self) -> list[str]:
@@ -611,19 +615,32 @@ def _header_example(row: list[str], separator: str) -> str:
     one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
     splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
     One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
-    first two others `user_id` and `item_id`, a later number `rating`, the rest by position. A
-    guess the message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's
-    9-digit item ids look like Unix times, which is why a date wins)."""
+    first lower-case word `event` (Taobao's `pv`, an event log's `view`) when two other fields are
+    integers (the ids of such logs); the first two others `user_id` and `item_id`; a later number
+    `rating` unless the row has an event (an event log's other numbers are no weights: Taobao's
+    category id `2520377` named `rating` would be summed as weights by a user who keeps the
+    guess), the rest by position. A guess the message asks to check (Amazon's ratings-only CSV
+    starts with the item; Yoochoose's 9-digit item ids look like Unix times, which is why a date
+    wins, and its category is named `rating`)."""
     values = [v.strip() for v in row]
     dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
     unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
     time = dates[0] if dates else unix[-1] if unix else None
+    words = [i for i, v in enumerate(values) if i != time and _EVENT_WORD.match(v)]
+    integers = [i for i, v in enumerate(values) if i != time and v.isdigit()]
+    event = words[0] if words and len(integers) >= 2 else None
     names: list[str] = []
     ids = iter(("user_id", "item_id"))
     for position, value in enumerate(values):
-        name = "timestamp" if position == time else next(ids, "rating" if _is_number(value) else "")
+        if position in (time, event):
+            name = "timestamp" if position == time else "event"
+        else:
+            name = next(ids, "rating" if _is_number(value) and event is None else "")
         names.append(name if name and name not in names else f"column_{position + 1}")
     return ("\\t" if separator == "\t" else separator).join(names)
+
+
+_EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)
 
 
 def column_name(source: str) -> str:
@@ -1019,6 +1036,7 @@ def _scan_text(
         layout=_byte_layout(texts),
         separator=separators.pop() if len(separators) == 1 else None,
         notes=notes,
+        header=texts[0].columns if texts[0].has_header else (),
     )
 
 

@@ -8,7 +8,7 @@ the pairs or the vocabularies, never the rows, so it costs nothing next to the i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import polars as pl
@@ -27,14 +27,26 @@ before this was not written in 1970; its times are some other integer (yyyymmdd 
 20150701 read as seconds land in August 1970, day or sequence numbers in its first hours)."""
 
 
+def session_column(header: Sequence[str], mapping: Mapping[str, str]) -> str | None:
+    """A column of a delimited file's header that names sessions and is not read (Diginetica's
+    `sessionId`, YOOCHOOSE's session id once named): what an anonymous session log's rows can be
+    grouped by as users."""
+    return next((c for c in header if c not in mapping.values() and "session" in c.lower()), None)
+
+
 def suspicions(
-    pairs: pl.DataFrame, users: Vocab, items: Vocab, rows: pl.DataFrame, mapping: Mapping[str, str]
+    pairs: pl.DataFrame,
+    users: Vocab,
+    items: Vocab,
+    rows: pl.DataFrame,
+    mapping: Mapping[str, str],
+    header: Sequence[str] = (),
 ) -> list[str]:
     """Every warning of an ingest: `pairs` (the whole processed table, one row per pair, raw ids)
     and its vocabularies, `rows` (this call's accepted rows: an appended batch is judged on its
-    own), and the source column of each canonical one."""
+    own), the source column of each canonical one and the file's header (delimited text)."""
     return (
-        missing_markers(pairs, users, items, mapping)
+        missing_markers(pairs, users, items, mapping, header)
         + repeated_header(pairs, users, items, rows, mapping)
         + epoch_times(rows, mapping)
     )
@@ -65,11 +77,15 @@ def repeated_header(
     ]
 
 
-def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+def missing_markers(
+    pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str], header: Sequence[str] = ()
+) -> list[str]:
     """A warning for each id column whose ids include a missing-value marker: those rows are read
     as one user (or item) named "NA", which no check would catch (Diginetica's userId is mostly
-    NA). Looks at the vocabularies (one row per id), not at the rows; ids that travelled as
-    integer codes (`vocab.decimal_codes`) are all decimals, so they are not looked at."""
+    NA; its `sessionId`, named when the header has it, is the user column such logs are read by).
+    Looks at the vocabularies (one row per id), not at the rows; ids that travelled as integer
+    codes (`vocab.decimal_codes`) are all decimals, so they are not looked at."""
+    sessions = session_column(header, mapping)
     warnings = []
     for canon, role, vocab, flag in ((USER, "user", users, "--user-col"), (ITEM, "item", items, "--item-col")):
         if pairs.schema.get(canon) in CODE_DTYPES:
@@ -81,6 +97,7 @@ def missing_markers(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Ma
                 f"{role} id {marker!r} ({column_name(mapping.get(canon, canon))}, {rows} interactions) looks like a "
                 f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
                 f"them, or name another {role} column ({flag} / data.columns.{role})"
+                + (f"; a session log reads each session as a user: --user-col {sessions}" if sessions and canon == USER else "")
             )
     return warnings
 

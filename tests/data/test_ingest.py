@@ -86,6 +86,86 @@ def test_positive_events(tmp_path: Path) -> None:
         )
 
 
+# Retailrocket's events.csv shape: ms times, an event per row, transactionid only on purchases.
+RETAIL_ROWS = [
+    (1433221332117, "v1", "view", "i1", ""),
+    (1433221332999, "v1", "view", "i1", ""),
+    (1433221400000, "v1", "addtocart", "i1", ""),
+    (1433221500000, "v1", "transaction", "i1", "4000"),
+    (1433221600000, "v1", "view", "i2", ""),
+    (1433221700000, "v2", "view", "i2", ""),
+    (1433221800000, "v2", "addtocart", "i3", ""),
+    (1433221900000, "v2", "wishlist", "i3", ""),
+    (1433222000000, "v3", "wishlist", "i1", ""),
+]
+
+
+def _events(path: Path) -> Path:
+    return _csv(path, RETAIL_ROWS, header="timestamp,visitorid,event,itemid,transactionid")
+
+
+def test_event_weights_weigh_each_row_by_its_event_and_sum_the_pairs(tmp_path: Path) -> None:
+    """An event log without ratings: each row weighs its event's weight, repeated pairs sum (auto),
+    rows of events given no weight are dropped as a reported step and named in a warning."""
+    out = tmp_path / "out"
+    cfg = DataConfig(event_weights={"view": 1, "addtocart": 3, "transaction": 5})
+    report = ingest(_events(tmp_path / "events.csv"), out, cfg)
+    assert any("no weight to 'wishlist' (2 rows), so those rows are dropped" in w for w in report.warnings)
+    # v1/i1: 2 views + a cart + a purchase = 1 + 1 + 3 + 5; v3 had only a wishlist row
+    assert _weights(out) == {("v1", "i1"): 10.0, ("v1", "i2"): 1.0, ("v2", "i2"): 1.0, ("v2", "i3"): 3.0}
+    assert [(s.rows, s.users) for s in report.steps] == [(9, 3), (7, 2), (4, 2)]
+    assert "view=1, addtocart=3, transaction=5" in report.steps[1].name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["weights"]["aggregate"] == "sum" and manifest["weights"]["kept"]
+    assert manifest["weights"]["event_weights"] == {"view": 1.0, "addtocart": 3.0, "transaction": 5.0}
+    assert any("'wishlist'" in w for w in manifest["warnings"])
+
+
+def test_event_weights_flattened_by_count_are_flagged(tmp_path: Path) -> None:
+    cfg = DataConfig(event_weights={"view": 1, "addtocart": 3, "transaction": 5, "wishlist": 2}, aggregate="count")
+    report = ingest(_events(tmp_path / "events.csv"), tmp_path / "out", cfg)
+    assert any(w.startswith("event weights discarded") and "data.aggregate = count" in w for w in report.warnings)
+    assert _weights(tmp_path / "out")[("v1", "i1")] == 4.0  # four rows, as asked
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("positive_events", ["purchase"]), ("event_weights", {"purchase": 5.0})]
+)
+def test_an_event_rule_naming_no_event_of_the_log_lists_its_events(tmp_path: Path, setting: str, value) -> None:
+    """Retailrocket says `transaction`, Taobao `buy`: a rule naming neither emptied the table and
+    stopped with 'no interactions left after filtering; relax the data config'."""
+    with pytest.raises(DataError) as caught:
+        ingest(_events(tmp_path / "events.csv"), tmp_path / "out", DataConfig(**{setting: value}))
+    message = str(caught.value)
+    assert f"none of the events data.{setting} names ('purchase')" in message, message
+    assert "'view' (4 rows), 'addtocart' (2 rows), 'wishlist' (2 rows), 'transaction' (1 row)" in message
+    assert f"--set data.{setting}=" in message and not (tmp_path / "out").exists()
+
+
+def test_an_event_rule_naming_some_absent_events_says_which(tmp_path: Path) -> None:
+    cfg = DataConfig(positive_events=["transaction", "purchase"])
+    report = ingest(_events(tmp_path / "events.csv"), tmp_path / "out", cfg)
+    assert any("data.positive_events names 'purchase', which" in w and "never holds" in w for w in report.warnings)
+    assert _weights(tmp_path / "out") == {("v1", "i1"): 1.0}
+
+
+def test_a_k_core_that_keeps_almost_nothing_says_so(tmp_path: Path) -> None:
+    """Sessions as users: 60 two-item sessions and one long one. plays.toml's k-core (users >= 5)
+    kept the long one alone, and the run reported recall on what was left without a word."""
+    rows = [(f"s{n}", f"i{n % 9}", 1, n) for n in range(60)] + [(f"s{n}", f"i{(n + 1) % 9}", 1, n) for n in range(60)]
+    rows += [("long", f"i{k}", 1, 100 + k) for k in range(9)]
+    cfg = DataConfig(min_user_interactions=5, min_item_interactions=1)
+    report = ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "out", cfg)
+    assert (report.interactions, report.users) == (9, 1)
+    [warning] = [w for w in report.warnings if w.startswith("k-core")]
+    assert warning.startswith("k-core (users >= 5, items >= 1) kept 9 of 129 pairs (7%) and 1 of 61 users"), warning
+    assert "--min-user-interactions / data.min_user_interactions" in warning
+    kept = ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "out", cfg.model_copy(update={"min_user_interactions": 2}))
+    assert kept.interactions == 129 and not [w for w in kept.warnings if w.startswith("k-core")]
+    with pytest.raises(DataError, match=r"\(k-core \(users >= 10.*\); lower data.min_user_interactions / data.min_item"):
+        ingest(_csv(tmp_path / "sessions.csv", rows), tmp_path / "o2", cfg.model_copy(update={"min_user_interactions": 10}))
+
+
 def test_k_core_reaches_the_fixed_point_on_a_hand_built_graph() -> None:
     pairs = pl.DataFrame(
         {
@@ -266,6 +346,63 @@ def test_cross_batch_duplicates_compare_the_event_too(tmp_path: Path) -> None:
     assert report.reasons == {"duplicate": 1}
     stored = pl.read_parquet(report.quarantine_path)
     assert stored.select("source_row", "event", "reason").rows() == [(2, "click", "duplicate")]
+
+
+# A click log without times: three clicks of (a, x), one of (a, y), two of (b, x).
+CLICKS = [("a", "x"), ("a", "x"), ("a", "y"), ("b", "x"), ("a", "x"), ("b", "x")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected", "quarantined"),
+    [
+        ("quarantine", {("a", "x"): 1.0, ("a", "y"): 1.0, ("b", "x"): 1.0}, {"duplicate": 3}),
+        ("keep", {("a", "x"): 3.0, ("a", "y"): 1.0, ("b", "x"): 2.0}, {}),
+    ],
+)
+def test_exact_duplicates_keep_counts_repeated_events(tmp_path: Path, setting: str, expected: dict, quarantined: dict) -> None:
+    """A row equal to an earlier one in every column read: quarantined by default (a copied row),
+    counted as a repeated event under data.exact_duplicates = keep."""
+    out = tmp_path / "out"
+    cfg = DataConfig(aggregate="count", exact_duplicates=setting)
+    report = ingest(_csv(tmp_path / "clicks.csv", CLICKS, header="user,item"), out, cfg)
+    assert _weights(out) == expected
+    assert report.reasons == quarantined and report.rows_accepted == 6 - sum(quarantined.values())
+
+
+def test_exact_duplicates_keep_sums_repeated_weights_of_a_dated_log(tmp_path: Path) -> None:
+    """Dates only (Diginetica's eventdate): two equal rows of quantity 2 are two events; sum adds
+    both under keep (2 + 2 + 3), the first only by default (2 + 3)."""
+    rows = [("a", "x", 2, "2016-05-09"), ("a", "x", 2, "2016-05-09"), ("a", "x", 3, "2016-05-10")]
+    src = _csv(tmp_path / "views.csv", rows, header="user,item,qty,date")
+    cfg = DataConfig(aggregate="sum", columns={"weight": "qty", "time": "date"})
+    ingest(src, tmp_path / "default", cfg)
+    ingest(src, tmp_path / "kept", cfg.model_copy(update={"exact_duplicates": "keep"}))
+    assert _weights(tmp_path / "default") == {("a", "x"): 5.0}
+    assert _weights(tmp_path / "kept") == {("a", "x"): 7.0}
+
+
+@pytest.mark.parametrize("setting", ["quarantine", "keep"])
+def test_exact_duplicates_across_appended_batches_count_as_in_one_ingest(tmp_path: Path, setting: str) -> None:
+    """A repeat split across two --append batches (the cross-batch duplicate check) ends where it
+    would in one ingest of both files: counted under keep, quarantined otherwise."""
+    cfg = DataConfig(aggregate="count", exact_duplicates=setting)
+    day1 = _csv(tmp_path / "day1.csv", CLICKS[:3], header="user,item")
+    day2 = _csv(tmp_path / "day2.csv", CLICKS[3:], header="user,item")
+    both = _csv(tmp_path / "both.csv", CLICKS, header="user,item")
+    ingest(both, tmp_path / "once", cfg)
+    ingest(day1, tmp_path / "appended", cfg)
+    report = ingest(day2, tmp_path / "appended", cfg, append=True)
+    assert _weights(tmp_path / "appended") == _weights(tmp_path / "once")
+    assert report.fingerprint == storage.read_manifest(tmp_path / "once")["fingerprint"]
+    if setting == "quarantine":  # one repeat within day 2, one of day 1's row
+        [warning] = report.warnings
+        assert warning.startswith("duplicates quarantined: 2 rows") and "--exact-duplicates keep" in warning
+    else:
+        assert report.warnings == []  # day 2 holds new rows too: no re-run suspected
+        assert _weights(tmp_path / "once")[("a", "x")] == 3.0
+        rerun = ingest(day2, tmp_path / "appended", cfg, append=True)  # the same file again: counted again
+        assert _weights(tmp_path / "appended")[("b", "x")] == 4.0
+        assert any("equals a row of an earlier batch" in w for w in rerun.warnings), rerun.warnings
 
 
 def test_append_preserves_files_it_does_not_own(tmp_path: Path) -> None:

@@ -270,6 +270,48 @@ def retailrocket(tmp: Path) -> Layout:
     return Layout(path, mapping, rows, weighted=False)
 
 
+def taobao(tmp: Path) -> Layout:
+    """Tianchi's Taobao UserBehavior.csv, published headerless (user, item, category, behavior,
+    seconds); ingested with the header its users add, whose `behavior_type` is the event."""
+    rows = _draws(23, 300, USERS, [str(2_268_318 + 977 * n) for n in range(60)], [1.0])
+    body = "".join(
+        f"{u},{i},{2_520_377 + n % 7},{('pv', 'pv', 'cart', 'fav', 'buy')[n % 5]},{int(t)}\n"
+        for n, (u, i, _, t) in enumerate(rows)
+    )
+    path = tmp / "UserBehavior.csv"
+    path.write_text("user_id,item_id,category_id,behavior_type,timestamp\n" + body)
+    mapping = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp", "event": "behavior_type"}
+    return Layout(path, mapping, rows, weighted=False)
+
+
+def tianchi_mobile(tmp: Path) -> Layout:
+    """Tianchi's mobile-commerce log (tianchi_mobile_recommend_train_user.csv): behavior_type 1-4,
+    a mostly empty geohash and times written as a date and an hour (`2014-12-06 02`)."""
+    rows = [(u, i, w, float(int(t) // 3600 * 3600)) for u, i, w, t in _draws(31, 300, USERS, ITEMS, [1.0])]
+    body = "".join(
+        f"{u},{i},{1 + n % 4},{'' if n % 5 else '96ucm6'},{4245 + n % 3},{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H}\n"
+        for n, (u, i, _, t) in enumerate(rows)
+    )
+    path = tmp / "tianchi_mobile_recommend_train_user.csv"
+    path.write_text("user_id,item_id,behavior_type,user_geohash,item_category,time\n" + body)
+    mapping = {"user_id": "user_id", "item_id": "item_id", "timestamp": "time", "event": "behavior_type"}
+    return Layout(path, mapping, rows, weighted=False)
+
+
+def diginetica(tmp: Path) -> Layout:
+    """CIKM Cup 2016 train-item-views.csv: `;`, an empty userId on anonymous sessions, `timeframe`
+    (ms since the session began) and the day as `eventdate`; sessions read as users."""
+    rows = [(u, i, w, float(int(t) // 86_400 * 86_400)) for u, i, w, t in _draws(29, 300, USERS, ITEMS, [1.0])]
+    body = "".join(
+        f"{u};{'' if n % 3 else 7 * n};{i};{n * 1_234};{datetime.fromtimestamp(t, UTC):%Y-%m-%d}\n"
+        for n, (u, i, _, t) in enumerate(rows)
+    )
+    path = tmp / "train-item-views.csv"
+    path.write_text("sessionId;userId;itemId;timeframe;eventdate\n" + body)
+    mapping = {"user_id": "sessionId", "item_id": "itemId", "timestamp": "eventdate"}
+    return Layout(path, mapping, rows, args=["--user-col", "sessionId"], weighted=False)
+
+
 def rees46(tmp: Path) -> Layout:
     """Kaggle's e-commerce behaviour logs (2019-Oct.csv): times written `... UTC`, empty brands."""
     rows = _draws(
@@ -453,6 +495,9 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
         book_crossing,
         goodreads,
         retailrocket,
+        taobao,
+        tianchi_mobile,
+        diginetica,
         rees46,
         yelp,
         steam,
@@ -561,6 +606,28 @@ def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Pat
     assert manifest["rows_in"] == 3 and manifest["rows_accepted"] == accepted, manifest
     columns = manifest["batches"][0]["columns"]
     assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
+
+
+def test_the_suggested_header_of_a_headerless_event_log_names_its_event_not_a_rating(tmp_path: Path) -> None:
+    """Taobao's UserBehavior.csv: the suggestion named the category id `rating` (a user keeping it
+    would have summed category ids as weights) and the behavior `column_4`; following it now reads
+    the behavior as the event, so --event-weight and data.positive_events apply."""
+    text = "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n100,4572582,2188684,pv,1511550516\n"
+    path = tmp_path / "UserBehavior.csv"
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    header = line.split("sed -i '1i ", 1)[1].split("'", 1)[0]
+    assert header == "user_id,item_id,column_3,event,timestamp", line
+    path.write_text(header + "\n" + text)
+    result = _ingest(path, tmp_path / "out", "--event-weight", "pv=1", "--event-weight", "buy=5")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["batches"][0]["columns"] == {
+        "user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp", "event": "event"
+    }  # fmt: skip
+    assert manifest["weights"]["column"] is None and manifest["weights"]["aggregate"] == "sum"
 
 
 @pytest.mark.parametrize(
@@ -856,13 +923,15 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = _ingest(path, out)
     assert result.exit_code == 0, result.output
-    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    # (its repeats of a pair on one `eventdate` day are quarantined as duplicates: a warning of their own)
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning: user id")]
     n_na = sum(1 for _, u, _ in rows if u == "NA")
     n_na_pairs = len({i for _, u, i in rows if u == "NA"})
     assert f"user id 'NA' ('userId', {n_na_pairs} interactions) looks like a missing-value marker" in warning
     assert "--user-col" in warning and n_na == 40
+    assert warning.endswith("a session log reads each session as a user: --user-col sessionId"), warning
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["warnings"] == [warning.removeprefix("warning: ")]
+    assert warning.removeprefix("warning: ") in manifest["warnings"]
 
 
 @pytest.mark.parametrize(

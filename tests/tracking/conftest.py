@@ -34,6 +34,17 @@ def tracking_uri(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("mlflow_server")
 
 
+@pytest.fixture(scope="session")
+def tracking_ui(tracking_uri: str, request: pytest.FixtureRequest) -> str:
+    """Base URL of the MLflow UI on `tracking_uri`'s runs: `recsys ui` (tests/conftest.py starts it on
+    the SQLite store) or the tracking server's own UI. Asked for only on the SQLite store: a
+    [postgres] test that named `recsys_ui` would start the UI, and the SQLite store under it, on the
+    PostgreSQL worker too (tests/conftest.py starts the UI for `sqlite` tests that take this)."""
+    from recsys.tracking.store import is_http
+
+    return tracking_uri if is_http(tracking_uri) else request.getfixturevalue("recsys_ui")
+
+
 def planted_interactions(seed: int = 0) -> InteractionData:
     """Users and items in N_BLOCKS blocks; every user interacts only inside its block, with a
     Zipf-like popularity inside the block, so a factor model must find the blocks to do well."""

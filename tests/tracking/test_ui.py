@@ -43,12 +43,11 @@ def page_text(url: str, profile: Path, budget_ms: int = 20000) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs_page(logged, recsys_ui) -> str:
+def runs_page(logged, tracking_ui) -> str:
     """The experiment's runs link: on `recsys ui` (tests/conftest.py starts it on the session's SQLite
     store) or, for the server store, on the tracking server itself; the same link `recsys ui` and
     `recsys run` print (test_recsys_ui_prints_the_runs_link)."""
-    base = logged.uri if is_http(logged.uri) else recsys_ui
-    return ui.experiment_runs_url(logged.uri, logged.config.tracking.experiment, base)
+    return ui.experiment_runs_url(logged.uri, logged.config.tracking.experiment, tracking_ui)
 
 
 def test_recsys_ui_prints_the_runs_link(logged, monkeypatch):
