@@ -168,7 +168,9 @@ def test_second_scheduled_run_decides_like_recsys_promote_and_never_on_leaked_pa
     with_alias = alias_version(client, registry, CHAMPION)
     if decision["decision"] == "promoted":  # put run 1's champion back, as before run 2 promoted
         client.set_registered_model_alias(registry, CHAMPION, champion_1.version)
-    args = ["promote"]
+    # the runs' config (built-in settings + sets) is named `cfg.name`; the CLI reads the repository's
+    # default.toml (named "default"), and takes the newest pipeline run of its config's lineage
+    args = ["promote", "--set", f"name={cfg.name}"]
     for assignment in sets:
         args += ["--set", assignment]
     result = CliRunner().invoke(app, args)
