@@ -505,3 +505,51 @@ def test_the_handoff_of_a_killed_launcher_is_removed_by_the_next(tmp_path: Path,
         (handoff / "split").mkdir(parents=True)
     remove_dead_process_dirs(DDP_HANDOFF)  # what the next launcher's process_temp_dir does first
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+HANDOFF_SETS = [
+    "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.synthetic.n_clusters=3",
+    "data.synthetic.interactions_per_user=12", "data.min_user_interactions=2", "evaluation.ks=[5, 20]",
+    "evaluation.bootstrap_samples=20", "tracking.enabled=false", "folding.enabled=false",
+    'models=[{name="tt", kind="two_tower", dim=8, epochs=2, num_negatives=8, batch_size=64, quiet=true}, '
+    '{name="pop", kind="popularity"}]',
+]  # fmt: skip
+
+
+def test_handoff_prints_the_torchrun_command_that_trains_the_model_on_other_machines(tmp_path: Path):
+    """`recsys train --handoff DIR` writes what torchrun's ranks load (the split, the model's config)
+    and prints the command for every node; that command, as printed (one node, two processes here),
+    trains the model, and `recsys evaluate` accepts it as trained on the config's split."""
+    import shlex
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+    from recsys.config import load_config
+    from recsys.stack import free_port
+
+    config = tmp_path / "run.toml"
+    paths = [f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"']
+    config.write_text(load_config(None, [*HANDOFF_SETS, *paths]).to_toml())
+    models, shared = tmp_path / "models", tmp_path / "shared"
+    runner = CliRunner()
+    both = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--handoff", str(shared), "--nproc", "2"])
+    assert both.exit_code == 2 and "pass one" in both.output
+    result = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--handoff", str(shared)])
+    assert result.exit_code == 0, result.output
+    assert f"recsys train --config {config} --models {models} --model pop" in result.output  # not data-parallel
+    assert not (models / "tt").exists() and not (models / "pop").exists()  # --handoff itself trains nothing
+    printed = [line for line in result.output.splitlines() if line.startswith("torchrun ")]
+    assert len(printed) == 1 and (shared / "split").is_dir() and (shared / "tt.json").is_file()
+
+    launcher = "torchrun --nnodes N --nproc-per-node P --rdzv-backend c10d --rdzv-endpoint HOST:29400"
+    assert printed[0].startswith(launcher)
+    one_node = f"--nnodes 1 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "torch.distributed.run", *shlex.split(one_node),
+               *shlex.split(printed[0].removeprefix(launcher))]  # fmt: skip
+    ranks = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    evaluated = runner.invoke(app, ["evaluate", "--config", str(config), "--models", str(models), "--model", "tt"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "tt" in evaluated.output

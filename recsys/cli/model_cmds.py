@@ -159,6 +159,14 @@ def train(
             help="Address the --nproc ranks meet on (default $RECSYS_DDP_HOST or 127.0.0.1: nothing listens beyond this machine).",
         ),
     ] = None,
+    handoff: Annotated[
+        Path | None,
+        typer.Option(
+            "--handoff",
+            help="Several machines: write the split and each two-tower model's config under DIR (a file system "
+            "every node sees) and print the torchrun command to start on every node, instead of training here.",
+        ),
+    ] = None,
 ) -> None:
     """Train the config's models on its split and save them (JSON + safetensors) under --models.
 
@@ -177,12 +185,18 @@ def train(
     writable_dir(models_dir, "--models")
     cfg, split = _prepare(loaded)
     selected = _applicable(_selected(cfg, only), split, cfg, only)
-    for model_cfg in selected if nproc > 1 else []:
+    if handoff is not None and nproc > 1:
+        raise ConfigError("--handoff writes what torchrun's ranks load and trains nothing here; --nproc trains here: pass one")
+    for model_cfg in selected if nproc > 1 or handoff is not None else []:
         if model_cfg.kind == "two_tower" and model_cfg.tuning is not None and model_cfg.tuning.enabled:
+            option = "--nproc" if handoff is None else "--handoff"
             raise ConfigError(
-                f"models.{model_cfg.name}.tuning: --nproc trains one distributed fit, not a search; "
+                f"models.{model_cfg.name}.tuning: {option} trains one distributed fit, not a search; "
                 f"--set models.{model_cfg.name}.tuning.enabled=false (e.g. after recsys tune)"
             )
+    if handoff is not None:
+        _write_handoff(selected, split, handoff, models_dir, config_args(config, set_))
+        return
     trained = {}
     for model_cfg in selected:
         if nproc > 1 and model_cfg.kind == "two_tower":
@@ -225,6 +239,34 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
         find_teacher(model_cfg, models_dir)  # raises the clear error now rather than on every rank
     distill = model_cfg.distill.model_copy(update={"checkpoint": str(models_dir / name)})
     return model_cfg.model_copy(update={"distill": distill})
+
+
+def _write_handoff(selected, split, handoff: Path, models_dir: Path, config_given: list[str]) -> None:
+    """`recsys train --handoff DIR`: what `--nproc` hands its local ranks (the split, each model's
+    config), written where every node can read it, and the torchrun command that starts the ranks
+    there. The paths are absolute, since each node starts torchrun from a folder of its own."""
+    import shlex
+
+    from recsys.distributed import save_split
+
+    towers = [m for m in selected if m.kind == "two_tower"]
+    if not towers:
+        raise ConfigError("--handoff: no two_tower model selected (data-parallel training is for two-tower models)")
+    writable_dir(handoff, "--handoff")
+    root = handoff.resolve()
+    save_split(split, root / "split")
+    console.print(f"wrote the split to {root / 'split'}; on every node (N nodes, P processes each), run:")
+    for model_cfg in towers:
+        config_file = write_text_atomic(
+            root / f"{model_cfg.name}.json", _with_saved_teacher(model_cfg, models_dir).model_dump_json()
+        )
+        args = ["train", "--split", root / "split", "--model-config", config_file, "--out", (models_dir / model_cfg.name).resolve()]
+        launcher = "torchrun --nnodes N --nproc-per-node P --rdzv-backend c10d --rdzv-endpoint HOST:29400"
+        console.print(f"{launcher} -m recsys.distributed {shlex.join(map(str, args))}", soft_wrap=True, markup=False)
+    others = [arg for m in selected if m.kind != "two_tower" for arg in ("--model", m.name)]
+    if others:
+        console.print("not data-parallel (train them here):")
+        next_step("recsys train", *config_given, "--models", models_dir, *others)
 
 
 DDP_HANDOFF = "recsys-ddp"
