@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 from recsys.data.features import FeatureColumn, FeatureSet, load_recbole_features
 from recsys.evaluation.ranking import topk
 from recsys.models.base import Recommender
-from recsys.models.two_tower import TwoTower, TwoTowerConfig
+from recsys.models.two_tower import LossName, TwoTower, TwoTowerConfig
 
 from .conftest import Planted
 from .contract import RecommenderContract, planted_recall
@@ -53,20 +54,7 @@ def recall_and_leakage(model: TwoTower, planted: Planted) -> tuple[float, float]
 
 
 # ----------------------------------------------------------------------------- losses x samplers
-LOSSES = [
-    "bce",
-    "sampled_softmax",
-    "nce",
-    "infonce",
-    "bpr",
-    "hinge",
-    "positives_only",
-    "contrastive",
-    "lifted",
-    "npair",
-    "gbce",
-    "sampled_softmax_corrected",
-]
+LOSSES = list(get_args(LossName))  # every loss the config accepts: a new one gets this suite too
 SAMPLERS = ["uniform", "popularity", "in_batch", "mixed", "hard"]
 
 
