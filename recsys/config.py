@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from recsys.ann import AnnConfig
 from recsys.errors import ConfigError
@@ -100,6 +100,13 @@ class DataConfig(Section):
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("event_weights")
+    @classmethod
+    def _no_weights_is_unset(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        """`event_weights = {}` weighs nothing: the same as leaving it out, down to the processed
+        directory's name and the ingest cache key (which leave the setting out while it is unset)."""
+        return weights or None
 
 
 SplitProtocol = Literal["temporal", "rolling", "leave_last_n", "random", "strong_generalization"]

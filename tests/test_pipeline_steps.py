@@ -206,6 +206,9 @@ def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_
     plain = DataConfig(source="data/raw/events.csv", positive_events=["transaction"])
     assert dataset_dir(plain).name == "events.csv-957fd286"  # the name before event_weights existed
     assert source_fingerprint(DataConfig()) == "806c30e9960f04c171de"
+    none_weighted = DataConfig(source="data/raw/events.csv", positive_events=["transaction"], event_weights={})
+    assert dataset_dir(none_weighted) == dataset_dir(plain)  # an empty table weighs nothing: unset
+    assert source_fingerprint(DataConfig(event_weights={})) == "806c30e9960f04c171de"
     weighted = plain.model_copy(update={"event_weights": {"view": 1.0, "transaction": 5.0}})
     assert dataset_dir(weighted) != dataset_dir(plain)
     raw = tmp_path / "events.csv"
