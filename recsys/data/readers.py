@@ -619,9 +619,10 @@ def _header_example(row: list[str], separator: str) -> str:
     integers (the ids of such logs); the first two others `user_id` and `item_id`; a later number
     `rating` unless the row has an event (an event log's other numbers are no weights: Taobao's
     category id `2520377` named `rating` would be summed as weights by a user who keeps the
-    guess), the rest by position. A guess the message asks to check (Amazon's ratings-only CSV
-    starts with the item; Yoochoose's 9-digit item ids look like Unix times, which is why a date
-    wins, and its category is named `rating`)."""
+    guess) and unless it is 0 (Yoochoose's category `0`, Book-Crossing's implicit `0`: named
+    `rating`, every such row would weigh 0 and be dropped), the rest by position. A guess the
+    message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's 9-digit item
+    ids look like Unix times, which is why a date wins)."""
     values = [v.strip() for v in row]
     dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
     unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
@@ -635,7 +636,8 @@ def _header_example(row: list[str], separator: str) -> str:
         if position in (time, event):
             name = "timestamp" if position == time else "event"
         else:
-            name = next(ids, "rating" if _is_number(value) and event is None else "")
+            rating = _is_number(value) and float(value) != 0 and event is None
+            name = next(ids, "rating" if rating else "")
         names.append(name if name and name not in names else f"column_{position + 1}")
     return ("\\t" if separator == "\t" else separator).join(names)
 

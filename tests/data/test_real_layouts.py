@@ -630,6 +630,26 @@ def test_the_suggested_header_of_a_headerless_event_log_names_its_event_not_a_ra
     assert manifest["weights"]["column"] is None and manifest["weights"]["aggregate"] == "sum"
 
 
+def test_the_suggested_header_of_a_click_log_does_not_call_its_zero_category_a_rating(tmp_path: Path) -> None:
+    """YOOCHOOSE's clicks (session, time, item, category; no header): the suggestion named the
+    category `rating`, and a user keeping it lost every row whose category is 0 (weight 0). A 0
+    is no rating to guess from: the column is named by position, and following the suggestion
+    keeps every click."""
+    text = "1,2014-04-07T10:51:09.277Z,214536502,0\n1,2014-04-07T10:54:09.868Z,214536500,0\n2,2014-04-07T13:56:37.614Z,214662742,0\n"
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    header = line.split("sed -i '1i ", 1)[1].split("'", 1)[0]
+    assert header == "user_id,timestamp,item_id,column_4", line
+    path.write_text(header + "\n" + text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["rows_accepted"] == 3 and manifest["interactions"] == 3, manifest
+
+
 @pytest.mark.parametrize(
     ("name", "rows", "other"),
     [
