@@ -84,14 +84,14 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
-    "This table (load average 2.0 before, 2.4 after; one other job on the 2 cores) is the quietest run of"
-    " this code: at 10M rows every numbered-id shape meets the target (1.74-1.93) and the Zipf-id shapes "
-    "miss it by 1-7% (2.02-2.14, pairs 2.00-2.15); the main file's median is 1.90, but its pairs spread 1"
-    ".25-4.87 (the other job hit some), so read it as about 1.9-2.0. Two earlier runs of the same changes"
-    " on a busier machine (commit 59008c4ab7 and the one after it, load 3.2-6.9 and 6.4-14.2, references "
-    "2.2-5.7 s at 10M rows) gave main file 1.58 and 2.35, 10M-row shapes 1.47-1.97 and 1.69-1.96 numbered"
-    ", 1.61-2.15 and 2.17-2.49 Zipf: too noisy to read either way. The firmer measure of the changes is t"
-    "he CPU A/B below.",
+    "This table (load average 0.4 before, 2.0 after: the benchmark alone on the 2 cores) is the quietest "
+    "run of this code: the main file meets the target (1.87, pairs 1.83-1.97), and so does every 10M-row "
+    "shape with numbered ids (1.84-1.93); the Zipf-id shapes miss it by 1-7% (2.02-2.14). A run on b46dc5"
+    "a106 at load 2.0-2.4 gave the same picture: main file 1.90 (pairs 1.25-4.87: another job hit some), "
+    "numbered 1.74-1.93, Zipf 2.02-2.14. Two earlier runs of the same changes on a busier machine (commit"
+    " 59008c4ab7 and the one after it, load 3.2-6.9 and 6.4-14.2, references 2.2-5.7 s at 10M rows) gave "
+    "main file 1.58 and 2.35, 10M-row shapes 1.47-1.97 and 1.69-1.96 numbered, 1.61-2.15 and 2.17-2.49 Zi"
+    "pf: too noisy to read either way. The firmer measure of the changes is the CPU A/B below.",
     "",
     "Same-machine A/B of this table's ingest changes (the batch handed to pyarrow without a copy, required "
     "fields, the duplicate check's polars sort, the XOR row hash) against main 4a0591e, each side in its own "
