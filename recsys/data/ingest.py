@@ -565,6 +565,22 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
     )
 
 
+def duplicates_rule_drift(rule: str, batches: list[dict]) -> list[str]:
+    """A warning when an appended batch treats rows equal in every column otherwise than the
+    earlier batches did (`data.exact_duplicates`, recorded per batch; unrecorded = quarantine):
+    the rule is applied when a batch is validated, so the processed data would count repeats in
+    some batches and quarantine them in others, which re-deriving the pairs does not undo."""
+    earlier = sorted({batch.get("exact_duplicates", "quarantine") for batch in batches})
+    if not earlier or earlier == [rule]:
+        return []
+    return [
+        f"this batch's repeated rows follow data.exact_duplicates = {rule}, the earlier batches' "
+        f"{' and '.join(earlier)}: repeats are counted in some batches and quarantined in others; pass "
+        f"--exact-duplicates {earlier[-1] if len(earlier) == 1 else 'quarantine'} to append as before, or ingest "
+        "the logs afresh without --append"
+    ]
+
+
 def weight_drift(mapping: dict[str, str], batches: list[dict], aggregate: str) -> str | None:
     """A warning when an appended batch has a weight column and the earlier ones have none, or the
     reverse: an export that lost (or gained) its rating column mixes 1-per-row counts with ratings
@@ -666,6 +682,7 @@ def _ingest(
     result = validate(raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep)
     notes = result.notes
     previous = storage.scan_batches(out_dir, previous_batches)
+    notes = notes + duplicates_rule_drift(cfg.exact_duplicates, _sources(previous_manifest))
     if keep:
         notes = notes + _all_repeated_note(result, previous)
     else:
@@ -785,6 +802,8 @@ def _ingest(
             "created_at": now,
             "ingest_id": ingest_id,
         }
+        if keep:  # recorded only when not the default, so default manifests keep their shape
+            batch_entry["exact_duplicates"] = cfg.exact_duplicates
         batches = _sources(previous_manifest) + [batch_entry]
         manifest = {
             "manifest_version": MANIFEST_VERSION,

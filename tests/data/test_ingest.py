@@ -405,6 +405,24 @@ def test_exact_duplicates_across_appended_batches_count_as_in_one_ingest(tmp_pat
         assert any("equals a row of an earlier batch" in w for w in rerun.warnings), rerun.warnings
 
 
+def test_an_append_under_another_duplicates_rule_is_named(tmp_path: Path) -> None:
+    """The rule is applied as a batch is validated: an --append with --exact-duplicates keep onto
+    batches that quarantined their repeats (or the reverse) would count repeats in some batches
+    only, without a word; the warning names the rule the earlier batches followed."""
+    day1 = _csv(tmp_path / "day1.csv", CLICKS[:3], header="user,item")
+    day2 = _csv(tmp_path / "day2.csv", CLICKS[3:], header="user,item")
+    keep, quarantine = DataConfig(aggregate="count", exact_duplicates="keep"), DataConfig(aggregate="count")
+    ingest(day1, tmp_path / "q", quarantine)
+    report = ingest(day2, tmp_path / "q", keep, append=True)
+    [drift] = [w for w in report.warnings if "earlier batches'" in w]
+    assert "exact_duplicates = keep, the earlier batches' quarantine" in drift and "--exact-duplicates quarantine" in drift
+    ingest(day1, tmp_path / "k", keep)
+    report = ingest(day2, tmp_path / "k", quarantine, append=True)
+    assert any("the earlier batches' keep" in w and "--exact-duplicates keep" in w for w in report.warnings)
+    same = ingest(day2, tmp_path / "q2", quarantine), ingest(day2, tmp_path / "q2", quarantine, append=True)
+    assert not any("earlier batches'" in w for r in same for w in r.warnings)  # the same rule: no word
+
+
 def test_append_preserves_files_it_does_not_own(tmp_path: Path) -> None:
     out = tmp_path / "out"
     ingest(_csv(tmp_path / "a.csv", ROWS[:10]), out, DataConfig())
