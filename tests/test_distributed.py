@@ -520,6 +520,7 @@ def test_handoff_prints_the_torchrun_command_that_trains_the_model_on_other_mach
     """`recsys train --handoff DIR` writes what torchrun's ranks load (the split, the model's config)
     and prints the command for every node; that command, as printed (one node, two processes here),
     trains the model, and `recsys evaluate` accepts it as trained on the config's split."""
+    import os
     import shlex
     import subprocess
 
@@ -548,7 +549,8 @@ def test_handoff_prints_the_torchrun_command_that_trains_the_model_on_other_mach
     one_node = f"--nnodes 1 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "torch.distributed.run", *shlex.split(one_node),
                *shlex.split(printed[0].removeprefix(launcher))]  # fmt: skip
-    ranks = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # torchrun's torchelastic_* log folders: here, not in /tmp
+    ranks = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
     evaluated = runner.invoke(app, ["evaluate", "--config", str(config), "--models", str(models), "--model", "tt"])
     assert evaluated.exit_code == 0, evaluated.output
