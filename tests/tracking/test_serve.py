@@ -46,13 +46,14 @@ def _refused(url: str, body: dict) -> str:
 
 
 @pytest.mark.slow
-def test_served_champion_answers_top_k(logged, planted_split):
+def test_served_champion_answers_top_k(logged, planted_split, tmp_path):
     client = MlflowClient(logged.uri, registry_uri=logged.uri)
     client.set_registered_model_alias("recsys-wals", CHAMPION, logged.versions["wals"])
     port = _free_port()
     server = subprocess.Popen(
         serve_command("models:/recsys-wals@champion", port),
-        env=venv_env(logged.uri), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # TMPDIR: MLflow downloads the served model into a temp folder it never removes
+        env={**venv_env(logged.uri), "TMPDIR": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
