@@ -537,6 +537,7 @@ def test_handoff_prints_the_torchrun_command_that_trains_the_model_on_other_mach
     runner = CliRunner()
     both = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--handoff", str(shared), "--nproc", "2"])
     assert both.exit_code == 2 and "pass one" in both.output
+    assert not (tmp_path / "p").exists()  # refused before any work (no data ingested)
     result = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--handoff", str(shared)])
     assert result.exit_code == 0, result.output
     assert f"recsys train --config {config} --models {models} --model pop" in result.output  # not data-parallel

@@ -180,13 +180,15 @@ def train(
     """
     from pipelines.train import find_teacher, fit_model
 
+    if handoff is not None and nproc > 1:
+        raise ConfigError("--handoff writes what torchrun's ranks load and trains nothing here; --nproc trains here: pass one")
     loaded = load_run_config(config, set_, default=True)
     _selected(loaded, only)  # unknown names: before any work
     writable_dir(models_dir, "--models")
+    if handoff is not None:
+        writable_dir(handoff, "--handoff")
     cfg, split = _prepare(loaded)
     selected = _applicable(_selected(cfg, only), split, cfg, only)
-    if handoff is not None and nproc > 1:
-        raise ConfigError("--handoff writes what torchrun's ranks load and trains nothing here; --nproc trains here: pass one")
     for model_cfg in selected if nproc > 1 or handoff is not None else []:
         if model_cfg.kind == "two_tower" and model_cfg.tuning is not None and model_cfg.tuning.enabled:
             option = "--nproc" if handoff is None else "--handoff"
@@ -252,7 +254,6 @@ def _write_handoff(selected, split, handoff: Path, models_dir: Path, config_give
     towers = [m for m in selected if m.kind == "two_tower"]
     if not towers:
         raise ConfigError("--handoff: no two_tower model selected (data-parallel training is for two-tower models)")
-    writable_dir(handoff, "--handoff")
     root = handoff.resolve()
     save_split(split, root / "split")
     console.print(f"wrote the split to {root / 'split'}; on every node (N nodes, P processes each), run:")

@@ -382,9 +382,9 @@ def _rows(n: int) -> str:
     return f"{n:,} row{'' if n == 1 else 's'}"
 
 
-def _event_column(mapping: dict[str, str], batches: list[dict]) -> str | None:
-    """The source column read as the event: this batch's, else an earlier batch's (for messages)."""
-    return mapping.get(EVENT) or next((b["columns"][EVENT] for b in batches if EVENT in b.get("columns", {})), None)
+def _role_column(role: str, mapping: dict[str, str], batches: list[dict]) -> str | None:
+    """The source column read as `role` (weight, event): this batch's, else an earlier batch's."""
+    return mapping.get(role) or next((b["columns"][role] for b in batches if role in b.get("columns", {})), None)
 
 
 def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict], rows: pl.DataFrame) -> dict:
@@ -395,7 +395,7 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
     (`positive_min_weight`: ratings >= 4 are positives) reads the column as ratings on purpose:
     thresholding then binarising is the explicit-to-implicit conversion it asked for, not a loss,
     so it gets no warning (the manifest still records the policy)."""
-    column = mapping.get(WEIGHT) or next((b["columns"][WEIGHT] for b in batches if WEIGHT in b.get("columns", {})), None)
+    column = _role_column(WEIGHT, mapping, batches)
     weighted = bool(cfg.event_weights)  # data.event_weights: each row weighs its event's weight
     how = cfg.aggregate if cfg.aggregate != "auto" else ("sum" if column or weighted else "count")
     dropped_by = "data.binarize = true" if cfg.binarize else f"data.aggregate = {how}" if how == "count" else None
@@ -734,7 +734,7 @@ def _ingest(
                 setting="data.columns.weight",
             )
         event_note = event_rule_check(
-            cfg, source, all_rows([*aligned, (batch, rows)]), _event_column(raw.mapping, _sources(previous_manifest))
+            cfg, source, all_rows([*aligned, (batch, rows)]), _role_column(EVENT, raw.mapping, _sources(previous_manifest))
         )
         pairs, steps = to_implicit(all_rows([*aligned, (batch, rows)]), cfg, has_event)
         if pairs.height == 0:
