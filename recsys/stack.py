@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from recsys.errors import RecsysError
 from recsys.files import announced_lock
 
@@ -248,9 +250,19 @@ class Postgres:
 # Server processes
 
 
+SERVER_TAG_ENV = "RECSYS_STACK_SERVER"
+"""Set, to a value unique to one launch, in a server's environment: every process the server starts
+(uvicorn's supervisor and workers, multiprocessing helpers) inherits it, so `Server.processes`
+finds them all, also those a kill -9 of the server left running (they keep its port), and never a
+process that merely got a recorded pid again."""
+
+
 @dataclass
 class Server:
-    """A server process started by this module: its own process group, its log, its health URL."""
+    """A server process started by this module: its own process group, its log, its health URL.
+
+    `started` (the process's start time) and `tag` (see SERVER_TAG_ENV) are recorded for servers
+    launched since they were added; a state file without them falls back on `marker`."""
 
     name: str
     pid: int
@@ -258,17 +270,51 @@ class Server:
     health: str
     log: str
     marker: str  # a word its command line must contain, so a reused pid is never signalled
+    started: float | None = None
+    tag: str | None = None
+
+    def _leader(self) -> psutil.Process | None:
+        """The server's own process if it still runs (not a zombie, not a reused pid), else None."""
+        try:
+            process = psutil.Process(self.pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if self.started is not None and abs(process.create_time() - self.started) > 0.05:
+                return None  # the pid was reused (another process, or a machine restarted since)
+            if self.marker not in " ".join(process.cmdline()):
+                return None
+            return process
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.Error:  # runs, but not ours to look at: only a reused pid can be that
+            return None if self.started is not None else psutil.Process(self.pid)
 
     def alive(self) -> bool:
+        return self._leader() is not None
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this server still running: its own and, when it carries a tag, those it
+        started, wherever its death left them (uvicorn workers outlive a killed `mlflow server`)."""
+        found = {}
+        if (leader := self._leader()) is not None:
+            found[leader.pid] = leader
+        if self.tag:
+            for process in psutil.process_iter():
+                try:
+                    if process.pid not in found and process.environ().get(SERVER_TAG_ENV) == self.tag:
+                        if process.status() != psutil.STATUS_ZOMBIE:
+                            found[process.pid] = process
+                except psutil.Error:
+                    continue
+        return list(found.values())
+
+    def age(self) -> float | None:
+        """Seconds since the server process started; None when it does not run."""
+        leader = self._leader()
         try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            try:
-                os.kill(self.pid, 0)
-            except OSError:
-                return False
-            return True  # no /proc (macOS): trust the pid
-        return self.marker in cmdline
+            return time.time() - leader.create_time() if leader is not None else None
+        except psutil.Error:
+            return None
 
     def healthy(self, timeout: float = 5.0) -> bool:
         try:
@@ -276,6 +322,28 @@ class Server:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def state(self) -> str:
+        """`up` (runs and answers), `starting` (runs, not answering yet, started less than
+        READY_TIMEOUT_S ago), `not answering` (runs, silent for longer than a start may take),
+        `orphaned` (gone, but processes it started run on) or `down`. A foreign process answering
+        on its port never makes it `up`."""
+        age = self.age()
+        if age is None:
+            return "orphaned" if self.processes() else "down"
+        if self.healthy():
+            return "up"
+        return "starting" if age < READY_TIMEOUT_S else "not answering"
+
+    def describe(self) -> str:
+        """Its state with what a person needs to look further: pid, how long, the log."""
+        state = self.state()
+        if state in ("starting", "not answering"):
+            return f"{state} (pid {self.pid}, for {self.age() or 0:.0f} s; log {self.log})"
+        if state == "orphaned":
+            left = ", ".join(str(p.pid) for p in self.processes())
+            return f"DOWN (pid {self.pid} is gone; processes it started still run: {left})"
+        return "up" if state == "up" else "DOWN"
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
         """Block until the health URL answers 200; a process that exits first is an error with its log."""
@@ -289,23 +357,40 @@ class Server:
             time.sleep(0.5)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM to the process group, SIGKILL after `timeout` s."""
-        if not self.alive():
-            return
+        """SIGTERM to the process group and every process of the server (`processes`), SIGKILL to
+        those still running after `timeout` s. A server whose own process died is still stopped:
+        the workers it left keep its port, and a restart would fail on it."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
+            running = self.processes()
+            if not running:
                 return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
+            if any(p.pid == self.pid for p in running):
                 try:
-                    if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                        return
-                except ChildProcessError:  # not our child (a later `stack down`): poll instead
-                    if not self.alive():
-                        return
+                    os.killpg(self.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for process in running:
+                try:
+                    process.send_signal(sig)
+                except psutil.Error:
+                    pass
+            deadline = time.monotonic() + wait
+            while any(_runs(p) for p in running) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if not any(_runs(p) for p in running):
+                return
+
+
+def _runs(process: psutil.Process) -> bool:
+    """Whether `process` still runs; reaps it when it is this process's child (a zombie has ended)."""
+    try:
+        os.waitpid(process.pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: its parent (or init) reaps it
+        pass
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def launch(
@@ -313,12 +398,17 @@ def launch(
 ) -> tuple[Server, subprocess.Popen]:
     """Start `command` detached (own session), output to `log`; returns at once."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{name}-{secrets.token_hex(8)}"
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(env), start_new_session=True,
+            env={**env, SERVER_TAG_ENV: tag}, start_new_session=True,
         )  # fmt: skip
-    return Server(name, process.pid, url, health, str(log), marker), process
+    try:
+        started = psutil.Process(process.pid).create_time()
+    except psutil.Error:
+        started = None
+    return Server(name, process.pid, url, health, str(log), marker, started, tag), process
 
 
 def _python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
