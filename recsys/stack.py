@@ -463,6 +463,7 @@ class StackInfo:
     mlflow_url: str
     prefect_url: str
     servers: dict[str, dict] = field(default_factory=dict)
+    starting: dict | None = None  # {"pid", "started"} of the `recsys stack up` still starting it
 
     @property
     def prefect_api_url(self) -> str:
@@ -494,6 +495,7 @@ class Stack:
         self.artifacts = self.root / "mlflow-artifacts"
         self.servers: dict[str, Server] = {}
         self._processes: dict[str, subprocess.Popen] = {}
+        self.starting: dict | None = None  # this process while `start` waits for the servers (StackInfo)
 
     # -------------------------------------------------------------- urls
     @property
@@ -511,7 +513,7 @@ class Stack:
     def info(self) -> StackInfo:
         return StackInfo(
             str(self.root), self.postgres.port, self.mlflow_url, self.prefect_url,
-            {name: asdict(server) for name, server in self.servers.items()},
+            {name: asdict(server) for name, server in self.servers.items()}, self.starting,
         )  # fmt: skip
 
     # -------------------------------------------------------------- start
@@ -553,6 +555,7 @@ class Stack:
     def start(self, *, mlflow: bool = True, prefect: bool = True, log: Callable[[str], None] = print) -> StackInfo:
         """Start every part and wait until each answers; stops what it started when one fails."""
         wanted = [name for name, on in (("mlflow", mlflow), ("prefect", prefect)) if on]
+        self.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}  # see `starting_process`
         try:
             log(f"PostgreSQL: starting on {HOST}:{self.postgres.port} (data in {self.postgres.data})")
             self.start_postgres()
@@ -563,6 +566,8 @@ class Stack:
             for name in wanted:  # both servers start at once; wait for each in turn
                 self.wait(name)
                 log(f"{name}: ready at {self.servers[name].url}")
+            self.starting = None
+            self.write_state()
         except BaseException:
             self.stop()
             raise
@@ -602,9 +607,21 @@ class Stack:
                 prefect_port=int(state["prefect_url"].rsplit(":", 1)[1]),
             )
             stack.servers = {name: Server(**fields) for name, fields in state.get("servers", {}).items()}
+            stack.starting = state.get("starting")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StackError(f"{path}: unreadable stack state ({exc}); stop the processes by hand") from None
         return stack
+
+    def starting_process(self) -> psutil.Process | None:
+        """The `recsys stack up` that is still starting this stack (recorded in its state, and still
+        the same process), or None: `recsys stack down` stops it rather than waiting minutes for
+        its start to end, only to undo it."""
+        try:
+            pid, started = int(self.starting["pid"]), float(self.starting["started"])  # type: ignore[index]
+            process = psutil.Process(pid)
+            return process if abs(process.create_time() - started) <= 0.05 else None
+        except (TypeError, KeyError, ValueError, psutil.Error):
+            return None
 
     # -------------------------------------------------------------- internals
     def _check_port(self, port: int, what: str) -> None:

@@ -423,3 +423,43 @@ def test_a_recorded_pid_that_another_process_got_is_never_signalled(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+# A `recsys stack up` still waiting for its servers, as recorded by Stack.start: it holds the stack's
+# lock and stack.json names it as the starter (no PostgreSQL or servers needed for what is checked).
+STARTING_UP = r"""
+import os, sys, time
+import psutil
+from filelock import FileLock
+from recsys.stack import LOCK_FILE, Stack
+
+root = sys.argv[1]
+with FileLock(os.path.join(root, LOCK_FILE)):
+    stack = Stack(root, postgres_port=1, mlflow_port=2, prefect_port=3)
+    stack.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}
+    stack.write_state()
+    print("starting", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_stack_down_while_up_is_starting_stops_that_up_instead_of_waiting_for_it(tmp_path):
+    """`recsys stack down` while `up` was starting waited on the lock for the whole start (minutes
+    on a loaded machine: the servers importing), and only then stopped what had just started. Now
+    it stops that `up` (SIGTERM: it unwinds as on Ctrl-C, stopping what it started), then the rest."""
+    import signal
+
+    root = tmp_path / "stack"
+    root.mkdir()
+    up = subprocess.Popen([sys.executable, "-c", STARTING_UP, str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout.readline() == "starting\n"
+        down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
+        assert up.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    said = " ".join(down.output.split())
+    assert down.exit_code == 0 and f"stopping the `recsys stack up` (pid {up.pid}) that is starting the stack" in said, said
+    assert "stopped the stack in" in said and not (root / "stack.json").exists()

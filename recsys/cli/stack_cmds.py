@@ -97,9 +97,20 @@ def _parts_down(running: Stack, directory: Path) -> list[str]:
 @stack_app.command("down")
 @user_errors
 def down(directory: DirOption = Path(".stack")) -> None:
-    """Stop the Prefect server, the MLflow server and PostgreSQL started by `recsys stack up`."""
+    """Stop the Prefect server, the MLflow server and PostgreSQL started by `recsys stack up` (a `stack up`
+    still starting them is stopped first)."""
+    import os
+    import signal
+
     from recsys.stack import Stack, stack_lock
 
+    recorded = Stack.from_state(directory) if directory.is_dir() else None
+    starter = recorded.starting_process() if recorded is not None else None
+    if starter is not None and starter.pid != os.getpid():
+        # a start in progress (up to minutes, the servers importing): stop it rather than wait for it. Its
+        # SIGTERM unwinds it as on Ctrl-C: it stops what it started, and its lock is free for us.
+        _say(f"stopping the `recsys stack up` (pid {starter.pid}) that is starting the stack in {directory}")
+        starter.send_signal(signal.SIGTERM)
     with stack_lock(directory, _say) if directory.is_dir() else nullcontext():  # no lock file in a typo'd dir
         stack = Stack.from_state(directory)
         if stack is None:
