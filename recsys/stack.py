@@ -43,6 +43,9 @@ STATE_FILE = "stack.json"
 OWNER_FILE = "owner.json"
 READY_TIMEOUT_S = 300.0  # a cold MLflow server import on a loaded 2-core machine takes ~60 s
 STOP_TIMEOUT_S = 20.0
+# A recorded process start time matches within this: the kernel's boot time, from which start times are
+# computed, moves by up to a second under clock adjustments; a pid is not reused within a second.
+START_TOLERANCE_S = 1.0
 # Test stacks trade durability for speed: nothing in them must survive a power cut.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
@@ -279,15 +282,20 @@ class Server:
             process = psutil.Process(self.pid)
             if process.status() == psutil.STATUS_ZOMBIE:
                 return None
-            if self.started is not None and abs(process.create_time() - self.started) > 0.05:
+            if self.started is not None and abs(process.create_time() - self.started) > START_TOLERANCE_S:
                 return None  # the pid was reused (another process, or a machine restarted since)
             if self.marker not in " ".join(process.cmdline()):
                 return None
             return process
         except psutil.NoSuchProcess:
             return None
-        except psutil.Error:  # runs, but not ours to look at: only a reused pid can be that
-            return None if self.started is not None else psutil.Process(self.pid)
+        except psutil.Error:  # runs, but not ours to look at: a reused pid unless its start time was not recorded
+            if self.started is not None:
+                return None
+        try:
+            return psutil.Process(self.pid)
+        except psutil.Error:
+            return None
 
     def alive(self) -> bool:
         return self._leader() is not None
@@ -619,7 +627,7 @@ class Stack:
         try:
             pid, started = int(self.starting["pid"]), float(self.starting["started"])  # type: ignore[index]
             process = psutil.Process(pid)
-            return process if abs(process.create_time() - started) <= 0.05 else None
+            return process if abs(process.create_time() - started) <= START_TOLERANCE_S else None
         except (TypeError, KeyError, ValueError, psutil.Error):
             return None
 
