@@ -80,6 +80,14 @@ def test_stack_status_without_a_stack_says_how_to_start_one(tmp_path):
     assert result.exit_code == 1 and "make stack" in result.output
 
 
+def test_stack_down_without_a_stack_says_there_is_nothing_to_stop(tmp_path):
+    """`recsys stack down --dir` of a typo'd (or already stopped) directory said "stopped the stack in
+    ... (data kept)": a person took the typo for the stack they meant, which ran on."""
+    result = CliRunner().invoke(app, ["stack", "down", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == 0 and "no stack running in" in result.output and "stopped" not in result.output
+    assert not (tmp_path / "none").exists()
+
+
 def process_tree(pid: int) -> list[str]:
     """Command lines of `pid` and all its descendants."""
     root = psutil.Process(pid)

@@ -115,6 +115,9 @@ def down(directory: DirOption = Path(".stack")) -> None:
         stack = Stack.from_state(directory)
         if stack is None:
             stack = Stack(directory)  # no servers recorded; PostgreSQL may still run from its data dir
+            if not stack.postgres.running():  # said "stopped the stack" of a typo'd or stopped directory
+                console.print(f"no stack running in {directory}: nothing to stop")
+                return
         stack.stop()
     console.print(f"stopped the stack in {directory} (data kept; delete the directory to drop it)")
 
