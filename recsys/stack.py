@@ -76,6 +76,21 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
+def port_taken(port: int, what: str, option: str) -> StackError:
+    """The error for a port something else listens on, naming that process when this user may see
+    it (pid and command line), so a person knows what to stop, or which option to change."""
+    holder = ""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                command = " ".join(psutil.Process(conn.pid).cmdline())[:120]
+                holder = f" by pid {conn.pid} ({command})"
+                break
+    except (psutil.Error, OSError):
+        pass
+    return StackError(f"port {port} on {HOST} is in use{holder}; stop that, or choose another {what} port with {option}")
+
+
 def postgres_bin() -> Path:
     """Directory holding `initdb` and `pg_ctl`: $RECSYS_PG_BIN, Debian's /usr/lib/postgresql/N/bin
     (newest N first), or wherever `pg_ctl` is on PATH."""
@@ -220,7 +235,7 @@ class Postgres:
         if self.running():
             return
         if port_in_use(self.port):
-            raise StackError(f"port {self.port} on {HOST} is in use; choose another PostgreSQL port")
+            raise port_taken(self.port, "PostgreSQL", "--postgres-port")
         options = [f"-h {HOST}", f"-p {self.port}", "-c unix_socket_directories=''"]
         if not self.durable:
             options += [f"-c {setting}" for setting in FAST_SETTINGS]
@@ -565,6 +580,8 @@ class Stack:
         wanted = [name for name, on in (("mlflow", mlflow), ("prefect", prefect)) if on]
         self.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}  # see `starting_process`
         try:
+            for name in wanted:  # before PostgreSQL starts: a taken port stops the start before it began
+                self._check_port(*((self.mlflow_port, "MLflow") if name == "mlflow" else (self.prefect_port, "Prefect")))
             log(f"PostgreSQL: starting on {HOST}:{self.postgres.port} (data in {self.postgres.data})")
             self.start_postgres()
             for name in wanted:
@@ -634,7 +651,7 @@ class Stack:
     # -------------------------------------------------------------- internals
     def _check_port(self, port: int, what: str) -> None:
         if port_in_use(port):
-            raise StackError(f"port {port} on {HOST} is in use; choose another {what} port")
+            raise port_taken(port, what, f"--{what.lower()}-port")
 
     def _launch(self, name: str, command: list[str], env: dict[str, str], url: str, health: str) -> Server:
         marker = "mlflow" if name == "mlflow" else "prefect"

@@ -471,3 +471,23 @@ def test_stack_down_while_up_is_starting_stops_that_up_instead_of_waiting_for_it
     said = " ".join(down.output.split())
     assert down.exit_code == 0 and f"stopping the `recsys stack up` (pid {up.pid}) that is starting the stack" in said, said
     assert "stopped the stack in" in said and not (root / "stack.json").exists()
+
+
+def test_stack_up_on_a_port_another_process_holds_names_it_and_starts_nothing(tmp_path):
+    """A foreign process on the MLflow port: `stack up` started PostgreSQL (initdb on a first run),
+    then failed on the port and stopped it again, saying only "port ... is in use". Now it checks the
+    servers' ports first, and names the process holding it and the option to change."""
+    import os
+    import socket
+
+    root = tmp_path / "stack"
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root), f"--mlflow-port={port}",
+                                          f"--postgres-port={free_port()}", f"--prefect-port={free_port()}"])  # fmt: skip
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in said, said
+    assert f"error: port {port} on {HOST} is in use by pid {os.getpid()} (" in said and "--mlflow-port" in said, said
+    assert not (root / "postgres").exists() and not (root / "stack.json").exists()  # nothing started
