@@ -598,6 +598,31 @@ class Stack:
             raise
         return self.info()
 
+    def restart(self, names: list[str], *, log: Callable[[str], None] = print) -> StackInfo:
+        """Start the servers `names` of this running stack again (what is left of each, its workers or a
+        hung process, stopped first) and wait until they answer, leaving PostgreSQL and the other
+        server serving: a `recsys run` logging to MLflow goes on while a dead Prefect server comes
+        back. A failed restart stops what it started and keeps every server recorded, so the next
+        `recsys stack up` tries again and `recsys stack down` still stops the survivors."""
+        self.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}
+        try:
+            for name in names:
+                self.servers[name].stop()
+                log(f"{name}: starting (log {self.root / (name + '.log')})")
+                (self.launch_mlflow if name == "mlflow" else self.launch_prefect)()
+                self.write_state()
+            for name in names:
+                self.wait(name)
+                log(f"{name}: ready at {self.servers[name].url}")
+        except BaseException:
+            for name in names:
+                self.servers[name].stop()
+            raise
+        finally:
+            self.starting = None
+            self.write_state()
+        return self.info()
+
     # -------------------------------------------------------------- stop
     def stop(self) -> None:
         """Stop the servers, then PostgreSQL; forget the state file."""

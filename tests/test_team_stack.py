@@ -209,13 +209,14 @@ def test_a_second_stack_up_waits_for_the_first_and_finds_its_stack(tmp_path):
     assert Stack.from_state(root).servers["mlflow"].pid == server.pid  # the first's state, not clobbered
 
 
-def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_path):
+def test_stack_up_over_a_stack_with_a_dead_server_starts_it_alone_and_keeps_the_survivor(tmp_path):
     """One server of a running stack killed (kill -9 of MLflow's, the OOM killer): `recsys stack up`
-    failed on the survivor's port ("port 4200 on 127.0.0.1 is in use; choose another Prefect port"),
-    and its failed start removed stack.json, so the survivor ran on with nothing recording it and
-    `recsys stack down` said "stopped" without stopping it. Now `up` stops what still runs, then
-    starts afresh. The fresh start here fails at once (its PostgreSQL port is taken; as root under
-    pytest's private tmp, the postgres user cannot write there either): the survivor must be gone."""
+    failed on the survivor's port and removed stack.json, so the survivor ran on unrecorded; then it
+    stopped the whole stack and started it afresh, cutting the MLflow server from under every
+    `recsys run` logging to it to bring back a dead Prefect server. Now `up` starts the dead server
+    alone, the rest serving on. Here the dead server's port has been taken meanwhile (a foreign
+    listener), so its start fails at once with one line: the survivor must still run, recorded,
+    and `recsys stack down` must stop it."""
     import socket
 
     root = tmp_path / "stack"
@@ -223,22 +224,24 @@ def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_p
     dead = subprocess.Popen([sys.executable, "-c", "pass", "mlflow"])
     dead.wait()
     survivor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "prefect"], start_new_session=True)
-    stack = Stack(root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
-    stack.servers = {
-        name: Server(name, process.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", str(root / f"{name}.log"), name)
-        for name, process in (("mlflow", dead), ("prefect", survivor))
-    }
-    stack.write_state()
     try:
         with socket.socket() as busy:
             busy.bind((HOST, 0))
             busy.listen()
-            ports = [f"--postgres-port={busy.getsockname()[1]}", f"--mlflow-port={free_port()}", f"--prefect-port={free_port()}"]
-            result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root), *ports])
+            stack = Stack(root, postgres_port=free_port(), mlflow_port=busy.getsockname()[1], prefect_port=free_port())
+            stack.servers = {
+                name: Server(name, process.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", str(root / f"{name}.log"), name)
+                for name, process in (("mlflow", dead), ("prefect", survivor))
+            }
+            stack.write_state()
+            result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root)])
         said = " ".join(result.output.split())
-        assert "mlflow of the stack in" in said and "is not running: restarting the stack" in said, result.output
-        assert survivor.poll() is not None, result.output  # stopped, not left running unrecorded
-        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "mlflow of the stack in" in said and "is not running: starting it again" in said, result.output
+        assert result.exit_code == 2 and f"error: port {stack.mlflow_port} on {HOST} is in use" in said, result.output
+        assert survivor.poll() is None, result.output  # the survivor serves on ...
+        assert Stack.from_state(root).servers["prefect"].pid == survivor.pid  # ... recorded
+        down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
+        assert down.exit_code == 0 and survivor.wait(timeout=30) is not None, down.output
     finally:
         if survivor.poll() is None:
             survivor.kill()

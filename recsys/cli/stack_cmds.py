@@ -47,9 +47,15 @@ def up(
                 console.print(f"the stack in {directory} is running already")
                 _print_usage(running.mlflow_url, running.prefect_api_url, directory)
                 return
-            # Part of it died (a server or PostgreSQL killed, the OOM killer): stop what still runs before starting
-            # afresh, or the survivor holds its port, the start fails on it and, the state file gone
-            # with the failed start, nothing records the survivor for `recsys stack down` to stop.
+            if "postgres" not in down:  # a server died or hangs: start it alone, the rest serving on
+                console.print(f"  {', '.join(down)} of the stack in {directory} is not running: starting it again",
+                              highlight=False, soft_wrap=True)  # fmt: skip
+                running.restart(down, log=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True))
+                _print_usage(running.mlflow_url, running.prefect_api_url, directory)
+                return
+            # PostgreSQL died (kill -9, the OOM killer): the servers run on, answering 500; stop them before
+            # starting afresh, or a survivor holds its port, the start fails on it and, the state file
+            # gone with the failed start, nothing records the survivor for `recsys stack down` to stop.
             console.print(f"  {', '.join(down)} of the stack in {directory} is not running: restarting the stack")
             running.stop()
         stack = Stack(directory, postgres_port=postgres_port, mlflow_port=mlflow_port, prefect_port=prefect_port)
