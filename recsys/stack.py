@@ -10,7 +10,9 @@ processes: it imports neither MLflow nor Prefect.
 PostgreSQL refuses to run as root. Run as root, `initdb` and `pg_ctl` run as the `postgres` system
 user (`runuser`), which then owns the data directory. Server processes start in their own session
 (process group) so that stopping one stops its workers too, and their pids are written to
-`stack.json` in the stack directory so a later `recsys stack down` finds them.
+`stack.json` in the stack directory so a later `recsys stack down` finds them, with each one's start
+time (a reused pid is never taken for it) and a tag in its environment that every process it starts
+inherits (SERVER_TAG_ENV: the workers a killed server leaves on its port are still found and stopped).
 """
 
 from __future__ import annotations
