@@ -16,6 +16,11 @@ HEADLINE = ("recall@20", "ndcg@20", "recall@50", "coverage@20")
 _STATUS_STYLE = {"failed": "red", "skipped": "yellow"}
 
 
+def _count(value: object) -> str:
+    """176,985 rather than 176985 (a count read from the run's dataset record; shown as is otherwise)."""
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _columns(cfg: RunConfig) -> list[str]:
     wanted = [cfg.promotion.metric, *HEADLINE]
     return list(dict.fromkeys(wanted))
@@ -127,7 +132,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
         shown = [c for c in cols if c not in hidden]
         extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
-                      f"{result.dataset.get('users')} users x {result.dataset.get('items')} items",
+                      f"{_count(result.dataset.get('users'))} users x {_count(result.dataset.get('items'))} items",
                       caption="\n".join(filter(None, (fold_note(result), status_notes(result)))) or None,
                       caption_justify="left")
         add_name_column(table, "model", [m.name + " *" for m in result.models])
@@ -171,8 +176,8 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
     lines = [
         f"# {cfg.name}: model comparison",
         "",
-        f"Data: {result.dataset.get('users')} users, {result.dataset.get('items')} items, "
-        f"{result.dataset.get('train_interactions')} train / {result.dataset.get('test_interactions')} test "
+        f"Data: {_count(result.dataset.get('users'))} users, {_count(result.dataset.get('items'))} items, "
+        f"{_count(result.dataset.get('train_interactions'))} train / {_count(result.dataset.get('test_interactions'))} test "
         f"interactions, `{result.dataset.get('split')}` split, fingerprint `{result.dataset.get('fingerprint')}`.",
         f"Lineage `{result.dataset.get('lineage', '-')}`, split digest `{result.dataset.get('split_digest', '-')}`. "
         f"Metrics are over test users with a training history; {result.dataset.get('cold_test_users', 0)} cold test "

@@ -234,3 +234,14 @@ def test_the_star_marks_this_runs_model_not_an_earlier_runs_champion_of_the_same
     promoted = replace(result, promotion={**foreign, "decision": "promoted", "challenger": "wals"})
     assert "wals *" in "\n".join(_render(comparison_table(promoted, cfg, width=120), 120))
     assert "| wals (champion) |" in comparison_markdown(promoted, cfg)
+
+
+def test_the_run_tables_counts_carry_thousands_separators():
+    """176985 users x 70151 items read as one long number; the terminal title and the markdown
+    summary both group the digits."""
+    result = _result("folding@20")
+    result.dataset.update(users=176_985, items=70_151, train_interactions=1_234_567, test_interactions=89_012)
+    cfg = load_config(None)
+    assert "176,985 users x 70,151 items" in str(comparison_table(result, cfg).title)
+    assert "Data: 176,985 users, 70,151 items, 1,234,567 train / 89,012 test" in comparison_markdown(result, cfg)
+

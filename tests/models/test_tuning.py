@@ -315,10 +315,10 @@ def test_recsys_tune_reports_failed_and_pruned_trials_too():
 
     seen: list[str] = []
     hooks = _ProgressHooks(lambda record: seen.append(trial_line(record)))
-    hooks.finish(TrialRecord(0, {"lr": 0.1}, 0.25, "complete", 1.0))
+    hooks.finish(TrialRecord(0, {"lr": 0.04392703808058264, "dim": 64}, 0.25, "complete", 1.0))
     hooks.finish(TrialRecord(1, {"lr": 9.0}, None, "failed", 1.0, error="ModelError: training diverged"))
     hooks.finish(TrialRecord(2, {"lr": 1e-5}, None, "pruned", 1.0))
-    assert seen[0].startswith("trial 0: complete 0.2500")
+    assert seen[0] == "trial 0: complete 0.2500 lr=0.04393, dim=64"  # 4 significant digits, not 16
     assert "trial 1: failed" in seen[1] and "(ModelError: training diverged)" in seen[1]
     assert seen[2].startswith("trial 2: pruned")
 
