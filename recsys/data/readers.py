@@ -1465,7 +1465,34 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(selected), mapping, per_file, notes=notes)
+    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapping, per_file, notes=notes)
+
+
+def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
+    """`frames` (one per Parquet file, canonical columns) with each column whose types have no
+    common type across the files read as text in every file, as validation reads text anyway:
+    one month's export writes its ids or times dictionary-encoded (Categorical) beside int64
+    ones, or binary beside integers, and polars refuses to concatenate those (`failed to
+    determine supertype of i64 and cat`), which failed the whole source with no file or column
+    named. Columns that combine (int32 and int64, string and large_string) are left alone."""
+    if len(frames) < 2:
+        return frames
+    schemas = [frame.collect_schema() for frame in frames]
+    apart = []
+    for name in (USER, ITEM, TIME, WEIGHT, EVENT):
+        types = [schema[name] for schema in schemas if name in schema]
+        if len(set(types)) < 2:
+            continue
+        try:
+            pl.concat([pl.LazyFrame(schema={name: t}) for t in types], how="vertical_relaxed").collect_schema()
+        except pl.exceptions.PolarsError:
+            apart.append(name)
+    if not apart:
+        return frames
+    return [
+        frame.with_columns(_time_text(pl.col(n), schema[n]).alias(n) for n in apart)
+        for frame, schema in zip(frames, schemas, strict=True)
+    ]
 
 
 FLOAT_EXACT_IDS = 2**53

@@ -1,0 +1,57 @@
+"""Sources whose schema drifts inside one source, as real exports do: monthly files that change
+their separator, Parquet files that change a column's type, JSON Lines whose keys come late.
+Each case is generated here, so the test knows every row it wrote and checks that each one is
+either read with its own values or named (quarantine reason, warning, or one error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.data.ingest import read_canonical
+
+T0 = 1_600_000_000
+
+
+def _truth(month: int, n: int = 6) -> list[tuple[str, str, float, int]]:
+    """The rows of one month's export: (user, item, rating, Unix seconds), all distinct."""
+    return [(str(i * 7 % 13 + month), str(i * 5 % 17), float(1 + (i + month) % 5), T0 + month * 1000 + i) for i in range(n)]
+
+
+def _read(root: Path) -> list[tuple[str, str, float, int]]:
+    accepted, quarantine, rows_in = read_canonical(root)
+    assert quarantine.height == 0 and rows_in == accepted.height
+    got = accepted.select("user_id", "item_id", pl.col("weight").cast(pl.Float64), pl.col("timestamp").dt.epoch("s"))
+    return sorted(got.rows())
+
+
+def test_parquet_files_whose_column_types_do_not_combine_are_read_as_text(tmp_path: Path) -> None:
+    """One month writes ids, ratings and times dictionary-encoded (or ids as binary) beside
+    int64 / float64 ones: polars cannot concatenate cat with i64 (it failed the whole source with
+    `cannot read as parquet (failed to determine supertype of i64 and cat)`); each such column is
+    read as text in every file, so every row keeps its values."""
+    root = tmp_path / "events"
+    root.mkdir()
+    a, b = _truth(1), _truth(2)
+    pq.write_table(
+        pa.table({
+            "user_id": pa.array([int(u) for u, *_ in a], pa.int64()),
+            "item_id": pa.array([int(i) for _, i, *_ in a], pa.int32()),
+            "rating": pa.array([r for *_, r, _ in a], pa.float64()),
+            "timestamp": pa.array([t for *_, t in a], pa.int64()),
+        }),
+        root / "2024-01.parquet",
+    )  # fmt: skip
+    pq.write_table(
+        pa.table({
+            "user_id": pa.array([u for u, *_ in b]).dictionary_encode(),
+            "item_id": pa.array([i.encode() for _, i, *_ in b], pa.binary()),
+            "rating": pa.array([f"{r:g}" for *_, r, _ in b]).dictionary_encode(),
+            "timestamp": pa.array([str(t) for *_, t in b], pa.large_string()).dictionary_encode(),
+        }),
+        root / "2024-02.parquet",
+    )  # fmt: skip
+    assert _read(root) == sorted(a + b)
