@@ -510,6 +510,8 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
         groups.setdefault(kind, []).append(p.relative_to(path).as_posix())
     if len(groups) == 1:
         return next(iter(groups))
+    if format is None and groups.keys() == {"csv", "tsv"}:
+        return "csv"  # delimited files with headers: each is read with its own separator (_file_separator)
     listing = "; ".join(f"{kind}: {_some(names)} ({len(names)} file(s))" for kind, names in groups.items())
     raise DataError(
         f"{path}: holds files of {len(groups)} formats ({listing}); one ingest reads one format, so "
@@ -973,7 +975,7 @@ def _scan_text(
         else:
             texts = _colon_header_files(label, files, columns)
     else:
-        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _delimiter(lines)
         _same_separator(label, lines, separator)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
@@ -990,17 +992,18 @@ def _scan_text(
             # under another recognised name) still line up; files missing a role are named.
             texts, unmapped = [], []
             for f in files:
-                header = _csv_header(_local(f), separator, '"')
+                own = separator if f is files[0] or fmt != "csv" else _file_separator(_local(f), label)
+                header = _csv_header(_local(f), own, '"')
                 # A `#user,item` header: its first name is read without the '#'.
                 names = None
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
                 try:
-                    mapping = map_columns(_local(f), header, columns, separator=separator)
+                    mapping = map_columns(_local(f), header, columns, separator=own)
                 except DataError as exc:
                     unmapped.append((f, exc))
                     continue
-                texts.append(_TextFile(f, separator, True, '"', names, mapping, tuple(header)))
+                texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header)))
                 notes.extend(_repeated_names(_local(f), header, mapping))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
@@ -1040,6 +1043,26 @@ def _scan_text(
         notes=notes,
         header=texts[0].columns if texts[0].has_header else (),
     )
+
+
+def _file_separator(path: Path, label: Path | str) -> str:
+    """The separator of one headed file of a delimited source, from its own first lines: monthly
+    exports change it (a `;` month from a decimal-comma locale's spreadsheet beside `,` months;
+    a `.tsv` month beside `.csv` ones), and read with the first file's, such a file's header was
+    one column, refused as if the file were no interaction log (`_delimiter`)."""
+    lines = _header_lines(path)
+    if not lines:
+        return ","
+    separator = _delimiter(lines)
+    _same_separator(path, lines, separator)
+    return separator
+
+
+def _delimiter(lines: list[str]) -> str:
+    """A headed delimited file's separator: a tab when its first line holds one and none of
+    `, ; |` outside quotes (a `.tsv` month of a source read as CSV), else `_csv_separator`."""
+    bare = _QUOTED.sub("", lines[0])
+    return "\t" if "\t" in bare and not any(s in bare for s in _CSV_SEPARATORS) else _csv_separator(lines)
 
 
 def _same_separator(label: Path | str, lines: list[str], separator: str) -> None:

@@ -5,6 +5,7 @@ either read with its own values or named (quarantine reason, warning, or one err
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import polars as pl
@@ -55,3 +56,22 @@ def test_parquet_files_whose_column_types_do_not_combine_are_read_as_text(tmp_pa
         root / "2024-02.parquet",
     )  # fmt: skip
     assert _read(root) == sorted(a + b)
+
+
+def _delimited(path: Path, rows: list[tuple[str, str, float, int]], separator: str, gz: bool = False) -> None:
+    names = ("user_id", "item_id", "rating", "timestamp")
+    text = "".join(separator.join(map(str, row)) + "\n" for row in [names, *rows]).encode()
+    path.write_bytes(gzip.compress(text) if gz else text)
+
+
+def test_monthly_exports_that_change_their_separator_are_each_read_with_their_own(tmp_path: Path) -> None:
+    """A `;` month (a decimal-comma locale's spreadsheet) and a gzip'd `.tsv` month beside `,`
+    months: each file was read with the first file's separator, so the `;` file's header was one
+    column and the source was refused as "not every file is an interaction log", and a `.tsv`
+    beside `.csv` files as two formats. Each file is now split by its own separator."""
+    root = tmp_path / "exports"
+    root.mkdir()
+    months = {1: (",", "2024-01.csv", False), 2: (";", "2024-02.csv", False), 3: ("\t", "2024-03.tsv.gz", True)}
+    for month, (separator, name, gz) in months.items():
+        _delimited(root / name, _truth(month), separator, gz)
+    assert _read(root) == sorted(row for month in months for row in _truth(month))
