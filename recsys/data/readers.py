@@ -975,7 +975,9 @@ def _scan_text(
         else:
             texts = _colon_header_files(label, files, columns)
     else:
-        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _delimiter(lines)
+        # A directory's files may be `.csv` and `.tsv` months (`_one_format`): a tab is each one's
+        # separator there, while a single file forced to csv keeps to `, ; |` or a space.
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else (_delimiter if per_file else _csv_separator)(lines)
         _same_separator(label, lines, separator)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
