@@ -63,6 +63,9 @@ ID_OUT_OF_RANGE = "id_out_of_range"
 """A float id (Parquet) that spells no 64-bit integer: infinite, or a whole number at or beyond
 +-2^63. Not missing (it has a value, kept in the quarantine as its float text), and not to be
 wrapped or clamped into another id."""
+LATE_KEY = "__late_key"
+"""JSON Lines: whether a line's text holds, by one of its spellings, a key of a role the columns
+were not chosen for (`RawSource.late_keys` confirms the first such lines)."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
     "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
@@ -148,7 +151,9 @@ class RawSource:
     (see `validation.DECIMAL_MODES`). `notes`: one line each for ingest's warnings (JSON Lines
     keys for a role that were seen only past the lines the columns were chosen from). `header`:
     every column name of a delimited file with a header line (its first file's), mapped or not,
-    so a warning can name a column the user may mean (Diginetica's `sessionId`)."""
+    so a warning can name a column the user may mean (Diginetica's `sessionId`). `late_keys`
+    (JSON Lines whose sample left a role's key unfound): given the (SOURCE_FILE, ROW) of the
+    lines where the frame's LATE_KEY holds, the notes for the keys those lines confirm."""
 
     path: Path | str
     format: str
@@ -163,6 +168,7 @@ class RawSource:
     decimal: str = "plain"
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
     header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
+    late_keys: Callable[[pl.DataFrame], list[str]] | None = None  # JSON Lines: see LATE_KEY
 
     @property
     def columns(self) -> list[str]:
@@ -1247,7 +1253,23 @@ _KEY_SAMPLE_BYTES = 2 << 20
 _KEY_WINDOW = 64 * 1024
 
 
-def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, budget: int) -> list[str]:
+def _late_roles(mapping: dict[str, str], columns: ColumnMap | None) -> list[str]:
+    """The roles (time, weight, event) neither mapped nor named by a column option."""
+    named = columns or ColumnMap()
+    return [c for c in (TIME, WEIGHT, EVENT) if c not in mapping and getattr(named, _MAP_FIELDS[c]) is None]
+
+
+def _late_key_note(path: Path, canon: str, key: str, where: str) -> str:
+    return (
+        f"{path}: key {key!r} occurs only past the first lines, from which the columns were chosen "
+        f"(first seen {where}), so it is not read as the {_MAP_FIELDS[canon]}; to read it, pass "
+        f"--{_MAP_FIELDS[canon]}-col {key} (data.columns.{_MAP_FIELDS[canon]})"
+    )
+
+
+def _late_keys(
+    path: Path, mapping: dict[str, str], columns: ColumnMap | None, budget: int
+) -> tuple[list[str], list[str]]:
     """A note for each role (time, weight, event) left unmapped whose key (an AUTO_NAMES one)
     occurs past the first lines, the ones the columns were chosen from (`_whole_lines`): a
     `rating` only on the rate events further down would otherwise be passed over without a word.
@@ -1258,11 +1280,11 @@ def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, b
     through it (all of it when it is smaller), searched with one regex for the role's names and
     confirmed on the line with `json.loads`, so a key seen only in a stretch no window touches
     is still missed. Costs ~20 ms on a large file; a full pass would cost a quarter of the
-    validation."""
-    named = columns or ColumnMap()
-    roles = [c for c in (TIME, WEIGHT, EVENT) if c not in mapping and getattr(named, _MAP_FIELDS[c]) is None]
+    validation. So the sample is only the quick look: the roles it leaves unfound (returned
+    beside the notes) are looked for on every line as the file is decoded (LATE_KEY)."""
+    roles = _late_roles(mapping, columns)
     if not roles:
-        return []
+        return [], []
     by_name = {name: canon for canon in roles for name in AUTO_NAMES[canon]}
     spelled = b"|".join(re.escape(name.encode()).replace(b"_", b"[_ -]") for name in by_name)
     pattern = re.compile(b'"(?:' + spelled.lower() + rb')"\s*:')  # on lower-cased text: 2.5x faster
@@ -1283,12 +1305,52 @@ def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, b
                 canon = by_name.get(_base_name(key))
                 if canon is not None and canon not in found:
                     found[canon] = (key, offset + start)
-    return [
-        f"{path}: key {key!r} occurs only past the first lines, from which the columns were chosen "
-        f"(first seen near byte {at}), so it is not read as the {_MAP_FIELDS[canon]}; to read it, pass "
-        f"--{_MAP_FIELDS[canon]}-col {key} (data.columns.{_MAP_FIELDS[canon]})"
-        for canon, (key, at) in found.items()
-    ]
+    notes = [_late_key_note(path, canon, key, f"near byte {at}") for canon, (key, at) in found.items()]
+    return notes, [canon for canon in roles if canon not in found]
+
+
+def _key_spellings(roles: Iterable[str]) -> list[str]:
+    """The quoted spellings of the AUTO_NAMES of `roles` as a line's text may hold them (matched
+    ignoring ASCII case): `_base_name` reads '-' and ' ' as '_', so `"play-count"` is one too."""
+    names = {name for canon in roles for name in AUTO_NAMES[canon]}
+    return sorted({f'"{name.replace("_", sep)}"' for name in names for sep in ("_", "-", " ")})
+
+
+_LATE_CANDIDATES = 1000
+"""Flagged lines per file whose keys are confirmed: a spelling can occur inside a value or a
+nested object (`"type"`), so the first lines that hold one are parsed, not the flag trusted."""
+
+
+def _confirm_late_keys(
+    files: list[tuple[DataFile, Path, dict[str, str], list[str]]], per_file: bool
+) -> Callable[[pl.DataFrame], list[str]]:
+    """`RawSource.late_keys` for JSON Lines `files` (file, path, mapping, roles the sample left
+    unfound): reads the first flagged lines of each file again and names each role's key that
+    one of them holds at the top level."""
+
+    def confirm(flagged: pl.DataFrame) -> list[str]:
+        notes = []
+        for f, p, _, roles in files:
+            rows = flagged.filter(pl.col(SOURCE_FILE) == f.name) if per_file else flagged
+            wanted = rows.get_column(ROW).head(_LATE_CANDIDATES)
+            if not roles or wanted.is_empty():
+                continue
+            lines = _jsonl_lines(p).filter(pl.col(ROW).is_in(wanted.implode())).collect()
+            by_name = {name: canon for canon in roles for name in AUTO_NAMES[canon]}
+            found: dict[str, tuple[str, int]] = {}
+            for row, line in lines.select(ROW, _LINE).iter_rows():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                for key in record if isinstance(record, dict) else ():
+                    canon = by_name.get(_base_name(key))
+                    if canon is not None and canon not in found:
+                        found[canon] = (key, row)
+            notes += [_late_key_note(p, canon, key, f"on line {row}") for canon, (key, row) in found.items()]
+        return notes
+
+    return confirm
 
 
 def _windows(path: Path, head: int, budget: int) -> Iterable[tuple[int, bytes]]:
@@ -1327,16 +1389,20 @@ def _decode_lines(
     mapping: dict[str, str],
     file: DataFile,
     per_file: bool,
+    spellings: list[str],
 ) -> pl.LazyFrame:
     """Decode the lines where `ok` holds into the mapped fields (as strings); the others get null
-    fields and READ_ERROR = malformed_json."""
+    fields and READ_ERROR = malformed_json. With `spellings` (see `_key_spellings`), LATE_KEY says
+    which lines' text holds one: a substring search in the same pass as the decode, so a key the
+    sample missed is still seen, for a fraction of what reading the file again would cost."""
     decoded = (
         lines.with_columns(ok.alias(_OK))
         .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
         .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
     )
     error = pl.when(pl.col(_OK)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.lit(MALFORMED_JSON))
-    return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR),))
+    late = (pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True).alias(LATE_KEY),) if spellings else ()
+    return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR), *late))
 
 
 def decodable(lines: pl.Series, dtype: pl.DataType, candidates: np.ndarray) -> np.ndarray:
@@ -1379,7 +1445,13 @@ def _scan_jsonl(
         raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
     _same_roles(label, [(f.name, m) for f, m in mappings])
     budget = max(_KEY_WINDOW, _KEY_SAMPLE_BYTES // len(files))
-    notes = [note for (f, m), p in zip(mappings, paths, strict=True) for note in _late_keys(p, m, columns, budget)]
+    notes: list[str] = []
+    unfound: list[tuple[DataFile, Path, dict[str, str], list[str]]] = []
+    for (f, m), p in zip(mappings, paths, strict=True):
+        found, roles = _late_keys(p, m, columns, budget)
+        notes += found
+        unfound.append((f, p, m, roles))
+    spellings = _key_spellings({canon for *_, roles in unfound for canon in roles})
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
 
     def struct(mapping: dict[str, str]) -> pl.Struct:
@@ -1387,7 +1459,7 @@ def _scan_jsonl(
 
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file)
+            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file, spellings)
             for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
@@ -1400,10 +1472,11 @@ def _scan_jsonl(
             lines = _jsonl_lines(p).collect()
             text = lines.get_column(_LINE)
             ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file))
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, spellings))
         return _concat(frames)
 
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes)
+    late = _confirm_late_keys(unfound, per_file) if spellings else None
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, late_keys=late)
 
 
 # --------------------------------------------------------------------------- Parquet

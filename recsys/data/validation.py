@@ -27,6 +27,7 @@ import polars as pl
 from recsys.data.readers import (
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
+    LATE_KEY,
     MALFORMED_JSON,
     NOT_UTF8_HINT,
     READ_ERROR,
@@ -540,7 +541,8 @@ def _validate(
     )
     raw_columns = raw.columns  # SOURCE_FILE (directories) + mapped canonical columns
     numbered = [] if raw.positional_rows else [ROW]
-    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH]
+    late = [LATE_KEY] if LATE_KEY in schema else []  # JSON Lines: lines holding a key the sample missed
+    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH, *late]
     try:
         frame = staged.select(outputs).collect(engine="streaming")
     except pl.exceptions.PolarsError:
@@ -587,7 +589,7 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates)
-    notes = [*raw.notes, *_comma_notes(frame, raw)]
+    notes = [*raw.notes, *_comma_notes(frame, raw), *_late_key_notes(frame, raw)]
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
@@ -633,6 +635,15 @@ def _validate(
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates)
     notes += _comma_hints(quarantine, raw)
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons, notes=notes)
+
+
+def _late_key_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
+    """The notes `raw.late_keys` gives for the lines flagged LATE_KEY (JSON Lines keys of an
+    unmapped role that the reader's sample did not reach); none when no line is flagged."""
+    if raw.late_keys is None or LATE_KEY not in frame.columns:
+        return []
+    flagged = frame.filter(pl.col(LATE_KEY)).select(*([SOURCE_FILE] if raw.per_file else []), ROW)
+    return raw.late_keys(flagged) if flagged.height else []
 
 
 def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:

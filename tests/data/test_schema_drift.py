@@ -6,13 +6,17 @@ either read with its own values or named (quarantine reason, warning, or one err
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from recsys.data.ingest import read_canonical
+from recsys.data.readers import scan_source
+from recsys.data.validation import validate
 
 T0 = 1_600_000_000
 
@@ -75,3 +79,22 @@ def test_monthly_exports_that_change_their_separator_are_each_read_with_their_ow
     for month, (separator, name, gz) in months.items():
         _delimited(root / name, _truth(month), separator, gz)
     assert _read(root) == sorted(row for month in months for row in _truth(month))
+
+
+def test_a_json_key_between_the_sampled_windows_is_still_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `rating` key on three lines of a file larger than the key sample, in a stretch none of
+    the sampled windows touches: its values were passed over without a word (every row weighed
+    1). The lines' text is now searched for the role's spellings as the file is decoded, and the
+    first line holding the key named. (Windows of 1 KB, 4 KB in all, stand for 64 KB and 2 MB.)"""
+    monkeypatch.setattr("recsys.data.readers._KEY_WINDOW", 1024)
+    monkeypatch.setattr("recsys.data.readers._KEY_SAMPLE_BYTES", 4096)
+    records = [{"user_id": f"u{n % 50}", "item_id": f"i{n}", "ts": T0 + n} for n in range(6000)]
+    for n in (2500, 2501, 2502):  # about 5/12 of the way: between the windows at 1/3 and 2/3
+        records[n]["rating"] = 5
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = validate(scan_source(path), 1.0)
+    assert result.rows_accepted == 6000 and set(result.accepted["weight"]) == {1.0}
+    (note,) = result.notes
+    assert "key 'rating' occurs only past the first lines" in note and "first seen on line 2501" in note
+    assert "--weight-col rating (data.columns.weight)" in note
