@@ -64,8 +64,10 @@ ID_OUT_OF_RANGE = "id_out_of_range"
 +-2^63. Not missing (it has a value, kept in the quarantine as its float text), and not to be
 wrapped or clamped into another id."""
 LATE_KEY = "__late_key"
-"""JSON Lines: whether a line's text holds, by one of its spellings, a key of a role the columns
-were not chosen for (`RawSource.late_keys` confirms the first such lines)."""
+"""JSON Lines: whether a line's text holds a spelling of a role's key that the first lines' text
+does not (`_key_spellings`): a key of a role the columns were not chosen for, or another key for
+a role that was (`rating` renamed `stars` midway); `RawSource.late_keys` confirms the first such
+lines."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
     "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
@@ -1309,11 +1311,15 @@ def _late_keys(
     return notes, [canon for canon in roles if canon not in found]
 
 
-def _key_spellings(roles: Iterable[str]) -> list[str]:
+def _key_spellings(path: Path, roles: Iterable[str]) -> list[str]:
     """The quoted spellings of the AUTO_NAMES of `roles` as a line's text may hold them (matched
-    ignoring ASCII case): `_base_name` reads '-' and ' ' as '_', so `"play-count"` is one too."""
+    ignoring ASCII case; `_base_name` reads '-' and ' ' as '_', so `"play-count"` is one too),
+    less those the first lines of `path` already hold: the mapped keys themselves, and a name
+    that recurs inside values or nested objects, which would flag every line for nothing."""
     names = {name for canon in roles for name in AUTO_NAMES[canon]}
-    return sorted({f'"{name.replace("_", sep)}"' for name in names for sep in ("_", "-", " ")})
+    spellings = {f'"{name.replace("_", sep)}"' for name in names for sep in ("_", "-", " ")}
+    head = b"".join(_whole_lines(path)).decode("utf-8", "replace").lower()
+    return sorted(s for s in spellings if s.lower() not in head)
 
 
 _LATE_CANDIDATES = 1000
@@ -1321,36 +1327,80 @@ _LATE_CANDIDATES = 1000
 nested object (`"type"`), so the first lines that hold one are parsed, not the flag trusted."""
 
 
+_WITHOUT = {
+    USER: "quarantined as missing_user",
+    ITEM: "quarantined as missing_item",
+    TIME: "accepted without a time",
+    WEIGHT: "quarantined as bad_weight",
+    EVENT: "accepted without an event",
+}
+"""What becomes of a JSON Lines row whose line lacks the key mapped for a role."""
+
+
+def _renamed_key_note(path: Path, canon: str, mapped: str, key: str, row: int) -> str:
+    role = _MAP_FIELDS[canon]
+    return (
+        f"{path}: line {row} has no key {mapped!r} (read as the {role}) but has {key!r}, another name for "
+        f"the {role}: lines like it are {_WITHOUT[canon]}; write one key for "
+        f"the {role} throughout, or ingest such lines on their own with --{role}-col {key} "
+        f"(data.columns.{role})"
+    )
+
+
 def _confirm_late_keys(
     files: list[tuple[DataFile, Path, dict[str, str], list[str]]], per_file: bool
 ) -> Callable[[pl.DataFrame], list[str]]:
     """`RawSource.late_keys` for JSON Lines `files` (file, path, mapping, roles the sample left
-    unfound): reads the first flagged lines of each file again and names each role's key that
-    one of them holds at the top level."""
+    unfound): reads the first flagged lines of each file again and names each unfound role's key
+    that one of them holds at the top level, and each mapped role whose key a line lacks while
+    holding another name for it (a key renamed midway: `timestamp` -> `ts` would leave the rest
+    of the file without times, and not a word said)."""
 
     def confirm(flagged: pl.DataFrame) -> list[str]:
         notes = []
-        for f, p, _, roles in files:
+        for f, p, mapping, roles in files:
             rows = flagged.filter(pl.col(SOURCE_FILE) == f.name) if per_file else flagged
             wanted = rows.get_column(ROW).head(_LATE_CANDIDATES)
-            if not roles or wanted.is_empty():
+            if wanted.is_empty():
                 continue
             lines = _jsonl_lines(p).filter(pl.col(ROW).is_in(wanted.implode())).collect()
-            by_name = {name: canon for canon in roles for name in AUTO_NAMES[canon]}
-            found: dict[str, tuple[str, int]] = {}
-            for row, line in lines.select(ROW, _LINE).iter_rows():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                for key in record if isinstance(record, dict) else ():
-                    canon = by_name.get(_base_name(key))
-                    if canon is not None and canon not in found:
-                        found[canon] = (key, row)
+            found, renamed = _role_keys(lines.select(ROW, _LINE).iter_rows(), mapping, roles)
             notes += [_late_key_note(p, canon, key, f"on line {row}") for canon, (key, row) in found.items()]
+            notes += [_renamed_key_note(p, c, mapping[c], key, row) for c, (key, row) in renamed.items()]
         return notes
 
     return confirm
+
+
+def _role_keys(
+    lines: Iterable[tuple[int, str | bytes]], mapping: dict[str, str], roles: Iterable[str]
+) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]]]:
+    """For JSON Lines `lines` (line number, text): the first (key, line) of each of `roles` (not
+    mapped), and of each mapped role whose key a line lacks while holding another of its names."""
+    roles = set(roles)
+    by_name = {name: canon for canon in (*roles, *mapping) for name in AUTO_NAMES[canon]}
+    found: dict[str, tuple[str, int]] = {}
+    renamed: dict[str, tuple[str, int]] = {}
+    for row, line in lines:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        for key in record if isinstance(record, dict) else ():
+            canon = by_name.get(_base_name(key))
+            if canon in roles and canon not in found:
+                found[canon] = (key, row)
+            elif canon in mapping and mapping[canon] not in record and canon not in renamed:
+                renamed[canon] = (key, row)
+    return found, renamed
+
+
+def _renamed_in_head(path: Path, mapping: dict[str, str]) -> list[str]:
+    """A note for each mapped role whose key one of the first lines (those the columns were chosen
+    from) lacks while holding another name for it (`user_id` on some, `userId` on others): the
+    columns take one name, and the other lines' values would be left out."""
+    _, renamed = _role_keys(enumerate(_whole_lines(path), start=1), mapping, ())
+    return [_renamed_key_note(path, c, mapping[c], key, row) for c, (key, row) in renamed.items()]
 
 
 def _windows(path: Path, head: int, budget: int) -> Iterable[tuple[int, bytes]]:
@@ -1390,18 +1440,21 @@ def _decode_lines(
     file: DataFile,
     per_file: bool,
     spellings: list[str],
+    flagged: bool,
 ) -> pl.LazyFrame:
     """Decode the lines where `ok` holds into the mapped fields (as strings); the others get null
     fields and READ_ERROR = malformed_json. With `spellings` (see `_key_spellings`), LATE_KEY says
     which lines' text holds one: a substring search in the same pass as the decode, so a key the
-    sample missed is still seen, for a fraction of what reading the file again would cost."""
+    sample missed is still seen, for a fraction of what reading the file again would cost.
+    `flagged`: whether the source has LATE_KEY at all (every file's frame then does, to concatenate)."""
     decoded = (
         lines.with_columns(ok.alias(_OK))
         .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
         .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
     )
     error = pl.when(pl.col(_OK)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.lit(MALFORMED_JSON))
-    late = (pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True).alias(LATE_KEY),) if spellings else ()
+    found = pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True) if spellings else pl.lit(False)
+    late = (found.alias(LATE_KEY),) if flagged else ()
     return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR), *late))
 
 
@@ -1449,9 +1502,11 @@ def _scan_jsonl(
     unfound: list[tuple[DataFile, Path, dict[str, str], list[str]]] = []
     for (f, m), p in zip(mappings, paths, strict=True):
         found, roles = _late_keys(p, m, columns, budget)
-        notes += found
+        notes += _renamed_in_head(p, m) + found
         unfound.append((f, p, m, roles))
-    spellings = _key_spellings({canon for *_, roles in unfound for canon in roles})
+    # Each file's text is searched for the names of its unfound roles and of its mapped ones.
+    spellings = {f.name: _key_spellings(p, [*roles, *m]) for f, p, m, roles in unfound}
+    flagged = any(spellings.values())
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
 
     def struct(mapping: dict[str, str]) -> pl.Struct:
@@ -1459,7 +1514,7 @@ def _scan_jsonl(
 
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file, spellings)
+            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
             for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
@@ -1472,10 +1527,11 @@ def _scan_jsonl(
             lines = _jsonl_lines(p).collect()
             text = lines.get_column(_LINE)
             ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, spellings))
+            late = spellings[f.name]
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
         return _concat(frames)
 
-    late = _confirm_late_keys(unfound, per_file) if spellings else None
+    late = _confirm_late_keys(unfound, per_file) if flagged else None
     return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, late_keys=late)
 
 

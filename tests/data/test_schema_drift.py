@@ -98,3 +98,25 @@ def test_a_json_key_between_the_sampled_windows_is_still_named(tmp_path: Path, m
     (note,) = result.notes
     assert "key 'rating' occurs only past the first lines" in note and "first seen on line 2501" in note
     assert "--weight-col rating (data.columns.weight)" in note
+
+
+def test_a_json_key_renamed_midway_is_named_with_what_its_lines_become(tmp_path: Path) -> None:
+    """An export that renames `timestamp` to `ts` from line 1501 on (past the first lines, from
+    which the columns are chosen): those rows were accepted without a time, and not a word said.
+    The warning names the line, both keys and what such lines become. A key renamed within the
+    first lines (`user_id` -> `userId` from line 11) is named the same way."""
+    records = [{"user_id": f"u{n % 40}", "item_id": f"i{n}", ("timestamp" if n < 1500 else "ts"): T0 + n} for n in range(2000)]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = validate(scan_source(path), 1.0)
+    assert result.rows_accepted == 2000 and result.accepted["timestamp"].null_count() == 500
+    (note,) = result.notes
+    assert "line 1501 has no key 'timestamp' (read as the time) but has 'ts'" in note
+    assert "accepted without a time" in note and "--time-col ts" in note
+
+    early = [{("user_id" if n < 10 else "userId"): f"u{n}", "item_id": "i", "ts": T0 + n} for n in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in early))
+    result = validate(scan_source(path), 1.0)
+    assert result.reasons == {"missing_user": 2}
+    (note,) = result.notes
+    assert "line 11 has no key 'user_id' (read as the user) but has 'userId'" in note and "missing_user" in note
