@@ -908,6 +908,17 @@ def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> 
         )
 
 
+_KNOWN_NAMES = frozenset(name for names in AUTO_NAMES.values() for name in names)
+
+
+def _is_header(line: str, separator: str) -> bool:
+    """Whether `line`, a file's first line, is a header: no field is a number, empty or a date
+    (`_looks_like_data`) and one names a role as AUTO_NAMES spell it (`user_id`, `#userId`), so a
+    headerless file's first row of text ids (`u7,i3`) is not taken for one."""
+    fields = [f.strip().strip('"').lstrip("#").strip() for f in line.split(separator)]
+    return not _looks_like_data(fields) and any(_base_name(f) in _KNOWN_NAMES for f in fields)
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -918,6 +929,15 @@ def _positional_files(
     texts = [_positional(files[0], separator, first)]
     for f in files[1:]:
         lines = _head_lines(_local(f), _read_head(_local(f)))
+        if lines and _is_header(lines[0], separator):
+            raise DataError(
+                f"{_local(f)}: starts with a header line ({lines[0][:80]!r}) while {files[0].name} of the same "
+                f"source has none (its first line is data: {first[:60]!r}), so its columns would be taken by "
+                "position and its header read as a row: files of one source must all have a header line, "
+                "or none; add that header line to the others if their columns come in that order (e.g. "
+                f"`sed -i '1i {lines[0]}' FILE`), or "
+                "ingest the file on its own with --append"
+            )
         texts.append(_positional(f, separator, lines[0] if lines else first))
     shapes: dict[int, list[str]] = {}
     for t in texts:
@@ -1008,6 +1028,14 @@ def _scan_text(
                 names = None
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
+                if texts and _looks_like_data(header) and len(header) == len(texts[0].columns):
+                    raise DataError(
+                        f"{_local(f)}: has no header line (its first line looks like data: "
+                        f"{(_header_lines(_local(f)) or [''])[0][:60]!r}) while {texts[0].file.name} of the same source starts with one; "
+                        "files of one source must all have a header line, or none: if its columns are the same, "
+                        f"add that line first (`sed -i '1i {own.join(texts[0].columns)}' FILE`), or ingest the "
+                        "file on its own with --append"
+                    )
                 try:
                     mapping = map_columns(_local(f), header, columns, separator=own)
                 except DataError as exc:

@@ -17,6 +17,7 @@ import pytest
 from recsys.data.ingest import read_canonical
 from recsys.data.readers import scan_source
 from recsys.data.validation import validate
+from recsys.errors import DataError
 
 T0 = 1_600_000_000
 
@@ -120,3 +121,24 @@ def test_a_json_key_renamed_midway_is_named_with_what_its_lines_become(tmp_path:
     assert result.reasons == {"missing_user": 2}
     (note,) = result.notes
     assert "line 11 has no key 'user_id' (read as the user) but has 'userId'" in note and "missing_user" in note
+
+
+def test_a_headed_file_among_headerless_ones_is_refused_not_read_by_position(tmp_path: Path) -> None:
+    """A later month that gained a header line, with its columns in another order, beside
+    headerless months (`user,item,rating,time` by position): its rows were read by position
+    (its times as user ids) and its header as a row, without a word. The reverse (a later month
+    that lost its header) was refused as 'not an interaction log'; both now name the file and
+    the header line to add."""
+    root = tmp_path / "exports"
+    root.mkdir()
+    (root / "2024-01.csv").write_text("".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(1)))
+    (root / "2024-02.csv").write_text(
+        "timestamp,rating,item_id,user_id\n" + "".join(f"{t},{r:g},{i},{u}\n" for u, i, r, t in _truth(2))
+    )
+    with pytest.raises(DataError, match=r"2024-02\.csv: starts with a header line .* while 2024-01\.csv .* has none"):
+        read_canonical(root)
+
+    (root / "2024-01.csv").write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(1)))
+    (root / "2024-02.csv").write_text("".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(2)))
+    with pytest.raises(DataError, match=r"2024-02\.csv: has no header line .*sed -i '1i user_id,item_id,rating,timestamp'"):
+        read_canonical(root)
