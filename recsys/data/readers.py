@@ -1636,6 +1636,7 @@ def _scan_parquet(
                 f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
                 "must share their columns: ingest it on its own (with --append), or move it out"
             )
+        _no_other_roles(f, own, mapping, columns, first)
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
@@ -1675,6 +1676,25 @@ def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
         frame.with_columns(_time_text(pl.col(n), schema[n]).alias(n) for n in apart)
         for frame, schema in zip(frames, schemas, strict=True)
     ]
+
+
+def _no_other_roles(f: DataFile, own: pl.Schema, mapping: dict[str, str], columns: ColumnMap | None, first: DataFile) -> None:
+    """DataError when Parquet file `f` has a column for a role the first file's columns leave
+    unread (a later month that gained a `rating`): the columns are chosen from the first file,
+    so its values would be left out without a word (delimited and JSON Lines files are held to
+    the same rule by `_same_roles`)."""
+    try:
+        roles = map_columns(f.label, [n for n in own.names() if n != _PARQUET_ROW], columns)
+    except DataError:
+        return  # it lacks a mapped column: named by the caller
+    extra = {canon: src for canon, src in roles.items() if canon not in mapping}
+    if extra:
+        canon, src = next(iter(extra.items()))
+        raise DataError(
+            f"{f.label}: has a {_MAP_FIELDS[canon]} column {src!r} that {first.name} lacks, so its values "
+            "would be left out; the files of a source must fill the same roles: ingest it on its own "
+            "(with --append), or add the column to the others"
+        )
 
 
 FLOAT_EXACT_IDS = 2**53

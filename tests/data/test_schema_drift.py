@@ -142,3 +142,16 @@ def test_a_headed_file_among_headerless_ones_is_refused_not_read_by_position(tmp
     (root / "2024-02.csv").write_text("".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(2)))
     with pytest.raises(DataError, match=r"2024-02\.csv: has no header line .*sed -i '1i user_id,item_id,rating,timestamp'"):
         read_canonical(root)
+
+
+def test_a_parquet_file_with_a_role_the_first_file_lacks_is_named(tmp_path: Path) -> None:
+    """The columns of a Parquet source are chosen from its first file: a later month that gained
+    a `rating` column was read without it (every row weighing 1), without a word."""
+    root = tmp_path / "events"
+    root.mkdir()
+    pl.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "timestamp": [T0, T0]}).write_parquet(root / "2024-01.parquet")
+    pl.DataFrame({"user_id": [3, 4], "item_id": [1, 2], "timestamp": [T0, T0], "rating": [5.0, 1.0]}).write_parquet(
+        root / "2024-02.parquet"
+    )
+    with pytest.raises(DataError, match=r"2024-02\.parquet: has a weight column 'rating' that 2024-01\.parquet lacks"):
+        read_canonical(root)
