@@ -536,6 +536,9 @@ def _base_name(name: str) -> str:
     return re.sub(r"[- ]", "_", name.split(":", 1)[0].strip().lower())
 
 
+base_name = _base_name  # for validation, which compares values with column names
+
+
 def map_columns(
     path: Path | str, header: list[str], columns: ColumnMap | None, separator: str | None = None
 ) -> dict[str, str]:

@@ -155,3 +155,28 @@ def test_a_parquet_file_with_a_role_the_first_file_lacks_is_named(tmp_path: Path
     )
     with pytest.raises(DataError, match=r"2024-02\.parquet: has a weight column 'rating' that 2024-01\.parquet lacks"):
         read_canonical(root)
+
+
+def test_exports_with_other_column_orders_joined_into_one_file_are_refused(tmp_path: Path) -> None:
+    """`cat jan.csv feb.csv > all.csv` where February's export orders its columns otherwise: every
+    row after February's header line was read under January's (its times as user ids, its
+    ratings as items), and only that line quarantined (bad_timestamp). The line is now named
+    with where its names sit. A joined export in the same order under other names
+    (`userId,movieId,...`) lines up, so only its header line is quarantined, as before."""
+    jan, feb = _truth(1), _truth(2)
+    path = tmp_path / "all.csv"
+    path.write_text(
+        "user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in jan)
+        + "timestamp,rating,item_id,user_id\n" + "".join(f"{t},{r:g},{i},{u}\n" for u, i, r, t in feb)
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"all\.csv: row 7 is a header line .*'timestamp' in the user column"):
+        read_canonical(path)
+
+    path.write_text(
+        "user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in jan)
+        + "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in feb)
+    )  # fmt: skip
+    accepted, quarantine, _ = read_canonical(path)
+    assert quarantine.select("source_row", "reason").rows() == [(7, "bad_timestamp")]
+    got = accepted.select("user_id", "item_id", "weight", pl.col("timestamp").dt.epoch("s")).rows()
+    assert sorted(got) == sorted(jan + feb)
