@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.data.ingest import read_canonical
+from recsys.config import DataConfig
+from recsys.data.ingest import ingest, read_canonical
 from recsys.data.readers import scan_source
 from recsys.data.validation import validate
 from recsys.errors import DataError
@@ -180,3 +181,19 @@ def test_exports_with_other_column_orders_joined_into_one_file_are_refused(tmp_p
     assert quarantine.select("source_row", "reason").rows() == [(7, "bad_timestamp")]
     got = accepted.select("user_id", "item_id", "weight", pl.col("timestamp").dt.epoch("s")).rows()
     assert sorted(got) == sorted(jan + feb)
+
+
+def test_an_appended_batch_that_lost_its_time_column_is_flagged(tmp_path: Path) -> None:
+    """February's export dropped its timestamp column: its rows were appended without times beside
+    January's, without a word (only a lost weight column was named), and a temporal split then
+    refused the whole directory. The batch after, with times again, says nothing: the mix is old."""
+    out = tmp_path / "out"
+    jan, feb, mar = tmp_path / "jan.csv", tmp_path / "feb.csv", tmp_path / "mar.csv"
+    _delimited(jan, _truth(1), ",")
+    feb.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},{r:g}\n" for u, i, r, _ in _truth(2)))
+    _delimited(mar, _truth(3), ",")
+    cfg = DataConfig(min_user_interactions=1, min_item_interactions=1)
+    assert ingest(jan, out, cfg).warnings == []
+    (warning,) = ingest(feb, out, cfg, append=True).warnings
+    assert warning.startswith("this batch has no time column, unlike the earlier ones ('timestamp'): its rows have no time")
+    assert ingest(mar, out, cfg, append=True).warnings == []
