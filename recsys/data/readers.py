@@ -1237,6 +1237,12 @@ def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
     return lines
 
 
+_NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+"""What `json.loads` raises on a line that is no JSON text it can read: a line nested deeper than
+Python's recursion limit (`[[[[...`) is such a line too, quarantined later as malformed_json,
+rather than an 'unexpected RecursionError' ending the command."""
+
+
 def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     keys: dict[str, None] = {}
     lines = _whole_lines(first)
@@ -1245,7 +1251,7 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     for line in lines:
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except _NOT_JSON:
             continue  # malformed lines are quarantined later
         if not isinstance(record, dict):
             continue
@@ -1332,7 +1338,7 @@ def _late_keys(
             end = chunk.find(b"\n", match.end())
             try:
                 record = json.loads(chunk[start : end if end >= 0 else len(chunk)])
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except _NOT_JSON:
                 continue
             for key in record if isinstance(record, dict) else ():
                 canon = by_name.get(_base_name(key))
@@ -1415,7 +1421,7 @@ def _role_keys(
     for row, line in lines:
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except _NOT_JSON:
             continue
         for key in record if isinstance(record, dict) else ():
             canon = by_name.get(_base_name(key))

@@ -197,3 +197,15 @@ def test_an_appended_batch_that_lost_its_time_column_is_flagged(tmp_path: Path) 
     (warning,) = ingest(feb, out, cfg, append=True).warnings
     assert warning.startswith("this batch has no time column, unlike the earlier ones ('timestamp'): its rows have no time")
     assert ingest(mar, out, cfg, append=True).warnings == []
+
+
+def test_a_json_line_nested_past_the_recursion_limit_is_quarantined(tmp_path: Path) -> None:
+    """A line whose value nests deeper than Python's recursion limit (`[[[[...`) among the first
+    lines: the key sniffing's json.loads raised RecursionError, which ended ingest as 'unexpected
+    RecursionError ... this is a bug' (exit 1). It is a malformed line like any other."""
+    deep = '{"user_id": "u1", "item_id": "i1", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"user_id": "u0", "item_id": "i0"}\n' + deep + '\n{"user_id": "u2", "item_id": "i2"}\n')
+    result = validate(scan_source(path), 1.0)
+    assert result.accepted["user_id"].to_list() == ["u0", "u2"]
+    assert result.quarantine.select("source_row", "reason").rows() == [(2, "malformed_json")]
