@@ -1220,9 +1220,10 @@ def first_non_utf8(source: Path | str) -> str | None:
     return None
 
 
-def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
-    """The first `limit` lines of a (possibly gzip'd) file, or as many as fill the sniff window,
-    but always whole: a JSON Lines record can be longer than the window (a long review text)."""
+def _whole_lines(path: Path, limit: int = 1000, budget: int = _SNIFF_BYTES) -> list[bytes]:
+    """The first `limit` lines of a (possibly gzip'd) file, or as many as fill `budget` bytes (the
+    sniff window), but always whole: a JSON Lines record can be longer than the window (a long
+    review text)."""
     lines: list[bytes] = []
     used = 0
     try:
@@ -1230,7 +1231,7 @@ def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
             for line in fh:
                 lines.append(line)
                 used += len(line)
-                if len(lines) >= limit or used >= _SNIFF_BYTES:
+                if len(lines) >= limit or used >= budget:
                     break
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read file ({exc.__class__.__name__}: {exc})") from None
@@ -1243,19 +1244,30 @@ Python's recursion limit (`[[[[...`) is such a line too, quarantined later as ma
 rather than an 'unexpected RecursionError' ending the command."""
 
 
+_KEY_SEARCH_BYTES = 64 << 20
+"""How far the key sniffing reads, line by line, when the sniff window held no JSON object."""
+
+
 def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
+    """The keys of the first lines' objects. When the sniff window holds none (a truncated record
+    of a long review text fills it), lines are read on, up to 1000 or _KEY_SEARCH_BYTES: such a
+    record is one malformed_json row, not a reason to refuse the file as holding no JSON."""
     keys: dict[str, None] = {}
     lines = _whole_lines(first)
     if lines and lines[0].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         raise _json_array_error(label)
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except _NOT_JSON:
-            continue  # malformed lines are quarantined later
-        if not isinstance(record, dict):
-            continue
-        keys.update(dict.fromkeys(record))
+    further = [] if len(lines) >= 1000 else [lambda: _whole_lines(first, budget=_KEY_SEARCH_BYTES)[len(lines) :]]
+    for attempt in (lambda: lines, *further):
+        for line in attempt():
+            try:
+                record = json.loads(line)
+            except _NOT_JSON:
+                continue  # malformed lines are quarantined later
+            if not isinstance(record, dict):
+                continue
+            keys.update(dict.fromkeys(record))
+        if keys:
+            break
     if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
         raise DataError(
             f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "

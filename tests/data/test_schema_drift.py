@@ -209,3 +209,15 @@ def test_a_json_line_nested_past_the_recursion_limit_is_quarantined(tmp_path: Pa
     result = validate(scan_source(path), 1.0)
     assert result.accepted["user_id"].to_list() == ["u0", "u2"]
     assert result.quarantine.select("source_row", "reason").rows() == [(2, "malformed_json")]
+
+
+def test_a_truncated_first_record_longer_than_the_sniff_window_is_one_malformed_row(tmp_path: Path) -> None:
+    """A first record cut off inside a 100 KB review text fills the 64 KB sniff window alone: no
+    key was found there, and the whole file was refused as holding 'no JSON object in the first
+    lines'. Lines are now read on until one is an object, and the cut record is quarantined."""
+    path = tmp_path / "reviews.jsonl"
+    good = "".join(json.dumps({"user_id": f"u{n}", "item_id": "i", "rating": 4}) + "\n" for n in range(3))
+    path.write_text('{"user_id": "u9", "item_id": "i", "text": "' + "x" * 100_000 + "\n" + good)
+    result = validate(scan_source(path), 1.0)
+    assert result.accepted["user_id"].to_list() == ["u0", "u1", "u2"]
+    assert result.quarantine.select("source_row", "reason").rows() == [(1, "malformed_json")]
