@@ -703,7 +703,8 @@ def _moved_header(frame: pl.DataFrame, raw: RawSource, parsed: bool) -> None:
 
 def _late_key_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
     """The notes `raw.late_keys` gives for the lines flagged LATE_KEY (JSON Lines keys of an
-    unmapped role that the reader's sample did not reach); none when no line is flagged."""
+    unmapped role that the reader's sample did not reach, or another name for a mapped role's
+    key); none when no line is flagged."""
     if raw.late_keys is None or LATE_KEY not in frame.columns:
         return []
     flagged = frame.filter(pl.col(LATE_KEY)).select(*([SOURCE_FILE] if raw.per_file else []), ROW)
