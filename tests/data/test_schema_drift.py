@@ -24,7 +24,8 @@ T0 = 1_600_000_000
 
 
 def _truth(month: int, n: int = 6) -> list[tuple[str, str, float, int]]:
-    """The rows of one month's export: (user, item, rating, Unix seconds), all distinct."""
+    """The rows of one month's export: (user, item, rating, Unix seconds), all distinct. Ratings
+    are whole numbers, exact in float32, so rows read back compare exactly (tolerance 0)."""
     return [(str(i * 7 % 13 + month), str(i * 5 % 17), float(1 + (i + month) % 5), T0 + month * 1000 + i) for i in range(n)]
 
 
