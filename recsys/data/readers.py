@@ -1031,17 +1031,20 @@ def _scan_text(
                 names = None
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
-                if texts and _looks_like_data(header) and len(header) == len(texts[0].columns):
-                    raise DataError(
-                        f"{_local(f)}: has no header line (its first line looks like data: "
-                        f"{(_header_lines(_local(f)) or [''])[0][:60]!r}) while {texts[0].file.name} of the same source starts with one; "
-                        "files of one source must all have a header line, or none: if its columns are the same, "
-                        f"add that line first (`sed -i '1i {own.join(texts[0].columns)}' FILE`), or ingest the "
-                        "file on its own with --append"
-                    )
                 try:
                     mapping = map_columns(_local(f), header, columns, separator=own)
                 except DataError as exc:
+                    # A header that does not map and reads as data, as wide as the first file's:
+                    # a month exported without its header line (an empty name alone, pandas'
+                    # index column, maps and is no sign of one).
+                    if texts and _looks_like_data(header) and len(header) == len(texts[0].columns):
+                        raise DataError(
+                            f"{_local(f)}: has no header line (its first line looks like data: "
+                            f"{(_header_lines(_local(f)) or [''])[0][:60]!r}) while {texts[0].file.name} of the "
+                            "same source starts with one; files of one source must all have a header line, or "
+                            "none: if its columns are the same, add that line first (`sed -i "
+                            f"'1i {own.join(texts[0].columns)}' FILE`), or ingest the file on its own with --append"
+                        ) from None
                     unmapped.append((f, exc))
                     continue
                 texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header)))

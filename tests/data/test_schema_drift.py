@@ -145,6 +145,12 @@ def test_a_headed_file_among_headerless_ones_is_refused_not_read_by_position(tmp
     with pytest.raises(DataError, match=r"2024-02\.csv: has no header line .*sed -i '1i user_id,item_id,rating,timestamp'"):
         read_canonical(root)
 
+    # pandas' to_csv heads its index column with an empty name: a header all the same.
+    for month in (1, 2):
+        rows = "".join(f"{n},{u},{i},{r:g},{t}\n" for n, (u, i, r, t) in enumerate(_truth(month)))
+        (root / f"2024-0{month}.csv").write_text(",user_id,item_id,rating,timestamp\n" + rows)
+    assert _read(root) == sorted(_truth(1) + _truth(2))
+
 
 def test_a_parquet_file_with_a_role_the_first_file_lacks_is_named(tmp_path: Path) -> None:
     """The columns of a Parquet source are chosen from its first file: a later month that gained
