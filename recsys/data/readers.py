@@ -915,11 +915,12 @@ _KNOWN_NAMES = frozenset(name for names in AUTO_NAMES.values() for name in names
 
 
 def _is_header(line: str, separator: str) -> bool:
-    """Whether `line`, a file's first line, is a header: no field is a number, empty or a date
+    """Whether `line`, a file's first line, is a header: no field is a number or a date
     (`_looks_like_data`) and one names a role as AUTO_NAMES spell it (`user_id`, `#userId`), so a
     headerless file's first row of text ids (`u7,i3`) is not taken for one."""
     fields = [f.strip().strip('"').lstrip("#").strip() for f in line.split(separator)]
-    return not _looks_like_data(fields) and any(_base_name(f) in _KNOWN_NAMES for f in fields)
+    named = [f for f in fields if f]  # an empty name is allowed: pandas' index column has one
+    return not _looks_like_data(named) and any(_base_name(f) in _KNOWN_NAMES for f in named)
 
 
 def _positional_files(
