@@ -139,6 +139,11 @@ def test_a_headed_file_among_headerless_ones_is_refused_not_read_by_position(tmp
     )
     with pytest.raises(DataError, match=r"2024-02\.csv: starts with a header line .* while 2024-01\.csv .* has none"):
         read_canonical(root)
+    # pandas' to_csv heads its index column with an empty name: still a header line.
+    (root / "2024-01.csv").write_text("".join(f"{n},{u},{i},{r:g}\n" for n, (u, i, r, _) in enumerate(_truth(1))))
+    (root / "2024-02.csv").write_text(",user_id,item_id,rating\n" + "".join(f"{n},{u},{i},{r:g}\n" for n, (u, i, r, _) in enumerate(_truth(2))))
+    with pytest.raises(DataError, match=r"2024-02\.csv: starts with a header line"):
+        read_canonical(root)
 
     (root / "2024-01.csv").write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(1)))
     (root / "2024-02.csv").write_text("".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(2)))
