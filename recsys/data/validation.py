@@ -37,6 +37,7 @@ from recsys.data.readers import (
     RawSource,
     base_name,
     column_label,
+    column_name,
     first_error_line,
     first_non_utf8,
     number_rows,
@@ -691,10 +692,10 @@ def _moved_header(frame: pl.DataFrame, raw: RawSource, parsed: bool) -> None:
         row = hit.row(0, named=True)
         where = f"{raw.path} ({row[SOURCE_FILE]})" if raw.per_file else f"{raw.path}"
         spelled = ", ".join(f"{row[c]!r} in the {_ROLE[c]} column" for c in text)
-        first = ", ".join(f"{_ROLE[c]}={raw.mapping[c]!r}" for c in text)
+        first = ", ".join(f"{_ROLE[c]}={column_name(raw.mapping[c])}" for c in text)  # `column 2`: headerless
         raise DataError(
             f"{where}: row {row[ROW]} is a header line whose names sit in other columns ({spelled}) than "
-            f"the first header line's ({first}): exports with "
+            f"{'the first header line' if raw.header else 'a headerless file'}'s ({first}): exports with "
             "other column orders joined into one file (cat?), whose rows after that line would be read under "
             "the first header's columns; split the file at that line, each part with its own header line, "
             "and ingest the parts as one directory"
