@@ -233,3 +233,12 @@ def test_a_truncated_first_record_longer_than_the_sniff_window_is_one_malformed_
     result = validate(scan_source(path), 1.0)
     assert result.accepted["user_id"].to_list() == ["u0", "u1", "u2"]
     assert result.quarantine.select("source_row", "reason").rows() == [(1, "malformed_json")]
+
+
+def test_a_header_line_inside_a_headerless_file_is_named_by_column_positions(tmp_path: Path) -> None:
+    """Headerless rows (user, item, rating, time by position) with a header line in another
+    order joined below: named against the positions, not the internal `field_N` names."""
+    path = tmp_path / "all.csv"
+    path.write_text("1,10,5,1600000000\nuser_id,item_id,timestamp,rating\n2,20,1600000001,4\n")
+    with pytest.raises(DataError, match=r"row 2 is a header line .* than a headerless file's \(user=column 1, item=column 2"):
+        read_canonical(path)
