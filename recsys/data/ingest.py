@@ -591,6 +591,33 @@ def duplicates_rule_drift(rule: str, batches: list[dict]) -> list[str]:
     ]
 
 
+_DRIFT_OPTION = {TIME: ("time", "--time-col", " (temporal splits then refuse the data)"), EVENT: ("event", "--event-col", "")}
+
+
+def column_drift(role: str, mapping: dict[str, str], batches: list[dict]) -> str | None:
+    """A warning when an appended batch has no time (or event) column and the earlier ones have
+    one, or the reverse: a monthly export that dropped its timestamp column gave its rows no
+    time beside timed ones, without a word (`weight_drift` says the same of weights)."""
+    earlier = [b["columns"].get(role) for b in batches if "columns" in b]
+    named = [c for c in earlier if c is not None]
+    if not earlier or named and len(named) < len(earlier):
+        return None  # a first batch, or the mix is older than this batch
+    now = mapping.get(role)
+    if bool(named) == (now is not None):
+        return None
+    word, option, effect = _DRIFT_OPTION[role]
+    if now is None:
+        return (
+            f"this batch has no {word} column, unlike the earlier ones ({named[-1]!r}): its rows have no {word}"
+            f"{effect}; name the column with {option} (data.columns.{word}) if it is there under another "
+            "name, or ingest the log afresh without --append"
+        )
+    return (
+        f"this batch has {'an' if word == 'event' else 'a'} {word} column ({now!r}), unlike the earlier ones: their "
+        f"rows have no {word}{effect}; ingest the logs afresh without --append to read them all alike"
+    )
+
+
 def weight_drift(mapping: dict[str, str], batches: list[dict], aggregate: str) -> str | None:
     """A warning when an appended batch has a weight column and the earlier ones have none, or the
     reverse: an export that lost (or gained) its rating column mixes 1-per-row counts with ratings
@@ -774,7 +801,8 @@ def _ingest(
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
                  coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
-                 summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]))
+                 summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
+                 column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),

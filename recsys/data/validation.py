@@ -25,15 +25,19 @@ import numpy as np
 import polars as pl
 
 from recsys.data.readers import (
+    AUTO_NAMES,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
+    LATE_KEY,
     MALFORMED_JSON,
     NOT_UTF8_HINT,
     READ_ERROR,
     ROW,
     SOURCE_FILE,
     RawSource,
+    base_name,
     column_label,
+    column_name,
     first_error_line,
     first_non_utf8,
     number_rows,
@@ -540,7 +544,8 @@ def _validate(
     )
     raw_columns = raw.columns  # SOURCE_FILE (directories) + mapped canonical columns
     numbered = [] if raw.positional_rows else [ROW]
-    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH]
+    late = [LATE_KEY] if LATE_KEY in schema else []  # JSON Lines: lines holding a key the sample missed
+    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH, *late]
     try:
         frame = staged.select(outputs).collect(engine="streaming")
     except pl.exceptions.PolarsError:
@@ -556,6 +561,7 @@ def _validate(
     proof = _BACKGROUND.submit(_typed_read_is_exact, frame, raw) if typed else None
     if raw.positional_rows:
         frame = number_rows(frame, raw.per_file)
+        _moved_header(frame, raw, has_time or has_weight)
     if fast_names:
         exact = frame.select(pl.col(fast_names).all())
         failed = frozenset(
@@ -587,7 +593,7 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates)
-    notes = [*raw.notes, *_comma_notes(frame, raw)]
+    notes = [*raw.notes, *_comma_notes(frame, raw), *_late_key_notes(frame, raw)]
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
@@ -633,6 +639,77 @@ def _validate(
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates)
     notes += _comma_hints(quarantine, raw)
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons, notes=notes)
+
+
+_ROLE = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
+
+
+def _spellings(name: str) -> set[str]:
+    """How a header may spell the column name `name` (lower case, '_' between words): `user_id`,
+    `USER_ID`, `userId`, `UserId`, `userID`, `User ID`, `User-ID`, `userid`."""
+    words = name.split("_")
+    titled = [w.title() for w in words]
+    ids = [*titled[:-1], "ID"] if words[-1] == "id" else titled
+    return {
+        name, name.upper(), "".join(words), words[0] + "".join(titled[1:]), "".join(titled),
+        " ".join(titled), "-".join(titled), "_".join(titled), words[0] + "".join(ids[1:]), "".join(ids),
+        " ".join(ids), "-".join(ids),
+    }  # fmt: skip
+
+
+def _moved_header(frame: pl.DataFrame, raw: RawSource, parsed: bool) -> None:
+    """DataError when a row of delimited text is a header line whose names sit in other columns
+    than the file's first header line puts them (`timestamp,rating,item_id,user_id` inside a file
+    headed `user_id,item_id,rating,timestamp`): exports joined with `cat` whose column orders
+    differ, where every row after that line would be read under the first header's columns
+    (times as user ids, ratings as items) while only the line itself was quarantined. A row is
+    such a line when two or more of its mapped values are column names (AUTO_NAMES, or the
+    mapped columns' own) and one is a name for another role than its column's. Only quarantined
+    rows are looked at when the log has a time or weight column (`parsed`), as a header line's
+    names never parse as either; otherwise every row is."""
+    names: dict[str, str] = {base_name(n): canon for canon, spelled in AUTO_NAMES.items() for n in spelled}
+    names |= {base_name(source): canon for canon, source in raw.mapping.items()}
+    text = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if c in frame.columns and frame.schema[c] == pl.String]
+    if len(text) < 2:
+        return  # numbers read typed, or one text column: no header line among them
+    if parsed:
+        rows = frame.lazy().filter(pl.col(REASON).is_not_null())
+    else:  # every row is a candidate: only those whose first text value is spelled as a column name
+        spelled_as = {*raw.header, *raw.mapping.values(), *(v for name in names for v in _spellings(name))}
+        rows = frame.lazy().filter(pl.col(text[0]).is_in(list(spelled_as)))
+    keys, roles = list(names), list(names.values())
+
+    def role(column: str) -> pl.Expr:
+        base = pl.col(column).str.strip_chars().str.strip_chars('"#').str.to_lowercase().str.replace_all(r"[- ]", "_")
+        return base.replace_strict(keys, roles, default=None, return_dtype=pl.String)
+
+    found = rows.with_columns(role(c).alias(f"__role_{c}") for c in text).filter(
+        (pl.sum_horizontal(pl.col(f"__role_{c}").is_not_null() for c in text) >= 2)
+        & pl.any_horizontal((pl.col(f"__role_{c}") != c).fill_null(False) for c in text)
+    )
+    hit = found.select(*([SOURCE_FILE] if raw.per_file else []), ROW, *text).head(1).collect()
+    if hit.height:
+        row = hit.row(0, named=True)
+        where = f"{raw.path} ({row[SOURCE_FILE]})" if raw.per_file else f"{raw.path}"
+        spelled = ", ".join(f"{row[c]!r} in the {_ROLE[c]} column" for c in text)
+        first = ", ".join(f"{_ROLE[c]}={column_name(raw.mapping[c])}" for c in text)  # `column 2`: headerless
+        raise DataError(
+            f"{where}: row {row[ROW]} is a header line whose names sit in other columns ({spelled}) than "
+            f"{'the first header line' if raw.header else 'a headerless file'}'s ({first}): exports with "
+            "other column orders joined into one file (cat?), whose rows after that line would be read under "
+            "the first header's columns; split the file at that line, each part with its own header line, "
+            "and ingest the parts as one directory"
+        )
+
+
+def _late_key_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
+    """The notes `raw.late_keys` gives for the lines flagged LATE_KEY (JSON Lines keys of an
+    unmapped role that the reader's sample did not reach, or another name for a mapped role's
+    key); none when no line is flagged."""
+    if raw.late_keys is None or LATE_KEY not in frame.columns:
+        return []
+    flagged = frame.filter(pl.col(LATE_KEY)).select(*([SOURCE_FILE] if raw.per_file else []), ROW)
+    return raw.late_keys(flagged) if flagged.height else []
 
 
 def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
