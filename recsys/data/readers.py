@@ -1613,8 +1613,9 @@ def _scan_parquet(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     """One lazy scan per file (so ROW restarts at 1 in each), partition values from the relative
-    path added as string columns. Only the files' schemas (footers) are read here: the first
-    file's names the columns, and each file's own says which of its id columns are floats, since
+    path added as string columns. Only the files' schemas (footers) are read here: each file's
+    own names are mapped to roles (all must fill the first file's roles), and its own types say
+    which of its id columns are floats, since
     pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
     column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
@@ -1629,39 +1630,40 @@ def _scan_parquet(
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
-    first, schema = scans[0][0], scans[0][2]
-    header = [h for h in schema.names() if h != _PARQUET_ROW]
-    mapping = map_columns(label, header, columns)
-    nested = {canon: src for canon, src in mapping.items() if schema[src].is_nested()}
-    if nested:
-        listing = ", ".join(f"{src!r} ({schema[src]})" for src in nested.values())
-        raise DataError(
-            f"{label}: column(s) {listing} hold lists or structs, not one value a row; ingest reads one "
-            "(user, item) interaction a row: explode a list of items first (polars / pandas "
-            "`explode`), or name a plain column with {option}",
-            setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
-        )
+    # Each file's own names are mapped, as each delimited file's header and each JSON Lines
+    # file's keys are: a month written as `userId` beside months of `user_id` lines up.
+    mapped: list[tuple[DataFile, pl.LazyFrame, pl.Schema, dict[str, str]]] = []
+    unmapped: list[tuple[DataFile, DataError]] = []
+    for f, frame, own in scans:
+        try:
+            names = [h for h in own.names() if h != _PARQUET_ROW]
+            mapped.append((f, frame, own, map_columns(f.label, names, columns)))
+        except DataError as exc:
+            unmapped.append((f, exc))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [f for f, *_ in mapped])
+    first, mapping = mapped[0][0], mapped[0][3]
+    for f, _, own, m in mapped:
+        _same_parquet_roles(f, m, mapping, first)
+        nested = {canon: src for canon, src in m.items() if own[src].is_nested()}
+        if nested:
+            listing = ", ".join(f"{src!r} ({own[src]})" for src in nested.values())
+            raise DataError(
+                f"{label if f is first else f.label}: column(s) {listing} hold lists or structs, not one value a row; "
+                "ingest reads one (user, item) interaction a row: explode a list of items first (polars / pandas "
+                "`explode`), or name a plain column with {option}",
+                setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
+            )
     selected = []
-    time_types = [own[mapping[TIME]] for _, _, own in scans] if TIME in mapping else []
+    time_types = [own[m[TIME]] for _, _, own, m in mapped] if TIME in mapping else []
     # Partitions whose time is a date / datetime beside ones where it is a number or text: a
     # concatenation would cast the datetimes to their integer microseconds (read back by
     # magnitude, so a time before 1973 went wrong) and a date to its day count (read as
     # seconds: 1970). Each such column is then read as text, as each file alone would be.
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
-    any_float = any(
-        canon in mapping and mapping[canon] in own and own[mapping[canon]].is_float()
-        for _, _, own in scans
-        for canon in (USER, ITEM)
-    )
+    any_float = any(own[m[canon]].is_float() for _, _, own, m in mapped for canon in (USER, ITEM))
     notes: list[str] = []
-    for f, frame, own in scans:
-        lacking = [src for src in mapping.values() if src not in own]
-        if lacking:
-            raise DataError(
-                f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
-                "must share their columns: ingest it on its own (with --append), or move it out"
-            )
-        _no_other_roles(f, own, mapping, columns, first)
+    for f, frame, own, mapping in mapped:
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
@@ -1673,7 +1675,7 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapping, per_file, notes=notes)
+    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes)
 
 
 def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
@@ -1703,22 +1705,25 @@ def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
     ]
 
 
-def _no_other_roles(f: DataFile, own: pl.Schema, mapping: dict[str, str], columns: ColumnMap | None, first: DataFile) -> None:
-    """DataError when Parquet file `f` has a column for a role the first file's columns leave
-    unread (a later month that gained a `rating`): the columns are chosen from the first file,
-    so its values would be left out without a word (delimited and JSON Lines files are held to
-    the same rule by `_same_roles`)."""
-    try:
-        roles = map_columns(f.label, [n for n in own.names() if n != _PARQUET_ROW], columns)
-    except DataError:
-        return  # it lacks a mapped column: named by the caller
-    extra = {canon: src for canon, src in roles.items() if canon not in mapping}
+def _same_parquet_roles(f: DataFile, own: dict[str, str], first_roles: dict[str, str], first: DataFile) -> None:
+    """DataError when Parquet file `f`'s columns fill other roles than the first file's: a later
+    month that gained a `rating` would have its values left out (or every other file's rows
+    would have none), one that lost its time column would leave its rows without times. Each
+    file's own names are mapped (`_scan_parquet`), so a renamed column is no such case."""
+    extra = [(canon, src) for canon, src in own.items() if canon not in first_roles]
     if extra:
-        canon, src = next(iter(extra.items()))
+        canon, src = extra[0]
         raise DataError(
             f"{f.label}: has a {_MAP_FIELDS[canon]} column {src!r} that {first.name} lacks, so its values "
             "would be left out; the files of a source must fill the same roles: ingest it on its own "
             "(with --append), or add the column to the others"
+        )
+    lacking = [(canon, src) for canon, src in first_roles.items() if canon not in own]
+    if lacking:
+        canon, src = lacking[0]
+        raise DataError(
+            f"{f.label}: no {_MAP_FIELDS[canon]} column, which {first.name} has ({src!r}); the files of a "
+            "source must fill the same roles: ingest it on its own (with --append), or move it out"
         )
 
 

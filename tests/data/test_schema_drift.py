@@ -170,6 +170,23 @@ def test_a_parquet_file_with_a_role_the_first_file_lacks_is_named(tmp_path: Path
         read_canonical(root)
 
 
+def test_parquet_months_that_rename_their_columns_are_read_by_each_file_s_names(tmp_path: Path) -> None:
+    """`userId` / `movieId` in one month, `user_id` / `item_id` in the next (an export job
+    rewritten midway): the columns were chosen from the first file, and the second was refused as
+    having "no column 'userId'", while CSV and JSON Lines map each file's own names. Parquet
+    files are now mapped one by one too, and read with their own values."""
+    root = tmp_path / "events"
+    root.mkdir()
+    a, b = _truth(1), _truth(2)
+    names = {1: ("userId", "movieId", "rating", "timestamp"), 2: ("user_id", "item_id", "weight", "ts")}
+    for month, rows in ((1, a), (2, b)):
+        users, items, ratings, times = zip(*rows, strict=True)
+        user, item, rating, time = names[month]
+        frame = pl.DataFrame({time: list(times), item: list(items), user: list(users), rating: list(ratings)})
+        frame.write_parquet(root / f"2024-0{month}.parquet")
+    assert _read(root) == sorted(a + b)
+
+
 def test_exports_with_other_column_orders_joined_into_one_file_are_refused(tmp_path: Path) -> None:
     """`cat jan.csv feb.csv > all.csv` where February's export orders its columns otherwise: every
     row after February's header line was read under January's (its times as user ids, its
