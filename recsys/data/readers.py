@@ -149,6 +149,8 @@ class RawSource:
     nothing the text read would have kept.
     `separator`: the field separator of delimited text (one for all files; else None), which
     says how a comma inside a number was meant (`;` files come from decimal-comma locales).
+    `comma_files`: where the files' separators differ, the SOURCE_FILE names of the `;` ones
+    (a decimal-comma month beside `,` months), whose numbers validation reads as `;` files'.
     `decimal`: how validation reads a comma in weight / time text, set by `validate` from it
     (see `validation.DECIMAL_MODES`). `notes`: one line each for ingest's warnings (JSON Lines
     keys for a role that were seen only past the lines the columns were chosen from). `header`:
@@ -167,6 +169,7 @@ class RawSource:
     typed: Callable[[dict[str, pl.DataType]], pl.LazyFrame] | None = None
     layout: ByteLayout | None = None
     separator: str | None = None
+    comma_files: tuple[str, ...] = ()
     decimal: str = "plain"
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
     header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
@@ -1084,7 +1087,8 @@ def _scan_text(
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
-        separator=separators.pop() if len(separators) == 1 else None,
+        separator=next(iter(separators)) if len(separators) == 1 else None,
+        comma_files=tuple(t.file.name for t in texts if t.separator == ";") if len(separators) > 1 else (),
         notes=notes,
         header=texts[0].columns if texts[0].has_header else (),
     )
