@@ -26,6 +26,8 @@ import polars as pl
 
 from recsys.data.readers import (
     AUTO_NAMES,
+    BOOLEAN_ID,
+    DUPLICATE_KEY,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
     LATE_KEY,
@@ -53,6 +55,8 @@ _CODE = "__{}_code"  # decimal code of an id column on the fast path (see `vocab
 _FAST = "__{}_fast"  # per row: that code is exact (or the id is missing, quarantined anyway)
 REASONS = (
     MALFORMED_JSON,
+    DUPLICATE_KEY,
+    BOOLEAN_ID,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
     "missing_user",
