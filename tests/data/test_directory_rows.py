@@ -267,3 +267,12 @@ def test_float_ids_beyond_2_53_are_read_with_a_warning_naming_the_file_and_colum
 
     assert said[0] in read_manifest(tmp_path / "out")["warnings"]
     assert str(2**60) in read_canonical(root)[0]["user_id"].to_list()  # still read as the number it holds
+
+
+def test_a_parquet_id_column_of_booleans_is_refused_naming_it(tmp_path: Path) -> None:
+    """A boolean column taken for the item (`item` auto-mapped to a flag): every row was read as
+    item "true" or "false" without a word. Refused, naming the file, the column and the option."""
+    path = tmp_path / "events.parquet"
+    pl.DataFrame({"user_id": ["u1", "u2"], "item": [True, False], "product_id": ["p1", "p2"]}).write_parquet(path)
+    with pytest.raises(DataError, match=r"events\.parquet: the item column 'item' holds booleans .*data\.columns\.item"):
+        read_canonical(path)
