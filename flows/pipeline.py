@@ -47,6 +47,7 @@ from pipelines.run import (
     parent_closed_on_error,
     prepare_run_inputs,
     promote_best,
+    split_line,
     teachers_workspace,
     train_and_log,
 )
@@ -91,7 +92,9 @@ def ingest_task(cfg: RunConfig, fingerprint: str) -> DatasetResult:
 @task(name="split", task_run_name="split", cache_policy=NO_CACHE)
 def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
     """(config with the scheduled protocol resolved, data, split); see pipelines.run.scheduled_config."""
-    return load_run_inputs(dataset, cfg, scheduled)
+    inputs = load_run_inputs(dataset, cfg, scheduled)
+    get_run_logger().info("%s", split_line(inputs[2]))  # (cfg, data, split)
+    return inputs
 
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)

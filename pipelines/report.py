@@ -16,6 +16,11 @@ HEADLINE = ("recall@20", "ndcg@20", "recall@50", "coverage@20")
 _STATUS_STYLE = {"failed": "red", "skipped": "yellow"}
 
 
+def _count(value: object) -> str:
+    """176,985 rather than 176985 (a count read from the run's dataset record; shown as is otherwise)."""
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _columns(cfg: RunConfig) -> list[str]:
     wanted = [cfg.promotion.metric, *HEADLINE]
     return list(dict.fromkeys(wanted))
@@ -91,6 +96,20 @@ def status_notes(result: PipelineResult) -> str | None:
     return "\n".join(lines) or None
 
 
+def marked_model(result: PipelineResult) -> tuple[str | None, str]:
+    """The model of this run the table marks (`*`), and what it is: the champion when this run's
+    challenger was promoted, else this run's best model (its challenger; the best by the promotion
+    metric when nothing was decided). `result.champion` after `kept` / `not comparable` is an earlier
+    run's model - of another data set when the lineages differ - so marking this run's model of
+    that name (a WALS on Amazon reviews starred for an ML-1M WALS) read as if this run had one."""
+    promotion = result.promotion or {}
+    if promotion.get("decision") == "promoted":
+        return result.champion, "champion"
+    if promotion.get("decision"):
+        return promotion.get("challenger"), "best of this run, not promoted"
+    return result.champion, "best of this run"
+
+
 def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
     """The run's models side by side, fitted to `width` columns: loss / sampler, fit s, the cold and
     validation columns and the later metrics are left out (in that order) when it must; the model
@@ -105,13 +124,15 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
     # to go, before the loss / sampler that tells the two-towers apart, and absent without cold users.
     no_cold = set() if result.dataset.get("cold_test_users") else {cold}
 
+    marked, _ = marked_model(result)
+
     def build(hidden: set[str]) -> Table:
         hidden = hidden | no_cold
         stacked = STACKED in hidden
         shown = [c for c in cols if c not in hidden]
         extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
-                      f"{result.dataset.get('users')} users x {result.dataset.get('items')} items",
+                      f"{_count(result.dataset.get('users'))} users x {_count(result.dataset.get('items'))} items",
                       caption="\n".join(filter(None, (fold_note(result), status_notes(result)))) or None,
                       caption_justify="left")
         add_name_column(table, "model", [m.name + " *" for m in result.models])
@@ -128,7 +149,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
             # being left out and named
             table.add_column("fit s", justify="right", min_width=len("fit s"))
         for m in result.models:
-            name = m.name + (" *" if m.name == result.champion else "")
+            name = m.name + (" *" if m.name == marked else "")
             joint = "\n" if stacked else " / "
             what = [f"{m.loss}{joint}{m.sampler}" if m.loss else m.kind] if "loss / sampler" in extra else []
             side = [_plain(m.validation, cfg.promotion.metric)] if val in extra else []
@@ -155,8 +176,8 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
     lines = [
         f"# {cfg.name}: model comparison",
         "",
-        f"Data: {result.dataset.get('users')} users, {result.dataset.get('items')} items, "
-        f"{result.dataset.get('train_interactions')} train / {result.dataset.get('test_interactions')} test "
+        f"Data: {_count(result.dataset.get('users'))} users, {_count(result.dataset.get('items'))} items, "
+        f"{_count(result.dataset.get('train_interactions'))} train / {_count(result.dataset.get('test_interactions'))} test "
         f"interactions, `{result.dataset.get('split')}` split, fingerprint `{result.dataset.get('fingerprint')}`.",
         f"Lineage `{result.dataset.get('lineage', '-')}`, split digest `{result.dataset.get('split_digest', '-')}`. "
         f"Metrics are over test users with a training history; {result.dataset.get('cold_test_users', 0)} cold test "
@@ -167,6 +188,7 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
         + f" | val {cfg.promotion.metric} | cold {cfg.promotion.metric} | {fold_header(result)} | fit s | MLflow run |",
         "|---" * (len(cols) + 7) + "|",
     ]
+    marked, label = marked_model(result)
     for m in result.models:
         fold = _fold_key(m.folding)
         run = f"`{m.mlflow_run_id}`" if m.mlflow_run_id else "-"
@@ -174,7 +196,7 @@ def comparison_markdown(result: PipelineResult, cfg: RunConfig) -> str:
             lines.append(f"| {m.name} | {m.kind} | " + " | ".join("-" for _ in cols) + f" | - | - | - | {m.status}: {m.error} | {run} |")
             continue
         lines.append(
-            f"| {m.name}{' (champion)' if m.name == result.champion else ''} | "
+            f"| {m.name}{f' ({label})' if m.name == marked else ''} | "
             f"{f'{m.loss}/{m.sampler}' if m.loss else m.kind} | "
             + " | ".join(_cell(m.metrics, m.ci, c) for c in cols)
             + f" | {_plain(m.validation, cfg.promotion.metric)} | {_cold(m, cfg.promotion.metric)}"

@@ -161,6 +161,27 @@ def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None 
     }
 
 
+def split_line(split: Split) -> str:
+    """Who the test scores, in one line for the run's log: on a sparse log (most users with one or
+    two interactions: Amazon reviews) most held-out users hold no test interaction - a user with one
+    interaction lands in fold-in with probability fold_in_fraction - and the run scored a third of
+    the users it held out without a word (their count was only an MLflow metric, n_users_skipped).
+    Cold users (no history) are scored by the fallback, apart (see `recsys.evaluation.cold`)."""
+    from recsys.evaluation.cold import divide_test
+
+    test = split.test_set()
+    counts = divide_test(split).counts()
+    scored = counts["warm_test_users"] + counts["cold_test_users"]
+    line = (f"split: {split.protocol}, {split.train.nnz:,} train / {split.test.nnz:,} test interactions; test scores "
+            f"{scored:,} users ({counts['warm_test_users']:,} with a history, {counts['cold_test_users']:,} cold)")  # fmt: skip
+    if unscored := test.n_users_without_truth:
+        one = unscored == 1
+        why = (f"held-out user{'' if one else 's'} whose every interaction fell in fold-in" if split.fold_in is not None
+               else f"user{'' if one else 's'} without a test interaction")  # fmt: skip
+        line += f"; {unscored:,} {why} {'is' if one else 'are'} not scored"
+    return line
+
+
 def load_split(dataset: DatasetResult, cfg: RunConfig) -> Split:
     return load_data_and_split(dataset, cfg)[1]
 
@@ -383,6 +404,7 @@ def run_pipeline(
     inputs = prepare_run_inputs(cfg, scheduled, steps)
     dataset, cfg, data, split = inputs.dataset, inputs.cfg, inputs.data, inputs.split
     log_dataset(dataset, data.manifest, log, lambda warning: log(f"warning: {warning}"))
+    log(split_line(split))
 
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):

@@ -78,8 +78,8 @@ def skip_reason(model_cfg: ModelConfig, split: Split, threads: int | None = None
 
     try:
         model_builder(threads)(model_cfg).check_data(*split.train.shape)
-    except ModelSkipped as exc:
-        return str(exc)
+    except ModelSkipped as exc:  # callers print "skipped <name>: <reason>": the name once, not twice
+        return str(exc).removeprefix(f"model {model_cfg.name!r}: ")
     return None
 
 

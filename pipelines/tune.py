@@ -136,10 +136,17 @@ def tune_in_run(
     log(
         f"tuned {model_cfg.name}: {len(outcome.trials)} trials in {outcome.seconds:.0f}s"
         f"{' (timeout)' if outcome.timed_out else ''}, best validation {outcome.metric} "
-        f"{outcome.best_value:.4f} with {outcome.best_params}"
+        f"{outcome.best_value:.4f} with {params_text(outcome.best_params)}"
     )
     log_tuning(tracker, model_run.run_id, outcome, warm_started=bool(queue))
     return outcome
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """`lr=0.0439, temperature=0.149`: sampled floats to 4 significant digits, for reading in a log
+    line (`l2 1049.7058823529412` said nothing the first 4 digits do not). The exact values go to
+    MLflow and into the final model's config; this is only what the terminal shows."""
+    return ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.items())
 
 
 def trial_line(record: TrialRecord) -> str:
@@ -147,7 +154,7 @@ def trial_line(record: TrialRecord) -> str:
     (Optuna's own report of it, a traceback, is silenced in `recsys.tuning`)."""
     value = "—" if record.value is None else f"{record.value:.4f}"
     error = f" ({record.error.strip().splitlines()[0]})" if record.error else ""
-    return f"trial {record.number}: {record.state} {value} {record.params}{error}"
+    return f"trial {record.number}: {record.state} {value} {params_text(record.params)}{error}"
 
 
 class MlflowTrialHooks:

@@ -31,7 +31,9 @@ class EvaluationConfig(Section):
             "coverage",
         ]
     )
-    chunk_size: int = Field(2048, gt=0, description="users scored per matmul; bounds memory")
+    chunk_size: int = Field(
+        2048, gt=0, description="users scored per matmul (fewer on catalogues above 65,536 items: 512 MiB of scores); bounds memory"
+    )
     threads: int | None = Field(None, gt=0)
     bootstrap_samples: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)

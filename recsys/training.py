@@ -675,25 +675,24 @@ def restore_checkpoint(
 # ===================================================================== progress
 @contextmanager
 def progress_bar(total: int, quiet: bool) -> Iterator[Callable[..., None]]:
-    """A rich bar with loss and examples/s; off when quiet or stderr is not a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """A bar with the epoch, loss and examples/s (one task of the process's shared display,
+    `recsys.bars`: two models train at once); off when quiet or stderr is not a terminal."""
+    from recsys.bars import shared_bar
 
     enabled = not quiet and sys.stderr.isatty()
     if not enabled:
         yield lambda **_: None
         return
-    with Progress(
-        TextColumn("two-tower epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} ex/s"),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("train", total=total, epoch=1, loss=float("nan"), rate=0.0)
+    fields: dict[str, Any] = {"epoch": 1, "loss": float("nan"), "rate": 0.0}
+    with shared_bar("two-tower epoch 1", total) as (progress, task):
 
-        def update(**fields: Any) -> None:
-            progress.update(task, advance=fields.pop("advance", 0), **fields)
+        def update(**changes: Any) -> None:
+            advance = changes.pop("advance", 0)
+            fields.update(changes)
+            progress.update(
+                task, advance=advance, description=f"two-tower epoch {fields['epoch']}",
+                note=f"loss {fields['loss']:.4f}  {fields['rate']:,.0f} ex/s",
+            )  # fmt: skip
 
         yield update
 

@@ -35,6 +35,7 @@ pipeline makes them nested MLflow runs).
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -440,29 +441,45 @@ def plot_study(study: Any, directory: Any) -> list[Any]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
-    from optuna.visualization import matplotlib as ovm
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
-        if complete:
-            ax = ovm.plot_optimization_history(study)
-            ax.figure.savefig(out / "optimization_history.png", dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
-            written.append(out / "optimization_history.png")
-        if len(complete) >= 2 and complete[0].params:
-            try:
-                ax = ovm.plot_param_importances(
-                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
-                )
-            except (RuntimeError, ValueError):  # all values equal, or one distinct parameter set
-                return written
-            ax.figure.savefig(out / "param_importances.png", dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
-            written.append(out / "param_importances.png")
+    # Optuna marks its matplotlib plots experimental. That notice is silenced for good, by its own
+    # category only, as Optuna's log lines are (see `tune`): two models tune in parallel threads,
+    # and a `warnings.catch_warnings()` block here saved and restored the process-wide filter list,
+    # so two overlapping blocks restored each other's state: the notice came out as a
+    # `path/recsys/tuning.py:NNN: ExperimentalWarning` line, or the block's "ignore everything" stayed
+    # installed and every later warning of the run (a model's zero vectors, sampled metrics) was
+    # dropped without a word. `filterwarnings` replaces an equal filter, so calls do not pile up.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    with _PLOT_LOCK:
+        return _plot(study, out, complete, written)
+
+
+_PLOT_LOCK = threading.Lock()
+"""Optuna's matplotlib plots draw through pyplot's current figure (`plt.legend`), one per process:
+two models finishing their searches together drew one legend on the other's figure."""
+
+
+def _plot(study: Any, out: Any, complete: list[Any], written: list[Any]) -> list[Any]:
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    if complete:
+        ax = ovm.plot_optimization_history(study)
+        ax.figure.savefig(out / "optimization_history.png", dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        written.append(out / "optimization_history.png")
+    if len(complete) >= 2 and complete[0].params:
+        try:
+            ax = ovm.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+        except (RuntimeError, ValueError):  # all values equal, or one distinct parameter set
+            return written
+        ax.figure.savefig(out / "param_importances.png", dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        written.append(out / "param_importances.png")
     return written

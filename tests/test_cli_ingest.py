@@ -206,8 +206,41 @@ def test_repeats_that_no_time_tells_apart_are_named_as_such(tmp_path: Path) -> N
     kept = runner.invoke(app, ["ingest", str(bare), "--out", str(tmp_path / "kept"), "--exact-duplicates", "keep",
                                "--aggregate", "count", "--json", str(tmp_path / "kept.json")])  # fmt: skip
     assert kept.exit_code == 0, kept.output
-    assert "warning" not in kept.output and "duplicate" not in kept.output
+    summary_lines = "\n".join(x for x in kept.output.splitlines() if not x.startswith("next: "))
+    assert "warning" not in summary_lines and "duplicate" not in summary_lines
+    assert "--set data.exact_duplicates=keep --set data.aggregate=count" in kept.output  # for the run on it
     summary = json.loads((tmp_path / "kept.json").read_text())
     assert (summary["rows_accepted"], summary["rows_quarantined"], summary["interactions"]) == (3, 0, 2)
     config = json.loads((tmp_path / "kept" / "manifest.json").read_text())["config"]
     assert config["exact_duplicates"] == "keep"
+
+
+def test_the_suggested_run_carries_the_data_settings_the_flags_changed(tmp_path: Path) -> None:
+    """An Amazon-reviews-shaped log (2023 columns, string ids, ms timestamps, most users with one
+    review) ingested with movielens.toml and `--min-user-interactions 1` to keep those users: the
+    `next:` line said `recsys run --config movielens.toml --set data.source=DIR`, whose run warned
+    that DIR was ingested with min_user_interactions 1 (config: 5) and said to re-ingest it.
+    The suggested command, as printed, now agrees with how the directory was made."""
+    import shlex
+
+    from pipelines.data import processed_as
+    from recsys.config import load_config
+
+    src, out = tmp_path / "Reviews.csv", tmp_path / "amz"
+    rows = ["user_id,parent_asin,rating,timestamp"]
+    rows += [f"AE{u:04d}QX,B0{u % 7:08d},5.0,{1588615855070 + u}" for u in range(40)]  # one review each
+    rows += [f"AHEAVY{u}QX,B0{i:08d},{4.0 + (i % 2)},{1600000000000 + 10 * i + u}" for u in range(3) for i in range(7)]
+    src.write_text("\n".join(rows) + "\n")
+    config = "pipelines/configs/movielens.toml"
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(out), "--config", config,
+                                 "--min-user-interactions", "1", "--aggregate", "last"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("next: ")]
+    command = shlex.split(line.removeprefix("next: "))
+    assert command[:4] == ["recsys", "run", "--config", config]
+    sets = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    assert "data.min_user_interactions=1" in sets and "data.aggregate=last" in sets
+    cfg = load_config(config, sets)
+    assert cfg.data.source == str(out)
+    assert processed_as(out, cfg.data) == []  # the run takes the directory as it was made, no warning
+    assert processed_as(out, load_config(config, [f"data.source={out}"]).data)  # the config alone differs

@@ -215,3 +215,33 @@ def test_evaluate_table_never_squeezes_the_users_column_to_blank(width):
     _fits(lines, width)
     header = next(line for line in lines if line.startswith("┃"))
     assert "┃  ┃" not in header and "users" in "\n".join(lines)
+
+
+def test_the_star_marks_this_runs_model_not_an_earlier_runs_champion_of_the_same_name():
+    """An Amazon-reviews-shaped log run with movielens.toml after an ML-1M run (another lineage):
+    the decision is `not comparable`, the line's champion stays the ML-1M WALS and this run's best on
+    validation is popularity. The table starred this run's `wals` (the champion's name) while the
+    line under it said popularity; the markdown called it `(champion)`. Promotion dicts as
+    `pipelines.run.promote_best` returns them."""
+    cfg = load_config("pipelines/configs/movielens.toml")
+    foreign = {"decision": "not comparable", "promoted": False, "challenger": "popularity",
+               "champion_run_id": "ml1m-wals-run", "reason": "not comparable: the challenger belongs to lineage ..."}
+    result = replace(_result("neighbour_cross_cluster@10"), champion="wals", promotion=foreign)
+    text = "\n".join(_render(comparison_table(result, cfg, width=120), 120))
+    assert "popularity *" in text and "wals *" not in text
+    markdown = comparison_markdown(result, cfg)
+    assert "| popularity (best of this run, not promoted) |" in markdown and "(champion)" not in markdown
+    promoted = replace(result, promotion={**foreign, "decision": "promoted", "challenger": "wals"})
+    assert "wals *" in "\n".join(_render(comparison_table(promoted, cfg, width=120), 120))
+    assert "| wals (champion) |" in comparison_markdown(promoted, cfg)
+
+
+def test_the_run_tables_counts_carry_thousands_separators():
+    """176985 users x 70151 items read as one long number; the terminal title and the markdown
+    summary both group the digits."""
+    result = _result("folding@20")
+    result.dataset.update(users=176_985, items=70_151, train_interactions=1_234_567, test_interactions=89_012)
+    cfg = load_config(None)
+    assert "176,985 users x 70,151 items" in str(comparison_table(result, cfg).title)
+    assert "Data: 176,985 users, 70,151 items, 1,234,567 train / 89,012 test" in comparison_markdown(result, cfg)
+

@@ -64,15 +64,20 @@ def next_step(command: str, *args: object) -> None:
     console.print(f"next: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def run_on(out: Path | str, config: Path | None) -> None:
+def run_on(out: Path | str, config: Path | None, sets: list[str] | tuple[str, ...] = ()) -> None:
     """The next step after writing a processed directory: `recsys run` on it with the config whose
-    [data] made it (a processed data.source is used as it is; another config's settings only warn)."""
+    [data] made it (a processed data.source is used as it is; another config's settings only warn),
+    and `sets`, the `--set` overrides that give the config the [data] settings the directory was
+    made with (`recsys ingest --config movielens.toml --min-user-interactions 1`: its
+    `data.min_user_interactions=1`; without it the suggested run warned that the directory was
+    ingested with other settings and said to re-ingest it)."""
+    extra = [arg for item in sets for arg in ("--set", item)]
     if config is not None:
-        next_step("recsys run", "--config", config, "--set", f"data.source={out}")
+        next_step("recsys run", "--config", config, *extra, "--set", f"data.source={out}")
         return
     import shlex
 
-    line = f"recsys run --config FILE --set {shlex.quote(f'data.source={out}')}"
+    line = " ".join(["recsys run --config FILE", *(shlex.quote(a) for a in extra), "--set", shlex.quote(f"data.source={out}")])
     console.print(f"next: {line}   (FILE: a config with these [data] settings)", markup=False, highlight=False,
                   soft_wrap=True)  # fmt: skip
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -25,6 +25,9 @@ from recsys.cli.common import (  # noqa: F401
     write_text_atomic,
 )
 from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recsys.config import DataConfig
 
 FORMAT_HELP = (
     "Force a reader: csv, tsv, parquet, jsonl, movielens (u.data), movielens-dat (ratings.dat), "
@@ -138,7 +141,7 @@ def ingest_command(
     from recsys.data.ingest import ingest, replaced_since
     from recsys.faults import fault_point
 
-    data = load_run_config(config, overrides).data
+    configured = data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
     column_flags = {
         "user": user_col,
@@ -178,7 +181,32 @@ def ingest_command(
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
-    run_on(report.out_dir, config)
+    run_on(report.out_dir, config, [*(overrides or []), *shaping_sets(data, configured)])
+
+
+def shaping_sets(used: DataConfig, configured: DataConfig) -> list[str]:
+    """`data.KEY=VALUE` for each setting that shapes a processed directory (`pipelines.data.SHAPING`)
+    that this ingest's flags changed from the config's: a run on the directory needs them to agree
+    with how it was made. Values are spelled as TOML literals, which is how `--set` reads them."""
+    from pipelines.data import SHAPING
+
+    return [
+        f"data.{key}={_toml_literal(getattr(used, key))}"
+        for key in SHAPING
+        if getattr(used, key) != getattr(configured, key)
+    ]
+
+
+def _toml_literal(value: object) -> str:
+    """JSON spells TOML's strings, numbers, booleans and arrays; a table needs `key = value`; a word
+    that `--set` reads back as itself goes bare (`data.aggregate=last`)."""
+    from recsys.config import _parse_value
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {json.dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str) and value.isidentifier() and _parse_value(value) == value:
+        return value
+    return json.dumps(value)
 
 
 def _event_weights(pairs: list[str]) -> dict[str, float]:

@@ -49,8 +49,8 @@ def _prepare(loaded):
     for warning in ingest_warnings(dataset, data.manifest):  # as recsys run prints them
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     console.print(
-        f"data {dataset.processed_dir}: {split.n_users} users x {split.n_items} items, "
-        f"{split.train.nnz} train / {split.test.nnz} test interactions ({split.protocol} split)"
+        f"data {dataset.processed_dir}: {split.n_users:,} users x {split.n_items:,} items, "
+        f"{split.train.nnz:,} train / {split.test.nnz:,} test interactions ({split.protocol} split)"
     )
     return cfg, split
 

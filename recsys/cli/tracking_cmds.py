@@ -98,7 +98,7 @@ def promote(
         candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment, lineage(cfg))
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
-    console.print(f"[bold {colour}]{decision.decision or 'kept'}[/]: {decision.reason}", highlight=False)
+    console.print(decision_line(decision.decision or "kept", decision.reason, colour), highlight=False)
     if decision.decision == "not comparable":
         from recsys.cli.pipeline_cmds import not_comparable_hint, store_args
 
@@ -113,6 +113,14 @@ def promote(
             highlight=False,
         )
     console.print(aliases_line(cfg.promotion.registered_model, decision))
+
+
+def decision_line(decision: str, reason: str, colour: str) -> str:
+    """`DECISION: REASON` with the decision in colour, said once: most reasons start with their
+    decision already (`promoted: no champion yet`), which printed `promoted: promoted: ...`."""
+    if reason.startswith(decision):
+        return f"[bold {colour}]{decision}[/]{reason[len(decision):]}"
+    return f"[bold {colour}]{decision}[/]: {reason}"
 
 
 def aliases_line(registered_model: str, decision) -> str:

@@ -63,6 +63,17 @@ ID_OUT_OF_RANGE = "id_out_of_range"
 """A float id (Parquet) that spells no 64-bit integer: infinite, or a whole number at or beyond
 +-2^63. Not missing (it has a value, kept in the quarantine as its float text), and not to be
 wrapped or clamped into another id."""
+DUPLICATE_KEY = "duplicate_key"
+"""A JSON Lines object naming a key it reads twice with other values (`{"rating": 3, "rating": 5}`):
+polars keeps the first value, Python's json (and jq) the last; which one was meant is unknowable."""
+BOOLEAN_ID = "boolean_id"
+"""A JSON Lines user or item key holding `true` / `false`: almost surely a key mapped to the wrong
+role (a flag), not an id; read as text it would make users "true" and "false"."""
+LATE_KEY = "__late_key"
+"""JSON Lines: whether a line's text holds a spelling of a role's key that the first lines' text
+does not (`_key_spellings`): a key of a role the columns were not chosen for, or another key for
+a role that was (`rating` renamed `stars` midway); `RawSource.late_keys` confirms the first such
+lines."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
     "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
@@ -144,11 +155,15 @@ class RawSource:
     nothing the text read would have kept.
     `separator`: the field separator of delimited text (one for all files; else None), which
     says how a comma inside a number was meant (`;` files come from decimal-comma locales).
+    `comma_files`: where the files' separators differ, the SOURCE_FILE names of the `;` ones
+    (a decimal-comma month beside `,` months), whose numbers validation reads as `;` files'.
     `decimal`: how validation reads a comma in weight / time text, set by `validate` from it
     (see `validation.DECIMAL_MODES`). `notes`: one line each for ingest's warnings (JSON Lines
     keys for a role that were seen only past the lines the columns were chosen from). `header`:
     every column name of a delimited file with a header line (its first file's), mapped or not,
-    so a warning can name a column the user may mean (Diginetica's `sessionId`)."""
+    so a warning can name a column the user may mean (Diginetica's `sessionId`). `late_keys`
+    (JSON Lines whose sample left a role's key unfound): given the (SOURCE_FILE, ROW) of the
+    lines where the frame's LATE_KEY holds, the notes for the keys those lines confirm."""
 
     path: Path | str
     format: str
@@ -160,9 +175,11 @@ class RawSource:
     typed: Callable[[dict[str, pl.DataType]], pl.LazyFrame] | None = None
     layout: ByteLayout | None = None
     separator: str | None = None
+    comma_files: tuple[str, ...] = ()
     decimal: str = "plain"
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
     header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
+    late_keys: Callable[[pl.DataFrame], list[str]] | None = None  # JSON Lines: see LATE_KEY
 
     @property
     def columns(self) -> list[str]:
@@ -510,6 +527,8 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
         groups.setdefault(kind, []).append(p.relative_to(path).as_posix())
     if len(groups) == 1:
         return next(iter(groups))
+    if format is None and groups.keys() == {"csv", "tsv"}:
+        return "csv"  # delimited files with headers: each is read with its own separator (_file_separator)
     listing = "; ".join(f"{kind}: {_some(names)} ({len(names)} file(s))" for kind, names in groups.items())
     raise DataError(
         f"{path}: holds files of {len(groups)} formats ({listing}); one ingest reads one format, so "
@@ -524,6 +543,9 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
 def _base_name(name: str) -> str:
     """RecBole headers are `name:type`; compare the name only, lower-cased, '-' and ' ' as '_'."""
     return re.sub(r"[- ]", "_", name.split(":", 1)[0].strip().lower())
+
+
+base_name = _base_name  # for validation, which compares values with column names
 
 
 def map_columns(
@@ -898,6 +920,18 @@ def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> 
         )
 
 
+_KNOWN_NAMES = frozenset(name for names in AUTO_NAMES.values() for name in names)
+
+
+def _is_header(line: str, separator: str) -> bool:
+    """Whether `line`, a file's first line, is a header: no field is a number or a date
+    (`_looks_like_data`) and one names a role as AUTO_NAMES spell it (`user_id`, `#userId`), so a
+    headerless file's first row of text ids (`u7,i3`) is not taken for one."""
+    fields = [f.strip().strip('"').lstrip("#").strip() for f in line.split(separator)]
+    named = [f for f in fields if f]  # an empty name is allowed: pandas' index column has one
+    return not _looks_like_data(named) and any(_base_name(f) in _KNOWN_NAMES for f in named)
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -908,6 +942,15 @@ def _positional_files(
     texts = [_positional(files[0], separator, first)]
     for f in files[1:]:
         lines = _head_lines(_local(f), _read_head(_local(f)))
+        if lines and _is_header(lines[0], separator):
+            raise DataError(
+                f"{_local(f)}: starts with a header line ({lines[0][:80]!r}) while {files[0].name} of the same "
+                f"source has none (its first line is data: {first[:60]!r}), so its columns would be taken by "
+                "position and its header read as a row: files of one source must all have a header line, "
+                "or none; add that header line to the others if their columns come in that order (e.g. "
+                f"`sed -i '1i {lines[0]}' FILE`), or "
+                "ingest the file on its own with --append"
+            )
         texts.append(_positional(f, separator, lines[0] if lines else first))
     shapes: dict[int, list[str]] = {}
     for t in texts:
@@ -973,7 +1016,9 @@ def _scan_text(
         else:
             texts = _colon_header_files(label, files, columns)
     else:
-        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else _csv_separator(lines)
+        # A directory's files may be `.csv` and `.tsv` months (`_one_format`): a tab is each one's
+        # separator there, while a single file forced to csv keeps to `, ; |` or a space.
+        separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else (_delimiter if per_file else _csv_separator)(lines)
         _same_separator(label, lines, separator)
         fields = first.split(separator)
         headerless = fmt == "movielens" or (
@@ -990,17 +1035,29 @@ def _scan_text(
             # under another recognised name) still line up; files missing a role are named.
             texts, unmapped = [], []
             for f in files:
-                header = _csv_header(_local(f), separator, '"')
+                own = separator if f is files[0] or fmt != "csv" else _file_separator(_local(f), label)
+                header = _csv_header(_local(f), own, '"')
                 # A `#user,item` header: its first name is read without the '#'.
                 names = None
                 if header[0].startswith("#") and _hash_header(_head_lines(_local(f), _read_head(_local(f)))):
                     names = header = [header[0].lstrip("#").strip(), *header[1:]]
                 try:
-                    mapping = map_columns(_local(f), header, columns, separator=separator)
+                    mapping = map_columns(_local(f), header, columns, separator=own)
                 except DataError as exc:
+                    # A header that does not map and reads as data, as wide as the first file's:
+                    # a month exported without its header line (an empty name alone, pandas'
+                    # index column, maps and is no sign of one).
+                    if texts and _looks_like_data(header) and len(header) == len(texts[0].columns):
+                        raise DataError(
+                            f"{_local(f)}: has no header line (its first line looks like data: "
+                            f"{(_header_lines(_local(f)) or [''])[0][:60]!r}) while {texts[0].file.name} of the "
+                            "same source starts with one; files of one source must all have a header line, or "
+                            "none: if its columns are the same, add that line first (`sed -i "
+                            f"'1i {own.join(texts[0].columns)}' FILE`), or ingest the file on its own with --append"
+                        ) from None
                     unmapped.append((f, exc))
                     continue
-                texts.append(_TextFile(f, separator, True, '"', names, mapping, tuple(header)))
+                texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header)))
                 notes.extend(_repeated_names(_local(f), header, mapping))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
@@ -1036,10 +1093,31 @@ def _scan_text(
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
-        separator=separators.pop() if len(separators) == 1 else None,
+        separator=next(iter(separators)) if len(separators) == 1 else None,
+        comma_files=tuple(t.file.name for t in texts if t.separator == ";") if len(separators) > 1 else (),
         notes=notes,
         header=texts[0].columns if texts[0].has_header else (),
     )
+
+
+def _file_separator(path: Path, label: Path | str) -> str:
+    """The separator of one headed file of a delimited source, from its own first lines: monthly
+    exports change it (a `;` month from a decimal-comma locale's spreadsheet beside `,` months;
+    a `.tsv` month beside `.csv` ones), and read with the first file's, such a file's header was
+    one column, refused as if the file were no interaction log (`_delimiter`)."""
+    lines = _header_lines(path)
+    if not lines:
+        return ","
+    separator = _delimiter(lines)
+    _same_separator(path, lines, separator)
+    return separator
+
+
+def _delimiter(lines: list[str]) -> str:
+    """A headed delimited file's separator: a tab when its first line holds one and none of
+    `, ; |` outside quotes (a `.tsv` month of a source read as CSV), else `_csv_separator`."""
+    bare = _QUOTED.sub("", lines[0])
+    return "\t" if "\t" in bare and not any(s in bare for s in _CSV_SEPARATORS) else _csv_separator(lines)
 
 
 def _same_separator(label: Path | str, lines: list[str], separator: str) -> None:
@@ -1156,9 +1234,10 @@ def first_non_utf8(source: Path | str) -> str | None:
     return None
 
 
-def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
-    """The first `limit` lines of a (possibly gzip'd) file, or as many as fill the sniff window,
-    but always whole: a JSON Lines record can be longer than the window (a long review text)."""
+def _whole_lines(path: Path, limit: int = 1000, budget: int = _SNIFF_BYTES) -> list[bytes]:
+    """The first `limit` lines of a (possibly gzip'd) file, or as many as fill `budget` bytes (the
+    sniff window), but always whole: a JSON Lines record can be longer than the window (a long
+    review text)."""
     lines: list[bytes] = []
     used = 0
     try:
@@ -1166,26 +1245,43 @@ def _whole_lines(path: Path, limit: int = 1000) -> list[bytes]:
             for line in fh:
                 lines.append(line)
                 used += len(line)
-                if len(lines) >= limit or used >= _SNIFF_BYTES:
+                if len(lines) >= limit or used >= budget:
                     break
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read file ({exc.__class__.__name__}: {exc})") from None
     return lines
 
 
+_NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+"""What `json.loads` raises on a line that is no JSON text it can read: a line nested deeper than
+Python's recursion limit (`[[[[...`) is such a line too, quarantined later as malformed_json,
+rather than an 'unexpected RecursionError' ending the command."""
+
+
+_KEY_SEARCH_BYTES = 64 << 20
+"""How far the key sniffing reads, line by line, when the sniff window held no JSON object."""
+
+
 def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
+    """The keys of the first lines' objects. When the sniff window holds none (a truncated record
+    of a long review text fills it), lines are read on, up to 1000 or _KEY_SEARCH_BYTES: such a
+    record is one malformed_json row, not a reason to refuse the file as holding no JSON."""
     keys: dict[str, None] = {}
     lines = _whole_lines(first)
     if lines and lines[0].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         raise _json_array_error(label)
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # malformed lines are quarantined later
-        if not isinstance(record, dict):
-            continue
-        keys.update(dict.fromkeys(record))
+    further = [] if len(lines) >= 1000 else [lambda: _whole_lines(first, budget=_KEY_SEARCH_BYTES)[len(lines) :]]
+    for attempt in (lambda: lines, *further):
+        for line in attempt():
+            try:
+                record = json.loads(line)
+            except _NOT_JSON:
+                continue  # malformed lines are quarantined later
+            if not isinstance(record, dict):
+                continue
+            keys.update(dict.fromkeys(record))
+        if keys:
+            break
     if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
         raise DataError(
             f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "
@@ -1222,7 +1318,23 @@ _KEY_SAMPLE_BYTES = 2 << 20
 _KEY_WINDOW = 64 * 1024
 
 
-def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, budget: int) -> list[str]:
+def _late_roles(mapping: dict[str, str], columns: ColumnMap | None) -> list[str]:
+    """The roles (time, weight, event) neither mapped nor named by a column option."""
+    named = columns or ColumnMap()
+    return [c for c in (TIME, WEIGHT, EVENT) if c not in mapping and getattr(named, _MAP_FIELDS[c]) is None]
+
+
+def _late_key_note(path: Path, canon: str, key: str, where: str) -> str:
+    return (
+        f"{path}: key {key!r} occurs only past the first lines, from which the columns were chosen "
+        f"(first seen {where}), so it is not read as the {_MAP_FIELDS[canon]}; to read it, pass "
+        f"--{_MAP_FIELDS[canon]}-col {key} (data.columns.{_MAP_FIELDS[canon]})"
+    )
+
+
+def _late_keys(
+    path: Path, mapping: dict[str, str], columns: ColumnMap | None, budget: int
+) -> tuple[list[str], list[str]]:
     """A note for each role (time, weight, event) left unmapped whose key (an AUTO_NAMES one)
     occurs past the first lines, the ones the columns were chosen from (`_whole_lines`): a
     `rating` only on the rate events further down would otherwise be passed over without a word.
@@ -1233,11 +1345,11 @@ def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, b
     through it (all of it when it is smaller), searched with one regex for the role's names and
     confirmed on the line with `json.loads`, so a key seen only in a stretch no window touches
     is still missed. Costs ~20 ms on a large file; a full pass would cost a quarter of the
-    validation."""
-    named = columns or ColumnMap()
-    roles = [c for c in (TIME, WEIGHT, EVENT) if c not in mapping and getattr(named, _MAP_FIELDS[c]) is None]
+    validation. So the sample is only the quick look: the roles it leaves unfound (returned
+    beside the notes) are looked for on every line as the file is decoded (LATE_KEY)."""
+    roles = _late_roles(mapping, columns)
     if not roles:
-        return []
+        return [], []
     by_name = {name: canon for canon in roles for name in AUTO_NAMES[canon]}
     spelled = b"|".join(re.escape(name.encode()).replace(b"_", b"[_ -]") for name in by_name)
     pattern = re.compile(b'"(?:' + spelled.lower() + rb')"\s*:')  # on lower-cased text: 2.5x faster
@@ -1252,18 +1364,106 @@ def _late_keys(path: Path, mapping: dict[str, str], columns: ColumnMap | None, b
             end = chunk.find(b"\n", match.end())
             try:
                 record = json.loads(chunk[start : end if end >= 0 else len(chunk)])
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except _NOT_JSON:
                 continue
             for key in record if isinstance(record, dict) else ():
                 canon = by_name.get(_base_name(key))
                 if canon is not None and canon not in found:
                     found[canon] = (key, offset + start)
-    return [
-        f"{path}: key {key!r} occurs only past the first lines, from which the columns were chosen "
-        f"(first seen near byte {at}), so it is not read as the {_MAP_FIELDS[canon]}; to read it, pass "
-        f"--{_MAP_FIELDS[canon]}-col {key} (data.columns.{_MAP_FIELDS[canon]})"
-        for canon, (key, at) in found.items()
-    ]
+    notes = [_late_key_note(path, canon, key, f"near byte {at}") for canon, (key, at) in found.items()]
+    return notes, [canon for canon in roles if canon not in found]
+
+
+def _key_spellings(path: Path, roles: Iterable[str]) -> list[str]:
+    """The quoted spellings of the AUTO_NAMES of `roles` as a line's text may hold them (matched
+    ignoring ASCII case; `_base_name` reads '-' and ' ' as '_', so `"play-count"` is one too),
+    less those the first lines of `path` already hold: the mapped keys themselves, and a name
+    that recurs inside values or nested objects, which would flag every line for nothing."""
+    names = {name for canon in roles for name in AUTO_NAMES[canon]}
+    spellings = {f'"{name.replace("_", sep)}"' for name in names for sep in ("_", "-", " ")}
+    head = b"".join(_whole_lines(path)).decode("utf-8", "replace").lower()
+    return sorted(s for s in spellings if s.lower() not in head)
+
+
+_LATE_CANDIDATES = 1000
+"""Flagged lines per file whose keys are confirmed: a spelling can occur inside a value or a
+nested object (`"type"`), so the first lines that hold one are parsed, not the flag trusted."""
+
+
+_WITHOUT = {
+    USER: "quarantined as missing_user",
+    ITEM: "quarantined as missing_item",
+    TIME: "accepted without a time",
+    WEIGHT: "quarantined as bad_weight",
+    EVENT: "accepted without an event",
+}
+"""What becomes of a JSON Lines row whose line lacks the key mapped for a role."""
+
+
+def _renamed_key_note(path: Path, canon: str, mapped: str, key: str, row: int) -> str:
+    role = _MAP_FIELDS[canon]
+    return (
+        f"{path}: line {row} has no key {mapped!r} (read as the {role}) but has {key!r}, another name for "
+        f"the {role}: lines like it are {_WITHOUT[canon]}; write one key for "
+        f"the {role} throughout, or ingest such lines on their own with --{role}-col {key} "
+        f"(data.columns.{role})"
+    )
+
+
+def _confirm_late_keys(
+    files: list[tuple[DataFile, Path, dict[str, str], list[str]]], per_file: bool
+) -> Callable[[pl.DataFrame], list[str]]:
+    """`RawSource.late_keys` for JSON Lines `files` (file, path, mapping, roles the sample left
+    unfound): reads the first flagged lines of each file again and names each unfound role's key
+    that one of them holds at the top level, and each mapped role whose key a line lacks while
+    holding another name for it (a key renamed midway: `timestamp` -> `ts` would leave the rest
+    of the file without times, and not a word said)."""
+
+    def confirm(flagged: pl.DataFrame) -> list[str]:
+        notes = []
+        for f, p, mapping, roles in files:
+            rows = flagged.filter(pl.col(SOURCE_FILE) == f.name) if per_file else flagged
+            wanted = rows.get_column(ROW).head(_LATE_CANDIDATES)
+            if wanted.is_empty():
+                continue
+            lines = _jsonl_lines(p).filter(pl.col(ROW).is_in(wanted.implode())).collect()
+            found, renamed = _role_keys(lines.select(ROW, _LINE).iter_rows(), mapping, roles)
+            notes += [_late_key_note(p, canon, key, f"on line {row}") for canon, (key, row) in found.items()]
+            notes += [_renamed_key_note(p, c, mapping[c], key, row) for c, (key, row) in renamed.items()]
+        return notes
+
+    return confirm
+
+
+def _role_keys(
+    lines: Iterable[tuple[int, str | bytes]], mapping: dict[str, str], roles: Iterable[str]
+) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]]]:
+    """For JSON Lines `lines` (line number, text): the first (key, line) of each of `roles` (not
+    mapped), and of each mapped role whose key a line lacks while holding another of its names."""
+    roles = set(roles)
+    by_name = {name: canon for canon in (*roles, *mapping) for name in AUTO_NAMES[canon]}
+    found: dict[str, tuple[str, int]] = {}
+    renamed: dict[str, tuple[str, int]] = {}
+    for row, line in lines:
+        try:
+            record = json.loads(line)
+        except _NOT_JSON:
+            continue
+        for key in record if isinstance(record, dict) else ():
+            canon = by_name.get(_base_name(key))
+            if canon in roles and canon not in found:
+                found[canon] = (key, row)
+            elif canon in mapping and mapping[canon] not in record and canon not in renamed:
+                renamed[canon] = (key, row)
+    return found, renamed
+
+
+def _renamed_in_head(path: Path, mapping: dict[str, str]) -> list[str]:
+    """A note for each mapped role whose key one of the first lines (those the columns were chosen
+    from) lacks while holding another name for it (`user_id` on some, `userId` on others): the
+    columns take one name, and the other lines' values would be left out."""
+    _, renamed = _role_keys(enumerate(_whole_lines(path), start=1), mapping, ())
+    return [_renamed_key_note(path, c, mapping[c], key, row) for c, (key, row) in renamed.items()]
 
 
 def _windows(path: Path, head: int, budget: int) -> Iterable[tuple[int, bytes]]:
@@ -1302,16 +1502,92 @@ def _decode_lines(
     mapping: dict[str, str],
     file: DataFile,
     per_file: bool,
+    spellings: list[str],
+    flagged: bool,
 ) -> pl.LazyFrame:
     """Decode the lines where `ok` holds into the mapped fields (as strings); the others get null
-    fields and READ_ERROR = malformed_json."""
+    fields and READ_ERROR = malformed_json. With `spellings` (see `_key_spellings`), LATE_KEY says
+    which lines' text holds one: a substring search in the same pass as the decode, so a key the
+    sample missed is still seen, for a fraction of what reading the file again would cost.
+    `flagged`: whether the source has LATE_KEY at all (every file's frame then does, to concatenate)."""
     decoded = (
         lines.with_columns(ok.alias(_OK))
         .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
         .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
     )
-    error = pl.when(pl.col(_OK)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.lit(MALFORMED_JSON))
-    return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR),))
+    # Lines that may name a key read twice, or hold `true` / `false` / `-0` under an id key, are
+    # read again by Python's json (`_line_checks`): one regex search and a comparison or two on
+    # every line (about a fifth more CPU for a JSON Lines validation), a parse on those few.
+    keys = list(dict.fromkeys(mapping.values()))
+    ids = [mapping[c] for c in (USER, ITEM) if c in mapping]
+    twice = "|".join(f'"{re.escape(k)}".*"{re.escape(k)}"' for k in keys)
+    suspect = pl.any_horizontal(pl.col(_LINE).str.contains(twice), *(pl.col(k).is_in(["true", "false", "-0"]) for k in ids))
+    checked = (
+        pl.when(pl.col(_OK) & suspect)
+        .then(pl.col(_LINE))
+        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_CHECKS, is_elementwise=True)
+    )
+    decoded = decoded.with_columns(checked.alias(_CHECK)).with_columns(
+        pl.when(pl.col(_CHECK).struct.field(f"zero_{n}")).then(pl.lit("0")).otherwise(pl.col(k)).alias(k)
+        for n, k in enumerate(ids)
+    )
+    error = (
+        pl.when(pl.col(_OK))
+        .then(pl.col(_CHECK).struct.field("reason"))
+        .otherwise(pl.lit(MALFORMED_JSON, dtype=pl.String))
+    )
+    found = pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True) if spellings else pl.lit(False)
+    late = (found.alias(LATE_KEY),) if flagged else ()
+    return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR), *late))
+
+
+_CHECK = "__check"
+_CHECKS = pl.Struct({"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean})
+"""What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null, and for
+each id key (user, item) whether its value is the number zero written `-0` / `-0.0`."""
+
+
+def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series:
+    """`_CHECKS` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
+    with every key kept: a top-level key of `keys` given twice with other values is
+    DUPLICATE_KEY (polars reads the first, Python's json and jq the last: neither is said to be
+    the one meant); an id key (`ids`) holding a boolean is BOOLEAN_ID; an id that is the number
+    -0 (polars spells it "-0") is the id 0, as `0` and `0.0` are (a JSON string "-0" stays)."""
+    reasons: dict[int, str] = {}
+    zeros: tuple[list[int], list[int]] = ([], [])
+    for row in lines.is_not_null().arg_true().to_list():
+        try:
+            pairs = json.loads(lines[row], object_pairs_hook=list)
+        except (*_NOT_JSON, ValueError):
+            continue  # polars decoded it: a quirk of Python's parser is no reason to refuse it
+        if not isinstance(pairs, list):
+            continue
+        values: dict[str, list[object]] = {}
+        for key, value in pairs:
+            if key in keys:
+                values.setdefault(key, []).append(value)
+        if any(any(not _same_json(v, vs[0]) for v in vs[1:]) for vs in values.values()):
+            reasons[row] = DUPLICATE_KEY
+            continue
+        for j, key in enumerate(ids):
+            value = values.get(key, [None])[0]
+            if isinstance(value, bool):
+                reasons[row] = BOOLEAN_ID
+            elif isinstance(value, int | float) and value == 0:
+                zeros[j].append(row)
+    n = lines.len()
+    reason = pl.repeat(None, n, dtype=pl.String, eager=True)
+    if reasons:
+        reason = reason.scatter(list(reasons), list(reasons.values()))
+    flags = [pl.repeat(False, n, dtype=pl.Boolean, eager=True) for _ in zeros]
+    flags = [f.scatter(rows, True) if rows else f for f, rows in zip(flags, zeros, strict=True)]
+    frame = pl.DataFrame([reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")])
+    return frame.to_struct(lines.name)
+
+
+def _same_json(a: object, b: object) -> bool:
+    """Whether two decoded JSON values are one value (`5` and `5.0`, or `true` and `1`, are not)."""
+    return type(a) is type(b) and a == b
 
 
 def decodable(lines: pl.Series, dtype: pl.DataType, candidates: np.ndarray) -> np.ndarray:
@@ -1354,7 +1630,15 @@ def _scan_jsonl(
         raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
     _same_roles(label, [(f.name, m) for f, m in mappings])
     budget = max(_KEY_WINDOW, _KEY_SAMPLE_BYTES // len(files))
-    notes = [note for (f, m), p in zip(mappings, paths, strict=True) for note in _late_keys(p, m, columns, budget)]
+    notes: list[str] = []
+    unfound: list[tuple[DataFile, Path, dict[str, str], list[str]]] = []
+    for (f, m), p in zip(mappings, paths, strict=True):
+        found, roles = _late_keys(p, m, columns, budget)
+        notes += _renamed_in_head(p, m) + found
+        unfound.append((f, p, m, roles))
+    # Each file's text is searched for the names of its unfound roles and of its mapped ones.
+    spellings = {f.name: _key_spellings(p, [*roles, *m]) for f, p, m, roles in unfound}
+    flagged = any(spellings.values())
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
 
     def struct(mapping: dict[str, str]) -> pl.Struct:
@@ -1362,7 +1646,7 @@ def _scan_jsonl(
 
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file)
+            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
             for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
@@ -1375,10 +1659,12 @@ def _scan_jsonl(
             lines = _jsonl_lines(p).collect()
             text = lines.get_column(_LINE)
             ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file))
+            late = spellings[f.name]
+            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
         return _concat(frames)
 
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes)
+    late = _confirm_late_keys(unfound, per_file) if flagged else None
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, late_keys=late)
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -1406,8 +1692,9 @@ def _scan_parquet(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     """One lazy scan per file (so ROW restarts at 1 in each), partition values from the relative
-    path added as string columns. Only the files' schemas (footers) are read here: the first
-    file's names the columns, and each file's own says which of its id columns are floats, since
+    path added as string columns. Only the files' schemas (footers) are read here: each file's
+    own names are mapped to roles (all must fill the first file's roles), and its own types say
+    which of its id columns are floats, since
     pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
     column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
@@ -1422,38 +1709,48 @@ def _scan_parquet(
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
-    first, schema = scans[0][0], scans[0][2]
-    header = [h for h in schema.names() if h != _PARQUET_ROW]
-    mapping = map_columns(label, header, columns)
-    nested = {canon: src for canon, src in mapping.items() if schema[src].is_nested()}
-    if nested:
-        listing = ", ".join(f"{src!r} ({schema[src]})" for src in nested.values())
-        raise DataError(
-            f"{label}: column(s) {listing} hold lists or structs, not one value a row; ingest reads one "
-            "(user, item) interaction a row: explode a list of items first (polars / pandas "
-            "`explode`), or name a plain column with {option}",
-            setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
-        )
+    # Each file's own names are mapped, as each delimited file's header and each JSON Lines
+    # file's keys are: a month written as `userId` beside months of `user_id` lines up.
+    mapped: list[tuple[DataFile, pl.LazyFrame, pl.Schema, dict[str, str]]] = []
+    unmapped: list[tuple[DataFile, DataError]] = []
+    for f, frame, own in scans:
+        try:
+            names = [h for h in own.names() if h != _PARQUET_ROW]
+            mapped.append((f, frame, own, map_columns(f.label, names, columns)))
+        except DataError as exc:
+            unmapped.append((f, exc))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [f for f, *_ in mapped])
+    first, mapping = mapped[0][0], mapped[0][3]
+    for f, _, own, m in mapped:
+        _same_parquet_roles(f, m, mapping, first)
+        flags = [(canon, m[canon]) for canon in (USER, ITEM) if own[m[canon]] == pl.Boolean]
+        if flags:  # every id would be "true" or "false": a flag column taken for the ids
+            canon, src = flags[0]
+            raise DataError(
+                f"{f.label}: the {_MAP_FIELDS[canon]} column {src!r} holds booleans (true / false), not ids; "
+                "it is likely a flag taken for the id column: name the id column with {option}",
+                setting=f"data.columns.{_MAP_FIELDS[canon]}",
+            )
+        nested = {canon: src for canon, src in m.items() if own[src].is_nested()}
+        if nested:
+            listing = ", ".join(f"{src!r} ({own[src]})" for src in nested.values())
+            raise DataError(
+                f"{label if f is first else f.label}: column(s) {listing} hold lists or structs, not one value a row; "
+                "ingest reads one (user, item) interaction a row: explode a list of items first (polars / pandas "
+                "`explode`), or name a plain column with {option}",
+                setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
+            )
     selected = []
-    time_types = [own[mapping[TIME]] for _, _, own in scans] if TIME in mapping else []
+    time_types = [own[m[TIME]] for _, _, own, m in mapped] if TIME in mapping else []
     # Partitions whose time is a date / datetime beside ones where it is a number or text: a
     # concatenation would cast the datetimes to their integer microseconds (read back by
     # magnitude, so a time before 1973 went wrong) and a date to its day count (read as
     # seconds: 1970). Each such column is then read as text, as each file alone would be.
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
-    any_float = any(
-        canon in mapping and mapping[canon] in own and own[mapping[canon]].is_float()
-        for _, _, own in scans
-        for canon in (USER, ITEM)
-    )
+    any_float = any(own[m[canon]].is_float() for _, _, own, m in mapped for canon in (USER, ITEM))
     notes: list[str] = []
-    for f, frame, own in scans:
-        lacking = [src for src in mapping.values() if src not in own]
-        if lacking:
-            raise DataError(
-                f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
-                "must share their columns: ingest it on its own (with --append), or move it out"
-            )
+    for f, frame, own, mapping in mapped:
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
@@ -1465,7 +1762,56 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(selected), mapping, per_file, notes=notes)
+    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes)
+
+
+def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
+    """`frames` (one per Parquet file, canonical columns) with each column whose types have no
+    common type across the files read as text in every file, as validation reads text anyway:
+    one month's export writes its ids or times dictionary-encoded (Categorical) beside int64
+    ones, or binary beside integers, and polars refuses to concatenate those (`failed to
+    determine supertype of i64 and cat`), which failed the whole source with no file or column
+    named. Columns that combine (int32 and int64, string and large_string) are left alone."""
+    if len(frames) < 2:
+        return frames
+    schemas = [frame.collect_schema() for frame in frames]
+    apart = []
+    for name in (USER, ITEM, TIME, WEIGHT, EVENT):
+        types = [schema[name] for schema in schemas if name in schema]
+        if len(set(types)) < 2:
+            continue
+        try:
+            pl.concat([pl.LazyFrame(schema={name: t}) for t in types], how="vertical_relaxed").collect_schema()
+        except pl.exceptions.PolarsError:
+            apart.append(name)
+    if not apart:
+        return frames
+    return [
+        frame.with_columns(_time_text(pl.col(n), schema[n]).alias(n) for n in apart)
+        for frame, schema in zip(frames, schemas, strict=True)
+    ]
+
+
+def _same_parquet_roles(f: DataFile, own: dict[str, str], first_roles: dict[str, str], first: DataFile) -> None:
+    """DataError when Parquet file `f`'s columns fill other roles than the first file's: a later
+    month that gained a `rating` would have its values left out (or every other file's rows
+    would have none), one that lost its time column would leave its rows without times. Each
+    file's own names are mapped (`_scan_parquet`), so a renamed column is no such case."""
+    extra = [(canon, src) for canon, src in own.items() if canon not in first_roles]
+    if extra:
+        canon, src = extra[0]
+        raise DataError(
+            f"{f.label}: has a {_MAP_FIELDS[canon]} column {src!r} that {first.name} lacks, so its values "
+            "would be left out; the files of a source must fill the same roles: ingest it on its own "
+            "(with --append), or add the column to the others"
+        )
+    lacking = [(canon, src) for canon, src in first_roles.items() if canon not in own]
+    if lacking:
+        canon, src = lacking[0]
+        raise DataError(
+            f"{f.label}: no {_MAP_FIELDS[canon]} column, which {first.name} has ({src!r}); the files of a "
+            "source must fill the same roles: ingest it on its own (with --append), or move it out"
+        )
 
 
 FLOAT_EXACT_IDS = 2**53

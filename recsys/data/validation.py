@@ -25,15 +25,21 @@ import numpy as np
 import polars as pl
 
 from recsys.data.readers import (
+    AUTO_NAMES,
+    BOOLEAN_ID,
+    DUPLICATE_KEY,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
+    LATE_KEY,
     MALFORMED_JSON,
     NOT_UTF8_HINT,
     READ_ERROR,
     ROW,
     SOURCE_FILE,
     RawSource,
+    base_name,
     column_label,
+    column_name,
     first_error_line,
     first_non_utf8,
     number_rows,
@@ -49,6 +55,8 @@ _CODE = "__{}_code"  # decimal code of an id column on the fast path (see `vocab
 _FAST = "__{}_fast"  # per row: that code is exact (or the id is missing, quarantined anyway)
 REASONS = (
     MALFORMED_JSON,
+    DUPLICATE_KEY,
+    BOOLEAN_ID,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
     "missing_user",
@@ -94,7 +102,8 @@ DECIMAL_MODES = ("auto", "comma", "point")
 """`data.decimal`: how a comma in a weight or time value is read. `comma`: as the decimal point
 (`4,5` is 4.5), as spreadsheets in decimal-comma locales write numbers; `point`: as a thousands
 separator (`1,234` and `1,234.5` are 1234 and 1234.5); `auto`: `comma` in `;`-separated files
-(the CSV those locales' spreadsheets export), else neither (a comma in a number is a bad value).
+(the CSV those locales' spreadsheets export; in a directory whose files' separators differ,
+the `;` files alone), else neither (a comma in a number is a bad value).
 In `auto`, a `;` column whose comma values all look like thousands groups (`1,234`, `12,500`: one
 comma, three digits after it) is ambiguous, and ingest stops and asks rather than guess."""
 # Internal readings (`RawSource.decimal`): "plain" reads no comma; the others as above.
@@ -143,14 +152,16 @@ class ValidationResult:
 # --------------------------------------------------------------------------- parsers
 
 
-def _number(text: pl.Expr, decimal: str = "plain") -> pl.Expr:
+def _number(text: pl.Expr, decimal: str = "plain", where: pl.Expr | None = None) -> pl.Expr:
     """Number text -> Float64, null where unreadable. A comma is read (`decimal`: comma or point,
     see DECIMAL_MODES) only in the values the plain cast did not read: null elsewhere, so the
-    other rows cost a null check, not a regex."""
+    other rows cost a null check, not a regex. `where`: the rows a comma is read in (the `;`
+    files of a directory whose separators differ, `_comma_rows`); None: every row."""
     value = text.cast(pl.Float64, strict=False)
     if decimal == "plain":
         return value
-    rest = pl.when(value.is_null()).then(text)
+    unread = value.is_null() if where is None else value.is_null() & where
+    rest = pl.when(unread).then(text)
     if decimal in ("comma", "auto-comma"):
         fixed = rest.str.replace(_DECIMAL_COMMA, "${1}.${2}")
     else:
@@ -224,6 +235,7 @@ def parse_time(
     padded: bool = True,
     integers: bool = False,
     decimal: str = "plain",
+    where: pl.Expr | None = None,
 ) -> pl.Expr:
     """Raw time column -> Datetime(us, UTC); unparseable values become null (then quarantined).
     padded=False skips whitespace stripping (a sample showed none; it is the costliest step).
@@ -243,7 +255,7 @@ def parse_time(
         text = text.str.strip_chars()
     if integers and not has_text_dates:
         return _integer_to_time(text)
-    numeric = _numeric_to_time(_number(text, decimal))
+    numeric = _numeric_to_time(_number(text, decimal, where))
     if not has_text_dates:
         return numeric
     return pl.coalesce(numeric, _iso_to_time(text))
@@ -387,7 +399,7 @@ def validate(
     if decimal not in DECIMAL_MODES:
         raise DataError(f"unknown decimal mode {decimal!r}; choose one of {', '.join(DECIMAL_MODES)}")
     if decimal == "auto":
-        reading = "auto-comma" if raw.separator == ";" else "plain"
+        reading = "auto-comma" if raw.separator == ";" or raw.comma_files else "plain"
     else:
         reading = decimal
     raw = replace(raw, decimal=reading)
@@ -492,7 +504,9 @@ def _validate(
         if schema[TIME] == pl.String:
             blank = pl.col(TIME).str.strip_chars() == "" if TIME in padded else pl.col(TIME) == ""
             present = present & ~blank
-        time_expr = parse_time(TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal)
+        time_expr = parse_time(
+            TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal, _comma_rows(raw)
+        )
         parsed += [time_expr.alias("_time"), present.alias("_time_raw_present")]
     if has_weight:
         wdtype = schema[WEIGHT]
@@ -506,7 +520,7 @@ def _validate(
             # Unstripped on the fast path: a padded value the sample did not foresee fails this
             # cast and is re-checked stripped below (a `when` retry here would strip every row).
             # A typed read (TYPED_READ) gives an Int64 column and takes the branch above.
-            weight = _number(text, raw.decimal)
+            weight = _number(text, raw.decimal, _comma_rows(raw))
         parsed.append(weight.cast(pl.Float32).alias("_weight"))
     if has_event:
         parsed.append(pl.col(EVENT).cast(pl.String).str.strip_chars().alias("_event"))
@@ -540,7 +554,8 @@ def _validate(
     )
     raw_columns = raw.columns  # SOURCE_FILE (directories) + mapped canonical columns
     numbered = [] if raw.positional_rows else [ROW]
-    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH]
+    late = [LATE_KEY] if LATE_KEY in schema else []  # JSON Lines: lines holding a key the sample missed
+    outputs = [*numbered, *raw_columns, REASON, *parsed_names, *code_names, *fast_names, _HASH, *late]
     try:
         frame = staged.select(outputs).collect(engine="streaming")
     except pl.exceptions.PolarsError:
@@ -556,6 +571,7 @@ def _validate(
     proof = _BACKGROUND.submit(_typed_read_is_exact, frame, raw) if typed else None
     if raw.positional_rows:
         frame = number_rows(frame, raw.per_file)
+        _moved_header(frame, raw, has_time or has_weight)
     if fast_names:
         exact = frame.select(pl.col(fast_names).all())
         failed = frozenset(
@@ -571,13 +587,15 @@ def _validate(
     # result is the general route's whatever the sample suggested.
     checks = []
     if has_time and schema[TIME] == pl.String and (integer_time or TIME not in padded or not text_dates):
-        general_time = parse_time(TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal)
+        general_time = parse_time(
+            TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal, where=_comma_rows(raw)
+        )
         blank = pl.col(TIME).str.strip_chars() == ""
         checks.append((TIME, "bad_timestamp", general_time.is_not_null() | blank))
     elif integer_time:  # integers read typed
         checks.append((TIME, "bad_timestamp", parse_time(TIME, schema[TIME], False).is_not_null()))
     if plain_weight:
-        stripped = _number(pl.col(WEIGHT).str.strip_chars(), raw.decimal)
+        stripped = _number(pl.col(WEIGHT).str.strip_chars(), raw.decimal, _comma_rows(raw))
         checks.append((WEIGHT, "bad_weight", stripped.is_not_null()))
     missed = frozenset(
         name
@@ -587,7 +605,7 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates)
-    notes = [*raw.notes, *_comma_notes(frame, raw)]
+    notes = [*raw.notes, *_comma_notes(frame, raw), *_late_key_notes(frame, raw)]
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()
@@ -635,6 +653,77 @@ def _validate(
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons, notes=notes)
 
 
+_ROLE = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
+
+
+def _spellings(name: str) -> set[str]:
+    """How a header may spell the column name `name` (lower case, '_' between words): `user_id`,
+    `USER_ID`, `userId`, `UserId`, `userID`, `User ID`, `User-ID`, `userid`."""
+    words = name.split("_")
+    titled = [w.title() for w in words]
+    ids = [*titled[:-1], "ID"] if words[-1] == "id" else titled
+    return {
+        name, name.upper(), "".join(words), words[0] + "".join(titled[1:]), "".join(titled),
+        " ".join(titled), "-".join(titled), "_".join(titled), words[0] + "".join(ids[1:]), "".join(ids),
+        " ".join(ids), "-".join(ids),
+    }  # fmt: skip
+
+
+def _moved_header(frame: pl.DataFrame, raw: RawSource, parsed: bool) -> None:
+    """DataError when a row of delimited text is a header line whose names sit in other columns
+    than the file's first header line puts them (`timestamp,rating,item_id,user_id` inside a file
+    headed `user_id,item_id,rating,timestamp`): exports joined with `cat` whose column orders
+    differ, where every row after that line would be read under the first header's columns
+    (times as user ids, ratings as items) while only the line itself was quarantined. A row is
+    such a line when two or more of its mapped values are column names (AUTO_NAMES, or the
+    mapped columns' own) and one is a name for another role than its column's. Only quarantined
+    rows are looked at when the log has a time or weight column (`parsed`), as a header line's
+    names never parse as either; otherwise every row is."""
+    names: dict[str, str] = {base_name(n): canon for canon, spelled in AUTO_NAMES.items() for n in spelled}
+    names |= {base_name(source): canon for canon, source in raw.mapping.items()}
+    text = [c for c in (USER, ITEM, TIME, WEIGHT, EVENT) if c in frame.columns and frame.schema[c] == pl.String]
+    if len(text) < 2:
+        return  # numbers read typed, or one text column: no header line among them
+    if parsed:
+        rows = frame.lazy().filter(pl.col(REASON).is_not_null())
+    else:  # every row is a candidate: only those whose first text value is spelled as a column name
+        spelled_as = {*raw.header, *raw.mapping.values(), *(v for name in names for v in _spellings(name))}
+        rows = frame.lazy().filter(pl.col(text[0]).is_in(list(spelled_as)))
+    keys, roles = list(names), list(names.values())
+
+    def role(column: str) -> pl.Expr:
+        base = pl.col(column).str.strip_chars().str.strip_chars('"#').str.to_lowercase().str.replace_all(r"[- ]", "_")
+        return base.replace_strict(keys, roles, default=None, return_dtype=pl.String)
+
+    found = rows.with_columns(role(c).alias(f"__role_{c}") for c in text).filter(
+        (pl.sum_horizontal(pl.col(f"__role_{c}").is_not_null() for c in text) >= 2)
+        & pl.any_horizontal((pl.col(f"__role_{c}") != c).fill_null(False) for c in text)
+    )
+    hit = found.select(*([SOURCE_FILE] if raw.per_file else []), ROW, *text).head(1).collect()
+    if hit.height:
+        row = hit.row(0, named=True)
+        where = f"{raw.path} ({row[SOURCE_FILE]})" if raw.per_file else f"{raw.path}"
+        spelled = ", ".join(f"{row[c]!r} in the {_ROLE[c]} column" for c in text)
+        first = ", ".join(f"{_ROLE[c]}={column_name(raw.mapping[c])}" for c in text)  # `column 2`: headerless
+        raise DataError(
+            f"{where}: row {row[ROW]} is a header line whose names sit in other columns ({spelled}) than "
+            f"{'the first header line' if raw.header else 'a headerless file'}'s ({first}): exports with "
+            "other column orders joined into one file (cat?), whose rows after that line would be read under "
+            "the first header's columns; split the file at that line, each part with its own header line, "
+            "and ingest the parts as one directory"
+        )
+
+
+def _late_key_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
+    """The notes `raw.late_keys` gives for the lines flagged LATE_KEY (JSON Lines keys of an
+    unmapped role that the reader's sample did not reach, or another name for a mapped role's
+    key); none when no line is flagged."""
+    if raw.late_keys is None or LATE_KEY not in frame.columns:
+        return []
+    flagged = frame.filter(pl.col(LATE_KEY)).select(*([SOURCE_FILE] if raw.per_file else []), ROW)
+    return raw.late_keys(flagged) if flagged.height else []
+
+
 def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
     """A note per weight / time column with values read through a comma (see DECIMAL_MODES),
     naming the first; DataError when `auto` guessed a decimal comma for a column whose comma
@@ -673,11 +762,14 @@ def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
 
 
 def _comma_hints(quarantine: pl.DataFrame, raw: RawSource) -> list[str]:
-    """Where no comma was read (`plain`: a file not `;`-separated, mode auto), a note per
-    weight / time column whose quarantined values are numbers with a comma (`"1,234"`, `"4,5"`),
-    naming the setting that reads them. Looks at the quarantined rows only."""
-    if raw.decimal != "plain":
+    """Where no comma was read (`plain`: a file not `;`-separated, mode auto; or the files besides
+    the `;` ones of a directory whose separators differ), a note per weight / time column whose
+    quarantined values are numbers with a comma (`"1,234"`, `"4,5"`), naming the setting that
+    reads them. Looks at the quarantined rows only."""
+    if raw.decimal != "plain" and not (raw.decimal == "auto-comma" and raw.comma_files):
         return []
+    if raw.comma_files:
+        quarantine = quarantine.filter(~pl.col(SOURCE_FILE).cast(pl.String).is_in(list(raw.comma_files)))
     hints = []
     for name, rule in ((WEIGHT, "bad_weight"), (TIME, "bad_timestamp")):
         if name not in quarantine.columns:
@@ -694,6 +786,15 @@ def _comma_hints(quarantine: pl.DataFrame, raw: RawSource) -> list[str]:
                 "it as the decimal point, data.decimal=point as a thousands separator"
             )
     return hints
+
+
+def _comma_rows(raw: RawSource) -> pl.Expr | None:
+    """The rows whose numbers are read with a comma under `auto` where only some files are
+    `;`-separated (`RawSource.comma_files`): a decimal-comma month beside `,` months is read as a
+    `;` source would be, the others as before; None: the reading holds for every row."""
+    if raw.decimal != "auto-comma" or not raw.comma_files:
+        return None
+    return pl.col(SOURCE_FILE).cast(pl.String).is_in(list(raw.comma_files))
 
 
 def _without_empty_lines(quarantine: pl.DataFrame, raw: RawSource, rows_in: int) -> tuple[pl.DataFrame, int]:

@@ -215,10 +215,9 @@ def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[i
     if not enabled:
         yield lambda _n: None
         return
-    from rich.progress import Progress
+    from recsys.bars import shared_bar
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=total)
+    with shared_bar(label, total) as (bar, task):  # one display with the other models' bars
         yield lambda n: bar.advance(task, n)
 
 

@@ -1,8 +1,8 @@
 """Chunked full-corpus top-k: one matmul per chunk of users, seen items masked, `torch.topk`.
 
 Every model retrieves by dot product, so ranking is model-agnostic: score a chunk of users against
-all items (memory bounded by chunk_size x n_items floats), set excluded items to -inf, keep the k
-best. Ties are broken towards the lower item index so that the same factors always give the same
+all items (memory bounded by chunk_size x n_items floats, and by SCORE_BUFFER_BYTES whatever the
+catalogue), set excluded items to -inf, keep the k best. Ties are broken towards the lower item index so that the same factors always give the same
 lists (and therefore the same metrics), whatever torch's topk kernel does with equal values.
 """
 
@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 
 PAD_ITEM = -1
 """Item index used where a user has fewer than k rankable items (its score is -inf)."""
+
+SCORE_BUFFER_BYTES = 512 * 2**20
+"""Most bytes of one chunk's users x items float32 scores. `evaluation.chunk_size` counts users, so
+on its own the buffer grows with the catalogue: 2,048 users x 1M items is 8 GB per model evaluated,
+twice that with two models evaluating at once (`orchestration.max_workers = 2`), on a log such as an
+Amazon reviews category. Catalogues up to 65,536 items keep 2,048 users per chunk."""
+
+
+def chunk_rows(chunk_size: int, n_items: int) -> int:
+    """Users per matmul: `chunk_size`, fewer where their scores would exceed SCORE_BUFFER_BYTES."""
+    return max(1, min(chunk_size, SCORE_BUFFER_BYTES // (4 * max(n_items, 1))))
 
 
 @dataclass(frozen=True)
@@ -245,8 +256,9 @@ def topk(
     ties to the lower item index. `exclude` row i (a CSR aligned with `user_vecs`, n x n_items)
     lists items never returned for user i; `masked_items` (bool per item) items never returned for
     anyone; users with fewer than k' allowed items are padded with item -1 and score -inf. Peak
-    extra memory is about chunk_size x n_items float32, plus a transposed copy of the items unless
-    they come from `item_major` (callers that rank a few users per call should pass that).
+    extra memory is about chunk_size x n_items float32 (at most SCORE_BUFFER_BYTES: `chunk_rows`),
+    plus a transposed copy of the items unless they come from `item_major` (callers that rank a few
+    users per call should pass that).
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -267,6 +279,7 @@ def topk(
                 f"exclude has shape {exclude.shape}; expected (users, items) = {(n_users, n_items)}"
             )
         exclude = sp.csr_matrix(exclude)
+    chunk_size = chunk_rows(chunk_size, n_items)
     kk = min(k, n_items)
     masked = None
     if masked_items is not None and np.any(masked_items):

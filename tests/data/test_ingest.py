@@ -149,6 +149,22 @@ def test_an_event_rule_naming_some_absent_events_says_which(tmp_path: Path) -> N
     assert _weights(tmp_path / "out") == {("v1", "i1"): 1.0}
 
 
+def test_a_k_core_that_keeps_most_pairs_but_few_users_says_so(tmp_path: Path) -> None:
+    """A reviews log (Amazon's: most users review once or twice, a few review a lot) under
+    movielens.toml's k-core (users >= 5): on the 200k-user replica it kept 37% of the pairs but 13%
+    of the users, above the tenth of pairs that warned, so only the step table said so."""
+    rows = [(f"A{u:04d}", f"B{(u * 7 + k) % 30}", 5, u * 10 + k) for u in range(80) for k in range(1 + u % 2)]
+    rows += [(f"H{u}", f"B{k}", 5, 5000 + u * 100 + k) for u in range(12) for k in range(8)]  # 12 heavy reviewers
+    cfg = DataConfig(min_user_interactions=5, min_item_interactions=1)
+    report = ingest(_csv(tmp_path / "reviews.csv", rows), tmp_path / "out", cfg)
+    assert (report.interactions, report.users) == (96, 12)
+    [warning] = [w for w in report.warnings if w.startswith("k-core")]
+    assert warning.startswith("k-core (users >= 5, items >= 1) kept 96 of 216 pairs (44%) but only 12 of 92 users (13%)"), warning
+    assert "--min-user-interactions / data.min_user_interactions" in warning
+    kept = ingest(_csv(tmp_path / "reviews.csv", rows), tmp_path / "out", cfg.model_copy(update={"min_user_interactions": 1}))
+    assert kept.users == 92 and not [w for w in kept.warnings if w.startswith("k-core")]
+
+
 def test_a_k_core_that_keeps_almost_nothing_says_so(tmp_path: Path) -> None:
     """Sessions as users: 60 two-item sessions and one long one. plays.toml's k-core (users >= 5)
     kept the long one alone, and the run reported recall on what was left without a word."""

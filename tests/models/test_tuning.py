@@ -315,10 +315,10 @@ def test_recsys_tune_reports_failed_and_pruned_trials_too():
 
     seen: list[str] = []
     hooks = _ProgressHooks(lambda record: seen.append(trial_line(record)))
-    hooks.finish(TrialRecord(0, {"lr": 0.1}, 0.25, "complete", 1.0))
+    hooks.finish(TrialRecord(0, {"lr": 0.04392703808058264, "dim": 64}, 0.25, "complete", 1.0))
     hooks.finish(TrialRecord(1, {"lr": 9.0}, None, "failed", 1.0, error="ModelError: training diverged"))
     hooks.finish(TrialRecord(2, {"lr": 1e-5}, None, "pruned", 1.0))
-    assert seen[0].startswith("trial 0: complete 0.2500")
+    assert seen[0] == "trial 0: complete 0.2500 lr=0.04393, dim=64"  # 4 significant digits, not 16
     assert "trial 1: failed" in seen[1] and "(ModelError: training diverged)" in seen[1]
     assert seen[2].startswith("trial 2: pruned")
 
@@ -395,3 +395,51 @@ def test_the_timeout_guard_keeps_an_ease_trial_whose_one_solve_had_finished(plan
     first, second = outcome.trials
     assert first.state == second.state == "complete" and second.error is None and second.value is not None
     assert outcome.timed_out and outcome.best_value == max(first.value, second.value)
+
+
+def _paused_study(n_trials: int, on_plot):
+    """A finished study whose first trial read from inside Optuna's plotting calls `on_plot`, so a
+    test can order two threads' plots (`plot_study` itself reads `study.trials`, with no states)."""
+    import optuna
+
+    class Paused(optuna.study.Study):
+        hooked = False
+
+        def get_trials(self, deepcopy=True, states=None):
+            if states is not None and not self.hooked:
+                self.hooked = True
+                on_plot()
+            return super().get_trials(deepcopy=deepcopy, states=states)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=n_trials))
+    study.optimize(lambda t: t.suggest_float("lr", 0, 1) + t.suggest_float("temperature", 0, 1), n_trials=n_trials)
+    study.__class__ = Paused
+    return study
+
+
+def test_two_models_plotting_their_searches_at_once_keep_the_runs_warnings(tmp_path):
+    """Two models of a run finish their searches together (ML-1M: both two-towers hit the guard
+    within a second). Each plot silenced Optuna's experimental notice with `catch_warnings`, which
+    saves and restores the process-wide filter list: interleaved, the second block restored the
+    first one's "ignore everything" for good, and every later warning of the run (a model's zero
+    vectors, sampled metrics) was dropped. Here the second plot is held inside Optuna's plotting
+    until the first has finished, the crossing that leaked; with plots taking turns, the first
+    waits for it in vain (0.5 s) and they run one after the other."""
+    import threading
+    import warnings
+
+    from recsys.errors import RecsysWarning
+    from recsys.tuning import plot_study
+
+    first_done, second_inside = threading.Event(), threading.Event()
+    first = _paused_study(4, lambda: second.start() or second_inside.wait(0.5))
+    late = _paused_study(5, lambda: second_inside.set() or first_done.wait(10))
+    second = threading.Thread(target=plot_study, args=(late, tmp_path / "second"))
+    with warnings.catch_warnings(record=True) as shown:  # keeps the filters in force, records what passes
+        plot_study(first, tmp_path / "first")
+        first_done.set()
+        second.join(10)
+        warnings.warn("a model's vectors are zero", RecsysWarning, stacklevel=1)
+    assert first.hooked and late.hooked and not second.is_alive()
+    assert [str(w.message) for w in shown] == ["a model's vectors are zero"]
+    assert sorted(p.name for p in (tmp_path / "second").iterdir()) == ["optimization_history.png", "param_importances.png"]
