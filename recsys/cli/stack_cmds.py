@@ -36,7 +36,9 @@ def up(
 ) -> None:
     """Start PostgreSQL, the MLflow server (artifacts through its proxy) and the Prefect server, all on
     127.0.0.1, and print how to point `recsys run` / `recsys schedule` at them. Data survives
-    `recsys stack down`; delete the directory to start afresh."""
+    `recsys stack down`; delete the directory to start afresh. Run again on a running stack, it waits
+    for a server still starting, and starts a server that died or hangs again (the whole stack if
+    PostgreSQL died)."""
     from recsys.stack import Stack, stack_lock
 
     with stack_lock(directory, _say):  # a second `up` waits, then finds this one's stack running
