@@ -249,7 +249,10 @@ def test_an_interrupted_run_closes_its_parent_run_killed_at_once(shared_mlflow_u
 
 
 OPEN_A_PARENT_RUN = """
-    import sys
+    import signal, sys
+    # A child started by a process that ignores SIGINT (an xdist worker can) inherits SIG_IGN, and
+    # Python then installs no KeyboardInterrupt handler: the SIGINT below would be dropped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from recsys.config import RunConfig, TrackingConfig
     from recsys.tracking.runs import Tracker
 
