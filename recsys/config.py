@@ -95,7 +95,7 @@ class DataConfig(Section):
     decimal: Literal["auto", "comma", "point"] = Field(
         "auto",
         description="a comma in a weight / time value: comma = decimal point (4,5), point = thousands separator "
-        "(1,234); auto = comma in ';'-separated files, else not read",
+        "(1,234); auto = comma in ';'-separated files (in a directory: those files alone), else not read",
     )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")

@@ -40,6 +40,7 @@ from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
 from recsys.data.implicit import ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
 from recsys.data.readers import (
+    BOOLEAN_ID,
     MALFORMED_JSON,
     ROW,
     SOURCE_FILE,
@@ -281,6 +282,11 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     fix = "check that column"
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
+    if top == BOOLEAN_ID:
+        canon, attr = (ITEM, "item") if first.get(ITEM) in ("true", "false") else (USER, "user")
+        column = raw.mapping.get(canon, canon)
+        value = f"{column_name(column)} is {first.get(canon)!r}"
+        fix = "an id is a string or a number, not true / false: that key is likely a flag, not the id"
     if top == MALFORMED_JSON:
         value = "not one JSON object with plain values"
         fix = (

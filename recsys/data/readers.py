@@ -63,6 +63,12 @@ ID_OUT_OF_RANGE = "id_out_of_range"
 """A float id (Parquet) that spells no 64-bit integer: infinite, or a whole number at or beyond
 +-2^63. Not missing (it has a value, kept in the quarantine as its float text), and not to be
 wrapped or clamped into another id."""
+DUPLICATE_KEY = "duplicate_key"
+"""A JSON Lines object naming a key it reads twice with other values (`{"rating": 3, "rating": 5}`):
+polars keeps the first value, Python's json (and jq) the last; which one was meant is unknowable."""
+BOOLEAN_ID = "boolean_id"
+"""A JSON Lines user or item key holding `true` / `false`: almost surely a key mapped to the wrong
+role (a flag), not an id; read as text it would make users "true" and "false"."""
 LATE_KEY = "__late_key"
 """JSON Lines: whether a line's text holds a spelling of a role's key that the first lines' text
 does not (`_key_spellings`): a key of a role the columns were not chosen for, or another key for
@@ -149,6 +155,8 @@ class RawSource:
     nothing the text read would have kept.
     `separator`: the field separator of delimited text (one for all files; else None), which
     says how a comma inside a number was meant (`;` files come from decimal-comma locales).
+    `comma_files`: where the files' separators differ, the SOURCE_FILE names of the `;` ones
+    (a decimal-comma month beside `,` months), whose numbers validation reads as `;` files'.
     `decimal`: how validation reads a comma in weight / time text, set by `validate` from it
     (see `validation.DECIMAL_MODES`). `notes`: one line each for ingest's warnings (JSON Lines
     keys for a role that were seen only past the lines the columns were chosen from). `header`:
@@ -167,6 +175,7 @@ class RawSource:
     typed: Callable[[dict[str, pl.DataType]], pl.LazyFrame] | None = None
     layout: ByteLayout | None = None
     separator: str | None = None
+    comma_files: tuple[str, ...] = ()
     decimal: str = "plain"
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
     header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
@@ -1084,7 +1093,8 @@ def _scan_text(
         positional_rows=True,
         typed=scan,
         layout=_byte_layout(texts),
-        separator=separators.pop() if len(separators) == 1 else None,
+        separator=next(iter(separators)) if len(separators) == 1 else None,
+        comma_files=tuple(t.file.name for t in texts if t.separator == ";") if len(separators) > 1 else (),
         notes=notes,
         header=texts[0].columns if texts[0].has_header else (),
     )
@@ -1505,10 +1515,79 @@ def _decode_lines(
         .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
         .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
     )
-    error = pl.when(pl.col(_OK)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.lit(MALFORMED_JSON))
+    # Lines that may name a key read twice, or hold `true` / `false` / `-0` under an id key, are
+    # read again by Python's json (`_line_checks`): one regex search and a comparison or two on
+    # every line (about a fifth more CPU for a JSON Lines validation), a parse on those few.
+    keys = list(dict.fromkeys(mapping.values()))
+    ids = [mapping[c] for c in (USER, ITEM) if c in mapping]
+    twice = "|".join(f'"{re.escape(k)}".*"{re.escape(k)}"' for k in keys)
+    suspect = pl.any_horizontal(pl.col(_LINE).str.contains(twice), *(pl.col(k).is_in(["true", "false", "-0"]) for k in ids))
+    checked = (
+        pl.when(pl.col(_OK) & suspect)
+        .then(pl.col(_LINE))
+        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_CHECKS, is_elementwise=True)
+    )
+    decoded = decoded.with_columns(checked.alias(_CHECK)).with_columns(
+        pl.when(pl.col(_CHECK).struct.field(f"zero_{n}")).then(pl.lit("0")).otherwise(pl.col(k)).alias(k)
+        for n, k in enumerate(ids)
+    )
+    error = (
+        pl.when(pl.col(_OK))
+        .then(pl.col(_CHECK).struct.field("reason"))
+        .otherwise(pl.lit(MALFORMED_JSON, dtype=pl.String))
+    )
     found = pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True) if spellings else pl.lit(False)
     late = (found.alias(LATE_KEY),) if flagged else ()
     return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR), *late))
+
+
+_CHECK = "__check"
+_CHECKS = pl.Struct({"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean})
+"""What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null, and for
+each id key (user, item) whether its value is the number zero written `-0` / `-0.0`."""
+
+
+def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series:
+    """`_CHECKS` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
+    with every key kept: a top-level key of `keys` given twice with other values is
+    DUPLICATE_KEY (polars reads the first, Python's json and jq the last: neither is said to be
+    the one meant); an id key (`ids`) holding a boolean is BOOLEAN_ID; an id that is the number
+    -0 (polars spells it "-0") is the id 0, as `0` and `0.0` are (a JSON string "-0" stays)."""
+    reasons: dict[int, str] = {}
+    zeros: tuple[list[int], list[int]] = ([], [])
+    for row in lines.is_not_null().arg_true().to_list():
+        try:
+            pairs = json.loads(lines[row], object_pairs_hook=list)
+        except (*_NOT_JSON, ValueError):
+            continue  # polars decoded it: a quirk of Python's parser is no reason to refuse it
+        if not isinstance(pairs, list):
+            continue
+        values: dict[str, list[object]] = {}
+        for key, value in pairs:
+            if key in keys:
+                values.setdefault(key, []).append(value)
+        if any(any(not _same_json(v, vs[0]) for v in vs[1:]) for vs in values.values()):
+            reasons[row] = DUPLICATE_KEY
+            continue
+        for j, key in enumerate(ids):
+            value = values.get(key, [None])[0]
+            if isinstance(value, bool):
+                reasons[row] = BOOLEAN_ID
+            elif isinstance(value, int | float) and value == 0:
+                zeros[j].append(row)
+    n = lines.len()
+    reason = pl.repeat(None, n, dtype=pl.String, eager=True)
+    if reasons:
+        reason = reason.scatter(list(reasons), list(reasons.values()))
+    flags = [pl.repeat(False, n, dtype=pl.Boolean, eager=True) for _ in zeros]
+    flags = [f.scatter(rows, True) if rows else f for f, rows in zip(flags, zeros, strict=True)]
+    frame = pl.DataFrame([reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")])
+    return frame.to_struct(lines.name)
+
+
+def _same_json(a: object, b: object) -> bool:
+    """Whether two decoded JSON values are one value (`5` and `5.0`, or `true` and `1`, are not)."""
+    return type(a) is type(b) and a == b
 
 
 def decodable(lines: pl.Series, dtype: pl.DataType, candidates: np.ndarray) -> np.ndarray:
@@ -1613,8 +1692,9 @@ def _scan_parquet(
     label: Path | str, files: list[DataFile], columns: ColumnMap | None, per_file: bool
 ) -> RawSource:
     """One lazy scan per file (so ROW restarts at 1 in each), partition values from the relative
-    path added as string columns. Only the files' schemas (footers) are read here: the first
-    file's names the columns, and each file's own says which of its id columns are floats, since
+    path added as string columns. Only the files' schemas (footers) are read here: each file's
+    own names are mapped to roles (all must fill the first file's roles), and its own types say
+    which of its id columns are floats, since
     pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
     column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
@@ -1629,39 +1709,48 @@ def _scan_parquet(
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
-    first, schema = scans[0][0], scans[0][2]
-    header = [h for h in schema.names() if h != _PARQUET_ROW]
-    mapping = map_columns(label, header, columns)
-    nested = {canon: src for canon, src in mapping.items() if schema[src].is_nested()}
-    if nested:
-        listing = ", ".join(f"{src!r} ({schema[src]})" for src in nested.values())
-        raise DataError(
-            f"{label}: column(s) {listing} hold lists or structs, not one value a row; ingest reads one "
-            "(user, item) interaction a row: explode a list of items first (polars / pandas "
-            "`explode`), or name a plain column with {option}",
-            setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
-        )
+    # Each file's own names are mapped, as each delimited file's header and each JSON Lines
+    # file's keys are: a month written as `userId` beside months of `user_id` lines up.
+    mapped: list[tuple[DataFile, pl.LazyFrame, pl.Schema, dict[str, str]]] = []
+    unmapped: list[tuple[DataFile, DataError]] = []
+    for f, frame, own in scans:
+        try:
+            names = [h for h in own.names() if h != _PARQUET_ROW]
+            mapped.append((f, frame, own, map_columns(f.label, names, columns)))
+        except DataError as exc:
+            unmapped.append((f, exc))
+    if unmapped:
+        raise _unmapped_files(label, unmapped, [f for f, *_ in mapped])
+    first, mapping = mapped[0][0], mapped[0][3]
+    for f, _, own, m in mapped:
+        _same_parquet_roles(f, m, mapping, first)
+        flags = [(canon, m[canon]) for canon in (USER, ITEM) if own[m[canon]] == pl.Boolean]
+        if flags:  # every id would be "true" or "false": a flag column taken for the ids
+            canon, src = flags[0]
+            raise DataError(
+                f"{f.label}: the {_MAP_FIELDS[canon]} column {src!r} holds booleans (true / false), not ids; "
+                "it is likely a flag taken for the id column: name the id column with {option}",
+                setting=f"data.columns.{_MAP_FIELDS[canon]}",
+            )
+        nested = {canon: src for canon, src in m.items() if own[src].is_nested()}
+        if nested:
+            listing = ", ".join(f"{src!r} ({own[src]})" for src in nested.values())
+            raise DataError(
+                f"{label if f is first else f.label}: column(s) {listing} hold lists or structs, not one value a row; "
+                "ingest reads one (user, item) interaction a row: explode a list of items first (polars / pandas "
+                "`explode`), or name a plain column with {option}",
+                setting=f"data.columns.{_MAP_FIELDS[next(iter(nested))]}",
+            )
     selected = []
-    time_types = [own[mapping[TIME]] for _, _, own in scans] if TIME in mapping else []
+    time_types = [own[m[TIME]] for _, _, own, m in mapped] if TIME in mapping else []
     # Partitions whose time is a date / datetime beside ones where it is a number or text: a
     # concatenation would cast the datetimes to their integer microseconds (read back by
     # magnitude, so a time before 1973 went wrong) and a date to its day count (read as
     # seconds: 1970). Each such column is then read as text, as each file alone would be.
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
-    any_float = any(
-        canon in mapping and mapping[canon] in own and own[mapping[canon]].is_float()
-        for _, _, own in scans
-        for canon in (USER, ITEM)
-    )
+    any_float = any(own[m[canon]].is_float() for _, _, own, m in mapped for canon in (USER, ITEM))
     notes: list[str] = []
-    for f, frame, own in scans:
-        lacking = [src for src in mapping.values() if src not in own]
-        if lacking:
-            raise DataError(
-                f"{f.label}: no column {lacking[0]!r}, which {first.name} has; the files of a source "
-                "must share their columns: ingest it on its own (with --append), or move it out"
-            )
-        _no_other_roles(f, own, mapping, columns, first)
+    for f, frame, own, mapping in mapped:
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
@@ -1673,7 +1762,7 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapping, per_file, notes=notes)
+    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes)
 
 
 def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
@@ -1703,22 +1792,25 @@ def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
     ]
 
 
-def _no_other_roles(f: DataFile, own: pl.Schema, mapping: dict[str, str], columns: ColumnMap | None, first: DataFile) -> None:
-    """DataError when Parquet file `f` has a column for a role the first file's columns leave
-    unread (a later month that gained a `rating`): the columns are chosen from the first file,
-    so its values would be left out without a word (delimited and JSON Lines files are held to
-    the same rule by `_same_roles`)."""
-    try:
-        roles = map_columns(f.label, [n for n in own.names() if n != _PARQUET_ROW], columns)
-    except DataError:
-        return  # it lacks a mapped column: named by the caller
-    extra = {canon: src for canon, src in roles.items() if canon not in mapping}
+def _same_parquet_roles(f: DataFile, own: dict[str, str], first_roles: dict[str, str], first: DataFile) -> None:
+    """DataError when Parquet file `f`'s columns fill other roles than the first file's: a later
+    month that gained a `rating` would have its values left out (or every other file's rows
+    would have none), one that lost its time column would leave its rows without times. Each
+    file's own names are mapped (`_scan_parquet`), so a renamed column is no such case."""
+    extra = [(canon, src) for canon, src in own.items() if canon not in first_roles]
     if extra:
-        canon, src = next(iter(extra.items()))
+        canon, src = extra[0]
         raise DataError(
             f"{f.label}: has a {_MAP_FIELDS[canon]} column {src!r} that {first.name} lacks, so its values "
             "would be left out; the files of a source must fill the same roles: ingest it on its own "
             "(with --append), or add the column to the others"
+        )
+    lacking = [(canon, src) for canon, src in first_roles.items() if canon not in own]
+    if lacking:
+        canon, src = lacking[0]
+        raise DataError(
+            f"{f.label}: no {_MAP_FIELDS[canon]} column, which {first.name} has ({src!r}); the files of a "
+            "source must fill the same roles: ingest it on its own (with --append), or move it out"
         )
 
 

@@ -26,6 +26,8 @@ import polars as pl
 
 from recsys.data.readers import (
     AUTO_NAMES,
+    BOOLEAN_ID,
+    DUPLICATE_KEY,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
     LATE_KEY,
@@ -53,6 +55,8 @@ _CODE = "__{}_code"  # decimal code of an id column on the fast path (see `vocab
 _FAST = "__{}_fast"  # per row: that code is exact (or the id is missing, quarantined anyway)
 REASONS = (
     MALFORMED_JSON,
+    DUPLICATE_KEY,
+    BOOLEAN_ID,
     EXTRA_FIELDS,
     ID_OUT_OF_RANGE,
     "missing_user",
@@ -98,7 +102,8 @@ DECIMAL_MODES = ("auto", "comma", "point")
 """`data.decimal`: how a comma in a weight or time value is read. `comma`: as the decimal point
 (`4,5` is 4.5), as spreadsheets in decimal-comma locales write numbers; `point`: as a thousands
 separator (`1,234` and `1,234.5` are 1234 and 1234.5); `auto`: `comma` in `;`-separated files
-(the CSV those locales' spreadsheets export), else neither (a comma in a number is a bad value).
+(the CSV those locales' spreadsheets export; in a directory whose files' separators differ,
+the `;` files alone), else neither (a comma in a number is a bad value).
 In `auto`, a `;` column whose comma values all look like thousands groups (`1,234`, `12,500`: one
 comma, three digits after it) is ambiguous, and ingest stops and asks rather than guess."""
 # Internal readings (`RawSource.decimal`): "plain" reads no comma; the others as above.
@@ -147,14 +152,16 @@ class ValidationResult:
 # --------------------------------------------------------------------------- parsers
 
 
-def _number(text: pl.Expr, decimal: str = "plain") -> pl.Expr:
+def _number(text: pl.Expr, decimal: str = "plain", where: pl.Expr | None = None) -> pl.Expr:
     """Number text -> Float64, null where unreadable. A comma is read (`decimal`: comma or point,
     see DECIMAL_MODES) only in the values the plain cast did not read: null elsewhere, so the
-    other rows cost a null check, not a regex."""
+    other rows cost a null check, not a regex. `where`: the rows a comma is read in (the `;`
+    files of a directory whose separators differ, `_comma_rows`); None: every row."""
     value = text.cast(pl.Float64, strict=False)
     if decimal == "plain":
         return value
-    rest = pl.when(value.is_null()).then(text)
+    unread = value.is_null() if where is None else value.is_null() & where
+    rest = pl.when(unread).then(text)
     if decimal in ("comma", "auto-comma"):
         fixed = rest.str.replace(_DECIMAL_COMMA, "${1}.${2}")
     else:
@@ -228,6 +235,7 @@ def parse_time(
     padded: bool = True,
     integers: bool = False,
     decimal: str = "plain",
+    where: pl.Expr | None = None,
 ) -> pl.Expr:
     """Raw time column -> Datetime(us, UTC); unparseable values become null (then quarantined).
     padded=False skips whitespace stripping (a sample showed none; it is the costliest step).
@@ -247,7 +255,7 @@ def parse_time(
         text = text.str.strip_chars()
     if integers and not has_text_dates:
         return _integer_to_time(text)
-    numeric = _numeric_to_time(_number(text, decimal))
+    numeric = _numeric_to_time(_number(text, decimal, where))
     if not has_text_dates:
         return numeric
     return pl.coalesce(numeric, _iso_to_time(text))
@@ -391,7 +399,7 @@ def validate(
     if decimal not in DECIMAL_MODES:
         raise DataError(f"unknown decimal mode {decimal!r}; choose one of {', '.join(DECIMAL_MODES)}")
     if decimal == "auto":
-        reading = "auto-comma" if raw.separator == ";" else "plain"
+        reading = "auto-comma" if raw.separator == ";" or raw.comma_files else "plain"
     else:
         reading = decimal
     raw = replace(raw, decimal=reading)
@@ -496,7 +504,9 @@ def _validate(
         if schema[TIME] == pl.String:
             blank = pl.col(TIME).str.strip_chars() == "" if TIME in padded else pl.col(TIME) == ""
             present = present & ~blank
-        time_expr = parse_time(TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal)
+        time_expr = parse_time(
+            TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal, _comma_rows(raw)
+        )
         parsed += [time_expr.alias("_time"), present.alias("_time_raw_present")]
     if has_weight:
         wdtype = schema[WEIGHT]
@@ -510,7 +520,7 @@ def _validate(
             # Unstripped on the fast path: a padded value the sample did not foresee fails this
             # cast and is re-checked stripped below (a `when` retry here would strip every row).
             # A typed read (TYPED_READ) gives an Int64 column and takes the branch above.
-            weight = _number(text, raw.decimal)
+            weight = _number(text, raw.decimal, _comma_rows(raw))
         parsed.append(weight.cast(pl.Float32).alias("_weight"))
     if has_event:
         parsed.append(pl.col(EVENT).cast(pl.String).str.strip_chars().alias("_event"))
@@ -577,13 +587,15 @@ def _validate(
     # result is the general route's whatever the sample suggested.
     checks = []
     if has_time and schema[TIME] == pl.String and (integer_time or TIME not in padded or not text_dates):
-        general_time = parse_time(TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal)
+        general_time = parse_time(
+            TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal, where=_comma_rows(raw)
+        )
         blank = pl.col(TIME).str.strip_chars() == ""
         checks.append((TIME, "bad_timestamp", general_time.is_not_null() | blank))
     elif integer_time:  # integers read typed
         checks.append((TIME, "bad_timestamp", parse_time(TIME, schema[TIME], False).is_not_null()))
     if plain_weight:
-        stripped = _number(pl.col(WEIGHT).str.strip_chars(), raw.decimal)
+        stripped = _number(pl.col(WEIGHT).str.strip_chars(), raw.decimal, _comma_rows(raw))
         checks.append((WEIGHT, "bad_weight", stripped.is_not_null()))
     missed = frozenset(
         name
@@ -750,11 +762,14 @@ def _comma_notes(frame: pl.DataFrame, raw: RawSource) -> list[str]:
 
 
 def _comma_hints(quarantine: pl.DataFrame, raw: RawSource) -> list[str]:
-    """Where no comma was read (`plain`: a file not `;`-separated, mode auto), a note per
-    weight / time column whose quarantined values are numbers with a comma (`"1,234"`, `"4,5"`),
-    naming the setting that reads them. Looks at the quarantined rows only."""
-    if raw.decimal != "plain":
+    """Where no comma was read (`plain`: a file not `;`-separated, mode auto; or the files besides
+    the `;` ones of a directory whose separators differ), a note per weight / time column whose
+    quarantined values are numbers with a comma (`"1,234"`, `"4,5"`), naming the setting that
+    reads them. Looks at the quarantined rows only."""
+    if raw.decimal != "plain" and not (raw.decimal == "auto-comma" and raw.comma_files):
         return []
+    if raw.comma_files:
+        quarantine = quarantine.filter(~pl.col(SOURCE_FILE).cast(pl.String).is_in(list(raw.comma_files)))
     hints = []
     for name, rule in ((WEIGHT, "bad_weight"), (TIME, "bad_timestamp")):
         if name not in quarantine.columns:
@@ -771,6 +786,15 @@ def _comma_hints(quarantine: pl.DataFrame, raw: RawSource) -> list[str]:
                 "it as the decimal point, data.decimal=point as a thousands separator"
             )
     return hints
+
+
+def _comma_rows(raw: RawSource) -> pl.Expr | None:
+    """The rows whose numbers are read with a comma under `auto` where only some files are
+    `;`-separated (`RawSource.comma_files`): a decimal-comma month beside `,` months is read as a
+    `;` source would be, the others as before; None: the reading holds for every row."""
+    if raw.decimal != "auto-comma" or not raw.comma_files:
+        return None
+    return pl.col(SOURCE_FILE).cast(pl.String).is_in(list(raw.comma_files))
 
 
 def _without_empty_lines(quarantine: pl.DataFrame, raw: RawSource, rows_in: int) -> tuple[pl.DataFrame, int]:

@@ -161,12 +161,17 @@ def test_float_ids_of_a_later_parquet_file_spell_the_same_integers(tmp_path: Pat
     assert quarantine.select("source_file", "reason").rows() == [("day=2/part-0.parquet", "missing_user")]
 
 
-def test_a_parquet_file_without_the_mapped_column_is_named(tmp_path: Path) -> None:
+def test_a_parquet_file_without_a_role_is_named(tmp_path: Path) -> None:
+    """A file with no column for a role the first file fills is refused, naming it. (A file that
+    only spells its columns otherwise, `userId` / `movieId`, is read: see test_schema_drift.)"""
     root = tmp_path / "events"
     root.mkdir()
-    pl.DataFrame({"user_id": ["u1"], "item_id": ["a"]}).write_parquet(root / "1.parquet")
+    pl.DataFrame({"user_id": ["u1"], "item_id": ["a"], "rating": [4.0]}).write_parquet(root / "1.parquet")
     pl.DataFrame({"userId": ["u2"], "movieId": ["b"]}).write_parquet(root / "2.parquet")
-    with pytest.raises(DataError, match=r"2\.parquet: no column 'user_id', which 1\.parquet has"):
+    with pytest.raises(DataError, match=r"2\.parquet: no weight column, which 1\.parquet has \('rating'\)"):
+        read_canonical(root)
+    pl.DataFrame({"userId": ["u2"], "title": ["b"]}).write_parquet(root / "2.parquet")
+    with pytest.raises(DataError, match=r"2\.parquet lack\(s\) the user or item column that 1\.parquet has"):
         read_canonical(root)
 
 
@@ -262,3 +267,12 @@ def test_float_ids_beyond_2_53_are_read_with_a_warning_naming_the_file_and_colum
 
     assert said[0] in read_manifest(tmp_path / "out")["warnings"]
     assert str(2**60) in read_canonical(root)[0]["user_id"].to_list()  # still read as the number it holds
+
+
+def test_a_parquet_id_column_of_booleans_is_refused_naming_it(tmp_path: Path) -> None:
+    """A boolean column taken for the item (`item` auto-mapped to a flag): every row was read as
+    item "true" or "false" without a word. Refused, naming the file, the column and the option."""
+    path = tmp_path / "events.parquet"
+    pl.DataFrame({"user_id": ["u1", "u2"], "item": [True, False], "product_id": ["p1", "p2"]}).write_parquet(path)
+    with pytest.raises(DataError, match=r"events\.parquet: the item column 'item' holds booleans .*data\.columns\.item"):
+        read_canonical(path)

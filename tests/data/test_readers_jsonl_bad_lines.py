@@ -3,6 +3,7 @@ line number, the good lines ingest, and rows_in == rows_accepted + rows_quaranti
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from recsys.config import DataConfig
 from recsys.data.ingest import ingest, read_canonical
 from recsys.data.readers import decodable, scan_source
+from recsys.data.validation import validate
 from recsys.errors import DataError
 
 GOOD = '{{"user_id": "{u}", "item_id": "{i}", "rating": {r}, "timestamp": {t}}}'
@@ -122,3 +124,49 @@ def test_lazy_scan_marks_rows_without_reading(tmp_path: Path) -> None:
     assert raw.format == "jsonl" and raw.exact is not None
     frame = raw.frame.collect()
     assert frame.filter(pl.col("__read_error").is_not_null())["source_row"].to_list() == [4, 5, 6, 8]
+
+
+def test_a_key_read_twice_with_other_values_is_quarantined_not_one_value_picked(tmp_path: Path) -> None:
+    """`{"rating": 3, "rating": 5}`: polars' decode kept 3 and Python's json (this reader's key
+    sniffing, jq, pandas) keeps 5, so which rating the row got depended on the reader. Such a
+    line is now quarantined as duplicate_key, through the lazy read and the per-line rebuild
+    alike; the same value twice, or the key again inside a nested object, is no conflict."""
+    path = tmp_path / "events.jsonl"
+    lines = [
+        '{"user_id": "u1", "item_id": "i1", "rating": 3, "rating": 5, "timestamp": 1700000000}',
+        '{"user_id": "u2", "item_id": "i2", "rating": 4, "rating": 4, "timestamp": 1700000001}',
+        '{"user_id": "u3", "item_id": "i3", "rating": 2, "meta": {"rating": 1, "user_id": "x"}, "timestamp": 1700000002}',
+        '{"user_id": "u4", "user_id": "u5", "item_id": "i4", "timestamp": 1700000003}',
+        '{"user_id": "u6", "item_id": "i6", "rating": 1, "timestamp": 1700000004}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    raw = scan_source(path)
+    for frame in (raw.frame, raw.exact()):  # the rebuild (a line the lazy read fails on) reads the same
+        result = validate(replace(raw, frame=frame, exact=None), 1.0)
+        assert result.quarantine.select("source_row", "reason").rows() == [(1, "duplicate_key"), (4, "duplicate_key")]
+        got = result.accepted.select("user_id", "weight").rows()
+        assert got == [("u2", 4.0), ("u3", 2.0), ("u6", 1.0)]  # whole numbers: exact in float32
+
+
+def test_boolean_ids_are_quarantined_and_a_negative_zero_id_is_zero(tmp_path: Path) -> None:
+    """JSON `true` under the user key became the user "true" (and `-0.0` the user "-0", beside
+    the user "0" of `0`): a boolean id is a flag mapped as an id, quarantined as boolean_id; the
+    number -0 is the id 0. A string "true" or "-0" is an id like any other. A key holding only
+    booleans stops ingest naming it."""
+    path = tmp_path / "events.jsonl"
+    lines = [
+        '{"user_id": true, "item_id": "i1"}',
+        '{"user_id": "u1", "item_id": false}',
+        '{"user_id": -0.0, "item_id": "i2"}',
+        '{"user_id": 0, "item_id": "i3"}',
+        '{"user_id": "true", "item_id": "i4"}',
+        '{"user_id": "-0", "item_id": "i5"}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    result = validate(scan_source(path), 1.0)
+    assert result.quarantine.select("source_row", "reason").rows() == [(1, "boolean_id"), (2, "boolean_id")]
+    assert result.accepted.select("user_id", "item_id").rows() == [("0", "i2"), ("0", "i3"), ("true", "i4"), ("-0", "i5")]
+
+    path.write_text("".join(f'{{"user_id": "u{n}", "item_id": {str(n % 2 == 0).lower()}}}\n' for n in range(4)))
+    with pytest.raises(DataError, match=r"no row passed validation \(boolean_id: 4; row 1: 'item_id' is 'true'\).*not true / false"):
+        ingest(path, tmp_path / "out", DataConfig(min_user_interactions=1, min_item_interactions=1))

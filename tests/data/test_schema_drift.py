@@ -84,6 +84,34 @@ def test_monthly_exports_that_change_their_separator_are_each_read_with_their_ow
     assert _read(root) == sorted(row for month in months for row in _truth(month))
 
 
+def test_a_decimal_comma_month_beside_comma_separated_months_reads_its_own_numbers(tmp_path: Path) -> None:
+    """A `;` month whose ratings are written `4,5` (a decimal-comma locale's spreadsheet) beside
+    `,` months: the decimal comma was chosen for the whole source, which has no one separator,
+    so that month's ratings were quarantined as bad_weight (the hint, data.decimal=comma, would
+    read every file so). The `;` file's numbers are now read as a `;` source's are, and said so;
+    a quoted `"4,5"` in a `,` file is still quarantined, with the hint naming that file."""
+    root = tmp_path / "exports"
+    root.mkdir()
+    _delimited(root / "2024-01.csv", _truth(1), ",")
+    half = [(u, i, r + 0.5, t) for u, i, r, t in _truth(2)]
+    (root / "2024-02.csv").write_text(
+        "user_id;item_id;rating;timestamp\n" + "".join(f"{u};{i};{r:g};{t}\n".replace(".", ",") for u, i, r, t in half)
+    )
+    (root / "2024-03.csv").write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r:g},{t}\n" for u, i, r, t in _truth(3)))
+    result = validate(scan_source(root), 1.0)
+    assert result.rows_quarantined == 0
+    got = result.accepted.select("user_id", "item_id", pl.col("weight").cast(pl.Float64), pl.col("timestamp").dt.epoch("s"))
+    assert sorted(got.rows()) == sorted(_truth(1) + half + _truth(3))  # x.5 is exact in float32: tolerance 0
+    (note,) = result.notes
+    assert note.startswith("2024-02.csv in ") and "6 weight value(s) of column" in note and "read with a decimal comma (row 1: '3,5' as 3.5)" in note
+
+    with (root / "2024-03.csv").open("a") as fh:
+        fh.write('9,9,"4,5",1600000000\n')
+    result = validate(scan_source(root), 1.0)
+    assert result.quarantine.select("source_file", "reason").rows() == [("2024-03.csv", "bad_weight")]
+    assert any(n.startswith("2024-03.csv in ") and "--set data.decimal=comma" in n for n in result.notes)
+
+
 def test_a_json_key_between_the_sampled_windows_is_still_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A `rating` key on three lines of a file larger than the key sample, in a stretch none of
     the sampled windows touches: its values were passed over without a word (every row weighed
@@ -168,6 +196,23 @@ def test_a_parquet_file_with_a_role_the_first_file_lacks_is_named(tmp_path: Path
     )
     with pytest.raises(DataError, match=r"2024-02\.parquet: has a weight column 'rating' that 2024-01\.parquet lacks"):
         read_canonical(root)
+
+
+def test_parquet_months_that_rename_their_columns_are_read_by_each_file_s_names(tmp_path: Path) -> None:
+    """`userId` / `movieId` in one month, `user_id` / `item_id` in the next (an export job
+    rewritten midway): the columns were chosen from the first file, and the second was refused as
+    having "no column 'userId'", while CSV and JSON Lines map each file's own names. Parquet
+    files are now mapped one by one too, and read with their own values."""
+    root = tmp_path / "events"
+    root.mkdir()
+    a, b = _truth(1), _truth(2)
+    names = {1: ("userId", "movieId", "rating", "timestamp"), 2: ("user_id", "item_id", "weight", "ts")}
+    for month, rows in ((1, a), (2, b)):
+        users, items, ratings, times = zip(*rows, strict=True)
+        user, item, rating, time = names[month]
+        frame = pl.DataFrame({time: list(times), item: list(items), user: list(users), rating: list(ratings)})
+        frame.write_parquet(root / f"2024-0{month}.parquet")
+    assert _read(root) == sorted(a + b)
 
 
 def test_exports_with_other_column_orders_joined_into_one_file_are_refused(tmp_path: Path) -> None:
