@@ -125,6 +125,31 @@ def check_api(way_out: str = "", timeout: float = 5.0) -> None:
         ) from None
 
 
+def lost_api(error: BaseException, way_out: str = "") -> Exception | None:
+    """The one-line error for a run that failed because the Prefect server at PREFECT_API_URL went
+    away during it (kill -9, the OOM killer, `recsys stack down`), or None when it still answers
+    (or none is set): the run reached the user as Prefect's traceback, then "unexpected ConnectError:
+    [Errno 111] Connection refused: this is a bug" (exit 1). Checked after the failure, so an error
+    of the run's own is never blamed on a server that is fine."""
+    from prefect.settings import PREFECT_API_URL
+
+    from recsys.errors import RecsysError, first_line
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return None
+    try:
+        check_api(way_out)
+    except RecsysError:
+        alternative = f", or pass {way_out}" if way_out else ""
+        return RecsysError(
+            f"the Prefect API {url} (PREFECT_API_URL) stopped answering during the run ({first_line(error)}): "
+            f"models that finished are logged to MLflow; start its server again (`recsys stack up`, or "
+            f"`prefect server start`) and rerun{alternative}"
+        )
+    return None
+
+
 def isolate_ephemeral_server() -> None:
     """Start Prefect's temporary server in a session of its own, out of the terminal's signals.
 

@@ -36,6 +36,7 @@ from pipelines.train import (
     skip_reason,
     thread_budget,
 )
+from recsys import interrupt
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
@@ -288,6 +289,9 @@ def train_and_log(
         log(f"skipped {model_cfg.name}: {reason}")
         outcome.status, outcome.error = "skipped", reason
         return outcome
+    # Interrupted while this model waited for a worker (after Ctrl-C, Prefect's thread pool still starts
+    # the queued model tasks): open no MLflow run for a model that will not train (it showed as KILLED).
+    interrupt.check()
     run = tracker.start_child(parent_run_id, model_cfg)
     outcome.mlflow_run_id = getattr(run, "run_id", None)
     try:

@@ -23,6 +23,7 @@ POINTS = (
     "ingest.staged",  # the new batch and derived files written in the staging dir, not yet swapped in
     "storage.between_renames",  # old processed dir moved aside, new one not yet in place
     "train.epoch",  # a model finished an epoch (its per-epoch metrics logged)
+    "tracking.parent_opened",  # a pipeline's parent run created, its params, data set and split not yet logged
     "tracking.artifacts",  # a model's metrics logged, its artifacts and pyfunc not yet
     "promote.decided",  # the promotion rule decided, the champion alias not yet moved
     "resume.logged",  # a kept run logged in full by `--resume-tracking`, resuming.json not yet updated

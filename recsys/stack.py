@@ -10,7 +10,9 @@ processes: it imports neither MLflow nor Prefect.
 PostgreSQL refuses to run as root. Run as root, `initdb` and `pg_ctl` run as the `postgres` system
 user (`runuser`), which then owns the data directory. Server processes start in their own session
 (process group) so that stopping one stops its workers too, and their pids are written to
-`stack.json` in the stack directory so a later `recsys stack down` finds them.
+`stack.json` in the stack directory so a later `recsys stack down` finds them, with each one's start
+time (a reused pid is never taken for it) and a tag in its environment that every process it starts
+inherits (SERVER_TAG_ENV: the workers a killed server leaves on its port are still found and stopped).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from recsys.errors import RecsysError
 from recsys.files import announced_lock
 
@@ -41,6 +45,9 @@ STATE_FILE = "stack.json"
 OWNER_FILE = "owner.json"
 READY_TIMEOUT_S = 300.0  # a cold MLflow server import on a loaded 2-core machine takes ~60 s
 STOP_TIMEOUT_S = 20.0
+# A recorded process start time matches within this: the kernel's boot time, from which start times are
+# computed, moves by up to a second under clock adjustments; a pid is not reused within a second.
+START_TOLERANCE_S = 1.0
 # Test stacks trade durability for speed: nothing in them must survive a power cut.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
@@ -69,6 +76,21 @@ def free_port() -> int:
 def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex((HOST, port)) == 0
+
+
+def port_taken(port: int, what: str, option: str) -> StackError:
+    """The error for a port something else listens on, naming that process when this user may see
+    it (pid and command line), so a person knows what to stop, or which option to change."""
+    holder = ""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                command = " ".join(psutil.Process(conn.pid).cmdline())[:120]
+                holder = f" by pid {conn.pid} ({command})"
+                break
+    except (psutil.Error, OSError):
+        pass
+    return StackError(f"port {port} on {HOST} is in use{holder}; stop that, or choose another {what} port with {option}")
 
 
 def postgres_bin() -> Path:
@@ -215,7 +237,7 @@ class Postgres:
         if self.running():
             return
         if port_in_use(self.port):
-            raise StackError(f"port {self.port} on {HOST} is in use; choose another PostgreSQL port")
+            raise port_taken(self.port, "PostgreSQL", "--postgres-port")
         options = [f"-h {HOST}", f"-p {self.port}", "-c unix_socket_directories=''"]
         if not self.durable:
             options += [f"-c {setting}" for setting in FAST_SETTINGS]
@@ -248,9 +270,19 @@ class Postgres:
 # Server processes
 
 
+SERVER_TAG_ENV = "RECSYS_STACK_SERVER"
+"""Set, to a value unique to one launch, in a server's environment: every process the server starts
+(uvicorn's supervisor and workers, multiprocessing helpers) inherits it, so `Server.processes`
+finds them all, also those a kill -9 of the server left running (they keep its port), and never a
+process that merely got a recorded pid again."""
+
+
 @dataclass
 class Server:
-    """A server process started by this module: its own process group, its log, its health URL."""
+    """A server process started by this module: its own process group, its log, its health URL.
+
+    `started` (the process's start time) and `tag` (see SERVER_TAG_ENV) are recorded for servers
+    launched since they were added; a state file without them falls back on `marker`."""
 
     name: str
     pid: int
@@ -258,17 +290,56 @@ class Server:
     health: str
     log: str
     marker: str  # a word its command line must contain, so a reused pid is never signalled
+    started: float | None = None
+    tag: str | None = None
+
+    def _leader(self) -> psutil.Process | None:
+        """The server's own process if it still runs (not a zombie, not a reused pid), else None."""
+        try:
+            process = psutil.Process(self.pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if self.started is not None and abs(process.create_time() - self.started) > START_TOLERANCE_S:
+                return None  # the pid was reused (another process, or a machine restarted since)
+            if self.marker not in " ".join(process.cmdline()):
+                return None
+            return process
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.Error:  # runs, but not ours to look at: a reused pid unless its start time was not recorded
+            if self.started is not None:
+                return None
+        try:
+            return psutil.Process(self.pid)
+        except psutil.Error:
+            return None
 
     def alive(self) -> bool:
+        return self._leader() is not None
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this server still running: its own and, when it carries a tag, those it
+        started, wherever its death left them (uvicorn workers outlive a killed `mlflow server`)."""
+        found = {}
+        if (leader := self._leader()) is not None:
+            found[leader.pid] = leader
+        if self.tag:
+            for process in psutil.process_iter():
+                try:
+                    if process.pid not in found and process.environ().get(SERVER_TAG_ENV) == self.tag:
+                        if process.status() != psutil.STATUS_ZOMBIE:
+                            found[process.pid] = process
+                except psutil.Error:
+                    continue
+        return list(found.values())
+
+    def age(self) -> float | None:
+        """Seconds since the server process started; None when it does not run."""
+        leader = self._leader()
         try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            try:
-                os.kill(self.pid, 0)
-            except OSError:
-                return False
-            return True  # no /proc (macOS): trust the pid
-        return self.marker in cmdline
+            return time.time() - leader.create_time() if leader is not None else None
+        except psutil.Error:
+            return None
 
     def healthy(self, timeout: float = 5.0) -> bool:
         try:
@@ -276,6 +347,28 @@ class Server:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def state(self) -> str:
+        """`up` (runs and answers), `starting` (runs, not answering yet, started less than
+        READY_TIMEOUT_S ago), `not answering` (runs, silent for longer than a start may take),
+        `orphaned` (gone, but processes it started run on) or `down`. A foreign process answering
+        on its port never makes it `up`."""
+        age = self.age()
+        if age is None:
+            return "orphaned" if self.processes() else "down"
+        if self.healthy():
+            return "up"
+        return "starting" if age < READY_TIMEOUT_S else "not answering"
+
+    def describe(self) -> str:
+        """Its state with what a person needs to look further: pid, how long, the log."""
+        state = self.state()
+        if state in ("starting", "not answering"):
+            return f"{state} (pid {self.pid}, for {self.age() or 0:.0f} s; log {self.log})"
+        if state == "orphaned":
+            left = ", ".join(str(p.pid) for p in self.processes())
+            return f"DOWN (pid {self.pid} is gone; processes it started still run: {left})"
+        return "up" if state == "up" else "DOWN"
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
         """Block until the health URL answers 200; a process that exits first is an error with its log."""
@@ -289,23 +382,40 @@ class Server:
             time.sleep(0.5)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM to the process group, SIGKILL after `timeout` s."""
-        if not self.alive():
-            return
+        """SIGTERM to the process group and every process of the server (`processes`), SIGKILL to
+        those still running after `timeout` s. A server whose own process died is still stopped:
+        the workers it left keep its port, and a restart would fail on it."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
+            running = self.processes()
+            if not running:
                 return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
+            if any(p.pid == self.pid for p in running):
                 try:
-                    if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                        return
-                except ChildProcessError:  # not our child (a later `stack down`): poll instead
-                    if not self.alive():
-                        return
+                    os.killpg(self.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for process in running:
+                try:
+                    process.send_signal(sig)
+                except psutil.Error:
+                    pass
+            deadline = time.monotonic() + wait
+            while any(_runs(p) for p in running) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if not any(_runs(p) for p in running):
+                return
+
+
+def _runs(process: psutil.Process) -> bool:
+    """Whether `process` still runs; reaps it when it is this process's child (a zombie has ended)."""
+    try:
+        os.waitpid(process.pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: its parent (or init) reaps it
+        pass
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def launch(
@@ -313,12 +423,17 @@ def launch(
 ) -> tuple[Server, subprocess.Popen]:
     """Start `command` detached (own session), output to `log`; returns at once."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{name}-{secrets.token_hex(8)}"
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(env), start_new_session=True,
+            env={**env, SERVER_TAG_ENV: tag}, start_new_session=True,
         )  # fmt: skip
-    return Server(name, process.pid, url, health, str(log), marker), process
+    try:
+        started = psutil.Process(process.pid).create_time()
+    except psutil.Error:
+        started = None
+    return Server(name, process.pid, url, health, str(log), marker, started, tag), process
 
 
 def _python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -373,6 +488,7 @@ class StackInfo:
     mlflow_url: str
     prefect_url: str
     servers: dict[str, dict] = field(default_factory=dict)
+    starting: dict | None = None  # {"pid", "started"} of the `recsys stack up` still starting it
 
     @property
     def prefect_api_url(self) -> str:
@@ -404,6 +520,7 @@ class Stack:
         self.artifacts = self.root / "mlflow-artifacts"
         self.servers: dict[str, Server] = {}
         self._processes: dict[str, subprocess.Popen] = {}
+        self.starting: dict | None = None  # this process while `start` waits for the servers (StackInfo)
 
     # -------------------------------------------------------------- urls
     @property
@@ -421,7 +538,7 @@ class Stack:
     def info(self) -> StackInfo:
         return StackInfo(
             str(self.root), self.postgres.port, self.mlflow_url, self.prefect_url,
-            {name: asdict(server) for name, server in self.servers.items()},
+            {name: asdict(server) for name, server in self.servers.items()}, self.starting,
         )  # fmt: skip
 
     # -------------------------------------------------------------- start
@@ -463,7 +580,10 @@ class Stack:
     def start(self, *, mlflow: bool = True, prefect: bool = True, log: Callable[[str], None] = print) -> StackInfo:
         """Start every part and wait until each answers; stops what it started when one fails."""
         wanted = [name for name, on in (("mlflow", mlflow), ("prefect", prefect)) if on]
+        self.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}  # see `starting_process`
         try:
+            for name in wanted:  # before PostgreSQL starts: a taken port stops the start before it began
+                self._check_port(*((self.mlflow_port, "MLflow") if name == "mlflow" else (self.prefect_port, "Prefect")))
             log(f"PostgreSQL: starting on {HOST}:{self.postgres.port} (data in {self.postgres.data})")
             self.start_postgres()
             for name in wanted:
@@ -473,9 +593,36 @@ class Stack:
             for name in wanted:  # both servers start at once; wait for each in turn
                 self.wait(name)
                 log(f"{name}: ready at {self.servers[name].url}")
+            self.starting = None
+            self.write_state()
         except BaseException:
             self.stop()
             raise
+        return self.info()
+
+    def restart(self, names: list[str], *, log: Callable[[str], None] = print) -> StackInfo:
+        """Start the servers `names` of this running stack again (what is left of each, its workers or a
+        hung process, stopped first) and wait until they answer, leaving PostgreSQL and the other
+        server serving: a `recsys run` logging to MLflow goes on while a dead Prefect server comes
+        back. A failed restart stops what it started and keeps every server recorded, so the next
+        `recsys stack up` tries again and `recsys stack down` still stops the survivors."""
+        self.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}
+        try:
+            for name in names:
+                self.servers[name].stop()
+                log(f"{name}: starting (log {self.root / (name + '.log')})")
+                (self.launch_mlflow if name == "mlflow" else self.launch_prefect)()
+                self.write_state()
+            for name in names:
+                self.wait(name)
+                log(f"{name}: ready at {self.servers[name].url}")
+        except BaseException:
+            for name in names:
+                self.servers[name].stop()
+            raise
+        finally:
+            self.starting = None
+            self.write_state()
         return self.info()
 
     # -------------------------------------------------------------- stop
@@ -512,14 +659,26 @@ class Stack:
                 prefect_port=int(state["prefect_url"].rsplit(":", 1)[1]),
             )
             stack.servers = {name: Server(**fields) for name, fields in state.get("servers", {}).items()}
+            stack.starting = state.get("starting")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StackError(f"{path}: unreadable stack state ({exc}); stop the processes by hand") from None
         return stack
 
+    def starting_process(self) -> psutil.Process | None:
+        """The `recsys stack up` that is still starting this stack (recorded in its state, and still
+        the same process), or None: `recsys stack down` stops it rather than waiting minutes for
+        its start to end, only to undo it."""
+        try:
+            pid, started = int(self.starting["pid"]), float(self.starting["started"])  # type: ignore[index]
+            process = psutil.Process(pid)
+            return process if abs(process.create_time() - started) <= START_TOLERANCE_S else None
+        except (TypeError, KeyError, ValueError, psutil.Error):
+            return None
+
     # -------------------------------------------------------------- internals
     def _check_port(self, port: int, what: str) -> None:
         if port_in_use(port):
-            raise StackError(f"port {port} on {HOST} is in use; choose another {what} port")
+            raise port_taken(port, what, f"--{what.lower()}-port")
 
     def _launch(self, name: str, command: list[str], env: dict[str, str], url: str, health: str) -> Server:
         marker = "mlflow" if name == "mlflow" else "prefect"

@@ -80,6 +80,14 @@ def test_stack_status_without_a_stack_says_how_to_start_one(tmp_path):
     assert result.exit_code == 1 and "make stack" in result.output
 
 
+def test_stack_down_without_a_stack_says_there_is_nothing_to_stop(tmp_path):
+    """`recsys stack down --dir` of a typo'd (or already stopped) directory said "stopped the stack in
+    ... (data kept)": a person took the typo for the stack they meant, which ran on."""
+    result = CliRunner().invoke(app, ["stack", "down", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == 0 and "no stack running in" in result.output and "stopped" not in result.output
+    assert not (tmp_path / "none").exists()
+
+
 def process_tree(pid: int) -> list[str]:
     """Command lines of `pid` and all its descendants."""
     root = psutil.Process(pid)
@@ -172,13 +180,13 @@ def test_a_second_stack_up_waits_for_the_first_and_finds_its_stack(tmp_path):
     """Two `recsys stack up` on one directory: the second waits on the directory's lock, saying so,
     then finds the first's stack running instead of starting another (and clobbering stack.json).
     No PostgreSQL needed: the first `up` is this test holding the lock, and its "servers" are one
-    live process whose command line carries both servers' markers."""
+    live, answering process whose command line carries both servers' markers."""
     from filelock import FileLock
 
     root = tmp_path / "stack"
     root.mkdir()
     ports = [free_port() for _ in range(3)]
-    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mlflow", "prefect"])
+    server, health = answering(tmp_path)  # the first's servers, answering
     try:
         with FileLock(str(root / LOCK_FILE)):  # the first `stack up`, starting its servers
             flags = [f"--{name}-port={port}" for name, port in zip(("postgres", "mlflow", "prefect"), ports, strict=True)]
@@ -189,8 +197,7 @@ def test_a_second_stack_up_waits_for_the_first_and_finds_its_stack(tmp_path):
             waiting = second.stderr.readline()  # an error line (and exit) if it did not wait
             first = Stack(root, postgres_port=ports[0], mlflow_port=ports[1], prefect_port=ports[2])
             first.servers = {
-                name: Server(name, server.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", "log", name)
-                for name in ("mlflow", "prefect")
+                name: Server(name, server.pid, f"http://{HOST}:1", health, "log", name) for name in ("mlflow", "prefect")
             }
             first.write_state()
         out, err = second.communicate(timeout=60)
@@ -202,13 +209,14 @@ def test_a_second_stack_up_waits_for_the_first_and_finds_its_stack(tmp_path):
     assert Stack.from_state(root).servers["mlflow"].pid == server.pid  # the first's state, not clobbered
 
 
-def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_path):
+def test_stack_up_over_a_stack_with_a_dead_server_starts_it_alone_and_keeps_the_survivor(tmp_path):
     """One server of a running stack killed (kill -9 of MLflow's, the OOM killer): `recsys stack up`
-    failed on the survivor's port ("port 4200 on 127.0.0.1 is in use; choose another Prefect port"),
-    and its failed start removed stack.json, so the survivor ran on with nothing recording it and
-    `recsys stack down` said "stopped" without stopping it. Now `up` stops what still runs, then
-    starts afresh. The fresh start here fails at once (its PostgreSQL port is taken; as root under
-    pytest's private tmp, the postgres user cannot write there either): the survivor must be gone."""
+    failed on the survivor's port and removed stack.json, so the survivor ran on unrecorded; then it
+    stopped the whole stack and started it afresh, cutting the MLflow server from under every
+    `recsys run` logging to it to bring back a dead Prefect server. Now `up` starts the dead server
+    alone, the rest serving on. Here the dead server's port has been taken meanwhile (a foreign
+    listener), so its start fails at once with one line: the survivor must still run, recorded,
+    and `recsys stack down` must stop it."""
     import socket
 
     root = tmp_path / "stack"
@@ -216,22 +224,24 @@ def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_p
     dead = subprocess.Popen([sys.executable, "-c", "pass", "mlflow"])
     dead.wait()
     survivor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "prefect"], start_new_session=True)
-    stack = Stack(root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
-    stack.servers = {
-        name: Server(name, process.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", str(root / f"{name}.log"), name)
-        for name, process in (("mlflow", dead), ("prefect", survivor))
-    }
-    stack.write_state()
     try:
         with socket.socket() as busy:
             busy.bind((HOST, 0))
             busy.listen()
-            ports = [f"--postgres-port={busy.getsockname()[1]}", f"--mlflow-port={free_port()}", f"--prefect-port={free_port()}"]
-            result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root), *ports])
+            stack = Stack(root, postgres_port=free_port(), mlflow_port=busy.getsockname()[1], prefect_port=free_port())
+            stack.servers = {
+                name: Server(name, process.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", str(root / f"{name}.log"), name)
+                for name, process in (("mlflow", dead), ("prefect", survivor))
+            }
+            stack.write_state()
+            result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root)])
         said = " ".join(result.output.split())
-        assert "mlflow of the stack in" in said and "is not running: restarting the stack" in said, result.output
-        assert survivor.poll() is not None, result.output  # stopped, not left running unrecorded
-        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "mlflow of the stack in" in said and "is not running: starting it again" in said, result.output
+        assert result.exit_code == 2 and f"error: port {stack.mlflow_port} on {HOST} is in use" in said, result.output
+        assert survivor.poll() is None, result.output  # the survivor serves on ...
+        assert Stack.from_state(root).servers["prefect"].pid == survivor.pid  # ... recorded
+        down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
+        assert down.exit_code == 0 and survivor.wait(timeout=30) is not None, down.output
     finally:
         if survivor.poll() is None:
             survivor.kill()
@@ -241,16 +251,13 @@ def test_stack_up_over_a_stack_with_a_dead_server_stops_the_survivor_first(tmp_p
 def test_stack_up_in_another_directory_says_how_to_stop_that_one(tmp_path):
     """`recsys stack up --dir DIR` ended with "Stop it: make stack-stop (or: recsys stack down)",
     both of which stop the stack in .stack, not DIR's. (A running stack is found by its state, so no
-    PostgreSQL is needed: its "servers" are one live process carrying both markers.)"""
+    PostgreSQL is needed: its "servers" are one live, answering process carrying both markers.)"""
     root = tmp_path / "team"
     root.mkdir()
-    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mlflow", "prefect"])
+    server, health = answering(tmp_path)
     try:
         stack = Stack(root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
-        stack.servers = {
-            name: Server(name, server.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", "log", name)
-            for name in ("mlflow", "prefect")
-        }
+        stack.servers = {name: Server(name, server.pid, f"http://{HOST}:1", health, "log", name) for name in ("mlflow", "prefect")}
         stack.write_state()
         result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root)])
     finally:
@@ -299,3 +306,191 @@ def test_stack_up_with_postgresql_down_restarts_the_stack(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+# A stand-in server for the stack's tests, on 127.0.0.1: it answers 200 to every GET once the file
+# argv[2] exists (503 before: "starting"), with argv[3] == "fork" from a forked worker process, as
+# `mlflow server`'s uvicorn workers do; its command line carries both servers' markers.
+STAND_IN = r"""
+import http.server, os, sys, time
+port, ready, fork = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "fork"
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if os.path.exists(ready) else 503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", port), Health)
+if not fork or os.fork() == 0:
+    server.serve_forever()
+time.sleep(300)
+"""
+
+
+def answering(root) -> tuple[subprocess.Popen, str]:
+    """A stand-in server that answers at once (one process, both markers) and its health URL."""
+    port, ready = free_port(), root / "answering.ready"
+    ready.touch()
+    process = subprocess.Popen([sys.executable, "-c", STAND_IN, str(port), str(ready), "-", "mlflow", "prefect"])
+    health = f"http://{HOST}:{port}/health"
+    Server("stand-in", process.pid, health, health, "-", "mlflow").wait_ready(60, process)
+    return process, health
+
+
+def stand_in(root, name: str = "mlflow"):
+    """A stand-in server launched as `recsys stack up` launches its servers, and recorded in
+    root/stack.json as the only server of the stack in `root`; returns (stack, its Popen, ready file)."""
+    from recsys.stack import launch
+
+    port, ready = free_port(), root / f"{name}.ready"
+    command = [sys.executable, "-c", STAND_IN, str(port), str(ready), "fork", "mlflow", "prefect"]
+    url = f"http://{HOST}:{port}"
+    server, process = launch(name, command, dict(__import__("os").environ), root / f"{name}.log", url,
+                             f"{url}/health", name)  # fmt: skip
+    stack = Stack(root, postgres_port=free_port(), mlflow_port=port, prefect_port=free_port())
+    stack.servers[name] = server
+    stack.write_state()
+    return stack, process, ready
+
+
+def test_stack_up_over_a_server_still_starting_waits_until_it_answers(tmp_path):
+    """A `recsys stack up` killed while its servers started left them starting (running, not yet
+    answering): the next `up` said "the stack ... is running already" and printed the addresses,
+    and a `recsys run` pointed at them failed. Now `status` says the server is starting (pid, log)
+    and `up` says so, waits until it answers, then says it is ready."""
+    root = tmp_path / "stack"
+    root.mkdir()
+    stack, process, ready = stand_in(root)
+    try:
+        status = CliRunner().invoke(app, ["stack", "status", "--dir", str(root)])
+        assert status.exit_code == 1, status.output
+        assert f"mlflow    starting (pid {process.pid}, for" in status.output, status.output
+        up = subprocess.Popen([sys.executable, "-m", "recsys.cli", "stack", "up", "--dir", str(root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "COLUMNS": "300"})  # fmt: skip
+        first = up.stdout.readline()  # said before it waits (an unwaited "running already" ends it)
+        ready.touch()  # now the server answers
+        out, err = up.communicate(timeout=60)
+        assert f"mlflow: starting (pid {process.pid}, for" in first and "waiting until it answers" in first, first + out + err
+        assert up.returncode == 0 and "mlflow: ready at" in out and "running already" in out, first + out + err
+        assert stack.servers["mlflow"].state() == "up"
+    finally:
+        stack.servers["mlflow"].stop()
+
+
+def test_a_server_killed_with_sigkill_has_its_workers_stopped_by_stack_down(tmp_path):
+    """kill -9 of `mlflow server` leaves its uvicorn workers serving its port: `recsys stack
+    status` said "mlflow up" (a dead server's orphans answering), `stack down` stopped nothing (its
+    pid was gone) and `stack up` failed on the taken port, leaving the workers recorded nowhere.
+    Every process a server starts carries its tag (RECSYS_STACK_SERVER): status names them, and
+    down stops them."""
+    import psutil
+
+    root = tmp_path / "stack"
+    root.mkdir()
+    stack, process, ready = stand_in(root)
+    ready.touch()
+    server = stack.servers["mlflow"]
+    server.wait_ready(timeout=60, process=process)
+    [worker] = psutil.Process(process.pid).children()
+    process.kill()
+    process.wait()
+    try:
+        status = CliRunner().invoke(app, ["stack", "status", "--dir", str(root)])
+        assert status.exit_code == 1, status.output
+        said = " ".join(status.output.split())
+        assert f"mlflow DOWN (pid {process.pid} is gone; processes it started still run: {worker.pid})" in said, said
+        down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
+        assert down.exit_code == 0, down.output
+        assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
+        assert not server.healthy()  # its port is free for the next `up`
+    finally:
+        if worker.is_running():
+            worker.kill()
+
+
+def test_a_recorded_pid_that_another_process_got_is_never_signalled(tmp_path):
+    """stack.json from before a reboot, or a server long gone: its pid now belongs to another
+    process, whose command line may well hold the marker word ("mlflow"). The recorded start time
+    tells them apart: the stack counts the server down and `stack down` leaves that process alone."""
+    root = tmp_path / "stack"
+    root.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mlflow", "prefect"])
+    try:
+        import psutil
+
+        stack = Stack(root, postgres_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
+        stack.servers["mlflow"] = Server("mlflow", other.pid, f"http://{HOST}:1", f"http://{HOST}:1/health", "log",
+                                         "mlflow", psutil.Process(other.pid).create_time() - 3600)  # fmt: skip
+        stack.write_state()
+        status = CliRunner().invoke(app, ["stack", "status", "--dir", str(root)])
+        assert status.exit_code == 1 and "mlflow DOWN" in " ".join(status.output.split()), status.output
+        down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
+        assert down.exit_code == 0, down.output
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
+
+
+# A `recsys stack up` still waiting for its servers, as recorded by Stack.start: it holds the stack's
+# lock and stack.json names it as the starter (no PostgreSQL or servers needed for what is checked).
+STARTING_UP = r"""
+import os, sys, time
+import psutil
+from filelock import FileLock
+from recsys.stack import LOCK_FILE, Stack
+
+root = sys.argv[1]
+with FileLock(os.path.join(root, LOCK_FILE)):
+    stack = Stack(root, postgres_port=1, mlflow_port=2, prefect_port=3)
+    stack.starting = {"pid": os.getpid(), "started": psutil.Process().create_time()}
+    stack.write_state()
+    print("starting", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_stack_down_while_up_is_starting_stops_that_up_instead_of_waiting_for_it(tmp_path):
+    """`recsys stack down` while `up` was starting waited on the lock for the whole start (minutes
+    on a loaded machine: the servers importing), and only then stopped what had just started. Now
+    it stops that `up` (SIGTERM: it unwinds as on Ctrl-C, stopping what it started), then the rest."""
+    import signal
+
+    root = tmp_path / "stack"
+    root.mkdir()
+    up = subprocess.Popen([sys.executable, "-c", STARTING_UP, str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout.readline() == "starting\n"
+        down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
+        assert up.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    said = " ".join(down.output.split())
+    assert down.exit_code == 0 and f"stopping the `recsys stack up` (pid {up.pid}) that is starting the stack" in said, said
+    assert "stopped the stack in" in said and not (root / "stack.json").exists()
+
+
+def test_stack_up_on_a_port_another_process_holds_names_it_and_starts_nothing(tmp_path):
+    """A foreign process on the MLflow port: `stack up` started PostgreSQL (initdb on a first run),
+    then failed on the port and stopped it again, saying only "port ... is in use". Now it checks the
+    servers' ports first, and names the process holding it and the option to change."""
+    import os
+    import socket
+
+    root = tmp_path / "stack"
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["stack", "up", "--dir", str(root), f"--mlflow-port={port}",
+                                          f"--postgres-port={free_port()}", f"--prefect-port={free_port()}"])  # fmt: skip
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in said, said
+    assert f"error: port {port} on {HOST} is in use by pid {os.getpid()} (" in said and "--mlflow-port" in said, said
+    assert not (root / "postgres").exists() and not (root / "stack.json").exists()  # nothing started

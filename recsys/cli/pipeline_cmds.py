@@ -140,7 +140,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import check_api, running_servers, stop_ephemeral_server
+    from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
 
     already = running_servers()
     from prefect import tags
@@ -159,6 +159,10 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
             return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
+    except Exception as exc:
+        if (lost := lost_api(exc, "--no-prefect")) is not None:  # the server died mid-run: say so, in one line
+            raise lost from None
+        raise
     finally:
         _restore_signals(previous)
         stop_ephemeral_server(keep=already)  # now, not at exit: the wall time printed includes it

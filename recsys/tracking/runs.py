@@ -366,18 +366,36 @@ class Tracker:
                 setting="tracking.enabled", value="false",
             ) from None
         run_id = run.info.run_id
-        self._add(RunRecord(PARENT_KEY, name, run_id, tags=dict(all_tags)))
-        with self._lock:
-            self._parent_tags[run_id] = ui.inherited(all_tags)
-        if self.run_config is not None:
-            self.log_params(run_id, flatten(self.run_config.resolved()))
-        if data is not None:
-            self.log_dataset(run_id, data)
-        if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
-            from recsys.tracking.split_artifact import log_split
+        with self._closed_if_not_opened(run_id):
+            self._add(RunRecord(PARENT_KEY, name, run_id, tags=dict(all_tags)))
+            with self._lock:
+                self._parent_tags[run_id] = ui.inherited(all_tags)
+            fault_point("tracking.parent_opened")
+            if self.run_config is not None:
+                self.log_params(run_id, flatten(self.run_config.resolved()))
+            if data is not None:
+                self.log_dataset(run_id, data)
+            if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
+                from recsys.tracking.split_artifact import log_split
 
-            self._send(lambda: log_split(self.client, run_id, split))
+                self._send(lambda: log_split(self.client, run_id, split))
         return run_id
+
+    @contextmanager
+    def _closed_if_not_opened(self, run_id: str) -> Iterator[None]:
+        """Close the run just created when opening it goes no further: KILLED on an interrupt,
+        FAILED on an error. Opening a run is several store calls after its creation (params, the
+        data set, the split artifact uploaded through a remote server's proxy: seconds against the
+        team stack), and a Ctrl-C or SIGTERM among them left the run RUNNING, for the caller's
+        handler that closes runs on an interrupt starts only once it has the run's id."""
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                self.end(run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
+            except Exception:  # noqa: S110 - a store failing here must not hide the interrupt itself
+                pass
+            raise
 
     def log_dataset(self, run_id: str, data: InteractionData, context: str = "train") -> None:
         """Record the data set as an MLflow dataset input (source, fingerprint digest, schema, counts)."""
@@ -436,8 +454,9 @@ class Tracker:
             lambda: self.client.create_run(self.experiment_id, run_name=model_config.name, tags=all_tags)
         )
         run_id = run.info.run_id if run is not None else offline_run_id()
-        self._add(RunRecord(model_config.name, model_config.name, run_id, parent_id, tags=dict(all_tags)))
-        self.log_params(run_id, flatten(model_config.model_dump(mode="json")))
+        with self._closed_if_not_opened(run_id):
+            self._add(RunRecord(model_config.name, model_config.name, run_id, parent_id, tags=dict(all_tags)))
+            self.log_params(run_id, flatten(model_config.model_dump(mode="json")))
         return ModelRun(run_id, model_config.name, parent_id, self)
 
     def start_trial(
@@ -458,8 +477,9 @@ class Tracker:
         name = f"{model_config.name}-trial-{number}"
         run = self._send(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
         run_id = run.info.run_id if run is not None else offline_run_id()
-        self._add(RunRecord(name, name, run_id, model_run_id, tags=dict(tags)))
-        self.log_params(run_id, dict(params))
+        with self._closed_if_not_opened(run_id):
+            self._add(RunRecord(name, name, run_id, model_run_id, tags=dict(tags)))
+            self.log_params(run_id, dict(params))
         return run_id
 
     @contextmanager

@@ -58,3 +58,30 @@ def test_a_run_with_failed_models_keeps_prefects_flow_traceback_off_the_terminal
 
     assert not _FILTER.filter(record(PipelineFailed("1 of 6 models failed: ease (...)", {})))
     assert _FILTER.filter(record(RuntimeError("a bug")))
+
+
+def test_a_run_whose_prefect_server_went_away_is_told_so_in_one_line(prefect_harness):
+    """kill -9 of the team stack's Prefect server during `recsys run`: after minutes of Prefect's
+    retries the run ended with Prefect's traceback and "error: unexpected ConnectError: [Errno 111]
+    Connection refused: this is a bug" (exit 1). `lost_api` turns the failure into one line naming
+    the server and what to do (exit 2), and only when that server no longer answers: an error of the
+    run's own, under a server that is fine, is never blamed on it."""
+    import socket
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ephemeral import lost_api
+    from recsys.errors import RecsysError
+
+    failure = httpx.ConnectError("All connection attempts failed")
+    assert lost_api(failure, "--no-prefect") is None  # the harness's server answers
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/api"  # closed when the block ends
+    with temporary_settings(updates={PREFECT_API_URL: down}):
+        lost = lost_api(failure, "--no-prefect")
+    assert isinstance(lost, RecsysError), lost
+    said = str(lost)
+    assert said.startswith(f"the Prefect API {down} (PREFECT_API_URL) stopped answering during the run (All connection")
+    assert "`recsys stack up`" in said and said.endswith("or pass --no-prefect")

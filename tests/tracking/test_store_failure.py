@@ -246,3 +246,46 @@ def test_an_interrupted_run_closes_its_parent_run_killed_at_once(shared_mlflow_u
     models = {run.data.tags["recsys.model_name"]: run.info.status for run in runs if "recsys.model_name" in run.data.tags}
     assert models.get("wals") == "FINISHED" and "RUNNING" not in models.values()
     assert list(status.values()) == ["KILLED"], status
+
+
+OPEN_A_PARENT_RUN = """
+    import sys
+    from recsys.config import RunConfig, TrackingConfig
+    from recsys.tracking.runs import Tracker
+
+    cfg = RunConfig(name="interrupted-open", tracking=TrackingConfig(tracking_uri=sys.argv[1], experiment=sys.argv[2]))
+    Tracker(cfg.tracking, cfg).start_parent()
+"""
+
+
+def test_an_interrupt_while_the_parent_run_opens_closes_it_killed(tracking_uri):
+    """Ctrl-C of `recsys run` against the team stack left the parent run RUNNING: opening it is
+    several store calls after its creation (params, data set, the split uploaded through the
+    server's proxy), and the handler that closes it KILLED on an interrupt started only once the
+    run's id was returned. The process is frozen right after the run's creation
+    (RECSYS_STOP_AT=tracking.parent_opened), then gets SIGINT: the run must end KILLED at once."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from recsys.faults import STOP_ENV
+
+    experiment = f"open-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, STOP_ENV: "tracking.parent_opened", "MLFLOW_TRACKING_URI": tracking_uri}
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(OPEN_A_PARENT_RUN), tracking_uri, experiment],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        while psutil.Process(process.pid).status() != psutil.STATUS_STOPPED:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        client = MlflowClient(tracking_uri)
+        [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        assert run.info.status == "RUNNING"  # created, frozen before its params
+        os.kill(process.pid, signal.SIGINT)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    assert client.get_run(run.info.run_id).info.status == "KILLED"

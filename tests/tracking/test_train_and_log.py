@@ -41,3 +41,34 @@ def test_each_epoch_reaches_the_model_run_while_it_trains(shared_mlflow_uri, pla
     assert len(at_evaluation) == 3 and len({m.step for m in at_evaluation}) == 3
     final = client.get_metric_history(outcome.mlflow_run_id, "loss")
     assert sorted((m.step, m.value) for m in final) == sorted((m.step, m.value) for m in at_evaluation)  # as stored
+
+
+def test_a_model_whose_turn_comes_after_an_interrupt_opens_no_run(shared_mlflow_uri, planted_split):
+    """After Ctrl-C, Prefect's thread pool still started the model tasks queued behind the running
+    ones: each opened an MLflow run, trained nothing and closed it KILLED, so the UI listed models
+    that never ran. A model whose turn comes after the interrupt now stops before opening a run."""
+    import uuid
+
+    import pytest
+
+    from recsys import interrupt
+
+    wals = WALSConfig(name="wals", factors=4, iterations=3, threads=1, regularization=0.1, alpha=5.0)
+    cfg = RunConfig(
+        name="queued-after-ctrl-c", models=[wals], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+        evaluation=EvaluationConfig(ks=[20], bootstrap_samples=20),
+        tracking=TrackingConfig(tracking_uri=shared_mlflow_uri, experiment=f"queued-{uuid.uuid4().hex[:8]}",
+                                register_models=False),
+    )  # fmt: skip
+    tracker = Tracker(cfg.tracking, cfg)
+    parent = tracker.start_parent()
+    interrupt.request()  # Ctrl-C reached the flow while this model waited for a worker thread
+    try:
+        with pytest.raises(interrupt.Interrupted):
+            run_step.train_and_log(wals, planted_split, cfg, tracker, parent, threads=1, log=lambda _: None)
+    finally:
+        interrupt.clear()
+        tracker.end(parent, "KILLED")
+    client = MlflowClient(shared_mlflow_uri)
+    experiment = client.get_run(parent).info.experiment_id
+    assert client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'") == []
