@@ -32,7 +32,7 @@ class EvaluationConfig(Section):
         ]
     )
     chunk_size: int = Field(
-        2048, gt=0, description="users scored per matmul (fewer on catalogues above 65,536 items: 512 MiB of scores); bounds memory"
+        2048, gt=0, description="users scored per matmul (fewer on catalogues above 16,384 items: 128 MiB of scores); bounds memory"
     )
     threads: int | None = Field(None, gt=0)
     bootstrap_samples: int = Field(1000, ge=0)

@@ -35,7 +35,6 @@ pipeline makes them nested MLflow runs).
 from __future__ import annotations
 
 import math
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -455,13 +454,17 @@ def plot_study(study: Any, directory: Any) -> list[Any]:
     # installed and every later warning of the run (a model's zero vectors, sampled metrics) was
     # dropped without a word. `filterwarnings` replaces an equal filter, so calls do not pile up.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    with _PLOT_LOCK:
+    from recsys.tracking.plots import RC_LOCK
+
+    # Each of Optuna's plots calls `plt.style.use("ggplot")`, which rewrites the process-wide
+    # rcParams: every plot drawn after the first search (the model runs' recall@k, training curves,
+    # embeddings, `recsys compare --plot`) came out grey-on-grey ggplot. `rc_context` puts the
+    # settings back on exit; RC_LOCK keeps our own plots (recsys.tracking.plots) from being drawn
+    # in another thread while the style is swapped. It also serialises Optuna's plots, which draw
+    # through pyplot's current figure (`plt.legend`), one per process: two models finishing their
+    # searches together drew one legend on the other's figure.
+    with RC_LOCK, matplotlib.rc_context():
         return _plot(study, out, complete, written)
-
-
-_PLOT_LOCK = threading.Lock()
-"""Optuna's matplotlib plots draw through pyplot's current figure (`plt.legend`), one per process:
-two models finishing their searches together drew one legend on the other's figure."""
 
 
 def _plot(study: Any, out: Any, complete: list[Any], written: list[Any]) -> list[Any]:

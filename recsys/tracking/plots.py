@@ -8,7 +8,9 @@ well as from live objects, and the tracker stays free of plotting details.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from functools import wraps
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,23 @@ import numpy as np
 from recsys.files import atomic_path
 
 _AT_K = re.compile(r"^(?P<metric>[a-z_]+)@(?P<k>\d+)$")
+
+RC_LOCK = threading.RLock()
+"""Held while a plot is drawn and saved, and while Optuna's plots (`recsys.tuning.plot_study`) run
+with their process-wide `plt.style.use("ggplot")` inside a `matplotlib.rc_context`: a figure reads
+rcParams as its artists are made and saved, so one of ours drawn in another thread during that
+window would come out in ggplot style."""
+
+
+def _styled(plot: Callable[..., Path | None]) -> Callable[..., Path | None]:
+    """`plot` drawn and saved under RC_LOCK (see there)."""
+
+    @wraps(plot)
+    def drawn(*args, **kwargs):
+        with RC_LOCK:
+            return plot(*args, **kwargs)
+
+    return drawn
 
 
 def _figure(figsize: tuple[float, float]):
@@ -57,6 +76,7 @@ def curve_styles(n: int) -> list[dict]:
     ]
 
 
+@_styled
 def plot_metric_at_k(
     curves: Mapping[str, Mapping[str, float]], path: str | Path, metric: str = "recall", title: str | None = None
 ) -> Path:
@@ -92,6 +112,7 @@ def best_step(history: Sequence[Mapping[str, float]]) -> int | None:
     return -max(scored)[1] if scored else None
 
 
+@_styled
 def plot_history(
     history: Sequence[Mapping[str, float]],
     path: str | Path,
@@ -135,6 +156,7 @@ def history_figure(
     return fig
 
 
+@_styled
 def plot_popularity_bias(
     recommended_items: np.ndarray, item_popularity: np.ndarray, path: str | Path, title: str | None = None
 ) -> Path:
@@ -195,6 +217,7 @@ def popularity_deciles(item_popularity: np.ndarray) -> np.ndarray:
     return np.minimum((ranks * 10) // max(len(popularity), 1), 9)
 
 
+@_styled
 def plot_item_embeddings(
     item_vectors: np.ndarray,
     path: str | Path,

@@ -443,3 +443,21 @@ def test_two_models_plotting_their_searches_at_once_keep_the_runs_warnings(tmp_p
     assert first.hooked and late.hooked and not second.is_alive()
     assert [str(w.message) for w in shown] == ["a model's vectors are zero"]
     assert sorted(p.name for p in (tmp_path / "second").iterdir()) == ["optimization_history.png", "param_importances.png"]
+
+
+def test_plotting_a_search_leaves_the_process_matplotlib_style_as_it_was(tmp_path):
+    """Each of Optuna's matplotlib plots calls `plt.style.use("ggplot")`, a process-wide change:
+    after the first model's search was plotted, every plot of the run logged later (recall@k,
+    training curves, embeddings) was drawn grey-on-grey in ggplot style. The search's plots keep
+    their own look; the settings around them are put back."""
+    import matplotlib
+
+    from recsys.tracking.plots import _figure
+    from recsys.tuning import plot_study
+
+    before = dict(matplotlib.rcParams)
+    written = plot_study(_paused_study(4, lambda: None), tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["optimization_history.png", "param_importances.png"]
+    changed = {key for key, value in matplotlib.rcParams.items() if before.get(key) != value}
+    assert changed == set()
+    assert _figure((2, 2)).subplots().get_facecolor() == matplotlib.colors.to_rgba(before["axes.facecolor"])

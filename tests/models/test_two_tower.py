@@ -94,6 +94,14 @@ def test_negatives_beat_positives_only_which_folds_clusters_together(planted):
 
 
 # ----------------------------------------------------------------------------- architecture options
+def test_a_fitted_model_holds_no_gradients(planted):
+    """The last training step's gradients, as large as the parameters (both embeddings), stayed on
+    them for the life of the fitted model, though nothing reads them after training."""
+    model = fit(planted, epochs=2, user_layers=[32])
+    assert [name for name, p in model.network.named_parameters() if p.grad is not None] == []
+    assert any(p.requires_grad for p in model.network.parameters())  # still trainable
+
+
 def test_mlp_towers_with_learned_temperature_train_well(planted):
     model = fit(planted, user_layers=[32], item_layers=[32], learn_temperature=True)
     np.testing.assert_allclose(np.linalg.norm(model.item_factors, axis=1), 1.0, rtol=1e-5)
