@@ -600,21 +600,31 @@ def duplicates_rule_drift(rule: str, batches: list[dict]) -> list[str]:
 _DRIFT_OPTION = {TIME: ("time", "--time-col", " (temporal splits then refuse the data)"), EVENT: ("event", "--event-col", "")}
 
 
+def _role_drift(role: str, mapping: dict[str, str], batches: list[dict]) -> tuple[str | None, str | None] | None:
+    """(the earlier batches' column for `role`, this batch's) when exactly one side has one, else None:
+    a first batch, batches that agree, or earlier batches already mixed (older than this batch)."""
+    earlier = [b["columns"].get(role) for b in batches if "columns" in b]
+    named = [c for c in earlier if c is not None]
+    if not earlier or named and len(named) < len(earlier):
+        return None
+    now = mapping.get(role)
+    if bool(named) == (now is not None):
+        return None
+    return (named[-1] if named else None), now
+
+
 def column_drift(role: str, mapping: dict[str, str], batches: list[dict]) -> str | None:
     """A warning when an appended batch has no time (or event) column and the earlier ones have
     one, or the reverse: a monthly export that dropped its timestamp column gave its rows no
     time beside timed ones, without a word (`weight_drift` says the same of weights)."""
-    earlier = [b["columns"].get(role) for b in batches if "columns" in b]
-    named = [c for c in earlier if c is not None]
-    if not earlier or named and len(named) < len(earlier):
-        return None  # a first batch, or the mix is older than this batch
-    now = mapping.get(role)
-    if bool(named) == (now is not None):
+    found = _role_drift(role, mapping, batches)
+    if found is None:
         return None
+    before, now = found
     word, option, effect = _DRIFT_OPTION[role]
     if now is None:
         return (
-            f"this batch has no {word} column, unlike the earlier ones ({named[-1]!r}): its rows have no {word}"
+            f"this batch has no {word} column, unlike the earlier ones ({before!r}): its rows have no {word}"
             f"{effect}; name the column with {option} (data.columns.{word}) if it is there under another "
             "name, or ingest the log afresh without --append"
         )
@@ -632,15 +642,11 @@ def weight_drift(mapping: dict[str, str], batches: list[dict], aggregate: str) -
     whatever its columns: nothing mixes, and the warning's own hint is that setting."""
     if aggregate == "count":
         return None
-    earlier = [b["columns"].get(WEIGHT) for b in batches if "columns" in b]
-    named = [c for c in earlier if c is not None]
-    if not earlier or named and len(named) < len(earlier):
-        return None  # a first batch, or the mix is older than this batch
-    now = mapping.get(WEIGHT)
-    if bool(named) == (now is not None):
+    found = _role_drift(WEIGHT, mapping, batches)
+    if found is None:
         return None
+    before, now = found
     if now is None:
-        before = named[-1]
         return (
             f"this batch has no weight column, unlike the earlier ones ({before!r}): its rows weigh 1 each "
             f"beside their {before} values; name the column with --weight-col (data.columns.weight) if it is "
