@@ -145,10 +145,12 @@ class SessionStack:
         except Exception:
             return  # the fixtures report why the servers did not start
         self.scenario_dir.mkdir()
+        temp = self.scenario_dir / "tmp"  # the served deployment's Prefect runner makes
+        temp.mkdir()  # $TMPDIR/runner_storage and leaves it: under the session's folder, not the machine's /tmp
         with open(self.scenario_dir / "scenario.log", "w") as out:
             self.scenario = subprocess.Popen(
                 [sys.executable, str(SCENARIO), prefect + "/api", mlflow, str(self.scenario_dir)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "TMPDIR": str(temp)},
             )  # fmt: skip
 
     def url(self, name: str, fail: bool = True) -> str:
