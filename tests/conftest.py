@@ -510,6 +510,18 @@ def pytest_configure(config: pytest.Config) -> None:
     register(config)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Dask's LocalCluster keeps lock files in <temp>/dask-scratch-space and leaves the folder; the
+    # dask-runner tests (in process, and `recsys run` subprocesses, which inherit this) keep it
+    # under the session's folder instead of the machine's /tmp.
+    scratch = Path(session.config._tmp_path_factory.getbasetemp()) / "dask"
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = str(scratch)
+    if "dask" in sys.modules:  # read from the environment when dask.config is imported
+        import dask.config
+
+        dask.config.refresh()
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:  # nothing will run: start nothing
         return
