@@ -167,10 +167,10 @@ def split_line(split: Split) -> str:
     interaction lands in fold-in with probability fold_in_fraction - and the run scored a third of
     the users it held out without a word (their count was only an MLflow metric, n_users_skipped).
     Cold users (no history) are scored by the fallback, apart (see `recsys.evaluation.cold`)."""
-    from recsys.evaluation.cold import divide_test
+    from recsys.evaluation.cold import separate_cold
 
-    test = split.test_set()
-    counts = divide_test(split).counts()
+    test = split.test_set()  # built once: it sums train and validation on a random split
+    counts = separate_cold(test, split.train).counts()
     scored = counts["warm_test_users"] + counts["cold_test_users"]
     line = (f"split: {split.protocol}, {split.train.nnz:,} train / {split.test.nnz:,} test interactions; test scores "
             f"{scored:,} users ({counts['warm_test_users']:,} with a history, {counts['cold_test_users']:,} cold)")  # fmt: skip

@@ -444,7 +444,6 @@ def plot_study(study: Any, directory: Any) -> list[Any]:
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # Optuna marks its matplotlib plots experimental. That notice is silenced for good, by its own
     # category only, as Optuna's log lines are (see `tune`): two models tune in parallel threads,
@@ -464,14 +463,16 @@ def plot_study(study: Any, directory: Any) -> list[Any]:
     # through pyplot's current figure (`plt.legend`), one per process: two models finishing their
     # searches together drew one legend on the other's figure.
     with RC_LOCK, matplotlib.rc_context():
-        return _plot(study, out, complete, written)
+        return _plot(study, out, complete)
 
 
-def _plot(study: Any, out: Any, complete: list[Any], written: list[Any]) -> list[Any]:
+def _plot(study: Any, out: Any, complete: list[Any]) -> list[Any]:
+    """`plot_study`'s figures, drawn and saved; the paths written."""
     import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as ovm
 
+    written = []
     if complete:
         ax = ovm.plot_optimization_history(study)
         ax.figure.savefig(out / "optimization_history.png", dpi=100, bbox_inches="tight")
