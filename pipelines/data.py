@@ -335,7 +335,10 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         targets = dict(zip(names, files, strict=True))
     changed = [name for name, d in digests.items() if name in ledger and ledger[name] != d]
     if changed and not source_is_dir:
-        ledger = {}  # a single file that changed is re-ingested whole (its vocab rebuilt)
+        # A single file that changed (a log its writer appends to) is re-ingested whole, keeping the
+        # vocab: rebuilt, its order would follow the new file (a user reaching the k-core today sits
+        # before older ones), and the champion could never be re-scored on today's data.
+        ledger = {}
     new = [name for name in digests if name not in ledger]
     if not new and not changed:
         return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
@@ -351,8 +354,9 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         rebuild = False
         ledger[name] = digests[name]
         report = ingest(
-            targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger}
-        )
+            targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger},
+            keep_vocab=True,
+        )  # fmt: skip
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),

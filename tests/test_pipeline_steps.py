@@ -70,6 +70,26 @@ def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
         prepare_dataset(cfg)
 
 
+def test_a_growing_single_file_source_keeps_its_vocab(tmp_path):
+    """A run's `data.source` that is one log its writer appends to is re-read whole when it grows,
+    and old ids keep their indices: rebuilt in the new file's order, a user who reached the k-core
+    only today (first seen before the others) took index 0, and every later run's promotion was
+    `not comparable` (the champion's vocab no prefix of today's)."""
+    log = tmp_path / "events.csv"
+    _log(log, ["early", "u1", "u1", "u2", "u2"], ["x", "x", "y", "x", "y"], 1_700_000_000)
+    cfg = load_config(None, [f'data.source="{log}"', f'data.processed_dir="{tmp_path / "processed"}"',
+                             "data.min_user_interactions=2"])  # fmt: skip
+    data1, _ = load_data_and_split(prepare_dataset(cfg), cfg)
+    assert list(data1.user_ids) == ["u1", "u2"]  # "early" is below the k-core
+    with log.open("a") as fh:
+        fh.write("early,y,1700000100,4.0\nu3,x,1700000101,4.0\nu3,y,1700000102,4.0\n")
+    second = prepare_dataset(cfg)
+    data2, _ = load_data_and_split(second, cfg)
+    assert second.ingested_files == ["events.csv"]
+    assert list(data2.user_ids) == ["u1", "u2", "early", "u3"]
+    assert list(data2.item_ids[: data1.n_items]) == list(data1.item_ids)
+
+
 def test_a_run_on_a_missing_source_writes_nothing(tmp_path):
     """The run's data step takes its directory's lock before preparing it; a source that is not
     there is refused first, so a typo leaves no processed folder or lock file behind."""
