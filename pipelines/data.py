@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from recsys.data.dataset import InteractionData
 from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
-from recsys.errors import DataError
+from recsys.errors import DataError, NoDataRows, RecsysWarning
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
 
@@ -349,19 +350,35 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         )
     report = None
     rebuild = bool(changed) and not source_is_dir
+    ingested: list[str] = []
+    empty: list[NoDataRows] = []
     for name in new:
         append = is_processed_dir(out) and not rebuild
-        rebuild = False
         ledger[name] = digests[name]
-        report = ingest(
-            targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger},
-            keep_vocab=True,
-        )  # fmt: skip
+        try:
+            report = ingest(
+                targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger},
+                keep_vocab=True,
+            )  # fmt: skip
+        except NoDataRows as exc:
+            # An export of a quiet day (a header, no row) must not stop every later run; left out
+            # of the ledger, it is taken up once rows are written to it (as a 0-byte file is).
+            del ledger[name]
+            empty.append(exc)
+            continue
+        rebuild = False
+        ingested.append(name)
+    if empty and not is_processed_dir(out):
+        raise empty[0]  # nothing to train on at all: the error names the file
+    for exc in empty:
+        warnings.warn(RecsysWarning(f"{exc}: not ingested, it is read once rows are written to it"), stacklevel=2)
+    if not ingested:
+        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),
         key,
-        ingested_files=new,
+        ingested_files=ingested,
         report=report.to_json_dict() if report is not None else {},
     )
 

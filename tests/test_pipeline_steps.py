@@ -70,6 +70,28 @@ def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
         prepare_dataset(cfg)
 
 
+def test_a_header_only_landing_file_is_passed_over_until_it_holds_rows(tmp_path):
+    """An export of a quiet day (the header, no row) stopped the run with `no data rows`, and every
+    run after it, until someone removed the file; it is now named in a warning and taken up once
+    rows are written to it. A landing zone holding nothing but such a file is still an error."""
+    from recsys.errors import DataError, RecsysWarning
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "day1.csv").write_text("user_id,item_id,timestamp,rating\n")
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    with pytest.raises(DataError, match=r"day1\.csv: no data rows"):
+        prepare_dataset(cfg)
+    _log(landing / "day1.csv", ["a", "b"], ["x", "y"], 1_700_000_000)
+    (landing / "day2.csv").write_text("user_id,item_id,timestamp,rating\n")
+    with pytest.warns(RecsysWarning, match=r"day2\.csv: no data rows: not ingested"):
+        assert prepare_dataset(cfg).ingested_files == ["day1.csv"]
+    with pytest.warns(RecsysWarning, match=r"day2\.csv: no data rows"):
+        assert prepare_dataset(cfg).reused
+    _log(landing / "day2.csv", ["c"], ["z"], 1_700_100_000)
+    assert prepare_dataset(cfg).ingested_files == ["day2.csv"]
+
+
 def test_a_growing_single_file_source_keeps_its_vocab(tmp_path):
     """A run's `data.source` that is one log its writer appends to is re-read whole when it grows,
     and old ids keep their indices: rebuilt in the new file's order, a user who reached the k-core
