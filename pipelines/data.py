@@ -366,6 +366,8 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
             del ledger[name]
             empty.append(exc)
             continue
+        if rebuild and (lost := _shrunk(report, name)):
+            warnings.warn(RecsysWarning(lost), stacklevel=2)
         rebuild = False
         ingested.append(name)
     if empty and not is_processed_dir(out):
@@ -380,6 +382,20 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         key,
         ingested_files=ingested,
         report=report.to_json_dict() if report is not None else {},
+    )
+
+
+def _shrunk(report, name: str) -> str | None:
+    """A warning when a single-file source read again holds fewer rows than the data it replaced:
+    a log that was rotated or truncated, not one that grew, so the earlier rows are gone from the
+    processed data (a growing log never shrinks; rotated logs belong in a landing directory)."""
+    before = sum(int(b.get("rows_in", 0)) for b in report.replaced_batches)
+    if report.rows_in >= before:
+        return None
+    return (
+        f"{name} holds {report.rows_in:,} rows, fewer than the {before:,} it held when last ingested: the "
+        "rows no longer in it are gone from the processed data; for a log that is rotated or truncated, "
+        "give data.source a directory and add each day's file to it"
     )
 
 

@@ -112,6 +112,20 @@ def test_a_growing_single_file_source_keeps_its_vocab(tmp_path):
     assert list(data2.item_ids[: data1.n_items]) == list(data1.item_ids)
 
 
+def test_a_single_file_source_that_shrank_says_its_earlier_rows_are_gone(tmp_path):
+    """A log rotated or truncated in place is read again whole, so the rows it no longer holds leave
+    the processed data: that was silent (only smaller counts in the run's `kept:` line)."""
+    from recsys.errors import RecsysWarning
+
+    log = tmp_path / "events.csv"
+    _log(log, ["a", "b", "c"], ["x", "y", "z"], 1_700_000_000)
+    cfg = load_config(None, [f'data.source="{log}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    prepare_dataset(cfg)
+    _log(log, ["d"], ["x"], 1_700_100_000)
+    with pytest.warns(RecsysWarning, match=r"events\.csv holds 1 rows, fewer than the 3 .* gone from the processed data"):
+        assert prepare_dataset(cfg).ingested_files == ["events.csv"]
+
+
 def test_a_run_on_a_missing_source_writes_nothing(tmp_path):
     """The run's data step takes its directory's lock before preparing it; a source that is not
     there is refused first, so a typo leaves no processed folder or lock file behind."""
