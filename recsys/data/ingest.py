@@ -725,8 +725,8 @@ def _ingest(
 ) -> IngestReport:
     started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
-    vocab_from = out_dir if previous_manifest or (keep_vocab and storage.is_processed_dir(out_dir)) else None
     replaced = [] if append else _held_batches(out_dir)
+    vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else None  # not a corrupt one's
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
