@@ -741,7 +741,13 @@ def _ingest(
     if keep:
         notes = notes + _all_repeated_note(result, previous)
     else:
+        validated = result.rows.height
         result = _drop_cross_batch_duplicates(result, raw, previous)
+        if validated and result.rows.height == 0:  # e.g. an --append rerun after a kill that had landed
+            notes = notes + [
+                f"every accepted row of this batch ({_rows(validated)}) equals a row of an earlier batch, so it adds "
+                "nothing (those rows are quarantined as duplicate): this file was most likely ingested before"
+            ]
     if (
         result.rows_in != result.rows_accepted + result.rows_quarantined
     ):  # pragma: no cover - a bug, not bad data
