@@ -3,6 +3,7 @@ commands on tiny synthetic data."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shlex
 import tomllib
@@ -90,6 +91,10 @@ def test_a_header_only_landing_file_is_passed_over_until_it_holds_rows(tmp_path)
         assert prepare_dataset(cfg).reused
     _log(landing / "day2.csv", ["c"], ["z"], 1_700_100_000)
     assert prepare_dataset(cfg).ingested_files == ["day2.csv"]
+    with gzip.open(landing / "day3.csv.gz", "wb"):
+        pass  # a compressed export of nothing: not 0 bytes on disk, and no line in it
+    with pytest.warns(RecsysWarning, match=r"day3\.csv\.gz: empty file: not ingested"):
+        assert prepare_dataset(cfg).reused
 
 
 def test_a_growing_single_file_source_keeps_its_vocab(tmp_path):
