@@ -66,7 +66,14 @@ def list_registry(
             hint = f"pass --model one of {shown}" if names else "run `recsys run` first (it registers every model)"
             raise TrackingError(f"no registered model {name!r} in {client.tracking_uri}: {hint}")
         names = [name]
-    return [_registered_model(client, n, metric, max_versions) for n in names]
+    runs: list[Any] = []  # every listed version's run, for the check below
+    models = [_registered_model(client, n, metric, max_versions, runs) for n in names]
+    if runs and not any(metric_key(metric) in run.data.metrics for run in runs):
+        # a mistyped --metric (recal@20) listed every version with an empty metric column, exit 0
+        from recsys.tracking.compare import unlogged_metric
+
+        raise TrackingError(unlogged_metric(metric, metric_key(metric), runs, "listed versions' runs"))
+    return models
 
 
 def _all_registered_models(client: MlflowClient) -> list[Any]:
@@ -79,7 +86,9 @@ def _all_registered_models(client: MlflowClient) -> list[Any]:
             return models
 
 
-def _registered_model(client: MlflowClient, name: str, metric: str, max_versions: int) -> RegisteredModelRow:
+def _registered_model(
+    client: MlflowClient, name: str, metric: str, max_versions: int, runs: list[Any]
+) -> RegisteredModelRow:
     registered = client.get_registered_model(name)
     aliases = {alias: str(version) for alias, version in sorted(registered.aliases.items())}
     quoted = name.replace("'", "\\'")
@@ -91,17 +100,20 @@ def _registered_model(client: MlflowClient, name: str, metric: str, max_versions
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(version, []).append(alias)
-    rows = [_version_row(client, v, metric, by_version.get(str(v.version), [])) for v in shown]
+    rows = [_version_row(client, v, metric, by_version.get(str(v.version), []), runs) for v in shown]
     return RegisteredModelRow(name, registered.tags.get(TAG_LINEAGE, ""), aliases, len(versions), rows)
 
 
-def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[str]) -> VersionRow:
+def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[str], runs: list[Any]) -> VersionRow:
+    """The version's row; its run (when it still exists) is appended to `runs`."""
     run = None
     if version.run_id:
         try:
             run = client.get_run(version.run_id)
         except Exception:  # the run was deleted: the version still serves, list what is known
             run = None
+    if run is not None:
+        runs.append(run)
     tags = run.data.tags if run is not None else {}
     value = run.data.metrics.get(metric_key(metric)) if run is not None else None
     created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC).isoformat(timespec="seconds")

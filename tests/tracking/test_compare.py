@@ -313,6 +313,19 @@ def test_cli_registry_refuses_an_unknown_model_and_a_missing_store_in_one_line(l
     assert absent.exit_code == 2 and absent.output.startswith("error: no MLflow store"), absent.output
 
 
+def test_cli_registry_refuses_a_metric_no_listed_version_logged(logged):
+    """`recsys registry --metric recal@20` listed every version with an empty metric column and
+    exit 0 (`recsys compare` refused the same typo): one error line naming the metrics there are."""
+    name = f"{logged.config.tracking.model_name_prefix}-wals"
+    args = ["registry", "--set", f"tracking.tracking_uri={logged.uri}", "--model", name]
+    typo = CliRunner().invoke(app, [*args, "--metric", "recal@20"], env={"COLUMNS": "1000"})
+    assert typo.exit_code == 2 and len(typo.output.strip().splitlines()) == 1, typo.output
+    assert typo.output.startswith("error: metric 'recal@20' (recal_at_20) is not logged"), typo.output
+    assert "--metric NAME@K with NAME one of" in typo.output and "recall" in typo.output
+    good = CliRunner().invoke(app, [*args, "--metric", "ndcg@10", "-f", "markdown"])
+    assert good.exit_code == 0 and "| ndcg@10 |" in good.output, good.output
+
+
 def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_uri, tmp_path, monkeypatch):
     """`recsys run --config FILE --set tracking.tracking_uri=...` printed `recsys compare --metric
     recall@20`: run as printed it read the default config's experiment in ./mlflow ('no experiment
