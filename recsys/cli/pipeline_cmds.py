@@ -255,22 +255,23 @@ def champion_line(summary: dict, args: str = "") -> str:
     return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
 
 
-NOT_COMPARABLE_HINT = (
-    "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
-)
-"""What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
-
-
 def not_comparable_hint(promotion: dict, args: str = "") -> str:
-    """The line under a `not comparable` decision. When the registry line serves another lineage
-    (the same config on another data set), `--force` would hand that line's serving alias to a
-    model of other data: the way out is this lineage's own line, which `recsys promote` can start
-    from this very run, no retraining. `args`: the run's store options (`store_args`)."""
-    line = promotion.get("own_line")
-    if not line:
-        return NOT_COMPARABLE_HINT
+    """The line under a `not comparable` decision: commands that act on this run, as printed.
+    `recsys promote --force` printed bare read the default config (another experiment and line, or
+    another lineage's newest run): after a movielens.toml run it answered "kept: already champion"
+    about the synthetic line, exit 0. So it names this run's store options (`args`, `store_args`)
+    and its challenger (`--run-id`). When the registry line serves another lineage (the same config
+    on another data set), `--force` would hand that line's serving alias to a model of other data:
+    the way out is this lineage's own line, which `recsys promote` can start from this very run, no
+    retraining."""
     run = promotion.get("challenger_run_id")
     runs = f" --run-id {run}" if run else ""
+    line = promotion.get("own_line")
+    if not line:
+        return (
+            f"nothing moved: look at `recsys compare{args}`, then `recsys promote{args}{runs} --force` makes "
+            "the challenger champion deliberately"
+        )
     return (
         f"nothing moved: `recsys promote{args}{runs} --set promotion.registered_model={line}` makes this data set's "
         "challenger champion of a line of its own; give its later runs the same --set"
