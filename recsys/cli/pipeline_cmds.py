@@ -327,10 +327,17 @@ def _where_to_look(
     console.print("\n".join(lines), soft_wrap=True)  # commands stay one line: copy, paste, run
 
 
+DEFAULT_CRON = "0 3 * * *"
+"""`recsys schedule`'s schedule when neither --cron nor --interval is given: 03:00 daily."""
+
+
 @app.command()
 @user_errors
 def schedule(
-    cron: Annotated[str, typer.Option("--cron", help='Cron expression, e.g. "0 3 * * *" (03:00 daily).')] = "0 3 * * *",
+    cron: Annotated[
+        str | None,
+        typer.Option("--cron", help='Cron expression (default "0 3 * * *": 03:00 daily); or --interval.'),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
@@ -359,12 +366,18 @@ def schedule(
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
     runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
     """
+    from recsys.errors import ConfigError
+
+    if cron is not None and interval is not None:  # the cron was dropped without a word
+        raise ConfigError(f"--cron {cron!r} and --interval {interval:g}: a deployment runs on one schedule, pass one")
+    cron = cron or DEFAULT_CRON
     config = config_path(config)
     load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     ephemeral_prefect_defaults()  # before Prefect's import reads its settings
-    from flows.deployments import serve_pipeline
+    from flows.deployments import check_schedule, serve_pipeline
     from flows.ephemeral import check_api
 
+    check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
     check_api()
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
