@@ -265,6 +265,22 @@ def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged
     assert f"run {parent} is a pipeline run, not a model run" in pipeline.output
 
 
+def test_cli_promote_of_another_lineages_run_says_the_challenger_alias_stayed(logged, planted_data, planted_split):
+    """A run of another lineage is not registered on the line (not comparable), so both aliases stay
+    where they were; the last line said `challenger v-` beside a challenger alias still on v1."""
+    from recsys.models.popularity import PopularityConfig
+
+    line = "--set", "promotion.registered_model=promo-cli-foreign"
+    first = _promote_cli(logged, *line, "--run-id", logged.runs["popularity"])
+    assert first.exit_code == 0, first.output
+    version = MlflowClient(logged.uri, registry_uri=logged.uri).get_model_version_by_alias("promo-cli-foreign", "challenger").version
+    other = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="/elsewhere/log.csv")
+    foreign = _promote_cli(logged, *line, "--run-id", other)
+    assert foreign.exit_code == 0 and foreign.output.startswith("not comparable"), foreign.output
+    last = foreign.output.strip().splitlines()[-1]
+    assert last == f"promo-cli-foreign: champion v{version}, challenger v{version}", foreign.output
+
+
 def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, monkeypatch, tmp_path):
     """After `promoted` the champion alias is the challenger's version; the last line said the
     champion was still the version it had beaten. Reading the runs' per-user metrics back draws no
