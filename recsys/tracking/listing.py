@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.errors import TrackingError
 from recsys.lineage import TAG_LINEAGE
 from recsys.tables import add_name_column, fit_width
-from recsys.tracking.registry import TAG_DECISION
+from recsys.tracking.registry import TAG_DECISION, TAG_FORCED
 from recsys.tracking.runs import TAG_FINGERPRINT, TAG_MODEL, TAG_MODEL_KIND
 from recsys.tracking.store import metric_key
 
@@ -42,6 +42,7 @@ class VersionRow:
     run_id: str
     fingerprint: str
     created: str  # ISO-8601 UTC
+    forced: bool = False  # promoted by `recsys promote --force` over the rule's verdict
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[
         run_id=version.run_id or "",
         fingerprint=tags.get(TAG_FINGERPRINT, ""),
         created=created,
+        forced=version.tags.get(TAG_FORCED) == "true",
     )
 
 
@@ -156,7 +158,7 @@ def display_rows(models: list[RegisteredModelRow], metric: str) -> tuple[list[st
                     v.model,
                     v.kind,
                     f"{v.metric:.4f}" if v.metric is not None else "",
-                    v.decision,
+                    f"{v.decision} (forced)" if v.forced else v.decision,  # not the rule's verdict
                     v.run_id[:8],
                     v.fingerprint[:FINGERPRINT_CHARS],
                     v.created[:16].replace("T", " "),

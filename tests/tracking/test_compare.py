@@ -280,6 +280,15 @@ def test_cli_promote_of_another_lineages_run_says_the_challenger_alias_stayed(lo
     last = foreign.output.strip().splitlines()[-1]
     assert last == f"promo-cli-foreign: champion v{version}, challenger v{version}", foreign.output
 
+    # forced onto the line all the same (`--force`): `recsys registry` says the rule did not decide it
+    forced = _promote_cli(logged, *line, "--run-id", other, "--force")
+    assert forced.exit_code == 0 and "promoted by --force" in forced.output, forced.output
+    listed = CliRunner().invoke(app, ["registry", "--set", f"tracking.tracking_uri={logged.uri}", "--model",
+                                      "promo-cli-foreign", "-f", "markdown"])  # fmt: skip
+    rows = {row.split(" | ")[1]: row for row in listed.output.splitlines() if row.count(" | ") > 5}
+    assert "| promoted (forced) |" in rows[str(int(version) + 1)], listed.output
+    assert "| promoted |" in rows[str(version)], listed.output
+
 
 def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, monkeypatch, tmp_path):
     """After `promoted` the champion alias is the challenger's version; the last line said the
@@ -315,6 +324,7 @@ def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, mo
         "version": version, "aliases": ["challenger", "champion"], "model": "wals", "kind": "wals",
         "metric": wals_run.data.metrics["recall_at_20"], "decision": "promoted", "run_id": logged.runs["wals"],
         "fingerprint": wals_run.data.tags["recsys.data_fingerprint"], "created": rows[version]["created"],
+        "forced": False,
     }  # fmt: skip
     assert rows[str(old.version)]["aliases"] == [] and rows[str(old.version)]["model"] == "popularity"
     assert f"| promo-cli-aliases | {version} | challenger, champion | wals | wals |" in listed.output
