@@ -657,15 +657,22 @@ class Tracker:
         return self.run_config.promotion.metric if self.run_config is not None else "recall@20"
 
     def end(self, run: ModelRun | str, status: str = "FINISHED", error: str | None = None) -> None:
-        """Close a run; a FAILED run gets the error as a tag and as `error.txt`."""
+        """Close a run; a FAILED run gets the error as a tag and as `error.txt`.
+
+        The status goes first, and the close is shielded from Ctrl-C (`recsys.interrupt.shielded`):
+        a second Ctrl-C while the first one's runs were being closed left them RUNNING."""
+        from recsys import interrupt
+
         run_id = run.run_id if isinstance(run, ModelRun) else run
-        if error:
-            self.set_tags(run_id, {TAG_ERROR: error})
-            self.log_text(run_id, error, "error.txt")
-        self._changed(run_id, lambda r: setattr(r, "status", status))
-        self._send(lambda: self.client.set_terminated(run_id, status=status))
-        if self.failure is None:
-            self._changed(run_id, lambda r: setattr(r, "complete", True))
+        with interrupt.shielded():
+            fault_point("tracking.closing")
+            self._changed(run_id, lambda r: setattr(r, "status", status))
+            self._send(lambda: self.client.set_terminated(run_id, status=status))
+            if error:  # a closed run still takes tags and artifacts
+                self.set_tags(run_id, {TAG_ERROR: error})
+                self.log_text(run_id, error, "error.txt")
+            if self.failure is None:
+                self._changed(run_id, lambda r: setattr(r, "complete", True))
 
     # ------------------------------------------------------------------ internals
     def _split_tags(self, data: InteractionData | None, split: Split | None) -> dict[str, str]:
