@@ -143,3 +143,38 @@ def test_a_second_ctrl_c_while_the_run_is_being_closed_still_closes_it(tmp_path,
     statuses = {r.data.tags.get("recsys.model_name", "parent"): r.info.status for r in runs}
     assert statuses == {"parent": "KILLED", "wals": "KILLED"}, output
     assert "closing the run first" in output, output
+
+
+def test_a_signal_held_during_a_close_is_delivered_after_it_and_a_further_one_at_once():
+    """`recsys.interrupt.shielded`: the close finishes before the held Ctrl-C acts; a close that
+    hangs is still left by pressing again (the run then waits for the next start's sweep)."""
+    import threading
+
+    import pytest
+
+    from recsys import interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    seen: list[int] = []
+
+    def handler(signum, frame):  # noqa: ARG001
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    closed: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupt.shielded():
+            signal.raise_signal(signal.SIGINT)
+            closed.append("closed")  # reached: the signal waits for the block
+        assert closed == ["closed"] and seen == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt), interrupt.shielded():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # pressed again: acts now
+            closed.append("never")
+        assert closed == ["closed"] and seen == [signal.SIGINT, signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.clear()
