@@ -89,7 +89,8 @@ FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movi
 # preferred over the variant's asin -, rating, timestamp), Yelp (business_id, stars), Amazon
 # customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
 # Book-Rating), Retailrocket (visitorid, itemid), Taobao / Tianchi (behavior_type: pv, cart, fav,
-# buy), Diginetica (eventdate).
+# buy), Diginetica (eventdate), Goodreads (book_id, date_added: its JSON also has a review_id, so
+# book_id is not the one remaining id column there), H&M (article_id beside sales_channel_id, t_dat).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
     USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
     ITEM: (
@@ -106,8 +107,22 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "asin",
         "business_id",
         "isbn",
+        "book_id",
+        "article_id",
     ),
-    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time", "eventdate", "unixreviewtime", "review_date"),
+    TIME: (
+        "timestamp",
+        "time",
+        "ts",
+        "datetime",
+        "date",
+        "event_time",
+        "eventdate",
+        "unixreviewtime",
+        "review_date",
+        "date_added",
+        "t_dat",
+    ),
     WEIGHT: (
         "rating",
         "weight",

@@ -23,7 +23,7 @@ import random
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -254,6 +254,53 @@ def goodreads(tmp: Path) -> Layout:
         + "".join(f"{u},{i},1,{_num(w)},0\n" for u, i, w, _ in rows)
     )
     return Layout(path, {"user_id": "user_id", "item_id": "book_id", "weight": "rating"}, rows)
+
+
+def goodreads_json(tmp: Path) -> Layout:
+    """goodreads_interactions_dedup.json.gz: hex user ids, `book_id` beside another id key
+    (`review_id`, so book_id is not the one remaining id column) and `date_added` in Twitter's
+    layout with the reader's offset (`Mon Aug 01 13:41:57 -0700 2016`)."""
+    users = [f"8842281e1d1347389f2ab93d60773d{n:02x}" for n in range(30)]
+    rows = _draws(16, 300, users, ITEMS, [0.0, 3.0, 5.0])
+    zones = [timezone(timedelta(hours=-7)), timezone(timedelta(hours=5, minutes=30)), UTC]
+
+    def added(n: int, t: float) -> str:
+        return f"{datetime.fromtimestamp(t, zones[n % 3]):%a %b %d %H:%M:%S %z %Y}"
+
+    lines = [
+        json.dumps(
+            {
+                "user_id": u,
+                "book_id": i,
+                "review_id": f"{n:032x}",
+                "is_read": w > 0,
+                "rating": int(w),
+                "review_text_incomplete": "",
+                "date_added": added(n, t),
+                "read_at": "",
+            }
+        )
+        for n, (u, i, w, t) in enumerate(rows)
+    ]
+    path = tmp / "goodreads_interactions_dedup.json.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    mapping = {"user_id": "user_id", "item_id": "book_id", "timestamp": "date_added", "weight": "rating"}
+    return Layout(path, mapping, rows)
+
+
+def hm_transactions(tmp: Path) -> Layout:
+    """H&M's transactions_train.csv: `t_dat` dates, 64-hex customer ids, 10-digit article ids with a
+    leading zero beside another id column (`sales_channel_id`), a price that is no weight."""
+    users = [f"{n:064x}" for n in range(1, 31)]
+    items = [f"0{108775015 + 1000 * n}" for n in range(50)]
+    rows = [(u, i, 1.0, float(t - t % 86400)) for u, i, _, t in _draws(17, 300, users, items, [1.0])]
+    path = tmp / "transactions_train.csv"
+    path.write_text(
+        "t_dat,customer_id,article_id,price,sales_channel_id\n"
+        + "".join(f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d},{u},{i},0.0508305084745762,2\n" for u, i, _, t in rows)
+    )
+    mapping = {"user_id": "customer_id", "item_id": "article_id", "timestamp": "t_dat"}
+    return Layout(path, mapping, rows, weighted=False)
 
 
 def retailrocket(tmp: Path) -> Layout:
@@ -494,6 +541,8 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
         lastfm_360k,
         book_crossing,
         goodreads,
+        goodreads_json,
+        hm_transactions,
         retailrocket,
         taobao,
         tianchi_mobile,
