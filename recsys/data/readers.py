@@ -605,6 +605,7 @@ def map_columns(
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
             if separator is not None and _looks_like_data(header):
+                _refuse_id_lists(path, header)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read only when every field of "
@@ -637,6 +638,27 @@ def map_columns(
 
 
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# A field holding several ids separated by spaces (`N1235 N3234`, `N55689-1 N35729-0`): MIND's
+# history and impression columns. Each token has digits and no `:` or `/`, so names (`Deep Dish`,
+# `Blink 182`) and times (`2019-11-11 09:05:58`, `9:05:58 AM`) are not lists.
+_ID_LIST = re.compile(r"^[A-Za-z_]*\d+(?:[-_]\d+)?(?:\s+[A-Za-z_]*\d+(?:[-_]\d+)?)+$")
+
+
+def _refuse_id_lists(path: Path | str, row: list[str]) -> None:
+    """DataError for a headerless file whose first row holds lists of ids in a field: a log of
+    one row per impression or session (MIND's behaviors.tsv: id, user, time, history, impressions)
+    is no flat (user, item) log, and the header line `_header_example` would suggest takes its
+    impression id for the user and its user for the item."""
+    lists = [n for n, value in enumerate(row) if _ID_LIST.match(value.strip())]
+    if lists:
+        shown = ", ".join(f"column {n + 1} ({row[n].strip()[:30]!r})" for n in lists[:2])
+        raise DataError(
+            f"{path}: {shown} {'hold lists' if len(lists) > 1 else 'holds a list'} of ids separated "
+            "by spaces, as an impression or session log "
+            "writes one row per impression (MIND's behaviors.tsv): ingest reads one user and one item "
+            "per line; write one line per (user, item) first (e.g. polars' str.split and explode on "
+            "that column), with a header line naming the columns"
+        )
 
 
 def _looks_like_data(header: list[str]) -> bool:

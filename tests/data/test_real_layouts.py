@@ -621,6 +621,26 @@ def test_headerless_string_id_files_say_to_add_a_header(name: str, tmp_path: Pat
     assert "add a header line" in line and not (tmp_path / "out").exists()
 
 
+def test_an_impression_log_with_id_lists_is_refused_without_a_header_to_add(tmp_path: Path) -> None:
+    """MIND's behaviors.tsv (impression id, user, US time, history list, impression list): the
+    suggested header named the impression id `user_id` and the user `item_id`, so following it
+    ingested nonsense; it is refused, naming the list columns."""
+    path = tmp_path / "behaviors.tsv"
+    path.write_text(
+        "1\tU13740\t11/11/2019 9:05:58 AM\tN55189 N42782 N34694\tN55689-1 N35729-0\n"
+        "2\tU91836\t11/12/2019 6:11:30 PM\t\tN20678-0 N39317-0 N58114-1\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {path}: column 4 ('N55189 N42782 N34694'), column 5"), line
+    assert "hold lists of ids" in line and "sed -i" not in line and not (tmp_path / "out").exists()
+    # Names with spaces (Last.fm's artist and track names) and dates with times are no id lists.
+    lastfm = tmp_path / "lastfm.tsv"
+    lastfm.write_text("user_000001\t2009-05-04 23:08:57\t\tBlink 182\t\tAll The Small Things\n" * 2)
+    assert "sed -i '1i " in _ingest(lastfm, tmp_path / "out").output
+
+
 HEADERLESS_SEPARATED = {
     # A slice of Book-Crossing without its header line (`;`, quoted, CRLF), and Last.fm 1K (tabs,
     # an empty artist mbid): the header line the error suggests must split as the rows do; the
