@@ -532,7 +532,18 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
 
     def kind(p: Path) -> str:
         if format is None:
-            return detect_format(p)
+            try:
+                return detect_format(p)
+            except DataError as exc:
+                # An unzipped data set's folder holds its titles beside its log (ML-1M's Latin-1
+                # movies.dat): converting them, as the error says, reads them as interactions next.
+                if NOT_UTF8_HINT not in str(exc) or len(files) < 2:
+                    raise
+                raise DataError(
+                    f"{exc}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
+                    "data set's titles, as ML-1M's movies.dat beside ratings.dat), ingest the interaction "
+                    "file on its own"
+                ) from None
         parquet = p.suffix.lower() in _PARQUET_SUFFIXES
         return "parquet" if parquet else ("text" if format == "parquet" else format)
 

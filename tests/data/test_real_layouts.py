@@ -883,6 +883,20 @@ def test_an_unzipped_movielens_1m_folder_names_the_files_that_are_not_ratings(tm
     assert _ingest(folder, tmp_path / "out").exit_code == 0
 
 
+def test_a_movielens_1m_folder_with_its_latin1_titles_says_to_ingest_the_ratings_alone(tmp_path: Path) -> None:
+    """ML-1M's movies.dat is Latin-1 (`Misérables`): the error said only to convert it, after which
+    the folder is refused for its field counts; it names the way out that works at once."""
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (folder / "movies.dat").write_bytes("1::Les Misérables (1995)::Drama\n".encode("latin-1"))
+    result = _ingest(folder, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "iconv -f latin1" in line and "if movies.dat is no interaction log" in line, line
+    assert "ingest the interaction file on its own" in line
+
+
 def _zipped(text: bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
