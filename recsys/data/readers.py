@@ -692,9 +692,12 @@ def _header_example(row: list[str], separator: str) -> str:
     guess) and unless it is 0 (Yoochoose's category `0`, Book-Crossing's implicit `0`: named
     `rating`, every such row would weigh 0 and be dropped), the rest by position. A guess the
     message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's 9-digit item
-    ids look like Unix times, which is why a date wins)."""
+    ids look like Unix times, which is why a date wins). A measurement (a negative number or one
+    with more than two decimals: Gowalla's and Foursquare's latitude and longitude) is neither an
+    id nor a rating: named as an id, a check-in log's latitude became its items and its longitude
+    its weights. Twitter's `Tue Apr 03 18:00:09 +0000 2012` (Foursquare) is a date."""
     values = [v.strip() for v in row]
-    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
+    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v) or _TWITTER_DATE.match(v)]
     unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
     time = dates[0] if dates else unix[-1] if unix else None
     words = [i for i, v in enumerate(values) if i != time and _EVENT_WORD.match(v)]
@@ -705,6 +708,8 @@ def _header_example(row: list[str], separator: str) -> str:
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
+        elif _MEASURE.match(value):
+            name = ""
         else:
             rating = _is_number(value) and float(value) != 0 and event is None
             name = next(ids, "rating" if rating else "")
@@ -713,6 +718,8 @@ def _header_example(row: list[str], separator: str) -> str:
 
 
 _EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)
+_MEASURE = re.compile(r"^(?:-\d+(?:\.\d*)?|\d*\.\d{3,})$")  # -97.79, 30.2359091167: no id, no rating
+_TWITTER_DATE = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} \d{4}$")
 
 
 def column_name(source: str) -> str:

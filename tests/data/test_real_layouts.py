@@ -677,6 +677,47 @@ def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Pat
     assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
 
 
+CHECKINS = {
+    # Gowalla (user, ISO time, latitude, longitude, location id) and Foursquare's TSMC2014 (user,
+    # venue, category id, category, latitude, longitude, UTC offset in minutes, Twitter-layout time):
+    # the suggestion named Gowalla's latitude item_id and its longitude rating, and Foursquare's
+    # latitude rating, with its time unnamed.
+    "loc-gowalla_totalCheckins.txt": (
+        "0\t2010-10-19T23:55:27Z\t30.2359091167\t-97.7951395833\t22847\n"
+        "0\t2010-10-18T22:17:43Z\t30.2691029532\t-97.7493953705\t420315\n",
+        "user_id\ttimestamp\tcolumn_3\tcolumn_4\titem_id",
+        ["22847", "420315"],
+    ),
+    "dataset_TSMC2014_NYC.txt": (
+        "470\t49bbd6c0f964a520f4531fe3\t4bf58dd8d48988d127951735\tArts & Crafts Store\t40.719810375488535"
+        "\t-74.00258103213994\t-240\tTue Apr 03 18:00:09 +0000 2012\n"
+        "979\t4a43c0aef964a520c6a61fe3\t4bf58dd8d48988d1df941735\tBridge\t40.60679958140643"
+        "\t-74.04416981025437\t-240\tTue Apr 03 18:00:25 +0000 2012\n",
+        "user_id\titem_id\tcolumn_3\tcolumn_4\tcolumn_5\tcolumn_6\tcolumn_7\ttimestamp",
+        ["49bbd6c0f964a520f4531fe3", "4a43c0aef964a520c6a61fe3"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKINS))
+def test_the_suggested_header_of_a_check_in_log_names_no_coordinate_an_id_or_a_rating(
+    name: str, tmp_path: Path
+) -> None:
+    text, header, items = CHECKINS[name]
+    path = tmp_path / name
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    spelled = header.replace("\t", "\\t")  # as the message spells a tab
+    assert f"sed -i '1i {spelled}'" in result.output, result.output
+    path.write_text(header + "\n" + text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    got = pl.read_parquet(tmp_path / "out" / "interactions")
+    assert sorted(got["item_id"].cast(pl.String).to_list()) == sorted(items)
+    assert got["timestamp"].null_count() == 0
+
+
 def test_the_suggested_header_of_a_headerless_event_log_names_its_event_not_a_rating(tmp_path: Path) -> None:
     """Taobao's UserBehavior.csv: the suggestion named the category id `rating` (a user keeping it
     would have summed category ids as weights) and the behavior `column_4`; following it now reads
@@ -786,13 +827,14 @@ def test_netflix_prize_blocks_are_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_two_id_like_candidates_hint_the_id_column_not_the_first_free_one(tmp_path: Path) -> None:
-    """Goodreads' JSON has book_id and review_id: no guess, and the hint names an id column."""
-    path = tmp_path / "goodreads_interactions_dedup.json"
-    record = {"user_id": "8842281e", "book_id": "24375664", "review_id": "5cd416f3", "rating": 5}
+    """recipe_id and review_id (a reviews export such as Food.com's): no guess, and the hint names an
+    id column. (Goodreads' book_id beside review_id is a known name now.)"""
+    path = tmp_path / "reviews.json"
+    record = {"user_id": "8842281e", "recipe_id": "24375664", "review_id": "5cd416f3", "rating": 5}
     path.write_text(json.dumps({"title": "x", **record}) + "\n")
     result = _ingest(path, tmp_path / "out")
     assert result.exit_code == 2, result.output
-    assert "--item-col book_id" in result.output
+    assert "--item-col recipe_id" in result.output
 
 
 def test_the_user_column_hint_names_the_column_named_for_users_not_the_item_id(tmp_path: Path) -> None:
