@@ -1114,6 +1114,7 @@ def _scan_text(
                     continue
                 texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header)))
                 notes.extend(_repeated_names(_local(f), header, mapping))
+                notes.extend(_unread_sequences(_local(f), header, mapping))
             if unmapped:
                 raise _unmapped_files(label, unmapped, [t.file for t in texts])
             _same_roles(label, [(t.file.name, t.mapping) for t in texts])
@@ -1207,6 +1208,21 @@ def _repeated_names(path: Path, header: list[str], mapping: dict[str, str]) -> l
                 "to read another, rename it in the header line and name it with the column option"
             )
     return notes
+
+
+def _unread_sequences(path: Path, header: list[str], mapping: dict[str, str]) -> list[str]:
+    """A note for each RecBole `:token_seq` column of a header that is not read: a sequential
+    data set's `item_id_list:token_seq` holds each row's earlier items, and reading the row as its
+    session and target item alone leaves all of those out without a word."""
+    read = set(mapping.values())
+    lists = [name for name in header if name.strip().endswith(":token_seq") and name not in read]
+    if not lists:
+        return []
+    return [
+        f"{path}: {', '.join(repr(name) for name in lists)} hold(s) a list of ids per row (a RecBole "
+        "sequential file), which is not read: each row is read as its user and item alone; for every "
+        "interaction, ingest the data set's flat .inter file (one user, item and time per line)"
+    ]
 
 
 @dataclass(frozen=True)

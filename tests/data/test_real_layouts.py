@@ -939,6 +939,25 @@ def test_a_movielens_1m_folder_with_its_latin1_titles_says_to_ingest_the_ratings
     assert "ingest the interaction file on its own" in line
 
 
+def test_a_recbole_sequence_column_left_unread_is_named(tmp_path: Path) -> None:
+    """A RecBole sequential `.inter` (session, earlier items as `token_seq`, target item): the
+    lists were dropped without a word, each row read as (session, target) alone."""
+    path = tmp_path / "diginetica.train.inter"
+    path.write_text(
+        "session_id:token\titem_id_list:token_seq\titem_id:token\n1\t9 4 7\t5\n2\t3\t8\n3\t8 2\t1\n"
+    )
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    note = "'item_id_list:token_seq' hold(s) a list of ids per row (a RecBole sequential file), which is not read"
+    assert note in result.output.replace("\n", " ")
+    assert any(note in w for w in json.loads((out / "manifest.json").read_text())["warnings"])
+    # A flat .inter has no such column and no such line.
+    flat = tmp_path / "flat.inter"
+    flat.write_text("user_id:token\titem_id:token\n1\t5\n2\t8\n")
+    assert "token_seq" not in _ingest(flat, tmp_path / "out2").output
+
+
 def _zipped(text: bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
