@@ -254,6 +254,12 @@ _NOT_READ = {
     b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
     b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
     b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
+    b"ARROW1": "an Arrow IPC / Feather file (pandas' to_feather): write it as Parquet instead, e.g. "
+    "`pl.read_ipc(FILE).write_parquet(NEW)`",
+    b"FEA1": "a Feather v1 file (old pandas' to_feather): write it as Parquet instead, e.g. "
+    "`pd.read_feather(FILE).to_parquet(NEW)`",
+    b"ORC": "an ORC file (Hive, Spark): write it as Parquet instead",
+    b"Obj\x01": "an Avro file: write it as Parquet instead",
     b"\xff\xfe": "UTF-16 text, as Excel's 'Unicode Text' writes: convert it with `iconv -f utf-16 -t utf-8`",
     b"\xfe\xff": "UTF-16 text: convert it with `iconv -f utf-16 -t utf-8`",
 }

@@ -965,6 +965,14 @@ def _zipped(text: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def _feather(text: bytes) -> bytes:
+    """The lines as pandas' to_feather writes them (Arrow IPC): said to be 'binary content'."""
+    buffer = io.BytesIO()
+    rows = [line.split("\t") for line in text.decode().splitlines()]
+    pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row").write_ipc(buffer)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     ("name", "pack", "says"),
     [
@@ -972,8 +980,9 @@ def _zipped(text: bytes) -> bytes:
         ("u.data.bz2", bz2.compress, "bzip2-compressed: decompress it"),
         ("u.data.xz", lzma.compress, "xz-compressed: decompress it"),
         ("ratings.txt", lambda text: text.decode().encode("utf-16"), "iconv -f utf-16 -t utf-8"),
+        ("ratings.feather", _feather, "an Arrow IPC / Feather file (pandas' to_feather): write it as Parquet"),
     ],
-    ids=["zip", "bzip2", "xz", "utf-16"],
+    ids=["zip", "bzip2", "xz", "utf-16", "feather"],
 )
 def test_files_ingest_does_not_read_say_what_they_are(name: str, pack, says: str, tmp_path: Path) -> None:
     path = tmp_path / name
