@@ -949,8 +949,16 @@ def _csv_separator(lines: list[str]) -> str:
     return found or ","
 
 
+def _fullest(mapped: list[tuple[DataFile, dict[str, str]]]) -> int:
+    """The position of the file that maps the most roles (the first of those): the one to name as
+    the interaction log. An unzipped ML-25M maps genome-scores.csv (movieId and tagId, the one
+    remaining id column, as the user) and tags.csv beside ratings.csv, and the first by name is
+    genome-scores.csv, which the errors below then held up as the log to ingest."""
+    return max(range(len(mapped)), key=lambda n: (len(mapped[n][1]), -n))
+
+
 def _unmapped_files(
-    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[DataFile]
+    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[tuple[DataFile, dict[str, str]]]
 ) -> DataError:
     """The error for files of a source whose columns could not be mapped: the file's own error
     when none could (a column option fixes them all), else a list of the files that are not
@@ -959,19 +967,21 @@ def _unmapped_files(
     if not mapped:
         return unmapped[0][1]
     names = _some([f.name for f, _ in unmapped], 5)
+    example = mapped[_fullest(mapped)][0].name
     return DataError(
-        f"{label}: {names} lack(s) the user or item column that {mapped[0].name} has, so not every "
+        f"{label}: {names} lack(s) the user or item column that {example} has, so not every "
         f"file is an interaction log; ingest the interaction file on its own (e.g. "
-        f"{mapped[0].name}), or move the others out"
+        f"{example}), or move the others out"
     )
 
 
-def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> None:
-    """DataError naming the files of a source whose columns fill other roles than the first
-    file's (b.csv without the rating column a.csv has): one read gives every row the same
-    columns, and guessing a missing weight or time would change what the rows mean."""
-    first_name, first = mapped[0]
-    others = [name for name, mapping in mapped[1:] if mapping.keys() != first.keys()]
+def _same_roles(label: Path | str, mapped: list[tuple[DataFile, dict[str, str]]]) -> None:
+    """DataError naming the files of a source whose columns fill other roles than the file
+    mapping the most (b.csv without the rating column a.csv has): one read gives every row the
+    same columns, and guessing a missing weight or time would change what the rows mean."""
+    reference = _fullest(mapped)
+    first_name, first = mapped[reference][0].name, mapped[reference][1]
+    others = [f.name for f, mapping in mapped if mapping.keys() != first.keys()]
     if others:
         roles = ", ".join(_MAP_FIELDS[c] for c in first)
         raise DataError(
@@ -1049,8 +1059,8 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
         names = [header[i // 2] if i % 2 == 0 else f"_gap_{i // 2}" for i in range(2 * len(header) - 1)]
         texts.append(_TextFile(f, ":", True, None, names, mapping, tuple(names)))
     if unmapped:
-        raise _unmapped_files(label, unmapped, [t.file for t in texts])
-    _same_roles(label, [(t.file.name, t.mapping) for t in texts])
+        raise _unmapped_files(label, unmapped, [(t.file, t.mapping) for t in texts])
+    _same_roles(label, [(t.file, t.mapping) for t in texts])
     return texts
 
 
@@ -1122,8 +1132,8 @@ def _scan_text(
                 notes.extend(_repeated_names(_local(f), header, mapping))
                 notes.extend(_unread_sequences(_local(f), header, mapping))
             if unmapped:
-                raise _unmapped_files(label, unmapped, [t.file for t in texts])
-            _same_roles(label, [(t.file.name, t.mapping) for t in texts])
+                raise _unmapped_files(label, unmapped, [(t.file, t.mapping) for t in texts])
+            _same_roles(label, [(t.file, t.mapping) for t in texts])
 
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
@@ -1704,8 +1714,8 @@ def _scan_jsonl(
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
-        raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
-    _same_roles(label, [(f.name, m) for f, m in mappings])
+        raise _unmapped_files(label, unmapped, mappings)
+    _same_roles(label, mappings)
     budget = max(_KEY_WINDOW, _KEY_SAMPLE_BYTES // len(files))
     notes: list[str] = []
     unfound: list[tuple[DataFile, Path, dict[str, str], list[str]]] = []
@@ -1797,7 +1807,7 @@ def _scan_parquet(
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
-        raise _unmapped_files(label, unmapped, [f for f, *_ in mapped])
+        raise _unmapped_files(label, unmapped, [(f, m) for f, _, _, m in mapped])
     first, mapping = mapped[0][0], mapped[0][3]
     for f, _, own, m in mapped:
         _same_parquet_roles(f, m, mapping, first)

@@ -1198,6 +1198,25 @@ def test_an_unzipped_ml_latest_small_folder_names_the_files_that_are_not_interac
     assert "--user-col" not in line  # a column option would not fix a folder of other tables
 
 
+def test_an_unzipped_movielens_25m_folder_names_ratings_csv_not_genome_scores(tmp_path: Path) -> None:
+    """genome-scores.csv (movieId, tagId, relevance) maps too (tagId is the one id column left, so
+    the user) and sorts first: the errors named it as the interaction file to ingest."""
+    folder = tmp_path / "ml-25m"
+    folder.mkdir()
+    ml_latest(folder)
+    (folder / "genome-scores.csv").write_text("movieId,tagId,relevance\n1,1,0.02875\n1,2,0.02375\n")
+    (folder / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n")
+    result = _ingest(folder, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "movies.csv lack(s) the user or item column that ratings.csv has" in line, line
+    assert "(e.g. ratings.csv)" in line
+    (folder / "movies.csv").unlink()
+    (folder / "tags.csv").write_text("userId,movieId,tag,timestamp\n3,260,classic,1439472355\n")
+    (line,) = _ingest(folder, tmp_path / "out").output.strip().splitlines()
+    assert "genome-scores.csv, tags.csv map(s) other columns than ratings.csv (user, item, time, weight)" in line
+
+
 def test_nested_json_values_in_every_line_say_to_flatten_them(tmp_path: Path) -> None:
     """A MongoDB-style export: the time is {"$date": ...} in every line, so every line is
     quarantined as malformed_json; the error says why instead of showing an id as None."""
