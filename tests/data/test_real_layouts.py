@@ -1107,6 +1107,22 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     assert warning.removeprefix("warning: ") in manifest["warnings"]
 
 
+def test_ids_pandas_wrote_as_floats_are_flagged(tmp_path: Path) -> None:
+    """pandas' to_csv of an integer user column holding a NaN writes `64.0`: kept as written (a
+    request for user 64 would then find nobody), so ingest says so; the integer items get no line."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,item_id,rating\n64.0,7,4\n,8,5\n65.0,7,3\n66.0,9,1\n")
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if "spelled as a float" in line]
+    assert warning.startswith("warning: every user id ('user_id') is an integer spelled as a float ('64.0')")
+    assert "('64' is another user)" in warning
+    assert warning.removeprefix("warning: ") in json.loads((out / "manifest.json").read_text())["warnings"]
+    path.write_text("user_id,item_id,rating\n64.0,7,4\nu65,7,3\n")  # not every id: no line
+    assert "spelled as a float" not in _ingest(path, tmp_path / "out2").output
+
+
 @pytest.mark.parametrize(
     ("times", "warned"),
     [
