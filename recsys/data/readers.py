@@ -621,6 +621,8 @@ def map_columns(
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
+            if separator is not None and (_looks_like_data(header) or len(header) == 1):
+                _refuse_whitespace_runs(path, header, separator)
             if separator is not None and _looks_like_data(header):
                 _refuse_id_lists(path, header)
                 raise DataError(
@@ -659,6 +661,42 @@ _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # history and impression columns. Each token has digits and no `:` or `/`, so names (`Deep Dish`,
 # `Blink 182`) and times (`2019-11-11 09:05:58`, `9:05:58 AM`) are not lists.
 _ID_LIST = re.compile(r"^[A-Za-z_]*\d+(?:[-_]\d+)?(?:\s+[A-Za-z_]*\d+(?:[-_]\d+)?)+$")
+
+
+def _refuse_whitespace_runs(path: Path | str, header: list[str], separator: str) -> None:
+    """DataError for a headerless file whose lines are numbers separated by runs of blanks
+    (`1\t\t5\t\t0.219`: Jester's jester_ratings.dat; `1  6  2`: columns aligned with spaces):
+    split on one tab they show empty fields (the second one named `_duplicated_0` by polars), on
+    one comma or space a single column, and the header line the other errors suggest would not
+    split like the rows. Every line of the head must show the same runs (a first line with one
+    missing value, `196\t242\t\t881250949`, is no such file: squeezing would shift its columns)."""
+    if len(header) == 1:
+        values, runs = header[0].split(), bool(re.search(r"\s\s", header[0].strip()))
+    else:
+        values = [f for f in header if f.strip() and not _DEDUPLICATED.match(f)]
+        runs = len(values) < len(header)
+    if not (runs and len(values) >= 2 and all(_is_number(f) for f in values)):
+        return
+    try:
+        lines = _header_lines(Path(path))[:50]
+    except (DataError, OSError):
+        return
+    if len(header) == 1:
+        same = all(len(line.split()) == len(values) and all(map(_is_number, line.split())) for line in lines)
+    else:
+        gaps = [[n for n, f in enumerate(line.split(separator)) if not f.strip()] for line in lines]
+        same = all(g == gaps[0] for g in gaps) and all(
+            all(map(_is_number, line.split())) and len(line.split()) == len(values) for line in lines
+        )
+    if same:
+        raise DataError(
+            f"{path}: its fields are separated by runs of spaces or tabs (first line: {' '.join(values)[:40]!r}), "
+            "which are not read; put one tab between fields first, e.g. `awk -v OFS='\\t' '{$1 = $1; print}' "
+            "FILE > NEW`, and ingest NEW (columns user, item[, rating[, timestamp]], as in u.data)"
+        )
+
+
+_DEDUPLICATED = re.compile(r"^_duplicated_\d+$")  # polars' name for a repeated header name ('' here)
 
 
 def _refuse_id_lists(path: Path | str, row: list[str]) -> None:

@@ -677,6 +677,28 @@ def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Pat
     assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["1\t\t5\t\t0.219\n1\t\t7\t\t-9.281\n2\t\t5\t\t4.2\n", "1  6  2\n12 7  5\n2  5  1\n"],
+    ids=["jester-double-tabs", "aligned-spaces"],
+)
+def test_numbers_separated_by_runs_of_blanks_say_to_squeeze_them(text: str, tmp_path: Path) -> None:
+    """Jester's jester_ratings.dat (`1\t\t5\t\t0.219`) and space-aligned columns: the errors
+    were 'looks like data, add a header' (a header that would not split like the rows) and 'one
+    column'; they name the runs and the awk line, which (applied here in Python) makes the file read."""
+    path = tmp_path / "jester_ratings.dat"
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "separated by runs of spaces or tabs" in line and "awk -v OFS='\\t' '{$1 = $1; print}'" in line, line
+    path.write_text("".join("\t".join(row.split()) + "\n" for row in text.splitlines()))
+    assert _ingest(path, tmp_path / "out").exit_code == 0
+    # One missing value in the first line of a u.data is not a run: squeezing would shift columns.
+    path.write_text("196\t242\t\t881250949\n186\t302\t3\t891717742\n")
+    assert "runs of spaces" not in _ingest(path, tmp_path / "out").output
+
+
 CHECKINS = {
     # Gowalla (user, ISO time, latitude, longitude, location id) and Foursquare's TSMC2014 (user,
     # venue, category id, category, latitude, longitude, UTC offset in minutes, Twitter-layout time):
