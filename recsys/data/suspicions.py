@@ -117,7 +117,8 @@ def float_spelled_ids(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: 
         if pairs.schema.get(canon) in CODE_DTYPES:
             continue
         ids = vocab.table.get_column(vocab.id_name)
-        if ids.len() and bool(ids.str.contains(_FLOAT_SPELLED).all()):
+        # The first id decides for almost every log, so the whole vocabulary is scanned only when it is one.
+        if ids.len() and bool(ids.head(1).str.contains(_FLOAT_SPELLED).all()) and bool(ids.str.contains(_FLOAT_SPELLED).all()):
             warnings.append(
                 f"every {role} id ({column_name(mapping.get(canon, canon))}) is an integer spelled as a float "
                 f"({ids[0]!r}), as pandas writes an integer column holding a missing value: the ids are kept "
