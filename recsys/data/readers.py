@@ -734,9 +734,10 @@ def _header_example(row: list[str], separator: str) -> str:
     `rating` unless the row has an event (an event log's other numbers are no weights: Taobao's
     category id `2520377` named `rating` would be summed as weights by a user who keeps the
     guess) and unless it is 0 (Yoochoose's category `0`, Book-Crossing's implicit `0`: named
-    `rating`, every such row would weigh 0 and be dropped), the rest by position. A guess the
-    message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's 9-digit item
-    ids look like Unix times, which is why a date wins). A measurement (a negative number or one
+    `rating`, every such row would weigh 0 and be dropped), the rest by position; an ASIN before an
+    Amazon reviewer id (Amazon's ratings-only CSV starts with the item) is named `item_id`, the
+    reviewer `user_id`. A guess the message asks to check (Yoochoose's 9-digit item ids look like
+    Unix times, which is why a date wins). A measurement (a negative number or one
     with more than two decimals: Gowalla's and Foursquare's latitude and longitude) is neither an
     id nor a rating: named as an id, a check-in log's latitude became its items and its longitude
     its weights. Twitter's `Tue Apr 03 18:00:09 +0000 2012` (Foursquare) is a date."""
@@ -748,7 +749,13 @@ def _header_example(row: list[str], separator: str) -> str:
     integers = [i for i, v in enumerate(values) if i != time and v.isdigit()]
     event = words[0] if words and len(integers) >= 2 else None
     names: list[str] = []
-    ids = iter(("user_id", "item_id"))
+    # Amazon's ratings-only CSVs (`0000013714,A2SUAM1J3GNN3B,5.0,1252800000`) start with the item:
+    # an ASIN before a reviewer id is named so, not user_id then item_id (a transposed matrix).
+    candidates = [i for i, v in enumerate(values) if i not in (time, event) and not _MEASURE.match(v)][:2]
+    amazon = len(candidates) == 2 and bool(
+        _ASIN.match(values[candidates[0]]) and _REVIEWER_ID.match(values[candidates[1]])
+    )
+    ids = iter(("item_id", "user_id") if amazon else ("user_id", "item_id"))
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
@@ -763,6 +770,8 @@ def _header_example(row: list[str], separator: str) -> str:
 
 _EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)
 _MEASURE = re.compile(r"^(?:-\d+(?:\.\d*)?|\d*\.\d{3,})$")  # -97.79, 30.2359091167: no id, no rating
+_ASIN = re.compile(r"^(?:B0[0-9A-Z]{8}|\d{9}[\dX])$")  # B00002N62Y, ISBN-10 0000013714 / 000100039X
+_REVIEWER_ID = re.compile(r"^A[0-9A-Z]{11,27}$")  # A2SUAM1J3GNN3B (2014/2018), AGKHLEW2SOWHNMFQIJGBECAF7INQ (2023)
 _TWITTER_DATE = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} \d{4}$")
 
 

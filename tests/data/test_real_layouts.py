@@ -699,6 +699,20 @@ def test_numbers_separated_by_runs_of_blanks_say_to_squeeze_them(text: str, tmp_
     assert "runs of spaces" not in _ingest(path, tmp_path / "out").output
 
 
+def test_the_suggested_header_of_amazons_ratings_only_csv_puts_the_item_first(tmp_path: Path) -> None:
+    """Amazon's ratings-only CSV (item, user, rating, time): the suggestion named the ASIN user_id
+    and the reviewer item_id, so following it trained on the transposed matrix."""
+    path = tmp_path / "Books.csv"
+    text = "0000013714,A2SUAM1J3GNN3B,5.0,1252800000\nB00002N62Y,A1C6M8LCIX4M6M,4.0,1123804800\n"
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert "sed -i '1i item_id,user_id,rating,timestamp'" in result.output, result.output
+    path.write_text("item_id,user_id,rating,timestamp\n" + text)
+    assert _ingest(path, tmp_path / "out").exit_code == 0
+    got = pl.read_parquet(tmp_path / "out" / "interactions")
+    assert sorted(got["user_id"].to_list()) == ["A1C6M8LCIX4M6M", "A2SUAM1J3GNN3B"]
+
+
 CHECKINS = {
     # Gowalla (user, ISO time, latitude, longitude, location id) and Foursquare's TSMC2014 (user,
     # venue, category id, category, latitude, longitude, UTC offset in minutes, Twitter-layout time):
