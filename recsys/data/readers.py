@@ -633,6 +633,13 @@ def map_columns(
                     f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
                     "the columns to what each holds)"
                 )
+            if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
+                raise DataError(
+                    f"{path}: Netflix prize `MovieID:` blocks (first line {header[0].strip()!r}), which are not "
+                    "read: flatten them to one user,item,rating,date line each first, e.g. `awk -F, 'BEGIN {print "
+                    '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
+                    '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
+                )
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "

@@ -858,8 +858,25 @@ def test_netflix_prize_blocks_are_a_one_line_error(tmp_path: Path) -> None:
     result = _ingest(path, tmp_path / "out")
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("error: ") and "one column '1:'" in line
-    assert "Netflix prize" in line and "--format FORMAT" in line and "--user-col" not in line
+    assert line.startswith("error: ") and "Netflix prize `MovieID:` blocks (first line '1:')" in line
+    assert "--format" not in line and "--user-col" not in line  # neither option reads blocks
+    # What the message's awk line writes (done here in Python) ingests, each rating under its movie.
+    assert "awk -F, 'BEGIN {print \"user_id,item_id,rating,date\"} /:$/" in line
+    flat, movie = ["user_id,item_id,rating,date"], ""
+    for row in path.read_text().splitlines():
+        if row.endswith(":"):
+            movie = row[:-1]
+        else:
+            user, rating, date = row.split(",")
+            flat.append(f"{user},{movie},{rating},{date}")
+    path.write_text("\n".join(flat) + "\n")
+    assert _ingest(path, tmp_path / "out").exit_code == 0
+    got = pl.read_parquet(tmp_path / "out" / "interactions").sort("user_id")
+    assert got.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).rows() == [
+        ("822109", "1"),
+        ("1488844", "1"),
+        ("2059652", "2"),
+    ]
 
 
 def test_two_id_like_candidates_hint_the_id_column_not_the_first_free_one(tmp_path: Path) -> None:
