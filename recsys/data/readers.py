@@ -269,6 +269,11 @@ _NOT_READ = {
 def _head_lines(path: Path, head: bytes) -> list[str]:
     # Known kinds are named only for heads that are not UTF-8 text (a CSV may start with "BZh").
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
+    if head[257:262] == b"ustar":  # a tar header's magic (also seen through gzip: .tar.gz / .tgz)
+        kind = (
+            "a tar archive (.tar, .tar.gz), as Last.fm's and Yelp's data sets ship: unpack it (`tar xf FILE`) "
+            "and name the interaction file"
+        )
     if b"\x00" in head:
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows

@@ -20,6 +20,7 @@ import io
 import json
 import lzma
 import random
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1018,6 +1019,16 @@ def _zipped(text: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def _tar_gz(text: bytes) -> bytes:
+    """The lines as a member of a gzip'd tar, as Last.fm 1K ships: said to be 'binary content'."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        member = tarfile.TarInfo("lastfm-dataset-1K/u.data")
+        member.size = len(text)
+        archive.addfile(member, io.BytesIO(text))
+    return buffer.getvalue()
+
+
 def _feather(text: bytes) -> bytes:
     """The lines as pandas' to_feather writes them (Arrow IPC): said to be 'binary content'."""
     buffer = io.BytesIO()
@@ -1034,8 +1045,9 @@ def _feather(text: bytes) -> bytes:
         ("u.data.xz", lzma.compress, "xz-compressed: decompress it"),
         ("ratings.txt", lambda text: text.decode().encode("utf-16"), "iconv -f utf-16 -t utf-8"),
         ("ratings.feather", _feather, "an Arrow IPC / Feather file (pandas' to_feather): write it as Parquet"),
+        ("lastfm-dataset-1K.tar.gz", _tar_gz, "a tar archive (.tar, .tar.gz), as Last.fm's and Yelp's data sets ship"),
     ],
-    ids=["zip", "bzip2", "xz", "utf-16", "feather"],
+    ids=["zip", "bzip2", "xz", "utf-16", "feather", "tar.gz"],
 )
 def test_files_ingest_does_not_read_say_what_they_are(name: str, pack, says: str, tmp_path: Path) -> None:
     path = tmp_path / name
