@@ -48,13 +48,13 @@ def _prefect_console() -> Iterator[io.StringIO]:
     console = io.StringIO()
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
     assert handlers, "Prefect's console handler is where its logs go"
-    previous = [(h.console.file, h.setStream(console)) for h in handlers]
+    # The stream is swapped by assignment, not setStream: setStream flushes the old stream, which an
+    # in-process CLI test (typer's CliRunner) may have closed with Prefect's handler still on it.
+    previous = [(h.console.file, h.stream) for h in handlers]
     for handler in handlers:
-        handler.console.file = console
+        handler.stream = handler.console.file = console
     try:
         yield console
     finally:
         for handler, (file, stream) in zip(handlers, previous, strict=True):
-            handler.console.file = file
-            if stream is not None:
-                handler.setStream(stream)
+            handler.console.file, handler.stream = file, stream
