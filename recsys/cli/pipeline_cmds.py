@@ -126,6 +126,20 @@ def ephemeral_prefect_defaults() -> None:
     isolate_ephemeral_server()  # Ctrl-C's SIGINT to the terminal's process group must not stop it mid-run
 
 
+CLIENT_RETRIES = 2
+"""Prefect client retries for `recsys run` (PREFECT_CLIENT_MAX_RETRIES unless the environment sets
+it): waits of 2 and 4 s, a grace of ~6 s per request for a server that blips. Prefect's default, 5
+(2 + 4 + 8 + 16 + 32 s), made each request to a server that had died mid-run take a minute to fail,
+one after the other, so the run ended minutes after the server (a restarted server comes back after
+that anyway, and the run cannot continue on it)."""
+
+
+def bounded_client_retries() -> None:
+    """Set `recsys run`'s Prefect client retries (CLIENT_RETRIES) unless the environment sets them;
+    before Prefect's import reads its settings."""
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(CLIENT_RETRIES))
+
+
 def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, prefect: bool) -> tuple[dict, str | None]:
     if not prefect:
         from pipelines.run import run_pipeline
@@ -133,6 +147,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         result = run_pipeline(cfg, tracking=tracking, log=lambda msg: console.print(f"  {msg}"))
         failed = f"{len(result.failed)} model(s) failed" if result.failed else None
         return result.to_json(), failed
+    bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
     ephemeral_prefect_defaults()
     from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
@@ -140,7 +155,13 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
+    from flows.ephemeral import (
+        check_api,
+        forget_queued_api_work,
+        lost_api,
+        running_servers,
+        stop_ephemeral_server,
+    )
 
     already = running_servers()
     from prefect import tags
@@ -161,6 +182,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         return exc.summary, str(exc)
     except Exception as exc:
         if (lost := lost_api(exc, "--no-prefect")) is not None:  # the server died mid-run: say so, in one line
+            forget_queued_api_work()  # nobody to send them to: the exit must not wait on them
             raise lost from None
         raise
     finally:
