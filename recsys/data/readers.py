@@ -47,7 +47,7 @@ import polars as pl
 from recsys.config import ColumnMap
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT, as_utc
-from recsys.errors import DataError, RecsysWarning
+from recsys.errors import DataError, NoDataRows, RecsysWarning
 
 ROW = "source_row"
 """1-based data row (JSON Lines: line number) within the file the row came from."""
@@ -337,7 +337,7 @@ def detect_format(path: str | Path) -> str:
         return _one_format(path, files, None)
     head = _read_head(path)
     if not head:
-        raise DataError(f"{path}: empty file")
+        raise NoDataRows(f"{path}: empty file")
     if head[:4] == b"PAR1":
         with path.open("rb") as fh:
             if fh.read(2) == b"\x1f\x8b":  # the head was decompressed
@@ -354,7 +354,7 @@ def detect_format(path: str | Path) -> str:
         raise DataError(f"{path}: has a Parquet extension but is not a Parquet file")
     lines = _head_lines(path, head)
     if not lines:
-        raise DataError(f"{path}: empty file")
+        raise NoDataRows(f"{path}: empty file")
     if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")) and not _hash_header(lines):
         raise DataError(
             f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
@@ -1138,7 +1138,7 @@ def _scan_text(
     first_path = _local(files[0])
     lines = _header_lines(first_path)
     if not lines:
-        raise DataError(f"{label}: empty file")
+        raise NoDataRows(f"{label}: empty file")
     first = lines[0]
     notes: list[str] = []  # for ingest's warnings
     if fmt == "movielens-dat":
@@ -2079,7 +2079,7 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     listing = list_source(path) if per_file else SourceListing([path], [])
     paths = listing.files
     if not per_file and path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
+        raise NoDataRows(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
     if fmt == "parquet":

@@ -50,7 +50,35 @@ def suspicions(
         + repeated_header(pairs, users, items, rows, mapping)
         + epoch_times(rows, mapping)
         + float_spelled_ids(pairs, users, items, mapping)
+        + float_spelled_twins(users, items, mapping)
     )
+
+
+def float_spelled_twins(users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning for each vocabulary holding ids spelled as whole decimals (`463.0`) beside the
+    same number spelled as an integer (`463`): pandas writes an integer id column that holds a
+    missing value as floats, so one day's export (an appended batch) turns every known user of it
+    into a new one, read as another user than yesterday's `463` (Parquet float ids are read as
+    integers by the reader; delimited text keeps what it spells). `float_spelled_ids` covers a
+    vocabulary whose every id is so spelled; this one the mix an append makes. Looks at the
+    vocabularies only."""
+    warnings = []
+    for canon, role, vocab in ((USER, "user", users), (ITEM, "item", items)):
+        ids = vocab.table.get_column(vocab.id_name)
+        floats = ids.filter(ids.str.contains(_FLOAT_SPELLED))
+        if floats.is_empty():
+            continue
+        twins = floats.filter(floats.str.replace(r"\.0$", "").is_in(ids))
+        if twins.is_empty():
+            continue
+        example = twins[0]
+        warnings.append(
+            f"{twins.len():,} {role} id(s) ({column_name(mapping.get(canon, canon))}) are spelled as decimals beside the "
+            f"same number as an integer ({example!r} and {example.split('.')[0]!r}), so each is two {role}s: an "
+            "export that wrote integer ids as floats (pandas does when the column holds a missing value); write "
+            "the ids as integers and ingest the log again"
+        )
+    return warnings
 
 
 def repeated_header(

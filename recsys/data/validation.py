@@ -48,7 +48,7 @@ from recsys.data.readers import (
 )
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT, as_utc
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
-from recsys.errors import DataError
+from recsys.errors import DataError, NoDataRows
 
 REASON = "reason"
 _HASH = "__row_hash"
@@ -585,7 +585,7 @@ def _validate(
         # A value polars' CSV parser does not read as an integer: start again from the text.
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     if frame.height == 0:
-        raise DataError(f"{raw.path}: no data rows")
+        raise NoDataRows(f"{raw.path}: no data rows")
     # The typed read's proof (`_typed_read_is_exact`) runs beside the rest of the checks (polars
     # releases the GIL; the duplicate check's numpy stretch leaves a core free) and is awaited
     # before the result is returned: a failed proof redoes the validation from the text.
@@ -663,7 +663,7 @@ def _validate(
     if raw.positional_rows and n_bad:
         quarantine, rows_in = _without_empty_lines(quarantine, raw, rows_in)
         if rows_in == 0:  # a header followed by blank lines only (an export's trailing CRLFs)
-            raise DataError(f"{raw.path}: no data rows")
+            raise NoDataRows(f"{raw.path}: no data rows")
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
     if proof is not None and not proof.result():
