@@ -357,6 +357,50 @@ def negative_weight_warning(raw: RawSource, rows_in: int, reasons: dict[str, int
     )
 
 
+QUARANTINE_SHARE = 0.2
+"""Share of rows quarantined for one reason from which a `warning:` line names it (`quarantine_share_warnings`)."""
+
+_QUARANTINE_HINTS: dict[str, str] = {
+    "missing_item": "name another item column with --item-col (data.columns.item) if the log has one",
+    "bad_timestamp": (
+        "times must be Unix seconds / milliseconds or ISO-8601: convert the column, or name another with "
+        "--time-col (data.columns.time)"
+    ),
+    "future_timestamp": (
+        "they lie more than data.max_future_days = {max_future_days:g} days ahead: check the unit and the clock, "
+        "or raise it with --set data.max_future_days=N"
+    ),
+    "bad_weight": "not numbers: name another weight column with --weight-col (data.columns.weight)",
+    "non_finite_weight": "NaN or infinite: name another weight column with --weight-col (data.columns.weight)",
+    "duplicate": "--exact-duplicates keep (data.exact_duplicates) counts rows equal in every column as repeated events",
+    "extra_fields": "more fields than the header, an unquoted separator inside a value: quote such values",
+}
+
+
+def quarantine_share_warnings(cfg: DataConfig, raw: RawSource, result: ValidationResult, said: list[str]) -> list[str]:
+    """A warning for each reason that quarantined a fifth or more of the rows and that no other
+    warning (`said`) names yet: a bulk loss is otherwise one line of the summary table, which a
+    scheduled run's log shows nobody. Names the reason, the count, the first value and the
+    option that changes it."""
+    out = []
+    for reason, count in result.reasons.items():
+        if not result.rows_in or count < QUARANTINE_SHARE * result.rows_in or any(reason in w for w in said):
+            continue
+        canon = _REASON_FIX.get(reason, (None,))[0]
+        first = result.quarantine.filter(pl.col(REASON) == reason).row(0, named=True)
+        where = f"row {first[ROW]}" + (f" of {first[SOURCE_FILE]}" if SOURCE_FILE in first else "")
+        column = raw.mapping.get(canon) if canon else None
+        held = first.get(canon) if canon else None
+        shown = "empty" if held is None or str(held).strip() == "" else repr(held)
+        value = f", {where}: {column_name(column)} is {shown}" if column else f", first at {where}"
+        hint = _QUARANTINE_HINTS.get(reason, "its rows are in the quarantine file, with their source rows")
+        out.append(
+            f"{count:,} of {result.rows_in:,} rows ({count / result.rows_in:.0%}) were quarantined as {reason}{value}; "
+            + hint.format(max_future_days=cfg.max_future_days)
+        )
+    return out
+
+
 def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
     """A warning when many rows have no user id: Diginetica's train-item-views leaves `userId`
     empty for anonymous sessions (most rows), and they were quarantined with nothing but a count
@@ -877,6 +921,7 @@ def _ingest(
                  summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
+        warnings += quarantine_share_warnings(cfg, raw, result, warnings)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

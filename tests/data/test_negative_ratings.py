@@ -4,7 +4,8 @@ Jester rates jokes -10.0..10.0 and Anime (CooperUnion's `rating.csv`) writes -1 
 rated": a negative value there is a rating, not bad data. Under a positive rule (`--min-rating`) a row
 below it is simply not positive, and under binarize / count each row is one interaction; only a
 weight kept as a confidence cannot be negative, and there the quarantine says so in a `warning:` line.
-Replicas are a few rows written here, in each log's shape.
+A bulk quarantine of any other reason is named the same way. Replicas are a few rows written here,
+in each log's shape.
 """
 
 from __future__ import annotations
@@ -117,3 +118,16 @@ def test_dwell_ms_column_is_read_as_the_weight(tmp_path: Path) -> None:
     assert report.mapping.get("weight") == "dwell_ms"
     assert _pairs(tmp_path / "out") == {("1", "1"): 1500.0, ("1", "2"): 420_000.0}
     assert any("weigh 0 in column 'dwell_ms'" in w for w in report.warnings)
+
+
+def test_a_bulk_quarantine_is_named_in_a_warning(tmp_path: Path) -> None:
+    """A third of the rows with US dates: the summary table counts them, and a `warning:` line
+    names the reason, the count, the first value and the option, as for any reason that takes a
+    fifth or more of the rows (missing_user and negative_weight have their own)."""
+    rows = [(k % 4, k % 5, 1 + k % 5, "09/13/2005" if k % 3 == 0 else 1_500_000_000 + k) for k in range(12)]
+    source = _write(tmp_path / "log.csv", "user_id,item_id,rating,timestamp", rows)
+    report = ingest(source, tmp_path / "out", DataConfig())
+    assert report.reasons == {"bad_timestamp": 4}
+    named = [w for w in report.warnings if "bad_timestamp" in w]
+    assert len(named) == 1 and "4 of 12 rows (33%)" in named[0], report.warnings
+    assert "'09/13/2005'" in named[0] and "--time-col" in named[0]
