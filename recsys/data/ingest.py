@@ -372,7 +372,6 @@ _QUARANTINE_HINTS: dict[str, str] = {
     ),
     "bad_weight": "not numbers: name another weight column with --weight-col (data.columns.weight)",
     "non_finite_weight": "NaN or infinite: name another weight column with --weight-col (data.columns.weight)",
-    "duplicate": "--exact-duplicates keep (data.exact_duplicates) counts rows equal in every column as repeated events",
     "extra_fields": "more fields than the header, an unquoted separator inside a value: quote such values",
 }
 
@@ -381,10 +380,11 @@ def quarantine_share_warnings(cfg: DataConfig, raw: RawSource, result: Validatio
     """A warning for each reason that quarantined a fifth or more of the rows and that no other
     warning (`said`) names yet: a bulk loss is otherwise one line of the summary table, which a
     scheduled run's log shows nobody. Names the reason, the count, the first value and the
-    option that changes it."""
+    option that changes it. Not duplicates: a copy of a row timed to the second is rightly
+    quarantined, and coarser times have `coarse_duplicates_warning`."""
     out = []
     for reason, count in result.reasons.items():
-        if not result.rows_in or count < QUARANTINE_SHARE * result.rows_in or any(reason in w for w in said):
+        if reason == "duplicate" or not result.rows_in or count < QUARANTINE_SHARE * result.rows_in or any(reason in w for w in said):
             continue
         canon = _REASON_FIX.get(reason, (None,))[0]
         first = result.quarantine.filter(pl.col(REASON) == reason).row(0, named=True)
