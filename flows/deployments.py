@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from typing import Any
 
 from flows.pipeline import training_pipeline
+
+log = logging.getLogger(__name__)
 
 OVERLAP_POLICIES = ("skip", "queue", "allow")
 """What a scheduled run does when it falls due while the previous one is still going.
@@ -74,7 +79,70 @@ def check_schedule(cron: str, timezone: str, interval: float | None) -> None:
 
 
 def serve_pipeline(**kwargs: Any) -> None:
-    """Serve the deployment (blocks): Prefect triggers runs on the schedule."""
+    """Serve the deployment (blocks): Prefect triggers runs on the schedule. Without PREFECT_API_URL
+    the API is Prefect's temporary server, which runs no scheduler service: a thread asks it to
+    schedule the deployment's runs (`keep_runs_scheduled`), as that service does on a real server."""
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL
 
-    serve(pipeline_deployment(**kwargs))
+    deployment = pipeline_deployment(**kwargs)
+    stop = threading.Event()
+    inherited = os.environ.get("PREFECT_API_URL")
+    if not PREFECT_API_URL.value():
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # the one serve() gets too (one instance per port)
+        server.start()
+        # each run executes in a child process: without the URL it started a temporary server of
+        # its own, which knew nothing of this one's concurrency lease and cancelled the run
+        os.environ["PREFECT_API_URL"] = server.api_url
+        name = f"{training_pipeline.name}/{deployment.name}"
+        threading.Thread(
+            target=keep_runs_scheduled, args=(server.api_url, name, stop), name="recsys-scheduler", daemon=True
+        ).start()
+    try:
+        serve(deployment)
+    finally:
+        stop.set()
+        if inherited is None:
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+SCHEDULE_EVERY_S = 30.0
+"""How often `keep_runs_scheduled` tops up the scheduled runs (Prefect's scheduler service: 60 s)."""
+
+
+def keep_runs_scheduled(api_url: str, deployment: str, stop: threading.Event, every: float = SCHEDULE_EVERY_S) -> None:
+    """Until `stop`: have the server schedule the runs of `deployment` ("flow/name") that its
+    schedule says are due over the next hour or more (`POST /deployments/{id}/schedule`, the call
+    Prefect's scheduler service makes; idempotent: a run already scheduled is not added twice).
+
+    Why: Prefect's temporary server (PREFECT__SERVER_EPHEMERAL) starts no scheduler service, so
+    `recsys schedule` without PREFECT_API_URL served a deployment that never got a run - an
+    `--interval 30` served for minutes without one, and a nightly cron never ran. A paused
+    deployment (serve() pauses it when it stops) is left alone."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    base = api_url.rstrip("/")
+    while True:
+        wait = every
+        try:
+            with urllib.request.urlopen(f"{base}/deployments/name/{deployment}", timeout=10) as answer:  # noqa: S310
+                found = json.load(answer)
+            if not found.get("paused"):
+                request = urllib.request.Request(
+                    f"{base}/deployments/{found['id']}/schedule", data=b"{}", method="POST",
+                    headers={"Content-Type": "application/json"},
+                )  # fmt: skip
+                urllib.request.urlopen(request, timeout=60).close()  # noqa: S310 - the local server
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # serve() has not created the deployment yet
+                wait = 1.0
+            log.debug("could not schedule runs of %s: %s", deployment, exc)
+        except (OSError, ValueError, KeyError) as exc:  # the server starting or stopping
+            wait = 1.0
+            log.debug("could not schedule runs of %s: %s", deployment, exc)
+        if stop.wait(wait):
+            return

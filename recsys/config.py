@@ -70,7 +70,11 @@ class DataConfig(Section):
     source: str = Field("synthetic", description='"synthetic", a file, a directory, a processed data dir or a URL')
     format: str | None = Field(None, description="force a reader: csv, tsv, parquet, jsonl, movielens, recbole ...")
     columns: ColumnMap = Field(default_factory=ColumnMap)
-    positive_min_weight: float | None = Field(None, description="keep interactions with weight >= this (e.g. rating >= 4)")
+    positive_min_weight: float | None = Field(
+        None,
+        description="keep interactions with weight >= this (e.g. rating >= 4); rows below it, negative ratings "
+        "included, are not positive (with no rule, binarize or count, a negative weight is quarantined)",
+    )
     positive_events: list[str] | None = Field(None, description="keep only these event types")
     event_weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
         None,

@@ -96,7 +96,11 @@ def ingest_command(
     ] = None,
     min_rating: Annotated[
         float | None,
-        typer.Option("--min-rating", help="Positive rule: keep rows with weight >= this (e.g. 4)."),
+        typer.Option(
+            "--min-rating",
+            help="Positive rule: keep rows with weight >= this (e.g. 4); rows below it, negative ratings "
+            "included, are not positive (not quarantined).",
+        ),
     ] = None,
     aggregate: Annotated[
         Literal["auto", "count", "sum", "max", "last"] | None,

@@ -233,6 +233,7 @@ def _aggregate_rows(frame: pl.LazyFrame, weight: pl.Expr, first_seen: pl.Expr) -
 
 
 ZERO_WEIGHT_STEP = "weight > 0 (weights kept: a weight of 0 is no interaction)"
+NEGATIVE_WEIGHT_STEP = "weight >= 0 (weights kept: a negative weight is no confidence)"
 
 
 def k_core(frame: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
@@ -280,9 +281,22 @@ def to_implicit(
         # first copied into one more frame (10M rows: ~0.3 GB and ~0.1 s).
         validated_rows = rows.select(pl.len()).collect().item()
         positive = positive_filter(rows, cfg, has_event)
+    measured = has_rule
+    if not cfg.binarize and cfg.aggregate != "count":
+        # Kept weights are confidences. Validation quarantines a negative one unless the config
+        # reads the column as a rating or ignores it (`recsys.data.ingest.negative_weights_read`);
+        # one can still get here from a rule at or below 0 (`--min-rating -2` on Jester) or an
+        # earlier batch ingested under binarize. Summed in, it would cancel a pair's positive rows.
+        low = positive.select(pl.col(WEIGHT).min()).collect().item()
+        if low is not None and low < 0:
+            if not measured:
+                steps.append(_measure("validated", positive.collect()))
+                measured = True
+            positive = positive.filter(pl.col(WEIGHT) >= 0).collect().lazy()
+            steps.append(_measure(NEGATIVE_WEIGHT_STEP, positive.collect()))
     pairs = aggregate(positive, cfg.aggregate).collect()
     steps.append(_measure(f"aggregate ({cfg.aggregate})", pairs))
-    if not has_rule:
+    if not measured:
         # Aggregation keeps every user and item, so the validated rows have the same distinct
         # counts as the pairs: no need for two distinct-counts over every validated row.
         steps.insert(0, FilterStep("validated", validated_rows, steps[0].users, steps[0].items))

@@ -38,7 +38,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
-from recsys.data.implicit import ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
+from recsys.data.implicit import NEGATIVE_WEIGHT_STEP, ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
 from recsys.data.readers import (
     BOOLEAN_ID,
     MALFORMED_JSON,
@@ -330,6 +330,77 @@ MISSING_USER_SHARE = 0.2
 """Share of rows quarantined as missing_user from which ingest says which column may be meant."""
 
 
+def negative_weights_read(cfg: DataConfig) -> bool:
+    """Whether a negative weight is a valid row under `cfg`: where a positive rule reads the column
+    as a rating (`--min-rating 5` on Jester's -10..10: a row below it is simply not positive, as
+    RecBole's `threshold` and LensKit read explicit ratings) or the value is not kept (binarize, or
+    aggregate count: each row is one interaction, so Anime's -1, watched but not rated, counts).
+    Only a weight kept as a confidence cannot be negative; there it stays quarantined
+    (negative_weight, `negative_weight_warning`)."""
+    return cfg.positive_min_weight is not None or cfg.binarize or cfg.aggregate == "count"
+
+
+def negative_weight_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
+    """A warning when rows were quarantined as negative_weight: a rating column with negative
+    values (Jester's -10..10, Anime's -1) read as a confidence loses them with only a count in the
+    summary, while a positive rule or binarize would have read them. Names both."""
+    negative = reasons.get("negative_weight", 0)
+    if not negative or not rows_in:
+        return None
+    weight = raw.mapping.get(WEIGHT)
+    return (
+        f"{negative:,} of {rows_in:,} rows ({negative / rows_in:.0%}) have a negative weight in "
+        f"{column_label(weight) if weight else 'the weight column'} and were quarantined (negative_weight): a kept "
+        "weight is a confidence, which cannot be negative; if it is a rating, set a positive rule "
+        "(--min-rating N, data.positive_min_weight: rows below N are then simply not positive), or "
+        "--set data.binarize=true to count every row, negative ones included, as one interaction"
+    )
+
+
+QUARANTINE_SHARE = 0.2
+"""Share of rows quarantined for one reason from which a `warning:` line names it (`quarantine_share_warnings`)."""
+
+_QUARANTINE_HINTS: dict[str, str] = {
+    "missing_item": "name another item column with --item-col (data.columns.item) if the log has one",
+    "bad_timestamp": (
+        "times must be Unix seconds / milliseconds or ISO-8601: convert the column, or name another with "
+        "--time-col (data.columns.time)"
+    ),
+    "future_timestamp": (
+        "they lie more than data.max_future_days = {max_future_days:g} days ahead: check the unit and the clock, "
+        "or raise it with --set data.max_future_days=N"
+    ),
+    "bad_weight": "not numbers: name another weight column with --weight-col (data.columns.weight)",
+    "non_finite_weight": "NaN or infinite: name another weight column with --weight-col (data.columns.weight)",
+    "extra_fields": "more fields than the header, an unquoted separator inside a value: quote such values",
+}
+
+
+def quarantine_share_warnings(cfg: DataConfig, raw: RawSource, result: ValidationResult, said: list[str]) -> list[str]:
+    """A warning for each reason that quarantined a fifth or more of the rows and that no other
+    warning (`said`) names yet: a bulk loss is otherwise one line of the summary table, which a
+    scheduled run's log shows nobody. Names the reason, the count, the first value and the
+    option that changes it. Not duplicates: a copy of a row timed to the second is rightly
+    quarantined, and coarser times have `coarse_duplicates_warning`."""
+    out = []
+    for reason, count in result.reasons.items():
+        if reason == "duplicate" or not result.rows_in or count < QUARANTINE_SHARE * result.rows_in or any(reason in w for w in said):
+            continue
+        canon = _REASON_FIX.get(reason, (None,))[0]
+        first = result.quarantine.filter(pl.col(REASON) == reason).row(0, named=True)
+        where = f"row {first[ROW]}" + (f" of {first[SOURCE_FILE]}" if SOURCE_FILE in first else "")
+        column = raw.mapping.get(canon) if canon else None
+        held = first.get(canon) if canon else None
+        shown = "empty" if held is None or str(held).strip() == "" else repr(held)
+        value = f", {where}: {column_name(column)} is {shown}" if column else f", first at {where}"
+        hint = _QUARANTINE_HINTS.get(reason, "its rows are in the quarantine file, with their source rows")
+        out.append(
+            f"{count:,} of {result.rows_in:,} rows ({count / result.rows_in:.0%}) were quarantined as {reason}{value}; "
+            + hint.format(max_future_days=cfg.max_future_days)
+        )
+    return out
+
+
 def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
     """A warning when many rows have no user id: Diginetica's train-item-views leaves `userId`
     empty for anonymous sessions (most rows), and they were quarantined with nothing but a count
@@ -488,8 +559,10 @@ def rating_scale_warning(cfg: DataConfig, column: str | None, rows: pl.DataFrame
     threshold = cfg.positive_min_weight
     if column is None or threshold is None or threshold > RATING_SCALE_MAX or not rows.height:
         return None
-    high = rows.select(pl.col(WEIGHT).max()).item()
+    low, high = rows.select(pl.col(WEIGHT).min().alias("low"), pl.col(WEIGHT).max().alias("high")).row(0)
     if high is None or not RATING_SCALE_MAX < float(high) <= 10.0:
+        return None
+    if float(low) < 0:  # Jester's -10..10 (accepted under a rule): no star scale to scale the rule to
         return None
     scaled = threshold * float(high) / RATING_SCALE_MAX
     return (
@@ -578,6 +651,23 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
         f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in {column_label(column)} and were "
         "dropped: with the weights kept, a weight of 0 is no interaction; set data.binarize = true to "
         "count each as one interaction, or data.positive_min_weight to read the column as ratings"
+    )
+
+
+def negative_weight_note(steps: list[FilterStep], column: str | None) -> str | None:
+    """A warning when rows with a negative weight were dropped before the aggregation
+    (`NEGATIVE_WEIGHT_STEP`): a rule at or below 0 (`--min-rating -2`) let them through, or an
+    earlier batch was ingested under binarize, and the weights are kept as confidences now."""
+    names = [step.name for step in steps]
+    if NEGATIVE_WEIGHT_STEP not in names:
+        return None
+    at = names.index(NEGATIVE_WEIGHT_STEP)
+    before, after = steps[at - 1].rows, steps[at].rows
+    return (
+        f"{before - after:,} of {before:,} rows have a negative weight in {column_label(column)} and were dropped: "
+        "a kept weight is a confidence, which cannot be negative; set a positive rule above 0 (--min-rating N, "
+        "data.positive_min_weight) to read the column as ratings, or --set data.binarize=true to count each row "
+        "as one interaction"
     )
 
 
@@ -734,7 +824,9 @@ def _ingest(
     say("reading and validating")
     raw = scan_source(source, format or cfg.format, cfg.columns)
     keep = cfg.exact_duplicates == "keep"
-    result = validate(raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep)
+    result = validate(
+        raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep, keep_negative=negative_weights_read(cfg)
+    )
     notes = result.notes
     previous = storage.scan_batches(out_dir, previous_batches)
     notes = notes + duplicates_rule_drift(cfg.exact_duplicates, _sources(previous_manifest))
@@ -824,10 +916,12 @@ def _ingest(
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
+                 negative_weight_warning(raw, result.rows_in, result.reasons), negative_weight_note(steps, weights["column"]),
                  coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
+        warnings += quarantine_share_warnings(cfg, raw, result, warnings)
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

@@ -7,8 +7,9 @@ two outputs are complementary filters of one frame.
 
 Rules, in order: a reason the reader found (malformed_json: a JSON Lines line that is not one
 JSON object; id_out_of_range: a Parquet float id beyond the 64-bit integers), missing_user, missing_item, bad_timestamp, bad_weight, non_finite_weight,
-negative_weight, future_timestamp, duplicate (an exact copy of an earlier accepted row; not a rule
-under data.exact_duplicates = "keep", which counts such rows as repeated events).
+negative_weight (not a rule where the config reads the weight as a rating or ignores its value:
+see `validate`'s keep_negative), future_timestamp, duplicate (an exact copy of an earlier accepted
+row; not a rule under data.exact_duplicates = "keep", which counts such rows as repeated events).
 
 For a directory source both outputs carry SOURCE_FILE, and ROW counts rows within that file.
 """
@@ -341,9 +342,10 @@ def _reason_expr(
     future_limit: datetime,
     has_read_error: bool,
     numeric_ids: frozenset[str] = frozenset(),
+    keep_negative: bool = False,
 ) -> pl.Expr:
     """The first rule each row fails (null: none). numeric_ids: id columns read as numbers, which
-    can be null but not empty."""
+    can be null but not empty. keep_negative: a negative weight is no failure (see `validate`)."""
 
     def missing(name: str, alias: str) -> pl.Expr:
         column = pl.col(alias)
@@ -361,8 +363,9 @@ def _reason_expr(
         rules += [
             (w.is_null(), "bad_weight"),
             (w.is_nan() | w.is_infinite(), "non_finite_weight"),
-            (w < 0, "negative_weight"),
         ]
+        if not keep_negative:
+            rules.append((w < 0, "negative_weight"))
     if has_time:
         rules.append((pl.col("_time") > pl.lit(future_limit, dtype=TIME_DTYPE), "future_timestamp"))
 
@@ -381,6 +384,7 @@ def validate(
     now: datetime | None = None,
     decimal: str = "auto",
     keep_duplicates: bool = False,
+    keep_negative: bool = False,
 ) -> ValidationResult:
     """Parse and check every row of `raw`; see the module docstring for the rules.
 
@@ -405,7 +409,12 @@ def validate(
 
     `keep_duplicates` (data.exact_duplicates = "keep") accepts a row equal to an earlier one in
     every column read instead of quarantining it: in a log whose times cannot tell events apart
-    (none, or dates only) such a row is a repeated event that count / sum aggregation should see."""
+    (none, or dates only) such a row is a repeated event that count / sum aggregation should see.
+
+    `keep_negative` accepts a negative weight instead of quarantining it as negative_weight: where
+    the config reads the column as a rating (a positive rule) or ignores its value (binarize,
+    count), a negative rating (Jester's -10..10, Anime's -1 = watched, not rated) is a valid row,
+    not bad data (`recsys.data.ingest.negative_weights_read`)."""
     if decimal not in DECIMAL_MODES:
         raise DataError(f"unknown decimal mode {decimal!r}; choose one of {', '.join(DECIMAL_MODES)}")
     if decimal == "auto":
@@ -414,14 +423,14 @@ def validate(
         reading = decimal
     raw = replace(raw, decimal=reading)
     try:
-        return _validate(raw, max_future_days, now, keep_duplicates=keep_duplicates)
+        return _validate(raw, max_future_days, now, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     except (pl.exceptions.PolarsError, OSError) as exc:
         if raw.exact is None:
             raise _read_error(raw, exc) from None
     try:
         # The rebuild is read as text: no typed read of the source that failed.
         rebuilt = replace(raw, frame=raw.exact(), exact=None, typed=None, layout=None)
-        return _validate(rebuilt, max_future_days, now, keep_duplicates=keep_duplicates)
+        return _validate(rebuilt, max_future_days, now, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise _read_error(raw, exc) from None
 
@@ -483,6 +492,7 @@ def _validate(
     general: frozenset[str] = frozenset(),
     *,
     keep_duplicates: bool = False,
+    keep_negative: bool = False,
 ) -> ValidationResult:
     """See `validate`. `allowed` limits the fast paths the sample may propose (None: any); a fast
     path that the whole column does not confirm is dropped and the validation redone without it,
@@ -556,7 +566,8 @@ def _validate(
         source.with_columns(parsed)
         .with_columns(
             _reason_expr(
-                has_time, has_weight, future_limit, READ_ERROR in schema, frozenset(typed) & {USER, ITEM}
+                has_time, has_weight, future_limit, READ_ERROR in schema, frozenset(typed) & {USER, ITEM},
+                keep_negative,
             ).alias(REASON)
         )
         .with_columns(canonical)
@@ -572,7 +583,7 @@ def _validate(
         if source is raw.frame:
             raise
         # A value polars' CSV parser does not read as an integer: start again from the text.
-        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates)
+        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     if frame.height == 0:
         raise NoDataRows(f"{raw.path}: no data rows")
     # The typed read's proof (`_typed_read_is_exact`) runs beside the rest of the checks (polars
@@ -589,7 +600,7 @@ def _validate(
         )
         if failed:  # an id the sample did not foresee ("007", " 7", "u7"): redo those columns as text
             del frame
-            return _validate(raw, max_future_days, now, fast - failed, general, keep_duplicates=keep_duplicates)
+            return _validate(raw, max_future_days, now, fast - failed, general, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     # Rows the route taken could not read get bad_timestamp / bad_weight (earlier rules win
     # regardless of the value). If the general parse reads any of them (a fraction, an exponent, a
     # large ms value, an ISO date or padding the first rows did not show) or finds a time that is
@@ -614,7 +625,7 @@ def _validate(
     )
     if missed:
         del frame
-        return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates)
+        return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     notes = [*raw.notes, *_comma_notes(frame, raw), *_late_key_notes(frame, raw)]
 
     reason = frame.get_column(REASON)
@@ -658,7 +669,7 @@ def _validate(
     if proof is not None and not proof.result():
         # A number spelled otherwise than plainly ("007", "+7", '"7"'): use the text.
         del accepted, quarantine
-        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates)
+        return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     notes += _comma_hints(quarantine, raw)
     return ValidationResult(rows=accepted, quarantine=quarantine, rows_in=rows_in, reasons=reasons, notes=notes)
 

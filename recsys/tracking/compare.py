@@ -333,16 +333,32 @@ class GroupedTables:
 
 
 def plot_curves(frame: pl.DataFrame, path: str | Path) -> Path:
-    """recall@k against k for the compared runs (label: model, short run id, split digest)."""
+    """recall@k against k for the compared runs (`curve_labels`); a title says when the lines
+    are of several splits, whose numbers do not compare (the table groups them, the plot cannot)."""
     from recsys.tracking.plots import plot_metric_at_k
 
+    labels = curve_labels(frame)
     curves = {
-        f"{r['model']} ({r['run_id'][:6]}, split {r['split'][:6] or '?'})": {
-            f"recall@{int(k)}": v for k, v in r["curve"]
-        }
-        for r in frame.iter_rows(named=True)
+        labels[r["run_id"]]: {f"recall@{int(k)}": v for k, v in r["curve"]} for r in frame.iter_rows(named=True)
     }
-    return plot_metric_at_k(curves, path)
+    splits = frame.select(["lineage", "split"]).unique().height
+    title = f"{splits} splits: compare lines of one split only" if splits > 1 else None
+    return plot_metric_at_k(curves, path, title=title)
+
+
+def curve_labels(frame: pl.DataFrame) -> dict[str, str]:
+    """run id -> `model (run, split digest)`, plus the data set (the lineage's config name and
+    source file) when the runs are of several lineages: the legend of one config's runs on two data
+    sets named only split digests, so curves of different data read as one comparison."""
+    several = frame.get_column("lineage").n_unique() > 1
+    labels = {}
+    for r in frame.iter_rows(named=True):
+        data = ""
+        if several:
+            name, _, source = (r["lineage"] or "?").partition("|")
+            data = f", {name} on {source.rstrip('/').rsplit('/', 1)[-1] or '?'}"
+        labels[r["run_id"]] = f"{r['model']} ({r['run_id'][:6]}, split {r['split'][:6] or '?'}{data})"
+    return labels
 
 
 def latest_pipeline_model_runs(client: MlflowClient, experiment: str, lineage: Lineage | None = None) -> list[str]:

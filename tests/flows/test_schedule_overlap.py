@@ -37,3 +37,51 @@ def test_prefect_yaml_deployment_skips_overlapping_runs_as_recsys_schedule_does(
     default = pipeline_deployment()
     strategy = default.concurrency_options.collision_strategy.value
     assert nightly["concurrency_limit"] == {"limit": default.concurrency_limit, "collision_strategy": strategy}
+
+
+def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefect_harness, monkeypatch):
+    """Without PREFECT_API_URL, `recsys schedule` serves on Prefect's temporary server, which starts
+    no scheduler service: an `--interval 30` deployment served for minutes without a single run.
+    serve_pipeline now has the server schedule the runs, and hands its URL to the runs' processes
+    (each started a temporary server of its own, which cancelled the run: "concurrency slot lost").
+    The harness's server is such a temporary server; Prefect's serve() is replaced by what it does
+    first (create the deployment) and a wait for the runs the deployment's schedule makes."""
+    import os
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.deployments
+
+    api = PREFECT_API_URL.value()
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    class HarnessServer:  # Prefect's SubprocessASGIServer(): the harness's, already running
+        api_url = api
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr("prefect.server.api.server.SubprocessASGIServer", HarnessServer)
+    seen: dict[str, object] = {}
+
+    def serve(deployment) -> None:
+        seen["child_api"] = os.environ.get("PREFECT_API_URL")
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            deployment_id = deployment.apply()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+                seen["runs"] = [r for r in runs if r.state.type.value == "SCHEDULED"]
+                if seen["runs"]:
+                    return
+                time.sleep(0.5)
+
+    monkeypatch.setattr("prefect.serve", serve)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        flows.deployments.serve_pipeline(name=f"temporary-{uuid.uuid4().hex[:6]}", interval=3600)
+    assert seen["child_api"] == api
+    assert seen["runs"], "no scheduled run of the served deployment"
+    assert "PREFECT_API_URL" not in os.environ

@@ -448,3 +448,25 @@ def test_latest_pipeline_candidates_are_of_the_configs_lineage(logged):
     client.set_terminated(child.info.run_id)
     client.set_terminated(parent.info.run_id)
     assert latest_pipeline_model_runs(client, client.get_experiment(untagged).name, synthetic) == [child.info.run_id]
+
+
+def test_plotted_curves_of_two_data_sets_name_the_data_set():
+    """`recsys compare --plot` after one config ran on two data sets labelled every line
+    `model (run, split ...)`: curves of different data read as one comparison. With several
+    lineages each label names the config and the data source's file."""
+    import polars as pl
+
+    from recsys.tracking.compare import curve_labels
+
+    frame = pl.DataFrame({
+        "lineage": ["movielens|/data/ml-100k.inter", "movielens|/data/landing/", "movielens|/data/ml-100k.inter"],
+        "split": ["5ac490fba4dc", "3355a42d1ad6", "5ac490fba4dc"], "model": ["ease", "ease", "wals"],
+        "run_id": ["aaaaaa11", "bbbbbb22", "cccccc33"],
+    })  # fmt: skip
+    assert curve_labels(frame) == {
+        "aaaaaa11": "ease (aaaaaa, split 5ac490, movielens on ml-100k.inter)",
+        "bbbbbb22": "ease (bbbbbb, split 3355a4, movielens on landing)",
+        "cccccc33": "wals (cccccc, split 5ac490, movielens on ml-100k.inter)",
+    }
+    one = frame.filter(pl.col("split") == "5ac490fba4dc")
+    assert curve_labels(one)["cccccc33"] == "wals (cccccc, split 5ac490)"
