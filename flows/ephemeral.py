@@ -27,6 +27,17 @@ def running_servers() -> list[object]:
     return [server for server in instances if getattr(server, "server_process", None)]
 
 
+def current_api_url() -> str | None:
+    """The Prefect API this process talks to: PREFECT_API_URL, else its temporary server's."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return str(url)
+    servers = running_servers()
+    return str(servers[0].api_url) if servers else None  # type: ignore[attr-defined]
+
+
 def stop_ephemeral_server(keep: list[object] | None = None) -> None:
     """Stop the temporary Prefect servers this process started, except those in `keep` (servers
     that were already running before, e.g. a test harness's); no-op without one."""
@@ -148,6 +159,35 @@ def lost_api(error: BaseException, way_out: str = "") -> Exception | None:
             f"`prefect server start`) and rerun{alternative}"
         )
     return None
+
+
+def forget_queued_api_work() -> None:
+    """Drop the logs and events still queued for a Prefect API that stopped answering, and stop
+    printing each failure to send one. Called once the run has been reported lost (`lost_api`):
+    at exit Prefect drains these queues, and each queued event tried its websocket eleven times
+    (~7 s) before the next, so the command sat a minute or more after its error line printing
+    "--- Error logging to API ---" and "Still processing items". What they held is lost either way:
+    there is no server to take it."""
+    import queue
+
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+    except ImportError:  # pragma: no cover
+        return
+    logging.raiseExceptions = False  # APILogWorker prints each failed batch only while this is set
+    for worker in (EventsWorker, APILogWorker):
+        for instance in list(getattr(worker, "_instances", {}).values()):
+            pending = getattr(instance, "_queue", None)
+            while pending is not None:
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:  # the worker's own stop marker: keep it
+                    pending.put_nowait(item)
+                    break
+                pending.task_done()
 
 
 def isolate_ephemeral_server() -> None:

@@ -387,21 +387,15 @@ def _local_dask_runner():
 
 
 def _prefect_api_url() -> str | None:
-    """The Prefect API this process talks to: PREFECT_API_URL, else its temporary server's."""
-    from prefect.settings import PREFECT_API_URL
+    from flows.ephemeral import current_api_url
 
-    from flows.ephemeral import running_servers
-
-    url = PREFECT_API_URL.value()
-    if url:
-        return str(url)
-    servers = running_servers()
-    return str(servers[0].api_url) if servers else None  # type: ignore[attr-defined]
+    return current_api_url()
 
 
 @flow(name="train-and-evaluate", flow_run_name="{cfg.name}")
 def _pipeline_flow(cfg: RunConfig, tracking: bool = True, scheduled: bool = False) -> dict[str, Any]:
-    result = _training_pipeline(cfg, tracking, scheduled)
+    with tasks_without_process_tags():
+        result = _training_pipeline(cfg, tracking, scheduled)
     summary = result.to_json()
     if result.failed:
         names = ", ".join(f"{m.name} ({m.error})" for m in result.failed)
@@ -419,6 +413,22 @@ def flow_run_tags() -> list[str]:
     from recsys.tracking.liveness import process_tags
 
     return [f"{key}:{value}" for key, value in process_tags().items()]
+
+
+@contextmanager
+def tasks_without_process_tags() -> Iterator[None]:
+    """Inside a flow run tagged by `flow_run_tags`: its task runs do not inherit those tags.
+
+    Why: Prefect asks its API for a concurrency slot per tag before every tagged task starts, so
+    the process tags cost each task a round trip for limits that never exist; and when the server
+    died mid-run, each task still to start spent the client's retries on it (over a minute by
+    default) before failing. Only the flow run needs the tags (`close_dead_flow_runs` reads flow
+    runs by them, and their task runs by flow run); other tags are kept."""
+    from prefect.context import TagsContext
+
+    current = TagsContext.get().current_tags
+    with TagsContext(current_tags={tag for tag in current if not tag.startswith(TAG_PREFIX)}):
+        yield
 
 
 def close_dead_flow_runs() -> list[str]:

@@ -137,6 +137,11 @@ class FoldingConfig(Section):
     neighbours: int = Field(10, gt=0)
 
 
+MIN_STALE_MINUTES = 5.0
+"""The least `tracking.stale_run_minutes` (other than 0): below it a few late heartbeats (one a
+minute, recsys.tracking.liveness) would close a live run."""
+
+
 class TrackingConfig(Section):
     enabled: bool = True
     tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db")
@@ -150,6 +155,23 @@ class TrackingConfig(Section):
         description="where a run keeps its models and logs when the tracking store fails mid-run "
         "(log them later with `recsys run --resume-tracking DIR`)",
     )
+    stale_run_minutes: float = Field(
+        30.0,
+        ge=0,
+        description="a RUNNING run opened on another machine (or container) is closed KILLED by the next "
+        "run's start once its heartbeat (stamped every minute while it is open) is older than this; "
+        "0 = never (runs of this machine are closed as soon as their process is gone)",
+    )
+
+    @field_validator("stale_run_minutes")
+    @classmethod
+    def _not_a_few_beats(cls, value: float) -> float:
+        if 0 < value < MIN_STALE_MINUTES:
+            raise ValueError(
+                f"must be 0 (off) or at least {MIN_STALE_MINUTES:g}: a heartbeat comes every minute, and a few "
+                "late ones must not close a live run"
+            )
+        return value
 
 
 class PromotionConfig(Section):

@@ -7,7 +7,7 @@ environment variable `RECSYS_KILL_AT` names that point; then the process sends i
 as the OOM killer or an operator would (no `finally`, no `atexit`, no flush).
 
 `RECSYS_KILL_AT=name` kills the first time the point is reached, `name:N` the N-th time (per
-process). The points are listed in `POINTS` so tests and the benchmark cannot name one that does not
+process); several points are separated by commas (`a,b:2`). The points are listed in `POINTS` so tests and the benchmark cannot name one that does not
 exist. `RECSYS_STOP_AT` (same syntax) sends SIGSTOP instead: the process freezes there until a test,
 having done what another process would do in that window, resumes it with SIGCONT.
 """
@@ -30,6 +30,7 @@ POINTS = (
     "resume.registered",  # `--resume-tracking` registered a kept run's model, the run's completion tag not yet set
     "ingest.done",  # `recsys ingest` wrote its directory and released its lock, summary not yet printed
     "run.prepared",  # a run's data step brought its processed directory up to date, not yet loaded it
+    "tracking.closing",  # a run's close begun (Ctrl-C held back), its status not yet sent
 )
 _seen: dict[tuple[str, str], int] = {}
 
@@ -38,9 +39,10 @@ def fault_point(name: str) -> None:
     """SIGKILL (RECSYS_KILL_AT) or SIGSTOP (RECSYS_STOP_AT) this process here when the variable
     names `name` (see the module docstring)."""
     for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP)):
-        point, _, nth = os.environ.get(env, "").partition(":")
-        if point != name:
+        wanted = [nth for point, _, nth in (e.strip().partition(":") for e in os.environ.get(env, "").split(","))
+                  if point == name]  # fmt: skip
+        if not wanted:
             continue
         _seen[env, name] = _seen.get((env, name), 0) + 1
-        if _seen[env, name] == int(nth or 1):
+        if _seen[env, name] in {int(nth or 1) for nth in wanted}:
             os.kill(os.getpid(), sig)

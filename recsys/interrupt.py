@@ -12,7 +12,11 @@ two-tower's per-step loop call `check()`, which raises `Interrupted` (a Keyboard
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _requested = threading.Event()
 
@@ -45,3 +49,51 @@ def check() -> None:
     """Raise `Interrupted` if the process was interrupted."""
     if _requested.is_set():
         raise Interrupted("interrupted")
+
+
+SHIELDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while a run is being closed, then deliver them.
+
+    Why: after the first Ctrl-C the runs are closed (KILLED) on the way out; a second Ctrl-C during
+    that close raised in the middle of the store call and left the MLflow run RUNNING (until a later
+    start on this host swept it). Inside this block a signal is noted and delivered once the block
+    ends, so the close completes first (one store call: milliseconds on SQLite, a round trip to a
+    server). A further signal during the same block is delivered at once: a close that hangs (a
+    server that stopped answering) never holds the command, and the run it leaves RUNNING is
+    closed by the next start's sweep (`recsys.tracking.liveness`). Signals reach only the main
+    thread, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, object] = {}
+
+    def hold(signum: int, frame: object) -> None:
+        request()  # worker threads stop at their next check, as the signal would make them
+        if held:  # asked twice during one close: now
+            _restore(previous)
+            signal.raise_signal(signum)
+            return
+        held.append(signum)
+        sys.stderr.write("closing the run first; press Ctrl-C again to stop without closing it\n")
+        sys.stderr.flush()
+
+    for signum in SHIELDED_SIGNALS:
+        previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        _restore(previous)
+    if held:
+        signal.raise_signal(held[0])  # its own handler, restored, runs now
+
+
+def _restore(previous: dict[int, object]) -> None:
+    for signum, handler in list(previous.items()):
+        if handler is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+    previous.clear()

@@ -87,3 +87,94 @@ def test_ctrl_c_while_the_cli_imports_is_one_line_not_a_traceback():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "interrupted" and "Traceback" not in done.stderr, done.stderr
+
+
+def _stopped(pid: int, timeout: float = 120) -> bool:
+    """Wait until process `pid` is stopped (SIGSTOP at a fault point); False if it exits first."""
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_a_second_ctrl_c_while_the_run_is_being_closed_still_closes_it(tmp_path, shared_mlflow_uri):
+    """Ctrl-C during training closes the model run and then the parent run KILLED; a second Ctrl-C
+    that came while the parent was being closed raised inside the store call and left the parent
+    RUNNING. The run is frozen at its first epoch (the first Ctrl-C) and again where the parent's
+    close begins (the second): a real `recsys run` on the session's SQLite store."""
+    import uuid
+    from pathlib import Path
+
+    import pytest
+    from mlflow import MlflowClient
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("waits on /proc's process state")
+    uri, experiment = shared_mlflow_uri, f"second-ctrl-c-{uuid.uuid4().hex[:8]}"
+    sets = [
+        "data.synthetic.n_users=80", "data.synthetic.n_items=40", "data.min_user_interactions=2",
+        "folding.enabled=false", "evaluation.bootstrap_samples=10", f'data.processed_dir="{tmp_path / "p"}"',
+        f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{uri}"', f'tracking.experiment="{experiment}"',
+        'models=[{name="wals", kind="wals", factors=4, iterations=50}]',
+    ]  # fmt: skip
+    env = {**__import__("os").environ, "RECSYS_STOP_AT": "train.epoch,tracking.closing:2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "run", "--no-prefect", *[a for s in sets for a in ("--set", s)]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        for _ in ("first epoch", "the parent's close"):
+            assert _stopped(process.pid), process.communicate(timeout=30)[0]
+            process.send_signal(signal.SIGINT)  # held pending while it is stopped
+            process.send_signal(signal.SIGCONT)
+        output = process.communicate(timeout=60)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 130, output
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    statuses = {r.data.tags.get("recsys.model_name", "parent"): r.info.status for r in runs}
+    assert statuses == {"parent": "KILLED", "wals": "KILLED"}, output
+    assert "closing the run first" in output, output
+
+
+def test_a_signal_held_during_a_close_is_delivered_after_it_and_a_further_one_at_once():
+    """`recsys.interrupt.shielded`: the close finishes before the held Ctrl-C acts; a close that
+    hangs is still left by pressing again (the run then waits for the next start's sweep)."""
+    import threading
+
+    import pytest
+
+    from recsys import interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    seen: list[int] = []
+
+    def handler(signum, frame):  # noqa: ARG001
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    closed: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupt.shielded():
+            signal.raise_signal(signal.SIGINT)
+            closed.append("closed")  # reached: the signal waits for the block
+        assert closed == ["closed"] and seen == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt), interrupt.shielded():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # pressed again: acts now
+            closed.append("never")
+        assert closed == ["closed"] and seen == [signal.SIGINT, signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.clear()

@@ -126,6 +126,20 @@ def ephemeral_prefect_defaults() -> None:
     isolate_ephemeral_server()  # Ctrl-C's SIGINT to the terminal's process group must not stop it mid-run
 
 
+CLIENT_RETRIES = 2
+"""Prefect client retries for `recsys run` (PREFECT_CLIENT_MAX_RETRIES unless the environment sets
+it): waits of 2 and 4 s, a grace of ~6 s per request for a server that blips. Prefect's default, 5
+(2 + 4 + 8 + 16 + 32 s), made each request to a server that had died mid-run take a minute to fail,
+one after the other, so the run ended minutes after the server (a restarted server comes back after
+that anyway, and the run cannot continue on it)."""
+
+
+def bounded_client_retries() -> None:
+    """Set `recsys run`'s Prefect client retries (CLIENT_RETRIES) unless the environment sets them;
+    before Prefect's import reads its settings."""
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(CLIENT_RETRIES))
+
+
 def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, prefect: bool) -> tuple[dict, str | None]:
     if not prefect:
         from pipelines.run import run_pipeline
@@ -133,6 +147,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         result = run_pipeline(cfg, tracking=tracking, log=lambda msg: console.print(f"  {msg}"))
         failed = f"{len(result.failed)} model(s) failed" if result.failed else None
         return result.to_json(), failed
+    bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
     ephemeral_prefect_defaults()
     from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
@@ -140,7 +155,13 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     if not debug_enabled():
         quiet_deterministic_errors()
 
-    from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
+    from flows.ephemeral import (
+        check_api,
+        forget_queued_api_work,
+        lost_api,
+        running_servers,
+        stop_ephemeral_server,
+    )
 
     already = running_servers()
     from prefect import tags
@@ -161,6 +182,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         return exc.summary, str(exc)
     except Exception as exc:
         if (lost := lost_api(exc, "--no-prefect")) is not None:  # the server died mid-run: say so, in one line
+            forget_queued_api_work()  # nobody to send them to: the exit must not wait on them
             raise lost from None
         raise
     finally:
@@ -255,22 +277,23 @@ def champion_line(summary: dict, args: str = "") -> str:
     return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
 
 
-NOT_COMPARABLE_HINT = (
-    "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
-)
-"""What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
-
-
 def not_comparable_hint(promotion: dict, args: str = "") -> str:
-    """The line under a `not comparable` decision. When the registry line serves another lineage
-    (the same config on another data set), `--force` would hand that line's serving alias to a
-    model of other data: the way out is this lineage's own line, which `recsys promote` can start
-    from this very run, no retraining. `args`: the run's store options (`store_args`)."""
-    line = promotion.get("own_line")
-    if not line:
-        return NOT_COMPARABLE_HINT
+    """The line under a `not comparable` decision: commands that act on this run, as printed.
+    `recsys promote --force` printed bare read the default config (another experiment and line, or
+    another lineage's newest run): after a movielens.toml run it answered "kept: already champion"
+    about the synthetic line, exit 0. So it names this run's store options (`args`, `store_args`)
+    and its challenger (`--run-id`). When the registry line serves another lineage (the same config
+    on another data set), `--force` would hand that line's serving alias to a model of other data:
+    the way out is this lineage's own line, which `recsys promote` can start from this very run, no
+    retraining."""
     run = promotion.get("challenger_run_id")
     runs = f" --run-id {run}" if run else ""
+    line = promotion.get("own_line")
+    if not line:
+        return (
+            f"nothing moved: look at `recsys compare{args}`, then `recsys promote{args}{runs} --force` makes "
+            "the challenger champion deliberately"
+        )
     return (
         f"nothing moved: `recsys promote{args}{runs} --set promotion.registered_model={line}` makes this data set's "
         "challenger champion of a line of its own; give its later runs the same --set"
@@ -326,10 +349,17 @@ def _where_to_look(
     console.print("\n".join(lines), soft_wrap=True)  # commands stay one line: copy, paste, run
 
 
+DEFAULT_CRON = "0 3 * * *"
+"""`recsys schedule`'s schedule when neither --cron nor --interval is given: 03:00 daily."""
+
+
 @app.command()
 @user_errors
 def schedule(
-    cron: Annotated[str, typer.Option("--cron", help='Cron expression, e.g. "0 3 * * *" (03:00 daily).')] = "0 3 * * *",
+    cron: Annotated[
+        str | None,
+        typer.Option("--cron", help='Cron expression (default "0 3 * * *": 03:00 daily); or --interval.'),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
@@ -358,12 +388,18 @@ def schedule(
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
     runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
     """
+    from recsys.errors import ConfigError
+
+    if cron is not None and interval is not None:  # the cron was dropped without a word
+        raise ConfigError(f"--cron {cron!r} and --interval {interval:g}: a deployment runs on one schedule, pass one")
+    cron = cron or DEFAULT_CRON
     config = config_path(config)
     load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     ephemeral_prefect_defaults()  # before Prefect's import reads its settings
-    from flows.deployments import serve_pipeline
+    from flows.deployments import check_schedule, serve_pipeline
     from flows.ephemeral import check_api
 
+    check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
     check_api()
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"

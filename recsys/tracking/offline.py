@@ -214,11 +214,11 @@ def _log_record(
     """Create a run holding everything `record` kept; returns (run id, "name/version" or None)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-    from recsys.tracking.liveness import process_tags
+    from recsys.tracking.liveness import opened_tags
     from recsys.tracking.registry import register_run_model
     from recsys.tracking.runs import TAG_MODEL_VERSION, with_retries
 
-    tags = {**record.tags, **process_tags(), TAG_RESUMED_FROM: record.run_id}
+    tags = {**record.tags, **opened_tags(), TAG_RESUMED_FROM: record.run_id}
     tags.pop("mlflow.parentRunId", None)
     if parent and not parent.startswith(OFFLINE_PREFIX):
         tags["mlflow.parentRunId"] = parent

@@ -262,7 +262,7 @@ class Tracker:
         from recsys.tracking.liveness import mark_dead_runs
 
         try:
-            closed = mark_dead_runs(self.client, [self.experiment_id])
+            closed = mark_dead_runs(self.client, [self.experiment_id], self.cfg.stale_run_minutes * 60)
         except Exception as exc:  # never a reason not to start: say so and go on
             log.warning("could not check for runs left RUNNING by dead processes: %s", exc)
             return []
@@ -342,7 +342,7 @@ class Tracker:
         when given, the data set as a run input. Returns the run id. `tags` may override the
         run's source (`mlflow.source.*`, e.g. a Prefect deployment), which its model runs inherit."""
         from recsys.config import flatten
-        from recsys.tracking.liveness import process_tags
+        from recsys.tracking.liveness import opened_tags
 
         commit = git_commit()
         all_tags = {TAG_KIND: "pipeline", TAG_GIT_COMMIT: commit, **ui.source_tags(commit)}
@@ -355,7 +355,7 @@ class Tracker:
             all_tags.update(lineage(self.run_config).tags())  # children inherit it: compared within it
         all_tags.update(self._split_tags(data, split))
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
-        all_tags.update(process_tags())
+        all_tags.update(opened_tags())
         name = run_name or (self.run_config.name if self.run_config is not None else "pipeline")
         try:
             run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
@@ -366,6 +366,7 @@ class Tracker:
                 setting="tracking.enabled", value="false",
             ) from None
         run_id = run.info.run_id
+        self._beating(run_id)
         with self._closed_if_not_opened(run_id):
             self._add(RunRecord(PARENT_KEY, name, run_id, tags=dict(all_tags)))
             with self._lock:
@@ -380,6 +381,12 @@ class Tracker:
 
                 self._send(lambda: log_split(self.client, run_id, split))
         return run_id
+
+    def _beating(self, run_id: str) -> None:
+        """Stamp the open run's heartbeat every minute until `end` (recsys.tracking.liveness)."""
+        from recsys.tracking.liveness import HEARTBEATS
+
+        HEARTBEATS.add(self.client, run_id)
 
     @contextmanager
     def _closed_if_not_opened(self, run_id: str) -> Iterator[None]:
@@ -432,7 +439,7 @@ class Tracker:
     ) -> ModelRun:
         """Open a model's run nested under the pipeline run; params = the model's config."""
         from recsys.config import flatten
-        from recsys.tracking.liveness import process_tags
+        from recsys.tracking.liveness import opened_tags
 
         with self._lock:
             inherited = dict(self._parent_tags.get(parent_id or "", {}))
@@ -448,12 +455,14 @@ class Tracker:
             TAG_MODEL_KIND: model_config.kind,
             **({"mlflow.parentRunId": parent_id} if parent_id else {}),
             **{str(k): str(v) for k, v in (tags or {}).items()},
-            **process_tags(),
+            **opened_tags(),
         }
         run = self._send(
             lambda: self.client.create_run(self.experiment_id, run_name=model_config.name, tags=all_tags)
         )
         run_id = run.info.run_id if run is not None else offline_run_id()
+        if run is not None:
+            self._beating(run_id)
         with self._closed_if_not_opened(run_id):
             self._add(RunRecord(model_config.name, model_config.name, run_id, parent_id, tags=dict(all_tags)))
             self.log_params(run_id, flatten(model_config.model_dump(mode="json")))
@@ -464,7 +473,7 @@ class Tracker:
     ) -> str:
         """A tuning trial's run, nested under its model's run (`recsys.kind = trial`, so comparisons
         and promotion, which read model runs, never see it); params = the trial's parameters."""
-        from recsys.tracking.liveness import process_tags
+        from recsys.tracking.liveness import opened_tags
 
         tags = {
             TAG_KIND: "trial",
@@ -472,11 +481,13 @@ class Tracker:
             TAG_MODEL_KIND: model_config.kind,
             "recsys.trial_number": str(number),
             "mlflow.parentRunId": model_run_id,
-            **process_tags(),
+            **opened_tags(),
         }
         name = f"{model_config.name}-trial-{number}"
         run = self._send(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
         run_id = run.info.run_id if run is not None else offline_run_id()
+        if run is not None:
+            self._beating(run_id)
         with self._closed_if_not_opened(run_id):
             self._add(RunRecord(name, name, run_id, model_run_id, tags=dict(tags)))
             self.log_params(run_id, dict(params))
@@ -657,15 +668,24 @@ class Tracker:
         return self.run_config.promotion.metric if self.run_config is not None else "recall@20"
 
     def end(self, run: ModelRun | str, status: str = "FINISHED", error: str | None = None) -> None:
-        """Close a run; a FAILED run gets the error as a tag and as `error.txt`."""
+        """Close a run; a FAILED run gets the error as a tag and as `error.txt`.
+
+        The status goes first, and the close is shielded from Ctrl-C (`recsys.interrupt.shielded`):
+        a second Ctrl-C while the first one's runs were being closed left them RUNNING."""
+        from recsys import interrupt
+        from recsys.tracking.liveness import HEARTBEATS
+
         run_id = run.run_id if isinstance(run, ModelRun) else run
-        if error:
-            self.set_tags(run_id, {TAG_ERROR: error})
-            self.log_text(run_id, error, "error.txt")
-        self._changed(run_id, lambda r: setattr(r, "status", status))
-        self._send(lambda: self.client.set_terminated(run_id, status=status))
-        if self.failure is None:
-            self._changed(run_id, lambda r: setattr(r, "complete", True))
+        HEARTBEATS.remove(run_id)  # before the status: a closed run is never reopened by its heartbeat
+        with interrupt.shielded():
+            fault_point("tracking.closing")
+            self._changed(run_id, lambda r: setattr(r, "status", status))
+            self._send(lambda: self.client.set_terminated(run_id, status=status))
+            if error:  # a closed run still takes tags and artifacts
+                self.set_tags(run_id, {TAG_ERROR: error})
+                self.log_text(run_id, error, "error.txt")
+            if self.failure is None:
+                self._changed(run_id, lambda r: setattr(r, "complete", True))
 
     # ------------------------------------------------------------------ internals
     def _split_tags(self, data: InteractionData | None, split: Split | None) -> dict[str, str]:

@@ -1,0 +1,149 @@
+"""A Prefect server that dies during `recsys run` (kill -9 of the team stack's, or of any
+PREFECT_API_URL server): the run ends soon after, in one `error:` line naming the server (exit 2),
+with every MLflow run of it closed.
+
+It took minutes: each task run asked the API for concurrency slots for the run's process tags, and
+every request to the dead server spent Prefect's client retries (2 + 4 + 8 + 16 + 32 s) before it
+failed, one request after the other; then the exit drained the queued events, ~7 s each, printing
+"--- Error logging to API ---" after the error line, and Prefect's traceback came before it.
+
+The server here is the session's Prefect harness behind a TCP proxy that the test closes, as a
+killed server closes its port: open connections reset, new ones refused. The run is frozen where its
+parent MLflow run has just opened (RECSYS_STOP_AT), the proxy closed, and the run resumed, so both
+models' tasks start against a dead server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="waits on /proc's process state"),
+]
+
+GIVE_UP_S = 90  # the bounded retries end the run in ~20 s here; it took over 4 minutes before
+
+
+class KillableProxy:
+    """Forwards 127.0.0.1:<port> to `upstream`; `kill()` closes it the way a killed server goes."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                return
+            with self.lock:
+                self.sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for end in self.sockets:
+                try:
+                    end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    end.close()  # linger 0: a reset, as from a process that died
+                except OSError:
+                    pass
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_prefect_server_killed_mid_run_ends_the_run_in_one_line_with_its_runs_closed(
+    prefect_harness, shared_mlflow_uri, tmp_path
+):
+    from urllib.parse import urlsplit
+
+    from prefect.settings import PREFECT_API_URL
+
+    harness = urlsplit(str(PREFECT_API_URL.value()))
+    proxy = KillableProxy((harness.hostname or "127.0.0.1", int(harness.port or 80)))
+    api = f"http://127.0.0.1:{proxy.port}/api"
+    experiment = f"lost-api-{uuid.uuid4().hex[:8]}"
+    sets = [
+        "data.synthetic.n_users=80", "data.synthetic.n_items=40", "data.min_user_interactions=2",
+        "folding.enabled=false", "evaluation.bootstrap_samples=10", "orchestration.max_workers=1",
+        f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"',
+        f'tracking.tracking_uri="{shared_mlflow_uri}"', f'tracking.experiment="{experiment}"',
+        f'tracking.model_name_prefix="{experiment}"', f'promotion.registered_model="{experiment}-best"',
+        'models=[{name="pop", kind="popularity"}, {name="pop2", kind="popularity"}]',
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect"), RECSYS_STOP_AT="tracking.parent_opened")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "run", *[a for s in sets for a in ("--set", s)]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and not _stopped(process.pid):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        assert process.poll() is None, "".join(lines)  # frozen with its parent run open
+        proxy.kill()
+        process.send_signal(signal.SIGCONT)
+        code = process.wait(GIVE_UP_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(10)
+    output = "".join(lines)
+    assert code == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: the Prefect API {api} (PREFECT_API_URL) stopped answering during the run"
+    ), output
+    assert "recsys stack up" in errors[0] and "--no-prefect" in errors[0]
+    assert "Traceback" not in output, output
+    after = output.split(errors[0], 1)[1]
+    assert "Error logging to API" not in after and "Still processing items" not in after, after
+    client = MlflowClient(shared_mlflow_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id])
+    assert runs, output
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], output
