@@ -181,7 +181,8 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     except Exception as exc:
-        if (lost := lost_api(exc, "--no-prefect")) is not None:  # the server died mid-run: say so, in one line
+        started = [server for server in running_servers() if not any(server is kept for kept in already)]
+        if (lost := lost_api(exc, "--no-prefect", started)) is not None:  # the server died mid-run: one line
             forget_queued_api_work()  # nobody to send them to: the exit must not wait on them
             raise lost from None
         raise
