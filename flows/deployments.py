@@ -49,6 +49,30 @@ def pipeline_deployment(
     )
 
 
+def check_schedule(cron: str, timezone: str, interval: float | None) -> None:
+    """A ConfigError naming the option for a cron expression or time zone Prefect refuses: they
+    surfaced after `recsys schedule` had printed "serving deployment ...", as "unexpected
+    ValueError: Invalid cron string ...: this is a bug", exit 1."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    from recsys.errors import ConfigError
+
+    try:
+        if interval:
+            IntervalSchedule(interval=timedelta(seconds=interval), timezone=timezone)
+        else:
+            CronSchedule(cron=cron, timezone=timezone)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        errors = getattr(exc, "errors", None)
+        why = "; ".join(e["msg"].removeprefix("Value error, ") for e in errors()) if callable(errors) else str(exc)
+        option = f"--timezone {timezone!r}" if "timezone" in why.lower() else f"--cron {cron!r}"
+        hint = ("an IANA time zone name, e.g. --timezone Europe/Berlin" if option.startswith("--timezone")
+                else 'five fields: minute hour day-of-month month day-of-week, e.g. --cron "0 3 * * *"')
+        raise ConfigError(f"{option}: {why}: give {hint}") from None
+
+
 def serve_pipeline(**kwargs: Any) -> None:
     """Serve the deployment (blocks): Prefect triggers runs on the schedule."""
     from prefect import serve

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from recsys.data.dataset import InteractionData
 from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.split import Split
-from recsys.errors import DataError
+from recsys.errors import DataError, NoDataRows, RecsysWarning
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
 
@@ -335,7 +336,10 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         targets = dict(zip(names, files, strict=True))
     changed = [name for name, d in digests.items() if name in ledger and ledger[name] != d]
     if changed and not source_is_dir:
-        ledger = {}  # a single file that changed is re-ingested whole (its vocab rebuilt)
+        # A single file that changed (a log its writer appends to) is re-ingested whole, keeping the
+        # vocab: rebuilt, its order would follow the new file (a user reaching the k-core today sits
+        # before older ones), and the champion could never be re-scored on today's data.
+        ledger = {}
     new = [name for name in digests if name not in ledger]
     if not new and not changed:
         return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
@@ -346,19 +350,52 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         )
     report = None
     rebuild = bool(changed) and not source_is_dir
+    ingested: list[str] = []
+    empty: list[NoDataRows] = []
     for name in new:
         append = is_processed_dir(out) and not rebuild
-        rebuild = False
         ledger[name] = digests[name]
-        report = ingest(
-            targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger}
-        )
+        try:
+            report = ingest(
+                targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger},
+                keep_vocab=True,
+            )  # fmt: skip
+        except NoDataRows as exc:
+            # An export of a quiet day (a header, no row) must not stop every later run; left out
+            # of the ledger, it is taken up once rows are written to it (as a 0-byte file is).
+            del ledger[name]
+            empty.append(exc)
+            continue
+        if rebuild and (lost := _shrunk(report, name)):
+            warnings.warn(RecsysWarning(lost), stacklevel=2)
+        rebuild = False
+        ingested.append(name)
+    if empty and not is_processed_dir(out):
+        raise empty[0]  # nothing to train on at all: the error names the file
+    for exc in empty:
+        warnings.warn(RecsysWarning(f"{exc}: not ingested, it is read once rows are written to it"), stacklevel=2)
+    if not ingested:
+        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),
         key,
-        ingested_files=new,
+        ingested_files=ingested,
         report=report.to_json_dict() if report is not None else {},
+    )
+
+
+def _shrunk(report, name: str) -> str | None:
+    """A warning when a single-file source read again holds fewer rows than the data it replaced:
+    a log that was rotated or truncated, not one that grew, so the earlier rows are gone from the
+    processed data (a growing log never shrinks; rotated logs belong in a landing directory)."""
+    before = sum(int(b.get("rows_in", 0)) for b in report.replaced_batches)
+    if report.rows_in >= before:
+        return None
+    return (
+        f"{name} holds {report.rows_in:,} rows, fewer than the {before:,} it held when last ingested: the "
+        "rows no longer in it are gone from the processed data; for a log that is rotated or truncated, "
+        "give data.source a directory and add each day's file to it"
     )
 
 

@@ -46,6 +46,11 @@ class DataError(RecsysError):
     """A file or data set that cannot be used; the message names the file and the cause."""
 
 
+class NoDataRows(DataError):
+    """A file that holds a header (or a schema) but no row: an error for an ingest of that file,
+    but in a landing zone an export of a quiet day, passed over until rows are written to it."""
+
+
 class ModelError(RecsysError):
     """Training failed for a reason the user can act on (e.g. NaN loss at epoch E, step S)."""
 

@@ -41,6 +41,22 @@ class EvaluationConfig(Section):
         None, description="sampled metrics (biased; Krichene & Rendle 2020). None = full corpus"
     )
 
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        """A misspelt metric (`ndgc`) passed the config and failed every model after its training
+        (each model `failed`, exit 1): refused with the config, before any work."""
+        import difflib
+
+        from recsys.evaluation.metrics import ALL_METRICS  # numpy / polars / scipy only, no torch
+
+        unknown = [m for m in metrics if m not in ALL_METRICS]
+        if unknown:
+            close = {m: difflib.get_close_matches(m, ALL_METRICS, n=1) for m in unknown}
+            named = ", ".join(f"{m!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for m, c in close.items())
+            raise ValueError(f"unknown metric {named}; known: {', '.join(ALL_METRICS)}")
+        return metrics
+
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, ks: list[int]) -> list[int]:

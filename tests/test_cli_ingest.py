@@ -244,3 +244,22 @@ def test_the_suggested_run_carries_the_data_settings_the_flags_changed(tmp_path:
     assert cfg.data.source == str(out)
     assert processed_as(out, cfg.data) == []  # the run takes the directory as it was made, no warning
     assert processed_as(out, load_config(config, [f"data.source={out}"]).data)  # the config alone differs
+
+
+def test_an_append_of_a_file_without_rows_leaves_the_directory_and_succeeds(tmp_path: Path) -> None:
+    """`recsys ingest today.csv --append` on a quiet day (the export's header, no row) failed the
+    schedule with `no data rows`, exit 2; nothing is to be added, so it says so and exits 0. A
+    first ingest of such a file is still the one-line error (no directory to keep)."""
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    (tmp_path / "day1.csv").write_text("user_id,item_id,timestamp\na,x,1700000000\nb,y,1700000001\n")
+    (tmp_path / "day2.csv").write_text("user_id,item_id,timestamp\n")
+    first = runner.invoke(app, ["ingest", str(tmp_path / "day2.csv"), "--out", str(out)])
+    assert first.exit_code == 2 and "day2.csv: no data rows" in first.output and not out.exists()
+    assert runner.invoke(app, ["ingest", str(tmp_path / "day1.csv"), "--out", str(out)]).exit_code == 0
+    before = (out / "manifest.json").read_text()
+    result = runner.invoke(app, ["ingest", str(tmp_path / "day2.csv"), "--out", str(out), "--append", "--json", str(summary)])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "no data rows: nothing appended" in result.output
+    assert (out / "manifest.json").read_text() == before
+    data = json.loads(summary.read_text())
+    assert (data["rows_in"], data["rows_accepted"], data["interactions"]) == (0, 0, 2)

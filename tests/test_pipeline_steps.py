@@ -3,6 +3,7 @@ commands on tiny synthetic data."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shlex
 import tomllib
@@ -68,6 +69,66 @@ def test_changed_landing_file_is_refused_with_a_clear_error(tmp_path):
     _log(landing / "day1.csv", ["a", "c"], ["x", "z"], 1_700_000_000)
     with pytest.raises(DataError, match="append-only"):
         prepare_dataset(cfg)
+
+
+def test_a_header_only_landing_file_is_passed_over_until_it_holds_rows(tmp_path):
+    """An export of a quiet day (the header, no row) stopped the run with `no data rows`, and every
+    run after it, until someone removed the file; it is now named in a warning and taken up once
+    rows are written to it. A landing zone holding nothing but such a file is still an error."""
+    from recsys.errors import DataError, RecsysWarning
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "day1.csv").write_text("user_id,item_id,timestamp,rating\n")
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    with pytest.raises(DataError, match=r"day1\.csv: no data rows"):
+        prepare_dataset(cfg)
+    _log(landing / "day1.csv", ["a", "b"], ["x", "y"], 1_700_000_000)
+    (landing / "day2.csv").write_text("user_id,item_id,timestamp,rating\n")
+    with pytest.warns(RecsysWarning, match=r"day2\.csv: no data rows: not ingested"):
+        assert prepare_dataset(cfg).ingested_files == ["day1.csv"]
+    with pytest.warns(RecsysWarning, match=r"day2\.csv: no data rows"):
+        assert prepare_dataset(cfg).reused
+    _log(landing / "day2.csv", ["c"], ["z"], 1_700_100_000)
+    assert prepare_dataset(cfg).ingested_files == ["day2.csv"]
+    with gzip.open(landing / "day3.csv.gz", "wb"):
+        pass  # a compressed export of nothing: not 0 bytes on disk, and no line in it
+    with pytest.warns(RecsysWarning, match=r"day3\.csv\.gz: empty file: not ingested"):
+        assert prepare_dataset(cfg).reused
+
+
+def test_a_growing_single_file_source_keeps_its_vocab(tmp_path):
+    """A run's `data.source` that is one log its writer appends to is re-read whole when it grows,
+    and old ids keep their indices: rebuilt in the new file's order, a user who reached the k-core
+    only today (first seen before the others) took index 0, and every later run's promotion was
+    `not comparable` (the champion's vocab no prefix of today's)."""
+    log = tmp_path / "events.csv"
+    _log(log, ["early", "u1", "u1", "u2", "u2"], ["x", "x", "y", "x", "y"], 1_700_000_000)
+    cfg = load_config(None, [f'data.source="{log}"', f'data.processed_dir="{tmp_path / "processed"}"',
+                             "data.min_user_interactions=2"])  # fmt: skip
+    data1, _ = load_data_and_split(prepare_dataset(cfg), cfg)
+    assert list(data1.user_ids) == ["u1", "u2"]  # "early" is below the k-core
+    with log.open("a") as fh:
+        fh.write("early,y,1700000100,4.0\nu3,x,1700000101,4.0\nu3,y,1700000102,4.0\n")
+    second = prepare_dataset(cfg)
+    data2, _ = load_data_and_split(second, cfg)
+    assert second.ingested_files == ["events.csv"]
+    assert list(data2.user_ids) == ["u1", "u2", "early", "u3"]
+    assert list(data2.item_ids[: data1.n_items]) == list(data1.item_ids)
+
+
+def test_a_single_file_source_that_shrank_says_its_earlier_rows_are_gone(tmp_path):
+    """A log rotated or truncated in place is read again whole, so the rows it no longer holds leave
+    the processed data: that was silent (only smaller counts in the run's `kept:` line)."""
+    from recsys.errors import RecsysWarning
+
+    log = tmp_path / "events.csv"
+    _log(log, ["a", "b", "c"], ["x", "y", "z"], 1_700_000_000)
+    cfg = load_config(None, [f'data.source="{log}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    prepare_dataset(cfg)
+    _log(log, ["d"], ["x"], 1_700_100_000)
+    with pytest.warns(RecsysWarning, match=r"events\.csv holds 1 rows, fewer than the 3 .* gone from the processed data"):
+        assert prepare_dataset(cfg).ingested_files == ["events.csv"]
 
 
 def test_a_run_on_a_missing_source_writes_nothing(tmp_path):

@@ -307,6 +307,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(work):
     assert not (work["root"] / "m-blocked").exists() and not (work["root"] / "i-blocked").exists()
 
 
+def test_schedule_refuses_a_bad_cron_or_time_zone_before_it_says_it_serves():
+    """`recsys schedule --cron "61 3 * * *"` (or `--timezone Mars/Olympus`) printed "serving deployment
+    ..." and then "unexpected ValueError: Invalid cron string ...: this is a bug", exit 1; with both
+    --cron and --interval it served the interval, the cron dropped without a word."""
+    for args, says in [
+        (["--cron", "61 3 * * *"], "error: --cron '61 3 * * *': Invalid cron string"),
+        (["--timezone", "Mars/Olympus"], "error: --timezone 'Mars/Olympus': Invalid timezone"),
+        (["--cron", "0 3 * * *", "--interval", "60"], "error: --cron '0 3 * * *' and --interval 60"),
+    ]:
+        result = invoke(["schedule", *args])
+        assert result.exit_code == 2, (args, result.output)
+        (line,) = [line for line in result.output.splitlines() if line.strip()]
+        assert line.startswith(says), (args, line)
+
+
 def test_ui_on_a_port_in_use_is_a_one_line_error_before_any_server_starts(tmp_path):
     """MLflow's server failed after `recsys ui` had printed its link, and the command exited 0."""
     import socket

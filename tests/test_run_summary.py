@@ -18,6 +18,20 @@ def test_the_champion_line_names_the_decision_once():
     assert champion_line(foreign).splitlines()[1].endswith("`recsys promote --force` makes the challenger champion deliberately")
 
 
+def test_the_not_comparable_hint_names_the_runs_config_and_challenger():
+    """Printed bare, `recsys promote --force` read the default config: after a movielens.toml run
+    (split.seed changed: not comparable) it answered "kept: already champion" about the synthetic
+    line's run, exit 0. The hint carries the run's store options and its challenger's run id."""
+    split_changed = {"champion": "wals", "promotion": {
+        "decision": "not comparable", "reason": "not comparable: 1805 of the 1885 test interactions (95.8%) were in "
+        "the champion's training data", "challenger": "ease", "challenger_run_id": "abc123", "selection": "validation",
+        "metric": "recall@20", "registered_model": "movielens-best"}}
+    hint = champion_line(split_changed, " --config pipelines/configs/movielens.toml").splitlines()[1]
+    assert hint == ("nothing moved: look at `recsys compare --config pipelines/configs/movielens.toml`, then `recsys "
+                    "promote --config pipelines/configs/movielens.toml --run-id abc123 --force` makes the challenger "
+                    "champion deliberately")
+
+
 def test_a_run_that_promoted_nothing_names_its_best_model_apart_from_the_champion():
     """A run of another lineage (same config, second data set) ended `champion: ease (not comparable:
     ...)`, as if ease were this run's champion: ease was the registry line's, and nothing moved."""

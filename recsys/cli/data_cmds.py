@@ -125,7 +125,9 @@ def ingest_command(
     append: Annotated[
         bool,
         typer.Option(
-            "--append", help="Add SOURCE as a new batch to an existing --out (vocab indices stay stable)."
+            "--append",
+            help="Add SOURCE as a new batch to an existing --out (vocab indices stay stable); a SOURCE "
+            "without a row (a header only) leaves --out unchanged, with a warning.",
         ),
     ] = False,
     json_out: JsonOption = None,
@@ -139,6 +141,8 @@ def ingest_command(
     Example: recsys ingest ml-100k.inter --out data/processed/ml-100k --min-rating 4 --json summary.json
     """
     from recsys.data.ingest import ingest, replaced_since
+    from recsys.data.storage import is_processed_dir
+    from recsys.errors import NoDataRows
     from recsys.faults import fault_point
 
     configured = data = load_run_config(config, overrides).data
@@ -163,6 +167,7 @@ def ingest_command(
         updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}
     data = data.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
+    empty = None
     with console.status("ingesting ...") as status:
 
         def progress(stage: str) -> None:
@@ -170,7 +175,15 @@ def ingest_command(
             if stage.startswith("waiting for") and not err_console.is_terminal:  # no status line shows
                 err_console.print(stage, markup=False, highlight=False)
 
-        report = ingest(source, out, data, format=format, append=append, progress=progress)
+        try:
+            report = ingest(source, out, data, format=format, append=append, progress=progress)
+        except NoDataRows as exc:
+            if not (append and is_processed_dir(Path(out))):
+                raise  # nothing to write a directory from: the one-line error
+            empty = exc
+    if empty is not None:
+        _nothing_appended(empty, Path(out), json_out)
+        return
     fault_point("ingest.done")  # the lock is released: another writer may replace the directory now
     _print_report(report)
     if report.planted:
@@ -182,6 +195,23 @@ def ingest_command(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
     run_on(report.out_dir, config, [*(overrides or []), *shaping_sets(data, configured)])
+
+
+def _nothing_appended(empty: Exception, out: Path, json_out: Path | None) -> None:
+    """An `--append` of a file with no row (a scheduled export of a quiet day): nothing to add, so
+    the directory stays as it was and the command succeeds with a warning, instead of failing the
+    schedule; `--json` then describes the unchanged directory, with 0 rows in."""
+    from recsys.data.ingest import JSON_KEYS
+    from recsys.data.storage import read_manifest
+
+    manifest = read_manifest(out)
+    err_console.print(
+        f"warning: {empty}: nothing appended, {out} is unchanged ({manifest['interactions']:,} interactions)",
+        style="yellow", markup=False,
+    )  # fmt: skip
+    if json_out is not None:
+        summary = {key: 0 if key.startswith("rows_") else manifest[key] for key in JSON_KEYS}
+        write_text_atomic(json_out, json.dumps(summary, indent=2) + "\n")
 
 
 def shaping_sets(used: DataConfig, configured: DataConfig) -> list[str]:

@@ -278,22 +278,23 @@ def champion_line(summary: dict, args: str = "") -> str:
     return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
 
 
-NOT_COMPARABLE_HINT = (
-    "nothing moved: look at `recsys compare`, then `recsys promote --force` makes the challenger champion deliberately"
-)
-"""What to do about a `not comparable` decision (the README's "Reading a decision"), under it."""
-
-
 def not_comparable_hint(promotion: dict, args: str = "") -> str:
-    """The line under a `not comparable` decision. When the registry line serves another lineage
-    (the same config on another data set), `--force` would hand that line's serving alias to a
-    model of other data: the way out is this lineage's own line, which `recsys promote` can start
-    from this very run, no retraining. `args`: the run's store options (`store_args`)."""
-    line = promotion.get("own_line")
-    if not line:
-        return NOT_COMPARABLE_HINT
+    """The line under a `not comparable` decision: commands that act on this run, as printed.
+    `recsys promote --force` printed bare read the default config (another experiment and line, or
+    another lineage's newest run): after a movielens.toml run it answered "kept: already champion"
+    about the synthetic line, exit 0. So it names this run's store options (`args`, `store_args`)
+    and its challenger (`--run-id`). When the registry line serves another lineage (the same config
+    on another data set), `--force` would hand that line's serving alias to a model of other data:
+    the way out is this lineage's own line, which `recsys promote` can start from this very run, no
+    retraining."""
     run = promotion.get("challenger_run_id")
     runs = f" --run-id {run}" if run else ""
+    line = promotion.get("own_line")
+    if not line:
+        return (
+            f"nothing moved: look at `recsys compare{args}`, then `recsys promote{args}{runs} --force` makes "
+            "the challenger champion deliberately"
+        )
     return (
         f"nothing moved: `recsys promote{args}{runs} --set promotion.registered_model={line}` makes this data set's "
         "challenger champion of a line of its own; give its later runs the same --set"
@@ -349,10 +350,17 @@ def _where_to_look(
     console.print("\n".join(lines), soft_wrap=True)  # commands stay one line: copy, paste, run
 
 
+DEFAULT_CRON = "0 3 * * *"
+"""`recsys schedule`'s schedule when neither --cron nor --interval is given: 03:00 daily."""
+
+
 @app.command()
 @user_errors
 def schedule(
-    cron: Annotated[str, typer.Option("--cron", help='Cron expression, e.g. "0 3 * * *" (03:00 daily).')] = "0 3 * * *",
+    cron: Annotated[
+        str | None,
+        typer.Option("--cron", help='Cron expression (default "0 3 * * *": 03:00 daily); or --interval.'),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
@@ -381,12 +389,18 @@ def schedule(
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
     runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
     """
+    from recsys.errors import ConfigError
+
+    if cron is not None and interval is not None:  # the cron was dropped without a word
+        raise ConfigError(f"--cron {cron!r} and --interval {interval:g}: a deployment runs on one schedule, pass one")
+    cron = cron or DEFAULT_CRON
     config = config_path(config)
     load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     ephemeral_prefect_defaults()  # before Prefect's import reads its settings
-    from flows.deployments import serve_pipeline
+    from flows.deployments import check_schedule, serve_pipeline
     from flows.ephemeral import check_api
 
+    check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
     check_api()
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"

@@ -112,7 +112,10 @@ def promote(
             f"p = {decision.p_value:.3g} (alpha {decision.alpha:.3g}, challenger chosen on {decision.selection})",
             highlight=False,
         )
-    console.print(aliases_line(cfg.promotion.registered_model, decision))
+    from recsys.tracking.registry import CHALLENGER, alias_version
+
+    challenger_now = alias_version(mlflow_client, cfg.promotion.registered_model, CHALLENGER)
+    console.print(aliases_line(cfg.promotion.registered_model, decision, challenger_now and challenger_now.version))
 
 
 def decision_line(decision: str, reason: str, colour: str) -> str:
@@ -123,13 +126,15 @@ def decision_line(decision: str, reason: str, colour: str) -> str:
     return f"[bold {colour}]{decision}[/]: {reason}"
 
 
-def aliases_line(registered_model: str, decision) -> str:
+def aliases_line(registered_model: str, decision, challenger_now: str | None = None) -> str:
     """Where the aliases point after the decision (`decision.champion_version`), and for a promotion
-    the champion it replaced (`decision.compared_version`)."""
+    the champion it replaced (`decision.compared_version`). A challenger the decision did not
+    register (another lineage's run: not comparable) leaves the alias where it was, `challenger_now`
+    (the store's): it printed `challenger v-` beside a line whose challenger alias still held v1."""
     champion = f"v{decision.champion_version or '-'}"
     if decision.promoted and decision.compared_version and decision.compared_version != decision.champion_version:
         champion += f" (was v{decision.compared_version})"
-    return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or '-'}"
+    return f"{registered_model}: champion {champion}, challenger v{decision.challenger_version or challenger_now or '-'}"
 
 
 def _no_alias(mlflow_client, name: str, alias: str) -> str:

@@ -674,6 +674,7 @@ def ingest(
     item_labels: pl.DataFrame | None = None,
     progress: Progress | None = None,
     sidecar_files: Mapping[str, object] | None = None,
+    keep_vocab: bool = False,
 ) -> IngestReport:
     """Ingest `source` (file or directory) into the processed directory `out_dir`.
 
@@ -681,6 +682,9 @@ def ingest(
     processed dir (a missing one is created). user_labels / item_labels: optional (id, block) frames
     stored as the vocab's `block` column (planted clusters, combined sources). sidecar_files: file
     name -> JSON-able value, written into the directory in the same atomic swap as the batch.
+    keep_vocab: when not appending, replace the batches but keep the directory's vocab (old ids
+    keep their indices, new ones are appended), so models trained on it stay comparable: a run's
+    single-file source that grew is re-read whole this way (`pipelines.data`).
     Holds the directory's writer lock throughout (see the module docstring).
     """
     from recsys.data.synthetic import planted_blocks, reading
@@ -700,7 +704,7 @@ def ingest(
         with storage.writer_lock(Path(out_dir), say):
             report = _ingest(
                 source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
-                item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}),
+                item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
             )  # fmt: skip
     report.planted = planted is not None
     return report
@@ -717,10 +721,12 @@ def _ingest(
     item_labels: pl.DataFrame | None,
     say: Progress,
     sidecar_files: dict[str, object],
+    keep_vocab: bool = False,
 ) -> IngestReport:
     started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
     replaced = [] if append else _held_batches(out_dir)
+    vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else None  # not a corrupt one's
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
@@ -735,7 +741,13 @@ def _ingest(
     if keep:
         notes = notes + _all_repeated_note(result, previous)
     else:
+        validated = result.rows.height
         result = _drop_cross_batch_duplicates(result, raw, previous)
+        if validated and result.rows.height == 0:  # e.g. an --append rerun after a kill that had landed
+            notes = notes + [
+                f"every accepted row of this batch ({_rows(validated)}) equals a row of an earlier batch, so it adds "
+                "nothing (those rows are quarantined as duplicate): this file was most likely ingested before"
+            ]
     if (
         result.rows_in != result.rows_accepted + result.rows_quarantined
     ):  # pragma: no cover - a bug, not bad data
@@ -800,13 +812,13 @@ def _ingest(
 
         say("vocab and indexing")
         users = (
-            Vocab.load(out_dir / storage.USERS_FILE, id_name=USER, idx_name=USER_IDX)
-            if previous_manifest
+            Vocab.load(vocab_from / storage.USERS_FILE, id_name=USER, idx_name=USER_IDX)
+            if vocab_from
             else Vocab(id_name=USER, idx_name=USER_IDX)
         )
         items = (
-            Vocab.load(out_dir / storage.ITEMS_FILE, id_name=ITEM, idx_name=ITEM_IDX)
-            if previous_manifest
+            Vocab.load(vocab_from / storage.ITEMS_FILE, id_name=ITEM, idx_name=ITEM_IDX)
+            if vocab_from
             else Vocab(id_name=ITEM, idx_name=ITEM_IDX)
         )
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)

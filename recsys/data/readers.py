@@ -47,7 +47,7 @@ import polars as pl
 from recsys.config import ColumnMap
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT, as_utc
-from recsys.errors import DataError, RecsysWarning
+from recsys.errors import DataError, NoDataRows, RecsysWarning
 
 ROW = "source_row"
 """1-based data row (JSON Lines: line number) within the file the row came from."""
@@ -89,7 +89,8 @@ FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movi
 # preferred over the variant's asin -, rating, timestamp), Yelp (business_id, stars), Amazon
 # customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
 # Book-Rating), Retailrocket (visitorid, itemid), Taobao / Tianchi (behavior_type: pv, cart, fav,
-# buy), Diginetica (eventdate).
+# buy), Diginetica (eventdate), Goodreads (book_id, date_added: its JSON also has a review_id, so
+# book_id is not the one remaining id column there), H&M (article_id beside sales_channel_id, t_dat).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
     USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
     ITEM: (
@@ -106,8 +107,22 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "asin",
         "business_id",
         "isbn",
+        "book_id",
+        "article_id",
     ),
-    TIME: ("timestamp", "time", "ts", "datetime", "date", "event_time", "eventdate", "unixreviewtime", "review_date"),
+    TIME: (
+        "timestamp",
+        "time",
+        "ts",
+        "datetime",
+        "date",
+        "event_time",
+        "eventdate",
+        "unixreviewtime",
+        "review_date",
+        "date_added",
+        "t_dat",
+    ),
     WEIGHT: (
         "rating",
         "weight",
@@ -239,6 +254,12 @@ _NOT_READ = {
     b"BZh": "bzip2-compressed: decompress it (only gzip is read directly)",
     b"\xfd7zXZ\x00": "xz-compressed: decompress it (only gzip is read directly)",
     b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
+    b"ARROW1": "an Arrow IPC / Feather file (pandas' to_feather): write it as Parquet instead, e.g. "
+    "`pl.read_ipc(FILE).write_parquet(NEW)`",
+    b"FEA1": "a Feather v1 file (old pandas' to_feather): write it as Parquet instead, e.g. "
+    "`pd.read_feather(FILE).to_parquet(NEW)`",
+    b"ORC": "an ORC file (Hive, Spark): write it as Parquet instead",
+    b"Obj\x01": "an Avro file: write it as Parquet instead",
     b"\xff\xfe": "UTF-16 text, as Excel's 'Unicode Text' writes: convert it with `iconv -f utf-16 -t utf-8`",
     b"\xfe\xff": "UTF-16 text: convert it with `iconv -f utf-16 -t utf-8`",
 }
@@ -248,6 +269,11 @@ _NOT_READ = {
 def _head_lines(path: Path, head: bytes) -> list[str]:
     # Known kinds are named only for heads that are not UTF-8 text (a CSV may start with "BZh").
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
+    if head[257:262] == b"ustar":  # a tar header's magic (also seen through gzip: .tar.gz / .tgz)
+        kind = (
+            "a tar archive (.tar, .tar.gz), as Last.fm's and Yelp's data sets ship: unpack it (`tar xf FILE`) "
+            "and name the interaction file"
+        )
     if b"\x00" in head:
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
@@ -308,7 +334,7 @@ def detect_format(path: str | Path) -> str:
         return _one_format(path, files, None)
     head = _read_head(path)
     if not head:
-        raise DataError(f"{path}: empty file")
+        raise NoDataRows(f"{path}: empty file")
     if head[:4] == b"PAR1":
         with path.open("rb") as fh:
             if fh.read(2) == b"\x1f\x8b":  # the head was decompressed
@@ -325,7 +351,7 @@ def detect_format(path: str | Path) -> str:
         raise DataError(f"{path}: has a Parquet extension but is not a Parquet file")
     lines = _head_lines(path, head)
     if not lines:
-        raise DataError(f"{path}: empty file")
+        raise NoDataRows(f"{path}: empty file")
     if lines[0].startswith("#") and not suffix.startswith((".json", ".ndjson")) and not _hash_header(lines):
         raise DataError(
             f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
@@ -517,7 +543,18 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
 
     def kind(p: Path) -> str:
         if format is None:
-            return detect_format(p)
+            try:
+                return detect_format(p)
+            except DataError as exc:
+                # An unzipped data set's folder holds its titles beside its log (ML-1M's Latin-1
+                # movies.dat): converting them, as the error says, reads them as interactions next.
+                if NOT_UTF8_HINT not in str(exc) or len(files) < 2:
+                    raise
+                raise DataError(
+                    f"{exc}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
+                    "data set's titles, as ML-1M's movies.dat beside ratings.dat), ingest the interaction "
+                    "file on its own"
+                ) from None
         parquet = p.suffix.lower() in _PARQUET_SUFFIXES
         return "parquet" if parquet else ("text" if format == "parquet" else format)
 
@@ -589,7 +626,10 @@ def map_columns(
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
+            if separator is not None and (_looks_like_data(header) or len(header) == 1):
+                _refuse_whitespace_runs(path, header, separator)
             if separator is not None and _looks_like_data(header):
+                _refuse_id_lists(path, header)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read only when every field of "
@@ -597,6 +637,13 @@ def map_columns(
                     "add a header line naming the columns, separated as the rows are, and ingest "
                     f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
                     "the columns to what each holds)"
+                )
+            if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
+                raise DataError(
+                    f"{path}: Netflix prize `MovieID:` blocks (first line {header[0].strip()!r}), which are not "
+                    "read: flatten them to one user,item,rating,date line each first, e.g. `awk -F, 'BEGIN {print "
+                    '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
+                    '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
                 )
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
@@ -622,6 +669,63 @@ def map_columns(
 
 
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# A field holding several ids separated by spaces (`N1235 N3234`, `N55689-1 N35729-0`): MIND's
+# history and impression columns. Each token has digits and no `:` or `/`, so names (`Deep Dish`,
+# `Blink 182`) and times (`2019-11-11 09:05:58`, `9:05:58 AM`) are not lists.
+_ID_LIST = re.compile(r"^[A-Za-z_]*\d+(?:[-_]\d+)?(?:\s+[A-Za-z_]*\d+(?:[-_]\d+)?)+$")
+
+
+def _refuse_whitespace_runs(path: Path | str, header: list[str], separator: str) -> None:
+    """DataError for a headerless file whose lines are numbers separated by runs of blanks
+    (`1\t\t5\t\t0.219`: Jester's jester_ratings.dat; `1  6  2`: columns aligned with spaces):
+    split on one tab they show empty fields (the second one named `_duplicated_0` by polars), on
+    one comma or space a single column, and the header line the other errors suggest would not
+    split like the rows. Every line of the head must show the same runs (a first line with one
+    missing value, `196\t242\t\t881250949`, is no such file: squeezing would shift its columns)."""
+    if len(header) == 1:
+        values, runs = header[0].split(), bool(re.search(r"\s\s", header[0].strip()))
+    else:
+        values = [f for f in header if f.strip() and not _DEDUPLICATED.match(f)]
+        runs = len(values) < len(header)
+    if not (runs and len(values) >= 2 and all(_is_number(f) for f in values)):
+        return
+    try:
+        lines = _header_lines(Path(path))[:50]
+    except (DataError, OSError):
+        return
+    if len(header) == 1:
+        same = all(len(line.split()) == len(values) and all(map(_is_number, line.split())) for line in lines)
+    else:
+        gaps = [[n for n, f in enumerate(line.split(separator)) if not f.strip()] for line in lines]
+        same = all(g == gaps[0] for g in gaps) and all(
+            all(map(_is_number, line.split())) and len(line.split()) == len(values) for line in lines
+        )
+    if same:
+        raise DataError(
+            f"{path}: its fields are separated by runs of spaces or tabs (first line: {' '.join(values)[:40]!r}), "
+            "which are not read; put one tab between fields first, e.g. `awk -v OFS='\\t' '{$1 = $1; print}' "
+            "FILE > NEW`, and ingest NEW (columns user, item[, rating[, timestamp]], as in u.data)"
+        )
+
+
+_DEDUPLICATED = re.compile(r"^_duplicated_\d+$")  # polars' name for a repeated header name ('' here)
+
+
+def _refuse_id_lists(path: Path | str, row: list[str]) -> None:
+    """DataError for a headerless file whose first row holds lists of ids in a field: a log of
+    one row per impression or session (MIND's behaviors.tsv: id, user, time, history, impressions)
+    is no flat (user, item) log, and the header line `_header_example` would suggest takes its
+    impression id for the user and its user for the item."""
+    lists = [n for n, value in enumerate(row) if _ID_LIST.match(value.strip())]
+    if lists:
+        shown = ", ".join(f"column {n + 1} ({row[n].strip()[:30]!r})" for n in lists[:2])
+        raise DataError(
+            f"{path}: {shown} {'hold lists' if len(lists) > 1 else 'holds a list'} of ids separated "
+            "by spaces, as an impression or session log "
+            "writes one row per impression (MIND's behaviors.tsv): ingest reads one user and one item "
+            "per line; write one line per (user, item) first (e.g. polars' str.split and explode on "
+            "that column), with a header line naming the columns"
+        )
 
 
 def _looks_like_data(header: list[str]) -> bool:
@@ -642,21 +746,33 @@ def _header_example(row: list[str], separator: str) -> str:
     `rating` unless the row has an event (an event log's other numbers are no weights: Taobao's
     category id `2520377` named `rating` would be summed as weights by a user who keeps the
     guess) and unless it is 0 (Yoochoose's category `0`, Book-Crossing's implicit `0`: named
-    `rating`, every such row would weigh 0 and be dropped), the rest by position. A guess the
-    message asks to check (Amazon's ratings-only CSV starts with the item; Yoochoose's 9-digit item
-    ids look like Unix times, which is why a date wins)."""
+    `rating`, every such row would weigh 0 and be dropped), the rest by position; an ASIN before an
+    Amazon reviewer id (Amazon's ratings-only CSV starts with the item) is named `item_id`, the
+    reviewer `user_id`. A guess the message asks to check (Yoochoose's 9-digit item ids look like
+    Unix times, which is why a date wins). A measurement (a negative number or one
+    with more than two decimals: Gowalla's and Foursquare's latitude and longitude) is neither an
+    id nor a rating: named as an id, a check-in log's latitude became its items and its longitude
+    its weights. Twitter's `Tue Apr 03 18:00:09 +0000 2012` (Foursquare) is a date."""
     values = [v.strip() for v in row]
-    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v)]
+    dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v) or _TWITTER_DATE.match(v)]
     unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
     time = dates[0] if dates else unix[-1] if unix else None
     words = [i for i, v in enumerate(values) if i != time and _EVENT_WORD.match(v)]
     integers = [i for i, v in enumerate(values) if i != time and v.isdigit()]
     event = words[0] if words and len(integers) >= 2 else None
     names: list[str] = []
-    ids = iter(("user_id", "item_id"))
+    # Amazon's ratings-only CSVs (`0000013714,A2SUAM1J3GNN3B,5.0,1252800000`) start with the item:
+    # an ASIN before a reviewer id is named so, not user_id then item_id (a transposed matrix).
+    candidates = [i for i, v in enumerate(values) if i not in (time, event) and not _MEASURE.match(v)][:2]
+    amazon = len(candidates) == 2 and bool(
+        _ASIN.match(values[candidates[0]]) and _REVIEWER_ID.match(values[candidates[1]])
+    )
+    ids = iter(("item_id", "user_id") if amazon else ("user_id", "item_id"))
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
+        elif _MEASURE.match(value):
+            name = ""
         else:
             rating = _is_number(value) and float(value) != 0 and event is None
             name = next(ids, "rating" if rating else "")
@@ -665,6 +781,10 @@ def _header_example(row: list[str], separator: str) -> str:
 
 
 _EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)
+_MEASURE = re.compile(r"^(?:-\d+(?:\.\d*)?|\d*\.\d{3,})$")  # -97.79, 30.2359091167: no id, no rating
+_ASIN = re.compile(r"^(?:B0[0-9A-Z]{8}|\d{9}[\dX])$")  # B00002N62Y, ISBN-10 0000013714 / 000100039X
+_REVIEWER_ID = re.compile(r"^A[0-9A-Z]{11,27}$")  # A2SUAM1J3GNN3B (2014/2018), AGKHLEW2SOWHNMFQIJGBECAF7INQ (2023)
+_TWITTER_DATE = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} \d{4}$")
 
 
 def column_name(source: str) -> str:
@@ -888,8 +1008,16 @@ def _csv_separator(lines: list[str]) -> str:
     return found or ","
 
 
+def _fullest(mapped: list[tuple[DataFile, dict[str, str]]]) -> int:
+    """The position of the file that maps the most roles (the first of those): the one to name as
+    the interaction log. An unzipped ML-25M maps genome-scores.csv (movieId and tagId, the one
+    remaining id column, as the user) and tags.csv beside ratings.csv, and the first by name is
+    genome-scores.csv, which the errors below then held up as the log to ingest."""
+    return max(range(len(mapped)), key=lambda n: (len(mapped[n][1]), -n))
+
+
 def _unmapped_files(
-    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[DataFile]
+    label: Path | str, unmapped: list[tuple[DataFile, DataError]], mapped: list[tuple[DataFile, dict[str, str]]]
 ) -> DataError:
     """The error for files of a source whose columns could not be mapped: the file's own error
     when none could (a column option fixes them all), else a list of the files that are not
@@ -898,19 +1026,21 @@ def _unmapped_files(
     if not mapped:
         return unmapped[0][1]
     names = _some([f.name for f, _ in unmapped], 5)
+    example = mapped[_fullest(mapped)][0].name
     return DataError(
-        f"{label}: {names} lack(s) the user or item column that {mapped[0].name} has, so not every "
+        f"{label}: {names} lack(s) the user or item column that {example} has, so not every "
         f"file is an interaction log; ingest the interaction file on its own (e.g. "
-        f"{mapped[0].name}), or move the others out"
+        f"{example}), or move the others out"
     )
 
 
-def _same_roles(label: Path | str, mapped: list[tuple[str, dict[str, str]]]) -> None:
-    """DataError naming the files of a source whose columns fill other roles than the first
-    file's (b.csv without the rating column a.csv has): one read gives every row the same
-    columns, and guessing a missing weight or time would change what the rows mean."""
-    first_name, first = mapped[0]
-    others = [name for name, mapping in mapped[1:] if mapping.keys() != first.keys()]
+def _same_roles(label: Path | str, mapped: list[tuple[DataFile, dict[str, str]]]) -> None:
+    """DataError naming the files of a source whose columns fill other roles than the file
+    mapping the most (b.csv without the rating column a.csv has): one read gives every row the
+    same columns, and guessing a missing weight or time would change what the rows mean."""
+    reference = _fullest(mapped)
+    first_name, first = mapped[reference][0].name, mapped[reference][1]
+    others = [f.name for f, mapping in mapped if mapping.keys() != first.keys()]
     if others:
         roles = ", ".join(_MAP_FIELDS[c] for c in first)
         raise DataError(
@@ -988,8 +1118,8 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
         names = [header[i // 2] if i % 2 == 0 else f"_gap_{i // 2}" for i in range(2 * len(header) - 1)]
         texts.append(_TextFile(f, ":", True, None, names, mapping, tuple(names)))
     if unmapped:
-        raise _unmapped_files(label, unmapped, [t.file for t in texts])
-    _same_roles(label, [(t.file.name, t.mapping) for t in texts])
+        raise _unmapped_files(label, unmapped, [(t.file, t.mapping) for t in texts])
+    _same_roles(label, [(t.file, t.mapping) for t in texts])
     return texts
 
 
@@ -1005,7 +1135,7 @@ def _scan_text(
     first_path = _local(files[0])
     lines = _header_lines(first_path)
     if not lines:
-        raise DataError(f"{label}: empty file")
+        raise NoDataRows(f"{label}: empty file")
     first = lines[0]
     notes: list[str] = []  # for ingest's warnings
     if fmt == "movielens-dat":
@@ -1059,9 +1189,10 @@ def _scan_text(
                     continue
                 texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header)))
                 notes.extend(_repeated_names(_local(f), header, mapping))
+                notes.extend(_unread_sequences(_local(f), header, mapping))
             if unmapped:
-                raise _unmapped_files(label, unmapped, [t.file for t in texts])
-            _same_roles(label, [(t.file.name, t.mapping) for t in texts])
+                raise _unmapped_files(label, unmapped, [(t.file, t.mapping) for t in texts])
+            _same_roles(label, [(t.file, t.mapping) for t in texts])
 
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
         return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
@@ -1152,6 +1283,21 @@ def _repeated_names(path: Path, header: list[str], mapping: dict[str, str]) -> l
                 "to read another, rename it in the header line and name it with the column option"
             )
     return notes
+
+
+def _unread_sequences(path: Path, header: list[str], mapping: dict[str, str]) -> list[str]:
+    """A note for each RecBole `:token_seq` column of a header that is not read: a sequential
+    data set's `item_id_list:token_seq` holds each row's earlier items, and reading the row as its
+    session and target item alone leaves all of those out without a word."""
+    read = set(mapping.values())
+    lists = [name for name in header if name.strip().endswith(":token_seq") and name not in read]
+    if not lists:
+        return []
+    return [
+        f"{path}: {', '.join(repr(name) for name in lists)} hold(s) a list of ids per row (a RecBole "
+        "sequential file), which is not read: each row is read as its user and item alone; for every "
+        "interaction, ingest the data set's flat .inter file (one user, item and time per line)"
+    ]
 
 
 @dataclass(frozen=True)
@@ -1627,8 +1773,8 @@ def _scan_jsonl(
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
-        raise _unmapped_files(label, unmapped, [f for f, _ in mappings])
-    _same_roles(label, [(f.name, m) for f, m in mappings])
+        raise _unmapped_files(label, unmapped, mappings)
+    _same_roles(label, mappings)
     budget = max(_KEY_WINDOW, _KEY_SAMPLE_BYTES // len(files))
     notes: list[str] = []
     unfound: list[tuple[DataFile, Path, dict[str, str], list[str]]] = []
@@ -1720,7 +1866,7 @@ def _scan_parquet(
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
-        raise _unmapped_files(label, unmapped, [f for f, *_ in mapped])
+        raise _unmapped_files(label, unmapped, [(f, m) for f, _, _, m in mapped])
     first, mapping = mapped[0][0], mapped[0][3]
     for f, _, own, m in mapped:
         _same_parquet_roles(f, m, mapping, first)
@@ -1930,7 +2076,7 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     listing = list_source(path) if per_file else SourceListing([path], [])
     paths = listing.files
     if not per_file and path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
+        raise NoDataRows(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
     if fmt == "parquet":

@@ -49,7 +49,36 @@ def suspicions(
         missing_markers(pairs, users, items, mapping, header)
         + repeated_header(pairs, users, items, rows, mapping)
         + epoch_times(rows, mapping)
+        + float_spelled_ids(pairs, users, items, mapping)
+        + float_spelled_twins(users, items, mapping)
     )
+
+
+def float_spelled_twins(users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning for each vocabulary holding ids spelled as whole decimals (`463.0`) beside the
+    same number spelled as an integer (`463`): pandas writes an integer id column that holds a
+    missing value as floats, so one day's export (an appended batch) turns every known user of it
+    into a new one, read as another user than yesterday's `463` (Parquet float ids are read as
+    integers by the reader; delimited text keeps what it spells). `float_spelled_ids` covers a
+    vocabulary whose every id is so spelled; this one the mix an append makes. Looks at the
+    vocabularies only."""
+    warnings = []
+    for canon, role, vocab in ((USER, "user", users), (ITEM, "item", items)):
+        ids = vocab.table.get_column(vocab.id_name)
+        floats = ids.filter(ids.str.contains(_FLOAT_SPELLED))
+        if floats.is_empty():
+            continue
+        twins = floats.filter(floats.str.replace(r"\.0$", "").is_in(ids))
+        if twins.is_empty():
+            continue
+        example = twins[0]
+        warnings.append(
+            f"{twins.len():,} {role} id(s) ({column_name(mapping.get(canon, canon))}) are spelled as decimals beside the "
+            f"same number as an integer ({example!r} and {example.split('.')[0]!r}), so each is two {role}s: an "
+            "export that wrote integer ids as floats (pandas does when the column holds a missing value); write "
+            "the ids as integers and ingest the log again"
+        )
+    return warnings
 
 
 def repeated_header(
@@ -98,6 +127,31 @@ def missing_markers(
                 f"missing-value marker, yet those rows are one {role} now; empty the field to quarantine "
                 f"them, or name another {role} column ({flag} / data.columns.{role})"
                 + (f"; a session log reads each session as a user: --user-col {sessions}" if sessions and canon == USER else "")
+            )
+    return warnings
+
+
+_FLOAT_SPELLED = r"^-?\d+\.0$"
+
+
+def float_spelled_ids(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:
+    """A warning for each id column whose every id is an integer spelled as a float (`64.0`): pandas
+    writes an integer column that holds a missing value so (to_csv after a NaN). The ids are kept as
+    written, which is right within the file, but `64` in a serving request or a later batch (or a
+    Parquet copy, whose float ids are read as the integers they spell) is then another user. Looks
+    at the vocabularies only."""
+    warnings = []
+    for canon, role, vocab in ((USER, "user", users), (ITEM, "item", items)):
+        if pairs.schema.get(canon) in CODE_DTYPES:
+            continue
+        ids = vocab.table.get_column(vocab.id_name)
+        # The first id decides for almost every log, so the whole vocabulary is scanned only when it is one.
+        if ids.len() and bool(ids.head(1).str.contains(_FLOAT_SPELLED).all()) and bool(ids.str.contains(_FLOAT_SPELLED).all()):
+            warnings.append(
+                f"every {role} id ({column_name(mapping.get(canon, canon))}) is an integer spelled as a float "
+                f"({ids[0]!r}), as pandas writes an integer column holding a missing value: the ids are kept "
+                f"as written, so a request or a later batch must spell them so too ({ids[0][:-2]!r} is another "
+                f"{role}); write the column as integers (pandas: .astype('Int64')) and ingest again"
             )
     return warnings
 

@@ -47,7 +47,7 @@ from recsys.data.readers import (
 )
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT, as_utc
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
-from recsys.errors import DataError
+from recsys.errors import DataError, NoDataRows
 
 REASON = "reason"
 _HASH = "__row_hash"
@@ -97,6 +97,11 @@ _GO_FORMAT = "%Y-%m-%d %H:%M:%S%.f%#z"
 # A date and an hour alone, as Tianchi's mobile-commerce log (`2014-12-06 02`) writes its times;
 # chrono reads no hour without minutes, so it is spelled in Go's layout at UTC (`:00:00+0000`) and read by its parse.
 _HOUR_TIME = r"^(\d{4}-\d{2}-\d{2})[ T](\d{2})$"
+# Twitter's created_at layout, as the logs built on its API and Rails apps write times (`Mon Aug 01
+# 13:41:57 -0700 2016`: Goodreads' date_added, Foursquare check-ins' utcTimestamp), read by its offset.
+_TWITTER_TIME = r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) (\d{2}) (\d{2}:\d{2}:\d{2}) ([+-]\d{4}) (\d{4})$"
+_MONTHS = [f"-{m}-" for m in ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")]
+_MONTH_NUMBERS = [f"-{n:02d}-" for n in range(1, 13)]
 _SAMPLE_ROWS = 2000
 DECIMAL_MODES = ("auto", "comma", "point")
 """`data.decimal`: how a comma in a weight or time value is read. `comma`: as the decimal point
@@ -203,7 +208,8 @@ def _integer_to_time(text: pl.Expr) -> pl.Expr:  # text, or an integer column (t
 def _iso_to_time(text: pl.Expr) -> pl.Expr:
     """ISO-8601 with or without zone (naive = UTC); 'Z' and a ' UTC' suffix (SQL / BigQuery exports,
     the REES46 e-commerce logs' `2019-10-01 00:00:00 UTC`) are read as +00:00; a date and an hour
-    alone (Tianchi's `2014-12-06 02`) as that hour, UTC."""
+    alone (Tianchi's `2014-12-06 02`) as that hour, UTC; Go's time.String() and Twitter's created_at
+    (`Mon Aug 01 13:41:57 -0700 2016`) by their offsets."""
     zoned_text = text.str.replace(r"(?:[Zz]| ?UTC)$", "+00:00")
     attempts = [
         zoned_text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
@@ -220,9 +226,13 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
     rest = pl.when(iso.is_null()).then(text)
     # A date and an hour alone is spelled as Go's layout at UTC, so one parse reads both (a
     # parse of its own re-derived `rest` and cost ~50% more on an ISO column).
+    # Twitter's layout is spelled as Go's too (`2016-08-01 13:41:57-0700`): a parse of its own
+    # would read `rest` a second time, and with it every ISO attempt (doubling an ISO column's cost).
     go = (
         rest.str.replace(_GO_TIME, "${1}${2}")
         .str.replace(_HOUR_TIME, "${1} ${2}:00:00+0000")
+        .str.replace(_TWITTER_TIME, "${5}-${1}-${2} ${3}${4}")
+        .str.replace_many(_MONTHS, _MONTH_NUMBERS)
         .str.to_datetime(_GO_FORMAT, strict=False, time_unit="us", time_zone="UTC")
     )
     return pl.coalesce(iso, go)
@@ -564,7 +574,7 @@ def _validate(
         # A value polars' CSV parser does not read as an integer: start again from the text.
         return _validate(raw, max_future_days, now, fast - {TYPED_READ}, general, keep_duplicates=keep_duplicates)
     if frame.height == 0:
-        raise DataError(f"{raw.path}: no data rows")
+        raise NoDataRows(f"{raw.path}: no data rows")
     # The typed read's proof (`_typed_read_is_exact`) runs beside the rest of the checks (polars
     # releases the GIL; the duplicate check's numpy stretch leaves a core free) and is awaited
     # before the result is returned: a failed proof redoes the validation from the text.
@@ -642,7 +652,7 @@ def _validate(
     if raw.positional_rows and n_bad:
         quarantine, rows_in = _without_empty_lines(quarantine, raw, rows_in)
         if rows_in == 0:  # a header followed by blank lines only (an export's trailing CRLFs)
-            raise DataError(f"{raw.path}: no data rows")
+            raise NoDataRows(f"{raw.path}: no data rows")
     counts = quarantine.get_column(REASON).value_counts(sort=True)
     reasons = dict(zip(counts[REASON].to_list(), counts["count"].to_list(), strict=True))
     if proof is not None and not proof.result():

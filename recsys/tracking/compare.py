@@ -91,7 +91,7 @@ def compare(
     key = metric_key(metric)
     runs = model_runs(client, experiment, max_runs)
     if runs and not any(key in run.data.metrics for run in runs):
-        raise TrackingError(_unlogged(metric, key, runs))
+        raise TrackingError(unlogged_metric(metric, key, runs))
     champion_run = None
     if registered_model:
         version = alias_version(client, registered_model, CHAMPION)
@@ -157,9 +157,10 @@ def compare(
     )
 
 
-def _unlogged(metric: str, key: str, runs: list) -> str:
+def unlogged_metric(metric: str, key: str, runs: list, what: str = "compared runs") -> str:
     """Why a --metric no compared run logged gives no table (it printed one with every value
-    blank), with the test metrics they did log (validation_ / champion_ variants left out)."""
+    blank), with the test metrics they did log (validation_ / champion_ variants left out).
+    `recsys registry` says the same of its listed versions' runs."""
     pairs = [
         metric_name(k).partition("@")
         for run in runs
@@ -169,7 +170,7 @@ def _unlogged(metric: str, key: str, runs: list) -> str:
     names = ", ".join(sorted({name for name, _, _ in pairs}))
     ks = ", ".join(str(k) for k in sorted({int(k) for _, _, k in pairs}))
     choice = f"NAME@K with NAME one of {names} and K one of {ks}" if pairs else "a metric the runs logged"
-    return f"metric {metric!r} ({key}) is not logged on any of the {len(runs)} compared runs: choose --metric {choice}"
+    return f"metric {metric!r} ({key}) is not logged on any of the {len(runs)} {what}: choose --metric {choice}"
 
 
 def champion_by_split(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.errors import TrackingError
 from recsys.lineage import TAG_LINEAGE
 from recsys.tables import add_name_column, fit_width
-from recsys.tracking.registry import TAG_DECISION
+from recsys.tracking.registry import TAG_DECISION, TAG_FORCED
 from recsys.tracking.runs import TAG_FINGERPRINT, TAG_MODEL, TAG_MODEL_KIND
 from recsys.tracking.store import metric_key
 
@@ -42,6 +42,7 @@ class VersionRow:
     run_id: str
     fingerprint: str
     created: str  # ISO-8601 UTC
+    forced: bool = False  # promoted by `recsys promote --force` over the rule's verdict
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,14 @@ def list_registry(
             hint = f"pass --model one of {shown}" if names else "run `recsys run` first (it registers every model)"
             raise TrackingError(f"no registered model {name!r} in {client.tracking_uri}: {hint}")
         names = [name]
-    return [_registered_model(client, n, metric, max_versions) for n in names]
+    runs: list[Any] = []  # every listed version's run, for the check below
+    models = [_registered_model(client, n, metric, max_versions, runs) for n in names]
+    if runs and not any(metric_key(metric) in run.data.metrics for run in runs):
+        # a mistyped --metric (recal@20) listed every version with an empty metric column, exit 0
+        from recsys.tracking.compare import unlogged_metric
+
+        raise TrackingError(unlogged_metric(metric, metric_key(metric), runs, "listed versions' runs"))
+    return models
 
 
 def _all_registered_models(client: MlflowClient) -> list[Any]:
@@ -79,7 +87,9 @@ def _all_registered_models(client: MlflowClient) -> list[Any]:
             return models
 
 
-def _registered_model(client: MlflowClient, name: str, metric: str, max_versions: int) -> RegisteredModelRow:
+def _registered_model(
+    client: MlflowClient, name: str, metric: str, max_versions: int, runs: list[Any]
+) -> RegisteredModelRow:
     registered = client.get_registered_model(name)
     aliases = {alias: str(version) for alias, version in sorted(registered.aliases.items())}
     quoted = name.replace("'", "\\'")
@@ -91,17 +101,20 @@ def _registered_model(client: MlflowClient, name: str, metric: str, max_versions
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(version, []).append(alias)
-    rows = [_version_row(client, v, metric, by_version.get(str(v.version), [])) for v in shown]
+    rows = [_version_row(client, v, metric, by_version.get(str(v.version), []), runs) for v in shown]
     return RegisteredModelRow(name, registered.tags.get(TAG_LINEAGE, ""), aliases, len(versions), rows)
 
 
-def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[str]) -> VersionRow:
+def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[str], runs: list[Any]) -> VersionRow:
+    """The version's row; its run (when it still exists) is appended to `runs`."""
     run = None
     if version.run_id:
         try:
             run = client.get_run(version.run_id)
         except Exception:  # the run was deleted: the version still serves, list what is known
             run = None
+    if run is not None:
+        runs.append(run)
     tags = run.data.tags if run is not None else {}
     value = run.data.metrics.get(metric_key(metric)) if run is not None else None
     created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC).isoformat(timespec="seconds")
@@ -115,6 +128,7 @@ def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[
         run_id=version.run_id or "",
         fingerprint=tags.get(TAG_FINGERPRINT, ""),
         created=created,
+        forced=version.tags.get(TAG_FORCED) == "true",
     )
 
 
@@ -144,7 +158,7 @@ def display_rows(models: list[RegisteredModelRow], metric: str) -> tuple[list[st
                     v.model,
                     v.kind,
                     f"{v.metric:.4f}" if v.metric is not None else "",
-                    v.decision,
+                    f"{v.decision} (forced)" if v.forced else v.decision,  # not the rule's verdict
                     v.run_id[:8],
                     v.fingerprint[:FINGERPRINT_CHARS],
                     v.created[:16].replace("T", " "),

@@ -421,6 +421,22 @@ def test_exact_duplicates_across_appended_batches_count_as_in_one_ingest(tmp_pat
         assert any("equals a row of an earlier batch" in w for w in rerun.warnings), rerun.warnings
 
 
+def test_an_append_of_a_file_already_ingested_says_it_adds_nothing(tmp_path: Path) -> None:
+    """`recsys ingest day2 --append` rerun after a kill -9 that came once the batch had landed: its
+    every row is a duplicate, and the summary's counts were the only sign; a warning now says so."""
+    rows = [("a", "x", 4, 1_600_000_000), ("b", "y", 5, 1_600_000_060)]
+    day1 = _csv(tmp_path / "day1.csv", [("a", "z", 3, 1_599_000_000)], header="user,item,rating,timestamp")
+    day2 = _csv(tmp_path / "day2.csv", rows, header="user,item,rating,timestamp")
+    ingest(day1, tmp_path / "out", DataConfig())
+    assert ingest(day2, tmp_path / "out", DataConfig(), append=True).warnings == []
+    rerun = ingest(day2, tmp_path / "out", DataConfig(), append=True)
+    assert rerun.rows_accepted == 0 and rerun.reasons == {"duplicate": 2}
+    assert [w for w in rerun.warnings if "adds nothing" in w] == [
+        "every accepted row of this batch (2 rows) equals a row of an earlier batch, so it adds nothing (those "
+        "rows are quarantined as duplicate): this file was most likely ingested before"
+    ]
+
+
 def test_an_append_under_another_duplicates_rule_is_named(tmp_path: Path) -> None:
     """The rule is applied as a batch is validated: an --append with --exact-duplicates keep onto
     batches that quarantined their repeats (or the reverse) would count repeats in some batches

@@ -20,10 +20,11 @@ import io
 import json
 import lzma
 import random
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -254,6 +255,53 @@ def goodreads(tmp: Path) -> Layout:
         + "".join(f"{u},{i},1,{_num(w)},0\n" for u, i, w, _ in rows)
     )
     return Layout(path, {"user_id": "user_id", "item_id": "book_id", "weight": "rating"}, rows)
+
+
+def goodreads_json(tmp: Path) -> Layout:
+    """goodreads_interactions_dedup.json.gz: hex user ids, `book_id` beside another id key
+    (`review_id`, so book_id is not the one remaining id column) and `date_added` in Twitter's
+    layout with the reader's offset (`Mon Aug 01 13:41:57 -0700 2016`)."""
+    users = [f"8842281e1d1347389f2ab93d60773d{n:02x}" for n in range(30)]
+    rows = _draws(16, 300, users, ITEMS, [0.0, 3.0, 5.0])
+    zones = [timezone(timedelta(hours=-7)), timezone(timedelta(hours=5, minutes=30)), UTC]
+
+    def added(n: int, t: float) -> str:
+        return f"{datetime.fromtimestamp(t, zones[n % 3]):%a %b %d %H:%M:%S %z %Y}"
+
+    lines = [
+        json.dumps(
+            {
+                "user_id": u,
+                "book_id": i,
+                "review_id": f"{n:032x}",
+                "is_read": w > 0,
+                "rating": int(w),
+                "review_text_incomplete": "",
+                "date_added": added(n, t),
+                "read_at": "",
+            }
+        )
+        for n, (u, i, w, t) in enumerate(rows)
+    ]
+    path = tmp / "goodreads_interactions_dedup.json.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    mapping = {"user_id": "user_id", "item_id": "book_id", "timestamp": "date_added", "weight": "rating"}
+    return Layout(path, mapping, rows)
+
+
+def hm_transactions(tmp: Path) -> Layout:
+    """H&M's transactions_train.csv: `t_dat` dates, 64-hex customer ids, 10-digit article ids with a
+    leading zero beside another id column (`sales_channel_id`), a price that is no weight."""
+    users = [f"{n:064x}" for n in range(1, 31)]
+    items = [f"0{108775015 + 1000 * n}" for n in range(50)]
+    rows = [(u, i, 1.0, float(t - t % 86400)) for u, i, _, t in _draws(17, 300, users, items, [1.0])]
+    path = tmp / "transactions_train.csv"
+    path.write_text(
+        "t_dat,customer_id,article_id,price,sales_channel_id\n"
+        + "".join(f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d},{u},{i},0.0508305084745762,2\n" for u, i, _, t in rows)
+    )
+    mapping = {"user_id": "customer_id", "item_id": "article_id", "timestamp": "t_dat"}
+    return Layout(path, mapping, rows, weighted=False)
 
 
 def retailrocket(tmp: Path) -> Layout:
@@ -494,6 +542,8 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
         lastfm_360k,
         book_crossing,
         goodreads,
+        goodreads_json,
+        hm_transactions,
         retailrocket,
         taobao,
         tianchi_mobile,
@@ -572,6 +622,26 @@ def test_headerless_string_id_files_say_to_add_a_header(name: str, tmp_path: Pat
     assert "add a header line" in line and not (tmp_path / "out").exists()
 
 
+def test_an_impression_log_with_id_lists_is_refused_without_a_header_to_add(tmp_path: Path) -> None:
+    """MIND's behaviors.tsv (impression id, user, US time, history list, impression list): the
+    suggested header named the impression id `user_id` and the user `item_id`, so following it
+    ingested nonsense; it is refused, naming the list columns."""
+    path = tmp_path / "behaviors.tsv"
+    path.write_text(
+        "1\tU13740\t11/11/2019 9:05:58 AM\tN55189 N42782 N34694\tN55689-1 N35729-0\n"
+        "2\tU91836\t11/12/2019 6:11:30 PM\t\tN20678-0 N39317-0 N58114-1\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {path}: column 4 ('N55189 N42782 N34694'), column 5"), line
+    assert "hold lists of ids" in line and "sed -i" not in line and not (tmp_path / "out").exists()
+    # Names with spaces (Last.fm's artist and track names) and dates with times are no id lists.
+    lastfm = tmp_path / "lastfm.tsv"
+    lastfm.write_text("user_000001\t2009-05-04 23:08:57\t\tBlink 182\t\tAll The Small Things\n" * 2)
+    assert "sed -i '1i " in _ingest(lastfm, tmp_path / "out").output
+
+
 HEADERLESS_SEPARATED = {
     # A slice of Book-Crossing without its header line (`;`, quoted, CRLF), and Last.fm 1K (tabs,
     # an empty artist mbid): the header line the error suggests must split as the rows do; the
@@ -606,6 +676,83 @@ def test_the_suggested_header_line_splits_like_the_rows(name: str, tmp_path: Pat
     assert manifest["rows_in"] == 3 and manifest["rows_accepted"] == accepted, manifest
     columns = manifest["batches"][0]["columns"]
     assert (columns["user_id"], columns["item_id"]) == ("user_id", "item_id"), columns
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1\t\t5\t\t0.219\n1\t\t7\t\t-9.281\n2\t\t5\t\t4.2\n", "1  6  2\n12 7  5\n2  5  1\n"],
+    ids=["jester-double-tabs", "aligned-spaces"],
+)
+def test_numbers_separated_by_runs_of_blanks_say_to_squeeze_them(text: str, tmp_path: Path) -> None:
+    """Jester's jester_ratings.dat (`1\t\t5\t\t0.219`) and space-aligned columns: the errors
+    were 'looks like data, add a header' (a header that would not split like the rows) and 'one
+    column'; they name the runs and the awk line, which (applied here in Python) makes the file read."""
+    path = tmp_path / "jester_ratings.dat"
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "separated by runs of spaces or tabs" in line and "awk -v OFS='\\t' '{$1 = $1; print}'" in line, line
+    path.write_text("".join("\t".join(row.split()) + "\n" for row in text.splitlines()))
+    assert _ingest(path, tmp_path / "out").exit_code == 0
+    # One missing value in the first line of a u.data is not a run: squeezing would shift columns.
+    path.write_text("196\t242\t\t881250949\n186\t302\t3\t891717742\n")
+    assert "runs of spaces" not in _ingest(path, tmp_path / "out").output
+
+
+def test_the_suggested_header_of_amazons_ratings_only_csv_puts_the_item_first(tmp_path: Path) -> None:
+    """Amazon's ratings-only CSV (item, user, rating, time): the suggestion named the ASIN user_id
+    and the reviewer item_id, so following it trained on the transposed matrix."""
+    path = tmp_path / "Books.csv"
+    text = "0000013714,A2SUAM1J3GNN3B,5.0,1252800000\nB00002N62Y,A1C6M8LCIX4M6M,4.0,1123804800\n"
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert "sed -i '1i item_id,user_id,rating,timestamp'" in result.output, result.output
+    path.write_text("item_id,user_id,rating,timestamp\n" + text)
+    assert _ingest(path, tmp_path / "out").exit_code == 0
+    got = pl.read_parquet(tmp_path / "out" / "interactions")
+    assert sorted(got["user_id"].to_list()) == ["A1C6M8LCIX4M6M", "A2SUAM1J3GNN3B"]
+
+
+CHECKINS = {
+    # Gowalla (user, ISO time, latitude, longitude, location id) and Foursquare's TSMC2014 (user,
+    # venue, category id, category, latitude, longitude, UTC offset in minutes, Twitter-layout time):
+    # the suggestion named Gowalla's latitude item_id and its longitude rating, and Foursquare's
+    # latitude rating, with its time unnamed.
+    "loc-gowalla_totalCheckins.txt": (
+        "0\t2010-10-19T23:55:27Z\t30.2359091167\t-97.7951395833\t22847\n"
+        "0\t2010-10-18T22:17:43Z\t30.2691029532\t-97.7493953705\t420315\n",
+        "user_id\ttimestamp\tcolumn_3\tcolumn_4\titem_id",
+        ["22847", "420315"],
+    ),
+    "dataset_TSMC2014_NYC.txt": (
+        "470\t49bbd6c0f964a520f4531fe3\t4bf58dd8d48988d127951735\tArts & Crafts Store\t40.719810375488535"
+        "\t-74.00258103213994\t-240\tTue Apr 03 18:00:09 +0000 2012\n"
+        "979\t4a43c0aef964a520c6a61fe3\t4bf58dd8d48988d1df941735\tBridge\t40.60679958140643"
+        "\t-74.04416981025437\t-240\tTue Apr 03 18:00:25 +0000 2012\n",
+        "user_id\titem_id\tcolumn_3\tcolumn_4\tcolumn_5\tcolumn_6\tcolumn_7\ttimestamp",
+        ["49bbd6c0f964a520f4531fe3", "4a43c0aef964a520c6a61fe3"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKINS))
+def test_the_suggested_header_of_a_check_in_log_names_no_coordinate_an_id_or_a_rating(
+    name: str, tmp_path: Path
+) -> None:
+    text, header, items = CHECKINS[name]
+    path = tmp_path / name
+    path.write_text(text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    spelled = header.replace("\t", "\\t")  # as the message spells a tab
+    assert f"sed -i '1i {spelled}'" in result.output, result.output
+    path.write_text(header + "\n" + text)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    got = pl.read_parquet(tmp_path / "out" / "interactions")
+    assert sorted(got["item_id"].cast(pl.String).to_list()) == sorted(items)
+    assert got["timestamp"].null_count() == 0
 
 
 def test_the_suggested_header_of_a_headerless_event_log_names_its_event_not_a_rating(tmp_path: Path) -> None:
@@ -712,18 +859,36 @@ def test_netflix_prize_blocks_are_a_one_line_error(tmp_path: Path) -> None:
     result = _ingest(path, tmp_path / "out")
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("error: ") and "one column '1:'" in line
-    assert "Netflix prize" in line and "--format FORMAT" in line and "--user-col" not in line
+    assert line.startswith("error: ") and "Netflix prize `MovieID:` blocks (first line '1:')" in line
+    assert "--format" not in line and "--user-col" not in line  # neither option reads blocks
+    # What the message's awk line writes (done here in Python) ingests, each rating under its movie.
+    assert "awk -F, 'BEGIN {print \"user_id,item_id,rating,date\"} /:$/" in line
+    flat, movie = ["user_id,item_id,rating,date"], ""
+    for row in path.read_text().splitlines():
+        if row.endswith(":"):
+            movie = row[:-1]
+        else:
+            user, rating, date = row.split(",")
+            flat.append(f"{user},{movie},{rating},{date}")
+    path.write_text("\n".join(flat) + "\n")
+    assert _ingest(path, tmp_path / "out").exit_code == 0
+    got = pl.read_parquet(tmp_path / "out" / "interactions").sort("user_id")
+    assert got.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).rows() == [
+        ("822109", "1"),
+        ("1488844", "1"),
+        ("2059652", "2"),
+    ]
 
 
 def test_two_id_like_candidates_hint_the_id_column_not_the_first_free_one(tmp_path: Path) -> None:
-    """Goodreads' JSON has book_id and review_id: no guess, and the hint names an id column."""
-    path = tmp_path / "goodreads_interactions_dedup.json"
-    record = {"user_id": "8842281e", "book_id": "24375664", "review_id": "5cd416f3", "rating": 5}
+    """recipe_id and review_id (a reviews export such as Food.com's): no guess, and the hint names an
+    id column. (Goodreads' book_id beside review_id is a known name now.)"""
+    path = tmp_path / "reviews.json"
+    record = {"user_id": "8842281e", "recipe_id": "24375664", "review_id": "5cd416f3", "rating": 5}
     path.write_text(json.dumps({"title": "x", **record}) + "\n")
     result = _ingest(path, tmp_path / "out")
     assert result.exit_code == 2, result.output
-    assert "--item-col book_id" in result.output
+    assert "--item-col recipe_id" in result.output
 
 
 def test_the_user_column_hint_names_the_column_named_for_users_not_the_item_id(tmp_path: Path) -> None:
@@ -814,10 +979,61 @@ def test_an_unzipped_movielens_1m_folder_names_the_files_that_are_not_ratings(tm
     assert _ingest(folder, tmp_path / "out").exit_code == 0
 
 
+def test_a_movielens_1m_folder_with_its_latin1_titles_says_to_ingest_the_ratings_alone(tmp_path: Path) -> None:
+    """ML-1M's movies.dat is Latin-1 (`Misérables`): the error said only to convert it, after which
+    the folder is refused for its field counts; it names the way out that works at once."""
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (folder / "movies.dat").write_bytes("1::Les Misérables (1995)::Drama\n".encode("latin-1"))
+    result = _ingest(folder, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "iconv -f latin1" in line and "if movies.dat is no interaction log" in line, line
+    assert "ingest the interaction file on its own" in line
+
+
+def test_a_recbole_sequence_column_left_unread_is_named(tmp_path: Path) -> None:
+    """A RecBole sequential `.inter` (session, earlier items as `token_seq`, target item): the
+    lists were dropped without a word, each row read as (session, target) alone."""
+    path = tmp_path / "diginetica.train.inter"
+    path.write_text(
+        "session_id:token\titem_id_list:token_seq\titem_id:token\n1\t9 4 7\t5\n2\t3\t8\n3\t8 2\t1\n"
+    )
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    note = "'item_id_list:token_seq' hold(s) a list of ids per row (a RecBole sequential file), which is not read"
+    assert note in result.output.replace("\n", " ")
+    assert any(note in w for w in json.loads((out / "manifest.json").read_text())["warnings"])
+    # A flat .inter has no such column and no such line.
+    flat = tmp_path / "flat.inter"
+    flat.write_text("user_id:token\titem_id:token\n1\t5\n2\t8\n")
+    assert "token_seq" not in _ingest(flat, tmp_path / "out2").output
+
+
 def _zipped(text: bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("ml-100k/u.data", text)
+    return buffer.getvalue()
+
+
+def _tar_gz(text: bytes) -> bytes:
+    """The lines as a member of a gzip'd tar, as Last.fm 1K ships: said to be 'binary content'."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        member = tarfile.TarInfo("lastfm-dataset-1K/u.data")
+        member.size = len(text)
+        archive.addfile(member, io.BytesIO(text))
+    return buffer.getvalue()
+
+
+def _feather(text: bytes) -> bytes:
+    """The lines as pandas' to_feather writes them (Arrow IPC): said to be 'binary content'."""
+    buffer = io.BytesIO()
+    rows = [line.split("\t") for line in text.decode().splitlines()]
+    pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row").write_ipc(buffer)
     return buffer.getvalue()
 
 
@@ -828,8 +1044,10 @@ def _zipped(text: bytes) -> bytes:
         ("u.data.bz2", bz2.compress, "bzip2-compressed: decompress it"),
         ("u.data.xz", lzma.compress, "xz-compressed: decompress it"),
         ("ratings.txt", lambda text: text.decode().encode("utf-16"), "iconv -f utf-16 -t utf-8"),
+        ("ratings.feather", _feather, "an Arrow IPC / Feather file (pandas' to_feather): write it as Parquet"),
+        ("lastfm-dataset-1K.tar.gz", _tar_gz, "a tar archive (.tar, .tar.gz), as Last.fm's and Yelp's data sets ship"),
     ],
-    ids=["zip", "bzip2", "xz", "utf-16"],
+    ids=["zip", "bzip2", "xz", "utf-16", "feather", "tar.gz"],
 )
 def test_files_ingest_does_not_read_say_what_they_are(name: str, pack, says: str, tmp_path: Path) -> None:
     path = tmp_path / name
@@ -954,6 +1172,22 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     assert warning.removeprefix("warning: ") in manifest["warnings"]
 
 
+def test_ids_pandas_wrote_as_floats_are_flagged(tmp_path: Path) -> None:
+    """pandas' to_csv of an integer user column holding a NaN writes `64.0`: kept as written (a
+    request for user 64 would then find nobody), so ingest says so; the integer items get no line."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,item_id,rating\n64.0,7,4\n,8,5\n65.0,7,3\n66.0,9,1\n")
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if "spelled as a float" in line]
+    assert warning.startswith("warning: every user id ('user_id') is an integer spelled as a float ('64.0')")
+    assert "('64' is another user)" in warning
+    assert warning.removeprefix("warning: ") in json.loads((out / "manifest.json").read_text())["warnings"]
+    path.write_text("user_id,item_id,rating\n64.0,7,4\nu65,7,3\n")  # not every id: no line
+    assert "spelled as a float" not in _ingest(path, tmp_path / "out2").output
+
+
 @pytest.mark.parametrize(
     ("times", "warned"),
     [
@@ -1043,6 +1277,25 @@ def test_an_unzipped_ml_latest_small_folder_names_the_files_that_are_not_interac
     (line,) = result.output.strip().splitlines()
     assert "links.csv, movies.csv lack(s) the user or item column that ratings.csv has" in line
     assert "--user-col" not in line  # a column option would not fix a folder of other tables
+
+
+def test_an_unzipped_movielens_25m_folder_names_ratings_csv_not_genome_scores(tmp_path: Path) -> None:
+    """genome-scores.csv (movieId, tagId, relevance) maps too (tagId is the one id column left, so
+    the user) and sorts first: the errors named it as the interaction file to ingest."""
+    folder = tmp_path / "ml-25m"
+    folder.mkdir()
+    ml_latest(folder)
+    (folder / "genome-scores.csv").write_text("movieId,tagId,relevance\n1,1,0.02875\n1,2,0.02375\n")
+    (folder / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n")
+    result = _ingest(folder, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "movies.csv lack(s) the user or item column that ratings.csv has" in line, line
+    assert "(e.g. ratings.csv)" in line
+    (folder / "movies.csv").unlink()
+    (folder / "tags.csv").write_text("userId,movieId,tag,timestamp\n3,260,classic,1439472355\n")
+    (line,) = _ingest(folder, tmp_path / "out").output.strip().splitlines()
+    assert "genome-scores.csv, tags.csv map(s) other columns than ratings.csv (user, item, time, weight)" in line
 
 
 def test_nested_json_values_in_every_line_say_to_flatten_them(tmp_path: Path) -> None:

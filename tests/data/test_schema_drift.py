@@ -287,3 +287,18 @@ def test_a_header_line_inside_a_headerless_file_is_named_by_column_positions(tmp
     path.write_text("1,10,5,1600000000\nuser_id,item_id,timestamp,rating\n2,20,1600000001,4\n")
     with pytest.raises(DataError, match=r"row 2 is a header line .* than a headerless file's \(user=column 1, item=column 2"):
         read_canonical(path)
+
+
+def test_an_appended_batch_with_float_spelled_ids_is_flagged(tmp_path: Path) -> None:
+    """Day two's export wrote the integer user ids as floats (`3.0`: pandas does once the column
+    holds a missing value). Each known user of that batch silently became a second user beside
+    yesterday's `3`; the append now says so in a warning (also in the manifest)."""
+    out = tmp_path / "processed"
+    day1, day2 = tmp_path / "day1.csv", tmp_path / "day2.csv"
+    day1.write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},4,{T0 + u * 10 + i}\n" for u in range(1, 5) for i in range(3)))
+    day2.write_text("user_id,item_id,rating,timestamp\n3.0,9,5,1600001000\n7.0,9,5,1600001001\n")
+    ingest(day1, out, DataConfig())
+    report = ingest(day2, out, DataConfig(), append=True)
+    flagged = [w for w in report.warnings if "spelled as decimals" in w]
+    assert len(flagged) == 1 and "1 user id(s)" in flagged[0] and "'3.0' and '3'" in flagged[0]
+    assert flagged == [w for w in json.loads((out / "manifest.json").read_text())["warnings"] if "decimals" in w]

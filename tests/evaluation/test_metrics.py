@@ -152,6 +152,16 @@ def test_k_larger_than_catalogue_and_unknown_metric() -> None:
 
 
 
+def test_a_misspelt_metric_in_the_config_is_refused_with_the_config() -> None:
+    """`--set 'evaluation.metrics=["recall", "ndgc"]'` passed the config; every model then failed
+    after its training (exit 1). Refused when the config is read, naming the closest metric."""
+    from recsys.config import load_config
+
+    with pytest.raises(ConfigError, match=r"evaluation\.metrics: .*unknown metric 'ndgc' \(did you mean 'ndcg'\?\)"):
+        load_config(None, ['evaluation.metrics=["recall", "ndgc", "coverage"]'])
+    assert load_config(None, ['evaluation.metrics=["recall", "ndcg", "coverage"]']).evaluation.metrics[1] == "ndcg"
+
+
 def test_beyond_accuracy_metrics_on_a_one_item_catalogue_and_an_empty_one() -> None:
     """One item, recommended once in a list padded with -1: coverage is the whole catalogue, novelty
     and ARP are that item's values (the padding is read nowhere); no catalogue has no coverage."""

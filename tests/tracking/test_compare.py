@@ -265,6 +265,31 @@ def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged
     assert f"run {parent} is a pipeline run, not a model run" in pipeline.output
 
 
+def test_cli_promote_of_another_lineages_run_says_the_challenger_alias_stayed(logged, planted_data, planted_split):
+    """A run of another lineage is not registered on the line (not comparable), so both aliases stay
+    where they were; the last line said `challenger v-` beside a challenger alias still on v1."""
+    from recsys.models.popularity import PopularityConfig
+
+    line = "--set", "promotion.registered_model=promo-cli-foreign"
+    first = _promote_cli(logged, *line, "--run-id", logged.runs["popularity"])
+    assert first.exit_code == 0, first.output
+    version = MlflowClient(logged.uri, registry_uri=logged.uri).get_model_version_by_alias("promo-cli-foreign", "challenger").version
+    other = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, source="/elsewhere/log.csv")
+    foreign = _promote_cli(logged, *line, "--run-id", other)
+    assert foreign.exit_code == 0 and foreign.output.startswith("not comparable"), foreign.output
+    last = foreign.output.strip().splitlines()[-1]
+    assert last == f"promo-cli-foreign: champion v{version}, challenger v{version}", foreign.output
+
+    # forced onto the line all the same (`--force`): `recsys registry` says the rule did not decide it
+    forced = _promote_cli(logged, *line, "--run-id", other, "--force")
+    assert forced.exit_code == 0 and "promoted by --force" in forced.output, forced.output
+    listed = CliRunner().invoke(app, ["registry", "--set", f"tracking.tracking_uri={logged.uri}", "--model",
+                                      "promo-cli-foreign", "-f", "markdown"])  # fmt: skip
+    rows = {row.split(" | ")[1]: row for row in listed.output.splitlines() if row.count(" | ") > 5}
+    assert "| promoted (forced) |" in rows[str(int(version) + 1)], listed.output
+    assert "| promoted |" in rows[str(version)], listed.output
+
+
 def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, monkeypatch, tmp_path):
     """After `promoted` the champion alias is the challenger's version; the last line said the
     champion was still the version it had beaten. Reading the runs' per-user metrics back draws no
@@ -299,6 +324,7 @@ def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, mo
         "version": version, "aliases": ["challenger", "champion"], "model": "wals", "kind": "wals",
         "metric": wals_run.data.metrics["recall_at_20"], "decision": "promoted", "run_id": logged.runs["wals"],
         "fingerprint": wals_run.data.tags["recsys.data_fingerprint"], "created": rows[version]["created"],
+        "forced": False,
     }  # fmt: skip
     assert rows[str(old.version)]["aliases"] == [] and rows[str(old.version)]["model"] == "popularity"
     assert f"| promo-cli-aliases | {version} | challenger, champion | wals | wals |" in listed.output
@@ -311,6 +337,19 @@ def test_cli_registry_refuses_an_unknown_model_and_a_missing_store_in_one_line(l
     missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
     absent = CliRunner().invoke(app, ["registry", "--set", f"tracking.tracking_uri={missing}"])
     assert absent.exit_code == 2 and absent.output.startswith("error: no MLflow store"), absent.output
+
+
+def test_cli_registry_refuses_a_metric_no_listed_version_logged(logged):
+    """`recsys registry --metric recal@20` listed every version with an empty metric column and
+    exit 0 (`recsys compare` refused the same typo): one error line naming the metrics there are."""
+    name = f"{logged.config.tracking.model_name_prefix}-wals"
+    args = ["registry", "--set", f"tracking.tracking_uri={logged.uri}", "--model", name]
+    typo = CliRunner().invoke(app, [*args, "--metric", "recal@20"], env={"COLUMNS": "1000"})
+    assert typo.exit_code == 2 and len(typo.output.strip().splitlines()) == 1, typo.output
+    assert typo.output.startswith("error: metric 'recal@20' (recal_at_20) is not logged"), typo.output
+    assert "--metric NAME@K with NAME one of" in typo.output and "recall" in typo.output
+    good = CliRunner().invoke(app, [*args, "--metric", "ndcg@10", "-f", "markdown"])
+    assert good.exit_code == 0 and "| ndcg@10 |" in good.output, good.output
 
 
 def test_the_compare_command_recsys_run_prints_works_as_printed(shared_mlflow_uri, tmp_path, monkeypatch):
