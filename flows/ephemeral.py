@@ -111,9 +111,6 @@ def check_api(way_out: str = "", timeout: float = 5.0) -> None:
     its set-up), e.g. after `recsys stack down` with .stack/env still sourced. Unset (the
     temporary local server): nothing to check. Any HTTP answer counts as reachable (an auth error
     is Prefect's to report). `way_out`: the command's own option around it, e.g. "--no-prefect"."""
-    import urllib.error
-    import urllib.request
-
     from prefect.settings import PREFECT_API_URL
 
     from recsys.errors import RecsysError
@@ -121,13 +118,7 @@ def check_api(way_out: str = "", timeout: float = 5.0) -> None:
     url = PREFECT_API_URL.value()
     if not url:
         return
-    try:
-        with urllib.request.urlopen(f"{str(url).rstrip('/')}/health", timeout=timeout):  # noqa: S310 - user's URL
-            return
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    if (reason := _unreachable(str(url), timeout)) is not None:
         alternative = f", or pass {way_out}" if way_out else ""
         raise RecsysError(
             f"Prefect API {url} (PREFECT_API_URL) is not reachable ({reason}): start its server "
@@ -136,23 +127,46 @@ def check_api(way_out: str = "", timeout: float = 5.0) -> None:
         ) from None
 
 
-def lost_api(error: BaseException, way_out: str = "") -> Exception | None:
-    """The one-line error for a run that failed because the Prefect server at PREFECT_API_URL went
-    away during it (kill -9, the OOM killer, `recsys stack down`), or None when it still answers
-    (or none is set): the run reached the user as Prefect's traceback, then "unexpected ConnectError:
+def _unreachable(api_url: str, timeout: float = 5.0) -> object | None:
+    """Why the Prefect API at `api_url` does not answer its health check; None when it answers
+    (any HTTP answer counts)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):  # noqa: S310 - user's URL
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        return getattr(exc, "reason", exc)
+
+
+def lost_api(error: BaseException, way_out: str = "", started: list[object] | None = None) -> Exception | None:
+    """The one-line error for a run that failed because the Prefect server at PREFECT_API_URL, or
+    the temporary one this run started, went away during it (kill -9, the OOM killer, `recsys stack
+    down`), or None when it still answers (or there is none): the run reached the user as Prefect's traceback, then "unexpected ConnectError:
     [Errno 111] Connection refused: this is a bug" (exit 1). Checked after the failure, so an error
-    of the run's own is never blamed on a server that is fine."""
+    of the run's own is never blamed on a server that is fine. `started`: the temporary servers this
+    run started (default: every one running in this process)."""
     from prefect.settings import PREFECT_API_URL
 
     from recsys.errors import RecsysError, first_line
 
+    alternative = f", or pass {way_out}" if way_out else ""
     url = PREFECT_API_URL.value()
-    if not url:
-        return None
+    if not url:  # the run's own temporary server: the OOM killer, or a kill of its process
+        servers = running_servers() if started is None else started
+        api = str(getattr(servers[0], "api_url", "")) if servers else ""
+        if not api or _unreachable(api) is None:
+            return None
+        return RecsysError(
+            f"Prefect's temporary server {api}, started by this run, stopped during it ({first_line(error)}): "
+            f"models that finished are logged to MLflow; rerun (it starts a new one){alternative}"
+        )
     try:
         check_api(way_out)
     except RecsysError:
-        alternative = f", or pass {way_out}" if way_out else ""
         return RecsysError(
             f"the Prefect API {url} (PREFECT_API_URL) stopped answering during the run ({first_line(error)}): "
             f"models that finished are logged to MLflow; start its server again (`recsys stack up`, or "

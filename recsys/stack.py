@@ -48,6 +48,9 @@ STOP_TIMEOUT_S = 20.0
 # A recorded process start time matches within this: the kernel's boot time, from which start times are
 # computed, moves by up to a second under clock adjustments; a pid is not reused within a second.
 START_TOLERANCE_S = 1.0
+# PostgreSQL records its start in whole seconds (postmaster.pid's third line), taken a moment after
+# the process began: a little more slack than for the servers whose start time psutil recorded.
+PG_START_TOLERANCE_S = 2.0
 # Test stacks trade durability for speed: nothing in them must survive a power cut.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
@@ -226,16 +229,66 @@ class Postgres:
             command.append("--no-sync")
         _run(_as_db_user(command), f"initdb in {self.data}")
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data / "postmaster.pid"
+
+    def _pid_file_entry(self) -> tuple[int, float] | None:
+        """(pid, start time) from `postmaster.pid`; None when there is none or it cannot be read
+        (also while a starting server is still writing it)."""
+        try:
+            lines = self.pid_file.read_text().splitlines()
+            return int(lines[0]), float(lines[2])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def postmaster(self) -> psutil.Process | None:
+        """This cluster's server process, or None when it does not run.
+
+        `pg_ctl status` (and `pg_ctl stop`, which signals it) trusts any live process with the pid
+        in `postmaster.pid`: after a kill -9 of PostgreSQL or a reboot, that pid may belong to
+        another process, which was then taken for the running server (`stack up` started nothing,
+        and `stack down` sent it SIGINT). As for the stack's other servers, the process must be
+        the one that file describes: started when the file says (its third line) and, where its
+        command line can be read, a `postgres` program serving this data directory."""
+        entry = self._pid_file_entry()
+        if entry is None or not (self.data / "PG_VERSION").is_file():
+            return None
+        pid, started = entry
+        try:
+            process = psutil.Process(pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if abs(process.create_time() - started) > PG_START_TOLERANCE_S:
+                return None
+        except psutil.Error:
+            return None
+        try:
+            command = process.cmdline()
+        except psutil.AccessDenied:  # another user's, where /proc hides it: the start time matched
+            return process
+        except psutil.Error:
+            return None
+        if not command or not os.path.basename(command[0]).startswith("postgres") or "-D" not in command[:-1]:
+            return None
+        served = command[command.index("-D") + 1]
+        return process if os.path.realpath(served) == os.path.realpath(self.data) else None
+
     def running(self) -> bool:
-        if not (self.data / "PG_VERSION").is_file():
-            return False
-        command = _as_db_user([str(postgres_bin() / "pg_ctl"), "status", "-D", str(self.data)])
-        return subprocess.run(command, capture_output=True).returncode == 0
+        return self.postmaster() is not None
+
+    def _forget_stale_pid_file(self) -> None:
+        """Remove a `postmaster.pid` whose process is not this cluster's server (gone, or its pid
+        reused): PostgreSQL refuses to start over one naming a live process ("lock file
+        postmaster.pid already exists"). Only when the file could be read and judged."""
+        if self._pid_file_entry() is not None and self.postmaster() is None:
+            self.pid_file.unlink(missing_ok=True)
 
     def start(self) -> None:
         """Start the server (pg_ctl waits until it accepts connections). TCP on 127.0.0.1 only."""
         if self.running():
             return
+        self._forget_stale_pid_file()
         if port_in_use(self.port):
             raise port_taken(self.port, "PostgreSQL", "--postgres-port")
         options = [f"-h {HOST}", f"-p {self.port}", "-c unix_socket_directories=''"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -494,3 +495,55 @@ def test_stack_up_on_a_port_another_process_holds_names_it_and_starts_nothing(tm
     assert result.exit_code == 2 and "Traceback" not in said, said
     assert f"error: port {port} on {HOST} is in use by pid {os.getpid()} (" in said and "--mlflow-port" in said, said
     assert not (root / "postgres").exists() and not (root / "stack.json").exists()  # nothing started
+
+
+
+def test_a_postgres_pid_file_naming_another_process_is_not_taken_for_the_server():
+    """After a kill -9 of PostgreSQL (or a reboot), `postmaster.pid` may name a pid another process
+    got since; `pg_ctl status` took that process for the server (`stack up` started nothing) and
+    `pg_ctl stop` sent it SIGINT. The process here runs as the user pg_ctl runs as, so pg_ctl can
+    see it; the data directory stands for a cluster (PG_VERSION) whose server died."""
+    import shutil
+    import time
+
+    from recsys.stack import Postgres, _as_db_user, _chown_to_db_user, _is_root
+
+    if _is_root() and shutil.which("runuser") is None:
+        pytest.skip("root runs PostgreSQL as the postgres user, through runuser")
+    import tempfile
+
+    from recsys.stack import StackUnavailable
+
+    root = Path(tempfile.mkdtemp(prefix="recsys-test-pgpid-"))  # pytest's tmp_path is closed to that user
+    try:
+        _chown_to_db_user(root)
+    except StackUnavailable as exc:
+        shutil.rmtree(root)
+        pytest.skip(str(exc))
+    pg = Postgres(root / "postgres", free_port())
+    pg.data.mkdir(parents=True)
+    (pg.data / "PG_VERSION").write_text("15\n")
+    command = subprocess.Popen(_as_db_user(["sleep", "120"]))
+    other = psutil.Process(command.pid)
+    try:
+        deadline = time.monotonic() + 10
+        while _is_root() and not other.children():  # runuser starts it as its child
+            assert time.monotonic() < deadline and command.poll() is None
+            time.sleep(0.05)
+        other = (other.children() or [other])[0]
+        pg.pid_file.write_text(f"{other.pid}\n{pg.data}\n{int(other.create_time()) - 3600}\n{pg.port}\n\n{HOST}\n")
+        for path in (pg.root, pg.data, pg.data / "PG_VERSION", pg.pid_file):
+            _chown_to_db_user(path)
+        assert not pg.running()
+        pg.stop()  # nothing to stop: the other process is not signalled
+        assert other.is_running() and other.status() != psutil.STATUS_ZOMBIE
+        pg._forget_stale_pid_file()  # what start() does first: PostgreSQL refuses to start over it
+        assert not pg.pid_file.exists()
+    finally:
+        for process in {psutil.Process(command.pid), other}:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        command.wait()
+        shutil.rmtree(root, ignore_errors=True)

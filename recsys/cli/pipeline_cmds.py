@@ -68,7 +68,8 @@ def run(
     Exit code 0 when every model finished or was skipped (EASE above its catalogue bound: it does
     not apply to the data), 1 when any model failed or all were skipped (the others are still logged),
     2 when the tracking store failed mid-run: the summary and --json are still written, and the
-    trained models and their logs are kept in a directory the error names, for --resume-tracking.
+    trained models and their logs are kept in a directory the error names, for --resume-tracking;
+    2 also when the Prefect server stopped answering during the run (models that finished are logged).
     Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
     while a model finishes one long computation, a second Ctrl-C exits at once.
     """
@@ -181,7 +182,8 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     except Exception as exc:
-        if (lost := lost_api(exc, "--no-prefect")) is not None:  # the server died mid-run: say so, in one line
+        started = [server for server in running_servers() if not any(server is kept for kept in already)]
+        if (lost := lost_api(exc, "--no-prefect", started)) is not None:  # the server died mid-run: one line
             forget_queued_api_work()  # nobody to send them to: the exit must not wait on them
             raise lost from None
         raise

@@ -85,3 +85,29 @@ def test_a_run_whose_prefect_server_went_away_is_told_so_in_one_line(prefect_har
     said = str(lost)
     assert said.startswith(f"the Prefect API {down} (PREFECT_API_URL) stopped answering during the run (All connection")
     assert "`recsys stack up`" in said and said.endswith("or pass --no-prefect")
+
+
+def test_a_run_whose_own_temporary_prefect_server_died_is_told_so_in_one_line(prefect_harness):
+    """Without PREFECT_API_URL the run starts a temporary Prefect server; killed mid-run (the OOM
+    killer takes the largest process), the run ended "unexpected ConnectError: [Errno 111]
+    Connection refused: this is a bug" (exit 1). The server here is one whose port nothing serves."""
+    import socket
+    import types
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ephemeral import lost_api
+    from recsys.errors import RecsysError
+
+    failure = httpx.ConnectError("[Errno 111] Connection refused")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = types.SimpleNamespace(api_url=f"http://127.0.0.1:{s.getsockname()[1]}/api")  # closed when the block ends
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert lost_api(failure, "--no-prefect", started=[]) is None  # no temporary server: nothing to blame
+        lost = lost_api(failure, "--no-prefect", started=[dead])
+    assert isinstance(lost, RecsysError), lost
+    said = str(lost)
+    assert said.startswith(f"Prefect's temporary server {dead.api_url}, started by this run, stopped during it (")
+    assert said.endswith("rerun (it starts a new one), or pass --no-prefect")

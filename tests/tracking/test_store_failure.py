@@ -152,6 +152,10 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
 
     experiment = f"dying-{uuid.uuid4().hex[:8]}"
     overrides = _config(tmp_path, server.uri, experiment)
+    # The server is gone for good once killed: each request to it failed only after MLflow's retries
+    # and their backoff sleeps (recsys's own limit, 2 retries, is seconds per request), the bulk of
+    # this test's time. Connection refused goes the same way without them.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
     def execute(cfg, config, sets, *, tracking, prefect):
         def kill_then_train(one, wave):  # the parent run is open; the server dies before any model
