@@ -316,7 +316,8 @@ def test_pairs_weighing_0_are_a_reported_step_and_a_warning_not_a_silent_loss_in
     assert [(s.name, s.rows, s.users) for s in report.steps][-1] == (
         "weight > 0 (weights kept: a weight of 0 is no interaction)", 2, 2)  # fmt: skip
     assert report.users == 2 and report.interactions == 2
-    assert any("3 of 5 pairs (60%) weigh 0 in column 'Book-Rating'" in w for w in report.warnings)
+    zero = next(w for w in report.warnings if "3 of 5 pairs (60%) weigh 0 in column 'Book-Rating'" in w)
+    assert "--set data.binarize=true" in zero  # the hint is what a user types, not the TOML spelling
     counted = ingest(log, tmp_path / "counted", DataConfig(aggregate="sum", binarize=True))
     assert counted.interactions == 5 and not any("weigh 0" in w for w in counted.warnings)
 

@@ -649,8 +649,9 @@ def zero_weight_warning(steps: list[FilterStep], column: str | None) -> str | No
     dropped = before - after
     return (
         f"{dropped:,} of {before:,} pairs ({dropped / before:.0%}) weigh 0 in {column_label(column)} and were "
-        "dropped: with the weights kept, a weight of 0 is no interaction; set data.binarize = true to "
-        "count each as one interaction, or data.positive_min_weight to read the column as ratings"
+        "dropped: with the weights kept, a weight of 0 is no interaction; --set data.binarize=true "
+        "counts each as one interaction, or a positive rule (--min-rating N, data.positive_min_weight) "
+        "reads the column as ratings"
     )
 
 
