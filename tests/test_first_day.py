@@ -357,7 +357,7 @@ def test_auto_summing_repeated_ratings_warns_with_the_count_and_the_setting(tmp_
     report = ingest(log, tmp_path / "out", DataConfig())
     summed = [w for w in report.warnings if "summed" in w]
     assert len(summed) == 1 and summed[0].startswith("4 repeated (user, item) rows were summed")
-    assert "data.aggregate = last" in summed[0] and "\n" not in summed[0]
+    assert "--set data.aggregate=last" in summed[0] and "\n" not in summed[0]
     assert summed[0] in json.loads((tmp_path / "out" / "manifest.json").read_text())["warnings"]
     from recsys.data.storage import load_processed
 
@@ -365,6 +365,8 @@ def test_auto_summing_repeated_ratings_warns_with_the_count_and_the_setting(tmp_
     assert sorted(data.interactions["weight"].to_list()) == pytest.approx([4.0, 5.0, 10.0])
     last = ingest(log, tmp_path / "last", DataConfig(aggregate="last"))
     assert not [w for w in last.warnings if "summed" in w]
+    binarized = ingest(log, tmp_path / "binarized", DataConfig(binarize=True))  # every pair weighs 1: no sum to warn of
+    assert not [w for w in binarized.warnings if "summed" in w]
 
 
 def test_summed_play_counts_get_no_ratings_warning(tmp_path):

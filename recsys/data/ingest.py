@@ -576,15 +576,16 @@ RATING_NAMES = ("rating", "stars", "overall")
 """Weight column names (parts of them: `Book-Rating`, `star_rating`) that say the values are ratings."""
 
 
-def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep]) -> str | None:
+def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep], binarize: bool = False) -> str | None:
     """A warning when `aggregate = auto` summed repeated (user, item) pairs of a column named as
     a rating (`rating`, `stars`, `overall`, ...): five 2-star ratings of one Amazon Beauty pair
     became weight 10. Mature tools never add ratings up (Cornac keeps one and warns, RecBole's
     `rm_dup_inter` keeps the first or last), but `auto` still sums: processed directories and
     fingerprints built under it must keep their meaning, and a name is a hint, not proof (play
-    counts sum rightly). So it says so, with the count, and names the setting that keeps one."""
+    counts sum rightly). So it says so, with the count, and names the setting that keeps one.
+    Not under binarize: every pair then weighs 1, whatever its rows summed to."""
     column = weights.get("column")
-    if asked != "auto" or weights.get("aggregate") != "sum" or not column:
+    if binarize or asked != "auto" or weights.get("aggregate") != "sum" or not column:
         return None
     if not any(part in column.lower() for part in RATING_NAMES):
         return None
@@ -597,7 +598,7 @@ def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep]) -
         return None
     return (
         f"{merged:,} repeated (user, item) rows were summed into their pairs' {column_label(column)} "
-        "(data.aggregate = auto sums a weight column): for ratings, set data.aggregate = last "
+        "(data.aggregate = auto sums a weight column): for ratings, --set data.aggregate=last "
         "(the latest rating) or max"
     )
 
@@ -919,7 +920,7 @@ def _ingest(
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
                  negative_weight_warning(raw, result.rows_in, result.reasons), negative_weight_note(steps, weights["column"]),
                  coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
-                 summed_ratings_warning(asked, weights, steps), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
+                 summed_ratings_warning(asked, weights, steps, cfg.binarize), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         warnings += quarantine_share_warnings(cfg, raw, result, warnings)
