@@ -242,9 +242,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
                         by_name[model_cfg.name] = failed_outcome(model_cfg, exc)
         outcomes = [by_name[m.name] for m in cfg.models]
         steps["models"] = time.perf_counter() - t
-        compute = {
-            f"{o.name}": o.tuning.get("seconds", o.fit_seconds) + o.eval_seconds + o.log_seconds for o in outcomes
-        }
+        compute = {o.name: o.compute_seconds for o in outcomes}
 
         t = time.perf_counter()
         decision = promote_task(cfg, tracker, outcomes, split)
