@@ -287,6 +287,7 @@ def train_and_log(
     `teachers_dir`: where this run's distillation teachers are kept (see `teachers_workspace`): a
     student loads its teacher from there, and a model that some student distills from saves itself
     there (a file hand-off, so it also works when models train in other processes)."""
+    began = time.perf_counter()
     outcome = ModelOutcome(
         name=model_cfg.name, kind=model_cfg.kind,
         loss=getattr(model_cfg, "loss", None), sampler=getattr(model_cfg, "sampler", None),
@@ -302,7 +303,6 @@ def train_and_log(
     outcome.mlflow_run_id = getattr(run, "run_id", None)
     try:
         log(f"training {model_cfg.name} ({model_cfg.kind})")
-        began = time.perf_counter()
         teacher = find_teacher(model_cfg, teachers_dir)
         model, tuned = fit_or_tune(
             model_cfg, split, cfg, tracker=tracker, model_run=run, threads=threads, teacher=teacher, log=log,
@@ -310,8 +310,9 @@ def train_and_log(
         )  # fmt: skip
         if tuned is not None:
             outcome.tuning = tuned.summary()
-        # Libraries load on a model's first use (a run starts without torch): 1-2 s that are this
-        # model's work, not orchestration, though not part of its fit either.
+        # Libraries load on a model's first use (a run starts without torch; `skip_reason` is the
+        # first to touch them), and its MLflow run opens: 1-2 s that are this model's work, not
+        # orchestration, though not part of its fit either.
         searched = outcome.tuning.get("seconds", model.fit_seconds)
         outcome.setup_seconds = max(0.0, time.perf_counter() - began - searched)
         if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):

@@ -78,8 +78,8 @@ def test_the_work_before_a_fit_counts_as_the_models_compute(shared_mlflow_uri, p
     """Libraries load on a model's first use (torch, implicit: a run starts without them), 1-2 s
     inside the model's task but outside its fit. The run's orchestration overhead counts only what
     no step measured, so that time must reach the model's compute (`setup_seconds`); without it a
-    Prefect run reported ~10% overhead that was library loading (stood in for here by a 0.3 s wait
-    before the fit)."""
+    Prefect run reported ~10% overhead that was torch's import in `skip_reason` (stood in for here
+    by a 0.3 s wait there)."""
     import time
 
     wals = WALSConfig(name="wals", factors=4, iterations=2, threads=1, regularization=0.1, alpha=5.0)
@@ -90,13 +90,13 @@ def test_the_work_before_a_fit_counts_as_the_models_compute(shared_mlflow_uri, p
     )  # fmt: skip
     tracker = Tracker(cfg.tracking, cfg)
     parent = tracker.start_parent(data=planted_data, split=planted_split)
-    find_teacher = run_step.find_teacher
+    skip_reason = run_step.skip_reason  # the first to import the model's libraries
 
     def slow_to_load(*args, **kwargs):
         time.sleep(0.3)
-        return find_teacher(*args, **kwargs)
+        return skip_reason(*args, **kwargs)
 
-    monkeypatch.setattr(run_step, "find_teacher", slow_to_load)
+    monkeypatch.setattr(run_step, "skip_reason", slow_to_load)
     outcome = run_step.train_and_log(wals, planted_split, cfg, tracker, parent, threads=1, log=lambda _: None)
     tracker.end(parent)
     assert outcome.setup_seconds >= 0.3
