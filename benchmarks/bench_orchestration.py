@@ -4,7 +4,8 @@ Runs the MovieLens pipeline (strong generalisation; popularity, WALS, one two-to
 Prefect with MLflow logging, in a subprocess, after the Prefect API has started (the ephemeral
 server's start-up is excluded: `wall_seconds` is measured inside the flow). Compute = MLflow set-up
 (connecting to the store, which includes importing MLflow in a fresh process, and opening the parent
-run) + ingest + split + the models' fit/evaluate/log time packed onto `max_workers` lanes +
+run) + ingest + split + the models' set-up (loading torch / implicit on first use, opening the
+model's run), fit, evaluation and logging, packed onto `max_workers` lanes +
 promotion, so what is left is Prefect task scheduling and result handling and closing the parent
 run. Target <= 15%.
 """
@@ -63,7 +64,7 @@ def main() -> None:
         "## Orchestration overhead (`recsys run`, ML-100K)\n\n"
         "MovieLens config (strong generalisation), popularity + WALS + two-tower (sampled softmax, in-batch), "
         "Prefect thread runner with 2 workers, MLflow SQLite store; second and third run after a warm-up run. "
-        "Overhead = wall - (MLflow set-up + ingest + split + models' fit/eval/log packed on 2 lanes + promote), "
+        "Overhead = wall - (MLflow set-up + ingest + split + models' set-up (libraries loaded on first use, the model's MLflow run) + fit/eval/log packed on 2 lanes + promote), "
         "over wall; MLflow set-up (store connection incl. importing MLflow, parent run) is MLflow work, "
         "counted as compute like each model's logging.\n\n"
         "| run | wall s | step compute s | overhead |\n|---|---:|---:|---:|\n" + rows + "\n\n"
