@@ -11,17 +11,23 @@ from recsys.models.wals import WALSConfig
 from recsys.tracking.runs import Tracker
 
 
+def _wals_run(uri: str, experiment: str, iterations: int, bootstrap_samples: int) -> tuple[WALSConfig, RunConfig]:
+    """A tiny WALS and a run config logging to `experiment` of the session's store."""
+    wals = WALSConfig(name="wals", factors=4, iterations=iterations, threads=1, regularization=0.1, alpha=5.0)
+    cfg = RunConfig(
+        name=f"{experiment}-test", models=[wals], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+        evaluation=EvaluationConfig(ks=[20], bootstrap_samples=bootstrap_samples),
+        tracking=TrackingConfig(tracking_uri=uri, experiment=experiment, register_models=False),
+    )  # fmt: skip
+    return wals, cfg
+
+
 def test_each_epoch_reaches_the_model_run_while_it_trains(shared_mlflow_uri, planted_data, planted_split, monkeypatch):
     """The per-epoch callback is what shows a long fit's curve in the MLflow UI as it goes (and what
     a killed run leaves behind). Without it the tracker logs the history only with the results, after
     evaluation, so the store is read at the moment evaluation starts: three iterations, three
     entries, the same ones the finished run holds (nothing logged twice)."""
-    wals = WALSConfig(name="wals", factors=4, iterations=3, threads=1, regularization=0.1, alpha=5.0)
-    cfg = RunConfig(
-        name="streaming-test", models=[wals], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
-        evaluation=EvaluationConfig(ks=[20], bootstrap_samples=20),
-        tracking=TrackingConfig(tracking_uri=shared_mlflow_uri, experiment="streaming", register_models=False),
-    )  # fmt: skip
+    wals, cfg = _wals_run(shared_mlflow_uri, "streaming", iterations=3, bootstrap_samples=20)
     tracker = Tracker(cfg.tracking, cfg)
     parent = tracker.start_parent(data=planted_data, split=planted_split)
     client = MlflowClient(shared_mlflow_uri)
@@ -53,13 +59,7 @@ def test_a_model_whose_turn_comes_after_an_interrupt_opens_no_run(shared_mlflow_
 
     from recsys import interrupt
 
-    wals = WALSConfig(name="wals", factors=4, iterations=3, threads=1, regularization=0.1, alpha=5.0)
-    cfg = RunConfig(
-        name="queued-after-ctrl-c", models=[wals], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
-        evaluation=EvaluationConfig(ks=[20], bootstrap_samples=20),
-        tracking=TrackingConfig(tracking_uri=shared_mlflow_uri, experiment=f"queued-{uuid.uuid4().hex[:8]}",
-                                register_models=False),
-    )  # fmt: skip
+    wals, cfg = _wals_run(shared_mlflow_uri, f"queued-{uuid.uuid4().hex[:8]}", iterations=3, bootstrap_samples=20)
     tracker = Tracker(cfg.tracking, cfg)
     parent = tracker.start_parent()
     interrupt.request()  # Ctrl-C reached the flow while this model waited for a worker thread
@@ -82,12 +82,7 @@ def test_the_work_before_a_fit_counts_as_the_models_compute(shared_mlflow_uri, p
     by a 0.3 s wait there)."""
     import time
 
-    wals = WALSConfig(name="wals", factors=4, iterations=2, threads=1, regularization=0.1, alpha=5.0)
-    cfg = RunConfig(
-        name="setup-test", models=[wals], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
-        evaluation=EvaluationConfig(ks=[20], bootstrap_samples=0),
-        tracking=TrackingConfig(tracking_uri=shared_mlflow_uri, experiment="setup", register_models=False),
-    )  # fmt: skip
+    wals, cfg = _wals_run(shared_mlflow_uri, "setup", iterations=2, bootstrap_samples=0)
     tracker = Tracker(cfg.tracking, cfg)
     parent = tracker.start_parent(data=planted_data, split=planted_split)
     skip_reason = run_step.skip_reason  # the first to import the model's libraries
