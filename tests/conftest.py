@@ -24,6 +24,9 @@ import pytest
 # "database is locked" tracebacks under load; it is not part of what the tests check.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Captured output is laid out at 120 columns unless COLUMNS says otherwise (`recsys.cli.common`):
+# a terminal that exports COLUMNS must not change the tables the in-process CLI tests read.
+os.environ.pop("COLUMNS", None)
 
 REPO = Path(__file__).resolve().parents[1]
 # The shared data folder beside the repo (never copied into it); RECSYS_SHARED_DIR points elsewhere,

@@ -245,3 +245,20 @@ def test_the_run_tables_counts_carry_thousands_separators():
     assert "176,985 users x 70,151 items" in str(comparison_table(result, cfg).title)
     assert "Data: 176,985 users, 70,151 items, 1,234,567 train / 89,012 test" in comparison_markdown(result, cfg)
 
+
+
+def test_piped_output_takes_its_width_from_columns():
+    """A pipe has no width: tables are laid out for 120 columns there, unless COLUMNS says how wide
+    (`COLUMNS=200 recsys compare | less` showed the 120-column table and told the user to widen the
+    terminal)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from recsys.cli.common import console; print(console.width)"
+    base = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    widths = [
+        subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True, check=True).stdout.strip()
+        for extra in ({"COLUMNS": "200"}, {})
+    ]
+    assert widths == ["200", "120"]

@@ -37,7 +37,8 @@ TABLE_WIDTH = 120
 """Tables are laid out for at most this many columns (terminals are 80-120 wide; a pipe has none)."""
 
 console = Console()
-if not console.is_terminal:  # piped or captured: lay out as a 120-column terminal would
+if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
+    # piped or captured: lay out as a 120-column terminal would, unless COLUMNS says how wide
     console = Console(width=TABLE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
