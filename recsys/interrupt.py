@@ -83,6 +83,8 @@ def shielded() -> Iterator[None]:
         sys.stderr.flush()
 
     for signum in SHIELDED_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_IGN:  # started ignoring it (a background job): it stays so
+            continue
         previous[signum] = signal.signal(signum, hold)
     try:
         yield

@@ -125,8 +125,12 @@ def test_a_second_ctrl_c_while_the_run_is_being_closed_still_closes_it(tmp_path,
         'models=[{name="wals", kind="wals", factors=4, iterations=50}]',
     ]  # fmt: skip
     env = {**__import__("os").environ, "RECSYS_STOP_AT": "train.epoch,tracking.closing:2"}
+    # Python's Ctrl-C handler, set in the child: one started by a process that ignores SIGINT (a suite
+    # launched as a background job) inherits SIG_IGN, and then both signals were rightly ignored
+    start = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+            "runpy.run_module('recsys.cli', run_name='__main__', alter_sys=True)"  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "run", "--no-prefect", *[a for s in sets for a in ("--set", s)]],
+        [sys.executable, "-c", start, "run", "--no-prefect", *[a for s in sets for a in ("--set", s)]],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
@@ -175,6 +179,28 @@ def test_a_signal_held_during_a_close_is_delivered_after_it_and_a_further_one_at
             closed.append("never")
         assert closed == ["closed"] and seen == [signal.SIGINT, signal.SIGINT]
         assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.clear()
+
+
+def test_a_signal_the_process_ignores_stays_ignored_during_a_close():
+    """A command started ignoring Ctrl-C (a background job of a script) must not start catching it
+    while it closes its runs ("closing the run first; press Ctrl-C again"), only to drop it after."""
+    import threading
+
+    import pytest
+
+    from recsys import interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupt.shielded():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)  # ignored, as before the close
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
         interrupt.clear()
