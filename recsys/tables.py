@@ -72,6 +72,6 @@ def fit_width(build: Callable[[set[str]], Table], optional: Sequence[str], width
         hidden.add(name)
         table = build(hidden)
     if hidden - {STACKED}:
-        note = f"not shown at {width} columns: {', '.join(n for n in optional if n in hidden)} (widen the terminal, or set COLUMNS where the output is piped)"
+        note = f"not shown at {width} columns: {', '.join(n for n in optional if n in hidden)} (widen the terminal or set COLUMNS)"
         table.caption = f"{table.caption}\n{note}" if table.caption else note
     return table
