@@ -306,9 +306,7 @@ def _interrupt_dask_workers(grace: float = DASK_STOP_SECONDS) -> None:
 
 def _critical_path(compute: dict[str, float], workers: int) -> float:
     """Lower bound on the models' compute wall time when `workers` run at once."""
-    per_model = compute
-    total = sum(per_model.values())
-    return max(max(per_model.values(), default=0.0), total / max(1, workers))
+    return max(max(compute.values(), default=0.0), sum(compute.values()) / max(1, workers))
 
 
 @flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)

@@ -189,6 +189,13 @@ def test_recsys_run_json_on_movielens(prefect_harness, tmp_path, shared_mlflow_u
     assert models["wals"]["metrics"]["recall@20"] > models["popularity"]["metrics"]["recall@20"]
     assert "neighbour_cross_cluster@10" in " ".join(models["wals"]["folding"])  # no known blocks: found clusters
     assert summary["champion"] in models
+    # The models' compute the orchestration overhead subtracts holds each model's set-up (opening its
+    # run, loading torch on first use) beside fit, evaluation and logging (2 workers, movielens.toml).
+    from flows.pipeline import _critical_path
+
+    parts = {n: m["fit_seconds"] + m["setup_seconds"] + m["eval_seconds"] + m["log_seconds"] for n, m in models.items()}
+    assert all(m["setup_seconds"] > 0 for m in models.values())
+    assert summary["step_seconds"]["models"] == pytest.approx(_critical_path(parts, 2), abs=0.005)  # JSON rounds to ms
 
 
 @pytest.mark.slow
