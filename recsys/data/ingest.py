@@ -38,6 +38,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
+from recsys.data.encoding import Transcoded, utf8_source
 from recsys.data.implicit import NEGATIVE_WEIGHT_STEP, ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
 from recsys.data.readers import (
     BOOLEAN_ID,
@@ -794,10 +795,12 @@ def ingest(
                 source, user_labels, item_labels = planted
         _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
         with storage.writer_lock(Path(out_dir), say):
-            report = _ingest(
-                source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
-                item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
-            )  # fmt: skip
+            with utf8_source(source, cfg.encoding, Path(out_dir)) as text, text.naming_source():
+                report = _ingest(
+                    source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
+                    item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
+                    text=text,
+                )  # fmt: skip
     report.planted = planted is not None
     return report
 
@@ -814,8 +817,12 @@ def _ingest(
     say: Progress,
     sidecar_files: dict[str, object],
     keep_vocab: bool = False,
+    text: Transcoded | None = None,
 ) -> IngestReport:
+    """`text`: where the source's text is read from (a UTF-8 copy of a file in another encoding,
+    see recsys.data.encoding); messages name `source`."""
     started = time.perf_counter()
+    text = text or Transcoded(source, source)
     previous_manifest = _prepare_out_dir(out_dir, append)
     replaced = [] if append else _held_batches(out_dir)
     vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else None  # not a corrupt one's
@@ -824,7 +831,7 @@ def _ingest(
     batch = (previous_batches[-1] + 1) if previous_batches else 1
 
     say("reading and validating")
-    raw = scan_source(source, format or cfg.format, cfg.columns)
+    raw = scan_source(text.path, format or cfg.format, cfg.columns)
     keep = cfg.exact_duplicates == "keep"
     result = validate(
         raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep, keep_negative=negative_weights_read(cfg)
@@ -924,6 +931,7 @@ def _ingest(
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         warnings += quarantine_share_warnings(cfg, raw, result, warnings)
+        warnings = [text.rename(w) for w in warnings]
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

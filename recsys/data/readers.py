@@ -76,8 +76,9 @@ a role that was (`rating` renamed `stars` midway); `RawSource.late_keys` confirm
 lines."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
-    "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
-    "for a Latin-1 file such as Book-Crossing's"
+    "text is read as UTF-8 unless data.encoding names another: name the file's encoding, e.g. "
+    "{option} for a Latin-1 / Windows file such as Book-Crossing's (latin-1 reads any byte; cp1252 "
+    "for Windows' quotes and euro sign)"
 )
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
@@ -278,6 +279,13 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
             "and name the interaction file"
         )
     if b"\x00" in head:
+        for order, nulls in (("le", head[1:64:2]), ("be", head[0:64:2])):  # ASCII-range UTF-16 without a BOM
+            if kind is None and len(nulls) >= 8 and nulls.count(0) == len(nulls):
+                raise DataError(
+                    f"{path}: UTF-16 text without a byte-order mark (every other byte is 0): read it with {{option}}",
+                    setting="data.encoding",
+                    value=f"utf-16-{order}",
+                )
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
         raise DataError(
@@ -298,7 +306,9 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
             raise DataError(f"{path}: not a text or Parquet file ({kind})") from None
         raise DataError(
             f"{path}: not a UTF-8 text or Parquet file (byte {exc.object[exc.start]:#x} at offset "
-            f"{exc.start}): {NOT_UTF8_HINT}"
+            f"{exc.start}): {NOT_UTF8_HINT}",
+            setting="data.encoding",
+            value="latin-1",
         ) from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
@@ -551,12 +561,14 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
             except DataError as exc:
                 # An unzipped data set's folder holds its titles beside its log (ML-1M's Latin-1
                 # movies.dat): converting them, as the error says, reads them as interactions next.
-                if NOT_UTF8_HINT not in str(exc) or len(files) < 2:
+                if exc.setting != "data.encoding" or len(files) < 2:
                     raise
                 raise DataError(
-                    f"{exc}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
+                    f"{exc.args[0]}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
                     "data set's titles, as ML-1M's movies.dat beside ratings.dat), ingest the interaction "
-                    "file on its own"
+                    "file on its own",
+                    setting=exc.setting,
+                    value=exc.value,
                 ) from None
         parquet = p.suffix.lower() in _PARQUET_SUFFIXES
         return "parquet" if parquet else ("text" if format == "parquet" else format)

@@ -440,12 +440,15 @@ def _read_error(raw: RawSource, exc: BaseException) -> DataError:
         message = first_error_line(exc)
         if "is not properly escaped" in str(exc):
             return _bad_quote_error(raw, str(exc))
-        hint = ""
         if "utf-8" in message.lower():
             where = first_non_utf8(raw.path) if isinstance(raw.path, Path) else None
             message += f" at {where}" if where else ""
-            hint = f": {NOT_UTF8_HINT}"
-        return DataError(f"{raw.path}: cannot read as {raw.format} ({message}){hint}")
+            return DataError(
+                f"{raw.path}: cannot read as {raw.format} ({message}): {NOT_UTF8_HINT}",
+                setting="data.encoding",
+                value="latin-1",
+            )
+        return DataError(f"{raw.path}: cannot read as {raw.format} ({message})")
     return DataError(f"{raw.path}: cannot read ({exc})")
 
 
