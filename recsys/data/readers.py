@@ -651,7 +651,7 @@ def map_columns(
                     "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
                     "add a header line naming the columns, separated as the rows are, and ingest "
                     f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
-                    "the columns to what each holds)"
+                    f"the columns to what each holds){_mbid_note(header)}"
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
                 raise DataError(
@@ -675,12 +675,29 @@ def map_columns(
                 (c for c in header if c not in taken),
                 key=lambda c: (attr not in _base_name(c), not _ID_SUFFIX.match(c)),
             )
+            suggested = free[0] if free else "NAME"
+            if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
+                suggested = name_column(header, suggested) or suggested
             raise DataError(
                 f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
                 setting=f"data.columns.{attr}",
-                value=free[0] if free else "NAME",
+                value=suggested,
             )
     return mapping
+
+
+def name_column(header: Iterable[str], column: str | None) -> str | None:
+    """A column of `header` that names what id column `column` identifies (`artist_name` beside
+    `artist_mbid` or `artist_id`, `track_name` beside `track_id`, `artname` beside `artmbid`):
+    Last.fm leaves its MusicBrainz ids empty on many rows, while the name is always written, so an
+    empty id there is better read by the name than quarantined."""
+    if not column:
+        return None
+    prefix = re.sub(r"[_ -]?(?:mbid|id|uuid|guid)$", "", column, flags=re.IGNORECASE)
+    if not prefix or prefix == column:
+        return None
+    wanted = {f"{prefix}_name", f"{prefix}name", f"{prefix} name", f"{prefix}-name"}
+    return next((c for c in header if c != column and c.lower() in {w.lower() for w in wanted}), None)
 
 
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -751,10 +768,8 @@ def _looks_like_data(header: list[str]) -> bool:
     )
 
 
-def _header_example(row: list[str], separator: str) -> str:
-    """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
-    one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
-    splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
+def _header_names(row: list[str]) -> list[str]:
+    """Column names for a headerless file whose first row is `row`, one per field.
     One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
     first lower-case word `event` (Taobao's `pv`, an event log's `view`) when two other fields are
     integers (the ids of such logs); the first two others `user_id` and `item_id`; a later number
@@ -792,7 +807,54 @@ def _header_example(row: list[str], separator: str) -> str:
             rating = _is_number(value) and float(value) != 0 and event is None
             name = next(ids, "rating" if rating else "")
         names.append(name if name and name not in names else f"column_{position + 1}")
+    return names
+
+
+def _header_example(row: list[str], separator: str) -> str:
+    """`_header_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
+    `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
+    file would be one column); a name beside an empty or UUID item (`_item_name_beside_mbid`) is
+    named the item instead."""
+    names = _header_names(row)
+    moved = _item_name_beside_mbid([v.strip() for v in row], names)
+    if moved is not None:
+        mbid, name = moved
+        names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
     return ("\\t" if separator == "\t" else separator).join(names)
+
+
+def _mbid_note(row: list[str]) -> str:
+    """Why `_header_example` named a name column the item rather than the id column before it."""
+    moved = _item_name_beside_mbid([v.strip() for v in row], _header_names(row))
+    if moved is None:
+        return ""
+    return (
+        f"; the item is column {moved[1] + 1} (a name), not the MusicBrainz id in column {moved[0] + 1}, which "
+        "Last.fm leaves empty on many rows (each such row would be quarantined as missing_item): to read the "
+        "ids instead, name that column item_id"
+    )
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def _item_name_beside_mbid(values: list[str], names: list[str]) -> tuple[int, int] | None:
+    """(position of the field named `item_id`, position of the name after it) when that field is a
+    MusicBrainz id (a UUID) or empty and a later field is a name (text, not a number, date or
+    UUID): Last.fm 1K's `artmbid artname` and 360K's `artmbid artname`. Last.fm leaves the mbid
+    empty on many rows (3% of 1K's artists, 10-15% of 360K's and of 1K's tracks), and an empty id
+    quarantines its row as `missing_item`; the name is always there, so the header names it the
+    item."""
+    if "item_id" not in names:
+        return None
+    item = names.index("item_id")
+    if values[item] and not _UUID.match(values[item]):
+        return None
+    for position in range(item + 1, len(values)):
+        value = values[position]
+        if value and not _is_number(value) and not _UUID.match(value) and not _DATE_LIKE.match(value):
+            return item, position
+    return None
 
 
 _EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)

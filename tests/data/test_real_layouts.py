@@ -652,7 +652,7 @@ HEADERLESS_SEPARATED = {
         "user_000001\t2009-05-03T15:48:25Z\tba2f4f3b-0293-4bc8-bb94-2f73b5207343\tUnderworld\t\tBoy, Boy, Boy\n"
         "user_000001\t2009-05-02T14:30:56Z\t\tRocket Empire\t\tSimmer Down Jammie\n"
         "user_000002\t2009-05-01T09:17:36Z\tc74ee320-1daa-43e6-89ee-f71070ee9e8f\tImpossible Beings\t\tDois Pólos\n",
-        2,
+        3,  # the artist name is the item: the row with an empty mbid is read too
     ),
 }
 
