@@ -383,6 +383,10 @@ _QUARANTINE_HINTS: dict[str, str] = {
     "bad_weight": "not numbers: name another weight column with --weight-col (data.columns.weight)",
     "non_finite_weight": "NaN or infinite: name another weight column with --weight-col (data.columns.weight)",
     "extra_fields": "more fields than the header, an unquoted separator inside a value: quote such values",
+    "duplicate_key": (
+        "a line names a key twice with other values (polars would read the first, Python's json and jq the last): "
+        "each quarantined row shows every value its key was given, as a JSON array ([3, 5]); fix the export"
+    ),
 }
 
 

@@ -1748,11 +1748,14 @@ def _decode_lines(
     checked = (
         pl.when(pl.col(_OK) & suspect)
         .then(pl.col(_LINE))
-        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_CHECKS, is_elementwise=True)
+        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_checks(len(keys)), is_elementwise=True)
     )
     decoded = decoded.with_columns(checked.alias(_CHECK)).with_columns(
         pl.when(pl.col(_CHECK).struct.field(f"zero_{n}")).then(pl.lit("0")).otherwise(pl.col(k)).alias(k)
         for n, k in enumerate(ids)
+    )
+    decoded = decoded.with_columns(  # a key given twice shows every value it was given (see _line_checks)
+        pl.coalesce(pl.col(_CHECK).struct.field(f"values_{n}"), pl.col(k)).alias(k) for n, k in enumerate(keys)
     )
     error = (
         pl.when(pl.col(_OK))
@@ -1765,18 +1768,25 @@ def _decode_lines(
 
 
 _CHECK = "__check"
-_CHECKS = pl.Struct({"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean})
-"""What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null, and for
-each id key (user, item) whether its value is the number zero written `-0` / `-0.0`."""
+
+
+def _checks(n_keys: int) -> pl.Struct:
+    """What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null; for
+    each id key (user, item) whether its value is the number zero written `-0` / `-0.0`; and for
+    each mapped key (`values_<n>`) given more than once with other values, every value it was
+    given as a JSON array (`[3, 5]`), which the quarantine row shows in place of the first."""
+    fields = {"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean}
+    return pl.Struct({**fields, **{f"values_{n}": pl.String for n in range(n_keys)}})
 
 
 def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series:
-    """`_CHECKS` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
+    """`_checks` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
     with every key kept: a top-level key of `keys` given twice with other values is
     DUPLICATE_KEY (polars reads the first, Python's json and jq the last: neither is said to be
     the one meant); an id key (`ids`) holding a boolean is BOOLEAN_ID; an id that is the number
     -0 (polars spells it "-0") is the id 0, as `0` and `0.0` are (a JSON string "-0" stays)."""
     reasons: dict[int, str] = {}
+    given: list[dict[int, str]] = [{} for _ in keys]  # per key: row -> every value, as a JSON array
     zeros: tuple[list[int], list[int]] = ([], [])
     for row in lines.is_not_null().arg_true().to_list():
         try:
@@ -1789,8 +1799,11 @@ def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series
         for key, value in pairs:
             if key in keys:
                 values.setdefault(key, []).append(value)
-        if any(any(not _same_json(v, vs[0]) for v in vs[1:]) for vs in values.values()):
+        twice = {k: vs for k, vs in values.items() if any(not _same_json(v, vs[0]) for v in vs[1:])}
+        if twice:
             reasons[row] = DUPLICATE_KEY
+            for k, vs in twice.items():
+                given[keys.index(k)][row] = json.dumps(vs, ensure_ascii=False)
             continue
         for j, key in enumerate(ids):
             value = values.get(key, [None])[0]
@@ -1804,7 +1817,12 @@ def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series
         reason = reason.scatter(list(reasons), list(reasons.values()))
     flags = [pl.repeat(False, n, dtype=pl.Boolean, eager=True) for _ in zeros]
     flags = [f.scatter(rows, True) if rows else f for f, rows in zip(flags, zeros, strict=True)]
-    frame = pl.DataFrame([reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")])
+    shown = [pl.repeat(None, n, dtype=pl.String, eager=True) for _ in keys]
+    shown = [s.scatter(list(rows), list(rows.values())) if rows else s for s, rows in zip(shown, given, strict=True)]
+    frame = pl.DataFrame(
+        [reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")]
+        + [s.alias(f"values_{n}") for n, s in enumerate(shown)]
+    )
     return frame.to_struct(lines.name)
 
 
