@@ -123,6 +123,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "review_date",
         "date_added",
         "t_dat",
+        "time_stamp",
     ),
     WEIGHT: (
         "rating",
@@ -141,7 +142,17 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "star_rating",
         "book_rating",
     ),
-    EVENT: ("event", "event_type", "action", "type", "behavior", "behavior_type", "behaviour", "behaviour_type"),
+    EVENT: (
+        "event",
+        "event_type",
+        "action",
+        "action_type",
+        "type",
+        "behavior",
+        "behavior_type",
+        "behaviour",
+        "behaviour_type",
+    ),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
 _POSITIONAL = (USER, ITEM, WEIGHT, TIME)  # u.data / ratings.dat / headerless numeric files
@@ -785,7 +796,13 @@ def _header_names(row: list[str]) -> list[str]:
     its weights. Twitter's `Tue Apr 03 18:00:09 +0000 2012` (Foursquare) is a date."""
     values = [v.strip() for v in row]
     dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v) or _TWITTER_DATE.match(v)]
-    unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
+    # 9 digits are 1973-2001 in seconds: a first field spelled so is an id (Steam 200K's user
+    # `151603712,"The Elder Scrolls V Skyrim",purchase,1.0,0` was named the time, the game the user).
+    unix = [
+        i
+        for i, v in enumerate(values)
+        if v.isdigit() and not v.startswith("0") and (len(v) in (10, 12, 13) or (len(v) == 9 and i > 0))
+    ]
     time = dates[0] if dates else unix[-1] if unix else None
     words = [i for i, v in enumerate(values) if i != time and _EVENT_WORD.match(v)]
     integers = [i for i, v in enumerate(values) if i != time and v.isdigit()]
