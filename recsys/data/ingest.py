@@ -469,10 +469,15 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
         why = "the log has no time column"
     else:
         times = result.rows.get_column(TIME)
-        if times.is_null().all() or not (times.dt.truncate("1h") == times).all():
+        if times.is_null().all():
             return None
-        unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
-        why = f"{column_label(time)} holds {unit} only"
+        if (times.dt.year() == 1970).all():  # MMDD or day numbers read as seconds (Tmall's time_stamp 829)
+            why = f"{column_label(time)} holds day numbers or dates read as 1970 seconds, not times"
+        elif not (times.dt.truncate("1h") == times).all():
+            return None
+        else:
+            unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
+            why = f"{column_label(time)} holds {unit} only"
     return (
         f"duplicates quarantined: {_rows(duplicates)} equal to an earlier row in every column read; "
         f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "

@@ -53,12 +53,19 @@ def test_tmall_action_type_is_the_event_and_time_stamp_the_time(tmp_path: Path) 
         "328862,844400,1271,2882,2661,829,0\n"
         "328862,575153,1271,2882,,829,2\n"
         "234512,575153,1271,2882,2661,1111,3\n"
+        "328862,323294,833,2882,2661,829,0\n"  # a second click that day: not a copied row
     )
     out = tmp_path / "out"
     result = _ingest(path, out, "--event-weight", "0=1", "--event-weight", "2=5", "--event-weight", "3=2")
     assert result.exit_code == 0, result.output
     columns = json.loads((out / "manifest.json").read_text())["batches"][-1]["columns"]
     assert columns["event"] == "action_type" and columns["timestamp"] == "time_stamp", columns
-    assert "is in 1970" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "is in 1970" in said
+    assert "holds day numbers or dates read as 1970 seconds" in said and "--exact-duplicates keep" in said, said
     pairs = pl.read_parquet(out / "implicit.parquet")
     assert sorted(pairs["weight"].to_list()) == [1.0, 1.0, 2.0, 5.0]
+    kept = tmp_path / "kept"
+    args = ["--event-weight", "0=1", "--event-weight", "2=5", "--event-weight", "3=2", "--exact-duplicates", "keep"]
+    assert _ingest(path, kept, *args).exit_code == 0
+    assert sorted(pl.read_parquet(kept / "implicit.parquet")["weight"].to_list()) == [1.0, 2.0, 2.0, 5.0]
