@@ -132,3 +132,23 @@ def test_utf8_names_make_no_copy(name: str, tmp_path: Path) -> None:
     path.write_text("user_id,item_id\n1,2\n")
     with utf8_source(path, name, tmp_path / "out") as text:
         assert text.path == path and not text.copied
+
+
+def test_a_scheduled_run_reads_a_latin1_landing_zone_day_by_day(tmp_path: Path) -> None:
+    """`recsys run`'s data step with `data.encoding`: each new file of a landing directory is
+    copied and appended, with its ids decoded, and nothing is left beside the processed data."""
+    from pipelines.data import prepare_dataset
+    from recsys.config import load_config
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "day1.csv").write_bytes(b"user_id;item_id;rating\n1;Caf\xe9;5\n2;Caf\xe9;4\n2;Th\xe9;3\n")
+    overrides = [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"', 'data.encoding="latin-1"']
+    cfg = load_config(None, overrides)
+    first = prepare_dataset(cfg)
+    (landing / "day2.csv").write_bytes(b"user_id;item_id;rating\n3;Th\xe9;5\n")
+    second = prepare_dataset(cfg)
+    assert second.ingested_files == ["day2.csv"] and second.processed_dir == first.processed_dir
+    items = pl.read_parquet(Path(second.processed_dir) / "items.parquet")["item_id"].to_list()
+    assert sorted(items) == ["Café", "Thé"]
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir() if p.name.endswith(".tmp")) == []
