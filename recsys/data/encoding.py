@@ -29,7 +29,7 @@ from pathlib import Path
 
 from recsys.data.readers import _PARQUET_SUFFIXES, SourceListing, list_source, open_decompressed
 from recsys.data.remote import as_url
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, RecsysWarning
 
 _BLOCK = 1 << 20
 _BOMS = (  # longest first: UTF-32-LE's mark starts with UTF-16-LE's
@@ -79,6 +79,10 @@ def _copy_as_utf8(source: Path, target: Path, encoding: str) -> None:
     the source is); a byte sequence the encoding does not define is a DataError naming its line."""
     gzipped = source.name.lower().endswith(".gz")
     decoder = codecs.getincrementaldecoder(encoding)("strict")
+    # Whether the bytes are UTF-8 with some non-ASCII text all the same: such a file named Latin-1
+    # (a config's data.encoding kept for a file re-exported as UTF-8) would read `é` as `Ã©`.
+    utf8: codecs.IncrementalDecoder | None = codecs.getincrementaldecoder("utf-8")("strict")
+    ascii_only = True
     line = 1
     with open_decompressed(source) as fh, (
         gzip.open(target, "wb", compresslevel=1) if gzipped else target.open("wb")
@@ -99,9 +103,23 @@ def _copy_as_utf8(source: Path, target: Path, encoding: str) -> None:
                     value="latin-1",
                 ) from None
             out.write(text.encode("utf-8"))
+            if utf8 is not None and not encoding.startswith("utf"):
+                ascii_only = ascii_only and block.isascii()
+                try:
+                    utf8.decode(block, final=not block)
+                except UnicodeDecodeError:
+                    utf8 = None
             if not block:
                 break
             line += block.count(b"\n")
+    if utf8 is not None and not ascii_only and not encoding.startswith("utf"):
+        warnings.warn(
+            RecsysWarning(
+                f"{source} is valid UTF-8 with non-ASCII text, yet read as {encoding} (data.encoding), so its "
+                "accented letters became two characters each ('é' as 'Ã©'): drop data.encoding for this file"
+            ),
+            stacklevel=3,
+        )
 
 
 @dataclass

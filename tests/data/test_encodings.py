@@ -152,3 +152,17 @@ def test_a_scheduled_run_reads_a_latin1_landing_zone_day_by_day(tmp_path: Path) 
     items = pl.read_parquet(Path(second.processed_dir) / "items.parquet")["item_id"].to_list()
     assert sorted(items) == ["Café", "Thé"]
     assert sorted(p.name for p in (tmp_path / "processed").iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_a_utf8_file_read_as_latin1_is_named(tmp_path: Path) -> None:
+    """A config's data.encoding kept for a log re-exported as UTF-8 turned every `é` into `Ã©`
+    without a word: the ids are still read as asked, with a warning."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,item_id\n1,café\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"is valid UTF-8 with non-ASCII text, yet read as iso8859-1"):
+        ingest(path, tmp_path / "out", DataConfig(encoding="latin-1"))
+    ascii_only = tmp_path / "plain.csv"
+    ascii_only.write_text("user_id,item_id\n1,cafe\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pure ASCII reads the same either way: nothing to say
+        ingest(ascii_only, tmp_path / "out2", DataConfig(encoding="latin-1"))
