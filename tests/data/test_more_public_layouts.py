@@ -69,3 +69,21 @@ def test_tmall_action_type_is_the_event_and_time_stamp_the_time(tmp_path: Path) 
     args = ["--event-weight", "0=1", "--event-weight", "2=5", "--event-weight", "3=2", "--exact-duplicates", "keep"]
     assert _ingest(path, kept, *args).exit_code == 0
     assert sorted(pl.read_parquet(kept / "implicit.parquet")["weight"].to_list()) == [1.0, 2.0, 2.0, 5.0]
+
+
+def test_book_crossing_backslash_escaped_quotes_name_the_sed_that_fixes_them(tmp_path: Path) -> None:
+    """The Book-Crossing dump escapes a quote inside a quoted field as `\\"`, which CSV does not:
+    the error said only 'fix that line'; it names the sed that doubles them, which makes it read."""
+    path = tmp_path / "BX-Book-Ratings.csv"
+    text = '"User-ID";"ISBN";"Book-Rating"\r\n"276725";"034545104X";"0"\r\n"276762";"B0000BLD7X\\"";"7"\r\n'
+    path.write_text(text, newline="")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "at line 3" in line and "`sed 's/\\\\\"/\"\"/g' FILE > NEW`" in line, line
+    path.write_text(text.replace('\\"', '""'), newline="")  # what that sed does
+    out = tmp_path / "out"
+    assert _ingest(path, out).exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 2
+    items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
+    assert 'B0000BLD7X"' in items
