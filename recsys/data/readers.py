@@ -1156,6 +1156,23 @@ def _is_header(line: str, separator: str) -> bool:
     return not _looks_like_data(named) and any(_base_name(f) in _KNOWN_NAMES for f in named)
 
 
+def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None:
+    """DataError for a headerless file of more than four fields. Read by position, LFM-1b's
+    `user artist album track time` took the album for the rating and the track for the time, and
+    Epinions' `user product category rating helpfulness time` the category for the rating: by
+    position, only u.data's two to four are known."""
+    row = [v.strip() for v in first_line.split(separator)]
+    n_fields = len(row)
+    if n_fields > len(_POSITIONAL):
+        raise DataError(
+            f"{_local(file)}: no header line and {n_fields} fields ({first_line.strip()[:60]!r}): a headerless "
+            f"file is read by position only with 2 to 4 fields (user, item[, rating[, timestamp]], as in u.data), "
+            "so which of these is the item, the rating and the time is unknown; add a header line naming the "
+            f"columns, e.g. `sed -i '1i {_header_example(row, separator)}' {_local(file)}` (rename the columns to "
+            "what each holds)"
+        )
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -1187,6 +1204,7 @@ def _positional_files(
             "not all interaction logs; ingest the interaction file on its own (e.g. ratings.dat), "
             "or move the others out"
         )
+    _refuse_many_fields(files[0], separator, first)
     return texts
 
 

@@ -87,3 +87,22 @@ def test_book_crossing_backslash_escaped_quotes_name_the_sed_that_fixes_them(tmp
     assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 2
     items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
     assert 'B0000BLD7X"' in items
+
+
+def test_a_headerless_numeric_file_of_five_fields_asks_for_a_header(tmp_path: Path) -> None:
+    """LFM-1b's `LFM-1b_LEs.txt` (user, artist, album, track, Unix time; no header): read by
+    position it took the album id for the rating and the track id for the time (1970), and the
+    real time went unread. Only u.data's two to four fields are read by position."""
+    rows = "31435741\t2\t4\t4\t1385212958\n31435741\t2\t4\t5\t1385212642\n31435742\t3\t7\t9\t1385209153\n"
+    path = tmp_path / "LFM-1b_LEs.txt"
+    path.write_text(rows)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "no header line and 5 fields" in line and "\\ttimestamp'" in line, line
+    assert not (tmp_path / "out").exists()
+    path.write_text("user_id\titem_id\talbum_id\ttrack_id\ttimestamp\n" + rows)
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--exact-duplicates", "keep").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert got["timestamp"].dt.year().to_list() == [2013, 2013, 2013]
