@@ -394,8 +394,8 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         raise DataError(
             f"{data.source}: files already ingested have changed ({', '.join(changed[:3])}); "
             "landing-zone files are append-only — add new files instead, or point data.processed_dir elsewhere; "
-            "a file a run read while its producer was still writing it changes like this: producers should write "
-            "under a hidden or _-prefixed name (not read) and rename it when complete"
+            "a file whose producer paused mid-write for longer than the run that read it changes like this: "
+            "producers should write under a hidden or _-prefixed name (not read) and rename it when complete"
         )
     report = None
     rebuild = bool(changed) and not source_is_dir

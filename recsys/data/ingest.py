@@ -6,10 +6,12 @@ The public entry point of the data layer; the CLI (`recsys ingest`), the pipelin
 Incremental ingest (`append=True`) stores the new validated rows as one more batch and re-derives
 the implicit table from *all* batches, so a (user, item) pair seen in several batches is aggregated
 once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
-repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
-file does not double-count it; under data.exact_duplicates = "keep" (repeated events of a log
-without fine times) they are counted, as they would be in one ingest of all batches. The vocab
-only grows: old indices never move.
+repeat a row of an earlier batch are quarantined as `duplicate`; under data.exact_duplicates =
+"keep" (repeated events of a log without fine times) they are counted, as they would be in one
+ingest of all batches. So that an append re-run (after a kill that came once its batch had landed)
+adds nothing under either rule, each batch records its source's content digest, and an append of
+content a batch already holds raises AlreadyIngested before reading it (`recsys.data.source_stamp`).
+The vocab only grows: old indices never move.
 
 The whole call - reading the previous manifest, staging, swapping in - holds the directory's writer
 lock (`storage.writer_lock`), so concurrent appends run one after the other and both land, and

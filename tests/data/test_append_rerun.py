@@ -202,3 +202,23 @@ def test_a_landing_file_written_during_its_read_is_passed_over_until_complete(tm
     assert later.ingested_files == ["day2.csv"]
     manifest = storage.read_manifest(dataset_dir(cfg.data))
     assert manifest["rows_in"] == CLICKS.count("\n") - 1 + DAY2.count("\n") - 1
+
+
+def test_a_copy_in_a_landing_zone_is_named_not_counted_again(tmp_path: Path) -> None:
+    """A producer that delivered day 1 again under another name: under keep its rows were counted
+    twice; it is now named on each run and left out of the ledger."""
+    from pipelines.data import dataset_dir, prepare_dataset
+    from recsys.errors import RecsysWarning
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "day1.csv").write_text(CLICKS)
+    (landing / "day1-again.csv").write_text(CLICKS)
+    cfg = load_config(None, [f"data.source={landing}", f"data.processed_dir={tmp_path / 'processed'}",
+                             "data.exact_duplicates=keep", "data.aggregate=count"])  # fmt: skip
+    with pytest.warns(RecsysWarning, match=r"/day1\.csv: the same content as batch 1 .*not ingested again"):
+        assert prepare_dataset(cfg).ingested_files == ["day1-again.csv"]  # listed first ('-' before '.')
+    out = dataset_dir(cfg.data)
+    assert storage.list_batches(out) == [1]
+    assert sum(_counts(out).values()) == CLICKS.count("\n") - 1
+    assert list(json.loads((out / "sources.json").read_text())) == ["day1-again.csv"]
