@@ -36,9 +36,10 @@ class SourceChanged(DataError):
 
 @dataclass(frozen=True)
 class SourceStamp:
-    """A source's files' stat (taken first) and the content digest of those files."""
+    """A source's files' stat (taken first) and the content digest of those files (None where
+    it was not worth hashing: see `ingest._stamp`)."""
 
-    digest: str
+    digest: str | None
     stats: tuple[Stat, ...]
 
 

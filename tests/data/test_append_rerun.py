@@ -88,21 +88,24 @@ def test_an_append_rerun_after_a_kill_counts_the_batch_once(tmp_path: Path, poin
 def test_the_same_content_again_adds_nothing_unless_asked(tmp_path: Path) -> None:
     """A copy under another name is the same content too; --allow-same-content appends it all the
     same (repeated events that really happened again), and it is refused without --append."""
-    (tmp_path / "day1.csv").write_text(CLICKS)
+    (tmp_path / "day1.csv").write_text(DAY2)
+    (tmp_path / "day2.csv").write_text(CLICKS)
     (tmp_path / "copy.csv").write_text(CLICKS)
     out = tmp_path / "out"
     runner = CliRunner()
     first = ["--out", str(out), "--exact-duplicates", "keep", "--aggregate", "count"]
     assert runner.invoke(app, ["ingest", str(tmp_path / "day1.csv"), *first]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(tmp_path / "day2.csv"), *first, "--append"]).exit_code == 0
     before = _counts(out)
     again = runner.invoke(app, ["ingest", str(tmp_path / "copy.csv"), *first, "--append", "--json", str(tmp_path / "s.json")])
     assert again.exit_code == 0, again.output
-    assert "copy.csv: the same content as batch 1" in again.output and "--allow-same-content" in again.output
+    assert "copy.csv: the same content as batch 2" in again.output and "--allow-same-content" in again.output
     assert json.loads((tmp_path / "s.json").read_text())["rows_in"] == 0
-    assert _counts(out) == before and storage.list_batches(out) == [1]
+    assert _counts(out) == before and storage.list_batches(out) == [1, 2]
     forced = runner.invoke(app, ["ingest", str(tmp_path / "copy.csv"), *first, "--append", "--allow-same-content"])
     assert forced.exit_code == 0, forced.output
-    assert _counts(out) == {user: 2 * n for user, n in before.items()}
+    clicks = {f"u{u}": 3.0 for u in range(12)}  # CLICKS: 3 per user, now counted once more
+    assert _counts(out) == {user: n + clicks.get(user, 0.0) for user, n in before.items()}
     alone = runner.invoke(app, ["ingest", str(tmp_path / "copy.csv"), *first, "--allow-same-content"])
     assert alone.exit_code == 2 and "applies to --append only" in alone.output
 

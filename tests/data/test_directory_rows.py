@@ -57,10 +57,10 @@ def test_ingest_writes_source_file_into_the_quarantine(tmp_path: Path) -> None:
 def test_reingesting_a_directory_names_each_duplicate_by_file_and_row(tmp_path: Path) -> None:
     logs, out = _two_csv_files(tmp_path / "logs"), tmp_path / "out"
     ingest(logs, out, DataConfig())
-    with pytest.raises(AlreadyIngested, match=r"the same content as batch 1"):  # a directory's files, digested
-        ingest(logs, out, DataConfig(), append=True)
-    again = ingest(logs, out, DataConfig(), append=True, same_content=True)  # past the digest check
+    again = ingest(logs, out, DataConfig(), append=True)
     assert again.reasons == {"duplicate": 4, "bad_weight": 1, "missing_user": 1}
+    with pytest.raises(AlreadyIngested, match=r"the same content as batch 2"):  # a directory's files, digested
+        ingest(logs, out, DataConfig(), append=True)
     stored = pl.read_parquet(again.quarantine_path)
     # In file order, then row order, with each file's own text (not the parsed "4.0" or datetime).
     assert stored.rows() == [

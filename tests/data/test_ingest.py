@@ -456,7 +456,7 @@ def test_an_append_under_another_duplicates_rule_is_named(tmp_path: Path) -> Non
     ingest(day1, tmp_path / "k", keep)
     report = ingest(day2, tmp_path / "k", quarantine, append=True)
     assert any("the earlier batches' keep" in w and "--exact-duplicates keep" in w for w in report.warnings)
-    same = ingest(day2, tmp_path / "q2", quarantine), ingest(day2, tmp_path / "q2", quarantine, append=True, same_content=True)
+    same = ingest(day2, tmp_path / "q2", quarantine), ingest(day2, tmp_path / "q2", quarantine, append=True)
     assert not any("earlier batches'" in w for r in same for w in r.warnings)  # the same rule: no word
 
 

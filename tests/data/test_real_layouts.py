@@ -919,7 +919,7 @@ def test_appending_a_tab_file_read_unquoted_quarantines_its_repeats_with_their_t
     layout = lastfm_1k(tmp_path)
     out = tmp_path / "out"
     assert _ingest(layout.path, out, *layout.args).exit_code == 0
-    result = _ingest(layout.path, out, *layout.args, "--append", "--allow-same-content")  # past the digest check
+    result = _ingest(layout.path, out, *layout.args, "--append")
     assert result.exit_code == 0, result.output
     quarantine = pl.read_parquet(out / "quarantine" / "batch=000002.parquet")
     assert quarantine.height == len(layout.rows) and set(quarantine["reason"]) == {"duplicate"}
