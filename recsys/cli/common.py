@@ -171,6 +171,24 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _flags_show_no_type() -> None:
+    """typer 0.29's rich help prints a type after every option, `<bool>` after flags too
+    (`--no-tracking <bool>`), which reads as if the flag took a value; `--no-tracking true` is then
+    refused with "unexpected extra argument". A flag takes no value: its type column stays empty."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_show_no_type", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.flags_show_no_type = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 app = typer.Typer(
     name="recsys",
     cls=OneLineErrors,
