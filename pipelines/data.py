@@ -48,6 +48,10 @@ class DatasetResult:
     reused: bool = False  # nothing new: the processed dir was already up to date
     report: dict = field(default_factory=dict)  # the last ingest's summary, if any
     warnings: list[str] = field(default_factory=list)  # about this use of the data (see processed_as)
+    # Landing files this run left for a later one (still being written, no rows yet, a copy): a
+    # cached result that names any is not reused, or a file rewritten with the same bytes (same
+    # cache key) would never be read.
+    passed_over: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -429,14 +433,16 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         raise empty[0][1]  # nothing to train on at all: the error names the file
     for target, exc in empty:
         warnings.warn(RecsysWarning(_passed_over(target, exc)), stacklevel=2)
+    passed_over = [target for target, _ in empty]
     if not ingested:
-        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
+        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True, passed_over=passed_over)
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),
         key,
         ingested_files=ingested,
         report=report.to_json_dict() if report is not None else {},
+        passed_over=passed_over,
     )
 
 
