@@ -29,7 +29,9 @@ from pathlib import Path
 
 from recsys.data.readers import _PARQUET_SUFFIXES, SourceListing, list_source, open_decompressed
 from recsys.data.remote import as_url
+from recsys.data.source_stamp import SourceStamp, changed_error, changed_files, stat_files
 from recsys.errors import ConfigError, DataError, RecsysWarning
+from recsys.faults import fault_point
 
 _BLOCK = 1 << 20
 _BOMS = (  # longest first: UTF-32-LE's mark starts with UTF-16-LE's
@@ -177,6 +179,7 @@ def utf8_source(source: str | Path, encoding: str | None, out_dir: Path) -> Iter
     if not any(plan.values()):
         yield Transcoded(source, source)
         return
+    before = SourceStamp(None, stat_files(listing.files))  # ingest's own stamp is taken after the copy
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         root = tmp / path.name
@@ -187,6 +190,9 @@ def utf8_source(source: str | Path, encoding: str | None, out_dir: Path) -> Iter
                 _copy_as_utf8(file, target, file_encoding)
             else:
                 os.symlink(file.resolve(), target)
+        fault_point("encoding.copied")
+        if changed := changed_files(before, path):  # written to while copied: the copy is not the file
+            raise changed_error(source, changed)
         yield Transcoded(source, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -166,3 +166,38 @@ def test_a_utf8_file_read_as_latin1_is_named(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pure ASCII reads the same either way: nothing to say
         ingest(ascii_only, tmp_path / "out2", DataConfig(encoding="latin-1"))
+
+
+def test_a_file_written_to_while_it_is_copied_is_refused(tmp_path: Path) -> None:
+    """The copy is read before ingest stamps the source, so a producer's write during the copy
+    went unseen (ingest then read a half file as if whole): it stops ingest, nothing written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from recsys.faults import STOP_ENV
+
+    path = tmp_path / "BX-Book-Ratings.csv"
+    path.write_bytes(BX)
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "ingest", str(path), "--out", str(out), "--encoding", "latin-1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, STOP_ENV: "encoding.copied"},
+    )  # fmt: skip
+    try:
+        process = psutil.Process(run.pid)
+        while process.status() != psutil.STATUS_STOPPED:
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        with path.open("ab") as fh:
+            fh.write(b'"276728";"0446520802";"7"\r\n')  # the producer goes on writing
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    said, _ = run.communicate(timeout=60)
+    assert run.returncode == 2, said
+    assert f"error: {path}: changed while it was read" in said, said
+    assert not out.exists() and _staging_left(out) == []
