@@ -292,12 +292,12 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     column = raw.mapping.get(canon, canon)
     value = f"{column_name(column)} is {first.get(canon)!r}"
     fix = "check that column"
-    names = name_column(raw.header, raw.mapping.get(ITEM)) if top == "missing_item" else None
-    if names is not None:  # Last.fm's header with its often-empty MusicBrainz ids
+    names = name_column(raw.header, raw.mapping.get(canon)) if top in ("missing_item", "missing_user") else None
+    if names is not None:  # Last.fm's often-empty MusicBrainz ids, Steam reviews' user_id on some lines
         return DataError(
             f"{source}: no row passed validation ({counts}; {where}: {value}): {names!r} names the same "
-            "items: read it as the item with {option}",
-            setting="data.columns.item",
+            f"{attr}s: read it as the {attr} with {{option}}",
+            setting=f"data.columns.{attr}",
             value=names,
         )
     if top == "bad_timestamp":
@@ -429,15 +429,19 @@ def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
     """A warning when many rows have no user id: Diginetica's train-item-views leaves `userId`
     empty for anonymous sessions (most rows), and they were quarantined with nothing but a count
     in the summary. A session log is read per session by naming its session column as the user
-    (the usual protocol for these logs), which the warning names when the header has one."""
+    (the usual protocol for these logs), which the warning names when the header has one; a
+    column naming the same users (`name_column`) is named whatever the share."""
     missing = reasons.get("missing_user", 0)
-    if not rows_in or missing < MISSING_USER_SHARE * rows_in:
-        return None
     user = raw.mapping.get(USER)
+    names = name_column(raw.header, user)  # Steam reviews' `username` beside a `user_id` on some lines
+    if not rows_in or not missing or (missing < MISSING_USER_SHARE * rows_in and names is None):
+        return None
     sessions = session_column(raw.header, raw.mapping)
     fix = (
         f"if it is a session log, read each session as a user with --user-col {sessions} (data.columns.user)"
         if sessions
+        else f"{names!r} names the users too: read it as the user with --user-col {names} (data.columns.user)"
+        if names
         else "name another user column with --user-col (data.columns.user) if the log has one"
     )
     return (

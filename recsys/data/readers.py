@@ -1896,10 +1896,12 @@ def _scan_jsonl(
     # Each file's keys are mapped, as each delimited file's header is: files of one directory
     # written under other key names (`userId` beside `user_id`) line up, instead of reading as
     # rows without a user whose quarantined values are all null.
-    mappings, unmapped = [], []
+    mappings, unmapped, first_keys = [], [], None
     for f, p in zip(files, paths, strict=True):
         try:
-            mappings.append((f, map_columns(p, _named_keys(p, _jsonl_keys(p, p), columns), columns)))
+            keys = _named_keys(p, _jsonl_keys(p, p), columns)
+            first_keys = keys if first_keys is None else first_keys
+            mappings.append((f, map_columns(p, keys, columns)))
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
@@ -1940,7 +1942,8 @@ def _scan_jsonl(
         return _concat(frames)
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, late_keys=late)
+    header = tuple(first_keys or ())  # the first lines' keys, as a header names columns (for hints)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, header=header, late_keys=late)
 
 
 # --------------------------------------------------------------------------- Parquet

@@ -106,3 +106,31 @@ def test_a_headerless_numeric_file_of_five_fields_asks_for_a_header(tmp_path: Pa
     assert _ingest(path, out, "--exact-duplicates", "keep").exit_code == 0
     got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
     assert got["timestamp"].dt.year().to_list() == [2013, 2013, 2013]
+
+
+STEAM_REVIEWS = [  # UCSD's steam_reviews.json (as JSON): `user_id` on some lines only, `username` on all
+    {"username": "Chaos Syren", "hours": 0.1, "product_id": "725280", "date": "2017-12-17", "text": "t"},
+    {"username": "Ariman1", "hours": 13.2, "product_id": "328100", "date": "2017-08-02", "user_id": "76561198059088497"},
+    {"username": "freakfantom", "hours": 0.1, "product_id": "725280", "date": "2017-11-12", "text": "t"},
+]
+
+
+def test_steam_reviews_without_a_user_id_on_most_lines_name_the_username_key(tmp_path: Path) -> None:
+    """JSON Lines had no header to look in: the warning said 'name another user column if the
+    log has one'; it names the key that reads every line, and so does the error when none is left."""
+    path = tmp_path / "steam_reviews.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in STEAM_REVIEWS))
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "2 of 3 rows (67%) have no user id in column 'user_id'" in said
+    assert "'username' names the users too: read it as the user with --user-col username" in said, said
+    assert _ingest(path, out, "--user-col", "username").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 3
+
+    path.write_text("".join(json.dumps({**r, "user_id": ""}) + "\n" for r in STEAM_REVIEWS))
+    result = _ingest(path, tmp_path / "out2")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.endswith("'username' names the same users: read it as the user with --user-col username"), line
