@@ -223,6 +223,12 @@ class OrchestrationConfig(Section):
     dask_address: str | None = None
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(1.0, ge=0)
+    if_unchanged: Literal["skip_scheduled", "skip", "train"] = Field(
+        "skip_scheduled",
+        description="a run whose data, split, config and code equal the last finished run of its lineage "
+        "(recsys.tracking.unchanged; needs tracking): skip_scheduled = scheduled runs train nothing, runs "
+        "started by hand train; skip = every run skips; train = every run trains",
+    )
 
 
 class RunConfig(Section):
