@@ -162,7 +162,8 @@ def _unchanged(summary: dict, json_out: Path | None, cfg: RunConfig, args: str, 
 
     same = summary["unchanged"]
     if json_out is not None:
-        PipelineResult(dataset=summary["dataset"], models=[], promotion=summary.get("promotion", {}),
+        PipelineResult(dataset=summary["dataset"], models=[], champion=summary.get("champion"),
+                       promotion=summary.get("promotion", {}),
                        tracking_uri=summary.get("tracking_uri"), wall_seconds=summary.get("wall_seconds", 0.0),
                        step_seconds=summary.get("step_seconds", {}), unchanged=same).write_json(json_out)  # fmt: skip
     lines = [same["message"]] if prefect else []
