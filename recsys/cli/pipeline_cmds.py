@@ -73,8 +73,7 @@ def run(
     Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
     while a model finishes one long computation, a second Ctrl-C exits at once.
     """
-    config = config_path(config)
-    # Outside the repository root, built-in defaults would train no model and exit 0: say so.
+    given, config = config, config_path(config)  # a shipped config's name -> its file
     cfg = load_run_config(config, set_, default=resume_tracking is None)
     writable_output(json_out, "--json")
     if resume_tracking is not None:
@@ -99,7 +98,7 @@ def run(
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         result.write_json(json_out)
-    _where_to_look(summary, json_out, cfg, store_args(config, set_), prefect=not no_prefect)
+    _where_to_look(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
     if summary.get("tracking_error"):
         kept = sum(1 for m in summary["models"] if m.get("unlogged"))
         where = summary.get("unlogged_dir")

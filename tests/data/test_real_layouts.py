@@ -1077,20 +1077,32 @@ def test_a_directory_with_compressed_files_it_cannot_open_names_them_instead_of_
     assert not (tmp_path / "out2").exists()
 
 
-def test_run_outside_the_repository_without_a_config_is_an_error_not_zero_models(
-    tmp_path, monkeypatch
-) -> None:
-    """A user in their data folder runs `recsys run --set data.source=events.csv`: without
-    pipelines/configs/default.toml here, built-in defaults have no models, which used to train
-    nothing and exit 0 with an empty table."""
+def test_outside_the_repository_a_run_reads_the_shipped_configs(tmp_path, monkeypatch) -> None:
+    """A user in their data folder runs `recsys run --set data.source=events.csv`, or `--config
+    movielens` as the README says: there is no pipelines/configs/ beside them. Built-in defaults
+    have no models (such a run trained nothing and exited 0; then it was refused): the configs
+    installed with the package are used, as in the repository root."""
+    from recsys.cli.common import config_path, load_run_config, shipped_configs
+
     layout = retailrocket(tmp_path)
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(
-        app, ["run", "--no-tracking", "--no-prefect", "--set", f"data.source={layout.path}"]
-    )
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
-    assert "no --config given" in line and "--config FILE" in line
+    shipped = shipped_configs()
+    assert set(shipped) == {"default", "movielens", "plays"}  # the names --config's help lists
+    help_text = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "300"}).output
+    for name, path in shipped.items():
+        assert f" {name} " in help_text.replace("|", " ")
+        assert config_path(Path(name)) == path and path.is_absolute()
+    assert config_path(None) == shipped["default"]
+    cfg = load_run_config(None, [f"data.source={layout.path}"], default=True)
+    assert [m.name for m in cfg.models] == [m.name for m in load_run_config(shipped["default"], []).models]
+    assert cfg.models and str(cfg.data.source) == str(layout.path)
+    # A file of that name here wins over the shipped config; a missing path names the shipped ones.
+    (tmp_path / "plays").write_text('name = "mine"\n[[models]]\nkind = "popularity"\n')
+    assert config_path(Path("plays")) == Path("plays") and load_run_config(Path("plays"), []).name == "mine"
+    missing = runner.invoke(app, ["run", "--no-tracking", "--config", "conf/nope.toml"])
+    assert missing.exit_code == 2, missing.output
+    (line,) = missing.output.strip().splitlines()
+    assert "conf/nope.toml: config file not found" in line and "--config default | movielens | plays" in line
     # Models named on the command line make a whole config: that run trains them (scripts do this).
     named = runner.invoke(app, [
         "run", "--no-tracking", "--no-prefect", "--set", f"data.source={layout.path}",
