@@ -327,8 +327,8 @@ def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path, monk
     """Also where it writes: `tuned-<config>-<model>.toml` in the current directory, said with its
     absolute path. It was `tuned.toml` for every config and model, replaced without a word by the
     next tune; an existing one is now refused before the search (without --force)."""
-    monkeypatch.chdir(tmp_path)  # no default config here: the built-in defaults, run name "recsys"
-    out = tmp_path / "tuned-recsys-wals.toml"
+    monkeypatch.chdir(tmp_path)  # no --config: the shipped default.toml
+    out = tmp_path / "tuned-default-wals.toml"
     result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3",
                                       "--set", "models.wals.tuning.n_trials=8"])
     assert result.exit_code == 0, result.output
