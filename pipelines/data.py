@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -30,8 +31,10 @@ from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
-from recsys.data.split import Split
 from recsys.errors import DataError, NoDataRows, RecsysWarning
+
+if TYPE_CHECKING:  # `recsys ingest` imports this module (SHAPING): scipy.sparse comes with a split
+    from recsys.data.split import Split
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
 

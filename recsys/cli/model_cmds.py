@@ -179,12 +179,13 @@ def train(
     is per process (the global batch is batch_size x N). A model with a `distill` teacher trains after
     it; trained alone (--model), it loads the teacher saved under --models.
     """
-    from pipelines.train import find_teacher, fit_model
-
     if handoff is not None and nproc > 1:
         raise ConfigError("--handoff writes what torchrun's ranks load and trains nothing here; --nproc trains here: pass one")
     loaded = load_run_config(config, set_, default=True)
     _selected(loaded, only)  # unknown names: before any work
+    # after the config: a bad one fails before numpy and scipy load
+    from pipelines.train import find_teacher, fit_model
+
     writable_dir(models_dir, "--models")
     if handoff is not None:
         writable_dir(handoff, "--handoff")
