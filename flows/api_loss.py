@@ -9,10 +9,13 @@ holding the whole event (~2,000 characters); each failed log batch printed "--- 
 API ---" with no line end, gluing itself to the next line; and after our error line the exit waited
 ~15 s more for the sends in flight. What Prefect held for that server is lost either way.
 
-* `api_answers`: the flow checks the API before its last calls (one health request, milliseconds).
+* `api_lost`: the flow checks the API before its last calls (one health request, milliseconds) and
+  skips its artifact when it does not answer.
 * `give_up_on_api`: no more client retries, later events and API logs dropped, the sends in flight
   cancelled and what is queued forgotten, so the remaining calls fail at their first attempt and
-  the exit waits for nothing.
+  the exit waits for nothing. For a process that runs one flow and exits (`recsys run`, which says
+  so with `one_shot`); a process serving a deployment (`recsys schedule`) keeps Prefect's retries
+  and its logs for the next run, when the server may be back.
 * `quiet_api_noise`: Prefect's first "Unable to connect" warning stays (the early sign that the
   server went away); the repeats, and the per-event ERRORs behind them, are kept off the terminal.
 """
@@ -21,9 +24,31 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 HEALTH_TIMEOUT_S = 2.0
 _gave_up = threading.Event()
+_one_shot = threading.Event()
+
+
+@contextmanager
+def one_shot() -> Iterator[None]:
+    """Inside: this process runs one flow and exits, so a lost API is given up on (`api_lost`)."""
+    _one_shot.set()
+    try:
+        yield
+    finally:
+        _one_shot.clear()
+
+
+def api_lost() -> bool:
+    """Whether the Prefect API stopped answering; if so, inside `one_shot`, give up on it."""
+    if api_answers():
+        return False
+    if _one_shot.is_set():
+        give_up_on_api()
+    return True
 
 
 def api_answers(timeout: float = HEALTH_TIMEOUT_S) -> bool:

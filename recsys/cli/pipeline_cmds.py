@@ -149,7 +149,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         return result.to_json(), failed
     bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
     ephemeral_prefect_defaults()
-    from flows.api_loss import give_up_on_api, quiet_api_noise
+    from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
     from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
 
@@ -172,7 +172,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
                 console.print(f"  marked {len(closed)} flow run(s) of dead processes Crashed")
         except Exception as exc:  # never a reason not to run
             console.print(f"  [yellow]could not check for flow runs of dead processes: {exc}[/]")
-        with tags(*flow_run_tags()):
+        with tags(*flow_run_tags()), one_shot():
             return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
