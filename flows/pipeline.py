@@ -178,13 +178,18 @@ def _configure(cfg: RunConfig):
 
 
 def run_ingest_step(cfg: RunConfig) -> DatasetResult:
-    """Ingest through the cached, retried task; refresh when the cached output has gone missing."""
+    """Ingest through the cached, retried task; refresh when the cached output has gone missing
+    or passed landing files over."""
     ingest = _configure(cfg)
     # The cached result names a directory, so where it lives is part of the key too.
     where = hashlib.sha256(str(dataset_dir(cfg.data).resolve()).encode()).hexdigest()[:8]
     fingerprint = f"{source_fingerprint(cfg.data)}-{where}"
-    dataset = ingest(cfg, fingerprint)
-    if _current_fingerprint(dataset) != dataset.fingerprint:  # gone, or rewritten by another writer
+    state = ingest(cfg, fingerprint, return_state=True)
+    dataset = state.result()  # raises what the task raised
+    # A cached result is redone when its directory is gone or was rewritten by another writer, and
+    # when it left landing files for later: one rewritten with the same bytes keeps the key.
+    cached = state.name == "Cached"
+    if (cached and dataset.passed_over) or _current_fingerprint(dataset) != dataset.fingerprint:
         dataset = ingest.with_options(refresh_cache=True)(cfg, fingerprint)
     return dataset
 

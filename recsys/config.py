@@ -90,7 +90,8 @@ class DataConfig(Section):
         description="a row equal to an earlier one in every column read (user, item, time, weight, event): "
         "quarantine = a copied row, quarantined as duplicate; keep = a repeated event, passed on to the "
         "aggregation (count counts it, sum adds it), for click / view logs with no time or dates only; "
-        "with keep an --append of rows already ingested counts them again",
+        "with keep an --append counts rows equal to an earlier batch's too (an --append of content a batch already "
+        "holds adds nothing)",
     )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")

@@ -9,8 +9,9 @@ as the OOM killer or an operator would (no `finally`, no `atexit`, no flush).
 `RECSYS_KILL_AT=name` kills the first time the point is reached, `name:N` the N-th time (per
 process); several points are separated by commas (`a,b:2`). The points are listed in `POINTS` so tests and the benchmark cannot name one that does not
 exist. `RECSYS_STOP_AT` (same syntax) sends SIGSTOP instead: the process freezes there until a test,
-having done what another process would do in that window, resumes it with SIGCONT. `RECSYS_INTERRUPT_AT` sends SIGINT (a Ctrl-C that lands exactly there), which a
-test can aim at a point in its own process, where SIGSTOP would freeze the test itself.
+having done what another process would do in that window, resumes it with SIGCONT.
+`RECSYS_INTERRUPT_AT` sends SIGINT (a Ctrl-C that lands exactly there), which a test can aim at a
+point in its own process, where SIGSTOP would freeze the test itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ENV = "RECSYS_KILL_AT"
 STOP_ENV = "RECSYS_STOP_AT"
 INTERRUPT_ENV = "RECSYS_INTERRUPT_AT"
 POINTS = (
+    "ingest.read",  # the source read and validated, nothing staged yet (a producer may write meanwhile)
     "ingest.staged",  # the new batch and derived files written in the staging dir, not yet swapped in
     "storage.between_renames",  # old processed dir moved aside, new one not yet in place
     "train.epoch",  # a model finished an epoch (its per-epoch metrics logged)

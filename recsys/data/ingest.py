@@ -6,10 +6,12 @@ The public entry point of the data layer; the CLI (`recsys ingest`), the pipelin
 Incremental ingest (`append=True`) stores the new validated rows as one more batch and re-derives
 the implicit table from *all* batches, so a (user, item) pair seen in several batches is aggregated
 once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
-repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
-file does not double-count it; under data.exact_duplicates = "keep" (repeated events of a log
-without fine times) they are counted, as they would be in one ingest of all batches. The vocab
-only grows: old indices never move.
+repeat a row of an earlier batch are quarantined as `duplicate`; under data.exact_duplicates =
+"keep" (repeated events of a log without fine times) they are counted, as they would be in one
+ingest of all batches. So that an append re-run (after a kill that came once its batch had landed)
+adds nothing under either rule, each batch records its source's content digest, and an append of
+content a batch already holds raises AlreadyIngested before reading it (`recsys.data.source_stamp`).
+The vocab only grows: old indices never move.
 
 The whole call - reading the previous manifest, staging, swapping in - holds the directory's writer
 lock (`storage.writer_lock`), so concurrent appends run one after the other and both land, and
@@ -53,10 +55,18 @@ from recsys.data.readers import (
 )
 from recsys.data.remote import as_url
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.source_stamp import (
+    SourceStamp,
+    changed_error,
+    changed_files,
+    content_digest,
+    source_paths,
+    stat_files,
+)
 from recsys.data.suspicions import session_column, suspicions
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
-from recsys.errors import DataError
+from recsys.errors import AlreadyIngested, DataError
 from recsys.faults import fault_point
 
 MANIFEST_VERSION = 1
@@ -755,6 +765,61 @@ def _sources(manifest: dict | None) -> list[dict]:
     return list(manifest.get("batches", [])) if manifest else []
 
 
+def _stamp(
+    source: str | Path, given: SourceStamp | None, *, append: bool, now: bool
+) -> Callable[[], SourceStamp | None]:
+    """The source's stamp (`recsys.data.source_stamp`): `given`, or taken here, before anything
+    is read. The files' stat is taken at once. The content digest only for an append (the batch a
+    re-run must recognise; a first ingest is idempotent anyway, and hashing 10M rows' CSV costs
+    ~0.7 s of CPU): at once when `now` (compared with recorded digests before reading, so a re-run
+    stops before the read), else on a background thread while the source is read and validated
+    (hashlib releases the GIL). Returns a function giving the stamp (None for a remote source or
+    one that is no file or directory)."""
+    if given is not None or as_url(source) is not None:
+        return lambda: given
+    path = Path(source)
+    paths = source_paths(path)
+    if paths is None:
+        return lambda: None
+    stats = stat_files(paths)
+    if not append:
+        unhashed = SourceStamp(None, stats)
+        return lambda: unhashed
+    if now:
+        stamp = SourceStamp(content_digest(path, paths), stats)
+        return lambda: stamp
+    hashing = ThreadPoolExecutor(1)
+    digest = hashing.submit(content_digest, path, paths)
+    hashing.shutdown(wait=False)
+
+    def ready() -> SourceStamp:
+        try:
+            return SourceStamp(digest.result(), stats)
+        except OSError:  # a file removed or replaced while it was hashed
+            raise changed_error(source, [str(p) for p in paths]) from None
+
+    return ready
+
+
+def _refuse_same_content(source: str | Path, stamp: SourceStamp | None, recorded: list[dict]) -> None:
+    """AlreadyIngested when a batch of the directory holds `stamp`'s content: an `--append`
+    re-run after a kill that came once its batch had landed (the digest is in the manifest, which
+    is swapped in with the batch, so the two never disagree), or the same file under another
+    name. Under data.exact_duplicates = "keep" its rows would otherwise be counted twice; under
+    the default they would make a batch of duplicates."""
+    if stamp is None or stamp.digest is None:
+        return
+    same = next((b for b in recorded if b.get("source_digest") == stamp.digest), None)
+    if same is None:
+        return
+    was = f"{same.get('source')}, ingested {same.get('created_at')}"
+    raise AlreadyIngested(
+        f"{source}: the same content as batch {same.get('batch')} ({was}; {_rows(int(same.get('rows_in', 0)))} in) "
+        "was ingested already",
+        batch=int(same.get("batch", 0)),
+    )
+
+
 def ingest(
     source: str | Path,
     out_dir: str | Path,
@@ -767,6 +832,9 @@ def ingest(
     progress: Progress | None = None,
     sidecar_files: Mapping[str, object] | None = None,
     keep_vocab: bool = False,
+    stamp: SourceStamp | None = None,
+    same_content: bool = False,
+    check_unchanged: bool = True,
 ) -> IngestReport:
     """Ingest `source` (file or directory) into the processed directory `out_dir`.
 
@@ -777,6 +845,13 @@ def ingest(
     keep_vocab: when not appending, replace the batches but keep the directory's vocab (old ids
     keep their indices, new ones are appended), so models trained on it stay comparable: a run's
     single-file source that grew is re-read whole this way (`pipelines.data`).
+    stamp: the source's stat and content digest, taken by a caller that hashed it already (a
+    landing zone's ledger); else ingest takes it before reading a local source. Its digest is
+    recorded in the batch's manifest entry (`source_digest`), and an append of content a batch
+    already holds raises AlreadyIngested, adding nothing, unless `same_content` (repeated events
+    that really are new). check_unchanged: a local source whose files changed between the stamp
+    and the swap raises SourceChanged, writing nothing (a file still being written); off for a
+    run's single growing log, whose next run re-reads it whole anyway.
     Holds the directory's writer lock throughout (see the module docstring).
     """
     from recsys.data.synthetic import planted_blocks, reading
@@ -797,6 +872,7 @@ def ingest(
             report = _ingest(
                 source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
                 item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
+                stamp=stamp, same_content=same_content, check_unchanged=check_unchanged,
             )  # fmt: skip
     report.planted = planted is not None
     return report
@@ -814,6 +890,9 @@ def _ingest(
     say: Progress,
     sidecar_files: dict[str, object],
     keep_vocab: bool = False,
+    stamp: SourceStamp | None = None,
+    same_content: bool = False,
+    check_unchanged: bool = True,
 ) -> IngestReport:
     started = time.perf_counter()
     previous_manifest = _prepare_out_dir(out_dir, append)
@@ -822,6 +901,10 @@ def _ingest(
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
+    recorded = [b for b in _sources(previous_manifest) if b.get("source_digest")] if append else []
+    stamped = _stamp(source, stamp, append=append, now=bool(recorded) and not same_content)
+    if recorded and not same_content:
+        _refuse_same_content(source, stamped(), recorded)
 
     say("reading and validating")
     raw = scan_source(source, format or cfg.format, cfg.columns)
@@ -842,6 +925,7 @@ def _ingest(
                 f"every accepted row of this batch ({_rows(validated)}) equals a row of an earlier batch, so it adds "
                 "nothing (those rows are quarantined as duplicate): this file was most likely ingested before"
             ]
+    fault_point("ingest.read")
     if (
         result.rows_in != result.rows_accepted + result.rows_quarantined
     ):  # pragma: no cover - a bug, not bad data
@@ -962,6 +1046,8 @@ def _ingest(
         }
         if keep:  # recorded only when not the default, so default manifests keep their shape
             batch_entry["exact_duplicates"] = cfg.exact_duplicates
+        if (source_stamp := stamped()) is not None and source_stamp.digest is not None:
+            batch_entry["source_digest"] = source_stamp.digest
         batches = _sources(previous_manifest) + [batch_entry]
         manifest = {
             "manifest_version": MANIFEST_VERSION,
@@ -988,6 +1074,8 @@ def _ingest(
         for name, content in sidecar_files.items():
             storage.write_json(tmp / name, content)
         storage.write_json(tmp / storage.MANIFEST_FILE, manifest)
+        if check_unchanged and source_stamp is not None and (changed := changed_files(source_stamp, Path(source))):
+            raise changed_error(source, changed)  # read while being written: the staging is removed
         fault_point("ingest.staged")
 
     return IngestReport(
