@@ -185,6 +185,7 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     left out of that hash while unset, so a config that does not use them keeps its directory
     (and its ingest cache key) across the upgrade."""
     unset = {"event_weights"} if cfg.event_weights is None else set()
+    unset |= {"encoding"} if cfg.encoding is None else set()
     return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 

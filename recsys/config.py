@@ -12,6 +12,7 @@ tests/test_startup.py fails if torch, implicit or mlflow comes back.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import tomllib
@@ -102,9 +103,29 @@ class DataConfig(Section):
         description="a comma in a weight / time value: comma = decimal point (4,5), point = thousands separator "
         "(1,234); auto = comma in ';'-separated files (in a directory: those files alone), else not read",
     )
+    encoding: str | None = Field(
+        None,
+        description="text encoding of the source files, e.g. latin-1 or cp1252 (Book-Crossing), utf-16; "
+        "unset = UTF-8 (a UTF-16 / UTF-32 file with a byte-order mark is read as such); other encodings are "
+        "copied once as UTF-8 beside the output while ingest reads them",
+    )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str | None) -> str | None:
+        """An encoding Python can decode text with, refused at load time rather than mid-ingest."""
+        if name is None:
+            return None
+        try:
+            codec = codecs.lookup(name.strip())
+        except LookupError:
+            raise ValueError(f"unknown encoding {name!r}: use a Python codec name such as latin-1, cp1252, utf-16") from None
+        if not getattr(codec, "_is_text_encoding", True):  # base64, zlib ...: bytes to bytes
+            raise ValueError(f"{name!r} is not a text encoding: use e.g. latin-1, cp1252 or utf-16")
+        return name.strip()
 
     @field_validator("event_weights")
     @classmethod
@@ -202,6 +223,12 @@ class OrchestrationConfig(Section):
     dask_address: str | None = None
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(1.0, ge=0)
+    if_unchanged: Literal["skip_scheduled", "skip", "train"] = Field(
+        "skip_scheduled",
+        description="a run whose data, split, config and code equal the last finished run of its lineage "
+        "(recsys.tracking.unchanged; needs tracking): skip_scheduled = scheduled runs train nothing, runs "
+        "started by hand train; skip = every run skips; train = every run trains",
+    )
 
 
 class RunConfig(Section):

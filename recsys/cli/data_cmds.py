@@ -42,6 +42,7 @@ INGEST_FLAGS = {
     "data.aggregate": "--aggregate {value}",
     "data.exact_duplicates": "--exact-duplicates {value}",
     "data.format": "--format {value}",
+    "data.encoding": "--encoding {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
@@ -54,13 +55,21 @@ def ingest_command(
         typer.Argument(
             help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
             "line unless every field of the first line is a number), Parquet, JSON Lines, MovieLens, "
-            "RecBole; UTF-8 text, .gz ok."
+            "RecBole; UTF-8 text (else --encoding), .gz ok."
         ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Processed data directory to write (replaced atomically).")
     ],
     format: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP)] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="Text encoding of SOURCE when not UTF-8, e.g. latin-1 or cp1252 (Book-Crossing), utf-16 "
+            "(data.encoding); a UTF-16 file with a byte-order mark is read as such without it.",
+        ),
+    ] = None,
     user_col: Annotated[
         str | None,
         typer.Option("--user-col", help="Source column with user ids (default: auto, e.g. user_id, userId)."),
@@ -179,6 +188,7 @@ def ingest_command(
         "exact_duplicates": exact_duplicates,
         "min_user_interactions": min_user_interactions,
         "min_item_interactions": min_item_interactions,
+        "encoding": encoding,
     }
     if event_weight:
         updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}
