@@ -23,6 +23,7 @@ from recsys.cli.common import (
     load_run_config,
     on_terminate,
     print_table,
+    shipped_configs,
     sigterm_to_the_server,
     user_errors,
     writable_output,
@@ -104,7 +105,7 @@ def run(
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
     summary, failed = _execute(cfg, config, set_ or [], tracking=not no_tracking, prefect=not no_prefect)
     if summary.get("unchanged"):
-        _unchanged(summary, json_out, cfg, store_args(config, set_), prefect=not no_prefect)
+        _unchanged(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
         return
     from pipelines.run import ModelOutcome, PipelineResult
 
@@ -368,10 +369,14 @@ def store_args(config: Path | None, set_: list[str] | None) -> str:
     """The options that point `recsys compare` / `ui` at the store, experiment and registry line
     this run used: its --config (unless the default) and its --set of tracking.* / promotion.*.
     Printed bare, the suggestions read the default config's experiment in ./mlflow, which holds
-    nothing of a run with another config or tracking URI."""
+    nothing of a run with another config or tracking URI. A shipped config is named as the user can
+    type it anywhere (`--config plays`, not its path inside the installed package); the default
+    one, here or shipped, is what a bare command reads."""
     import shlex
 
-    args = [] if config is None or config == DEFAULT_CONFIG else ["--config", str(config)]
+    names = {path: name for name, path in shipped_configs().items()}
+    default = config is None or config == DEFAULT_CONFIG or names.get(config) == "default"
+    args = [] if default else ["--config", names.get(config, str(config))]
     for item in set_ or []:
         if item.split("=", 1)[0].strip().split(".", 1)[0] in STORE_SETTINGS:
             args += ["--set", item]

@@ -1092,6 +1092,11 @@ def test_outside_the_repository_a_run_reads_the_shipped_configs(tmp_path, monkey
         assert f" {name} " in help_text.replace("|", " ")
         assert config_path(Path(name)) == path and path.is_absolute()
     assert config_path(None) == shipped["default"]
+    # The next-step hints name a shipped config as typed, not by its path inside the package.
+    from recsys.cli.pipeline_cmds import store_args
+
+    assert store_args(shipped["plays"], ["tracking.experiment=x"]) == " --config plays --set tracking.experiment=x"
+    assert store_args(shipped["default"], []) == "" and store_args(Path("mine.toml"), []) == " --config mine.toml"
     cfg = load_run_config(None, [f"data.source={layout.path}"], default=True)
     assert [m.name for m in cfg.models] == [m.name for m in load_run_config(shipped["default"], []).models]
     assert cfg.models and str(cfg.data.source) == str(layout.path)
