@@ -75,7 +75,8 @@ def ingest_command(
         str | None,
         typer.Option(
             "--header",
-            help="NAMES: comma-separated names of the fields of a delimited SOURCE without a header line, in order, "
+            metavar="NAMES",
+            help="Comma-separated names of the fields of a delimited SOURCE without a header line, in order, "
             "e.g. session_id,timestamp,item_id,category (YOOCHOOSE clicks; data.header): read from its first line "
             "under these names, which --user-col etc. and automatic detection then map from; a directory's files "
             "are each read so (.gz too); a first line equal to NAMES is taken as the header, another header line "
