@@ -159,8 +159,9 @@ def check_processed(
     batches = manifest["batches"]
     sources = [Path(b["source"]).name for b in batches]
     lost = sum(1 for name in expected if name not in sources)
-    # A rerun of an append that did land adds a batch whose rows are all quarantined as duplicates
-    # (ingest's rule for re-ingesting a file): counted once, so consistent. Rows accepted twice are not.
+    # A rerun of an append that did land adds nothing (ingest's --append of content a batch already
+    # holds; older versions added a batch of rows all quarantined as duplicates): either way the file's
+    # rows are accepted once, so consistent. Rows accepted twice are not; a file in no batch is lost.
     for name in set(sources):
         accepted = sum(b["rows_accepted"] for b in batches if Path(b["source"]).name == name)
         if name in expected and accepted != expected[name]:
@@ -337,9 +338,11 @@ def probe_kill_run(chaos: Chaos, probe: Probe, kill_at: str, landing: bool = Fal
         worse = 0
     if landing:
         from pipelines.data import dataset_dir
-        from recsys.config import load_config
+        from recsys.cli.common import load_run_config
 
-        cfg = load_config(None, [a for a in overrides if a != "--set"])
+        # the config `recsys run` without --config reads (the shipped default.toml, whose [data]
+        # settings name the processed directory), not the built-in defaults
+        cfg = load_run_config(None, [a for a in overrides if a != "--set"], default=True)
         more, lost_batches = check_processed(dataset_dir(cfg.data), expected)
         problems += more
         lost += lost_batches
