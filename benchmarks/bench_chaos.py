@@ -301,6 +301,16 @@ def pipeline_sets(chaos: Chaos, name: str, uri: str, source: str = "synthetic") 
     ])  # fmt: skip
 
 
+def run_data_dir(args: list[str]) -> Path:
+    """The processed directory `recsys run ARGS` (no --config) writes: its config is the shipped
+    default.toml with the overrides, whose [data] settings (aggregate, min_item_interactions) name
+    the directory; the built-in defaults name another one."""
+    from pipelines.data import dataset_dir
+    from recsys.cli.common import load_run_config
+
+    return dataset_dir(load_run_config(None, [a for a in args if a != "--set"], default=True).data)
+
+
 def probe_kill_run(chaos: Chaos, probe: Probe, kill_at: str, landing: bool = False) -> None:
     """A pipeline run killed at `kill_at`, then rerun: nothing RUNNING, the right champion."""
     uri = f"sqlite:///{chaos.root / probe.name / 'mlflow.db'}"
@@ -337,13 +347,7 @@ def probe_kill_run(chaos: Chaos, probe: Probe, kill_at: str, landing: bool = Fal
         probe.notes.append(f"champion after the rerun: {champion}")
         worse = 0
     if landing:
-        from pipelines.data import dataset_dir
-        from recsys.cli.common import load_run_config
-
-        # the config `recsys run` without --config reads (the shipped default.toml, whose [data]
-        # settings name the processed directory), not the built-in defaults
-        cfg = load_run_config(None, [a for a in overrides if a != "--set"], default=True)
-        more, lost_batches = check_processed(dataset_dir(cfg.data), expected)
+        more, lost_batches = check_processed(run_data_dir(overrides), expected)
         problems += more
         lost += lost_batches
     probe.trial(problems, lost=lost, worse=worse, running=running)
