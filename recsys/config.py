@@ -12,6 +12,7 @@ tests/test_startup.py fails if torch, implicit or mlflow comes back.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import tomllib
@@ -22,11 +23,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from recsys.ann import AnnConfig
+from recsys.ann_config import AnnConfig
 from recsys.errors import ConfigError
-from recsys.models.ease import EASEConfig
+from recsys.models.ease_config import EASEConfig
 from recsys.models.item_tower_config import ItemTowerConfig
-from recsys.models.popularity import PopularityConfig
+from recsys.models.popularity_config import PopularityConfig
 from recsys.models.two_tower_config import TwoTowerConfig
 from recsys.models.wals_config import WALSConfig
 from recsys.models.wals_spark_config import WALSSparkConfig
@@ -66,6 +67,22 @@ class SyntheticConfig(Section):
     seed: int = 0
 
 
+def header_names(names: str | list[str]) -> list[str]:
+    """data.header's names from a list or one comma-separated string (`--header a,b,c`): each
+    stripped, none empty or repeated, at least two (a user and an item), so a typo is refused
+    when the config is read rather than read as a column. Raises ValueError."""
+    listed = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
+    if len(listed) < 2 or not all(listed):
+        raise ValueError(
+            f"expected at least two non-empty column names separated by commas, got {','.join(listed)!r} "
+            "(e.g. user_id,item_id,rating,timestamp)"
+        )
+    repeated = sorted({n for n in listed if listed.count(n) > 1})
+    if repeated:
+        raise ValueError(f"names a column twice ({', '.join(repeated)}): give each field its own name")
+    return listed
+
+
 class DataConfig(Section):
     source: str = Field("synthetic", description='"synthetic", a file, a directory, a processed data dir or a URL')
     format: str | None = Field(None, description="force a reader: csv, tsv, parquet, jsonl, movielens, recbole ...")
@@ -102,9 +119,48 @@ class DataConfig(Section):
         description="a comma in a weight / time value: comma = decimal point (4,5), point = thousands separator "
         "(1,234); auto = comma in ';'-separated files (in a directory: those files alone), else not read",
     )
+    encoding: str | None = Field(
+        None,
+        description="text encoding of the source files, e.g. latin-1 or cp1252 (Book-Crossing), utf-16; "
+        "unset = UTF-8 (a UTF-16 / UTF-32 file with a byte-order mark is read as such); other encodings are "
+        "copied once as UTF-8 beside the output while ingest reads them",
+    )
+    header: list[str] | None = Field(
+        None,
+        description="names of the fields of delimited files that have no header line (YOOCHOOSE, Last.fm 1K / 360K, "
+        "Taobao's UserBehavior.csv), in order, e.g. [\"session_id\", \"timestamp\", \"item_id\", \"category\"] "
+        "(on the command line one comma-separated string): each file is read from its first line under these names, "
+        "which columns are mapped from as from a header; a file whose first line is these names reads it as its "
+        "header; unset = files need a header line (or all-numeric fields read by position)",
+    )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str | None) -> str | None:
+        """An encoding Python can decode text with, refused at load time rather than mid-ingest."""
+        if name is None:
+            return None
+        try:
+            codec = codecs.lookup(name.strip())
+        except LookupError:
+            raise ValueError(f"unknown encoding {name!r}: use a Python codec name such as latin-1, cp1252, utf-16") from None
+        if not getattr(codec, "_is_text_encoding", True):  # base64, zlib ...: bytes to bytes
+            raise ValueError(f"{name!r} is not a text encoding: use e.g. latin-1, cp1252 or utf-16")
+        return name.strip()
+
+    @field_validator("header", mode="before")
+    @classmethod
+    def _header_names(cls, names: object) -> object:
+        """A list of names, or one comma-separated string (`--set data.header=a,b,c`, which `--set`
+        reads as text): see `header_names`."""
+        if names is None:
+            return None
+        if isinstance(names, str) or (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            return header_names(names)
+        return names  # pydantic's own type error names what is wrong
 
     @field_validator("event_weights")
     @classmethod
@@ -247,7 +303,7 @@ class RunConfig(Section):
         """The challenger is chosen and tested on per-user `promotion.metric` values, so it must be a
         per-user metric the evaluation computes at one of its ks: `recall@7` with ks = [10, 20]
         trained every model, showed a column of nan and then stopped at the promotion."""
-        from recsys.evaluation.metrics import PER_USER_METRICS
+        from recsys.evaluation.metric_names import PER_USER_METRICS
 
         name, at, k = self.promotion.metric.partition("@")
         computed = [m for m in self.evaluation.metrics if m in PER_USER_METRICS]
@@ -269,7 +325,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _teachers_exist(self) -> RunConfig:
         """A student's `distill.teacher` must be another model of the run, with no cycles."""
-        from recsys.distill import check_teachers
+        from recsys.distill_config import check_teachers
 
         try:
             check_teachers(list(self.models))

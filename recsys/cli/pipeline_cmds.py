@@ -23,6 +23,7 @@ from recsys.cli.common import (
     load_run_config,
     on_terminate,
     print_table,
+    shipped_configs,
     sigterm_to_the_server,
     user_errors,
     writable_output,
@@ -104,7 +105,7 @@ def run(
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
     summary, failed = _execute(cfg, config, set_ or [], tracking=not no_tracking, prefect=not no_prefect)
     if summary.get("unchanged"):
-        _unchanged(summary, json_out, cfg, store_args(config, set_), prefect=not no_prefect)
+        _unchanged(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
         return
     from pipelines.run import ModelOutcome, PipelineResult
 
@@ -161,7 +162,8 @@ def _unchanged(summary: dict, json_out: Path | None, cfg: RunConfig, args: str, 
 
     same = summary["unchanged"]
     if json_out is not None:
-        PipelineResult(dataset=summary["dataset"], models=[], promotion=summary.get("promotion", {}),
+        PipelineResult(dataset=summary["dataset"], models=[], champion=summary.get("champion"),
+                       promotion=summary.get("promotion", {}),
                        tracking_uri=summary.get("tracking_uri"), wall_seconds=summary.get("wall_seconds", 0.0),
                        step_seconds=summary.get("step_seconds", {}), unchanged=same).write_json(json_out)  # fmt: skip
     lines = [same["message"]] if prefect else []
@@ -208,19 +210,15 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         return result.to_json(), failed
     bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
     ephemeral_prefect_defaults()
+    from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
     from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
 
     if not debug_enabled():
         quiet_deterministic_errors()
+        quiet_api_noise()
 
-    from flows.ephemeral import (
-        check_api,
-        forget_queued_api_work,
-        lost_api,
-        running_servers,
-        stop_ephemeral_server,
-    )
+    from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
 
     already = running_servers()
     from prefect import tags
@@ -235,14 +233,14 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
                 console.print(f"  marked {len(closed)} flow run(s) of dead processes Crashed")
         except Exception as exc:  # never a reason not to run
             console.print(f"  [yellow]could not check for flow runs of dead processes: {exc}[/]")
-        with tags(*flow_run_tags()):
+        with tags(*flow_run_tags()), one_shot():
             return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     except Exception as exc:
         started = [server for server in running_servers() if not any(server is kept for kept in already)]
         if (lost := lost_api(exc, "--no-prefect", started)) is not None:  # the server died mid-run: one line
-            forget_queued_api_work()  # nobody to send them to: the exit must not wait on them
+            give_up_on_api()  # nobody to send anything to: the exit must not wait on Prefect's senders
             raise lost from None
         raise
     finally:
@@ -368,10 +366,14 @@ def store_args(config: Path | None, set_: list[str] | None) -> str:
     """The options that point `recsys compare` / `ui` at the store, experiment and registry line
     this run used: its --config (unless the default) and its --set of tracking.* / promotion.*.
     Printed bare, the suggestions read the default config's experiment in ./mlflow, which holds
-    nothing of a run with another config or tracking URI."""
+    nothing of a run with another config or tracking URI. A shipped config is named as the user can
+    type it anywhere (`--config plays`, not its path inside the installed package); the default
+    one, here or shipped, is what a bare command reads."""
     import shlex
 
-    args = [] if config is None or config == DEFAULT_CONFIG else ["--config", str(config)]
+    names = {path: name for name, path in shipped_configs().items()}
+    default = config is None or config == DEFAULT_CONFIG or names.get(config) == "default"
+    args = [] if default else ["--config", names.get(config, str(config))]
     for item in set_ or []:
         if item.split("=", 1)[0].strip().split(".", 1)[0] in STORE_SETTINGS:
             args += ["--set", item]

@@ -40,6 +40,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
+from recsys.data.encoding import Transcoded, utf8_source
 from recsys.data.implicit import NEGATIVE_WEIGHT_STEP, ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
 from recsys.data.readers import (
     BOOLEAN_ID,
@@ -50,6 +51,7 @@ from recsys.data.readers import (
     column_label,
     column_name,
     first_error_line,
+    name_column,
     row_numbers,
     scan_source,
 )
@@ -290,6 +292,14 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     column = raw.mapping.get(canon, canon)
     value = f"{column_name(column)} is {first.get(canon)!r}"
     fix = "check that column"
+    names = name_column(raw.header, raw.mapping.get(canon)) if top in ("missing_item", "missing_user") else None
+    if names is not None:  # Last.fm's often-empty MusicBrainz ids, Steam reviews' user_id on some lines
+        return DataError(
+            f"{source}: no row passed validation ({counts}; {where}: {value}): {names!r} names the same "
+            f"{attr}s: read it as the {attr} with {{option}}",
+            setting=f"data.columns.{attr}",
+            value=names,
+        )
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
     if top == BOOLEAN_ID:
@@ -383,6 +393,10 @@ _QUARANTINE_HINTS: dict[str, str] = {
     "bad_weight": "not numbers: name another weight column with --weight-col (data.columns.weight)",
     "non_finite_weight": "NaN or infinite: name another weight column with --weight-col (data.columns.weight)",
     "extra_fields": "more fields than the header, an unquoted separator inside a value: quote such values",
+    "duplicate_key": (
+        "a line names a key twice with other values (polars would read the first, Python's json and jq the last): "
+        "each quarantined row shows every value its key was given, as a JSON array ([3, 5]); fix the export"
+    ),
 }
 
 
@@ -415,20 +429,41 @@ def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
     """A warning when many rows have no user id: Diginetica's train-item-views leaves `userId`
     empty for anonymous sessions (most rows), and they were quarantined with nothing but a count
     in the summary. A session log is read per session by naming its session column as the user
-    (the usual protocol for these logs), which the warning names when the header has one."""
+    (the usual protocol for these logs), which the warning names when the header has one; a
+    column naming the same users (`name_column`) is named whatever the share."""
     missing = reasons.get("missing_user", 0)
-    if not rows_in or missing < MISSING_USER_SHARE * rows_in:
-        return None
     user = raw.mapping.get(USER)
+    names = name_column(raw.header, user)  # Steam reviews' `username` beside a `user_id` on some lines
+    if not rows_in or not missing or (missing < MISSING_USER_SHARE * rows_in and names is None):
+        return None
     sessions = session_column(raw.header, raw.mapping)
     fix = (
         f"if it is a session log, read each session as a user with --user-col {sessions} (data.columns.user)"
         if sessions
+        else f"{names!r} names the users too: read it as the user with --user-col {names} (data.columns.user)"
+        if names
         else "name another user column with --user-col (data.columns.user) if the log has one"
     )
     return (
         f"{missing:,} of {rows_in:,} rows ({missing / rows_in:.0%}) have no user id in "
         f"{column_label(user) if user else 'the user column'} and were quarantined (missing_user): {fix}"
+    )
+
+
+def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
+    """A warning, whatever their share, when rows without an item id were quarantined and the
+    header has a name column for the same items (`name_column`): Last.fm's artist and track
+    MusicBrainz ids are empty on 3-15% of rows, below the share `quarantine_share_warnings`
+    names, and the name beside them reads every row."""
+    missing = reasons.get("missing_item", 0)
+    item = raw.mapping.get(ITEM)
+    names = name_column(raw.header, item)
+    if not rows_in or not missing or names is None:
+        return None
+    return (
+        f"{missing:,} of {rows_in:,} rows ({missing / rows_in:.1%}) have no item id in {column_label(item)} and "
+        f"were quarantined (missing_item); {names!r} names the same items: read it as the item with "
+        f"--item-col {names} (data.columns.item)"
     )
 
 
@@ -448,10 +483,15 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
         why = "the log has no time column"
     else:
         times = result.rows.get_column(TIME)
-        if times.is_null().all() or not (times.dt.truncate("1h") == times).all():
+        if times.is_null().all():
             return None
-        unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
-        why = f"{column_label(time)} holds {unit} only"
+        if (times.dt.year() == 1970).all():  # MMDD or day numbers read as seconds (Tmall's time_stamp 829)
+            why = f"{column_label(time)} holds day numbers or dates read as 1970 seconds, not times"
+        elif not (times.dt.truncate("1h") == times).all():
+            return None
+        else:
+            unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
+            why = f"{column_label(time)} holds {unit} only"
     return (
         f"duplicates quarantined: {_rows(duplicates)} equal to an earlier row in every column read; "
         f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "
@@ -869,11 +909,12 @@ def ingest(
                 source, user_labels, item_labels = planted
         _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
         with storage.writer_lock(Path(out_dir), say):
-            report = _ingest(
-                source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
-                item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
-                stamp=stamp, same_content=same_content, check_unchanged=check_unchanged,
-            )  # fmt: skip
+            with utf8_source(source, cfg.encoding, Path(out_dir)) as text, text.naming_source():
+                report = _ingest(
+                    source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
+                    item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
+                    stamp=stamp, same_content=same_content, check_unchanged=check_unchanged, text=text,
+                )  # fmt: skip
     report.planted = planted is not None
     return report
 
@@ -893,8 +934,12 @@ def _ingest(
     stamp: SourceStamp | None = None,
     same_content: bool = False,
     check_unchanged: bool = True,
+    text: Transcoded | None = None,
 ) -> IngestReport:
+    """`text`: where the source's text is read from (a UTF-8 copy of a file in another encoding,
+    see recsys.data.encoding); messages name `source`."""
     started = time.perf_counter()
+    text = text or Transcoded(source, source)
     previous_manifest = _prepare_out_dir(out_dir, append)
     replaced = [] if append else _held_batches(out_dir)
     vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else None  # not a corrupt one's
@@ -907,7 +952,7 @@ def _ingest(
         _refuse_same_content(source, stamped(), recorded)
 
     say("reading and validating")
-    raw = scan_source(source, format or cfg.format, cfg.columns)
+    raw = scan_source(text.path, format or cfg.format, cfg.columns, cfg.header)
     keep = cfg.exact_duplicates == "keep"
     result = validate(
         raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep, keep_negative=negative_weights_read(cfg)
@@ -1002,12 +1047,14 @@ def _ingest(
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
+                 missing_items_warning(raw, result.rows_in, result.reasons),
                  negative_weight_warning(raw, result.rows_in, result.reasons), negative_weight_note(steps, weights["column"]),
                  coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps, cfg.binarize), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         warnings += quarantine_share_warnings(cfg, raw, result, warnings)
+        warnings = [text.rename(w) for w in warnings]
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),

@@ -28,6 +28,7 @@ other protocols are read as Parquet through fsspec file objects.
 from __future__ import annotations
 
 import codecs
+import csv
 import difflib
 import gzip
 import io
@@ -76,8 +77,9 @@ a role that was (`rating` renamed `stars` midway); `RawSource.late_keys` confirm
 lines."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
-    "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
-    "for a Latin-1 file such as Book-Crossing's"
+    "text is read as UTF-8 unless data.encoding names another: name the file's encoding, e.g. "
+    "{option} for a Latin-1 / Windows file such as Book-Crossing's (latin-1 reads any byte; cp1252 "
+    "for Windows' quotes and euro sign)"
 )
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
@@ -122,6 +124,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "review_date",
         "date_added",
         "t_dat",
+        "time_stamp",
     ),
     WEIGHT: (
         "rating",
@@ -140,7 +143,17 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "star_rating",
         "book_rating",
     ),
-    EVENT: ("event", "event_type", "action", "type", "behavior", "behavior_type", "behaviour", "behaviour_type"),
+    EVENT: (
+        "event",
+        "event_type",
+        "action",
+        "action_type",
+        "type",
+        "behavior",
+        "behavior_type",
+        "behaviour",
+        "behaviour_type",
+    ),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
 _POSITIONAL = (USER, ITEM, WEIGHT, TIME)  # u.data / ratings.dat / headerless numeric files
@@ -278,6 +291,13 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
             "and name the interaction file"
         )
     if b"\x00" in head:
+        for order, nulls in (("le", head[1:64:2]), ("be", head[0:64:2])):  # ASCII-range UTF-16 without a BOM
+            if kind is None and len(nulls) >= 8 and nulls.count(0) == len(nulls):
+                raise DataError(
+                    f"{path}: UTF-16 text without a byte-order mark (every other byte is 0): read it with {{option}}",
+                    setting="data.encoding",
+                    value=f"utf-16-{order}",
+                )
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
         raise DataError(
@@ -298,7 +318,9 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
             raise DataError(f"{path}: not a text or Parquet file ({kind})") from None
         raise DataError(
             f"{path}: not a UTF-8 text or Parquet file (byte {exc.object[exc.start]:#x} at offset "
-            f"{exc.start}): {NOT_UTF8_HINT}"
+            f"{exc.start}): {NOT_UTF8_HINT}",
+            setting="data.encoding",
+            value="latin-1",
         ) from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
@@ -551,12 +573,14 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
             except DataError as exc:
                 # An unzipped data set's folder holds its titles beside its log (ML-1M's Latin-1
                 # movies.dat): converting them, as the error says, reads them as interactions next.
-                if NOT_UTF8_HINT not in str(exc) or len(files) < 2:
+                if exc.setting != "data.encoding" or len(files) < 2:
                     raise
                 raise DataError(
-                    f"{exc}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
+                    f"{exc.args[0]}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
                     "data set's titles, as ML-1M's movies.dat beside ratings.dat), ingest the interaction "
-                    "file on its own"
+                    "file on its own",
+                    setting=exc.setting,
+                    value=exc.value,
                 ) from None
         parquet = p.suffix.lower() in _PARQUET_SUFFIXES
         return "parquet" if parquet else ("text" if format == "parquet" else format)
@@ -635,11 +659,11 @@ def map_columns(
                 _refuse_id_lists(path, header)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
-                    f"{header[:6]}): files without a header line are read only when every field of "
-                    "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    "add a header line naming the columns, separated as the rows are, and ingest "
-                    f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
-                    "the columns to what each holds)"
+                    f"{header[:6]}): files without a header line are read by position only when every field "
+                    "of the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
+                    f"{_headerless_hint(header, separator, path)}{_mbid_note(header)}",
+                    setting="data.header",
+                    value=",".join(_suggested_names(header)),
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
                 raise DataError(
@@ -663,12 +687,29 @@ def map_columns(
                 (c for c in header if c not in taken),
                 key=lambda c: (attr not in _base_name(c), not _ID_SUFFIX.match(c)),
             )
+            suggested = free[0] if free else "NAME"
+            if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
+                suggested = name_column(header, suggested) or suggested
             raise DataError(
                 f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
                 setting=f"data.columns.{attr}",
-                value=free[0] if free else "NAME",
+                value=suggested,
             )
     return mapping
+
+
+def name_column(header: Iterable[str], column: str | None) -> str | None:
+    """A column of `header` that names what id column `column` identifies (`artist_name` beside
+    `artist_mbid` or `artist_id`, `track_name` beside `track_id`, `artname` beside `artmbid`):
+    Last.fm leaves its MusicBrainz ids empty on many rows, while the name is always written, so an
+    empty id there is better read by the name than quarantined."""
+    if not column:
+        return None
+    prefix = re.sub(r"[_ -]?(?:mbid|id|uuid|guid)$", "", column, flags=re.IGNORECASE)
+    if not prefix or prefix == column:
+        return None
+    wanted = {f"{prefix}_name", f"{prefix}name", f"{prefix} name", f"{prefix}-name"}
+    return next((c for c in header if c != column and c.lower() in {w.lower() for w in wanted}), None)
 
 
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -739,10 +780,8 @@ def _looks_like_data(header: list[str]) -> bool:
     )
 
 
-def _header_example(row: list[str], separator: str) -> str:
-    """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
-    one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
-    splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
+def _header_names(row: list[str]) -> list[str]:
+    """Column names for a headerless file whose first row is `row`, one per field.
     One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
     first lower-case word `event` (Taobao's `pv`, an event log's `view`) when two other fields are
     integers (the ids of such logs); the first two others `user_id` and `item_id`; a later number
@@ -758,7 +797,13 @@ def _header_example(row: list[str], separator: str) -> str:
     its weights. Twitter's `Tue Apr 03 18:00:09 +0000 2012` (Foursquare) is a date."""
     values = [v.strip() for v in row]
     dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v) or _TWITTER_DATE.match(v)]
-    unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
+    # 9 digits are 1973-2001 in seconds: a first field spelled so is an id (Steam 200K's user
+    # `151603712,"The Elder Scrolls V Skyrim",purchase,1.0,0` was named the time, the game the user).
+    unix = [
+        i
+        for i, v in enumerate(values)
+        if v.isdigit() and not v.startswith("0") and (len(v) in (10, 12, 13) or (len(v) == 9 and i > 0))
+    ]
     time = dates[0] if dates else unix[-1] if unix else None
     words = [i for i, v in enumerate(values) if i != time and _EVENT_WORD.match(v)]
     integers = [i for i, v in enumerate(values) if i != time and v.isdigit()]
@@ -771,16 +816,95 @@ def _header_example(row: list[str], separator: str) -> str:
         _ASIN.match(values[candidates[0]]) and _REVIEWER_ID.match(values[candidates[1]])
     )
     ids = iter(("item_id", "user_id") if amazon else ("user_id", "item_id"))
+    guessing = event is None  # a weight is guessed for the first number after the ids only
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
         elif _MEASURE.match(value):
             name = ""
         else:
-            rating = _is_number(value) and float(value) != 0 and event is None
-            name = next(ids, "rating" if rating else "")
+            name = next(ids, None)
+            if name is None:
+                last = position == len(values) - 1
+                name = _weight_name(value, last, time is None) if guessing else ""
+                guessing = guessing and not _is_number(value)
         names.append(name if name and name not in names else f"column_{position + 1}")
-    return ("\\t" if separator == "\t" else separator).join(names)
+    return names
+
+
+def _weight_name(value: str, last: bool, timeless: bool) -> str:
+    """The name `_header_names` gives the first number after a headerless row's ids: `rating` for
+    one on a rating scale (above 0, at most 10: stars, Book-Crossing's 1-10), `plays` for a larger
+    whole number ending a row without a time (Last.fm 360K's `2137` plays per user and artist: an
+    aggregate count, summed rather than averaged as a rating would be), else none (YOOCHOOSE buys'
+    price `12462` and the quantity after it: a price is no preference strength; Twitch's streamer
+    id). The message asks the user to check each name."""
+    if not _is_number(value) or not 0 < float(value) <= 10:
+        return "plays" if value.isdigit() and int(value) > 10 and last and timeless else ""
+    return "rating"
+
+
+def _suggested_names(row: list[str]) -> list[str]:
+    """`_header_names`, with a name beside an empty or UUID item (`_item_name_beside_mbid`) named
+    the item instead: the names a refusal suggests for data.header and for a header line."""
+    names = _header_names(row)
+    moved = _item_name_beside_mbid([v.strip() for v in row], names)
+    if moved is not None:
+        mbid, name = moved
+        names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
+    return names
+
+
+def _header_example(row: list[str], separator: str) -> str:
+    """`_suggested_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
+    `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
+    file would be one column)."""
+    return ("\\t" if separator == "\t" else separator).join(_suggested_names(row))
+
+
+def _headerless_hint(row: list[str], separator: str, path: Path | str) -> str:
+    """The fix a refusal of a headerless file offers: data.header first (`{option}`, filled by the
+    command: `--header` for `recsys ingest`, `--set data.header=...` elsewhere), which leaves the
+    file as it is (read-only, in a landing directory, gzip'd), then the header line to add."""
+    return (
+        "name its fields with {option} (one name per field, in order; rename each to what it holds), or add a "
+        f"header line naming the columns, separated as the rows are, e.g. `sed -i '1i {_header_example(row, separator)}' "
+        f"{path}`"
+    )
+
+
+def _mbid_note(row: list[str]) -> str:
+    """Why `_header_example` named a name column the item rather than the id column before it."""
+    moved = _item_name_beside_mbid([v.strip() for v in row], _header_names(row))
+    if moved is None:
+        return ""
+    return (
+        f"; the item is column {moved[1] + 1} (a name), not the MusicBrainz id in column {moved[0] + 1}, which "
+        "Last.fm leaves empty on many rows (each such row would be quarantined as missing_item): to read the "
+        "ids instead, name that column item_id"
+    )
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def _item_name_beside_mbid(values: list[str], names: list[str]) -> tuple[int, int] | None:
+    """(position of the field named `item_id`, position of the name after it) when that field is a
+    MusicBrainz id (a UUID) or empty and a later field is a name (text, not a number, date or
+    UUID): Last.fm 1K's `artmbid artname` and 360K's `artmbid artname`. Last.fm leaves the mbid
+    empty on many rows (3% of 1K's artists, 10-15% of 360K's and of 1K's tracks), and an empty id
+    quarantines its row as `missing_item`; the name is always there, so the header names it the
+    item."""
+    if "item_id" not in names:
+        return None
+    item = names.index("item_id")
+    if values[item] and not _UUID.match(values[item]):
+        return None
+    for position in range(item + 1, len(values)):
+        value = values[position]
+        if value and not _is_number(value) and not _UUID.match(value) and not _DATE_LIKE.match(value):
+            return item, position
+    return None
 
 
 _EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)
@@ -1065,6 +1189,24 @@ def _is_header(line: str, separator: str) -> bool:
     return not _looks_like_data(named) and any(_base_name(f) in _KNOWN_NAMES for f in named)
 
 
+def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None:
+    """DataError for a headerless file of more than four fields. Read by position, LFM-1b's
+    `user artist album track time` took the album for the rating and the track for the time, and
+    Epinions' `user product category rating helpfulness time` the category for the rating: by
+    position, only u.data's two to four are known."""
+    row = [v.strip() for v in first_line.split(separator)]
+    n_fields = len(row)
+    if n_fields > len(_POSITIONAL):
+        raise DataError(
+            f"{_local(file)}: no header line and {n_fields} fields ({first_line.strip()[:60]!r}): a headerless "
+            f"file is read by position only with 2 to 4 fields (user, item[, rating[, timestamp]], as in u.data), "
+            f"so which of these is the item, the rating and the time is unknown; "
+            f"{_headerless_hint(row, separator, _local(file))}",
+            setting="data.header",
+            value=",".join(_suggested_names(row)),
+        )
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -1080,9 +1222,12 @@ def _positional_files(
                 f"{_local(f)}: starts with a header line ({lines[0][:80]!r}) while {files[0].name} of the same "
                 f"source has none (its first line is data: {first[:60]!r}), so its columns would be taken by "
                 "position and its header read as a row: files of one source must all have a header line, "
-                "or none; add that header line to the others if their columns come in that order (e.g. "
+                "or none; if the others' columns come in that order, name them with {option} (a file whose "
+                "first line is those names reads it as its header), or add that header line to them (e.g. "
                 f"`sed -i '1i {lines[0]}' FILE`), or "
-                "ingest the file on its own with --append"
+                "ingest the file on its own with --append",
+                setting="data.header",
+                value=_header_value(_split_line(lines[0], separator)),
             )
         texts.append(_positional(f, separator, lines[0] if lines else first))
     shapes: dict[int, list[str]] = {}
@@ -1096,6 +1241,7 @@ def _positional_files(
             "not all interaction logs; ingest the interaction file on its own (e.g. ratings.dat), "
             "or move the others out"
         )
+    _refuse_many_fields(files[0], separator, first)
     return texts
 
 
@@ -1126,6 +1272,57 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
     return texts
 
 
+def _header_value(names: list[str]) -> str:
+    """`names` as data.header's comma-separated value, an empty one (pandas' index column) named
+    by its position, so the value the message gives is one the setting takes."""
+    return ",".join(name or f"column_{n + 1}" for n, name in enumerate(names))
+
+
+def _split_line(line: str, separator: str) -> list[str]:
+    """A delimited line's fields, quotes read as CSV reads them (Steam's `"The Elder Scrolls V
+    Skyrim"`), so a separator inside a quoted field does not count; `::` split as it is."""
+    if separator == "::":
+        return [f.strip() for f in line.split("::")]
+    return [f.strip() for f in next(csv.reader([line], delimiter=separator, quotechar='"'), [])]
+
+
+def _named_files(
+    label: Path | str, files: list[DataFile], separator: str, header: list[str], columns: ColumnMap | None
+) -> list[_TextFile]:
+    """Files read under the names data.header gives their fields (a headerless YOOCHOOSE, Last.fm
+    or Taobao log left as it is: read-only, in a landing directory, gzip'd). Each file of a
+    directory is checked on its own: a first line that spells those names (compared as column
+    names are) is the file's header and is skipped; one that reads as another header (plain names,
+    no number or date, naming a role or one of the given names) is refused rather than read as a
+    row; a first line of another number of fields is refused, naming both counts and the line."""
+    given = [_base_name(name) for name in header]
+    colons = separator == "::"
+    names = [header[i // 2] if i % 2 == 0 else f"_gap_{i // 2}" for i in range(2 * len(header) - 1)] if colons else header
+    shapes = []
+    for f in files:
+        lines = _header_lines(_local(f))
+        first = lines[0] if lines else ""
+        fields = _split_line(first, separator) if first else []
+        own = [_base_name(field.lstrip("#")) for field in fields]
+        has_header = own == given
+        if fields and not has_header and not _looks_like_data(fields):
+            if _is_header(first, separator) or set(own) & set(given):
+                raise DataError(
+                    f"{_local(f)}: starts with a header line ({first[:80]!r}) other than the names data.header "
+                    f"gives ({','.join(header)}), which would be read as a row: leave data.header unset to read "
+                    "the file's own header, or give its names in its order"
+                )
+        if fields and len(fields) != len(header):
+            raise DataError(
+                f"{_local(f)}: data.header gives {len(header)} names ({','.join(header)}) but the file's first line "
+                f"has {len(fields)} fields ({first[:80]!r}): give one name per field, in order"
+            )
+        shapes.append((f, has_header))
+    mapping = map_columns(label, header, columns)  # after the counts: a name short is no missing role
+    sep, quote = (":", None) if colons else (separator, '"')
+    return [_TextFile(f, sep, has_header, quote, list(names), mapping, tuple(names)) for f, has_header in shapes]
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -1133,7 +1330,12 @@ def _local(file: DataFile) -> Path:
 
 
 def _scan_text(
-    label: Path | str, files: list[DataFile], fmt: str, columns: ColumnMap | None, per_file: bool
+    label: Path | str,
+    files: list[DataFile],
+    fmt: str,
+    columns: ColumnMap | None,
+    per_file: bool,
+    header: list[str] | None = None,
 ) -> RawSource:
     first_path = _local(files[0])
     lines = _header_lines(first_path)
@@ -1144,7 +1346,9 @@ def _scan_text(
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        if _looks_like_data(first.split("::")):
+        if header is not None:
+            texts = _named_files(label, files, "::", header, columns)
+        elif _looks_like_data(first.split("::")):
             texts = _positional_files(label, files, "::", first)
         else:
             texts = _colon_header_files(label, files, columns)
@@ -1154,8 +1358,8 @@ def _scan_text(
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else (_delimiter if per_file else _csv_separator)(lines)
         _same_separator(label, lines, separator)
         fields = first.split(separator)
-        headerless = fmt == "movielens" or (
-            fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
+        headerless = header is None and (
+            fmt == "movielens" or (fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields))
         )
         if headerless:
             if len(fields) < 2:
@@ -1163,6 +1367,8 @@ def _scan_text(
                     f"{label}: format {fmt} expects {separator!r}-separated columns, found one column"
                 )
             texts = _positional_files(label, files, separator, first)
+        elif header is not None:
+            texts = _named_files(label, files, separator, header, columns)
         else:
             # Each file's own header is mapped, so files whose columns come in another order (or
             # under another recognised name) still line up; files missing a role are named.
@@ -1185,8 +1391,11 @@ def _scan_text(
                             f"{_local(f)}: has no header line (its first line looks like data: "
                             f"{(_header_lines(_local(f)) or [''])[0][:60]!r}) while {texts[0].file.name} of the "
                             "same source starts with one; files of one source must all have a header line, or "
-                            "none: if its columns are the same, add that line first (`sed -i "
-                            f"'1i {own.join(texts[0].columns)}' FILE`), or ingest the file on its own with --append"
+                            "none: if its columns are the same, name them with {option} (a file whose first line "
+                            "is those names reads it as its header), or add that line first (`sed -i "
+                            f"'1i {own.join(texts[0].columns)}' FILE`), or ingest the file on its own with --append",
+                            setting="data.header",
+                            value=_header_value(list(texts[0].columns)),
                         ) from None
                     unmapped.append((f, exc))
                     continue
@@ -1230,7 +1439,7 @@ def _scan_text(
         separator=next(iter(separators)) if len(separators) == 1 else None,
         comma_files=tuple(t.file.name for t in texts if t.separator == ";") if len(separators) > 1 else (),
         notes=notes,
-        header=texts[0].columns if texts[0].has_header else (),
+        header=tuple(header) if header is not None else texts[0].columns if texts[0].has_header else (),
     )
 
 
@@ -1674,11 +1883,14 @@ def _decode_lines(
     checked = (
         pl.when(pl.col(_OK) & suspect)
         .then(pl.col(_LINE))
-        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_CHECKS, is_elementwise=True)
+        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_checks(len(keys)), is_elementwise=True)
     )
     decoded = decoded.with_columns(checked.alias(_CHECK)).with_columns(
         pl.when(pl.col(_CHECK).struct.field(f"zero_{n}")).then(pl.lit("0")).otherwise(pl.col(k)).alias(k)
         for n, k in enumerate(ids)
+    )
+    decoded = decoded.with_columns(  # a key given twice shows every value it was given (see _line_checks)
+        pl.coalesce(pl.col(_CHECK).struct.field(f"values_{n}"), pl.col(k)).alias(k) for n, k in enumerate(keys)
     )
     error = (
         pl.when(pl.col(_OK))
@@ -1691,18 +1903,25 @@ def _decode_lines(
 
 
 _CHECK = "__check"
-_CHECKS = pl.Struct({"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean})
-"""What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null, and for
-each id key (user, item) whether its value is the number zero written `-0` / `-0.0`."""
+
+
+def _checks(n_keys: int) -> pl.Struct:
+    """What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null; for
+    each id key (user, item) whether its value is the number zero written `-0` / `-0.0`; and for
+    each mapped key (`values_<n>`) given more than once with other values, every value it was
+    given as a JSON array (`[3, 5]`), which the quarantine row shows in place of the first."""
+    fields = {"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean}
+    return pl.Struct({**fields, **{f"values_{n}": pl.String for n in range(n_keys)}})
 
 
 def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series:
-    """`_CHECKS` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
+    """`_checks` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
     with every key kept: a top-level key of `keys` given twice with other values is
     DUPLICATE_KEY (polars reads the first, Python's json and jq the last: neither is said to be
     the one meant); an id key (`ids`) holding a boolean is BOOLEAN_ID; an id that is the number
     -0 (polars spells it "-0") is the id 0, as `0` and `0.0` are (a JSON string "-0" stays)."""
     reasons: dict[int, str] = {}
+    given: list[dict[int, str]] = [{} for _ in keys]  # per key: row -> every value, as a JSON array
     zeros: tuple[list[int], list[int]] = ([], [])
     for row in lines.is_not_null().arg_true().to_list():
         try:
@@ -1715,8 +1934,11 @@ def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series
         for key, value in pairs:
             if key in keys:
                 values.setdefault(key, []).append(value)
-        if any(any(not _same_json(v, vs[0]) for v in vs[1:]) for vs in values.values()):
+        twice = {k: vs for k, vs in values.items() if any(not _same_json(v, vs[0]) for v in vs[1:])}
+        if twice:
             reasons[row] = DUPLICATE_KEY
+            for k, vs in twice.items():
+                given[keys.index(k)][row] = json.dumps(vs, ensure_ascii=False)
             continue
         for j, key in enumerate(ids):
             value = values.get(key, [None])[0]
@@ -1730,7 +1952,12 @@ def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series
         reason = reason.scatter(list(reasons), list(reasons.values()))
     flags = [pl.repeat(False, n, dtype=pl.Boolean, eager=True) for _ in zeros]
     flags = [f.scatter(rows, True) if rows else f for f, rows in zip(flags, zeros, strict=True)]
-    frame = pl.DataFrame([reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")])
+    shown = [pl.repeat(None, n, dtype=pl.String, eager=True) for _ in keys]
+    shown = [s.scatter(list(rows), list(rows.values())) if rows else s for s, rows in zip(shown, given, strict=True)]
+    frame = pl.DataFrame(
+        [reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")]
+        + [s.alias(f"values_{n}") for n, s in enumerate(shown)]
+    )
     return frame.to_struct(lines.name)
 
 
@@ -1769,10 +1996,12 @@ def _scan_jsonl(
     # Each file's keys are mapped, as each delimited file's header is: files of one directory
     # written under other key names (`userId` beside `user_id`) line up, instead of reading as
     # rows without a user whose quarantined values are all null.
-    mappings, unmapped = [], []
+    mappings, unmapped, first_keys = [], [], None
     for f, p in zip(files, paths, strict=True):
         try:
-            mappings.append((f, map_columns(p, _named_keys(p, _jsonl_keys(p, p), columns), columns)))
+            keys = _named_keys(p, _jsonl_keys(p, p), columns)
+            first_keys = keys if first_keys is None else first_keys
+            mappings.append((f, map_columns(p, keys, columns)))
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
@@ -1813,7 +2042,8 @@ def _scan_jsonl(
         return _concat(frames)
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, late_keys=late)
+    header = tuple(first_keys or ())  # the first lines' keys, as a header names columns (for hints)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, header=header, late_keys=late)
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -2057,12 +2287,16 @@ def _scan_remote(location: Location, format: str | None, columns: ColumnMap | No
     return _scan_parquet(location.url, parquet, columns, location.is_dir)
 
 
-def scan_source(source: str | Path, format: str | None = None, columns: ColumnMap | None = None) -> RawSource:
+def scan_source(
+    source: str | Path, format: str | None = None, columns: ColumnMap | None = None, header: list[str] | None = None
+) -> RawSource:
     """Lazily scan a file, a directory or an fsspec URL into raw canonical columns (see RawSource).
 
     Nothing is parsed here beyond splitting fields: a bad value becomes a quarantined row later,
     while a file that cannot be read at all (missing, binary, wrong delimiter, no user/item
     column, empty, unknown URL protocol) raises DataError naming the file and the cause.
+    `header` (data.header): the names of the fields of delimited files without a header line
+    (`_named_files`); refused for Parquet and JSON Lines, whose columns are named already.
     """
     if format is not None and format not in FORMATS:
         raise DataError(f"{source}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -2070,7 +2304,9 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     if url is not None:
         location = resolve(url)
         if location.is_local:
-            return scan_source(location.local_path, format, columns)
+            return scan_source(location.local_path, format, columns, header)
+        if header is not None:
+            raise _header_not_text(url, "parquet")
         return _scan_remote(location, format, columns)
     path = Path(source)
     if not path.exists():
@@ -2082,13 +2318,24 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
         raise NoDataRows(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
+    if header is not None and fmt in {"parquet", "jsonl"}:
+        raise _header_not_text(path, fmt)
     if fmt == "parquet":
         scanned = _scan_parquet(path, files, columns, per_file)
     elif fmt == "jsonl":
         scanned = _scan_jsonl(path, files, columns, per_file)
     else:
-        scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
+        scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file, header)
         scanned.format = fmt
     if per_file:
         warn_unread(path, listing)
     return scanned
+
+
+def _header_not_text(source: Path | str, fmt: str) -> DataError:
+    """data.header on a source whose columns are named by its format: the names would be ignored."""
+    return DataError(
+        f"{source}: data.header names the fields of delimited text files without a header line, but this "
+        f"source is {fmt}, whose columns are named already: leave data.header unset (name columns with "
+        "data.columns.* instead)"
+    )
