@@ -124,7 +124,12 @@ NOISY_LOGGERS = ("prefect.events.clients", "prefect._internal.concurrency")
 
 
 def quiet_api_noise() -> None:
-    """Attach the filter to the loggers that write those records (idempotent)."""
+    """Attach the filter to the loggers that write those records (idempotent), and keep Prefect's
+    log shipper from printing "--- Error logging to API ---" per failed batch from the start: it
+    prints only while `logging.raiseExceptions` is set, and its first failure can come before the
+    events client's warning that turns it off (a flaky extra line in the lost-API test, glued to
+    the next one). Python's docs advise it off in production; `--debug` keeps everything."""
+    logging.raiseExceptions = False
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:

@@ -153,3 +153,35 @@ def test_prefects_api_noise_after_a_lost_server_is_one_warning():
         "Service 'SomeOtherService' failed to process item 'x'",
         "something else",
     ]
+
+
+def test_quiet_api_noise_stops_the_log_shippers_unended_lines_from_the_start(capsys) -> None:
+    """Prefect's log shipper writes "--- Error logging to API ---" and the error, with no line end,
+    per failed batch while `logging.raiseExceptions` is set; its first batch after a server died
+    could fail before the events client's warning turned that off (the lost-API test then saw the
+    line, glued to the next). `recsys run` (without --debug) turns it off before the flow starts."""
+    import asyncio
+    import logging
+
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.api_loss import _FILTER, NOISY_LOGGERS, quiet_api_noise
+
+    class DeadClient:
+        async def request(self, *args, **kwargs):
+            raise ConnectionError("All connection attempts failed")
+
+    worker = APILogWorker.__new__(APILogWorker)  # only _handle_batch is exercised
+    worker._client = DeadClient()
+    raise_exceptions = logging.raiseExceptions
+    try:
+        logging.raiseExceptions = True
+        asyncio.run(worker._handle_batch([b"{}"]))
+        assert "Error logging to API" in capsys.readouterr().err  # what Prefect does by itself
+        quiet_api_noise()
+        asyncio.run(worker._handle_batch([b"{}"]))
+        assert capsys.readouterr().err == ""
+    finally:
+        logging.raiseExceptions = raise_exceptions
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).removeFilter(_FILTER)
