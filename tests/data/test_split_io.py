@@ -65,3 +65,26 @@ def test_a_save_over_an_older_split_leaves_none_of_its_parts(tmp_path: Path) -> 
 def test_a_directory_without_a_saved_split_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"not a saved split \(no split.json\); write one with save_split"):
         load_split(tmp_path)
+
+
+def test_split_digest_is_the_identity_of_the_evaluation_and_split_record_carries_it() -> None:
+    """Per-user metrics are comparable only between equal digests: equal meta (in any key order)
+    gives equal digests; a different seed, shape or row count does not."""
+    from dataclasses import replace
+
+    from recsys.data.split import split_record
+
+    base = strong_split()
+    digest = split_digest(base)
+    # digests are stored (run tags, a saved model's `trained_on`): the same split must keep its
+    # digest across versions, or every model trained before is refused by `recsys evaluate`
+    assert digest == "848e4fde73b682d5"
+    reordered = replace(base, meta=dict(reversed(list(base.meta.items()))))
+    assert split_digest(reordered) == digest
+    assert split_digest(replace(base, meta={**base.meta, "seed": 4})) != digest
+    assert split_digest(replace(base, meta={**base.meta, "rows": 10})) != split_digest(
+        replace(base, meta={**base.meta, "rows": 11})
+    )
+    wider = replace(base, train=sp.csr_matrix((3, 4), dtype=np.float32))
+    assert split_digest(wider) != digest
+    assert split_record(base) == {"split_digest": digest, "fingerprint": "abc"}
