@@ -286,3 +286,24 @@ def test_wrapper_errors_name_the_counts_and_the_argument() -> None:
         rank_factors(model.user_factors, items, ranked_set, 3, chunk_size=0)
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         rank_eval_set(model, ranked_set, 3, chunk_size=0)
+
+
+def test_topk_masks_items_for_everyone_and_refuses_malformed_arguments_by_name() -> None:
+    users = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    items = np.array([[3.0, 0.0], [2.0, 1.0], [0.0, 3.0], [1.0, 2.0]], dtype=np.float32)
+    # user 0 scores [3, 2, 0, 1], user 1 [0, 1, 3, 2]; items 0 and 2 (each user's best) masked for both
+    got, scores = topk(users, items, 3, masked_items=np.array([True, False, True, False]))
+    np.testing.assert_array_equal(got, [[1, 3, -1], [3, 1, -1]])
+    np.testing.assert_array_equal(scores[:, 2], [-np.inf, -np.inf])
+    unmasked, _ = topk(users, items, 2, masked_items=np.zeros(4, dtype=bool))  # none masked: all rankable
+    np.testing.assert_array_equal(unmasked, [[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match=r"masked_items has shape \(3,\); expected \(4,\)"):
+        topk(users, items, 2, masked_items=np.array([True, False, False]))
+    with pytest.raises(TypeError, match="exclude must be a scipy.sparse CSR matrix, got ndarray"):
+        topk(users, items, 2, exclude=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="chunk_size must be positive, got 0"):
+        topk(users, items, 2, chunk_size=0)
+    with pytest.raises(ValueError, match=r"item_vecs must be a 2-d \(rows x dims\) matrix, got shape \(4,\)"):
+        topk(users, items[:, 0], 2)
+    with pytest.raises(ValueError, match=r"user vectors \(2, 2, 1\) and item vectors \(4, 2\) differ in dimension"):
+        topk(torch.ones(2, 2, 1), items, 2)
