@@ -206,3 +206,16 @@ def test_a_second_command_in_one_process_prints_the_warning_again(capsys) -> Non
             warnings.warn("planted warning", RecsysWarning, stacklevel=1)
             warnings.warn("planted warning", RecsysWarning, stacklevel=1)
     assert capsys.readouterr().err.count("warning: planted warning") == 2
+
+
+def test_mismatched_vectors_are_refused_naming_both_counts(masking_case: tuple[FixedFactors, EvalSet]) -> None:
+    model, eval_set = masking_case  # 4 users x 4 items
+    cfg = EvaluationConfig(ks=[1], metrics=["recall"], bootstrap_samples=0)
+    pop = POP4
+    with pytest.raises(ValueError, match="user_vecs has 3 rows but the eval set has 4 users"):
+        evaluate_factors(model.user_factors[:3], model.item_factors, eval_set, cfg, item_popularity=pop)
+    with pytest.raises(ValueError, match="item_vecs has 3 rows but the eval set has 4 items"):
+        evaluate_factors(model.user_factors, model.item_factors[:3], eval_set, cfg, item_popularity=pop)
+    narrow = EvalSet(truth=eval_set.truth[:, :3].tocsr(), exclude=eval_set.exclude[:, :3].tocsr())
+    with pytest.raises(ValueError, match="eval set has 3 items but the model knows 4"):
+        evaluate(model, narrow, cfg, item_popularity=pop)
