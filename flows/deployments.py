@@ -49,7 +49,8 @@ def pipeline_deployment(
         schedules=[schedule],
         concurrency_limit=limit,
         parameters={"config_path": config_path, "overrides": overrides or [], "scheduled": True},
-        description="Scheduled training: ingest new data, retrain, evaluate, log to MLflow, promote.",
+        description="Scheduled training: ingest new data, retrain, evaluate, log to MLflow, promote; nothing "
+        "when data, config and code are those of the last finished run (parameter force: train anyway).",
         tags=["recsys", "training"],
     )
 

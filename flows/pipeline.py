@@ -47,11 +47,13 @@ from pipelines.run import (
     parent_closed_on_error,
     prepare_run_inputs,
     promote_best,
+    skipped_result,
     split_line,
     teachers_workspace,
     train_and_log,
 )
 from pipelines.train import pin_thread_budget, thread_budget
+from pipelines.unchanged import forced, unchanged_check
 from recsys import interrupt
 from recsys.config import RunConfig, load_config
 from recsys.data.storage import read_manifest
@@ -177,13 +179,18 @@ def _configure(cfg: RunConfig):
 
 
 def run_ingest_step(cfg: RunConfig) -> DatasetResult:
-    """Ingest through the cached, retried task; refresh when the cached output has gone missing."""
+    """Ingest through the cached, retried task; refresh when the cached output has gone missing
+    or passed landing files over."""
     ingest = _configure(cfg)
     # The cached result names a directory, so where it lives is part of the key too.
     where = hashlib.sha256(str(dataset_dir(cfg.data).resolve()).encode()).hexdigest()[:8]
     fingerprint = f"{source_fingerprint(cfg.data)}-{where}"
-    dataset = ingest(cfg, fingerprint)
-    if _current_fingerprint(dataset) != dataset.fingerprint:  # gone, or rewritten by another writer
+    state = ingest(cfg, fingerprint, return_state=True)
+    dataset = state.result()  # raises what the task raised
+    # A cached result is redone when its directory is gone or was rewritten by another writer, and
+    # when it left landing files for later: one rewritten with the same bytes keeps the key.
+    cached = state.name == "Cached"
+    if (cached and dataset.passed_over) or _current_fingerprint(dataset) != dataset.fingerprint:
         dataset = ingest.with_options(refresh_cache=True)(cfg, fingerprint)
     return dataset
 
@@ -222,7 +229,14 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs
-    parent = tracker.start_parent(data=data, split=split, tags=prefect_run_tags())
+    with unchanged_check(cfg, tracker, data, split, scheduled, logger.info) as unchanged:
+        if unchanged.skip:  # the same decision as `recsys run --no-prefect` (pipelines.unchanged)
+            logger.info("%s", unchanged.line)
+            steps["tracking"] = tracking_seconds + time.perf_counter() - t
+            create_markdown_artifact(markdown=f"**{cfg.name}**: {unchanged.line}",
+                                     description=f"{cfg.name}: inputs unchanged, nothing trained")  # fmt: skip
+            return skipped_result(dataset, split, cfg, tracker, unchanged, wall, steps)
+        parent = tracker.start_parent(data=data, split=split, tags={**prefect_run_tags(), **unchanged.tags})
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
     interrupt.clear()  # a new flow: an earlier interrupt in this process is over
     with parent_closed_on_error(tracker, parent), _workers_stop_with_the_flow():
@@ -312,13 +326,17 @@ def _critical_path(compute: dict[str, float], workers: int) -> float:
 @flow(name="training-pipeline", flow_run_name="{config_path}", log_prints=True)
 def training_pipeline(
     config_path: str | None = None, overrides: list[str] | None = None, tracking: bool = True,
-    scheduled: bool = False,
+    scheduled: bool = False, force: bool = False,
 ) -> dict[str, Any]:
     """Ingest -> split -> train every model (concurrently) -> evaluate -> log to MLflow -> promote.
     Returns the `recsys run --json` summary. The flow fails when any model failed.
     `scheduled` (set by the `recsys schedule` deployment): a log with timestamps is split by the
-    rolling protocol unless `split.scheduled = "as_configured"` (pipelines.run.scheduled_config)."""
+    rolling protocol unless `split.scheduled = "as_configured"` (pipelines.run.scheduled_config),
+    and a run whose inputs equal the last finished run's trains nothing (pipelines.unchanged)
+    unless `force` (`prefect deployment run training-pipeline/NAME --param force=true`)."""
     cfg = load_config(config_path, overrides or [])
+    if force:
+        cfg = forced(cfg)
     runner = training_flow_for(cfg)
     return runner(cfg, tracking, scheduled)
 

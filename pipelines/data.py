@@ -30,8 +30,9 @@ from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
+from recsys.data.source_stamp import SourceChanged, SourceStamp, changed_error, file_digest, stat_files
 from recsys.data.split import Split
-from recsys.errors import DataError, NoDataRows, RecsysWarning
+from recsys.errors import AlreadyIngested, DataError, NoDataRows, RecsysWarning
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
 
@@ -47,6 +48,10 @@ class DatasetResult:
     reused: bool = False  # nothing new: the processed dir was already up to date
     report: dict = field(default_factory=dict)  # the last ingest's summary, if any
     warnings: list[str] = field(default_factory=list)  # about this use of the data (see processed_as)
+    # Landing files this run left for a later one (still being written, no rows yet, a copy): a
+    # cached result that names any is not reused, or a file rewritten with the same bytes (same
+    # cache key) would never be read.
+    passed_over: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,15 +90,6 @@ def _public_hint(source: Path) -> str:
     close = difflib.get_close_matches(str(source), list(DATASETS), n=1, cutoff=0.6)
     guess = f"did you mean {close[0]!r}? " if close else ""
     return f" and no public data set: {guess}the public sets are {', '.join(DATASETS)}; or give {{option}}"
-
-
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """Content hash of a raw file (blake2b, streamed: bounded memory for multi-GB logs)."""
-    h = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 DIGEST_CACHE = ".digests.json"  # in data.processed_dir: raw file -> (size, mtime, inode, digest)
@@ -186,6 +182,7 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     left out of that hash while unset, so a config that does not use them keeps its directory
     (and its ingest cache key) across the upgrade."""
     unset = {"event_weights"} if cfg.event_weights is None else set()
+    unset |= {"encoding"} if cfg.encoding is None else set()
     return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 
@@ -383,10 +380,12 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         source_is_dir = source.is_dir()
         files = source_files(source)
         names = [str(p.relative_to(source) if source_is_dir else p.name) for p in files]
+        listed = stat_files(files)  # before hashing: a write from here on shows (`_settled`)
         cache = DigestCache(data.processed_dir)
         digests = {name: cache.digest(p) for name, p in zip(names, files, strict=True)}
         cache.save()
         targets = dict(zip(names, files, strict=True))
+        stamps = {name: SourceStamp(digests[name], (st,)) for name, st in zip(names, listed, strict=True)}
     changed = [name for name, d in digests.items() if name in ledger and ledger[name] != d]
     if changed and not source_is_dir:
         # A single file that changed (a log its writer appends to) is re-ingested whole, keeping the
@@ -400,44 +399,69 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         raise DataError(
             f"{data.source}: files already ingested have changed ({', '.join(changed[:3])}); "
             "landing-zone files are append-only — add new files instead, or point data.processed_dir elsewhere; "
-            "a file a run read while its producer was still writing it changes like this: producers should write "
-            "under a hidden or _-prefixed name (not read) and rename it when complete"
+            "a file whose producer paused mid-write for longer than the run that read it changes like this: "
+            "producers should write under a hidden or _-prefixed name (not read) and rename it when complete"
         )
     report = None
     rebuild = bool(changed) and not source_is_dir
     ingested: list[str] = []
-    empty: list[NoDataRows] = []
+    empty: list[tuple[str, DataError]] = []
     for name in new:
         append = is_processed_dir(out) and not rebuild
         ledger[name] = digests[name]
+        stamp = stamps.get(name) if not isinstance(source, Location) else None
         try:
+            if source_is_dir and stamp is not None and not _settled(stamp):
+                raise changed_error(targets[name], [str(targets[name])])
             report = ingest(
                 targets[name], out, data, format=data.format, append=append, sidecar_files={LEDGER: ledger},
-                keep_vocab=True,
+                keep_vocab=True, stamp=stamp, check_unchanged=source_is_dir,
             )  # fmt: skip
-        except NoDataRows as exc:
+        except (NoDataRows, SourceChanged, AlreadyIngested) as exc:
             # An export of a quiet day (a header, no row) must not stop every later run; left out
-            # of the ledger, it is taken up once rows are written to it (as a 0-byte file is).
+            # of the ledger, it is taken up once rows are written to it (as a 0-byte file is). A
+            # file still being written (it changed between its listing and its swap) is taken up
+            # once it stops changing: recorded half-read, it would stop every later run as a
+            # changed landing file. A copy of a file already ingested is named until removed.
             del ledger[name]
-            empty.append(exc)
+            empty.append((str(targets[name]), exc))
             continue
         if rebuild and (lost := _shrunk(report, name)):
             warnings.warn(RecsysWarning(lost), stacklevel=2)
         rebuild = False
         ingested.append(name)
     if empty and not is_processed_dir(out):
-        raise empty[0]  # nothing to train on at all: the error names the file
-    for exc in empty:
-        warnings.warn(RecsysWarning(f"{exc}: not ingested, it is read once rows are written to it"), stacklevel=2)
+        raise empty[0][1]  # nothing to train on at all: the error names the file
+    for target, exc in empty:
+        warnings.warn(RecsysWarning(_passed_over(target, exc)), stacklevel=2)
+    passed_over = [target for target, _ in empty]
     if not ingested:
-        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
+        return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True, passed_over=passed_over)
     return DatasetResult(
         str(out),
         _manifest_fingerprint(out),
         key,
         ingested_files=ingested,
         report=report.to_json_dict() if report is not None else {},
+        passed_over=passed_over,
     )
+
+
+def _settled(stamp: SourceStamp) -> bool:
+    """True when a landing file's stat is what it was before it was hashed (no write since)."""
+    return stat_files([Path(stamp.stats[0][0])]) == stamp.stats
+
+
+def _passed_over(target: str, exc: DataError) -> str:
+    """The warning for a landing file this run did not ingest (a later run may)."""
+    if isinstance(exc, SourceChanged):
+        return (
+            f"{target}: changed while this run read it (still being written?): not ingested, a later run reads "
+            "it once it stops changing"
+        )
+    if isinstance(exc, AlreadyIngested):
+        return f"{exc}: not ingested again; remove the copy from the landing directory"
+    return f"{exc}: not ingested, it is read once rows are written to it"
 
 
 def _shrunk(report, name: str) -> str | None:

@@ -36,6 +36,7 @@ from pipelines.train import (
     skip_reason,
     thread_budget,
 )
+from pipelines.unchanged import Unchanged, unchanged_check
 from recsys import interrupt
 from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
@@ -97,6 +98,7 @@ class PipelineResult:
     step_seconds: dict[str, float] = field(default_factory=dict)
     tracking_error: str | None = None  # the store failed mid-run (see recsys.tracking.offline)
     unlogged_dir: str | None = None  # where the runs it could not take were kept
+    unchanged: dict[str, Any] | None = None  # trained nothing: the run it repeats (pipelines.unchanged)
 
     @property
     def failed(self) -> list[ModelOutcome]:
@@ -129,6 +131,7 @@ class PipelineResult:
             "orchestration_overhead": round(self.orchestration_overhead, 4),
             **({"tracking_error": self.tracking_error} if self.tracking_error else {}),
             **({"unlogged_dir": self.unlogged_dir} if self.unlogged_dir else {}),
+            **({"unchanged": self.unchanged} if self.unchanged else {}),
         }
 
     def note_tracking(self, tracker: Any) -> None:
@@ -405,7 +408,8 @@ def run_pipeline(
     scheduled: bool = False,
 ) -> PipelineResult:
     """Run every step in this process (models one after another unless `map_models` says otherwise).
-    `scheduled`: split as a scheduled run does (`scheduled_config`)."""
+    `scheduled`: split as a scheduled run does (`scheduled_config`), and train nothing when the
+    inputs equal the last finished run's (`orchestration.if_unchanged`, pipelines.unchanged)."""
     cfg = pin_thread_budget(cfg)
     wall = time.perf_counter()
     steps: dict[str, float] = {}
@@ -421,7 +425,12 @@ def run_pipeline(
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs
-    parent = tracker.start_parent(data=data, split=split)
+    with unchanged_check(cfg, tracker, data, split, scheduled, log) as unchanged:
+        if unchanged.skip:  # the last finished run had these very inputs: nothing to train
+            log(str(unchanged.line))
+            steps["tracking"] = tracking_seconds + time.perf_counter() - t
+            return skipped_result(dataset, split, cfg, tracker, unchanged, wall, steps)
+        parent = tracker.start_parent(data=data, split=split, tags=unchanged.tags)
     steps["tracking"] = tracking_seconds + time.perf_counter() - t
     threads = thread_budget(cfg.orchestration)
     with parent_closed_on_error(tracker, parent):
@@ -454,6 +463,23 @@ def run_pipeline(
         result.step_seconds = steps
         end_parent(tracker, parent, result, cfg)
     result.note_tracking(tracker)
+    return result
+
+
+def skipped_result(
+    dataset: DatasetResult, split: Split, cfg: RunConfig, tracker: Any, unchanged: Unchanged, wall: float,
+    steps: dict[str, float],
+) -> PipelineResult:
+    """The summary of a run that trained nothing because its inputs were unchanged: no model, no
+    MLflow run (`recsys compare`, `promote` and `registry` read the run it repeats), the data it saw
+    and the run it repeats under `unchanged`."""
+    result = PipelineResult(
+        dataset=dataset_summary(split, dataset, cfg), models=[], tracking_uri=getattr(tracker, "uri", None),
+        promotion={"champion": None, "promoted": False, "decision": "", "reason": "not decided: nothing trained"},
+        unchanged=unchanged.to_json(),
+    )
+    result.wall_seconds = time.perf_counter() - wall
+    result.step_seconds = dict(steps)
     return result
 
 

@@ -12,6 +12,7 @@ tests/test_startup.py fails if torch, implicit or mlflow comes back.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import tomllib
@@ -90,7 +91,8 @@ class DataConfig(Section):
         description="a row equal to an earlier one in every column read (user, item, time, weight, event): "
         "quarantine = a copied row, quarantined as duplicate; keep = a repeated event, passed on to the "
         "aggregation (count counts it, sum adds it), for click / view logs with no time or dates only; "
-        "with keep an --append of rows already ingested counts them again",
+        "with keep an --append counts rows equal to an earlier batch's too (an --append of content a batch already "
+        "holds adds nothing)",
     )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
@@ -101,9 +103,29 @@ class DataConfig(Section):
         description="a comma in a weight / time value: comma = decimal point (4,5), point = thousands separator "
         "(1,234); auto = comma in ';'-separated files (in a directory: those files alone), else not read",
     )
+    encoding: str | None = Field(
+        None,
+        description="text encoding of the source files, e.g. latin-1 or cp1252 (Book-Crossing), utf-16; "
+        "unset = UTF-8 (a UTF-16 / UTF-32 file with a byte-order mark is read as such); other encodings are "
+        "copied once as UTF-8 beside the output while ingest reads them",
+    )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str | None) -> str | None:
+        """An encoding Python can decode text with, refused at load time rather than mid-ingest."""
+        if name is None:
+            return None
+        try:
+            codec = codecs.lookup(name.strip())
+        except LookupError:
+            raise ValueError(f"unknown encoding {name!r}: use a Python codec name such as latin-1, cp1252, utf-16") from None
+        if not getattr(codec, "_is_text_encoding", True):  # base64, zlib ...: bytes to bytes
+            raise ValueError(f"{name!r} is not a text encoding: use e.g. latin-1, cp1252 or utf-16")
+        return name.strip()
 
     @field_validator("event_weights")
     @classmethod
@@ -201,6 +223,12 @@ class OrchestrationConfig(Section):
     dask_address: str | None = None
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(1.0, ge=0)
+    if_unchanged: Literal["skip_scheduled", "skip", "train"] = Field(
+        "skip_scheduled",
+        description="a run whose data, split, config and code equal the last finished run of its lineage "
+        "(recsys.tracking.unchanged; needs tracking): skip_scheduled = scheduled runs train nothing, runs "
+        "started by hand train; skip = every run skips; train = every run trains",
+    )
 
 
 class RunConfig(Section):

@@ -51,6 +51,17 @@ class NoDataRows(DataError):
     but in a landing zone an export of a quiet day, passed over until rows are written to it."""
 
 
+class AlreadyIngested(DataError):
+    """An `--append` of content that a batch of the directory already holds (the same bytes: an
+    append re-run after a kill that came once its batch had landed, or a copy under another
+    name): nothing is added, and `recsys ingest` says so and succeeds, so a retried schedule step
+    is idempotent. `batch` is the batch that holds it."""
+
+    def __init__(self, message: str, *, batch: int) -> None:
+        super().__init__(message)
+        self.batch = batch
+
+
 class ModelError(RecsysError):
     """Training failed for a reason the user can act on (e.g. NaN loss at epoch E, step S)."""
 

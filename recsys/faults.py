@@ -20,6 +20,8 @@ import signal
 ENV = "RECSYS_KILL_AT"
 STOP_ENV = "RECSYS_STOP_AT"
 POINTS = (
+    "ingest.read",  # the source read and validated, nothing staged yet (a producer may write meanwhile)
+    "encoding.copied",  # a source in another encoding copied as UTF-8, not yet checked unchanged
     "ingest.staged",  # the new batch and derived files written in the staging dir, not yet swapped in
     "storage.between_renames",  # old processed dir moved aside, new one not yet in place
     "train.epoch",  # a model finished an epoch (its per-epoch metrics logged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -100,10 +101,13 @@ def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> N
 
 
 def test_help_lists_the_options() -> None:
-    result = runner.invoke(app, ["ingest", "--help"])
+    result = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "160"})
     assert result.exit_code == 0
     for flag in ("--out", "--format", "--user-col", "--min-rating", "--aggregate", "--append", "--json"):
         assert flag in result.output
+    # A flag takes no value: typer 0.29 showed `--append <bool>`, read as `--append true` (refused).
+    rows = {m[1]: m[0] for m in re.finditer(r"^│[ *]+--([a-z-]+)\b.*$", result.output, re.MULTILINE)}
+    assert "<bool>" not in result.output and "<path>" in rows["json"] and "<path>" in rows["out"], rows
 
 
 def test_replacing_earlier_batches_without_append_says_so(tmp_path: Path) -> None:

@@ -171,6 +171,24 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _flags_show_no_type() -> None:
+    """typer 0.29's rich help prints a type after every option, `<bool>` after flags too
+    (`--no-tracking <bool>`), which reads as if the flag took a value; `--no-tracking true` is then
+    refused with "unexpected extra argument". A flag takes no value: its type column stays empty."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_show_no_type", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.flags_show_no_type = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 app = typer.Typer(
     name="recsys",
     cls=OneLineErrors,
@@ -305,7 +323,15 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help=f"TOML config (see pipelines/configs/; default: {DEFAULT_CONFIG}).", dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help=(
+            "TOML config file, or the name of a shipped one: default | movielens | plays (pipelines/configs/). "
+            f"Default: {DEFAULT_CONFIG} when it is here (the repository root), else the shipped default."
+        ),
+        dir_okay=False,
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -356,11 +382,30 @@ def writable_dir(path: Path, option: str) -> None:
         raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another directory") from None
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs installed with the package (`pipelines/configs/*.toml`), by name. A user who
+    installed recsys and works in their own directory has no `pipelines/configs/` beside them:
+    `--config movielens` must still find the config the README tells them to use."""
+    import pipelines
+
+    return {path.stem: path for path in sorted((Path(pipelines.__file__).parent / "configs").glob("*.toml"))}
+
+
 def config_path(config: Path | None) -> Path | None:
-    """--config, else the default config when it is here (the repository root), else None."""
-    if config is None and DEFAULT_CONFIG.is_file():
-        return DEFAULT_CONFIG
-    return config
+    """The config file a command reads: --config as a path; else, for a bare name that is no file
+    here (`--config movielens`), the shipped config of that name; with no --config, the default
+    config of the working directory (the repository root) when it is there, else the shipped one."""
+    from recsys.errors import ConfigError
+
+    if config is None:
+        return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else shipped_configs().get("default")
+    if config.exists():
+        return config
+    shipped = shipped_configs()
+    if config.suffix == "" and len(config.parts) == 1 and config.name in shipped:
+        return shipped[config.name]
+    names = " | ".join(shipped)
+    raise ConfigError(f"{config}: config file not found; the shipped configs go by name: --config {names}")
 
 
 def load_run_config(config: Path | None, overrides: list[str] | None, *, default: bool = False):
@@ -373,7 +418,7 @@ def load_run_config(config: Path | None, overrides: list[str] | None, *, default
 
     if default:
         resolved = config_path(config)
-        if resolved is None:
+        if resolved is None:  # no default config here and none shipped (a broken install)
             cfg = load_config(None, overrides or [])
             if not cfg.models:
                 raise ConfigError(
@@ -382,6 +427,7 @@ def load_run_config(config: Path | None, overrides: list[str] | None, *, default
                 )
             return cfg
         config = resolved
+    config = config_path(config) if config is not None else None
     cfg = load_config(config, overrides or [])
     if default and not cfg.models:  # a config file without [[models]]: the run would train nothing and exit 0
         raise ConfigError(

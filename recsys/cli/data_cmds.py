@@ -42,6 +42,7 @@ INGEST_FLAGS = {
     "data.aggregate": "--aggregate {value}",
     "data.exact_duplicates": "--exact-duplicates {value}",
     "data.format": "--format {value}",
+    "data.encoding": "--encoding {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
@@ -54,13 +55,21 @@ def ingest_command(
         typer.Argument(
             help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
             "line unless every field of the first line is a number), Parquet, JSON Lines, MovieLens, "
-            "RecBole; UTF-8 text, .gz ok."
+            "RecBole; UTF-8 text (else --encoding), .gz ok."
         ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Processed data directory to write (replaced atomically).")
     ],
     format: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP)] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="Text encoding of SOURCE when not UTF-8, e.g. latin-1 or cp1252 (Book-Crossing), utf-16 "
+            "(data.encoding); a UTF-16 file with a byte-order mark is read as such without it.",
+        ),
+    ] = None,
     user_col: Annotated[
         str | None,
         typer.Option("--user-col", help="Source column with user ids (default: auto, e.g. user_id, userId)."),
@@ -115,7 +124,8 @@ def ingest_command(
             "--exact-duplicates",
             help="A row equal to an earlier one in every column read: quarantine (default: a copied row) or "
             "keep (a repeated event, counted by count and added by sum: for click / view logs without times "
-            "or with dates only; --append then counts rows already ingested again) (data.exact_duplicates).",
+            "or with dates only; an --append then counts a row equal to an earlier batch's too, but an --append of a "
+            "file whose content is already in --out adds nothing) (data.exact_duplicates).",
         ),
     ] = None,
     min_user_interactions: Annotated[
@@ -131,7 +141,17 @@ def ingest_command(
         typer.Option(
             "--append",
             help="Add SOURCE as a new batch to an existing --out (vocab indices stay stable); a SOURCE "
-            "without a row (a header only) leaves --out unchanged, with a warning.",
+            "without a row (a header only), or with the same content as a batch already in --out (a re-run "
+            "after a kill), leaves --out unchanged, with a warning.",
+        ),
+    ] = False,
+    allow_same_content: Annotated[
+        bool,
+        typer.Option(
+            "--allow-same-content",
+            help="With --append: add SOURCE even when a batch of --out holds the same content (byte for "
+            "byte): only for a log whose rows are repeated events (--exact-duplicates keep) that really "
+            "happened again.",
         ),
     ] = False,
     json_out: JsonOption = None,
@@ -146,9 +166,11 @@ def ingest_command(
     """
     from recsys.data.ingest import ingest, replaced_since
     from recsys.data.storage import is_processed_dir
-    from recsys.errors import NoDataRows
+    from recsys.errors import AlreadyIngested, NoDataRows
     from recsys.faults import fault_point
 
+    if allow_same_content and not append:
+        raise ConfigError("--allow-same-content applies to --append only: add --append, or leave it out")
     configured = data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
     column_flags = {
@@ -166,6 +188,7 @@ def ingest_command(
         "exact_duplicates": exact_duplicates,
         "min_user_interactions": min_user_interactions,
         "min_item_interactions": min_item_interactions,
+        "encoding": encoding,
     }
     if event_weight:
         updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}
@@ -180,13 +203,18 @@ def ingest_command(
                 err_console.print(stage, markup=False, highlight=False)
 
         try:
-            report = ingest(source, out, data, format=format, append=append, progress=progress)
+            report = ingest(
+                source, out, data, format=format, append=append, progress=progress, same_content=allow_same_content
+            )
+        except AlreadyIngested as exc:
+            empty = exc  # an append re-run: nothing to add, and saying so is success
         except NoDataRows as exc:
             if not (append and is_processed_dir(Path(out))):
                 raise  # nothing to write a directory from: the one-line error
             empty = exc
     if empty is not None:
-        _nothing_appended(empty, Path(out), json_out)
+        again = "; add --allow-same-content to append it again" if isinstance(empty, AlreadyIngested) else ""
+        _nothing_appended(empty, Path(out), json_out, again)
         return
     fault_point("ingest.done")  # the lock is released: another writer may replace the directory now
     _print_report(report)
@@ -201,16 +229,17 @@ def ingest_command(
     run_on(report.out_dir, config, [*(overrides or []), *shaping_sets(data, configured)])
 
 
-def _nothing_appended(empty: Exception, out: Path, json_out: Path | None) -> None:
-    """An `--append` of a file with no row (a scheduled export of a quiet day): nothing to add, so
-    the directory stays as it was and the command succeeds with a warning, instead of failing the
-    schedule; `--json` then describes the unchanged directory, with 0 rows in."""
+def _nothing_appended(empty: Exception, out: Path, json_out: Path | None, hint: str = "") -> None:
+    """An `--append` of a file with no row (a scheduled export of a quiet day), or of content a
+    batch already holds (the step re-run after a kill): nothing to add, so the directory stays as
+    it was and the command succeeds with a warning, instead of failing the schedule or counting
+    the rows twice; `--json` then describes the unchanged directory, with 0 rows in."""
     from recsys.data.ingest import JSON_KEYS
     from recsys.data.storage import read_manifest
 
     manifest = read_manifest(out)
     err_console.print(
-        f"warning: {empty}: nothing appended, {out} is unchanged ({manifest['interactions']:,} interactions)",
+        f"warning: {empty}: nothing appended, {out} is unchanged ({manifest['interactions']:,} interactions){hint}",
         style="yellow", markup=False,
     )  # fmt: skip
     if json_out is not None:

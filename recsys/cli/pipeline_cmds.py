@@ -23,6 +23,7 @@ from recsys.cli.common import (
     load_run_config,
     on_terminate,
     print_table,
+    shipped_configs,
     sigterm_to_the_server,
     user_errors,
     writable_output,
@@ -60,6 +61,22 @@ def run(
             "or tracking.offline_dir for all of them) instead of running the pipeline.",
         ),
     ] = None,
+    if_changed: Annotated[
+        bool,
+        typer.Option(
+            "--if-changed",
+            help="Train nothing when the data, split, config and code equal those of the last finished run "
+            "of this config and data source (as scheduled runs do; needs tracking): one line names that run.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help='Train even when the inputs are unchanged (also when orchestration.if_unchanged = "skip"). '
+            "A run started by hand trains by default: this overrides only that config setting.",
+        ),
+    ] = False,
 ) -> None:
     """Run the training pipeline: ingest -> split -> train all models -> evaluate -> MLflow -> promote.
 
@@ -72,18 +89,24 @@ def run(
     2 also when the Prefect server stopped answering during the run (models that finished are logged).
     Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
     while a model finishes one long computation, a second Ctrl-C exits at once.
+    Inputs equal to the last finished run's (orchestration.if_unchanged): a run started by hand trains
+    (and names the run it repeats); with --if-changed, or as a scheduled run, it trains nothing and
+    exits 0 with one line naming that run.
     """
-    config = config_path(config)
-    # Outside the repository root, built-in defaults would train no model and exit 0: say so.
+    given, config = config, config_path(config)  # a shipped config's name -> its file
     cfg = load_run_config(config, set_, default=resume_tracking is None)
     writable_output(json_out, "--json")
     if resume_tracking is not None:
         _resume_tracking(cfg, resume_tracking)
         return
+    cfg = _skip_policy(cfg, if_changed=if_changed, force=force, tracking=not no_tracking)
     from pipelines.report import comparison_table, run_warning
 
     console.print(f"[bold]recsys run[/] {config or '(defaults)'}: {len(cfg.models)} models, data = {cfg.data.source}")
     summary, failed = _execute(cfg, config, set_ or [], tracking=not no_tracking, prefect=not no_prefect)
+    if summary.get("unchanged"):
+        _unchanged(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
+        return
     from pipelines.run import ModelOutcome, PipelineResult
 
     result = PipelineResult(
@@ -99,7 +122,7 @@ def run(
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         result.write_json(json_out)
-    _where_to_look(summary, json_out, cfg, store_args(config, set_), prefect=not no_prefect)
+    _where_to_look(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
     if summary.get("tracking_error"):
         kept = sum(1 for m in summary["models"] if m.get("unlogged"))
         where = summary.get("unlogged_dir")
@@ -113,6 +136,42 @@ def run(
     if failed:
         console.print(f"[bold red]{failed}[/]")
         raise typer.Exit(code=1)
+
+
+def _skip_policy(cfg: RunConfig, *, if_changed: bool, force: bool, tracking: bool) -> RunConfig:
+    """`cfg` with `orchestration.if_unchanged` as --if-changed / --force set it (pipelines.unchanged)."""
+    from recsys.errors import ConfigError
+
+    if if_changed and force:
+        raise ConfigError("--if-changed and --force: one skips a run whose inputs are unchanged, the other "
+                          "trains it; pass one")  # fmt: skip
+    if if_changed and not (tracking and cfg.tracking.enabled):
+        raise ConfigError("--if-changed compares with the last finished run in MLflow, and this run has no "
+                          "tracking: drop --no-tracking (or tracking.enabled = false), or --if-changed")  # fmt: skip
+    if not (if_changed or force):
+        return cfg
+    out = cfg.model_copy(deep=True)
+    out.orchestration.if_unchanged = "skip" if if_changed else "train"
+    return out
+
+
+def _unchanged(summary: dict, json_out: Path | None, cfg: RunConfig, args: str, *, prefect: bool) -> None:
+    """The end of a run that trained nothing: where the run it repeats is. Its line was logged; in
+    Prefect's log format (time, level, flow run) with the flow's, so there it is said once more."""
+    from pipelines.run import PipelineResult
+
+    same = summary["unchanged"]
+    if json_out is not None:
+        PipelineResult(dataset=summary["dataset"], models=[], promotion=summary.get("promotion", {}),
+                       tracking_uri=summary.get("tracking_uri"), wall_seconds=summary.get("wall_seconds", 0.0),
+                       step_seconds=summary.get("step_seconds", {}), unchanged=same).write_json(json_out)  # fmt: skip
+    lines = [same["message"]] if prefect else []
+    lines += [f"MLflow store: {summary.get('tracking_uri')}   repeated run: {same['matches_run']}",
+             f"compare:      recsys compare{args} --metric {cfg.promotion.metric}",
+             f"data:         {summary['dataset'].get('processed_dir')}"]  # fmt: skip
+    if json_out:
+        lines.append(f"summary:      {json_out}")
+    console.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
 
 
 def ephemeral_prefect_defaults() -> None:
@@ -310,10 +369,14 @@ def store_args(config: Path | None, set_: list[str] | None) -> str:
     """The options that point `recsys compare` / `ui` at the store, experiment and registry line
     this run used: its --config (unless the default) and its --set of tracking.* / promotion.*.
     Printed bare, the suggestions read the default config's experiment in ./mlflow, which holds
-    nothing of a run with another config or tracking URI."""
+    nothing of a run with another config or tracking URI. A shipped config is named as the user can
+    type it anywhere (`--config plays`, not its path inside the installed package); the default
+    one, here or shipped, is what a bare command reads."""
     import shlex
 
-    args = [] if config is None or config == DEFAULT_CONFIG else ["--config", str(config)]
+    names = {path: name for name, path in shipped_configs().items()}
+    default = config is None or config == DEFAULT_CONFIG or names.get(config) == "default"
+    args = [] if default else ["--config", names.get(config, str(config))]
     for item in set_ or []:
         if item.split("=", 1)[0].strip().split(".", 1)[0] in STORE_SETTINGS:
             args += ["--set", item]
@@ -382,7 +445,11 @@ def schedule(
     """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
 
     Each scheduled run ingests only the files added to a landing directory since the last run
-    (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule.
+    (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule;
+    when the data, split, config and code equal those of the last finished run, it trains and
+    registers nothing and logs one line naming that run (orchestration.if_unchanged; --set
+    orchestration.if_unchanged=train retrains every time, `prefect deployment run
+    training-pipeline/NAME --param force=true` once).
     A log with timestamps is split by the rolling protocol (train / validation window / forward test
     window of split.window_days after a cut-off that advances with the log; a pair is placed by when
     it was first seen, so the log repeating it later never moves it into a test window) unless

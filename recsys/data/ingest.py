@@ -6,10 +6,12 @@ The public entry point of the data layer; the CLI (`recsys ingest`), the pipelin
 Incremental ingest (`append=True`) stores the new validated rows as one more batch and re-derives
 the implicit table from *all* batches, so a (user, item) pair seen in several batches is aggregated
 once (counts add up, `last` takes the latest) and k-core sees the whole history. Rows that exactly
-repeat a row of an earlier batch are quarantined as `duplicate`, so re-running an ingest on the same
-file does not double-count it; under data.exact_duplicates = "keep" (repeated events of a log
-without fine times) they are counted, as they would be in one ingest of all batches. The vocab
-only grows: old indices never move.
+repeat a row of an earlier batch are quarantined as `duplicate`; under data.exact_duplicates =
+"keep" (repeated events of a log without fine times) they are counted, as they would be in one
+ingest of all batches. So that an append re-run (after a kill that came once its batch had landed)
+adds nothing under either rule, each batch records its source's content digest, and an append of
+content a batch already holds raises AlreadyIngested before reading it (`recsys.data.source_stamp`).
+The vocab only grows: old indices never move.
 
 The whole call - reading the previous manifest, staging, swapping in - holds the directory's writer
 lock (`storage.writer_lock`), so concurrent appends run one after the other and both land, and
@@ -38,6 +40,7 @@ import polars as pl
 from recsys.config import ColumnMap, DataConfig
 from recsys.data import storage
 from recsys.data.batches import aligned_ids, all_rows
+from recsys.data.encoding import Transcoded, utf8_source
 from recsys.data.implicit import NEGATIVE_WEIGHT_STEP, ORDER, ZERO_WEIGHT_STEP, FilterStep, to_implicit
 from recsys.data.readers import (
     BOOLEAN_ID,
@@ -48,15 +51,24 @@ from recsys.data.readers import (
     column_label,
     column_name,
     first_error_line,
+    name_column,
     row_numbers,
     scan_source,
 )
 from recsys.data.remote import as_url
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
+from recsys.data.source_stamp import (
+    SourceStamp,
+    changed_error,
+    changed_files,
+    content_digest,
+    source_paths,
+    stat_files,
+)
 from recsys.data.suspicions import session_column, suspicions
 from recsys.data.validation import REASON, ValidationResult, validate
 from recsys.data.vocab import Vocab
-from recsys.errors import DataError
+from recsys.errors import AlreadyIngested, DataError
 from recsys.faults import fault_point
 
 MANIFEST_VERSION = 1
@@ -280,6 +292,14 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
     column = raw.mapping.get(canon, canon)
     value = f"{column_name(column)} is {first.get(canon)!r}"
     fix = "check that column"
+    names = name_column(raw.header, raw.mapping.get(canon)) if top in ("missing_item", "missing_user") else None
+    if names is not None:  # Last.fm's often-empty MusicBrainz ids, Steam reviews' user_id on some lines
+        return DataError(
+            f"{source}: no row passed validation ({counts}; {where}: {value}): {names!r} names the same "
+            f"{attr}s: read it as the {attr} with {{option}}",
+            setting=f"data.columns.{attr}",
+            value=names,
+        )
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
     if top == BOOLEAN_ID:
@@ -373,6 +393,10 @@ _QUARANTINE_HINTS: dict[str, str] = {
     "bad_weight": "not numbers: name another weight column with --weight-col (data.columns.weight)",
     "non_finite_weight": "NaN or infinite: name another weight column with --weight-col (data.columns.weight)",
     "extra_fields": "more fields than the header, an unquoted separator inside a value: quote such values",
+    "duplicate_key": (
+        "a line names a key twice with other values (polars would read the first, Python's json and jq the last): "
+        "each quarantined row shows every value its key was given, as a JSON array ([3, 5]); fix the export"
+    ),
 }
 
 
@@ -405,20 +429,41 @@ def missing_users_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
     """A warning when many rows have no user id: Diginetica's train-item-views leaves `userId`
     empty for anonymous sessions (most rows), and they were quarantined with nothing but a count
     in the summary. A session log is read per session by naming its session column as the user
-    (the usual protocol for these logs), which the warning names when the header has one."""
+    (the usual protocol for these logs), which the warning names when the header has one; a
+    column naming the same users (`name_column`) is named whatever the share."""
     missing = reasons.get("missing_user", 0)
-    if not rows_in or missing < MISSING_USER_SHARE * rows_in:
-        return None
     user = raw.mapping.get(USER)
+    names = name_column(raw.header, user)  # Steam reviews' `username` beside a `user_id` on some lines
+    if not rows_in or not missing or (missing < MISSING_USER_SHARE * rows_in and names is None):
+        return None
     sessions = session_column(raw.header, raw.mapping)
     fix = (
         f"if it is a session log, read each session as a user with --user-col {sessions} (data.columns.user)"
         if sessions
+        else f"{names!r} names the users too: read it as the user with --user-col {names} (data.columns.user)"
+        if names
         else "name another user column with --user-col (data.columns.user) if the log has one"
     )
     return (
         f"{missing:,} of {rows_in:,} rows ({missing / rows_in:.0%}) have no user id in "
         f"{column_label(user) if user else 'the user column'} and were quarantined (missing_user): {fix}"
+    )
+
+
+def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
+    """A warning, whatever their share, when rows without an item id were quarantined and the
+    header has a name column for the same items (`name_column`): Last.fm's artist and track
+    MusicBrainz ids are empty on 3-15% of rows, below the share `quarantine_share_warnings`
+    names, and the name beside them reads every row."""
+    missing = reasons.get("missing_item", 0)
+    item = raw.mapping.get(ITEM)
+    names = name_column(raw.header, item)
+    if not rows_in or not missing or names is None:
+        return None
+    return (
+        f"{missing:,} of {rows_in:,} rows ({missing / rows_in:.1%}) have no item id in {column_label(item)} and "
+        f"were quarantined (missing_item); {names!r} names the same items: read it as the item with "
+        f"--item-col {names} (data.columns.item)"
     )
 
 
@@ -438,10 +483,15 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
         why = "the log has no time column"
     else:
         times = result.rows.get_column(TIME)
-        if times.is_null().all() or not (times.dt.truncate("1h") == times).all():
+        if times.is_null().all():
             return None
-        unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
-        why = f"{column_label(time)} holds {unit} only"
+        if (times.dt.year() == 1970).all():  # MMDD or day numbers read as seconds (Tmall's time_stamp 829)
+            why = f"{column_label(time)} holds day numbers or dates read as 1970 seconds, not times"
+        elif not (times.dt.truncate("1h") == times).all():
+            return None
+        else:
+            unit = "dates" if (times.dt.truncate("1d") == times).all() else "whole hours"
+            why = f"{column_label(time)} holds {unit} only"
     return (
         f"duplicates quarantined: {_rows(duplicates)} equal to an earlier row in every column read; "
         f"{why}, so a repeated event (a second view of an item) cannot be told from a copied row and is "
@@ -755,6 +805,61 @@ def _sources(manifest: dict | None) -> list[dict]:
     return list(manifest.get("batches", [])) if manifest else []
 
 
+def _stamp(
+    source: str | Path, given: SourceStamp | None, *, append: bool, now: bool
+) -> Callable[[], SourceStamp | None]:
+    """The source's stamp (`recsys.data.source_stamp`): `given`, or taken here, before anything
+    is read. The files' stat is taken at once. The content digest only for an append (the batch a
+    re-run must recognise; a first ingest is idempotent anyway, and hashing 10M rows' CSV costs
+    ~0.7 s of CPU): at once when `now` (compared with recorded digests before reading, so a re-run
+    stops before the read), else on a background thread while the source is read and validated
+    (hashlib releases the GIL). Returns a function giving the stamp (None for a remote source or
+    one that is no file or directory)."""
+    if given is not None or as_url(source) is not None:
+        return lambda: given
+    path = Path(source)
+    paths = source_paths(path)
+    if paths is None:
+        return lambda: None
+    stats = stat_files(paths)
+    if not append:
+        unhashed = SourceStamp(None, stats)
+        return lambda: unhashed
+    if now:
+        stamp = SourceStamp(content_digest(path, paths), stats)
+        return lambda: stamp
+    hashing = ThreadPoolExecutor(1)
+    digest = hashing.submit(content_digest, path, paths)
+    hashing.shutdown(wait=False)
+
+    def ready() -> SourceStamp:
+        try:
+            return SourceStamp(digest.result(), stats)
+        except OSError:  # a file removed or replaced while it was hashed
+            raise changed_error(source, [str(p) for p in paths]) from None
+
+    return ready
+
+
+def _refuse_same_content(source: str | Path, stamp: SourceStamp | None, recorded: list[dict]) -> None:
+    """AlreadyIngested when a batch of the directory holds `stamp`'s content: an `--append`
+    re-run after a kill that came once its batch had landed (the digest is in the manifest, which
+    is swapped in with the batch, so the two never disagree), or the same file under another
+    name. Under data.exact_duplicates = "keep" its rows would otherwise be counted twice; under
+    the default they would make a batch of duplicates."""
+    if stamp is None or stamp.digest is None:
+        return
+    same = next((b for b in recorded if b.get("source_digest") == stamp.digest), None)
+    if same is None:
+        return
+    was = f"{same.get('source')}, ingested {same.get('created_at')}"
+    raise AlreadyIngested(
+        f"{source}: the same content as batch {same.get('batch')} ({was}; {_rows(int(same.get('rows_in', 0)))} in) "
+        "was ingested already",
+        batch=int(same.get("batch", 0)),
+    )
+
+
 def ingest(
     source: str | Path,
     out_dir: str | Path,
@@ -767,6 +872,9 @@ def ingest(
     progress: Progress | None = None,
     sidecar_files: Mapping[str, object] | None = None,
     keep_vocab: bool = False,
+    stamp: SourceStamp | None = None,
+    same_content: bool = False,
+    check_unchanged: bool = True,
 ) -> IngestReport:
     """Ingest `source` (file or directory) into the processed directory `out_dir`.
 
@@ -777,6 +885,13 @@ def ingest(
     keep_vocab: when not appending, replace the batches but keep the directory's vocab (old ids
     keep their indices, new ones are appended), so models trained on it stay comparable: a run's
     single-file source that grew is re-read whole this way (`pipelines.data`).
+    stamp: the source's stat and content digest, taken by a caller that hashed it already (a
+    landing zone's ledger); else ingest takes it before reading a local source. Its digest is
+    recorded in the batch's manifest entry (`source_digest`), and an append of content a batch
+    already holds raises AlreadyIngested, adding nothing, unless `same_content` (repeated events
+    that really are new). check_unchanged: a local source whose files changed between the stamp
+    and the swap raises SourceChanged, writing nothing (a file still being written); off for a
+    run's single growing log, whose next run re-reads it whole anyway.
     Holds the directory's writer lock throughout (see the module docstring).
     """
     from recsys.data.synthetic import planted_blocks, reading
@@ -794,10 +909,12 @@ def ingest(
                 source, user_labels, item_labels = planted
         _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
         with storage.writer_lock(Path(out_dir), say):
-            report = _ingest(
-                source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
-                item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
-            )  # fmt: skip
+            with utf8_source(source, cfg.encoding, Path(out_dir)) as text, text.naming_source():
+                report = _ingest(
+                    source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
+                    item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
+                    stamp=stamp, same_content=same_content, check_unchanged=check_unchanged, text=text,
+                )  # fmt: skip
     report.planted = planted is not None
     return report
 
@@ -814,17 +931,28 @@ def _ingest(
     say: Progress,
     sidecar_files: dict[str, object],
     keep_vocab: bool = False,
+    stamp: SourceStamp | None = None,
+    same_content: bool = False,
+    check_unchanged: bool = True,
+    text: Transcoded | None = None,
 ) -> IngestReport:
+    """`text`: where the source's text is read from (a UTF-8 copy of a file in another encoding,
+    see recsys.data.encoding); messages name `source`."""
     started = time.perf_counter()
+    text = text or Transcoded(source, source)
     previous_manifest = _prepare_out_dir(out_dir, append)
     replaced = [] if append else _held_batches(out_dir)
     vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else None  # not a corrupt one's
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
+    recorded = [b for b in _sources(previous_manifest) if b.get("source_digest")] if append else []
+    stamped = _stamp(source, stamp, append=append, now=bool(recorded) and not same_content)
+    if recorded and not same_content:
+        _refuse_same_content(source, stamped(), recorded)
 
     say("reading and validating")
-    raw = scan_source(source, format or cfg.format, cfg.columns)
+    raw = scan_source(text.path, format or cfg.format, cfg.columns)
     keep = cfg.exact_duplicates == "keep"
     result = validate(
         raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep, keep_negative=negative_weights_read(cfg)
@@ -842,6 +970,7 @@ def _ingest(
                 f"every accepted row of this batch ({_rows(validated)}) equals a row of an earlier batch, so it adds "
                 "nothing (those rows are quarantined as duplicate): this file was most likely ingested before"
             ]
+    fault_point("ingest.read")
     if (
         result.rows_in != result.rows_accepted + result.rows_quarantined
     ):  # pragma: no cover - a bug, not bad data
@@ -918,12 +1047,14 @@ def _ingest(
         users = users.extend(pairs.select(USER, ORDER), order=ORDER).with_blocks(user_labels)
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
+                 missing_items_warning(raw, result.rows_in, result.reasons),
                  negative_weight_warning(raw, result.rows_in, result.reasons), negative_weight_note(steps, weights["column"]),
                  coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps, cfg.binarize), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
         warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
         warnings += quarantine_share_warnings(cfg, raw, result, warnings)
+        warnings = [text.rename(w) for w in warnings]
         vocab_saved = [
             writer.submit(users.save, tmp / storage.USERS_FILE),
             writer.submit(items.save, tmp / storage.ITEMS_FILE),
@@ -962,6 +1093,8 @@ def _ingest(
         }
         if keep:  # recorded only when not the default, so default manifests keep their shape
             batch_entry["exact_duplicates"] = cfg.exact_duplicates
+        if (source_stamp := stamped()) is not None and source_stamp.digest is not None:
+            batch_entry["source_digest"] = source_stamp.digest
         batches = _sources(previous_manifest) + [batch_entry]
         manifest = {
             "manifest_version": MANIFEST_VERSION,
@@ -988,6 +1121,8 @@ def _ingest(
         for name, content in sidecar_files.items():
             storage.write_json(tmp / name, content)
         storage.write_json(tmp / storage.MANIFEST_FILE, manifest)
+        if check_unchanged and source_stamp is not None and (changed := changed_files(source_stamp, Path(source))):
+            raise changed_error(source, changed)  # read while being written: the staging is removed
         fault_point("ingest.staged")
 
     return IngestReport(

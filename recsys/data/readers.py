@@ -76,8 +76,9 @@ a role that was (`rating` renamed `stars` midway); `RawSource.late_keys` confirm
 lines."""
 _EXTRA = "__extra_field"  # the first field past the header's, in a rebuild that looks for one
 NOT_UTF8_HINT = (
-    "text is read as UTF-8 only; convert the file first, e.g. `iconv -f latin1 -t utf-8 FILE > NEW` "
-    "for a Latin-1 file such as Book-Crossing's"
+    "text is read as UTF-8 unless data.encoding names another: name the file's encoding, e.g. "
+    "{option} for a Latin-1 / Windows file such as Book-Crossing's (latin-1 reads any byte; cp1252 "
+    "for Windows' quotes and euro sign)"
 )
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
@@ -122,6 +123,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "review_date",
         "date_added",
         "t_dat",
+        "time_stamp",
     ),
     WEIGHT: (
         "rating",
@@ -140,7 +142,17 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "star_rating",
         "book_rating",
     ),
-    EVENT: ("event", "event_type", "action", "type", "behavior", "behavior_type", "behaviour", "behaviour_type"),
+    EVENT: (
+        "event",
+        "event_type",
+        "action",
+        "action_type",
+        "type",
+        "behavior",
+        "behavior_type",
+        "behaviour",
+        "behaviour_type",
+    ),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
 _POSITIONAL = (USER, ITEM, WEIGHT, TIME)  # u.data / ratings.dat / headerless numeric files
@@ -278,6 +290,13 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
             "and name the interaction file"
         )
     if b"\x00" in head:
+        for order, nulls in (("le", head[1:64:2]), ("be", head[0:64:2])):  # ASCII-range UTF-16 without a BOM
+            if kind is None and len(nulls) >= 8 and nulls.count(0) == len(nulls):
+                raise DataError(
+                    f"{path}: UTF-16 text without a byte-order mark (every other byte is 0): read it with {{option}}",
+                    setting="data.encoding",
+                    value=f"utf-16-{order}",
+                )
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
         raise DataError(
@@ -298,7 +317,9 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
             raise DataError(f"{path}: not a text or Parquet file ({kind})") from None
         raise DataError(
             f"{path}: not a UTF-8 text or Parquet file (byte {exc.object[exc.start]:#x} at offset "
-            f"{exc.start}): {NOT_UTF8_HINT}"
+            f"{exc.start}): {NOT_UTF8_HINT}",
+            setting="data.encoding",
+            value="latin-1",
         ) from None
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
@@ -551,12 +572,14 @@ def _one_format(path: Path, files: list[Path], format: str | None) -> str:
             except DataError as exc:
                 # An unzipped data set's folder holds its titles beside its log (ML-1M's Latin-1
                 # movies.dat): converting them, as the error says, reads them as interactions next.
-                if NOT_UTF8_HINT not in str(exc) or len(files) < 2:
+                if exc.setting != "data.encoding" or len(files) < 2:
                     raise
                 raise DataError(
-                    f"{exc}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
+                    f"{exc.args[0]}; or, if {p.relative_to(path).as_posix()} is no interaction log (an unzipped "
                     "data set's titles, as ML-1M's movies.dat beside ratings.dat), ingest the interaction "
-                    "file on its own"
+                    "file on its own",
+                    setting=exc.setting,
+                    value=exc.value,
                 ) from None
         parquet = p.suffix.lower() in _PARQUET_SUFFIXES
         return "parquet" if parquet else ("text" if format == "parquet" else format)
@@ -639,7 +662,7 @@ def map_columns(
                     "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
                     "add a header line naming the columns, separated as the rows are, and ingest "
                     f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
-                    "the columns to what each holds)"
+                    f"the columns to what each holds){_mbid_note(header)}"
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
                 raise DataError(
@@ -663,12 +686,29 @@ def map_columns(
                 (c for c in header if c not in taken),
                 key=lambda c: (attr not in _base_name(c), not _ID_SUFFIX.match(c)),
             )
+            suggested = free[0] if free else "NAME"
+            if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
+                suggested = name_column(header, suggested) or suggested
             raise DataError(
                 f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
                 setting=f"data.columns.{attr}",
-                value=free[0] if free else "NAME",
+                value=suggested,
             )
     return mapping
+
+
+def name_column(header: Iterable[str], column: str | None) -> str | None:
+    """A column of `header` that names what id column `column` identifies (`artist_name` beside
+    `artist_mbid` or `artist_id`, `track_name` beside `track_id`, `artname` beside `artmbid`):
+    Last.fm leaves its MusicBrainz ids empty on many rows, while the name is always written, so an
+    empty id there is better read by the name than quarantined."""
+    if not column:
+        return None
+    prefix = re.sub(r"[_ -]?(?:mbid|id|uuid|guid)$", "", column, flags=re.IGNORECASE)
+    if not prefix or prefix == column:
+        return None
+    wanted = {f"{prefix}_name", f"{prefix}name", f"{prefix} name", f"{prefix}-name"}
+    return next((c for c in header if c != column and c.lower() in {w.lower() for w in wanted}), None)
 
 
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -739,10 +779,8 @@ def _looks_like_data(header: list[str]) -> bool:
     )
 
 
-def _header_example(row: list[str], separator: str) -> str:
-    """A header line for a headerless file whose first row is `row`, as `sed -i '1i ...'` text:
-    one name per field, joined by the file's own separator (a tab as `\\t`), so the line it adds
-    splits like the rows (a `user_id,item_id` line on a tab or `;` file would be one column).
+def _header_names(row: list[str]) -> list[str]:
+    """Column names for a headerless file whose first row is `row`, one per field.
     One field is named `timestamp`: the first date, else the last Unix-time-shaped number; the
     first lower-case word `event` (Taobao's `pv`, an event log's `view`) when two other fields are
     integers (the ids of such logs); the first two others `user_id` and `item_id`; a later number
@@ -758,7 +796,13 @@ def _header_example(row: list[str], separator: str) -> str:
     its weights. Twitter's `Tue Apr 03 18:00:09 +0000 2012` (Foursquare) is a date."""
     values = [v.strip() for v in row]
     dates = [i for i, v in enumerate(values) if _DATE_LIKE.match(v) or _TWITTER_DATE.match(v)]
-    unix = [i for i, v in enumerate(values) if v.isdigit() and not v.startswith("0") and len(v) in (9, 10, 12, 13)]
+    # 9 digits are 1973-2001 in seconds: a first field spelled so is an id (Steam 200K's user
+    # `151603712,"The Elder Scrolls V Skyrim",purchase,1.0,0` was named the time, the game the user).
+    unix = [
+        i
+        for i, v in enumerate(values)
+        if v.isdigit() and not v.startswith("0") and (len(v) in (10, 12, 13) or (len(v) == 9 and i > 0))
+    ]
     time = dates[0] if dates else unix[-1] if unix else None
     words = [i for i, v in enumerate(values) if i != time and _EVENT_WORD.match(v)]
     integers = [i for i, v in enumerate(values) if i != time and v.isdigit()]
@@ -780,7 +824,54 @@ def _header_example(row: list[str], separator: str) -> str:
             rating = _is_number(value) and float(value) != 0 and event is None
             name = next(ids, "rating" if rating else "")
         names.append(name if name and name not in names else f"column_{position + 1}")
+    return names
+
+
+def _header_example(row: list[str], separator: str) -> str:
+    """`_header_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
+    `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
+    file would be one column); a name beside an empty or UUID item (`_item_name_beside_mbid`) is
+    named the item instead."""
+    names = _header_names(row)
+    moved = _item_name_beside_mbid([v.strip() for v in row], names)
+    if moved is not None:
+        mbid, name = moved
+        names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
     return ("\\t" if separator == "\t" else separator).join(names)
+
+
+def _mbid_note(row: list[str]) -> str:
+    """Why `_header_example` named a name column the item rather than the id column before it."""
+    moved = _item_name_beside_mbid([v.strip() for v in row], _header_names(row))
+    if moved is None:
+        return ""
+    return (
+        f"; the item is column {moved[1] + 1} (a name), not the MusicBrainz id in column {moved[0] + 1}, which "
+        "Last.fm leaves empty on many rows (each such row would be quarantined as missing_item): to read the "
+        "ids instead, name that column item_id"
+    )
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def _item_name_beside_mbid(values: list[str], names: list[str]) -> tuple[int, int] | None:
+    """(position of the field named `item_id`, position of the name after it) when that field is a
+    MusicBrainz id (a UUID) or empty and a later field is a name (text, not a number, date or
+    UUID): Last.fm 1K's `artmbid artname` and 360K's `artmbid artname`. Last.fm leaves the mbid
+    empty on many rows (3% of 1K's artists, 10-15% of 360K's and of 1K's tracks), and an empty id
+    quarantines its row as `missing_item`; the name is always there, so the header names it the
+    item."""
+    if "item_id" not in names:
+        return None
+    item = names.index("item_id")
+    if values[item] and not _UUID.match(values[item]):
+        return None
+    for position in range(item + 1, len(values)):
+        value = values[position]
+        if value and not _is_number(value) and not _UUID.match(value) and not _DATE_LIKE.match(value):
+            return item, position
+    return None
 
 
 _EVENT_WORD = re.compile(r"^[a-z][a-z_-]{0,23}$")  # pv, addtocart, view: not a name (`Underworld`)
@@ -1065,6 +1156,23 @@ def _is_header(line: str, separator: str) -> bool:
     return not _looks_like_data(named) and any(_base_name(f) in _KNOWN_NAMES for f in named)
 
 
+def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None:
+    """DataError for a headerless file of more than four fields. Read by position, LFM-1b's
+    `user artist album track time` took the album for the rating and the track for the time, and
+    Epinions' `user product category rating helpfulness time` the category for the rating: by
+    position, only u.data's two to four are known."""
+    row = [v.strip() for v in first_line.split(separator)]
+    n_fields = len(row)
+    if n_fields > len(_POSITIONAL):
+        raise DataError(
+            f"{_local(file)}: no header line and {n_fields} fields ({first_line.strip()[:60]!r}): a headerless "
+            f"file is read by position only with 2 to 4 fields (user, item[, rating[, timestamp]], as in u.data), "
+            "so which of these is the item, the rating and the time is unknown; add a header line naming the "
+            f"columns, e.g. `sed -i '1i {_header_example(row, separator)}' {_local(file)}` (rename the columns to "
+            "what each holds)"
+        )
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -1096,6 +1204,7 @@ def _positional_files(
             "not all interaction logs; ingest the interaction file on its own (e.g. ratings.dat), "
             "or move the others out"
         )
+    _refuse_many_fields(files[0], separator, first)
     return texts
 
 
@@ -1674,11 +1783,14 @@ def _decode_lines(
     checked = (
         pl.when(pl.col(_OK) & suspect)
         .then(pl.col(_LINE))
-        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_CHECKS, is_elementwise=True)
+        .map_batches(lambda lines: _line_checks(lines, keys, ids), return_dtype=_checks(len(keys)), is_elementwise=True)
     )
     decoded = decoded.with_columns(checked.alias(_CHECK)).with_columns(
         pl.when(pl.col(_CHECK).struct.field(f"zero_{n}")).then(pl.lit("0")).otherwise(pl.col(k)).alias(k)
         for n, k in enumerate(ids)
+    )
+    decoded = decoded.with_columns(  # a key given twice shows every value it was given (see _line_checks)
+        pl.coalesce(pl.col(_CHECK).struct.field(f"values_{n}"), pl.col(k)).alias(k) for n, k in enumerate(keys)
     )
     error = (
         pl.when(pl.col(_OK))
@@ -1691,18 +1803,25 @@ def _decode_lines(
 
 
 _CHECK = "__check"
-_CHECKS = pl.Struct({"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean})
-"""What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null, and for
-each id key (user, item) whether its value is the number zero written `-0` / `-0.0`."""
+
+
+def _checks(n_keys: int) -> pl.Struct:
+    """What `_line_checks` says of a line: READ_ERROR (DUPLICATE_KEY, BOOLEAN_ID) or null; for
+    each id key (user, item) whether its value is the number zero written `-0` / `-0.0`; and for
+    each mapped key (`values_<n>`) given more than once with other values, every value it was
+    given as a JSON array (`[3, 5]`), which the quarantine row shows in place of the first."""
+    fields = {"reason": pl.String, "zero_0": pl.Boolean, "zero_1": pl.Boolean}
+    return pl.Struct({**fields, **{f"values_{n}": pl.String for n in range(n_keys)}})
 
 
 def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series:
-    """`_CHECKS` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
+    """`_checks` for JSON Lines `lines` (null: not suspect, nothing to say), read by Python's json
     with every key kept: a top-level key of `keys` given twice with other values is
     DUPLICATE_KEY (polars reads the first, Python's json and jq the last: neither is said to be
     the one meant); an id key (`ids`) holding a boolean is BOOLEAN_ID; an id that is the number
     -0 (polars spells it "-0") is the id 0, as `0` and `0.0` are (a JSON string "-0" stays)."""
     reasons: dict[int, str] = {}
+    given: list[dict[int, str]] = [{} for _ in keys]  # per key: row -> every value, as a JSON array
     zeros: tuple[list[int], list[int]] = ([], [])
     for row in lines.is_not_null().arg_true().to_list():
         try:
@@ -1715,8 +1834,11 @@ def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series
         for key, value in pairs:
             if key in keys:
                 values.setdefault(key, []).append(value)
-        if any(any(not _same_json(v, vs[0]) for v in vs[1:]) for vs in values.values()):
+        twice = {k: vs for k, vs in values.items() if any(not _same_json(v, vs[0]) for v in vs[1:])}
+        if twice:
             reasons[row] = DUPLICATE_KEY
+            for k, vs in twice.items():
+                given[keys.index(k)][row] = json.dumps(vs, ensure_ascii=False)
             continue
         for j, key in enumerate(ids):
             value = values.get(key, [None])[0]
@@ -1730,7 +1852,12 @@ def _line_checks(lines: pl.Series, keys: list[str], ids: list[str]) -> pl.Series
         reason = reason.scatter(list(reasons), list(reasons.values()))
     flags = [pl.repeat(False, n, dtype=pl.Boolean, eager=True) for _ in zeros]
     flags = [f.scatter(rows, True) if rows else f for f, rows in zip(flags, zeros, strict=True)]
-    frame = pl.DataFrame([reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")])
+    shown = [pl.repeat(None, n, dtype=pl.String, eager=True) for _ in keys]
+    shown = [s.scatter(list(rows), list(rows.values())) if rows else s for s, rows in zip(shown, given, strict=True)]
+    frame = pl.DataFrame(
+        [reason.alias("reason"), flags[0].alias("zero_0"), flags[1].alias("zero_1")]
+        + [s.alias(f"values_{n}") for n, s in enumerate(shown)]
+    )
     return frame.to_struct(lines.name)
 
 
@@ -1769,10 +1896,12 @@ def _scan_jsonl(
     # Each file's keys are mapped, as each delimited file's header is: files of one directory
     # written under other key names (`userId` beside `user_id`) line up, instead of reading as
     # rows without a user whose quarantined values are all null.
-    mappings, unmapped = [], []
+    mappings, unmapped, first_keys = [], [], None
     for f, p in zip(files, paths, strict=True):
         try:
-            mappings.append((f, map_columns(p, _named_keys(p, _jsonl_keys(p, p), columns), columns)))
+            keys = _named_keys(p, _jsonl_keys(p, p), columns)
+            first_keys = keys if first_keys is None else first_keys
+            mappings.append((f, map_columns(p, keys, columns)))
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:
@@ -1813,7 +1942,8 @@ def _scan_jsonl(
         return _concat(frames)
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, late_keys=late)
+    header = tuple(first_keys or ())  # the first lines' keys, as a header names columns (for hints)
+    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, header=header, late_keys=late)
 
 
 # --------------------------------------------------------------------------- Parquet

@@ -440,12 +440,15 @@ def _read_error(raw: RawSource, exc: BaseException) -> DataError:
         message = first_error_line(exc)
         if "is not properly escaped" in str(exc):
             return _bad_quote_error(raw, str(exc))
-        hint = ""
         if "utf-8" in message.lower():
             where = first_non_utf8(raw.path) if isinstance(raw.path, Path) else None
             message += f" at {where}" if where else ""
-            hint = f": {NOT_UTF8_HINT}"
-        return DataError(f"{raw.path}: cannot read as {raw.format} ({message}){hint}")
+            return DataError(
+                f"{raw.path}: cannot read as {raw.format} ({message}): {NOT_UTF8_HINT}",
+                setting="data.encoding",
+                value="latin-1",
+            )
+        return DataError(f"{raw.path}: cannot read as {raw.format} ({message})")
     return DataError(f"{raw.path}: cannot read ({exc})")
 
 
@@ -462,9 +465,15 @@ def _bad_quote_error(raw: RawSource, text: str) -> DataError:
         with open_decompressed(path) as fh:
             line = next((n for n, line in enumerate(fh, start=1) if needle in line), None)
         where = f" at line {line}" if line else ""
+    fix = "fix that line"
+    if '\\"' in field:  # Book-Crossing's dump escapes quotes with a backslash, which CSV does not
+        fix = (
+            'a quote escaped with a backslash (\\") is not CSV: double such quotes first, e.g. '
+            "`sed 's/\\\\\"/\"\"/g' FILE > NEW`"
+        )
     return DataError(
         f"{raw.path}: a quoted field is not closed properly{where} ({field[:80]!r}): a field that starts "
-        'with " must end with one, with every quote inside doubled (""); fix that line'
+        f'with " must end with one, with every quote inside doubled (""); {fix}'
     )
 
 

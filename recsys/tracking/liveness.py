@@ -137,6 +137,12 @@ def _why_dead(tags: Mapping[str, str], stale_after_s: float) -> str | None:
     )
 
 
+def taken_for_dead(tags: Mapping[str, str], stale_after_s: float = 0.0) -> bool:
+    """Whether a RUNNING run with `tags` would be closed KILLED by `mark_dead_runs` now (its process
+    is gone, or run elsewhere its heartbeat stopped); runs not opened by recsys are never."""
+    return TAG_HOST in tags and _why_dead(tags, stale_after_s) is not None
+
+
 def mark_dead_runs(client: MlflowClient, experiment_ids: list[str], stale_after_s: float = 0.0) -> list[str]:
     """Close KILLED, with a note, every RUNNING run of `experiment_ids` opened on this host by a
     process that is gone, and (`stale_after_s` > 0) every one opened elsewhere whose heartbeat is

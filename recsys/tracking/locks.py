@@ -13,6 +13,9 @@ champion. Two layers close that:
   before moving the alias the champion is read again; when it moved, the caller decides again
   against the new champion. MLflow has no atomic compare-and-set on aliases, so a window of one
   round trip remains between that read and the write; the lock covers it for one machine.
+
+`lineage_lock(client, lineage_id)`, in the same places, serialises the few store calls in which a
+pipeline run looks for an identical earlier run and opens its own (recsys.tracking.unchanged).
 """
 
 from __future__ import annotations
@@ -39,23 +42,35 @@ def store_uri(client: MlflowClient) -> str:
     return str(getattr(client, "_registry_uri", None) or client.tracking_uri)
 
 
-def lock_path(uri: str, name: str) -> Path:
-    """Where the lock of registered model `name` in the store at `uri` lives (see module docstring)."""
+def lock_path(uri: str, name: str, kind: str = "registry") -> Path:
+    """Where the lock of registered model `name` (or, with `kind`, of another thing named `name`:
+    a lineage) in the store at `uri` lives (see module docstring)."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
     if is_sqlite(uri) and str(sqlite_path(uri)) not in ("", "."):
-        return sqlite_path(uri).resolve().parent / ".locks" / f"registry-{slug}.lock"
+        return sqlite_path(uri).resolve().parent / ".locks" / f"{kind}-{slug}.lock"
     if uri.startswith("file:") or "://" not in uri:
         root = Path(uri.removeprefix("file://").removeprefix("file:"))
-        return root.resolve() / ".locks" / f"registry-{slug}.lock"
+        return root.resolve() / ".locks" / f"{kind}-{slug}.lock"
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recsys" / "locks"
     key = hashlib.sha256(f"{uri}|{name}".encode()).hexdigest()[:16]
-    return cache / f"registry-{slug}-{key}.lock"
+    return cache / f"{kind}-{slug}-{key}.lock"
 
 
 @contextlib.contextmanager
 def registry_lock(client: MlflowClient, name: str) -> Iterator[None]:
     """Hold the lock of registered model `name` (re-entrant in a thread; others wait)."""
     path = lock_path(store_uri(client), name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path), is_singleton=True):
+        yield
+
+
+@contextlib.contextmanager
+def lineage_lock(client: MlflowClient, lineage_id: str) -> Iterator[None]:
+    """Hold the lock of a lineage's pipeline runs in this store (re-entrant in a thread; others
+    wait): held from a run's look for an identical run (`recsys.tracking.unchanged`) until its own
+    parent run exists, so of two runs started at once on the same inputs the second sees the first."""
+    path = lock_path(store_uri(client), lineage_id, kind="lineage")
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path), is_singleton=True):
         yield

@@ -11,7 +11,7 @@ import pytest
 
 from recsys.config import DataConfig
 from recsys.data.ingest import ingest, read_canonical
-from recsys.errors import DataError, RecsysWarning
+from recsys.errors import AlreadyIngested, DataError, RecsysWarning
 
 HEADER = "user_id,item_id,rating,timestamp"
 
@@ -59,6 +59,8 @@ def test_reingesting_a_directory_names_each_duplicate_by_file_and_row(tmp_path: 
     ingest(logs, out, DataConfig())
     again = ingest(logs, out, DataConfig(), append=True)
     assert again.reasons == {"duplicate": 4, "bad_weight": 1, "missing_user": 1}
+    with pytest.raises(AlreadyIngested, match=r"the same content as batch 2"):  # a directory's files, digested
+        ingest(logs, out, DataConfig(), append=True)
     stored = pl.read_parquet(again.quarantine_path)
     # In file order, then row order, with each file's own text (not the parsed "4.0" or datetime).
     assert stored.rows() == [

@@ -15,7 +15,7 @@ from recsys.data import storage
 from recsys.data.implicit import k_core
 from recsys.data.ingest import ingest
 from recsys.data.storage import load_processed
-from recsys.errors import DataError
+from recsys.errors import AlreadyIngested, DataError
 
 
 def _csv(path: Path, rows: list[tuple], header: str = "user,item,rating,timestamp") -> Path:
@@ -322,7 +322,7 @@ def test_append_keeps_vocab_and_aggregates_across_batches(tmp_path: Path) -> Non
     manifest = after.manifest
     assert manifest["rows_in"] == 5 and len(manifest["batches"]) == 2 and manifest["interactions"] == 4
 
-    again = ingest(tmp_path / "day2.csv", out, DataConfig(), append=True)
+    again = ingest(tmp_path / "day2.csv", out, DataConfig(), append=True, same_content=True)  # past the digest check
     assert (again.rows_accepted, again.rows_quarantined) == (0, 3)
     assert again.reasons == {"duplicate": 3}
     assert again.fingerprint == report.fingerprint
@@ -416,20 +416,25 @@ def test_exact_duplicates_across_appended_batches_count_as_in_one_ingest(tmp_pat
     else:
         assert report.warnings == []  # day 2 holds new rows too: no re-run suspected
         assert _weights(tmp_path / "once")[("a", "x")] == 3.0
-        rerun = ingest(day2, tmp_path / "appended", cfg, append=True)  # the same file again: counted again
+        with pytest.raises(AlreadyIngested, match=r"day2\.csv: the same content as batch 2"):
+            ingest(day2, tmp_path / "appended", cfg, append=True)  # the same file again: nothing added
+        assert _weights(tmp_path / "appended")[("b", "x")] == 2.0
+        rerun = ingest(day2, tmp_path / "appended", cfg, append=True, same_content=True)  # asked for: counted again
         assert _weights(tmp_path / "appended")[("b", "x")] == 4.0
         assert any("equals a row of an earlier batch" in w for w in rerun.warnings), rerun.warnings
 
 
 def test_an_append_of_a_file_already_ingested_says_it_adds_nothing(tmp_path: Path) -> None:
-    """`recsys ingest day2 --append` rerun after a kill -9 that came once the batch had landed: its
-    every row is a duplicate, and the summary's counts were the only sign; a warning now says so."""
+    """Day two exported again with its rows in another order (so not the same bytes, which the
+    digest check refuses before reading): its every row is a duplicate, and the summary's counts
+    were the only sign; a warning says so."""
     rows = [("a", "x", 4, 1_600_000_000), ("b", "y", 5, 1_600_000_060)]
     day1 = _csv(tmp_path / "day1.csv", [("a", "z", 3, 1_599_000_000)], header="user,item,rating,timestamp")
     day2 = _csv(tmp_path / "day2.csv", rows, header="user,item,rating,timestamp")
     ingest(day1, tmp_path / "out", DataConfig())
     assert ingest(day2, tmp_path / "out", DataConfig(), append=True).warnings == []
-    rerun = ingest(day2, tmp_path / "out", DataConfig(), append=True)
+    again = _csv(tmp_path / "day2-again.csv", rows[::-1], header="user,item,rating,timestamp")
+    rerun = ingest(again, tmp_path / "out", DataConfig(), append=True)
     assert rerun.rows_accepted == 0 and rerun.reasons == {"duplicate": 2}
     assert [w for w in rerun.warnings if "adds nothing" in w] == [
         "every accepted row of this batch (2 rows) equals a row of an earlier batch, so it adds nothing (those "

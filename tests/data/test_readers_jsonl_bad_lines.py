@@ -144,6 +144,9 @@ def test_a_key_read_twice_with_other_values_is_quarantined_not_one_value_picked(
     for frame in (raw.frame, raw.exact()):  # the rebuild (a line the lazy read fails on) reads the same
         result = validate(replace(raw, frame=frame, exact=None), 1.0)
         assert result.quarantine.select("source_row", "reason").rows() == [(1, "duplicate_key"), (4, "duplicate_key")]
+        # ...showing every value the key was given (it showed polars' pick, 3 and u4), the rest as read
+        shown = result.quarantine.select("user_id", "item_id", "weight").rows()
+        assert shown == [("u1", "i1", "[3, 5]"), ('["u4", "u5"]', "i4", None)], shown
         got = result.accepted.select("user_id", "weight").rows()
         assert got == [("u2", 4.0), ("u3", 2.0), ("u6", 1.0)]  # whole numbers: exact in float32
 

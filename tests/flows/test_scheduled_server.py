@@ -1,7 +1,7 @@
 """The training flow as a team schedules it: `recsys schedule` serves the deployment against a
 Prefect server on PostgreSQL (not the ephemeral test harness), two runs are scheduled on the server,
-the runner executes them, and each logs a finished pipeline run to the PostgreSQL-backed MLflow
-server. tests/flows/scheduled_scenario.py drives it; the session starts it in the background as soon
+the runner executes them: the first logs a finished pipeline run to the PostgreSQL-backed MLflow
+server, the second, on the same data, config and code, trains and logs nothing (pipelines.unchanged). tests/flows/scheduled_scenario.py drives it; the session starts it in the background as soon
 as both servers answer (tests/conftest.py), and runs this check last."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from mlflow import MlflowClient
 
 
 @pytest.mark.slow
-def test_a_deployment_on_a_prefect_server_runs_two_scheduled_runs_and_logs_both(scheduled_runs, mlflow_server):
+def test_a_deployment_on_a_prefect_server_runs_two_scheduled_runs_and_the_unchanged_one_trains_nothing(
+    scheduled_runs, mlflow_server
+):
     result, log = scheduled_runs
     assert "error" not in result, f"{result['error']}\n{log[-3000:]}"
     assert result["schedules"] == ["0 3 1 1 *"]  # the deployment carries its cron schedule
@@ -28,16 +30,20 @@ def test_a_deployment_on_a_prefect_server_runs_two_scheduled_runs_and_logs_both(
     experiment = client.get_experiment_by_name(result["experiment"])
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`recsys.kind` = 'pipeline'")
     by_flow_run = {p.data.tags.get("recsys.prefect_flow_run_id"): p for p in parents}
-    for run in (first, second):
-        parent = by_flow_run[run["id"]]  # each flow run left its own MLflow pipeline run
-        assert parent.info.status == "FINISHED"
-        assert parent.data.tags["mlflow.source.type"] == "JOB"
-        assert parent.data.tags["mlflow.source.name"] == f"prefect deployment training-pipeline:{result['name']}"
-        children = client.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-        )
-        assert sorted(c.info.run_name for c in children) == ["pop", "wals"]
-        assert {c.info.status for c in children} == {"FINISHED"}
+    assert list(by_flow_run) == [first["id"]]  # the second run, on unchanged inputs, opened no MLflow run
+    parent = by_flow_run[first["id"]]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mlflow.source.type"] == "JOB"
+    assert parent.data.tags["mlflow.source.name"] == f"prefect deployment training-pipeline:{result['name']}"
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["pop", "wals"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert "recsys.unchanged_since" in parent.data.tags  # the second run found it unchanged
+    assert f"skipped: unchanged since run {parent.info.run_id}" in " ".join(log.split()), log[-3000:]
+    versions = client.search_model_versions("name='scheduled-wals'")
+    assert len(versions) == 1  # one registry version, not one per scheduled run
 
 
 def test_recsys_schedule_interval_makes_an_interval_schedule():

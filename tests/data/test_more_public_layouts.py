@@ -1,0 +1,136 @@
+"""More published layouts, written here byte for byte as their files are (never downloaded):
+Steam 200K's headerless `steam-200k.csv` and Tmall's (IJCAI-15) `user_log_format1.csv`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from recsys.cli import app
+
+runner = CliRunner()
+
+
+def _ingest(source: Path, out: Path, *args: str):
+    return runner.invoke(app, ["ingest", str(source), "--out", str(out), *args])
+
+
+def test_steam_200k_suggested_header_reads_the_user_and_the_game(tmp_path: Path) -> None:
+    """User, game (quoted), behaviour, hours, 0: the 9-digit user id looked like a Unix time, so
+    the suggested header named it `timestamp`, the game `user_id` and `purchase` the item."""
+    rows = (
+        '151603712,"The Elder Scrolls V Skyrim",purchase,1.0,0\r\n'
+        '151603712,"The Elder Scrolls V Skyrim",play,273.0,0\r\n'
+        '151603712,"Fallout 4",purchase,1.0,0\r\n'
+        '59945701,"Dota 2",play,2.3,0\r\n'
+    )
+    path = tmp_path / "steam-200k.csv"
+    path.write_text(rows, newline="")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    header = line.split("sed -i '1i ", 1)[1].split("'", 1)[0]
+    assert header == "user_id,item_id,event,column_4,column_5", line
+    path.write_text(header + "\n" + rows, newline="")
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--exact-duplicates", "keep").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert sorted(set(got["user_id"].cast(pl.String))) == ["151603712", "59945701"]
+    assert sorted(set(got["item_id"])) == ["Dota 2", "Fallout 4", "The Elder Scrolls V Skyrim"]
+
+
+def test_tmall_action_type_is_the_event_and_time_stamp_the_time(tmp_path: Path) -> None:
+    """`action_type` (0 click, 1 cart, 2 purchase, 3 favourite) and `time_stamp` (MMDD) went
+    unread: every click weighed as a purchase, with nothing said. Now the event is read (so
+    `--event-weight 2=5` weighs purchases) and the MMDD times are flagged as in 1970."""
+    path = tmp_path / "user_log_format1.csv"
+    path.write_text(
+        "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type\n"
+        "328862,323294,833,2882,2661,829,0\n"
+        "328862,844400,1271,2882,2661,829,0\n"
+        "328862,575153,1271,2882,,829,2\n"
+        "234512,575153,1271,2882,2661,1111,3\n"
+        "328862,323294,833,2882,2661,829,0\n"  # a second click that day: not a copied row
+    )
+    out = tmp_path / "out"
+    result = _ingest(path, out, "--event-weight", "0=1", "--event-weight", "2=5", "--event-weight", "3=2")
+    assert result.exit_code == 0, result.output
+    columns = json.loads((out / "manifest.json").read_text())["batches"][-1]["columns"]
+    assert columns["event"] == "action_type" and columns["timestamp"] == "time_stamp", columns
+    said = " ".join(result.output.split())
+    assert "is in 1970" in said
+    assert "holds day numbers or dates read as 1970 seconds" in said and "--exact-duplicates keep" in said, said
+    pairs = pl.read_parquet(out / "implicit.parquet")
+    assert sorted(pairs["weight"].to_list()) == [1.0, 1.0, 2.0, 5.0]
+    kept = tmp_path / "kept"
+    args = ["--event-weight", "0=1", "--event-weight", "2=5", "--event-weight", "3=2", "--exact-duplicates", "keep"]
+    assert _ingest(path, kept, *args).exit_code == 0
+    assert sorted(pl.read_parquet(kept / "implicit.parquet")["weight"].to_list()) == [1.0, 2.0, 2.0, 5.0]
+
+
+def test_book_crossing_backslash_escaped_quotes_name_the_sed_that_fixes_them(tmp_path: Path) -> None:
+    """The Book-Crossing dump escapes a quote inside a quoted field as `\\"`, which CSV does not:
+    the error said only 'fix that line'; it names the sed that doubles them, which makes it read."""
+    path = tmp_path / "BX-Book-Ratings.csv"
+    text = '"User-ID";"ISBN";"Book-Rating"\r\n"276725";"034545104X";"0"\r\n"276762";"B0000BLD7X\\"";"7"\r\n'
+    path.write_text(text, newline="")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "at line 3" in line and "`sed 's/\\\\\"/\"\"/g' FILE > NEW`" in line, line
+    path.write_text(text.replace('\\"', '""'), newline="")  # what that sed does
+    out = tmp_path / "out"
+    assert _ingest(path, out).exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 2
+    items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
+    assert 'B0000BLD7X"' in items
+
+
+def test_a_headerless_numeric_file_of_five_fields_asks_for_a_header(tmp_path: Path) -> None:
+    """LFM-1b's `LFM-1b_LEs.txt` (user, artist, album, track, Unix time; no header): read by
+    position it took the album id for the rating and the track id for the time (1970), and the
+    real time went unread. Only u.data's two to four fields are read by position."""
+    rows = "31435741\t2\t4\t4\t1385212958\n31435741\t2\t4\t5\t1385212642\n31435742\t3\t7\t9\t1385209153\n"
+    path = tmp_path / "LFM-1b_LEs.txt"
+    path.write_text(rows)
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "no header line and 5 fields" in line and "\\ttimestamp'" in line, line
+    assert not (tmp_path / "out").exists()
+    path.write_text("user_id\titem_id\talbum_id\ttrack_id\ttimestamp\n" + rows)
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--exact-duplicates", "keep").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert got["timestamp"].dt.year().to_list() == [2013, 2013, 2013]
+
+
+STEAM_REVIEWS = [  # UCSD's steam_reviews.json (as JSON): `user_id` on some lines only, `username` on all
+    {"username": "Chaos Syren", "hours": 0.1, "product_id": "725280", "date": "2017-12-17", "text": "t"},
+    {"username": "Ariman1", "hours": 13.2, "product_id": "328100", "date": "2017-08-02", "user_id": "76561198059088497"},
+    {"username": "freakfantom", "hours": 0.1, "product_id": "725280", "date": "2017-11-12", "text": "t"},
+]
+
+
+def test_steam_reviews_without_a_user_id_on_most_lines_name_the_username_key(tmp_path: Path) -> None:
+    """JSON Lines had no header to look in: the warning said 'name another user column if the
+    log has one'; it names the key that reads every line, and so does the error when none is left."""
+    path = tmp_path / "steam_reviews.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in STEAM_REVIEWS))
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "2 of 3 rows (67%) have no user id in column 'user_id'" in said
+    assert "'username' names the users too: read it as the user with --user-col username" in said, said
+    assert _ingest(path, out, "--user-col", "username").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 3
+
+    path.write_text("".join(json.dumps({**r, "user_id": ""}) + "\n" for r in STEAM_REVIEWS))
+    result = _ingest(path, tmp_path / "out2")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.endswith("'username' names the same users: read it as the user with --user-col username"), line
