@@ -219,3 +219,19 @@ def test_mismatched_vectors_are_refused_naming_both_counts(masking_case: tuple[F
     narrow = EvalSet(truth=eval_set.truth[:, :3].tocsr(), exclude=eval_set.exclude[:, :3].tocsr())
     with pytest.raises(ValueError, match="eval set has 3 items but the model knows 4"):
         evaluate(model, narrow, cfg, item_popularity=pop)
+
+
+def test_sampled_evaluation_is_reproducible_and_names_its_negatives() -> None:
+    """The sampled lists are `sampled_topk` with seed 0: the same numbers on every run (a fresh seed
+    per run would make two runs of one model disagree), and the warning names the sample size."""
+    from recsys.evaluation.evaluate import sampled_topk
+
+    model, eval_set, popularity = _random_case(2)
+    cfg = EvaluationConfig(ks=[5], metrics=["recall"], sampled_negatives=30, bootstrap_samples=0)
+    with pytest.warns(SampledMetricsWarning, match="among 30 random negatives"):
+        result = evaluate(model, eval_set, cfg, item_popularity=popularity)
+    users = eval_set.users
+    want, _ = sampled_topk(
+        model.user_factors[users], model.item_factors, eval_set.truth[users], eval_set.exclude[users], 5, 30, seed=0
+    )
+    np.testing.assert_array_equal(result.topk.items, want)
