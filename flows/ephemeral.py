@@ -175,35 +175,6 @@ def lost_api(error: BaseException, way_out: str = "", started: list[object] | No
     return None
 
 
-def forget_queued_api_work() -> None:
-    """Drop the logs and events still queued for a Prefect API that stopped answering, and stop
-    printing each failure to send one. Called once the run has been reported lost (`lost_api`):
-    at exit Prefect drains these queues, and each queued event tried its websocket eleven times
-    (~7 s) before the next, so the command sat a minute or more after its error line printing
-    "--- Error logging to API ---" and "Still processing items". What they held is lost either way:
-    there is no server to take it."""
-    import queue
-
-    try:
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-    except ImportError:  # pragma: no cover
-        return
-    logging.raiseExceptions = False  # APILogWorker prints each failed batch only while this is set
-    for worker in (EventsWorker, APILogWorker):
-        for instance in list(getattr(worker, "_instances", {}).values()):
-            pending = getattr(instance, "_queue", None)
-            while pending is not None:
-                try:
-                    item = pending.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:  # the worker's own stop marker: keep it
-                    pending.put_nowait(item)
-                    break
-                pending.task_done()
-
-
 def isolate_ephemeral_server() -> None:
     """Start Prefect's temporary server in a session of its own, out of the terminal's signals.
 

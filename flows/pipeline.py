@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.api_loss import api_lost
 from flows.errors import retry_unless_deterministic
 from pipelines.data import (
     DatasetResult,
@@ -272,6 +273,8 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
                                "promote": steps["promote"]}
         end_parent(tracker, parent, result, cfg)
     result.note_tracking(tracker)
+    if api_lost():  # the server went away mid-run: no artifact (and under `recsys run`, no more retries)
+        return result
     create_markdown_artifact(
         key="model-comparison", markdown=comparison_markdown(result, cfg),
         description=f"{cfg.name}: models compared on {split.protocol} split",

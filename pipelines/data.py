@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -31,8 +32,10 @@ from recsys.data.dataset import InteractionData
 from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.source_stamp import SourceChanged, SourceStamp, changed_error, file_digest, stat_files
-from recsys.data.split import Split
 from recsys.errors import AlreadyIngested, DataError, NoDataRows, RecsysWarning
+
+if TYPE_CHECKING:  # `recsys ingest` imports this module (SHAPING): scipy.sparse comes with a split
+    from recsys.data.split import Split
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
 

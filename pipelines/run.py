@@ -473,10 +473,11 @@ def skipped_result(
     """The summary of a run that trained nothing because its inputs were unchanged: no model, no
     MLflow run (`recsys compare`, `promote` and `registry` read the run it repeats), the data it saw
     and the run it repeats under `unchanged`."""
+    promotion = {"promoted": False, "decision": "", "reason": "not decided: nothing trained (inputs unchanged)",
+                 **standing_champion(tracker, cfg)}  # fmt: skip
     result = PipelineResult(
-        dataset=dataset_summary(split, dataset, cfg), models=[], tracking_uri=getattr(tracker, "uri", None),
-        promotion={"champion": None, "promoted": False, "decision": "", "reason": "not decided: nothing trained"},
-        unchanged=unchanged.to_json(),
+        dataset=dataset_summary(split, dataset, cfg), models=[], champion=promotion["champion"],
+        tracking_uri=getattr(tracker, "uri", None), promotion=promotion, unchanged=unchanged.to_json(),
     )
     result.wall_seconds = time.perf_counter() - wall
     result.step_seconds = dict(steps)
@@ -590,6 +591,23 @@ def _store_failure(exc: BaseException) -> bool:
     """A TrackingError raised because the store did not answer (not a refusal of the rule)."""
     text = str(exc).lower()
     return any(s in text for s in ("not reachable", "connection", "timed out", "max retries", "cannot open"))
+
+
+def standing_champion(tracker: Any, cfg: RunConfig) -> dict[str, Any]:
+    """The champion alias of the run's registry line as it stands (champion, champion_version,
+    champion_run_id; None each when there is none or the store cannot say): a run that trained
+    nothing reports the model that serves, so a scheduler reading `--json` does not see null."""
+    from recsys.tracking.registry import alias_version
+
+    decision: dict[str, Any] = {"champion": None, "champion_version": None, "champion_run_id": None}
+    try:
+        version = alias_version(tracker.client, cfg.promotion.registered_model, "champion")
+    except Exception:  # a look-up for the summary; the skip stands without it
+        return decision
+    if version is not None:
+        decision.update(champion_version=version.version, champion_run_id=version.run_id)
+        decision["champion"] = champion_name(tracker, decision, {})
+    return decision
 
 
 def champion_name(tracker: Any, decision: dict[str, Any], candidates: dict[str, str]) -> str | None:

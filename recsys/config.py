@@ -23,11 +23,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from recsys.ann import AnnConfig
+from recsys.ann_config import AnnConfig
 from recsys.errors import ConfigError
-from recsys.models.ease import EASEConfig
+from recsys.models.ease_config import EASEConfig
 from recsys.models.item_tower_config import ItemTowerConfig
-from recsys.models.popularity import PopularityConfig
+from recsys.models.popularity_config import PopularityConfig
 from recsys.models.two_tower_config import TwoTowerConfig
 from recsys.models.wals_config import WALSConfig
 from recsys.models.wals_spark_config import WALSSparkConfig
@@ -268,7 +268,7 @@ class RunConfig(Section):
         """The challenger is chosen and tested on per-user `promotion.metric` values, so it must be a
         per-user metric the evaluation computes at one of its ks: `recall@7` with ks = [10, 20]
         trained every model, showed a column of nan and then stopped at the promotion."""
-        from recsys.evaluation.metrics import PER_USER_METRICS
+        from recsys.evaluation.metric_names import PER_USER_METRICS
 
         name, at, k = self.promotion.metric.partition("@")
         computed = [m for m in self.evaluation.metrics if m in PER_USER_METRICS]
@@ -290,7 +290,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _teachers_exist(self) -> RunConfig:
         """A student's `distill.teacher` must be another model of the run, with no cycles."""
-        from recsys.distill import check_teachers
+        from recsys.distill_config import check_teachers
 
         try:
             check_teachers(list(self.models))

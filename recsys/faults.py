@@ -10,6 +10,8 @@ as the OOM killer or an operator would (no `finally`, no `atexit`, no flush).
 process); several points are separated by commas (`a,b:2`). The points are listed in `POINTS` so tests and the benchmark cannot name one that does not
 exist. `RECSYS_STOP_AT` (same syntax) sends SIGSTOP instead: the process freezes there until a test,
 having done what another process would do in that window, resumes it with SIGCONT.
+`RECSYS_INTERRUPT_AT` sends SIGINT (a Ctrl-C that lands exactly there), which a test can aim at a
+point in its own process, where SIGSTOP would freeze the test itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 
 ENV = "RECSYS_KILL_AT"
 STOP_ENV = "RECSYS_STOP_AT"
+INTERRUPT_ENV = "RECSYS_INTERRUPT_AT"
 POINTS = (
     "ingest.read",  # the source read and validated, nothing staged yet (a producer may write meanwhile)
     "encoding.copied",  # a source in another encoding copied as UTF-8, not yet checked unchanged
@@ -38,9 +41,9 @@ _seen: dict[tuple[str, str], int] = {}
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL (RECSYS_KILL_AT) or SIGSTOP (RECSYS_STOP_AT) this process here when the variable
-    names `name` (see the module docstring)."""
-    for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP)):
+    """SIGKILL (RECSYS_KILL_AT), SIGSTOP (RECSYS_STOP_AT) or SIGINT (RECSYS_INTERRUPT_AT) this
+    process here when the variable names `name` (see the module docstring)."""
+    for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP), (INTERRUPT_ENV, signal.SIGINT)):
         wanted = [nth for point, _, nth in (e.strip().partition(":") for e in os.environ.get(env, "").split(","))
                   if point == name]  # fmt: skip
         if not wanted:

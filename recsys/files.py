@@ -56,6 +56,31 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_text_new(path: str | os.PathLike, text: str) -> Path:
+    """Write `path` atomically, never replacing a file: FileExistsError when one is there, also one
+    another writer created meanwhile (the temp file is linked to the name, which fails on an
+    existing name, where a rename would replace it). A file system without hard links gets an
+    exclusive create of the name, then the rename onto it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def announced_lock(
     path: str | os.PathLike, what: str, say: Callable[[str], None] | None = None, *, singleton: bool = False

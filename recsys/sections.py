@@ -48,7 +48,7 @@ class EvaluationConfig(Section):
         (each model `failed`, exit 1): refused with the config, before any work."""
         import difflib
 
-        from recsys.evaluation.metrics import ALL_METRICS  # numpy / polars / scipy only, no torch
+        from recsys.evaluation.metric_names import ALL_METRICS  # names only: no numpy, polars, scipy
 
         unknown = [m for m in metrics if m not in ALL_METRICS]
         if unknown:

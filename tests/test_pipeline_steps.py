@@ -323,12 +323,20 @@ def test_evaluate_without_saved_models_is_a_clear_error(tmp_path):
     assert "no saved model" in result.output and "Traceback" not in result.output
 
 
-def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path):
-    out = tmp_path / "tuned.toml"
-    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3", "--out", str(out),
+def test_tune_searches_on_validation_and_writes_a_runnable_config(tmp_path, monkeypatch):
+    """Also where it writes: `tuned-<config>-<model>.toml` in the current directory, said with its
+    absolute path. It was `tuned.toml` for every config and model, replaced without a word by the
+    next tune; an existing one is now refused before the search (without --force)."""
+    monkeypatch.chdir(tmp_path)  # no --config: the shipped default.toml
+    out = tmp_path / "tuned-default-wals.toml"
+    result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3",
                                       "--set", "models.wals.tuning.n_trials=8"])
     assert result.exit_code == 0, result.output
-    assert f"recsys run --config {out}" in result.output
+    assert f"wrote {out}" in result.output and f"recsys run --config {out.name}" in result.output
+    written = out.read_text()
+    again = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "wals", "--trials", "3"])
+    assert again.exit_code == 2 and "exists" in again.output and "--force" in again.output, again.output
+    assert "trial 0" not in again.output and out.read_text() == written  # refused before the search
     assert [f"trial {n}: complete" in result.output for n in range(3)] == [True] * 3  # every trial reported
     tuned = load_config(out)  # the written file is a valid config
     wals = tuned.model("wals")
@@ -407,6 +415,20 @@ def test_a_scheduled_run_splits_by_rolling_windows_when_every_interaction_has_a_
     strong = RunConfig.model_validate({"split": {"protocol": "strong_generalization", "scheduled": "as_configured"}})
     assert scheduled_config(strong, timed).split.protocol == "strong_generalization"
     assert random_cfg.split.protocol == "random"  # the caller's config is not changed
+
+
+def test_a_tuned_config_never_replaces_one_written_during_the_search(tmp_path):
+    """Another tune wrote the same --out while this one searched (after its start-up check): that
+    file is kept and this result goes beside it, whole; --force replaces. Writes are atomic."""
+    from recsys.cli.model_cmds import write_tuned
+
+    out = tmp_path / "tuned.toml"
+    out.write_text("other = 1\n")  # appeared during the search
+    assert write_tuned(out, "mine = 1\n") == tmp_path / "tuned.1.toml"
+    assert write_tuned(out, "mine = 2\n") == tmp_path / "tuned.2.toml"
+    assert out.read_text() == "other = 1\n" and (tmp_path / "tuned.2.toml").read_text() == "mine = 2\n"
+    assert write_tuned(out, "forced = 1\n", force=True) == out and out.read_text() == "forced = 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned.1.toml", "tuned.2.toml", "tuned.toml"]
 
 
 def test_two_writers_of_one_output_file_both_finish_and_leave_one_whole_file(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """Start-up cost of `recsys`: reading a config, `--help`, `recsys ingest` and a bad config's error
-never import torch, implicit or mlflow (together more than a second of CPU at every start; before,
-`recsys.config` imported every model's module, and torch with them, to get the model configs).
+never import torch, implicit, mlflow or scipy (together more than a second of CPU at every start;
+before, `recsys.config` imported every model's module, and torch with them, to get the model configs;
+then scipy.sparse, ~0.25 s, through the configs of EASE, popularity, the ANN index and distillation,
+which lived beside their models). `--help` imports no numpy or polars either, nor the downloader.
 
 Checked in fresh interpreters: this test process imported torch long ago."""
 
@@ -11,18 +13,21 @@ import sys
 import textwrap
 from pathlib import Path
 
-HEAVY = ("torch", "implicit", "mlflow")
+HEAVY = ("torch", "implicit", "mlflow", "scipy")
+HELP_ONLY = (*HEAVY, "numpy", "polars", "urllib.request")  # `--help`: nothing but the CLI's own modules
 CONFIGS = Path(__file__).parents[1] / "pipelines" / "configs"
 
 
-def heavy_imports(importtime: str) -> list[str]:
-    """The HEAVY modules in `python -X importtime`'s report (stderr), first of each package."""
+def heavy_imports(importtime: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The `heavy` modules in `python -X importtime`'s report (stderr), first of each package."""
     found: dict[str, str] = {}
     for line in importtime.splitlines():
         if line.startswith("import time:") and "|" in line:
             module = line.rsplit("|", 1)[1].strip()
-            found.setdefault(module.split(".")[0], module)
-    return sorted(found[h] for h in HEAVY if h in found)
+            for name in heavy:  # a package, or one module of it (urllib.request, not urllib.parse)
+                if module == name or module.startswith(f"{name}."):
+                    found.setdefault(name, module)
+    return sorted(found.values())
 
 
 def recsys_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -61,6 +66,15 @@ def test_config_and_cli_import_no_model_backend() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_help_imports_only_the_command_line(tmp_path: Path) -> None:
+    """`recsys --help` and a command's `--help` read no data and train nothing: no numpy, polars or
+    scipy, and not the downloader's urllib (the data set names come from `recsys.data.public_sets`)."""
+    for args in (["--help"], ["ingest", "--help"], ["data", "fetch", "--help"]):
+        shown = recsys_command(*args, cwd=tmp_path)
+        assert shown.returncode == 0 and "Usage" in shown.stdout, shown.stderr[-2000:]
+        assert heavy_imports(shown.stderr, HELP_ONLY) == [], args
 
 
 def test_ingest_and_a_bad_config_import_no_model_backend(tmp_path: Path) -> None:

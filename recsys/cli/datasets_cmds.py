@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import app, console, data_app, next_step, user_errors  # noqa: F401
-from recsys.data.fetch import DATASETS
+from recsys.data.public_sets import DATASETS  # the names only: fetching loads urllib (see there)
 
 PUBLIC_SETS = tuple(DATASETS)
 

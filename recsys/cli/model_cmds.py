@@ -14,6 +14,7 @@ from recsys.cli.common import (
     SetOption,
     app,
     config_args,
+    config_path,
     console,
     err_console,
     load_run_config,
@@ -25,7 +26,7 @@ from recsys.cli.common import (
     write_text_atomic,
 )
 from recsys.errors import ConfigError
-from recsys.files import process_temp_dir
+from recsys.files import process_temp_dir, write_text_new
 
 ModelsDir = Annotated[
     Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")
@@ -178,12 +179,13 @@ def train(
     is per process (the global batch is batch_size x N). A model with a `distill` teacher trains after
     it; trained alone (--model), it loads the teacher saved under --models.
     """
-    from pipelines.train import find_teacher, fit_model
-
     if handoff is not None and nproc > 1:
         raise ConfigError("--handoff writes what torchrun's ranks load and trains nothing here; --nproc trains here: pass one")
     loaded = load_run_config(config, set_, default=True)
     _selected(loaded, only)  # unknown names: before any work
+    # after the config: a bad one fails before numpy and scipy load
+    from pipelines.train import find_teacher, fit_model
+
     writable_dir(models_dir, "--models")
     if handoff is not None:
         writable_dir(handoff, "--handoff")
@@ -404,19 +406,29 @@ def tune(
         typer.Option("--metric", help="Validation metric to maximise (default: promotion.metric)."),
     ] = None,
     out: Annotated[
-        Path, typer.Option("--out", help="Where to write the config with the best parameters.")
-    ] = Path("tuned.toml"),
+        Path | None,
+        typer.Option("--out", help="Where to write the config with the best parameters "
+                     "(default: tuned-<config>-<model>.toml in the current directory)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
 ) -> None:
     """Hyper-parameter search (Optuna TPE, seeded) on the validation split, never on test.
 
     Writes the full config with the best parameters filled in and that model's own per-run search
     ([models.tuning]) switched off, so `recsys train --config` / `recsys run --config` train the winner.
+    An existing --out file is refused before the search unless --force; one that appears during it
+    (another tune) is kept, and this result is written beside it.
     """
     from pipelines.tune import trial_line, tune_model
 
-    writable_output(out, "--out")
     loaded = load_run_config(config, set_, default=True)
     loaded.model(model)  # an unknown name: before any work
+    out = out if out is not None else default_tuned_path(config_path(config), loaded.name, model)
+    writable_output(out, "--out")
+    if out.exists() and not force:
+        raise ConfigError(
+            f"--out {out} exists (an earlier tune's result?): pass --force to replace it, or choose another --out"
+        )
     if metric is not None:
         from recsys.tuning import check_tuning_metric
 
@@ -435,13 +447,43 @@ def tune(
         metric=metric,
         progress=lambda record: _plain(f"  {trial_line(record)}"),
     )
-    write_text_atomic(
+    written = write_tuned(
         out,
         f"# tuned by `recsys tune --model {model} --trials {trials}`: best validation "
         f"{result.metric} = {result.best_value:.4f}\n" + result.config.to_toml(),
+        force=force,
     )
+    if written != out:
+        err_console.print(f"warning: {out} was written by another command during the search; kept it, "
+                          f"and wrote this result to {written}", style="yellow", markup=False, soft_wrap=True)  # fmt: skip
     console.print(
-        f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {out}"
-        f" (the winner pinned: its search switched off)\nnext: recsys train --config {out}, or recsys run --config {out}",
+        f"best {result.metric} = [bold]{result.best_value:.4f}[/] with {result.best_params}\nwrote {written.resolve()}"
+        f" (the winner pinned: its search switched off)\nnext: recsys train --config {written}, "
+        f"or recsys run --config {written}",
         soft_wrap=True,  # paths stay whole, ready to copy
     )
+
+
+def default_tuned_path(config: Path | None, run_name: str, model: str) -> Path:
+    """`tuned-<config>-<model>.toml` in the current directory, where the commands that read it run
+    (data/ and mlflow/ are relative to it too). It was `tuned.toml` for every config and model: a
+    second tune (another model, another config) silently replaced the first one's result."""
+    import re
+
+    stem = config.stem if config is not None else run_name
+    return Path(re.sub(r"[^A-Za-z0-9._-]+", "-", f"tuned-{stem}-{model}") + ".toml")
+
+
+def write_tuned(out: Path, text: str, *, force: bool = False) -> Path:
+    """Write the tuned config atomically to `out` (replacing it only with `force`); returns where
+    it went. A file that appeared at `out` during the search is another command's result: it is
+    kept, and this one goes to the first free `<stem>.<n><suffix>` beside it."""
+    if force:
+        return write_text_atomic(out, text)
+    target = out
+    for n in range(1, 1000):
+        try:
+            return write_text_new(target, text)
+        except FileExistsError:
+            target = out.with_name(f"{out.stem}.{n}{out.suffix}")
+    raise ConfigError(f"--out {out}: {out.stem}.1{out.suffix} to .999 all exist; choose another --out")

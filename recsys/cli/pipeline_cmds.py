@@ -162,7 +162,8 @@ def _unchanged(summary: dict, json_out: Path | None, cfg: RunConfig, args: str, 
 
     same = summary["unchanged"]
     if json_out is not None:
-        PipelineResult(dataset=summary["dataset"], models=[], promotion=summary.get("promotion", {}),
+        PipelineResult(dataset=summary["dataset"], models=[], champion=summary.get("champion"),
+                       promotion=summary.get("promotion", {}),
                        tracking_uri=summary.get("tracking_uri"), wall_seconds=summary.get("wall_seconds", 0.0),
                        step_seconds=summary.get("step_seconds", {}), unchanged=same).write_json(json_out)  # fmt: skip
     lines = [same["message"]] if prefect else []
@@ -209,19 +210,15 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         return result.to_json(), failed
     bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
     ephemeral_prefect_defaults()
+    from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
     from flows.errors import quiet_deterministic_errors
     from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
 
     if not debug_enabled():
         quiet_deterministic_errors()
+        quiet_api_noise()
 
-    from flows.ephemeral import (
-        check_api,
-        forget_queued_api_work,
-        lost_api,
-        running_servers,
-        stop_ephemeral_server,
-    )
+    from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
 
     already = running_servers()
     from prefect import tags
@@ -236,14 +233,14 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
                 console.print(f"  marked {len(closed)} flow run(s) of dead processes Crashed")
         except Exception as exc:  # never a reason not to run
             console.print(f"  [yellow]could not check for flow runs of dead processes: {exc}[/]")
-        with tags(*flow_run_tags()):
+        with tags(*flow_run_tags()), one_shot():
             return training_flow_for(cfg)(cfg, tracking), None
     except PipelineFailed as exc:
         return exc.summary, str(exc)
     except Exception as exc:
         started = [server for server in running_servers() if not any(server is kept for kept in already)]
         if (lost := lost_api(exc, "--no-prefect", started)) is not None:  # the server died mid-run: one line
-            forget_queued_api_work()  # nobody to send them to: the exit must not wait on them
+            give_up_on_api()  # nobody to send anything to: the exit must not wait on Prefect's senders
             raise lost from None
         raise
     finally:

@@ -20,9 +20,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from rich.console import Console
 from rich.progress import (
@@ -34,35 +32,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from recsys.data.public_sets import BASE_URL, DATASETS, HETREC_URL, DatasetName, PublicDataset  # noqa: F401
 from recsys.errors import DataError
 from recsys.files import announced_lock
 
-DatasetName = Literal["movielens-100k", "movielens-1m", "movielens-20m", "lastfm-2k"]
-
-BASE_URL = "https://files.grouplens.org/datasets/movielens"
-HETREC_URL = "https://files.grouplens.org/datasets/hetrec2011"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class PublicDataset:
-    archive: str  # file name on the server, e.g. ml-100k.zip
-    folder: str  # top-level folder inside the zip (the cache folder when the zip has none)
-    ratings: str  # the interaction file inside `folder`
-    size: int  # bytes, for the progress bar when the server sends no Content-Length
-    base_url: str = ""  # where the archive lives (default BASE_URL)
-
-
-DATASETS: dict[str, PublicDataset] = {
-    "movielens-100k": PublicDataset("ml-100k.zip", "ml-100k", "u.data", 4_924_029),
-    "movielens-1m": PublicDataset("ml-1m.zip", "ml-1m", "ratings.dat", 5_917_549),
-    "movielens-20m": PublicDataset("ml-20m.zip", "ml-20m", "ratings.csv", 198_702_078),
-    # HetRec 2011 Last.fm: play counts (`userID artistID weight`, tab-separated), no timestamps.
-    "lastfm-2k": PublicDataset(
-        "hetrec2011-lastfm-2k.zip", "hetrec2011-lastfm-2k", "user_artists.dat", 2_600_000, HETREC_URL  # size: approximate
-    ),
-}
 
 SHA256: dict[str, str] = {
     # As published in tensorflow/datasets url_checksums/movielens.txt (sizes above likewise); the

@@ -27,6 +27,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.data.schema import USER_IDX
+from recsys.evaluation.metric_names import AGGREGATE_METRICS, ALL_METRICS, PER_USER_METRICS  # noqa: F401
 
 PerUserMetric = Callable[[np.ndarray, sp.csr_matrix, int], np.ndarray]
 
@@ -98,9 +99,6 @@ def _ideal_dcg(k: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- per-user metrics (from hits)
-PER_USER_METRICS: tuple[str, ...] = ("recall", "recall_raw", "precision", "ndcg", "map", "mrr", "hit_rate")
-AGGREGATE_METRICS: tuple[str, ...] = ("coverage", "novelty", "arp")
-ALL_METRICS: tuple[str, ...] = PER_USER_METRICS + AGGREGATE_METRICS
 _NEED_HIT_COUNTS = frozenset({"recall", "recall_raw", "precision", "hit_rate", "map"})
 
 

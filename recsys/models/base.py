@@ -26,41 +26,19 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.numpy import load_file, save_file
 
 from recsys import interrupt
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError, RecsysError, RecsysWarning, first_line
 from recsys.faults import fault_point
-from recsys.tuning import TuningConfig
+from recsys.models.model_config import ModelConfig  # noqa: F401 - re-exported: every model config's base
 
 FitCallback = Callable[[int, dict[str, float]], bool | None]
 """Called after every epoch/iteration with (step, metrics). Returning True stops training early."""
 
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[Recommender]] = {}
-
-
-class ModelConfig(BaseModel):
-    """Fields every model config has. Each model declares its own subclass beside its code."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    name: str
-    kind: str
-    seed: int = 42
-    tuning: TuningConfig | None = Field(
-        None, description="per-run hyper-parameter search on the validation users (recsys.tuning); None = off"
-    )
-
-    @model_validator(mode="after")
-    def _tuning_space_names_fields(self) -> Self:
-        space = self.tuning.space if self.tuning is not None else None
-        unknown = sorted(set(space or {}) - (set(type(self).model_fields) - {"name", "kind", "tuning"}))
-        if unknown:
-            raise ValueError(f"tuning.space names unknown parameter(s) {unknown} of a {self.kind} model")
-        return self
 
 
 def as_user_item_csr(matrix: sp.spmatrix, n_items: int | None = None) -> sp.csr_matrix:

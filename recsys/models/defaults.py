@@ -49,9 +49,11 @@ Two-tower temperature (`two_tower_temperature`): 0.05 for a sequence user tower 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
-import scipy.sparse as sp
+if TYPE_CHECKING:  # imported where used: the EASE config reads EASE_L2_SCALE, and reading a config
+    import numpy as np  # must not load numpy and scipy (tests/test_startup.py)
+    import scipy.sparse as sp
 
 HEAVY_TAIL_RATIO = 10.0
 """99th percentile / median of the weights above which WALS scales confidence logarithmically."""
@@ -67,12 +69,17 @@ BATCH_RANGE = (128, 1024)
 
 
 def weights_of(train: sp.spmatrix) -> np.ndarray:
+    import numpy as np
+    import scipy.sparse as sp
+
     csr = sp.csr_matrix(train)
     return np.asarray(csr.data[csr.data > 0], dtype=np.float64)
 
 
 def heavy_tailed(weights: np.ndarray) -> bool:
     """True when the weights look like counts or durations with a long tail."""
+    import numpy as np
+
     if weights.size == 0:
         return False
     median = float(np.median(weights))
@@ -89,6 +96,9 @@ def wals_defaults(
 ) -> dict[str, float | str]:
     """`confidence`, `eps`, `alpha` and `regularization` by the rules in the module docstring;
     the ones given are kept and the others follow from them."""
+    import numpy as np
+    import scipy.sparse as sp
+
     csr = sp.csr_matrix(train)
     weights = np.ones_like(weights_of(csr)) if binarize else weights_of(csr)
     if confidence is None:
@@ -112,6 +122,9 @@ def wals_defaults(
 
 def ease_l2(train: sp.spmatrix, scale: float = EASE_L2_SCALE) -> float:
     """`scale x` mean interactions per item (items with any), at least EASE_L2_FLOOR."""
+    import numpy as np
+    import scipy.sparse as sp
+
     counts = np.bincount(sp.csr_matrix(train).indices, minlength=train.shape[1])
     nonzero = counts[counts > 0]
     mean = float(nonzero.mean()) if nonzero.size else 1.0

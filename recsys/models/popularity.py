@@ -11,18 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field
 
 from recsys.data.split import EvalSet
-from recsys.models.base import FitCallback, ModelConfig, Recommender, as_user_item_csr
-
-
-class PopularityConfig(ModelConfig):
-    kind: Literal["popularity"] = "popularity"
-    by: Literal["count", "weight"] = Field(
-        "count",
-        description="count = number of users who interacted with the item; weight = sum of interaction weights",
-    )
+from recsys.models.base import FitCallback, Recommender, as_user_item_csr
+from recsys.models.popularity_config import PopularityConfig  # noqa: F401 - re-exported
 
 
 def popularity_scores(train: sp.csr_matrix, by: Literal["count", "weight"] = "count") -> np.ndarray:

@@ -10,8 +10,8 @@ from typing import Literal, Self
 
 from pydantic import Field, PositiveFloat, model_validator
 
-from recsys.distill import DistillConfig
-from recsys.models.base import ModelConfig
+from recsys.distill_config import DistillConfig
+from recsys.models.model_config import ModelConfig
 
 LossName = Literal[
     "bce",

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from recsys.models.base import ModelConfig
+from recsys.models.model_config import ModelConfig
 
 
 class WALSConfig(ModelConfig):

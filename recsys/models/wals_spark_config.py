@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from recsys.models.base import ModelConfig
+from recsys.models.model_config import ModelConfig
 
 
 class WALSSparkConfig(ModelConfig):

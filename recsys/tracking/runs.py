@@ -252,6 +252,7 @@ class Tracker:
         self._parent_tags: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._records: dict[str, RunRecord] = {}
+        self._closed: set[str] = set()  # runs whose close completed (`end`): never closed again
         self.failure: str | None = None
         self.kept_in: Path | None = None
         if check:  # the process that checks the store is the one starting a pipeline run
@@ -671,11 +672,19 @@ class Tracker:
         """Close a run; a FAILED run gets the error as a tag and as `error.txt`.
 
         The status goes first, and the close is shielded from Ctrl-C (`recsys.interrupt.shielded`):
-        a second Ctrl-C while the first one's runs were being closed left them RUNNING."""
+        a second Ctrl-C while the first one's runs were being closed left them RUNNING.
+
+        A run whose close completed is never closed again: a Ctrl-C held back during a model's
+        FINISHED close is delivered as the close returns, and the caller's interrupt handler then
+        closed the model that had trained, evaluated and logged in full KILLED (likewise a parent
+        run closing FINISHED). Only a close that a second Ctrl-C cut short is redone."""
         from recsys import interrupt
         from recsys.tracking.liveness import HEARTBEATS
 
         run_id = run.run_id if isinstance(run, ModelRun) else run
+        with self._lock:
+            if run_id in self._closed:
+                return
         HEARTBEATS.remove(run_id)  # before the status: a closed run is never reopened by its heartbeat
         with interrupt.shielded():
             fault_point("tracking.closing")
@@ -686,6 +695,8 @@ class Tracker:
                 self.log_text(run_id, error, "error.txt")
             if self.failure is None:
                 self._changed(run_id, lambda r: setattr(r, "complete", True))
+            with self._lock:
+                self._closed.add(run_id)
 
     # ------------------------------------------------------------------ internals
     def _split_tags(self, data: InteractionData | None, split: Split | None) -> dict[str, str]:

@@ -111,3 +111,45 @@ def test_a_run_whose_own_temporary_prefect_server_died_is_told_so_in_one_line(pr
     said = str(lost)
     assert said.startswith(f"Prefect's temporary server {dead.api_url}, started by this run, stopped during it (")
     assert said.endswith("rerun (it starts a new one), or pass --no-prefect")
+
+
+def test_prefects_api_noise_after_a_lost_server_is_one_warning():
+    """A server gone mid-run made Prefect log, per queued event, its "Unable to connect" WARNING and
+    an ERROR holding the whole event (~2,000 characters). Through its real loggers: the first
+    warning stays, the repeats and the senders' failures go, and other records are untouched."""
+    import logging
+
+    from flows.api_loss import NOISY_LOGGERS, _ApiNoise
+
+    kept: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record.getMessage())
+
+    noise, handler = _ApiNoise(), Keep()
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    raise_exceptions = logging.raiseExceptions
+    for logger in loggers:
+        logger.addFilter(noise)
+        logger.addHandler(handler)
+    events, internal = loggers
+    try:
+        internal.error("Service %r failed to process item %r", "EventsWorker", "event-0")  # trouble not yet known
+        for n in range(1, 4):
+            events.warning("Unable to connect to %r. Reason: %s.", "ws://127.0.0.1:1/api/events/in", "refused")
+            internal.error("Service %r failed to process item %r", "EventsWorker", f"event-{n}")
+        internal.error("Service %r failed with %s pending items.", "APILogWorker", 3)
+        internal.error("Service %r failed to process item %r", "SomeOtherService", "x")
+        events.warning("something else")
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+            logger.removeHandler(handler)
+        logging.raiseExceptions = raise_exceptions
+    assert kept == [
+        "Service 'EventsWorker' failed to process item 'event-0'",
+        "Unable to connect to 'ws://127.0.0.1:1/api/events/in'. Reason: refused.",
+        "Service 'SomeOtherService' failed to process item 'x'",
+        "something else",
+    ]

@@ -125,7 +125,11 @@ def test_a_run_by_hand_trains_and_recsys_run_if_changed_skips(lineage, tmp_path)
     said = " ".join(result.output.split())
     assert f"skipped: unchanged since run {manual.mlflow_parent_run_id}" in said, result.output
     assert said.count("skipped: unchanged") == 1 and "recall@10" not in said.split("skipped:")[0], result.output
-    assert json.loads((tmp_path / "out.json").read_text())["unchanged"]["matches_run"] == manual.mlflow_parent_run_id
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["unchanged"]["matches_run"] == manual.mlflow_parent_run_id
+    # The model that serves, as the run it repeats left the line (not null: nothing was decided).
+    champion = lineage.client.get_model_version_by_alias(lineage.cfg.promotion.registered_model, "champion")
+    assert summary["promotion"]["champion_run_id"] == champion.run_id and summary["champion"] == "pop", summary
     assert lineage.pipeline_runs()[0].info.run_id == manual.mlflow_parent_run_id  # the skip added no run
 
     for bad, says in ((["--force"], "pass one"), (["--no-tracking"], "this run has no tracking")):
@@ -143,6 +147,7 @@ def test_the_prefect_flow_skips_as_run_pipeline_does_and_force_trains(lineage, p
     before = lineage.versions()
     summary = training_flow_for(lineage.cfg)(lineage.cfg, True, True)
     assert summary["models"] == [] and summary["unchanged"]["matches_run"] == reference
+    assert summary["champion"] == "pop" and summary["promotion"]["champion_version"] is not None  # still serving
     assert lineage.versions() == before and lineage.pipeline_runs()[0].info.run_id == reference
 
     forced = training_pipeline(None, lineage.sets, scheduled=True, force=True)

@@ -97,3 +97,39 @@ def test_the_work_before_a_fit_counts_as_the_models_compute(shared_mlflow_uri, p
     assert outcome.setup_seconds >= 0.3
     parts = outcome.fit_seconds + outcome.setup_seconds + outcome.eval_seconds + outcome.log_seconds
     assert abs(outcome.compute_seconds - parts) < 1e-9
+
+
+def test_a_ctrl_c_during_a_trained_models_close_leaves_its_run_finished(shared_mlflow_uri, planted_split, monkeypatch):
+    """Ctrl-C landing exactly while a model that trained, evaluated and logged in full closes its run
+    FINISHED: the close holds the signal back and delivers it as it returns, and the model step's
+    interrupt handler then closed the same run again, KILLED. The finished model stays FINISHED (the
+    interrupt still stops the command), and the parent, interrupted, is KILLED. The Ctrl-C is this
+    process's own SIGINT at the close's fault point (`RECSYS_INTERRUPT_AT`)."""
+    import signal
+    import threading
+    import uuid
+
+    import pytest
+
+    from recsys import faults, interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    wals, cfg = _wals_run(shared_mlflow_uri, f"closing-{uuid.uuid4().hex[:8]}", iterations=2, bootstrap_samples=5)
+    tracker = Tracker(cfg.tracking, cfg)
+    parent = tracker.start_parent()
+    monkeypatch.setattr(faults, "_seen", {})  # counts per process: this test's first close is the model's
+    monkeypatch.setenv(faults.INTERRUPT_ENV, "tracking.closing")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # an xdist worker may ignore it
+    try:
+        with pytest.raises(KeyboardInterrupt), run_step.parent_closed_on_error(tracker, parent):
+            run_step.train_and_log(wals, planted_split, cfg, tracker, parent, threads=1, log=lambda _: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.clear()
+    client = MlflowClient(shared_mlflow_uri)
+    [child] = client.search_runs(
+        [client.get_run(parent).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    assert child.info.status == "FINISHED"
+    assert client.get_run(parent).info.status == "KILLED"

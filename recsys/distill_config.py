@@ -1,0 +1,108 @@
+"""The config side of distillation (`recsys.distill`): the `distill` section of a two-tower config
+and the run-level checks on teachers, apart from the computing side (numpy, scipy.sparse, torch):
+reading a config validates them, and must not load those (tests/test_startup.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recsys.models.model_config import ModelConfig
+
+SELF = "self"
+"""`distill.teacher` value for self-distillation from a saved checkpoint of a two-tower."""
+
+
+class DistillConfig(BaseModel):
+    """The `distill` section of a two-tower model config."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    teacher: str = Field(description='name of another model in the run, or "self" (needs checkpoint)')
+    checkpoint: str | None = Field(
+        None, description="a saved model directory (Recommender.save) to load the teacher from"
+    )
+    temperature: float = Field(2.0, gt=0, description="distillation temperature T (softens both softmaxes)")
+    weight: float = Field(0.5, ge=0, description="loss = retrieval + weight * T^2 KL(teacher || student)")
+    top_m: int = Field(50, ge=0, description="teacher's top-m unseen items added to every candidate set")
+    teacher_scale: float | None = Field(
+        None, gt=0, description="teacher logits = scale * u.v (None: 1 / teacher's or student's temperature)"
+    )
+
+    @model_validator(mode="after")
+    def _self_needs_a_checkpoint(self) -> Self:
+        if self.teacher == SELF and not self.checkpoint:
+            raise ValueError(
+                'distill.teacher = "self" needs distill.checkpoint: the saved model to distill from'
+            )
+        if not self.teacher:
+            raise ValueError('distill.teacher is empty: name a model of the run or use "self"')
+        return self
+
+
+# ===================================================================== config-level helpers
+def teacher_name(model_cfg: ModelConfig) -> str | None:
+    """The run model this config distills from (None: no distillation, or a checkpoint teacher)."""
+    distill = getattr(model_cfg, "distill", None)
+    if distill is None or distill.teacher == SELF or distill.checkpoint:
+        return None
+    return distill.teacher
+
+
+def check_teachers(models: list[ModelConfig]) -> None:
+    """Every named teacher exists in the run and there is no cycle (a model naming itself is refused
+    by its own config, `TwoTowerConfig`)."""
+    names = {m.name for m in models}
+    for m in models:
+        wanted = teacher_name(m)
+        if wanted is None:
+            continue
+        if wanted not in names:
+            raise ConfigError(
+                f"model {m.name!r}: distill.teacher {wanted!r} is not a model of this run; models: {sorted(names)}"
+            )
+    order_by_teacher(models)
+
+
+def order_by_teacher(models: list[ModelConfig]) -> list[ModelConfig]:
+    """The models in config order, except that every student comes after its teacher (stable
+    topological order). Models without a teacher keep their positions relative to each other."""
+    by_name = {m.name: m for m in models}
+    placed: list[ModelConfig] = []
+    done: set[str] = set()
+    for model in models:
+        chain: list[ModelConfig] = []
+        current: ModelConfig | None = model
+        while current is not None and current.name not in done:
+            if any(c.name == current.name for c in chain):
+                cycle = " -> ".join([c.name for c in chain] + [current.name])
+                raise ConfigError(f"distillation teachers form a cycle: {cycle}")
+            chain.append(current)
+            parent = teacher_name(current)
+            current = by_name.get(parent) if parent is not None else None
+        for m in reversed(chain):
+            placed.append(m)
+            done.add(m.name)
+    return placed
+
+
+def teacher_names(models: list[ModelConfig]) -> set[str]:
+    """Names of the run's models that some other model distills from (they must be kept for it)."""
+    return {name for m in models if (name := teacher_name(m)) is not None}
+
+
+def distillation_waves(models: list[ModelConfig]) -> list[list[ModelConfig]]:
+    """The models in groups that can train at the same time: wave 0 needs no teacher, wave n+1 only
+    teachers from waves <= n. Without distillation this is one wave: everything runs at once."""
+    depth: dict[str, int] = {}
+    for model in order_by_teacher(models):
+        parent = teacher_name(model)
+        depth[model.name] = 0 if parent is None else depth[parent] + 1
+    waves: list[list[ModelConfig]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for model in models:
+        waves[depth[model.name]].append(model)
+    return waves

@@ -1,0 +1,32 @@
+"""`ModelConfig`, the fields every model config has, apart from `recsys.models.base` (numpy,
+scipy.sparse, safetensors): every model's config subclasses it and `recsys.config` builds `RunConfig`
+from them all, and reading a config must not load those (tests/test_startup.py)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys.tuning import TuningConfig
+
+
+class ModelConfig(BaseModel):
+    """Fields every model config has. Each model declares its own subclass beside its code."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str
+    kind: str
+    seed: int = 42
+    tuning: TuningConfig | None = Field(
+        None, description="per-run hyper-parameter search on the validation users (recsys.tuning); None = off"
+    )
+
+    @model_validator(mode="after")
+    def _tuning_space_names_fields(self) -> Self:
+        space = self.tuning.space if self.tuning is not None else None
+        unknown = sorted(set(space or {}) - (set(type(self).model_fields) - {"name", "kind", "tuning"}))
+        if unknown:
+            raise ValueError(f"tuning.space names unknown parameter(s) {unknown} of a {self.kind} model")
+        return self
