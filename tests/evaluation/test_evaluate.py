@@ -231,7 +231,9 @@ def test_sampled_evaluation_is_reproducible_and_names_its_negatives() -> None:
     with pytest.warns(SampledMetricsWarning, match="among 30 random negatives"):
         result = evaluate(model, eval_set, cfg, item_popularity=popularity)
     users = eval_set.users
-    want, _ = sampled_topk(
+    want, want_scores = sampled_topk(
         model.user_factors[users], model.item_factors, eval_set.truth[users], eval_set.exclude[users], 5, 30, seed=0
     )
     np.testing.assert_array_equal(result.topk.items, want)
+    np.testing.assert_array_equal(result.topk.scores, want_scores)
+    np.testing.assert_array_equal(result.topk.users, users)
