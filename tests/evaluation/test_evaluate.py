@@ -237,3 +237,18 @@ def test_sampled_evaluation_is_reproducible_and_names_its_negatives() -> None:
     np.testing.assert_array_equal(result.topk.items, want)
     np.testing.assert_array_equal(result.topk.scores, want_scores)
     np.testing.assert_array_equal(result.topk.users, users)
+
+
+def test_per_user_rows_and_novelty_belong_to_the_evaluated_users_of_a_non_square_eval_set() -> None:
+    """3 users x 5 one-hot items; user 1 has no truth, so the evaluated users are 0 and 2 (not 0, 1).
+    Both rank item 0 first (user 2: all tied, lowest index). Novelty is over the eval set's 3 users:
+    item 0 has 2 training users, log2(3 / 2) for each list (with the 5 items as the count: log2(5 / 2))."""
+    users = np.array([[5, 4, 3, 2, 1], [1, 2, 3, 4, 5], [1, 1, 1, 1, 1]], dtype=np.float32)
+    model = FixedFactors(users, np.eye(5, dtype=np.float32))
+    eval_set = EvalSet(truth=csr([[0], [], [4]], 5), exclude=csr([[], [], []], 5))
+    cfg = EvaluationConfig(ks=[1], metrics=["recall"], bootstrap_samples=0)
+    result = evaluate(model, eval_set, cfg, item_popularity=np.array([2.0, 0, 0, 0, 1]))
+    assert result.per_user["user_idx"].to_list() == [0, 2]
+    np.testing.assert_allclose(result.per_user["recall@1"].to_numpy(), [1.0, 0.0])
+    np.testing.assert_array_equal(result.topk.users, [0, 2])
+    assert result.summary["novelty@1"] == pytest.approx(math.log2(3 / 2))
