@@ -159,8 +159,9 @@ def check_processed(
     batches = manifest["batches"]
     sources = [Path(b["source"]).name for b in batches]
     lost = sum(1 for name in expected if name not in sources)
-    # A rerun of an append that did land adds a batch whose rows are all quarantined as duplicates
-    # (ingest's rule for re-ingesting a file): counted once, so consistent. Rows accepted twice are not.
+    # A rerun of an append that did land adds nothing (ingest's --append of content a batch already
+    # holds; older versions added a batch of rows all quarantined as duplicates): either way the file's
+    # rows are accepted once, so consistent. Rows accepted twice are not; a file in no batch is lost.
     for name in set(sources):
         accepted = sum(b["rows_accepted"] for b in batches if Path(b["source"]).name == name)
         if name in expected and accepted != expected[name]:
@@ -300,6 +301,16 @@ def pipeline_sets(chaos: Chaos, name: str, uri: str, source: str = "synthetic") 
     ])  # fmt: skip
 
 
+def run_data_dir(args: list[str]) -> Path:
+    """The processed directory `recsys run ARGS` (no --config) writes: its config is the shipped
+    default.toml with the overrides, whose [data] settings (aggregate, min_item_interactions) name
+    the directory; the built-in defaults name another one."""
+    from pipelines.data import dataset_dir
+    from recsys.cli.common import load_run_config
+
+    return dataset_dir(load_run_config(None, [a for a in args if a != "--set"], default=True).data)
+
+
 def probe_kill_run(chaos: Chaos, probe: Probe, kill_at: str, landing: bool = False) -> None:
     """A pipeline run killed at `kill_at`, then rerun: nothing RUNNING, the right champion."""
     uri = f"sqlite:///{chaos.root / probe.name / 'mlflow.db'}"
@@ -336,11 +347,7 @@ def probe_kill_run(chaos: Chaos, probe: Probe, kill_at: str, landing: bool = Fal
         probe.notes.append(f"champion after the rerun: {champion}")
         worse = 0
     if landing:
-        from pipelines.data import dataset_dir
-        from recsys.config import load_config
-
-        cfg = load_config(None, [a for a in overrides if a != "--set"])
-        more, lost_batches = check_processed(dataset_dir(cfg.data), expected)
+        more, lost_batches = check_processed(run_data_dir(overrides), expected)
         problems += more
         lost += lost_batches
     probe.trial(problems, lost=lost, worse=worse, running=running)

@@ -162,7 +162,11 @@ def follow_ups(client, summaries: list[dict], evaluation) -> list[dict]:
         decision = summary["promotion"]
         if decision.get("decision") != "promoted" or not decision.get("compared_run_id"):
             continue
-        later = summaries[i + 1]["promotion"].get("challenger_run_id")
+        # the next slice that trained: one whose inputs were unchanged trained nothing (no challenger)
+        later = next((t["promotion"]["challenger_run_id"] for t in summaries[i + 1:]
+                      if t["promotion"].get("challenger_run_id")), None)  # fmt: skip
+        if later is None:
+            continue
         new, old = decision["challenger_run_id"], decision["compared_run_id"]
         new_scores, old_scores = rescore(client, new, later, evaluation), rescore(client, old, later, evaluation)
         ours, theirs = paired_values(old_scores.per_user, new_scores.per_user, METRIC)
@@ -259,7 +263,7 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
         verdict = "" if agreed is None else (" (agrees)" if agreed else " (differs)")
         champion = names.get(d.get("compared_run_id"), "-") if d.get("compared_run_id") else "(none)"
         p_value = f"{d['p_value']:.3g}" if d.get("p_value") is not None else "-"
-        outcome = d.get("decision") or "-"
+        outcome = "unchanged: nothing trained" if s.get("unchanged") else (d.get("decision") or "-")
         why = next((label for text, label in WHY if text in d.get("reason", "")), "")
         outcome += f" ({why})" if why and outcome == "kept" else ""
         cells = [
@@ -271,7 +275,8 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     n_eval, n_splits, leaked = audited
-    decisions = [s["promotion"].get("decision") for s in summaries[1:]]
+    decisions = [s["promotion"].get("decision") for s in summaries[1:] if not s.get("unchanged")]
+    unchanged = sum(1 for s in summaries if s.get("unchanged"))
     follow = ", the follow-up checks below" if checks else ""
     lines += [
         "",
@@ -280,7 +285,10 @@ def report(summaries, checks, audited, wall, loads, commit) -> str:
         "no test pair any model was scored on was in its training data.",
         "",
         f"Decisions after the first run: {decisions.count('promoted')} promoted, {decisions.count('kept')} kept, "
-        f"{decisions.count('not comparable')} not comparable. The rule agreed with the oracle (the best "
+        f"{decisions.count('not comparable')} not comparable"
+        + (f" ({unchanged} scheduled run(s) found the inputs of the last run unchanged and trained nothing, "
+           "as orchestration.if_unchanged does: no decision, no failure)" if unchanged else "")  # fmt: skip
+        + f". The rule agreed with the oracle (the best "
         f"forward-window recall@20 among the champion and the run's candidates) in {agree} of {total} runs. "
         + power_note(summaries),
         "",

@@ -186,6 +186,7 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     (and its ingest cache key) across the upgrade."""
     unset = {"event_weights"} if cfg.event_weights is None else set()
     unset |= {"encoding"} if cfg.encoding is None else set()
+    unset |= {"header"} if cfg.header is None else set()
     return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 

@@ -67,6 +67,22 @@ class SyntheticConfig(Section):
     seed: int = 0
 
 
+def header_names(names: str | list[str]) -> list[str]:
+    """data.header's names from a list or one comma-separated string (`--header a,b,c`): each
+    stripped, none empty or repeated, at least two (a user and an item), so a typo is refused
+    when the config is read rather than read as a column. Raises ValueError."""
+    listed = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
+    if len(listed) < 2 or not all(listed):
+        raise ValueError(
+            f"expected at least two non-empty column names separated by commas, got {','.join(listed)!r} "
+            "(e.g. user_id,item_id,rating,timestamp)"
+        )
+    repeated = sorted({n for n in listed if listed.count(n) > 1})
+    if repeated:
+        raise ValueError(f"names a column twice ({', '.join(repeated)}): give each field its own name")
+    return listed
+
+
 class DataConfig(Section):
     source: str = Field("synthetic", description='"synthetic", a file, a directory, a processed data dir or a URL')
     format: str | None = Field(None, description="force a reader: csv, tsv, parquet, jsonl, movielens, recbole ...")
@@ -109,6 +125,14 @@ class DataConfig(Section):
         "unset = UTF-8 (a UTF-16 / UTF-32 file with a byte-order mark is read as such); other encodings are "
         "copied once as UTF-8 beside the output while ingest reads them",
     )
+    header: list[str] | None = Field(
+        None,
+        description="names of the fields of delimited files that have no header line (YOOCHOOSE, Last.fm 1K / 360K, "
+        "Taobao's UserBehavior.csv), in order, e.g. [\"session_id\", \"timestamp\", \"item_id\", \"category\"] "
+        "(on the command line one comma-separated string): each file is read from its first line under these names, "
+        "which columns are mapped from as from a header; a file whose first line is these names reads it as its "
+        "header; unset = files need a header line (or all-numeric fields read by position)",
+    )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
@@ -126,6 +150,17 @@ class DataConfig(Section):
         if not getattr(codec, "_is_text_encoding", True):  # base64, zlib ...: bytes to bytes
             raise ValueError(f"{name!r} is not a text encoding: use e.g. latin-1, cp1252 or utf-16")
         return name.strip()
+
+    @field_validator("header", mode="before")
+    @classmethod
+    def _header_names(cls, names: object) -> object:
+        """A list of names, or one comma-separated string (`--set data.header=a,b,c`, which `--set`
+        reads as text): see `header_names`."""
+        if names is None:
+            return None
+        if isinstance(names, str) or (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            return header_names(names)
+        return names  # pydantic's own type error names what is wrong
 
     @field_validator("event_weights")
     @classmethod

@@ -96,3 +96,38 @@ def test_each_known_real_log_runs_its_config_and_a_missing_file_stops_the_run(tm
     monkeypatch.setenv("RECSYS_BENCH_CITEULIKE", str(tmp_path / "missing.dat"))
     with pytest.raises(SystemExit, match="RECSYS_BENCH_CITEULIKE"):
         real.given_logs()
+
+
+def test_chaos_checks_the_processed_directory_recsys_run_writes(tmp_path: Path) -> None:
+    """`recsys run` without --config reads the shipped default.toml ([data] aggregate = count,
+    min_item_interactions = 3), which names the processed directory; the check resolved the built-in
+    defaults, looked in another directory and counted both landed batches lost."""
+    from benchmarks.bench_chaos import run_data_dir, sets
+    from pipelines.data import dataset_dir
+    from recsys.cli.common import config_path
+    from recsys.config import load_config
+
+    args = sets([f'data.source="{tmp_path / "landing"}"', f'data.processed_dir="{tmp_path / "processed"}"'])
+    overrides = [a for a in args if a != "--set"]
+    assert run_data_dir(args) == dataset_dir(load_config(config_path(None), overrides).data)
+    assert run_data_dir(args) != dataset_dir(load_config(None, overrides).data)
+
+
+def test_replay_reports_a_scheduled_run_on_unchanged_inputs_as_no_decision() -> None:
+    """A slice after which the inputs were unchanged trains nothing (orchestration.if_unchanged): no
+    models, no challenger. The report says so, and the follow-up check of a promotion looks past it
+    (it asked the store for a challenger run None)."""
+    from benchmarks.bench_replay import follow_ups, report
+
+    def at(n: int) -> dict:
+        return {"number": n, "rows": 10, "start": 0.0, "end": 86400.0 * n, "seconds": 1.0}
+
+    first = {"slice": at(1), "dataset": {}, "unchanged": None,
+             "models": [{"mlflow_run_id": "r1", "name": "pop", "status": "ok", "metrics": {}}],
+             "promotion": {"decision": "promoted", "reason": "promoted", "challenger_run_id": "r1", "compared_run_id": "r0"}}  # fmt: skip
+    skipped = {"slice": at(2), "dataset": {}, "models": [], "unchanged": {"matches_run": "p1"},
+               "promotion": {"champion": None, "promoted": False, "decision": "", "reason": "not decided: nothing trained"}}  # fmt: skip
+    assert follow_ups(None, [first, skipped], None) == []
+    text = report([first, skipped], [], (1, 1, 0), 60.0, (1.0, 1.0), "abc")
+    assert "| 2 | 1970-01-02 | - / - | (none) | - | - | - | - | unchanged: nothing trained | - |" in text
+    assert "0 not comparable (1 scheduled run(s) found the inputs of the last run unchanged" in text

@@ -43,6 +43,7 @@ INGEST_FLAGS = {
     "data.exact_duplicates": "--exact-duplicates {value}",
     "data.format": "--format {value}",
     "data.encoding": "--encoding {value}",
+    "data.header": "--header {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
@@ -54,7 +55,7 @@ def ingest_command(
         Path,
         typer.Argument(
             help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
-            "line unless every field of the first line is a number), Parquet, JSON Lines, MovieLens, "
+            "line unless every field of the first line is a number, or --header names them), Parquet, JSON Lines, MovieLens, "
             "RecBole; UTF-8 text (else --encoding), .gz ok."
         ),
     ],
@@ -68,6 +69,18 @@ def ingest_command(
             "--encoding",
             help="Text encoding of SOURCE when not UTF-8, e.g. latin-1 or cp1252 (Book-Crossing), utf-16 "
             "(data.encoding); a UTF-16 file with a byte-order mark is read as such without it.",
+        ),
+    ] = None,
+    header: Annotated[
+        str | None,
+        typer.Option(
+            "--header",
+            metavar="NAMES",
+            help="Comma-separated names of the fields of a delimited SOURCE without a header line, in order, "
+            "e.g. session_id,timestamp,item_id,category (YOOCHOOSE clicks; data.header): read from its first line "
+            "under these names, which --user-col etc. and automatic detection then map from; a directory's files "
+            "are each read so (.gz too); a first line equal to NAMES is taken as the header, another header line "
+            "or another number of fields is refused.",
         ),
     ] = None,
     user_col: Annotated[
@@ -189,6 +202,7 @@ def ingest_command(
         "min_user_interactions": min_user_interactions,
         "min_item_interactions": min_item_interactions,
         "encoding": encoding,
+        "header": _header(header),
     }
     if event_weight:
         updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}
@@ -227,6 +241,18 @@ def ingest_command(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
     run_on(report.out_dir, config, [*(overrides or []), *shaping_sets(data, configured)])
+
+
+def _header(names: str | None) -> list[str] | None:
+    """`--header a,b,c` as data.header's list; a bad one is a one-line error naming the flag."""
+    from recsys.config import header_names
+
+    if names is None:
+        return None
+    try:
+        return header_names(names)
+    except ValueError as exc:
+        raise ConfigError(f"--header {names!r}: {exc}") from None
 
 
 def _nothing_appended(empty: Exception, out: Path, json_out: Path | None, hint: str = "") -> None:

@@ -952,7 +952,7 @@ def _ingest(
         _refuse_same_content(source, stamped(), recorded)
 
     say("reading and validating")
-    raw = scan_source(text.path, format or cfg.format, cfg.columns)
+    raw = scan_source(text.path, format or cfg.format, cfg.columns, cfg.header)
     keep = cfg.exact_duplicates == "keep"
     result = validate(
         raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep, keep_negative=negative_weights_read(cfg)

@@ -28,6 +28,7 @@ other protocols are read as Parquet through fsspec file objects.
 from __future__ import annotations
 
 import codecs
+import csv
 import difflib
 import gzip
 import io
@@ -658,11 +659,11 @@ def map_columns(
                 _refuse_id_lists(path, header)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
-                    f"{header[:6]}): files without a header line are read only when every field of "
-                    "the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    "add a header line naming the columns, separated as the rows are, and ingest "
-                    f"again, e.g. `sed -i '1i {_header_example(header, separator)}' {path}` (rename "
-                    f"the columns to what each holds){_mbid_note(header)}"
+                    f"{header[:6]}): files without a header line are read by position only when every field "
+                    "of the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
+                    f"{_headerless_hint(header, separator, path)}{_mbid_note(header)}",
+                    setting="data.header",
+                    value=",".join(_suggested_names(header)),
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
                 raise DataError(
@@ -815,29 +816,61 @@ def _header_names(row: list[str]) -> list[str]:
         _ASIN.match(values[candidates[0]]) and _REVIEWER_ID.match(values[candidates[1]])
     )
     ids = iter(("item_id", "user_id") if amazon else ("user_id", "item_id"))
+    guessing = event is None  # a weight is guessed for the first number after the ids only
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
         elif _MEASURE.match(value):
             name = ""
         else:
-            rating = _is_number(value) and float(value) != 0 and event is None
-            name = next(ids, "rating" if rating else "")
+            name = next(ids, None)
+            if name is None:
+                last = position == len(values) - 1
+                name = _weight_name(value, last, time is None) if guessing else ""
+                guessing = guessing and not _is_number(value)
         names.append(name if name and name not in names else f"column_{position + 1}")
     return names
 
 
-def _header_example(row: list[str], separator: str) -> str:
-    """`_header_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
-    `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
-    file would be one column); a name beside an empty or UUID item (`_item_name_beside_mbid`) is
-    named the item instead."""
+def _weight_name(value: str, last: bool, timeless: bool) -> str:
+    """The name `_header_names` gives the first number after a headerless row's ids: `rating` for
+    one on a rating scale (above 0, at most 10: stars, Book-Crossing's 1-10), `plays` for a larger
+    whole number ending a row without a time (Last.fm 360K's `2137` plays per user and artist: an
+    aggregate count, summed rather than averaged as a rating would be), else none (YOOCHOOSE buys'
+    price `12462` and the quantity after it: a price is no preference strength; Twitch's streamer
+    id). The message asks the user to check each name."""
+    if not _is_number(value) or not 0 < float(value) <= 10:
+        return "plays" if value.isdigit() and int(value) > 10 and last and timeless else ""
+    return "rating"
+
+
+def _suggested_names(row: list[str]) -> list[str]:
+    """`_header_names`, with a name beside an empty or UUID item (`_item_name_beside_mbid`) named
+    the item instead: the names a refusal suggests for data.header and for a header line."""
     names = _header_names(row)
     moved = _item_name_beside_mbid([v.strip() for v in row], names)
     if moved is not None:
         mbid, name = moved
         names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
-    return ("\\t" if separator == "\t" else separator).join(names)
+    return names
+
+
+def _header_example(row: list[str], separator: str) -> str:
+    """`_suggested_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
+    `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
+    file would be one column)."""
+    return ("\\t" if separator == "\t" else separator).join(_suggested_names(row))
+
+
+def _headerless_hint(row: list[str], separator: str, path: Path | str) -> str:
+    """The fix a refusal of a headerless file offers: data.header first (`{option}`, filled by the
+    command: `--header` for `recsys ingest`, `--set data.header=...` elsewhere), which leaves the
+    file as it is (read-only, in a landing directory, gzip'd), then the header line to add."""
+    return (
+        "name its fields with {option} (one name per field, in order; rename each to what it holds), or add a "
+        f"header line naming the columns, separated as the rows are, e.g. `sed -i '1i {_header_example(row, separator)}' "
+        f"{path}`"
+    )
 
 
 def _mbid_note(row: list[str]) -> str:
@@ -1167,9 +1200,10 @@ def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None
         raise DataError(
             f"{_local(file)}: no header line and {n_fields} fields ({first_line.strip()[:60]!r}): a headerless "
             f"file is read by position only with 2 to 4 fields (user, item[, rating[, timestamp]], as in u.data), "
-            "so which of these is the item, the rating and the time is unknown; add a header line naming the "
-            f"columns, e.g. `sed -i '1i {_header_example(row, separator)}' {_local(file)}` (rename the columns to "
-            "what each holds)"
+            f"so which of these is the item, the rating and the time is unknown; "
+            f"{_headerless_hint(row, separator, _local(file))}",
+            setting="data.header",
+            value=",".join(_suggested_names(row)),
         )
 
 
@@ -1188,9 +1222,12 @@ def _positional_files(
                 f"{_local(f)}: starts with a header line ({lines[0][:80]!r}) while {files[0].name} of the same "
                 f"source has none (its first line is data: {first[:60]!r}), so its columns would be taken by "
                 "position and its header read as a row: files of one source must all have a header line, "
-                "or none; add that header line to the others if their columns come in that order (e.g. "
+                "or none; if the others' columns come in that order, name them with {option} (a file whose "
+                "first line is those names reads it as its header), or add that header line to them (e.g. "
                 f"`sed -i '1i {lines[0]}' FILE`), or "
-                "ingest the file on its own with --append"
+                "ingest the file on its own with --append",
+                setting="data.header",
+                value=_header_value(_split_line(lines[0], separator)),
             )
         texts.append(_positional(f, separator, lines[0] if lines else first))
     shapes: dict[int, list[str]] = {}
@@ -1235,6 +1272,57 @@ def _colon_header_files(label: Path | str, files: list[DataFile], columns: Colum
     return texts
 
 
+def _header_value(names: list[str]) -> str:
+    """`names` as data.header's comma-separated value, an empty one (pandas' index column) named
+    by its position, so the value the message gives is one the setting takes."""
+    return ",".join(name or f"column_{n + 1}" for n, name in enumerate(names))
+
+
+def _split_line(line: str, separator: str) -> list[str]:
+    """A delimited line's fields, quotes read as CSV reads them (Steam's `"The Elder Scrolls V
+    Skyrim"`), so a separator inside a quoted field does not count; `::` split as it is."""
+    if separator == "::":
+        return [f.strip() for f in line.split("::")]
+    return [f.strip() for f in next(csv.reader([line], delimiter=separator, quotechar='"'), [])]
+
+
+def _named_files(
+    label: Path | str, files: list[DataFile], separator: str, header: list[str], columns: ColumnMap | None
+) -> list[_TextFile]:
+    """Files read under the names data.header gives their fields (a headerless YOOCHOOSE, Last.fm
+    or Taobao log left as it is: read-only, in a landing directory, gzip'd). Each file of a
+    directory is checked on its own: a first line that spells those names (compared as column
+    names are) is the file's header and is skipped; one that reads as another header (plain names,
+    no number or date, naming a role or one of the given names) is refused rather than read as a
+    row; a first line of another number of fields is refused, naming both counts and the line."""
+    given = [_base_name(name) for name in header]
+    colons = separator == "::"
+    names = [header[i // 2] if i % 2 == 0 else f"_gap_{i // 2}" for i in range(2 * len(header) - 1)] if colons else header
+    shapes = []
+    for f in files:
+        lines = _header_lines(_local(f))
+        first = lines[0] if lines else ""
+        fields = _split_line(first, separator) if first else []
+        own = [_base_name(field.lstrip("#")) for field in fields]
+        has_header = own == given
+        if fields and not has_header and not _looks_like_data(fields):
+            if _is_header(first, separator) or set(own) & set(given):
+                raise DataError(
+                    f"{_local(f)}: starts with a header line ({first[:80]!r}) other than the names data.header "
+                    f"gives ({','.join(header)}), which would be read as a row: leave data.header unset to read "
+                    "the file's own header, or give its names in its order"
+                )
+        if fields and len(fields) != len(header):
+            raise DataError(
+                f"{_local(f)}: data.header gives {len(header)} names ({','.join(header)}) but the file's first line "
+                f"has {len(fields)} fields ({first[:80]!r}): give one name per field, in order"
+            )
+        shapes.append((f, has_header))
+    mapping = map_columns(label, header, columns)  # after the counts: a name short is no missing role
+    sep, quote = (":", None) if colons else (separator, '"')
+    return [_TextFile(f, sep, has_header, quote, list(names), mapping, tuple(names)) for f, has_header in shapes]
+
+
 def _local(file: DataFile) -> Path:
     if file.path is None:
         raise DataError(f"{file.label}: text formats are read from local files only")
@@ -1242,7 +1330,12 @@ def _local(file: DataFile) -> Path:
 
 
 def _scan_text(
-    label: Path | str, files: list[DataFile], fmt: str, columns: ColumnMap | None, per_file: bool
+    label: Path | str,
+    files: list[DataFile],
+    fmt: str,
+    columns: ColumnMap | None,
+    per_file: bool,
+    header: list[str] | None = None,
 ) -> RawSource:
     first_path = _local(files[0])
     lines = _header_lines(first_path)
@@ -1253,7 +1346,9 @@ def _scan_text(
     if fmt == "movielens-dat":
         if "::" not in first:
             raise DataError(f"{label}: format movielens-dat expects 'user::item::rating::timestamp' lines")
-        if _looks_like_data(first.split("::")):
+        if header is not None:
+            texts = _named_files(label, files, "::", header, columns)
+        elif _looks_like_data(first.split("::")):
             texts = _positional_files(label, files, "::", first)
         else:
             texts = _colon_header_files(label, files, columns)
@@ -1263,8 +1358,8 @@ def _scan_text(
         separator = "\t" if fmt in {"tsv", "movielens", "recbole"} else (_delimiter if per_file else _csv_separator)(lines)
         _same_separator(label, lines, separator)
         fields = first.split(separator)
-        headerless = fmt == "movielens" or (
-            fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields)
+        headerless = header is None and (
+            fmt == "movielens" or (fmt in {"csv", "tsv"} and len(fields) >= 2 and all(_is_number(f) for f in fields))
         )
         if headerless:
             if len(fields) < 2:
@@ -1272,6 +1367,8 @@ def _scan_text(
                     f"{label}: format {fmt} expects {separator!r}-separated columns, found one column"
                 )
             texts = _positional_files(label, files, separator, first)
+        elif header is not None:
+            texts = _named_files(label, files, separator, header, columns)
         else:
             # Each file's own header is mapped, so files whose columns come in another order (or
             # under another recognised name) still line up; files missing a role are named.
@@ -1294,8 +1391,11 @@ def _scan_text(
                             f"{_local(f)}: has no header line (its first line looks like data: "
                             f"{(_header_lines(_local(f)) or [''])[0][:60]!r}) while {texts[0].file.name} of the "
                             "same source starts with one; files of one source must all have a header line, or "
-                            "none: if its columns are the same, add that line first (`sed -i "
-                            f"'1i {own.join(texts[0].columns)}' FILE`), or ingest the file on its own with --append"
+                            "none: if its columns are the same, name them with {option} (a file whose first line "
+                            "is those names reads it as its header), or add that line first (`sed -i "
+                            f"'1i {own.join(texts[0].columns)}' FILE`), or ingest the file on its own with --append",
+                            setting="data.header",
+                            value=_header_value(list(texts[0].columns)),
                         ) from None
                     unmapped.append((f, exc))
                     continue
@@ -1339,7 +1439,7 @@ def _scan_text(
         separator=next(iter(separators)) if len(separators) == 1 else None,
         comma_files=tuple(t.file.name for t in texts if t.separator == ";") if len(separators) > 1 else (),
         notes=notes,
-        header=texts[0].columns if texts[0].has_header else (),
+        header=tuple(header) if header is not None else texts[0].columns if texts[0].has_header else (),
     )
 
 
@@ -2187,12 +2287,16 @@ def _scan_remote(location: Location, format: str | None, columns: ColumnMap | No
     return _scan_parquet(location.url, parquet, columns, location.is_dir)
 
 
-def scan_source(source: str | Path, format: str | None = None, columns: ColumnMap | None = None) -> RawSource:
+def scan_source(
+    source: str | Path, format: str | None = None, columns: ColumnMap | None = None, header: list[str] | None = None
+) -> RawSource:
     """Lazily scan a file, a directory or an fsspec URL into raw canonical columns (see RawSource).
 
     Nothing is parsed here beyond splitting fields: a bad value becomes a quarantined row later,
     while a file that cannot be read at all (missing, binary, wrong delimiter, no user/item
     column, empty, unknown URL protocol) raises DataError naming the file and the cause.
+    `header` (data.header): the names of the fields of delimited files without a header line
+    (`_named_files`); refused for Parquet and JSON Lines, whose columns are named already.
     """
     if format is not None and format not in FORMATS:
         raise DataError(f"{source}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -2200,7 +2304,9 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
     if url is not None:
         location = resolve(url)
         if location.is_local:
-            return scan_source(location.local_path, format, columns)
+            return scan_source(location.local_path, format, columns, header)
+        if header is not None:
+            raise _header_not_text(url, "parquet")
         return _scan_remote(location, format, columns)
     path = Path(source)
     if not path.exists():
@@ -2212,13 +2318,24 @@ def scan_source(source: str | Path, format: str | None = None, columns: ColumnMa
         raise NoDataRows(f"{path}: empty file")
     fmt = _one_format(path, paths, format) if per_file else (format or detect_format(path))
     files = [DataFile(name=p.relative_to(path).as_posix() if per_file else p.name, path=p) for p in paths]
+    if header is not None and fmt in {"parquet", "jsonl"}:
+        raise _header_not_text(path, fmt)
     if fmt == "parquet":
         scanned = _scan_parquet(path, files, columns, per_file)
     elif fmt == "jsonl":
         scanned = _scan_jsonl(path, files, columns, per_file)
     else:
-        scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file)
+        scanned = _scan_text(path, files, "csv" if fmt == "movielens-csv" else fmt, columns, per_file, header)
         scanned.format = fmt
     if per_file:
         warn_unread(path, listing)
     return scanned
+
+
+def _header_not_text(source: Path | str, fmt: str) -> DataError:
+    """data.header on a source whose columns are named by its format: the names would be ignored."""
+    return DataError(
+        f"{source}: data.header names the fields of delimited text files without a header line, but this "
+        f"source is {fmt}, whose columns are named already: leave data.header unset (name columns with "
+        "data.columns.* instead)"
+    )

@@ -166,16 +166,43 @@ def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+LOCKED = ("locked", "busy")
+"""SQLite's words for a store another writer holds (each try waits MLflow's busy timeout first)."""
+RACED = ("unique constraint failed", "duplicate key value violates unique constraint", "duplicate entry")
+"""A unique key another writer inserted between this call's look and its insert (SQLite, PostgreSQL, MySQL)."""
+RACE_ATTEMPTS = 4
+
+
+def _raced(exc: BaseException, text: str) -> bool:
+    """Whether `exc` is MLflow's check-then-insert losing to a concurrent writer, not a definite answer.
+
+    Why: MLflow's SQLAlchemy store writes some rows shared across runs as "look, insert when
+    missing" in one transaction: the experiment's datasets (`log_inputs`: two runs on the same
+    data logged it together), the experiment's tags (`set_experiment_tag`). When two processes (or
+    threads) do it at once, the loser's insert breaks the unique key and its whole transaction is
+    rolled back; tried again, it finds the winner's row and succeeds. It was taken for a failed
+    store and sent the run's tracking offline. "Already exists" (RESOURCE_ALREADY_EXISTS) is the
+    store's own answer to a create, not a race: the caller decides (`ensure_experiment`,
+    `ensure_registered_model`)."""
+    if "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")) or "already exists" in text:
+        return False
+    return any(word in text for word in RACED)
+
+
 def with_retries(fn: Callable[[], T], attempts: int = 8, first_delay: float = 0.1) -> T:
-    """Retry a store call that failed because SQLite was locked by another writer (two pipeline
-    processes on one local store); any other error is raised at once."""
+    """Retry a store call that failed because another writer was in its way: SQLite locked by
+    another writer (two pipeline processes on one local store), or a unique row another writer
+    inserted first (`_raced`: a few tries, the winner's row is there at once); any other error is
+    raised at once."""
     delay = first_delay
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:
             text = str(exc).lower()
-            if attempt == attempts - 1 or not ("locked" in text or "busy" in text):
+            locked = any(word in text for word in LOCKED)
+            raced = not locked and attempt < RACE_ATTEMPTS - 1 and _raced(exc, text)
+            if attempt == attempts - 1 or not (locked or raced):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -21,10 +21,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from stopped import stopped_at_its_point
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -168,7 +168,6 @@ PREPARE = """
 
 
 def test_a_landing_file_written_during_its_read_is_passed_over_until_complete(tmp_path: Path) -> None:
-    import psutil
 
     from pipelines.data import dataset_dir, prepare_dataset
 
@@ -185,15 +184,9 @@ def test_a_landing_file_written_during_its_read_is_passed_over_until_complete(tm
         [sys.executable, "-c", textwrap.dedent(PREPARE), *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, STOP_ENV: "ingest.read", "OPENBLAS_NUM_THREADS": "1"},
     )  # fmt: skip
-    try:
-        process = psutil.Process(run.pid)
-        while process.status() != psutil.STATUS_STOPPED:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
+    with stopped_at_its_point(run):
         with day2.open("a") as fh:
             fh.write(DAY2[len(half):])  # the producer finishes while the run holds the first half
-    finally:
-        os.kill(run.pid, signal.SIGCONT)
     said, err = run.communicate(timeout=60)
     assert run.returncode == 0, err[-2000:]
     assert "ingested []" in said

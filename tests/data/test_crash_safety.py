@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from stopped import stopped_at_its_point
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -275,7 +275,6 @@ def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path
     wrote (its own counts, not the other's), and since the directory no longer holds that, it says
     so plainly. The first is frozen (RECSYS_STOP_AT) between releasing its lock and printing; the
     second ingest runs in that window."""
-    import psutil
 
     from recsys.faults import STOP_ENV
 
@@ -286,14 +285,8 @@ def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, STOP_ENV: "ingest.done", "COLUMNS": "200", "OPENBLAS_NUM_THREADS": "1"},
     )  # fmt: skip
-    try:
-        process = psutil.Process(first.pid)
-        while process.status() != psutil.STATUS_STOPPED:
-            assert first.poll() is None, first.communicate()
-            time.sleep(0.05)
+    with stopped_at_its_point(first):
         other = ingest(theirs, out, DataConfig())  # the other writer, in the window
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
     said, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert "20 users" in said and f"{other.users} users" not in said  # its own data, not the other's
@@ -347,7 +340,6 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(command
     frozen (RECSYS_STOP_AT) right after its ingest; the other writer is started in that window.
     `recsys train` (and `evaluate`) read their data through the same step (`prepare_run_inputs`),
     where they had a copy of its three lines without the stop point."""
-    import psutil
 
     from pipelines.data import dataset_dir
     from recsys.faults import STOP_ENV
@@ -371,11 +363,7 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(command
         text=True, env={**os.environ, STOP_ENV: "run.prepared", "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "300"},
     )  # fmt: skip
     other: dict = {}
-    try:
-        process = psutil.Process(run.pid)
-        while process.status() != psutil.STATUS_STOPPED:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
+    with stopped_at_its_point(run):
         if command == "train":  # the CLI's config: pipelines/configs/default.toml under the --set
             from recsys.cli.common import load_run_config
 
@@ -389,8 +377,6 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(command
         writer.start()
         while not waits.is_set() and writer.is_alive():  # the run holds the lock: the other writer waits
             time.sleep(0.02)
-    finally:
-        os.kill(run.pid, signal.SIGCONT)
     said, err = run.communicate(timeout=120)
     writer.join(timeout=60)
     assert run.returncode == 0, err

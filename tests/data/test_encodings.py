@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from stopped import stopped_at_its_point
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -172,12 +173,8 @@ def test_a_file_written_to_while_it_is_copied_is_refused(tmp_path: Path) -> None
     """The copy is read before ingest stamps the source, so a producer's write during the copy
     went unseen (ingest then read a half file as if whole): it stops ingest, nothing written."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
-
-    import psutil
 
     from recsys.faults import STOP_ENV
 
@@ -188,15 +185,9 @@ def test_a_file_written_to_while_it_is_copied_is_refused(tmp_path: Path) -> None
         [sys.executable, "-m", "recsys.cli", "ingest", str(path), "--out", str(out), "--encoding", "latin-1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, STOP_ENV: "encoding.copied"},
     )  # fmt: skip
-    try:
-        process = psutil.Process(run.pid)
-        while process.status() != psutil.STATUS_STOPPED:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
+    with stopped_at_its_point(run):
         with path.open("ab") as fh:
             fh.write(b'"276728";"0446520802";"7"\r\n')  # the producer goes on writing
-    finally:
-        os.kill(run.pid, signal.SIGCONT)
     said, _ = run.communicate(timeout=60)
     assert run.returncode == 2, said
     assert f"error: {path}: changed while it was read" in said, said

@@ -34,13 +34,15 @@ def test_the_suggested_360k_header_names_the_artist_name_the_item(tmp_path: Path
     result = _ingest(path, tmp_path / "out")
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
-    assert "sed -i '1i user_id\\tmbid\\titem_id\\trating'" in line, line
+    # The play counts are named `plays` (a count, summed), not `rating`, which they were named before.
+    assert "sed -i '1i user_id\\tmbid\\titem_id\\tplays'" in line, line
+    assert "--header user_id,mbid,item_id,plays" in line, line
     assert "the item is column 3 (a name), not the MusicBrainz id in column 2" in line, line
-    path.write_text("user_id\tmbid\titem_id\trating\n" + LASTFM_360K)  # doing what it says
-    result = _ingest(path, tmp_path / "out")
+    result = _ingest(path, tmp_path / "out", "--header", "user_id,mbid,item_id,plays")  # doing what it says
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (manifest["rows_in"], manifest["rows_accepted"], manifest["items"]) == (4, 4, 4)
+    assert manifest["batches"][0]["columns"]["weight"] == "plays", manifest["batches"][0]["columns"]
 
 
 def test_empty_mbids_read_as_the_item_are_quarantined_and_the_name_column_named(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from stopped import stopped_at_its_point
 
 from recsys.config import load_config
 from recsys.data.storage import read_manifest
@@ -294,14 +295,12 @@ def test_the_flow_trains_on_the_data_it_prepared_while_another_ingest_waits(pref
     its ingest step, in its own process on the session's Prefect server; the other writer starts
     in that window."""
     import os
-    import signal
     import subprocess
     import sys
     import textwrap
     import threading
     import time
 
-    import psutil
     from prefect.settings import PREFECT_API_URL
 
     from pipelines.data import dataset_dir
@@ -327,16 +326,10 @@ def test_the_flow_trains_on_the_data_it_prepared_while_another_ingest_waits(pref
     writer = threading.Thread(target=lambda: other.update(
         report=ingest(theirs, out, DataConfig(), progress=lambda line: waits.set() if "waiting" in line else None)
     ))  # fmt: skip
-    try:
-        process = psutil.Process(run.pid)
-        while process.status() != psutil.STATUS_STOPPED:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
+    with stopped_at_its_point(run):
         writer.start()
         while not waits.is_set() and writer.is_alive():  # the flow holds the lock: the other writer waits
             time.sleep(0.02)
-    finally:
-        os.kill(run.pid, signal.SIGCONT)
     said, err = run.communicate(timeout=120)
     writer.join(timeout=60)
     assert run.returncode == 0, err[-3000:]

@@ -71,3 +71,47 @@ def test_two_processes_log_to_one_store(tracking_uri, tmp_path):
         db = tracking_uri.split("sqlite:///", 1)[1]
         with sqlite3.connect(db) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_pipelines_logging_the_same_new_data_at_once_all_log(shared_mlflow_uri, planted_data, tmp_path):
+    """Pipeline runs in one process (threads: each its own Tracker, as two flows of one worker) log
+    the same data, new to the experiment, at the same moment (as a parent run opens, and as each
+    model run ends). MLflow logs an experiment's data set as "look, insert when missing": all
+    looked, one inserted, and every other insert broke the data set's unique key. That
+    IntegrityError was taken for a dead store, so those runs' tracking went offline (kept under
+    tracking.offline_dir) while the store was fine. Now it is retried (runs.with_retries) and every
+    run logs every data set. Three data sets in turn, so the race is met even on a busy machine."""
+    import dataclasses
+    import threading
+
+    from recsys.config import RunConfig, TrackingConfig
+    from recsys.tracking.runs import Tracker
+
+    n, rounds = 6, 3
+    experiment = f"same-data-{tmp_path.name}"
+    cfg = RunConfig(name="race", tracking=TrackingConfig(
+        tracking_uri=shared_mlflow_uri, experiment=experiment, offline_dir=str(tmp_path / "unlogged")))  # fmt: skip
+    trackers = [Tracker(cfg.tracking, cfg, check=False) for _ in range(n)]
+    parents = [tracker.start_parent("race") for tracker in trackers]
+    barrier = threading.Barrier(n)
+
+    def pipeline(tracker: Tracker, parent: str) -> None:
+        for r in range(rounds):
+            manifest = {**planted_data.manifest, "name": f"planted-{r}", "fingerprint": f"race-{r}"}
+            barrier.wait()
+            tracker.log_dataset(parent, dataclasses.replace(planted_data, manifest=manifest))
+        tracker.end(parent)
+
+    threads = [threading.Thread(target=pipeline, args=pair) for pair in zip(trackers, parents, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [t.failure for t in trackers] == [None] * n
+    assert not (tmp_path / "unlogged").exists()
+    client = MlflowClient(shared_mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(parents)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == [f"planted-{r}" for r in range(rounds)]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from stopped import stopped_at_its_point
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -273,9 +274,6 @@ def test_an_interrupt_while_the_parent_run_opens_closes_it_killed(tracking_uri):
     (RECSYS_STOP_AT=tracking.parent_opened), then gets SIGINT: the run must end KILLED at once."""
     import os
     import signal
-    import time
-
-    import psutil
 
     from recsys.faults import STOP_ENV
 
@@ -283,16 +281,11 @@ def test_an_interrupt_while_the_parent_run_opens_closes_it_killed(tracking_uri):
     env = {**os.environ, STOP_ENV: "tracking.parent_opened", "MLFLOW_TRACKING_URI": tracking_uri}
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(OPEN_A_PARENT_RUN), tracking_uri, experiment],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-    try:
-        while psutil.Process(process.pid).status() != psutil.STATUS_STOPPED:
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.05)
+    with stopped_at_its_point(process):
         client = MlflowClient(tracking_uri)
         [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         assert run.info.status == "RUNNING"  # created, frozen before its params
         os.kill(process.pid, signal.SIGINT)
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
     assert client.get_run(run.info.run_id).info.status == "KILLED"
