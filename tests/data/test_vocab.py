@@ -70,3 +70,19 @@ def test_index_and_extend_accept_categorical_ids() -> None:
     )
     out = vocab.index(frame).collect()
     assert out["item_idx"].to_list() == [1, 0, 1, 0] and out["w"].to_list() == [1, 2, 3, 4]
+
+
+def test_two_new_ids_tied_on_first_appearance_are_ordered_by_id() -> None:
+    vocab = Vocab().extend(_candidates(["b", "a"], [5, 5]), order="seen")
+    assert vocab.ids().tolist() == ["a", "b"]  # not the rows' order: the same data, the same indices
+
+
+def test_the_largest_32_bit_id_is_indexed_from_its_code() -> None:
+    """Ingest carries ids in [0, 2**32) as UInt32 codes; the top value must join like any other
+    (an inner join drops what the vocab's code table leaves out, silently)."""
+    from recsys.data.vocab import CODE_DTYPE, MAX_CODE
+
+    vocab = Vocab(pl.DataFrame({"id": ["5", str(MAX_CODE)], "idx": [0, 1]}))
+    frame = pl.LazyFrame({"id": pl.Series([MAX_CODE, 5], dtype=CODE_DTYPE), "w": [1, 2]})
+    out = vocab.index(frame).collect()
+    assert out["idx"].to_list() == [1, 0] and out["w"].to_list() == [1, 2]

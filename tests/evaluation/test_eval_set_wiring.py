@@ -109,3 +109,19 @@ def test_a_users_own_block_label_makes_their_block_home_for_folding():
     report = folding_report(model, split, k=2)
     assert report.blocks == "known"
     np.testing.assert_array_equal(report.per_user, [0.0, 0.0])
+
+
+def test_every_target_carries_the_split_event_times():
+    """A sequence user tower orders each evaluated user's history by `EvalSet.times`; a target that
+    dropped them would rank from index order (see tests/models/test_sequence_tower.py). All four
+    targets: test and validation, with and without held-out (fold-in) users."""
+    times = rows([[1], [2], [0]])
+    plain = Split(protocol="random", train=rows([[1], [2], []]), validation=rows([[0], [3], []]),
+                  test=rows([[4], [5], []]), times=times)  # fmt: skip
+    strong = Split(protocol="strong_generalization", train=rows([[1], [], []]), test=rows([[], [5], [4]]),
+                   validation=rows([[], [], [3]]), fold_in=rows([[], [2], []]),
+                   validation_fold_in=rows([[], [], [0]]), times=times)  # fmt: skip
+    for split in (plain, strong):
+        assert split.test_set().times is times and split.validation_set().times is times
+    assert strong.test_set().fold_in is strong.fold_in and strong.validation_set().fold_in is strong.validation_fold_in
+    assert Split(protocol="random", train=times, test=times).validation_set() is None

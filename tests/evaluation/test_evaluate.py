@@ -206,3 +206,49 @@ def test_a_second_command_in_one_process_prints_the_warning_again(capsys) -> Non
             warnings.warn("planted warning", RecsysWarning, stacklevel=1)
             warnings.warn("planted warning", RecsysWarning, stacklevel=1)
     assert capsys.readouterr().err.count("warning: planted warning") == 2
+
+
+def test_mismatched_vectors_are_refused_naming_both_counts(masking_case: tuple[FixedFactors, EvalSet]) -> None:
+    model, eval_set = masking_case  # 4 users x 4 items
+    cfg = EvaluationConfig(ks=[1], metrics=["recall"], bootstrap_samples=0)
+    pop = POP4
+    with pytest.raises(ValueError, match="user_vecs has 3 rows but the eval set has 4 users"):
+        evaluate_factors(model.user_factors[:3], model.item_factors, eval_set, cfg, item_popularity=pop)
+    with pytest.raises(ValueError, match="item_vecs has 3 rows but the eval set has 4 items"):
+        evaluate_factors(model.user_factors, model.item_factors[:3], eval_set, cfg, item_popularity=pop)
+    narrow = EvalSet(truth=eval_set.truth[:, :3].tocsr(), exclude=eval_set.exclude[:, :3].tocsr())
+    with pytest.raises(ValueError, match="eval set has 3 items but the model knows 4"):
+        evaluate(model, narrow, cfg, item_popularity=pop)
+
+
+def test_sampled_evaluation_is_reproducible_and_names_its_negatives() -> None:
+    """The sampled lists are `sampled_topk` with seed 0: the same numbers on every run (a fresh seed
+    per run would make two runs of one model disagree), and the warning names the sample size."""
+    from recsys.evaluation.evaluate import sampled_topk
+
+    model, eval_set, popularity = _random_case(2)
+    cfg = EvaluationConfig(ks=[5], metrics=["recall"], sampled_negatives=30, bootstrap_samples=0)
+    with pytest.warns(SampledMetricsWarning, match="among 30 random negatives"):
+        result = evaluate(model, eval_set, cfg, item_popularity=popularity)
+    users = eval_set.users
+    want, want_scores = sampled_topk(
+        model.user_factors[users], model.item_factors, eval_set.truth[users], eval_set.exclude[users], 5, 30, seed=0
+    )
+    np.testing.assert_array_equal(result.topk.items, want)
+    np.testing.assert_array_equal(result.topk.scores, want_scores)
+    np.testing.assert_array_equal(result.topk.users, users)
+
+
+def test_per_user_rows_and_novelty_belong_to_the_evaluated_users_of_a_non_square_eval_set() -> None:
+    """3 users x 5 one-hot items; user 1 has no truth, so the evaluated users are 0 and 2 (not 0, 1).
+    Both rank item 0 first (user 2: all tied, lowest index). Novelty is over the eval set's 3 users:
+    item 0 has 2 training users, log2(3 / 2) for each list (with the 5 items as the count: log2(5 / 2))."""
+    users = np.array([[5, 4, 3, 2, 1], [1, 2, 3, 4, 5], [1, 1, 1, 1, 1]], dtype=np.float32)
+    model = FixedFactors(users, np.eye(5, dtype=np.float32))
+    eval_set = EvalSet(truth=csr([[0], [], [4]], 5), exclude=csr([[], [], []], 5))
+    cfg = EvaluationConfig(ks=[1], metrics=["recall"], bootstrap_samples=0)
+    result = evaluate(model, eval_set, cfg, item_popularity=np.array([2.0, 0, 0, 0, 1]))
+    assert result.per_user["user_idx"].to_list() == [0, 2]
+    np.testing.assert_allclose(result.per_user["recall@1"].to_numpy(), [1.0, 0.0])
+    np.testing.assert_array_equal(result.topk.users, [0, 2])
+    assert result.summary["novelty@1"] == pytest.approx(math.log2(3 / 2))

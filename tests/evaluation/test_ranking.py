@@ -237,3 +237,73 @@ def test_lists_do_not_depend_on_the_score_buffer_bound(monkeypatch, budget_rows:
     want_items, want_scores = reference_topk(users @ items.T, 9, mask)
     np.testing.assert_array_equal(got_items, want_items)
     np.testing.assert_array_equal(got_scores, want_scores)
+
+
+def test_both_eval_set_wrappers_never_rank_masked_items_and_return_users_scores_and_lengths() -> None:
+    """`EvalSet.masked_items` (items without training data) must be masked by `rank_factors` as by
+    `rank_eval_set`: the two wrappers differ only in where the vectors come from. Planted: user 0's
+    best items are 3 (1.0) and 5 (0.8); masking item 3 must move 5 up and bring 2 (0.2) in."""
+    model, items = _two_cluster_model()
+    truth = sp.csr_matrix(
+        np.array([[0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    )
+    exclude = sp.csr_matrix(
+        np.array([[0, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32)
+    )
+    masked = np.array([False, False, False, True, False, False])
+    eval_set = EvalSet(truth=truth, exclude=exclude, masked_items=masked)
+    # user 0 = (0, 1): 3 masked, 4 excluded -> 5 (0.8), 2 (0.2), 1 (0.1); user 1 = (1, 0): 1 excluded -> 0, 2, 5
+    want_items = [[5, 2, 1], [0, 2, 5]]
+    want_scores = [[0.8, 0.2, 0.1], [1.0, 0.8, 0.2]]
+    for ranked in (
+        rank_factors(model.user_factors, items, eval_set, 3),
+        rank_factors(torch.from_numpy(model.user_factors), items, eval_set, 3),  # torch rows index torch
+        rank_eval_set(model, eval_set, 3),
+    ):
+        np.testing.assert_array_equal(ranked.users, [0, 1])  # user 2 has no truth
+        np.testing.assert_array_equal(ranked.items, want_items)
+        np.testing.assert_allclose(ranked.scores, want_scores, rtol=1e-6)
+        assert len(ranked) == 2 and ranked.k == 3
+        top1 = ranked.truncate(1)
+        np.testing.assert_array_equal(top1.users, [0, 1])
+        np.testing.assert_allclose(top1.scores, [[0.8], [1.0]], rtol=1e-6)
+
+
+def test_wrapper_errors_name_the_counts_and_the_argument() -> None:
+    model, items = _two_cluster_model()
+    truth = sp.csr_matrix((3, 6), dtype=np.float32)
+    eval_set = EvalSet(truth=truth, exclude=truth)
+    with pytest.raises(ValueError, match="user_vecs has 2 rows but the eval set has 3 users; pass one vector per"):
+        rank_factors(model.user_factors[:2], items, eval_set, 3)
+    with pytest.raises(ValueError, match="eval set has 5 items but the model knows 6"):
+        rank_eval_set(model, EvalSet(truth=sp.csr_matrix((3, 5)), exclude=sp.csr_matrix((3, 5))), 3)
+    with pytest.raises(ValueError, match=r"eval set exclude \(3, 5\) and truth \(3, 6\) differ in shape"):
+        rank_factors(model.user_factors, items, EvalSet(truth=truth, exclude=sp.csr_matrix((3, 5))), 3)
+    with pytest.raises(ValueError, match=r"item_vecs must be a 2-d \(rows x dims\) matrix, got shape \(6,\)"):
+        item_major(items[:, 0])
+    ranked_set = EvalSet(truth=sp.csr_matrix(np.eye(3, 6, dtype=np.float32)), exclude=truth)
+    with pytest.raises(ValueError, match="chunk_size must be positive"):  # forwarded, not dropped
+        rank_factors(model.user_factors, items, ranked_set, 3, chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be positive"):
+        rank_eval_set(model, ranked_set, 3, chunk_size=0)
+
+
+def test_topk_masks_items_for_everyone_and_refuses_malformed_arguments_by_name() -> None:
+    users = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    items = np.array([[3.0, 0.0], [2.0, 1.0], [0.0, 3.0], [1.0, 2.0]], dtype=np.float32)
+    # user 0 scores [3, 2, 0, 1], user 1 [0, 1, 3, 2]; items 0 and 2 (each user's best) masked for both
+    got, scores = topk(users, items, 3, masked_items=np.array([True, False, True, False]))
+    np.testing.assert_array_equal(got, [[1, 3, -1], [3, 1, -1]])
+    np.testing.assert_array_equal(scores[:, 2], [-np.inf, -np.inf])
+    unmasked, _ = topk(users, items, 2, masked_items=np.zeros(4, dtype=bool))  # none masked: all rankable
+    np.testing.assert_array_equal(unmasked, [[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match=r"masked_items has shape \(3,\); expected \(4,\)"):
+        topk(users, items, 2, masked_items=np.array([True, False, False]))
+    with pytest.raises(TypeError, match="exclude must be a scipy.sparse CSR matrix, got ndarray"):
+        topk(users, items, 2, exclude=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="chunk_size must be positive, got 0"):
+        topk(users, items, 2, chunk_size=0)
+    with pytest.raises(ValueError, match=r"item_vecs must be a 2-d \(rows x dims\) matrix, got shape \(4,\)"):
+        topk(users, items[:, 0], 2)
+    with pytest.raises(ValueError, match=r"user vectors \(2, 2, 1\) and item vectors \(4, 2\) differ in dimension"):
+        topk(torch.ones(2, 2, 1), items, 2)

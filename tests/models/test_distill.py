@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from typer.testing import CliRunner
 
@@ -276,3 +277,34 @@ def test_cli_trains_a_student_after_its_teacher_and_alone_once_the_teacher_is_sa
 
     again = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--model", "kd"])
     assert again.exit_code == 0, again.output
+
+
+def test_teacher_targets_by_hand_top_m_padding_scale_rules_and_top_m_zero():
+    """Hand-sized teacher: scores user 0 = [3, 2, 0, 1], user 1 = [0, 0, 1, 1], user 2 = [3, 2, 1, 2].
+    The top-2 unseen items are [1, 3], [0, 1] (a tie: lower index first) and [3, -1] (user 2 saw
+    three of the four items: padded). The logit scale is the configured one, else 1 / the teacher's
+    own temperature (a two-tower teacher), else 1 / the student's."""
+    from recsys.models.factors import FactorModel
+
+    teacher = FactorModel.from_arrays(
+        np.array([[1, 0], [0, 1], [1, 1]]), np.array([[3, 0], [2, 0], [0, 1], [1, 1]]), name="t"
+    )
+    train = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float32))
+    got = teacher_targets(teacher, train, DistillConfig(teacher="t", top_m=2, teacher_scale=4.0), 0.2)
+    np.testing.assert_array_equal(got.top_items.numpy(), [[1, 3], [0, 1], [3, -1]])
+    assert got.top_items.dtype == torch.int64 and got.padded and got.top_m == 2
+    assert got.scale == 4.0  # configured: neither temperature is read
+    assert teacher_targets(teacher, train, DistillConfig(teacher="t", top_m=2), 0.2).scale == pytest.approx(5.0)
+    teacher.temperature = 0.5  # what a two-tower teacher exposes: its own softmax temperature
+    assert teacher_targets(teacher, train, DistillConfig(teacher="t", top_m=2), 0.2).scale == pytest.approx(2.0)
+    teacher.temperature = 0.0  # not a usable temperature: the student's is read instead
+    assert teacher_targets(teacher, train, DistillConfig(teacher="t", top_m=2), 0.2).scale == pytest.approx(5.0)
+
+    for m in (0, 1):
+        some = teacher_targets(teacher, train, DistillConfig(teacher="t", top_m=m), 0.2)
+        assert some.top_items.shape == (3, m) and some.top_items.dtype == torch.int64
+        assert not some.padded  # every user has at least one unseen item
+    np.testing.assert_array_equal(some.top_items.numpy(), [[1], [0], [3]])
+
+    with pytest.raises(ModelError, match=r"'t' has 3 users x 4 items but the student trains on 3 x 3"):
+        teacher_targets(teacher, train[:, :3].tocsr(), DistillConfig(teacher="t"), 0.2)

@@ -43,6 +43,8 @@ def test_popularity_scores_count_users_and_sum_weights_ignoring_explicit_zeros()
     assert m.nnz == 9  # the explicit zero is stored
     np.testing.assert_array_equal(popularity_scores(m, "count"), [2, 3, 1, 0, 2])
     np.testing.assert_array_equal(popularity_scores(m, "weight"), [6, 3, 9, 0, 2])
+    np.testing.assert_array_equal(popularity_scores(m), [2, 3, 1, 0, 2])  # the default is the count
+    assert popularity_scores(m, "count").dtype == np.float32 and popularity_scores(m, "weight").dtype == np.float32
 
 
 @pytest.mark.parametrize(
