@@ -108,7 +108,6 @@ class _ApiNoise(logging.Filter):
             if self.unreachable:
                 return False
             self.unreachable = True
-            logging.raiseExceptions = False  # "--- Error logging to API ---" per failed log batch, unended
             return True
         sender = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if record.name == NOISY_LOGGERS[1] and message.startswith("Service %r failed"):

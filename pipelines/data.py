@@ -31,7 +31,14 @@ from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
-from recsys.data.source_stamp import SourceChanged, SourceStamp, changed_error, file_digest, stat_files
+from recsys.data.source_stamp import (
+    SourceChanged,
+    SourceStamp,
+    changed_error,
+    changed_files,
+    file_digest,
+    stat_files,
+)
 from recsys.errors import AlreadyIngested, DataError, NoDataRows, RecsysWarning
 
 if TYPE_CHECKING:  # `recsys ingest` imports this module (SHAPING): scipy.sparse comes with a split
@@ -453,7 +460,7 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
 
 def _settled(stamp: SourceStamp) -> bool:
     """True when a landing file's stat is what it was before it was hashed (no write since)."""
-    return stat_files([Path(stamp.stats[0][0])]) == stamp.stats
+    return not changed_files(stamp, Path(stamp.stats[0][0]))
 
 
 def _passed_over(target: str, exc: DataError) -> str:

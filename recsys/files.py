@@ -31,10 +31,11 @@ def current_umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", *, replace: bool = True) -> Iterator[Path]:
     """Yield a temp path of this writer's own beside `path` for the caller to write (a writer that
     wants a file name, e.g. matplotlib's `savefig`); on success it gets a plain file's mode and is
-    renamed onto `path`, on any error it is removed. `suffix` keeps a format-sniffing writer happy."""
+    renamed onto `path`, on any error it is removed. `suffix` keeps a format-sniffing writer happy.
+    `replace=False`: never replace a file at `path` (`_publish_new`), FileExistsError instead."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -43,10 +44,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Give the written `tmp` the name `path` unless a file holds it, also one another writer
+    created meanwhile: the temp file is linked to the name, which fails on an existing name where a
+    rename would replace it. A file system without hard links gets an exclusive create of the name,
+    then the rename onto it."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -58,27 +77,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_text_new(path: str | os.PathLike, text: str) -> Path:
     """Write `path` atomically, never replacing a file: FileExistsError when one is there, also one
-    another writer created meanwhile (the temp file is linked to the name, which fails on an
-    existing name, where a rename would replace it). A file system without hard links gets an
-    exclusive create of the name, then the rename onto it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links here
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    another writer created meanwhile (`atomic_path(replace=False)`)."""
+    with atomic_path(path, replace=False) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 @contextmanager
