@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import time
 import warnings
@@ -114,17 +113,25 @@ class DigestCache:
     of logs that had not changed since yesterday. The stat rule is git's index rule, with its
     "racily clean" guard: an entry is trusted only when the file's mtime lies well before the moment
     hashing began, so a write during or just before the hashing (same mtime on a coarse clock) is
-    hashed again. A lost or corrupt cache only costs the hashing again; concurrent runs may
-    overwrite each other's entries (each write is atomic), never corrupt them."""
+    hashed again. A lost or corrupt cache only costs the hashing again.
+
+    Several runs share one cache (every data set under `data.processed_dir`, and a run's source
+    fingerprint is taken outside any data set's writer lock): `save` holds the cache's own lock
+    (`.digests.json.lock`), reads the file again and writes it merged with this run's new entries,
+    so two runs saving at once both keep theirs (a plain rewrite of what each had read lost the
+    other's, and the next run hashed those files again)."""
 
     def __init__(self, processed_dir: str | Path) -> None:
         self.path = Path(processed_dir) / DIGEST_CACHE
+        self.entries: dict[str, dict] = self._load()
+        self.fresh: set[str] = set()  # keys this object hashed, to merge into the file on `save`
+
+    def _load(self) -> dict[str, dict]:
         try:
             loaded = json.loads(self.path.read_text())
         except (OSError, ValueError):
             loaded = {}
-        self.entries: dict[str, dict] = loaded if isinstance(loaded, dict) else {}
-        self.changed = False
+        return loaded if isinstance(loaded, dict) else {}
 
     def digest(self, file: Path) -> str:
         st = file.stat()
@@ -135,18 +142,32 @@ class DigestCache:
         hashed_at = time.time_ns()  # taken before reading: a later write moves mtime past the entry's
         digest = file_digest(file)
         self.entries[key] = {"stat": stamp, "hashed_at": hashed_at, "digest": digest}
-        self.changed = True
+        self.fresh.add(key)
         return digest
 
     def save(self) -> None:
-        if not self.changed:
+        """Merge this object's new entries into the file under its lock (see the class). A key two
+        runs both hashed keeps the later hashing. Temp files a writer killed mid-save left (only
+        ever written under the lock, so any found while holding it are orphans) are removed."""
+        if not self.fresh:
             return
+        from filelock import FileLock
+
+        from recsys.files import write_text_atomic
+
         with contextlib.suppress(OSError):  # a read-only store: the next run hashes again
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries))
-            os.replace(tmp, self.path)
-        self.changed = False
+            with FileLock(str(self.path.with_name(f"{self.path.name}.lock"))):
+                for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                    orphan.unlink(missing_ok=True)
+                merged = self._load()
+                for key in self.fresh:
+                    theirs, ours = merged.get(key), self.entries[key]
+                    if not isinstance(theirs, dict) or theirs.get("hashed_at", 0) <= ours["hashed_at"]:
+                        merged[key] = ours
+                write_text_atomic(self.path, json.dumps(merged))
+            self.entries = merged
+        self.fresh = set()
 
 
 def local_source(source: str) -> Path | Location:

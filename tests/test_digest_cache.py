@@ -3,6 +3,7 @@ size, mtime and inode stand still, and a file written around its hashing is alwa
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -87,3 +88,50 @@ def test_a_scheduled_run_reads_its_digests_from_the_cache(tmp_path):
     assert source_fingerprint(cfg.data) == key
     again = prepare_dataset(cfg)
     assert again.reused and again.fingerprint == first.fingerprint
+
+
+def test_runs_saving_at_once_keep_each_others_entries(tmp_path):
+    """Two runs on one processed_dir (other data sets, or a source fingerprint taken outside the
+    writer lock) each load the cache, hash their own files, then save: both entries must survive
+    (a plain rewrite of what each had loaded kept the last saver's only). Real threads, each with
+    its own cache object and its own lock handle, released together once all have loaded."""
+    import threading
+
+    logs = []
+    for i in range(4):
+        log = tmp_path / "landing" / f"day{i}.csv"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f"user_id,item_id\n{i},2\n")
+        logs.append(log)
+    caches = [DigestCache(tmp_path / "processed") for _ in logs]  # all loaded before any saves
+    ready = threading.Barrier(len(logs))
+
+    def one_run(cache: DigestCache, log: Path) -> None:
+        cache.digest(log)
+        ready.wait()
+        cache.save()
+
+    threads = [threading.Thread(target=one_run, args=pair) for pair in zip(caches, logs, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    saved = json.loads((tmp_path / "processed" / DIGEST_CACHE).read_text())
+    assert sorted(saved) == sorted(str(log.resolve()) for log in logs)
+    assert all(saved[str(log.resolve())]["digest"] == file_digest(log) for log in logs)
+    assert not list((tmp_path / "processed").glob("*.tmp"))  # no temp file left beside it
+
+
+def test_a_save_keeps_the_later_hashing_and_removes_a_killed_savers_temp(tmp_path):
+    log = _old_log(tmp_path)
+    early, late = DigestCache(tmp_path / "processed"), DigestCache(tmp_path / "processed")
+    early.digest(log)
+    late.digest(log)
+    orphan = tmp_path / "processed" / f".{DIGEST_CACHE}.k1lled0x.tmp"  # a saver killed with -9
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_text('{"half')
+    late.save()
+    early.save()  # saved last, hashed first: the file keeps the later hashing
+    saved = json.loads((tmp_path / "processed" / DIGEST_CACHE).read_text())
+    assert saved[str(log.resolve())]["hashed_at"] == late.entries[str(log.resolve())]["hashed_at"]
+    assert not orphan.exists()
