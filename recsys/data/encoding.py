@@ -10,7 +10,8 @@ original file's. A gzip'd file is copied gzip'd (level 1), under its own name, s
 `source_file` names stay the same.
 
 Nothing changes for UTF-8 (the default): no file is opened here unless it starts with a UTF-16 or
-UTF-32 byte-order mark, which says its encoding without doubt, so it is read without being asked.
+UTF-32 byte-order mark, which says its encoding without doubt, so it is read without being asked
+(and as the mark says where `data.encoding` names another: a warning says so).
 Messages and warnings that name the copy are rewritten to name the user's file (`Transcoded`).
 """
 
@@ -74,6 +75,23 @@ def bom_encoding(path: Path) -> str | None:
 
 def _is_text(path: Path) -> bool:
     return not path.name.lower().endswith(_PARQUET_SUFFIXES)
+
+
+def _file_encoding(path: Path, encoding: str | None, named: str | None = None) -> str | None:
+    """The encoding `path` is copied from: its UTF-16 / UTF-32 byte-order mark's, else `encoding`
+    (text only; None: read as it is). The mark wins over the setting: a config's latin-1 for a
+    landing zone where one day came as Excel's 'Unicode Text' read that file as 'ÿþ' and NUL bytes,
+    and ingest called it binary content, not text. `named`: the setting as the user spelled it."""
+    bom = bom_encoding(path)
+    if bom is not None and encoding is not None and not encoding.startswith(bom):
+        warnings.warn(
+            RecsysWarning(
+                f"{path} starts with a {bom.upper()} byte-order mark: read as {bom.upper()}, not as {named or encoding} "
+                "(data.encoding), which the mark rules out"
+            ),
+            stacklevel=3,
+        )
+    return bom or (encoding if encoding and _is_text(path) else None)
 
 
 def _copy_as_utf8(source: Path, target: Path, encoding: str) -> None:
@@ -168,13 +186,13 @@ def utf8_source(source: str | Path, encoding: str | None, out_dir: Path) -> Iter
     removed on leaving. Call with `out_dir`'s writer lock held (its `recover` removes a copy
     a kill left behind). A directory's data files are copied (text) or linked (Parquet) under
     their own relative names, and so are the files it does not read (`warn_unread` names them)."""
-    encoding = canonical_encoding(encoding)
+    named, encoding = encoding, canonical_encoding(encoding)
     if as_url(source) is not None or not Path(source).exists():
         yield Transcoded(source, source)  # remote text is refused by the readers anyway
         return
     path = Path(source)
     listing = list_source(path) if path.is_dir() else SourceListing([path], [])
-    plan = {f: (encoding if encoding and _is_text(f) else bom_encoding(f)) for f in listing.files}
+    plan = {f: _file_encoding(f, encoding, named) for f in listing.files}
     plan.update(dict.fromkeys(listing.unread))  # linked too, so the readers' warning names them
     if not any(plan.values()):
         yield Transcoded(source, source)

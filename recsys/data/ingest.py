@@ -55,7 +55,7 @@ from recsys.data.readers import (
     row_numbers,
     scan_source,
 )
-from recsys.data.remote import as_url
+from recsys.data.remote import as_url, local_path_of
 from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX, WEIGHT
 from recsys.data.source_stamp import (
     SourceStamp,
@@ -901,6 +901,7 @@ def ingest(
     from recsys.data.synthetic import planted_blocks, reading
 
     say = progress or (lambda _stage: None)
+    source = local_path_of(source)
     local = as_url(source) is None
     if local and not Path(source).exists():  # before the lock: nothing left behind
         raise DataError(f"{source}: no such file or directory")

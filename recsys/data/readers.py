@@ -261,6 +261,10 @@ def _read_head(path: Path) -> bytes:
     return head
 
 
+_BOM_HINT = (
+    "`recsys ingest`, `recsys run` and `recsys.data.ingest.ingest` read it as it is (the mark names its "
+    "encoding); the readers called alone read UTF-8 only"
+)
 _NOT_READ = {
     b"PK\x03\x04": "a zip archive, or an .xlsx workbook: unzip it and name the interaction file "
     "(e.g. ml-100k/u.data; `recsys data fetch NAME --offline FILE.zip` takes a named set's zip), or "
@@ -276,13 +280,21 @@ _NOT_READ = {
     "`pd.read_feather(FILE).to_parquet(NEW)`",
     b"ORC": "an ORC file (Hive, Spark): write it as Parquet instead",
     b"Obj\x01": "an Avro file: write it as Parquet instead",
-    b"\xff\xfe": "UTF-16 text, as Excel's 'Unicode Text' writes: convert it with `iconv -f utf-16 -t utf-8`",
-    b"\xfe\xff": "UTF-16 text: convert it with `iconv -f utf-16 -t utf-8`",
 }
 """Leading bytes of files users point ingest at that it does not read, and what to do instead."""
+_BOM_TEXT = {  # UTF-32-LE's mark starts with UTF-16-LE's: listed first, as the first match names it
+    b"\xff\xfe\x00\x00": "UTF-32 text with a byte-order mark",
+    b"\x00\x00\xfe\xff": "UTF-32 text with a byte-order mark",
+    b"\xff\xfe": "UTF-16 text with a byte-order mark (Excel's 'Unicode Text')",
+    b"\xfe\xff": "UTF-16 text with a byte-order mark",
+}
+"""Text that ingest reads (`recsys.data.encoding` copies it as UTF-8 first) but the readers alone
+(`scan_source`, `read_canonical`), which read UTF-8 only, do not."""
 
 
 def _head_lines(path: Path, head: bytes) -> list[str]:
+    if bom := next((what for mark, what in _BOM_TEXT.items() if head.startswith(mark)), None):
+        raise DataError(f"{path}: {bom}: {_BOM_HINT}")
     # Known kinds are named only for heads that are not UTF-8 text (a CSV may start with "BZh").
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
     if head[257:262] == b"ustar":  # a tar header's magic (also seen through gzip: .tar.gz / .tgz)

@@ -49,6 +49,18 @@ def as_url(source: str | PurePath) -> str | None:
     return None
 
 
+def local_path_of(source: str | PurePath) -> str | PurePath:
+    """`source` with a file:// URL replaced by its plain path, so it takes the local code path in
+    full (README: "`file:///...` reads like a path"): ingest read such a URL through fsspec, so a
+    UTF-16 file or `--encoding latin-1` was not decoded, an `--append` recorded no content digest
+    (a retried one added its batch twice) and the source was not held against a rewrite. Other
+    sources are returned as they are; a bad file:// URL is the one-line DataError of `resolve`."""
+    url = as_url(source)
+    if url is None or url.split(":", 1)[0].lower() not in LOCAL_PROTOCOLS:
+        return source
+    return resolve(url).local_path
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One data file behind a URL: `name` is its path relative to the source directory (or its base

@@ -85,6 +85,46 @@ def test_excel_unicode_text_is_read_and_utf16_without_a_bom_is_named(tmp_path: P
     assert _ingest(bare, tmp_path / "out2", "--encoding", "utf-16-le").exit_code == 0
 
 
+def test_a_byte_order_mark_is_read_also_by_url_or_beside_a_setting_and_messages_say_so(tmp_path: Path) -> None:
+    """Messages must be true now that ingest reads UTF-16 / UTF-32 behind a mark: a `file://` URL
+    of such a file (read like its path, README) said to convert it with iconv; `--encoding latin-1`
+    (a landing zone's setting) on it said "binary content"; the readers alone named UTF-32 as UTF-16."""
+    from recsys.data.ingest import read_canonical
+
+    text = "user_id\titem_id\trating\r\nA\tcafé\t5\r\nB\tx\t3\r\n"
+    wanted = [("A", "café", 5.0), ("B", "x", 3.0)]
+    for codec in ("utf-16", "utf-32"):
+        path = tmp_path / f"{codec}.txt"
+        path.write_bytes(text.encode(codec))
+        for n, (source, args) in enumerate([(path.as_uri(), ()), (path, ("--encoding", "latin-1"))]):
+            out = tmp_path / f"out-{codec}-{n}"
+            result = _ingest(source, out, *args)
+            assert result.exit_code == 0, result.output
+            rows = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+            assert rows.select("user_id", "item_id", "weight").rows() == wanted
+            if args:
+                assert f"{codec.upper()} byte-order mark: read as {codec.upper()}, not as latin-1" in result.output
+        with pytest.raises(Exception, match=f"{codec.upper()} text with a byte-order mark") as info:
+            read_canonical(path)  # the readers alone: UTF-8 only, and they say who reads it
+        assert "iconv" not in str(info.value) and "recsys ingest" in str(info.value)
+
+
+def test_a_file_url_append_run_again_adds_its_batch_once(tmp_path: Path) -> None:
+    """A retried `recsys ingest --append file://...` (the step rerun after a kill -9 that came once
+    its batch had landed) must add nothing: a URL recorded no content digest, so it added a twin."""
+    (tmp_path / "day1.csv").write_text("user_id,item_id,rating\nA,x,5\nB,y,3\n")
+    day2 = tmp_path / "day2.csv"
+    day2.write_text("user_id,item_id,rating\nC,x,4\n")
+    out = tmp_path / "out"
+    assert _ingest(tmp_path / "day1.csv", out).exit_code == 0
+    for _ in range(2):
+        result = _ingest(day2.as_uri(), out, "--append")
+        assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["batches"]) == 2 and manifest["interactions"] == 3
+    assert "was ingested already" in result.output
+
+
 def test_a_latin1_directory_keeps_its_file_names_and_errors_name_the_users_file(tmp_path: Path) -> None:
     folder = tmp_path / "months"
     folder.mkdir()
