@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def stop_ephemeral_server(keep: list[object] | None = None) -> None:
             server.stop()  # type: ignore[attr-defined]
         except Exception as exc:  # never fail a finished run over its teardown
             log.debug("could not stop the temporary Prefect server: %s", exc)
+    _pass_on_server_logs()
+
+
+def _pass_on_server_logs() -> None:
+    """Write what this process's stopped servers logged (`server_popen`) to stderr, where it went
+    before it had a file, and remove their log directories."""
+    import shutil
+    import tempfile
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{SERVER_LOG_PREFIX}-{os.getpid()}-*"):
+        with contextlib.suppress(OSError):
+            if text := (folder / "server.log").read_text(errors="replace"):
+                sys.stderr.write(text)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _drain_workers(timeout: float = 5.0) -> None:
@@ -184,9 +199,8 @@ def isolate_ephemeral_server() -> None:
     retries ("Error logging to API"), left its flow run Running and ended with "unexpected
     ConnectError ... this is a bug" (exit 1) instead of `interrupted` (130). In its own session the
     server stays up until `stop_ephemeral_server` stops it after the flow; a `recsys run` killed
-    outright leaves it to the next one (`stop_orphaned_servers`), as before."""
-    import functools
-    import subprocess
+    outright leaves it to the next one (`stop_orphaned_servers`), as before. It is started by
+    `server_popen`, so it holds none of the run's standard streams (see there)."""
     import types
 
     from prefect.server.api import server as prefect_server
@@ -194,6 +208,27 @@ def isolate_ephemeral_server() -> None:
     if getattr(prefect_server.subprocess, "recsys_isolated", False):
         return
     module = types.SimpleNamespace(**{name: getattr(subprocess, name) for name in dir(subprocess) if not name.startswith("__")})
-    module.Popen = functools.partial(subprocess.Popen, start_new_session=True)
+    module.Popen = server_popen
     module.recsys_isolated = True
     prefect_server.subprocess = module  # only the server module's own uses of subprocess
+
+
+SERVER_LOG_PREFIX = "recsys-prefect-server"
+
+
+def server_popen(args: list[str], **kwargs: object) -> subprocess.Popen:
+    """Start the temporary server (`args`: Prefect's uvicorn command) in a session of its own, its
+    stdin on /dev/null and its output in `$TMPDIR/recsys-prefect-server-<run pid>-*/server.log`.
+
+    Why not the run's streams: a run killed with -9 leaves its server serving until the next run
+    stops it, and a server writing to the run's stdout held the run's pipe open all that while, so
+    whatever read the run's output to its end waited too: `recsys run | tee run.log` (and a
+    scheduler or CI job capturing the output) hung after the kill instead of ending with it. The
+    log directory of a run that has ended goes with the next one's start (`process_temp_dir`)."""
+    from recsys.files import process_temp_dir
+
+    log_file = process_temp_dir(SERVER_LOG_PREFIX) / "server.log"
+    with log_file.open("ab") as log_out:
+        return subprocess.Popen(  # type: ignore[call-overload]
+            args, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT, **kwargs
+        )
