@@ -67,15 +67,21 @@ def test_the_plot_reads_ratios_to_the_reference_from_the_value_column(tmp_path: 
 
 def test_citeulike_preparation_keeps_whole_libraries_of_the_first_users_up_to_the_cap(tmp_path: Path) -> None:
     import polars as pl
+    import pytest
 
     from benchmarks.bench_generalization_real import citeulike_pairs
 
     users = tmp_path / "users.dat"
-    users.write_text("3 1 4 1\n5 9\n2 6 5 3\n")  # user 0 lists article 1 twice: one pair
+    # Each line: the number of articles, then their ids (the data set's layout); user 0 lists article 1 twice.
+    users.write_text("4 3 1 4 1\n2 5 9\n4 2 6 5 3\n")
     out = citeulike_pairs(users, tmp_path / "prep", cap=5)
     rows = pl.read_csv(out).rows()
-    assert rows == [(0, 3), (0, 1), (0, 4), (1, 5), (1, 9)]  # user 2's 4 pairs would pass the cap: dropped whole
+    # The leading counts are no articles; user 2's 4 pairs would pass the cap: dropped whole.
+    assert rows == [(0, 3), (0, 1), (0, 4), (1, 5), (1, 9)]
     assert citeulike_pairs(users, tmp_path / "again", cap=5).read_bytes() == out.read_bytes()
+    users.write_text("2 1 4\n5 9\n")  # a line whose first number is not its count: another layout
+    with pytest.raises(ValueError, match="line 2 does not start with the number of articles"):
+        citeulike_pairs(users, tmp_path / "other", cap=5)
 
 
 def test_each_known_real_log_runs_its_config_and_a_missing_file_stops_the_run(tmp_path: Path, monkeypatch) -> None:
