@@ -672,6 +672,8 @@ def map_columns(
                     '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
                     '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
                 )
+            if separator is not None and len(header) == 1:
+                _refuse_adjacency_lists(path, header)
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
@@ -750,6 +752,39 @@ def _refuse_whitespace_runs(path: Path | str, header: list[str], separator: str)
             "which are not read; put one tab between fields first, e.g. `awk -v OFS='\\t' '{$1 = $1; print}' "
             "FILE > NEW`, and ingest NEW (columns user, item[, rating[, timestamp]], as in u.data)"
         )
+
+
+def _refuse_adjacency_lists(path: Path | str, header: list[str]) -> None:
+    """DataError for a file of one line per user, the user's item ids separated by single spaces:
+    LightGCN's and NGCF's `train.txt` (Gowalla, Yelp2018, Amazon-book: the user id, then its items)
+    and CiteULike's `users.dat` (the number of items, then their ids; the user is the line's 0-based
+    number). The lines differ in length, so no separator splits them into columns, and the
+    one-column error said "the separator is none of ... one space" of a file split by single
+    spaces. The message gives the `awk` line that writes one `user_id,item_id` line per pair, with
+    the user read as the layout has it: the first number, or the line number when every line
+    starts with the count of the ids after it."""
+    first = header[0].strip().split(" ")
+    if len(first) < 2 or not all(v.isdigit() for v in first):
+        return
+    try:
+        rows = [line.strip().split(" ") for line in _header_lines(Path(path))[:50] if line.strip()]
+    except (DataError, OSError):
+        return
+    if not all(all(v.isdigit() for v in row) for row in rows) or len({len(row) for row in rows}) < 2:
+        return
+    counted = all(int(row[0]) == len(row) - 1 for row in rows)
+    layout = (
+        "the number of items first, as CiteULike's users.dat (the user is the line's 0-based number)"
+        if counted
+        else "the user id first, as LightGCN's and NGCF's train.txt"
+    )
+    user = "NR - 1" if counted else "$1"
+    raise DataError(
+        f"{path}: one line per user, ids separated by single spaces, with {layout} (first line "
+        f"{header[0].strip()[:40]!r}): such lists are not read; write one user_id,item_id line per pair first, e.g. "
+        f"`awk -v OFS=, 'BEGIN {{print \"user_id,item_id\"}} {{for (i = 2; i <= NF; i++) print {user}, $i}}' "
+        "FILE > NEW.csv`, and ingest NEW.csv"
+    )
 
 
 _DEDUPLICATED = re.compile(r"^_duplicated_\d+$")  # polars' name for a repeated header name ('' here)

@@ -4,6 +4,7 @@ Steam 200K's headerless `steam-200k.csv` and Tmall's (IJCAI-15) `user_log_format
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -134,3 +135,29 @@ def test_steam_reviews_without_a_user_id_on_most_lines_name_the_username_key(tmp
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.endswith("'username' names the same users: read it as the user with --user-col username"), line
+
+
+def test_one_line_per_user_lists_say_how_to_flatten_them(tmp_path: Path) -> None:
+    """LightGCN's train.txt (the user, then its items) and CiteULike's users.dat (the count, then the
+    items; the user is the line number), split by single spaces: the error said the separator was
+    none of `, ; | tab or one space`. It now names the layout and the awk line that flattens it, and
+    that line's output ingests every pair."""
+    layouts = {
+        "train.txt": ("0 0 1 2 3\n1 4 5\n2 1 6 7 8 9\n", "print $1, $i", {("0", "3"), ("2", "9"), ("1", "4")}),
+        "users.dat": ("3 10 11 12\n1 13\n2 10 14\n", "print NR - 1, $i", {("0", "12"), ("1", "13"), ("2", "14")}),
+    }
+    for name, (text, printed, some_pairs) in layouts.items():
+        path = tmp_path / name
+        path.write_text(text)
+        result = _ingest(path, tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "none of" not in line and printed in line, line
+        flat = tmp_path / f"{name}.csv"
+        command = line.split("e.g. `", 1)[1].split("`", 1)[0]
+        subprocess.run(["sh", "-c", command.replace("FILE", str(path)).replace("NEW.csv", str(flat))], check=True)
+        out = tmp_path / f"out-{name}"
+        assert _ingest(flat, out).exit_code == 0
+        got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+        pairs = set(zip(got["user_id"].cast(pl.String), got["item_id"].cast(pl.String), strict=True))
+        assert some_pairs <= pairs and len(pairs) == sum(len(row.split()) - 1 for row in text.splitlines())
