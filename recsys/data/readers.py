@@ -683,21 +683,53 @@ def map_columns(
                     setting="data.format",
                     value="FORMAT",
                 )
-            # Suggest a column named for the role first (`user_uuid` for the user, not the item's
-            # `app_id`), then an id-like one (`book_id` rather than `title`).
-            free = sorted(
-                (c for c in header if c not in taken),
-                key=lambda c: (attr not in _base_name(c), not _ID_SUFFIX.match(c)),
-            )
-            suggested = free[0] if free else "NAME"
+            suggested = _suggested_id_column(attr, [c for c in header if c not in taken])
             if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
                 suggested = name_column(header, suggested) or suggested
+            unnamed = "; none is named like one" if suggested == "NAME" else ""
             raise DataError(
-                f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
+                f"no {attr} column found ({path}: columns are {header}){unnamed}: name it with {{option}}",
                 setting=f"data.columns.{attr}",
                 value=suggested,
             )
     return mapping
+
+
+# Words that name what a user or an item column holds without the word itself: UCI Online Retail's
+# `CustomerID` and `StockCode`, a funnel export's `product_category`, Food.com's `recipe_id`.
+_ROLE_WORDS = {
+    "user": ("user", "customer", "visitor", "member", "account", "client", "reviewer", "person", "player", "viewer"),
+    "item": (
+        "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",
+        "album", "book", "game", "app", "video", "recipe", "business", "anime", "course", "offer", "goods", "content",
+    ),
+}  # fmt: skip
+# Columns whose name says they hold something else: a row's, order's or session's id (the item hint
+# named a funnel log's `event_id`, Online Retail's `InvoiceNo`), a rating, count, price or time.
+_NOT_AN_ID = re.compile(
+    r"event|order|invoice|transaction|basket|review|rating|score|count|quantity|qty|price|amount|revenue|time|date"
+    r"|categor"
+)
+
+
+def _suggested_id_column(attr: str, free: list[str]) -> str:
+    """The column a missing user or item is best read from, for the error's hint; `NAME` when no
+    column says so. A column named for the role comes first (`user_uuid` for the user, not the
+    item's `app_id`; `StockCode` for the item), then another id-like one (`book_id`; `title` or
+    `traffic_source` is never offered); one whose name says it holds other things (`event_id`, `InvoiceNo`, `Ratings`) is never
+    offered: a hint the user copies should not read every event as its own item, and the message
+    lists the columns already. A session id is a user (a session log), never an item."""
+    words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
+
+    def rank(column: str) -> tuple[bool, bool, bool]:
+        name = _base_name(column)
+        return (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
+
+    offered = sorted(
+        (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
+        key=rank,
+    )
+    return offered[0] if offered and not all(rank(offered[0])) else "NAME"
 
 
 def name_column(header: Iterable[str], column: str | None) -> str | None:

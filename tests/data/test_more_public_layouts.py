@@ -161,3 +161,35 @@ def test_one_line_per_user_lists_say_how_to_flatten_them(tmp_path: Path) -> None
         got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
         pairs = set(zip(got["user_id"].cast(pl.String), got["item_id"].cast(pl.String), strict=True))
         assert some_pairs <= pairs and len(pairs) == sum(len(row.split()) - 1 for row in text.splitlines())
+
+
+def test_the_missing_id_column_hint_never_offers_an_event_order_or_rating_column(tmp_path: Path) -> None:
+    """The hint a user copies: a funnel export (one row per event, no item) was told `--item-col
+    event_id` (every event its own item), UCI Online Retail `--item-col InvoiceNo` (a basket) where
+    `StockCode` is the item, and `Item;Ratings` `--user-col Ratings`."""
+    cases = [
+        (
+            "events.csv",
+            "event_id,user_id,session_id,event_timestamp,event_name,traffic_source,product_category,order_id\n"
+            "1,u_000001,s_000001_00_0,2026-01-21 18:44:34,session_start,social,,\n",
+            [],
+            "--item-col NAME",
+        ),
+        (
+            "Online Retail.csv",
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+            "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n",
+            [],
+            "--user-col CustomerID",
+        ),
+        ("Online Retail.csv", None, ["--user-col", "CustomerID"], "--item-col StockCode"),
+        ("ratings.csv", "Item;Ratings\n6428320;1\n", [], "--user-col NAME"),
+    ]
+    for name, text, args, hint in cases:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        result = _ingest(path, tmp_path / "out", *args)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.endswith(f"name it with {hint}"), line
