@@ -194,6 +194,7 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     unset = {"event_weights"} if cfg.event_weights is None else set()
     unset |= {"encoding"} if cfg.encoding is None else set()
     unset |= {"header"} if cfg.header is None else set()
+    unset |= {"time_format"} if cfg.time_format is None else set()
     return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 

@@ -44,6 +44,7 @@ INGEST_FLAGS = {
     "data.format": "--format {value}",
     "data.encoding": "--encoding {value}",
     "data.header": "--header {value}",
+    "data.time_format": "--time-format {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
@@ -94,7 +95,17 @@ def ingest_command(
         ),
     ] = None,
     time_col: Annotated[
-        str | None, typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601 (optional).")
+        str | None,
+        typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601, else see --time-format (optional)."),
+    ] = None,
+    time_format: Annotated[
+        str | None,
+        typer.Option(
+            "--time-format",
+            metavar="LAYOUT",
+            help="strftime layout of a time column that is neither Unix time nor ISO-8601, e.g. "
+            "'%m/%d/%Y %H:%M' (12/1/2010 8:26), '%d.%m.%Y' or '%Y%m%d' (data.time_format); UTC unless %z.",
+        ),
     ] = None,
     weight_col: Annotated[
         str | None,
@@ -184,6 +195,13 @@ def ingest_command(
 
     if allow_same_content and not append:
         raise ConfigError("--allow-same-content applies to --append only: add --append, or leave it out")
+    if time_format is not None:
+        from recsys.config import strftime_layout
+
+        try:
+            strftime_layout(time_format)
+        except ValueError as exc:
+            raise ConfigError(f"--time-format: {exc}") from None
     configured = data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
     column_flags = {
@@ -203,6 +221,7 @@ def ingest_command(
         "min_item_interactions": min_item_interactions,
         "encoding": encoding,
         "header": _header(header),
+        "time_format": time_format,
     }
     if event_weight:
         updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}

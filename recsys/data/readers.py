@@ -208,6 +208,7 @@ class RawSource:
     separator: str | None = None
     comma_files: tuple[str, ...] = ()
     decimal: str = "plain"
+    time_format: str | None = None  # data.time_format, set by `validate` (see `validation.parse_time`)
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
     header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
     late_keys: Callable[[pl.DataFrame], list[str]] | None = None  # JSON Lines: see LATE_KEY

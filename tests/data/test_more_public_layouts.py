@@ -193,3 +193,52 @@ def test_the_missing_id_column_hint_never_offers_an_event_order_or_rating_column
         assert result.exit_code == 2, result.output
         (line,) = result.output.strip().splitlines()
         assert line.endswith(f"name it with {hint}"), line
+
+
+ONLINE_RETAIL = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
+    "536365,71053,WHITE METAL LANTERN,6,12/1/2010 8:26,3.39,17850,United Kingdom\n"
+    '536415,22139,"RETROSPOT TEA SET, CERAMIC",2,12/13/2010 11:52,4.95,13047,United Kingdom\n'
+    "536416,22140,CAKE STAND,1,1/4/2011 9:05,4.95,13047,United Kingdom\n"
+)
+
+
+def test_a_time_layout_no_parse_reads_is_named_and_read_with_time_format(tmp_path: Path) -> None:
+    """UCI Online Retail's `InvoiceDate` (12/1/2010 8:26, month first): every row was quarantined
+    as bad_timestamp with "convert it" and nothing to convert with. The error now names
+    --time-format with the layout (the month first, as 12/13/2010 shows), and that reads them."""
+    path = tmp_path / "Online Retail.csv"
+    path.write_text(ONLINE_RETAIL)
+    columns = ["--user-col", "CustomerID", "--item-col", "StockCode", "--time-col", "InvoiceDate"]
+    result = _ingest(path, tmp_path / "out", *columns)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--time-format '%m/%d/%Y %H:%M' reads these (the month first" in line, line
+    out = tmp_path / "out"
+    assert _ingest(path, out, *columns, "--time-format", "%m/%d/%Y %H:%M").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
+    assert [f"{t:%Y-%m-%d %H:%M}" for t in got["timestamp"]] == [
+        "2010-12-01 08:26", "2010-12-01 08:26", "2010-12-13 11:52", "2011-01-04 09:05"
+    ]  # fmt: skip
+    assert str(got["timestamp"].dtype.time_zone) == "UTC"  # type: ignore[union-attr]
+    refused = _ingest(path, tmp_path / "bad", *columns, "--time-format", "mm/dd/yyyy")
+    assert refused.exit_code == 2 and "no strftime date directive" in refused.output, refused.output
+
+
+def test_yyyymmdd_integer_dates_read_with_time_format_from_csv_and_parquet(tmp_path: Path) -> None:
+    """yyyymmdd integers were read as Unix seconds (August 1970) with a warning to convert them;
+    --time-format %Y%m%d reads them as dates, from a CSV (read typed as integers) and from a
+    Parquet int64 column alike, and the warning names that option."""
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,date\n1,10,20150701\n1,11,20150702\n2,10,20150703\n")
+    warned = _ingest(csv, tmp_path / "out-1970")
+    assert warned.exit_code == 0 and "--time-format %Y%m%d" in warned.output, warned.output
+    parquet = tmp_path / "log.parquet"
+    pl.read_csv(csv).write_parquet(parquet)
+    for source in (csv, parquet):
+        out = tmp_path / f"out-{source.suffix[1:]}"
+        result = _ingest(source, out, "--time-format", "%Y%m%d")
+        assert result.exit_code == 0 and "1970" not in result.output, result.output
+        got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
+        assert [f"{t:%Y-%m-%d}" for t in got["timestamp"]] == ["2015-07-01", "2015-07-02", "2015-07-03"]
