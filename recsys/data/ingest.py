@@ -591,7 +591,10 @@ def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, ev
     where = f"{source}: {column_label(event_column)}"
     for setting, events in named.items():
         if not any(event in present for event in events):
-            top = [str(event) for event in present if event is not None][:3]
+            # Weights: every event the listing shows, at 1 (each row counts, as without the rule), so
+            # the hint drops no rows; the three most frequent left out the rarest events, an event
+            # log's purchases (Taobao's `buy`), the strongest signal it has.
+            top = [str(event) for event in present if event is not None][: 12 if setting == "event_weights" else 3]
             value = (
                 "{" + ",".join(f"{_toml_key(event)}=1" for event in top) + "}"
                 if setting == "event_weights"
@@ -599,7 +602,8 @@ def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, ev
             )
             raise DataError(
                 f"{where} holds none of the events data.{setting} names ({', '.join(map(repr, events))}); "
-                f"its events are {listing}: name those in {{option}}",
+                f"its events are {listing}: name those in {{option}}"
+                + (" (each weighing 1: raise the stronger ones, e.g. a purchase)" if setting == "event_weights" else ""),
                 setting=f"data.{setting}",
                 value=f"'{value}'",
             )
