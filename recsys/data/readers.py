@@ -688,8 +688,12 @@ def map_columns(
             if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
                 suggested = name_column(header, suggested) or suggested
             unnamed = "; none is named like one" if suggested == "NAME" else ""
+            also = ""
+            if canon == USER and ITEM not in mapping:  # both missing: name both, not one per try
+                item = _suggested_id_column("item", [c for c in header if c not in taken and c != suggested])
+                also = f", and no item column either: {{option:data.columns.item={item}}}"
             raise DataError(
-                f"no {attr} column found ({path}: columns are {header}){unnamed}: name it with {{option}}",
+                f"no {attr} column found ({path}: columns are {header}){unnamed}: name it with {{option}}{also}",
                 setting=f"data.columns.{attr}",
                 value=suggested,
             )

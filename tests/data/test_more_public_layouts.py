@@ -166,7 +166,8 @@ def test_one_line_per_user_lists_say_how_to_flatten_them(tmp_path: Path) -> None
 def test_the_missing_id_column_hint_never_offers_an_event_order_or_rating_column(tmp_path: Path) -> None:
     """The hint a user copies: a funnel export (one row per event, no item) was told `--item-col
     event_id` (every event its own item), UCI Online Retail `--item-col InvoiceNo` (a basket) where
-    `StockCode` is the item, and `Item;Ratings` `--user-col Ratings`."""
+    `StockCode` is the item, and `Item;Ratings` `--user-col Ratings`. With neither id column found,
+    one error names both (it named the user, and the item only on the next try)."""
     cases = [
         (
             "events.csv",
@@ -180,7 +181,7 @@ def test_the_missing_id_column_hint_never_offers_an_event_order_or_rating_column
             "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
             "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n",
             [],
-            "--user-col CustomerID",
+            "--user-col CustomerID, and no item column either: --item-col StockCode",  # both at once
         ),
         ("Online Retail.csv", None, ["--user-col", "CustomerID"], "--item-col StockCode"),
         ("ratings.csv", "Item;Ratings\n6428320;1\n", [], "--user-col NAME"),
