@@ -684,13 +684,13 @@ def map_columns(
                     setting="data.format",
                     value="FORMAT",
                 )
-            suggested = _suggested_id_column(attr, [c for c in header if c not in taken])
+            suggested = _suggested_id_column(attr, [c for c in header if c not in taken], header)
             if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
                 suggested = name_column(header, suggested) or suggested
             unnamed = "; none is named like one" if suggested == "NAME" else ""
             also = ""
             if canon == USER and ITEM not in mapping:  # both missing: name both, not one per try
-                item = _suggested_id_column("item", [c for c in header if c not in taken and c != suggested])
+                item = _suggested_id_column("item", [c for c in header if c not in taken and c != suggested], header)
                 also = f", and no item column either: {{option:data.columns.item={item}}}"
             raise DataError(
                 f"no {attr} column found ({path}: columns are {header}){unnamed}: name it with {{option}}{also}",
@@ -703,7 +703,10 @@ def map_columns(
 # Words that name what a user or an item column holds without the word itself: UCI Online Retail's
 # `CustomerID` and `StockCode`, a funnel export's `product_category`, Food.com's `recipe_id`.
 _ROLE_WORDS = {
-    "user": ("user", "customer", "visitor", "member", "account", "client", "reviewer", "person", "player", "viewer"),
+    "user": (
+        "user", "customer", "visitor", "member", "account", "client", "reviewer", "person", "player", "viewer",
+        "listener", "reader", "buyer", "shopper", "subscriber", "rater",
+    ),
     "item": (
         "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",
         "album", "book", "game", "app", "video", "recipe", "business", "anime", "course", "offer", "goods", "content",
@@ -717,13 +720,15 @@ _NOT_AN_ID = re.compile(
 )
 
 
-def _suggested_id_column(attr: str, free: list[str]) -> str:
+def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = None) -> str:
     """The column a missing user or item is best read from, for the error's hint; `NAME` when no
     column says so. A column named for the role comes first (`user_uuid` for the user, not the
     item's `app_id`; `StockCode` for the item), then another id-like one (`book_id`; `title` or
     `traffic_source` is never offered); one whose name says it holds other things (`event_id`, `InvoiceNo`, `Ratings`) is never
     offered: a hint the user copies should not read every event as its own item, and the message
-    lists the columns already. A session id is a user (a session log), never an item."""
+    lists the columns already. A session id is a user (a session log), never an item. Failing
+    those, the column where logs put the role (the user first, the item second: `listener,artist,
+    plays`) is offered when it is free and not such a column."""
     words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
 
     def rank(column: str) -> tuple[bool, bool, bool]:
@@ -734,7 +739,11 @@ def _suggested_id_column(attr: str, free: list[str]) -> str:
         (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
         key=rank,
     )
-    return offered[0] if offered and not all(rank(offered[0])) else "NAME"
+    if offered and not all(rank(offered[0])):
+        return offered[0]
+    position = 0 if attr == "user" else 1
+    usual = header[position] if header is not None and len(header) > position else None
+    return usual if usual is not None and usual in offered else "NAME"
 
 
 def name_column(header: Iterable[str], column: str | None) -> str | None:
