@@ -2222,7 +2222,12 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes)
+    # The first file's column names, as a delimited file's header: the hints that name a session or
+    # an item's name column (Diginetica's NA users: `--user-col sessionId`) read them.
+    header = tuple(mapped[0][2])
+    return RawSource(
+        label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes, header=header
+    )
 
 
 def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
