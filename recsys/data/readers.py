@@ -898,13 +898,18 @@ def _header_names(row: list[str]) -> list[str]:
     )
     ids = iter(("item_id", "user_id") if amazon else ("user_id", "item_id"))
     guessing = event is None  # a weight is guessed for the first number after the ids only
+    named_ids = 0
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
         elif _MEASURE.match(value):
             name = ""
+            # A measure after the ids is that first number (a price `94.0930`): what follows it (a
+            # quantity) is no rating either.
+            guessing = guessing and named_ids < 2
         else:
             name = next(ids, None)
+            named_ids += name is not None
             if name is None:
                 last = position == len(values) - 1
                 name = _weight_name(value, last, time is None) if guessing else ""

@@ -243,3 +243,16 @@ def test_yyyymmdd_integer_dates_read_with_time_format_from_csv_and_parquet(tmp_p
         assert result.exit_code == 0 and "1970" not in result.output, result.output
         got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
         assert [f"{t:%Y-%m-%d}" for t in got["timestamp"]] == ["2015-07-01", "2015-07-02", "2015-07-03"]
+
+
+def test_the_suggested_header_of_buys_with_a_decimal_price_names_no_rating(tmp_path: Path) -> None:
+    """A YOOCHOOSE-style buys export (session, time, item, price, quantity) whose price has more than
+    two decimals: the price was named by position, as a measurement, but the quantity after it was
+    then guessed `rating` (the README: every number after the first one after the ids is named by
+    position), so the copied header summed quantities as ratings."""
+    path = tmp_path / "yoochoose-buys.dat"
+    path.write_text("10,2024-01-12 00:50:00,89,94.09303132921134,2\n13,2024-01-25 00:06:00,45,99.13071820075994,1\n")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--header user_id,timestamp,item_id,column_4,column_5 " in line, line
