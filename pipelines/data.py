@@ -326,7 +326,8 @@ def ingest_columns(dataset: DatasetResult, manifest: dict | None = None) -> str 
         return None
     batches = manifest.get("batches") or []
     columns = batches[-1].get("columns") if batches else None
-    return describe_columns(columns) if columns else None
+    weighted = bool((manifest.get("weights") or {}).get("event_weights"))
+    return describe_columns(columns, weighted) if columns else None
 
 
 def ingest_filters(dataset: DatasetResult, manifest: dict | None = None) -> str | None:

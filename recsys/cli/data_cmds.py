@@ -250,7 +250,7 @@ def ingest_command(
         _nothing_appended(empty, Path(out), json_out, again)
         return
     fault_point("ingest.done")  # the lock is released: another writer may replace the directory now
-    _print_report(report)
+    _print_report(report, event_weighted=bool(data.event_weights))
     if report.planted:
         console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
     replaced = replaced_since(report)  # checked after the summary, as late as it can be
@@ -356,7 +356,7 @@ def _earlier_batches(report, source: Path) -> str | None:
     )
 
 
-def _print_report(report) -> None:
+def _print_report(report, event_weighted: bool = False) -> None:
     rows = Table(
         title=f"ingest of batch {report.batch} ({report.format})", show_header=False, title_justify="left"
     )
@@ -382,7 +382,7 @@ def _print_report(report) -> None:
     )
     from recsys.data.readers import describe_columns
 
-    console.print(f"columns:        {describe_columns(report.mapping)}", markup=False, highlight=False)
+    console.print(f"columns:        {describe_columns(report.mapping, event_weighted)}", markup=False, highlight=False)
     console.print(f"fingerprint:    [cyan]{report.fingerprint}[/]")
     console.print(f"processed data: {report.out_dir}")
     if report.rows_quarantined:

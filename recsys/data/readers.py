@@ -1014,17 +1014,23 @@ def column_label(source: str) -> str:
     return name if name.startswith("column ") else f"column {name}"
 
 
-def describe_columns(mapping: dict[str, str]) -> str:
+def describe_columns(mapping: dict[str, str], event_weighted: bool = False) -> str:
     """Which source column became which role, one line (`user=visitorid, item=itemid, ...`), so
     an automatic pick (the only `<name>_id` column as the user, `parent_asin` over `asin`) is
-    seen, not only in manifest.json. Headerless files name their columns by position."""
+    seen, not only in manifest.json. Headerless files name their columns by position.
+    `event_weighted`: data.event_weights is set, so a log without a weight column weighs each row
+    by its event (it said "each row counts 1" of Retailrocket's events under event weights)."""
 
     def spelled(source: str) -> str:
         return source if column_name(source) == repr(source) else column_name(source)
 
     found = [f"{role}={spelled(mapping[canon])}" for canon, role in _MAP_FIELDS.items() if canon in mapping]
     if WEIGHT not in mapping:
-        found.append("no weight column (each row counts 1)")
+        found.append(
+            "no weight column (each row weighs its event's data.event_weights)"
+            if event_weighted and EVENT in mapping
+            else "no weight column (each row counts 1)"
+        )
     return ", ".join(found)
 
 

@@ -256,3 +256,21 @@ def test_the_suggested_header_of_buys_with_a_decimal_price_names_no_rating(tmp_p
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "--header user_id,timestamp,item_id,column_4,column_5 " in line, line
+
+
+def test_the_columns_line_says_rows_weigh_their_event_under_event_weights(tmp_path: Path) -> None:
+    """Retailrocket's events.csv (no weight column) with --event-weight: the summary's columns line
+    said `no weight column (each row counts 1)` while each row weighed its event's weight."""
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "timestamp,visitorid,event,itemid,transactionid\n"
+        "1433221332117,257597,view,355908,\n1433224214164,992329,addtocart,248676,\n"
+        "1433221955914,992329,transaction,248676,4000\n"
+    )
+    weighted = _ingest(path, tmp_path / "out", "--event-weight", "view=1", "--event-weight", "addtocart=3",
+                       "--event-weight", "transaction=5")  # fmt: skip
+    assert weighted.exit_code == 0, weighted.output
+    said = " ".join(weighted.output.split())  # the console wraps the line
+    assert "event=event, no weight column (each row weighs its event's data.event_weights)" in said, said
+    plain = _ingest(path, tmp_path / "plain")
+    assert "no weight column (each row counts 1)" in plain.output, plain.output
