@@ -214,6 +214,7 @@ def isolate_ephemeral_server() -> None:
 
 
 SERVER_LOG_PREFIX = "recsys-prefect-server"
+_logs_at_exit: list[bool] = []  # whether `_pass_on_server_logs` is registered at exit (once)
 
 
 def server_popen(args: list[str], **kwargs: object) -> subprocess.Popen:
@@ -225,9 +226,16 @@ def server_popen(args: list[str], **kwargs: object) -> subprocess.Popen:
     whatever read the run's output to its end waited too: `recsys run | tee run.log` (and a
     scheduler or CI job capturing the output) hung after the kill instead of ending with it. The
     log directory of a run that has ended goes with the next one's start (`process_temp_dir`)."""
+    import atexit
+
     from recsys.files import process_temp_dir
 
     log_file = process_temp_dir(SERVER_LOG_PREFIX) / "server.log"
+    # Registered before Prefect registers the server's stop, so run after it at exit: a server that
+    # `stop_ephemeral_server` did not stop (`recsys schedule`'s) has its log passed on too.
+    if not _logs_at_exit:
+        atexit.register(_pass_on_server_logs)
+        _logs_at_exit.append(True)
     with log_file.open("ab") as log_out:
         return subprocess.Popen(  # type: ignore[call-overload]
             args, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT, **kwargs
