@@ -47,6 +47,7 @@ from recsys.data.readers import (
     open_decompressed,
 )
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT, as_utc
+from recsys.data.sorting import sort_in_parallel
 from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError, NoDataRows
 
@@ -878,14 +879,15 @@ def _duplicate_mask(frame: pl.DataFrame, valid: np.ndarray, parsed_names: list[s
     Exact matching over all rows is a hash-table pass over wide string rows (slow); instead the row
     hashes (`_row_hash`, computed during the read) are sorted, and only rows whose hash occurs more
     than once (exact copies and chance collisions: few) are compared exactly, so a hash collision
-    can never quarantine a row that is not a copy. polars sorts on both cores (numpy's sort, one
-    core, was the longest single-threaded stretch of a validation: 10M rows, ~0.4 s of CPU against
-    ~0.3 s) and reads the streaming read's chunks in place, where numpy needed them copied into
-    one array first; the rows holding a repeated hash are then found with one `is_in` against
-    those few hashes."""
+    can never quarantine a row that is not a copy. polars sorts the streaming read's chunks in
+    place (numpy needed them copied into one array first: 10M rows, ~0.4 s of CPU), on one
+    thread where the pool has no spare one (`sort_in_parallel`: this runs beside the main thread,
+    and splitting the sort over both cores of a 2-core machine cost ~0.30 CPU-s against ~0.16);
+    the rows holding a repeated hash are then found with one `is_in` against those few hashes."""
     hashes = frame.get_column(_HASH)
     everything = bool(valid.all())
-    ordered = (hashes if everything else hashes.filter(pl.Series(valid))).sort().to_numpy()
+    candidates = hashes if everything else hashes.filter(pl.Series(valid))
+    ordered = candidates.sort(multithreaded=sort_in_parallel()).to_numpy()
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     mask = np.zeros(frame.height, dtype=bool)
     if repeated.size == 0:
