@@ -47,7 +47,8 @@ from recsys.data.readers import (
     open_decompressed,
 )
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT, as_utc
-from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, MAX_CODE, WIDE_CODE_DTYPE, decimal_codes
+from recsys.data.sorting import sort_in_parallel
+from recsys.data.vocab import CODE_DTYPE, CODE_DTYPES, WIDE_CODE_DTYPE, decimal_codes
 from recsys.errors import DataError, NoDataRows
 
 REASON = "reason"
@@ -935,14 +936,15 @@ def _duplicate_mask(frame: pl.DataFrame, valid: np.ndarray, parsed_names: list[s
     Exact matching over all rows is a hash-table pass over wide string rows (slow); instead the row
     hashes (`_row_hash`, computed during the read) are sorted, and only rows whose hash occurs more
     than once (exact copies and chance collisions: few) are compared exactly, so a hash collision
-    can never quarantine a row that is not a copy. polars sorts on both cores (numpy's sort, one
-    core, was the longest single-threaded stretch of a validation: 10M rows, ~0.4 s of CPU against
-    ~0.3 s) and reads the streaming read's chunks in place, where numpy needed them copied into
-    one array first; the rows holding a repeated hash are then found with one `is_in` against
-    those few hashes."""
+    can never quarantine a row that is not a copy. polars sorts the streaming read's chunks in
+    place (numpy needed them copied into one array first: 10M rows, ~0.4 s of CPU), on one
+    thread where the pool has no spare one (`sort_in_parallel`: this runs beside the main thread,
+    and splitting the sort over both cores of a 2-core machine cost ~0.30 CPU-s against ~0.16);
+    the rows holding a repeated hash are then found with one `is_in` against those few hashes."""
     hashes = frame.get_column(_HASH)
     everything = bool(valid.all())
-    ordered = (hashes if everything else hashes.filter(pl.Series(valid))).sort().to_numpy()
+    candidates = hashes if everything else hashes.filter(pl.Series(valid))
+    ordered = candidates.sort(multithreaded=sort_in_parallel()).to_numpy()
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     mask = np.zeros(frame.height, dtype=bool)
     if repeated.size == 0:
@@ -989,9 +991,10 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
     magnitude, how many values reach it; powers at or below the smallest magnitude count every
     value without a comparison. None where a magnitude does not fit the column's type.
 
-    Each other power is one comparison pass over the column; on a 64-bit column whose values
-    mostly fit 32 bits (ids with a few hashed or 64-bit ones) the powers below 2**32 compare a
-    clipped 32-bit copy (half the bytes), and those above only the few values past 32 bits."""
+    Each other power is one comparison pass over the column, all in one query. On a 64-bit
+    column whose values mostly fit 32 bits (ids with a few hashed or 64-bit ones) the powers
+    below 2**32 once compared a 32-bit copy (half the bytes to read), but making the copy cost
+    more than it saved (10M-row Zipf log, both id columns: ~0.10 CPU-s against ~0.07)."""
     if not columns:
         return 0
     bounds = frame.select(
@@ -1013,17 +1016,6 @@ def _decimal_bytes(frame: pl.DataFrame, columns: list[str]) -> int | None:
         total += present  # the first digit
         powers = [10**k for k in range(1, 21) if low < 10**k <= high]
         total += present * sum(1 for k in range(1, 21) if 10**k <= low)
-        if high > MAX_CODE and powers and powers[0] <= MAX_CODE:
-            # A value past 32 bits reaches every power below 2**32: it is null in `narrow` and
-            # counted once per such power instead.
-            narrow = frame.select(value.cast(pl.UInt32, strict=False).alias("v"))
-            wide = frame.select(value.filter(value > MAX_CODE).alias("v"))
-            small, large = [p for p in powers if p <= MAX_CODE], [p for p in powers if p > MAX_CODE]
-            total += sum(narrow.select((pl.col("v") >= p).sum().alias(str(p)) for p in small).row(0))
-            total += wide.height * len(small)
-            if large:
-                total += sum(wide.select((pl.col("v") >= p).sum().alias(str(p)) for p in large).row(0))
-            continue
         counts += [(value >= p).sum() for p in powers]
     if counts:
         total += sum(frame.select(c.alias(f"c{i}") for i, c in enumerate(counts)).row(0))

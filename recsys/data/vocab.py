@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.parquet_out import write_table
+from recsys.data.sorting import sort_in_parallel
 from recsys.errors import DataError
 
 BLOCK = "block"
@@ -125,11 +126,12 @@ class Vocab:
         by `order`, ties broken by the id's text. Ingest's orders are distinct (one per source
         row), so a one-key numeric sort decides and the text is only compared where ties exist."""
         by_text = pl.col(self.id_name).cast(pl.String)
+        threads = sort_in_parallel()  # on one thread beside ingest's writer on 2 cores
         if order is None:
-            return fresh.sort(by_text)
-        fresh = fresh.sort(order)
+            return fresh.sort(by_text, multithreaded=threads)
+        fresh = fresh.sort(order, multithreaded=threads)
         if fresh.height > 1 and fresh.select((pl.col(order).diff() == 0).any()).item():
-            fresh = fresh.sort([pl.col(order), by_text])
+            fresh = fresh.sort([pl.col(order), by_text], multithreaded=threads)
         return fresh
 
     def with_blocks(self, labels: pl.DataFrame | None) -> Vocab:
@@ -165,23 +167,28 @@ class Vocab:
             entries = entries.filter(pl.col(self.id_name) <= MAX_CODE)
         return entries.select(pl.col(self.id_name).cast(dtype), self.idx_name)
 
-    def index(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+    def index(self, frame: pl.LazyFrame, *, keep_order: bool = True) -> pl.LazyFrame:
         """Replace `id_name` by `idx_name` in `frame` (inner join: ids must be in the vocab).
         A Categorical id column is joined on its codes against the vocab cast to the same type; a
         CODE_DTYPES column (ids that are canonical decimals, see `decimal_codes`) against the vocab
-        ids that are canonical decimals (`_decimal_entries`)."""
+        ids that are canonical decimals (`_decimal_entries`).
+
+        `keep_order=False` lets the rows come out in any order, for a caller that sorts them
+        afterwards: keeping `frame`'s order costs the join a second pass (two such joins over the
+        2.5M pairs of a 10M-row log: ~0.6 CPU-s against ~0.2)."""
+        order = "left" if keep_order else "none"
         dtype = frame.collect_schema().get(self.id_name)
         if dtype in CODE_DTYPES:
             numbers = self._decimal_entries(dtype)
-            return frame.join(numbers, on=self.id_name, how="inner", maintain_order="left").drop(self.id_name)
+            return frame.join(numbers, on=self.id_name, how="inner", maintain_order=order).drop(self.id_name)
         if dtype == pl.Categorical:
             codes = self.table.lazy().select(pl.col(self.id_name).cast(pl.Categorical), self.idx_name)
-            return frame.join(codes, on=self.id_name, how="inner", maintain_order="left").drop(self.id_name)
+            return frame.join(codes, on=self.id_name, how="inner", maintain_order=order).drop(self.id_name)
         return frame.join(
             self.table.lazy().select(self.id_name, self.idx_name),
             on=self.id_name,
             how="inner",
-            maintain_order="left",
+            maintain_order=order,
         ).drop(self.id_name)
 
     def id_column(self) -> pl.Series:

@@ -86,3 +86,17 @@ def test_the_largest_32_bit_id_is_indexed_from_its_code() -> None:
     frame = pl.LazyFrame({"id": pl.Series([MAX_CODE, 5], dtype=CODE_DTYPE), "w": [1, 2]})
     out = vocab.index(frame).collect()
     assert out["idx"].to_list() == [1, 0] and out["w"].to_list() == [1, 2]
+
+
+@pytest.mark.parametrize("dtype", [pl.String, pl.Categorical, pl.UInt32, pl.UInt64])
+def test_index_without_kept_order_gives_the_same_rows(dtype: pl.DataType) -> None:
+    """Ingest sorts the indexed pairs afterwards, so it lets the join return rows in any order
+    (`keep_order=False`): the rows must be those of the ordered join, and ids the vocab lacks
+    still dropped."""
+    vocab = Vocab(pl.DataFrame({"id": ["7", "3", "11"], "idx": [0, 1, 2]}))
+    ids = pl.Series(["3", "11", "7", "3", "99", "11"]).cast(dtype)
+    frame = pl.LazyFrame({"id": ids, "w": [1, 2, 3, 4, 5, 6]})
+    ordered = vocab.index(frame).collect()
+    unordered = vocab.index(frame, keep_order=False).collect()
+    assert ordered["idx"].to_list() == [1, 2, 0, 1, 2]
+    assert unordered.sort("w").equals(ordered)
