@@ -72,7 +72,7 @@ def test_a_run_with_a_failed_model_promotes_nothing_and_names_recsys_promote(
 
 
 def test_too_few_test_users_choose_no_champion_and_are_warned_about_with_one_model(tmp_path, shared_mlflow_uri):
-    """Popularity alone, on about one test user: the run neither promotes it (the default floor, 50)
+    """Popularity alone, on one test user: the run neither promotes it (the default floor, 20)
     nor stays silent about the size of its test set (the warning needed two finished models).
     `recsys promote` (run_promotion) still promotes it when asked to."""
     from mlflow import MlflowClient
@@ -82,14 +82,14 @@ def test_too_few_test_users_choose_no_champion_and_are_warned_about_with_one_mod
     from pipelines.run import run_pipeline
 
     cfg = _config(tmp_path, shared_mlflow_uri, '[{name="popularity", kind="popularity"}]')
-    assert cfg.promotion.min_test_users == 50
+    assert cfg.promotion.min_test_users == 20
     result = run_pipeline(cfg, log=lambda _: None)
 
     users = result.dataset["warm_test_users"]
     assert users == 1 and [m.status for m in result.models] == ["ok"]
     reason = result.promotion["reason"]
     assert reason.startswith(f"not promoted automatically: only {users} test user(s) with a training history, "
-                             "under promotion.min_test_users = 50")  # fmt: skip
+                             "under promotion.min_test_users = 20")  # fmt: skip
     assert "`recsys promote`" in reason and not result.promotion["promoted"]
     assert _champion(cfg, shared_mlflow_uri) is None
 
