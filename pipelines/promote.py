@@ -9,7 +9,9 @@ significance level by the number of candidates (Bonferroni).
 
 `recsys run` (after training) and `recsys promote` (any time later) both call `run_promotion` with
 the run's candidates: the same selection, the same split (handed over, or read back from the run),
-the same logged evaluation config - the same decision.
+the same logged evaluation config - the same decision. Before it, `recsys run` asks
+`automatic_promotion_refused`: a run with a failed model, or tested on fewer than
+`promotion.min_test_users` users, moves no alias on its own; `recsys promote` is the deliberate way.
 """
 
 from __future__ import annotations
@@ -68,6 +70,29 @@ def _candidate_run(mlflow_client, run_id: str):
             "`recsys compare --format csv` (column run_id) to --run-id, or leave --run-id out to "
             "promote the latest pipeline run's models"
         ) from None
+
+
+def automatic_promotion_refused(cfg: RunConfig, outcomes: Sequence, warm_test_users: int | None) -> str | None:
+    """Why this run must not promote on its own (one line, naming `recsys promote`), else None.
+
+    A run with a failed model exits 1, and a champion chosen among its survivors was chosen among
+    fewer candidates than the config asks for. An Amazon Beauty sample under movielens.toml kept 23
+    users after the k-core: 5 of 6 models failed, and popularity, scored on 1 test user, became the
+    first champion of the line; every later data set on that config was then `not comparable` with
+    it. `warm_test_users`: the test users with a training history, the ones a promotion compares
+    on (None: not known, no floor applied). Only automatic promotion is refused: a person who has
+    looked at the run can still promote it with `recsys promote`, which this line names."""
+    failed = [m.name for m in outcomes if m.status == "failed"]
+    deliberate = "`recsys promote` (with this run's --config / --set) promotes its finished models deliberately"
+    if failed:
+        return (f"not promoted automatically: {len(failed)} of {len(outcomes)} models failed ({', '.join(failed)}), "
+                f"and a failed run never moves the champion on its own; {deliberate}")  # fmt: skip
+    floor = cfg.promotion.min_test_users
+    if warm_test_users is not None and warm_test_users < floor:
+        return (f"not promoted automatically: only {warm_test_users} test user(s) with a training history, under "
+                f"promotion.min_test_users = {floor}: too few to choose a champion on; add test users, or "
+                f"{deliberate}")  # fmt: skip
+    return None
 
 
 def run_promotion(

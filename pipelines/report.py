@@ -245,7 +245,8 @@ def small_test_warning(
     popularity: set[str] | frozenset[str] = frozenset(),
 ) -> str | None:
     """One line when this test set cannot tell the best model from popularity (or has fewer than
-    MIN_TEST_USERS users, whatever the scores), else None.
+    MIN_TEST_USERS users, whatever the scores and however many models finished: the Amazon Beauty
+    run above, where only popularity finished, printed nothing), else None.
 
     `scores`: each model's mean `metric` over the test users and its bootstrap interval, as the
     evaluation already computed them (no second resampling). The rule: a popularity model's mean
@@ -256,11 +257,11 @@ def small_test_warning(
     MovieLens run would teach users to skip warnings."""
     option = MORE_TEST_USERS.get(protocol)
     helps = f"more data, or {option}" if option else "more data"
-    if 0 < n_users < MIN_TEST_USERS and len(scores) >= 2:
+    if 0 < n_users < MIN_TEST_USERS and scores:  # one finished model too: its numbers mean as little
+        choice = " or the choice between the models" if len(scores) >= 2 else ""
         return (
-            f"only {n_users} test user(s): too few for the {confidence:.0%} bootstrap intervals or the choice "
-            f"between the models to mean much (over one user an interval has no width at all); add test users "
-            f"({helps})"
+            f"only {n_users} test user(s): too few for the {confidence:.0%} bootstrap intervals{choice} to mean "
+            f"much (over one user an interval has no width at all); add test users ({helps})"
         )
     ranked = sorted(
         ((mean, name, ci) for name, (mean, ci) in scores.items() if mean == mean and ci and ci[0] == ci[0]),

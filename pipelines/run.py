@@ -557,7 +557,8 @@ def promote_best(
     cfg: RunConfig, tracker: Any, outcomes: list[ModelOutcome], split: Split | None = None
 ) -> dict[str, Any]:
     """Apply the promotion rule to this run's models (no-op without tracking). When the tracking
-    store failed during the run nothing is decided: the champion alias is left as it was."""
+    store failed during the run nothing is decided: the champion alias is left as it was; so it is
+    when a model failed or too few users were tested (`automatic_promotion_refused`)."""
     candidates = {m.name: m.mlflow_run_id for m in outcomes if m.status == "ok" and m.mlflow_run_id}
     if not candidates or not cfg.promotion.auto or not getattr(tracker, "enabled", False):
         ok = [m for m in outcomes if m.status == "ok"]
@@ -578,7 +579,12 @@ def promote_best(
         return {"champion": None, "promoted": False, "decision": "",
                 "reason": f"not decided: the tracking store failed during the run; log the kept runs with "
                           f"`recsys run --resume-tracking {where}`, then `recsys promote`"}
-    from pipelines.promote import run_promotion
+    from pipelines.promote import automatic_promotion_refused, run_promotion
+    from recsys.evaluation.cold import divide_test
+
+    warm = None if split is None else divide_test(split).counts()["warm_test_users"]
+    if refused := automatic_promotion_refused(cfg, outcomes, warm):
+        return {"champion": None, "promoted": False, "decision": "", "reason": refused}
 
     try:
         decision = run_promotion(cfg, candidates, split=split).to_dict()

@@ -267,6 +267,21 @@ class PromotionConfig(Section):
     registered_model: str = Field(
         "recsys-best", min_length=1, description="the model name holding champion/challenger aliases"
     )
+    min_test_users: int = Field(
+        20, ge=0, description="fewest test users (with a training history) on which `recsys run` promotes "
+        "automatically; `recsys promote` is not held to it (0 = no floor)",
+    )
+    """Why 20: a champion chosen on a handful of users is chosen on noise. An Amazon Beauty sample
+    under movielens.toml tested 1 user and made popularity the first champion of its line (a first
+    promotion has no champion to be tested against). On ML-100K (206 test users) WALS's 95%
+    interval of recall@20 is about +-0.037 and its lead over popularity 0.20; the half-width grows
+    as 1/sqrt(users): about +-0.12 at 20 users (still inside the lead), +-0.17 at 10 (nearly all of
+    it; below 10 the run also warns, pipelines.report.MIN_TEST_USERS). Not 50: a scheduled run tests
+    one forward window, and movielens.toml's scheduled run on ML-100K (rolling, 7 days) tests 29
+    warm users, the replay benchmark's 14-day windows 32-55 (benchmarks/results/replay.md): 50 would
+    stop the schedule from ever promoting. Normal runs test far more: default.toml's synthetic log
+    1,926 users, movielens.toml on ML-100K 206 (measured); plays.toml holds out 20% of each
+    lastfm-2k user's ~50 artists, so nearly all its 1,892 users."""
 
 
 class ServingConfig(Section):

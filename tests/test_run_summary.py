@@ -151,7 +151,8 @@ def test_a_run_whose_every_model_scores_the_ceiling_says_the_metric_cannot_choos
 def test_a_test_set_of_a_few_users_is_always_warned_about():
     """Amazon Beauty's ratings (a 30,000-row prefix) under the MovieLens config test one user:
     WALS 1.0000 ±0.000 against popularity 0.0000 ±0.000, intervals of no width that the lead rule
-    read as a clear win, without a word. Ten users or more: the lead rule alone, as before."""
+    read as a clear win, without a word. Ten users or more: the lead rule alone, as before. With a
+    single finished model as well."""
     from pipelines.report import MIN_TEST_USERS, small_test_warning
 
     clear = {"pop": (0.0, (0.0, 0.0)), "wals": (1.0, (1.0, 1.0))}
@@ -160,4 +161,9 @@ def test_a_test_set_of_a_few_users_is_always_warned_about():
     assert warning is not None and warning.startswith("only 1 test user(s): too few for the 95% bootstrap intervals")
     assert "split.heldout_users" in warning
     assert small_test_warning(clear, n_users=MIN_TEST_USERS, **common) is None
-    assert small_test_warning({"wals": (1.0, (1.0, 1.0))}, n_users=1, **common) is None  # nothing to choose between
+    # One finished model (the Amazon Beauty run's popularity, on 1 user) is warned about too: it
+    # printed nothing, as if its 1.0000 meant something
+    alone = small_test_warning({"pop": (1.0, (1.0, 1.0))}, n_users=1, **common)
+    assert alone == ("only 1 test user(s): too few for the 95% bootstrap intervals to mean much (over one user an "
+                     "interval has no width at all); add test users (more data, or a larger split.heldout_users)")
+    assert small_test_warning({}, n_users=1, **common) is None  # no finished model: nothing scored to warn about

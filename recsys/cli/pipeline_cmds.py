@@ -89,6 +89,9 @@ def run(
     2 also when the Prefect server stopped answering during the run (models that finished are logged).
     Ctrl-C exits 130 and SIGTERM 143, after stopping every model (their MLflow runs closed KILLED);
     while a model finishes one long computation, a second Ctrl-C exits at once.
+    The run promotes its challenger on its own only when no model failed and it tested at least
+    promotion.min_test_users users (default 20); otherwise nothing moves and the last line says why:
+    `recsys promote` promotes it deliberately.
     Inputs equal to the last finished run's (orchestration.if_unchanged): a run started by hand trains
     (and names the run it repeats); with --if-changed, or as a scheduled run, it trains nothing and
     exits 0 with one line naming that run.

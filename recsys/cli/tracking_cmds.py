@@ -86,6 +86,9 @@ def promote(
     verdict is promoted, kept, or not comparable (another lineage, test pairs the champion
     trained on, sampled metrics against full-corpus ones, a champion whose metrics cannot be read),
     with the reason; the last line says where the champion and challenger aliases point now.
+    This is the deliberate promotion of a `recsys run` that promoted nothing on its own (a model
+    failed, or fewer than promotion.min_test_users test users): the rule above still applies, and
+    promotion.min_test_users does not.
     """
     from pipelines.promote import run_promotion
     from recsys.lineage import lineage
