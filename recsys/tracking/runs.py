@@ -183,8 +183,14 @@ def _raced(exc: BaseException, text: str) -> bool:
     rolled back; tried again, it finds the winner's row and succeeds. It was taken for a failed
     store and sent the run's tracking offline. "Already exists" (RESOURCE_ALREADY_EXISTS) is the
     store's own answer to a create, not a race: the caller decides (`ensure_experiment`,
-    `ensure_registered_model`)."""
-    if "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")) or "already exists" in text:
+    `ensure_registered_model`). PostgreSQL's own unique-violation text ends with a line
+    "DETAIL:  Key (...)=(...) already exists." (psycopg and psycopg2 alike, directly or through a
+    tracking server): that line is the database's, not MLflow's answer, so it is read past; taken
+    for "already exists", every lost race on PostgreSQL sent the run's tracking offline."""
+    if "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")):
+        return False
+    own = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("detail:"))
+    if "already exists" in own:
         return False
     return any(word in text for word in RACED)
 
