@@ -66,7 +66,8 @@ def run(
         typer.Option(
             "--if-changed",
             help="Train nothing when the data, split, config and code equal those of the last finished run "
-            "of this config and data source (as scheduled runs do; needs tracking): one line names that run.",
+            "of this config and data source (as scheduled runs do; needs tracking): one line names that run. "
+            "Runs started at once take turns on this machine only (a file lock), not across machines.",
         ),
     ] = False,
     force: Annotated[
@@ -452,7 +453,10 @@ def schedule(
     it was first seen, so the log repeating it later never moves it into a test window) unless
     split.scheduled = "as_configured"; a log without them by the stable hashed split.
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
-    runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
+    runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server. Several machines
+    sharing one MLflow server: schedule the lineage once, on a shared Prefect server (its deployment
+    runs one at a time on any worker); two schedules of one lineage on two machines can both train
+    the same new inputs (the lock that stops it is per machine).
     """
     from recsys.errors import ConfigError
 
