@@ -259,11 +259,27 @@ class Tracker:
     enabled = True
 
     def __init__(
-        self, cfg: TrackingConfig, run_config: RunConfig | None = None, *, check: bool = True
+        self,
+        cfg: TrackingConfig,
+        run_config: RunConfig | None = None,
+        *,
+        check: bool = True,
+        offline_if_gone: bool = False,
     ) -> None:
+        """`offline_if_gone`: for a model task of a pipeline run whose store was checked when the
+        run started (the flow's tracker). A store that no longer answers then starts this tracker
+        offline (its runs kept on disk, `failure` set) instead of raising: a store that died
+        before a queued model's task began cost that model itself ("model failed: cannot use
+        experiment"), where the README promises a dead store costs the tracking only."""
         self.cfg = cfg
         self.run_config = run_config
         self.uri = resolve_tracking_uri(cfg)
+        self._parent_tags: dict[str, dict[str, str]] = {}
+        self._lock = threading.RLock()
+        self._records: dict[str, RunRecord] = {}
+        self._closed: set[str] = set()  # runs whose close completed (`end`): never closed again
+        self.failure: str | None = None
+        self.kept_in: Path | None = None
         if check:
             check_tracking(self.uri)
         self.client: MlflowClient = client(self.uri)
@@ -271,9 +287,13 @@ class Tracker:
             self.experiment_id = with_retries(
                 lambda: ensure_experiment(self.client, cfg.experiment, self.uri)
             )
-        except TrackingError:
-            raise
         except Exception as exc:
+            if offline_if_gone:
+                self.experiment_id = ""
+                self.mark_failed(exc)
+                return
+            if isinstance(exc, TrackingError):
+                raise
             raise TrackingError(
                 f"tracking store {self.uri}: cannot use experiment {cfg.experiment!r}: {exc}"
             ) from None
@@ -282,14 +302,23 @@ class Tracker:
             with_retries(lambda: ui.present_experiment(self.client, self.experiment_id, metric))
         except Exception as exc:
             log.warning("could not tag experiment %s for the MLflow UI: %s", cfg.experiment, exc)
-        self._parent_tags: dict[str, dict[str, str]] = {}
-        self._lock = threading.RLock()
-        self._records: dict[str, RunRecord] = {}
-        self._closed: set[str] = set()  # runs whose close completed (`end`): never closed again
-        self.failure: str | None = None
-        self.kept_in: Path | None = None
         if check:  # the process that checks the store is the one starting a pipeline run
             self.closed_dead_runs = self._close_dead_runs()
+
+    def parent_tags(self, parent_id: str | None) -> dict[str, str]:
+        """The tags the model runs under `parent_id` copy from it (`ui.inherited`), as this tracker
+        opened it; for `adopt_parent` in another tracker (a model task's)."""
+        with self._lock:
+            return dict(self._parent_tags.get(parent_id or "", {}))
+
+    def adopt_parent(self, parent_id: str | None, tags: Mapping[str, str]) -> None:
+        """Take the tags of a parent run another tracker opened (the flow's), so this one's model
+        runs inherit them without asking the store, which may have died since: a model run opened
+        offline without them was logged by `--resume-tracking` without its lineage, split and data
+        tags, so `recsys compare` and `recsys promote` never saw it."""
+        if parent_id and tags:
+            with self._lock:
+                self._parent_tags[parent_id] = dict(tags)
 
     def _close_dead_runs(self) -> list[str]:
         """Close KILLED the runs of this experiment whose process died (recsys.tracking.liveness)."""

@@ -7,25 +7,23 @@
   one line, and `recsys run --resume-tracking` logs it all once a store is back.
 * In-memory SQLite is refused before any work.
 
-The server is MLflow's own tracking server app (Flask handlers over an SQLite store) served from a
-thread, so the test can stop it at an exact point; its store is a copy of the session's migrated
-one, so no migration runs here.
+The server is MLflow's own tracking server app served from a thread (tests/thread_server.py), so the
+test can stop it at an exact point.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from stopped import stopped_at_its_point
+from thread_server import ThreadServer
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -96,40 +94,14 @@ def test_in_memory_sqlite_is_refused(uri, monkeypatch):
 # ----------------------------------------------------------------------------- item 8: server dies
 
 
-class ThreadServer:
-    """MLflow's tracking server app on 127.0.0.1 in a thread; `kill()` closes its port for good."""
-
-    def __init__(self, db: Path, artifacts: Path) -> None:
-        from mlflow.server import app as server_app
-        from mlflow.server import handlers
-        from werkzeug.serving import make_server
-
-        self.sqlite_uri = f"sqlite:///{db}"
-        handlers._tracking_store = handlers._model_registry_store = None
-        handlers._get_tracking_store(self.sqlite_uri, artifacts.as_uri())
-        handlers._get_model_registry_store(self.sqlite_uri)
-        self._server = make_server("127.0.0.1", 0, server_app, threaded=True)
-        self.uri = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def kill(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=30)
-
-
 @pytest.fixture()
 def server(shared_mlflow_uri, tmp_path):
     """A server of its own, killed mid-run (so not parametrised over the stores: it copies the
     session's migrated SQLite store)."""
     import mlflow
 
-    db = tmp_path / "server.db"
-    with sqlite3.connect(shared_mlflow_uri.split("sqlite:///", 1)[1]) as src, sqlite3.connect(db) as dst:
-        src.backup(dst)  # a migrated store without migrating again
     previous = mlflow.get_tracking_uri()
-    srv = ThreadServer(db, tmp_path / "artifacts")
+    srv = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
     yield srv
     srv.kill()
     mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
@@ -226,7 +198,7 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
     again = runner.invoke(
         app, ["run", "--resume-tracking", str(bundle), *sets, "--set", f'tracking.tracking_uri="{store}"']
     )
-    assert again.exit_code == 0 and "already logged" in again.output
+    assert again.exit_code == 0 and "already logged" in " ".join(again.output.split())  # wrapped at 120 columns
     assert len(client.search_runs([exp.experiment_id])) == len(runs)
 
 
