@@ -111,7 +111,7 @@ def model_task(
     still records them. Distillation teachers are handed over as saved models in `teachers_dir` (a
     local directory: students and teachers of one run must share a file system)."""
     logger = get_run_logger()
-    tracker = task_tracker(cfg, tracking)
+    tracker = task_tracker(cfg, tracking, parent_run_id)
     if parent_tags and getattr(tracker, "enabled", False):
         tracker.adopt_parent(parent_run_id, parent_tags)
     try:
@@ -144,14 +144,15 @@ def _in_dask_worker() -> bool:
     return True
 
 
-def task_tracker(cfg: RunConfig, tracking: bool):
+def task_tracker(cfg: RunConfig, tracking: bool, parent_run_id: str | None = None):
     """A tracker for a task: the store was already checked by the flow, so no second probe; a store
-    that stopped answering since starts it offline (the model trains, its run kept on disk)."""
+    that stopped answering since (or that another tracker of this run found failing) starts it
+    offline: the model trains, its run kept on disk."""
     from recsys.tracking.runs import NullTracker, Tracker
 
     if not (tracking and cfg.tracking.enabled):
         return NullTracker()
-    return Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True)
+    return Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id=parent_run_id)
 
 
 @task(name="promote", task_run_name="promote by {cfg.promotion.metric}", cache_policy=NO_CACHE)

@@ -385,13 +385,16 @@ def _where_to_look(
     summary: dict, json_out: Path | None, cfg: RunConfig, args: str = "", *, prefect: bool = True
 ) -> None:
     from recsys.tracking.store import is_http
-    from recsys.tracking.ui import experiment_runs_url
+    from recsys.tracking.ui import experiment_runs_url, runs_page_url
 
     lines = [champion_line(summary, args)]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
-        runs = experiment_runs_url(uri, cfg.tracking.experiment)
+        if summary.get("tracking_error"):  # not asked again: a frozen server cost ~95 s more here
+            runs = runs_page_url(uri if is_http(uri) else "http://127.0.0.1:5000", None)
+        else:
+            runs = experiment_runs_url(uri, cfg.tracking.experiment)
         if is_http(uri):
             lines.append(f"browse it:    {runs}")
         elif args:  # `make ui` opens the default store only

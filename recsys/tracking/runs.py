@@ -246,6 +246,16 @@ class LoggedModel:
     version: str | None = None
 
 
+_GONE: dict[tuple[str, str], str] = {}
+"""(store URI, pipeline parent run id) -> why the store failed during that run, as the first of
+its trackers in this process found it. A frozen server (it accepts connections, never answers)
+costs each new tracker MLflow's timeout times its tries (~95 s): every model task of a run built
+its own tracker and paid it again, so a run of four models took 413 s instead of 45. The later
+trackers of that run start offline at once, and the run's tracking stays all offline, as one
+tracker's does. Keyed by run: a long-lived `recsys schedule` process asks the store afresh for its
+next run."""
+
+
 class Tracker:
     """Logs a pipeline run to MLflow. Thread-safe: every call names its run explicitly.
 
@@ -265,12 +275,15 @@ class Tracker:
         *,
         check: bool = True,
         offline_if_gone: bool = False,
+        parent_id: str | None = None,
     ) -> None:
         """`offline_if_gone`: for a model task of a pipeline run whose store was checked when the
         run started (the flow's tracker). A store that no longer answers then starts this tracker
         offline (its runs kept on disk, `failure` set) instead of raising: a store that died
         before a queued model's task began cost that model itself ("model failed: cannot use
-        experiment"), where the README promises a dead store costs the tracking only."""
+        experiment"), where the README promises a dead store costs the tracking only. When another
+        tracker of this process already found the store failing during the run of `parent_id`, it
+        starts offline without asking the store (`_GONE`)."""
         self.cfg = cfg
         self.run_config = run_config
         self.uri = resolve_tracking_uri(cfg)
@@ -283,6 +296,10 @@ class Tracker:
         if check:
             check_tracking(self.uri)
         self.client: MlflowClient = client(self.uri)
+        if offline_if_gone and (gone := _GONE.get((self.uri, parent_id or ""))):
+            self.experiment_id = ""
+            self.mark_failed(gone)
+            return
         try:
             self.experiment_id = with_retries(
                 lambda: ensure_experiment(self.client, cfg.experiment, self.uri)
@@ -335,7 +352,13 @@ class Tracker:
 
     # ------------------------------------------------------------------ store calls and records
     def _send(self, fn: Callable[[], T]) -> T | None:
-        """`fn()` against the store, or None (and offline from now on) when it fails."""
+        """`fn()` against the store, or None (and offline from now on) when it fails, or when
+        another tracker of this run found it failing (`_GONE`)."""
+        if self.failure is None and _GONE:
+            with self._lock:
+                parents = list(self._parent_tags)
+            if gone := next((_GONE[self.uri, p] for p in parents if (self.uri, p) in _GONE), None):
+                self.mark_failed(gone)
         if self.failure is not None:
             return None
         try:
@@ -351,6 +374,9 @@ class Tracker:
                 return
             text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
             self.failure = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+            runs = {r.run_id if r.key == PARENT_KEY else r.parent_id for r in self._records.values()}
+            for parent in (runs | set(self._parent_tags)) - {None, ""}:
+                _GONE[self.uri, str(parent)] = self.failure
             log.warning(
                 "tracking store %s failed (%s): keeping runs under %s",
                 self.uri,

@@ -261,3 +261,34 @@ def test_an_interrupt_while_the_parent_run_opens_closes_it_killed(tracking_uri):
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_a_runs_later_trackers_start_offline_once_one_found_the_store_failing(shared_mlflow_uri, tmp_path):
+    """Each model task of a Prefect run builds its own tracker. A frozen server (connections
+    accepted, never answered) cost every one of them MLflow's timeout times its tries (~95 s)
+    before it went offline, and the flow's own tracker once more: a run of four models took 413 s
+    instead of 45. Once one tracker of a run finds the store failing, the run's later trackers
+    (and the flow's) go offline at once; another run still asks the store."""
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.runs import Tracker
+
+    cfg = RunConfig(name="gone", tracking=TrackingConfig(
+        tracking_uri=shared_mlflow_uri, experiment=f"gone-{tmp_path.name}", offline_dir=str(tmp_path / "unlogged")))  # fmt: skip
+    flow = Tracker(cfg.tracking, cfg, check=False)
+    parent = flow.start_parent("gone")
+
+    def task() -> Tracker:  # what flows.pipeline.task_tracker builds for a model of this run
+        tracker = Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id=parent)
+        tracker.adopt_parent(parent, flow.parent_tags(parent))
+        return tracker
+
+    first = task()
+    first.start_child(parent, PopularityConfig(name="pop"))
+    first.mark_failed("MlflowException: API request to /api/2.0/mlflow/runs/log-batch failed: Read timed out")
+    later = task()
+    assert later.failure == first.failure and later.experiment_id == ""  # the store was not asked
+    assert later.start_child(parent, PopularityConfig(name="wals")).run_id.startswith("offline")
+    flow.log_params(parent, {"after": 1})  # the flow's tracker: offline before its next store call
+    assert flow.failure == first.failure and flow.kept_in == first.kept_in
+    other = Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id="another-run")
+    assert other.failure is None and other.experiment_id == flow.experiment_id
