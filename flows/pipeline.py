@@ -274,7 +274,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
         steps["promote"] = time.perf_counter() - t
         result = PipelineResult(
             dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
-            promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+            promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "shown_uri", None),
         )
         result.wall_seconds = time.perf_counter() - wall
         # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.

@@ -384,7 +384,7 @@ def store_args(config: Path | None, set_: list[str] | None) -> str:
 def _where_to_look(
     summary: dict, json_out: Path | None, cfg: RunConfig, args: str = "", *, prefect: bool = True
 ) -> None:
-    from recsys.tracking.store import is_http
+    from recsys.tracking.store import is_http, resolve_tracking_uri
     from recsys.tracking.ui import experiment_runs_url, runs_page_url
 
     lines = [champion_line(summary, args)]
@@ -393,8 +393,10 @@ def _where_to_look(
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
         if summary.get("tracking_error"):  # not asked again: a frozen server cost ~95 s more here
             runs = runs_page_url(uri if is_http(uri) else "http://127.0.0.1:5000", None)
-        else:
-            runs = experiment_runs_url(uri, cfg.tracking.experiment)
+        else:  # the summary's URI has its password hidden: look the experiment up with the real one
+            runs = experiment_runs_url(resolve_tracking_uri(cfg.tracking), cfg.tracking.experiment)
+            if is_http(uri):
+                runs = runs.replace(resolve_tracking_uri(cfg.tracking).rstrip("/"), uri.rstrip("/"), 1)
         if is_http(uri):
             lines.append(f"browse it:    {runs}")
         elif args:  # `make ui` opens the default store only

@@ -55,7 +55,14 @@ from recsys.tracking.offline import (
     offline_run_id,
     save_record,
 )
-from recsys.tracking.store import check_tracking, client, ensure_experiment, metric_key, resolve_tracking_uri
+from recsys.tracking.store import (
+    check_tracking,
+    client,
+    ensure_experiment,
+    metric_key,
+    redact,
+    resolve_tracking_uri,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -142,6 +149,17 @@ def model_description(model: Recommender, eval_result: Any, metric: str, name: s
         f"**{model.config.name}** ({model.kind}): {score} over {eval_result.n_users_evaluated} test users. "
         f"Registered as `{name}` version {version}: `recsys serve --model {name} --version {version}`."
     )
+
+
+def logged_config(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as it is logged (the parent run's params, `config/run.toml`), with a
+    password in `tracking.tracking_uri` (`postgresql://user:PASSWORD@host/db`) replaced by ***:
+    everyone who can read the store reads these, and the password was there in clear."""
+    resolved = cfg.resolved()
+    tracking = resolved.get("tracking") or {}
+    if tracking.get("tracking_uri"):
+        tracking["tracking_uri"] = redact(str(tracking["tracking_uri"]))
+    return resolved
 
 
 def param_dict(flat: Mapping[str, Any]) -> dict[str, str]:
@@ -287,6 +305,7 @@ class Tracker:
         self.cfg = cfg
         self.run_config = run_config
         self.uri = resolve_tracking_uri(cfg)
+        self.shown_uri = redact(self.uri)  # what is printed, logged and written: never a password
         self._parent_tags: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._records: dict[str, RunRecord] = {}
@@ -312,7 +331,7 @@ class Tracker:
             if isinstance(exc, TrackingError):
                 raise
             raise TrackingError(
-                f"tracking store {self.uri}: cannot use experiment {cfg.experiment!r}: {exc}"
+                f"tracking store {self.shown_uri}: cannot use experiment {cfg.experiment!r}: {exc}"
             ) from None
         metric = run_config.promotion.metric if run_config is not None else "recall@20"
         try:  # how the MLflow UI shows the experiment; never worth failing a run over
@@ -379,7 +398,7 @@ class Tracker:
                 _GONE[self.uri, str(parent)] = self.failure
             log.warning(
                 "tracking store %s failed (%s): keeping runs under %s",
-                self.uri,
+                self.shown_uri,
                 self.failure,
                 self.cfg.offline_dir,
             )
@@ -450,7 +469,7 @@ class Tracker:
             run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
         except Exception as exc:  # e.g. a read-only SQLite store: it opens, but refuses writes
             raise TrackingError(
-                f"cannot write to the tracking store ({self.uri}: {first_line(exc)}): make it writable, "
+                f"cannot write to the tracking store ({self.shown_uri}: {first_line(exc)}): make it writable, "
                 "point tracking.tracking_uri elsewhere, or turn tracking off with {option}",
                 setting="tracking.enabled", value="false",
             ) from None
@@ -462,7 +481,7 @@ class Tracker:
                 self._parent_tags[run_id] = ui.inherited(all_tags)
             fault_point("tracking.parent_opened")
             if self.run_config is not None:
-                self.log_params(run_id, flatten(self.run_config.resolved()))
+                self.log_params(run_id, flatten(logged_config(self.run_config)))
             if data is not None:
                 self.log_dataset(run_id, data)
             if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
@@ -813,7 +832,9 @@ class Tracker:
 
         (root / "config").mkdir(parents=True)
         if self.run_config is not None:
-            (root / "config" / "run.toml").write_text(self.run_config.to_toml())
+            from recsys.config import dumps_toml
+
+            (root / "config" / "run.toml").write_text(dumps_toml(logged_config(self.run_config)))
         (root / "config" / "model.json").write_text(
             json.dumps(model.config.model_dump(mode="json"), indent=2)
         )
@@ -859,7 +880,7 @@ class NullTracker:
     kept_in: Path | None = None
 
     def __init__(self, *_: Any, **__: Any) -> None:
-        self.uri = ""
+        self.uri = self.shown_uri = ""
 
     def mark_failed(self, exc: BaseException | str) -> None:
         return None

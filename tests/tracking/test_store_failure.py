@@ -292,3 +292,35 @@ def test_a_runs_later_trackers_start_offline_once_one_found_the_store_failing(sh
     assert flow.failure == first.failure and flow.kept_in == first.kept_in
     other = Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id="another-run")
     assert other.failure is None and other.experiment_id == flow.experiment_id
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed_logged_or_written(mlflow_database, tmp_path, monkeypatch):
+    """A store URI with a password (`postgresql://user:PASSWORD@host/db`, the team's database opened
+    directly) was printed in the run's closing lines, written to --json, logged as the parent run's
+    `tracking.tracking_uri` param and in its description, and saved in every model run's
+    config/run.toml: everyone who could read the store or the logs read the password. Now each
+    shows ***."""
+    from urllib.parse import urlparse
+
+    secret = urlparse(mlflow_database).password
+    assert secret
+    monkeypatch.chdir(tmp_path)  # a database store keeps artifacts under ./mlruns (MLflow's default)
+    experiment = f"secret-{uuid.uuid4().hex[:8]}"
+    sets = [arg for item in _config(tmp_path, mlflow_database, experiment)[:-1]
+            + ['models=[{name="pop", kind="popularity"}]'] for arg in ("--set", item)]  # fmt: skip
+    summary_file = tmp_path / "summary.json"
+    result = runner.invoke(app, ["run", "--no-prefect", "--json", str(summary_file), *sets])
+    assert result.exit_code == 0, result.output.replace(secret, "***")
+    store_line = next(line for line in result.output.splitlines() if line.startswith("MLflow store:"))
+    assert ":***@" in store_line and secret not in store_line
+    # only the commands to run next repeat the command's own --set (copied, they must work)
+    assert all("--set" in line for line in result.output.splitlines() if secret in line)
+    assert secret not in summary_file.read_text()
+    client = MlflowClient(mlflow_database)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if secret in v]
+    child = next(r for r in runs if r.data.tags.get("recsys.kind") == "model")
+    logged = Path(client.download_artifacts(child.info.run_id, "config/run.toml", str(tmp_path)))
+    assert ":***@" in logged.read_text() and secret not in logged.read_text()
