@@ -194,6 +194,7 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     unset = {"event_weights"} if cfg.event_weights is None else set()
     unset |= {"encoding"} if cfg.encoding is None else set()
     unset |= {"header"} if cfg.header is None else set()
+    unset |= {"time_format"} if cfg.time_format is None else set()
     return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 
@@ -325,7 +326,8 @@ def ingest_columns(dataset: DatasetResult, manifest: dict | None = None) -> str 
         return None
     batches = manifest.get("batches") or []
     columns = batches[-1].get("columns") if batches else None
-    return describe_columns(columns) if columns else None
+    weighted = bool((manifest.get("weights") or {}).get("event_weights"))
+    return describe_columns(columns, weighted) if columns else None
 
 
 def ingest_filters(dataset: DatasetResult, manifest: dict | None = None) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 import tomllib
 import typing
 from datetime import datetime
@@ -83,6 +84,17 @@ def header_names(names: str | list[str]) -> list[str]:
     return listed
 
 
+def strftime_layout(layout: str) -> str:
+    """A data.time_format with at least one date directive, refused at load time: one without any
+    (`mm/dd/yyyy`, a spreadsheet's spelling) would read no row, and every row would be quarantined."""
+    if not re.search(r"%[YyjmdbBhFDsGg]", layout):
+        raise ValueError(
+            f"data.time_format {layout!r} has no strftime date directive: write it as e.g. '%m/%d/%Y %H:%M' "
+            "(%Y year, %m month, %d day, %H hour, %M minute, %S second, %z zone)"
+        )
+    return layout
+
+
 class DataConfig(Section):
     source: str = Field("synthetic", description='"synthetic", a file, a directory, a processed data dir or a URL')
     format: str | None = Field(None, description="force a reader: csv, tsv, parquet, jsonl, movielens, recbole ...")
@@ -133,9 +145,21 @@ class DataConfig(Section):
         "which columns are mapped from as from a header; a file whose first line is these names reads it as its "
         "header; unset = files need a header line (or all-numeric fields read by position)",
     )
+    time_format: str | None = Field(
+        None,
+        description="strftime layout of a time column written neither as Unix time nor as ISO-8601, e.g. "
+        "'%m/%d/%Y %H:%M' (UCI Online Retail's 12/1/2010 8:26), '%d.%m.%Y' or '%Y%m%d' (yyyymmdd integers); "
+        "times without a zone (%z) are UTC; values it does not read are parsed as without it; unset = "
+        "Unix seconds / milliseconds and ISO-8601 only",
+    )
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("time_format")
+    @classmethod
+    def _strftime_layout(cls, layout: str | None) -> str | None:
+        return None if layout is None else strftime_layout(layout)
 
     @field_validator("encoding")
     @classmethod

@@ -5,12 +5,16 @@ suggested `value`); its message then says `{option}` where the fix goes, and `re
 spelling that exists for the command at hand (a command maps settings to its flags, e.g.
 {"data.columns.item": "--item-col {value}"}): `--item-col artistID` for `recsys ingest`,
 `--set data.columns.item=artistID` for every command that takes `--set`. `str(error)` uses the
-`--set` spelling, which every config-driven command accepts.
+`--set` spelling, which every config-driven command accepts. A second fix is written
+`{option:SETTING=VALUE}` (`{option:data.columns.time=NAME}`) and spelled the same way.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+_MORE_OPTION = re.compile(r"\{option:([\w.]+)=([^{}]*)\}")
 
 
 class RecsysWarning(UserWarning):
@@ -32,10 +36,14 @@ class RecsysError(Exception):
     def render(self, flags: Mapping[str, str] | None = None) -> str:
         """The message on one line, `{option}` spelled as the command's own flag when it has one."""
         text = str(self.args[0]) if self.args else type(self).__name__
+
+        def spelled(setting: str, value: str) -> str:
+            flag = (flags or {}).get(setting)
+            return flag.replace("{value}", value) if flag else f"--set {setting}={value}"
+
         if self.setting is not None and "{option}" in text:
-            flag = (flags or {}).get(self.setting)
-            option = flag.replace("{value}", self.value) if flag else f"--set {self.setting}={self.value}"
-            text = text.replace("{option}", option)
+            text = text.replace("{option}", spelled(self.setting, self.value))
+        text = _MORE_OPTION.sub(lambda m: spelled(m[1], m[2]), text)
         return " ".join(text.split())
 
     def __str__(self) -> str:

@@ -208,8 +208,18 @@ def pointwise_offset(
     pair (cosine 1) gets the typical positive's optimum and an orthogonal, unrelated pair gets `b`,
     far below 0, which unit vectors reach in any dimension. BCE averages its negatives (`w+ = w- = 1`);
     gBCE weighs the positive by beta and sums k negatives (`w+ = beta`, `w- = k`)."""
+    return min(0.0, pointwise_logit(n_items, mean_items_per_user, positive_weight, negative_weight) - 1.0 / temperature)
+
+
+def pointwise_logit(
+    n_items: int, mean_items_per_user: float, positive_weight: float = 1.0, negative_weight: float = 1.0
+) -> float:
+    """`L = log(positive_weight * n_items / (negative_weight * mean items per user))`: the optimum logit of a
+    typical positive under uniform negatives (`pointwise_offset`), which the offset gives an aligned pair.
+    The "auto" temperature of a pointwise loss is at most `1 / (2 L + margin)`
+    (`recsys.models.defaults.pointwise_temperature`)."""
     ratio = positive_weight * max(n_items, 1) / (negative_weight * max(mean_items_per_user, 1.0))
-    return min(0.0, math.log(ratio) - 1.0 / temperature)
+    return math.log(ratio)
 
 
 def gbce_beta(num_negatives: int, n_items: int, calibration: float) -> float:

@@ -51,7 +51,7 @@ from recsys import distributed, interrupt
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, SetupError, first_line
 from recsys.evaluation.ranking import torch_threads
-from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_offset
+from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_logit, pointwise_offset
 from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
 from recsys.sampling import (
     HardNegativeSampler,
@@ -198,7 +198,24 @@ def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
     """`cfg.logit_offset`, with "auto" computed from the data (`recsys.losses.pointwise_offset`)."""
     if cfg.logit_offset != "auto":
         return float(cfg.logit_offset)
-    temperature = resolved_temperature(cfg.temperature, cfg.user_input)
+    n_items, mean_items, positive_weight, negative_weight = _pointwise_weights(cfg, train)
+    temperature = resolve_temperature(cfg, train)
+    return pointwise_offset(n_items, mean_items, temperature, positive_weight, negative_weight)
+
+
+def resolve_temperature(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
+    """`cfg.temperature`, with "auto" resolved on the data: the user tower's default, and for a
+    pointwise loss with the "auto" logit offset at most `1 / (2 L + margin)`, L its positive's optimum
+    logit (`recsys.models.defaults.pointwise_temperature`: the offset's argument needs that range)."""
+    logit = None
+    if cfg.loss in POINTWISE_LOSSES and cfg.logit_offset == "auto":
+        logit = pointwise_logit(*_pointwise_weights(cfg, train))
+    return resolved_temperature(cfg.temperature, cfg.user_input, logit)
+
+
+def _pointwise_weights(cfg: TwoTowerConfig, train: sp.csr_matrix) -> tuple[int, float, float, float]:
+    """(n_items, mean items per active user, w+, w-) of the pointwise losses' offset: BCE averages
+    its negatives (1, 1); gBCE weighs the positive by beta against k summed negatives."""
     per_user = np.diff(train.indptr)
     active = per_user[per_user > 0]
     mean_items = float(active.mean()) if active.size else 1.0
@@ -206,9 +223,8 @@ def resolve_logit_offset(cfg: TwoTowerConfig, train: sp.csr_matrix) -> float:
     if cfg.loss == "gbce":  # positive weighted by beta against k summed negatives
         sampler = resolved_sampler(cfg.sampler, cfg.user_input, n_items)
         k = n_items if sampler == "all" else cfg.num_negatives  # `all`: every item is a candidate
-        beta = gbce_beta(k, n_items, cfg.gbce_calibration)
-        return pointwise_offset(n_items, mean_items, temperature, beta, max(k, 1))
-    return pointwise_offset(n_items, mean_items, temperature)
+        return n_items, mean_items, gbce_beta(k, n_items, cfg.gbce_calibration), float(max(k, 1))
+    return n_items, mean_items, 1.0, 1.0
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -823,13 +839,17 @@ def train_two_tower(
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
     # TwoTower.fit resolves the data-aware settings first; direct callers get the same rules.
+    auto_temperature = cfg.temperature == "auto"
     cfg = cfg.model_copy(
         update={
             "batch_size": two_tower_batch_size(int(train.nnz)) if cfg.batch_size is None else cfg.batch_size,
             "sampler": resolved_sampler(cfg.sampler, cfg.user_input, int(train.shape[1])),
-            "temperature": resolved_temperature(cfg.temperature, cfg.user_input),
+            "temperature": resolve_temperature(cfg, train),
         }
     )
+    if auto_temperature:  # a network built from an "auto" config starts at the data-blind default
+        with torch.no_grad():
+            network.log_temperature.fill_(math.log(cfg.temperature))
     device = distributed.rank_device(resolve_device(cfg.device))
     with torch_threads(cfg.threads):
         network.to(device)

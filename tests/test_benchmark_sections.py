@@ -67,15 +67,21 @@ def test_the_plot_reads_ratios_to_the_reference_from_the_value_column(tmp_path: 
 
 def test_citeulike_preparation_keeps_whole_libraries_of_the_first_users_up_to_the_cap(tmp_path: Path) -> None:
     import polars as pl
+    import pytest
 
     from benchmarks.bench_generalization_real import citeulike_pairs
 
     users = tmp_path / "users.dat"
-    users.write_text("3 1 4 1\n5 9\n2 6 5 3\n")  # user 0 lists article 1 twice: one pair
+    # Each line: the number of articles, then their ids (the data set's layout); user 0 lists article 1 twice.
+    users.write_text("4 3 1 4 1\n2 5 9\n4 2 6 5 3\n")
     out = citeulike_pairs(users, tmp_path / "prep", cap=5)
     rows = pl.read_csv(out).rows()
-    assert rows == [(0, 3), (0, 1), (0, 4), (1, 5), (1, 9)]  # user 2's 4 pairs would pass the cap: dropped whole
+    # The leading counts are no articles; user 2's 4 pairs would pass the cap: dropped whole.
+    assert rows == [(0, 3), (0, 1), (0, 4), (1, 5), (1, 9)]
     assert citeulike_pairs(users, tmp_path / "again", cap=5).read_bytes() == out.read_bytes()
+    users.write_text("2 1 4\n5 9\n")  # a line whose first number is not its count: another layout
+    with pytest.raises(ValueError, match="line 2 does not start with the number of articles"):
+        citeulike_pairs(users, tmp_path / "other", cap=5)
 
 
 def test_each_known_real_log_runs_its_config_and_a_missing_file_stops_the_run(tmp_path: Path, monkeypatch) -> None:
@@ -131,3 +137,29 @@ def test_replay_reports_a_scheduled_run_on_unchanged_inputs_as_no_decision() -> 
     text = report([first, skipped], [], (1, 1, 0), 60.0, (1.0, 1.0), "abc")
     assert "| 2 | 1970-01-02 | - / - | (none) | - | - | - | - | unchanged: nothing trained | - |" in text
     assert "0 not comparable (1 scheduled run(s) found the inputs of the last run unchanged" in text
+
+
+def test_the_generalization_reference_is_scored_on_the_targets_the_runs_models_are():
+    """The bare-implicit reference's targets are the pipeline's warm ones: no test interaction on an
+    item without training data (nothing can rank it) and no held-out user without a history.
+    Scored on the whole truth, the reference was charged for those and every ratio ran high."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from benchmarks.bench_generalization import eval_sets
+    from recsys.data.split import Split
+    from recsys.evaluation.cold import divide_test
+
+    def csr(rows: dict[int, list[int]]) -> sp.csr_matrix:
+        cells = [(u, i) for u, items in rows.items() for i in items]
+        users, items = zip(*cells, strict=True)
+        return sp.csr_matrix((np.ones(len(cells), np.float32), (users, items)), shape=(4, 6))
+
+    split = Split(protocol="rolling", train=csr({0: [0, 1, 4], 1: [2, 3]}), validation=csr({2: [3], 0: [5]}),
+                  test=csr({0: [3, 5], 1: [4], 2: [0], 3: [1, 5]}))  # fmt: skip
+    validation, test = eval_sets(split)
+    warm = divide_test(split).warm
+    assert test.truth[0].indices.tolist() == [3]  # item 5 has no training data
+    assert test.users.tolist() == [0, 1] == warm.users.tolist()  # users 2 and 3 have no history
+    assert test.masked_items is not None and test.masked_items[5]
+    assert 5 not in validation.truth.indices  # validation's cold item left out as well

@@ -406,3 +406,27 @@ def test_a_run_on_a_sparse_log_says_how_many_held_out_users_its_test_does_not_sc
     assert said.endswith(f"; {unscored:,} held-out users whose every interaction fell in fold-in are not scored")
     held_out = split.meta["n_test_users"]
     assert counts["warm_test_users"] + counts["cold_test_users"] + unscored == held_out
+
+
+def test_the_split_line_accounts_for_users_whose_test_items_all_lack_training_data():
+    """A long-tail log (Tianchi's mobile log: 34 users, 1,689 items in 1,690 rows): a random split's
+    test items were mostly seen by nobody in training, so they are left out of the truth and their
+    users not scored; the line said `test scores 1 users ...; 8 users without a test interaction
+    are not scored` and 25 users were accounted for nowhere."""
+    import scipy.sparse as sp
+
+    from pipelines.run import split_line
+    from recsys.data.split import Split
+
+    def csr(pairs: list[tuple[int, int]]) -> sp.csr_matrix:
+        rows, cols = zip(*pairs, strict=True)
+        return sp.csr_matrix((np.ones(len(pairs), dtype=np.float32), (rows, cols)), shape=(4, 8))
+
+    train = csr([(0, 0), (0, 1), (1, 1), (2, 2), (3, 0)])
+    test = csr([(0, 2), (1, 5), (1, 6), (2, 7), (2, 1)])  # user 1's items 5, 6 and user 2's 7: no training row
+    line = split_line(Split(protocol="random", train=train, test=test))
+    assert line == (
+        "split: random, 5 train / 5 test interactions; test scores 2 users (2 with a history, 0 cold); "
+        "1 user without a test interaction is not scored; 3 test interactions on 3 item(s) without training "
+        "data (never ranked) left out, and with them 1 user who had no other"
+    ), line

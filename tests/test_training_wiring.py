@@ -421,6 +421,40 @@ def test_auto_logit_offset_reads_the_active_users_and_the_loss_weights():
     assert resolve_logit_offset(bce.model_copy(update={"logit_offset": -2.5}), train) == -2.5
 
 
+def test_auto_temperature_of_a_pointwise_loss_spans_its_optimum_logit_both_ways():
+    """`temperature = "auto"` with bce / gbce and the "auto" offset: at most 1 / (2 L + 4), L the
+    positive's optimum logit, so the offset L - 1 / T puts an orthogonal pair at -L - 4 (sparse
+    catalogues); dense data keeps the tower's 0.1, and a given temperature, a given offset or a
+    softmax loss are left alone. The fitted config, a direct `train_two_tower` caller's network and
+    the offset all use the one value."""
+    from recsys.losses import gbce_beta, pointwise_offset
+    from recsys.models.two_tower import TwoTower
+    from recsys.training import resolve_logit_offset, resolve_temperature
+
+    n_items = 2000
+    rows, cols = [0, 1, 1, 1, 2, 2], [3, 10, 500, 1999, 7, 8]  # 3 users, 2 items each
+    sparse = sp.csr_matrix((np.ones(6, np.float32), (rows, cols)), shape=(4, n_items))
+    logit = math.log(n_items / 2)
+    bce = TwoTowerConfig(name="tt", loss="bce", temperature="auto", num_negatives=4, threads=1, epochs=1, quiet=True)
+    expected = 1 / (2 * logit + 4)
+    assert resolve_temperature(bce, sparse) == pytest.approx(expected)
+    assert resolve_logit_offset(bce, sparse) == pytest.approx(-logit - 4)  # L - 1 / T
+    assert TwoTower(bce).data_aware_config(sparse).temperature == pytest.approx(expected)
+    beta = gbce_beta(4, n_items, 0.75)
+    gbce = bce.model_copy(update={"loss": "gbce"})
+    gbce_logit = math.log(beta * n_items / (4 * 2))
+    assert resolve_temperature(gbce, sparse) == pytest.approx(min(0.1, 1 / (2 * gbce_logit + 4)))
+    assert resolve_logit_offset(gbce, sparse) == pytest.approx(pointwise_offset(n_items, 2, resolve_temperature(gbce, sparse), beta, 4))
+    assert resolve_temperature(bce, train_matrix()) == 0.1  # 8 items: 1 / (2 L + 4) is above the cap
+    for other in ({"temperature": 0.2}, {"logit_offset": -3.0}, {"loss": "sampled_softmax"}):
+        assert resolve_temperature(bce.model_copy(update=other), sparse) == other.get("temperature", 0.1)
+    torch.manual_seed(0)
+    network = TwoTowerNetwork(bce, 4, n_items)  # built from "auto": the data-blind 0.1 until trained
+    assert float(network.temperature()) == pytest.approx(0.1)
+    train_two_tower(network, sparse, bce.model_copy(update={"batch_size": 4}))
+    assert float(network.temperature()) == pytest.approx(expected)
+
+
 def test_loss_options_bind_what_each_loss_needs_from_the_data():
     from recsys.training import loss_options, resolve_logit_offset
 

@@ -44,6 +44,7 @@ INGEST_FLAGS = {
     "data.format": "--format {value}",
     "data.encoding": "--encoding {value}",
     "data.header": "--header {value}",
+    "data.time_format": "--time-format {value}",
 }
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
@@ -94,7 +95,17 @@ def ingest_command(
         ),
     ] = None,
     time_col: Annotated[
-        str | None, typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601 (optional).")
+        str | None,
+        typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601, else see --time-format (optional)."),
+    ] = None,
+    time_format: Annotated[
+        str | None,
+        typer.Option(
+            "--time-format",
+            metavar="LAYOUT",
+            help="strftime layout of a time column that is neither Unix time nor ISO-8601, e.g. "
+            "'%m/%d/%Y %H:%M' (12/1/2010 8:26), '%d.%m.%Y' or '%Y%m%d' (data.time_format); UTC unless %z.",
+        ),
     ] = None,
     weight_col: Annotated[
         str | None,
@@ -184,6 +195,13 @@ def ingest_command(
 
     if allow_same_content and not append:
         raise ConfigError("--allow-same-content applies to --append only: add --append, or leave it out")
+    if time_format is not None:
+        from recsys.config import strftime_layout
+
+        try:
+            strftime_layout(time_format)
+        except ValueError as exc:
+            raise ConfigError(f"--time-format: {exc}") from None
     configured = data = load_run_config(config, overrides).data
     writable_output(json_out, "--json")
     column_flags = {
@@ -203,6 +221,7 @@ def ingest_command(
         "min_item_interactions": min_item_interactions,
         "encoding": encoding,
         "header": _header(header),
+        "time_format": time_format,
     }
     if event_weight:
         updates["event_weights"] = {**(data.event_weights or {}), **_event_weights(event_weight)}
@@ -231,7 +250,7 @@ def ingest_command(
         _nothing_appended(empty, Path(out), json_out, again)
         return
     fault_point("ingest.done")  # the lock is released: another writer may replace the directory now
-    _print_report(report)
+    _print_report(report, event_weighted=bool(data.event_weights))
     if report.planted:
         console.print("blocks:         the generator's planted clusters (folding@k measured on them)")
     replaced = replaced_since(report)  # checked after the summary, as late as it can be
@@ -337,7 +356,7 @@ def _earlier_batches(report, source: Path) -> str | None:
     )
 
 
-def _print_report(report) -> None:
+def _print_report(report, event_weighted: bool = False) -> None:
     rows = Table(
         title=f"ingest of batch {report.batch} ({report.format})", show_header=False, title_justify="left"
     )
@@ -363,7 +382,7 @@ def _print_report(report) -> None:
     )
     from recsys.data.readers import describe_columns
 
-    console.print(f"columns:        {describe_columns(report.mapping)}", markup=False, highlight=False)
+    console.print(f"columns:        {describe_columns(report.mapping, event_weighted)}", markup=False, highlight=False)
     console.print(f"fingerprint:    [cyan]{report.fingerprint}[/]")
     console.print(f"processed data: {report.out_dir}")
     if report.rows_quarantined:

@@ -66,7 +66,7 @@ from recsys.data.source_stamp import (
     stat_files,
 )
 from recsys.data.suspicions import session_column, suspicions
-from recsys.data.validation import REASON, ValidationResult, validate
+from recsys.data.validation import REASON, ValidationResult, guess_time_format, validate
 from recsys.data.vocab import Vocab
 from recsys.errors import AlreadyIngested, DataError
 from recsys.faults import fault_point
@@ -277,6 +277,12 @@ _REASON_FIX: dict[str, tuple[str, str]] = {
 }
 
 
+def _bad_times(result: ValidationResult, n: int = 1000) -> list[str]:
+    """Some of the time values quarantined as bad_timestamp, as written (for `guess_time_format`)."""
+    bad = result.quarantine.filter(pl.col(REASON) == "bad_timestamp")
+    return [] if TIME not in bad.columns else bad.get_column(TIME).head(n).cast(pl.String).drop_nulls().to_list()
+
+
 def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResult) -> DataError:
     """The error for a first ingest whose every row was quarantined: say why, with the first
     such row's value, and which column setting to look at. Without it the user would read "no
@@ -302,6 +308,16 @@ def _nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResu
         )
     if top == "bad_timestamp":
         fix = "timestamps must be Unix seconds or milliseconds or ISO-8601 (2005-09-13T12:00:00); convert it"
+        guess = guess_time_format(_bad_times(result))
+        if guess is not None:  # day and month in some order (UCI Online Retail's `12/1/2010 8:26`)
+            layout, said = guess
+            return DataError(
+                f"{source}: no row passed validation ({counts}; {where}: {value}): timestamps must be Unix seconds "
+                f"or milliseconds or ISO-8601, else their layout named: {{option}} reads these ({said}), or name "
+                "another time column with {option:data.columns.time=NAME}",
+                setting="data.time_format",
+                value=f"'{layout}'",
+            )
     if top == BOOLEAN_ID:
         canon, attr = (ITEM, "item") if first.get(ITEM) in ("true", "false") else (USER, "user")
         column = raw.mapping.get(canon, canon)
@@ -418,6 +434,12 @@ def quarantine_share_warnings(cfg: DataConfig, raw: RawSource, result: Validatio
         shown = "empty" if held is None or str(held).strip() == "" else repr(held)
         value = f", {where}: {column_name(column)} is {shown}" if column else f", first at {where}"
         hint = _QUARANTINE_HINTS.get(reason, "its rows are in the quarantine file, with their source rows")
+        guess = guess_time_format(_bad_times(result)) if reason == "bad_timestamp" else None
+        if guess is not None:
+            hint = (
+                f"their layout reads with --time-format '{guess[0]}' (data.time_format; {guess[1]}), or name another "
+                "time column with --time-col (data.columns.time)"
+            )
         out.append(
             f"{count:,} of {result.rows_in:,} rows ({count / result.rows_in:.0%}) were quarantined as {reason}{value}; "
             + hint.format(max_future_days=cfg.max_future_days)
@@ -569,7 +591,10 @@ def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, ev
     where = f"{source}: {column_label(event_column)}"
     for setting, events in named.items():
         if not any(event in present for event in events):
-            top = [str(event) for event in present if event is not None][:3]
+            # Weights: every event the listing shows, at 1 (each row counts, as without the rule), so
+            # the hint drops no rows; the three most frequent left out the rarest events, an event
+            # log's purchases (Taobao's `buy`), the strongest signal it has.
+            top = [str(event) for event in present if event is not None][: 12 if setting == "event_weights" else 3]
             value = (
                 "{" + ",".join(f"{_toml_key(event)}=1" for event in top) + "}"
                 if setting == "event_weights"
@@ -577,7 +602,8 @@ def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, ev
             )
             raise DataError(
                 f"{where} holds none of the events data.{setting} names ({', '.join(map(repr, events))}); "
-                f"its events are {listing}: name those in {{option}}",
+                f"its events are {listing}: name those in {{option}}"
+                + (" (each weighing 1: raise the stronger ones, e.g. a purchase)" if setting == "event_weights" else ""),
                 setting=f"data.{setting}",
                 value=f"'{value}'",
             )
@@ -959,7 +985,12 @@ def _ingest(
     raw = scan_source(text.path, format or cfg.format, cfg.columns, cfg.header)
     keep = cfg.exact_duplicates == "keep"
     result = validate(
-        raw, cfg.max_future_days, decimal=cfg.decimal, keep_duplicates=keep, keep_negative=negative_weights_read(cfg)
+        raw,
+        cfg.max_future_days,
+        decimal=cfg.decimal,
+        keep_duplicates=keep,
+        keep_negative=negative_weights_read(cfg),
+        time_format=cfg.time_format,
     )
     notes = result.notes
     previous = storage.scan_batches(out_dir, previous_batches)

@@ -208,6 +208,7 @@ class RawSource:
     separator: str | None = None
     comma_files: tuple[str, ...] = ()
     decimal: str = "plain"
+    time_format: str | None = None  # data.time_format, set by `validate` (see `validation.parse_time`)
     notes: list[str] = field(default_factory=list)  # what the reader saw that ingest should say
     header: tuple[str, ...] = ()  # a delimited file's header names (its first file's), for hints
     late_keys: Callable[[pl.DataFrame], list[str]] | None = None  # JSON Lines: see LATE_KEY
@@ -672,6 +673,8 @@ def map_columns(
                     '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
                     '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
                 )
+            if separator is not None and len(header) == 1:
+                _refuse_adjacency_lists(path, header)
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
@@ -681,21 +684,66 @@ def map_columns(
                     setting="data.format",
                     value="FORMAT",
                 )
-            # Suggest a column named for the role first (`user_uuid` for the user, not the item's
-            # `app_id`), then an id-like one (`book_id` rather than `title`).
-            free = sorted(
-                (c for c in header if c not in taken),
-                key=lambda c: (attr not in _base_name(c), not _ID_SUFFIX.match(c)),
-            )
-            suggested = free[0] if free else "NAME"
+            suggested = _suggested_id_column(attr, [c for c in header if c not in taken], header)
             if "mbid" in suggested.lower():  # Last.fm's often-empty MusicBrainz id: its name column reads every row
                 suggested = name_column(header, suggested) or suggested
+            unnamed = "; none is named like one" if suggested == "NAME" else ""
+            also = ""
+            if canon == USER and ITEM not in mapping:  # both missing: name both, not one per try
+                item = _suggested_id_column("item", [c for c in header if c not in taken and c != suggested], header)
+                also = f", and no item column either: {{option:data.columns.item={item}}}"
             raise DataError(
-                f"no {attr} column found ({path}: columns are {header}): name it with {{option}}",
+                f"no {attr} column found ({path}: columns are {header}){unnamed}: name it with {{option}}{also}",
                 setting=f"data.columns.{attr}",
                 value=suggested,
             )
     return mapping
+
+
+# Words that name what a user or an item column holds without the word itself: UCI Online Retail's
+# `CustomerID` and `StockCode`, a funnel export's `product_category`, Food.com's `recipe_id`.
+_ROLE_WORDS = {
+    "user": (
+        "user", "customer", "visitor", "member", "account", "client", "reviewer", "person", "player", "viewer",
+        "listener", "reader", "buyer", "shopper", "subscriber", "rater",
+    ),
+    "item": (
+        "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",
+        "album", "book", "game", "app", "video", "recipe", "business", "anime", "course", "offer", "goods", "content",
+    ),
+}  # fmt: skip
+# Columns whose name says they hold something else: a row's, order's or session's id (the item hint
+# named a funnel log's `event_id`, Online Retail's `InvoiceNo`), a rating, count, price or time.
+_NOT_AN_ID = re.compile(
+    r"event|order|invoice|transaction|basket|review|rating|score|count|quantity|qty|price|amount|revenue|time|date"
+    r"|categor"
+)
+
+
+def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = None) -> str:
+    """The column a missing user or item is best read from, for the error's hint; `NAME` when no
+    column says so. A column named for the role comes first (`user_uuid` for the user, not the
+    item's `app_id`; `StockCode` for the item), then another id-like one (`book_id`; `title` or
+    `traffic_source` is never offered); one whose name says it holds other things (`event_id`, `InvoiceNo`, `Ratings`) is never
+    offered: a hint the user copies should not read every event as its own item, and the message
+    lists the columns already. A session id is a user (a session log), never an item. Failing
+    those, the column where logs put the role (the user first, the item second: `listener,artist,
+    plays`) is offered when it is free and not such a column."""
+    words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
+
+    def rank(column: str) -> tuple[bool, bool, bool]:
+        name = _base_name(column)
+        return (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
+
+    offered = sorted(
+        (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
+        key=rank,
+    )
+    if offered and not all(rank(offered[0])):
+        return offered[0]
+    position = 0 if attr == "user" else 1
+    usual = header[position] if header is not None and len(header) > position else None
+    return usual if usual is not None and usual in offered else "NAME"
 
 
 def name_column(header: Iterable[str], column: str | None) -> str | None:
@@ -750,6 +798,39 @@ def _refuse_whitespace_runs(path: Path | str, header: list[str], separator: str)
             "which are not read; put one tab between fields first, e.g. `awk -v OFS='\\t' '{$1 = $1; print}' "
             "FILE > NEW`, and ingest NEW (columns user, item[, rating[, timestamp]], as in u.data)"
         )
+
+
+def _refuse_adjacency_lists(path: Path | str, header: list[str]) -> None:
+    """DataError for a file of one line per user, the user's item ids separated by single spaces:
+    LightGCN's and NGCF's `train.txt` (Gowalla, Yelp2018, Amazon-book: the user id, then its items)
+    and CiteULike's `users.dat` (the number of items, then their ids; the user is the line's 0-based
+    number). The lines differ in length, so no separator splits them into columns, and the
+    one-column error said "the separator is none of ... one space" of a file split by single
+    spaces. The message gives the `awk` line that writes one `user_id,item_id` line per pair, with
+    the user read as the layout has it: the first number, or the line number when every line
+    starts with the count of the ids after it."""
+    first = header[0].strip().split(" ")
+    if len(first) < 2 or not all(v.isdigit() for v in first):
+        return
+    try:
+        rows = [line.strip().split(" ") for line in _header_lines(Path(path))[:50] if line.strip()]
+    except (DataError, OSError):
+        return
+    if not all(all(v.isdigit() for v in row) for row in rows) or len({len(row) for row in rows}) < 2:
+        return
+    counted = all(int(row[0]) == len(row) - 1 for row in rows)
+    layout = (
+        "the number of items first, as CiteULike's users.dat (the user is the line's 0-based number)"
+        if counted
+        else "the user id first, as LightGCN's and NGCF's train.txt"
+    )
+    user = "NR - 1" if counted else "$1"
+    raise DataError(
+        f"{path}: one line per user, ids separated by single spaces, with {layout} (first line "
+        f"{header[0].strip()[:40]!r}): such lists are not read; write one user_id,item_id line per pair first, e.g. "
+        f"`awk -v OFS=, 'BEGIN {{print \"user_id,item_id\"}} {{for (i = 2; i <= NF; i++) print {user}, $i}}' "
+        "FILE > NEW.csv`, and ingest NEW.csv"
+    )
 
 
 _DEDUPLICATED = re.compile(r"^_duplicated_\d+$")  # polars' name for a repeated header name ('' here)
@@ -817,13 +898,18 @@ def _header_names(row: list[str]) -> list[str]:
     )
     ids = iter(("item_id", "user_id") if amazon else ("user_id", "item_id"))
     guessing = event is None  # a weight is guessed for the first number after the ids only
+    named_ids = 0
     for position, value in enumerate(values):
         if position in (time, event):
             name = "timestamp" if position == time else "event"
         elif _MEASURE.match(value):
             name = ""
+            # A measure after the ids is that first number (a price `94.0930`): what follows it (a
+            # quantity) is no rating either.
+            guessing = guessing and named_ids < 2
         else:
             name = next(ids, None)
+            named_ids += name is not None
             if name is None:
                 last = position == len(values) - 1
                 name = _weight_name(value, last, time is None) if guessing else ""
@@ -928,17 +1014,23 @@ def column_label(source: str) -> str:
     return name if name.startswith("column ") else f"column {name}"
 
 
-def describe_columns(mapping: dict[str, str]) -> str:
+def describe_columns(mapping: dict[str, str], event_weighted: bool = False) -> str:
     """Which source column became which role, one line (`user=visitorid, item=itemid, ...`), so
     an automatic pick (the only `<name>_id` column as the user, `parent_asin` over `asin`) is
-    seen, not only in manifest.json. Headerless files name their columns by position."""
+    seen, not only in manifest.json. Headerless files name their columns by position.
+    `event_weighted`: data.event_weights is set, so a log without a weight column weighs each row
+    by its event (it said "each row counts 1" of Retailrocket's events under event weights)."""
 
     def spelled(source: str) -> str:
         return source if column_name(source) == repr(source) else column_name(source)
 
     found = [f"{role}={spelled(mapping[canon])}" for canon, role in _MAP_FIELDS.items() if canon in mapping]
     if WEIGHT not in mapping:
-        found.append("no weight column (each row counts 1)")
+        found.append(
+            "no weight column (each row weighs its event's data.event_weights)"
+            if event_weighted and EVENT in mapping
+            else "no weight column (each row counts 1)"
+        )
     return ", ".join(found)
 
 
@@ -2141,7 +2233,12 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
-    return RawSource(label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes)
+    # The first file's column names, as a delimited file's header: the hints that name a session or
+    # an item's name column (Diginetica's NA users: `--user-col sessionId`) read them.
+    header = tuple(mapped[0][2])
+    return RawSource(
+        label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes, header=header
+    )
 
 
 def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:

@@ -164,9 +164,16 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
     latest = rows.get_column(TIME).max()
     if latest is None or latest >= EPOCH_YEAR_END:
         return []
+    seconds = int(latest.timestamp())
+    fix = (
+        f"the latest reads as {seconds} (yyyymmdd?): --time-format %Y%m%d (--set data.time_format=%Y%m%d) reads "
+        "such dates; or convert"
+        if 19000101 <= seconds <= 21001231
+        else "convert"
+    )
     return [
         f"every timestamp ({column_name(mapping.get(TIME, TIME))}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
         "integer times are read as Unix seconds (milliseconds from 1e11), so yyyymmdd dates (20150701) "
-        "or day numbers end up there; splits still order by them, but every date is wrong: convert the "
+        f"or day numbers end up there; splits still order by them, but every date is wrong: {fix} the "
         "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"
     ]

@@ -239,6 +239,45 @@ def _iso_to_time(text: pl.Expr) -> pl.Expr:
     return pl.coalesce(iso, go)
 
 
+_SLASHED_DATE = re.compile(
+    r"^(?P<a>\d{1,2})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)(?P<year>\d{4}|\d{2})"
+    r"(?:(?P<t>[ T])(?P<hour>\d{1,2}):\d{2}(?P<seconds>:\d{2})?(?P<fraction>\.\d+)?(?: ?(?P<ampm>[AaPp][Mm]))?)?$"
+)
+
+
+def guess_time_format(values: list[str]) -> tuple[str, str] | None:
+    """(data.time_format layout, what it assumed) for times written as day and month in either
+    order (`12/1/2010 8:26`, UCI Online Retail's; `13.01.2011`; `1/2/2011 08:05:01 PM`), which no
+    built-in parse reads, or None; `values`: some of the column's unread values, the first one
+    spelling the layout. The day comes first where one of them has a first number above 12, the
+    month where one has a second number above 12; where none settles it, the month for `/` (US)
+    and the day for `.` and `-` (European), and the message says it could not tell."""
+    matches = [m for m in (_SLASHED_DATE.match(v.strip()) for v in values if isinstance(v, str)) if m is not None]
+    if not matches:
+        return None
+    match = matches[0]
+    sep, value = match["sep"], match.string
+    firsts = [int(m["a"]) for m in matches if m["sep"] == sep]
+    seconds = [int(m["b"]) for m in matches if m["sep"] == sep]
+    day_seen, month_seen = max(firsts) > 12, max(seconds) > 12
+    if day_seen and month_seen:
+        return None
+    a, b = (13, 1) if day_seen else (1, 13) if month_seen else (1, 1)
+    day_first = a > 12 or (b <= 12 and sep != "/")
+    date = sep.join(["%d", "%m"] if day_first else ["%m", "%d"]) + sep + ("%Y" if len(match["year"]) == 4 else "%y")
+    clock = ""
+    if match["t"]:
+        clock = match["t"] + ("%I" if match["ampm"] else "%H") + ":%M" + (":%S" if match["seconds"] else "")
+        clock += "%.f" if match["fraction"] else ""
+        clock += (" " if " " + match["ampm"] in value else "") + "%p" if match["ampm"] else ""
+    if a > 12 or b > 12:
+        said = f"the {'day' if day_first else 'month'} first, as a number above 12 there shows"
+    else:
+        other = sep.join(["%m", "%d"] if day_first else ["%d", "%m"])
+        said = f"the {'day' if day_first else 'month'} first, which no value seen settles: {other} if not"
+    return date + clock, said
+
+
 def parse_time(
     column: str,
     dtype: pl.DataType,
@@ -247,16 +286,27 @@ def parse_time(
     integers: bool = False,
     decimal: str = "plain",
     where: pl.Expr | None = None,
+    time_format: str | None = None,
 ) -> pl.Expr:
     """Raw time column -> Datetime(us, UTC); unparseable values become null (then quarantined).
     padded=False skips whitespace stripping (a sample showed none; it is the costliest step).
     integers=True parses whole seconds / milliseconds only (`_integer_to_time`), from text or an
-    integer column: the caller must re-check the values it leaves null with integers=False."""
+    integer column: the caller must re-check the values it leaves null with integers=False.
+    `time_format` (data.time_format, a strftime layout: `%m/%d/%Y %H:%M`, `%Y%m%d`) is tried first
+    on text and integer columns (a yyyymmdd integer read as seconds lands in 1970); a value it does
+    not read is parsed as without it. Without %z the time is UTC."""
     col = pl.col(column)
     if isinstance(dtype, pl.Datetime):
         return as_utc(col, dtype)
     if isinstance(dtype, pl.Date):
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if time_format is not None and (dtype == pl.String or dtype.is_integer()):
+        formatted = (
+            col.cast(pl.String)
+            .str.strip_chars()
+            .str.to_datetime(time_format, strict=False, time_unit="us", time_zone="UTC")
+        )
+        return pl.coalesce(formatted, parse_time(column, dtype, True, True, False, decimal, where))
     if dtype.is_integer() and integers:
         return _integer_to_time(col)
     if dtype.is_numeric():
@@ -385,6 +435,7 @@ def validate(
     decimal: str = "auto",
     keep_duplicates: bool = False,
     keep_negative: bool = False,
+    time_format: str | None = None,
 ) -> ValidationResult:
     """Parse and check every row of `raw`; see the module docstring for the rules.
 
@@ -414,14 +465,17 @@ def validate(
     `keep_negative` accepts a negative weight instead of quarantining it as negative_weight: where
     the config reads the column as a rating (a positive rule) or ignores its value (binarize,
     count), a negative rating (Jester's -10..10, Anime's -1 = watched, not rated) is a valid row,
-    not bad data (`recsys.data.ingest.negative_weights_read`)."""
+    not bad data (`recsys.data.ingest.negative_weights_read`).
+
+    `time_format` (data.time_format): the strftime layout of a time column that is neither Unix time
+    nor ISO-8601 (`parse_time`)."""
     if decimal not in DECIMAL_MODES:
         raise DataError(f"unknown decimal mode {decimal!r}; choose one of {', '.join(DECIMAL_MODES)}")
     if decimal == "auto":
         reading = "auto-comma" if raw.separator == ";" or raw.comma_files else "plain"
     else:
         reading = decimal
-    raw = replace(raw, decimal=reading)
+    raw = replace(raw, decimal=reading, time_format=time_format)
     try:
         return _validate(raw, max_future_days, now, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -534,7 +588,7 @@ def _validate(
             blank = pl.col(TIME).str.strip_chars() == "" if TIME in padded else pl.col(TIME) == ""
             present = present & ~blank
         time_expr = parse_time(
-            TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal, _comma_rows(raw)
+            TIME, schema[TIME], text_dates, TIME in padded, integer_time, raw.decimal, _comma_rows(raw), raw.time_format
         )
         parsed += [time_expr.alias("_time"), present.alias("_time_raw_present")]
     if has_weight:
@@ -618,12 +672,15 @@ def _validate(
     checks = []
     if has_time and schema[TIME] == pl.String and (integer_time or TIME not in padded or not text_dates):
         general_time = parse_time(
-            TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal, where=_comma_rows(raw)
+            TIME, pl.String, has_text_dates=True, padded=True, decimal=raw.decimal, where=_comma_rows(raw),
+            time_format=raw.time_format,
         )
         blank = pl.col(TIME).str.strip_chars() == ""
         checks.append((TIME, "bad_timestamp", general_time.is_not_null() | blank))
     elif integer_time:  # integers read typed
-        checks.append((TIME, "bad_timestamp", parse_time(TIME, schema[TIME], False).is_not_null()))
+        checks.append(
+            (TIME, "bad_timestamp", parse_time(TIME, schema[TIME], False, time_format=raw.time_format).is_not_null())
+        )
     if plain_weight:
         stripped = _number(pl.col(WEIGHT).str.strip_chars(), raw.decimal, _comma_rows(raw))
         checks.append((WEIGHT, "bad_weight", stripped.is_not_null()))

@@ -392,8 +392,9 @@ class TwoTower(Recommender):
 
     # ----------------------------------------------------------------- training
     def data_aware_config(self, train: sp.csr_matrix) -> TwoTowerConfig:
-        """A None batch size and an "auto" pointwise logit offset resolved on the training matrix."""
-        from recsys.training import resolve_logit_offset
+        """A None batch size, the "auto" sampler and temperature (a pointwise loss's is data-aware) and an
+        "auto" pointwise logit offset resolved on the training matrix."""
+        from recsys.training import resolve_logit_offset, resolve_temperature
 
         update: dict[str, Any] = {}
         if self.config.batch_size is None and self.config.user_input == "sequence":
@@ -402,7 +403,7 @@ class TwoTower(Recommender):
         elif self.config.batch_size is None:
             update["batch_size"] = two_tower_batch_size(int(train.nnz))
         update["sampler"] = resolved_sampler(self.config.sampler, self.config.user_input, int(train.shape[1]))
-        update["temperature"] = resolved_temperature(self.config.temperature, self.config.user_input)
+        update["temperature"] = resolve_temperature(self.config.model_copy(update=update), train)
         if self.config.logit_offset == "auto" and self.config.loss in POINTWISE_LOSSES:  # needs the temperature
             update["logit_offset"] = resolve_logit_offset(self.config.model_copy(update=update), train)
         return self.config.model_copy(update=update) if update else self.config

@@ -46,7 +46,8 @@ class TwoTowerConfig(ModelConfig):
     normalize: bool = True
     temperature: PositiveFloat | Literal["auto"] = Field(
         "auto", description="softmax temperature of the unit-vector scores; 'auto' = 0.05 for a sequence user tower, "
-        "else 0.1 (recsys.models.defaults.two_tower_temperature)",
+        "else 0.1; for bce / gbce with the 'auto' logit_offset at most 1 / (2 L + 4), L = the offset's log(n_items / "
+        "mean items per user), so sparse catalogues get a sharper scale (recsys.models.defaults.two_tower_temperature)",
     )
     learn_temperature: bool = False
     loss: LossName = "sampled_softmax"

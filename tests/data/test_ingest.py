@@ -140,6 +140,8 @@ def test_an_event_rule_naming_no_event_of_the_log_lists_its_events(tmp_path: Pat
     assert f"none of the events data.{setting} names ('purchase')" in message, message
     assert "'view' (4 rows), 'addtocart' (2 rows), 'wishlist' (2 rows), 'transaction' (1 row)" in message
     assert f"--set data.{setting}=" in message and not (tmp_path / "out").exists()
+    if setting == "event_weights":  # every event at 1, the rarest (the purchases) too: the hint drops no row
+        assert "--set data.event_weights='{view=1,addtocart=1,wishlist=1,transaction=1}'" in message, message
 
 
 def test_an_event_rule_naming_some_absent_events_says_which(tmp_path: Path) -> None:

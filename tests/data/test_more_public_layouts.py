@@ -4,6 +4,7 @@ Steam 200K's headerless `steam-200k.csv` and Tmall's (IJCAI-15) `user_log_format
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -134,3 +135,142 @@ def test_steam_reviews_without_a_user_id_on_most_lines_name_the_username_key(tmp
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.endswith("'username' names the same users: read it as the user with --user-col username"), line
+
+
+def test_one_line_per_user_lists_say_how_to_flatten_them(tmp_path: Path) -> None:
+    """LightGCN's train.txt (the user, then its items) and CiteULike's users.dat (the count, then the
+    items; the user is the line number), split by single spaces: the error said the separator was
+    none of `, ; | tab or one space`. It now names the layout and the awk line that flattens it, and
+    that line's output ingests every pair."""
+    layouts = {
+        "train.txt": ("0 0 1 2 3\n1 4 5\n2 1 6 7 8 9\n", "print $1, $i", {("0", "3"), ("2", "9"), ("1", "4")}),
+        "users.dat": ("3 10 11 12\n1 13\n2 10 14\n", "print NR - 1, $i", {("0", "12"), ("1", "13"), ("2", "14")}),
+    }
+    for name, (text, printed, some_pairs) in layouts.items():
+        path = tmp_path / name
+        path.write_text(text)
+        result = _ingest(path, tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "none of" not in line and printed in line, line
+        flat = tmp_path / f"{name}.csv"
+        command = line.split("e.g. `", 1)[1].split("`", 1)[0]
+        subprocess.run(["sh", "-c", command.replace("FILE", str(path)).replace("NEW.csv", str(flat))], check=True)
+        out = tmp_path / f"out-{name}"
+        assert _ingest(flat, out).exit_code == 0
+        got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+        pairs = set(zip(got["user_id"].cast(pl.String), got["item_id"].cast(pl.String), strict=True))
+        assert some_pairs <= pairs and len(pairs) == sum(len(row.split()) - 1 for row in text.splitlines())
+
+
+def test_the_missing_id_column_hint_never_offers_an_event_order_or_rating_column(tmp_path: Path) -> None:
+    """The hint a user copies: a funnel export (one row per event, no item) was told `--item-col
+    event_id` (every event its own item), UCI Online Retail `--item-col InvoiceNo` (a basket) where
+    `StockCode` is the item, and `Item;Ratings` `--user-col Ratings`. With neither id column found,
+    one error names both (it named the user, and the item only on the next try)."""
+    cases = [
+        (
+            "events.csv",
+            "event_id,user_id,session_id,event_timestamp,event_name,traffic_source,product_category,order_id\n"
+            "1,u_000001,s_000001_00_0,2026-01-21 18:44:34,session_start,social,,\n",
+            [],
+            "--item-col NAME",
+        ),
+        (
+            "Online Retail.csv",
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+            "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n",
+            [],
+            "--user-col CustomerID, and no item column either: --item-col StockCode",  # both at once
+        ),
+        ("Online Retail.csv", None, ["--user-col", "CustomerID"], "--item-col StockCode"),
+        ("ratings.csv", "Item;Ratings\n6428320;1\n", [], "--user-col NAME"),
+    ]
+    for name, text, args, hint in cases:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        result = _ingest(path, tmp_path / "out", *args)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.endswith(f"name it with {hint}"), line
+
+
+ONLINE_RETAIL = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
+    "536365,71053,WHITE METAL LANTERN,6,12/1/2010 8:26,3.39,17850,United Kingdom\n"
+    '536415,22139,"RETROSPOT TEA SET, CERAMIC",2,12/13/2010 11:52,4.95,13047,United Kingdom\n'
+    "536416,22140,CAKE STAND,1,1/4/2011 9:05,4.95,13047,United Kingdom\n"
+)
+
+
+def test_a_time_layout_no_parse_reads_is_named_and_read_with_time_format(tmp_path: Path) -> None:
+    """UCI Online Retail's `InvoiceDate` (12/1/2010 8:26, month first): every row was quarantined
+    as bad_timestamp with "convert it" and nothing to convert with. The error now names
+    --time-format with the layout (the month first, as 12/13/2010 shows), and that reads them."""
+    path = tmp_path / "Online Retail.csv"
+    path.write_text(ONLINE_RETAIL)
+    columns = ["--user-col", "CustomerID", "--item-col", "StockCode", "--time-col", "InvoiceDate"]
+    result = _ingest(path, tmp_path / "out", *columns)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--time-format '%m/%d/%Y %H:%M' reads these (the month first" in line, line
+    out = tmp_path / "out"
+    assert _ingest(path, out, *columns, "--time-format", "%m/%d/%Y %H:%M").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
+    assert [f"{t:%Y-%m-%d %H:%M}" for t in got["timestamp"]] == [
+        "2010-12-01 08:26", "2010-12-01 08:26", "2010-12-13 11:52", "2011-01-04 09:05"
+    ]  # fmt: skip
+    assert str(got["timestamp"].dtype.time_zone) == "UTC"  # type: ignore[union-attr]
+    refused = _ingest(path, tmp_path / "bad", *columns, "--time-format", "mm/dd/yyyy")
+    assert refused.exit_code == 2 and "no strftime date directive" in refused.output, refused.output
+
+
+def test_yyyymmdd_integer_dates_read_with_time_format_from_csv_and_parquet(tmp_path: Path) -> None:
+    """yyyymmdd integers were read as Unix seconds (August 1970) with a warning to convert them;
+    --time-format %Y%m%d reads them as dates, from a CSV (read typed as integers) and from a
+    Parquet int64 column alike, and the warning names that option."""
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,date\n1,10,20150701\n1,11,20150702\n2,10,20150703\n")
+    warned = _ingest(csv, tmp_path / "out-1970")
+    assert warned.exit_code == 0 and "--time-format %Y%m%d" in warned.output, warned.output
+    parquet = tmp_path / "log.parquet"
+    pl.read_csv(csv).write_parquet(parquet)
+    for source in (csv, parquet):
+        out = tmp_path / f"out-{source.suffix[1:]}"
+        result = _ingest(source, out, "--time-format", "%Y%m%d")
+        assert result.exit_code == 0 and "1970" not in result.output, result.output
+        got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
+        assert [f"{t:%Y-%m-%d}" for t in got["timestamp"]] == ["2015-07-01", "2015-07-02", "2015-07-03"]
+
+
+def test_the_suggested_header_of_buys_with_a_decimal_price_names_no_rating(tmp_path: Path) -> None:
+    """A YOOCHOOSE-style buys export (session, time, item, price, quantity) whose price has more than
+    two decimals: the price was named by position, as a measurement, but the quantity after it was
+    then guessed `rating` (the README: every number after the first one after the ids is named by
+    position), so the copied header summed quantities as ratings."""
+    path = tmp_path / "yoochoose-buys.dat"
+    path.write_text("10,2024-01-12 00:50:00,89,94.09303132921134,2\n13,2024-01-25 00:06:00,45,99.13071820075994,1\n")
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--header user_id,timestamp,item_id,column_4,column_5 " in line, line
+
+
+def test_the_columns_line_says_rows_weigh_their_event_under_event_weights(tmp_path: Path) -> None:
+    """Retailrocket's events.csv (no weight column) with --event-weight: the summary's columns line
+    said `no weight column (each row counts 1)` while each row weighed its event's weight."""
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "timestamp,visitorid,event,itemid,transactionid\n"
+        "1433221332117,257597,view,355908,\n1433224214164,992329,addtocart,248676,\n"
+        "1433221955914,992329,transaction,248676,4000\n"
+    )
+    weighted = _ingest(path, tmp_path / "out", "--event-weight", "view=1", "--event-weight", "addtocart=3",
+                       "--event-weight", "transaction=5")  # fmt: skip
+    assert weighted.exit_code == 0, weighted.output
+    said = " ".join(weighted.output.split())  # the console wraps the line
+    assert "event=event, no weight column (each row weighs its event's data.event_weights)" in said, said
+    plain = _ingest(path, tmp_path / "plain")
+    assert "no weight column (each row counts 1)" in plain.output, plain.output

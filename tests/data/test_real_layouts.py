@@ -1186,6 +1186,13 @@ def test_na_user_ids_are_flagged_not_silently_one_user(tmp_path: Path) -> None:
     assert warning.endswith("a session log reads each session as a user: --user-col sessionId"), warning
     manifest = json.loads((out / "manifest.json").read_text())
     assert warning.removeprefix("warning: ") in manifest["warnings"]
+    # The same log as Parquet names the session column too (it did for text files only).
+    parquet = tmp_path / "train-item-views.parquet"
+    pl.read_csv(path, separator=";", infer_schema=False).write_parquet(parquet)
+    converted = _ingest(parquet, tmp_path / "out-parquet")
+    assert converted.exit_code == 0, converted.output
+    (again,) = [line for line in converted.output.splitlines() if line.startswith("warning: user id")]
+    assert again.endswith("a session log reads each session as a user: --user-col sessionId"), again
 
 
 def test_ids_pandas_wrote_as_floats_are_flagged(tmp_path: Path) -> None:
