@@ -102,14 +102,18 @@ def split_task(dataset: DatasetResult, cfg: RunConfig, scheduled: bool = False):
 
 @task(name="train-model", task_run_name="train {model_cfg.name}", cache_policy=NO_CACHE)
 def model_task(
-    model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None, teachers_dir=None
+    model_cfg, split, cfg: RunConfig, tracking: bool, parent_run_id, threads: int, data=None, teachers_dir=None,
+    parent_tags: dict[str, str] | None = None,
 ) -> ModelOutcome:
     """One model's lifecycle. The tracker is rebuilt here (not passed in) so the task also runs in
-    another process or on another machine (Dask), where the flow's objects do not exist.
-    Distillation teachers are handed over as saved models in `teachers_dir` (a local directory:
-    students and teachers of one run must share a file system)."""
+    another process or on another machine (Dask), where the flow's objects do not exist; the parent
+    run's inherited tags come along (`parent_tags`), so a model whose store died before it started
+    still records them. Distillation teachers are handed over as saved models in `teachers_dir` (a
+    local directory: students and teachers of one run must share a file system)."""
     logger = get_run_logger()
-    tracker = task_tracker(cfg, tracking)
+    tracker = task_tracker(cfg, tracking, parent_run_id)
+    if parent_tags and getattr(tracker, "enabled", False):
+        tracker.adopt_parent(parent_run_id, parent_tags)
     try:
         return train_and_log(
             model_cfg, split, cfg, tracker, parent_run_id, threads, log=logger.info, data=data, teachers_dir=teachers_dir
@@ -140,11 +144,15 @@ def _in_dask_worker() -> bool:
     return True
 
 
-def task_tracker(cfg: RunConfig, tracking: bool):
-    """A tracker for a task: the store was already checked by the flow, so no second probe."""
+def task_tracker(cfg: RunConfig, tracking: bool, parent_run_id: str | None = None):
+    """A tracker for a task: the store was already checked by the flow, so no second probe; a store
+    that stopped answering since (or that another tracker of this run found failing) starts it
+    offline: the model trains, its run kept on disk."""
     from recsys.tracking.runs import NullTracker, Tracker
 
-    return Tracker(cfg.tracking, cfg, check=False) if tracking and cfg.tracking.enabled else NullTracker()
+    if not (tracking and cfg.tracking.enabled):
+        return NullTracker()
+    return Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id=parent_run_id)
 
 
 @task(name="promote", task_run_name="promote by {cfg.promotion.metric}", cache_policy=NO_CACHE)
@@ -247,7 +255,9 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
         with teachers_workspace(cfg) as teachers:
             for wave in distillation_waves(list(cfg.models)):  # students start once their teachers are done
                 wave = longest_first(wave)
-                futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers) for m in wave]
+                tags = tracker.parent_tags(parent) if getattr(tracker, "enabled", False) else {}
+                futures = [model_task.submit(m, split, cfg, tracking, parent, threads, data, teachers, tags)
+                           for m in wave]  # fmt: skip
                 wait(futures)
                 for model_cfg, future in zip(wave, futures, strict=True):
                     try:
@@ -264,7 +274,7 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
         steps["promote"] = time.perf_counter() - t
         result = PipelineResult(
             dataset=dataset_summary(split, dataset, cfg), models=outcomes, champion=decision.get("champion"),
-            promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+            promotion=decision, mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "shown_uri", None),
         )
         result.wall_seconds = time.perf_counter() - wall
         # Compute time = the steps' own work; models ran concurrently, so count the slowest lane.

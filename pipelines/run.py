@@ -468,7 +468,7 @@ def run_pipeline(
         result = PipelineResult(
             dataset=dataset_summary(split, dataset, cfg), models=outcomes,
             champion=decision.get("champion"), promotion=decision,
-            mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "uri", None),
+            mlflow_parent_run_id=parent, tracking_uri=getattr(tracker, "shown_uri", None),
         )
         result.wall_seconds = time.perf_counter() - wall
         result.step_seconds = steps
@@ -488,7 +488,7 @@ def skipped_result(
                  **standing_champion(tracker, cfg)}  # fmt: skip
     result = PipelineResult(
         dataset=dataset_summary(split, dataset, cfg), models=[], champion=promotion["champion"],
-        tracking_uri=getattr(tracker, "uri", None), promotion=promotion, unchanged=unchanged.to_json(),
+        tracking_uri=getattr(tracker, "shown_uri", None), promotion=promotion, unchanged=unchanged.to_json(),
     )
     result.wall_seconds = time.perf_counter() - wall
     result.step_seconds = dict(steps)

@@ -391,7 +391,8 @@ PINNED = {"gw0": "services-0", "gw1": "services-1"}
 WARM_UP_TESTS = {"gw0": 0, "gw1": 100}
 GROUPS_KEY = "recsys_test_groups"  # workerinput key: the file the workers write {nodeid: group} to
 # one_spark_session: tests/models/test_wals_spark.py's autouse fixture, i.e. every test there
-STACK_FIXTURES = {"mlflow_server", "prefect_server", "team_stack", "scheduled_runs", "two_ranks", "one_spark_session"}
+STACK_FIXTURES = {"mlflow_server", "mlflow_database", "prefect_server", "team_stack", "scheduled_runs", "two_ranks",
+                  "one_spark_session"}  # fmt: skip
 LOCAL_FIXTURES = {"shared_mlflow_uri", "prefect_harness", "recsys_ui", "recsys_ui_process",
                   "early_prefect_port", "migrated_prefect_database"}  # fmt: skip
 # (tracking_uri's sqlite / postgres parameters are in the local / stack group too)
@@ -606,6 +607,13 @@ def mlflow_server() -> str:
     """URL of an `mlflow server` on PostgreSQL with the artifact proxy (artifacts under the
     stack's directory, reached only through the server)."""
     return _get_stack().url("mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_database(mlflow_server: str) -> str:
+    """The database the session's MLflow server stores in, as a tracking URI a client opens
+    directly (`postgresql://recsys:PASSWORD@127.0.0.1:PORT/mlflow`: it carries the password)."""
+    return _get_stack().stack.postgres.url("mlflow")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from recsys.cli.pipeline_cmds import champion_line
 
 
@@ -167,3 +169,28 @@ def test_a_test_set_of_a_few_users_is_always_warned_about():
     assert alone == ("only 1 test user(s): too few for the 95% bootstrap intervals to mean much (over one user an "
                      "interval has no width at all); add test users (more data, or a larger split.heldout_users)")
     assert small_test_warning({}, n_users=1, **common) is None  # no finished model: nothing scored to warn about
+
+
+def test_the_closing_lines_do_not_ask_a_store_that_failed_during_the_run(monkeypatch):
+    """After a run whose tracking store failed, the "browse it" link asked the store for the
+    experiment's id once more: against a frozen server (it accepts, never answers) that cost
+    MLflow's timeout times its tries (~95 s) after the run had ended. The link is the experiment
+    list then, and the store is not contacted."""
+    import socket
+
+    from recsys.cli.pipeline_cmds import _where_to_look
+    from recsys.config import RunConfig
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as frozen:  # listens, never accepts: a stopped server
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        uri = f"http://127.0.0.1:{frozen.getsockname()[1]}"
+        summary = {"tracking_uri": uri, "tracking_error": "MlflowException: Read timed out", "champion": None,
+                   "mlflow_parent_run_id": "abc", "dataset": {"processed_dir": "data/processed/x"},
+                   "promotion": {"reason": "not decided: the tracking store failed during the run"}}  # fmt: skip
+        _where_to_look(summary, None, RunConfig(name="frozen"))
+        frozen.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nobody connected
+            frozen.accept()

@@ -66,7 +66,8 @@ def run(
         typer.Option(
             "--if-changed",
             help="Train nothing when the data, split, config and code equal those of the last finished run "
-            "of this config and data source (as scheduled runs do; needs tracking): one line names that run.",
+            "of this config and data source (as scheduled runs do; needs tracking): one line names that run. "
+            "Runs started at once take turns on this machine only (a file lock), not across machines.",
         ),
     ] = False,
     force: Annotated[
@@ -386,14 +387,19 @@ def store_args(config: Path | None, set_: list[str] | None) -> str:
 def _where_to_look(
     summary: dict, json_out: Path | None, cfg: RunConfig, args: str = "", *, prefect: bool = True
 ) -> None:
-    from recsys.tracking.store import is_http
-    from recsys.tracking.ui import experiment_runs_url
+    from recsys.tracking.store import is_http, resolve_tracking_uri
+    from recsys.tracking.ui import experiment_runs_url, runs_page_url
 
     lines = [champion_line(summary, args)]
     uri = summary.get("tracking_uri")
     if uri:
         lines.append(f"MLflow store: {uri}   parent run: {summary.get('mlflow_parent_run_id')}")
-        runs = experiment_runs_url(uri, cfg.tracking.experiment)
+        if summary.get("tracking_error"):  # not asked again: a frozen server cost ~95 s more here
+            runs = runs_page_url(uri if is_http(uri) else "http://127.0.0.1:5000", None)
+        else:  # the summary's URI has its password hidden: look the experiment up with the real one
+            runs = experiment_runs_url(resolve_tracking_uri(cfg.tracking), cfg.tracking.experiment)
+            if is_http(uri):
+                runs = runs.replace(resolve_tracking_uri(cfg.tracking).rstrip("/"), uri.rstrip("/"), 1)
         if is_http(uri):
             lines.append(f"browse it:    {runs}")
         elif args:  # `make ui` opens the default store only
@@ -455,7 +461,10 @@ def schedule(
     it was first seen, so the log repeating it later never moves it into a test window) unless
     split.scheduled = "as_configured"; a log without them by the stable hashed split.
     Point PREFECT_API_URL at `prefect server start` (or `make stack`) to see the schedule and its
-    runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server.
+    runs in the Prefect UI; MLFLOW_TRACKING_URI at the team's MLflow server. Several machines
+    sharing one MLflow server: schedule the lineage once, on a shared Prefect server (its deployment
+    runs one at a time on any worker); two schedules of one lineage on two machines can both train
+    the same new inputs (the lock that stops it is per machine).
     """
     from recsys.errors import ConfigError
 

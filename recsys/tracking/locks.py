@@ -8,7 +8,7 @@ champion. Two layers close that:
 * `registry_lock(client, name)` - a `filelock` per registered model. For a local store (SQLite file,
   `file:` directory) the lock lives beside the store, so every process using that store sees it.
   For a server (http, a database URL) it lives in the user's cache directory, keyed by URI and name:
-  it serialises the promotions of this machine.
+  it serialises the promotions of one user account on this machine, not those of other machines.
 * `set_alias_if_unchanged` - promotions from other machines do not share a lock file, so right
   before moving the alias the champion is read again; when it moved, the caller decides again
   against the new champion. MLflow has no atomic compare-and-set on aliases, so a window of one
@@ -16,6 +16,11 @@ champion. Two layers close that:
 
 `lineage_lock(client, lineage_id)`, in the same places, serialises the few store calls in which a
 pipeline run looks for an identical earlier run and opens its own (recsys.tracking.unchanged).
+With a server it is per machine too: two machines starting a run of one lineage on new inputs at the
+same moment can both train (README, "One machine's lock"). MLflow's only atomic writes are unique
+names and params (a param cannot change once logged), and none is a lease that frees itself when
+its holder dies, so across machines the schedule's one-at-a-time comes from the Prefect server's
+deployment concurrency limit instead.
 """
 
 from __future__ import annotations

@@ -55,7 +55,14 @@ from recsys.tracking.offline import (
     offline_run_id,
     save_record,
 )
-from recsys.tracking.store import check_tracking, client, ensure_experiment, metric_key, resolve_tracking_uri
+from recsys.tracking.store import (
+    check_tracking,
+    client,
+    ensure_experiment,
+    metric_key,
+    redact,
+    resolve_tracking_uri,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -144,6 +151,17 @@ def model_description(model: Recommender, eval_result: Any, metric: str, name: s
     )
 
 
+def logged_config(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as it is logged (the parent run's params, `config/run.toml`), with a
+    password in `tracking.tracking_uri` (`postgresql://user:PASSWORD@host/db`) replaced by ***:
+    everyone who can read the store reads these, and the password was there in clear."""
+    resolved = cfg.resolved()
+    tracking = resolved.get("tracking") or {}
+    if tracking.get("tracking_uri"):
+        tracking["tracking_uri"] = redact(str(tracking["tracking_uri"]))
+    return resolved
+
+
 def param_dict(flat: Mapping[str, Any]) -> dict[str, str]:
     """Params as MLflow wants them: strings, None dropped, long values cut with a visible marker."""
     out = {}
@@ -183,8 +201,14 @@ def _raced(exc: BaseException, text: str) -> bool:
     rolled back; tried again, it finds the winner's row and succeeds. It was taken for a failed
     store and sent the run's tracking offline. "Already exists" (RESOURCE_ALREADY_EXISTS) is the
     store's own answer to a create, not a race: the caller decides (`ensure_experiment`,
-    `ensure_registered_model`)."""
-    if "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")) or "already exists" in text:
+    `ensure_registered_model`). PostgreSQL's own unique-violation text ends with a line
+    "DETAIL:  Key (...)=(...) already exists." (psycopg and psycopg2 alike, directly or through a
+    tracking server): that line is the database's, not MLflow's answer, so it is read past; taken
+    for "already exists", every lost race on PostgreSQL sent the run's tracking offline."""
+    if "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "")):
+        return False
+    own = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("detail:"))
+    if "already exists" in own:
         return False
     return any(word in text for word in RACED)
 
@@ -240,6 +264,16 @@ class LoggedModel:
     version: str | None = None
 
 
+_GONE: dict[tuple[str, str], str] = {}
+"""(store URI, pipeline parent run id) -> why the store failed during that run, as the first of
+its trackers in this process found it. A frozen server (it accepts connections, never answers)
+costs each new tracker MLflow's timeout times its tries (~95 s): every model task of a run built
+its own tracker and paid it again, so a run of four models took 413 s instead of 45. The later
+trackers of that run start offline at once, and the run's tracking stays all offline, as one
+tracker's does. Keyed by run: a long-lived `recsys schedule` process asks the store afresh for its
+next run."""
+
+
 class Tracker:
     """Logs a pipeline run to MLflow. Thread-safe: every call names its run explicitly.
 
@@ -253,37 +287,74 @@ class Tracker:
     enabled = True
 
     def __init__(
-        self, cfg: TrackingConfig, run_config: RunConfig | None = None, *, check: bool = True
+        self,
+        cfg: TrackingConfig,
+        run_config: RunConfig | None = None,
+        *,
+        check: bool = True,
+        offline_if_gone: bool = False,
+        parent_id: str | None = None,
     ) -> None:
+        """`offline_if_gone`: for a model task of a pipeline run whose store was checked when the
+        run started (the flow's tracker). A store that no longer answers then starts this tracker
+        offline (its runs kept on disk, `failure` set) instead of raising: a store that died
+        before a queued model's task began cost that model itself ("model failed: cannot use
+        experiment"), where the README promises a dead store costs the tracking only. When another
+        tracker of this process already found the store failing during the run of `parent_id`, it
+        starts offline without asking the store (`_GONE`)."""
         self.cfg = cfg
         self.run_config = run_config
         self.uri = resolve_tracking_uri(cfg)
-        if check:
-            check_tracking(self.uri)
-        self.client: MlflowClient = client(self.uri)
-        try:
-            self.experiment_id = with_retries(
-                lambda: ensure_experiment(self.client, cfg.experiment, self.uri)
-            )
-        except TrackingError:
-            raise
-        except Exception as exc:
-            raise TrackingError(
-                f"tracking store {self.uri}: cannot use experiment {cfg.experiment!r}: {exc}"
-            ) from None
-        metric = run_config.promotion.metric if run_config is not None else "recall@20"
-        try:  # how the MLflow UI shows the experiment; never worth failing a run over
-            with_retries(lambda: ui.present_experiment(self.client, self.experiment_id, metric))
-        except Exception as exc:
-            log.warning("could not tag experiment %s for the MLflow UI: %s", cfg.experiment, exc)
+        self.shown_uri = redact(self.uri)  # what is printed, logged and written: never a password
         self._parent_tags: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._records: dict[str, RunRecord] = {}
         self._closed: set[str] = set()  # runs whose close completed (`end`): never closed again
         self.failure: str | None = None
         self.kept_in: Path | None = None
+        if check:
+            check_tracking(self.uri)
+        self.client: MlflowClient = client(self.uri)
+        if offline_if_gone and (gone := _GONE.get((self.uri, parent_id or ""))):
+            self.experiment_id = ""
+            self.mark_failed(gone)
+            return
+        try:
+            self.experiment_id = with_retries(
+                lambda: ensure_experiment(self.client, cfg.experiment, self.uri)
+            )
+        except Exception as exc:
+            if offline_if_gone:
+                self.experiment_id = ""
+                self.mark_failed(exc)
+                return
+            if isinstance(exc, TrackingError):
+                raise
+            raise TrackingError(
+                f"tracking store {self.shown_uri}: cannot use experiment {cfg.experiment!r}: {exc}"
+            ) from None
+        metric = run_config.promotion.metric if run_config is not None else "recall@20"
+        try:  # how the MLflow UI shows the experiment; never worth failing a run over
+            with_retries(lambda: ui.present_experiment(self.client, self.experiment_id, metric))
+        except Exception as exc:
+            log.warning("could not tag experiment %s for the MLflow UI: %s", cfg.experiment, exc)
         if check:  # the process that checks the store is the one starting a pipeline run
             self.closed_dead_runs = self._close_dead_runs()
+
+    def parent_tags(self, parent_id: str | None) -> dict[str, str]:
+        """The tags the model runs under `parent_id` copy from it (`ui.inherited`), as this tracker
+        opened it; for `adopt_parent` in another tracker (a model task's)."""
+        with self._lock:
+            return dict(self._parent_tags.get(parent_id or "", {}))
+
+    def adopt_parent(self, parent_id: str | None, tags: Mapping[str, str]) -> None:
+        """Take the tags of a parent run another tracker opened (the flow's), so this one's model
+        runs inherit them without asking the store, which may have died since: a model run opened
+        offline without them was logged by `--resume-tracking` without its lineage, split and data
+        tags, so `recsys compare` and `recsys promote` never saw it."""
+        if parent_id and tags:
+            with self._lock:
+                self._parent_tags[parent_id] = dict(tags)
 
     def _close_dead_runs(self) -> list[str]:
         """Close KILLED the runs of this experiment whose process died (recsys.tracking.liveness)."""
@@ -300,7 +371,13 @@ class Tracker:
 
     # ------------------------------------------------------------------ store calls and records
     def _send(self, fn: Callable[[], T]) -> T | None:
-        """`fn()` against the store, or None (and offline from now on) when it fails."""
+        """`fn()` against the store, or None (and offline from now on) when it fails, or when
+        another tracker of this run found it failing (`_GONE`)."""
+        if self.failure is None and _GONE:
+            with self._lock:
+                parents = list(self._parent_tags)
+            if gone := next((_GONE[self.uri, p] for p in parents if (self.uri, p) in _GONE), None):
+                self.mark_failed(gone)
         if self.failure is not None:
             return None
         try:
@@ -316,9 +393,12 @@ class Tracker:
                 return
             text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
             self.failure = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+            runs = {r.run_id if r.key == PARENT_KEY else r.parent_id for r in self._records.values()}
+            for parent in (runs | set(self._parent_tags)) - {None, ""}:
+                _GONE[self.uri, str(parent)] = self.failure
             log.warning(
                 "tracking store %s failed (%s): keeping runs under %s",
-                self.uri,
+                self.shown_uri,
                 self.failure,
                 self.cfg.offline_dir,
             )
@@ -389,7 +469,7 @@ class Tracker:
             run = with_retries(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
         except Exception as exc:  # e.g. a read-only SQLite store: it opens, but refuses writes
             raise TrackingError(
-                f"cannot write to the tracking store ({self.uri}: {first_line(exc)}): make it writable, "
+                f"cannot write to the tracking store ({self.shown_uri}: {first_line(exc)}): make it writable, "
                 "point tracking.tracking_uri elsewhere, or turn tracking off with {option}",
                 setting="tracking.enabled", value="false",
             ) from None
@@ -401,7 +481,7 @@ class Tracker:
                 self._parent_tags[run_id] = ui.inherited(all_tags)
             fault_point("tracking.parent_opened")
             if self.run_config is not None:
-                self.log_params(run_id, flatten(self.run_config.resolved()))
+                self.log_params(run_id, flatten(logged_config(self.run_config)))
             if data is not None:
                 self.log_dataset(run_id, data)
             if split is not None:  # what `recsys promote` and audits read back (split_artifact.py)
@@ -752,7 +832,9 @@ class Tracker:
 
         (root / "config").mkdir(parents=True)
         if self.run_config is not None:
-            (root / "config" / "run.toml").write_text(self.run_config.to_toml())
+            from recsys.config import dumps_toml
+
+            (root / "config" / "run.toml").write_text(dumps_toml(logged_config(self.run_config)))
         (root / "config" / "model.json").write_text(
             json.dumps(model.config.model_dump(mode="json"), indent=2)
         )
@@ -798,7 +880,7 @@ class NullTracker:
     kept_in: Path | None = None
 
     def __init__(self, *_: Any, **__: Any) -> None:
-        self.uri = ""
+        self.uri = self.shown_uri = ""
 
     def mark_failed(self, exc: BaseException | str) -> None:
         return None

@@ -273,8 +273,8 @@ def build_app(
                      f"per request (413 beyond), body <= {max_body_bytes:,} bytes."),
     )  # fmt: skip
 
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error_code": code, "message": message})
+    def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error_code": code, "message": message}, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -286,7 +286,9 @@ def build_app(
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR", str(exc.detail))
+        # Starlette's own headers kept: a 405 names the allowed methods (`Allow`, RFC 9110 15.5.6)
+        code = "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR"
+        return error(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from stopped import stopped_at_its_point
+from thread_server import ThreadServer
 
 from recsys.config import load_config
 from recsys.data.storage import read_manifest
@@ -337,3 +338,43 @@ def test_the_flow_trains_on_the_data_it_prepared_while_another_ingest_waits(pref
     dataset = json.loads(said.strip().splitlines()[-1])
     assert dataset["users"] == 20 and dataset["processed_dir"] == str(out)  # its own data, not the other's 30
     assert other["report"].users == 30 and load_processed(out).n_users == 30  # the other ingest landed after it
+
+
+@pytest.mark.slow
+def test_models_queued_when_the_store_dies_still_train_and_are_kept(prefect_harness, tmp_path, shared_mlflow_uri,
+                                                                    monkeypatch):
+    """The tracking server dies after the parent run opened and before the model tasks start (with
+    max_workers models at a time, later models start after a server died mid-run). Each task
+    rebuilt its tracker by asking the store for the experiment, so each such model FAILED
+    ("cannot use experiment") and was lost, where a dead store must cost the tracking only. Now
+    the task starts offline: every model trains, is kept on disk with the parent run's tags (its
+    lineage and split: what compare and promote select on after --resume-tracking)."""
+    import flows.pipeline as fp
+    from flows.pipeline import training_flow_for
+    from recsys.tracking.offline import load_bundle
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails each call at once
+    server = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
+    previous = mlflow.get_tracking_uri()
+    submit = fp.longest_first
+
+    def die_then_submit(wave):  # the parent run is open; the models are about to be submitted
+        server.kill()
+        return submit(wave)
+
+    monkeypatch.setattr(fp, "longest_first", die_then_submit)
+    try:
+        cfg = tiny_config(tmp_path, server.uri, 'models=[{name="pop", kind="popularity"}]',
+                          f'tracking.offline_dir="{tmp_path / "unlogged"}"')
+        summary = training_flow_for(cfg)(cfg, True)
+    finally:
+        server.kill()
+        mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
+    assert [(m["name"], m["status"]) for m in summary["models"]] == [("pop", "ok")]
+    assert summary["tracking_error"] and summary["models"][0]["unlogged"] == summary["unlogged_dir"]
+    records = {r.key: r for r in load_bundle(Path(summary["unlogged_dir"]))}
+    assert set(records) == {"parent", "pop"}
+    tags, parent = records["pop"].tags, records["parent"].tags
+    assert tags["recsys.lineage"] == parent["recsys.lineage"]
+    assert tags["recsys.split_digest"] == parent["recsys.split_digest"] == summary["dataset"]["split_digest"]
+    assert tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"] == records["parent"].run_id

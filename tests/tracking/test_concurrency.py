@@ -73,14 +73,17 @@ def test_two_processes_log_to_one_store(tracking_uri, tmp_path):
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_pipelines_logging_the_same_new_data_at_once_all_log(shared_mlflow_uri, planted_data, tmp_path):
+def test_pipelines_logging_the_same_new_data_at_once_all_log(tracking_uri, planted_data, tmp_path):
     """Pipeline runs in one process (threads: each its own Tracker, as two flows of one worker) log
     the same data, new to the experiment, at the same moment (as a parent run opens, and as each
     model run ends). MLflow logs an experiment's data set as "look, insert when missing": all
     looked, one inserted, and every other insert broke the data set's unique key. That
     IntegrityError was taken for a dead store, so those runs' tracking went offline (kept under
     tracking.offline_dir) while the store was fine. Now it is retried (runs.with_retries) and every
-    run logs every data set. Three data sets in turn, so the race is met even on a busy machine."""
+    run logs every data set. Three data sets in turn, so the race is met even on a busy machine.
+    On PostgreSQL the loser's error ends with the database's own "DETAIL: Key (...)=(...) already
+    exists.", which was taken for MLflow's "already exists" answer to a create and not retried:
+    the [postgres] run went offline until runs._raced read past that line."""
     import dataclasses
     import threading
 
@@ -90,7 +93,7 @@ def test_pipelines_logging_the_same_new_data_at_once_all_log(shared_mlflow_uri, 
     n, rounds = 6, 3
     experiment = f"same-data-{tmp_path.name}"
     cfg = RunConfig(name="race", tracking=TrackingConfig(
-        tracking_uri=shared_mlflow_uri, experiment=experiment, offline_dir=str(tmp_path / "unlogged")))  # fmt: skip
+        tracking_uri=tracking_uri, experiment=experiment, offline_dir=str(tmp_path / "unlogged")))  # fmt: skip
     trackers = [Tracker(cfg.tracking, cfg, check=False) for _ in range(n)]
     parents = [tracker.start_parent("race") for tracker in trackers]
     barrier = threading.Barrier(n)
@@ -109,9 +112,53 @@ def test_pipelines_logging_the_same_new_data_at_once_all_log(shared_mlflow_uri, 
         t.join()
     assert [t.failure for t in trackers] == [None] * n
     assert not (tmp_path / "unlogged").exists()
-    client = MlflowClient(shared_mlflow_uri)
+    client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert sorted(r.info.run_id for r in runs) == sorted(parents)
     for run in runs:
         assert run.info.status == "FINISHED"
         assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == [f"planted-{r}" for r in range(rounds)]
+
+
+POSTGRES_RACE = (
+    '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"\n'
+    "DETAIL:  Key (experiment_id, name, digest)=(1, d0, x0) already exists.\n"
+    "[SQL: INSERT INTO datasets (dataset_uuid, experiment_id, name, digest) VALUES (...)]"
+)
+
+
+@pytest.mark.parametrize(
+    "message, code, retried",
+    [
+        ("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name", "BAD_REQUEST", True),
+        (POSTGRES_RACE, "BAD_REQUEST", True),  # a direct postgresql:// store
+        ("BAD_REQUEST: " + POSTGRES_RACE.replace("psycopg.", "psycopg2."), "BAD_REQUEST", True),  # via a server
+        ("(pymysql.err.IntegrityError) (1062, \"Duplicate entry '1-d0-x0' for key 'datasets.PRIMARY'\")", "BAD_REQUEST", True),
+        ("Experiment(name=x) already exists. Error: " + POSTGRES_RACE, "RESOURCE_ALREADY_EXISTS", False),
+        ("Registered Model (name=x) already exists. " + POSTGRES_RACE, "BAD_REQUEST", False),
+        ("Run 'abc' not found", "RESOURCE_DOES_NOT_EXIST", False),
+    ],
+)  # fmt: skip
+def test_unique_key_races_are_retried_on_every_database(message, code, retried):
+    """The texts each database gives a lost check-then-insert (as MLflow raises them: the
+    [postgres] case above meets PostgreSQL's live; MySQL's is its documented 1062 text) are tried
+    again; MLflow's own "already exists" answer to a create is not. PostgreSQL's ends with a
+    "DETAIL: ... already exists." line, which was read as MLflow's answer and never retried."""
+    from mlflow.exceptions import MlflowException
+
+    from recsys.tracking.runs import with_retries
+
+    calls = []
+
+    def store_call() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException(message, error_code=code)
+        return "logged"
+
+    if retried:
+        assert with_retries(store_call, first_delay=0) == "logged" and len(calls) == 2
+    else:
+        with pytest.raises(MlflowException):
+            with_retries(store_call, first_delay=0)
+        assert len(calls) == 1

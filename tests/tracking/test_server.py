@@ -125,6 +125,15 @@ def test_garbage_bodies_are_client_errors_never_500(api):
     _assert_one_line_error(api.get("/nowhere"), 404)
 
 
+def test_a_method_the_path_does_not_take_is_405_naming_the_allowed_ones(api):
+    """The JSON error handler dropped Starlette's `Allow` header, which a 405 must carry (RFC 9110;
+    schemathesis --checks all: "405 without required Allow header")."""
+    for method, path, allowed in (("DELETE", "/health", "GET"), ("GET", "/invocations", "POST")):
+        response = api.request(method, path)
+        _assert_one_line_error(response, 405)
+        assert allowed in response.headers.get("allow", "")
+
+
 # ---------------------------------------------------------------------------------------------------
 # The real command on 127.0.0.1: fuzzed, then stopped with SIGTERM.
 

@@ -7,25 +7,23 @@
   one line, and `recsys run --resume-tracking` logs it all once a store is back.
 * In-memory SQLite is refused before any work.
 
-The server is MLflow's own tracking server app (Flask handlers over an SQLite store) served from a
-thread, so the test can stop it at an exact point; its store is a copy of the session's migrated
-one, so no migration runs here.
+The server is MLflow's own tracking server app served from a thread (tests/thread_server.py), so the
+test can stop it at an exact point.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from stopped import stopped_at_its_point
+from thread_server import ThreadServer
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -96,40 +94,14 @@ def test_in_memory_sqlite_is_refused(uri, monkeypatch):
 # ----------------------------------------------------------------------------- item 8: server dies
 
 
-class ThreadServer:
-    """MLflow's tracking server app on 127.0.0.1 in a thread; `kill()` closes its port for good."""
-
-    def __init__(self, db: Path, artifacts: Path) -> None:
-        from mlflow.server import app as server_app
-        from mlflow.server import handlers
-        from werkzeug.serving import make_server
-
-        self.sqlite_uri = f"sqlite:///{db}"
-        handlers._tracking_store = handlers._model_registry_store = None
-        handlers._get_tracking_store(self.sqlite_uri, artifacts.as_uri())
-        handlers._get_model_registry_store(self.sqlite_uri)
-        self._server = make_server("127.0.0.1", 0, server_app, threaded=True)
-        self.uri = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def kill(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=30)
-
-
 @pytest.fixture()
 def server(shared_mlflow_uri, tmp_path):
     """A server of its own, killed mid-run (so not parametrised over the stores: it copies the
     session's migrated SQLite store)."""
     import mlflow
 
-    db = tmp_path / "server.db"
-    with sqlite3.connect(shared_mlflow_uri.split("sqlite:///", 1)[1]) as src, sqlite3.connect(db) as dst:
-        src.backup(dst)  # a migrated store without migrating again
     previous = mlflow.get_tracking_uri()
-    srv = ThreadServer(db, tmp_path / "artifacts")
+    srv = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
     yield srv
     srv.kill()
     mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
@@ -226,7 +198,7 @@ def test_server_dying_mid_run_keeps_everything_and_resume_logs_it(server, tmp_pa
     again = runner.invoke(
         app, ["run", "--resume-tracking", str(bundle), *sets, "--set", f'tracking.tracking_uri="{store}"']
     )
-    assert again.exit_code == 0 and "already logged" in again.output
+    assert again.exit_code == 0 and "already logged" in " ".join(again.output.split())  # wrapped at 120 columns
     assert len(client.search_runs([exp.experiment_id])) == len(runs)
 
 
@@ -289,3 +261,66 @@ def test_an_interrupt_while_the_parent_run_opens_closes_it_killed(tracking_uri):
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_a_runs_later_trackers_start_offline_once_one_found_the_store_failing(shared_mlflow_uri, tmp_path):
+    """Each model task of a Prefect run builds its own tracker. A frozen server (connections
+    accepted, never answered) cost every one of them MLflow's timeout times its tries (~95 s)
+    before it went offline, and the flow's own tracker once more: a run of four models took 413 s
+    instead of 45. Once one tracker of a run finds the store failing, the run's later trackers
+    (and the flow's) go offline at once; another run still asks the store."""
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.runs import Tracker
+
+    cfg = RunConfig(name="gone", tracking=TrackingConfig(
+        tracking_uri=shared_mlflow_uri, experiment=f"gone-{tmp_path.name}", offline_dir=str(tmp_path / "unlogged")))  # fmt: skip
+    flow = Tracker(cfg.tracking, cfg, check=False)
+    parent = flow.start_parent("gone")
+
+    def task() -> Tracker:  # what flows.pipeline.task_tracker builds for a model of this run
+        tracker = Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id=parent)
+        tracker.adopt_parent(parent, flow.parent_tags(parent))
+        return tracker
+
+    first = task()
+    first.start_child(parent, PopularityConfig(name="pop"))
+    first.mark_failed("MlflowException: API request to /api/2.0/mlflow/runs/log-batch failed: Read timed out")
+    later = task()
+    assert later.failure == first.failure and later.experiment_id == ""  # the store was not asked
+    assert later.start_child(parent, PopularityConfig(name="wals")).run_id.startswith("offline")
+    flow.log_params(parent, {"after": 1})  # the flow's tracker: offline before its next store call
+    assert flow.failure == first.failure and flow.kept_in == first.kept_in
+    other = Tracker(cfg.tracking, cfg, check=False, offline_if_gone=True, parent_id="another-run")
+    assert other.failure is None and other.experiment_id == flow.experiment_id
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed_logged_or_written(mlflow_database, tmp_path, monkeypatch):
+    """A store URI with a password (`postgresql://user:PASSWORD@host/db`, the team's database opened
+    directly) was printed in the run's closing lines, written to --json, logged as the parent run's
+    `tracking.tracking_uri` param and in its description, and saved in every model run's
+    config/run.toml: everyone who could read the store or the logs read the password. Now each
+    shows ***."""
+    from urllib.parse import urlparse
+
+    secret = urlparse(mlflow_database).password
+    assert secret
+    monkeypatch.chdir(tmp_path)  # a database store keeps artifacts under ./mlruns (MLflow's default)
+    experiment = f"secret-{uuid.uuid4().hex[:8]}"
+    sets = [arg for item in _config(tmp_path, mlflow_database, experiment)[:-1]
+            + ['models=[{name="pop", kind="popularity"}]'] for arg in ("--set", item)]  # fmt: skip
+    summary_file = tmp_path / "summary.json"
+    result = runner.invoke(app, ["run", "--no-prefect", "--json", str(summary_file), *sets])
+    assert result.exit_code == 0, result.output.replace(secret, "***")
+    store_line = next(line for line in result.output.splitlines() if line.startswith("MLflow store:"))
+    assert ":***@" in store_line and secret not in store_line
+    # only the commands to run next repeat the command's own --set (copied, they must work)
+    assert all("--set" in line for line in result.output.splitlines() if secret in line)
+    assert secret not in summary_file.read_text()
+    client = MlflowClient(mlflow_database)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if secret in v]
+    child = next(r for r in runs if r.data.tags.get("recsys.kind") == "model")
+    logged = Path(client.download_artifacts(child.info.run_id, "config/run.toml", str(tmp_path)))
+    assert ":***@" in logged.read_text() and secret not in logged.read_text()
