@@ -205,11 +205,12 @@ def store_open_lock(db: Path) -> FileLock:
 def _probe_http(uri: str, timeout: float, *, reading: bool = False) -> None:
     """Raise TrackingError when the server at `uri` does not answer. `reading`: for a command that
     reads the store (serve, registry, compare, promote), where turning tracking off is no way out."""
-    base = uri.rstrip("/")
+    base, auth = _without_credentials(uri.rstrip("/"))
     last: Exception | None = None
     for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        request = urllib.request.Request(base + path, headers=auth)
         try:
-            with urllib.request.urlopen(base + path, timeout=timeout) as response:  # noqa: S310 - user's URI
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - user's URI
                 if response.status < 500:
                     return
         except urllib.error.HTTPError as exc:
@@ -220,10 +221,29 @@ def _probe_http(uri: str, timeout: float, *, reading: bool = False) -> None:
             last = exc
             break  # connection refused / timed out: the second path cannot do better
     reason = getattr(last, "reason", last)
-    message = f"tracking server {uri} is not reachable ({reason}): start it, or point MLFLOW_TRACKING_URI at one that runs"
+    message = (
+        f"tracking server {redact(uri)} is not reachable ({reason}): start it, or point MLFLOW_TRACKING_URI at one "
+        "that runs"
+    )
     if reading:
         raise TrackingError(message)
     raise TrackingError(f"{message}, or turn tracking off with {{option}}", setting="tracking.enabled", value="false")
+
+
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without a `user:password@` part, and that part as a basic-auth header. Why: MLflow's
+    client (requests) sends such credentials as basic auth, but urllib takes `user:password@host`
+    for the host name, so the probe called a server MLflow reaches unreachable ("Name or service not
+    known") and printed the password in that error."""
+    parsed = urlparse(url)
+    if parsed.username is None:
+        return url, {}
+    import base64
+    from urllib.parse import unquote
+
+    pair = f"{unquote(parsed.username)}:{unquote(parsed.password or '')}".encode()
+    netloc = parsed.netloc.rsplit("@", 1)[1]
+    return parsed._replace(netloc=netloc).geturl(), {"Authorization": "Basic " + base64.b64encode(pair).decode()}
 
 
 def no_artifact_progress_bars() -> None:

@@ -144,3 +144,36 @@ def test_params_are_strings_with_long_values_cut_and_none_dropped():
 
 # Two processes opening one new SQLite store at once (the store-open lock): the [sqlite] case of
 # tests/tracking/test_concurrency.py, whose two logging processes start on a new store.
+
+
+def test_a_server_uri_with_credentials_is_probed_with_them_and_never_printed():
+    """`http://user:password@host` is how MLflow's client (requests) sends basic auth; the probe
+    (urllib) took `user:password@127.0.0.1` for the host, called the server unreachable and printed
+    the password in that line."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    expected = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    seen: list[str | None] = []
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_tracking(f"http://alice:s3cret@127.0.0.1:{server.server_port}")  # reachable, credentials sent
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [expected]
+    with pytest.raises(TrackingError, match="not reachable") as refused:
+        check_tracking(f"http://alice:s3cret@127.0.0.1:{_closed_port()}")
+    assert "s3cret" not in str(refused.value) and "alice:***@127.0.0.1" in str(refused.value)
