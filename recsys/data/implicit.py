@@ -92,8 +92,7 @@ class _Surrogates:
     one just below 2**32 when it is free, else the highest free gap among the narrow ids of the
     upper half (a long-tailed log's narrow ids reach close to 2**32: one narrow id in the first
     block, 1 in 10M rows, used to send the whole log to the two-column group-by).
-    `decode` restores the ids after the group-by (on pairs, not rows). `aggregate` gives them
-    only the rows that hold a wide id (`_aggregate_wide_rows`); the others need no stand-ins."""
+    `decode` restores the ids after the group-by (on pairs, not rows)."""
 
     base: int
     wide: np.ndarray  # sorted distinct wide ids; wide[i] has code base + i
@@ -139,24 +138,16 @@ def _free_block(taken: np.ndarray, size: int) -> int | None:
     return None if fits.size == 0 else int(bounds[fits[-1]] + 1)
 
 
-def _wide_columns(schema: pl.Schema) -> list[str]:
-    """The 64-bit code id columns (WIDE_CODE_DTYPE) of a frame whose other id column holds codes
-    too (4-byte or 64-bit codes, or Categorical): those whose rows can group on one u64 key once
-    their ids fit 4 bytes. [] where there is none, or an id column is text."""
+def _narrow_wide_ids(frame: pl.LazyFrame) -> tuple[pl.DataFrame, dict[str, _Surrogates]] | None:
+    """`frame` collected, with each 64-bit code id column replaced by 4-byte codes (`_Surrogates`),
+    when the other id column is 4-byte too; None where a column's codes are not free (or no
+    column is wide)."""
+    schema = frame.collect_schema()
     wide = [c for c in (USER, ITEM) if schema.get(c) == WIDE_CODE_DTYPE]
     narrow_types = (pl.Categorical, CODE_DTYPE, WIDE_CODE_DTYPE)
-    if any(schema.get(c) not in narrow_types for c in (USER, ITEM)):
-        return []
-    return wide
-
-
-def _narrow_wide_ids(rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, _Surrogates]] | None:
-    """`rows` with each 64-bit code id column (`_wide_columns`) replaced by 4-byte codes
-    (`_Surrogates`); None where a column holds nulls or its codes are not free (or no column is
-    wide)."""
-    wide = _wide_columns(rows.schema)
-    if not wide:
+    if not wide or any(schema.get(c) not in narrow_types for c in (USER, ITEM)):
         return None
+    rows = frame.collect()
     surrogates, columns = {}, []
     for c in wide:
         column = rows.get_column(c)
@@ -187,35 +178,13 @@ def aggregate(frame: pl.LazyFrame, how: str) -> pl.LazyFrame:
     }
     if how not in weights:
         raise DataError(f"unknown aggregate {how!r}; choose auto, count, sum, max or last")
-    first_seen = first_seen_aggregation(frame, ORDER)
-    wide = _wide_columns(frame.collect_schema())
-    if not wide:
-        return _aggregate_rows(frame, weights[how], first_seen)
-    # A pair's ids decide which side it falls on, so each side holds whole pairs: the rows whose
-    # 64-bit ids all fit 4 bytes (nearly all of a long-tailed log: raw Zipf ids, 10M rows, ~120k
-    # hold a wider one) group on one u64 key as they stream from the source, and only the rest
-    # is collected and given stand-in codes (`_Surrogates`). Collecting every row for the stand-ins
-    # copied the rows (~0.2 of ~1.0 CPU-s of this aggregation on that log).
-    fits = pl.all_horizontal((pl.col(c) <= MAX_CODE).fill_null(False) for c in wide)
-    narrow = frame.filter(fits).with_columns(pl.col(c).cast(CODE_DTYPE) for c in wide)
-    narrow_pairs = _aggregate_rows(narrow, weights[how], first_seen).with_columns(
-        pl.col(c).cast(WIDE_CODE_DTYPE) for c in wide
-    )
-    rest = frame.filter(~fits).collect()
-    if rest.height == 0:
-        return narrow_pairs
-    return pl.concat([narrow_pairs, _aggregate_wide_rows(rest, weights[how], first_seen).lazy()])
-
-
-def _aggregate_wide_rows(rows: pl.DataFrame, weight: pl.Expr, first_seen: pl.Expr) -> pl.DataFrame:
-    """`aggregate` of rows that hold ids past 32 bits: on one u64 key over their stand-in codes
-    (`_Surrogates`) where those are free, the ids restored afterwards; else on two columns."""
-    narrowed = _narrow_wide_ids(rows)
-    if narrowed is None:
-        return _aggregate_rows(rows.lazy(), weight, first_seen).collect()
-    coded, surrogates = narrowed
-    pairs = _aggregate_rows(coded.lazy(), weight, first_seen).collect()
-    return pairs.with_columns(code.decode(pairs.get_column(c)) for c, code in surrogates.items())
+    narrowed = _narrow_wide_ids(frame)
+    if narrowed is not None:  # the rows are collected: the first-seen bounds read them, not the source again
+        rows, surrogates = narrowed
+        first_seen = first_seen_aggregation(rows.lazy(), ORDER)
+        pairs = _aggregate_rows(rows.lazy(), weights[how], first_seen).collect()
+        return pairs.with_columns(code.decode(pairs.get_column(c)) for c, code in surrogates.items()).lazy()
+    return _aggregate_rows(frame, weights[how], first_seen_aggregation(frame, ORDER))
 
 
 def _aggregate_rows(frame: pl.LazyFrame, weight: pl.Expr, first_seen: pl.Expr) -> pl.LazyFrame:

@@ -47,16 +47,16 @@ def _expected(rows: pl.DataFrame, how: str) -> pl.DataFrame:
     timed = rows.filter(pl.col(TIME).is_not_null()).with_columns((pl.col(ORDER) // (1 << 40)).alias("batch"))
     first_batch = timed.group_by(USER, ITEM).agg(pl.col("batch").min())
     first_seen = (
-        timed.join(first_batch, on=[USER, ITEM, "batch"], nulls_equal=True)
+        timed.join(first_batch, on=[USER, ITEM, "batch"])
         .group_by(USER, ITEM)
         .agg(pl.col(TIME).min().alias(FIRST_SEEN))
     )
     return (
         rows.group_by(USER, ITEM)
         .agg(pl.col(TIME).max(), weight.cast(pl.Float32).alias(WEIGHT), pl.col(ORDER).min())
-        .join(first_seen, on=[USER, ITEM], how="left", nulls_equal=True)
+        .join(first_seen, on=[USER, ITEM], how="left")
         .sort(USER, ITEM)
-    )  # nulls_equal: a null id is one group, as in the group-by
+    )
 
 
 @pytest.mark.parametrize("how", ["count", "max", "sum"])
@@ -141,24 +141,3 @@ def test_no_free_gap_for_the_stand_ins_keeps_the_two_column_route() -> None:
     taken = np.array([3 << 30], dtype=np.uint64)
     assert _free_block(taken, (1 << 31) - 1) is None
     assert _free_block(taken, 1 << 30) == (1 << 31)
-
-
-@pytest.mark.parametrize("case", ["all_fit", "null_ids", "both_wide"])
-def test_64_bit_id_columns_split_into_fitting_and_wide_rows(case: str) -> None:
-    """`aggregate` groups the rows whose 64-bit ids fit 4 bytes on one key as they stream and
-    only the rest through stand-in codes: a 64-bit column whose ids all fit (an append aligned to
-    an earlier batch's wide ids), one holding null ids (no stand-ins: two columns for those rows)
-    and two wide columns must each give what a plain two-column group-by gives, in 64-bit ids."""
-    rows = _rows(3000, seed=11)
-    users, items = rows.get_column(USER).cast(pl.UInt64), rows.get_column(ITEM).cast(pl.UInt64)
-    if case == "null_ids":
-        users = pl.Series(USER, np.where(users.to_numpy() % 4 == 0, 2**40 + users.to_numpy(), users.to_numpy()))
-        users = users.cast(pl.UInt64).scatter([0, 5, 9], None)
-    if case == "both_wide":
-        users = pl.Series(USER, np.where(users.to_numpy() % 3 == 0, 2**63 + users.to_numpy(), users.to_numpy()))
-        items = pl.Series(ITEM, np.where(items.to_numpy() == 2000, 2**50, items.to_numpy()))
-    rows = rows.with_columns(users.cast(pl.UInt64).alias(USER), items.cast(pl.UInt64).alias(ITEM))
-    got = aggregate(rows.lazy(), "max").collect()
-    expected = _expected(rows, "max")
-    assert got.schema == expected.schema
-    assert got.sort(USER, ITEM, nulls_last=True).equals(expected.sort(USER, ITEM, nulls_last=True))
