@@ -58,16 +58,17 @@ loaded machine). Tried and not kept: left joins or unordered joins for the index
 sort-based vocab + index (numpy reduceat over sorted codes: more CPU than the hash joins),
 restoring stand-in codes with a polars expression instead of numpy (no measurable change), other
 encodings of the batch's id columns (delta, lz4, zstd: more CPU for fewer bytes). Then, for the
-Zipf shapes: the rows whose 64-bit ids all fit 32 bits group on one key as they stream, and only
-the ~1% holding a wider id are collected for stand-in codes (every row was collected and copied
-to numpy before); ingest's sorts (duplicate check, new vocab entries, the implicit table) run on
+Zipf shapes: ingest's sorts (duplicate check, new vocab entries, the implicit table) run on
 one thread where polars' pool has no spare core (on 2 cores ingest keeps both busy itself: the
 10M-row hash sort ~0.30 -> ~0.16 CPU-s); the indexing joins no longer keep row order (the table
 is sorted right after); the typed-read proof compares 64-bit ids without a 32-bit copy. A
 same-machine A/B of those changes (10M Zipf int log, 10 alternating rounds in fresh processes,
 `ingest()` timed inside each; a heavily loaded machine, load 7-13, so wall times say little):
 CPU 5.36 -> 5.02 s (sys 1.65 -> 1.35), minor page faults 541k -> 516k. Tried and not kept:
-keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
+grouping the rows whose 64-bit ids all fit 32 bits on one key as they stream and collecting only
+the ~1% holding a wider id for stand-in codes (it saved CPU at load 7-13, but on a quiet machine
+the two filters over the in-memory rows cost wall time: 2.76 -> 2.96 s median in a 5-round A/B,
+reverted); keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
 ~55k fewer page faults, but ~0.1 CPU-s more in later passes over ~1,200 chunks). See
 benchmarks/results/ingest.md for the numbers.
 """
