@@ -96,7 +96,24 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
-    "This table (commit a7fbfeba35, after this session's idempotent appends and landing-file stamps, the "
+    "This table (commit 6f2238d6, after this session's ingest work: sorts on one thread where polars' poo"
+    "l has no spare core, unordered indexing joins, the typed-read proof without a 32-bit copy, `data.tim"
+    "e_format`, `file://` sources read as paths; the streamed 32-bit pair aggregation tried and reverted;"
+    " load 1.9-2.1, the benchmark alone on the 2 cores) puts the main file at 2.02 (pairs 1.69-2.41), the"
+    " 10M-row numbered shapes at 1.74-1.95 and the Zipf shapes at 2.17-2.38 (all three NOT met). The mach"
+    "ine was noisier than for the table before: the bare reference ranged 1.13-1.44 s at 10M rows (1.04-1"
+    ".33 s before), and one ingest of the same file in fresh processes ranged 2.6-3.9 s within minutes. A"
+    " run minutes earlier (commit 6b477d6, same code bar the notes) gave main file 2.09, numbered 1.83-2."
+    "04, Zipf 2.16-2.40. Same-machine A/B on the 10M Zipf int log (an ad-hoc script, not a repo command: "
+    "fresh processes, alternating, `ingest()` timed inside each), medians: this session's start (75d193b)"
+    " 2.80 s wall / 5.0 CPU-s against this commit 3.16 s / 5.3 CPU-s (6 rounds), and 2.81 s (75d193b), 3."
+    "14 s (41c303a, before the ingest changes above but after the reader, encoding and digest-cache work)"
+    " and 3.39 s (this commit) in 5 rounds of three: a slowdown of 0.3-0.5 s on that log that this sessio"
+    "n did not localise (the changes between 75d193b and 41c303a leave the unset `time_format` path as it"
+    " was; a bisect is the next step). The streamed pair aggregation (h71) lowered CPU at load 7-13 but c"
+    "ost 0.2 s of wall time on this quiet machine (2.76 -> 2.96 s) and was reverted.",
+    "",
+    "The table before (commit a7fbfeba35, after this session's idempotent appends and landing-file stamps, the "
     "text-encoding, header-setting and Last.fm / Steam / Tmall reader work; the machine quiet, load 1.9) "
     "puts the main file at 1.86 (pairs 1.80-2.02), the 10M-row numbered shapes at 1.79-1.83 and the Zipf "
     "shapes at 1.95-2.23 (int and float ratings 2.23 and 2.22: NOT met). A first run of those changes "
