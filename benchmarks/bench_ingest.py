@@ -67,8 +67,8 @@ same-machine A/B of those changes (10M Zipf int log, 10 alternating rounds in fr
 CPU 5.36 -> 5.02 s (sys 1.65 -> 1.35), minor page faults 541k -> 516k. Tried and not kept:
 grouping the rows whose 64-bit ids all fit 32 bits on one key as they stream and collecting only
 the ~1% holding a wider id for stand-in codes (it saved CPU at load 7-13, but on a quiet machine
-the two filters over the in-memory rows cost wall time: 2.76 -> 2.96 s median in a 5-round A/B,
-reverted); keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
+the two filters over the in-memory rows looked costlier: 2.76 -> 2.96 s median in one 5-round A/B,
+about this machine's noise; reverted pending a longer A/B); keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
 ~55k fewer page faults, but ~0.1 CPU-s more in later passes over ~1,200 chunks). See
 benchmarks/results/ingest.md for the numbers.
 """
@@ -108,10 +108,12 @@ BASELINE = [
     "fresh processes, alternating, `ingest()` timed inside each), medians: this session's start (75d193b)"
     " 2.80 s wall / 5.0 CPU-s against this commit 3.16 s / 5.3 CPU-s (6 rounds), and 2.81 s (75d193b), 3."
     "14 s (41c303a, before the ingest changes above but after the reader, encoding and digest-cache work)"
-    " and 3.39 s (this commit) in 5 rounds of three: a slowdown of 0.3-0.5 s on that log that this sessio"
-    "n did not localise (the changes between 75d193b and 41c303a leave the unset `time_format` path as it"
-    " was; a bisect is the next step). The streamed pair aggregation (h71) lowered CPU at load 7-13 but c"
-    "ost 0.2 s of wall time on this quiet machine (2.76 -> 2.96 s) and was reverted.",
+    " and 3.39 s (this commit) in 5 rounds of three: which looked like a slowdown of 0.3-0.5 s; it did no"
+    "t reproduce: two later runs, with the machine quieter, gave 75d193b 2.93 s, 39f81ab (the reader work"
+    ") 3.07 s and 41c303a 3.03 s in 5 rounds of three, then 75d193b 2.79 s / 5.04 CPU-s against this code"
+    " 2.88 s / 4.73 CPU-s in 6 rounds: wall time within this machine's noise, CPU 0.3 s lower. The stream"
+    "ed pair aggregation (h71) lowered CPU at load 7-13 but showed 0.2 s more wall time in one 5-round A/"
+    "B (2.76 -> 2.96 s, about the noise seen later) and was reverted; a longer A/B would decide.",
     "",
     "The table before (commit a7fbfeba35, after this session's idempotent appends and landing-file stamps, the "
     "text-encoding, header-setting and Last.fm / Steam / Tmall reader work; the machine quiet, load 1.9) "
