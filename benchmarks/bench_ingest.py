@@ -68,7 +68,7 @@ CPU 5.36 -> 5.02 s (sys 1.65 -> 1.35), minor page faults 541k -> 516k. Tried and
 grouping the rows whose 64-bit ids all fit 32 bits on one key as they stream and collecting only
 the ~1% holding a wider id for stand-in codes (it saved CPU at load 7-13, but on a quiet machine
 the two filters over the in-memory rows looked costlier: 2.76 -> 2.96 s median in one 5-round A/B,
-about this machine's noise; reverted pending a longer A/B); keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
+reverted; a 10-round A/B confirmed it: 2.90 s / 4.73 CPU-s without, 2.93 s / 4.95 CPU-s with); keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
 ~55k fewer page faults, but ~0.1 CPU-s more in later passes over ~1,200 chunks). See
 benchmarks/results/ingest.md for the numbers.
 """
@@ -113,7 +113,8 @@ BASELINE = [
     ") 3.07 s and 41c303a 3.03 s in 5 rounds of three, then 75d193b 2.79 s / 5.04 CPU-s against this code"
     " 2.88 s / 4.73 CPU-s in 6 rounds: wall time within this machine's noise, CPU 0.3 s lower. The stream"
     "ed pair aggregation (h71) lowered CPU at load 7-13 but showed 0.2 s more wall time in one 5-round A/"
-    "B (2.76 -> 2.96 s, about the noise seen later) and was reverted; a longer A/B would decide.",
+    "B (2.76 -> 2.96 s) and was reverted; a 10-round A/B afterwards confirmed it (without it 2.90 s / 4.7"
+    "3 CPU-s, with it 2.93 s / 4.95 CPU-s).",
     "",
     "The table before (commit a7fbfeba35, after this session's idempotent appends and landing-file stamps, the "
     "text-encoding, header-setting and Last.fm / Steam / Tmall reader work; the machine quiet, load 1.9) "
