@@ -685,9 +685,8 @@ def map_columns(
                     '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
                     '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
                 )
-            if separator is not None and len(header) == 1:
-                _refuse_adjacency_lists(path, header)
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
+                _refuse_adjacency_lists(path, header)
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
                     "the separator is none of , ; | tab or one space, or the file is not a flat log "
