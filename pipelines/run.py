@@ -584,7 +584,8 @@ def promote_best(
 
     warm = None if split is None else divide_test(split).counts()["warm_test_users"]
     if refused := automatic_promotion_refused(cfg, outcomes, warm):
-        return {"champion": None, "promoted": False, "decision": "", "reason": refused}
+        # the store answers: name the champion that serves, as a skipped run does (not null)
+        return {**standing_champion(tracker, cfg), "promoted": False, "decision": "", "reason": refused}
 
     try:
         decision = run_promotion(cfg, candidates, split=split).to_dict()

@@ -98,3 +98,6 @@ def test_too_few_test_users_choose_no_champion_and_are_warned_about_with_one_mod
 
     deliberate = run_promotion(cfg, {m.name: m.mlflow_run_id for m in result.models})
     assert deliberate.promoted and _champion(cfg, shared_mlflow_uri).run_id == result.models[0].mlflow_run_id
+    again = run_pipeline(cfg, log=lambda _: None)  # refused again: its summary names the champion that serves
+    assert not again.promotion["promoted"] and again.promotion["champion_run_id"] == result.models[0].mlflow_run_id
+    assert again.promotion["champion"] == "popularity"
