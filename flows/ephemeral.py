@@ -219,24 +219,17 @@ _logs_at_exit: list[bool] = []  # whether `_pass_on_server_logs` is registered a
 
 def server_popen(args: list[str], **kwargs: object) -> subprocess.Popen:
     """Start the temporary server (`args`: Prefect's uvicorn command) in a session of its own, its
-    stdin on /dev/null and its output in `$TMPDIR/recsys-prefect-server-<run pid>-*/server.log`.
-
-    Why not the run's streams: a run killed with -9 leaves its server serving until the next run
-    stops it, and a server writing to the run's stdout held the run's pipe open all that while, so
-    whatever read the run's output to its end waited too: `recsys run | tee run.log` (and a
-    scheduler or CI job capturing the output) hung after the kill instead of ending with it. The
-    log directory of a run that has ended goes with the next one's start (`process_temp_dir`)."""
+    stdin on /dev/null and its output in `$TMPDIR/recsys-prefect-server-<run pid>-*/server.log`
+    (`recsys.files.popen_off_our_streams`: a run killed with -9 leaves its server serving until the
+    next run stops it, and on the run's stdout it held `recsys run | tee run.log` open all that
+    while)."""
     import atexit
 
-    from recsys.files import process_temp_dir
+    from recsys.files import popen_off_our_streams
 
-    log_file = process_temp_dir(SERVER_LOG_PREFIX) / "server.log"
     # Registered before Prefect registers the server's stop, so run after it at exit: a server that
     # `stop_ephemeral_server` did not stop (`recsys schedule`'s) has its log passed on too.
     if not _logs_at_exit:
         atexit.register(_pass_on_server_logs)
         _logs_at_exit.append(True)
-    with log_file.open("ab") as log_out:
-        return subprocess.Popen(  # type: ignore[call-overload]
-            args, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT, **kwargs
-        )
+    return popen_off_our_streams(args, SERVER_LOG_PREFIX, **kwargs)

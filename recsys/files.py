@@ -121,6 +121,56 @@ def process_temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-"))
 
 
+def popen_off_our_streams(args: list[str], prefix: str, **kwargs: object):  # -> subprocess.Popen
+    """Start `args` in a session of its own, its stdin on /dev/null and its stdout and stderr in
+    `$TMPDIR/<prefix>-<our pid>-*/server.log` (the Popen's `log_file` attribute), never on ours.
+
+    Why not our streams: a server child outlives a command killed with -9 (until the next start
+    stops it), and a child writing to the command's stdout or stderr held the command's pipe open
+    all that while, so whatever read the command's output to its end waited too: `recsys run |
+    tee run.log`, `recsys ui | tee ui.log` (and a scheduler or CI job capturing the output) hung
+    after the kill instead of ending with it. The caller passes the log on (`pass_on_log`); the
+    directory of a command that has ended goes with the next start (`process_temp_dir`)."""
+    import subprocess
+
+    log_file = process_temp_dir(prefix) / "server.log"
+    with log_file.open("ab") as log_out:
+        child = subprocess.Popen(  # type: ignore[call-overload]
+            args, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT, **kwargs
+        )
+    child.log_file = log_file
+    return child
+
+
+def pass_on_log(log_file: Path, offset: int = 0) -> int:
+    """Copy what `log_file` holds past byte `offset` to our stderr; returns the new offset (the
+    same when the file is gone or unreadable: a log is never worth failing a command over)."""
+    try:
+        with log_file.open("rb") as log:
+            log.seek(offset)
+            data = log.read()
+    except OSError:
+        return offset
+    if data:
+        stream = getattr(sys.stderr, "buffer", None)
+        with _suppress_os_errors():
+            if stream is not None:
+                sys.stderr.flush()
+                stream.write(data)
+                stream.flush()
+            else:  # a replaced sys.stderr (tests' capture) takes text
+                sys.stderr.write(data.decode(errors="replace"))
+    return offset + len(data)
+
+
+@contextmanager
+def _suppress_os_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError):  # our stderr closed (a reader gone): the log has nowhere to go
+        pass
+
+
 def remove_dead_process_dirs(prefix: str) -> list[Path]:
     """Delete `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (a reused pid keeps
     its directory until that process ends too: a late removal, never one under a live owner)."""

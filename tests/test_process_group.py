@@ -106,3 +106,50 @@ def test_a_child_that_ignores_the_forwarded_signal_is_stopped_after_the_grace(tm
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(grandchild)
+
+
+LOGGED_WRAPPER = (
+    "import sys; from recsys.cli.process import run_in_process_group;"
+    "sys.exit(run_in_process_group([sys.executable, '-c', sys.argv[1], sys.argv[2]], log_prefix='recsys-test-ui'))"
+)
+
+
+def _log_dirs(pid: int) -> list[Path]:
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob(f"recsys-test-ui-{pid}-*"))
+
+
+def test_the_childs_output_is_passed_on_to_stderr_and_its_log_removed(tmp_path):
+    child = "import sys; print('served on 5000', flush=True); print('a warning', file=sys.stderr); sys.exit(3)"
+    wrapper = subprocess.run([sys.executable, "-c", LOGGED_WRAPPER, child, str(tmp_path)], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert wrapper.returncode == 3
+    assert "served on 5000" in wrapper.stderr and "a warning" in wrapper.stderr and wrapper.stdout == ""
+    assert _log_dirs(os.getpid()) == [] and _log_dirs(wrapper.returncode) == []
+
+
+def test_the_output_of_a_killed_ui_ends_with_it(tmp_path):
+    """kill -9 of `recsys ui` leaves its MLflow server serving until the next start stops it. On
+    the command's stdout and stderr the server held the pipe of `recsys ui | tee ui.log` open all
+    that while, so the pipeline hung after the kill instead of ending with it."""
+    import shutil
+
+    wrapper = subprocess.Popen([sys.executable, "-c", LOGGED_WRAPPER, CHILD, str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    marker = tmp_path / "grandchild"
+    deadline = time.monotonic() + 60
+    while not (marker.is_file() and marker.read_text()):
+        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    grandchild = int(marker.read_text())
+    wrapper.kill()
+    try:
+        wrapper.communicate(timeout=30)  # EOF on both pipes: nothing else holds them
+    finally:
+        wrapper.kill()
+        if _alive(grandchild):
+            os.killpg(os.getpgid(grandchild), signal.SIGKILL)  # the test's own leftovers, by group id
+        for folder in _log_dirs(wrapper.pid):
+            shutil.rmtree(folder, ignore_errors=True)
+    assert wrapper.returncode == -signal.SIGKILL

@@ -58,16 +58,31 @@ def stop_groups(
 
 
 def run_in_process_group(
-    command: Sequence[str], env: Mapping[str, str] | None = None, grace: float = GRACE_SECONDS
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    grace: float = GRACE_SECONDS,
+    log_prefix: str | None = None,
 ) -> int:
     """Run `command` in a new process group, forward SIGTERM / SIGINT to it, wait, return its exit
     code; the whole group is gone when this returns or raises.
 
     A child that has not exited `grace` seconds after a forwarded signal is stopped (`stop_groups`):
     a process started from a background job inherits SIGINT ignored, so a forwarded Ctrl-C alone
-    could leave this command waiting for ever."""
+    could leave this command waiting for ever.
+
+    `log_prefix`: the child gets none of our standard streams (`recsys.files.popen_off_our_streams`:
+    after a kill -9 of this command it serves on until the next start stops it, and on our stdout
+    it held `recsys ui | tee ui.log` open all that while); what it writes is passed on to our
+    stderr as it comes (each 0.2 s wait) and at the end, and its log removed."""
+    from recsys.files import pass_on_log, popen_off_our_streams
+
     marked = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
-    child = subprocess.Popen(list(command), env=marked, start_new_session=True)
+    if log_prefix is None:
+        child = subprocess.Popen(list(command), env=marked, start_new_session=True)
+        log_file, passed = None, 0
+    else:
+        child = popen_off_our_streams(list(command), log_prefix, env=marked)
+        log_file, passed = child.log_file, 0  # type: ignore[attr-defined]
     pgid = child.pid  # a new session: its leader's pid is the group id
     forwarded_at: list[float] = []
 
@@ -78,6 +93,8 @@ def run_in_process_group(
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         while True:
+            if log_file is not None:
+                passed = pass_on_log(log_file, passed)
             with suppress(subprocess.TimeoutExpired):
                 return _exit_code(child.wait(timeout=0.2))  # a timeout, so a forwarded signal is looked at
             if forwarded_at and time.monotonic() - forwarded_at[0] > grace:
@@ -87,6 +104,11 @@ def run_in_process_group(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         stop_groups([pgid], leader=child, grace=grace)
+        if log_file is not None:
+            import shutil
+
+            pass_on_log(log_file, passed)
+            shutil.rmtree(log_file.parent, ignore_errors=True)
 
 
 def _exit_code(returncode: int) -> int:

@@ -30,6 +30,9 @@ from recsys.cli.common import (
 from recsys.cli.process import run_in_process_group, stop_orphaned_groups
 from recsys.errors import ConfigError, TrackingError
 
+UI_LOG_PREFIX = "recsys-ui-server"
+"""`$TMPDIR/recsys-ui-server-<pid>-*/server.log`: the MLflow UI server's output, passed on to our stderr
+(`run_in_process_group`), so the server never holds the pipe of `recsys ui | tee`."""
 
 def _config(config: Path | None, overrides: list[str] | None):
     return load_run_config(config_path(config), overrides)
@@ -324,7 +327,7 @@ def ui(
     base = f"http://127.0.0.1:{port}"
     console.print(f"MLflow UI on {base} (Ctrl-C to stop)")
     console.print(f"runs: {experiment_runs_url(uri, cfg.tracking.experiment, base)}", soft_wrap=True)
-    raise typer.Exit(run_in_process_group(command, env=mlflow_server_env(venv_env())))
+    raise typer.Exit(run_in_process_group(command, env=mlflow_server_env(venv_env()), log_prefix=UI_LOG_PREFIX))
 
 
 @app.command()

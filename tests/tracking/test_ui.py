@@ -59,7 +59,10 @@ def test_recsys_ui_prints_the_runs_link(logged, monkeypatch):
     from recsys.cli import app, tracking_cmds
 
     served = []
-    monkeypatch.setattr(tracking_cmds, "run_in_process_group", lambda command, env: served.append(command) or 0)
+    monkeypatch.setattr(
+        tracking_cmds, "run_in_process_group",
+        lambda command, env, log_prefix=None: served.append((command, log_prefix)) or 0,
+    )  # fmt: skip
     monkeypatch.setattr(tracking_cmds, "stop_orphaned_groups", lambda: [4242])
     experiment = MlflowClient(logged.uri).get_experiment_by_name(logged.config.tracking.experiment)
     args = ["ui", "--port", "5123", "--set", f"tracking.tracking_uri={logged.uri}",
@@ -72,7 +75,8 @@ def test_recsys_ui_prints_the_runs_link(logged, monkeypatch):
         return
     assert result.exit_code == 0, result.output
     assert f"runs: http://127.0.0.1:5123/#/experiments/{experiment.experiment_id}/runs?{query}" in result.output
-    assert served and served[0][2:4] == ["mlflow", "ui"]
+    assert served and served[0][0][2:4] == ["mlflow", "ui"]
+    assert served[0][1] == tracking_cmds.UI_LOG_PREFIX  # off the command's streams (tests/test_process_group.py)
     assert "stopped 1 MLflow UI server(s) left by a killed recsys ui (pids 4242)" in result.output
 
 
