@@ -102,7 +102,7 @@ class DataConfig(Section):
     positive_min_weight: float | None = Field(
         None,
         description="keep interactions with weight >= this (e.g. rating >= 4); rows below it, negative ratings "
-        "included, are not positive (with no rule, binarize or count, a negative weight is quarantined)",
+        "included, are not positive (with no rule a negative weight is quarantined: see negative_weights)",
     )
     positive_events: list[str] | None = Field(None, description="keep only these event types")
     event_weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
@@ -123,6 +123,14 @@ class DataConfig(Section):
         "holds adds nothing)",
     )
     binarize: bool = Field(False, description="set every kept weight to 1.0 after aggregation")
+    negative_weights: Literal["quarantine", "interaction"] = Field(
+        "quarantine",
+        description="a row with a negative weight where no positive rule reads the column: quarantine = "
+        "not an interaction (quarantined as negative_weight, with a warning naming the rows): a return (UCI "
+        "Online Retail's negative Quantity, invoices 'C...') or a dislike; interaction = under binarize or "
+        "aggregate = count each such row is one interaction (Anime's -1 = watched, not rated); a weight "
+        "kept as a confidence is never negative either way",
+    )
     min_user_interactions: int = Field(1, ge=1, description="k-core: users need at least this many items")
     min_item_interactions: int = Field(1, ge=1, description="k-core: items need at least this many users")
     max_future_days: float = Field(1.0, ge=0, description="quarantine timestamps more than this far in the future")

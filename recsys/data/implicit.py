@@ -233,7 +233,7 @@ def _aggregate_rows(frame: pl.LazyFrame, weight: pl.Expr, first_seen: pl.Expr) -
 
 
 ZERO_WEIGHT_STEP = "weight > 0 (weights kept: a weight of 0 is no interaction)"
-NEGATIVE_WEIGHT_STEP = "weight >= 0 (weights kept: a negative weight is no confidence)"
+NEGATIVE_WEIGHT_STEP = "weight >= 0 (a negative weight is no confidence, and no interaction unless data.negative_weights says so)"
 
 
 def k_core(frame: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
@@ -282,11 +282,16 @@ def to_implicit(
         validated_rows = rows.select(pl.len()).collect().item()
         positive = positive_filter(rows, cfg, has_event)
     measured = has_rule
-    if not cfg.binarize and cfg.aggregate != "count":
-        # Kept weights are confidences. Validation quarantines a negative one unless the config
-        # reads the column as a rating or ignores it (`recsys.data.ingest.negative_weights_read`);
-        # one can still get here from a rule at or below 0 (`--min-rating -2` on Jester) or an
-        # earlier batch ingested under binarize. Summed in, it would cancel a pair's positive rows.
+    counted = (cfg.binarize or cfg.aggregate == "count") and (
+        cfg.positive_min_weight is not None or cfg.negative_weights == "interaction"
+    )  # `recsys.data.ingest.negative_rows_counted` (this module does not import ingest)
+    if not counted:
+        # Kept weights are confidences, and where each row counts one, a negative row is no
+        # interaction (a return) unless the config says it is. Validation quarantines such a row
+        # unless the config reads the column as a rating or counts it
+        # (`recsys.data.ingest.negative_weights_read`); one can still get here from a rule at or
+        # below 0 (`--min-rating -2` on Jester) or an earlier batch ingested under other settings.
+        # Summed in, it would cancel a pair's positive rows; counted, a return would be a purchase.
         low = positive.select(pl.col(WEIGHT).min()).collect().item()
         if low is not None and low < 0:
             if not measured:

@@ -383,27 +383,63 @@ MISSING_USER_SHARE = 0.2
 def negative_weights_read(cfg: DataConfig) -> bool:
     """Whether a negative weight is a valid row under `cfg`: where a positive rule reads the column
     as a rating (`--min-rating 5` on Jester's -10..10: a row below it is simply not positive, as
-    RecBole's `threshold` and LensKit read explicit ratings) or the value is not kept (binarize, or
-    aggregate count: each row is one interaction, so Anime's -1, watched but not rated, counts).
-    Only a weight kept as a confidence cannot be negative; there it stays quarantined
-    (negative_weight, `negative_weight_warning`)."""
-    return cfg.positive_min_weight is not None or cfg.binarize or cfg.aggregate == "count"
+    RecBole's `threshold` and LensKit read explicit ratings), or where the value is not kept
+    (binarize, or aggregate count: each row is one interaction) and `data.negative_weights =
+    interaction` says a negative row still marks one (Anime's -1, watched but not rated).
+
+    Why not count such rows by default (it did): the same -1 is a return in UCI Online Retail
+    (negative Quantity, invoices 'C...') or a dislike elsewhere, and counting a return as a purchase
+    is silent loss of the data's meaning; no value tells the two apart, so the user says which. A
+    weight kept as a confidence cannot be negative either way. Elsewhere the rows are quarantined
+    (negative_weight) with `negative_weight_warning` naming them."""
+    return cfg.positive_min_weight is not None or negative_rows_counted(cfg)
 
 
-def negative_weight_warning(raw: RawSource, rows_in: int, reasons: dict[str, int]) -> str | None:
-    """A warning when rows were quarantined as negative_weight: a rating column with negative
-    values (Jester's -10..10, Anime's -1) read as a confidence loses them with only a count in the
-    summary, while a positive rule or binarize would have read them. Names both."""
+def negative_rows_counted(cfg: DataConfig) -> bool:
+    """Whether a row with a negative weight counts as an interaction: each row counts as one
+    (binarize or aggregate count) and a positive rule or `data.negative_weights = interaction`
+    reads it. Otherwise such a row is dropped before the aggregation (`to_implicit`), also from an
+    earlier batch ingested under other settings."""
+    return (cfg.binarize or cfg.aggregate == "count") and (
+        cfg.positive_min_weight is not None or cfg.negative_weights == "interaction"
+    )
+
+
+def negative_weight_warning(
+    raw: RawSource, rows_in: int, reasons: dict[str, int], quarantine: pl.DataFrame | None = None,
+    cfg: DataConfig | None = None,
+) -> str | None:
+    """A warning when rows were quarantined as negative_weight, naming the count and the first
+    source rows: a rating column with negative values (Jester's -10..10, Anime's -1) read as a
+    confidence, or returns (Online Retail's negative Quantity) where each row counts as one
+    interaction, lose them with only a count in the summary unless the line names the options."""
     negative = reasons.get("negative_weight", 0)
     if not negative or not rows_in:
         return None
     weight = raw.mapping.get(WEIGHT)
-    return (
+    where = ""
+    if quarantine is not None and ROW in quarantine.columns and "reason" in quarantine.columns:
+        rows = quarantine.filter(pl.col("reason") == "negative_weight").head(5)
+        files = rows.get_column(SOURCE_FILE).to_list() if SOURCE_FILE in rows.columns else [None] * rows.height
+        first = [f"{row}" + (f" of {Path(str(file)).name}" if file else "") for row, file in zip(rows.get_column(ROW).to_list(), files, strict=True)]
+        more = ", ..." if negative > len(first) else ""
+        where = f" (source rows {', '.join(first)}{more})" if first else ""
+    head = (
         f"{negative:,} of {rows_in:,} rows ({negative / rows_in:.0%}) have a negative weight in "
-        f"{column_label(weight) if weight else 'the weight column'} and were quarantined (negative_weight): a kept "
-        "weight is a confidence, which cannot be negative; if it is a rating, set a positive rule "
+        f"{column_label(weight) if weight else 'the weight column'}{where} and were quarantined (negative_weight): "
+    )
+    if cfg is not None and (cfg.binarize or cfg.aggregate == "count"):
+        return head + (
+            "a negative row is taken for no interaction (a return, as Online Retail's negative Quantity; a "
+            "dislike); if it still marks one (Anime's -1 = watched, not rated), --set data.negative_weights=interaction "
+            "counts each as one interaction, or a positive rule (--min-rating N, data.positive_min_weight) reads the "
+            "column as ratings"
+        )
+    return head + (
+        "a kept weight is a confidence, which cannot be negative; if it is a rating, set a positive rule "
         "(--min-rating N, data.positive_min_weight: rows below N are then simply not positive), or "
-        "--set data.binarize=true to count every row, negative ones included, as one interaction"
+        "--set data.binarize=true --set data.negative_weights=interaction to count every row, negative ones "
+        "included, as one interaction"
     )
 
 
@@ -761,9 +797,10 @@ def negative_weight_note(steps: list[FilterStep], column: str | None) -> str | N
     before, after = steps[at - 1].rows, steps[at].rows
     return (
         f"{before - after:,} of {before:,} rows have a negative weight in {column_label(column)} and were dropped: "
-        "a kept weight is a confidence, which cannot be negative; set a positive rule above 0 (--min-rating N, "
-        "data.positive_min_weight) to read the column as ratings, or --set data.binarize=true to count each row "
-        "as one interaction"
+        "a kept weight is a confidence, which cannot be negative, and a negative row is no interaction unless "
+        "data.negative_weights says so; set a positive rule above 0 (--min-rating N, data.positive_min_weight) to "
+        "read the column as ratings, or --set data.binarize=true --set data.negative_weights=interaction to count "
+        "each row as one interaction"
     )
 
 
@@ -1098,7 +1135,7 @@ def _ingest(
         items = items.extend(pairs.select(ITEM, ORDER), order=ORDER).with_blocks(item_labels)
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
                  missing_items_warning(raw, result.rows_in, result.reasons),
-                 negative_weight_warning(raw, result.rows_in, result.reasons), negative_weight_note(steps, weights["column"]),
+                 negative_weight_warning(raw, result.rows_in, result.reasons, result.quarantine, cfg), negative_weight_note(steps, weights["column"]),
                  coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps, cfg.binarize), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))

@@ -60,10 +60,12 @@ def test_positive_rule_reads_negative_ratings_as_not_positive(tmp_path: Path) ->
 
 
 def test_binarize_and_count_keep_watched_but_unrated_rows(tmp_path: Path) -> None:
-    """Anime's -1 rows are interactions (the user watched it): binarize or count counts each."""
+    """Anime's -1 rows are interactions (the user watched it) when the config says so
+    (data.negative_weights = interaction): binarize or count counts each."""
     source = _write(tmp_path / "rating.csv", "user_id,anime_id,rating", ANIME)
     every_pair = {(str(u), str(i)): 1.0 for u, i, _ in ANIME}
-    for cfg in (DataConfig(binarize=True), DataConfig(aggregate="count")):
+    for cfg in (DataConfig(binarize=True, negative_weights="interaction"),
+                DataConfig(aggregate="count", negative_weights="interaction")):  # fmt: skip
         report = ingest(source, tmp_path / "out", cfg)
         assert report.rows_quarantined == 0, report.reasons
         assert _pairs(tmp_path / "out") == every_pair
@@ -80,6 +82,7 @@ def test_kept_weights_quarantine_negatives_with_a_warning(tmp_path: Path) -> Non
     lines = [line for line in result.output.splitlines() if line.startswith("warning:") and "negative_weight" in line]
     assert len(lines) == 1, result.output
     assert "4 of 7 rows (57%)" in lines[0] and "--min-rating" in lines[0] and "data.binarize=true" in lines[0]
+    assert "(source rows 1, 2, 5, 6)" in lines[0] and "data.negative_weights=interaction" in lines[0]
     quarantine = pl.read_parquet(tmp_path / "out" / manifest["batches"][0]["quarantine"])
     assert quarantine.height == 4
 
@@ -101,7 +104,7 @@ def test_append_without_the_rule_does_not_sum_earlier_negatives(tmp_path: Path) 
     first = _write(tmp_path / "a.csv", "user_id,anime_id,rating", ANIME)
     second = _write(tmp_path / "b.csv", "user_id,anime_id,rating", [(1, 20, 9), (4, 79, 7)])
     out = tmp_path / "out"
-    ingest(first, out, DataConfig(binarize=True))
+    ingest(first, out, DataConfig(binarize=True, negative_weights="interaction"))
     report = ingest(second, out, DataConfig(), append=True)
     pairs = _pairs(out)
     assert pairs[("1", "20")] == 9.0 and min(pairs.values()) > 0
@@ -131,3 +134,36 @@ def test_a_bulk_quarantine_is_named_in_a_warning(tmp_path: Path) -> None:
     named = [w for w in report.warnings if "bad_timestamp" in w]
     assert len(named) == 1 and "4 of 12 rows (33%)" in named[0], report.warnings
     assert "'09/13/2005'" in named[0] and "--time-col" in named[0]
+
+
+RETAIL = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
+536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom
+536365,71053,WHITE METAL LANTERN,6,12/1/2010 8:26,3.39,17850,United Kingdom
+536367,84879,ASSORTED COLOUR BIRD ORNAMENT,32,12/1/2010 8:34,1.69,13047,United Kingdom
+C536379,D,Discount,-1,12/1/2010 9:41,27.5,14527,United Kingdom
+C536383,35004C,SET OF 3 COLOURED  FLYING DUCKS,-1,12/1/2010 9:49,4.65,15311,United Kingdom
+536384,35004C,SET OF 3 COLOURED  FLYING DUCKS,4,12/1/2010 9:53,4.65,15311,United Kingdom
+C536391,22556,PLASTERS IN TIN CIRCUS PARADE ,-12,12/1/2010 10:24,1.65,17548,United Kingdom
+"""  # UCI Online Retail's first rows and returns (InvoiceNo 'C...', negative Quantity), in its layout
+RETAIL_ARGS = ["--user-col", "CustomerID", "--item-col", "StockCode", "--weight-col", "Quantity",
+               "--time-col", "InvoiceDate", "--time-format", "%m/%d/%Y %H:%M"]  # fmt: skip
+
+
+@pytest.mark.parametrize("counting", ["data.binarize=true", "data.aggregate=count"])
+def test_returns_are_no_interactions_where_each_row_counts_one(tmp_path: Path, counting: str) -> None:
+    """Online Retail's returns (negative Quantity) under binarize or count: each was counted as an
+    interaction (a return read as a purchase, 14527's 'D' and 17548's 22556 kept as pairs) with no
+    word. Now they are quarantined as negative_weight and one warning names the rows and the
+    setting that counts them where a negative row does mark an interaction."""
+    source = tmp_path / "Online Retail.csv"
+    source.write_text(RETAIL)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ingest", str(source), "--out", str(out), *RETAIL_ARGS, "--set", counting])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["batches"][0]["reasons"] == {"negative_weight": 3}
+    assert set(_pairs(out)) == {("17850", "85123A"), ("17850", "71053"), ("13047", "84879"), ("15311", "35004C")}
+    lines = [line for line in result.output.splitlines() if line.startswith("warning:") and "negative_weight" in line]
+    assert len(lines) == 1, result.output
+    assert "3 of 7 rows" in lines[0] and "(source rows 4, 5, 7)" in lines[0] and "a return" in lines[0]
+    assert "--set data.negative_weights=interaction" in lines[0]
