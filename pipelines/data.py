@@ -216,6 +216,7 @@ def _unset_later(cfg: DataConfig) -> set[str]:
     unset |= {"encoding"} if cfg.encoding is None else set()
     unset |= {"header"} if cfg.header is None else set()
     unset |= {"time_format"} if cfg.time_format is None else set()
+    unset |= {"negative_weights"} if cfg.negative_weights == "quarantine" else set()
     return unset | ({"exact_duplicates"} if cfg.exact_duplicates == "quarantine" else set())
 
 
@@ -268,7 +269,7 @@ def _read_ledger(processed: Path) -> dict[str, str]:
 
 # The [data] settings that shape a processed directory: a processed data.source is used as it is.
 SHAPING = ("positive_min_weight", "positive_events", "event_weights", "exact_duplicates", "aggregate", "binarize",
-           "min_user_interactions", "min_item_interactions")  # fmt: skip
+           "negative_weights", "min_user_interactions", "min_item_interactions")  # fmt: skip
 
 
 def processed_as(processed: Path, data: DataConfig) -> list[str]:
