@@ -532,16 +532,57 @@ def _bad_quote_error(raw: RawSource, text: str) -> DataError:
     )
 
 
-def _id_exprs(name: str, alias: str, decimal: bool, typed: bool = False) -> list[pl.Expr]:
+def _quoted(text: pl.Expr) -> pl.Expr:
+    """`text` (stripped) is enclosed in a pair of literal double quotes: `"034545104X"`."""
+    return text.str.starts_with('"') & text.str.ends_with('"') & (text.str.len_bytes() >= 2)
+
+
+def _unquoted(text: pl.Expr) -> pl.Expr:
+    """An id without one pair of enclosing literal quotes (and the spaces inside them).
+
+    Why: a CSV quoted twice, as a spreadsheet's re-export of Book-Crossing's `"276725";"034545104X"`
+    writes it (the ISBN between three quotes on each side, so the field's value is `"034545104X"`,
+    quotes included), left the quotes inside every item id, with no word: a model's ids, the served
+    recommendations and any join with the books table then carried them. No log's id is meant to
+    be quoted inside its field; `quoted_id_notes` says how many were cleaned."""
+    return pl.when(_quoted(text)).then(text.str.slice(1, text.str.len_chars() - 2).str.strip_chars()).otherwise(text)
+
+
+def quoted_id_notes(frame: pl.DataFrame, raw: RawSource, columns: list[str]) -> list[str]:
+    """One line per id column of `frame` (the raw values) in which ids were enclosed in literal
+    quotes that `_unquoted` removed: the count, the first value, and what to check."""
+    notes = []
+    for name in columns:
+        if name not in frame.columns or frame.schema[name] != pl.String:
+            continue
+        text = pl.col(name).str.strip_chars()
+        found = frame.lazy().select(
+            _quoted(text).sum().alias("n"), text.filter(_quoted(text)).first().alias("first"), text.count().alias("of")
+        ).collect()
+        count = found.item(0, "n")
+        if count:
+            column = raw.mapping.get(name, name)
+            notes.append(
+                f"{count:,} of {found.item(0, 'of'):,} {_ROLE[name]} ids in column {column!r} were enclosed in literal "
+                f"quotes (first: {found.item(0, 'first')}), as a file quoted twice has them (a spreadsheet's re-export "
+                "of a quoted CSV): they were read without the quotes (an id whose quotes are its own cannot be told "
+                "from these)"
+            )
+    return notes
+
+
+def _id_exprs(name: str, alias: str, decimal: bool, typed: bool = False, unquote: bool = False) -> list[pl.Expr]:
     """The parsed id (String, stripped) and, on the decimal fast path, its code and the per-row
     check that the code is exact. The fast path skips stripping: a canonical decimal has no
     whitespace, and a column where any row fails the check is validated again on the slow path.
     typed: the column was read as UInt64 (TYPED_READ), so it is the code already. Codes are 64-bit
-    here; `_narrow_codes` keeps 32 bits where every value fits."""
+    here; `_narrow_codes` keeps 32 bits where every value fits. unquote: the column holds ids
+    enclosed in literal quotes (`_unquoted`; found after a first pass, which then is redone)."""
     if typed:
         return [pl.col(name).alias(alias), pl.col(name).alias(_CODE.format(name))]
     if not decimal:
-        return [pl.col(name).cast(pl.String).str.strip_chars().alias(alias)]
+        text = pl.col(name).cast(pl.String).str.strip_chars()
+        return [(_unquoted(text) if unquote else text).alias(alias)]
     text = pl.col(name).cast(pl.String)
     code, canonical = decimal_codes(text, WIDE_CODE_DTYPE)
     fast = text.is_null() | (text == "") | canonical
@@ -561,7 +602,8 @@ def _validate(
     """See `validate`. `allowed` limits the fast paths the sample may propose (None: any); a fast
     path that the whole column does not confirm is dropped and the validation redone without it,
     and a time or weight column where a row needs the general parse (stripping; ISO dates) is
-    named in `general` for the redo, so results never depend on which path ran."""
+    named in `general` for the redo, so results never depend on which path ran (as is a text id
+    column holding ids in literal quotes, which the general parse unquotes: `_unquoted`)."""
     now = now or datetime.now(UTC)
     future_limit = now + timedelta(days=max_future_days)
     has_time, has_weight, has_event = TIME in raw.mapping, WEIGHT in raw.mapping, EVENT in raw.mapping
@@ -580,8 +622,8 @@ def _validate(
     plain_weight = WEIGHT in fast and schema.get(WEIGHT) == pl.String
 
     parsed = [
-        *_id_exprs(USER, "_user", USER in decimal, USER in typed),
-        *_id_exprs(ITEM, "_item", ITEM in decimal, ITEM in typed),
+        *_id_exprs(USER, "_user", USER in decimal, USER in typed, USER in general),
+        *_id_exprs(ITEM, "_item", ITEM in decimal, ITEM in typed, ITEM in general),
     ]
     if has_time:
         present = pl.col(TIME).is_not_null()
@@ -693,7 +735,18 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
+    # Ids in literal quotes (`_unquoted`): a cheap look at each text id column's first character,
+    # and only a file that has them pays for the unquoting, in a second pass (as `missed` above).
+    quoted = frozenset(
+        c for c in (USER, ITEM)
+        if c not in decimal and c not in general and frame.schema.get(c) == pl.String
+        and frame.select(pl.col(c).str.starts_with('"').any()).item()
+    )  # fmt: skip
+    if quoted:
+        del frame
+        return _validate(raw, max_future_days, now, fast - quoted, general | quoted, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
     notes = [*raw.notes, *_comma_notes(frame, raw), *_late_key_notes(frame, raw)]
+    notes += quoted_id_notes(frame, raw, [c for c in (USER, ITEM) if c in general])
 
     reason = frame.get_column(REASON)
     valid = reason.is_null().to_numpy()

@@ -90,6 +90,29 @@ def test_book_crossing_backslash_escaped_quotes_name_the_sed_that_fixes_them(tmp
     assert 'B0000BLD7X"' in items
 
 
+def test_book_crossing_quoted_twice_gives_clean_isbns_and_one_warning(tmp_path: Path) -> None:
+    """A spreadsheet's re-export of BX-Book-Ratings.csv (a public copy's first rows as written, with
+    its empty `,,` rows, its CR line ends made LF as the CR refusal asks): each ISBN's field holds
+    the quoted text `"034545104X"`. The quotes stayed inside every item id with no word, so no id
+    matched BX-Books.csv's; now the ids are clean and one warning says so."""
+    rows = [
+        ("276725", "034545104X", "0"), ("276726", "0155061224", "5"), ("276727", "0446520802", "0"),
+        ("276729", "052165615X", "3"), ("276729", "0521795028", "6"), ("276762", "N3453124715", "4"),
+        ("276929", "2.02.032126.2", "0"), ("276747", "0060517794", "9"),
+    ]  # fmt: skip
+    text = "User-ID,ISBN,Book-Rating\n" + "".join(f'{u},"""{i}""",{r}\n' for u, i, r in rows) + ",,\n,,\n"
+    path = tmp_path / "BX-Book-Ratings.csv"
+    path.write_text(text)
+    out = tmp_path / "out"
+    result = _ingest(path, out, "--set", "data.binarize=true")
+    assert result.exit_code == 0, result.output
+    items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
+    assert sorted(items) == sorted(isbn for _, isbn, _ in rows)
+    said = [line for line in result.output.splitlines() if line.startswith("warning:") and "literal quotes" in line]
+    assert len(said) == 1, result.output
+    assert "8 of 8 item ids in column 'ISBN'" in said[0] and '(first: "034545104X")' in said[0]
+
+
 def test_a_headerless_numeric_file_of_five_fields_asks_for_a_header(tmp_path: Path) -> None:
     """LFM-1b's `LFM-1b_LEs.txt` (user, artist, album, track, Unix time; no header): read by
     position it took the album id for the rating and the track id for the time (1970), and the
