@@ -239,6 +239,14 @@ class TrackingConfig(Section):
     enabled: bool = True
     tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db")
     experiment: str = Field("recsys", min_length=1)
+    artifact_location: str | None = Field(
+        None,
+        description="where a NEW experiment's artifacts go (a folder, file:///..., s3://...; a relative folder is "
+        "made absolute from the working directory): None = artifacts/ beside a SQLite store's file; a database "
+        "server's store (postgresql://, mysql://, mssql://) needs it, or MLflow would put the artifacts in ./mlruns "
+        "of whatever directory the first run started in; a tracking server (http://) decides its own. An "
+        "existing experiment keeps the location it was made with",
+    )
     register_models: bool = True
     model_name_prefix: str = Field(
         "recsys", min_length=1, description="registered model name = {prefix}-{model name}"

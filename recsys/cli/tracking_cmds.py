@@ -290,7 +290,7 @@ def ui(
     Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
     recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
     from recsys.stack import mlflow_server_env
-    from recsys.tracking.store import default_artifact_location, is_sqlite, resolve_tracking_uri, sqlite_path
+    from recsys.tracking.store import artifact_location, is_sqlite, resolve_tracking_uri, sqlite_path
     from recsys.tracking.ui import experiment_runs_url
 
     cfg = _config(config, set_)
@@ -321,7 +321,7 @@ def ui(
         "--port",
         str(port),
     ]
-    artifacts = default_artifact_location(uri)
+    artifacts = artifact_location(uri, cfg.tracking.artifact_location)
     if artifacts:
         command += ["--default-artifact-root", artifacts]
     base = f"http://127.0.0.1:{port}"

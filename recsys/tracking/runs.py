@@ -321,7 +321,7 @@ class Tracker:
             return
         try:
             self.experiment_id = with_retries(
-                lambda: ensure_experiment(self.client, cfg.experiment, self.uri)
+                lambda: ensure_experiment(self.client, cfg.experiment, self.uri, cfg.artifact_location)
             )
         except Exception as exc:
             if offline_if_gone:

@@ -85,10 +85,38 @@ def sqlite_path(uri: str) -> Path:
 
 def default_artifact_location(uri: str) -> str | None:
     """Artifacts of a local SQLite store live in `artifacts/` beside the database file; a server
-    decides its own artifact root (None)."""
+    decides its own artifact root (None).
+
+    Why beside the file: MLflow's own default for a store it opens directly is `./mlruns` of the
+    working directory when the experiment is made, fixed in the experiment from then on, so the
+    artifacts of a store went wherever its first run happened to start (a cron job's home, a
+    notebook's folder) and `recsys ui`, serving from the store's directory, could not find them.
+    Beside the file they travel with it (copy `mlflow/` and both come), from any directory."""
     if is_sqlite(uri):
         return (sqlite_path(uri).resolve().parent / "artifacts").as_uri()
     return None
+
+
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def is_database_server(uri: str) -> bool:
+    """A store MLflow opens directly in a database server (`postgresql+psycopg://...` too)."""
+    return urlparse(uri).scheme.split("+", 1)[0] in DATABASE_SCHEMES
+
+
+def artifact_location(uri: str, configured: str | None = None) -> str | None:
+    """Where a new experiment of the store `uri` keeps its artifacts: `tracking.artifact_location`
+    (a folder made an absolute file URI, so every later run finds it from any directory; a URI as
+    written), else `default_artifact_location`. A database server has no directory "beside" it
+    that every machine logging to it could read, so there `configured` is required
+    (`ensure_experiment` refuses without it)."""
+    if configured:
+        scheme = urlparse(configured).scheme
+        if len(scheme) > 1:  # s3://, gs://, file:///..., mlflow-artifacts:/ (not a drive letter C:)
+            return configured
+        return Path(configured).expanduser().resolve().as_uri()
+    return default_artifact_location(uri)
 
 
 def limit_http_retries() -> None:
@@ -266,14 +294,25 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def ensure_experiment(mlflow_client: MlflowClient, name: str, uri: str) -> str:
-    """Id of experiment `name`, created with the local artifact location when missing. Safe when
-    two processes race to create it (the loser reads the winner's)."""
+def ensure_experiment(mlflow_client: MlflowClient, name: str, uri: str, location: str | None = None) -> str:
+    """Id of experiment `name`, created when missing with its artifact location (`location`:
+    `tracking.artifact_location`, see `artifact_location`). Safe when two processes race to create
+    it (the loser reads the winner's). A database server's store without `location` is refused
+    for a new experiment (TrackingError): MLflow would fix the experiment's artifacts in ./mlruns
+    of this process's working directory, unreadable from any other directory or machine."""
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
+    where = artifact_location(uri, location)
+    if where is None and is_database_server(uri):
+        raise TrackingError(
+            f"tracking store {redact(uri)}: a new experiment {name!r} needs tracking.artifact_location (a folder or "
+            "s3://... that every machine logging to or serving from this database can read): with a database "
+            "store MLflow would keep its artifacts in ./mlruns of whatever directory this run started in; "
+            "--set tracking.artifact_location=PATH"
+        )
     try:
-        return mlflow_client.create_experiment(name, artifact_location=default_artifact_location(uri))
+        return mlflow_client.create_experiment(name, artifact_location=where)
     except Exception:
         existing = mlflow_client.get_experiment_by_name(name)
         if existing is None:

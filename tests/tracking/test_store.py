@@ -177,3 +177,44 @@ def test_a_server_uri_with_credentials_is_probed_with_them_and_never_printed():
     with pytest.raises(TrackingError, match="not reachable") as refused:
         check_tracking(f"http://alice:s3cret@127.0.0.1:{_closed_port()}")
     assert "s3cret" not in str(refused.value) and "alice:***@127.0.0.1" in str(refused.value)
+
+
+def test_a_configured_artifact_location_holds_a_new_experiments_artifacts_from_any_directory(tmp_path, monkeypatch):
+    """`tracking.artifact_location` (here by `--set`, relative): the experiment is made with it as
+    an absolute location, so a run started later in another directory logs its artifacts there,
+    not in ./mlruns of the first run's directory (MLflow's default for a store it opens directly)."""
+    from mlflow import MlflowClient
+
+    from recsys.config import load_config
+    from recsys.tracking.runs import Tracker
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    sets = [f'tracking.tracking_uri="{uri}"', 'tracking.experiment="placed"', 'tracking.artifact_location="shared/art"']
+    monkeypatch.chdir(first)
+    cfg = load_config(None, sets)
+    experiment_id = Tracker(cfg.tracking, cfg).experiment_id
+    assert MlflowClient(uri).get_experiment(experiment_id).artifact_location == (first / "shared" / "art").as_uri()
+    monkeypatch.chdir(second)
+    tracker = Tracker(cfg.tracking, cfg)
+    assert tracker.experiment_id == experiment_id
+    run = tracker.client.create_run(experiment_id)
+    tracker.client.log_text(run.info.run_id, "logged", "note.txt")
+    assert (first / "shared" / "art" / run.info.run_id / "artifacts" / "note.txt").read_text() == "logged"
+    assert not (second / "mlruns").exists() and not (second / "shared").exists()
+
+
+def test_a_new_experiment_on_a_database_server_needs_an_artifact_location():
+    """A postgresql:// (mysql://, mssql://) store has no directory beside it that every machine
+    could read; without `tracking.artifact_location` MLflow fixed the experiment's artifacts in
+    ./mlruns of the first run's directory. A new experiment there is refused, naming the setting;
+    one given a location gets it (absolute)."""
+    from recsys.tracking.store import artifact_location, is_database_server
+
+    assert is_database_server("postgresql+psycopg://u:p@db/mlflow") and is_database_server("mysql://db/m")
+    assert not is_database_server("sqlite:///mlflow/mlflow.db") and not is_database_server("http://host:5000")
+    assert artifact_location("postgresql://db/mlflow") is None
+    assert artifact_location("postgresql://db/mlflow", "s3://bucket/mlflow") == "s3://bucket/mlflow"
+    assert artifact_location("postgresql://db/mlflow", "/srv/mlflow/art") == "file:///srv/mlflow/art"

@@ -304,11 +304,16 @@ def test_a_password_in_the_tracking_uri_is_never_printed_logged_or_written(mlflo
 
     secret = urlparse(mlflow_database).password
     assert secret
-    monkeypatch.chdir(tmp_path)  # a database store keeps artifacts under ./mlruns (MLflow's default)
     experiment = f"secret-{uuid.uuid4().hex[:8]}"
     sets = [arg for item in _config(tmp_path, mlflow_database, experiment)[:-1]
             + ['models=[{name="pop", kind="popularity"}]'] for arg in ("--set", item)]  # fmt: skip
     summary_file = tmp_path / "summary.json"
+    # A database store makes a new experiment only with an artifact location (else MLflow's ./mlruns
+    # of the working directory): refused without one, naming the setting.
+    refused = runner.invoke(app, ["run", "--no-prefect", *sets])
+    assert refused.exit_code == 2 and "tracking.artifact_location" in refused.output, refused.output.replace(secret, "***")
+    assert secret not in refused.output
+    sets += ["--set", f'tracking.artifact_location="{tmp_path / "artifacts"}"']
     result = runner.invoke(app, ["run", "--no-prefect", "--json", str(summary_file), *sets])
     assert result.exit_code == 0, result.output.replace(secret, "***")
     store_line = next(line for line in result.output.splitlines() if line.startswith("MLflow store:"))
@@ -324,3 +329,4 @@ def test_a_password_in_the_tracking_uri_is_never_printed_logged_or_written(mlflo
     child = next(r for r in runs if r.data.tags.get("recsys.kind") == "model")
     logged = Path(client.download_artifacts(child.info.run_id, "config/run.toml", str(tmp_path)))
     assert ":***@" in logged.read_text() and secret not in logged.read_text()
+    assert (tmp_path / "artifacts" / child.info.run_id / "artifacts" / "config" / "run.toml").is_file()
