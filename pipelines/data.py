@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 import warnings
@@ -165,9 +166,28 @@ class DigestCache:
                     theirs, ours = merged.get(key), self.entries[key]
                     if not isinstance(theirs, dict) or theirs.get("hashed_at", 0) <= ours["hashed_at"]:
                         merged[key] = ours
+                for key in _gone(merged, time.time_ns()):
+                    del merged[key]
                 write_text_atomic(self.path, json.dumps(merged))
             self.entries = merged
         self.fresh = set()
+
+
+_GONE_AFTER_NS = 24 * 3600 * 10**9
+
+
+def _gone(entries: dict[str, dict], now_ns: int) -> list[str]:
+    """Keys of `entries` (under the cache's lock, in `DigestCache.save`) to drop: files that no
+    longer exist, hashed more than a day ago. The cache kept an entry for every landing file ever
+    hashed, so a landing zone whose old files are deleted grew its `.digests.json`, read and
+    rewritten whole by every run, for ever. The day spares a file that is briefly away (renamed
+    into place, an unmounted share); dropping an entry only ever costs hashing that file again."""
+    stale = []
+    for key, entry in entries.items():
+        hashed_at = entry.get("hashed_at", 0) if isinstance(entry, dict) else 0
+        if now_ns - hashed_at > _GONE_AFTER_NS and not os.path.lexists(key):
+            stale.append(key)
+    return stale
 
 
 def local_source(source: str) -> Path | Location:

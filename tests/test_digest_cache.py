@@ -135,3 +135,26 @@ def test_a_save_keeps_the_later_hashing_and_removes_a_killed_savers_temp(tmp_pat
     saved = json.loads((tmp_path / "processed" / DIGEST_CACHE).read_text())
     assert saved[str(log.resolve())]["hashed_at"] == late.entries[str(log.resolve())]["hashed_at"]
     assert not orphan.exists()
+
+
+def test_a_save_drops_the_entries_of_files_deleted_more_than_a_day_after_their_hashing(tmp_path):
+    """The cache kept an entry for every landing file ever hashed: a landing zone whose old days
+    are deleted grew `.digests.json` (read and rewritten whole by every run) for ever. A save, under
+    the cache's lock, drops entries of files gone and hashed over a day ago; a file gone since a
+    recent hashing (renamed into place, a share briefly away) and every present file keep theirs."""
+    log = _old_log(tmp_path)
+    old_gone, new_gone = tmp_path / "landing" / "day0.csv", tmp_path / "landing" / "moving.csv"
+    for path in (old_gone, new_gone):
+        path.write_text("user_id,item_id\n5,6\n")
+    cache = DigestCache(tmp_path / "processed")
+    for path in (log, old_gone, new_gone):
+        cache.digest(path)
+    two_days_ago = time.time_ns() - 2 * 24 * 3600 * 10**9
+    for path in (log, old_gone):  # hashed two days ago
+        cache.entries[str(path.resolve())]["hashed_at"] = two_days_ago
+    keys = {path: str(path.resolve()) for path in (log, old_gone, new_gone)}
+    old_gone.unlink()
+    new_gone.unlink()
+    cache.save()
+    saved = json.loads((tmp_path / "processed" / DIGEST_CACHE).read_text())
+    assert sorted(saved) == sorted([keys[log], keys[new_gone]])

@@ -56,17 +56,79 @@ def lock_path(uri: str, name: str, kind: str = "registry") -> Path:
     if uri.startswith("file:") or "://" not in uri:
         root = Path(uri.removeprefix("file://").removeprefix("file:"))
         return root.resolve() / ".locks" / f"{kind}-{slug}.lock"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recsys" / "locks"
+    cache = cache_lock_dir()
     key = hashlib.sha256(f"{uri}|{name}".encode()).hexdigest()[:16]
     return cache / f"{kind}-{slug}-{key}.lock"
+
+
+STALE_LOCK_SECONDS = 24 * 3600
+"""A lock file in the cache directory unused this long (its mtime, stamped at each acquisition) is pruned."""
+
+
+def cache_lock_dir() -> Path:
+    """The user's lock folder for stores that are servers (see `lock_path`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recsys" / "locks"
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """Hold the file lock at `path` (re-entrant in a thread; others wait), its mtime stamped with
+    the acquisition (what `prune_stale_locks` reads as its last use). A lock in the cache folder
+    first prunes the folder's stale ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent == cache_lock_dir():
+        prune_stale_locks(path.parent, keep=path)
+    with FileLock(str(path), is_singleton=True):
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        yield
+
+
+def prune_stale_locks(folder: Path, keep: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the `*.lock` files of `folder` unused for `STALE_LOCK_SECONDS` that no process holds;
+    returns them.
+
+    Why: the cache folder gets a lock file per (server URI, registered model or lineage), and none
+    was ever removed: every test server's random port, every renamed model left one for good.
+
+    Why it is safe: a file is removed only while this process holds its lock (taken without
+    waiting: a held one is skipped), and filelock (>= 3.20.4) checks after each `flock` that the
+    file it locked still has a name (`st_nlink`), so a process that opened the file before the
+    removal and got the lock after it starts again on the path's new file instead of holding a
+    lock nobody else can see. The day's margin keeps a lock in use from being recreated at every run."""
+    import time
+
+    from filelock import Timeout
+
+    now = time.time() if now is None else now
+    removed = []
+    for path in sorted(folder.glob("*.lock")):
+        if keep is not None and path == keep:
+            continue
+        try:
+            if now - path.stat().st_mtime < STALE_LOCK_SECONDS:
+                continue
+        except OSError:
+            continue
+        probe = FileLock(str(path), timeout=0, is_singleton=False)
+        try:
+            probe.acquire()
+        except (Timeout, OSError):
+            continue  # held (or not ours to open): in use
+        try:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except OSError:
+            pass
+        finally:
+            probe.release()
+    return removed
 
 
 @contextlib.contextmanager
 def registry_lock(client: MlflowClient, name: str) -> Iterator[None]:
     """Hold the lock of registered model `name` (re-entrant in a thread; others wait)."""
-    path = lock_path(store_uri(client), name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path), is_singleton=True):
+    with _held(lock_path(store_uri(client), name)):
         yield
 
 
@@ -75,9 +137,7 @@ def lineage_lock(client: MlflowClient, lineage_id: str) -> Iterator[None]:
     """Hold the lock of a lineage's pipeline runs in this store (re-entrant in a thread; others
     wait): held from a run's look for an identical run (`recsys.tracking.unchanged`) until its own
     parent run exists, so of two runs started at once on the same inputs the second sees the first."""
-    path = lock_path(store_uri(client), lineage_id, kind="lineage")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path), is_singleton=True):
+    with _held(lock_path(store_uri(client), lineage_id, kind="lineage")):
         yield
 
 
