@@ -101,7 +101,7 @@ def train_model(
 
     model = model_builder(threads, teacher)(model_cfg)
     model.fit(split.train, validation=warm_validation(split), callback=callback, features=features,
-              times=split.times)
+              times=split.times, item_ids=split.item_ids)
     if save_to is not None:
         model.save(save_to)
     return model

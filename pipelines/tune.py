@@ -79,7 +79,7 @@ def tune_model(
     validation = validation_or_refuse(split, model_name)
     outcome = tune(
         model_cfg, split.train, validation, metric=metric or cfg.promotion.metric,
-        hooks=_ProgressHooks(progress) if progress is not None else None,
+        hooks=_ProgressHooks(progress) if progress is not None else None, item_ids=split.item_ids,
     )  # fmt: skip
     history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
@@ -131,7 +131,8 @@ def tune_in_run(
     queue = champion_parameters(cfg, tracker, model_cfg, log) if tuning.warm_start else []
     hooks = MlflowTrialHooks(tracker, model_run, model_cfg, log)
     outcome = tune(
-        model_cfg, split.train, validation, metric=cfg.promotion.metric, queue=queue, hooks=hooks, build=build
+        model_cfg, split.train, validation, metric=cfg.promotion.metric, queue=queue, hooks=hooks, build=build,
+        item_ids=split.item_ids,
     )
     log(
         f"tuned {model_cfg.name}: {len(outcome.trials)} trials in {outcome.seconds:.0f}s"

@@ -645,7 +645,8 @@ def train_main(args: TrainArgs) -> int:
         model = build_model(config)
         from recsys.evaluation.cold import warm_validation
 
-        model.fit(split.train, validation=warm_validation(split), callback=callback, times=split.times)
+        model.fit(split.train, validation=warm_validation(split), callback=callback, times=split.times,
+                  item_ids=split.item_ids)
         if is_rank_zero():
             from recsys.data.split import split_record
 

@@ -227,13 +227,15 @@ def tune(
     build: Callable[[ModelConfig], Recommender] | None = None,
     features: Any = None,
     clock: Callable[[], float] = time.perf_counter,
+    item_ids: Any = None,
 ) -> TuningOutcome:
     """Search `model_cfg.tuning` (enabled or not: the caller decides to tune) on `validation`.
 
     `queue`: extra parameter sets to try first, after the configured parameters (values outside the
     space are dropped). `build` makes a model from a trial config (default `build_model`; the
     pipeline's also hands a distilling student its teacher). `clock`: seconds, what the
-    `timeout_s` guard reads (a test drives it epoch by epoch instead of sleeping)."""
+    `timeout_s` guard reads (a test drives it epoch by epoch instead of sleeping). `item_ids`: the
+    raw ids (`Split.item_ids`), for each trial's `fit`."""
     import optuna
 
     from recsys.errors import DataError, ModelError, SetupError
@@ -282,7 +284,8 @@ def tune(
         record = TrialRecord(trial.number, params, None, "failed", 0.0)
         try:
             model = build(trial_cfg)
-            model.fit(train, validation=validation, callback=callback, features=features, times=validation.times)
+            model.fit(train, validation=validation, callback=callback, features=features, times=validation.times,
+                      item_ids=item_ids)
             record.epochs = len(model.history)
             if pruned["by_guard"] and type(model).single_solve:
                 # the guard spoke after EASE's one solve had finished: nothing was stopped, and

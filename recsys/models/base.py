@@ -128,6 +128,7 @@ class Recommender(ABC):
         self.history: list[dict[str, float]] = []  # one entry per epoch/iteration, with "step"
         self.is_fitted = False
         self.train_times: sp.csr_matrix | None = None  # `fit(times=...)`, while `_fit` runs
+        self.train_item_ids: np.ndarray | None = None  # `fit(item_ids=...)`, while `_fit` runs
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -138,13 +139,16 @@ class Recommender(ABC):
         callback: FitCallback | None = None,
         features: Any = None,
         times: sp.spmatrix | None = None,
+        item_ids: np.ndarray | None = None,
     ) -> Self:
         """Fit on a users x items CSR. `validation` enables early stopping where the model has it;
         `callback(step, metrics)` sees every epoch/iteration (MLflow logging hooks in here);
         `features` is side information for models that use it (ignored otherwise); `times` the
         interactions' event times (a users x items matrix of seconds, e.g. `Split.times`) for models
         that read order (a sequence user tower; ignored otherwise, readable as `self.train_times`
-        during `_fit`)."""
+        during `_fit`); `item_ids` the raw id of each item index (`Split.item_ids`), for a model
+        whose scores tie (popularity breaks ties by them: an item's index depends on the order
+        its log was read in; readable as `self.train_item_ids` during `_fit`)."""
         train = as_user_item_csr(train)
         if train.nnz == 0:
             raise ValueError("training matrix has no interactions")
@@ -160,6 +164,7 @@ class Recommender(ABC):
         # Fitted from the first step on, so validation during training can rank with the model.
         self.is_fitted = True
         self.train_times = None if times is None else sp.csr_matrix(times)[: train.shape[0]]
+        self.train_item_ids = item_ids if item_ids is not None and len(item_ids) == train.shape[1] else None
         try:
             self._fit(train, validation=validation, callback=self._recording(callback), features=features)
             self._check_vectors(train)
@@ -168,6 +173,7 @@ class Recommender(ABC):
             raise
         finally:
             self.train_times = None
+            self.train_item_ids = None
         self.fit_seconds = time.perf_counter() - start
         return self
 
