@@ -37,7 +37,7 @@ def break_ties(scores: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     an ml-latest-small-like log), moved with the file layout under the same fingerprint and split.
     The raw id is what every layout shares; its text (not a hash of it: that is a Python loop per
     item, this one sort) orders it. A step is the smallest change float32 can make: the scores
-    still read as the popularity (a count of 100 is 100.00001 at most where 100 items tie), and
+    still read as the popularity (where 100 items tie at a count of 100, the first scores 100.00076), and
     never reach the next distinct score; a run longer than the steps up to it (more than 2**23 / s
     items tied at score s) keeps its last items tied, ordered by index as before."""
     import polars as pl
