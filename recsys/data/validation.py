@@ -543,9 +543,27 @@ def _unquoted(text: pl.Expr) -> pl.Expr:
     Why: a CSV quoted twice, as a spreadsheet's re-export of Book-Crossing's `"276725";"034545104X"`
     writes it (the ISBN between three quotes on each side, so the field's value is `"034545104X"`,
     quotes included), left the quotes inside every item id, with no word: a model's ids, the served
-    recommendations and any join with the books table then carried them. No log's id is meant to
-    be quoted inside its field; `quoted_id_notes` says how many were cleaned."""
+    recommendations and any join with the books table then carried them. Applied to a column most
+    of whose ids are so enclosed (`_quoted_twice`); `quoted_id_notes` says how many were cleaned."""
     return pl.when(_quoted(text)).then(text.str.slice(1, text.str.len_chars() - 2).str.strip_chars()).otherwise(text)
+
+
+QUOTED_TWICE_SHARE = 0.5
+"""Share of a text id column's non-empty values enclosed in literal quotes above which the column is
+read as quoted twice (`_unquoted`)."""
+
+
+def _quoted_twice(frame: pl.DataFrame, column: str) -> bool:
+    """Most non-empty values of the text id `column` are enclosed in literal quotes: the mark of a
+    file quoted twice, which quotes them all (Book-Crossing's re-export: every ISBN; a few malformed
+    rows aside). A few quoted names among plain ones (Last.fm 1K's track `"Heroes"`) are ids as
+    written, and keep their quotes. A look at the first characters first, so a column without
+    any quote costs one cheap pass."""
+    if not frame.select(pl.col(column).str.starts_with('"').any()).item():
+        return False
+    text = pl.col(column).str.strip_chars()
+    counts = frame.select(_quoted(text).sum().alias("quoted"), (text.str.len_bytes() > 0).sum().alias("values"))
+    return counts.item(0, "quoted") > QUOTED_TWICE_SHARE * counts.item(0, "values")
 
 
 def quoted_id_notes(frame: pl.DataFrame, raw: RawSource, columns: list[str]) -> list[str]:
@@ -735,12 +753,11 @@ def _validate(
     if missed:
         del frame
         return _validate(raw, max_future_days, now, fast - missed, general | missed, keep_duplicates=keep_duplicates, keep_negative=keep_negative)
-    # Ids in literal quotes (`_unquoted`): a cheap look at each text id column's first character,
-    # and only a file that has them pays for the unquoting, in a second pass (as `missed` above).
+    # Ids in literal quotes (`_unquoted`): only a file quoted twice pays for the unquoting, in a
+    # second pass (as `missed` above).
     quoted = frozenset(
         c for c in (USER, ITEM)
-        if c not in decimal and c not in general and frame.schema.get(c) == pl.String
-        and frame.select(pl.col(c).str.starts_with('"').any()).item()
+        if c not in decimal and c not in general and frame.schema.get(c) == pl.String and _quoted_twice(frame, c)
     )  # fmt: skip
     if quoted:
         del frame

@@ -297,3 +297,19 @@ def test_the_columns_line_says_rows_weigh_their_event_under_event_weights(tmp_pa
     assert "event=event, no weight column (each row weighs its event's data.event_weights)" in said, said
     plain = _ingest(path, tmp_path / "plain")
     assert "no weight column (each row counts 1)" in plain.output, plain.output
+
+
+def test_a_few_quoted_names_among_plain_ones_keep_their_quotes(tmp_path: Path) -> None:
+    """Track names with quotes of their own (Last.fm's `"Heroes"`, written `\"\"\"Heroes\"\"\"` in a
+    CSV) among plain ones are ids as written, not a file quoted twice: they keep their quotes and
+    nothing is said."""
+    rows = [("user_000001", "Heroes"), ("user_000001", '"Heroes"'), ("user_000002", "Ashes To Ashes"),
+            ("user_000002", "Changes"), ("user_000003", "Life On Mars?")]  # fmt: skip
+    path = tmp_path / "plays.csv"
+    field = lambda item: '"' + item.replace('"', '""') + '"' if '"' in item else item  # noqa: E731
+    path.write_text("user_id,item_id\n" + "".join(f"{u},{field(i)}\n" for u, i in rows))
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
+    assert sorted(items) == sorted(i for _, i in rows) and "literal quotes" not in result.output
