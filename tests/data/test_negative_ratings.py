@@ -167,3 +167,18 @@ def test_returns_are_no_interactions_where_each_row_counts_one(tmp_path: Path, c
     assert len(lines) == 1, result.output
     assert "3 of 7 rows" in lines[0] and "(source rows 4, 5, 7)" in lines[0] and "a return" in lines[0]
     assert "--set data.negative_weights=interaction" in lines[0]
+
+
+def test_an_append_under_binarize_does_not_count_an_earlier_batchs_returns(tmp_path: Path) -> None:
+    """A first batch ingested with data.negative_weights = interaction keeps its -1 rows; an append
+    under binarize with the default (a negative row is no interaction) re-derives the pairs from
+    every batch: those rows are dropped as a reported step, not counted as interactions."""
+    first = _write(tmp_path / "a.csv", "user_id,anime_id,rating", ANIME)
+    second = _write(tmp_path / "b.csv", "user_id,anime_id,rating", [(4, 79, 7)])
+    out = tmp_path / "out"
+    ingest(first, out, DataConfig(binarize=True, negative_weights="interaction"))
+    report = ingest(second, out, DataConfig(binarize=True), append=True)
+    assert set(_pairs(out)) == {("1", "79"), ("2", "20"), ("3", "20"), ("4", "79")}
+    assert [s.name.split(" (")[0] for s in report.steps][:2] == ["validated", "weight >= 0"]
+    assert any("4 of 8 rows have a negative weight" in w and "data.negative_weights=interaction" in w
+               for w in report.warnings), report.warnings  # fmt: skip
