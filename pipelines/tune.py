@@ -97,7 +97,8 @@ def _pinned(model_cfg: ModelConfig, params: dict[str, Any]) -> ModelConfig:
     update: dict[str, Any] = dict(params)
     if model_cfg.tuning is not None:
         update["tuning"] = model_cfg.tuning.model_copy(update={"enabled": False})
-    return model_cfg.model_copy(update=update)
+    # validated, not model_copy: a parameter may not be a field as it stands (a blend's `weights.<member>`)
+    return type(model_cfg).model_validate({**model_cfg.model_dump(), **update})
 
 
 class _ProgressHooks:

@@ -146,13 +146,15 @@ def search_space(model_cfg: ModelConfig) -> dict[str, SpaceEntry]:
     tuning = model_cfg.tuning
     space = dict(tuning.space) if tuning is not None and tuning.space is not None else None
     if space is None:
+        space = model_cfg.default_tuning_space()
+    if space is None:
         if model_cfg.kind not in DEFAULT_SPACES:
             raise ConfigError(
                 f"models.{model_cfg.name}.tuning: a {model_cfg.kind} model has nothing to tune by default; "
                 f"give tuning.space or remove the tuning section (default spaces: {sorted(DEFAULT_SPACES)})"
             )
         space = {k: v for k, v in DEFAULT_SPACES[model_cfg.kind].items() if not UNUSED_BY.get(k, _never)(model_cfg)}
-    fields = set(type(model_cfg).model_fields) - {"name", "kind", "tuning"}
+    fields = model_cfg.tunable_names()
     unknown = sorted(set(space) - fields)
     if unknown:
         raise ConfigError(
@@ -367,7 +369,7 @@ def configured_params(model_cfg: ModelConfig, train: sp.csr_matrix) -> dict[str,
     """The model's configured parameters with its data-aware defaults resolved on `train`: trial 0."""
     from recsys.models.base import build_model
 
-    return build_model(trial_config(model_cfg, {})).data_aware_config(train).model_dump()
+    return build_model(trial_config(model_cfg, {})).data_aware_config(train).tuning_params()
 
 
 def covering(space: Mapping[str, SpaceEntry], params: Mapping[str, Any]) -> dict[str, SpaceEntry]:
