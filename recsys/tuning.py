@@ -11,7 +11,8 @@ nothing changes).
   trial 0, so a tuned model never scores below the untuned one on validation. A kind's default
   space is widened to contain them (`covering`: the data-aware WALS alpha reaches the hundreds on
   large sparse catalogues, above the range that suits dense ones); a value outside a space the config
-  gives is drawn like the others (`warm_starts`); a caller may
+  gives is drawn like the others (`warm_starts`); a config may queue more right after it
+  (`ModelConfig.tuning_warm_starts`: a blend tries each member alone); a caller may
   queue more (the pipeline queues the current champion's parameters of the same lineage,
   `pipelines.tune`). Queued trials count towards `n_trials`.
 * Pruning: models that validate per epoch (the two-tower) report each epoch's validation metric;
@@ -327,7 +328,7 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tuning.prune_warmup_epochs),
     )
-    queued = warm_starts(configured, space, queue)
+    queued = warm_starts(configured, space, [*model_cfg.tuning_warm_starts(), *queue])
     for params in queued:
         study.enqueue_trial(params, skip_if_exists=True)
     study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))

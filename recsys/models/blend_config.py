@@ -81,6 +81,12 @@ class BlendConfig(ModelConfig):
     def tunable_names(self) -> set[str]:
         return super().tunable_names() | {f"{WEIGHT_PREFIX}{m}" for m in self.members}
 
+    def tuning_warm_starts(self) -> list[dict[str, Any]]:
+        """Each member alone (weight 1, the others 0), tried after the configured weights: so a
+        tuned blend never scores below its best member on the validation users (the corners of the
+        weight cube are where TPE's draws rarely land)."""
+        return [{f"{WEIGHT_PREFIX}{m}": float(m == alone) for m in self.members} for alone in self.members]
+
     def default_tuning_space(self) -> dict[str, Any]:
         """Every member's weight in [0, 1]. Scores are ranked per user, so only ratios matter and one
         dimension is redundant; fixing one member at 1 would remove it but only let the others reach

@@ -40,6 +40,11 @@ class ModelConfig(BaseModel):
         """The config as tuning parameters (trial 0's values), keyed like `tunable_names`."""
         return self.model_dump()
 
+    def tuning_warm_starts(self) -> list[dict[str, Any]]:
+        """Parameter sets the search tries right after trial 0 (the configured one), before the
+        caller's queue and TPE: none by default (a blend tries each member alone)."""
+        return []
+
     def default_tuning_space(self) -> dict[str, Any] | None:
         """The space a `[models.tuning]` section without `space` searches, where it depends on the
         config itself (a blend's members); None = the kind's entry of `recsys.tuning.DEFAULT_SPACES`."""

@@ -102,7 +102,9 @@ def test_a_tuned_blend_of_members_that_each_saw_half_of_the_signal_beats_both_on
     """Member `a` (EASE) is trained on clusters 0-1's items only, `b` (WALS) on 2-3's: each knows
     half of the users. Configured with b's weight 0 (the blend is `a` alone), the search on the
     even users' validation interactions must find a weight for b; judged on the odd users, which
-    the search never saw, the tuned blend beats both members."""
+    the search never saw, the tuned blend beats both members. After the configured weights the
+    search tries each member alone (`a` alone is the configured trial already), so on validation
+    a tuned blend is never below its best member."""
     planted = make_planted(n_users=240, seed=3)
     train, test = planted.train, planted.test
     half = np.isin(planted.item_cluster, [0, 1]).astype(np.float32)
@@ -122,6 +124,7 @@ def test_a_tuned_blend_of_members_that_each_saw_half_of_the_signal_beats_both_on
 
     outcome = tune(cfg, train, validation, metric="recall@10", build=build)
     assert outcome.trials[0].params == {"weights.a": 1.0, "weights.b": 0.0}  # trial 0: the configured weights
+    assert [t.params for t in outcome.trials[1:2]] == [{"weights.a": 0.0, "weights.b": 1.0}]  # then each member alone
     assert outcome.best_params["weights.b"] > 0
     held_out = users[users % 2 == 1]
     recall = {name: _recall_at_10(m, train, test, held_out) for name, m in members.items()}
