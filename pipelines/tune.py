@@ -73,6 +73,11 @@ def tune_model(
     """`recsys tune`: search the model's space (its tuning section's, or the kind's default) with
     `trials` trials; metric defaults to the promotion metric (recall@20)."""
     model_cfg = cfg.model(model_name)
+    if model_cfg.kind == "blend":  # its trials need the fitted members, which only a run trains first
+        raise ConfigError(
+            f"recsys tune searches one model alone, but {model_name!r} is a blend of {model_cfg.members}: give it a "
+            "[models.tuning] section and `recsys run` (it tunes the weights after training the members)"
+        )
     tuning = (model_cfg.tuning or TuningConfig()).model_copy(update={"n_trials": trials, "timeout_s": None})
     model_cfg = model_cfg.model_copy(update={"tuning": tuning})
     search_space(model_cfg)  # a model with nothing to tune is refused before any work

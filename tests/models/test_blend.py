@@ -167,3 +167,11 @@ def test_config_checks_members_and_puts_a_blend_in_a_wave_after_them():
         load_config(None, ["split.validation_fraction=0.1", _models(
             '{name="b", kind="blend", members=["ease", "wals"], tuning={space={"weights.pop"={low=0, high=2}}}}', WALS, EASE
         )])  # fmt: skip
+
+
+def test_recsys_tune_refuses_a_blend_alone_before_any_work():
+    from pipelines.tune import tune_model
+
+    cfg = load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"]}', WALS, EASE)])
+    with pytest.raises(ConfigError, match="recsys run"):
+        tune_model(cfg, None, "b", trials=3)  # type: ignore[arg-type] - refused before the split is read
