@@ -410,7 +410,7 @@ class ServingIndex:
 
     def similar(self, item_ids: list[str], ks: np.ndarray | int = DEFAULT_K) -> pd.DataFrame:
         """Top-k items by cosine of the model's item vectors for each requested item, never the item
-        itself (`recsys.similar`). An id the catalogue does not know is a BadRequest."""
+        itself (`recsys.similar`). An id the catalogue does not know is an UnknownItem."""
         from recsys.similar import similar_items, unit_rows
 
         n = len(item_ids)
@@ -418,7 +418,7 @@ class ServingIndex:
         idx = self.item_indices(item_ids)
         unknown = np.flatnonzero(idx < 0)
         if unknown.size:
-            raise BadRequest(f"item_id {item_ids[unknown[0]]!r} (row {unknown[0]}) is not in the model's catalogue"[:200])
+            raise UnknownItem(f"item_id {item_ids[unknown[0]]!r} (row {unknown[0]}) is not in the model's catalogue"[:200])
         if self.item_vectors.shape[1] < 2:  # popularity: one number per item, every cosine is 1
             raise BadRequest(
                 f"this model's item vectors have {self.item_vectors.shape[1]} dimension, so every item is "
@@ -493,6 +493,12 @@ def _response_columns(user_ids, items, scores, ks, item_ids, source) -> dict[str
 
 class BadRequest(ValueError):
     """A request that cannot be answered as sent (one line, safe to show to the caller)."""
+
+
+class UnknownItem(BadRequest):
+    """A well-formed request naming an item the catalogue does not have: the HTTP server answers
+    404 (the resource does not exist), not 400 (the request is malformed), so a client can tell a
+    stale id from a broken request, and a schema-valid request is never called malformed."""
 
 
 def check_k(k: Any, n_items: int, where: str = "k") -> int:

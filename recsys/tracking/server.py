@@ -27,9 +27,18 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotation here
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
-from recsys.tracking.pyfunc import DEFAULT_K, BadRequest, answer_records
+from recsys.tracking.pyfunc import DEFAULT_K, BadRequest, UnknownItem, answer_records
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -45,12 +54,22 @@ MAX_JSON_DEPTH = 32
 INPUT_KEYS = ("dataframe_records", "dataframe_split", "inputs", "instances")
 COLUMNS = ("user_id", "k", "history")
 
-Id = StrictStr | StrictInt
+
+
+def _integral(value: Any) -> Any:
+    """57.0 read as 57: JSON Schema calls a number with a zero fraction an integer, so a client (or
+    a JSON encoder that writes every number as a float) that sends one sent a valid request.
+    Anything else is left to the strict check (57.5, "57" and true stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[StrictInt, BeforeValidator(_integral)]
+Id = StrictStr | Integer
 
 
 def request_models(n_items: int) -> tuple[type[BaseModel], type[BaseModel]]:
     """(request, record) pydantic models for a catalogue of `n_items` (k is bounded by it)."""
-    K = Annotated[StrictInt, Field(ge=1, le=n_items, description=f"list length, 1..{n_items}")]
+    K = Annotated[StrictInt, Field(ge=1, le=n_items, description=f"list length, 1..{n_items}"), BeforeValidator(_integral)]
 
     class Record(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -79,7 +98,15 @@ def request_models(n_items: int) -> tuple[type[BaseModel], type[BaseModel]]:
     class InvocationRequest(BaseModel):
         """Exactly one of dataframe_records, dataframe_split, inputs, instances; optional params."""
 
-        model_config = ConfigDict(extra="forbid")
+        # The schema says "exactly one" too (each branch: that key present and not null), so a
+        # request the schema calls valid is one the server answers (`{}` used to be schema-valid
+        # and refused; schemathesis' positive_data_acceptance).
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "oneOf": [{"required": [key], "properties": {key: {"not": {"type": "null"}}}} for key in INPUT_KEYS]
+            },
+        )
         dataframe_records: list[Record] | None = None
         dataframe_split: SplitFrame | None = None
         inputs: Columns | list[Record] | None = None
@@ -99,7 +126,7 @@ def request_models(n_items: int) -> tuple[type[BaseModel], type[BaseModel]]:
 def similar_request_model(n_items: int) -> type[BaseModel]:
     """The body of POST /similar: one item id or a list of them, and k (1..n_items - 1)."""
     limit = max(1, n_items - 1)
-    K = Annotated[StrictInt, Field(ge=1, le=limit, description=f"neighbours per item, 1..{limit}")]
+    K = Annotated[StrictInt, Field(ge=1, le=limit, description=f"neighbours per item, 1..{limit}"), BeforeValidator(_integral)]
 
     class SimilarRequest(BaseModel):
         """Items most similar to each given item (cosine of the model's item vectors), never itself."""
@@ -146,7 +173,7 @@ class RequestError(Exception):
 
     @property
     def code(self) -> str:
-        return {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(self.status, "BAD_REQUEST")
+        return {404: "NOT_FOUND", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(self.status, "BAD_REQUEST")
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -165,7 +192,8 @@ def _one_line(error: ValidationError) -> str:
     """The first problems of a validation error, without the input values (they may be huge)."""
     problems = []
     for err in error.errors(include_url=False, include_input=False)[:3]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        # a validator's own label (`function-before[_integral(), ...]`) says nothing to a caller
+        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "body"
         problems.append(f"{where}: {err['msg']}")
     return "; ".join(problems)[:500]
 
@@ -314,6 +342,7 @@ def build_app(
         for status, text in ((400, "bad request: one-line reason"), (413, "rows x k or the body is over the limit"),
                              (415, "not JSON"))
     }  # fmt: skip
+    similar_responses = {**error_responses, 404: {"model": ErrorBody, "description": "an item id the model does not know"}}
 
     @app.post(
         "/invocations", response_model=Predictions, responses=error_responses,
@@ -337,7 +366,7 @@ def build_app(
         return JSONResponse({"predictions": predictions})
 
     @app.post(
-        "/similar", response_model=SimilarItems, responses=error_responses,
+        "/similar", response_model=SimilarItems, responses=similar_responses,
         summary="Items most similar to each given item (cosine of the item vectors; never the item itself)",
         openapi_extra=json_body_schema(similar_model),
     )  # fmt: skip
@@ -356,6 +385,8 @@ def build_app(
             return JSONResponse({"similar": []})
         try:
             frame = index.similar([str(i) for i in items], k)
+        except UnknownItem as exc:
+            raise RequestError(404, str(exc)) from None
         except BadRequest as exc:
             raise RequestError(400, str(exc)) from None
         return JSONResponse({"similar": frame.drop(columns=["source"]).to_dict("records")})

@@ -89,10 +89,12 @@ def test_similar_over_rest_never_returns_the_query_item_and_is_the_cosine_top_k(
         cosine[q] = -np.inf
         assert row["item_ids"] == [f"i{i}" for i in np.argsort(-cosine, kind="stable")[:5]]
         np.testing.assert_allclose(row["scores"], np.sort(cosine)[::-1][:5], atol=1e-5)
-    for body, says in (({"item_id": "nope"}, "not in the model's catalogue"), ({"item_id": "i1", "k": 96}, "k"),
-                       ({"items": "i1"}, "item_id")):  # fmt: skip
+    # a well-formed request naming an item the model lacks is 404 (no such resource), a malformed one 400
+    for body, status, says in (({"item_id": "nope"}, 404, "not in the model's catalogue"),
+                               ({"item_id": ["i1", "nope"]}, 404, "'nope' (row 1)"),
+                               ({"item_id": "i1", "k": 96}, 400, "k"), ({"items": "i1"}, 400, "item_id")):  # fmt: skip
         bad = api.post("/similar", json=body)
-        assert bad.status_code == 400 and says in bad.json()["message"]
+        assert bad.status_code == status and says in bad.json()["message"], (body, bad.text)
 
 
 def test_the_pyfunc_answers_item_id_rows_with_similar_items(served):
