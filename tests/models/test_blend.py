@@ -175,3 +175,34 @@ def test_recsys_tune_refuses_a_blend_alone_before_any_work():
     cfg = load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"]}', WALS, EASE)])
     with pytest.raises(ConfigError, match="recsys run"):
         tune_model(cfg, None, "b", trials=3)  # type: ignore[arg-type] - refused before the split is read
+
+
+TINY = [
+    "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.synthetic.n_clusters=3",
+    "data.synthetic.interactions_per_user=12", "data.min_user_interactions=2", "split.validation_fraction=0.15",
+    "evaluation.ks=[5, 20]", "evaluation.bootstrap_samples=20", "tracking.enabled=false", "folding.enabled=false",
+]  # fmt: skip
+
+
+def test_recsys_train_trains_a_blend_after_its_members_and_alone_from_the_saved_ones(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    config = tmp_path / "run.toml"
+    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"', _models(
+        '{name="b", kind="blend", members=["ease", "wals"]}', '{name="wals", kind="wals", factors=8, iterations=3}',
+        '{name="ease", kind="ease"}',
+    )])  # fmt: skip
+    config.write_text(cfg.to_toml())
+    models = tmp_path / "models"
+    runner = CliRunner()
+    alone = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--model", "b"])
+    assert alone.exit_code == 2 and "needs at least 2 trained members" in alone.output
+    both = runner.invoke(app, ["train", "--config", str(config), "--models", str(models)])
+    assert both.exit_code == 0, both.output
+    assert both.output.index("trained ease") < both.output.index("trained b ")  # members first
+    again = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--model", "b"])
+    assert again.exit_code == 0, again.output
+    loaded = Recommender.load(models / "b")
+    assert isinstance(loaded, Blend) and list(loaded.members) == ["ease", "wals"]
