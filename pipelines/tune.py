@@ -266,4 +266,15 @@ def champion_parameters(
         log(f"  {model_cfg.name}: no warm start from the champion ({type(exc).__name__}: {exc})")
         return []
     log(f"  {model_cfg.name}: warm start from the champion (run {version.run_id})")
-    return [params]
+    return [as_tuning_params(model_cfg, params)]
+
+
+def as_tuning_params(model_cfg: ModelConfig, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved model config (`config/model.json`) in the keys a search uses: the same as the
+    config's fields for most models, `weights.<member>` for a blend's weights (queued as the saved
+    `weights` dict, the champion's weights were never tried). A saved config this one cannot read
+    (another version's fields) is queued as it is: `warm_starts` keeps only what the space knows."""
+    try:
+        return type(model_cfg).model_validate({**saved, "name": model_cfg.name}).tuning_params()
+    except ValueError:
+        return saved

@@ -206,3 +206,18 @@ def test_recsys_train_trains_a_blend_after_its_members_and_alone_from_the_saved_
     assert again.exit_code == 0, again.output
     loaded = Recommender.load(models / "b")
     assert isinstance(loaded, Blend) and list(loaded.members) == ["ease", "wals"]
+
+
+def test_the_champion_blends_weights_are_queued_in_the_searchs_own_keys():
+    """The next run's search starts from the champion's parameters (`pipelines.tune`): a blend's
+    saved config holds `weights` as a dict while its search draws `weights.<member>`, so without
+    the conversion the champion's weights were dropped from the queue."""
+    from pipelines.tune import as_tuning_params
+    from recsys.tuning import search_space, warm_starts
+
+    cfg = BlendConfig(name="blend", members=["ease", "wals"], tuning=TuningConfig(n_trials=4))
+    saved = BlendConfig(name="old-blend", members=["ease", "wals"], weights={"ease": 0.2, "wals": 0.7}).model_dump()
+    queued = warm_starts({}, search_space(cfg), [as_tuning_params(cfg, saved)])
+    assert queued == [{"weights.ease": 0.2, "weights.wals": 0.7}]
+    unreadable = {"members": ["ease"], "weights": {"ease": 1.0}}  # another version's config: queued as it is
+    assert as_tuning_params(cfg, unreadable) == unreadable
