@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.split import EvalSet
-from recsys.errors import ModelError
+from recsys.errors import ModelError, ModelSkipped
 from recsys.models.base import FitCallback, Recommender
 from recsys.models.blend_config import BlendConfig
 
@@ -105,6 +105,7 @@ class Blend(Recommender):
                     f"model {self.config.name!r}: member {name!r} was trained on {member.n_users} x {member.n_items} "
                     f"but the blend on {train.shape[0]} x {train.shape[1]}: members must be trained on the same split"
                 )
+        self._check_memory(train.shape, active)
         with_history = np.flatnonzero(np.diff(train.indptr) > 0)
         rng = np.random.default_rng(self.config.seed)
         sample = np.sort(rng.choice(with_history, size=min(self.config.scale_users, len(with_history)), replace=False))
@@ -119,6 +120,22 @@ class Blend(Recommender):
             self.scales[name] = scale
         self._assemble()
         callback(1, {**{f"weight_{n}": w for n, w in active.items()}, **{f"scale_{n}": s for n, s in self.scales.items()}})
+
+    def _check_memory(self, shape: tuple[int, int], active: Mapping[str, float]) -> None:
+        """Refuse, before concatenating, vectors above `max_memory_gb`: the blend holds a copy of its
+        members' vectors beside them (EASE's are n_items wide, and EASE's own bound does not count
+        this copy). A `ModelSkipped`: the run goes on without the blend; a process killed for memory
+        would lose every model of the run."""
+        widths = {name: int(np.asarray(self._members[name].item_factors).shape[1]) for name in active}
+        gb = 4 * (shape[0] + shape[1]) * sum(widths.values()) / 1e9
+        if gb > self.config.max_memory_gb:
+            widest = max(widths, key=widths.__getitem__)
+            raise ModelSkipped(
+                f"model {self.config.name!r}: the blend's vectors are {sum(widths.values()):,} wide "
+                f"({', '.join(f'{n} {w:,}' for n, w in widths.items())}) and need {gb:.1f} GB for {shape[0]:,} users "
+                f"and {shape[1]:,} items, above models.{self.config.name}.max_memory_gb = "
+                f"{self.config.max_memory_gb:g}: raise it if the machine has the memory, or leave {widest!r} out of members"
+            )
 
     def _assemble(self) -> None:
         """The concatenated vectors from the members, weights and scales."""

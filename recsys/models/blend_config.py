@@ -28,6 +28,12 @@ class BlendConfig(ModelConfig):
     scale_users: int = Field(
         512, gt=0, description="training users (seeded sample) whose scores set each member's scale"
     )
+    max_memory_gb: float = Field(
+        8.0,
+        gt=0,
+        description="skip the blend when its concatenated user + item vectors (4 bytes x (users + items) x the "
+        "members' widths together; with EASE n_items wide) need more than this many GB",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -221,3 +221,20 @@ def test_the_champion_blends_weights_are_queued_in_the_searchs_own_keys():
     assert queued == [{"weights.ease": 0.2, "weights.wals": 0.7}]
     unreadable = {"members": ["ease"], "weights": {"ease": 1.0}}  # another version's config: queued as it is
     assert as_tuning_params(cfg, unreadable) == unreadable
+
+
+def test_a_blend_whose_vectors_exceed_its_memory_bound_is_skipped_naming_the_widest_member(planted):
+    """The blend holds a copy of its members' vectors (EASE's n_items wide): above max_memory_gb
+    it is a ModelSkipped (the run goes on without it) before anything is concatenated."""
+    from recsys.errors import ModelSkipped
+
+    n_users, n_items = planted.train.shape
+    width = n_items + 16  # EASE's vectors + WALS's 16 factors
+    needed_gb = 4 * (n_users + n_items) * width / 1e9
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=needed_gb * 0.99))
+    blend.set_members(_members(planted.train))
+    with pytest.raises(ModelSkipped, match=rf"{width:,} wide \(ease {n_items:,}, wals 16\).*leave 'ease' out of members"):
+        blend.fit(planted.train)
+    roomy = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=needed_gb * 1.01))
+    roomy.set_members(_members(planted.train))
+    assert roomy.fit(planted.train).item_factors.shape[1] == width
