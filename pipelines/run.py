@@ -30,6 +30,7 @@ from pipelines.data import (
 from pipelines.evaluate import evaluate_model
 from pipelines.heartbeat import with_heartbeat
 from pipelines.train import (
+    find_members,
     find_teacher,
     fit_or_tune,
     pin_thread_budget,
@@ -42,6 +43,7 @@ from recsys.config import RunConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
+from recsys.errors import ModelSkipped
 from recsys.faults import fault_point
 from recsys.files import write_text_atomic
 from recsys.models.base import ModelConfig
@@ -306,7 +308,12 @@ def train_and_log(
         name=model_cfg.name, kind=model_cfg.kind,
         loss=getattr(model_cfg, "loss", None), sampler=getattr(model_cfg, "sampler", None),
     )
-    if (reason := skip_reason(model_cfg, split, threads)) is not None:  # before any work or MLflow run
+    try:
+        members = find_members(model_cfg, teachers_dir, log=log)  # a blend whose members did not train: skipped
+        reason = skip_reason(model_cfg, split, threads)
+    except ModelSkipped as exc:
+        reason = str(exc).removeprefix(f"model {model_cfg.name!r}: ")
+    if reason is not None:  # before any work or MLflow run
         log(f"skipped {model_cfg.name}: {reason}")
         outcome.status, outcome.error = "skipped", reason
         return outcome
@@ -320,7 +327,7 @@ def train_and_log(
         teacher = find_teacher(model_cfg, teachers_dir)
         model, tuned = fit_or_tune(
             model_cfg, split, cfg, tracker=tracker, model_run=run, threads=threads, teacher=teacher, log=log,
-            callback=with_heartbeat(model_cfg.name, log, run.callback),  # per-epoch metrics; a line a minute
+            members=members, callback=with_heartbeat(model_cfg.name, log, run.callback),  # per-epoch metrics; a line a minute
         )  # fmt: skip
         if tuned is not None:
             outcome.tuning = tuned.summary()

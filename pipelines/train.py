@@ -54,10 +54,11 @@ def with_thread_budget(model_cfg: ModelConfig, threads: int) -> ModelConfig:
 
 
 def model_builder(
-    threads: int | None = None, teacher: Recommender | None = None
+    threads: int | None = None, teacher: Recommender | None = None, members: Mapping[str, Recommender] | None = None
 ) -> Callable[[ModelConfig], Recommender]:
     """Config -> unfitted model with the thread budget applied and, for a distilling student, its
-    teacher set: what `train_model` fits once and every tuning trial fits again."""
+    teacher set, for a blend its fitted members: what `train_model` fits once and every tuning trial
+    fits again (a blend's trials reuse the same members: only the weights change)."""
 
     def build(model_cfg: ModelConfig) -> Recommender:
         if threads is not None:
@@ -65,6 +66,8 @@ def model_builder(
         model = build_model(model_cfg)
         if teacher is not None and getattr(model_cfg, "distill", None) is not None:
             model.set_teacher(teacher)  # type: ignore[attr-defined]
+        if members is not None and model_cfg.kind == "blend":
+            model.set_members(members)  # type: ignore[attr-defined]
         return model
 
     return build
@@ -92,6 +95,7 @@ def train_model(
     features: Any = None,
     save_to: str | Path | None = None,
     teacher: Recommender | None = None,
+    members: Mapping[str, Recommender] | None = None,
 ) -> Recommender:
     """Build, fit (validation split for early stopping, never test) and optionally save a model.
 
@@ -99,7 +103,7 @@ def train_model(
     `distill.teacher`); ignored by models that do not distill."""
     from recsys.evaluation.cold import warm_validation
 
-    model = model_builder(threads, teacher)(model_cfg)
+    model = model_builder(threads, teacher, members)(model_cfg)
     model.fit(split.train, validation=warm_validation(split), callback=callback, features=features,
               times=split.times, item_ids=split.item_ids)
     if save_to is not None:
@@ -118,18 +122,22 @@ def fit_or_tune(
     teacher: Recommender | None = None,
     callback: FitCallback | None = None,
     log: Callable[[str], None] = print,
+    members: Mapping[str, Recommender] | None = None,
 ) -> tuple[Recommender, Any]:
     """(the model, the search's `TuningOutcome` or None): with an enabled `[models.tuning]` section
     the best trial of the search on the validation users (fitted on train only, each trial logged
     under `model_run`), else one fit reporting each epoch to `callback`. The one branch `recsys run`
     (`train_and_log`) and `recsys train` / `evaluate --train` (`fit_model`) take, so the same config
-    gives the same model on every path."""
+    gives the same model on every path. A blend whose `members` did not all train blends (and
+    searches the weights of) those that did."""
+    if members is not None and hasattr(model_cfg, "restricted_to"):
+        model_cfg = model_cfg.restricted_to(list(members))
     if model_cfg.tuning is None or not model_cfg.tuning.enabled:
-        return train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher), None
+        return train_model(model_cfg, split, threads=threads, callback=callback, teacher=teacher, members=members), None
     from pipelines.tune import tune_in_run
 
     tuned = tune_in_run(
-        model_cfg, split, cfg, tracker=tracker, model_run=model_run, build=model_builder(threads, teacher), log=log
+        model_cfg, split, cfg, tracker=tracker, model_run=model_run, build=model_builder(threads, teacher, members), log=log
     )
     return tuned.model, tuned
 
@@ -143,6 +151,7 @@ def fit_model(
     save_to: str | Path | None = None,
     teacher: Recommender | None = None,
     log: Callable[[str], None] = print,
+    members: Mapping[str, Recommender] | None = None,
 ) -> Recommender:
     """The model `recsys run --no-tracking` trains for `model_cfg` (`fit_or_tune`), optionally
     saved. `recsys train` and `evaluate --train` fit through here (they once skipped the search and
@@ -153,7 +162,7 @@ def fit_model(
     tracker = NullTracker()
     model, _ = fit_or_tune(
         model_cfg, split, cfg, tracker=tracker, model_run=tracker.start_child(None, model_cfg), threads=threads,
-        teacher=teacher, log=log,
+        teacher=teacher, log=log, members=members,
     )  # fmt: skip
     if save_to is not None:
         model.save(save_to)
@@ -183,3 +192,38 @@ def find_teacher(
         f"model {model_cfg.name!r} distills from {name!r}, but no trained {name!r} was found in this run{where}: "
         f"train {name!r} first (it must succeed), or set distill.checkpoint to a saved teacher"
     )
+
+
+def find_members(
+    model_cfg: ModelConfig,
+    saved_under: str | Path | None = None,
+    trained: Mapping[str, Recommender] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Recommender] | None:
+    """The fitted members a blend names (None for a model that is not a blend), looked up as
+    `find_teacher` looks up a teacher: among the models `trained` earlier in this process, then
+    saved in `saved_under/<member>`. A member that is not there (skipped, e.g. EASE above its
+    catalogue bound, or failed) is left out with one warning line: the blend goes on with the
+    others. Fewer than two left: `ModelSkipped` (the run skips the blend like any model that does
+    not apply, exit 0)."""
+    from recsys.errors import ModelSkipped
+
+    names = list(getattr(model_cfg, "members", None) or []) if model_cfg.kind == "blend" else []
+    if not names:
+        return None
+    found: dict[str, Recommender] = {}
+    for name in names:
+        if trained and name in trained:
+            found[name] = trained[name]
+        elif saved_under is not None and (Path(saved_under) / name / "config.json").is_file():
+            found[name] = Recommender.load(Path(saved_under) / name)
+    missing = [name for name in names if name not in found]
+    if len(found) < 2:
+        raise ModelSkipped(
+            f"model {model_cfg.name!r}: a blend needs at least 2 trained members; {missing} did not train in this "
+            f"run (skipped or failed){f', only {list(found)} did' if found else ''}"
+        )
+    if missing:
+        log(f"warning: blend {model_cfg.name}: members {missing} did not train in this run (skipped or failed); "
+            f"blending {list(found)}")  # fmt: skip
+    return found

@@ -73,6 +73,11 @@ def tune_model(
     """`recsys tune`: search the model's space (its tuning section's, or the kind's default) with
     `trials` trials; metric defaults to the promotion metric (recall@20)."""
     model_cfg = cfg.model(model_name)
+    if model_cfg.kind == "blend":  # its trials need the fitted members, which only a run trains first
+        raise ConfigError(
+            f"recsys tune searches one model alone, but {model_name!r} is a blend of {model_cfg.members}: give it a "
+            "[models.tuning] section and `recsys run` (it tunes the weights after training the members)"
+        )
     tuning = (model_cfg.tuning or TuningConfig()).model_copy(update={"n_trials": trials, "timeout_s": None})
     model_cfg = model_cfg.model_copy(update={"tuning": tuning})
     search_space(model_cfg)  # a model with nothing to tune is refused before any work
@@ -97,7 +102,8 @@ def _pinned(model_cfg: ModelConfig, params: dict[str, Any]) -> ModelConfig:
     update: dict[str, Any] = dict(params)
     if model_cfg.tuning is not None:
         update["tuning"] = model_cfg.tuning.model_copy(update={"enabled": False})
-    return model_cfg.model_copy(update=update)
+    # validated, not model_copy: a parameter may not be a field as it stands (a blend's `weights.<member>`)
+    return type(model_cfg).model_validate({**model_cfg.model_dump(), **update})
 
 
 class _ProgressHooks:
@@ -261,4 +267,15 @@ def champion_parameters(
         log(f"  {model_cfg.name}: no warm start from the champion ({type(exc).__name__}: {exc})")
         return []
     log(f"  {model_cfg.name}: warm start from the champion (run {version.run_id})")
-    return [params]
+    return [as_tuning_params(model_cfg, params)]
+
+
+def as_tuning_params(model_cfg: ModelConfig, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved model config (`config/model.json`) in the keys a search uses: the same as the
+    config's fields for most models, `weights.<member>` for a blend's weights (queued as the saved
+    `weights` dict, the champion's weights were never tried). A saved config this one cannot read
+    (another version's fields) is queued as it is: `warm_starts` keeps only what the space knows."""
+    try:
+        return type(model_cfg).model_validate({**saved, "name": model_cfg.name}).tuning_params()
+    except ValueError:
+        return saved

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from recsys.ann_config import AnnConfig
 from recsys.errors import ConfigError
+from recsys.models.blend_config import BlendConfig
 from recsys.models.ease_config import EASEConfig
 from recsys.models.item_tower_config import ItemTowerConfig
 from recsys.models.popularity_config import PopularityConfig
@@ -35,7 +36,7 @@ from recsys.models.wals_spark_config import WALSSparkConfig
 from recsys.sections import EvaluationConfig, Section
 
 AnyModelConfig = Annotated[
-    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig | ItemTowerConfig,
+    PopularityConfig | WALSConfig | TwoTowerConfig | WALSSparkConfig | EASEConfig | ItemTowerConfig | BlendConfig,
     Field(discriminator="kind"),
 ]
 MODEL_CONFIGS: dict[str, type[BaseModel]] = {

@@ -44,6 +44,7 @@ from recsys.distill_config import (  # noqa: F401 - the config side, re-exported
     SELF,
     DistillConfig,
     check_teachers,
+    depends_on,
     distillation_waves,
     order_by_teacher,
     teacher_name,

@@ -53,55 +53,69 @@ def teacher_name(model_cfg: ModelConfig) -> str | None:
     return distill.teacher
 
 
+def depends_on(model_cfg: ModelConfig) -> list[str]:
+    """The run models this config needs trained first: its distillation teacher, a blend's members."""
+    teacher = teacher_name(model_cfg)
+    return ([teacher] if teacher is not None else []) + list(getattr(model_cfg, "members", None) or [])
+
+
 def check_teachers(models: list[ModelConfig]) -> None:
-    """Every named teacher exists in the run and there is no cycle (a model naming itself is refused
-    by its own config, `TwoTowerConfig`)."""
+    """Every named teacher and blend member exists in the run and there is no cycle (a model naming
+    itself is refused by its own config, `TwoTowerConfig`, `BlendConfig`)."""
     names = {m.name for m in models}
     for m in models:
-        wanted = teacher_name(m)
-        if wanted is None:
-            continue
-        if wanted not in names:
+        teacher = teacher_name(m)
+        if teacher is not None and teacher not in names:
             raise ConfigError(
-                f"model {m.name!r}: distill.teacher {wanted!r} is not a model of this run; models: {sorted(names)}"
+                f"model {m.name!r}: distill.teacher {teacher!r} is not a model of this run; models: {sorted(names)}"
+            )
+        missing = [name for name in getattr(m, "members", None) or [] if name not in names]
+        if missing:
+            raise ConfigError(
+                f"model {m.name!r}: blend members {missing} are not models of this run; models: {sorted(names)}"
             )
     order_by_teacher(models)
 
 
 def order_by_teacher(models: list[ModelConfig]) -> list[ModelConfig]:
-    """The models in config order, except that every student comes after its teacher (stable
-    topological order). Models without a teacher keep their positions relative to each other."""
+    """The models in config order, except that every model comes after the models it needs (its
+    teacher, a blend's members: stable topological order, depth first). Models that need none keep
+    their positions relative to each other."""
     by_name = {m.name: m for m in models}
     placed: list[ModelConfig] = []
     done: set[str] = set()
+
+    def place(model: ModelConfig, chain: list[str]) -> None:
+        if model.name in done:
+            return
+        if model.name in chain:
+            cycle = " -> ".join([*chain[chain.index(model.name) :], model.name])
+            raise ConfigError(f"models that need each other (distillation teachers, blend members) form a cycle: {cycle}")
+        for name in depends_on(model):
+            if name in by_name:
+                place(by_name[name], [*chain, model.name])
+        placed.append(model)
+        done.add(model.name)
+
     for model in models:
-        chain: list[ModelConfig] = []
-        current: ModelConfig | None = model
-        while current is not None and current.name not in done:
-            if any(c.name == current.name for c in chain):
-                cycle = " -> ".join([c.name for c in chain] + [current.name])
-                raise ConfigError(f"distillation teachers form a cycle: {cycle}")
-            chain.append(current)
-            parent = teacher_name(current)
-            current = by_name.get(parent) if parent is not None else None
-        for m in reversed(chain):
-            placed.append(m)
-            done.add(m.name)
+        place(model, [])
     return placed
 
 
 def teacher_names(models: list[ModelConfig]) -> set[str]:
-    """Names of the run's models that some other model distills from (they must be kept for it)."""
-    return {name for m in models if (name := teacher_name(m)) is not None}
+    """Names of the run's models that some other model needs (a distillation teacher, a blend
+    member): they must be kept for it."""
+    return {name for m in models for name in depends_on(m)}
 
 
 def distillation_waves(models: list[ModelConfig]) -> list[list[ModelConfig]]:
-    """The models in groups that can train at the same time: wave 0 needs no teacher, wave n+1 only
-    teachers from waves <= n. Without distillation this is one wave: everything runs at once."""
+    """The models in groups that can train at the same time: wave 0 needs no other model, wave n+1
+    only models (teachers, blend members) from waves <= n. Without distillation or blends this is
+    one wave: everything runs at once."""
     depth: dict[str, int] = {}
     for model in order_by_teacher(models):
-        parent = teacher_name(model)
-        depth[model.name] = 0 if parent is None else depth[parent] + 1
+        needed = [depth[name] for name in depends_on(model) if name in depth]
+        depth[model.name] = 1 + max(needed) if needed else 0
     waves: list[list[ModelConfig]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for model in models:
         waves[depth[model.name]].append(model)

@@ -11,7 +11,8 @@ nothing changes).
   trial 0, so a tuned model never scores below the untuned one on validation. A kind's default
   space is widened to contain them (`covering`: the data-aware WALS alpha reaches the hundreds on
   large sparse catalogues, above the range that suits dense ones); a value outside a space the config
-  gives is drawn like the others (`warm_starts`); a caller may
+  gives is drawn like the others (`warm_starts`); a config may queue more right after it
+  (`ModelConfig.tuning_warm_starts`: a blend tries each member alone); a caller may
   queue more (the pipeline queues the current champion's parameters of the same lineage,
   `pipelines.tune`). Queued trials count towards `n_trials`.
 * Pruning: models that validate per epoch (the two-tower) report each epoch's validation metric;
@@ -146,13 +147,15 @@ def search_space(model_cfg: ModelConfig) -> dict[str, SpaceEntry]:
     tuning = model_cfg.tuning
     space = dict(tuning.space) if tuning is not None and tuning.space is not None else None
     if space is None:
+        space = model_cfg.default_tuning_space()
+    if space is None:
         if model_cfg.kind not in DEFAULT_SPACES:
             raise ConfigError(
                 f"models.{model_cfg.name}.tuning: a {model_cfg.kind} model has nothing to tune by default; "
                 f"give tuning.space or remove the tuning section (default spaces: {sorted(DEFAULT_SPACES)})"
             )
         space = {k: v for k, v in DEFAULT_SPACES[model_cfg.kind].items() if not UNUSED_BY.get(k, _never)(model_cfg)}
-    fields = set(type(model_cfg).model_fields) - {"name", "kind", "tuning"}
+    fields = model_cfg.tunable_names()
     unknown = sorted(set(space) - fields)
     if unknown:
         raise ConfigError(
@@ -328,7 +331,7 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tuning.prune_warmup_epochs),
     )
-    queued = warm_starts(configured, space, queue)
+    queued = warm_starts(configured, space, [*model_cfg.tuning_warm_starts(), *queue])
     for params in queued:
         study.enqueue_trial(params, skip_if_exists=True)
     study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
@@ -370,7 +373,7 @@ def configured_params(model_cfg: ModelConfig, train: sp.csr_matrix) -> dict[str,
     """The model's configured parameters with its data-aware defaults resolved on `train`: trial 0."""
     from recsys.models.base import build_model
 
-    return build_model(trial_config(model_cfg, {})).data_aware_config(train).model_dump()
+    return build_model(trial_config(model_cfg, {})).data_aware_config(train).tuning_params()
 
 
 def covering(space: Mapping[str, SpaceEntry], params: Mapping[str, Any]) -> dict[str, SpaceEntry]:

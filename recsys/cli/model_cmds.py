@@ -129,6 +129,25 @@ def _applicable(models: list, split, cfg, only: list[str] | None) -> list:
     return kept
 
 
+def _blend_members(model_cfg, models_dir: Path, trained: dict, only: list[str] | None):
+    """A blend's fitted members (trained in this command or saved under --models; None for other
+    models), or False where fewer than two are there: skipped with a warning when the whole config
+    is trained, as `recsys run` skips it; named with --model, refused (exit 2)."""
+    from pipelines.train import find_members
+    from recsys.errors import ModelSkipped
+
+    def warn(line: str) -> None:
+        err_console.print(line, style="yellow", markup=False, soft_wrap=True)
+
+    try:
+        return find_members(model_cfg, models_dir, trained, log=warn)
+    except ModelSkipped as exc:
+        if only:
+            raise
+        warn(f"warning: skipped {model_cfg.name}: {str(exc).removeprefix(f'model {model_cfg.name!r}: ')}")
+        return False
+
+
 def _selected(cfg, only: list[str] | None):
     """The chosen models, each distillation teacher before its students."""
     from recsys.distill import order_by_teacher
@@ -213,9 +232,13 @@ def train(
             )
             continue
         teacher = find_teacher(model_cfg, models_dir, trained)
+        members = _blend_members(model_cfg, models_dir, trained, only)
+        if members is False:
+            continue
         with console.status(f"training {model_cfg.name}"):
             model = fit_model(
-                model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
+                model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain,
+                members=members or None,
             )
             replaced = _save(model, split, models_dir / model_cfg.name)
         trained[model_cfg.name] = model
@@ -335,9 +358,13 @@ def evaluate(
         path = models_dir / model_cfg.name
         if train_first:
             teacher = find_teacher(model_cfg, models_dir, trained)
+            members = _blend_members(model_cfg, models_dir, trained, only)
+            if members is False:
+                continue
             with console.status(f"training {model_cfg.name}"):
                 model = trained[model_cfg.name] = fit_model(
-                    model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain
+                    model_cfg, split, cfg, teacher=teacher, threads=cfg.orchestration.threads_per_model, log=_plain,
+                    members=members or None,
                 )
                 _save(model, split, path)
         elif not (path / "config.json").is_file():

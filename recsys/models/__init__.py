@@ -26,13 +26,14 @@ _EXPORTS = {
     "TwoTowerConfig": "recsys.models.two_tower_config",
     "WALSSparkConfig": "recsys.models.wals_spark_config",
     "ItemTowerConfig": "recsys.models.item_tower_config",
+    "BlendConfig": "recsys.models.blend_config",
 }
 __all__ = [*_EXPORTS, "load_builtin_kinds"]
 
 
 def load_builtin_kinds() -> None:
     """Import every built-in model module: defining a `Recommender` subclass registers its kind."""
-    from recsys.models import ease, factors, item_tower, popularity, two_tower, wals, wals_spark  # noqa: F401
+    from recsys.models import blend, ease, factors, item_tower, popularity, two_tower, wals, wals_spark  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

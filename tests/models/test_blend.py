@@ -1,0 +1,240 @@
+"""`kind = "blend"`: a weighted, scale-normalised sum of other models' scores (recsys.models.blend).
+
+Members are small EASE / WALS models fitted on the planted data (milliseconds each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.config import load_config
+from recsys.data.split import EvalSet
+from recsys.distill import distillation_waves
+from recsys.errors import ConfigError, ModelError
+from recsys.evaluation.ranking import topk
+from recsys.models.base import Recommender, build_model
+from recsys.models.blend import Blend, BlendConfig
+from recsys.models.ease import EASEConfig
+from recsys.models.wals import WALSConfig
+from recsys.tuning import TuningConfig, tune
+
+from .conftest import make_planted
+from .contract import RecommenderContract
+
+
+def _members(train: sp.csr_matrix) -> dict[str, Recommender]:
+    return {
+        "ease": build_model(EASEConfig(name="ease")).fit(train),
+        "wals": build_model(WALSConfig(name="wals", factors=16, iterations=5, threads=1)).fit(train),
+    }
+
+
+class TestBlendContract(RecommenderContract):
+    model_config = BlendConfig(name="blend", members=["ease", "wals"], weights={"wals": 0.5}, scale_users=50)
+    min_recall_at_10 = 0.45
+    seed_sensitive = False  # item vectors are the members' own; the seed only picks the users that set the scales
+
+    def fit_model(self, model: Recommender, train: sp.csr_matrix, **fit_kwargs: Any) -> Recommender:
+        model.set_members(_members(train))  # type: ignore[attr-defined]
+        return model.fit(train, **fit_kwargs)
+
+
+def _scores(model: Recommender, users: np.ndarray | slice) -> np.ndarray:
+    return model.user_factors[users] @ model.item_factors.T
+
+
+def test_blend_scores_are_the_weighted_sum_of_scale_normalised_member_scores(planted):
+    members = _members(planted.train)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"ease": 0.3, "wals": 0.8}))
+    blend.set_members(members)
+    blend.fit(planted.train)
+    # the scale is the within-user spread of the member's scores over all training users (200 < 512)
+    for name, member in members.items():
+        scores = _scores(member, slice(None)).astype(np.float64)
+        assert blend.scales[name] == pytest.approx(np.sqrt(np.var(scores, axis=1).mean()), rel=1e-4)
+    direct = sum(w * _scores(members[n], slice(None)) / blend.scales[n] for n, w in {"ease": 0.3, "wals": 0.8}.items())
+    tolerance = 1e-5 * np.abs(direct).max()  # float32 dot products of different widths
+    np.testing.assert_allclose(_scores(blend, slice(None)), direct, atol=tolerance)
+    rows = planted.train[:7]
+    folded = blend.fold_in(rows) @ blend.item_factors.T
+    direct = sum(w * (members[n].fold_in(rows) @ members[n].item_factors.T) / blend.scales[n]
+                 for n, w in {"ease": 0.3, "wals": 0.8}.items())  # fmt: skip
+    np.testing.assert_allclose(folded, direct, atol=tolerance)
+
+
+def test_a_member_weighing_zero_is_left_out_and_save_load_keeps_scores_and_fold_in(planted, tmp_path: Path):
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"ease": 0.0}))
+    blend.set_members(_members(planted.train))
+    blend.fit(planted.train)
+    assert list(blend.members) == ["wals"] and blend.item_factors.shape[1] == 16
+    full = Blend(BlendConfig(name="b2", members=["ease", "wals"]))
+    full.set_members(_members(planted.train))
+    full.fit(planted.train)
+    loaded = Recommender.load(full.save(tmp_path / "blend"))
+    assert isinstance(loaded, Blend) and loaded.scales == full.scales
+    assert sorted(p.name for p in (tmp_path / "blend" / "members").iterdir()) == ["ease", "wals"]
+    assert not list((tmp_path / "blend").rglob("*.pkl"))
+    np.testing.assert_array_equal(_scores(loaded, slice(None)), _scores(full, slice(None)))
+    rows = planted.train[10:20]
+    np.testing.assert_array_equal(loaded.fold_in(rows), full.fold_in(rows))
+
+
+def test_a_blend_refuses_members_trained_on_other_data(planted):
+    other = make_planted(n_users=150)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    blend.set_members(_members(other.train))
+    with pytest.raises(ModelError, match="trained on the same split"):
+        blend.fit(planted.train)
+
+
+def _recall_at_10(model: Recommender, train: sp.csr_matrix, test: sp.csr_matrix, users: np.ndarray) -> float:
+    items, _ = topk(model.user_factors[users], model.item_factors, 10, exclude=train[users])
+    truth = test[users]
+    hits = [len(set(row) & set(truth[r].indices)) / min(10, truth[r].nnz) for r, row in enumerate(items)]
+    return float(np.mean(hits))
+
+
+def test_a_tuned_blend_of_members_that_each_saw_half_of_the_signal_beats_both_on_held_out_users():
+    """Member `a` (EASE) is trained on clusters 0-1's items only, `b` (WALS) on 2-3's: each knows
+    half of the users. Configured with b's weight 0 (the blend is `a` alone), the search on the
+    even users' validation interactions must find a weight for b; judged on the odd users, which
+    the search never saw, the tuned blend beats both members. After the configured weights the
+    search tries each member alone (`a` alone is the configured trial already), so on validation
+    a tuned blend is never below its best member."""
+    planted = make_planted(n_users=240, seed=3)
+    train, test = planted.train, planted.test
+    half = np.isin(planted.item_cluster, [0, 1]).astype(np.float32)
+    only = {"a": sp.csr_matrix(train @ sp.diags(half)), "b": sp.csr_matrix(train @ sp.diags(1 - half))}
+    members = {
+        "a": build_model(EASEConfig(name="a")).fit(only["a"]),
+        "b": build_model(WALSConfig(name="b", factors=16, iterations=8, threads=1)).fit(only["b"]),
+    }
+    cfg = BlendConfig(name="blend", members=["a", "b"], weights={"b": 0.0}, tuning=TuningConfig(n_trials=8))
+    users = np.arange(train.shape[0])
+    validation = EvalSet(truth=sp.csr_matrix(sp.diags((users % 2 == 0).astype(np.float32)) @ test), exclude=train)
+
+    def build(config):
+        model = build_model(config)
+        model.set_members(members)
+        return model
+
+    outcome = tune(cfg, train, validation, metric="recall@10", build=build)
+    assert outcome.trials[0].params == {"weights.a": 1.0, "weights.b": 0.0}  # trial 0: the configured weights
+    assert [t.params for t in outcome.trials[1:2]] == [{"weights.a": 0.0, "weights.b": 1.0}]  # then each member alone
+    assert outcome.best_params["weights.b"] > 0
+    held_out = users[users % 2 == 1]
+    recall = {name: _recall_at_10(m, train, test, held_out) for name, m in members.items()}
+    blended = _recall_at_10(outcome.model, train, test, held_out)
+    assert blended > max(recall.values()) + 0.15, (blended, recall)
+
+
+# ----------------------------------------------------------------------------- config
+def _models(*specs: str) -> str:
+    return "models=[" + ", ".join(specs) + "]"
+
+
+WALS = '{name="wals", kind="wals"}'
+EASE = '{name="ease", kind="ease"}'
+
+
+def test_config_checks_members_and_puts_a_blend_in_a_wave_after_them():
+    cfg = load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"]}', WALS, EASE)])
+    assert [[m.name for m in wave] for wave in distillation_waves(cfg.models)] == [["wals", "ease"], ["b"]]
+    two = load_config(None, [_models('{name="b2", kind="blend", members=["b", "wals"]}',
+                                     '{name="b", kind="blend", members=["ease", "wals"]}', WALS, EASE)])  # fmt: skip
+    assert [[m.name for m in wave] for wave in distillation_waves(two.models)] == [["wals", "ease"], ["b"], ["b2"]]
+
+    with pytest.raises(ConfigError, match=r"blend members \['nope'\] are not models of this run"):
+        load_config(None, [_models('{name="b", kind="blend", members=["wals", "nope"]}', WALS)])
+    with pytest.raises(ConfigError, match="cycle: a -> c -> a"):
+        load_config(None, [_models('{name="a", kind="blend", members=["c", "wals"]}',
+                                   '{name="c", kind="blend", members=["a", "wals"]}', WALS)])  # fmt: skip
+    with pytest.raises(ConfigError, match="names itself"):
+        load_config(None, [_models('{name="b", kind="blend", members=["b", "wals"]}', WALS)])
+    with pytest.raises(ConfigError, match="not members"):
+        load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"], weights={pop=1}}', WALS, EASE)])
+    with pytest.raises(ConfigError, match="at least 2"):
+        load_config(None, [_models('{name="b", kind="blend", members=["wals"]}', WALS)])
+    tuned = load_config(None, ["split.validation_fraction=0.1", _models(
+        '{name="b", kind="blend", members=["ease", "wals"], tuning={space={"weights.ease"={low=0, high=2}}}}', WALS, EASE
+    )])  # fmt: skip
+    assert tuned.model("b").tuning.space["weights.ease"].high == 2
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        load_config(None, ["split.validation_fraction=0.1", _models(
+            '{name="b", kind="blend", members=["ease", "wals"], tuning={space={"weights.pop"={low=0, high=2}}}}', WALS, EASE
+        )])  # fmt: skip
+
+
+def test_recsys_tune_refuses_a_blend_alone_before_any_work():
+    from pipelines.tune import tune_model
+
+    cfg = load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"]}', WALS, EASE)])
+    with pytest.raises(ConfigError, match="recsys run"):
+        tune_model(cfg, None, "b", trials=3)  # type: ignore[arg-type] - refused before the split is read
+
+
+TINY = [
+    "data.synthetic.n_users=120", "data.synthetic.n_items=60", "data.synthetic.n_clusters=3",
+    "data.synthetic.interactions_per_user=12", "data.min_user_interactions=2", "split.validation_fraction=0.15",
+    "evaluation.ks=[5, 20]", "evaluation.bootstrap_samples=20", "tracking.enabled=false", "folding.enabled=false",
+]  # fmt: skip
+
+
+def test_recsys_train_trains_a_blend_after_its_members_and_alone_from_the_saved_ones(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    config = tmp_path / "run.toml"
+    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"', _models(
+        '{name="b", kind="blend", members=["ease", "wals"]}', '{name="wals", kind="wals", factors=8, iterations=3}',
+        '{name="ease", kind="ease"}',
+    )])  # fmt: skip
+    config.write_text(cfg.to_toml())
+    models = tmp_path / "models"
+    runner = CliRunner()
+    alone = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--model", "b"])
+    assert alone.exit_code == 2 and "needs at least 2 trained members" in alone.output
+    both = runner.invoke(app, ["train", "--config", str(config), "--models", str(models)])
+    assert both.exit_code == 0, both.output
+    assert both.output.index("trained ease") < both.output.index("trained b ")  # members first
+    again = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--model", "b"])
+    assert again.exit_code == 0, again.output
+    loaded = Recommender.load(models / "b")
+    assert isinstance(loaded, Blend) and list(loaded.members) == ["ease", "wals"]
+
+
+def test_the_champion_blends_weights_are_queued_in_the_searchs_own_keys():
+    """The next run's search starts from the champion's parameters (`pipelines.tune`): a blend's
+    saved config holds `weights` as a dict while its search draws `weights.<member>`, so without
+    the conversion the champion's weights were dropped from the queue."""
+    from pipelines.tune import as_tuning_params
+    from recsys.tuning import search_space, warm_starts
+
+    cfg = BlendConfig(name="blend", members=["ease", "wals"], tuning=TuningConfig(n_trials=4))
+    saved = BlendConfig(name="old-blend", members=["ease", "wals"], weights={"ease": 0.2, "wals": 0.7}).model_dump()
+    queued = warm_starts({}, search_space(cfg), [as_tuning_params(cfg, saved)])
+    assert queued == [{"weights.ease": 0.2, "weights.wals": 0.7}]
+    unreadable = {"members": ["ease"], "weights": {"ease": 1.0}}  # another version's config: queued as it is
+    assert as_tuning_params(cfg, unreadable) == unreadable
+
+
+def test_a_blend_whose_vectors_exceed_its_memory_bound_is_skipped_naming_the_widest_member(planted):
+    """The blend holds a copy of its members' vectors (EASE's n_items wide): above max_memory_gb
+    it is a ModelSkipped (the run goes on without it) before anything is concatenated."""
+    from recsys.errors import ModelSkipped
+
+    n_users, n_items = planted.train.shape
+    width = n_items + 16  # EASE's vectors + WALS's 16 factors
+    needed_gb = 4 * (n_users + n_items) * width / 1e9
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=needed_gb * 0.99))
+    blend.set_members(_members(planted.train))
+    with pytest.raises(ModelSkipped, match=rf"{width:,} wide \(ease {n_items:,}, wals 16\).*leave 'ease' out of members"):
+        blend.fit(planted.train)
+    roomy = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=needed_gb * 1.01))
+    roomy.set_members(_members(planted.train))
+    assert roomy.fit(planted.train).item_factors.shape[1] == width
