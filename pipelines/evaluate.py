@@ -62,7 +62,8 @@ def evaluate_model(model: Recommender, split: Split, cfg: RunConfig) -> ModelEva
     popularity = item_popularity(split.train)
     parts = divide_test(split)
     result = evaluate(model, parts.warm, cfg.evaluation, item_popularity=popularity)
-    cold = {**parts.counts(), "group": evaluate_cold(model, parts, cfg.evaluation, item_popularity=popularity).to_dict()}
+    cold = {**parts.counts(), "group": evaluate_cold(model, parts, cfg.evaluation, item_popularity=popularity,
+                                                        item_ids=split.item_ids).to_dict()}
     validation = validation_summary(model, split, cfg, popularity)
     folding = measure_folding(model, split, cfg, popularity) if cfg.folding.enabled else {}
     return ModelEvaluation(model.config.name, result, folding, time.perf_counter() - start, cold, validation)

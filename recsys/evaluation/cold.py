@@ -132,11 +132,14 @@ class ColdGroupResult:
 
 
 def evaluate_cold(
-    model: Recommender, parts: ColdSplit, cfg: EvaluationConfig, *, item_popularity: np.ndarray
+    model: Recommender, parts: ColdSplit, cfg: EvaluationConfig, *, item_popularity: np.ndarray,
+    item_ids: np.ndarray | None = None,
 ) -> ColdGroupResult:
     """Score the cold users as serving would: `model.fold_in` of their history when they have one,
-    else popularity (ties to the lower item index). Only per-user metrics are averaged (catalogue
-    aggregates such as coverage describe the model's lists, not a fallback's)."""
+    else popularity (ties by the raw `item_ids`' text, as serving's and the popularity model's
+    `break_ties`: the item index depends on the order the log was read in; without ids, to the
+    lower index). Only per-user metrics are averaged (catalogue aggregates such as coverage
+    describe the model's lists, not a fallback's)."""
     from recsys.evaluation.evaluate import evaluate_factors
 
     cold = parts.cold
@@ -157,7 +160,12 @@ def evaluate_cold(
         frames.append(evaluate_factors(user_vecs, model.item_factors, target, quiet,
                                        item_popularity=item_popularity).per_user)  # fmt: skip
     if without.size:
-        popularity = np.asarray(item_popularity, dtype=np.float32)[:, None]
+        popularity = np.asarray(item_popularity, dtype=np.float32)
+        if item_ids is not None:
+            from recsys.models.popularity import break_ties
+
+            popularity = break_ties(popularity, item_ids)
+        popularity = popularity[:, None]
         target = EvalSet(_rows(cold.truth, _mask(without, cold.truth.shape[0])), cold.exclude,
                          masked_items=cold.masked_items)  # fmt: skip
         ones = np.ones((cold.truth.shape[0], 1), dtype=np.float32)

@@ -97,7 +97,11 @@ def write_serving_artifacts(
     out.mkdir(parents=True, exist_ok=True)
     train = sp.csr_matrix(split.train)
     has_vector = (np.diff(train.indptr) > 0).astype(np.uint8)
-    popularity = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+    from recsys.models.popularity import break_ties
+
+    # Ties by the raw id, as the popularity model's (`break_ties`): an unknown user's list must not
+    # depend on the order the log was read in; an untrained item's 0 stays 0 (see `ServingIndex`).
+    popularity = break_ties(np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32), split.item_ids)
     # The factors are stored once, in the saved model (model/factors.safetensors); only what
     # serving adds to them is written here.
     save_file({"user_has_vector": has_vector, "popularity": popularity}, str(out / _SERVING))

@@ -84,3 +84,14 @@ def test_cold_users_are_scored_by_fold_in_of_their_history_or_by_popularity(spli
     # u3: popularity ties broken by index -> [0, 1, ...]: truth {1} is missed at 1, hit at 2
     assert group.summary == {"recall@1": 0.5, "recall@2": 1.0}
     assert group.to_dict()["metrics"] == group.summary
+
+
+def test_the_popularity_fallback_orders_ties_by_the_raw_item_id(split, model):
+    """With the items' raw ids the fallback orders tied items by them, as the popularity model and
+    serving do: the index follows the order the log was read in. Item 1 is "a", the first id, so
+    u3 (truth {1}) is now hit at 1."""
+    parts = separate_cold(split.test_set(), split.train)
+    popularity = np.asarray(split.train.sum(axis=0)).ravel()  # [1, 1, 1, 1, 1, 0]
+    ids = np.array(["f", "a", "b", "c", "d", "e"], dtype=object)
+    group = evaluate_cold(model, parts, CFG, item_popularity=popularity, item_ids=ids)
+    assert group.summary == {"recall@1": 1.0, "recall@2": 1.0}

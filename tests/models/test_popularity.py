@@ -176,3 +176,19 @@ def test_ties_go_by_the_raw_id_so_the_file_layout_does_not_move_the_lists(tmp_pa
     assert orders[0] != orders[1]  # the layouts do number the items otherwise
     assert lists[0] == lists[1]
     assert recalls[0] == pytest.approx(recalls[1], abs=1e-12)
+
+
+def test_an_unknown_users_served_list_orders_ties_by_the_raw_item_id(tmp_path):
+    """Serving's popularity answer (a user with no vector and no history) ordered tied items by
+    index, which follows the order the log was read in; by the raw id now, as the model does."""
+    from recsys.data.split import Split
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=np.float32))  # every item once
+    ids = np.array(["d", "c", "b", "a"], dtype=object)
+    split = Split(protocol="random", train=train, test=train, user_ids=np.array(["u0", "u1"], dtype=object), item_ids=ids)
+    model = Popularity(PopularityConfig(name="pop")).fit(train, item_ids=ids)
+    served = answer(ServingIndex(write_serving_artifacts(model, split, tmp_path / "serving")), {"user_id": ["stranger"], "k": 4})
+    assert served["source"].tolist() == ["popularity"]
+    assert served["item_ids"][0] == ["a", "b", "c", "d"]
+    np.testing.assert_allclose(served["scores"][0], [1, 1, 1, 1], rtol=1e-6)
