@@ -72,10 +72,11 @@ def _save(model, split, path: Path) -> str:
     return " (replaced the model saved there)" if replaced else ""
 
 
-def _check_trained_on(model, split, path: Path) -> None:
+def _check_trained_on(model, split, path: Path, hint: str | None = None) -> None:
     """A model evaluated on another split than it was trained on (another --set split.seed, other
     data) is scored on interactions it may have trained on: inflated metrics, silently. Refused.
-    Models saved without the record (by older releases) are not checked."""
+    Models saved without the record (by older releases) are not checked. `hint`: what to do instead,
+    where the model is an input of another's training (a blend member, a distillation teacher)."""
     from recsys.data.split import split_record
 
     saved = model.trained_on or {}
@@ -87,9 +88,23 @@ def _check_trained_on(model, split, path: Path) -> None:
     what = "other data" if saved.get("fingerprint") != now["fingerprint"] else "another split (protocol, fractions or split.seed)"
     raise ConfigError(
         f"{path}: trained on {what} than this config gives (split {saved['split_digest']}, now {now['split_digest']}), "
-        "so its test users may hold training interactions: evaluate with the --config and --set it was trained "
-        "with, or retrain it here (recsys evaluate --train)"
+        "so its test users may hold training interactions: "
+        + (hint or "evaluate with the --config and --set it was trained with, or retrain it here (recsys evaluate --train)")
     )
+
+
+def _check_saved_inputs(model_cfg, found: dict, trained: dict, split, models_dir: Path) -> None:
+    """The saved models a blend (members) or a distilling student (teacher) loads from --models
+    must have been trained on this split: a member trained on another one (another split.seed, other
+    data, same shape) knows this split's test interactions, and the blend, saved with this split's
+    record, would pass `recsys evaluate`'s check with inflated metrics. Refused, as evaluate refuses."""
+    for name, model in found.items():
+        if name not in trained:
+            _check_trained_on(
+                model, split, models_dir / name,
+                hint=f"{model_cfg.name!r} would learn from it: retrain {name!r} with this --config and --set "
+                f"(recsys train --model {name}), or train {model_cfg.name!r} with the ones {name!r} was trained with",
+            )  # fmt: skip
 
 
 def _with_folding(results: dict, summary: dict) -> tuple[dict, str | None]:
@@ -129,10 +144,10 @@ def _applicable(models: list, split, cfg, only: list[str] | None) -> list:
     return kept
 
 
-def _blend_members(model_cfg, models_dir: Path, trained: dict, only: list[str] | None):
-    """A blend's fitted members (trained in this command or saved under --models; None for other
-    models), or False where fewer than two are there: skipped with a warning when the whole config
-    is trained, as `recsys run` skips it; named with --model, refused (exit 2)."""
+def _blend_members(model_cfg, models_dir: Path, trained: dict, only: list[str] | None, split):
+    """A blend's fitted members (trained in this command or saved under --models, on this `split`;
+    None for other models), or False where fewer than two are there: skipped with a warning when the
+    whole config is trained, as `recsys run` skips it; named with --model, refused (exit 2)."""
     from pipelines.train import find_members
     from recsys.errors import ModelSkipped
 
@@ -140,12 +155,25 @@ def _blend_members(model_cfg, models_dir: Path, trained: dict, only: list[str] |
         err_console.print(line, style="yellow", markup=False, soft_wrap=True)
 
     try:
-        return find_members(model_cfg, models_dir, trained, log=warn)
+        members = find_members(model_cfg, models_dir, trained, log=warn)
     except ModelSkipped as exc:
         if only:
             raise
         warn(f"warning: skipped {model_cfg.name}: {str(exc).removeprefix(f'model {model_cfg.name!r}: ')}")
         return False
+    _check_saved_inputs(model_cfg, members or {}, trained, split, models_dir)
+    return members
+
+
+def _teacher(model_cfg, models_dir: Path, trained: dict, split):
+    """`find_teacher`, a teacher loaded from --models checked against this `split` as members are."""
+    from pipelines.train import find_teacher
+    from recsys.distill import teacher_name
+
+    teacher = find_teacher(model_cfg, models_dir, trained)
+    if teacher is not None:
+        _check_saved_inputs(model_cfg, {teacher_name(model_cfg): teacher}, trained, split, models_dir)
+    return teacher
 
 
 def _selected(cfg, only: list[str] | None):
@@ -196,14 +224,15 @@ def train(
     model and metrics).
     With --nproc N, two-tower models train with DistributedDataParallel on N processes; batch_size
     is per process (the global batch is batch_size x N). A model with a `distill` teacher trains after
-    it; trained alone (--model), it loads the teacher saved under --models.
+    it, a blend after its members; trained alone (--model), it loads them saved under --models, which
+    must have been trained on this config's split (else exit 2).
     """
     if handoff is not None and nproc > 1:
         raise ConfigError("--handoff writes what torchrun's ranks load and trains nothing here; --nproc trains here: pass one")
     loaded = load_run_config(config, set_, default=True)
     _selected(loaded, only)  # unknown names: before any work
     # after the config: a bad one fails before numpy and scipy load
-    from pipelines.train import find_teacher, fit_model
+    from pipelines.train import fit_model
 
     writable_dir(models_dir, "--models")
     if handoff is not None:
@@ -231,8 +260,8 @@ def train(
                 rdzv_host,
             )
             continue
-        teacher = find_teacher(model_cfg, models_dir, trained)
-        members = _blend_members(model_cfg, models_dir, trained, only)
+        teacher = _teacher(model_cfg, models_dir, trained, split)
+        members = _blend_members(model_cfg, models_dir, trained, only, split)
         if members is False:
             continue
         with console.status(f"training {model_cfg.name}"):
@@ -343,7 +372,7 @@ def evaluate(
     is refused.
     """
     from pipelines.evaluate import evaluate_model
-    from pipelines.train import find_teacher, fit_model
+    from pipelines.train import fit_model
     from recsys.evaluation.evaluate import format_table
     from recsys.models.base import Recommender
 
@@ -357,8 +386,8 @@ def evaluate(
     for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
         path = models_dir / model_cfg.name
         if train_first:
-            teacher = find_teacher(model_cfg, models_dir, trained)
-            members = _blend_members(model_cfg, models_dir, trained, only)
+            teacher = _teacher(model_cfg, models_dir, trained, split)
+            members = _blend_members(model_cfg, models_dir, trained, only, split)
             if members is False:
                 continue
             with console.status(f"training {model_cfg.name}"):

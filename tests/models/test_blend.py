@@ -208,6 +208,34 @@ def test_recsys_train_trains_a_blend_after_its_members_and_alone_from_the_saved_
     assert isinstance(loaded, Blend) and list(loaded.members) == ["ease", "wals"]
 
 
+def test_recsys_train_refuses_to_blend_saved_members_trained_on_another_split(tmp_path: Path):
+    """Members loaded from --models were once blended whatever split they were trained on (only the
+    shape was checked): after `--set split.seed=7` the members knew that split's test interactions,
+    and the blend, saved with the new split's record, passed `recsys evaluate`'s own check with
+    inflated metrics. They are checked as evaluate checks a saved model: exit 2, nothing saved; a
+    distillation teacher loaded from --models too."""
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    config = tmp_path / "run.toml"
+    cfg = load_config(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"', _models(
+        '{name="b", kind="blend", members=["ease", "wals"]}', '{name="wals", kind="wals", factors=8, iterations=3}',
+        '{name="ease", kind="ease"}', '{name="kd", kind="two_tower", epochs=1, distill={teacher="wals"}}',
+    )])  # fmt: skip
+    config.write_text(cfg.to_toml())
+    models = tmp_path / "models"
+    runner = CliRunner()
+    members = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "-m", "ease", "-m", "wals"])
+    assert members.exit_code == 0, members.output
+    other = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "-m", "b", "--set", "split.seed=7"])
+    assert other.exit_code == 2, other.output
+    assert "trained on another split" in other.output and "'b' would learn from it" in other.output
+    assert not (models / "b").exists()
+    student = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "-m", "kd", "--set", "split.seed=7"])
+    assert student.exit_code == 2 and "'kd' would learn from it" in student.output, student.output  # a teacher alike
+
+
 def test_the_champion_blends_weights_are_queued_in_the_searchs_own_keys():
     """The next run's search starts from the champion's parameters (`pipelines.tune`): a blend's
     saved config holds `weights` as a dict while its search draws `weights.<member>`, so without
