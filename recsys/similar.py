@@ -38,15 +38,17 @@ def similar_items(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(items (n, k'), cosines (n, k')) for query item indices `queries`, best first, never the query
     item; k' = min(k, n_items - 1), ties to the lower index. `unit`: the normalised vectors, when the
-    caller keeps them. `ann` is used only when it indexes the unit vectors themselves (`ann.cosine`)."""
+    caller keeps them (a server: as `item_major` of them, so no request copies the catalogue). `ann`
+    is used only when it indexes the unit vectors themselves (`ann.cosine`)."""
     queries = np.asarray(queries, dtype=np.int64)
     vectors = unit if unit is not None else unit_rows(np.asarray(item_vectors, np.float32))
     n_items = vectors.shape[0]
     kk = max(1, min(int(k), n_items - 1))
     mask = self_mask(queries, n_items)
+    rows = np.asarray(vectors[queries], dtype=np.float32)  # a torch view (item_major) gathers to a tensor
     if ann is not None and ann.cosine:
-        return ann.topk(vectors[queries], kk, mask)
-    return topk(vectors[queries], vectors, kk, exclude=mask, device="cpu")
+        return ann.topk(rows, kk, mask)
+    return topk(rows, vectors, kk, exclude=mask, device="cpu")
 
 
 def heldout_cooccurrences(histories: sp.spmatrix, times: sp.spmatrix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
