@@ -157,8 +157,13 @@ def _blend_members(model_cfg, models_dir: Path, trained: dict, only: list[str] |
     try:
         members = find_members(model_cfg, models_dir, trained, log=warn)
     except ModelSkipped as exc:
-        if only:
-            raise
+        if only:  # "did not train in this run" says nothing of where this command looked, or what to do
+            missing = [m for m in model_cfg.members if m not in trained and not (models_dir / m / "config.json").is_file()]
+            raise ConfigError(
+                f"model {model_cfg.name!r}: a blend needs at least 2 trained members; {missing} are neither trained by "
+                f"this command nor saved under {models_dir}: train them first with the same --config and --set "
+                f"({' '.join(['recsys train', *(f'--model {m}' for m in missing)])}), or name them with --model too"
+            ) from exc
         warn(f"warning: skipped {model_cfg.name}: {str(exc).removeprefix(f'model {model_cfg.name!r}: ')}")
         return False
     _check_saved_inputs(model_cfg, members or {}, trained, split, models_dir)

@@ -199,6 +199,7 @@ def test_recsys_train_trains_a_blend_after_its_members_and_alone_from_the_saved_
     runner = CliRunner()
     alone = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "--model", "b"])
     assert alone.exit_code == 2 and "needs at least 2 trained members" in alone.output
+    assert f"neither trained by this command nor saved under {models}" in " ".join(alone.output.split())  # where it looked
     both = runner.invoke(app, ["train", "--config", str(config), "--models", str(models)])
     assert both.exit_code == 0, both.output
     assert both.output.index("trained ease") < both.output.index("trained b ")  # members first
