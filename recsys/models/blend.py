@@ -42,7 +42,7 @@ import scipy.sparse as sp
 
 from recsys.data.split import EvalSet
 from recsys.errors import ModelError, ModelSkipped
-from recsys.models.base import FitCallback, Recommender
+from recsys.models.base import FitCallback, HostVectors, Recommender
 from recsys.models.blend_config import BlendConfig
 
 MEMBERS_DIR = "members"
@@ -60,7 +60,7 @@ def score_scale(model: Recommender, users: np.ndarray, chunk: int = 128) -> floa
     return float(np.sqrt(total / max(1, len(users))))
 
 
-class Blend(Recommender):
+class Blend(HostVectors):
     """Weighted, scale-normalised sum of member models' scores (see module docstring)."""
 
     kind = "blend"
@@ -156,18 +156,6 @@ class Blend(Recommender):
     def members(self) -> dict[str, Recommender]:
         """The blended members (weight > 0), by name."""
         return {name: self._members[name] for name in self.active}
-
-    @property
-    def user_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._users is not None
-        return self._users
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        self._check_fitted()
-        assert self._items is not None
-        return self._items
 
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         return self.fold_in_ordered(histories, None)
