@@ -224,6 +224,6 @@ def find_members(
             f"run (skipped or failed){f', only {list(found)} did' if found else ''}"
         )
     if missing:
-        log(f"warning: blend {model_cfg.name}: members {missing} did not train in this run (skipped or failed); "
+        log(f"warning: model {model_cfg.name!r} (a blend): members {missing} did not train in this run (skipped or failed); "
             f"blending {list(found)}")  # fmt: skip
     return found

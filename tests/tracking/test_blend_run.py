@@ -49,7 +49,7 @@ def test_a_blend_trains_after_its_members_is_logged_and_served_and_skips_what_di
     assert status == {"pop": "ok", "wals": "ok", "ease": "skipped", "mix": "ok", "pair": "skipped"}
     text = "\n".join(lines)
     assert text.index("finished wals") < text.index("training mix") and text.index("finished pop") < text.index("training mix")
-    assert "warning: blend mix: members ['ease'] did not train in this run (skipped or failed); blending ['wals', 'pop']" in lines
+    assert "warning: model 'mix' (a blend): members ['ease'] did not train in this run (skipped or failed); blending ['wals', 'pop']" in lines
     pair = next(m for m in result.models if m.name == "pair")
     assert "needs at least 2 trained members" in pair.error and pair.mlflow_run_id is None  # no run opened
     mix = next(m for m in result.models if m.name == "mix")
