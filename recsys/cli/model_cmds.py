@@ -258,7 +258,7 @@ def train(
     for model_cfg in selected:
         if nproc > 1 and model_cfg.kind == "two_tower":
             _train_distributed(
-                _with_saved_teacher(model_cfg, models_dir),
+                _with_saved_teacher(model_cfg, models_dir, split),
                 split,
                 models_dir / model_cfg.name,
                 nproc,
@@ -288,8 +288,9 @@ def train(
     next_step("recsys evaluate", *config_args(config, set_), "--models", models_dir, *picked)
 
 
-def _with_saved_teacher(model_cfg, models_dir: Path):
-    """Distributed ranks load the teacher themselves: point distill.checkpoint at the saved one."""
+def _with_saved_teacher(model_cfg, models_dir: Path, split):
+    """Distributed ranks load the teacher themselves: point distill.checkpoint at the saved one,
+    checked here against this `split` as `recsys train` checks a teacher it loads (ranks do not)."""
     from pipelines.train import find_teacher
     from recsys.distill import teacher_name
 
@@ -298,6 +299,7 @@ def _with_saved_teacher(model_cfg, models_dir: Path):
         return model_cfg
     if not (models_dir / name / "config.json").is_file():
         find_teacher(model_cfg, models_dir)  # raises the clear error now rather than on every rank
+    _teacher(model_cfg, models_dir, {}, split)
     distill = model_cfg.distill.model_copy(update={"checkpoint": str(models_dir / name)})
     return model_cfg.model_copy(update={"distill": distill})
 
@@ -318,7 +320,7 @@ def _write_handoff(selected, split, handoff: Path, models_dir: Path, config_give
     console.print(f"wrote the split to {root / 'split'}; on every node (N nodes, P processes each), run:")
     for model_cfg in towers:
         config_file = write_text_atomic(
-            root / f"{model_cfg.name}.json", _with_saved_teacher(model_cfg, models_dir).model_dump_json()
+            root / f"{model_cfg.name}.json", _with_saved_teacher(model_cfg, models_dir, split).model_dump_json()
         )
         args = ["train", "--split", root / "split", "--model-config", config_file, "--out", (models_dir / model_cfg.name).resolve()]
         launcher = "torchrun --nnodes N --nproc-per-node P --rdzv-backend c10d --rdzv-endpoint HOST:29400"

@@ -235,6 +235,9 @@ def test_recsys_train_refuses_to_blend_saved_members_trained_on_another_split(tm
     assert not (models / "b").exists()
     student = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "-m", "kd", "--set", "split.seed=7"])
     assert student.exit_code == 2 and "'kd' would learn from it" in student.output, student.output  # a teacher alike
+    handoff = runner.invoke(app, ["train", "--config", str(config), "--models", str(models), "-m", "kd",
+                                  "--handoff", str(tmp_path / "h"), "--set", "split.seed=7"])  # fmt: skip
+    assert handoff.exit_code == 2 and "'kd' would learn from it" in handoff.output, handoff.output  # what --nproc ranks load
 
 
 def test_the_champion_blends_weights_are_queued_in_the_searchs_own_keys():
