@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,9 +37,12 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _started(tmp_path: Path, wrapper_code: str = WRAPPER, child: str = CHILD) -> tuple[subprocess.Popen, int]:
-    """The wrapper, once its child has started the grandchild; and the grandchild's pid."""
-    wrapper = subprocess.Popen([sys.executable, "-c", wrapper_code, child, str(tmp_path)])
+def _started(
+    tmp_path: Path, wrapper_code: str = WRAPPER, child: str = CHILD, **popen: Any
+) -> tuple[subprocess.Popen, int]:
+    """The wrapper, once its child has started the grandchild; and the grandchild's pid. `popen`:
+    the wrapper's streams (a pipe, to see who holds it)."""
+    wrapper = subprocess.Popen([sys.executable, "-c", wrapper_code, child, str(tmp_path)], **popen)
     marker = tmp_path / "grandchild"
     deadline = time.monotonic() + 60
     while not (marker.is_file() and marker.read_text()):
@@ -135,14 +139,7 @@ def test_the_output_of_a_killed_ui_ends_with_it(tmp_path):
     that while, so the pipeline hung after the kill instead of ending with it."""
     import shutil
 
-    wrapper = subprocess.Popen([sys.executable, "-c", LOGGED_WRAPPER, CHILD, str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    marker = tmp_path / "grandchild"
-    deadline = time.monotonic() + 60
-    while not (marker.is_file() and marker.read_text()):
-        assert wrapper.poll() is None and time.monotonic() < deadline, "the child never started"
-        time.sleep(0.1)
-    grandchild = int(marker.read_text())
+    wrapper, grandchild = _started(tmp_path, LOGGED_WRAPPER, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wrapper.kill()
     try:
         wrapper.communicate(timeout=30)  # EOF on both pipes: nothing else holds them
