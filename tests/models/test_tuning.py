@@ -130,7 +130,7 @@ def test_a_data_aware_wals_alpha_above_the_default_space_is_still_trial_zero():
     """On a large sparse catalogue the data-aware alpha (0.1 x 3000 items / 5 a row = 60) is above
     the default space's 50: the space stretches to it, so trial 0 is the untuned model. A space the
     config gives is kept as given (the value is then drawn)."""
-    from tests.models.test_defaults import sparse_clusters
+    from .test_defaults import sparse_clusters
 
     train, held = sparse_clusters()
     validation = sp.csr_matrix((np.ones(held.size, dtype=np.float32), (np.arange(held.size), held)), shape=train.shape)
