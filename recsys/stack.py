@@ -17,6 +17,7 @@ inherits (SERVER_TAG_ENV: the workers a killed server leaves on its port are sti
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import json
 import os
@@ -69,9 +70,37 @@ class StackUnavailable(StackError):
 # Small helpers
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ports it hands out itself (bind to port 0, outgoing connections)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range.
+
+    Why not the kernel's own choice (bind to port 0): a server binds its port only after its
+    imports (tens of seconds for Prefect), and until then the kernel may hand the same port to any
+    process asking for one: a session's Spark gateway (py4j) once took the Prefect server's port,
+    whose health check then read py4j's error line. A port outside that range is only ever taken by
+    someone naming it."""
+    import random
+
+    low, _ = ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10_000, max(10_001, low))
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        if not port_in_use(port):
+            return port
+    with socket.socket() as s:  # a crowded machine: the kernel's choice, as before
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
@@ -395,10 +424,12 @@ class Server:
             return None
 
     def healthy(self, timeout: float = 5.0) -> bool:
+        """The health URL answers 200. Anything else is not healthy, a foreign process answering
+        on the port with something that is not HTTP included (it raised BadStatusLine)."""
         try:
             with urllib.request.urlopen(self.health, timeout=timeout) as response:  # noqa: S310 - our URL
                 return response.status == 200
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
             return False
 
     def state(self) -> str:

@@ -547,3 +547,33 @@ def test_a_postgres_pid_file_naming_another_process_is_not_taken_for_the_server(
                 pass
         command.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_free_port_lies_below_the_kernels_ephemeral_range_and_a_foreign_answer_is_not_healthy():
+    """A server binds its port only after its imports, and a port the kernel chose (bind to 0) can
+    meanwhile be handed to anyone asking for one: a session's Spark gateway (py4j) took the Prefect
+    server's, and its health check raised BadStatusLine on py4j's error line instead of reading
+    'not healthy'. Ports now come from below the ephemeral range; a non-HTTP answer is not healthy."""
+    import socket
+    import threading
+
+    from recsys.stack import ephemeral_ports
+
+    low, _ = ephemeral_ports()
+    ports = {free_port() for _ in range(20)}
+    assert all(10_000 <= p < low for p in ports)
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+
+        def answer_garbage() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b"!zspy4j.Py4JException: Unknown command received: GET /health\n")
+
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        health = f"http://{HOST}:{listener.getsockname()[1]}/health"
+        assert not Server("foreign", 0, health, health, "-", "mlflow").healthy(timeout=10)
+        thread.join(10)
