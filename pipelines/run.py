@@ -9,7 +9,7 @@ fails ends its own MLflow run FAILED and the others carry on.
 from __future__ import annotations
 
 import json
-import tempfile
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -45,7 +45,7 @@ from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
 from recsys.errors import ModelSkipped
 from recsys.faults import fault_point
-from recsys.files import write_text_atomic
+from recsys.files import process_temp_dir, write_text_atomic
 from recsys.models.base import ModelConfig
 
 
@@ -400,14 +400,22 @@ def longest_first(models: list[ModelConfig]) -> list[ModelConfig]:
 
 @contextmanager
 def teachers_workspace(cfg: RunConfig) -> Iterator[Path | None]:
-    """A private directory for this run's distillation teachers (None when nothing distills),
-    removed when the run ends: teachers are logged to MLflow like every model; this copy only
-    hands them to their students."""
+    """A private directory for this run's distillation teachers and blend members (None when
+    nothing needs them), removed when the run ends: they are logged to MLflow like every model;
+    this copy only hands them to the models that need them. A run killed with -9 cannot remove it
+    (a copy of every member, EASE's n_items^2 included, per kill): the next run's start removes the
+    directories of runs that no longer run (`process_temp_dir`)."""
     if not teacher_names(list(cfg.models)):
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="recsys-teachers-") as tmp:
-        yield Path(tmp)
+    workspace = process_temp_dir(TEACHERS_PREFIX)
+    try:
+        yield workspace
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+TEACHERS_PREFIX = "recsys-teachers"
 
 
 def make_tracker(cfg: RunConfig, enabled: bool = True):

@@ -270,3 +270,24 @@ def test_a_blend_whose_vectors_exceed_its_memory_bound_is_skipped_naming_the_wid
     roomy = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=needed_gb * 1.01))
     roomy.set_members(_members(planted.train))
     assert roomy.fit(planted.train).item_factors.shape[1] == width
+
+
+def test_a_killed_runs_member_workspace_is_removed_when_the_next_run_starts(tmp_path: Path, monkeypatch):
+    """A run hands blend members (and distillation teachers) over in a private $TMPDIR directory,
+    a copy of every member (EASE's n_items^2 too). A run killed with -9 left it for ever (one
+    found after a kill-9 QA run); the next run's start removes those of runs that no longer run."""
+    import os
+    import tempfile
+
+    from pipelines.run import TEACHERS_PREFIX, teachers_workspace
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{TEACHERS_PREFIX}-999999999-abcd"  # above any pid_max: no such process
+    (dead / "ease").mkdir(parents=True)
+    cfg = load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"]}',
+                                     '{name="wals", kind="wals"}', '{name="ease", kind="ease"}')])  # fmt: skip
+    with teachers_workspace(cfg) as workspace:
+        assert workspace is not None and workspace.name.startswith(f"{TEACHERS_PREFIX}-{os.getpid()}-")
+        assert not dead.exists()
+        (workspace / "wals").mkdir()
+    assert not workspace.exists()
