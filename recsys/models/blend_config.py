@@ -3,6 +3,7 @@ not load them (see `recsys/models/wals_config.py`, tests/test_startup.py)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
@@ -58,8 +59,8 @@ class BlendConfig(ModelConfig):
         unknown = sorted(set(self.weights or {}) - set(self.members))
         if unknown:
             raise ValueError(f"weights name {unknown}, which are not members {self.members}")
-        if any(w < 0 for w in (self.weights or {}).values()):
-            raise ValueError("blend weights must be >= 0")
+        if any(not math.isfinite(w) or w < 0 for w in (self.weights or {}).values()):
+            raise ValueError("blend weights must be finite and >= 0")
         if not any(w > 0 for w in self.member_weights().values()):
             raise ValueError("at least one blend weight must be > 0")
         return self

@@ -159,6 +159,9 @@ def test_config_checks_members_and_puts_a_blend_in_a_wave_after_them():
         load_config(None, [_models('{name="b", kind="blend", members=["ease", "wals"], weights={pop=1}}', WALS, EASE)])
     with pytest.raises(ConfigError, match="at least 2"):
         load_config(None, [_models('{name="b", kind="blend", members=["wals"]}', WALS)])
+    for weight in ("-1.0", "inf", "nan"):  # a blend's vectors are never checked for divergence: weights are
+        with pytest.raises(ConfigError, match="finite and >= 0"):
+            load_config(None, [_models(f'{{name="b", kind="blend", members=["ease", "wals"], weights={{wals={weight}}}}}', WALS, EASE)])
     tuned = load_config(None, ["split.validation_fraction=0.1", _models(
         '{name="b", kind="blend", members=["ease", "wals"], tuning={space={"weights.ease"={low=0, high=2}}}}', WALS, EASE
     )])  # fmt: skip
@@ -291,3 +294,31 @@ def test_a_killed_runs_member_workspace_is_removed_when_the_next_run_starts(tmp_
         assert not dead.exists()
         (workspace / "wals").mkdir()
     assert not workspace.exists()
+
+
+def test_a_members_scale_is_computed_once_for_the_trials_of_a_search(planted, monkeypatch):
+    """Every tuning trial fits a new blend on the same fitted members and sample: the scales (a
+    users x n_items product per member, n_items wide with EASE) are remembered per member and
+    sample, and computed anew for a member refitted in place."""
+    from recsys.models import blend as blend_module
+
+    calls: list[str] = []
+    real = blend_module._score_scale
+    monkeypatch.setattr(blend_module, "_score_scale", lambda m, u, c: calls.append(m.config.name) or real(m, u, c))
+    members = _members(planted.train)
+    first = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"wals": 0.5}))
+    first.set_members(members)
+    first.fit(planted.train)
+    second = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"ease": 0.2}))
+    second.set_members(members)
+    second.fit(planted.train)
+    assert sorted(calls) == ["ease", "wals"] and second.scales == first.scales
+    members["wals"].fit(planted.train[:, :])  # refitted in place: new vectors, a new scale
+    third = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    third.set_members(members)
+    third.fit(planted.train)
+    assert sorted(calls) == ["ease", "wals", "wals"]
+    # the training users' vectors are made on first use (a trial scored on folded-in users never
+    # builds them), and are the weighted members' own
+    assert third._users is None
+    np.testing.assert_allclose(third.user_factors[:, -16:], members["wals"].user_factors / third.scales["wals"], rtol=1e-6)
