@@ -89,8 +89,9 @@ def run_in_process_group(
         forwarded_at.append(time.monotonic())
 
     # The handlers go in before the child starts: a SIGTERM between its start and their
-    # installation killed this process by default and left the child's group running (seen
-    # under load: the test's signal came while this process was still returning from Popen).
+    # installation killed this process by default and left the child's group running (the likely
+    # cause of one failure of the SIGTERM test under load: its signal can come while this process
+    # is still returning from Popen).
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         if log_prefix is None:
