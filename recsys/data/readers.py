@@ -92,9 +92,11 @@ FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movi
 # customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
 # Book-Rating), Retailrocket (visitorid, itemid), Taobao / Tianchi (behavior_type: pv, cart, fav,
 # buy), Diginetica (eventdate), Goodreads (book_id, date_added: its JSON also has a review_id, so
-# book_id is not the one remaining id column there), H&M (article_id beside sales_channel_id, t_dat).
+# book_id is not the one remaining id column there), H&M (article_id beside sales_channel_id, t_dat),
+# dunnhumby's Complete Journey (household_key beside BASKET_ID and STORE_ID), KuaiRand (time_ms, in
+# milliseconds, over its yyyymmdd `date`, which would read as 1970 seconds and merge a day's repeats).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
-    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
+    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid", "household_key"),
     ITEM: (
         "item_id",
         "item",
@@ -116,6 +118,8 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "timestamp",
         "time",
         "ts",
+        "time_ms",
+        "timestamp_ms",
         "datetime",
         "date",
         "event_time",
@@ -716,7 +720,7 @@ def map_columns(
 _ROLE_WORDS = {
     "user": (
         "user", "customer", "visitor", "member", "account", "client", "reviewer", "person", "player", "viewer",
-        "listener", "reader", "buyer", "shopper", "subscriber", "rater",
+        "listener", "reader", "buyer", "shopper", "subscriber", "rater", "household",
     ),
     "item": (
         "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",

@@ -1,5 +1,6 @@
 """More published layouts, written here byte for byte as their files are (never downloaded):
-Steam 200K's headerless `steam-200k.csv` and Tmall's (IJCAI-15) `user_log_format1.csv`."""
+Steam 200K's headerless `steam-200k.csv`, Tmall's (IJCAI-15) `user_log_format1.csv`, KuaiRand's
+`log_standard_*.csv`, dunnhumby's `transaction_data.csv`."""
 
 from __future__ import annotations
 
@@ -313,3 +314,50 @@ def test_a_few_quoted_names_among_plain_ones_keep_their_quotes(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
     assert sorted(items) == sorted(i for _, i in rows) and "literal quotes" not in result.output
+
+
+def test_kuairand_reads_its_millisecond_time_ms_not_its_yyyymmdd_date(tmp_path: Path) -> None:
+    """KuaiRand's `log_standard_*.csv` has `date` (yyyymmdd) and `time_ms` (Unix milliseconds).
+    Only `date` was a known time name, so every time read as 1970 seconds, and a second view of a
+    video the same day was quarantined as a copied row; `time_ms` is the time now."""
+    path = tmp_path / "log_standard_4_08_to_4_21_1k.csv"
+    path.write_text(
+        "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,"
+        "long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,is_profile_enter,is_rand,tab\n"
+        "0,10,20220411,1900,1649675512388,0,0,0,0,0,0,0,1385,209900,0,0,0,0,1\n"
+        "0,10,20220411,2000,1649679112000,1,0,0,0,0,0,1,9000,209900,0,0,0,0,1\n"
+        "1,20,20220416,2000,1650111976017,1,0,0,0,0,0,0,0,65400,0,0,0,0,1\n"
+    )
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    columns = json.loads((out / "manifest.json").read_text())["batches"][-1]["columns"]
+    assert columns["timestamp"] == "time_ms", columns
+    said = " ".join(result.output.split())
+    assert "1970" not in said and "duplicate" not in said, said
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert got.height == 3
+    first = got["timestamp"].min()
+    assert (first.year, first.month, first.day, first.microsecond) == (2022, 4, 11, 388000), first
+
+
+def test_dunnhumby_household_key_is_the_user_and_a_household_id_is_the_hint(tmp_path: Path) -> None:
+    """dunnhumby's Complete Journey `transaction_data.csv` names its user `household_key`; no user
+    was found, and the hint offered `STORE_ID` (the one `<name>_ID` left), which would read each
+    store as a user. `household_key` is the user now, and a `household_id` is what the hint offers."""
+    header = (
+        "household_key,BASKET_ID,DAY,PRODUCT_ID,QUANTITY,SALES_VALUE,STORE_ID,RETAIL_DISC,TRANS_TIME,WEEK_NO,"
+        "COUPON_DISC,COUPON_MATCH_DISC\n"
+    )
+    rows = "2375,26984851472,1,1004906,1,1.39,364,-0.6,1631,1,0,0\n2375,26984851472,1,1033142,1,0.82,364,0,1631,1,0,0\n"
+    path = tmp_path / "transaction_data.csv"
+    path.write_text(header + rows)
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    columns = json.loads((out / "manifest.json").read_text())["batches"][-1]["columns"]
+    assert columns["user_id"] == "household_key" and columns["item_id"] == "PRODUCT_ID", columns
+    path.write_text(header.replace("household_key", "household_id") + rows)
+    result = _ingest(path, tmp_path / "other")
+    assert result.exit_code == 2
+    assert "--user-col household_id" in result.output and "STORE_ID:" not in result.output, result.output
