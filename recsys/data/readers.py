@@ -36,7 +36,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -674,13 +674,14 @@ def map_columns(
                 _refuse_whitespace_runs(path, header, separator)
             if separator is not None and _looks_like_data(header):
                 _refuse_id_lists(path, header)
+                rows = _head_rows(path, separator)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read by position only when every field "
                     "of the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    f"{_headerless_hint(header, separator, path)}{_mbid_note(header)}",
+                    f"{_headerless_hint(header, separator, path, rows)}{_mbid_note(header)}",
                     setting="data.header",
-                    value=",".join(_suggested_names(header)),
+                    value=",".join(_suggested_names(header, rows)),
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
                 raise DataError(
@@ -945,32 +946,52 @@ def _weight_name(value: str, last: bool, timeless: bool) -> str:
     return "rating"
 
 
-def _suggested_names(row: list[str]) -> list[str]:
+def _suggested_names(row: list[str], rows: Sequence[list[str]] = ()) -> list[str]:
     """`_header_names`, with a name beside an empty or UUID item (`_item_name_beside_mbid`) named
-    the item instead: the names a refusal suggests for data.header and for a header line."""
+    the item instead: the names a refusal suggests for data.header and for a header line.
+    `rows`: the file's first lines, split: a field the first row shows on a rating scale but that
+    goes above 10 further down is no rating (the Million Song Dataset's `train_triplets.txt` starts
+    with a user's `1` and `2` plays, its counts reach thousands): named as `_weight_name` names its
+    largest value (`plays` for a whole number ending a row without a time), else by position."""
     names = _header_names(row)
     moved = _item_name_beside_mbid([v.strip() for v in row], names)
     if moved is not None:
         mbid, name = moved
         names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
+    if "rating" in names and rows:
+        position = names.index("rating")
+        values = [r[position].strip() for r in rows if len(r) == len(row) and _is_number(r[position].strip())]
+        top = max(values, key=float, default="")
+        if top and float(top) > 10:
+            last, timeless = position == len(row) - 1, "timestamp" not in names
+            names[position] = _weight_name(top, last, timeless) or f"column_{position + 1}"
     return names
 
 
-def _header_example(row: list[str], separator: str) -> str:
+def _head_rows(path: Path | str, separator: str) -> list[list[str]]:
+    """The first lines of a headerless delimited file split on `separator`, for `_suggested_names`
+    (none where they cannot be read: the refusal then names what the first row shows)."""
+    try:
+        return [line.split(separator) for line in _header_lines(Path(path))[:1000] if line.strip()]
+    except (DataError, OSError):
+        return []
+
+
+def _header_example(row: list[str], separator: str, rows: Sequence[list[str]] = ()) -> str:
     """`_suggested_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
     `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
     file would be one column)."""
-    return ("\\t" if separator == "\t" else separator).join(_suggested_names(row))
+    return ("\\t" if separator == "\t" else separator).join(_suggested_names(row, rows))
 
 
-def _headerless_hint(row: list[str], separator: str, path: Path | str) -> str:
+def _headerless_hint(row: list[str], separator: str, path: Path | str, rows: Sequence[list[str]] = ()) -> str:
     """The fix a refusal of a headerless file offers: data.header first (`{option}`, filled by the
     command: `--header` for `recsys ingest`, `--set data.header=...` elsewhere), which leaves the
     file as it is (read-only, in a landing directory, gzip'd), then the header line to add."""
     return (
         "name its fields with {option} (one name per field, in order; rename each to what it holds), or add a "
-        f"header line naming the columns, separated as the rows are, e.g. `sed -i '1i {_header_example(row, separator)}' "
-        f"{path}`"
+        f"header line naming the columns, separated as the rows are, e.g. "
+        f"`sed -i '1i {_header_example(row, separator, rows)}' {path}`"
     )
 
 
@@ -1304,13 +1325,14 @@ def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None
     row = [v.strip() for v in first_line.split(separator)]
     n_fields = len(row)
     if n_fields > len(_POSITIONAL):
+        rows = _head_rows(_local(file), separator)
         raise DataError(
             f"{_local(file)}: no header line and {n_fields} fields ({first_line.strip()[:60]!r}): a headerless "
             f"file is read by position only with 2 to 4 fields (user, item[, rating[, timestamp]], as in u.data), "
             f"so which of these is the item, the rating and the time is unknown; "
-            f"{_headerless_hint(row, separator, _local(file))}",
+            f"{_headerless_hint(row, separator, _local(file), rows)}",
             setting="data.header",
-            value=",".join(_suggested_names(row)),
+            value=",".join(_suggested_names(row, rows)),
         )
 
 

@@ -361,3 +361,23 @@ def test_dunnhumby_household_key_is_the_user_and_a_household_id_is_the_hint(tmp_
     result = _ingest(path, tmp_path / "other")
     assert result.exit_code == 2
     assert "--user-col household_id" in result.output and "STORE_ID:" not in result.output, result.output
+
+
+def test_the_suggested_header_of_msd_play_counts_says_plays_not_rating(tmp_path: Path) -> None:
+    """The Million Song Dataset's `train_triplets.txt` (user, song, play count; no header) starts
+    with a user's counts of 1 and 2, so the suggested header named them `rating` from the first
+    line alone (a rating rule would drop most plays); counts above 10 further down make it `plays`."""
+    path = tmp_path / "train_triplets.txt"
+    path.write_text(
+        "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOAKIMP12A8C130995\t1\n"
+        "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOAPDEY12A81C210A9\t1\n"
+        "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOBBMDR12A8C13253B\t2\n"
+        "85c1f87fea955d09b4bec2e36aee110927aedf9a\tSOBBMDR12A8C13253B\t17\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "--header user_id,item_id,plays " in said and "user_id\\titem_id\\tplays'" in said, said
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--header", "user_id,item_id,plays").exit_code == 0
+    assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 17.0]
