@@ -381,3 +381,27 @@ def test_the_suggested_header_of_msd_play_counts_says_plays_not_rating(tmp_path:
     out = tmp_path / "out"
     assert _ingest(path, out, "--header", "user_id,item_id,plays").exit_code == 0
     assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 17.0]
+
+
+def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Path) -> None:
+    """KuaiRand's log lists every video shown, `is_click` 0 on those skipped: read without a
+    weight, each shown video counted as an interaction with nothing said. A warning names the flag
+    and `--weight-col is_click`, which keeps only the clicked pairs."""
+    path = tmp_path / "log_standard_4_22_to_5_08_pure.csv"
+    path.write_text(
+        "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_rand,tab\n"
+        "0,10,20220422,1900,1650625512388,0,0,0,1\n"
+        "0,11,20220422,1900,1650625533000,1,0,0,1\n"
+        "1,10,20220423,2000,1650715976017,1,1,0,1\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "every row counts as an interaction, whatever 'is_click', 'is_like' hold" in said, said
+    assert "--weight-col is_click (data.columns.weight)" in said and "is_rand" not in said, said
+    out = tmp_path / "clicks"
+    result = _ingest(path, out, "--weight-col", "is_click")
+    assert result.exit_code == 0, result.output
+    assert "whatever" not in result.output
+    pairs = pl.read_parquet(out / "implicit.parquet")
+    assert pairs.height == 2 and pairs["weight"].to_list() == [1.0, 1.0]
