@@ -1097,10 +1097,13 @@ def _ingest(
         asked = cfg.aggregate
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
         if weights["column"] is None and (cfg.positive_min_weight or 0) > 1:
-            # Every row of a log without weights weighs 1: the rule would drop them all.
+            # Every row of a log without weights weighs 1: the rule would drop them all. The columns
+            # not read are named too: the one to give is among them (KuaiRec's `watch_ratio`).
+            unread = [c for c in raw.header if c not in raw.mapping.values()]
             raise DataError(
                 f"{source}: a positive rule weight >= {cfg.positive_min_weight:g} is set but the log has "
-                f"no weight column (columns found: {sorted(raw.mapping.values())}), so every row weighs "
+                f"no weight column (columns found: {sorted(raw.mapping.values())}"
+                f"{f'; not read: {unread}' if unread else ''}), so every row weighs "
                 "1 and none would pass: name the rating / count column with {option}, or drop the rule",
                 setting="data.columns.weight",
             )

@@ -405,3 +405,23 @@ def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Pa
     assert "whatever" not in result.output
     pairs = pl.read_parquet(out / "implicit.parquet")
     assert pairs.height == 2 and pairs["weight"].to_list() == [1.0, 1.0]
+
+
+def test_a_rating_rule_on_kuairec_without_a_weight_names_the_columns_not_read(tmp_path: Path) -> None:
+    """KuaiRec's `big_matrix.csv` has no column named as a weight; its positives are read from
+    `watch_ratio`. A positive rule without a weight column is refused, and the refusal listed the
+    columns read only (user, item, time), not `watch_ratio`, the one to name."""
+    path = tmp_path / "big_matrix.csv"
+    path.write_text(
+        "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio\n"
+        "0,3649,13838,10867,2020-07-05 00:08:23.438,20200705,1593878903.438,1.2733965\n"
+        "0,9598,13665,10984,2020-07-05 00:13:41.297,20200705,1593879221.297,2.4411799\n"
+        "1,3649,3240,10867,2020-07-05 01:02:11.100,20200705,1593882131.1,0.2981504\n"
+    )
+    result = _ingest(path, tmp_path / "out", "--min-rating", "2")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "not read: ['play_duration', 'video_duration', 'time', 'date', 'watch_ratio']" in line, line
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--min-rating", "2", "--weight-col", "watch_ratio").exit_code == 0
+    assert pl.read_parquet(out / "implicit.parquet").height == 1
