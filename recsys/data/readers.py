@@ -692,6 +692,7 @@ def map_columns(
                 )
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 _refuse_adjacency_lists(path, header)
+                _refuse_key_value_records(path, header)
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
                     "the separator is none of , ; | tab or one space, or the file is not a flat log "
@@ -846,6 +847,58 @@ def _refuse_adjacency_lists(path: Path | str, header: list[str]) -> None:
         f"{header[0].strip()[:40]!r}): such lists are not read; write one user_id,item_id line per pair first, e.g. "
         f"`awk -v OFS=, 'BEGIN {{print \"user_id,item_id\"}} {{for (i = 2; i <= NF; i++) print {user}, $i}}' "
         "FILE > NEW.csv`, and ingest NEW.csv"
+    )
+
+
+# SNAP's review dumps: one `key: value` line per field, a blank line after each record (BeerAdvocate's
+# `beer/beerId: 47986`, RateBeer's, Amazon fine foods' `product/productId: B001E4KFG0`).
+_KEY_VALUE_LINE = re.compile(r"^[A-Za-z]+/[A-Za-z]+: ")
+# Which key holds which role, in order of preference; the first the head shows is used.
+_RECORD_KEYS = {
+    "user_id": ("review/userId", "review/profileName"),
+    "item_id": ("product/productId", "beer/beerId"),
+    "rating": ("review/overall", "review/score"),
+    "timestamp": ("review/time",),
+}
+
+
+def _refuse_key_value_records(path: Path | str, header: list[str]) -> None:
+    """DataError for SNAP's multi-line review records (BeerAdvocate, RateBeer, Amazon fine foods'
+    foods.txt): the first line did not split, and the one-column error said to force a reader with
+    --format, which none does. The message gives the `awk` line that writes one
+    user_id,item_id,rating,timestamp line per record, from the keys the file's first records
+    show (a RateBeer `13/20` rating is written as its numerator: a value on a 20-point scale)."""
+    if not _KEY_VALUE_LINE.match(header[0]):
+        return
+    try:
+        lines = [line for line in _header_lines(Path(path))[:200] if line.strip()]
+    except (DataError, OSError):
+        return
+    if not all(_KEY_VALUE_LINE.match(line) for line in lines):
+        return
+    values = {line.split(": ", 1)[0]: line.split(": ", 1)[1].strip() for line in reversed(lines)}
+    keys = {role: next((k for k in spellings if k in values), None) for role, spellings in _RECORD_KEYS.items()}
+    if keys["user_id"] is None or keys["item_id"] is None:
+        return
+    roles = [role for role, key in keys.items() if key is not None]
+    fraction = keys["rating"] is not None and "/" in values[keys["rating"]]
+    reads = " ".join(
+        f'k == "{keys[role]}" {{{role[0]} = {"q(v)" if role in ("user_id", "item_id") else "v"}}}' for role in roles
+    )
+    numerator = ' sub(/\\/.*/, "", r);' if fraction else ""
+    printed = ", ".join(role[0] for role in roles)
+    awk = (
+        "awk -v OFS=, 'function q(s) {gsub(/\"/, \"\\\"\\\"\", s); return \"\\\"\" s \"\\\"\"} "
+        f'BEGIN {{print "{",".join(roles)}"}} {{p = index($0, ": "); k = substr($0, 1, p - 1); v = substr($0, p + 2)}} '
+        f'{reads} /^$/ && i != "" {{{numerator} print {printed}; u = i = r = t = ""}} '
+        f'END {{if (i != "") {{{numerator} print {printed}}}}}\' FILE > NEW.csv'
+    )
+    raise DataError(
+        f"{path}: multi-line review records, one `key: value` line per field (first line {header[0].strip()[:40]!r}), "
+        "as SNAP's BeerAdvocate, RateBeer and Amazon fine foods dumps are written: such records are not read; "
+        f"write one {','.join(roles)} line per record first, e.g. `{awk}`, and ingest NEW.csv"
+        + (" (its ratings are the numerators of values such as "
+           f"{values[keys['rating']]!r})" if fraction else "")
     )
 
 

@@ -425,3 +425,54 @@ def test_a_rating_rule_on_kuairec_without_a_weight_names_the_columns_not_read(tm
     out = tmp_path / "out"
     assert _ingest(path, out, "--min-rating", "2", "--weight-col", "watch_ratio").exit_code == 0
     assert pl.read_parquet(out / "implicit.parquet").height == 1
+
+
+_BEER = (
+    "beer/name: Sausa Weizen\nbeer/beerId: 47986\nbeer/brewerId: 10325\nbeer/ABV: 5.00\nbeer/style: Hefeweizen\n"
+    "review/appearance: 2.5\nreview/aroma: 2\nreview/palate: 1.5\nreview/taste: 1.5\nreview/overall: {first}\n"
+    "review/time: 1234817823\nreview/profileName: stcules\n"
+    "review/text: A lot of foam. But a lot.\tIn the smell some banana, and then lactic and tart.\t\n\n"
+    "beer/name: Red Moon\nbeer/beerId: 48213\nbeer/brewerId: 10325\nbeer/ABV: 6.20\nbeer/style: English Strong Ale\n"
+    "review/appearance: 3\nreview/aroma: 2.5\nreview/palate: 2.5\nreview/taste: 3\nreview/overall: {second}\n"
+    "review/time: 1235915097\nreview/profileName: \"Joe\", the brewer: Sr\nreview/text: Dark red color, light beige foam.\n"
+)
+_FOODS = (
+    "product/productId: B001E4KFG0\nreview/userId: A3SGXH7AUHU8GW\nreview/profileName: delmartian\n"
+    "review/helpfulness: 1/1\nreview/score: 5.0\nreview/time: 1303862400\nreview/summary: Good Quality Dog Food\n"
+    "review/text: I have bought several of the Vitality canned dog food products.\n\n"
+    "product/productId: B00813GRG4\nreview/userId: A1D87F6ZCVE5NK\nreview/profileName: dll pa\n"
+    "review/helpfulness: 0/0\nreview/score: 1.0\nreview/time: 1346976000\nreview/summary: Not as Advertised\n"
+    "review/text: Product arrived labeled as Jumbo Salted Peanuts...\n"
+)
+
+
+def test_snap_multi_line_review_records_say_how_to_flatten_them(tmp_path: Path) -> None:
+    """BeerAdvocate, RateBeer and Amazon fine foods (SNAP) write one `key: value` line per field and
+    a blank line after each review: the first line did not split, and the error said to force a
+    reader with --format, which none does. It now names the layout and the awk line that writes one
+    user,item,rating,time line per review from the keys the file shows, and that line's output ingests."""
+    layouts = {
+        "beeradvocate.txt": (
+            _BEER.format(first="1.5", second="3"),
+            {("stcules", "47986", 1.5), ('"Joe", the brewer: Sr', "48213", 3.0)},  # quotes, comma, ': ' kept
+        ),
+        "Ratebeer.txt": (_BEER.format(first="13/20", second="8/20"), {("stcules", "47986", 13.0)}),
+        "foods.txt": (_FOODS, {("A3SGXH7AUHU8GW", "B001E4KFG0", 5.0), ("A1D87F6ZCVE5NK", "B00813GRG4", 1.0)}),
+    }
+    for name, (text, some) in layouts.items():
+        path = tmp_path / name
+        path.write_text(text)
+        result = _ingest(path, tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "--format" not in line and "multi-line review records" in line, line
+        flat = tmp_path / f"{name}.csv"
+        command = line.split("e.g. `", 1)[1].split("`, and ingest", 1)[0]
+        subprocess.run(["sh", "-c", command.replace("FILE", str(path)).replace("NEW.csv", str(flat))], check=True)
+        out = tmp_path / f"out-{name}"
+        result = _ingest(flat, out)
+        assert result.exit_code == 0, result.output
+        got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+        rows = set(zip(got["user_id"].cast(pl.String), got["item_id"].cast(pl.String), got["weight"], strict=True))
+        assert some <= rows and got.height == 2, rows
+        assert got["timestamp"].dt.year().min() >= 2009
