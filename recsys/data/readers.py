@@ -1294,7 +1294,14 @@ def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
             f"{_local(file)}: expected at least user and item columns separated by {separator!r}, found one column"
         )
     mapping = dict(zip(_POSITIONAL, [f"field_{i}" for i in range(n_fields)], strict=False))
+    if n_fields == 3 and _UNIX_TIME.match(first_line.split(separator)[2].strip()):
+        # `user item time` (Behance's appreciates, a check-in log without places): the third field
+        # is a Unix time in seconds or milliseconds, not a rating (it was read as weights of ~1.3e9).
+        mapping = {USER: "field_0", ITEM: "field_1", TIME: "field_2"}
     return _TextFile(file, ":" if separator == "::" else separator, False, None, names, mapping, tuple(names))
+
+
+_UNIX_TIME = re.compile(r"^[1-9](?:\d{9}|\d{12})$")  # 2001-2286 in seconds, or in milliseconds
 
 
 _CSV_SEPARATORS = (",", ";", "|")

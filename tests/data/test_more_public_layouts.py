@@ -476,3 +476,24 @@ def test_snap_multi_line_review_records_say_how_to_flatten_them(tmp_path: Path) 
         rows = set(zip(got["user_id"].cast(pl.String), got["item_id"].cast(pl.String), got["weight"], strict=True))
         assert some <= rows and got.height == 2, rows
         assert got["timestamp"].dt.year().min() >= 2009
+
+
+def test_a_headerless_user_item_time_file_reads_its_unix_times_as_times_not_weights(tmp_path: Path) -> None:
+    """Behance's `Behance_appreciate_1M` (`user item time`, single spaces, no header) was read by
+    position as user, item, rating: every appreciation weighed its Unix time (~1.3e9). A third field
+    spelled as a Unix time in seconds or milliseconds is the time; a rating there stays the weight."""
+    path = tmp_path / "Behance_appreciate_1M"
+    path.write_text("276633 01398047 1299355262\n276633 01598823 1299355300\n12 01398047 1300000000\n")
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    assert "time=column 3, no weight column" in " ".join(result.output.split()), result.output
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert got["weight"].to_list() == [1.0, 1.0, 1.0]
+    assert got["timestamp"].dt.year().to_list() == [2011, 2011, 2011]
+    assert got["item_id"].cast(pl.String).to_list()[:2] == ["01398047", "01598823"]  # leading zeros kept
+    rated = tmp_path / "ydata-ymusic-rating-study-v1_0-train.txt"  # Yahoo! R3: user, song, rating
+    rated.write_text("1\t14\t5\n1\t35\t1\n2\t14\t3\n")
+    out = tmp_path / "rated"
+    assert _ingest(rated, out).exit_code == 0
+    assert pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["weight"].to_list() == [5.0, 1.0, 3.0]
