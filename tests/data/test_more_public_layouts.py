@@ -497,3 +497,24 @@ def test_a_headerless_user_item_time_file_reads_its_unix_times_as_times_not_weig
     out = tmp_path / "rated"
     assert _ingest(rated, out).exit_code == 0
     assert pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["weight"].to_list() == [5.0, 1.0, 3.0]
+
+
+def test_a_session_or_order_id_is_never_taken_as_the_one_remaining_item_column(tmp_path: Path) -> None:
+    """Trivago's `train.csv` (user_id, session_id, ..., reference: the item on item actions) has no
+    item column by name, and `session_id`, the one `<name>_id` left, was read as the item without a
+    word: every session an item. Now no item is found, and the error asks for one."""
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "user_id,session_id,timestamp,step,action_type,reference,platform,city,device,current_filters,impressions,prices\n"
+        '00RL8Z82B2Z1,aff3928535f48,1541037460,1,search for poi,Newtown,AU,"Sydney, Australia",mobile,,,\n'
+        '00RL8Z82B2Z1,aff3928535f48,1541037522,2,interaction item image,666856,AU,"Sydney, Australia",mobile,,,\n'
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: no item column found"), result.output
+    result = _ingest(path, tmp_path / "out", "--item-col", "reference")
+    assert result.exit_code == 0, result.output
+    orders = tmp_path / "orders.csv"  # an order id beside the user is no item either
+    orders.write_text("user_id,order_id,rating\n1,10,5\n2,11,4\n")
+    result = _ingest(orders, tmp_path / "orders")
+    assert result.exit_code == 2 and "no item column found" in result.output, result.output
