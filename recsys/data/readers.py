@@ -862,6 +862,15 @@ _RECORD_KEYS = {
 }
 
 
+def _read_head_is_gzip(path: Path | str) -> bool:
+    """Whether `path` is gzip'd (its first two bytes), for a shell line that must decompress it."""
+    try:
+        with Path(path).open("rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 def _refuse_key_value_records(path: Path | str, header: list[str]) -> None:
     """DataError for SNAP's multi-line review records (BeerAdvocate, RateBeer, Amazon fine foods'
     foods.txt): the first line did not split, and the one-column error said to force a reader with
@@ -887,11 +896,13 @@ def _refuse_key_value_records(path: Path | str, header: list[str]) -> None:
     )
     numerator = ' sub(/\\/.*/, "", r);' if fraction else ""
     printed = ", ".join(role[0] for role in roles)
+    gzipped = _read_head_is_gzip(path)
     awk = (
-        "awk -v OFS=, 'function q(s) {gsub(/\"/, \"\\\"\\\"\", s); return \"\\\"\" s \"\\\"\"} "
+        ("gzip -dc FILE | " if gzipped else "")
+        + "awk -v OFS=, 'function q(s) {gsub(/\"/, \"\\\"\\\"\", s); return \"\\\"\" s \"\\\"\"} "
         f'BEGIN {{print "{",".join(roles)}"}} {{p = index($0, ": "); k = substr($0, 1, p - 1); v = substr($0, p + 2)}} '
         f'{reads} /^$/ && i != "" {{{numerator} print {printed}; u = i = r = t = ""}} '
-        f'END {{if (i != "") {{{numerator} print {printed}}}}}\' FILE > NEW.csv'
+        f'END {{if (i != "") {{{numerator} print {printed}}}}}\'{"" if gzipped else " FILE"} > NEW.csv'
     )
     raise DataError(
         f"{path}: multi-line review records, one `key: value` line per field (first line {header[0].strip()[:40]!r}), "

@@ -4,6 +4,7 @@ Steam 200K's headerless `steam-200k.csv`, Tmall's (IJCAI-15) `user_log_format1.c
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -458,10 +459,11 @@ def test_snap_multi_line_review_records_say_how_to_flatten_them(tmp_path: Path) 
         ),
         "Ratebeer.txt": (_BEER.format(first="13/20", second="8/20"), {("stcules", "47986", 13.0)}),
         "foods.txt": (_FOODS, {("A3SGXH7AUHU8GW", "B001E4KFG0", 5.0), ("A1D87F6ZCVE5NK", "B00813GRG4", 1.0)}),
+        "beeradvocate.txt.gz": (_BEER.format(first="1.5", second="3"), {("stcules", "47986", 1.5)}),  # as shipped
     }
     for name, (text, some) in layouts.items():
         path = tmp_path / name
-        path.write_text(text)
+        path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
         result = _ingest(path, tmp_path / "out")
         assert result.exit_code == 2, result.output
         (line,) = result.output.strip().splitlines()
