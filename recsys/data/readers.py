@@ -1135,20 +1135,24 @@ def describe_columns(mapping: dict[str, str], event_weighted: bool = False) -> s
 
 
 _ID_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:ID|Id|_id|_ID|-id)$")
+_BASKET = re.compile(r"order|invoice|transaction|basket")  # a basket is a user (Instacart's order_id)
 
 
 def _remaining_id_column(header: list[str], mapping: dict[str, str], taken: set[str]) -> None:
     """When exactly one of user / item is still unmapped and exactly one unmapped column is named
     like an id (`<name>ID`, `<name>Id`, `<name>_id`: `artistID`, `trackId`, `song_id`), take it:
     `userID artistID weight` needs no column map. Never guesses between two candidates, and never
-    takes for the item a column whose name says it holds sessions or something else (`_NOT_AN_ID`:
-    an order's or a review's id): Trivago's `user_id,session_id,...,reference` read each session as
-    an item, silently. (The user may be an order or a session: Instacart's baskets, session logs.)"""
+    takes a column whose name says it holds something else (`_NOT_AN_ID`: a rating's, review's or
+    event's id) or, for the item, a session or an order: Trivago's `user_id,session_id,...,reference`
+    read each session as an item, Douban's `RATING_ID,USER_MD5,MOVIE_ID,...` each rating as a user,
+    silently. (The user may be an order or a session: Instacart's baskets, session logs.)"""
     missing = [canon for canon in (USER, ITEM) if canon not in mapping]
     if len(missing) != 1:
         return
     candidates = [c for c in header if c not in taken and _ID_SUFFIX.match(c.split(":", 1)[0].strip())]
     if missing[0] == ITEM and any("session" in c.lower() or _NOT_AN_ID.search(_base_name(c)) for c in candidates):
+        return
+    if missing[0] == USER and any(_NOT_AN_ID.search(_BASKET.sub("", _base_name(c))) for c in candidates):
         return
     if len(candidates) == 1:
         mapping[missing[0]] = candidates[0]

@@ -520,3 +520,23 @@ def test_a_session_or_order_id_is_never_taken_as_the_one_remaining_item_column(t
     orders.write_text("user_id,order_id,rating\n1,10,5\n2,11,4\n")
     result = _ingest(orders, tmp_path / "orders")
     assert result.exit_code == 2 and "no item column found" in result.output, result.output
+
+
+def test_a_rating_id_is_never_taken_as_the_one_remaining_user_column(tmp_path: Path) -> None:
+    """Douban's moviedata-10m `ratings.csv` (RATING_ID, USER_MD5, MOVIE_ID, RATING, RATING_TIME):
+    `RATING_ID`, the one `<name>_ID` left, was read as the user without a word, every rating its own
+    user. Now no user is guessed and the hint names USER_MD5; an order id stays a basket's user."""
+    path = tmp_path / "ratings.csv"
+    path.write_text(
+        "RATING_ID,USER_MD5,MOVIE_ID,RATING,RATING_TIME\n"
+        "1359352573,0ab7e3efacd56983f16503572d2b9915,5113101,2,2018-09-05 19:42:07\n"
+        "1598245094,84dfd3f91dd85ea105bc74a4f0d7a067,5113101,1,2019-07-09 14:52:07\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: no user column found") and line.endswith("--user-col USER_MD5"), line
+    baskets = tmp_path / "order_products__prior.csv"
+    baskets.write_text("order_id,product_id,add_to_cart_order,reordered\n2,33120,1,1\n2,28985,2,1\n")
+    result = _ingest(baskets, tmp_path / "baskets")
+    assert result.exit_code == 0 and "user=order_id" in result.output, result.output
