@@ -1834,6 +1834,7 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     of a long review text fills it), lines are read on, up to 1000 or _KEY_SEARCH_BYTES: such a
     record is one malformed_json row, not a reason to refuse the file as holding no JSON."""
     keys: dict[str, None] = {}
+    records: list[dict] = []
     lines = _whole_lines(first)
     if lines and lines[0].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         raise _json_array_error(label)
@@ -1847,8 +1848,10 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
             if not isinstance(record, dict):
                 continue
             keys.update(dict.fromkeys(record))
+            records.append(record)
         if keys:
             break
+    _refuse_nested_only(label, records)
     if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
         raise DataError(
             f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "
@@ -1861,6 +1864,44 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
             "json.dumps(ast.literal_eval(line)) first)"
         )
     return list(keys)
+
+
+_JQ_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a key jq's `.name` spells as it is
+
+
+def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
+    """DataError for JSON Lines whose every key holds an object or a list: a document of nested
+    records (Spotify's Million Playlist Dataset slice, `{"info": {...}, "playlists": [{"pid": 0,
+    "tracks": [...]}]}`, after the `jq -c .` the pretty-printed refusal gives), where no line is an
+    interaction and the missing-column hint offered `--user-col info --item-col playlists`. The
+    message names the keys and the `jq` line that writes one line per (user, item) where the first
+    record shows a list of objects holding a list of objects (each playlist's tracks), else the one
+    that writes the first list's elements one a line."""
+    if not records or any(not isinstance(v, dict | list) for record in records for v in record.values()):
+        return
+    first = records[0]
+    shown = ", ".join(repr(k) for k in list(first)[:4])
+    outer = next((k for k, v in first.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+    example = ""
+    if outer is not None and _JQ_NAME.match(outer):
+        element = first[outer][0]
+        inner = next((k for k, v in element.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+        scalars = [k for k, v in element.items() if not isinstance(v, dict | list) and _JQ_NAME.match(k)]
+        example = f"`jq -c '.{outer}[]' FILE > NEW.jsonl` writes the elements of {outer!r} one a line"
+        if inner is not None and _JQ_NAME.match(inner) and scalars:
+            user = next((k for k in scalars if "id" in k.lower()), scalars[0])
+            leaves = [k for k, v in element[inner][0].items() if not isinstance(v, dict | list) and _JQ_NAME.match(k)]
+            item = next((k for k in leaves if re.search(r"uri|id", k, re.IGNORECASE)), leaves[0] if leaves else None)
+            if item is not None:
+                example = (
+                    f"`jq -c '.{outer}[] | .{user} as $u | .{inner}[] | {{user_id: $u, item_id: .{item}}}' FILE > "
+                    f"NEW.jsonl` writes one line per {user} and {item} of its {inner}"
+                )
+    raise DataError(
+        f"{label}: every key of its first lines holds a nested object or list ({shown}), so no line is one "
+        "interaction: ingest reads one user and one item per line; write one JSON line per (user, item) first"
+        + (f", e.g. {example}, and ingest NEW.jsonl" if example else "")
+    )
 
 
 def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[str]:

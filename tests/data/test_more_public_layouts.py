@@ -540,3 +540,32 @@ def test_a_rating_id_is_never_taken_as_the_one_remaining_user_column(tmp_path: P
     baskets.write_text("order_id,product_id,add_to_cart_order,reordered\n2,33120,1,1\n2,28985,2,1\n")
     result = _ingest(baskets, tmp_path / "baskets")
     assert result.exit_code == 0 and "user=order_id" in result.output, result.output
+
+
+def test_a_million_playlist_slice_says_how_to_write_one_line_per_playlist_and_track(tmp_path: Path) -> None:
+    """Spotify's Million Playlist Dataset slices are one pretty-printed JSON document; after the
+    `jq -c .` the first refusal gives, the hint was `--user-col info --item-col playlists`. Every key
+    holding an object or a list now names the jq line that writes one line per playlist and track."""
+    document = {
+        "info": {"generated_on": "2017-12-03 08:41:42.057563", "slice": "0-999", "version": "v1"},
+        "playlists": [
+            {
+                "name": "Throwbacks", "collaborative": "false", "pid": 0, "modified_at": 1493424000,
+                "tracks": [
+                    {"pos": 0, "artist_name": "Missy Elliott", "track_uri": "spotify:track:0UaMYEvWZi0ZqiDOoHU3YI",
+                     "duration_ms": 226863, "album_name": "The Cookbook"},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "mpd.slice.0-999.json"
+    path.write_text(json.dumps(document, indent=4))
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2 and "`jq -c . FILE > NEW.jsonl`" in result.output, result.output
+    compact = tmp_path / "mpd.jsonl"
+    compact.write_text(json.dumps(document) + "\n")  # what `jq -c .` writes
+    result = _ingest(compact, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--user-col" not in line and "every key of its first lines holds a nested object or list" in line, line
+    assert "`jq -c '.playlists[] | .pid as $u | .tracks[] | {user_id: $u, item_id: .track_uri}' FILE > NEW.jsonl`" in line
