@@ -737,6 +737,11 @@ _NOT_AN_ID = re.compile(
 )
 
 
+# A column named for a list of ids (Amazon-M2's `prev_items`, a `history`, `item_ids`): offered
+# after a column named alike for one id.
+_LIST_NAME = re.compile(r"(?:items|ids|_list|_seq|history)$")
+
+
 def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = None) -> str:
     """The column a missing user or item is best read from, for the error's hint; `NAME` when no
     column says so. A column named for the role comes first (`user_uuid` for the user, not the
@@ -748,18 +753,24 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
     plays`) is offered when it is free and not such a column."""
     words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
 
-    def rank(column: str) -> tuple[bool, bool, bool]:
+    def rank(column: str) -> tuple[bool, bool, bool, bool]:
         name = _base_name(column)
-        return (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
+        named = (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
+        return (*named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
 
     offered = sorted(
         (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
         key=rank,
     )
-    if offered and not all(rank(offered[0])):
+    if offered and not all(rank(offered[0])[:3]):  # a list-like name alone is no fit
         return offered[0]
     position = 0 if attr == "user" else 1
     usual = header[position] if header is not None and len(header) > position else None
+    # Never a column named for the other role: Amazon-M2's `prev_items,next_item,locale` (a
+    # session's item list) was offered as the user.
+    other = _ROLE_WORDS["item" if attr == "user" else "user"]
+    if usual is not None and any(w in _base_name(usual) for w in other):
+        return "NAME"
     return usual if usual is not None and usual in offered else "NAME"
 
 

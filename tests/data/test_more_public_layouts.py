@@ -569,3 +569,19 @@ def test_a_million_playlist_slice_says_how_to_write_one_line_per_playlist_and_tr
     (line,) = result.output.strip().splitlines()
     assert "--user-col" not in line and "every key of its first lines holds a nested object or list" in line, line
     assert "`jq -c '.playlists[] | .pid as $u | .tracks[] | {user_id: $u, item_id: .track_uri}' FILE > NEW.jsonl`" in line
+
+
+def test_the_hints_for_a_session_list_log_never_offer_its_item_list_as_the_user(tmp_path: Path) -> None:
+    """Amazon-M2's (KDD Cup 2023) `sessions_train.csv`, `prev_items,next_item,locale`: no user, and
+    the hint offered the item list `prev_items` as the user and as the item; it offers no user by
+    name now, and `next_item` as the item."""
+    path = tmp_path / "sessions_train.csv"
+    path.write_text(
+        "prev_items,next_item,locale\n"
+        "\"['B09W9FND7K' 'B09JSPLN1M']\",B09M7GY217,DE\n"
+        "\"['B076THCGSG' 'B007MO8IME' 'B08MF65MLV']\",B001B4TKA0,DE\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--user-col NAME" in line and line.endswith("--item-col next_item"), line
