@@ -57,9 +57,10 @@ def suspicions(
 
 
 # Names of 0/1 feedback columns beside an exposure log's rows (KuaiRand's `is_click`, `is_like`;
-# a CTR log's `clicked`, `label`): compared after `base_name`, so `Is-Click` is one too.
+# Taobao's ad log `clk` beside `nonclk`; a CTR log's `clicked`, `label`): compared after
+# `base_name`, so `Is-Click` is one too.
 _FEEDBACK_FLAG = re.compile(
-    r"^(?:is_|has_)?(?:click|clicked|like|liked|purchase|purchased|buy|bought|converted|conversion|label)$"
+    r"^(?:is_|has_)?(?:click|clicked|clk|like|liked|purchase|purchased|buy|bought|converted|conversion|label)$"
 )
 
 

@@ -406,6 +406,10 @@ def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Pa
     assert "whatever" not in result.output
     pairs = pl.read_parquet(out / "implicit.parquet")
     assert pairs.height == 2 and pairs["weight"].to_list() == [1.0, 1.0]
+    ads = tmp_path / "raw_sample.csv"  # Taobao's display-ad log: `clk` beside `nonclk`
+    ads.write_text("user,time_stamp,adgroup_id,pid,nonclk,clk\n581738,1494137644,1,430548_1007,1,0\n")
+    result = _ingest(ads, tmp_path / "ads")
+    assert "whatever 'clk' holds" in " ".join(result.output.split()), result.output
 
 
 def test_a_rating_rule_on_kuairec_without_a_weight_names_the_columns_not_read(tmp_path: Path) -> None:
