@@ -1024,7 +1024,8 @@ def _weight_name(value: str, last: bool, timeless: bool) -> str:
 def _suggested_names(row: list[str], rows: Sequence[list[str]] = ()) -> list[str]:
     """`_header_names`, with a name beside an empty or UUID item (`_item_name_beside_mbid`) named
     the item instead: the names a refusal suggests for data.header and for a header line.
-    `rows`: the file's first lines, split: a field the first row shows on a rating scale but that
+    `rows`: the file's first lines, split: a word field with more than `_EVENT_KINDS` values there is
+    no event (Twitch's streamer names), and a field the first row shows on a rating scale but that
     goes above 10 further down is no rating (the Million Song Dataset's `train_triplets.txt` starts
     with a user's `1` and `2` plays, its counts reach thousands): named as `_weight_name` names its
     largest value (`plays` for a whole number ending a row without a time), else by position."""
@@ -1033,6 +1034,12 @@ def _suggested_names(row: list[str], rows: Sequence[list[str]] = ()) -> list[str
     if moved is not None:
         mbid, name = moved
         names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
+    if "event" in names and rows:
+        # An event column holds a few kinds (Taobao's pv, cart, fav, buy); a word column with many
+        # (Twitch's streamer names: `1,33842865744,mithrain,154,156`) is no event: named by position.
+        position = names.index("event")
+        if len({r[position].strip() for r in rows if len(r) == len(row)}) > _EVENT_KINDS:
+            names[position] = f"column_{position + 1}"
     if "rating" in names and rows:
         position = names.index("rating")
         values = [r[position].strip() for r in rows if len(r) == len(row) and _is_number(r[position].strip())]
@@ -1041,6 +1048,9 @@ def _suggested_names(row: list[str], rows: Sequence[list[str]] = ()) -> list[str
             last, timeless = position == len(row) - 1, "timestamp" not in names
             names[position] = _weight_name(top, last, timeless) or f"column_{position + 1}"
     return names
+
+
+_EVENT_KINDS = 20  # more kinds of event than this in a file's first lines: names, not events
 
 
 def _head_rows(path: Path | str, separator: str) -> list[list[str]]:

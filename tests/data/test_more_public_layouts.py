@@ -589,3 +589,16 @@ def test_the_hints_for_a_session_list_log_never_offer_its_item_list_as_the_user(
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "--user-col NAME" in line and line.endswith("--item-col next_item"), line
+
+
+def test_the_suggested_header_of_twitch_names_no_streamer_an_event(tmp_path: Path) -> None:
+    """Twitch's `100k_a.csv` (user, stream id, streamer, start, stop; no header): a lower-case word
+    beside integer ids is named `event` (Taobao's `pv`), so the streamer names were offered as
+    events. A word column with more than 20 values in the first lines is named by position."""
+    streamers = ["mithrain", "alptv", "wtcn", "jrokezftw", "berkriptepe", *(f"streamer{chr(97 + n)}" for n in range(25))]
+    path = tmp_path / "100k_a.csv"
+    path.write_text("".join(f"1,{33842865744 + 7 * n},{name},{154 + n},{156 + n}\n" for n, name in enumerate(streamers)))
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "--header user_id,item_id,column_3,column_4,column_5 " in said, said
