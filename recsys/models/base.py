@@ -270,6 +270,12 @@ class Recommender(ABC):
         event times (`times`: rows aligned with `histories`; None = unknown). Others ignore times."""
         return self.fold_in(histories)
 
+    @property
+    def reads_order(self) -> bool:
+        """Whether `fold_in_ordered` reads the times (a sequence user tower): serving then keeps the
+        stored histories' event times, so it folds them in as the evaluator does."""
+        return False
+
     def user_vectors(self, eval_set: EvalSet, users: np.ndarray) -> np.ndarray:
         """The vectors the evaluator scores: fold-in histories when the protocol has them."""
         self._check_fitted()
