@@ -16,7 +16,6 @@ Two entry points over the one search in `recsys.tuning.tune`:
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pipelines.heartbeat import with_heartbeat
 from recsys.config import RunConfig
 from recsys.data.split import Split
 from recsys.errors import ConfigError
+from recsys.files import scratch_dir
 from recsys.lineage import TAG_LINEAGE
 from recsys.models.base import ModelConfig, Recommender
 from recsys.tuning import TrialRecord, TuningConfig, TuningOutcome, search_space, tune
@@ -214,7 +214,7 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
             "recsys.tuning.timed_out": str(outcome.timed_out).lower(),
         },
     )
-    with tempfile.TemporaryDirectory(prefix="recsys-tuning-") as tmp:
+    with scratch_dir("recsys-tuning") as tmp:
         root = Path(tmp) / "tuning"
         plot_study(outcome.study, root)
         trials = [
@@ -260,7 +260,7 @@ def champion_parameters(
             return []
         if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):  # untagged: a run from before lineages
             return []
-        with tempfile.TemporaryDirectory(prefix="recsys-champion-") as tmp:
+        with scratch_dir("recsys-champion") as tmp:
             path = tracker.client.download_artifacts(version.run_id, "config/model.json", tmp)
             params = json.loads(Path(path).read_text())
     except Exception as exc:  # the champion's run or artifact is gone: tune without it

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.faults import fault_point
-from recsys.files import announced_lock, write_text_atomic
+from recsys.files import announced_lock, scratch_dir, write_text_atomic
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -325,7 +324,7 @@ def _carry_split(
         OFFLINE_PREFIX
     ):
         return
-    with tempfile.TemporaryDirectory(prefix="recsys-split-") as tmp:
+    with scratch_dir("recsys-split") as tmp:
         try:
             path = client.download_artifacts(old_parent, SPLIT_ARTIFACT, tmp)
         except Exception:  # never logged: promotion will say the split cannot be had
