@@ -157,7 +157,8 @@ def test_a_killed_processs_scratch_copy_of_a_model_is_removed_when_the_next_run_
     from recsys.data.matrix import item_popularity
     from recsys.evaluation.evaluate import evaluate
     from recsys.models.base import build_model
-    from tests.tracking.conftest import run_config
+
+    from .conftest import run_config
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     killed = [tmp_path / f"recsys-{kind}-999999999-abcd" for kind in ("run", "split")]  # above any pid_max
