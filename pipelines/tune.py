@@ -68,10 +68,11 @@ def validation_or_refuse(split: Split, model_name: str):
 
 def tune_model(
     cfg: RunConfig, split: Split, model_name: str, *, trials: int, metric: str | None = None,
-    progress: Callable[[TrialRecord], None] | None = None,
+    progress: Callable[[TrialRecord], None] | None = None, log: Callable[[str], None] = print,
 ) -> TuneResult:  # fmt: skip
     """`recsys tune`: search the model's space (its tuning section's, or the kind's default) with
-    `trials` trials; metric defaults to the promotion metric (recall@20)."""
+    `trials` trials; metric defaults to the promotion metric (recall@20). A distilling student's
+    teacher (a model of the config) is trained first, as `recsys run` and `recsys train` do."""
     model_cfg = cfg.model(model_name)
     if model_cfg.kind == "blend":  # its trials need the fitted members, which only a run trains first
         raise ConfigError(
@@ -82,9 +83,11 @@ def tune_model(
     model_cfg = model_cfg.model_copy(update={"tuning": tuning})
     search_space(model_cfg)  # a model with nothing to tune is refused before any work
     validation = validation_or_refuse(split, model_name)
+    teacher = fitted_teacher(cfg, split, model_cfg, log)
     outcome = tune(
         model_cfg, split.train, validation, metric=metric or cfg.promotion.metric,
         hooks=_ProgressHooks(progress) if progress is not None else None, item_ids=split.item_ids,
+        build=_with_teacher(teacher) if teacher is not None else None,
     )  # fmt: skip
     history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
@@ -93,6 +96,34 @@ def tune_model(
         model_name, outcome.metric, outcome.best_value, outcome.best_params, history,
         RunConfig.model_validate(tuned.resolved()),
     )  # fmt: skip
+
+
+def fitted_teacher(
+    cfg: RunConfig, split: Split, model_cfg: ModelConfig, log: Callable[[str], None]
+) -> Recommender | None:
+    """The config's model that `model_cfg` distills from, fitted on `split` (its own teacher first),
+    or None. Why: `recsys tune` built every trial without it, so each failed ("call
+    model.set_teacher(teacher) before fit") and the search ended in "no tuning trial finished"."""
+    from pipelines.train import fit_model
+    from recsys.distill import teacher_name
+
+    name = teacher_name(model_cfg)
+    if name is None:
+        return None
+    teacher_cfg = cfg.model(name)
+    if teacher_cfg.kind == "blend":  # its members would have to train first: what a run does
+        raise ConfigError(
+            f"{model_cfg.name!r} distills from the blend {name!r}, which only `recsys run` trains (after its members): "
+            f"tune {model_cfg.name!r} with a [models.tuning] section in `recsys run`"
+        )
+    log(f"training {name}, the teacher {model_cfg.name!r} distills from")
+    return fit_model(teacher_cfg, split, cfg, teacher=fitted_teacher(cfg, split, teacher_cfg, log), log=log)
+
+
+def _with_teacher(teacher: Recommender) -> Callable[[ModelConfig], Recommender]:
+    from pipelines.train import model_builder
+
+    return model_builder(None, teacher)
 
 
 def _pinned(model_cfg: ModelConfig, params: dict[str, Any]) -> ModelConfig:

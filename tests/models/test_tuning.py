@@ -481,3 +481,23 @@ def test_a_two_tower_with_a_checkpoint_dir_tunes_every_trial_today_and_on_the_ne
     second = tune(cfg, sp.csr_matrix(grown, dtype=np.float32), split.validation_set())
     assert [r.state for r in second.trials] == ["complete"] * 2, [r.error for r in second.trials]
     assert not checkpoints.exists()
+
+
+def test_recsys_tune_trains_a_students_distillation_teacher_first(planted):
+    """`recsys tune --model <student>` built every trial without the teacher the config names, so
+    each trial failed ("call model.set_teacher(teacher) before fit") and the search ended in "no
+    tuning trial finished", exit 2 (found by QA). The teacher is trained first, as `recsys run`
+    and `recsys train` do, and the student's trials learn from it."""
+    from pipelines.tune import tune_model
+    from recsys.config import RunConfig, SplitConfig
+
+    teacher = WALSConfig(name="wals", factors=8, iterations=3, threads=1, seed=5)
+    student = TwoTowerConfig(
+        name="student", dim=8, epochs=1, batch_size=512, num_negatives=16, threads=1, device="cpu", quiet=True,
+        distill={"teacher": "wals", "top_m": 10}, tuning=TuningConfig(space={"lr": [0.01, 0.02]}),
+    )  # fmt: skip
+    cfg = RunConfig(models=[teacher, student], split=SplitConfig(validation_fraction=0.15))
+    said: list[str] = []
+    result = tune_model(cfg, strong_split(planted), "student", trials=1, log=said.append)
+    assert [t["trial"] for t in result.trials] == [0] and np.isfinite(result.best_value)
+    assert said == ["training wals, the teacher 'student' distills from"]
