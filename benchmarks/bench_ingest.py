@@ -71,6 +71,15 @@ the two filters over the in-memory rows looked costlier: 2.76 -> 2.96 s median i
 reverted; a 10-round A/B confirmed it: 2.90 s / 4.73 CPU-s without, 2.93 s / 4.95 CPU-s with); keeping the accepted rows as slices between the rejected ones instead of filtering (no copy,
 ~55k fewer page faults, but ~0.1 CPU-s more in later passes over ~1,200 chunks). See
 benchmarks/results/ingest.md for the numbers.
+
+Then, from a `perf` profile of the 10M Zipf int log (~40% of ingest's CPU in the kernel, half of
+it `clear_page`: zeroing pages that polars' jemalloc had handed back 0.5 s after a pass freed
+them, and the next pass faulted in again): `import recsys` keeps freed pages for 10 s
+(`recsys.ALLOCATOR_ENV`), 537k -> 357k page faults and ~0.45 CPU-s less kernel time for ~0.3 GB
+more peak memory, measured on a loaded machine. Both sides of this benchmark run with that
+setting; the reference's faults and time did not move with it (145k -> 140k). Also tried, no
+gain: transparent huge pages for jemalloc (`thp:always`: more kernel time), glibc's mmap and trim
+thresholds raised for numpy's arrays (no fewer faults).
 """
 
 from __future__ import annotations
@@ -87,6 +96,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import ML100K_INTER
+from recsys import ALLOCATOR_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 INTER = ML100K_INTER
@@ -263,6 +273,7 @@ def _run(side: str, source: Path, sep: str, appended: Path | None = None) -> dic
             text=True,
             cwd=REPO,
             check=False,
+            env={**os.environ, **ALLOCATOR_ENV},  # the same allocator settings on both sides
         )
     if done.returncode != 0:
         raise RuntimeError(f"{side} run failed:\n{done.stderr[-2000:]}")

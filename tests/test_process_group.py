@@ -82,6 +82,27 @@ def test_the_next_start_stops_the_group_a_killed_parent_left(tmp_path):
             os.killpg(os.getpgid(grandchild), signal.SIGKILL)
 
 
+def test_a_sigterm_that_comes_while_the_child_is_being_started_still_stops_its_group(tmp_path):
+    """The handlers used to go in after Popen returned: a SIGTERM in between (a service manager
+    stopping `recsys ui` as it starts; this suite's own SIGTERM test under load) killed the command
+    by default and left the child's group running. Here the signal is sent from inside Popen."""
+    from recsys.cli.process import stop_orphaned_groups
+
+    wrapper_code = (
+        "import os, signal, subprocess, sys; from recsys.cli.process import run_in_process_group\n"
+        "class Early(subprocess.Popen):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        super().__init__(*args, **kwargs); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "subprocess.Popen = Early\n"
+        "sys.exit(run_in_process_group([sys.executable, '-c', sys.argv[1], sys.argv[2]]))"
+    )
+    wrapper = subprocess.Popen([sys.executable, "-c", wrapper_code, CHILD, str(tmp_path)])
+    code = wrapper.wait(timeout=60)
+    left = stop_orphaned_groups({wrapper.pid})  # stops (and names) a group the wrapper left behind
+    assert left == [], "the child's group outlived the command"
+    assert code == 128 + signal.SIGTERM  # the child's end, reported as a shell does
+
+
 # A child that ignores SIGINT, as every process started from a background job does (the shell
 # starts it with SIGINT ignored, and the child inherits that).
 DEAF_CHILD = (

@@ -77,20 +77,37 @@ def run_in_process_group(
     from recsys.files import pass_on_log, popen_off_our_streams
 
     marked = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
-    if log_prefix is None:
-        child = subprocess.Popen(list(command), env=marked, start_new_session=True)
-        log_file, passed = None, 0
-    else:
-        child = popen_off_our_streams(list(command), log_prefix, env=marked)
-        log_file, passed = child.log_file, 0  # type: ignore[attr-defined]
-    pgid = child.pid  # a new session: its leader's pid is the group id
+    group: list[int] = []  # the child's group id, once it exists
+    pending: list[int] = []  # signals that came before it did
     forwarded_at: list[float] = []
 
     def forward(signum: int, _frame) -> None:
-        _signal_group(pgid, signum)
+        if group:
+            _signal_group(group[0], signum)
+        else:
+            pending.append(signum)
         forwarded_at.append(time.monotonic())
 
+    # The handlers go in before the child starts: a SIGTERM between its start and their
+    # installation killed this process by default and left the child's group running (the likely
+    # cause of one failure of the SIGTERM test under load: its signal can come while this process
+    # is still returning from Popen).
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if log_prefix is None:
+            child = subprocess.Popen(list(command), env=marked, start_new_session=True)
+            log_file, passed = None, 0
+        else:
+            child = popen_off_our_streams(list(command), log_prefix, env=marked)
+            log_file, passed = child.log_file, 0  # type: ignore[attr-defined]
+    except BaseException:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        raise
+    pgid = child.pid  # a new session: its leader's pid is the group id
+    group.append(pgid)
+    for signum in pending:
+        _signal_group(pgid, signum)
     try:
         while True:
             if log_file is not None:

@@ -45,10 +45,14 @@ def break_ties(scores: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     if scores.size < 2 or len(item_ids) != scores.size:
         return scores
-    ids = pl.Series(np.asarray(item_ids, dtype=object).tolist(), strict=False).cast(pl.String)
-    frame = pl.DataFrame({"score": scores, "id": ids}).with_row_index("item")
+    item_ids = np.asarray(item_ids)
+    # A numeric array converts as it is; object arrays (text, or ids of mixed types) go through a list.
+    ids = pl.Series(item_ids.tolist() if item_ids.dtype == object else item_ids, strict=False).cast(pl.String)
     # Within a run of equal scores, the last id in text order gets 0 steps, the first the most.
-    items = frame.sort(["score", "id"], descending=[False, True])["item"].to_numpy()
+    # The text is ranked once and the order is one numpy lexsort of two numeric keys: a polars
+    # sort on (score, text) row-encoded every string (~1.7 s at 1M items against ~0.5 s).
+    text_rank = ids.rank("dense").fill_null(0).to_numpy().astype(np.int64)
+    items = np.lexsort((-text_rank, scores))
     value = scores[items]
     position = np.arange(value.size, dtype=np.int64)
     starts = np.ones(value.size, dtype=bool)

@@ -192,3 +192,22 @@ def test_an_unknown_users_served_list_orders_ties_by_the_raw_item_id(tmp_path):
     assert served["source"].tolist() == ["popularity"]
     assert served["item_ids"][0] == ["a", "b", "c", "d"]
     np.testing.assert_allclose(served["scores"][0], [1, 1, 1, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_break_ties_orders_each_run_of_equal_scores_by_the_ids_text(as_text):
+    """Against a direct sort: by score, ties by the id's text ("10" before "9"), first id highest;
+    scores keep their order across runs and zero stays zero. Numeric and text id arrays both."""
+    from recsys.models.popularity import break_ties
+
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 6, size=400).astype(np.float32)  # long runs of ties, zeros included
+    ids = rng.permutation(400) * 3 + 1
+    ids = ids.astype(str).astype(object) if as_text else ids
+    out = break_ties(scores, ids)
+    text = np.asarray(ids).astype(str)
+    expected = np.lexsort((text, -scores))  # score descending, then text ascending
+    positive = expected[scores[expected] > 0]
+    assert np.all(np.diff(out[positive]) < 0)  # strictly in the expected order: every tie set apart
+    assert np.all(out[scores == 0] == 0)
+    np.testing.assert_allclose(out, scores, rtol=1e-5)  # a few float32 steps: still the popularity
