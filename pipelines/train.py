@@ -88,7 +88,8 @@ def skip_reason(model_cfg: ModelConfig, split: Split, threads: int | None = None
 
 def per_split_checkpoints(model_cfg: ModelConfig, split: Split) -> ModelConfig:
     """The config with a two-tower's `checkpoint_dir` narrowed to `<checkpoint_dir>/split-<digest>`
-    for `recsys run`, the others (and this split's own directory) removed from it.
+    for `recsys run`, the other splits' directories under it removed (this one's is kept: its
+    checkpoint is what a rerun resumes).
 
     Why: the directory holds one training's resume point, and a checkpoint of other data is refused
     (`recsys.training`: a person pointing `recsys train` at the wrong directory is told so). A
