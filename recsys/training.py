@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, SetupError, first_line
 from recsys.evaluation.ranking import torch_threads
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_logit, pointwise_offset
+from recsys.models.base import PrivateTorchRng
 from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
 from recsys.sampling import (
     HardNegativeSampler,
@@ -268,9 +269,10 @@ class TowerForward(torch.nn.Module):
     leaves each example's positive out of that user's pooled history; a sequence user tower encodes
     this rank's windows (`sequence`) and returns one vector per counted target."""
 
-    def __init__(self, network: TwoTowerNetwork) -> None:
+    def __init__(self, network: TwoTowerNetwork, rng: PrivateTorchRng | None = None) -> None:
         super().__init__()
         self.network = network
+        self.rng = rng  # the training's own global-generator stream, for dropout (`dropout_rng`)
 
     def forward(
         self,
@@ -279,10 +281,19 @@ class TowerForward(torch.nn.Module):
         extra_items: torch.Tensor,
         sequence: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        user_vecs = self.network.user_vectors(users, training=True, exclude=items, sequence=sequence)
-        item_vecs = self.network.item_vectors(torch.cat([items, extra_items]), training=True)
+        with self.rng.active() if self.rng is not None else nullcontext():
+            user_vecs = self.network.user_vectors(users, training=True, exclude=items, sequence=sequence)
+            item_vecs = self.network.item_vectors(torch.cat([items, extra_items]), training=True)
         n = items.shape[0]
         return user_vecs, item_vecs[:n], item_vecs[n:], self.network.temperature()
+
+
+def dropout_rng(cfg: TwoTowerConfig, device: torch.device) -> PrivateTorchRng | None:
+    """The private generator stream of a network that draws dropout masks (a sequence user tower);
+    None for the others, whose forward draws nothing at random (no lock taken per step)."""
+    if cfg.user_input == "sequence" and cfg.sequence_dropout > 0:
+        return PrivateTorchRng(cfg.seed, device)
+    return None
 
 
 @dataclass(frozen=True)
@@ -574,6 +585,7 @@ def save_checkpoint(
     fingerprint: str,
     world_size: int = 1,
     global_batch: int | None = None,
+    torch_rng: PrivateTorchRng | None = None,
 ) -> Path:
     """Write `epoch-NNNN/` atomically (temp dir + rename), point `latest.json` at it, drop older ones."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -583,8 +595,11 @@ def save_checkpoint(
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     tensors.update(opt_tensors)
     tensors["rng.generator"] = generator.get_state().clone()
-    tensors["rng.torch"] = torch.get_rng_state().clone()
-    if torch.cuda.is_available():
+    # the stream dropout draws from: the training's own (`torch_rng`), else the process's
+    tensors["rng.torch"] = (torch_rng.state if torch_rng is not None else torch.get_rng_state()).clone()
+    if torch_rng is not None and torch_rng.cuda_state is not None:
+        tensors["rng.cuda"] = torch_rng.cuda_state.clone()
+    elif torch_rng is None and torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state().clone()
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -652,6 +667,7 @@ def restore_checkpoint(
     generator: torch.Generator,
     fingerprint: str,
     global_batch: int | None = None,
+    torch_rng: PrivateTorchRng | None = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
     """Load everything `save_checkpoint` wrote back into live objects; refuse another run's checkpoint."""
     try:
@@ -680,10 +696,15 @@ def restore_checkpoint(
         )
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
         generator.set_state(tensors["rng.generator"])
-        torch.set_rng_state(tensors["rng.torch"])
+        if torch_rng is not None:
+            torch_rng.state = tensors["rng.torch"].clone()
+        else:
+            torch.set_rng_state(tensors["rng.torch"])
     except Exception as exc:  # truncated safetensors (SafetensorError), missing keys, wrong shapes
         raise _damaged(path / "tensors.safetensors", exc) from None
-    if "rng.cuda" in tensors and torch.cuda.is_available():
+    if "rng.cuda" in tensors and torch_rng is not None and torch_rng.cuda_state is not None:
+        torch_rng.cuda_state = tensors["rng.cuda"].clone()
+    elif "rng.cuda" in tensors and torch_rng is None and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return LoopState(**meta["state"]), best
 
@@ -866,6 +887,7 @@ def train_two_tower(
         optimizer = build_optimizer(network, cfg)
         generator = torch.Generator(device=device)
         generator.manual_seed(cfg.seed)
+        torch_rng = dropout_rng(cfg, device)
         state, best = LoopState(), None
         fingerprint = run_fingerprint(cfg, train, world_size, teacher, examples)
         checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
@@ -873,7 +895,7 @@ def train_two_tower(
         if resume is not None:
             state, best = restore_checkpoint(
                 resume, network=network, optimizer=optimizer, generator=generator,
-                fingerprint=fingerprint, global_batch=cfg.batch_size * world_size,
+                fingerprint=fingerprint, global_batch=cfg.batch_size * world_size, torch_rng=torch_rng,
             )  # fmt: skip
             log.info("resuming from %s: epoch %d, step %d", resume, state.epoch, state.global_step)
         resumed_from = state.epoch
@@ -883,7 +905,9 @@ def train_two_tower(
         if world_size > 1:
             distributed.check_same_everywhere(resumed_from, "the epoch to resume from", device)
         step = (
-            distributed.wrap_ddp(TowerForward(network), device) if world_size > 1 else TowerForward(network)
+            distributed.wrap_ddp(TowerForward(network, torch_rng), device)
+            if world_size > 1
+            else TowerForward(network, torch_rng)
         )
         earlier_history = list(state.history)
         per_epoch = steps_per_epoch(examples.n, cfg.batch_size, world_size)
@@ -939,6 +963,7 @@ def train_two_tower(
                         fingerprint=fingerprint,
                         world_size=world_size,
                         global_batch=cfg.batch_size * world_size,
+                        torch_rng=torch_rng,
                     )
                 stop = callback(state.epoch, metrics) if callback is not None else None
                 if world_size > 1:  # a callback on one rank (rank 0's MLflow) may stop all of them

@@ -195,8 +195,16 @@ def test_repeats_that_no_time_tells_apart_are_named_as_such(tmp_path: Path) -> N
     hourly.write_text("user_id,item_id,behavior_type,time\n1,2,1,2014-12-06 02\n1,2,1,2014-12-06 02\n1,3,1,2014-12-06 02\n")
     timed = tmp_path / "events.csv"
     timed.write_text("user_id,item_id,timestamp\na,x,1433221332117\na,x,1433221332117\na,y,1433221332118\n")
+    tafeng = tmp_path / "ta_feng_all_months_merged.csv"  # a time column no automatic pick reads: named
+    tafeng.write_text(
+        "TRANSACTION_DT,CUSTOMER_ID,AGE_GROUP,PIN_CODE,PRODUCT_SUBCLASS,PRODUCT_ID,AMOUNT,ASSET,SALES_PRICE\n"
+        "11/1/2000,1104905,45-49,115,110411,4710199010372,2,24,30\n"
+        "11/8/2000,1104905,45-49,115,110411,4710199010372,2,24,30\n"
+        "11/8/2000,1104905,45-49,115,110411,4710199010373,1,24,30\n"
+    )
     cases = ((dated, "column 'eventdate' holds dates only"), (bare, "the log has no time column"),
-             (hourly, "column 'time' holds whole hours only"), (timed, None))  # fmt: skip
+             (hourly, "column 'time' holds whole hours only"), (timed, None),
+             (tafeng, "no time column is read ('TRANSACTION_DT' is named like one but not read)"))  # fmt: skip
     for src, why in cases:
         result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / src.stem)])
         assert result.exit_code == 0, result.output

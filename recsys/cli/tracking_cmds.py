@@ -411,6 +411,9 @@ def _port_is_free(port: int) -> None:
     import socket
 
     with socket.socket() as probe:
+        # as the servers bind (uvicorn, MLflow's): a stopped server's connections left in TIME_WAIT
+        # do not hold the port, a listening socket does (Linux refuses the bind either way)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:

@@ -48,6 +48,7 @@ from recsys.data.readers import (
     ROW,
     SOURCE_FILE,
     RawSource,
+    base_name,
     column_label,
     column_name,
     first_error_line,
@@ -539,6 +540,11 @@ def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
     )
 
 
+# A column name that says it holds a time or a date (`TRANSACTION_DT`, `DAY`, `TRANS_TIME`,
+# `order_date`), compared after `base_name`.
+_TIME_NAME = re.compile(r"time|date|(?:^|_)(?:day|dt|ts|dat)(?:$|_)")
+
+
 def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str | None:
     """A warning when rows were quarantined as duplicates in a log whose rows cannot be told apart
     by time: no time column (a bare `user,item` click log), or times that are dates or whole hours
@@ -553,6 +559,11 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
     time = raw.mapping.get(TIME)
     if time is None:
         why = "the log has no time column"
+        named = [c for c in raw.header if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c))]
+        if named:  # Ta-Feng's TRANSACTION_DT, dunnhumby's DAY: names no automatic pick reads
+            shown = ", ".join(repr(c) for c in named[:3])
+            one = len(named) == 1
+            why = f"no time column is read ({shown} {'is' if one else 'are'} named like {'one' if one else 'times'} but not read)"
     else:
         times = result.rows.get_column(TIME)
         if times.is_null().all():
@@ -1097,10 +1108,13 @@ def _ingest(
         asked = cfg.aggregate
         cfg = cfg.model_copy(update={"aggregate": weights["aggregate"]})
         if weights["column"] is None and (cfg.positive_min_weight or 0) > 1:
-            # Every row of a log without weights weighs 1: the rule would drop them all.
+            # Every row of a log without weights weighs 1: the rule would drop them all. The columns
+            # not read are named too: the one to give is among them (KuaiRec's `watch_ratio`).
+            unread = [c for c in raw.header if c not in raw.mapping.values()]
             raise DataError(
                 f"{source}: a positive rule weight >= {cfg.positive_min_weight:g} is set but the log has "
-                f"no weight column (columns found: {sorted(raw.mapping.values())}), so every row weighs "
+                f"no weight column (columns found: {sorted(raw.mapping.values())}"
+                f"{f'; not read: {unread}' if unread else ''}), so every row weighs "
                 "1 and none would pass: name the rating / count column with {option}, or drop the rule",
                 setting="data.columns.weight",
             )

@@ -36,7 +36,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -92,9 +92,11 @@ FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movi
 # customer reviews TSV (customer_id, product_id, star_rating, review_date), Book-Crossing (ISBN,
 # Book-Rating), Retailrocket (visitorid, itemid), Taobao / Tianchi (behavior_type: pv, cart, fav,
 # buy), Diginetica (eventdate), Goodreads (book_id, date_added: its JSON also has a review_id, so
-# book_id is not the one remaining id column there), H&M (article_id beside sales_channel_id, t_dat).
+# book_id is not the one remaining id column there), H&M (article_id beside sales_channel_id, t_dat),
+# dunnhumby's Complete Journey (household_key beside BASKET_ID and STORE_ID), KuaiRand (time_ms, in
+# milliseconds, over its yyyymmdd `date`, which would read as 1970 seconds and merge a day's repeats).
 AUTO_NAMES: dict[str, tuple[str, ...]] = {
-    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid"),
+    USER: ("user_id", "user", "userid", "uid", "customer_id", "visitorid", "reviewerid", "household_key"),
     ITEM: (
         "item_id",
         "item",
@@ -116,6 +118,8 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "timestamp",
         "time",
         "ts",
+        "time_ms",
+        "timestamp_ms",
         "datetime",
         "date",
         "event_time",
@@ -670,13 +674,14 @@ def map_columns(
                 _refuse_whitespace_runs(path, header, separator)
             if separator is not None and _looks_like_data(header):
                 _refuse_id_lists(path, header)
+                rows = _head_rows(path, separator)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
                     f"{header[:6]}): files without a header line are read by position only when every field "
                     "of the first line is a number (user, item[, rating[, timestamp]], as in u.data); "
-                    f"{_headerless_hint(header, separator, path)}{_mbid_note(header)}",
+                    f"{_headerless_hint(header, separator, path, rows)}{_mbid_note(header)}",
                     setting="data.header",
-                    value=",".join(_suggested_names(header)),
+                    value=",".join(_suggested_names(header, rows)),
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
                 raise DataError(
@@ -687,6 +692,7 @@ def map_columns(
                 )
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 _refuse_adjacency_lists(path, header)
+                _refuse_key_value_records(path, header)
                 raise DataError(
                     f"{path}: one column {header[0]!r}, so no {attr} column (wrong delimiter or format?): "
                     "the separator is none of , ; | tab or one space, or the file is not a flat log "
@@ -716,7 +722,7 @@ def map_columns(
 _ROLE_WORDS = {
     "user": (
         "user", "customer", "visitor", "member", "account", "client", "reviewer", "person", "player", "viewer",
-        "listener", "reader", "buyer", "shopper", "subscriber", "rater",
+        "listener", "reader", "buyer", "shopper", "subscriber", "rater", "household",
     ),
     "item": (
         "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",
@@ -731,6 +737,11 @@ _NOT_AN_ID = re.compile(
 )
 
 
+# A column named for a list of ids (Amazon-M2's `prev_items`, a `history`, `item_ids`): offered
+# after a column named alike for one id.
+_LIST_NAME = re.compile(r"(?:items|ids|_list|_seq|history)$")
+
+
 def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = None) -> str:
     """The column a missing user or item is best read from, for the error's hint; `NAME` when no
     column says so. A column named for the role comes first (`user_uuid` for the user, not the
@@ -742,18 +753,24 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
     plays`) is offered when it is free and not such a column."""
     words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
 
-    def rank(column: str) -> tuple[bool, bool, bool]:
+    def rank(column: str) -> tuple[bool, bool, bool, bool]:
         name = _base_name(column)
-        return (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
+        named = (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
+        return (*named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
 
     offered = sorted(
         (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
         key=rank,
     )
-    if offered and not all(rank(offered[0])):
+    if offered and not all(rank(offered[0])[:3]):  # a list-like name alone is no fit
         return offered[0]
     position = 0 if attr == "user" else 1
     usual = header[position] if header is not None and len(header) > position else None
+    # Never a column named for the other role: Amazon-M2's `prev_items,next_item,locale` (a
+    # session's item list) was offered as the user.
+    other = _ROLE_WORDS["item" if attr == "user" else "user"]
+    if usual is not None and any(w in _base_name(usual) for w in other):
+        return "NAME"
     return usual if usual is not None and usual in offered else "NAME"
 
 
@@ -841,6 +858,69 @@ def _refuse_adjacency_lists(path: Path | str, header: list[str]) -> None:
         f"{header[0].strip()[:40]!r}): such lists are not read; write one user_id,item_id line per pair first, e.g. "
         f"`awk -v OFS=, 'BEGIN {{print \"user_id,item_id\"}} {{for (i = 2; i <= NF; i++) print {user}, $i}}' "
         "FILE > NEW.csv`, and ingest NEW.csv"
+    )
+
+
+# SNAP's review dumps: one `key: value` line per field, a blank line after each record (BeerAdvocate's
+# `beer/beerId: 47986`, RateBeer's, Amazon fine foods' `product/productId: B001E4KFG0`).
+_KEY_VALUE_LINE = re.compile(r"^[A-Za-z]+/[A-Za-z]+: ")
+# Which key holds which role, in order of preference; the first the head shows is used.
+_RECORD_KEYS = {
+    "user_id": ("review/userId", "review/profileName"),
+    "item_id": ("product/productId", "beer/beerId"),
+    "rating": ("review/overall", "review/score"),
+    "timestamp": ("review/time",),
+}
+
+
+def _read_head_is_gzip(path: Path | str) -> bool:
+    """Whether `path` is gzip'd (its first two bytes), for a shell line that must decompress it."""
+    try:
+        with Path(path).open("rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
+def _refuse_key_value_records(path: Path | str, header: list[str]) -> None:
+    """DataError for SNAP's multi-line review records (BeerAdvocate, RateBeer, Amazon fine foods'
+    foods.txt): the first line did not split, and the one-column error said to force a reader with
+    --format, which none does. The message gives the `awk` line that writes one
+    user_id,item_id,rating,timestamp line per record, from the keys the file's first records
+    show (a RateBeer `13/20` rating is written as its numerator: a value on a 20-point scale)."""
+    if not _KEY_VALUE_LINE.match(header[0]):
+        return
+    try:
+        lines = [line for line in _header_lines(Path(path))[:200] if line.strip()]
+    except (DataError, OSError):
+        return
+    if not all(_KEY_VALUE_LINE.match(line) for line in lines):
+        return
+    values = {line.split(": ", 1)[0]: line.split(": ", 1)[1].strip() for line in reversed(lines)}
+    keys = {role: next((k for k in spellings if k in values), None) for role, spellings in _RECORD_KEYS.items()}
+    if keys["user_id"] is None or keys["item_id"] is None:
+        return
+    roles = [role for role, key in keys.items() if key is not None]
+    fraction = keys["rating"] is not None and "/" in values[keys["rating"]]
+    reads = " ".join(
+        f'k == "{keys[role]}" {{{role[0]} = {"q(v)" if role in ("user_id", "item_id") else "v"}}}' for role in roles
+    )
+    numerator = ' sub(/\\/.*/, "", r);' if fraction else ""
+    printed = ", ".join(role[0] for role in roles)
+    gzipped = _read_head_is_gzip(path)
+    awk = (
+        ("gzip -dc FILE | " if gzipped else "")
+        + "awk -v OFS=, 'function q(s) {gsub(/\"/, \"\\\"\\\"\", s); return \"\\\"\" s \"\\\"\"} "
+        f'BEGIN {{print "{",".join(roles)}"}} {{p = index($0, ": "); k = substr($0, 1, p - 1); v = substr($0, p + 2)}} '
+        f'{reads} /^$/ && i != "" {{{numerator} print {printed}; u = i = r = t = ""}} '
+        f'END {{if (i != "") {{{numerator} print {printed}}}}}\'{"" if gzipped else " FILE"} > NEW.csv'
+    )
+    raise DataError(
+        f"{path}: multi-line review records, one `key: value` line per field (first line {header[0].strip()[:40]!r}), "
+        "as SNAP's BeerAdvocate, RateBeer and Amazon fine foods dumps are written: such records are not read; "
+        f"write one {','.join(roles)} line per record first, e.g. `{awk}`, and ingest NEW.csv"
+        + (" (its ratings are the numerators of values such as "
+           f"{values[keys['rating']]!r})" if fraction else "")
     )
 
 
@@ -941,32 +1021,62 @@ def _weight_name(value: str, last: bool, timeless: bool) -> str:
     return "rating"
 
 
-def _suggested_names(row: list[str]) -> list[str]:
+def _suggested_names(row: list[str], rows: Sequence[list[str]] = ()) -> list[str]:
     """`_header_names`, with a name beside an empty or UUID item (`_item_name_beside_mbid`) named
-    the item instead: the names a refusal suggests for data.header and for a header line."""
+    the item instead: the names a refusal suggests for data.header and for a header line.
+    `rows`: the file's first lines, split: a word field with more than `_EVENT_KINDS` values there is
+    no event (Twitch's streamer names), and a field the first row shows on a rating scale but that
+    goes above 10 further down is no rating (the Million Song Dataset's `train_triplets.txt` starts
+    with a user's `1` and `2` plays, its counts reach thousands): named as `_weight_name` names its
+    largest value (`plays` for a whole number ending a row without a time), else by position."""
     names = _header_names(row)
     moved = _item_name_beside_mbid([v.strip() for v in row], names)
     if moved is not None:
         mbid, name = moved
         names[mbid], names[name] = ("mbid" if "mbid" not in names else f"column_{mbid + 1}"), "item_id"
+    if "event" in names and rows:
+        # An event column holds a few kinds (Taobao's pv, cart, fav, buy); a word column with many
+        # (Twitch's streamer names: `1,33842865744,mithrain,154,156`) is no event: named by position.
+        position = names.index("event")
+        if len({r[position].strip() for r in rows if len(r) == len(row)}) > _EVENT_KINDS:
+            names[position] = f"column_{position + 1}"
+    if "rating" in names and rows:
+        position = names.index("rating")
+        values = [r[position].strip() for r in rows if len(r) == len(row) and _is_number(r[position].strip())]
+        top = max(values, key=float, default="")
+        if top and float(top) > 10:
+            last, timeless = position == len(row) - 1, "timestamp" not in names
+            names[position] = _weight_name(top, last, timeless) or f"column_{position + 1}"
     return names
 
 
-def _header_example(row: list[str], separator: str) -> str:
+_EVENT_KINDS = 20  # more kinds of event than this in a file's first lines: names, not events
+
+
+def _head_rows(path: Path | str, separator: str) -> list[list[str]]:
+    """The first lines of a headerless delimited file split on `separator`, for `_suggested_names`
+    (none where they cannot be read: the refusal then names what the first row shows)."""
+    try:
+        return [line.split(separator) for line in _header_lines(Path(path))[:1000] if line.strip()]
+    except (DataError, OSError):
+        return []
+
+
+def _header_example(row: list[str], separator: str, rows: Sequence[list[str]] = ()) -> str:
     """`_suggested_names` as `sed -i '1i ...'` text, joined by the file's own separator (a tab as
     `\\t`), so the line it adds splits like the rows (a `user_id,item_id` line on a tab or `;`
     file would be one column)."""
-    return ("\\t" if separator == "\t" else separator).join(_suggested_names(row))
+    return ("\\t" if separator == "\t" else separator).join(_suggested_names(row, rows))
 
 
-def _headerless_hint(row: list[str], separator: str, path: Path | str) -> str:
+def _headerless_hint(row: list[str], separator: str, path: Path | str, rows: Sequence[list[str]] = ()) -> str:
     """The fix a refusal of a headerless file offers: data.header first (`{option}`, filled by the
     command: `--header` for `recsys ingest`, `--set data.header=...` elsewhere), which leaves the
     file as it is (read-only, in a landing directory, gzip'd), then the header line to add."""
     return (
         "name its fields with {option} (one name per field, in order; rename each to what it holds), or add a "
-        f"header line naming the columns, separated as the rows are, e.g. `sed -i '1i {_header_example(row, separator)}' "
-        f"{path}`"
+        f"header line naming the columns, separated as the rows are, e.g. "
+        f"`sed -i '1i {_header_example(row, separator, rows)}' {path}`"
     )
 
 
@@ -1046,16 +1156,25 @@ def describe_columns(mapping: dict[str, str], event_weighted: bool = False) -> s
 
 
 _ID_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:ID|Id|_id|_ID|-id)$")
+_BASKET = re.compile(r"order|invoice|transaction|basket")  # a basket is a user (Instacart's order_id)
 
 
 def _remaining_id_column(header: list[str], mapping: dict[str, str], taken: set[str]) -> None:
     """When exactly one of user / item is still unmapped and exactly one unmapped column is named
     like an id (`<name>ID`, `<name>Id`, `<name>_id`: `artistID`, `trackId`, `song_id`), take it:
-    `userID artistID weight` needs no column map. Never guesses between two candidates."""
+    `userID artistID weight` needs no column map. Never guesses between two candidates, and never
+    takes a column whose name says it holds something else (`_NOT_AN_ID`: a rating's, review's or
+    event's id) or, for the item, a session or an order: Trivago's `user_id,session_id,...,reference`
+    read each session as an item, Douban's `RATING_ID,USER_MD5,MOVIE_ID,...` each rating as a user,
+    silently. (The user may be an order or a session: Instacart's baskets, session logs.)"""
     missing = [canon for canon in (USER, ITEM) if canon not in mapping]
     if len(missing) != 1:
         return
     candidates = [c for c in header if c not in taken and _ID_SUFFIX.match(c.split(":", 1)[0].strip())]
+    if missing[0] == ITEM and any("session" in c.lower() or _NOT_AN_ID.search(_base_name(c)) for c in candidates):
+        return
+    if missing[0] == USER and any(_NOT_AN_ID.search(_BASKET.sub("", _base_name(c))) for c in candidates):
+        return
     if len(candidates) == 1:
         mapping[missing[0]] = candidates[0]
         taken.add(candidates[0])
@@ -1216,7 +1335,14 @@ def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
             f"{_local(file)}: expected at least user and item columns separated by {separator!r}, found one column"
         )
     mapping = dict(zip(_POSITIONAL, [f"field_{i}" for i in range(n_fields)], strict=False))
+    if n_fields == 3 and _UNIX_TIME.match(first_line.split(separator)[2].strip()):
+        # `user item time` (Behance's appreciates, a check-in log without places): the third field
+        # is a Unix time in seconds or milliseconds, not a rating (it was read as weights of ~1.3e9).
+        mapping = {USER: "field_0", ITEM: "field_1", TIME: "field_2"}
     return _TextFile(file, ":" if separator == "::" else separator, False, None, names, mapping, tuple(names))
+
+
+_UNIX_TIME = re.compile(r"^[1-9](?:\d{9}|\d{12})$")  # 2001-2286 in seconds, or in milliseconds
 
 
 _CSV_SEPARATORS = (",", ";", "|")
@@ -1300,13 +1426,14 @@ def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None
     row = [v.strip() for v in first_line.split(separator)]
     n_fields = len(row)
     if n_fields > len(_POSITIONAL):
+        rows = _head_rows(_local(file), separator)
         raise DataError(
             f"{_local(file)}: no header line and {n_fields} fields ({first_line.strip()[:60]!r}): a headerless "
             f"file is read by position only with 2 to 4 fields (user, item[, rating[, timestamp]], as in u.data), "
             f"so which of these is the item, the rating and the time is unknown; "
-            f"{_headerless_hint(row, separator, _local(file))}",
+            f"{_headerless_hint(row, separator, _local(file), rows)}",
             setting="data.header",
-            value=",".join(_suggested_names(row)),
+            value=",".join(_suggested_names(row, rows)),
         )
 
 
@@ -1728,6 +1855,7 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     of a long review text fills it), lines are read on, up to 1000 or _KEY_SEARCH_BYTES: such a
     record is one malformed_json row, not a reason to refuse the file as holding no JSON."""
     keys: dict[str, None] = {}
+    records: list[dict] = []
     lines = _whole_lines(first)
     if lines and lines[0].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         raise _json_array_error(label)
@@ -1741,8 +1869,10 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
             if not isinstance(record, dict):
                 continue
             keys.update(dict.fromkeys(record))
+            records.append(record)
         if keys:
             break
+    _refuse_nested_only(label, records)
     if not keys and lines and lines[0].strip(b"\xef\xbb\xbf \t\r\n") == b"{":
         raise DataError(
             f"{label}: JSON objects spread over several lines (pretty-printed), not JSON Lines (one "
@@ -1755,6 +1885,44 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
             "json.dumps(ast.literal_eval(line)) first)"
         )
     return list(keys)
+
+
+_JQ_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a key jq's `.name` spells as it is
+
+
+def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
+    """DataError for JSON Lines whose every key holds an object or a list: a document of nested
+    records (Spotify's Million Playlist Dataset slice, `{"info": {...}, "playlists": [{"pid": 0,
+    "tracks": [...]}]}`, after the `jq -c .` the pretty-printed refusal gives), where no line is an
+    interaction and the missing-column hint offered `--user-col info --item-col playlists`. The
+    message names the keys and the `jq` line that writes one line per (user, item) where the first
+    record shows a list of objects holding a list of objects (each playlist's tracks), else the one
+    that writes the first list's elements one a line."""
+    if not records or any(not isinstance(v, dict | list) for record in records for v in record.values()):
+        return
+    first = records[0]
+    shown = ", ".join(repr(k) for k in list(first)[:4])
+    outer = next((k for k, v in first.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+    example = ""
+    if outer is not None and _JQ_NAME.match(outer):
+        element = first[outer][0]
+        inner = next((k for k, v in element.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+        scalars = [k for k, v in element.items() if not isinstance(v, dict | list) and _JQ_NAME.match(k)]
+        example = f"`jq -c '.{outer}[]' FILE > NEW.jsonl` writes the elements of {outer!r} one a line"
+        if inner is not None and _JQ_NAME.match(inner) and scalars:
+            user = next((k for k in scalars if "id" in k.lower()), scalars[0])
+            leaves = [k for k, v in element[inner][0].items() if not isinstance(v, dict | list) and _JQ_NAME.match(k)]
+            item = next((k for k in leaves if re.search(r"uri|id", k, re.IGNORECASE)), leaves[0] if leaves else None)
+            if item is not None:
+                example = (
+                    f"`jq -c '.{outer}[] | .{user} as $u | .{inner}[] | {{user_id: $u, item_id: .{item}}}' FILE > "
+                    f"NEW.jsonl` writes one line per {user} and {item} of its {inner}"
+                )
+    raise DataError(
+        f"{label}: every key of its first lines holds a nested object or list ({shown}), so no line is one "
+        "interaction: ingest reads one user and one item per line; write one JSON line per (user, item) first"
+        + (f", e.g. {example}, and ingest NEW.jsonl" if example else "")
+    )
 
 
 def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[str]:

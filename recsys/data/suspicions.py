@@ -8,13 +8,14 @@ the pairs or the vocabularies, never the rows, so it costs nothing next to the i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import polars as pl
 
-from recsys.data.readers import column_name
-from recsys.data.schema import ITEM, TIME, USER
+from recsys.data.readers import base_name, column_name
+from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPES, Vocab
 
 MISSING_MARKERS = ("NA", "N/A", "NULL", "null", "None", "none", "nan", "NaN", "\\N")
@@ -51,7 +52,36 @@ def suspicions(
         + epoch_times(rows, mapping)
         + float_spelled_ids(pairs, users, items, mapping)
         + float_spelled_twins(users, items, mapping)
+        + unread_feedback_flags(mapping, header)
     )
+
+
+# Names of 0/1 feedback columns beside an exposure log's rows (KuaiRand's `is_click`, `is_like`;
+# Taobao's ad log `clk` beside `nonclk`; a CTR log's `clicked`, `label`): compared after
+# `base_name`, so `Is-Click` is one too.
+_FEEDBACK_FLAG = re.compile(
+    r"^(?:is_|has_)?(?:click|clicked|clk|like|liked|purchase|purchased|buy|bought|converted|conversion|label)$"
+)
+
+
+def unread_feedback_flags(mapping: Mapping[str, str], header: Sequence[str] = ()) -> list[str]:
+    """A warning when no weight or event column is read but the header names a feedback flag
+    (KuaiRand's `log_standard_*.csv`: one row per video shown, `is_click` 0 on most): each row
+    then counts as an interaction, a video shown and skipped as much as one watched, and nothing
+    said so. Names the flags and the option that reads the first as the weight (a pair weighing 0
+    is then no interaction). Looks at the header's names only."""
+    if WEIGHT in mapping or EVENT in mapping:
+        return []
+    flags = [c for c in header if c not in mapping.values() and _FEEDBACK_FLAG.match(base_name(c))]
+    if not flags:
+        return []
+    shown = ", ".join(repr(c) for c in flags[:4])
+    return [
+        f"no weight column is read, so every row counts as an interaction, whatever {shown} "
+        f"{'holds' if len(flags) == 1 else 'hold'}: if the log lists what was shown (rows where "
+        f"{flags[0]!r} is 0 were not clicked), read {'it' if len(flags) == 1 else 'one'} as the weight, e.g. "
+        f"--weight-col {flags[0]} (data.columns.weight), and rows weighing 0 are no interactions"
+    ]
 
 
 def float_spelled_twins(users: Vocab, items: Vocab, mapping: Mapping[str, str]) -> list[str]:

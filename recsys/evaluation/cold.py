@@ -68,8 +68,11 @@ def separate_cold(eval_set: EvalSet, train: sp.csr_matrix) -> ColdSplit:
     evaluated = np.diff(kept_truth.indptr) > 0
     warm_users, cold_users = evaluated & has_history, evaluated & ~has_history
     masked = cold_items if cold_items.any() else None
+    # The cold users' masks leave the warm target (it never ranks them): a cold user with a history
+    # (validation rows) was counted as a user without test items by its `n_users_without_truth`.
+    warm_exclude = _rows(sp.csr_matrix(eval_set.exclude), ~cold_users) if cold_users.any() else eval_set.exclude
     warm = EvalSet(
-        truth=_rows(kept_truth, warm_users), exclude=eval_set.exclude, fold_in=eval_set.fold_in,
+        truth=_rows(kept_truth, warm_users), exclude=warm_exclude, fold_in=eval_set.fold_in,
         masked_items=masked, times=eval_set.times,
     )  # fmt: skip
     # A cold user's history is whatever the evaluator masks for it (train is empty: validation rows,

@@ -315,7 +315,9 @@ def compute_metrics(
     aggregates are computed over the remaining (evaluated) users' lists. `users` labels the rows
     in `per_user` (defaults to 0..n-1). `item_popularity` counts each item's training users among
     `n_users` (novelty's u; default: the rows of `truth`, i.e. every user when truth is the
-    full-vocab matrix; pass it when `truth` holds only the evaluated users' rows).
+    full-vocab matrix; pass it when `truth` holds only the evaluated users' rows). The evaluator
+    passes every user of the split, users without a training row included (strong generalisation's
+    held-out users), not only those k_i counts among.
     """
     check_metric_names(metrics)
     topk_items = np.asarray(topk_items, dtype=np.int64)

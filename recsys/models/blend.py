@@ -203,6 +203,10 @@ class Blend(HostVectors):
             np.asarray(self._members[n].fold_in_ordered(histories, times), dtype=np.float32) for n in self.active
         ])  # fmt: skip
 
+    @property
+    def reads_order(self) -> bool:
+        return any(member.reads_order for member in self.members.values())
+
     # ----------------------------------------------------------------- persistence
     def _factor_tensors(self) -> dict[str, np.ndarray]:
         return {}  # they follow from the members saved beside (`_save_extra`)

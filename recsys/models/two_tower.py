@@ -515,6 +515,10 @@ class TwoTower(Recommender):
     def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
         return self.fold_in(histories, times=times)
 
+    @property
+    def reads_order(self) -> bool:
+        return self.config.user_input == "sequence"
+
     def fold_in(
         self,
         histories: sp.spmatrix,

@@ -23,7 +23,8 @@ are never recommended, nor are items the model never trained on (no training int
 vectors are zero or untrained, so they would only be ranked by accident); the evaluator masks the
 same items (`recsys.evaluation.cold`), for every source. Scores use the shared `recsys.evaluation.ranking.topk`, so for the same
 users and exclusions the served lists equal the evaluator's, item for item, ties included. A
-supplied history's list order is its time order (a sequence user tower reads it).
+supplied history's list order is its time order, after the user's stored history, which is read in its
+event times as the evaluator reads it (a sequence user tower reads the order).
 
 Large catalogues: when the model was logged with an ANN index (`recsys.ann`, built when the
 catalogue has at least `serving.ann.min_items` items), model and fold-in users are answered by it,
@@ -66,6 +67,7 @@ _SERVING = "serving.safetensors"  # user_has_vector and popularity (the factors 
 _USERS = "users.parquet"
 _ITEMS = "items.parquet"
 _SEEN = "seen.npz"
+_SEEN_TIMES = "seen_times.npz"  # event times of the seen pairs, for models that read order (`reads_order`)
 _MODEL_DIR = "model"
 _META = "serving.json"
 
@@ -85,6 +87,16 @@ def seen_matrix(split: Split) -> sp.csr_matrix:
     total.sum_duplicates()
     total.eliminate_zeros()
     return total
+
+
+def seen_times(times: sp.spmatrix, seen: sp.csr_matrix) -> sp.csr_matrix:
+    """The split's event times (`Split.times`) of the seen pairs: the order in which the evaluator
+    folds a stored history in (a strong-generalisation held-out user's fold-in rows)."""
+    pattern = sp.csr_matrix(seen, dtype=np.float64, copy=True)
+    pattern.data[:] = 1.0
+    out = sp.csr_matrix(sp.csr_matrix(times, dtype=np.float64).multiply(pattern))
+    out.eliminate_zeros()
+    return out
 
 
 def write_serving_artifacts(
@@ -113,7 +125,10 @@ def write_serving_artifacts(
     pl.DataFrame({"item_id": item_ids, "item_idx": np.arange(len(item_ids), dtype=np.int32)}).write_parquet(
         out / _ITEMS
     )
-    sp.save_npz(out / _SEEN, seen_matrix(split), compressed=True)
+    seen = seen_matrix(split)
+    sp.save_npz(out / _SEEN, seen, compressed=True)
+    if split.times is not None and model.reads_order:
+        sp.save_npz(out / _SEEN_TIMES, seen_times(split.times, seen), compressed=True)
     model.save(out / _MODEL_DIR, lock=False)  # a private tree, logged whole: no lock file in it
     if ann is not None:
         from recsys.ann import build_for_serving
@@ -290,6 +305,8 @@ class ServingIndex:
         self._item_vocab = _vocab(self.items, "item_id", "item_idx")
         self._item_matrix: Any = None
         self.seen = sp.load_npz(self.directory / _SEEN).tocsr()
+        times = self.directory / _SEEN_TIMES
+        self.seen_times: sp.csr_matrix | None = sp.load_npz(times).tocsr() if times.is_file() else None
         from recsys.ann import AnnIndex
 
         self.ann: AnnIndex | None = AnnIndex.load(self.directory, self.item_vectors)
@@ -446,9 +463,9 @@ class ServingIndex:
         yield "model", model_rows, self.user_vectors[idx[model_rows]], self.item_matrix
         fold_rows = np.flatnonzero(fold)
         if fold_rows.size:
-            # The order of a supplied history is its time order (stored rows come first): what a
-            # sequence user tower reads; other models ignore it.
-            order = self.history_matrix(histories, len(idx), positions=True)[fold_rows]
+            # A stored history in its event times (the evaluator's order), then a supplied history
+            # in its list order: what a sequence user tower reads; other models ignore it.
+            order = self._fold_in_times(idx[fold_rows], self.history_matrix(histories, len(idx), positions=True)[fold_rows])
             yield (
                 "fold_in",
                 fold_rows,
@@ -457,6 +474,20 @@ class ServingIndex:
             )
         pop_rows = np.flatnonzero(~has_vector & ~fold)
         yield "popularity", pop_rows, np.ones((pop_rows.size, 1), np.float32), self.popularity[:, None]
+
+
+    def _fold_in_times(self, idx: np.ndarray, supplied: sp.csr_matrix) -> sp.csr_matrix:
+        """Times of fold-in rows: a known user's stored pairs at their event times (`seen_times`;
+        artifacts without it, or of a model that reads no order, have none: time 0, before every
+        other), each supplied item at its list position after the latest stored time (the newest)."""
+        if self.seen_times is None:
+            return supplied
+        known = idx >= 0
+        stored = sp.csr_matrix(sp.diags(known.astype(np.float64)) @ self.seen_times[np.where(known, idx, 0)])
+        latest = stored.max(axis=1).toarray().ravel()
+        supplied = sp.csr_matrix(supplied, dtype=np.float64, copy=True)
+        supplied.data += np.repeat(latest, np.diff(supplied.indptr))
+        return sp.csr_matrix(stored.maximum(supplied))
 
 
 def _vocab(table: pl.DataFrame, id_column: str, index_column: str) -> pd.Index:

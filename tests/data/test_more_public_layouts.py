@@ -1,8 +1,10 @@
 """More published layouts, written here byte for byte as their files are (never downloaded):
-Steam 200K's headerless `steam-200k.csv` and Tmall's (IJCAI-15) `user_log_format1.csv`."""
+Steam 200K's headerless `steam-200k.csv`, Tmall's (IJCAI-15) `user_log_format1.csv`, KuaiRand's
+`log_standard_*.csv`, dunnhumby's `transaction_data.csv`."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -313,3 +315,290 @@ def test_a_few_quoted_names_among_plain_ones_keep_their_quotes(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     items = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["item_id"].to_list()
     assert sorted(items) == sorted(i for _, i in rows) and "literal quotes" not in result.output
+
+
+def test_kuairand_reads_its_millisecond_time_ms_not_its_yyyymmdd_date(tmp_path: Path) -> None:
+    """KuaiRand's `log_standard_*.csv` has `date` (yyyymmdd) and `time_ms` (Unix milliseconds).
+    Only `date` was a known time name, so every time read as 1970 seconds, and a second view of a
+    video the same day was quarantined as a copied row; `time_ms` is the time now."""
+    path = tmp_path / "log_standard_4_08_to_4_21_1k.csv"
+    path.write_text(
+        "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,"
+        "long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,is_profile_enter,is_rand,tab\n"
+        "0,10,20220411,1900,1649675512388,0,0,0,0,0,0,0,1385,209900,0,0,0,0,1\n"
+        "0,10,20220411,2000,1649679112000,1,0,0,0,0,0,1,9000,209900,0,0,0,0,1\n"
+        "1,20,20220416,2000,1650111976017,1,0,0,0,0,0,0,0,65400,0,0,0,0,1\n"
+    )
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    columns = json.loads((out / "manifest.json").read_text())["batches"][-1]["columns"]
+    assert columns["timestamp"] == "time_ms", columns
+    said = " ".join(result.output.split())
+    assert "1970" not in said and "duplicate" not in said, said
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert got.height == 3
+    first = got["timestamp"].min()
+    assert (first.year, first.month, first.day, first.microsecond) == (2022, 4, 11, 388000), first
+
+
+def test_dunnhumby_household_key_is_the_user_and_a_household_id_is_the_hint(tmp_path: Path) -> None:
+    """dunnhumby's Complete Journey `transaction_data.csv` names its user `household_key`; no user
+    was found, and the hint offered `STORE_ID` (the one `<name>_ID` left), which would read each
+    store as a user. `household_key` is the user now, and a `household_id` is what the hint offers."""
+    header = (
+        "household_key,BASKET_ID,DAY,PRODUCT_ID,QUANTITY,SALES_VALUE,STORE_ID,RETAIL_DISC,TRANS_TIME,WEEK_NO,"
+        "COUPON_DISC,COUPON_MATCH_DISC\n"
+    )
+    rows = "2375,26984851472,1,1004906,1,1.39,364,-0.6,1631,1,0,0\n2375,26984851472,1,1033142,1,0.82,364,0,1631,1,0,0\n"
+    path = tmp_path / "transaction_data.csv"
+    path.write_text(header + rows)
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    columns = json.loads((out / "manifest.json").read_text())["batches"][-1]["columns"]
+    assert columns["user_id"] == "household_key" and columns["item_id"] == "PRODUCT_ID", columns
+    path.write_text(header.replace("household_key", "household_id") + rows)
+    result = _ingest(path, tmp_path / "other")
+    assert result.exit_code == 2
+    assert "--user-col household_id" in result.output and "STORE_ID:" not in result.output, result.output
+
+
+def test_the_suggested_header_of_msd_play_counts_says_plays_not_rating(tmp_path: Path) -> None:
+    """The Million Song Dataset's `train_triplets.txt` (user, song, play count; no header) starts
+    with a user's counts of 1 and 2, so the suggested header named them `rating` from the first
+    line alone (a rating rule would drop most plays); counts above 10 further down make it `plays`."""
+    path = tmp_path / "train_triplets.txt"
+    path.write_text(
+        "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOAKIMP12A8C130995\t1\n"
+        "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOAPDEY12A81C210A9\t1\n"
+        "b80344d063b5ccb3212f76538f3d9e43d87dca9e\tSOBBMDR12A8C13253B\t2\n"
+        "85c1f87fea955d09b4bec2e36aee110927aedf9a\tSOBBMDR12A8C13253B\t17\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "--header user_id,item_id,plays " in said and "user_id\\titem_id\\tplays'" in said, said
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--header", "user_id,item_id,plays").exit_code == 0
+    assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 17.0]
+
+
+def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Path) -> None:
+    """KuaiRand's log lists every video shown, `is_click` 0 on those skipped: read without a
+    weight, each shown video counted as an interaction with nothing said. A warning names the flag
+    and `--weight-col is_click`, which keeps only the clicked pairs."""
+    path = tmp_path / "log_standard_4_22_to_5_08_pure.csv"
+    path.write_text(
+        "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_rand,tab\n"
+        "0,10,20220422,1900,1650625512388,0,0,0,1\n"
+        "0,11,20220422,1900,1650625533000,1,0,0,1\n"
+        "1,10,20220423,2000,1650715976017,1,1,0,1\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "every row counts as an interaction, whatever 'is_click', 'is_like' hold" in said, said
+    assert "--weight-col is_click (data.columns.weight)" in said and "is_rand" not in said, said
+    out = tmp_path / "clicks"
+    result = _ingest(path, out, "--weight-col", "is_click")
+    assert result.exit_code == 0, result.output
+    assert "whatever" not in result.output
+    pairs = pl.read_parquet(out / "implicit.parquet")
+    assert pairs.height == 2 and pairs["weight"].to_list() == [1.0, 1.0]
+    ads = tmp_path / "raw_sample.csv"  # Taobao's display-ad log: `clk` beside `nonclk`
+    ads.write_text("user,time_stamp,adgroup_id,pid,nonclk,clk\n581738,1494137644,1,430548_1007,1,0\n")
+    result = _ingest(ads, tmp_path / "ads")
+    assert "whatever 'clk' holds" in " ".join(result.output.split()), result.output
+
+
+def test_a_rating_rule_on_kuairec_without_a_weight_names_the_columns_not_read(tmp_path: Path) -> None:
+    """KuaiRec's `big_matrix.csv` has no column named as a weight; its positives are read from
+    `watch_ratio`. A positive rule without a weight column is refused, and the refusal listed the
+    columns read only (user, item, time), not `watch_ratio`, the one to name."""
+    path = tmp_path / "big_matrix.csv"
+    path.write_text(
+        "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio\n"
+        "0,3649,13838,10867,2020-07-05 00:08:23.438,20200705,1593878903.438,1.2733965\n"
+        "0,9598,13665,10984,2020-07-05 00:13:41.297,20200705,1593879221.297,2.4411799\n"
+        "1,3649,3240,10867,2020-07-05 01:02:11.100,20200705,1593882131.1,0.2981504\n"
+    )
+    result = _ingest(path, tmp_path / "out", "--min-rating", "2")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "not read: ['play_duration', 'video_duration', 'time', 'date', 'watch_ratio']" in line, line
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--min-rating", "2", "--weight-col", "watch_ratio").exit_code == 0
+    assert pl.read_parquet(out / "implicit.parquet").height == 1
+
+
+_BEER = (
+    "beer/name: Sausa Weizen\nbeer/beerId: 47986\nbeer/brewerId: 10325\nbeer/ABV: 5.00\nbeer/style: Hefeweizen\n"
+    "review/appearance: 2.5\nreview/aroma: 2\nreview/palate: 1.5\nreview/taste: 1.5\nreview/overall: {first}\n"
+    "review/time: 1234817823\nreview/profileName: stcules\n"
+    "review/text: A lot of foam. But a lot.\tIn the smell some banana, and then lactic and tart.\t\n\n"
+    "beer/name: Red Moon\nbeer/beerId: 48213\nbeer/brewerId: 10325\nbeer/ABV: 6.20\nbeer/style: English Strong Ale\n"
+    "review/appearance: 3\nreview/aroma: 2.5\nreview/palate: 2.5\nreview/taste: 3\nreview/overall: {second}\n"
+    "review/time: 1235915097\nreview/profileName: \"Joe\", the brewer: Sr\nreview/text: Dark red color, light beige foam.\n"
+)
+_FOODS = (
+    "product/productId: B001E4KFG0\nreview/userId: A3SGXH7AUHU8GW\nreview/profileName: delmartian\n"
+    "review/helpfulness: 1/1\nreview/score: 5.0\nreview/time: 1303862400\nreview/summary: Good Quality Dog Food\n"
+    "review/text: I have bought several of the Vitality canned dog food products.\n\n"
+    "product/productId: B00813GRG4\nreview/userId: A1D87F6ZCVE5NK\nreview/profileName: dll pa\n"
+    "review/helpfulness: 0/0\nreview/score: 1.0\nreview/time: 1346976000\nreview/summary: Not as Advertised\n"
+    "review/text: Product arrived labeled as Jumbo Salted Peanuts...\n"
+)
+
+
+def test_snap_multi_line_review_records_say_how_to_flatten_them(tmp_path: Path) -> None:
+    """BeerAdvocate, RateBeer and Amazon fine foods (SNAP) write one `key: value` line per field and
+    a blank line after each review: the first line did not split, and the error said to force a
+    reader with --format, which none does. It now names the layout and the awk line that writes one
+    user,item,rating,time line per review from the keys the file shows, and that line's output ingests."""
+    layouts = {
+        "beeradvocate.txt": (
+            _BEER.format(first="1.5", second="3"),
+            {("stcules", "47986", 1.5), ('"Joe", the brewer: Sr', "48213", 3.0)},  # quotes, comma, ': ' kept
+        ),
+        "Ratebeer.txt": (_BEER.format(first="13/20", second="8/20"), {("stcules", "47986", 13.0)}),
+        "foods.txt": (_FOODS, {("A3SGXH7AUHU8GW", "B001E4KFG0", 5.0), ("A1D87F6ZCVE5NK", "B00813GRG4", 1.0)}),
+        "beeradvocate.txt.gz": (_BEER.format(first="1.5", second="3"), {("stcules", "47986", 1.5)}),  # as shipped
+    }
+    for name, (text, some) in layouts.items():
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+        result = _ingest(path, tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert "--format" not in line and "multi-line review records" in line, line
+        flat = tmp_path / f"{name}.csv"
+        command = line.split("e.g. `", 1)[1].split("`, and ingest", 1)[0]
+        subprocess.run(["sh", "-c", command.replace("FILE", str(path)).replace("NEW.csv", str(flat))], check=True)
+        out = tmp_path / f"out-{name}"
+        result = _ingest(flat, out)
+        assert result.exit_code == 0, result.output
+        got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+        rows = set(zip(got["user_id"].cast(pl.String), got["item_id"].cast(pl.String), got["weight"], strict=True))
+        assert some <= rows and got.height == 2, rows
+        assert got["timestamp"].dt.year().min() >= 2009
+
+
+def test_a_headerless_user_item_time_file_reads_its_unix_times_as_times_not_weights(tmp_path: Path) -> None:
+    """Behance's `Behance_appreciate_1M` (`user item time`, single spaces, no header) was read by
+    position as user, item, rating: every appreciation weighed its Unix time (~1.3e9). A third field
+    spelled as a Unix time in seconds or milliseconds is the time; a rating there stays the weight."""
+    path = tmp_path / "Behance_appreciate_1M"
+    path.write_text("276633 01398047 1299355262\n276633 01598823 1299355300\n12 01398047 1300000000\n")
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    assert "time=column 3, no weight column" in " ".join(result.output.split()), result.output
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")
+    assert got["weight"].to_list() == [1.0, 1.0, 1.0]
+    assert got["timestamp"].dt.year().to_list() == [2011, 2011, 2011]
+    assert got["item_id"].cast(pl.String).to_list()[:2] == ["01398047", "01598823"]  # leading zeros kept
+    rated = tmp_path / "ydata-ymusic-rating-study-v1_0-train.txt"  # Yahoo! R3: user, song, rating
+    rated.write_text("1\t14\t5\n1\t35\t1\n2\t14\t3\n")
+    out = tmp_path / "rated"
+    assert _ingest(rated, out).exit_code == 0
+    assert pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet")["weight"].to_list() == [5.0, 1.0, 3.0]
+
+
+def test_a_session_or_order_id_is_never_taken_as_the_one_remaining_item_column(tmp_path: Path) -> None:
+    """Trivago's `train.csv` (user_id, session_id, ..., reference: the item on item actions) has no
+    item column by name, and `session_id`, the one `<name>_id` left, was read as the item without a
+    word: every session an item. Now no item is found, and the error asks for one."""
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "user_id,session_id,timestamp,step,action_type,reference,platform,city,device,current_filters,impressions,prices\n"
+        '00RL8Z82B2Z1,aff3928535f48,1541037460,1,search for poi,Newtown,AU,"Sydney, Australia",mobile,,,\n'
+        '00RL8Z82B2Z1,aff3928535f48,1541037522,2,interaction item image,666856,AU,"Sydney, Australia",mobile,,,\n'
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: no item column found"), result.output
+    result = _ingest(path, tmp_path / "out", "--item-col", "reference")
+    assert result.exit_code == 0, result.output
+    orders = tmp_path / "orders.csv"  # an order id beside the user is no item either
+    orders.write_text("user_id,order_id,rating\n1,10,5\n2,11,4\n")
+    result = _ingest(orders, tmp_path / "orders")
+    assert result.exit_code == 2 and "no item column found" in result.output, result.output
+
+
+def test_a_rating_id_is_never_taken_as_the_one_remaining_user_column(tmp_path: Path) -> None:
+    """Douban's moviedata-10m `ratings.csv` (RATING_ID, USER_MD5, MOVIE_ID, RATING, RATING_TIME):
+    `RATING_ID`, the one `<name>_ID` left, was read as the user without a word, every rating its own
+    user. Now no user is guessed and the hint names USER_MD5; an order id stays a basket's user."""
+    path = tmp_path / "ratings.csv"
+    path.write_text(
+        "RATING_ID,USER_MD5,MOVIE_ID,RATING,RATING_TIME\n"
+        "1359352573,0ab7e3efacd56983f16503572d2b9915,5113101,2,2018-09-05 19:42:07\n"
+        "1598245094,84dfd3f91dd85ea105bc74a4f0d7a067,5113101,1,2019-07-09 14:52:07\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: no user column found") and line.endswith("--user-col USER_MD5"), line
+    baskets = tmp_path / "order_products__prior.csv"
+    baskets.write_text("order_id,product_id,add_to_cart_order,reordered\n2,33120,1,1\n2,28985,2,1\n")
+    result = _ingest(baskets, tmp_path / "baskets")
+    assert result.exit_code == 0 and "user=order_id" in result.output, result.output
+
+
+def test_a_million_playlist_slice_says_how_to_write_one_line_per_playlist_and_track(tmp_path: Path) -> None:
+    """Spotify's Million Playlist Dataset slices are one pretty-printed JSON document; after the
+    `jq -c .` the first refusal gives, the hint was `--user-col info --item-col playlists`. Every key
+    holding an object or a list now names the jq line that writes one line per playlist and track."""
+    document = {
+        "info": {"generated_on": "2017-12-03 08:41:42.057563", "slice": "0-999", "version": "v1"},
+        "playlists": [
+            {
+                "name": "Throwbacks", "collaborative": "false", "pid": 0, "modified_at": 1493424000,
+                "tracks": [
+                    {"pos": 0, "artist_name": "Missy Elliott", "track_uri": "spotify:track:0UaMYEvWZi0ZqiDOoHU3YI",
+                     "duration_ms": 226863, "album_name": "The Cookbook"},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "mpd.slice.0-999.json"
+    path.write_text(json.dumps(document, indent=4))
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2 and "`jq -c . FILE > NEW.jsonl`" in result.output, result.output
+    compact = tmp_path / "mpd.jsonl"
+    compact.write_text(json.dumps(document) + "\n")  # what `jq -c .` writes
+    result = _ingest(compact, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--user-col" not in line and "every key of its first lines holds a nested object or list" in line, line
+    assert "`jq -c '.playlists[] | .pid as $u | .tracks[] | {user_id: $u, item_id: .track_uri}' FILE > NEW.jsonl`" in line
+
+
+def test_the_hints_for_a_session_list_log_never_offer_its_item_list_as_the_user(tmp_path: Path) -> None:
+    """Amazon-M2's (KDD Cup 2023) `sessions_train.csv`, `prev_items,next_item,locale`: no user, and
+    the hint offered the item list `prev_items` as the user and as the item; it offers no user by
+    name now, and `next_item` as the item."""
+    path = tmp_path / "sessions_train.csv"
+    path.write_text(
+        "prev_items,next_item,locale\n"
+        "\"['B09W9FND7K' 'B09JSPLN1M']\",B09M7GY217,DE\n"
+        "\"['B076THCGSG' 'B007MO8IME' 'B08MF65MLV']\",B001B4TKA0,DE\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--user-col NAME" in line and line.endswith("--item-col next_item"), line
+
+
+def test_the_suggested_header_of_twitch_names_no_streamer_an_event(tmp_path: Path) -> None:
+    """Twitch's `100k_a.csv` (user, stream id, streamer, start, stop; no header): a lower-case word
+    beside integer ids is named `event` (Taobao's `pv`), so the streamer names were offered as
+    events. A word column with more than 20 values in the first lines is named by position."""
+    streamers = ["mithrain", "alptv", "wtcn", "jrokezftw", "berkriptepe", *(f"streamer{chr(97 + n)}" for n in range(25))]
+    path = tmp_path / "100k_a.csv"
+    path.write_text("".join(f"1,{33842865744 + 7 * n},{name},{154 + n},{156 + n}\n" for n, name in enumerate(streamers)))
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "--header user_id,item_id,column_3,column_4,column_5 " in said, said

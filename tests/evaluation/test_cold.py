@@ -75,6 +75,16 @@ def test_model_metrics_cover_warm_users_only_and_never_rank_a_cold_item(split, m
     assert everyone.topk.items.tolist() == [[3, 5], [4, 0], [0, 1], [0, 1]]
 
 
+def test_a_cold_user_with_a_history_is_not_counted_as_skipped_by_the_warm_metrics(split, model):
+    """Every user here has a test item: none is skipped. u2 (cold, validation history) is scored in
+    the cold group; the warm evaluation once counted it as a user without test items too (the
+    MLflow n_users_skipped of a random split: evaluated + skipped + cold exceeded the users)."""
+    parts = divide_test(split)
+    result = evaluate(model, parts.warm, CFG, item_popularity=np.ones(N_ITEMS))
+    assert (result.n_users_evaluated, result.n_users_skipped, parts.cold_users.size) == (2, 0, 2)
+    assert result.topk.items.tolist() == [[3, 2], [4, 0]]  # the warm users' masks are kept
+
+
 def test_cold_users_are_scored_by_fold_in_of_their_history_or_by_popularity(split, model):
     parts = separate_cold(split.test_set(), split.train)
     popularity = np.asarray(split.train.sum(axis=0)).ravel()  # [1, 1, 1, 1, 1, 0]

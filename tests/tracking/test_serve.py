@@ -132,3 +132,30 @@ def _what_mlflow_decides_before_the_pyfunc(url: str) -> None:
                  {"instances": [rows[0], {"user_id": "u2", "k": None}]}):  # fmt: skip
         assert [len(a["item_ids"]) for a in _post(url, body)["predictions"]] == [3, 10]
     assert len(_post(url, {"dataframe_records": [{"user_id": "u1", "kk": 3}]})["predictions"][0]["item_ids"]) == 10
+
+
+def test_the_port_of_a_server_that_stopped_after_answering_is_free_again_but_a_listening_one_is_not():
+    """A server that answered a request and stopped leaves its side of the connection in TIME_WAIT
+    (a minute on Linux). uvicorn binds over it (SO_REUSEADDR) but the port check before loading the
+    model did not, so `recsys serve` restarted on its port right after a stop failed with 'cannot
+    listen on 127.0.0.1:PORT (Address already in use)'. A port someone listens on stays refused."""
+    from recsys.cli.tracking_cmds import _port_is_free
+    from recsys.errors import TrackingError
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    answered, _ = server.accept()
+    answered.close()  # the server closes first: its end waits in TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    _port_is_free(port)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        with pytest.raises(TrackingError, match="cannot listen on"):
+            _port_is_free(listening.getsockname()[1])
