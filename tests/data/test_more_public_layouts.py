@@ -26,6 +26,21 @@ def _ingest(source: Path, out: Path, *args: str):
     return runner.invoke(app, ["ingest", str(source), "--out", str(out), *args])
 
 
+def _accepted(source: Path, out: Path, *args: str) -> str:
+    """The output of an ingest that must succeed, its whitespace runs (rich's wrapping) made one space."""
+    result = _ingest(source, out, *args)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def _refusal(source: Path, out: Path, *args: str) -> str:
+    """The one `error:` line of an ingest that must exit 2."""
+    result = _ingest(source, out, *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
 def test_steam_200k_suggested_header_reads_the_user_and_the_game(tmp_path: Path) -> None:
     """User, game (quoted), behaviour, hours, 0: the 9-digit user id looked like a Unix time, so
     the suggested header named it `timestamp`, the game `user_id` and `purchase` the item."""
@@ -37,9 +52,7 @@ def test_steam_200k_suggested_header_reads_the_user_and_the_game(tmp_path: Path)
     )
     path = tmp_path / "steam-200k.csv"
     path.write_text(rows, newline="")
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out")
     header = line.split("sed -i '1i ", 1)[1].split("'", 1)[0]
     assert header == "user_id,item_id,event,column_4,column_5", line
     path.write_text(header + "\n" + rows, newline="")
@@ -85,9 +98,7 @@ def test_book_crossing_backslash_escaped_quotes_name_the_sed_that_fixes_them(tmp
     path = tmp_path / "BX-Book-Ratings.csv"
     text = '"User-ID";"ISBN";"Book-Rating"\r\n"276725";"034545104X";"0"\r\n"276762";"B0000BLD7X\\"";"7"\r\n'
     path.write_text(text, newline="")
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out")
     assert "at line 3" in line and "`sed 's/\\\\\"/\"\"/g' FILE > NEW`" in line, line
     path.write_text(text.replace('\\"', '""'), newline="")  # what that sed does
     out = tmp_path / "out"
@@ -127,9 +138,7 @@ def test_a_headerless_numeric_file_of_five_fields_asks_for_a_header(tmp_path: Pa
     rows = "31435741\t2\t4\t4\t1385212958\n31435741\t2\t4\t5\t1385212642\n31435742\t3\t7\t9\t1385209153\n"
     path = tmp_path / "LFM-1b_LEs.txt"
     path.write_text(rows)
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out")
     assert "no header line and 5 fields" in line and "\\ttimestamp'" in line, line
     assert not (tmp_path / "out").exists()
     path.write_text("user_id\titem_id\talbum_id\ttrack_id\ttimestamp\n" + rows)
@@ -152,18 +161,14 @@ def test_steam_reviews_without_a_user_id_on_most_lines_name_the_username_key(tmp
     path = tmp_path / "steam_reviews.json"
     path.write_text("".join(json.dumps(r) + "\n" for r in STEAM_REVIEWS))
     out = tmp_path / "out"
-    result = _ingest(path, out)
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said = _accepted(path, out)
     assert "2 of 3 rows (67%) have no user id in column 'user_id'" in said
     assert "'username' names the users too: read it as the user with --user-col username" in said, said
     assert _ingest(path, out, "--user-col", "username").exit_code == 0
     assert json.loads((out / "manifest.json").read_text())["rows_accepted"] == 3
 
     path.write_text("".join(json.dumps({**r, "user_id": ""}) + "\n" for r in STEAM_REVIEWS))
-    result = _ingest(path, tmp_path / "out2")
-    assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out2")
     assert line.endswith("'username' names the same users: read it as the user with --user-col username"), line
 
 
@@ -179,9 +184,7 @@ def test_one_line_per_user_lists_say_how_to_flatten_them(tmp_path: Path) -> None
     for name, (text, printed, some_pairs) in layouts.items():
         path = tmp_path / name
         path.write_text(text)
-        result = _ingest(path, tmp_path / "out")
-        assert result.exit_code == 2, result.output
-        (line,) = result.output.strip().splitlines()
+        line = _refusal(path, tmp_path / "out")
         assert "none of" not in line and printed in line, line
         flat = tmp_path / f"{name}.csv"
         command = line.split("e.g. `", 1)[1].split("`", 1)[0]
@@ -220,9 +223,7 @@ def test_the_missing_id_column_hint_never_offers_an_event_order_or_rating_column
         path = tmp_path / name
         if text is not None:
             path.write_text(text)
-        result = _ingest(path, tmp_path / "out", *args)
-        assert result.exit_code == 2, result.output
-        (line,) = result.output.strip().splitlines()
+        line = _refusal(path, tmp_path / "out", *args)
         assert line.endswith(f"name it with {hint}"), line
 
 
@@ -242,9 +243,7 @@ def test_a_time_layout_no_parse_reads_is_named_and_read_with_time_format(tmp_pat
     path = tmp_path / "Online Retail.csv"
     path.write_text(ONLINE_RETAIL)
     columns = ["--user-col", "CustomerID", "--item-col", "StockCode", "--time-col", "InvoiceDate"]
-    result = _ingest(path, tmp_path / "out", *columns)
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out", *columns)
     assert "--time-format '%m/%d/%Y %H:%M' reads these (the month first" in line, line
     out = tmp_path / "out"
     assert _ingest(path, out, *columns, "--time-format", "%m/%d/%Y %H:%M").exit_code == 0
@@ -282,9 +281,7 @@ def test_the_suggested_header_of_buys_with_a_decimal_price_names_no_rating(tmp_p
     position), so the copied header summed quantities as ratings."""
     path = tmp_path / "yoochoose-buys.dat"
     path.write_text("10,2024-01-12 00:50:00,89,94.09303132921134,2\n13,2024-01-25 00:06:00,45,99.13071820075994,1\n")
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out")
     assert "--header user_id,timestamp,item_id,column_4,column_5 " in line, line
 
 
@@ -400,9 +397,7 @@ def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Pa
         "0,11,20220422,1900,1650625533000,1,0,0,1\n"
         "1,10,20220423,2000,1650715976017,1,1,0,1\n"
     )
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said = _accepted(path, tmp_path / "out")
     assert "every row counts as an interaction, whatever 'is_click', 'is_like' hold" in said, said
     assert "--weight-col is_click (data.columns.weight)" in said and "is_rand" not in said, said
     out = tmp_path / "clicks"
@@ -428,9 +423,7 @@ def test_a_rating_rule_on_kuairec_without_a_weight_names_the_columns_not_read(tm
         "0,9598,13665,10984,2020-07-05 00:13:41.297,20200705,1593879221.297,2.4411799\n"
         "1,3649,3240,10867,2020-07-05 01:02:11.100,20200705,1593882131.1,0.2981504\n"
     )
-    result = _ingest(path, tmp_path / "out", "--min-rating", "2")
-    assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out", "--min-rating", "2")
     assert "not read: ['play_duration', 'video_duration', 'time', 'date', 'watch_ratio']" in line, line
     out = tmp_path / "out"
     assert _ingest(path, out, "--min-rating", "2", "--weight-col", "watch_ratio").exit_code == 0
@@ -473,9 +466,7 @@ def test_snap_multi_line_review_records_say_how_to_flatten_them(tmp_path: Path) 
     for name, (text, some) in layouts.items():
         path = tmp_path / name
         path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
-        result = _ingest(path, tmp_path / "out")
-        assert result.exit_code == 2, result.output
-        (line,) = result.output.strip().splitlines()
+        line = _refusal(path, tmp_path / "out")
         assert "--format" not in line and "multi-line review records" in line, line
         flat = tmp_path / f"{name}.csv"
         command = line.split("e.g. `", 1)[1].split("`, and ingest", 1)[0]
@@ -541,9 +532,7 @@ def test_a_rating_id_is_never_taken_as_the_one_remaining_user_column(tmp_path: P
         "1359352573,0ab7e3efacd56983f16503572d2b9915,5113101,2,2018-09-05 19:42:07\n"
         "1598245094,84dfd3f91dd85ea105bc74a4f0d7a067,5113101,1,2019-07-09 14:52:07\n"
     )
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out")
     assert line.startswith("error: no user column found") and line.endswith("--user-col USER_MD5"), line
     baskets = tmp_path / "order_products__prior.csv"
     baskets.write_text("order_id,product_id,add_to_cart_order,reordered\n2,33120,1,1\n2,28985,2,1\n")
@@ -573,9 +562,7 @@ def test_a_million_playlist_slice_says_how_to_write_one_line_per_playlist_and_tr
     assert result.exit_code == 2 and "`jq -c . FILE > NEW.jsonl`" in result.output, result.output
     compact = tmp_path / "mpd.jsonl"
     compact.write_text(json.dumps(document) + "\n")  # what `jq -c .` writes
-    result = _ingest(compact, tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(compact, tmp_path / "out")
     assert "--user-col" not in line and "every key of its first lines holds a nested object or list" in line, line
     assert "`jq -c '.playlists[] | .pid as $u | .tracks[] | {user_id: $u, item_id: .track_uri}' FILE > NEW.jsonl`" in line
 
@@ -590,9 +577,7 @@ def test_the_hints_for_a_session_list_log_never_offer_its_item_list_as_the_user(
         "\"['B09W9FND7K' 'B09JSPLN1M']\",B09M7GY217,DE\n"
         "\"['B076THCGSG' 'B007MO8IME' 'B08MF65MLV']\",B001B4TKA0,DE\n"
     )
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    (line,) = result.output.strip().splitlines()
+    line = _refusal(path, tmp_path / "out")
     assert "--user-col NAME" in line and line.endswith("--item-col next_item"), line
 
 
@@ -622,9 +607,7 @@ def test_kuairec_rows_with_an_empty_time_are_counted_and_named(tmp_path: Path) -
     path = tmp_path / "big_matrix.csv"
     path.write_text(header + timed + "1,3649,5000,10867,,,,0.4602004\n")  # a pair with no timed row
     out = tmp_path / "out"
-    result = _ingest(path, out)
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said = _accepted(path, out)
     assert "without a time │ 1" in said, said
     assert (
         "warning: 1 of 3 rows (33.3%) has an empty time in column 'timestamp' and was accepted without one "
@@ -636,9 +619,7 @@ def test_kuairec_rows_with_an_empty_time_are_counted_and_named(tmp_path: Path) -
     with pytest.raises(DataError, match="1 of 3 rows have none"):  # what the warning said
         split_data(load_processed(out), SplitConfig(protocol="temporal"))
     path.write_text(header + timed + "0,3649,5000,10867,,,,0.4602004\n")  # its pair has a timed row
-    result = _ingest(path, out)
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said = _accepted(path, out)
     assert "every interaction kept has a time all the same" in said, said
     assert split_data(load_processed(out), SplitConfig(protocol="temporal")).meta["rows"]["train"] == 2
     path.write_text(header + timed)
@@ -663,9 +644,7 @@ def test_a_column_named_like_a_time_but_not_read_is_named_without_duplicates(tmp
         (dunnhumby, "'DAY', 'TRANS_TIME' are named like times but not read; if one holds times, read it with --time-col NAME"),
     )
     for path, named in cases:
-        result = _ingest(path, tmp_path / path.stem, "--user-col", "USER_MD5" if path is douban else "household_key")
-        assert result.exit_code == 0, result.output
-        said = " ".join(result.output.split())
+        said = _accepted(path, tmp_path / path.stem, "--user-col", "USER_MD5" if path is douban else "household_key")
         assert f"warning: no time column is read, so temporal splits (temporal, rolling, leave_last_n) refuse this data: {named}" in said, said
     result = _ingest(douban, tmp_path / "timed", "--user-col", "USER_MD5", "--time-col", "RATING_TIME")
     assert result.exit_code == 0 and "no time column is read" not in result.output, result.output
@@ -681,9 +660,7 @@ def test_jodie_decimal_times_get_a_1970_warning_worded_for_them(tmp_path: Path) 
         "0,0,0.0,0,-0.319991,-0.435701,0.106784\n1,1,6.0,0,-0.319991,-0.435701,0.106784\n"
         "0,1,36.0,0,-0.319991,-0.435701,0.106784\n"
     )
-    result = _ingest(path, tmp_path / "out")
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said = _accepted(path, tmp_path / "out")
     assert "integer times" not in said, said
     assert (
         "warning: every timestamp ('timestamp') is in 1970 (latest 1970-01-01 00:00:36): decimal times are read as "
