@@ -86,6 +86,31 @@ def skip_reason(model_cfg: ModelConfig, split: Split, threads: int | None = None
     return None
 
 
+def per_split_checkpoints(model_cfg: ModelConfig, split: Split) -> ModelConfig:
+    """The config with a two-tower's `checkpoint_dir` narrowed to `<checkpoint_dir>/split-<digest>`
+    for `recsys run`, the other splits' directories under it removed (this one's is kept: its
+    checkpoint is what a rerun resumes).
+
+    Why: the directory holds one training's resume point, and a checkpoint of other data is refused
+    (`recsys.training`: a person pointing `recsys train` at the wrong directory is told so). A
+    scheduled run trains on a log that has grown, so the run after the first met yesterday's
+    checkpoint and the model failed on every run until someone deleted it. Keyed by the split, a
+    run killed with -9 still resumes on its rerun (same data, same split), and a run on new data
+    starts afresh."""
+    import shutil
+
+    from recsys.data.split import split_digest
+
+    directory = getattr(model_cfg, "checkpoint_dir", None)
+    if model_cfg.kind != "two_tower" or not directory:
+        return model_cfg
+    own = Path(directory) / f"split-{split_digest(split)}"
+    for old in Path(directory).glob("split-*"):
+        if old != own and old.is_dir():  # an earlier day's: nothing to resume on this data
+            shutil.rmtree(old, ignore_errors=True)
+    return model_cfg.model_copy(update={"checkpoint_dir": str(own)})
+
+
 def train_model(
     model_cfg: ModelConfig,
     split: Split,

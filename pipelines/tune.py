@@ -16,7 +16,6 @@ Two entry points over the one search in `recsys.tuning.tune`:
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pipelines.heartbeat import with_heartbeat
 from recsys.config import RunConfig
 from recsys.data.split import Split
 from recsys.errors import ConfigError
+from recsys.files import scratch_dir
 from recsys.lineage import TAG_LINEAGE
 from recsys.models.base import ModelConfig, Recommender
 from recsys.tuning import TrialRecord, TuningConfig, TuningOutcome, search_space, tune
@@ -68,10 +68,11 @@ def validation_or_refuse(split: Split, model_name: str):
 
 def tune_model(
     cfg: RunConfig, split: Split, model_name: str, *, trials: int, metric: str | None = None,
-    progress: Callable[[TrialRecord], None] | None = None,
+    progress: Callable[[TrialRecord], None] | None = None, log: Callable[[str], None] = print,
 ) -> TuneResult:  # fmt: skip
     """`recsys tune`: search the model's space (its tuning section's, or the kind's default) with
-    `trials` trials; metric defaults to the promotion metric (recall@20)."""
+    `trials` trials; metric defaults to the promotion metric (recall@20). A distilling student's
+    teacher (a model of the config) is trained first, as `recsys run` and `recsys train` do."""
     model_cfg = cfg.model(model_name)
     if model_cfg.kind == "blend":  # its trials need the fitted members, which only a run trains first
         raise ConfigError(
@@ -82,9 +83,11 @@ def tune_model(
     model_cfg = model_cfg.model_copy(update={"tuning": tuning})
     search_space(model_cfg)  # a model with nothing to tune is refused before any work
     validation = validation_or_refuse(split, model_name)
+    teacher = fitted_teacher(cfg, split, model_cfg, log)
     outcome = tune(
         model_cfg, split.train, validation, metric=metric or cfg.promotion.metric,
         hooks=_ProgressHooks(progress) if progress is not None else None, item_ids=split.item_ids,
+        build=_with_teacher(teacher) if teacher is not None else None,
     )  # fmt: skip
     history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
@@ -93,6 +96,34 @@ def tune_model(
         model_name, outcome.metric, outcome.best_value, outcome.best_params, history,
         RunConfig.model_validate(tuned.resolved()),
     )  # fmt: skip
+
+
+def fitted_teacher(
+    cfg: RunConfig, split: Split, model_cfg: ModelConfig, log: Callable[[str], None]
+) -> Recommender | None:
+    """The config's model that `model_cfg` distills from, fitted on `split` (its own teacher first),
+    or None. Why: `recsys tune` built every trial without it, so each failed ("call
+    model.set_teacher(teacher) before fit") and the search ended in "no tuning trial finished"."""
+    from pipelines.train import fit_model
+    from recsys.distill import teacher_name
+
+    name = teacher_name(model_cfg)
+    if name is None:
+        return None
+    teacher_cfg = cfg.model(name)
+    if teacher_cfg.kind == "blend":  # its members would have to train first: what a run does
+        raise ConfigError(
+            f"{model_cfg.name!r} distills from the blend {name!r}, which only `recsys run` trains (after its members): "
+            f"tune {model_cfg.name!r} with a [models.tuning] section in `recsys run`"
+        )
+    log(f"training {name}, the teacher {model_cfg.name!r} distills from")
+    return fit_model(teacher_cfg, split, cfg, teacher=fitted_teacher(cfg, split, teacher_cfg, log), log=log)
+
+
+def _with_teacher(teacher: Recommender) -> Callable[[ModelConfig], Recommender]:
+    from pipelines.train import model_builder
+
+    return model_builder(None, teacher)
 
 
 def _pinned(model_cfg: ModelConfig, params: dict[str, Any]) -> ModelConfig:
@@ -214,7 +245,7 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
             "recsys.tuning.timed_out": str(outcome.timed_out).lower(),
         },
     )
-    with tempfile.TemporaryDirectory(prefix="recsys-tuning-") as tmp:
+    with scratch_dir("recsys-tuning") as tmp:
         root = Path(tmp) / "tuning"
         plot_study(outcome.study, root)
         trials = [
@@ -260,7 +291,7 @@ def champion_parameters(
             return []
         if tags.get(TAG_LINEAGE) not in (None, lineage(cfg)):  # untagged: a run from before lineages
             return []
-        with tempfile.TemporaryDirectory(prefix="recsys-champion-") as tmp:
+        with scratch_dir("recsys-champion") as tmp:
             path = tracker.client.download_artifacts(version.run_id, "config/model.json", tmp)
             params = json.loads(Path(path).read_text())
     except Exception as exc:  # the champion's run or artifact is gone: tune without it

@@ -121,6 +121,25 @@ def process_temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-"))
 
 
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[str]:
+    """`tempfile.TemporaryDirectory(prefix=...)` that a kill -9 does not leave behind for ever: a
+    `process_temp_dir(prefix)` (named by our pid), removed when the block ends, and the directories
+    of dead processes under the same prefix removed as it starts.
+
+    Why: the scratch space of logging a model (its saved copy and the pyfunc's), of re-scoring the
+    champion (a downloaded copy of it) and of a logged split (every matrix) is a `with` block's, and
+    a run or `recsys promote` killed with -9 inside one left it in $TMPDIR, a model's size per kill
+    (EASE's n_items^2 weights twice over), with no name saying whose it was."""
+    import shutil
+
+    path = process_temp_dir(prefix)
+    try:
+        yield str(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def popen_off_our_streams(args: list[str], prefix: str, **kwargs: object):  # -> subprocess.Popen
     """Start `args` in a session of its own, its stdin on /dev/null and its stdout and stderr in
     `$TMPDIR/<prefix>-<our pid>-*/server.log` (the Popen's `log_file` attribute), never on ours.

@@ -364,8 +364,17 @@ def suggest(trial: Any, name: str, entry: SpaceEntry) -> Any:
 
 
 def trial_config(model_cfg: ModelConfig, params: Mapping[str, Any]) -> ModelConfig:
-    """The model config of one trial: validated (a bad value is a clear error), no tuning section."""
+    """The model config of one trial: validated (a bad value is a clear error), no tuning section,
+    and no two-tower `checkpoint_dir`.
+
+    Why no checkpoints: that directory holds ONE training's resume point (`recsys.training` refuses
+    a checkpoint of another config or data). Every trial wrote to it, so each later trial met the
+    first one's checkpoint and failed ("belongs to a different config"): a search of one trial, and
+    on the next day's data none at all (the model failed on every scheduled run). A search is not
+    resumed after a kill (its study lives in the process), so its trials have nothing to keep."""
     data = {**model_cfg.model_dump(), **params, "tuning": None}
+    if model_cfg.kind == "two_tower":  # Spark WALS's checkpoint_dir cuts RDD lineages: it stays
+        data["checkpoint_dir"] = None
     return type(model_cfg).model_validate(data)
 
 

@@ -509,6 +509,7 @@ def tune(
         trials=trials,
         metric=metric,
         progress=lambda record: _plain(f"  {trial_line(record)}"),
+        log=_plain,
     )
     written = write_tuned(
         out,

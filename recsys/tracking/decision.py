@@ -208,12 +208,12 @@ def decide(
 def logged_evaluation(client: MlflowClient, run_id: str) -> EvaluationConfig:
     """The evaluation config a run logged (config/run.toml), so a later `recsys promote` scores the
     champion exactly as the pipeline did; the defaults when the run has none."""
-    import tempfile
     import tomllib
 
     from recsys.config import EvaluationConfig
+    from recsys.files import scratch_dir
 
-    with tempfile.TemporaryDirectory(prefix="recsys-config-") as tmp:
+    with scratch_dir("recsys-config") as tmp:
         try:
             path = client.download_artifacts(run_id, "config/run.toml", tmp)
             data = tomllib.loads(open(path).read())

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -37,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys.errors import TrackingError, first_line
 from recsys.faults import fault_point
-from recsys.files import announced_lock, write_text_atomic
+from recsys.files import announced_lock, scratch_dir, write_text_atomic
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -119,7 +119,10 @@ def keep_text(bundle: Path, record: RunRecord, text: str, artifact_file: str) ->
 
 def load_bundle(bundle: Path) -> list[RunRecord]:
     """The records of a bundle, every run after the run it is nested under (parent, models, trials)."""
-    records = [RunRecord.from_json(json.loads(p.read_text())) for p in sorted(bundle.glob(f"*/{RUN_FILE}"))]
+    records = [
+        kept_json(p, "remove its folder to resume without that run", RunRecord.from_json)
+        for p in sorted(bundle.glob(f"*/{RUN_FILE}"))
+    ]
     by_id = {r.run_id: r for r in records}
 
     def depth(record: RunRecord) -> int:
@@ -129,6 +132,17 @@ def load_bundle(bundle: Path) -> list[RunRecord]:
         return seen
 
     return sorted(records, key=lambda r: (depth(r), r.key != PARENT_KEY, r.key))
+
+
+def kept_json(path: Path, hint: str, read: Callable[[Any], Any] = lambda data: data) -> Any:
+    """`read(the JSON in path)`, or a TrackingError naming the file. Why: a record that is not one
+    (edited by hand, cut short by a full disk; our own writes are atomic) stopped the resume with
+    "unexpected JSONDecodeError ... this is a bug", exit 1, instead of saying which file to mend."""
+    try:
+        return read(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise TrackingError(f"{path} is not a readable record of a kept run ({type(exc).__name__}: "
+                            f"{first_line(exc)}): restore it, or {hint}") from None  # fmt: skip
 
 
 def find_bundles(path: Path) -> list[Path]:
@@ -171,11 +185,14 @@ def _resume_locked(client: MlflowClient, experiment_id: str, bundle: Path) -> Re
 
     done_file = bundle / LOGGED_FILE
     if done_file.is_file():
-        logged = json.loads(done_file.read_text())
+        logged = kept_json(done_file, "remove it (the runs it names were logged: a resume looks them up by their tags)")
         return ResumeReport(bundle, logged.get("runs", {}), logged.get("registered", []), already_logged=True)
     records = load_bundle(bundle)
     progress_file = bundle / PROGRESS_FILE
-    progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {"runs": {}, "registered": {}}
+    progress = (
+        kept_json(progress_file, "remove it (a resume finds the runs it had logged by their tags)")
+        if progress_file.is_file() else {"runs": {}, "registered": {}}
+    )  # fmt: skip
     new_ids: dict[str, str] = {}  # old run id -> new run id
     report = ResumeReport(bundle, {}, [])
     for record in records:
@@ -325,7 +342,7 @@ def _carry_split(
         OFFLINE_PREFIX
     ):
         return
-    with tempfile.TemporaryDirectory(prefix="recsys-split-") as tmp:
+    with scratch_dir("recsys-split") as tmp:
         try:
             path = client.download_artifacts(old_parent, SPLIT_ARTIFACT, tmp)
         except Exception:  # never logged: promotion will say the split cannot be had

@@ -27,7 +27,6 @@ challenger's run as `champion_<metric>` (e.g. `champion_recall_at_20`), visible 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import TrackingError
+from recsys.files import scratch_dir
 from recsys.tracking.runs import PER_USER_ARTIFACT, PYFUNC_ARTIFACT, with_retries
 from recsys.tracking.store import metric_key
 
@@ -57,7 +57,7 @@ def load_per_user(client: MlflowClient, run_id: str) -> Any:
     """The run's per-user metrics table (polars), or TrackingError naming the run."""
     import polars as pl
 
-    with tempfile.TemporaryDirectory(prefix="recsys-per-user-") as tmp:
+    with scratch_dir("recsys-per-user") as tmp:
         try:
             path = client.download_artifacts(run_id, PER_USER_ARTIFACT, tmp)
         except Exception as exc:
@@ -307,7 +307,7 @@ def reevaluate_champion(
         raise TrackingError(
             f"the split handed over (digest {digest}) is not the challenger's (digest {challenger_digest})"
         )
-    with tempfile.TemporaryDirectory(prefix="recsys-champion-") as tmp:
+    with scratch_dir("recsys-champion") as tmp:
         model = load_run_model(client, champion_run_id, Path(tmp))
         check_vocab_prefix(client, champion_run_id, model, split, Path(tmp))
         n_test_seen = seen_test_interactions(client, champion_run_id, split, Path(tmp))

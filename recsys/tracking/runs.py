@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +44,7 @@ import numpy as np
 from recsys.data.split import split_digest  # noqa: F401 - the digest tags and checks use, re-exported
 from recsys.errors import TrackingError, first_line
 from recsys.faults import fault_point
+from recsys.files import scratch_dir
 from recsys.tracking import plots, ui
 from recsys.tracking.offline import (
     PARENT_KEY,
@@ -738,7 +738,7 @@ class Tracker:
                     run_id, {k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"])
                 )
         fault_point("tracking.artifacts")
-        with tempfile.TemporaryDirectory(prefix="recsys-run-") as tmp:
+        with scratch_dir("recsys-run") as tmp:
             root = Path(tmp) / "artifacts"
             self._write_artifacts(root, model, eval_result, split, data, title=self._plot_title(model, run_id))
             from recsys.tracking.pyfunc import save_pyfunc

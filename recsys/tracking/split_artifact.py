@@ -8,11 +8,11 @@ trained on?") needs the pairs behind each split digest, not just the digest.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.errors import TrackingError
+from recsys.files import scratch_dir
 from recsys.tracking.runs import TAG_SPLIT_DIGEST, split_digest, with_retries
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def log_split(client: MlflowClient, run_id: str, split: Split) -> None:
     """Write `split` (recsys.data.split_io) under the run's `split/` artifact path."""
     from recsys.data.split_io import save_split
 
-    with tempfile.TemporaryDirectory(prefix="recsys-split-") as tmp:
+    with scratch_dir("recsys-split") as tmp:
         directory = save_split(split, Path(tmp) / SPLIT_ARTIFACT)
         with_retries(lambda: client.log_artifacts(run_id, str(directory), SPLIT_ARTIFACT))
 
@@ -41,7 +41,7 @@ def load_run_split(client: MlflowClient, run_id: str) -> Split:
     run = client.get_run(run_id)
     expected = run.data.tags.get(TAG_SPLIT_DIGEST)
     owner = run.data.tags.get(PARENT_TAG) or run_id
-    with tempfile.TemporaryDirectory(prefix="recsys-split-") as tmp:
+    with scratch_dir("recsys-split") as tmp:
         try:
             path = client.download_artifacts(owner, SPLIT_ARTIFACT, tmp)
             split = load_split(path)

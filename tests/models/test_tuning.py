@@ -461,3 +461,43 @@ def test_plotting_a_search_leaves_the_process_matplotlib_style_as_it_was(tmp_pat
     changed = {key for key, value in matplotlib.rcParams.items() if before.get(key) != value}
     assert changed == set()
     assert _figure((2, 2)).subplots().get_facecolor() == matplotlib.colors.to_rgba(before["axes.facecolor"])
+
+
+def test_a_two_tower_with_a_checkpoint_dir_tunes_every_trial_today_and_on_the_next_days_data(planted, tmp_path):
+    """`checkpoint_dir` is one training's resume point. Every trial checkpointed into it, so each
+    trial after the first met trial 0's checkpoint and failed ("belongs to a different config"), and
+    a scheduled run on grown data failed every trial, hence the model (found by QA). Trials do not
+    checkpoint: all complete, on both days, and nothing is written there."""
+    split = strong_split(planted)
+    checkpoints = tmp_path / "checkpoints"
+    cfg = TwoTowerConfig(
+        name="tt", dim=8, epochs=2, batch_size=512, num_negatives=16, threads=1, device="cpu", quiet=True,
+        checkpoint_dir=str(checkpoints), tuning=TuningConfig(n_trials=2, prune=False, space={"lr": [0.01, 0.04]}),
+    )  # fmt: skip
+    first = tune(cfg, split.train, split.validation_set())
+    assert [r.state for r in first.trials] == ["complete"] * 2, [r.error for r in first.trials]
+    grown = split.train.tolil()
+    grown[0, np.flatnonzero(split.train[0].toarray().ravel() == 0)[0]] = 1.0  # one more interaction
+    second = tune(cfg, sp.csr_matrix(grown, dtype=np.float32), split.validation_set())
+    assert [r.state for r in second.trials] == ["complete"] * 2, [r.error for r in second.trials]
+    assert not checkpoints.exists()
+
+
+def test_recsys_tune_trains_a_students_distillation_teacher_first(planted):
+    """`recsys tune --model <student>` built every trial without the teacher the config names, so
+    each trial failed ("call model.set_teacher(teacher) before fit") and the search ended in "no
+    tuning trial finished", exit 2 (found by QA). The teacher is trained first, as `recsys run`
+    and `recsys train` do, and the student's trials learn from it."""
+    from pipelines.tune import tune_model
+    from recsys.config import RunConfig, SplitConfig
+
+    teacher = WALSConfig(name="wals", factors=8, iterations=3, threads=1, seed=5)
+    student = TwoTowerConfig(
+        name="student", dim=8, epochs=1, batch_size=512, num_negatives=16, threads=1, device="cpu", quiet=True,
+        distill={"teacher": "wals", "top_m": 10}, tuning=TuningConfig(space={"lr": [0.01, 0.02]}),
+    )  # fmt: skip
+    cfg = RunConfig(models=[teacher, student], split=SplitConfig(validation_fraction=0.15))
+    said: list[str] = []
+    result = tune_model(cfg, strong_split(planted), "student", trials=1, log=said.append)
+    assert [t["trial"] for t in result.trials] == [0] and np.isfinite(result.best_value)
+    assert said == ["training wals, the teacher 'student' distills from"]

@@ -143,3 +143,35 @@ def test_a_failed_model_run_ends_failed_with_the_error(logged, client, tmp_path)
     path = client.download_artifacts(run.run_id, "error.txt", str(tmp_path))
     assert "loss became NaN" in Path(path).read_text()
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_killed_processs_scratch_copy_of_a_model_is_removed_when_the_next_run_logs(
+    shared_mlflow_uri, planted_data, planted_split, tmp_path: Path, monkeypatch
+):
+    """Logging a model writes it (and the pyfunc's copy) to a scratch directory, as logging a split
+    writes every matrix and a promotion downloads the champion. A run or `recsys promote` killed
+    with -9 inside left that directory in $TMPDIR for ever (a model's size per kill, found by QA):
+    now it is named by the pid, and the next one of its kind removes those of dead processes."""
+    import tempfile
+
+    from recsys.data.matrix import item_popularity
+    from recsys.evaluation.evaluate import evaluate
+    from recsys.models.base import build_model
+
+    from .conftest import run_config
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = [tmp_path / f"recsys-{kind}-999999999-abcd" for kind in ("run", "split")]  # above any pid_max
+    for left in killed:
+        (left / "model").mkdir(parents=True)
+    cfg = run_config(shared_mlflow_uri, "scratch-after-kill")
+    cfg.tracking.register_models = False
+    tracker = Tracker(cfg.tracking, cfg, check=False)
+    parent = tracker.start_parent(split=planted_split, data=planted_data)
+    model_cfg = cfg.models[0]
+    with tracker.model_run(parent, model_cfg) as run:
+        model = build_model(model_cfg).fit(planted_split.train)
+        result = evaluate(model, planted_split.test_set(), cfg.evaluation, item_popularity=item_popularity(planted_split.train))
+        tracker.log_model_result(run, model, result, planted_split, planted_data)
+    tracker.end(parent)
+    assert sorted(p.name for p in tmp_path.glob("recsys-*")) == []  # the killed ones' and its own

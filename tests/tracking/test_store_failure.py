@@ -330,3 +330,19 @@ def test_a_password_in_the_tracking_uri_is_never_printed_logged_or_written(mlflo
     logged = Path(client.download_artifacts(child.info.run_id, "config/run.toml", str(tmp_path)))
     assert ":***@" in logged.read_text() and secret not in logged.read_text()
     assert (tmp_path / "artifacts" / child.info.run_id / "artifacts" / "config" / "run.toml").is_file()
+
+
+def test_a_damaged_kept_run_record_is_one_error_line_naming_it(shared_mlflow_uri, tmp_path):
+    """A kept run's record that is not one (edited by hand, cut short by a full disk) stopped
+    `--resume-tracking` with "unexpected JSONDecodeError ... this is a bug", exit 1 (found by QA):
+    now one error line naming the file and what to do, exit 2, and nothing logged."""
+    bundle = tmp_path / "unlogged" / "a-run"
+    for name, text in (("parent", '{"key": "parent", "name": "p", "run_id": "r"}'), ("wals", '{"key": "wals", "na')):
+        (bundle / name).mkdir(parents=True)
+        (bundle / name / "run.json").write_text(text)
+    result = runner.invoke(app, ["run", "--resume-tracking", str(bundle), "--set",
+                                 f'tracking.tracking_uri="{shared_mlflow_uri}"'])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output and "bug" not in result.output
+    assert f"{bundle / 'wals' / 'run.json'} is not a readable record" in " ".join(result.output.split())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mlflow import MlflowClient
 
 import pipelines.run as run_step
-from recsys.config import EvaluationConfig, RunConfig, SplitConfig, TrackingConfig
+from recsys.config import EvaluationConfig, FoldingConfig, RunConfig, SplitConfig, TrackingConfig
 from recsys.models.wals import WALSConfig
 from recsys.tracking.runs import Tracker
 
@@ -133,3 +133,36 @@ def test_a_ctrl_c_during_a_trained_models_close_leaves_its_run_finished(shared_m
     )
     assert child.info.status == "FINISHED"
     assert client.get_run(parent).info.status == "KILLED"
+
+
+def test_a_two_tower_checkpointing_in_a_scheduled_run_trains_on_grown_data_and_resumes_a_rerun(
+    planted_data, planted_split, tmp_path
+):
+    """A two-tower's `checkpoint_dir` is one training's resume point, and a checkpoint of other data
+    is refused: the run after the first, on a log that had grown, failed the model (and every run
+    after it, until someone deleted the directory; found by QA). `recsys run` keys it by the split:
+    the next day's data trains afresh (the old day's directory removed), and a rerun on the same
+    data (after a kill -9) resumes."""
+    from recsys.data.split import split_digest
+    from recsys.data.splits import split_data
+    from recsys.models.two_tower import TwoTowerConfig
+    from recsys.tracking.runs import NullTracker
+
+    from .conftest import planted_interactions
+
+    checkpoints = tmp_path / "checkpoints"
+    tt = TwoTowerConfig(name="tt", dim=8, epochs=2, batch_size=512, num_negatives=8, threads=1, device="cpu",
+                        quiet=True, checkpoint_dir=str(checkpoints))  # fmt: skip
+    cfg = RunConfig(name="checkpoints-test", models=[tt], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+                    evaluation=EvaluationConfig(ks=[20], bootstrap_samples=0), folding=FoldingConfig(enabled=False),
+                    tracking=TrackingConfig(enabled=False))  # fmt: skip
+    tracker = NullTracker()
+
+    def run(split):
+        return run_step.train_and_log(tt, split, cfg, tracker, None, threads=1, log=lambda _: None)
+
+    assert run(planted_split).status == "ok"
+    next_day = split_data(planted_interactions(seed=1), cfg.split)
+    assert run(next_day).resumed_from is None  # trained afresh on the new data
+    assert run(next_day).resumed_from is not None  # the same data again: its checkpoint resumed
+    assert [p.name for p in checkpoints.iterdir()] == [f"split-{split_digest(next_day)}"]
