@@ -364,6 +364,8 @@ def _print_report(report, event_weighted: bool = False) -> None:
     rows.add_column("value", justify="right")
     rows.add_row("rows in", f"{report.rows_in:,}")
     rows.add_row("rows accepted", f"{report.rows_accepted:,}")
+    if report.rows_without_time:  # kept, but without a time: a temporal split may refuse them
+        rows.add_row("  without a time", f"{report.rows_without_time:,}")
     rows.add_row("rows quarantined", f"{report.rows_quarantined:,}")
     for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
         rows.add_row(f"  {reason}", f"{count:,}")

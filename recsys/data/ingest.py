@@ -106,6 +106,7 @@ class IngestReport:
     planted: bool = False  # the vocab's blocks are a `recsys data synth` folder's planted clusters
     ingest_id: str = ""  # this call's batch's "ingest_id" in the manifest (`replaced_since`)
     replaced_batches: list[dict] = field(default_factory=list)  # a non-append ingest's predecessors
+    rows_without_time: int = 0  # accepted rows with an empty time where the log has a time column
 
     def to_json_dict(self) -> dict[str, int | str]:
         return {key: getattr(self, key) for key in JSON_KEYS}
@@ -545,6 +546,66 @@ def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
 _TIME_NAME = re.compile(r"time|date|(?:^|_)(?:day|dt|ts|dat)(?:$|_)")
 
 
+def _time_named_columns(raw: RawSource) -> list[str]:
+    """The header's columns not read whose name says time or date (`_TIME_NAME`)."""
+    return [c for c in raw.header if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c))]
+
+
+def unread_time_warning(raw: RawSource, result: ValidationResult) -> str | None:
+    """A warning when the log is read without a time column but a column not read is named like
+    one (Douban's `RATING_TIME`, Ta-Feng's `TRANSACTION_DT`, dunnhumby's `DAY`): the automatic
+    picks do not read such names, and a log without times is refused by every temporal split,
+    which the summary's columns line alone does not make plain. Not read automatically: the name
+    says nothing about the unit (dunnhumby's `DAY` holds day numbers, which read as 1970
+    seconds). Quiet where `coarse_duplicates_warning` fires, which names the same columns."""
+    if TIME in raw.mapping or result.reasons.get("duplicate", 0):
+        return None
+    named = _time_named_columns(raw)
+    if not named:
+        return None
+    shown = ", ".join(repr(c) for c in named[:3])
+    one = len(named) == 1
+    return (
+        f"no time column is read, so temporal splits (temporal, rolling, leave_last_n) refuse this data: "
+        f"{shown} {'is' if one else 'are'} named like {'a time' if one else 'times'} but not read; if "
+        f"{'it holds' if one else 'one holds'} times, read it with --time-col {named[0] if one else 'NAME'} "
+        "(data.columns.time; with --time-format for a layout other than Unix times or ISO-8601)"
+    )
+
+
+def untimed_rows_warning(raw: RawSource, result: ValidationResult, pairs: pl.DataFrame) -> str | None:
+    """A warning when accepted rows have an empty time in a log read with a time column (KuaiRec's
+    `big_matrix.csv` leaves `time` and `timestamp` empty on some rows). Such a row is valid (its
+    user and item are known) and kept with a null time, so it was counted nowhere; the batch's
+    manifest entry records it as `rows_without_time`. A pair is timed by those of its rows that
+    have a time (its latest, and its first-seen time that temporal splits place it by), so only
+    pairs whose every row lacks one stay untimed, and those make temporal splits refuse the data
+    (`splits._require_timestamps`): the warning says how many there are."""
+    time = raw.mapping.get(TIME)
+    untimed = rows_without_time(raw, result)
+    if time is None or not untimed:
+        return None
+    left = pairs.get_column(TIME).null_count() if TIME in pairs.columns else 0
+    then = (
+        f"{left:,} of {pairs.height:,} interactions (user, item pairs) {'has' if left == 1 else 'have'} no time at "
+        "all, so temporal splits (temporal, rolling, leave_last_n) refuse this data: drop those rows from the "
+        'source, or use split.protocol = "random" or "strong_generalization"'
+        if left
+        else "every interaction kept has a time all the same (a pair is timed by those of its rows that have one), "
+        "so temporal splits can use this data"
+    )
+    has, were = ("has", "was") if untimed == 1 else ("have", "were")
+    return (
+        f"{untimed:,} of {result.rows_in:,} rows ({untimed / result.rows_in:.1%}) {has} an empty time in "
+        f"{column_label(time)} and {were} accepted without one (rows_without_time in the manifest); {then}"
+    )
+
+
+def rows_without_time(raw: RawSource, result: ValidationResult) -> int:
+    """Accepted rows whose time is empty in a log read with a time column (0 without one)."""
+    return result.rows.get_column(TIME).null_count() if TIME in raw.mapping and TIME in result.rows.columns else 0
+
+
 def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str | None:
     """A warning when rows were quarantined as duplicates in a log whose rows cannot be told apart
     by time: no time column (a bare `user,item` click log), or times that are dates or whole hours
@@ -559,7 +620,7 @@ def coarse_duplicates_warning(raw: RawSource, result: ValidationResult) -> str |
     time = raw.mapping.get(TIME)
     if time is None:
         why = "the log has no time column"
-        named = [c for c in raw.header if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c))]
+        named = _time_named_columns(raw)
         if named:  # Ta-Feng's TRANSACTION_DT, dunnhumby's DAY: names no automatic pick reads
             shown = ", ".join(repr(c) for c in named[:3])
             one = len(named) == 1
@@ -1150,10 +1211,13 @@ def _ingest(
         found = (weights["warning"], event_note, missing_users_warning(raw, result.rows_in, result.reasons),
                  missing_items_warning(raw, result.rows_in, result.reasons),
                  negative_weight_warning(raw, result.rows_in, result.reasons, result.quarantine, cfg), negative_weight_note(steps, weights["column"]),
-                 coarse_duplicates_warning(raw, result), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
+                 coarse_duplicates_warning(raw, result), unread_time_warning(raw, result),
+                 untimed_rows_warning(raw, result, pairs), k_core_warning(steps), rating_scale_warning(cfg, weights["column"], result.rows),
                  summed_ratings_warning(asked, weights, steps, cfg.binarize), zero_weight_warning(steps, weights["column"]), weight_drift(raw.mapping, _sources(previous_manifest), weights["aggregate"]),
                  column_drift(TIME, raw.mapping, _sources(previous_manifest)), column_drift(EVENT, raw.mapping, _sources(previous_manifest)))
-        warnings = [w for w in found if w] + notes + suspicions(pairs, users, items, result.rows, raw.mapping, raw.header)
+        warnings = [w for w in found if w] + notes + suspicions(
+            pairs, users, items, result.rows, raw.mapping, raw.header, raw.frame.select(TIME) if TIME in raw.mapping else None
+        )
         warnings += quarantine_share_warnings(cfg, raw, result, warnings)
         warnings = [text.rename(w) for w in warnings]
         vocab_saved = [
@@ -1187,6 +1251,8 @@ def _ingest(
         }
         if keep:  # recorded only when not the default, so default manifests keep their shape
             batch_entry["exact_duplicates"] = cfg.exact_duplicates
+        if untimed := rows_without_time(raw, result):  # likewise: only a batch that has such rows
+            batch_entry["rows_without_time"] = untimed
         if (source_stamp := stamped()) is not None and source_stamp.digest is not None:
             batch_entry["source_digest"] = source_stamp.digest
         batches = _sources(previous_manifest) + [batch_entry]
@@ -1238,6 +1304,7 @@ def _ingest(
         warnings=warnings,
         ingest_id=ingest_id,
         replaced_batches=replaced,
+        rows_without_time=rows_without_time(raw, result),
     )
 
 

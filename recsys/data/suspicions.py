@@ -42,14 +42,16 @@ def suspicions(
     rows: pl.DataFrame,
     mapping: Mapping[str, str],
     header: Sequence[str] = (),
+    raw_times: pl.LazyFrame | None = None,
 ) -> list[str]:
     """Every warning of an ingest: `pairs` (the whole processed table, one row per pair, raw ids)
     and its vocabularies, `rows` (this call's accepted rows: an appended batch is judged on its
-    own), the source column of each canonical one and the file's header (delimited text)."""
+    own), the source column of each canonical one, the file's header (delimited text) and the
+    source's time column as read (`epoch_times`)."""
     return (
         missing_markers(pairs, users, items, mapping, header)
         + repeated_header(pairs, users, items, rows, mapping)
-        + epoch_times(rows, mapping)
+        + epoch_times(rows, mapping, raw_times)
         + float_spelled_ids(pairs, users, items, mapping)
         + float_spelled_twins(users, items, mapping)
         + unread_feedback_flags(mapping, header)
@@ -186,14 +188,26 @@ def float_spelled_ids(pairs: pl.DataFrame, users: Vocab, items: Vocab, mapping: 
     return warnings
 
 
-def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
+def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.LazyFrame | None = None) -> list[str]:
     """A warning when every timestamp of `rows` falls in 1970 (`EPOCH_YEAR_END`): the dates are
-    wrong, though temporal splits still order by them."""
+    wrong, though temporal splits still order by them. `raw_times` (the source's time column as
+    read, one column) tells decimal times (JODIE's `0.0`, `36.0`: seconds since the log began)
+    from integer ones (yyyymmdd dates, day numbers), which call for other fixes; only its first
+    rows are read, and only when the warning is given."""
     if TIME not in rows.columns:
         return []
     latest = rows.get_column(TIME).max()
     if latest is None or latest >= EPOCH_YEAR_END:
         return []
+    column = column_name(mapping.get(TIME, TIME))
+    if raw_times is not None and _decimal_times(raw_times.head(_RAW_TIME_SAMPLE).collect().to_series()):
+        return [
+            f"every timestamp ({column}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): decimal times are read as "
+            "Unix seconds (milliseconds from 1e11), so seconds counted from the log's start (JODIE's 0.0, 36.0) "
+            "end up there; splits still order by them, but every date is wrong: add the log's start (Unix seconds) "
+            "to the column or convert it to ISO-8601 (2015-07-01T00:00:36) to date it, or leave it out "
+            "(--time-col / data.columns.time)"
+        ]
     seconds = int(latest.timestamp())
     fix = (
         f"the latest reads as {seconds} (yyyymmdd?): --time-format %Y%m%d (--set data.time_format=%Y%m%d) reads "
@@ -202,8 +216,24 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str]) -> list[str]:
         else "convert"
     )
     return [
-        f"every timestamp ({column_name(mapping.get(TIME, TIME))}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
+        f"every timestamp ({column}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
         "integer times are read as Unix seconds (milliseconds from 1e11), so yyyymmdd dates (20150701) "
         f"or day numbers end up there; splits still order by them, but every date is wrong: {fix} the "
         "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"
     ]
+
+
+_RAW_TIME_SAMPLE = 100
+"""Rows of the source's time column `epoch_times` reads to tell decimal times from integers."""
+
+
+def _decimal_times(values: pl.Series) -> bool:
+    """Whether a time column as read holds decimal numbers: a float column (Parquet, a typed
+    read), or text numbers some of which are spelled with a point or an exponent (`36.0`)."""
+    if values.dtype.is_float():
+        return True
+    if values.dtype != pl.String:
+        return False
+    text = values.drop_nulls().str.strip_chars()
+    numbers = text.filter(text.cast(pl.Float64, strict=False).is_not_null())
+    return bool(numbers.len()) and bool(numbers.str.contains(r"[.eE]").any())

@@ -10,9 +10,14 @@ import subprocess
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from recsys.cli import app
+from recsys.config import SplitConfig
+from recsys.data.splits import split_data
+from recsys.data.storage import load_processed
+from recsys.errors import DataError
 
 runner = CliRunner()
 
@@ -602,3 +607,85 @@ def test_the_suggested_header_of_twitch_names_no_streamer_an_event(tmp_path: Pat
     assert result.exit_code == 2
     said = " ".join(result.output.split())
     assert "--header user_id,item_id,column_3,column_4,column_5 " in said, said
+
+
+def test_kuairec_rows_with_an_empty_time_are_counted_and_named(tmp_path: Path) -> None:
+    """KuaiRec's `big_matrix.csv` leaves `time`, `date` and `timestamp` empty on some rows. Such a
+    row is valid and kept with no time, and was counted nowhere: a temporal split then refused the
+    data with no word at ingest. Now the summary table, the manifest and a warning count them and
+    say what a temporal split does with them."""
+    header = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio\n"
+    timed = (
+        "0,3649,13838,10867,2020-07-05 00:08:23.438,20200705,1593878903.438,1.2733965\n"
+        "1,9598,3240,10984,2020-07-05 01:02:11.100,20200705,1593882131.1,0.2981504\n"
+    )
+    path = tmp_path / "big_matrix.csv"
+    path.write_text(header + timed + "1,3649,5000,10867,,,,0.4602004\n")  # a pair with no timed row
+    out = tmp_path / "out"
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "without a time │ 1" in said, said
+    assert (
+        "warning: 1 of 3 rows (33.3%) has an empty time in column 'timestamp' and was accepted without one "
+        "(rows_without_time in the manifest); 1 of 3 interactions (user, item pairs) has no time at all, so "
+        "temporal splits (temporal, rolling, leave_last_n) refuse this data" in said
+    ), said
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["batches"][-1]["rows_without_time"] == 1
+    with pytest.raises(DataError, match="1 of 3 rows have none"):  # what the warning said
+        split_data(load_processed(out), SplitConfig(protocol="temporal"))
+    path.write_text(header + timed + "0,3649,5000,10867,,,,0.4602004\n")  # its pair has a timed row
+    result = _ingest(path, out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "every interaction kept has a time all the same" in said, said
+    assert split_data(load_processed(out), SplitConfig(protocol="temporal")).meta["rows"]["train"] == 2
+    path.write_text(header + timed)
+    result = _ingest(path, out)
+    assert "without a time" not in result.output and "empty time" not in result.output, result.output
+    assert "rows_without_time" not in json.loads((out / "manifest.json").read_text())["batches"][-1]
+
+
+def test_a_column_named_like_a_time_but_not_read_is_named_without_duplicates(tmp_path: Path) -> None:
+    """Douban's `RATING_TIME`, Ta-Feng's `TRANSACTION_DT`, dunnhumby's `DAY`: no automatic pick
+    reads them, so the log had no time, and the column was named only when duplicates were
+    quarantined. Now a warning names it, and the option that reads it, whenever no time is read."""
+    douban = tmp_path / "douban.csv"
+    douban.write_text("USER_MD5,MOVIE_ID,RATING,RATING_TIME\nab12,5113101,2,2018-09-05 19:42:07\ncd34,5113101,1,2019-07-09 14:52:07\n")
+    dunnhumby = tmp_path / "transaction_data.csv"
+    dunnhumby.write_text(
+        "household_key,BASKET_ID,DAY,PRODUCT_ID,QUANTITY,SALES_VALUE,STORE_ID,RETAIL_DISC,TRANS_TIME,WEEK_NO\n"
+        "2375,26984851472,1,1004906,1,1.39,364,-0.6,1631,1\n2375,26984851472,1,1033142,1,0.82,364,0,1631,1\n"
+    )
+    cases = (
+        (douban, "'RATING_TIME' is named like a time but not read; if it holds times, read it with --time-col RATING_TIME"),
+        (dunnhumby, "'DAY', 'TRANS_TIME' are named like times but not read; if one holds times, read it with --time-col NAME"),
+    )
+    for path, named in cases:
+        result = _ingest(path, tmp_path / path.stem, "--user-col", "USER_MD5" if path is douban else "household_key")
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert f"warning: no time column is read, so temporal splits (temporal, rolling, leave_last_n) refuse this data: {named}" in said, said
+    result = _ingest(douban, tmp_path / "timed", "--user-col", "USER_MD5", "--time-col", "RATING_TIME")
+    assert result.exit_code == 0 and "no time column is read" not in result.output, result.output
+
+
+def test_jodie_decimal_times_get_a_1970_warning_worded_for_them(tmp_path: Path) -> None:
+    """JODIE's `reddit.csv` / `wikipedia.csv` time each event in seconds since the log began,
+    written as decimals (`0.0`, `36.0`): all in 1970, and the warning spoke of integer times,
+    yyyymmdd dates and day numbers. It names decimal times and seconds from the log's start now."""
+    path = tmp_path / "reddit.csv"
+    path.write_text(
+        "user_id,item_id,timestamp,state_label,comma_separated_list_of_features\n"
+        "0,0,0.0,0,-0.319991,-0.435701,0.106784\n1,1,6.0,0,-0.319991,-0.435701,0.106784\n"
+        "0,1,36.0,0,-0.319991,-0.435701,0.106784\n"
+    )
+    result = _ingest(path, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "integer times" not in said, said
+    assert (
+        "warning: every timestamp ('timestamp') is in 1970 (latest 1970-01-01 00:00:36): decimal times are read as "
+        "Unix seconds (milliseconds from 1e11), so seconds counted from the log's start (JODIE's 0.0, 36.0)" in said
+    ), said
