@@ -190,7 +190,7 @@ def compare(
         Path | None, typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Compare models across pipeline runs: metric mean, 95% CI and delta to the current champion.
+    """Compare models across pipeline runs: metric mean, CI (evaluation.confidence, 95% by default) and delta to the current champion.
 
     Rows are grouped by lineage (config name + data source), split digest and evaluation protocol
     (full corpus, or sampled metrics), all shown; the delta to the champion is computed only within a

@@ -22,9 +22,10 @@ import polars as pl
 
 from recsys.errors import TrackingError
 from recsys.lineage import TAG_LINEAGE, TAG_LINEAGE_ID, Lineage
+from recsys.sections import EvaluationConfig
 from recsys.tracking.decision import NOT_COMPARABLE
 from recsys.tracking.reevaluate import CHAMPION_METRIC_PREFIX, TAG_CHAMPION_REEVALUATED
-from recsys.tracking.registry import CHAMPION, TAG_DECISION, alias_version
+from recsys.tracking.registry import CHAMPION, TAG_DECISION, TAG_FORCED, alias_version
 from recsys.tracking.runs import (
     FULL_CORPUS,
     TAG_KIND,
@@ -51,6 +52,7 @@ COLUMNS = [
     "champion",
     "run_id",
     "parent_run_id",
+    "ci_level",
     "started",
     "evaluation",
 ]
@@ -96,6 +98,7 @@ def compare(
     if registered_model:
         version = alias_version(client, registered_model, CHAMPION)
         champion_run = version.run_id if version is not None else None
+    levels = ci_levels(client, runs)
     rows = []
     for run in runs:
         m, tags = run.data.metrics, run.data.tags
@@ -112,6 +115,7 @@ def compare(
                 "champion": run.info.run_id == champion_run,
                 "run_id": run.info.run_id,
                 "parent_run_id": tags.get("mlflow.parentRunId", ""),
+                "ci_level": levels.get(tags.get("mlflow.parentRunId", "")),
                 "started": run.info.start_time,
                 "curve": {
                     int(k.rsplit("_", 1)[1]): v for k, v in m.items() if re.fullmatch(r"recall_at_\d+", k)
@@ -121,7 +125,7 @@ def compare(
     schema = {
         "lineage": pl.String, "split": pl.String, "model": pl.String, "kind": pl.String, "mean": pl.Float64,
         "ci_low": pl.Float64, "ci_high": pl.Float64, "champion": pl.Boolean, "run_id": pl.String,
-        "parent_run_id": pl.String, "started": pl.Int64, "evaluation": pl.String,
+        "parent_run_id": pl.String, "ci_level": pl.Float64, "started": pl.Int64, "evaluation": pl.String,
     }  # fmt: skip
     frame = pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
     reference = champion_by_split(client, champion_run, runs, key) if champion_run else {}
@@ -157,6 +161,41 @@ def compare(
     )
 
 
+def ci_levels(client: MlflowClient, runs: list) -> dict[str, float]:
+    """parent run id -> the confidence level of its runs' intervals (`evaluation.confidence`, a
+    param of the pipeline run; the model runs' `_ci_low` / `_ci_high` are at that level). Runs
+    made with `--set evaluation.confidence=0.8` were shown under "95% CI" beside 95% ones."""
+    parents = sorted({p for run in runs if (p := run.data.tags.get("mlflow.parentRunId"))})
+    experiments = sorted({run.info.experiment_id for run in runs})
+    out: dict[str, float] = {}
+    for start in range(0, len(parents), 100):  # one search per 100 parents, not a call per run
+        ids = ", ".join(f"'{p}'" for p in parents[start : start + 100])
+        for parent in client.search_runs(experiments, filter_string=f"attributes.run_id IN ({ids})", max_results=100):
+            try:
+                out[parent.info.run_id] = float(parent.data.params["evaluation.confidence"])
+            except (KeyError, ValueError):
+                pass
+    return out
+
+
+def ci_header(frame: pl.DataFrame) -> tuple[str, bool]:
+    """The interval column's header, and whether each cell must name its own level: "95% CI" when
+    every row's interval is at one level (unknown counts as the default, 0.95), else "CI"."""
+    column = frame.get_column("ci_level").to_list() if "ci_level" in frame.columns else []
+    levels = {DEFAULT_LEVEL if v is None else v for v in column} or {DEFAULT_LEVEL}
+    if len(levels) == 1:
+        return f"{_level(levels.pop())} CI", False
+    return "CI", True
+
+
+DEFAULT_LEVEL = EvaluationConfig().confidence
+"""The level of a run whose pipeline run logged none (deleted, or from before the param)."""
+
+
+def _level(value: float) -> str:
+    return f"{value * 100:.4g}%"
+
+
 def unlogged_metric(metric: str, key: str, runs: list, what: str = "compared runs") -> str:
     """Why a --metric no compared run logged gives no table (it printed one with every value
     blank), with the test metrics they did log (validation_ / champion_ variants left out).
@@ -182,12 +221,15 @@ def champion_by_split(
     protocol). A full-corpus number is never the reference of a sampled one, nor the reverse.
     A re-scoring the promotion judged `not comparable` (test pairs the champion trained on, after a
     split change) is no reference: its number is inflated by that leak, and a delta to it said
-    what the decision had refused to say."""
+    what the decision had refused to say. Nor is one with leaked test pairs whose decision tag
+    `recsys promote --force` overwrote with `promoted`: after forcing a reseeded run to champion
+    and forcing the old champion back, compare showed a delta to the old champion's re-scoring on
+    the reseeded split (ML-100K: -0.127, 80% of its test pairs in the champion's training data)."""
     out: dict[str, float] = {}
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         digest = tags.get(TAG_SPLIT_DIGEST, "")
-        if tags.get(TAG_DECISION) == NOT_COMPARABLE:
+        if not _comparable_rescoring(tags, metrics):
             continue
         if tags.get(TAG_CHAMPION_REEVALUATED) == champion_run and f"{CHAMPION_METRIC_PREFIX}{key}" in metrics:
             out.setdefault((digest, evaluation_protocol(tags)), metrics[f"{CHAMPION_METRIC_PREFIX}{key}"])
@@ -195,6 +237,18 @@ def champion_by_split(
     if own is not None and key in own.data.metrics:
         out[own.data.tags.get(TAG_SPLIT_DIGEST, ""), evaluation_protocol(own.data.tags)] = own.data.metrics[key]
     return out
+
+
+def _comparable_rescoring(tags: dict, metrics: dict) -> bool:
+    """Whether a run's `champion_*` re-scoring was made on test pairs the champion never saw: not
+    judged `not comparable`, no leaked pair counted (`champion_test_seen_fraction`, logged by every
+    re-scoring since it was added), and, when forced, a leak ruled out by that count."""
+    if tags.get(TAG_DECISION) == NOT_COMPARABLE:
+        return False
+    seen = metrics.get(f"{CHAMPION_METRIC_PREFIX}test_seen_fraction")
+    if seen is None:
+        return tags.get(TAG_FORCED) != "true"
+    return seen == 0
 
 
 def _run(client: MlflowClient, run_id: str):
@@ -220,7 +274,8 @@ def _fmt(value: object) -> str:
 def display_rows(frame: pl.DataFrame, metric: str) -> tuple[list[str], list[list[str]]]:
     """Header and string cells shared by every output format. Lineage and split are shown where a
     group starts (blank below it), so the eye sees where comparisons stop."""
-    header = ["lineage", "split", "model", "kind", metric, "95% CI", "Δ champion", "champion", "run", "started"]
+    ci_name, per_cell = ci_header(frame)
+    header = ["lineage", "split", "model", "kind", metric, ci_name, "Δ champion", "champion", "run", "started"]
     cells = []
     previous: tuple[str, str, str] | None = None
     for r in frame.iter_rows(named=True):
@@ -229,6 +284,8 @@ def display_rows(frame: pl.DataFrame, metric: str) -> tuple[list[str], list[list
             if r["ci_low"] is not None and r["ci_high"] is not None
             else ""
         )
+        if ci and per_cell:
+            ci += f" {_level(r.get('ci_level') or DEFAULT_LEVEL)}"
         delta = f"{r['delta_to_champion']:+.4f}" if r["delta_to_champion"] is not None else ""
         started = r["started"].strftime("%Y-%m-%d %H:%M") if r["started"] is not None else ""
         evaluation = r.get("evaluation") or FULL_CORPUS
@@ -288,7 +345,7 @@ def rich_table(frame: pl.DataFrame, metric: str, width: int | None = None) -> Gr
         groups[-1][2].append(row[2:])
     header = header[2:]
     names = [row[0] for _, _, rows in groups for row in rows]
-    optional = ["started", "run", "kind", "95% CI", "Δ champion"]
+    optional = ["started", "run", "kind", header[3], "Δ champion"]
 
     def build(hidden: set[str]) -> GroupedTables:
         keep = [i for i, name in enumerate(header) if name not in hidden]

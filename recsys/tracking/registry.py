@@ -190,8 +190,12 @@ def _promote(
                    selection=selection.basis, n_candidates=selection.n_candidates)  # fmt: skip
     champion = alias_version(client, name, CHAMPION)
     if champion is not None and champion.run_id == challenger_run_id:
+        # nothing moves, so the challenger alias stays where it is: this line said the champion's
+        # version held it (`recsys promote` printed `challenger v2` where the store kept v5)
+        holder = alias_version(client, name, CHALLENGER)
         return PromotionDecision(
-            False, ALREADY_CHAMPION, str(champion.version), str(champion.version), champion_run_id=champion.run_id,
+            False, ALREADY_CHAMPION, str(champion.version), str(holder.version) if holder else None,
+            champion_run_id=champion.run_id,
             compared_version=str(champion.version), compared_run_id=champion.run_id, decision=KEPT, **context,
         )  # fmt: skip
     line_lineage = line_lineage_of(client, name)

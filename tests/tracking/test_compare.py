@@ -470,3 +470,54 @@ def test_plotted_curves_of_two_data_sets_name_the_data_set():
     }
     one = frame.filter(pl.col("split") == "5ac490fba4dc")
     assert curve_labels(one)["cccccc33"] == "wals (cccccc, split 5ac490)"
+
+
+def test_intervals_at_another_confidence_are_labelled_with_their_level(logged, champion_set, planted_data, planted_split):
+    """A run made with `--set evaluation.confidence=0.8` logged 80% intervals, which compare showed
+    under "95% CI" beside the 95% intervals of the same model on the same split (ML-100K WALS:
+    [0.3617, 0.3821] next to [0.3563, 0.3875])."""
+    import polars as pl
+
+    from recsys.config import EvaluationConfig
+    from recsys.models.popularity import PopularityConfig
+
+    narrow = EvaluationConfig(ks=[5, 10, 20], bootstrap_samples=200, confidence=0.8)
+    eighty = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data, evaluation=narrow)
+    frame = compare(champion_set, "tests", "recall@20", max_runs=200, registered_model="recsys-popularity")
+    rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[eighty]["ci_level"] == pytest.approx(0.8)
+    assert rows[logged.runs["popularity"]]["ci_level"] == pytest.approx(0.95)
+    header, cells = display_rows(frame, "recall@20")
+    assert header[5] == "CI"  # levels differ: each cell names its own
+    by_run = {row[8]: row[5] for row in cells}
+    assert by_run[eighty[:8]].endswith(" 80%") and by_run[logged.runs["popularity"][:8]].endswith(" 95%")
+    only_ours = frame.filter(pl.col("run_id") == logged.runs["popularity"])
+    assert display_rows(only_ours, "recall@20")[0][5] == "95% CI"
+
+
+def test_no_delta_to_a_leaky_re_scoring_whose_decision_was_forced(logged, champion_set, planted_data):
+    """`recsys promote --force` overwrites a run's decision tag with `promoted`. After forcing a
+    reseeded run to champion and forcing the old champion back, compare took the old champion's
+    leaky re-scoring on the reseeded split as the reference (ML-100K: a delta of -0.127 while 80%
+    of that split's test pairs had trained the champion)."""
+    from recsys.data.splits import split_data
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.reevaluate import TAG_CHAMPION_REEVALUATED
+    from recsys.tracking.registry import TAG_DECISION, TAG_FORCED
+
+    reseeded = split_data(planted_data, SplitConfig(protocol="random", test_fraction=0.25, seed=12))
+    forced = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    beside = log_one(logged, PopularityConfig(name="popularity"), reseeded, planted_data)
+    champion_set.log_metric(forced, "champion_recall_at_20", 0.9)  # as decide() logs the re-scoring
+    champion_set.log_metric(forced, "champion_test_seen_fraction", 0.8)
+    champion_set.set_tag(forced, TAG_CHAMPION_REEVALUATED, logged.runs["popularity"])
+    champion_set.set_tag(forced, TAG_DECISION, "promoted")  # as --force records it
+    champion_set.set_tag(forced, TAG_FORCED, "true")
+    frame = compare(champion_set, "tests", "recall@20", max_runs=200, registered_model="recsys-popularity")
+    rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[forced]["delta_to_champion"] is None and rows[beside]["delta_to_champion"] is None
+    # a clean re-scoring (no leaked pair) stays the reference, forced or not
+    champion_set.log_metric(forced, "champion_test_seen_fraction", 0.0)
+    frame = compare(champion_set, "tests", "recall@20", max_runs=200, registered_model="recsys-popularity")
+    rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[beside]["delta_to_champion"] == pytest.approx(rows[beside]["mean"] - 0.9)

@@ -210,3 +210,19 @@ def test_the_challenger_is_chosen_on_validation_users_not_on_test(logged, client
     assert chosen == runs[0] and selection.basis == "test" and selection.n_candidates == 3
     assert selection.alpha(0.05) == pytest.approx(0.05 / 3)  # Bonferroni over the candidates
     assert "alpha divided by 3" in selection.note()
+
+
+def test_promoting_the_champion_again_reports_the_challenger_alias_where_it_stays(logged, client):
+    """`recsys promote --run-id CHAMPION_RUN` moves nothing: its decision named the champion's own
+    version as the challenger, and `recsys promote` printed `challenger v1` while the store's
+    challenger alias held the kept challenger's version."""
+    cfg = PromotionConfig(registered_model="promo-already")
+    wals, pop = logged.runs["wals"], logged.runs["popularity"]
+    assert promote(client, cfg, wals).promoted
+    kept = promote(client, cfg, pop)
+    assert not kept.promoted
+    again = promote(client, cfg, wals)
+    assert not again.promoted and again.reason.startswith("already champion")
+    challenger = alias_version(client, "promo-already", CHALLENGER)
+    assert str(challenger.version) == kept.challenger_version == again.challenger_version
+    assert again.champion_version == str(alias_version(client, "promo-already", CHAMPION).version)
