@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     from recsys.config import EvaluationConfig, PromotionConfig
     from recsys.data.split import Split
+    from recsys.evaluation.stats import PairedTest
 
 PROMOTED, KEPT, NOT_COMPARABLE = "promoted", "kept", "not comparable"
 Outcome = Literal["promoted", "kept", "not comparable"]
@@ -132,7 +133,7 @@ def decide(
 
     `split`: the split the challenger was evaluated on (read from its pipeline run when None).
     `evaluation`: how to score the champion on it (the challenger's logged config when None)."""
-    from recsys.evaluation.stats import bootstrap_ci, paired_test
+    from recsys.evaluation.stats import bootstrap_ci
 
     selection = selection or Selection()
     challenger_run, champion_run = client.get_run(challenger_run_id), client.get_run(champion_run_id)
@@ -178,9 +179,9 @@ def decide(
     ours, theirs = paired_values(champion_per_user, load_per_user(client, challenger_run_id), metric)
     if ours.size == 0:
         return not_comparable(f"no users in common between the two runs' per-user {metric}{note}")
-    test = paired_test(ours, theirs, seed=0)
-    delta, p = float(test.delta_mean), float(test.p_value)
     alpha = selection.alpha(cfg.p_value)
+    test = significance_test(ours, theirs, alpha)
+    delta, p = float(test.delta_mean), float(test.p_value)
     _, a_lo, a_hi = bootstrap_ci(ours, seed=0)
     _, b_lo, b_hi = bootstrap_ci(theirs, seed=0)
     numbers = dict(
@@ -203,6 +204,30 @@ def decide(
         )
         return Verdict(KEPT, reason, **numbers)
     return Verdict(PROMOTED, f"promoted: challenger is better ({stats}){tail}", **numbers)
+
+
+BOOTSTRAP_SAMPLES = 1000
+"""Resamples of the promotion test where alpha allows (`resamples_for`)."""
+
+
+def resamples_for(alpha: float) -> int:
+    """Bootstrap resamples for a test at level `alpha`: 1000, or enough that the smallest p-value
+    the bootstrap can give (1 / (resamples + 1)) is a tenth of alpha.
+
+    Why: with 1000 the p-value never goes below 0.000999, so a rule at p_value <= 0.001, or the
+    Bonferroni alpha of more than 50 candidates chosen on test, could never promote anything, and
+    the reason said only "not significant"."""
+    import math
+
+    return max(BOOTSTRAP_SAMPLES, math.ceil(10.0 / alpha)) if alpha > 0 else BOOTSTRAP_SAMPLES
+
+
+def significance_test(challenger: np.ndarray, champion: np.ndarray, alpha: float) -> PairedTest:
+    """The promotion rule's paired bootstrap test of the per-user differences, seeded, with the
+    resamples its level needs (`resamples_for`)."""
+    from recsys.evaluation.stats import paired_test
+
+    return paired_test(challenger, champion, seed=0, n_samples=resamples_for(alpha))
 
 
 def logged_evaluation(client: MlflowClient, run_id: str) -> EvaluationConfig:

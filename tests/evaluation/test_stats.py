@@ -86,3 +86,21 @@ def test_wilcoxon_agrees_with_scipy_and_bad_input_is_refused() -> None:
         paired_test(a, b[:-1])
     with pytest.raises(ValueError, match="unknown paired test"):
         paired_test(a, b, method="t")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("alpha", [0.0005, 0.05 / 60])
+def test_the_promotion_test_can_reach_any_configured_level(alpha: float) -> None:
+    """1000 resamples put the smallest bootstrap p-value at 1/1001 = 0.000999: at promotion.p_value
+    = 0.0005, or the Bonferroni alpha of 60 candidates chosen on test, a challenger better for every
+    user was 'not significant' for ever. The promotion test takes the resamples its level needs,
+    and keeps 1000 (the same p-values as before) at the default 0.05."""
+    from recsys.tracking.decision import resamples_for, significance_test
+
+    rng = np.random.default_rng(3)
+    champion = rng.uniform(0.0, 0.5, size=400)
+    challenger = champion + rng.uniform(0.05, 0.1, size=400)  # better for every user
+    test = significance_test(challenger, champion, alpha)
+    assert test.p_value < alpha
+    assert resamples_for(0.05) == 1000
+    default = significance_test(challenger, champion, 0.05)
+    assert default.p_value == pytest.approx(1 / 1001, rel=1e-12)
