@@ -395,8 +395,9 @@ def _require_timestamps(df: pl.DataFrame, protocol: str, column: str = TIME) -> 
         )
     if missing:
         raise DataError(
-            f"{protocol} split needs timestamps; {missing} of {df.height} rows have none. "
-            "Quarantine or drop them at ingest, or use a random split."
+            f"{protocol} split needs timestamps; {missing} of {df.height} rows have none (every source row of "
+            "those had an empty time: rows_without_time in the ingest manifest). Drop those rows from the source "
+            'and ingest again, or use split.protocol = "random" or "strong_generalization".'
         )
 
 

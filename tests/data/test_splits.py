@@ -523,8 +523,9 @@ def test_split_refusals_users_see(data):
         pl.when(pl.col("user_idx") == 1).then(None).otherwise(pl.col("timestamp")).alias("timestamp")
     )
     partial = (
-        "temporal split needs timestamps; 1 of 3 rows have none. "
-        "Quarantine or drop them at ingest, or use a random split."
+        "temporal split needs timestamps; 1 of 3 rows have none (every source row of those had an empty time: "
+        "rows_without_time in the ingest manifest). Drop those rows from the source and ingest again, or use "
+        'split.protocol = "random" or "strong_generalization".'
     )
     with pytest.raises(DataError, match=f"^{re.escape(partial)}$"):
         make_split(some, 3, 3, SplitConfig(protocol="temporal"))
