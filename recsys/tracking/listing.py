@@ -1,6 +1,6 @@
 """What the model registry holds, for `recsys registry`: every registered model, its newest
 versions and the ones carrying an alias (champion, challenger), each with its model, promotion
-metric, decision, run and data fingerprint.
+metric, decision, run, data fingerprint and split digest.
 
 The MLflow UI shows the same registry one model at a time and without the recsys tags (model
 name, data fingerprint, promotion decision); this puts one line per version in a terminal table,
@@ -18,7 +18,7 @@ from recsys.errors import TrackingError
 from recsys.lineage import TAG_LINEAGE
 from recsys.tables import add_name_column, fit_width
 from recsys.tracking.registry import TAG_DECISION, TAG_FORCED
-from recsys.tracking.runs import TAG_FINGERPRINT, TAG_MODEL, TAG_MODEL_KIND
+from recsys.tracking.runs import TAG_FINGERPRINT, TAG_MODEL, TAG_MODEL_KIND, TAG_SPLIT_DIGEST
 from recsys.tracking.store import metric_key
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class VersionRow:
     fingerprint: str
     created: str  # ISO-8601 UTC
     forced: bool = False  # promoted by `recsys promote --force` over the rule's verdict
+    split: str = ""  # the digest of the split its metric was scored on: values on other splits do not compare
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def _version_row(client: MlflowClient, version: Any, metric: str, aliases: list[
         fingerprint=tags.get(TAG_FINGERPRINT, ""),
         created=created,
         forced=version.tags.get(TAG_FORCED) == "true",
+        split=tags.get(TAG_SPLIT_DIGEST, ""),
     )
 
 
@@ -136,8 +138,9 @@ def to_json(models: list[RegisteredModelRow], metric: str, tracking_uri: str) ->
     return {"tracking_uri": tracking_uri, "metric": metric, "registered_models": [asdict(m) for m in models]}
 
 
-HEADER = ("registered model", "version", "aliases", "model", "kind", "{metric}", "decision", "run", "data", "created")
-OPTIONAL = ("kind", "created", "data", "run", "decision", "model")
+HEADER = ("registered model", "version", "aliases", "model", "kind", "{metric}", "decision", "run", "data", "split",
+          "created")  # fmt: skip
+OPTIONAL = ("kind", "created", "data", "run", "decision", "model", "split")
 """Columns left out, first first, when the terminal is too narrow."""
 
 
@@ -148,7 +151,7 @@ def display_rows(models: list[RegisteredModelRow], metric: str) -> tuple[list[st
     cells = []
     for model in models:
         if not model.versions:
-            cells.append([model.name, "", "", "", "", "", "", "", "", ""])
+            cells.append([model.name, *[""] * (len(header) - 1)])
         for i, v in enumerate(model.versions):
             cells.append(
                 [
@@ -161,6 +164,7 @@ def display_rows(models: list[RegisteredModelRow], metric: str) -> tuple[list[st
                     f"{v.decision} (forced)" if v.forced else v.decision,  # not the rule's verdict
                     v.run_id[:8],
                     v.fingerprint[:FINGERPRINT_CHARS],
+                    v.split[:FINGERPRINT_CHARS],
                     v.created[:16].replace("T", " "),
                 ]
             )

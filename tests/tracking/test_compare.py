@@ -324,10 +324,11 @@ def test_cli_promote_prints_where_the_aliases_point_after_a_promotion(logged, mo
         "version": version, "aliases": ["challenger", "champion"], "model": "wals", "kind": "wals",
         "metric": wals_run.data.metrics["recall_at_20"], "decision": "promoted", "run_id": logged.runs["wals"],
         "fingerprint": wals_run.data.tags["recsys.data_fingerprint"], "created": rows[version]["created"],
-        "forced": False,
+        "forced": False, "split": wals_run.data.tags["recsys.split_digest"],
     }  # fmt: skip
     assert rows[str(old.version)]["aliases"] == [] and rows[str(old.version)]["model"] == "popularity"
     assert f"| promo-cli-aliases | {version} | challenger, champion | wals | wals |" in listed.output
+    assert f"| {wals_run.data.tags['recsys.split_digest'][:12]} |" in listed.output  # the split its metric is on
 
 
 def test_cli_registry_refuses_an_unknown_model_and_a_missing_store_in_one_line(logged, tmp_path):
