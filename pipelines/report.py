@@ -110,6 +110,13 @@ def marked_model(result: PipelineResult) -> tuple[str | None, str]:
     return result.champion, "best of this run"
 
 
+def interval_note(cfg: RunConfig, wide: bool) -> str:
+    """What a metric cell's interval is (a table caption line): the level is the run's
+    `evaluation.confidence`, which the cells did not say (`recsys compare` names it too)."""
+    shape = "\\[low, high]" if wide else "±half-width"  # escaped: rich would read [low, high] as markup
+    return f"{shape}: {cfg.evaluation.confidence:.0%} bootstrap interval over the test users (evaluation.confidence)"
+
+
 def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False, width: int | None = None) -> Table:
     """The run's models side by side, fitted to `width` columns: loss / sampler, fit s, the cold and
     validation columns and the later metrics are left out (in that order) when it must; the model
@@ -133,8 +140,9 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
         extra = [name for name in ("loss / sampler", val, cold, "fit s") if name not in hidden]
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
                       f"{_count(result.dataset.get('users'))} users x {_count(result.dataset.get('items'))} items",
-                      caption="\n".join(filter(None, (fold_note(result), status_notes(result)))) or None,
-                      caption_justify="left")
+                      caption="\n".join(filter(None, (interval_note(cfg, wide), fold_note(result),
+                                                       status_notes(result)))) or None,
+                      caption_justify="left")  # fmt: skip
         add_name_column(table, "model", [m.name + " *" for m in result.models])
         if "loss / sampler" in extra:
             table.add_column("loss / sampler", no_wrap=True)

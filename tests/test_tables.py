@@ -262,3 +262,14 @@ def test_piped_output_takes_its_width_from_columns():
         for extra in ({"COLUMNS": "200"}, {})
     ]
     assert widths == ["200", "120"]
+
+
+def test_the_run_table_says_what_level_its_intervals_are():
+    """The cells' ± is the run's evaluation.confidence interval, which nothing on screen said (a run
+    at 0.8 looked like a 95% one); the caption names it, in the shape the cells use."""
+    found = _result("neighbour_cross_cluster@10")
+    at_80 = load_config("pipelines/configs/default.toml", ["evaluation.confidence=0.8"])
+    text = " ".join(" ".join(_render(comparison_table(found, at_80, width=120), 120)).split())
+    assert "±half-width: 80% bootstrap interval over the test users (evaluation.confidence)" in text
+    wide = " ".join(" ".join(_render(comparison_table(found, load_config("pipelines/configs/default.toml"), wide=True), 400)).split())
+    assert "[low, high]: 95% bootstrap interval" in wide
