@@ -326,7 +326,7 @@ def train_and_log(
     try:
         log(f"training {model_cfg.name} ({model_cfg.kind})")
         teacher = find_teacher(model_cfg, teachers_dir)
-        model_cfg = per_split_checkpoints(model_cfg, split)
+        model_cfg = per_split_checkpoints(model_cfg, split, teacher)
         model, tuned = fit_or_tune(
             model_cfg, split, cfg, tracker=tracker, model_run=run, threads=threads, teacher=teacher, log=log,
             members=members, callback=with_heartbeat(model_cfg.name, log, run.callback),  # per-epoch metrics; a line a minute

@@ -86,29 +86,51 @@ def skip_reason(model_cfg: ModelConfig, split: Split, threads: int | None = None
     return None
 
 
-def per_split_checkpoints(model_cfg: ModelConfig, split: Split) -> ModelConfig:
-    """The config with a two-tower's `checkpoint_dir` narrowed to `<checkpoint_dir>/split-<digest>`
-    for `recsys run`, the other splits' directories under it removed (this one's is kept: its
-    checkpoint is what a rerun resumes).
+STALE_CHECKPOINT_S = 24 * 3600
+"""A `recsys run` checkpoint directory of another split or config untouched this long is removed."""
 
-    Why: the directory holds one training's resume point, and a checkpoint of other data is refused
-    (`recsys.training`: a person pointing `recsys train` at the wrong directory is told so). A
-    scheduled run trains on a log that has grown, so the run after the first met yesterday's
-    checkpoint and the model failed on every run until someone deleted it. Keyed by the split, a
-    run killed with -9 still resumes on its rerun (same data, same split), and a run on new data
-    starts afresh."""
+
+def per_split_checkpoints(model_cfg: ModelConfig, split: Split, teacher: Recommender | None = None) -> ModelConfig:
+    """The config with a two-tower's `checkpoint_dir` narrowed to
+    `<checkpoint_dir>/split-<split digest>-<settings digest>` for `recsys run`; the directories of
+    other splits or settings under it are removed once untouched for a day (`STALE_CHECKPOINT_S`).
+
+    Why: the directory holds one training's resume point, and a checkpoint of other data or other
+    settings is refused (`recsys.training`: a person pointing `recsys train` at the wrong directory
+    is told so). A scheduled run trains on a log that has grown, so the run after the first met
+    yesterday's checkpoint and the model failed on every run until someone deleted it; so did the
+    run after an edit of the model's settings, or after its distillation teacher was tuned to other
+    settings. Keyed by all three, a run killed with -9 still resumes on its rerun (same data, same
+    settings), and any other run starts afresh. Only day-old directories go: a concurrent run of
+    another config or data may be writing its own beside this one."""
+    import hashlib
+    import json
     import shutil
+    import time
 
     from recsys.data.split import split_digest
+    from recsys.training import RESUME_INSENSITIVE_FIELDS
 
     directory = getattr(model_cfg, "checkpoint_dir", None)
     if model_cfg.kind != "two_tower" or not directory:
         return model_cfg
-    own = Path(directory) / f"split-{split_digest(split)}"
+    settings = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k not in RESUME_INSENSITIVE_FIELDS}
+    settings["teacher"] = teacher.config.model_dump(mode="json") if teacher is not None else None
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    own = Path(directory) / f"split-{split_digest(split)}-{key}"
+    now = time.time()
     for old in Path(directory).glob("split-*"):
-        if old != own and old.is_dir():  # an earlier day's: nothing to resume on this data
-            shutil.rmtree(old, ignore_errors=True)
+        if old != own and old.is_dir() and now - _newest_mtime(old) > STALE_CHECKPOINT_S:
+            shutil.rmtree(old, ignore_errors=True)  # another day's data or settings: nothing to resume
     return model_cfg.model_copy(update={"checkpoint_dir": str(own)})
+
+
+def _newest_mtime(directory: Path) -> float:
+    """The latest modification time of `directory` or anything in it (0 where it cannot be read)."""
+    try:
+        return max([directory.stat().st_mtime, *(p.stat().st_mtime for p in directory.rglob("*"))])
+    except OSError:
+        return 0.0
 
 
 def train_model(

@@ -3,6 +3,9 @@ each epoch's metrics reach the model's run while it trains, not only in the summ
 
 from __future__ import annotations
 
+import os
+import time
+
 from mlflow import MlflowClient
 
 import pipelines.run as run_step
@@ -158,11 +161,38 @@ def test_a_two_tower_checkpointing_in_a_scheduled_run_trains_on_grown_data_and_r
                     tracking=TrackingConfig(enabled=False))  # fmt: skip
     tracker = NullTracker()
 
-    def run(split):
-        return run_step.train_and_log(tt, split, cfg, tracker, None, threads=1, log=lambda _: None)
+    def run(split, model=tt):
+        return run_step.train_and_log(model, split, cfg, tracker, None, threads=1, log=lambda _: None)
+
+    def age(days: float) -> None:  # every checkpoint file as if written `days` ago
+        for path in [checkpoints, *checkpoints.rglob("*")]:
+            os.utime(path, (time.time() - days * 86400,) * 2)
 
     assert run(planted_split).status == "ok"
+    age(2)
     next_day = split_data(planted_interactions(seed=1), cfg.split)
     assert run(next_day).resumed_from is None  # trained afresh on the new data
     assert run(next_day).resumed_from is not None  # the same data again: its checkpoint resumed
-    assert [p.name for p in checkpoints.iterdir()] == [f"split-{split_digest(next_day)}"]
+    (today,) = [p.name for p in checkpoints.iterdir()]  # the day-old directory of the old data is gone
+    assert today.startswith(f"split-{split_digest(next_day)}-")
+    # settings edited between two runs on the same data: trains afresh (it failed, the checkpoint
+    # "belongs to a different config"), and yesterday's directory stays while it is fresh
+    edited = run(next_day, tt.model_copy(update={"lr": tt.lr / 2}))
+    assert edited.status == "ok" and edited.resumed_from is None
+    assert len(list(checkpoints.iterdir())) == 2
+
+
+def test_a_students_checkpoint_directory_follows_its_teachers_settings(planted_split, tmp_path):
+    """A tuned teacher whose settings changed (its champion warm start moved) made the student's
+    checkpoint of the same split and settings 'a different config' and the student failed: the
+    directory is keyed by the teacher's settings too; the same teacher keeps the same directory."""
+    from pipelines.train import per_split_checkpoints
+    from recsys.models.two_tower import TwoTowerConfig
+    from recsys.models.wals import WALS
+
+    student = TwoTowerConfig(name="kd", dim=8, checkpoint_dir=str(tmp_path / "ck"))
+    one, other = WALS(WALSConfig(name="wals", factors=8)), WALS(WALSConfig(name="wals", factors=16))
+    first = per_split_checkpoints(student, planted_split, one).checkpoint_dir
+    assert per_split_checkpoints(student, planted_split, one).checkpoint_dir == first
+    assert per_split_checkpoints(student, planted_split, other).checkpoint_dir != first
+    assert per_split_checkpoints(student, planted_split, None).checkpoint_dir != first
