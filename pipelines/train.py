@@ -122,6 +122,7 @@ def per_split_checkpoints(model_cfg: ModelConfig, split: Split, teacher: Recomme
     for old in Path(directory).glob("split-*"):
         if old != own and old.is_dir() and now - _newest_mtime(old) > STALE_CHECKPOINT_S:
             shutil.rmtree(old, ignore_errors=True)  # another day's data or settings: nothing to resume
+            (old.parent / f".{old.name}.lock").unlink(missing_ok=True)  # its trainings' lock (recsys.training)
     return model_cfg.model_copy(update={"checkpoint_dir": str(own)})
 
 

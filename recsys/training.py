@@ -823,6 +823,28 @@ def track_best(
     return best
 
 
+@contextmanager
+def checkpoint_writer_lock(cfg: TwoTowerConfig, world_size: int) -> Iterator[None]:
+    """Hold the lock beside `cfg.checkpoint_dir` (`.<name>.lock`) for a whole single-process fit, so
+    two trainings of one directory take turns: the second resumes where the first ended (a finished
+    checkpoint: no epoch left to run) instead of both writing it.
+
+    Why: two `recsys run`s of the same data and settings share the directory (it is keyed by them),
+    and `save_checkpoint` removes a temp dir of a killed save, replaces `epoch-NNNN/` and
+    `latest.json` and drops other epochs: two writers could remove each other's files mid-save.
+    Not under torchrun (world_size > 1): its ranks read the checkpoint together and only rank 0
+    writes, and a rank waiting here while the others resume would split them."""
+    if not cfg.checkpoint_dir or world_size > 1:
+        yield
+        return
+    from recsys.files import announced_lock
+
+    directory = Path(cfg.checkpoint_dir)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with announced_lock(directory.parent / f".{directory.name}.lock", f"the training that writes {directory}"):
+        yield
+
+
 def train_two_tower(
     network: TwoTowerNetwork,
     train: sp.csr_matrix,
@@ -872,7 +894,7 @@ def train_two_tower(
         with torch.no_grad():
             network.log_temperature.fill_(math.log(cfg.temperature))
     device = distributed.rank_device(resolve_device(cfg.device))
-    with torch_threads(cfg.threads):
+    with torch_threads(cfg.threads), checkpoint_writer_lock(cfg, world_size):
         network.to(device)
         examples = build_examples(network, train, times, cfg, device)
         score_fn = hard_negative_scorer(network) if cfg.sampler == "hard" else None

@@ -257,3 +257,29 @@ def test_training_only_touches_its_own_network(data):
         nets.append(net)
     for (name, a), (_, b) in zip(nets[0].state_dict().items(), nets[1].state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_two_trainings_of_one_checkpoint_directory_take_turns(data, tmp_path: Path):
+    """Two fits of the same settings on one checkpoint_dir at once (two `recsys run`s of the same
+    data: the directory is keyed by data and settings) both wrote it, and a save removes the other's
+    temp dir and epochs. They take turns now: the second resumes the first's finished checkpoint."""
+    import threading
+    import time
+
+    ckpt = str(tmp_path / "ckpt")
+    models = [TwoTower(CFG.model_copy(update={"checkpoint_dir": ckpt})) for _ in range(2)]
+    started = threading.Event()
+
+    def slow(step, metrics):  # the first fit lingers after its first epoch: the second starts meanwhile
+        started.set()
+        time.sleep(0.5 if step == 1 else 0)
+
+    first = threading.Thread(target=models[0].fit, args=(data.train,), kwargs={"callback": slow})
+    first.start()
+    started.wait(60)
+    models[1].fit(data.train)
+    first.join(60)
+    assert models[0].resumed_from is None
+    assert models[1].resumed_from is not None and models[1].resumed_from["epoch"] == CFG.epochs
+    np.testing.assert_array_equal(models[0].item_factors, models[1].item_factors)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-0004", "latest.json"]

@@ -173,13 +173,14 @@ def test_a_two_tower_checkpointing_in_a_scheduled_run_trains_on_grown_data_and_r
     next_day = split_data(planted_interactions(seed=1), cfg.split)
     assert run(next_day).resumed_from is None  # trained afresh on the new data
     assert run(next_day).resumed_from is not None  # the same data again: its checkpoint resumed
-    (today,) = [p.name for p in checkpoints.iterdir()]  # the day-old directory of the old data is gone
+    (today,) = [p.name for p in checkpoints.iterdir() if p.is_dir()]  # the day-old directory of the old data is gone
     assert today.startswith(f"split-{split_digest(next_day)}-")
+    assert [p.name for p in checkpoints.iterdir() if not p.is_dir()] == [f".{today}.lock"]  # and its lock
     # settings edited between two runs on the same data: trains afresh (it failed, the checkpoint
     # "belongs to a different config"), and yesterday's directory stays while it is fresh
     edited = run(next_day, tt.model_copy(update={"lr": tt.lr / 2}))
     assert edited.status == "ok" and edited.resumed_from is None
-    assert len(list(checkpoints.iterdir())) == 2
+    assert len([p for p in checkpoints.iterdir() if p.is_dir()]) == 2
 
 
 def test_a_students_checkpoint_directory_follows_its_teachers_settings(planted_split, tmp_path):
