@@ -9,7 +9,6 @@ fails ends its own MLflow run FAILED and the others carry on.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +45,7 @@ from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
 from recsys.errors import ModelSkipped
 from recsys.faults import fault_point
-from recsys.files import process_temp_dir, write_text_atomic
+from recsys.files import scratch_dir, write_text_atomic
 from recsys.models.base import ModelConfig
 
 
@@ -410,11 +409,8 @@ def teachers_workspace(cfg: RunConfig) -> Iterator[Path | None]:
     if not teacher_names(list(cfg.models)):
         yield None
         return
-    workspace = process_temp_dir(TEACHERS_PREFIX)
-    try:
-        yield workspace
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+    with scratch_dir(TEACHERS_PREFIX) as workspace:
+        yield Path(workspace)
 
 
 TEACHERS_PREFIX = "recsys-teachers"

@@ -12,6 +12,7 @@ bookkeeping (input checks, seeding, timing, history) so no subclass can forget i
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import random
@@ -57,6 +58,7 @@ def as_user_item_csr(matrix: sp.spmatrix, n_items: int | None = None) -> sp.csr_
 
 
 _GLOBAL_RNG = threading.RLock()
+_FITS = itertools.count(1)  # `Recommender.fit_token`: unique per fit in this process
 
 
 def seed_everything(seed: int) -> None:
@@ -162,6 +164,7 @@ class Recommender(ABC):
         self.n_users: int = 0
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
+        self.fit_token = 0  # a new number per fit: what caches of a fitted model's results are keyed by
         self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         # what it was fitted on (`recsys train`: the split's digest and data fingerprint), saved with it
         # so `recsys evaluate` can refuse a test set that overlaps its training data
@@ -201,6 +204,7 @@ class Recommender(ABC):
         self.resumed_from = None
         self.config = self.data_aware_config(train)
         seed_everything(self.config.seed)
+        self.fit_token = next(_FITS)
         start = time.perf_counter()
         # Fitted from the first step on, so validation during training can rank with the model.
         self.is_fitted = True

@@ -52,7 +52,7 @@ STATE_FILE = "blend.json"
 
 
 _SCALES: weakref.WeakKeyDictionary[Recommender, dict[bytes, float]] = weakref.WeakKeyDictionary()
-"""member -> {digest of the sampled users: its scale}: a blend's tuning fits it once per trial with
+"""member -> {digest of the sampled users + its fit: its scale}: a blend's tuning fits it once per trial with
 the same fitted members and the same sample, and a scale is a (users x n_items) product per member
 (with EASE, n_items wide: seconds per trial at 10,000 items) that only the weights do not change."""
 
@@ -61,9 +61,10 @@ def score_scale(model: Recommender, users: np.ndarray, chunk: int = 128) -> floa
     """sqrt(mean over `users` of the variance of their scores across all items): see the module
     docstring. Chunked, so an EASE member's (users x items) block stays small; remembered per
     fitted member and sample (`_SCALES`)."""
-    # the item vectors' identity too: a member refitted in place holds new arrays
+    # and per fit: a member refitted in place has a new fit_token (the id of its new item array could
+    # be the freed old one's)
     key = hashlib.blake2b(np.ascontiguousarray(users, dtype=np.int64).tobytes(), digest_size=16).digest()
-    key += id(model.item_factors).to_bytes(8, "little")
+    key += int(getattr(model, "fit_token", 0)).to_bytes(8, "little")
     known = _SCALES.setdefault(model, {})
     if key not in known:
         known[key] = _score_scale(model, users, chunk)

@@ -318,6 +318,12 @@ def test_a_members_scale_is_computed_once_for_the_trials_of_a_search(planted, mo
     third.set_members(members)
     third.fit(planted.train)
     assert sorted(calls) == ["ease", "wals", "wals"]
+    for _ in range(3):  # and again: a fit is told apart by its fit_token, not by where its arrays lie
+        members["wals"].fit(planted.train)
+        again = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+        again.set_members(members)
+        again.fit(planted.train)
+    assert sorted(calls) == ["ease", *["wals"] * 5]
     # the training users' vectors are made on first use (a trial scored on folded-in users never
     # builds them), and are the weighted members' own
     assert third._users is None
