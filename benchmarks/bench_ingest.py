@@ -76,7 +76,7 @@ Then, from a `perf` profile of the 10M Zipf int log (~40% of ingest's CPU in the
 it `clear_page`: zeroing pages that polars' jemalloc had handed back 0.5 s after a pass freed
 them, and the next pass faulted in again): `import recsys` keeps freed pages for 10 s
 (`recsys.ALLOCATOR_ENV`), 537k -> 357k page faults and ~0.45 CPU-s less kernel time for ~0.3 GB
-more peak memory, measured on a loaded machine. Both sides of this benchmark run with that
+more peak memory, measured once on a loaded machine by an ad-hoc script (no repo command). Both sides of this benchmark run with that
 setting; the reference's faults and time did not move with it (145k -> 140k). Also tried, no
 gain: transparent huge pages for jemalloc (`thp:always`: more kernel time), glibc's mmap and trim
 thresholds raised for numpy's arrays (no fewer faults).
@@ -108,18 +108,14 @@ RSS_TARGET_GB = 4.0
 BASELINE = [
     'This table (commit 9bf3259, by hand; the machine quiet: the benchmark alone on the 2 cores, load av'
     'erage 0.9 before and 1.7 after; the bare reference 1.18-1.72 s at 10M rows). Since a8ace76: `import'
-    " recsys` keeps polars' freed pages for 10 s (c9033e4: a perf profile of the 10M Zipf int log put ~40%"
-    " of ingest's CPU in the kernel, half of it zeroing pages jemalloc had handed back; 537k -> 357k page"
-    ' faults, ~0.45 CPU-s less; both sides run with the setting, the reference did not move with it), and'
-    " this session's reader and warning additions (empty times counted, unread time-like columns and feedb"
-    "ack flags named), whose cost was not measured apart. Main file 1.75 (pairs 1.15-2.41), numbered 10M s"
-    'hapes 1.69-1.91, Zipf 10M shapes 1.97 (float ratings) and 1.96 (half stars), both under the bar, and'
-    ' 2.27 with integer ratings: NOT met. On the quiet machine of 6f2238d6 the Zipf shapes were 2.17-2.38;'
-    ' ingest takes ~2.7-2.8 s on all three Zipf logs, and the integer one fails because its reference is t'
-    "he fastest (1.25 s: integers parse faster than decimals). The allocator setting alone, same-machine A"
-    '/B (10M Zipf int log, 5 alternating rounds in fresh processes, `ingest()` timed inside each, load ~3 f'
-    'rom other jobs; an ad-hoc script): CPU 4.37-4.87 -> 4.05-4.32 s, wall within the noise (medians 2.72 '
-    'and 3.00 s): the CPU saving held in 5 of 5 rounds, a wall-time gain is not shown.',
+    " recsys` keeps polars' freed pages for 10 s (c9033e4, `recsys.ALLOCATOR_ENV`; both sides of this ben"
+    "chmark run with it; its own effect was measured once by an ad-hoc script, not a repo command, so no "
+    "figure of it is given here), and this session's reader and warning additions (empty times counted, "
+    "unread time-like columns and feedback flags named), whose cost was not measured apart. Main file 1.75"
+    " (pairs 1.15-2.41), numbered 10M shapes 1.69-1.91, Zipf 10M shapes 1.97 (float ratings) and 1.96 (ha"
+    "lf stars), both under the bar, and 2.27 with integer ratings: NOT met. On the quiet machine of 6f2238"
+    "d6 the Zipf shapes were 2.17-2.38; ingest takes ~2.7-2.8 s on all three Zipf logs, and the integer o"
+    "ne fails because its reference is the fastest (1.25 s: integers parse faster than decimals).",
     'The table before (commit a8ace76, by hand: no ingest speed work since 6f2238d6; the changes in between are'
     ' the quoted-id check, which integer ids never reach, and negative weights under binarize, which thes'
     'e files do not have) ran with other jobs on the 2 cores, load average 4.0-4.3: the bare reference to'

@@ -6,7 +6,8 @@ One process-wide setting is made here, before anything imports polars: polars' a
 again pays for fresh, zeroed pages. Ingest's passes over a 10M-row log did: ~40% of its CPU was
 kernel time, most of it zeroing pages (`clear_page`). Keeping freed pages for 10 s cut its page
 faults by ~30% (537k -> 357k) and its kernel time by ~0.45 CPU-s of ~6, for ~0.3 GB more peak
-memory; a bare `read_csv().write_parquet()` was unchanged by it (145k -> 140k faults). A value
+memory; a bare `read_csv().write_parquet()` was unchanged by it (145k -> 140k faults). Measured
+once, on a loaded machine, by an ad-hoc script: no repo command reproduces these figures. A value
 the user set is kept, and a process that imported polars before recsys keeps polars' default.
 """
 
