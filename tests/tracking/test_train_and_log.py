@@ -197,3 +197,27 @@ def test_a_students_checkpoint_directory_follows_its_teachers_settings(planted_s
     assert per_split_checkpoints(student, planted_split, one).checkpoint_dir == first
     assert per_split_checkpoints(student, planted_split, other).checkpoint_dir != first
     assert per_split_checkpoints(student, planted_split, None).checkpoint_dir != first
+
+
+def test_a_students_checkpoint_in_a_run_follows_a_retuned_teacher(planted_data, planted_split, tmp_path):
+    """`recsys run` hands the student's teacher to the checkpoint keying (pipelines/run.py): a teacher
+    refitted with other settings between two runs on the same data made the student's checkpoint
+    'a different config or training data', and the student failed."""
+    from recsys.distill import DistillConfig
+    from recsys.models.two_tower import TwoTowerConfig
+    from recsys.models.wals import WALS
+    from recsys.tracking.runs import NullTracker
+
+    teachers = tmp_path / "teachers"
+    student = TwoTowerConfig(name="kd", dim=8, epochs=1, batch_size=512, num_negatives=8, threads=1, device="cpu",
+                             quiet=True, checkpoint_dir=str(tmp_path / "ck"), distill=DistillConfig(teacher="wals"))  # fmt: skip
+    cfg = RunConfig(name="kd-test", models=[WALSConfig(name="wals", factors=8), student], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+                    evaluation=EvaluationConfig(ks=[20], bootstrap_samples=0), folding=FoldingConfig(enabled=False),
+                    tracking=TrackingConfig(enabled=False))  # fmt: skip
+    outcomes = []
+    for factors in (8, 16):  # the teacher re-tuned between the two runs
+        WALS(WALSConfig(name="wals", factors=factors, iterations=2)).fit(planted_split.train).save(teachers / "wals")
+        outcomes.append(run_step.train_and_log(student, planted_split, cfg, NullTracker(), None, threads=1,
+                                               log=lambda _: None, teachers_dir=teachers))  # fmt: skip
+    assert [o.status for o in outcomes] == ["ok", "ok"]
+    assert outcomes[1].resumed_from is None  # trained afresh for the new teacher
