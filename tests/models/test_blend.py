@@ -328,3 +328,111 @@ def test_a_members_scale_is_computed_once_for_the_trials_of_a_search(planted, mo
     # builds them), and are the weighted members' own
     assert third._users is None
     np.testing.assert_allclose(third.user_factors[:, -16:], members["wals"].user_factors / third.scales["wals"], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- scale and fit wiring
+# (each test below fails when a piece of the blend's wiring is dropped: mutation testing found them
+# unguarded)
+
+
+def _spread(member: Recommender, users: np.ndarray) -> float:
+    """The scale by its definition: sqrt(mean over `users` of the variance of their scores)."""
+    scores = _scores(member, users).astype(np.float64)
+    return float(np.sqrt(np.var(scores, axis=1).mean()))
+
+
+def test_a_remembered_scale_belongs_to_its_user_sample_and_one_user_is_its_own_spread(planted):
+    """`score_scale` remembers a scale per member *and sample*: keyed by the member's fit alone, a
+    blend fitted with another seed or scale_users would reuse the first sample's scale."""
+    from recsys.models.blend import score_scale
+
+    wals = build_model(WALSConfig(name="wals", factors=16, iterations=5, threads=1)).fit(planted.train)
+    first, other = np.arange(0, 200, 2), np.array([1, 7, 9, 30, 31, 77])
+    assert score_scale(wals, first) == pytest.approx(_spread(wals, first), rel=1e-5)
+    assert score_scale(wals, other) == pytest.approx(_spread(wals, other), rel=1e-5)
+    assert _spread(wals, other) != pytest.approx(_spread(wals, first), rel=1e-3)  # the samples do differ
+    one = np.array([5])  # a single training user: its own spread, not half of it
+    assert score_scale(wals, one) == pytest.approx(_spread(wals, one), rel=1e-5)
+
+
+def test_the_scale_is_sampled_from_users_with_history_only(planted):
+    """Users without training rows have no learned vector (EASE: a zero row; scores all 0) and
+    would pull a scale towards 0; users with exactly one interaction are training users like any."""
+    train = planted.train.tolil()
+    for user in range(0, 40):  # no history
+        train.rows[user], train.data[user] = [], []
+    for user in range(40, 80):  # exactly one interaction
+        train.rows[user], train.data[user] = train.rows[user][:1], train.data[user][:1]
+    train = sp.csr_matrix(train)
+    members = {"ease": build_model(EASEConfig(name="ease")).fit(train)}
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], scale_users=1000))  # every candidate user
+    blend.set_members(members)
+    blend.fit(train)
+    with_history = np.flatnonzero(np.diff(train.indptr) > 0)
+    assert with_history.min() == 40 and with_history.size == 160
+    assert blend.scales["ease"] == pytest.approx(_spread(members["ease"], with_history), rel=1e-5)
+
+
+def test_a_member_that_scores_every_item_alike_is_refused_by_name(planted):
+    """Zero spread (a diverged member's zero vectors): dividing by its scale would blow the blend up."""
+    members = _members(planted.train)
+    members["wals"].item_factors[:] = 0.0
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    blend.set_members(members)
+    with pytest.raises(ModelError, match=r"member 'wals' scores every item alike .*\(spread 0\).*drop it from members"):
+        blend.fit(planted.train)
+
+
+def test_a_blend_without_members_or_with_strangers_says_what_to_do(planted):
+    blend = Blend(name="b", members=["ease", "wals"], weights={"ease": 0.25})  # keyword config: kept
+    assert blend.config.members == ["ease", "wals"] and blend.config.member_weights()["ease"] == 0.25
+    with pytest.raises(ModelError, match=r"no member to blend .*with weight > 0\); train the members first"):
+        blend.fit(planted.train)
+    with pytest.raises(ModelError, match=r"\['popularity'\] are not members \['ease', 'wals'\]"):
+        blend.set_members({"ease": _members(planted.train)["ease"], "popularity": build_model(EASEConfig(name="p"))})
+    other = make_planted(n_users=150)
+    blend.set_members(_members(other.train))
+    with pytest.raises(ModelError, match=r"'ease' was trained on 150 x 120 but the blend on 200 x 120"):
+        blend.fit(planted.train)
+
+
+def test_a_blend_fits_at_exactly_its_memory_bound_and_a_refusal_names_the_shape(planted):
+    from recsys.errors import ModelSkipped
+
+    n_users, n_items = planted.train.shape
+    exact = 4 * (n_users + n_items) * (n_items + 16) / 1e9  # the bound's own arithmetic
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=exact))
+    blend.set_members(_members(planted.train))
+    blend.fit(planted.train)
+    assert [h["step"] for h in blend.history] == [1.0]  # one computation: one step
+    tight = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=exact * 0.999))
+    tight.set_members(_members(planted.train))
+    with pytest.raises(ModelSkipped, match=rf"for {n_users} users and {n_items} items"):
+        tight.fit(planted.train)
+
+
+def test_a_blend_folds_a_sequence_member_in_with_the_histories_times():
+    """`fold_in_ordered` hands the times on to each member: a sequence tower's fold-in reads the
+    order, and a blend that dropped them folded every held-out user in index order."""
+    from recsys.models.two_tower import TwoTowerConfig
+
+    small = make_planted(n_users=32, n_items=16, n_clusters=2, min_items=4, max_items=6)
+    seq_cfg = TwoTowerConfig(
+        name="seq", user_input="sequence", dim=8, num_negatives=8, batch_size=64, epochs=1, lr=0.02, seed=3,
+        threads=1, device="cpu", quiet=True, sequence_length=6, sequence_blocks=1,
+    )  # fmt: skip
+    times = sp.csr_matrix(small.train, dtype=np.float64, copy=True)
+    times.data = 1.0 + np.random.default_rng(0).permutation(times.nnz).astype(np.float64)
+    seq = build_model(seq_cfg).fit(small.train, times=times)
+    blend = Blend(BlendConfig(name="b", members=["seq", "ease"]))  # ease not handed over: seq alone
+    blend.set_members({"seq": seq})
+    blend.fit(small.train)
+    assert blend.reads_order
+    rows = small.train[:6]
+    reversed_times = sp.csr_matrix(times[:6], copy=True)
+    reversed_times.data = reversed_times.data.max() + 1.0 - reversed_times.data
+    for order in (times[:6], reversed_times):
+        np.testing.assert_allclose(
+            blend.fold_in_ordered(rows, order), seq.fold_in_ordered(rows, order) / blend.scales["seq"], rtol=1e-5, atol=1e-7
+        )
+    assert not np.allclose(blend.fold_in_ordered(rows, times[:6]), blend.fold_in_ordered(rows, reversed_times), atol=1e-4)
