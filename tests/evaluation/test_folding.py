@@ -302,3 +302,49 @@ def test_report_falls_back_to_found_clusters_without_blocks():
     collapsed = (np.ones(16) * 5 + rng.standard_normal((n_items, 16))).astype(np.float32)
     folded = folding_report_factors(np.ones((6, 16), np.float32), collapsed, eval_set, None, n_clusters=3)
     assert folded.to_dict()["neighbour_cross_cluster@10"] > 0.1
+
+
+# --------------------------------------------------------------------------- wiring (mutation survivors)
+def test_report_popularity_reference_masks_each_users_history():
+    """The popularity reference ranks with the evaluator's exclusions: block-1 items are the most
+    popular, so at k = 5 a block-1 user (2 of its block's 6 items seen) gets its 4 unseen block-1
+    items and the most popular block-0 item (1/5 foreign); block-0 users get block-1 items only (1).
+    Unmasked, block-1 users would be shown their own seen items and score 0: 0.5 instead of 0.6."""
+    split = toy_split()
+    popularity = np.r_[np.arange(1, 7), np.arange(10, 16)]
+    report = folding_report(FixedFactors(SEPARATED_USERS, SEPARATED_ITEMS), split.test_set(), ITEM_BLOCKS,
+                            USER_BLOCKS, k=5, item_popularity=popularity)  # fmt: skip
+    assert report.popularity == pytest.approx((4 * 1.0 + 4 * 0.2) / 8)
+
+
+def test_report_embedding_view_leaves_out_items_never_trained():
+    """Item 5 (block 0) has no training interaction and a vector pointing at block 1 (an untrained
+    vector is noise): counted, it would make block-1 items' nearest neighbour cross-block."""
+    items = SEPARATED_ITEMS.copy()
+    items[5] = [0.0, 1.0]
+    popularity = np.r_[np.ones(5), 0.0, np.ones(6)]
+    report = folding_report(FixedFactors(SEPARATED_USERS, items), toy_split().test_set(), ITEM_BLOCKS, USER_BLOCKS,
+                            k=3, neighbours=3, item_popularity=popularity)  # fmt: skip
+    assert report.neighbour_cross == 0.0
+
+
+def test_a_row_without_a_home_block_is_undefined_in_any_chunk():
+    """NaN, not "all foreign", for a user with no known home block, also when it shares a chunk
+    with users that have one (the chunk-wide test of an earlier shape passed on one-row chunks)."""
+    item_blocks = np.array([0, 0, 1, 1])
+    home = np.array([[1, 0], [0, 0]], dtype=bool)
+    lists = np.array([[0, 2], [1, 3]])
+    got = folding_at_k(lists, None, item_blocks, sp.csr_matrix(home))
+    assert got[0] == pytest.approx(0.5) and math.isnan(got[1])
+    random = random_folding_rate(home, None, item_blocks)
+    assert random[0] == pytest.approx(0.5) and math.isnan(random[1])
+
+
+def test_block_sets_narrower_than_the_item_labels_are_padded():
+    """A (users x blocks) matrix made before a block that only items carry (label 2 here) still
+    judges: block 2 is nobody's home."""
+    item_blocks = np.array([0, 0, 1, 1, 2, -1])
+    home = sp.csr_matrix(np.array([[1, 0], [0, 1]], dtype=bool))
+    lists = np.array([[0, 2, 4], [2, 4, 5]])
+    np.testing.assert_allclose(folding_at_k(lists, None, item_blocks, home), [2 / 3, 1 / 2])
+    np.testing.assert_allclose(random_folding_rate(home, None, item_blocks), [3 / 5, 3 / 5])

@@ -275,6 +275,8 @@ def test_wrapper_errors_name_the_counts_and_the_argument() -> None:
     eval_set = EvalSet(truth=truth, exclude=truth)
     with pytest.raises(ValueError, match="user_vecs has 2 rows but the eval set has 3 users; pass one vector per"):
         rank_factors(model.user_factors[:2], items, eval_set, 3)
+    with pytest.raises(ValueError, match="user_vecs has 1 rows but"):  # rows, not the (2) dimensions
+        rank_factors(model.user_factors[:1], items, eval_set, 3)
     with pytest.raises(ValueError, match="eval set has 5 items but the model knows 6"):
         rank_eval_set(model, EvalSet(truth=sp.csr_matrix((3, 5)), exclude=sp.csr_matrix((3, 5))), 3)
     with pytest.raises(ValueError, match=r"eval set exclude \(3, 5\) and truth \(3, 6\) differ in shape"):
