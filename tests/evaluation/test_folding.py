@@ -348,3 +348,16 @@ def test_block_sets_narrower_than_the_item_labels_are_padded():
     lists = np.array([[0, 2, 4], [2, 4, 5]])
     np.testing.assert_allclose(folding_at_k(lists, None, item_blocks, home), [2 / 3, 1 / 2])
     np.testing.assert_allclose(random_folding_rate(home, None, item_blocks), [3 / 5, 3 / 5])
+
+
+def test_report_on_a_split_ranks_the_popularity_reference_by_training_counts():
+    """Given a Split, popularity is the training count (validation interactions are history, not
+    popularity): users 4 and 5 both validate on items 10 and 11, which would make item 10 the most
+    popular (3) and show it to every block-0 user. By training counts the top items tie at 2
+    (items 1-3, 7-9; lowest index first): block-0 users get a home item, block-1 users item 1."""
+    split = toy_split()
+    validation = sp.csr_matrix((np.ones(4, np.float32), ([4, 4, 5, 5], [10, 11, 10, 11])), shape=(8, 12))
+    split = Split(protocol="random", train=split.train, validation=validation, test=split.test,
+                  user_blocks=USER_BLOCKS.copy(), item_blocks=ITEM_BLOCKS.copy())  # fmt: skip
+    report = folding_report(FixedFactors(SEPARATED_USERS, SEPARATED_ITEMS), split, k=1)
+    assert report.popularity == pytest.approx(0.5)
