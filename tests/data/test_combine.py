@@ -206,3 +206,42 @@ def test_the_work_directory_is_a_staging_directory_of_out_that_the_next_writer_r
     combine([small_csv, small_csv], out)
     assert staged == [True, True]
     assert sorted(p.name for p in out.parent.iterdir()) == [".combined.lock", "combined"]
+
+
+def test_nested_blocks_after_a_labelled_source_start_past_its_labels(small_csv, synthetic_processed, tmp_path):
+    """The next source's block starts after the widest label of the one before: the planted
+    clusters 0..2 stay 0..2 and the unlabelled CSV after them is block 3, never one of them."""
+    synth_dir, _, item_clusters = synthetic_processed
+    combine([synth_dir, small_csv], tmp_path / "out", blocks="nested")
+    out = load_processed(tmp_path / "out")
+    planted = dict(zip(item_clusters["item_id"], item_clusters["block"], strict=True))
+    for item_id, block in zip(out.item_ids, out.item_blocks, strict=True):
+        assert block == (3 if item_id.startswith("b1:") else planted[item_id.removeprefix("b0:")])
+    assert set(out.user_blocks) == {0, 1, 2, 3}
+
+
+def test_nested_labels_keep_unknown_blocks_unknown():
+    """A source with labels of which some are unknown (-1): the known ones are offset, the unknown
+    stay unknown (not the offset: that would invent a block), also when block 0 is the only label."""
+    from recsys.data.combine import _labels
+
+    labels = _labels(np.array(["a", "b", "c"]), np.array([0, -1, 0]), "user", 4, "nested")
+    assert labels.get_column("block").to_list() == [4, -1, 4]
+    assert _labels(np.array(["a"]), None, "user", 4, "nested").get_column("block").to_list() == [4]
+
+
+def test_overlap_errors_count_users_and_items_apart_and_name_two_of_each(small_csv, tmp_path):
+    """A shared user id alone (no shared item) is an overlap too; the message names the counts,
+    two examples of each and the fix."""
+    other = tmp_path / "b.csv"
+    other.write_text("user,item\nu1,j1\n")
+    with pytest.raises(DataError, match=r"share 1 user id\(s\) and 0 item id\(s\) \(e\.g\. 'u1'\)"):
+        combine([small_csv, other], tmp_path / "out", prefix_ids=False)
+    other.write_text("user,item\nu1,i1\nu2,i2\nu3,i3\n")
+    expected = (
+        "sources share 3 user id(s) and 3 item id(s) (e.g. 'u1', 'u2', 'i1', 'i2'); combined sources must be "
+        "disjoint: drop --no-prefix-ids to prefix every id with its source (b0:, b1:, ...)"
+    )
+    with pytest.raises(DataError) as caught:
+        combine([small_csv, other], tmp_path / "out", prefix_ids=False)
+    assert str(caught.value) == expected
