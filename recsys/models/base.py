@@ -164,7 +164,7 @@ class Recommender(ABC):
         self.n_users: int = 0
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
-        self.fit_token = 0  # a new number per fit: what caches of a fitted model's results are keyed by
+        self.fit_token = 0  # a new number per fit (and per load): what caches of a fitted model's results are keyed by
         self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         # what it was fitted on (`recsys train`: the split's digest and data fingerprint), saved with it
         # so `recsys evaluate` can refuse a test set that overlaps its training data
@@ -434,6 +434,7 @@ class Recommender(ABC):
             model.trained_on = meta.get("trained_on")
             factors = source / "factors.safetensors"
             model._load_factors(load_file(str(factors)) if factors.is_file() else {})
+            model.fit_token = next(_FITS)  # a loaded model is a fit of its own: caches keyed by it never mix two
             model._load_extra(source)
         except RecsysError:
             raise

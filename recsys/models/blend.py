@@ -95,6 +95,7 @@ class Blend(HostVectors):
         self.scales: dict[str, float] = {}
         self._users: np.ndarray | None = None
         self._items: np.ndarray | None = None
+        self._fitted_with: dict[str, int] = {}  # member -> its fit_token when the blend was fitted or loaded
 
     def set_members(self, members: Mapping[str, Recommender]) -> None:
         """The fitted models to blend, by name: the config's members that are available (a run
@@ -159,8 +160,9 @@ class Blend(HostVectors):
 
     def _assemble(self) -> None:
         """The concatenated item vectors from the members; the user vectors follow on first use
-        (`user_factors`)."""
+        (`user_factors`). Records which fit of each member they are made of (`_check_members`)."""
         active = self.active
+        self._fitted_with = {name: self._members[name].fit_token for name in active}
         self._items = np.ascontiguousarray(
             np.concatenate([np.asarray(self._members[n].item_factors, dtype=np.float32) for n in active], axis=1)
         )
@@ -172,12 +174,35 @@ class Blend(HostVectors):
         refuses a scale that is not). Checking would build the training users' vectors, n_users x
         n_items with EASE, in every tuning trial."""
 
+    def _check_members(self) -> None:
+        """Refuse to score with members other than the fits the blend was made of. The item vectors
+        and scales are fixed at fit, while the user vectors (made on first use) and fold-ins read the
+        members as they are now: a member refitted in place after the blend (or another model handed
+        over with `set_members`) would be mixed in silently, its new user vectors against its old item
+        vectors and scale. No product path does that (a run and `recsys train` fit each member once,
+        before its blend; a loaded blend loads its own members), but the library allows it, and a
+        snapshot would cost a copy of every member's user vectors (EASE's n_users x n_items) per fit."""
+        changed = [n for n, token in self._fitted_with.items() if self._members[n].fit_token != token]
+        if changed or list(self._fitted_with) != list(self.active):
+            raise ModelError(
+                f"model {self.config.name!r}: member(s) {changed or list(self.active)} changed after the blend was "
+                "fitted (refitted, or other models handed over with set_members): its scales and item vectors are "
+                "the old members'; fit the blend again"
+            )
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        items = super().item_factors
+        self._check_members()
+        return items
+
     @property
     def user_factors(self) -> np.ndarray:
         """The training users' concatenated vectors, made on first use: a tuning trial scored on
         held-out users (strong generalisation) folds them in and never reads these, and with EASE a
         copy is n_users x n_items."""
         self._check_fitted()
+        self._check_members()
         if self._users is None:
             self._users = self._weighted([np.asarray(m.user_factors, dtype=np.float32) for m in self.members.values()])
         return self._users
@@ -200,6 +225,7 @@ class Blend(HostVectors):
     def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
         """Each member's own fold-in (a sequence tower reads `times`), weighted and concatenated."""
         self._check_fitted()
+        self._check_members()
         return self._weighted([
             np.asarray(self._members[n].fold_in_ordered(histories, times), dtype=np.float32) for n in self.active
         ])  # fmt: skip
