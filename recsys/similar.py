@@ -2,7 +2,8 @@
 
 Every model has item vectors, so item-to-item retrieval needs no model of its own: cosine (the dot
 product of L2-normalised vectors) between the query item and every other item, the query item itself
-never returned. With an ANN index over unit item vectors (`recsys.ann`, normalised towers) the index
+never returned. A model may define its own similarity vectors (`Recommender.similarity_vectors`: a
+blend weighs its members' cosines); `similar_items` takes them as `unit`. With an ANN index over unit item vectors (`recsys.ann`, normalised towers) the index
 answers it; otherwise the scores are exact (one matmul per chunk of queries). Item vectors of norm 0
 (items without training data in some models) have cosine 0 with everything.
 """

@@ -145,6 +145,10 @@ class Recommender(ABC):
     single_solve: ClassVar[bool] = False
     """Whether `fit` is one computation that calls its callback once, after it has finished (EASE,
     popularity): asking it to stop there stops nothing, so the tuning guard keeps such a trial."""
+    own_similarity: ClassVar[bool] = False
+    """Whether the model's item-to-item similarity is not the plain cosine of its item vectors
+    (`similarity_vectors` is overridden: a blend weighs its members'): serving then loads the model
+    for /similar instead of reading the item vectors alone."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -314,6 +318,14 @@ class Recommender(ABC):
         """`fold_in`, for models that read order (a sequence user tower) also given the histories'
         event times (`times`: rows aligned with `histories`; None = unknown). Others ignore times."""
         return self.fold_in(histories)
+
+    def similarity_vectors(self) -> np.ndarray:
+        """(n_items, d) float32 vectors whose dot products are this model's item-to-item similarity
+        (`recsys.similar`, /similar): the unit item vectors, so the score is their cosine (a zero
+        vector stays zero: similarity 0 with every item)."""
+        from recsys.similar import unit_rows
+
+        return unit_rows(np.asarray(self.item_factors, dtype=np.float32))
 
     @property
     def reads_order(self) -> bool:

@@ -129,7 +129,8 @@ def similar_request_model(n_items: int) -> type[BaseModel]:
     K = Annotated[StrictInt, Field(ge=1, le=limit, description=f"neighbours per item, 1..{limit}"), BeforeValidator(_integral)]
 
     class SimilarRequest(BaseModel):
-        """Items most similar to each given item (cosine of the model's item vectors), never itself."""
+        """Items most similar to each given item (cosine of the model's item vectors; a blend weighs its
+        members'), never itself."""
 
         model_config = ConfigDict(extra="forbid")
         item_id: Id | list[Id] = Field(description="raw item id(s) (an integer is read as its decimal string)")
@@ -367,7 +368,7 @@ def build_app(
 
     @app.post(
         "/similar", response_model=SimilarItems, responses=similar_responses,
-        summary="Items most similar to each given item (cosine of the item vectors; never the item itself)",
+        summary="Items most similar to each given item (cosine of the item vectors, a blend's weighted; never the item itself)",
         openapi_extra=json_body_schema(similar_model),
     )  # fmt: skip
     async def similar(request: Request) -> JSONResponse:
