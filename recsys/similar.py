@@ -35,12 +35,14 @@ def self_mask(queries: np.ndarray, n_items: int) -> sp.csr_matrix:
 
 def similar_items(
     item_vectors: np.ndarray, queries: np.ndarray, k: int, ann: AnnIndex | None = None,
-    unit: np.ndarray | None = None,
+    unit: np.ndarray | None = None, masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(items (n, k'), cosines (n, k')) for query item indices `queries`, best first, never the query
     item; k' = min(k, n_items - 1), ties to the lower index. `unit`: the normalised vectors, when the
     caller keeps them (a server: as `item_major` of them, so no request copies the catalogue). `ann`
-    is used only when it indexes the unit vectors themselves (`ann.cosine`)."""
+    is used only when it indexes the unit vectors themselves (`ann.cosine`). `masked_items` (bool
+    per item): never returned, for any query (serving: items without training data, whose vectors
+    are untrained; a list then pads with -1 / -inf where fewer than k' items are left)."""
     queries = np.asarray(queries, dtype=np.int64)
     vectors = unit if unit is not None else unit_rows(np.asarray(item_vectors, np.float32))
     n_items = vectors.shape[0]
@@ -48,8 +50,8 @@ def similar_items(
     mask = self_mask(queries, n_items)
     rows = np.asarray(vectors[queries], dtype=np.float32)  # a torch view (item_major) gathers to a tensor
     if ann is not None and ann.cosine:
-        return ann.topk(rows, kk, mask)
-    return topk(rows, vectors, kk, exclude=mask, device="cpu")
+        return ann.topk(rows, kk, mask, masked_items)
+    return topk(rows, vectors, kk, exclude=mask, device="cpu", masked_items=masked_items)
 
 
 def heldout_cooccurrences(histories: sp.spmatrix, times: sp.spmatrix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -443,6 +443,12 @@ class ServingIndex:
         unknown = np.flatnonzero(idx < 0)
         if unknown.size:
             raise UnknownItem(f"item_id {item_ids[unknown[0]]!r} (row {unknown[0]}) is not in the model's catalogue"[:200])
+        untrained = np.flatnonzero(self.untrained_items[idx]) if self.untrained_items is not None else idx[:0]
+        if untrained.size:  # its vector is zero or its random start: any list would be made up
+            raise UnknownItem(
+                f"item_id {item_ids[untrained[0]]!r} (row {untrained[0]}) has no training interactions: the model "
+                "learned nothing about it, so it has no similar items (a run whose training data has it will)"[:300]
+            )
         if self.item_vectors.shape[1] < 2:  # popularity: one number per item, every cosine is 1
             raise BadRequest(
                 f"this model's item vectors have {self.item_vectors.shape[1]} dimension, so every item is "
@@ -458,7 +464,9 @@ class ServingIndex:
             unit = self.model.similarity_vectors() if own else unit_rows(self.item_vectors)
             self._similar = unit if ann is not None and ann.cosine else item_major(unit)
         k_max = int(ks.max()) if n else DEFAULT_K
-        items, scores = similar_items(self.item_vectors, idx, k_max, ann=ann, unit=self._similar)
+        items, scores = similar_items(
+            self.item_vectors, idx, k_max, ann=ann, unit=self._similar, masked_items=self.untrained_items
+        )  # never an item without training data: its untrained vector (a tower's random start) matched by accident
         columns = _response_columns(item_ids, items, scores, ks, self.item_ids, np.full(n, "similar"))
         return pd.DataFrame({"item_id" if name == "user_id" else name: values for name, values in columns.items()})
 

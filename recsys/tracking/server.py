@@ -343,7 +343,7 @@ def build_app(
         for status, text in ((400, "bad request: one-line reason"), (413, "rows x k or the body is over the limit"),
                              (415, "not JSON"))
     }  # fmt: skip
-    similar_responses = {**error_responses, 404: {"model": ErrorBody, "description": "an item id the model does not know"}}
+    similar_responses = {**error_responses, 404: {"model": ErrorBody, "description": "an item id the model does not know, or one without training data"}}
 
     @app.post(
         "/invocations", response_model=Predictions, responses=error_responses,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recsys.data.split import Split
 from recsys.models.base import Recommender, build_model
@@ -79,3 +80,32 @@ def test_a_saved_blend_serves_the_in_memory_blends_lists(members, planted_split:
     assert set(got["source"]) == {"model"}
     assert got["item_ids"].tolist() == [[str(planted_split.item_ids[i]) for i in row] for row in items]
     np.testing.assert_allclose(np.array(got["scores"].tolist()), scores, rtol=0, atol=1e-5 * np.abs(scores).max())
+
+
+def test_similar_items_never_answer_with_or_for_an_item_without_training_data(planted_split: Split, tmp_path: Path):
+    """/similar masked nothing but the query: an item without training interactions (ML-100K's
+    strong-generalisation split has 62, seen only by held-out users) kept its untrained vector, a
+    two-tower's random start, and was among the top-20 of 10-31% of the trained items' lists of
+    the run's two-towers; asked for, it got a made-up list (EASE's and WALS's zero vectors: the
+    first items by index). Recommendations mask such items already; similar items now do too,
+    and asking for one is an UnknownItem naming it (the server's 404)."""
+    from dataclasses import replace
+
+    from recsys.tracking.pyfunc import UnknownItem
+
+    cold = 7
+    keep = np.ones(planted_split.n_items, dtype=np.float32)
+    keep[cold] = 0.0
+    train = (planted_split.train @ sp.diags(keep)).tocsr()
+    train.eliminate_zeros()
+    split = replace(planted_split, train=train)  # item 7 only in test: in the catalogue, never trained on
+    members = {
+        "ease": build_model(EASEConfig(name="ease")).fit(train),
+        "wals": build_model(WALSConfig(name="wals", factors=8, iterations=4, threads=1)).fit(train),
+    }
+    served = ServingIndex(write_serving_artifacts(_blend(members, split, {"wals": 0.5}), split, tmp_path / "b"))
+    everything = served.similar([str(split.item_ids[i]) for i in range(0, split.n_items, 5) if i != cold], split.n_items - 1)
+    assert all(str(split.item_ids[cold]) not in row for row in everything["item_ids"])
+    assert all(len(row) == split.n_items - 2 for row in everything["item_ids"])  # every other trained item
+    with pytest.raises(UnknownItem, match=rf"'{split.item_ids[cold]}' \(row 1\) has no training interactions"):
+        served.similar([str(split.item_ids[0]), str(split.item_ids[cold])], 5)
