@@ -271,9 +271,8 @@ class Blend(HostVectors):
         self._check_members()
         from recsys.similar import unit_rows
 
+        self._set_similarity_scales()
         units = {name: unit_rows(np.asarray(self._members[name].item_factors, np.float32)) for name in self.active}
-        if set(self.similarity_scales) != set(units):
-            self.similarity_scales = {name: cosine_scale(unit, self.config.seed) for name, unit in units.items()}
         coefficients = {
             name: w / self.similarity_scales[name] if self.similarity_scales[name] > 0 else 0.0
             for name, w in self.active.items()
@@ -293,9 +292,20 @@ class Blend(HostVectors):
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
         pass
 
+    def _set_similarity_scales(self) -> None:
+        """`similarity_scales`, made once per fit (one member's unit vectors at a time: with EASE each
+        is n_items x n_items)."""
+        if set(self.similarity_scales) == set(self.active):
+            return
+        from recsys.similar import unit_rows
+
+        self.similarity_scales = {
+            name: cosine_scale(unit_rows(np.asarray(self._members[name].item_factors, np.float32)), self.config.seed)
+            for name in self.active
+        }
+
     def _save_extra(self, directory: Path) -> None:
-        if set(self.similarity_scales) != set(self.active):
-            self.similarity_vectors()  # sets them: a served blend's /similar uses the scales saved (and logged) with it
+        self._set_similarity_scales()  # saved (and logged, in the pyfunc's copy): the ones a served /similar uses
         state = {"members": list(self.active), "scales": self.scales, "similarity_scales": self.similarity_scales}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
         for name, member in self.members.items():

@@ -85,7 +85,7 @@ def test_a_saved_blend_serves_the_in_memory_blends_lists(members, planted_split:
 def test_similar_items_never_answer_with_or_for_an_item_without_training_data(planted_split: Split, tmp_path: Path):
     """/similar masked nothing but the query: an item without training interactions (ML-100K's
     strong-generalisation split has 62, seen only by held-out users) kept its untrained vector, a
-    two-tower's random start, and was among the top-20 of 10-31% of the trained items' lists of
+    two-tower's random start, and was among the top-20 of 9.5-31% of the trained items' lists of
     the run's two-towers; asked for, it got a made-up list (EASE's and WALS's zero vectors: the
     first items by index). Recommendations mask such items already; similar items now do too,
     and asking for one is an UnknownItem naming it (the server's 404)."""
