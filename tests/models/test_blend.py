@@ -357,3 +357,20 @@ def test_a_blend_refuses_to_score_once_a_member_changed_after_it_was_fitted(plan
     loaded.set_members(others)  # other (loaded) fits handed over to a fitted blend: a load is a fit of its own
     with pytest.raises(ModelError, match=r"\['ease', 'wals'\] changed"):
         _ = loaded.item_factors
+
+
+def test_a_blend_of_one_weighted_member_ranks_and_finds_similar_items_as_that_member(planted):
+    """The other member at weight 0 is left out: the blend's scores are the member's divided by its
+    scale (same lists, users and folded-in users alike), and its similar items are the member's cosines."""
+    members = _members(planted.train)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"ease": 0.0, "wals": 0.7}))
+    blend.set_members(members)
+    blend.fit(planted.train)
+    wals, users = members["wals"], np.arange(0, planted.n_users, 3)
+    got, scores = blend.recommend(users, k=10, exclude=planted.train)
+    want, member_scores = wals.recommend(users, k=10, exclude=planted.train)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(scores, 0.7 * member_scores / blend.scales["wals"], rtol=1e-5)
+    rows = planted.train[:9]
+    np.testing.assert_allclose(blend.fold_in(rows), 0.7 * wals.fold_in(rows) / blend.scales["wals"], rtol=1e-5)
+    np.testing.assert_allclose(blend.similarity_vectors(), wals.similarity_vectors(), rtol=0, atol=1e-6)
