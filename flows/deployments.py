@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flows.pipeline import training_pipeline
@@ -79,17 +82,22 @@ def check_schedule(cron: str, timezone: str, interval: float | None) -> None:
         raise ConfigError(f"{option}: {why}: give {hint}") from None
 
 
-def serve_pipeline(**kwargs: Any) -> None:
-    """Serve the deployment (blocks): Prefect triggers runs on the schedule. Without PREFECT_API_URL
+def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+    """Serve the deployment (blocks): Prefect triggers runs on the schedule (`flows.runner`: what a
+    stopped or killed schedule leaves is cleaned up). Without PREFECT_API_URL
     the API is Prefect's temporary server, which runs no scheduler service: a thread asks it to
-    schedule the deployment's runs (`keep_runs_scheduled`), as that service does on a real server."""
-    from prefect import serve
+    schedule the deployment's runs (`keep_runs_scheduled`), as that service does on a real server.
+    `say`: where a line about what was cleaned up goes (default: stderr)."""
     from prefect.settings import PREFECT_API_URL
+
+    from flows.runner import SCHEDULE_PREFIX, crash_runs_of_killed_schedules, serve_deployment
+    from recsys.files import scratch_dir
 
     deployment = pipeline_deployment(**kwargs)
     stop = threading.Event()
     inherited = os.environ.get("PREFECT_API_URL")
-    if not PREFECT_API_URL.value():
+    temporary = not PREFECT_API_URL.value()
+    if temporary:
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()  # the one serve() gets too (one instance per port)
@@ -102,11 +110,19 @@ def serve_pipeline(**kwargs: Any) -> None:
             target=keep_runs_scheduled, args=(server.api_url, name, stop), name="recsys-scheduler", daemon=True
         ).start()
     try:
-        serve(deployment)
+        if closed := crash_runs_of_killed_schedules(temporary_server=temporary):
+            (say or _to_stderr)(f"marked {len(closed)} flow run(s) of killed schedules Crashed ({', '.join(closed)}): "
+                                "their deployment's concurrency slot is free again")
+        with scratch_dir(SCHEDULE_PREFIX) as scratch:
+            serve_deployment(deployment, Path(scratch), say or _to_stderr)
     finally:
         stop.set()
         if inherited is None:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 SCHEDULE_EVERY_S = 30.0

@@ -190,18 +190,28 @@ def _suppress_os_errors() -> Iterator[None]:
         pass
 
 
-def remove_dead_process_dirs(prefix: str) -> list[Path]:
-    """Delete `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (a reused pid keeps
-    its directory until that process ends too: a late removal, never one under a live owner)."""
+def dead_process_dirs(prefix: str) -> list[Path]:
+    """The `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (a reused pid keeps its
+    directory until that process ends too: a late answer, never one under a live owner). Read
+    before `remove_dead_process_dirs` by a command whose directory records what a killed one left
+    to undo (`recsys schedule`: the flow runs it had started)."""
     import re
-    import shutil
 
     import psutil
 
-    removed = []
+    dead = []
     for left in Path(tempfile.gettempdir()).glob(f"{prefix}-*-*"):
         found = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
         if found and left.is_dir() and not psutil.pid_exists(int(found.group(1))):
-            shutil.rmtree(left, ignore_errors=True)
-            removed.append(left)
+            dead.append(left)
+    return dead
+
+
+def remove_dead_process_dirs(prefix: str) -> list[Path]:
+    """Delete `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (`dead_process_dirs`)."""
+    import shutil
+
+    removed = dead_process_dirs(prefix)
+    for left in removed:
+        shutil.rmtree(left, ignore_errors=True)
     return removed

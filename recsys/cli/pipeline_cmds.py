@@ -450,6 +450,9 @@ def schedule(
 ) -> None:
     """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
 
+    Ctrl-C or SIGTERM (`kill PID`) stops it; a background job of a script (`recsys schedule &`)
+    starts with SIGINT ignored by the shell: stop it with `kill PID`.
+
     Each scheduled run ingests only the files added to a landing directory since the last run
     (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule;
     when the data, split, config and code equal those of the last finished run, it trains and
@@ -481,10 +484,12 @@ def schedule(
     check_api()
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
-    console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
+    console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C or SIGTERM "
+                  f"(`kill {os.getpid()}`) stops it")
     _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
     sigterm_to_the_server()  # Prefect's runner pauses the deployment and stops its runs gracefully
-    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
+    serve_pipeline(say=lambda line: console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
+                   name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])
 
 

@@ -1,0 +1,160 @@
+"""The Prefect runner behind `recsys schedule`, with what it leaves behind cleaned up.
+
+Why not `prefect.serve()`: it makes a Runner of its own, and that Runner leaves two things behind
+on every stop and on a kill -9.
+
+* Its storage directory, `$TMPDIR/runner_storage/<uuid>`: its stop removes it only after its
+  exit stack, which re-raises the cancellation that Ctrl-C or SIGTERM brings, so the removal never
+  ran and a machine that restarts schedules collected one empty directory per start. Here the
+  runner's storage is a directory of the schedule's own scratch directory (`recsys.files.scratch_dir`,
+  `$TMPDIR/recsys-schedule-<pid>-*`): removed when the command ends, and after a kill -9 by the
+  next start once its process is gone; a concurrent schedule's directory is never touched.
+* A flow run it had moved to Pending whose process then died (a Ctrl-C landing while the run's
+  process starts, the schedule killed) stayed Pending for ever, holding the deployment's
+  concurrency slot: with the default `--overlap skip` every later run of the deployment, also after
+  a restart, was cancelled at once ("Deployment concurrency limit reached"), and on Prefect's
+  temporary server, whose leases die with it, nothing ever released the slot. The schedule notes
+  each run it submits (`RUNS_FILE` in its scratch directory); when it stops, those not finished are
+  set Crashed (which releases the slot), and a schedule that starts does the same for the runs
+  noted by schedules that were killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_PREFIX = "recsys-schedule"
+"""`recsys schedule`'s scratch directory: `$TMPDIR/recsys-schedule-<pid>-*` (`recsys.files.scratch_dir`)."""
+
+RUNS_FILE = "flow-runs"
+"""The ids of the flow runs a schedule moved to Pending, one a line, in its scratch directory."""
+
+STORAGE_DIR = "runner-storage"
+"""The Prefect runner's storage directory (its `_tmp_dir`) inside the scratch directory."""
+
+UNFINISHED = ("PENDING", "RUNNING", "CANCELLING")
+"""Flow-run states that hold the deployment's concurrency slot."""
+
+
+def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None]) -> None:
+    """`prefect.serve(deployment)` (blocks until Ctrl-C or SIGTERM), with the runner's storage in
+    `scratch` and the runs it submits noted there; then the runs it left unfinished set Crashed,
+    said in one line through `say`."""
+    from prefect.exceptions import TerminationSignal
+
+    runner = _runner(scratch)
+    runner.add_deployment(deployment)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        log.info("received %s, stopped serving", type(exc).__name__)
+    finally:
+        if closed := crash_unfinished(noted_runs(scratch), "the `recsys schedule` serving it stopped first"):
+            say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
+
+
+def _runner(scratch: Path) -> Any:
+    from prefect.runner import Runner
+
+    class NotingRunner(Runner):
+        """A Runner whose storage is `scratch / STORAGE_DIR` and which notes in `scratch / RUNS_FILE`
+        every flow run it moves to Pending (the server gave it the deployment's slot)."""
+
+        async def __aenter__(self):  # type: ignore[override]
+            entered = await super().__aenter__()
+            proposer = getattr(self, "_state_proposer", None)
+            pending = getattr(proposer, "propose_pending", None)
+            if pending is None:  # another Prefect: nothing is noted, the stop cleans up nothing
+                log.debug("Prefect's runner has no state proposer to note submitted runs with")
+                return entered
+
+            async def noting(flow_run: Any) -> bool:
+                accepted = await pending(flow_run)
+                if accepted:
+                    note_run(scratch, flow_run.id)
+                return accepted
+
+            proposer.propose_pending = noting
+            return entered
+
+    runner = NotingRunner(pause_on_shutdown=True)
+    runner._tmp_dir = scratch / STORAGE_DIR  # Prefect's own, $TMPDIR/runner_storage/<uuid>, outlived every stop
+    return runner
+
+
+def note_run(scratch: Path, flow_run_id: Any) -> None:
+    """Append a flow run's id to the schedule's list (a line: a kill mid-write leaves a part line,
+    which `noted_runs` skips)."""
+    with (scratch / RUNS_FILE).open("a", encoding="utf-8") as runs:
+        runs.write(f"{flow_run_id}\n")
+
+
+def noted_runs(scratch: Path) -> list[uuid.UUID]:
+    """The flow runs noted in a schedule's scratch directory (none when it noted none)."""
+    try:
+        lines = (scratch / RUNS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            found.append(uuid.UUID(line.strip()))
+        except ValueError:  # a line cut by a kill
+            continue
+    return list(dict.fromkeys(found))
+
+
+def crash_unfinished(flow_run_ids: list[uuid.UUID], why: str, states: tuple[str, ...] = UNFINISHED) -> list[str]:
+    """Set Crashed (forced) each of `flow_run_ids` still in one of `states` (Pending, Running or Cancelling), which
+    releases the deployment's concurrency slot it holds; returns their ids. A run the API does not
+    know (another Prefect database) or a server that does not answer is skipped: never a reason to
+    fail a schedule's start or stop."""
+    if not flow_run_ids:
+        return []
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    from flows.api_loss import api_answers
+
+    if not api_answers():
+        log.warning("could not close the flow runs this schedule left: the Prefect API does not answer")
+        return []
+    crashed = []
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in flow_run_ids:
+                try:
+                    run = client.read_flow_run(run_id)
+                except Exception as exc:  # ObjectNotFound: noted on another Prefect database
+                    log.debug("flow run %s: %s", run_id, exc)
+                    continue
+                if run.state is None or run.state.type.value not in states:
+                    continue
+                client.set_flow_run_state(run_id, Crashed(message=why), force=True)
+                crashed.append(str(run_id))
+    except Exception as exc:
+        log.warning("could not close the flow runs this schedule left: %s", exc)
+    return crashed
+
+
+def crash_runs_of_killed_schedules(temporary_server: bool) -> list[str]:
+    """Set Crashed the unfinished flow runs that schedules killed outright (kill -9, the OOM killer)
+    had submitted: their scratch directories outlive them (`recsys.files.dead_process_dirs`), with
+    the list of their runs. Called before this schedule's own `scratch_dir`, which removes those
+    directories. On Prefect's temporary server (`temporary_server`) every such run is done for: its
+    process lost its API when the killed schedule's server was stopped, as this one starts. On a
+    server of the user's, a Running one's process may outlive the schedule and go on, so only Pending
+    ones (their process never started the flow) are closed; a Running one keeps its slot while its
+    process renews the lease, and the server's lease expiry frees it after that process ends."""
+    from recsys.files import dead_process_dirs
+
+    ids = [run for directory in dead_process_dirs(SCHEDULE_PREFIX) for run in noted_runs(directory)]
+    states = UNFINISHED if temporary_server else ("PENDING",)
+    return crash_unfinished(ids, "the `recsys schedule` serving it was killed before the run finished", states)

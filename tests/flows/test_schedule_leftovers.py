@@ -1,0 +1,103 @@
+"""What `recsys schedule` leaves behind when it stops or is killed (flows.runner).
+
+* Ctrl-C left Prefect's runner storage, `$TMPDIR/runner_storage/<uuid>/`, once per stop.
+* A flow run the schedule had moved to Pending whose process died (a Ctrl-C while that process
+  started, the schedule killed with -9) stayed Pending and held the deployment's concurrency slot:
+  with `--overlap skip` every later run was cancelled, also after a restart, for ever on Prefect's
+  temporary server. A stop closes its own such runs; a start closes those of killed schedules,
+  never those of a schedule that still runs.
+
+One real runner (Prefect's, in this process, on the session's harness server) is served and stopped
+by a Ctrl-C once it runs; the runs it must close are made through the API, as its own would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals to this process")
+
+YEARLY = "0 3 1 1 *"  # a real schedule, never due while the test runs
+
+
+def _pending_run(client, deployment_id):
+    """A run of the deployment moved to Pending: it holds the deployment's concurrency slot."""
+    from prefect.states import Pending
+
+    run = client.create_flow_run_from_deployment(deployment_id)
+    assert client.set_flow_run_state(run.id, Pending()).state.type.value == "PENDING"
+    return run.id
+
+
+def _note(directory: Path, run_id) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "flow-runs").write_text(f"{run_id}\n")
+
+
+def test_a_stopped_schedule_leaves_no_runner_storage_and_frees_the_slots_of_its_runs(
+    prefect_harness, tmp_path, monkeypatch
+):
+    from prefect import get_client
+
+    from flows.deployments import pipeline_deployment, serve_pipeline
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # $TMPDIR of the schedule
+    name = f"leftovers-{uuid.uuid4().hex[:6]}"
+    deployment_id = pipeline_deployment(name=name, cron=YEARLY).apply()
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])  # a schedule killed with -9: its pid is gone
+    dead_pid.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a concurrent schedule
+    try:
+        with get_client(sync_client=True) as client:
+            killed_run = _pending_run(client, deployment_id)  # of a schedule killed with -9
+        _note(tmp_path / f"recsys-schedule-{dead_pid.pid}-x1", killed_run)
+        _note(tmp_path / f"recsys-schedule-{alive.pid}-x2", uuid.uuid4())  # never read: its owner runs
+        lines: list[str] = []
+        own_run: list[uuid.UUID] = []
+
+        def ctrl_c_once_serving() -> None:
+            """Once the runner made its storage directory (inside its event loop): a run of ours
+            that is starting (noted as the runner notes it), then Ctrl-C, whatever happened."""
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not any(
+                    p.name == "runner-storage" or p.parent.name == "runner_storage" for p in tmp_path.rglob("*")
+                ):
+                    time.sleep(0.05)
+                with get_client(sync_client=True) as client:  # free once the killed schedule's run is closed
+                    own_run.append(_pending_run(client, deployment_id))
+                for scratch in tmp_path.glob(f"recsys-schedule-{os.getpid()}-*"):
+                    _note(scratch, own_run[0])
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
+        stopper = threading.Thread(target=ctrl_c_once_serving, daemon=True)
+        stopper.start()
+        try:
+            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
+        finally:
+            stopper.join(30)
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        # nothing of this schedule's is left in $TMPDIR; the live schedule's directory is kept
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"recsys-schedule-{alive.pid}-x2"], lines
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(killed_run).state.type.value == "CRASHED"
+            assert own_run and client.read_flow_run(own_run[0]).state.type.value == "CRASHED"
+            _pending_run(client, deployment_id)  # the slot is free: a new run goes Pending, not Cancelled
+        assert any("flow run(s) of killed schedules Crashed" in line and str(killed_run) in line for line in lines)
+        assert any("unfinished flow run(s) of this schedule Crashed" in line for line in lines), lines
+    finally:
+        alive.kill()
+        alive.wait()
