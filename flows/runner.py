@@ -17,12 +17,16 @@ on every stop and on a kill -9.
   each run it submits (`RUNS_FILE` in its scratch directory); when it stops, those not finished are
   set Crashed (which releases the slot), and a schedule that starts does the same for the runs
   noted by schedules that were killed.
+
+Its runs' processes run `flows.flow_run_process` (Prefect's engine, with a Ctrl-C while the process
+starts said in one line, not as a traceback).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -82,11 +86,38 @@ def _runner(scratch: Path) -> Any:
                 return accepted
 
             proposer.propose_pending = noting
+            _start_runs_with_our_command(self)
             return entered
 
     runner = NotingRunner(pause_on_shutdown=True)
     runner._tmp_dir = scratch / STORAGE_DIR  # Prefect's own, $TMPDIR/runner_storage/<uuid>, outlived every stop
     return runner
+
+
+FLOW_RUN_MODULE = "flows.flow_run_process"
+"""The module a flow-run process runs instead of `prefect.engine` (which it runs in turn)."""
+
+
+def _start_runs_with_our_command(runner: Any) -> None:
+    """Have `runner` start each flow run as `python -m flows.flow_run_process` (Prefect's engine,
+    with a Ctrl-C while it starts said in one line): the command its engine starter takes, set
+    where the runner resolves a starter without one. Another Prefect (no such starter): unchanged."""
+    import shlex
+
+    poller = getattr(runner, "_scheduled_run_poller", None)
+    resolve = getattr(poller, "_resolve_starter", None)
+    if resolve is None:
+        log.debug("Prefect's runner has no starter resolver: flow runs start with its own command")
+        return
+    command = shlex.join([sys.executable, "-m", FLOW_RUN_MODULE])
+
+    def resolve_ours(flow_run: Any) -> Any:
+        starter = resolve(flow_run)
+        if getattr(starter, "_command", "") is None:  # Prefect's EngineCommandStarter, default command
+            starter._command = command
+        return starter
+
+    poller._resolve_starter = resolve_ours
 
 
 def note_run(scratch: Path, flow_run_id: Any) -> None:
