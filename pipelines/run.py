@@ -337,8 +337,6 @@ def train_and_log(
         # orchestration, though not part of its fit either.
         searched = outcome.tuning.get("seconds", model.fit_seconds)
         outcome.setup_seconds = max(0.0, time.perf_counter() - began - searched)
-        if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
-            model.save(Path(teachers_dir) / model_cfg.name)
         outcome.fit_seconds = model.fit_seconds
         outcome.resumed_from = model.resumed_from
         evaluation = evaluate_model(model, split, cfg)
@@ -354,6 +352,10 @@ def train_and_log(
         )
         tracker.end(run, "FINISHED")
         outcome.log_seconds = time.perf_counter() - started
+        if teachers_dir is not None and model_cfg.name in teacher_names(list(cfg.models)):
+            # handed to its students / blends only once it finished: a model whose evaluation or
+            # logging failed is reported failed, and no blend or student may use it regardless
+            model.save(Path(teachers_dir) / model_cfg.name)
         if getattr(tracker, "failure", None):  # trained and evaluated; its run waits on disk
             outcome.unlogged = str(tracker.kept_in)
             log(f"tracking failed ({tracker.failure}): {model_cfg.name} kept in {tracker.kept_in}")

@@ -2,7 +2,8 @@
 
 Every model has item vectors, so item-to-item retrieval needs no model of its own: cosine (the dot
 product of L2-normalised vectors) between the query item and every other item, the query item itself
-never returned. With an ANN index over unit item vectors (`recsys.ann`, normalised towers) the index
+never returned. A model may define its own similarity vectors (`Recommender.similarity_vectors`: a
+blend weighs its members' cosines); `similar_items` takes them as `unit`. With an ANN index over unit item vectors (`recsys.ann`, normalised towers) the index
 answers it; otherwise the scores are exact (one matmul per chunk of queries). Item vectors of norm 0
 (items without training data in some models) have cosine 0 with everything.
 """
@@ -34,12 +35,14 @@ def self_mask(queries: np.ndarray, n_items: int) -> sp.csr_matrix:
 
 def similar_items(
     item_vectors: np.ndarray, queries: np.ndarray, k: int, ann: AnnIndex | None = None,
-    unit: np.ndarray | None = None,
+    unit: np.ndarray | None = None, masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(items (n, k'), cosines (n, k')) for query item indices `queries`, best first, never the query
     item; k' = min(k, n_items - 1), ties to the lower index. `unit`: the normalised vectors, when the
     caller keeps them (a server: as `item_major` of them, so no request copies the catalogue). `ann`
-    is used only when it indexes the unit vectors themselves (`ann.cosine`)."""
+    is used only when it indexes the unit vectors themselves (`ann.cosine`). `masked_items` (bool
+    per item): never returned, for any query (serving: items without training data, whose vectors
+    are untrained; a list then pads with -1 / -inf where fewer than k' items are left)."""
     queries = np.asarray(queries, dtype=np.int64)
     vectors = unit if unit is not None else unit_rows(np.asarray(item_vectors, np.float32))
     n_items = vectors.shape[0]
@@ -47,8 +50,8 @@ def similar_items(
     mask = self_mask(queries, n_items)
     rows = np.asarray(vectors[queries], dtype=np.float32)  # a torch view (item_major) gathers to a tensor
     if ann is not None and ann.cosine:
-        return ann.topk(rows, kk, mask)
-    return topk(rows, vectors, kk, exclude=mask, device="cpu")
+        return ann.topk(rows, kk, mask, masked_items)
+    return topk(rows, vectors, kk, exclude=mask, device="cpu", masked_items=masked_items)
 
 
 def heldout_cooccurrences(histories: sp.spmatrix, times: sp.spmatrix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,13 +68,16 @@ def heldout_cooccurrences(histories: sp.spmatrix, times: sp.spmatrix | None = No
 
 
 def cooccurrence_hits(
-    item_vectors: np.ndarray, queries: np.ndarray, targets: np.ndarray, k: int, chunk: int = 4096
-) -> np.ndarray:
+    item_vectors: np.ndarray, queries: np.ndarray, targets: np.ndarray, k: int, chunk: int = 4096,
+    masked_items: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """1.0 where `targets[i]` is among the k items most similar to `queries[i]` (cosine, the query
-    excluded), else 0.0: the per-pair hits whose mean is recall@k of held-out co-occurrences."""
+    excluded), else 0.0: the per-pair hits whose mean is recall@k of held-out co-occurrences.
+    `masked_items` (bool per item) are never among the k, as serving never answers with an item
+    without training data (`similar_items`)."""
     unit = unit_rows(np.asarray(item_vectors, np.float32))
     hits = np.zeros(queries.shape[0], dtype=np.float64)
     for lo in range(0, queries.shape[0], chunk):
-        found, _ = similar_items(unit, queries[lo : lo + chunk], k, unit=unit)
+        found, _ = similar_items(unit, queries[lo : lo + chunk], k, unit=unit, masked_items=masked_items)
         hits[lo : lo + chunk] = (found == targets[lo : lo + chunk, None]).any(axis=1)
     return hits

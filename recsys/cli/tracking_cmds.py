@@ -361,7 +361,8 @@ def serve(
     item_ids, scores and source (model | fold_in | popularity). k must be 1..number of items; errors
     are JSON {"error_code", "message"} with a one-line message (400, 413 over --max-results, 415).
     POST /similar with {"item_id": "i1", "k": 10} (or a list of ids) answers the k items most
-    similar to each (cosine of the model's item vectors, never the item itself). A model logged
+    similar to each (cosine of the model's item vectors, a blend's members' cosines weighted as
+    its scores are; never the item itself). A model logged
     with an ANN index (catalogues of serving.ann.min_items items or more) is searched through it.
     The request schema is at /openapi.json, interactive docs at /docs.
     """

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.data.readers import _PARQUET_SUFFIXES, SourceListing, list_source, open_decompressed
+from recsys.data.readers import SourceListing, list_source, open_decompressed
+from recsys.data.readers.base import _PARQUET_SUFFIXES
 from recsys.data.remote import as_url
 from recsys.data.source_stamp import SourceStamp, changed_error, changed_files, stat_files
 from recsys.errors import ConfigError, DataError, RecsysWarning

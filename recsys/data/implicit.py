@@ -73,7 +73,7 @@ def weigh_events(frame: pl.LazyFrame, cfg: DataConfig) -> pl.LazyFrame:
     """Each row's weight times its event's `data.event_weights` entry (a log without a weight column
     weighs 1 a row, so the row then weighs its event's weight): a purchase can count for more than a
     view, as in Hu et al.'s confidence or any retail log's view < cart < buy. Rows of other events
-    were dropped by `positive_filter`; `auto` then sums them per pair (see `recsys.data.ingest.weight_policy`)."""
+    were dropped by `positive_filter`; `auto` then sums them per pair (see `recsys.data.ingest_checks.weight_policy`)."""
     if not cfg.event_weights:
         return frame
     events, values = zip(*cfg.event_weights.items(), strict=True)
@@ -284,12 +284,12 @@ def to_implicit(
     measured = has_rule
     counted = (cfg.binarize or cfg.aggregate == "count") and (
         cfg.positive_min_weight is not None or cfg.negative_weights == "interaction"
-    )  # `recsys.data.ingest.negative_rows_counted` (this module does not import ingest)
+    )  # `recsys.data.ingest_checks.negative_rows_counted` (this module does not import ingest)
     if not counted:
         # Kept weights are confidences, and where each row counts one, a negative row is no
         # interaction (a return) unless the config says it is. Validation quarantines such a row
         # unless the config reads the column as a rating or counts it
-        # (`recsys.data.ingest.negative_weights_read`); one can still get here from a rule at or
+        # (`recsys.data.ingest_checks.negative_weights_read`); one can still get here from a rule at or
         # below 0 (`--min-rating -2` on Jester) or an earlier batch ingested under other settings.
         # Summed in, it would cancel a pair's positive rows; counted, a return would be a purchase.
         low = positive.select(pl.col(WEIGHT).min()).collect().item()

@@ -466,7 +466,7 @@ def validate(
     `keep_negative` accepts a negative weight instead of quarantining it as negative_weight: where
     the config reads the column as a rating (a positive rule) or ignores its value (binarize,
     count), a negative rating (Jester's -10..10, Anime's -1 = watched, not rated) is a valid row,
-    not bad data (`recsys.data.ingest.negative_weights_read`).
+    not bad data (`recsys.data.ingest_checks.negative_weights_read`).
 
     `time_format` (data.time_format): the strftime layout of a time column that is neither Unix time
     nor ISO-8601 (`parse_time`)."""

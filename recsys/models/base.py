@@ -145,6 +145,10 @@ class Recommender(ABC):
     single_solve: ClassVar[bool] = False
     """Whether `fit` is one computation that calls its callback once, after it has finished (EASE,
     popularity): asking it to stop there stops nothing, so the tuning guard keeps such a trial."""
+    own_similarity: ClassVar[bool] = False
+    """Whether the model's item-to-item similarity is not the plain cosine of its item vectors
+    (`similarity_vectors` is overridden: a blend weighs its members'): serving then loads the model
+    for /similar instead of reading the item vectors alone."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -164,7 +168,7 @@ class Recommender(ABC):
         self.n_users: int = 0
         self.n_items: int = 0
         self.fit_seconds: float = float("nan")
-        self.fit_token = 0  # a new number per fit: what caches of a fitted model's results are keyed by
+        self.fit_token = 0  # a new number per fit (and per load): what caches of a fitted model's results are keyed by
         self.resumed_from: dict[str, Any] | None = None  # training resumed: epoch, step, checkpoint
         # what it was fitted on (`recsys train`: the split's digest and data fingerprint), saved with it
         # so `recsys evaluate` can refuse a test set that overlaps its training data
@@ -315,6 +319,14 @@ class Recommender(ABC):
         event times (`times`: rows aligned with `histories`; None = unknown). Others ignore times."""
         return self.fold_in(histories)
 
+    def similarity_vectors(self) -> np.ndarray:
+        """(n_items, d) float32 vectors whose dot products are this model's item-to-item similarity
+        (`recsys.similar`, /similar): the unit item vectors, so the score is their cosine (a zero
+        vector stays zero: similarity 0 with every item)."""
+        from recsys.similar import unit_rows
+
+        return unit_rows(np.asarray(self.item_factors, dtype=np.float32))
+
     @property
     def reads_order(self) -> bool:
         """Whether `fold_in_ordered` reads the times (a sequence user tower): serving then keeps the
@@ -434,6 +446,7 @@ class Recommender(ABC):
             model.trained_on = meta.get("trained_on")
             factors = source / "factors.safetensors"
             model._load_factors(load_file(str(factors)) if factors.is_file() else {})
+            model.fit_token = next(_FITS)  # a loaded model is a fit of its own: caches keyed by it never mix two
             model._load_extra(source)
         except RecsysError:
             raise

@@ -23,10 +23,13 @@ product is the formula above, and `fold_in` is the concat of the members' weight
 evaluator, pyfunc, folding diagnostic and registry serve a blend unchanged. Members weighing 0 are
 left out of the vectors (no width, no fold-in cost).
 
+Similar items (`similarity_vectors`, /similar): the members' cosines weighted as their scores are,
+w_m over the member's within-query spread of cosines, normalised to sum 1 (see the method).
+
 Members are fitted models handed over with `set_members` before `fit` (the pipeline loads them from
 the run's private workspace, `pipelines.train.find_members`); `fit` checks they were trained on the
 same users and items. Saving writes each member (with weight > 0) in `members/<name>/` plus the
-weights and scales (`blend.json`); the concatenated factors follow from them, so nothing is stored
+weights, scales and similarity scales (`blend.json`); the concatenated factors follow from them, so nothing is stored
 twice and a loaded blend folds in new users exactly as before.
 """
 
@@ -71,6 +74,24 @@ def score_scale(model: Recommender, users: np.ndarray, chunk: int = 128) -> floa
     return known[key]
 
 
+SIMILARITY_ITEMS = 512
+"""Items (seeded sample of those with a vector) whose cosines set a member's similarity scale."""
+
+
+def cosine_scale(unit: np.ndarray, seed: int, chunk: int = 128) -> float:
+    """sqrt(mean over a seeded sample of items with a vector of the variance of their cosines with
+    every item): the within-query spread of a member's item-to-item scores, as `score_scale` is
+    the within-user spread of its user scores. `unit`: the member's unit item vectors."""
+    rows = np.flatnonzero(unit.any(axis=1))
+    if rows.size == 0:
+        return 0.0
+    sample = np.sort(np.random.default_rng(seed).choice(rows, size=min(SIMILARITY_ITEMS, rows.size), replace=False))
+    total = 0.0
+    for start in range(0, sample.size, chunk):
+        total += float(np.var(unit[sample[start : start + chunk]] @ unit.T, axis=1, dtype=np.float64).sum())
+    return float(np.sqrt(total / sample.size))
+
+
 def _score_scale(model: Recommender, users: np.ndarray, chunk: int) -> float:
     items = np.asarray(model.item_factors, dtype=np.float32)
     total = 0.0
@@ -87,14 +108,17 @@ class Blend(HostVectors):
     Config = BlendConfig
     config: BlendConfig
     zero_vectors_diverged = False  # a zero vector is a member's: it warned (or EASE's by construction)
+    own_similarity = True  # /similar weighs the members' cosines (`similarity_vectors`)
     single_solve = True  # one computation; its callback comes after it
 
     def __init__(self, config: BlendConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self._members: dict[str, Recommender] = {}
         self.scales: dict[str, float] = {}
+        self.similarity_scales: dict[str, float] = {}  # member -> `cosine_scale`, made on first use (or save)
         self._users: np.ndarray | None = None
         self._items: np.ndarray | None = None
+        self._fitted_with: dict[str, int] = {}  # member -> its fit_token when the blend was fitted or loaded
 
     def set_members(self, members: Mapping[str, Recommender]) -> None:
         """The fitted models to blend, by name: the config's members that are available (a run
@@ -129,7 +153,7 @@ class Blend(HostVectors):
         with_history = np.flatnonzero(np.diff(train.indptr) > 0)
         rng = np.random.default_rng(self.config.seed)
         sample = np.sort(rng.choice(with_history, size=min(self.config.scale_users, len(with_history)), replace=False))
-        self.scales = {}
+        self.scales, self.similarity_scales = {}, {}
         for name in active:
             scale = score_scale(self._members[name], sample)
             if not np.isfinite(scale) or scale <= 0:
@@ -159,8 +183,9 @@ class Blend(HostVectors):
 
     def _assemble(self) -> None:
         """The concatenated item vectors from the members; the user vectors follow on first use
-        (`user_factors`)."""
+        (`user_factors`). Records which fit of each member they are made of (`_check_members`)."""
         active = self.active
+        self._fitted_with = {name: self._members[name].fit_token for name in active}
         self._items = np.ascontiguousarray(
             np.concatenate([np.asarray(self._members[n].item_factors, dtype=np.float32) for n in active], axis=1)
         )
@@ -172,12 +197,35 @@ class Blend(HostVectors):
         refuses a scale that is not). Checking would build the training users' vectors, n_users x
         n_items with EASE, in every tuning trial."""
 
+    def _check_members(self) -> None:
+        """Refuse to score with members other than the fits the blend was made of. The item vectors
+        and scales are fixed at fit, while the user vectors (made on first use) and fold-ins read the
+        members as they are now: a member refitted in place after the blend (or another model handed
+        over with `set_members`) would be mixed in silently, its new user vectors against its old item
+        vectors and scale. No product path does that (a run and `recsys train` fit each member once,
+        before its blend; a loaded blend loads its own members), but the library allows it, and a
+        snapshot would cost a copy of every member's user vectors (EASE's n_users x n_items) per fit."""
+        changed = [n for n, token in self._fitted_with.items() if self._members[n].fit_token != token]
+        if changed or list(self._fitted_with) != list(self.active):
+            raise ModelError(
+                f"model {self.config.name!r}: member(s) {changed or list(self.active)} changed after the blend was "
+                "fitted (refitted, or other models handed over with set_members): its scales and item vectors are "
+                "the old members'; fit the blend again"
+            )
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        items = super().item_factors
+        self._check_members()
+        return items
+
     @property
     def user_factors(self) -> np.ndarray:
         """The training users' concatenated vectors, made on first use: a tuning trial scored on
         held-out users (strong generalisation) folds them in and never reads these, and with EASE a
         copy is n_users x n_items."""
         self._check_fitted()
+        self._check_members()
         if self._users is None:
             self._users = self._weighted([np.asarray(m.user_factors, dtype=np.float32) for m in self.members.values()])
         return self._users
@@ -200,6 +248,7 @@ class Blend(HostVectors):
     def fold_in_ordered(self, histories: sp.spmatrix, times: sp.spmatrix | None = None) -> np.ndarray:
         """Each member's own fold-in (a sequence tower reads `times`), weighted and concatenated."""
         self._check_fitted()
+        self._check_members()
         return self._weighted([
             np.asarray(self._members[n].fold_in_ordered(histories, times), dtype=np.float32) for n in self.active
         ])  # fmt: skip
@@ -208,6 +257,34 @@ class Blend(HostVectors):
     def reads_order(self) -> bool:
         return any(member.reads_order for member in self.members.values())
 
+    def similarity_vectors(self) -> np.ndarray:
+        """Item-to-item similarity in the blend's own terms: sum_m c_m cos_m(i, j), the members' cosines
+        weighted by c_m = (w_m / tau_m) / sum_n (w_n / tau_n). As for users, a weight multiplies a
+        scale-normalised score: tau_m is the member's within-query spread of cosines (`cosine_scale`),
+        so a low-rank member whose cosines spread widely does not drown an EASE whose columns are
+        nearly orthogonal; dividing by the sum keeps the scores in [-1, 1], an item's similarity with
+        itself 1. As vectors: concat_m(sqrt(c_m) x the member's unit item vectors), whose dot products
+        are that sum exactly (a member whose vector for an item is zero adds 0 for it). The plain
+        cosine of the blend's item vectors (concat_m(v_m), as the user scores need them) carries no
+        weights and lets the member with the largest norms decide."""
+        self._check_fitted()
+        self._check_members()
+        from recsys.similar import unit_rows
+
+        self._set_similarity_scales()
+        units = {name: unit_rows(np.asarray(self._members[name].item_factors, np.float32)) for name in self.active}
+        coefficients = {
+            name: w / self.similarity_scales[name] if self.similarity_scales[name] > 0 else 0.0
+            for name, w in self.active.items()
+        }
+        total = sum(coefficients.values())
+        if total <= 0:  # every member's item vectors are zero: every similarity is 0
+            total = 1.0
+        return np.ascontiguousarray(
+            np.concatenate([np.float32(np.sqrt(coefficients[n] / total)) * units[n] for n in units], axis=1),
+            dtype=np.float32,
+        )
+
     # ----------------------------------------------------------------- persistence
     def _factor_tensors(self) -> dict[str, np.ndarray]:
         return {}  # they follow from the members saved beside (`_save_extra`)
@@ -215,8 +292,22 @@ class Blend(HostVectors):
     def _load_factors(self, tensors: dict[str, np.ndarray]) -> None:
         pass
 
+    def _set_similarity_scales(self) -> None:
+        """`similarity_scales`, made once per fit (one member's unit vectors at a time: with EASE each
+        is n_items x n_items)."""
+        if set(self.similarity_scales) == set(self.active):
+            return
+        from recsys.similar import unit_rows
+
+        self.similarity_scales = {
+            name: cosine_scale(unit_rows(np.asarray(self._members[name].item_factors, np.float32)), self.config.seed)
+            for name in self.active
+        }
+
     def _save_extra(self, directory: Path) -> None:
-        (directory / STATE_FILE).write_text(json.dumps({"members": list(self.active), "scales": self.scales}, indent=2))
+        self._set_similarity_scales()  # saved (and logged, in the pyfunc's copy): the ones a served /similar uses
+        state = {"members": list(self.active), "scales": self.scales, "similarity_scales": self.similarity_scales}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
         for name, member in self.members.items():
             target = directory / MEMBERS_DIR / name
             target.mkdir(parents=True)
@@ -226,4 +317,6 @@ class Blend(HostVectors):
         state = json.loads((directory / STATE_FILE).read_text())
         self._members = {name: Recommender.load(directory / MEMBERS_DIR / name) for name in state["members"]}
         self.scales = {name: float(s) for name, s in state["scales"].items()}
+        # a blend saved before they were kept makes them on first use, as it would have at save
+        self.similarity_scales = {name: float(s) for name, s in state.get("similarity_scales", {}).items()}
         self._assemble()

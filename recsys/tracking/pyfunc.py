@@ -31,7 +31,8 @@ catalogue has at least `serving.ann.min_items` items), model and fold-in users a
 over-fetching past their seen items so lists stay full; popularity and the evaluator stay exact.
 
 Similar items: rows with `item_id` (and optional `k`) instead of `user_id` get, per item, `item_id`,
-`item_ids`, `scores` (cosine of the model's item vectors, `recsys.similar`; never the item itself)
+`item_ids`, `scores` (cosine of the model's item vectors, `recsys.similar`; a blend's members'
+cosines weighted, `Blend.similarity_vectors`; never the item itself)
 and source "similar". Over REST: {"dataframe_records": [{"item_id": "i1", "k": 5}]}, or `recsys
 serve`'s /similar.
 """
@@ -312,6 +313,7 @@ class ServingIndex:
         self.ann: AnnIndex | None = AnnIndex.load(self.directory, self.item_vectors)
         self.use_ann = self.ann is not None  # False: exact search, as for small catalogues
         self._similar: Any = None
+        self._own: bool | None = None  # `_own_similarity`, read on the first similar-items request
 
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
         """(user, item) factors of the saved model: read from its factors file, or computed by the
@@ -431,7 +433,8 @@ class ServingIndex:
 
     def similar(self, item_ids: list[str], ks: np.ndarray | int = DEFAULT_K) -> pd.DataFrame:
         """Top-k items by cosine of the model's item vectors for each requested item, never the item
-        itself (`recsys.similar`). An id the catalogue does not know is an UnknownItem."""
+        itself (`recsys.similar`); a blend's weighs its members' cosines (`Blend.similarity_vectors`).
+        An id the catalogue does not know is an UnknownItem."""
         from recsys.similar import similar_items, unit_rows
 
         n = len(item_ids)
@@ -440,21 +443,45 @@ class ServingIndex:
         unknown = np.flatnonzero(idx < 0)
         if unknown.size:
             raise UnknownItem(f"item_id {item_ids[unknown[0]]!r} (row {unknown[0]}) is not in the model's catalogue"[:200])
+        untrained = np.flatnonzero(self.untrained_items[idx]) if self.untrained_items is not None else idx[:0]
+        if untrained.size:  # its vector is zero or its random start: any list would be made up
+            raise UnknownItem(
+                f"item_id {item_ids[untrained[0]]!r} (row {untrained[0]}) has no training interactions: the model "
+                "learned nothing about it, so it has no similar items (a run whose training data has it will)"[:300]
+            )
         if self.item_vectors.shape[1] < 2:  # popularity: one number per item, every cosine is 1
             raise BadRequest(
                 f"this model's item vectors have {self.item_vectors.shape[1]} dimension, so every item is "
                 "equally similar to every other: serve a factor model (wals, ease, two_tower) for similar items"
             )
-        ann = self.ann if self.use_ann else None
+        if self._own is None:
+            self._own = self._own_similarity()
+        own = self._own
+        ann = self.ann if self.use_ann and not own else None  # the index holds the item vectors, not a blend's
         if self._similar is None:
             # item-major for exact search, as `item_matrix`: topk otherwise copied the whole unit
             # matrix per request (275 MB and ~1.2 s on an 8k-item blend holding EASE's 8k-wide columns)
-            unit = unit_rows(self.item_vectors)
+            unit = self.model.similarity_vectors() if own else unit_rows(self.item_vectors)
             self._similar = unit if ann is not None and ann.cosine else item_major(unit)
         k_max = int(ks.max()) if n else DEFAULT_K
-        items, scores = similar_items(self.item_vectors, idx, k_max, ann=ann, unit=self._similar)
+        items, scores = similar_items(
+            self.item_vectors, idx, k_max, ann=ann, unit=self._similar, masked_items=self.untrained_items
+        )  # never an item without training data: its untrained vector (a tower's random start) matched by accident
         columns = _response_columns(item_ids, items, scores, ks, self.item_ids, np.full(n, "similar"))
         return pd.DataFrame({"item_id" if name == "user_id" else name: values for name, values in columns.items()})
+
+    def _own_similarity(self) -> bool:
+        """Whether the saved model's kind defines its own item-to-item similarity
+        (`Recommender.own_similarity`: a blend weighs its members' cosines), read from its config
+        without loading it: the others answer from the item vectors alone."""
+        from recsys.models.base import model_kinds
+
+        try:
+            kind = json.loads((self.directory / _MODEL_DIR / "config.json").read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            return False  # an unreadable model fails where it is loaded, with its own message
+        model_cls = model_kinds().get(kind)
+        return bool(model_cls is not None and model_cls.own_similarity)
 
     def _groups(self, idx: np.ndarray, has_vector: np.ndarray, fold: np.ndarray, exclude: sp.csr_matrix,
                 histories: list[Any] | None):  # fmt: skip

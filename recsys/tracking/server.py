@@ -129,7 +129,8 @@ def similar_request_model(n_items: int) -> type[BaseModel]:
     K = Annotated[StrictInt, Field(ge=1, le=limit, description=f"neighbours per item, 1..{limit}"), BeforeValidator(_integral)]
 
     class SimilarRequest(BaseModel):
-        """Items most similar to each given item (cosine of the model's item vectors), never itself."""
+        """Items most similar to each given item (cosine of the model's item vectors; a blend weighs its
+        members'), never itself."""
 
         model_config = ConfigDict(extra="forbid")
         item_id: Id | list[Id] = Field(description="raw item id(s) (an integer is read as its decimal string)")
@@ -342,7 +343,7 @@ def build_app(
         for status, text in ((400, "bad request: one-line reason"), (413, "rows x k or the body is over the limit"),
                              (415, "not JSON"))
     }  # fmt: skip
-    similar_responses = {**error_responses, 404: {"model": ErrorBody, "description": "an item id the model does not know"}}
+    similar_responses = {**error_responses, 404: {"model": ErrorBody, "description": "an item id the model does not know, or one without training data"}}
 
     @app.post(
         "/invocations", response_model=Predictions, responses=error_responses,
@@ -367,7 +368,7 @@ def build_app(
 
     @app.post(
         "/similar", response_model=SimilarItems, responses=similar_responses,
-        summary="Items most similar to each given item (cosine of the item vectors; never the item itself)",
+        summary="Items most similar to each given item (cosine of the item vectors, a blend's weighted; never the item itself)",
         openapi_extra=json_body_schema(similar_model),
     )  # fmt: skip
     async def similar(request: Request) -> JSONResponse:

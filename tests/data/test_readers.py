@@ -359,8 +359,8 @@ def test_a_json_key_first_seen_past_the_sniffed_lines_is_named_in_a_note(
     rates = [json.dumps({"user_id": f"u{n}", "item_id": "i1", "Rating": 4, "ts": 1_600_000_000}) for n in range(2000)]
     path = _write(tmp_path / "events.jsonl", "\n".join([*views, *rates, *(v.replace("i0", "i2") for v in views)]) + "\n")
     if windows:  # four 1 KB windows, at 0, 1/3, 2/3 and the end of what follows the first lines
-        monkeypatch.setattr("recsys.data.readers._KEY_WINDOW", 1024)
-        monkeypatch.setattr("recsys.data.readers._KEY_SAMPLE_BYTES", 4096)
+        monkeypatch.setattr("recsys.data.readers.jsonl._KEY_WINDOW", 1024)
+        monkeypatch.setattr("recsys.data.readers.jsonl._KEY_SAMPLE_BYTES", 4096)
     result = validate(scan_source(path), 1.0)
     assert result.rows_accepted == 6000 and set(result.accepted["weight"]) == {1.0}
     (note,) = result.notes

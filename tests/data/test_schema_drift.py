@@ -117,8 +117,8 @@ def test_a_json_key_between_the_sampled_windows_is_still_named(tmp_path: Path, m
     the sampled windows touches: its values were passed over without a word (every row weighed
     1). The lines' text is now searched for the role's spellings as the file is decoded, and the
     first line holding the key named. (Windows of 1 KB, 4 KB in all, stand for 64 KB and 2 MB.)"""
-    monkeypatch.setattr("recsys.data.readers._KEY_WINDOW", 1024)
-    monkeypatch.setattr("recsys.data.readers._KEY_SAMPLE_BYTES", 4096)
+    monkeypatch.setattr("recsys.data.readers.jsonl._KEY_WINDOW", 1024)
+    monkeypatch.setattr("recsys.data.readers.jsonl._KEY_SAMPLE_BYTES", 4096)
     records = [{"user_id": f"u{n % 50}", "item_id": f"i{n}", "ts": T0 + n} for n in range(6000)]
     for n in (2500, 2501, 2502):  # about 5/12 of the way: between the windows at 1/3 and 2/3
         records[n]["rating"] = 5

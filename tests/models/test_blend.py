@@ -326,5 +326,51 @@ def test_a_members_scale_is_computed_once_for_the_trials_of_a_search(planted, mo
     assert sorted(calls) == ["ease", *["wals"] * 5]
     # the training users' vectors are made on first use (a trial scored on folded-in users never
     # builds them), and are the weighted members' own
-    assert third._users is None
-    np.testing.assert_allclose(third.user_factors[:, -16:], members["wals"].user_factors / third.scales["wals"], rtol=1e-6)
+    assert again._users is None
+    np.testing.assert_allclose(again.user_factors[:, -16:], members["wals"].user_factors / again.scales["wals"], rtol=1e-6)
+
+
+def test_a_blend_refuses_to_score_once_a_member_changed_after_it_was_fitted(planted, tmp_path: Path):
+    """The blend's item vectors and scales are fixed at fit, but its user vectors (made on first
+    use) and fold-ins read the members as they are now: a member refitted in place afterwards was
+    mixed in silently, its new user vectors against its old item vectors and scale (rankings from
+    neither model). It is refused, naming the member, as is another model handed over with
+    set_members; a loaded blend is made of its own loaded members and scores."""
+    members = _members(planted.train)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    blend.set_members(members)
+    blend.fit(planted.train)
+    before = _scores(blend, slice(0, 5))
+    saved = blend.save(tmp_path / "b")
+    members["wals"].fit(planted.train[:, :])  # refitted in place (another seed would do the same)
+    with pytest.raises(ModelError, match=r"\['wals'\] changed after the blend was fitted.*fit the blend again"):
+        _ = blend.user_factors
+    with pytest.raises(ModelError, match="fit the blend again"):
+        blend.fold_in(planted.train[:3])
+    with pytest.raises(ModelError, match="fit the blend again"):
+        blend.recommend(np.arange(3), k=5)
+    blend.fit(planted.train)  # fitted again: the new members' blend
+    assert blend.user_factors.shape[0] == planted.train.shape[0]
+    loaded = Recommender.load(saved)
+    np.testing.assert_allclose(_scores(loaded, slice(0, 5)), before, rtol=0, atol=1e-6 * np.abs(before).max())
+    others = {n: Recommender.load(m.save(tmp_path / "others" / n)) for n, m in _members(planted.train[:, :]).items()}
+    loaded.set_members(others)  # other (loaded) fits handed over to a fitted blend: a load is a fit of its own
+    with pytest.raises(ModelError, match=r"\['ease', 'wals'\] changed"):
+        _ = loaded.item_factors
+
+
+def test_a_blend_of_one_weighted_member_ranks_and_finds_similar_items_as_that_member(planted):
+    """The other member at weight 0 is left out: the blend's scores are the member's divided by its
+    scale (same lists, users and folded-in users alike), and its similar items are the member's cosines."""
+    members = _members(planted.train)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"ease": 0.0, "wals": 0.7}))
+    blend.set_members(members)
+    blend.fit(planted.train)
+    wals, users = members["wals"], np.arange(0, planted.n_users, 3)
+    got, scores = blend.recommend(users, k=10, exclude=planted.train)
+    want, member_scores = wals.recommend(users, k=10, exclude=planted.train)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(scores, 0.7 * member_scores / blend.scales["wals"], rtol=1e-5)
+    rows = planted.train[:9]
+    np.testing.assert_allclose(blend.fold_in(rows), 0.7 * wals.fold_in(rows) / blend.scales["wals"], rtol=1e-5)
+    np.testing.assert_allclose(blend.similarity_vectors(), wals.similarity_vectors(), rtol=0, atol=1e-6)

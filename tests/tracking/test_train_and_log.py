@@ -221,3 +221,40 @@ def test_a_students_checkpoint_in_a_run_follows_a_retuned_teacher(planted_data, 
                                                log=lambda _: None, teachers_dir=teachers))  # fmt: skip
     assert [o.status for o in outcomes] == ["ok", "ok"]
     assert outcomes[1].resumed_from is None  # trained afresh for the new teacher
+
+
+def test_a_member_whose_evaluation_failed_is_not_handed_to_its_blend(planted_split, tmp_path, monkeypatch):
+    """A blend member (or distillation teacher) was saved for the models that need it as soon as it
+    was fitted, before its evaluation and logging: one that then failed was reported failed, and
+    the blend still used it without a word (the README says a member that did not train is left
+    out with a warning). It is handed over only once its run finished."""
+    import pytest
+
+    from recsys.models.blend_config import BlendConfig
+    from recsys.models.ease_config import EASEConfig
+    from recsys.tracking.runs import NullTracker
+
+    teachers = tmp_path / "teachers"
+    ease, wals = EASEConfig(name="ease"), WALSConfig(name="wals", factors=4, iterations=2, threads=1)
+    blend = BlendConfig(name="blend", members=["ease", "wals"])
+    cfg = RunConfig(name="member-test", models=[ease, wals, blend], split=SplitConfig(protocol="random", test_fraction=0.25, seed=0),
+                    evaluation=EvaluationConfig(ks=[20], bootstrap_samples=0), folding=FoldingConfig(enabled=False),
+                    tracking=TrackingConfig(enabled=False))  # fmt: skip
+    evaluate = run_step.evaluate_model
+
+    def wals_evaluation_fails(model, split, run_cfg):
+        if model.config.name == "wals":
+            raise ValueError("evaluation failed")
+        return evaluate(model, split, run_cfg)
+
+    monkeypatch.setattr(run_step, "evaluate_model", wals_evaluation_fails)
+    assert run_step.train_and_log(ease, planted_split, cfg, NullTracker(), None, threads=1, log=lambda _: None,
+                                  teachers_dir=teachers).status == "ok"  # fmt: skip
+    with pytest.raises(run_step.ModelFailed, match="evaluation failed"):
+        run_step.train_and_log(wals, planted_split, cfg, NullTracker(), None, threads=1, log=lambda _: None,
+                               teachers_dir=teachers)  # fmt: skip
+    assert sorted(p.name for p in teachers.iterdir() if p.is_dir()) == ["ease"]
+    said: list[str] = []
+    outcome = run_step.train_and_log(blend, planted_split, cfg, NullTracker(), None, threads=1, log=said.append,
+                                     teachers_dir=teachers)  # fmt: skip
+    assert outcome.status == "skipped" and "wals" in outcome.error, outcome  # one member left: nothing to blend
