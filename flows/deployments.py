@@ -90,13 +90,21 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
     `say`: where a line about what was cleaned up goes (default: stderr)."""
     from prefect.settings import PREFECT_API_URL
 
-    from flows.runner import SCHEDULE_PREFIX, crash_runs_of_killed_schedules, serve_deployment
+    from flows.runner import (
+        SCHEDULE_PREFIX,
+        check_served_once,
+        crash_runs_of_killed_schedules,
+        serve_deployment,
+    )
+    from recsys.faults import fault_point
     from recsys.files import scratch_dir
 
     deployment = pipeline_deployment(**kwargs)
     stop = threading.Event()
     inherited = os.environ.get("PREFECT_API_URL")
     temporary = not PREFECT_API_URL.value()
+    key = served_key(deployment.name)
+    check_served_once(key)  # before a temporary server starts for nothing
     if temporary:
         from prefect.server.api.server import SubprocessASGIServer
 
@@ -114,11 +122,32 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
             (say or _to_stderr)(f"marked {len(closed)} flow run(s) of killed schedules Crashed ({', '.join(closed)}): "
                                 "their deployment's concurrency slot is free again")
         with scratch_dir(SCHEDULE_PREFIX) as scratch:
+            check_served_once(key, Path(scratch))  # one started meanwhile
+            fault_point("schedule.serving")
             serve_deployment(deployment, Path(scratch), say or _to_stderr)
     finally:
         stop.set()
         if inherited is None:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def served_key(name: str) -> str:
+    """What `recsys schedule --name NAME` serves, on the Prefect this process talks to
+    (`flows.runner.deployment_key`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.runner import deployment_key
+
+    url = PREFECT_API_URL.value()
+    return deployment_key(f"{training_pipeline.name}/{name}", str(url) if url else None)
+
+
+def check_not_served(name: str) -> None:
+    """A one-line error when a running `recsys schedule` of this machine serves deployment `name`
+    on the same Prefect already (`flows.runner.check_served_once`): said before "serving ..."."""
+    from flows.runner import check_served_once
+
+    check_served_once(served_key(name))
 
 
 def _to_stderr(line: str) -> None:

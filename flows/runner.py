@@ -56,12 +56,26 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None])
     runner = _runner(scratch)
     runner.add_deployment(deployment)
     try:
+        _sigterm_to_the_runner()
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal) as exc:
         log.info("received %s, stopped serving", type(exc).__name__)
     finally:
         if closed := crash_unfinished(noted_runs(scratch), "the `recsys schedule` serving it stopped first"):
             say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
+
+
+def _sigterm_to_the_runner() -> None:
+    """SIGTERM back to its default just before the runner starts, which installs its graceful stop
+    over it (pause the deployment, stop the runs, exit 0). Until here the command's own handler
+    unwinds on SIGTERM (`recsys.cli.common`, exit 143): restored to the default at the command's
+    start, a SIGTERM during the seconds the temporary server takes to start killed the schedule
+    where it stood, and its server served on, orphaned, until the next start."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _runner(scratch: Path) -> Any:
@@ -189,3 +203,53 @@ def crash_runs_of_killed_schedules(temporary_server: bool) -> list[str]:
     ids = [run for directory in dead_process_dirs(SCHEDULE_PREFIX) for run in noted_runs(directory)]
     states = UNFINISHED if temporary_server else ("PENDING",)
     return crash_unfinished(ids, "the `recsys schedule` serving it was killed before the run finished", states)
+
+
+SERVES_FILE = "serves"
+"""What a schedule serves, in its scratch directory: `deployment_key` (one line)."""
+
+
+def deployment_key(deployment: str, api_url: str | None) -> str:
+    """Names a deployment ("flow/name") on one Prefect: the API a user's server answers at, or for
+    Prefect's temporary server (`api_url` None) the database every temporary server of this Prefect
+    home opens; hashed, as a database URL can carry a password."""
+    import hashlib
+
+    if api_url:
+        where = api_url.rstrip("/")
+    else:
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        url = getattr(settings.server.database, "connection_url", None)
+        where = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url or f"home {settings.home}")
+    return f"{deployment} on {hashlib.sha256(where.encode()).hexdigest()[:16]}"
+
+
+def check_served_once(key: str, scratch: Path | None = None) -> None:
+    """Refuse (RecsysError, one line) to serve a deployment that a running `recsys schedule` of this
+    machine serves already on the same Prefect (`deployment_key`); with `scratch`, note that this
+    schedule serves it first (two that start at once then both refuse: never both serve).
+
+    Why: the two served it side by side, until one stopped: Prefect's runner pauses its deployment
+    when it stops, and that deployment was the other's too, so the one still running served a
+    paused deployment (its scheduled runs gone) and never ran again, without a word."""
+    from recsys.errors import RecsysError
+    from recsys.files import process_dirs
+
+    if scratch is not None:
+        (scratch / SERVES_FILE).write_text(f"{key}\n", encoding="utf-8")
+    for directory, pid, alive in process_dirs(SCHEDULE_PREFIX):
+        if not alive or directory == scratch:
+            continue
+        try:
+            theirs = (directory / SERVES_FILE).read_text(encoding="utf-8").strip()
+        except OSError:  # starting, or one from before this check
+            continue
+        if theirs == key:
+            deployment = key.split(" on ", 1)[0]
+            raise RecsysError(
+                f"{deployment} is served already by `recsys schedule` (pid {pid}) on this machine, on the same "
+                f"Prefect: a second one would pause the deployment for both when it stops: stop that one first "
+                f"(`kill {pid}`), or give this one another --name"
+            )

@@ -190,21 +190,28 @@ def _suppress_os_errors() -> Iterator[None]:
         pass
 
 
-def dead_process_dirs(prefix: str) -> list[Path]:
-    """The `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (a reused pid keeps its
-    directory until that process ends too: a late answer, never one under a live owner). Read
-    before `remove_dead_process_dirs` by a command whose directory records what a killed one left
-    to undo (`recsys schedule`: the flow runs it had started)."""
+def process_dirs(prefix: str) -> list[tuple[Path, int, bool]]:
+    """The `$TMPDIR/<prefix>-<pid>-*` directories, each with its pid and whether that process runs
+    (a reused pid counts as running until that process ends too: a late answer, never a directory
+    taken from a live owner)."""
     import re
 
     import psutil
 
-    dead = []
+    found = []
     for left in Path(tempfile.gettempdir()).glob(f"{prefix}-*-*"):
-        found = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
-        if found and left.is_dir() and not psutil.pid_exists(int(found.group(1))):
-            dead.append(left)
-    return dead
+        named = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
+        if named and left.is_dir():
+            pid = int(named.group(1))
+            found.append((left, pid, psutil.pid_exists(pid)))
+    return found
+
+
+def dead_process_dirs(prefix: str) -> list[Path]:
+    """The `process_dirs` of processes that no longer run. Read before `remove_dead_process_dirs`
+    by a command whose directory records what a killed one left to undo (`recsys schedule`: the
+    flow runs it had started)."""
+    return [path for path, _, alive in process_dirs(prefix) if not alive]
 
 
 def remove_dead_process_dirs(prefix: str) -> list[Path]:

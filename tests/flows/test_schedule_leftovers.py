@@ -101,3 +101,84 @@ def test_a_stopped_schedule_leaves_no_runner_storage_and_frees_the_slots_of_its_
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_second_schedule_of_a_served_deployment_is_refused(prefect_harness, tmp_path, monkeypatch):
+    """Two `recsys schedule` of one deployment on one Prefect served it side by side until one
+    stopped: its runner paused the deployment, the other's too, whose scheduled runs were gone and
+    which never ran again. The second is refused now, naming the first's pid; another name, another
+    Prefect or a first that has ended is no reason. The first is a live process whose scratch
+    directory says what it serves, as a running schedule's does."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deployments import serve_pipeline
+    from flows.runner import SERVES_FILE, deployment_key
+    from recsys.errors import RecsysError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    name = f"twin-{uuid.uuid4().hex[:6]}"
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        served = tmp_path / f"recsys-schedule-{first.pid}-x1"
+        served.mkdir()
+        (served / SERVES_FILE).write_text(deployment_key(f"training-pipeline/{name}", PREFECT_API_URL.value()) + "\n")
+        other = tmp_path / f"recsys-schedule-{first.pid}-x2"  # the same deployment on another Prefect
+        other.mkdir()
+        (other / SERVES_FILE).write_text(deployment_key(f"training-pipeline/{name}", "http://elsewhere:4200/api") + "\n")
+        stop = threading.Timer(30, os.kill, (os.getpid(), signal.SIGINT))  # a schedule that serves: stopped
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
+        stop.start()
+        try:
+            with pytest.raises(RecsysError, match=rf"training-pipeline/{name} is served already by `recsys schedule` "
+                               rf"\(pid {first.pid}\).*`kill {first.pid}`"):  # fmt: skip
+                serve_pipeline(say=print, name=name, cron=YEARLY)
+        finally:
+            stop.cancel()
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([served.name, other.name])  # nothing started
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_schedule_starts_unwinds_it(prefect_harness, tmp_path):
+    """SIGTERM is a scheduler's stop. `recsys schedule` gave it back to the default handler at its
+    start, for Prefect's runner to take over, but the runner starts seconds later (after Prefect's
+    temporary server): a SIGTERM in between killed the schedule where it stood, its temporary
+    server serving on, orphaned, and its scratch directory left. Now it unwinds as every command
+    does (exit 143, one line, nothing left) until the runner takes SIGTERM over. The schedule is
+    frozen (RECSYS_STOP_AT) right before its runner starts, SIGTERMed and let go on."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "RECSYS_STOP_AT": "schedule.serving", "COLUMNS": "300"}  # fmt: skip
+    name = f"sigterm-{uuid.uuid4().hex[:6]}"
+    schedule = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", name],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _state(schedule.pid) != "T":
+            assert schedule.poll() is None and time.monotonic() < deadline, schedule.communicate()[0]
+            time.sleep(0.05)
+        schedule.send_signal(signal.SIGTERM)
+        schedule.send_signal(signal.SIGCONT)
+        output = schedule.communicate(timeout=60)[0]
+    finally:
+        if schedule.poll() is None:
+            schedule.kill()
+            schedule.wait()
+    assert schedule.returncode == 143, output
+    assert output.strip().splitlines()[-1] == "terminated (SIGTERM)", output
+    assert list(tmp_path.iterdir()) == [], output
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (T: stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
