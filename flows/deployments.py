@@ -103,6 +103,7 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
     stop = threading.Event()
     inherited = os.environ.get("PREFECT_API_URL")
     temporary = not PREFECT_API_URL.value()
+    lost: list[str] = []  # set by `stop_when_server_ends`: how the temporary server ended
     key = served_key(deployment.name)
     check_served_once(key)  # before a temporary server starts for nothing
     if temporary:
@@ -117,6 +118,9 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
         threading.Thread(
             target=keep_runs_scheduled, args=(server.api_url, name, stop), name="recsys-scheduler", daemon=True
         ).start()
+        threading.Thread(
+            target=stop_when_server_ends, args=(server, stop, lost), name="recsys-server-watch", daemon=True
+        ).start()
     try:
         if closed := crash_runs_of_killed_schedules(temporary_server=temporary):
             (say or _to_stderr)(f"marked {len(closed)} flow run(s) of killed schedules Crashed ({', '.join(closed)}): "
@@ -125,10 +129,41 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
             check_served_once(key, Path(scratch))  # one started meanwhile
             fault_point("schedule.serving")
             serve_deployment(deployment, Path(scratch), say or _to_stderr)
+        if lost:
+            from recsys.errors import RecsysError
+
+            raise RecsysError(
+                f"{lost[0]}: the schedule stopped with it; start it again (it starts a new one), or point "
+                "PREFECT_API_URL at a Prefect server of your own (`prefect server start`, `make stack`)"
+            )
     finally:
         stop.set()
         if inherited is None:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+SERVER_WATCH_S = 2.0
+"""How often `stop_when_server_ends` looks at the schedule's temporary server."""
+
+
+def stop_when_server_ends(server: Any, stop: threading.Event, lost: list[str], every: float = SERVER_WATCH_S) -> None:
+    """Until `stop`: when the schedule's temporary Prefect server (`server`) has ended (the OOM
+    killer, a kill), say how in `lost` and stop the schedule as SIGTERM does (its runner's
+    graceful stop), for `serve_pipeline` to end with one line.
+
+    Why: the schedule served on without an API, silently: no run could start again, Prefect printed
+    a websocket traceback, and its stop then spent over a minute on client retries to pause the
+    deployment and ended with "unexpected ConnectError ...: this is a bug", exit 1."""
+    import signal
+
+    while not stop.wait(every):
+        process = getattr(server, "server_process", None)
+        code = process.poll() if process is not None else None
+        if code is not None:
+            lost.append(f"Prefect's temporary server {server.api_url}, started by this schedule, ended "
+                        f"(exit code {code}) while it served")  # fmt: skip
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def served_key(name: str) -> str:

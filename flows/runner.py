@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -53,6 +54,7 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None])
     said in one line through `say`."""
     from prefect.exceptions import TerminationSignal
 
+    _no_websocket_tracebacks()
     runner = _runner(scratch)
     runner.add_deployment(deployment)
     try:
@@ -61,8 +63,47 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None])
     except (KeyboardInterrupt, TerminationSignal) as exc:
         log.info("received %s, stopped serving", type(exc).__name__)
     finally:
-        if closed := crash_unfinished(noted_runs(scratch), "the `recsys schedule` serving it stopped first"):
+        runs = noted_runs(scratch)
+        closed = crash_unfinished(runs, "the `recsys schedule` serving it stopped first")
+        if closed is None:  # the API does not answer: the next start closes them
+            hand_over(runs)
+        elif closed:
             say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
+
+
+def hand_over(runs: list[uuid.UUID]) -> Path | None:
+    """Note `runs` in a directory of this process's that outlives it (`$TMPDIR/recsys-schedule-<pid>-*`,
+    not a `scratch_dir`), for the next schedule to close when this process is gone, as a killed
+    schedule's (`crash_runs_of_killed_schedules`): they could not be closed now, the API not
+    answering, and one left Pending holds the deployment's slot."""
+    import tempfile
+
+    if not runs:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix=f"{SCHEDULE_PREFIX}-{os.getpid()}-"))
+    for run in runs:
+        note_run(directory, run)
+    return directory
+
+
+class _WarningWithoutTraceback(logging.Filter):
+    """Keep a warning's message, drop its traceback: the runner's cancellation observer warns with
+    a websocket traceback (a dozen frames of websockets' internals) whenever its server goes away or
+    restarts, and then polls until it is back: nothing a user can act on in those frames."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.WARNING and record.exc_info:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _no_websocket_tracebacks() -> None:
+    """`_WarningWithoutTraceback` on the runner's cancellation observer (not with RECSYS_DEBUG)."""
+    if os.environ.get("RECSYS_DEBUG", "") not in ("", "0", "false"):
+        return
+    logger = logging.getLogger("prefect.FlowRunCancellingObserver")
+    if not any(isinstance(f, _WarningWithoutTraceback) for f in logger.filters):
+        logger.addFilter(_WarningWithoutTraceback())
 
 
 def _sigterm_to_the_runner() -> None:
@@ -102,6 +143,15 @@ def _runner(scratch: Path) -> Any:
             proposer.propose_pending = noting
             _start_runs_with_our_command(self)
             return entered
+
+        async def __aexit__(self, *exc_info: Any) -> None:
+            from flows.api_loss import api_answers
+
+            if self.pause_on_shutdown and not await asyncio.to_thread(api_answers):
+                # pausing a deployment on a server that is gone took Prefect's client retries
+                # (over a minute) and then raised ConnectError ("this is a bug")
+                self.pause_on_shutdown = False
+            await super().__aexit__(*exc_info)
 
     runner = NotingRunner(pause_on_shutdown=True)
     runner._tmp_dir = scratch / STORAGE_DIR  # Prefect's own, $TMPDIR/runner_storage/<uuid>, outlived every stop
@@ -156,11 +206,13 @@ def noted_runs(scratch: Path) -> list[uuid.UUID]:
     return list(dict.fromkeys(found))
 
 
-def crash_unfinished(flow_run_ids: list[uuid.UUID], why: str, states: tuple[str, ...] = UNFINISHED) -> list[str]:
+def crash_unfinished(
+    flow_run_ids: list[uuid.UUID], why: str, states: tuple[str, ...] = UNFINISHED
+) -> list[str] | None:
     """Set Crashed (forced) each of `flow_run_ids` still in one of `states` (Pending, Running or Cancelling), which
-    releases the deployment's concurrency slot it holds; returns their ids. A run the API does not
-    know (another Prefect database) or a server that does not answer is skipped: never a reason to
-    fail a schedule's start or stop."""
+    releases the deployment's concurrency slot it holds; returns their ids, or None when the API does
+    not answer (nothing done). A run the API does not know (another Prefect database) is skipped;
+    an error is never a reason to fail a schedule's start or stop."""
     if not flow_run_ids:
         return []
     from prefect import get_client
@@ -169,8 +221,7 @@ def crash_unfinished(flow_run_ids: list[uuid.UUID], why: str, states: tuple[str,
     from flows.api_loss import api_answers
 
     if not api_answers():
-        log.warning("could not close the flow runs this schedule left: the Prefect API does not answer")
-        return []
+        return None
     crashed = []
     try:
         with get_client(sync_client=True) as client:
@@ -202,7 +253,7 @@ def crash_runs_of_killed_schedules(temporary_server: bool) -> list[str]:
 
     ids = [run for directory in dead_process_dirs(SCHEDULE_PREFIX) for run in noted_runs(directory)]
     states = UNFINISHED if temporary_server else ("PENDING",)
-    return crash_unfinished(ids, "the `recsys schedule` serving it was killed before the run finished", states)
+    return crash_unfinished(ids, "the `recsys schedule` serving it was killed before the run finished", states) or []
 
 
 SERVES_FILE = "serves"

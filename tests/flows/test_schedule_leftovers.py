@@ -182,3 +182,30 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+
+def test_a_schedule_stops_when_its_temporary_server_ends():
+    """`recsys schedule` without PREFECT_API_URL serves on a temporary Prefect server of its own.
+    When that server ended (the OOM killer, a kill) the schedule served on without an API, silently,
+    and its stop then spent over a minute on retries to pause the deployment and ended with
+    "unexpected ConnectError ...: this is a bug", exit 1. Its watch now stops it as SIGTERM does
+    (the runner's graceful stop) and says how the server ended, which serve_pipeline raises as one
+    line. The server here is a process killed with -9 (a schedule's end to end: ~25 s, checked by hand)."""
+    from flows.deployments import stop_when_server_ends
+
+    class Server:  # what the watch reads of Prefect's SubprocessASGIServer
+        api_url = "http://127.0.0.1:9/api"
+        server_process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+
+    Server.server_process.wait()
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    lost: list[str] = []
+    try:
+        stop_when_server_ends(Server(), threading.Event(), lost, every=0.01)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM]
+    assert lost == ["Prefect's temporary server http://127.0.0.1:9/api, started by this schedule, ended (exit code -9) "
+                    "while it served"]  # fmt: skip
