@@ -256,6 +256,35 @@ def test_a_time_layout_no_parse_reads_is_named_and_read_with_time_format(tmp_pat
     assert refused.exit_code == 2 and "no strftime date directive" in refused.output, refused.output
 
 
+# Food.com's RAW_interactions.csv as re-saved by a spreadsheet (a public copy holds it so): dates
+# year first with slashes and no zero padding, a rating of 0 (a review without one), a review
+# with a quoted line break.
+FOOD_COM_RESAVED = (
+    "user_id,recipe_id,date,rating,review\n"
+    "2001676733,531712,2017/8/18,5,This is my third time making this recipe. It's yummy!\n"
+    '2000496795,507226,2015/9/25,0,"The best squash recipe ever,\nbut better with allspice."\n'
+    "136997,523426,2016/7/17,5,My husband says this is a keeper.\n"
+    "369715,507198,2013/10/15,3,Good and easy to make.\n"
+)
+
+
+def test_a_year_first_slashed_date_is_named_with_the_time_format_that_reads_it(tmp_path: Path) -> None:
+    """`2017/8/18` (the year first, slashes): every row was quarantined as bad_timestamp and the
+    error said "convert it", naming no --time-format, as only day-and-month-first layouts were
+    guessed. The error now names '%Y/%m/%d', and that reads every row (unpadded month included)."""
+    path = tmp_path / "RAW_interactions.csv"
+    path.write_text(FOOD_COM_RESAVED)
+    line = _refusal(path, tmp_path / "out")
+    assert "--time-format '%Y/%m/%d' reads these (the year, the month, then the day)" in line, line
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--time-format", "%Y/%m/%d").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
+    assert [f"{t:%Y-%m-%d}" for t in got["timestamp"]] == ["2017-08-18", "2015-09-25", "2016-07-17", "2013-10-15"]
+    dotted = tmp_path / "dotted.csv"
+    dotted.write_text("user_id,item_id,time\n1,10,2017.08.18 14:05:33\n2,11,2018.1.2 9:00:00\n")
+    assert "--time-format '%Y.%m.%d %H:%M:%S' reads these" in _refusal(dotted, tmp_path / "dotted-out")
+
+
 def test_yyyymmdd_integer_dates_read_with_time_format_from_csv_and_parquet(tmp_path: Path) -> None:
     """yyyymmdd integers were read as Unix seconds (August 1970) with a warning to convert them;
     --time-format %Y%m%d reads them as dates, from a CSV (read typed as integers) and from a
