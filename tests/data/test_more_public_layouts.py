@@ -415,6 +415,23 @@ def test_the_suggested_header_of_msd_play_counts_says_plays_not_rating(tmp_path:
     assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 17.0]
 
 
+def test_the_suggested_header_of_check_in_counts_written_as_floats_says_plays(tmp_path: Path) -> None:
+    """LibRec's Foursquare check-ins (`USER_894 LOC_5032 1.0`: user, venue, check-in count written
+    as a float; no header): a count of `36.0` in the first lines named the column by position
+    (`column_3`), as only `36` read as a whole number, so the header the refusal suggested read no
+    weight and every count became 1, with nothing said. It is `plays` now, and read as the weight."""
+    path = tmp_path / "trainData.txt"
+    path.write_text("USER_894 LOC_5032 1.0\nUSER_894 LOC_4398 2.0\nUSER_12 LOC_5032 36.0\nUSER_12 LOC_7 1.0\n")
+    said = _refusal(path, tmp_path / "out")
+    assert "--header user_id,item_id,plays " in said and "'1i user_id item_id plays'" in said, said
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--header", "user_id,item_id,plays").exit_code == 0
+    assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 36.0]
+    price = tmp_path / "price.txt"  # a decimal that is no whole number stays named by position
+    price.write_text("USER_1 LOC_1 1.5\nUSER_1 LOC_2 94.09\n")
+    assert "--header user_id,item_id,column_3 " in _refusal(price, tmp_path / "price-out")
+
+
 def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Path) -> None:
     """KuaiRand's log lists every video shown, `is_click` 0 on those skipped: read without a
     weight, each shown video counted as an interaction with nothing said. A warning names the flag
