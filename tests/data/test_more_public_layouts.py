@@ -696,6 +696,18 @@ def test_a_column_named_like_a_time_but_not_read_is_named_without_duplicates(tmp
     assert result.exit_code == 0 and "no time column is read" not in result.output, result.output
 
 
+def test_a_column_named_t_not_read_is_named_as_a_time(tmp_path: Path) -> None:
+    """A compact export `u,i,t,r` (a public library-loans log: user, item, float Unix time, an empty
+    rating): read with --user-col u --item-col i, its times were dropped with nothing said (the
+    columns line does not mention time). The warning now names `t` and --time-col t."""
+    path = tmp_path / "interactions_train.csv"
+    path.write_text("u,i,t,r\n142,1964,1679585406.0,\n362,3705,1706871659.0,\n142,3705,1706871700.0,\n")
+    said = _accepted(path, tmp_path / "out", "--user-col", "u", "--item-col", "i")
+    assert "'t' is named like a time but not read; if it holds times, read it with --time-col t" in said, said
+    timed = _ingest(path, tmp_path / "timed", "--user-col", "u", "--item-col", "i", "--time-col", "t")
+    assert timed.exit_code == 0 and "no time column is read" not in timed.output, timed.output
+
+
 def test_jodie_decimal_times_get_a_1970_warning_worded_for_them(tmp_path: Path) -> None:
     """JODIE's `reddit.csv` / `wikipedia.csv` time each event in seconds since the log began,
     written as decimals (`0.0`, `36.0`): all in 1970, and the warning spoke of integer times,
