@@ -96,6 +96,28 @@ def status_notes(result: PipelineResult) -> str | None:
     return "\n".join(lines) or None
 
 
+def tuning_notes(result: PipelineResult, cfg: RunConfig) -> str | None:
+    """One caption line per model whose search `tuning.timeout_s` cut short. With the same seed,
+    data and n_trials a search chooses the same parameters every run, but the guard is wall-clock:
+    on a busy machine fewer trials run and another may win. A library-loans log (64k rows, 2 shared
+    cores) ran 5 two-tower trials, then 3 on a second run beside another job, and the two-tower's
+    recall@20 moved 0.1179 -> 0.1169 with nothing in the summary saying why (only the run's
+    `recsys.tuning.timed_out` tag and an INFO log line did)."""
+    budgets = {m.name: m.tuning for m in cfg.models if m.tuning is not None}
+    lines = []
+    for m in result.models:
+        tuning = budgets.get(m.name)
+        if m.status != "ok" or not m.tuning.get("timed_out") or tuning is None or tuning.timeout_s is None:
+            continue
+        ran = m.tuning.get("trials", 0)
+        lines.append(
+            f"{m.name}: its search hit tuning.timeout_s = {tuning.timeout_s:g} s ({ran} of {tuning.n_trials} trials "
+            "ran, the last maybe cut short), so a rerun on a machine more or less busy may choose other parameters; "
+            f"raise --set models.{m.name}.tuning.timeout_s=... for runs that must repeat"
+        )
+    return "\n".join(lines) or None
+
+
 def marked_model(result: PipelineResult) -> tuple[str | None, str]:
     """The model of this run the table marks (`*`), and what it is: the champion when this run's
     challenger was promoted, else this run's best model (its challenger; the best by the promotion
@@ -141,7 +163,7 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
                       f"{_count(result.dataset.get('users'))} users x {_count(result.dataset.get('items'))} items",
                       caption="\n".join(filter(None, (interval_note(cfg, wide), fold_note(result),
-                                                       status_notes(result)))) or None,
+                                                       status_notes(result), tuning_notes(result, cfg)))) or None,
                       caption_justify="left")  # fmt: skip
         add_name_column(table, "model", [m.name + " *" for m in result.models])
         if "loss / sampler" in extra:
