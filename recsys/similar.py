@@ -68,13 +68,16 @@ def heldout_cooccurrences(histories: sp.spmatrix, times: sp.spmatrix | None = No
 
 
 def cooccurrence_hits(
-    item_vectors: np.ndarray, queries: np.ndarray, targets: np.ndarray, k: int, chunk: int = 4096
-) -> np.ndarray:
+    item_vectors: np.ndarray, queries: np.ndarray, targets: np.ndarray, k: int, chunk: int = 4096,
+    masked_items: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """1.0 where `targets[i]` is among the k items most similar to `queries[i]` (cosine, the query
-    excluded), else 0.0: the per-pair hits whose mean is recall@k of held-out co-occurrences."""
+    excluded), else 0.0: the per-pair hits whose mean is recall@k of held-out co-occurrences.
+    `masked_items` (bool per item) are never among the k, as serving never answers with an item
+    without training data (`similar_items`)."""
     unit = unit_rows(np.asarray(item_vectors, np.float32))
     hits = np.zeros(queries.shape[0], dtype=np.float64)
     for lo in range(0, queries.shape[0], chunk):
-        found, _ = similar_items(unit, queries[lo : lo + chunk], k, unit=unit)
+        found, _ = similar_items(unit, queries[lo : lo + chunk], k, unit=unit, masked_items=masked_items)
         hits[lo : lo + chunk] = (found == targets[lo : lo + chunk, None]).any(axis=1)
     return hits

@@ -56,3 +56,14 @@ def test_heldout_pairs_follow_time_order():
     times = sp.csr_matrix(np.array([[3.0, 1.0, 2.0, 0], [0, 9.0, 0, 4.0]]))
     users, queries, targets = heldout_cooccurrences(rows, times)
     assert users.tolist() == [0, 0, 1] and queries.tolist() == [1, 2, 3] and targets.tolist() == [2, 0, 1]
+
+
+def test_cooccurrence_hits_never_count_a_masked_item():
+    """`benchmarks/bench_similar.py` scores what serving answers: an item without training data is
+    never among the k (its vector is untrained). Item 1 is item 0's nearest neighbour; masked, the
+    pair (0 -> 1) cannot be a hit, and the next item takes its place."""
+    vectors = np.array([[1.0, 0.0], [0.99, 0.1], [0.9, 0.4], [0.0, 1.0]], dtype=np.float32)
+    queries, targets = np.array([0, 0]), np.array([1, 2])
+    assert cooccurrence_hits(vectors, queries, targets, 1).tolist() == [1.0, 0.0]
+    masked = np.array([False, True, False, False])
+    assert cooccurrence_hits(vectors, queries, targets, 1, masked_items=masked).tolist() == [0.0, 1.0]
