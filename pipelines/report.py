@@ -113,7 +113,7 @@ def tuning_notes(result: PipelineResult, cfg: RunConfig) -> str | None:
         lines.append(
             f"{m.name}: its search hit tuning.timeout_s = {tuning.timeout_s:g} s ({ran} of {tuning.n_trials} trials "
             "ran, the last maybe cut short), so a rerun on a machine more or less busy may choose other parameters; "
-            f"raise --set models.{m.name}.tuning.timeout_s=... for runs that must repeat"
+            f"raise it (--set models.{m.name}.tuning.timeout_s={2 * tuning.timeout_s:g}) for runs that must repeat"
         )
     return "\n".join(lines) or None
 
