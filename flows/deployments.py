@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flows.pipeline import training_pipeline
@@ -79,17 +82,31 @@ def check_schedule(cron: str, timezone: str, interval: float | None) -> None:
         raise ConfigError(f"{option}: {why}: give {hint}") from None
 
 
-def serve_pipeline(**kwargs: Any) -> None:
-    """Serve the deployment (blocks): Prefect triggers runs on the schedule. Without PREFECT_API_URL
+def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+    """Serve the deployment (blocks): Prefect triggers runs on the schedule (`flows.runner`: what a
+    stopped or killed schedule leaves is cleaned up). Without PREFECT_API_URL
     the API is Prefect's temporary server, which runs no scheduler service: a thread asks it to
-    schedule the deployment's runs (`keep_runs_scheduled`), as that service does on a real server."""
-    from prefect import serve
+    schedule the deployment's runs (`keep_runs_scheduled`), as that service does on a real server.
+    `say`: where a line about what was cleaned up goes (default: stderr)."""
     from prefect.settings import PREFECT_API_URL
+
+    from flows.runner import (
+        SCHEDULE_PREFIX,
+        check_served_once,
+        crash_runs_of_killed_schedules,
+        serve_deployment,
+    )
+    from recsys.faults import fault_point
+    from recsys.files import scratch_dir
 
     deployment = pipeline_deployment(**kwargs)
     stop = threading.Event()
     inherited = os.environ.get("PREFECT_API_URL")
-    if not PREFECT_API_URL.value():
+    temporary = not PREFECT_API_URL.value()
+    lost: list[str] = []  # set by `stop_when_server_ends`: how the temporary server ended
+    key = served_key(deployment.name)
+    check_served_once(key)  # before a temporary server starts for nothing
+    if temporary:
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()  # the one serve() gets too (one instance per port)
@@ -101,12 +118,75 @@ def serve_pipeline(**kwargs: Any) -> None:
         threading.Thread(
             target=keep_runs_scheduled, args=(server.api_url, name, stop), name="recsys-scheduler", daemon=True
         ).start()
+        threading.Thread(
+            target=stop_when_server_ends, args=(server, stop, lost), name="recsys-server-watch", daemon=True
+        ).start()
     try:
-        serve(deployment)
+        if closed := crash_runs_of_killed_schedules(temporary_server=temporary):
+            (say or _to_stderr)(f"marked {len(closed)} flow run(s) of killed schedules Crashed ({', '.join(closed)}): "
+                                "their deployment's concurrency slot is free again")
+        with scratch_dir(SCHEDULE_PREFIX) as scratch:
+            check_served_once(key, Path(scratch))  # one started meanwhile
+            fault_point("schedule.serving")
+            serve_deployment(deployment, Path(scratch), say or _to_stderr)
+        if lost:
+            from recsys.errors import RecsysError
+
+            raise RecsysError(
+                f"{lost[0]}: the schedule stopped with it; start it again (it starts a new one), or point "
+                "PREFECT_API_URL at a Prefect server of your own (`prefect server start`, `make stack`)"
+            )
     finally:
         stop.set()
         if inherited is None:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+SERVER_WATCH_S = 2.0
+"""How often `stop_when_server_ends` looks at the schedule's temporary server."""
+
+
+def stop_when_server_ends(server: Any, stop: threading.Event, lost: list[str], every: float = SERVER_WATCH_S) -> None:
+    """Until `stop`: when the schedule's temporary Prefect server (`server`) has ended (the OOM
+    killer, a kill), say how in `lost` and stop the schedule as SIGTERM does (its runner's
+    graceful stop), for `serve_pipeline` to end with one line.
+
+    Why: the schedule served on without an API, silently: no run could start again, Prefect printed
+    a websocket traceback, and its stop then spent over a minute on client retries to pause the
+    deployment and ended with "unexpected ConnectError ...: this is a bug", exit 1."""
+    import signal
+
+    while not stop.wait(every):
+        process = getattr(server, "server_process", None)
+        code = process.poll() if process is not None else None
+        if code is not None:
+            lost.append(f"Prefect's temporary server {server.api_url}, started by this schedule, ended "
+                        f"(exit code {code}) while it served")  # fmt: skip
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def served_key(name: str) -> str:
+    """What `recsys schedule --name NAME` serves, on the Prefect this process talks to
+    (`flows.runner.deployment_key`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.runner import deployment_key
+
+    url = PREFECT_API_URL.value()
+    return deployment_key(f"{training_pipeline.name}/{name}", str(url) if url else None)
+
+
+def check_not_served(name: str) -> None:
+    """A one-line error when a running `recsys schedule` of this machine serves deployment `name`
+    on the same Prefect already (`flows.runner.check_served_once`): said before "serving ..."."""
+    from flows.runner import check_served_once
+
+    check_served_once(served_key(name))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 SCHEDULE_EVERY_S = 30.0

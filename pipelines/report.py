@@ -96,6 +96,49 @@ def status_notes(result: PipelineResult) -> str | None:
     return "\n".join(lines) or None
 
 
+def tuning_notes(result: PipelineResult, cfg: RunConfig) -> str | None:
+    """One caption line per model whose search `tuning.timeout_s` cut short. With the same seed,
+    data and n_trials a search chooses the same parameters every run, but the guard is wall-clock:
+    on a busy machine fewer trials run and another may win. A library-loans log (64k rows, 2 shared
+    cores) ran 5 two-tower trials, then 3 on a second run beside another job, and the two-tower's
+    recall@20 moved 0.1179 -> 0.1169 with nothing in the summary saying why (only the run's
+    `recsys.tuning.timed_out` tag and an INFO log line did)."""
+    budgets = {m.name: m.tuning for m in cfg.models if m.tuning is not None}
+    lines = []
+    for m in result.models:
+        tuning = budgets.get(m.name)
+        if m.status != "ok" or not m.tuning.get("timed_out") or tuning is None or tuning.timeout_s is None:
+            continue
+        ran = m.tuning.get("trials", 0)
+        lines.append(
+            f"{m.name}: its search hit tuning.timeout_s = {tuning.timeout_s:g} s ({ran} of {tuning.n_trials} trials "
+            "ran, the last maybe cut short), so a rerun on a machine more or less busy may choose other parameters; "
+            f"raise it (--set models.{m.name}.tuning.timeout_s={2 * tuning.timeout_s:g}) for runs that must repeat"
+        )
+    return "\n".join(lines) or None
+
+
+def below_popularity_notes(result: PipelineResult, cfg: RunConfig) -> str | None:
+    """One caption line per learned model whose test `promotion.metric` is at or below popularity's:
+    it learned less than item counts. A Foursquare check-in log's second run ranked the two-tower
+    at recall@20 0.0774 beside popularity's 0.0935 (its search cut to 2 trials by the timeout, the
+    data-aware first trial below popularity on that log), and only the numbers in the table said so.
+    Where that model's search was cut short, the line says so (`tuning_notes` gives the option)."""
+    metric = cfg.promotion.metric
+    floors = [m.metrics[metric] for m in result.models if m.kind == "popularity" and m.status == "ok" and metric in m.metrics]
+    if not floors or max(floors) != max(floors):  # no popularity, or nan
+        return None
+    floor = max(floors)
+    lines = []
+    for m in result.models:
+        value = m.metrics.get(metric)
+        if m.kind == "popularity" or m.status != "ok" or value is None or value != value or value > floor:
+            continue
+        why = " (its search was cut short: see below)" if m.tuning.get("timed_out") else ""
+        lines.append(f"{m.name} is at or below popularity: {metric} {value:.4f} vs {floor:.4f}{why}")
+    return "\n".join(lines) or None
+
+
 def marked_model(result: PipelineResult) -> tuple[str | None, str]:
     """The model of this run the table marks (`*`), and what it is: the champion when this run's
     challenger was promoted, else this run's best model (its challenger; the best by the promotion
@@ -141,7 +184,8 @@ def comparison_table(result: PipelineResult, cfg: RunConfig, wide: bool = False,
         table = Table(title=f"{cfg.name}: {result.dataset.get('split')} split, "
                       f"{_count(result.dataset.get('users'))} users x {_count(result.dataset.get('items'))} items",
                       caption="\n".join(filter(None, (interval_note(cfg, wide), fold_note(result),
-                                                       status_notes(result)))) or None,
+                                                       status_notes(result), below_popularity_notes(result, cfg),
+                                                       tuning_notes(result, cfg)))) or None,
                       caption_justify="left")  # fmt: skip
         add_name_column(table, "model", [m.name + " *" for m in result.models])
         if "loss / sampler" in extra:

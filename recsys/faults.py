@@ -36,6 +36,8 @@ POINTS = (
     "ingest.done",  # `recsys ingest` wrote its directory and released its lock, summary not yet printed
     "run.prepared",  # a run's data step brought its processed directory up to date, not yet loaded it
     "tracking.closing",  # a run's close begun (Ctrl-C held back), its status not yet sent
+    "flow_run.starting",  # a scheduled flow run's process started, Prefect's engine not yet imported
+    "schedule.serving",  # `recsys schedule` set up (its scratch directory made), its runner not yet started
 )
 _seen: dict[tuple[str, str], int] = {}
 

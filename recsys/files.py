@@ -190,18 +190,35 @@ def _suppress_os_errors() -> Iterator[None]:
         pass
 
 
-def remove_dead_process_dirs(prefix: str) -> list[Path]:
-    """Delete `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (a reused pid keeps
-    its directory until that process ends too: a late removal, never one under a live owner)."""
+def process_dirs(prefix: str) -> list[tuple[Path, int, bool]]:
+    """The `$TMPDIR/<prefix>-<pid>-*` directories, each with its pid and whether that process runs
+    (a reused pid counts as running until that process ends too: a late answer, never a directory
+    taken from a live owner)."""
     import re
-    import shutil
 
     import psutil
 
-    removed = []
+    found = []
     for left in Path(tempfile.gettempdir()).glob(f"{prefix}-*-*"):
-        found = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
-        if found and left.is_dir() and not psutil.pid_exists(int(found.group(1))):
-            shutil.rmtree(left, ignore_errors=True)
-            removed.append(left)
+        named = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
+        if named and left.is_dir():
+            pid = int(named.group(1))
+            found.append((left, pid, psutil.pid_exists(pid)))
+    return found
+
+
+def dead_process_dirs(prefix: str) -> list[Path]:
+    """The `process_dirs` of processes that no longer run. Read before `remove_dead_process_dirs`
+    by a command whose directory records what a killed one left to undo (`recsys schedule`: the
+    flow runs it had started)."""
+    return [path for path, _, alive in process_dirs(prefix) if not alive]
+
+
+def remove_dead_process_dirs(prefix: str) -> list[Path]:
+    """Delete `$TMPDIR/<prefix>-<pid>-*` directories whose pid no longer runs (`dead_process_dirs`)."""
+    import shutil
+
+    removed = dead_process_dirs(prefix)
+    for left in removed:
+        shutil.rmtree(left, ignore_errors=True)
     return removed

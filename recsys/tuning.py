@@ -25,9 +25,12 @@ nothing changes).
   same on every run. `timeout_s` is a wall-clock guard: no trial starts after it, and a trial of
   a model that reports per epoch or iteration (two-tower, WALS) stops at its next report once it
   has passed (one two-tower trial on a 70k-item log took 19 minutes against a 240 s guard). A trial
-  stopped so is pruned, unless no trial has finished yet: then it is kept as it stands (a model
-  trained for fewer epochs), so the search still has a model. When the guard acts the outcome says
-  so (`timed_out`), because fewer trials, or shorter ones, may choose differently.
+  stopped so is scored on the validation users as it stands (a model trained for fewer epochs) and
+  competes like a finished one: the first trial so gives the search a model, and a later one whose
+  shorter training already beats every finished trial is the better choice (pruning it threw away
+  a setting a loaded machine had cut short, and left the untuned first trial, below popularity on
+  a check-in log). When the guard acts the outcome says so (`timed_out`), because fewer trials, or
+  shorter ones, may choose differently.
 
 This module knows nothing of MLflow or Prefect: `TrialHooks` is how a caller logs trials (the
 pipeline makes them nested MLflow runs).
@@ -268,8 +271,7 @@ def tune(
             if on_epoch is not None:
                 on_epoch(step, metrics)
             if tuning.timeout_s is not None and clock() - started > tuning.timeout_s:
-                guard["hit"] = pruned["by_guard"] = True
-                pruned["flag"] = best["model"] is not None  # the first finished trial is kept as it stands
+                guard["hit"] = pruned["by_guard"] = True  # scored as it stands, never pruned
                 # No trial after this one: Optuna's own timeout counts from a later start (study set-up
                 # and warm starts come first), so under load it could still start one more.
                 trial.study.stop()
@@ -291,10 +293,9 @@ def tune(
                       item_ids=item_ids)
             record.epochs = len(model.history)
             if pruned["by_guard"] and type(model).single_solve:
-                # the guard spoke after EASE's one solve had finished: nothing was stopped, and
-                # pruning threw a complete trial away (on Last.fm, ~20 s of solve) while saying
-                # "stopped after 1 epoch(s)"; it is scored, and no trial starts after it
-                pruned["flag"] = pruned["by_guard"] = False
+                # the guard spoke after EASE's one solve had finished: nothing was stopped (it once
+                # said "stopped after 1 epoch(s)"); it is scored, and no trial starts after it
+                pruned["by_guard"] = False
             if pruned["by_guard"]:
                 record.error = f"stopped after {record.epochs} epoch(s) by the tuning.timeout_s = {tuning.timeout_s:g} s guard"
             if pruned["flag"]:

@@ -148,8 +148,8 @@ class SessionStack:
         except Exception:
             return  # the fixtures report why the servers did not start
         self.scenario_dir.mkdir()
-        temp = self.scenario_dir / "tmp"  # the served deployment's Prefect runner makes
-        temp.mkdir()  # $TMPDIR/runner_storage and leaves it: under the session's folder, not the machine's /tmp
+        temp = self.scenario_dir / "tmp"  # the schedule's scratch ($TMPDIR/recsys-schedule-<pid>-*), which a
+        temp.mkdir()  # scenario killed on its timeout leaves: under the session's folder, not the machine's /tmp
         with open(self.scenario_dir / "scenario.log", "w") as out:
             self.scenario = subprocess.Popen(
                 [sys.executable, str(SCENARIO), prefect + "/api", mlflow, str(self.scenario_dir)],

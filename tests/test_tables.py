@@ -273,3 +273,35 @@ def test_the_run_table_says_what_level_its_intervals_are():
     assert "±half-width: 80% bootstrap interval over the test users (evaluation.confidence)" in text
     wide = " ".join(" ".join(_render(comparison_table(found, load_config("pipelines/configs/default.toml"), wide=True), 400)).split())
     assert "[low, high]: 95% bootstrap interval" in wide
+
+
+def test_run_table_names_a_search_the_timeout_cut_short():
+    """A two-tower search stopped by tuning.timeout_s (3 of 8 trials on a busy machine) chose other
+    parameters than the run before, and the summary said nothing; its caption names it now. A
+    search that ran its trials gets no line."""
+    cfg = load_config("pipelines/configs/movielens.toml")
+    found = _result("neighbour_cross_cluster@10")
+    found.models[3] = replace(found.models[3], tuning={"timed_out": True, "trials": 3})
+    found.models[1] = replace(found.models[1], tuning={"timed_out": False, "trials": 16})
+    text = " ".join(" ".join(_render(comparison_table(found, cfg, width=120), 120)).split())
+    assert (
+        "two_tower_softmax: its search hit tuning.timeout_s = 240 s (3 of 8 trials ran, the last maybe cut short)"
+        in text
+    ), text
+    assert "wals: its search" not in text
+
+
+def test_run_table_names_a_learned_model_at_or_below_popularity():
+    """A two-tower at recall@20 0.0774 beside popularity's 0.0935 (a Foursquare check-in log, its
+    search cut to 2 trials) was said by the numbers only; the caption names it, and why where its
+    search was cut short. Models above popularity get no line."""
+    cfg = load_config("pipelines/configs/movielens.toml")
+    found = _result("neighbour_cross_cluster@10")
+    found.models[0] = replace(found.models[0], metrics={**found.models[0].metrics, "recall@20": 0.0935})
+    found.models[3] = replace(found.models[3], metrics={**found.models[3].metrics, "recall@20": 0.0774},
+                              tuning={"timed_out": True, "trials": 2})  # fmt: skip
+    found.models[2] = replace(found.models[2], metrics={**found.models[2].metrics, "recall@20": 0.0935})
+    text = " ".join(" ".join(_render(comparison_table(found, cfg, width=120), 120)).split())
+    assert "two_tower_softmax is at or below popularity: recall@20 0.0774 vs 0.0935 (its search was cut short" in text, text
+    assert "two_tower_bce is at or below popularity: recall@20 0.0935 vs 0.0935" in text, text
+    assert "wals is at or below" not in text and "popularity is at or below" not in text

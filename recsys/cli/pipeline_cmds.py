@@ -24,7 +24,6 @@ from recsys.cli.common import (
     on_terminate,
     print_table,
     shipped_configs,
-    sigterm_to_the_server,
     user_errors,
     writable_output,
     write_text_atomic,
@@ -450,6 +449,9 @@ def schedule(
 ) -> None:
     """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
 
+    Ctrl-C or SIGTERM (`kill PID`) stops it; a background job of a script (`recsys schedule &`)
+    starts with SIGINT ignored by the shell: stop it with `kill PID`.
+
     Each scheduled run ingests only the files added to a landing directory since the last run
     (append, stable vocab), retrains and re-evaluates every model, and applies the promotion rule;
     when the data, split, config and code equal those of the last finished run, it trains and
@@ -474,17 +476,20 @@ def schedule(
     config = config_path(config)
     load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     ephemeral_prefect_defaults()  # before Prefect's import reads its settings
-    from flows.deployments import check_schedule, serve_pipeline
+    from flows.deployments import check_not_served, check_schedule, serve_pipeline
     from flows.ephemeral import check_api
 
     check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
     check_api()
+    check_not_served(name)  # a second schedule of it would pause it for both when it stops
 
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
-    console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C stops")
+    console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C or SIGTERM "
+                  f"(`kill {os.getpid()}`) stops it")
     _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
-    sigterm_to_the_server()  # Prefect's runner pauses the deployment and stops its runs gracefully
-    serve_pipeline(name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
+    # SIGTERM unwinds (exit 143) until the runner starts, whose graceful stop takes it then (flows.runner)
+    serve_pipeline(say=lambda line: console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
+                   name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])
 
 

@@ -246,14 +246,31 @@ _SLASHED_DATE = re.compile(
 )
 
 
+# The year first, with slashes or dots (`2017/8/18`, `2017.08.18 14:05`): a spreadsheet's or an
+# East Asian locale's export of a date (Food.com's RAW_interactions.csv re-saved so); always year,
+# month, day, so nothing to tell apart. Dashes are ISO-8601, which the built-in parse reads.
+_YEAR_FIRST_DATE = re.compile(
+    r"^(?P<year>\d{4})(?P<sep>[/.])\d{1,2}(?P=sep)\d{1,2}"
+    r"(?:(?P<t>[ T])\d{1,2}:\d{2}(?P<seconds>:\d{2})?(?P<fraction>\.\d+)?)?$"
+)
+
+
 def guess_time_format(values: list[str]) -> tuple[str, str] | None:
     """(data.time_format layout, what it assumed) for times written as day and month in either
     order (`12/1/2010 8:26`, UCI Online Retail's; `13.01.2011`; `1/2/2011 08:05:01 PM`), which no
     built-in parse reads, or None; `values`: some of the column's unread values, the first one
     spelling the layout. The day comes first where one of them has a first number above 12, the
     month where one has a second number above 12; where none settles it, the month for `/` (US)
-    and the day for `.` and `-` (European), and the message says it could not tell."""
-    matches = [m for m in (_SLASHED_DATE.match(v.strip()) for v in values if isinstance(v, str)) if m is not None]
+    and the day for `.` and `-` (European), and the message says it could not tell. A date written
+    with the year first (`2017/8/18`, `_YEAR_FIRST_DATE`) is read year, month, day."""
+    texts = [v.strip() for v in values if isinstance(v, str)]
+    year_first = next((m for m in map(_YEAR_FIRST_DATE.match, texts) if m is not None), None)
+    matches = [m for m in map(_SLASHED_DATE.match, texts) if m is not None]
+    if year_first is not None and not matches:
+        sep = year_first["sep"]
+        clock = (year_first["t"] + "%H:%M" + (":%S" if year_first["seconds"] else "")) if year_first["t"] else ""
+        clock += "%.f" if year_first["fraction"] else ""
+        return sep.join(["%Y", "%m", "%d"]) + clock, "the year, the month, then the day"
     if not matches:
         return None
     match = matches[0]

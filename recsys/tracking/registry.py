@@ -186,8 +186,11 @@ def _promote(
     selection = selection or Selection()
     run_tags = client.get_run(challenger_run_id).data.tags
     lineage = run_tags.get(TAG_LINEAGE)
+    # alpha: the level the rule tests at, from the config and the selection, so known for every
+    # decision; it read null in the JSON of a "not comparable" or first promotion (no test ran)
     context = dict(metric=cfg.metric, challenger_run_id=challenger_run_id, lineage=lineage,
-                   selection=selection.basis, n_candidates=selection.n_candidates)  # fmt: skip
+                   selection=selection.basis, n_candidates=selection.n_candidates,
+                   alpha=selection.alpha(cfg.p_value))  # fmt: skip
     champion = alias_version(client, name, CHAMPION)
     if champion is not None and champion.run_id == challenger_run_id:
         # nothing moves, so the challenger alias stays where it is: this line said the champion's
@@ -247,7 +250,8 @@ def _decision(
     """`champion`: the version the challenger was compared with; the champion after the decision is
     the challenger when promoted, else that one."""
     reason = f"promoted by --force over the rule's verdict: {verdict.reason}" if forced else verdict.reason
-    numbers = {k: v for k, v in verdict.to_dict().items() if k not in ("outcome", "reason", "p_value", "delta")}
+    skip = ("outcome", "reason", "p_value", "delta", "alpha")  # alpha: in `context`, for every verdict
+    numbers = {k: v for k, v in verdict.to_dict().items() if k not in skip}
     promoted = verdict.promoted or forced
     compared_version = str(champion.version) if champion else None
     compared_run_id = champion.run_id if champion else None

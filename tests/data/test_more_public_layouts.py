@@ -256,6 +256,35 @@ def test_a_time_layout_no_parse_reads_is_named_and_read_with_time_format(tmp_pat
     assert refused.exit_code == 2 and "no strftime date directive" in refused.output, refused.output
 
 
+# Food.com's RAW_interactions.csv as re-saved by a spreadsheet (a public copy holds it so): dates
+# year first with slashes and no zero padding, a rating of 0 (a review without one), a review
+# with a quoted line break.
+FOOD_COM_RESAVED = (
+    "user_id,recipe_id,date,rating,review\n"
+    "2001676733,531712,2017/8/18,5,This is my third time making this recipe. It's yummy!\n"
+    '2000496795,507226,2015/9/25,0,"The best squash recipe ever,\nbut better with allspice."\n'
+    "136997,523426,2016/7/17,5,My husband says this is a keeper.\n"
+    "369715,507198,2013/10/15,3,Good and easy to make.\n"
+)
+
+
+def test_a_year_first_slashed_date_is_named_with_the_time_format_that_reads_it(tmp_path: Path) -> None:
+    """`2017/8/18` (the year first, slashes): every row was quarantined as bad_timestamp and the
+    error said "convert it", naming no --time-format, as only day-and-month-first layouts were
+    guessed. The error now names '%Y/%m/%d', and that reads every row (unpadded month included)."""
+    path = tmp_path / "RAW_interactions.csv"
+    path.write_text(FOOD_COM_RESAVED)
+    line = _refusal(path, tmp_path / "out")
+    assert "--time-format '%Y/%m/%d' reads these (the year, the month, then the day)" in line, line
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--time-format", "%Y/%m/%d").exit_code == 0
+    got = pl.read_parquet(out / "interactions" / "batch=000001" / "part-0.parquet").sort("source_row")
+    assert [f"{t:%Y-%m-%d}" for t in got["timestamp"]] == ["2017-08-18", "2015-09-25", "2016-07-17", "2013-10-15"]
+    dotted = tmp_path / "dotted.csv"
+    dotted.write_text("user_id,item_id,time\n1,10,2017.08.18 14:05:33\n2,11,2018.1.2 9:00:00\n")
+    assert "--time-format '%Y.%m.%d %H:%M:%S' reads these" in _refusal(dotted, tmp_path / "dotted-out")
+
+
 def test_yyyymmdd_integer_dates_read_with_time_format_from_csv_and_parquet(tmp_path: Path) -> None:
     """yyyymmdd integers were read as Unix seconds (August 1970) with a warning to convert them;
     --time-format %Y%m%d reads them as dates, from a CSV (read typed as integers) and from a
@@ -384,6 +413,23 @@ def test_the_suggested_header_of_msd_play_counts_says_plays_not_rating(tmp_path:
     out = tmp_path / "out"
     assert _ingest(path, out, "--header", "user_id,item_id,plays").exit_code == 0
     assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 17.0]
+
+
+def test_the_suggested_header_of_check_in_counts_written_as_floats_says_plays(tmp_path: Path) -> None:
+    """LibRec's Foursquare check-ins (`USER_894 LOC_5032 1.0`: user, venue, check-in count written
+    as a float; no header): a count of `36.0` in the first lines named the column by position
+    (`column_3`), as only `36` read as a whole number, so the header the refusal suggested read no
+    weight and every count became 1, with nothing said. It is `plays` now, and read as the weight."""
+    path = tmp_path / "trainData.txt"
+    path.write_text("USER_894 LOC_5032 1.0\nUSER_894 LOC_4398 2.0\nUSER_12 LOC_5032 36.0\nUSER_12 LOC_7 1.0\n")
+    said = _refusal(path, tmp_path / "out")
+    assert "--header user_id,item_id,plays " in said and "'1i user_id item_id plays'" in said, said
+    out = tmp_path / "out"
+    assert _ingest(path, out, "--header", "user_id,item_id,plays").exit_code == 0
+    assert sorted(pl.read_parquet(out / "implicit.parquet")["weight"].to_list()) == [1.0, 1.0, 2.0, 36.0]
+    price = tmp_path / "price.txt"  # a decimal that is no whole number stays named by position
+    price.write_text("USER_1 LOC_1 1.5\nUSER_1 LOC_2 94.09\n")
+    assert "--header user_id,item_id,column_3 " in _refusal(price, tmp_path / "price-out")
 
 
 def test_an_exposure_log_read_without_a_weight_names_its_click_flag(tmp_path: Path) -> None:
@@ -648,6 +694,18 @@ def test_a_column_named_like_a_time_but_not_read_is_named_without_duplicates(tmp
         assert f"warning: no time column is read, so temporal splits (temporal, rolling, leave_last_n) refuse this data: {named}" in said, said
     result = _ingest(douban, tmp_path / "timed", "--user-col", "USER_MD5", "--time-col", "RATING_TIME")
     assert result.exit_code == 0 and "no time column is read" not in result.output, result.output
+
+
+def test_a_column_named_t_not_read_is_named_as_a_time(tmp_path: Path) -> None:
+    """A compact export `u,i,t,r` (a public library-loans log: user, item, float Unix time, an empty
+    rating): read with --user-col u --item-col i, its times were dropped with nothing said (the
+    columns line does not mention time). The warning now names `t` and --time-col t."""
+    path = tmp_path / "interactions_train.csv"
+    path.write_text("u,i,t,r\n142,1964,1679585406.0,\n362,3705,1706871659.0,\n142,3705,1706871700.0,\n")
+    said = _accepted(path, tmp_path / "out", "--user-col", "u", "--item-col", "i")
+    assert "'t' is named like a time but not read; if it holds times, read it with --time-col t" in said, said
+    timed = _ingest(path, tmp_path / "timed", "--user-col", "u", "--item-col", "i", "--time-col", "t")
+    assert timed.exit_code == 0 and "no time column is read" not in timed.output, timed.output
 
 
 def test_jodie_decimal_times_get_a_1970_warning_worded_for_them(tmp_path: Path) -> None:

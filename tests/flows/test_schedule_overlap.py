@@ -44,8 +44,9 @@ def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefec
     no scheduler service: an `--interval 30` deployment served for minutes without a single run.
     serve_pipeline now has the server schedule the runs, and hands its URL to the runs' processes
     (each started a temporary server of its own, which cancelled the run: "concurrency slot lost").
-    The harness's server is such a temporary server; Prefect's serve() is replaced by what it does
-    first (create the deployment) and a wait for the runs the deployment's schedule makes."""
+    The harness's server is such a temporary server; the runner's serve (flows.runner) is replaced
+    by what it does first (create the deployment) and a wait for the runs the deployment's schedule
+    makes."""
     import os
     import time
 
@@ -67,7 +68,7 @@ def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefec
     monkeypatch.setattr("prefect.server.api.server.SubprocessASGIServer", HarnessServer)
     seen: dict[str, object] = {}
 
-    def serve(deployment) -> None:
+    def serve(deployment, scratch, say) -> None:
         seen["child_api"] = os.environ.get("PREFECT_API_URL")
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             deployment_id = deployment.apply()
@@ -79,7 +80,7 @@ def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefec
                     return
                 time.sleep(0.5)
 
-    monkeypatch.setattr("prefect.serve", serve)
+    monkeypatch.setattr("flows.runner.serve_deployment", serve)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         flows.deployments.serve_pipeline(name=f"temporary-{uuid.uuid4().hex[:6]}", interval=3600)
     assert seen["child_api"] == api

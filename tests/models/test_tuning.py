@@ -345,10 +345,12 @@ def test_the_timeout_guard_stops_a_running_trial_and_keeps_the_first_one_as_it_s
     assert len(outcome.trials) == 1  # no trial starts after the guard
 
 
-def test_the_timeout_guard_prunes_a_later_trial_and_keeps_the_best_finished_one(planted):
-    """The guard's other branch: a trial stopped after one has finished is pruned (its model is
-    not the search's), the finished one is returned, and no trial starts after it. Driven by the
-    clock the guard reads, advanced from the per-epoch hook: no sleeping, no timing."""
+def test_the_timeout_guard_scores_a_later_trial_as_it_stands_and_keeps_the_better_one(planted):
+    """A trial stopped by the guard after another has finished is scored on the validation users as
+    it stands and competes with the finished one; no trial starts after it. It was pruned: a
+    loaded machine that cut the second two-tower trial of a check-in log left the untuned first
+    trial, below popularity, though the cut one already scored above it. Driven by the clock the
+    guard reads, advanced from the per-epoch hook: no sleeping, no timing."""
     now = [0.0]
 
     class Hooks:
@@ -367,8 +369,11 @@ def test_the_timeout_guard_prunes_a_later_trial_and_keeps_the_best_finished_one(
     outcome = tune(cfg, split.train, split.validation_set(), hooks=Hooks(), clock=lambda: now[0])
     first, second = outcome.trials
     assert first.state == "complete" and first.error is None and first.epochs == cfg.iterations
-    assert second.state == "pruned" and second.epochs == 2 and "timeout_s = 100000 s guard" in second.error
-    assert outcome.timed_out and outcome.best_value == first.value and outcome.best_params == first.params
+    assert second.state == "complete" and second.epochs == 2 and "timeout_s = 100000 s guard" in second.error
+    assert second.value is not None and second.value != first.value  # scored: two settings, two values
+    better = max((first, second), key=lambda trial: trial.value)  # ties keep the earlier
+    assert outcome.timed_out and outcome.best_value == better.value and outcome.best_params == better.params
+    assert {name: getattr(outcome.model.config, name) for name in better.params} == better.params  # its model
 
 
 def test_the_timeout_guard_keeps_an_ease_trial_whose_one_solve_had_finished(planted):

@@ -135,6 +135,8 @@ def test_a_challenger_of_another_lineage_is_not_comparable_and_never_registered(
     versions_before = len(client.search_model_versions("name='promo-lineage'"))
     refused = promote(client, cfg, other)
     assert refused.decision == "not comparable" and not refused.promoted
+    # the rule's level is a setting, known without a test: the JSON said alpha: null (p_value stays null)
+    assert refused.alpha == pytest.approx(cfg.p_value, abs=1e-12) and refused.p_value is None
     assert "the challenger belongs to lineage 'tracking-test|" in refused.reason
     assert "lastfm-like.tsv'" in refused.reason
     assert len(client.search_model_versions("name='promo-lineage'")) == versions_before

@@ -243,10 +243,15 @@ def _weight_name(value: str, last: bool, timeless: bool) -> str:
     whole number ending a row without a time (Last.fm 360K's `2137` plays per user and artist: an
     aggregate count, summed rather than averaged as a rating would be), else none (YOOCHOOSE buys'
     price `12462` and the quantity after it: a price is no preference strength; Twitch's streamer
-    id). The message asks the user to check each name."""
+    id). A whole number written as a float (`36.0`: LibRec's Foursquare check-in counts) is a whole
+    number too: those were named by position, so the suggested header read no weight and each
+    row's count was silently 1. The message asks the user to check each name."""
     if not _is_number(value) or not 0 < float(value) <= 10:
-        return "plays" if value.isdigit() and int(value) > 10 and last and timeless else ""
+        return "plays" if _WHOLE.match(value) and float(value) > 10 and last and timeless else ""
     return "rating"
+
+
+_WHOLE = re.compile(r"^\d+(?:\.0+)?$")  # 2137 or 36.0, never 94.09 (a price) nor -3
 
 
 def _suggested_names(row: list[str], rows: Sequence[list[str]] = ()) -> list[str]:

@@ -1,0 +1,47 @@
+"""The process of a flow run that `recsys schedule` starts: Prefect's own `python -m prefect.engine`,
+run by `python -m flows.flow_run_process` (`flows.runner` gives the runner this command), so that a
+Ctrl-C landing while the process starts ends it with one line instead of a traceback.
+
+Why: Ctrl-C signals the terminal's whole process group, and a served deployment's flow-run process
+is in the schedule's. While it started - importing Prefect, then loading the flow (recsys, torch):
+seconds of every run - the KeyboardInterrupt surfaced as its traceback (dozens of import frames) in
+the schedule's output, or as Prefect's "Execution of flow run ... interrupted by base exception"
+with the traceback; once the flow runs, the flow's own interrupt handling reports it. Kept free of
+recsys imports before the engine's, so the window it covers starts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+INTERRUPTED_LINE = "flow run interrupted (Ctrl-C): its process stopped"
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Prefect's engine logs an interrupt of the flow's load with its traceback: keep the message,
+    drop the traceback (a KeyboardInterrupt has nothing to debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def main() -> None:
+    try:
+        import runpy
+
+        from recsys.faults import fault_point
+
+        logging.getLogger("prefect.engine").addFilter(_NoInterruptTraceback())
+        fault_point("flow_run.starting")
+        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{INTERRUPTED_LINE}\n")
+        sys.stderr.flush()
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The Prefect runner behind `recsys schedule`, with what it leaves behind cleaned up.
+
+Why not `prefect.serve()`: it makes a Runner of its own, and that Runner leaves two things behind
+on every stop and on a kill -9.
+
+* Its storage directory, `$TMPDIR/runner_storage/<uuid>`: its stop removes it only after its
+  exit stack, which re-raises the cancellation that Ctrl-C or SIGTERM brings, so the removal never
+  ran and a machine that restarts schedules collected one empty directory per start. Here the
+  runner's storage is a directory of the schedule's own scratch directory (`recsys.files.scratch_dir`,
+  `$TMPDIR/recsys-schedule-<pid>-*`): removed when the command ends, and after a kill -9 by the
+  next start once its process is gone; a concurrent schedule's directory is never touched.
+* A flow run it had moved to Pending whose process then died (a Ctrl-C landing while the run's
+  process starts, the schedule killed) stayed Pending for ever, holding the deployment's
+  concurrency slot: with the default `--overlap skip` every later run of the deployment, also after
+  a restart, was cancelled at once ("Deployment concurrency limit reached"), and on Prefect's
+  temporary server, whose leases die with it, nothing ever released the slot. The schedule notes
+  each run it submits (`RUNS_FILE` in its scratch directory); when it stops, those not finished are
+  set Crashed (which releases the slot), and a schedule that starts does the same for the runs
+  noted by schedules that were killed.
+
+Its runs' processes run `flows.flow_run_process` (Prefect's engine, with a Ctrl-C while the process
+starts said in one line, not as a traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_PREFIX = "recsys-schedule"
+"""`recsys schedule`'s scratch directory: `$TMPDIR/recsys-schedule-<pid>-*` (`recsys.files.scratch_dir`)."""
+
+RUNS_FILE = "flow-runs"
+"""The ids of the flow runs a schedule moved to Pending, one a line, in its scratch directory."""
+
+STORAGE_DIR = "runner-storage"
+"""The Prefect runner's storage directory (its `_tmp_dir`) inside the scratch directory."""
+
+UNFINISHED = ("PENDING", "RUNNING", "CANCELLING")
+"""Flow-run states that hold the deployment's concurrency slot."""
+
+
+def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None]) -> None:
+    """`prefect.serve(deployment)` (blocks until Ctrl-C or SIGTERM), with the runner's storage in
+    `scratch` and the runs it submits noted there; then the runs it left unfinished set Crashed,
+    said in one line through `say`."""
+    from prefect.exceptions import TerminationSignal
+
+    _no_websocket_tracebacks()
+    runner = _runner(scratch)
+    runner.add_deployment(deployment)
+    try:
+        _sigterm_to_the_runner()
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        log.info("received %s, stopped serving", type(exc).__name__)
+    finally:
+        runs = noted_runs(scratch)
+        closed = crash_unfinished(runs, "the `recsys schedule` serving it stopped first")
+        if closed is None:  # the API does not answer: the next start closes them
+            hand_over(runs)
+        elif closed:
+            say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
+
+
+def hand_over(runs: list[uuid.UUID]) -> Path | None:
+    """Note `runs` in a directory of this process's that outlives it (`$TMPDIR/recsys-schedule-<pid>-*`,
+    not a `scratch_dir`), for the next schedule to close when this process is gone, as a killed
+    schedule's (`crash_runs_of_killed_schedules`): they could not be closed now, the API not
+    answering, and one left Pending holds the deployment's slot."""
+    import tempfile
+
+    if not runs:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix=f"{SCHEDULE_PREFIX}-{os.getpid()}-"))
+    for run in runs:
+        note_run(directory, run)
+    return directory
+
+
+class _WarningWithoutTraceback(logging.Filter):
+    """Keep a warning's message, drop its traceback: the runner's cancellation observer warns with
+    a websocket traceback (a dozen frames of websockets' internals) whenever its server goes away or
+    restarts, and then polls until it is back: nothing a user can act on in those frames."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.WARNING and record.exc_info:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _no_websocket_tracebacks() -> None:
+    """`_WarningWithoutTraceback` on the runner's cancellation observer (not with RECSYS_DEBUG)."""
+    if os.environ.get("RECSYS_DEBUG", "") not in ("", "0", "false"):
+        return
+    logger = logging.getLogger("prefect.FlowRunCancellingObserver")
+    if not any(isinstance(f, _WarningWithoutTraceback) for f in logger.filters):
+        logger.addFilter(_WarningWithoutTraceback())
+
+
+def _sigterm_to_the_runner() -> None:
+    """SIGTERM back to its default just before the runner starts, which installs its graceful stop
+    over it (pause the deployment, stop the runs, exit 0). Until here the command's own handler
+    unwinds on SIGTERM (`recsys.cli.common`, exit 143): restored to the default at the command's
+    start, a SIGTERM during the seconds the temporary server takes to start killed the schedule
+    where it stood, and its server served on, orphaned, until the next start."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _runner(scratch: Path) -> Any:
+    from prefect.runner import Runner
+
+    class NotingRunner(Runner):
+        """A Runner whose storage is `scratch / STORAGE_DIR` and which notes in `scratch / RUNS_FILE`
+        every flow run it moves to Pending (the server gave it the deployment's slot)."""
+
+        async def __aenter__(self):  # type: ignore[override]
+            entered = await super().__aenter__()
+            proposer = getattr(self, "_state_proposer", None)
+            pending = getattr(proposer, "propose_pending", None)
+            if pending is None:  # another Prefect: nothing is noted, the stop cleans up nothing
+                log.debug("Prefect's runner has no state proposer to note submitted runs with")
+                return entered
+
+            async def noting(flow_run: Any) -> bool:
+                accepted = await pending(flow_run)
+                if accepted:
+                    note_run(scratch, flow_run.id)
+                return accepted
+
+            proposer.propose_pending = noting
+            _start_runs_with_our_command(self)
+            return entered
+
+        async def __aexit__(self, *exc_info: Any) -> None:
+            from flows.api_loss import api_answers
+
+            if self.pause_on_shutdown and not await asyncio.to_thread(api_answers):
+                # pausing a deployment on a server that is gone took Prefect's client retries
+                # (over a minute) and then raised ConnectError ("this is a bug")
+                self.pause_on_shutdown = False
+            await super().__aexit__(*exc_info)
+
+    runner = NotingRunner(pause_on_shutdown=True)
+    runner._tmp_dir = scratch / STORAGE_DIR  # Prefect's own, $TMPDIR/runner_storage/<uuid>, outlived every stop
+    return runner
+
+
+FLOW_RUN_MODULE = "flows.flow_run_process"
+"""The module a flow-run process runs instead of `prefect.engine` (which it runs in turn)."""
+
+
+def _start_runs_with_our_command(runner: Any) -> None:
+    """Have `runner` start each flow run as `python -m flows.flow_run_process` (Prefect's engine,
+    with a Ctrl-C while it starts said in one line): the command its engine starter takes, set
+    where the runner resolves a starter without one. Another Prefect (no such starter): unchanged."""
+    import shlex
+
+    poller = getattr(runner, "_scheduled_run_poller", None)
+    resolve = getattr(poller, "_resolve_starter", None)
+    if resolve is None:
+        log.debug("Prefect's runner has no starter resolver: flow runs start with its own command")
+        return
+    command = shlex.join([sys.executable, "-m", FLOW_RUN_MODULE])
+
+    def resolve_ours(flow_run: Any) -> Any:
+        starter = resolve(flow_run)
+        if getattr(starter, "_command", "") is None:  # Prefect's EngineCommandStarter, default command
+            starter._command = command
+        return starter
+
+    poller._resolve_starter = resolve_ours
+
+
+def note_run(scratch: Path, flow_run_id: Any) -> None:
+    """Append a flow run's id to the schedule's list (a line: a kill mid-write leaves a part line,
+    which `noted_runs` skips)."""
+    with (scratch / RUNS_FILE).open("a", encoding="utf-8") as runs:
+        runs.write(f"{flow_run_id}\n")
+
+
+def noted_runs(scratch: Path) -> list[uuid.UUID]:
+    """The flow runs noted in a schedule's scratch directory (none when it noted none)."""
+    try:
+        lines = (scratch / RUNS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            found.append(uuid.UUID(line.strip()))
+        except ValueError:  # a line cut by a kill
+            continue
+    return list(dict.fromkeys(found))
+
+
+def crash_unfinished(
+    flow_run_ids: list[uuid.UUID], why: str, states: tuple[str, ...] = UNFINISHED
+) -> list[str] | None:
+    """Set Crashed (forced) each of `flow_run_ids` still in one of `states` (Pending, Running or Cancelling), which
+    releases the deployment's concurrency slot it holds; returns their ids, or None when the API does
+    not answer (nothing done). A run the API does not know (another Prefect database) is skipped;
+    an error is never a reason to fail a schedule's start or stop."""
+    if not flow_run_ids:
+        return []
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    from flows.api_loss import api_answers
+
+    if not api_answers():
+        return None
+    crashed = []
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in flow_run_ids:
+                try:
+                    run = client.read_flow_run(run_id)
+                except Exception as exc:  # ObjectNotFound: noted on another Prefect database
+                    log.debug("flow run %s: %s", run_id, exc)
+                    continue
+                if run.state is None or run.state.type.value not in states:
+                    continue
+                client.set_flow_run_state(run_id, Crashed(message=why), force=True)
+                crashed.append(str(run_id))
+    except Exception as exc:
+        log.warning("could not close the flow runs this schedule left: %s", exc)
+    return crashed
+
+
+def crash_runs_of_killed_schedules(temporary_server: bool) -> list[str]:
+    """Set Crashed the unfinished flow runs that schedules killed outright (kill -9, the OOM killer)
+    had submitted: their scratch directories outlive them (`recsys.files.dead_process_dirs`), with
+    the list of their runs. Called before this schedule's own `scratch_dir`, which removes those
+    directories. On Prefect's temporary server (`temporary_server`) every such run is done for: its
+    process lost its API when the killed schedule's server was stopped, as this one starts. On a
+    server of the user's, a Running one's process may outlive the schedule and go on, so only Pending
+    ones (their process never started the flow) are closed; a Running one keeps its slot while its
+    process renews the lease, and the server's lease expiry frees it after that process ends."""
+    from recsys.files import dead_process_dirs
+
+    ids = [run for directory in dead_process_dirs(SCHEDULE_PREFIX) for run in noted_runs(directory)]
+    states = UNFINISHED if temporary_server else ("PENDING",)
+    return crash_unfinished(ids, "the `recsys schedule` serving it was killed before the run finished", states) or []
+
+
+SERVES_FILE = "serves"
+"""What a schedule serves, in its scratch directory: `deployment_key` (one line)."""
+
+
+def deployment_key(deployment: str, api_url: str | None) -> str:
+    """Names a deployment ("flow/name") on one Prefect: the API a user's server answers at, or for
+    Prefect's temporary server (`api_url` None) the database every temporary server of this Prefect
+    home opens; hashed, as a database URL can carry a password."""
+    import hashlib
+
+    if api_url:
+        where = api_url.rstrip("/")
+    else:
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        url = getattr(settings.server.database, "connection_url", None)
+        where = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url or f"home {settings.home}")
+    return f"{deployment} on {hashlib.sha256(where.encode()).hexdigest()[:16]}"
+
+
+def check_served_once(key: str, scratch: Path | None = None) -> None:
+    """Refuse (RecsysError, one line) to serve a deployment that a running `recsys schedule` of this
+    machine serves already on the same Prefect (`deployment_key`); with `scratch`, note that this
+    schedule serves it first (two that start at once then both refuse: never both serve).
+
+    Why: the two served it side by side, until one stopped: Prefect's runner pauses its deployment
+    when it stops, and that deployment was the other's too, so the one still running served a
+    paused deployment (its scheduled runs gone) and never ran again, without a word."""
+    from recsys.errors import RecsysError
+    from recsys.files import process_dirs
+
+    if scratch is not None:
+        (scratch / SERVES_FILE).write_text(f"{key}\n", encoding="utf-8")
+    for directory, pid, alive in process_dirs(SCHEDULE_PREFIX):
+        if not alive or directory == scratch:
+            continue
+        try:
+            theirs = (directory / SERVES_FILE).read_text(encoding="utf-8").strip()
+        except OSError:  # starting, or one from before this check
+            continue
+        if theirs == key:
+            deployment = key.split(" on ", 1)[0]
+            raise RecsysError(
+                f"{deployment} is served already by `recsys schedule` (pid {pid}) on this machine, on the same "
+                f"Prefect: a second one would pause the deployment for both when it stops: stop that one first "
+                f"(`kill {pid}`), or give this one another --name"
+            )

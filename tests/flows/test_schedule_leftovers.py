@@ -1,0 +1,211 @@
+"""What `recsys schedule` leaves behind when it stops or is killed (flows.runner).
+
+* Ctrl-C left Prefect's runner storage, `$TMPDIR/runner_storage/<uuid>/`, once per stop.
+* A flow run the schedule had moved to Pending whose process died (a Ctrl-C while that process
+  started, the schedule killed with -9) stayed Pending and held the deployment's concurrency slot:
+  with `--overlap skip` every later run was cancelled, also after a restart, for ever on Prefect's
+  temporary server. A stop closes its own such runs; a start closes those of killed schedules,
+  never those of a schedule that still runs.
+
+One real runner (Prefect's, in this process, on the session's harness server) is served and stopped
+by a Ctrl-C once it runs; the runs it must close are made through the API, as its own would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals to this process")
+
+YEARLY = "0 3 1 1 *"  # a real schedule, never due while the test runs
+
+
+def _pending_run(client, deployment_id):
+    """A run of the deployment moved to Pending: it holds the deployment's concurrency slot."""
+    from prefect.states import Pending
+
+    run = client.create_flow_run_from_deployment(deployment_id)
+    assert client.set_flow_run_state(run.id, Pending()).state.type.value == "PENDING"
+    return run.id
+
+
+def _note(directory: Path, run_id) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "flow-runs").write_text(f"{run_id}\n")
+
+
+def test_a_stopped_schedule_leaves_no_runner_storage_and_frees_the_slots_of_its_runs(
+    prefect_harness, tmp_path, monkeypatch
+):
+    from prefect import get_client
+
+    from flows.deployments import pipeline_deployment, serve_pipeline
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # $TMPDIR of the schedule
+    name = f"leftovers-{uuid.uuid4().hex[:6]}"
+    deployment_id = pipeline_deployment(name=name, cron=YEARLY).apply()
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])  # a schedule killed with -9: its pid is gone
+    dead_pid.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a concurrent schedule
+    try:
+        with get_client(sync_client=True) as client:
+            killed_run = _pending_run(client, deployment_id)  # of a schedule killed with -9
+        _note(tmp_path / f"recsys-schedule-{dead_pid.pid}-x1", killed_run)
+        _note(tmp_path / f"recsys-schedule-{alive.pid}-x2", uuid.uuid4())  # never read: its owner runs
+        lines: list[str] = []
+        own_run: list[uuid.UUID] = []
+
+        def ctrl_c_once_serving() -> None:
+            """Once the runner made its storage directory (inside its event loop): a run of ours
+            that is starting (noted as the runner notes it), then Ctrl-C, whatever happened."""
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not any(
+                    p.name == "runner-storage" or p.parent.name == "runner_storage" for p in tmp_path.rglob("*")
+                ):
+                    time.sleep(0.05)
+                with get_client(sync_client=True) as client:  # free once the killed schedule's run is closed
+                    own_run.append(_pending_run(client, deployment_id))
+                for scratch in tmp_path.glob(f"recsys-schedule-{os.getpid()}-*"):
+                    _note(scratch, own_run[0])
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
+        stopper = threading.Thread(target=ctrl_c_once_serving, daemon=True)
+        stopper.start()
+        try:
+            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
+        finally:
+            stopper.join(30)
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        # nothing of this schedule's is left in $TMPDIR; the live schedule's directory is kept
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"recsys-schedule-{alive.pid}-x2"], lines
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(killed_run).state.type.value == "CRASHED"
+            assert own_run and client.read_flow_run(own_run[0]).state.type.value == "CRASHED"
+            _pending_run(client, deployment_id)  # the slot is free: a new run goes Pending, not Cancelled
+        assert any("flow run(s) of killed schedules Crashed" in line and str(killed_run) in line for line in lines)
+        assert any("unfinished flow run(s) of this schedule Crashed" in line for line in lines), lines
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_second_schedule_of_a_served_deployment_is_refused(prefect_harness, tmp_path, monkeypatch):
+    """Two `recsys schedule` of one deployment on one Prefect served it side by side until one
+    stopped: its runner paused the deployment, the other's too, whose scheduled runs were gone and
+    which never ran again. The second is refused now, naming the first's pid; another name, another
+    Prefect or a first that has ended is no reason. The first is a live process whose scratch
+    directory says what it serves, as a running schedule's does."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deployments import serve_pipeline
+    from flows.runner import SERVES_FILE, deployment_key
+    from recsys.errors import RecsysError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    name = f"twin-{uuid.uuid4().hex[:6]}"
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        served = tmp_path / f"recsys-schedule-{first.pid}-x1"
+        served.mkdir()
+        (served / SERVES_FILE).write_text(deployment_key(f"training-pipeline/{name}", PREFECT_API_URL.value()) + "\n")
+        other = tmp_path / f"recsys-schedule-{first.pid}-x2"  # the same deployment on another Prefect
+        other.mkdir()
+        (other / SERVES_FILE).write_text(deployment_key(f"training-pipeline/{name}", "http://elsewhere:4200/api") + "\n")
+        stop = threading.Timer(30, os.kill, (os.getpid(), signal.SIGINT))  # a schedule that serves: stopped
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
+        stop.start()
+        try:
+            with pytest.raises(RecsysError, match=rf"training-pipeline/{name} is served already by `recsys schedule` "
+                               rf"\(pid {first.pid}\).*`kill {first.pid}`"):  # fmt: skip
+                serve_pipeline(say=print, name=name, cron=YEARLY)
+        finally:
+            stop.cancel()
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([served.name, other.name])  # nothing started
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_schedule_starts_unwinds_it(prefect_harness, tmp_path):
+    """SIGTERM is a scheduler's stop. `recsys schedule` gave it back to the default handler at its
+    start, for Prefect's runner to take over, but the runner starts seconds later (after Prefect's
+    temporary server): a SIGTERM in between killed the schedule where it stood, its temporary
+    server serving on, orphaned, and its scratch directory left. Now it unwinds as every command
+    does (exit 143, one line, nothing left) until the runner takes SIGTERM over. The schedule is
+    frozen (RECSYS_STOP_AT) right before its runner starts, SIGTERMed and let go on."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "RECSYS_STOP_AT": "schedule.serving", "COLUMNS": "300"}  # fmt: skip
+    name = f"sigterm-{uuid.uuid4().hex[:6]}"
+    schedule = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", name],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _state(schedule.pid) != "T":
+            assert schedule.poll() is None and time.monotonic() < deadline, schedule.communicate()[0]
+            time.sleep(0.05)
+        schedule.send_signal(signal.SIGTERM)
+        schedule.send_signal(signal.SIGCONT)
+        output = schedule.communicate(timeout=60)[0]
+    finally:
+        if schedule.poll() is None:
+            schedule.kill()
+            schedule.wait()
+    assert schedule.returncode == 143, output
+    assert output.strip().splitlines()[-1] == "terminated (SIGTERM)", output
+    assert list(tmp_path.iterdir()) == [], output
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (T: stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+
+def test_a_schedule_stops_when_its_temporary_server_ends():
+    """`recsys schedule` without PREFECT_API_URL serves on a temporary Prefect server of its own.
+    When that server ended (the OOM killer, a kill) the schedule served on without an API, silently,
+    and its stop then spent over a minute on retries to pause the deployment and ended with
+    "unexpected ConnectError ...: this is a bug", exit 1. Its watch now stops it as SIGTERM does
+    (the runner's graceful stop) and says how the server ended, which serve_pipeline raises as one
+    line. The server here is a process killed with -9 (a schedule's end to end: ~25 s, checked by hand)."""
+    from flows.deployments import stop_when_server_ends
+
+    class Server:  # what the watch reads of Prefect's SubprocessASGIServer
+        api_url = "http://127.0.0.1:9/api"
+        server_process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+
+    Server.server_process.wait()
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    lost: list[str] = []
+    try:
+        stop_when_server_ends(Server(), threading.Event(), lost, every=0.01)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM]
+    assert lost == ["Prefect's temporary server http://127.0.0.1:9/api, started by this schedule, ended (exit code -9) "
+                    "while it served"]  # fmt: skip
