@@ -1,18 +1,17 @@
 """`make mutate`: mutation testing of the code whose mistakes no type checker sees.
 
 mutmut (configured under `[tool.mutmut]` in pyproject.toml: which files, which tests) changes one
-operator, constant or argument at a time in the losses, the samplers, the metrics, the splits,
-the training step's loss assembly, the least-squares fold-in and the blend's per-member scaling,
-runs the tests that cover the changed function, and records whether they noticed. This script
-runs it over `MODULES`, then writes `benchmarks/results/mutation.md`: per module, the mutants
-killed (a test failed or timed out), the survivors, and the score killed / (killed + survived +
-no tests). A survivor that cannot be killed because the mutant behaves exactly like the original
-(an equivalent mutant) is listed in `benchmarks/mutation_equivalent.toml` with the reason, keyed
-by mutant name and the mutated line, and counted apart; an entry whose line no longer matches is
-ignored, so a stale reason never hides a real survivor. Entries marked `cuda_only = true` are
-mutants that only change the device a tensor is made on where the CPU is the default: equivalent
-on a CPU-only machine, counted apart again, and the report gives the score both without them and
-with them counted as survivors.
+operator, constant or argument at a time in the losses, the samplers, the metrics, the splits and
+the training step's loss assembly, runs the tests that cover the changed function, and records
+whether they noticed. This script runs it over `MODULES`, then writes
+`benchmarks/results/mutation.md`: per module, the mutants killed (a test failed or timed out),
+the survivors, and the score killed / (killed + survived + no tests). A survivor that cannot be
+killed because the mutant behaves exactly like the original (an equivalent mutant) is listed in
+`benchmarks/mutation_equivalent.toml` with the reason, keyed by mutant name and the mutated line,
+and counted apart; an entry whose line no longer matches is ignored, so a stale reason never hides
+a real survivor. Entries marked `cuda_only = true` are mutants that only change the device a tensor
+is made on where the CPU is the default: equivalent on a CPU-only machine, counted apart again, and
+the report gives the score both without them and with them counted as survivors.
 Target: >= 85% killed per module.
 
     python -m benchmarks.mutation                  # every module (hours on 2 cores; run it niced)
@@ -42,8 +41,6 @@ MODULES: dict[str, list[str]] = {
     "recsys/sampling.py": ["recsys.sampling.*"],
     "recsys/evaluation/metrics.py": ["recsys.evaluation.metrics.*"],
     "recsys/data/splits.py": ["recsys.data.splits.*"],
-    "recsys/models/fold_in.py": ["recsys.models.fold_in.*"],
-    "recsys/models/blend.py": ["recsys.models.blend.*"],
     "recsys/training.py (loss assembly)": [
         f"recsys.training.x_{name}__mutmut_*"
         for name in (
