@@ -112,9 +112,8 @@ BASELINE = [
     'named `t` not read), none on a path these logs take. Main file 1.87 (pairs 1.55-2.29), numbered 10M '
     'shapes 1.56-1.75, Zipf 10M shapes 2.09 (float ratings), 2.23 (int) and 2.25 (half stars): NOT met; o'
     "n 9bf3259's table the float and half-star Zipf logs were 1.96-1.97. Ingest took 2.70-3.04 s on the Z"
-    'ipf logs (2.7-2.8 s then); the machine was noisier this hour: the bare reference of the 10M Zipf int'
-    ' log took 1.18-1.64 s wall and 2.2-3.1 CPU-s in three runs a minute after this table, against 1.25 s'
-    " for it in 9bf3259's table.",
+    'ipf logs (2.7-2.8 s then), and the bare reference 1.21-1.59 s at 10M rows (1.18-1.72 s then): ratios'
+    ' of this size moved between tables with no code between them before.',
     'The table before (commit 9bf3259, by hand; the machine quiet: the benchmark alone on the 2 cores, load av'
     'erage 0.9 before and 1.7 after; the bare reference 1.18-1.72 s at 10M rows). Since a8ace76: `import'
     " recsys` keeps polars' freed pages for 10 s (c9033e4, `recsys.ALLOCATOR_ENV`; both sides of this ben"
