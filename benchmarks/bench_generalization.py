@@ -386,6 +386,10 @@ def section(run: dict[str, Any]) -> list[str]:
         test = paired(s, ref)
         tuning = s.extra.get("tuning") or {}
         tuned = f"{tuning['trials']}, {tuning['pruned']}, {tuning['seconds']:.0f}" if tuning else "—"
+        check = tuning.get("cross_check")
+        if check:  # recsys.tuning.cross_check: which weights the out-of-fold check kept
+            kept = "searched" if check["kept_searched"] else "configured"
+            tuned += f"; cross-check {check['delta']:+.3f} (p={p_text(check['p_value'])}): {kept} kept"
         lines.append(
             f"| {s.name} | {ci_text(s)} | {s.value / ref.value:.2f}x | {test['delta']:+.4f} [{test['low']:+.4f}, "
             f"{test['high']:+.4f}], p={p_text(test['p_boot'])} / {p_text(test['p_wilcoxon'])} "

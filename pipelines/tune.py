@@ -33,6 +33,7 @@ from recsys.tuning import TrialRecord, TuningConfig, TuningOutcome, search_space
 TAG_TRIAL_STATE = "recsys.trial_state"
 TAG_TRIAL_NUMBER = "recsys.trial_number"
 TAG_WARM_START = "recsys.tuning.warm_start"
+TAG_CROSS_CHECK = "recsys.tuning.cross_check"  # which parameters the out-of-fold check kept: searched | configured
 
 
 @dataclass
@@ -89,6 +90,8 @@ def tune_model(
         hooks=_ProgressHooks(progress) if progress is not None else None, item_ids=split.item_ids,
         build=_with_teacher(teacher) if teacher is not None else None,
     )  # fmt: skip
+    if outcome.cross_check is not None:
+        log(outcome.cross_check.sentence())
     history = [{"trial": r.number, outcome.metric: r.value, **r.params} for r in outcome.trials]
     tuned = cfg.model_copy(deep=True)
     tuned.models = [_pinned(m, outcome.best_params) if m.name == model_name else m for m in tuned.models]
@@ -175,6 +178,7 @@ def tune_in_run(
         f"tuned {model_cfg.name}: {len(outcome.trials)} trials in {outcome.seconds:.0f}s"
         f"{' (timeout)' if outcome.timed_out else ''}, best validation {outcome.metric} "
         f"{outcome.best_value:.4f} with {params_text(outcome.best_params)}"
+        + (f"; {outcome.cross_check.sentence()}" if outcome.cross_check is not None else "")
     )
     log_tuning(tracker, model_run.run_id, outcome, warm_started=bool(queue))
     return outcome
@@ -245,6 +249,10 @@ def log_tuning(tracker: Any, run_id: str | None, outcome: TuningOutcome, *, warm
             "recsys.tuning.timed_out": str(outcome.timed_out).lower(),
         },
     )
+    if outcome.cross_check is not None:
+        check = outcome.cross_check
+        tracker.log_metrics(run_id, {"tuning_cross_check_delta": check.delta, "tuning_cross_check_p": check.p_value})
+        tracker.set_tags(run_id, {TAG_CROSS_CHECK: "searched" if check.kept_searched else "configured"})
     with scratch_dir("recsys-tuning") as tmp:
         root = Path(tmp) / "tuning"
         plot_study(outcome.study, root)

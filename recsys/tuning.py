@@ -42,12 +42,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
+    import numpy as np
     import scipy.sparse as sp
 
     from recsys.data.split import EvalSet
@@ -99,6 +100,14 @@ class TuningConfig(BaseModel):
     prune: bool = Field(True, description="stop trials whose per-epoch validation metric is below the median")
     prune_warmup_epochs: int = Field(3, ge=0, description="epochs before a trial may be pruned")
     warm_start: bool = Field(True, description="queue the champion's parameters of the same lineage")
+    cross_check: bool | None = Field(
+        None,
+        description="keep the searched parameters only when the same search on one half of the validation users "
+        "beats the configured parameters on the other half (both ways; paired Wilcoxon, p < cross_check_alpha), "
+        "else keep the configured ones; costs two searches on half the users. None = the kind's default (on for "
+        "a blend, whose trials are cheap and whose weights overfit a small validation set)",
+    )
+    cross_check_alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the cross-check")
 
     @field_validator("metric")
     @classmethod
@@ -199,6 +208,7 @@ class TuningOutcome:
     timed_out: bool
     queued: list[dict[str, Any]] = field(default_factory=list)
     study: Any = None  # the optuna Study, for plots
+    cross_check: CrossCheck | None = None  # how the search did out of fold, when checked (`cross_check`)
 
     def summary(self) -> dict[str, Any]:
         states = [t.state for t in self.trials]
@@ -206,6 +216,7 @@ class TuningOutcome:
             "metric": self.metric, "best_value": self.best_value, "best_params": self.best_params,
             "trials": len(self.trials), "complete": states.count("complete"), "pruned": states.count("pruned"),
             "failed": states.count("failed"), "seconds": self.seconds, "timed_out": self.timed_out,
+            **({"cross_check": asdict(self.cross_check)} if self.cross_check is not None else {}),
         }  # fmt: skip
 
 
@@ -241,114 +252,259 @@ def tune(
     space are dropped). `build` makes a model from a trial config (default `build_model`; the
     pipeline's also hands a distilling student its teacher). `clock`: seconds, what the
     `timeout_s` guard reads (a test drives it epoch by epoch instead of sleeping). `item_ids`: the
-    raw ids (`Split.item_ids`), for each trial's `fit`."""
-    import optuna
-
-    from recsys.errors import DataError, ModelError, SetupError
+    raw ids (`Split.item_ids`), for each trial's `fit`. With `cross_check` on (see `TuningConfig`)
+    the searched parameters are kept only when they beat the configured ones out of fold."""
+    from recsys.errors import ModelError
     from recsys.models.base import build_model
 
     tuning = model_cfg.tuning or TuningConfig()
     metric = tuning.metric or metric
-    space = search_space(model_cfg)
-    configured = configured_params(model_cfg, train)
-    if tuning.space is None:
-        space = covering(space, configured)
-    build = build or build_model
+    search = _Search(model_cfg, tuning, metric, train, features=features, item_ids=item_ids,
+                     build=build or build_model, clock=clock)  # fmt: skip
     started = clock()
-    records: list[TrialRecord] = []
-    best: dict[str, Any] = {"value": -math.inf, "model": None}
-    guard = {"hit": False}  # the timeout stopped a running trial
-    eval_cfg = _validation_eval_config(metric)
-    popularity = _popularity(train)
-
-    def objective(trial: Any) -> float:
-        params = {name: suggest(trial, name, entry) for name, entry in space.items()}
-        trial_cfg = trial_config(model_cfg, params)
-        on_epoch = hooks.start(trial.number, params) if hooks is not None else None
-        pruned = {"flag": False, "by_guard": False}
-
-        def callback(step: int, metrics: dict[str, float]) -> bool:
-            if on_epoch is not None:
-                on_epoch(step, metrics)
-            if tuning.timeout_s is not None and clock() - started > tuning.timeout_s:
-                guard["hit"] = pruned["by_guard"] = True  # scored as it stands, never pruned
-                # No trial after this one: Optuna's own timeout counts from a later start (study set-up
-                # and warm starts come first), so under load it could still start one more.
-                trial.study.stop()
-                return True
-            value = next((v for k, v in metrics.items() if k.startswith("val_")), None)
-            if value is None or not tuning.prune:
-                return False
-            trial.report(float(value), step)
-            if step > tuning.prune_warmup_epochs and trial.should_prune():
-                pruned["flag"] = True
-                return True
-            return False
-
-        start = time.perf_counter()
-        record = TrialRecord(trial.number, params, None, "failed", 0.0)
-        try:
-            model = build(trial_cfg)
-            model.fit(train, validation=validation, callback=callback, features=features, times=validation.times,
-                      item_ids=item_ids)
-            record.epochs = len(model.history)
-            if pruned["by_guard"] and type(model).single_solve:
-                # the guard spoke after EASE's one solve had finished: nothing was stopped (it once
-                # said "stopped after 1 epoch(s)"); it is scored, and no trial starts after it
-                pruned["by_guard"] = False
-            if pruned["by_guard"]:
-                record.error = f"stopped after {record.epochs} epoch(s) by the tuning.timeout_s = {tuning.timeout_s:g} s guard"
-            if pruned["flag"]:
-                record.state = "pruned"
-                raise optuna.TrialPruned()
-            value = _score(model, validation, eval_cfg, popularity, metric)
-            record.value, record.state = value, "complete"
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:  # Ctrl-C / SIGTERM stops the search: the trial is reported as such, not failed
-            record.state = "interrupted"
-            raise
-        except (DataError, SetupError) as exc:  # the same for every parameter setting: stop the search
-            record.error = f"{type(exc).__name__}: {exc}"
-            raise
-        except Exception as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
-            raise _TrialFailed(record.error) from exc
-        finally:
-            record.seconds = time.perf_counter() - start
-            records.append(record)
-            if hooks is not None:
-                hooks.finish(record)
-        if value > best["value"]:  # ties keep the earlier trial
-            best.update(value=value, model=model, params=params)
-        return value
-
-    # Optuna's own lines are silenced for good (not restored: two models tune in parallel threads and
-    # a restore would race): trials, failed ones with their error, are reported through `hooks`,
-    # and Optuna logs a failed trial as a WARNING with its whole traceback.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tuning.prune_warmup_epochs),
-    )
-    queued = warm_starts(configured, space, [*model_cfg.tuning_warm_starts(), *queue])
-    for params in queued:
-        study.enqueue_trial(params, skip_if_exists=True)
-    study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
-    if best["model"] is None:
-        errors = sorted({r.error for r in records if r.error})
+    found = search.run(validation, [*model_cfg.tuning_warm_starts(), *queue], hooks)
+    if found.model is None:
+        errors = sorted({r.error for r in found.records if r.error})
         raise ModelError(
-            f"model {model_cfg.name!r}: no tuning trial finished ({len(records)} tried"
+            f"model {model_cfg.name!r}: no tuning trial finished ({len(found.records)} tried"
             + (f"; first error: {errors[0]}" if errors else "")
             + "); raise tuning.n_trials / timeout_s or narrow tuning.space"
         )
-    chosen = dict(best["params"])
-    return TuningOutcome(
-        model=best["model"], config=best["model"].config, metric=metric, best_value=float(best["value"]),
-        best_params=chosen, trials=records, seconds=clock() - started,
-        timed_out=len(records) < tuning.n_trials or guard["hit"], queued=queued, study=study,
+    outcome = TuningOutcome(
+        model=found.model, config=found.model.config, metric=metric, best_value=found.value,
+        best_params=dict(found.params), trials=found.records, seconds=0.0,
+        timed_out=len(found.records) < tuning.n_trials or found.guard_hit, queued=found.queued, study=found.study,
     )  # fmt: skip
+    if cross_checks(model_cfg) and any(search.configured.get(k) != v for k, v in found.params.items()):
+        outcome = cross_check(search, outcome, validation)
+    outcome.seconds = clock() - started
+    return outcome
+
+
+def cross_checks(model_cfg: ModelConfig) -> bool:
+    """Whether `model_cfg`'s search is checked out of fold: `tuning.cross_check`, or the kind's default."""
+    setting = model_cfg.tuning.cross_check if model_cfg.tuning is not None else None
+    return type(model_cfg).cross_check_by_default if setting is None else setting
+
+
+@dataclass
+class _Found:
+    """One search's result: the best trial's model, value and parameters (model None when no trial
+    finished), every trial's record, the queued parameter sets, the study, and whether the
+    `timeout_s` guard stopped a running trial."""
+
+    model: Recommender | None
+    value: float
+    params: dict[str, Any]
+    records: list[TrialRecord]
+    queued: list[dict[str, Any]]
+    study: Any
+    guard_hit: bool
+
+
+class _Search:
+    """One model's search, run on a given validation set: the whole validation set for the
+    outcome, halves of it for the cross-check (the same space, budget, seed and warm starts)."""
+
+    def __init__(
+        self, model_cfg: ModelConfig, tuning: TuningConfig, metric: str, train: sp.csr_matrix, *,
+        features: Any, item_ids: Any, build: Callable[[ModelConfig], Recommender], clock: Callable[[], float],
+    ) -> None:  # fmt: skip
+        self.model_cfg, self.tuning, self.metric, self.train = model_cfg, tuning, metric, train
+        self.features, self.item_ids, self.build, self.clock = features, item_ids, build, clock
+        self.space = search_space(model_cfg)
+        self.configured = configured_params(model_cfg, train)
+        if tuning.space is None:
+            self.space = covering(self.space, self.configured)
+        self.eval_cfg = _validation_eval_config(metric)
+        self.popularity = _popularity(train)
+
+    def fit(self, params: Mapping[str, Any], validation: EvalSet, callback: Any = None) -> Recommender:
+        """The model of one parameter set, fitted on the training matrix (`validation` for the
+        models that validate per epoch)."""
+        model = self.build(trial_config(self.model_cfg, params))
+        model.fit(self.train, validation=validation, callback=callback, features=self.features,
+                  times=validation.times, item_ids=self.item_ids)  # fmt: skip
+        return model
+
+    def per_user(self, model: Recommender, validation: EvalSet) -> np.ndarray:
+        """`metric` of each evaluated user of `validation` (in `validation.users` order)."""
+        import numpy as np
+
+        from recsys.evaluation.evaluate import evaluate
+
+        result = evaluate(model, validation, self.eval_cfg, item_popularity=self.popularity)
+        return np.nan_to_num(result.per_user[self.metric].to_numpy().astype(np.float64))
+
+    def run(self, validation: EvalSet, extra: Iterable[Mapping[str, Any]], hooks: TrialHooks | None) -> _Found:
+        import optuna
+
+        from recsys.errors import DataError, SetupError
+
+        model_cfg, tuning, clock = self.model_cfg, self.tuning, self.clock
+        started = clock()
+        records: list[TrialRecord] = []
+        best: dict[str, Any] = {"value": -math.inf, "model": None, "params": {}}
+        guard = {"hit": False}  # the timeout stopped a running trial
+
+        def objective(trial: Any) -> float:
+            params = {name: suggest(trial, name, entry) for name, entry in self.space.items()}
+            on_epoch = hooks.start(trial.number, params) if hooks is not None else None
+            pruned = {"flag": False, "by_guard": False}
+
+            def callback(step: int, metrics: dict[str, float]) -> bool:
+                if on_epoch is not None:
+                    on_epoch(step, metrics)
+                if tuning.timeout_s is not None and clock() - started > tuning.timeout_s:
+                    guard["hit"] = pruned["by_guard"] = True  # scored as it stands, never pruned
+                    # No trial after this one: Optuna's own timeout counts from a later start (study set-up
+                    # and warm starts come first), so under load it could still start one more.
+                    trial.study.stop()
+                    return True
+                value = next((v for k, v in metrics.items() if k.startswith("val_")), None)
+                if value is None or not tuning.prune:
+                    return False
+                trial.report(float(value), step)
+                if step > tuning.prune_warmup_epochs and trial.should_prune():
+                    pruned["flag"] = True
+                    return True
+                return False
+
+            start = time.perf_counter()
+            record = TrialRecord(trial.number, params, None, "failed", 0.0)
+            try:
+                model = self.fit(params, validation, callback)
+                record.epochs = len(model.history)
+                if pruned["by_guard"] and type(model).single_solve:
+                    # the guard spoke after EASE's one solve had finished: nothing was stopped (it once
+                    # said "stopped after 1 epoch(s)"); it is scored, and no trial starts after it
+                    pruned["by_guard"] = False
+                if pruned["by_guard"]:
+                    record.error = f"stopped after {record.epochs} epoch(s) by the tuning.timeout_s = {tuning.timeout_s:g} s guard"
+                if pruned["flag"]:
+                    record.state = "pruned"
+                    raise optuna.TrialPruned()
+                value = _score(model, validation, self.eval_cfg, self.popularity, self.metric)
+                record.value, record.state = value, "complete"
+            except optuna.TrialPruned:
+                raise
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM stops the search: the trial is reported as such, not failed
+                record.state = "interrupted"
+                raise
+            except (DataError, SetupError) as exc:  # the same for every parameter setting: stop the search
+                record.error = f"{type(exc).__name__}: {exc}"
+                raise
+            except Exception as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+                raise _TrialFailed(record.error) from exc
+            finally:
+                record.seconds = time.perf_counter() - start
+                records.append(record)
+                if hooks is not None:
+                    hooks.finish(record)
+            if value > best["value"]:  # ties keep the earlier trial
+                best.update(value=value, model=model, params=params)
+            return value
+
+        # Optuna's own lines are silenced for good (not restored: two models tune in parallel threads and
+        # a restore would race): trials, failed ones with their error, are reported through `hooks`,
+        # and Optuna logs a failed trial as a WARNING with its whole traceback.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=model_cfg.seed, n_startup_trials=startup_trials(tuning.n_trials)),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tuning.prune_warmup_epochs),
+        )
+        queued = warm_starts(self.configured, self.space, extra)
+        for params in queued:
+            study.enqueue_trial(params, skip_if_exists=True)
+        study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
+        return _Found(best["model"], float(best["value"]), dict(best["params"]), records, queued, study, guard["hit"])
+
+
+# ============================================================================ the cross-check
+@dataclass
+class CrossCheck:
+    """How the searched parameters did out of fold (`cross_check`): the mean per-user difference
+    `delta` (searched minus configured) over the validation users, each scored by the search run on
+    the other half, its Wilcoxon p-value, the users, the parameters each half chose, and the verdict."""
+
+    delta: float
+    p_value: float
+    n_users: int
+    alpha: float
+    fold_params: list[dict[str, Any]]
+    kept_searched: bool
+
+    def sentence(self) -> str:
+        verdict = (
+            "searched parameters kept" if self.kept_searched
+            else "configured parameters kept (the search did not beat them significantly out of fold)"
+        )  # fmt: skip
+        return f"cross-check on {self.n_users} validation users: {self.delta:+.4f} (p = {self.p_value:.3g}): {verdict}"
+
+
+def cross_check(search: _Search, outcome: TuningOutcome, validation: EvalSet) -> TuningOutcome:
+    """Keep the searched parameters only when searching beats the configured ones out of fold.
+
+    Why: the search picks the best of `n_trials` settings on the same validation users that score
+    it, so its best value is optimistic, the more so the smaller the set and the flatter the
+    space. A blend's weights on ML-100K's ~100 validation users swung between halves (WALS's weight
+    0.025 on one half, 0.729 on the other), and weights searched on one half scored below equal
+    weights on the other. The check is two-fold nested validation: the validation users are split
+    in two seeded halves; the same search (space, budget, seed, warm starts) runs on each half, and
+    its choice is scored on the other half against the configured parameters on the same users.
+    The searched parameters (of the search on every validation user, `outcome`) are kept when the
+    mean per-user difference is positive and a paired Wilcoxon test puts p below
+    `tuning.cross_check_alpha`; otherwise the configured parameters are the model, as an untuned run
+    would have them. Costs two searches on half the users and one more fit."""
+    import numpy as np
+
+    from recsys.evaluation.stats import paired_test
+
+    users = validation.users
+    halves = np.array_split(np.random.default_rng(search.model_cfg.seed).permutation(users), 2)
+    configured = search.fit(search.configured, validation)
+    base = dict(zip(users.tolist(), search.per_user(configured, validation).tolist(), strict=True))
+    searched: list[float] = []
+    against: list[float] = []
+    fold_params: list[dict[str, Any]] = []
+    for fit_on, score_on in ((halves[0], halves[1]), (halves[1], halves[0])):
+        found = search.run(only_users(validation, fit_on), [*search.model_cfg.tuning_warm_starts()], None)
+        if found.model is None or score_on.size == 0:
+            continue
+        scored = only_users(validation, score_on)
+        searched.extend(search.per_user(found.model, scored).tolist())
+        against.extend(base[int(u)] for u in scored.users)
+        fold_params.append(found.params)
+    alpha = search.tuning.cross_check_alpha
+    if searched:
+        test = paired_test(np.asarray(searched), np.asarray(against), method="wilcoxon")
+        delta, p_value = test.delta_mean, test.p_value
+    else:
+        delta, p_value = float("nan"), float("nan")
+    kept = bool(searched) and delta > 0 and p_value < alpha
+    outcome.cross_check = CrossCheck(delta, p_value, len(searched), alpha, fold_params, kept)
+    if not kept:
+        outcome.model, outcome.config = configured, configured.config
+        outcome.best_params = {k: v for k, v in search.configured.items() if k in search.space}
+        outcome.best_value = float(np.mean(list(base.values()))) if base else 0.0
+    return outcome
+
+
+def only_users(validation: EvalSet, users: np.ndarray) -> EvalSet:
+    """`validation` evaluating only `users` (the others' relevant items dropped; their histories and
+    masks stay, so a user is scored exactly as on the whole set)."""
+    import dataclasses
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    keep = np.zeros(validation.truth.shape[0], dtype=validation.truth.dtype)
+    keep[users] = 1
+    truth = (sp.diags(keep) @ sp.csr_matrix(validation.truth)).tocsr()
+    truth.eliminate_zeros()
+    return dataclasses.replace(validation, truth=truth)
 
 
 def startup_trials(n_trials: int) -> int:

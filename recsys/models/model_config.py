@@ -4,7 +4,7 @@ from them all, and reading a config must not load those (tests/test_startup.py).
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,6 +15,10 @@ class ModelConfig(BaseModel):
     """Fields every model config has. Each model declares its own subclass beside its code."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    cross_check_by_default: ClassVar[bool] = False
+    """Whether a search of this kind is checked out of fold when `tuning.cross_check` is unset
+    (`recsys.tuning.cross_check`): off where a trial is a full training, whose cost would triple."""
 
     name: str
     kind: str

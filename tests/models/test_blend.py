@@ -130,6 +130,57 @@ def test_a_tuned_blend_of_members_that_each_saw_half_of_the_signal_beats_both_on
     recall = {name: _recall_at_10(m, train, test, held_out) for name, m in members.items()}
     blended = _recall_at_10(outcome.model, train, test, held_out)
     assert blended > max(recall.values()) + 0.15, (blended, recall)
+    # the searched weights won out of fold too (searched on one half of the validation users, scored
+    # on the other), so they are kept
+    check = outcome.cross_check
+    assert check is not None and check.kept_searched and check.delta > 0 and check.p_value < 0.05
+    assert check.n_users == int((users % 2 == 0).sum()) and len(check.fold_params) == 2
+
+
+def _noise_case(cross_check: bool | None):
+    """Two members of about equal quality (EASE and WALS on the same planted data), equal weights
+    configured, and 24 validation users: the search finds weights that score higher on those users
+    by chance. Returns (outcome, members, train, validation)."""
+    planted = make_planted(n_users=200, seed=7)
+    train = planted.train
+    members = _members(train)
+    cfg = BlendConfig(name="blend", members=["ease", "wals"],
+                      tuning=TuningConfig(n_trials=10, cross_check=cross_check))  # fmt: skip
+    chosen = np.zeros(train.shape[0], dtype=np.float32)
+    chosen[np.arange(0, train.shape[0], 8)] = 1.0  # every 8th user: 25 validation users
+    validation = EvalSet(truth=sp.csr_matrix(sp.diags(chosen) @ planted.test), exclude=train)
+
+    def build(config):
+        model = build_model(config)
+        model.set_members(members)
+        return model
+
+    return tune(cfg, train, validation, metric="recall@10", build=build), members, train, validation
+
+
+def test_a_blend_keeps_its_configured_weights_when_the_searched_ones_win_only_on_the_users_that_chose_them():
+    """h88's finding on ML-100K: weights searched on ~100 validation users scored below equal weights
+    on other users. The out-of-fold check (recsys.tuning.cross_check) keeps the configured weights
+    unless searching wins on users the search did not see, significantly."""
+    outcome, members, train, _ = _noise_case(None)  # a blend checks by default
+    searched = max(r.value for r in outcome.trials if r.value is not None)
+    assert searched > outcome.trials[0].value  # the search found "better" weights on its own users...
+    check = outcome.cross_check
+    assert check is not None and not check.kept_searched and check.n_users == 25  # ...which did not hold up
+    assert check.p_value >= 0.05 or check.delta <= 0
+    assert outcome.best_params == {"weights.ease": 1.0, "weights.wals": 1.0}
+    assert outcome.best_value == pytest.approx(outcome.trials[0].value, abs=1e-12)
+    configured = Blend(BlendConfig(name="blend", members=["ease", "wals"]))
+    configured.set_members(members)
+    configured.fit(train)
+    np.testing.assert_allclose(_scores(outcome.model, slice(None)), _scores(configured, slice(None)), rtol=1e-6)
+
+
+def test_with_the_cross_check_off_a_blend_keeps_the_searched_weights():
+    outcome, *_ = _noise_case(False)
+    best = max((r for r in outcome.trials if r.value is not None), key=lambda r: r.value)
+    assert outcome.cross_check is None
+    assert outcome.best_params == best.params != {"weights.ease": 1.0, "weights.wals": 1.0}
 
 
 # ----------------------------------------------------------------------------- config

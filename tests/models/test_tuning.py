@@ -95,6 +95,10 @@ def test_tuning_never_reads_test_users(planted):
         WALS_TUNED, dataclasses.replace(split, test=Untouchable(), fold_in=Untouchable())
     )
     assert untouchable.best_params == first.best_params
+    # the out-of-fold check's two half searches and its scoring see the validation users only, too
+    checked = WALS_TUNED.model_copy(update={"tuning": WALS_TUNED.tuning.model_copy(update={"cross_check": True})})
+    cross = run_in_pipeline(checked, dataclasses.replace(split, test=Untouchable(), fold_in=Untouchable()))
+    assert cross.cross_check is not None and cross.cross_check.n_users == 30
 
 
 def test_the_configured_parameters_are_trial_zero_and_the_best_trial_is_the_final_model(planted):

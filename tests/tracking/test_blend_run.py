@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
 from recsys.config import load_config
@@ -55,6 +56,13 @@ def test_a_blend_trains_after_its_members_is_logged_and_served_and_skips_what_di
     mix = next(m for m in result.models if m.name == "mix")
     assert mix.metrics["recall@20"] > 0 and mix.tuning["trials"] == 3 and mix.mlflow_run_id
     assert set(mix.tuning["best_params"]) == {"weights.wals", "weights.pop"}  # ease is not searched
+    # WALS alone beats blending in popularity on users the half searches did not see: kept, and logged
+    assert mix.tuning["best_params"] == {"weights.wals": 1.0, "weights.pop": 0.0}
+    assert mix.tuning["cross_check"]["kept_searched"] and mix.tuning["cross_check"]["p_value"] < 0.05
+    logged = MlflowClient(shared_mlflow_uri).get_run(mix.mlflow_run_id).data
+    assert logged.tags["recsys.tuning.cross_check"] == "searched"
+    assert logged.metrics["tuning_cross_check_p"] == pytest.approx(mix.tuning["cross_check"]["p_value"])
+    assert any("cross-check on 93 validation users" in line and "searched parameters kept" in line for line in lines)
 
     local = MlflowClient(shared_mlflow_uri).download_artifacts(mix.mlflow_run_id, "model", str(tmp_path))
     served = mlflow.pyfunc.load_model(local)
