@@ -95,6 +95,7 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
         check_served_once,
         crash_runs_of_killed_schedules,
         serve_deployment,
+        stop_runs_of_killed_schedules,
     )
     from recsys.faults import fault_point
     from recsys.files import scratch_dir
@@ -106,6 +107,10 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
     lost: list[str] = []  # set by `stop_when_server_ends`: how the temporary server ended
     key = served_key(deployment.name)
     check_served_once(key)  # before a temporary server starts for nothing
+    if stopped := stop_runs_of_killed_schedules():  # before this schedule's server and runs take the cores
+        (say or _to_stderr)(f"stopped {len(stopped)} flow-run process(es) that killed schedules left running (pids "
+                            f"{', '.join(map(str, stopped))}): their output went to the killed schedule, so each "
+                            "would have ended at its next line, its work lost")
     if temporary:
         from prefect.server.api.server import SubprocessASGIServer
 
@@ -128,7 +133,7 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
         with scratch_dir(SCHEDULE_PREFIX) as scratch:
             check_served_once(key, Path(scratch))  # one started meanwhile
             fault_point("schedule.serving")
-            serve_deployment(deployment, Path(scratch), say or _to_stderr)
+            serve_deployment(deployment, Path(scratch), say or _to_stderr, temporary_server=temporary)
         if lost:
             from recsys.errors import RecsysError
 

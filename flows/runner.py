@@ -48,15 +48,19 @@ UNFINISHED = ("PENDING", "RUNNING", "CANCELLING")
 """Flow-run states that hold the deployment's concurrency slot."""
 
 
-def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None]) -> None:
+def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None], temporary_server: bool = False) -> None:
     """`prefect.serve(deployment)` (blocks until Ctrl-C or SIGTERM), with the runner's storage in
     `scratch` and the runs it submits noted there; then the runs it left unfinished set Crashed,
-    said in one line through `say`."""
+    said in one line through `say`, and so is a deployment the stop could not pause, its server
+    down, unless that server is Prefect's temporary one (`temporary_server`), whose end the
+    schedule reports itself (`flows.deployments.stop_when_server_ends`)."""
     from prefect.exceptions import TerminationSignal
 
     _no_websocket_tracebacks()
     runner = _runner(scratch)
-    runner.add_deployment(deployment)
+    deployment_id = runner.add_deployment(deployment)
+    name = f"{deployment.flow_name}/{deployment.name}"
+    pause = None if temporary_server else pause_commands(deployment_id, name)  # asked now: at the stop it may be down
     try:
         _sigterm_to_the_runner()
         asyncio.run(runner.start())
@@ -69,6 +73,39 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None])
             hand_over(runs)
         elif closed:
             say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
+        if runner.left_unpaused and pause is not None:
+            say(unpaused_line(name, pause))
+
+
+def pause_commands(deployment_id: Any, name: str) -> str:
+    """The command(s) that pause the schedule(s) of deployment `name` ("flow/name") as the runner's
+    stop would have (Prefect 3's CLI has no pause of a deployment, and its `schedule pause --all`
+    pauses every deployment's schedules), read while the server answers; a `recsys schedule` of
+    it applies the deployment again, which makes its schedule active again."""
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            ids = [schedule.id for schedule in client.read_deployment(deployment_id).schedules]
+    except Exception as exc:  # never a reason to fail a start: the line then says where the ids are
+        log.debug("could not read the schedules of %s: %s", name, exc)
+        ids = []
+    if not ids:
+        return f"`prefect deployment schedule ls {name}`, then `prefect deployment schedule pause {name} SCHEDULE_ID`"
+    return ", ".join(f"`prefect deployment schedule pause {name} {schedule_id}`" for schedule_id in ids)
+
+
+def unpaused_line(name: str, pause: str) -> str:
+    """What a schedule says when its stop could not pause deployment `name`, its server down: the
+    server, once back, schedules its runs, which nothing runs (Late), until it is paused (`pause`,
+    from `pause_commands`) or served again."""
+    from flows.ephemeral import current_api_url
+
+    return (
+        f"deployment {name} was left unpaused: its Prefect server {current_api_url()} (PREFECT_API_URL) did not "
+        "answer when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): "
+        f"pause it then ({pause}), or serve it again (`recsys schedule`)"
+    )
 
 
 def hand_over(runs: list[uuid.UUID]) -> Path | None:
@@ -124,7 +161,10 @@ def _runner(scratch: Path) -> Any:
 
     class NotingRunner(Runner):
         """A Runner whose storage is `scratch / STORAGE_DIR` and which notes in `scratch / RUNS_FILE`
-        every flow run it moves to Pending (the server gave it the deployment's slot)."""
+        every flow run it moves to Pending (the server gave it the deployment's slot), and which
+        skips its pause-on-shutdown when the API does not answer (`left_unpaused`)."""
+
+        left_unpaused = False
 
         async def __aenter__(self):  # type: ignore[override]
             entered = await super().__aenter__()
@@ -151,6 +191,7 @@ def _runner(scratch: Path) -> Any:
                 # pausing a deployment on a server that is gone took Prefect's client retries
                 # (over a minute) and then raised ConnectError ("this is a bug")
                 self.pause_on_shutdown = False
+                self.left_unpaused = True  # said by `serve_deployment` when the server is the user's
             await super().__aexit__(*exc_info)
 
     runner = NotingRunner(pause_on_shutdown=True)
@@ -246,14 +287,73 @@ def crash_runs_of_killed_schedules(temporary_server: bool) -> list[str]:
     the list of their runs. Called before this schedule's own `scratch_dir`, which removes those
     directories. On Prefect's temporary server (`temporary_server`) every such run is done for: its
     process lost its API when the killed schedule's server was stopped, as this one starts. On a
-    server of the user's, a Running one's process may outlive the schedule and go on, so only Pending
-    ones (their process never started the flow) are closed; a Running one keeps its slot while its
-    process renews the lease, and the server's lease expiry frees it after that process ends."""
-    from recsys.files import dead_process_dirs
-
-    ids = [run for directory in dead_process_dirs(SCHEDULE_PREFIX) for run in noted_runs(directory)]
+    server of the user's, a Running one's process may outlive the schedule, so only Pending ones
+    (their process never started the flow) are closed; a Running one keeps its slot while its
+    process renews the lease (`stop_runs_of_killed_schedules` stops that process first), and the
+    server's lease expiry frees it after that process ends."""
+    ids = runs_of_killed_schedules()
     states = UNFINISHED if temporary_server else ("PENDING",)
     return crash_unfinished(ids, "the `recsys schedule` serving it was killed before the run finished", states) or []
+
+
+def runs_of_killed_schedules() -> list[uuid.UUID]:
+    """The flow runs noted by schedules whose process is gone (`recsys.files.dead_process_dirs`)."""
+    from recsys.files import dead_process_dirs
+
+    return [run for directory in dead_process_dirs(SCHEDULE_PREFIX) for run in noted_runs(directory)]
+
+
+STOP_GRACE_S = 10.0
+"""How long `stop_runs_of_killed_schedules` lets a SIGTERMed flow-run process end before SIGKILL."""
+
+
+def stop_runs_of_killed_schedules(proc: Path | None = None, grace: float = STOP_GRACE_S) -> list[int]:
+    """Stop the flow-run processes that schedules killed outright left running: SIGTERM (the flow
+    closes its MLflow runs KILLED), then SIGKILL for those still there after `grace` seconds;
+    returns their pids.
+
+    Why: a schedule killed with -9 leaves the process of the run it was executing training on,
+    reparented to init, but its output went through a pipe to that schedule's runner, so its first
+    line after the kill fails (EPIPE) and it exits there (Prefect's console: SystemExit), its MLflow
+    runs closed KILLED, its flow run Crashed: measured, it trained on for the rest of the model
+    (~1 min there; a long model's hours) only to be lost, on the cores and memory the next schedule's
+    runs need. SIGTERMed after its temporary server was stopped (this start does that first), it
+    spent minutes on client retries to report to that server, hence the SIGKILL. One is recognised
+    from /proc, all of: this user, this Python's directory (never another venv's), `-m
+    flows.flow_run_process` on its command line, and PREFECT__FLOW_RUN_ID (set by Prefect's runner)
+    one of the runs a killed schedule noted; never a live schedule's run."""
+    import contextlib
+    import signal
+    import time
+
+    from flows.ephemeral import _python_dir
+    from recsys.procfs import PROC, find_own
+
+    doomed = {str(run) for run in runs_of_killed_schedules()}
+    if not doomed:
+        return []
+    python_dir = os.path.dirname(os.path.abspath(sys.executable))
+    module = FLOW_RUN_MODULE.encode()
+
+    def left_running(entry: Any) -> bool:
+        command = entry.command()
+        if _python_dir(command) != python_dir or module not in command:
+            return False
+        return entry.env("PREFECT__FLOW_RUN_ID") in doomed
+
+    stopped = []
+    for pid in find_own(left_running, proc or PROC):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped one takes its SIGTERM only once it goes on
+            stopped.append(pid)
+    deadline = time.monotonic() + grace
+    while (left := set(find_own(left_running, proc or PROC)) & set(stopped)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return stopped
 
 
 SERVES_FILE = "serves"

@@ -209,3 +209,110 @@ def test_a_schedule_stops_when_its_temporary_server_ends():
     assert received == [signal.SIGTERM]
     assert lost == ["Prefect's temporary server http://127.0.0.1:9/api, started by this schedule, ended (exit code -9) "
                     "while it served"]  # fmt: skip
+
+
+def test_a_schedule_stopped_while_its_server_is_down_says_how_to_pause_its_deployment(
+    prefect_harness, tmp_path, monkeypatch
+):
+    """Prefect's runner pauses its deployment when it stops, so that its server schedules no runs
+    that nothing runs. With the user's server (PREFECT_API_URL) down at the stop that pause cannot
+    be made (it took a minute of retries and raised): it is skipped, and was skipped without a word,
+    so the server, once back, kept scheduling runs that went Late. The stop now says so in one line
+    with the command that pauses it. The server is the session's harness behind a proxy, killed
+    once the runner serves, then Ctrl-C; the printed command is run on the harness (up again)."""
+    from urllib.parse import urlsplit
+
+    from killable_proxy import KillableProxy
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.runner
+    from flows.deployments import serve_pipeline
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    runners: list = []  # the schedule's runner, to see when it serves (its storage comes first)
+    make_runner = flows.runner._runner
+    monkeypatch.setattr(flows.runner, "_runner", lambda scratch: runners.append(make_runner(scratch)) or runners[0])
+    harness = str(PREFECT_API_URL.value())
+    proxy = KillableProxy((urlsplit(harness).hostname or "127.0.0.1", int(urlsplit(harness).port or 80)))
+    api = f"http://127.0.0.1:{proxy.port}/api"
+    name = f"unpaused-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+
+    def kill_the_server_once_serving() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (runners and runners[0].started):  # a Ctrl-C before
+                time.sleep(0.05)  # never gets to the runner's stop, nor to its pause
+            proxy.kill()
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
+    stopper = threading.Thread(target=kill_the_server_once_serving, daemon=True)
+    stopper.start()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
+    finally:
+        stopper.join(30)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    deployment_name = f"training-pipeline/{name}"
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+    assert not deployment.paused and [s.active for s in deployment.schedules] == [True], lines
+    command = f"prefect deployment schedule pause {deployment_name} {deployment.schedules[0].id}"
+    assert lines == [
+        f"deployment {deployment_name} was left unpaused: its Prefect server {api} (PREFECT_API_URL) did not "
+        "answer when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): "
+        f"pause it then (`{command}`), or serve it again (`recsys schedule`)"
+    ]
+    env = {**os.environ, "PREFECT_API_URL": harness}
+    subprocess.run([sys.executable, "-m", "prefect", *command.split()[1:]], env=env, check=True, capture_output=True)
+    with get_client(sync_client=True) as client:
+        assert [s.active for s in client.read_deployment_by_name(deployment_name).schedules] == [False]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)")
+def test_a_start_stops_the_flow_run_processes_that_killed_schedules_left(tmp_path, monkeypatch):
+    """A schedule killed with -9 mid-run left the run's process training on, reparented to init,
+    until its first line of output (the pipe to the killed runner: EPIPE, then it exits): ~1 min of
+    a core measured by hand, a long model's hours, for a run lost anyway, beside the runs of the
+    next schedule; SIGTERMed once its temporary server was stopped, it spent minutes on retries to
+    report to it. A start now stops the flow-run processes whose runs killed schedules noted, never
+    a live schedule's, nor one of no schedule's: SIGTERM, SIGKILL after a grace. The processes are
+    real flow-run processes (`flows.flow_run_process`) frozen where they start (RECSYS_STOP_AT),
+    but for one that ignores SIGTERM, as one retrying its stopped server does for minutes."""
+    from flows.runner import stop_runs_of_killed_schedules
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a schedule killed with -9: its pid is gone
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a schedule that serves
+    killed_run, stuck_run, live_run = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    _note(tmp_path / f"recsys-schedule-{dead.pid}-x1", killed_run)
+    (tmp_path / f"recsys-schedule-{dead.pid}-x1" / "flow-runs").write_text(f"{killed_run}\n{stuck_run}\n")
+    _note(tmp_path / f"recsys-schedule-{alive.pid}-x2", live_run)
+    env = {**os.environ, "RECSYS_STOP_AT": "flow_run.starting"}
+    left, live, other = (
+        subprocess.Popen([sys.executable, "-m", "flows.flow_run_process"], env={**env, "PREFECT__FLOW_RUN_ID": str(run)})
+        for run in (killed_run, live_run, uuid.uuid4())
+    )  # fmt: skip
+    ignore = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(120)"
+    stuck = subprocess.Popen([sys.executable, "-c", ignore, "-m", "flows.flow_run_process"], stdout=subprocess.PIPE,
+                             env={**os.environ, "PREFECT__FLOW_RUN_ID": str(stuck_run)})  # fmt: skip
+    try:
+        assert stuck.stdout is not None and stuck.stdout.readline() == b"1\n"  # SIGTERM ignored from here
+        deadline = time.monotonic() + 60
+        while not all(_state(p.pid) == "T" for p in (left, live, other)):
+            assert time.monotonic() < deadline and None in (left.poll(), live.poll(), other.poll())
+            time.sleep(0.05)
+        assert stop_runs_of_killed_schedules(grace=1.0) == sorted([left.pid, stuck.pid])
+        assert left.wait(30) == -signal.SIGTERM
+        assert stuck.wait(30) == -signal.SIGKILL
+        assert live.poll() is None and other.poll() is None
+    finally:
+        for process in (left, live, other, stuck, alive):
+            process.kill()
+            process.wait()
