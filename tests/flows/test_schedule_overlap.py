@@ -68,7 +68,8 @@ def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefec
     monkeypatch.setattr("prefect.server.api.server.SubprocessASGIServer", HarnessServer)
     seen: dict[str, object] = {}
 
-    def serve(deployment, scratch, say) -> None:
+    def serve(deployment, scratch, say, temporary_server=False) -> None:
+        seen["temporary_server"] = temporary_server
         seen["child_api"] = os.environ.get("PREFECT_API_URL")
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             deployment_id = deployment.apply()
@@ -83,6 +84,6 @@ def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefec
     monkeypatch.setattr("flows.runner.serve_deployment", serve)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         flows.deployments.serve_pipeline(name=f"temporary-{uuid.uuid4().hex[:6]}", interval=3600)
-    assert seen["child_api"] == api
+    assert seen["child_api"] == api and seen["temporary_server"] is True
     assert seen["runs"], "no scheduled run of the served deployment"
     assert "PREFECT_API_URL" not in os.environ
