@@ -37,12 +37,12 @@ import argparse
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import scipy.sparse as sp
@@ -184,6 +184,7 @@ def init_process_group(
     if not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is outside world size {world_size}")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    _import_group_defaults_before_the_group()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     host = master_addr or os.environ.get("MASTER_ADDR") or rendezvous_host()
@@ -202,20 +203,58 @@ def init_process_group(
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
+def _import_group_defaults_before_the_group() -> None:
+    """Import `torch.distributed.nn.functional` while no process group exists.
+
+    Why: its ten collectives take `group=group.WORLD` as a default argument, evaluated once, at
+    import. DistributedDataParallel imports it (through `torch.distributed._shard`) when it wraps
+    the first model, that is while our group is alive, and those defaults then held the group for
+    the rest of the process: `destroy_process_group` could not free it, so gloo's worker threads
+    ran on into the interpreter's exit. A worker still letting go of the tensor of the rank's last
+    collective there must take the GIL; Python ends such a thread where it stands, inside a C++
+    destructor, and the rank died of SIGABRT ("terminate called without an active exception")
+    after a successful training, seen on rank 1 while rank 0 was still saving (torch 2.13).
+    Imported first, the defaults are None (the default group at each call)."""
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def destroy_process_group() -> None:
+    """Leave the group and wait for it to end (its worker threads exit before this returns).
+
+    Every rank must have finished its collectives: the group's destructor waits for this rank's
+    collectives in flight. A rank that failed uses `abandon_process_group` instead."""
     if is_distributed():
+        dist.destroy_process_group()
+    _HOSTED.clear()
+
+
+_ABANDONED: list[Any] = []  # groups left by a failing rank, kept so that nothing waits for them
+
+
+def abandon_process_group() -> None:
+    """Leave the group without waiting for it: torch forgets it (`is_distributed()` is False after),
+    but a reference kept here stops its destructor, which would wait for the collectives this rank
+    has in flight. Why: a rank that failed may have started one that the others never join (they
+    wait in another), and the destructor then waited for the group timeout (10 min) while the
+    launcher, with no rank exited, stopped nobody. The group's sockets close when the process ends
+    (`run_rank` ends it at once), and the others' collectives fail then instead of timing out."""
+    if is_distributed():
+        _ABANDONED.append(dist.group.WORLD)
         dist.destroy_process_group()
     _HOSTED.clear()
 
 
 @contextmanager
 def process_group(backend: str | None = None, **kwargs: Any) -> Iterator[None]:
-    """`with process_group(): ...` joins the group for the block and always leaves it."""
+    """`with process_group(): ...` joins the group for the block and always leaves it: waiting for
+    it to end when the block succeeds, without waiting when it raises (`abandon_process_group`)."""
     init_process_group(backend, **kwargs)
     try:
         yield
-    finally:
-        destroy_process_group()
+    except BaseException:
+        abandon_process_group()
+        raise
+    destroy_process_group()
 
 
 # ===================================================================== shares of a global batch
@@ -678,16 +717,58 @@ def log_resume(run_id: str, resumed: dict[str, Any]) -> None:
     client.log_metric(run_id, "resumed_from_step", float(resumed["step"]))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point every rank runs (`python -m recsys.distributed train ...`)."""
+def run_rank(body: Callable[[], int]) -> NoReturn:
+    """End this rank's process with `body()`'s exit code; a RecsysError is one line, `error (rank
+    R): ...`, and exit 2, as the CLI does.
+
+    After a failure left a group behind (`abandon_process_group`) the process ends with `os._exit`
+    once its output is flushed, skipping the interpreter's exit: there, gloo's worker threads would
+    die where they next take the GIL, inside a C++ destructor (SIGABRT: exit -6, not this code), and
+    the module teardown would free the group, whose destructor waits for the abandoned collectives."""
     from recsys.errors import RecsysError
 
+    me = _rank_label()  # read now: after leaving the group every rank would read as rank 0
     try:
-        return train_main(parse_args(sys.argv[1:] if argv is None else argv))
-    except RecsysError as exc:  # one line per failing rank, exit 2, as the CLI does
-        print(f"error (rank {rank()}): {exc}", file=sys.stderr)
-        return 2
+        code = body()
+    except RecsysError as exc:  # one line per failing rank
+        print(f"error (rank {me}): {exc}", file=sys.stderr)
+        code = 2
+    except BaseException as exc:
+        if not _ABANDONED:
+            raise  # the interpreter reports it and exits as usual
+        code = _report(exc)
+    if _ABANDONED:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
+def _rank_label() -> int:
+    """This process's rank: the group's, else RANK as `launch` and torchrun set it, else 0."""
+    return rank() if is_distributed() else int(os.environ.get("RANK", "0"))
+
+
+def _report(exc: BaseException) -> int:
+    """What the interpreter would print and return for an exception leaving the program."""
+    import traceback
+
+    if isinstance(exc, SystemExit):
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    traceback.print_exception(exc)
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point every rank runs (`python -m recsys.distributed train ...`); ends the process."""
+    run_rank(lambda: train_main(parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -134,6 +134,20 @@ def listening_addresses() -> list[str]:
     )
 
 
+def gloo_threads() -> list[str] | None:
+    """Names of this process's gloo threads (its worker and socket-loop threads); None off Linux."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return sorted(name for name in names if "gloo" in name)
+
+
 def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
     """One rank: train every case, evaluate a saved model sharded, write a checkpoint to resume."""
     import torch.distributed as dist
@@ -169,6 +183,7 @@ def _worker(rank: int, port: int, out: str, eval_model: str) -> None:
         TwoTower(resume_cfg).fit(data.train)
         # last: `recsys train --nproc`'s entry point, which leaves the group when it is done
         distributed.train_main(distributed.TrainArgs(Path(out, "split"), Path(out, "model.json"), Path(out, "trained"), None))
+        report["gloo_threads_after_leaving"] = gloo_threads()
         Path(out, f"rank{rank}.json").write_text(json.dumps(report))
     finally:
         distributed.destroy_process_group()
@@ -366,6 +381,54 @@ def test_launch_meets_on_127_0_0_1_and_stops_the_others_when_a_rank_fails(tmp_pa
     for report in reports:
         assert report["sizes"] == [5, 6] and report["env"] == "127.0.0.1"
         assert set(report["listening"]) <= {"127.0.0.1"}, report["listening"]
+
+
+def test_leaving_the_group_after_ddp_training_ends_its_gloo_threads(two_ranks):
+    """After DDP training, `destroy_process_group` left the gloo group alive: torch's
+    `torch.distributed.nn.functional`, imported by DDP while the group was up, holds it in its
+    default arguments. Its worker threads then ran into the interpreter's exit, where one still
+    letting go of the last collective's tensor was ended inside a C++ destructor: rank 1 aborted
+    (SIGABRT, "terminate called without an active exception") while rank 0 was saving. Leaving
+    the group (`train_main`, after DDP fits) must end its threads."""
+    rank0, rank1, _ = two_ranks
+    if rank0["gloo_threads_after_leaving"] is None:
+        pytest.skip("thread names come from /proc (Linux)")
+    assert rank0["gloo_threads_after_leaving"] == [] and rank1["gloo_threads_after_leaving"] == []
+
+
+FAILING_RANK = """
+import torch
+import torch.distributed as dist
+from recsys import distributed
+from recsys.errors import ModelError
+
+def body():
+    with distributed.process_group("gloo"):  # the default timeout: 10 minutes
+        if distributed.rank() == 1:
+            dist.all_reduce(torch.ones(2), async_op=True)  # in flight: rank 0 never joins this one
+            raise ModelError("rank 1 failed with a collective in flight")
+        distributed.all_gather_sizes(5)  # rank 0 waits in another collective
+    return 0
+
+distributed.run_rank(body)
+"""
+LAUNCH_TWO = "import sys; from recsys import distributed; sys.exit(distributed.launch(2, [sys.executable, '-c', sys.argv[1]]))"
+
+
+@pytest.mark.slow
+def test_a_rank_failing_with_a_collective_in_flight_ends_the_job_with_its_error(tmp_path: Path):
+    """One rank raises with a collective the others never join still in flight: leaving the group
+    waited for it (the group timeout, 10 minutes) before the rank could exit and the launcher stop
+    the others. It leaves at once, says which rank failed and why, and the job ends (the timeout
+    below is far under the group's). Its error named rank 0 on every rank (read after leaving)."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCH_TWO, FAILING_RANK], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert result.returncode != 0, result.stderr[-3000:]
+    assert "error (rank 1): rank 1 failed with a collective in flight" in result.stderr, result.stderr[-3000:]
+    assert "terminate called" not in result.stderr and "error (rank 0)" not in result.stderr
 
 
 KILLED_LAUNCHER = """
