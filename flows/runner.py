@@ -134,13 +134,35 @@ class _WarningWithoutTraceback(logging.Filter):
         return True
 
 
+class _NoTracebackOnceApiGone(logging.Filter):
+    """Once the schedule gave up on its API (its temporary server ended: `flows.api_loss.give_up_on_api`),
+    an error's traceback becomes one line (the message, then the exception's): the runner's stop
+    then fails to read its run and to report it Crashed, each with two chained tracebacks of ~30
+    frames of httpx for "All connection attempts failed", which the schedule's error line explains."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.api_loss import _gave_up
+
+        if record.exc_info and record.exc_info[1] is not None and _gave_up.is_set():
+            record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+RUNNER_STOP_LOGGERS = ("prefect.runner.cancellation_manager", "prefect.runner.state_proposer")
+"""Where the runner's stop logs its failed calls to an API that is gone (`_NoTracebackOnceApiGone`)."""
+
+
 def _no_websocket_tracebacks() -> None:
-    """`_WarningWithoutTraceback` on the runner's cancellation observer (not with RECSYS_DEBUG)."""
+    """`_WarningWithoutTraceback` on the runner's cancellation observer, `_NoTracebackOnceApiGone`
+    on `RUNNER_STOP_LOGGERS` (not with RECSYS_DEBUG)."""
     if os.environ.get("RECSYS_DEBUG", "") not in ("", "0", "false"):
         return
-    logger = logging.getLogger("prefect.FlowRunCancellingObserver")
-    if not any(isinstance(f, _WarningWithoutTraceback) for f in logger.filters):
-        logger.addFilter(_WarningWithoutTraceback())
+    for name, kind in (("prefect.FlowRunCancellingObserver", _WarningWithoutTraceback),
+                       *((stop, _NoTracebackOnceApiGone) for stop in RUNNER_STOP_LOGGERS)):  # fmt: skip
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 def _sigterm_to_the_runner() -> None:
@@ -304,13 +326,12 @@ def runs_of_killed_schedules() -> list[uuid.UUID]:
 
 
 STOP_GRACE_S = 10.0
-"""How long `stop_runs_of_killed_schedules` lets a SIGTERMed flow-run process end before SIGKILL."""
+"""How long `stop_flow_run_processes` lets a SIGTERMed flow-run process end before SIGKILL."""
 
 
 def stop_runs_of_killed_schedules(proc: Path | None = None, grace: float = STOP_GRACE_S) -> list[int]:
-    """Stop the flow-run processes that schedules killed outright left running: SIGTERM (the flow
-    closes its MLflow runs KILLED), then SIGKILL for those still there after `grace` seconds;
-    returns their pids.
+    """Stop the flow-run processes that schedules killed outright left running
+    (`stop_flow_run_processes` of the runs they noted); returns their pids.
 
     Why: a schedule killed with -9 leaves the process of the run it was executing training on,
     reparented to init, but its output went through a pipe to that schedule's runner, so its first
@@ -318,10 +339,28 @@ def stop_runs_of_killed_schedules(proc: Path | None = None, grace: float = STOP_
     runs closed KILLED, its flow run Crashed: measured, it trained on for the rest of the model
     (~1 min there; a long model's hours) only to be lost, on the cores and memory the next schedule's
     runs need. SIGTERMed after its temporary server was stopped (this start does that first), it
-    spent minutes on client retries to report to that server, hence the SIGKILL. One is recognised
-    from /proc, all of: this user, this Python's directory (never another venv's), `-m
-    flows.flow_run_process` on its command line, and PREFECT__FLOW_RUN_ID (set by Prefect's runner)
-    one of the runs a killed schedule noted; never a live schedule's run."""
+    spent minutes on client retries to report to that server, hence the SIGKILL. Never a live
+    schedule's run."""
+    return stop_flow_run_processes({str(run) for run in runs_of_killed_schedules()}, proc, grace)
+
+
+def stop_runs_of_this_schedule(grace: float = STOP_GRACE_S) -> list[int]:
+    """Stop the flow-run processes of the runs this schedule noted (its own `$TMPDIR/recsys-schedule-<pid>-*`,
+    `stop_flow_run_processes`); returns their pids. For a schedule whose temporary server ended
+    (`flows.deployments.stop_when_server_ends`): Prefect's runner would wait for them, and they
+    trained on for minutes only to fail every report to that server."""
+    from recsys.files import process_dirs
+
+    own = [directory for directory, pid, _ in process_dirs(SCHEDULE_PREFIX) if pid == os.getpid()]
+    return stop_flow_run_processes({str(run) for directory in own for run in noted_runs(directory)}, grace=grace)
+
+
+def stop_flow_run_processes(runs: set[str], proc: Path | None = None, grace: float = STOP_GRACE_S) -> list[int]:
+    """Stop the flow-run processes of `runs` (flow-run ids): SIGTERM (the flow closes its MLflow
+    runs KILLED), then SIGKILL for those still there after `grace` seconds (one retrying a server
+    that is gone takes minutes to end); returns their pids. One is recognised from /proc, all of:
+    this user, this Python's directory (never another venv's), `-m flows.flow_run_process` on its
+    command line, and PREFECT__FLOW_RUN_ID (set by Prefect's runner) one of `runs`."""
     import contextlib
     import signal
     import time
@@ -329,8 +368,7 @@ def stop_runs_of_killed_schedules(proc: Path | None = None, grace: float = STOP_
     from flows.ephemeral import _python_dir
     from recsys.procfs import PROC, find_own
 
-    doomed = {str(run) for run in runs_of_killed_schedules()}
-    if not doomed:
+    if not runs:
         return []
     python_dir = os.path.dirname(os.path.abspath(sys.executable))
     module = FLOW_RUN_MODULE.encode()
@@ -339,7 +377,7 @@ def stop_runs_of_killed_schedules(proc: Path | None = None, grace: float = STOP_
         command = entry.command()
         if _python_dir(command) != python_dir or module not in command:
             return False
-        return entry.env("PREFECT__FLOW_RUN_ID") in doomed
+        return entry.env("PREFECT__FLOW_RUN_ID") in runs
 
     stopped = []
     for pid in find_own(left_running, proc or PROC):

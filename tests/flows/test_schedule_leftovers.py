@@ -185,14 +185,18 @@ def _state(pid: int) -> str:
 
 
 
-def test_a_schedule_stops_when_its_temporary_server_ends():
+def test_a_schedule_stops_when_its_temporary_server_ends(tmp_path, monkeypatch):
     """`recsys schedule` without PREFECT_API_URL serves on a temporary Prefect server of its own.
     When that server ended (the OOM killer, a kill) the schedule served on without an API, silently,
     and its stop then spent over a minute on retries to pause the deployment and ended with
     "unexpected ConnectError ...: this is a bug", exit 1. Its watch now stops it as SIGTERM does
     (the runner's graceful stop) and says how the server ended, which serve_pipeline raises as one
     line. The server here is a process killed with -9 (a schedule's end to end: ~25 s, checked by hand)."""
+    import flows.api_loss
     from flows.deployments import stop_when_server_ends
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # no runs of this schedule's to stop
+    monkeypatch.setattr(flows.api_loss, "give_up_on_api", lambda: None)  # for the process: not this session's
 
     class Server:  # what the watch reads of Prefect's SubprocessASGIServer
         api_url = "http://127.0.0.1:9/api"
@@ -209,6 +213,93 @@ def test_a_schedule_stops_when_its_temporary_server_ends():
     assert received == [signal.SIGTERM]
     assert lost == ["Prefect's temporary server http://127.0.0.1:9/api, started by this schedule, ended (exit code -9) "
                     "while it served"]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)")
+def test_a_schedule_whose_temporary_server_ends_stops_the_process_of_its_run(tmp_path, monkeypatch):
+    """With a run executing when the schedule's temporary server ended, the runner's stop waited for
+    the run's process, which trained on and failed every report to the dead server with client
+    retries: measured, the schedule's error line came ~7 min after the server's end, after 743 log
+    lines and 19 tracebacks. The watch now stops the processes of the schedule's own runs (SIGTERM,
+    SIGKILL after a grace), never another schedule's, and gives up on the API (no more retries)
+    before it stops the schedule. The run's process is a real flow-run process frozen where it
+    starts (RECSYS_STOP_AT), its run noted in this process's scratch directory as the runner notes
+    it; a live schedule's run is another."""
+    import flows.api_loss
+    from flows.deployments import stop_when_server_ends
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gave_up: list[bool] = []
+    monkeypatch.setattr(flows.api_loss, "give_up_on_api", lambda: gave_up.append(True))  # process-wide otherwise
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # another schedule
+    own_run, other_run = uuid.uuid4(), uuid.uuid4()
+    _note(tmp_path / f"recsys-schedule-{os.getpid()}-x1", own_run)
+    _note(tmp_path / f"recsys-schedule-{alive.pid}-x2", other_run)
+    env = {**os.environ, "RECSYS_STOP_AT": "flow_run.starting"}
+    own, other = (
+        subprocess.Popen([sys.executable, "-m", "flows.flow_run_process"], env={**env, "PREFECT__FLOW_RUN_ID": str(run)})
+        for run in (own_run, other_run)
+    )  # fmt: skip
+
+    class Server:  # what the watch reads of Prefect's SubprocessASGIServer
+        api_url = "http://127.0.0.1:9/api"
+        server_process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        Server.server_process.wait()
+        deadline = time.monotonic() + 60
+        while not all(_state(p.pid) == "T" for p in (own, other)):
+            assert time.monotonic() < deadline and None in (own.poll(), other.poll())
+            time.sleep(0.05)
+        stop_when_server_ends(Server(), threading.Event(), [], every=0.01)
+        assert received == [signal.SIGTERM]
+        assert own.wait(10) == -signal.SIGTERM  # ended before the schedule's stop began
+        assert other.poll() is None
+        assert gave_up == [True]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for process in (own, other, alive):
+            process.kill()
+            process.wait()
+
+
+def test_the_runners_failed_calls_to_a_server_that_ended_are_one_line_each(monkeypatch):
+    """Stopped once its temporary server ended, the runner failed to read its run and to report it
+    Crashed, each an ERROR with two chained tracebacks (~70 lines of httpx frames for "All
+    connection attempts failed"). Once the schedule gave up on the API they are one line each,
+    the exception's message appended; before, a traceback is kept."""
+    import logging
+
+    import flows.api_loss
+    from flows.runner import RUNNER_STOP_LOGGERS, _no_websocket_tracebacks
+
+    monkeypatch.delenv("RECSYS_DEBUG", raising=False)
+    monkeypatch.setattr(flows.api_loss, "_gave_up", threading.Event())
+    _no_websocket_tracebacks()
+    logger = logging.getLogger(RUNNER_STOP_LOGGERS[1])
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        for gave_up in (False, True):
+            if gave_up:
+                flows.api_loss._gave_up.set()
+            try:
+                raise ConnectionError("All connection attempts failed")
+            except ConnectionError:
+                logger.exception("Failed to update state of flow run '%s'", "abc")
+    finally:
+        logger.removeHandler(handler)
+    assert records[0].exc_info is not None
+    assert records[1].exc_info is None
+    assert records[1].getMessage() == "Failed to update state of flow run 'abc': All connection attempts failed"
 
 
 def test_a_schedule_stopped_while_its_server_is_down_says_how_to_pause_its_deployment(
