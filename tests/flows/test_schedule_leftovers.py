@@ -21,6 +21,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,24 @@ def _pending_run(client, deployment_id):
     run = client.create_flow_run_from_deployment(deployment_id)
     assert client.set_flow_run_state(run.id, Pending()).state.type.value == "PENDING"
     return run.id
+
+
+@contextmanager
+def interrupted_by(stopper: threading.Thread) -> Iterator[None]:
+    """Run the block while `stopper` (a thread or timer that ends in a SIGINT to this process) runs,
+    with Python's default SIGINT handler (Ctrl-C raises KeyboardInterrupt, as in a terminal); then
+    cancel a timer that has not fired, wait for the thread, and put both signal handlers back (the
+    schedule's runner installs its own)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
+    stopper.start()
+    try:
+        yield
+    finally:
+        if isinstance(stopper, threading.Timer):
+            stopper.cancel()
+        stopper.join(30)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def _note(directory: Path, run_id) -> None:
@@ -81,15 +101,8 @@ def test_a_stopped_schedule_leaves_no_runner_storage_and_frees_the_slots_of_its_
             finally:
                 os.kill(os.getpid(), signal.SIGINT)
 
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
-        stopper = threading.Thread(target=ctrl_c_once_serving, daemon=True)
-        stopper.start()
-        try:
+        with interrupted_by(threading.Thread(target=ctrl_c_once_serving, daemon=True)):
             serve_pipeline(say=lines.append, name=name, cron=YEARLY)
-        finally:
-            stopper.join(30)
-            signal.signal(signal.SIGINT, previous[0])
-            signal.signal(signal.SIGTERM, previous[1])
         # nothing of this schedule's is left in $TMPDIR; the live schedule's directory is kept
         assert sorted(p.name for p in tmp_path.iterdir()) == [f"recsys-schedule-{alive.pid}-x2"], lines
         with get_client(sync_client=True) as client:
@@ -126,16 +139,11 @@ def test_a_second_schedule_of_a_served_deployment_is_refused(prefect_harness, tm
         other.mkdir()
         (other / SERVES_FILE).write_text(deployment_key(f"training-pipeline/{name}", "http://elsewhere:4200/api") + "\n")
         stop = threading.Timer(30, os.kill, (os.getpid(), signal.SIGINT))  # a schedule that serves: stopped
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
-        stop.start()
-        try:
-            with pytest.raises(RecsysError, match=rf"training-pipeline/{name} is served already by `recsys schedule` "
-                               rf"\(pid {first.pid}\).*`kill {first.pid}`"):  # fmt: skip
-                serve_pipeline(say=print, name=name, cron=YEARLY)
-        finally:
-            stop.cancel()
-            signal.signal(signal.SIGINT, previous[0])
-            signal.signal(signal.SIGTERM, previous[1])
+        with interrupted_by(stop), pytest.raises(
+            RecsysError,
+            match=rf"training-pipeline/{name} is served already by `recsys schedule` \(pid {first.pid}\).*`kill {first.pid}`",
+        ):
+            serve_pipeline(say=print, name=name, cron=YEARLY)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([served.name, other.name])  # nothing started
     finally:
         first.kill()
@@ -339,16 +347,9 @@ def test_a_schedule_stopped_while_its_server_is_down_says_how_to_pause_its_deplo
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGTERM)
-    stopper = threading.Thread(target=kill_the_server_once_serving, daemon=True)
-    stopper.start()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
-    finally:
-        stopper.join(30)
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
+    with interrupted_by(threading.Thread(target=kill_the_server_once_serving, daemon=True)), \
+            temporary_settings(updates={PREFECT_API_URL: api}):
+        serve_pipeline(say=lines.append, name=name, cron=YEARLY)
     deployment_name = f"training-pipeline/{name}"
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(deployment_name)
