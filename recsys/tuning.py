@@ -262,7 +262,8 @@ def tune(
     search = _Search(model_cfg, tuning, metric, train, features=features, item_ids=item_ids,
                      build=build or build_model, clock=clock)  # fmt: skip
     started = clock()
-    found = search.run(validation, [*model_cfg.tuning_warm_starts(), *queue], hooks)
+    extra = [*model_cfg.tuning_warm_starts(), *queue]
+    found = search.run(validation, extra, hooks)
     if found.model is None:
         errors = sorted({r.error for r in found.records if r.error})
         raise ModelError(
@@ -276,7 +277,9 @@ def tune(
         timed_out=len(found.records) < tuning.n_trials or found.guard_hit, queued=found.queued, study=found.study,
     )  # fmt: skip
     if cross_checks(model_cfg) and any(search.configured.get(k) != v for k, v in found.params.items()):
-        outcome = cross_check(search, outcome, validation)
+        configured = {k: v for k, v in search.configured.items() if k in search.space}
+        trial_0 = found.first if found.queued and found.queued[0] == configured else None
+        outcome = cross_check(search, outcome, validation, extra, trial_0)
     outcome.seconds = clock() - started
     return outcome
 
@@ -290,8 +293,8 @@ def cross_checks(model_cfg: ModelConfig) -> bool:
 @dataclass
 class _Found:
     """One search's result: the best trial's model, value and parameters (model None when no trial
-    finished), every trial's record, the queued parameter sets, the study, and whether the
-    `timeout_s` guard stopped a running trial."""
+    finished), every trial's record, the queued parameter sets, the study, whether the
+    `timeout_s` guard stopped a running trial, and trial 0's model when it finished unstopped."""
 
     model: Recommender | None
     value: float
@@ -300,6 +303,7 @@ class _Found:
     queued: list[dict[str, Any]]
     study: Any
     guard_hit: bool
+    first: Recommender | None = None
 
 
 class _Search:
@@ -346,6 +350,7 @@ class _Search:
         records: list[TrialRecord] = []
         best: dict[str, Any] = {"value": -math.inf, "model": None, "params": {}}
         guard = {"hit": False}  # the timeout stopped a running trial
+        first: dict[str, Recommender] = {}  # trial 0's model, fitted to the end: the cross-check's configured model
 
         def objective(trial: Any) -> float:
             params = {name: suggest(trial, name, entry) for name, entry in self.space.items()}
@@ -402,6 +407,8 @@ class _Search:
                 records.append(record)
                 if hooks is not None:
                     hooks.finish(record)
+            if trial.number == 0 and record.error is None:
+                first["model"] = model
             if value > best["value"]:  # ties keep the earlier trial
                 best.update(value=value, model=model, params=params)
             return value
@@ -419,7 +426,8 @@ class _Search:
         for params in queued:
             study.enqueue_trial(params, skip_if_exists=True)
         study.optimize(objective, n_trials=tuning.n_trials, timeout=tuning.timeout_s, catch=(_TrialFailed,))
-        return _Found(best["model"], float(best["value"]), dict(best["params"]), records, queued, study, guard["hit"])
+        return _Found(best["model"], float(best["value"]), dict(best["params"]), records, queued, study, guard["hit"],
+                      first.get("model"))  # fmt: skip
 
 
 # ============================================================================ the cross-check
@@ -444,38 +452,42 @@ class CrossCheck:
         return f"cross-check on {self.n_users} validation users: {self.delta:+.4f} (p = {self.p_value:.3g}): {verdict}"
 
 
-def cross_check(search: _Search, outcome: TuningOutcome, validation: EvalSet) -> TuningOutcome:
+def cross_check(
+    search: _Search, outcome: TuningOutcome, validation: EvalSet, extra: list[Mapping[str, Any]],
+    configured: Recommender | None = None,
+) -> TuningOutcome:
     """Keep the searched parameters only when searching beats the configured ones out of fold.
 
     Why: the search picks the best of `n_trials` settings on the same validation users that score
     it, so its best value is optimistic, the more so the smaller the set and the flatter the
-    space. A blend's weights on ML-100K's ~100 validation users swung between halves (WALS's weight
-    0.025 on one half, 0.729 on the other), and weights searched on one half scored below equal
-    weights on the other. The check is two-fold nested validation: the validation users are split
+    space. On ML-100K's ~100 validation users, a blend's weights searched on one half scored below
+    equal weights on the other (benchmarks/RESULTS.md, generalisation section). The check is two-fold nested validation: the validation users are split
     in two seeded halves; the same search (space, budget, seed, warm starts) runs on each half, and
     its choice is scored on the other half against the configured parameters on the same users.
     The searched parameters (of the search on every validation user, `outcome`) are kept when the
     mean per-user difference is positive and a paired Wilcoxon test puts p below
     `tuning.cross_check_alpha`; otherwise the configured parameters are the model, as an untuned run
-    would have them. Costs two searches on half the users and one more fit."""
+    would have them. `extra`: the warm starts the search queued after trial 0 (so each half's search
+    is the same search); `configured`: trial 0's model when it was the configured parameters, fitted
+    to the end (else they are fitted here). Costs two searches on half the users."""
     import numpy as np
 
     from recsys.evaluation.stats import paired_test
 
     users = validation.users
     halves = np.array_split(np.random.default_rng(search.model_cfg.seed).permutation(users), 2)
-    configured = search.fit(search.configured, validation)
-    base = dict(zip(users.tolist(), search.per_user(configured, validation).tolist(), strict=True))
+    configured = configured or search.fit(search.configured, validation)
+    base = search.per_user(configured, validation)  # in `users` order (sorted)
     searched: list[float] = []
     against: list[float] = []
     fold_params: list[dict[str, Any]] = []
     for fit_on, score_on in ((halves[0], halves[1]), (halves[1], halves[0])):
-        found = search.run(only_users(validation, fit_on), [*search.model_cfg.tuning_warm_starts()], None)
+        found = search.run(only_users(validation, fit_on), extra, None)
         if found.model is None or score_on.size == 0:
             continue
         scored = only_users(validation, score_on)
         searched.extend(search.per_user(found.model, scored).tolist())
-        against.extend(base[int(u)] for u in scored.users)
+        against.extend(base[np.searchsorted(users, scored.users)].tolist())
         fold_params.append(found.params)
     alpha = search.tuning.cross_check_alpha
     if searched:
@@ -488,7 +500,7 @@ def cross_check(search: _Search, outcome: TuningOutcome, validation: EvalSet) ->
     if not kept:
         outcome.model, outcome.config = configured, configured.config
         outcome.best_params = {k: v for k, v in search.configured.items() if k in search.space}
-        outcome.best_value = float(np.mean(list(base.values()))) if base else 0.0
+        outcome.best_value = float(base.mean()) if base.size else 0.0
     return outcome
 
 

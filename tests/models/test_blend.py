@@ -150,23 +150,29 @@ def _noise_case(cross_check: bool | None):
     chosen[np.arange(0, train.shape[0], 8)] = 1.0  # every 8th user: 25 validation users
     validation = EvalSet(truth=sp.csr_matrix(sp.diags(chosen) @ planted.test), exclude=train)
 
+    built: list[BlendConfig] = []
+
     def build(config):
+        built.append(config)
         model = build_model(config)
         model.set_members(members)
         return model
 
-    return tune(cfg, train, validation, metric="recall@10", build=build), members, train, validation
+    outcome = tune(cfg, train, validation, metric="recall@10", build=build)
+    return outcome, members, train, validation, built
 
 
 def test_a_blend_keeps_its_configured_weights_when_the_searched_ones_win_only_on_the_users_that_chose_them():
     """h88's finding on ML-100K: weights searched on ~100 validation users scored below equal weights
     on other users. The out-of-fold check (recsys.tuning.cross_check) keeps the configured weights
     unless searching wins on users the search did not see, significantly."""
-    outcome, members, train, _ = _noise_case(None)  # a blend checks by default
-    searched = max(r.value for r in outcome.trials if r.value is not None)
-    assert searched > outcome.trials[0].value  # the search found "better" weights on its own users...
+    outcome, members, train, _, built = _noise_case(None)  # a blend checks by default
+    searched = max((r for r in outcome.trials if r.value is not None), key=lambda r: r.value)
+    assert searched.value > outcome.trials[0].value  # the search found "better" weights on its own users...
     check = outcome.cross_check
     assert check is not None and not check.kept_searched and check.n_users == 25  # ...which did not hold up
+    # each half's search chose on its own 12-13 users (the same search on all 25 would choose the same twice)
+    assert check.fold_params != [searched.params, searched.params]
     assert check.p_value >= 0.05 or check.delta <= 0
     assert outcome.best_params == {"weights.ease": 1.0, "weights.wals": 1.0}
     assert outcome.best_value == pytest.approx(outcome.trials[0].value, abs=1e-12)
@@ -174,6 +180,30 @@ def test_a_blend_keeps_its_configured_weights_when_the_searched_ones_win_only_on
     configured.set_members(members)
     configured.fit(train)
     np.testing.assert_allclose(_scores(outcome.model, slice(None)), _scores(configured, slice(None)), rtol=1e-6)
+    # three searches of 10 trials, nothing fitted besides: the configured model is trial 0's
+    assert len(built) == 30 and outcome.model.config.tuning is None
+
+
+def test_the_cross_checks_half_searches_see_only_their_half_and_score_each_user_as_the_whole_set_does(planted):
+    from recsys.tuning import only_users
+
+    train = planted.train
+    validation = EvalSet(truth=planted.test, exclude=train)
+    half = validation.users[::2]
+    part = only_users(validation, half)
+    np.testing.assert_array_equal(part.users, half)
+    assert part.exclude is validation.exclude and part.truth[half].nnz == validation.truth[half].nnz
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    blend.set_members(_members(train))
+    blend.fit(train)
+    from recsys.data.matrix import item_popularity
+    from recsys.evaluation.evaluate import evaluate
+    from recsys.tuning import _validation_eval_config
+
+    cfg, popularity = _validation_eval_config("recall@10"), item_popularity(train)
+    whole = evaluate(blend, validation, cfg, item_popularity=popularity).per_user
+    alone = evaluate(blend, part, cfg, item_popularity=popularity).per_user
+    np.testing.assert_allclose(alone["recall@10"].to_numpy(), whole["recall@10"].to_numpy()[::2], atol=0)
 
 
 def test_with_the_cross_check_off_a_blend_keeps_the_searched_weights():
