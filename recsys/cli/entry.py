@@ -21,6 +21,8 @@ import signal
 import sys
 import threading
 
+from recsys.exit_gc import no_collection_at_exit
+
 INTERRUPTED_CODES = (130, 143)  # Ctrl-C, SIGTERM (see `recsys.cli.common.user_errors`)
 
 
@@ -47,24 +49,6 @@ def _exit_now_on_signal(code: int) -> None:
 
     signal.signal(signal.SIGINT, exit_now)
     signal.signal(signal.SIGTERM, exit_now)
-
-
-def _no_collection_at_exit() -> None:
-    """Collect what is garbage now, then freeze every object left, so the interpreter's own
-    collection at exit does not walk the heap again: after `recsys run` (~900k objects: torch,
-    MLflow, Prefect, SQLAlchemy) the process took 4-8 s to end once the command had printed its
-    last line and closed everything, 0.6-1.1 s with this (`recsys ingest`: 0.2-0.35 s, 0.1 s).
-
-    Why it is safe: everything a command owns is closed before it returns (outputs written through
-    temp files and renamed, MLflow runs ended, Prefect's server stopped), and the freeze skips no
-    exit step: threads are joined, atexit handlers (logging's flush, weakref finalizers of temp
-    directories, multiprocessing's) run as before. The collection first runs the finalizers of the
-    objects that are garbage already, as the exit collection would; only objects still reachable
-    at exit are not collected, whose finalizers Python does not promise to run either."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def main() -> None:
@@ -95,4 +79,4 @@ def main() -> None:
         # Interrupted commands too: after Ctrl-C or SIGTERM `recsys run` sat 8-13 s past its
         # "interrupted" line in the exit's collection (1.2-1.5 s with this, load ~10). Done after the
         # handler above, so a second Ctrl-C during the collection still exits at once.
-        _no_collection_at_exit()
+        no_collection_at_exit()
