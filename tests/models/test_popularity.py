@@ -211,3 +211,37 @@ def test_break_ties_orders_each_run_of_equal_scores_by_the_ids_text(as_text):
     assert np.all(np.diff(out[positive]) < 0)  # strictly in the expected order: every tie set apart
     assert np.all(out[scores == 0] == 0)
     np.testing.assert_allclose(out, scores, rtol=1e-5)  # a few float32 steps: still the popularity
+
+
+def test_scores_are_the_exact_popularity_in_process_saved_and_served_ties_still_by_the_raw_id(tmp_path):
+    """A popularity score is a count (or a weight sum): it read 3.0000005 where three items tied
+    at 3 (served as JSON too: 42.00000762939453 for a tie at 42), the float32 steps `break_ties`
+    adds to order the ties. The steps still order them (by the raw id's text, as before), but
+    every score reported - `recommend`, after save/load, and served from each source (the
+    model's own users, fold-in, and the popularity fallback of any model) - is the popularity
+    itself, exactly (the counts are integers below 2**24: exact in float32)."""
+    from recsys.data.split import Split
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+
+    # item counts [3, 3, 3, 2, 1]; by the id's text the tied three go a (1), b (2), c (0)
+    dense = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=np.float32)
+    train = sp.csr_matrix(dense)
+    ids = np.array(["c", "a", "b", "e", "d"], dtype=object)
+    model = Popularity(PopularityConfig(name="pop")).fit(train, item_ids=ids)
+    want_items, want_scores = [1, 2, 0, 3, 4], [3.0, 3.0, 3.0, 2.0, 1.0]
+
+    items, scores = model.recommend([0], k=5)
+    assert items[0].tolist() == want_items
+    assert scores[0].tolist() == want_scores  # exact: no tolerance
+
+    loaded = Popularity.load(model.save(tmp_path / "pop"))
+    items, scores = loaded.recommend([0], k=5)
+    assert items[0].tolist() == want_items and scores[0].tolist() == want_scores
+
+    split = Split(protocol="random", train=train, test=train, user_ids=np.array(["u0", "u1", "u2"], dtype=object),
+                  item_ids=ids)  # fmt: skip
+    index = ServingIndex(write_serving_artifacts(model, split, tmp_path / "serving"))
+    served = answer(index, {"user_id": ["u2", "newcomer", "stranger"], "history": [None, ["e"], None], "k": 5})
+    assert served["source"].tolist() == ["model", "fold_in", "popularity"]
+    assert served["item_ids"].tolist() == [["e", "d"], ["a", "b", "c", "d"], ["a", "b", "c", "e", "d"]]
+    assert served["scores"].tolist() == [[2.0, 1.0], [3.0, 3.0, 3.0, 1.0], want_scores]
