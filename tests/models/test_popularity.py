@@ -245,3 +245,31 @@ def test_scores_are_the_exact_popularity_in_process_saved_and_served_ties_still_
     assert served["source"].tolist() == ["model", "fold_in", "popularity"]
     assert served["item_ids"].tolist() == [["e", "d"], ["a", "b", "c", "d"], ["a", "b", "c", "e", "d"]]
     assert served["scores"].tolist() == [[2.0, 1.0], [3.0, 3.0, 3.0, 1.0], want_scores]
+
+
+def test_a_model_and_serving_artifacts_saved_before_the_exact_scores_still_load_and_serve(tmp_path):
+    """Saved before the counts were kept beside the ranked scores (no `item_scores` in the model's
+    factors, no `popularity_counts` in the serving tensors): the same lists, reporting the ranked
+    scores as they did."""
+    from safetensors.numpy import load_file, save_file
+
+    from recsys.data.split import Split
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+
+    train = sp.csr_matrix(np.array([[1, 1, 1, 0], [1, 1, 0, 1]], dtype=np.float32))  # counts [2, 2, 1, 1]
+    ids = np.array(["b", "a", "d", "c"], dtype=object)
+    model = Popularity(PopularityConfig(name="pop")).fit(train, item_ids=ids)
+    ranked = model.item_factors[:, 0]
+    split = Split(protocol="random", train=train, test=train, user_ids=np.array(["u0", "u1"], dtype=object), item_ids=ids)
+    directory = write_serving_artifacts(model, split, tmp_path / "serving")
+    for path, key in ((directory / "model" / "factors.safetensors", "item_scores"),
+                      (directory / "serving.safetensors", "popularity_counts")):  # fmt: skip
+        tensors = load_file(str(path))
+        save_file({name: value for name, value in tensors.items() if name != key}, str(path))
+    old = Popularity.load(directory / "model")
+    items, scores = old.recommend([0], k=4)
+    assert items[0].tolist() == [1, 0, 3, 2] and scores[0].tolist() == ranked[[1, 0, 3, 2]].tolist()
+    served = answer(ServingIndex(directory), {"user_id": ["stranger", "newcomer"], "history": [None, ["a"]], "k": 3})
+    assert served["source"].tolist() == ["popularity", "fold_in"]
+    assert served["item_ids"].tolist() == [["a", "b", "c"], ["b", "c", "d"]]
+    assert served["scores"][1] == ranked[[0, 3, 2]].astype(float).tolist()
