@@ -114,6 +114,21 @@ def _as_float32(vecs: np.ndarray | torch.Tensor, device: torch.device, name: str
     return tensor.to(device=device, dtype=torch.float32)
 
 
+def reported_scores(items: np.ndarray, scores: np.ndarray, item_scores: np.ndarray | None) -> np.ndarray:
+    """The scores to report for top-k `items` ranked by `scores`: `item_scores[item]` where a model
+    gives one (`Recommender.exact_item_scores`), padding (`PAD_ITEM`) keeping its -inf.
+
+    Why: popularity ranks by its counts nudged a few float32 steps apart to order ties by the raw
+    id (`break_ties`), so a count of 42 was reported as 42.0000076; the nudge orders, the count is
+    what a caller reads. Without `item_scores` the ranked scores are returned unchanged."""
+    if item_scores is None:
+        return scores
+    out = np.array(scores, dtype=np.float32, copy=True)
+    real = items != PAD_ITEM
+    out[real] = np.asarray(item_scores, dtype=np.float32)[items[real]]
+    return out
+
+
 def item_major(item_vecs: np.ndarray | torch.Tensor, device: str | torch.device | None = "cpu") -> torch.Tensor:
     """The item matrix the way `topk` multiplies it, prepared once: float32 on `device`, stored as a
     contiguous (d, n_items) matrix and returned as its (n_items, d) transposed view.

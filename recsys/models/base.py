@@ -350,12 +350,21 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores for known users, best first. `exclude` is a users x items
         CSR (all users, indexed by user index) whose items are never recommended to that user."""
-        from recsys.evaluation.ranking import topk
+        from recsys.evaluation.ranking import reported_scores, topk
 
         self._check_fitted()
         users = np.asarray(user_indices, dtype=np.int64)
         mask = None if exclude is None else as_user_item_csr(exclude, self.n_items)[users]
-        return topk(self.user_factors[users], self.item_factors, k, exclude=mask)
+        items, scores = topk(self.user_factors[users], self.item_factors, k, exclude=mask)
+        return items, reported_scores(items, scores, self.exact_item_scores)
+
+    @property
+    def exact_item_scores(self) -> np.ndarray | None:
+        """(n_items,) float32 score of each item to report in place of the ranked dot product, for
+        a model whose every user vector is [1] and whose item vectors are those scores nudged
+        apart to order ties (popularity: `break_ties`); None (every other model): report the dot
+        product. Ranking never reads it, so lists are unchanged; `recommend` and serving report it."""
+        return None
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:

@@ -78,8 +78,10 @@ class Popularity(Recommender):
     Ties: with the items' raw ids (`fit(item_ids=...)`, as every pipeline path passes them) items
     of equal popularity are ordered by their ids' text (`break_ties`), so the lists do not depend on
     the order the log was read in; without them equal scores stay equal and the shared top-k
-    orders them by ascending item index. The scores stay the popularity (at most a few float32
-    steps above it) so they mean something in logs and in the pyfunc.
+    orders them by ascending item index. The item vectors rank (the popularity, ties a few float32
+    steps apart); the popularity itself is kept beside them (`exact_item_scores`, saved as
+    `item_scores`) and is what `recommend`, the pyfunc and `recsys serve` report: a count of 42 reads
+    42, not 42.0000076.
     """
 
     kind = "popularity"
@@ -89,14 +91,16 @@ class Popularity(Recommender):
 
     def __init__(self, config: PopularityConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        self._item_scores: np.ndarray | None = None
+        self._item_scores: np.ndarray | None = None  # ranked: the popularity, ties nudged apart
+        self._exact_scores: np.ndarray | None = None  # reported: the popularity itself
 
     def _fit(
         self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any
     ) -> None:
-        self._item_scores = popularity_scores(train, self.config.by)
+        self._exact_scores = popularity_scores(train, self.config.by)
+        self._item_scores = self._exact_scores
         if self.train_item_ids is not None:
-            self._item_scores = break_ties(self._item_scores, self.train_item_ids)
+            self._item_scores = break_ties(self._exact_scores, self.train_item_ids)
         callback(0, {"n_items_with_interactions": float(np.count_nonzero(self._item_scores))})
 
     @property
@@ -110,6 +114,13 @@ class Popularity(Recommender):
         assert self._item_scores is not None
         return self._item_scores[:, None]
 
+    @property
+    def exact_item_scores(self) -> np.ndarray:
+        """Each item's popularity without the tie-break's float32 steps (see the class docstring)."""
+        self._check_fitted()
+        assert self._exact_scores is not None
+        return self._exact_scores
+
     def fold_in(self, histories: sp.spmatrix) -> np.ndarray:
         """Every user, known or not, gets the same vector [1]: popularity ignores the history
         (except that the evaluator masks it)."""
@@ -122,3 +133,11 @@ class Popularity(Recommender):
         if items.shape != (self.n_items, 1):
             raise ValueError(f"popularity item_factors must be ({self.n_items}, 1), got {items.shape}")
         self._item_scores = items[:, 0].copy()
+        # Saved before the popularity was kept apart from the ranked scores: report those.
+        exact = tensors.get("item_scores")
+        if exact is not None and np.shape(exact) != (self.n_items,):
+            raise ValueError(f"popularity item_scores must be ({self.n_items},), got {np.shape(exact)}")
+        self._exact_scores = self._item_scores if exact is None else np.asarray(exact, dtype=np.float32).copy()
+
+    def _factor_tensors(self) -> dict[str, np.ndarray]:
+        return {**super()._factor_tensors(), "item_scores": np.ascontiguousarray(self.exact_item_scores)}

@@ -50,7 +50,7 @@ import polars as pl
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from recsys.evaluation.ranking import PAD_ITEM, item_major, topk
+from recsys.evaluation.ranking import PAD_ITEM, item_major, reported_scores, topk
 from recsys.tracking.store import no_artifact_progress_bars
 
 if TYPE_CHECKING:
@@ -114,10 +114,13 @@ def write_serving_artifacts(
 
     # Ties by the raw id, as the popularity model's (`break_ties`): an unknown user's list must not
     # depend on the order the log was read in; an untrained item's 0 stays 0 (see `ServingIndex`).
-    popularity = break_ties(np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32), split.item_ids)
+    counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+    popularity = break_ties(counts, split.item_ids)
     # The factors are stored once, in the saved model (model/factors.safetensors); only what
-    # serving adds to them is written here.
-    save_file({"user_has_vector": has_vector, "popularity": popularity}, str(out / _SERVING))
+    # serving adds to them is written here. `popularity` ranks the fallback's items, the counts
+    # are the scores it reports (`reported_scores`).
+    save_file({"user_has_vector": has_vector, "popularity": popularity, "popularity_counts": counts},
+              str(out / _SERVING))  # fmt: skip
     user_ids = _ids(split.user_ids, split.n_users)
     item_ids = _ids(split.item_ids, split.n_items)
     pl.DataFrame({"user_id": user_ids, "user_idx": np.arange(len(user_ids), dtype=np.int32)}).write_parquet(
@@ -286,11 +289,16 @@ class ServingIndex:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._model: Recommender | None = None
+        # Scores reported in place of the ranked ones (`reported_scores`): the saved model's own
+        # (popularity: its counts without the tie-break's steps) and the fallback's counts.
+        # Artifacts logged before them report the ranked scores.
+        self.model_item_scores: np.ndarray | None = None
         if (self.directory / _VECTORS).is_file():  # logged before the factors were stored once
             tensors = load_file(str(self.directory / _VECTORS))
         else:
             tensors = load_file(str(self.directory / _SERVING))
-            tensors["user_vectors"], tensors["item_vectors"] = self._factors()
+            tensors["user_vectors"], tensors["item_vectors"], self.model_item_scores = self._factors()
+        self.popularity_counts: np.ndarray | None = tensors.get("popularity_counts")
         self.item_vectors = np.ascontiguousarray(tensors["item_vectors"], dtype=np.float32)
         self.user_vectors = np.ascontiguousarray(tensors["user_vectors"], dtype=np.float32)
         self.user_has_vector = tensors["user_has_vector"].astype(bool)
@@ -315,14 +323,15 @@ class ServingIndex:
         self._similar: Any = None
         self._own: bool | None = None  # `_own_similarity`, read on the first similar-items request
 
-    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(user, item) factors of the saved model: read from its factors file, or computed by the
-        model itself when it stores none (a two-tower keeps its towers only)."""
+    def _factors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(user, item) factors of the saved model and its `exact_item_scores` (None for most
+        kinds): read from its factors file, or computed by the model itself when it stores none (a
+        two-tower keeps its towers only)."""
         stored = self.directory / _MODEL_DIR / "factors.safetensors"
         if stored.is_file():
             factors = load_file(str(stored))
-            return factors["user_factors"], factors["item_factors"]
-        return self.model.user_factors, self.model.item_factors
+            return factors["user_factors"], factors["item_factors"], factors.get("item_scores")
+        return self.model.user_factors, self.model.item_factors, self.model.exact_item_scores
 
     @property
     def n_items(self) -> int:
@@ -420,11 +429,13 @@ class ServingIndex:
             if not rows.size:
                 continue
             if name != "popularity" and self.ann is not None and self.use_ann:
-                items[rows], scores[rows] = self.ann.topk(vectors, k_max, exclude[rows], self.untrained_items)
+                found, ranked = self.ann.topk(vectors, k_max, exclude[rows], self.untrained_items)
             else:
-                items[rows], scores[rows] = topk(
+                found, ranked = topk(
                     vectors, item_vectors, k_max, exclude=exclude[rows], device="cpu", masked_items=self.untrained_items
                 )
+            report = self.popularity_counts if name == "popularity" else self.model_item_scores
+            items[rows], scores[rows] = found, reported_scores(found, ranked, report)
         return _response_columns(user_ids, items, scores, ks, self.item_ids, source)
 
     def item_indices(self, item_ids: list[str]) -> np.ndarray:

@@ -211,3 +211,65 @@ def test_break_ties_orders_each_run_of_equal_scores_by_the_ids_text(as_text):
     assert np.all(np.diff(out[positive]) < 0)  # strictly in the expected order: every tie set apart
     assert np.all(out[scores == 0] == 0)
     np.testing.assert_allclose(out, scores, rtol=1e-5)  # a few float32 steps: still the popularity
+
+
+def test_scores_are_the_exact_popularity_in_process_saved_and_served_ties_still_by_the_raw_id(tmp_path):
+    """A popularity score is a count (or a weight sum): it read 3.0000005 where three items tied
+    at 3 (served as JSON too: 42.00000762939453 for a tie at 42), the float32 steps `break_ties`
+    adds to order the ties. The steps still order them (by the raw id's text, as before), but
+    every score reported - `recommend`, after save/load, and served from each source (the
+    model's own users, fold-in, and the popularity fallback of any model) - is the popularity
+    itself, exactly (the counts are integers below 2**24: exact in float32)."""
+    from recsys.data.split import Split
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+
+    # item counts [3, 3, 3, 2, 1]; by the id's text the tied three go a (1), b (2), c (0)
+    dense = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=np.float32)
+    train = sp.csr_matrix(dense)
+    ids = np.array(["c", "a", "b", "e", "d"], dtype=object)
+    model = Popularity(PopularityConfig(name="pop")).fit(train, item_ids=ids)
+    want_items, want_scores = [1, 2, 0, 3, 4], [3.0, 3.0, 3.0, 2.0, 1.0]
+
+    items, scores = model.recommend([0], k=5)
+    assert items[0].tolist() == want_items
+    assert scores[0].tolist() == want_scores  # exact: no tolerance
+
+    loaded = Popularity.load(model.save(tmp_path / "pop"))
+    items, scores = loaded.recommend([0], k=5)
+    assert items[0].tolist() == want_items and scores[0].tolist() == want_scores
+
+    split = Split(protocol="random", train=train, test=train, user_ids=np.array(["u0", "u1", "u2"], dtype=object),
+                  item_ids=ids)  # fmt: skip
+    index = ServingIndex(write_serving_artifacts(model, split, tmp_path / "serving"))
+    served = answer(index, {"user_id": ["u2", "newcomer", "stranger"], "history": [None, ["e"], None], "k": 5})
+    assert served["source"].tolist() == ["model", "fold_in", "popularity"]
+    assert served["item_ids"].tolist() == [["e", "d"], ["a", "b", "c", "d"], ["a", "b", "c", "e", "d"]]
+    assert served["scores"].tolist() == [[2.0, 1.0], [3.0, 3.0, 3.0, 1.0], want_scores]
+
+
+def test_a_model_and_serving_artifacts_saved_before_the_exact_scores_still_load_and_serve(tmp_path):
+    """Saved before the counts were kept beside the ranked scores (no `item_scores` in the model's
+    factors, no `popularity_counts` in the serving tensors): the same lists, reporting the ranked
+    scores as they did."""
+    from safetensors.numpy import load_file, save_file
+
+    from recsys.data.split import Split
+    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+
+    train = sp.csr_matrix(np.array([[1, 1, 1, 0], [1, 1, 0, 1]], dtype=np.float32))  # counts [2, 2, 1, 1]
+    ids = np.array(["b", "a", "d", "c"], dtype=object)
+    model = Popularity(PopularityConfig(name="pop")).fit(train, item_ids=ids)
+    ranked = model.item_factors[:, 0]
+    split = Split(protocol="random", train=train, test=train, user_ids=np.array(["u0", "u1"], dtype=object), item_ids=ids)
+    directory = write_serving_artifacts(model, split, tmp_path / "serving")
+    for path, key in ((directory / "model" / "factors.safetensors", "item_scores"),
+                      (directory / "serving.safetensors", "popularity_counts")):  # fmt: skip
+        tensors = load_file(str(path))
+        save_file({name: value for name, value in tensors.items() if name != key}, str(path))
+    old = Popularity.load(directory / "model")
+    items, scores = old.recommend([0], k=4)
+    assert items[0].tolist() == [1, 0, 3, 2] and scores[0].tolist() == ranked[[1, 0, 3, 2]].tolist()
+    served = answer(ServingIndex(directory), {"user_id": ["stranger", "newcomer"], "history": [None, ["a"]], "k": 3})
+    assert served["source"].tolist() == ["popularity", "fold_in"]
+    assert served["item_ids"].tolist() == [["a", "b", "c"], ["b", "c", "d"]]
+    assert served["scores"][1] == ranked[[0, 3, 2]].astype(float).tolist()

@@ -149,11 +149,12 @@ def repo_root() -> Path:
 
 def log_one(
     logged: LoggedPipeline, model_cfg, split: Split, data: InteractionData, register: bool = False,
-    source: str | None = None, evaluation: EvaluationConfig | None = None,
+    source: str | None = None, evaluation: EvaluationConfig | None = None, item_ids: np.ndarray | None = None,
 ) -> str:
     """Train, evaluate and log one more model under a new parent run; returns the child run id.
     `source`: another data source, i.e. another lineage (same config name); `evaluation`: another
-    evaluation config (e.g. sampled metrics)."""
+    evaluation config (e.g. sampled metrics); `item_ids`: fit with the raw item ids, as the pipeline
+    does (popularity breaks ties by them)."""
     from recsys.data.matrix import item_popularity
     from recsys.evaluation.evaluate import evaluate
     from recsys.models.base import build_model
@@ -168,7 +169,7 @@ def log_one(
     tracker = Tracker(cfg.tracking, cfg, check=False)
     parent = tracker.start_parent(f"extra-{model_cfg.name}", split=split, data=data)
     with tracker.model_run(parent, model_cfg) as run:
-        model = build_model(model_cfg).fit(split.train, callback=run.callback)
+        model = build_model(model_cfg).fit(split.train, callback=run.callback, item_ids=item_ids)
         result = evaluate(
             model, split.test_set(), cfg.evaluation, item_popularity=item_popularity(split.train)
         )

@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 from mlflow import MlflowClient
 
 from recsys.config import PromotionConfig, SplitConfig
 from recsys.data.dataset import InteractionData
 from recsys.data.splits import split_data
 from recsys.errors import TrackingError
+from recsys.evaluation.cold import divide_test
 from recsys.models.popularity import PopularityConfig
 from recsys.models.wals import WALSConfig
 from recsys.tracking.reevaluate import (
@@ -282,3 +284,46 @@ def test_a_champion_whose_artifacts_are_gone_is_not_comparable_and_force_gets_pa
     assert alias_version(client, "promo-gone", CHAMPION).run_id == champion
     forced = promote(client, cfg, logged.runs["wals"], force=True)
     assert forced.promoted and alias_version(client, "promo-gone", CHAMPION).run_id == logged.runs["wals"]
+
+
+def test_under_strong_generalisation_the_champion_is_folded_in_from_the_candidates_fold_in_rows(
+    logged, client, planted_data
+):
+    """Like with like: a held-out test user has no training row, and the candidate is scored from
+    its fold-in rows (`Recommender.user_vectors` of the test set). The champion re-scored on the
+    same split must get exactly those rows, not its training rows (empty: a zero vector): so a
+    model re-scored as champion on the very split it was evaluated on reproduces its own per-user
+    metrics, every test user folded in."""
+    sg = split_data(planted_data, SplitConfig(protocol="strong_generalization", test_fraction=0.25, seed=0))
+    users = sg.test_set().users
+    assert users.size > 20 and sg.train[users].nnz == 0 and sg.fold_in[users].nnz > 0  # the premise
+    wals = WALSConfig(name="wals", factors=8, iterations=4, threads=1, regularization=0.1, alpha=5.0)
+    run_id = log_one(logged, wals, sg, planted_data)
+    again = reevaluate_champion(client, run_id, sg, logged.config.evaluation)
+    assert again.n_folded_in == again.n_users == users.size
+    logged_per_user = load_per_user(client, run_id).sort("user_id")
+    ours = again.per_user.sort("user_id")
+    assert ours.get_column("user_id").to_list() == logged_per_user.get_column("user_id").to_list()
+    for metric in ("recall@20", "ndcg@10"):
+        np.testing.assert_allclose(ours[metric].to_numpy(), logged_per_user[metric].to_numpy(), rtol=0, atol=1e-6)
+    assert again.summary["recall@20"] > 0.9  # folded in from its training rows (none): 0.36
+
+
+def test_a_user_the_champion_never_learned_is_folded_in_from_the_training_rows_the_candidate_learned_from(
+    logged, grown_data
+):
+    """Random (and rolling) splits: the candidate learned a warm test user's vector from that
+    user's training rows only (its validation rows are masked, never learned from: the pipeline
+    fits on `split.train`). A user new to the champion is folded in from the same rows - adding the
+    validation rows would give the champion history the candidate never saw."""
+    split = split_data(grown_data, SplitConfig(protocol="random", test_fraction=0.25, validation_fraction=0.2, seed=0))
+    model = logged.models["wals"]
+    eval_set = divide_test(split).warm
+    user_vecs, _, n_folded = as_deployed_vectors(model, split, eval_set)
+    new = eval_set.users[eval_set.users >= N_USERS]
+    validation = sp.csr_matrix(split.validation)
+    assert n_folded == new.size > 0 and validation[new].nnz > 0  # the premise: they have validation rows
+    from_train = model.fold_in(split.train[new][:, :N_ITEMS])
+    np.testing.assert_allclose(user_vecs[new], from_train, rtol=1e-5, atol=1e-6)
+    with_validation = model.fold_in((split.train + validation).tocsr()[new][:, :N_ITEMS])
+    assert not np.allclose(user_vecs[new], with_validation, rtol=1e-3, atol=1e-4)  # the test tells them apart

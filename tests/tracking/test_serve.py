@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -88,6 +89,9 @@ def test_served_champion_answers_top_k(logged, planted_split, tmp_path):
         assert [a["source"] for a in answer] == ["model", "fold_in", "popularity"]
         assert all(len(a["item_ids"]) == len(a["scores"]) == 5 for a in answer)
         assert not {"i3", "i7", "i11"} & set(answer[1]["item_ids"])
+        # the popularity fallback reports the training counts exactly (not 46.00001144 for a tied 46)
+        counts = np.bincount(planted_split.train.indices, minlength=planted_split.n_items)
+        assert answer[2]["scores"] == counts[[int(i[1:]) for i in answer[2]["item_ids"]]].astype(float).tolist()
         _requests_mlflow_schema_enforcement_used_to_break(f"http://127.0.0.1:{port}/invocations")
     finally:
         server.terminate()

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # A dev dependency (pyproject [dev]; `make test` installs it): a venv made before it was added
@@ -212,6 +213,64 @@ def test_fuzzed_requests_never_break_the_server(served, mode):
         )  # fmt: skip
 
     check()
+
+
+@pytest.mark.slow
+def test_rest_scores_are_the_in_process_scores_and_popularity_counts_come_back_exact(served, logged, planted_split):
+    """Over `recsys serve` on 127.0.0.1: a model user's list is `model.recommend`'s, item for item,
+    its scores within float32 rounding of a dot product (rtol 1e-6; float32 widened to a JSON
+    float64 is exact); an unknown user's popularity fallback reports the training counts exactly
+    (they read 46.00001144 for a count of 46 tied with three others: the tie-break's float32 steps)."""
+    from recsys.data.matrix import item_popularity
+
+    _, base = served
+    body = json.dumps({"dataframe_records": [{"user_id": "u1"}, {"user_id": "u2"}, {"user_id": "stranger"}],
+                       "params": {"k": 20}}).encode()  # fmt: skip
+    request = urllib.request.Request(base + "/invocations", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        predictions = json.loads(response.read())["predictions"]
+    assert [p["source"] for p in predictions] == ["model", "model", "popularity"]
+    items, scores = logged.models["wals"].recommend([1, 2], k=20, exclude=planted_split.train)
+    for row, prediction in enumerate(predictions[:2]):
+        assert prediction["item_ids"] == [f"i{i}" for i in items[row]]
+        np.testing.assert_allclose(prediction["scores"], scores[row], rtol=1e-6, atol=0)
+    counts = np.bincount(planted_split.train.indices, minlength=planted_split.n_items)
+    served_items = [int(i[1:]) for i in predictions[2]["item_ids"]]
+    assert predictions[2]["scores"] == counts[served_items].astype(float).tolist()  # exact
+    popularity = item_popularity(planted_split.train)
+    ids = np.asarray(planted_split.item_ids).astype(str)
+    assert served_items == np.lexsort((ids, -popularity))[:20].tolist()  # ties still by the raw id's text
+    assert len(set(predictions[2]["scores"])) < 20  # the premise: the first 20 hold ties
+
+
+def test_a_popularity_models_rest_scores_are_its_counts_exactly(logged, planted_data, planted_split):
+    """A popularity model fitted as the pipeline fits it (with the raw item ids, so ties are broken
+    by their text) and logged: `recsys serve`'s app answers its users and fold-in users with the
+    counts themselves, identical to `recommend` in process, and ties in the raw ids' text order."""
+    from recsys.models.popularity import PopularityConfig
+    from recsys.tracking.server import build_app, load_index
+
+    from .conftest import log_one
+
+    run_id = log_one(logged, PopularityConfig(name="popularity"), planted_split, planted_data,
+                     item_ids=planted_split.item_ids)  # fmt: skip
+    api = TestClient(build_app(load_index(f"runs:/{run_id}/model", logged.uri), name="pop", max_results=MAX_RESULTS))
+    body = {"dataframe_records": [{"user_id": "u1"}, {"user_id": "newcomer", "history": ["i3", "i7"]}],
+            "params": {"k": 20}}  # fmt: skip
+    response = _post(api, body)
+    assert response.status_code == 200, response.text
+    user, newcomer = response.json()["predictions"]
+    assert (user["source"], newcomer["source"]) == ("model", "fold_in")
+    counts = np.bincount(planted_split.train.indices, minlength=planted_split.n_items).astype(np.float32)
+    ids = np.asarray(planted_split.item_ids).astype(str)
+    by_text = np.lexsort((ids, -counts))
+    seen = set(planted_split.train[1].indices.tolist())  # what serving masks: the split has no validation part
+    want = [int(i) for i in by_text if i not in seen][:20]
+    assert user["item_ids"] == [f"i{i}" for i in want]
+    assert user["scores"] == counts[want].astype(float).tolist()  # exact
+    want_new = [int(i) for i in by_text if i not in (3, 7)][:20]
+    assert newcomer["item_ids"] == [f"i{i}" for i in want_new]
+    assert newcomer["scores"] == counts[want_new].astype(float).tolist()
 
 
 def test_the_served_models_download_lives_with_the_server_and_a_killed_servers_is_removed(logged, tmp_path):
