@@ -408,3 +408,90 @@ def test_a_start_stops_the_flow_run_processes_that_killed_schedules_left(tmp_pat
         for process in (left, live, other, stuck, alive):
             process.kill()
             process.wait()
+
+
+def _serve_until_stopped(name: str, lines: list[str]) -> None:
+    """`serve_pipeline` of deployment `name` with Python's own SIGINT handler (`interrupted_by`), its
+    lines in `lines`, stopped by the signals its fault points send; one that escapes fails the test
+    (a KeyboardInterrupt would end the test session)."""
+    from flows.deployments import serve_pipeline
+
+    with interrupted_by(threading.Thread(target=lambda: None)):
+        try:
+            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit: what a user saw
+            pytest.fail(f"the schedule's stop raised {exc!r}")
+
+
+def _read(name: str):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(f"training-pipeline/{name}")
+
+
+@pytest.mark.parametrize(
+    "interrupts",
+    [
+        {"RECSYS_INTERRUPT_AT": "schedule.applied"},  # the deployment just created, the runner not started
+        {"RECSYS_INTERRUPT_AT": "schedule.runner_starting"},  # inside the runner's start (its services)
+        {"RECSYS_TERMINATE_AT": "schedule.runner_starting"},  # SIGTERM there: Prefect's runner exited at once
+        # an impatient user: Ctrl-C again while the stop pauses: held, the pause made
+        {"RECSYS_INTERRUPT_AT": "schedule.runner_starting,schedule.stopping"},
+    ],
+    ids=["ctrl-c-once-created", "ctrl-c-while-the-runner-starts", "sigterm-while-the-runner-starts", "twice"],
+)
+def test_a_schedule_stopped_while_it_starts_pauses_its_deployment(
+    prefect_harness, tmp_path, monkeypatch, capfd, interrupts
+):
+    """Prefect's runner pauses its deployment when it stops, so that the server schedules no runs
+    that nothing runs (Late), but only once the runner had started: a Ctrl-C while it started
+    (entering its services) left the deployment unpaused, without a word, and SIGTERM there
+    exited at once (sys.exit(0) in Prefect's handler), as unpaused. A stop at any moment once the
+    deployment exists now pauses it, as a stop of a schedule that serves does (returns, nothing
+    said, nothing left in $TMPDIR); a Ctrl-C more during that stop is held (one line) and the
+    pause made. The signals land at the schedule's own fault points (`recsys.faults`), in this
+    process, on the session's harness server."""
+    from recsys import faults
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(faults, "_seen", {})  # counts per process
+    for env, points in interrupts.items():
+        monkeypatch.setenv(env, points)
+    name = f"starting-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+    _serve_until_stopped(name, lines)
+    assert _read(name).paused, lines
+    assert lines == []
+    assert list(tmp_path.iterdir()) == []
+    stopping = [line for line in capfd.readouterr().err.splitlines() if line.startswith("stopping:")]
+    held = "schedule.stopping" in interrupts.get("RECSYS_INTERRUPT_AT", "")
+    assert stopping == held * [f"stopping: pausing deployment training-pipeline/{name} and closing its runs first; "
+                                "press Ctrl-C again to stop at once"]  # fmt: skip
+
+
+def test_a_schedule_stopped_at_once_while_it_starts_says_how_to_pause_its_deployment(
+    prefect_harness, tmp_path, monkeypatch
+):
+    """Ctrl-C while the runner starts, then twice more while the stop pauses the deployment (the
+    second is held, the third stops at once): nothing more is asked of the server, and the
+    deployment, left unpaused, is said with the command that pauses its schedule."""
+    from recsys import faults
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(faults, "_seen", {})
+    monkeypatch.setenv(faults.INTERRUPT_ENV, "schedule.runner_starting,schedule.stopping")
+    monkeypatch.setenv(faults.TERMINATE_ENV, "schedule.stopping")  # right after that Ctrl-C: the third signal
+    name = f"forced-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+    _serve_until_stopped(name, lines)
+    deployment = _read(name)
+    assert not deployment.paused
+    deployment_name = f"training-pipeline/{name}"
+    assert lines == [
+        f"deployment {deployment_name} was left unpaused: this schedule was stopped at once, before it paused it, "
+        "and its server schedules runs that nothing runs (they show Late): pause it "
+        f"(`prefect deployment schedule pause {deployment_name} {deployment.schedules[0].id}`), or serve it again "
+        "(`recsys schedule`)"
+    ]
+    assert list(tmp_path.iterdir()) == []
