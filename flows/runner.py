@@ -69,7 +69,7 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
     _no_websocket_tracebacks()
     stopping.clear()
     runner = _runner(scratch)
-    name = f"{deployment.flow_name}/{deployment.name}"
+    name = runner.deployment_name = f"{deployment.flow_name}/{deployment.name}"
     pause = None
     try:
         with stopping.held(None):
@@ -98,7 +98,7 @@ def stop_serving(
     runs = noted_runs(scratch)
     why = None
     try:
-        with stopping.held(f"pausing deployment {name} and closing its runs first", deliver=False):
+        with stopping.held(f"pausing deployment {name} and closing its runs first"):
             if stopping.forced():  # the runner's stop was cut short already
                 raise KeyboardInterrupt
             fault_point("schedule.stopping")
@@ -244,6 +244,7 @@ def _runner(scratch: Path) -> Any:
 
         applying = False  # its deployment asked for (`serve_deployment`)
         exiting = False  # its stop begun
+        deployment_name = "its deployment"  # "flow/name", set by `serve_deployment`, for what a stop says
         left_unpaused = False
         paused = False
 
@@ -255,13 +256,18 @@ def _runner(scratch: Path) -> Any:
             """SIGTERM while the runner starts stops it as Ctrl-C does (`serve_deployment` pauses the
             deployment then): Prefect's exited at once (sys.exit(0) from within its start), skipping
             the pause its stop makes, which had not begun."""
-            if not self.started and not self.exiting:
+            if not self.started and not self.stopping and not self.exiting:  # still starting
                 import signal
 
                 from prefect.exceptions import TerminationSignal
 
                 self._logger.info("SIGTERM received, initiating graceful shutdown...")  # as Prefect's says
                 raise TerminationSignal(signal.SIGTERM)
+            if self.stopping:  # its graceful stop under way (Prefect's exited at once, as unpaused)
+                from flows import stopping
+
+                stopping.again(f"pausing deployment {self.deployment_name} and stopping its runs first")
+                return
             super().handle_sigterm(*args, **kwargs)
 
         async def __aenter__(self):  # type: ignore[override]
@@ -288,7 +294,8 @@ def _runner(scratch: Path) -> Any:
             from flows.api_loss import api_answers
 
             self.exiting = True
-            with stopping.held("pausing the deployment and stopping its runs first", deliver=False):
+            with stopping.held(f"pausing deployment {self.deployment_name} and stopping its runs first"):
+                fault_point("schedule.runner_stopping")
                 if self.pause_on_shutdown and not await asyncio.to_thread(api_answers):
                     # pausing a deployment on a server that is gone took Prefect's client retries
                     # (over a minute) and then raised ConnectError ("this is a bug")

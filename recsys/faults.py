@@ -41,6 +41,7 @@ POINTS = (
     "schedule.serving",  # `recsys schedule` set up (its scratch directory made), its runner not yet started
     "schedule.applied",  # `recsys schedule`'s deployment created on the server, its runner not yet started
     "schedule.runner_starting",  # `recsys schedule`'s runner starting (entering its services), not yet serving
+    "schedule.runner_stopping",  # `recsys schedule`'s runner stopping: its deployment not yet paused, its runs not yet stopped
     "schedule.stopping",  # `recsys schedule` stopping: its runs not yet closed, its deployment not yet paused
 )
 _seen: dict[tuple[str, str], int] = {}

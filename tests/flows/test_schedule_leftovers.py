@@ -410,13 +410,26 @@ def test_a_start_stops_the_flow_run_processes_that_killed_schedules_left(tmp_pat
             process.wait()
 
 
-def _serve_until_stopped(name: str, lines: list[str]) -> None:
+def _serve_until_stopped(name: str, lines: list[str], monkeypatch, once_serving: bool = False) -> None:
     """`serve_pipeline` of deployment `name` with Python's own SIGINT handler (`interrupted_by`), its
-    lines in `lines`, stopped by the signals its fault points send; one that escapes fails the test
-    (a KeyboardInterrupt would end the test session)."""
+    lines in `lines`, stopped by the signals its fault points send, and with `once_serving` by a
+    Ctrl-C once its runner serves; a signal that escapes fails the test (a KeyboardInterrupt would
+    end the test session)."""
+    import flows.runner
     from flows.deployments import serve_pipeline
 
-    with interrupted_by(threading.Thread(target=lambda: None)):
+    runners: list = []
+    make_runner = flows.runner._runner
+    monkeypatch.setattr(flows.runner, "_runner", lambda scratch: runners.append(make_runner(scratch)) or runners[0])
+
+    def ctrl_c_once_serving() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (runners and runners[0].started):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    stopper = threading.Thread(target=ctrl_c_once_serving if once_serving else lambda: None, daemon=True)
+    with interrupted_by(stopper):
         try:
             serve_pipeline(say=lines.append, name=name, cron=YEARLY)
         except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit: what a user saw
@@ -430,28 +443,34 @@ def _read(name: str):
         return client.read_deployment_by_name(f"training-pipeline/{name}")
 
 
+def _stopping_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("stopping:")]
+
+
 @pytest.mark.parametrize(
-    "interrupts",
+    ("interrupts", "once_serving"),
     [
-        {"RECSYS_INTERRUPT_AT": "schedule.applied"},  # the deployment just created, the runner not started
-        {"RECSYS_INTERRUPT_AT": "schedule.runner_starting"},  # inside the runner's start (its services)
-        {"RECSYS_TERMINATE_AT": "schedule.runner_starting"},  # SIGTERM there: Prefect's runner exited at once
-        # an impatient user: Ctrl-C again while the stop pauses: held, the pause made
-        {"RECSYS_INTERRUPT_AT": "schedule.runner_starting,schedule.stopping"},
+        ({"RECSYS_INTERRUPT_AT": "schedule.applied"}, False),  # the deployment just created, no runner yet
+        ({"RECSYS_INTERRUPT_AT": "schedule.runner_starting"}, False),  # inside the runner's start (its services)
+        ({"RECSYS_TERMINATE_AT": "schedule.runner_starting"}, False),  # SIGTERM there: Prefect's runner exited
+        # an impatient user: Ctrl-C again while the stop pauses the deployment: held, the pause made
+        ({"RECSYS_INTERRUPT_AT": "schedule.runner_starting,schedule.stopping"}, False),
+        ({"RECSYS_INTERRUPT_AT": "schedule.runner_stopping"}, True),  # so in the stop of a runner that served
     ],
-    ids=["ctrl-c-once-created", "ctrl-c-while-the-runner-starts", "sigterm-while-the-runner-starts", "twice"],
-)
+    ids=["ctrl-c-once-created", "ctrl-c-while-the-runner-starts", "sigterm-while-the-runner-starts",
+         "twice-while-it-starts", "twice-once-serving"],
+)  # fmt: skip
 def test_a_schedule_stopped_while_it_starts_pauses_its_deployment(
-    prefect_harness, tmp_path, monkeypatch, capfd, interrupts
+    prefect_harness, tmp_path, monkeypatch, capfd, interrupts, once_serving
 ):
     """Prefect's runner pauses its deployment when it stops, so that the server schedules no runs
     that nothing runs (Late), but only once the runner had started: a Ctrl-C while it started
     (entering its services) left the deployment unpaused, without a word, and SIGTERM there
-    exited at once (sys.exit(0) in Prefect's handler), as unpaused. A stop at any moment once the
-    deployment exists now pauses it, as a stop of a schedule that serves does (returns, nothing
-    said, nothing left in $TMPDIR); a Ctrl-C more during that stop is held (one line) and the
-    pause made. The signals land at the schedule's own fault points (`recsys.faults`), in this
-    process, on the session's harness server."""
+    exited at once (sys.exit(0) in Prefect's handler), as unpaused. A Ctrl-C more during the stop
+    (an impatient user) cut the pause midway. A stop at any moment once the deployment exists now
+    pauses it, as the stop of a schedule that serves does (returns, nothing said, nothing left in
+    $TMPDIR); a Ctrl-C more during the stop is held, with one line. The signals land at the
+    schedule's own fault points (`recsys.faults`), in this process, on the session's harness server."""
     from recsys import faults
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -460,31 +479,34 @@ def test_a_schedule_stopped_while_it_starts_pauses_its_deployment(
         monkeypatch.setenv(env, points)
     name = f"starting-{uuid.uuid4().hex[:6]}"
     lines: list[str] = []
-    _serve_until_stopped(name, lines)
+    _serve_until_stopped(name, lines, monkeypatch, once_serving)
     assert _read(name).paused, lines
     assert lines == []
     assert list(tmp_path.iterdir()) == []
-    stopping = [line for line in capfd.readouterr().err.splitlines() if line.startswith("stopping:")]
-    held = "schedule.stopping" in interrupts.get("RECSYS_INTERRUPT_AT", "")
-    assert stopping == held * [f"stopping: pausing deployment training-pipeline/{name} and closing its runs first; "
-                                "press Ctrl-C again to stop at once"]  # fmt: skip
+    held = "stopping" in interrupts.get("RECSYS_INTERRUPT_AT", "")
+    what = "and stopping its runs" if once_serving else "and closing its runs"
+    assert _stopping_lines(capfd.readouterr().err) == held * [
+        f"stopping: pausing deployment training-pipeline/{name} {what} first; press Ctrl-C again to stop at once"
+    ]
 
 
-def test_a_schedule_stopped_at_once_while_it_starts_says_how_to_pause_its_deployment(
-    prefect_harness, tmp_path, monkeypatch
+@pytest.mark.parametrize("once_serving", [False, True], ids=["while-it-starts", "once-serving"])
+def test_a_schedule_stopped_at_once_says_how_to_pause_its_deployment(
+    prefect_harness, tmp_path, monkeypatch, capfd, once_serving
 ):
-    """Ctrl-C while the runner starts, then twice more while the stop pauses the deployment (the
-    second is held, the third stops at once): nothing more is asked of the server, and the
-    deployment, left unpaused, is said with the command that pauses its schedule."""
+    """Ctrl-C while the runner starts (or once it serves), then twice more while the stop pauses the
+    deployment (the second is held, the third stops at once): nothing more is asked of the server,
+    and the deployment, left unpaused, is said with the command that pauses its schedule."""
     from recsys import faults
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(faults, "_seen", {})
-    monkeypatch.setenv(faults.INTERRUPT_ENV, "schedule.runner_starting,schedule.stopping")
-    monkeypatch.setenv(faults.TERMINATE_ENV, "schedule.stopping")  # right after that Ctrl-C: the third signal
+    stop = "schedule.runner_stopping" if once_serving else "schedule.stopping"
+    monkeypatch.setenv(faults.INTERRUPT_ENV, stop if once_serving else f"schedule.runner_starting,{stop}")
+    monkeypatch.setenv(faults.TERMINATE_ENV, stop)  # right after that Ctrl-C: the third signal
     name = f"forced-{uuid.uuid4().hex[:6]}"
     lines: list[str] = []
-    _serve_until_stopped(name, lines)
+    _serve_until_stopped(name, lines, monkeypatch, once_serving)
     deployment = _read(name)
     assert not deployment.paused
     deployment_name = f"training-pipeline/{name}"
@@ -495,3 +517,4 @@ def test_a_schedule_stopped_at_once_while_it_starts_says_how_to_pause_its_deploy
         "(`recsys schedule`)"
     ]
     assert list(tmp_path.iterdir()) == []
+    assert len(_stopping_lines(capfd.readouterr().err)) == 1
