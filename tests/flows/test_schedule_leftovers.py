@@ -518,3 +518,59 @@ def test_a_schedule_stopped_at_once_says_how_to_pause_its_deployment(
     ]
     assert list(tmp_path.iterdir()) == []
     assert len(_stopping_lines(capfd.readouterr().err)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)")
+def test_ctrl_c_again_while_a_schedule_stops_its_temporary_server_shows_no_traceback(
+    tmp_path, migrated_prefect_database
+):
+    """`recsys schedule` without PREFECT_API_URL serves on a temporary Prefect server, which Prefect
+    stopped at exit (an atexit callback waiting up to 5 s): a Ctrl-C more there, an impatient user's
+    after the schedule had stopped, printed "Exception ignored in atexit callback" and a
+    KeyboardInterrupt traceback. The schedule stops it itself now, that Ctrl-C held with one line.
+    Ctrl-C is sent to the schedule's process group, as a terminal does; the second once the server's
+    stop begins (Prefect's line says so). ~30 s: the temporary server starts."""
+    import shutil
+
+    from recsys.procfs import find_own
+
+    home, tmp = tmp_path / "prefect", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    if migrated_prefect_database is not None:
+        shutil.copyfile(migrated_prefect_database, home / "prefect.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(home), TMPDIR=str(tmp), COLUMNS="300")
+    schedule = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", f"exit-{uuid.uuid4().hex[:6]}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp.glob("recsys-schedule-*/runner-storage")):  # the runner serves
+            assert schedule.poll() is None and time.monotonic() < deadline, schedule.communicate()[0]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(schedule.pid, signal.SIGINT)
+        assert schedule.stdout is not None
+        for line in schedule.stdout:
+            lines.append(line)
+            if "Stopping temporary server" in line:
+                os.killpg(schedule.pid, signal.SIGINT)
+        schedule.wait(60)
+    finally:
+        if schedule.poll() is None:
+            schedule.kill()
+            schedule.wait()
+    output = "".join(lines)
+    assert schedule.returncode == 0, output
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    assert "stopping: stopping Prefect's temporary server first; press Ctrl-C again to stop at once\n" in lines, output
+
+    def our_server(entry) -> bool:
+        return any(b"uvicorn" in part for part in entry.command()) and entry.env("PREFECT_HOME") == str(home)
+
+    assert find_own(our_server) == []
+    assert list(tmp.iterdir()) == [], output
