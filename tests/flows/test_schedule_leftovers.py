@@ -490,6 +490,51 @@ def test_a_schedule_stopped_while_it_starts_pauses_its_deployment(
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "interrupt",
+    [{"RECSYS_INTERRUPT_AT": "schedule.runner_starting"}, {"RECSYS_TERMINATE_AT": "schedule.applied"}, {}],
+    ids=["ctrl-c-while-the-runner-starts", "sigterm-once-created", "ctrl-c-once-serving"],
+)
+def test_recsys_schedule_stopped_while_it_starts_ends_as_once_serving(prefect_harness, tmp_path, interrupt):
+    """What a user sees: `recsys schedule` stopped while its runner starts (Ctrl-C), or right after
+    its deployment was created (SIGTERM: the command's own handler until the runner's takes over),
+    ends as one stopped once it serves (the last case): exit 0, Prefect's two pause lines, no
+    traceback, the deployment paused, nothing left in $TMPDIR. Before, the first exited 0 with the
+    deployment unpaused and no word; a SIGTERM between the two handlers killed the schedule."""
+    from prefect.settings import PREFECT_API_URL
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300",
+           **interrupt}  # fmt: skip
+    schedule = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", name],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        if not interrupt:  # Ctrl-C once the runner serves: it made its storage directory as it started
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob("recsys-schedule-*/runner-storage")):
+                assert schedule.poll() is None and time.monotonic() < deadline, schedule.communicate()
+                time.sleep(0.05)
+            time.sleep(0.5)
+            schedule.send_signal(signal.SIGINT)
+        out, err = schedule.communicate(timeout=120)
+    finally:
+        if schedule.poll() is None:
+            schedule.kill()
+            schedule.wait()
+    assert schedule.returncode == 0, err
+    assert out.splitlines()[0].startswith(f"serving deployment training-pipeline/{name} ") and len(out.splitlines()) == 1
+    assert [line.split(" | ", 1)[-1] for line in err.splitlines()][-2:] == [
+        "INFO    | prefect.runner - Pausing all deployments...",
+        "INFO    | prefect.runner - All deployments have been paused!",
+    ], err
+    assert "Traceback" not in err
+    assert _read(name).paused
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("once_serving", [False, True], ids=["while-it-starts", "once-serving"])
 def test_a_schedule_stopped_at_once_says_how_to_pause_its_deployment(
     prefect_harness, tmp_path, monkeypatch, capfd, once_serving
