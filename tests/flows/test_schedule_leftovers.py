@@ -490,6 +490,51 @@ def test_a_schedule_stopped_while_it_starts_pauses_its_deployment(
     ]
 
 
+def test_a_schedule_stopped_while_it_starts_with_its_server_down_says_how_to_pause_its_deployment(
+    prefect_harness, tmp_path, monkeypatch
+):
+    """Ctrl-C while the runner starts, its server (PREFECT_API_URL) gone meanwhile: the deployment
+    cannot be paused, and the stop says so with the command that pauses its schedule, as the stop
+    of a schedule that served does (before, nothing was said). The server is the session's harness
+    behind a proxy, killed at the fault point where the Ctrl-C lands."""
+    from urllib.parse import urlsplit
+
+    from killable_proxy import KillableProxy
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.runner
+    from recsys import faults
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(faults, "_seen", {})
+    monkeypatch.setenv(faults.INTERRUPT_ENV, "schedule.runner_starting")
+    harness = str(PREFECT_API_URL.value())
+    proxy = KillableProxy((urlsplit(harness).hostname or "127.0.0.1", int(urlsplit(harness).port or 80)))
+    point = flows.runner.fault_point
+
+    def server_down_there(name: str) -> None:
+        if name == "schedule.runner_starting":
+            proxy.kill()
+        point(name)
+
+    monkeypatch.setattr(flows.runner, "fault_point", server_down_there)
+    api = f"http://127.0.0.1:{proxy.port}/api"
+    name = f"starting-down-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        _serve_until_stopped(name, lines, monkeypatch)
+    deployment = _read(name)
+    assert not deployment.paused
+    deployment_name = f"training-pipeline/{name}"
+    assert lines == [
+        f"deployment {deployment_name} was left unpaused: its Prefect server {api} (PREFECT_API_URL) did not "
+        "answer when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): "
+        f"pause it then (`prefect deployment schedule pause {deployment_name} {deployment.schedules[0].id}`), or "
+        "serve it again (`recsys schedule`)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "interrupt",
