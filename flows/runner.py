@@ -125,7 +125,9 @@ def pause_unpaused(runner: Any) -> None:
 
     from flows.api_loss import api_answers
 
-    if runner.paused or not runner._deployment_registry.get_deployment_ids() or not api_answers():
+    if runner.paused or runner.left_unpaused or not runner._deployment_registry.get_deployment_ids():
+        return  # left unpaused: its stop found the API down (asking again cost up to 2 s more)
+    if not api_answers():
         return
 
     async def pause() -> None:
