@@ -6,6 +6,9 @@
   with `--overlap skip` every later run was cancelled, also after a restart, for ever on Prefect's
   temporary server. A stop closes its own such runs; a start closes those of killed schedules,
   never those of a schedule that still runs.
+* A Ctrl-C or SIGTERM while the runner started (or a Ctrl-C more during the stop) left the
+  deployment unpaused: the server scheduled runs that nothing ran. A stop at any moment once the
+  deployment exists pauses it now, or says how to; a Ctrl-C more is held (`flows.stopping`).
 
 One real runner (Prefect's, in this process, on the session's harness server) is served and stopped
 by a Ctrl-C once it runs; the runs it must close are made through the API, as its own would be.
