@@ -90,6 +90,7 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
     `say`: where a line about what was cleaned up goes (default: stderr)."""
     from prefect.settings import PREFECT_API_URL
 
+    from flows import stopping
     from flows.runner import (
         SCHEDULE_PREFIX,
         check_served_once,
@@ -100,6 +101,7 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
     from recsys.faults import fault_point
     from recsys.files import scratch_dir
 
+    stopping.clear()
     deployment = pipeline_deployment(**kwargs)
     stop = threading.Event()
     inherited = os.environ.get("PREFECT_API_URL")
@@ -143,8 +145,26 @@ def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> N
             )
     finally:
         stop.set()
+        if temporary:
+            _stop_temporary_server(server)
         if inherited is None:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def _stop_temporary_server(server: Any) -> None:
+    """Stop the schedule's temporary server now, a Ctrl-C or SIGTERM more held back meanwhile
+    (`flows.stopping.held`; one more leaves the server, sent SIGTERM already, to end by itself).
+
+    Why: Prefect stopped it at exit (an atexit callback waiting up to 5 s for it), where a Ctrl-C
+    more, an impatient user's after the schedule's stop, printed "Exception ignored in atexit
+    callback" and a KeyboardInterrupt traceback."""
+    from flows import stopping
+
+    try:
+        with stopping.held("stopping Prefect's temporary server first"):
+            server.stop()
+    except KeyboardInterrupt:  # Prefect's stop sent it SIGTERM already and forgot it: it ends by itself
+        log.debug("left the temporary server to end by itself")
 
 
 SERVER_WATCH_S = 2.0

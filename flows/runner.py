@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recsys.faults import fault_point
+
 log = logging.getLogger(__name__)
 
 SCHEDULE_PREFIX = "recsys-schedule"
@@ -53,54 +55,120 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
     `scratch` and the runs it submits noted there; then the runs it left unfinished set Crashed,
     said in one line through `say`, and so is a deployment the stop could not pause, its server
     down, unless that server is Prefect's temporary one (`temporary_server`), whose end the
-    schedule reports itself (`flows.deployments.stop_when_server_ends`)."""
+    schedule reports itself (`flows.deployments.stop_when_server_ends`).
+
+    A stop at any moment once the deployment is on the server pauses it (`stop_serving`): the
+    runner's own stop pauses it only once the runner has started, and a Ctrl-C while it started
+    (entering its services, seconds on a busy machine) left the deployment unpaused, its server
+    scheduling runs that nothing ran. The deployment's creation is not cut by a Ctrl-C (held back
+    until the server has answered: `flows.stopping.held`), so the stop knows what to pause."""
     from prefect.exceptions import TerminationSignal
 
+    from flows import stopping
+
     _no_websocket_tracebacks()
+    stopping.clear()
     runner = _runner(scratch)
-    deployment_id = runner.add_deployment(deployment)
-    name = f"{deployment.flow_name}/{deployment.name}"
-    pause = None if temporary_server else pause_commands(deployment_id, name)  # asked now: at the stop it may be down
+    name = runner.deployment_name = f"{deployment.flow_name}/{deployment.name}"
+    pause = None
     try:
-        _sigterm_to_the_runner()
+        with stopping.held(None):
+            runner.applying = True
+            deployment_id = runner.add_deployment(deployment)
+            fault_point("schedule.applied")
+            if not temporary_server:  # asked now: at the stop it may be down
+                pause = pause_commands(deployment_id, name)
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal) as exc:
         log.info("received %s, stopped serving", type(exc).__name__)
     finally:
-        runs = noted_runs(scratch)
-        closed = crash_unfinished(runs, "the `recsys schedule` serving it stopped first")
-        if closed is None:  # the API does not answer: the next start closes them
-            hand_over(runs)
-        elif closed:
-            say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
-        if runner.left_unpaused and pause is not None:
-            say(unpaused_line(name, pause))
+        stop_serving(runner, scratch, name, say, pause if not temporary_server else None, temporary_server)
 
 
-def pause_commands(deployment_id: Any, name: str) -> str:
+def stop_serving(
+    runner: Any, scratch: Path, name: str, say: Callable[[str], None], pause: str | None, temporary_server: bool
+) -> None:  # fmt: skip
+    """What a schedule's stop leaves done, however it stopped: its unfinished runs set Crashed and
+    its deployment paused where the runner's stop did not (`pause_unpaused`), with a further Ctrl-C
+    or SIGTERM held back meanwhile (`flows.stopping.held`); one more skips what is left, said in one
+    line (the runs are left to the next start). A deployment left unpaused on the user's server is
+    said with the command that pauses it (`pause`, or one that finds the schedule's id)."""
+    from flows import stopping
+
+    runs = noted_runs(scratch)
+    why = None
+    try:
+        with stopping.held(f"pausing deployment {name} and closing its runs first"):
+            if stopping.forced():  # the runner's stop was cut short already
+                raise KeyboardInterrupt
+            fault_point("schedule.stopping")
+            closed = crash_unfinished(runs, "the `recsys schedule` serving it stopped first")
+            if closed is None:  # the API does not answer: the next start closes them
+                hand_over(runs)
+            elif closed:
+                say(f"marked {len(closed)} unfinished flow run(s) of this schedule Crashed ({', '.join(closed)})")
+            pause_unpaused(runner)
+    except KeyboardInterrupt:  # stopped at once: nothing more is asked of the server
+        hand_over(runs)
+        why = "this schedule was stopped at once, before it paused it"
+    applied = runner.applying and (stopping.forced() or runner._deployment_registry.get_deployment_ids())
+    if applied and not runner.paused and not temporary_server:  # forced: its creation may have gone on
+        say(unpaused_line(name, pause or pause_commands(None, name, ask=False), why))
+
+
+def pause_unpaused(runner: Any) -> None:
+    """Pause the deployment(s) of `runner` when its own stop did not (it never started, or its stop
+    was cut), as that stop does (`Runner._pause_schedules`, with a client of its own: the runner's
+    went with its event loop); not when the API does not answer (its client's retries took over a
+    minute). Sets `runner.paused` when done."""
+    from prefect import get_client
+
+    from flows.api_loss import api_answers
+
+    if runner.paused or runner.left_unpaused or not runner._deployment_registry.get_deployment_ids():
+        return  # left unpaused: its stop found the API down (asking again cost up to 2 s more)
+    if not api_answers():
+        return
+
+    async def pause() -> None:
+        async with get_client() as client:
+            runner._client = client
+            await runner._pause_schedules()
+
+    try:
+        asyncio.run(pause())
+    except Exception as exc:  # said as a deployment left unpaused
+        log.warning("could not pause the deployment of this schedule: %s", exc)
+
+
+def pause_commands(deployment_id: Any, name: str, ask: bool = True) -> str:
     """The command(s) that pause the schedule(s) of deployment `name` ("flow/name") as the runner's
     stop would have (Prefect 3's CLI has no pause of a deployment, and its `schedule pause --all`
-    pauses every deployment's schedules), read while the server answers; a `recsys schedule` of
+    pauses every deployment's schedules), read while the server answers (`ask`); a `recsys schedule` of
     it applies the deployment again, which makes its schedule active again."""
     from prefect import get_client
 
+    ids = []
     try:
-        with get_client(sync_client=True) as client:
-            ids = [schedule.id for schedule in client.read_deployment(deployment_id).schedules]
+        if ask:
+            with get_client(sync_client=True) as client:
+                ids = [schedule.id for schedule in client.read_deployment(deployment_id).schedules]
     except Exception as exc:  # never a reason to fail a start: the line then says where the ids are
         log.debug("could not read the schedules of %s: %s", name, exc)
-        ids = []
     if not ids:
         return f"`prefect deployment schedule ls {name}`, then `prefect deployment schedule pause {name} SCHEDULE_ID`"
     return ", ".join(f"`prefect deployment schedule pause {name} {schedule_id}`" for schedule_id in ids)
 
 
-def unpaused_line(name: str, pause: str) -> str:
-    """What a schedule says when its stop could not pause deployment `name`, its server down: the
-    server, once back, schedules its runs, which nothing runs (Late), until it is paused (`pause`,
-    from `pause_commands`) or served again."""
+def unpaused_line(name: str, pause: str, why: str | None = None) -> str:
+    """What a schedule says when its stop did not pause deployment `name`: by default its server was
+    down (said with its URL): the server, once back, schedules its runs, which nothing runs (Late),
+    until it is paused (`pause`, from `pause_commands`) or served again; or `why` it did not."""
     from flows.ephemeral import current_api_url
 
+    if why is not None:
+        return (f"deployment {name} was left unpaused: {why}, and its server schedules runs that nothing runs "
+                f"(they show Late): pause it ({pause}), or serve it again (`recsys schedule`)")  # fmt: skip
     return (
         f"deployment {name} was left unpaused: its Prefect server {current_api_url()} (PREFECT_API_URL) did not "
         "answer when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): "
@@ -165,30 +233,47 @@ def _no_websocket_tracebacks() -> None:
             logger.addFilter(kind())
 
 
-def _sigterm_to_the_runner() -> None:
-    """SIGTERM back to its default just before the runner starts, which installs its graceful stop
-    over it (pause the deployment, stop the runs, exit 0). Until here the command's own handler
-    unwinds on SIGTERM (`recsys.cli.common`, exit 143): restored to the default at the command's
-    start, a SIGTERM during the seconds the temporary server takes to start killed the schedule
-    where it stood, and its server served on, orphaned, until the next start."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _runner(scratch: Path) -> Any:
     from prefect.runner import Runner
 
     class NotingRunner(Runner):
         """A Runner whose storage is `scratch / STORAGE_DIR` and which notes in `scratch / RUNS_FILE`
         every flow run it moves to Pending (the server gave it the deployment's slot), and which
-        skips its pause-on-shutdown when the API does not answer (`left_unpaused`)."""
+        skips its pause-on-shutdown when the API does not answer (`left_unpaused`); `paused` once it
+        paused its deployment. SIGTERM while it starts stops it as Ctrl-C does; a Ctrl-C or SIGTERM
+        more during its stop is held back (`flows.stopping`): it cut the pause, or the stop of the
+        runs' processes, midway."""
 
+        applying = False  # its deployment asked for (`serve_deployment`)
+        exiting = False  # its stop begun
+        deployment_name = "its deployment"  # "flow/name", set by `serve_deployment`, for what a stop says
         left_unpaused = False
+        paused = False
+
+        async def _pause_schedules(self) -> None:
+            await super()._pause_schedules()
+            self.paused = True
+
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            """SIGTERM while the runner starts stops it as Ctrl-C does (`serve_deployment` pauses the
+            deployment then): Prefect's exited at once (sys.exit(0) from within its start), skipping
+            the pause its stop makes, which had not begun."""
+            if not self.started and not self.stopping and not self.exiting:  # still starting
+                import signal
+
+                from prefect.exceptions import TerminationSignal
+
+                self._logger.info("SIGTERM received, initiating graceful shutdown...")  # as Prefect's says
+                raise TerminationSignal(signal.SIGTERM)
+            if self.stopping:  # its graceful stop under way (Prefect's exited at once, as unpaused)
+                from flows import stopping
+
+                stopping.again(f"pausing deployment {self.deployment_name} and stopping its runs first")
+                return
+            super().handle_sigterm(*args, **kwargs)
 
         async def __aenter__(self):  # type: ignore[override]
+            fault_point("schedule.runner_starting")  # a Ctrl-C here lands in Prefect's __aenter__'s first await
             entered = await super().__aenter__()
             proposer = getattr(self, "_state_proposer", None)
             pending = getattr(proposer, "propose_pending", None)
@@ -207,14 +292,18 @@ def _runner(scratch: Path) -> Any:
             return entered
 
         async def __aexit__(self, *exc_info: Any) -> None:
+            from flows import stopping
             from flows.api_loss import api_answers
 
-            if self.pause_on_shutdown and not await asyncio.to_thread(api_answers):
-                # pausing a deployment on a server that is gone took Prefect's client retries
-                # (over a minute) and then raised ConnectError ("this is a bug")
-                self.pause_on_shutdown = False
-                self.left_unpaused = True  # said by `serve_deployment` when the server is the user's
-            await super().__aexit__(*exc_info)
+            self.exiting = True
+            with stopping.held(f"pausing deployment {self.deployment_name} and stopping its runs first"):
+                fault_point("schedule.runner_stopping")
+                if self.pause_on_shutdown and not await asyncio.to_thread(api_answers):
+                    # pausing a deployment on a server that is gone took Prefect's client retries
+                    # (over a minute) and then raised ConnectError ("this is a bug")
+                    self.pause_on_shutdown = False
+                    self.left_unpaused = True  # said by `serve_deployment` when the server is the user's
+                await super().__aexit__(*exc_info)
 
     runner = NotingRunner(pause_on_shutdown=True)
     runner._tmp_dir = scratch / STORAGE_DIR  # Prefect's own, $TMPDIR/runner_storage/<uuid>, outlived every stop

@@ -11,7 +11,7 @@ process); several points are separated by commas (`a,b:2`). The points are liste
 exist. `RECSYS_STOP_AT` (same syntax) sends SIGSTOP instead: the process freezes there until a test,
 having done what another process would do in that window, resumes it with SIGCONT.
 `RECSYS_INTERRUPT_AT` sends SIGINT (a Ctrl-C that lands exactly there), which a test can aim at a
-point in its own process, where SIGSTOP would freeze the test itself.
+point in its own process, where SIGSTOP would freeze the test itself; `RECSYS_TERMINATE_AT` SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import signal
 ENV = "RECSYS_KILL_AT"
 STOP_ENV = "RECSYS_STOP_AT"
 INTERRUPT_ENV = "RECSYS_INTERRUPT_AT"
+TERMINATE_ENV = "RECSYS_TERMINATE_AT"
 POINTS = (
     "ingest.read",  # the source read and validated, nothing staged yet (a producer may write meanwhile)
     "encoding.copied",  # a source in another encoding copied as UTF-8, not yet checked unchanged
@@ -38,14 +39,20 @@ POINTS = (
     "tracking.closing",  # a run's close begun (Ctrl-C held back), its status not yet sent
     "flow_run.starting",  # a scheduled flow run's process started, Prefect's engine not yet imported
     "schedule.serving",  # `recsys schedule` set up (its scratch directory made), its runner not yet started
+    "schedule.applied",  # `recsys schedule`'s deployment created on the server, its runner not yet started
+    "schedule.runner_starting",  # `recsys schedule`'s runner starting (entering its services), not yet serving
+    "schedule.runner_stopping",  # `recsys schedule`'s runner stopping: its deployment not yet paused, its runs not yet stopped
+    "schedule.stopping",  # `recsys schedule` stopping: its runs not yet closed, its deployment not yet paused
 )
 _seen: dict[tuple[str, str], int] = {}
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL (RECSYS_KILL_AT), SIGSTOP (RECSYS_STOP_AT) or SIGINT (RECSYS_INTERRUPT_AT) this
-    process here when the variable names `name` (see the module docstring)."""
-    for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP), (INTERRUPT_ENV, signal.SIGINT)):
+    """SIGKILL (RECSYS_KILL_AT), SIGSTOP (RECSYS_STOP_AT), SIGINT (RECSYS_INTERRUPT_AT) or SIGTERM
+    (RECSYS_TERMINATE_AT) this process here when the variable names `name` (see the module docstring)."""
+    signals = ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP), (INTERRUPT_ENV, signal.SIGINT),
+               (TERMINATE_ENV, signal.SIGTERM))  # fmt: skip
+    for env, sig in signals:
         wanted = [nth for point, _, nth in (e.strip().partition(":") for e in os.environ.get(env, "").split(","))
                   if point == name]  # fmt: skip
         if not wanted:

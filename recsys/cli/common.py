@@ -262,7 +262,7 @@ def _restore_sigterm(previous: Any) -> None:
 
 def sigterm_to_the_server() -> None:
     """Give SIGTERM back to a long-running server's own graceful stop (`recsys serve`: uvicorn;
-    `recsys schedule` does so just before its runner starts, `flows.runner`), which installs its handler only over the default one:
+    `recsys schedule`'s runner installs its own over the command's, `flows.runner`), which installs its handler only over the default one:
     SIGTERM is how a service is stopped, and such a stop ends the process as its server decides
     (uvicorn swallowed the command's exception and exited 0). `user_errors` restores its own on the way out."""
     import signal

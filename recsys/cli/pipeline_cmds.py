@@ -487,7 +487,8 @@ def schedule(
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C or SIGTERM "
                   f"(`kill {os.getpid()}`) stops it")
     _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
-    # SIGTERM unwinds (exit 143) until the runner starts, whose graceful stop takes it then (flows.runner)
+    # SIGTERM unwinds (exit 143) until the deployment is created; from then on Ctrl-C and SIGTERM are
+    # the schedule's stop, which pauses it (exit 0; flows.runner.serve_deployment)
     serve_pipeline(say=lambda line: console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
                    name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
                    config_path=str(config) if config else None, overrides=set_ or [])

@@ -6,6 +6,9 @@
   with `--overlap skip` every later run was cancelled, also after a restart, for ever on Prefect's
   temporary server. A stop closes its own such runs; a start closes those of killed schedules,
   never those of a schedule that still runs.
+* A Ctrl-C or SIGTERM while the runner started (or a Ctrl-C more during the stop) left the
+  deployment unpaused: the server scheduled runs that nothing ran. A stop at any moment once the
+  deployment exists pauses it now, or says how to; a Ctrl-C more is held (`flows.stopping`).
 
 One real runner (Prefect's, in this process, on the session's harness server) is served and stopped
 by a Ctrl-C once it runs; the runs it must close are made through the API, as its own would be.
@@ -408,3 +411,259 @@ def test_a_start_stops_the_flow_run_processes_that_killed_schedules_left(tmp_pat
         for process in (left, live, other, stuck, alive):
             process.kill()
             process.wait()
+
+
+def _serve_until_stopped(name: str, lines: list[str], monkeypatch, once_serving: bool = False) -> None:
+    """`serve_pipeline` of deployment `name` with Python's own SIGINT handler (`interrupted_by`), its
+    lines in `lines`, stopped by the signals its fault points send, and with `once_serving` by a
+    Ctrl-C once its runner serves; a signal that escapes fails the test (a KeyboardInterrupt would
+    end the test session)."""
+    import flows.runner
+    from flows.deployments import serve_pipeline
+
+    runners: list = []
+    make_runner = flows.runner._runner
+    monkeypatch.setattr(flows.runner, "_runner", lambda scratch: runners.append(make_runner(scratch)) or runners[0])
+
+    def ctrl_c_once_serving() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (runners and runners[0].started):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    stopper = threading.Thread(target=ctrl_c_once_serving if once_serving else lambda: None, daemon=True)
+    with interrupted_by(stopper):
+        try:
+            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit: what a user saw
+            pytest.fail(f"the schedule's stop raised {exc!r}")
+
+
+def _read(name: str):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(f"training-pipeline/{name}")
+
+
+def _stopping_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("stopping:")]
+
+
+@pytest.mark.parametrize(
+    ("interrupts", "once_serving"),
+    [
+        ({"RECSYS_INTERRUPT_AT": "schedule.applied"}, False),  # the deployment just created, no runner yet
+        ({"RECSYS_INTERRUPT_AT": "schedule.runner_starting"}, False),  # inside the runner's start (its services)
+        ({"RECSYS_TERMINATE_AT": "schedule.runner_starting"}, False),  # SIGTERM there: Prefect's runner exited
+        # an impatient user: Ctrl-C again while the stop pauses the deployment: held, the pause made
+        ({"RECSYS_INTERRUPT_AT": "schedule.runner_starting,schedule.stopping"}, False),
+        ({"RECSYS_INTERRUPT_AT": "schedule.runner_stopping"}, True),  # so in the stop of a runner that served
+    ],
+    ids=["ctrl-c-once-created", "ctrl-c-while-the-runner-starts", "sigterm-while-the-runner-starts",
+         "twice-while-it-starts", "twice-once-serving"],
+)  # fmt: skip
+def test_a_schedule_stopped_while_it_starts_pauses_its_deployment(
+    prefect_harness, tmp_path, monkeypatch, capfd, interrupts, once_serving
+):
+    """Prefect's runner pauses its deployment when it stops, so that the server schedules no runs
+    that nothing runs (Late), but only once the runner had started: a Ctrl-C while it started
+    (entering its services) left the deployment unpaused, without a word, and SIGTERM there
+    exited at once (sys.exit(0) in Prefect's handler), as unpaused. A Ctrl-C more during the stop
+    (an impatient user) cut the pause midway. A stop at any moment once the deployment exists now
+    pauses it, as the stop of a schedule that serves does (returns, nothing said, nothing left in
+    $TMPDIR); a Ctrl-C more during the stop is held, with one line. The signals land at the
+    schedule's own fault points (`recsys.faults`), in this process, on the session's harness server."""
+    from recsys import faults
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(faults, "_seen", {})  # counts per process
+    for env, points in interrupts.items():
+        monkeypatch.setenv(env, points)
+    name = f"starting-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+    _serve_until_stopped(name, lines, monkeypatch, once_serving)
+    assert _read(name).paused, lines
+    assert lines == []
+    assert list(tmp_path.iterdir()) == []
+    held = "stopping" in interrupts.get("RECSYS_INTERRUPT_AT", "")
+    what = "and stopping its runs" if once_serving else "and closing its runs"
+    assert _stopping_lines(capfd.readouterr().err) == held * [
+        f"stopping: pausing deployment training-pipeline/{name} {what} first; press Ctrl-C again to stop at once"
+    ]
+
+
+def test_a_schedule_stopped_while_it_starts_with_its_server_down_says_how_to_pause_its_deployment(
+    prefect_harness, tmp_path, monkeypatch
+):
+    """Ctrl-C while the runner starts, its server (PREFECT_API_URL) gone meanwhile: the deployment
+    cannot be paused, and the stop says so with the command that pauses its schedule, as the stop
+    of a schedule that served does (before, nothing was said). The server is the session's harness
+    behind a proxy, killed at the fault point where the Ctrl-C lands."""
+    from urllib.parse import urlsplit
+
+    from killable_proxy import KillableProxy
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.runner
+    from recsys import faults
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(faults, "_seen", {})
+    monkeypatch.setenv(faults.INTERRUPT_ENV, "schedule.runner_starting")
+    harness = str(PREFECT_API_URL.value())
+    proxy = KillableProxy((urlsplit(harness).hostname or "127.0.0.1", int(urlsplit(harness).port or 80)))
+    point = flows.runner.fault_point
+
+    def server_down_there(name: str) -> None:
+        if name == "schedule.runner_starting":
+            proxy.kill()
+        point(name)
+
+    monkeypatch.setattr(flows.runner, "fault_point", server_down_there)
+    api = f"http://127.0.0.1:{proxy.port}/api"
+    name = f"starting-down-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        _serve_until_stopped(name, lines, monkeypatch)
+    deployment = _read(name)
+    assert not deployment.paused
+    deployment_name = f"training-pipeline/{name}"
+    assert lines == [
+        f"deployment {deployment_name} was left unpaused: its Prefect server {api} (PREFECT_API_URL) did not "
+        "answer when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): "
+        f"pause it then (`prefect deployment schedule pause {deployment_name} {deployment.schedules[0].id}`), or "
+        "serve it again (`recsys schedule`)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "interrupt",
+    [{"RECSYS_INTERRUPT_AT": "schedule.runner_starting"}, {"RECSYS_TERMINATE_AT": "schedule.applied"}, {}],
+    ids=["ctrl-c-while-the-runner-starts", "sigterm-once-created", "ctrl-c-once-serving"],
+)
+def test_recsys_schedule_stopped_while_it_starts_ends_as_once_serving(prefect_harness, tmp_path, interrupt):
+    """What a user sees: `recsys schedule` stopped while its runner starts (Ctrl-C), or right after
+    its deployment was created (SIGTERM: the command's own handler until the runner's takes over),
+    ends as one stopped once it serves (the last case): exit 0, Prefect's two pause lines, no
+    traceback, the deployment paused, nothing left in $TMPDIR. Before, the first exited 0 with the
+    deployment unpaused and no word; a SIGTERM between the two handlers killed the schedule."""
+    from prefect.settings import PREFECT_API_URL
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300",
+           **interrupt}  # fmt: skip
+    schedule = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", name],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        if not interrupt:  # Ctrl-C once the runner serves: it made its storage directory as it started
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob("recsys-schedule-*/runner-storage")):
+                assert schedule.poll() is None and time.monotonic() < deadline, schedule.communicate()
+                time.sleep(0.05)
+            time.sleep(0.5)
+            schedule.send_signal(signal.SIGINT)
+        out, err = schedule.communicate(timeout=120)
+    finally:
+        if schedule.poll() is None:
+            schedule.kill()
+            schedule.wait()
+    assert schedule.returncode == 0, err
+    assert out.splitlines()[0].startswith(f"serving deployment training-pipeline/{name} ") and len(out.splitlines()) == 1
+    assert [line.split(" | ", 1)[-1] for line in err.splitlines()][-2:] == [
+        "INFO    | prefect.runner - Pausing all deployments...",
+        "INFO    | prefect.runner - All deployments have been paused!",
+    ], err
+    assert "Traceback" not in err
+    assert _read(name).paused
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("once_serving", [False, True], ids=["while-it-starts", "once-serving"])
+def test_a_schedule_stopped_at_once_says_how_to_pause_its_deployment(
+    prefect_harness, tmp_path, monkeypatch, capfd, once_serving
+):
+    """Ctrl-C while the runner starts (or once it serves), then twice more while the stop pauses the
+    deployment (the second is held, the third stops at once): nothing more is asked of the server,
+    and the deployment, left unpaused, is said with the command that pauses its schedule."""
+    from recsys import faults
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(faults, "_seen", {})
+    stop = "schedule.runner_stopping" if once_serving else "schedule.stopping"
+    monkeypatch.setenv(faults.INTERRUPT_ENV, stop if once_serving else f"schedule.runner_starting,{stop}")
+    monkeypatch.setenv(faults.TERMINATE_ENV, stop)  # right after that Ctrl-C: the third signal
+    name = f"forced-{uuid.uuid4().hex[:6]}"
+    lines: list[str] = []
+    _serve_until_stopped(name, lines, monkeypatch, once_serving)
+    deployment = _read(name)
+    assert not deployment.paused
+    deployment_name = f"training-pipeline/{name}"
+    assert lines == [
+        f"deployment {deployment_name} was left unpaused: this schedule was stopped at once, before it paused it, "
+        "and its server schedules runs that nothing runs (they show Late): pause it "
+        f"(`prefect deployment schedule pause {deployment_name} {deployment.schedules[0].id}`), or serve it again "
+        "(`recsys schedule`)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+    assert len(_stopping_lines(capfd.readouterr().err)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)")
+def test_ctrl_c_again_while_a_schedule_stops_its_temporary_server_shows_no_traceback(
+    tmp_path, migrated_prefect_database
+):
+    """`recsys schedule` without PREFECT_API_URL serves on a temporary Prefect server, which Prefect
+    stopped at exit (an atexit callback waiting up to 5 s): a Ctrl-C more there, an impatient user's
+    after the schedule had stopped, printed "Exception ignored in atexit callback" and a
+    KeyboardInterrupt traceback. The schedule stops it itself now, that Ctrl-C held with one line.
+    Ctrl-C is sent to the schedule's process group, as a terminal does; the second once the server's
+    stop begins (Prefect's line says so). ~30 s: the temporary server starts."""
+    import shutil
+
+    from recsys.procfs import find_own
+
+    home, tmp = tmp_path / "prefect", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    if migrated_prefect_database is not None:
+        shutil.copyfile(migrated_prefect_database, home / "prefect.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(home), TMPDIR=str(tmp), COLUMNS="300")
+    schedule = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", f"exit-{uuid.uuid4().hex[:6]}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp.glob("recsys-schedule-*/runner-storage")):  # the runner serves
+            assert schedule.poll() is None and time.monotonic() < deadline, schedule.communicate()[0]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(schedule.pid, signal.SIGINT)
+        assert schedule.stdout is not None
+        for line in schedule.stdout:
+            lines.append(line)
+            if "Stopping temporary server" in line:
+                os.killpg(schedule.pid, signal.SIGINT)
+        schedule.wait(60)
+    finally:
+        if schedule.poll() is None:
+            schedule.kill()
+            schedule.wait()
+    output = "".join(lines)
+    assert schedule.returncode == 0, output
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    assert "stopping: stopping Prefect's temporary server first; press Ctrl-C again to stop at once\n" in lines, output
+
+    def our_server(entry) -> bool:
+        return any(b"uvicorn" in part for part in entry.command()) and entry.env("PREFECT_HOME") == str(home)
+
+    assert find_own(our_server) == []
+    assert list(tmp.iterdir()) == [], output

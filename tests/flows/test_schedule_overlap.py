@@ -65,6 +65,9 @@ def test_recsys_schedule_on_prefects_temporary_server_gets_runs_scheduled(prefec
         def start(self) -> None:
             pass
 
+        def stop(self) -> None:  # the schedule stops its server at its end: this one is the session's
+            pass
+
     monkeypatch.setattr("prefect.server.api.server.SubprocessASGIServer", HarnessServer)
     seen: dict[str, object] = {}
 
