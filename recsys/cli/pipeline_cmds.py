@@ -127,18 +127,35 @@ def run(
         result.write_json(json_out)
     _where_to_look(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
     if summary.get("tracking_error"):
-        kept = sum(1 for m in summary["models"] if m.get("unlogged"))
-        where = summary.get("unlogged_dir")
-        err_console.print(
-            f"[bold red]error:[/] tracking store {summary.get('tracking_uri')} failed during the run "
-            f"({summary['tracking_error']}); {kept} trained model(s) and the run's logs kept in {where}: "
-            f"log them with `recsys run --resume-tracking {where}`",
-            highlight=False, soft_wrap=True,
-        )  # fmt: skip
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(tracking_failed_line(summary, store_args(given, set_)))}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(code=2)
     if failed:
         console.print(f"[bold red]{failed}[/]")
         raise typer.Exit(code=1)
+
+
+def tracking_failed_line(summary: dict, args: str = "") -> str:
+    """The error line of a run whose tracking store failed: which store, how, what was kept where,
+    and the command that logs it once the store is back, with this run's store options (`args`,
+    `store_args`). Printed bare, `recsys run --resume-tracking DIR` read the default config: after a
+    run with `--set tracking.experiment=...` (or another --config) it logged the kept runs into
+    another experiment, where `recsys promote` never found them, and marked the bundle logged."""
+    from recsys.tracking.store import is_http, is_lost_connection
+
+    uri, failure, where = summary.get("tracking_uri") or "", summary["tracking_error"], summary.get("unlogged_dir")
+    store = f"the MLflow tracking server {uri}" if is_http(uri) else f"the tracking store {uri}"
+    how = "stopped answering" if is_lost_connection(failure) else "failed"
+    kept = sum(1 for m in summary["models"] if m.get("unlogged"))
+    logged = sum(1 for m in summary["models"] if m.get("status") == "ok" and not m.get("unlogged"))
+    if kept:
+        what, them = f"{kept} trained model(s) and the run's logs are kept in {where}", "them"
+    else:  # every model reached the store: what is kept is the pipeline run's own record
+        what, them = f"the {logged} trained model(s) were logged before; the run's own record is kept in {where}", "it"
+    return (f"{store} {how} during the run ({failure}); {what}: once it answers again, log {them} with "
+            f"`recsys run{args} --resume-tracking {where}`")  # fmt: skip
 
 
 def _skip_policy(cfg: RunConfig, *, if_changed: bool, force: bool, tracking: bool) -> RunConfig:
@@ -334,6 +351,9 @@ def champion_line(summary: dict, args: str = "") -> str:
         line = (f"not promoted: this run's best model{basis}, [bold]{challenger}[/] ({said}{reason}); "
                 f"{line_name} champion unchanged: {served}")
         return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
+    if args:  # the commands a failed store's reason names, with this run's store options
+        reason = reason.replace("`recsys run --resume-tracking ", f"`recsys run{args} --resume-tracking ")
+        reason = reason.replace("`recsys promote`", f"`recsys promote{args}`")
     line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
     return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
 

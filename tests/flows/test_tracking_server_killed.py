@@ -142,22 +142,38 @@ class KilledRun:
         experiment = self.client.get_experiment_by_name(self.experiment)
         return self.client.search_runs([experiment.experiment_id])
 
-    def invoke(self, monkeypatch: pytest.MonkeyPatch, *args: str):
-        """A command in this process, as the user would type it next (same folder, same store)."""
+    def invoke(self, monkeypatch: pytest.MonkeyPatch, *args: str, own_sets: bool = True):
+        """A command in this process, as the user would type it next (same folder, same store),
+        with the run's own --set unless `own_sets` is False (a command as printed)."""
         monkeypatch.chdir(self.work)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", self.server.uri)
         for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
             monkeypatch.delenv(name, raising=False)  # set by the command: restored after the test
-        return CliRunner().invoke(app, [*args, *self.args])
+        return CliRunner().invoke(app, [*args, *(self.args if own_sets else [])])
 
 
 def _assert_one_error_line(run: KilledRun, code: int, output: str) -> str:
+    """The run's one error line: the server, what happened to it in a few words (MLflow's urllib3
+    chain, cut mid-word, was the reason before), and the resume command with the run's store
+    options; no traceback."""
     assert code == 2, output[-4000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output[-4000:]
-    assert run.server.uri in errors[0] and "--resume-tracking" in errors[0], errors[0]
+    line = errors[0]
+    assert line.startswith(f"error: the MLflow tracking server {run.server.uri} stopped answering during the run "
+                           "(connection refused"), line  # fmt: skip
+    assert "HTTPConnectionPool" not in line
+    assert f"`recsys run --set 'tracking.experiment=\"{run.experiment}\"' " in line, line
+    assert " --resume-tracking mlflow/unlogged/" in line, line
     assert "Traceback" not in output, output[-4000:]
-    return errors[0]
+    return line
+
+
+def _printed_command(line: str) -> list[str]:
+    """The arguments of the `recsys ...` command a line ends with, as a shell would split them."""
+    import shlex
+
+    return shlex.split(line.rsplit("`recsys ", 1)[1].split("`", 1)[0])
 
 
 def _assert_nothing_half_written(run: KilledRun) -> None:
@@ -216,13 +232,14 @@ def test_a_server_killed_at_promotion_then_resumed_keeps_the_models_with_their_r
     empty run, so a schedule never trained again until the data changed."""
     run = KilledRun(tmp_path, server)
     code, output, _ = run.kill_server_at("promote.decided")
-    _assert_one_error_line(run, code, output)
+    line = _assert_one_error_line(run, code, output)
+    assert "the 2 trained model(s) were logged before; the run's own record is kept in" in line  # not "0 ... kept"
     summary = run.summary()
     assert [(m["status"], m.get("unlogged")) for m in summary["models"]] == [("ok", None), ("ok", None)]
     _assert_nothing_half_written(run)
 
     server.start()
-    resumed = run.invoke(monkeypatch, "run", "--resume-tracking", "mlflow/unlogged")
+    resumed = run.invoke(monkeypatch, *_printed_command(line), own_sets=False)  # as the error line says
     assert resumed.exit_code == 0, resumed.output
     runs = run.runs()
     assert "RUNNING" not in {r.info.status for r in runs}
