@@ -209,6 +209,11 @@ def test_a_server_killed_while_a_model_trains_ends_the_run_and_the_next_run_trai
     server.start()  # back; the dead run's runs are still open on it
     dead_parent = summary["mlflow_parent_run_id"]
     assert run.client.get_run(dead_parent).info.status == "RUNNING"
+    # `recsys promote` said "still running: it promotes its own models when it ends" (it never would)
+    refused = run.invoke(monkeypatch, "promote")
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert f"newest pipeline run {dead_parent}" in said and "did not go whole" in said and "still running" not in said
     # As a scheduled run would: it must not take the dead run for the finished run of the same inputs.
     again = run.invoke(monkeypatch, "run", "--no-prefect", "--if-changed", "--json", str(tmp_path / "again.json"))
     assert again.exit_code == 0, again.output
