@@ -311,13 +311,28 @@ def _restore_signals(previous) -> None:
 
 def _resume_tracking(cfg, path: Path) -> None:
     """`recsys run --resume-tracking DIR`: log every kept bundle under DIR into the store."""
+    import shlex
+
     from recsys.errors import TrackingError
-    from recsys.tracking.offline import find_bundles, resume_bundle
+    from recsys.tracking.offline import find_bundles, kept_experiment, resume_bundle
     from recsys.tracking.runs import Tracker
 
     bundles = find_bundles(path)
     if not bundles:
         raise TrackingError(f"{path}: no runs kept by a failed tracking store here (expected <dir>/<run>/run.json)")
+    # Before the store is touched (the wrong config would make its experiment): a bundle of another
+    # experiment logged here is where `recsys promote` / `compare` with the run's config never look.
+    others = {b: theirs for b in bundles if (theirs := kept_experiment(b)) not in (None, cfg.tracking.experiment)}
+    for bundle, theirs in others.items():
+        err_console.print(
+            f"skipped {bundle}: a run of experiment {theirs!r}, and this command logs to {cfg.tracking.experiment!r}; "
+            f"resume it with the run's --config, or --set {shlex.quote(f'tracking.experiment={theirs}')}",
+            highlight=False, markup=False, soft_wrap=True,
+        )  # fmt: skip
+    bundles = [b for b in bundles if b not in others]
+    if not bundles:
+        raise TrackingError(f"{path}: no run kept here is of experiment {cfg.tracking.experiment!r} (see above): "
+                            "give the --config and --set the run used")  # fmt: skip
     tracker = Tracker(cfg.tracking, cfg)  # checks the store, and closes runs whose process died
     for bundle in bundles:
         report = resume_bundle(tracker.client, tracker.experiment_id, bundle)

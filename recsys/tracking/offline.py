@@ -156,6 +156,17 @@ def find_bundles(path: Path) -> list[Path]:
     )
 
 
+def kept_experiment(bundle: Path) -> str | None:
+    """The experiment the run kept in `bundle` logged to (its parent record's `tracking.experiment`
+    param); None when the bundle holds no parent record, or one without it."""
+    parent = record_dir(bundle, RunRecord(key=PARENT_KEY, name="", run_id="")) / RUN_FILE
+    if not parent.is_file():
+        return None
+    return kept_json(parent, "remove its folder to resume without that run", RunRecord.from_json).params.get(
+        "tracking.experiment"
+    )
+
+
 @dataclass
 class ResumeReport:
     bundle: Path
