@@ -129,33 +129,14 @@ def run(
     if summary.get("tracking_error"):
         from rich.markup import escape
 
+        from pipelines.report import tracking_failed_line
+
         err_console.print(f"[bold red]error:[/] {escape(tracking_failed_line(summary, store_args(given, set_)))}",
                           highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(code=2)
     if failed:
         console.print(f"[bold red]{failed}[/]")
         raise typer.Exit(code=1)
-
-
-def tracking_failed_line(summary: dict, args: str = "") -> str:
-    """The error line of a run whose tracking store failed: which store, how, what was kept where,
-    and the command that logs it once the store is back, with this run's store options (`args`,
-    `store_args`). Printed bare, `recsys run --resume-tracking DIR` read the default config: after a
-    run with `--set tracking.experiment=...` (or another --config) it logged the kept runs into
-    another experiment, where `recsys promote` never found them, and marked the bundle logged."""
-    from recsys.tracking.store import is_http, is_lost_connection
-
-    uri, failure, where = summary.get("tracking_uri") or "", summary["tracking_error"], summary.get("unlogged_dir")
-    store = f"the MLflow tracking server {uri}" if is_http(uri) else f"the tracking store {uri}"
-    how = "stopped answering" if is_lost_connection(failure) else "failed"
-    kept = sum(1 for m in summary["models"] if m.get("unlogged"))
-    logged = sum(1 for m in summary["models"] if m.get("status") == "ok" and not m.get("unlogged"))
-    if kept:
-        what, them = f"{kept} trained model(s) and the run's logs are kept in {where}", "them"
-    else:  # every model reached the store: what is kept is the pipeline run's own record
-        what, them = f"the {logged} trained model(s) were logged before; the run's own record is kept in {where}", "it"
-    return (f"{store} {how} during the run ({failure}); {what}: once it answers again, log {them} with "
-            f"`recsys run{args} --resume-tracking {where}`")  # fmt: skip
 
 
 def _skip_policy(cfg: RunConfig, *, if_changed: bool, force: bool, tracking: bool) -> RunConfig:
