@@ -28,6 +28,24 @@ class _NoInterruptTraceback(logging.Filter):
         return True
 
 
+class _NoDeterministicTraceback(logging.Filter):
+    """The flow's end by a deterministic error (`recsys.errors.is_deterministic`: bad input or
+    config, a tracking store that does not answer, `flows.pipeline.TrackingLost`): keep Prefect's
+    message, drop its traceback. Why: a scheduled run started while the MLflow server was down
+    printed two Prefect tracebacks (flow and subflow, ~30 lines each) into the schedule's output for
+    one `TrackingError` whose message says all; `recsys run` prints such an error as one line. A bug
+    keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            from recsys.errors import is_deterministic
+
+            if is_deterministic(error):
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main() -> None:
     try:
         import runpy
@@ -35,6 +53,7 @@ def main() -> None:
         from recsys.faults import fault_point
 
         logging.getLogger("prefect.engine").addFilter(_NoInterruptTraceback())
+        logging.getLogger("prefect.flow_runs").addFilter(_NoDeterministicTraceback())
         fault_point("flow_run.starting")
         runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
     except KeyboardInterrupt:

@@ -59,7 +59,7 @@ from recsys import interrupt
 from recsys.config import RunConfig, load_config
 from recsys.data.storage import read_manifest
 from recsys.distill import distillation_waves
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, TrackingError
 
 RESULTS_DIR = Path("data") / ".prefect-results"
 
@@ -351,7 +351,25 @@ def training_pipeline(
     if force:
         cfg = forced(cfg)
     runner = training_flow_for(cfg)
-    return runner(cfg, tracking, scheduled)
+    summary = runner(cfg, tracking, scheduled)
+    if summary.get("tracking_error"):
+        from pipelines.report import tracking_failed_line
+
+        raise TrackingLost(tracking_failed_line(summary, store_options(config_path, overrides)), summary)
+    return summary
+
+
+def store_options(config_path: str | None, overrides: list[str] | None) -> str:
+    """` --config PATH --set tracking...` : the options of a deployment's run that find its store,
+    experiment and registry line (its config and its tracking.* / promotion.* overrides), for the
+    commands its messages print."""
+    import shlex
+
+    args = ["--config", config_path] if config_path else []
+    for item in overrides or []:
+        if item.split("=", 1)[0].strip().split(".", 1)[0] in ("tracking", "promotion"):
+            args += ["--set", item]
+    return "".join(f" {shlex.quote(a)}" for a in args)
 
 
 def training_flow_for(cfg: RunConfig):
@@ -506,6 +524,21 @@ def close_dead_flow_runs() -> list[str]:
             client.set_flow_run_state(run.id, Crashed(message=note), force=True)
             closed.append(str(run.id))
     return closed
+
+
+class TrackingLost(TrackingError):
+    """A deployment's run whose tracking store failed: every model trained and was kept on disk,
+    and nothing was logged or promoted. Carries the summary.
+
+    Why: such a run ended Completed, like a run that had logged everything: a schedule's operator saw
+    green in Prefect while the models waited in `tracking.offline_dir` for a `--resume-tracking`
+    nobody knew to run (only WARNING lines said so). `recsys run` exits 2 for it; the deployment's
+    run now fails with the same one line (the server, how it went, what was kept where, the resume
+    command). The models' own flow (`train-and-evaluate`) stays Completed: they did train."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class PipelineFailed(RuntimeError):

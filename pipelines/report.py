@@ -373,3 +373,24 @@ def run_warning(result: PipelineResult, cfg: RunConfig) -> str | None:
         confidence=cfg.evaluation.confidence, protocol=str(result.dataset.get("split")),
         popularity={m.name for m in result.models if m.kind == "popularity"},
     )  # fmt: skip
+
+
+def tracking_failed_line(summary: dict, args: str = "") -> str:
+    """The error line of a run whose tracking store failed: which store, how, what was kept where,
+    and the command that logs it once the store is back, with this run's store options (`args`,
+    `store_args`). Printed bare, `recsys run --resume-tracking DIR` read the default config: after a
+    run with `--set tracking.experiment=...` (or another --config) it logged the kept runs into
+    another experiment, where `recsys promote` never found them, and marked the bundle logged."""
+    from recsys.tracking.store import is_http, is_lost_connection
+
+    uri, failure, where = summary.get("tracking_uri") or "", summary["tracking_error"], summary.get("unlogged_dir")
+    store = f"the MLflow tracking server {uri}" if is_http(uri) else f"the tracking store {uri}"
+    how = "stopped answering" if is_lost_connection(failure) else "failed"
+    kept = sum(1 for m in summary["models"] if m.get("unlogged"))
+    logged = sum(1 for m in summary["models"] if m.get("status") == "ok" and not m.get("unlogged"))
+    if kept:
+        what, them = f"{kept} trained model(s) and the run's logs are kept in {where}", "them"
+    else:  # every model reached the store: what is kept is the pipeline run's own record
+        what, them = f"the {logged} trained model(s) were logged before; the run's own record is kept in {where}", "it"
+    return (f"{store} {how} during the run ({failure}); {what}: once it answers again, log {them} with "
+            f"`recsys run{args} --resume-tracking {where}`")  # fmt: skip

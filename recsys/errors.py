@@ -49,6 +49,12 @@ class RecsysError(Exception):
     def __str__(self) -> str:
         return self.render()
 
+    def __repr__(self) -> str:
+        """With the message rendered: Prefect logs a flow's error as its repr ("Encountered exception
+        during execution: TrackingError('... turn tracking off with {option}')"), which showed the
+        placeholder instead of the option."""
+        return f"{type(self).__name__}({self.render()!r})"
+
 
 class DataError(RecsysError):
     """A file or data set that cannot be used; the message names the file and the cause."""

@@ -127,14 +127,12 @@ def run(
         result.write_json(json_out)
     _where_to_look(summary, json_out, cfg, store_args(given, set_), prefect=not no_prefect)
     if summary.get("tracking_error"):
-        kept = sum(1 for m in summary["models"] if m.get("unlogged"))
-        where = summary.get("unlogged_dir")
-        err_console.print(
-            f"[bold red]error:[/] tracking store {summary.get('tracking_uri')} failed during the run "
-            f"({summary['tracking_error']}); {kept} trained model(s) and the run's logs kept in {where}: "
-            f"log them with `recsys run --resume-tracking {where}`",
-            highlight=False, soft_wrap=True,
-        )  # fmt: skip
+        from rich.markup import escape
+
+        from pipelines.report import tracking_failed_line
+
+        err_console.print(f"[bold red]error:[/] {escape(tracking_failed_line(summary, store_args(given, set_)))}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(code=2)
     if failed:
         console.print(f"[bold red]{failed}[/]")
@@ -294,13 +292,28 @@ def _restore_signals(previous) -> None:
 
 def _resume_tracking(cfg, path: Path) -> None:
     """`recsys run --resume-tracking DIR`: log every kept bundle under DIR into the store."""
+    import shlex
+
     from recsys.errors import TrackingError
-    from recsys.tracking.offline import find_bundles, resume_bundle
+    from recsys.tracking.offline import find_bundles, kept_experiment, resume_bundle
     from recsys.tracking.runs import Tracker
 
     bundles = find_bundles(path)
     if not bundles:
         raise TrackingError(f"{path}: no runs kept by a failed tracking store here (expected <dir>/<run>/run.json)")
+    # Before the store is touched (the wrong config would make its experiment): a bundle of another
+    # experiment logged here is where `recsys promote` / `compare` with the run's config never look.
+    others = {b: theirs for b in bundles if (theirs := kept_experiment(b)) not in (None, cfg.tracking.experiment)}
+    for bundle, theirs in others.items():
+        err_console.print(
+            f"skipped {bundle}: a run of experiment {theirs!r}, and this command logs to {cfg.tracking.experiment!r}; "
+            f"resume it with the run's --config, or --set {shlex.quote(f'tracking.experiment={theirs}')}",
+            highlight=False, markup=False, soft_wrap=True,
+        )  # fmt: skip
+    bundles = [b for b in bundles if b not in others]
+    if not bundles:
+        raise TrackingError(f"{path}: no run kept here is of experiment {cfg.tracking.experiment!r} (see above): "
+                            "give the --config and --set the run used")  # fmt: skip
     tracker = Tracker(cfg.tracking, cfg)  # checks the store, and closes runs whose process died
     for bundle in bundles:
         report = resume_bundle(tracker.client, tracker.experiment_id, bundle)
@@ -334,6 +347,9 @@ def champion_line(summary: dict, args: str = "") -> str:
         line = (f"not promoted: this run's best model{basis}, [bold]{challenger}[/] ({said}{reason}); "
                 f"{line_name} champion unchanged: {served}")
         return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
+    if args:  # the commands a failed store's reason names, with this run's store options
+        reason = reason.replace("`recsys run --resume-tracking ", f"`recsys run{args} --resume-tracking ")
+        reason = reason.replace("`recsys promote`", f"`recsys promote{args}`")
     line = f"champion: [bold]{name or 'unchanged'}[/] ({said}{reason})"
     return line + (f"\n{not_comparable_hint(promotion, args)}" if decision == "not comparable" else "")
 

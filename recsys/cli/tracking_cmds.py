@@ -101,7 +101,8 @@ def promote(
     candidates = list(run_id or [])
     _, mlflow_client = _client(cfg)
     if not candidates:
-        candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment, lineage(cfg))
+        candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment, lineage(cfg),
+                                                cfg.tracking.stale_run_minutes * 60)  # fmt: skip
     decision = run_promotion(cfg, candidates, force=force)
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.decision, "red")
     console.print(decision_line(decision.decision or "kept", decision.reason, colour), highlight=False)

@@ -418,7 +418,9 @@ def curve_labels(frame: pl.DataFrame) -> dict[str, str]:
     return labels
 
 
-def latest_pipeline_model_runs(client: MlflowClient, experiment: str, lineage: Lineage | None = None) -> list[str]:
+def latest_pipeline_model_runs(
+    client: MlflowClient, experiment: str, lineage: Lineage | None = None, stale_after_s: float = 0.0
+) -> list[str]:
     """Finished model runs of the newest pipeline (parent) run that is no longer running: the
     default promotion candidates. A pipeline still running is skipped: `recsys promote` beside a
     `recsys run` took that run's few models finished so far (or failed: 'no finished model runs'),
@@ -427,19 +429,36 @@ def latest_pipeline_model_runs(client: MlflowClient, experiment: str, lineage: L
     `lineage` (the config's): only a pipeline run of that lineage, or one from before lineages were
     tagged. One experiment holds every data set a config ran on (the experiment is named by the
     config), so the newest pipeline run can be another data set's, and `recsys promote --force`
-    with the config of one data set handed that data set's line to the other's model."""
+    with the config of one data set handed that data set's line to the other's model.
+
+    A newest run that did not go whole - KILLED (interrupted, its process or its tracking server
+    killed), or RUNNING with its process gone (`liveness.taken_for_dead`, `stale_after_s` as in
+    `tracking.stale_run_minutes`) - is refused, naming it: after the MLflow server died mid-run and
+    came back, `recsys promote` said such a run "is still running: it promotes its own models when
+    it ends" (it never would), and once the next start had closed it KILLED, it chose the champion
+    among the models that run had logged before the kill (popularity alone, its two-tower never
+    finished)."""
+    from recsys.tracking.liveness import taken_for_dead
+
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
     pipelines = f"tags.`{TAG_KIND}` = 'pipeline'"
     ended = f"{pipelines} and attributes.status != 'RUNNING'"
 
-    def newest(filter_string: str) -> list:
+    def newest(filter_string: str, count: int = 1) -> list:
         return client.search_runs(
-            [found.experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"], max_results=1
-        )
+            [found.experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"],
+            max_results=count,
+        )  # fmt: skip
 
-    parents = newest(ended if lineage is None else f"{ended} and tags.`{TAG_LINEAGE_ID}` = '{lineage.id}'")
+    def first_ended(runs: list) -> list:
+        """The first of `runs` no longer running; a RUNNING run whose process is gone has ended too."""
+        done = (r for r in runs if r.info.status != "RUNNING" or taken_for_dead(r.data.tags, stale_after_s))
+        return [run] if (run := next(done, None)) is not None else []
+
+    mine = pipelines if lineage is None else f"{pipelines} and tags.`{TAG_LINEAGE_ID}` = '{lineage.id}'"
+    parents = first_ended(newest(mine, 50))
     if not parents and lineage is not None and (other := newest(ended)):
         theirs = other[0].data.tags.get(TAG_LINEAGE)
         if theirs is not None:
@@ -457,6 +476,15 @@ def latest_pipeline_model_runs(client: MlflowClient, experiment: str, lineage: L
                 "promotes its own models when it ends; to promote models now, pass their runs to --run-id"
             )
         raise TrackingError(f"experiment {experiment!r} has no pipeline runs; run `recsys run` first")
+    if parents[0].info.status in ("KILLED", "RUNNING"):
+        how = "KILLED" if parents[0].info.status == "KILLED" else "RUNNING, but its process is gone"
+        raise TrackingError(
+            f"the newest pipeline run {parents[0].info.run_id} of experiment {experiment!r} did not go whole "
+            f"({how}: interrupted, or its process or tracking server was killed), so its models are not a "
+            "run's candidates: run `recsys run` again (or, when its tracking server failed, `recsys run "
+            "--resume-tracking DIR` with the directory its error line named), or pass the model runs to "
+            "promote to --run-id"
+        )
     parent = parents[0].info.run_id
     children = client.search_runs(
         [found.experiment_id],

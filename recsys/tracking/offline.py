@@ -156,6 +156,17 @@ def find_bundles(path: Path) -> list[Path]:
     )
 
 
+def kept_experiment(bundle: Path) -> str | None:
+    """The experiment the run kept in `bundle` logged to (its parent record's `tracking.experiment`
+    param); None when the bundle holds no parent record, or one without it."""
+    parent = record_dir(bundle, RunRecord(key=PARENT_KEY, name="", run_id="")) / RUN_FILE
+    if not parent.is_file():
+        return None
+    return kept_json(parent, "remove its folder to resume without that run", RunRecord.from_json).params.get(
+        "tracking.experiment"
+    )
+
+
 @dataclass
 class ResumeReport:
     bundle: Path
@@ -218,6 +229,9 @@ def _resume_locked(client: MlflowClient, experiment_id: str, bundle: Path) -> Re
             tag = [RunTag("mlflow.parentRunId", new_parent)]
             with_retries(lambda r=record, tag=tag: client.log_batch(r.run_id, tags=tag))
         elif not record.complete and not record.run_id.startswith(OFFLINE_PREFIX):
+            if record.key == PARENT_KEY:
+                kept = {r.run_id for r in records}
+                _adopt_children(client, experiment_id, record.run_id, new_ids[record.run_id], kept)
             _close_replaced(client, record.run_id, new_ids[record.run_id])
     done = {"runs": report.runs, "registered": report.registered, "at": time.time()}
     write_text_atomic(done_file, json.dumps(done))
@@ -348,6 +362,31 @@ def _carry_split(
         except Exception:  # never logged: promotion will say the split cannot be had
             return
         with_retries(lambda: client.log_artifacts(new_parent, path, SPLIT_ARTIFACT))
+
+
+def _adopt_children(
+    client: MlflowClient, experiment_id: str, old_parent: str, new_parent: str, kept: set[str]
+) -> None:
+    """Move under the parent that replaces `old_parent` every run the store holds under it that no
+    record of the bundle stands for: the model runs that were logged in full before the store died.
+
+    Why: under Prefect each model task logs through a tracker of its own, and the flow's tracker,
+    the one that found the store gone (at promotion, say), keeps only the parent's record. Its
+    bundle then named no model, so the resumed parent had none: `recsys promote` said "pipeline run
+    ... has no finished model runs", and a scheduled run took that empty run for the finished run
+    of its unchanged inputs and trained nothing from then on. The runs the bundle does hold stay
+    under the old parent: their content is logged again under the new one."""
+    from mlflow.entities import RunTag
+
+    from recsys.tracking.runs import with_retries
+
+    children = with_retries(
+        lambda: client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{old_parent}'")
+    )
+    tag = [RunTag("mlflow.parentRunId", new_parent)]
+    for run in children:
+        if run.info.run_id not in kept and TAG_REPLACED_BY not in run.data.tags:
+            with_retries(lambda r=run: client.log_batch(r.info.run_id, tags=tag))
 
 
 def _first_time(record: RunRecord) -> int | None:

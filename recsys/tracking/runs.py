@@ -59,6 +59,7 @@ from recsys.tracking.store import (
     check_tracking,
     client,
     ensure_experiment,
+    lost_connection,
     metric_key,
     redact,
     resolve_tracking_uri,
@@ -392,7 +393,9 @@ class Tracker:
             if self.failure is not None:
                 return
             text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-            self.failure = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+            self.failure = lost_connection(text) or (
+                text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+            )
             runs = {r.run_id if r.key == PARENT_KEY else r.parent_id for r in self._records.values()}
             for parent in (runs | set(self._parent_tags)) - {None, ""}:
                 _GONE[self.uri, str(parent)] = self.failure

@@ -119,6 +119,37 @@ def artifact_location(uri: str, configured: str | None = None) -> str | None:
     return default_artifact_location(uri)
 
 
+LOST_CONNECTION = (
+    (("connection refused", "failed to establish a new connection", "newconnectionerror"), "connection refused"),
+    (("remote end closed", "remotedisconnected", "connection reset", "connection aborted", "broken pipe"),
+     "connection closed by the server"),
+    (("read timed out", "readtimeouterror", "connecttimeouterror", "connect timeout"),
+     "no answer within MLFLOW_HTTP_REQUEST_TIMEOUT"),
+)  # fmt: skip
+"""Markers of a store call that got no answer at all, and how the error line says it."""
+
+
+def lost_connection(text: str) -> str | None:
+    """`connection refused, /api/2.0/mlflow/runs/log-batch` for the error of a call to a server that
+    no longer answers (killed, stopped, frozen); None for any other error.
+
+    Why: MLflow's text for it is its whole urllib3 chain ("API request to http://HOST/api/... failed
+    with exception HTTPConnectionPool(host=..., port=...): Max retries exceeded with url: ...
+    (Caused by NewConnectionError(...))"), cut at 300 characters mid-word in the run's one error
+    line, where what a user needs is that the server went away and which call found it."""
+    low = text.lower()
+    cause = next((said for markers, said in LOST_CONNECTION if any(m in low for m in markers)), None)
+    if cause is None:
+        return None
+    call = re.search(r"API request to \S*?(/api/[^\s?]+)", text)
+    return f"{cause}, {call.group(1)}" if call else cause
+
+
+def is_lost_connection(failure: str) -> bool:
+    """Whether a tracker's `failure` text is `lost_connection`'s."""
+    return failure.startswith(tuple(said for _, said in LOST_CONNECTION))
+
+
 def limit_http_retries() -> None:
     """Make MLflow's HTTP client give up in seconds rather than minutes (respects user settings)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

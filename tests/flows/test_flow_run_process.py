@@ -21,3 +21,28 @@ def test_a_ctrl_c_while_a_flow_runs_process_starts_is_one_line():
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines() == [INTERRUPTED_LINE], done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_flow_ended_by_a_deterministic_error_logs_its_message_without_the_traceback():
+    """A scheduled run started while the MLflow server was down printed two Prefect tracebacks into
+    the schedule's output for one TrackingError, whose repr there showed `{option}` unfilled. The
+    flow-run process keeps the message, rendered, and drops the traceback; a bug keeps it."""
+    import logging
+
+    from flows.flow_run_process import _NoDeterministicTraceback
+    from recsys.errors import TrackingError
+
+    def logged(error: Exception) -> logging.LogRecord:
+        try:
+            raise error
+        except Exception:
+            return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1,
+                                     "Encountered exception during execution: %r", (error,), sys.exc_info())  # fmt: skip
+
+    quiet = _NoDeterministicTraceback()
+    down = logged(TrackingError("tracking server http://127.0.0.1:5000 is not reachable: start it, or turn tracking "
+                                "off with {option}", setting="tracking.enabled", value="false"))  # fmt: skip
+    assert quiet.filter(down) and down.exc_info is None
+    assert down.getMessage().endswith("turn tracking off with --set tracking.enabled=false')"), down.getMessage()
+    bug = logged(ValueError("a bug"))
+    assert quiet.filter(bug) and bug.exc_info is not None

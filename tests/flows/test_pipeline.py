@@ -341,6 +341,44 @@ def test_the_flow_trains_on_the_data_it_prepared_while_another_ingest_waits(pref
 
 
 @pytest.mark.slow
+def test_a_deployments_run_whose_store_died_fails_with_the_error_line(prefect_harness, tmp_path, shared_mlflow_uri,
+                                                                       monkeypatch):
+    """A scheduled run (the deployment's flow, `training_pipeline`) whose MLflow server died mid-run
+    ended Completed, like a run that had logged everything: the schedule's operator saw green while
+    its models waited on disk for a `--resume-tracking` nobody knew to run. It now fails with the
+    line `recsys run` prints (the server, how it went, where the models are, the resume command
+    with the run's store options); the models were trained all the same."""
+    import flows.pipeline as fp
+    from flows.pipeline import TrackingLost, training_pipeline
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails each call at once
+    server = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
+    previous = mlflow.get_tracking_uri()
+    submit = fp.longest_first
+
+    def die_then_submit(wave):  # the parent run is open; the models are about to be submitted
+        server.kill()
+        return submit(wave)
+
+    monkeypatch.setattr(fp, "longest_first", die_then_submit)
+    experiment = f"deployed-{tmp_path.name}"
+    overrides = [*TINY[:-1], 'models=[{name="pop", kind="popularity"}]', f'data.processed_dir="{tmp_path / "p"}"',
+                 f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{server.uri}"',
+                 f'tracking.experiment="{experiment}"', f'tracking.offline_dir="{tmp_path / "unlogged"}"',
+                 f'tracking.model_name_prefix="{tmp_path.name}"', f'promotion.registered_model="{tmp_path.name}-best"']  # fmt: skip
+    try:
+        with pytest.raises(TrackingLost) as caught:
+            training_pipeline(None, overrides, scheduled=True)
+    finally:
+        server.kill()
+        mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
+    said, summary = str(caught.value), caught.value.summary
+    assert said.startswith(f"the MLflow tracking server {server.uri} stopped answering during the run"), said
+    assert f"--set 'tracking.experiment=\"{experiment}\"'" in said and f"--resume-tracking {summary['unlogged_dir']}`" in said
+    assert [(m["name"], m["status"]) for m in summary["models"]] == [("pop", "ok")]
+
+
+@pytest.mark.slow
 def test_models_queued_when_the_store_dies_still_train_and_are_kept(prefect_harness, tmp_path, shared_mlflow_uri,
                                                                     monkeypatch):
     """The tracking server dies after the parent run opened and before the model tasks start (with

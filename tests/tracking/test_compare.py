@@ -76,6 +76,37 @@ def test_latest_pipeline_candidates_skip_a_pipeline_still_running(logged):
     assert latest_pipeline_model_runs(client, name) == [children["ended"]]
 
 
+@pytest.mark.parametrize("how", ["KILLED", "RUNNING, its process gone"])
+def test_latest_pipeline_candidates_refuse_a_newest_run_that_did_not_go_whole(logged, how):
+    """The MLflow server killed mid-run, then back: `recsys promote` said the dead run "is still
+    running: it promotes its own models when it ends" (it never would) and took the run before it;
+    once the next start had closed it KILLED, promote chose among the models it had logged before
+    the kill (here `pop`, its other models never finished). Both are refused, naming the run."""
+    import subprocess
+    import sys
+
+    from recsys.errors import TrackingError
+    from recsys.tracking.liveness import TAG_PID, process_tags
+    from recsys.tracking.runs import TAG_KIND
+
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
+    experiment = client.create_experiment(f"promote-after-a-death-{uuid.uuid4().hex[:8]}")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {**process_tags(), TAG_PID: gone.stdout.strip(), TAG_KIND: "pipeline"}  # this host, a pid that ended
+    parents = {}
+    for start, name in ((1_000, "whole"), (2_000, "dead")):
+        parent = client.create_run(experiment, start_time=start, tags=dead).info.run_id
+        child = client.create_run(experiment, start_time=start + 1, tags={"mlflow.parentRunId": parent})
+        client.set_terminated(child.info.run_id)  # finished before the kill
+        parents[name] = parent
+        if name == "whole" or how == "KILLED":
+            client.set_terminated(parent, status="FINISHED" if name == "whole" else "KILLED")
+    name = client.get_experiment(experiment).name
+    with pytest.raises(TrackingError, match=f"newest pipeline run {parents['dead']} .*did not go whole") as caught:
+        latest_pipeline_model_runs(client, name)
+    assert how.split(",")[0] in str(caught.value) and "--run-id" in str(caught.value)
+
+
 def test_cli_compare_writes_table_and_plot(logged, champion_set, tmp_path):
     out, plot = tmp_path / "cmp.md", tmp_path / "curves.png"
     args = ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]

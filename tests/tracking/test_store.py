@@ -218,3 +218,29 @@ def test_a_new_experiment_on_a_database_server_needs_an_artifact_location():
     assert artifact_location("postgresql://db/mlflow") is None
     assert artifact_location("postgresql://db/mlflow", "s3://bucket/mlflow") == "s3://bucket/mlflow"
     assert artifact_location("postgresql://db/mlflow", "/srv/mlflow/art") == "file:///srv/mlflow/art"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("MlflowException: API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+         "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: /api/2.0/mlflow/runs/log-batch "
+         "(Caused by NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=5000): Failed to establish a new "
+         "connection: [Errno 111] Connection refused\"))", "connection refused, /api/2.0/mlflow/runs/log-batch"),
+        ("MlflowException: API request to http://h:5000/api/2.0/mlflow/runs/get?run_uuid=abc failed with exception "
+         "HTTPConnectionPool(host='h', port=5000): Max retries exceeded with url: /api/2.0/mlflow/runs/get?run_uuid=abc "
+         "(Caused by ProtocolError('Connection aborted.', RemoteDisconnected('Remote end closed connection')))",
+         "connection closed by the server, /api/2.0/mlflow/runs/get"),
+        ("MlflowException: API request to http://h:5000/api/2.0/mlflow/runs/update failed with exception "
+         "HTTPConnectionPool(host='h', port=5000): Read timed out. (read timeout=30)",
+         "no answer within MLFLOW_HTTP_REQUEST_TIMEOUT, /api/2.0/mlflow/runs/update"),
+        ("MlflowException: Run 'abc' not found", None),
+        ("OperationalError: database is locked", None),
+    ],
+)  # fmt: skip
+def test_a_lost_connection_is_said_in_a_few_words_naming_the_call(text, said):
+    """The run's error line quoted MLflow's whole urllib3 chain, cut at 300 characters mid-word."""
+    from recsys.tracking.store import is_lost_connection, lost_connection
+
+    assert lost_connection(text) == said
+    assert is_lost_connection(said or text) == (said is not None)

@@ -346,3 +346,34 @@ def test_a_damaged_kept_run_record_is_one_error_line_naming_it(shared_mlflow_uri
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.output and "bug" not in result.output
     assert f"{bundle / 'wals' / 'run.json'} is not a readable record" in " ".join(result.output.split())
+
+
+def test_a_resume_logs_only_the_kept_runs_of_its_configs_experiment(shared_mlflow_uri, tmp_path):
+    """`recsys run --resume-tracking DIR` printed bare (as the error line printed it) read the default
+    config: the runs of a run with --set tracking.experiment=... (or another --config) were logged
+    into the default experiment, where `recsys promote` and `recsys compare` with the run's config
+    never found them, and the bundle was marked logged. A bundle of another experiment is now
+    skipped with the --set that resumes it; only bundles of other experiments is an error, before the
+    store is touched."""
+    ours, theirs = f"ours-{uuid.uuid4().hex[:8]}", f"theirs-{uuid.uuid4().hex[:8]}"
+    kept = tmp_path / "unlogged"
+    for experiment in (ours, theirs):
+        record = {"key": "parent", "name": "default", "run_id": f"offline-{experiment}", "status": "FINISHED",
+                  "params": {"tracking.experiment": experiment}}  # fmt: skip
+        (kept / experiment / "parent").mkdir(parents=True)
+        (kept / experiment / "parent" / "run.json").write_text(json.dumps(record))
+    store = ["--set", f'tracking.tracking_uri="{shared_mlflow_uri}"']
+    result = runner.invoke(app, ["run", "--resume-tracking", str(kept), *store, "--set", f"tracking.experiment={ours}"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"skipped {kept / theirs}: a run of experiment '{theirs}'" in said and f"--set tracking.experiment={theirs}" in said
+    assert f"logged {kept / ours} into" in said and not (kept / theirs / "logged.json").exists()
+    client = MlflowClient(shared_mlflow_uri)
+    [run] = client.search_runs([client.get_experiment_by_name(ours).experiment_id])
+    assert run.data.tags["recsys.resumed_from"] == f"offline-{ours}"
+
+    elsewhere = f"elsewhere-{uuid.uuid4().hex[:8]}"
+    result = runner.invoke(app, ["run", "--resume-tracking", str(kept / theirs), *store, "--set", f"tracking.experiment={elsewhere}"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert client.get_experiment_by_name(elsewhere) is None  # nothing made in passing
