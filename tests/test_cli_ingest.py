@@ -100,6 +100,28 @@ def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> N
     assert len(lines) >= 2 and all(len(line) > 40 for p in lines for line in p[:-1]), lines  # filled, not ragged
 
 
+def test_every_options_help_is_shown_whole() -> None:
+    """Help is rendered as Markdown, which drops `<word>` as an HTML tag: `recsys tune --help` said
+    the default --out was `tuned--.toml`. Every option's help of every command must come out whole
+    (code spans lose only their backticks)."""
+    import typer
+
+    def squeeze(text: str) -> str:
+        return re.sub(r"[\s│`]+", "", text)
+
+    def walk(command, path: list[str]) -> None:
+        shown = squeeze(runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output)
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert squeeze(param.help) in shown, (path, param.name, param.help)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    tune = " ".join(runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "tuned-CONFIG-MODEL.toml" in tune
+
+
 def test_help_lists_the_options() -> None:
     result = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "160"})
     assert result.exit_code == 0

@@ -471,7 +471,8 @@ def tune(
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Where to write the config with the best parameters "
-                     "(default: tuned-<config>-<model>.toml in the current directory)."),
+                     "(default: tuned-CONFIG-MODEL.toml in the current directory, CONFIG the config "
+                     "file's name without .toml)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
 ) -> None:
