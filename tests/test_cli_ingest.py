@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -120,6 +121,26 @@ def test_every_options_help_is_shown_whole() -> None:
     walk(typer.main.get_command(app), [])
     tune = " ".join(runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output.split())
     assert "tuned-CONFIG-MODEL.toml" in tune
+
+
+@pytest.mark.parametrize(("command", "options"), [
+    (["ingest"], ["--time-col", "--weight-col", "--min-rating", "--aggregate", "--min-user-interactions",
+                  "--min-item-interactions"]),
+    (["train"], ["--model"]),
+    (["evaluate"], ["--model"]),
+    (["data", "fetch"], ["--base-url"]),
+])  # fmt: skip
+def test_options_that_change_what_happens_name_their_default(command: list[str], options: list[str]) -> None:
+    """`--weight-col` read "(optional; missing = 1.0)" though a `rating` column is found by itself, and
+    the k-core and positive-rule options said nothing of the value used without them."""
+    import typer
+
+    group = typer.main.get_command(app)
+    for name in command:
+        group = group.commands[name]
+    helps = {opt: param.help for param in group.params for opt in param.opts}
+    for option in options:
+        assert "default" in helps[option].lower(), (command, option, helps[option])
 
 
 def test_help_lists_the_options() -> None:

@@ -96,7 +96,8 @@ def ingest_command(
     ] = None,
     time_col: Annotated[
         str | None,
-        typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601, else see --time-format (optional)."),
+        typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601, else see --time-format (default: auto, e.g. "
+            "timestamp, time, date; none found: no times)."),
     ] = None,
     time_format: Annotated[
         str | None,
@@ -109,7 +110,8 @@ def ingest_command(
     ] = None,
     weight_col: Annotated[
         str | None,
-        typer.Option("--weight-col", help="Rating / count / dwell column (optional; missing = 1.0)."),
+        typer.Option("--weight-col", help="Rating / count / dwell column (default: auto, e.g. rating, weight, plays; none found: "
+                     "every row weighs 1.0)."),
     ] = None,
     event_col: Annotated[
         str | None,
@@ -132,14 +134,15 @@ def ingest_command(
         typer.Option(
             "--min-rating",
             help="Positive rule: keep rows with weight >= this (e.g. 4); rows below it, negative ratings "
-            "included, are not positive (not quarantined).",
+            "included, are not positive (not quarantined). Default: data.positive_min_weight, unset: every row is "
+            "positive.",
         ),
     ] = None,
     aggregate: Annotated[
         Literal["auto", "count", "sum", "max", "last"] | None,
         typer.Option(
             "--aggregate",
-            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
+            help="How repeated (user, item) pairs combine: auto (default: sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
         ),
     ] = None,
     exact_duplicates: Annotated[
@@ -154,11 +157,11 @@ def ingest_command(
     ] = None,
     min_user_interactions: Annotated[
         int | None,
-        typer.Option("--min-user-interactions", min=1, help="k-core: users need at least N items."),
+        typer.Option("--min-user-interactions", min=1, help="k-core: users need at least N items (default: data.min_user_interactions, 1)."),
     ] = None,
     min_item_interactions: Annotated[
         int | None,
-        typer.Option("--min-item-interactions", min=1, help="k-core: items need at least N users."),
+        typer.Option("--min-item-interactions", min=1, help="k-core: items need at least N users (default: data.min_item_interactions, 1)."),
     ] = None,
     append: Annotated[
         bool,

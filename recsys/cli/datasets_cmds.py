@@ -98,7 +98,7 @@ def fetch_command(
             "(e.g. user_artists.dat) already on disk.",
         ),
     ] = None,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="Mirror to download from.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Mirror to download from (default: files.grouplens.org).")] = None,
 ) -> None:
     """Download a public archive (MovieLens, HetRec Last.fm) from GroupLens (progress bar, SHA-256
     check), unzip it under --raw-dir and print the path of its ratings file, ready for `recsys ingest`.

@@ -32,7 +32,7 @@ ModelsDir = Annotated[
     Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")
 ]
 OnlyOption = Annotated[
-    list[str] | None, typer.Option("--model", "-m", help="Only these models (by name). Repeatable.")
+    list[str] | None, typer.Option("--model", "-m", help="Only these models (by name; default: every model of the config). Repeatable.")
 ]
 
 
