@@ -18,6 +18,7 @@ import json
 import re
 import tomllib
 import typing
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -489,18 +490,49 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, models)) from None
 
 
-def _describe(exc: ValidationError, path: str | Path | None) -> str:
+def _describe(exc: ValidationError, path: str | Path | None, models: Sequence[dict[str, Any]] = ()) -> str:
     """Every problem on one line: `invalid config (FILE): key: problem; key: problem`; an unknown
-    key names the closest key of its section (`factor` -> did you mean 'factors'?)."""
+    key names the closest key of its section (`factor` -> did you mean 'factors'?). A model's keys
+    are named as `--set` addresses them, `models.<name>.<key>`: pydantic's `models.3.two_tower.key`
+    (list index, then the kind it validated against) matched neither the TOML nor the `--set`."""
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{loc or 'config'}: {msg}")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key(err["loc"])
+        elif err["type"] == "union_tag_invalid":
+            msg = _unknown_kind(err["ctx"])
+        elif err["type"] == "union_tag_not_found":
+            msg = f"no kind given: add kind = one of {', '.join(MODEL_CONFIGS)}"
+        problems.append(f"{_key_path(err, models) or 'config'}: {msg}")
     return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
+
+
+def _key_path(err: Any, models: Sequence[dict[str, Any]]) -> str:
+    """`models.<name>.<key>` for a model's key (the kind pydantic inserts after the index dropped),
+    `models.<name>.kind` for an unknown kind; other keys as pydantic dotted them."""
+    loc = list(err["loc"])
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and loc[1] < len(models):
+        model = models[loc[1]]
+        rest = loc[3:] if len(loc) >= 3 and loc[2] == model.get("kind") else loc[2:]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            rest = ["kind"]
+        loc = ["models", model.get("name", loc[1]), *rest]
+    return ".".join(str(p) for p in loc)
+
+
+def _unknown_kind(ctx: dict[str, Any]) -> str:
+    """An unknown model kind with the closest one and the list: pydantic's "Input tag 'walz' found
+    using 'kind' does not match any of the expected tags" named neither as a user would."""
+    import difflib
+
+    kind = str(ctx.get("tag", ""))
+    close = difflib.get_close_matches(kind, list(MODEL_CONFIGS), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown model kind {kind!r}{hint}; kinds: {', '.join(MODEL_CONFIGS)}"
 
 
 def _unknown_key(loc: tuple) -> str:

@@ -147,6 +147,31 @@ def test_bad_configs_are_one_line_config_errors(tmp_path, text, says):
     assert says in str(caught.value) and "\n" not in str(caught.value)
 
 
+MODELS = b'[[models]]\nname = "pop"\nkind = "popularity"\n[[models]]\nname = "bce"\nkind = "two_tower"\n'
+
+
+@pytest.mark.parametrize("text, overrides, says", [
+    # a model's key as `--set` addresses it; pydantic's path was `models.1.two_tower.epochz`
+    (MODELS + b"epochz = 3\n", [], "models.bce.epochz: unknown key (did you mean 'epochs'?)"),
+    (MODELS, ["models.bce.epochz=3"], "models.bce.epochz: unknown key (did you mean 'epochs'?)"),
+    (MODELS, ["models.bce.epochs=-1"], "models.bce.epochs: Input should be greater than 0"),
+    # was "models.1: Input tag 'two_towr' found using 'kind' does not match any of the expected tags: ..."
+    (MODELS, ["models.bce.kind=two_towr"], "models.bce.kind: unknown model kind 'two_towr' (did you mean 'two_tower'?); "
+                                           "kinds: popularity, wals, two_tower"),
+    # was "models.2: Unable to extract tag using discriminator 'kind'"
+    (MODELS + b'[[models]]\nname = "x"\n', [], "models.x.kind: no kind given: add kind = one of popularity, wals"),
+    # was "evaluation.ks: Value error, ks must be ..."
+    (b"[evaluation]\nks = [-5]\n", [], "invalid config (c.toml): evaluation.ks: ks must be a non-empty list"),
+])  # fmt: skip
+def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, overrides, says):
+    path = tmp_path / "c.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value).replace(str(tmp_path) + "/", "")
+    assert says in message and "\n" not in message, message
+
+
 def test_an_unknown_model_name_is_a_config_error_and_still_a_key_error():
     cfg = load_config(None)
     with pytest.raises(ConfigError, match=r"no model named 'wals'.*\(none\)"):

@@ -177,7 +177,7 @@ CASES: dict[str, Case] = {
          "did you mean 'movielens-100k'?"),
         # A misspelt key named the key alone; the section's closest key is the fix.
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "models.wals.factor=3"],
-         "models.1.wals.factor: unknown key (did you mean 'factors'?)"),
+         "models.wals.factor: unknown key (did you mean 'factors'?)"),
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "split.protocl=random"],
          "split.protocl: unknown key (did you mean 'protocol'?)"),
         # A config naming no model trained nothing and exited 0 with an empty table.
