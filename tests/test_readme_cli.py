@@ -322,6 +322,31 @@ def test_schedule_refuses_a_bad_cron_or_time_zone_before_it_says_it_serves():
         assert line.startswith(says), (args, line)
 
 
+def test_schedule_says_when_it_runs_first_and_where_the_runs_go(tmp_path, monkeypatch):
+    """Once serving, `recsys schedule` printed nothing until its first run (a nightly cron: up to a
+    day), so it could not be told from a hung one, and it never said where the runs' results go."""
+    from datetime import UTC, datetime
+
+    import flows.deployments
+
+    served = []
+    monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: served.append(kwargs))
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'[tracking]\ntracking_uri = "sqlite:///{tmp_path}/m.db"\n[[models]]\nname = "p"\n'
+                      'kind = "popularity"\n')  # fmt: skip
+    result = invoke(["schedule", "--cron", "0 3 1 1 *", "--config", config])
+    assert result.exit_code == 0 and len(served) == 1, result.output
+    now = datetime.now(UTC)
+    year = now.year + 1 if (now.month, now.day, now.hour) >= (1, 1, 3) else now.year
+    lines = result.output.splitlines()
+    assert f"next run:     {year}-01-01 03:00 UTC" in lines, result.output
+    assert f"MLflow store: sqlite:///{tmp_path}/m.db" in lines, result.output
+    assert f"browse it:    recsys ui --config {config}   compare: recsys compare --config {config} " \
+           "--metric recall@20" in lines, result.output  # fmt: skip
+    result = invoke(["schedule", "--interval", "3600", "--config", config])
+    assert result.exit_code == 0 and not any(line.startswith("next run:") for line in result.output.splitlines())
+
+
 def test_ui_on_a_port_in_use_is_a_one_line_error_before_any_server_starts(tmp_path):
     """MLflow's server failed after `recsys ui` had printed its link, and the command exited 0."""
     import socket
