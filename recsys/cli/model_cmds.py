@@ -426,9 +426,11 @@ def evaluate(
     if folding:  # second, so a narrow terminal drops other columns first
         metrics.insert(1, folding)
     print_table(format_table(results, metrics, wide=wide, width=console.width), wide)
-    if folding:
-        from pipelines.report import FOLD_NOTES
+    from pipelines.report import FOLD_NOTES, interval_note
 
+    # what `±0.011` is and at which level: `recsys run`'s table says it, this one said nothing
+    console.print(interval_note(cfg, wide), highlight=False)
+    if folding:
         console.print(FOLD_NOTES["folding"], highlight=False)
     if warning := _small_test_warning(results, cfg, split):
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
