@@ -166,6 +166,18 @@ class DataConfig(Section):
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
+    @field_validator("source")
+    @classmethod
+    def _some_source(cls, source: str) -> str:
+        """An empty source read as the working directory (`Path("")` is `.`): `--set
+        data.source=$DATA` with DATA unset ingested every data-like file under the current folder."""
+        if not source.strip():
+            raise ValueError(
+                'is empty: name a file, a directory, a URL, a public set (movielens-100k ...) or "synthetic" '
+                "(an unset shell variable in --set data.source=$VAR?)"
+            )
+        return source
+
     @field_validator("time_format")
     @classmethod
     def _strftime_layout(cls, layout: str | None) -> str | None:

@@ -162,6 +162,9 @@ MODELS = b'[[models]]\nname = "pop"\nkind = "popularity"\n[[models]]\nname = "bc
     (MODELS + b'[[models]]\nname = "x"\n', [], "models.x.kind: no kind given: add kind = one of popularity, wals"),
     # was "evaluation.ks: Value error, ks must be ..."
     (b"[evaluation]\nks = [-5]\n", [], "invalid config (c.toml): evaluation.ks: ks must be a non-empty list"),
+    # `--set data.source=$DATA` with DATA unset: the empty path read the working directory as a landing zone
+    (MODELS, ["data.source="], "data.source: is empty: name a file, a directory"),
+    (MODELS + b'[data]\nsource = " "\n', [], "data.source: is empty"),
 ])  # fmt: skip
 def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, overrides, says):
     path = tmp_path / "c.toml"
