@@ -307,6 +307,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(work):
     assert not (work["root"] / "m-blocked").exists() and not (work["root"] / "i-blocked").exists()
 
 
+def test_an_output_directory_is_completed_with_the_outputs_own_kind_of_name(tmp_path):
+    """`recsys tune --out DIR` suggested `--out DIR/summary.json` for a tuned TOML config; and a file
+    where `recsys evaluate --models` wants a directory is named as such."""
+    config = tmp_path / "small.toml"
+    config.write_text('[[models]]\nname = "wals"\nkind = "wals"\n')
+    result = invoke(["tune", "--config", config, "--model", "wals", "--out", tmp_path])
+    assert result.exit_code == 2, result.output
+    assert f"give a file name, e.g. --out {tmp_path / 'tuned-small-wals.toml'}" in " ".join(result.output.split())
+    result = invoke(["run", "--no-prefect", "--no-tracking", "--config", config, "--json", tmp_path])
+    assert f"e.g. --json {tmp_path / 'summary.json'}" in " ".join(result.output.split())
+    # the other way round: evaluate --models FILE said "FILE/wals: no saved model", after the split
+    assert_one_line_error(["evaluate", "--config", config, "--models", config],
+                          f"--models {config} is a file, not the directory")  # fmt: skip
+
+
 def test_schedule_refuses_a_bad_cron_or_time_zone_before_it_says_it_serves():
     """`recsys schedule --cron "61 3 * * *"` (or `--timezone Mars/Olympus`) printed "serving deployment
     ..." and then "unexpected ValueError: Invalid cron string ...: this is a bug", exit 1; with both

@@ -344,11 +344,12 @@ DataConfigOption = Annotated[
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write a machine-readable summary to this file.")]
 
 
-def writable_output(path: Path | None, option: str) -> None:
+def writable_output(path: Path | None, option: str, example: str = "summary.json") -> None:
     """Refuse an output file that cannot be written before the work, not after it: a run that
     trained, logged and promoted, or a 30-trial search, then ended with exit 2 because --json or
     --out pointed into a read-only or missing place, and the summary or tuned config was lost.
-    Creates the parent directory (as the write would) and a probe file there, removed at once."""
+    Creates the parent directory (as the write would) and a probe file there, removed at once.
+    `example`: the file name a directory given instead is completed with in the hint."""
     if path is None:
         return
     import tempfile
@@ -356,7 +357,7 @@ def writable_output(path: Path | None, option: str) -> None:
     from recsys.errors import ConfigError
 
     if path.is_dir():
-        raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / 'summary.json'}")
+        raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / example}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)

@@ -388,6 +388,9 @@ def evaluate(
     _selected(loaded, only)  # unknown names: before any work
     if train_first:
         writable_dir(models_dir, "--models")
+    elif models_dir.exists() and not models_dir.is_dir():  # was "FILE/popularity: no saved model", after the split
+        raise ConfigError(f"--models {models_dir} is a file, not the directory `recsys train --models DIR` saved "
+                          "the models in")
     cfg, split = _prepare(loaded)
     results, summary, trained = {}, {}, {}
     for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
@@ -489,8 +492,9 @@ def tune(
 
     loaded = load_run_config(config, set_, default=True)
     loaded.model(model)  # an unknown name: before any work
-    out = out if out is not None else default_tuned_path(config_path(config), loaded.name, model)
-    writable_output(out, "--out")
+    default = default_tuned_path(config_path(config), loaded.name, model)
+    out = out if out is not None else default
+    writable_output(out, "--out", example=default.name)  # a directory: the tuned config's name, not summary.json
     if out.exists() and not force:
         raise ConfigError(
             f"--out {out} exists (an earlier tune's result?): pass --force to replace it, or choose another --out"
