@@ -317,6 +317,11 @@ def test_an_output_directory_is_completed_with_the_outputs_own_kind_of_name(tmp_
     assert f"give a file name, e.g. --out {tmp_path / 'tuned-small-wals.toml'}" in " ".join(result.output.split())
     result = invoke(["run", "--no-prefect", "--no-tracking", "--config", config, "--json", tmp_path])
     assert f"e.g. --json {tmp_path / 'summary.json'}" in " ".join(result.output.split())
+    # compare --plot DIR failed after the table, naming a temp file; a path under a file said "File exists"
+    assert_one_line_error(["compare", "--config", config, "--plot", tmp_path],
+                          f"--plot {tmp_path} is a directory: give a file name, e.g. --plot {tmp_path / 'compare.png'}")
+    assert_one_line_error(["compare", "--config", config, "--output", config / "x.md"],
+                          f"cannot write --output {config / 'x.md'} ({config} is a file, not a directory)")
     # the other way round: evaluate --models FILE said "FILE/wals: no saved model", after the split
     assert_one_line_error(["evaluate", "--config", config, "--models", config],
                           f"--models {config} is a file, not the directory")  # fmt: skip

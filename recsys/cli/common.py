@@ -358,6 +358,9 @@ def writable_output(path: Path | None, option: str, example: str = "summary.json
 
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / example}")
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():  # mkdir said "File exists", naming no file
+        raise ConfigError(f"cannot write {option} {path} ({blocking} is a file, not a directory): choose another path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
