@@ -318,3 +318,13 @@ def test_an_append_of_a_file_without_rows_leaves_the_directory_and_succeeds(tmp_
     assert (out / "manifest.json").read_text() == before
     data = json.loads(summary.read_text())
     assert (data["rows_in"], data["rows_accepted"], data["interactions"]) == (0, 0, 2)
+
+
+def test_a_mistyped_column_of_a_recbole_file_is_answered_with_its_typed_name(tmp_path: Path) -> None:
+    """`--user-col user` on RecBole's `user_id:token` header said `--user-col NAME`: the typed name
+    is too long to be close to `user`, so the suggestion compares the names without their type."""
+    log = tmp_path / "ml.inter"
+    log.write_text("user_id:token\titem_id:token\trating:float\n1\t10\t5\n2\t10\t4\n")
+    result = runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "out"), "--user-col", "user"])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).endswith("name one with --user-col user_id:token"), result.output
