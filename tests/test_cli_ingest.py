@@ -328,3 +328,15 @@ def test_a_mistyped_column_of_a_recbole_file_is_answered_with_its_typed_name(tmp
     result = runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "out"), "--user-col", "user"])
     assert result.exit_code == 2
     assert " ".join(result.output.split()).endswith("name one with --user-col user_id:token"), result.output
+
+
+def test_a_file_where_a_directory_must_go_is_named_not_blamed_on_permissions(tmp_path: Path) -> None:
+    """`recsys data synth --out ratings.csv` said "File exists (ratings.csv): check the path and its
+    permissions"; a path below a file said "Not a directory". Both name the file in the way."""
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,item_id\na,b\n")
+    for out in (log, log / "synth"):
+        result = runner.invoke(app, ["data", "synth", "--out", str(out), "--users", "8", "--items", "8"])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.endswith(f"{log} is a file, not a directory: choose another path"), line

@@ -222,6 +222,18 @@ def _where(exc: OSError) -> str | None:
     return str(exc.filename) if exc.filename is not None else None
 
 
+def _os_hint(exc: OSError) -> str:
+    """What to do about an OSError. A file where a directory must go (`recsys data synth --out
+    ratings.csv`) read "File exists (ratings.csv): check the path and its permissions", which sent
+    the user to permissions; it names the file instead."""
+    if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename is not None:
+        path = Path(str(exc.filename))
+        blocking = next((p for p in (path, *path.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            return f"{blocking} is a file, not a directory: choose another path"
+    return "check the path and its permissions"
+
+
 def _unwind_on_sigterm() -> Any:
     """Turn SIGTERM into `recsys.interrupt.Terminated` for the command's duration, so every command
     unwinds as on Ctrl-C: its `finally` blocks remove temp files and staging directories, its lock
@@ -304,7 +316,7 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
                 if debug_enabled():
                     raise
                 what = exc.strerror or str(exc)
-                print_error(error_line(what, _where(exc), "check the path and its permissions"))
+                print_error(error_line(what, _where(exc), _os_hint(exc)))
                 raise typer.Exit(code=2) from None
             except Exception as exc:  # a bug: still one line, the traceback behind --debug
                 if debug_enabled():
