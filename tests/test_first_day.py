@@ -165,6 +165,11 @@ MODELS = b'[[models]]\nname = "pop"\nkind = "popularity"\n[[models]]\nname = "bc
     # `--set data.source=$DATA` with DATA unset: the empty path read the working directory as a landing zone
     (MODELS, ["data.source="], "data.source: is empty: name a file, a directory"),
     (MODELS + b'[data]\nsource = " "\n', [], "data.source: is empty"),
+    # pydantic read `true` as 1 for a number: a one-epoch two-tower, a seed of 1, without a word
+    (MODELS, ["models.bce.epochs=true"], "models.bce: epochs = true: a boolean where the key takes a number"),
+    (MODELS + b"[split]\nseed = false\n", [], "split: seed = false: a boolean"),
+    (MODELS, ["models.bce.tuning.n_trials=true"], "models.bce.tuning: n_trials = true: a boolean"),
+    (MODELS, ["serving.ann.min_items=true"], "serving.ann: min_items = true: a boolean"),
 ])  # fmt: skip
 def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, overrides, says):
     path = tmp_path / "c.toml"
@@ -173,6 +178,12 @@ def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, 
         load_config(path, overrides)
     message = str(caught.value).replace(str(tmp_path) + "/", "")
     assert says in message and "\n" not in message, message
+
+
+def test_booleans_are_still_read_where_a_key_takes_one():
+    cfg = load_config(None, ["models=[{name='w', kind='wals', tuning={enabled=false}}]", "serving.ann.enabled=false",
+                             "tracking.enabled=false", "data.binarize=true"])  # fmt: skip
+    assert cfg.models[0].tuning.enabled is False and cfg.serving.ann.enabled is False and cfg.data.binarize is True
 
 
 def test_an_unknown_model_name_is_a_config_error_and_still_a_key_error():
