@@ -340,3 +340,12 @@ def test_a_file_where_a_directory_must_go_is_named_not_blamed_on_permissions(tmp
         assert result.exit_code == 2, result.output
         (line,) = result.output.strip().splitlines()
         assert line.endswith(f"{log} is a file, not a directory: choose another path"), line
+
+
+def test_a_misspelt_public_set_is_answered_with_the_closest_name(tmp_path: Path) -> None:
+    """`recsys data fetch movielens-10` listed the sets; `recsys run --set data.source=movielens-10`
+    named the one meant. Both do now, before any download."""
+    result = runner.invoke(app, ["data", "fetch", "movielens-10", "--raw-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown public data set 'movielens-10' (did you mean 'movielens-100k'?)" in result.output
+    assert not any(tmp_path.iterdir())
