@@ -502,15 +502,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, models)) from None
+        raise ConfigError(_describe(exc, path, models, overrides)) from None
 
 
-def _describe(exc: ValidationError, path: str | Path | None, models: Sequence[dict[str, Any]] = ()) -> str:
+def _describe(
+    exc: ValidationError, path: str | Path | None, models: Sequence[dict[str, Any]] = (), overrides: Sequence[str] = ()
+) -> str:
     """Every problem on one line: `invalid config (FILE): key: problem; key: problem`; an unknown
     key names the closest key of its section (`factor` -> did you mean 'factors'?). A model's keys
     are named as `--set` addresses them, `models.<name>.<key>`: pydantic's `models.3.two_tower.key`
-    (list index, then the kind it validated against) matched neither the TOML nor the `--set`."""
-    problems = []
+    (list index, then the kind it validated against) matched neither the TOML nor the `--set`.
+    Where every problem is a key a `--set` gave, the `--set` is named instead of the file: a typo
+    in `--set split.seeed=1` was reported as in default.toml, which has no such key."""
+    problems, keys = [], []
     for err in exc.errors():
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -519,8 +523,19 @@ def _describe(exc: ValidationError, path: str | Path | None, models: Sequence[di
             msg = _unknown_kind(err["ctx"])
         elif err["type"] == "union_tag_not_found":
             msg = f"no kind given: add kind = one of {', '.join(MODEL_CONFIGS)}"
-        problems.append(f"{_key_path(err, models) or 'config'}: {msg}")
-    return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
+        keys.append(_key_path(err, models))
+        problems.append(f"{keys[-1] or 'config'}: {msg}")
+    given = [a for a in overrides if any(_within(k, a.split("=", 1)[0].strip()) for k in keys)]
+    where = ", ".join(f"--set {a}" for a in given)
+    if not given or not all(any(_within(k, a.split("=", 1)[0].strip()) for a in given) for k in keys):
+        where = ", ".join(filter(None, (str(path or "built-in defaults and --set"), where)))
+    return f"invalid config ({where}): " + "; ".join(problems)
+
+
+def _within(key: str, assigned: str) -> bool:
+    """Whether a problem at `key` lies in what `--set assigned=...` wrote (the key, a section it
+    set whole, or the section a model-level problem names)."""
+    return bool(key) and (key == assigned or key.startswith(assigned + ".") or assigned.startswith(key + "."))
 
 
 def _key_path(err: Any, models: Sequence[dict[str, Any]]) -> str:

@@ -180,6 +180,23 @@ def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, 
     assert says in message and "\n" not in message, message
 
 
+@pytest.mark.parametrize("text, overrides, where", [
+    (MODELS, ["split.seeed=1"], "(--set split.seeed=1): split.seeed: unknown key"),
+    (MODELS, ["split.seed=1", "models.bce.epochz=3"], "(--set models.bce.epochz=3): models.bce.epochz"),
+    (MODELS, ["models.bce.tuning.n_trials=true"], "(--set models.bce.tuning.n_trials=true): models.bce.tuning:"),
+    (MODELS + b"[split]\nseeed = 1\n", [], "(c.toml): split.seeed"),
+    (MODELS + b"[split]\nseeed = 1\n", ["split.seed=x"], "(c.toml, --set split.seed=x): split.seed: "),
+])  # fmt: skip
+def test_a_config_error_names_the_set_that_made_it_not_the_file(tmp_path, text, overrides, where):
+    """A typo in `--set split.seeed=1` was reported as `invalid config (pipelines/configs/default.toml)`,
+    a file that has no such key."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    assert f"invalid config {where}" in str(caught.value).replace(str(tmp_path) + "/", ""), str(caught.value)
+
+
 def test_booleans_are_still_read_where_a_key_takes_one():
     cfg = load_config(None, ["models=[{name='w', kind='wals', tuning={enabled=false}}]", "serving.ann.enabled=false",
                              "tracking.enabled=false", "data.binarize=true"])  # fmt: skip

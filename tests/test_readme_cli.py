@@ -354,7 +354,8 @@ def test_schedule_says_when_it_runs_first_and_where_the_runs_go(tmp_path, monkey
     config = tmp_path / "nightly.toml"
     config.write_text(f'[tracking]\ntracking_uri = "sqlite:///{tmp_path}/m.db"\n[[models]]\nname = "p"\n'
                       'kind = "popularity"\n')  # fmt: skip
-    result = invoke(["schedule", "--cron", "0 3 1 1 *", "--config", config])
+    name = f"first-run-{tmp_path.name}"  # another schedule of this machine may serve "nightly"
+    result = invoke(["schedule", "--cron", "0 3 1 1 *", "--config", config, "--name", name])
     assert result.exit_code == 0 and len(served) == 1, result.output
     now = datetime.now(UTC)
     year = now.year + 1 if (now.month, now.day, now.hour) >= (1, 1, 3) else now.year
@@ -363,7 +364,7 @@ def test_schedule_says_when_it_runs_first_and_where_the_runs_go(tmp_path, monkey
     assert f"MLflow store: sqlite:///{tmp_path}/m.db" in lines, result.output
     assert f"browse it:    recsys ui --config {config}   compare: recsys compare --config {config} " \
            "--metric recall@20" in lines, result.output  # fmt: skip
-    result = invoke(["schedule", "--interval", "3600", "--config", config])
+    result = invoke(["schedule", "--interval", "3600", "--config", config, "--name", name])
     assert result.exit_code == 0 and not any(line.startswith("next run:") for line in result.output.splitlines())
 
 
