@@ -134,8 +134,8 @@ def ingest_command(
         typer.Option(
             "--min-rating",
             help="Positive rule: keep rows with weight >= this (e.g. 4); rows below it, negative ratings "
-            "included, are not positive (not quarantined). Default: data.positive_min_weight, unset: every row is "
-            "positive.",
+            "included, are not positive (not quarantined). Default: data.positive_min_weight (unset: no "
+            "threshold).",
         ),
     ] = None,
     aggregate: Annotated[
