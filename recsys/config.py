@@ -514,22 +514,53 @@ def _describe(
     (list index, then the kind it validated against) matched neither the TOML nor the `--set`.
     Where every problem is a key a `--set` gave, the `--set` is named instead of the file: a typo
     in `--set split.seeed=1` was reported as in default.toml, which has no such key."""
-    problems, keys = [], []
+    grouped: dict[str, list[Any]] = {}  # a union's members fail one by one: one problem per key
     for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
+        grouped.setdefault(_key_path(err, models), []).append(err)
+    problems, keys = [], list(grouped)
+    for key, errs in grouped.items():
+        problems.append(f"{key or 'config'}: {_problem(errs)}")
+    given = [a for a in overrides if any(_within(k, a.split("=", 1)[0].strip()) for k in keys)]
+    where = ", ".join(f"--set {a}" for a in given)
+    if not given or not all(any(_within(k, a.split("=", 1)[0].strip()) for a in given) for k in keys):
+        where = ", ".join(filter(None, (str(path or "built-in defaults and --set"), where)))
+    return f"invalid config ({where}): " + "; ".join(problems)
+
+
+def _problem(errs: list[Any]) -> str:
+    """What is wrong with one key. A value outside a choice names the closest choice; a key whose
+    type is a union (`sampler`: a name or "auto") was one problem per member, each under a key
+    suffixed with pydantic's member tag (`sampler.literal['auto']: Input should be 'auto'`)."""
+    if all(e["type"] == "literal_error" for e in errs):
+        import difflib
+
+        choices = [c for e in errs for c in re.findall(r"'([^']*)'", str(e["ctx"].get("expected", "")))]
+        given = str(errs[0]["input"])
+        close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{given!r} is not one of {', '.join(map(repr, choices))}{hint}"
+    errs = [e for e in errs if e["type"] == "value_error"] or errs  # a validator's reason over a member's type
+    messages = []
+    for err in errs:
         if err["type"] == "extra_forbidden":
             msg = _unknown_key(err["loc"])
         elif err["type"] == "union_tag_invalid":
             msg = _unknown_kind(err["ctx"])
         elif err["type"] == "union_tag_not_found":
             msg = f"no kind given: add kind = one of {', '.join(MODEL_CONFIGS)}"
-        keys.append(_key_path(err, models))
-        problems.append(f"{keys[-1] or 'config'}: {msg}")
-    given = [a for a in overrides if any(_within(k, a.split("=", 1)[0].strip()) for k in keys)]
-    where = ", ".join(f"--set {a}" for a in given)
-    if not given or not all(any(_within(k, a.split("=", 1)[0].strip()) for a in given) for k in keys):
-        where = ", ".join(filter(None, (str(path or "built-in defaults and --set"), where)))
-    return f"invalid config ({where}): " + "; ".join(problems)
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        messages.append(msg)
+    return "; or ".join(dict.fromkeys(messages))
+
+
+_MEMBER_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "constrained-float", "constrained-int"}
+
+
+def _member_tag(part: Any) -> bool:
+    """A pydantic union member's tag in an error's location (`literal['auto']`, `constrained-float`,
+    `function-after[...]`, `list[any]`): not a key the user wrote."""
+    return isinstance(part, str) and ("[" in part or part in _MEMBER_TAGS)
 
 
 def _within(key: str, assigned: str) -> bool:
@@ -541,7 +572,7 @@ def _within(key: str, assigned: str) -> bool:
 def _key_path(err: Any, models: Sequence[dict[str, Any]]) -> str:
     """`models.<name>.<key>` for a model's key (the kind pydantic inserts after the index dropped),
     `models.<name>.kind` for an unknown kind; other keys as pydantic dotted them."""
-    loc = list(err["loc"])
+    loc = [part for i, part in enumerate(err["loc"]) if i == 0 or not _member_tag(part)]
     if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and loc[1] < len(models):
         model = models[loc[1]]
         rest = loc[3:] if len(loc) >= 3 and loc[2] == model.get("kind") else loc[2:]

@@ -170,6 +170,14 @@ MODELS = b'[[models]]\nname = "pop"\nkind = "popularity"\n[[models]]\nname = "bc
     (MODELS + b"[split]\nseed = false\n", [], "split: seed = false: a boolean"),
     (MODELS, ["models.bce.tuning.n_trials=true"], "models.bce.tuning: n_trials = true: a boolean"),
     (MODELS, ["serving.ann.min_items=true"], "serving.ann: min_items = true: a boolean"),
+    # a choice names the closest one; a union key was one problem per member, under pydantic's member tags:
+    # "sampler.literal['uniform',...]: Input should be ...; sampler.literal['auto']: Input should be 'auto'"
+    (MODELS, ["models.bce.sampler=unifrom"], "models.bce.sampler: 'unifrom' is not one of 'uniform', 'popularity', "
+                                             "'in_batch', 'mixed', 'hard', 'all', 'auto' (did you mean 'uniform'?)"),
+    (MODELS, ["split.protocol=rnadom"], "split.protocol: 'rnadom' is not one of 'temporal', 'rolling', "
+                                        "'leave_last_n', 'random', 'strong_generalization' (did you mean 'random'?)"),
+    (MODELS, ["models.bce.tuning.space={lr={low=1,high=0.1}}"], "models.bce.tuning.space.lr: low (1.0) must be "
+                                                                "below high (0.1)"),
 ])  # fmt: skip
 def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, overrides, says):
     path = tmp_path / "c.toml"
