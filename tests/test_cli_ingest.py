@@ -349,3 +349,15 @@ def test_a_misspelt_public_set_is_answered_with_the_closest_name(tmp_path: Path)
     assert result.exit_code == 2
     assert "unknown public data set 'movielens-10' (did you mean 'movielens-100k'?)" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_an_empty_source_is_refused_not_read_as_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """`recsys ingest "$LOG" --out DIR` with LOG unset ingested every data-like file under the
+    working directory (`Path("")` is `.`)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.csv").write_text("user_id,item_id\na,b\nc,d\n")
+    result = runner.invoke(app, ["ingest", "", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: Invalid value for 'source': is empty"), line
+    assert not (tmp_path / "out").exists()

@@ -49,12 +49,24 @@ INGEST_FLAGS = {
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
 
+def source_path(text: str) -> Path:
+    """SOURCE as given: an empty one (`recsys ingest "$LOG"` with LOG unset) was `Path("")`, the
+    working directory, and ingest read every data-like file under it as a landing zone."""
+    if not text.strip():
+        raise typer.BadParameter("is empty: name an interaction file or directory (an unset shell variable?)")
+    return Path(text)
+
+
+source_path.__name__ = "path"  # the help's type column: `<path>`, as for every other path
+
+
 @app.command("ingest")
 @user_errors(flags=INGEST_FLAGS)
 def ingest_command(
     source: Annotated[
         Path,
         typer.Argument(
+            parser=source_path,
             help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
             "line unless every field of the first line is a number, or --header names them), Parquet, JSON Lines, MovieLens, "
             "RecBole; UTF-8 text (else --encoding), .gz ok."
