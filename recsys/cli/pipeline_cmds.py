@@ -447,7 +447,7 @@ def schedule(
         ),
     ] = "skip",
 ) -> None:
-    """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
+    """Serve the training pipeline as a Prefect deployment on a cron schedule or an --interval (runs until stopped).
 
     Ctrl-C or SIGTERM (`kill PID`) stops it; a background job of a script (`recsys schedule &`)
     starts with SIGINT ignored by the shell: stop it with `kill PID`.
