@@ -361,3 +361,7 @@ def test_an_empty_source_is_refused_not_read_as_the_working_directory(tmp_path: 
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: Invalid value for 'source': is empty"), line
     assert not (tmp_path / "out").exists()
+    # `recsys data combine "$A" b.csv`: the working directory was combined with b.csv
+    result = runner.invoke(app, ["data", "combine", "", "notes.csv", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: Invalid value for 'sources': is empty") and not (tmp_path / "out").exists()
