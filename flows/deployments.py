@@ -82,6 +82,18 @@ def check_schedule(cron: str, timezone: str, interval: float | None) -> None:
         raise ConfigError(f"{option}: {why}: give {hint}") from None
 
 
+def next_cron_run(cron: str, timezone: str) -> str:
+    """When a cron schedule first fires from now, as `2026-12-08 03:00 UTC`: once serving, the
+    schedule printed nothing until that time (a nightly cron: up to a day of silence), so a user
+    could not tell it from a hung one. Prefect's own schedule computes it, so the line and the run agree."""
+    import asyncio
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    (first,) = asyncio.run(CronSchedule(cron=cron, timezone=timezone).get_dates(n=1))
+    return f"{first:%Y-%m-%d %H:%M} {timezone}"
+
+
 def serve_pipeline(say: Callable[[str], None] | None = None, **kwargs: Any) -> None:
     """Serve the deployment (blocks): Prefect triggers runs on the schedule (`flows.runner`: what a
     stopped or killed schedule leaves is cleaned up). Without PREFECT_API_URL

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from recsys.sections import NoBoolNumbers
 
 
-class AnnConfig(BaseModel):
+class AnnConfig(NoBoolNumbers):
     """`[serving.ann]`: when and how the serving artifacts get an ANN index."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -18,6 +18,7 @@ import json
 import re
 import tomllib
 import typing
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -164,6 +165,18 @@ class DataConfig(Section):
     processed_dir: str = Field("data/processed", description="where ingested datasets are written")
     raw_dir: str = Field("data/raw", description="download cache and synthetic raw files")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _some_source(cls, source: str) -> str:
+        """An empty source read as the working directory (`Path("")` is `.`): `--set
+        data.source=$DATA` with DATA unset ingested every data-like file under the current folder."""
+        if not source.strip():
+            raise ValueError(
+                'is empty: name a file, a directory, a URL, a public set (movielens-100k ...) or "synthetic" '
+                "(an unset shell variable in --set data.source=$VAR?)"
+            )
+        return source
 
     @field_validator("time_format")
     @classmethod
@@ -489,18 +502,95 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, models, overrides)) from None
 
 
-def _describe(exc: ValidationError, path: str | Path | None) -> str:
+def _describe(
+    exc: ValidationError, path: str | Path | None, models: Sequence[dict[str, Any]] = (), overrides: Sequence[str] = ()
+) -> str:
     """Every problem on one line: `invalid config (FILE): key: problem; key: problem`; an unknown
-    key names the closest key of its section (`factor` -> did you mean 'factors'?)."""
-    problems = []
+    key names the closest key of its section (`factor` -> did you mean 'factors'?). A model's keys
+    are named as `--set` addresses them, `models.<name>.<key>`: pydantic's `models.3.two_tower.key`
+    (list index, then the kind it validated against) matched neither the TOML nor the `--set`.
+    Where every problem is a key a `--set` gave, the `--set` is named instead of the file: a typo
+    in `--set split.seeed=1` was reported as in default.toml, which has no such key."""
+    grouped: dict[str, list[Any]] = {}  # a union's members fail one by one: one problem per key
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{loc or 'config'}: {msg}")
-    return f"invalid config ({path or 'built-in defaults and --set'}): " + "; ".join(problems)
+        grouped.setdefault(_key_path(err, models), []).append(err)
+    problems, keys = [], list(grouped)
+    for key, errs in grouped.items():
+        problems.append(f"{key or 'config'}: {_problem(errs)}")
+    given = [a for a in overrides if any(_within(k, a.split("=", 1)[0].strip()) for k in keys)]
+    where = ", ".join(f"--set {a}" for a in given)
+    if not given or not all(any(_within(k, a.split("=", 1)[0].strip()) for a in given) for k in keys):
+        where = ", ".join(filter(None, (str(path or "built-in defaults and --set"), where)))
+    return f"invalid config ({where}): " + "; ".join(problems)
+
+
+def _problem(errs: list[Any]) -> str:
+    """What is wrong with one key. A value outside a choice names the closest choice; a key whose
+    type is a union (`sampler`: a name or "auto") was one problem per member, each under a key
+    suffixed with pydantic's member tag (`sampler.literal['auto']: Input should be 'auto'`)."""
+    if all(e["type"] == "literal_error" for e in errs):
+        import difflib
+
+        choices = [c for e in errs for c in re.findall(r"'([^']*)'", str(e["ctx"].get("expected", "")))]
+        given = str(errs[0]["input"])
+        close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{given!r} is not one of {', '.join(map(repr, choices))}{hint}"
+    errs = [e for e in errs if e["type"] == "value_error"] or errs  # a validator's reason over a member's type
+    messages = []
+    for err in errs:
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key(err["loc"])
+        elif err["type"] == "union_tag_invalid":
+            msg = _unknown_kind(err["ctx"])
+        elif err["type"] == "union_tag_not_found":
+            msg = f"no kind given: add kind = one of {', '.join(MODEL_CONFIGS)}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        messages.append(msg)
+    return "; or ".join(dict.fromkeys(messages))
+
+
+_MEMBER_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "constrained-float", "constrained-int"}
+
+
+def _member_tag(part: Any) -> bool:
+    """A pydantic union member's tag in an error's location (`literal['auto']`, `constrained-float`,
+    `function-after[...]`, `list[any]`): not a key the user wrote."""
+    return isinstance(part, str) and ("[" in part or part in _MEMBER_TAGS)
+
+
+def _within(key: str, assigned: str) -> bool:
+    """Whether a problem at `key` lies in what `--set assigned=...` wrote (the key, a section it
+    set whole, or the section a model-level problem names)."""
+    return bool(key) and (key == assigned or key.startswith(assigned + ".") or assigned.startswith(key + "."))
+
+
+def _key_path(err: Any, models: Sequence[dict[str, Any]]) -> str:
+    """`models.<name>.<key>` for a model's key (the kind pydantic inserts after the index dropped),
+    `models.<name>.kind` for an unknown kind; other keys as pydantic dotted them."""
+    loc = [part for i, part in enumerate(err["loc"]) if i == 0 or not _member_tag(part)]
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and loc[1] < len(models):
+        model = models[loc[1]]
+        rest = loc[3:] if len(loc) >= 3 and loc[2] == model.get("kind") else loc[2:]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            rest = ["kind"]
+        loc = ["models", model.get("name", loc[1]), *rest]
+    return ".".join(str(p) for p in loc)
+
+
+def _unknown_kind(ctx: dict[str, Any]) -> str:
+    """An unknown model kind with the closest one and the list: pydantic's "Input tag 'walz' found
+    using 'kind' does not match any of the expected tags" named neither as a user would."""
+    import difflib
+
+    kind = str(ctx.get("tag", ""))
+    close = difflib.get_close_matches(kind, list(MODEL_CONFIGS), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown model kind {kind!r}{hint}; kinds: {', '.join(MODEL_CONFIGS)}"
 
 
 def _unknown_key(loc: tuple) -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from recsys.errors import ConfigError
+from recsys.sections import NoBoolNumbers
 
 if TYPE_CHECKING:
     from recsys.models.model_config import ModelConfig
@@ -17,7 +18,7 @@ SELF = "self"
 """`distill.teacher` value for self-distillation from a saved checkpoint of a two-tower."""
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(NoBoolNumbers):
     """The `distill` section of a two-tower model config."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

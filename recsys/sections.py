@@ -8,13 +8,43 @@ EvaluationConfig` keeps working above the models.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class Section(BaseModel):
-    """Base of every config section: an unknown key is an error naming it, not a silent no-op."""
+def _takes_bool(annotation: Any) -> bool:
+    if annotation in (bool, Any, object):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_bool(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+class NoBoolNumbers(BaseModel):
+    """Base of every config section and model config: an unknown key is an error naming it, not a
+    silent no-op, and so is a boolean for a number. pydantic reads `true` as 1 in an int or float
+    field, so `factors = true` (or `--set models.wals.factors=true`) trained a one-factor WALS
+    without a word."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        # a model validator: a field validator cannot run on a model config's `kind` (the discriminator)
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+                    raise ValueError(f"{name} = {str(value).lower()}: a boolean where the key takes a number or text")
+        return data
+
+
+class Section(NoBoolNumbers):
+    """Base of every config section: an unknown key is an error naming it, not a silent no-op."""
 
 
 class EvaluationConfig(Section):

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from recsys.sections import NoBoolNumbers
+
 if TYPE_CHECKING:
     import numpy as np
     import scipy.sparse as sp
@@ -81,7 +83,7 @@ SpaceEntry = ParamRange | list[Any]
 """A range, or a list of choices (categorical)."""
 
 
-class TuningConfig(BaseModel):
+class TuningConfig(NoBoolNumbers):
     """`[models.tuning]`: per-run search of this model's hyper-parameters on the validation users."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

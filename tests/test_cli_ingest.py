@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -98,6 +99,48 @@ def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> N
     prose = [p for p in text.split("\n\n") if p.strip() and not p.strip().startswith("Usage")]
     lines = [p.strip().splitlines() for p in prose]
     assert len(lines) >= 2 and all(len(line) > 40 for p in lines for line in p[:-1]), lines  # filled, not ragged
+
+
+def test_every_options_help_is_shown_whole() -> None:
+    """Help is rendered as Markdown, which drops `<word>` as an HTML tag: `recsys tune --help` said
+    the default --out was `tuned--.toml`. Every option's help of every command must come out whole
+    (code spans lose only their backticks)."""
+    import typer
+
+    def squeeze(text: str) -> str:
+        return re.sub(r"[\s│`]+", "", text)
+
+    def walk(command, path: list[str]) -> None:
+        shown = squeeze(runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output)
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert squeeze(param.help) in shown, (path, param.name, param.help)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    tune = " ".join(runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "tuned-CONFIG-MODEL.toml" in tune
+
+
+@pytest.mark.parametrize(("command", "options"), [
+    (["ingest"], ["--time-col", "--weight-col", "--min-rating", "--aggregate", "--min-user-interactions",
+                  "--min-item-interactions"]),
+    (["train"], ["--model"]),
+    (["evaluate"], ["--model"]),
+    (["data", "fetch"], ["--base-url"]),
+])  # fmt: skip
+def test_options_that_change_what_happens_name_their_default(command: list[str], options: list[str]) -> None:
+    """`--weight-col` read "(optional; missing = 1.0)" though a `rating` column is found by itself, and
+    the k-core and positive-rule options said nothing of the value used without them."""
+    import typer
+
+    group = typer.main.get_command(app)
+    for name in command:
+        group = group.commands[name]
+    helps = {opt: param.help for param in group.params for opt in param.opts}
+    for option in options:
+        assert "default" in helps[option].lower(), (command, option, helps[option])
 
 
 def test_help_lists_the_options() -> None:
@@ -275,3 +318,50 @@ def test_an_append_of_a_file_without_rows_leaves_the_directory_and_succeeds(tmp_
     assert (out / "manifest.json").read_text() == before
     data = json.loads(summary.read_text())
     assert (data["rows_in"], data["rows_accepted"], data["interactions"]) == (0, 0, 2)
+
+
+def test_a_mistyped_column_of_a_recbole_file_is_answered_with_its_typed_name(tmp_path: Path) -> None:
+    """`--user-col user` on RecBole's `user_id:token` header said `--user-col NAME`: the typed name
+    is too long to be close to `user`, so the suggestion compares the names without their type."""
+    log = tmp_path / "ml.inter"
+    log.write_text("user_id:token\titem_id:token\trating:float\n1\t10\t5\n2\t10\t4\n")
+    result = runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "out"), "--user-col", "user"])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).endswith("name one with --user-col user_id:token"), result.output
+
+
+def test_a_file_where_a_directory_must_go_is_named_not_blamed_on_permissions(tmp_path: Path) -> None:
+    """`recsys data synth --out ratings.csv` said "File exists (ratings.csv): check the path and its
+    permissions"; a path below a file said "Not a directory". Both name the file in the way."""
+    log = tmp_path / "ratings.csv"
+    log.write_text("user_id,item_id\na,b\n")
+    for out in (log, log / "synth"):
+        result = runner.invoke(app, ["data", "synth", "--out", str(out), "--users", "8", "--items", "8"])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.endswith(f"{log} is a file, not a directory: choose another path"), line
+
+
+def test_a_misspelt_public_set_is_answered_with_the_closest_name(tmp_path: Path) -> None:
+    """`recsys data fetch movielens-10` listed the sets; `recsys run --set data.source=movielens-10`
+    named the one meant. Both do now, before any download."""
+    result = runner.invoke(app, ["data", "fetch", "movielens-10", "--raw-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown public data set 'movielens-10' (did you mean 'movielens-100k'?)" in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_empty_source_is_refused_not_read_as_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """`recsys ingest "$LOG" --out DIR` with LOG unset ingested every data-like file under the
+    working directory (`Path("")` is `.`)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.csv").write_text("user_id,item_id\na,b\nc,d\n")
+    result = runner.invoke(app, ["ingest", "", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: Invalid value for 'source': is empty"), line
+    assert not (tmp_path / "out").exists()
+    # `recsys data combine "$A" b.csv`: the working directory was combined with b.csv
+    result = runner.invoke(app, ["data", "combine", "", "notes.csv", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: Invalid value for 'sources': is empty") and not (tmp_path / "out").exists()

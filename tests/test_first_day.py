@@ -147,6 +147,70 @@ def test_bad_configs_are_one_line_config_errors(tmp_path, text, says):
     assert says in str(caught.value) and "\n" not in str(caught.value)
 
 
+MODELS = b'[[models]]\nname = "pop"\nkind = "popularity"\n[[models]]\nname = "bce"\nkind = "two_tower"\n'
+
+
+@pytest.mark.parametrize("text, overrides, says", [
+    # a model's key as `--set` addresses it; pydantic's path was `models.1.two_tower.epochz`
+    (MODELS + b"epochz = 3\n", [], "models.bce.epochz: unknown key (did you mean 'epochs'?)"),
+    (MODELS, ["models.bce.epochz=3"], "models.bce.epochz: unknown key (did you mean 'epochs'?)"),
+    (MODELS, ["models.bce.epochs=-1"], "models.bce.epochs: Input should be greater than 0"),
+    # was "models.1: Input tag 'two_towr' found using 'kind' does not match any of the expected tags: ..."
+    (MODELS, ["models.bce.kind=two_towr"], "models.bce.kind: unknown model kind 'two_towr' (did you mean 'two_tower'?); "
+                                           "kinds: popularity, wals, two_tower"),
+    # was "models.2: Unable to extract tag using discriminator 'kind'"
+    (MODELS + b'[[models]]\nname = "x"\n', [], "models.x.kind: no kind given: add kind = one of popularity, wals"),
+    # was "evaluation.ks: Value error, ks must be ..."
+    (b"[evaluation]\nks = [-5]\n", [], "invalid config (c.toml): evaluation.ks: ks must be a non-empty list"),
+    # `--set data.source=$DATA` with DATA unset: the empty path read the working directory as a landing zone
+    (MODELS, ["data.source="], "data.source: is empty: name a file, a directory"),
+    (MODELS + b'[data]\nsource = " "\n', [], "data.source: is empty"),
+    # pydantic read `true` as 1 for a number: a one-epoch two-tower, a seed of 1, without a word
+    (MODELS, ["models.bce.epochs=true"], "models.bce: epochs = true: a boolean where the key takes a number"),
+    (MODELS + b"[split]\nseed = false\n", [], "split: seed = false: a boolean"),
+    (MODELS, ["models.bce.tuning.n_trials=true"], "models.bce.tuning: n_trials = true: a boolean"),
+    (MODELS, ["serving.ann.min_items=true"], "serving.ann: min_items = true: a boolean"),
+    # a choice names the closest one; a union key was one problem per member, under pydantic's member tags:
+    # "sampler.literal['uniform',...]: Input should be ...; sampler.literal['auto']: Input should be 'auto'"
+    (MODELS, ["models.bce.sampler=unifrom"], "models.bce.sampler: 'unifrom' is not one of 'uniform', 'popularity', "
+                                             "'in_batch', 'mixed', 'hard', 'all', 'auto' (did you mean 'uniform'?)"),
+    (MODELS, ["split.protocol=rnadom"], "split.protocol: 'rnadom' is not one of 'temporal', 'rolling', "
+                                        "'leave_last_n', 'random', 'strong_generalization' (did you mean 'random'?)"),
+    (MODELS, ["models.bce.tuning.space={lr={low=1,high=0.1}}"], "models.bce.tuning.space.lr: low (1.0) must be "
+                                                                "below high (0.1)"),
+])  # fmt: skip
+def test_config_errors_name_keys_as_the_toml_and_set_write_them(tmp_path, text, overrides, says):
+    path = tmp_path / "c.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value).replace(str(tmp_path) + "/", "")
+    assert says in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("text, overrides, where", [
+    (MODELS, ["split.seeed=1"], "(--set split.seeed=1): split.seeed: unknown key"),
+    (MODELS, ["split.seed=1", "models.bce.epochz=3"], "(--set models.bce.epochz=3): models.bce.epochz"),
+    (MODELS, ["models.bce.tuning.n_trials=true"], "(--set models.bce.tuning.n_trials=true): models.bce.tuning:"),
+    (MODELS + b"[split]\nseeed = 1\n", [], "(c.toml): split.seeed"),
+    (MODELS + b"[split]\nseeed = 1\n", ["split.seed=x"], "(c.toml, --set split.seed=x): split.seed: "),
+])  # fmt: skip
+def test_a_config_error_names_the_set_that_made_it_not_the_file(tmp_path, text, overrides, where):
+    """A typo in `--set split.seeed=1` was reported as `invalid config (pipelines/configs/default.toml)`,
+    a file that has no such key."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    assert f"invalid config {where}" in str(caught.value).replace(str(tmp_path) + "/", ""), str(caught.value)
+
+
+def test_booleans_are_still_read_where_a_key_takes_one():
+    cfg = load_config(None, ["models=[{name='w', kind='wals', tuning={enabled=false}}]", "serving.ann.enabled=false",
+                             "tracking.enabled=false", "data.binarize=true"])  # fmt: skip
+    assert cfg.models[0].tuning.enabled is False and cfg.serving.ann.enabled is False and cfg.data.binarize is True
+
+
 def test_an_unknown_model_name_is_a_config_error_and_still_a_key_error():
     cfg = load_config(None)
     with pytest.raises(ConfigError, match=r"no model named 'wals'.*\(none\)"):

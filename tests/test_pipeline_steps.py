@@ -194,6 +194,8 @@ def test_train_then_evaluate_prints_metrics_with_intervals(tmp_path):
     summary = json.loads(out.read_text())
     assert set(summary) == {"pop", "wals"}
     assert "folding@20" in evaluated.output and "folding@20" in summary["wals"]["folding"]  # planted blocks
+    # the cells' `±0.011` explained, with its level, as under `recsys run`'s table
+    assert "±half-width: 95% bootstrap interval over the test users (evaluation.confidence)" in evaluated.output
     assert "folding@20" not in summary["wals"]["metrics"]
     lo, hi = summary["wals"]["ci"]["recall@20"]
     assert lo <= summary["wals"]["metrics"]["recall@20"] <= hi

@@ -177,7 +177,7 @@ CASES: dict[str, Case] = {
          "did you mean 'movielens-100k'?"),
         # A misspelt key named the key alone; the section's closest key is the fix.
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "models.wals.factor=3"],
-         "models.1.wals.factor: unknown key (did you mean 'factors'?)"),
+         "models.wals.factor: unknown key (did you mean 'factors'?)"),
         (["run", "--no-prefect", "--no-tracking", "--config", w["config"], "--set", "split.protocl=random"],
          "split.protocl: unknown key (did you mean 'protocol'?)"),
         # A config naming no model trained nothing and exited 0 with an empty table.
@@ -307,6 +307,26 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(work):
     assert not (work["root"] / "m-blocked").exists() and not (work["root"] / "i-blocked").exists()
 
 
+def test_an_output_directory_is_completed_with_the_outputs_own_kind_of_name(tmp_path):
+    """`recsys tune --out DIR` suggested `--out DIR/summary.json` for a tuned TOML config; and a file
+    where `recsys evaluate --models` wants a directory is named as such."""
+    config = tmp_path / "small.toml"
+    config.write_text('[[models]]\nname = "wals"\nkind = "wals"\n')
+    result = invoke(["tune", "--config", config, "--model", "wals", "--out", tmp_path])
+    assert result.exit_code == 2, result.output
+    assert f"give a file name, e.g. --out {tmp_path / 'tuned-small-wals.toml'}" in " ".join(result.output.split())
+    result = invoke(["run", "--no-prefect", "--no-tracking", "--config", config, "--json", tmp_path])
+    assert f"e.g. --json {tmp_path / 'summary.json'}" in " ".join(result.output.split())
+    # compare --plot DIR failed after the table, naming a temp file; a path under a file said "File exists"
+    assert_one_line_error(["compare", "--config", config, "--plot", tmp_path],
+                          f"--plot {tmp_path} is a directory: give a file name, e.g. --plot {tmp_path / 'compare.png'}")
+    assert_one_line_error(["compare", "--config", config, "--output", config / "x.md"],
+                          f"cannot write --output {config / 'x.md'} ({config} is a file, not a directory)")
+    # the other way round: evaluate --models FILE said "FILE/wals: no saved model", after the split
+    assert_one_line_error(["evaluate", "--config", config, "--models", config],
+                          f"--models {config} is a file, not the directory")  # fmt: skip
+
+
 def test_schedule_refuses_a_bad_cron_or_time_zone_before_it_says_it_serves():
     """`recsys schedule --cron "61 3 * * *"` (or `--timezone Mars/Olympus`) printed "serving deployment
     ..." and then "unexpected ValueError: Invalid cron string ...: this is a bug", exit 1; with both
@@ -320,6 +340,32 @@ def test_schedule_refuses_a_bad_cron_or_time_zone_before_it_says_it_serves():
         assert result.exit_code == 2, (args, result.output)
         (line,) = [line for line in result.output.splitlines() if line.strip()]
         assert line.startswith(says), (args, line)
+
+
+def test_schedule_says_when_it_runs_first_and_where_the_runs_go(tmp_path, monkeypatch):
+    """Once serving, `recsys schedule` printed nothing until its first run (a nightly cron: up to a
+    day), so it could not be told from a hung one, and it never said where the runs' results go."""
+    from datetime import UTC, datetime
+
+    import flows.deployments
+
+    served = []
+    monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: served.append(kwargs))
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'[tracking]\ntracking_uri = "sqlite:///{tmp_path}/m.db"\n[[models]]\nname = "p"\n'
+                      'kind = "popularity"\n')  # fmt: skip
+    name = f"first-run-{tmp_path.name}"  # another schedule of this machine may serve "nightly"
+    result = invoke(["schedule", "--cron", "0 3 1 1 *", "--config", config, "--name", name])
+    assert result.exit_code == 0 and len(served) == 1, result.output
+    now = datetime.now(UTC)
+    year = now.year + 1 if (now.month, now.day, now.hour) >= (1, 1, 3) else now.year
+    lines = result.output.splitlines()
+    assert f"next run:     {year}-01-01 03:00 UTC" in lines, result.output
+    assert f"MLflow store: sqlite:///{tmp_path}/m.db" in lines, result.output
+    assert f"browse it:    recsys ui --config {config}   compare: recsys compare --config {config} " \
+           "--metric recall@20" in lines, result.output  # fmt: skip
+    result = invoke(["schedule", "--interval", "3600", "--config", config, "--name", name])
+    assert result.exit_code == 0 and not any(line.startswith("next run:") for line in result.output.splitlines())
 
 
 def test_ui_on_a_port_in_use_is_a_one_line_error_before_any_server_starts(tmp_path):

@@ -94,7 +94,7 @@ def test_ingest_and_a_bad_config_import_no_model_backend(tmp_path: Path) -> None
         errors = [line for line in refused.stderr.splitlines() if not line.startswith("import time:")]
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert len(errors) == 1 and errors[0].startswith(f"error: invalid config ({typo})"), refused.stderr[-2000:]
-        assert "models.0.wals.factor: unknown key (did you mean 'factors'?)" in errors[0]
+        assert "models.w.factor: unknown key (did you mean 'factors'?)" in errors[0]
         assert heavy_imports(refused.stderr) == [], command
 
 

@@ -222,6 +222,18 @@ def _where(exc: OSError) -> str | None:
     return str(exc.filename) if exc.filename is not None else None
 
 
+def _os_hint(exc: OSError) -> str:
+    """What to do about an OSError. A file where a directory must go (`recsys data synth --out
+    ratings.csv`) read "File exists (ratings.csv): check the path and its permissions", which sent
+    the user to permissions; it names the file instead."""
+    if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename is not None:
+        path = Path(str(exc.filename))
+        blocking = next((p for p in (path, *path.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            return f"{blocking} is a file, not a directory: choose another path"
+    return "check the path and its permissions"
+
+
 def _unwind_on_sigterm() -> Any:
     """Turn SIGTERM into `recsys.interrupt.Terminated` for the command's duration, so every command
     unwinds as on Ctrl-C: its `finally` blocks remove temp files and staging directories, its lock
@@ -304,7 +316,7 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
                 if debug_enabled():
                     raise
                 what = exc.strerror or str(exc)
-                print_error(error_line(what, _where(exc), "check the path and its permissions"))
+                print_error(error_line(what, _where(exc), _os_hint(exc)))
                 raise typer.Exit(code=2) from None
             except Exception as exc:  # a bug: still one line, the traceback behind --debug
                 if debug_enabled():
@@ -344,11 +356,12 @@ DataConfigOption = Annotated[
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write a machine-readable summary to this file.")]
 
 
-def writable_output(path: Path | None, option: str) -> None:
+def writable_output(path: Path | None, option: str, example: str = "summary.json") -> None:
     """Refuse an output file that cannot be written before the work, not after it: a run that
     trained, logged and promoted, or a 30-trial search, then ended with exit 2 because --json or
     --out pointed into a read-only or missing place, and the summary or tuned config was lost.
-    Creates the parent directory (as the write would) and a probe file there, removed at once."""
+    Creates the parent directory (as the write would) and a probe file there, removed at once.
+    `example`: the file name a directory given instead is completed with in the hint."""
     if path is None:
         return
     import tempfile
@@ -356,7 +369,10 @@ def writable_output(path: Path | None, option: str) -> None:
     from recsys.errors import ConfigError
 
     if path.is_dir():
-        raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / 'summary.json'}")
+        raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / example}")
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():  # mkdir said "File exists", naming no file
+        raise ConfigError(f"cannot write {option} {path} ({blocking} is a file, not a directory): choose another path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)

@@ -49,12 +49,24 @@ INGEST_FLAGS = {
 """Settings that `recsys ingest` spells as its own flags (hints name these, not --set)."""
 
 
+def source_path(text: str) -> Path:
+    """SOURCE as given: an empty one (`recsys ingest "$LOG"` with LOG unset) was `Path("")`, the
+    working directory, and ingest read every data-like file under it as a landing zone."""
+    if not text.strip():
+        raise typer.BadParameter("is empty: name an interaction file or directory (an unset shell variable?)")
+    return Path(text)
+
+
+source_path.__name__ = "path"  # the help's type column: `<path>`, as for every other path
+
+
 @app.command("ingest")
 @user_errors(flags=INGEST_FLAGS)
 def ingest_command(
     source: Annotated[
         Path,
         typer.Argument(
+            parser=source_path,
             help="Interaction file or directory: CSV/TSV (separated by , ; | tab or one space; a header "
             "line unless every field of the first line is a number, or --header names them), Parquet, JSON Lines, MovieLens, "
             "RecBole; UTF-8 text (else --encoding), .gz ok."
@@ -96,7 +108,8 @@ def ingest_command(
     ] = None,
     time_col: Annotated[
         str | None,
-        typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601, else see --time-format (optional)."),
+        typer.Option("--time-col", help="Timestamp column: Unix s/ms or ISO-8601, else see --time-format (default: auto, e.g. "
+            "timestamp, time, date; none found: no times)."),
     ] = None,
     time_format: Annotated[
         str | None,
@@ -109,7 +122,8 @@ def ingest_command(
     ] = None,
     weight_col: Annotated[
         str | None,
-        typer.Option("--weight-col", help="Rating / count / dwell column (optional; missing = 1.0)."),
+        typer.Option("--weight-col", help="Rating / count / dwell column (default: auto, e.g. rating, weight, plays; none found: "
+                     "every row weighs 1.0)."),
     ] = None,
     event_col: Annotated[
         str | None,
@@ -132,14 +146,15 @@ def ingest_command(
         typer.Option(
             "--min-rating",
             help="Positive rule: keep rows with weight >= this (e.g. 4); rows below it, negative ratings "
-            "included, are not positive (not quarantined).",
+            "included, are not positive (not quarantined). Default: data.positive_min_weight (unset: no "
+            "threshold).",
         ),
     ] = None,
     aggregate: Annotated[
         Literal["auto", "count", "sum", "max", "last"] | None,
         typer.Option(
             "--aggregate",
-            help="How repeated (user, item) pairs combine: auto (sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
+            help="How repeated (user, item) pairs combine: auto (default: sum of the weight column, or count without one), count, sum, max or last (the latest: for ratings; auto warns when it sums a rating column).",
         ),
     ] = None,
     exact_duplicates: Annotated[
@@ -154,11 +169,11 @@ def ingest_command(
     ] = None,
     min_user_interactions: Annotated[
         int | None,
-        typer.Option("--min-user-interactions", min=1, help="k-core: users need at least N items."),
+        typer.Option("--min-user-interactions", min=1, help="k-core: users need at least N items (default: data.min_user_interactions, 1)."),
     ] = None,
     min_item_interactions: Annotated[
         int | None,
-        typer.Option("--min-item-interactions", min=1, help="k-core: items need at least N users."),
+        typer.Option("--min-item-interactions", min=1, help="k-core: items need at least N users (default: data.min_item_interactions, 1)."),
     ] = None,
     append: Annotated[
         bool,

@@ -98,7 +98,7 @@ def fetch_command(
             "(e.g. user_artists.dat) already on disk.",
         ),
     ] = None,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="Mirror to download from.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Mirror to download from (default: files.grouplens.org).")] = None,
 ) -> None:
     """Download a public archive (MovieLens, HetRec Last.fm) from GroupLens (progress bar, SHA-256
     check), unzip it under --raw-dir and print the path of its ratings file, ready for `recsys ingest`.
@@ -110,7 +110,11 @@ def fetch_command(
     from recsys.data.fetch import fetch
     from recsys.errors import DataError
 
-    if name not in PUBLIC_SETS:
-        raise DataError(f"unknown public data set {name!r}; choose one of {', '.join(PUBLIC_SETS)}")
+    if name not in PUBLIC_SETS:  # the closest name first, as `recsys run --set data.source=...` gives it
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PUBLIC_SETS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown public data set {name!r}{hint}; choose one of {', '.join(PUBLIC_SETS)}")
     ratings = fetch(name, raw_dir, offline=offline, base_url=base_url)  # type: ignore[arg-type]
     typer.echo(str(ratings))

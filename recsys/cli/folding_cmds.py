@@ -20,6 +20,7 @@ from recsys.cli.common import (
     user_errors,
     write_text_atomic,
 )
+from recsys.cli.data_cmds import source_path
 
 
 @data_app.command("combine")
@@ -28,7 +29,8 @@ def combine_command(
     sources: Annotated[
         list[Path],
         typer.Argument(
-            help="Two or more raw interaction files/directories (any readable format) or processed data directories."
+            parser=source_path,  # an empty one ("$A" unset) was the working directory
+            help="Two or more raw interaction files/directories (any readable format) or processed data directories.",
         ),
     ],
     out: Annotated[

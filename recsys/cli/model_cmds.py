@@ -32,7 +32,7 @@ ModelsDir = Annotated[
     Path, typer.Option("--models", "--out", help="Directory of saved models (one sub-directory per model).")
 ]
 OnlyOption = Annotated[
-    list[str] | None, typer.Option("--model", "-m", help="Only these models (by name). Repeatable.")
+    list[str] | None, typer.Option("--model", "-m", help="Only these models (by name; default: every model of the config). Repeatable.")
 ]
 
 
@@ -388,6 +388,9 @@ def evaluate(
     _selected(loaded, only)  # unknown names: before any work
     if train_first:
         writable_dir(models_dir, "--models")
+    elif models_dir.exists() and not models_dir.is_dir():  # was "FILE/popularity: no saved model", after the split
+        raise ConfigError(f"--models {models_dir} is a file, not the directory `recsys train --models DIR` saved "
+                          "the models in")
     cfg, split = _prepare(loaded)
     results, summary, trained = {}, {}, {}
     for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
@@ -426,9 +429,11 @@ def evaluate(
     if folding:  # second, so a narrow terminal drops other columns first
         metrics.insert(1, folding)
     print_table(format_table(results, metrics, wide=wide, width=console.width), wide)
-    if folding:
-        from pipelines.report import FOLD_NOTES
+    from pipelines.report import FOLD_NOTES, interval_note
 
+    # what `±0.011` is and at which level: `recsys run`'s table says it, this one said nothing
+    console.print(interval_note(cfg, wide), highlight=False)
+    if folding:
         console.print(FOLD_NOTES["folding"], highlight=False)
     if warning := _small_test_warning(results, cfg, split):
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
@@ -471,7 +476,8 @@ def tune(
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Where to write the config with the best parameters "
-                     "(default: tuned-<config>-<model>.toml in the current directory)."),
+                     "(default: tuned-CONFIG-MODEL.toml in the current directory, CONFIG the config "
+                     "file's name without .toml)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
 ) -> None:
@@ -486,8 +492,9 @@ def tune(
 
     loaded = load_run_config(config, set_, default=True)
     loaded.model(model)  # an unknown name: before any work
-    out = out if out is not None else default_tuned_path(config_path(config), loaded.name, model)
-    writable_output(out, "--out")
+    default = default_tuned_path(config_path(config), loaded.name, model)
+    out = out if out is not None else default
+    writable_output(out, "--out", example=default.name)  # a directory: the tuned config's name, not summary.json
     if out.exists() and not force:
         raise ConfigError(
             f"--out {out} exists (an earlier tune's result?): pass --force to replace it, or choose another --out"

@@ -463,7 +463,7 @@ def schedule(
         ),
     ] = "skip",
 ) -> None:
-    """Serve the training pipeline as a Prefect deployment on a cron schedule (runs until stopped).
+    """Serve the training pipeline as a Prefect deployment on a cron schedule or an --interval (runs until stopped).
 
     Ctrl-C or SIGTERM (`kill PID`) stops it; a background job of a script (`recsys schedule &`)
     starts with SIGINT ignored by the shell: stop it with `kill PID`.
@@ -490,10 +490,11 @@ def schedule(
         raise ConfigError(f"--cron {cron!r} and --interval {interval:g}: a deployment runs on one schedule, pass one")
     cron = cron or DEFAULT_CRON
     config = config_path(config)
-    load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
+    cfg = load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
     ephemeral_prefect_defaults()  # before Prefect's import reads its settings
-    from flows.deployments import check_not_served, check_schedule, serve_pipeline
+    from flows.deployments import check_not_served, check_schedule, next_cron_run, serve_pipeline
     from flows.ephemeral import check_api
+    from recsys.tracking.store import redact, resolve_tracking_uri
 
     check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
     check_api()
@@ -502,6 +503,12 @@ def schedule(
     when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
     console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C or SIGTERM "
                   f"(`kill {os.getpid()}`) stops it")
+    args = store_args(config, set_)
+    lines = [] if interval else [f"next run:     {next_cron_run(cron, timezone)}"]
+    if cfg.tracking.enabled:  # where the runs' results go: the schedule itself prints nothing more until then
+        lines += [f"MLflow store: {redact(resolve_tracking_uri(cfg.tracking))}",
+                  f"browse it:    recsys ui{args}   compare: recsys compare{args} --metric {cfg.promotion.metric}"]
+    console.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
     _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
     # SIGTERM unwinds (exit 143) until the deployment is created; from then on Ctrl-C and SIGTERM are
     # the schedule's stop, which pauses it (exit 0; flows.runner.serve_deployment)

@@ -28,7 +28,7 @@ from recsys.cli.common import (
     write_text_atomic,
 )
 from recsys.cli.process import run_in_process_group, stop_orphaned_groups
-from recsys.errors import ConfigError, TrackingError
+from recsys.errors import TrackingError
 
 UI_LOG_PREFIX = "recsys-ui-server"
 """`$TMPDIR/recsys-ui-server-<pid>-*/server.log`: the MLflow UI server's output, passed on to our stderr
@@ -203,6 +203,9 @@ def compare(
 
     if fmt not in ("table", "markdown", "csv", "html"):
         raise TrackingError(f"--format {fmt!r}: choose table, markdown, csv or html")
+    # before the store is read: a --plot directory failed after the table, naming a temp file beside it
+    writable_output(output, "--output", example="compare.md")
+    writable_output(plot, "--plot", example="compare.png")
     cfg = _config(config, set_)
     metric = metric or cfg.promotion.metric
     _, mlflow_client = _client(cfg)
@@ -219,8 +222,6 @@ def compare(
         if output is None:
             sys.stdout.write(text)
         else:
-            if output.is_dir():  # the temp file beside it was named in the error, not --output
-                raise ConfigError(f"--output {output} is a directory: give a file path, e.g. {output / 'compare.md'}")
             write_text_atomic(output, text)
             console.print(f"wrote {output}")
     if plot is not None:

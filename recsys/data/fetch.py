@@ -181,7 +181,11 @@ def _verify(path: Path, expected: str | None, expected_name: str | None = None) 
     actual = sha256_of(path)
     if actual != expected:
         label = f"{path} (as {expected_name})" if expected_name else str(path)
-        raise DataError(f"{label}: checksum mismatch: expected sha256 {expected}, got {actual}")
+        # what to do: the bare mismatch left a first-day user with two hashes and no next step
+        hint = (f"not the published {expected_name} (a partial or repackaged copy?): download it again, or pass "
+                "its unzipped folder to --offline" if expected_name
+                else "the cached archive is damaged: delete it and run the fetch again")
+        raise DataError(f"{label}: checksum mismatch: expected sha256 {expected}, got {actual}; {hint}")
 
 
 def _download(url: str, target: Path, expected: str | None, size_hint: int, console: Console | None) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from recsys.sections import NoBoolNumbers
 from recsys.tuning import TuningConfig
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(NoBoolNumbers):
     """Fields every model config has. Each model declares its own subclass beside its code."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

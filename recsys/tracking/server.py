@@ -195,7 +195,7 @@ def _one_line(error: ValidationError) -> str:
     for err in error.errors(include_url=False, include_input=False)[:3]:
         # a validator's own label (`function-before[_integral(), ...]`) says nothing to a caller
         where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "body"
-        problems.append(f"{where}: {err['msg']}")
+        problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")  # pydantic's label, not the reason
     return "; ".join(problems)[:500]
 
 

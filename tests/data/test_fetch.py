@@ -176,8 +176,10 @@ def test_a_killed_fetchers_staging_is_removed_by_the_next_fetch(tmp_path, small_
 
 
 def test_offline_zip_with_the_wrong_checksum_is_refused(tmp_path, small_zip):
-    with pytest.raises(DataError, match="checksum mismatch"):  # the real ml-100k checksum
+    with pytest.raises(DataError, match="checksum mismatch") as caught:  # the real ml-100k checksum
         fetch("movielens-100k", tmp_path / "raw", offline=small_zip)
+    assert str(caught.value).endswith("not the published ml-100k.zip (a partial or repackaged copy?): download it "
+                                      "again, or pass its unzipped folder to --offline")  # fmt: skip
     assert not (tmp_path / "raw" / "ml-100k").exists()
 
 
@@ -237,3 +239,12 @@ def test_offline_takes_the_sets_interaction_file_alone_and_names_the_way_for_ano
     with pytest.raises(DataError, match=f"recsys ingest {other} .or recsys run --set data.source={other}.") as caught:
         fetch("lastfm-2k", tmp_path / "raw", offline=other)
     assert "\n" not in str(caught.value)
+
+
+def test_a_damaged_cached_archive_says_to_delete_it(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "ml-100k.zip").write_bytes(b"not the archive")  # a download cut short by an older version
+    with pytest.raises(DataError, match="checksum mismatch") as caught:
+        fetch("movielens-100k", raw)
+    assert str(caught.value).endswith("the cached archive is damaged: delete it and run the fetch again")

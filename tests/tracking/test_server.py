@@ -110,7 +110,7 @@ def test_every_documented_request_form_is_read_as_documented(api, logged, plante
         ({"dataframe_records": [{"user_id": None}]}, 400, "user_id"),
         ({"dataframe_split": {"columns": ["user_id"], "data": [[None]]}}, 400, "user_id"),
         ({"inputs": {"user_id": ["u1", "u2"], "k": [1]}}, 400, "one value per user_id"),
-        ({"params": {"k": 3}}, 400, "exactly one of"),
+        ({"params": {"k": 3}}, 400, "body: send exactly one of"),  # was "body: Value error, send ..."
         ({"user_id": "u1", "k": 3}, 400, 'the body has no dataframe_records, dataframe_split, inputs, instances (got k, user_id): wrap the rows, e.g. {"dataframe_records"'),
         ({"dataframe_records": [{"user_id": f"u{i}"} for i in range(60)], "params": {"k": 10}}, 413, "limit"),
     ],

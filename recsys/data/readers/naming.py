@@ -48,8 +48,11 @@ def map_columns(
             elif _base_name(wanted) in by_base:
                 mapping[canon] = by_base[_base_name(wanted)]
             else:
-                # Suggest the spelling meant (`ratng` -> `rating`), not just the first column.
-                close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6)
+                # Suggest the spelling meant (`ratng` -> `rating`), not just the first column; by the
+                # name alone too, as RecBole's `user_id:token` is too long to be close to `user`.
+                close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6) or [
+                    by_base[b] for b in difflib.get_close_matches(_base_name(wanted), list(by_base), n=1, cutoff=0.6)
+                ]
                 raise DataError(
                     f"no column {wanted!r} for the {attr} ({path}: columns are {header}): name one with {{option}}",
                     setting=f"data.columns.{attr}",
