@@ -88,6 +88,37 @@ def test_unreadable_file_is_one_line_exit_2_and_nothing_written(tmp_path: Path) 
     assert not fresh.parent.exists()
 
 
+def test_refused_output_directory_leaves_no_lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused --out left the writer lock's file behind: `--out .` (or `--out ""`) in a folder
+    put `..lock` into it (and in an empty folder that lock made it "not empty"); a foreign non-empty
+    folder or a file as --out left `.NAME.lock` beside it. Every refusal comes before the lock."""
+    src = tmp_path / "log.csv"
+    src.write_text("user_id,item_id\n1,2\n3,4\n")
+    for folder, contents in (("full", {"notes.txt": "mine\n"}), ("empty", {})):
+        here = tmp_path / folder
+        here.mkdir()
+        for name, text in contents.items():
+            (here / name).write_text(text)
+        monkeypatch.chdir(here)
+        for out in (".", "", ".."):
+            result = runner.invoke(app, ["ingest", str(src), "--out", out])
+            assert result.exit_code == 2, (folder, out, result.output)
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error:") and "working directory" in lines[0], lines
+            assert sorted(p.name for p in here.iterdir()) == sorted(contents), (folder, out)
+            assert not list(tmp_path.glob(".*")), (folder, out)  # nor a `.full.lock` above it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "keep.txt").write_text("x\n")
+    (tmp_path / "afile").write_text("x\n")
+    for out, why in (("foreign", "not empty"), ("afile", "not a directory")):
+        for extra in ([], ["--append"]):
+            result = runner.invoke(app, ["ingest", str(src), "--out", out, *extra])
+            assert result.exit_code == 2 and why in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "foreign", "full", "log.csv"]
+    assert [p.name for p in (tmp_path / "foreign").iterdir()] == ["keep.txt"]
+
+
 def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> None:
     """Rich markup read '[data]' and '[low, high]' as style tags and dropped them, and the
     docstrings' own line breaks left an 80-column help ragged (a full line, then a word or two)."""

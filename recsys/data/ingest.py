@@ -180,6 +180,22 @@ def _check_readable(paths) -> None:
             ) from None
 
 
+def _refuse_out_dir(out_dir: Path, append: bool) -> None:
+    """The output refusals, checked before the writer lock is taken: its file goes beside the
+    output (`.NAME.lock`), so a refusal found under the lock left that file behind. `--out .` (or
+    `--out ""`, the same path) has no name and is its own parent: its lock went inside it, as
+    `..lock`, and the swap that replaces the directory whole cannot replace the working directory.
+    `_ingest` checks again under the lock (another writer may have changed it since)."""
+    if Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+        raise DataError(
+            f"{out_dir}: the processed data directory is replaced whole, so it cannot be the working directory "
+            "or a folder above it: name a folder for it, e.g. {option}",
+            setting="data.processed_dir",
+            value="data/processed/NAME",
+        )
+    _prepare_out_dir(out_dir, append)
+
+
 def _prepare_out_dir(out_dir: Path, append: bool) -> dict | None:
     """The existing manifest when appending to a processed dir; refuse to overwrite foreign dirs."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -442,6 +458,7 @@ def ingest(
             planted = planted_blocks(source)  # `recsys data synth` output: its clusters are the blocks
             if planted is not None:
                 source, user_labels, item_labels = planted
+        _refuse_out_dir(Path(out_dir), append)  # before the lock: a refusal leaves no lock file behind
         _writable_place(Path(out_dir))  # before the lock, whose file goes beside the output
         with storage.writer_lock(Path(out_dir), say):
             with utf8_source(source, cfg.encoding, Path(out_dir)) as text, text.naming_source():
