@@ -294,10 +294,15 @@ def _resume_tracking(cfg, path: Path) -> None:
     """`recsys run --resume-tracking DIR`: log every kept bundle under DIR into the store."""
     import shlex
 
-    from recsys.errors import TrackingError
+    from recsys.errors import ConfigError, TrackingError
     from recsys.tracking.offline import find_bundles, kept_experiment, resume_bundle
     from recsys.tracking.runs import Tracker
 
+    if not path.exists():  # said "no runs kept ... here", as if it had looked in a directory
+        raise ConfigError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a directory: give the directory a failed run named "
+                          "(or tracking.offline_dir)")  # fmt: skip
     bundles = find_bundles(path)
     if not bundles:
         raise TrackingError(f"{path}: no runs kept by a failed tracking store here (expected <dir>/<run>/run.json)")

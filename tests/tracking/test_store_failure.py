@@ -377,3 +377,19 @@ def test_a_resume_logs_only_the_kept_runs_of_its_configs_experiment(shared_mlflo
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, result.output
     assert client.get_experiment_by_name(elsewhere) is None  # nothing made in passing
+
+
+def test_a_missing_resume_directory_is_named_as_missing(tmp_path):
+    """`recsys run --resume-tracking /nonexistent` said "no runs kept by a failed tracking store
+    here", as if it had looked in a directory: a missing path (or a file) is now said to be so, in
+    one error line naming it, exit 2, before any store is made."""
+    store = tmp_path / "mlflow.db"
+    sets = ["--set", f'tracking.tracking_uri="sqlite:///{store}"']
+    for path, said in ((tmp_path / "nope", "no such file or directory"), (tmp_path / "a.json", "is a file, not a directory")):
+        if path.suffix:
+            path.write_text("{}\n")
+        result = runner.invoke(app, ["run", "--resume-tracking", str(path), *sets])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"error: {path}") and said in lines[0] and "no runs kept" not in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no store made in passing
