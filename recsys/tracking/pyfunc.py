@@ -398,10 +398,15 @@ class ServingIndex:
         return pd.DataFrame(self.recommend_columns(user_ids, ks, histories))
 
     def recommend_columns(
-        self, user_ids: list[str], ks: np.ndarray | int = DEFAULT_K, histories: list[Any] | None = None
+        self,
+        user_ids: list[str],
+        ks: np.ndarray | int = DEFAULT_K,
+        histories: list[Any] | None = None,
+        name_unknown: bool = False,
     ) -> dict[str, list[Any]]:
         """`recommend` as plain columns (lists): what `recsys serve` writes as JSON, without building
-        a DataFrame per request."""
+        a DataFrame per request. `name_unknown`: add `unknown_history`, each row's supplied history
+        ids the catalogue does not know (ignored, so a history of those only gets popularity)."""
         n = len(user_ids)
         ks = np.broadcast_to(np.asarray(ks, dtype=np.int64), (n,))
         if n and int(ks.min()) <= 0:
@@ -436,7 +441,24 @@ class ServingIndex:
                 )
             report = self.popularity_counts if name == "popularity" else self.model_item_scores
             items[rows], scores[rows] = found, reported_scores(found, ranked, report)
-        return _response_columns(user_ids, items, scores, ks, self.item_ids, source)
+        columns = _response_columns(user_ids, items, scores, ks, self.item_ids, source)
+        if name_unknown:
+            columns["unknown_history"] = self.unknown_history(histories, n)
+        return columns
+
+    def unknown_history(self, histories: list[Any] | None, n_rows: int) -> list[list[str]]:
+        """Per row, the supplied history's item ids the catalogue does not know, in request order
+        without repeats: `history_matrix` ignores them, and a user whose history held only such ids
+        was answered from popularity with nothing to say why."""
+        if histories is None:
+            return [[] for _ in range(n_rows)]
+        rows = [
+            [] if h is None or (isinstance(h, float) and np.isnan(h)) else list(dict.fromkeys(_id_text(x) for x in h))
+            for h in histories
+        ]
+        flat = [x for row in rows for x in row]
+        found = iter(_positions(self._item_vocab, flat) >= 0)
+        return [[x for x in row if not next(found)] for row in rows]
 
     def item_indices(self, item_ids: list[str]) -> np.ndarray:
         """Catalogue index per requested item id, -1 for ids the catalogue does not know."""
@@ -753,13 +775,19 @@ def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None 
 
 def answer_records(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """`answer` as one dict per row (`recsys serve`'s JSON), without a DataFrame for top-k rows."""
-    answered = _answer(index, model_input, params)
+    answered = _answer(index, model_input, params, name_unknown=True)
     if isinstance(answered, pd.DataFrame):
         return answered.to_dict("records")
-    return [dict(zip(answered, row, strict=True)) for row in zip(*answered.values(), strict=True)]
+    records = [dict(zip(answered, row, strict=True)) for row in zip(*answered.values(), strict=True)]
+    for record in records:  # only where a history held ids the model does not know: rows stay as they were
+        if not record.get("unknown_history", True):
+            del record["unknown_history"]
+    return records
 
 
-def _answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None) -> pd.DataFrame | dict[str, list[Any]]:
+def _answer(
+    index: ServingIndex, model_input: Any, params: dict[str, Any] | None, name_unknown: bool = False
+) -> pd.DataFrame | dict[str, list[Any]]:
     k = (params or {}).get("k")
     if asks_similar(model_input):
         limit = max(1, index.n_items - 1)
@@ -768,4 +796,4 @@ def _answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None
         return index.similar(item_ids, ks)
     default_k = min(DEFAULT_K, index.n_items) if k is None else check_k(k, index.n_items, "params.k")
     user_ids, ks, histories = parse_request(model_input, default_k, index.n_items)
-    return index.recommend_columns(user_ids, ks, histories)
+    return index.recommend_columns(user_ids, ks, histories, name_unknown=name_unknown)

@@ -154,6 +154,11 @@ class Prediction(BaseModel):
     item_ids: list[str]
     scores: list[float]
     source: Literal["model", "fold_in", "popularity"]
+    unknown_history: list[str] | None = Field(
+        None,
+        description="only when the row's history held item ids the model does not know: those ids, which "
+        "were ignored (a history of such ids only is answered from popularity)",
+    )
 
 
 class Predictions(BaseModel):

@@ -98,6 +98,30 @@ def test_every_documented_request_form_is_read_as_documented(api, logged, plante
     assert bare.status_code == 200 and len(bare.json()["predictions"]) == 2
 
 
+def test_a_history_of_unknown_items_is_named_in_the_answer(api):
+    """A history holding only item ids the model does not know was ignored, and the user got the
+    popularity fallback with nothing to say why (the same answer as no history at all). The row now
+    names those ids in `unknown_history` (an added field, only on such rows); source stays popularity,
+    or fold_in when the history also held known items."""
+    body = {"dataframe_records": [
+        {"user_id": "newcomer", "history": ["sku-1", "sku-2", "sku-1", 7]},
+        {"user_id": "nobody"},
+        {"user_id": "mixed", "history": ["i3", "sku-9", "i7"]},
+        {"user_id": "known", "history": ["i3", "i7"]},
+        {"user_id": "u1", "history": ["sku-3"]},
+    ], "params": {"k": 5}}  # fmt: skip
+    response = _post(api, body)
+    assert response.status_code == 200, response.text
+    only_unknown, no_history, mixed, known, model_user = response.json()["predictions"]
+    assert only_unknown["source"] == "popularity" and only_unknown["unknown_history"] == ["sku-1", "sku-2", "7"]
+    assert only_unknown["item_ids"] == no_history["item_ids"] and "unknown_history" not in no_history
+    assert mixed["source"] == "fold_in" and mixed["unknown_history"] == ["sku-9"]
+    assert mixed["item_ids"] == known["item_ids"] and "unknown_history" not in known  # the unknown id changed nothing
+    assert model_user["source"] == "model" and model_user["unknown_history"] == ["sku-3"]
+    documented = api.get("/openapi.json").json()["components"]["schemas"]["Prediction"]
+    assert "unknown_history" in documented["properties"] and "unknown_history" not in documented.get("required", [])
+
+
 @pytest.mark.parametrize(
     "body, status, says",
     [
