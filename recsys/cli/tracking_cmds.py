@@ -100,6 +100,7 @@ def promote(
     cfg = _config(config, set_)
     candidates = list(run_id or [])
     _, mlflow_client = _client(cfg)
+    close_dead_runs(mlflow_client, cfg.tracking.experiment, cfg.tracking.stale_run_minutes * 60)
     if not candidates:
         candidates = latest_pipeline_model_runs(mlflow_client, cfg.tracking.experiment, lineage(cfg),
                                                 cfg.tracking.stale_run_minutes * 60)  # fmt: skip
@@ -123,6 +124,26 @@ def promote(
 
     challenger_now = alias_version(mlflow_client, cfg.promotion.registered_model, CHALLENGER)
     console.print(aliases_line(cfg.promotion.registered_model, decision, challenger_now and challenger_now.version))
+
+
+def close_dead_runs(mlflow_client, experiment: str, stale_after_s: float) -> list[str]:
+    """Close KILLED the runs of `experiment` left RUNNING by a process that died, as the next
+    `recsys run`'s start does (`liveness.mark_dead_runs`), and say so in one line. Why here too:
+    after the tracking server died mid-run, promote refused that run as dead but left it RUNNING in
+    the store (and the UI) until the next `recsys run`. A failing check never stops the command."""
+    from recsys.tracking.liveness import mark_dead_runs
+
+    try:
+        found = mlflow_client.get_experiment_by_name(experiment)
+        closed = mark_dead_runs(mlflow_client, [found.experiment_id], stale_after_s) if found is not None else []
+    except Exception as exc:
+        err_console.print(f"warning: could not check for runs left RUNNING by dead processes: {exc}",
+                          style="yellow", markup=False, highlight=False)  # fmt: skip
+        return []
+    if closed:
+        console.print(f"closed {len(closed)} run(s) left RUNNING by a process that died as KILLED: {', '.join(closed)}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    return closed
 
 
 def decision_line(decision: str, reason: str, colour: str) -> str:

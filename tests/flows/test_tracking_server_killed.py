@@ -214,6 +214,9 @@ def test_a_server_killed_while_a_model_trains_ends_the_run_and_the_next_run_trai
     assert refused.exit_code == 2, refused.output
     said = " ".join(refused.output.split())
     assert f"newest pipeline run {dead_parent}" in said and "did not go whole" in said and "still running" not in said
+    # and closes the dead run's runs KILLED, saying so, instead of leaving them RUNNING until the next run
+    assert "left RUNNING by a process that died as KILLED" in said and dead_parent in said
+    assert run.client.get_run(dead_parent).info.status == "KILLED"
     # As a scheduled run would: it must not take the dead run for the finished run of the same inputs.
     again = run.invoke(monkeypatch, "run", "--no-prefect", "--if-changed", "--json", str(tmp_path / "again.json"))
     assert again.exit_code == 0, again.output

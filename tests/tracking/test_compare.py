@@ -107,6 +107,43 @@ def test_latest_pipeline_candidates_refuse_a_newest_run_that_did_not_go_whole(lo
     assert how.split(",")[0] in str(caught.value) and "--run-id" in str(caught.value)
 
 
+def test_promote_closes_a_run_whose_process_died_killed_and_says_so(logged, tmp_path):
+    """After the MLflow server died mid-run, `recsys promote` refused the run (RUNNING, its process
+    gone) but left it RUNNING in the store, and in the UI, until the next `recsys run`. Promote now
+    closes it KILLED with the start's note, in one line, and still refuses it; a run whose process
+    lives (this one) stays RUNNING."""
+    import subprocess
+    import sys
+
+    from recsys.tracking.liveness import TAG_KILLED_NOTE, TAG_PID, process_tags
+    from recsys.tracking.runs import TAG_KIND
+
+    client = MlflowClient(logged.uri, registry_uri=logged.uri)
+    name = f"promote-closes-{uuid.uuid4().hex[:8]}"
+    experiment = client.create_experiment(name)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = client.create_run(experiment, start_time=2_000, tags={**process_tags(), TAG_PID: gone.stdout.strip(),
+                                                                 TAG_KIND: "pipeline"}).info.run_id  # fmt: skip
+    child = client.create_run(experiment, start_time=2_001, tags={"mlflow.parentRunId": dead}).info.run_id
+    client.set_terminated(child)  # a model that finished before the server died
+    alive = client.create_run(experiment, start_time=1_000, tags=process_tags()).info.run_id  # this live process
+
+    args = ["promote", "--set", f"tracking.tracking_uri={logged.uri}", "--set", f"tracking.experiment={name}"]
+    result = CliRunner().invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    closing = [line for line in result.output.splitlines() if line.startswith("closed ")]
+    assert closing == [f"closed 1 run(s) left RUNNING by a process that died as KILLED: {dead}"], result.output
+    assert f"newest pipeline run {dead}" in said and "did not go whole (KILLED" in said
+    closed = client.get_run(dead)
+    assert closed.info.status == "KILLED"
+    assert closed.data.tags[TAG_KILLED_NOTE].startswith(f"process {gone.stdout.strip()} on ")
+    assert client.get_run(alive).info.status == "RUNNING" and client.get_run(child).info.status == "FINISHED"
+    again = CliRunner().invoke(app, args)  # nothing left to close: no line
+    assert again.exit_code == 2 and "closed " not in again.output, again.output
+    client.set_terminated(alive)
+
+
 def test_cli_compare_writes_table_and_plot(logged, champion_set, tmp_path):
     out, plot = tmp_path / "cmp.md", tmp_path / "curves.png"
     args = ["compare", "--set", f"tracking.tracking_uri={logged.uri}", "--set", "tracking.experiment=tests"]
