@@ -117,6 +117,11 @@ def test_refused_output_directory_leaves_no_lock_file(tmp_path: Path, monkeypatc
             assert result.exit_code == 2 and why in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "foreign", "full", "log.csv"]
     assert [p.name for p in (tmp_path / "foreign").iterdir()] == ["keep.txt"]
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()  # a working directory removed under the shell: the check must not trip on it
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(tmp_path / "fine")])
+    assert result.exit_code == 0 and (tmp_path / "fine" / "manifest.json").is_file(), result.output
 
 
 def test_help_keeps_bracketed_text_and_reflows_paragraphs_to_the_terminal() -> None:

@@ -186,7 +186,11 @@ def _refuse_out_dir(out_dir: Path, append: bool) -> None:
     `--out ""`, the same path) has no name and is its own parent: its lock went inside it, as
     `..lock`, and the swap that replaces the directory whole cannot replace the working directory.
     `_ingest` checks again under the lock (another writer may have changed it since)."""
-    if Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+    try:
+        here = Path.cwd().resolve()
+    except OSError:  # the working directory was removed: nothing of it can be the output
+        here = None
+    if here is not None and here.is_relative_to(out_dir.resolve()):
         raise DataError(
             f"{out_dir}: the processed data directory is replaced whole, so it cannot be the working directory "
             "or a folder above it: name a folder for it, e.g. {option}",
