@@ -61,7 +61,10 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
     runner's own stop pauses it only once the runner has started, and a Ctrl-C while it started
     (entering its services, seconds on a busy machine) left the deployment unpaused, its server
     scheduling runs that nothing ran. The deployment's creation is not cut by a Ctrl-C (held back
-    until the server has answered: `flows.stopping.held`), so the stop knows what to pause."""
+    until the server has answered: `flows.stopping.held`), so the stop knows what to pause.
+
+    A user's server (PREFECT_API_URL) that stops answering as the runner starts, or for good while
+    it serves, ends the schedule with one RecsysError naming it (`server_lost`)."""
     from prefect.exceptions import TerminationSignal
 
     from flows import stopping
@@ -71,6 +74,7 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
     runner = _runner(scratch)
     name = runner.deployment_name = f"{deployment.flow_name}/{deployment.name}"
     pause = None
+    runner.user_server = not temporary_server
     try:
         with stopping.held(None):
             runner.applying = True
@@ -81,6 +85,10 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal) as exc:
         log.info("received %s, stopped serving", type(exc).__name__)
+    except Exception as exc:
+        if temporary_server or (lost := server_lost(exc, runner)) is None:
+            raise  # the temporary server's end is said by `flows.deployments.stop_when_server_ends`
+        raise lost from None
     finally:
         stop_serving(runner, scratch, name, say, pause if not temporary_server else None, temporary_server)
 
@@ -114,6 +122,86 @@ def stop_serving(
     applied = runner.applying and (stopping.forced() or runner._deployment_registry.get_deployment_ids())
     if applied and not runner.paused and not temporary_server:  # forced: its creation may have gone on
         say(unpaused_line(name, pause or pause_commands(None, name, ask=False), why))
+
+
+class ApiLost(Exception):
+    """The user's Prefect server (PREFECT_API_URL) stopped answering the runner's polls
+    (`_end_when_server_lost`)."""
+
+
+POLL_FAILURES = 3
+"""Failed polls in a row after which a schedule that has polled its user's server gives up on it:
+Prefect's runner ends there too (`critical_service_loop`'s `consecutive`), after printing each
+failure's traceback."""
+
+
+def server_lost(error: BaseException, runner: Any) -> Exception | None:
+    """The one-line error (RecsysError) for a runner that ended because its user's Prefect server
+    (PREFECT_API_URL) stopped answering, or None when the server answers (the error is not its).
+
+    Why: the server going down as the schedule started (or for good while it served) ended the
+    runner after three failed polls, ~30-40 s, each printed with its traceback (~40 lines), and then
+    "unexpected ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception): this is a bug",
+    exit 1, naming neither the server nor what to do."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.api_loss import api_answers
+    from recsys.errors import RecsysError, first_line
+
+    leaf = error
+    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+        leaf = leaf.exceptions[0]
+    if not isinstance(leaf, ApiLost) and api_answers():
+        return None
+    when = "as this schedule started" if getattr(runner, "last_polled", None) is None else "while this schedule served"
+    return RecsysError(
+        f"the Prefect server {PREFECT_API_URL.value()} (PREFECT_API_URL) stopped answering {when} "
+        f"({first_line(leaf)}): the schedule stopped with it; start the server again (`prefect server start`, "
+        "`recsys stack up`) or point PREFECT_API_URL at one that runs, then start the schedule again (`recsys schedule`)"
+    )
+
+
+def _unanswered() -> str | None:
+    """Why the Prefect API this process talks to does not answer its health check (None: it answers)."""
+    from flows.api_loss import HEALTH_TIMEOUT_S
+    from flows.ephemeral import _unreachable, current_api_url
+
+    api = current_api_url()
+    why = None if api is None else _unreachable(api, HEALTH_TIMEOUT_S)
+    return None if why is None else str(why)
+
+
+def _end_when_server_lost(runner: Any) -> None:
+    """Have `runner`'s poll for scheduled runs end the runner (ApiLost) when the user's Prefect server
+    does not answer: at its first failed poll if none had succeeded yet (the server went down as the
+    schedule started: nothing suggests it comes back), else at the `POLL_FAILURES`-th in a row, where
+    Prefect's own loop would end it after printing every failure's traceback. A failed poll while the
+    server answers (its own error) is Prefect's to handle. Another Prefect (no such poller): unchanged."""
+    import httpx
+
+    from recsys.errors import first_line
+
+    poller = getattr(runner, "_scheduled_run_poller", None)
+    poll = getattr(poller, "_get_and_submit_flow_runs", None)
+    if poll is None:
+        log.debug("Prefect's runner has no scheduled-run poller: a lost server ends it as Prefect does")
+        return
+    failures = 0
+
+    async def polling(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        try:
+            result = await poll(*args, **kwargs)
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            failures += 1
+            if poller.last_polled is None or failures >= POLL_FAILURES:
+                if await asyncio.to_thread(_unanswered) is not None:
+                    raise ApiLost(first_line(exc)) from exc
+            raise
+        failures = 0
+        return result
+
+    poller._get_and_submit_flow_runs = polling
 
 
 def pause_unpaused(runner: Any) -> None:
@@ -249,6 +337,7 @@ def _runner(scratch: Path) -> Any:
         deployment_name = "its deployment"  # "flow/name", set by `serve_deployment`, for what a stop says
         left_unpaused = False
         paused = False
+        user_server = False  # PREFECT_API_URL's, not Prefect's temporary one (`serve_deployment`)
 
         async def _pause_schedules(self) -> None:
             await super()._pause_schedules()
@@ -274,7 +363,11 @@ def _runner(scratch: Path) -> Any:
 
         async def __aenter__(self):  # type: ignore[override]
             fault_point("schedule.runner_starting")  # a Ctrl-C here lands in Prefect's __aenter__'s first await
+            if self.user_server and (why := await asyncio.to_thread(_unanswered)) is not None:
+                raise ApiLost(why)  # its start would spend ~7 s on the events websocket's retries first
             entered = await super().__aenter__()
+            if self.user_server:
+                _end_when_server_lost(self)
             proposer = getattr(self, "_state_proposer", None)
             pending = getattr(proposer, "propose_pending", None)
             if pending is None:  # another Prefect: nothing is noted, the stop cleans up nothing

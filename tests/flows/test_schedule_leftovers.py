@@ -667,3 +667,58 @@ def test_ctrl_c_again_while_a_schedule_stops_its_temporary_server_shows_no_trace
 
     assert find_own(our_server) == []
     assert list(tmp.iterdir()) == [], output
+
+
+@pytest.mark.parametrize("services_started", [False, True], ids=["as-the-runner-starts", "before-its-first-poll"])
+def test_a_schedule_whose_server_goes_down_as_it_starts_ends_in_one_line(
+    prefect_harness, tmp_path, monkeypatch, services_started
+):
+    """`recsys schedule` with the user's server (PREFECT_API_URL) gone as its runner starts: Prefect's
+    runner polled it three times (~30-40 s, each failure printed with its ~40-line traceback) and
+    ended with an ExceptionGroup, said as "unexpected ExceptionGroup: unhandled errors in a TaskGroup
+    (1 sub-exception): this is a bug", exit 1. Now one error line naming the server and what to do,
+    exit 2, after the line that says how to pause the deployment it left unpaused: at once when the
+    server is gone before the runner's services start (a health check), at the first failed poll
+    once they started. The server is the session's harness behind a proxy, closed at that moment."""
+    from urllib.parse import urlsplit
+
+    from killable_proxy import KillableProxy
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    import flows.runner
+    from recsys.cli import app
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    harness = str(PREFECT_API_URL.value())
+    proxy = KillableProxy((urlsplit(harness).hostname or "127.0.0.1", int(urlsplit(harness).port or 80)))
+    if services_started:  # after Prefect's runner entered its services, before its first poll
+        watch = flows.runner._end_when_server_lost
+        monkeypatch.setattr(flows.runner, "_end_when_server_lost", lambda runner: proxy.kill() or watch(runner))
+    else:
+        point = flows.runner.fault_point
+        monkeypatch.setattr(flows.runner, "fault_point",
+                            lambda name: proxy.kill() if name == "schedule.runner_starting" else point(name))  # fmt: skip
+    api = f"http://127.0.0.1:{proxy.port}/api"
+    name = f"lost-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    monkeypatch.setenv("COLUMNS", "1000")  # the lines unwrapped
+    with interrupted_by(threading.Thread(target=lambda: None)), temporary_settings(updates={PREFECT_API_URL: api}):
+        result = CliRunner().invoke(app, ["schedule", "--cron", YEARLY, "--name", name])
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output and "ExceptionGroup" not in output, output
+    why = "[Errno 111] Connection refused" if not services_started else "All connection attempts failed"
+    deployment = _read(name)  # the harness, up all along
+    assert not deployment.paused
+    deployment_name = f"training-pipeline/{name}"
+    pause = f"prefect deployment schedule pause {deployment_name} {deployment.schedules[0].id}"
+    assert output.splitlines()[-2:] == [
+        f"  deployment {deployment_name} was left unpaused: its Prefect server {api} (PREFECT_API_URL) did not "
+        "answer when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): "
+        f"pause it then (`{pause}`), or serve it again (`recsys schedule`)",
+        f"error: the Prefect server {api} (PREFECT_API_URL) stopped answering as this schedule started ({why}): the "
+        "schedule stopped with it; start the server again (`prefect server start`, `recsys stack up`) or point "
+        "PREFECT_API_URL at one that runs, then start the schedule again (`recsys schedule`)",
+    ], output
+    assert list(tmp_path.iterdir()) == []

@@ -79,23 +79,16 @@ class MlflowServer:
             self.process.wait()
 
 
-@pytest.fixture()
-def server(shared_mlflow_uri: str, tmp_path: Path):
-    srv = MlflowServer(tmp_path / "server", shared_mlflow_uri)
-    yield srv
-    srv.kill()
-
-
 class KilledRun:
     """`recsys run` (Prefect, the session's harness) in `work`, outside the repository: the shipped
     default.toml with tiny data and two models, its outputs (data/, mlflow/unlogged/) in `work`.
-    `kill_server_at(point)`: the server is killed while the run is frozen at `point`."""
+    `start(point)` starts it frozen at `point`, `finish` waits for its end (see `killed_runs`)."""
 
-    def __init__(self, tmp_path: Path, server: MlflowServer) -> None:
+    def __init__(self, folder: Path, server: MlflowServer) -> None:
         from prefect.settings import PREFECT_API_URL
 
-        self.server, self.work, self.scratch = server, tmp_path / "work", tmp_path / "tmp"
-        self.work.mkdir()
+        self.server, self.work, self.scratch = server, folder / "work", folder / "tmp"
+        self.work.mkdir(parents=True)
         self.scratch.mkdir()
         experiment = f"killed-{uuid.uuid4().hex[:8]}"
         self.experiment = experiment
@@ -109,31 +102,26 @@ class KilledRun:
         ]  # fmt: skip
         self.args = [a for s in self.sets for a in ("--set", s)]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_", "RECSYS_"))}
-        self.env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(tmp_path / "prefect"),
+        self.env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(folder / "prefect"),
                         MLFLOW_TRACKING_URI=server.uri, TMPDIR=str(self.scratch))  # fmt: skip
         self.client = MlflowClient(server.uri)
+        self.point, self.code, self.output, self.seconds = "", -1, "", 0.0  # set by `start` and `finish`
 
-    def kill_server_at(self, point: str) -> tuple[int, str, float]:
-        """(exit code, output, seconds from the kill to the run's exit)."""
-        log = self.work / "run.log"
-        with open(log, "w") as out:
-            run = subprocess.Popen(
+    def start(self, point: str) -> subprocess.Popen:
+        """The run, started; it freezes itself at `point` (RECSYS_STOP_AT)."""
+        self.point = point
+        with open(self.work / "run.log", "w") as out:
+            return subprocess.Popen(
                 [sys.executable, "-m", "recsys.cli", "run", "--json", str(self.work / "summary.json"), *self.args],
                 cwd=self.work, stdout=out, stderr=subprocess.STDOUT, env={**self.env, "RECSYS_STOP_AT": point},
             )  # fmt: skip
-        try:
-            with stopped_at_its_point(run):
-                self.server.kill()
-                killed = time.monotonic()
-            code = run.wait(timeout=180)  # a hang guard: MLflow's own retries took minutes per request
-            seconds = time.monotonic() - killed
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-        output = log.read_text()
-        print(f"{point}: kill -9 of the server -> exit {code} in {seconds:.1f} s")
-        return code, output, seconds
+
+    def finish(self, run: subprocess.Popen, killed: float) -> None:
+        """Wait for the run's exit: `code`, `output`, `seconds` from the kill (at `killed`) to it."""
+        self.code = run.wait(timeout=180)  # a hang guard: MLflow's own retries took minutes per request
+        self.seconds = time.monotonic() - killed
+        self.output = (self.work / "run.log").read_text()
+        print(f"{self.point}: kill -9 of the server -> exit {self.code} in {self.seconds:.1f} s")
 
     def summary(self) -> dict:
         return json.loads((self.work / "summary.json").read_text())
@@ -195,18 +183,50 @@ def _assert_nothing_half_written(run: KilledRun) -> None:
             assert (saved / "config.json").is_file() and any(saved.glob("*.safetensors"))
 
 
+KILL_POINTS = {"training": "train.epoch:2", "promotion": "promote.decided"}
+"""Where each run is frozen when the server is killed: the two-tower has logged its second epoch;
+every model was logged and the promotion decided (it moves the alias next)."""
+
+
+@pytest.fixture(scope="module")
+def killed_runs(prefect_harness, shared_mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory):
+    """{"training": KilledRun, "promotion": KilledRun}: both runs of the one server, each frozen at
+    its `KILL_POINTS` point, the server killed (-9) once both are, both let go on and ended, then the
+    server started again (on the same port and store) for the tests to check the aftermath. One kill
+    and one restart for both (a server start is ~15 s on a loaded 2-core machine), the two runs'
+    start-up side by side."""
+    root = tmp_path_factory.mktemp("killed")
+    server = MlflowServer(root / "server", shared_mlflow_uri)
+    try:
+        runs = {case: KilledRun(root / case, server) for case in KILL_POINTS}
+        processes = {case: run.start(KILL_POINTS[case]) for case, run in runs.items()}
+        try:
+            with stopped_at_its_point(processes["training"]), stopped_at_its_point(processes["promotion"]):
+                server.kill()
+                killed = time.monotonic()
+            for case, run in runs.items():
+                run.finish(processes[case], killed)
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        server.start()  # back; the dead runs' MLflow runs are still open on it
+        yield runs
+    finally:
+        server.kill()
+
+
 def test_a_server_killed_while_a_model_trains_ends_the_run_and_the_next_run_trains(
-    prefect_harness, server, tmp_path, monkeypatch
+    killed_runs, tmp_path, monkeypatch
 ):
-    run = KilledRun(tmp_path, server)
-    code, output, _ = run.kill_server_at("train.epoch:2")  # the two-tower has logged its second epoch
-    _assert_one_error_line(run, code, output)
+    run = killed_runs["training"]  # killed once the two-tower had logged its second epoch
+    _assert_one_error_line(run, run.code, run.output)
     summary = run.summary()
     assert [m["status"] for m in summary["models"]] == ["ok", "ok"]  # the tracking was lost, not the models
     assert any(m["name"] == "tt" and m["unlogged"] for m in summary["models"])
     _assert_nothing_half_written(run)
 
-    server.start()  # back; the dead run's runs are still open on it
     dead_parent = summary["mlflow_parent_run_id"]
     assert run.client.get_run(dead_parent).info.status == "RUNNING"
     # `recsys promote` said "still running: it promotes its own models when it ends" (it never would)
@@ -230,23 +250,19 @@ def test_a_server_killed_while_a_model_trains_ends_the_run_and_the_next_run_trai
     assert run.client.get_run(champion.run_id).data.tags["mlflow.parentRunId"] == second["mlflow_parent_run_id"]
 
 
-def test_a_server_killed_at_promotion_then_resumed_keeps_the_models_with_their_run(
-    prefect_harness, server, tmp_path, monkeypatch
-):
+def test_a_server_killed_at_promotion_then_resumed_keeps_the_models_with_their_run(killed_runs, monkeypatch):
     """Killed after every model was logged, while the promotion moved the alias: the bundle holds
     the parent run only. The resume's parent run got none of the models (under Prefect, the model
     tasks' own trackers had logged them under the dead parent): `recsys promote` said "pipeline run
     ... has no finished model runs", and `recsys run --if-changed` skipped as unchanged since that
     empty run, so a schedule never trained again until the data changed."""
-    run = KilledRun(tmp_path, server)
-    code, output, _ = run.kill_server_at("promote.decided")
-    line = _assert_one_error_line(run, code, output)
+    run = killed_runs["promotion"]
+    line = _assert_one_error_line(run, run.code, run.output)
     assert "the 2 trained model(s) were logged before; the run's own record is kept in" in line  # not "0 ... kept"
     summary = run.summary()
     assert [(m["status"], m.get("unlogged")) for m in summary["models"]] == [("ok", None), ("ok", None)]
     _assert_nothing_half_written(run)
 
-    server.start()
     resumed = run.invoke(monkeypatch, *_printed_command(line), own_sets=False)  # as the error line says
     assert resumed.exit_code == 0, resumed.output
     runs = run.runs()
