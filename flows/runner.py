@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -83,13 +82,8 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
             fault_point("schedule.applied")
             if not temporary_server:  # asked now: at the stop it may be down
                 pause = pause_commands(deployment_id, name)
-        outer_sigint = signal.getsignal(signal.SIGINT)
-        try:
-            asyncio.run(runner.start())
-        finally:  # asyncio puts its own handler back only where it still is: ours is over it
-            if signal.getsignal(signal.SIGINT) is runner.sigint_hook:
-                signal.signal(signal.SIGINT, outer_sigint)
-    except (KeyboardInterrupt, TerminationSignal, asyncio.CancelledError) as exc:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
         log.info("received %s, stopped serving", type(exc).__name__)
     except Exception as exc:
         if temporary_server or (lost := server_lost(exc, runner)) is None:
@@ -327,47 +321,6 @@ def _no_websocket_tracebacks() -> None:
             logger.addFilter(kind())
 
 
-CTRL_C_RECHECK_S = 1.0
-"""How long after a Ctrl-C the schedule checks that it took (`_no_lost_ctrl_c`)."""
-
-
-def _no_lost_ctrl_c(runner: Any) -> Any:
-    """Make sure a Ctrl-C reaches the runner's start: returns the SIGINT handler installed (None
-    outside the main thread, or where asyncio did not take SIGINT).
-
-    Why: under `asyncio.run` a Ctrl-C cancels the main task (the runner's `start`). A cancellation
-    that lands in some awaits of the start (anyio's task groups and cancel scopes, entering
-    Prefect's services) can be taken for the library's own and absorbed (`Task.uncancel`): the
-    runner then served on as if nothing had been pressed (seen under load: `recsys schedule` still
-    serving ten minutes after its Ctrl-C). Here the handler passes the Ctrl-C on to asyncio's, then
-    checks every CTRL_C_RECHECK_S that it took: while the start neither ended nor began its stop
-    (`exiting`) and no cancellation is pending, the task is cancelled again. A second Ctrl-C still
-    goes to asyncio's handler (KeyboardInterrupt at once), as before."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    task, loop = asyncio.current_task(), asyncio.get_running_loop()
-    asyncios = signal.getsignal(signal.SIGINT)
-    if task is None or not callable(asyncios):
-        return None
-
-    def recheck() -> None:
-        if task.done() or runner.exiting:
-            return
-        if task.cancelling() == 0:  # the Ctrl-C's cancellation was absorbed
-            log.info("a Ctrl-C did not stop the runner's start: cancelling it again")
-            task.cancel()
-        loop.call_later(CTRL_C_RECHECK_S, recheck)
-
-    def on_ctrl_c(signum: int, frame: Any) -> None:
-        loop.call_soon_threadsafe(loop.call_later, CTRL_C_RECHECK_S, recheck)
-        asyncios(signum, frame)  # the first cancels the main task; a second raises KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_ctrl_c)
-    return on_ctrl_c
-
-
 def _runner(scratch: Path) -> Any:
     from prefect.runner import Runner
 
@@ -380,7 +333,6 @@ def _runner(scratch: Path) -> Any:
         runs' processes, midway."""
 
         applying = False  # its deployment asked for (`serve_deployment`)
-        sigint_hook: Any = None  # `_no_lost_ctrl_c`'s handler, once its start began
         exiting = False  # its stop begun
         deployment_name = "its deployment"  # "flow/name", set by `serve_deployment`, for what a stop says
         left_unpaused = False
@@ -410,7 +362,6 @@ def _runner(scratch: Path) -> Any:
             super().handle_sigterm(*args, **kwargs)
 
         async def __aenter__(self):  # type: ignore[override]
-            self.sigint_hook = _no_lost_ctrl_c(self)
             fault_point("schedule.runner_starting")  # a Ctrl-C here lands in Prefect's __aenter__'s first await
             if self.user_server and (why := await asyncio.to_thread(_unanswered)) is not None:
                 raise ApiLost(why)  # its start would spend ~7 s on the events websocket's retries first

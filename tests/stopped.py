@@ -30,3 +30,20 @@ def stopped_at_its_point(run: subprocess.Popen) -> Iterator[None]:
     finally:
         if run.poll() is None:
             os.kill(run.pid, signal.SIGCONT)
+
+
+CTRL_C_READY = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('recsys.cli', run_name='__main__', alter_sys=True)"
+)
+"""`python -c CTRL_C_READY ARGS...` runs `recsys ARGS...` with Python's own Ctrl-C handler. A child
+started by a process that ignores SIGINT (a suite launched as a background job: `make test &`)
+inherits SIG_IGN, and then a test's Ctrl-C was rightly ignored: the child served on until the
+test timed out."""
+
+
+def recsys_cli(*args: str) -> list[str]:
+    """The command line of `recsys ARGS...` for a test that sends it Ctrl-C (`CTRL_C_READY`)."""
+    import sys
+
+    return [sys.executable, "-c", CTRL_C_READY, *args]

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from stopped import recsys_cli
+
 SCRIPT = r"""
 import threading, time, sys
 from recsys.cli import app
@@ -125,12 +127,8 @@ def test_a_second_ctrl_c_while_the_run_is_being_closed_still_closes_it(tmp_path,
         'models=[{name="wals", kind="wals", factors=4, iterations=50}]',
     ]  # fmt: skip
     env = {**__import__("os").environ, "RECSYS_STOP_AT": "train.epoch,tracking.closing:2"}
-    # Python's Ctrl-C handler, set in the child: one started by a process that ignores SIGINT (a suite
-    # launched as a background job) inherits SIG_IGN, and then both signals were rightly ignored
-    start = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
-            "runpy.run_module('recsys.cli', run_name='__main__', alter_sys=True)"  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-c", start, "run", "--no-prefect", *[a for s in sets for a in ("--set", s)]],
+    process = subprocess.Popen(  # with Python's Ctrl-C handler set in the child (`recsys_cli`)
+        recsys_cli("run", "--no-prefect", *[a for s in sets for a in ("--set", s)]),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:

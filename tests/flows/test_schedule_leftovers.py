@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from stopped import recsys_cli
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals to this process")
 
@@ -450,51 +451,6 @@ def _stopping_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("stopping:")]
 
 
-def test_a_ctrl_c_that_the_runners_start_absorbs_still_stops_the_schedule(
-    prefect_harness, tmp_path, monkeypatch
-):
-    """Under asyncio a Ctrl-C cancels the runner's start; where a library in the start takes that
-    cancellation for its own and absorbs it (`Task.uncancel`, as anyio's cancel scopes can), the
-    runner served on as if nothing had been pressed: seen under load, `recsys schedule` still
-    serving ten minutes after its Ctrl-C. Here an await at the start of Prefect's runner absorbs
-    the Ctrl-C's cancellation; the schedule must stop on that one Ctrl-C, its deployment paused
-    (a second Ctrl-C, 20 s later, would fail the test through `_serve_until_stopped`)."""
-    import asyncio
-
-    from prefect.runner import Runner
-
-    import flows.runner
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(flows.runner, "CTRL_C_RECHECK_S", 0.2)
-    original, absorbed = Runner.__aenter__, []
-
-    async def absorbing(self):
-        task = asyncio.current_task()
-        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C: asyncio's handler cancels this task
-        try:
-            await asyncio.sleep(2)
-        except asyncio.CancelledError:
-            absorbed.append(task.uncancel())  # taken for the library's own
-        return await original(self)
-
-    monkeypatch.setattr(Runner, "__aenter__", absorbing)
-    name = f"absorbed-{uuid.uuid4().hex[:6]}"
-    lines: list[str] = []
-    started = time.monotonic()
-    from flows.deployments import serve_pipeline
-
-    with interrupted_by(threading.Timer(20, os.kill, (os.getpid(), signal.SIGINT))):
-        try:
-            serve_pipeline(say=lines.append, name=name, cron=YEARLY)
-        except BaseException as exc:  # noqa: BLE001 - the second Ctrl-C: the first was lost
-            pytest.fail(f"the schedule did not stop on its Ctrl-C: {exc!r}")
-    assert absorbed == [0]
-    assert time.monotonic() - started < 20
-    assert _read(name).paused, lines
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.parametrize(
     ("interrupts", "once_serving"),
     [
@@ -601,7 +557,7 @@ def test_recsys_schedule_stopped_while_it_starts_ends_as_once_serving(prefect_ha
     env = {**os.environ, "TMPDIR": str(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300",
            **interrupt}  # fmt: skip
     schedule = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", name],
+        recsys_cli("schedule", "--cron", YEARLY, "--name", name),  # its Ctrl-C handler set: see recsys_cli
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -683,7 +639,7 @@ def test_ctrl_c_again_while_a_schedule_stops_its_temporary_server_shows_no_trace
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(home), TMPDIR=str(tmp), COLUMNS="300")
     schedule = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "schedule", "--cron", YEARLY, "--name", f"exit-{uuid.uuid4().hex[:6]}"],
+        recsys_cli("schedule", "--cron", YEARLY, "--name", f"exit-{uuid.uuid4().hex[:6]}"),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines: list[str] = []
