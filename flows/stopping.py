@@ -17,8 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
+from recsys.interrupt import handled_by, restore
 
 _noted = threading.Event()
 _forced = threading.Event()
@@ -67,29 +66,16 @@ def held(doing: str | None) -> Iterator[None]:
             try:
                 again(doing)
             except KeyboardInterrupt:
-                _restore(previous)
+                restore(previous)
                 raise
         elif noted:  # asked twice: now
             _forced.set()
-            _restore(previous)
+            restore(previous)
             raise KeyboardInterrupt
         else:
             noted.append(signum)
 
-    for signum in SIGNALS:
-        if signal.getsignal(signum) is signal.SIG_IGN:
-            continue
-        previous[signum] = signal.signal(signum, hold)
-    try:
+    with handled_by(hold, previous):
         yield
-    finally:
-        _restore(previous)
     if noted:
         signal.raise_signal(noted[0])  # its own handler, restored, runs now
-
-
-def _restore(previous: dict[int, object]) -> None:
-    for signum, handler in list(previous.items()):
-        if handler is not None:  # None: a handler not set from Python, which cannot be put back
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-    previous.clear()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _requested = threading.Event()
@@ -75,26 +75,36 @@ def shielded() -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         request()  # worker threads stop at their next check, as the signal would make them
         if held:  # asked twice during one close: now
-            _restore(previous)
+            restore(previous)
             signal.raise_signal(signum)
             return
         held.append(signum)
         sys.stderr.write("closing the run first; press Ctrl-C again to stop without closing it\n")
         sys.stderr.flush()
 
-    for signum in SHIELDED_SIGNALS:
-        if signal.getsignal(signum) is signal.SIG_IGN:  # started ignoring it (a background job): it stays so
-            continue
-        previous[signum] = signal.signal(signum, hold)
-    try:
+    with handled_by(hold, previous):
         yield
-    finally:
-        _restore(previous)
     if held:
         signal.raise_signal(held[0])  # its own handler, restored, runs now
 
 
-def _restore(previous: dict[int, object]) -> None:
+@contextmanager
+def handled_by(handler: Callable[[int, object], None], previous: dict[int, object]) -> Iterator[None]:
+    """Inside, `handler` takes Ctrl-C and SIGTERM (SHIELDED_SIGNALS), the handlers before noted in
+    `previous` and put back on leaving (`restore`; a handler may put them back sooner). A signal
+    the process started ignoring (a background job's SIGINT) stays ignored."""
+    for signum in SHIELDED_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        restore(previous)
+
+
+def restore(previous: dict[int, object]) -> None:
+    """Put back the handlers noted in `previous` (by `handled_by`) and forget them."""
     for signum, handler in list(previous.items()):
         if handler is not None:  # None: a handler not set from Python, which cannot be put back
             signal.signal(signum, handler)  # type: ignore[arg-type]
