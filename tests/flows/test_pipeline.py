@@ -3,7 +3,9 @@ isolates a failing model, and carries its cron schedule."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -340,6 +342,30 @@ def test_the_flow_trains_on_the_data_it_prepared_while_another_ingest_waits(pref
     assert other["report"].users == 30 and load_processed(out).n_users == 30  # the other ingest landed after it
 
 
+@contextlib.contextmanager
+def _server_dies_as_the_models_are_submitted(shared_mlflow_uri, tmp_path, monkeypatch) -> Iterator[ThreadServer]:
+    """An MLflow server (on a copy of the session's store) that is killed once the pipeline's parent
+    run is open, right before its model tasks are submitted; killed and the tracking URI put back on
+    leaving (the server's store set the process-wide default)."""
+    import flows.pipeline as fp
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails each call at once
+    server = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
+    previous = mlflow.get_tracking_uri()
+    submit = fp.longest_first
+
+    def die_then_submit(wave):
+        server.kill()
+        return submit(wave)
+
+    monkeypatch.setattr(fp, "longest_first", die_then_submit)
+    try:
+        yield server
+    finally:
+        server.kill()
+        mlflow.set_tracking_uri(previous)
+
+
 @pytest.mark.slow
 def test_a_deployments_run_whose_store_died_fails_with_the_error_line(prefect_harness, tmp_path, shared_mlflow_uri,
                                                                        monkeypatch):
@@ -348,30 +374,16 @@ def test_a_deployments_run_whose_store_died_fails_with_the_error_line(prefect_ha
     its models waited on disk for a `--resume-tracking` nobody knew to run. It now fails with the
     line `recsys run` prints (the server, how it went, where the models are, the resume command
     with the run's store options); the models were trained all the same."""
-    import flows.pipeline as fp
     from flows.pipeline import TrackingLost, training_pipeline
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails each call at once
-    server = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
-    previous = mlflow.get_tracking_uri()
-    submit = fp.longest_first
-
-    def die_then_submit(wave):  # the parent run is open; the models are about to be submitted
-        server.kill()
-        return submit(wave)
-
-    monkeypatch.setattr(fp, "longest_first", die_then_submit)
     experiment = f"deployed-{tmp_path.name}"
-    overrides = [*TINY[:-1], 'models=[{name="pop", kind="popularity"}]', f'data.processed_dir="{tmp_path / "p"}"',
-                 f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{server.uri}"',
-                 f'tracking.experiment="{experiment}"', f'tracking.offline_dir="{tmp_path / "unlogged"}"',
-                 f'tracking.model_name_prefix="{tmp_path.name}"', f'promotion.registered_model="{tmp_path.name}-best"']  # fmt: skip
-    try:
+    with _server_dies_as_the_models_are_submitted(shared_mlflow_uri, tmp_path, monkeypatch) as server:
+        overrides = [*TINY[:-1], 'models=[{name="pop", kind="popularity"}]', f'data.processed_dir="{tmp_path / "p"}"',
+                     f'data.raw_dir="{tmp_path / "raw"}"', f'tracking.tracking_uri="{server.uri}"',
+                     f'tracking.experiment="{experiment}"', f'tracking.offline_dir="{tmp_path / "unlogged"}"',
+                     f'tracking.model_name_prefix="{tmp_path.name}"', f'promotion.registered_model="{tmp_path.name}-best"']  # fmt: skip
         with pytest.raises(TrackingLost) as caught:
             training_pipeline(None, overrides, scheduled=True)
-    finally:
-        server.kill()
-        mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
     said, summary = str(caught.value), caught.value.summary
     assert said.startswith(f"the MLflow tracking server {server.uri} stopped answering during the run"), said
     assert f"--set 'tracking.experiment=\"{experiment}\"'" in said and f"--resume-tracking {summary['unlogged_dir']}`" in said
@@ -387,27 +399,13 @@ def test_models_queued_when_the_store_dies_still_train_and_are_kept(prefect_harn
     ("cannot use experiment") and was lost, where a dead store must cost the tracking only. Now
     the task starts offline: every model trains, is kept on disk with the parent run's tags (its
     lineage and split: what compare and promote select on after --resume-tracking)."""
-    import flows.pipeline as fp
     from flows.pipeline import training_flow_for
     from recsys.tracking.offline import load_bundle
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails each call at once
-    server = ThreadServer.on_copy_of(shared_mlflow_uri, tmp_path)
-    previous = mlflow.get_tracking_uri()
-    submit = fp.longest_first
-
-    def die_then_submit(wave):  # the parent run is open; the models are about to be submitted
-        server.kill()
-        return submit(wave)
-
-    monkeypatch.setattr(fp, "longest_first", die_then_submit)
-    try:
+    with _server_dies_as_the_models_are_submitted(shared_mlflow_uri, tmp_path, monkeypatch) as server:
         cfg = tiny_config(tmp_path, server.uri, 'models=[{name="pop", kind="popularity"}]',
                           f'tracking.offline_dir="{tmp_path / "unlogged"}"')
         summary = training_flow_for(cfg)(cfg, True)
-    finally:
-        server.kill()
-        mlflow.set_tracking_uri(previous)  # the server's store set the process-wide default
     assert [(m["name"], m["status"]) for m in summary["models"]] == [("pop", "ok")]
     assert summary["tracking_error"] and summary["models"][0]["unlogged"] == summary["unlogged_dir"]
     records = {r.key: r for r in load_bundle(Path(summary["unlogged_dir"]))}
