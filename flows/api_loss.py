@@ -54,10 +54,17 @@ def api_lost() -> bool:
 def api_answers(timeout: float = HEALTH_TIMEOUT_S) -> bool:
     """Whether the Prefect API this process talks to answers its health check (True when there
     is none to ask: nothing to give up on)."""
+    return api_unanswered(timeout) is None
+
+
+def api_unanswered(timeout: float = HEALTH_TIMEOUT_S) -> str | None:
+    """Why the Prefect API this process talks to does not answer its health check; None when it
+    answers or there is none to ask."""
     from flows.ephemeral import _unreachable, current_api_url
 
     api = current_api_url()
-    return api is None or _unreachable(api, timeout) is None
+    why = None if api is None else _unreachable(api, timeout)
+    return None if why is None else str(why)
 
 
 def give_up_on_api() -> None:

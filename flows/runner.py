@@ -153,22 +153,13 @@ def server_lost(error: BaseException, runner: Any) -> Exception | None:
         leaf = leaf.exceptions[0]
     if not isinstance(leaf, ApiLost) and api_answers():
         return None
-    when = "as this schedule started" if getattr(runner, "last_polled", None) is None else "while this schedule served"
+    polled = getattr(getattr(runner, "_scheduled_run_poller", None), "last_polled", None)  # Prefect's poller's
+    when = "as this schedule started" if polled is None else "while this schedule served"
     return RecsysError(
         f"the Prefect server {PREFECT_API_URL.value()} (PREFECT_API_URL) stopped answering {when} "
         f"({first_line(leaf)}): the schedule stopped with it; start the server again (`prefect server start`, "
         "`recsys stack up`) or point PREFECT_API_URL at one that runs, then start the schedule again (`recsys schedule`)"
     )
-
-
-def _unanswered() -> str | None:
-    """Why the Prefect API this process talks to does not answer its health check (None: it answers)."""
-    from flows.api_loss import HEALTH_TIMEOUT_S
-    from flows.ephemeral import _unreachable, current_api_url
-
-    api = current_api_url()
-    why = None if api is None else _unreachable(api, HEALTH_TIMEOUT_S)
-    return None if why is None else str(why)
 
 
 def _end_when_server_lost(runner: Any) -> None:
@@ -179,6 +170,7 @@ def _end_when_server_lost(runner: Any) -> None:
     server answers (its own error) is Prefect's to handle. Another Prefect (no such poller): unchanged."""
     import httpx
 
+    from flows.api_loss import api_unanswered
     from recsys.errors import first_line
 
     poller = getattr(runner, "_scheduled_run_poller", None)
@@ -195,7 +187,7 @@ def _end_when_server_lost(runner: Any) -> None:
         except (httpx.TransportError, httpx.HTTPStatusError) as exc:
             failures += 1
             if poller.last_polled is None or failures >= POLL_FAILURES:
-                if await asyncio.to_thread(_unanswered) is not None:
+                if await asyncio.to_thread(api_unanswered) is not None:
                     raise ApiLost(first_line(exc)) from exc
             raise
         failures = 0
@@ -362,8 +354,10 @@ def _runner(scratch: Path) -> Any:
             super().handle_sigterm(*args, **kwargs)
 
         async def __aenter__(self):  # type: ignore[override]
+            from flows.api_loss import api_unanswered
+
             fault_point("schedule.runner_starting")  # a Ctrl-C here lands in Prefect's __aenter__'s first await
-            if self.user_server and (why := await asyncio.to_thread(_unanswered)) is not None:
+            if self.user_server and (why := await asyncio.to_thread(api_unanswered)) is not None:
                 raise ApiLost(why)  # its start would spend ~7 s on the events websocket's retries first
             entered = await super().__aenter__()
             if self.user_server:

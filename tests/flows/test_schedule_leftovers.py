@@ -728,3 +728,20 @@ def test_a_schedule_whose_server_goes_down_as_it_starts_ends_in_one_line(
         "PREFECT_API_URL at one that runs, then start the schedule again (`recsys schedule`)",
     ], output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_lost_after_a_successful_poll_is_said_as_lost_while_serving():
+    """`server_lost` says when the server went: before any poll of Prefect's scheduled-run poller
+    succeeded ("as this schedule started") or after ("while this schedule served"). It read
+    `last_polled` from the runner, which has none (it is the poller's), so every loss read "as this
+    schedule started", also one after days of serving."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from flows.runner import ApiLost, server_lost
+
+    lost = ApiLost("[Errno 111] Connection refused")
+    served = SimpleNamespace(_scheduled_run_poller=SimpleNamespace(last_polled=datetime.now(UTC)))
+    starting = SimpleNamespace(_scheduled_run_poller=SimpleNamespace(last_polled=None))
+    assert "stopped answering while this schedule served ([Errno 111] Connection refused)" in str(server_lost(lost, served))
+    assert "stopped answering as this schedule started" in str(server_lost(lost, starting))
