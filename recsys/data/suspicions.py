@@ -96,6 +96,8 @@ def float_spelled_twins(users: Vocab, items: Vocab, mapping: Mapping[str, str]) 
     vocabularies only."""
     warnings = []
     for canon, role, vocab in ((USER, "user", users), (ITEM, "item", items)):
+        if vocab.all_decimal:  # digits only: no `463.0` (a 10M-row log's 1.2M ids: ~0.03 s of regex)
+            continue
         ids = vocab.table.get_column(vocab.id_name)
         floats = ids.filter(ids.str.contains(_FLOAT_SPELLED))
         if floats.is_empty():

@@ -83,6 +83,14 @@ class Vocab:
     def has_blocks(self) -> bool:
         return BLOCK in self.table.columns
 
+    @property
+    def all_decimal(self) -> bool:
+        """Whether every id is known, without a pass over the table, to be a canonical decimal
+        (`decimal_codes`): a vocab built by `extend` from decimal codes. False when not known (a
+        loaded vocab until `_decimal_entries` parsed it), so checks that look for other spellings
+        (`recsys.data.suspicions.float_spelled_twins`) skip only what cannot hold them."""
+        return self._codes is not None and self._codes.height == self.table.height
+
     def extend(self, candidates: pl.DataFrame, order: str | None = None) -> Vocab:
         """A new vocab with every id of `candidates[id_name]` not yet known appended, in order of
         `order` (first appearance) then id, so the result does not depend on row order within ties.

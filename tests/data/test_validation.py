@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from recsys.data.readers import scan_source
 from recsys.data.validation import REASONS, validate
@@ -116,3 +119,20 @@ def test_padding_after_the_sample_window_still_parses(tmp_path: Path) -> None:
     result = validate(scan_source(path), max_future_days=1.0, now=NOW)
     assert result.accepted.filter(pl.col("source_row") == 2501)["weight"].item() == 4.0
     assert result.quarantine.select("source_row", "reason").rows() == [(2502, "bad_weight")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=40), st.integers(1, 4))
+def test_rows_cut_out_by_slicing_equal_a_filter(keep: list[bool], chunks: int) -> None:
+    """A few rejected rows are cut out of the accepted frame by slicing (no copy): the result must
+    be the filter's, row for row, wherever the cuts fall (first, last, adjacent, every row) and
+    however the frame is chunked (the streaming read's chunks)."""
+    from recsys.data.validation import _without_rows
+
+    n = len(keep)
+    parts = [pl.DataFrame({"a": np.arange(n) * 3, "b": [f"r{i}" for i in range(n)]})[i::chunks] for i in range(chunks)]
+    frame = pl.concat(parts, rechunk=False).sort("a")
+    frame = pl.concat([frame.slice(0, n // 2), frame.slice(n // 2)], rechunk=False)
+    mask = np.array(keep)
+    cut = _without_rows(frame, mask, int((~mask).sum()))
+    assert_frame_equal(cut, frame.filter(pl.Series(mask)))

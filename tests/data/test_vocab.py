@@ -100,3 +100,20 @@ def test_index_without_kept_order_gives_the_same_rows(dtype: pl.DataType) -> Non
     unordered = vocab.index(frame, keep_order=False).collect()
     assert ordered["idx"].to_list() == [1, 2, 0, 1, 2]
     assert unordered.sort("w").equals(ordered)
+
+
+def test_all_decimal_is_known_only_for_ids_extended_from_codes() -> None:
+    """`all_decimal` lets the float-spelling check skip a vocab that cannot hold `463.0`: true
+    only where every id came as a decimal code, never for text ids (which may hold such a
+    spelling) nor for a vocab whose text ids mix with codes."""
+    from recsys.data.suspicions import float_spelled_twins
+    from recsys.data.vocab import WIDE_CODE_DTYPE
+
+    codes = pl.DataFrame({"id": pl.Series([463, 7], dtype=WIDE_CODE_DTYPE), "seen": [0, 1]})
+    assert Vocab().extend(codes, order="seen").all_decimal
+    texts = Vocab().extend(_candidates(["463", "463.0"], [0, 1]), order="seen")
+    assert not texts.all_decimal
+    mixed = texts.extend(codes.with_columns(pl.col("id") + 1000), order="seen")
+    assert not mixed.all_decimal
+    warned = float_spelled_twins(mixed, Vocab().extend(codes, order="seen"), {})
+    assert len(warned) == 1 and "'463.0' and '463'" in warned[0]
