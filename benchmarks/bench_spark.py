@@ -33,6 +33,7 @@ from recsys.data.split import Split
 from recsys.data.splits import split_data
 from recsys.data.storage import load_processed
 from recsys.evaluation.evaluate import evaluate
+from recsys.files import write_text_atomic
 from recsys.models.base import Recommender
 from recsys.models.wals import WALS, WALSConfig
 
@@ -150,10 +151,7 @@ def main() -> None:
         "(other jobs running), so absolute Spark times are inflated; Spark's per-stage scheduling overhead "
         "dominates at this size either way.",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys.files import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECSYS_SHARED_DIR", REPO.parent / "shared"))
 """The shared data folder beside the repo (never copied into it); `RECSYS_SHARED_DIR` points elsewhere."""
@@ -47,9 +49,7 @@ def stamp(name: str, commit: str) -> None:
     kept = [x for x in section.read_text().rstrip("\n").split("\n") if not x.startswith(STAMP_PREFIX)]
     while kept and not kept[-1].strip():
         kept.pop()
-    tmp = section.with_suffix(".md.tmp")
-    tmp.write_text("\n".join([*kept, "", line]) + "\n")
-    os.replace(tmp, section)
+    write_text_atomic(section, "\n".join([*kept, "", line]) + "\n")
 
 
 @dataclass
