@@ -49,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 import benchmarks.bench_generalization as gen
-from benchmarks.common import RESULTS_DIR, SetSections, read_set_sections
+from benchmarks.common import RESULTS_DIR, SetSections, read_set_sections, write_set_sections
 from recsys.files import atomic_path
 
 RESULTS = RESULTS_DIR / "generalization_real.md"
@@ -178,12 +178,7 @@ def write(runs: list[dict], total: float, earlier: SetSections, load: float) -> 
         *merged.rows.values(),
         "",
     ]
-    for block in [*merged.hand_written, *merged.sections.values()]:
-        lines += [block, ""]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    tmp.replace(RESULTS)
+    write_set_sections(RESULTS, lines, merged)
 
 
 def main() -> None:

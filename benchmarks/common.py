@@ -85,6 +85,15 @@ def read_set_sections(path: Path, names: Sequence[str]) -> SetSections:
     return found
 
 
+def write_set_sections(path: Path, head: Sequence[str], merged: SetSections) -> None:
+    """Write a per-data-set results file: `head` (title, protocol, summary table), then the
+    hand-written blocks and each set's subsection, in the layout `read_set_sections` cuts again."""
+    lines = list(head)
+    for block in [*merged.hand_written, *merged.sections.values()]:
+        lines += [block, ""]
+    write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
+
+
 def merge_set_sections(earlier: SetSections, now: SetSections, order: Sequence[str], commit: str) -> SetSections:
     """This run's sets, plus the earlier file's sets that this run did not redo, in `order`.
 
