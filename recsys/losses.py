@@ -66,6 +66,14 @@ def _masked_mean(terms: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Te
     return total / keep.sum(dim=1).clamp(min=1)
 
 
+def _masked_sum(terms: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-row sum over unmasked negatives `(B,)`: masked ones contribute 0 and k stays the number
+    drawn (the estimators that sum their k negatives: `gbce`, `nce`)."""
+    if hit_mask is not None:
+        terms = torch.where(hit_mask, torch.zeros_like(terms), terms)
+    return terms.sum(dim=1)
+
+
 def _importance_mean(terms: torch.Tensor, log_q: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Tensor:
     """Per-row self-normalised importance-weighted mean `(B,)`: weights `1/q` over the unmasked
     negatives, normalised to sum to 1, turn a mean over draws from q into an estimate of the mean
@@ -262,9 +270,7 @@ def gbce(
     beta = gbce_beta(k, n_items, calibration)
     pos_logit = (user * pos).sum(dim=1) / temperature + offset
     neg_terms = F.softplus(negative_scores(user, neg) / temperature + offset)
-    if hit_mask is not None:
-        neg_terms = torch.where(hit_mask, torch.zeros_like(neg_terms), neg_terms)
-    return (beta * F.softplus(-pos_logit) + neg_terms.sum(dim=1)).mean()
+    return (beta * F.softplus(-pos_logit) + _masked_sum(neg_terms, hit_mask)).mean()
 
 
 def sampled_softmax_corrected(
@@ -369,10 +375,7 @@ def nce(
     )
     pos_logit = (user * pos).sum(dim=1) / temperature + c - (log_k + pos_lq)
     neg_logits = negative_scores(user, neg) / temperature + c - (log_k + neg_lq)
-    noise_terms = F.softplus(neg_logits)
-    if hit_mask is not None:
-        noise_terms = torch.where(hit_mask, torch.zeros_like(noise_terms), noise_terms)
-    return (F.softplus(-pos_logit) + noise_terms.sum(dim=1)).mean()
+    return (F.softplus(-pos_logit) + _masked_sum(F.softplus(neg_logits), hit_mask)).mean()
 
 
 def bpr(
