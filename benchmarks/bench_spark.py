@@ -77,13 +77,11 @@ def main() -> None:
     train = split.train
     per_user = train.nnz / max(1, int(np.sum(np.diff(train.indptr) > 0)))
 
+    # the settings both backends are compared at; each adds only its own execution settings
+    shared = dict(factors=FACTORS, iterations=ITERATIONS, regularization=LAMBDA, alpha=ALPHA, seed=SEED)
     implicit_cfg = WALSConfig(
         name="wals",
-        factors=FACTORS,
-        iterations=ITERATIONS,
-        regularization=LAMBDA,
-        alpha=ALPHA,
-        seed=SEED,
+        **shared,
         threads=2,
         device="cpu",
         calculate_training_loss=False,
@@ -96,11 +94,7 @@ def main() -> None:
 
     base = WALSSparkConfig(
         name="wals_spark",
-        factors=FACTORS,
-        iterations=ITERATIONS,
-        regularization=LAMBDA,
-        alpha=ALPHA,
-        seed=SEED,
+        **shared,
         master="local[2]",
         num_user_blocks=2,
         num_item_blocks=2,
