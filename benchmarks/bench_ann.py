@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR
+from recsys.files import write_text_atomic
 
 RESULTS = RESULTS_DIR / "ann.md"
 DIM = 64
@@ -565,8 +566,7 @@ def _store(record: dict[str, Any], result: dict[str, Any]) -> None:
     order = {name: i for i, name in enumerate(ADAPTERS)}
     record["results"].sort(key=lambda r: (order.get(r["library"], 99), r["M"]))
     path = RAW / f"libraries-{record['size']}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(record))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_text_atomic(path, json.dumps(record))
 
 
 def measure_latency(record: dict[str, Any], result: dict[str, Any], folder: Path, commit: str) -> None:

@@ -56,6 +56,7 @@ from recsys.config import RunConfig
 from recsys.data.split import Split
 from recsys.distill import SELF, DistillConfig
 from recsys.evaluation.stats import PairedTest, bootstrap_ci, paired_test
+from recsys.files import write_text_atomic
 from recsys.models.base import ModelConfig, Recommender
 from recsys.models.two_tower import TwoTowerConfig
 from recsys.models.wals import WALSConfig
@@ -392,10 +393,7 @@ def write_report(
         verdict(plain, distilled, selfd[1] if selfd else None, teacher, short, grid, spreads),
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines))
 
 
 # ============================================================================ main

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.common import ML100K_INTER
+from recsys.files import write_text_atomic
 
 INTER = ML100K_INTER
 RESULTS = Path(__file__).parent / "results" / "eval.md"
@@ -292,10 +293,7 @@ def main() -> None:
     lines += ml100k_section()
     lines += [""] + synthetic_section()
     lines += [""] + HISTORY
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

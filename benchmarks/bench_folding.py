@@ -34,6 +34,7 @@ from recsys.data.dataset import InteractionData
 from recsys.data.split import EvalSet, Split
 from recsys.evaluation.evaluate import evaluate
 from recsys.evaluation.folding import folding_report
+from recsys.files import atomic_path, write_text_atomic
 from recsys.models import build_model
 from recsys.models.base import ModelConfig
 from recsys.models.popularity import PopularityConfig
@@ -209,9 +210,9 @@ def bar_chart(results: list[Runs], random_rate: float, popularity_rate: float) -
     ax.set_xlabel(f"folding@{K}: share of top-{K} from blocks the user never touched (mean ± sd over seeds)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(_tmp(BAR_PNG), dpi=110)
+    with atomic_path(BAR_PNG, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(_tmp(BAR_PNG), BAR_PNG)
 
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
@@ -242,13 +243,9 @@ def projection_plot(panels: list[Runs], item_blocks: np.ndarray, trained: np.nda
     np.atleast_1d(axes)[0].legend(markerscale=4, fontsize=8)
     fig.suptitle("item embeddings (L2-normalised), PCA to 2-D, coloured by block (seed 0)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(_tmp(PCA_PNG), dpi=110)
+    with atomic_path(PCA_PNG, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(_tmp(PCA_PNG), PCA_PNG)
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
 # --------------------------------------------------------------------------- report
@@ -301,9 +298,7 @@ def write_markdown(results: list[Runs], data_name: str, split: Split, seconds: f
         "Popularity's embedding views are degenerate (1-d vectors: every cosine is 1).",
         "",
     ]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    _tmp(RESULTS).write_text("\n".join(lines))
-    os.replace(_tmp(RESULTS), RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines))
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from benchmarks.common import (
     commit_description,
     merge_set_sections,
     read_set_sections,
+    write_set_sections,
 )
 from pipelines.run import load_data_and_split, run_pipeline
 from recsys.config import RunConfig, load_config
@@ -524,12 +525,7 @@ def write(runs: list[dict[str, Any]], total: float, earlier: SetSections) -> Non
         "![recall@20 relative to the bare-implicit reference](generalization.png)",
         "",
     ]
-    for block in [*merged.hand_written, *merged.sections.values()]:
-        lines += [block, ""]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    tmp.replace(RESULTS)
+    write_set_sections(RESULTS, lines, merged)
 
 
 def write_raw(runs: list[dict[str, Any]]) -> None:

@@ -49,7 +49,8 @@ from pathlib import Path
 import polars as pl
 
 import benchmarks.bench_generalization as gen
-from benchmarks.common import RESULTS_DIR, SetSections, read_set_sections
+from benchmarks.common import RESULTS_DIR, SetSections, read_set_sections, write_set_sections
+from recsys.files import atomic_path
 
 RESULTS = RESULTS_DIR / "generalization_real.md"
 CONFIGS = gen.REPO / "pipelines" / "configs"
@@ -90,10 +91,8 @@ def citeulike_pairs(users_dat: Path, out_dir: Path, cap: int = CAP) -> Path:
     per_user = pairs.group_by("user_id").len().sort("user_id")
     kept = per_user.filter(pl.col("len").cum_sum() <= cap).get_column("user_id")
     out = out_dir / "citeulike-a.csv"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".csv.tmp")
-    pairs.filter(pl.col("user_id").is_in(kept)).write_csv(tmp)
-    tmp.replace(out)
+    with atomic_path(out, suffix=".csv") as tmp:
+        pairs.filter(pl.col("user_id").is_in(kept)).write_csv(tmp)
     return out
 
 
@@ -179,12 +178,7 @@ def write(runs: list[dict], total: float, earlier: SetSections, load: float) -> 
         *merged.rows.values(),
         "",
     ]
-    for block in [*merged.hand_written, *merged.sections.values()]:
-        lines += [block, ""]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    tmp.replace(RESULTS)
+    write_set_sections(RESULTS, lines, merged)
 
 
 def main() -> None:

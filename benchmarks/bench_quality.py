@@ -45,6 +45,7 @@ from recsys.data.matrix import item_popularity
 from recsys.data.split import Split
 from recsys.evaluation.evaluate import EvaluationResult, evaluate
 from recsys.evaluation.stats import PairedTest, paired_test
+from recsys.files import write_text_atomic
 from recsys.models.base import ModelConfig
 from recsys.models.two_tower import TwoTowerConfig
 
@@ -685,10 +686,7 @@ def write_report(strong: ProtocolRun, random_run: ProtocolRun | None, grid: str,
             "chosen on the strong-generalisation validation users (not re-tuned).",
         ]
     lines += ["", *verdict(strong, random_run)]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
 
 
 def write_raw(runs: list[ProtocolRun]) -> Path:
@@ -713,12 +711,7 @@ def write_raw(runs: list[ProtocolRun]) -> Path:
         }  # fmt: skip
         for run in runs
     }
-    RAW_OUT.mkdir(parents=True, exist_ok=True)
-    target = RAW_OUT / "quality.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    tmp.replace(target)
-    return target
+    return write_text_atomic(RAW_OUT / "quality.json", json.dumps(data, indent=2, default=float))
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ from recsys.data.matrix import item_popularity
 from recsys.data.split import Split
 from recsys.evaluation.evaluate import EvaluationResult, evaluate
 from recsys.evaluation.stats import paired_test
+from recsys.files import write_text_atomic
 from recsys.models.base import ModelConfig
 from recsys.models.ease import EASEConfig
 from recsys.models.two_tower import TwoTowerConfig
@@ -220,12 +221,7 @@ def run_part(n: int) -> Path:
               f"{load[0]:.1f} at the start, {end_load[0]:.1f} at the end, on 2 cores shared with other work (times "
               f"are inflated and noisy; the models ran one after another). Torch models on 1 thread. "
               f"_Ran on commit {commit}._", ""]  # fmt: skip
-    PARTS.mkdir(parents=True, exist_ok=True)
-    part = PARTS / f"n{n}.md"
-    tmp_part = part.with_suffix(".md.tmp")
-    tmp_part.write_text("\n".join(lines))
-    os.replace(tmp_part, part)
-    return part
+    return write_text_atomic(PARTS / f"n{n}.md", "\n".join(lines))
 
 
 def verdict(n: str, part: str) -> str:

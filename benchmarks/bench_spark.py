@@ -33,6 +33,7 @@ from recsys.data.split import Split
 from recsys.data.splits import split_data
 from recsys.data.storage import load_processed
 from recsys.evaluation.evaluate import evaluate
+from recsys.files import write_text_atomic
 from recsys.models.base import Recommender
 from recsys.models.wals import WALS, WALSConfig
 
@@ -76,13 +77,11 @@ def main() -> None:
     train = split.train
     per_user = train.nnz / max(1, int(np.sum(np.diff(train.indptr) > 0)))
 
+    # the settings both backends are compared at; each adds only its own execution settings
+    shared = dict(factors=FACTORS, iterations=ITERATIONS, regularization=LAMBDA, alpha=ALPHA, seed=SEED)
     implicit_cfg = WALSConfig(
         name="wals",
-        factors=FACTORS,
-        iterations=ITERATIONS,
-        regularization=LAMBDA,
-        alpha=ALPHA,
-        seed=SEED,
+        **shared,
         threads=2,
         device="cpu",
         calculate_training_loss=False,
@@ -95,11 +94,7 @@ def main() -> None:
 
     base = WALSSparkConfig(
         name="wals_spark",
-        factors=FACTORS,
-        iterations=ITERATIONS,
-        regularization=LAMBDA,
-        alpha=ALPHA,
-        seed=SEED,
+        **shared,
         master="local[2]",
         num_user_blocks=2,
         num_item_blocks=2,
@@ -150,10 +145,7 @@ def main() -> None:
         "(other jobs running), so absolute Spark times are inflated; Spark's per-stage scheduling overhead "
         "dominates at this size either way.",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -37,6 +37,7 @@ import torch
 
 from benchmarks.common import ML100K_INTER
 from benchmarks.reference_two_tower import HitTable, train_reference
+from recsys.files import write_text_atomic
 from recsys.models.two_tower import TwoTower, TwoTowerConfig
 from recsys.sampling import PositiveLookup, accidental_hit_mask
 from recsys.training import train_two_tower
@@ -243,10 +244,7 @@ def write_markdown(rows: list[dict[str, float | str]], peak: float) -> None:
         f"{'met' if cpu_met else 'NOT met'} in CPU time.",
     ]
     out = HERE / "results" / "two_tower.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, "\n".join(lines) + "\n")
     print(f"  wrote {out}")
 
 

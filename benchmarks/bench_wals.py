@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from benchmarks.common import ML100K_INTER
+from recsys.files import write_text_atomic
 from recsys.models.wals import WALS, WALSConfig
 
 INTER = ML100K_INTER
@@ -142,10 +143,7 @@ def main() -> None:
         "machine; wall time is the target. The last row prices the per-iteration training loss that "
         "fills `history` (WALSConfig.calculate_training_loss, on by default).",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys.files import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECSYS_SHARED_DIR", REPO.parent / "shared"))
 """The shared data folder beside the repo (never copied into it); `RECSYS_SHARED_DIR` points elsewhere."""
@@ -47,9 +49,7 @@ def stamp(name: str, commit: str) -> None:
     kept = [x for x in section.read_text().rstrip("\n").split("\n") if not x.startswith(STAMP_PREFIX)]
     while kept and not kept[-1].strip():
         kept.pop()
-    tmp = section.with_suffix(".md.tmp")
-    tmp.write_text("\n".join([*kept, "", line]) + "\n")
-    os.replace(tmp, section)
+    write_text_atomic(section, "\n".join([*kept, "", line]) + "\n")
 
 
 @dataclass
@@ -83,6 +83,15 @@ def read_set_sections(path: Path, names: Sequence[str]) -> SetSections:
         else:
             found.hand_written.append(block.rstrip())
     return found
+
+
+def write_set_sections(path: Path, head: Sequence[str], merged: SetSections) -> None:
+    """Write a per-data-set results file: `head` (title, protocol, summary table), then the
+    hand-written blocks and each set's subsection, in the layout `read_set_sections` cuts again."""
+    lines = list(head)
+    for block in [*merged.hand_written, *merged.sections.values()]:
+        lines += [block, ""]
+    write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
 
 
 def merge_set_sections(earlier: SetSections, now: SetSections, order: Sequence[str], commit: str) -> SetSections:

@@ -35,6 +35,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from benchmarks.common import REPO, RESULTS_DIR, commit_description
+from recsys.files import write_text_atomic
 
 MODULES: dict[str, list[str]] = {
     "recsys/losses.py": ["recsys.losses.*"],
@@ -173,10 +174,7 @@ def write(rows: list, survivors: list) -> None:
         for module, name, line, status in survivors:
             shown = line.replace("|", "\\|")
             lines.append(f"| {module} | `{name.rsplit('.', 1)[-1]}` | `{shown}` | {status} |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, RESULTS)
+    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -50,6 +50,13 @@ def negative_scores(user: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bd,bnd->bn", user, neg)
 
 
+def _logits(
+    user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B,)` positive and `(B, N)` negative logits `s / T` (see the module docstring)."""
+    return (user * pos).sum(dim=1) / temperature, negative_scores(user, neg) / temperature
+
+
 def _per_row(x: torch.Tensor | None, batch: int) -> torch.Tensor | None:
     """Broadcast an `(N,)` per-candidate tensor to `(B, N)`; pass `(B, N)` and None through."""
     if x is None or x.dim() == 2:
@@ -64,6 +71,14 @@ def _masked_mean(terms: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Te
     keep = ~hit_mask
     total = torch.where(keep, terms, torch.zeros_like(terms)).sum(dim=1)
     return total / keep.sum(dim=1).clamp(min=1)
+
+
+def _masked_sum(terms: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-row sum over unmasked negatives `(B,)`: masked ones contribute 0 and k stays the number
+    drawn (the estimators that sum their k negatives: `gbce`, `nce`)."""
+    if hit_mask is not None:
+        terms = torch.where(hit_mask, torch.zeros_like(terms), terms)
+    return terms.sum(dim=1)
 
 
 def _importance_mean(terms: torch.Tensor, log_q: torch.Tensor, hit_mask: torch.Tensor | None) -> torch.Tensor:
@@ -174,8 +189,8 @@ def bce(
     `offset` is added to every logit, `x = s / T + offset` (see `pointwise_offset` for why L2-normalised
     towers need one).
     """
-    pos_logit = (user * pos).sum(dim=1) / temperature + offset
-    neg_logits = negative_scores(user, neg) / temperature + offset
+    pos_logit, neg_logits = _logits(user, pos, neg, temperature)
+    pos_logit, neg_logits = pos_logit + offset, neg_logits + offset
     # -log(1 - sigmoid(x)) == softplus(x); -log sigmoid(x) == softplus(-x); both stable.
     neg_terms = F.softplus(neg_logits)
     if log_q is None:
@@ -260,11 +275,9 @@ def gbce(
             raise ConfigError("gbce needs n_items (or the sampler's log_q) to know its sampling rate")
         n_items = max(2, round(1.0 / float(log_q.detach().exp().mean())))  # uniform q = 1 / n_items
     beta = gbce_beta(k, n_items, calibration)
-    pos_logit = (user * pos).sum(dim=1) / temperature + offset
-    neg_terms = F.softplus(negative_scores(user, neg) / temperature + offset)
-    if hit_mask is not None:
-        neg_terms = torch.where(hit_mask, torch.zeros_like(neg_terms), neg_terms)
-    return (beta * F.softplus(-pos_logit) + neg_terms.sum(dim=1)).mean()
+    pos_logit, neg_logits = _logits(user, pos, neg, temperature)
+    pos_logit, neg_terms = pos_logit + offset, F.softplus(neg_logits + offset)
+    return (beta * F.softplus(-pos_logit) + _masked_sum(neg_terms, hit_mask)).mean()
 
 
 def sampled_softmax_corrected(
@@ -298,8 +311,7 @@ def sampled_softmax_corrected(
     `pos_log_q` and `margin` are ignored.
     """
     batch = user.shape[0]
-    pos_logit = (user * pos).sum(dim=1) / temperature
-    neg_logits = negative_scores(user, neg) / temperature
+    pos_logit, neg_logits = _logits(user, pos, neg, temperature)
     if log_q is None:
         if n_items is None:
             raise ConfigError("sampled_softmax_corrected needs log_q or n_items (uniform q = 1 / n_items)")
@@ -367,12 +379,10 @@ def nce(
         if log_q is not None
         else torch.full_like(user[:, :1], uniform).expand(batch, k)
     )
-    pos_logit = (user * pos).sum(dim=1) / temperature + c - (log_k + pos_lq)
-    neg_logits = negative_scores(user, neg) / temperature + c - (log_k + neg_lq)
-    noise_terms = F.softplus(neg_logits)
-    if hit_mask is not None:
-        noise_terms = torch.where(hit_mask, torch.zeros_like(noise_terms), noise_terms)
-    return (F.softplus(-pos_logit) + noise_terms.sum(dim=1)).mean()
+    pos_logit, neg_logits = _logits(user, pos, neg, temperature)
+    pos_logit = pos_logit + c - (log_k + pos_lq)
+    neg_logits = neg_logits + c - (log_k + neg_lq)
+    return (F.softplus(-pos_logit) + _masked_sum(F.softplus(neg_logits), hit_mask)).mean()
 
 
 def bpr(
@@ -387,8 +397,7 @@ def bpr(
     pos_log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BPR (Rendle et al. 2009): `-log s((s_pos - s_neg) / T)`, averaged over unmasked negatives."""
-    pos_logit = (user * pos).sum(dim=1) / temperature
-    neg_logits = negative_scores(user, neg) / temperature
+    pos_logit, neg_logits = _logits(user, pos, neg, temperature)
     return _masked_mean(F.softplus(neg_logits - pos_logit.unsqueeze(1)), hit_mask).mean()
 
 

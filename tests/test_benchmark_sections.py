@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.bench_generalization import ratios_from_section
-from benchmarks.common import STAMP_PREFIX, SetSections, merge_set_sections, read_set_sections
+from benchmarks.common import (
+    STAMP_PREFIX,
+    SetSections,
+    merge_set_sections,
+    read_set_sections,
+    write_set_sections,
+)
 
 NAMES = ["set-a", "set-b"]
 EARLIER = f"""## A benchmark
@@ -53,6 +59,24 @@ def test_a_rerun_of_one_set_keeps_the_other_and_flags_the_verdict(tmp_path: Path
     (verdict,) = merged.hand_written
     assert verdict.startswith("### Verdict\n\n_Written by hand before set-b rerun on `222`")
     assert verdict.endswith("Both fine.")
+
+
+def test_a_written_results_file_reads_back_as_the_sets_it_was_written_from(tmp_path: Path) -> None:
+    """`write_set_sections` (both generalisation benchmarks) writes what `read_set_sections` cuts:
+    a partial rerun finds every set and the verdict again."""
+    path = tmp_path / "bench.md"
+    path.write_text(EARLIER)
+    earlier = read_set_sections(path, NAMES)
+    out = tmp_path / "results" / "bench.md"
+    head = ["## A benchmark", "", "| data set | best |", "|---|---|", *earlier.rows.values(), ""]
+
+    write_set_sections(out, head, earlier)
+
+    assert read_set_sections(out, NAMES) == earlier
+    text = out.read_text()
+    assert text.startswith("\n".join(head) + "\n### Verdict\n\nBoth fine.\n\n### set-a\n")
+    assert text.endswith("old b. Ran on `111`.\n")  # one newline at the end, no blank line
+    assert list(out.parent.iterdir()) == [out]  # no temp file left beside it
 
 
 def test_the_plot_reads_ratios_to_the_reference_from_the_value_column(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.multiprocessing as mp
+from cluster_picks import cluster_picks
 
 from recsys import distributed
 from recsys.config import EvaluationConfig
@@ -89,17 +90,12 @@ class Planted:
 def planted() -> Planted:
     """81 users x 48 items in 4 clusters, 7 items of their cluster each (2 held out): 405 training
     interactions, so the last global batch (405 = 6 * 64 + 21) splits unevenly, 11 / 10."""
-    rng = np.random.default_rng(5)
-    n_users, n_items, n_clusters, per_user = 81, 48, 4, 7
-    cluster_items = rng.permutation(n_items).reshape(n_clusters, -1)
-    picks = np.argsort(rng.random((n_users, cluster_items.shape[1])), axis=1)[:, :per_user]
-    items = cluster_items[np.arange(n_users) % n_clusters][np.arange(n_users)[:, None], picks]
-    users = np.repeat(np.arange(n_users), per_user)
-    is_test = np.tile(np.arange(per_user) < 2, n_users)
+    n_users, n_items, per_user = 81, 48, 7
+    users, items, is_test = cluster_picks(n_users, n_items, n_clusters=4, per_user=per_user)
 
     def csr(mask: np.ndarray, values: np.ndarray | None = None) -> sp.csr_matrix:
         data = np.ones(mask.sum(), dtype=np.float32) if values is None else values[mask]
-        return sp.csr_matrix((data, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
+        return sp.csr_matrix((data, (users[mask], items[mask])), shape=(n_users, n_items))
 
     order = np.tile(np.arange(1, per_user + 1, dtype=np.float64), n_users)
     return Planted(csr(~is_test), csr(is_test), csr(~is_test, order))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from cluster_picks import cluster_picks
 
 import recsys.training as training
 from recsys.data.split import EvalSet
@@ -49,17 +50,12 @@ class Clusters:
 @pytest.fixture(scope="module")
 def data() -> Clusters:
     """80 users x 48 items in 4 clusters; each user rates 8 random items of their cluster, 2 held out."""
-    rng = np.random.default_rng(5)
-    n_users, n_items, n_clusters, per_user = 80, 48, 4, 8
-    cluster_items = rng.permutation(n_items).reshape(n_clusters, -1)
-    picks = np.argsort(rng.random((n_users, cluster_items.shape[1])), axis=1)[:, :per_user]
-    items = cluster_items[np.arange(n_users) % n_clusters][np.arange(n_users)[:, None], picks]
-    users = np.repeat(np.arange(n_users), per_user)
-    is_test = np.tile(np.arange(per_user) < 2, n_users)
+    n_users, n_items = 80, 48
+    users, items, is_test = cluster_picks(n_users, n_items, n_clusters=4, per_user=8)
 
     def csr(mask: np.ndarray) -> sp.csr_matrix:
         ones = np.ones(mask.sum(), dtype=np.float32)
-        return sp.csr_matrix((ones, (users[mask], items.ravel()[mask])), shape=(n_users, n_items))
+        return sp.csr_matrix((ones, (users[mask], items[mask])), shape=(n_users, n_items))
 
     return Clusters(csr(~is_test), csr(is_test))
 

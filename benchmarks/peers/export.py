@@ -36,6 +36,7 @@ from recsys.data.split import Split
 from recsys.data.splits import split_data
 from recsys.data.storage import load_processed
 from recsys.data.synthetic import write_synthetic
+from recsys.files import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 ML100K = REPO.parent / "shared/data/ml-100k/ml-100k.inter"
@@ -126,9 +127,8 @@ def part_frame(matrix: sp.csr_matrix, timestamps: pl.DataFrame) -> pl.DataFrame:
 
 def write_part(frame: pl.DataFrame, path: Path, header: list[str]) -> None:
     """TSV with the given header; temp name then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.rename(dict(zip(frame.columns, header, strict=True))).write_csv(tmp, separator="\t")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.rename(dict(zip(frame.columns, header, strict=True))).write_csv(tmp, separator="\t")
 
 
 def export_split(name: str, spec: DatasetSpec, split: Split, data: InteractionData, out: Path) -> dict:

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from recsys.files import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 OUT = REPO / "benchmarks/out/peers"
@@ -69,9 +71,7 @@ def record_status(path: Path, key: str, value: dict) -> None:
     earlier or concurrent, keep their entries; written atomically)."""
     status = json.loads(path.read_text()) if path.is_file() else {}
     status[key] = value
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(status, indent=1, sort_keys=True))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,6 +30,7 @@ from benchmarks.peers.export import DEFAULT_OUT, load_split  # noqa: E402
 from recsys.data.matrix import item_popularity  # noqa: E402
 from recsys.evaluation.metrics import compute_metrics, hit_matrix, ndcg_at_k  # noqa: E402
 from recsys.evaluation.stats import bootstrap_ci  # noqa: E402
+from recsys.files import write_text_atomic  # noqa: E402
 
 KS = (20, 100)
 REPORT_K = 20
@@ -166,9 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         meta = json.loads((export_dir / "meta.json").read_text())
         scores[results_dir.name] = {"meta": meta, "rows": score_dataset(export_dir, results_dir)}
         print(f"scored {results_dir.name}: {len(scores[results_dir.name]['rows'])} runs")
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(scores, indent=1))
-    tmp.replace(args.out)
+    write_text_atomic(args.out, json.dumps(scores, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import polars as pl
 from recsys.config import ConfigError, SyntheticConfig
 from recsys.data.schema import CANONICAL_SCHEMA, ITEM, TIME, USER, WEIGHT
 from recsys.data.storage import lock_file
-from recsys.files import announced_lock
+from recsys.files import announced_lock, atomic_path
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 """Fixed start of the synthetic time span, so timestamps depend only on the config."""
@@ -270,11 +269,7 @@ def _ids(prefix: str, indices: np.ndarray, count: int) -> pl.Series:
 
 
 def _atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
-    """writer(temp) then rename; the temp file is created by the writer, so it gets normal permissions."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    """writer(temp) then rename (`recsys.files.atomic_path`: a temp of this writer's own, given a
+    plain file's mode, removed on any error); one call per file, where the tests interrupt a rewrite."""
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

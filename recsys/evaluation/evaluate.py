@@ -26,7 +26,14 @@ from recsys.data.schema import USER_IDX
 from recsys.data.split import EvalSet
 from recsys.errors import RecsysWarning
 from recsys.evaluation.metrics import PER_USER_METRICS, check_metric_names, compute_metrics
-from recsys.evaluation.ranking import RankedLists, _topk_rows, resolve_device, topk, torch_threads
+from recsys.evaluation.ranking import (
+    RankedLists,
+    _topk_rows,
+    model_user_vectors,
+    resolve_device,
+    topk,
+    torch_threads,
+)
 from recsys.evaluation.stats import bootstrap_ci_columns
 from recsys.models.base import Recommender
 from recsys.sections import EvaluationConfig
@@ -80,10 +87,7 @@ def evaluate(
     `progress=True` shows a rich progress bar over user chunks.
     """
     start = time.perf_counter()
-    if eval_set.truth.shape[1] != model.n_items:
-        raise ValueError(f"eval set has {eval_set.truth.shape[1]} items but the model knows {model.n_items}")
-    users = eval_set.users
-    vectors = model.user_vectors(eval_set, users)
+    users, vectors = model_user_vectors(model, eval_set)
     return _evaluate_vectors(
         vectors, model.item_factors, users, eval_set, cfg, item_popularity, device, progress, start
     )

@@ -357,17 +357,7 @@ def rank_factors(
         )
     users = eval_set.users
     rows = torch.from_numpy(users) if isinstance(user_vecs, torch.Tensor) else users
-    items, scores = topk(
-        user_vecs[rows],
-        item_vecs,
-        k,
-        exclude=_exclude_rows(eval_set, users),
-        chunk_size=chunk_size,
-        device=device,
-        threads=threads,
-        masked_items=eval_set.masked_items,
-    )
-    return RankedLists(users=users, items=items, scores=scores)
+    return _rank_users(user_vecs[rows], item_vecs, eval_set, users, k, chunk_size, device, threads)
 
 
 def rank_eval_set(
@@ -381,13 +371,36 @@ def rank_eval_set(
 ) -> RankedLists:
     """Rank the evaluated users of `eval_set` with `model`: vectors from `model.user_vectors`
     (fold-in for strong generalisation), `eval_set.exclude` masked."""
+    users, vecs = model_user_vectors(model, eval_set)
+    return _rank_users(vecs, model.item_factors, eval_set, users, k, chunk_size, device, threads)
+
+
+def model_user_vectors(model: Recommender, eval_set: EvalSet) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluated users of `eval_set` and `model`'s vectors for them (`model.user_vectors`:
+    fold-in for strong generalisation), after checking that the model knows the eval set's
+    catalogue. Ranking and evaluation both start here, so a mismatch reads the same from either."""
     if eval_set.truth.shape[1] != model.n_items:
         raise ValueError(f"eval set has {eval_set.truth.shape[1]} items but the model knows {model.n_items}")
     users = eval_set.users
-    vecs = model.user_vectors(eval_set, users)
+    return users, model.user_vectors(eval_set, users)
+
+
+def _rank_users(
+    vecs: np.ndarray | torch.Tensor,
+    item_vecs: np.ndarray | torch.Tensor,
+    eval_set: EvalSet,
+    users: np.ndarray,
+    k: int,
+    chunk_size: int,
+    device: str | torch.device | None,
+    threads: int | None,
+) -> RankedLists:
+    """Top-k lists of `users` (rows of `vecs`), with `eval_set`'s excluded and masked items left
+    out: the one ranking behind `rank_factors` and `rank_eval_set`, which differ only in where the
+    vectors come from."""
     items, scores = topk(
         vecs,
-        model.item_factors,
+        item_vecs,
         k,
         exclude=_exclude_rows(eval_set, users),
         chunk_size=chunk_size,

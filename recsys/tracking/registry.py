@@ -27,12 +27,12 @@ from recsys.faults import fault_point
 from recsys.lineage import TAG_LINEAGE, own_line
 from recsys.tracking.decision import (
     KEPT,
-    NOT_COMPARABLE,
     PROMOTED,
     Selection,
     Verdict,
     decide,
     lineage_mismatch,
+    not_comparable,
 )
 from recsys.tracking.locks import registry_lock, set_alias_if_unchanged
 from recsys.tracking.runs import PYFUNC_ARTIFACT, TAG_MODEL, with_retries
@@ -205,7 +205,7 @@ def _promote(
     suggested = own_line(name, lineage) if lineage and line_lineage and lineage != line_lineage else None
     mismatch = lineage_mismatch(lineage, line_lineage, f"registry line {name!r}", suggested) if line_lineage else None
     if mismatch and not force:  # never register a model of another lineage on this line
-        verdict = Verdict(NOT_COMPARABLE, f"not comparable: {mismatch}")
+        verdict = not_comparable(mismatch)
         decision = replace(_decision(verdict, champion, None, False, context, None), own_line=suggested)
         _record(client, name, decision)
         return decision
