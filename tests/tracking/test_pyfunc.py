@@ -61,6 +61,7 @@ def test_unknown_user_with_history_is_folded_in(logged, planted_split, wals_pyfu
         pd.DataFrame({"user_id": ["new-a", "new-b"], "k": [10, 10], "history": histories})
     )
     assert answer["source"].tolist() == ["fold_in", "fold_in"]
+    assert answer["unknown_history"].tolist() == [["not-an-item"], ["not-an-item"]]  # ignored, and said so
     binary = history_rows.copy()
     binary.data[:] = 1.0
     expected, _ = topk(model.fold_in(binary), model.item_factors, 10, exclude=binary)
@@ -117,7 +118,9 @@ def test_records_answer_equals_the_dataframe_answer(planted_split, wals_pyfunc):
 
     index = wals_pyfunc.unwrap_python_model().index
     records = [{"user_id": "u1", "k": 3}, {"user_id": "stranger"}, {"user_id": "new", "history": ["i0", "i4"]}]
-    assert answer_records(index, records) == answer(index, pd.DataFrame.from_records(records)).to_dict("records")
+    framed = answer(index, pd.DataFrame.from_records(records)).to_dict("records")
+    assert [row.pop("unknown_history") for row in framed] == [[], [], []]  # every row of a frame; only non-empty in records
+    assert answer_records(index, records) == framed
     ids = [str(u) for u in planted_split.user_ids[:80]] + ["nobody"]
     many = index.user_indices(ids)
     assert many.tolist() == [int(index.user_indices([i])[0]) for i in ids]

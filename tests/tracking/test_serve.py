@@ -1,33 +1,26 @@
-"""End to end: `mlflow models serve` on models:/NAME@champion answers what the pyfunc answers."""
+"""End to end: `mlflow models serve` on models:/NAME@champion answers what the pyfunc answers, and
+what `recsys serve` answers (one server per store and session: the `mlflow_models_serve` fixture)."""
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
-
-from recsys.cli.tracking_cmds import serve_command, venv_env
-from recsys.tracking.registry import CHAMPION
-
-READY_TIMEOUT_S = 90
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def recsys_api(logged):
+    """`recsys serve`'s app on the same model, in process (tests/tracking/test_server.py runs the real
+    command): what the MLflow endpoint's answers are compared with."""
+    from fastapi.testclient import TestClient
 
+    from recsys.tracking.server import build_app, load_index
 
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return response.status
+    return TestClient(build_app(load_index(f"runs:/{logged.runs['wals']}/model", logged.uri), name="recsys-wals"))
 
 
 def _post(url: str, body: dict) -> dict:
@@ -47,59 +40,30 @@ def _refused(url: str, body: dict) -> str:
 
 
 @pytest.mark.slow
-def test_served_champion_answers_top_k(logged, planted_split, tmp_path):
-    client = MlflowClient(logged.uri, registry_uri=logged.uri)
-    client.set_registered_model_alias("recsys-wals", CHAMPION, logged.versions["wals"])
-    port = _free_port()
-    server = subprocess.Popen(
-        serve_command("models:/recsys-wals@champion", port),
-        # TMPDIR: MLflow downloads the served model into a temp folder it never removes
-        env={**venv_env(logged.uri), "TMPDIR": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(
-                    f"mlflow models serve exited with {server.returncode}: {server.stderr.read()[-2000:]}"
-                )
-            try:
-                if _get(f"http://127.0.0.1:{port}/ping") == 200:
-                    break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {READY_TIMEOUT_S} s")
-            time.sleep(0.5)
-        body = {
-            "dataframe_records": [
-                {"user_id": "u1", "history": []},
-                {"user_id": "newcomer", "history": ["i3", "i7", "i11"]},
-                {"user_id": "stranger", "history": []},
-            ],
-            "params": {"k": 5},
-        }
-        answer = _post(f"http://127.0.0.1:{port}/invocations", body)["predictions"]
-        model = logged.models["wals"]
-        from recsys.evaluation.ranking import topk
+def test_served_champion_answers_top_k(mlflow_models_serve, logged, planted_split):
+    url = f"{mlflow_models_serve}/invocations"
+    body = {
+        "dataframe_records": [
+            {"user_id": "u1", "history": []},
+            {"user_id": "newcomer", "history": ["i3", "i7", "i11"]},
+            {"user_id": "stranger", "history": []},
+        ],
+        "params": {"k": 5},
+    }
+    answer = _post(url, body)["predictions"]
+    model = logged.models["wals"]
+    from recsys.evaluation.ranking import topk
 
-        expected, _ = topk(model.user_factors[[1]], model.item_factors, 5, exclude=planted_split.train[[1]])
-        assert answer[0]["user_id"] == "u1" and answer[0]["source"] == "model"
-        assert answer[0]["item_ids"] == [f"i{i}" for i in expected[0]]
-        assert [a["source"] for a in answer] == ["model", "fold_in", "popularity"]
-        assert all(len(a["item_ids"]) == len(a["scores"]) == 5 for a in answer)
-        assert not {"i3", "i7", "i11"} & set(answer[1]["item_ids"])
-        # the popularity fallback reports the training counts exactly (not 46.00001144 for a tied 46)
-        counts = np.bincount(planted_split.train.indices, minlength=planted_split.n_items)
-        assert answer[2]["scores"] == counts[[int(i[1:]) for i in answer[2]["item_ids"]]].astype(float).tolist()
-        _requests_mlflow_schema_enforcement_used_to_break(f"http://127.0.0.1:{port}/invocations")
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    expected, _ = topk(model.user_factors[[1]], model.item_factors, 5, exclude=planted_split.train[[1]])
+    assert answer[0]["user_id"] == "u1" and answer[0]["source"] == "model"
+    assert answer[0]["item_ids"] == [f"i{i}" for i in expected[0]]
+    assert [a["source"] for a in answer] == ["model", "fold_in", "popularity"]
+    assert all(len(a["item_ids"]) == len(a["scores"]) == 5 for a in answer)
+    assert not {"i3", "i7", "i11"} & set(answer[1]["item_ids"])
+    # the popularity fallback reports the training counts exactly (not 46.00001144 for a tied 46)
+    counts = np.bincount(planted_split.train.indices, minlength=planted_split.n_items)
+    assert answer[2]["scores"] == counts[[int(i[1:]) for i in answer[2]["item_ids"]]].astype(float).tolist()
+    _requests_mlflow_schema_enforcement_used_to_break(url)
 
 
 def _requests_mlflow_schema_enforcement_used_to_break(url: str) -> None:
@@ -136,6 +100,32 @@ def _what_mlflow_decides_before_the_pyfunc(url: str) -> None:
                  {"instances": [rows[0], {"user_id": "u2", "k": None}]}):  # fmt: skip
         assert [len(a["item_ids"]) for a in _post(url, body)["predictions"]] == [3, 10]
     assert len(_post(url, {"dataframe_records": [{"user_id": "u1", "kk": 3}]})["predictions"][0]["item_ids"]) == 10
+
+
+@pytest.mark.slow
+def test_mlflow_endpoint_names_the_history_ids_the_model_does_not_know(mlflow_models_serve, recsys_api):
+    """`recsys serve` named a supplied history's unknown item ids (`unknown_history`); through
+    `mlflow models serve` the same request came back without them, so a history of unknown ids only
+    got the popularity fallback with nothing to say why (the same answer as no history at all). The
+    pyfunc's answer now has an `unknown_history` column ([] on rows without such ids; MLflow's JSON
+    writes every column of every row) and the other columns are unchanged: recsys serve's, value for
+    value."""
+    body = {"dataframe_records": [
+        {"user_id": "newcomer", "history": ["i3", "i7"]},                    # (a) known ids
+        {"user_id": "newcomer", "history": ["i3", "sku-9", "i7"]},           # (b) partly unknown
+        {"user_id": "newcomer", "history": ["sku-1", "sku-2", "sku-1", 7]},  # (c) all unknown
+        {"user_id": "nobody"},                                               # (d) unknown user
+        {"user_id": "u1", "history": ["sku-3"]},                             # a model user too
+    ], "params": {"k": 5}}  # fmt: skip
+    served = _post(f"{mlflow_models_serve}/invocations", body)["predictions"]
+    assert [row.get("unknown_history") for row in served] == [[], ["sku-9"], ["sku-1", "sku-2", "7"], [], ["sku-3"]]
+    assert [row["source"] for row in served] == ["fold_in", "fold_in", "popularity", "popularity", "model"]
+    assert served[1]["item_ids"] == served[0]["item_ids"] and served[2]["item_ids"] == served[3]["item_ids"]
+    ours = recsys_api.post("/invocations", json=body).json()["predictions"]
+    assert [{**row, "unknown_history": row.get("unknown_history", [])} for row in ours] == served
+    # the columnar form names them per row too
+    columns = {"user_id": ["u1", "x"], "history": [["sku-1"], ["i3"]]}
+    assert [row["unknown_history"] for row in _post(f"{mlflow_models_serve}/invocations", {"inputs": columns})["predictions"]] == [["sku-1"], []]
 
 
 def test_the_port_of_a_server_that_stopped_after_answering_is_free_again_but_a_listening_one_is_not():
