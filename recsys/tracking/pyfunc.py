@@ -737,9 +737,28 @@ def parse_request(
     histories = columns.get("history")
     if histories is not None:
         for i, h in enumerate(histories):
-            if h is not None and not (isinstance(h, float) and np.isnan(h)) and not _is_list(h):
+            if h is None or (isinstance(h, float) and np.isnan(h)):
+                continue
+            if not _is_list(h):
                 raise BadRequest(f"history of row {i} must be a list of item ids")
+            # A list, a boolean, a null or a fraction is no item id: read as its text ("['i3']",
+            # "True") it matched nothing, and the user got popularity as if its ids were unknown.
+            bad = next((x for x in h if not _is_id(x)), _NO_BAD)
+            if bad is not _NO_BAD:
+                raise BadRequest(f"history of row {i} must hold item ids (strings or integers), got {bad!r}"[:200])
     return user_ids, ks, histories
+
+
+_NO_BAD = object()
+
+
+def _is_id(value: Any) -> bool:
+    """A string or an integer (an integral float too: JSON 7.0 is 7), as `recsys serve` accepts."""
+    if isinstance(value, str | np.str_):
+        return True
+    if isinstance(value, bool | np.bool_):
+        return False
+    return isinstance(value, int | np.integer) or (isinstance(value, float | np.floating) and float(value).is_integer())
 
 
 def _python_model_base():

@@ -89,8 +89,14 @@ def _requests_mlflow_schema_enforcement_used_to_break(url: str) -> None:
 def _what_mlflow_decides_before_the_pyfunc(url: str) -> None:
     """README's serving section, as MLflow's server behaves: `instances` records with different
     keys never reach the pyfunc (MLflow's own 400); the forms README names instead answer them, and
-    a column the signature does not name is dropped (a misspelt k: the default). If MLflow starts
-    passing these through, this fails and README (and maybe the pyfunc) must change."""
+    a column the signature does not name is dropped (a misspelt k: the default), so is a param
+    (`"params": {"kk": 3}`), and a misspelt user_id leaves the pyfunc a frame with neither rows nor
+    columns, the very frame `{"dataframe_records": []}` gives it: both are 400 (recsys serve answers
+    no rows with `{"predictions": []}`; answering that frame would answer a misspelt id with nothing).
+    `params.k` is checked by MLflow against the signature's `long`, so 5.0 is refused there (recsys
+    serve reads it as 5). The pyfunc's one-line reason comes wrapped in MLflow's "Failed to predict
+    data '<the request as a table>'" and a newline. If MLflow starts passing these through, this
+    fails and README (and maybe the pyfunc) must change."""
     rows = [{"user_id": "u1", "k": 3}, {"user_id": "u2"}]
     assert "All arrays must be of the same length" in _refused(url, {"instances": rows})
     ragged = [{"user_id": "u1", "history": []}, {"user_id": "new", "history": ["i3"]}]
@@ -100,6 +106,12 @@ def _what_mlflow_decides_before_the_pyfunc(url: str) -> None:
                  {"instances": [rows[0], {"user_id": "u2", "k": None}]}):  # fmt: skip
         assert [len(a["item_ids"]) for a in _post(url, body)["predictions"]] == [3, 10]
     assert len(_post(url, {"dataframe_records": [{"user_id": "u1", "kk": 3}]})["predictions"][0]["item_ids"]) == 10
+    assert len(_post(url, {"dataframe_records": [{"user_id": "u1"}], "params": {"kk": 3}})["predictions"][0]["item_ids"]) == 10
+    for body in ({"dataframe_records": []}, {"dataframe_records": [{"userid": "u1"}]}):
+        assert "request needs a 'user_id' column; got []" in _refused(url, body)
+    assert "Can not safely convert" in _refused(url, {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 5.0}})
+    wrapped = _refused(url, {"dataframe_records": [{"user_id": "u1", "k": 0}]})
+    assert wrapped.startswith("Failed to predict data '") and wrapped.endswith("\nError: k of row 0 must be from 1 to 96 (the number of items), got 0")
 
 
 @pytest.mark.slow
@@ -126,6 +138,72 @@ def test_mlflow_endpoint_names_the_history_ids_the_model_does_not_know(mlflow_mo
     # the columnar form names them per row too
     columns = {"user_id": ["u1", "x"], "history": [["sku-1"], ["i3"]]}
     assert [row["unknown_history"] for row in _post(f"{mlflow_models_serve}/invocations", {"inputs": columns})["predictions"]] == [["sku-1"], []]
+
+
+ANSWERED_ALIKE = [
+    {"dataframe_records": [{"user_id": "u1"}, {"user_id": "u2", "k": 3}], "params": {"k": 5}},
+    {"dataframe_records": [{"user_id": "u1", "k": 96}]},  # k = every item: the unseen ones, in order
+    {"dataframe_records": [{"user_id": 1, "history": [3, "i4", 7.0]}, {"user_id": "new", "history": ["i4", "i8"]}]},
+    {"dataframe_split": {"columns": ["user_id", "k"], "data": [["u1", 2], ["stranger", 4]]}},
+    {"inputs": {"user_id": ["u1", "new"], "k": 4, "history": [[], ["i3", "i9"]]}},
+    {"inputs": {"user_id": "u3"}, "params": {"k": 2}},
+    {"inputs": [{"user_id": "u1", "k": 2}, {"user_id": "u2"}]},
+    {"instances": [{"user_id": "u1", "k": None}, {"user_id": "u2", "k": 1}]},
+]
+
+REFUSED_ALIKE = [
+    {"dataframe_records": [{"user_id": "u1"}], "params": {"k": k}} for k in (0, -3, 97, 2**63, 2.5, "5", True)
+] + [
+    {"dataframe_records": [{"user_id": "u1", "k": k}]} for k in (0, 97, 2**63, 2.5, "5", True)
+] + [
+    {"dataframe_records": [{"user_id": user}]} for user in (None, True, {"a": 1}, 1.5)
+] + [
+    {"dataframe_records": [{"user_id": "new", "history": history}]}
+    for history in ("i3", {"a": "i3"}, [["i3"]], [True], [None], ["i3", 2.5], [{"id": "i3"}])
+] + [
+    {"dataframe_records": [{"k": 3}]},
+    {"dataframe_records": ["u1"]},
+    {"dataframe_records": {"user_id": "u1"}},
+    {"dataframe_split": {"columns": ["user_id"], "data": [["u1", 3]]}},
+    {"inputs": {"user_id": ["u1", "u2"], "k": [1]}},
+    {"dataframe_records": [{"user_id": "u1"}], "inputs": {"user_id": "u2"}},
+    {"params": {"k": 3}},
+    {"user_id": "u1"},
+    {},
+    [{"user_id": "u1"}],
+]
+
+
+def _status_and_body(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+@pytest.mark.slow
+def test_mlflow_endpoint_and_recsys_serve_answer_and_refuse_the_same_requests(mlflow_models_serve, recsys_api):
+    """The same model behind both servers: every request one answers, the other answers with the same
+    rows (ids, lists, scores exactly, sources, unknown history ids), and every malformed request
+    (wrong types, k out of 1..n_items, an empty or unwrapped body) both refuse with 400. A history
+    holding a list, a boolean, a null or a fraction was served by MLflow's endpoint as if it held
+    unknown ids (popularity, no word) and refused by recsys serve. The differences MLflow's server
+    decides before the pyfunc runs are in `_what_mlflow_decides_before_the_pyfunc`."""
+    url = f"{mlflow_models_serve}/invocations"
+    for body in ANSWERED_ALIKE:
+        status, theirs = _status_and_body(url, json.dumps(body).encode())
+        assert status == 200, (body, theirs)
+        ours = recsys_api.post("/invocations", json=body)
+        assert ours.status_code == 200, (body, ours.text)
+        named = [{**row, "unknown_history": row.get("unknown_history", [])} for row in ours.json()["predictions"]]
+        assert theirs["predictions"] == named, body
+    for body in [*REFUSED_ALIKE, b"", b"not json"]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        status, theirs = _status_and_body(url, raw)
+        ours = recsys_api.post("/invocations", content=raw, headers={"Content-Type": "application/json"})
+        assert (status, ours.status_code) == (400, 400), (body, theirs, ours.text)
 
 
 def test_the_port_of_a_server_that_stopped_after_answering_is_free_again_but_a_listening_one_is_not():
