@@ -3,6 +3,7 @@ what `recsys serve` answers (one server per store and session: the `mlflow_model
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -110,6 +111,19 @@ def _what_mlflow_decides_before_the_pyfunc(url: str) -> None:
     for body in ({"dataframe_records": []}, {"dataframe_records": [{"userid": "u1"}]}):
         assert "request needs a 'user_id' column; got []" in _refused(url, body)
     assert "Can not safely convert" in _refused(url, {"dataframe_records": [{"user_id": "u1"}], "params": {"k": 5.0}})
+    # and what recsys serve exists for (README): no Content-Type, deep JSON: 500 without a JSON body
+    for body, headers in ((b'{"inputs": {"user_id": "u1"}}', {}),
+                          (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", {"Content-Type": "application/json"})):  # fmt: skip
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/invocations", body=body, headers=headers)  # urllib would add a Content-Type
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (500, b"Internal Server Error")
+        connection.close()
+    csv = urllib.request.Request(url, data=b"user_id\nu1\n", headers={"Content-Type": "text/csv"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as unread:
+        urllib.request.urlopen(csv, timeout=30)
+    assert unread.value.code == 400 and "Traceback" in json.loads(unread.value.read())["stack_trace"]
     wrapped = _refused(url, {"dataframe_records": [{"user_id": "u1", "k": 0}]})
     assert wrapped.startswith("Failed to predict data '") and wrapped.endswith("\nError: k of row 0 must be from 1 to 96 (the number of items), got 0")
 
