@@ -10,7 +10,9 @@ Request: a table with `user_id` (str), optional `k` (int; the largest k of a req
 once and each row is cut to its own k) and optional `history` (list of item ids); or `params={"k": n}`
 for the whole request (default 10). Over REST: {"dataframe_records": [{"user_id": "u1"}], "params":
 {"k": 5}} (or "dataframe_split" / "inputs" with the same columns).
-Response: one row per request row with `user_id`, `item_ids`, `scores`, `source`:
+Response: one row per request row with `user_id`, `item_ids`, `scores`, `source` and
+`unknown_history` (the row's supplied history ids the model does not know: ignored; [] for none;
+`recsys serve` writes it only on rows that have some):
 
 * "model"      - the user was trained on: its learned vector.
 * "fold_in"    - the user has no learned vector but a history (the `history` column and/or, for a
@@ -161,7 +163,8 @@ def _ids(ids: np.ndarray, n: int) -> list[str]:
 
 def signature():
     """Explicit input/output schema: user_id (or item_id), optional k and history -> lists of ids
-    and scores; `params.k` for the whole request.
+    and scores (and `unknown_history` for top-k rows); `params.k` for the whole request. MLflow
+    checks only the inputs against it (and `params`); the outputs document the answer.
 
     `k` and `history` are declared `Any`: MLflow enforces the schema before `predict` runs (in
     `mlflow models serve` too), and its typed conversions got them wrong. A `long` k column failed
@@ -194,6 +197,7 @@ def signature():
             ColSpec(Array("string"), "item_ids"),
             ColSpec(Array("double"), "scores"),
             ColSpec("string", "source"),
+            ColSpec(Array("string"), "unknown_history", required=False),
         ]
     )
     params = ParamSchema([ParamSpec("k", "long", DEFAULT_K)])
@@ -733,9 +737,28 @@ def parse_request(
     histories = columns.get("history")
     if histories is not None:
         for i, h in enumerate(histories):
-            if h is not None and not (isinstance(h, float) and np.isnan(h)) and not _is_list(h):
+            if h is None or (isinstance(h, float) and np.isnan(h)):
+                continue
+            if not _is_list(h):
                 raise BadRequest(f"history of row {i} must be a list of item ids")
+            # A list, a boolean, a null or a fraction is no item id: read as its text ("['i3']",
+            # "True") it matched nothing, and the user got popularity as if its ids were unknown.
+            bad = next((x for x in h if not _is_id(x)), _NO_BAD)
+            if bad is not _NO_BAD:
+                raise BadRequest(f"history of row {i} must hold item ids (strings or integers), got {bad!r}"[:200])
     return user_ids, ks, histories
+
+
+_NO_BAD = object()
+
+
+def _is_id(value: Any) -> bool:
+    """A string or an integer (an integral float too: JSON 7.0 is 7), as `recsys serve` accepts."""
+    if isinstance(value, str | np.str_):
+        return True
+    if isinstance(value, bool | np.bool_):
+        return False
+    return isinstance(value, int | np.integer) or (isinstance(value, float | np.floating) and float(value).is_integer())
 
 
 def _python_model_base():
@@ -768,8 +791,13 @@ class TopKRecommender(_python_model_base()):
 
 def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
     """Parse and answer one request (the pyfunc's predict and `recsys serve` share it). Rows with
-    `item_id` instead of `user_id` ask for similar items (`ServingIndex.similar`)."""
-    answered = _answer(index, model_input, params)
+    `item_id` instead of `user_id` ask for similar items (`ServingIndex.similar`).
+
+    Top-k rows carry `unknown_history` (the supplied history ids the model does not know, [] for
+    none) in every row: a DataFrame has one set of columns, and `mlflow models serve` writes each
+    of them into each JSON row. Without it a client of MLflow's server got popularity for a history
+    of unknown ids only with nothing to say why, where `recsys serve` named them."""
+    answered = _answer(index, model_input, params, name_unknown=True)
     return answered if isinstance(answered, pd.DataFrame) else pd.DataFrame(answered)
 
 

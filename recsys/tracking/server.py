@@ -218,11 +218,35 @@ def parse_body(
             400, f"the body has no {', '.join(INPUT_KEYS)} (got {got}): wrap the rows, e.g. "
             '{"dataframe_records": [{"user_id": "u1"}]}',
         )
+    if _asks_similar(payload):
+        # the pyfunc answers these rows at /invocations (`mlflow models serve` does); here they were
+        # told "user_id: Field required; item_id: Extra inputs are not permitted", with no way on
+        raise RequestError(
+            400, "rows with item_id and no user_id ask for similar items, which this server answers at "
+            'POST /similar: {"item_id": "i1", "k": 10} (or a list of ids)',
+        )  # fmt: skip
     try:
         request = request_model.model_validate(payload)
     except ValidationError as exc:
         raise RequestError(400, _one_line(exc)) from None
     return _records(request, record_model)
+
+
+def _asks_similar(payload: dict[str, Any]) -> bool:
+    """Whether the input holds the pyfunc's similar-items rows (item_id and no user_id in every row)."""
+    for key in INPUT_KEYS:
+        value = payload.get(key)
+        if key == "dataframe_split" and isinstance(value, dict) and isinstance(value.get("columns"), list):
+            rows = [{c for c in value["columns"] if isinstance(c, str)}]
+        elif isinstance(value, dict):
+            rows = [set(value)]
+        elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            rows = [set(r) for r in value]
+        else:
+            continue
+        if all("item_id" in row and "user_id" not in row for row in rows):
+            return True
+    return False
 
 
 def parse_json(body: bytes, content_type: str | None) -> Any:

@@ -176,3 +176,61 @@ def log_one(
         tracker.log_model_result(run, model, result, split, data)
     tracker.end(parent)
     return run.run_id
+
+
+READY_TIMEOUT_S = 90
+
+
+@pytest.fixture(scope="session")
+def mlflow_models_serve(logged: LoggedPipeline, tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow models serve` (MLflow's own scoring server, `--env-manager local`) on
+    models:/recsys-wals@champion at 127.0.0.1: its base URL. One per store and session: a start
+    costs seconds (MLflow spawns uvicorn, which imports the model)."""
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    from recsys.cli.tracking_cmds import serve_command, venv_env
+    from recsys.tracking.registry import CHAMPION
+
+    MlflowClient(logged.uri, registry_uri=logged.uri).set_registered_model_alias(
+        "recsys-wals", CHAMPION, logged.versions["wals"]
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # TMPDIR: MLflow downloads the served model into a temp folder it never removes
+    scratch = tmp_path_factory.mktemp("mlflow-models-serve")
+    log = scratch / "server.log"  # a file, not a pipe: a session's requests could fill a pipe nobody reads
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            serve_command("models:/recsys-wals@champion", port),
+            env={**venv_env(logged.uri), "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL, stderr=out,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"mlflow models serve exited with {server.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve not ready after {READY_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

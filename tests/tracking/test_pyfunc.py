@@ -61,6 +61,7 @@ def test_unknown_user_with_history_is_folded_in(logged, planted_split, wals_pyfu
         pd.DataFrame({"user_id": ["new-a", "new-b"], "k": [10, 10], "history": histories})
     )
     assert answer["source"].tolist() == ["fold_in", "fold_in"]
+    assert answer["unknown_history"].tolist() == [["not-an-item"], ["not-an-item"]]  # ignored, and said so
     binary = history_rows.copy()
     binary.data[:] = 1.0
     expected, _ = topk(model.fold_in(binary), model.item_factors, 10, exclude=binary)
@@ -117,7 +118,9 @@ def test_records_answer_equals_the_dataframe_answer(planted_split, wals_pyfunc):
 
     index = wals_pyfunc.unwrap_python_model().index
     records = [{"user_id": "u1", "k": 3}, {"user_id": "stranger"}, {"user_id": "new", "history": ["i0", "i4"]}]
-    assert answer_records(index, records) == answer(index, pd.DataFrame.from_records(records)).to_dict("records")
+    framed = answer(index, pd.DataFrame.from_records(records)).to_dict("records")
+    assert [row.pop("unknown_history") for row in framed] == [[], [], []]  # every row of a frame; only non-empty in records
+    assert answer_records(index, records) == framed
     ids = [str(u) for u in planted_split.user_ids[:80]] + ["nobody"]
     many = index.user_indices(ids)
     assert many.tolist() == [int(index.user_indices([i])[0]) for i in ids]
@@ -189,7 +192,7 @@ def test_integer_history_item_ids_are_the_ids_they_spell(logged, planted_split, 
     exactly as ["3", "7"] does, where str(7.0) = "7.0" was an id no vocab holds, ignored silently."""
     import dataclasses
 
-    from recsys.tracking.pyfunc import ServingIndex, answer, write_serving_artifacts
+    from recsys.tracking.pyfunc import BadRequest, ServingIndex, answer, write_serving_artifacts
 
     numeric = dataclasses.replace(planted_split, item_ids=np.arange(planted_split.n_items).astype(str).astype(object))
     index = ServingIndex(write_serving_artifacts(logged.models["wals"], numeric, tmp_path / "serving"))
@@ -198,6 +201,13 @@ def test_integer_history_item_ids_are_the_ids_they_spell(logged, planted_split, 
     assert as_numbers["source"].tolist() == ["fold_in"]
     assert list(as_numbers["item_ids"][0]) == list(as_text["item_ids"][0])
     assert not {"3", "7"} & set(as_numbers["item_ids"][0])
+    # numpy scalars (a history column built in pandas) are ids too; what is no id is refused
+    as_numpy = answer(index, [{"user_id": "new", "history": np.array([3, 7], dtype=np.int64)},
+                              {"user_id": "new", "history": [np.str_("3"), np.float64(7.0)]}])  # fmt: skip
+    assert [list(x) for x in as_numpy["item_ids"]] == [list(as_text["item_ids"][0])] * 2
+    for bad in ([["3"]], [np.bool_(True)], [None], [7.5]):
+        with pytest.raises(BadRequest, match="history of row 0 must hold item ids"):
+            answer(index, [{"user_id": "new", "history": bad}])
 
 
 def test_the_input_example_shows_k_and_a_history_and_answers_both_ways(wals_pyfunc):

@@ -137,6 +137,10 @@ def test_a_history_of_unknown_items_is_named_in_the_answer(api):
         ({"params": {"k": 3}}, 400, "body: send exactly one of"),  # was "body: Value error, send ..."
         ({"user_id": "u1", "k": 3}, 400, 'the body has no dataframe_records, dataframe_split, inputs, instances (got k, user_id): wrap the rows, e.g. {"dataframe_records"'),
         ({"dataframe_records": [{"user_id": f"u{i}"} for i in range(60)], "params": {"k": 10}}, 413, "limit"),
+        # the pyfunc's similar-items rows (answered at /invocations by `mlflow models serve`)
+        ({"dataframe_records": [{"item_id": "i3", "k": 3}]}, 400, 'this server answers at POST /similar: {"item_id"'),
+        ({"inputs": {"item_id": ["i3", "i4"]}}, 400, "ask for similar items, which this server answers at POST /similar"),
+        ({"dataframe_split": {"columns": ["item_id"], "data": [["i3"]]}}, 400, "POST /similar"),
     ],
 )
 def test_bad_requests_get_a_one_line_reason(api, body, status, says):
