@@ -200,22 +200,33 @@ def mlflow_models_serve(logged: LoggedPipeline, tmp_path_factory: pytest.TempPat
     MlflowClient(logged.uri, registry_uri=logged.uri).set_registered_model_alias(
         "recsys-wals", CHAMPION, logged.versions["wals"]
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     # TMPDIR: MLflow downloads the served model into a temp folder it never removes
     scratch = tmp_path_factory.mktemp("mlflow-models-serve")
     log = scratch / "server.log"  # a file, not a pipe: a session's requests could fill a pipe nobody reads
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            serve_command("models:/recsys-wals@champion", port),
-            env={**venv_env(logged.uri), "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL, stderr=out,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+
+    def start() -> tuple[subprocess.Popen, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with log.open("w") as out:
+            server = subprocess.Popen(
+                serve_command("models:/recsys-wals@champion", port),
+                env={**venv_env(logged.uri), "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL, stderr=out,
+            )  # fmt: skip
+        return server, f"http://127.0.0.1:{port}"
+
+    server, base = start()
+    tries = 1
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if server.poll() is not None:
+                # The free port probed above can be taken by another process before uvicorn binds it
+                # (other suites' servers on this machine): start again on a new one.
+                if "address already in use" in log.read_text().lower() and tries < 3:
+                    server, base = start()
+                    tries += 1
+                    continue
                 pytest.fail(f"mlflow models serve exited with {server.returncode}: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
