@@ -32,6 +32,7 @@ POINTS = (
     "tracking.parent_opened",  # a pipeline's parent run created, its params, data set and split not yet logged
     "tracking.artifacts",  # a model's metrics logged, its artifacts and pyfunc not yet
     "promote.decided",  # the promotion rule decided, the champion alias not yet moved
+    "offline.kept",  # an artifact copy into a kept run's bundle staged whole and committed, not yet moved into its files/
     "resume.logged",  # a kept run logged in full by `--resume-tracking`, resuming.json not yet updated
     "resume.registered",  # `--resume-tracking` registered a kept run's model, the run's completion tag not yet set
     "ingest.done",  # `recsys ingest` wrote its directory and released its lock, summary not yet printed

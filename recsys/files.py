@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +82,93 @@ def write_text_new(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path, replace=False) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+MERGE_PREFIX = ".merge-"
+STAGED, COMMITTED = ".partial", ".ready"
+
+
+def stage_tree(journal: Path, fill: Callable[[Path], None]) -> Path:
+    """Lay out in a new folder of this writer's own in `journal` (`fill(folder)`) what is to land
+    under a tree, and commit it by one rename; returns the committed folder, for `merge_tree`.
+
+    Why: a tree that grows by merges (a kept run's `files/`, filled by one copy after another, as
+    `log_artifacts` fills a run's artifacts) cannot be swapped whole, and a copy straight into it
+    that a kill cut short left some of a model's files there, which a later upload took for the
+    whole model. A kill while staging leaves a `.partial` folder named by our pid, never read and
+    removed by the next `finish_merges`; one after the commit leaves a `.ready` folder that it moves
+    in. Any error while staging removes the folder."""
+    journal.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{MERGE_PREFIX}{os.getpid()}-", suffix=STAGED, dir=journal))
+    try:
+        fill(staging)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # The commit time first in the name: `finish_merges` moves committed trees in in that order.
+    ready = journal / f"{MERGE_PREFIX}{time.time_ns():020d}-{staging.name[len(MERGE_PREFIX) : -len(STAGED)]}{COMMITTED}"
+    os.replace(staging, ready)
+    return ready
+
+
+def merge_tree(ready: Path, root: Path) -> None:
+    """Move every file of the committed `ready` (`stage_tree`) to the same place under `root`, then
+    remove it. A file replaces the file or folder at its place, as the newer copy; files of `root`
+    that `ready` does not hold stay. Each move is a rename, so a kill part-way leaves each file whole
+    in one place or the other, and doing it again (`finish_merges`, or another finisher at the same
+    time) moves the rest."""
+    import shutil
+
+    for dirpath, _, filenames in os.walk(ready):
+        here = Path(dirpath)
+        folder = root / here.relative_to(ready)
+        _make_folder(folder, root)
+        for name in filenames:
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            try:
+                os.replace(here / name, target)
+            except FileNotFoundError:  # moved meanwhile by another finisher of the same tree
+                pass
+    shutil.rmtree(ready, ignore_errors=True)
+
+
+def _make_folder(folder: Path, root: Path) -> None:
+    """`folder` (under `root`) as a folder, a file at its place or at one of its parents' removed:
+    the newer copy has a folder where an older one had a file."""
+    root.mkdir(parents=True, exist_ok=True)
+    relative = folder.relative_to(root)
+    for step in [*reversed(relative.parents), relative]:
+        path = root / step
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+        path.mkdir(exist_ok=True)
+
+
+def finish_merges(journal: Path, root: Path) -> list[str]:
+    """At the next start: move in what a killed writer committed in `journal` (oldest first), and
+    remove what it had only staged (`stage_tree`), once its process is gone. Returns what was done,
+    one line each."""
+    import re
+    import shutil
+
+    import psutil
+
+    if not journal.is_dir():
+        return []
+    done = []
+    for left in sorted(journal.glob(f"{MERGE_PREFIX}*{STAGED}")):
+        staged_by = re.fullmatch(rf"{re.escape(MERGE_PREFIX)}(\d+)-.+", left.name)
+        if staged_by and not psutil.pid_exists(int(staged_by.group(1))):
+            shutil.rmtree(left, ignore_errors=True)
+            done.append(f"removed {left.name}, a copy into {root} that a kill cut short")
+    for left in sorted(journal.glob(f"{MERGE_PREFIX}*{COMMITTED}")):
+        merge_tree(left, root)
+        done.append(f"moved the rest of {left.name} into {root}")
+    return done
 
 
 @contextmanager

@@ -42,4 +42,4 @@ def test_sigterm_unwinds_a_command_removes_its_staging_and_exits_143(tmp_path: P
     assert done.stderr.strip().splitlines()[-1] == "terminated (SIGTERM)", done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not out.exists()  # nothing half there: the staged directory was never swapped in ...
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".processed.lock"]  # ... nor left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # ... nor left, nor its lock

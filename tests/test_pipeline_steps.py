@@ -145,6 +145,25 @@ def test_a_run_on_a_missing_source_writes_nothing(tmp_path):
     assert not processed.exists()
 
 
+def test_a_run_on_a_malformed_source_leaves_no_lock_or_folder(tmp_path):
+    """The run's data step holds its data set's writer lock (`.NAME-TAG.lock` in
+    data.processed_dir) from before the ingest reads the source; a source refused there left that
+    file behind, beside nothing (it does so no more, as an output refused before the lock never
+    did). Only the digest cache of the run's cache key, taken before any lock, is there."""
+    from pipelines.data import DIGEST_CACHE
+    from pipelines.run import run_pipeline
+    from recsys.errors import DataError
+
+    bad, processed = tmp_path / "bad.csv", tmp_path / "processed"
+    bad.write_bytes(b"user_id,item_id\n\x00\x01\x02garbage\n")
+    cfg = load_config(None, [f'data.source="{bad}"', f'data.processed_dir="{processed}"',
+                             'models=[{name="pop", kind="popularity"}]'])  # fmt: skip
+    with pytest.raises(DataError, match="binary content"):
+        run_pipeline(cfg, tracking=False, log=lambda _: None)
+    left = sorted(p.name for p in processed.iterdir()) if processed.exists() else []
+    assert [name for name in left if not name.startswith(DIGEST_CACHE)] == []
+
+
 def test_landing_directory_reads_what_ingest_reads(tmp_path):
     """A `.pq` file is ingested (not skipped run after run), and a bzip2 file (an error) or an
     extensionless one (a warning) is named, as `recsys ingest DIR` does, instead of lying unread."""

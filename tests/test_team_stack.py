@@ -577,3 +577,34 @@ def test_a_free_port_lies_below_the_kernels_ephemeral_range_and_a_foreign_answer
         health = f"http://{HOST}:{listener.getsockname()[1]}/health"
         assert not Server("foreign", 0, health, health, "-", "mlflow").healthy(timeout=10)
         thread.join(10)
+
+
+KILLED_WRITING_ENV = """
+import os, pathlib, signal, sys
+from pathlib import Path
+from recsys.cli.stack_cmds import _print_usage
+
+real_write_text = pathlib.Path.write_text
+
+def write_text(self, data, *args, **kwargs):
+    if "env" in self.name:  # the file opened (emptied), nothing written yet: the kill
+        open(self, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write_text(self, data, *args, **kwargs)
+
+pathlib.Path.write_text = write_text
+_print_usage("http://127.0.0.1:5001", "http://127.0.0.1:4201/api", Path(sys.argv[1]))
+"""
+
+
+def test_a_stack_up_killed_while_writing_its_env_file_leaves_the_earlier_one(tmp_path):
+    """`recsys stack up` rewrote `<dir>/env` (what `source .stack/env` reads) in place: a kill -9
+    between emptying and writing it left it empty, and sourcing it then set nothing, so the next
+    commands logged to the local store instead of the stack. It is replaced whole now."""
+    env = tmp_path / "env"
+    earlier = "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000\nexport PREFECT_API_URL=http://127.0.0.1:4200/api\n"
+    env.write_text(earlier)
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITING_ENV, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert env.read_text() == earlier

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from recsys.cli.common import app, console, err_console, user_errors
+from recsys.cli.common import app, console, err_console, user_errors, write_text_atomic
 
 if TYPE_CHECKING:
     from recsys.stack import Stack
@@ -152,8 +152,8 @@ def _say(line: str) -> None:
 
 
 def _print_usage(mlflow_url: str, prefect_api_url: str, directory: Path) -> None:
-    env = directory / "env"
-    env.write_text(f"export MLFLOW_TRACKING_URI={mlflow_url}\nexport PREFECT_API_URL={prefect_api_url}\n")
+    env = directory / "env"  # replaced whole (a kill between truncating and writing it emptied it)
+    write_text_atomic(env, f"export MLFLOW_TRACKING_URI={mlflow_url}\nexport PREFECT_API_URL={prefect_api_url}\n")
     prefect_ui = prefect_api_url.removesuffix("/api")
     # make stack-stop and a bare `recsys stack down` stop the stack in .stack only
     stop = "make stack-stop   (or: recsys stack down)" if directory == Path(".stack") else f"recsys stack down --dir {directory}"

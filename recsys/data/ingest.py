@@ -146,7 +146,8 @@ def read_canonical(
 
 def _writable_place(out_dir: Path) -> None:
     """Refuse early, in one line, an output that cannot be created: a file where a folder must
-    go (`--out file.csv/sub`), a read-only or virtual file system (`/proc/x`)."""
+    go (`--out file.csv/sub`), a read-only or virtual file system (`/proc/x`). The folders the
+    probe makes go again (the writer lock makes them, and removes them when nothing is written)."""
     ancestor = out_dir.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -154,11 +155,13 @@ def _writable_place(out_dir: Path) -> None:
     if not ancestor.is_dir():
         problem = f"{ancestor} is a file, not a directory"
     else:
+        made = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
         try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryDirectory(prefix=".recsys-probe-", dir=out_dir.parent).cleanup()
         except OSError as exc:
             problem = exc.strerror or str(exc)
+        storage.remove_empty(made)
     if problem:
         raise DataError(
             f"cannot write the processed data ({out_dir}: {problem}): choose another {{option}}",

@@ -7,6 +7,7 @@ audit can check which pairs every model trained and was tested on.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -25,22 +26,49 @@ META_FILE = "split.json"
 
 
 def save_split(split: Split, directory: str | Path) -> Path:
-    """Write `split` into `directory` (replaced atomically: a reader never sees half a split)."""
+    """Write `split` into `directory` (replaced atomically: a reader never sees half a split).
+
+    Written in a staging folder beside it (`.NAME.<pid>-*`), which replaces it by two renames: the
+    older split moves aside whole, the new one in, and only then is the older one deleted. Why: it
+    was deleted in place first, and a kill -9 during that left part of it where a reader (the ranks
+    of `recsys train --handoff DIR`) took it for a split. What a killed save left beside it (its
+    staging, an older copy half deleted) is removed by the next save, once that process is gone."""
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    present = [name for name in PARTS if getattr(split, name) is not None]
-    for name in present:
-        sp.save_npz(tmp / f"{name}.npz", sp.csr_matrix(getattr(split, name)))
-    for kind, ids in (("users", split.user_ids), ("items", split.item_ids)):
-        if len(ids):
-            pl.DataFrame({"id": np.asarray(ids).astype(str)}).write_parquet(tmp / f"{kind}.parquet")
-    meta = {"protocol": split.protocol, "parts": present, "meta": split.meta}
-    (tmp / META_FILE).write_text(json.dumps(meta, default=str))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    _remove_dead_staging(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", dir=target.parent))
+    try:
+        present = [name for name in PARTS if getattr(split, name) is not None]
+        for name in present:
+            sp.save_npz(tmp / f"{name}.npz", sp.csr_matrix(getattr(split, name)))
+        for kind, ids in (("users", split.user_ids), ("items", split.item_ids)):
+            if len(ids):
+                pl.DataFrame({"id": np.asarray(ids).astype(str)}).write_parquet(tmp / f"{kind}.parquet")
+        meta = {"protocol": split.protocol, "parts": present, "meta": split.meta}
+        (tmp / META_FILE).write_text(json.dumps(meta, default=str))
+        aside = tmp.with_name(f"{tmp.name}.old")
+        if target.exists():
+            os.replace(target, aside)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if aside.exists():
+        shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def _remove_dead_staging(target: Path) -> None:
+    """Remove the staging folders and older copies (`.NAME.<pid>-*`) of saves whose process is gone."""
+    import re
+
+    import psutil
+
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)-.+")
+    for left in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        named = pattern.fullmatch(left.name)
+        if named and left.is_dir() and not psutil.pid_exists(int(named.group(1))):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def load_split(directory: str | Path) -> Split:

@@ -189,18 +189,54 @@ def lock_file(out_dir: Path) -> Path:
 def writer_lock(out_dir: Path, progress: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the processed directory's writer lock; on first entry, `recover` what a killed writer
     left behind. Re-entrant within a thread (an ingest inside a step that already holds it); a
-    second process or thread waits, saying so through `progress`."""
+    second process or thread waits, saying so through `progress`.
+
+    A hold that ends with no directory at `out_dir` (the input was refused: nothing was written)
+    leaves nothing behind: the lock file goes (removed while held; filelock re-checks after each
+    `flock` that the file it locked still has a name, so a waiter starts again on a new file), and
+    so do the folders above it this hold made, when empty. Why: a `recsys run` or `recsys ingest`
+    on a malformed source left `.NAME.lock` (and the processed folder made for it) behind, which
+    an output refusal (`ingest._refuse_out_dir`, checked before the lock) does not."""
     out_dir = Path(out_dir)
     if _STAGING_RE.match(out_dir.name):  # a private staging dir (combine ingests into one): its
         yield  # creator holds the real lock, and a lock file here would outlive the dir
         return
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    made = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
     say = progress or (lambda _line: None)
-    with announced_lock(lock_file(out_dir), f"another writer of {out_dir}", say, singleton=True) as lock:
-        if lock.lock_counter == 1:
-            for line in recover(out_dir):
-                log.warning("%s (left by a writer that was killed)", line)
-        yield
+    path = lock_file(out_dir)
+    outermost = False
+    try:
+        with contextlib.ExitStack() as held:
+            for attempt in range(5):
+                out_dir.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    lock = held.enter_context(announced_lock(path, f"another writer of {out_dir}", say, singleton=True))
+                    break
+                except FileNotFoundError:  # another writer's refusal removed the folder it made for its lock
+                    if attempt == 4:
+                        raise
+            outermost = lock.lock_counter == 1
+            if outermost:
+                for line in recover(out_dir):
+                    log.warning("%s (left by a writer that was killed)", line)
+            try:
+                yield
+            finally:
+                if outermost and not out_dir.exists():
+                    path.unlink(missing_ok=True)
+    finally:
+        if outermost and not out_dir.exists():
+            remove_empty(made)
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: one holding anything (another
+    writer's lock, made meanwhile) stays, and so do those above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def ensure_recovered(root: Path) -> None:

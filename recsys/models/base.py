@@ -392,6 +392,7 @@ class Recommender(ABC):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = f".{target.name}.saving-"
         with FileLock(str(lock_file(target))) if lock else nullcontext():
+            _finish_swap(target)  # before the leftovers go: a swap a kill cut short holds both models
             for left in target.parent.glob(f"{glob.escape(staging)}*"):  # a killed save's copy
                 shutil.rmtree(left, ignore_errors=True)
             tmp = target.parent / f"{staging}{uuid.uuid4().hex[:8]}"
@@ -435,6 +436,8 @@ class Recommender(ABC):
 
         load_builtin_kinds()
         source = Path(path)
+        if not source.exists():
+            _finish_interrupted_save(source)
         try:
             meta = json.loads((source / "config.json").read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -524,3 +527,41 @@ def _count_rows(matrix: np.ndarray, test: Callable[[np.ndarray], np.ndarray], ch
     """How many rows `test` (block -> one bool per row) holds for, a block of rows at a time, so a
     dense (users x items) matrix never gets a full-size temporary."""
     return sum(int(test(matrix[start : start + chunk]).sum()) for start in range(0, len(matrix), chunk))
+
+
+def _finish_interrupted_save(target: Path) -> None:
+    """For a reader finding no model at `target`: finish a save a kill cut short between its
+    renames (`_finish_swap`), under the save's lock; nothing when the lock cannot be had here (a
+    read-only copy has no writer to have been killed)."""
+    from filelock import FileLock
+
+    from recsys.data.storage import lock_file
+
+    if not any(target.parent.glob(f"{glob.escape(f'.{target.name}.saving-old-')}*")):
+        return
+    try:
+        with FileLock(str(lock_file(target))):
+            _finish_swap(target)
+    except OSError:
+        pass
+
+
+def _finish_swap(target: Path) -> None:
+    """Call with the save's lock held. A save killed between its two renames (the old model moved
+    aside to `.NAME.saving-old-*`, the new one not yet moved from `.NAME.saving-*` to `target`)
+    left no model at `target`: the new one moves in, as the save was about to do. It was written
+    whole before the first rename, and a save removes every other staging copy first, so it is the
+    one staging copy there; when that does not hold, the old model moves back instead. The other
+    copies go, as the save would have removed them."""
+    if target.exists():
+        return
+    prefix = f".{target.name}.saving-"
+    asides = sorted(target.parent.glob(f"{glob.escape(prefix)}old-*"))
+    if not asides:
+        return
+    import shutil
+
+    staged = [p for p in target.parent.glob(f"{glob.escape(prefix)}*") if p not in asides]
+    os.replace(staged[0] if len(staged) == 1 else asides[0], target)
+    for left in target.parent.glob(f"{glob.escape(prefix)}*"):  # what the save would have removed
+        shutil.rmtree(left, ignore_errors=True)

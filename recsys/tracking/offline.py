@@ -11,6 +11,8 @@ bundle directory, `<tracking.offline_dir>/<parent run id>/`:
     <bundle>/<model>/run.json                a model's run: params, tags, metrics, status, registry
     <bundle>/<model>/files/...               its artifacts, as they would be in the store (model/:
                                              the pyfunc with the saved model, evaluation/, plots/)
+    <bundle>/<model>/.merge-*                a copy into files/ under way (or cut short by a kill:
+                                             finished or removed by the resume, `_kept`)
 
 `recsys run --resume-tracking <bundle>` (`resume_bundle`) logs a bundle once the store is back: new
 runs with the recorded content (the parent first, children under it, runs completed on the server
@@ -27,6 +29,7 @@ its run), which the rerun finishes instead of registering the model again.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -38,10 +41,19 @@ from typing import TYPE_CHECKING, Any
 
 from recsys.errors import TrackingError, first_line
 from recsys.faults import fault_point
-from recsys.files import announced_lock, scratch_dir, write_text_atomic
+from recsys.files import (
+    announced_lock,
+    finish_merges,
+    merge_tree,
+    scratch_dir,
+    stage_tree,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 FILES_DIR = "files"
@@ -103,18 +115,48 @@ def save_record(bundle: Path, record: RunRecord) -> Path:
 
 
 def keep_files(bundle: Path, record: RunRecord, source: Path, artifact_path: str | None = None) -> Path:
-    """Copy a local artifact tree into the record's files/ (under `artifact_path`)."""
+    """Copy a local artifact tree into the record's files/ (under `artifact_path`), whole or not at
+    all (`_kept`); returns where it landed."""
     target = record_dir(bundle, record) / FILES_DIR
-    if artifact_path:
-        target = target / artifact_path
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    return target
+    _kept(bundle, record, lambda staging: shutil.copytree(
+        source, staging / artifact_path if artifact_path else staging, dirs_exist_ok=True))  # fmt: skip
+    return target / artifact_path if artifact_path else target
 
 
 def keep_text(bundle: Path, record: RunRecord, text: str, artifact_file: str) -> None:
-    target = record_dir(bundle, record) / FILES_DIR / artifact_file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
+    """Write a text artifact into the record's files/, whole or not at all (`_kept`)."""
+
+    def write(staging: Path) -> None:
+        target = staging / artifact_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    _kept(bundle, record, write)
+
+
+def _kept(bundle: Path, record: RunRecord, fill: Callable[[Path], None]) -> None:
+    """Stage what `fill` writes in a folder of its own in the record's folder, beside (never in)
+    files/, commit it by a rename, then move it into files/ (`recsys.files.stage_tree`).
+
+    Why: `files/` is what the resume uploads as the run's artifacts, and a copy straight into it
+    (`copytree`, `write_text`) that a kill -9 cut short left part of a model there (a few of its
+    files, half an MLmodel), uploaded as if whole. Keeping again over files/ merges, as a second
+    `log_artifacts` to one path does in the store: the files it brings replace theirs, the others
+    stay. The resume finishes or undoes a keep a kill interrupted before it reads the bundle
+    (`finish_kept`)."""
+    folder = record_dir(bundle, record)
+    ready = stage_tree(folder, fill)
+    fault_point("offline.kept")
+    merge_tree(ready, folder / FILES_DIR)
+
+
+def finish_kept(bundle: Path) -> list[str]:
+    """Finish the keeps a kill interrupted once committed, and remove those it cut short while
+    copying (`_kept`), in every record of `bundle`; returns what was done, one line each."""
+    done: list[str] = []
+    for folder in sorted(p for p in bundle.iterdir() if p.is_dir()) if bundle.is_dir() else []:
+        done += finish_merges(folder, folder / FILES_DIR)
+    return done
 
 
 def load_bundle(bundle: Path) -> list[RunRecord]:
@@ -194,6 +236,8 @@ def _resume_locked(client: MlflowClient, experiment_id: str, bundle: Path) -> Re
 
     from recsys.tracking.runs import with_retries
 
+    for line in finish_kept(bundle):  # before anything of the bundle is read
+        log.warning("%s (left by a run that was killed)", line)
     done_file = bundle / LOGGED_FILE
     if done_file.is_file():
         logged = kept_json(done_file, "remove it (the runs it names were logged: a resume looks them up by their tags)")

@@ -387,3 +387,37 @@ def test_a_run_trains_on_the_data_it_prepared_while_another_ingest_waits(command
         dataset = json.loads(said.strip().splitlines()[-1])
         assert dataset["users"] == 20 and dataset["processed_dir"] == str(out)  # its own data, not the other's 30
     assert other["report"].users == 30 and load_processed(out).n_users == 30  # the other ingest landed after it
+
+
+def test_a_writer_waiting_on_a_refused_one_still_excludes_the_next(tmp_path: Path) -> None:
+    """A writer whose input is refused removes its lock file (and the folder made for it) as it
+    lets go, with a second writer already waiting on that file: the waiter must take the lock on a
+    new file at that name (filelock re-checks the file it locked still has a name; the folder is
+    made again), so a third writer that comes while the waiter works waits too. The waiter is
+    frozen at `ingest.staged` (RECSYS_STOP_AT), holding the lock, while the third one tries."""
+    from filelock import FileLock, Timeout
+
+    from recsys.faults import STOP_ENV
+
+    out = tmp_path / "new" / "proc"
+    lines: list[str] = []
+    with pytest.raises(DataError, match="refused"), storage.writer_lock(out):  # the refused writer
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "recsys.cli", "ingest", str(_log(tmp_path / "good.csv", range(10))), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "300", "OPENBLAS_NUM_THREADS": "1", STOP_ENV: "ingest.staged"},
+        )  # fmt: skip
+        reader = threading.Thread(target=lambda: lines.extend(waiter.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("waiting for another writer" in line for line in lines):
+            assert waiter.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        raise DataError("refused")
+    with stopped_at_its_point(waiter):
+        third = FileLock(str(storage.lock_file(out)), timeout=0, is_singleton=False)
+        with pytest.raises(Timeout):
+            third.acquire()
+    assert waiter.wait(60) == 0, lines
+    reader.join(10)
+    assert load_processed(out).manifest["rows_in"] == 60

@@ -507,10 +507,9 @@ def test_unreadable_source_leaves_nothing_behind(tmp_path: Path) -> None:
     out = tmp_path / "proc" / "out"
     with pytest.raises(DataError, match="binary"):
         ingest(bad, out, DataConfig())
-    assert not out.exists()
-    # Only the writer lock beside the directory (storage.writer_lock) may remain: no staging.
-    left = list((tmp_path / "proc").iterdir()) if (tmp_path / "proc").exists() else []
-    assert [p.name for p in left] in ([], [".out.lock"])
+    # Nothing at all: no staging, and neither the writer lock's file (`.out.lock`) nor the folder
+    # made for it, which a refusal of the input (found under the lock) left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
 
 
 def test_failed_reingest_keeps_the_previous_state(tmp_path: Path) -> None:

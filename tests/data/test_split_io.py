@@ -88,3 +88,42 @@ def test_split_digest_is_the_identity_of_the_evaluation_and_split_record_carries
     wider = replace(base, train=sp.csr_matrix((3, 4), dtype=np.float32))
     assert split_digest(wider) != digest
     assert split_record(base) == {"split_digest": digest, "fingerprint": "abc"}
+
+
+KILLED_REPLACING = """
+import os, shutil, signal, sys
+from pathlib import Path
+import numpy as np, scipy.sparse as sp
+from recsys.data.split import Split
+from recsys.data.split_io import save_split
+
+target = Path(sys.argv[1])
+m = lambda rows: sp.csr_matrix(np.array(rows, dtype=np.float32))
+save_split(Split(protocol="random", train=m([[1, 0], [0, 1]]), test=m([[0, 1], [1, 0]])), target)
+
+def killed_while_deleting(path, *args, **kwargs):
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    files[0].unlink()  # part of the old split gone, then the kill
+    os.kill(os.getpid(), signal.SIGKILL)
+
+shutil.rmtree = killed_while_deleting
+save_split(Split(protocol="random", train=m([[1, 0, 1], [0, 1, 0]]), test=m([[0, 1, 0], [1, 0, 0]])), target)
+"""
+
+
+def test_a_save_killed_while_removing_the_older_split_leaves_a_whole_one(tmp_path: Path) -> None:
+    """The older split was deleted in place before the new one moved in: a kill -9 during that
+    left part of it (`recsys train --handoff DIR` then handed its ranks a split without its
+    split.json, or without a matrix). It is moved aside whole first now, and the next save removes
+    what a kill left of such a copy."""
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "split"
+    killed = subprocess.run([sys.executable, "-c", KILLED_REPLACING, str(target)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert load_split(target).train.shape == (2, 3)  # the new split, whole
+    save_split(strong_split(), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split"]  # nothing of the killed save left
