@@ -394,10 +394,22 @@ def task_runner_for(cfg: RunConfig):
             return DaskTaskRunner(address=orch.dask_address)
         return _local_dask_runner()(cluster_kwargs={
             "n_workers": orch.max_workers, "threads_per_worker": 1, "processes": True,
-            "dashboard_address": None, "host": "127.0.0.1",
+            "dashboard_address": None, "host": "127.0.0.1", "preload": _worker_preloads(),
         })
     workers = 1 if orch.task_runner == "sequential" else orch.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def _worker_preloads() -> list[str]:
+    """The local cluster's worker preloads: the user's (dask config `distributed.worker.preload`,
+    which an explicit list replaces) and `flows.dask_worker`, which freezes each worker's heap as it
+    closes so that it exits before the nanny's 4 s are out (`recsys.exit_gc`)."""
+    import dask.config
+
+    from flows.dask_worker import PRELOAD
+
+    configured = dask.config.get("distributed.worker.preload", default=[]) or []
+    return [*([configured] if isinstance(configured, str) else configured), PRELOAD]
 
 
 @functools.cache

@@ -72,6 +72,7 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
     _no_websocket_tracebacks()
     stopping.clear()
     runner = _runner(scratch)
+    runner.say = say  # what the server watch says (`_watch_server`)
     name = runner.deployment_name = f"{deployment.flow_name}/{deployment.name}"
     pause = None
     runner.user_server = not temporary_server
@@ -134,6 +135,18 @@ POLL_FAILURES = 3
 Prefect's runner ends there too (`critical_service_loop`'s `consecutive`), after printing each
 failure's traceback."""
 
+HEALTH_EVERY_S = 5.0
+"""How often a serving schedule checks that its user's server answers (`_watch_server`)."""
+
+SAY_DOWN_AFTER = 2
+"""Failed health checks in a row before the schedule says its server does not answer: one check
+that waited out its 2 s on a busy server is no news."""
+
+SERVER_GRACE_S = 60.0
+"""How long a serving schedule's user server may go unanswered before the schedule gives up on it:
+a restart of the server (`prefect server start` answers within ~10-20 s) is waited out, said in
+two lines; a server that stays down ends the schedule in one error line."""
+
 
 def server_lost(error: BaseException, runner: Any) -> Exception | None:
     """The one-line error (RecsysError) for a runner that ended because its user's Prefect server
@@ -175,9 +188,10 @@ def _end_when_server_lost(runner: Any) -> None:
 
     poller = getattr(runner, "_scheduled_run_poller", None)
     poll = getattr(poller, "_get_and_submit_flow_runs", None)
-    if poll is None:
+    if poll is None or not callable(getattr(poller, "run", None)):
         log.debug("Prefect's runner has no scheduled-run poller: a lost server ends it as Prefect does")
         return
+    _watch_server(runner, poller)
     failures = 0
 
     async def polling(*args: Any, **kwargs: Any) -> Any:
@@ -194,6 +208,51 @@ def _end_when_server_lost(runner: Any) -> None:
         return result
 
     poller._get_and_submit_flow_runs = polling
+
+
+def _watch_server(runner: Any, poller: Any) -> None:
+    """Alongside the poller's loop, check every `HEALTH_EVERY_S` that the user's server answers: say
+    so once it has not for `SAY_DOWN_AFTER` checks in a row, and again when it answers; end the runner
+    (ApiLost) once it has not answered for `SERVER_GRACE_S`.
+
+    Why: a server that went down while the schedule served was given up on only after three failed
+    polls, each waiting out Prefect's client retries (2 + 4 + 8 + 16 + 32 s) before it failed: 234 s
+    measured (tests/flows/test_schedule_server_lost.py) with nothing on the terminal but a websocket
+    warning, a schedule that looked fine while nothing could run."""
+    import time
+
+    import anyio
+
+    from flows.api_loss import api_unanswered
+    from flows.ephemeral import current_api_url
+
+    run = poller.run
+    say = getattr(runner, "say", None) or (lambda line: log.warning("%s", line))
+
+    async def watch() -> None:
+        down_since, checks = None, 0
+        while True:
+            await anyio.sleep(HEALTH_EVERY_S)
+            why = await asyncio.to_thread(api_unanswered)
+            if why is None:
+                if checks >= SAY_DOWN_AFTER:
+                    say(f"the Prefect server {current_api_url()} (PREFECT_API_URL) answers again: this schedule serves on")
+                down_since, checks = None, 0
+                continue
+            down_since, checks = down_since or time.monotonic(), checks + 1
+            if time.monotonic() - down_since >= SERVER_GRACE_S:
+                raise ApiLost(why)
+            if checks == SAY_DOWN_AFTER:
+                say(f"the Prefect server {current_api_url()} (PREFECT_API_URL) does not answer ({why}): this "
+                    f"schedule waits for it, and stops if it has not answered within {SERVER_GRACE_S:.0f} s")
+
+    async def run_watched(*args: Any, **kwargs: Any) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            await run(*args, **kwargs)
+            group.cancel_scope.cancel()
+
+    poller.run = run_watched
 
 
 def pause_unpaused(runner: Any) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -791,45 +792,111 @@ def stack_lock(root: Path, say: Callable[[str], None] | None = None) -> Iterator
 # Stacks whose owner was killed
 
 
-def claim(root: Path, pid: int | None = None) -> None:
-    """Record the process that owns the throw-away stack in `root` (pid and start time, so a reused
-    pid is not mistaken for it): a test session killed with -9 cannot stop its servers, and the next
-    session's `reap_orphans` does it instead."""
-    import psutil
+CLAIM_LOCK = "owner.lock"
+"""The file whose lock a claim holds (`claim`): free only once its holder is gone."""
 
-    process = psutil.Process(pid)
-    path = Path(root) / OWNER_FILE
+_claims: dict[str, int] = {}
+"""This process's claims: the descriptor holding each one's lock, by directory (held until exit)."""
+
+
+def claim(root: Path) -> None:
+    """Mark the throw-away stack in `root` as this process's for as long as it runs: a test session
+    killed with -9 cannot stop its servers, and the next session's `reap_orphans` does it instead.
+
+    The claim is an flock on `root/CLAIM_LOCK`, held until this process ends, which the kernel
+    releases when it does, however it ends: a free lock proves the owner gone. Its pid and start
+    time are written to `OWNER_FILE` after the lock is held, for a person looking, with `lock` set.
+    Why not the pid and start time alone: a start time is derived from the kernel's boot time,
+    which moves with the wall clock (a step of a fraction of a second can change its whole second),
+    and a second session read a live owner's start time as another process's and reaped its
+    stack, servers and folder mid-session; nor does a pid say anything across PID namespaces that
+    share one /tmp. (fcntl's flock rather than `filelock`: a probe must never create the file.)"""
+    import fcntl
+
+    root = Path(root)
+    fd = os.open(root / CLAIM_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a directory just made: nobody else holds it
+    _claims[str(root)] = fd
+    process = psutil.Process()
+    path = root / OWNER_FILE
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"pid": process.pid, "started": process.create_time()}))
+    tmp.write_text(json.dumps({"pid": process.pid, "started": process.create_time(), "lock": CLAIM_LOCK}))
     os.replace(tmp, path)
 
 
-def owner_alive(root: Path) -> bool | None:
-    """Whether the process that claimed `root` still runs; None when nobody claimed it."""
-    import psutil
+@contextmanager
+def dead_claim(root: Path) -> Iterator[bool | None]:
+    """Whether the process that claimed `root` is provably gone (True), may run (False), or nobody
+    claimed it (None); while inside, a gone owner's lock is held here, so no other session reaps
+    `root` at the same time.
 
+    A claim is read only once its owner file exists (written after its lock is held), so a claim
+    being made reads as none. Its lock file gone means its directory is being removed (by its owner
+    or a reaper): none either. A claim from before claims held a lock (no `lock` in its owner file)
+    is gone only when its pid runs no process, or one started over START_TOLERANCE_S away from it."""
+    import fcntl
+
+    root = Path(root)
     try:
-        owner = json.loads((Path(root) / OWNER_FILE).read_text())
-        return psutil.Process(int(owner["pid"])).create_time() == float(owner["started"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        owner = json.loads((root / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        yield None
+        return
+    if not isinstance(owner, dict) or "lock" not in owner:
+        yield _legacy_owner_gone(owner)
+        return
+    try:
+        fd = os.open(root / CLAIM_LOCK, os.O_RDWR | os.O_CLOEXEC)  # never created here
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError:
+        yield False  # not ours to open: not provably gone
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its owner runs
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _legacy_owner_gone(owner: Any) -> bool:
+    try:
+        process = psutil.Process(int(owner["pid"]))
+        return abs(process.create_time() - float(owner["started"])) > START_TOLERANCE_S
+    except (KeyError, TypeError, ValueError):
+        return False  # unreadable: not provably gone
     except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:  # it runs, but is not ours to look at
         return True
+    except psutil.Error:  # it runs, but is not ours to look at
+        return False
+
+
+def owner_alive(root: Path) -> bool | None:
+    """Whether the process that claimed `root` still runs; None when nobody claimed it (`dead_claim`)."""
+    with dead_claim(root) as dead:
+        return None if dead is None else not dead
 
 
 def reap_orphans(parent: Path, prefix: str) -> list[Path]:
     """Stop the servers and PostgreSQL of every claimed stack under `parent/prefix*` whose owner is
-    gone, and delete its directory; stacks in use, or never claimed, are left alone."""
+    provably gone (its claim's lock is free: `dead_claim`), and delete its directory, holding that
+    lock meanwhile; stacks in use, being claimed, or never claimed are left alone."""
     reaped = []
     for root in sorted(Path(parent).glob(f"{prefix}*")):
-        if not root.is_dir() or owner_alive(root) is not False:
+        if not root.is_dir():
             continue
-        try:
-            (Stack.from_state(root) or Stack(root)).stop()
-        except StackError:
-            continue  # cannot stop it safely (unreadable state): leave it for a person
-        shutil.rmtree(root, ignore_errors=True)
-        reaped.append(root)
+        with dead_claim(root) as dead:
+            if not dead:
+                continue
+            try:
+                (Stack.from_state(root) or Stack(root)).stop()
+            except StackError:
+                continue  # cannot stop it safely (unreadable state): leave it for a person
+            shutil.rmtree(root, ignore_errors=True)
+            reaped.append(root)
     return reaped

@@ -10,11 +10,13 @@ import threading
 class KillableProxy:
     """Forwards 127.0.0.1:<port> to `upstream`; `kill()` closes it the way a killed server goes."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], port: int = 0) -> None:
+        """`port`: the port of a proxy killed before, to bring its server back (0: a free one)."""
         self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
+        self.requests: list[bytes] = []  # the request line of every request forwarded (HTTP/1.1)
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -27,13 +29,16 @@ class KillableProxy:
                 return
             with self.lock:
                 self.sockets += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, requests in ((client, server, self.requests), (server, client, None)):
+                threading.Thread(target=self._pump, args=(source, sink, requests), daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(source: socket.socket, sink: socket.socket, requests: list[bytes] | None = None) -> None:
+        methods = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ")
         try:
             while data := source.recv(65536):
+                if requests is not None and data.startswith(methods):
+                    requests.append(data.split(b"\r\n", 1)[0])
                 sink.sendall(data)
         except OSError:
             pass

@@ -134,9 +134,10 @@ def test_the_database_password_is_on_no_command_line(team_stack):
 def test_a_stack_whose_owner_was_killed_is_stopped_and_removed(tmp_path):
     """A test session killed with -9 leaves its servers running; the next session stops the servers
     of every claimed stack whose owner is gone and deletes its directory, and leaves the rest."""
+    from stack_claims import claimed_by_another_process
+
     sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
     server = subprocess.Popen([*sleeper, "mlflow"], start_new_session=True)  # "mlflow": its marker
-    owner = subprocess.Popen(sleeper)
     orphan, in_use, unclaimed = (tmp_path / f"stack-{n}" for n in ("orphan", "in-use", "unclaimed"))
     for root in (orphan, in_use, unclaimed):
         root.mkdir()
@@ -144,7 +145,7 @@ def test_a_stack_whose_owner_was_killed_is_stopped_and_removed(tmp_path):
     stack.servers["mlflow"] = Server("mlflow", server.pid, "http://127.0.0.1:1", "http://127.0.0.1:1/health",
                                      str(orphan / "mlflow.log"), "mlflow")  # fmt: skip
     stack.write_state()
-    claim(orphan, owner.pid)
+    owner = claimed_by_another_process(orphan)
     claim(in_use)  # this process: alive
     owner.kill()
     owner.wait()
