@@ -110,6 +110,19 @@ def remove_dead_temps(path: str | os.PathLike, suffix: str = ".tmp") -> list[Pat
     return removed
 
 
+def probe_writable(path: str | os.PathLike) -> None:
+    """Raise the OSError that writing `path` through `atomic_path` (which makes its missing
+    folders) would meet, making nothing: a temp in the nearest folder that exists, removed at once
+    (named as `atomic_path`'s are, so one a kill left here goes with the next writer). Why not make
+    the folders: a command refused after this check (a bad --set, a missing store) left the
+    folders of its --json / --out behind, and nothing removes them."""
+    path = Path(path)
+    existing = next((p for p in path.parents if p.exists()), Path.cwd())
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=existing)
+    os.close(fd)
+    os.unlink(name)
+
+
 def _publish_new(tmp: Path, path: Path) -> None:
     """Give the written `tmp` the name `path` unless a file holds it, also one another writer
     created meanwhile: the temp file is linked to the name, which fails on an existing name where a
