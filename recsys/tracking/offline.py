@@ -34,6 +34,7 @@ kept afterwards were never logged ("already logged" from then on).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -120,12 +121,30 @@ def _key(bundle: Path) -> Path:
     return Path(os.path.abspath(bundle))
 
 
+def _flock(fd: int, exclusive: bool, wait: bool = True) -> bool:
+    """flock `fd`; False where the file system (or OS) has no such locks: the bundle is then kept
+    and resumed as before, unguarded, rather than not kept at all. BlockingIOError when `wait` is
+    False and another process holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, op)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return False
+        raise
+    return True
+
+
 def hold_bundle(bundle: Path) -> None:
     """Hold `bundle`'s writer lock (shared) and mark this process as its writer, until
     `release_bundle` or this process's end; once per process (a pipeline's trackers share it).
     Taken before the bundle's first record, so a resume never finds a record without it."""
-    import fcntl
-
     from recsys.tracking.liveness import process_tags
 
     key = _key(bundle)
@@ -133,9 +152,11 @@ def hold_bundle(bundle: Path) -> None:
         if key in _writing:
             return
         key.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(key / WRITER_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for a resume of a bundle whose writer ended
+            if not _flock(fd, exclusive=False):  # waits only for a resume of a bundle whose writer ended
+                os.close(fd)
+                return
             write_text_atomic(key / WRITER_MARK.format(pid=os.getpid()), json.dumps(process_tags()))
         except BaseException:
             os.close(fd)
@@ -145,15 +166,12 @@ def hold_bundle(bundle: Path) -> None:
 
 def release_bundle(bundle: Path) -> None:
     """This process writes `bundle` no more (its run ended): a resume may log it."""
-    import fcntl
-
     with _writing_guard:
         fd = _writing.pop(_key(bundle), None)
         if fd is None:
             return
         (_key(bundle) / WRITER_MARK.format(pid=os.getpid())).unlink(missing_ok=True)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.close(fd)  # drops the lock
 
 
 def _writer_pids(bundle: Path) -> list[int]:
@@ -175,16 +193,14 @@ def _writer_pids(bundle: Path) -> list[int]:
 def no_writer(bundle: Path) -> Iterator[None]:
     """Hold `bundle`'s writer lock exclusively inside; `BundleInUse` naming the writer's pid when
     its run still writes it. The marks of writers that died (a kill -9) are removed here."""
-    import fcntl
-
     lock = bundle / WRITER_LOCK
     if not lock.is_file():  # kept by a recsys without writer locks, or not a bundle: no writer to wait for
         yield
         return
-    fd = os.open(lock, os.O_RDWR)
+    fd = os.open(lock, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = _flock(fd, exclusive=True, wait=False)
         except BlockingIOError:
             pids = _writer_pids(bundle)
             who = f"process {pids[0]}" if len(pids) == 1 else (
@@ -193,7 +209,7 @@ def no_writer(bundle: Path) -> Iterator[None]:
                 f"{bundle} is still being written by {who}: its run goes on training after its tracking "
                 "store failed, and keeps each model it finishes here; resume once that run has ended"
             ) from None
-        for mark in bundle.glob(WRITER_MARK.format(pid="*")):  # the lock is ours: every writer has ended
+        for mark in bundle.glob(WRITER_MARK.format(pid="*")) if locked else ():  # every writer has ended
             mark.unlink(missing_ok=True)
         yield
     finally:
