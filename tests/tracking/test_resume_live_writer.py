@@ -82,6 +82,34 @@ def test_a_bundle_whose_writer_was_killed_is_free_and_its_mark_goes(tmp_path: Pa
         assert not list(bundle.glob(WRITER_MARK.format(pid="*")))
 
 
+def test_a_resume_of_several_bundles_logs_the_finished_ones_and_names_the_one_still_written(
+    shared_mlflow_uri, tmp_path: Path
+):
+    """`--resume-tracking DIR` over bundles of several runs: one still being written is left for a
+    later resume (exit 2, its writer's pid named), the others are logged."""
+    import signal
+
+    kept = tmp_path / "unlogged"
+    done, busy = kept / "done-run", kept / "busy-run"
+    writer = subprocess.Popen([sys.executable, "-c", HOLD_THEN_SLEEP, str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "held"
+        for bundle in (done, busy):
+            save_record(bundle, RunRecord(PARENT_KEY, "pipeline", offline_run_id(), status="FINISHED"))
+        experiment = f"several-{uuid.uuid4().hex[:8]}"
+        result = CliRunner().invoke(app, ["run", "--resume-tracking", str(kept), "--set",
+                                          f'tracking.tracking_uri="{shared_mlflow_uri}"', "--set",
+                                          f'tracking.experiment="{experiment}"'])  # fmt: skip
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"process {writer.pid}" in errors[0] and "busy-run" in errors[0], result.output
+    assert f"logged {done}" in " ".join(result.output.split())
+    assert (done / LOGGED_FILE).is_file() and not (busy / LOGGED_FILE).exists()
+
+
 @pytest.mark.slow
 def test_a_resume_of_a_bundle_whose_run_still_trains_refuses_and_logs_nothing(
     shared_mlflow_uri, tmp_path: Path, monkeypatch
