@@ -360,13 +360,13 @@ def writable_output(path: Path | None, option: str, example: str = "summary.json
     """Refuse an output file that cannot be written before the work, not after it: a run that
     trained, logged and promoted, or a 30-trial search, then ended with exit 2 because --json or
     --out pointed into a read-only or missing place, and the summary or tuned config was lost.
-    Creates the parent directory (as the write would) and a probe file there, removed at once.
-    `example`: the file name a directory given instead is completed with in the hint."""
+    Makes nothing (`probe_writable`): the write makes the missing folders, so a command refused
+    later leaves none behind. `example`: the file name a directory given instead is completed
+    with in the hint."""
     if path is None:
         return
-    import tempfile
-
     from recsys.errors import ConfigError
+    from recsys.files import probe_writable
 
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a directory: give a file name, e.g. {option} {path / example}")
@@ -374,26 +374,24 @@ def writable_output(path: Path | None, option: str, example: str = "summary.json
     if blocking is not None and not blocking.is_dir():  # mkdir said "File exists", naming no file
         raise ConfigError(f"cannot write {option} {path} ({blocking} is a file, not a directory): choose another path")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(path)
     except OSError as exc:
         raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another path") from None
 
 
 def writable_dir(path: Path, option: str) -> None:
     """`writable_output` for an output directory (`recsys train --models`): a two-tower trained for
-    minutes was lost when its directory could not be written at the end."""
-    import tempfile
-
+    minutes was lost when its directory could not be written at the end. Makes nothing either."""
     from recsys.errors import ConfigError
+    from recsys.files import probe_writable
 
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path} is a file, not a directory: choose another directory")
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"cannot write {option} {path} ({blocking} is a file, not a directory): choose another directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(prefix=".recsys-probe-", dir=path).cleanup()
+        probe_writable(path / ".probe")
     except OSError as exc:
         raise ConfigError(f"cannot write {option} {path} ({exc.strerror or exc}): choose another directory") from None
 

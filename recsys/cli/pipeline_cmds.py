@@ -295,7 +295,7 @@ def _resume_tracking(cfg, path: Path) -> None:
     import shlex
 
     from recsys.errors import ConfigError, TrackingError
-    from recsys.tracking.offline import find_bundles, kept_experiment, resume_bundle
+    from recsys.tracking.offline import bundle_in_use, find_bundles, kept_experiment, resume_bundle
     from recsys.tracking.runs import Tracker
 
     if not path.exists():  # said "no runs kept ... here", as if it had looked in a directory
@@ -319,6 +319,13 @@ def _resume_tracking(cfg, path: Path) -> None:
     if not bundles:
         raise TrackingError(f"{path}: no run kept here is of experiment {cfg.tracking.experiment!r} (see above): "
                             "give the --config and --set the run used")  # fmt: skip
+    # A bundle whose run still trains is not whole yet: logged now, the models its run keeps later
+    # were never logged. The others are logged; the command then fails naming what it left.
+    checked = {b: bundle_in_use(b) for b in bundles}
+    busy = [exc for exc in checked.values() if exc is not None]
+    bundles = [b for b, exc in checked.items() if exc is None]
+    if not bundles:
+        raise busy[0] if len(busy) == 1 else TrackingError("; ".join(map(str, busy)))
     tracker = Tracker(cfg.tracking, cfg)  # checks the store, and closes runs whose process died
     for bundle in bundles:
         report = resume_bundle(tracker.client, tracker.experiment_id, bundle)
@@ -329,6 +336,8 @@ def _resume_tracking(cfg, path: Path) -> None:
         console.print(f"logged {bundle} into {tracker.uri}: {runs}")
         if report.registered:
             console.print(f"  registered {', '.join(report.registered)}; apply the promotion rule with `recsys promote`")
+    if busy:
+        raise TrackingError("; ".join(map(str, busy)))
 
 
 def champion_line(summary: dict, args: str = "") -> str:

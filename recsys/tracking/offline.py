@@ -24,17 +24,29 @@ A record logged in full but not yet noted there (the kill came in between) is fo
 its tags (`recsys.resumed_from`, `recsys.resume_logged`) and reused, not logged twice; so is one
 killed after its model version was registered but before that completion tag (the version names
 its run), which the rerun finishes instead of registering the model again.
+
+A run goes on training after its store failed, adding each model to its bundle as it finishes, so
+a bundle is not whole until its run has ended: its writer holds a shared lock on the bundle's
+`.writer.lock` from its first record until the run it is named after ends (or the process dies:
+the kernel drops the lock, also on a kill -9), with a `.writer-<pid>.json` naming it. A resume
+takes that lock exclusively, and refuses (`BundleInUse`, naming the pid) while a writer holds it:
+a resume started mid-run logged the bundle as it stood, marked it logged, and the models the run
+kept afterwards were never logged ("already logged" from then on).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +72,8 @@ FILES_DIR = "files"
 LOGGED_FILE = "logged.json"
 PROGRESS_FILE = "resuming.json"  # old run id -> new run id of each record a resume has logged so far
 LOCK_FILE = ".resume.lock"
+WRITER_LOCK = ".writer.lock"  # shared by the processes writing the bundle, exclusive for a resume
+WRITER_MARK = ".writer-{pid}.json"  # who holds it: process_tags() of each writer
 PARENT_KEY = "parent"
 OFFLINE_PREFIX = "offline-"
 TAG_REPLACED_BY = "recsys.replaced_by"
@@ -105,6 +119,122 @@ def bundle_dir(root: str | Path, parent_id: str | None) -> Path:
 def record_dir(bundle: Path, record: RunRecord) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", record.key).strip("-.") or "run"
     return bundle / slug
+
+
+class BundleInUse(TrackingError):
+    """The bundle's run is still writing it (`hold_bundle`): resuming now would log part of it."""
+
+
+_writing: dict[Path, int] = {}  # bundle -> fd of its WRITER_LOCK held by this process
+_writing_guard = threading.Lock()
+
+
+def _key(bundle: Path) -> Path:
+    return Path(os.path.abspath(bundle))
+
+
+def _flock(fd: int, exclusive: bool, wait: bool = True) -> bool:
+    """flock `fd`; False where the file system (or OS) has no such locks: the bundle is then kept
+    and resumed as before, unguarded, rather than not kept at all. BlockingIOError when `wait` is
+    False and another process holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, op)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return False
+        raise
+    return True
+
+
+def hold_bundle(bundle: Path) -> None:
+    """Hold `bundle`'s writer lock (shared) and mark this process as its writer, until
+    `release_bundle` or this process's end; once per process (a pipeline's trackers share it).
+    Taken before the bundle's first record, so a resume never finds a record without it."""
+    from recsys.tracking.liveness import process_tags
+
+    key = _key(bundle)
+    with _writing_guard:
+        if key in _writing:
+            return
+        key.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key / WRITER_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            if not _flock(fd, exclusive=False):  # waits only for a resume of a bundle whose writer ended
+                os.close(fd)
+                return
+            write_text_atomic(key / WRITER_MARK.format(pid=os.getpid()), json.dumps(process_tags()))
+        except BaseException:
+            os.close(fd)
+            raise
+        _writing[key] = fd
+
+
+def release_bundle(bundle: Path) -> None:
+    """This process writes `bundle` no more (its run ended): a resume may log it."""
+    with _writing_guard:
+        fd = _writing.pop(_key(bundle), None)
+        if fd is None:
+            return
+        (_key(bundle) / WRITER_MARK.format(pid=os.getpid())).unlink(missing_ok=True)
+        os.close(fd)  # drops the lock
+
+
+def _writer_pids(bundle: Path) -> list[int]:
+    """The pids the bundle's writer marks name: the live ones, else all (a mark of another
+    host's process cannot be judged here)."""
+    from recsys.tracking.liveness import is_alive
+
+    found = {}
+    for mark in bundle.glob(WRITER_MARK.format(pid="*")):
+        try:
+            tags = json.loads(mark.read_text())
+            found[int(tags["recsys.pid"])] = str(tags.get("recsys.pid_started", ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(pid for pid, started in found.items() if is_alive(pid, started)) or sorted(found)
+
+
+@contextmanager
+def no_writer(bundle: Path) -> Iterator[None]:
+    """Hold `bundle`'s writer lock exclusively inside; `BundleInUse` naming the writer's pid when
+    its run still writes it. The marks of writers that died (a kill -9) are removed here."""
+    lock = bundle / WRITER_LOCK
+    if not lock.is_file():  # kept by a recsys without writer locks, or not a bundle: no writer to wait for
+        yield
+        return
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        try:
+            locked = _flock(fd, exclusive=True, wait=False)
+        except BlockingIOError:
+            pids = _writer_pids(bundle)
+            who = f"process {pids[0]}" if len(pids) == 1 else (
+                f"processes {', '.join(map(str, pids))}" if pids else "another process")  # fmt: skip
+            raise BundleInUse(
+                f"{bundle} is still being written by {who}: its run goes on training after its tracking "
+                "store failed, and keeps each model it finishes here; resume once that run has ended"
+            ) from None
+        for mark in bundle.glob(WRITER_MARK.format(pid="*")) if locked else ():  # every writer has ended
+            mark.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def bundle_in_use(bundle: Path) -> BundleInUse | None:
+    """The `BundleInUse` a resume of `bundle` would meet now, or None (checked, not held)."""
+    try:
+        with no_writer(bundle):
+            return None
+    except BundleInUse as exc:
+        return exc
 
 
 def save_record(bundle: Path, record: RunRecord) -> Path:
@@ -226,8 +356,9 @@ def resume_bundle(
     from the next record (a killed resume logged the records it had done again: every model twice,
     a second registry version each). A run the kill left half-logged is RUNNING under a dead
     process: the `Tracker` of the rerun closes it KILLED. A resume that finds another one at work
-    says so (`say`, default stderr) before it waits: logging a bundle's models can take minutes."""
-    with announced_lock(bundle / LOCK_FILE, f"another resume of {bundle}", say):
+    says so (`say`, default stderr) before it waits: logging a bundle's models can take minutes.
+    A bundle whose run still writes it is refused (`BundleInUse`, see the module docstring)."""
+    with announced_lock(bundle / LOCK_FILE, f"another resume of {bundle}", say), no_writer(bundle):
         return _resume_locked(client, experiment_id, bundle)
 
 

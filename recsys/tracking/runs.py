@@ -50,9 +50,11 @@ from recsys.tracking.offline import (
     PARENT_KEY,
     RunRecord,
     bundle_dir,
+    hold_bundle,
     keep_files,
     keep_text,
     offline_run_id,
+    release_bundle,
     save_record,
 )
 from recsys.tracking.store import (
@@ -422,6 +424,7 @@ class Tracker:
         if self.failure is None:
             return
         bundle = self._bundle(record)
+        hold_bundle(bundle)  # until the run it is named after ends: no resume logs half of it
         save_record(bundle, record)
         if record.key == PARENT_KEY or self.kept_in is None:
             self.kept_in = bundle
@@ -807,6 +810,7 @@ class Tracker:
                 self._changed(run_id, lambda r: setattr(r, "complete", True))
             with self._lock:
                 self._closed.add(run_id)
+            release_bundle(bundle_dir(self.cfg.offline_dir, run_id))  # its run ended: a resume may log it
 
     # ------------------------------------------------------------------ internals
     def _split_tags(self, data: InteractionData | None, split: Split | None) -> dict[str, str]:

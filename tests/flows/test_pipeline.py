@@ -400,7 +400,7 @@ def test_models_queued_when_the_store_dies_still_train_and_are_kept(prefect_harn
     the task starts offline: every model trains, is kept on disk with the parent run's tags (its
     lineage and split: what compare and promote select on after --resume-tracking)."""
     from flows.pipeline import training_flow_for
-    from recsys.tracking.offline import load_bundle
+    from recsys.tracking.offline import bundle_in_use, load_bundle
 
     with _server_dies_as_the_models_are_submitted(shared_mlflow_uri, tmp_path, monkeypatch) as server:
         cfg = tiny_config(tmp_path, server.uri, 'models=[{name="pop", kind="popularity"}]',
@@ -414,3 +414,5 @@ def test_models_queued_when_the_store_dies_still_train_and_are_kept(prefect_harn
     assert tags["recsys.lineage"] == parent["recsys.lineage"]
     assert tags["recsys.split_digest"] == parent["recsys.split_digest"] == summary["dataset"]["split_digest"]
     assert tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"] == records["parent"].run_id
+    # the flow ended: its trackers (the flow's and the task's) write the bundle no more, a resume may log it
+    assert bundle_in_use(Path(summary["unlogged_dir"])) is None
