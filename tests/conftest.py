@@ -100,6 +100,7 @@ STORE_PREFIX, HARNESS_PREFIX = "recsys-test-store-", "recsys-test-prefect-"
 BACKGROUND_NICE = 10
 STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
+PREFECT_STORAGE = "prefect-storage"  # the session's Prefect result storage, in its pytest temp folder
 SCENARIO_TIMEOUT_S = 600
 
 
@@ -523,8 +524,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # Dask's LocalCluster keeps lock files in <temp>/dask-scratch-space and leaves the folder; the
     # dask-runner tests (in process, and `recsys run` subprocesses, which inherit this) keep it
     # under the session's folder instead of the machine's /tmp.
-    scratch = Path(session.config._tmp_path_factory.getbasetemp()) / "dask"
-    os.environ["DASK_TEMPORARY_DIRECTORY"] = str(scratch)
+    basetemp = Path(session.config._tmp_path_factory.getbasetemp())
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = str(basetemp / "dask")
+    # Prefect persists task results (the ingest result, `flows.pipeline.ingest_task`) in its local
+    # storage, $PREFECT_HOME/storage unless PREFECT_LOCAL_STORAGE_PATH says otherwise: the harness's
+    # flows and `recsys run` subprocesses left their pickles in the user's ~/.prefect/storage (444
+    # files on one machine). They go to the session's folder: Prefect reads it when imported (after
+    # this hook: by the test modules), and every subprocess inherits it, PREFECT_HOME or not.
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(basetemp / PREFECT_STORAGE)
+    assert "prefect" not in sys.modules, "Prefect was imported before its result storage was set"
     if "dask" in sys.modules:  # read from the environment when dask.config is imported
         import dask.config
 

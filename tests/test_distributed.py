@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,11 +205,14 @@ def start_in_background(items: list[pytest.Item]) -> None:
     """Called as the session's first test starts, with this module's selected tests
     (tests/conftest.py): when one of them needs `two_ranks`, `run_ranks` starts in a process of its
     own at nice +10, so its ~15 s of work fill the CPU the tests before this module leave idle
-    instead of slowing them."""
+    instead of slowing them. Its folder is in the session's pytest temp folder, as the fixture's
+    in-process one is: pytest removes it with that folder, also after a session killed with -9 (in
+    the machine's temp dir, as `recsys-test-ddp-*`, nobody claimed or reaped it)."""
     global _background
-    if not any("two_ranks" in getattr(item, "fixturenames", ()) for item in items):
+    wanted = [item for item in items if "two_ranks" in getattr(item, "fixturenames", ())]
+    if not wanted:
         return
-    out = Path(tempfile.mkdtemp(prefix="recsys-test-ddp-"))
+    out = wanted[0].config._tmp_path_factory.mktemp("ddp")
     with open(out / "ranks.log", "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", RUN_RANKS, str(Path(__file__).parent), str(out)],
@@ -564,6 +566,36 @@ def test_the_handoff_of_a_killed_launcher_is_removed_by_the_next(tmp_path: Path,
         (handoff / "split").mkdir(parents=True)
     remove_dead_process_dirs(DDP_HANDOFF)  # what the next launcher's process_temp_dir does first
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+
+def test_the_background_ranks_folder_is_in_the_sessions_pytest_temp_folder(request, monkeypatch):
+    """`start_in_background` wrote the ranks' work to `$TMPDIR/recsys-test-ddp-*`, removed only by
+    its atexit handler: a session killed with -9 left it in the machine's temp dir for ever, neither
+    claimed nor reaped. In the session's pytest temp folder it goes with that folder (pytest keeps
+    the last 3 sessions' and removes older ones, a killed session's once its lock is 3 days old)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    started: list[list[str]] = []
+
+    class NoProcess:  # records the command instead of starting the ranks
+        def __init__(self, args: list[str], **_: Any) -> None:
+            started.append(args)
+
+    monkeypatch.setattr(subprocess, "Popen", NoProcess)
+    monkeypatch.setattr(atexit, "register", lambda *_: None)
+    monkeypatch.setattr(sys.modules[__name__], "_background", None)
+    not_ranks = SimpleNamespace(fixturenames=("tmp_path",), config=request.config)
+    start_in_background([not_ranks])  # no selected test needs the ranks: nothing starts
+    assert started == [] and _background is None
+    start_in_background([not_ranks, SimpleNamespace(fixturenames=("two_ranks",), config=request.config)])
+    assert _background is not None
+    out = _background[1]
+    basetemp = request.config._tmp_path_factory.getbasetemp()
+    assert out.is_dir() and out.parent == basetemp
+    assert not out.name.startswith("recsys-test-ddp-") and out.parent != Path(tempfile.gettempdir())
+    assert started == [[sys.executable, "-c", RUN_RANKS, str(Path(__file__).parent), str(out)]]
 
 
 HANDOFF_SETS = [

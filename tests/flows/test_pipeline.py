@@ -237,6 +237,33 @@ def test_the_ingest_cache_key_changes_with_the_shape_of_its_result(monkeypatch):
     assert now.startswith("ingest-abc-123-")
 
 
+
+def test_persisted_results_go_to_the_sessions_folder_not_the_users(prefect_harness, tmp_path, request):
+    """The ingest result Prefect persists went to the user's ~/.prefect/storage (444 files there on
+    one machine, from test sessions and manual runs): the harness set no result storage. The
+    session's pytest folder holds it (tests/conftest.py), for flows run in process and for
+    subprocesses, with a PREFECT_HOME of their own or none."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import get_current_settings
+
+    from flows.pipeline import ingest_flow
+
+    storage = Path(request.config._tmp_path_factory.getbasetemp()) / "prefect-storage"
+    assert Path(get_current_settings().results.local_storage_path) == storage
+    before = set(storage.glob("ingest-*"))
+    ingest_flow(None, [*TINY, f'data.processed_dir="{tmp_path / "p"}"', f'data.raw_dir="{tmp_path / "raw"}"'])
+    assert len(set(storage.glob("ingest-*")) - before) == 1  # this run's key (its source's path is new)
+    code = "from prefect.settings import get_current_settings as s; print(s().results.local_storage_path)"
+    for home in (None, tmp_path / "home"):
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+        env.update({} if home is None else {"PREFECT_HOME": str(home)})
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert Path(out.stdout.strip()) == storage, home
+
+
 def test_a_cached_ingest_whose_directory_another_writer_replaced_is_redone(prefect_harness, tmp_path):
     """The ingest result is cached by source and settings; a non-append `recsys ingest --out` into
     its directory since then leaves the cached fingerprint naming data no longer there. The flow
