@@ -563,3 +563,19 @@ def test_a_blend_of_one_weighted_member_ranks_and_finds_similar_items_as_that_me
     rows = planted.train[:9]
     np.testing.assert_allclose(blend.fold_in(rows), 0.7 * wals.fold_in(rows) / blend.scales["wals"], rtol=1e-5)
     np.testing.assert_allclose(blend.similarity_vectors(), wals.similarity_vectors(), rtol=0, atol=1e-6)
+
+
+def test_a_blend_refuses_to_score_once_a_member_is_added_or_dropped_after_it_was_fitted(planted):
+    """Fitted on `wals` alone, then handed `ease` too: the item vectors and scales are wals's only.
+    Fitted on both, then handed `wals` alone: refused by name (it raised a bare KeyError 'ease')."""
+    members = _members(planted.train)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    blend.set_members({"wals": members["wals"]})
+    blend.fit(planted.train)
+    blend.set_members(members)
+    with pytest.raises(ModelError, match=r"member\(s\) \['ease', 'wals'\] changed after the blend was fitted"):
+        blend.recommend(np.arange(3), k=5)
+    blend.fit(planted.train)
+    blend.set_members({"wals": members["wals"]})
+    with pytest.raises(ModelError, match=r"\['ease'\] changed after .* its scales and item vectors are the old members'"):
+        blend.recommend(np.arange(3), k=5)
