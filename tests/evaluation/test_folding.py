@@ -432,3 +432,23 @@ def test_neighbour_view_of_two_items_in_two_blocks():
     assert neighbour_cross_block(np.eye(2, dtype=np.float32), np.array([0, 1]), 10) == 1.0
     assert neighbour_cross_block(np.eye(2, dtype=np.float32), np.array([1, 1]), 10) == 0.0
     assert math.isnan(neighbour_cross_block(np.eye(2, dtype=np.float32), np.array([1, -1]), 10))  # one item: none
+
+
+def test_a_users_own_block_label_makes_that_block_home_in_the_report():
+    """User 0 trained on block 0 only but is labelled block 1 (a user at home in a block they have
+    not touched yet): block 1's items are not foreign to them. Their vector points at block 1, so
+    their top 3 are block 1 items: all foreign without the label, none with it. A Split's own
+    `user_blocks` are the default."""
+    users = SEPARATED_USERS.copy()
+    users[0] = [0.0, 1.0]
+    model = FixedFactors(users, SEPARATED_ITEMS)
+    split = toy_split()
+    plain = folding_report(model, split, k=3, neighbours=3)
+    assert plain.per_user[0] == 1.0 and plain.folding == pytest.approx(1 / 8)
+    labels = USER_BLOCKS.copy()
+    labels[0] = 1
+    labelled = folding_report(model, split, user_blocks=labels, k=3, neighbours=3)
+    assert labelled.per_user[0] == 0.0 and labelled.folding == 0.0
+    relabelled = toy_split()
+    relabelled.user_blocks[:] = labels
+    assert folding_report(model, relabelled, k=3, neighbours=3).per_user[0] == 0.0
