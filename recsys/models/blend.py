@@ -205,7 +205,9 @@ class Blend(HostVectors):
         vectors and scale. No product path does that (a run and `recsys train` fit each member once,
         before its blend; a loaded blend loads its own members), but the library allows it, and a
         snapshot would cost a copy of every member's user vectors (EASE's n_users x n_items) per fit."""
-        changed = [n for n, token in self._fitted_with.items() if self._members[n].fit_token != token]
+        changed = [  # a member no longer handed over counts as changed (it raised a bare KeyError)
+            n for n, token in self._fitted_with.items() if n not in self._members or self._members[n].fit_token != token
+        ]
         if changed or list(self._fitted_with) != list(self.active):
             raise ModelError(
                 f"model {self.config.name!r}: member(s) {changed or list(self.active)} changed after the blend was "

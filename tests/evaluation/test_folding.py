@@ -361,3 +361,94 @@ def test_report_on_a_split_ranks_the_popularity_reference_by_training_counts():
                   user_blocks=USER_BLOCKS.copy(), item_blocks=ITEM_BLOCKS.copy())  # fmt: skip
     report = folding_report(FixedFactors(SEPARATED_USERS, SEPARATED_ITEMS), split, k=1)
     assert report.popularity == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- inputs that do not fit
+# Each refusal names the argument at fault and both counts that disagree, so a caller sees which of
+# their arrays is off and by how much. (Mutation testing found every message unchecked.)
+def _sizes(pattern: str):
+    """`pytest.raises(ValueError, match=...)` for a message with these words in this order."""
+    return pytest.raises(ValueError, match=pattern)
+
+
+def test_block_bookkeeping_refuses_labels_that_do_not_fit_the_history():
+    history = sp.csr_matrix(np.ones((3, 4), np.float32))
+    with _sizes(r"history has 4 items but item_blocks has 5 labels"):
+        user_block_sets(history, np.zeros(5, np.int64))
+    with _sizes(r"user_blocks has 2 labels for 3 history rows"):
+        user_block_sets(history, np.zeros(4, np.int64), user_blocks=np.zeros(2, np.int64))
+
+
+def test_ranking_views_refuse_lists_and_block_sets_that_do_not_fit():
+    item_blocks = np.array([0, 0, 1, 1])
+    home = np.zeros((2, 6), dtype=bool)  # 2 rows (6 block columns, so a row count is not read as a width)
+    with _sizes(r"topk_items must be \(users, k\), got shape \(4,\)"):
+        folding_at_k(np.arange(4), None, item_blocks, home)
+    with _sizes(r"user_item_blocks has 2 rows for 3 lists"):
+        folding_at_k(np.zeros((3, 5), np.int64), None, item_blocks, home)
+    with _sizes(r"exclude has shape \(3, 4\); expected \(rows, items\) = \(2, 4\)"):
+        random_folding_rate(home, None, item_blocks, sp.csr_matrix((3, 4), dtype=np.float32))
+    with _sizes(r"user_vecs has 3 rows but user_item_blocks has 2$"):
+        score_folding(np.ones((3, 5), np.float32), np.ones((4, 5), np.float32), home, None, item_blocks)
+
+
+def test_a_report_refuses_vectors_and_labels_that_do_not_fit_the_eval_set():
+    split = toy_split()  # 8 users, 12 items
+    eval_set = split.test_set()
+    n_users = eval_set.users.size
+    users, items = SEPARATED_USERS[eval_set.users], SEPARATED_ITEMS
+
+    def report(**overrides):
+        args = dict(user_vecs=users, item_vecs=items, eval_set=eval_set, item_blocks=ITEM_BLOCKS,
+                    user_blocks=USER_BLOCKS, k=3, neighbours=3)  # fmt: skip
+        return folding_report_factors(**{**args, **overrides})
+
+    with _sizes(r"item_popularity has 13 entries for 12 items"):
+        report(item_popularity=np.ones(13))
+    with _sizes(rf"user_vecs has {n_users + 1} rows for {n_users} evaluated users"):
+        report(user_vecs=np.ones((n_users + 1, 3), np.float32))
+    with _sizes(r"item_blocks has 11 labels for 12 items"):
+        report(item_blocks=ITEM_BLOCKS[:11])
+    with _sizes(r"user_blocks has 7 labels for 8 users"):
+        report(user_blocks=USER_BLOCKS[:7])
+    with _sizes(r"eval set has 12 items but the model knows 10"):
+        folding_report(FixedFactors(SEPARATED_USERS, SEPARATED_ITEMS[:10]), eval_set, ITEM_BLOCKS, USER_BLOCKS)
+    # without user labels a user's home blocks are those of their history: the same report here
+    plain = report(user_blocks=None)
+    assert (plain.folding, plain.random, plain.n_users) == (0.0, pytest.approx(0.6), 8)
+
+
+def test_score_folding_with_one_judged_item_or_user_and_with_none():
+    """One user (home block 0) and one item of known block (1) out of two: the single cross pair's
+    cosine, (1, 0) . (1, 1) / sqrt(2), over m * n = 1. No item of known block: undefined (nan)."""
+    user, home = np.array([[1.0, 0.0]], np.float32), np.array([[True, False]])
+    items = np.array([[1.0, 1.0], [5.0, 5.0]], np.float32)
+    assert score_folding(user, items, home, None, np.array([1, -1])) == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+    assert math.isnan(score_folding(user, items, home, None, np.array([-1, -1])))
+
+
+def test_neighbour_view_of_two_items_in_two_blocks():
+    """The smallest catalogue with a neighbour: each item's only neighbour is the other, in the other block."""
+    assert neighbour_cross_block(np.eye(2, dtype=np.float32), np.array([0, 1]), 10) == 1.0
+    assert neighbour_cross_block(np.eye(2, dtype=np.float32), np.array([1, 1]), 10) == 0.0
+    assert math.isnan(neighbour_cross_block(np.eye(2, dtype=np.float32), np.array([1, -1]), 10))  # one item: none
+
+
+def test_a_users_own_block_label_makes_that_block_home_in_the_report():
+    """User 0 trained on block 0 only but is labelled block 1 (a user at home in a block they have
+    not touched yet): block 1's items are not foreign to them. Their vector points at block 1, so
+    their top 3 are block 1 items: all foreign without the label, none with it. A Split's own
+    `user_blocks` are the default."""
+    users = SEPARATED_USERS.copy()
+    users[0] = [0.0, 1.0]
+    model = FixedFactors(users, SEPARATED_ITEMS)
+    split = toy_split()
+    plain = folding_report(model, split, k=3, neighbours=3)
+    assert plain.per_user[0] == 1.0 and plain.folding == pytest.approx(1 / 8)
+    labels = USER_BLOCKS.copy()
+    labels[0] = 1
+    labelled = folding_report(model, split, user_blocks=labels, k=3, neighbours=3)
+    assert labelled.per_user[0] == 0.0 and labelled.folding == 0.0
+    relabelled = toy_split()
+    relabelled.user_blocks[:] = labels
+    assert folding_report(model, relabelled, k=3, neighbours=3).per_user[0] == 0.0

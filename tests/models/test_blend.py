@@ -467,7 +467,7 @@ def test_a_member_that_scores_every_item_alike_is_refused_by_name(planted):
 def test_a_blend_without_members_or_with_strangers_says_what_to_do(planted):
     blend = Blend(name="b", members=["ease", "wals"], weights={"ease": 0.25})  # keyword config: kept
     assert blend.config.members == ["ease", "wals"] and blend.config.member_weights()["ease"] == 0.25
-    with pytest.raises(ModelError, match=r"no member to blend .*with weight > 0\); train the members first"):
+    with pytest.raises(ModelError, match=r"no member to blend .*none handed over with weight > 0\); train the members first"):
         blend.fit(planted.train)
     with pytest.raises(ModelError, match=r"\['popularity'\] are not members \['ease', 'wals'\]"):
         blend.set_members({"ease": _members(planted.train)["ease"], "popularity": build_model(EASEConfig(name="p"))})
@@ -563,3 +563,177 @@ def test_a_blend_of_one_weighted_member_ranks_and_finds_similar_items_as_that_me
     rows = planted.train[:9]
     np.testing.assert_allclose(blend.fold_in(rows), 0.7 * wals.fold_in(rows) / blend.scales["wals"], rtol=1e-5)
     np.testing.assert_allclose(blend.similarity_vectors(), wals.similarity_vectors(), rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- similarity scales
+# (mutation testing of recsys/models/blend.py found each of these unguarded by the tests above)
+
+
+def _units(*rows: list[float]) -> np.ndarray:
+    return np.array(rows, dtype=np.float32)
+
+
+def test_cosine_scale_is_the_root_mean_variance_of_each_querys_cosines_by_hand():
+    """Queries are the items with a vector; every item is a candidate (a zero vector: cosine 0).
+    Items e1, e2, e2, e3, e3, e3 and one zero vector (7 candidates): a query in a group of g
+    items has g cosines 1 and 7 - g cosines 0, variance g/7 - (g/7)^2, so over the 6 queries the
+    mean variance is (1 * 6 + 2 * 10 + 3 * 12) / 49 / 6 = 62 / 294."""
+    from recsys.models.blend import cosine_scale
+
+    e1, e2, e3, zero = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]
+    unit = _units(e1, e2, e2, e3, e3, e3, zero)
+    want = np.sqrt(62 / 294)  # 0.45922
+    for chunk in (128, 4, 1):  # one chunk, a partial last chunk, one query per chunk
+        assert cosine_scale(unit, seed=0, chunk=chunk) == pytest.approx(want, abs=1e-6)
+    assert cosine_scale(_units(e1, zero, zero), seed=0) == pytest.approx(np.sqrt(2 / 9), abs=1e-6)  # one query
+    assert cosine_scale(_units(zero, zero), seed=0) == 0.0  # no item has a vector: no spread, no error
+
+
+def test_cosine_scale_queries_each_item_once_and_a_seeded_sample_above_512_items():
+    """Up to 512 items with a vector, each is a query exactly once (the exact mean, whatever the
+    seed); above, a seeded sample of 512 distinct items: reproducible, and close to the exact mean."""
+    from recsys.models.blend import SIMILARITY_ITEMS, cosine_scale
+
+    def exact(unit: np.ndarray) -> float:  # every item a query, variance of its cosines with all items
+        cosines = unit.astype(np.float64) @ unit.T.astype(np.float64)
+        return float(np.sqrt(cosines.var(axis=1).mean()))
+
+    rng = np.random.default_rng(5)
+    small = rng.normal(size=(40, 5))
+    small = (small / np.linalg.norm(small, axis=1, keepdims=True)).astype(np.float32)
+    for seed in (0, 1):
+        assert cosine_scale(small, seed=seed) == pytest.approx(exact(small), rel=1e-6)
+    large = rng.normal(size=(SIMILARITY_ITEMS + 88, 5))
+    large = (large / np.linalg.norm(large, axis=1, keepdims=True)).astype(np.float32)
+    first = cosine_scale(large, seed=3)
+    assert cosine_scale(large, seed=3) == first  # seeded: the same sample, bit for bit
+    assert first == pytest.approx(exact(large), rel=0.02)  # 512 of 600 queries
+
+
+def _with_items(train: sp.csr_matrix, name: str, items: np.ndarray) -> Recommender:
+    """A fitted WALS member whose item vectors are then set to `items` (its user vectors stay
+    learned, so its scores spread and the blend accepts it)."""
+    model = build_model(WALSConfig(name=name, factors=items.shape[1], iterations=2, threads=1)).fit(train)
+    model.item_factors[:] = items
+    return model
+
+
+def test_a_blends_similarity_weighs_each_members_cosines_by_weight_over_its_cosine_spread_by_hand():
+    """Four items. Member `a`: directions e1, e1, e2, e2 (each query: cosines 1, 1, 0, 0, spread
+    sqrt(0.25) = 0.5); member `c`: e1, e1, e1, e2 (cosines three 1s and a 0, or the reverse: spread
+    sqrt(0.1875) = sqrt(3) / 4). Equal weights 0.1: c_m = w_m / tau_m normalised to sum 1 gives
+    c_a = 2 sqrt(3) - 3 = 0.4641 and c_c = 4 - 2 sqrt(3) = 0.5359, so sim(0, 2) (same direction in
+    `c` only) = 0.5359, sim(2, 3) (in `a` only) = 0.4641, sim(0, 1) = 1 (both), sim(0, 3) = 0.
+    Weights summing below 1 still give an item similarity 1 with itself."""
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]],
+                                   dtype=np.float32))  # fmt: skip
+    e1, e2 = [1.0, 0.0], [0.0, 1.0]
+    members = {"a": _with_items(train, "a", _units(e1, e1, e2, e2)), "c": _with_items(train, "c", _units(e1, e1, e1, e2))}
+    blend = Blend(BlendConfig(name="b", members=["a", "c"], weights={"a": 0.1, "c": 0.1}))
+    blend.set_members(members)
+    blend.fit(train)
+    vectors = blend.similarity_vectors()
+    assert blend.similarity_scales == pytest.approx({"a": 0.5, "c": np.sqrt(3) / 4}, abs=1e-6)
+    assert vectors.shape == (4, 4)  # two members' 2-d unit vectors side by side
+    ca, cc = 2 * np.sqrt(3) - 3, 4 - 2 * np.sqrt(3)
+    want = np.array([[1, 1, cc, 0], [1, 1, cc, 0], [cc, cc, 1, ca], [0, 0, ca, 1]])
+    np.testing.assert_allclose(vectors @ vectors.T, want, rtol=0, atol=1e-6)
+
+
+def test_a_member_without_cosine_spread_adds_nothing_to_similar_items(planted):
+    """Popularity's item vectors are one-dimensional: every cosine between items is 1, a spread of
+    0. Blended with WALS, its weight cannot be divided by that spread: the blend's similar items
+    are WALS's; a blend of popularity alone has no similarity to offer (all 0), not an error."""
+    from recsys.models.popularity import PopularityConfig
+
+    popularity = build_model(PopularityConfig(name="pop")).fit(planted.train)
+    assert popularity.item_factors.min() > 0  # every item has interactions: one direction, cosines all 1
+    wals = _members(planted.train)["wals"]
+    both = Blend(BlendConfig(name="b", members=["pop", "wals"]))
+    both.set_members({"pop": popularity, "wals": wals})
+    both.fit(planted.train)
+    vectors = both.similarity_vectors()
+    assert both.similarity_scales["pop"] == pytest.approx(0.0, abs=1e-6) and both.similarity_scales["wals"] > 0.05
+    own = wals.similarity_vectors()
+    np.testing.assert_allclose(vectors @ vectors.T, own @ own.T, rtol=0, atol=1e-5)
+    alone = Blend(BlendConfig(name="b", members=["pop", "wals"], weights={"wals": 0.0}))
+    alone.set_members({"pop": popularity, "wals": wals})
+    alone.fit(planted.train)
+    assert not alone.similarity_vectors().any()
+
+
+def test_a_loaded_blend_reuses_its_saved_similarity_scales_and_an_older_one_makes_them(planted, tmp_path: Path, monkeypatch):
+    """The similarity scales are saved in blend.json (with EASE each is an n_items x n_items
+    product): a loaded blend serves /similar with them and computes none; a blend saved before they
+    were kept makes the same ones on first use."""
+    import json
+
+    from recsys.models import blend as blend_module
+
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], weights={"wals": 0.5}))
+    blend.set_members(_members(planted.train))
+    blend.fit(planted.train)
+    saved = blend.save(tmp_path / "b")
+    made: list[float] = []
+    real = blend_module.cosine_scale
+    monkeypatch.setattr(blend_module, "cosine_scale", lambda unit, seed: made.append(seed) or real(unit, seed))
+    loaded = Recommender.load(saved)
+    np.testing.assert_array_equal(loaded.similarity_vectors(), blend.similarity_vectors())
+    assert made == [] and loaded.similarity_scales == blend.similarity_scales
+    state = saved / "blend.json"
+    state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "similarity_scales"}))
+    older = Recommender.load(saved)
+    np.testing.assert_array_equal(older.similarity_vectors(), blend.similarity_vectors())
+    assert len(made) == 2 and older.similarity_scales == blend.similarity_scales
+
+
+def test_a_blends_similarity_scales_are_seeded_on_a_catalogue_above_the_sample_size():
+    """Above 512 items the cosine spread is taken over a sample of queries drawn with the blend's
+    seed: two blends of the same members serve the same /similar scores."""
+    from recsys.models.blend import SIMILARITY_ITEMS, cosine_scale
+    from recsys.similar import unit_rows
+
+    rng = np.random.default_rng(0)
+    n_items = SIMILARITY_ITEMS + 88
+    train = sp.random(60, n_items, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    train.data[:] = 1.0
+    members = {name: build_model(WALSConfig(name=name, factors=4, iterations=2, threads=1, seed=s)).fit(train)
+               for s, name in enumerate(["a", "c"])}  # fmt: skip
+    scales = []
+    for _ in range(2):
+        blend = Blend(BlendConfig(name="b", members=["a", "c"], seed=11))
+        blend.set_members(members)
+        blend.fit(train)
+        blend.similarity_vectors()
+        scales.append(blend.similarity_scales)
+    assert scales[0] == scales[1]
+    for name, member in members.items():
+        assert scales[0][name] == cosine_scale(unit_rows(member.item_factors), 11)
+
+
+def test_a_blend_refuses_to_score_once_a_member_is_added_or_dropped_after_it_was_fitted(planted):
+    """Fitted on `wals` alone, then handed `ease` too: the item vectors and scales are wals's only.
+    Fitted on both, then handed `wals` alone: refused by name (it raised a bare KeyError 'ease')."""
+    members = _members(planted.train)
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"]))
+    blend.set_members({"wals": members["wals"]})
+    blend.fit(planted.train)
+    blend.set_members(members)
+    with pytest.raises(ModelError, match=r"member\(s\) \['ease', 'wals'\] changed after the blend was fitted"):
+        blend.recommend(np.arange(3), k=5)
+    blend.fit(planted.train)
+    blend.set_members({"wals": members["wals"]})
+    with pytest.raises(ModelError, match=r"\['ease'\] changed after .* its scales and item vectors are the old members'"):
+        blend.recommend(np.arange(3), k=5)
+
+
+def test_a_blend_one_float_step_over_its_memory_bound_is_skipped(planted):
+    """max_memory_gb is in units of 10^9 bytes: a bound one float step below the need refuses."""
+    from recsys.errors import ModelSkipped
+
+    n_users, n_items = planted.train.shape
+    need = 4 * (n_users + n_items) * (n_items + 16) / 1e9
+    blend = Blend(BlendConfig(name="b", members=["ease", "wals"], max_memory_gb=float(np.nextafter(need, 0))))
+    blend.set_members(_members(planted.train))
+    with pytest.raises(ModelSkipped, match="max_memory_gb"):
+        blend.fit(planted.train)
