@@ -1,10 +1,9 @@
 """`make mutate`: mutation testing of the code whose mistakes no type checker sees.
 
 mutmut (configured under `[tool.mutmut]` in pyproject.toml: which files, which tests) changes one
-operator, constant or argument at a time in the losses, the samplers, the metrics, the splits, the
-training step's loss assembly, the blend (member scales, weighted similarity) and the folding
-diagnostic, runs the tests that cover the changed function, and records whether they noticed.
-This script runs it over `MODULES`, then writes
+operator, constant or argument at a time in the losses, the samplers, the metrics, the splits and
+the training step's loss assembly, runs the tests that cover the changed function, and records
+whether they noticed. This script runs it over `MODULES`, then writes
 `benchmarks/results/mutation.md`: per module, the mutants killed (a test failed or timed out),
 the survivors, and the score killed / (killed + survived + no tests). A survivor that cannot be
 killed because the mutant behaves exactly like the original (an equivalent mutant) is listed in
@@ -43,8 +42,6 @@ MODULES: dict[str, list[str]] = {
     "recsys/sampling.py": ["recsys.sampling.*"],
     "recsys/evaluation/metrics.py": ["recsys.evaluation.metrics.*"],
     "recsys/data/splits.py": ["recsys.data.splits.*"],
-    "recsys/models/blend.py": ["recsys.models.blend.*"],
-    "recsys/evaluation/folding.py": ["recsys.evaluation.folding.*"],
     "recsys/training.py (loss assembly)": [
         f"recsys.training.x_{name}__mutmut_*"
         for name in (
@@ -149,7 +146,7 @@ def report() -> None:
 
 def write(rows: list, survivors: list) -> None:
     lines = [
-        "## mutation: do the tests notice a broken loss, sampler, metric, split, blend or folding diagnostic?",
+        "## mutation: do the tests notice a broken loss, sampler, metric or split?",
         "",
         "mutmut changes one operator, constant or argument at a time and runs the tests that cover the "
         "changed function (`[tool.mutmut]` in pyproject.toml; `make mutate`). Score = killed (a test "
