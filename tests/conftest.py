@@ -92,12 +92,12 @@ PREFECT_TEST_SERVER_ENV = {
 
 STACK_PREFIX, UI_PREFIX = "recsys-test-stack-", "recsys-test-ui-"
 STORE_PREFIX, HARNESS_PREFIX = "recsys-test-store-", "recsys-test-prefect-"
-# One-shot work started at collection (the store's migrations) runs this much nicer than the tests:
-# it takes the CPU they leave idle rather than slowing them (started at equal priority, the
-# collection-time burst made tests/data's subprocess-heavy tests ~2x slower). Servers the tests talk
-# to later (the Prefect harness's, Spark's JVM) keep the tests' priority: niced, they slowed the
-# flow and Spark tests whenever the machine was busy.
-BACKGROUND_NICE = 10
+# The session's services keep the tests' priority. The store's migrations once ran at nice +10 (to
+# take only the CPU the tests left idle), but gw0 starts its pinned group at once (WARM_UP_TESTS), and
+# that group's first test needs the store: niced, the migrations got little CPU on a busy machine and
+# gw0 waited ~80-100 s (load ~10) for them at the head of the session's longest chain of work. Servers
+# the tests talk to (the Prefect harness's, Spark's JVM) keep it too: niced, they slowed the flow and
+# Spark tests whenever the machine was busy.
 STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
 PREFECT_STORAGE = "prefect-storage"  # the session's Prefect result storage, in its pytest temp folder
@@ -259,9 +259,8 @@ class BackgroundStore:
         claim(self.root)  # a session killed with -9 leaves it to the next one to delete (reap_orphans)
         self.uri = f"sqlite:///{self.root / 'mlflow.db'}"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", self.CODE, self.uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: os.nice(BACKGROUND_NICE),
-        )  # fmt: skip
+            [sys.executable, "-c", self.CODE, self.uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def ready(self) -> str:
         """The store's URI once the migrating process ended (a failure there is raised again by the

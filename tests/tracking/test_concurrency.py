@@ -36,13 +36,10 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_two_processes_log_to_one_store(tracking_uri, tmp_path):
-    """On SQLite the store is a new file, so the two processes also open (create) it at once: both
-    created its tables and the loser stopped with 'cannot open (... duplicate column name: step)'.
-    Opening holds a lock now (recsys.tracking.store.store_open_lock)."""
-    if tracking_uri.startswith("sqlite:"):
-        tracking_uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+def _two_processes_log(tracking_uri: str) -> None:
+    """Two processes each log a parent run with two model runs (30 steps of metrics, a text
+    artifact, a registered version) to `tracking_uri` at the same time: every run, step and version
+    arrives."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, tracking_uri, f"proc{i}"],
@@ -67,10 +64,27 @@ def test_two_processes_log_to_one_store(tracking_uri, tmp_path):
         assert [m.step for m in history] == list(range(30))
     versions = client.search_model_versions("name = 'concurrent-model'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
-    if tracking_uri.startswith("sqlite:"):
-        db = tracking_uri.split("sqlite:///", 1)[1]
-        with sqlite3.connect(db) as conn:
-            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite"])
+def test_two_processes_create_and_log_to_one_new_store(store, tmp_path):
+    """The store is a new SQLite file, so the two processes also open (create) it at once: both
+    created its tables and the loser stopped with 'cannot open (... duplicate column name: step)'.
+    Opening holds a lock now (recsys.tracking.store.store_open_lock). It needs no session store
+    (not `tracking_uri`), so either xdist worker runs it (tests/conftest.py)."""
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    _two_processes_log(uri)
+    with sqlite3.connect(uri.split("sqlite:///", 1)[1]) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tracking_uri", ["postgres"], indirect=True)
+def test_two_processes_log_to_one_store(tracking_uri):
+    """The PostgreSQL-backed server: concurrent requests in its worker's thread pool, so concurrent
+    transactions in PostgreSQL. (The SQLite case is test_two_processes_create_and_log_to_one_new_store.)"""
+    _two_processes_log(tracking_uri)
 
 
 def test_pipelines_logging_the_same_new_data_at_once_all_log(tracking_uri, planted_data, tmp_path):

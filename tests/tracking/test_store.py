@@ -142,8 +142,8 @@ def test_params_are_strings_with_long_values_cut_and_none_dropped():
     assert len(params["d"]) == 500 and params["d"].endswith("...")
 
 
-# Two processes opening one new SQLite store at once (the store-open lock): the [sqlite] case of
-# tests/tracking/test_concurrency.py, whose two logging processes start on a new store.
+# Two processes opening one new SQLite store at once (the store-open lock):
+# tests/tracking/test_concurrency.py::test_two_processes_create_and_log_to_one_new_store.
 
 
 def test_a_server_uri_with_credentials_is_probed_with_them_and_never_printed():
