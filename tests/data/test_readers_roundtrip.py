@@ -14,12 +14,20 @@ from hypothesis import strategies as st
 
 from recsys.data.ingest import read_canonical
 
+
+def _enclosed_in_quotes(text: str) -> bool:
+    """An id such as `"x"` or `""`, quotes included: where most ids of a column are so enclosed the
+    column is read as a file quoted twice and the quotes are removed (README, `_unquoted`; a
+    one-row log of item `""` then reads as a missing item), so such ids are not "well-formed" here."""
+    return len(text) >= 2 and text[0] == text[-1] == '"'
+
+
 _TEXT = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp"))
 _IDS = st.one_of(
     st.text(_TEXT, min_size=1, max_size=6),
     st.integers(0, 2**64 - 1).map(str),
     st.integers(0, 99).map(lambda n: f"{n:03d}"),
-).filter(lambda s: s.strip() == s)
+).filter(lambda s: s.strip() == s and not _enclosed_in_quotes(s))
 _ROWS = st.lists(
     st.tuples(_IDS, _IDS, st.integers(0, 100), st.integers(0, 1_700_000_000)), min_size=1, max_size=6
 )
