@@ -106,7 +106,23 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
-    "This table (commit 545fb87, by hand; the benchmark alone on the 2 cores, load average 1.7 before and 1.9 "
+    "This table (commit fbf6266, by hand; the machine quiet: the benchmark alone on the 2 cores, load average "
+    "0.5 before; the bare reference 1.00-1.24 s at 10M rows, faster than 545fb87's 1.18-1.44 s). Since 545fb87: "
+    "a log's few rejected rows (the 10M Zipf log's 1,155 exact duplicates) are cut out of the accepted rows by "
+    "slicing instead of a filter that copied every column (~130 MB less peak RSS, ~20k fewer page faults); "
+    "the float-spelled-id check skips vocabularies built from decimal codes; refused writers remove their lock "
+    "and atomic writes sweep dead writers' temps (once per path and process), neither on a timed path of "
+    "note. Ingest took 2.38-2.48 s on the three Zipf 10M logs (2.60-2.73 s on 545fb87's table); the ratios "
+    "moved with the faster references: main file 1.81 (pairs 1.78-1.95), numbered 10M shapes 1.70-1.81, "
+    "Zipf 10M half stars 1.93 (met), float 2.04 and int 2.09 (pairs 1.96-2.06 and 2.07-2.21): NOT met. "
+    "Measured on that int log before this run (ad-hoc scripts, not repo commands): ingest's CPU is ~4.2-4.5 "
+    "s against the reference's ~2.25 s, so on 2 cores ingest is CPU-bound (wall ~CPU / 1.8), and its 350-400k "
+    "page faults against the reference's 140k follow its peak memory (1.3-1.5 GB against 0.6 GB): jemalloc "
+    "with no purging at all faulted as often. Tried and not kept: jemalloc `oversize_threshold:0,narenas:1` "
+    "(~60k fewer faults for ingest, but 43k fewer and a 30% lower peak for the reference too, and one arena "
+    "for every thread is a contention risk on many-core machines).",
+    "",
+    "The table before (commit 545fb87, by hand; the benchmark alone on the 2 cores, load average 1.7 before and 1.9 "
     "after; the bare reference 1.18-1.44 s at 10M rows). Since 1a29076: the duplicate check starts as soon as "
     "the rows are read, a log without rejected rows skips the re-parse checks (one ~0.1 s pass each), and the "
     "fingerprint runs beside the implicit table's sort. A same-machine A/B on the 10M Zipf int log before the "
