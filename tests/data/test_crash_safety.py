@@ -299,6 +299,25 @@ def test_an_ingest_replaced_by_another_before_its_summary_says_so(tmp_path: Path
     assert replaced_since(other) is None  # ... and still does after an append: that replaces nothing
 
 
+def _ingest_waiting_for_the_lock(
+    args: list[str], lines: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, threading.Thread]:
+    """`recsys ingest ARGS` in a child process, returned once it says (on stderr, collected into
+    `lines` by the returned reader thread) that it waits for another writer's lock."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "ingest", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "300", "OPENBLAS_NUM_THREADS": "1", **(env or {})},
+    )  # fmt: skip
+    reader = threading.Thread(target=lambda: lines.extend(child.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting for another writer" in line for line in lines):
+        assert child.poll() is None and time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    return child, reader
+
+
 def test_the_replaced_batches_warning_names_what_the_directory_held_when_the_ingest_got_its_lock(
     tmp_path: Path,
 ) -> None:
@@ -312,17 +331,7 @@ def test_the_replaced_batches_warning_names_what_the_directory_held_when_the_ing
     ingest(first, out, DataConfig())
     lines: list[str] = []
     with storage.writer_lock(out):  # another writer at work
-        replacing = subprocess.Popen(
-            [sys.executable, "-m", "recsys.cli", "ingest", str(today), "--out", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "COLUMNS": "300", "OPENBLAS_NUM_THREADS": "1"},
-        )  # fmt: skip
-        reader = threading.Thread(target=lambda: lines.extend(replacing.stderr), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 60
-        while not any("waiting for another writer" in line for line in lines):
-            assert replacing.poll() is None and time.monotonic() < deadline, lines
-            time.sleep(0.05)
+        replacing, reader = _ingest_waiting_for_the_lock([str(today), "--out", str(out)], lines)
         ingest(appended, out, DataConfig(), append=True)  # lands while the replacing ingest waits
     said = replacing.stdout.read()
     assert replacing.wait(60) == 0, lines
@@ -402,17 +411,8 @@ def test_a_writer_waiting_on_a_refused_one_still_excludes_the_next(tmp_path: Pat
     out = tmp_path / "new" / "proc"
     lines: list[str] = []
     with pytest.raises(DataError, match="refused"), storage.writer_lock(out):  # the refused writer
-        waiter = subprocess.Popen(
-            [sys.executable, "-m", "recsys.cli", "ingest", str(_log(tmp_path / "good.csv", range(10))), "--out", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "COLUMNS": "300", "OPENBLAS_NUM_THREADS": "1", STOP_ENV: "ingest.staged"},
-        )  # fmt: skip
-        reader = threading.Thread(target=lambda: lines.extend(waiter.stderr), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 60
-        while not any("waiting for another writer" in line for line in lines):
-            assert waiter.poll() is None and time.monotonic() < deadline, lines
-            time.sleep(0.05)
+        good = str(_log(tmp_path / "good.csv", range(10)))
+        waiter, reader = _ingest_waiting_for_the_lock([good, "--out", str(out)], lines, {STOP_ENV: "ingest.staged"})
         raise DataError("refused")
     with stopped_at_its_point(waiter):
         third = FileLock(str(storage.lock_file(out)), timeout=0, is_singleton=False)

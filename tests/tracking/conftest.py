@@ -189,10 +189,9 @@ def mlflow_models_serve(logged: LoggedPipeline, tmp_path_factory: pytest.TempPat
     import socket
     import subprocess
     import time
-    import urllib.error
-    import urllib.request
 
     from mlflow import MlflowClient
+    from pinged import answers_ping
 
     from recsys.cli.tracking_cmds import serve_command, venv_env
     from recsys.tracking.registry import CHAMPION
@@ -219,24 +218,14 @@ def mlflow_models_serve(logged: LoggedPipeline, tmp_path_factory: pytest.TempPat
     tries = 1
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                # The free port probed above can be taken by another process before uvicorn binds it
-                # (other suites' servers on this machine): start again on a new one.
-                if "address already in use" in log.read_text().lower() and tries < 3:
-                    server, base = start()
-                    tries += 1
-                    continue
-                pytest.fail(f"mlflow models serve exited with {server.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve not ready after {READY_TIMEOUT_S} s")
-            time.sleep(0.5)
+        while not answers_ping(server, base, deadline, "mlflow models serve", pause_s=0.5):
+            # The free port probed above can be taken by another process before uvicorn binds it
+            # (other suites' servers on this machine): start again on a new one.
+            if "address already in use" in log.read_text().lower() and tries < 3:
+                server, base = start()
+                tries += 1
+                continue
+            pytest.fail(f"mlflow models serve exited with {server.returncode}: {log.read_text()[-2000:]}")
         yield base
     finally:
         server.terminate()

@@ -24,6 +24,7 @@ schemathesis = pytest.importorskip("schemathesis", reason="pip install -e '.[dev
 from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+from pinged import answers_ping  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
@@ -187,20 +188,8 @@ def served(logged):
                "--max-results", str(MAX_RESULTS), "--set", f"tracking.tracking_uri={logged.uri}"]  # fmt: skip
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if server.poll() is not None:
-            pytest.fail(f"recsys serve exited with {server.returncode}: {server.stdout.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"server not ready after {READY_TIMEOUT_S} s")
-        time.sleep(0.3)
+    if not answers_ping(server, base, time.monotonic() + READY_TIMEOUT_S, "recsys serve"):
+        pytest.fail(f"recsys serve exited with {server.returncode}: {server.stdout.read()[-2000:]}")
     yield server, base
     if server.poll() is None:
         server.kill()
