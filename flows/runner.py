@@ -69,6 +69,7 @@ def serve_deployment(deployment: Any, scratch: Path, say: Callable[[str], None],
 
     from flows import stopping
 
+    server_grace_s()  # a bad RECSYS_SCHEDULE_SERVER_GRACE_S is refused before anything is served
     _no_websocket_tracebacks()
     stopping.clear()
     runner = _runner(scratch)
@@ -145,7 +146,28 @@ that waited out its 2 s on a busy server is no news."""
 SERVER_GRACE_S = 60.0
 """How long a serving schedule's user server may go unanswered before the schedule gives up on it:
 a restart of the server (`prefect server start` answers within ~10-20 s) is waited out, said in
-two lines; a server that stays down ends the schedule in one error line."""
+two lines; a server that stays down ends the schedule in one error line. RECSYS_SCHEDULE_SERVER_GRACE_S
+sets another (`server_grace_s`): a server that takes longer to restart, or a test that cannot wait."""
+
+GRACE_ENV = "RECSYS_SCHEDULE_SERVER_GRACE_S"
+
+
+def server_grace_s() -> float:
+    """SERVER_GRACE_S, or GRACE_ENV's number of seconds (at least two health checks, so the schedule
+    says the server is gone before it gives up); a value that is not such a number is refused in one line."""
+    from recsys.errors import RecsysError
+
+    text = os.environ.get(GRACE_ENV, "").strip()
+    if not text:
+        return SERVER_GRACE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    least = HEALTH_EVERY_S * (SAY_DOWN_AFTER + 1)
+    if not value >= least:  # also NaN
+        raise RecsysError(f"{GRACE_ENV}={text!r}: give a number of seconds, at least {least:g} (default {SERVER_GRACE_S:g})")
+    return value
 
 
 def server_lost(error: BaseException, runner: Any) -> Exception | None:
@@ -228,6 +250,7 @@ def _watch_server(runner: Any, poller: Any) -> None:
 
     run = poller.run
     say = getattr(runner, "say", None) or (lambda line: log.warning("%s", line))
+    grace = server_grace_s()
 
     async def watch() -> None:
         down_since, checks = None, 0
@@ -240,11 +263,11 @@ def _watch_server(runner: Any, poller: Any) -> None:
                 down_since, checks = None, 0
                 continue
             down_since, checks = down_since or time.monotonic(), checks + 1
-            if time.monotonic() - down_since >= SERVER_GRACE_S:
+            if time.monotonic() - down_since >= grace:
                 raise ApiLost(why)
             if checks == SAY_DOWN_AFTER:
                 say(f"the Prefect server {current_api_url()} (PREFECT_API_URL) does not answer ({why}): this "
-                    f"schedule waits for it, and stops if it has not answered within {SERVER_GRACE_S:.0f} s")
+                    f"schedule waits for it, and stops if it has not answered within {grace:g} s")
 
     async def run_watched(*args: Any, **kwargs: Any) -> None:
         async with anyio.create_task_group() as group:

@@ -5,7 +5,8 @@ behind a proxy that the test closes as a killed server goes (and opens again, as
 Before, the schedule said nothing but a websocket warning for 234 s (three failed polls, each
 waiting out Prefect's client retries) and then gave up; now it says at its second failed health
 check (5 s apart) that the server does not answer and how long it waits, says so again if the
-server comes back, and gives up after `flows.runner.SERVER_GRACE_S` (60 s)."""
+server comes back, and gives up after `flows.runner.SERVER_GRACE_S` (60 s; here GRACE_S through
+RECSYS_SCHEDULE_SERVER_GRACE_S, so the test waits seconds, not a minute)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,14 @@ import pytest
 from killable_proxy import KillableProxy
 from stopped import recsys_cli
 
+from flows.runner import GRACE_ENV
+
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="signals to a process group")]
 
 YEARLY = "0 3 1 1 *"  # a real schedule, never due while the test runs
 POLL = b"get_scheduled_flow_runs"  # the runner's poll for scheduled runs (a POST to the API)
-GIVES_UP_WITHIN_S = 240  # a generous bound on SERVER_GRACE_S + a check: it gives up, it does not hang
+GRACE_S = 25  # RECSYS_SCHEDULE_SERVER_GRACE_S: the product's 60 s, shortened (the same watch, notice and end)
+GIVES_UP_WITHIN_S = 240  # a generous bound on the grace + a check: it gives up, it does not hang
 
 
 class Serving:
@@ -40,7 +44,7 @@ class Serving:
         self.name = f"served-{uuid.uuid4().hex[:6]}"
         (tmp_path / "tmp").mkdir()
         env = {**os.environ, "PREFECT_API_URL": self.api, "PREFECT_HOME": str(tmp_path / "prefect"),
-               "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "1000"}  # fmt: skip
+               "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "1000", GRACE_ENV: str(GRACE_S)}  # fmt: skip
         self.process = subprocess.Popen(
             recsys_cli("schedule", "--cron", YEARLY, "--name", self.name), env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -109,7 +113,7 @@ def test_a_schedule_whose_server_goes_down_while_it_serves_says_so_and_ends_in_o
     api, deployment = schedule.api, f"training-pipeline/{schedule.name}"
     assert [line for line in out if "Prefect server" in line] == [
         f"{_down_line(api)}[Errno 111] Connection refused): this schedule waits for it, and stops if it has not "
-        "answered within 60 s",
+        f"answered within {GRACE_S} s",
         f"  deployment {deployment} was left unpaused: its Prefect server {api} (PREFECT_API_URL) did not answer "
         "when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): pause it "
         f"then ({out[-1].split('pause it then (', 1)[-1].split('), or serve', 1)[0]}), or serve it again "
@@ -145,3 +149,19 @@ def test_a_schedule_whose_server_restarts_while_it_serves_serves_on(prefect_harn
         f"  the Prefect server {schedule.api} (PREFECT_API_URL) answers again: this schedule serves on"
     ), out
     assert not any("Traceback" in line for line in out + schedule.err)
+
+
+def test_the_grace_setting_is_a_number_of_seconds_long_enough_to_say_the_loss_first(monkeypatch):
+    """RECSYS_SCHEDULE_SERVER_GRACE_S: unset, 60 s; a number at least two health checks and one
+    more, else one refusal naming the setting (read before anything is served)."""
+    from flows.runner import GRACE_ENV, SERVER_GRACE_S, server_grace_s
+    from recsys.errors import RecsysError
+
+    monkeypatch.delenv(GRACE_ENV, raising=False)
+    assert server_grace_s() == SERVER_GRACE_S == 60
+    monkeypatch.setenv(GRACE_ENV, "300")
+    assert server_grace_s() == 300
+    for bad in ("soon", "5", "nan", "-60"):
+        monkeypatch.setenv(GRACE_ENV, bad)
+        with pytest.raises(RecsysError, match=rf"{GRACE_ENV}=.*at least 15 \(default 60\)"):
+            server_grace_s()
