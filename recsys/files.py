@@ -83,37 +83,17 @@ def _temp_prefix(name: str) -> str:
     return f".{name}.{_host_tag()}-{os.getpid()}."
 
 
-def _runs(pid: int) -> bool:
-    """Whether process `pid` exists (a zombie or a reused pid counts: a late clean-up, never a
-    live writer's temp taken)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it runs, as another user
-        return True
-    return True
-
-
 def remove_dead_temps(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
     """Remove the temps of `path` (`atomic_path`'s names, this `suffix`) left by writers of this
     host that no longer run. Why: a writer killed with -9 between its temp and its rename left a
     hidden copy of the output beside it for ever (a model's summary, a tuned config, a plot each
     time). A live writer's temp, a thread's of ours included, is never touched."""
     path = Path(path)
-    start = f".{path.name}.{_host_tag()}-"
-    named = re.compile(rf"{re.escape(start)}(\d+)\.[^./]+{re.escape(suffix)}")
     removed = []
-    try:
-        with os.scandir(path.parent) as entries:
-            left = [e.name for e in entries if e.name.startswith(start)]
-    except OSError:
-        return removed
-    for name in left:
-        found = named.fullmatch(name)
-        if found and not _runs(int(found.group(1))):
-            (path.parent / name).unlink(missing_ok=True)
-            removed.append(path.parent / name)
+    for left, _, alive in pid_named(path.parent, f".{path.name}.{_host_tag()}-", then=".", ending=suffix):
+        if not alive:
+            left.unlink(missing_ok=True)
+            removed.append(left)
     return removed
 
 
@@ -228,17 +208,13 @@ def finish_merges(journal: Path, root: Path) -> list[str]:
     """At the next start: move in what a killed writer committed in `journal` (oldest first), and
     remove what it had only staged (`stage_tree`), once its process is gone. Returns what was done,
     one line each."""
-    import re
     import shutil
-
-    import psutil
 
     if not journal.is_dir():
         return []
     done = []
-    for left in sorted(journal.glob(f"{MERGE_PREFIX}*{STAGED}")):
-        staged_by = re.fullmatch(rf"{re.escape(MERGE_PREFIX)}(\d+)-.+", left.name)
-        if staged_by and not psutil.pid_exists(int(staged_by.group(1))):
+    for left, _, alive in sorted(pid_named(journal, MERGE_PREFIX, ending=STAGED)):
+        if not alive:
             shutil.rmtree(left, ignore_errors=True)
             done.append(f"removed {left.name}, a copy into {root} that a kill cut short")
     for left in sorted(journal.glob(f"{MERGE_PREFIX}*{COMMITTED}")):
@@ -354,21 +330,33 @@ def _suppress_os_errors() -> Iterator[None]:
         pass
 
 
-def process_dirs(prefix: str) -> list[tuple[Path, int, bool]]:
-    """The `$TMPDIR/<prefix>-<pid>-*` directories, each with its pid and whether that process runs
-    (a reused pid counts as running until that process ends too: a late answer, never a directory
-    taken from a live owner)."""
-    import re
-
+def pid_named(folder: Path, prefix: str, then: str = "-", ending: str = "") -> list[tuple[Path, int, bool]]:
+    """The entries of `folder` named `<prefix><pid><then>...<ending>` (what a writer made under a name
+    that carries its pid), each with that pid and whether the process runs (a reused pid
+    counts as running until that process ends too: a late clean-up, never a live writer's leftover
+    taken). What every "remove what a killed writer left" here reads: temps, staging folders,
+    scratch directories."""
     import psutil
 
+    named = re.compile(rf"{re.escape(prefix)}(\d+){re.escape(then)}.+")
     found = []
-    for left in Path(tempfile.gettempdir()).glob(f"{prefix}-*-*"):
-        named = re.fullmatch(rf"{re.escape(prefix)}-(\d+)-.+", left.name)
-        if named and left.is_dir():
-            pid = int(named.group(1))
-            found.append((left, pid, psutil.pid_exists(pid)))
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(ending)]
+    except OSError:
+        return found
+    for name in names:
+        match = named.fullmatch(name)
+        if match and int(match.group(1)) < 1 << 31:  # longer digits are no pid (a time: `stage_tree`)
+            pid = int(match.group(1))
+            found.append((folder / name, pid, psutil.pid_exists(pid)))
     return found
+
+
+def process_dirs(prefix: str) -> list[tuple[Path, int, bool]]:
+    """The `$TMPDIR/<prefix>-<pid>-*` directories, each with its pid and whether that process runs
+    (`pid_named`)."""
+    return [entry for entry in pid_named(Path(tempfile.gettempdir()), f"{prefix}-") if entry[0].is_dir()]
 
 
 def dead_process_dirs(prefix: str) -> list[Path]:

@@ -7,7 +7,6 @@ audit can check which pairs every model trained and was tested on.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -60,14 +59,10 @@ def save_split(split: Split, directory: str | Path) -> Path:
 
 def _remove_dead_staging(target: Path) -> None:
     """Remove the staging folders and older copies (`.NAME.<pid>-*`) of saves whose process is gone."""
-    import re
+    from recsys.files import pid_named
 
-    import psutil
-
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)-.+")
-    for left in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        named = pattern.fullmatch(left.name)
-        if named and left.is_dir() and not psutil.pid_exists(int(named.group(1))):
+    for left, _, alive in pid_named(target.parent, f".{target.name}."):
+        if not alive and left.is_dir():
             shutil.rmtree(left, ignore_errors=True)
 
 
