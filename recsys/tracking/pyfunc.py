@@ -797,13 +797,13 @@ def answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None 
     none) in every row: a DataFrame has one set of columns, and `mlflow models serve` writes each
     of them into each JSON row. Without it a client of MLflow's server got popularity for a history
     of unknown ids only with nothing to say why, where `recsys serve` named them."""
-    answered = _answer(index, model_input, params, name_unknown=True)
+    answered = _answer(index, model_input, params)
     return answered if isinstance(answered, pd.DataFrame) else pd.DataFrame(answered)
 
 
 def answer_records(index: ServingIndex, model_input: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """`answer` as one dict per row (`recsys serve`'s JSON), without a DataFrame for top-k rows."""
-    answered = _answer(index, model_input, params, name_unknown=True)
+    answered = _answer(index, model_input, params)
     if isinstance(answered, pd.DataFrame):
         return answered.to_dict("records")
     records = [dict(zip(answered, row, strict=True)) for row in zip(*answered.values(), strict=True)]
@@ -813,9 +813,7 @@ def answer_records(index: ServingIndex, model_input: Any, params: dict[str, Any]
     return records
 
 
-def _answer(
-    index: ServingIndex, model_input: Any, params: dict[str, Any] | None, name_unknown: bool = False
-) -> pd.DataFrame | dict[str, list[Any]]:
+def _answer(index: ServingIndex, model_input: Any, params: dict[str, Any] | None) -> pd.DataFrame | dict[str, list[Any]]:
     k = (params or {}).get("k")
     if asks_similar(model_input):
         limit = max(1, index.n_items - 1)
@@ -824,4 +822,4 @@ def _answer(
         return index.similar(item_ids, ks)
     default_k = min(DEFAULT_K, index.n_items) if k is None else check_k(k, index.n_items, "params.k")
     user_ids, ks, histories = parse_request(model_input, default_k, index.n_items)
-    return index.recommend_columns(user_ids, ks, histories, name_unknown=name_unknown)
+    return index.recommend_columns(user_ids, ks, histories, name_unknown=True)  # both endpoints name them
