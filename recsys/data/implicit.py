@@ -98,13 +98,15 @@ class _Surrogates:
     wide: np.ndarray  # sorted distinct wide ids; wide[i] has code base + i
 
     @classmethod
-    def of(cls, values: np.ndarray) -> tuple[_Surrogates, np.ndarray] | None:
+    def of(cls, values: pl.Series) -> tuple[_Surrogates, pl.Series] | None:
         """(surrogates, 4-byte codes of `values`), or None where no block of codes is free.
 
-        Three passes over the rows (a compare, its positions, the cast): every other step reads
-        only the ids of [2**31, 2**64), which a long-tailed log has few of (10M rows: ~0.1 s)."""
-        upper_at = np.flatnonzero(values >= (MAX_CODE + 1) // 2)
-        upper = values[upper_at]
+        Three passes over the rows (a compare, the wrapping cast, the stand-ins' scatter): every
+        other step reads only the ids of [2**31, 2**64), which a long-tailed log has few of (10M
+        rows: ~0.1 s). polars throughout: a numpy copy of a streamed column (~1,300 chunks on
+        the 10M Zipf log) cost ~80 MB of fresh pages per column, ~0.03 CPU-s for both."""
+        at_upper = values >= (MAX_CODE + 1) // 2
+        upper = values.filter(at_upper).to_numpy()
         is_wide = upper > MAX_CODE
         wide, position = np.unique(upper[is_wide], return_inverse=True)
         if wide.size > MAX_CODE // 2:
@@ -112,9 +114,9 @@ class _Surrogates:
         base = _free_block(upper[~is_wide], wide.size)
         if base is None:
             return None
-        codes = values.astype(np.uint32)  # a wide value wraps here and takes its stand-in below
-        codes[upper_at[is_wide]] = (base + position).astype(np.uint32)
-        return cls(base, wide), codes
+        codes = values.cast(CODE_DTYPE, wrap_numerical=True).rechunk()  # a wide value wraps here
+        stand_ins = at_upper.arg_true().to_numpy()[is_wide]
+        return cls(base, wide), codes.scatter(stand_ins, (base + position).astype(np.uint32))
 
     def decode(self, codes: pl.Series) -> pl.Series:
         ids = codes.to_numpy().astype(np.uint64)
@@ -153,11 +155,11 @@ def _narrow_wide_ids(frame: pl.LazyFrame) -> tuple[pl.DataFrame, dict[str, _Surr
         column = rows.get_column(c)
         if column.null_count():
             return None
-        found = _Surrogates.of(column.to_numpy())
+        found = _Surrogates.of(column)
         if found is None:
             return None
         surrogates[c] = found[0]
-        columns.append(pl.Series(c, found[1], dtype=CODE_DTYPE))
+        columns.append(found[1])
     return rows.with_columns(columns), surrogates
 
 

@@ -272,6 +272,17 @@ def test_decimal_bytes_match_the_written_numbers() -> None:
     assert validation._decimal_bytes(frame, ["a", "b", "c"]) == expected
 
 
+def test_decimal_bytes_of_long_tailed_ids_count_the_few_long_ones_exactly() -> None:
+    """Zipf-drawn 64-bit ids (the higher powers are counted over the values that reach them) and
+    every power's edges (10**k - 1, 10**k) up to 2**64 - 1, with and without a null."""
+    rng = np.random.default_rng(2)
+    edges = [v for k in range(1, 20) for v in (10**k - 1, 10**k)] + [2**64 - 1]
+    for values in ([*rng.zipf(1.2, 5_000).tolist(), *edges], [*rng.zipf(1.2, 5_000).tolist(), None], edges[:9]):
+        frame = pl.DataFrame({"ids": pl.Series(values, dtype=pl.UInt64)})
+        expected = sum(len(str(v)) for v in values if v is not None)
+        assert validation._decimal_bytes(frame, ["ids"]) == expected
+
+
 @pytest.mark.parametrize(
     ("weight", "stamp", "expected_weight", "expected_time"),
     [
