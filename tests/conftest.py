@@ -110,6 +110,7 @@ STORE_PREFIX, HARNESS_PREFIX = "recsys-test-store-", "recsys-test-prefect-"
 STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
 PREFECT_STORAGE = "prefect-storage"  # the session's Prefect result storage, in its pytest temp folder
+PREFECT_HOME = "prefect-home"  # the session's Prefect home ($PREFECT_HOME), in its pytest temp folder
 SCENARIO_TIMEOUT_S = 600
 
 
@@ -540,6 +541,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # files on one machine). They go to the session's folder: Prefect reads it when imported (after
     # this hook: by the test modules), and every subprocess inherits it, PREFECT_HOME or not.
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(basetemp / PREFECT_STORAGE)
+    # The rest of Prefect's home (~/.prefect unless PREFECT_HOME says otherwise) too: the harness's
+    # server wrote its block-registration memo (server.memo_store_path, $PREFECT_HOME/memo_store.toml)
+    # there, and a temporary server of a run its database; tests/flows/test_prefect_home.py checks.
+    os.environ["PREFECT_HOME"] = str(basetemp / PREFECT_HOME)
     assert "prefect" not in sys.modules, "Prefect was imported before its result storage was set"
     if "dask" in sys.modules:  # read from the environment when dask.config is imported
         import dask.config
