@@ -33,6 +33,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 # "database is locked" tracebacks under load; it is not part of what the tests check.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# MLflow's telemetry (3.x) writes an installation id into the user's ~/.config/mlflow/telemetry.json
+# (tests/flows/test_prefect_home.py checks the home is left alone) and sends events: neither is a test's business.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Captured output is laid out at 120 columns unless COLUMNS says otherwise (`recsys.cli.common`):
 # a terminal that exports COLUMNS must not change the tables the in-process CLI tests read.
 os.environ.pop("COLUMNS", None)

@@ -1,8 +1,9 @@
 """A test session writes nothing into the user's ~/.prefect: the Prefect harness's server wrote its
 block-registration memo there (`memo_store.toml`), and a temporary server's database would land
 there too, since the session pointed only Prefect's result storage elsewhere. tests/conftest.py
-now points PREFECT_HOME at the session's temp folder. Checked by a session of its own, run with a
-home of the test's making and none of the Prefect settings this session exported."""
+now points PREFECT_HOME at the session's temp folder (and turns MLflow's telemetry off, which wrote
+~/.config/mlflow/telemetry.json). Checked by a session of its own, run with a home of the test's
+making and none of the Prefect or MLflow settings this session exported."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ NODE = "tests/flows/test_pipeline.py::test_persisted_results_go_to_the_sessions_
 def test_a_test_session_leaves_the_users_prefect_home_alone(tmp_path: Path):
     home = tmp_path / "user"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PYTEST_", "DASK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PYTEST_", "DASK_", "MLFLOW_"))}
     env["HOME"] = str(home)
     session = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"),
@@ -30,5 +31,7 @@ def test_a_test_session_leaves_the_users_prefect_home_alone(tmp_path: Path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540,
     )  # fmt: skip
     assert session.returncode == 0, session.stdout[-3000:] + session.stderr[-3000:]
-    assert not (home / ".prefect").exists(), sorted(str(p.relative_to(home)) for p in (home / ".prefect").rglob("*"))
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+    assert not (home / ".prefect").exists(), written
+    assert not (home / ".config" / "mlflow").exists(), written  # MLflow's telemetry id (tests/conftest.py)
     assert (tmp_path / "t" / "prefect-home" / "memo_store.toml").is_file()  # the memo is written: in the session's home
