@@ -8,7 +8,8 @@ A temp's name carries its writer's pid (`.<name>.<host>-<pid>.XXXXXXXX<suffix>`)
 with -9 leaves its temp, and the next writer of the path removes those whose process has ended (the
 first write of a path in each process: a scan of its folder, ~6 ms at 10,000 entries, paid once).
 A leaf module (third-party imports only inside functions): the CLI imports it at start-up.
-`announced_lock` is here too: a lock that says, when a command has to wait on it, what it waits for.
+`announced_lock` is here too: a lock that says, when a command has to wait on it, what it waits for;
+and `lock_for_life`, a lock held while its owner runs.
 """
 
 from __future__ import annotations
@@ -244,6 +245,52 @@ def announced_lock(
         yield lock
     finally:
         lock.release()
+
+
+class LocksUnsupported(OSError):
+    """The file system (or OS) of a `lock_for_life` path has no flock (some network mounts)."""
+
+
+def lock_for_life(path: str | os.PathLike, *, shared: bool = False, wait: bool = True, create: bool = False,
+                  mode: int = 0o666) -> int:  # fmt: skip
+    """flock `path` and return the descriptor that holds the lock: held until it is closed or this
+    process ends, however it ends (the kernel releases it at a kill -9 too), so a lock found free
+    proves its holders gone, and a lock held says one lives; a pid file says neither reliably (a
+    start time moves with the wall clock, a pid means nothing across PID namespaces).
+
+    `shared`: many holders at once (the writers of an offline bundle), `wait=False`: BlockingIOError
+    at once when another process holds it in the other mode. `create=False` never makes the file
+    (a probe must not: FileNotFoundError instead); `mode` is the new file's. LocksUnsupported where the
+    file system has no such locks, for the caller to decide what an unguarded file means. The file
+    is opened read-only (flock needs no more, and a read-only folder's lock still works) and not
+    inherited by child processes (Python's default), which would otherwise keep it held.
+
+    Why here: the stack claims (`recsys.stack.claim`) and the offline bundles' writer lock
+    (`recsys.tracking.offline`) each called fcntl.flock themselves. `filelock` is for locks taken
+    and released around a block; this is for ones that mean "its owner still runs"."""
+    import errno
+
+    fd = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), mode)
+    try:
+        import fcntl
+    except ImportError:  # no flock on this OS
+        os.close(fd)
+        raise LocksUnsupported(errno.ENOSYS, f"no file locks on this system for {path}") from None
+    op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, op)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise LocksUnsupported(exc.errno, f"no file locks on {path}: {exc.strerror}") from None
+        raise
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _to_stderr(line: str) -> None:

@@ -810,12 +810,11 @@ def claim(root: Path) -> None:
     which moves with the wall clock (a step of a fraction of a second can change its whole second),
     and a second session read a live owner's start time as another process's and reaped its
     stack, servers and folder mid-session; nor does a pid say anything across PID namespaces that
-    share one /tmp. (fcntl's flock rather than `filelock`: a probe must never create the file.)"""
-    import fcntl
+    share one /tmp. (`lock_for_life` rather than `filelock`: a probe must never create the file.)"""
+    from recsys.files import lock_for_life
 
     root = Path(root)
-    fd = os.open(root / CLAIM_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a directory just made: nobody else holds it
+    fd = lock_for_life(root / CLAIM_LOCK, wait=False, create=True, mode=0o600)  # a directory just made: nobody else holds it
     _claims[str(root)] = fd
     process = psutil.Process()
     path = root / OWNER_FILE
@@ -834,7 +833,7 @@ def dead_claim(root: Path) -> Iterator[bool | None]:
     being made reads as none. Its lock file gone means its directory is being removed (by its owner
     or a reaper): none either. A claim from before claims held a lock (no `lock` in its owner file)
     is gone only when its pid runs no process, or one started over START_TOLERANCE_S away from it."""
-    import fcntl
+    from recsys.files import lock_for_life
 
     root = Path(root)
     try:
@@ -846,19 +845,14 @@ def dead_claim(root: Path) -> Iterator[bool | None]:
         yield _legacy_owner_gone(owner)
         return
     try:
-        fd = os.open(root / CLAIM_LOCK, os.O_RDWR | os.O_CLOEXEC)  # never created here
+        fd = lock_for_life(root / CLAIM_LOCK, wait=False)  # never created here
     except FileNotFoundError:
         yield None
         return
-    except OSError:
-        yield False  # not ours to open: not provably gone
+    except OSError:  # held (its owner runs), not ours to open, or no locks here: not provably gone
+        yield False
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held: its owner runs
-            yield False
-            return
         yield True
     finally:
         os.close(fd)  # releases the lock

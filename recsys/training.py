@@ -51,6 +51,7 @@ from recsys import distributed, interrupt
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, SetupError, first_line
 from recsys.evaluation.ranking import torch_threads
+from recsys.files import current_umask
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_logit, pointwise_offset
 from recsys.models.base import PrivateTorchRng
 from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
@@ -615,6 +616,7 @@ def save_checkpoint(
     for left in directory.glob(".epoch-*"):  # a save killed mid-write left its temp dir (one writer: rank 0)
         shutil.rmtree(left, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 stuck to the renamed checkpoint: its writer's alone
     save_file(tensors, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(meta))
     final = directory / name

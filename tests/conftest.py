@@ -33,6 +33,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 # "database is locked" tracebacks under load; it is not part of what the tests check.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# MLflow's telemetry (3.x) writes an installation id into the user's ~/.config/mlflow/telemetry.json
+# (tests/flows/test_prefect_home.py checks the home is left alone) and sends events: neither is a test's business.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Captured output is laid out at 120 columns unless COLUMNS says otherwise (`recsys.cli.common`):
 # a terminal that exports COLUMNS must not change the tables the in-process CLI tests read.
 os.environ.pop("COLUMNS", None)
@@ -110,6 +113,7 @@ STORE_PREFIX, HARNESS_PREFIX = "recsys-test-store-", "recsys-test-prefect-"
 STACK_SKIP = "no PostgreSQL-backed MLflow / Prefect server on this machine (`make test` installs them)"
 SCENARIO = Path(__file__).parent / "flows" / "scheduled_scenario.py"
 PREFECT_STORAGE = "prefect-storage"  # the session's Prefect result storage, in its pytest temp folder
+PREFECT_HOME = "prefect-home"  # the session's Prefect home ($PREFECT_HOME), in its pytest temp folder
 SCENARIO_TIMEOUT_S = 600
 
 
@@ -540,6 +544,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # files on one machine). They go to the session's folder: Prefect reads it when imported (after
     # this hook: by the test modules), and every subprocess inherits it, PREFECT_HOME or not.
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(basetemp / PREFECT_STORAGE)
+    # The rest of Prefect's home (~/.prefect unless PREFECT_HOME says otherwise) too: the harness's
+    # server wrote its block-registration memo (server.memo_store_path, $PREFECT_HOME/memo_store.toml)
+    # there, and a temporary server of a run its database; tests/flows/test_prefect_home.py checks.
+    os.environ["PREFECT_HOME"] = str(basetemp / PREFECT_HOME)
     assert "prefect" not in sys.modules, "Prefect was imported before its result storage was set"
     if "dask" in sys.modules:  # read from the environment when dask.config is imported
         import dask.config

@@ -164,6 +164,45 @@ def test_a_run_on_a_malformed_source_leaves_no_lock_or_folder(tmp_path):
     assert [name for name in left if not name.startswith(DIGEST_CACHE)] == []
 
 
+def test_a_refused_runs_digest_cache_is_what_the_next_run_reuses(tmp_path, monkeypatch):
+    """What a refused run leaves in data.processed_dir: the digest cache (`.digests.json` and its
+    lock), kept on purpose. The run's cache key hashed every landing file before the ingest refused
+    the malformed one, and those digests hold while the files are unchanged: with the bad file
+    removed (or fixed), the next run hashes none of the others again (gigabytes of good logs beside
+    one bad export). Removing the cache at a refusal would only cost that hashing."""
+    import os
+
+    import pipelines.data as data_step
+    from pipelines.run import run_pipeline
+    from recsys.errors import DataError
+
+    landing, processed = tmp_path / "landing", tmp_path / "processed"
+    landing.mkdir()
+    (landing / "a.csv").write_bytes(b"user_id,item_id\n\x00\x01\x02garbage\n")  # read first: refused
+    _log(landing / "b.csv", [f"u{i}" for i in range(20)], [f"i{i % 5}" for i in range(20)], 1_700_000_000)
+    for name in ("a.csv", "b.csv"):  # written well before their hashing (the cache's 2 s racy guard)
+        os.utime(landing / name, (1_700_000_000, 1_700_000_000))
+    hashed: list[str] = []
+
+    def counted(path, *args, **kwargs):
+        hashed.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    real = data_step.file_digest
+    monkeypatch.setattr(data_step, "file_digest", counted)
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{processed}"',
+                             "data.min_user_interactions=1", "data.min_item_interactions=1",
+                             'models=[{name="pop", kind="popularity"}]'])  # fmt: skip
+    with pytest.raises(DataError, match="binary content"):
+        run_pipeline(cfg, tracking=False, log=lambda _: None)
+    assert sorted(hashed) == ["a.csv", "b.csv"]
+    assert sorted(p.name for p in processed.iterdir()) == [".digests.json", ".digests.json.lock"]
+    (landing / "a.csv").unlink()
+    hashed.clear()
+    assert prepare_dataset(cfg).ingested_files == ["b.csv"]
+    assert hashed == []  # b.csv's digest came from the refused run's cache
+
+
 def test_landing_directory_reads_what_ingest_reads(tmp_path):
     """A `.pq` file is ingested (not skipped run after run), and a bzip2 file (an error) or an
     extensionless one (a warning) is named, as `recsys ingest DIR` does, instead of lying unread."""

@@ -112,6 +112,20 @@ def test_checkpoints_are_safetensors_and_json_only_and_the_old_ones_are_dropped(
     assert state["state"]["global_step"] == 4 * steps
 
 
+def test_a_checkpoint_folder_follows_the_umask(data, tmp_path: Path):
+    """`epoch-NNNN/` was mkdtemp's 0700, kept by its rename: a checkpoint directory on a shared file
+    system (a run resumed by a teammate, or by ranks under another account) was its writer's alone.
+    It gets the mode a plain mkdir gives, as every output."""
+    import os
+
+    before = os.umask(0o022)
+    try:
+        TwoTower(CFG.model_copy(update={"checkpoint_dir": str(tmp_path), "epochs": 1})).fit(data.train)
+    finally:
+        os.umask(before)
+    assert (tmp_path / "epoch-0001").stat().st_mode & 0o777 == 0o755
+
+
 def test_a_checkpoint_from_another_config_is_refused(data, tmp_path: Path):
     TwoTower(CFG.model_copy(update={"checkpoint_dir": str(tmp_path), "epochs": 1})).fit(data.train)
     other = TwoTower(CFG.model_copy(update={"checkpoint_dir": str(tmp_path), "lr": 0.01}))

@@ -36,7 +36,6 @@ kept afterwards were never logged ("already logged" from then on).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -54,8 +53,10 @@ from typing import TYPE_CHECKING, Any
 from recsys.errors import TrackingError, first_line
 from recsys.faults import fault_point
 from recsys.files import (
+    LocksUnsupported,
     announced_lock,
     finish_merges,
+    lock_for_life,
     merge_tree,
     scratch_dir,
     stage_tree,
@@ -133,26 +134,6 @@ def _key(bundle: Path) -> Path:
     return Path(os.path.abspath(bundle))
 
 
-def _flock(fd: int, exclusive: bool, wait: bool = True) -> bool:
-    """flock `fd`; False where the file system (or OS) has no such locks: the bundle is then kept
-    and resumed as before, unguarded, rather than not kept at all. BlockingIOError when `wait` is
-    False and another process holds it."""
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
-    try:
-        fcntl.flock(fd, op)
-    except BlockingIOError:
-        raise
-    except OSError as exc:
-        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            return False
-        raise
-    return True
-
-
 def hold_bundle(bundle: Path) -> None:
     """Hold `bundle`'s writer lock (shared) and mark this process as its writer, until
     `release_bundle` or this process's end; once per process (a pipeline's trackers share it).
@@ -164,11 +145,11 @@ def hold_bundle(bundle: Path) -> None:
         if key in _writing:
             return
         key.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key / WRITER_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:  # waits only for a resume of a bundle whose writer ended
+            fd = lock_for_life(key / WRITER_LOCK, shared=True, create=True)
+        except LocksUnsupported:  # the bundle is kept and resumed as before, unguarded, not dropped
+            return
         try:
-            if not _flock(fd, exclusive=False):  # waits only for a resume of a bundle whose writer ended
-                os.close(fd)
-                return
             write_text_atomic(key / WRITER_MARK.format(pid=os.getpid()), json.dumps(process_tags()))
         except BaseException:
             os.close(fd)
@@ -209,10 +190,12 @@ def no_writer(bundle: Path) -> Iterator[None]:
     if not lock.is_file():  # kept by a recsys without writer locks, or not a bundle: no writer to wait for
         yield
         return
-    fd = os.open(lock, os.O_RDONLY)
+    fd: int | None = None
     try:
         try:
-            locked = _flock(fd, exclusive=True, wait=False)
+            fd = lock_for_life(lock, wait=False)
+        except LocksUnsupported:  # no locks here: resumed unguarded, as before writer locks
+            pass
         except BlockingIOError:
             pids = _writer_pids(bundle)
             who = f"process {pids[0]}" if len(pids) == 1 else (
@@ -221,11 +204,12 @@ def no_writer(bundle: Path) -> Iterator[None]:
                 f"{bundle} is still being written by {who}: its run goes on training after its tracking "
                 "store failed, and keeps each model it finishes here; resume once that run has ended"
             ) from None
-        for mark in bundle.glob(WRITER_MARK.format(pid="*")) if locked else ():  # every writer has ended
+        for mark in bundle.glob(WRITER_MARK.format(pid="*")) if fd is not None else ():  # every writer has ended
             mark.unlink(missing_ok=True)
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def bundle_in_use(bundle: Path) -> BundleInUse | None:

@@ -127,3 +127,20 @@ def test_a_save_killed_while_removing_the_older_split_leaves_a_whole_one(tmp_pat
     assert load_split(target).train.shape == (2, 3)  # the new split, whole
     save_split(strong_split(), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["split"]  # nothing of the killed save left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_saved_split_folder_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    """`recsys train --handoff DIR` writes the split that every node's ranks load, often from a
+    shared file system and other accounts: its folder was 0700 (mkdtemp's mode, kept by the rename),
+    so nobody but its writer could read it. It gets the mode a plain mkdir gives, as every output."""
+    import os
+
+    before = os.umask(umask)
+    try:
+        saved = save_split(strong_split(), tmp_path / "handoff" / "split")
+        save_split(strong_split(), saved)  # a second save replaces it: same mode
+    finally:
+        os.umask(before)
+    assert saved.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (saved / "split.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -259,7 +259,8 @@ def test_persisted_results_go_to_the_sessions_folder_not_the_users(prefect_harne
     code = "from prefect.settings import get_current_settings as s; print(s().results.local_storage_path)"
     for home in (None, tmp_path / "home"):
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
-        env.update({} if home is None else {"PREFECT_HOME": str(home)})
+        # without PREFECT_HOME, Prefect makes ~/.prefect as it starts: a home of the test's own
+        env.update({"HOME": str(tmp_path / "user")} if home is None else {"PREFECT_HOME": str(home)})
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert Path(out.stdout.strip()) == storage, home
 
