@@ -13,6 +13,8 @@ Kills are SIGKILL, placed either at named points (`RECSYS_KILL_AT`, recsys/fault
 renames of a swap, after a promotion decided, ...) or at a random moment. Bounded: every process has
 a timeout and the whole benchmark a deadline (CHAOS_DEADLINE_S, default 2400 s); what did not fit is
 reported as not run. Everything listens on 127.0.0.1 only, and the scratch directory is removed.
+`python -m benchmarks.bench_chaos PROBE...` runs only the named probes and prints their table
+without writing the results section.
 """
 
 from __future__ import annotations
@@ -608,7 +610,8 @@ def main(only: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = report(probes, time.monotonic() - chaos.started)
-    OUT.write_text(text)
+    if not only:  # a subset's table would replace the whole section: printed only
+        OUT.write_text(text)
     print(text)
 
 
