@@ -1,4 +1,4 @@
-"""Chaos: concurrent writers, kill -9 and a dying tracking server, each followed by a rerun (issue 20).
+"""Chaos: concurrent writers, kill -9 and a dying or frozen tracking server, each followed by a rerun (issue 20).
 
 `python -m benchmarks chaos`. Every probe runs real `recsys` processes in a scratch directory and
 checks what an operator would after the rerun:
@@ -10,7 +10,8 @@ checks what an operator would after the rerun:
                champion is the worse model.
 
 Kills are SIGKILL, placed either at named points (`RECSYS_KILL_AT`, recsys/faults.py: between the two
-renames of a swap, after a promotion decided, ...) or at a random moment. Bounded: every process has
+renames of a swap, after a promotion decided, ...) or at a random moment; a frozen server is SIGSTOP
+(its port stays open), and how long the run takes to give up on it is in the notes. Bounded: every process has
 a timeout and the whole benchmark a deadline (CHAOS_DEADLINE_S, default 2400 s); what did not fit is
 reported as not run. Everything listens on 127.0.0.1 only, and the scratch directory is removed.
 `python -m benchmarks.bench_chaos PROBE...` runs only the named probes and prints their table
@@ -555,7 +556,8 @@ def report(probes: list[Probe], wall: float) -> str:
         "## Chaos: concurrency, kill -9 and a dying tracking server (bench_chaos)",
         "",
         f"`python -m benchmarks chaos`: {wall:.0f} s. Each trial runs real `recsys` processes in a scratch directory "
-        "(127.0.0.1 only), kills where stated (SIGKILL: at a named point via RECSYS_KILL_AT, or at a random moment), "
+        "(127.0.0.1 only), kills where stated (SIGKILL: at a named point via RECSYS_KILL_AT, or at a random moment) "
+        "or freezes the tracking server (SIGSTOP: the seconds until the run gives up on it are in the notes), "
         "reruns, and checks what an operator would. *Data lost*: committed batches or a rerun's models missing. "
         "*Left inconsistent*: trials after which the processed directory contradicts itself (vocab / table / "
         "manifest, a batch twice, staging left), a run is still RUNNING, or the worse model is champion.",
