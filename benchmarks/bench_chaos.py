@@ -20,6 +20,7 @@ without writing the results section.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -100,10 +101,14 @@ class Chaos:
             return [str(self.recsys), *args]
         return [sys.executable, "-c", "from recsys.cli import app; app()", *args]
 
-    def start(self, *args: str, kill_at: str | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    def start(
+        self, *args: str, kill_at: str | None = None, cwd: Path | None = None, stop_at: str | None = None
+    ) -> subprocess.Popen:
         env = dict(self.env)
         if kill_at:
             env["RECSYS_KILL_AT"] = kill_at
+        if stop_at:  # the process SIGSTOPs itself there (recsys/faults.py) until SIGCONT
+            env["RECSYS_STOP_AT"] = stop_at
         return subprocess.Popen(
             self.command(*args), cwd=cwd or self.root, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
@@ -396,6 +401,20 @@ def until_training(chaos: Chaos, db: Path, run: subprocess.Popen) -> bool:
     return False
 
 
+def until_stopped(chaos: Chaos, run: subprocess.Popen) -> bool:
+    """Wait until `run` froze itself at its RECSYS_STOP_AT point; False when it ended (or the
+    deadline came) first."""
+    import psutil
+
+    process = psutil.Process(run.pid)
+    while run.poll() is None and time.monotonic() < chaos.started + DEADLINE:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() == psutil.STATUS_STOPPED:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
     """The MLflow server is killed while a run trains; the run must keep everything, exit 2, and a
     resume must log it all once the server is back."""
@@ -468,7 +487,10 @@ def judge_gave_up(code: int, out: str) -> tuple[list[str], list[str] | None]:
 
 def probe_server_freezes(chaos: Chaos, probe: Probe) -> None:
     """The MLflow server is frozen (SIGSTOP of its process group: its port stays open, nothing
-    answers) while a run trains. The run must end by itself, after MLflow's request timeout x tries
+    answers) while a run trains: after WALS's first epoch (the run stopped there, so no store call
+    is in flight; a server frozen between a response's headers and its body is given up on after
+    one timeout, as urllib3 retries no body read, and a freeze at a random moment measured either
+    ~33 s or ~97 s). The run must end by itself, after MLflow's request timeout x tries
     (the seconds from the freeze to its exit go in the notes: README's figure), exit 2 with one error
     line, keep every model not logged in its bundle; once the server goes on (SIGCONT), the printed
     `--resume-tracking` command must log every model and leave no run RUNNING."""
@@ -482,13 +504,15 @@ def probe_server_freezes(chaos: Chaos, probe: Probe) -> None:
     server = start_server(chaos, db, artifacts, port)
     uri = f"http://127.0.0.1:{port}"
     summary = chaos.root / name / "summary.json"
-    run = chaos.start("run", "--no-prefect", "--json", str(summary), *pipeline_sets(chaos, name, uri))
+    overrides = pipeline_sets(chaos, name, uri)
+    run = chaos.start("run", "--no-prefect", "--json", str(summary), *overrides, stop_at="train.epoch")
     try:
-        if not until_training(chaos, db, run):
+        if not until_stopped(chaos, run):
             run.communicate(timeout=PROCESS_TIMEOUT)
             probe.skipped = f"the run ended (exit {run.returncode}) before the server could be frozen"
             return
         os.killpg(server.pid, signal.SIGSTOP)
+        os.kill(run.pid, signal.SIGCONT)
         frozen = time.monotonic()
         try:
             out, _ = run.communicate(timeout=min(PROCESS_TIMEOUT, max(chaos.left(), 30)))
@@ -501,8 +525,9 @@ def probe_server_freezes(chaos: Chaos, probe: Probe) -> None:
         problems, resume = judge_gave_up(run.returncode, out)
         limits = {**HTTP_LIMITS, **chaos.env}
         timeout, tries = limits["MLFLOW_HTTP_REQUEST_TIMEOUT"], 1 + int(limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+        said = re.search(r"stopped answering during the run \(([^)]*)\)", out)
         probe.notes.append(f"the run exited {gave_up:.0f} s after the freeze (MLFLOW_HTTP_REQUEST_TIMEOUT "
-                           f"{timeout} s x {tries} tries)")  # fmt: skip
+                           f"{timeout} s x {tries} tries; {said.group(1) if said else 'no cause said'})")  # fmt: skip
         data = json.loads(summary.read_text()) if summary.is_file() else {"models": []}
         bundle = Path(data.get("unlogged_dir") or chaos.root / "none")
         unlogged = [m["name"] for m in data["models"] if m.get("unlogged")]
@@ -547,7 +572,7 @@ PROBES: list[tuple[str, str, Callable[[Chaos, Probe], None]]] = [
     ("kill-logging", "`recsys run` killed between a model's metrics and its artifacts, rerun", lambda c, p: probe_kill_run(c, p, "tracking.artifacts")),
     ("kill-promotion", "`recsys run` killed after the promotion decided, before the alias moved, rerun", lambda c, p: probe_kill_run(c, p, "promote.decided")),
     ("server-dies", "MLflow server (127.0.0.1) killed -9 while a run trains, then restarted and `--resume-tracking`", probe_server_dies),
-    ("server-freezes", "MLflow server (127.0.0.1) frozen (SIGSTOP, port open) while a run trains: the run gives up by itself; SIGCONT, then the printed `--resume-tracking`", probe_server_freezes),
+    ("server-freezes", "MLflow server (127.0.0.1) frozen (SIGSTOP, port open) after a run's first epoch: the run gives up by itself; SIGCONT, then the printed `--resume-tracking`", probe_server_freezes),
 ]  # fmt: skip
 
 
