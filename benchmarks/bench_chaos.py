@@ -1,4 +1,4 @@
-"""Chaos: concurrent writers, kill -9 and a dying tracking server, each followed by a rerun (issue 20).
+"""Chaos: concurrent writers, kill -9 and a dying or frozen tracking server, each followed by a rerun (issue 20).
 
 `python -m benchmarks chaos`. Every probe runs real `recsys` processes in a scratch directory and
 checks what an operator would after the rerun:
@@ -10,16 +10,22 @@ checks what an operator would after the rerun:
                champion is the worse model.
 
 Kills are SIGKILL, placed either at named points (`RECSYS_KILL_AT`, recsys/faults.py: between the two
-renames of a swap, after a promotion decided, ...) or at a random moment. Bounded: every process has
+renames of a swap, after a promotion decided, ...) or at a random moment; a frozen server is SIGSTOP
+(its port stays open), and how long the run takes to give up on it is in the notes. Bounded: every process has
 a timeout and the whole benchmark a deadline (CHAOS_DEADLINE_S, default 2400 s); what did not fit is
 reported as not run. Everything listens on 127.0.0.1 only, and the scratch directory is removed.
+`python -m benchmarks.bench_chaos PROBE...` runs only the named probes and prints their table
+without writing the results section.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -95,10 +101,14 @@ class Chaos:
             return [str(self.recsys), *args]
         return [sys.executable, "-c", "from recsys.cli import app; app()", *args]
 
-    def start(self, *args: str, kill_at: str | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    def start(
+        self, *args: str, kill_at: str | None = None, cwd: Path | None = None, stop_at: str | None = None
+    ) -> subprocess.Popen:
         env = dict(self.env)
         if kill_at:
             env["RECSYS_KILL_AT"] = kill_at
+        if stop_at:  # the process SIGSTOPs itself there (recsys/faults.py) until SIGCONT
+            env["RECSYS_STOP_AT"] = stop_at
         return subprocess.Popen(
             self.command(*args), cwd=cwd or self.root, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
@@ -379,6 +389,32 @@ def start_server(chaos: Chaos, db: Path, artifacts: Path, port: int) -> subproce
     raise RuntimeError("mlflow server did not start")
 
 
+def until_training(chaos: Chaos, db: Path, run: subprocess.Popen) -> bool:
+    """Wait until `run` has its parent and a model's MLflow run open in the server's store `db`
+    (training under way); False when the run ended (or the deadline came) first."""
+    while run.poll() is None and time.monotonic() < chaos.started + DEADLINE:
+        with sqlite3.connect(db) as conn:
+            runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
+        if runs >= 2:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def until_stopped(chaos: Chaos, run: subprocess.Popen) -> bool:
+    """Wait until `run` froze itself at its RECSYS_STOP_AT point; False when it ended (or the
+    deadline came) first."""
+    import psutil
+
+    process = psutil.Process(run.pid)
+    while run.poll() is None and time.monotonic() < chaos.started + DEADLINE:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() == psutil.STATUS_STOPPED:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
     """The MLflow server is killed while a run trains; the run must keep everything, exit 2, and a
     resume must log it all once the server is back."""
@@ -392,16 +428,10 @@ def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
     uri = f"http://127.0.0.1:{port}"
     summary = chaos.root / name / "summary.json"
     run = chaos.start("run", "--no-prefect", "--json", str(summary), *pipeline_sets(chaos, name, uri))
-    killed = False
-    while run.poll() is None and time.monotonic() < chaos.started + DEADLINE:
-        with sqlite3.connect(db) as conn:
-            runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
-        if runs >= 2:  # the parent and a model's run are open: training is under way
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-            killed = True
-            break
-        time.sleep(0.1)
+    killed = until_training(chaos, db, run)
+    if killed:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
     out, _ = run.communicate(timeout=PROCESS_TIMEOUT)
     problems = []
     if not killed:
@@ -438,6 +468,93 @@ def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
     probe.trial(problems, lost=lost, running=running)
 
 
+def judge_gave_up(code: int, out: str) -> tuple[list[str], list[str] | None]:
+    """(problems, the printed resume command's arguments after `recsys`) of a `recsys run` whose
+    tracking server stopped answering: what an operator needs is exit 2, one `error:` line, no
+    traceback, and in that line the `recsys run ... --resume-tracking DIR` to copy."""
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    problems = [] if code == 2 else [f"exit {code}, not 2"]
+    if len(errors) != 1:
+        problems.append(f"{len(errors)} `error:` lines, not 1")
+    if "Traceback (most recent call last)" in out:
+        problems.append("a traceback")
+    hint = re.search(r"`(recsys run [^`]*--resume-tracking [^`]+)`", "\n".join(errors))
+    if hint is None:
+        problems.append(f"no `recsys run ... --resume-tracking DIR` in the error line: {out[-300:]}")
+        return problems, None
+    return problems, shlex.split(hint.group(1))[1:]
+
+
+def probe_server_freezes(chaos: Chaos, probe: Probe) -> None:
+    """The MLflow server is frozen (SIGSTOP of its process group: its port stays open, nothing
+    answers) while a run trains: after WALS's first epoch (the run stopped there, so no store call
+    is in flight; a server frozen between a response's headers and its body is given up on after
+    one timeout, as urllib3 retries no body read, and a freeze at a random moment measured either
+    ~33 s or ~97 s). The run must end by itself, after MLflow's request timeout x tries
+    (the seconds from the freeze to its exit go in the notes: README's figure), exit 2 with one error
+    line, keep every model not logged in its bundle; once the server goes on (SIGCONT), the printed
+    `--resume-tracking` command must log every model and leave no run RUNNING."""
+    from recsys.tracking.reevaluate import SAVED_MODEL_ARTIFACT
+    from recsys.tracking.store import HTTP_LIMITS
+
+    name = probe.name
+    db, artifacts = chaos.root / name / "server.db", chaos.root / name / "artifacts"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = start_server(chaos, db, artifacts, port)
+    uri = f"http://127.0.0.1:{port}"
+    summary = chaos.root / name / "summary.json"
+    run = chaos.start("run", "--no-prefect", "--json", str(summary), *pipeline_sets(chaos, name, uri), stop_at="train.epoch")
+    try:
+        if not until_stopped(chaos, run):
+            run.communicate(timeout=PROCESS_TIMEOUT)
+            probe.skipped = f"the run ended (exit {run.returncode}) before the server could be frozen"
+            return
+        os.killpg(server.pid, signal.SIGSTOP)
+        os.kill(run.pid, signal.SIGCONT)
+        frozen = time.monotonic()
+        try:
+            out, _ = run.communicate(timeout=min(PROCESS_TIMEOUT, max(chaos.left(), 30)))
+        except subprocess.TimeoutExpired:
+            run.kill()
+            out, _ = run.communicate()
+            probe.trial([f"hung: still running {time.monotonic() - frozen:.0f} s after the freeze, killed"])
+            return
+        gave_up = time.monotonic() - frozen
+        problems, resume = judge_gave_up(run.returncode, out)
+        limits = {**HTTP_LIMITS, **chaos.env}
+        timeout, tries = limits["MLFLOW_HTTP_REQUEST_TIMEOUT"], 1 + int(limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+        said = re.search(r"stopped answering during the run \(([^)]*)\)", out)
+        probe.notes.append(f"the run exited {gave_up:.0f} s after the freeze (MLFLOW_HTTP_REQUEST_TIMEOUT "
+                           f"{timeout} s x {tries} tries; {said.group(1) if said else 'no cause said'})")  # fmt: skip
+        data = json.loads(summary.read_text()) if summary.is_file() else {"models": []}
+        bundle = Path(data.get("unlogged_dir") or chaos.root / "none")
+        unlogged = [m["name"] for m in data["models"] if m.get("unlogged")]
+        kept = [n for n in unlogged if (bundle / n / "files" / SAVED_MODEL_ARTIFACT).is_dir()]
+        if not summary.is_file():
+            problems.append("no --json summary")
+        if len(kept) < len(unlogged):
+            problems.append(f"trained but in no bundle: {sorted(set(unlogged) - set(kept))}")
+        os.killpg(server.pid, signal.SIGCONT)
+        if resume is not None:
+            code, text = chaos.run(*resume)
+            if code != 0:
+                problems.append(f"resume exit {code}: {text[-300:]}")
+        running, _, finished = store_state(f"sqlite:///{db}", name, f"chaos-{name}")
+        if finished > 2:
+            problems.append(f"{finished} finished model runs, not 2")
+        probe.notes.append(f"{len(kept)} model(s) kept on disk, {len(data['models']) - len(unlogged)} logged "
+                           "before the run gave up")  # fmt: skip
+        probe.trial(problems, lost=max(0, 2 - finished), running=running)
+    finally:
+        if run.poll() is None:  # the probe itself broke: leave nothing running
+            run.kill()
+            run.wait()
+        os.killpg(server.pid, signal.SIGCONT)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 def sets(overrides: list[str]) -> list[str]:
     return [arg for item in overrides for arg in ("--set", item)]
 
@@ -454,6 +571,7 @@ PROBES: list[tuple[str, str, Callable[[Chaos, Probe], None]]] = [
     ("kill-logging", "`recsys run` killed between a model's metrics and its artifacts, rerun", lambda c, p: probe_kill_run(c, p, "tracking.artifacts")),
     ("kill-promotion", "`recsys run` killed after the promotion decided, before the alias moved, rerun", lambda c, p: probe_kill_run(c, p, "promote.decided")),
     ("server-dies", "MLflow server (127.0.0.1) killed -9 while a run trains, then restarted and `--resume-tracking`", probe_server_dies),
+    ("server-freezes", "MLflow server (127.0.0.1) frozen (SIGSTOP, port open) after a run's first epoch: the run gives up by itself; SIGCONT, then the printed `--resume-tracking`", probe_server_freezes),
 ]  # fmt: skip
 
 
@@ -462,7 +580,8 @@ def report(probes: list[Probe], wall: float) -> str:
         "## Chaos: concurrency, kill -9 and a dying tracking server (bench_chaos)",
         "",
         f"`python -m benchmarks chaos`: {wall:.0f} s. Each trial runs real `recsys` processes in a scratch directory "
-        "(127.0.0.1 only), kills where stated (SIGKILL: at a named point via RECSYS_KILL_AT, or at a random moment), "
+        "(127.0.0.1 only), kills where stated (SIGKILL: at a named point via RECSYS_KILL_AT, or at a random moment) "
+        "or freezes the tracking server (SIGSTOP: the seconds until the run gives up on it are in the notes), "
         "reruns, and checks what an operator would. *Data lost*: committed batches or a rerun's models missing. "
         "*Left inconsistent*: trials after which the processed directory contradicts itself (vocab / table / "
         "manifest, a batch twice, staging left), a run is still RUNNING, or the worse model is champion.",
@@ -517,7 +636,8 @@ def main(only: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = report(probes, time.monotonic() - chaos.started)
-    OUT.write_text(text)
+    if not only:  # a subset's table would replace the whole section: printed only
+        OUT.write_text(text)
     print(text)
 
 

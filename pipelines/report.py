@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -393,4 +394,4 @@ def tracking_failed_line(summary: dict, args: str = "") -> str:
     else:  # every model reached the store: what is kept is the pipeline run's own record
         what, them = f"the {logged} trained model(s) were logged before; the run's own record is kept in {where}", "it"
     return (f"{store} {how} during the run ({failure}); {what}: once it answers again, log {them} with "
-            f"`recsys run{args} --resume-tracking {where}`")  # fmt: skip
+            f"`recsys run{args} --resume-tracking {shlex.quote(str(where))}`")  # fmt: skip

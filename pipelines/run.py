@@ -9,6 +9,7 @@ fails ends its own MLflow run FAILED and the others carry on.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -593,7 +594,7 @@ def promote_best(
         where = unlogged[0] if unlogged else tracker.kept_in
         return {"champion": None, "promoted": False, "decision": "",
                 "reason": f"not decided: the tracking store failed during the run; log the kept runs with "
-                          f"`recsys run --resume-tracking {where}`, then `recsys promote`"}
+                          f"`recsys run --resume-tracking {shlex.quote(str(where))}`, then `recsys promote`"}
     from pipelines.promote import automatic_promotion_refused, run_promotion
     from recsys.evaluation.cold import divide_test
 

@@ -194,3 +194,28 @@ def test_the_closing_lines_do_not_ask_a_store_that_failed_during_the_run(monkeyp
         frozen.setblocking(False)
         with pytest.raises(BlockingIOError):  # nobody connected
             frozen.accept()
+
+
+def test_the_printed_resume_command_keeps_a_bundle_path_with_a_space_one_argument():
+    """A project under `/home/Jane Doe/...`: the error line and the champion line printed
+    `recsys run ... --resume-tracking /home/Jane Doe/unlogged/RUN`, which, copied, passed `/home/Jane`
+    and `Doe/unlogged/RUN` (found by the chaos benchmark's server-freezes probe's parser)."""
+    import re
+    import shlex
+    from types import SimpleNamespace
+
+    from pipelines.report import tracking_failed_line
+    from pipelines.run import ModelOutcome, promote_best
+    from recsys.config import load_config
+
+    where = "/home/Jane Doe/unlogged/abc123"
+    args = " --set 'tracking.experiment=\"x\"'"
+    summary = {"tracking_uri": "http://127.0.0.1:5000", "tracking_error": "connection refused, /api/2.0/mlflow/runs/log-batch",
+               "unlogged_dir": where, "models": [{"name": "wals", "status": "ok", "unlogged": True}]}  # fmt: skip
+    kept = ModelOutcome(name="wals", kind="wals", loss=None, sampler=None, status="ok", mlflow_run_id="r1", unlogged=where)
+    tracker = SimpleNamespace(enabled=True, failure="connection refused", kept_in=where)
+    decision = promote_best(load_config(None, []), tracker, [kept])
+    lines = [tracking_failed_line(summary, args), champion_line({"champion": None, "promotion": decision}, args)]
+    for line in lines:
+        (command,) = re.findall(r"`(recsys run [^`]*)`", line)
+        assert shlex.split(command) == ["recsys", "run", "--set", 'tracking.experiment="x"', "--resume-tracking", where]

@@ -150,11 +150,20 @@ def is_lost_connection(failure: str) -> bool:
     return failure.startswith(tuple(said for _, said in LOST_CONNECTION))
 
 
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+"""What `limit_http_retries` sets where the user did not: a server that stops answering with its
+port open is given up on after about timeout x (retries + 1) seconds per call (the chaos
+benchmark's server-freezes probe measures it)."""
+
+
 def limit_http_retries() -> None:
     """Make MLflow's HTTP client give up in seconds rather than minutes (respects user settings)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
 
 
 def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: bool = True) -> None:
