@@ -415,18 +415,24 @@ def until_stopped(chaos: Chaos, run: subprocess.Popen) -> bool:
     return False
 
 
+def probe_server(chaos: Chaos, name: str) -> tuple[Callable[[], subprocess.Popen], Path, str, Path]:
+    """A tracking server of the probe's own (its store, artifacts and the run's --json summary in
+    the probe's folder): (start it, again after a kill on the same port and store; the store
+    file; the tracking URI; the summary path)."""
+    db, artifacts = chaos.root / name / "server.db", chaos.root / name / "artifacts"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    return (lambda: start_server(chaos, db, artifacts, port)), db, f"http://127.0.0.1:{port}", chaos.root / name / "summary.json"
+
+
 def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
     """The MLflow server is killed while a run trains; the run must keep everything, exit 2, and a
     resume must log it all once the server is back."""
     from recsys.tracking.reevaluate import SAVED_MODEL_ARTIFACT
 
     name = probe.name
-    db, artifacts = chaos.root / name / "server.db", chaos.root / name / "artifacts"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = start_server(chaos, db, artifacts, port)
-    uri = f"http://127.0.0.1:{port}"
-    summary = chaos.root / name / "summary.json"
+    start, db, uri, summary = probe_server(chaos, name)
+    server = start()
     run = chaos.start("run", "--no-prefect", "--json", str(summary), *pipeline_sets(chaos, name, uri))
     killed = until_training(chaos, db, run)
     if killed:
@@ -449,7 +455,7 @@ def probe_server_dies(chaos: Chaos, probe: Probe) -> None:
             if m.get("unlogged") and (kept / m["name"] / "files" / SAVED_MODEL_ARTIFACT).is_dir()
         ]
         finished_before = 2 - len(models_kept)
-        server = start_server(chaos, db, artifacts, port)
+        server = start()
         try:
             code, text = chaos.run("run", "--resume-tracking", str(kept), *pipeline_sets(chaos, name, uri))
             if code != 0:
@@ -498,12 +504,8 @@ def probe_server_freezes(chaos: Chaos, probe: Probe) -> None:
     from recsys.tracking.store import HTTP_LIMITS
 
     name = probe.name
-    db, artifacts = chaos.root / name / "server.db", chaos.root / name / "artifacts"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = start_server(chaos, db, artifacts, port)
-    uri = f"http://127.0.0.1:{port}"
-    summary = chaos.root / name / "summary.json"
+    start, db, uri, summary = probe_server(chaos, name)
+    server = start()
     run = chaos.start("run", "--no-prefect", "--json", str(summary), *pipeline_sets(chaos, name, uri), stop_at="train.epoch")
     try:
         if not until_stopped(chaos, run):
