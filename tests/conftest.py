@@ -77,16 +77,16 @@ def ml100k_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_mlflow_uri() -> str:
-    """One real MLflow SQLite store per session (creating one runs ~10-20 s of migrations, started
-    in the background at collection: see BackgroundStore)."""
+def shared_mlflow_uri(request: pytest.FixtureRequest) -> str:
+    """This worker's real MLflow SQLite store: a copy of the session's one migrated store (creating
+    one runs ~10-20 s of migrations, started in the background at collection: see BackgroundStore)."""
     from recsys.tracking.store import check_tracking
 
     global _session_ui, _session_store
     if _session_store is None:  # not foreseen at collection (a fixture's fixture): migrate it now
-        _session_store = BackgroundStore()
+        _session_store = BackgroundStore(_store_template(request.config))
     uri = _session_store.ready()
-    check_tracking(uri)  # migrated by then: this opens it (and raises what went wrong, if anything did)
+    check_tracking(uri)  # a migrated copy: this opens it (and raises what went wrong, if anything did)
     if _needs.get("ui") and _session_ui is None:  # start `recsys ui` on it now; the browser test comes late
         _session_ui = BackgroundUI(uri)
     return uri
@@ -260,32 +260,67 @@ class BackgroundUI:
 
 
 class BackgroundStore:
-    """The session's MLflow SQLite store, migrated by a process of its own started at collection:
-    its ~10-20 s of migrations overlap the tests that run before the first one that needs it."""
+    """The session's MLflow SQLite store, migrated once per session by a process of its own started
+    at collection (its ~10-20 s of migrations overlap the tests that run before the first one that
+    needs it), into a template folder every worker sees (`_store_template`). Each worker's store is a
+    copy of the template (milliseconds), so a test that needs only the store runs on either worker:
+    the first worker whose `mkdir` of the folder succeeds migrates, the other waits for its marker."""
 
-    CODE = "import sys; from recsys.tracking.store import check_tracking; check_tracking(sys.argv[1])"
+    CODE = """if True:
+        import sys, traceback
+        from pathlib import Path
+        from recsys.tracking.store import check_tracking
+        try:
+            check_tracking(sys.argv[1])
+        except BaseException:
+            Path(sys.argv[2], "failed").write_text(traceback.format_exc())
+            raise
+        Path(sys.argv[2], "migrated").touch()
+    """
 
-    def __init__(self) -> None:
-        from recsys.stack import claim
-
-        self.root = Path(tempfile.mkdtemp(prefix=STORE_PREFIX))
-        claim(self.root)  # a session killed with -9 leaves it to the next one to delete (reap_orphans)
-        self.uri = f"sqlite:///{self.root / 'mlflow.db'}"
+    def __init__(self, template: Path) -> None:
+        self.template, self.db = template, template / "mlflow.db"
+        self.root: Path | None = None  # this worker's copy, made by `ready`
+        self.process: subprocess.Popen | None = None
+        try:
+            template.mkdir()
+        except FileExistsError:  # another worker migrates it
+            return
         self.process = subprocess.Popen(
-            [sys.executable, "-c", self.CODE, self.uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+            [sys.executable, "-c", self.CODE, f"sqlite:///{self.db}", str(template)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def ready(self) -> str:
-        """The store's URI once the migrating process ended (a failure there is raised again by the
-        fixture's own check_tracking, in the test process, with its message)."""
-        self.process.wait(timeout=600)
-        return self.uri
+        """The URI of this worker's copy of the template once migrated; where the migration failed,
+        of an empty store, which the fixture's own check_tracking migrates in the test process,
+        raising what went wrong there with its message."""
+        import sqlite3
+
+        from recsys.stack import claim
+
+        if self.root is None:
+            if self.process is not None:
+                self.process.wait(timeout=600)  # it left its marker, or was killed before it could
+            deadline = time.monotonic() + 600
+            while self.process is None and time.monotonic() < deadline:
+                if any((self.template / marker).exists() for marker in ("migrated", "failed")):
+                    break
+                time.sleep(0.1)
+            self.root = Path(tempfile.mkdtemp(prefix=STORE_PREFIX))
+            claim(self.root)  # a session killed with -9 leaves it to the next one to delete (reap_orphans)
+            if (self.template / "migrated").exists():
+                with sqlite3.connect(self.db) as src, sqlite3.connect(self.root / "mlflow.db") as dst:
+                    src.backup(dst)
+        return f"sqlite:///{self.root / 'mlflow.db'}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+            (self.template / "failed").write_text("its session ended first")  # the other worker migrates its own
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class BackgroundPrefect:
@@ -368,9 +403,14 @@ def _session_needs(items) -> dict[str, bool]:
         needs["mlflow"] |= bool({"mlflow_server", "scheduled_runs"} & names) or params.get("tracking_uri") == "postgres"
         needs["prefect"] |= bool({"prefect_server", "scheduled_runs"} & names)
         needs["scheduled"] |= "scheduled_runs" in names
-        # tracking_ui (tests/tracking/conftest.py) asks for the UI on the SQLite store only
-        needs["ui"] |= "recsys_ui_process" in names or ("tracking_ui" in names and params.get("tracking_uri") == "sqlite")
+        needs["ui"] |= _wants_ui(names, params)
     return needs
+
+
+def _wants_ui(names: set[str], params: dict) -> bool:
+    """Whether the test needs `recsys ui` on the SQLite store: tracking_ui (tests/tracking/conftest.py)
+    asks for it on that store only."""
+    return "recsys_ui_process" in names or ("tracking_ui" in names and params.get("tracking_uri") == "sqlite")
 
 
 def _get_stack() -> SessionStack:
@@ -385,41 +425,45 @@ def _get_stack() -> SessionStack:
 # Two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml's addopts): each session service
 # is started by one worker only. The tests that need the PostgreSQL stack, the DDP ranks or Spark's JVM
 # (the last two start in the background as the session starts) form one group, run by gw1; those that
-# need the SQLite store, the Prefect harness or the UI on that store form another, run by gw0; every
-# other test goes to whichever worker is free (`PinnedGroups`). A worker starts at collection only
-# what its own group needs, and a module's `start_in_background` runs on the worker its pinned tests
-# go to (a test pinned by none of the fixtures below is not the module's to start anything for).
-# Spark is with the stack because gw0's group is the longer one (the flows, the SQLite half of
-# tests/tracking): with Spark there, gw0 ended last, ~2 minutes after gw1, on a loaded machine. The
-# workers tell the scheduler the groups through a file (GROUPS_KEY): xdist's own `xdist_group` marks
-# become a node id suffix that pytest 9's node ids no longer take.
+# need the Prefect harness or `recsys ui` on the SQLite store form another, run by gw0; every other
+# test goes to whichever worker is free (`PinnedGroups`). A worker starts at collection only what its
+# own group needs, and a module's `start_in_background` runs on the worker its pinned tests go to (a
+# test pinned by none of the fixtures below is not the module's to start anything for).
+# The SQLite store alone pins nothing: the session migrates it once and each worker copies it
+# (`BackgroundStore`), so the ~145 tests that need only the store (the SQLite half of tests/tracking,
+# ~130 s on a loaded machine) fill in on whichever worker is free. Pinned to gw0 with the flows, they
+# made gw0 end ~155 s after gw1 (636 s against 480 s, load ~4). Spark is with the stack because
+# gw0's group is the longer one (the flows, ~460 s loaded): with Spark there, gw0 ended last, ~2
+# minutes after gw1. The workers tell the scheduler the groups through a file (GROUPS_KEY): xdist's
+# own `xdist_group` marks become a node id suffix that pytest 9's node ids no longer take.
 
 PINNED = {"gw0": "services-0", "gw1": "services-1"}
 # A worker's first tests need no service: they run while its services start. gw1's stack takes
 # ~40-60 s to answer, so it warms up on 100 such tests. gw0 starts its group at once: that group (the
-# flows, the SQLite half of tests/tracking) is the longest piece of work the scheduler cannot split,
-# so every warm-up test there only made gw0 end later (with 100: gw1 idle for the last 84 s of a
-# loaded 855 s run, gw0's warm-up having drawn tests/data/test_crash_safety's subprocess tests).
-# Its first test waits for the store and the Prefect server, whose start-up takes the CPU meanwhile.
+# flows) is the longest piece of work the scheduler cannot split, so every warm-up test there only
+# made gw0 end later (with 100: gw1 idle for the last 84 s of a loaded 855 s run, gw0's warm-up having
+# drawn tests/data/test_crash_safety's subprocess tests). Its first test waits for the Prefect server
+# (and the store), whose start-up takes the CPU meanwhile.
 WARM_UP_TESTS = {"gw0": 0, "gw1": 100}
 GROUPS_KEY = "recsys_test_groups"  # workerinput key: the file the workers write {nodeid: group} to
+STORE_KEY, STORE_TEMPLATE = "recsys_test_store", "mlflow-store"  # workerinput key: the migrated store's folder
 # one_spark_session: tests/models/test_wals_spark.py's autouse fixture, i.e. every test there
 STACK_FIXTURES = {"mlflow_server", "mlflow_database", "prefect_server", "team_stack", "scheduled_runs", "two_ranks",
                   "one_spark_session"}  # fmt: skip
-LOCAL_FIXTURES = {"shared_mlflow_uri", "prefect_harness", "recsys_ui", "recsys_ui_process",
-                  "early_prefect_port", "migrated_prefect_database"}  # fmt: skip
-# (tracking_uri's sqlite / postgres parameters are in the local / stack group too)
+LOCAL_FIXTURES = {"prefect_harness", "early_prefect_port", "migrated_prefect_database"}
+# (tracking_uri's postgres parameter is in the stack group too; its sqlite one, and shared_mlflow_uri,
+# pin nothing: each worker has a copy of the session's migrated store; `_wants_ui` is the local group's)
 
 
 def _service_groups(item) -> set[str]:
     """The pinned groups whose services the test needs: none (any worker can run it) or one; two is
     refused at collection (`_refuse_tests_needing_both_groups`)."""
     names = set(getattr(item, "fixturenames", ()))
-    store = getattr(getattr(item, "callspec", None), "params", {}).get("tracking_uri")
+    params = getattr(getattr(item, "callspec", None), "params", {})
     groups = set()
-    if names & STACK_FIXTURES or store == "postgres":
+    if names & STACK_FIXTURES or params.get("tracking_uri") == "postgres":
         groups.add(PINNED["gw1"])
-    if names & LOCAL_FIXTURES or store == "sqlite":
+    if names & LOCAL_FIXTURES or _wants_ui(names, params):
         groups.add(PINNED["gw0"])
     return groups
 
@@ -432,14 +476,15 @@ def _service_group(item) -> str | None:
 
 def _refuse_tests_needing_both_groups(items: list) -> None:
     """A test that needs the services of both groups makes the worker that runs it start the other
-    group's too (a second SQLite store and `recsys ui`, ~40 s, on the stack's worker, where one
-    test needed the stack's MLflow server and `recsys ui` at once): split it, one test per group."""
+    group's too (a second `recsys ui` or Prefect server, ~20-40 s, on the stack's worker, where one
+    test needed the stack's MLflow server and `recsys ui` at once): split it, one test per group.
+    (The SQLite store alone is no such service: every worker has its copy.)"""
     both = [item.nodeid for item in items if len(_service_groups(item)) > 1]
     if both:
         raise pytest.UsageError(
-            f"{len(both)} test(s) need both the PostgreSQL stack's services and the SQLite store's, which "
-            "two different xdist workers start (tests/conftest.py, STACK_FIXTURES / LOCAL_FIXTURES): "
-            f"split each into one test per store: {', '.join(both[:10])}"
+            f"{len(both)} test(s) need both the PostgreSQL stack's services and the Prefect harness or "
+            "`recsys ui` on the SQLite store, which two different xdist workers start (tests/conftest.py, "
+            f"STACK_FIXTURES / LOCAL_FIXTURES / _wants_ui): split each into one test per group: {', '.join(both[:10])}"
         )
 
 
@@ -475,10 +520,19 @@ def _write_groups(config: pytest.Config, items: list) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hooks: unknown where xdist is not installed
 def pytest_configure_node(node) -> None:
-    """Where the worker writes its tests' groups (one file per session, in the session's temp)."""
+    """Where the worker writes its tests' groups, and where the session's store is migrated (one
+    of each per session, in the session's temp, which every worker's own temp is in)."""
+    folder = Path(node.config._tmp_path_factory.getbasetemp())
+    node.workerinput[STORE_KEY] = str(folder / STORE_TEMPLATE)
     if node.config.getvalue("dist") == "loadgroup":
-        folder = Path(node.config._tmp_path_factory.getbasetemp())
         node.workerinput[GROUPS_KEY] = str(folder / "xdist-groups.json")
+
+
+def _store_template(config: pytest.Config) -> Path:
+    """The folder the session's one SQLite store is migrated in (`BackgroundStore`): the session's
+    (every worker's), or this process's when it is not distributed."""
+    shared = getattr(config, "workerinput", {}).get(STORE_KEY)
+    return Path(shared) if shared else Path(config._tmp_path_factory.getbasetemp()) / STORE_TEMPLATE
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown where xdist is not installed
@@ -564,20 +618,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         reap_orphans(Path(tempfile.gettempdir()), prefix)
     owned = _owned_groups(session.config)  # an xdist worker starts only its own groups' services
     items = session.items if owned is None else [item for item in session.items if _service_group(item) in owned]
-    _needs.update(_session_needs(items))
+    # and the store for the unpinned tests too (the only service one may need), which either runs
+    unpinned = [] if owned is None else [item for item in session.items if _service_group(item) is None]
+    _needs.update(_session_needs(items + unpinned))
     if _needs["mlflow"] or _needs["prefect"]:
         _get_stack()
-    _start_background_services(items)
+    _start_background_services(session.config, items)
 
 
-def _start_background_services(items: list) -> None:
+def _start_background_services(config: pytest.Config, items: list) -> None:
     """The session's SQLite store and Prefect harness server start now, in processes of their own,
     when a selected test needs them (tests/data and tests/evaluation run meanwhile); what a selected
     test module starts in `start_in_background(items)` (its selected tests; e.g. the JVM of its Spark
     session) starts with the first test (pytest_runtest_setup)."""
     global _session_store, _session_prefect
     if _needs["store"] and _session_store is None:
-        _session_store = BackgroundStore()
+        _session_store = BackgroundStore(_store_template(config))
     if _needs["harness"] and _session_prefect is None:
         try:
             _session_prefect = BackgroundPrefect()

@@ -1,5 +1,6 @@
 """The suite's own xdist grouping (tests/conftest.py): a test that needs both workers' session services
-is refused at collection, naming it, rather than silently making one worker start the other's too."""
+is refused at collection, naming it, rather than silently making one worker start the other's too; the
+SQLite store is no such service (each worker copies the session's migrated one)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def test_the_ui(recsys_ui_process):
 def test_the_stack_and_the_ui(team_stack, recsys_ui_process):
     pass
 
+def test_the_stack_and_the_store(team_stack, shared_mlflow_uri):
+    pass
+
 def test_a_page(page):
     pass
 '''
@@ -55,6 +59,7 @@ def test_a_test_needing_the_stack_and_the_sqlite_stores_ui_is_refused_by_name(tm
     assert done.returncode == 4, out  # pytest's usage error
     (error,) = [line for line in out.splitlines() if line.startswith("ERROR: ")]
     assert error.endswith(": test_suite.py::test_the_stack_and_the_ui, test_suite.py::test_a_page[postgres]"), error
-    assert "2 test(s) need both the PostgreSQL stack's services and the SQLite store's" in error
-    # (the error names them all: the tests that need one group each, sqlite's page too, are not in it)
+    assert "2 test(s) need both the PostgreSQL stack's services and the Prefect harness or `recsys ui`" in error
+    # (the error names them all: the tests that need one group each, sqlite's page too, are not in it,
+    # nor the one that needs the stack and the SQLite store, of which every worker has a copy)
 

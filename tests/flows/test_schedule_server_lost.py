@@ -34,6 +34,10 @@ YEARLY = "0 3 1 1 *"  # a real schedule, never due while the test runs
 POLL = b"get_scheduled_flow_runs"  # the runner's poll for scheduled runs (a POST to the API)
 GRACE_S = 25  # RECSYS_SCHEDULE_SERVER_GRACE_S: the product's 60 s, shortened (the same watch, notice and end)
 GIVES_UP_WITHIN_S = 240  # a generous bound on the grace + a check: it gives up, it does not hang
+# The runner polls every 2 s, not Prefect's 10 s: each test waits for its second poll before the kill
+# and, on a restart, for a poll through the new server (~8 s less per wait). A failed poll still waits
+# out Prefect's client retries (~60 s), so it is the health checks that say the loss and end the schedule.
+POLL_EVERY_S = "2"
 
 
 class Serving:
@@ -44,7 +48,8 @@ class Serving:
         self.name = f"served-{uuid.uuid4().hex[:6]}"
         (tmp_path / "tmp").mkdir()
         env = {**os.environ, "PREFECT_API_URL": self.api, "PREFECT_HOME": str(tmp_path / "prefect"),
-               "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "1000", GRACE_ENV: str(GRACE_S)}  # fmt: skip
+               "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "1000", GRACE_ENV: str(GRACE_S),
+               "PREFECT_RUNNER_POLL_FREQUENCY": POLL_EVERY_S}  # fmt: skip
         self.process = subprocess.Popen(
             recsys_cli("schedule", "--cron", YEARLY, "--name", self.name), env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
