@@ -16,8 +16,9 @@
    (1.03-1.35 on one machine in one hour) while the 1-thread ratio measures the extra work. The
    reference/recsys pair is timed again at the default thread count for comparison.
 2. A synthetic 20k users x 100k items catalogue (random 64-d factors) ranked at k=100 in a fresh
-   process, to show that peak memory follows chunk_size x n_items rather than users x items (a dense
-   score matrix would need 8 GB).
+   process, to show that peak memory follows one chunk of scores (chunk_size users, fewer where their
+   scores would pass 128 MiB: `recsys.evaluation.ranking.chunk_rows`) rather than users x items (a
+   dense score matrix would need 8 GB).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.common import ML100K_INTER
+from recsys.evaluation.ranking import chunk_rows
 from recsys.files import write_text_atomic
 
 INTER = ML100K_INTER
@@ -268,7 +270,7 @@ def synthetic_section() -> list[str]:
     out = queue.get()
     child.join()
     dense_gb = SYN_USERS * SYN_ITEMS * 4 / 1e9
-    chunk_mb = SYN_CHUNK * SYN_ITEMS * 4 / 1e6
+    chunk_mb = chunk_rows(SYN_CHUNK, SYN_ITEMS) * SYN_ITEMS * 4 / 1e6  # capped: SCORE_BUFFER_BYTES
     print(f"synthetic: rank {out['rank_s']:.1f} s, peak RSS {out['rss_peak_mb']:.0f} MB")
     return [
         f"Synthetic {SYN_USERS:,} users x {SYN_ITEMS:,} items, 64-d random factors, 20 masked items per user, "
@@ -277,7 +279,8 @@ def synthetic_section() -> list[str]:
         f"- ranking {out['rank_s']:.1f} s ({SYN_USERS / out['rank_s']:,.0f} users/s); rank + recall/ndcg "
         f"{out['total_s']:.1f} s",
         f"- peak RSS {out['rss_peak_mb']:,.0f} MB, of which {out['rss_before_mb']:,.0f} MB before ranking "
-        f"(interpreter, torch, factors, masks); one score chunk is {chunk_mb:,.0f} MB, a dense score matrix "
+        f"(interpreter, torch, factors, masks); one score chunk is {chunk_mb:,.0f} MB ({chunk_rows(SYN_CHUNK, SYN_ITEMS):,} "
+        f"users: chunk_size capped at 128 MiB of scores), a dense score matrix "
         f"would be {dense_gb:,.0f} GB",
         f"- recall@{K} of random factors: {out['recall']:.4f} (chance level ~ {K / SYN_ITEMS:.4f})",
     ]

@@ -106,7 +106,27 @@ APPEND_ROWS = 100_000
 RSS_TARGET_GB = 4.0
 # Earlier implementations' numbers, kept for comparison.
 BASELINE = [
-    "This table (commit fbf6266, by hand; the machine quiet: the benchmark alone on the 2 cores, load average "
+    "This table (commit 6f98c50, by hand; the machine quiet: the benchmark alone on the 2 cores, load average 0.5 "
+    "before and 2.0 after; the bare reference 1.00-1.27 s at 10M rows). Since fbf6266 (77b328d): the typed-read "
+    "proof counts a long-tailed id column's higher powers of ten over the few values that reach them (10M Zipf "
+    "rows, both id columns, 19 powers each: ~0.16 -> ~0.07 CPU-s), and the stand-in codes of 64-bit ids are made "
+    "in polars without a numpy copy of each streamed id column. A same-machine A/B before this run (an ad-hoc "
+    "script, not a repo command: fresh processes, alternating, `ingest()` timed inside each, 6 rounds on the 10M "
+    "Zipf int log, quiet): e962363 2.51 s wall / 4.34 CPU-s against this code 2.35 s / 3.99 CPU-s. Main file 1.79 "
+    "(pairs 1.75-1.89), numbered 10M shapes 1.66-1.81, Zipf 10M half stars 1.93 and float 1.97 (both met; float "
+    "was 2.04), int 2.10 (pairs 2.08-2.11): NOT met. Its ingest is 2.34 s, against 2.41-2.45 s on the other Zipf "
+    "logs, but its bare read is the fastest (1.11 s: integers parse faster than decimals), so it needs ingest at "
+    "~2.2 s. Where ingest's time goes now (10M Zipf int log, quiet; progress marks and per-0.1 s CPU samples of "
+    "one process, ad hoc): the streaming read ~0.63 s at ~1.9 cores, then ~0.33 s in which the duplicate check's "
+    "one-thread sort (~0.27 CPU-s) and the proof run beside the main thread; the pair group-by ~0.75 CPU-s (the "
+    "u64 key alone ~0.4, each of its four aggregations ~0.07-0.1); vocab + indexing + sort ~0.7 CPU-s; the "
+    "batch write ~0.4 CPU-s beside them; both cores busy except ~0.3 core-s at stage edges. Tried and not kept: "
+    "the duplicate check's sort on both cores (6 rounds: 2.33 s against 2.32 s), polars `is_duplicated` on the "
+    "row hashes (5x the CPU of the sort), an Int64 weight cast straight to Float32 (it would round integers "
+    "above 2**53 once where the text route rounds twice, so the typed read would no longer give the text "
+    "route's result), n_unique by sorting for the pair step's counts (no cheaper).",
+    "",
+    "The table before (commit fbf6266, by hand; the machine quiet: the benchmark alone on the 2 cores, load average "
     "0.5 before; the bare reference 1.00-1.24 s at 10M rows, faster than 545fb87's 1.18-1.44 s). Since 545fb87: "
     "a log's few rejected rows (the 10M Zipf log's 1,155 exact duplicates) are cut out of the accepted rows by "
     "slicing instead of a filter that copied every column (~130 MB less peak RSS, ~20k fewer page faults); "
