@@ -524,6 +524,15 @@ def write_report() -> None:
     lines += [target_verdict(libraries), ""]
     for serve in serves:
         lines += serve_section(serve)
+    missing = [f"libraries at {size:,}" for size in SIZES if size not in {r["size"] for r in libraries}]
+    missing += [f"serve at {size:,}" for size in SIZES if size not in {r["size"] for r in serves}]
+    if missing and RESULTS.exists():
+        # The raw records live on the machine that ran each part (benchmarks/out/, not committed): a
+        # part run on a fresh clone would rewrite the section without the others' tables.
+        print("\n".join(lines))
+        print(f"not written: {RESULTS} keeps its tables; no raw record here of {', '.join(missing)} "
+              "(benchmarks/out/ann/): put the part above into it by hand, saying which commit each part ran on")
+        return
     RESULTS.write_text("\n".join(lines))
     print(f"wrote {RESULTS}")
 
@@ -589,7 +598,8 @@ def main() -> None:
     measures recall and throughput, then latency; `latency` alone re-measures single-query latency
     of the indexes already built (a quieter machine, no rebuild); `serve` runs recsys serve end to
     end. Raw JSON under benchmarks/out/ann/ (commit and load per part); the report is assembled from
-    whatever has run."""
+    whatever has run, and written only when every part's record is here (else printed: the raw
+    records of parts run on another machine are not in the repository)."""
     from benchmarks.common import commit_description
 
     RAW.mkdir(parents=True, exist_ok=True)
