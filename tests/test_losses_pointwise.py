@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_losses import LOGQ, POS_LOGQ, N, P, U, planted_clusters, scores, sig, t
 
-from recsys.losses import bce, gbce, gbce_beta, pointwise_offset, sampled_softmax_corrected
+from recsys.losses import bce, gbce, gbce_beta, pointwise_logit, pointwise_offset, sampled_softmax_corrected
 
 
 def softplus(x: float) -> float:
@@ -44,6 +44,21 @@ def test_gbce_with_t_zero_is_bce_with_summed_negatives_and_t_one_weighs_the_posi
     assert gbce(t(U), t(P), t(N), uniform, calibration=0.5).item() == pytest.approx(
         gbce(t(U), t(P), t(N), n_items=11, calibration=0.5).item()
     )
+
+
+def test_gbce_drops_masked_negatives_from_its_sum():
+    """An accidental hit (a drawn negative that is the row's positive, `hit_mask`) adds nothing to
+    gBCE's summed negatives and k stays the number drawn: by hand, per row, without the masked
+    terms. Fails if the mask is not passed on to the sum."""
+    s_pos, s_neg = scores()
+    mask = np.array([[False, True, False], [True, False, True]])
+    n_items, calibration = 11, 0.75
+    beta = gbce_beta(3, n_items, calibration)
+    per_row = [
+        beta * softplus(-s_pos[b]) + sum(softplus(s_neg[b, j]) for j in range(3) if not mask[b, j]) for b in range(2)
+    ]
+    got = gbce(t(U), t(P), t(N), n_items=n_items, calibration=calibration, hit_mask=torch.tensor(mask))
+    assert got.item() == pytest.approx(np.mean(per_row), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- corrected logQ
@@ -96,6 +111,9 @@ def test_pointwise_offset_is_log_of_the_weighted_odds_minus_one_over_t_and_never
         math.log(0.5 * 1000 / (64 * 20)) - 10.0
     )
     assert pointwise_offset(1000, 20.0, 2.0) == 0.0
+    # the logit on its own: BCE's weights (1, 1) unless given
+    assert pointwise_logit(1000, 20.0) == pytest.approx(math.log(50.0))
+    assert pointwise_logit(1000, 20.0, 2.0, 4.0) == pytest.approx(math.log(25.0))
     s_pos, s_neg = scores()
     got = bce(t(U), t(P), t(N), temperature=0.5, offset=-2.0).item()
     hand = np.mean([softplus(-(s_pos[b] / 0.5 - 2.0)) + np.mean([softplus(x / 0.5 - 2.0) for x in s_neg[b]]) for b in range(2)])
