@@ -68,7 +68,8 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 # Mutation testing of the losses, samplers, metrics, splits and the training step's loss assembly
-# (hours on 2 cores, so niced; incremental on reruns); writes benchmarks/results/mutation.md.
+# (~25 min on a quiet 2-core machine, hours on a busy one, so niced; incremental on reruns); writes
+# benchmarks/results/mutation.md.
 mutate: setup-test
 	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
 	nice -n 10 $(BIN)/python -m benchmarks.mutation

@@ -14,7 +14,7 @@ is made on where the CPU is the default: equivalent on a CPU-only machine, count
 the report gives the score both without them and with them counted as survivors.
 Target: >= 85% killed per module.
 
-    python -m benchmarks.mutation                  # every module (hours on 2 cores; run it niced)
+    python -m benchmarks.mutation                  # every module (~25 min on 2 quiet cores; niced)
     python -m benchmarks.mutation recsys/losses.py # one module
     python -m benchmarks.mutation --report         # rewrite the report from the last run's results
 
