@@ -37,6 +37,17 @@ def current_umask() -> int:
     return mask
 
 
+def publishable_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
+    """A new empty folder in `parent`, named by mkdtemp, that its writer fills and then renames into
+    place, with the mode a plain mkdir gives. mkdtemp makes 0700 and the rename keeps it: a processed
+    directory, a `--handoff` split or a checkpoint folder was its writer's alone."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", *, replace: bool = True) -> Iterator[Path]:
     """Yield a temp path of this writer's own beside `path` for the caller to write (a writer that

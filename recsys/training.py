@@ -34,7 +34,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -51,7 +50,7 @@ from recsys import distributed, interrupt
 from recsys.distill import TeacherTargets, distillation_loss, top_items_for
 from recsys.errors import ModelError, SetupError, first_line
 from recsys.evaluation.ranking import torch_threads
-from recsys.files import current_umask
+from recsys.files import publishable_dir
 from recsys.losses import POINTWISE_LOSSES, gbce_beta, get_loss, pointwise_logit, pointwise_offset
 from recsys.models.base import PrivateTorchRng
 from recsys.models.defaults import resolved_sampler, resolved_temperature, two_tower_batch_size
@@ -615,8 +614,7 @@ def save_checkpoint(
     name = f"epoch-{state.epoch:04d}"
     for left in directory.glob(".epoch-*"):  # a save killed mid-write left its temp dir (one writer: rank 0)
         shutil.rmtree(left, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 stuck to the renamed checkpoint: its writer's alone
+    tmp = publishable_dir(directory, f".{name}.")
     save_file(tensors, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(meta))
     final = directory / name

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import scipy.sparse as sp
 
 from recsys.data.split import Split
 from recsys.errors import DataError
-from recsys.files import current_umask
+from recsys.files import publishable_dir
 
 PARTS = ("train", "validation", "test", "fold_in", "validation_fold_in", "times")
 META_FILE = "split.json"
@@ -36,11 +35,8 @@ def save_split(split: Split, directory: str | Path) -> Path:
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_staging(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", dir=target.parent))
+    tmp = publishable_dir(target.parent, f".{target.name}.{os.getpid()}-")  # a --handoff split is read by other accounts
     try:
-        # mkdtemp makes 0700, which the rename kept: a split handed to a team (`--handoff DIR` on a
-        # shared file system, read by other accounts' ranks) was its writer's alone
-        os.chmod(tmp, 0o777 & ~current_umask())
         present = [name for name in PARTS if getattr(split, name) is not None]
         for name in present:
             sp.save_npz(tmp / f"{name}.npz", sp.csr_matrix(getattr(split, name)))

@@ -48,7 +48,7 @@ from recsys.data.schema import FIRST_SEEN, ITEM, ITEM_IDX, TIME, USER, USER_IDX,
 from recsys.data.vocab import Vocab
 from recsys.errors import DataError
 from recsys.faults import fault_point
-from recsys.files import announced_lock, current_umask
+from recsys.files import announced_lock, publishable_dir
 
 INTERACTIONS_DIR = "interactions"
 QUARANTINE_DIR = "quarantine"
@@ -161,8 +161,7 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
     directory names the incoming one, so `recover` can finish a swap a kill interrupted."""
     out_dir = Path(out_dir)
     with writer_lock(out_dir):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
+        tmp = publishable_dir(out_dir.parent, f".{out_dir.name}.", ".tmp")
         try:
             yield tmp
         except BaseException:

@@ -558,3 +558,20 @@ def test_ml100k_counts(ml100k_dir: Path, tmp_path: Path) -> None:
     positives = ingest(ml100k_dir / "ml-100k.inter", tmp_path / "ml4", DataConfig(positive_min_weight=4))
     assert positives.interactions == 55_375  # ratings >= 4 in ML-100K
     assert storage.list_batches(tmp_path / "ml4") == [1]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_processed_directory_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    """The processed directory is built in a mkdtemp folder (0700) and renamed into place: it gets
+    the mode a plain mkdir gives (`files.publishable_dir`), also when a second ingest replaces it."""
+    import os
+
+    source = tmp_path / "log.csv"
+    source.write_text("user_id,item_id,rating\n" + "".join(f"u{u},i{i},4\n" for u in range(4) for i in range(3)))
+    before = os.umask(umask)
+    try:
+        ingest(source, tmp_path / "processed", DataConfig())
+        ingest(source, tmp_path / "processed", DataConfig())
+    finally:
+        os.umask(before)
+    assert (tmp_path / "processed").stat().st_mode & 0o777 == 0o777 & ~umask
