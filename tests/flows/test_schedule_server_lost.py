@@ -137,12 +137,22 @@ def test_a_schedule_whose_server_restarts_while_it_serves_serves_on(prefect_harn
     """The server down for a while (a restart), then back on its port: the schedule says it does
     not answer, then that it answers again, and serves on (a Ctrl-C then stops it as ever: exit 0,
     its deployment paused)."""
+    from flows.runner import HEALTH_EVERY_S
+
     with serving(tmp_path) as schedule:
         schedule.polled(2)
         schedule.proxy.kill()
+        killed = time.monotonic()
         schedule.wait_for(_down_line(schedule.api).strip())
         back = KillableProxy(schedule.proxy.upstream, schedule.proxy.port)
         schedule.wait_for("answers again")
+        # Past the grace it would have given up at had it not seen the server back (its first failed
+        # check came within a check of the kill, the end at a check after the grace), and then one
+        # more poll through the new server: it serves on, not merely until its grace runs out.
+        beyond = killed + GRACE_S + 2 * HEALTH_EVERY_S
+        while time.monotonic() < beyond:
+            assert schedule.process.poll() is None, schedule.out + schedule.err
+            time.sleep(0.1)
         polls = sum(POLL in line for line in back.requests)
         deadline = time.monotonic() + 120
         while sum(POLL in line for line in back.requests) < polls + 1:  # it polls on, through the new one
