@@ -474,6 +474,24 @@ def _service_group(item) -> str | None:
     return PINNED["gw1"] if PINNED["gw1"] in groups else next(iter(groups), None)
 
 
+# Modules whose tests share a server that their module (or the session, per store) starts in each
+# worker that runs one of them: test_server.py's `served` (`recsys serve`) and test_serve.py's
+# `mlflow_models_serve` (`mlflow models serve`), ~4-11 s a start. Their SQLite-store tests pin
+# nothing, so they were spread over both workers and each worker started the server: two starts of
+# each in the measured runs. They go to one worker together, a scope of their own (`_scope`).
+SHARED_SERVER_MODULES = ("tracking/test_server.py", "tracking/test_serve.py")
+
+
+def _scope(item) -> str | None:
+    """The scheduling scope of a test: its pinned group, else its module's for the tests of
+    SHARED_SERVER_MODULES, else None (a scope of its own, for whichever worker is free)."""
+    group = _service_group(item)
+    path = item.nodeid.split("::", 1)[0]
+    if group is None and path.endswith(SHARED_SERVER_MODULES):
+        return f"module:{path}"
+    return group
+
+
 def _refuse_tests_needing_both_groups(items: list) -> None:
     """A test that needs the services of both groups makes the worker that runs it start the other
     group's too (a second `recsys ui` or Prefect server, ~20-40 s, on the stack's worker, where one
@@ -506,13 +524,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def _write_groups(config: pytest.Config, items: list) -> None:
-    """In an xdist worker: {nodeid: pinned group} of the collected tests, for the scheduler (every
-    worker writes the same; each to a temp file it renames)."""
+    """In an xdist worker: {nodeid: scope} of the collected tests (`_scope`: a pinned group, or a
+    module's), for the scheduler (every worker writes the same; each to a temp file it renames)."""
     worker = getattr(config, "workerinput", None)
     if worker is None or GROUPS_KEY not in worker:
         return
     path = Path(worker[GROUPS_KEY])
-    groups = {item.nodeid: group for item in items if (group := _service_group(item))}
+    groups = {item.nodeid: group for item in items if (group := _scope(item))}
     temp = path.with_name(f"{path.name}.{worker['workerid']}.tmp")
     temp.write_text(json.dumps(groups))
     os.replace(temp, path)
@@ -546,8 +564,9 @@ def _pinned_groups_scheduler(config: pytest.Config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class PinnedGroups(LoadScopeScheduling):
-        """loadscope with the workers' groups as scopes (every other test a scope of its own); a
-        group of PINNED goes to its worker while that worker runs, right after its WARM_UP_TESTS."""
+        """loadscope with the workers' groups (and SHARED_SERVER_MODULES' modules) as scopes (every
+        other test a scope of its own); a group of PINNED goes to its worker while that worker runs,
+        right after its WARM_UP_TESTS."""
 
         groups: dict[str, str] | None = None
 

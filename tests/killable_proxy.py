@@ -58,6 +58,14 @@ class KillableProxy:
             for end in self.sockets:
                 try:
                     end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    # A close alone does not end a connection whose pump thread is blocked in recv():
+                    # that recv holds the socket open, so a request in flight (a runner's poll) hung
+                    # until its client's 60 s timeout, as no killed server's does. The shutdown wakes
+                    # the recv and ends the connection; the close then resets it (linger 0).
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                try:
                     end.close()  # linger 0: a reset, as from a process that died
                 except OSError:
                     pass

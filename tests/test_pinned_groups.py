@@ -63,3 +63,22 @@ def test_a_test_needing_the_stack_and_the_sqlite_stores_ui_is_refused_by_name(tm
     # (the error names them all: the tests that need one group each, sqlite's page too, are not in it,
     # nor the one that needs the stack and the SQLite store, of which every worker has a copy)
 
+
+
+def test_the_sqlite_tests_of_a_shared_server_module_are_one_scope_and_pinned_tests_stay_pinned():
+    """`_scope`: the tests of a module whose server each worker would start (SHARED_SERVER_MODULES)
+    go to one worker together; a pinned test there stays in its worker's group, and another
+    module's unpinned test is a scope of its own."""
+    from types import SimpleNamespace
+
+    import conftest
+
+    def item(nodeid: str, store: str) -> SimpleNamespace:
+        return SimpleNamespace(nodeid=nodeid, fixturenames=["tracking_uri"], callspec=SimpleNamespace(
+            params={"tracking_uri": store}))  # fmt: skip
+
+    for module in ("tests/tracking/test_server.py", "tests/tracking/test_serve.py"):
+        assert conftest._scope(item(f"{module}::test_a[sqlite]", "sqlite")) == f"module:{module}"
+        assert conftest._scope(item(f"{module}::test_b[sqlite]", "sqlite")) == f"module:{module}"
+        assert conftest._scope(item(f"{module}::test_a[postgres]", "postgres")) == conftest.PINNED["gw1"]
+    assert conftest._scope(item("tests/tracking/test_compare.py::test_a[sqlite]", "sqlite")) is None

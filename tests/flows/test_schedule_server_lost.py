@@ -5,8 +5,8 @@ behind a proxy that the test closes as a killed server goes (and opens again, as
 Before, the schedule said nothing but a websocket warning for 234 s (three failed polls, each
 waiting out Prefect's client retries) and then gave up; now it says at its second failed health
 check (5 s apart) that the server does not answer and how long it waits, says so again if the
-server comes back, and gives up after `flows.runner.SERVER_GRACE_S` (60 s; here GRACE_S through
-RECSYS_SCHEDULE_SERVER_GRACE_S, so the test waits seconds, not a minute)."""
+server comes back, and gives up after `flows.runner.SERVER_GRACE_S` (60 s; here GRACE_S or LOST_GRACE_S
+through RECSYS_SCHEDULE_SERVER_GRACE_S, so the test waits seconds, not a minute)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reas
 YEARLY = "0 3 1 1 *"  # a real schedule, never due while the test runs
 POLL = b"get_scheduled_flow_runs"  # the runner's poll for scheduled runs (a POST to the API)
 GRACE_S = 25  # RECSYS_SCHEDULE_SERVER_GRACE_S: the product's 60 s, shortened (the same watch, notice and end)
+# The server that stays down: the least grace the setting takes (two health checks and one more), so
+# the loss is still said before the schedule gives up, 10 s sooner; the restart keeps GRACE_S, room
+# for the test to bring the server back between the notice and the end.
+LOST_GRACE_S = 15
 GIVES_UP_WITHIN_S = 240  # a generous bound on the grace + a check: it gives up, it does not hang
 # The runner polls every 2 s, not Prefect's 10 s: each test waits for its second poll before the kill
 # and, on a restart, for a poll through the new server (~8 s less per wait). A failed poll still waits
@@ -43,12 +47,12 @@ POLL_EVERY_S = "2"
 class Serving:
     """A `recsys schedule` child serving deployment `name` through `proxy`, its output read as it comes."""
 
-    def __init__(self, proxy: KillableProxy, tmp_path: Path) -> None:
+    def __init__(self, proxy: KillableProxy, tmp_path: Path, grace_s: int) -> None:
         self.proxy, self.api = proxy, f"http://127.0.0.1:{proxy.port}/api"
         self.name = f"served-{uuid.uuid4().hex[:6]}"
         (tmp_path / "tmp").mkdir()
         env = {**os.environ, "PREFECT_API_URL": self.api, "PREFECT_HOME": str(tmp_path / "prefect"),
-               "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "1000", GRACE_ENV: str(GRACE_S),
+               "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "1000", GRACE_ENV: str(grace_s),
                "PREFECT_RUNNER_POLL_FREQUENCY": POLL_EVERY_S}  # fmt: skip
         self.process = subprocess.Popen(
             recsys_cli("schedule", "--cron", YEARLY, "--name", self.name), env=env, cwd=tmp_path,
@@ -90,11 +94,11 @@ class Serving:
 
 
 @contextmanager
-def serving(tmp_path: Path) -> Iterator[Serving]:
+def serving(tmp_path: Path, grace_s: int = GRACE_S) -> Iterator[Serving]:
     from prefect.settings import PREFECT_API_URL
 
     harness = urlsplit(str(PREFECT_API_URL.value()))
-    schedule = Serving(KillableProxy((harness.hostname or "127.0.0.1", int(harness.port or 80))), tmp_path)
+    schedule = Serving(KillableProxy((harness.hostname or "127.0.0.1", int(harness.port or 80))), tmp_path, grace_s)
     try:
         yield schedule
     finally:
@@ -109,7 +113,7 @@ def test_a_schedule_whose_server_goes_down_while_it_serves_says_so_and_ends_in_o
     """The server killed once the schedule served (a poll answered): a line saying it does not
     answer and how long the schedule waits, then, once that time is out, the line saying how to
     pause the deployment it leaves unpaused and one error line; exit 2, no traceback."""
-    with serving(tmp_path) as schedule:
+    with serving(tmp_path, LOST_GRACE_S) as schedule:
         schedule.polled(2)
         schedule.proxy.kill()
         schedule.process.wait(timeout=GIVES_UP_WITHIN_S)
@@ -118,7 +122,7 @@ def test_a_schedule_whose_server_goes_down_while_it_serves_says_so_and_ends_in_o
     api, deployment = schedule.api, f"training-pipeline/{schedule.name}"
     assert [line for line in out if "Prefect server" in line] == [
         f"{_down_line(api)}[Errno 111] Connection refused): this schedule waits for it, and stops if it has not "
-        f"answered within {GRACE_S} s",
+        f"answered within {LOST_GRACE_S} s",
         f"  deployment {deployment} was left unpaused: its Prefect server {api} (PREFECT_API_URL) did not answer "
         "when this schedule stopped, and once back it schedules runs that nothing runs (they show Late): pause it "
         f"then ({out[-1].split('pause it then (', 1)[-1].split('), or serve', 1)[0]}), or serve it again "
@@ -137,12 +141,22 @@ def test_a_schedule_whose_server_restarts_while_it_serves_serves_on(prefect_harn
     """The server down for a while (a restart), then back on its port: the schedule says it does
     not answer, then that it answers again, and serves on (a Ctrl-C then stops it as ever: exit 0,
     its deployment paused)."""
+    from flows.runner import HEALTH_EVERY_S
+
     with serving(tmp_path) as schedule:
         schedule.polled(2)
         schedule.proxy.kill()
+        killed = time.monotonic()
         schedule.wait_for(_down_line(schedule.api).strip())
         back = KillableProxy(schedule.proxy.upstream, schedule.proxy.port)
         schedule.wait_for("answers again")
+        # Past the grace it would have given up at had it not seen the server back (its first failed
+        # check came within a check of the kill, the end at a check after the grace), and then one
+        # more poll through the new server: it serves on, not merely until its grace runs out.
+        beyond = killed + GRACE_S + 2 * HEALTH_EVERY_S
+        while time.monotonic() < beyond:
+            assert schedule.process.poll() is None, schedule.out + schedule.err
+            time.sleep(0.1)
         polls = sum(POLL in line for line in back.requests)
         deadline = time.monotonic() + 120
         while sum(POLL in line for line in back.requests) < polls + 1:  # it polls on, through the new one
