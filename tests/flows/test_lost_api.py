@@ -111,3 +111,68 @@ def test_a_prefect_server_killed_mid_run_ends_the_run_in_one_line_with_its_runs_
     runs = client.search_runs([found.experiment_id])
     assert runs, output
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], output
+
+
+
+_ONE_CALL = r"""  # one call to a 503 server before giving up on the API, one after
+import asyncio, http.server, json, os, sys, threading
+
+requests = []
+
+
+class Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # there, but answering 503: a status Prefect's client retries
+        requests.append(self.path)
+        self.send_response(503)
+        self.send_header("Retry-After", "0")  # retried at once: the test waits no back-off
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{server.server_address[1]}/api"
+
+from prefect.client.orchestration import get_client
+
+from flows.api_loss import give_up_on_api
+
+
+async def call():
+    async with get_client() as client:
+        try:
+            await client.hello()
+        except Exception as exc:
+            return type(exc).__name__
+    return "answered"
+
+
+kept_on = asyncio.run(call()), len(requests)
+give_up_on_api()
+requests.clear()
+print(json.dumps({"kept on": [*kept_on], "gave up": [asyncio.run(call()), len(requests)]}))
+"""
+
+
+def test_after_giving_up_on_the_api_a_call_fails_at_its_first_attempt(tmp_path: Path) -> None:
+    """`give_up_on_api` sets Prefect's client retries to 0: a call to a server answering 503 is one
+    request, not one plus its retries (Prefect's default: 5, after 2, 4, 8, 16 and 32 s; here one,
+    at once, as the server says Retry-After: 0). Without that line, a run or schedule whose server
+    went away spent its client's retries on every later call. In a child process (giving up is
+    process-wide); the call before giving up shows that the retry is taken."""
+    import json
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_CLIENT_MAX_RETRIES": "1",
+           "PREFECT_CLIENT_RETRY_JITTER_FACTOR": "0"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _ONE_CALL], env=env, capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "kept on": ["PrefectHTTPStatusError", 2],
+        "gave up": ["PrefectHTTPStatusError", 1],
+    }
