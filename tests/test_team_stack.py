@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -352,6 +353,12 @@ def stand_in(root, name: str = "mlflow"):
     url = f"http://{HOST}:{port}"
     server, process = launch(name, command, dict(__import__("os").environ), root / f"{name}.log", url,
                              f"{url}/health", name)  # fmt: skip
+    # Until the child has exec'd, its command line is this process's, which names no server: its
+    # state would read `down` (a loaded machine widened that window enough for a status to land in it).
+    deadline = time.monotonic() + 60
+    while not server.alive():
+        assert process.poll() is None and time.monotonic() < deadline, f"the stand-in {name} did not start"
+        time.sleep(0.01)
     stack = Stack(root, postgres_port=free_port(), mlflow_port=port, prefect_port=free_port())
     stack.servers[name] = server
     stack.write_state()
