@@ -5,9 +5,108 @@ and its right answer is worked out in the comments. (Written against mutmut 3 su
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from recsys.evaluation.folding import folding_at_k, random_folding_rate, score_folding
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.evaluation.folding import (
+    folding_at_k,
+    neighbour_cross_block,
+    random_folding_rate,
+    score_folding,
+    user_block_sets,
+)
+
+# --------------------------------------------------------------------------- chunked over users
+# 10 users, k = 2, chunk_size = 3: four chunks, the last one short. Items 0-3 are block 0, 4-7 block 1.
+# User u is at home in block u % 2; their list is [u % 8, (u + 4) % 8]: one item of each block, so
+# every user's folding@2 is 1/2, except user 9's own label puts them at home in both blocks (0).
+CHUNK_ITEM_BLOCKS = np.repeat([0, 1], 4)
+CHUNK_HOME = np.eye(2, dtype=bool)[np.arange(10) % 2]
+CHUNK_LISTS = np.stack([np.arange(10) % 8, (np.arange(10) + 4) % 8], axis=1)
+
+
+def test_folding_at_k_covers_every_chunk_when_users_outnumber_the_chunk():
+    own = np.full(10, -1)
+    own[9] = 0  # user 9 (home block 1) is labelled block 0 too
+    got = folding_at_k(CHUNK_LISTS, own, CHUNK_ITEM_BLOCKS, sp.csr_matrix(CHUNK_HOME), chunk_size=3)
+    np.testing.assert_allclose(got, [0.5] * 9 + [0.0], atol=1e-12)
+
+
+def test_random_rate_covers_every_chunk_with_exclusions_and_own_labels():
+    # users 0-7 each exclude one item of their home block (4 * (u % 2) + u // 2); users 8 and 9
+    # exclude nothing (the last chunk's rows have no exclusion). Allowed judgeable items: 7 or 8;
+    # foreign: the 4 items of the other block.
+    users = np.arange(8)
+    exclude = sp.csr_matrix((np.ones(8, np.float32), (users, 4 * (users % 2) + users // 2)), shape=(10, 8))
+    own = np.full(10, -1)
+    own[4] = 1 - 4 % 2  # user 4 (home 0) also at home in block 1: nothing foreign
+    got = random_folding_rate(CHUNK_HOME, own, CHUNK_ITEM_BLOCKS, exclude, chunk_size=3)
+    expected = [4 / 7] * 8 + [4 / 8, 4 / 8]
+    expected[4] = 0.0
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_score_folding_sums_over_chunks_and_skips_a_chunk_without_home_users():
+    """Four users in 2-d (more users than dimensions), chunk_size = 1; user 0 has no home block (its
+    chunk is skipped, not the end), users 1-3 are at home in block 0. Items: (1, 0) block 0 and
+    (1, 1) block 1. Each scored user's cross pair is (user, item 1): cosines 1/sqrt2, 1, 0 for users
+    (1, 0), (1, 1), (1, -1) (the last clamped at 0). F = (1/sqrt2 + 1) / (m n) = (...) / (3 * 2)."""
+    users = np.array([[5.0, 5.0], [1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], np.float32)
+    items = np.array([[1.0, 0.0], [1.0, 1.0]], np.float32)
+    home = np.array([[0, 0], [1, 0], [1, 0], [1, 0]], dtype=bool)
+    got = score_folding(users, items, home, None, np.array([0, 1]), chunk_size=1)
+    assert got == pytest.approx((1 / math.sqrt(2) + 1.0) / 6, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- block labels
+def test_block_label_zero_is_a_known_own_block():
+    """Label 0 is a block like any other (only -1 is unknown): a user at home in block 1 by history
+    and labelled block 0 is at home in both, so nothing is foreign."""
+    item_blocks = np.array([0, 0, 1, 1])
+    home = np.array([[False, True]])
+    lists = np.array([[0, 2]])
+    np.testing.assert_allclose(folding_at_k(lists, np.array([-1]), item_blocks, home), [0.5])
+    np.testing.assert_allclose(folding_at_k(lists, np.array([0]), item_blocks, home), [0.0])
+    np.testing.assert_allclose(random_folding_rate(home.copy(), np.array([0]), item_blocks), [0.0])
+
+
+def test_a_block_only_users_carry_counts_everywhere():
+    """User 0's own label is block 2, which no item and no column of their block sets has: they are
+    at home in block 2 only, so items of blocks 0 and 1 are all foreign (not an error, not NaN)."""
+    item_blocks = np.array([0, 0, 1, 1])
+    home = np.zeros((1, 2), dtype=bool)  # (users, blocks) made before block 2 existed
+    own = np.array([2])
+    np.testing.assert_allclose(folding_at_k(np.array([[0, 2]]), own, item_blocks, home), [1.0])
+    np.testing.assert_allclose(random_folding_rate(home, own, item_blocks), [1.0])
+    # cosine 1 with all four items, all cross-block: F = 4 / (1 * 4)
+    assert score_folding(np.ones((1, 2)), np.ones((4, 2)), home, own, item_blocks) == pytest.approx(1.0)
+    sets = user_block_sets(sp.csr_matrix(np.array([[1, 0, 0, 0]], np.float32)), item_blocks, own)
+    np.testing.assert_array_equal(sets.toarray(), [[True, False, True]])
+
+
+def test_block_sets_without_any_known_block_have_no_columns():
+    history = sp.csr_matrix(np.ones((2, 3), np.float32))
+    assert user_block_sets(history, np.full(3, -1)).shape == (2, 0)
+    assert user_block_sets(sp.csr_matrix((2, 0), dtype=np.float32), np.empty(0, np.int64)).shape == (2, 0)
+
+
+def test_random_rate_with_a_single_allowed_judgeable_item():
+    """User 0 may be shown only item 1 (item 0 excluded, item 2 of unknown block): 1 of 1 foreign."""
+    item_blocks = np.array([0, 1, -1])
+    exclude = sp.csr_matrix(np.array([[1, 0, 0]], np.float32))
+    np.testing.assert_allclose(random_folding_rate(np.array([[True, False]]), None, item_blocks, exclude), [1.0])
+
+
+def test_integer_block_sets_read_as_booleans():
+    """A dense 0/1 integer (users x blocks) matrix means the same as the boolean one."""
+    item_blocks = np.array([0, 0, 0, 1, 1, 2])
+    home = np.array([[1, 0, 0], [1, 1, 0]])
+    np.testing.assert_allclose(random_folding_rate(home, None, item_blocks), [3 / 6, 1 / 6])
+    np.testing.assert_allclose(folding_at_k(np.array([[0, 3], [3, 5]]), None, item_blocks, home), [0.5, 0.5])
 
 
 def test_own_labels_leave_the_callers_block_sets_as_they_were():
@@ -22,3 +121,32 @@ def test_own_labels_leave_the_callers_block_sets_as_they_were():
     np.testing.assert_allclose(random_folding_rate(home, np.array([0]), item_blocks), [0.0])
     assert score_folding(np.ones((1, 2)), np.ones((4, 2)), home, np.array([0]), item_blocks) == 0.0
     np.testing.assert_array_equal(home, [[False, True]])
+
+
+# --------------------------------------------------------------------------- vectors as given
+def test_score_folding_is_scale_free_dtype_free_and_takes_torch_parameters():
+    """Cosines do not depend on vector length (short vectors too: 0.01 long), on float64 vs float32
+    inputs, or on the vectors being torch parameters that require grad. The 2x2 case of
+    test_folding's hand-computed score view: F = (1 / sqrt2) / 4."""
+    users = np.array([[1.0, 0.0], [3.0, 3.0]])
+    items = np.array([[2.0, 0.0], [-1.0, 1.0]], np.float32)
+    home, blocks, expected = np.eye(2, dtype=bool), np.array([0, 1]), (1 / math.sqrt(2)) / 4
+    assert score_folding(users * 0.01, items * 0.01, home, None, blocks) == pytest.approx(expected, rel=1e-6)
+    assert score_folding(users, items, home, None, blocks) == pytest.approx(expected, rel=1e-6)  # float64 users
+    params = torch.nn.Parameter(torch.from_numpy(users)), torch.nn.Parameter(torch.from_numpy(items))
+    assert score_folding(*params, home, None, blocks) == pytest.approx(expected, rel=1e-6)
+
+
+def test_neighbour_view_takes_torch_vectors():
+    vecs = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]], requires_grad=True)
+    assert neighbour_cross_block(vecs, np.array([0, 0, 1, 1]), 1) == 0.0
+    assert neighbour_cross_block(vecs, np.array([0, 1, 0, 1]), 1) == 1.0
+
+
+def test_neighbour_view_item_mask_does_not_bring_back_unknown_blocks():
+    """Item 1 (unknown block) is in the `items` mask but still takes no part: item 0's nearest
+    neighbour is then item 2 (same block), not item 1 (whose -1 would count as another block)."""
+    vecs = np.array([[1.0, 0.0], [1.0, 0.01], [1.0, 0.05], [0.0, 1.0]], np.float32)
+    blocks = np.array([0, -1, 0, 1])
+    # centres 0, 2, 3: neighbours 2, 0, 2 -> only item 3's crosses: 1/3
+    assert neighbour_cross_block(vecs, blocks, 1, items=np.ones(4, bool)) == pytest.approx(1 / 3)
