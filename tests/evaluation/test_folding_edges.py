@@ -14,6 +14,7 @@ import torch
 
 from recsys.evaluation.folding import (
     folding_at_k,
+    kmeans_labels,
     neighbour_cross_block,
     random_folding_rate,
     score_folding,
@@ -150,3 +151,53 @@ def test_neighbour_view_item_mask_does_not_bring_back_unknown_blocks():
     blocks = np.array([0, -1, 0, 1])
     # centres 0, 2, 3: neighbours 2, 0, 2 -> only item 3's crosses: 1/3
     assert neighbour_cross_block(vecs, blocks, 1, items=np.ones(4, bool)) == pytest.approx(1 / 3)
+
+
+# --------------------------------------------------------------------------- k-means
+def _same_partition(labels: np.ndarray, planted: np.ndarray) -> bool:
+    """True when the found labels split the points exactly as the planted ones (up to renaming)."""
+    pairs = set(zip(labels.tolist(), planted.tolist(), strict=True))
+    return len(pairs) == len(set(labels.tolist())) == len(set(planted.tolist()))
+
+
+def test_kmeans_on_tiny_inputs():
+    assert kmeans_labels(np.empty((0, 3), np.float32), 4).dtype == np.int64
+    assert kmeans_labels(np.empty((0, 3), np.float32), 4).shape == (0,)
+    np.testing.assert_array_equal(kmeans_labels(np.array([[1.0, 2.0]], np.float32), 4), [0])
+    vecs = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    np.testing.assert_array_equal(kmeans_labels(vecs, 1), np.zeros(30))  # one cluster: everyone in it
+    # all points one direction: no crash on the zero k-means++ weights, one cluster in use
+    assert len(set(kmeans_labels(np.ones((10, 3), np.float32), 3).tolist())) == 1
+
+
+def test_kmeanspp_seeds_one_centre_in_each_separated_cluster():
+    """With a single Lloyd assignment (max_iter=1) the labels are the nearest seeds, so the planted
+    partition comes out only if k-means++ put one seed in each of the 5 tight, orthogonal clusters,
+    which it does whatever the seed (same-cluster points have ~0 weight)."""
+    planted = np.repeat(np.arange(5), 40)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        vecs = (np.eye(8)[planted] + 0.01 * rng.standard_normal((200, 8))).astype(np.float32)
+        labels = kmeans_labels(vecs, 5, seed=seed, n_init=1, max_iter=1)
+        assert _same_partition(labels, planted), seed
+
+
+def test_kmeanspp_weighs_by_distance_when_the_distances_are_small():
+    """Nine points on one direction and one at cosine 0.5 (distance 0.5, the total weight): the odd
+    point is the only one k-means++ can pick as the second seed, so one assignment separates it."""
+    angle = np.pi / 3
+    vecs = np.array([[1.0, 0.0]] * 9 + [[np.cos(angle), np.sin(angle)]], np.float32)
+    planted = np.r_[np.zeros(9), 1]
+    for seed in range(5):
+        assert _same_partition(kmeans_labels(vecs, 2, seed=seed, n_init=1, max_iter=1), planted), seed
+
+
+def test_kmeans_keeps_a_single_point_cluster():
+    """A cluster of one point (its centre's sum has norm exactly 1) is not empty: the outlier on the
+    third axis keeps its own label next to two clusters of 20."""
+    rng = np.random.default_rng(3)
+    planted = np.r_[np.zeros(20), np.ones(20), 2]
+    vecs = (np.eye(3)[planted.astype(int)] + 0.05 * rng.standard_normal((41, 3))).astype(np.float32)
+    vecs[40] = [0.0, 0.0, 1.0]
+    for seed in range(3):
+        assert _same_partition(kmeans_labels(vecs, 3, seed=seed), planted), seed
