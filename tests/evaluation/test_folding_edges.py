@@ -12,14 +12,18 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from recsys.data.split import EvalSet, Split
 from recsys.evaluation.folding import (
     folding_at_k,
+    folding_report,
+    folding_report_factors,
     kmeans_labels,
     neighbour_cross_block,
     random_folding_rate,
     score_folding,
     user_block_sets,
 )
+from recsys.models.factors import FactorModel
 
 # --------------------------------------------------------------------------- chunked over users
 # 10 users, k = 2, chunk_size = 3: four chunks, the last one short. Items 0-3 are block 0, 4-7 block 1.
@@ -201,3 +205,111 @@ def test_kmeans_keeps_a_single_point_cluster():
     vecs[40] = [0.0, 0.0, 1.0]
     for seed in range(3):
         assert _same_partition(kmeans_labels(vecs, 3, seed=seed), planted), seed
+
+
+# --------------------------------------------------------------------------- the report's fields
+def _eval_set(n_users: int, n_items: int) -> EvalSet:
+    """User u's history: items u and u + n_users (mod n_items); truth: item u + 1. User 0 has no
+    truth, so the evaluated users are 1..n_users-1."""
+    users = np.arange(n_users)
+    history = sp.csr_matrix(
+        (np.ones(2 * n_users, np.float32), (np.r_[users, users], np.r_[users, users + n_users] % n_items)),
+        shape=(n_users, n_items),
+    )
+    truth = sp.csr_matrix((np.ones(n_users - 1, np.float32), (users[1:], users[1:] + 1)), shape=(n_users, n_items))
+    return EvalSet(truth=truth, exclude=history)
+
+
+def test_found_report_carries_its_settings_and_passes_seed_and_neighbours():
+    """No block known: k-means labels on the trained items with the report's seed, neighbours
+    counted with the report's `neighbours`; the same number by hand. Structureless vectors, so the
+    clusters (and the number) depend on the seed: seeds 1 and 2 disagree."""
+    eval_set = _eval_set(6, 40)
+    vecs = np.random.default_rng(7).standard_normal((40, 4)).astype(np.float32)
+    users = np.ones((eval_set.users.size, 4), np.float32)
+    got = {}
+    for seed in (1, 2):
+        report = folding_report_factors(users, vecs, eval_set, None, k=5, neighbours=3, n_clusters=4, seed=seed)
+        trained = np.bincount(sp.csr_matrix(eval_set.exclude).indices, minlength=40) > 0
+        found = np.full(40, -1)
+        found[trained] = kmeans_labels(vecs[trained], 4, seed=seed)
+        assert report.neighbour_cross == pytest.approx(neighbour_cross_block(vecs, found, 3), abs=1e-12)
+        assert (report.k, report.neighbours, report.n_clusters, report.blocks) == (5, 3, 4, "found")
+        got[seed] = report.neighbour_cross
+    assert got[1] != got[2]
+    # torch item vectors take the same path to the same number
+    as_torch = folding_report_factors(users, torch.from_numpy(vecs), eval_set, None, k=5, neighbours=3,
+                                      n_clusters=4, seed=2)  # fmt: skip
+    assert as_torch.neighbour_cross == pytest.approx(got[2], abs=1e-12)
+
+
+def test_one_dimensional_vectors_found_report_keeps_its_settings():
+    eval_set = _eval_set(4, 8)
+    report = folding_report_factors(np.ones((3, 1), np.float32), np.ones((8, 1), np.float32), eval_set, None,
+                                    k=4, neighbours=3, n_clusters=5)  # fmt: skip
+    assert (report.k, report.neighbours, report.n_clusters) == (4, 3, 5)
+    assert list(report.to_dict()) == ["neighbour_cross_cluster@3", "blocks"]
+
+
+def test_known_blocks_with_one_dimensional_vectors_still_measure_folding():
+    """Popularity-like (items, 1) vectors with known blocks: the ranking views apply (only the
+    embedding view is not applicable). 4 users, 8 items: items 0-3 block 0, 4-7 block 1; scores rise
+    with the item index, so every top-2 is the two highest unseen items."""
+    eval_set = _eval_set(4, 8)  # evaluated users 1, 2, 3; user u saw items u and u + 4
+    blocks = np.repeat([0, 1], 4)
+    scores = np.arange(1, 9, dtype=np.float32)[:, None]
+    report = folding_report_factors(np.ones((3, 1), np.float32), scores, eval_set, blocks, k=2, neighbours=3)
+    assert report.blocks == "known" and math.isnan(report.neighbour_cross)
+    # every user is at home in both blocks (an item of each in the history): nothing is foreign
+    np.testing.assert_array_equal(report.users, [1, 2, 3])
+    np.testing.assert_allclose(report.per_user, [0.0, 0.0, 0.0])
+
+
+def test_a_catalogue_with_block_zero_only_counts_as_known_blocks():
+    """Labels 0 and -1 only: block 0 is known (the report measures folding), it is not "no blocks"."""
+    eval_set = _eval_set(4, 8)
+    blocks = np.r_[np.zeros(4, np.int64), np.full(4, -1)]
+    vecs = np.eye(2, dtype=np.float32)[np.r_[np.zeros(4, int), np.ones(4, int)]]
+    report = folding_report_factors(np.ones((3, 2), np.float32), vecs, eval_set, blocks, k=2, neighbours=3)
+    assert report.blocks == "known"
+    # users 1-3 are at home in block 0 and every judged item is block 0: folding 0 over 3 users
+    assert (report.folding, report.n_users) == (0.0, 3)
+
+
+def test_a_report_whose_users_have_no_known_home_block_is_undefined():
+    """Every history item of unknown block: no user has a home block, so folding, random and
+    popularity are NaN over 0 users (not an error, not 0)."""
+    eval_set = _eval_set(4, 10)  # histories cover items 0-7
+    blocks = np.r_[np.full(9, -1), 0]  # item 9: block 0, in nobody's history
+    report = folding_report_factors(np.ones((3, 2), np.float32), np.ones((10, 2), np.float32), eval_set, blocks,
+                                    k=2, neighbours=3)  # fmt: skip
+    assert report.n_users == 0
+    assert math.isnan(report.folding) and math.isnan(report.random) and math.isnan(report.popularity)
+    assert math.isnan(report.score_folding)
+
+
+def test_report_on_a_split_takes_explicit_labels_and_settings_over_the_splits():
+    """A split labelled with blocks [0]*6 + [1]*6 where every user trains in both halves shows no
+    folding; explicit labels (items 0-3 block 0, 4-5 block 1, 6-11 unknown) are the ones used: each
+    user (history u and u + 6) is at home in block 0 only, and a random list's foreign share is 2 of
+    the 5 allowed judgeable items.
+    Without any labels the found view runs with the given n_clusters. Defaults: k = 20, 10 neighbours."""
+    users = np.arange(4)
+    train = sp.csr_matrix((np.ones(8, np.float32), (np.r_[users, users], np.r_[users, users + 6])), shape=(4, 12))
+    test = sp.csr_matrix((np.ones(4, np.float32), (users, users + 1)), shape=(4, 12))
+    split = Split(protocol="random", train=train, test=test, item_blocks=np.repeat([0, 1], 6))
+    vecs = np.random.default_rng(1).standard_normal((12, 3)).astype(np.float32)
+    model = FactorModel.from_arrays(np.ones((4, 3), np.float32), vecs, name="fixed")
+    assert folding_report(model, split, k=4).random == 0.0
+    mine = np.r_[np.zeros(4, np.int64), 1, 1, np.full(6, -1)]
+    report = folding_report(model, split, item_blocks=mine, k=4)
+    assert report.blocks == "known" and report.n_users == 4
+    assert report.random == pytest.approx(2 / 5, abs=1e-12)
+    bare = Split(protocol="random", train=train, test=test)
+    found = folding_report(model, bare, n_clusters=3, neighbours=2, seed=5)
+    assert (found.blocks, found.n_clusters, found.neighbours) == ("found", 3, 2)
+    trained = np.bincount(train.indices, minlength=12) > 0
+    labels = np.full(12, -1)
+    labels[trained] = kmeans_labels(vecs[trained], 3, seed=5)
+    assert found.neighbour_cross == pytest.approx(neighbour_cross_block(vecs, labels, 2), abs=1e-12)
+    assert list(folding_report(model, split).to_dict())[::4] == ["folding@20", "neighbour_cross_block@10"]
