@@ -157,6 +157,20 @@ def test_neighbour_view_item_mask_does_not_bring_back_unknown_blocks():
     assert neighbour_cross_block(vecs, blocks, 1, items=np.ones(4, bool)) == pytest.approx(1 / 3)
 
 
+
+def test_neighbour_view_samples_distinct_centres():
+    """Ten items, one neighbour each: item 0 (block 1) sits apart, its neighbour is a block-0 item
+    (share 1); items 1-9 (block 0) are each other's neighbours (share 0). Sampling 9 of the 10
+    centres without replacement leaves item 0 in (1/9) or out (0), for every seed; a centre drawn
+    twice would give 2/9 or more."""
+    angles = np.r_[1.2, np.linspace(0.0, 0.08, 9)]
+    vecs = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    blocks = np.r_[1, np.zeros(9, np.int64)]
+    assert neighbour_cross_block(vecs, blocks, 1) == pytest.approx(0.1)
+    for seed in range(20):
+        got = neighbour_cross_block(vecs, blocks, 1, max_centres=9, seed=seed)
+        assert got == 0.0 or got == pytest.approx(1 / 9), seed
+
 # --------------------------------------------------------------------------- k-means
 def _same_partition(labels: np.ndarray, planted: np.ndarray) -> bool:
     """True when the found labels split the points exactly as the planted ones (up to renaming)."""
