@@ -184,8 +184,10 @@ def test_kmeans_on_tiny_inputs():
     np.testing.assert_array_equal(kmeans_labels(np.array([[1.0, 2.0]], np.float32), 4), [0])
     vecs = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
     np.testing.assert_array_equal(kmeans_labels(vecs, 1), np.zeros(30))  # one cluster: everyone in it
-    # all points one direction: no crash on the zero k-means++ weights, one cluster in use
-    assert len(set(kmeans_labels(np.ones((10, 3), np.float32), 3).tolist())) == 1
+    # all points one direction (exactly: every k-means++ weight is 0): no crash, one cluster in use
+    same = np.tile(np.array([[0.0, 2.0, 0.0]], np.float32), (10, 1))
+    for seed in range(3):
+        assert len(set(kmeans_labels(same, 3, seed=seed).tolist())) == 1
 
 
 def test_kmeanspp_seeds_one_centre_in_each_separated_cluster():
@@ -349,3 +351,21 @@ def test_report_on_a_split_takes_explicit_labels_and_settings_over_the_splits():
     labels[trained] = kmeans_labels(vecs[trained], 3, seed=5)
     assert found.neighbour_cross == pytest.approx(neighbour_cross_block(vecs, labels, 2), abs=1e-12)
     assert list(folding_report(model, split).to_dict())[::4] == ["folding@20", "neighbour_cross_block@10"]
+
+
+
+def test_report_passes_its_seed_to_the_clustering():
+    """`folding_report` without blocks: the found view's number is the one from k-means with the
+    report's seed (computed by hand); structureless vectors, so seeds 1 and 2 give different numbers."""
+    n_items = 60
+    vecs = np.random.default_rng(3).standard_normal((n_items, 4)).astype(np.float32)
+    history = sp.csr_matrix((np.ones(3, np.float32), ([0, 1, 2], [0, 1, 2])), shape=(3, n_items))
+    eval_set = EvalSet(truth=history, exclude=history)
+    model = FactorModel.from_arrays(np.ones((3, 4), np.float32), vecs, name="fixed")
+    got = {}
+    for seed in (1, 2):
+        report = folding_report(model, eval_set, neighbours=3, n_clusters=4, seed=seed, item_popularity=np.ones(n_items))
+        by_hand = neighbour_cross_block(vecs, kmeans_labels(vecs, 4, seed=seed), 3)
+        assert report.neighbour_cross == pytest.approx(by_hand, abs=1e-12)
+        got[seed] = report.neighbour_cross
+    assert got[1] != got[2]
