@@ -87,9 +87,12 @@ def user_block_sets(
 
 
 def _home_rows(sets: BlockSets, start: int, stop: int, own: np.ndarray | None, n_blocks: int) -> np.ndarray:
-    """Dense bool (stop - start, n_blocks) home-block mask for a chunk of rows (n_blocks is small)."""
+    """Dense bool (stop - start, n_blocks) home-block mask for a chunk of rows (n_blocks is small).
+
+    Always a copy: the own labels are written into it, and a caller's dense boolean matrix must not
+    take them (its next use without labels would see them)."""
     chunk = sets[start:stop]
-    home = chunk.toarray().astype(bool) if sp.issparse(chunk) else np.asarray(chunk, dtype=bool)
+    home = chunk.toarray().astype(bool) if sp.issparse(chunk) else np.array(chunk, dtype=bool)
     if home.shape[1] < n_blocks:  # the caller's matrix may predate a block only items carry
         home = np.pad(home, ((0, 0), (0, n_blocks - home.shape[1])))
     if own is not None:
