@@ -49,7 +49,8 @@ NOTES = [
     "embeddings was ~70% of a step (`_single_tensor_adam`: two full-table `sqrt`s alone ~37 ms/step), the dense "
     "embedding backward ~40 ms/step; the score matmuls are small. `Adam(..., fused=True)` gave 2.2x the "
     "examples/s with the same loss (to float rounding), so `recsys.training.build_optimizer` now uses it; sparse gradients (`nn.Embedding(sparse=True)` + `SparseAdam`) would "
-    "touch only the batch's rows but change the optimiser's semantics (lazy Adam).",    "",
+    "touch only the batch's rows but change the optimiser's semantics (lazy Adam).",
+    "",
     "This run (commit 6f98c50) against the one before (ad0fb45, the same settings): ingest's peak 2.75 -> 3.47 GB and train's 1.83 -> 2.29 GB, both far under the target. Since ad0fb45 `import recsys` keeps polars' freed pages for 10 s (c9033e4, `recsys.ALLOCATOR_ENV`: ~0.3 GB more peak on the 10M-row CSV ingest, measured then), which every stage's peak now includes; the rest of the rise was not attributed (ingest's own changes since lowered its peak on the CSV benchmark). Training 14,021 -> 18,112 examples/s (load 1.2 at the end of both runs; not an A/B).",
 ]
 
