@@ -211,20 +211,31 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         return result.to_json(), failed
     bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
     ephemeral_prefect_defaults()
-    from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
-    from flows.errors import quiet_deterministic_errors
-    from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
+    from flows.ephemeral import (
+        check_api,
+        lost_api,
+        running_servers,
+        start_server_in_background,
+        stop_ephemeral_server,
+    )
 
-    if not debug_enabled():
-        quiet_deterministic_errors()
-        quiet_api_noise()
+    already = running_servers()  # e.g. a test harness's: not this run's to stop
+    server_started = start_server_in_background()  # while the flows, models and tracking are imported
+    try:
+        from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
+        from flows.errors import quiet_deterministic_errors
+        from flows.pipeline import PipelineFailed, close_dead_flow_runs, flow_run_tags, training_flow_for
 
-    from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
+        if not debug_enabled():
+            quiet_deterministic_errors()
+            quiet_api_noise()
+        from prefect import tags
 
-    already = running_servers()
-    from prefect import tags
-
-    check_api("--no-prefect")  # a server that is down: one line now, not Prefect's error after the set-up
+        check_api("--no-prefect")  # a server that is down: one line now, not Prefect's error after the set-up
+        server_started()
+    except BaseException:
+        stop_ephemeral_server(keep=already)
+        raise
     previous = _stop_worker_threads_on_signals()
     try:
         _stop_servers_of_killed_runs()
