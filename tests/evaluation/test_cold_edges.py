@@ -20,6 +20,7 @@ from recsys.evaluation.cold import (
     separate_cold,
     warm_validation,
 )
+from recsys.evaluation.evaluate import evaluate
 from recsys.models.factors import FactorModel
 
 N_USERS, N_ITEMS = 5, 5
@@ -136,3 +137,35 @@ def test_validation_is_divided_like_the_test_and_warm_validation_keeps_the_warm_
     cold_only = Split(protocol="rolling", train=csr(TRAIN), validation=csr({2: [1]}), test=csr({3: [0]}))
     assert divide_validation(cold_only).cold_users.tolist() == [2]
     assert warm_validation(cold_only) is None
+
+
+def test_a_single_training_item_makes_a_user_warm_and_a_cold_item_alone_evaluates_no_one():
+    """Train u0 {0} (one item is a history), u1 {1, 2}; items 3 and 4 never trained (cold). Test:
+    u0 {1}, u2 {4}. u2's only test item is cold, so u2 has nothing to score: neither warm nor cold,
+    its interaction counted. Item 3 is cold but never tested, so it is not a cold *test* item."""
+    split = Split(protocol="rolling", train=csr({0: [0], 1: [1, 2]}), test=csr({0: [1], 2: [4]}))
+    parts = separate_cold(split.test_set(), split.train)
+    assert parts.cold_items.tolist() == [False, False, False, True, True]
+    assert parts.warm.users.tolist() == [0] and parts.cold_users.tolist() == []
+    assert parts.counts() == {"warm_test_users": 1, "cold_test_users": 0, "cold_test_items": 1,
+                              "cold_item_test_interactions": 1}  # fmt: skip
+
+
+def test_fold_in_users_are_warm_and_scored_from_their_ordered_fold_in_history():
+    """Strong generalisation: u2 has no training row but a fold-in history (item 1 at t=1, item 2
+    at t=5): it is warm, and the warm target keeps its fold-in rows and their times. u3 has neither:
+    cold, with an empty history. Items: item 0 = e0 + 0.5 e1, item 3 = e3 + 0.3 e2. Scored from its
+    latest item, e2: item 3 (0.3) first -> recall@1 = 1. From the unordered fold-in e1 + e2, item 0
+    (0.5) is first; from the zero training vector every score ties and item 0 is first: 0 both ways."""
+    times = csr({}, {(0, 0): 1, (0, 3): 1, (1, 1): 1, (1, 2): 1, (2, 1): 1, (2, 2): 5, (2, 3): 9, (3, 0): 9})
+    split = Split(protocol="strong", train=csr(TRAIN), test=csr({2: [3], 3: [0]}), fold_in=csr({2: [1, 2]}),
+                  times=times)  # fmt: skip
+    parts = separate_cold(split.test_set(), split.train)
+    assert parts.warm.users.tolist() == [2] and parts.cold_users.tolist() == [3]
+    assert parts.cold.fold_in.nnz == 0
+    items = np.eye(N_ITEMS, dtype=np.float32)
+    items[0, 1], items[3, 2] = 0.5, 0.3
+    model = LatestItemModel.from_arrays(np.zeros((N_USERS, N_ITEMS), np.float32), items)
+    result = evaluate(model, parts.warm, CFG, item_popularity=training_popularity(split))
+    assert result.topk.items.tolist() == [[3]]
+    assert result.summary["recall@1"] == 1.0
