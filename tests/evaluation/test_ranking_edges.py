@@ -72,3 +72,15 @@ def test_a_tie_group_wider_than_the_window_when_k_is_most_of_the_catalogue():
     assert items[0].tolist() == list(range(99, 54, -1)) + list(range(15))
     expected = np.concatenate([np.arange(45, 0, -1), np.zeros(15)]).astype(np.float32)
     np.testing.assert_array_equal(values[0], expected)
+
+
+def test_vectors_that_require_grad_rank_like_plain_arrays():
+    """A training loop hands over its parameters as they are (`requires_grad`): no numpy view of
+    them is possible, yet the lists are those of the same numbers as arrays. Items e0, e1, e0 + e1:
+    user (1, 2) scores them 1, 2, 3 -> [2, 1]; user (2, -1) scores 2, -1, 1 -> [0, 2]."""
+    users = np.array([[1.0, 2.0], [2.0, -1.0]], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+    params = torch.nn.Parameter(torch.from_numpy(users)), torch.nn.Parameter(torch.from_numpy(items))
+    got, scores = topk(*params, 2, device="cpu", threads=1)
+    assert got.tolist() == [[2, 1], [0, 2]]
+    np.testing.assert_allclose(scores, [[3.0, 2.0], [2.0, 1.0]], rtol=0, atol=1e-6)
