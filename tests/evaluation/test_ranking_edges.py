@@ -84,3 +84,21 @@ def test_vectors_that_require_grad_rank_like_plain_arrays():
     got, scores = topk(*params, 2, device="cpu", threads=1)
     assert got.tolist() == [[2, 1], [0, 2]]
     np.testing.assert_allclose(scores, [[3.0, 2.0], [2.0, 1.0]], rtol=0, atol=1e-6)
+
+
+def test_users_are_scored_one_chunk_at_a_time(monkeypatch):
+    """5 users in chunks of 2: three score matrices of 2, 2 and 1 rows, each user scored once. Same
+    lists either way; what a chunk bounds is the time and memory of a large evaluation."""
+    heights: list[int] = []
+    real = ranking._topk_rows
+
+    def record(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        heights.append(scores.shape[0])
+        return real(scores, k)
+
+    monkeypatch.setattr(ranking, "_topk_rows", record)
+    users = np.array([[1, 0], [0, 1], [1, 1], [-1, 0], [0, -1]], dtype=np.float32)
+    items = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    got, _ = topk(users, items, 1, chunk_size=2, device="cpu", threads=1)
+    assert heights == [2, 2, 1]
+    assert got[:, 0].tolist() == [0, 1, 0, 1, 0]  # user (1, 1) ties: the lower index
