@@ -102,3 +102,13 @@ def test_users_are_scored_one_chunk_at_a_time(monkeypatch):
     got, _ = topk(users, items, 1, chunk_size=2, device="cpu", threads=1)
     assert heights == [2, 2, 1]
     assert got[:, 0].tolist() == [0, 1, 0, 1, 0]  # user (1, 1) ties: the lower index
+
+
+def test_no_device_named_means_cuda_where_torch_has_one(monkeypatch):
+    """The default picks the accelerator when present (checked here without one: torch.device
+    only names it), the CPU otherwise; a named device is taken as given."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ranking.resolve_device(None) == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ranking.resolve_device(None) == torch.device("cpu")
+    assert ranking.resolve_device("meta") == torch.device("meta")
