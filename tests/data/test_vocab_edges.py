@@ -78,3 +78,21 @@ def test_ids_past_2_to_the_63_read_back_from_text_join_their_codes() -> None:
     fresh = Vocab(pl.DataFrame({"id": [top, "5"], "idx": [0, 1]}))
     grown = fresh.extend(pl.DataFrame({"id": pl.Series([2**64 - 1, 7, 5], dtype=WIDE_CODE_DTYPE)}))
     assert grown.ids().tolist() == [top, "5", "7"]
+
+
+def test_labels_given_again_change_only_the_ids_they_name() -> None:
+    """An append labels its own ids: ids labelled by an earlier batch keep their blocks."""
+    vocab = Vocab().extend(pl.DataFrame({"id": ["a", "b", "c"]}))
+    first = vocab.with_blocks(pl.DataFrame({"id": ["a", "c"], "block": [3, 7]}))
+    again = first.extend(pl.DataFrame({"id": ["d"]})).with_blocks(pl.DataFrame({"id": ["b", "d"], "block": [5, 0]}))
+    assert again.blocks().tolist() == [3, 5, 7, 0]
+
+
+@pytest.mark.parametrize("dtype", [pl.String, pl.Categorical, pl.UInt32, pl.UInt64])
+def test_index_keeps_the_frame_row_order_against_a_larger_vocab(dtype: pl.DataType) -> None:
+    """A hash join builds on the smaller side: a few rows against a 5,000-id vocab come out in
+    the vocab's order unless the join keeps the frame's (as `index` promises by default)."""
+    vocab = Vocab(pl.DataFrame({"id": [str(i) for i in range(5000)], "idx": range(5000)}))
+    frame = pl.LazyFrame({"id": pl.Series(["4000", "3", "2500", "3"]).cast(dtype), "w": [1, 2, 3, 4]})
+    out = vocab.index(frame).collect()
+    assert out["w"].to_list() == [1, 2, 3, 4] and out["idx"].to_list() == [4000, 3, 2500, 3]
