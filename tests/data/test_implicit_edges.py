@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
-from recsys.data.implicit import ORDER, _free_block, _Surrogates, aggregate, k_core
+from recsys.config import DataConfig
+from recsys.data.implicit import ORDER, _free_block, _Surrogates, aggregate, k_core, positive_filter
 from recsys.data.schema import ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, WIDE_CODE_DTYPE
+from recsys.errors import DataError
 
 TOP = 1 << 32
 HALF = 1 << 31
@@ -67,3 +70,33 @@ def test_wide_and_narrow_users_near_the_stand_in_block_stay_apart() -> None:
     got = aggregate(rows.lazy(), "sum").collect().sort(USER)
     assert got.select(USER, ITEM, WEIGHT).rows() == [(HALF, 1, 1.0), (TOP - 1, 1, 4.0), (2**40, 1, 10.0)]
     assert got.schema[USER] == WIDE_CODE_DTYPE
+
+
+@pytest.mark.parametrize("setting", ["positive_events", "event_weights"])
+def test_an_event_rule_without_an_event_column_names_the_setting_and_the_fix(setting: str) -> None:
+    cfg = DataConfig(**{setting: ["buy"] if setting == "positive_events" else {"buy": 2.0}})
+    rows = _rows([1], [1], [1.0], [1]).lazy()
+    with pytest.raises(DataError) as caught:
+        positive_filter(rows, cfg, has_event=False)
+    assert str(caught.value) == (
+        f"data.{setting} is set but the source has no event column: name it with --set data.columns.event=NAME"
+    )
+    assert caught.value.setting == "data.columns.event"
+
+
+def test_last_breaks_equal_timestamps_by_input_order_and_puts_null_times_first() -> None:
+    """aggregate = last: the weight of the latest row by timestamp; rows at the same time go by
+    ORDER (input order, whatever the frame's row order), and a row without a time is earliest."""
+    rows = pl.DataFrame(
+        {
+            USER: pl.Series([1, 1, 1, 1, 2, 2], dtype=CODE_DTYPE),
+            ITEM: pl.Series([9, 9, 9, 9, 9, 9], dtype=CODE_DTYPE),
+            TIME: pl.Series([50, 50, 40, None, None, 10], dtype=pl.Int64).cast(TIME_DTYPE),
+            WEIGHT: pl.Series([7.0, 2.0, 3.0, 9.0, 4.0, 6.0], dtype=pl.Float32),
+            ORDER: pl.Series([5, 1, 2, 8, 9, 0], dtype=pl.Int64),  # row 0 came after row 1
+        }
+    )
+    got = aggregate(rows.lazy(), "last").collect().sort(USER)
+    assert got.select(USER, WEIGHT).rows() == [(1, 7.0), (2, 6.0)]
+    assert got.get_column(ORDER).to_list() == [1, 0]  # the pair's first row
+    assert got.get_column(TIME).dt.epoch("us").to_list() == [50, 10]  # the latest time

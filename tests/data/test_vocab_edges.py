@@ -40,6 +40,11 @@ def test_load_refuses_a_vocab_without_its_columns_or_unreadable(tmp_path: Path) 
         Vocab.load(tmp_path / "garbage.parquet")
 
 
+def test_a_vocab_with_a_gap_in_its_indices_names_the_range_it_needs() -> None:
+    with pytest.raises(DataError, match=r"^vocab user_id: indices are not 0\.\.2$"):
+        Vocab(pl.DataFrame({"user_id": ["a", "b", "c"], "user_idx": [0, 1, 3]}), id_name="user_id", idx_name="user_idx")
+
+
 def test_block_labels_use_the_vocab_id_column_even_when_it_is_not_first() -> None:
     vocab = Vocab(id_name="item_id", idx_name="item_idx").extend(pl.DataFrame({"item_id": ["x", "y", "z"]}))
     labels = pl.DataFrame({"score": ["z", "x"], "item_id": ["x", "z"], "block": [4, 9]})
