@@ -9,8 +9,18 @@ import polars as pl
 import pytest
 
 from recsys.config import DataConfig
-from recsys.data.implicit import ORDER, _free_block, _Surrogates, aggregate, k_core, positive_filter
-from recsys.data.schema import ITEM, TIME, TIME_DTYPE, USER, WEIGHT
+from recsys.data.implicit import (
+    NEGATIVE_WEIGHT_STEP,
+    ORDER,
+    ZERO_WEIGHT_STEP,
+    _free_block,
+    _Surrogates,
+    aggregate,
+    k_core,
+    positive_filter,
+    to_implicit,
+)
+from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, WIDE_CODE_DTYPE
 from recsys.errors import DataError
 
@@ -100,3 +110,69 @@ def test_last_breaks_equal_timestamps_by_input_order_and_puts_null_times_first()
     assert got.select(USER, WEIGHT).rows() == [(1, 7.0), (2, 6.0)]
     assert got.get_column(ORDER).to_list() == [1, 0]  # the pair's first row
     assert got.get_column(TIME).dt.epoch("us").to_list() == [50, 10]  # the latest time
+
+
+def _log(rows: list[tuple[str, str, float, int, str]]) -> pl.LazyFrame:
+    """Validated canonical rows (user, item, weight, time in us, event) in input order."""
+    users, items, weights, times, events = zip(*rows, strict=True)
+    return pl.LazyFrame(
+        {
+            USER: list(users),
+            ITEM: list(items),
+            TIME: pl.Series(times, dtype=pl.Int64).cast(TIME_DTYPE),
+            WEIGHT: pl.Series(weights, dtype=pl.Float32),
+            EVENT: list(events),
+            ORDER: pl.Series(range(len(rows)), dtype=pl.Int64),
+        }
+    )
+
+
+def _pairs(frame: pl.DataFrame) -> dict[tuple[str, str], float]:
+    strings = frame.with_columns(pl.col(USER, ITEM).cast(pl.String))
+    return {(u, i): w for u, i, w in strings.select(USER, ITEM, WEIGHT).rows()}
+
+
+def test_an_event_rule_alone_is_measured_and_named_as_a_positive_step() -> None:
+    """positive_events with no weight rule: the step table still shows the validated rows and the
+    rows the rule kept, each with their own distinct counts."""
+    log = _log([("u1", "i1", 1, 1, "buy"), ("u1", "i2", 1, 2, "view"), ("u2", "i3", 1, 3, "view")])
+    pairs, steps = to_implicit(log, DataConfig(positive_events=["buy"]), has_event=True)
+    assert _pairs(pairs) == {("u1", "i1"): 1.0}
+    assert [(s.name, s.rows, s.users, s.items) for s in steps] == [
+        ("validated", 3, 2, 3),
+        ("positive (event in ['buy'])", 1, 1, 1),
+        ("aggregate (auto)", 1, 1, 1),
+    ]
+
+
+def test_every_positive_rule_is_named_in_its_step() -> None:
+    log = _log([("u1", "i1", 4, 1, "buy"), ("u1", "i2", 1, 2, "buy"), ("u2", "i1", 5, 3, "view")])
+    cfg = DataConfig(positive_min_weight=2, positive_events=["buy", "view"], event_weights={"buy": 3, "view": 0.5})
+    pairs, steps = to_implicit(log, cfg, has_event=True)
+    assert _pairs(pairs) == {("u1", "i1"): 12.0, ("u2", "i1"): 2.5}
+    assert steps[1].name == "positive (weight >= 2 and event in ['buy', 'view'] and event weighted buy=3, view=0.5)"
+    assert (steps[1].rows, steps[1].users, steps[1].items) == (2, 2, 1)
+
+
+def test_a_weight_of_zero_is_no_negative_row_but_no_interaction() -> None:
+    """Weights 0 and 0.5 are not negative: no `weight >= 0` step; the 0 pair goes at the zero step."""
+    log = _log([("u1", "i1", 0, 1, "x"), ("u1", "i2", 0.5, 2, "x"), ("u2", "i1", 2, 3, "x")])
+    pairs, steps = to_implicit(log, DataConfig(aggregate="sum"), has_event=True)
+    assert _pairs(pairs) == {("u1", "i2"): 0.5, ("u2", "i1"): 2.0}
+    assert [(s.name, s.rows) for s in steps] == [("validated", 3), ("aggregate (sum)", 3), (ZERO_WEIGHT_STEP, 2)]
+
+
+def test_the_negative_step_drops_negative_rows_only_and_a_last_zero_still_ends_the_pair() -> None:
+    """A return (-1) is dropped row by row; a pair whose latest row weighs 0 (aggregate = last)
+    keeps that 0, so the zero step drops it, as it would without any negative row in the log."""
+    log = _log(
+        [("u1", "i1", 5, 1, "x"), ("u1", "i1", 0, 2, "x"), ("u2", "i1", 3, 0, "x"), ("u2", "i1", -1, 1, "x")]
+    )
+    pairs, steps = to_implicit(log, DataConfig(aggregate="last"), has_event=True)
+    assert _pairs(pairs) == {("u2", "i1"): 3.0}
+    assert [(s.name, s.rows) for s in steps] == [
+        ("validated", 4),
+        (NEGATIVE_WEIGHT_STEP, 3),
+        ("aggregate (last)", 2),
+        (ZERO_WEIGHT_STEP, 1),
+    ]
