@@ -176,3 +176,25 @@ def test_the_negative_step_drops_negative_rows_only_and_a_last_zero_still_ends_t
         ("aggregate (last)", 2),
         (ZERO_WEIGHT_STEP, 1),
     ]
+
+
+def test_binarized_weights_stay_float32() -> None:
+    log = _log([("u1", "i1", 4, 1, "x"), ("u1", "i1", 2, 2, "x"), ("u2", "i1", 0.5, 3, "x")])
+    pairs, _ = to_implicit(log, DataConfig(aggregate="sum", binarize=True), has_event=True)
+    assert pairs.schema[WEIGHT] == pl.Float32
+    assert _pairs(pairs) == {("u1", "i1"): 1.0, ("u2", "i1"): 1.0}
+
+
+@pytest.mark.parametrize(
+    ("min_user", "min_item", "kept"),
+    [
+        (2, 1, {("u1", "i1"), ("u1", "i2"), ("u3", "i2"), ("u3", "i3")}),
+        (1, 2, {("u1", "i1"), ("u1", "i2"), ("u2", "i1"), ("u3", "i2")}),
+    ],
+)
+def test_a_k_core_of_two_on_one_side_runs_and_is_reported(min_user: int, min_item: int, kept: set) -> None:
+    log = _log([(u, i, 1, n, "x") for n, (u, i) in enumerate(PAIRS.rows())])
+    cfg = DataConfig(min_user_interactions=min_user, min_item_interactions=min_item)
+    pairs, steps = to_implicit(log, cfg, has_event=True)
+    assert set(_pairs(pairs)) == kept
+    assert (steps[-1].name, steps[-1].rows) == (f"k-core (users >= {min_user}, items >= {min_item}; 1 round)", 4)
