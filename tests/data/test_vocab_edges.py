@@ -101,3 +101,18 @@ def test_index_keeps_the_frame_row_order_against_a_larger_vocab(dtype: pl.DataTy
     frame = pl.LazyFrame({"id": pl.Series(["4000", "3", "2500", "3"]).cast(dtype), "w": [1, 2, 3, 4]})
     out = vocab.index(frame).collect()
     assert out["w"].to_list() == [1, 2, 3, 4] and out["idx"].to_list() == [4000, 3, 2500, 3]
+
+
+@pytest.mark.parametrize("dtype", [pl.String, pl.Categorical, pl.UInt32, pl.UInt64])
+def test_extending_twice_breaks_ties_by_id_text_whatever_the_id_type(dtype: pl.DataType) -> None:
+    """Ties in first appearance go by the id's text, so "10" comes before "9" whether the ids
+    arrive as text or as decimal codes; known ids keep their index, including one seen again
+    earlier than any new id."""
+    first = pl.DataFrame({"id": pl.Series(["9", "10", "3"]).cast(dtype), "seen": [4, 4, 1]})
+    vocab = Vocab().extend(first, order="seen")
+    assert vocab.ids().tolist() == ["3", "10", "9"]
+    second = pl.DataFrame({"id": pl.Series(["9", "7", "100", "20", "7"]).cast(dtype), "seen": [0, 6, 5, 5, 2]})
+    grown = vocab.extend(second, order="seen")
+    assert grown.ids().tolist() == ["3", "10", "9", "7", "100", "20"]
+    frame = pl.LazyFrame({"id": pl.Series(["20", "9", "7", "100"]).cast(dtype)})
+    assert grown.index(frame).collect()["idx"].to_list() == [5, 2, 3, 4]
