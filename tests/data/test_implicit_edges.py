@@ -20,7 +20,7 @@ from recsys.data.implicit import (
     positive_filter,
     to_implicit,
 )
-from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
+from recsys.data.schema import EVENT, FIRST_SEEN, ITEM, TIME, TIME_DTYPE, USER, WEIGHT
 from recsys.data.vocab import CODE_DTYPE, WIDE_CODE_DTYPE
 from recsys.errors import DataError
 
@@ -198,3 +198,82 @@ def test_a_k_core_of_two_on_one_side_runs_and_is_reported(min_user: int, min_ite
     pairs, steps = to_implicit(log, cfg, has_event=True)
     assert set(_pairs(pairs)) == kept
     assert (steps[-1].name, steps[-1].rows) == (f"k-core (users >= {min_user}, items >= {min_item}; 1 round)", 4)
+
+
+SMALL = [  # (user, item, weight, time, order): u/i 2 rows (times 5, 5, order 3 after 1), u/j one, v/i a null time
+    ("u", "i", 2.0, 5, 3),
+    ("u", "i", 7.0, 5, 1),
+    ("u", "j", 1.5, 2, 0),
+    ("v", "i", 4.0, None, 2),
+    ("v", "i", 3.0, 1, 4),
+]
+
+
+def _typed(user_type: pl.DataType, item_type: pl.DataType) -> pl.DataFrame:
+    users, items, weights, times, order = zip(*SMALL, strict=True)
+    code = {"u": "1", "v": "2", "i": "10", "j": "11"}
+    return pl.DataFrame(
+        {
+            USER: pl.Series([code[u] for u in users]).cast(user_type),
+            ITEM: pl.Series([code[i] for i in items]).cast(item_type),
+            TIME: pl.Series(times, dtype=pl.Int64).cast(TIME_DTYPE),
+            WEIGHT: pl.Series(weights, dtype=pl.Float32),
+            ORDER: pl.Series(order, dtype=pl.Int64),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("how", "weights"),
+    [("count", [2.0, 1.0, 2.0]), ("sum", [9.0, 1.5, 7.0]), ("auto", [9.0, 1.5, 7.0]), ("max", [7.0, 1.5, 4.0]), ("last", [2.0, 1.5, 3.0])],
+)
+@pytest.mark.parametrize(
+    "types", [(pl.String, pl.String), (pl.Categorical, pl.String), (pl.String, pl.UInt32), (pl.UInt64, pl.String)]
+)
+def test_the_two_column_group_by_gives_each_pair_by_hand(how: str, weights: list[float], types: tuple) -> None:
+    """Ids that do not pack into one key (text, or a 64-bit column beside a text one) group on
+    two columns: one row per pair with the weight of `how`, the latest time, the first ORDER and
+    the first-seen time."""
+    got = aggregate(_typed(*types).lazy(), how).collect()
+    got = got.with_columns(pl.col(USER, ITEM).cast(pl.String)).sort(USER, ITEM)
+    assert got.select(USER, ITEM).rows() == [("1", "10"), ("1", "11"), ("2", "10")]
+    assert got.get_column(WEIGHT).to_list() == weights and got.schema[WEIGHT] == pl.Float32
+    assert got.get_column(TIME).dt.epoch("us").to_list() == [5, 2, 1]
+    assert got.get_column(ORDER).to_list() == [1, 0, 2]
+    assert got.get_column(FIRST_SEEN).dt.epoch("us").to_list() == [5, 2, 1]
+
+
+def test_wide_ids_with_no_free_block_group_on_two_columns() -> None:
+    """Narrow users every 46,340 codes over [2**31, 2**32), the top one included, leave no gap
+    for 46,341 wide users: the stand-ins are refused and the pairs are grouped on two columns,
+    every user its own."""
+    narrow = np.append(np.arange(HALF, TOP, 46_340, dtype=np.uint64), np.uint64(TOP - 1))
+    wide = (np.arange(46_341, dtype=np.uint64) + 1) << np.uint64(40)
+    assert _free_block(narrow, wide.size) is None
+    users = np.concatenate([narrow, wide, wide[:1]])
+    rows = _rows(users.tolist(), [3] * users.size, [1.0] * users.size, [1] * users.size)
+    got = aggregate(rows.lazy(), "count").collect()
+    assert got.height == narrow.size + wide.size and got.schema[USER] == WIDE_CODE_DTYPE
+    counts = dict(got.select(USER, WEIGHT).rows())
+    assert counts[int(wide[0])] == 2.0 and counts[int(wide[-1])] == 1.0 and counts[HALF] == 1.0
+    assert counts[TOP - 1] == 1.0
+
+
+def test_the_largest_user_and_item_codes_come_back_from_the_pair_key() -> None:
+    """user * 2**32 + item near 2**64: a float division of the key would round the item into the
+    user (2**32 - 64, 2**32 - 1 -> user 2**32 - 63)."""
+    users = [TOP - 64, TOP - 1, HALF, 0]
+    items = [TOP - 1, TOP - 1, TOP - 1, TOP - 1]
+    rows = _rows(users, items, [1.0, 2.0, 3.0, 4.0], [1, 2, 3, 4]).with_columns(pl.col(USER).cast(CODE_DTYPE))
+    got = aggregate(rows.lazy(), "sum").collect().sort(USER)
+    assert got.select(USER, ITEM, WEIGHT).rows() == [
+        (0, TOP - 1, 4.0),
+        (HALF, TOP - 1, 3.0),
+        (TOP - 64, TOP - 1, 1.0),
+        (TOP - 1, TOP - 1, 2.0),
+    ]
+
+
+def test_an_unknown_aggregate_names_the_choices() -> None:
+    with pytest.raises(DataError, match=r"^unknown aggregate 'mean'; choose auto, count, sum, max or last$"):
+        aggregate(_typed(pl.String, pl.String).lazy(), "mean")
