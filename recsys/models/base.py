@@ -151,8 +151,13 @@ class Recommender(ABC):
     for /similar instead of reading the item vectors alone."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a class that names its own `kind` (what `load` reads back from a saved model).
+        A subclass that inherits its parent's kind (a test double, a user's tweak of a model) is not
+        registered: registered, it replaced the parent for that kind in the whole process, so every
+        later load of a saved model of that kind built the subclass instead (a suite's serving test
+        loaded a factors model as another test's order-reading double)."""
         super().__init_subclass__(**kwargs)
-        if cls.kind:
+        if cls.__dict__.get("kind"):
             _REGISTRY[cls.kind] = cls
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:

@@ -31,3 +31,22 @@ def test_factor_model_refuses_training_and_mismatched_shapes():
         model.fit(sp.csr_matrix(np.ones((2, 4), dtype=np.float32)))
     with pytest.raises(ValueError, match="matrices"):
         FactorModel.from_arrays(np.ones((2, 3)), np.ones((4, 2)))
+
+
+def test_a_subclass_that_inherits_its_kind_does_not_take_over_loading_that_kind(tmp_path):
+    """A subclass that does not name its own kind (a test double, a user's tweak) stays out of the
+    registry: registered under its parent's kind it replaced the parent process-wide, and a saved
+    factors model then loaded as the subclass (an order-reading test double broke a serving test
+    that ran after it on the same worker)."""
+    from recsys.models.base import model_kinds
+
+    class Tweaked(FactorModel):
+        def recommend(self, *args, **kwargs):  # pragma: no cover - never reached
+            raise AssertionError("the subclass was loaded")
+
+    class Named(FactorModel):
+        kind = "test_named_factors"
+
+    FactorModel.from_arrays(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32)).save(tmp_path / "m")
+    assert type(Recommender.load(tmp_path / "m")) is FactorModel
+    assert model_kinds()["factors"] is FactorModel and model_kinds()["test_named_factors"] is Named
