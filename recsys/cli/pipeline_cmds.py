@@ -220,7 +220,7 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
     )
 
     already = running_servers()  # e.g. a test harness's: not this run's to stop
-    server_started = start_server_in_background()  # while the flows, models and tracking are imported
+    server_start = start_server_in_background()  # while the flows, models and tracking are imported
     try:
         from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
         from flows.errors import quiet_deterministic_errors
@@ -232,9 +232,9 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         from prefect import tags
 
         check_api("--no-prefect")  # a server that is down: one line now, not Prefect's error after the set-up
-        server_started()
+        server_start.wait()
     except BaseException:
-        stop_ephemeral_server(keep=already)
+        server_start.abandon()
         raise
     previous = _stop_worker_threads_on_signals()
     try:

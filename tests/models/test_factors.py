@@ -33,12 +33,16 @@ def test_factor_model_refuses_training_and_mismatched_shapes():
         FactorModel.from_arrays(np.ones((2, 3)), np.ones((4, 2)))
 
 
-def test_a_subclass_that_inherits_its_kind_does_not_take_over_loading_that_kind(tmp_path):
+def test_a_subclass_that_inherits_its_kind_does_not_take_over_loading_that_kind(tmp_path, monkeypatch):
     """A subclass that does not name its own kind (a test double, a user's tweak) stays out of the
     registry: registered under its parent's kind it replaced the parent process-wide, and a saved
     factors model then loaded as the subclass (an order-reading test double broke a serving test
     that ran after it on the same worker)."""
+    from recsys.models import base
     from recsys.models.base import model_kinds
+
+    model_kinds()  # the built-in kinds registered, then this test's classes go to a copy
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
 
     class Tweaked(FactorModel):
         def recommend(self, *args, **kwargs):  # pragma: no cover - never reached
