@@ -137,7 +137,8 @@ Prefect's runner ends there too (`critical_service_loop`'s `consecutive`), after
 failure's traceback."""
 
 HEALTH_EVERY_S = 5.0
-"""How often a serving schedule checks that its user's server answers (`_watch_server`)."""
+"""How often a serving schedule checks that its user's server answers (`_watch_server`), at most:
+a shorter grace checks more often (`health_every_s`)."""
 
 SAY_DOWN_AFTER = 2
 """Failed health checks in a row before the schedule says its server does not answer: one check
@@ -151,10 +152,23 @@ sets another (`server_grace_s`): a server that takes longer to restart, or a tes
 
 GRACE_ENV = "RECSYS_SCHEDULE_SERVER_GRACE_S"
 
+LEAST_GRACE_S = 6.0
+"""The shortest grace GRACE_ENV takes. The checks come every grace / (SAY_DOWN_AFTER + 2) s at most
+(`health_every_s`), so the loss is said at the SAY_DOWN_AFTER-th failed check, at most one interval
+and one check's HEALTH_TIMEOUT_S (2 s) after the first failure, before the grace runs out; at 6 s the
+checks are 1.5 s apart, no hammering of a server that restarts."""
+
+
+def health_every_s(grace: float) -> float:
+    """Seconds between a serving schedule's health checks: HEALTH_EVERY_S, or less when the grace is
+    short, so that SAY_DOWN_AFTER failed checks, the notice, and one more check fit in it (a 6 s
+    grace, e.g. a test's, is watched every 1.5 s instead of giving up at its second check)."""
+    return min(HEALTH_EVERY_S, grace / (SAY_DOWN_AFTER + 2))
+
 
 def server_grace_s() -> float:
-    """SERVER_GRACE_S, or GRACE_ENV's number of seconds (at least two health checks, so the schedule
-    says the server is gone before it gives up); a value that is not such a number is refused in one line."""
+    """SERVER_GRACE_S, or GRACE_ENV's number of seconds (at least LEAST_GRACE_S, so the schedule says
+    the server is gone before it gives up); a value that is not such a number is refused in one line."""
     from recsys.errors import RecsysError
 
     text = os.environ.get(GRACE_ENV, "").strip()
@@ -164,9 +178,10 @@ def server_grace_s() -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    least = HEALTH_EVERY_S * (SAY_DOWN_AFTER + 1)
-    if not value >= least:  # also NaN
-        raise RecsysError(f"{GRACE_ENV}={text!r}: give a number of seconds, at least {least:g} (default {SERVER_GRACE_S:g})")
+    if not value >= LEAST_GRACE_S:  # also NaN
+        raise RecsysError(
+            f"{GRACE_ENV}={text!r}: give a number of seconds, at least {LEAST_GRACE_S:g} (default {SERVER_GRACE_S:g})"
+        )
     return value
 
 
@@ -233,7 +248,7 @@ def _end_when_server_lost(runner: Any) -> None:
 
 
 def _watch_server(runner: Any, poller: Any) -> None:
-    """Alongside the poller's loop, check every `HEALTH_EVERY_S` that the user's server answers: say
+    """Alongside the poller's loop, check every `health_every_s` that the user's server answers: say
     so once it has not for `SAY_DOWN_AFTER` checks in a row, and again when it answers; end the runner
     (ApiLost) once it has not answered for `SERVER_GRACE_S`.
 
@@ -251,11 +266,12 @@ def _watch_server(runner: Any, poller: Any) -> None:
     run = poller.run
     say = getattr(runner, "say", None) or (lambda line: log.warning("%s", line))
     grace = server_grace_s()
+    every = health_every_s(grace)
 
     async def watch() -> None:
         down_since, checks = None, 0
         while True:
-            await anyio.sleep(HEALTH_EVERY_S)
+            await anyio.sleep(every)
             why = await asyncio.to_thread(api_unanswered)
             if why is None:
                 if checks >= SAY_DOWN_AFTER:

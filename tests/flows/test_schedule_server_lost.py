@@ -6,7 +6,8 @@ Before, the schedule said nothing but a websocket warning for 234 s (three faile
 waiting out Prefect's client retries) and then gave up; now it says at its second failed health
 check (5 s apart) that the server does not answer and how long it waits, says so again if the
 server comes back, and gives up after `flows.runner.SERVER_GRACE_S` (60 s; here GRACE_S or LOST_GRACE_S
-through RECSYS_SCHEDULE_SERVER_GRACE_S, so the test waits seconds, not a minute)."""
+through RECSYS_SCHEDULE_SERVER_GRACE_S, so the test waits seconds, not a minute: a grace that short is
+watched with checks closer together, `flows.runner.health_every_s`)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reas
 
 YEARLY = "0 3 1 1 *"  # a real schedule, never due while the test runs
 POLL = b"get_scheduled_flow_runs"  # the runner's poll for scheduled runs (a POST to the API)
-GRACE_S = 25  # RECSYS_SCHEDULE_SERVER_GRACE_S: the product's 60 s, shortened (the same watch, notice and end)
-# The server that stays down: the least grace the setting takes (two health checks and one more), so
-# the loss is still said before the schedule gives up, 10 s sooner; the restart keeps GRACE_S, room
-# for the test to bring the server back between the notice and the end.
-LOST_GRACE_S = 15
+GRACE_S = 10  # RECSYS_SCHEDULE_SERVER_GRACE_S: the product's 60 s, shortened (the same watch, notice and end)
+# The server that stays down: the least grace the setting takes (checks 1.5 s apart), so the loss is
+# still said before the schedule gives up, 4 s sooner; the restart keeps GRACE_S (checks 2.5 s apart),
+# room for the test to bring the server back between the notice (~5 s after the kill) and the end (~12 s).
+LOST_GRACE_S = 6
 GIVES_UP_WITHIN_S = 240  # a generous bound on the grace + a check: it gives up, it does not hang
 # The runner polls every 2 s, not Prefect's 10 s: each test waits for its second poll before the kill
 # and, on a restart, for a poll through the new server (~8 s less per wait). A failed poll still waits
@@ -141,7 +142,7 @@ def test_a_schedule_whose_server_restarts_while_it_serves_serves_on(prefect_harn
     """The server down for a while (a restart), then back on its port: the schedule says it does
     not answer, then that it answers again, and serves on (a Ctrl-C then stops it as ever: exit 0,
     its deployment paused)."""
-    from flows.runner import HEALTH_EVERY_S
+    from flows.runner import health_every_s
 
     with serving(tmp_path) as schedule:
         schedule.polled(2)
@@ -153,7 +154,7 @@ def test_a_schedule_whose_server_restarts_while_it_serves_serves_on(prefect_harn
         # Past the grace it would have given up at had it not seen the server back (its first failed
         # check came within a check of the kill, the end at a check after the grace), and then one
         # more poll through the new server: it serves on, not merely until its grace runs out.
-        beyond = killed + GRACE_S + 2 * HEALTH_EVERY_S
+        beyond = killed + GRACE_S + 2 * health_every_s(GRACE_S)
         while time.monotonic() < beyond:
             assert schedule.process.poll() is None, schedule.out + schedule.err
             time.sleep(0.1)
@@ -171,16 +172,20 @@ def test_a_schedule_whose_server_restarts_while_it_serves_serves_on(prefect_harn
 
 
 def test_the_grace_setting_is_a_number_of_seconds_long_enough_to_say_the_loss_first(monkeypatch):
-    """RECSYS_SCHEDULE_SERVER_GRACE_S: unset, 60 s; a number at least two health checks and one
-    more, else one refusal naming the setting (read before anything is served)."""
-    from flows.runner import GRACE_ENV, SERVER_GRACE_S, server_grace_s
+    """RECSYS_SCHEDULE_SERVER_GRACE_S: unset, 60 s; a number of at least 6 s, else one refusal naming
+    the setting (read before anything is served). The health checks come every 5 s, closer together
+    under a grace too short for the notice and one more check at that pace."""
+    from flows.runner import GRACE_ENV, SERVER_GRACE_S, health_every_s, server_grace_s
     from recsys.errors import RecsysError
 
     monkeypatch.delenv(GRACE_ENV, raising=False)
     assert server_grace_s() == SERVER_GRACE_S == 60
     monkeypatch.setenv(GRACE_ENV, "300")
     assert server_grace_s() == 300
+    monkeypatch.setenv(GRACE_ENV, "6")
+    assert server_grace_s() == 6
+    assert [health_every_s(g) for g in (60, 300, 20, 10, 6)] == [5, 5, 5, 2.5, 1.5]
     for bad in ("soon", "5", "nan", "-60"):
         monkeypatch.setenv(GRACE_ENV, bad)
-        with pytest.raises(RecsysError, match=rf"{GRACE_ENV}=.*at least 15 \(default 60\)"):
+        with pytest.raises(RecsysError, match=rf"{GRACE_ENV}=.*at least 6 \(default 60\)"):
             server_grace_s()
