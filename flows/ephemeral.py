@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from recsys.procfs import PROC, ProcessEntry, find_own, process
@@ -38,69 +37,6 @@ def current_api_url() -> str | None:
         return str(url)
     servers = running_servers()
     return str(servers[0].api_url) if servers else None  # type: ignore[attr-defined]
-
-
-def start_server_in_background() -> ServerStart:
-    """Start Prefect's temporary server now, on a thread (`ServerStart`: wait for it, or abandon it).
-
-    The server is a process of its own (uvicorn) that takes seconds to start (3.5 s on 2 idle
-    cores with a migrated database), and Prefect starts it only at the run's first API call, after
-    the run has imported its flows, models and tracking: one wait after the other. Started here,
-    its start-up overlaps those imports. Wait before the first API call: Prefect's own start on
-    another thread returns at once while this one is still starting (the server is marked running
-    before it answers). Nothing starts where PREFECT_API_URL is set, the temporary server is
-    disabled or one is already running (e.g. a test harness's, which is not this run's to stop)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return ServerStart(None)
-    import prefect.main  # noqa: F401 - Prefect's logging set up, so the start's "Starting temporary server on" line shows
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # the instance Prefect's client gets too
-    return ServerStart(None if server.running else server)
-
-
-class ServerStart:
-    """A temporary server starting on a thread: `wait` for it to answer (its start's error is
-    raised there), or `abandon` it when the run ends before using it, which stops it now or, if its
-    process is not launched yet, as soon as its start returns (a stop before that found nothing to
-    stop, and the server lived on until the interpreter's exit handlers, which a second Ctrl-C's
-    immediate exit skips)."""
-
-    def __init__(self, server: object | None) -> None:
-        self._server = server
-        self._failed: list[BaseException] = []
-        self._abandoned = threading.Event()
-        self._stop_once = threading.Lock()
-        self._thread = None
-        if server is not None:
-            self._thread = threading.Thread(target=self._start, name="recsys-prefect-server-start", daemon=True)
-            self._thread.start()
-
-    def _start(self) -> None:
-        try:
-            self._server.start()  # type: ignore[union-attr]
-        except BaseException as exc:  # handed to the waiting thread
-            self._failed.append(exc)
-        if self._abandoned.is_set():
-            self._stop()
-
-    def _stop(self) -> None:
-        with self._stop_once:  # from both threads at once, Prefect's stop would terminate a None process
-            if getattr(self._server, "server_process", None) is not None:
-                self._server.stop()  # type: ignore[union-attr]
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-        if self._failed:
-            raise self._failed[0]
-
-    def abandon(self) -> None:
-        if self._server is not None:
-            self._abandoned.set()
-            self._stop()
 
 
 def stop_ephemeral_server(keep: list[object] | None = None) -> None:
@@ -145,7 +81,9 @@ def _drain_workers(timeout: float = 5.0) -> None:
             log.debug("could not drain %s: %s", worker.__name__, exc)
 
 
-_SERVER_APP = b"prefect.server.api.server:create_app"
+SERVER_APP = "prefect.server.api.server:create_app"
+"""The app Prefect's temporary server serves (uvicorn --factory), on its command line."""
+_SERVER_APP = SERVER_APP.encode()
 
 
 def stop_orphaned_servers(proc: Path = PROC) -> list[int]:

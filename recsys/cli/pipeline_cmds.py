@@ -176,13 +176,19 @@ def _unchanged(summary: dict, json_out: Path | None, cfg: RunConfig, args: str, 
     console.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
 
 
-def ephemeral_prefect_defaults() -> None:
+def ephemeral_prefect_settings() -> None:
     """Settings for Prefect's ephemeral API, which `recsys run` and `recsys schedule` start as a
     local server unless PREFECT_API_URL is set: on a loaded 2-core machine it needs more than the
     default 20 s to start, and its telemetry, offline, logs an ERROR line. A user's own values win.
-    The server starts in a session of its own (`isolate_ephemeral_server`)."""
+    Environment variables only: set before Prefect's import reads its settings."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def ephemeral_prefect_defaults() -> None:
+    """`ephemeral_prefect_settings`, and the server started in a session of its own
+    (`isolate_ephemeral_server`, which imports Prefect's server module: ~3 s)."""
+    ephemeral_prefect_settings()
     from flows.ephemeral import isolate_ephemeral_server
 
     isolate_ephemeral_server()  # Ctrl-C's SIGINT to the terminal's process group must not stop it mid-run
@@ -209,18 +215,23 @@ def _execute(cfg, config: Path | None, overrides: list[str], *, tracking: bool, 
         result = run_pipeline(cfg, tracking=tracking, log=lambda msg: console.print(f"  {msg}"))
         failed = f"{len(result.failed)} model(s) failed" if result.failed else None
         return result.to_json(), failed
-    bounded_client_retries()  # before Prefect's import (in ephemeral_prefect_defaults) reads its settings
-    ephemeral_prefect_defaults()
-    from flows.ephemeral import (
-        check_api,
-        lost_api,
-        running_servers,
-        start_server_in_background,
-        stop_ephemeral_server,
-    )
+    bounded_client_retries()  # before Prefect's import (in launch_server_early) reads its settings
+    ephemeral_prefect_settings()
+    from flows.server_start import launch_server_early, start_server_in_background
 
-    already = running_servers()  # e.g. a test harness's: not this run's to stop
-    server_start = start_server_in_background()  # while the flows, models and tracking are imported
+    # The temporary server's process first (Prefect's settings read, ~0.8 s in): it starts while
+    # Prefect's server module, the flows, models and tracking are imported here.
+    early = launch_server_early()
+    try:
+        ephemeral_prefect_defaults()
+        from flows.ephemeral import check_api, lost_api, running_servers, stop_ephemeral_server
+
+        already = running_servers()  # e.g. a test harness's: not this run's to stop
+        server_start = start_server_in_background(early)  # handed to Prefect, waited on by a thread
+    except BaseException:
+        if early is not None:
+            early.stop()
+        raise
     try:
         from flows.api_loss import give_up_on_api, one_shot, quiet_api_noise
         from flows.errors import quiet_deterministic_errors

@@ -1,5 +1,6 @@
-"""`recsys run` starts Prefect's temporary server before it imports its flows
-(flows.ephemeral.start_server_in_background), so the server's start-up overlaps those imports."""
+"""`recsys run` launches Prefect's temporary server's process before it imports Prefect's server
+module (flows.server_start.launch_server_early) and hands it to Prefect on a thread
+(start_server_in_background), so the server's start-up overlaps those imports and the flows'."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,7 +100,7 @@ def test_no_server_is_started_where_prefect_api_url_names_one(monkeypatch):
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.ephemeral import start_server_in_background
+    from flows.server_start import start_server_in_background
 
     before = dict(SubprocessASGIServer._instances)
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
@@ -113,7 +116,7 @@ def test_a_server_already_running_is_neither_started_again_nor_stopped_by_the_ru
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.ephemeral import start_server_in_background
+    from flows.server_start import start_server_in_background
 
     class Theirs:
         running, server_process = True, object()
@@ -129,3 +132,158 @@ def test_a_server_already_running_is_neither_started_again_nor_stopped_by_the_ru
         start = start_server_in_background()
         start.wait()
         start.abandon()
+
+
+LAUNCHED_EARLY = r"""
+import json, os, subprocess, sys, time
+os.environ.pop("PREFECT_API_URL", None)
+import flows.server_start as server_start
+import recsys.cli.pipeline_cmds as cmds
+
+seen = {}
+launched = []
+
+class Refused(Exception):
+    pass
+
+STAND_IN = (  # answers /api/health with 200 on the port it is given, as the server does once it is up
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200 if self.path == '/api/health' else 404); self.end_headers(); self.wfile.write(b'true')\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+)
+
+def popen(args, **kwargs):
+    seen.setdefault("server_module_imported", "prefect.server.api.server" in sys.modules)
+    seen.setdefault("flows_imported", "flows.pipeline" in sys.modules)
+    seen.setdefault("env", {k: kwargs["env"][k] for k in ("PREFECT__SERVER_EPHEMERAL", "PREFECT_UI_ENABLED")})
+    port = args[args.index("--port") + 1]
+    launched.append(subprocess.Popen([sys.executable, "-c", STAND_IN, port]))
+    return launched[-1]
+
+server_start.server_popen = popen
+
+def first_api_step():  # the run's first step after the wait: the server is Prefect's by now
+    from prefect.server.api.server import SubprocessASGIServer
+    server = SubprocessASGIServer._instances.get(None)
+    seen["handed_over"] = server is not None and server.server_process is launched[-1] and server.running
+    raise Refused("stopped after the wait")
+
+cmds._stop_servers_of_killed_runs = first_api_step
+from recsys.config import load_config
+try:
+    cmds._execute(load_config(None), None, [], tracking=False, prefect=True)
+except Refused as exc:
+    seen["raised"] = str(exc)
+seen["stopped_after_the_run"] = launched[-1].poll() is not None
+
+# The launch done, then an error before the process is handed to Prefect: it is stopped there.
+server_start.SERVER_MODULE = "not.imported"  # Prefect's server module is imported by now: launch again
+def broken():
+    raise Refused("set-up failed")
+cmds.ephemeral_prefect_defaults = broken
+try:
+    cmds._execute(load_config(None), None, [], tracking=False, prefect=True)
+except Refused as exc:
+    seen["then"] = str(exc)
+seen["launches"] = len(launched)
+seen["stopped_before_the_handover"] = launched[-1].poll() is not None
+for process in launched:
+    process.kill()
+print(json.dumps(seen))
+"""
+
+
+def test_the_server_process_is_launched_before_prefects_server_module_is_imported_and_handed_to_prefect(tmp_path):
+    """In a real `recsys run` set-up: the server's process is launched before Prefect's server
+    module (~3 s) and the flows are imported, with the temporary server's environment; by the
+    run's first step after the wait it is Prefect's server (the instance Prefect's client uses);
+    the run's end stops it; and an error between the launch and the hand-over stops it too. A
+    stand-in answers the health check. Fails without the early launch (Prefect's own start would
+    launch a real server after that import), without the hand-over, and without the stop of a
+    launch not handed over."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "RECSYS_DEBUG"}
+    env["PYTHONPATH"] = str(REPO)
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHED_EARLY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "server_module_imported": False,
+        "flows_imported": False,
+        "env": {"PREFECT__SERVER_EPHEMERAL": "1", "PREFECT_UI_ENABLED": "0"},
+        "handed_over": True,
+        "raised": "stopped after the wait",
+        "stopped_after_the_run": True,
+        "then": "set-up failed",
+        "launches": 2,
+        "stopped_before_the_handover": True,
+    }, done.stderr[-3000:]
+
+
+def test_the_early_command_is_prefects_own(monkeypatch):
+    """The command and environment of the early launch are those Prefect's own start uses
+    (`SubprocessASGIServer._run_uvicorn_command`): a Prefect release that changes them fails here."""
+    import types
+
+    from prefect.server.api import server as prefect_server
+
+    from flows.server_start import prefect_server_command
+
+    captured = {}
+
+    def popen(args, **kwargs):
+        captured.update(args=args, env=kwargs.get("env"))
+
+    monkeypatch.setattr(prefect_server, "subprocess", types.SimpleNamespace(Popen=popen))
+    server = object.__new__(prefect_server.SubprocessASGIServer)
+    server.port = 8765
+    prefect_server.SubprocessASGIServer._run_uvicorn_command(server)
+    args, env = prefect_server_command(8765)
+    assert captured["args"] == args
+    assert captured["env"] == env
+
+
+class _Server:
+    """The attributes of Prefect's SubprocessASGIServer that the hand-over sets and reads."""
+
+    def __init__(self) -> None:
+        self.port, self.server_process, self.running = None, None, False
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.address}/api"
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_launch_whose_port_was_taken_goes_back_to_prefects_start_and_one_that_exits_fails_at_once(monkeypatch):
+    """uvicorn exits 3 when its port was taken after it was picked: the hand-over is undone so
+    that Prefect's own start picks another port, as Prefect does. Any other exit before the server
+    answered fails the start at once with its code (not after the 180 s start-up timeout)."""
+    import types
+
+    from flows import server_start
+
+    monkeypatch.setattr(server_start, "atexit", types.SimpleNamespace(register=lambda stop: None))
+    for code in (3, 1):
+        process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+        server = _Server()
+        early = server_start.EarlyLaunch(9, process)
+        if code == 3:
+            assert server_start._serve_early(server, early) is False
+            assert (server.port, server.server_process, server.running) == (None, None, False)
+        else:
+            with pytest.raises(RuntimeError, match="exited with code 1 before it answered"):  # not a time-out
+                server_start._serve_early(server, early)
+            assert server.running is False
