@@ -393,3 +393,46 @@ def test_readmes_mlflow_commands_name_the_store_recsys_wrote():
     assert len(uses) >= 2
     for at in uses:
         assert text[max(0, at - 60):at].rstrip().endswith("MLFLOW_TRACKING_URI=sqlite:///mlflow/mlflow.db"), text[at - 60:at + 60]
+
+
+def test_defaults_the_readme_names_are_the_codes():
+    """Each default value the README states in prose, formatted from the code's own default: a
+    default changed in the code, or a number edited in the README, fails here instead of leaving
+    the README stating a value the code no longer uses."""
+    from recsys.ann_config import AnnConfig
+    from recsys.config import MIN_STALE_MINUTES, PromotionConfig, SplitConfig, TrackingConfig
+    from recsys.models import defaults
+    from recsys.models.blend_config import BlendConfig
+    from recsys.models.ease_config import EASEConfig
+    from recsys.models.two_tower_config import TwoTowerConfig
+    from recsys.tuning import TuningConfig
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    tower, ease, ann = TwoTowerConfig(name="t"), EASEConfig(name="e"), AnnConfig()
+    blend = BlendConfig(name="b", members=["m1", "m2"])
+    pins = [
+        ("`tracking.stale_run_minutes` (default {:g}; at least {:g}, or 0 for never)",
+         TrackingConfig().stale_run_minutes, MIN_STALE_MINUTES),
+        ("test users with a training history were scored (default {};", PromotionConfig().min_test_users),
+        ("catalogues above `max_items` ({:,}), or data needing more than `max_memory_gb` ({:g}) in all",
+         ease.max_items, ease.max_memory_gb),
+        ("EASE sets `l2` to {:g}x the mean item count (at least {:g})", ease.l2_scale, defaults.EASE_L2_FLOOR),
+        ("sets `alpha = {:g} / mean f(w)`, but at least `{:g} x n_items", defaults.WALS_MEAN_CONFIDENCE,
+         defaults.WALS_MIN_OBSERVED_SHARE),
+        ("`{:g} x sqrt(mean confidence mass", defaults.WALS_REGULARIZATION_SCALE),
+        ("a batch size giving at least ~{} steps per epoch", defaults.STEPS_PER_EPOCH),
+        ("early stopping waits `early_stopping_min_steps` ({}) optimizer steps", tower.early_stopping_min_steps),
+        ("over the user's last `sequence_length` ({}) interactions", tower.sequence_length),
+        ("`sequence_blocks` ({}) pre-norm Transformer blocks", tower.sequence_blocks),
+        ("`popularity` (count^alpha, alpha {:g})", tower.sampler_alpha),
+        ("is `all` for a sequence user tower on a catalogue of at most {:,} items", defaults.FULL_CATALOGUE_MAX_ITEMS),
+        ("test = the `split.window_days` (default {:g}) after the cut-off", SplitConfig().window_days),
+        ("Past `serving.ann.min_items` items (default {:,})", ann.min_items),
+        ("`connectivity = {}`, `expansion_add = {}`, `expansion_search = {}`",
+         ann.connectivity, ann.expansion_add, ann.expansion_search),
+        ("more than `max_overfetch` seen items (default {:,})", ann.max_overfetch),
+        ("p < `tuning.cross_check_alpha` = {:g}", TuningConfig().cross_check_alpha),
+        ("above `max_memory_gb` (default {:g}) the run skips the blend", blend.max_memory_gb),
+    ]  # fmt: skip
+    for phrase, *values in pins:
+        assert phrase.format(*values) in text, f"README should say: {phrase.format(*values)}"
