@@ -436,3 +436,35 @@ def test_defaults_the_readme_names_are_the_codes():
     ]  # fmt: skip
     for phrase, *values in pins:
         assert phrase.format(*values) in text, f"README should say: {phrase.format(*values)}"
+
+
+def test_every_toml_block_of_the_readme_loads_with_its_commented_settings(tmp_path):
+    """The README's TOML examples (sequence tower, blend, per-run tuning, distillation, ANN serving),
+    with their commented-out settings switched on, load as one config; the sequence tower's comment,
+    which lists its defaults, lists the code's."""
+    import tomllib
+
+    from recsys.config import load_config
+    from recsys.models.two_tower_config import TwoTowerConfig
+
+    blocks = re.findall(r"```toml\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 5
+    lines, listed = [], {}
+    for line in "\n".join(blocks).splitlines():
+        setting = re.fullmatch(r"#\s*(\w+ = .*?)(\s+#.*)?", line.strip())
+        if setting:
+            try:
+                tomllib.loads(setting[1])
+                line = setting[1]
+            except tomllib.TOMLDecodeError:  # `# a = 1, b = 2`: the defaults a comment lists
+                listed.update(tomllib.loads(setting[1].replace(", ", "\n")))
+        lines.append(line)
+    config = tmp_path / "readme.toml"
+    config.write_text("[split]\nvalidation_fraction = 0.1\n" + "\n".join(lines) +
+                      '\n[[models]]\nname = "ease"\nkind = "ease"\n[[models]]\nname = "two_tower_mixed"\nkind = "two_tower"\n')  # fmt: skip
+    cfg = load_config(config)
+    assert {"sequence", "blend", "wals", "two_tower_kd"} <= {m.name for m in cfg.models}
+    assert next(m for m in cfg.models if m.name == "blend").weights == {"wals": 0.5}
+    assert "regularization" in next(m for m in cfg.models if m.name == "wals").tuning.space
+    defaults = TwoTowerConfig(name="t")
+    assert listed and {key: getattr(defaults, key) for key in listed} == listed
