@@ -468,3 +468,33 @@ def test_every_toml_block_of_the_readme_loads_with_its_commented_settings(tmp_pa
     assert "regularization" in next(m for m in cfg.models if m.name == "wals").tuning.space
     defaults = TwoTowerConfig(name="t")
     assert listed and {key: getattr(defaults, key) for key in listed} == listed
+
+
+def test_the_shipped_configs_are_as_the_readme_describes_them():
+    """The README's numbers about the shipped configs (which config fits which log, the tuning
+    budgets), formatted from the configs themselves."""
+    from recsys.config import load_config
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    configs = REPO / "pipelines" / "configs"
+    default, movielens, plays = (load_config(configs / f"{name}.toml") for name in ("default", "movielens", "plays"))
+
+    def trials(cfg, kind: str) -> set[int]:
+        return {m.tuning.n_trials for m in cfg.models if m.kind == kind and m.tuning is not None}
+
+    (ease,), (wals,), (towers,), (blend,), (plays_blend,) = (
+        trials(movielens, "ease"), trials(movielens, "wals"), trials(movielens, "two_tower"),
+        trials(movielens, "blend"), trials(plays, "blend"))  # fmt: skip
+    timeouts = {m.tuning.timeout_s for cfg in (movielens, plays) for m in cfg.models if m.tuning is not None}
+    synthetic = default.data.synthetic
+    pins = [
+        f"The shipped budgets (EASE {ease}, WALS {wals}, two-towers {towers} trials, the blend {blend} ({plays_blend} in plays.toml)",
+        f"`timeout_s = {timeouts.pop():g}` only as a guard",
+        f"default: {default.split.protocol} split, {synthetic.n_users:,} users x {synthetic.n_items:,} items",
+        f"plays.toml's own `min_user_interactions = {plays.data.min_user_interactions}`",
+        f"(`positive_min_weight` at most 5, movielens.toml's {movielens.data.positive_min_weight:g})",
+    ]
+    assert not timeouts, "one timeout_s in the shipped configs, as the README says"
+    for phrase in pins:
+        assert phrase in text, f"README should say: {phrase}"
+    assert (movielens.split.protocol, plays.split.protocol) == ("strong_generalization", "random")
