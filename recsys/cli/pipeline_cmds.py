@@ -475,7 +475,14 @@ def schedule(
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
-    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="Deployment name (training-pipeline/NAME): a second schedule served at the same time on this "
+            "machine and Prefect needs another (one of the same name is refused).",
+        ),
+    ] = "nightly",
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the cron schedule.")] = "UTC",
     interval: Annotated[
         float | None,
