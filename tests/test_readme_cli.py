@@ -399,12 +399,15 @@ def test_defaults_the_readme_names_are_the_codes():
     """Each default value the README states in prose, formatted from the code's own default: a
     default changed in the code, or a number edited in the README, fails here instead of leaving
     the README stating a value the code no longer uses."""
+    from flows.runner import HEALTH_EVERY_S, SAY_DOWN_AFTER, SERVER_GRACE_S
     from recsys.ann_config import AnnConfig
+    from recsys.cli.pipeline_cmds import CLIENT_RETRIES
     from recsys.config import MIN_STALE_MINUTES, PromotionConfig, SplitConfig, TrackingConfig
     from recsys.models import defaults
     from recsys.models.blend_config import BlendConfig
     from recsys.models.ease_config import EASEConfig
     from recsys.models.two_tower_config import TwoTowerConfig
+    from recsys.tracking.store import HTTP_LIMITS
     from recsys.tuning import TuningConfig
 
     text = " ".join((REPO / "README.md").read_text().split())
@@ -433,6 +436,12 @@ def test_defaults_the_readme_names_are_the_codes():
         ("more than `max_overfetch` seen items (default {:,})", ann.max_overfetch),
         ("p < `tuning.cross_check_alpha` = {:g}", TuningConfig().cross_check_alpha),
         ("above `max_memory_gb` (default {:g}) the run skips the blend", blend.max_memory_gb),
+        ("`MLFLOW_HTTP_REQUEST_TIMEOUT` ({} s) for each of its 1 + `MLFLOW_HTTP_REQUEST_MAX_RETRIES` ({}) tries",
+         HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"], HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
+        ("`PREFECT_CLIENT_MAX_RETRIES={}` for `recsys run`", CLIENT_RETRIES),
+        ("`RECSYS_SCHEDULE_SERVER_GRACE_S` sets that wait (seconds, at least {:g}; default {:g})",
+         HEALTH_EVERY_S * (SAY_DOWN_AFTER + 1), SERVER_GRACE_S),
+        ("stops if it has not answered within {:g} s", SERVER_GRACE_S),
     ]  # fmt: skip
     for phrase, *values in pins:
         assert phrase.format(*values) in text, f"README should say: {phrase.format(*values)}"
