@@ -507,3 +507,30 @@ def test_the_shipped_configs_are_as_the_readme_describes_them():
     for phrase in pins:
         assert phrase in text, f"README should say: {phrase}"
     assert (movielens.split.protocol, plays.split.protocol) == ("strong_generalization", "random")
+
+
+def test_the_option_defaults_the_readme_names_are_the_commands():
+    """Ports and limits the README gives as defaults, from the commands' own option defaults (its
+    serve example passes --port, so the serve port is not one)."""
+    import typer.main
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    root = typer.main.get_command(app)
+
+    def default(command: str, option: str):
+        node = root
+        for part in command.split():
+            node = node.commands[part]
+        return next(param.default for param in node.params if param.name == option)
+
+    postgres, mlflow, prefect = (default("stack up", f"{part}_port") for part in ("postgres", "mlflow", "prefect"))
+    pins = [
+        f"source .stack/env # MLFLOW_TRACKING_URI=http://127.0.0.1:{mlflow}, PREFECT_API_URL=http://127.0.0.1:{prefect}/api",
+        f"| 127.0.0.1:{postgres} |",
+        f"| http://127.0.0.1:{mlflow} |",
+        f"| http://127.0.0.1:{prefect} |",
+        f"browse it: make ui (or: recsys ui -> http://127.0.0.1:{default('ui', 'port')}/#/experiments/",
+        f"(rows x k, default {default('serve', 'max_results'):,}; 413 beyond)",
+    ]
+    for phrase in pins:
+        assert phrase in text, f"README should say: {phrase}"
