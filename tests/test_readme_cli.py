@@ -393,3 +393,144 @@ def test_readmes_mlflow_commands_name_the_store_recsys_wrote():
     assert len(uses) >= 2
     for at in uses:
         assert text[max(0, at - 60):at].rstrip().endswith("MLFLOW_TRACKING_URI=sqlite:///mlflow/mlflow.db"), text[at - 60:at + 60]
+
+
+def test_defaults_the_readme_names_are_the_codes():
+    """Each default value the README states in prose, formatted from the code's own default: a
+    default changed in the code, or a number edited in the README, fails here instead of leaving
+    the README stating a value the code no longer uses."""
+    from flows.runner import HEALTH_EVERY_S, SAY_DOWN_AFTER, SERVER_GRACE_S
+    from recsys.ann_config import AnnConfig
+    from recsys.cli.pipeline_cmds import CLIENT_RETRIES
+    from recsys.config import MIN_STALE_MINUTES, PromotionConfig, SplitConfig, TrackingConfig
+    from recsys.models import defaults
+    from recsys.models.blend_config import BlendConfig
+    from recsys.models.ease_config import EASEConfig
+    from recsys.models.two_tower_config import TwoTowerConfig
+    from recsys.tracking.store import HTTP_LIMITS
+    from recsys.tuning import TuningConfig
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    tower, ease, ann = TwoTowerConfig(name="t"), EASEConfig(name="e"), AnnConfig()
+    blend = BlendConfig(name="b", members=["m1", "m2"])
+    pins = [
+        ("`tracking.stale_run_minutes` (default {:g}; at least {:g}, or 0 for never)",
+         TrackingConfig().stale_run_minutes, MIN_STALE_MINUTES),
+        ("test users with a training history were scored (default {};", PromotionConfig().min_test_users),
+        ("catalogues above `max_items` ({:,}), or data needing more than `max_memory_gb` ({:g}) in all",
+         ease.max_items, ease.max_memory_gb),
+        ("EASE sets `l2` to {:g}x the mean item count (at least {:g})", ease.l2_scale, defaults.EASE_L2_FLOOR),
+        ("sets `alpha = {:g} / mean f(w)`, but at least `{:g} x n_items", defaults.WALS_MEAN_CONFIDENCE,
+         defaults.WALS_MIN_OBSERVED_SHARE),
+        ("`{:g} x sqrt(mean confidence mass", defaults.WALS_REGULARIZATION_SCALE),
+        ("a batch size giving at least ~{} steps per epoch", defaults.STEPS_PER_EPOCH),
+        ("early stopping waits `early_stopping_min_steps` ({}) optimizer steps", tower.early_stopping_min_steps),
+        ("over the user's last `sequence_length` ({}) interactions", tower.sequence_length),
+        ("`sequence_blocks` ({}) pre-norm Transformer blocks", tower.sequence_blocks),
+        ("`popularity` (count^alpha, alpha {:g})", tower.sampler_alpha),
+        ("is `all` for a sequence user tower on a catalogue of at most {:,} items", defaults.FULL_CATALOGUE_MAX_ITEMS),
+        ("test = the `split.window_days` (default {:g}) after the cut-off", SplitConfig().window_days),
+        ("Past `serving.ann.min_items` items (default {:,})", ann.min_items),
+        ("`connectivity = {}`, `expansion_add = {}`, `expansion_search = {}`",
+         ann.connectivity, ann.expansion_add, ann.expansion_search),
+        ("more than `max_overfetch` seen items (default {:,})", ann.max_overfetch),
+        ("p < `tuning.cross_check_alpha` = {:g}", TuningConfig().cross_check_alpha),
+        ("above `max_memory_gb` (default {:g}) the run skips the blend", blend.max_memory_gb),
+        ("`MLFLOW_HTTP_REQUEST_TIMEOUT` ({} s) for each of its 1 + `MLFLOW_HTTP_REQUEST_MAX_RETRIES` ({}) tries",
+         HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"], HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
+        ("`PREFECT_CLIENT_MAX_RETRIES={}` for `recsys run`", CLIENT_RETRIES),
+        ("`RECSYS_SCHEDULE_SERVER_GRACE_S` sets that wait (seconds, at least {:g}; default {:g})",
+         HEALTH_EVERY_S * (SAY_DOWN_AFTER + 1), SERVER_GRACE_S),
+        ("stops if it has not answered within {:g} s", SERVER_GRACE_S),
+    ]  # fmt: skip
+    for phrase, *values in pins:
+        assert phrase.format(*values) in text, f"README should say: {phrase.format(*values)}"
+
+
+def test_every_toml_block_of_the_readme_loads_with_its_commented_settings(tmp_path):
+    """The README's TOML examples (sequence tower, blend, per-run tuning, distillation, ANN serving),
+    with their commented-out settings switched on, load as one config; the sequence tower's comment,
+    which lists its defaults, lists the code's."""
+    import tomllib
+
+    from recsys.config import load_config
+    from recsys.models.two_tower_config import TwoTowerConfig
+
+    blocks = re.findall(r"```toml\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 5
+    lines, listed = [], {}
+    for line in "\n".join(blocks).splitlines():
+        setting = re.fullmatch(r"#\s*(\w+ = .*?)(\s+#.*)?", line.strip())
+        if setting:
+            try:
+                tomllib.loads(setting[1])
+                line = setting[1]
+            except tomllib.TOMLDecodeError:  # `# a = 1, b = 2`: the defaults a comment lists
+                listed.update(tomllib.loads(setting[1].replace(", ", "\n")))
+        lines.append(line)
+    config = tmp_path / "readme.toml"
+    config.write_text("[split]\nvalidation_fraction = 0.1\n" + "\n".join(lines) +
+                      '\n[[models]]\nname = "ease"\nkind = "ease"\n[[models]]\nname = "two_tower_mixed"\nkind = "two_tower"\n')  # fmt: skip
+    cfg = load_config(config)
+    assert {"sequence", "blend", "wals", "two_tower_kd"} <= {m.name for m in cfg.models}
+    assert next(m for m in cfg.models if m.name == "blend").weights == {"wals": 0.5}
+    assert "regularization" in next(m for m in cfg.models if m.name == "wals").tuning.space
+    defaults = TwoTowerConfig(name="t")
+    assert listed and {key: getattr(defaults, key) for key in listed} == listed
+
+
+def test_the_shipped_configs_are_as_the_readme_describes_them():
+    """The README's numbers about the shipped configs (which config fits which log, the tuning
+    budgets), formatted from the configs themselves."""
+    from recsys.config import load_config
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    configs = REPO / "pipelines" / "configs"
+    default, movielens, plays = (load_config(configs / f"{name}.toml") for name in ("default", "movielens", "plays"))
+
+    def trials(cfg, kind: str) -> set[int]:
+        return {m.tuning.n_trials for m in cfg.models if m.kind == kind and m.tuning is not None}
+
+    (ease,), (wals,), (towers,), (blend,), (plays_blend,) = (
+        trials(movielens, "ease"), trials(movielens, "wals"), trials(movielens, "two_tower"),
+        trials(movielens, "blend"), trials(plays, "blend"))  # fmt: skip
+    timeouts = {m.tuning.timeout_s for cfg in (movielens, plays) for m in cfg.models if m.tuning is not None}
+    synthetic = default.data.synthetic
+    pins = [
+        f"The shipped budgets (EASE {ease}, WALS {wals}, two-towers {towers} trials, the blend {blend} ({plays_blend} in plays.toml)",
+        f"`timeout_s = {timeouts.pop():g}` only as a guard",
+        f"default: {default.split.protocol} split, {synthetic.n_users:,} users x {synthetic.n_items:,} items",
+        f"plays.toml's own `min_user_interactions = {plays.data.min_user_interactions}`",
+        f"(`positive_min_weight` at most 5, movielens.toml's {movielens.data.positive_min_weight:g})",
+    ]
+    assert not timeouts, "one timeout_s in the shipped configs, as the README says"
+    for phrase in pins:
+        assert phrase in text, f"README should say: {phrase}"
+    assert (movielens.split.protocol, plays.split.protocol) == ("strong_generalization", "random")
+
+
+def test_the_option_defaults_the_readme_names_are_the_commands():
+    """Ports and limits the README gives as defaults, from the commands' own option defaults (its
+    serve example passes --port, so the serve port is not one)."""
+    import typer.main
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    root = typer.main.get_command(app)
+
+    def default(command: str, option: str):
+        node = root
+        for part in command.split():
+            node = node.commands[part]
+        return next(param.default for param in node.params if param.name == option)
+
+    postgres, mlflow, prefect = (default("stack up", f"{part}_port") for part in ("postgres", "mlflow", "prefect"))
+    pins = [
+        f"source .stack/env # MLFLOW_TRACKING_URI=http://127.0.0.1:{mlflow}, PREFECT_API_URL=http://127.0.0.1:{prefect}/api",
+        f"| 127.0.0.1:{postgres} |",
+        f"| http://127.0.0.1:{mlflow} |",
+        f"| http://127.0.0.1:{prefect} |",
+        f"browse it: make ui (or: recsys ui -> http://127.0.0.1:{default('ui', 'port')}/#/experiments/",
+        f"(rows x k, default {default('serve', 'max_results'):,}; 413 beyond)",
+    ]
+    for phrase in pins:
+        assert phrase in text, f"README should say: {phrase}"

@@ -219,3 +219,27 @@ def test_the_printed_resume_command_keeps_a_bundle_path_with_a_space_one_argumen
     for line in lines:
         (command,) = re.findall(r"`(recsys run [^`]*)`", line)
         assert shlex.split(command) == ["recsys", "run", "--set", 'tracking.experiment="x"', "--resume-tracking", where]
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_browse_it_names_make_ui_only_in_the_repository_root(tmp_path, monkeypatch, capsys, root):
+    """Run from any other folder (a shipped config by name, as the README says works anywhere),
+    `recsys run` ended with `browse it:    make ui   (or: recsys ui ...)`: there is no Makefile
+    there, so the first command it offered failed. Outside the root it offers `recsys ui` alone."""
+    import recsys.tracking.ui
+    from recsys.cli.pipeline_cmds import _where_to_look
+    from recsys.config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    if root:  # the repository root: its Makefile and pipelines/configs/default.toml
+        (tmp_path / "Makefile").write_text("ui:\n\trecsys ui\n")
+        (tmp_path / "pipelines" / "configs").mkdir(parents=True)
+        (tmp_path / "pipelines" / "configs" / "default.toml").write_text("")
+    link = "http://127.0.0.1:5000/#/experiments/1/runs"
+    monkeypatch.setattr(recsys.tracking.ui, "experiment_runs_url", lambda uri, experiment: link)
+    summary = {"tracking_uri": f"sqlite:///{tmp_path}/m.db", "champion": None, "mlflow_parent_run_id": "abc",
+               "dataset": {"processed_dir": "data/processed/x"}, "promotion": {"reason": "not decided"}}  # fmt: skip
+    _where_to_look(summary, None, RunConfig(name="here"))
+    (browse,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("browse it:")]
+    want = f"browse it:    make ui   (or: recsys ui  ->  {link})" if root else f"browse it:    recsys ui  ->  {link}"
+    assert browse == want

@@ -73,7 +73,11 @@ def ingest_command(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Processed data directory to write (replaced atomically).")
+        Path,
+        typer.Option(
+            "--out", "-o",
+            help="Processed data directory to write (replaced atomically; with --append, the directory the batch is added to).",
+        ),
     ],
     format: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP)] = None,
     encoding: Annotated[

@@ -453,7 +453,9 @@ def _where_to_look(
                 runs = runs.replace(resolve_tracking_uri(cfg.tracking).rstrip("/"), uri.rstrip("/"), 1)
         if is_http(uri):
             lines.append(f"browse it:    {runs}")
-        elif args:  # `make ui` opens the default store only
+        elif args or not (Path("Makefile").is_file() and DEFAULT_CONFIG.is_file()):
+            # `make ui` opens the default store only, and only in the repository root: run from any
+            # other folder (a shipped config by name), it named a Makefile that is not there
             lines.append(f"browse it:    recsys ui{args}  ->  {runs}")
         else:
             lines.append(f"browse it:    make ui   (or: recsys ui  ->  {runs})")
@@ -484,7 +486,14 @@ def schedule(
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
-    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="Deployment name (training-pipeline/NAME): a second schedule served at the same time on this "
+            "machine and Prefect needs another (one of the same name is refused).",
+        ),
+    ] = "nightly",
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the cron schedule.")] = "UTC",
     interval: Annotated[
         float | None,
