@@ -399,7 +399,7 @@ def test_defaults_the_readme_names_are_the_codes():
     """Each default value the README states in prose, formatted from the code's own default: a
     default changed in the code, or a number edited in the README, fails here instead of leaving
     the README stating a value the code no longer uses."""
-    from flows.runner import HEALTH_EVERY_S, SAY_DOWN_AFTER, SERVER_GRACE_S
+    from flows.runner import HEALTH_EVERY_S, LEAST_GRACE_S, SAY_DOWN_AFTER, SERVER_GRACE_S
     from recsys.ann_config import AnnConfig
     from recsys.cli.pipeline_cmds import CLIENT_RETRIES
     from recsys.config import MIN_STALE_MINUTES, PromotionConfig, SplitConfig, TrackingConfig
@@ -439,8 +439,9 @@ def test_defaults_the_readme_names_are_the_codes():
         ("`MLFLOW_HTTP_REQUEST_TIMEOUT` ({} s) for each of its 1 + `MLFLOW_HTTP_REQUEST_MAX_RETRIES` ({}) tries",
          HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"], HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
         ("`PREFECT_CLIENT_MAX_RETRIES={}` for `recsys run`", CLIENT_RETRIES),
-        ("`RECSYS_SCHEDULE_SERVER_GRACE_S` sets that wait (seconds, at least {:g}; default {:g})",
-         HEALTH_EVERY_S * (SAY_DOWN_AFTER + 1), SERVER_GRACE_S),
+        ("`RECSYS_SCHEDULE_SERVER_GRACE_S` sets that wait (seconds, at least {:g}; default {:g}; a wait under {:g} s "
+         "is checked more often than every {:g} s)", LEAST_GRACE_S, SERVER_GRACE_S, HEALTH_EVERY_S * (SAY_DOWN_AFTER + 2),
+         HEALTH_EVERY_S),
         ("stops if it has not answered within {:g} s", SERVER_GRACE_S),
     ]  # fmt: skip
     for phrase, *values in pins:
