@@ -192,7 +192,10 @@ _flags_show_no_type()
 app = typer.Typer(
     name="recsys",
     cls=OneLineErrors,
-    help="Train, evaluate and compare recommenders: ingest -> WALS / two-tower -> full-corpus recall@k -> MLflow.",
+    help=(
+        "Train, evaluate and compare recommenders: ingest -> popularity / WALS / EASE / two-tower and sequence "
+        "towers (and their blend) -> full-corpus recall@k -> MLflow."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
