@@ -1,0 +1,72 @@
+"""Published event logs whose files are written here byte for byte as they ship (never
+downloaded): Coveo's SIGIR eCom 2021 `browsing_train.csv`, OTTO's `train.jsonl`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from recsys.cli import app
+
+runner = CliRunner()
+
+
+def _refusal(source: Path, out: Path, *args: str) -> str:
+    """The one `error:` line of an ingest that must exit 2."""
+    result = runner.invoke(app, ["ingest", str(source), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
+def test_coveos_browsing_log_hints_its_sku_as_the_item_not_its_product_action(tmp_path: Path) -> None:
+    """Coveo's `browsing_train.csv` names no column like a user or an item: the hint offered
+    `--item-col product_action`, whose values (detail, add, purchase) are events, so a user who
+    copied it read five items. An action names an event, never an id: the SKU column is offered."""
+    path = tmp_path / "browsing_train.csv"
+    path.write_text(
+        "session_id_hash,event_type,product_action,product_sku_hash,server_timestamp_epoch_ms,hashed_url\n"
+        "00000299e6ba3c2cb6f8dd2adc5f7e0ab3f9ee07,pageview,,,1550885210881,7e5f2d7ba1d0b6ce7c1f7a4e3a0b0cb3ab1d6b7b\n"
+        "00000299e6ba3c2cb6f8dd2adc5f7e0ab3f9ee07,event,detail,0f3e06a9d1ba9bc2a1f0ec1d5e8c4a4e41f6d3b2,"
+        "1550885213307,b1e3c0d6f1f7c1f1a0d6e6f5e1b4c3a2d1e0f9a8\n"
+        "0000a8ecda1eba7c0ae4b7d8c6a6e2c2d7e0f8b1,event,add,2a8c7c4a0f5d3b0e1c9d8e7f6a5b4c3d2e1f0a9b,"
+        "1550885998127,c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1\n"
+    )
+    line = _refusal(path, tmp_path / "out")
+    assert line.startswith("error: no user column found"), line
+    assert "--user-col session_id_hash" in line and line.endswith("--item-col product_sku_hash"), line
+
+
+def test_otto_sessions_with_an_event_list_say_how_to_write_one_line_per_event(tmp_path: Path) -> None:
+    """OTTO's `train.jsonl` holds a session a line, its events a list of objects: the hint was
+    `--user-col session, and no item column either: --item-col NAME`, which no option satisfies,
+    and `--item-col aid` (found inside the list) quarantined every line as missing_item. Both now
+    name the list and give the jq line that writes one line per event, which then ingests."""
+    sessions = [
+        {"session": 0, "events": [{"aid": 1517085, "ts": 1659304800025, "type": "clicks"},
+                                  {"aid": 1563459, "ts": 1659304904511, "type": "clicks"},
+                                  {"aid": 1309446, "ts": 1659367439426, "type": "carts"}]},
+        {"session": 1, "events": [{"aid": 424964, "ts": 1659304800025, "type": "carts"},
+                                  {"aid": 1309446, "ts": 1659304904511, "type": "orders"}]},
+    ]  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(s, separators=(",", ":")) + "\n" for s in sessions))
+    jq = "`jq -c '{session} as $s | .events[] | $s + .' FILE > NEW.jsonl`"
+    for args in ((), ("--user-col", "session", "--item-col", "aid")):
+        line = _refusal(path, tmp_path / "out", *args)
+        assert line.startswith(f"error: {path}: key 'events' holds a list of objects ('aid', 'ts', 'type')"), line
+        assert jq in line and "--item-col NAME" not in line, line
+    # What that jq line writes, ingested: five events, times in milliseconds, `type` the event.
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({"session": s["session"], **e}) + "\n" for s in sessions for e in s["events"]))
+    out = tmp_path / "flat"
+    result = runner.invoke(app, ["ingest", str(flat), "--out", str(out), "--user-col", "session", "--item-col", "aid"])
+    assert result.exit_code == 0, result.output
+    assert "time=ts, event=type" in result.output, result.output
+    rows = pl.read_parquet(out / "interactions" / "**" / "*.parquet").sort("source_row")
+    assert rows.height == 5 and rows["event"].to_list() == ["clicks", "clicks", "carts", "carts", "orders"]
+    assert rows["timestamp"][0] == datetime(2022, 7, 31, 22, 0, 0, 25000, tzinfo=UTC)
