@@ -1,5 +1,5 @@
 """Published event logs whose files are written here byte for byte as they ship (never
-downloaded): Coveo's SIGIR eCom 2021 `browsing_train.csv`, OTTO's `train.jsonl`."""
+downloaded): Coveo's SIGIR eCom 2021 `browsing_train.csv`, OTTO's `train.jsonl`, Ciao's `rating.mat`."""
 
 from __future__ import annotations
 
@@ -70,3 +70,34 @@ def test_otto_sessions_with_an_event_list_say_how_to_write_one_line_per_event(tm
     rows = pl.read_parquet(out / "interactions" / "**" / "*.parquet").sort("source_row")
     assert rows.height == 5 and rows["event"].to_list() == ["clicks", "clicks", "carts", "carts", "orders"]
     assert rows["timestamp"][0] == datetime(2022, 7, 31, 22, 0, 0, 25000, tzinfo=UTC)
+
+
+def test_ciaos_matlab_ratings_and_pickles_say_what_they_are_and_what_to_write(tmp_path: Path) -> None:
+    """Ciao's and Epinions' `rating_with_timestamp.mat` (Tang et al.: one MATLAB matrix, a rating a
+    row: user, product, category, rating, helpfulness, time) was refused as `binary content` with no
+    hint; so were a pandas pickle and an HDF5 file. Each now names its kind and the conversion, the
+    .mat one with its matrix's name and shape in a line that, run, writes a CSV that ingests."""
+    import pickle
+
+    import numpy as np
+    import scipy.io
+
+    ratings = np.array([[1, 2, 3, 4, 5, 1000000000], [1, 7, 3, 5, 2, 1000003600], [2, 2, 3, 3, 1, 1000007200]])
+    mat = tmp_path / "rating_with_timestamp.mat"
+    scipy.io.savemat(mat, {"rating": ratings})
+    line = _refusal(mat, tmp_path / "out")
+    assert "a MATLAB .mat file" in line and "its matrix 'rating' (3 x 6)" in line, line
+    command = line.split('`python -c "', 1)[1].split('"`', 1)[0]
+    assert "header='user_id,item_id,column_3,column_4,column_5,column_6'" in command, line
+    namespace: dict = {}
+    exec(command.replace("NEW.csv", str(tmp_path / "new.csv")), namespace)  # the line the error gives
+    written = (tmp_path / "new.csv").read_text().splitlines()
+    assert written[1:] == ["1,2,3,4,5,1000000000", "1,7,3,5,2,1000003600", "2,2,3,3,1,1000007200"], written
+    pickled = tmp_path / "ratings.pkl"
+    pickled.write_bytes(pickle.dumps({"user_id": [1, 2], "item_id": [3, 4]}, protocol=4))
+    line = _refusal(pickled, tmp_path / "out")
+    assert "a Python pickle" in line and "pd.read_pickle(FILE).to_parquet(NEW)" in line, line
+    hdf = tmp_path / "ratings.h5"
+    hdf.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(600))
+    assert "an HDF5 file" in _refusal(hdf, tmp_path / "out")
+
