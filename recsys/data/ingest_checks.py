@@ -504,6 +504,10 @@ def rating_scale_warning(cfg: DataConfig, column: str | None, rows: pl.DataFrame
 
 
 RATING_NAMES = ("rating", "stars", "overall")
+POSITIONAL_RATING = "field_2"
+"""The third field of a headerless file read by position (readers.delimited._positional): the rating
+of u.data's and ratings.dat's `user item rating timestamp`, named by no header, so a re-rated pair of a
+`::` file was summed (4 and 5 stars into 9) without the warning a `rating` column gets."""
 
 
 def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep], binarize: bool = False) -> str | None:
@@ -517,7 +521,7 @@ def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep], b
     column = weights.get("column")
     if binarize or asked != "auto" or weights.get("aggregate") != "sum" or not column:
         return None
-    if not any(part in column.lower() for part in RATING_NAMES):
+    if column != POSITIONAL_RATING and not any(part in column.lower() for part in RATING_NAMES):
         return None
     names = [step.name for step in steps]
     at = next((i for i, name in enumerate(names) if name.startswith("aggregate")), None)

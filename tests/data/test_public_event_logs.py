@@ -101,3 +101,18 @@ def test_ciaos_matlab_ratings_and_pickles_say_what_they_are_and_what_to_write(tm
     hdf.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(600))
     assert "an HDF5 file" in _refusal(hdf, tmp_path / "out")
 
+
+def test_a_rerated_movie_in_a_headerless_ratings_dat_is_summed_with_the_warning_a_rating_gets(tmp_path: Path) -> None:
+    """ratings.dat (`user::movie::rating::timestamp`, no header) whose user rated movie 1193 twice,
+    5 then 4 stars: `aggregate = auto` summed them into 9 without the warning a column named
+    `rating` gets, as the positional third field has no name. It is the rating by position (README:
+    user, item, rating, timestamp), so it now gets that warning; the sum itself is unchanged."""
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::1193::5::978300760\n1::661::3::978302109\n1::1193::4::978302500\n2::661::4::978300000\n")
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (summed,) = [line for line in result.output.splitlines() if "summed" in line]
+    assert summed.startswith("warning: 1 repeated (user, item) rows were summed into their pairs' column 3"), summed
+    assert "--set data.aggregate=last" in summed, summed
+    pairs = pl.read_parquet(tmp_path / "out" / "implicit.parquet")
+    assert sorted(pairs["weight"].to_list()) == [3.0, 4.0, 9.0]
