@@ -116,3 +116,21 @@ def test_a_rerated_movie_in_a_headerless_ratings_dat_is_summed_with_the_warning_
     assert "--set data.aggregate=last" in summed, summed
     pairs = pl.read_parquet(tmp_path / "out" / "implicit.parquet")
     assert sorted(pairs["weight"].to_list()) == [3.0, 4.0, 9.0]
+
+
+def test_ncfs_sampled_negatives_file_is_named_not_given_a_header_to_read_it_as_interactions(tmp_path: Path) -> None:
+    """NCF's `ml-1m.test.negative`: `(user,item)` then the 99 items sampled as negatives for that
+    test pair, tab-separated. The hint was `--header user_id,item_id,column_3,...`, which reads
+    `(0,25)` as a user and the first negative as the item they chose. It is named as what it is,
+    with the files to ingest instead; the `.train.rating` beside it reads by position."""
+    negatives = tmp_path / "ml-1m.test.negative"
+    negatives.write_text(
+        "".join(f"({u},{25 + u})\t" + "\t".join(str(1064 + 7 * n + u) for n in range(99)) + "\n" for u in range(3))
+    )
+    line = _refusal(negatives, tmp_path / "out")
+    assert line.startswith(f"error: {negatives}: its lines start with a (user, item) pair in parentheses ('(0,25)')")
+    assert "99 item ids" in line and ".train.rating" in line and "--header" not in line, line
+    train = tmp_path / "ml-1m.train.rating"
+    train.write_text("0\t32\t4\t978824330\n0\t34\t4\t978824330\n1\t4\t3\t978300000\n")
+    result = runner.invoke(app, ["ingest", str(train), "--out", str(tmp_path / "train")])
+    assert result.exit_code == 0 and "user=column 1, item=column 2, time=column 4, weight=column 3" in result.output

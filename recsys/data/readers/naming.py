@@ -20,6 +20,7 @@ from recsys.data.readers.refusals import (
     _refuse_adjacency_lists,
     _refuse_id_lists,
     _refuse_key_value_records,
+    _refuse_sampled_negatives,
     _refuse_whitespace_runs,
 )
 from recsys.data.readers.sniff import _base_name, _header_lines, _is_number, _looks_like_data
@@ -75,6 +76,7 @@ def map_columns(
                 _refuse_whitespace_runs(path, header, separator)
             if separator is not None and _looks_like_data(header):
                 _refuse_id_lists(path, header)
+                _refuse_sampled_negatives(path, header)
                 rows = _head_rows(path, separator)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
