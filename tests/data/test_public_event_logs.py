@@ -134,3 +134,26 @@ def test_ncfs_sampled_negatives_file_is_named_not_given_a_header_to_read_it_as_i
     train.write_text("0\t32\t4\t978824330\n0\t34\t4\t978824330\n1\t4\t3\t978300000\n")
     result = runner.invoke(app, ["ingest", str(train), "--out", str(tmp_path / "train")])
     assert result.exit_code == 0 and "user=column 1, item=column 2, time=column 4, weight=column 3" in result.output
+
+
+def test_a_column_option_on_a_headerless_file_is_refused_not_ignored(tmp_path: Path) -> None:
+    """ML-10M's `tags.dat` (`user::movie::tag::timestamp`, no header) read by position takes the
+    tag for the rating: every row bad_weight, and the error asked for `--weight-col NAME`. Given
+    one (`--weight-col column_4`), the option was ignored without a word and the same error came
+    back; so was any column option on u.data. It is now refused, with the data.header that names
+    the fields, and under that header the tags ingest as interactions without a weight."""
+    tags = tmp_path / "tags.dat"
+    tags.write_text("15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n20::1747::satire::1188263867\n")
+    line = _refusal(tags, tmp_path / "out", "--weight-col", "column_4")
+    assert line.startswith(f"error: {tags}: has no header line"), line
+    assert "--weight-col column_4" in line and "--header user_id,item_id,column_3,timestamp" in line, line
+    udata = tmp_path / "u.data"
+    udata.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    line = _refusal(udata, tmp_path / "out", "--time-col", "when")
+    assert "--time-col when" in line and "--header user_id,item_id,rating,timestamp" in line, line
+    out = tmp_path / "tags"
+    result = runner.invoke(
+        app, ["ingest", str(tags), "--out", str(out), "--header", "user_id,item_id,tag,timestamp", "--item-col", "item_id"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "time=timestamp, no weight column" in result.output, result.output
