@@ -102,6 +102,16 @@ def nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResul
             f"each line must be one JSON object whose keys read ({', '.join(raw.mapping.values())}) hold "
             "strings or numbers, not objects or lists (flatten them first, e.g. with jq)"
         )
+    if not raw.header and str(column).startswith("field_"):  # read by position: no column names to give
+        fields = len({c for c in raw.mapping.values() if str(c).startswith("field_")})
+        return DataError(
+            f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}; the file has no header "
+            f"line, so its columns are read by position (user, item[, rating[, timestamp]]): if {column_name(column)} "
+            f"holds something else, name the fields with {{option}} (one name per field, in order, {fields} here), "
+            "which the column options then map from",
+            setting="data.header",
+            value="NAMES",
+        )
     return DataError(
         f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}, or name another "
         f"{attr} column with {{option}}",

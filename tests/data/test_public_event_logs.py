@@ -157,3 +157,14 @@ def test_a_column_option_on_a_headerless_file_is_refused_not_ignored(tmp_path: P
     )
     assert result.exit_code == 0, result.output
     assert "time=timestamp, no weight column" in result.output, result.output
+
+
+def test_a_headerless_file_whose_rating_is_text_asks_for_names_not_a_column_option(tmp_path: Path) -> None:
+    """ML-10M's `tags.dat` read by position: every tag is a bad rating, and the error said `name
+    another weight column with --weight-col NAME`, an option a headerless file cannot use (refused
+    since). It now says the columns are read by position and asks for the fields' names."""
+    tags = tmp_path / "tags.dat"
+    tags.write_text("15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n")
+    line = _refusal(tags, tmp_path / "out")
+    assert line.startswith(f"error: {tags}: no row passed validation (bad_weight: 2; row 1: column 3 is 'excellent!')")
+    assert "read by position" in line and "--header NAMES" in line and "--weight-col" not in line, line
