@@ -283,7 +283,9 @@ def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
 # A column name that says it holds a time or a date (`TRANSACTION_DT`, `DAY`, `TRANS_TIME`,
 # `order_date`), compared after `base_name`.
 # `t` alone: a compact export's `u,i,t,r` (a Kaggle library-loans log), its Unix times not read.
-_TIME_NAME = re.compile(r"time|date|^t$|(?:^|_)(?:day|dt|ts|dat)(?:$|_)")
+# `created_at` (XING's RecSys Challenge `interactions.csv`, database exports; `createdAt`): a past
+# participle before `at`.
+_TIME_NAME = re.compile(r"time|date|^t$|(?:^|_)(?:day|dt|ts|dat)(?:$|_)|(?:_at|edat)$")
 
 
 def _time_named_columns(raw: RawSource) -> list[str]:

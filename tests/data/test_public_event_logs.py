@@ -168,3 +168,30 @@ def test_a_headerless_file_whose_rating_is_text_asks_for_names_not_a_column_opti
     line = _refusal(tags, tmp_path / "out")
     assert line.startswith(f"error: {tags}: no row passed validation (bad_weight: 2; row 1: column 3 is 'excellent!')")
     assert "read by position" in line and "--header NAMES" in line and "--weight-col" not in line, line
+
+
+def test_xings_interaction_type_is_the_event_and_created_at_is_named_as_a_time(tmp_path: Path) -> None:
+    """XING's RecSys Challenge 2017 `interactions.csv` (tab-separated: user_id, item_id,
+    interaction_type, created_at; type 0 an impression, 1-3 click, bookmark, reply, 4 a delete)
+    was read as user and item alone: every impression and delete an interaction without a word
+    about the type, an impression and a later click of one pair a `duplicate`, and `created_at`
+    not named as the time it holds. The type is now the event (so --event-weight 1=1 ... keeps
+    the clicks, bookmarks and replies) and `created_at` is named in the warning."""
+    path = tmp_path / "interactions.csv"
+    path.write_text(
+        "user_id\titem_id\tinteraction_type\tcreated_at\n"
+        "9\t1005\t0\t1478736000\n9\t1005\t1\t1478736300\n9\t2171\t0\t1478736000\n"
+        "14\t1005\t2\t1479340800\n14\t3310\t4\t1479340800\n14\t3310\t0\t1479340800\n14\t3310\t0\t1479341100\n"
+    )
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "event=interaction_type" in result.output, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning: duplicates")]
+    assert "'created_at' is named like one but not read" in warning, warning
+    weighted = runner.invoke(app, [
+        "ingest", str(path), "--out", str(tmp_path / "clicks"), "--time-col", "created_at",
+        *("--event-weight", "1=1", "--event-weight", "2=2", "--event-weight", "3=3"),
+    ])  # fmt: skip
+    assert weighted.exit_code == 0, weighted.output
+    pairs = pl.read_parquet(tmp_path / "clicks" / "implicit.parquet")
+    assert sorted(pairs["weight"].to_list()) == [1.0, 2.0], pairs

@@ -126,6 +126,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "behavior_type",
         "behaviour",
         "behaviour_type",
+        "interaction_type",  # XING's RecSys Challenge interactions: 0 an impression, 1-3 click, bookmark, reply
     ),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
