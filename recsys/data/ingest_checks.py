@@ -288,9 +288,17 @@ def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
 _TIME_NAME = re.compile(r"time|date|^t$|(?:^|_)(?:day|dt|ts|dat)(?:$|_)|(?:_at|edat)$")
 
 
+# `times` counts (Tenrec's `watching_times`: how often a video was watched), it is no time.
+_COUNT_OF_TIMES = re.compile(r"times$")
+
+
 def _time_named_columns(raw: RawSource) -> list[str]:
-    """The header's columns not read whose name says time or date (`_TIME_NAME`)."""
-    return [c for c in raw.header if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c))]
+    """The header's columns not read whose name says time or date (`_TIME_NAME`), not a count of times."""
+    return [
+        c
+        for c in raw.header
+        if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c)) and not _COUNT_OF_TIMES.search(base_name(c))
+    ]
 
 
 def unread_time_warning(raw: RawSource, result: ValidationResult) -> str | None:

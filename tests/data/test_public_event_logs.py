@@ -195,3 +195,19 @@ def test_xings_interaction_type_is_the_event_and_created_at_is_named_as_a_time(t
     assert weighted.exit_code == 0, weighted.output
     pairs = pl.read_parquet(tmp_path / "clicks" / "implicit.parquet")
     assert sorted(pairs["weight"].to_list()) == [1.0, 2.0], pairs
+
+
+def test_tenrecs_watching_times_is_a_count_not_named_as_an_unread_time(tmp_path: Path) -> None:
+    """Tenrec's `QB-video.csv` (user_id, item_id, click, follow, like, share, video_category,
+    watching_times, gender, age: one row per video shown) has no time; its `watching_times`, how
+    often a video was watched, was named as a time not read (`--time-col watching_times`), a hint
+    that reads counts as 1970 seconds. Only the click flag's warning is left."""
+    path = tmp_path / "QB-video.csv"
+    path.write_text(
+        "user_id,item_id,click,follow,like,share,video_category,watching_times,gender,age\n"
+        "1,4,0,0,0,0,1,0,1,4\n1,1201,1,0,0,0,1,1,1,4\n2,4,1,0,1,0,1,2,2,3\n"
+    )
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--weight-col click" in warnings[0], warnings
