@@ -211,3 +211,17 @@ def test_tenrecs_watching_times_is_a_count_not_named_as_an_unread_time(tmp_path:
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "--weight-col click" in warnings[0], warnings
+
+
+def test_outbrains_page_views_hint_uuid_as_the_user_not_the_document(tmp_path: Path) -> None:
+    """Outbrain's `page_views_sample.csv` (uuid, document_id, timestamp, platform, geo_location,
+    traffic_source) names no column like a user: the hint was `--user-col document_id`, every page
+    its own user. A column named for items (a document) is never offered as the user."""
+    path = tmp_path / "page_views_sample.csv"
+    path.write_text(
+        "uuid,document_id,timestamp,platform,geo_location,traffic_source\n"
+        "1fd5f051fba643,120,31905835,1,RS,2\n8557aa9004be3b,120,32053104,1,VN>44,2\n"
+    )
+    line = _refusal(path, tmp_path / "out")
+    assert "--user-col uuid" in line and line.endswith("--item-col document_id"), line
+

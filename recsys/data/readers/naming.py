@@ -130,6 +130,7 @@ _ROLE_WORDS = {
     "item": (
         "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",
         "album", "book", "game", "app", "video", "recipe", "business", "anime", "course", "offer", "goods", "content",
+        "document",
     ),
 }  # fmt: skip
 
@@ -155,8 +156,17 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
         named = (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
         return (*named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
 
+    # Never a column named for the other role either: Outbrain's `uuid,document_id,...` was offered
+    # `--user-col document_id`, each page a user.
+    other = _ROLE_WORDS["item" if attr == "user" else "user"]
     offered = sorted(
-        (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
+        (
+            c
+            for c in free
+            if not _NOT_AN_ID.search(_base_name(c))
+            and (attr == "user" or "session" not in c.lower())
+            and (rank(c)[1] is False or not any(w in _base_name(c) for w in other))
+        ),
         key=rank,
     )
     if offered and not all(rank(offered[0])[:3]):  # a list-like name alone is no fit
@@ -165,7 +175,6 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
     usual = header[position] if header is not None and len(header) > position else None
     # Never a column named for the other role: Amazon-M2's `prev_items,next_item,locale` (a
     # session's item list) was offered as the user.
-    other = _ROLE_WORDS["item" if attr == "user" else "user"]
     if usual is not None and any(w in _base_name(usual) for w in other):
         return "NAME"
     return usual if usual is not None and usual in offered else "NAME"
