@@ -225,3 +225,24 @@ def test_outbrains_page_views_hint_uuid_as_the_user_not_the_document(tmp_path: P
     line = _refusal(path, tmp_path / "out")
     assert "--user-col uuid" in line and line.endswith("--item-col document_id"), line
 
+
+def test_outbrains_offset_milliseconds_read_as_seconds_are_flagged_for_their_1970_rows(tmp_path: Path) -> None:
+    """Outbrain's page-view times are milliseconds since its first page view; read as Unix
+    seconds they spread from 1970 to 2011, and as not every one fell in 1970 no check said so.
+    Some times in 1970 beside later ones (also a 0 written for a missing time) get a warning."""
+    path = tmp_path / "page_views_sample.csv"
+    path.write_text(
+        "uuid,document_id,timestamp,platform,geo_location,traffic_source\n"
+        "1fd5f051fba643,120,31905835,1,RS,2\n8557aa9004be3b,120,1221845,1,VN>44,2\n"
+        "c351b277a358f0,121,1296000000,1,KR>12,1\n"
+    )
+    result = runner.invoke(
+        app, ["ingest", str(path), "--out", str(tmp_path / "out"), "--user-col", "uuid", "--item-col", "document_id"]
+    )
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if "1970" in line]
+    assert warning.startswith("warning: 1 of 3 timestamps ('timestamp') are in 1970 (earliest 1970-01-15 03:24:05"), warning
+    clean = tmp_path / "clean.csv"  # no 1970 row: no warning
+    clean.write_text("user_id,item_id,timestamp\n1,10,978300760\n2,10,978300761\n")
+    result = runner.invoke(app, ["ingest", str(clean), "--out", str(tmp_path / "clean")])
+    assert result.exit_code == 0 and "1970" not in result.output, result.output
