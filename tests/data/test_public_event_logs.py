@@ -246,3 +246,20 @@ def test_outbrains_offset_milliseconds_read_as_seconds_are_flagged_for_their_197
     clean.write_text("user_id,item_id,timestamp\n1,10,978300760\n2,10,978300761\n")
     result = runner.invoke(app, ["ingest", str(clean), "--out", str(tmp_path / "clean")])
     assert result.exit_code == 0 and "1970" not in result.output, result.output
+
+
+def test_spotifys_skip_log_hints_its_session_as_the_user_not_a_user_behaviour_feature(tmp_path: Path) -> None:
+    """The Music Streaming Sessions Dataset's `log_mini.csv` (session_id, session_position, ...,
+    track_id_clean, ..., hist_user_behavior_n_seekfwd, ...) names no user column: the hint was
+    `--user-col hist_user_behavior_n_seekfwd`, a count of seeks, since its name holds `user`. A name
+    that starts with the role (`session_id`) is now offered before one that only holds it."""
+    path = tmp_path / "log_mini.csv"
+    path.write_text(
+        "session_id,session_position,session_length,track_id_clean,skip_1,not_skipped,"
+        "hist_user_behavior_n_seekfwd,hist_user_behavior_is_shuffle,hour_of_day,date,premium,context_type\n"
+        "0_00006f66-33e5-4de7-a324-2d18e439fc1e,1,20,t_0479f24c-27d2-41d6-a6f3-2e28cc8e4e0f,false,true,0,true,16,"
+        "2018-07-15,true,editorial_playlist\n"
+    )
+    line = _refusal(path, tmp_path / "out")
+    assert "--user-col session_id," in line and line.endswith("--item-col track_id_clean"), line
+

@@ -151,10 +151,13 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
     plays`) is offered when it is free and not such a column."""
     words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
 
-    def rank(column: str) -> tuple[bool, bool, bool, bool]:
+    def rank(column: str) -> tuple[bool, bool, bool, bool, bool]:
         name = _base_name(column)
+        # A name that starts with the role (`session_id`, `USER_MD5`) before one that only holds
+        # it (the Spotify skip log's `hist_user_behavior_n_seekfwd`, a feature, was offered as the user).
+        leading = name.startswith((attr, *words))
         named = (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
-        return (*named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
+        return (not leading, *named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
 
     # Never a column named for the other role either: Outbrain's `uuid,document_id,...` was offered
     # `--user-col document_id`, each page a user.
@@ -165,11 +168,11 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
             for c in free
             if not _NOT_AN_ID.search(_base_name(c))
             and (attr == "user" or "session" not in c.lower())
-            and (rank(c)[1] is False or not any(w in _base_name(c) for w in other))
+            and (rank(c)[2] is False or not any(w in _base_name(c) for w in other))
         ),
         key=rank,
     )
-    if offered and not all(rank(offered[0])[:3]):  # a list-like name alone is no fit
+    if offered and not all(rank(offered[0])[1:4]):  # a list-like name alone is no fit
         return offered[0]
     position = 0 if attr == "user" else 1
     usual = header[position] if header is not None and len(header) > position else None
