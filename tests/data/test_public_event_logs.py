@@ -263,3 +263,18 @@ def test_spotifys_skip_log_hints_its_session_as_the_user_not_a_user_behaviour_fe
     line = _refusal(path, tmp_path / "out")
     assert "--user-col session_id," in line and line.endswith("--item-col track_id_clean"), line
 
+
+def test_excels_separator_line_is_named_with_the_line_that_drops_it(tmp_path: Path) -> None:
+    """A CSV exported for Excel may start with its separator directive (`sep=;`) above the header:
+    read as a header of two columns, the hint asked to add a header line above it. It is named,
+    with the `sed` that drops it; without it the file reads."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("sep=;\r\nuser_id;item_id;rating\r\n1;10;5\r\n2;10;4\r\n")
+    line = _refusal(path, tmp_path / "out")
+    assert line == (
+        f"error: {path}: starts with Excel's separator line ('sep=;'), which is not read: drop it first, "
+        "e.g. `sed -i 1d FILE` (the header line below it is then the first line)"
+    )
+    path.write_text("user_id;item_id;rating\r\n1;10;5\r\n2;10;4\r\n")
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "2 users, 1 items, 2 interactions" in result.output, result.output

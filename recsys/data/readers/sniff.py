@@ -205,6 +205,13 @@ def detect_format(path: str | Path) -> str:
             f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
             "e.g. `grep -v '^#' FILE > NEW` (SNAP's edge lists are then headerless user, item columns)"
         )
+    if re.fullmatch(r"sep=.", lines[0].rstrip("\r\n"), flags=re.IGNORECASE):
+        # Excel's separator directive (`sep=;`, written above the header by exporters meant for
+        # Excel): read as a header, the hint asked for a header line to be added above it.
+        raise DataError(
+            f"{path}: starts with Excel's separator line ({lines[0].rstrip()!r}), which is not read: drop it "
+            "first, e.g. `sed -i 1d FILE` (the header line below it is then the first line)"
+        )
     if lines[0].lstrip().lower().startswith(("<!doctype html", "<html", "<?xml")):
         raise DataError(
             f"{path}: an HTML or XML document, not an interaction log (a download that got an error or "
