@@ -278,3 +278,25 @@ def test_excels_separator_line_is_named_with_the_line_that_drops_it(tmp_path: Pa
     path.write_text("user_id;item_id;rating\r\n1;10;5\r\n2;10;4\r\n")
     result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0 and "2 users, 1 items, 2 interactions" in result.output, result.output
+
+
+def test_netflix_probe_and_qualifying_blocks_get_the_awk_line_that_fits_their_fields(tmp_path: Path) -> None:
+    """The Netflix prize's `probe.txt` (`MovieID:` then bare user ids) and `qualifying.txt` (then
+    `user,date`) got the awk line written for `combined_data_*.txt` (`user,rating,date`): run, it
+    wrote rows with an empty rating, every one quarantined as bad_weight, and ingest stopped. Each
+    file now gets the line for its own fields, which is run here and ingests every pair."""
+    import subprocess
+
+    for name, lines, names in (
+        ("probe.txt", "1:\n30878\n2647871\n10:\n1952305\n", "user_id,item_id"),
+        ("qualifying.txt", "1:\n1046323,2005-12-19\n1080030,2005-12-23\n10:\n1952305,2005-11-01\n", "user_id,item_id,date"),
+    ):
+        path = tmp_path / name
+        path.write_text(lines)
+        line = _refusal(path, tmp_path / "out")
+        assert f"flatten them to one {names} line each first" in line, line
+        program = line.split("`awk -F, '", 1)[1].split("' FILE > NEW`", 1)[0]
+        flat = tmp_path / f"{name}.csv"
+        flat.write_text(subprocess.run(["awk", "-F,", program, str(path)], capture_output=True, text=True, check=True).stdout)
+        result = runner.invoke(app, ["ingest", str(flat), "--out", str(tmp_path / f"out_{name}")])
+        assert result.exit_code == 0 and "│ rows accepted    │ 3 │" in result.output, result.output

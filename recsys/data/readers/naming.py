@@ -87,12 +87,7 @@ def map_columns(
                     value=",".join(_suggested_names(header, rows)),
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
-                raise DataError(
-                    f"{path}: Netflix prize `MovieID:` blocks (first line {header[0].strip()!r}), which are not "
-                    "read: flatten them to one user,item,rating,date line each first, e.g. `awk -F, 'BEGIN {print "
-                    '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
-                    '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
-                )
+                raise _netflix_blocks(path, header[0].strip())
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 _refuse_adjacency_lists(path, header)
                 _refuse_key_value_records(path, header)
@@ -118,6 +113,25 @@ def map_columns(
                 value=suggested,
             )
     return mapping
+
+
+# What follows the user in a Netflix prize block line, by its number of fields: the training
+# set's `combined_data_*.txt` (user,rating,date), `qualifying.txt` (user,date), `probe.txt` (user).
+_NETFLIX_FIELDS = {3: ("rating,date", ' "," $2 "," $3'), 2: ("date", ' "," $2'), 1: ("", "")}
+
+
+def _netflix_blocks(path: Path | str, first: str) -> DataError:
+    """The refusal of Netflix prize `MovieID:` blocks, with the `awk` line that flattens this
+    file's own lines: the one written for `combined_data_*.txt` turned `probe.txt`'s bare user
+    lines into rows with an empty rating, every one of which was then quarantined as bad_weight."""
+    rows = [r for r in _head_rows(path, ",") if not re.fullmatch(r"\d+:", ",".join(r).strip())]
+    rest, fields = _NETFLIX_FIELDS.get(len(rows[0]) if rows else 3, _NETFLIX_FIELDS[3])
+    names = "user_id,item_id" + (f",{rest}" if rest else "")
+    return DataError(
+        f"{path}: Netflix prize `MovieID:` blocks (first line {first!r}), which are not read: flatten them to one "
+        f"{names} line each first, e.g. `awk -F, 'BEGIN {{print \"{names}\"}} /:$/ {{m = substr($0, 1, length($0) - 1); "
+        f'next}} {{print $1 "," m{fields}}}\' FILE > NEW`, and ingest NEW'
+    )
 
 
 # Words that name what a user or an item column holds without the word itself: UCI Online Retail's
