@@ -102,6 +102,16 @@ def nothing_accepted(source: str | Path, raw: RawSource, result: ValidationResul
             f"each line must be one JSON object whose keys read ({', '.join(raw.mapping.values())}) hold "
             "strings or numbers, not objects or lists (flatten them first, e.g. with jq)"
         )
+    if not raw.header and str(column).startswith("field_"):  # read by position: no column names to give
+        fields = len({c for c in raw.mapping.values() if str(c).startswith("field_")})
+        return DataError(
+            f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}; the file has no header "
+            f"line, so its columns are read by position (user, item[, rating[, timestamp]]): if {column_name(column)} "
+            f"holds something else, name the fields with {{option}} (one name per field, in order, {fields} here), "
+            "which the column options then map from",
+            setting="data.header",
+            value="NAMES",
+        )
     return DataError(
         f"{source}: no row passed validation ({counts}; {where}: {value}): {fix}, or name another "
         f"{attr} column with {{option}}",
@@ -273,12 +283,22 @@ def missing_items_warning(raw: RawSource, rows_in: int, reasons: dict[str, int])
 # A column name that says it holds a time or a date (`TRANSACTION_DT`, `DAY`, `TRANS_TIME`,
 # `order_date`), compared after `base_name`.
 # `t` alone: a compact export's `u,i,t,r` (a Kaggle library-loans log), its Unix times not read.
-_TIME_NAME = re.compile(r"time|date|^t$|(?:^|_)(?:day|dt|ts|dat)(?:$|_)")
+# `created_at` (XING's RecSys Challenge `interactions.csv`, database exports; `createdAt`): a past
+# participle before `at`.
+_TIME_NAME = re.compile(r"time|date|^t$|(?:^|_)(?:day|dt|ts|dat)(?:$|_)|(?:_at|edat)$")
+
+
+# `times` counts (Tenrec's `watching_times`: how often a video was watched), it is no time.
+_COUNT_OF_TIMES = re.compile(r"times$")
 
 
 def _time_named_columns(raw: RawSource) -> list[str]:
-    """The header's columns not read whose name says time or date (`_TIME_NAME`)."""
-    return [c for c in raw.header if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c))]
+    """The header's columns not read whose name says time or date (`_TIME_NAME`), not a count of times."""
+    return [
+        c
+        for c in raw.header
+        if c not in raw.mapping.values() and _TIME_NAME.search(base_name(c)) and not _COUNT_OF_TIMES.search(base_name(c))
+    ]
 
 
 def unread_time_warning(raw: RawSource, result: ValidationResult) -> str | None:
@@ -504,6 +524,10 @@ def rating_scale_warning(cfg: DataConfig, column: str | None, rows: pl.DataFrame
 
 
 RATING_NAMES = ("rating", "stars", "overall")
+POSITIONAL_RATING = "field_2"
+"""The third field of a headerless file read by position (readers.delimited._positional): the rating
+of u.data's and ratings.dat's `user item rating timestamp`, named by no header, so a re-rated pair of a
+`::` file was summed (4 and 5 stars into 9) without the warning a `rating` column gets."""
 
 
 def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep], binarize: bool = False) -> str | None:
@@ -517,7 +541,7 @@ def summed_ratings_warning(asked: str, weights: dict, steps: list[FilterStep], b
     column = weights.get("column")
     if binarize or asked != "auto" or weights.get("aggregate") != "sum" or not column:
         return None
-    if not any(part in column.lower() for part in RATING_NAMES):
+    if column != POSITIONAL_RATING and not any(part in column.lower() for part in RATING_NAMES):
         return None
     names = [step.name for step in steps]
     at = next((i for i, name in enumerate(names) if name.startswith("aggregate")), None)

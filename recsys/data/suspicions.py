@@ -199,8 +199,10 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.La
     if TIME not in rows.columns:
         return []
     latest = rows.get_column(TIME).max()
-    if latest is None or latest >= EPOCH_YEAR_END:
+    if latest is None:
         return []
+    if latest >= EPOCH_YEAR_END:
+        return _some_epoch_times(rows, mapping, latest)
     column = column_name(mapping.get(TIME, TIME))
     if raw_times is not None and _decimal_times(raw_times.head(_RAW_TIME_SAMPLE).collect().to_series()):
         return [
@@ -222,6 +224,27 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.La
         "integer times are read as Unix seconds (milliseconds from 1e11), so yyyymmdd dates (20150701) "
         f"or day numbers end up there; splits still order by them, but every date is wrong: {fix} the "
         "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"
+    ]
+
+
+def _some_epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], latest: datetime) -> list[str]:
+    """A warning when some timestamps fall in 1970 and others later: Outbrain's `page_views`
+    times are milliseconds since its first page view (`31905835`), read as Unix seconds they spread
+    from 1970 to 2011 and no check said so; a `0` written for a missing time lands there too. No
+    interaction log was written in 1970, and temporal splits place such rows first."""
+    times = rows.get_column(TIME)
+    early = int((times < EPOCH_YEAR_END).sum())
+    if not early:
+        return []
+    earliest = times.min()
+    column = column_name(mapping.get(TIME, TIME))
+    return [
+        f"{early:,} of {times.len() - times.null_count():,} timestamps ({column}) are in 1970 (earliest "
+        f"{earliest:%Y-%m-%d %H:%M:%S}, latest {latest:%Y-%m-%d %H:%M:%S}): integer times are read as Unix seconds "
+        "(milliseconds from 1e11), so a 0 written for a missing time, or times counted from the log's start "
+        "(Outbrain's milliseconds since its first page view) end up there, and temporal splits place those rows "
+        "first: drop or fix them, or convert the column to Unix seconds or ISO-8601, or leave it out "
+        "(--time-col / data.columns.time)"
     ]
 
 

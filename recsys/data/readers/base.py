@@ -126,6 +126,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "behavior_type",
         "behaviour",
         "behaviour_type",
+        "interaction_type",  # XING's RecSys Challenge interactions: 0 an impression, 1-3 click, bookmark, reply
     ),
 }
 _MAP_FIELDS = {USER: "user", ITEM: "item", TIME: "time", WEIGHT: "weight", EVENT: "event"}
@@ -218,10 +219,11 @@ class DataFile:
         assert self.location is not None and self.remote_path is not None
         return self.location.open(self.remote_path)
 # Columns whose name says they hold something else: a row's, order's or session's id (the item hint
-# named a funnel log's `event_id`, Online Retail's `InvoiceNo`), a rating, count, price or time.
+# named a funnel log's `event_id`, Online Retail's `InvoiceNo`), a rating, count, price or time, or
+# an action (an event: Coveo's `product_action` holds detail / add / purchase, offered as the item).
 _NOT_AN_ID = re.compile(
     r"event|order|invoice|transaction|basket|review|rating|score|count|quantity|qty|price|amount|revenue|time|date"
-    r"|categor"
+    r"|categor|action"
 )
 
 

@@ -207,6 +207,29 @@ def _refuse_many_fields(file: DataFile, separator: str, first_line: str) -> None
         )
 
 
+def _refuse_column_options(
+    label: Path | str, first_path: Path, first: str, separator: str, columns: ColumnMap | None
+) -> None:
+    """DataError for a column option (`--weight-col`, `data.columns.*`) given for a headerless file
+    read by position: its columns have no names, so the option named none and was ignored without
+    a word (`--weight-col column_4` on ML-10M's `tags.dat`, `user::movie::tag::time`, still read the
+    tag as the rating, and the error that followed asked for `--weight-col NAME` again). Naming
+    the fields with data.header makes the options apply."""
+    named = {attr: getattr(columns, attr) for attr in _MAP_FIELDS.values()} if columns else {}
+    given = [f"{{option:data.columns.{attr}={value}}}" for attr, value in named.items() if value is not None]
+    if not given:
+        return
+    row = _split_line(first, separator)
+    raise DataError(
+        f"{label}: has no header line (its first line is data: {first.strip()[:60]!r}), so its columns are read "
+        f"by position (user, item[, rating[, timestamp]]) and have no names for {', '.join(given)} "
+        "to pick: name its fields with {option} (one name per field, in order; rename each to "
+        "what it holds), which the column options then map from, or leave the options out",
+        setting="data.header",
+        value=",".join(_suggested_names(row, _head_rows(first_path, separator))),
+    )
+
+
 def _positional_files(
     label: Path | str, files: list[DataFile], separator: str, first: str
 ) -> list[_TextFile]:
@@ -343,6 +366,7 @@ def _scan_text(
         if header is not None:
             texts = _named_files(label, files, "::", header, columns)
         elif _looks_like_data(first.split("::")):
+            _refuse_column_options(label, first_path, first, "::", columns)
             texts = _positional_files(label, files, "::", first)
         else:
             texts = _colon_header_files(label, files, columns)
@@ -360,6 +384,7 @@ def _scan_text(
                 raise DataError(
                     f"{label}: format {fmt} expects {separator!r}-separated columns, found one column"
                 )
+            _refuse_column_options(label, first_path, first, separator, columns)
             texts = _positional_files(label, files, separator, first)
         elif header is not None:
             texts = _named_files(label, files, separator, header, columns)

@@ -135,6 +135,42 @@ def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
     )
 
 
+def _refuse_event_lists(path: Path, named: set[str] | None) -> None:
+    """DataError for JSON Lines holding a session a line, its events in a list of objects (OTTO's
+    `{"session": 42, "events": [{"aid": 0, "ts": 1661200010000, "type": "clicks"}, ...]}`): the
+    missing-column hint offered `--item-col NAME`, which no option satisfies, and `--item-col aid`
+    (found inside the list) quarantined every line as `missing_item`. Checked where no user or
+    item was found (`named` None) or where a named one is no top-level key but a key of the list's
+    objects (`named`); the message gives the `jq` line that writes one line per event, the line's
+    other values beside it."""
+    if named is not None and not named:
+        return
+    for line in _whole_lines(path, limit=20):
+        try:
+            record = json.loads(line)
+        except _NOT_JSON:
+            continue
+        if not isinstance(record, dict):
+            continue
+        lists = [k for k, v in record.items() if isinstance(v, list) and v and all(isinstance(e, dict) for e in v)]
+        inner = {k: list(record[k][0]) for k in lists}
+        outer = next((k for k in lists if named is None or named & set(inner[k])), None)
+        if outer is None:
+            return
+        scalars = [k for k, v in record.items() if not isinstance(v, dict | list) and _JQ_NAME.match(k)]
+        keep = f"{{{', '.join(scalars)}}} as $s | " if scalars else ""
+        step = f".{outer}[]" if _JQ_NAME.match(outer) else f".[{json.dumps(outer)}][]"
+        example = f"`jq -c '{keep}{step}{' | $s + .' if scalars else ''}' FILE > NEW.jsonl`"
+        shown = ", ".join(repr(k) for k in inner[outer][:4])
+        raise DataError(
+            f"{path}: key {outer!r} holds a list of objects ({shown}) on its lines, so a line is a list of "
+            "events, not one interaction: ingest reads one user and one item per line; write one JSON line "
+            f"per element first, e.g. {example} (each {outer!r} element with "
+            f"{', '.join(repr(k) for k in scalars) or 'nothing'} beside it), and ingest NEW.jsonl"
+        )
+    return
+
+
 def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[str]:
     """`keys` (those of the first lines) plus the keys a column option names that occur later in
     the file: JSON Lines records need not all carry the same keys (a `rating` only on rate
@@ -480,9 +516,16 @@ def _scan_jsonl(
     mappings, unmapped, first_keys = [], [], None
     for f, p in zip(files, paths, strict=True):
         try:
-            keys = _named_keys(p, _jsonl_keys(p, p), columns)
+            top = _jsonl_keys(p, p)
+            keys = _named_keys(p, top, columns)
             first_keys = keys if first_keys is None else first_keys
-            mappings.append((f, map_columns(p, keys, columns)))
+            try:
+                mapping = map_columns(p, keys, columns)
+            except DataError:
+                _refuse_event_lists(p, None)
+                raise
+            _refuse_event_lists(p, {mapping[c] for c in (USER, ITEM)} - set(top))
+            mappings.append((f, mapping))
         except DataError as exc:
             unmapped.append((f, exc))
     if unmapped:

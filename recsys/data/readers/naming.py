@@ -20,6 +20,7 @@ from recsys.data.readers.refusals import (
     _refuse_adjacency_lists,
     _refuse_id_lists,
     _refuse_key_value_records,
+    _refuse_sampled_negatives,
     _refuse_whitespace_runs,
 )
 from recsys.data.readers.sniff import _base_name, _header_lines, _is_number, _looks_like_data
@@ -75,6 +76,7 @@ def map_columns(
                 _refuse_whitespace_runs(path, header, separator)
             if separator is not None and _looks_like_data(header):
                 _refuse_id_lists(path, header)
+                _refuse_sampled_negatives(path, header)
                 rows = _head_rows(path, separator)
                 raise DataError(
                     f"{path}: the first line looks like data, not a header (columns would be named "
@@ -85,12 +87,7 @@ def map_columns(
                     value=",".join(_suggested_names(header, rows)),
                 )
             if separator is not None and len(header) == 1 and re.fullmatch(r"\d+:", header[0].strip()):
-                raise DataError(
-                    f"{path}: Netflix prize `MovieID:` blocks (first line {header[0].strip()!r}), which are not "
-                    "read: flatten them to one user,item,rating,date line each first, e.g. `awk -F, 'BEGIN {print "
-                    '"user_id,item_id,rating,date"} /:$/ {m = substr($0, 1, length($0) - 1); next} {print $1 "," m '
-                    '"," $2 "," $3}\' FILE > NEW`, and ingest NEW'
-                )
+                raise _netflix_blocks(path, header[0].strip())
             if separator is not None and len(header) == 1:  # a column option cannot help: the line did not split
                 _refuse_adjacency_lists(path, header)
                 _refuse_key_value_records(path, header)
@@ -118,6 +115,25 @@ def map_columns(
     return mapping
 
 
+# What follows the user in a Netflix prize block line, by its number of fields: the training
+# set's `combined_data_*.txt` (user,rating,date), `qualifying.txt` (user,date), `probe.txt` (user).
+_NETFLIX_FIELDS = {3: ("rating,date", ' "," $2 "," $3'), 2: ("date", ' "," $2'), 1: ("", "")}
+
+
+def _netflix_blocks(path: Path | str, first: str) -> DataError:
+    """The refusal of Netflix prize `MovieID:` blocks, with the `awk` line that flattens this
+    file's own lines: the one written for `combined_data_*.txt` turned `probe.txt`'s bare user
+    lines into rows with an empty rating, every one of which was then quarantined as bad_weight."""
+    rows = [r for r in _head_rows(path, ",") if not re.fullmatch(r"\d+:", ",".join(r).strip())]
+    rest, fields = _NETFLIX_FIELDS.get(len(rows[0]) if rows else 3, _NETFLIX_FIELDS[3])
+    names = "user_id,item_id" + (f",{rest}" if rest else "")
+    return DataError(
+        f"{path}: Netflix prize `MovieID:` blocks (first line {first!r}), which are not read: flatten them to one "
+        f"{names} line each first, e.g. `awk -F, 'BEGIN {{print \"{names}\"}} /:$/ {{m = substr($0, 1, length($0) - 1); "
+        f'next}} {{print $1 "," m{fields}}}\' FILE > NEW`, and ingest NEW'
+    )
+
+
 # Words that name what a user or an item column holds without the word itself: UCI Online Retail's
 # `CustomerID` and `StockCode`, a funnel export's `product_category`, Food.com's `recipe_id`.
 _ROLE_WORDS = {
@@ -128,6 +144,7 @@ _ROLE_WORDS = {
     "item": (
         "item", "product", "sku", "stock", "article", "asin", "isbn", "movie", "film", "song", "track", "artist",
         "album", "book", "game", "app", "video", "recipe", "business", "anime", "course", "offer", "goods", "content",
+        "document",
     ),
 }  # fmt: skip
 
@@ -148,22 +165,33 @@ def _suggested_id_column(attr: str, free: list[str], header: list[str] | None = 
     plays`) is offered when it is free and not such a column."""
     words = _ROLE_WORDS[attr] + (("session",) if attr == "user" else ())
 
-    def rank(column: str) -> tuple[bool, bool, bool, bool]:
+    def rank(column: str) -> tuple[bool, bool, bool, bool, bool]:
         name = _base_name(column)
+        # A name that starts with the role (`session_id`, `USER_MD5`) before one that only holds
+        # it (the Spotify skip log's `hist_user_behavior_n_seekfwd`, a feature, was offered as the user).
+        leading = name.startswith((attr, *words))
         named = (attr not in name, not any(w in name for w in words), not _ID_SUFFIX.match(column))
-        return (*named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
+        return (not leading, *named, bool(_LIST_NAME.search(name)))  # `next_item` before `prev_items` (Amazon-M2)
 
+    # Never a column named for the other role either: Outbrain's `uuid,document_id,...` was offered
+    # `--user-col document_id`, each page a user.
+    other = _ROLE_WORDS["item" if attr == "user" else "user"]
     offered = sorted(
-        (c for c in free if not _NOT_AN_ID.search(_base_name(c)) and (attr == "user" or "session" not in c.lower())),
+        (
+            c
+            for c in free
+            if not _NOT_AN_ID.search(_base_name(c))
+            and (attr == "user" or "session" not in c.lower())
+            and (rank(c)[2] is False or not any(w in _base_name(c) for w in other))
+        ),
         key=rank,
     )
-    if offered and not all(rank(offered[0])[:3]):  # a list-like name alone is no fit
+    if offered and not all(rank(offered[0])[1:4]):  # a list-like name alone is no fit
         return offered[0]
     position = 0 if attr == "user" else 1
     usual = header[position] if header is not None and len(header) > position else None
     # Never a column named for the other role: Amazon-M2's `prev_items,next_item,locale` (a
     # session's item list) was offered as the user.
-    other = _ROLE_WORDS["item" if attr == "user" else "user"]
     if usual is not None and any(w in _base_name(usual) for w in other):
         return "NAME"
     return usual if usual is not None and usual in offered else "NAME"

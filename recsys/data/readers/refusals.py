@@ -164,3 +164,20 @@ def _refuse_id_lists(path: Path | str, row: list[str]) -> None:
             "per line; write one line per (user, item) first (e.g. polars' str.split and explode on "
             "that column), with a header line naming the columns"
         )
+
+
+_PAIR = re.compile(r"^\(\s*\d+\s*,\s*\d+\s*\)$")  # a Python tuple written as text: `(0,25)`
+
+
+def _refuse_sampled_negatives(path: Path | str, row: list[str]) -> None:
+    """DataError for a headerless file whose lines start with a `(user,item)` pair followed by item
+    ids: NCF's `ml-1m.test.negative` / `pinterest-20.test.negative` (the 99 negatives sampled for
+    each test pair), no interaction log. The header other errors suggest read `(0,25)` as the user
+    and the first negative as the item the user chose, silently."""
+    if len(row) > 1 and _PAIR.match(row[0].strip()) and _is_number(row[1].strip()):  # (polars renames repeats)
+        raise DataError(
+            f"{path}: its lines start with a (user, item) pair in parentheses ({row[0].strip()!r}) followed by "
+            f"{len(row) - 1} item ids, the layout of NCF's `.test.negative` files (items sampled as "
+            "negatives for each test pair), not an interaction log: ingest the interactions instead "
+            "(NCF's `.train.rating`, and its `.test.rating` for the held-out pairs: user, item, rating, timestamp)"
+        )

@@ -9,6 +9,7 @@ milliseconds, and the readers confirm it on every row.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 import warnings
@@ -60,6 +61,14 @@ _NOT_READ = {
     "`pd.read_feather(FILE).to_parquet(NEW)`",
     b"ORC": "an ORC file (Hive, Spark): write it as Parquet instead",
     b"Obj\x01": "an Avro file: write it as Parquet instead",
+    b"\x89HDF\r\n\x1a\n": "an HDF5 file (pandas' to_hdf, MATLAB's -v7.3 .mat): write it as Parquet instead, e.g. "
+    "`pd.read_hdf(FILE).to_parquet(NEW)`",
+    b"\x93NUMPY": "a NumPy array (.npy): write it as CSV with a header line naming the columns",
+    **dict.fromkeys(
+        (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"),
+        "a Python pickle (pandas' to_pickle), which is not read: loading one runs its code; if you trust it, "
+        "write it as Parquet, e.g. `pd.read_pickle(FILE).to_parquet(NEW)`",
+    ),
 }
 """Leading bytes of files users point ingest at that it does not read, and what to do instead."""
 _BOM_TEXT = {  # UTF-32-LE's mark starts with UTF-16-LE's: listed first, as the first match names it
@@ -70,6 +79,26 @@ _BOM_TEXT = {  # UTF-32-LE's mark starts with UTF-16-LE's: listed first, as the 
 }
 """Text that ingest reads (`recsys.data.encoding` copies it as UTF-8 first) but the readers alone
 (`scan_source`, `read_canonical`), which read UTF-8 only, do not."""
+
+
+def _matlab_hint(path: Path) -> str:
+    """What to do with a MATLAB .mat file (Ciao's and Epinions' `rating.mat`, as Tang et al. ship
+    them: a matrix a file, one row per rating): the line that writes its largest matrix as CSV, with
+    a header naming the columns by position for the user to rename (the file names none)."""
+    try:
+        from scipy.io import whosmat
+
+        name, shape, _ = max(whosmat(path), key=lambda v: math.prod(v[1]))
+    except Exception:  # a damaged or unusual file: the kind alone is still the right hint
+        name, shape = "NAME", (0, 4)
+    columns = ",".join(["user_id", "item_id", *(f"column_{n}" for n in range(3, max(shape[-1], 2) + 1))])
+    held = f"its matrix {name!r} ({' x '.join(map(str, shape))})" if name != "NAME" else "its matrix"
+    return (
+        f"a MATLAB .mat file, as Ciao's and Epinions' rating.mat ship: write {held} as CSV first, e.g. "
+        f"`python -c \"import numpy as np, scipy.io; np.savetxt('NEW.csv', scipy.io.loadmat('{path}')['{name}'], "
+        f"fmt='%.15g', delimiter=',', header='{columns}', comments='')\"`, rename each column to what the "
+        "set's README says it holds (user, item, rating, time), and ingest NEW.csv"
+    )
 
 
 def _head_lines(path: Path, head: bytes) -> list[str]:
@@ -90,6 +119,8 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
                     setting="data.encoding",
                     value=f"utf-16-{order}",
                 )
+        if kind is None and head.startswith(b"MATLAB 5.0 MAT-file"):
+            kind = _matlab_hint(path)
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
         raise DataError(
@@ -173,6 +204,13 @@ def detect_format(path: str | Path) -> str:
         raise DataError(
             f"{path}: starts with comment lines ({lines[0][:40]!r}), which are not read: drop them first, "
             "e.g. `grep -v '^#' FILE > NEW` (SNAP's edge lists are then headerless user, item columns)"
+        )
+    if re.fullmatch(r"sep=.", lines[0].rstrip("\r\n"), flags=re.IGNORECASE):
+        # Excel's separator directive (`sep=;`, written above the header by exporters meant for
+        # Excel): read as a header, the hint asked for a header line to be added above it.
+        raise DataError(
+            f"{path}: starts with Excel's separator line ({lines[0].rstrip()!r}), which is not read: drop it "
+            "first, e.g. `sed -i 1d FILE` (the header line below it is then the first line)"
         )
     if lines[0].lstrip().lower().startswith(("<!doctype html", "<html", "<?xml")):
         raise DataError(
