@@ -724,3 +724,48 @@ def test_jodie_decimal_times_get_a_1970_warning_worded_for_them(tmp_path: Path) 
         "warning: every timestamp ('timestamp') is in 1970 (latest 1970-01-01 00:00:36): decimal times are read as "
         "Unix seconds (milliseconds from 1e11), so seconds counted from the log's start (JODIE's 0.0, 36.0)" in said
     ), said
+
+
+@pytest.mark.parametrize(
+    ("time", "rating", "unit"),
+    [
+        (lambda r: 1_300_000_000 + r * 3600, lambda r: r % 5 + 1, "seconds"),
+        (lambda r: 1_300_000_000_000 + r * 3_600_000, lambda r: r % 5 + 1, "milliseconds"),
+        (lambda r: 1_300_000_000 + r * 3600, lambda r: f"{r % 9 / 2 + 1:.1f}", "seconds"),  # half stars: decimal 'times'
+    ],
+    ids=["seconds", "milliseconds", "half-stars"],
+)
+def test_a_headerless_files_time_before_its_rating_is_named_as_swapped(tmp_path: Path, time, rating, unit) -> None:
+    """A headerless export whose fields are `user,item,unix_time,rating` (time third) is read by
+    position as user, item, rating, timestamp: the Unix times became the weights and the ratings
+    1970 times, and the only warning was the generic 1970 one (yyyymmdd dates? decimal times
+    counted from the log's start?), which did not say the two fields look swapped. It now names
+    both and the --header that reads the file right; the file is still ingested as read."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("".join(f"{r % 7},{r % 11},{time(r)},{rating(r)}\n" for r in range(40)))
+    said = _accepted(path, tmp_path / "out")
+    assert (
+        "is in 1970 (latest 1970-01-01 00:00:05) while the weights (column 3) are Unix times in "
+        f"{unit} (the largest 1.3e+" in said
+    ), said
+    assert "look like user, item, timestamp, rating" in said and "--header user_id,item_id,timestamp,rating" in said, said
+    assert "yyyymmdd" not in said and "JODIE" not in said, said
+    out = tmp_path / "named"
+    named = _accepted(path, out, "--header", "user_id,item_id,timestamp,rating")
+    assert "warning:" not in named, named
+    interactions = load_processed(out).interactions
+    assert interactions["weight"].max() <= 5.0 and interactions["timestamp"].min().year == 2011
+
+
+def test_a_headerless_u_data_with_yyyymmdd_dates_is_not_called_swapped(tmp_path: Path) -> None:
+    """The swap is named only where the third field holds Unix times: u.data's layout with yyyymmdd
+    dates (ratings third, as read) keeps the 1970 warning's yyyymmdd advice, and a file whose
+    header names the columns (`rating` holding times by the writer's choice) gets no swap hint."""
+    dates = tmp_path / "u.data"
+    dates.write_text("".join(f"{r % 7}\t{r % 11}\t{r % 5 + 1}\t{20150701 + r % 28}\n" for r in range(40)))
+    said = _accepted(dates, tmp_path / "out")
+    assert "yyyymmdd" in said and "swapped" not in said, said
+    headed = tmp_path / "headed.csv"
+    headed.write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{r % 7},{r % 11},{1_300_000_000 + r},{r % 5 + 1}\n" for r in range(40)))
+    said = _accepted(headed, tmp_path / "headed")
+    assert "is in 1970" in said and "swapped" not in said, said
