@@ -8,7 +8,6 @@ milliseconds, and the readers confirm it on every row.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from recsys.data.readers.base import (
     _SNIFF_BYTES,
     _TEXT_SUFFIXES,
     NOT_UTF8_HINT,
+    GzipReader,
 )
 from recsys.errors import DataError, NoDataRows, RecsysWarning
 
@@ -35,7 +35,7 @@ def _read_head(path: Path) -> bytes:
         with path.open("rb") as fh:
             head = fh.read(_SNIFF_BYTES)
         if head[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as gz:
+            with GzipReader(path, "rb") as gz:  # a truncated file: its own DataError
                 head = gz.read(_SNIFF_BYTES)
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read file ({exc.__class__.__name__}: {exc})") from None
