@@ -204,6 +204,8 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.La
     if latest >= EPOCH_YEAR_END:
         return _some_epoch_times(rows, mapping, latest)
     column = column_name(mapping.get(TIME, TIME))
+    if swapped := _swapped_time_and_rating(rows, mapping, latest):
+        return [swapped]
     if raw_times is not None and _decimal_times(raw_times.head(_RAW_TIME_SAMPLE).collect().to_series()):
         return [
             f"every timestamp ({column}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): decimal times are read as "
@@ -225,6 +227,33 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.La
         f"or day numbers end up there; splits still order by them, but every date is wrong: {fix} the "
         "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"
     ]
+
+
+_POSITIONAL_WEIGHT, _POSITIONAL_TIME = "field_2", "field_3"  # a headerless file's 3rd and 4th fields
+_EPOCH_LOW, _EPOCH_HIGH = 1e9, 1e13  # 2001-09-09 in seconds to 2286 in milliseconds (the reader's _UNIX_TIME)
+
+
+def _swapped_time_and_rating(rows: pl.DataFrame, mapping: Mapping[str, str], latest: datetime) -> str | None:
+    """The 1970 warning for a headerless file whose fields are `user,item,unix_time,rating`: read
+    by position (user, item, rating, timestamp, as u.data) its Unix times became the weights and its
+    1-5 ratings times in the first seconds of 1970, and the generic warning's advice (yyyymmdd
+    dates? --time-col?) did not say the two fields look swapped. Called only once every time is in
+    1970, and then reads the weight column's minimum and maximum: no cost on the common path."""
+    if mapping.get(WEIGHT) != _POSITIONAL_WEIGHT or mapping.get(TIME) != _POSITIONAL_TIME or WEIGHT not in rows.columns:
+        return None
+    weights = rows.get_column(WEIGHT)
+    low, high = weights.min(), weights.max()
+    if not (isinstance(low, float | int) and isinstance(high, float | int) and _EPOCH_LOW <= low and high < _EPOCH_HIGH):
+        return None
+    unit = "seconds" if high < 1e10 else "milliseconds"
+    return (  # float32 weights hold 7 digits: the largest is shown rounded, not as a wrong exact time
+        f"every timestamp (column 4) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}) while the weights (column 3) are "
+        f"Unix times in {unit} (the largest {high:.3g}): the file has no header line, so its fields were read by "
+        "position as user, item, rating, timestamp, but they look like user, item, timestamp, rating (the two "
+        "swapped: every time a weight, every rating a 1970 time); name them with --header "
+        "user_id,item_id,timestamp,rating (data.header; --set data.header=user_id,item_id,timestamp,rating for "
+        "other commands) and ingest again"
+    )
 
 
 def _some_epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], latest: datetime) -> list[str]:

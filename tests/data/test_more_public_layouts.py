@@ -724,3 +724,88 @@ def test_jodie_decimal_times_get_a_1970_warning_worded_for_them(tmp_path: Path) 
         "warning: every timestamp ('timestamp') is in 1970 (latest 1970-01-01 00:00:36): decimal times are read as "
         "Unix seconds (milliseconds from 1e11), so seconds counted from the log's start (JODIE's 0.0, 36.0)" in said
     ), said
+
+
+@pytest.mark.parametrize(
+    ("time", "rating", "unit"),
+    [
+        (lambda r: 1_300_000_000 + r * 3600, lambda r: r % 5 + 1, "seconds"),
+        (lambda r: 1_300_000_000_000 + r * 3_600_000, lambda r: r % 5 + 1, "milliseconds"),
+        (lambda r: 1_300_000_000 + r * 3600, lambda r: f"{r % 9 / 2 + 1:.1f}", "seconds"),  # half stars: decimal 'times'
+    ],
+    ids=["seconds", "milliseconds", "half-stars"],
+)
+def test_a_headerless_files_time_before_its_rating_is_named_as_swapped(tmp_path: Path, time, rating, unit) -> None:
+    """A headerless export whose fields are `user,item,unix_time,rating` (time third) is read by
+    position as user, item, rating, timestamp: the Unix times became the weights and the ratings
+    1970 times, and the only warning was the generic 1970 one (yyyymmdd dates? decimal times
+    counted from the log's start?), which did not say the two fields look swapped. It now names
+    both and the --header that reads the file right; the file is still ingested as read."""
+    path = tmp_path / "ratings.csv"
+    path.write_text("".join(f"{r % 7},{r % 11},{time(r)},{rating(r)}\n" for r in range(40)))
+    said = _accepted(path, tmp_path / "out")
+    assert (
+        "is in 1970 (latest 1970-01-01 00:00:05) while the weights (column 3) are Unix times in "
+        f"{unit} (the largest 1.3e+" in said
+    ), said
+    assert "look like user, item, timestamp, rating" in said and "--header user_id,item_id,timestamp,rating" in said, said
+    assert "yyyymmdd" not in said and "JODIE" not in said, said
+    out = tmp_path / "named"
+    named = _accepted(path, out, "--header", "user_id,item_id,timestamp,rating")
+    assert "warning:" not in named, named
+    interactions = load_processed(out).interactions
+    assert interactions["weight"].max() <= 5.0 and interactions["timestamp"].min().year == 2011
+
+
+def test_a_headerless_u_data_with_yyyymmdd_dates_is_not_called_swapped(tmp_path: Path) -> None:
+    """The swap is named only where the third field holds Unix times: u.data's layout with yyyymmdd
+    dates (ratings third, as read) keeps the 1970 warning's yyyymmdd advice, and a file whose
+    header names the columns (`rating` holding times by the writer's choice) gets no swap hint."""
+    dates = tmp_path / "u.data"
+    dates.write_text("".join(f"{r % 7}\t{r % 11}\t{r % 5 + 1}\t{20150701 + r % 28}\n" for r in range(40)))
+    said = _accepted(dates, tmp_path / "out")
+    assert "yyyymmdd" in said and "swapped" not in said, said
+    headed = tmp_path / "headed.csv"
+    headed.write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{r % 7},{r % 11},{1_300_000_000 + r},{r % 5 + 1}\n" for r in range(40)))
+    said = _accepted(headed, tmp_path / "headed")
+    assert "is in 1970" in said and "swapped" not in said, said
+
+
+def _cut_gzip(path: Path, text: str, keep: float = 0.5) -> None:
+    """`text` gzip'd into `path`, cut after `keep` of its compressed bytes (an interrupted download)."""
+    data = gzip.compress(text.encode())
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+_CSV = "user_id,item_id,rating,timestamp\n" + "".join(f"{r * 7919 % 1013},{r * 104729 % 877},{r % 5 + 1},{1_300_000_000 + r * 37}\n" for r in range(20000))
+_JSONL = "".join(json.dumps({"user_id": r * 7919 % 1013, "item_id": r % 877, "rating": r % 5 + 1}) + "\n" for r in range(8000))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args"),
+    [
+        ("ratings.csv.gz", _CSV[:200], ()),  # cut inside the first 64 KB: the sniff's read
+        ("ratings.csv.gz", _CSV, ()),  # cut further on: polars' read ("unexpected end of file")
+        ("u.data.gz", _CSV.split("\n", 1)[1].replace(",", "\t"), ()),  # headerless, read by position
+        ("events.jsonl.gz", _JSONL, ()),  # the JSON Lines key search read it past the head
+        ("ratings.csv.gz", _CSV, ("--encoding", "latin-1")),  # the copy as UTF-8
+        ("day/2024-01-02.csv.gz", _CSV, ()),  # one file of a directory, beside a whole one
+    ],
+    ids=["head", "csv", "positional", "jsonl", "encoding", "directory"],
+)
+def test_a_truncated_gzip_file_is_named_as_cut_short_with_what_to_do(tmp_path: Path, name: str, text: str, args) -> None:
+    """A .gz cut short (an interrupted download or copy) stopped ingest with "cannot read
+    (unexpected end of file)" or "cannot read file (EOFError: Compressed file ended before the
+    end-of-stream marker was reached)", and from the JSON Lines key search and the --encoding copy
+    with "unexpected EOFError ...: this is a bug". Each now says the file ends early, why, and to
+    fetch or copy it again, naming the file (in a directory, the one that is cut)."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    _cut_gzip(path, text)
+    source = path
+    if name.startswith("day/"):
+        (path.parent / "2024-01-01.csv.gz").write_bytes(gzip.compress(_CSV[:2000].encode()))
+        source = path.parent
+    line = _refusal(source, tmp_path / "out", *args)
+    assert line.startswith(f"error: {path}: its gzip stream ends early: the file is cut short, as an interrupted download or copy"), line
+    assert "fetch or copy it again (`recsys data fetch NAME` for the built-in sets)" in line and "bug" not in line, line

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -300,3 +301,47 @@ def test_netflix_probe_and_qualifying_blocks_get_the_awk_line_that_fits_their_fi
         flat.write_text(subprocess.run(["awk", "-F,", program, str(path)], capture_output=True, text=True, check=True).stdout)
         result = runner.invoke(app, ["ingest", str(flat), "--out", str(tmp_path / f"out_{name}")])
         assert result.exit_code == 0 and "│ rows accepted    │ 3 │" in result.output, result.output
+
+
+def _npz_file(tmp_path: Path, layout: str) -> Path:
+    """A .npz of one of three layouts ratings ship in: one 2-D array (np.savez), 1-D arrays side
+    by side, and a SciPy sparse user x item matrix (scipy.sparse.save_npz)."""
+    import numpy as np
+
+    path = tmp_path / f"{layout}.npz"
+    if layout == "matrix":
+        np.savez(path, ratings=np.array([[1, 10, 4, 1_300_000_000], [2, 11, 5, 1_300_003_600]]))
+    elif layout == "columns":
+        np.savez_compressed(path, user_id=np.array([1, 2, 2]), item_id=np.array([10, 10, 11]))
+    else:
+        import scipy.sparse
+
+        scipy.sparse.save_npz(path, scipy.sparse.csr_matrix(np.array([[0.0, 4.0], [5.0, 0.0]])))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("layout", "named", "rows"),
+    [
+        ("matrix", "write its array 'ratings' as CSV", ["1,10,4,1300000000", "2,11,5,1300003600"]),
+        ("columns", "write its arrays side by side as CSV", ["1,10", "2,10", "2,11"]),
+        ("sparse", "a SciPy sparse matrix saved as a NumPy archive", ["0,1,4", "1,0,5"]),
+    ],
+    ids=["matrix", "columns", "sparse"],
+)
+def test_a_numpy_npz_archive_is_named_with_the_line_that_writes_it_as_csv(
+    tmp_path: Path, layout: str, named: str, rows: list[str]
+) -> None:
+    """A NumPy `.npz` is a zip whose members are `.npy` files, and was refused as "a zip archive, or
+    an .xlsx workbook: unzip it ... or export the sheet as CSV", neither of which it is. It is now
+    named as a NumPy archive with a `python -c` line that, run, writes a CSV that ingests."""
+    path = _npz_file(tmp_path, layout)
+    line = _refusal(path, tmp_path / "out")
+    assert "NumPy archive (.npz" in line and named in line and "xlsx" not in line, line
+    command = line.split('`python -c "', 1)[1].split('"`', 1)[0]
+    new = tmp_path / "new.csv"
+    exec(command.replace("NEW.csv", str(new)), {})  # the line the error gives
+    written = new.read_text().splitlines()
+    assert written[1:] == rows, written
+    result = runner.invoke(app, ["ingest", str(new), "--out", str(tmp_path / "flat")])
+    assert result.exit_code == 0, result.output

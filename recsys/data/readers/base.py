@@ -7,8 +7,10 @@ A leaf of the package: every other readers module imports from it, it imports no
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import polars as pl
 
 from recsys.data.remote import Location
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
+from recsys.errors import DataError
 
 ROW = "source_row"
 """1-based data row (JSON Lines: line number) within the file the row came from."""
@@ -50,6 +53,62 @@ NOT_UTF8_HINT = (
     "{option} for a Latin-1 / Windows file such as Book-Crossing's (latin-1 reads any byte; cp1252 "
     "for Windows' quotes and euro sign)"
 )
+
+def truncated_gzip_error(path: Path | str) -> DataError:
+    """What a truncated .gz is and what to do: Python's gzip says "Compressed file ended before the
+    end-of-stream marker was reached", polars "unexpected end of file", and neither says why."""
+    return DataError(
+        f"{path}: its gzip stream ends early: the file is cut short, as an interrupted download or copy leaves it "
+        f"(`gzip -t {path}` says so too); fetch or copy it again (`recsys data fetch NAME` for the built-in sets)"
+    )
+
+
+def gzip_ends_early(path: Path) -> bool:
+    """Whether gzip'd `path` stops before its stream's end, read through to its end: for error
+    paths only (a read that failed with a message that may mean it), never the common path."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return False
+        with gzip.open(path, "rb") as gz:
+            while gz.read(1 << 20):
+                pass
+    except EOFError:
+        return True
+    except (OSError, zlib.error):
+        return False
+    return False
+
+
+class GzipReader(gzip.GzipFile):
+    """gzip.GzipFile whose reads turn the EOFError of a truncated file into `truncated_gzip_error`:
+    uncaught, it reached the CLI as "unexpected EOFError ... this is a bug" from the JSON Lines key
+    search and the --encoding copy, and the sniff said "cannot read file (EOFError: ...)"."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return super().read(size)
+        except EOFError:
+            raise truncated_gzip_error(self.name) from None
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except EOFError:
+            raise truncated_gzip_error(self.name) from None
+
+    def readline(self, size: int | None = -1) -> bytes:
+        try:
+            return super().readline(size)
+        except EOFError:
+            raise truncated_gzip_error(self.name) from None
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        try:
+            return super().seek(offset, whence)
+        except EOFError:
+            raise truncated_gzip_error(self.name) from None
+
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
 

@@ -7,13 +7,12 @@ Shared here so delimited, JSON Lines and Parquet sources number rows and name fi
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import IO
 
 import polars as pl
 
-from recsys.data.readers.base import _MAP_FIELDS, _SNIFF_BYTES, ROW, SOURCE_FILE, DataFile
+from recsys.data.readers.base import _MAP_FIELDS, _SNIFF_BYTES, ROW, SOURCE_FILE, DataFile, GzipReader
 from recsys.data.readers.sniff import _some
 from recsys.errors import DataError
 
@@ -121,7 +120,7 @@ def open_decompressed(path: Path) -> IO[bytes]:
     """`path` opened for reading bytes, decompressed when it is gzip'd (as polars reads it)."""
     with path.open("rb") as fh:
         gzipped = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
+    return GzipReader(path, "rb") if gzipped else path.open("rb")  # type: ignore[return-value]
 
 
 def _whole_lines(path: Path, limit: int = 1000, budget: int = _SNIFF_BYTES) -> list[bytes]:

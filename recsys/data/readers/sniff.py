@@ -8,7 +8,6 @@ milliseconds, and the readers confirm it on every row.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from recsys.data.readers.base import (
     _SNIFF_BYTES,
     _TEXT_SUFFIXES,
     NOT_UTF8_HINT,
+    GzipReader,
 )
 from recsys.errors import DataError, NoDataRows, RecsysWarning
 
@@ -35,7 +35,7 @@ def _read_head(path: Path) -> bytes:
         with path.open("rb") as fh:
             head = fh.read(_SNIFF_BYTES)
         if head[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as gz:
+            with GzipReader(path, "rb") as gz:  # a truncated file: its own DataError
                 head = gz.read(_SNIFF_BYTES)
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read file ({exc.__class__.__name__}: {exc})") from None
@@ -101,11 +101,88 @@ def _matlab_hint(path: Path) -> str:
     )
 
 
+def _npz_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], str]] | None:
+    """The arrays of a NumPy .npz archive (a zip whose every member is a `.npy` file, as np.savez
+    and scipy.sparse.save_npz write it), name -> (shape, dtype kind), read from the members' headers
+    only; None for any other zip (or one that cannot be read)."""
+    import zipfile
+
+    import numpy as np
+
+    arrays: dict[str, tuple[tuple[int, ...], str]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not names or not all(n.endswith(".npy") for n in names):
+                return None
+            for name in names:
+                with archive.open(name) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                arrays[name.removesuffix(".npy")] = (tuple(shape), dtype.kind)
+    except Exception:  # not a zip after all, a damaged one, a member no .npy header starts
+        return None
+    return arrays
+
+
+def _npz_hint(path: Path) -> str | None:
+    """What to do with a NumPy .npz archive, which the zip's hint (unzip it, or export the sheet)
+    did not name: the `python -c` line that writes it as CSV. A SciPy sparse matrix (save_npz:
+    `data`, `indices`, `indptr`, `format`, `shape`) is written as its (row, column, value)
+    triples; 1-D arrays of one length (`users`, `items`, `ratings`) side by side, named after
+    the arrays; otherwise the largest array, its columns named by position for the user to rename."""
+    arrays = _npz_arrays(path)
+    if arrays is None:
+        return None
+    members = ", ".join(f"{name!r} ({' x '.join(map(str, shape)) or 'scalar'})" for name, (shape, _) in list(arrays.items())[:5])
+    what = f"a NumPy archive (.npz: a zip of .npy arrays, here {members}{' ...' if len(arrays) > 5 else ''})"
+    save = "fmt='{fmt}', delimiter=',', header='{header}', comments='')\"`"
+    if {"data", "format", "shape"} <= arrays.keys():
+        line = (
+            f"`python -c \"import numpy as np, scipy.sparse as sp; m = sp.load_npz('{path}').tocoo(); "
+            "np.savetxt('NEW.csv', np.column_stack([m.row, m.col, m.data]), "
+            + save.format(fmt="%.15g", header="user_id,item_id,weight")
+        )
+        return (
+            "a SciPy sparse matrix saved as a NumPy archive (.npz: a zip of .npy arrays, as scipy.sparse.save_npz "
+            f"writes it): write its entries as CSV first, e.g. {line}, check that its rows are the users and its columns the items "
+            "(swap the two names if not), and ingest NEW.csv"
+        )
+    kinds = {kind for _, kind in arrays.values()}
+    fmt = "%s" if kinds & set("USO") else "%.15g"
+    lengths = {shape for shape, _ in arrays.values()}
+    if len(arrays) > 1 and len(lengths) == 1 and len(next(iter(lengths))) == 1:
+        names = tuple(arrays)
+        line = (
+            f"`python -c \"import numpy as np; d = np.load('{path}'); "
+            f"np.savetxt('NEW.csv', np.column_stack([d[k] for k in {names!r}]), "
+            + save.format(fmt=fmt, header=",".join(names))
+        )
+        return (
+            f"{what}: write its arrays side by side as CSV first, e.g. {line}, rename each column to what it "
+            "holds (user_id, item_id, rating, timestamp), and ingest NEW.csv"
+        )
+    name, (shape, _) = max(arrays.items(), key=lambda kv: math.prod(kv[1][0]))
+    width = shape[-1] if len(shape) == 2 else 1
+    columns = ",".join(["user_id", "item_id", *(f"column_{n}" for n in range(3, max(width, 2) + 1))])
+    line = (
+        f"`python -c \"import numpy as np; np.savetxt('NEW.csv', np.load('{path}')['{name}'], "
+        + save.format(fmt=fmt, header=columns)
+    )
+    return (
+        f"{what}: write its array {name!r} as CSV first, e.g. {line}, rename each column to what it holds "
+        "(user, item, rating, time), and ingest NEW.csv"
+    )
+
+
 def _head_lines(path: Path, head: bytes) -> list[str]:
     if bom := next((what for mark, what in _BOM_TEXT.items() if head.startswith(mark)), None):
         raise DataError(f"{path}: {bom}: {_BOM_HINT}")
     # Known kinds are named only for heads that are not UTF-8 text (a CSV may start with "BZh").
     kind = next((what for magic, what in _NOT_READ.items() if head.startswith(magic)), None)
+    if head.startswith(b"PK\x03\x04"):  # a zip: a NumPy .npz is one too, and "unzip it" is no help there
+        kind = _npz_hint(path) or kind
     if head[257:262] == b"ustar":  # a tar header's magic (also seen through gzip: .tar.gz / .tgz)
         kind = (
             "a tar archive (.tar, .tar.gz), as Last.fm's and Yelp's data sets ship: unpack it (`tar xf FILE`) "
