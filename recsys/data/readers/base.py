@@ -54,6 +54,7 @@ NOT_UTF8_HINT = (
     "for Windows' quotes and euro sign)"
 )
 
+
 def truncated_gzip_error(path: Path | str) -> DataError:
     """What a truncated .gz is and what to do: Python's gzip says "Compressed file ended before the
     end-of-stream marker was reached", polars "unexpected end of file", and neither says why."""
