@@ -287,3 +287,30 @@ def test_a_launch_whose_port_was_taken_goes_back_to_prefects_start_and_one_that_
             with pytest.raises(RuntimeError, match="exited with code 1 before it answered"):  # not a time-out
                 server_start._serve_early(server, early)
             assert server.running is False
+
+
+def test_nothing_is_launched_early_where_prefect_api_url_names_a_server_or_the_temporary_one_is_off(monkeypatch):
+    """The early launch follows Prefect's own choice (its settings: environment and profile): no
+    process where PREFECT_API_URL names a server or the temporary server is disabled, one on a port
+    of Prefect's range otherwise."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    from flows import server_start
+
+    launched: list[list[str]] = []
+
+    class Launched:
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(server_start, "SERVER_MODULE", "not.imported")  # as in a fresh `recsys run`
+    monkeypatch.setattr(server_start, "server_popen", lambda args, **kwargs: launched.append(args) or Launched())
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert server_start.launch_server_early() is None
+    with temporary_settings({PREFECT_API_URL: None, PREFECT_SERVER_EPHEMERAL_ENABLED: False}):
+        assert server_start.launch_server_early() is None
+    assert launched == []
+    with temporary_settings({PREFECT_API_URL: None, PREFECT_SERVER_EPHEMERAL_ENABLED: True}):
+        early = server_start.launch_server_early()
+    assert early is not None and len(launched) == 1
+    assert early.port in server_start.PORTS and launched[0][launched[0].index("--port") + 1] == str(early.port)
