@@ -212,7 +212,7 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.La
             "Unix seconds (milliseconds from 1e11), so seconds counted from the log's start (JODIE's 0.0, 36.0) "
             "end up there; splits still order by them, but every date is wrong: add the log's start (Unix seconds) "
             "to the column or convert it to ISO-8601 (2015-07-01T00:00:36) to date it, or leave it out "
-            "(--time-col / data.columns.time)"
+            f"{_leave_out_time(mapping)}"
         ]
     seconds = int(latest.timestamp())
     fix = (
@@ -225,8 +225,22 @@ def epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], raw_times: pl.La
         f"every timestamp ({column}) is in 1970 (latest {latest:%Y-%m-%d %H:%M:%S}): "
         "integer times are read as Unix seconds (milliseconds from 1e11), so yyyymmdd dates (20150701) "
         f"or day numbers end up there; splits still order by them, but every date is wrong: {fix} the "
-        "column to Unix seconds or ISO-8601 (2015-07-01), or leave it out (--time-col / data.columns.time)"
+        f"column to Unix seconds or ISO-8601 (2015-07-01), or leave it out {_leave_out_time(mapping)}"
     ]
+
+
+def _leave_out_time(mapping: Mapping[str, str]) -> str:
+    """How to read a log without its time column: the column options, or, for a headerless file read
+    by position (whose column options are refused, having no names to pick), a header that gives the
+    time field a name no role reads."""
+    if mapping.get(TIME) == _POSITIONAL_TIME:
+        names = ["user_id", "item_id", "rating", "unused"] if mapping.get(WEIGHT) == _POSITIONAL_WEIGHT else None
+        example = f", e.g. --header {','.join(names)}" if names else ""
+        return (
+            "(the file has no header line: name its fields with --header / data.header, the time field under a "
+            f"name no role reads{example})"
+        )
+    return "(--time-col / data.columns.time)"
 
 
 _POSITIONAL_WEIGHT, _POSITIONAL_TIME = "field_2", "field_3"  # a headerless file's 3rd and 4th fields
@@ -273,7 +287,7 @@ def _some_epoch_times(rows: pl.DataFrame, mapping: Mapping[str, str], latest: da
         "(milliseconds from 1e11), so a 0 written for a missing time, or times counted from the log's start "
         "(Outbrain's milliseconds since its first page view) end up there, and temporal splits place those rows "
         "first: drop or fix them, or convert the column to Unix seconds or ISO-8601, or leave it out "
-        "(--time-col / data.columns.time)"
+        f"{_leave_out_time(mapping)}"
     ]
 
 

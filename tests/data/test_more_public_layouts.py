@@ -771,6 +771,23 @@ def test_a_headerless_u_data_with_yyyymmdd_dates_is_not_called_swapped(tmp_path:
     assert "is in 1970" in said and "swapped" not in said, said
 
 
+
+def test_a_headerless_files_1970_times_are_left_out_with_a_header_not_a_column_option(tmp_path: Path) -> None:
+    """A headerless file whose times land in 1970 (yyyymmdd dates read by position) was told to leave
+    them out with --time-col / data.columns.time, which such a file refuses (its columns have no
+    names). It is told the header that leaves the time field unread; that header reads it without
+    times and without the warning. A headed file keeps the column options' advice."""
+    dates = tmp_path / "u.data"
+    dates.write_text("".join(f"{r % 7}\t{r % 11}\t{r % 5 + 1}\t{20150701 + r % 28}\n" for r in range(40)))
+    said = _accepted(dates, tmp_path / "out")
+    assert "--header user_id,item_id,rating,unused" in said and "--time-col" not in said, said
+    named = _accepted(dates, tmp_path / "named", "--header", "user_id,item_id,rating,unused")
+    assert "is in 1970" not in named and "columns: user=user_id, item=item_id, weight=rating " in named, named
+    headed = tmp_path / "headed.csv"
+    headed.write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{r % 7},{r % 11},{r % 5 + 1},{20150701 + r}\n" for r in range(40)))
+    said = _accepted(headed, tmp_path / "headed")
+    assert "(--time-col / data.columns.time)" in said, said
+
 def _cut_gzip(path: Path, text: str, keep: float = 0.5) -> None:
     """`text` gzip'd into `path`, cut after `keep` of its compressed bytes (an interrupted download)."""
     data = gzip.compress(text.encode())
