@@ -345,3 +345,47 @@ def test_a_numpy_npz_archive_is_named_with_the_line_that_writes_it_as_csv(
     assert written[1:] == rows, written
     result = runner.invoke(app, ["ingest", str(new), "--out", str(tmp_path / "flat")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_numpy_npy_file_is_named_with_the_line_that_writes_it_as_csv(tmp_path: Path) -> None:
+    """A NumPy `.npy` (np.save) was refused as "a NumPy array (.npy): write it as CSV with a header
+    line naming the columns", with no line that does, unlike `.mat` and `.npz`. A 2-D array now gets
+    the `python -c` line that, run, writes a CSV that ingests, its shape read from the header alone;
+    a structured array one that writes its fields under their names; a 1-D array says it holds one
+    column and that ingest needs a user and an item a row; an array of objects is not unpickled."""
+    import numpy as np
+
+    matrix = tmp_path / "ratings.npy"
+    np.save(matrix, np.array([[1, 10, 4, 1_300_000_000], [2, 11, 5, 1_300_003_600], [2, 10, 3, 1_300_007_200]]))
+    line = _refusal(matrix, tmp_path / "out")
+    assert "a NumPy array (.npy, 3 x 4): write it as CSV first" in line, line
+    command = line.split('`python -c "', 1)[1].split('"`', 1)[0]
+    assert "header='user_id,item_id,column_3,column_4'" in command and "allow_pickle" not in command, line
+    new = tmp_path / "new.csv"
+    exec(command.replace("NEW.csv", str(new)), {})  # the line the error gives
+    assert new.read_text().splitlines() == [
+        "user_id,item_id,column_3,column_4", "1,10,4,1300000000", "2,11,5,1300003600", "2,10,3,1300007200"
+    ]  # fmt: skip
+    result = runner.invoke(app, ["ingest", str(new), "--out", str(tmp_path / "flat")])
+    assert result.exit_code == 0 and "│ rows accepted    │ 3 │" in result.output, result.output
+
+    records = tmp_path / "records.npy"
+    kinds = [("user_id", "<U8"), ("item_id", "<i8"), ("rating", "<f4")]
+    np.save(records, np.array([("u1", 10, 4.5), ("u2", 11, 3.0)], dtype=kinds))
+    line = _refusal(records, tmp_path / "out")
+    assert "structured array (.npy, 2 records of fields 'user_id', 'item_id', 'rating')" in line, line
+    command = line.split('`python -c "', 1)[1].split('"`', 1)[0]
+    exec(command.replace("NEW.csv", str(new)), {})
+    assert new.read_text().splitlines() == ["user_id,item_id,rating", "u1,10,4.5", "u2,11,3"]
+    result = runner.invoke(app, ["ingest", str(new), "--out", str(tmp_path / "records")])
+    assert result.exit_code == 0 and "│ rows accepted    │ 2 │" in result.output, result.output
+
+    column = tmp_path / "users.npy"
+    np.save(column, np.array([1, 2, 3]))
+    line = _refusal(column, tmp_path / "out")
+    assert "(.npy, 3, int64) that holds one column of 3 values, not interactions: ingest needs a user and an item a row" in line, line
+
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"user": 1}, {"user": 2}], dtype=object), allow_pickle=True)
+    line = _refusal(objects, tmp_path / "out")
+    assert "of Python objects, which is not loaded" in line and "python -c" not in line, line

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.data.readers.base import (
     _DATE_LIKE,
@@ -25,6 +26,9 @@ from recsys.data.readers.base import (
     GzipReader,
 )
 from recsys.errors import DataError, NoDataRows, RecsysWarning
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # --------------------------------------------------------------------------- detection
 
@@ -176,6 +180,76 @@ def _npz_hint(path: Path) -> str | None:
     )
 
 
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The shape and dtype of the NumPy array in `.npy` file `path`, from its header only (the data
+    is never read, nor unpickled); None when the file itself is no `.npy` (a gzip'd one) or its
+    header cannot be read."""
+    import numpy as np
+
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+    except Exception:  # a damaged header, a gzip'd .npy: the kind alone is still the right hint
+        return None
+    return tuple(shape), dtype
+
+
+def _npy_hint(path: Path) -> str:
+    """What to do with a NumPy `.npy` file (np.save): for a 2-D array of two columns or more, the
+    `python -c` line that writes it as CSV, its columns named by position (user_id, item_id,
+    column_3, ...) for the user to rename, as `_matlab_hint` does; for a structured array (fields
+    by name), the line that writes its fields under their names; otherwise what it holds and
+    what ingest needs instead (a user and an item a row). An array of Python objects is never
+    loaded: np.load would have to unpickle it (allow_pickle), which runs its code."""
+    read = _npy_header(path)
+    if read is None:
+        return "a NumPy array (.npy): write it as CSV with a header line naming the columns"
+    shape, dtype = read
+    size = " x ".join(map(str, shape)) or "scalar"
+    save = "`python -c \"import numpy as np; np.savetxt('NEW.csv', np.load('{path}'), fmt='{fmt}', delimiter=',', header='{header}', comments='')\"`"
+    if dtype.hasobject:
+        return (
+            f"a NumPy array (.npy, {size}) of Python objects, which is not loaded: np.load would unpickle it "
+            "(allow_pickle), which runs its code; if you trust it, write it as CSV with a header line naming "
+            "the columns (user_id, item_id, ...) from the code that made it"
+        )
+    if dtype.names:
+        fields = ", ".join(map(repr, dtype.names))
+        if len(shape) == 1 and len(dtype.names) > 1 and all(dtype[n].kind in "biufU" and not dtype[n].shape for n in dtype.names):
+            fmt = ",".join("%s" if dtype[n].kind == "U" else "%.15g" for n in dtype.names)
+            line = save.format(path=path, fmt=fmt, header=",".join(dtype.names))
+            return (
+                f"a NumPy structured array (.npy, {size} records of fields {fields}): write it as CSV first, e.g. "
+                f"{line}, rename each column to what it holds (user_id, item_id, rating, timestamp) if its name "
+                "does not say so, and ingest NEW.csv"
+            )
+        return (
+            f"a NumPy structured array (.npy, {size}, fields {fields}): write it as CSV with a header line naming "
+            "the columns, one row per interaction (a user and an item at least)"
+        )
+    if len(shape) == 2 and shape[1] >= 2 and dtype.kind in "biufUM":
+        fmt = "%s" if dtype.kind in "UM" else "%.15g"
+        columns = ",".join(["user_id", "item_id", *(f"column_{n}" for n in range(3, shape[1] + 1))])
+        return (
+            f"a NumPy array (.npy, {size}): write it as CSV first, e.g. {save.format(path=path, fmt=fmt, header=columns)}, "
+            "rename each column to what it holds (user, item, rating, time), and ingest NEW.csv"
+        )
+    held = (
+        "one value"
+        if not shape
+        else f"{dtype} values, which are not written as CSV plainly"
+        if len(shape) == 2 and shape[1] >= 2
+        else f"one column of {shape[0]} values" if len(shape) == 1 else f"a {len(shape)}-D array" if len(shape) > 2 else "one column"
+    )
+    return (
+        f"a NumPy array (.npy, {size}, {dtype}) that holds {held}, not interactions: ingest needs a user and an "
+        "item a row; write the users' and the items' arrays side by side as CSV, e.g. `np.savetxt('NEW.csv', "
+        "np.column_stack([users, items]), fmt='%s', delimiter=',', header='user_id,item_id', comments='')`"
+    )
+
+
 def _head_lines(path: Path, head: bytes) -> list[str]:
     if bom := next((what for mark, what in _BOM_TEXT.items() if head.startswith(mark)), None):
         raise DataError(f"{path}: {bom}: {_BOM_HINT}")
@@ -198,6 +272,8 @@ def _head_lines(path: Path, head: bytes) -> list[str]:
                 )
         if kind is None and head.startswith(b"MATLAB 5.0 MAT-file"):
             kind = _matlab_hint(path)
+        if head.startswith(b"\x93NUMPY"):
+            kind = _npy_hint(path)
         raise DataError(f"{path}: not a text or Parquet file ({kind or 'binary content'})")
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # else one "line": a header, no rows
         raise DataError(
