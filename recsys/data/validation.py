@@ -46,7 +46,7 @@ from recsys.data.readers import (
     number_rows,
     open_decompressed,
 )
-from recsys.data.readers.base import gzip_ends_early, truncated_gzip_error
+from recsys.data.readers.base import gzip_fault
 from recsys.data.readers.sniff import directory_files
 from recsys.data.schema import EVENT, ITEM, TIME, TIME_DTYPE, USER, WEIGHT, as_utc
 from recsys.data.sorting import sort_in_parallel
@@ -510,8 +510,10 @@ def validate(
 
 
 def _read_error(raw: RawSource, exc: BaseException) -> DataError:
-    if "end of file" in str(exc) and (cut := _truncated_gzip(raw.path)) is not None:
-        return truncated_gzip_error(cut)  # polars said "unexpected end of file" and no more
+    # polars said "unexpected end of file", "corrupt deflate stream" or "corrupt gzip stream does not
+    # have a matching checksum" and no more: a .gz cut short or damaged, named with what to do.
+    if ("end of file" in str(exc) or "corrupt" in str(exc)) and (fault := _gzip_fault(raw.path)) is not None:
+        return fault
     if isinstance(exc, pl.exceptions.PolarsError):
         message = first_error_line(exc)
         if "is not properly escaped" in str(exc):
@@ -528,13 +530,14 @@ def _read_error(raw: RawSource, exc: BaseException) -> DataError:
     return DataError(f"{raw.path}: cannot read ({exc})")
 
 
-def _truncated_gzip(path: Path | str) -> Path | None:
-    """The gzip'd file of source `path` (itself, or the first of a directory's `.gz` files) that
-    ends early, read through (error path only); None when none does, or the source is not local."""
+def _gzip_fault(path: Path | str) -> DataError | None:
+    """The error for the gzip'd file of source `path` (itself, or the first of a directory's `.gz`
+    files) that ends early or is damaged, read through (error path only); None when none is, or
+    the source is not local."""
     if not isinstance(path, Path):
         return None
     files = [path] if path.is_file() else directory_files(path, (".gz",)) if path.is_dir() else []
-    return next((f for f in files if gzip_ends_early(f)), None)
+    return next((fault for f in files if (fault := gzip_fault(f)) is not None), None)
 
 
 def _bad_quote_error(raw: RawSource, text: str) -> DataError:

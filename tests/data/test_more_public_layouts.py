@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import polars as pl
@@ -826,3 +828,56 @@ def test_a_truncated_gzip_file_is_named_as_cut_short_with_what_to_do(tmp_path: P
     line = _refusal(source, tmp_path / "out", *args)
     assert line.startswith(f"error: {path}: its gzip stream ends early: the file is cut short, as an interrupted download or copy"), line
     assert "fetch or copy it again (`recsys data fetch NAME` for the built-in sets)" in line and "bug" not in line, line
+
+
+def _damaged_gzip(path: Path, text: str, how: str) -> None:
+    """`text` gzip'd into `path` with bytes changed in the middle of its stream, not cut: "block"
+    makes the deflate block that starts halfway an invalid one (zlib: "invalid block type"; the
+    first half is flushed to a byte boundary, so the byte is the block's header whatever zlib's
+    version), "crc" a digit halfway that still decodes, which only the stream's checksum catches."""
+    body = text.encode()
+    half = next(i for i in range(len(body) // 2, len(body)) if body[i : i + 1].isdigit())
+    data = body[:half] + (b"1" if body[half:half + 1] == b"0" else b"0") + body[half + 1 :] if how == "crc" else body
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = deflate.compress(data[: len(data) // 2]) + deflate.flush(zlib.Z_FULL_FLUSH)
+    rest = deflate.compress(data[len(data) // 2 :]) + deflate.flush()
+    if how == "block":
+        rest = b"\xff" + rest[1:]  # BFINAL 1, BTYPE 11: a reserved block type
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    path.write_bytes(header + first + rest + struct.pack("<II", zlib.crc32(body), len(body) & 0xFFFFFFFF))
+
+
+@pytest.mark.parametrize("how", ["block", "crc"])
+@pytest.mark.parametrize(
+    ("name", "text", "args"),
+    [
+        ("ratings.csv.gz", _CSV[:200], ()),  # inside the first 64 KB: the sniff's read
+        ("ratings.csv.gz", _CSV, ()),  # further on: polars' read ("corrupt deflate stream" / "... checksum")
+        ("u.data.gz", _CSV.split("\n", 1)[1].replace(",", "\t"), ()),  # headerless, read by position
+        ("events.jsonl.gz", _JSONL, ()),  # the JSON Lines key search read it past the head
+        ("ratings.csv.gz", _CSV, ("--encoding", "latin-1")),  # the copy as UTF-8
+        ("day/2024-01-02.csv.gz", _CSV, ()),  # one file of a directory, beside a whole one
+    ],
+    ids=["head", "csv", "positional", "jsonl", "encoding", "directory"],
+)
+def test_a_gzip_file_damaged_inside_its_stream_is_named_as_damaged_with_what_to_do(
+    tmp_path: Path, name: str, text: str, args, how: str
+) -> None:
+    """A .gz whose bytes were changed in the middle (a faulty download, copy or disk), not cut short,
+    stopped ingest with "cannot read (corrupt gzip stream does not have a matching checksum)",
+    "cannot read file (BadGzipFile: CRC check failed ...)", or, from the JSON Lines key search and
+    the --encoding copy, "CRC check failed ...: check the path and its permissions". Each now says
+    the stream is damaged, that `gzip -t` confirms it, and to fetch or copy it again, naming the
+    file (in a directory, the damaged one). `gzip -t` does report it."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    _damaged_gzip(path, text, how)
+    assert subprocess.run(["gzip", "-t", str(path)], capture_output=True).returncode != 0
+    source = path
+    if name.startswith("day/"):
+        (path.parent / "2024-01-01.csv.gz").write_bytes(gzip.compress(_CSV[:2000].encode()))
+        source = path.parent
+    line = _refusal(source, tmp_path / "out", *args)
+    assert line.startswith(f"error: {path}: its gzip stream is damaged ("), line
+    assert f"(`gzip -t {path}` says so too); fetch or copy it again (`recsys data fetch NAME` for the built-in sets)" in line, line
+    assert ("invalid block type" if how == "block" else "CRC check failed") in line and "permissions" not in line, line

@@ -64,51 +64,77 @@ def truncated_gzip_error(path: Path | str) -> DataError:
     )
 
 
-def gzip_ends_early(path: Path) -> bool:
-    """Whether gzip'd `path` stops before its stream's end, read through to its end: for error
-    paths only (a read that failed with a message that may mean it), never the common path."""
+def damaged_gzip_error(path: Path | str, exc: BaseException) -> DataError:
+    """What a .gz damaged inside its stream is (bytes changed, not cut: a faulty download, copy or
+    disk) and what to do: Python's gzip says "Error -3 while decompressing data: invalid block type"
+    or "CRC check failed", polars "corrupt deflate stream" or "corrupt gzip stream does not have a
+    matching checksum", and neither says what it means for the file."""
+    detail = str(exc).removeprefix("Error -3 while decompressing data: ")
+    return DataError(
+        f"{path}: its gzip stream is damaged ({detail}): bytes of the file were changed, as a faulty download, copy "
+        f"or disk leaves it (`gzip -t {path}` says so too); fetch or copy it again (`recsys data fetch NAME` for "
+        "the built-in sets)"
+    )
+
+
+def gzip_fault(path: Path) -> DataError | None:
+    """The error for gzip'd `path` when its stream is cut short or damaged, read through to its end;
+    None when it is whole, no gzip, or unreadable for another reason. For error paths only (a read
+    that failed with a message that may mean it), never the common path."""
     try:
         with path.open("rb") as fh:
             if fh.read(2) != b"\x1f\x8b":
-                return False
+                return None
         with gzip.open(path, "rb") as gz:
             while gz.read(1 << 20):
                 pass
     except EOFError:
-        return True
-    except (OSError, zlib.error):
-        return False
-    return False
+        return truncated_gzip_error(path)
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        return damaged_gzip_error(path, exc)
+    except OSError:
+        return None
+    return None
 
 
 class GzipReader(gzip.GzipFile):
-    """gzip.GzipFile whose reads turn the EOFError of a truncated file into `truncated_gzip_error`:
-    uncaught, it reached the CLI as "unexpected EOFError ... this is a bug" from the JSON Lines key
-    search and the --encoding copy, and the sniff said "cannot read file (EOFError: ...)"."""
+    """gzip.GzipFile whose reads turn the EOFError of a truncated file into `truncated_gzip_error`,
+    and the zlib.error / BadGzipFile of a damaged one into `damaged_gzip_error`: uncaught, the first
+    reached the CLI as "unexpected EOFError ... this is a bug" from the JSON Lines key search and
+    the --encoding copy, the second as "CRC check failed ...: check the path and its permissions",
+    and the sniff said "cannot read file (EOFError: ...)" or "(BadGzipFile: ...)"."""
 
     def read(self, size: int | None = -1) -> bytes:
         try:
             return super().read(size)
         except EOFError:
             raise truncated_gzip_error(self.name) from None
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise damaged_gzip_error(self.name, exc) from None
 
     def read1(self, size: int = -1) -> bytes:
         try:
             return super().read1(size)
         except EOFError:
             raise truncated_gzip_error(self.name) from None
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise damaged_gzip_error(self.name, exc) from None
 
     def readline(self, size: int | None = -1) -> bytes:
         try:
             return super().readline(size)
         except EOFError:
             raise truncated_gzip_error(self.name) from None
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise damaged_gzip_error(self.name, exc) from None
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         try:
             return super().seek(offset, whence)
         except EOFError:
             raise truncated_gzip_error(self.name) from None
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise damaged_gzip_error(self.name, exc) from None
 
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
