@@ -7,11 +7,12 @@ A leaf of the package: every other readers module imports from it, it imports no
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -105,37 +106,31 @@ class GzipReader(gzip.GzipFile):
     and the sniff said "cannot read file (EOFError: ...)" or "(BadGzipFile: ...)"."""
 
     def read(self, size: int | None = -1) -> bytes:
-        try:
+        with _named_gzip_faults(self.name):
             return super().read(size)
-        except EOFError:
-            raise truncated_gzip_error(self.name) from None
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise damaged_gzip_error(self.name, exc) from None
 
     def read1(self, size: int = -1) -> bytes:
-        try:
+        with _named_gzip_faults(self.name):
             return super().read1(size)
-        except EOFError:
-            raise truncated_gzip_error(self.name) from None
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise damaged_gzip_error(self.name, exc) from None
 
     def readline(self, size: int | None = -1) -> bytes:
-        try:
+        with _named_gzip_faults(self.name):
             return super().readline(size)
-        except EOFError:
-            raise truncated_gzip_error(self.name) from None
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise damaged_gzip_error(self.name, exc) from None
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        try:
+        with _named_gzip_faults(self.name):
             return super().seek(offset, whence)
-        except EOFError:
-            raise truncated_gzip_error(self.name) from None
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise damaged_gzip_error(self.name, exc) from None
 
+
+@contextlib.contextmanager
+def _named_gzip_faults(name: str) -> Iterator[None]:
+    """A cut-short or damaged gzip stream read inside, raised as the DataError that says which."""
+    try:
+        yield
+    except EOFError:
+        raise truncated_gzip_error(name) from None
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise damaged_gzip_error(name, exc) from None
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "movielens-dat", "movielens-csv", "recbole")
 
