@@ -98,7 +98,9 @@ def test_parts_that_name_no_moment_are_quarantined_with_their_reason(tmp_path: P
         newline="",
     )
     out = tmp_path / "out"
-    _ingest(path, out)
+    said = _ingest(path, out)
+    assert "2 of 3 rows (67%) were quarantined as bad_timestamp" in said, said
+    assert "the time is combined from 'date_year', 'date_month', 'date_day', 'date_hour'" in said, said
     batch = _batch(out)
     assert (batch["rows_in"], batch["rows_accepted"], batch["rows_quarantined"]) == (3, 1, 2)
     assert batch["reasons"] == {"bad_timestamp": 2}
@@ -117,6 +119,9 @@ def test_a_log_with_one_time_column_reads_it_alone(tmp_path: Path) -> None:
     said = _ingest(path, out)
     assert "time=timestamp," in said, said
     assert pl.read_parquet(out / "interactions")["timestamp"][0] == datetime(2006, 10, 29, 22, 17, 16, tzinfo=UTC)
+    path = tmp_path / "profiles.csv"  # a user's birth date is no interaction time
+    path.write_text("user,item,birth_year,birth_month,birth_day\n1,a,1990,5,17\n")
+    assert "no time column is read" in _ingest(path, tmp_path / "out3")
     path = tmp_path / "log.csv"
     path.write_text("user,item,date,time\n1,a,2012-04-03,2012-04-03T18:00:09\n")
     said = _ingest(path, tmp_path / "out2")

@@ -24,6 +24,9 @@ from recsys.data.schema import TIME
 _PART = re.compile(r"^(?:.*_)?(year|month|day|hour|minute|second)$")
 _UNITS = ("year", "month", "day", "hour", "minute", "second")
 _WIDTH = {"year": 4}
+# The shared prefix says the parts date the interaction (`date_`, `rating_date_`, none), not a
+# profile field beside it (`birth_year birth_month birth_day`).
+_WHEN_PREFIX = re.compile(r"^$|.*(?:date|time)_$")
 _CLOCK = re.compile(r"^\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")  # 18:00:09, 9:05, 18:00:09.5
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # 2012-04-03
 
@@ -37,7 +40,8 @@ def combined_name(parts: Sequence[str]) -> str:
 def date_parts(header: Sequence[str], mapping: dict[str, str]) -> tuple[str, ...]:
     """The header's year, month, day[, hour[, minute[, second]]] columns in that order, where no
     time column is read and each unit is named exactly once (else ()): a prefix must be shared
-    (`date_day`, `date_month`, ...) so unrelated columns (`birth_year`) do not join a date."""
+    (`date_day`, `date_month`, ...) and say date or time (`_WHEN_PREFIX`), so a profile's
+    `birth_year` ... does not become the interaction's time."""
     if TIME in mapping:
         return ()
     taken = set(mapping.values())
@@ -52,7 +56,9 @@ def date_parts(header: Sequence[str], mapping: dict[str, str]) -> tuple[str, ...
     if any(len(found[u]) != 1 for u in units):
         return ()
     prefixes = {_base_name(found[u][0])[: -len(u)] for u in units}
-    return tuple(found[u][0] for u in units) if len(prefixes) == 1 else ()
+    if len(prefixes) != 1 or not _WHEN_PREFIX.match(next(iter(prefixes))):
+        return ()
+    return tuple(found[u][0] for u in units)
 
 
 def date_and_clock(
