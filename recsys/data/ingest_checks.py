@@ -225,8 +225,15 @@ def quarantine_share_warnings(cfg: DataConfig, raw: RawSource, result: Validatio
         shown = "empty" if held is None or str(held).strip() == "" else repr(held)
         value = f", {where}: {column_name(column)} is {shown}" if column else f", first at {where}"
         hint = _QUARANTINE_HINTS.get(reason, "its rows are in the quarantine file, with their source rows")
-        guess = guess_time_format(_bad_times(result)) if reason == "bad_timestamp" else None
-        if guess is not None:
+        combined = reason == "bad_timestamp" and column is not None and raw.header and column not in raw.header
+        guess = guess_time_format(_bad_times(result)) if reason == "bad_timestamp" and not combined else None
+        if combined:  # HetRec's date_day ... date_second, joined by the reader (`time_parts`)
+            hint = (
+                f"the time is combined from {', '.join(repr(c) for c in str(column).split('+'))} and these rows' parts "
+                "name no moment (a day past the month's end, an empty part shown as '?'): fix those rows, or read "
+                "one time column with --time-col (data.columns.time)"
+            )
+        elif guess is not None:
             hint = (
                 f"their layout reads with --time-format '{guess[0]}' (data.time_format; {guess[1]}), or name another "
                 "time column with --time-col (data.columns.time)"

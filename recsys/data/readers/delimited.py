@@ -56,6 +56,7 @@ from recsys.data.readers.sniff import (
     _some,
     data_files,
 )
+from recsys.data.readers.time_parts import combine, combined_name, date_and_clock, date_parts
 from recsys.data.schema import ITEM, TIME, USER
 from recsys.errors import DataError, NoDataRows
 
@@ -141,14 +142,16 @@ class _TextFile:
     names: list[str] | None  # headerless files: the names given to the fields
     mapping: dict[str, str]
     columns: tuple[str, ...]  # every column of the file: its header, or `names`
+    time_parts: tuple[str, ...] = ()  # the columns the time is combined from (see `time_parts`)
 
     def scan(self, dtypes: dict[str, pl.DataType], rebuild: bool = False) -> pl.LazyFrame:
         """The file's read (`rebuild`: the all-text rebuild that finds rows with extra fields)."""
         by_source = {self.mapping[canon]: dtype for canon, dtype in dtypes.items()}
-        return _scan_delimited(
+        frame = _scan_delimited(
             _local(self.file), self.separator, self.has_header, self.quote, self.names, dtypes=by_source,
             header=self.columns if rebuild else (),
         )  # fmt: skip
+        return frame.with_columns(combine(self.time_parts)) if self.time_parts else frame
 
 
 def _positional(file: DataFile, separator: str, first_line: str) -> _TextFile:
@@ -418,7 +421,10 @@ def _scan_text(
                         ) from None
                     unmapped.append((f, exc))
                     continue
-                texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header)))
+                parts = _time_parts(_local(f), header, mapping, columns, own)
+                if parts:
+                    mapping = {**mapping, TIME: combined_name(parts)}
+                texts.append(_TextFile(f, own, True, '"', names, mapping, tuple(header), parts))
                 notes.extend(_repeated_names(_local(f), header, mapping))
                 notes.extend(_unread_sequences(_local(f), header, mapping))
             if unmapped:
@@ -460,6 +466,20 @@ def _scan_text(
         notes=notes,
         header=tuple(header) if header is not None else texts[0].columns if texts[0].has_header else (),
     )
+
+
+def _time_parts(
+    path: Path, header: list[str], mapping: dict[str, str], columns: ColumnMap | None, separator: str
+) -> tuple[str, ...]:
+    """The columns a time is combined from (HetRec's `date_day ... date_second`; a `date` beside a
+    `time` of day), none where a time column was named with --time-col (data.columns.time)."""
+    if columns is not None and columns.time is not None:
+        return ()
+
+    def rows() -> list[list[str]]:
+        return [_split_line(line, separator) for line in _header_lines(path)[1:200] if line.strip()]
+
+    return date_parts(header, mapping) or date_and_clock(header, mapping, rows)
 
 
 def _file_separator(path: Path, label: Path | str) -> str:
