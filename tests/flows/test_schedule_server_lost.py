@@ -189,3 +189,38 @@ def test_the_grace_setting_is_a_number_of_seconds_long_enough_to_say_the_loss_fi
         monkeypatch.setenv(GRACE_ENV, bad)
         with pytest.raises(RecsysError, match=rf"{GRACE_ENV}=.*at least 6 \(default 60\)"):
             server_grace_s()
+
+
+def test_a_short_grace_is_watched_at_its_own_pace(monkeypatch):
+    """The watch sleeps `health_every_s(grace)` between checks, not HEALTH_EVERY_S: a 6 s grace is
+    checked every 1.5 s (with 5 s checks it would give up at its third check, 15 s in). Fails when
+    the watch's sleep is not the scaled pace."""
+    import asyncio
+    import types
+
+    import anyio
+
+    from flows.runner import GRACE_ENV, HEALTH_EVERY_S, _watch_server
+
+    slept: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        raise Stop
+
+    async def serve() -> None:  # the poller's own loop: runs until the watch ends it
+        await asyncio.sleep(60)
+
+    for grace, pace in (("6", 1.5), ("60", HEALTH_EVERY_S)):
+        monkeypatch.setenv(GRACE_ENV, grace)
+        monkeypatch.setattr(anyio, "sleep", sleep)
+        poller = types.SimpleNamespace(run=serve)
+        _watch_server(types.SimpleNamespace(say=lambda line: None), poller)
+        with pytest.raises(BaseException) as raised:
+            asyncio.run(poller.run())
+        assert raised.group_contains(Stop) if isinstance(raised.value, BaseExceptionGroup) else raised.type is Stop
+        monkeypatch.undo()
+        assert slept[-1] == pace
