@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -84,9 +85,17 @@ class EarlyLaunch:
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _temporary_server_wanted() -> bool:
+    """Whether Prefect's client would start its temporary server (as `get_client` decides): no
+    PREFECT_API_URL and the temporary server enabled, by Prefect's settings (environment, profile)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
 
 
 def launch_server_early() -> EarlyLaunch | None:
@@ -94,11 +103,7 @@ def launch_server_early() -> EarlyLaunch | None:
     unset and the temporary server enabled (Prefect's settings: its environment variables, its
     profile). None where Prefect's server module is imported already (a server of this process may
     be running, which `start_server_in_background` finds) or no port is free."""
-    if SERVER_MODULE in sys.modules:
-        return None
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    if SERVER_MODULE in sys.modules or not _temporary_server_wanted():
         return None
     port = _free_port()
     if port is None:
@@ -117,9 +122,7 @@ def start_server_in_background(early: EarlyLaunch | None = None) -> ServerStart:
     while this one is still starting (the server is marked running before it answers). Nothing
     starts where PREFECT_API_URL is set, the temporary server is disabled or one is already running
     (e.g. a test harness's, which is not this run's to stop: `early`, if any, is stopped)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    if not _temporary_server_wanted():
         if early is not None:
             early.stop()
         return ServerStart(None)
@@ -177,8 +180,6 @@ class ServerStart:
         if self._server is not None:
             self._abandoned.set()
             self._stop()
-        elif self._early is not None:
-            self._early.stop()
 
 
 def _serve_early(server, early: EarlyLaunch) -> bool:

@@ -168,7 +168,6 @@ def _refuse_event_lists(path: Path, named: set[str] | None) -> None:
             f"per element first, e.g. {example} (each {outer!r} element with "
             f"{', '.join(repr(k) for k in scalars) or 'nothing'} beside it), and ingest NEW.jsonl"
         )
-    return
 
 
 def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[str]:
