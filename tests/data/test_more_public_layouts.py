@@ -800,11 +800,12 @@ _CSV = "user_id,item_id,rating,timestamp\n" + "".join(f"{r * 7919 % 1013},{r * 1
 _JSONL = "".join(json.dumps({"user_id": r * 7919 % 1013, "item_id": r % 877, "rating": r % 5 + 1}) + "\n" for r in range(8000))
 
 
-@pytest.mark.parametrize(
+# The read paths a faulty .gz can stop: (file name, its text, ingest's options).
+_GZIP_READS = pytest.mark.parametrize(
     ("name", "text", "args"),
     [
-        ("ratings.csv.gz", _CSV[:200], ()),  # cut inside the first 64 KB: the sniff's read
-        ("ratings.csv.gz", _CSV, ()),  # cut further on: polars' read ("unexpected end of file")
+        ("ratings.csv.gz", _CSV[:200], ()),  # inside the first 64 KB: the sniff's read
+        ("ratings.csv.gz", _CSV, ()),  # further on: polars' read
         ("u.data.gz", _CSV.split("\n", 1)[1].replace(",", "\t"), ()),  # headerless, read by position
         ("events.jsonl.gz", _JSONL, ()),  # the JSON Lines key search read it past the head
         ("ratings.csv.gz", _CSV, ("--encoding", "latin-1")),  # the copy as UTF-8
@@ -812,6 +813,18 @@ _JSONL = "".join(json.dumps({"user_id": r * 7919 % 1013, "item_id": r % 877, "ra
     ],
     ids=["head", "csv", "positional", "jsonl", "encoding", "directory"],
 )
+
+
+def _gzip_source(path: Path, name: str) -> Path:
+    """What ingest is given for the faulty `path`: the file, or for the directory case its folder,
+    with a whole .gz beside it."""
+    if not name.startswith("day/"):
+        return path
+    (path.parent / "2024-01-01.csv.gz").write_bytes(gzip.compress(_CSV[:2000].encode()))
+    return path.parent
+
+
+@_GZIP_READS
 def test_a_truncated_gzip_file_is_named_as_cut_short_with_what_to_do(tmp_path: Path, name: str, text: str, args) -> None:
     """A .gz cut short (an interrupted download or copy) stopped ingest with "cannot read
     (unexpected end of file)" or "cannot read file (EOFError: Compressed file ended before the
@@ -821,11 +834,7 @@ def test_a_truncated_gzip_file_is_named_as_cut_short_with_what_to_do(tmp_path: P
     path = tmp_path / name
     path.parent.mkdir(exist_ok=True)
     _cut_gzip(path, text)
-    source = path
-    if name.startswith("day/"):
-        (path.parent / "2024-01-01.csv.gz").write_bytes(gzip.compress(_CSV[:2000].encode()))
-        source = path.parent
-    line = _refusal(source, tmp_path / "out", *args)
+    line = _refusal(_gzip_source(path, name), tmp_path / "out", *args)
     assert line.startswith(f"error: {path}: its gzip stream ends early: the file is cut short, as an interrupted download or copy"), line
     assert "fetch or copy it again (`recsys data fetch NAME` for the built-in sets)" in line and "bug" not in line, line
 
@@ -848,18 +857,7 @@ def _damaged_gzip(path: Path, text: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["block", "crc"])
-@pytest.mark.parametrize(
-    ("name", "text", "args"),
-    [
-        ("ratings.csv.gz", _CSV[:200], ()),  # inside the first 64 KB: the sniff's read
-        ("ratings.csv.gz", _CSV, ()),  # further on: polars' read ("corrupt deflate stream" / "... checksum")
-        ("u.data.gz", _CSV.split("\n", 1)[1].replace(",", "\t"), ()),  # headerless, read by position
-        ("events.jsonl.gz", _JSONL, ()),  # the JSON Lines key search read it past the head
-        ("ratings.csv.gz", _CSV, ("--encoding", "latin-1")),  # the copy as UTF-8
-        ("day/2024-01-02.csv.gz", _CSV, ()),  # one file of a directory, beside a whole one
-    ],
-    ids=["head", "csv", "positional", "jsonl", "encoding", "directory"],
-)
+@_GZIP_READS
 def test_a_gzip_file_damaged_inside_its_stream_is_named_as_damaged_with_what_to_do(
     tmp_path: Path, name: str, text: str, args, how: str
 ) -> None:
@@ -873,11 +871,7 @@ def test_a_gzip_file_damaged_inside_its_stream_is_named_as_damaged_with_what_to_
     path.parent.mkdir(exist_ok=True)
     _damaged_gzip(path, text, how)
     assert subprocess.run(["gzip", "-t", str(path)], capture_output=True).returncode != 0
-    source = path
-    if name.startswith("day/"):
-        (path.parent / "2024-01-01.csv.gz").write_bytes(gzip.compress(_CSV[:2000].encode()))
-        source = path.parent
-    line = _refusal(source, tmp_path / "out", *args)
+    line = _refusal(_gzip_source(path, name), tmp_path / "out", *args)
     assert line.startswith(f"error: {path}: its gzip stream is damaged ("), line
     assert f"(`gzip -t {path}` says so too); fetch or copy it again (`recsys data fetch NAME` for the built-in sets)" in line, line
     assert ("invalid block type" if how == "block" else "CRC check failed") in line and "permissions" not in line, line
