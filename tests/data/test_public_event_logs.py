@@ -389,3 +389,46 @@ def test_a_numpy_npy_file_is_named_with_the_line_that_writes_it_as_csv(tmp_path:
     np.save(objects, np.array([{"user": 1}, {"user": 2}], dtype=object), allow_pickle=True)
     line = _refusal(objects, tmp_path / "out")
     assert "of Python objects, which is not loaded" in line and "python -c" not in line, line
+
+
+def test_coveos_browsing_log_ingests_its_epoch_ms_times_and_product_actions(tmp_path: Path) -> None:
+    """With the hinted columns, Coveo's log was read without times (`server_timestamp_epoch_ms` is in
+    no list of names) and with `event_type` as the event (pageview or event_product), so a session's
+    `add` and `purchase` of one SKU differed in no column read and the purchase was quarantined as a
+    duplicate. A name that says epoch and unit is read as the time, and `product_action` is the event."""
+    path = tmp_path / "browsing_train.csv"
+    session, sku = "0000a8ecda1eba7c0ae4b7d8c6a6e2c2d7e0f8b1", "2a8c7c4a0f5d3b0e1c9d8e7f6a5b4c3d2e1f0a9b"
+    path.write_text(
+        "session_id_hash,event_type,product_action,product_sku_hash,server_timestamp_epoch_ms,hashed_url\n"
+        f"{session},pageview,,,1550885210881,7e5f2d7ba1d0b6ce7c1f7a4e3a0b0cb3ab1d6b7b\n"
+        f"{session},event_product,add,{sku},1550885998127,c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1\n"
+        f"{session},event_product,purchase,{sku},1550886012500,c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1\n"
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["ingest", str(path), "--out", str(out), "--user-col", "session_id_hash", "--item-col", "product_sku_hash"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "time=server_timestamp_epoch_ms, event=product_action" in result.output, result.output
+    rows = pl.read_parquet(out / "interactions" / "**" / "*.parquet").sort("source_row")
+    assert rows["event"].to_list() == ["add", "purchase"]
+    assert rows["timestamp"].to_list() == [
+        datetime(2019, 2, 23, 1, 39, 58, 127000, tzinfo=UTC),
+        datetime(2019, 2, 23, 1, 40, 12, 500000, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [("event_ts_ms", True), ("unix_time", True), ("epoch_seconds", True), ("watch_time_ms", False), ("epoch", False)],
+)
+def test_a_column_named_as_an_epoch_time_in_a_unit_is_read_as_the_time_and_a_duration_is_not(
+    tmp_path: Path, name: str, read: bool
+) -> None:
+    """A moment named with its unit or epoch is the time; a duration (`watch_time_ms`) or a bare
+    `epoch` (a training epoch) is not guessed as one."""
+    path = tmp_path / "log.csv"
+    path.write_text(f"user_id,item_id,{name}\n1,10,1550885998\n2,11,1550886012\n")
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (f"time={name}" in result.output) is read, result.output

@@ -199,6 +199,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
     ),
     EVENT: (
         "event",
+        "product_action",  # Coveo's SIGIR eCom 2021 log: detail, add, purchase; its event_type is pageview or event_product
         "event_type",
         "action",
         "action_type",

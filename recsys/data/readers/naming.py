@@ -24,8 +24,19 @@ from recsys.data.readers.refusals import (
     _refuse_whitespace_runs,
 )
 from recsys.data.readers.sniff import _base_name, _header_lines, _is_number, _looks_like_data
-from recsys.data.schema import EVENT, ITEM, USER, WEIGHT
+from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
 from recsys.errors import DataError
+
+_UNITS = "s|sec|secs|seconds|ms|millis|milliseconds|us|micros|microseconds|ns|nanos|nanoseconds"
+# A column whose name says it holds a moment since the Unix epoch, in a unit: Coveo's SIGIR eCom 2021
+# `server_timestamp_epoch_ms`, an export's `event_ts_ms` or `unix_time`. Read as the time when it is
+# the only one (its values' magnitude gives the unit, as for any integer time). `time` + unit alone is
+# not enough: `watch_time_ms` or `load_time_s` is a duration (no moment at all).
+_MOMENT_WITH_UNIT = re.compile(
+    rf"(?:^|_)(?:timestamp|ts)(?:_(?:epoch|unix|utc))?_(?:{_UNITS})$"
+    rf"|(?:^|_)(?:epoch|unix)_(?:time|timestamp|ts|{_UNITS})$"
+    r"|(?:^|_)(?:time|timestamp)_(?:epoch|unix)$"
+)
 
 
 def map_columns(
@@ -69,6 +80,10 @@ def map_columns(
                 mapping[canon] = source
                 taken.add(source)
                 break
+    moments = [c for c in header if c not in taken and _MOMENT_WITH_UNIT.search(_base_name(c))]
+    if TIME not in mapping and len(moments) == 1:
+        mapping[TIME] = moments[0]
+        taken.add(moments[0])
     _remaining_id_column(header, mapping, taken)
     for canon, attr in ((USER, "user"), (ITEM, "item")):
         if canon not in mapping:
