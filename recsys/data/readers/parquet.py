@@ -5,10 +5,14 @@ columns) are read file by file as that file alone would be, then aligned.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from recsys.config import ColumnMap
 from recsys.data.readers.base import (
@@ -59,12 +63,12 @@ def _scan_parquet(
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
     for f in files:
         try:
-            frame = pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
+            frame = _scan_one(f)
             if per_file:
                 hive = _hive_values(f.name)
                 frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
             scans.append((f, frame, frame.collect_schema()))
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
@@ -154,6 +158,49 @@ def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
         frame.with_columns(_time_text(pl.col(n), schema[n]).alias(n) for n in apart)
         for frame, schema in zip(frames, schemas, strict=True)
     ]
+
+
+def _scan_one(f: DataFile) -> pl.LazyFrame:
+    """One Parquet file scanned with its row index (_PARQUET_ROW, from 1). A file whose Arrow schema
+    gives a timestamp column a fixed UTC offset polars does not take as a zone (`+05:30`, as pandas
+    writes a column parsed from `2024-01-01T10:00:00+05:30` strings: `datetime64[ns, UTC+05:30]`)
+    made polars panic while reading the footer, a Rust backtrace and a Python traceback instead of a
+    read. Parquet stores such timestamps as UTC instants, the offset only names how to show them,
+    so those columns are read through pyarrow as UTC: the same instants."""
+    schema = _arrow_schema(f)
+    zoned = {
+        field.name: pa.timestamp(field.type.unit, "UTC")
+        for field in schema
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None and not _polars_zone(field.type.tz)
+    }
+    if not zoned:  # the common case: the footer read once more, by pyarrow
+        return pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
+    schema = pa.schema([field.with_type(zoned.get(field.name, field.type)) for field in schema])
+    if f.path is not None:  # lazily, as polars would scan it
+        frame = pl.scan_pyarrow_dataset(pads.dataset(f.path, schema=schema, format="parquet"))
+    else:  # a remote file object: read whole (such files are rare)
+        with f.target() as fh:  # type: ignore[union-attr]
+            frame = pl.from_arrow(pq.read_table(fh).cast(schema)).lazy()  # type: ignore[union-attr]
+    return frame.with_row_index(_PARQUET_ROW, offset=1)
+
+
+def _arrow_schema(f: DataFile) -> pa.Schema:
+    """The Arrow schema of Parquet file `f` (its footer alone)."""
+    if f.path is not None:
+        return pq.read_schema(f.path)
+    with f.target() as fh:  # type: ignore[union-attr]
+        return pq.read_schema(fh)
+
+
+@lru_cache(maxsize=64)
+def _polars_zone(zone: str) -> bool:
+    """Whether polars takes `zone` as a time zone (IANA names, whole-hour offsets such as `-08:00`;
+    not `+05:30`, `+05:45`, `-03:30`)."""
+    try:
+        pl.Series([0], dtype=pl.Datetime("us")).dt.replace_time_zone(zone)
+    except pl.exceptions.PolarsError:
+        return False
+    return True
 
 
 def _same_parquet_roles(f: DataFile, own: dict[str, str], first_roles: dict[str, str], first: DataFile) -> None:
