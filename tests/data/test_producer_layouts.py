@@ -4,6 +4,7 @@ refused in one `error:` line that names the file and says what to do."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,3 +52,32 @@ def test_pandas_times_parsed_with_a_half_hour_offset_are_read_as_their_utc_insta
     rows = _ingest(path, tmp_path / "out")
     assert rows["timestamp"].to_list() == [datetime(2024, 1, 1, 4, 30, tzinfo=UTC), datetime(2024, 1, 1, 17, 45, tzinfo=UTC)]
     assert rows["user_id"].to_list() == ["a", "b"] and rows["source_row"].to_list() == [1, 2]
+
+
+def test_mongoexport_lines_read_their_wrapped_ids_numbers_and_dates(tmp_path: Path) -> None:
+    """mongoexport writes each ObjectId as `{"$oid": ...}`, each date as `{"$date": ...}` (an ISO
+    string in relaxed mode, `{"$numberLong": ms}` in canonical mode) and, in canonical mode, each
+    number wrapped too. Relaxed exports had every line quarantined as malformed_json ("flatten them
+    first"); canonical ones were refused as nested records, "no line is one interaction". Each
+    wrapper now reads as the value it wraps."""
+    oid = ["65a1b2c3d4e5f60718293a4c", "65a1b2c3d4e5f60718293a4e"]
+    relaxed = [
+        {"_id": {"$oid": "65a1b2c3d4e5f60718290001"}, "user_id": {"$oid": oid[0]}, "item_id": 77, "rating": 4.5,
+         "timestamp": {"$date": "2024-01-01T10:00:00.000Z"}},
+        {"_id": {"$oid": "65a1b2c3d4e5f60718290002"}, "user_id": {"$oid": oid[1]}, "item_id": 78, "rating": 3,
+         "timestamp": {"$date": "2024-01-02T12:00:00.000+01:00"}},
+    ]  # fmt: skip
+    canonical = [
+        {"_id": {"$oid": "65a1b2c3d4e5f60718290001"}, "user_id": {"$oid": oid[0]}, "item_id": {"$numberLong": "77"},
+         "rating": {"$numberDouble": "4.5"}, "timestamp": {"$date": {"$numberLong": "1704103200000"}}},
+        {"_id": {"$oid": "65a1b2c3d4e5f60718290002"}, "user_id": {"$oid": oid[1]}, "item_id": {"$numberInt": "78"},
+         "rating": {"$numberInt": "3"}, "timestamp": {"$date": {"$numberLong": "1704193200000"}}},
+    ]  # fmt: skip
+    times = [datetime(2024, 1, 1, 10, tzinfo=UTC), datetime(2024, 1, 2, 11, tzinfo=UTC)]
+    for name, records in (("relaxed", relaxed), ("canonical", canonical)):
+        path = tmp_path / f"{name}.json"
+        path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        rows = _ingest(path, tmp_path / name)
+        assert rows["user_id"].cast(pl.String).to_list() == oid, name
+        assert rows["item_id"].cast(pl.String).to_list() == ["77", "78"], name
+        assert rows["weight"].to_list() == [4.5, 3.0] and rows["timestamp"].to_list() == times, name

@@ -1322,12 +1322,13 @@ def test_an_unzipped_movielens_25m_folder_names_ratings_csv_not_genome_scores(tm
 
 
 def test_nested_json_values_in_every_line_say_to_flatten_them(tmp_path: Path) -> None:
-    """A MongoDB-style export: the time is {"$date": ...} in every line, so every line is
-    quarantined as malformed_json; the error says why instead of showing an id as None."""
+    """An export whose time is an object in every line (`{"value": ..., "tz": ...}`), so every line
+    is quarantined as malformed_json; the error says why instead of showing an id as None.
+    (MongoDB's `{"$date": ...}` wrappers are read: test_producer_layouts.)"""
     path = tmp_path / "export.jsonl"
     path.write_text(
         "".join(
-            json.dumps({"user_id": n, "item_id": 5, "timestamp": {"$date": "2020-01-01"}}) + "\n"
+            json.dumps({"user_id": n, "item_id": 5, "timestamp": {"value": "2020-01-01", "tz": "UTC"}}) + "\n"
             for n in range(4)
         )
     )

@@ -99,6 +99,38 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
 
 _JQ_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a key jq's `.name` spells as it is
 
+_EXTENDED_KEYS = ("$oid", "$date", "$numberLong", "$numberInt", "$numberDouble", "$numberDecimal")
+"""MongoDB Extended JSON's wrappers of one plain value (mongoexport writes every ObjectId, date and,
+in canonical mode, every number so): `{"$oid": "65a1..."}`, `{"$date": "2024-01-01T10:00:00Z"}`,
+`{"$date": {"$numberLong": "1704103200000"}}`, `{"$numberLong": "77"}`."""
+_EXTENDED = re.compile(
+    r'\{\s*"\$(?:' + "|".join(k[1:] for k in _EXTENDED_KEYS) + r')"\s*:\s*("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)\s*\}'
+)
+"""One such wrapper, its value captured (a JSON string or number): a quote inside a JSON string is
+escaped (`\\"`), so a wrapper spelled inside a text value is never matched."""
+
+
+def _extended(value: object) -> bool:
+    """Whether a decoded JSON value is one MongoDB Extended JSON wrapper (`_EXTENDED_KEYS`)."""
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _EXTENDED_KEYS
+
+
+def _has_extended(path: Path) -> bool:
+    """Whether the first lines of `path` (those its keys are chosen from) hold an Extended JSON wrapper."""
+    return any(_EXTENDED.search(line.decode("utf-8", "replace")) for line in _whole_lines(path))
+
+
+def _unwrap_extended(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """`lines` with each MongoDB Extended JSON wrapper replaced by the value it wraps, so
+    `{"user_id": {"$oid": "65a1..."}, "ts": {"$date": {"$numberLong": "1704103200000"}}}` reads as
+    `{"user_id": "65a1...", "ts": "1704103200000"}`: a mongoexport line is one interaction, but its ids
+    and times were objects, every line quarantined as malformed_json (relaxed mode) or the file
+    refused as nested records (canonical mode, where every value is wrapped). Two passes: a `$date`
+    wraps a `$numberLong` (milliseconds, read as such from 1e11 on: 1973 and later). Only for files
+    whose first lines hold a wrapper (`_has_extended`): the common path runs no regex over the text."""
+    unwrapped = pl.col(_LINE).str.replace_all(_EXTENDED.pattern, "${1}").str.replace_all(_EXTENDED.pattern, "${1}")
+    return lines.with_columns(unwrapped)
+
 
 def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
     """DataError for JSON Lines whose every key holds an object or a list: a document of nested
@@ -108,7 +140,7 @@ def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
     message names the keys and the `jq` line that writes one line per (user, item) where the first
     record shows a list of objects holding a list of objects (each playlist's tracks), else the one
     that writes the first list's elements one a line."""
-    if not records or any(not isinstance(v, dict | list) for record in records for v in record.values()):
+    if not records or any(not isinstance(v, dict | list) or _extended(v) for record in records for v in record.values()):
         return
     first = records[0]
     shown = ", ".join(repr(k) for k in list(first)[:4])
@@ -541,13 +573,17 @@ def _scan_jsonl(
     spellings = {f.name: _key_spellings(p, [*roles, *m]) for f, p, m, roles in unfound}
     flagged = any(spellings.values())
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
+    extended = {p for p in paths if _has_extended(p)}
+
+    def lines(p: Path) -> pl.LazyFrame:
+        return _unwrap_extended(_jsonl_lines(p)) if p in extended else _jsonl_lines(p)
 
     def struct(mapping: dict[str, str]) -> pl.Struct:
         return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
 
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
+            _decode_lines(lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
             for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
@@ -557,11 +593,11 @@ def _scan_jsonl(
         (`{"a":}`, an object or list where a value should be): bisection, not a Python loop."""
         frames = []
         for (f, m), p in zip(mappings, paths, strict=True):
-            lines = _jsonl_lines(p).collect()
-            text = lines.get_column(_LINE)
+            read = lines(p).collect()
+            text = read.get_column(_LINE)
             ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
             late = spellings[f.name]
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
+            frames.append(_decode_lines(read.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
         return _concat(frames)
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None
