@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import polars as pl
+import pyarrow
+import pyarrow as pa
+import pyarrow.feather
+import pyarrow.orc
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -81,3 +86,41 @@ def test_mongoexport_lines_read_their_wrapped_ids_numbers_and_dates(tmp_path: Pa
         assert rows["user_id"].cast(pl.String).to_list() == oid, name
         assert rows["item_id"].cast(pl.String).to_list() == ["77", "78"], name
         assert rows["weight"].to_list() == [4.5, 3.0] and rows["timestamp"].to_list() == times, name
+
+
+def _run_hint(line: str, file: Path, new: Path) -> None:
+    """Run the backquoted conversion an error line gives, FILE and NEW filled in."""
+    code = line.split("`")[1].replace("FILE", repr(str(file))).replace("NEW", repr(str(new)))
+    exec(code, {"pl": pl, "pyarrow": pyarrow})  # noqa: S102 - the hint's own text, written by ingest
+
+
+def test_orc_avro_and_feather_parts_of_a_directory_are_refused_with_the_line_that_converts_them(tmp_path: Path) -> None:
+    """Spark writes ORC or Avro parts as readily as Parquet ones, and a Feather part may sit beside
+    Parquet ones: such a directory read its Parquet parts and skipped the others with a warning to
+    give them 'their format's extension' (which they have), their rows left out; one holding only
+    Feather parts said it held 'no supported data files'. Each is refused, naming the files, with
+    the line that writes one as Parquet, which then ingests; so is an Arrow IPC *stream* file
+    (`write_ipc_stream`), which was 'binary content'."""
+    table = pa.table({"user_id": ["u3", "u4"], "item_id": ["a", "b"]})
+    writers = {
+        "part-00001-c000.snappy.orc": lambda p: pyarrow.orc.write_table(table, p),
+        "part-00001-c000.avro": lambda p: pl.from_arrow(table).write_avro(p),
+        "part-1.feather": lambda p: pyarrow.feather.write_feather(table, p),
+    }
+    for name, write in writers.items():
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"]}), folder / "part-00000-c000.snappy.parquet")
+        write(folder / name)
+        line = _refusal(folder, tmp_path / "out")
+        assert f"holds 1 file(s) of a format ingest does not read ({name}), whose rows would be left out" in line
+        _run_hint(line, folder / name, folder / "part-00001.parquet")
+        (folder / name).unlink()
+        rows = _ingest(folder, tmp_path / f"out-{name}")
+        assert rows.height == 4 and sorted(rows["user_id"].to_list()) == ["u1", "u2", "u3", "u4"]
+    stream = tmp_path / "events.arrows"
+    pl.from_arrow(table).write_ipc_stream(stream)
+    line = _refusal(stream, tmp_path / "out")
+    assert "an Arrow IPC stream" in line, line
+    _run_hint(line, stream, tmp_path / "events.parquet")
+    assert _ingest(tmp_path / "events.parquet", tmp_path / "out-stream").height == 2
