@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -124,3 +125,20 @@ def test_orc_avro_and_feather_parts_of_a_directory_are_refused_with_the_line_tha
     assert "an Arrow IPC stream" in line, line
     _run_hint(line, stream, tmp_path / "events.parquet")
     assert _ingest(tmp_path / "events.parquet", tmp_path / "out-stream").height == 2
+
+
+def test_decimal_ids_with_a_scale_read_as_the_integers_they_spell(tmp_path: Path) -> None:
+    """Spark reads an Oracle `NUMBER` column declared without a precision as `decimal(38,10)`: its
+    Parquet ids were read as "123.0000000000", so one user was two users beside an int64 month
+    (and beside the same log as CSV). Whole values now read as integers; 4.5 keeps its text."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    scaled = pa.decimal128(38, 10)
+    ids = [Decimal("123"), Decimal("4.5"), Decimal("-7")]
+    pq.write_table(pa.table({"user_id": pa.array(ids, scaled), "item_id": pa.array([1, 2, 3], scaled)}), folder / "a.parquet")
+    pq.write_table(pa.table({"user_id": [123], "item_id": [4]}), folder / "b.parquet")
+    rows = _ingest(folder, tmp_path / "out")
+    assert rows["user_id"].cast(pl.String).to_list() == ["123", "4.5000000000", "-7", "123"]
+    assert rows["item_id"].cast(pl.String).to_list() == ["1", "2", "3", "4"]
+    users = pl.read_parquet(tmp_path / "out" / "users.parquet")
+    assert users.height == 3

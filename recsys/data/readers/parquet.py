@@ -116,6 +116,7 @@ def _scan_parquet(
     for f, frame, own, mapping in mapped:
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
+        fixes += [_decimal_id(c) for c in (USER, ITEM) if c in mapping and _scaled_decimal(own[mapping[c]])]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
         time_type = own[mapping[TIME]] if TIME in mapping else None
         if mixed_time:
@@ -274,6 +275,19 @@ def _float_id_range(names: list[str]) -> pl.Expr:
            for n in names]  # fmt: skip
     flagged = pl.any_horizontal(out) if out else pl.lit(False)
     return pl.when(flagged).then(pl.lit(ID_OUT_OF_RANGE)).otherwise(pl.lit(None, dtype=pl.String)).alias(READ_ERROR)
+
+
+def _scaled_decimal(dtype: pl.DataType) -> bool:
+    """Whether `dtype` is a decimal with digits after the point (`decimal(38,10)`)."""
+    return isinstance(dtype, pl.Decimal) and (dtype.scale or 0) > 0
+
+
+def _decimal_id(name: str) -> pl.Expr:
+    """A decimal id column with a scale as the ids it spells: Spark reads an Oracle `NUMBER` column
+    declared without a precision as `decimal(38,10)`, so its ids were read as text "123.0000000000"
+    (not the "123" of the same log as CSV, or of a `decimal(38,0)` / int64 month beside it). Whole
+    values lose the zeros after the point; others keep their text."""
+    return pl.col(name).cast(pl.String).str.replace(r"\.0+$", "").alias(name)
 
 
 def _float_id(name: str) -> pl.Expr:
