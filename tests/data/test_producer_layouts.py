@@ -142,3 +142,20 @@ def test_decimal_ids_with_a_scale_read_as_the_integers_they_spell(tmp_path: Path
     assert rows["item_id"].cast(pl.String).to_list() == ["1", "2", "3", "4"]
     users = pl.read_parquet(tmp_path / "out" / "users.parquet")
     assert users.height == 3
+
+
+def test_a_pandas_timedelta_weight_reads_as_seconds_and_a_duration_time_is_refused(tmp_path: Path) -> None:
+    """A dwell time pandas computed as `end - start` is a Timedelta, written as a Parquet duration:
+    ingest failed with "cannot read as parquet (casting from Duration('ms') to String not
+    supported)", naming no column. As the weight it reads as seconds (a warning says so); as the
+    time (a span is no point in time) it is refused, naming the column."""
+    frame = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "dwell_time": pd.to_timedelta(["1.5s", "2min"])})
+    path = tmp_path / "dwell.parquet"
+    frame.to_parquet(path)
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out"), "--weight-col", "dwell_time"])
+    assert result.exit_code == 0, result.output
+    assert "the weight column holds durations (in dwell.parquet): read as their seconds" in result.output
+    rows = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet").sort("source_row")
+    assert rows["weight"].to_list() == [1.5, 120.0]
+    line = _refusal(path, tmp_path / "out2", "--time-col", "dwell_time")
+    assert "the time column 'dwell_time' holds durations" in line and "--time-col NAME" in line, line

@@ -25,7 +25,7 @@ from recsys.data.readers.base import (
 )
 from recsys.data.readers.frames import _concat, _select, _unmapped_files, first_error_line
 from recsys.data.readers.naming import map_columns
-from recsys.data.readers.sniff import DATA_SUFFIXES
+from recsys.data.readers.sniff import DATA_SUFFIXES, _some
 from recsys.data.remote import Location
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT, as_utc
 from recsys.errors import DataError
@@ -95,6 +95,15 @@ def _scan_parquet(
                 "it is likely a flag taken for the id column: name the id column with {option}",
                 setting=f"data.columns.{_MAP_FIELDS[canon]}",
             )
+        spans = [(canon, src) for canon, src in m.items() if canon != WEIGHT and isinstance(own[src], pl.Duration)]
+        if spans:  # a weight may be a duration (dwell time: read as seconds); nothing else may
+            canon, src = spans[0]
+            raise DataError(
+                f"{f.label}: the {_MAP_FIELDS[canon]} column {src!r} holds durations ({own[src]}: time spans, as "
+                f"pandas' Timedelta), not {'points in time' if canon == TIME else 'ids or labels'}: name another "
+                "column with {option}, or write the column as a number or a time first",
+                setting=f"data.columns.{_MAP_FIELDS[canon]}",
+            )
         nested = {canon: src for canon, src in m.items() if own[src].is_nested()}
         if nested:
             listing = ", ".join(f"{src!r} ({own[src]})" for src in nested.values())
@@ -113,11 +122,15 @@ def _scan_parquet(
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
     any_float = any(own[m[canon]].is_float() for _, _, own, m in mapped for canon in (USER, ITEM))
     notes: list[str] = []
+    spans: list[str] = []  # the files whose weight is a duration
     for f, frame, own, mapping in mapped:
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
         fixes += [_decimal_id(c) for c in (USER, ITEM) if c in mapping and _scaled_decimal(own[mapping[c]])]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
+        if WEIGHT in mapping and isinstance(own[mapping[WEIGHT]], pl.Duration):
+            fixes.append(_seconds(WEIGHT))
+            spans.append(f.name)
         time_type = own[mapping[TIME]] if TIME in mapping else None
         if mixed_time:
             fixes.append(_time_text(pl.col(TIME), time_type).alias(TIME))
@@ -126,6 +139,8 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
+    if spans:
+        notes.append(f"{label}: the weight column holds durations (in {_some(spans)}): read as their seconds")
     # The first file's column names, as a delimited file's header: the hints that name a session or
     # an item's name column (Diginetica's NA users: `--user-col sessionId`) read them.
     header = tuple(mapped[0][2])
@@ -275,6 +290,13 @@ def _float_id_range(names: list[str]) -> pl.Expr:
            for n in names]  # fmt: skip
     flagged = pl.any_horizontal(out) if out else pl.lit(False)
     return pl.when(flagged).then(pl.lit(ID_OUT_OF_RANGE)).otherwise(pl.lit(None, dtype=pl.String)).alias(READ_ERROR)
+
+
+def _seconds(name: str) -> pl.Expr:
+    """A duration weight (a dwell or watch time pandas wrote as Timedelta: Parquet `duration`) as its
+    seconds, fractions kept: read as text it failed the whole source, "cannot read as parquet
+    (casting from Duration('ms') to String not supported)", naming no column."""
+    return (pl.col(name).dt.total_microseconds() / 1_000_000).alias(name)
 
 
 def _scaled_decimal(dtype: pl.DataType) -> bool:
