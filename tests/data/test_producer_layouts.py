@@ -159,3 +159,15 @@ def test_a_pandas_timedelta_weight_reads_as_seconds_and_a_duration_time_is_refus
     assert rows["weight"].to_list() == [1.5, 120.0]
     line = _refusal(path, tmp_path / "out2", "--time-col", "dwell_time")
     assert "the time column 'dwell_time' holds durations" in line and "--time-col NAME" in line, line
+
+
+def test_a_json_array_under_a_json_lines_name_says_how_to_write_json_lines(tmp_path: Path) -> None:
+    """polars' `write_json` and pandas' `to_json(orient="records")` write one JSON array; saved as
+    `.jsonl` / `.ndjson` it was refused as "JSON Lines extension but no line is a JSON object",
+    with no way forward. It gets the JSON array refusal (and its `jq` line) a `.json` file gets."""
+    frame = pl.DataFrame({"user_id": [1, 2], "item_id": ["a", "b"]})
+    frame.write_json(tmp_path / "events.jsonl")
+    frame.to_pandas().to_json(tmp_path / "events.ndjson", orient="records", indent=2)
+    for name in ("events.jsonl", "events.ndjson"):
+        line = _refusal(tmp_path / name, tmp_path / "out")
+        assert "a JSON array, not JSON Lines (one object a line)" in line and "`jq -c '.[]' FILE > NEW.jsonl`" in line

@@ -207,6 +207,10 @@ def detect_format(path: str | Path) -> str:
     if suffix in {".jsonl", ".ndjson"}:
         # A bad first line is a quarantined row, not a reason to read the file as something else.
         if not any(line.lstrip().startswith("{") for line in lines[:1000]):
+            # A JSON array of objects (pandas' `to_json(orient="records")`, polars' `write_json`, a
+            # `[` line above pretty-printed objects) given a JSON Lines name: said to hold no object.
+            if re.match(r"\s*\[\s*(\{|$)", lines[0]):
+                raise _json_array_error(path)
             raise DataError(f"{path}: JSON Lines extension but no line is a JSON object")
         return "jsonl"
     if suffix == ".json" and lines[0].lstrip().startswith("["):
