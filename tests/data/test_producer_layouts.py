@@ -171,3 +171,19 @@ def test_a_json_array_under_a_json_lines_name_says_how_to_write_json_lines(tmp_p
     for name in ("events.jsonl", "events.ndjson"):
         line = _refusal(tmp_path / name, tmp_path / "out")
         assert "a JSON array, not JSON Lines (one object a line)" in line and "`jq -c '.[]' FILE > NEW.jsonl`" in line
+
+
+def test_json_lines_with_ids_nested_in_objects_say_which_jq_line_lifts_them_out(tmp_path: Path) -> None:
+    """An API's event export nests its ids (`{"user": {"id": 1}, "item": {"id": "a"}}`): every line
+    was quarantined as malformed_json and the error said "flatten them first, e.g. with jq". It
+    names the keys and gives the jq line that lifts each id out under its key, which then ingests."""
+    records = [{"user": {"id": n, "name": f"u{n}"}, "item": {"id": f"i{n}"}, "ts": 1704103200 + n} for n in (1, 2)]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    line = _refusal(path, tmp_path / "out")
+    assert "key(s) 'user' (" in line and "'item' (" in line, line
+    assert "`jq -c '.user = .user.id | .item = .item.id' FILE > NEW.jsonl`" in line, line
+    lifted = tmp_path / "lifted.jsonl"  # what that jq line writes
+    lifted.write_text("".join(json.dumps({**r, "user": r["user"]["id"], "item": r["item"]["id"]}) + "\n" for r in records))
+    rows = _ingest(lifted, tmp_path / "lifted")
+    assert rows["user_id"].cast(pl.String).to_list() == ["1", "2"] and rows["item_id"].to_list() == ["i1", "i2"]

@@ -202,6 +202,64 @@ def _refuse_event_lists(path: Path, named: set[str] | None) -> None:
         )
 
 
+def _refuse_nested_values(path: Path, mapping: dict[str, str]) -> None:
+    """DataError for JSON Lines whose mapped keys hold an object on every one of the first lines
+    (`{"user": {"id": 1}, "item": {"id": "a"}, "ts": 1704103200}`, as an API's event export nests
+    them): each line is one interaction, but every one was quarantined as malformed_json, the
+    error saying only "flatten them first, e.g. with jq". The message names the keys and gives the
+    `jq` line that lifts each one's id out under the same key, so the same columns are read."""
+    records = []
+    for line in _whole_lines(path, limit=20):
+        try:
+            record = json.loads(line)
+        except _NOT_JSON:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    nested: dict[str, dict] = {}
+    for key in dict.fromkeys(mapping.values()):
+        values = [r[key] for r in records if key in r]
+        if values and all(isinstance(v, dict) and not _extended(v) for v in values):
+            nested[key] = values[0]
+    if not nested:
+        return
+    steps, shown = [], []
+    for key, value in nested.items():
+        path_to = _leaf(value)
+        shown.append(f"{key!r} ({json.dumps(value)[:60]})")
+        if path_to is not None:
+            here = _jq_path([key])
+            steps.append(f"{here} = {_jq_path([key, *path_to])}")
+    fix = (
+        f"lift the value out first, e.g. `jq -c '{' | '.join(steps)}' FILE > NEW.jsonl`, and ingest NEW.jsonl"
+        if len(steps) == len(nested)
+        else "write the value each key stands for in its place first (e.g. with jq), and ingest that file"
+    )
+    raise DataError(
+        f"{path}: key(s) {', '.join(shown)} hold an object on every line, not one string or number: ingest reads "
+        f"one plain value a key; {fix}"
+    )
+
+
+def _leaf(value: object) -> list[str] | None:
+    """The keys leading from a nested object to the one value it stands for: its `id`, else its one
+    key ending in `id`, else its only key (followed down while the value is an object)."""
+    steps: list[str] = []
+    while isinstance(value, dict):
+        ids = [k for k in value if k.lower().endswith("id")]
+        key = "id" if "id" in value else ids[0] if len(ids) == 1 else next(iter(value)) if len(value) == 1 else None
+        if key is None:
+            return None
+        steps.append(key)
+        value = value[key]
+    return steps if not isinstance(value, list) else None
+
+
+def _jq_path(keys: list[str]) -> str:
+    """jq's path to `keys` (`.user.id`; `.["user id"]` for a key `.name` cannot spell)."""
+    return "".join(f".{k}" if _JQ_NAME.match(k) else f"[{json.dumps(k)}]" for k in keys)
+
+
 def _named_keys(path: Path, keys: list[str], columns: ColumnMap | None) -> list[str]:
     """`keys` (those of the first lines) plus the keys a column option names that occur later in
     the file: JSON Lines records need not all carry the same keys (a `rating` only on rate
@@ -556,6 +614,7 @@ def _scan_jsonl(
                 _refuse_event_lists(p, None)
                 raise
             _refuse_event_lists(p, {mapping[c] for c in (USER, ITEM)} - set(top))
+            _refuse_nested_values(p, mapping)
             mappings.append((f, mapping))
         except DataError as exc:
             unmapped.append((f, exc))
