@@ -187,3 +187,18 @@ def test_json_lines_with_ids_nested_in_objects_say_which_jq_line_lifts_them_out(
     lifted.write_text("".join(json.dumps({**r, "user": r["user"]["id"], "item": r["item"]["id"]}) + "\n" for r in records))
     rows = _ingest(lifted, tmp_path / "lifted")
     assert rows["user_id"].cast(pl.String).to_list() == ["1", "2"] and rows["item_id"].to_list() == ["i1", "i2"]
+
+
+def test_a_pandas_range_index_named_like_the_user_says_it_is_in_the_metadata_and_how_to_write_it(tmp_path: Path) -> None:
+    """`df.set_index("user_id").to_parquet(...)` where the ids run 1, 2, 3: pandas keeps them as a
+    RangeIndex, stored as (start, stop, step) in the file's pandas metadata, not as a column, and
+    the error said "no user column found (columns are ['item_id', 'rating'])", with no hint that
+    the ids were in the file. It names the index and the line that writes it as a column."""
+    path = tmp_path / "ratings.parquet"
+    pd.DataFrame({"user_id": [1, 2, 3], "item_id": [7, 8, 9], "rating": [4.0, 3.0, 5.0]}).set_index("user_id").to_parquet(path)
+    line = _refusal(path, tmp_path / "out")
+    assert "column 'user_id' is pandas' index, which `to_parquet` stored as a RangeIndex (from 1, step 1)" in line
+    code = line.split("`")[3].replace("FILE", repr(str(path))).replace("NEW", repr(str(tmp_path / "new.parquet")))
+    exec(code, {"pd": pd})  # noqa: S102 - the hint's own line
+    rows = _ingest(tmp_path / "new.parquet", tmp_path / "new")
+    assert rows["user_id"].cast(pl.String).to_list() == ["1", "2", "3"] and rows["weight"].to_list() == [4.0, 3.0, 5.0]

@@ -81,7 +81,7 @@ def _scan_parquet(
             names = [h for h in own.names() if h != _PARQUET_ROW]
             mapped.append((f, frame, own, map_columns(f.label, names, columns)))
         except DataError as exc:
-            unmapped.append((f, exc))
+            unmapped.append((f, _range_index_error(f, names, columns) or exc))
     if unmapped:
         raise _unmapped_files(label, unmapped, [(f, m) for f, _, _, m in mapped])
     first, mapping = mapped[0][0], mapped[0][3]
@@ -217,6 +217,33 @@ def _polars_zone(zone: str) -> bool:
     except pl.exceptions.PolarsError:
         return False
     return True
+
+
+def _range_index_error(f: DataFile, names: list[str], columns: ColumnMap | None) -> DataError | None:
+    """The error for a Parquet file pandas wrote after `set_index("user_id")` where the ids ran
+    1, 2, 3 ...: pandas keeps such an index as a RangeIndex, which `to_parquet` stores as three
+    numbers in the file's pandas metadata, not as a column, so polars reads no such column and the
+    error said only "no user column found (columns are ['item_id', ...])". None where the file has no
+    named RangeIndex, or where that name would not fill the missing role. Error paths only."""
+    try:
+        meta = _arrow_schema(f).pandas_metadata or {}
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    for index in meta.get("index_columns", []):
+        if not isinstance(index, dict) or index.get("kind") != "range" or not index.get("name"):
+            continue
+        name = str(index["name"])
+        try:
+            map_columns(f.label, [*names, name], columns)
+        except DataError:
+            continue
+        return DataError(
+            f"{f.label}: column {name!r} is pandas' index, which `to_parquet` stored as a RangeIndex (from "
+            f"{index.get('start')}, step {index.get('step')}) in the file's metadata, not as a column, so it is "
+            "not read: write it as a column, e.g. `pd.read_parquet(FILE).reset_index().to_parquet(NEW)`, and "
+            "ingest NEW"
+        )
+    return None
 
 
 def _same_parquet_roles(f: DataFile, own: dict[str, str], first_roles: dict[str, str], first: DataFile) -> None:
