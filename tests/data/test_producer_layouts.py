@@ -202,3 +202,15 @@ def test_a_pandas_range_index_named_like_the_user_says_it_is_in_the_metadata_and
     exec(code, {"pd": pd})  # noqa: S102 - the hint's own line
     rows = _ingest(tmp_path / "new.parquet", tmp_path / "new")
     assert rows["user_id"].cast(pl.String).to_list() == ["1", "2", "3"] and rows["weight"].to_list() == [4.0, 3.0, 5.0]
+
+
+def test_a_partition_folder_named_after_a_column_the_files_hold_keeps_the_files_values(tmp_path: Path) -> None:
+    """Files filed by day under `timestamp=2024-01-01/` that hold their exact `timestamp` column
+    (polars' `write_parquet(partition_by=...)` keeps a key column in the files too): the folder's
+    value replaced the file's, so every time read as midnight of its day. The file's column wins."""
+    folder = tmp_path / "events" / "timestamp=2024-01-01"
+    folder.mkdir(parents=True)
+    times = [datetime(2024, 1, 1, 10, 30), datetime(2024, 1, 1, 17, 45)]
+    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"], "timestamp": times}), folder / "part-0.parquet")
+    rows = _ingest(tmp_path / "events", tmp_path / "out")
+    assert rows["timestamp"].to_list() == [t.replace(tzinfo=UTC) for t in times]

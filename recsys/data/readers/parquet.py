@@ -65,8 +65,7 @@ def _scan_parquet(
         try:
             frame = _scan_one(f)
             if per_file:
-                hive = _hive_values(f.name)
-                frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
+                frame = _with_partition_keys(frame, _hive_values(f.name))
             scans.append((f, frame, frame.collect_schema()))
         except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
@@ -217,6 +216,19 @@ def _polars_zone(zone: str) -> bool:
     except pl.exceptions.PolarsError:
         return False
     return True
+
+
+def _with_partition_keys(frame: pl.LazyFrame, hive: dict[str, str | None]) -> pl.LazyFrame:
+    """`frame` (one Parquet file) with the `key=value` directories of its path as string columns,
+    for the keys the file does not hold itself. Spark and pyarrow leave a partition column out of
+    the files, but polars' `write_parquet(partition_by=...)` keeps it in them, and a folder may be
+    coarser than the column it is named after (`timestamp=2024-01-01/` over exact times): the
+    path's value replaced the file's, so every time of such a folder read as midnight. A file's own
+    column is its data; the path adds only what the file lacks."""
+    if not hive:
+        return frame
+    own = frame.collect_schema()
+    return frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items() if k not in own)
 
 
 def _range_index_error(f: DataFile, names: list[str], columns: ColumnMap | None) -> DataError | None:
