@@ -58,6 +58,12 @@ def test_pandas_times_parsed_with_a_half_hour_offset_are_read_as_their_utc_insta
     rows = _ingest(path, tmp_path / "out")
     assert rows["timestamp"].to_list() == [datetime(2024, 1, 1, 4, 30, tzinfo=UTC), datetime(2024, 1, 1, 17, 45, tzinfo=UTC)]
     assert rows["user_id"].to_list() == ["a", "b"] and rows["source_row"].to_list() == [1, 2]
+    # Spark's legacy int96 timestamps, zoned: pyarrow's own schema shows the column naive, while the
+    # Arrow schema stored in the footer (which polars reads) keeps the zone, and polars panicked.
+    zoned = pa.array([datetime(2024, 1, 1, 4, 30), datetime(2024, 1, 1, 17, 45)], pa.timestamp("ns", tz="+05:30"))
+    table = pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"], "timestamp": zoned})
+    pq.write_table(table, tmp_path / "int96.parquet", use_deprecated_int96_timestamps=True)
+    assert _ingest(tmp_path / "int96.parquet", tmp_path / "int96")["timestamp"].to_list() == rows["timestamp"].to_list()
 
 
 def test_mongoexport_lines_read_their_wrapped_ids_numbers_and_dates(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ columns) are read file by file as that file alone would be, then aligned.
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
@@ -180,17 +181,18 @@ def _scan_one(f: DataFile) -> pl.LazyFrame:
     gives a timestamp column a fixed UTC offset polars does not take as a zone (`+05:30`, as pandas
     writes a column parsed from `2024-01-01T10:00:00+05:30` strings: `datetime64[ns, UTC+05:30]`)
     made polars panic while reading the footer, a Rust backtrace and a Python traceback instead of a
-    read. Parquet stores such timestamps as UTC instants, the offset only names how to show them,
-    so those columns are read through pyarrow as UTC: the same instants."""
-    schema = _arrow_schema(f)
-    zoned = {
-        field.name: pa.timestamp(field.type.unit, "UTC")
-        for field in schema
+    read. Parquet stores such timestamps as UTC instants (an int96 one too), the offset only names
+    how to show them, so those columns are read through pyarrow as UTC: the same instants."""
+    stored = _stored_arrow_schema(f)
+    zoned = [
+        field.name
+        for field in stored
         if pa.types.is_timestamp(field.type) and field.type.tz is not None and not _polars_zone(field.type.tz)
-    }
+    ]
     if not zoned:  # the common case: the footer read once more, by pyarrow
         return pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
-    schema = pa.schema([field.with_type(zoned.get(field.name, field.type)) for field in schema])
+    read = _arrow_schema(f)  # as pyarrow reads it: an int96 column is naive there
+    schema = pa.schema([fd.with_type(pa.timestamp(fd.type.unit, "UTC")) if fd.name in zoned else fd for fd in read])
     if f.path is not None:  # lazily, as polars would scan it
         frame = pl.scan_pyarrow_dataset(pads.dataset(f.path, schema=schema, format="parquet"))
     else:  # a remote file object: read whole (such files are rare)
@@ -199,8 +201,24 @@ def _scan_one(f: DataFile) -> pl.LazyFrame:
     return frame.with_row_index(_PARQUET_ROW, offset=1)
 
 
+def _stored_arrow_schema(f: DataFile) -> pa.Schema:
+    """The Arrow schema written into Parquet file `f`'s footer (`ARROW:schema`), which polars reads
+    its types from; empty where there is none (Spark's files). Not `pq.read_schema`: for an int96
+    column (`use_deprecated_int96_timestamps`) that gives a naive timestamp, while the stored
+    schema, and so polars, keeps its zone."""
+    if f.path is not None:
+        meta = pq.read_metadata(f.path).metadata or {}
+    else:
+        with f.target() as fh:  # type: ignore[union-attr]
+            meta = pq.read_metadata(fh).metadata or {}
+    raw = meta.get(b"ARROW:schema")
+    if not raw:
+        return pa.schema([])
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(raw)))
+
+
 def _arrow_schema(f: DataFile) -> pa.Schema:
-    """The Arrow schema of Parquet file `f` (its footer alone)."""
+    """The Arrow schema of Parquet file `f` as pyarrow reads it (its footer alone)."""
     if f.path is not None:
         return pq.read_schema(f.path)
     with f.target() as fh:  # type: ignore[union-attr]
