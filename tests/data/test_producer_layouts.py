@@ -5,6 +5,7 @@ refused in one `error:` line that names the file and says what to do."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -220,3 +221,24 @@ def test_a_partition_folder_named_after_a_column_the_files_hold_keeps_the_files_
     pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"], "timestamp": times}), folder / "part-0.parquet")
     rows = _ingest(tmp_path / "events", tmp_path / "out")
     assert rows["timestamp"].to_list() == [t.replace(tzinfo=UTC) for t in times]
+
+
+def test_uuid_ids_stored_as_16_bytes_read_as_the_uuids_they_are(tmp_path: Path) -> None:
+    """DuckDB, Iceberg and pyarrow's `pa.uuid()` store a UUID column as 16 raw bytes (Parquet's UUID
+    logical type), which polars reads as binary: ingest failed with "cannot read as parquet (invalid
+    utf8)", naming no column, or, where the bytes happened to be UTF-8, read ids of control
+    characters. They read as the UUIDs' text, the ids a month exported with UUID strings has."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    users = [uuid.UUID("9f1c2d3e-4b5a-4c6d-8e7f-a0b1c2d3e4f5"), uuid.UUID("00000000-0000-4000-8000-000000000001")]
+    as_bytes = pa.array([u.bytes for u in users], pa.binary(16)).cast(pa.uuid())
+    (folder / "month=01").mkdir()
+    (folder / "month=02").mkdir()
+    pq.write_table(pa.table({"user_id": as_bytes, "item_id": ["x", "y"]}), folder / "month=01" / "part-0.parquet")
+    pq.write_table(pa.table({"user_id": [str(u) for u in users], "item_id": ["z", "z"]}), folder / "month=02" / "part-0.parquet")
+    rows = _ingest(folder, tmp_path / "out")
+    assert rows["user_id"].to_list() == [str(u) for u in users] * 2
+    assert pl.read_parquet(tmp_path / "out" / "users.parquet").height == 2
+    digest = pa.array([bytes(range(16)), bytes(range(16, 32))], pa.binary(16))  # plain fixed-width bytes: hex
+    pq.write_table(pa.table({"user_id": digest, "item_id": ["x", "y"]}), tmp_path / "md5.parquet")
+    assert _ingest(tmp_path / "md5.parquet", tmp_path / "md5")["user_id"].to_list() == [bytes(range(16)).hex(), bytes(range(16, 32)).hex()]

@@ -6,6 +6,7 @@ columns) are read file by file as that file alone would be, then aligned.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
@@ -62,9 +63,10 @@ def _scan_parquet(
     pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
     column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
+    fixed: dict[str, dict[str, bool]] = {}  # per file: its fixed-width binary columns (see _Footer)
     for f in files:
         try:
-            frame = _scan_one(f)
+            frame, fixed[f.name] = _scan_one(f)
             if per_file:
                 frame = _with_partition_keys(frame, _hive_values(f.name))
             scans.append((f, frame, frame.collect_schema()))
@@ -127,6 +129,11 @@ def _scan_parquet(
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
         fixes += [_decimal_id(c) for c in (USER, ITEM) if c in mapping and _scaled_decimal(own[mapping[c]])]
+        fixes += [
+            _binary_id_text(c, fixed[f.name][mapping[c]])
+            for c in (USER, ITEM)
+            if c in mapping and own[mapping[c]] == pl.Binary and mapping[c] in fixed[f.name]
+        ]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
         if WEIGHT in mapping and isinstance(own[mapping[WEIGHT]], pl.Duration):
             fixes.append(_seconds(WEIGHT))
@@ -176,21 +183,22 @@ def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
     ]
 
 
-def _scan_one(f: DataFile) -> pl.LazyFrame:
-    """One Parquet file scanned with its row index (_PARQUET_ROW, from 1). A file whose Arrow schema
+def _scan_one(f: DataFile) -> tuple[pl.LazyFrame, dict[str, bool]]:
+    """One Parquet file scanned with its row index (_PARQUET_ROW, from 1), and its fixed-width
+    binary columns (`_Footer.fixed`). A file whose Arrow schema
     gives a timestamp column a fixed UTC offset polars does not take as a zone (`+05:30`, as pandas
     writes a column parsed from `2024-01-01T10:00:00+05:30` strings: `datetime64[ns, UTC+05:30]`)
     made polars panic while reading the footer, a Rust backtrace and a Python traceback instead of a
     read. Parquet stores such timestamps as UTC instants (an int96 one too), the offset only names
     how to show them, so those columns are read through pyarrow as UTC: the same instants."""
-    stored = _stored_arrow_schema(f)
+    footer = _footer(f)
     zoned = [
         field.name
-        for field in stored
+        for field in footer.stored
         if pa.types.is_timestamp(field.type) and field.type.tz is not None and not _polars_zone(field.type.tz)
     ]
     if not zoned:  # the common case: the footer read once more, by pyarrow
-        return pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
+        return pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1), footer.fixed
     read = _arrow_schema(f)  # as pyarrow reads it: an int96 column is naive there
     schema = pa.schema([fd.with_type(pa.timestamp(fd.type.unit, "UTC")) if fd.name in zoned else fd for fd in read])
     if f.path is not None:  # lazily, as polars would scan it
@@ -198,23 +206,52 @@ def _scan_one(f: DataFile) -> pl.LazyFrame:
     else:  # a remote file object: read whole (such files are rare)
         with f.target() as fh:  # type: ignore[union-attr]
             frame = pl.from_arrow(pq.read_table(fh).cast(schema)).lazy()  # type: ignore[union-attr]
-    return frame.with_row_index(_PARQUET_ROW, offset=1)
+    return frame.with_row_index(_PARQUET_ROW, offset=1), footer.fixed
 
 
-def _stored_arrow_schema(f: DataFile) -> pa.Schema:
-    """The Arrow schema written into Parquet file `f`'s footer (`ARROW:schema`), which polars reads
-    its types from; empty where there is none (Spark's files). Not `pq.read_schema`: for an int96
-    column (`use_deprecated_int96_timestamps`) that gives a naive timestamp, while the stored
-    schema, and so polars, keeps its zone."""
+@dataclass(frozen=True)
+class _Footer:
+    """What a Parquet file's footer says that polars' schema does not. `stored`: the Arrow schema
+    written into it (`ARROW:schema`), which polars reads its types from; empty where there is none
+    (Spark's files). Not `pq.read_schema`: for an int96 column (`use_deprecated_int96_timestamps`)
+    that gives a naive timestamp, while the stored schema, and so polars, keeps its zone. `fixed`:
+    the top-level fixed-length byte-array columns that are neither decimals nor float16, each with
+    whether it is annotated as a UUID (DuckDB, Iceberg, pyarrow's `pa.uuid()`): polars reads them
+    as plain binary."""
+
+    stored: pa.Schema
+    fixed: dict[str, bool]
+
+
+def _footer(f: DataFile) -> _Footer:
+    """Parquet file `f`'s `_Footer` (one footer read)."""
     if f.path is not None:
-        meta = pq.read_metadata(f.path).metadata or {}
+        meta = pq.read_metadata(f.path)
     else:
         with f.target() as fh:  # type: ignore[union-attr]
-            meta = pq.read_metadata(fh).metadata or {}
-    raw = meta.get(b"ARROW:schema")
-    if not raw:
-        return pa.schema([])
-    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(raw)))
+            meta = pq.read_metadata(fh)
+    fixed = {}
+    for i in range(meta.num_columns):
+        column = meta.schema.column(i)
+        kind = column.logical_type.type
+        if column.physical_type == "FIXED_LEN_BYTE_ARRAY" and "." not in column.path and kind in {"UUID", "NONE"}:
+            fixed[column.path] = kind == "UUID"
+    raw = (meta.metadata or {}).get(b"ARROW:schema")
+    stored = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(raw))) if raw else pa.schema([])
+    return _Footer(stored, fixed)
+
+
+def _binary_id_text(name: str, uuid: bool) -> pl.Expr:
+    """A fixed-width binary id column as text: a UUID as its canonical spelling
+    (`9f1c2d3e-4b5a-4c6d-8e7f-a0b1c2d3e4f5`, as a CSV export of the same table spells it), other
+    fixed-width bytes (an MD5 digest) as lowercase hex. Read as text, their raw bytes failed the
+    whole source ("cannot read as parquet (invalid utf8)", naming no column), or, where they happened
+    to be valid UTF-8, became ids of control characters no other export of the log would match."""
+    hexed = pl.col(name).bin.encode("hex")
+    if not uuid:
+        return hexed.alias(name)
+    parts = [hexed.str.slice(start, length) for start, length in ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))]
+    return pl.concat_str(parts, separator="-").alias(name)
 
 
 def _arrow_schema(f: DataFile) -> pa.Schema:
