@@ -242,3 +242,25 @@ def test_uuid_ids_stored_as_16_bytes_read_as_the_uuids_they_are(tmp_path: Path) 
     digest = pa.array([bytes(range(16)), bytes(range(16, 32))], pa.binary(16))  # plain fixed-width bytes: hex
     pq.write_table(pa.table({"user_id": digest, "item_id": ["x", "y"]}), tmp_path / "md5.parquet")
     assert _ingest(tmp_path / "md5.parquet", tmp_path / "md5")["user_id"].to_list() == [bytes(range(16)).hex(), bytes(range(16, 32)).hex()]
+
+
+def test_a_year_month_day_folder_layout_gives_its_rows_their_day(tmp_path: Path) -> None:
+    """Spark's `partitionBy("year", "month", "day")` (and `"hour"`) leaves those columns out of the
+    files: the dataset had no time column, and the warning offered `--time-col day`, which reads the
+    day of the month as Unix seconds. The folders' day (and hour) is the rows' time, as a `date=`
+    folder's is; a time column the files hold themselves is still preferred."""
+    root = tmp_path / "events"
+    for (y, m, d, h), users in (((2024, 1, 31, 23), ["a", "b"]), ((2024, 2, 1, 0), ["c"])):
+        folder = root / f"year={y}" / f"month={m}" / f"day={d}" / f"hour={h}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"user_id": users, "item_id": ["x"] * len(users)}), folder / "part-00000-c000.snappy.parquet")
+    result = runner.invoke(app, ["ingest", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "time=year-month-day" in result.output, result.output
+    rows = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet").sort("source_file", "source_row")
+    assert rows["timestamp"].to_list() == [datetime(2024, 1, 31, 23, tzinfo=UTC)] * 2 + [datetime(2024, 2, 1, tzinfo=UTC)]
+    own = root / "year=2024" / "month=1" / "day=31" / "hour=23" / "part-00000-c000.snappy.parquet"
+    exact = pa.array([datetime(2024, 1, 31, 23, 5), datetime(2024, 1, 31, 23, 59)], pa.timestamp("us"))
+    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "x"], "timestamp": exact}), own)
+    (root / "year=2024" / "month=2").rename(tmp_path / "moved")  # every file now holds its own times
+    rows = _ingest(root, tmp_path / "own")
+    assert rows["timestamp"].to_list() == [t.replace(tzinfo=UTC) for t in exact.to_pylist()]

@@ -283,7 +283,30 @@ def _with_partition_keys(frame: pl.LazyFrame, hive: dict[str, str | None]) -> pl
     if not hive:
         return frame
     own = frame.collect_schema()
+    day = _partition_day(hive)
+    if day is not None and PARTITION_DAY not in hive:
+        hive = {**hive, PARTITION_DAY: day}
     return frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items() if k not in own)
+
+
+PARTITION_DAY = "year-month-day"
+"""The column a `year=/month=/day=` folder layout gives its files' rows (`_partition_day`); a time
+name of AUTO_NAMES, the last, so a time column of the files' own is preferred."""
+
+
+def _partition_day(hive: dict[str, str | None]) -> str | None:
+    """The day (and hour) of a file filed under `year=2024/month=1/day=2/[hour=13/]`, as ISO-8601,
+    or None. Spark's `partitionBy("year", "month", "day")` leaves those columns out of the files,
+    so such a dataset had no time column, and the warning offered `--time-col day`, which reads the
+    day of the month as Unix seconds (1970). A `date=2024-01-02/` folder was read as the time
+    already; this is the same day, spelled in three folders."""
+    keys = {k.lower(): v for k, v in hive.items()}
+    parts = [keys.get(k) for k in ("year", "month", "day")]
+    if not all(p is not None and p.isdigit() for p in parts):
+        return None
+    year, month, day = (int(p) for p in parts)  # type: ignore[arg-type]
+    hour = keys.get("hour")
+    return f"{year:04d}-{month:02d}-{day:02d}" + (f"T{int(hour):02d}:00:00" if hour and hour.isdigit() else "")
 
 
 def _range_index_error(f: DataFile, names: list[str], columns: ColumnMap | None) -> DataError | None:
