@@ -264,3 +264,14 @@ def test_a_year_month_day_folder_layout_gives_its_rows_their_day(tmp_path: Path)
     (root / "year=2024" / "month=2").rename(tmp_path / "moved")  # every file now holds its own times
     rows = _ingest(root, tmp_path / "own")
     assert rows["timestamp"].to_list() == [t.replace(tzinfo=UTC) for t in exact.to_pylist()]
+
+
+def test_a_json_boolean_flag_as_the_weight_reads_as_one_and_zero(tmp_path: Path) -> None:
+    """BigQuery exports a BOOL column to JSON as `true` / `false`: read with `--weight-col clicked`
+    (as the warning naming such a flag says), every row was quarantined as bad_weight ('true' is no
+    number), while the same column in Parquet reads as 1 / 0. JSON's booleans read so too."""
+    path = tmp_path / "impressions.jsonl"
+    records = [{"user_id": "1", "item_id": "9", "clicked": True}, {"user_id": "2", "item_id": "9", "clicked": False}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = _ingest(path, tmp_path / "out", "--weight-col", "clicked")
+    assert rows["weight"].to_list() == [1.0, 0.0]

@@ -479,6 +479,8 @@ def _decode_lines(
         .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
         .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
     )
+    if WEIGHT in mapping:
+        decoded = decoded.with_columns(_flag_weight(mapping[WEIGHT]))
     # Lines that may name a key read twice, or hold `true` / `false` / `-0` under an id key, are
     # read again by Python's json (`_line_checks`): one regex search and a comparison or two on
     # every line (about a fifth more CPU for a JSON Lines validation), a parse on those few.
@@ -506,6 +508,15 @@ def _decode_lines(
     found = pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True) if spellings else pl.lit(False)
     late = (found.alias(LATE_KEY),) if flagged else ()
     return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR), *late))
+
+
+def _flag_weight(key: str) -> pl.Expr:
+    """A weight key holding JSON's `true` / `false` (a `clicked` flag, as BigQuery exports a BOOL)
+    as 1 / 0, as a Parquet boolean weight reads: decoded as text they were "true" and "false", every
+    row quarantined as bad_weight, even after the warning that names such a flag said to read it
+    with `--weight-col clicked`."""
+    value = pl.col(key)
+    return pl.when(value == "true").then(pl.lit("1")).when(value == "false").then(pl.lit("0")).otherwise(value).alias(key)
 
 
 _CHECK = "__check"
