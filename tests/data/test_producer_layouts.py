@@ -275,3 +275,42 @@ def test_a_json_boolean_flag_as_the_weight_reads_as_one_and_zero(tmp_path: Path)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     rows = _ingest(path, tmp_path / "out", "--weight-col", "clicked")
     assert rows["weight"].to_list() == [1.0, 0.0]
+
+
+def _delta_table(root: Path, commits: list[list[dict]], files: dict[str, pa.Table]) -> None:
+    """A Delta Lake table as its protocol lays it out (no deltalake package here): Parquet files in
+    the folder, one JSON line per action in `_delta_log/<20-digit version>.json`."""
+    (root / "_delta_log").mkdir(parents=True)
+    for name, table in files.items():
+        pq.write_table(table, root / name)
+    head = [{"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+            {"metaData": {"id": "t", "format": {"provider": "parquet", "options": {}}, "schemaString": "{}",
+                          "partitionColumns": [], "configuration": {}, "createdTime": 0}}]  # fmt: skip
+    for version, actions in enumerate(commits):
+        lines = (head if version == 0 else []) + actions
+        (root / "_delta_log" / f"{version:020d}.json").write_text("".join(json.dumps(a) + "\n" for a in lines))
+
+
+def test_a_delta_table_folder_reads_the_files_of_its_current_version_only(tmp_path: Path) -> None:
+    """A Delta Lake table keeps the files an overwrite (or DELETE, UPDATE, OPTIMIZE) replaced until a
+    VACUUM, removed only in its `_delta_log`: read as a plain folder, every replaced row was read
+    again beside its replacement, without a word. The log's commits are replayed: the current
+    version's files are read, and a warning counts the others; a log that starts at a checkpoint,
+    or deletion vectors, are refused with the line that exports the table."""
+    old, new = "part-00000-0a1b-c000.snappy.parquet", "part-00000-2c3d-c000.snappy.parquet"
+    files = {old: pa.table({"user_id": ["u1", "u2"], "item_id": ["x", "y"]}), new: pa.table({"user_id": ["u3"], "item_id": ["z"]})}
+    add = {"partitionValues": {}, "size": 1, "modificationTime": 0, "dataChange": True}
+    overwrite = [{"remove": {"path": old, "deletionTimestamp": 1, "dataChange": True}}, {"add": {"path": new, **add}}]
+    table = tmp_path / "events"
+    _delta_table(table, [[{"add": {"path": old, **add}}], overwrite], files)
+    result = runner.invoke(app, ["ingest", str(table), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 Parquet file(s) its log removed (earlier versions, kept on disk until a VACUUM) are not read" in result.output
+    rows = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet")
+    assert rows["user_id"].to_list() == ["u3"]
+    (table / "_delta_log" / "00000000000000000002.checkpoint.parquet").write_bytes(b"")
+    assert "a Delta Lake table whose log starts at a checkpoint" in _refusal(table, tmp_path / "out2")
+    dv = tmp_path / "dv"
+    deleted = {"storageType": "u", "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^", "sizeInBytes": 34, "cardinality": 1}
+    _delta_table(dv, [[{"add": {"path": old, **add, "deletionVector": deleted}}]], {old: files[old]})
+    assert "deletion vectors" in _refusal(dv, tmp_path / "out3")
