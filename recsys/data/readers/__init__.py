@@ -140,6 +140,8 @@ def _delta_listing(path: Path, listing: SourceListing, current: set[str]) -> tup
             "export its rows (`pl.read_delta(DIR).write_parquet(NEW)`) and ingest that"
         )
     kept = [p for name, p in names.items() if name in current]
+    if not kept:
+        raise NoDataRows(f"{path}: the Delta Lake table's current version holds no file (its log adds none, or removed them all)")
     return SourceListing(kept, listing.unread), len(names) - len(kept)
 
 
