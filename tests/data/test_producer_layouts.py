@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import fsspec
 import pandas as pd
 import polars as pl
 import pyarrow
@@ -314,3 +315,24 @@ def test_a_delta_table_folder_reads_the_files_of_its_current_version_only(tmp_pa
     deleted = {"storageType": "u", "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^", "sizeInBytes": 34, "cardinality": 1}
     _delta_table(dv, [[{"add": {"path": old, **add, "deletionVector": deleted}}]], {old: files[old]})
     assert "deletion vectors" in _refusal(dv, tmp_path / "out3")
+
+
+def test_a_delta_table_in_object_storage_reads_its_current_version_too(tmp_path: Path) -> None:
+    """The same overwrite in object storage (memory:// stands in for s3://): the listing skipped
+    `_delta_log/` and read every Parquet file, the replaced ones too."""
+    local = tmp_path / "events"
+    old, new = "part-00000-0a1b-c000.snappy.parquet", "part-00000-2c3d-c000.snappy.parquet"
+    files = {old: pa.table({"user_id": ["u1", "u2"], "item_id": ["x", "y"]}), new: pa.table({"user_id": ["u3"], "item_id": ["z"]})}
+    add = {"partitionValues": {}, "size": 1, "modificationTime": 0, "dataChange": True}
+    overwrite = [{"remove": {"path": old, "deletionTimestamp": 1, "dataChange": True}}, {"add": {"path": new, **add}}]
+    _delta_table(local, [[{"add": {"path": old, **add}}], overwrite], files)
+    fs = fsspec.filesystem("memory")
+    root = f"/producer-layouts-{uuid.uuid4().hex}/events"
+    for path in local.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
+    try:
+        rows = _ingest(Path(f"memory://{root}"), tmp_path / "out")
+    finally:
+        fs.rm(root, recursive=True)
+    assert rows["user_id"].to_list() == ["u3"]

@@ -11,6 +11,7 @@ version holds; what the replay cannot follow is refused with the line that expor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,28 +27,35 @@ _EXPORT = (
 
 def delta_files(root: Path) -> set[str] | None:
     """The files (relative to `root`, as posix paths) that the Delta table at `root` holds now,
-    or None when `root` has no `_delta_log/`. DataError where the JSON commits alone do not say:
-    a log that starts at a checkpoint (its earlier commits cleaned up), a file with a deletion
-    vector (rows deleted inside it), a file outside the folder."""
+    or None when `root` has no `_delta_log/` (see `replay`)."""
     log = root / DELTA_LOG
     if not log.is_dir():
         return None
-    commits = sorted(p for p in log.glob("*.json") if p.stem.isdigit())
-    if any(log.glob("*.checkpoint*.parquet")) or not commits or int(commits[0].stem) != 0:
+    return replay(str(root), [p.name for p in log.iterdir()], lambda name: (log / name).read_text(encoding="utf-8"))
+
+
+def replay(root: str, names: list[str], read: Callable[[str], str]) -> set[str]:
+    """The files a Delta table's current version holds, from the names of its `_delta_log/` entries
+    and a reader of one by name (a local folder or an fsspec location). DataError where the JSON
+    commits alone do not say: a log that starts at a checkpoint (its earlier commits cleaned up),
+    a file with a deletion vector (rows deleted inside it), a file outside the folder."""
+    commits = sorted(n for n in names if n.endswith(".json") and n[: -len(".json")].isdigit())
+    checkpoint = any(".checkpoint" in n and n.endswith(".parquet") for n in names)
+    if checkpoint or not commits or int(commits[0][: -len(".json")]) != 0:
         raise DataError(
             f"{root}: a Delta Lake table whose log starts at a checkpoint (or holds no commit), which is not "
             f"replayed, so which of its Parquet files it holds now is unknown here: {_EXPORT}"
         )
     active: dict[str, None] = {}
     for commit in commits:
-        for line in commit.read_text(encoding="utf-8").splitlines():
+        for line in read(commit).splitlines():
             action = json.loads(line) if line.strip() else {}
             if "add" in action:
                 add = action["add"]
                 if add.get("deletionVector"):
                     raise DataError(
                         f"{root}: a Delta Lake table with rows deleted inside its files (deletion vectors, "
-                        f"{commit.name}), which a read of the files would bring back: {_EXPORT}"
+                        f"{commit}), which a read of the files would bring back: {_EXPORT}"
                     )
                 active[_relative(root, add["path"])] = None
             elif "remove" in action:
@@ -55,7 +63,7 @@ def delta_files(root: Path) -> set[str] | None:
     return set(active)
 
 
-def _relative(root: Path, path: str) -> str:
+def _relative(root: str, path: str) -> str:
     """A log action's path (a URI relative to the table, percent-encoded) as a relative posix path."""
     if "://" in path or path.startswith("/"):
         raise DataError(f"{root}: a Delta Lake table with files outside its folder ({path}): {_EXPORT}")

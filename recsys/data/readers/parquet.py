@@ -25,6 +25,7 @@ from recsys.data.readers.base import (
     DataFile,
     RawSource,
 )
+from recsys.data.readers.delta import DELTA_LOG, replay
 from recsys.data.readers.frames import _concat, _select, _unmapped_files, first_error_line
 from recsys.data.readers.naming import map_columns
 from recsys.data.readers.sniff import DATA_SUFFIXES, _some
@@ -469,4 +470,33 @@ def _scan_remote(location: Location, format: str | None, columns: ColumnMap | No
     parquet = [f for f in files if f.name.lower().endswith(_PARQUET_SUFFIXES)] if location.is_dir else files
     if not parquet:
         raise DataError(f"{location.url}: directory holds no Parquet files")
+    current = _remote_delta_files(location) if location.is_dir else None
+    if current is not None:  # as a local Delta folder (readers._delta_listing), in object storage
+        kept = [f for f in parquet if f.name in current]
+        missing = sorted(current - {f.name for f in parquet})
+        if missing or not kept:
+            raise DataError(
+                f"{location.url}: the Delta Lake table's log holds {len(missing)} file(s) not in its folder "
+                f"({', '.join(missing[:3])}) or none at all: export its rows (`pl.read_delta(URL).write_parquet(NEW)`) "
+                "and ingest that"
+            )
+        scanned = _scan_parquet(location.url, kept, columns, True)
+        if len(kept) < len(parquet):
+            scanned.notes.append(
+                f"{location.url}: a Delta Lake table: {len(parquet) - len(kept)} Parquet file(s) its log removed "
+                "(earlier versions, kept until a VACUUM) are not read; the files of its current version are"
+            )
+        return scanned
     return _scan_parquet(location.url, parquet, columns, location.is_dir)
+
+
+def _remote_delta_files(location: Location) -> set[str] | None:
+    """The files of the Delta table at directory `location` (`delta.replay`), or None without a log."""
+    log = f"{location.path.rstrip('/')}/{DELTA_LOG}"
+    try:
+        if not location.fs.isdir(log):
+            return None
+        names = [PurePosixPath(p).name for p in location.fs.ls(log, detail=False)]
+    except OSError:
+        return None
+    return replay(location.url, names, lambda name: location.fs.cat_file(f"{log}/{name}").decode("utf-8"))
