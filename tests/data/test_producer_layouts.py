@@ -336,3 +336,19 @@ def test_a_delta_table_in_object_storage_reads_its_current_version_too(tmp_path:
     finally:
         fs.rm(root, recursive=True)
     assert rows["user_id"].to_list() == ["u3"]
+
+
+def test_an_iceberg_table_folder_is_refused_with_the_line_that_exports_it(tmp_path: Path) -> None:
+    """An Apache Iceberg table's folder (data/*.parquet, metadata/*.metadata.json and Avro manifests,
+    as pyiceberg and Spark lay it out) lists its current files in the manifests, and keeps replaced
+    files until they expire: its manifests were named as Avro files to convert to Parquet. It is
+    named as an Iceberg table, with the line that exports its current rows."""
+    table = tmp_path / "warehouse" / "events"
+    (table / "data").mkdir(parents=True)
+    (table / "metadata").mkdir()
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["x"]}), table / "data" / "00000-0-5f2b.parquet")
+    (table / "metadata" / "00001-8c1d.metadata.json").write_text(json.dumps({"format-version": 2, "snapshots": []}))
+    pl.DataFrame({"manifest_path": ["m0.avro"]}).write_avro(table / "metadata" / "snap-1-1-8c1d.avro")
+    line = _refusal(table, tmp_path / "out")
+    assert "an Apache Iceberg table (metadata/00001-8c1d.metadata.json)" in line, line
+    assert "pl.scan_iceberg(" in line and "sink_parquet(NEW)" in line, line

@@ -345,6 +345,7 @@ def list_source(path: Path) -> SourceListing:
     and Spark writes one for each empty partition (a landing zone then takes such a file up once
     something was written to it)."""
     listed = directory_files(path, ("",))
+    _refuse_iceberg(path, listed)
     every = [p for p in listed if p.stat().st_size]
     unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
     if unread:
@@ -372,6 +373,22 @@ def list_source(path: Path) -> SourceListing:
         )
     read = set(files)
     return SourceListing(files, [p for p in every if p not in read])
+
+
+def _refuse_iceberg(path: Path, listed: list[Path]) -> None:
+    """DataError for an Apache Iceberg table's folder (`metadata/*.metadata.json` beside `data/`):
+    which of its data files the current snapshot holds is written in Avro manifests, and files a
+    DELETE, an overwrite or a compaction replaced stay on disk until expired, so its Parquet files
+    read as a folder would bring removed rows back; its manifests were named as Avro files to
+    convert to Parquet, and its metadata JSON as a second format."""
+    metadata = [p for p in listed if p.parent.name == "metadata" and p.name.endswith(".metadata.json")]
+    if metadata:
+        last = metadata[-1].relative_to(path).as_posix()
+        raise DataError(
+            f"{path}: an Apache Iceberg table ({last}), whose current files are listed in its Avro manifests, not "
+            "read here (a folder read would bring back rows its snapshots removed): export its current rows, e.g. "
+            f"`pl.scan_iceberg('{metadata[-1]}').sink_parquet(NEW)` (with the pyiceberg package), and ingest NEW"
+        )
 
 
 def data_files(path: Path) -> list[Path]:
