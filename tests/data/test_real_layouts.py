@@ -1322,20 +1322,22 @@ def test_an_unzipped_movielens_25m_folder_names_ratings_csv_not_genome_scores(tm
 
 
 def test_nested_json_values_in_every_line_say_to_flatten_them(tmp_path: Path) -> None:
-    """A MongoDB-style export: the time is {"$date": ...} in every line, so every line is
-    quarantined as malformed_json; the error says why instead of showing an id as None."""
+    """An export whose time is an object in every line (`{"value": ..., "tz": ...}`): every line was
+    quarantined as malformed_json; the error says why instead of showing an id as None, naming the
+    key and its object before any line is read (test_producer_layouts gives the `jq` line where the
+    object holds an id; MongoDB's `{"$date": ...}` wrappers are read)."""
     path = tmp_path / "export.jsonl"
     path.write_text(
         "".join(
-            json.dumps({"user_id": n, "item_id": 5, "timestamp": {"$date": "2020-01-01"}}) + "\n"
+            json.dumps({"user_id": n, "item_id": 5, "timestamp": {"value": "2020-01-01", "tz": "UTC"}}) + "\n"
             for n in range(4)
         )
     )
     result = _ingest(path, tmp_path / "out")
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
-    assert "(malformed_json: 4; row 1: not one JSON object with plain values)" in line
-    assert "user_id, item_id, timestamp" in line and "not objects or lists" in line
+    assert """key(s) 'timestamp' ({"value": "2020-01-01", "tz": "UTC"}) hold an object on every line""" in line
+    assert "write the value each key stands for in its place first" in line
 
 
 def test_pandas_float_ids_in_parquet_are_the_integers_they_spell_and_nan_is_missing(tmp_path: Path) -> None:

@@ -172,7 +172,10 @@ def test_staging_directories_are_not_read_locally_or_remotely(memory_root, tmp_p
         frame.write_parquet(local / name)
         _put(fs, f"{root}/{name}", frame)
     (local / "_delta_log").mkdir()
-    (local / "_delta_log" / "00000000000000000000.json").write_text('{"commitInfo": {}}\n')
+    # A Delta log's commit adds the table's file (a folder with a log reads the files it holds: test_producer_layouts).
+    (local / "_delta_log" / "00000000000000000000.json").write_text(
+        '{"commitInfo": {}}\n{"add": {"path": "part-0.parquet", "partitionValues": {}, "dataChange": true}}\n'
+    )
     for source in (local, f"memory://{root}"):
         accepted, _, rows_in = read_canonical(source)
         assert rows_in == 1 and accepted["user_id"].to_list() == ["u1"], source

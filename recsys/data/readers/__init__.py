@@ -48,6 +48,7 @@ from recsys.data.readers.base import (
     RawSource,
 )
 from recsys.data.readers.delimited import _scan_text, first_non_utf8
+from recsys.data.readers.delta import delta_files
 from recsys.data.readers.frames import first_error_line, number_rows, open_decompressed, row_numbers
 from recsys.data.readers.jsonl import _scan_jsonl, decodable
 from recsys.data.readers.naming import column_label, column_name, describe_columns, name_column
@@ -99,6 +100,9 @@ def scan_source(
         raise DataError(f"{path}: no such file or directory")
     per_file = path.is_dir()
     listing = list_source(path) if per_file else SourceListing([path], [])
+    current = delta_files(path) if per_file else None
+    if current is not None:
+        listing, dropped = _delta_listing(path, listing, current)
     paths = listing.files
     if not per_file and path.stat().st_size == 0:
         raise NoDataRows(f"{path}: empty file")
@@ -115,7 +119,30 @@ def scan_source(
         scanned.format = fmt
     if per_file:
         warn_unread(path, listing)
+    if current is not None and dropped:
+        scanned.notes.append(
+            f"{path}: a Delta Lake table: {dropped} Parquet file(s) its log removed (earlier versions, kept on disk "
+            "until a VACUUM) are not read; the files of its current version are"
+        )
     return scanned
+
+
+def _delta_listing(path: Path, listing: SourceListing, current: set[str]) -> tuple[SourceListing, int]:
+    """`listing` of a Delta table's folder narrowed to the files its current version holds
+    (`delta_files`), and how many were left out; DataError for a file the log holds that is not
+    in the folder (deleted by hand, or the folder copied in part)."""
+    names = {p.relative_to(path).as_posix(): p for p in listing.files}
+    missing = sorted(current - names.keys())
+    if missing:
+        raise DataError(
+            f"{path}: the Delta Lake table's log holds {len(missing)} file(s) that are not in its folder "
+            f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): copy the whole table folder, or "
+            "export its rows (`pl.read_delta(DIR).write_parquet(NEW)`) and ingest that"
+        )
+    kept = [p for name, p in names.items() if name in current]
+    if not kept:
+        raise NoDataRows(f"{path}: the Delta Lake table's current version holds no file (its log adds none, or removed them all)")
+    return SourceListing(kept, listing.unread), len(names) - len(kept)
 
 
 def _header_not_text(source: Path | str, fmt: str) -> DataError:

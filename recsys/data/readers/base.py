@@ -179,6 +179,7 @@ AUTO_NAMES: dict[str, tuple[str, ...]] = {
         "date_added",
         "t_dat",
         "time_stamp",
+        "year_month_day",  # a year=/month=/day= folder layout's day (readers.parquet.PARTITION_DAY)
     ),
     WEIGHT: (
         "rating",

@@ -45,16 +45,18 @@ from recsys.data.readers.frames import (
     _whole_lines,
     open_decompressed,
 )
+from recsys.data.readers.json_values import (
+    _JQ_NAME,
+    _NOT_JSON,
+    _extended,
+    _has_extended,
+    _refuse_nested_values,
+    _unwrap_extended,
+)
 from recsys.data.readers.naming import map_columns
 from recsys.data.readers.sniff import _base_name, _json_array_error
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
 from recsys.errors import DataError
-
-_NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
-"""What `json.loads` raises on a line that is no JSON text it can read: a line nested deeper than
-Python's recursion limit (`[[[[...`) is such a line too, quarantined later as malformed_json,
-rather than an 'unexpected RecursionError' ending the command."""
-
 
 _KEY_SEARCH_BYTES = 64 << 20
 """How far the key sniffing reads, line by line, when the sniff window held no JSON object."""
@@ -97,9 +99,6 @@ def _jsonl_keys(label: Path | str, first: Path) -> list[str]:
     return list(keys)
 
 
-_JQ_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a key jq's `.name` spells as it is
-
-
 def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
     """DataError for JSON Lines whose every key holds an object or a list: a document of nested
     records (Spotify's Million Playlist Dataset slice, `{"info": {...}, "playlists": [{"pid": 0,
@@ -108,7 +107,7 @@ def _refuse_nested_only(label: Path | str, records: list[dict]) -> None:
     message names the keys and the `jq` line that writes one line per (user, item) where the first
     record shows a list of objects holding a list of objects (each playlist's tracks), else the one
     that writes the first list's elements one a line."""
-    if not records or any(not isinstance(v, dict | list) for record in records for v in record.values()):
+    if not records or any(not isinstance(v, dict | list) or _extended(v) for record in records for v in record.values()):
         return
     first = records[0]
     shown = ", ".join(repr(k) for k in list(first)[:4])
@@ -389,6 +388,8 @@ def _decode_lines(
         .with_columns(pl.when(pl.col(_OK)).then(pl.col(_LINE)).str.json_decode(dtype).alias(_JSON))
         .with_columns(pl.col(_JSON).struct.field(src) for src in dtype.to_schema())
     )
+    if WEIGHT in mapping:
+        decoded = decoded.with_columns(_flag_weight(mapping[WEIGHT]))
     # Lines that may name a key read twice, or hold `true` / `false` / `-0` under an id key, are
     # read again by Python's json (`_line_checks`): one regex search and a comparison or two on
     # every line (about a fifth more CPU for a JSON Lines validation), a parse on those few.
@@ -416,6 +417,15 @@ def _decode_lines(
     found = pl.col(_LINE).str.contains_any(spellings, ascii_case_insensitive=True) if spellings else pl.lit(False)
     late = (found.alias(LATE_KEY),) if flagged else ()
     return _select(decoded, mapping, file, per_file, (error.alias(READ_ERROR), *late))
+
+
+def _flag_weight(key: str) -> pl.Expr:
+    """A weight key holding JSON's `true` / `false` (a `clicked` flag, as BigQuery exports a BOOL)
+    as 1 / 0, as a Parquet boolean weight reads: decoded as text they were "true" and "false", every
+    row quarantined as bad_weight, even after the warning that names such a flag said to read it
+    with `--weight-col clicked`."""
+    value = pl.col(key)
+    return pl.when(value == "true").then(pl.lit("1")).when(value == "false").then(pl.lit("0")).otherwise(value).alias(key)
 
 
 _CHECK = "__check"
@@ -524,6 +534,7 @@ def _scan_jsonl(
                 _refuse_event_lists(p, None)
                 raise
             _refuse_event_lists(p, {mapping[c] for c in (USER, ITEM)} - set(top))
+            _refuse_nested_values(p, mapping)
             mappings.append((f, mapping))
         except DataError as exc:
             unmapped.append((f, exc))
@@ -541,13 +552,17 @@ def _scan_jsonl(
     spellings = {f.name: _key_spellings(p, [*roles, *m]) for f, p, m, roles in unfound}
     flagged = any(spellings.values())
     shaped = pl.col(_LINE).str.contains(_OBJECT_LINE)
+    extended = {p for p in paths if _has_extended(p)}
+
+    def lines(p: Path) -> pl.LazyFrame:
+        return _unwrap_extended(_jsonl_lines(p)) if p in extended else _jsonl_lines(p)
 
     def struct(mapping: dict[str, str]) -> pl.Struct:
         return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
 
     frame = _concat(
         [
-            _decode_lines(_jsonl_lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
+            _decode_lines(lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
             for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
@@ -557,11 +572,11 @@ def _scan_jsonl(
         (`{"a":}`, an object or list where a value should be): bisection, not a Python loop."""
         frames = []
         for (f, m), p in zip(mappings, paths, strict=True):
-            lines = _jsonl_lines(p).collect()
-            text = lines.get_column(_LINE)
+            read = lines(p).collect()
+            text = read.get_column(_LINE)
             ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
             late = spellings[f.name]
-            frames.append(_decode_lines(lines.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
+            frames.append(_decode_lines(read.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
         return _concat(frames)
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None

@@ -6,9 +6,9 @@ columns) are read file by file as that file alone would be, then aligned.
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote
 
 import polars as pl
+import pyarrow as pa
 
 from recsys.config import ColumnMap
 from recsys.data.readers.base import (
@@ -19,32 +19,23 @@ from recsys.data.readers.base import (
     DataFile,
     RawSource,
 )
+from recsys.data.readers.delta import DELTA_LOG, replay
 from recsys.data.readers.frames import _concat, _select, _unmapped_files, first_error_line
 from recsys.data.readers.naming import map_columns
-from recsys.data.readers.sniff import DATA_SUFFIXES
+from recsys.data.readers.parquet_files import (
+    _PARQUET_ROW,
+    _binary_id_text,
+    _hive_values,
+    _range_index_error,
+    _scan_one,
+    _with_partition_keys,
+)
+from recsys.data.readers.sniff import DATA_SUFFIXES, _some
 from recsys.data.remote import Location
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT, as_utc
 from recsys.errors import DataError
 
 # --------------------------------------------------------------------------- Parquet
-
-
-def _hive_values(name: str) -> dict[str, str | None]:
-    """`key=value` directories of a file's relative path (hive partitioning), as strings."""
-    parts = PurePosixPath(name).parts[:-1]
-    values: dict[str, str | None] = {}
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if sep and key:
-            value = unquote(value)
-            values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
-    return values
-
-
-_PARQUET_ROW = "__source_row"
-"""The row index of a Parquet scan, renamed to ROW once the file's columns are selected: a table
-may hold a `source_row` column of its own (a processed directory's batches, lineage columns),
-which polars refuses to add a row index beside."""
 
 
 def _scan_parquet(
@@ -57,14 +48,14 @@ def _scan_parquet(
     pandas writes a partition holding a missing id as float64 beside int64 ones (a float id
     column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
+    fixed: dict[str, dict[str, bool]] = {}  # per file: its fixed-width binary columns (see _Footer)
     for f in files:
         try:
-            frame = pl.scan_parquet(f.target(), row_index_name=_PARQUET_ROW, row_index_offset=1)
+            frame, fixed[f.name] = _scan_one(f)
             if per_file:
-                hive = _hive_values(f.name)
-                frame = frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items())
+                frame = _with_partition_keys(frame, _hive_values(f.name))
             scans.append((f, frame, frame.collect_schema()))
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
         except OSError as exc:
             raise DataError(f"{f.label}: cannot read ({exc})") from None
@@ -77,7 +68,7 @@ def _scan_parquet(
             names = [h for h in own.names() if h != _PARQUET_ROW]
             mapped.append((f, frame, own, map_columns(f.label, names, columns)))
         except DataError as exc:
-            unmapped.append((f, exc))
+            unmapped.append((f, _range_index_error(f, names, columns) or exc))
     if unmapped:
         raise _unmapped_files(label, unmapped, [(f, m) for f, _, _, m in mapped])
     first, mapping = mapped[0][0], mapped[0][3]
@@ -89,6 +80,15 @@ def _scan_parquet(
             raise DataError(
                 f"{f.label}: the {_MAP_FIELDS[canon]} column {src!r} holds booleans (true / false), not ids; "
                 "it is likely a flag taken for the id column: name the id column with {option}",
+                setting=f"data.columns.{_MAP_FIELDS[canon]}",
+            )
+        spans = [(canon, src) for canon, src in m.items() if canon != WEIGHT and isinstance(own[src], pl.Duration)]
+        if spans:  # a weight may be a duration (dwell time: read as seconds); nothing else may
+            canon, src = spans[0]
+            raise DataError(
+                f"{f.label}: the {_MAP_FIELDS[canon]} column {src!r} holds durations ({own[src]}: time spans, as "
+                f"pandas' Timedelta), not {'points in time' if canon == TIME else 'ids or labels'}: name another "
+                "column with {option}, or write the column as a number or a time first",
                 setting=f"data.columns.{_MAP_FIELDS[canon]}",
             )
         nested = {canon: src for canon, src in m.items() if own[src].is_nested()}
@@ -109,10 +109,20 @@ def _scan_parquet(
     mixed_time = len({isinstance(t, pl.Datetime | pl.Date) for t in time_types}) > 1
     any_float = any(own[m[canon]].is_float() for _, _, own, m in mapped for canon in (USER, ITEM))
     notes: list[str] = []
+    spans: list[str] = []  # the files whose weight is a duration
     for f, frame, own, mapping in mapped:
         floats = [canon for canon in (USER, ITEM) if canon in mapping and own[mapping[canon]].is_float()]
         fixes = [_float_id(canon) for canon in floats]
+        fixes += [_decimal_id(c) for c in (USER, ITEM) if c in mapping and _scaled_decimal(own[mapping[c]])]
+        fixes += [
+            _binary_id_text(c, fixed[f.name][mapping[c]])
+            for c in (USER, ITEM)
+            if c in mapping and own[mapping[c]] == pl.Binary and mapping[c] in fixed[f.name]
+        ]
         notes += _rounded_float_ids(f, frame, [mapping[c] for c in floats])
+        if WEIGHT in mapping and isinstance(own[mapping[WEIGHT]], pl.Duration):
+            fixes.append(_seconds(WEIGHT))
+            spans.append(f.name)
         time_type = own[mapping[TIME]] if TIME in mapping else None
         if mixed_time:
             fixes.append(_time_text(pl.col(TIME), time_type).alias(TIME))
@@ -121,6 +131,8 @@ def _scan_parquet(
         verdict = (_float_id_range([mapping[c] for c in floats]),) if any_float else ()  # every file: they concatenate
         one = _select(frame, mapping, f, per_file, extra=verdict, row_index=_PARQUET_ROW)
         selected.append(one.with_columns(fixes) if fixes else one)
+    if spans:
+        notes.append(f"{label}: the weight column holds durations (in {_some(spans)}): read as their seconds")
     # The first file's column names, as a delimited file's header: the hints that name a session or
     # an item's name column (Diginetica's NA users: `--user-col sessionId`) read them.
     header = tuple(mapped[0][2])
@@ -229,6 +241,26 @@ def _float_id_range(names: list[str]) -> pl.Expr:
     return pl.when(flagged).then(pl.lit(ID_OUT_OF_RANGE)).otherwise(pl.lit(None, dtype=pl.String)).alias(READ_ERROR)
 
 
+def _seconds(name: str) -> pl.Expr:
+    """A duration weight (a dwell or watch time pandas wrote as Timedelta: Parquet `duration`) as its
+    seconds, fractions kept: read as text it failed the whole source, "cannot read as parquet
+    (casting from Duration('ms') to String not supported)", naming no column."""
+    return (pl.col(name).dt.total_microseconds() / 1_000_000).alias(name)
+
+
+def _scaled_decimal(dtype: pl.DataType) -> bool:
+    """Whether `dtype` is a decimal with digits after the point (`decimal(38,10)`)."""
+    return isinstance(dtype, pl.Decimal) and (dtype.scale or 0) > 0
+
+
+def _decimal_id(name: str) -> pl.Expr:
+    """A decimal id column with a scale as the ids it spells: Spark reads an Oracle `NUMBER` column
+    declared without a precision as `decimal(38,10)`, so its ids were read as text "123.0000000000"
+    (not the "123" of the same log as CSV, or of a `decimal(38,0)` / int64 month beside it). Whole
+    values lose the zeros after the point; others keep their text."""
+    return pl.col(name).cast(pl.String).str.replace(r"\.0+$", "").alias(name)
+
+
 def _float_id(name: str) -> pl.Expr:
     """A float id column as the ids it spells: pandas stores an integer id column that holds a
     missing value as float64 (1.0, 2.0, NaN), which read as text would give ids "1.0" (unlike the
@@ -269,4 +301,33 @@ def _scan_remote(location: Location, format: str | None, columns: ColumnMap | No
     parquet = [f for f in files if f.name.lower().endswith(_PARQUET_SUFFIXES)] if location.is_dir else files
     if not parquet:
         raise DataError(f"{location.url}: directory holds no Parquet files")
+    current = _remote_delta_files(location) if location.is_dir else None
+    if current is not None:  # as a local Delta folder (readers._delta_listing), in object storage
+        kept = [f for f in parquet if f.name in current]
+        missing = sorted(current - {f.name for f in parquet})
+        if missing or not kept:
+            raise DataError(
+                f"{location.url}: the Delta Lake table's log holds {len(missing)} file(s) not in its folder "
+                f"({', '.join(missing[:3])}) or none at all: export its rows (`pl.read_delta(URL).write_parquet(NEW)`) "
+                "and ingest that"
+            )
+        scanned = _scan_parquet(location.url, kept, columns, True)
+        if len(kept) < len(parquet):
+            scanned.notes.append(
+                f"{location.url}: a Delta Lake table: {len(parquet) - len(kept)} Parquet file(s) its log removed "
+                "(earlier versions, kept until a VACUUM) are not read; the files of its current version are"
+            )
+        return scanned
     return _scan_parquet(location.url, parquet, columns, location.is_dir)
+
+
+def _remote_delta_files(location: Location) -> set[str] | None:
+    """The files of the Delta table at directory `location` (`delta.replay`), or None without a log."""
+    log = f"{location.path.rstrip('/')}/{DELTA_LOG}"
+    try:
+        if not location.fs.isdir(log):
+            return None
+        names = [PurePosixPath(p).name for p in location.fs.ls(log, detail=False)]
+    except OSError:
+        return None
+    return replay(location.url, names, lambda name: location.fs.cat_file(f"{log}/{name}").decode("utf-8"))

@@ -57,10 +57,13 @@ _NOT_READ = {
     b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (only gzip is read directly)",
     b"ARROW1": "an Arrow IPC / Feather file (pandas' to_feather): write it as Parquet instead, e.g. "
     "`pl.read_ipc(FILE).write_parquet(NEW)`",
+    b"\xff\xff\xff\xff": "an Arrow IPC stream (polars' write_ipc_stream, pyarrow's ipc.new_stream): write it as "
+    "Parquet instead, e.g. `pl.read_ipc_stream(FILE).write_parquet(NEW)`",
     b"FEA1": "a Feather v1 file (old pandas' to_feather): write it as Parquet instead, e.g. "
     "`pd.read_feather(FILE).to_parquet(NEW)`",
-    b"ORC": "an ORC file (Hive, Spark): write it as Parquet instead",
-    b"Obj\x01": "an Avro file: write it as Parquet instead",
+    b"ORC": "an ORC file (Hive, Spark): write it as Parquet instead, e.g. "
+    "`pl.from_arrow(pyarrow.orc.read_table(FILE)).write_parquet(NEW)`",
+    b"Obj\x01": "an Avro file: write it as Parquet instead, e.g. `pl.read_avro(FILE).write_parquet(NEW)`",
     b"\x89HDF\r\n\x1a\n": "an HDF5 file (pandas' to_hdf, MATLAB's -v7.3 .mat): write it as Parquet instead, e.g. "
     "`pd.read_hdf(FILE).to_parquet(NEW)`",
     b"\x93NUMPY": "a NumPy array (.npy): write it as CSV with a header line naming the columns",
@@ -204,6 +207,10 @@ def detect_format(path: str | Path) -> str:
     if suffix in {".jsonl", ".ndjson"}:
         # A bad first line is a quarantined row, not a reason to read the file as something else.
         if not any(line.lstrip().startswith("{") for line in lines[:1000]):
+            # A JSON array of objects (pandas' `to_json(orient="records")`, polars' `write_json`, a
+            # `[` line above pretty-printed objects) given a JSON Lines name: said to hold no object.
+            if re.match(r"\s*\[\s*(\{|$)", lines[0]):
+                raise _json_array_error(path)
             raise DataError(f"{path}: JSON Lines extension but no line is a JSON object")
         return "jsonl"
     if suffix == ".json" and lines[0].lstrip().startswith("["):
@@ -310,6 +317,16 @@ DATA_SUFFIXES = (*_PARQUET_SUFFIXES, *sorted(_TEXT_SUFFIXES), ".gz")
 _UNREAD_ARCHIVES = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".tar", ".tgz")
 """Compressed or archived files a directory read does not open (only .gz is read directly): in a
 source directory they are almost always data, so they are named rather than skipped."""
+_UNREAD_TABLES = {
+    (".feather", ".arrow", ".ipc"): "Arrow IPC / Feather: `pl.read_ipc(FILE).write_parquet(NEW)`",
+    (".arrows",): "Arrow IPC stream: `pl.read_ipc_stream(FILE).write_parquet(NEW)`",
+    (".orc",): "ORC: `pl.from_arrow(pyarrow.orc.read_table(FILE)).write_parquet(NEW)`",
+    (".avro",): "Avro: `pl.read_avro(FILE).write_parquet(NEW)`",
+}
+"""Table files of formats no reader opens, by name, with the line that writes one as Parquet. In a
+source directory (Spark writes ORC or Avro parts as readily as Parquet ones; a Feather part beside
+Parquet ones) they were skipped with a warning that said to give them 'their format's extension',
+which they have: their rows left out. Named and refused instead, as the archives are."""
 
 
 @dataclass(frozen=True)
@@ -328,6 +345,7 @@ def list_source(path: Path) -> SourceListing:
     and Spark writes one for each empty partition (a landing zone then takes such a file up once
     something was written to it)."""
     listed = directory_files(path, ("",))
+    _refuse_iceberg(path, listed)
     every = [p for p in listed if p.stat().st_size]
     unread = [p for p in every if p.name.lower().endswith(_UNREAD_ARCHIVES)]
     if unread:
@@ -336,6 +354,15 @@ def list_source(path: Path) -> SourceListing:
             f"{path}: holds {len(names)} compressed or archived file(s) ingest does not open "
             f"({_some(names)}), which would be skipped: decompress them (only .gz is read directly) "
             "or move them out, and ingest again"
+        )
+    tables = {what: [p for p in every if p.name.lower().endswith(ends)] for ends, what in _UNREAD_TABLES.items()}
+    if any(tables.values()):
+        (what, found), *_ = [(what, found) for what, found in tables.items() if found]
+        names = [p.relative_to(path).as_posix() for found in tables.values() for p in found]
+        raise DataError(
+            f"{path}: holds {len(names)} file(s) of a format ingest does not read ({_some(names)}), whose rows "
+            f"would be left out: write each as Parquet ({what}; NEW ending in .parquet) and move the "
+            "original out, and ingest again"
         )
     files = [p for p in every if p.name.lower().endswith(DATA_SUFFIXES)]
     if not files:
@@ -346,6 +373,22 @@ def list_source(path: Path) -> SourceListing:
         )
     read = set(files)
     return SourceListing(files, [p for p in every if p not in read])
+
+
+def _refuse_iceberg(path: Path, listed: list[Path]) -> None:
+    """DataError for an Apache Iceberg table's folder (`metadata/*.metadata.json` beside `data/`):
+    which of its data files the current snapshot holds is written in Avro manifests, and files a
+    DELETE, an overwrite or a compaction replaced stay on disk until expired, so its Parquet files
+    read as a folder would bring removed rows back; its manifests were named as Avro files to
+    convert to Parquet, and its metadata JSON as a second format."""
+    metadata = [p for p in listed if p.parent.name == "metadata" and p.name.endswith(".metadata.json")]
+    if metadata:
+        last = metadata[-1].relative_to(path).as_posix()
+        raise DataError(
+            f"{path}: an Apache Iceberg table ({last}), whose current files are listed in its Avro manifests, not "
+            "read here (a folder read would bring back rows its snapshots removed): export its current rows, e.g. "
+            f"`pl.scan_iceberg('{metadata[-1]}').sink_parquet(NEW)` (with the pyiceberg package), and ingest NEW"
+        )
 
 
 def data_files(path: Path) -> list[Path]:
