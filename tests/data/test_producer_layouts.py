@@ -317,6 +317,21 @@ def test_a_delta_table_folder_reads_the_files_of_its_current_version_only(tmp_pa
     assert "deletion vectors" in _refusal(dv, tmp_path / "out3")
 
 
+def test_a_delta_commit_cut_short_is_refused_in_one_line_naming_the_commit_and_line(tmp_path: Path) -> None:
+    """A commit a killed writer left half-written (or one edited by hand) stopped ingest with
+    "unexpected JSONDecodeError ... this is a bug": the line is named, with the export that reads it."""
+    name = "part-00000-0a1b-c000.snappy.parquet"
+    add = {"path": name, "partitionValues": {}, "size": 1, "modificationTime": 0, "dataChange": True}
+    for n, tail in enumerate(['{"remove": {"path": "part-0', '{"remove": {"deletionTimestamp": 1}}']):
+        table = tmp_path / f"t{n}"
+        _delta_table(table, [[{"add": add}]], {name: pa.table({"user_id": ["u1"], "item_id": ["x"]})})
+        with (table / "_delta_log" / "00000000000000000000.json").open("a") as log:
+            log.write(tail + "\n")
+        line = _refusal(table, tmp_path / f"out{n}")
+        assert line.startswith(f"error: {table}: the Delta Lake table's log _delta_log/00000000000000000000.json, line 4,"), line
+        assert "pl.read_delta(DIR).write_parquet(NEW)" in line, line
+
+
 def test_a_delta_table_in_object_storage_reads_its_current_version_too(tmp_path: Path) -> None:
     """The same overwrite in object storage (memory:// stands in for s3://): the listing skipped
     `_delta_log/` and read every Parquet file, the replaced ones too."""

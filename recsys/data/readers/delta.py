@@ -48,8 +48,8 @@ def replay(root: str, names: list[str], read: Callable[[str], str]) -> set[str]:
         )
     active: dict[str, None] = {}
     for commit in commits:
-        for line in read(commit).splitlines():
-            action = json.loads(line) if line.strip() else {}
+        for number, line in enumerate(read(commit).splitlines(), start=1):
+            action = _action(root, commit, number, line)
             if "add" in action:
                 add = action["add"]
                 if add.get("deletionVector"):
@@ -61,6 +61,24 @@ def replay(root: str, names: list[str], read: Callable[[str], str]) -> set[str]:
             elif "remove" in action:
                 active.pop(_relative(root, action["remove"]["path"]), None)
     return set(active)
+
+
+def _action(root: str, commit: str, number: int, line: str) -> dict:
+    """One line of a commit as its action ({} for a blank line); DataError for a line that is no
+    action with a path (a commit cut short by a killed writer, or edited by hand)."""
+    if not line.strip():
+        return {}
+    try:
+        action = json.loads(line)
+        for kind in ("add", "remove"):
+            if kind in action and not isinstance(action[kind].get("path"), str):
+                raise ValueError(f"its {kind} has no path")
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise DataError(
+            f"{root}: the Delta Lake table's log {DELTA_LOG}/{commit}, line {number}, is not a readable action "
+            f"({exc}), so which Parquet files the table holds is unknown: {_EXPORT}"
+        ) from None
+    return action if isinstance(action, dict) else {}
 
 
 def _relative(root: str, path: str) -> str:
