@@ -337,6 +337,32 @@ def test_the_suggested_run_carries_the_data_settings_the_flags_changed(tmp_path:
     assert processed_as(out, load_config(config, [f"data.source={out}"]).data)  # the config alone differs
 
 
+def test_without_a_config_the_suggested_run_is_a_line_that_runs_as_printed(tmp_path: Path) -> None:
+    """`recsys ingest log.csv --out DIR` (no --config) said `next: recsys run --config FILE ...
+    (FILE: a config with these [data] settings)`: a first-day user had no such file to give. The
+    line now names no config: `recsys run` loads its default one, and the line's --set give it the
+    [data] settings the directory was made with (the built-in k-core of 1, not the default config's
+    3), so the run takes the directory as it is, without the warning that says to re-ingest it."""
+    import shlex
+
+    from pipelines.data import processed_as
+    from recsys.cli.common import load_run_config
+
+    src, out = tmp_path / "log.csv", tmp_path / "out"
+    src.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},{1 + (u + i) % 5}\n" for u in range(6) for i in range(u % 3 + 1)))
+    result = runner.invoke(app, ["ingest", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("next: ")]
+    command = shlex.split(line.removeprefix("next: "))
+    assert command[:2] == ["recsys", "run"] and "--config" not in command and "FILE" not in line, line
+    sets = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    assert "data.min_user_interactions=1" in sets, sets
+    cfg = load_run_config(None, sets, default=True)
+    assert cfg.data.source == str(out)
+    assert processed_as(out, cfg.data) == []  # no "ingested with other settings" warning
+    assert processed_as(out, load_run_config(None, [f"data.source={out}"], default=True).data)  # without the sets
+
+
 def test_an_append_of_a_file_without_rows_leaves_the_directory_and_succeeds(tmp_path: Path) -> None:
     """`recsys ingest today.csv --append` on a quiet day (the export's header, no row) failed the
     schedule with `no data rows`, exit 2; nothing is to be added, so it says so and exits 0. A

@@ -65,16 +65,21 @@ def next_step(command: str, *args: object) -> None:
     console.print(f"next: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def run_on(out: Path | str, config: Path | None, sets: list[str] | tuple[str, ...] = ()) -> None:
+def run_on(
+    out: Path | str, config: Path | None, sets: list[str] | tuple[str, ...] = (), *, runnable: bool = False
+) -> None:
     """The next step after writing a processed directory: `recsys run` on it with the config whose
     [data] made it (a processed data.source is used as it is; another config's settings only warn),
     and `sets`, the `--set` overrides that give the config the [data] settings the directory was
     made with (`recsys ingest --config movielens.toml --min-user-interactions 1`: its
     `data.min_user_interactions=1`; without it the suggested run warned that the directory was
-    ingested with other settings and said to re-ingest it)."""
+    ingested with other settings and said to re-ingest it). `runnable`: without `config`, `sets`
+    are those against the config `recsys run` loads without --config, so the line runs as printed;
+    else FILE stands for a config the user writes."""
     extra = [arg for item in sets for arg in ("--set", item)]
-    if config is not None:
-        next_step("recsys run", "--config", config, *extra, "--set", f"data.source={out}")
+    if config is not None or runnable:
+        named = ["--config", config] if config is not None else []
+        next_step("recsys run", *named, *extra, "--set", f"data.source={out}")
         return
     import shlex
 

@@ -24,7 +24,7 @@ from recsys.cli.common import (  # noqa: F401
     writable_output,
     write_text_atomic,
 )
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, RecsysError
 
 if TYPE_CHECKING:
     from recsys.config import DataConfig
@@ -278,7 +278,15 @@ def ingest_command(
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_json_dict(), indent=2) + "\n")
-    run_on(report.out_dir, config, [*(overrides or []), *shaping_sets(data, configured)])
+    sets, runnable = [*(overrides or []), *shaping_sets(data, configured)], False
+    if config is None:  # `recsys run` without --config loads the default config: the line says what differs
+        try:
+            run_data = load_run_config(None, overrides, default=True).data
+        except RecsysError:  # no default config here, or the overrides do not fit it: FILE stands in
+            pass
+        else:
+            sets, runnable = [*(overrides or []), *shaping_sets(data, run_data)], True
+    run_on(report.out_dir, config, sets, runnable=runnable)
 
 
 def _header(names: str | None) -> list[str] | None:
