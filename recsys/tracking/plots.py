@@ -49,8 +49,10 @@ def _collected_young() -> Iterator[None]:
     Drawn with the collector on, the figure outlived the young collections its own allocations set
     off and was promoted to the oldest generation, which only a full collection frees: a walk of
     the whole heap of a process that imported torch, MLflow and Prefect (~850k objects, 0.4-0.6
-    CPU-s each). The 21 figures of the default `recsys run` piled up garbage there and set off one
-    such collection more per run. A process that turned the collector off keeps it off."""
+    CPU-s each). The 21 figures of the default `recsys run` piled up garbage there (~4,700 objects
+    a figure: benchmarks/results/plots_gc.md) and set off one such collection more per run. The
+    pause is process-wide but lasts one figure (~0.1 s); what other threads allocate meanwhile is
+    collected young with it. A process that turned the collector off keeps it off."""
     enabled = gc.isenabled()
     gc.disable()
     try:
