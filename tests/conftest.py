@@ -6,6 +6,7 @@ test needs it, so its ~40 s of start-up overlap the tests that run first."""
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import shutil
@@ -47,6 +48,16 @@ ML100K = Path(os.environ.get("RECSYS_SHARED_DIR", REPO.parent / "shared")) / "da
 
 
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _heap_unfrozen():
+    """An in-process `recsys run` freezes the heap its imports left (`recsys.import_gc`), as its own
+    process should; in a test worker that would keep every later test's cyclic garbage among the
+    frozen objects uncollected, so the heap is unfrozen after each test."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from typer.testing import CliRunner
 
@@ -25,6 +27,7 @@ def test_a_data_error_under_prefect_is_one_line_not_retried_and_without_tracebac
         return real(cfg)
 
     monkeypatch.setattr(flows.pipeline, "prepare_dataset", counting)
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
     with prefect_console() as console:
         result = CliRunner().invoke(app, [
             "run", "--no-tracking", "--set", f"data.source={log}", "--set", f"data.processed_dir={tmp_path / 'p'}",
@@ -33,6 +36,8 @@ def test_a_data_error_under_prefect_is_one_line_not_retried_and_without_tracebac
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2, result.output
     assert len(errors) == 1 and "--set data.columns.user=listener" in errors[0], result.output
+    # The imports were in before the flow started: collected once, frozen (`recsys.import_gc`).
+    assert gc.get_freeze_count() > frozen and gc.get_threshold() == threshold
     assert "--user-col" not in errors[0]  # `run` has no such option
     assert len(calls) == 1  # a deterministic error is not retried
     printed = console.getvalue()
