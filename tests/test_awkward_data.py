@@ -1,0 +1,141 @@
+"""`recsys run` on logs nobody tuned for (tiny, one interaction per user, items seen once, one
+timestamp for all ...): a sensible run with a warning where the data limits the numbers, or one
+`error:` line with exit code 2 that names the problem and the fix - never NaN metrics printed as if
+fine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.run import prepare_run_inputs
+from recsys.cli import app
+from recsys.config import load_config
+from recsys.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "pipelines" / "configs" / "default.toml"
+T0 = 1_600_000_000
+EVERY_ROW = ["data.min_user_interactions=1", "data.min_item_interactions=1"]
+
+
+def write_log(path: Path, rows: list[tuple[str, str, int]]) -> Path:
+    path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    return path
+
+
+def config(tmp_path: Path, log: Path, *overrides: str):
+    return load_config(DEFAULT, [f"data.source={log}", f"data.processed_dir={tmp_path / 'p'}",
+                                 f"data.raw_dir={tmp_path / 'raw'}", *overrides])  # fmt: skip
+
+
+def split_error(tmp_path: Path, rows: list[tuple[str, str, int]], *overrides: str) -> str:
+    """The one-line error the run's split step raises on this log (before any model trains)."""
+    cfg = config(tmp_path, write_log(tmp_path / "log.csv", rows), *overrides)
+    with pytest.raises(DataError) as caught:
+        prepare_run_inputs(cfg)
+    message = str(caught.value)
+    assert "\n" not in message and "no test user to score" in message
+    return message
+
+
+def pairs(n_users: int, n_items: int, n: int, seed: int = 0) -> list[tuple[str, str, int]]:
+    """`n` distinct (user, item) pairs at distinct minutes."""
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(n_users * n_items, size=n, replace=False)
+    return [(f"u{c // n_items}", f"i{c % n_items}", T0 + 60 * k) for k, c in enumerate(np.sort(codes))]
+
+
+# --------------------------------------------------------------------------- 1. a test part of nobody
+
+
+def test_a_five_row_log_is_refused_with_the_setting_that_holds_more_out(tmp_path):
+    """5 rows, random split at test_fraction 0.2: no pair drew test. Every model trained and the
+    table printed `nan` for every metric, exit 0."""
+    message = split_error(tmp_path, pairs(3, 4, 5), *EVERY_ROW)
+    assert "none of its 5 interactions is held out" in message
+    assert "--set split.test_fraction=" in message
+
+
+def test_a_session_log_of_one_interaction_per_user_names_the_user_k_core(tmp_path):
+    """Every user seen once: every test user is cold (no history), so the model metrics average
+    nobody; EASE even failed with a hint to lower a learning rate it does not have."""
+    rows = [(f"s{u}", f"i{u % 40}", T0 + u) for u in range(300)]
+    message = split_error(tmp_path, rows, *EVERY_ROW)
+    assert "have no training history" in message and "--set data.min_user_interactions=2" in message
+
+
+def test_a_log_whose_items_are_each_seen_once_names_the_item_k_core(tmp_path):
+    rows = [(f"u{k % 30}", f"i{k}", T0 + k) for k in range(300)]
+    message = split_error(tmp_path, rows, *EVERY_ROW)
+    assert "on items with no training interaction" in message and "--set data.min_item_interactions=2" in message
+
+
+@pytest.mark.parametrize("kind", ["user", "item"])
+def test_a_log_of_one_user_or_one_item_says_so(tmp_path, kind):
+    rows = [("u0", f"i{k}", T0 + k) if kind == "user" else (f"u{k}", "i0", T0 + k) for k in range(50)]
+    assert f"the log has one {kind} after filtering" in split_error(tmp_path, rows, *EVERY_ROW)
+
+
+def test_a_temporal_split_of_one_timestamp_names_the_cut_off_and_the_random_protocol(tmp_path):
+    """All rows at one instant: the cut-off is that instant and nothing is after it."""
+    rows = [(u, i, T0) for u, i, _ in pairs(100, 80, 1500)]
+    message = split_error(tmp_path, rows, "split.protocol=temporal")
+    assert "none of its 1,500 interactions is held out" in message
+    assert "times are all equal" in message and "--set split.protocol=random" in message
+
+
+def test_strong_generalization_that_holds_out_nobody_names_a_count(tmp_path):
+    message = split_error(tmp_path, pairs(6, 10, 30), *EVERY_ROW, "split.protocol=strong_generalization")
+    assert "--set split.heldout_users=1" in message
+
+
+def test_leave_last_n_with_no_user_above_n_says_so(tmp_path):
+    message = split_error(tmp_path, pairs(3, 4, 5), *EVERY_ROW, "split.protocol=leave_last_n", "split.n=3")
+    assert "no user has more than split.n = 3" in message
+
+
+def test_a_small_log_with_some_scorable_user_still_runs(tmp_path):
+    """The check refuses only a test part of nobody: 30 rows leave 3 warm test users."""
+    cfg = config(tmp_path, write_log(tmp_path / "log.csv", pairs(6, 10, 30)), *EVERY_ROW)
+    assert prepare_run_inputs(cfg).split.test.nnz > 0
+
+
+def test_recsys_run_on_a_five_row_log_exits_2_with_one_line_and_trains_nothing(tmp_path):
+    log = write_log(tmp_path / "log.csv", pairs(3, 4, 5))
+    args = ["run", "--config", str(DEFAULT), "--no-prefect", "--no-tracking", "--json", str(tmp_path / "s.json")]
+    for setting in [f"data.source={log}", f"data.processed_dir={tmp_path / 'p'}", *EVERY_ROW]:
+        args += ["--set", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no test user to score" in errors[0], result.output
+    assert "training " not in result.output and "= nan" not in result.output
+    assert not (tmp_path / "s.json").exists()
+
+
+# --------------------------------------------------------------------------- 2. models on data they cannot learn from
+
+
+def test_ease_on_single_item_users_names_the_missing_co_occurrence_not_a_learning_rate():
+    """Every training user with one item (users of two interactions, one held out): EASE's weights
+    are all zero. The error said "training diverged ...; lower the learning rate (lr)", a setting
+    EASE does not have."""
+    import scipy.sparse as sp
+
+    from recsys.errors import ModelError
+    from recsys.models.ease import EASE
+
+    users = np.arange(40)
+    train = sp.csr_matrix((np.ones(40, dtype=np.float32), (users, users % 10)), shape=(40, 10))
+    with pytest.raises(ModelError) as caught:
+        EASE(name="ease").fit(train)
+    message = str(caught.value)
+    assert "no training user has two or more items" in message and "data.min_user_interactions" in message
+    assert "learning rate" not in message
+    rows, cols = np.append(users, 0), np.append(users % 10, 3)  # one user with two items: the model fits
+    train = sp.csr_matrix((np.ones(41, dtype=np.float32), (rows, cols)), shape=(40, 10))
+    assert np.count_nonzero(EASE(name="ease").fit(train).item_factors) > 0
