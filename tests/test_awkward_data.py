@@ -139,3 +139,29 @@ def test_ease_on_single_item_users_names_the_missing_co_occurrence_not_a_learnin
     rows, cols = np.append(users, 0), np.append(users % 10, 3)  # one user with two items: the model fits
     train = sp.csr_matrix((np.ones(41, dtype=np.float32), (rows, cols)), shape=(40, 10))
     assert np.count_nonzero(EASE(name="ease").fit(train).item_factors) > 0
+
+
+# --------------------------------------------------------------------------- 3. rows the run never read
+
+
+def test_the_kept_line_counts_the_rows_quarantined_for_empty_ids_by_reason(tmp_path):
+    """A fifth of the rows with an empty user or item id: validation quarantines them (counted in
+    the manifest), but the run said `kept: 8 interactions of 8 rows`, as if the log had 8 rows."""
+    from pipelines.data import ingest_filters
+
+    rows = [(f"u{k % 3}", f"i{k % 5}", T0 + k) for k in range(8)] + [("", "i1", T0 + 20), ("u1", "", T0 + 21)]
+    cfg = config(tmp_path, write_log(tmp_path / "log.csv", rows), *EVERY_ROW)
+    inputs = prepare_run_inputs(cfg)
+    line = ingest_filters(inputs.dataset, inputs.data.manifest)
+    where = Path(inputs.dataset.processed_dir) / "quarantine"
+    assert line.startswith(f"kept: 8 interactions of 10 rows (2 quarantined: missing_item 1, missing_user 1; "
+                           f"rows in {where}), 3 of 3 users"), line  # fmt: skip
+
+
+def test_the_kept_line_of_a_clean_log_is_unchanged(tmp_path):
+    from pipelines.data import ingest_filters
+
+    cfg = config(tmp_path, write_log(tmp_path / "log.csv", pairs(6, 10, 30)), *EVERY_ROW)
+    inputs = prepare_run_inputs(cfg)
+    assert ingest_filters(inputs.dataset, inputs.data.manifest) == (
+        "kept: 30 interactions of 30 rows, 6 of 6 users, 10 of 10 items (steps: aggregate (count))")
