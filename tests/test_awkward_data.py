@@ -165,3 +165,30 @@ def test_the_kept_line_of_a_clean_log_is_unchanged(tmp_path):
     inputs = prepare_run_inputs(cfg)
     assert ingest_filters(inputs.dataset, inputs.data.manifest) == (
         "kept: 30 interactions of 30 rows, 6 of 6 users, 10 of 10 items (steps: aggregate (count))")
+
+
+def test_a_filter_emptied_by_the_k_core_after_the_weight_rule_names_every_step(tmp_path):
+    """A `clicked` flag (mostly 0) read as the weight: `weight > 0` keeps 75 of 1,500 rows, one per
+    user, and the k-core removes them. The error named the k-core alone, so lowering it looked like
+    the fix; the rows after each step show where the log went."""
+    from pipelines.data import prepare_dataset
+
+    log = tmp_path / "clicks.csv"
+    log.write_text("user_id,item_id,timestamp,clicked\n" + "".join(
+        f"u{k // 15},i{k % 15},{T0 + k},{int(k % 15 == 0 and k // 15 < 75)}\n" for k in range(1500)))  # fmt: skip
+    cfg = config(tmp_path, log, "data.columns.weight=clicked", "data.aggregate=auto")
+    with pytest.raises(DataError) as caught:
+        prepare_dataset(cfg)
+    message = str(caught.value)
+    assert "no interactions left after filtering (k-core" in message
+    assert "rows after each step: validated 1,500, aggregate (sum) 1,500, weight > 0" in message
+    assert " 75, k-core (users >= 3, items >= 3" in message and message.index("rows after") < message.index("lower")
+
+
+def test_a_filter_emptied_by_its_only_step_keeps_its_short_message(tmp_path):
+    from pipelines.data import prepare_dataset
+
+    cfg = config(tmp_path, write_log(tmp_path / "log.csv", pairs(3, 4, 5)))
+    with pytest.raises(DataError) as caught:
+        prepare_dataset(cfg)
+    assert "rows after each step" not in str(caught.value)
