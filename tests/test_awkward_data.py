@@ -192,3 +192,33 @@ def test_a_filter_emptied_by_its_only_step_keeps_its_short_message(tmp_path):
     with pytest.raises(DataError) as caught:
         prepare_dataset(cfg)
     assert "rows after each step" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- 4. a split that is not what it says
+
+
+def _indexed(times: np.ndarray, n_users: int = 50, per_user: int = 6):
+    import polars as pl
+
+    from recsys.data.schema import ITEM_IDX, TIME, USER_IDX, WEIGHT
+
+    users = np.repeat(np.arange(n_users), per_user)
+    items = (users * 7 + np.tile(np.arange(per_user), n_users)) % 40
+    return pl.DataFrame({USER_IDX: users, ITEM_IDX: items, WEIGHT: np.ones(users.size, dtype=np.float32),
+                         TIME: pl.Series(times, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))})  # fmt: skip
+
+
+def test_leave_last_n_on_one_timestamp_warns_that_the_hash_not_recency_chose(recwarn):
+    """Every row at one instant: leave_last_n held out a hash-chosen item per user, a random split
+    that read as next-item results, without a word."""
+    from recsys.config import SplitConfig
+    from recsys.data.splits import make_split
+    from recsys.errors import RecsysWarning
+
+    frame = _indexed(np.full(300, T0 * 1_000_000))
+    with pytest.warns(RecsysWarning, match=r"leave_last_n: for 50 of 50 held-out users .* the split is a random one"):
+        make_split(frame, 50, 40, SplitConfig(protocol="leave_last_n"))
+    distinct = _indexed(T0 * 1_000_000 + np.arange(300) * 60_000_000)
+    recwarn.clear()
+    make_split(distinct, 50, 40, SplitConfig(protocol="leave_last_n"))
+    assert not [w for w in recwarn if issubclass(w.category, RecsysWarning)]
