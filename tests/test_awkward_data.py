@@ -222,3 +222,23 @@ def test_leave_last_n_on_one_timestamp_warns_that_the_hash_not_recency_chose(rec
     recwarn.clear()
     make_split(distinct, 50, 40, SplitConfig(protocol="leave_last_n"))
     assert not [w for w in recwarn if issubclass(w.category, RecsysWarning)]
+
+
+# --------------------------------------------------------------------------- 5. weights that say "nothing happened"
+
+
+@pytest.mark.parametrize("value, warned", [(0, True), (1, False), (5, False)])
+def test_a_weight_column_of_zeros_counted_as_interactions_warns(tmp_path, value, warned):
+    """A `rating` (or clicked) column that is 0 in every row under default.toml's aggregate = count:
+    every row became an interaction, silently (a varying column warns; a constant one did not)."""
+    from recsys.config import DataConfig
+    from recsys.data.ingest import ingest
+
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp,rating\n" + "".join(
+        f"u{k % 7},i{k % 5},{T0 + k},{value}\n" for k in range(35)))  # fmt: skip
+    report = ingest(log, tmp_path / "out", DataConfig(aggregate="count"))
+    zeros = [w for w in report.warnings if "is 0 in every row" in w]
+    assert len(zeros) == warned, report.warnings
+    if warned:
+        assert "column 'rating'" in zeros[0] and "data.aggregate = sum" in zeros[0] and "\n" not in zeros[0]
