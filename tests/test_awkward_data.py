@@ -88,6 +88,16 @@ def test_a_temporal_split_of_one_timestamp_names_the_cut_off_and_the_random_prot
     assert "times are all equal" in message and "--set split.protocol=random" in message
 
 
+def test_a_temporal_test_of_new_users_only_names_the_per_user_protocol_not_the_k_core(tmp_path):
+    """The cut-off falls where one new user's history begins: every test user is cold. The k-core
+    hint (for one interaction per user) would not help: this user has five."""
+    early = [(f"u{k % 10}", f"i{k % 7}", T0 + k) for k in range(50)]
+    rows = early + [("new", f"i{k}", T0 + 1000 + k) for k in range(5)]
+    message = split_error(tmp_path, rows, *EVERY_ROW, "split.protocol=temporal", "split.test_fraction=0.09")
+    assert "first seen after the cut-off" in message and "--set split.protocol=leave_last_n" in message
+    assert "min_user_interactions" not in message
+
+
 def test_strong_generalization_that_holds_out_nobody_names_a_count(tmp_path):
     message = split_error(tmp_path, pairs(6, 10, 30), *EVERY_ROW, "split.protocol=strong_generalization")
     assert "--set split.heldout_users=1" in message

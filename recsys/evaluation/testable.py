@@ -69,6 +69,12 @@ def _hint(split: Split, counts: dict[str, int]) -> str:
     if counts["cold_item_test_interactions"] >= split.test.nnz:
         return ("each item needs interactions on both sides of the split (a log whose items are each seen "
                 "once has none): {option:data.min_item_interactions=2} or more")  # fmt: skip
+    if split.protocol in ("temporal", "rolling"):
+        return ("every test user was first seen after the cut-off (new users, no history to rank from): use "
+                "a log with a longer history, or hold out per user: {option:split.protocol=leave_last_n}")  # fmt: skip
+    if split.protocol == "strong_generalization":
+        return ("every held-out user's interactions fell in the truth, none in the fold-in history: use more "
+                f"data, or a larger fold-in share (split.fold_in_fraction, now {meta.get('fold_in_fraction')})")  # fmt: skip
     return ("a user needs a training interaction besides the tested one (a session log of one "
             "interaction per user has none): {option:data.min_user_interactions=2} or more")  # fmt: skip
 
