@@ -252,3 +252,13 @@ def test_a_weight_column_of_zeros_counted_as_interactions_warns(tmp_path, value,
     assert len(zeros) == warned, report.warnings
     if warned:
         assert "column 'rating'" in zeros[0] and "data.aggregate = sum" in zeros[0] and "\n" not in zeros[0]
+
+
+def test_a_rolling_split_of_one_timestamp_names_the_random_protocol_not_the_window():
+    """It said "nothing to train on ...; shorten split.window_days", which no window length fixes."""
+    from recsys.config import SplitConfig
+    from recsys.data.splits import make_split
+
+    with pytest.raises(DataError, match=r"every interaction \(300\) has the same time .* split.protocol = \"random\"") as caught:
+        make_split(_indexed(np.full(300, T0 * 1_000_000)), 50, 40, SplitConfig(protocol="rolling"))
+    assert "window_days" not in str(caught.value)

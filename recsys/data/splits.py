@@ -204,6 +204,12 @@ def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.Dat
     cutoff = _to_micros(cfg.cutoff) if cfg.cutoff is not None else newest - window
     window_end = cutoff + window
     validation_cutoff = cutoff - validation_window
+    if int(micros.min()) > validation_cutoff and int(micros.min()) == newest:
+        raise DataError(  # no window length helps: "shorten split.window_days" sent users in circles
+            f"rolling split: nothing to train on - every interaction ({micros.size:,}) has the same time "
+            f"({_iso(newest)}), so no window leaves an earlier part; use split.protocol = \"random\" (or a log "
+            "whose times span days)"
+        )
     if int(micros.min()) > validation_cutoff:
         raise DataError(
             f"rolling split: nothing to train on - every interaction is newer than {_iso(validation_cutoff)} "
