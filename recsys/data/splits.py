@@ -207,8 +207,8 @@ def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.Dat
     if int(micros.min()) > validation_cutoff and int(micros.min()) == newest:
         raise DataError(  # no window length helps: "shorten split.window_days" sent users in circles
             f"rolling split: nothing to train on - every interaction ({micros.size:,}) has the same time "
-            f"({_iso(newest)}), so no window leaves an earlier part; use split.protocol = \"random\" (or a log "
-            "whose times span days)"
+            f"({_iso(newest)}), so no window leaves an earlier part; use split.protocol = \"random\" (a scheduled "
+            'run: with split.scheduled = "as_configured"), or a log whose times span days'
         )
     if int(micros.min()) > validation_cutoff:
         raise DataError(
