@@ -383,11 +383,28 @@ def ingest_filters(dataset: DatasetResult, manifest: dict | None = None) -> str 
     if len(steps) < 2:
         return None
     first, last = steps[0], steps[-1]
+    quarantined = int(manifest.get("rows_quarantined") or 0)
     return (
-        f"kept: {last['rows']:,} interactions of {first['rows']:,} rows, {last['users']:,} of "
+        f"kept: {last['rows']:,} interactions of {first['rows'] + quarantined:,} rows"
+        f"{_quarantined(manifest, dataset, quarantined)}, {last['users']:,} of "
         f"{first['users']:,} users, {last['items']:,} of {first['items']:,} items "
         f"(steps: {', '.join(step['name'] for step in steps[1:])})"
     )
+
+
+def _quarantined(manifest: dict, dataset: DatasetResult, quarantined: int) -> str:
+    """The rows validation quarantined, by reason, for the `kept:` line: a log with empty ids in a
+    fifth of its rows ran with `kept: 1,168 interactions of 1,168 rows` - the 332 rows it never
+    read were only in the manifest and the quarantine Parquet, which the run did not name."""
+    if not quarantined:
+        return ""
+    reasons: dict[str, int] = {}
+    for batch in manifest.get("batches") or []:
+        for reason, count in (batch.get("reasons") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + int(count)
+    named = ", ".join(f"{reason} {count:,}" for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    where = Path(dataset.processed_dir) / "quarantine"
+    return f" ({quarantined:,} quarantined{': ' + named if named else ''}; rows in {where})"
 
 
 def _manifest_fingerprint(processed: Path) -> str:

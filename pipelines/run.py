@@ -45,6 +45,7 @@ from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
 from recsys.errors import ModelSkipped
+from recsys.evaluation.testable import require_test_users
 from recsys.faults import fault_point
 from recsys.files import scratch_dir, write_text_atomic
 from recsys.models.base import ModelConfig
@@ -273,8 +274,9 @@ def prepare_run_inputs(
     it waits instead of swapping the directory in between (`one_generation`). `recsys run`
     (`run_pipeline`), `recsys train` / `evaluate` and the Prefect flow (which passes its cached
     ingest and split tasks as `prepare` / `load`, called in its thread, where the lock is
-    re-entrant) read their data through here, so they read the same data the same way. `steps`:
-    filled with the seconds of "ingest" and "split"."""
+    re-entrant) read their data through here, so they read the same data the same way, and all
+    refuse a split whose test part scores no user (`require_test_users`: every metric would be NaN).
+    `steps`: filled with the seconds of "ingest" and "split"."""
     timings = steps if steps is not None else {}
     with one_generation(run_data_dir(cfg.data)):
         t = time.perf_counter()
@@ -284,6 +286,7 @@ def prepare_run_inputs(
         t = time.perf_counter()
         cfg, data, split = load(dataset, cfg, scheduled)
         timings["split"] = time.perf_counter() - t
+    require_test_users(split)  # before any model trains: a test part of nobody makes every metric NaN
     return RunInputs(dataset, cfg, data, split)
 
 

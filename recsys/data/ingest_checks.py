@@ -423,7 +423,8 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
     """What happens to the weight column, for the manifest: which column, the aggregation used
     (`auto` resolved: sum when the log has a weight column, else count), whether the weights
     survive, and a one-line warning when a varying weight column is reduced to 1s (count or
-    binarize), so play counts or ratings are never dropped silently. A config with a positive rule
+    binarize), so play counts or ratings are never dropped silently, or when one that is 0 in every
+    row is counted as interactions (a flag that never fired: a log of impressions). A config with a positive rule
     (`positive_min_weight`: ratings >= 4 are positives) reads the column as ratings on purpose:
     thresholding then binarising is the explicit-to-implicit conversion it asked for, not a loss,
     so it gets no warning (the manifest still records the policy)."""
@@ -444,6 +445,13 @@ def weight_policy(cfg: DataConfig, mapping: dict[str, str], batches: list[dict],
                 f"weights discarded: {column_label(column)} varies ({low:g} to {high:g}) but {dropped_by} "
                 "makes every pair weigh the same; set data.aggregate = sum (or max / last) and "
                 "data.binarize = false to keep it"
+            )
+        elif low == 0:  # constant 0: a flag that never fired (impressions, no clicks), counted as 1s
+            warning = (
+                f"{column_label(column)} is 0 in every row but {dropped_by} counts each row as an "
+                "interaction: if 0 means none (a clicked flag on a log of what was shown), the log holds no "
+                "interaction and the models learn what was shown; set data.aggregate = sum to read it "
+                "(a weight of 0 is then no interaction)"
             )
     policy = {"column": column, "aggregate": how, "binarize": cfg.binarize,
               "kept": bool(column or weighted) and not dropped_by, "warning": warning}  # fmt: skip

@@ -33,6 +33,7 @@ agree everywhere.
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime
 
 import numpy as np
@@ -46,7 +47,7 @@ from recsys.data.hashing import id_hashes, pair_hashes, unit_interval, user_draw
 from recsys.data.matrix import event_times, to_csr
 from recsys.data.schema import ITEM_IDX, TIME, USER_IDX, WEIGHT
 from recsys.data.split import Split
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysWarning
 
 # Which part each row goes to (UNUSED: after a rolling split's test window, in no part).
 TRAIN, VALIDATION, TEST, FOLD_IN, VALIDATION_FOLD_IN, UNUSED = 0, 1, 2, 3, 4, 5
@@ -203,6 +204,12 @@ def _rolling(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.Dat
     cutoff = _to_micros(cfg.cutoff) if cfg.cutoff is not None else newest - window
     window_end = cutoff + window
     validation_cutoff = cutoff - validation_window
+    if int(micros.min()) > validation_cutoff and int(micros.min()) == newest:
+        raise DataError(  # no window length helps: "shorten split.window_days" sent users in circles
+            f"rolling split: nothing to train on - every interaction ({micros.size:,}) has the same time "
+            f"({_iso(newest)}), so no window leaves an earlier part; use split.protocol = \"random\" (a scheduled "
+            'run: with split.scheduled = "as_configured"), or a log whose times span days'
+        )
     if int(micros.min()) > validation_cutoff:
         raise DataError(
             f"rolling split: nothing to train on - every interaction is newer than {_iso(validation_cutoff)} "
@@ -247,7 +254,34 @@ def _leave_last_n(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[p
     if with_validation:
         part = part.when((position < 2 * n) & (count > 2 * n)).then(VALIDATION)
     ordered = ordered.with_columns(part.otherwise(TRAIN).cast(pl.Int8).alias(_PART)).drop(_KEY)
+    _warn_on_tied_latest(ordered, n)
     return ordered, {"n": n}
+
+
+def _warn_on_tied_latest(parts: pl.DataFrame, n: int) -> None:
+    """Warn when most held-out users' test items are no later than one of their training items:
+    then the seeded hash that breaks ties, not recency, chose what is held out - a random split
+    under leave_last_n's name (a log with one timestamp for every row, or dates only). It ran
+    without a word, so its numbers read as next-item results."""
+    per_user = (
+        parts.lazy()
+        .group_by(USER_IDX)
+        .agg(pl.col(TIME).filter(pl.col(_PART) == TEST).min().alias("_test"),
+             pl.col(TIME).filter(pl.col(_PART) == TRAIN).max().alias("_train"))  # fmt: skip
+        .filter(pl.col("_test").is_not_null() & pl.col("_train").is_not_null())
+        .select(pl.len().alias("held"), (pl.col("_test") <= pl.col("_train")).sum().alias("tied"))
+        .collect()
+    )
+    held, tied = int(per_user["held"][0]), int(per_user["tied"][0])
+    if held and 2 * tied > held:
+        warnings.warn(
+            f"leave_last_n: for {tied:,} of {held:,} held-out users the latest {n} interaction(s) share their "
+            "time with a training interaction (a log with one time for every row, or dates only), so a seeded "
+            'hash chose what is held out, not recency: the split is a random one; use split.protocol = "random" '
+            "to say so, or a log with finer times",
+            RecsysWarning,
+            stacklevel=2,
+        )
 
 
 def _random_per_pair(df: pl.DataFrame, ids: _IdHashes, cfg: SplitConfig) -> tuple[pl.DataFrame, dict]:

@@ -41,6 +41,19 @@ from recsys.models.defaults import ease_l2
 from recsys.models.ease_config import DEFAULT_MAX_ITEMS, DEFAULT_MAX_MEMORY_GB, EASEConfig  # noqa: F401 - re-exported
 
 
+def _require_co_occurrence(rows: sp.csr_matrix, name: str) -> None:
+    """EASE learns item-item weights from items that share a user; with no training user holding two
+    items (a session log of single clicks, a sample of one interaction per user) every weight is 0
+    and every score ties. The generic check after the fit said "training diverged ...; lower the
+    learning rate (lr)", which EASE has none of: say what the data lacks instead."""
+    if rows.nnz and int(np.diff(rows.indptr).max()) < 2:
+        raise ModelError(
+            f"model {name!r}: no training user has two or more items, so no two items co-occur and EASE's "
+            "item-item weights are all zero (every score ties); it needs users with several interactions: "
+            "raise data.min_user_interactions, or use a log with longer histories"
+        )
+
+
 def history_rows(matrix: sp.spmatrix, weighting: str, n_items: int | None = None) -> sp.csr_matrix:
     """The rows EASE reconstructs: interactions as 1 (binary), log(1 + w) or w. Negative weights
     are refused (an EASE row is an amount of interaction, not a rating offset)."""
@@ -109,6 +122,7 @@ class EASE(HostVectors):
         self, train: sp.csr_matrix, *, validation: EvalSet | None, callback: FitCallback, features: Any
     ) -> None:
         rows = history_rows(train, self.config.weighting)
+        _require_co_occurrence(rows, self.config.name)
         l2 = float(self.config.l2 or 0.0)
         with threadpool_limits(self.config.threads or None, "blas"):
             weights = ease_weights(rows, l2)
