@@ -66,11 +66,30 @@ def lower_is_better(metric: str) -> bool:
     return metric.split("@", 1)[0] in LOWER_IS_BETTER
 
 
+def missing_experiment(client: MlflowClient, experiment: str) -> TrackingError:
+    """The error for a store without `experiment`, naming the fix: the experiments it does hold
+    (the config's `tracking.experiment` differs from the runs': another config, or a typo), else
+    `recsys run` (nothing was run into this store yet).
+
+    Why: `recsys promote` / `compare` on a fresh store said only "no experiment named
+    'recsys-default' in sqlite:///...", leaving a new user to guess whether the store, the config or
+    the order of commands was wrong."""
+    names = [found.name for found in client.search_experiments(max_results=20) if found.name != "Default"]
+    where = f"no experiment named {experiment!r} in {client.tracking_uri}"
+    if not names:
+        return TrackingError(f"{where}: nothing was run into this store yet; run `recsys run` first")
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return TrackingError(
+        f"{where}: pass the config your runs used (--config FILE), or --set tracking.experiment=NAME "
+        f"(experiments here: {shown})"
+    )
+
+
 def model_runs(client: MlflowClient, experiment: str, max_runs: int = 50) -> list:
     """The newest finished model (child) runs of `experiment`."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
+        raise missing_experiment(client, experiment)
     return client.search_runs(
         [found.experiment_id],
         filter_string=f"tags.`{TAG_KIND}` = 'model' and attributes.status = 'FINISHED'",
@@ -442,7 +461,7 @@ def latest_pipeline_model_runs(
 
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
+        raise missing_experiment(client, experiment)
     pipelines = f"tags.`{TAG_KIND}` = 'pipeline'"
     ended = f"{pipelines} and attributes.status != 'RUNNING'"
 
