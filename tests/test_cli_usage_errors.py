@@ -143,3 +143,32 @@ def test_serve_with_both_an_alias_and_a_version_is_a_usage_error_not_one_of_them
                                  f"tracking.tracking_uri=sqlite:///{tmp_path / 'none.db'}"])  # fmt: skip
     line = one_error_line(result)
     assert "--alias challenger and --version 1" in line and "not both" in line, line
+
+
+SMALL = ["--set", "data.synthetic.n_users=120", "--set", "data.synthetic.n_items=60"]
+
+
+def test_evaluate_refuses_a_saved_model_of_other_settings_or_kind_than_the_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`recsys train --set ...factors=8` then `recsys evaluate --set ...factors=16` scored the saved
+    8-factor model under the config's name without a word (so did a config naming another kind)."""
+    monkeypatch.chdir(tmp_path)
+    trained = 'models=[{name="wals", kind="wals", factors=4, iterations=2}]'
+    result = runner.invoke(app, ["train", *SMALL, "--set", trained])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["evaluate", *SMALL, "--set", trained]).exit_code == 0  # the same: scored
+    other = 'models=[{name="wals", kind="wals", factors=6, iterations=2}]'
+    line = one_error_line_last(runner.invoke(app, ["evaluate", *SMALL, "--set", other]))
+    assert "data/models/wals: trained with factors=4 (this config: 6)" in line and "--train" in line, line
+    line = one_error_line_last(runner.invoke(app, ["evaluate", *SMALL, "--set", 'models=[{name="wals", kind="ease"}]']))
+    assert "holds a wals model, the config's 'wals' is a ease" in line, line
+
+
+def one_error_line_last(result) -> str:
+    """The last line, an `error:` line (after the data line evaluate prints first), exit 2, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "bug" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error:"), result.output
+    return last
