@@ -172,3 +172,22 @@ def one_error_line_last(result) -> str:
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error:"), result.output
     return last
+
+
+def test_promote_and_compare_after_a_run_whose_every_model_failed_say_so_and_the_way_on(
+    shared_mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """promote said only "pipeline run X has no finished model runs", compare "run `recsys run`
+    first", to a user who had just run it and seen every model fail."""
+    monkeypatch.chdir(tmp_path)
+    db = copy_store(shared_mlflow_uri, tmp_path / "mlflow.db")
+    store = ["--set", f"tracking.tracking_uri=sqlite:///{db}", "--set", "tracking.experiment=all-failed", *SMALL]
+    diverges = 'models=[{name="w", kind="wals", factors=4, iterations=2, alpha=1e38, regularization=1e-30}]'
+    result = runner.invoke(app, ["run", "--no-prefect", *store, "--set", diverges])
+    assert result.exit_code == 1 and "1 model(s) failed" in result.output, result.output
+    line = one_error_line(runner.invoke(app, ["promote", *store]))
+    assert "has no finished model runs (1 FAILED): its models failed or were skipped" in line, line
+    assert "--run-id" in line and "`recsys run` again" in line, line
+    result = runner.invoke(app, ["compare", *store])
+    assert result.exit_code == 0 and "run `recsys run` first" not in result.output, result.output
+    assert "its 1 pipeline run(s) have none (their models failed or were skipped" in result.output, result.output

@@ -234,7 +234,9 @@ def compare(
         mlflow_client, experiment or cfg.tracking.experiment, metric, runs, cfg.promotion.registered_model
     )
     if frame.height == 0:
-        err_console.print("no finished model runs yet: run `recsys run` first")
+        from recsys.tracking.compare import no_finished_models
+
+        err_console.print(no_finished_models(mlflow_client, experiment or cfg.tracking.experiment), markup=False)
         return
     if fmt == "table" and output is None:
         console.print(rich_table(frame, metric, width=console.width))
