@@ -191,3 +191,17 @@ def test_promote_and_compare_after_a_run_whose_every_model_failed_say_so_and_the
     result = runner.invoke(app, ["compare", *store])
     assert result.exit_code == 0 and "run `recsys run` first" not in result.output, result.output
     assert "its 1 pipeline run(s) have none (their models failed or were skipped" in result.output, result.output
+
+
+def test_evaluate_before_any_train_is_refused_before_the_data_is_prepared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It generated and split the default config's 2,000-user log (and wrote it under data/) only to
+    say "data/models/popularity: no saved model" after it."""
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(runner.invoke(app, ["evaluate"]))
+    assert "--models data/models: no saved model of this config (popularity, wals" in line, line
+    assert "run `recsys train` first" in line and "--train" in line, line
+    line = one_error_line(runner.invoke(app, ["evaluate", "--models", "elsewhere"]))
+    assert "run `recsys train --models elsewhere` first" in line, line
+    assert list(tmp_path.iterdir()) == []

@@ -130,6 +130,20 @@ def _check_trained_as(model, model_cfg, path: Path) -> None:
         )
 
 
+def _refuse_no_saved_model(models: list, models_dir: Path) -> None:
+    """`recsys evaluate` before any `recsys train` (or with another --models): refused before the data
+    is prepared. It generated or read the data and split it (seconds to minutes, a processed folder
+    written into the working directory) only to say "no saved model" at the first model."""
+    if any((models_dir / m.name / "config.json").is_file() for m in models):
+        return  # some are there: each missing one is named as the loop reaches it
+    where = "" if models_dir == Path("data/models") else f" --models {models_dir}"
+    state = "does not exist" if not models_dir.exists() else "holds none of them"
+    raise ConfigError(
+        f"--models {models_dir}: no saved model of this config ({', '.join(m.name for m in models)}); the folder "
+        f"{state}: run `recsys train{where}` first with the same --config and --set, or pass --train"
+    )
+
+
 def _check_saved_inputs(model_cfg, found: dict, trained: dict, split, models_dir: Path) -> None:
     """The saved models a blend (members) or a distilling student (teacher) loads from --models
     must have been trained on this split: a member trained on another one (another split.seed, other
@@ -428,6 +442,8 @@ def evaluate(
     elif models_dir.exists() and not models_dir.is_dir():  # was "FILE/popularity: no saved model", after the split
         raise ConfigError(f"--models {models_dir} is a file, not the directory `recsys train --models DIR` saved "
                           "the models in")
+    else:
+        _refuse_no_saved_model(_selected(loaded, only), models_dir)
     cfg, split = _prepare(loaded)
     results, summary, trained = {}, {}, {}
     for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
