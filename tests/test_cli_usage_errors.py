@@ -205,3 +205,22 @@ def test_evaluate_before_any_train_is_refused_before_the_data_is_prepared(
     line = one_error_line(runner.invoke(app, ["evaluate", "--models", "elsewhere"]))
     assert "run `recsys train --models elsewhere` first" in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        # two slashes: read as a host, the store looked for was the working directory itself
+        ("sqlite://mlflow.db", "path comes after three slashes: --set tracking.tracking_uri=sqlite:///mlflow.db"),
+        # a database file without its scheme: was "is a folder ... use sqlite:///.../mlflow.db/mlflow.db"
+        ("mlflow.db", "is a path without a scheme: name the SQLite store as --set tracking.tracking_uri=sqlite:///"),
+        ("htp://localhost:5000", "unsupported scheme 'htp'; use sqlite:///PATH/mlflow.db, http(s)://HOST:PORT"),
+    ],
+)
+def test_a_mistyped_tracking_uri_names_the_form_that_works(uri, says, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.db").touch()
+    line = one_error_line(runner.invoke(app, ["registry", "--set", f"tracking.tracking_uri={uri}"]))
+    assert says in line, line
+    if uri == "mlflow.db":
+        assert line.endswith(f"sqlite:///{tmp_path.resolve() / 'mlflow.db'} (or MLFLOW_TRACKING_URI)"), line

@@ -184,6 +184,13 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
                 f"tracking URI {uri!r} is an in-memory SQLite store: every run, metric and model would "
                 "vanish when the process exits; use sqlite:///path/to/mlflow.db or --no-tracking"
             )
+        if ":///" not in uri:  # sqlite://mlflow.db: read as a host, the store was the working directory
+            rest = uri.split(":", 1)[1].lstrip("/")
+            raise TrackingError(
+                f"tracking URI {uri!r}: a SQLite store's path comes after three slashes: "
+                f"--set tracking.tracking_uri=sqlite:///{rest} (relative to the working directory; "
+                f"sqlite:////{rest} for /{rest})"
+            )
         db = sqlite_path(uri)
         if not str(db):
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")
@@ -207,6 +214,13 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
     allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true")
     if scheme in ("", "file") and not allowed:  # MLflow 3 raises on its file store unless opted in
         folder = uri.removeprefix("file://").removeprefix("file:") or "."
+        if Path(folder).is_file() or Path(folder).suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+            # a database file named without its scheme: "is a folder ... use sqlite:///.../mlflow.db/mlflow.db"
+            # sent the user to a file inside their database file
+            raise TrackingError(
+                f"tracking URI {uri!r} is a path without a scheme: name the SQLite store as "
+                f"--set tracking.tracking_uri=sqlite:///{Path(folder).resolve()} (or MLFLOW_TRACKING_URI)"
+            )
         raise TrackingError(
             f"tracking URI {uri!r} is a folder: MLflow's file store, which this MLflow refuses (maintenance "
             f"mode); use a SQLite store: --set tracking.tracking_uri=sqlite:///{Path(folder).resolve() / 'mlflow.db'} "
@@ -214,7 +228,10 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
         )
     base = scheme.split("+", 1)[0]  # postgresql+psycopg://, mysql+pymysql://: SQLAlchemy's driver forms
     if base not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
-        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
+        raise TrackingError(
+            f"tracking URI {uri!r}: unsupported scheme {scheme!r}; use sqlite:///PATH/mlflow.db, http(s)://HOST:PORT "
+            "(an MLflow server) or postgresql:// / mysql:// / mssql:// (a database)"
+        )
     if base in ("postgresql", "mysql", "mssql"):
         _open_database(uri)
 
