@@ -61,6 +61,7 @@ def test_a_sqlite_database_of_another_application_is_refused_and_left_as_it_was(
     line = one_error_line(result)
     assert "without MLflow's tables (it holds: orders)" in line and "tracking.tracking_uri" in line, line
     assert tables(db) == {"orders"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no .locks/ folder beside it either
 
 
 def test_recsys_run_does_not_make_its_store_in_another_applications_database(tmp_path: Path) -> None:
@@ -83,6 +84,7 @@ def test_a_file_that_is_not_a_database_is_one_line_saying_so(command, tmp_path: 
     assert "is not an MLflow store: not an SQLite database" in line and "tracking.tracking_uri" in line, line
     assert "sqlalche" not in line and "SELECT" not in line, line
     assert db.read_text() == "not a database\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
 
 def test_an_empty_file_holds_no_runs_for_a_command_that_reads_them(tmp_path: Path) -> None:

@@ -201,6 +201,8 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
                 "at the store your runs used (relative paths are read from the working directory)"
             )
         try:
+            # first without the lock: a file that is clearly no store gets no .locks/ folder beside it
+            _refuse_foreign_sqlite(db, uri, create=create, settled=False)
             db.parent.mkdir(parents=True, exist_ok=True)
             with store_open_lock(db):
                 _refuse_foreign_sqlite(db, uri, create=create)
@@ -241,7 +243,11 @@ POINT_AT_STORE = (
 )
 
 
-def _refuse_foreign_sqlite(db: Path, uri: str, *, create: bool) -> None:
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs", "metrics", "params", "tags", "registered_models"})
+"""Tables only an MLflow store holds; a database with none of them is no store, even half made."""
+
+
+def _refuse_foreign_sqlite(db: Path, uri: str, *, create: bool, settled: bool = True) -> None:
     """Raise TrackingError when the file at `db` is not an MLflow store, before MLflow opens it.
 
     Why: MLflow creates its ~70 tables in any SQLite database it is pointed at, so a mistyped
@@ -249,7 +255,9 @@ def _refuse_foreign_sqlite(db: Path, uri: str, *, create: bool) -> None:
     commands that only read runs (`recsys promote`, `compare`, `registry`, `serve`); a file that is
     not a database came back as SQLAlchemy's multi-line error with its SQL. Read-only here (sqlite3
     `mode=ro`): nothing is written to a file that turns out not to be a store. An empty file (or no
-    file) is a new store for `recsys run`; for a command that reads runs it holds none."""
+    file) is a new store for `recsys run`; for a command that reads runs it holds none. `settled=False`
+    (without the store's open lock, which another process may hold while it creates the store): only
+    what no store being made looks like, a file that is no database or holds none of MLFLOW_TABLES."""
     import sqlite3
 
     if not db.is_file():
@@ -264,6 +272,10 @@ def _refuse_foreign_sqlite(db: Path, uri: str, *, create: bool) -> None:
         raise TrackingError(
             f"{db.resolve()} ({uri}) is not an MLflow store: not an SQLite database ({exc}); {POINT_AT_STORE}"
         ) from None
+    if not settled:
+        if tables and not tables & MLFLOW_TABLES:
+            _refuse_tables(db, uri, tables)
+        return
     if not tables:
         if not create:
             raise TrackingError(
@@ -272,11 +284,15 @@ def _refuse_foreign_sqlite(db: Path, uri: str, *, create: bool) -> None:
             )
         return
     if "alembic_version" not in tables or "experiments" not in tables:
-        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        raise TrackingError(
-            f"{db.resolve()} ({uri}) is an SQLite database without MLflow's tables (it holds: {shown}), not an "
-            f"MLflow store, and is left as it was; {POINT_AT_STORE}"
-        )
+        _refuse_tables(db, uri, tables)
+
+
+def _refuse_tables(db: Path, uri: str, tables: set[str]) -> None:
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise TrackingError(
+        f"{db.resolve()} ({uri}) is an SQLite database without MLflow's tables (it holds: {shown}), not an "
+        f"MLflow store, and is left as it was; {POINT_AT_STORE}"
+    )
 
 
 def _schema_hint(uri: str, exc: Exception) -> str | None:
