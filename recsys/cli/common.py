@@ -307,8 +307,8 @@ def user_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) 
             previous = _unwind_on_sigterm()
             try:
                 return command(*args, **kwargs)
-            except typer.Exit:
-                raise
+            except (typer.Exit, UsageError):  # a usage error raised by the command itself (options that
+                raise  # exclude each other): RecsysCli.main's one line and exit 2, not "unexpected ...: a bug"
             except KeyboardInterrupt as exc:
                 from recsys.interrupt import Terminated
 

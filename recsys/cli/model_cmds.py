@@ -93,6 +93,57 @@ def _check_trained_on(model, split, path: Path, hint: str | None = None) -> None
     )
 
 
+NOT_THE_MODEL = frozenset({
+    "name", "tuning", "threads", "device", "quiet", "calculate_training_loss", "validation_metric", "eval_every",
+    "max_items", "max_memory_gb", "checkpoint_dir", "checkpoint_interval", "master", "spark_conf", "driver_memory",
+    "num_user_blocks", "num_item_blocks",
+})  # fmt: skip
+"""Model settings that say where or how a fit ran (threads, devices, memory guards, a Spark
+cluster), or what it reports, not which model it makes: `_check_trained_as` does not compare them."""
+
+
+def _check_trained_as(model, model_cfg, path: Path) -> None:
+    """A saved model of another kind, or trained with other settings than the config's (another
+    --set models.wals.factors), is not the model the config names: `recsys evaluate` scored the saved
+    one under the config's name without a word, so a user comparing factors=16 to factors=8 saw the
+    same numbers twice. Refused, as another split is. Settings the config leaves to the fit (None,
+    "auto": resolved from the data) and those of a tuned model (the search chose them) are not
+    compared."""
+    kind = getattr(model, "kind", None)
+    if kind != model_cfg.kind:
+        raise ConfigError(
+            f"{path}: holds a {kind} model, the config's {model_cfg.name!r} is a {model_cfg.kind}: evaluate with the "
+            "--config and --set it was trained with, or retrain it here (recsys evaluate --train)"
+        )
+    if model_cfg.tuning is not None and model_cfg.tuning.enabled:
+        return
+    saved = model.config.model_dump()
+    differ = [
+        f"{key}={saved[key]!r} (this config: {want!r})"
+        for key, want in model_cfg.model_dump().items()
+        if key not in NOT_THE_MODEL and want is not None and want != "auto" and key in saved and saved[key] != want
+    ]
+    if differ:
+        raise ConfigError(
+            f"{path}: trained with {', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}: evaluate with the --config "
+            "and --set it was trained with, or retrain it here (recsys evaluate --train)"
+        )
+
+
+def _refuse_no_saved_model(models: list, models_dir: Path) -> None:
+    """`recsys evaluate` before any `recsys train` (or with another --models): refused before the data
+    is prepared. It generated or read the data and split it (seconds to minutes, a processed folder
+    written into the working directory) only to say "no saved model" at the first model."""
+    if any((models_dir / m.name / "config.json").is_file() for m in models):
+        return  # some are there: each missing one is named as the loop reaches it
+    where = "" if models_dir == Path("data/models") else f" --models {models_dir}"
+    state = "does not exist" if not models_dir.exists() else "holds none of them"
+    raise ConfigError(
+        f"--models {models_dir}: no saved model of this config ({', '.join(m.name for m in models)}); the folder "
+        f"{state}: run `recsys train{where}` first with the same --config and --set, or pass --train"
+    )
+
+
 def _check_saved_inputs(model_cfg, found: dict, trained: dict, split, models_dir: Path) -> None:
     """The saved models a blend (members) or a distilling student (teacher) loads from --models
     must have been trained on this split: a member trained on another one (another split.seed, other
@@ -391,6 +442,8 @@ def evaluate(
     elif models_dir.exists() and not models_dir.is_dir():  # was "FILE/popularity: no saved model", after the split
         raise ConfigError(f"--models {models_dir} is a file, not the directory `recsys train --models DIR` saved "
                           "the models in")
+    else:
+        _refuse_no_saved_model(_selected(loaded, only), models_dir)
     cfg, split = _prepare(loaded)
     results, summary, trained = {}, {}, {}
     for model_cfg in _applicable(_selected(cfg, only), split, cfg, only):
@@ -411,6 +464,7 @@ def evaluate(
         else:
             model = Recommender.load(path)
             _check_trained_on(model, split, path)
+            _check_trained_as(model, model_cfg, path)
         if model.n_items != split.n_items:
             raise ConfigError(
                 f"{path}: model knows {model.n_items} items but the split has {split.n_items}; retrain it"

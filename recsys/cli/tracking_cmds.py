@@ -234,7 +234,9 @@ def compare(
         mlflow_client, experiment or cfg.tracking.experiment, metric, runs, cfg.promotion.registered_model
     )
     if frame.height == 0:
-        err_console.print("no finished model runs yet: run `recsys run` first")
+        from recsys.tracking.compare import no_finished_models
+
+        err_console.print(no_finished_models(mlflow_client, experiment or cfg.tracking.experiment), markup=False)
         return
     if fmt == "table" and output is None:
         console.print(rich_table(frame, metric, width=console.width))
@@ -362,8 +364,9 @@ def serve(
         str | None, typer.Option("--model", help="Registered model (default: promotion.registered_model).")
     ] = None,
     alias: Annotated[
-        str, typer.Option("--alias", help="Registry alias to serve, e.g. champion or challenger.")
-    ] = "champion",
+        str | None,
+        typer.Option("--alias", help="Registry alias to serve, e.g. champion or challenger (default: champion)."),
+    ] = None,
     version: Annotated[
         int | None,
         typer.Option(
@@ -389,6 +392,14 @@ def serve(
     with an ANN index (catalogues of serving.ann.min_items items or more) is searched through it.
     The request schema is at /openapi.json, interactive docs at /docs.
     """
+    if alias is not None and version is not None:
+        # both named: serving one of them silently (it was the version) answers with a model the
+        # user may not have meant; the alias's version and the numbered one can differ
+        raise typer.BadParameter(
+            f"--alias {alias} and --version {version} each name a model: pass one of them, not both",
+            param_hint="'--alias'",
+        )
+    alias = alias or "champion"
     cfg = _config(config, set_)  # before the server's imports (torch, mlflow): a bad config fails at once
     from recsys.tracking.registry import alias_version
     from recsys.tracking.server import build_app, load_index

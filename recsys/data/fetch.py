@@ -143,6 +143,14 @@ def _from_offline(spec: PublicDataset, source: Path, raw_dir: Path) -> Path:
             # the set's interaction file alone (HetRec's user_artists.dat copied out of its zip):
             # it is what the folder form caches, so it is taken the same way
             return _into_cache(source, raw_dir / spec.folder / spec.ratings)
+        if not zipfile.is_zipfile(source) and (source.name == spec.archive or source.suffix.lower() == ".zip"):
+            # a .zip that is none (a partial or failed download, an HTML error page saved under the
+            # name): "another interaction file needs no fetch: recsys ingest X.zip" sent the user on
+            url = f"{(spec.base_url or BASE_URL).rstrip('/')}/{spec.archive}"
+            raise DataError(
+                f"{source}: not a zip archive (a partial or failed download?): download {url} again and pass it "
+                f"to --offline, or its extracted folder"
+            )
         if not zipfile.is_zipfile(source):
             raise DataError(
                 f"{source}: --offline expects {spec.archive}, its extracted folder or its {spec.ratings}; "

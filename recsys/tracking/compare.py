@@ -66,11 +66,47 @@ def lower_is_better(metric: str) -> bool:
     return metric.split("@", 1)[0] in LOWER_IS_BETTER
 
 
+def missing_experiment(client: MlflowClient, experiment: str) -> TrackingError:
+    """The error for a store without `experiment`, naming the fix: the experiments it does hold
+    (the config's `tracking.experiment` differs from the runs': another config, or a typo), else
+    `recsys run` (nothing was run into this store yet).
+
+    Why: `recsys promote` / `compare` on a fresh store said only "no experiment named
+    'recsys-default' in sqlite:///...", leaving a new user to guess whether the store, the config or
+    the order of commands was wrong."""
+    names = [found.name for found in client.search_experiments(max_results=20) if found.name != "Default"]
+    where = f"no experiment named {experiment!r} in {client.tracking_uri}"
+    if not names:
+        return TrackingError(f"{where}: nothing was run into this store yet; run `recsys run` first")
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return TrackingError(
+        f"{where}: pass the config your runs used (--config FILE), or --set tracking.experiment=NAME "
+        f"(experiments here: {shown})"
+    )
+
+
+def no_finished_models(client: MlflowClient, experiment: str) -> str:
+    """What `recsys compare` says when `experiment` has no finished model run: "run `recsys run`
+    first" only where no pipeline ran; after runs whose every model failed or was skipped it said the
+    same, to a user who had just run it."""
+    found = client.get_experiment_by_name(experiment)
+    pipelines = [] if found is None else client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'pipeline'", max_results=50
+    )  # fmt: skip
+    if not pipelines:
+        return f"no finished model runs in experiment {experiment!r} yet: run `recsys run` first"
+    n = len(pipelines)
+    return (
+        f"no finished model runs in experiment {experiment!r}: its {n}{'+' if n == 50 else ''} pipeline run(s) have "
+        "none (their models failed or were skipped: the reasons are in `recsys run`'s output and in `recsys ui`)"
+    )
+
+
 def model_runs(client: MlflowClient, experiment: str, max_runs: int = 50) -> list:
     """The newest finished model (child) runs of `experiment`."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
+        raise missing_experiment(client, experiment)
     return client.search_runs(
         [found.experiment_id],
         filter_string=f"tags.`{TAG_KIND}` = 'model' and attributes.status = 'FINISHED'",
@@ -442,7 +478,7 @@ def latest_pipeline_model_runs(
 
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise TrackingError(f"no experiment named {experiment!r} in {client.tracking_uri}")
+        raise missing_experiment(client, experiment)
     pipelines = f"tags.`{TAG_KIND}` = 'pipeline'"
     ended = f"{pipelines} and attributes.status != 'RUNNING'"
 
@@ -491,5 +527,17 @@ def latest_pipeline_model_runs(
         filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'",
     )
     if not children:
-        raise TrackingError(f"pipeline run {parent} has no finished model runs")
+        # why, and what to do: the bare "has no finished model runs" left a user whose every model had
+        # failed (a diverged fit, a skipped EASE) no way forward
+        ended = client.search_runs([found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+        counts: dict[str, int] = {}
+        for run in ended:
+            counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        held = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none logged"
+        raise TrackingError(
+            f"the newest pipeline run {parent} of experiment {experiment!r} has no finished model runs ({held}): "
+            "its models failed or were skipped (the reasons are in `recsys run`'s output and on its runs in "
+            "`recsys ui`); fix them and `recsys run` again, or pass earlier model runs to --run-id "
+            "(`recsys compare --format csv`, column run_id)"
+        )
     return [c.info.run_id for c in children]

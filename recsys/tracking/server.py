@@ -41,6 +41,8 @@ from pydantic import (
 from recsys.tracking.pyfunc import DEFAULT_K, BadRequest, UnknownItem, answer_records
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from fastapi import FastAPI
 
     from recsys.tracking.pyfunc import ServingIndex
@@ -439,6 +441,35 @@ def build_app(
     return app
 
 
+def _missing_local_artifacts(model_uri: str) -> Path | None:
+    """The local folder `model_uri`'s artifacts should be in, where it does not exist; else None.
+
+    Why: a store copied or moved without its `artifacts/` folder (or that folder deleted) made
+    `recsys serve` say 'Could not find an "MLmodel" configuration file at "$TMPDIR/recsys-serve-.../MLmodel"',
+    naming its own download folder rather than where the model's files should be."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    try:
+        if model_uri.startswith("models:"):
+            from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+            underlying = ModelsArtifactRepository.get_underlying_uri(model_uri)
+        elif model_uri.startswith("runs:"):
+            from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+            underlying = RunsArtifactRepository.get_underlying_uri(model_uri)
+        else:
+            underlying = model_uri
+    except Exception:  # the registry or run itself is the problem: MLflow's own error says it
+        return None
+    parsed = urlparse(underlying)
+    if parsed.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(parsed.path))
+    return None if folder.exists() else folder
+
+
 def load_index(model_uri: str, tracking_uri: str | None = None) -> ServingIndex:
     """The serving index of a logged recsys pyfunc (`models:/name@alias`, `runs:/id/model`).
 
@@ -459,10 +490,22 @@ def load_index(model_uri: str, tracking_uri: str | None = None) -> ServingIndex:
         mlflow.set_registry_uri(tracking_uri)
     directory = process_temp_dir(SERVE_DOWNLOADS)
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri, dst_path=str(directory))
+        # its INFO "No artifacts found to download at ..." was a second line before the error's one
+        quiet = logging.getLogger("mlflow.store.artifact.artifact_repo")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            loaded = mlflow.pyfunc.load_model(model_uri, dst_path=str(directory))
+        finally:
+            quiet.setLevel(level)
         index = loaded.unwrap_python_model().index
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)
+        if (missing := _missing_local_artifacts(model_uri)) is not None:
+            raise TrackingError(
+                f"cannot load {model_uri}: its files are not at {missing} (the store's artifacts folder was moved "
+                "or deleted?): put that folder back where the store expects it, or train the model again (`recsys run`)"
+            ) from None
         raise TrackingError(f"cannot load {model_uri} ({type(exc).__name__}: {first_line(exc)})") from None
     _DOWNLOADS.append(weakref.finalize(index, shutil.rmtree, directory, True))
     return index

@@ -184,6 +184,13 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
                 f"tracking URI {uri!r} is an in-memory SQLite store: every run, metric and model would "
                 "vanish when the process exits; use sqlite:///path/to/mlflow.db or --no-tracking"
             )
+        if ":///" not in uri:  # sqlite://mlflow.db: read as a host, the store was the working directory
+            rest = uri.split(":", 1)[1].lstrip("/")
+            raise TrackingError(
+                f"tracking URI {uri!r}: a SQLite store's path comes after three slashes: "
+                f"--set tracking.tracking_uri=sqlite:///{rest} (relative to the working directory; "
+                f"sqlite:////{rest} for /{rest})"
+            )
         db = sqlite_path(uri)
         if not str(db):
             raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///path/to/mlflow.db")
@@ -194,18 +201,28 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
                 "at the store your runs used (relative paths are read from the working directory)"
             )
         try:
+            # first without the lock: a file that is clearly no store gets no .locks/ folder beside it
+            _refuse_foreign_sqlite(db, uri, create=create, settled=False)
             db.parent.mkdir(parents=True, exist_ok=True)
             with store_open_lock(db):
+                _refuse_foreign_sqlite(db, uri, create=create)
                 client(uri).search_experiments(max_results=1)
         except TrackingError:
             raise
         except Exception as exc:  # sqlalchemy/mlflow errors: the store itself is broken or locked
-            raise TrackingError(f"tracking store {uri}: cannot open ({type(exc).__name__}: {exc})") from None
+            raise TrackingError(_schema_hint(uri, exc) or f"tracking store {uri}: cannot open ({type(exc).__name__}: {exc})") from None
         return
     scheme = urlparse(uri).scheme
     allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true")
     if scheme in ("", "file") and not allowed:  # MLflow 3 raises on its file store unless opted in
         folder = uri.removeprefix("file://").removeprefix("file:") or "."
+        if Path(folder).is_file() or Path(folder).suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+            # a database file named without its scheme: "is a folder ... use sqlite:///.../mlflow.db/mlflow.db"
+            # sent the user to a file inside their database file
+            raise TrackingError(
+                f"tracking URI {uri!r} is a path without a scheme: name the SQLite store as "
+                f"--set tracking.tracking_uri=sqlite:///{Path(folder).resolve()} (or MLFLOW_TRACKING_URI)"
+            )
         raise TrackingError(
             f"tracking URI {uri!r} is a folder: MLflow's file store, which this MLflow refuses (maintenance "
             f"mode); use a SQLite store: --set tracking.tracking_uri=sqlite:///{Path(folder).resolve() / 'mlflow.db'} "
@@ -213,9 +230,105 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS, *, create: 
         )
     base = scheme.split("+", 1)[0]  # postgresql+psycopg://, mysql+pymysql://: SQLAlchemy's driver forms
     if base not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
-        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}")
+        raise TrackingError(
+            f"tracking URI {uri!r}: unsupported scheme {scheme!r}; use sqlite:///PATH/mlflow.db, http(s)://HOST:PORT "
+            "(an MLflow server) or postgresql:// / mysql:// / mssql:// (a database)"
+        )
     if base in ("postgresql", "mysql", "mssql"):
         _open_database(uri)
+
+
+POINT_AT_STORE = (
+    "point --set tracking.tracking_uri=sqlite:///PATH/mlflow.db (or MLFLOW_TRACKING_URI) at the store your runs used"
+)
+
+
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs", "metrics", "params", "tags", "registered_models"})
+"""Tables only an MLflow store holds; a database with none of them is no store, even half made."""
+
+
+def _refuse_foreign_sqlite(db: Path, uri: str, *, create: bool, settled: bool = True) -> None:
+    """Raise TrackingError when the file at `db` is not an MLflow store, before MLflow opens it.
+
+    Why: MLflow creates its ~70 tables in any SQLite database it is pointed at, so a mistyped
+    tracking URI naming another application's database had MLflow's tables added to it, even by
+    commands that only read runs (`recsys promote`, `compare`, `registry`, `serve`); a file that is
+    not a database came back as SQLAlchemy's multi-line error with its SQL. Read-only here (sqlite3
+    `mode=ro`): nothing is written to a file that turns out not to be a store. An empty file (or no
+    file) is a new store for `recsys run`; for a command that reads runs it holds none. `settled=False`
+    (without the store's open lock, which another process may hold while it creates the store): only
+    what no store being made looks like, a file that is no database or holds none of MLFLOW_TABLES."""
+    import sqlite3
+
+    if not db.is_file():
+        return
+    try:
+        connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise TrackingError(
+            f"{db.resolve()} ({uri}) is not an MLflow store: not an SQLite database ({exc}); {POINT_AT_STORE}"
+        ) from None
+    if not settled:
+        if tables and not tables & MLFLOW_TABLES:
+            _refuse_tables(db, uri, tables)
+        return
+    if not tables:
+        if not create:
+            raise TrackingError(
+                f"no MLflow store at {db.resolve()} ({uri}): the file is empty, nothing was tracked there; "
+                f"run `recsys run` first, or {POINT_AT_STORE}"
+            )
+        return
+    if "alembic_version" not in tables or "experiments" not in tables:
+        _refuse_tables(db, uri, tables)
+
+
+def _refuse_tables(db: Path, uri: str, tables: set[str]) -> None:
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise TrackingError(
+        f"{db.resolve()} ({uri}) is an SQLite database without MLflow's tables (it holds: {shown}), not an "
+        f"MLflow store, and is left as it was; {POINT_AT_STORE}"
+    )
+
+
+def _schema_hint(uri: str, exc: Exception) -> str | None:
+    """The error line for a store whose schema this MLflow does not expect, with the command that
+    fixes it; None for any other error.
+
+    Why: MLflow says "out-of-date database schema ... run 'mlflow db upgrade <database_uri>'" for
+    both directions, and for a store written by a NEWER MLflow that advice fails (this MLflow does
+    not know the revision); the fix there is upgrading mlflow in this environment."""
+    found = re.search(r"found version (\w+), but expected (\w+)", str(exc))
+    if found is None:
+        return None
+    import mlflow
+
+    revision = found.group(1)
+    if _known_revision(revision):
+        return (
+            f"tracking store {uri} was made by an older MLflow (schema {revision}; MLflow {mlflow.__version__} "
+            f"expects {found.group(2)}): back the file up, then run `mlflow db upgrade {uri}`"
+        )
+    return (
+        f"tracking store {uri} was written by a newer MLflow than this environment's {mlflow.__version__} "
+        f"(schema {revision} is unknown to it): upgrade it (`pip install -U mlflow`, the version that wrote "
+        f"the store), or {POINT_AT_STORE}"
+    )
+
+
+def _known_revision(revision: str) -> bool:
+    """Whether this MLflow's migration scripts include `revision`."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    try:
+        return ScriptDirectory.from_config(_get_alembic_config(db_url="")).get_revision(revision) is not None
+    except Exception:  # alembic: an unknown revision id
+        return False
 
 
 DRIVER_HINTS = {

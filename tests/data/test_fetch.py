@@ -248,3 +248,16 @@ def test_a_damaged_cached_archive_says_to_delete_it(tmp_path):
     with pytest.raises(DataError, match="checksum mismatch") as caught:
         fetch("movielens-100k", raw)
     assert str(caught.value).endswith("the cached archive is damaged: delete it and run the fetch again")
+
+
+@pytest.mark.parametrize("name", ["ml-100k.zip", "download.zip"])
+def test_an_offline_zip_that_is_no_zip_says_download_it_again_not_ingest_it(tmp_path, name):
+    """A partial download (or an HTML error page saved as ml-100k.zip) was told "another interaction
+    file needs no fetch: recsys ingest ml-100k.zip", which only fails again."""
+    cut = tmp_path / name
+    cut.write_bytes(b"<html>503 Service Unavailable</html>")
+    with pytest.raises(DataError) as caught:
+        fetch("movielens-100k", tmp_path / "raw", offline=cut)
+    said = str(caught.value)
+    assert said.startswith(f"{cut}: not a zip archive (a partial or failed download?)"), said
+    assert "movielens/ml-100k.zip again" in said and "recsys ingest" not in said, said

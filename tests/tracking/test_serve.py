@@ -245,3 +245,28 @@ def test_the_port_of_a_server_that_stopped_after_answering_is_free_again_but_a_l
         listening.listen()
         with pytest.raises(TrackingError, match="cannot listen on"):
             _port_is_free(listening.getsockname()[1])
+
+
+@pytest.mark.parametrize("tracking_uri", ["sqlite"], indirect=True)  # a local artifacts folder
+def test_a_model_whose_artifacts_folder_is_gone_names_where_its_files_should_be(logged, tmp_path):
+    """A store copied or moved without its artifacts/ folder: `recsys serve` said 'Could not find an
+    "MLmodel" configuration file at "$TMPDIR/recsys-serve-.../MLmodel"', its own download folder."""
+    import sqlite3
+
+    from recsys.errors import TrackingError
+    from recsys.tracking.server import load_index
+    from recsys.tracking.store import sqlite_path
+
+    copy = tmp_path / "mlflow.db"
+    source, target = sqlite3.connect(sqlite_path(logged.uri)), sqlite3.connect(copy)
+    source.backup(target)
+    source.close()
+    run = logged.runs["wals"]
+    gone = tmp_path / "moved-away" / run / "artifacts"
+    target.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (gone.as_uri(), run))
+    target.commit()
+    target.close()
+    with pytest.raises(TrackingError) as caught:
+        load_index(f"runs:/{run}/model", f"sqlite:///{copy}")
+    said = str(caught.value)
+    assert f"its files are not at {gone / 'model'}" in said and "MLmodel" not in said, said
