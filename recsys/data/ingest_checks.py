@@ -471,7 +471,8 @@ def event_rule_check(cfg: DataConfig, source: str | Path, rows: pl.LazyFrame, ev
              ("event_weights", cfg.event_weights)) if events}  # fmt: skip
     if not named or event_column is None:
         return None  # no rule, or no event column: `positive_filter` refuses the latter
-    counts = rows.group_by(EVENT).len().sort("len", descending=True).collect()
+    # Ties by name: the listing (and the hint's weights) must not change between runs (group_by's order does).
+    counts = rows.group_by(EVENT).len().sort(["len", EVENT], descending=[True, False], nulls_last=True).collect()
     present = dict(zip(counts.get_column(EVENT).to_list(), counts.get_column("len").to_list(), strict=True))
     listing = ", ".join(f"{event!r} ({rows_text(n)})" for event, n in list(present.items())[:12] if event is not None)
     listing += ", ..." if len(present) > 12 else ""

@@ -121,6 +121,18 @@ def test_event_weights_weigh_each_row_by_its_event_and_sum_the_pairs(tmp_path: P
     assert any("'wishlist'" in w for w in manifest["warnings"])
 
 
+def test_the_events_an_unmatched_rule_lists_tie_by_name_whatever_the_row_order(tmp_path: Path) -> None:
+    """Events with as many rows each were listed in group_by's order, which changes between runs (a CI
+    run listed 'wishlist' before 'addtocart'): ties are listed by name, so the line is the same."""
+    events = ["zeta", "mu", "alpha", "kappa", "beta", "omega"]
+    lines = ["visitorid,itemid,event"] + [f"v{i},i{i % 3},{event}" for i in range(60) for event in [events[i % 6]]]
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as caught:
+        ingest(tmp_path / "events.csv", tmp_path / "out", DataConfig(positive_events=["purchase"]))
+    listed = ", ".join(f"{e!r} (10 rows)" for e in sorted(events))
+    assert f"its events are {listed}:" in str(caught.value), str(caught.value)
+
+
 def test_event_weights_flattened_by_count_are_flagged(tmp_path: Path) -> None:
     cfg = DataConfig(event_weights={"view": 1, "addtocart": 3, "transaction": 5, "wishlist": 2}, aggregate="count")
     report = ingest(_events(tmp_path / "events.csv"), tmp_path / "out", cfg)
