@@ -128,7 +128,9 @@ def test_a_drawn_plot_leaves_no_garbage_for_a_full_collection(tmp_path, collecto
         left = gc.collect()
     finally:
         gc.enable() if was else gc.disable()
-    assert left == 0  # without the young collection: ~4,900 objects of the two figures
+    # Without the young collection ~4,900 objects of the two figures are left; the bound leaves room
+    # for cyclic garbage other threads of a test worker make meanwhile (40 objects seen in a CI run).
+    assert left < 1000, left
     for png in (curves, pca):
         with Image.open(png) as image:
             image.verify()
