@@ -318,6 +318,23 @@ def processed_as(processed: Path, data: DataConfig) -> list[str]:
     ]
 
 
+def k_core_shrink(manifest: dict | None) -> str | None:
+    """What the ingest's k-core left when it brought the users or items down to one (a log whose
+    users mostly have fewer interactions than data.min_user_interactions): the clause that names the
+    setting, for the refusal of a split with nothing to score (`require_test_users`), which said only
+    "the log has one user after filtering". None otherwise."""
+    steps = (manifest or {}).get("steps") or []
+    for before, step in zip(steps, steps[1:], strict=False):
+        if not str(step.get("name", "")).startswith("k-core"):
+            continue
+        shrunk = [f"{step[key]:,} of {before[key]:,} {key}" for key in ("users", "items")
+                  if step.get(key) == 1 and before.get(key, 0) > 1]  # fmt: skip
+        if shrunk:
+            return (f"the {step['name']} left {' and '.join(shrunk)}: lower data.min_user_interactions / "
+                    "data.min_item_interactions")  # fmt: skip
+    return None
+
+
 def _manifest_of(dataset: DatasetResult, manifest: dict | None) -> dict | None:
     """`manifest` (the one a run loaded its data with: `InteractionData.manifest`), else the
     directory's current one; None when it cannot be read."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipelines.data import (
     DatasetResult,
+    k_core_shrink,
     load_dataset,
     log_dataset,
     make_split,
@@ -286,7 +287,8 @@ def prepare_run_inputs(
         t = time.perf_counter()
         cfg, data, split = load(dataset, cfg, scheduled)
         timings["split"] = time.perf_counter() - t
-    require_test_users(split)  # before any model trains: a test part of nobody makes every metric NaN
+    # before any model trains: a test part of nobody makes every metric NaN
+    require_test_users(split, filtered=k_core_shrink(data.manifest))
     return RunInputs(dataset, cfg, data, split)
 
 

@@ -80,6 +80,16 @@ def test_a_log_of_one_user_or_one_item_says_so(tmp_path, kind):
     assert f"the log has one {kind} after filtering" in split_error(tmp_path, rows, *EVERY_ROW)
 
 
+def test_a_k_core_that_leaves_one_user_names_its_setting(tmp_path):
+    """One heavy user beside 30 with two interactions each: the k-core at 3 kept the heavy one alone,
+    and the error said only "the log has one user after filtering", not which setting did it."""
+    rows = [("heavy", f"i{k}", T0 + k) for k in range(20)]
+    rows += [(f"u{u}", f"i{(u + k) % 20}", T0 + 100 + 2 * u + k) for u in range(30) for k in range(2)]
+    message = split_error(tmp_path, rows, "data.min_user_interactions=3", "data.min_item_interactions=1")
+    assert "the log has one user after filtering: the k-core (users >= 3, items >= 1" in message, message
+    assert "left 1 of 31 users: lower data.min_user_interactions" in message, message
+
+
 def test_a_temporal_split_of_one_timestamp_names_the_cut_off_and_the_random_protocol(tmp_path):
     """All rows at one instant: the cut-off is that instant and nothing is after it."""
     rows = [(u, i, T0) for u, i, _ in pairs(100, 80, 1500)]

@@ -18,14 +18,16 @@ from recsys.errors import DataError
 from recsys.evaluation.cold import divide_test
 
 
-def require_test_users(split: Split) -> None:
-    """Raise a `DataError` when the split's test part has no warm user to score; else nothing."""
+def require_test_users(split: Split, filtered: str | None = None) -> None:
+    """Raise a `DataError` when the split's test part has no warm user to score; else nothing.
+    `filtered`: what a filter before the split left, when it left one user or one item (the k-core:
+    `pipelines.data.k_core_shrink`), named in the hint for that case."""
     counts = divide_test(split).counts()
     if counts["warm_test_users"] > 0:
         return
     raise DataError(
         f"the {split.protocol} split leaves no test user to score ({_why(split, counts)}), so every "
-        f"model's recall@k would be NaN; {_hint(split, counts)}"
+        f"model's recall@k would be NaN; {_hint(split, counts, filtered)}"
     )
 
 
@@ -43,12 +45,14 @@ def _why(split: Split, counts: dict[str, int]) -> str:
     return "; ".join(parts) or f"its {n_test:,} test interactions belong to no scorable user"
 
 
-def _hint(split: Split, counts: dict[str, int]) -> str:
+def _hint(split: Split, counts: dict[str, int], filtered: str | None = None) -> str:
     """The setting that fills the test part for this protocol and cause."""
     meta = split.meta
     users, items = _active(split)
     if users == 1 or items == 1:  # no split setting helps: nothing is shared between users or items
         what = "one user" if users == 1 else "one item"
+        if filtered:
+            return f"the log has {what} after filtering: {filtered}"
         return (f"the log has {what} after filtering: a recommender learns from what users share and ranks "
                 "several items, so use a log with more users and items")  # fmt: skip
     if split.test.nnz == 0:
