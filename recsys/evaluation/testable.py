@@ -97,7 +97,7 @@ def _active(split: Split) -> tuple[int, int]:
     """Users and items with an interaction in some part (the vocab may hold filtered-out ids)."""
     users = np.zeros(split.train.shape[0], dtype=bool)
     items = np.zeros(split.train.shape[1], dtype=bool)
-    for part in _parts(split):
-        users |= np.diff(part.tocsr().indptr) > 0
+    for part in _parts(split):  # CSR parts (Split's contract): rows with entries, columns named
+        users |= np.diff(part.indptr) > 0
         items[part.indices] = True
     return int(users.sum()), int(items.sum())
