@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ import polars as pl
 
 from recsys.config import DataConfig, RunConfig, SplitConfig
 from recsys.data.dataset import InteractionData
-from recsys.data.readers import DATA_SUFFIXES, list_source, warn_unread
+from recsys.data.readers import DATA_SUFFIXES, READER_VERSION, list_source, warn_unread
 from recsys.data.remote import Location, as_url, resolve
 from recsys.data.source_stamp import (
     SourceChanged,
@@ -42,6 +43,7 @@ from recsys.data.source_stamp import (
 from recsys.errors import AlreadyIngested, DataError, NoDataRows, RecsysWarning
 
 if TYPE_CHECKING:  # `recsys ingest` imports this module (SHAPING): scipy.sparse comes with a split
+    from recsys.data.ingest import IngestReport
     from recsys.data.split import Split
 
 LEDGER = "sources.json"  # which raw files (name, size, content hash) a processed dir holds
@@ -241,8 +243,9 @@ def _unset_later(cfg: DataConfig) -> set[str]:
 
 
 def source_fingerprint(cfg: DataConfig) -> str:
-    """Fingerprint of the input *and* the settings that shape the processed data: the cache key of
-    the ingest task. Unchanged files and settings -> same key -> ingest is skipped."""
+    """Fingerprint of the input, the settings that shape the processed data and the version of the
+    readers: the cache key of the ingest task. Unchanged files, settings and readers -> same key ->
+    ingest is skipped."""
     settings = cfg.model_dump(mode="json", exclude={"processed_dir", "raw_dir", "source", *_unset_later(cfg)})
     if cfg.source == "synthetic":
         content = "synthetic"
@@ -256,7 +259,9 @@ def source_fingerprint(cfg: DataConfig) -> str:
             cache = DigestCache(cfg.processed_dir)
             content = "|".join(f"{p.name}:{p.stat().st_size}:{cache.digest(p)}" for p in source_files(source))
             cache.save()
-    blob = json.dumps({"content": content, "settings": settings}, sort_keys=True)
+    # The reader version too: the same files read by a fixed reader give other rows, and a cached
+    # ingest result of the older reader's would otherwise be reused for ever (`_reread`).
+    blob = json.dumps({"content": content, "settings": settings, "reader": READER_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -475,6 +480,10 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         cache.save()
         targets = dict(zip(names, files, strict=True))
         stamps = {name: SourceStamp(digests[name], (st,)) for name, st in zip(names, listed, strict=True)}
+    reread, report = [], None
+    if ledger:  # read by another recsys's readers: re-read once, keeping the vocab
+        remote = isinstance(source, Location)
+        reread, report = _reread(data, out, ledger, digests, targets, {} if remote else stamps, source_is_dir)
     changed = [name for name, d in digests.items() if name in ledger and ledger[name] != d]
     if changed and not source_is_dir:
         # A single file that changed (a log its writer appends to) is re-ingested whole, keeping the
@@ -483,6 +492,9 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         ledger = {}
     new = [name for name in digests if name not in ledger]
     if not new and not changed:
+        if reread:
+            return DatasetResult(str(out), _manifest_fingerprint(out), key, ingested_files=reread,
+                                 report=report.to_json_dict() if report is not None else {})  # fmt: skip
         return DatasetResult(str(out), _manifest_fingerprint(out), key, reused=True)
     if changed and source_is_dir:
         raise DataError(
@@ -491,9 +503,8 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
             "a file whose producer paused mid-write for longer than the run that read it changes like this: "
             "producers should write under a hidden or _-prefixed name (not read) and rename it when complete"
         )
-    report = None
     rebuild = bool(changed) and not source_is_dir
-    ingested: list[str] = []
+    ingested: list[str] = list(reread)
     empty: list[tuple[str, DataError]] = []
     for name in new:
         append = is_processed_dir(out) and not rebuild
@@ -534,6 +545,81 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         report=report.to_json_dict() if report is not None else {},
         passed_over=passed_over,
     )
+
+
+def _reread(
+    data: DataConfig,
+    out: Path,
+    ledger: dict[str, str],
+    digests: dict[str, str],
+    targets: dict[str, str | Path],
+    stamps: dict[str, SourceStamp],
+    source_is_dir: bool,
+) -> tuple[list[str], IngestReport | None]:
+    """Re-read the raw files of `out` when its batches were read by other readers than this
+    code's (`READER_VERSION`; a directory from before the version was recorded counts as 0), so a
+    reader fix reaches data ingested before it without a hand re-ingest, once: the new batches
+    record this version, and the cache key (`source_fingerprint`) carries it, so a cached ingest
+    result is not reused across the upgrade either. Called with `out`'s writer lock held: a second
+    run that started at the same time waits, then finds the version current and reads nothing.
+
+    The files of `ledger` are ingested again in their order into a folder inside one of `out`'s
+    staging directories, the first starting from `out`'s vocab (ids keep their indices, saved
+    models and splits do not move; an id the new reading no longer yields keeps its index), and
+    the result is swapped in whole (`storage.swap_in`). A kill meanwhile leaves `out` as it was
+    (the next writer removes the staging; `recover` completes a swap cut between its renames), and
+    the next run re-reads again. Nothing is re-read when a ledger file is gone or changed (its
+    rows could not be read again: a warning says the directory is kept; a changed file is refused
+    or re-read as ever below), or when re-reading fails (a warning names the error; the directory
+    is kept as it was and the next run tries again). Returns the names re-read and the last
+    ingest's report (([], None) when nothing was)."""
+    from recsys.data.ingest import ingest, reader_versions
+    from recsys.data.storage import read_manifest, swap_in
+    from recsys.files import publishable_dir
+
+    versions = reader_versions(read_manifest(out))
+    if versions == {READER_VERSION}:
+        return [], None
+    was = ", ".join(str(v) for v in sorted(versions))
+    gone = [name for name in ledger if name not in digests]
+    if gone:
+        warnings.warn(RecsysWarning(
+            f"{out}: read by an older recsys (reader version {was}, now {READER_VERSION}) but {len(gone)} of its raw "
+            f"files are gone from {data.source} ({', '.join(gone[:3])}), so it is kept as read then; ingest what "
+            "is left into a new data.processed_dir to read it with this version"
+        ), stacklevel=3)  # fmt: skip
+        return [], None
+    if any(digests[name] != digest for name, digest in ledger.items()):
+        return [], None  # a changed file: re-read whole (a single file) or refused (a landing zone) below
+    work = publishable_dir(out.parent, f".{out.name}.", ".tmp")  # `recover` removes it after a kill
+    staged = work / "data"
+    report = None
+    try:
+        held: dict[str, str] = {}
+        for name, digest in ledger.items():
+            held[name] = digest
+            report = ingest(
+                targets[name], staged, data, format=data.format, append=len(held) > 1,
+                sidecar_files={LEDGER: dict(held)}, vocab_of=out, stamp=stamps.get(name),
+                check_unchanged=source_is_dir, same_content=True,
+            )  # fmt: skip
+        for entry in out.iterdir():  # top-level files of others (the ingest writes the ledger itself)
+            if entry.is_file() and not (staged / entry.name).exists():
+                shutil.copy2(entry, staged / entry.name)
+        swap_in(staged, out)
+    except DataError as exc:
+        warnings.warn(RecsysWarning(
+            f"{out}: read by an older recsys (reader version {was}, now {READER_VERSION}); reading its raw files "
+            f"again failed, so it is kept as read then: {exc}"
+        ), stacklevel=3)  # fmt: skip
+        return [], None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    warnings.warn(RecsysWarning(
+        f"{out}: read by an older recsys (reader version {was}); re-read its {len(ledger)} raw file(s) with this "
+        f"version's readers ({READER_VERSION}), keeping its user and item indices"
+    ), stacklevel=3)  # fmt: skip
+    return list(ledger), report
 
 
 def _settled(stamp: SourceStamp) -> bool:

@@ -65,6 +65,7 @@ from recsys.data.ingest_checks import (
     zero_weight_warning,
 )
 from recsys.data.readers import (
+    READER_VERSION,
     ROW,
     SOURCE_FILE,
     RawSource,
@@ -358,6 +359,12 @@ def _carry_over_foreign_files(out_dir: Path, tmp: Path, replaced: set[str]) -> N
 """Share of users below which a k-core's cut is named in a warning, whatever share of pairs it keeps."""
 
 
+def reader_versions(manifest: dict) -> set[int]:
+    """The reader versions (`recsys.data.readers.READER_VERSION`) the batches of `manifest` were
+    read with; a batch written before the version was recorded counts as version 0."""
+    return {int(b.get("reader_version", 0)) for b in manifest.get("batches") or [] if isinstance(b, dict)}
+
+
 def _sources(manifest: dict | None) -> list[dict]:
     return list(manifest.get("batches", [])) if manifest else []
 
@@ -432,6 +439,7 @@ def ingest(
     stamp: SourceStamp | None = None,
     same_content: bool = False,
     check_unchanged: bool = True,
+    vocab_of: Path | None = None,
 ) -> IngestReport:
     """Ingest `source` (file or directory) into the processed directory `out_dir`.
 
@@ -449,6 +457,9 @@ def ingest(
     that really are new). check_unchanged: a local source whose files changed between the stamp
     and the swap raises SourceChanged, writing nothing (a file still being written); off for a
     run's single growing log, whose next run re-reads it whole anyway.
+    vocab_of: a first (non-append) ingest into a new `out_dir` starts from this processed
+    directory's vocab, as `keep_vocab` does from `out_dir`'s own: a re-read of a landing zone is
+    built beside the directory it replaces (`pipelines.data`), and its indices must not move.
     Holds the directory's writer lock throughout (see the module docstring).
     """
     from recsys.data.synthetic import planted_blocks, reading
@@ -473,6 +484,7 @@ def ingest(
                     source, Path(out_dir), cfg, format=format, append=append, user_labels=user_labels,
                     item_labels=item_labels, say=say, sidecar_files=dict(sidecar_files or {}), keep_vocab=keep_vocab,
                     stamp=stamp, same_content=same_content, check_unchanged=check_unchanged, text=text,
+                    vocab_of=vocab_of,
                 )  # fmt: skip
     report.planted = planted is not None
     return report
@@ -494,6 +506,7 @@ def _ingest(
     same_content: bool = False,
     check_unchanged: bool = True,
     text: Transcoded | None = None,
+    vocab_of: Path | None = None,
 ) -> IngestReport:
     """`text`: where the source's text is read from (a UTF-8 copy of a file in another encoding,
     see recsys.data.encoding); messages name `source`."""
@@ -501,7 +514,7 @@ def _ingest(
     text = text or Transcoded(source, source)
     previous_manifest = _prepare_out_dir(out_dir, append)
     replaced = [] if append else _held_batches(out_dir)
-    vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else None  # not a corrupt one's
+    vocab_from = out_dir if previous_manifest or (keep_vocab and replaced) else vocab_of  # not a corrupt one's
     previous_batches = storage.list_batches(out_dir) if previous_manifest else []
     _check_readable(storage.batch_file(out_dir, number) for number in previous_batches)
     batch = (previous_batches[-1] + 1) if previous_batches else 1
@@ -657,6 +670,7 @@ def _ingest(
             "quarantine": str(quarantine_path.relative_to(tmp)),
             "created_at": now,
             "ingest_id": ingest_id,
+            "reader_version": READER_VERSION,  # what reading the source gave (`reader_versions`)
         }
         if keep:  # recorded only when not the default, so default manifests keep their shape
             batch_entry["exact_duplicates"] = cfg.exact_duplicates

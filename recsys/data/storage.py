@@ -167,15 +167,23 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            (old / SWAP_FILE).write_text(json.dumps({"staged": tmp.name}))
-            os.replace(out_dir, old / "previous")
-        fault_point("storage.between_renames")
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, out_dir)
+
+
+def swap_in(staged: Path, out_dir: Path) -> None:
+    """Replace `out_dir` with the complete processed directory `staged` (call with `writer_lock`
+    held). Two renames; `swap.json` in the aside directory names `staged` relative to `out_dir`'s
+    parent, so `recover` finishes a swap a kill interrupted. `staged` is a staging directory of
+    `out_dir` (`.<name>.XXXXXXXX.tmp`) or a folder inside one (a re-read built batch by batch)."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        (old / SWAP_FILE).write_text(json.dumps({"staged": staged.relative_to(out_dir.parent).as_posix()}))
+        os.replace(out_dir, old / "previous")
+    fault_point("storage.between_renames")
+    os.replace(staged, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def lock_file(out_dir: Path) -> Path:

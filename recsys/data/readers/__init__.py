@@ -65,9 +65,17 @@ from recsys.data.readers.sniff import (
 from recsys.data.remote import as_url, resolve
 from recsys.errors import DataError, NoDataRows
 
+# The version of what reading a file gives: bump READER_VERSION in the same commit as any change to
+# a reader (or to the validation of what it read) that changes which rows come out of a file, their
+# values (a column now read as the time, ids unwrapped) or what is quarantined. Ingest records it in
+# each batch of a processed directory's manifest (a batch without it was read before it existed:
+# version 0), and a scheduled run re-reads a landing zone whose batches were read by another version,
+# once, keeping its vocab (`pipelines.data`). A change that only words an error differently is no bump.
+READER_VERSION = 1
+
 __all__ = [
     "AUTO_NAMES", "BOOLEAN_ID", "DATA_SUFFIXES", "DUPLICATE_KEY", "EXTRA_FIELDS", "FORMATS", "ID_OUT_OF_RANGE",
-    "LATE_KEY", "MALFORMED_JSON", "NOT_UTF8_HINT", "READ_ERROR", "ROW", "SOURCE_FILE", "ByteLayout", "DataFile",
+    "LATE_KEY", "MALFORMED_JSON", "NOT_UTF8_HINT", "READER_VERSION", "READ_ERROR", "ROW", "SOURCE_FILE", "ByteLayout", "DataFile",
     "RawSource", "SourceListing", "base_name", "column_label", "column_name", "decodable", "describe_columns",
     "detect_format", "first_error_line", "first_non_utf8", "list_source", "name_column", "number_rows",
     "open_decompressed", "row_numbers", "scan_source", "warn_unread",
