@@ -367,3 +367,23 @@ def test_an_iceberg_table_folder_is_refused_with_the_line_that_exports_it(tmp_pa
     line = _refusal(table, tmp_path / "out")
     assert "an Apache Iceberg table (metadata/00001-8c1d.metadata.json)" in line, line
     assert "pl.scan_iceberg(" in line and "sink_parquet(NEW)" in line, line
+
+
+def test_variable_length_binary_ids_that_are_no_text_are_refused_naming_the_column(tmp_path: Path) -> None:
+    """Raw id bytes (a SHA-1 prefix) written as Parquet BINARY, variable length (pyarrow `binary()`
+    and `large_binary()`, Spark's BinaryType): the read failed with "cannot read as parquet
+    (invalid utf8)", naming no column and, for a folder of files, not the file. Refused naming the
+    file, the column, the first row and how to write the ids; BINARY that is text (Hive and Impala
+    write strings so) is still read as that text."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    good = pa.table({"user_id": pa.array([b"u1", b"u2"], pa.binary()), "item_id": ["x", "y"], "ts": [1, 2]})
+    pq.write_table(good, landing / "part-0.parquet")
+    assert _ingest(landing / "part-0.parquet", tmp_path / "text").get_column("user_id").to_list() == ["u1", "u2"]
+    for kind in (pa.binary(), pa.large_binary()):
+        ids = pa.array([b"ok", b"\x9f\x1c\x2d", b"\x00\xff"], kind)
+        pq.write_table(pa.table({"user_id": ["a", "b", "c"], "item_id": ids, "ts": [1, 2, 3]}), landing / "part-1.parquet")
+        line = _refusal(landing, tmp_path / f"out-{kind}")
+        assert "part-1.parquet" in line and "item column 'item_id'" in line and "row 2 is the first" in line
+        assert "hex or base64" in line and "cast the column to a string" in line
+        assert not (tmp_path / f"out-{kind}").exists()

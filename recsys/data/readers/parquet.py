@@ -91,6 +91,9 @@ def _scan_parquet(
                 "column with {option}, or write the column as a number or a time first",
                 setting=f"data.columns.{_MAP_FIELDS[canon]}",
             )
+        for canon in (USER, ITEM):
+            if canon in m and own[m[canon]] == pl.Binary and m[canon] not in fixed[f.name]:
+                _refuse_byte_ids(f, frame, canon, m[canon])
         nested = {canon: src for canon, src in m.items() if own[src].is_nested()}
         if nested:
             listing = ", ".join(f"{src!r} ({own[src]})" for src in nested.values())
@@ -139,6 +142,38 @@ def _scan_parquet(
     return RawSource(
         label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes, header=header
     )
+
+
+def _refuse_byte_ids(f: DataFile, frame: pl.LazyFrame, canon: str, src: str) -> None:
+    """DataError naming the column, the first row and the way out when a variable-length binary
+    (Parquet BINARY without the UTF-8 annotation) id column of `f` holds bytes that are not UTF-8
+    text: raw ids (hashes, packed keys) written as bytes. Such a column that is text (Hive and
+    Impala write strings so) is read as that text; fixed-width bytes are spelt as hex
+    (`_binary_id_text`). Left to the read, it failed the whole source with "cannot read as parquet
+    (invalid utf8)", naming neither the column nor the file of a directory. Reads the column once
+    more (binary id columns are rare); the row is looked for only once the cast has failed."""
+    try:
+        frame.select(pl.col(src).cast(pl.String)).collect()
+        return
+    except pl.exceptions.PolarsError:
+        pass
+    values = frame.select(_PARQUET_ROW, src).collect()
+    row = next((n for n, v in values.iter_rows() if v is not None and not _utf8(v)), None)
+    at = f" (row {row:,} is the first)" if row is not None else ""
+    raise DataError(
+        f"{f.label}: the {_MAP_FIELDS[canon]} column {src!r} holds raw bytes (Parquet BINARY) that are not UTF-8 "
+        f"text{at}, so they cannot be read as ids: write the ids as text first, as hex or base64 (polars: "
+        f"`pl.col({src!r}).bin.encode('hex')`, Spark: `hex({src})`), or cast the column to a string if its bytes "
+        "are text in another encoding"
+    )
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _as_text_where_apart(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
