@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -479,7 +479,7 @@ def _prepare_files(data: DataConfig, source: Path | Location, out: Path, key: st
         digests = {name: cache.digest(p) for name, p in zip(names, files, strict=True)}
         cache.save()
         targets = dict(zip(names, files, strict=True))
-        stamps = {name: SourceStamp(digests[name], (st,)) for name, st in zip(names, listed, strict=True)}
+        stamps = {name: SourceStamp(_read_as(name, digests[name]), (st,)) for name, st in zip(names, listed, strict=True)}
     reread, report = [], None
     if ledger:  # read by another recsys's readers: re-read once, keeping the vocab
         remote = isinstance(source, Location)
@@ -620,6 +620,17 @@ def _reread(
         f"version's readers ({READER_VERSION}), keeping its user and item indices"
     ), stacklevel=3)  # fmt: skip
     return list(ledger), report
+
+
+def _read_as(name: str, digest: str) -> str:
+    """The digest a landing file's batch records (`source_digest`, which tells a copy of a file
+    already ingested): its content's, and for a Parquet file under `key=value` folders those too,
+    which give its rows their values (`dt=2024-01-02/`: the day). Two days' exports of the same
+    bytes are two days of rows, not a copy, and the second was passed over as one."""
+    folders = [part for part in PurePosixPath(name).parts[:-1] if "=" in part]
+    if not folders or not name.endswith((".parquet", ".pq")):
+        return digest
+    return hashlib.blake2b(f"{digest}\0{'/'.join(folders)}".encode(), digest_size=16).hexdigest()
 
 
 def _settled(stamp: SourceStamp) -> bool:

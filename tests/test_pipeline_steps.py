@@ -315,7 +315,7 @@ def test_a_processed_source_ingested_with_other_data_settings_is_used_with_a_war
     assert "min_user_interactions 1 (config: 3)" in warning and "recsys ingest" in warning
 
 
-def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_alone(tmp_path):
+def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_alone(tmp_path, monkeypatch):
     """data.event_weights changes what a processed directory holds: it names its own directory and
     a processed source ingested without it is flagged. A config that does not set it keeps the
     directory (and ingest cache key) it had before the setting existed, so a scheduled run's
@@ -326,7 +326,9 @@ def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_
 
     plain = DataConfig(source="data/raw/events.csv", positive_events=["transaction"])
     assert dataset_dir(plain).name == "events.csv-957fd286"  # the name before event_weights existed
-    # The key moves with the reader version only (806c30e9960f04c171de before it was keyed on).
+    # The key moves with the reader version by design (test_reader_version.py), so it is pinned at
+    # version 1 (806c30e9960f04c171de before the version was keyed on).
+    monkeypatch.setattr("pipelines.data.READER_VERSION", 1)
     assert source_fingerprint(DataConfig()) == "b55f8e36026b1c6ce7a6"
     none_weighted = DataConfig(source="data/raw/events.csv", positive_events=["transaction"], event_weights={})
     assert dataset_dir(none_weighted) == dataset_dir(plain)  # an empty table weighs nothing: unset
@@ -340,7 +342,7 @@ def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_
     assert "event_weights None (config: {'view': 1.0, 'transaction': 5.0})" in warning
 
 
-def test_exact_duplicates_keep_names_its_own_directory_and_leaves_the_default_alone(tmp_path):
+def test_exact_duplicates_keep_names_its_own_directory_and_leaves_the_default_alone(tmp_path, monkeypatch):
     """data.exact_duplicates = keep changes what a processed directory holds (repeats counted):
     its own directory, cache key and processed_as flag. The default quarantine keeps the names
     and keys a config had before the setting existed (pinned as in the event_weights test)."""
@@ -351,6 +353,7 @@ def test_exact_duplicates_keep_names_its_own_directory_and_leaves_the_default_al
     plain = DataConfig(source="data/raw/events.csv", positive_events=["transaction"])
     assert dataset_dir(plain).name == "events.csv-957fd286"
     assert dataset_dir(plain.model_copy(update={"exact_duplicates": "quarantine"})) == dataset_dir(plain)
+    monkeypatch.setattr("pipelines.data.READER_VERSION", 1)  # pinned at version 1, as above
     assert source_fingerprint(DataConfig()) == "b55f8e36026b1c6ce7a6"
     kept = plain.model_copy(update={"exact_duplicates": "keep"})
     assert dataset_dir(kept) != dataset_dir(plain)
@@ -530,3 +533,24 @@ def test_run_and_evaluate_warn_when_the_top_models_tie_on_few_test_users(tmp_pat
         [line] = [line for line in result.output.splitlines() if line.startswith("warning:")]
         assert line.startswith("warning: the best model is not significantly better than popularity on 98 test users: pop's")
         assert "ties with pop2" in line and line.endswith("(more data, or a larger split.test_fraction)")
+
+
+def test_a_landing_zone_of_day_folders_gives_each_file_its_folders_day(tmp_path):
+    """A scheduled run ingests a landing zone one file at a time, so `dt=2024-01-01/part-0.parquet`
+    was read without its folder: no time (and `year=/month=/day=` folders likewise), and a day
+    whose export held the same bytes as an earlier day's was passed over as a copy of it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    landing = tmp_path / "landing"
+    day = pa.table({"user_id": ["a", "b", "c"], "item_id": ["x", "y", "x"]})
+    for folder in ("dt=2024-01-01", "dt=2024-01-02", "year=2024/month=1/day=3"):
+        (landing / folder).mkdir(parents=True)
+        pq.write_table(day, landing / folder / "part-0.parquet")
+    cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"',
+                             "data.min_user_interactions=1", "data.min_item_interactions=1"])  # fmt: skip
+    result = prepare_dataset(cfg)
+    assert len(result.ingested_files) == 3 and not result.passed_over
+    rows = pl.read_parquet(Path(result.processed_dir) / "interactions" / "**" / "*.parquet")
+    assert sorted({t.day for t in rows["timestamp"]}) == [1, 2, 3] and rows.height == 9
+    assert prepare_dataset(cfg).reused

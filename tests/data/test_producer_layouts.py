@@ -387,3 +387,45 @@ def test_variable_length_binary_ids_that_are_no_text_are_refused_naming_the_colu
         assert "part-1.parquet" in line and "item column 'item_id'" in line and "row 2 is the first" in line
         assert "hex or base64" in line and "cast the column to a string" in line
         assert not (tmp_path / f"out-{kind}").exists()
+
+
+def test_dt_and_date_folders_give_their_rows_their_day_in_iso_and_compact_form(tmp_path: Path) -> None:
+    """Hive / Airflow layouts file a day's export under `dt=2024-01-01/` or `date=20240101/`, the
+    files holding no time. `dt` is no time name: the rows had no time, and the second day's rows
+    were quarantined as duplicates of the first's (same pair, no time); `date=20240101` was read
+    as Unix seconds (1970-08-23, with a warning only). Both are the day of their rows now, an
+    `hour=` folder below adds the hour, and a time column the files hold is still preferred."""
+    for key, days in (("dt", ["2024-01-01", "2024-01-02"]), ("date", ["20240101", "20240102"])):
+        root = tmp_path / key
+        for day in days:
+            (root / f"{key}={day}").mkdir(parents=True)
+            pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"]}), root / f"{key}={day}" / "part-0.parquet")
+        rows = _ingest(root, tmp_path / f"out-{key}")
+        assert rows.height == 4, key
+        assert rows["timestamp"].to_list() == [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 1, 2, 2)], key
+    hourly = tmp_path / "hourly" / "dt=2024-03-05" / "hour=07"
+    hourly.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": ["a"], "item_id": ["x"]}), hourly / "part-0.parquet")
+    assert _ingest(tmp_path / "hourly", tmp_path / "out-hourly")["timestamp"].to_list() == [datetime(2024, 3, 5, 7, tzinfo=UTC)]
+    exact = pa.array([datetime(2024, 1, 1, 10, 5)], pa.timestamp("us"))
+    pq.write_table(pa.table({"user_id": ["a"], "item_id": ["x"], "ts": exact}), hourly / "part-0.parquet")
+    assert _ingest(tmp_path / "hourly", tmp_path / "out-own")["timestamp"].to_list() == [datetime(2024, 1, 1, 10, 5, tzinfo=UTC)]
+
+
+def test_a_day_folder_that_names_no_day_is_refused_where_it_would_be_the_time(tmp_path: Path) -> None:
+    root = tmp_path / "events"
+    for day in ("2024-01-01", "latest", "2024-02-30"):
+        (root / f"dt={day}").mkdir(parents=True)
+        pq.write_table(pa.table({"user_id": ["a"], "item_id": ["x"]}), root / f"dt={day}" / "part-0.parquet")
+        if day == "2024-01-01":
+            continue
+        line = _refusal(root, tmp_path / "out")
+        assert f"dt={day}/part-0.parquet: the folder dt={day} names no day (YYYY-MM-DD or YYYYMMDD)" in line
+        assert "--time-col" in line
+        (root / f"dt={day}" / "part-0.parquet").unlink()
+        (root / f"dt={day}").rmdir()
+    (root / "dt=latest").mkdir()
+    for n, day in enumerate(("2024-01-01", "latest")):  # files with times of their own: the folders are not read
+        times = pa.array([datetime(2024, 1, 1, n)], pa.timestamp("us"))
+        pq.write_table(pa.table({"user_id": ["a"], "item_id": ["x"], "timestamp": times}), root / f"dt={day}" / "part-0.parquet")
+    assert _ingest(root, tmp_path / "own")["timestamp"].to_list() == [datetime(2024, 1, 1, n, tzinfo=UTC) for n in (0, 1)]

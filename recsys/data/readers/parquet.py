@@ -25,6 +25,7 @@ from recsys.data.readers.naming import map_columns
 from recsys.data.readers.parquet_files import (
     _PARQUET_ROW,
     _binary_id_text,
+    _folder_values,
     _hive_values,
     _range_index_error,
     _scan_one,
@@ -49,11 +50,13 @@ def _scan_parquet(
     column read as text in a concatenation would spell user 3 as "3.0" there and "3" elsewhere)."""
     scans: list[tuple[DataFile, pl.LazyFrame, pl.Schema]] = []
     fixed: dict[str, dict[str, bool]] = {}  # per file: its fixed-width binary columns (see _Footer)
+    no_day: dict[str, dict[str, str]] = {}  # per file: its day folders that name no day
     for f in files:
         try:
             frame, fixed[f.name] = _scan_one(f)
-            if per_file:
-                frame = _with_partition_keys(frame, _hive_values(f.name))
+            hive = _hive_values(f.name) if per_file else _folder_values(f.path)
+            if hive:
+                frame, no_day[f.name] = _with_partition_keys(frame, hive)
             scans.append((f, frame, frame.collect_schema()))
         except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
             raise DataError(f"{f.label}: not a readable Parquet file ({first_error_line(exc)})") from None
@@ -73,6 +76,7 @@ def _scan_parquet(
         raise _unmapped_files(label, unmapped, [(f, m) for f, _, _, m in mapped])
     first, mapping = mapped[0][0], mapped[0][3]
     for f, _, own, m in mapped:
+        _refuse_unread_day(f, m, no_day.get(f.name) or {})
         _same_parquet_roles(f, m, mapping, first)
         flags = [(canon, m[canon]) for canon in (USER, ITEM) if own[m[canon]] == pl.Boolean]
         if flags:  # every id would be "true" or "false": a flag column taken for the ids
@@ -141,6 +145,21 @@ def _scan_parquet(
     header = tuple(mapped[0][2])
     return RawSource(
         label, "parquet", _concat(_as_text_where_apart(selected)), mapped[0][3], per_file, notes=notes, header=header
+    )
+
+
+def _refuse_unread_day(f: DataFile, mapping: dict[str, str], unread: dict[str, str]) -> None:
+    """DataError for a file under a day folder (`dt=`, `date=`, `day=`) whose value names no day,
+    where that folder would be the rows' time: the file holds no time column of its own, or the
+    folder's column is the one read as the time. Read as it was, `date=latest` quarantined every
+    row as bad_time, and `dt=latest` left them untimed."""
+    if not unread or (TIME in mapping and mapping[TIME] not in unread):
+        return
+    key, value = next(iter(unread.items()))
+    raise DataError(
+        f"{f.label}: the folder {key}={value} names no day (YYYY-MM-DD or YYYYMMDD), and its files hold no time "
+        "column of their own: rename the folder to the day its rows are of, or name a time column with {option}",
+        setting="data.columns.time",
     )
 
 

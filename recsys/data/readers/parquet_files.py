@@ -6,9 +6,11 @@ the `key=value` folders above it, and what pandas kept in its metadata rather th
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 import polars as pl
@@ -37,6 +39,23 @@ def _hive_values(name: str) -> dict[str, str | None]:
             value = unquote(value)
             values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
     return values
+
+
+def _folder_values(path: Path | None) -> dict[str, str | None]:
+    """The `key=value` folders right above a Parquet file ingested on its own, as `_hive_values`
+    reads a directory's: a landing zone's files are ingested one at a time
+    (`pipelines.data`), so `dt=2024-01-01/part-0.parquet` lost the day its folder gives it (and
+    `year=/month=/day=` folders theirs), which a read of the whole folder keeps. Stops at the
+    first folder that is no `key=value`, so a source's unrelated parent folders are not read."""
+    if path is None:
+        return {}
+    parts = []
+    for folder in path.absolute().parents:
+        key, sep, _ = folder.name.partition("=")
+        if not (sep and key):
+            break
+        parts.append(folder.name)
+    return _hive_values("/".join([*reversed(parts), path.name])) if parts else {}
 
 
 def _scan_one(f: DataFile) -> tuple[pl.LazyFrame, dict[str, bool]]:
@@ -129,40 +148,77 @@ def _polars_zone(zone: str) -> bool:
     return True
 
 
-def _with_partition_keys(frame: pl.LazyFrame, hive: dict[str, str | None]) -> pl.LazyFrame:
+def _with_partition_keys(frame: pl.LazyFrame, hive: dict[str, str | None]) -> tuple[pl.LazyFrame, dict[str, str]]:
     """`frame` (one Parquet file) with the `key=value` directories of its path as string columns,
-    for the keys the file does not hold itself. Spark and pyarrow leave a partition column out of
+    for the keys the file does not hold itself, and the day folders whose value names no day
+    (`_partition_day`: key -> value), which `_scan_parquet` refuses where the files hold no time of
+    their own. Spark and pyarrow leave a partition column out of
     the files, but polars' `write_parquet(partition_by=...)` keeps it in them, and a folder may be
     coarser than the column it is named after (`timestamp=2024-01-01/` over exact times): the
     path's value replaced the file's, so every time of such a folder read as midnight. A file's own
-    column is its data; the path adds only what the file lacks."""
+    column is its data; the path adds only what the file lacks. A day folder's column (`date=`,
+    `dt=`, `day=`) holds the day as ISO-8601, however the folder spells it."""
     if not hive:
-        return frame
+        return frame, {}
     own = frame.collect_schema()
-    day = _partition_day(hive)
+    day, spelt, unread = _partition_day(hive)
     if day is not None and PARTITION_DAY not in hive:
         hive = {**hive, PARTITION_DAY: day}
-    return frame.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items() if k not in own)
+        if spelt is not None:
+            hive[spelt] = day  # `date=20240101` read as Unix seconds 20,240,101 (1970-08-23)
+    columns = (pl.lit(v, dtype=pl.String).alias(k) for k, v in hive.items() if k not in own)
+    return frame.with_columns(columns), {k: v for k, v in unread.items() if k not in own}
 
 
 PARTITION_DAY = "year-month-day"
-"""The column a `year=/month=/day=` folder layout gives its files' rows (`_partition_day`); a time
-name of AUTO_NAMES, the last, so a time column of the files' own is preferred."""
+"""The column a `year=/month=/day=` (or `dt=`, `date=`, `day=`) folder layout gives its files'
+rows (`_partition_day`); a time name of AUTO_NAMES, the last, so a time column of the files' own
+is preferred."""
+
+DAY_KEYS = ("dt", "date", "day")
+"""Folder keys whose value is a whole day (`dt=2024-01-01/`, `date=20240101/`): Hive's and
+Airflow's `ds` layouts, Spark's `partitionBy("dt")`."""
+_ISO_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2})(?::(\d{2}))?(?::(\d{2}))?)?$")
+_COMPACT_DAY = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 
 
-def _partition_day(hive: dict[str, str | None]) -> str | None:
-    """The day (and hour) of a file filed under `year=2024/month=1/day=2/[hour=13/]`, as ISO-8601,
-    or None. Spark's `partitionBy("year", "month", "day")` leaves those columns out of the files,
-    so such a dataset had no time column, and the warning offered `--time-col day`, which reads the
-    day of the month as Unix seconds (1970). A `date=2024-01-02/` folder was read as the time
-    already; this is the same day, spelled in three folders."""
+def _partition_day(hive: dict[str, str | None]) -> tuple[str | None, str | None, dict[str, str]]:
+    """(the day (and hour) of a file's folders as ISO-8601 or None, the day key whose value gave
+    it, {day key: value} for a day folder whose value names no day).
+
+    `year=2024/month=1/day=2/[hour=13/]`: Spark's `partitionBy("year", "month", "day")` leaves
+    those columns out of the files, so such a dataset had no time column, and the warning offered
+    `--time-col day`, which reads the day of the month as Unix seconds (1970).
+    `dt=2024-01-02/` or `date=20240102/` (`day=` too, alone), with an `hour=` below or not: the
+    same day in one folder. `dt` is no time name, so its rows had no time, and one day's rows
+    were quarantined as duplicates of another's; `date=20240102` was read as Unix seconds. A value
+    that is neither YYYY-MM-DD nor YYYYMMDD (`dt=latest`, `date=2024-13-01`) is returned in the
+    third place, not guessed; but `day=3` alone is a day's number, no date, read as ever (no time)."""
     keys = {k.lower(): v for k, v in hive.items()}
-    parts = [keys.get(k) for k in ("year", "month", "day")]
-    if not all(p is not None and p.isdigit() for p in parts):
-        return None
-    year, month, day = (int(p) for p in parts)  # type: ignore[arg-type]
     hour = keys.get("hour")
-    return f"{year:04d}-{month:02d}-{day:02d}" + (f"T{int(hour):02d}:00:00" if hour and hour.isdigit() else "")
+    at = f"T{int(hour):02d}:00:00" if hour and hour.isdigit() else ""
+    parts = [keys.get(k) for k in ("year", "month", "day")]
+    if all(p is not None and p.isdigit() for p in parts):
+        year, month, day = (int(p) for p in parts)  # type: ignore[arg-type]
+        return f"{year:04d}-{month:02d}-{day:02d}" + at, None, {}
+    for key in DAY_KEYS:
+        spelt = next((k for k in hive if k.lower() == key), None)
+        if spelt is None or hive[spelt] is None:
+            continue
+        value = str(hive[spelt]).strip()
+        if key == "day" and value.isdigit() and len(value) != 8:
+            continue  # `day=3/` alone: a day's number (of a month the path does not name), as before
+        found = _ISO_DAY.match(value) or _COMPACT_DAY.match(value)
+        try:
+            when = datetime(*(int(g) for g in found.groups() if g is not None)) if found else None
+        except ValueError:  # 2024-13-01, 20240230, 2024-01-01T25
+            when = None
+        if when is None:
+            return None, None, {spelt: value}
+        if len(found.groups()) > 3 and found.group(4) is not None:  # the folder's own hour (Hive: `dt=2024-01-01 10:00:00`)
+            return when.isoformat(), spelt, {}
+        return when.date().isoformat() + at, spelt, {}
+    return None, None, {}
 
 
 def _range_index_error(f: DataFile, names: list[str], columns: ColumnMap | None) -> DataError | None:
