@@ -429,3 +429,36 @@ def test_a_day_folder_that_names_no_day_is_refused_where_it_would_be_the_time(tm
         times = pa.array([datetime(2024, 1, 1, n)], pa.timestamp("us"))
         pq.write_table(pa.table({"user_id": ["a"], "item_id": ["x"], "timestamp": times}), root / f"dt={day}" / "part-0.parquet")
     assert _ingest(root, tmp_path / "own")["timestamp"].to_list() == [datetime(2024, 1, 1, n, tzinfo=UTC) for n in (0, 1)]
+
+
+def test_mongoexport_binary_ids_read_as_hex_and_uuid_text(tmp_path: Path) -> None:
+    """mongoexport writes a BinData field (a UUID user id, a hashed item key) as
+    `{"$binary": {"base64": ..., "subType": "04"}}`, or in the legacy form `{"$binary": ..., "$type":
+    "00"}`: every such file was refused as holding objects. A UUID reads as its canonical text (as a
+    Parquet UUID column does), other bytes as hex; bytes read as the time are refused naming the key."""
+    import base64
+
+    users = [uuid.UUID(int=7), uuid.UUID("9f1c2d3e-4b5a-4c6d-8e7f-a0b1c2d3e4f5")]
+    keys = [bytes([0, 255, 16]), bytes([1, 2])]
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    canonical = [
+        {"_id": {"$oid": f"65a1b2c3d4e5f6071829000{n}"}, "user_id": {"$binary": {"base64": b64(u.bytes), "subType": "04"}},
+         "item_id": {"$binary": {"subType": "00", "base64": b64(k)}}, "ts": {"$date": f"2024-01-0{n + 1}T10:00:00Z"}}
+        for n, (u, k) in enumerate(zip(users, keys, strict=True))
+    ]  # fmt: skip
+    legacy = [{"user_id": {"$binary": b64(u.bytes), "$type": "04"}, "item_id": {"$binary": b64(k), "$type": "00"}}
+              for u, k in zip(users, keys, strict=True)]  # fmt: skip
+    for name, records in (("canonical", canonical), ("legacy", legacy)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        rows = _ingest(path, tmp_path / f"out-{name}")
+        assert rows["user_id"].to_list() == [str(u) for u in users], name
+        assert rows["item_id"].to_list() == ["00ff10", "0102"], name
+    timed = tmp_path / "timed.jsonl"
+    timed.write_text("".join(json.dumps({"user_id": "a", "item_id": "b", "ts": {"$binary": {"base64": "AAE=", "subType": "00"}}}) + "\n"
+                             for _ in range(2)))  # fmt: skip
+    line = _refusal(timed, tmp_path / "out-timed")
+    assert "key 'ts', read as the time, holds MongoDB binary values" in line and "--time-col" in line

@@ -50,8 +50,10 @@ from recsys.data.readers.json_values import (
     _NOT_JSON,
     _extended,
     _has_extended,
+    _refuse_binary_values,
     _refuse_nested_values,
     _unwrap_extended,
+    binary_id_text,
 )
 from recsys.data.readers.naming import map_columns
 from recsys.data.readers.sniff import _base_name, _json_array_error
@@ -535,6 +537,7 @@ def _scan_jsonl(
                 raise
             _refuse_event_lists(p, {mapping[c] for c in (USER, ITEM)} - set(top))
             _refuse_nested_values(p, mapping)
+            _refuse_binary_values(p, mapping)
             mappings.append((f, mapping))
         except DataError as exc:
             unmapped.append((f, exc))
@@ -560,9 +563,13 @@ def _scan_jsonl(
     def struct(mapping: dict[str, str]) -> pl.Struct:
         return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
 
+    def ids(frame: pl.LazyFrame, p: Path) -> pl.LazyFrame:
+        """Extended JSON binary ids (`binary_id_text`) spelt as text, in files that hold wrappers."""
+        return frame.with_columns(binary_id_text(USER), binary_id_text(ITEM)) if p in extended else frame
+
     frame = _concat(
         [
-            _decode_lines(lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged)
+            ids(_decode_lines(lines(p), shaped, struct(m), m, f, per_file, spellings[f.name], flagged), p)
             for (f, m), p in zip(mappings, paths, strict=True)
         ]
     )
@@ -576,7 +583,7 @@ def _scan_jsonl(
             text = read.get_column(_LINE)
             ok = decodable(text, struct(m), text.str.contains(_OBJECT_LINE).to_numpy())
             late = spellings[f.name]
-            frames.append(_decode_lines(read.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged))
+            frames.append(ids(_decode_lines(read.lazy(), pl.Series(_OK, ok), struct(m), m, f, per_file, late, flagged), p))
         return _concat(frames)
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None
