@@ -296,8 +296,8 @@ def test_a_delta_table_folder_reads_the_files_of_its_current_version_only(tmp_pa
     """A Delta Lake table keeps the files an overwrite (or DELETE, UPDATE, OPTIMIZE) replaced until a
     VACUUM, removed only in its `_delta_log`: read as a plain folder, every replaced row was read
     again beside its replacement, without a word. The log's commits are replayed: the current
-    version's files are read, and a warning counts the others; a log that starts at a checkpoint,
-    or deletion vectors, are refused with the line that exports the table."""
+    version's files are read, and a warning counts the others; a log that starts after its first
+    commit with no checkpoint, or deletion vectors, are refused with the line that exports the table."""
     old, new = "part-00000-0a1b-c000.snappy.parquet", "part-00000-2c3d-c000.snappy.parquet"
     files = {old: pa.table({"user_id": ["u1", "u2"], "item_id": ["x", "y"]}), new: pa.table({"user_id": ["u3"], "item_id": ["z"]})}
     add = {"partitionValues": {}, "size": 1, "modificationTime": 0, "dataChange": True}
@@ -309,8 +309,8 @@ def test_a_delta_table_folder_reads_the_files_of_its_current_version_only(tmp_pa
     assert "1 Parquet file(s) its log removed (earlier versions, kept on disk until a VACUUM) are not read" in result.output
     rows = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet")
     assert rows["user_id"].to_list() == ["u3"]
-    (table / "_delta_log" / "00000000000000000002.checkpoint.parquet").write_bytes(b"")
-    assert "a Delta Lake table whose log starts at a checkpoint" in _refusal(table, tmp_path / "out2")
+    (table / "_delta_log" / "00000000000000000000.json").unlink()  # cleaned up, with no checkpoint to start from
+    assert "it starts at commit 1, with no checkpoint to start from" in _refusal(table, tmp_path / "out2")
     dv = tmp_path / "dv"
     deleted = {"storageType": "u", "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^", "sizeInBytes": 34, "cardinality": 1}
     _delta_table(dv, [[{"add": {"path": old, **add, "deletionVector": deleted}}]], {old: files[old]})
@@ -462,3 +462,97 @@ def test_mongoexport_binary_ids_read_as_hex_and_uuid_text(tmp_path: Path) -> Non
                              for _ in range(2)))  # fmt: skip
     line = _refusal(timed, tmp_path / "out-timed")
     assert "key 'ts', read as the time, holds MongoDB binary values" in line and "--time-col" in line
+
+
+_ADD = pa.struct([("path", pa.string()), ("partitionValues", pa.map_(pa.string(), pa.string())), ("size", pa.int64()),
+                  ("modificationTime", pa.int64()), ("dataChange", pa.bool_()), ("stats", pa.string()),
+                  ("deletionVector", pa.struct([("storageType", pa.string()), ("pathOrInlineDv", pa.string()),
+                                                ("offset", pa.int32()), ("sizeInBytes", pa.int32()),
+                                                ("cardinality", pa.int64())]))])  # fmt: skip
+_REMOVE = pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()), ("dataChange", pa.bool_())])
+_PROTOCOL = pa.struct([("minReaderVersion", pa.int32()), ("minWriterVersion", pa.int32())])
+
+
+def _delta_checkpoint(log: Path, name: str, adds: list[str], tombstones: list[str], dv: dict | None = None) -> None:
+    """A checkpoint Parquet as Delta writes one: a row per action, one struct column per action
+    kind (`protocol`, `add`, `remove`; the others null in that row)."""
+    rows = [{"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}, "add": None, "remove": None}]
+    rows += [{"protocol": None, "remove": None, "add": {"path": p, "partitionValues": [], "size": 1, "modificationTime": 0,
+                                                        "dataChange": False, "stats": None, "deletionVector": dv}}
+             for p in adds]  # fmt: skip
+    rows += [{"protocol": None, "add": None, "remove": {"path": p, "deletionTimestamp": 1, "dataChange": False}}
+             for p in tombstones]  # fmt: skip
+    schema = pa.schema([("protocol", _PROTOCOL), ("add", _ADD), ("remove", _REMOVE)])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), log / name)
+
+
+def _checkpointed_table(root: Path) -> dict[str, str]:
+    """Versions 0-3 of a table: 0 adds a and b, 1 replaces a by c, checkpoint at 2 (after 2 adds d),
+    3 removes b; the commits before the checkpoint cleaned up, as Delta's log retention does."""
+    names = {k: f"part-0000{n}-{k}-c000.snappy.parquet" for n, k in enumerate("abcd")}
+    files = {names[k]: pa.table({"user_id": [f"u-{k}"], "item_id": [f"i-{k}"]}) for k in "abcd"}
+    add = {"partitionValues": {}, "size": 1, "modificationTime": 0, "dataChange": True}
+    commits = [
+        [{"add": {"path": names["a"], **add}}, {"add": {"path": names["b"], **add}}],
+        [{"remove": {"path": names["a"], "deletionTimestamp": 1, "dataChange": True}}, {"add": {"path": names["c"], **add}}],
+        [{"add": {"path": names["d"], **add}}],
+        [{"remove": {"path": names["b"], "deletionTimestamp": 2, "dataChange": True}}],
+    ]
+    _delta_table(root, commits, files)
+    log = root / "_delta_log"
+    _delta_checkpoint(log, f"{2:020d}.checkpoint.parquet", [names["b"], names["c"], names["d"]], [names["a"]])
+    (log / "_last_checkpoint").write_text(json.dumps({"version": 2, "size": 5}))
+    for version in (0, 1, 2):
+        (log / f"{version:020d}.json").unlink()
+    return names
+
+
+def test_a_delta_log_that_starts_at_a_checkpoint_is_replayed_from_it(tmp_path: Path) -> None:
+    """Delta keeps a checkpoint every 10 commits and cleans up commits past their retention, so a
+    table older than a month has a log that starts at a checkpoint: every such table was refused.
+    The checkpoint's add rows are its version's files (its remove rows tombstones), then the JSON
+    commits after it; multi-part checkpoints read all parts, a stale `_last_checkpoint` falls
+    back to the listing, and what cannot be replayed is refused in one line."""
+    table = tmp_path / "events"
+    names = _checkpointed_table(table)
+    result = runner.invoke(app, ["ingest", str(table), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "2 Parquet file(s) its log removed" in result.output
+    assert sorted(pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet")["user_id"]) == ["u-c", "u-d"]
+
+    log = table / "_delta_log"
+    (log / "_last_checkpoint").write_text(json.dumps({"version": 9}))  # a pointer past a cleanup
+    (log / f"{2:020d}.checkpoint.parquet").unlink()
+    _delta_checkpoint(log, f"{2:020d}.checkpoint.0000000001.0000000002.parquet", [names["b"]], [names["a"]])
+    _delta_checkpoint(log, f"{2:020d}.checkpoint.0000000002.0000000002.parquet", [names["c"], names["d"]], [])
+    assert sorted(_ingest(table, tmp_path / "parts")["user_id"]) == ["u-c", "u-d"]
+    (log / f"{2:020d}.checkpoint.0000000002.0000000002.parquet").unlink()  # a part missing
+    line = _refusal(table, tmp_path / "out-part")
+    assert "log cannot be replayed (its checkpoint's parts are not all there" in line and "pl.read_delta" in line
+
+    dv_table = tmp_path / "dv"
+    names = _checkpointed_table(dv_table)
+    deleted = {"storageType": "u", "pathOrInlineDv": "ab^-aqEH", "offset": None, "sizeInBytes": 34, "cardinality": 1}
+    _delta_checkpoint(dv_table / "_delta_log", f"{2:020d}.checkpoint.parquet", [names["c"]], [], dv=deleted)
+    assert "deletion vectors, 00000000000000000002.checkpoint.parquet" in _refusal(dv_table, tmp_path / "out-dv")
+    torn = tmp_path / "torn"
+    _checkpointed_table(torn)
+    (torn / "_delta_log" / f"{2:020d}.checkpoint.parquet").write_bytes(b"PAR1 cut short")
+    assert "checkpoint _delta_log/00000000000000000002.checkpoint.parquet is not readable Parquet" in _refusal(
+        torn, tmp_path / "out-torn"
+    )
+
+
+def test_a_checkpointed_delta_table_in_object_storage_is_replayed_too(tmp_path: Path) -> None:
+    local = tmp_path / "events"
+    _checkpointed_table(local)
+    fs = fsspec.filesystem("memory")
+    root = f"/producer-layouts-{uuid.uuid4().hex}/events"
+    for path in local.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
+    try:
+        rows = _ingest(Path(f"memory://{root}"), tmp_path / "out")
+    finally:
+        fs.rm(root, recursive=True)
+    assert sorted(rows["user_id"]) == ["u-c", "u-d"]

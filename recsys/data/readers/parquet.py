@@ -384,4 +384,4 @@ def _remote_delta_files(location: Location) -> set[str] | None:
         names = [PurePosixPath(p).name for p in location.fs.ls(log, detail=False)]
     except OSError:
         return None
-    return replay(location.url, names, lambda name: location.fs.cat_file(f"{log}/{name}").decode("utf-8"))
+    return replay(location.url, names, lambda name: location.fs.cat_file(f"{log}/{name}"))
