@@ -305,9 +305,11 @@ def processed_as(processed: Path, data: DataConfig) -> list[str]:
     from recsys.data.storage import read_manifest
 
     try:
-        used = read_manifest(processed).get("config") or {}
+        used_manifest = read_manifest(processed)
     except (OSError, ValueError, DataError):
         return []
+    used = used_manifest.get("config") or {}
+    older = _older_readers(processed, used_manifest)
     wanted = data.model_dump(mode="json")
     differ = [
         f"{key} {used[key]!r} (config: {wanted[key]!r})"
@@ -315,11 +317,29 @@ def processed_as(processed: Path, data: DataConfig) -> list[str]:
         if key in used and used[key] != wanted[key] and not (key == "aggregate" and wanted[key] == "auto")
     ]
     if not differ:
-        return []
-    return [
+        return older
+    return older + [
         f"{processed} was ingested with {', '.join(differ)}; a processed data.source is used as it is, "
         f"so re-ingest it with this config (recsys ingest SOURCE --out {processed} --config FILE) or set "
         "data.source to the raw log"
+    ]
+
+
+def _older_readers(processed: Path, manifest: dict) -> list[str]:
+    """A warning when a processed data.source was read by other readers than this recsys's
+    (`READER_VERSION`): a run's own processed directory is re-read once (`_reread`), but one given
+    as data.source has no record of raw files to read again, and reader fixes since (a folder's
+    day as the time, ids unwrapped) silently never reached it."""
+    from recsys.data.ingest import reader_versions
+
+    versions = reader_versions(manifest)
+    if versions == {READER_VERSION}:
+        return []
+    was = ", ".join(str(v) for v in sorted(versions))
+    return [
+        f"{processed} was read by an older recsys (reader version {was}, now {READER_VERSION}), whose readers gave "
+        f"other rows for some layouts; a processed data.source is used as it is, so ingest its sources again "
+        f"(recsys ingest SOURCE --out {processed}) or set data.source to the raw log"
     ]
 
 

@@ -335,6 +335,7 @@ def test_event_weights_shape_the_processed_data_and_leave_older_directory_names_
     assert source_fingerprint(DataConfig(event_weights={})) == "b55f8e36026b1c6ce7a6"
     weighted = plain.model_copy(update={"event_weights": {"view": 1.0, "transaction": 5.0}})
     assert dataset_dir(weighted) != dataset_dir(plain)
+    monkeypatch.undo()  # the directory below is of this code's readers
     raw = tmp_path / "events.csv"
     raw.write_text("timestamp,visitorid,event,itemid\n1433221332117,1,view,10\n1433221332118,1,transaction,10\n")
     ingest(raw, tmp_path / "plain", DataConfig())
@@ -358,6 +359,7 @@ def test_exact_duplicates_keep_names_its_own_directory_and_leaves_the_default_al
     kept = plain.model_copy(update={"exact_duplicates": "keep"})
     assert dataset_dir(kept) != dataset_dir(plain)
     assert source_fingerprint(DataConfig(exact_duplicates="keep")) != source_fingerprint(DataConfig())
+    monkeypatch.undo()  # the directory below is of this code's readers
     raw = tmp_path / "clicks.csv"
     raw.write_text("user_id,item_id\na,x\na,x\nb,x\n")
     ingest(raw, tmp_path / "plain", DataConfig())

@@ -193,3 +193,22 @@ def test_a_single_file_source_read_by_an_older_recsys_is_re_read_keeping_its_voc
         assert prepare_dataset(cfg).ingested_files == ["events.csv"]
     assert [b["reader_version"] for b in storage.read_manifest(out)["batches"]] == [READER_VERSION]
     assert list(storage.load_processed(out).user_ids) == ids
+
+
+def test_a_processed_source_read_by_an_older_recsys_is_used_with_a_warning(tmp_path: Path) -> None:
+    """A processed directory given as data.source holds no record of raw files to read again: it
+    is used as it is, and the run says its rows came from older readers."""
+    from recsys.data.ingest import ingest
+
+    log = tmp_path / "events.csv"
+    _log(log, range(0, 6), 1_700_000_000)
+    out = tmp_path / "mine"
+    ingest(log, out, load_config(None, []).data)
+    cfg = load_config(None, [f"data.source={out}", f"data.processed_dir={tmp_path / 'processed'}"])
+    assert prepare_dataset(cfg).warnings == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["batches"][0]["reader_version"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    [line] = prepare_dataset(cfg).warnings
+    assert f"{out} was read by an older recsys (reader version 0, now {READER_VERSION})" in line
+    assert f"recsys ingest SOURCE --out {out}" in line
