@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -644,13 +644,15 @@ def _reread(
 
 def _read_as(name: str, digest: str) -> str:
     """The digest a landing file's batch records (`source_digest`, which tells a copy of a file
-    already ingested): its content's, and for a Parquet file under `key=value` folders those too,
-    which give its rows their values (`dt=2024-01-02/`: the day). Two days' exports of the same
-    bytes are two days of rows, not a copy, and the second was passed over as one."""
-    folders = [part for part in PurePosixPath(name).parts[:-1] if "=" in part]
-    if not folders or not name.endswith((".parquet", ".pq")):
+    already ingested): its content's, and for a file under day folders (`dt=2024-01-02/`) the day
+    too, which its rows are read with. Two days' exports of the same bytes are two days of rows,
+    not a copy, and the second was passed over as one."""
+    from recsys.data.readers.parquet_files import _hive_values, _partition_day
+
+    day = _partition_day(_hive_values(name))[0]
+    if day is None:
         return digest
-    return hashlib.blake2b(f"{digest}\0{'/'.join(folders)}".encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(f"{digest}\0{day}".encode(), digest_size=16).hexdigest()
 
 
 def _settled(stamp: SourceStamp) -> bool:

@@ -549,10 +549,12 @@ def test_a_landing_zone_of_day_folders_gives_each_file_its_folders_day(tmp_path)
     for folder in ("dt=2024-01-01", "dt=2024-01-02", "year=2024/month=1/day=3"):
         (landing / folder).mkdir(parents=True)
         pq.write_table(day, landing / folder / "part-0.parquet")
+    (landing / "dt=2024-01-04").mkdir()  # a CSV export beside them
+    (landing / "dt=2024-01-04" / "part-0.csv").write_text("user_id,item_id\na,x\nb,y\nc,x\n")
     cfg = load_config(None, [f'data.source="{landing}"', f'data.processed_dir="{tmp_path / "processed"}"',
                              "data.min_user_interactions=1", "data.min_item_interactions=1"])  # fmt: skip
     result = prepare_dataset(cfg)
-    assert len(result.ingested_files) == 3 and not result.passed_over
+    assert len(result.ingested_files) == 4 and not result.passed_over
     rows = pl.read_parquet(Path(result.processed_dir) / "interactions" / "**" / "*.parquet")
-    assert sorted({t.day for t in rows["timestamp"]}) == [1, 2, 3] and rows.height == 9
+    assert sorted({t.day for t in rows["timestamp"]}) == [1, 2, 3, 4] and rows.height == 12
     assert prepare_dataset(cfg).reused

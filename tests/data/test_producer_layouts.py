@@ -556,3 +556,34 @@ def test_a_checkpointed_delta_table_in_object_storage_is_replayed_too(tmp_path: 
     finally:
         fs.rm(root, recursive=True)
     assert sorted(rows["user_id"]) == ["u-c", "u-d"]
+
+
+def test_csv_and_json_lines_files_in_day_folders_take_their_folders_day(tmp_path: Path) -> None:
+    """Spark's `partitionBy("dt").csv(...)` / `.json(...)` leaves the day out of the files as it
+    does for Parquet, but hive folders were read for Parquet alone: such rows had no time. Files
+    with a time of their own keep it; a day folder that names no day, or files of which only some
+    are filed under a day, are refused."""
+    csv_root, json_root = tmp_path / "csv", tmp_path / "json"
+    for n, day in enumerate(("2024-01-01", "20240102")):
+        (csv_root / f"dt={day}").mkdir(parents=True)
+        (csv_root / f"dt={day}" / "part-00000.csv").write_text("user_id,item_id\na,x\nb,y\n")
+        (json_root / f"date={day}").mkdir(parents=True)
+        (json_root / f"date={day}" / "part-00000.json").write_text(f'{{"user_id": "u{n}", "item_id": "x"}}\n')
+    rows = _ingest(csv_root, tmp_path / "out-csv")
+    assert rows["timestamp"].to_list() == [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 1, 2, 2)]
+    rows = _ingest(json_root, tmp_path / "out-json")
+    assert rows["timestamp"].to_list() == [datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2)]
+    alone = _ingest(csv_root / "dt=20240102" / "part-00000.csv", tmp_path / "out-alone")  # a landing zone's way
+    assert alone["timestamp"].to_list() == [datetime(2024, 1, 2, tzinfo=UTC)] * 2
+
+    (csv_root / "dt=2024-01-01" / "part-00000.csv").write_text("user_id,item_id,timestamp\na,x,1704103200\n")
+    (csv_root / "dt=20240102" / "part-00000.csv").write_text("user_id,item_id,timestamp\nb,y,1704189600\n")
+    assert _ingest(csv_root, tmp_path / "own")["timestamp"].to_list() == [
+        datetime(2024, 1, 1, 10, tzinfo=UTC), datetime(2024, 1, 2, 10, tzinfo=UTC)]  # fmt: skip
+    (json_root / "date=latest").mkdir()
+    (json_root / "date=latest" / "part-00000.json").write_text('{"user_id": "u9", "item_id": "x"}\n')
+    assert "date=latest/part-00000.json: the folder date=latest names no day" in _refusal(json_root, tmp_path / "bad")
+    (json_root / "date=latest" / "part-00000.json").rename(json_root / "loose.json")
+    (json_root / "date=latest").rmdir()
+    line = _refusal(json_root, tmp_path / "mixed")
+    assert "2 of its 3 files are filed under a day folder" in line and "loose.json is not" in line

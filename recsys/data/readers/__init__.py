@@ -71,7 +71,9 @@ from recsys.errors import DataError, NoDataRows
 # each batch of a processed directory's manifest (a batch without it was read before it existed:
 # version 0), and a scheduled run re-reads a landing zone whose batches were read by another version,
 # once, keeping its vocab (`pipelines.data`). A change that only words an error differently is no bump.
-READER_VERSION = 3  # 2: dt= / date= / day= folders give Parquet rows their day; 3: MongoDB $binary ids read as hex
+READER_VERSION = 4
+# 2: dt= / date= / day= folders give Parquet rows their day; 3: MongoDB $binary ids read as hex;
+# 4: CSV and JSON Lines files in day folders take the folder's day as their time
 
 __all__ = [
     "AUTO_NAMES", "BOOLEAN_ID", "DATA_SUFFIXES", "DUPLICATE_KEY", "EXTRA_FIELDS", "FORMATS", "ID_OUT_OF_RANGE",

@@ -42,6 +42,7 @@ from recsys.data.readers.frames import (
     open_decompressed,
 )
 from recsys.data.readers.naming import _head_rows, _headerless_hint, _suggested_names, map_columns
+from recsys.data.readers.parquet_files import PARTITION_DAY, folder_days
 from recsys.data.readers.sniff import (
     _CSV_SEPARATORS,
     _QUOTED,
@@ -431,12 +432,20 @@ def _scan_text(
                 raise _unmapped_files(label, unmapped, [(t.file, t.mapping) for t in texts])
             _same_roles(label, [(t.file, t.mapping) for t in texts])
 
+    # Files without a time of their own filed under day folders (`dt=2024-01-01/`): that day.
+    days = folder_days(label, [t.file for t in texts], texts[0].mapping, per_file)
+
+    def dated(t: _TextFile) -> tuple[pl.Expr, ...]:
+        return (pl.lit(days[t.file.name], dtype=pl.String).alias(TIME),) if days else ()
+
     def scan(dtypes: dict[str, pl.DataType]) -> pl.LazyFrame:
-        return _concat([_select(t.scan(dtypes), t.mapping, t.file, per_file, numbered=False) for t in texts])
+        return _concat([_select(t.scan({c: d for c, d in dtypes.items() if c in t.mapping}), t.mapping, t.file,
+                                per_file, dated(t), numbered=False) for t in texts])  # fmt: skip
 
     def rebuild() -> pl.LazyFrame:
-        flagged = (_extra_fields(),)
-        return _concat([_select(t.scan({}, True), t.mapping, t.file, per_file, flagged, False) for t in rebuilt])
+        return _concat(
+            [_select(t.scan({}, True), t.mapping, t.file, per_file, (_extra_fields(), *dated(t)), False) for t in rebuilt]
+        )
 
     # When the read fails, validation reads the rebuild instead (and only then): rows with more
     # fields than the header are quarantined as EXTRA_FIELDS, not cut short. Tab-separated logs
@@ -455,12 +464,12 @@ def _scan_text(
         label,
         fmt,
         rebuild() if colons else scan({}),
-        texts[0].mapping,
+        {**texts[0].mapping, TIME: PARTITION_DAY} if days else texts[0].mapping,
         per_file,
         exact=None if colons else rebuild,
         positional_rows=True,
-        typed=scan,
-        layout=_byte_layout(texts),
+        typed=None if days else scan,
+        layout=None if days else _byte_layout(texts),
         separator=next(iter(separators)) if len(separators) == 1 else None,
         comma_files=tuple(t.file.name for t in texts if t.separator == ";") if len(separators) > 1 else (),
         notes=notes,

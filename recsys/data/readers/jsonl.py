@@ -56,6 +56,7 @@ from recsys.data.readers.json_values import (
     binary_id_text,
 )
 from recsys.data.readers.naming import map_columns
+from recsys.data.readers.parquet_files import PARTITION_DAY, folder_days
 from recsys.data.readers.sniff import _base_name, _json_array_error
 from recsys.data.schema import EVENT, ITEM, TIME, USER, WEIGHT
 from recsys.errors import DataError
@@ -563,8 +564,15 @@ def _scan_jsonl(
     def struct(mapping: dict[str, str]) -> pl.Struct:
         return pl.Struct({src: pl.String() for src in dict.fromkeys(mapping.values())})
 
+    # Files without a time of their own filed under day folders (`dt=2024-01-01/`): that day.
+    days = folder_days(label, [f for f, _ in mappings], mappings[0][1], per_file)
+    names = {p: f.name for (f, _), p in zip(mappings, paths, strict=True)}
+
     def ids(frame: pl.LazyFrame, p: Path) -> pl.LazyFrame:
-        """Extended JSON binary ids (`binary_id_text`) spelt as text, in files that hold wrappers."""
+        """Extended JSON binary ids (`binary_id_text`) spelt as text, in files that hold wrappers;
+        the day of the file's folders as its time (`days`)."""
+        if days:
+            frame = frame.with_columns(pl.lit(days[names[p]], dtype=pl.String).alias(TIME))
         return frame.with_columns(binary_id_text(USER), binary_id_text(ITEM)) if p in extended else frame
 
     frame = _concat(
@@ -588,4 +596,5 @@ def _scan_jsonl(
 
     late = _confirm_late_keys(unfound, per_file) if flagged else None
     header = tuple(first_keys or ())  # the first lines' keys, as a header names columns (for hints)
-    return RawSource(label, "jsonl", frame, mappings[0][1], per_file, exact, notes=notes, header=header, late_keys=late)
+    mapping = {**mappings[0][1], TIME: PARTITION_DAY} if days else mappings[0][1]
+    return RawSource(label, "jsonl", frame, mapping, per_file, exact, notes=notes, header=header, late_keys=late)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from recsys.config import ColumnMap
 from recsys.data.readers.base import DataFile
 from recsys.data.readers.naming import map_columns
+from recsys.data.schema import TIME
 from recsys.errors import DataError
 
 _PARQUET_ROW = "__source_row"
@@ -56,6 +57,40 @@ def _folder_values(path: Path | None) -> dict[str, str | None]:
             break
         parts.append(folder.name)
     return _hive_values("/".join([*reversed(parts), path.name])) if parts else {}
+
+
+def folder_days(label: Path | str, files: list[DataFile], mapping: dict[str, str], per_file: bool) -> dict[str, str]:
+    """For text files (CSV, JSON Lines) without a time of their own (no TIME in `mapping`): each
+    file's day from its day folders (`_partition_day`: `dt=2024-01-01/`, `date=20240101/`,
+    `year=/month=/day=`), by `DataFile.name`; {} where the files hold a time, or where no file has a
+    day folder. Spark's `partitionBy("dt").csv(...)` leaves the day out of the files, as for
+    Parquet, whose folders were read already (`_with_partition_keys`); a text file's rows had no
+    time. DataError for a day folder that names no day, or for files of which only some are filed
+    under a day (their rows would be timed and untimed at once)."""
+    if TIME in mapping:
+        return {}
+    days: dict[str, str] = {}
+    for f in files:
+        hive = _hive_values(f.name) if per_file else _folder_values(f.path)
+        day, _, unread = _partition_day(hive)
+        if unread:
+            key, value = next(iter(unread.items()))
+            raise DataError(
+                f"{f.label}: the folder {key}={value} names no day (YYYY-MM-DD or YYYYMMDD), and its files hold no "
+                "time column of their own: rename the folder to the day its rows are of, or name a time column "
+                "with {option}",
+                setting="data.columns.time",
+            )
+        if day is not None:
+            days[f.name] = day
+    if days and len(days) < len(files):
+        undated = next(f for f in files if f.name not in days)
+        raise DataError(
+            f"{label}: {len(days)} of its {len(files)} files are filed under a day folder (dt=, date=, "
+            f"year=/month=/day=), which gives their rows their day, but {undated.name} is not, and its rows would "
+            "have no time: file it under its day too, or ingest it on its own"
+        )
+    return days
 
 
 def _scan_one(f: DataFile) -> tuple[pl.LazyFrame, dict[str, bool]]:
