@@ -590,12 +590,14 @@ def _reread(
     (the next writer removes the staging; `recover` completes a swap cut between its renames), and
     the next run re-reads again. Nothing is re-read when a ledger file is gone or changed (its
     rows could not be read again: a warning says the directory is kept; a changed file is refused
-    or re-read as ever below), or when re-reading fails (a warning names the error; the directory
-    is kept as it was and the next run tries again). Returns the names re-read and the last
+    or re-read as ever below), or when re-reading fails (a file the older readers took and these
+    refuse: a warning names the error, the directory is kept as it was, and the error is recorded
+    beside it, `_failure_file`, so later runs say so instead of reading the landing zone again up
+    to the failure; a file that changed while read is tried again). Returns the names re-read and the last
     ingest's report (([], None) when nothing was)."""
     from recsys.data.ingest import ingest, reader_versions
     from recsys.data.storage import read_manifest, swap_in
-    from recsys.files import publishable_dir
+    from recsys.files import publishable_dir, write_text_atomic
 
     versions = reader_versions(read_manifest(out))
     if versions == {READER_VERSION}:
@@ -611,6 +613,14 @@ def _reread(
         return [], None
     if any(digests[name] != digest for name, digest in ledger.items()):
         return [], None  # a changed file: re-read whole (a single file) or refused (a landing zone) below
+    failed = _reread_failed(out)
+    if failed is not None:
+        warnings.warn(RecsysWarning(
+            f"{out}: read by an older recsys (reader version {was}, now {READER_VERSION}); reading its raw files "
+            f"again failed on an earlier run ({failed}), so it is kept as read then: fix that and delete "
+            f"{_failure_file(out)} to read it again, or ingest into a new data.processed_dir"
+        ), stacklevel=3)  # fmt: skip
+        return [], None
     work = publishable_dir(out.parent, f".{out.name}.", ".tmp")  # `recover` removes it after a kill
     staged = work / "data"
     report = None
@@ -628,18 +638,39 @@ def _reread(
                 shutil.copy2(entry, staged / entry.name)
         swap_in(staged, out)
     except DataError as exc:
+        if not isinstance(exc, SourceChanged):  # a file being written: the next run tries again
+            write_text_atomic(_failure_file(out), json.dumps({"reader_version": READER_VERSION, "error": str(exc)}))
         warnings.warn(RecsysWarning(
             f"{out}: read by an older recsys (reader version {was}, now {READER_VERSION}); reading its raw files "
-            f"again failed, so it is kept as read then: {exc}"
+            f"again failed, so it is kept as read then (not tried again with this version): {exc}"
         ), stacklevel=3)  # fmt: skip
         return [], None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _failure_file(out).unlink(missing_ok=True)
     warnings.warn(RecsysWarning(
         f"{out}: read by an older recsys (reader version {was}); re-read its {len(ledger)} raw file(s) with this "
         f"version's readers ({READER_VERSION}), keeping its user and item indices"
     ), stacklevel=3)  # fmt: skip
     return list(ledger), report
+
+
+def _failure_file(out: Path) -> Path:
+    """Beside a processed directory (as its lock is): the error its re-read with this reader
+    version met (`_reread`), so a re-read that fails (a file the older readers took and these
+    refuse) is not tried again, whole landing zone read up to the failure, on every run."""
+    return out.parent / f".{out.name}.reread-failed.json"
+
+
+def _reread_failed(out: Path) -> str | None:
+    """The recorded error of a re-read of `out` with this READER_VERSION, or None."""
+    try:
+        record = json.loads(_failure_file(out).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("reader_version") != READER_VERSION:
+        return None
+    return str(record.get("error", ""))
 
 
 def _read_as(name: str, digest: str) -> str:

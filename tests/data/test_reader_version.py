@@ -212,3 +212,39 @@ def test_a_processed_source_read_by_an_older_recsys_is_used_with_a_warning(tmp_p
     [line] = prepare_dataset(cfg).warnings
     assert f"{out} was read by an older recsys (reader version 0, now {READER_VERSION})" in line
     assert f"recsys ingest SOURCE --out {out}" in line
+
+
+def test_a_re_read_these_readers_refuse_keeps_the_directory_and_is_not_tried_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the older readers took and these refuse (Parquet under `dt=latest/` with no time of
+    its own): the directory stays as read then, the warning names the error, and the next runs
+    say so without reading the landing zone again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import recsys.data.ingest
+
+    landing = tmp_path / "landing"
+    (landing / "latest").mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"]}), landing / "latest" / "part-0.parquet")
+    cfg = load_config(None, [*_overrides(tmp_path), "data.min_user_interactions=1", "data.min_item_interactions=1"])
+    prepare_dataset(cfg)
+    out = dataset_dir(cfg.data)
+    (landing / "latest").rename(landing / "dt=latest")  # as an older recsys's run saw it: the folder not read
+    (out / "sources.json").write_text(json.dumps({"dt=latest/part-0.parquet": json.loads(
+        (out / "sources.json").read_text())["latest/part-0.parquet"]}))  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["batches"][0]["reader_version"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.warns(RecsysWarning, match=r"failed, so it is kept as read then .*dt=latest names no day"):
+        kept = prepare_dataset(cfg)
+    assert kept.reused and storage.load_processed(out).n_users == 2
+
+    def no_ingest(*args, **kwargs):
+        raise AssertionError("the landing zone was read again")
+
+    monkeypatch.setattr(recsys.data.ingest, "ingest", no_ingest)
+    with pytest.warns(RecsysWarning, match=r"failed on an earlier run \(.*dt=latest names no day.*\), so it is kept"):
+        assert prepare_dataset(cfg).reused
