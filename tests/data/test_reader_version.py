@@ -248,3 +248,16 @@ def test_a_re_read_these_readers_refuse_keeps_the_directory_and_is_not_tried_eve
     monkeypatch.setattr(recsys.data.ingest, "ingest", no_ingest)
     with pytest.warns(RecsysWarning, match=r"failed on an earlier run \(.*dt=latest names no day.*\), so it is kept"):
         assert prepare_dataset(cfg).reused
+
+
+def test_a_directory_of_a_newer_recsys_is_re_read_by_the_one_running(tmp_path: Path) -> None:
+    """An upgrade rolled back: the version differs, so the rows are re-read with the readers that run."""
+    out, ids = _older_directory(tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for batch in manifest["batches"]:
+        batch["reader_version"] = READER_VERSION + 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(RecsysWarning, match=rf"read by another recsys \(reader version {READER_VERSION + 1}\); re-read"):
+        prepare_dataset(load_config(None, _overrides(tmp_path)))
+    assert {b["reader_version"] for b in storage.read_manifest(out)["batches"]} == {READER_VERSION}
+    assert list(storage.load_processed(out).user_ids) == ids
