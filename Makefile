@@ -1,5 +1,6 @@
 # Two commands do all the set-up: `make run` and `make test`.
 PY      ?= python3
+, := ,
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
@@ -17,18 +18,27 @@ setup: $(STAMP)
 
 # Re-install only when the project's dependencies change: a no-op otherwise.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(call venv_install,dev)
 	touch $(STAMP)
+
+# $(call venv_install,EXTRAS): the venv (made, and its pip upgraded, only where it is missing), then the
+# project with EXTRAS in one pip install.
+define venv_install
+test -x $(BIN)/python || { $(PY) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
+$(BIN)/python -m pip install --quiet -e '.[$(1)]'
+endef
 
 # The test suite also exercises the scale-out backends (Spark ALS, Prefect on Dask) and the team
 # stack (MLflow and Prefect servers on PostgreSQL, the MLflow UI in headless Chromium): their extras
 # and system packages are installed for `make test` but not needed by `make run`.
 setup-test: $(TSTAMP) system-test-deps
 
-$(TSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark,dask,postgres]'
+# One pip install of every extra the tests need, `.[dev]`'s too: on a fresh clone `make test` resolved
+# and installed the project twice in a row (`.[dev]` for $(STAMP), then this). It also stands for
+# $(STAMP) (touched when missing or older than pyproject.toml), so a later `make run` installs nothing.
+$(TSTAMP): pyproject.toml
+	$(call venv_install,dev$(,)spark$(,)dask$(,)postgres)
+	test $(STAMP) -nt pyproject.toml || touch $(STAMP)
 	touch $(TSTAMP)
 
 # PostgreSQL's server programs and Chromium from the system's packages (apt-get), only when missing.
