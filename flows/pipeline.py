@@ -235,6 +235,8 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
     # fingerprint is redone under the lock.
     inputs = prepare_run_inputs(cfg, scheduled, steps, prepare=run_ingest_step, load=split_task)
     dataset, cfg, data, split = inputs.dataset, inputs.cfg, inputs.data, inputs.split
+    for warning in inputs.warnings:
+        logger.warning("%s", warning)
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs
