@@ -555,6 +555,8 @@ def _problem(errs: list[Any], key: str = "", from_set: bool = False) -> str:
             msg = f"no kind given: add kind = one of {', '.join(MODEL_CONFIGS)}"
         elif err["type"] == "list_type":
             msg = _not_a_list(err, key, from_set)
+        elif err["type"] == "dict_type":
+            msg = _not_a_table(err, key, from_set)
         else:
             msg = err["msg"].removeprefix("Value error, ")
         messages.append(msg)
@@ -656,6 +658,30 @@ def _not_a_list(err: Any, key: str, from_set: bool) -> str:
         return said
     shown = dumps_toml({"v": example})[len("v = "):].strip()
     return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
+
+
+def _not_a_table(err: Any, key: str, from_set: bool) -> str:
+    """A key that takes a table (`data.event_weights`) given something else: pydantic said "Input
+    should be a valid dictionary". Named with TOML's inline-table form and, where the given word
+    makes one the key accepts, an example (`--set data.event_weights=view` -> `{view = 1.0}`)."""
+    loc = [p for p in err["loc"] if not _member_tag(p)]
+    given, name = err["input"], str(loc[-1])
+    said = f"expected a table (TOML's {{name = value, ...}}), got {given!r}"
+    section = _section_of(loc)
+    field = section.model_fields.get(name) if section is not None else None
+    word = str(given).strip().strip("{}[]'\"").split("=", 1)[0].strip()
+    if field is None or not re.fullmatch(r"[A-Za-z_][\w-]*", word):
+        return said
+    base: dict[str, Any] = {"name": "x"} if section in MODEL_CONFIGS.values() else {}
+    for value in (1.0, 1, "a"):
+        try:
+            section.model_validate({**base, name: {word: value}})  # type: ignore[union-attr]
+        except ValidationError as exc:
+            if any(e["loc"][:1] == (name,) for e in exc.errors()):
+                continue
+        shown = f"{{{word} = {dumps_toml({'v': value})[len('v = '):].strip()}}}"
+        return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
+    return said
 
 
 def _list_example(loc: Sequence[Any], given: Any) -> list[Any] | None:

@@ -238,6 +238,25 @@ def test_a_key_that_takes_a_list_given_something_else_names_it_and_an_example_th
         load_config(path, fixed)
 
 
+@pytest.mark.parametrize("overrides, says", [
+    # was "data.event_weights: Input should be a valid dictionary"
+    (["data.event_weights=view"], "(--set data.event_weights=view): data.event_weights: expected a table (TOML's "
+                                  "{name = value, ...}), got 'view'; e.g. --set 'data.event_weights={view = 1.0}'"),
+    (["data.event_weights=[view]"], "got '[view]'; e.g. --set 'data.event_weights={view = 1.0}'"),
+    (["models.bce.tuning.space=factors"], "models.bce.tuning.space: expected a table (TOML's {name = value, ...}), "
+                                          "got 'factors'"),  # no value to guess: no example
+])  # fmt: skip
+def test_a_key_that_takes_a_table_given_something_else_names_the_form(tmp_path, overrides, says):
+    path = tmp_path / "c.toml"
+    path.write_bytes(MODELS)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value)
+    assert says in message and "valid dictionary" not in message, message
+    if example := re.search(r"e\.g\. --set '([^']*)'", message):
+        load_config(path, [example.group(1)])  # the example works
+
+
 def test_booleans_are_still_read_where_a_key_takes_one():
     cfg = load_config(None, ["models=[{name='w', kind='wals', tuning={enabled=false}}]", "serving.ann.enabled=false",
                              "tracking.enabled=false", "data.binarize=true"])  # fmt: skip
