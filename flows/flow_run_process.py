@@ -7,7 +7,11 @@ is in the schedule's. While it started - importing Prefect, then loading the flo
 seconds of every run - the KeyboardInterrupt surfaced as its traceback (dozens of import frames) in
 the schedule's output, or as Prefect's "Execution of flow run ... interrupted by base exception"
 with the traceback; once the flow runs, the flow's own interrupt handling reports it. Kept free of
-recsys imports before the engine's, so the window it covers starts at once.
+recsys imports before the engine's (bar `recsys.import_gc`, which imports only `gc`), so the window it
+covers starts at once.
+
+Its imports are collected as `recsys run`'s are (`recsys.import_gc`): full collections put off from the
+first line until the flow starts, then one collection and a freeze.
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ class _NoDeterministicTraceback(logging.Filter):
 
 
 def main() -> None:
+    # Before Prefect's engine imports anything: full collections wait until the imports are in (the
+    # engine's, then the flow's: recsys, MLflow, torch); the flow collects once and freezes them at its
+    # start (`training_pipeline` calls `imports_done`), as `recsys run` does before its flow.
+    from recsys.import_gc import defer_full_collections
+
+    defer_full_collections()
     try:
         import runpy
 

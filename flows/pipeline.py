@@ -60,6 +60,7 @@ from recsys.config import RunConfig, load_config
 from recsys.data.storage import read_manifest
 from recsys.distill import distillation_waves
 from recsys.errors import ConfigError, DataError, TrackingError
+from recsys.import_gc import imports_done
 
 RESULTS_DIR = Path("data") / ".prefect-results"
 
@@ -235,6 +236,8 @@ def _training_pipeline(cfg: RunConfig, tracking: bool, scheduled: bool = False) 
     # fingerprint is redone under the lock.
     inputs = prepare_run_inputs(cfg, scheduled, steps, prepare=run_ingest_step, load=split_task)
     dataset, cfg, data, split = inputs.dataset, inputs.cfg, inputs.data, inputs.split
+    for warning in inputs.warnings:
+        logger.warning("%s", warning)
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):
         tracker.run_config = cfg  # the resolved protocol is what the run logs
@@ -347,6 +350,10 @@ def training_pipeline(
     rolling protocol unless `split.scheduled = "as_configured"` (pipelines.run.scheduled_config),
     and a run whose inputs equal the last finished run's trains nothing (pipelines.unchanged)
     unless `force` (`prefect deployment run training-pipeline/NAME --param force=true`)."""
+    # A scheduled flow run's own process (`flows.flow_run_process`) put off full collections while
+    # Prefect's engine and this flow's module imported their stack: now they are in, collect once and
+    # freeze, as `recsys run` does before its flow (`recsys.import_gc`; a no-op in any other process).
+    imports_done()
     cfg = load_config(config_path, overrides or [])
     if force:
         cfg = forced(cfg)

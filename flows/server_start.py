@@ -1,4 +1,6 @@
-"""Prefect's temporary server for `recsys run`, started as early as the run can start it.
+"""Prefect's temporary server for `recsys run` and `recsys schedule`, started as early as the command
+can start it (`recsys schedule` hands the process to Prefect only once its checks pass, and serves on
+that server: `flows.deployments.serve_pipeline` finds it running).
 
 The server is a process of its own (uvicorn) that needs ~3.5 s of CPU before it answers, and Prefect
 launches it from its server module, which takes ~2.5-3 s more to import in the run's own process:

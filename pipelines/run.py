@@ -50,6 +50,7 @@ from recsys.evaluation.testable import require_test_users
 from recsys.faults import fault_point
 from recsys.files import scratch_dir, write_text_atomic
 from recsys.models.base import ModelConfig
+from recsys.sizes import size_warnings
 
 
 @dataclass
@@ -261,6 +262,7 @@ class RunInputs:
     cfg: RunConfig
     data: InteractionData
     split: Split
+    warnings: list[str] = field(default_factory=list)  # settings too large for this data (recsys.sizes), once per run
 
 
 def prepare_run_inputs(
@@ -289,7 +291,7 @@ def prepare_run_inputs(
         timings["split"] = time.perf_counter() - t
     # before any model trains: a test part of nobody makes every metric NaN
     require_test_users(split, filtered=k_core_shrink(data.manifest))
-    return RunInputs(dataset, cfg, data, split)
+    return RunInputs(dataset, cfg, data, split, size_warnings(cfg, split))
 
 
 def train_and_log(
@@ -453,6 +455,8 @@ def run_pipeline(
     dataset, cfg, data, split = inputs.dataset, inputs.cfg, inputs.data, inputs.split
     log_dataset(dataset, data.manifest, log, lambda warning: log(f"warning: {warning}"))
     log(split_line(split))
+    for warning in inputs.warnings:
+        log(f"warning: {warning}")
 
     t = time.perf_counter()
     if getattr(tracker, "enabled", False):

@@ -518,16 +518,21 @@ def _describe(
     for err in exc.errors():
         grouped.setdefault(_key_path(err, models), []).append(err)
     problems, keys = [], list(grouped)
-    for key, errs in grouped.items():
-        problems.append(f"{key or 'config'}: {_problem(errs)}")
     given = [a for a in overrides if any(_within(k, a.split("=", 1)[0].strip()) for k in keys)]
+    for key, errs in grouped.items():
+        problems.append(f"{key or 'config'}: {_problem(errs, key, _set_it(key, given))}")
     where = ", ".join(f"--set {a}" for a in given)
     if not given or not all(any(_within(k, a.split("=", 1)[0].strip()) for a in given) for k in keys):
         where = ", ".join(filter(None, (str(path or "built-in defaults and --set"), where)))
     return f"invalid config ({where}): " + "; ".join(problems)
 
 
-def _problem(errs: list[Any]) -> str:
+def _set_it(key: str, assignments: Sequence[str]) -> bool:
+    """Whether the last word on `key` was a `--set` of the key itself (so the hint is a `--set`)."""
+    return any(a.split("=", 1)[0].strip() == key for a in assignments)
+
+
+def _problem(errs: list[Any], key: str = "", from_set: bool = False) -> str:
     """What is wrong with one key. A value outside a choice names the closest choice; a key whose
     type is a union (`sampler`: a name or "auto") was one problem per member, each under a key
     suffixed with pydantic's member tag (`sampler.literal['auto']: Input should be 'auto'`)."""
@@ -548,6 +553,10 @@ def _problem(errs: list[Any]) -> str:
             msg = _unknown_kind(err["ctx"])
         elif err["type"] == "union_tag_not_found":
             msg = f"no kind given: add kind = one of {', '.join(MODEL_CONFIGS)}"
+        elif err["type"] == "list_type":
+            msg = _not_a_list(err, key, from_set)
+        elif err["type"] == "dict_type":
+            msg = _not_a_table(err, key, from_set)
         else:
             msg = err["msg"].removeprefix("Value error, ")
         messages.append(msg)
@@ -593,13 +602,10 @@ def _unknown_kind(ctx: dict[str, Any]) -> str:
     return f"unknown model kind {kind!r}{hint}; kinds: {', '.join(MODEL_CONFIGS)}"
 
 
-def _unknown_key(loc: tuple) -> str:
-    """"unknown key", with the section's closest key when one is close: a typo such as
-    `--set models.wals.factor=3` otherwise leaves the user to read the docs for the spelling."""
-    import difflib
-
+def _section_of(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The config class whose key `loc[-1]` is (pydantic's error location), or None."""
     section: Any = RunConfig
-    parts = list(loc[:-1])
+    parts = [p for p in loc[:-1] if not _member_tag(p)]
     while parts:  # models.<index>.<kind>.key: the kind's own config; a.b.key: the section's
         part = parts.pop(0)
         if section is RunConfig and part == "models" and len(parts) >= 2:
@@ -609,9 +615,105 @@ def _unknown_key(loc: tuple) -> str:
             options = (typing.get_args(field.annotation) or (field.annotation,)) if field else ()
             section = next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
         if section is None:
-            return "unknown key"
+            return None
+    return section
+
+
+def _unknown_key(loc: tuple) -> str:
+    """"unknown key", with the section's closest key when one is close: a typo such as
+    `--set models.wals.factor=3` otherwise leaves the user to read the docs for the spelling."""
+    import difflib
+
+    section = _section_of(loc)
+    if section is None:
+        return "unknown key"
     close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.7)
     return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
+def _not_a_list(err: Any, key: str, from_set: bool) -> str:
+    """A key that takes a list given something else, with an example that works. A `--set` value
+    that TOML cannot read stays text (`--set 'models.tt.user_layers=[64,'`, `--set ...=[click]`,
+    whose strings lack quotes), so pydantic said "Input should be a valid list" of what looked
+    like a list; the example keeps what was meant where it can (`[64]`, `["click"]`)."""
+    loc = [p for p in err["loc"] if not _member_tag(p)]
+    given, name = err["input"], str(loc[-1])
+    if isinstance(given, str) and given.lstrip().startswith("["):
+        words = [w.strip() for w in given.strip().strip("[]").split(",") if w.strip()]
+        if not given.rstrip().endswith("]"):
+            reason = "no closing ]"
+        elif any(re.fullmatch(r"[A-Za-z_][\w@.:/-]*", w) and w not in ("true", "false", "inf", "nan") for w in words):
+            reason = "its strings need quotes"
+        else:
+            try:
+                tomllib.loads(f"v = {given}")
+                reason = "not a list"
+            except tomllib.TOMLDecodeError as exc:
+                reason = re.sub(r"\s*\(at [^)]*\)$", "", str(exc)) or "invalid"
+        said = f"{given!r} is not a TOML list ({reason})"
+    else:
+        said = f"expected a list, got {given!r}"
+    example = _list_example(loc, given)
+    if example is None:
+        return said
+    shown = dumps_toml({"v": example})[len("v = "):].strip()
+    return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
+
+
+def _not_a_table(err: Any, key: str, from_set: bool) -> str:
+    """A key that takes a table (`data.event_weights`) given something else: pydantic said "Input
+    should be a valid dictionary". Named with TOML's inline-table form and, where the given word
+    makes one the key accepts, an example (`--set data.event_weights=view` -> `{view = 1.0}`)."""
+    loc = [p for p in err["loc"] if not _member_tag(p)]
+    given, name = err["input"], str(loc[-1])
+    said = f"expected a table (TOML's {{name = value, ...}}), got {given!r}"
+    section = _section_of(loc)
+    field = section.model_fields.get(name) if section is not None else None
+    word = str(given).strip().strip("{}[]'\"").split("=", 1)[0].strip()
+    if field is None or not re.fullmatch(r"[A-Za-z_][\w-]*", word):
+        return said
+    base: dict[str, Any] = {"name": "x"} if section in MODEL_CONFIGS.values() else {}
+    for value in (1.0, 1, "a"):
+        try:
+            section.model_validate({**base, name: {word: value}})  # type: ignore[union-attr]
+        except ValidationError as exc:
+            if any(e["loc"][:1] == (name,) for e in exc.errors()):
+                continue
+        shown = f"{{{word} = {dumps_toml({'v': value})[len('v = '):].strip()}}}"
+        return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
+    return said
+
+
+def _list_example(loc: Sequence[Any], given: Any) -> list[Any] | None:
+    """A value the key accepts: the items given (brackets, quotes and empty items mended), else
+    the key's default, else one item of its type; each tried against the key's own validators."""
+    section = _section_of(loc)
+    field = section.model_fields.get(str(loc[-1])) if section is not None else None
+    if section is None or field is None:
+        return None
+    item = next((typing.get_args(t)[0] for t in (field.annotation, *typing.get_args(field.annotation))
+                 if typing.get_origin(t) is list and typing.get_args(t)), str)  # fmt: skip
+    words = [w.strip().strip("'\"") for w in str(given).strip().strip("[]").split(",")]
+    candidates: list[list[Any]] = []
+    try:  # what was given, mended: text or one number, not a table
+        scalar = isinstance(given, str | int | float) and not isinstance(given, bool)
+        candidates.append([item(w) for w in words if w] if scalar and item in (int, float, str) else [])
+    except ValueError:
+        pass
+    default = field.get_default(call_default_factory=True)
+    default = default if isinstance(default, list) else []
+    candidates += [default[:3], default, {int: [64], float: [0.5], str: ["a"]}.get(item, [])]  # short first
+    base: dict[str, Any] = {"name": "x"} if section in MODEL_CONFIGS.values() else {}
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            section.model_validate({**base, str(loc[-1]): candidate})
+        except ValidationError as exc:
+            if any(e["loc"][:1] == (str(loc[-1]),) for e in exc.errors()):
+                continue
+        return candidate
+    return None
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

@@ -14,6 +14,14 @@ freeing what the imports throw away), and only until `imports_done`, which colle
 what survived (objects that live as long as the process: a frozen object that later becomes garbage
 is freed by reference counting, only a cycle among frozen objects would stay) and restores the
 collector's thresholds. A command that fails before `imports_done` exits anyway.
+
+Where: `recsys run` (recsys/cli/pipeline_cmds.py), and each flow-run process of `recsys schedule`
+(flows/flow_run_process.py defers at its first line, before Prefect's engine imports anything;
+`training_pipeline` calls `imports_done` as the flow starts). Not in a flow run that a Prefect worker
+starts (`prefect worker start`, prefect.yaml): it runs Prefect's `python -m prefect.engine`, where
+recsys code first runs when the flow's file is imported; the process work pool's `command` could name
+`python -m flows.flow_run_process`, but as a fixed command line, not the worker's own interpreter
+(Prefect's default), so a worker whose `python` on PATH is another environment would fail every run.
 """
 
 from __future__ import annotations

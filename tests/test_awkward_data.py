@@ -272,3 +272,75 @@ def test_a_rolling_split_of_one_timestamp_names_the_random_protocol_not_the_wind
     with pytest.raises(DataError, match=r"every interaction \(300\) has the same time .* split.protocol = \"random\"") as caught:
         make_split(_indexed(np.full(300, T0 * 1_000_000)), 50, 40, SplitConfig(protocol="rolling"))
     assert "window_days" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- 6. settings larger than the catalogue
+
+
+def size_lines(tmp_path: Path, *overrides: str) -> tuple[list[str], object]:
+    """The run's warnings about settings too large for a 40-user x 25-item log, and its split."""
+    cfg = config(tmp_path, write_log(tmp_path / "log.csv", pairs(40, 25, 400)), *EVERY_ROW, *overrides)
+    inputs = prepare_run_inputs(cfg)
+    return inputs.warnings, inputs
+
+
+def test_cutoffs_no_smaller_than_what_a_user_can_be_ranked_warn_once_naming_each(tmp_path):
+    """ks = [10, 20, 50, 100] on 25 items: recall@50 and recall@100 were 1 for every model, and only
+    the promotion metric (recall@20) was ever looked at; nothing said so. One line names every such
+    cutoff, says why the metric is trivially 1, and the ks that keep the metrics informative."""
+    from pipelines.evaluate import evaluate_model
+    from recsys.models.popularity import Popularity, PopularityConfig
+    from recsys.sizes import rankable_items
+
+    lines, inputs = size_lines(tmp_path, 'models=[{name="pop", kind="popularity"}]')
+    most = rankable_items(inputs.split)[1]
+    assert 20 < most < 50  # the log leaves the default ks on both sides of the bound
+    [line] = [line for line in lines if "evaluation.ks" in line]
+    assert line.startswith(f"evaluation.ks 50, 100 are at least the {most} items a test user can be ranked"), line
+    assert "recall@50, recall@100 are trivially 1" in line and "recall@20" not in line, line
+    assert "--set 'evaluation.ks=[10, 20]'" in line, line
+    # what the line claims: at k = that bound every warm test user's recall is 1, whatever the ranking
+    cfg = inputs.cfg.model_copy(deep=True)
+    cfg.evaluation.ks, cfg.folding.enabled = [most], False
+    model = Popularity(PopularityConfig(name="pop")).fit(inputs.split.train)
+    recall = evaluate_model(model, inputs.split, cfg).result.per_user[f"recall@{most}"].to_numpy()
+    assert recall.size > 0 and np.all(np.abs(recall - 1.0) < 1e-12)
+    # and the ks it suggests draw no warning
+    (tmp_path / "b").mkdir()
+    assert size_lines(tmp_path / "b", 'models=[{name="pop", kind="popularity"}]', "evaluation.ks=[10, 20]")[0] == []
+
+
+def test_a_promotion_metric_past_the_bound_is_named_as_choosing_nothing(tmp_path):
+    lines, _ = size_lines(tmp_path, 'models=[{name="pop", kind="popularity"}]', "evaluation.ks=[10, 50]",
+                          "promotion.metric=recall@50")  # fmt: skip
+    [line] = lines
+    assert "promotion.metric recall@50 cannot choose between models" in line and "and promotion.metric among them" in line
+
+
+@pytest.mark.parametrize("models, named", [
+    ('[{name="w", kind="wals", factors=64}, {name="t", kind="two_tower", dim=8}]', ["models.w.factors = 64"]),
+    ('[{name="w", kind="wals", factors=8}, {name="t", kind="two_tower", dim=32}]', ["models.t.dim = 32"]),
+    ('[{name="w", kind="wals", factors=25}, {name="p", kind="popularity"}]', []),  # at the bound: not over
+])  # fmt: skip
+def test_a_factor_count_above_the_users_or_items_names_the_setting(tmp_path, models, named):
+    lines, _ = size_lines(tmp_path, f"models={models}", "evaluation.ks=[10, 20]")
+    assert [line.split(" is more than")[0] for line in lines] == named, lines
+    for line in lines:
+        key = named[0].split(" = ")[0]
+        assert "is more than the 25 items with training data (40 users x 25 items): over-parameterised" in line
+        assert line.endswith(f"set {key} to 25 or fewer"), line
+
+
+@pytest.mark.parametrize("command", [["run", "--no-prefect", "--no-tracking"], ["train", "--models", "m"]])
+def test_recsys_run_and_train_print_the_size_warnings_once(tmp_path, command):
+    log = write_log(tmp_path / "log.csv", pairs(40, 25, 400))
+    args = [*command, "--config", str(DEFAULT)]
+    if command[0] == "train":
+        args[args.index("m")] = str(tmp_path / "m")
+    for setting in [f"data.source={log}", f"data.processed_dir={tmp_path / 'p'}", *EVERY_ROW,
+                    'models=[{name="pop", kind="popularity"}, {name="w", kind="wals", factors=64, iterations=2}]']:
+        args += ["--set", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "warning: " in line]
+    assert [line.split("warning: ")[1][:18] for line in said] == ["evaluation.ks 50, ", "models.w.factors ="], said

@@ -5,6 +5,7 @@ errors with hints that name options the command has."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,57 @@ def test_a_config_error_names_the_set_that_made_it_not_the_file(tmp_path, text, 
     with pytest.raises(ConfigError) as caught:
         load_config(path, overrides)
     assert f"invalid config {where}" in str(caught.value).replace(str(tmp_path) + "/", ""), str(caught.value)
+
+
+@pytest.mark.parametrize("text, overrides, says", [
+    # each was "<key>: Input should be a valid list": a --set value TOML cannot read stays text
+    (MODELS, ["models.bce.user_layers=[64,"],
+     "(--set models.bce.user_layers=[64,): models.bce.user_layers: '[64,' is not a TOML list (no closing ]); "
+     "e.g. --set 'models.bce.user_layers=[64]'"),
+    (MODELS, ["models.bce.user_layers=64"], "models.bce.user_layers: expected a list, got 64; "
+                                            "e.g. --set 'models.bce.user_layers=[64]'"),
+    (MODELS, ["data.positive_events=[click, buy]"], "data.positive_events: '[click, buy]' is not a TOML list (its "
+                                                    "strings need quotes); e.g. --set 'data.positive_events=[\"click\", \"buy\"]'"),
+    (MODELS, ["data.positive_events=click"], "expected a list, got 'click'; e.g. --set 'data.positive_events=[\"click\"]'"),
+    # nothing of the value fits: the key's default (its first three), checked by the key's own validators
+    (MODELS, ["evaluation.ks=[x,"], "evaluation.ks: '[x,' is not a TOML list (no closing ]); "
+                                    "e.g. --set 'evaluation.ks=[10, 20, 50]'"),
+    (MODELS, ["evaluation.ks=[0]"], "evaluation.ks: ks must be"),  # a list: not this message
+    # in the file: the example is the TOML line
+    (MODELS + b"user_layers = 64\n", [], "models.bce.user_layers: expected a list, got 64; e.g. user_layers = [64]"),
+])  # fmt: skip
+def test_a_key_that_takes_a_list_given_something_else_names_it_and_an_example_that_works(
+    tmp_path, text, overrides, says
+):
+    path = tmp_path / "c.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value)
+    assert says in message and "\n" not in message and "valid list" not in message, message
+    example = re.search(r"e\.g\. --set '([^']*)'", message)
+    if example:  # the example works: the config loads with it in place of the bad value
+        fixed = [example.group(1) if o.split("=", 1)[0] == example.group(1).split("=", 1)[0] else o for o in overrides]
+        load_config(path, fixed)
+
+
+@pytest.mark.parametrize("overrides, says", [
+    # was "data.event_weights: Input should be a valid dictionary"
+    (["data.event_weights=view"], "(--set data.event_weights=view): data.event_weights: expected a table (TOML's "
+                                  "{name = value, ...}), got 'view'; e.g. --set 'data.event_weights={view = 1.0}'"),
+    (["data.event_weights=[view]"], "got '[view]'; e.g. --set 'data.event_weights={view = 1.0}'"),
+    (["models.bce.tuning.space=factors"], "models.bce.tuning.space: expected a table (TOML's {name = value, ...}), "
+                                          "got 'factors'"),  # no value to guess: no example
+])  # fmt: skip
+def test_a_key_that_takes_a_table_given_something_else_names_the_form(tmp_path, overrides, says):
+    path = tmp_path / "c.toml"
+    path.write_bytes(MODELS)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value)
+    assert says in message and "valid dictionary" not in message, message
+    if example := re.search(r"e\.g\. --set '([^']*)'", message):
+        load_config(path, [example.group(1)])  # the example works
 
 
 def test_booleans_are_still_read_where_a_key_takes_one():

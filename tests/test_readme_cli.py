@@ -348,9 +348,14 @@ def test_schedule_says_when_it_runs_first_and_where_the_runs_go(tmp_path, monkey
     from datetime import UTC, datetime
 
     import flows.deployments
+    import flows.server_start
 
     served = []
     monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: served.append(kwargs))
+    # nor a temporary server started for it, before it serves (`flows.server_start`, as `recsys run`)
+    monkeypatch.setattr(flows.server_start, "launch_server_early", lambda: None)
+    monkeypatch.setattr(flows.server_start, "start_server_in_background",
+                        lambda early=None: flows.server_start.ServerStart(None))  # fmt: skip
     config = tmp_path / "nightly.toml"
     config.write_text(f'[tracking]\ntracking_uri = "sqlite:///{tmp_path}/m.db"\n[[models]]\nname = "p"\n'
                       'kind = "popularity"\n')  # fmt: skip

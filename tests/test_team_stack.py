@@ -77,10 +77,35 @@ def test_stack_cli_finds_the_running_stack_by_its_directory(team_stack):
     ]
 
 
-def test_stack_status_without_a_stack_says_how_to_start_one(tmp_path):
+def test_stack_status_without_a_stack_says_what_is_not_running_and_what_starts_it(tmp_path, monkeypatch):
+    """`recsys stack status` with no stack exited 1, this CLI's code for a bug, saying only "no stack
+    recorded". Now each part reads "not running", the line after names the `up` that starts them,
+    and the exit code is 3 (LSB's "not running"), documented in --help with the others."""
     result = CliRunner().invoke(app, ["stack", "status", "--dir", str(tmp_path / "none")])
-    # Whitespace-normalised: the line wraps at the console's width, where depends on the temp path's length.
-    assert result.exit_code == 1 and "make stack" in " ".join(result.output.split())
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 3, result.output
+    assert [line.split() for line in lines[:3]] == [["postgres", "not", "running"], ["mlflow", "not", "running"],
+                                                    ["prefect", "not", "running"]]  # fmt: skip
+    assert f"start one with `recsys stack up --dir {tmp_path / 'none'}`" in " ".join(lines[3:]), result.output
+    assert not (tmp_path / "none").exists()
+    monkeypatch.chdir(tmp_path)  # .stack here, not a stack a person runs in the checkout
+    default = CliRunner().invoke(app, ["stack", "status"], catch_exceptions=False)  # .stack: make stack starts it
+    assert default.exit_code == 3 and "(or: make stack)" in default.output, default.output
+    helped = " ".join(CliRunner().invoke(app, ["stack", "status", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert "0 every part is up; 1 a part is down or still starting; 3 no stack runs" in helped, helped
+
+
+def test_stack_status_of_postgres_left_without_a_record_is_not_no_stack(tmp_path, monkeypatch):
+    """An `up` killed before it recorded the stack leaves PostgreSQL running from its data directory:
+    status says so (exit 1), not "no stack", whose `up` would fail on PostgreSQL's port."""
+    from recsys.stack import Postgres
+
+    monkeypatch.setattr(Postgres, "running", lambda self: True)
+    result = CliRunner().invoke(app, ["stack", "status", "--dir", str(tmp_path)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "postgres up (not recorded in stack.json) mlflow not running prefect not running" in said, said
+    assert f"partly running: start the rest with `recsys stack up --dir {tmp_path}`" in said, said
 
 
 def test_stack_down_without_a_stack_says_there_is_nothing_to_stop(tmp_path):
@@ -413,6 +438,7 @@ def test_a_server_killed_with_sigkill_has_its_workers_stopped_by_stack_down(tmp_
         assert status.exit_code == 1, status.output
         said = " ".join(status.output.split())
         assert f"mlflow DOWN (pid {process.pid} is gone; processes it started still run: {worker.pid})" in said, said
+        assert f"start what is down with `recsys stack up --dir {root}`" in said, said
         down = CliRunner().invoke(app, ["stack", "down", "--dir", str(root)])
         assert down.exit_code == 0, down.output
         assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE

@@ -47,7 +47,7 @@ def _prepare(loaded):
     with console.status("preparing data and split"):
         inputs = prepare_run_inputs(cfg)
     dataset, data, split = inputs.dataset, inputs.data, inputs.split
-    for warning in ingest_warnings(dataset, data.manifest):  # as recsys run prints them
+    for warning in [*ingest_warnings(dataset, data.manifest), *inputs.warnings]:  # as recsys run prints them
         err_console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     console.print(
         f"data {dataset.processed_dir}: {split.n_users:,} users x {split.n_items:,} items, "

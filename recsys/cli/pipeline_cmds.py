@@ -541,30 +541,51 @@ def schedule(
     cron = cron or DEFAULT_CRON
     config = config_path(config)
     cfg = load_run_config(config, set_, default=True)  # fail now (also a config naming no model), not at 03:00
-    ephemeral_prefect_defaults()  # before Prefect's import reads its settings
-    from flows.deployments import check_not_served, check_schedule, next_cron_run, serve_pipeline
-    from flows.ephemeral import check_api
-    from recsys.tracking.store import redact, resolve_tracking_uri
+    ephemeral_prefect_settings()  # before Prefect's import reads its settings
+    from flows.server_start import launch_server_early, start_server_in_background
 
-    check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
-    check_api()
-    check_not_served(name)  # a second schedule of it would pause it for both when it stops
+    # As `recsys run` (`_execute`): the temporary server's process first (Prefect's settings read), so
+    # its start overlaps the imports of the flows and of Prefect's server module; none with
+    # PREFECT_API_URL. Handed to Prefect only once the checks pass: a refused schedule stops it
+    # unannounced, its error line the only one (Prefect's hand-over says "Starting temporary server").
+    early = launch_server_early()
+    server_start = None
+    try:
+        from flows.deployments import check_not_served, check_schedule, next_cron_run, serve_pipeline
+        from flows.ephemeral import check_api
+        from recsys.tracking.store import redact, resolve_tracking_uri
 
-    when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
-    console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C or SIGTERM "
-                  f"(`kill {os.getpid()}`) stops it")
-    args = store_args(config, set_)
-    lines = [] if interval else [f"next run:     {next_cron_run(cron, timezone)}"]
-    if cfg.tracking.enabled:  # where the runs' results go: the schedule itself prints nothing more until then
-        lines += [f"MLflow store: {redact(resolve_tracking_uri(cfg.tracking))}",
-                  f"browse it:    recsys ui{args}   compare: recsys compare{args} --metric {cfg.promotion.metric}"]
-    console.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
-    _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
-    # SIGTERM unwinds (exit 143) until the deployment is created; from then on Ctrl-C and SIGTERM are
-    # the schedule's stop, which pauses it (exit 0; flows.runner.serve_deployment)
-    serve_pipeline(say=lambda line: console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
-                   name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
-                   config_path=str(config) if config else None, overrides=set_ or [])
+        check_schedule(cron, timezone, interval)  # before "serving ...": not a bug report at Prefect's start
+        check_api()
+        check_not_served(name)  # a second schedule of it would pause it for both when it stops
+        ephemeral_prefect_defaults()
+        server_start = start_server_in_background(early)  # handed to Prefect, waited on by a thread
+
+        when = f"every {interval:g} s" if interval else f"cron '{cron}' ({timezone})"
+        console.print(f"serving deployment [bold]training-pipeline/{name}[/] {when}; Ctrl-C or SIGTERM "
+                      f"(`kill {os.getpid()}`) stops it")
+        args = store_args(config, set_)
+        lines = [] if interval else [f"next run:     {next_cron_run(cron, timezone)}"]
+        if cfg.tracking.enabled:  # where the runs' results go: the schedule itself prints nothing more until then
+            lines += [f"MLflow store: {redact(resolve_tracking_uri(cfg.tracking))}",
+                      f"browse it:    recsys ui{args}   compare: recsys compare{args} --metric {cfg.promotion.metric}"]
+        console.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
+        server_start.wait()  # serve_pipeline's start of the server then finds it running
+    except BaseException:
+        if server_start is not None:
+            server_start.abandon()  # interrupted, or the server did not start: it stops now
+        elif early is not None:
+            early.stop()  # refused (a bad cron, a second schedule of the deployment) before the hand-over
+        raise
+    try:
+        _stop_servers_of_killed_runs()  # a `recsys schedule` killed with SIGKILL left its server serving
+        # SIGTERM unwinds (exit 143) until the deployment is created; from then on Ctrl-C and SIGTERM are
+        # the schedule's stop, which pauses it (exit 0; flows.runner.serve_deployment)
+        serve_pipeline(say=lambda line: console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
+                       name=name, cron=cron, timezone=timezone, interval=interval, overlap=overlap,
+                       config_path=str(config) if config else None, overrides=set_ or [])
+    finally:
+        server_start.abandon()  # stopped by serve_pipeline already, unless it failed before its own stop
 
 
 def _json_dump(path: Path, data: dict) -> None:

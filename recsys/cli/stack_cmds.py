@@ -130,21 +130,55 @@ def down(directory: DirOption = Path(".stack")) -> None:
     console.print(f"stopped the stack in {directory} (data kept; delete the directory to drop it)")
 
 
+NOT_RUNNING = 3  # `recsys stack status` of a directory with no stack: LSB's "program is not running"
+
+
 @stack_app.command("status")
 @user_errors
 def status(directory: DirOption = Path(".stack")) -> None:
-    """Which parts of the stack are up, starting (pid, log) or down; exit code 0 only when all are up."""
+    """Which parts of the stack are up, starting (pid, log) or down, and what starts the rest.
+
+    Exit code: 0 every part is up; 1 a part is down or still starting; 3 no stack runs in the
+    directory (none started there, or stopped by `recsys stack down`); 2 bad input (an unreadable
+    stack.json)."""
     from recsys.stack import Stack
 
+    start = _start_command(directory)
     stack = Stack.from_state(directory)
     if stack is None:
-        console.print(f"no stack recorded in {directory}: start one with `recsys stack up --dir {directory}` (or make stack)")
-        raise typer.Exit(code=1)
+        # No servers recorded; PostgreSQL may still run from its data directory (an `up` killed before it
+        # recorded the stack): not "no stack", or the `up` this hint suggests fails on its port.
+        postgres_up = Stack(directory).postgres.running()
+        for name in ("postgres", "mlflow", "prefect"):
+            _part(name, "up (not recorded in stack.json)" if name == "postgres" and postgres_up else "not running")
+        if postgres_up:
+            console.print(f"the stack in {directory} is partly running: start the rest with {start}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1)
+        console.print(f"no stack running in {directory} (nothing recorded there): start one with {start}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(code=NOT_RUNNING)
     said = {"postgres": "up" if stack.postgres.running() else "DOWN"}
     said.update({name: server.describe() for name, server in stack.servers.items()})
     for name, state in said.items():
-        console.print(f"  {name:9} {state}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=0 if all(state == "up" for state in said.values()) else 1)
+        _part(name, state)
+    if all(state == "up" for state in said.values()):
+        raise typer.Exit(code=0)
+    if any(state != "up" and not state.startswith("starting") for state in said.values()):  # DOWN, not answering
+        console.print(f"start what is down with {start} (it restarts only those parts)", highlight=False, soft_wrap=True)
+    else:  # only starting: its `up` runs on, or a new `up` waits for it
+        console.print(f"still starting: {start} waits until it answers", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def _part(name: str, state: str) -> None:
+    console.print(f"  {name:9} {state}", highlight=False, soft_wrap=True)
+
+
+def _start_command(directory: Path) -> str:
+    """What starts the stack in `directory`: `make stack` knows only .stack."""
+    if directory == Path(".stack"):
+        return "`recsys stack up` (or: make stack)"
+    return f"`recsys stack up --dir {directory}`"
 
 
 def _say(line: str) -> None:

@@ -315,7 +315,13 @@ def ui(
     Prints the experiment's runs table as a link: model runs ranked by the promotion metric, with
     recall@k, ndcg@k and folding@k first (the saved view "recsys: models by ...")."""
     from recsys.stack import mlflow_server_env
-    from recsys.tracking.store import artifact_location, is_sqlite, resolve_tracking_uri, sqlite_path
+    from recsys.tracking.store import (
+        artifact_location,
+        is_sqlite,
+        remove_init_lock,
+        resolve_tracking_uri,
+        sqlite_path,
+    )
     from recsys.tracking.ui import experiment_runs_url
 
     cfg = _config(config, set_)
@@ -352,7 +358,11 @@ def ui(
     base = f"http://127.0.0.1:{port}"
     console.print(f"MLflow UI on {base} (Ctrl-C to stop)")
     console.print(f"runs: {experiment_runs_url(uri, cfg.tracking.experiment, base)}", soft_wrap=True)
-    raise typer.Exit(run_in_process_group(command, env=mlflow_server_env(venv_env()), log_prefix=UI_LOG_PREFIX))
+    try:
+        code = run_in_process_group(command, env=mlflow_server_env(venv_env()), log_prefix=UI_LOG_PREFIX)
+    finally:
+        remove_init_lock(uri)  # the empty db_init_lock-<hash> its job store leaves in the temp folder
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -383,6 +383,53 @@ def store_open_lock(db: Path) -> FileLock:
     return FileLock(str(locks / f"{db.name}.open.lock"))
 
 
+def init_lock_path(uri: str) -> Path:
+    """Where an MLflow server locks the creation of the tables of database store `uri`
+    (`mlflow.store.db.utils._safe_initialize_tables`, run by its job store when job execution is
+    on): an empty `db_init_lock-<md5 of the engine URL>` in the system temp folder, which MLflow
+    never removes: one per store ever served."""
+    import hashlib
+    import tempfile
+
+    from sqlalchemy.engine import make_url
+
+    digest = hashlib.md5(str(make_url(uri)).encode("utf-8"), usedforsecurity=False).hexdigest()
+    return Path(tempfile.gettempdir()) / f"db_init_lock-{digest}"
+
+
+def remove_init_lock(uri: str) -> bool:
+    """Remove the empty `init_lock_path` of SQLite store `uri` once the store's tables all exist;
+    True when it was removed. The one place recsys deals with these files (`recsys ui` calls it when
+    its MLflow server ends; its own opens lock beside the store: `store_open_lock`).
+
+    Why it cannot be put beside the store: MLflow builds the path from `tempfile.gettempdir()` of the
+    server's process, and a TMPDIR of the store's folder for the server would move all its temporary
+    files there too. Why removing it is safe: the lock guards only the creation of missing tables;
+    with every table there, a holder finds them and does nothing (a process still holding the removed
+    file keeps its lock, a new one locks a new file, and both find the tables). A store still
+    missing tables (being created now, or older than this MLflow) keeps its lock, as does a file
+    that is not empty (not MLflow's) and anything where the check cannot be made."""
+    if not is_sqlite(uri) or is_in_memory(uri):
+        return False
+    path = init_lock_path(uri)
+    try:
+        if not path.is_file() or path.stat().st_size or not sqlite_path(uri).is_file():
+            return False
+        import sqlalchemy
+        from mlflow.store.db.utils import _all_tables_exist
+
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            complete = _all_tables_exist(engine)
+        finally:
+            engine.dispose()
+        if complete:
+            path.unlink(missing_ok=True)
+        return complete
+    except Exception:  # never a reason for the command to fail: the file is left as MLflow left it
+        return False
+
+
 def _probe_http(uri: str, timeout: float, *, reading: bool = False) -> None:
     """Raise TrackingError when the server at `uri` does not answer. `reading`: for a command that
     reads the store (serve, registry, compare, promote), where turning tracking off is no way out."""

@@ -444,3 +444,17 @@ def test_models_queued_when_the_store_dies_still_train_and_are_kept(prefect_harn
     assert tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"] == records["parent"].run_id
     # the flow ended: its trackers (the flow's and the task's) write the bundle no more, a resume may log it
     assert bundle_in_use(Path(summary["unlogged_dir"])) is None
+
+
+def test_the_flow_warns_once_of_a_cutoff_past_what_a_user_can_be_ranked(prefect_harness, prefect_console, tmp_path,
+                                                                         mlflow_uri):
+    """The Prefect flow reads its data through `prepare_run_inputs` as `recsys run --no-prefect` does,
+    and logs the run's size warnings (recsys.sizes) once, as WARNING lines of the flow run."""
+    from flows.pipeline import training_flow_for
+
+    cfg = tiny_config(tmp_path, mlflow_uri, 'models=[{name="pop", kind="popularity"}]', "evaluation.ks=[10, 20, 100]")
+    with prefect_console() as console:
+        summary = training_flow_for(cfg)(cfg, False)
+    assert [(m["name"], m["status"]) for m in summary["models"]] == [("pop", "ok")]
+    said = [line for line in console.getvalue().splitlines() if "evaluation.ks 100 is at least the" in line]
+    assert len(said) == 1 and "WARNING" in said[0], console.getvalue()[-3000:]

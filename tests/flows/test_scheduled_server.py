@@ -53,6 +53,16 @@ def test_recsys_schedule_interval_makes_an_interval_schedule():
     assert [s.schedule.interval for s in deployment.schedules] == [timedelta(hours=6)]
 
 
+def no_server_start(monkeypatch) -> None:
+    """`recsys schedule` starts its temporary server before it serves (`flows.server_start`, as `recsys
+    run`): where a test stands in for the serving, nothing is started for it either."""
+    import flows.server_start
+
+    monkeypatch.setattr(flows.server_start, "launch_server_early", lambda: None)
+    monkeypatch.setattr(flows.server_start, "start_server_in_background",
+                        lambda early=None: flows.server_start.ServerStart(None))  # fmt: skip
+
+
 def test_recsys_schedule_stops_the_prefect_server_a_killed_schedule_left(monkeypatch):
     """kill -9 of `recsys schedule` left its temporary Prefect server serving (reparented to init);
     a `recsys run` stopped such servers at its start, the next `recsys schedule` did not. The stop
@@ -65,6 +75,7 @@ def test_recsys_schedule_stops_the_prefect_server_a_killed_schedule_left(monkeyp
 
     monkeypatch.setattr(flows.ephemeral, "stop_orphaned_servers", lambda: [4242])
     monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: None)
+    no_server_start(monkeypatch)
     result = CliRunner().invoke(app, ["schedule", "--interval", "60"])
     assert result.exit_code == 0, result.output
     assert "stopped 1 temporary Prefect server(s) left by killed runs (pids 4242)" in result.output
@@ -87,6 +98,7 @@ def test_recsys_schedule_gives_the_ephemeral_prefect_server_the_settings_recsys_
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "77")  # the user's
     seen = {}
     monkeypatch.setattr(flows.deployments, "serve_pipeline", lambda **kwargs: seen.update(os.environ))
+    no_server_start(monkeypatch)
     result = CliRunner().invoke(app, ["schedule", "--interval", "60"])
     assert result.exit_code == 0, result.output
     assert seen["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"

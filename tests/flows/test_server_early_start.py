@@ -314,3 +314,87 @@ def test_nothing_is_launched_early_where_prefect_api_url_names_a_server_or_the_t
         early = server_start.launch_server_early()
     assert early is not None and len(launched) == 1
     assert early.port in server_start.PORTS and launched[0][launched[0].index("--port") + 1] == str(early.port)
+
+
+SCHEDULE_LAUNCHED_EARLY = r"""
+import json, os, subprocess, sys
+os.environ.pop("PREFECT_API_URL", None)
+from typer.testing import CliRunner
+import flows.server_start as server_start
+import recsys.cli.pipeline_cmds as cmds
+from recsys.cli import app
+
+seen, launched = {}, []
+
+class Refused(Exception):
+    pass
+
+STAND_IN = (  # answers /api/health with 200 on the port it is given, as the server does once it is up
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200 if self.path == '/api/health' else 404); self.end_headers(); self.wfile.write(b'true')\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+)
+
+def popen(args, **kwargs):
+    seen.setdefault("server_module_imported", "prefect.server.api.server" in sys.modules)
+    seen.setdefault("flows_imported", "flows.pipeline" in sys.modules)
+    port = args[args.index("--port") + 1]
+    launched.append(subprocess.Popen([sys.executable, "-c", STAND_IN, port]))
+    return launched[-1]
+
+server_start.server_popen = popen
+
+def first_step_after_the_wait():  # the schedule's first step once its server answers
+    from prefect.server.api.server import SubprocessASGIServer
+    server = SubprocessASGIServer._instances.get(None)
+    seen["handed_over"] = server is not None and server.server_process is launched[-1] and server.running
+    raise Refused("stopped after the wait")
+
+cmds._stop_servers_of_killed_runs = first_step_after_the_wait
+ran = CliRunner().invoke(app, ["schedule", "--name", "early"])
+seen["first"] = (ran.exit_code, "serving deployment" in ran.output, "stopped after the wait" in ran.output)
+seen["stopped_after_the_command"] = launched[-1].poll() is not None
+
+# A schedule refused after the launch (a cron Prefect refuses): the server launched for it is stopped.
+server_start.SERVER_MODULE = "not.imported"  # Prefect's server module is imported by now: launch again
+refused = CliRunner().invoke(app, ["schedule", "--name", "early", "--cron", "61 3 * * *"])
+seen["refused"] = (refused.exit_code, [line[:35] for line in refused.output.splitlines() if line.strip()])
+seen["launches"] = len(launched)
+seen["stopped_when_refused"] = launched[-1].poll() is not None
+for process in launched:
+    process.kill()
+print(json.dumps(seen))
+"""
+
+
+def test_recsys_schedule_launches_its_server_early_as_recsys_run_does(tmp_path):
+    """`recsys schedule` started its temporary server the old way: Prefect's own start, once the
+    flows (torch, MLflow) and Prefect's server module were imported. Now as `recsys run`: the
+    server's process is launched before those imports and handed to Prefect, whose instance the
+    schedule then serves on (`serve_pipeline` finds it running); a schedule that ends, or is
+    refused after the launch (before the hand-over: its error the only line), stops it. Fails
+    without the early launch (no launch before the imports), and without the stop of a refused
+    schedule's server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "RECSYS_DEBUG"}
+    env["PYTHONPATH"] = str(REPO)
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run(
+        [sys.executable, "-c", SCHEDULE_LAUNCHED_EARLY], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "server_module_imported": False,
+        "flows_imported": False,
+        "handed_over": True,
+        "first": [1, True, True],
+        "stopped_after_the_command": True,
+        "refused": [2, ["error: --cron '61 3 * * *': Invalid"]],
+        "launches": 2,
+        "stopped_when_refused": True,
+    }, done.stderr[-3000:]
