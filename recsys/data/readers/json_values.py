@@ -111,20 +111,27 @@ def _unwrap_extended(lines: pl.LazyFrame) -> pl.LazyFrame:
     return lines.with_columns(_binary_to_marked(unwrapped))
 
 
-def _refuse_nested_values(path: Path, mapping: dict[str, str]) -> None:
-    """DataError for JSON Lines whose mapped keys hold an object on every one of the first lines
-    (`{"user": {"id": 1}, "item": {"id": "a"}, "ts": 1704103200}`, as an API's event export nests
-    them): each line is one interaction, but every one was quarantined as malformed_json, the
-    error saying only "flatten them first, e.g. with jq". The message names the keys and gives the
-    `jq` line that lifts each one's id out under the same key, so the same columns are read."""
+def first_records(path: Path, limit: int = 20) -> list[dict]:
+    """The JSON objects among the first `limit` whole lines of `path` (lines that are no JSON object
+    skipped): what the up-front refusals of a JSON Lines file look at before the vectorised read."""
     records = []
-    for line in _whole_lines(path, limit=20):
+    for line in _whole_lines(path, limit=limit):
         try:
             record = json.loads(line)
         except _NOT_JSON:
             continue
         if isinstance(record, dict):
             records.append(record)
+    return records
+
+
+def _refuse_nested_values(path: Path, mapping: dict[str, str]) -> None:
+    """DataError for JSON Lines whose mapped keys hold an object on every one of the first lines
+    (`{"user": {"id": 1}, "item": {"id": "a"}, "ts": 1704103200}`, as an API's event export nests
+    them): each line is one interaction, but every one was quarantined as malformed_json, the
+    error saying only "flatten them first, e.g. with jq". The message names the keys and gives the
+    `jq` line that lifts each one's id out under the same key, so the same columns are read."""
+    records = first_records(path)
     nested: dict[str, dict] = {}
     for key in dict.fromkeys(mapping.values()):
         values = [r[key] for r in records if key in r]
@@ -156,13 +163,7 @@ def _refuse_binary_values(path: Path, mapping: dict[str, str]) -> None:
     bytes are no time, number or event name, and the wrapper read as text would be quarantined
     row by row as a bad value."""
     roles = {src: role for role, src in mapping.items() if role not in (USER, ITEM)}
-    for line in _whole_lines(path, limit=20):
-        try:
-            record = json.loads(line)
-        except _NOT_JSON:
-            continue
-        if not isinstance(record, dict):
-            continue
+    for record in first_records(path):
         for key, role in roles.items():
             if _binary(record.get(key)):
                 raise DataError(

@@ -54,6 +54,7 @@ from recsys.data.readers.json_values import (
     _refuse_nested_values,
     _unwrap_extended,
     binary_id_text,
+    first_records,
 )
 from recsys.data.readers.naming import map_columns
 from recsys.data.readers.parquet_files import PARTITION_DAY, folder_days
@@ -147,13 +148,7 @@ def _refuse_event_lists(path: Path, named: set[str] | None) -> None:
     other values beside it."""
     if named is not None and not named:
         return
-    for line in _whole_lines(path, limit=20):
-        try:
-            record = json.loads(line)
-        except _NOT_JSON:
-            continue
-        if not isinstance(record, dict):
-            continue
+    for record in first_records(path):
         lists = [k for k, v in record.items() if isinstance(v, list) and v and all(isinstance(e, dict) for e in v)]
         inner = {k: list(record[k][0]) for k in lists}
         outer = next((k for k in lists if named is None or named & set(inner[k])), None)
