@@ -80,9 +80,9 @@ def tune_model(
             f"recsys tune searches one model alone, but {model_name!r} is a blend of {model_cfg.members}: give it a "
             "[models.tuning] section and `recsys run` (it tunes the weights after training the members)"
         )
+    search_space(model_cfg)  # nothing to tune: refused before any work, as configured (no section: none to remove)
     tuning = (model_cfg.tuning or TuningConfig()).model_copy(update={"n_trials": trials, "timeout_s": None})
     model_cfg = model_cfg.model_copy(update={"tuning": tuning})
-    search_space(model_cfg)  # a model with nothing to tune is refused before any work
     validation = validation_or_refuse(split, model_name)
     teacher = fitted_teacher(cfg, split, model_cfg, log)
     outcome = tune(

@@ -488,10 +488,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     models = data.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
         from_set = any(a.split("=", 1)[0].strip() == "models" for a in overrides)
+        example = "e.g. --set 'models=[{name=\"pop\", kind=\"popularity\"}, {name=\"wals\", kind=\"wals\"}]'"
         if isinstance(models, str) and from_set:  # a --set value TOML cannot read stays text (JSON's "k": v)
             raise ConfigError(
                 f"--set models: not a TOML list of tables: {models[:80]!r}; write inline tables with key = value, "
-                "e.g. --set 'models=[{name=\"pop\", kind=\"popularity\"}, {name=\"wals\", kind=\"wals\"}]'"
+                + example
+            )
+        if from_set:  # `models=["pop"]` is valid TOML but not tables: the --set is at fault, not the file
+            raise ConfigError(
+                f"--set models: models must be tables (name, kind, ...), got {type(models).__name__} "
+                f"{str(models)[:80]}; write inline tables, " + example
             )
         raise ConfigError(
             f"{path or '--set'}: models must be [[models]] tables (name, kind, ...), got {type(models).__name__}"

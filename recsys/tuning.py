@@ -164,9 +164,11 @@ def search_space(model_cfg: ModelConfig) -> dict[str, SpaceEntry]:
         space = model_cfg.default_tuning_space()
     if space is None:
         if model_cfg.kind not in DEFAULT_SPACES:
+            # `recsys tune --model pop` has no section to remove: say which models can be tuned instead
+            remedy = "remove the tuning section" if tuning is not None else "tune a model of another kind"
             raise ConfigError(
                 f"models.{model_cfg.name}.tuning: a {model_cfg.kind} model has nothing to tune by default; "
-                f"give tuning.space or remove the tuning section (default spaces: {sorted(DEFAULT_SPACES)})"
+                f"give tuning.space or {remedy} (default spaces: {sorted(DEFAULT_SPACES)})"
             )
         space = {k: v for k, v in DEFAULT_SPACES[model_cfg.kind].items() if not UNUSED_BY.get(k, _never)(model_cfg)}
     fields = model_cfg.tunable_names()

@@ -414,6 +414,16 @@ def test_a_models_set_written_as_json_names_the_toml_form():
     assert [m.name for m in cfg.models] == ["pop"]
 
 
+def test_a_models_set_of_names_blames_the_set_not_the_file():
+    """--set 'models=["popularity"]' (the README's `--set models=[...]` read as a list of names) is
+    valid TOML, and the error named default.toml, which has proper [[models]], and gave no example."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "pipelines/configs/default.toml", ['models=["popularity"]'])
+    message = str(caught.value)
+    assert message.startswith("--set models: models must be tables") and "default.toml" not in message
+    assert """--set 'models=[{name="pop", kind="popularity"}""" in message and "\n" not in message
+
+
 @pytest.mark.parametrize("setting", ["promotion.registered_model", "tracking.experiment", "tracking.model_name_prefix"])
 def test_an_empty_registry_or_experiment_name_is_a_config_error(setting):
     """promotion.registered_model = "" reached MLflow: 'unexpected MlflowException: Missing value for

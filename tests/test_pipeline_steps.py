@@ -431,6 +431,8 @@ def test_tune_refuses_a_bad_metric_before_any_trial(tmp_path, metric):
 def test_tune_refuses_a_model_with_nothing_to_tune(tmp_path):
     result = CliRunner().invoke(app, ["tune", *_sets(tmp_path), "--model", "pop", "--trials", "1"])
     assert result.exit_code == 2 and "nothing to tune" in result.output
+    # the config has no [models.tuning] for it: advising to "remove the tuning section" sent the user looking
+    assert "remove the tuning section" not in result.output and "tune a model of another kind" in result.output
 
 
 def test_models_are_submitted_longest_first_and_reported_in_config_order(tmp_path):

@@ -256,6 +256,8 @@ def parse_json(body: bytes, content_type: str | None) -> Any:
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media not in ("application/json", "text/json", ""):
         raise RequestError(415, f"send JSON with Content-Type: application/json (got {media[:60]!r})")
+    if not body.strip():  # `curl -d ''` or a client that sent nothing: json's "Expecting value" hid that
+        raise RequestError(400, 'the body is empty: send a JSON object, e.g. {"dataframe_records": [{"user_id": "u1"}]}')
     try:
         payload = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 from recsys.evaluation.ranking import topk  # noqa: E402
 from recsys.tracking.registry import CHAMPION  # noqa: E402
-from recsys.tracking.server import MAX_JSON_DEPTH, build_app, load_index  # noqa: E402
+from recsys.tracking.server import MAX_JSON_DEPTH, RequestError, build_app, load_index, parse_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120
@@ -157,6 +157,14 @@ def test_garbage_bodies_are_client_errors_never_500(api):
     _assert_one_line_error(api.post("/invocations", content=b"user_id\nu1", headers={"Content-Type": "text/csv"}), 415)
     _assert_one_line_error(_post(api, b" " * (2 << 20)), 413)
     _assert_one_line_error(api.get("/nowhere"), 404)
+
+
+def test_an_empty_body_is_called_empty():
+    """`curl -d ''` got "invalid JSON: Expecting value at line 1 column 1", which does not say nothing was sent."""
+    for body in (b"", b"  \n"):
+        with pytest.raises(RequestError) as caught:
+            parse_json(body, "application/json")
+        assert caught.value.status == 400 and str(caught.value).startswith("the body is empty: send a JSON object")
 
 
 def test_a_method_the_path_does_not_take_is_405_naming_the_allowed_ones(api):
