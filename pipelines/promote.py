@@ -65,11 +65,30 @@ def _candidate_run(mlflow_client, run_id: str):
         known = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # unknown id; '' or malformed
         if not any(code in str(exc.error_code) for code in known) and "not found" not in str(exc).lower():
             raise
+        if (run := _run_by_prefix(mlflow_client, run_id)) is not None:
+            return run
         raise TrackingError(
             f"no run with id {run_id!r} in {mlflow_client.tracking_uri}: pass a model run id from "
             "`recsys compare --format csv` (column run_id) to --run-id, or leave --run-id out to "
             "promote the latest pipeline run's models"
         ) from None
+
+
+def _run_by_prefix(mlflow_client, prefix: str):
+    """The one run whose id starts with `prefix` (4 or more hex digits), None when no run does: the
+    run ids `recsys compare` and `recsys registry` print are their first 8 digits, and a user copies
+    those. A prefix that several runs share is a TrackingError naming them."""
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{4,31}", prefix):
+        return None
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    runs = mlflow_client.search_runs(experiments, max_results=50_000) if experiments else []
+    found = [r for r in runs if r.info.run_id.startswith(prefix)]
+    if len(found) > 1:
+        shown = ", ".join(r.info.run_id for r in found[:5])
+        raise TrackingError(f"run id {prefix!r} is the start of {len(found)} runs ({shown}): pass more of the id to --run-id")
+    return found[0] if found else None
 
 
 def automatic_promotion_refused(cfg: RunConfig, outcomes: Sequence, warm_test_users: int | None) -> str | None:

@@ -67,7 +67,7 @@ def promote(
         list[str] | None,
         typer.Option(
             "--run-id",
-            help="Candidate model run id (repeatable). Default: the models of the latest pipeline run of this config's "
+            help="Candidate model run id (repeatable; the 8-digit start that compare and registry print will do). Default: the models of the latest pipeline run of this config's "
             "lineage (config name + data source) that has ended (one still running promotes its own).",
         ),
     ] = None,

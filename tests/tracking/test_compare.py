@@ -333,6 +333,17 @@ def test_cli_promote_names_a_mistyped_or_pipeline_run_id_with_exit_code_2(logged
     assert f"run {parent} is a pipeline run, not a model run" in pipeline.output
 
 
+def test_cli_promote_takes_the_short_run_id_that_compare_prints(logged):
+    """`recsys compare` and `recsys registry` print the first 8 digits of a run id; `--run-id` with
+    them said "no run with id ..." (only the full id from the csv was taken). The short id now picks
+    the run it starts, the same decision as the full id."""
+    full = logged.runs["popularity"]
+    short = _promote_cli(logged, "--set", "promotion.registered_model=promo-cli-short", "--run-id", full[:8])
+    assert short.exit_code == 0, short.output
+    registry = MlflowClient(logged.uri, registry_uri=logged.uri)
+    assert registry.get_model_version_by_alias("promo-cli-short", "challenger").run_id == full
+
+
 def test_cli_promote_of_another_lineages_run_says_the_challenger_alias_stayed(logged, planted_data, planted_split):
     """A run of another lineage is not registered on the line (not comparable), so both aliases stay
     where they were; the last line said `challenger v-` beside a challenger alias still on v1."""
