@@ -46,6 +46,7 @@ from recsys.data.dataset import InteractionData
 from recsys.data.split import Split
 from recsys.distill import distillation_waves, teacher_names
 from recsys.errors import ModelSkipped
+from recsys.evaluation.cold import divide_test
 from recsys.evaluation.testable import require_test_users
 from recsys.faults import fault_point
 from recsys.files import scratch_dir, write_text_atomic
@@ -157,7 +158,6 @@ class PipelineResult:
 
 
 def dataset_summary(split: Split, dataset: DatasetResult, cfg: RunConfig | None = None) -> dict[str, Any]:
-    from recsys.evaluation.cold import divide_test
     from recsys.lineage import lineage
     from recsys.tracking.runs import split_digest
 
@@ -290,8 +290,9 @@ def prepare_run_inputs(
         cfg, data, split = load(dataset, cfg, scheduled)
         timings["split"] = time.perf_counter() - t
     # before any model trains: a test part of nobody makes every metric NaN
-    require_test_users(split, filtered=k_core_shrink(data.manifest))
-    return RunInputs(dataset, cfg, data, split, size_warnings(cfg, split))
+    parts = divide_test(split)  # once, for both checks
+    require_test_users(split, filtered=k_core_shrink(data.manifest), parts=parts)
+    return RunInputs(dataset, cfg, data, split, size_warnings(cfg, split, parts))
 
 
 def train_and_log(
@@ -605,7 +606,6 @@ def promote_best(
                 "reason": f"not decided: the tracking store failed during the run; log the kept runs with "
                           f"`recsys run --resume-tracking {shlex.quote(str(where))}`, then `recsys promote`"}
     from pipelines.promote import automatic_promotion_refused, run_promotion
-    from recsys.evaluation.cold import divide_test
 
     warm = None if split is None else divide_test(split).counts()["warm_test_users"]
     if refused := automatic_promotion_refused(cfg, outcomes, warm):

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 if TYPE_CHECKING:
     from recsys.config import RunConfig
     from recsys.data.split import Split
+    from recsys.evaluation.cold import ColdSplit
 
 HIT_COUNT_METRICS = ("recall", "recall_raw", "precision", "hit_rate")
 """Metrics that count hits only: with every candidate in the list they no longer depend on the model."""
@@ -34,22 +35,30 @@ FACTOR_SETTINGS = {"wals": "factors", "wals_spark": "factors", "two_tower": "dim
 """kind -> the key holding its number of latent factors (the embedding size)."""
 
 
-def size_warnings(cfg: RunConfig, split: Split) -> list[str]:
-    """Every warning of this module for `cfg` on `split`, each one line."""
-    lines = [cutoff_warning(cfg, split)]
-    lines += factor_warnings(cfg, split)
+def size_warnings(cfg: RunConfig, split: Split, parts: ColdSplit | None = None) -> list[str]:
+    """Every warning of this module for `cfg` on `split`, each one line. `parts`: `divide_test(split)`
+    when the caller has it (the run computes it once for `require_test_users` and these checks)."""
+    if parts is None:
+        from recsys.evaluation.cold import divide_test
+
+        parts = divide_test(split)
+    lines = [cutoff_warning(cfg, split, parts)]
+    lines += factor_warnings(cfg, split, parts)
     return [line for line in lines if line]
 
 
-def rankable_items(split: Split) -> tuple[int, int]:
+def rankable_items(split: Split, parts: ColdSplit | None = None) -> tuple[int, int]:
     """(items with training data, the most items any warm test user can be ranked).
 
-    The evaluator masks items without training data and each user's own history (`exclude`), so a
-    user's candidates are the items with training data less those in the user's exclude row."""
-    from recsys.evaluation.cold import divide_test
+    The evaluator masks items without training data (`ColdSplit.cold_items`) and each user's own
+    history (`exclude`), so a user's candidates are the items with training data less those in the
+    user's exclude row."""
+    if parts is None:
+        from recsys.evaluation.cold import divide_test
 
-    warm = divide_test(split).warm
-    with_data = np.diff(sp.csc_matrix(split.train).indptr) > 0
+        parts = divide_test(split)
+    warm = parts.warm
+    with_data = ~parts.cold_items
     n_with_data = int(np.count_nonzero(with_data))
     users = warm.users
     if users.size == 0:
@@ -58,14 +67,14 @@ def rankable_items(split: Split) -> tuple[int, int]:
     return n_with_data, int(n_with_data - np.min(excluded))
 
 
-def cutoff_warning(cfg: RunConfig, split: Split) -> str | None:
+def cutoff_warning(cfg: RunConfig, split: Split, parts: ColdSplit) -> str | None:
     """One line naming every `evaluation.ks` cutoff at or above the most items a test user can be
     ranked, or None. Sampled metrics (`evaluation.sampled_negatives`) rank other candidates: not checked."""
     ev = cfg.evaluation
     counted = [m for m in ev.metrics if m in HIT_COUNT_METRICS]
     if ev.sampled_negatives is not None or not counted:
         return None
-    n_with_data, most = rankable_items(split)
+    n_with_data, most = rankable_items(split, parts)
     over = [k for k in sorted(set(ev.ks)) if k >= most]
     if not over:
         return None
@@ -87,12 +96,11 @@ def cutoff_warning(cfg: RunConfig, split: Split) -> str | None:
     )
 
 
-def factor_warnings(cfg: RunConfig, split: Split) -> list[str]:
+def factor_warnings(cfg: RunConfig, split: Split, parts: ColdSplit) -> list[str]:
     """One line per model whose factor count exceeds the users or items with training data (a
     model the run skips for its catalogue, EASE's bound, has no factors: never named)."""
-    train = sp.csr_matrix(split.train)
-    users = int(np.count_nonzero(np.diff(train.indptr) > 0))
-    items = int(np.count_nonzero(np.diff(sp.csc_matrix(train).indptr) > 0))
+    users = int(np.count_nonzero(np.diff(split.train.indptr) > 0))  # CSR by Split's contract
+    items = int(np.count_nonzero(~parts.cold_items))
     lines = []
     for model in cfg.models:
         key = FACTOR_SETTINGS.get(model.kind)

@@ -15,14 +15,15 @@ import numpy as np
 
 from recsys.data.split import Split
 from recsys.errors import DataError
-from recsys.evaluation.cold import divide_test
+from recsys.evaluation.cold import ColdSplit, divide_test
 
 
-def require_test_users(split: Split, filtered: str | None = None) -> None:
+def require_test_users(split: Split, filtered: str | None = None, parts: ColdSplit | None = None) -> None:
     """Raise a `DataError` when the split's test part has no warm user to score; else nothing.
     `filtered`: what a filter before the split left, when it left one user or one item (the k-core:
-    `pipelines.data.k_core_shrink`), named in the hint for that case."""
-    counts = divide_test(split).counts()
+    `pipelines.data.k_core_shrink`), named in the hint for that case. `parts`: `divide_test(split)`
+    when the caller has it (computed here otherwise)."""
+    counts = (parts if parts is not None else divide_test(split)).counts()
     if counts["warm_test_users"] > 0:
         return
     raise DataError(
