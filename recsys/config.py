@@ -662,8 +662,7 @@ def _not_a_list(err: Any, key: str, from_set: bool) -> str:
     example = _list_example(loc, given)
     if example is None:
         return said
-    shown = dumps_toml({"v": example})[len("v = "):].strip()
-    return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
+    return _with_example(said, key, name, dumps_toml({"v": example})[len("v = "):].strip(), from_set)
 
 
 def _not_a_table(err: Any, key: str, from_set: bool) -> str:
@@ -678,16 +677,25 @@ def _not_a_table(err: Any, key: str, from_set: bool) -> str:
     word = str(given).strip().strip("{}[]'\"").split("=", 1)[0].strip()
     if field is None or not re.fullmatch(r"[A-Za-z_][\w-]*", word):
         return said
+    value = next((v for v in (1.0, 1, "a") if _accepts(section, name, {word: v})), None)
+    if value is None:
+        return said
+    return _with_example(said, key, name, f"{{{word} = {dumps_toml({'v': value})[len('v = '):].strip()}}}", from_set)
+
+
+def _accepts(section: type[BaseModel], name: str, value: Any) -> bool:
+    """Whether `section`'s key `name` validates `value` (errors of its other keys aside)."""
     base: dict[str, Any] = {"name": "x"} if section in MODEL_CONFIGS.values() else {}
-    for value in (1.0, 1, "a"):
-        try:
-            section.model_validate({**base, name: {word: value}})  # type: ignore[union-attr]
-        except ValidationError as exc:
-            if any(e["loc"][:1] == (name,) for e in exc.errors()):
-                continue
-        shown = f"{{{word} = {dumps_toml({'v': value})[len('v = '):].strip()}}}"
-        return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
-    return said
+    try:
+        section.model_validate({**base, name: value})
+    except ValidationError as exc:
+        return not any(e["loc"][:1] == (name,) for e in exc.errors())
+    return True
+
+
+def _with_example(said: str, key: str, name: str, shown: str, from_set: bool) -> str:
+    """`said` and an example written as the user gave the key: a `--set`, else the TOML line."""
+    return f"{said}; e.g. --set '{key}={shown}'" if from_set else f"{said}; e.g. {name} = {shown}"
 
 
 def _list_example(loc: Sequence[Any], given: Any) -> list[Any] | None:
@@ -709,17 +717,7 @@ def _list_example(loc: Sequence[Any], given: Any) -> list[Any] | None:
     default = field.get_default(call_default_factory=True)
     default = default if isinstance(default, list) else []
     candidates += [default[:3], default, {int: [64], float: [0.5], str: ["a"]}.get(item, [])]  # short first
-    base: dict[str, Any] = {"name": "x"} if section in MODEL_CONFIGS.values() else {}
-    for candidate in candidates:
-        if not candidate:
-            continue
-        try:
-            section.model_validate({**base, str(loc[-1]): candidate})
-        except ValidationError as exc:
-            if any(e["loc"][:1] == (str(loc[-1]),) for e in exc.errors()):
-                continue
-        return candidate
-    return None
+    return next((c for c in candidates if c and _accepts(section, str(loc[-1]), c)), None)
 
 
 def dumps_toml(data: dict[str, Any]) -> str:
