@@ -325,10 +325,12 @@ def processed_as(processed: Path, data: DataConfig) -> list[str]:
     ]
 
 
-def _older(versions: set[int]) -> str:
-    """`an older` for reader versions all below this code's, else `another` (a newer recsys wrote
-    it: run with an older one after an upgrade was rolled back)."""
-    return "an older" if max(versions) < READER_VERSION else "another"
+def _read_by(versions: set[int]) -> str:
+    """`read by an older recsys (reader version 0, now 4)`: `another` where a newer recsys wrote it
+    (run with an older one after an upgrade was rolled back)."""
+    which = "an older" if max(versions) < READER_VERSION else "another"
+    was = ", ".join(str(v) for v in sorted(versions))
+    return f"read by {which} recsys (reader version {was}, now {READER_VERSION})"
 
 
 def _older_readers(processed: Path, manifest: dict) -> list[str]:
@@ -341,9 +343,8 @@ def _older_readers(processed: Path, manifest: dict) -> list[str]:
     versions = reader_versions(manifest)
     if versions == {READER_VERSION}:
         return []
-    was = ", ".join(str(v) for v in sorted(versions))
     return [
-        f"{processed} was read by {_older(versions)} recsys (reader version {was}, now {READER_VERSION}), whose readers gave "
+        f"{processed} was {_read_by(versions)}, whose readers gave "
         f"other rows for some layouts; a processed data.source is used as it is, so ingest its sources again "
         f"(recsys ingest SOURCE --out {processed}) or set data.source to the raw log"
     ]
@@ -608,11 +609,10 @@ def _reread(
     versions = reader_versions(read_manifest(out))
     if versions == {READER_VERSION}:
         return [], None
-    was = ", ".join(str(v) for v in sorted(versions))
     gone = [name for name in ledger if name not in digests]
     if gone:
         warnings.warn(RecsysWarning(
-            f"{out}: read by {_older(versions)} recsys (reader version {was}, now {READER_VERSION}) but {len(gone)} of its raw "
+            f"{out}: {_read_by(versions)} but {len(gone)} of its raw "
             f"files are gone from {data.source} ({', '.join(gone[:3])}), so it is kept as read then; ingest what "
             "is left into a new data.processed_dir to read it with this version"
         ), stacklevel=3)  # fmt: skip
@@ -622,7 +622,7 @@ def _reread(
     failed = _reread_failed(out)
     if failed is not None:
         warnings.warn(RecsysWarning(
-            f"{out}: read by {_older(versions)} recsys (reader version {was}, now {READER_VERSION}); reading its raw files "
+            f"{out}: {_read_by(versions)}; reading its raw files "
             f"again failed on an earlier run ({failed}), so it is kept as read then: fix that and delete "
             f"{_failure_file(out)} to read it again, or ingest into a new data.processed_dir"
         ), stacklevel=3)  # fmt: skip
@@ -647,7 +647,7 @@ def _reread(
         if not isinstance(exc, SourceChanged):  # a file being written: the next run tries again
             write_text_atomic(_failure_file(out), json.dumps({"reader_version": READER_VERSION, "error": str(exc)}))
         warnings.warn(RecsysWarning(
-            f"{out}: read by {_older(versions)} recsys (reader version {was}, now {READER_VERSION}); reading its raw files "
+            f"{out}: {_read_by(versions)}; reading its raw files "
             f"again failed, so it is kept as read then (not tried again with this version): {exc}"
         ), stacklevel=3)  # fmt: skip
         return [], None
@@ -655,8 +655,8 @@ def _reread(
         shutil.rmtree(work, ignore_errors=True)
     _failure_file(out).unlink(missing_ok=True)
     warnings.warn(RecsysWarning(
-        f"{out}: read by {_older(versions)} recsys (reader version {was}); re-read its {len(ledger)} raw file(s) with this "
-        f"version's readers ({READER_VERSION}), keeping its user and item indices"
+        f"{out}: {_read_by(versions)}; re-read its {len(ledger)} raw file(s) with this "
+        "version's readers, keeping its user and item indices"
     ), stacklevel=3)  # fmt: skip
     return list(ledger), report
 

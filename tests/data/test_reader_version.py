@@ -257,7 +257,7 @@ def test_a_directory_of_a_newer_recsys_is_re_read_by_the_one_running(tmp_path: P
     for batch in manifest["batches"]:
         batch["reader_version"] = READER_VERSION + 1
     (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.warns(RecsysWarning, match=rf"read by another recsys \(reader version {READER_VERSION + 1}\); re-read"):
+    with pytest.warns(RecsysWarning, match=rf"read by another recsys \(reader version {READER_VERSION + 1}, now {READER_VERSION}\); re-read"):
         prepare_dataset(load_config(None, _overrides(tmp_path)))
     assert {b["reader_version"] for b in storage.read_manifest(out)["batches"]} == {READER_VERSION}
     assert list(storage.load_processed(out).user_ids) == ids
