@@ -332,6 +332,19 @@ def test_a_delta_commit_cut_short_is_refused_in_one_line_naming_the_commit_and_l
         assert "pl.read_delta(DIR).write_parquet(NEW)" in line, line
 
 
+def _ingest_from_memory(local: Path, out: Path) -> pl.DataFrame:
+    """Ingest the folder `local` copied into fsspec's memory filesystem (standing in for s3://)."""
+    fs = fsspec.filesystem("memory")
+    root = f"/producer-layouts-{uuid.uuid4().hex}/events"
+    for path in local.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
+    try:
+        return _ingest(Path(f"memory://{root}"), out)
+    finally:
+        fs.rm(root, recursive=True)
+
+
 def test_a_delta_table_in_object_storage_reads_its_current_version_too(tmp_path: Path) -> None:
     """The same overwrite in object storage (memory:// stands in for s3://): the listing skipped
     `_delta_log/` and read every Parquet file, the replaced ones too."""
@@ -341,15 +354,7 @@ def test_a_delta_table_in_object_storage_reads_its_current_version_too(tmp_path:
     add = {"partitionValues": {}, "size": 1, "modificationTime": 0, "dataChange": True}
     overwrite = [{"remove": {"path": old, "deletionTimestamp": 1, "dataChange": True}}, {"add": {"path": new, **add}}]
     _delta_table(local, [[{"add": {"path": old, **add}}], overwrite], files)
-    fs = fsspec.filesystem("memory")
-    root = f"/producer-layouts-{uuid.uuid4().hex}/events"
-    for path in local.rglob("*"):
-        if path.is_file():
-            fs.pipe(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
-    try:
-        rows = _ingest(Path(f"memory://{root}"), tmp_path / "out")
-    finally:
-        fs.rm(root, recursive=True)
+    rows = _ingest_from_memory(local, tmp_path / "out")
     assert rows["user_id"].to_list() == ["u3"]
 
 
@@ -546,15 +551,7 @@ def test_a_delta_log_that_starts_at_a_checkpoint_is_replayed_from_it(tmp_path: P
 def test_a_checkpointed_delta_table_in_object_storage_is_replayed_too(tmp_path: Path) -> None:
     local = tmp_path / "events"
     _checkpointed_table(local)
-    fs = fsspec.filesystem("memory")
-    root = f"/producer-layouts-{uuid.uuid4().hex}/events"
-    for path in local.rglob("*"):
-        if path.is_file():
-            fs.pipe(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
-    try:
-        rows = _ingest(Path(f"memory://{root}"), tmp_path / "out")
-    finally:
-        fs.rm(root, recursive=True)
+    rows = _ingest_from_memory(local, tmp_path / "out")
     assert sorted(rows["user_id"]) == ["u-c", "u-d"]
 
 
