@@ -134,6 +134,19 @@ def test_a_server_already_running_is_neither_started_again_nor_stopped_by_the_ru
         start.abandon()
 
 
+# The subprocess scripts' stand-in for Prefect's server: answers /api/health with 200 on the port it
+# is given, as the server does once it is up.
+STAND_IN = r"""STAND_IN = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200 if self.path == '/api/health' else 404); self.end_headers(); self.wfile.write(b'true')\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+)
+"""
+
 LAUNCHED_EARLY = r"""
 import json, os, subprocess, sys, time
 os.environ.pop("PREFECT_API_URL", None)
@@ -146,16 +159,7 @@ launched = []
 class Refused(Exception):
     pass
 
-STAND_IN = (  # answers /api/health with 200 on the port it is given, as the server does once it is up
-    "import http.server, sys\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        self.send_response(200 if self.path == '/api/health' else 404); self.end_headers(); self.wfile.write(b'true')\n"
-    "    def log_message(self, *a):\n"
-    "        pass\n"
-    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
-)
-
+""" + STAND_IN + r"""
 def popen(args, **kwargs):
     seen.setdefault("server_module_imported", "prefect.server.api.server" in sys.modules)
     seen.setdefault("flows_imported", "flows.pipeline" in sys.modules)
@@ -329,16 +333,7 @@ seen, launched = {}, []
 class Refused(Exception):
     pass
 
-STAND_IN = (  # answers /api/health with 200 on the port it is given, as the server does once it is up
-    "import http.server, sys\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        self.send_response(200 if self.path == '/api/health' else 404); self.end_headers(); self.wfile.write(b'true')\n"
-    "    def log_message(self, *a):\n"
-    "        pass\n"
-    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
-)
-
+""" + STAND_IN + r"""
 def popen(args, **kwargs):
     seen.setdefault("server_module_imported", "prefect.server.api.server" in sys.modules)
     seen.setdefault("flows_imported", "flows.pipeline" in sys.modules)
