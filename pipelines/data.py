@@ -684,9 +684,9 @@ def _read_as(name: str, digest: str) -> str:
     already ingested): its content's, and for a file under day folders (`dt=2024-01-02/`) the day
     too, which its rows are read with. Two days' exports of the same bytes are two days of rows,
     not a copy, and the second was passed over as one."""
-    from recsys.data.readers.parquet_files import _hive_values, _partition_day
+    from recsys.data.readers.parquet_files import folder_day
 
-    day = _partition_day(_hive_values(name))[0]
+    day = folder_day(name)
     if day is None:
         return digest
     return hashlib.blake2b(f"{digest}\0{day}".encode(), digest_size=16).hexdigest()

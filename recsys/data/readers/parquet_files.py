@@ -59,6 +59,12 @@ def _folder_values(path: Path | None) -> dict[str, str | None]:
     return _hive_values("/".join([*reversed(parts), path.name])) if parts else {}
 
 
+def folder_day(name: str) -> str | None:
+    """The day (ISO-8601) that the day folders of the relative path `name` name (`dt=2024-01-02/`,
+    `year=/month=/day=`), or None: what a landing file's rows are read with when it has no time."""
+    return _partition_day(_hive_values(name))[0]
+
+
 def folder_days(label: Path | str, files: list[DataFile], mapping: dict[str, str], per_file: bool) -> dict[str, str]:
     """For text files (CSV, JSON Lines) without a time of their own (no TIME in `mapping`): each
     file's day from its day folders (`_partition_day`: `dt=2024-01-01/`, `date=20240101/`,
